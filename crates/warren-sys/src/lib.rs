@@ -1,0 +1,278 @@
+//! The one home of `unsafe` in Warren.
+//!
+//! Thin, documented wrappers for the few system calls that the safe crates (rustix, landlock,
+//! seccompiler) do not offer: `clone3` with namespace flags and a pidfd, `close_range`, the
+//! interface-flags ioctl that brings `lo` up, the Landlock ABI query, and the signal mask and
+//! `signalfd` the single-threaded launcher waits on. Every `unsafe` block carries a `// SAFETY:`
+//! note; every other crate in the workspace forbids `unsafe` outright.
+//!
+//! Raw return codes become `std::io::Result` here, once; callers map them to error variants that
+//! name what was being done.
+#![allow(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Namespace flags for [`clone_process`], a subset of `CLONE_NEW*`.
+pub mod ns {
+    /// New user namespace.
+    pub const USER: u64 = libc::CLONE_NEWUSER as u64;
+    /// New pid namespace (the child becomes its pid 1).
+    pub const PID: u64 = libc::CLONE_NEWPID as u64;
+    /// New mount namespace.
+    pub const MOUNT: u64 = libc::CLONE_NEWNS as u64;
+    /// New uts namespace (hostname).
+    pub const UTS: u64 = libc::CLONE_NEWUTS as u64;
+    /// New ipc namespace.
+    pub const IPC: u64 = libc::CLONE_NEWIPC as u64;
+    /// New network namespace.
+    pub const NET: u64 = libc::CLONE_NEWNET as u64;
+    /// New cgroup namespace.
+    pub const CGROUP: u64 = libc::CLONE_NEWCGROUP as u64;
+    /// Every namespace flag Warren knows; the seccomp policy refuses these in `clone`.
+    pub const ALL: u64 = USER | PID | MOUNT | UTS | IPC | NET | CGROUP;
+}
+
+/// What [`clone_process`] returns on each side of the fork.
+#[derive(Debug)]
+pub enum Forked {
+    /// In the parent: the child's pid (in the parent's pid namespace) and a pidfd for it.
+    Parent {
+        /// The child's pid as the parent sees it.
+        pid: i32,
+        /// A pidfd referring to the child, immune to pid reuse.
+        pidfd: OwnedFd,
+    },
+    /// In the child.
+    Child,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Fork the calling process into new namespaces with `clone3(2)`, returning a pidfd for the child.
+///
+/// `namespaces` is a combination of [`ns`] flags. The child continues from this call with a copy
+/// of the parent's memory, as after `fork(2)`.
+///
+/// # Safety
+///
+/// The calling process must be single-threaded: as after `fork(2)`, the child holds a copy of
+/// every lock another thread may have held (the allocator's among them), and only the calling
+/// thread exists in it. Warren's launcher is single-threaded by construction.
+pub unsafe fn clone_process(namespaces: u64) -> io::Result<Forked> {
+    let mut pidfd: RawFd = -1;
+    let args = CloneArgs {
+        flags: (namespaces & ns::ALL) | libc::CLONE_PIDFD as u64,
+        pidfd: &mut pidfd as *mut RawFd as u64,
+        exit_signal: libc::SIGCHLD as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass, and
+    // `pidfd` outlives the call. No stack is given, so the child runs on a copy of the parent's
+    // stack exactly as with fork(2); the caller guarantees that the process is single-threaded.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: pid as i32,
+            // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// Mark every descriptor from `first` upwards close-on-exec (`close_range(2)` with
+/// `CLOSE_RANGE_CLOEXEC`), so that nothing the launcher inherited crosses into a workload.
+pub fn close_range_cloexec(first: u32) -> io::Result<()> {
+    // SAFETY: close_range only changes flags of descriptors of this process; no memory is passed.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
+    };
+    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+}
+
+/// Set `IFF_UP` on the network interface `name` in the caller's network namespace.
+pub fn interface_up(name: &CStr) -> io::Result<()> {
+    let bytes = name.to_bytes_with_nul();
+    if bytes.len() > libc::IFNAMSIZ {
+        return Err(io::Error::from_raw_os_error(libc::ENAMETOOLONG));
+    }
+    // SAFETY: plain socket(2) call; the result is checked and owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: socket(2) returned a new descriptor that nothing else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which is a valid
+    // ifreq for the duration of the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags member.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The Landlock ABI version the running kernel offers (`landlock_create_ruleset` with
+/// `LANDLOCK_CREATE_RULESET_VERSION`); an error (ENOSYS, EOPNOTSUPP) when Landlock is absent.
+pub fn landlock_abi_version() -> io::Result<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer and size 0 this call only returns the ABI version.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as i32) }
+}
+
+/// A set of signals, for [`block_signals`] and [`signalfd`].
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+impl SignalSet {
+    /// A set holding exactly `signals`.
+    pub fn of(signals: &[i32]) -> io::Result<Self> {
+        // SAFETY: sigset_t is plain data; sigemptyset initialises it before any use.
+        let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid sigset_t.
+        unsafe { libc::sigemptyset(&mut set) };
+        for &sig in signals {
+            // SAFETY: `set` is a valid, initialised sigset_t; the signal number is checked.
+            if unsafe { libc::sigaddset(&mut set, sig) } != 0 {
+                return Err(io::Error::from_raw_os_error(libc::EINVAL));
+            }
+        }
+        Ok(SignalSet(set))
+    }
+
+    /// The empty set.
+    pub fn empty() -> Self {
+        Self::of(&[]).expect("the empty signal set is always valid")
+    }
+}
+
+/// Replace the calling thread's signal mask with `set`, returning the previous mask.
+pub fn set_signal_mask(set: &SignalSet) -> io::Result<SignalSet> {
+    // SAFETY: sigset_t is plain data and is fully written by pthread_sigmask below.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to valid sigset_t values for the duration of the call.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set.0, &mut old) };
+    if ret != 0 { Err(io::Error::from_raw_os_error(ret)) } else { Ok(SignalSet(old)) }
+}
+
+/// Add `set` to the calling thread's blocked signals, returning the previous mask.
+pub fn block_signals(set: &SignalSet) -> io::Result<SignalSet> {
+    // SAFETY: as in set_signal_mask.
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to valid sigset_t values for the duration of the call.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut old) };
+    if ret != 0 { Err(io::Error::from_raw_os_error(ret)) } else { Ok(SignalSet(old)) }
+}
+
+/// A close-on-exec, non-blocking `signalfd(2)` for `set` (which the caller should have blocked).
+pub fn signalfd(set: &SignalSet) -> io::Result<OwnedFd> {
+    // SAFETY: `set` is a valid sigset_t; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, &set.0, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: signalfd returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Read one pending signal number from a [`signalfd`]; `Ok(None)` when none is pending.
+pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: signalfd_siginfo is plain data; all-zero is valid.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: `info` is a writable buffer of exactly `size` bytes.
+    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+    if n < 0 {
+        let err = io::Error::last_os_error();
+        return if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) };
+    }
+    if n as usize != size {
+        return Err(io::Error::from_raw_os_error(libc::EIO));
+    }
+    Ok(Some(info.ssi_signo as i32))
+}
+
+/// Reset the disposition of every catchable signal to its default, as a freshly exec'd program
+/// expects (handlers are reset by exec anyway; ignored signals are not).
+pub fn reset_signal_dispositions() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is always a valid disposition; errors for reserved signals are ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn landlock_version_is_positive_or_unsupported() {
+        match landlock_abi_version() {
+            Ok(v) => assert!(v >= 1, "landlock abi {v}"),
+            Err(e) => assert!(
+                matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)),
+                "{e}"
+            ),
+        }
+    }
+
+    #[test]
+    fn interface_name_too_long_is_rejected() {
+        let long = std::ffi::CString::new("x".repeat(40)).unwrap();
+        let e = interface_up(&long).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENAMETOOLONG));
+    }
+
+    #[test]
+    fn signal_sets_reject_bad_numbers() {
+        assert!(SignalSet::of(&[libc::SIGTERM, libc::SIGINT]).is_ok());
+        assert!(SignalSet::of(&[0x1000]).is_err());
+    }
+}
