@@ -104,14 +104,40 @@ pub unsafe fn clone_process(namespaces: u64) -> io::Result<Forked> {
     }
 }
 
+/// How many threads the calling process has (from `/proc/self/task`).
+pub fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// [`clone_process`], made safe by checking first that the caller is the process's only thread.
+/// Fails with `EBUSY` otherwise. The check cannot race: a single thread cannot gain a sibling
+/// between the check and the fork except by its own action.
+pub fn fork_into_namespaces(namespaces: u64) -> io::Result<Forked> {
+    if thread_count()? != 1 {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    // SAFETY: the process has exactly one thread (checked just above), which is the contract
+    // of clone_process.
+    unsafe { clone_process(namespaces) }
+}
+
 /// Mark every descriptor from `first` upwards close-on-exec (`close_range(2)` with
 /// `CLOSE_RANGE_CLOEXEC`), so that nothing the launcher inherited crosses into a workload.
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {
     // SAFETY: close_range only changes flags of descriptors of this process; no memory is passed.
     let ret = unsafe {
-        libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC)
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
     };
-    if ret == -1 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 /// Set `IFF_UP` on the network interface `name` in the caller's network namespace.
@@ -160,12 +186,22 @@ pub fn landlock_abi_version() -> io::Result<i32> {
             LANDLOCK_CREATE_RULESET_VERSION,
         )
     };
-    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret as i32) }
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret as i32)
+    }
 }
 
 /// A set of signals, for [`block_signals`] and [`signalfd`].
 #[derive(Clone, Copy)]
 pub struct SignalSet(libc::sigset_t);
+
+impl std::fmt::Debug for SignalSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignalSet")
+    }
+}
 
 impl SignalSet {
     /// A set holding exactly `signals`.
@@ -195,7 +231,11 @@ pub fn set_signal_mask(set: &SignalSet) -> io::Result<SignalSet> {
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers refer to valid sigset_t values for the duration of the call.
     let ret = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set.0, &mut old) };
-    if ret != 0 { Err(io::Error::from_raw_os_error(ret)) } else { Ok(SignalSet(old)) }
+    if ret != 0 {
+        Err(io::Error::from_raw_os_error(ret))
+    } else {
+        Ok(SignalSet(old))
+    }
 }
 
 /// Add `set` to the calling thread's blocked signals, returning the previous mask.
@@ -204,7 +244,11 @@ pub fn block_signals(set: &SignalSet) -> io::Result<SignalSet> {
     let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: both pointers refer to valid sigset_t values for the duration of the call.
     let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set.0, &mut old) };
-    if ret != 0 { Err(io::Error::from_raw_os_error(ret)) } else { Ok(SignalSet(old)) }
+    if ret != 0 {
+        Err(io::Error::from_raw_os_error(ret))
+    } else {
+        Ok(SignalSet(old))
+    }
 }
 
 /// A close-on-exec, non-blocking `signalfd(2)` for `set` (which the caller should have blocked).
@@ -225,10 +269,20 @@ pub fn read_signal(fd: &OwnedFd) -> io::Result<Option<i32>> {
     let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: `info` is a writable buffer of exactly `size` bytes.
-    let n = unsafe { libc::read(fd.as_raw_fd(), &mut info as *mut _ as *mut libc::c_void, size) };
+    let n = unsafe {
+        libc::read(
+            fd.as_raw_fd(),
+            &mut info as *mut _ as *mut libc::c_void,
+            size,
+        )
+    };
     if n < 0 {
         let err = io::Error::last_os_error();
-        return if err.kind() == io::ErrorKind::WouldBlock { Ok(None) } else { Err(err) };
+        return if err.kind() == io::ErrorKind::WouldBlock {
+            Ok(None)
+        } else {
+            Err(err)
+        };
     }
     if n as usize != size {
         return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -257,7 +311,10 @@ mod tests {
         match landlock_abi_version() {
             Ok(v) => assert!(v >= 1, "landlock abi {v}"),
             Err(e) => assert!(
-                matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)),
+                matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+                ),
                 "{e}"
             ),
         }
@@ -274,5 +331,33 @@ mod tests {
     fn signal_sets_reject_bad_numbers() {
         assert!(SignalSet::of(&[libc::SIGTERM, libc::SIGINT]).is_ok());
         assert!(SignalSet::of(&[0x1000]).is_err());
+    }
+}
+
+#[cfg(feature = "probe")]
+pub mod probe;
+
+/// Drop capability `cap` from the calling thread's bounding set (`PR_CAPBSET_DROP`).
+/// Returns `EINVAL` for numbers past the kernel's last capability, which ends a drop loop.
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer argument and touches no memory of ours.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Move the calling process into a new cgroup namespace rooted at its current cgroup
+/// (`unshare(CLONE_NEWCGROUP)`). Only this flag: it shares no other per-process state.
+pub fn unshare_cgroup_namespace() -> io::Result<()> {
+    // SAFETY: CLONE_NEWCGROUP changes only the cgroup namespace of the caller; unlike
+    // CLONE_FILES or CLONE_FS it cannot invalidate state other threads rely on.
+    let ret = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }

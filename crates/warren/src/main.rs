@@ -1,1 +1,24 @@
-fn main(){}
+//! `warren`: the command-line face of the Warren security kernel.
+//!
+//! `main` is small on purpose: it parses the command line, dispatches to one module under
+//! `cmd/` per verb, and owns the exit codes. Warren's own failures exit 125; `run` passes the
+//! workload's status through, with 126 for a command that cannot be executed and 127 for one
+//! that does not exist (Docker's and the shell's convention).
+#![forbid(unsafe_code)]
+
+mod cli;
+mod cmd;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let code = match cmd::dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("warren: error: {err:#}");
+            125
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,292 @@
+//! The child side of a launch: everything between `clone3` and `execve`, in order.
+//!
+//! This runs as pid 1 of the new pid namespace, in a copy of the single-threaded launcher. Each
+//! step is one entry of [`Step`]; a failure is reported to the parent over the report pipe as
+//! `error <step> <errno> <what>` and the child exits. The report pipe is close-on-exec, so a
+//! successful `execve` closes it: the parent reads end-of-file after an `exec` line.
+
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{Resource, Rlimit as RustixRlimit, Signal};
+use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
+
+use crate::confine::{self, LandlockOutcome};
+use crate::launch::Step;
+use crate::plan::{LaunchPlan, Protection};
+use crate::policy::{self, Rlimit};
+use crate::rootfs::{self, StepResult};
+
+/// What the child needs, prepared by the parent before the fork.
+pub(crate) struct ChildContext<'a> {
+    pub plan: &'a LaunchPlan,
+    pub staging: PathBuf,
+    pub go: OwnedFd,
+    pub report: OwnedFd,
+    pub seccomp: Option<&'a seccompiler::BpfProgram>,
+    pub old_mask: warren_sys::SignalSet,
+    pub fault: Option<Step>,
+    pub env: Vec<(String, String)>,
+}
+
+/// Run the child side and exec; never returns.
+pub(crate) fn run(ctx: ChildContext<'_>) -> ! {
+    let mut report = std::fs::File::from(ctx.report.try_clone().expect("dup of the report pipe"));
+    match setup(&ctx, &mut report) {
+        Ok(never) => match never {},
+        Err((step, what, err)) => {
+            let errno = err.raw_os_error().unwrap_or(0);
+            let what = what.replace('\n', " ");
+            let _ = writeln!(report, "error {} {errno} {what}: {err}", step.as_str());
+            std::process::exit(if step == Step::Exec {
+                exec_status(errno)
+            } else {
+                125
+            });
+        }
+    }
+}
+
+/// The exit status for a failed `execve`, as shells and Docker use them.
+pub(crate) fn exec_status(errno: i32) -> i32 {
+    match errno {
+        2 | 20 => 127, // ENOENT, ENOTDIR: not found
+        _ => 126,      // EACCES, ENOEXEC, EISDIR, ETXTBSY, EPERM...: found but not executable
+    }
+}
+
+fn fail(step: Step, what: &str) -> (Step, String, std::io::Error) {
+    (
+        step,
+        what.to_owned(),
+        std::io::Error::other("injected fault"),
+    )
+}
+
+fn setup(
+    ctx: &ChildContext<'_>,
+    report: &mut std::fs::File,
+) -> StepResult<std::convert::Infallible> {
+    let fault = |step: Step| -> StepResult {
+        if ctx.fault == Some(step) {
+            Err(fail(step, "fault injection"))
+        } else {
+            Ok(())
+        }
+    };
+    let rx = |step: Step, what: &str, r: rustix::io::Result<()>| -> StepResult {
+        r.map_err(|e| (step, what.to_owned(), e.into()))
+    };
+    let io = |step: Step, what: &str, r: std::io::Result<()>| -> StepResult {
+        r.map_err(|e| (step, what.to_owned(), e))
+    };
+
+    // Wait until the parent has written our uid/gid maps and placed us in the cgroup.
+    warren_sys::set_signal_mask(&ctx.old_mask).ok();
+    let mut byte = [0u8; 1];
+    match rustix::io::read(&ctx.go, &mut byte) {
+        Ok(1) => {}
+        _ => std::process::exit(125), // the parent is gone: nothing to report to
+    }
+    fault(Step::WaitParent)?;
+
+    // Open the root's host files while our filesystem uid is still the launcher's: the new root
+    // user may lack search permission on their host directories.
+    let sources = rootfs::open_sources(&ctx.plan.root)?;
+
+    // Become root of the new user namespace: uid/gid 0 inside, the range's base outside.
+    // Supplementary groups inherited from the host (root's among them) are dropped first.
+    rx(
+        Step::SetIds,
+        "drop supplementary groups",
+        set_thread_groups(&[]),
+    )?;
+    rx(
+        Step::SetIds,
+        "setresgid 0",
+        set_thread_res_gid(
+            rustix::process::Gid::ROOT,
+            rustix::process::Gid::ROOT,
+            rustix::process::Gid::ROOT,
+        ),
+    )?;
+    rx(
+        Step::SetIds,
+        "setresuid 0",
+        set_thread_res_uid(
+            rustix::process::Uid::ROOT,
+            rustix::process::Uid::ROOT,
+            rustix::process::Uid::ROOT,
+        ),
+    )?;
+    fault(Step::SetIds)?;
+
+    // Die with the launcher. Set after the id change, which clears it; then make sure the
+    // parent did not die in between (its end of the go pipe would have hung up).
+    rx(
+        Step::ParentDeath,
+        "set parent-death signal",
+        rustix::process::set_parent_process_death_signal(Some(Signal::KILL)),
+    )?;
+    let mut fds = [PollFd::new(&ctx.go, PollFlags::IN)];
+    let _ = poll(
+        &mut fds,
+        Some(&rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }),
+    );
+    if fds[0].revents().contains(PollFlags::HUP) {
+        std::process::exit(125);
+    }
+    fault(Step::ParentDeath)?;
+
+    io(
+        Step::CgroupNs,
+        "unshare the cgroup namespace",
+        warren_sys::unshare_cgroup_namespace(),
+    )?;
+    fault(Step::CgroupNs)?;
+    rx(
+        Step::Hostname,
+        "sethostname",
+        rustix::system::sethostname(ctx.plan.name.as_str().as_bytes()),
+    )?;
+    fault(Step::Hostname)?;
+    io(
+        Step::Loopback,
+        "bring lo up",
+        warren_sys::interface_up(c"lo"),
+    )?;
+    fault(Step::Loopback)?;
+
+    for step in [
+        Step::MountPrivate,
+        Step::MountRoot,
+        Step::MountProc,
+        Step::MountDev,
+        Step::MountTmp,
+        Step::MaskPaths,
+        Step::ReadonlyRoot,
+    ] {
+        fault(step)?;
+    }
+    rootfs::enter_root(&ctx.plan.root, &sources, &ctx.staging, ctx.plan.tmpfs_size)?;
+    fault(Step::PivotRoot)?;
+
+    set_rlimits(ctx.plan)?;
+    fault(Step::Rlimits)?;
+
+    // Descriptor hygiene: 0, 1 and 2 cross into the workload and nothing else. Everything from
+    // 3 up becomes close-on-exec (the report pipe already is, and closes at exec).
+    io(
+        Step::Fds,
+        "mark descriptors close-on-exec",
+        warren_sys::close_range_cloexec(3),
+    )?;
+    fault(Step::Fds)?;
+
+    // A new session: no controlling terminal, so TIOCSTI cannot reach the launcher's terminal.
+    rx(
+        Step::Setsid,
+        "setsid",
+        rustix::process::setsid().map(|_| ()),
+    )?;
+    fault(Step::Setsid)?;
+
+    let outcome = confine::landlock().map_err(|e| {
+        (
+            Step::Landlock,
+            "restrict with Landlock".to_owned(),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
+    if outcome != LandlockOutcome::Full && !ctx.plan.allow_missing.contains(&Protection::Landlock) {
+        let err = std::io::Error::from_raw_os_error(95); // EOPNOTSUPP
+        return Err((
+            Step::Landlock,
+            format!(
+                "landlock could only be enforced {}; refusing (allow with --allow-missing landlock)",
+                outcome.as_str()
+            ),
+            err,
+        ));
+    }
+    let _ = writeln!(report, "info landlock {}", outcome.as_str());
+    fault(Step::Landlock)?;
+
+    io(
+        Step::Capabilities,
+        "drop capabilities",
+        confine::drop_capabilities(),
+    )?;
+    fault(Step::Capabilities)?;
+    rx(
+        Step::NoNewPrivs,
+        "set no_new_privs",
+        rustix::thread::set_no_new_privs(true),
+    )?;
+    fault(Step::NoNewPrivs)?;
+
+    if let Some(prog) = ctx.seccomp {
+        crate::seccomp::apply(prog).map_err(|e| {
+            (
+                Step::Seccomp,
+                "install the seccomp filter".to_owned(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
+    }
+    let _ = writeln!(
+        report,
+        "info seccomp {}",
+        if ctx.seccomp.is_some() {
+            "filter"
+        } else {
+            "none"
+        }
+    );
+    fault(Step::Seccomp)?;
+
+    fault(Step::Exec)?;
+    let _ = writeln!(report, "info exec");
+    let argv = &ctx.plan.argv;
+    let err = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    Err((Step::Exec, format!("execute {:?}", argv[0]), err))
+}
+
+fn set_rlimits(plan: &LaunchPlan) -> StepResult {
+    let pids = plan.limits.pids.unwrap_or(LaunchPlan::DEFAULT_PIDS);
+    let table = policy::RLIMITS
+        .iter()
+        .map(|(r, s, h, _)| (*r, *s, *h))
+        .chain([(Rlimit::NProc, pids, pids)]);
+    for (r, soft, hard) in table {
+        let res = match r {
+            Rlimit::Core => Resource::Core,
+            Rlimit::NoFile => Resource::Nofile,
+            Rlimit::RtPrio => Resource::Rtprio,
+            Rlimit::Nice => Resource::Nice,
+            Rlimit::MemLock => Resource::Memlock,
+            Rlimit::MsgQueue => Resource::Msgqueue,
+            Rlimit::NProc => Resource::Nproc,
+        };
+        // Never raise a hard limit: that needs CAP_SYS_RESOURCE in the host namespace.
+        let cur = rustix::process::getrlimit(res);
+        let cap = |v: u64| cur.maximum.map_or(v, |m| v.min(m));
+        let new = RustixRlimit {
+            current: Some(cap(soft.min(hard))),
+            maximum: Some(cap(hard)),
+        };
+        rustix::process::setrlimit(res, new)
+            .map_err(|e| (Step::Rlimits, format!("set {r:?} limit"), e.into()))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! The last steps before `execve`, in the order they must run: Landlock, dropping every
+//! capability, `no_new_privs`, then the seccomp filter (child side).
+//!
+//! Landlock comes first because creating its domain needs either `no_new_privs` or
+//! `CAP_SYS_ADMIN`; seccomp comes last so that the steps before it may use system calls the
+//! workload never may.
+
+use landlock::{
+    ABI, Access, AccessFs, CompatLevel, Compatible, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+    Scope, path_beneath_rules,
+};
+use rustix::thread::{CapabilitiesSecureBits, CapabilitySet, CapabilitySets};
+
+/// The Landlock ABI whose rights Warren has reviewed and asks for; newer kernels are asked for
+/// no more than this, older ones for what they have (reported, and refused unless allowed).
+pub(crate) const LANDLOCK_ABI: ABI = ABI::V6;
+
+/// How far Landlock was enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LandlockOutcome {
+    /// Every right Warren asked for is enforced.
+    Full,
+    /// Some rights are enforced; the kernel lacks the rest.
+    Partial,
+    /// The kernel has no Landlock.
+    None,
+}
+
+impl LandlockOutcome {
+    pub(crate) fn as_str(&self) -> &'static str {
+        match self {
+            LandlockOutcome::Full => "full",
+            LandlockOutcome::Partial => "partial",
+            LandlockOutcome::None => "none",
+        }
+    }
+}
+
+/// Restrict the filesystem to: read and execute everywhere in the (already read-only) root;
+/// read, write and create in `/tmp` and `/dev/shm`; read and write the device nodes. Scope
+/// abstract unix sockets and signals to the environment.
+pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
+    let abi = LANDLOCK_ABI;
+    let status = landlock::Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))?
+        .scope(Scope::from_all(abi))?
+        .create()?
+        .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))?
+        .add_rules(path_beneath_rules(
+            ["/tmp", "/dev/shm"],
+            AccessFs::from_all(abi),
+        ))?
+        .add_rules(path_beneath_rules(
+            crate::policy::DEVICES
+                .iter()
+                .map(|(d, _)| format!("/dev/{d}")),
+            AccessFs::from_file(abi),
+        ))?
+        .restrict_self()?;
+    Ok(match status.ruleset {
+        RulesetStatus::FullyEnforced => LandlockOutcome::Full,
+        RulesetStatus::PartiallyEnforced => LandlockOutcome::Partial,
+        RulesetStatus::NotEnforced => LandlockOutcome::None,
+    })
+}
+
+/// `SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED`, which rustix does not name.
+const NO_CAP_AMBIENT_RAISE_LOCKED: CapabilitiesSecureBits =
+    CapabilitiesSecureBits::from_bits_retain(1 << 7);
+
+/// Empty all five capability sets and lock the securebits so that `execve` of a root-owned or
+/// file-capability binary cannot bring any back.
+pub(crate) fn drop_capabilities() -> std::io::Result<()> {
+    for cap in 0..64 {
+        match warren_sys::capbset_drop(cap) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(22) => break, // EINVAL: past the last capability
+            Err(e) => return Err(e),
+        }
+    }
+    rustix::thread::clear_ambient_capability_set()?;
+    rustix::thread::set_capabilities_secure_bits(
+        CapabilitiesSecureBits::NO_ROOT
+            | CapabilitiesSecureBits::NO_ROOT_LOCKED
+            | CapabilitiesSecureBits::NO_SETUID_FIXUP
+            | CapabilitiesSecureBits::NO_SETUID_FIXUP_LOCKED
+            | CapabilitiesSecureBits::KEEP_CAPS_LOCKED
+            | CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE
+            | NO_CAP_AMBIENT_RAISE_LOCKED,
+    )?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )?;
+    Ok(())
+}

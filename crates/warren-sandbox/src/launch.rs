@@ -1,0 +1,857 @@
+//! The parent side of a launch, and the handle to a running environment.
+//!
+//! [`launch`] runs the parent's steps in order: validate the plan, check that every requested
+//! protection is available (failing closed), compile the seccomp filter, claim the name and a
+//! host uid range, create the cgroup, fork with `clone3` into new namespaces, write the child's
+//! uid/gid maps, place it in the cgroup, and let it go. The child's steps are in `child`. Every
+//! resource taken is owned by a guard, so any failure releases all of it: nothing is left behind.
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{Signal, WaitId, WaitIdOptions, pidfd_send_signal, waitid};
+use serde::Serialize;
+
+use crate::cgroup::{Cgroup, CgroupInfo, Layout};
+use crate::child::{self, ChildContext};
+use crate::plan::{LaunchPlan, Protection, RootSource};
+use crate::seccomp::Profile;
+use crate::state::{Held, StateDir, StateError, UidRange};
+
+/// The steps of a launch, in the order they run (parent steps first, then the child's).
+/// `docs/launch-sequence.md` describes each; the names appear in errors and in
+/// `WARREN_FAULT_INJECT`, which tests use to make a launch fail at a chosen step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub enum Step {
+    Validate,
+    Features,
+    SeccompCompile,
+    ClaimName,
+    ClaimUids,
+    Cgroup,
+    Clone,
+    UidMap,
+    CgroupAttach,
+    WaitParent,
+    SetIds,
+    ParentDeath,
+    CgroupNs,
+    Hostname,
+    Loopback,
+    MountPrivate,
+    MountRoot,
+    MountProc,
+    MountDev,
+    MountTmp,
+    MaskPaths,
+    ReadonlyRoot,
+    PivotRoot,
+    Rlimits,
+    Fds,
+    Setsid,
+    Landlock,
+    Capabilities,
+    NoNewPrivs,
+    Seccomp,
+    Exec,
+}
+
+impl Step {
+    /// Every step, in launch order.
+    pub const ALL: [Step; 31] = [
+        Step::Validate,
+        Step::Features,
+        Step::SeccompCompile,
+        Step::ClaimName,
+        Step::ClaimUids,
+        Step::Cgroup,
+        Step::Clone,
+        Step::UidMap,
+        Step::CgroupAttach,
+        Step::WaitParent,
+        Step::SetIds,
+        Step::ParentDeath,
+        Step::CgroupNs,
+        Step::Hostname,
+        Step::Loopback,
+        Step::MountPrivate,
+        Step::MountRoot,
+        Step::MountProc,
+        Step::MountDev,
+        Step::MountTmp,
+        Step::MaskPaths,
+        Step::ReadonlyRoot,
+        Step::PivotRoot,
+        Step::Rlimits,
+        Step::Fds,
+        Step::Setsid,
+        Step::Landlock,
+        Step::Capabilities,
+        Step::NoNewPrivs,
+        Step::Seccomp,
+        Step::Exec,
+    ];
+
+    /// The step's name, as in errors and `docs/launch-sequence.md`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Features => "features",
+            Step::SeccompCompile => "seccomp-compile",
+            Step::ClaimName => "claim-name",
+            Step::ClaimUids => "claim-uids",
+            Step::Cgroup => "cgroup",
+            Step::Clone => "clone",
+            Step::UidMap => "uid-map",
+            Step::CgroupAttach => "cgroup-attach",
+            Step::WaitParent => "wait-parent",
+            Step::SetIds => "set-ids",
+            Step::ParentDeath => "parent-death",
+            Step::CgroupNs => "cgroup-ns",
+            Step::Hostname => "hostname",
+            Step::Loopback => "loopback",
+            Step::MountPrivate => "mount-private",
+            Step::MountRoot => "mount-root",
+            Step::MountProc => "mount-proc",
+            Step::MountDev => "mount-dev",
+            Step::MountTmp => "mount-tmp",
+            Step::MaskPaths => "mask-paths",
+            Step::ReadonlyRoot => "readonly-root",
+            Step::PivotRoot => "pivot-root",
+            Step::Rlimits => "rlimits",
+            Step::Fds => "fds",
+            Step::Setsid => "setsid",
+            Step::Landlock => "landlock",
+            Step::Capabilities => "capabilities",
+            Step::NoNewPrivs => "no-new-privs",
+            Step::Seccomp => "seccomp",
+            Step::Exec => "exec",
+        }
+    }
+
+    /// The step named `s`.
+    pub fn parse(s: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a launch failed. Nothing it created is left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The plan is not valid (say why).
+    #[error("{0}")]
+    Invalid(String),
+    /// A requested protection is not available on this host and the user did not allow that.
+    #[error(
+        "{protection} is not available on this host ({detail}); refusing to start without it (use --allow-missing {protection} to run anyway, with less isolation)"
+    )]
+    Missing {
+        /// The protection.
+        protection: &'static str,
+        /// What was found.
+        detail: String,
+    },
+    /// The launcher is not single-threaded, so it must not fork.
+    #[error(
+        "the launcher has {threads} threads; launching must happen in a single-threaded process"
+    )]
+    MultiThreaded {
+        /// How many threads it has.
+        threads: usize,
+    },
+    /// Name or uid bookkeeping failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The cgroup could not be created or set up.
+    #[error("cgroup setup failed")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The seccomp policy could not be loaded or compiled.
+    #[error("seccomp policy")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
+    /// A parent-side step failed.
+    #[error("{step}: {what}")]
+    Parent {
+        /// The step.
+        step: Step,
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A step inside the new environment failed.
+    #[error("{step}: {message}")]
+    Child {
+        /// The step.
+        step: Step,
+        /// The errno the step failed with (0 if none).
+        errno: i32,
+        /// What the child reported.
+        message: String,
+    },
+    /// The command does not exist in the environment's root.
+    #[error("command not found in the environment: {command} ({message})")]
+    CommandNotFound {
+        /// The command.
+        command: String,
+        /// What exec reported.
+        message: String,
+    },
+    /// The command exists but cannot be executed.
+    #[error("command cannot be executed in the environment: {command} ({message})")]
+    CommandNotExecutable {
+        /// The command.
+        command: String,
+        /// What exec reported.
+        message: String,
+    },
+}
+
+impl LaunchError {
+    /// The exit status `warren run` uses for this error: 127 command not found, 126 command not
+    /// executable, 125 any failure of Warren itself.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::CommandNotFound { .. } => 127,
+            LaunchError::CommandNotExecutable { .. } => 126,
+            _ => 125,
+        }
+    }
+}
+
+/// What isolation an environment actually got: recorded at launch, shown by `--json` and
+/// `inspect`. Every field is what was applied, not what was asked for.
+#[derive(Debug, Clone, Serialize)]
+pub struct Applied {
+    /// The environment's name (also its hostname).
+    pub name: String,
+    /// The workload's pid in the host's pid namespace.
+    pub host_pid: i32,
+    /// Namespaces the environment has of its own.
+    pub namespaces: Vec<&'static str>,
+    /// The id mapping: uid/gid 0 inside is `host_base` outside.
+    pub uid_map: IdMap,
+    /// The root filesystem.
+    pub root: RootInfo,
+    /// Size of the writable `/tmp` and `/dev/shm` tmpfs in bytes.
+    pub tmpfs_size: u64,
+    /// Masked `/proc` paths.
+    pub masked_paths: Vec<String>,
+    /// Read-only `/proc` paths.
+    pub readonly_paths: Vec<String>,
+    /// Device nodes present in `/dev`.
+    pub devices: Vec<String>,
+    /// The cgroup, or `None` if allowed to be missing.
+    pub cgroup: Option<CgroupInfo>,
+    /// Capabilities left in every set (always empty).
+    pub capabilities: Vec<String>,
+    /// Whether `no_new_privs` is set (always true).
+    pub no_new_privs: bool,
+    /// The seccomp filter.
+    pub seccomp: SeccompInfo,
+    /// Landlock.
+    pub landlock: LandlockInfo,
+    /// Network.
+    pub network: &'static str,
+    /// Protections allowed to be missing that actually were.
+    pub degraded: Vec<&'static str>,
+}
+
+/// The uid/gid mapping of an environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdMap {
+    /// The first id inside (0).
+    pub inside: u32,
+    /// The first host id.
+    pub host_base: u32,
+    /// How many ids are mapped.
+    pub size: u32,
+}
+
+/// The root filesystem of an environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootInfo {
+    /// `rootfs` or `binary`.
+    pub kind: &'static str,
+    /// The image directory, or the binary.
+    pub source: PathBuf,
+    /// Always true: the root is mounted read-only.
+    pub read_only: bool,
+    /// For `binary` roots: the files placed in it, as (host, target).
+    pub files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// The seccomp filter of an environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct SeccompInfo {
+    /// `filter`, or `none` when allowed to be missing.
+    pub mode: &'static str,
+    /// Digest of the policy file.
+    pub profile_digest: Option<String>,
+    /// What a denied system call gets.
+    pub default_action: &'static str,
+}
+
+/// Landlock as applied to an environment.
+#[derive(Debug, Clone, Serialize)]
+pub struct LandlockInfo {
+    /// The kernel's Landlock ABI, if it has one.
+    pub kernel_abi: Option<i32>,
+    /// The ABI whose rights Warren requested.
+    pub requested_abi: i32,
+    /// `full`, `partial` or `none`, as reported by the environment.
+    pub status: String,
+}
+
+/// A running environment. Dropping it kills the environment and releases everything.
+#[derive(Debug)]
+pub struct Running {
+    pid: i32,
+    pidfd: OwnedFd,
+    reaped: bool,
+    cgroup: Option<Cgroup>,
+    _uids: UidRange,
+    _name: Held,
+    signals: Option<OwnedFd>,
+    old_mask: warren_sys::SignalSet,
+    /// What isolation was applied.
+    pub applied: Applied,
+}
+
+/// How an environment's main process ended.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ExitState {
+    /// The status to pass through: the exit code, or 128 + signal.
+    pub code: i32,
+    /// The terminating signal, if it was killed.
+    pub signal: Option<i32>,
+    /// Whether the memory cgroup recorded an OOM kill.
+    pub oom_killed: bool,
+}
+
+/// Signals `warren run` forwards to the workload.
+pub const FORWARDED_SIGNALS: [i32; 6] = [1, 2, 3, 10, 12, 15]; // HUP INT QUIT USR1 USR2 TERM
+
+fn threads() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("Threads:")
+                    .map(|v| v.trim().parse().unwrap_or(0))
+            })
+        })
+        .unwrap_or(0)
+}
+
+fn fault_from_env() -> Result<Option<Step>, LaunchError> {
+    match std::env::var("WARREN_FAULT_INJECT") {
+        Ok(s) if !s.is_empty() => Step::parse(&s).map(Some).ok_or_else(|| {
+            LaunchError::Invalid(format!("WARREN_FAULT_INJECT names no launch step: {s:?}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
+fn parent_err(step: Step, what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let what = what.into();
+    move |source| LaunchError::Parent { step, what, source }
+}
+
+fn injected(fault: Option<Step>, step: Step) -> Result<(), LaunchError> {
+    if fault == Some(step) {
+        return Err(LaunchError::Parent {
+            step,
+            what: "fault injection".into(),
+            source: std::io::Error::other("injected fault"),
+        });
+    }
+    Ok(())
+}
+
+fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
+    if plan.argv.is_empty() || plan.argv[0].is_empty() {
+        return Err(LaunchError::Invalid(
+            "no command given: name the program to run after --".into(),
+        ));
+    }
+    if let Some(bad) = plan.argv.iter().find(|a| a.contains('\0')) {
+        return Err(LaunchError::Invalid(format!(
+            "argument {bad:?} contains a NUL byte"
+        )));
+    }
+    for (k, v) in &plan.env {
+        if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
+            return Err(LaunchError::Invalid(format!(
+                "invalid environment variable {k:?}"
+            )));
+        }
+    }
+    if plan.tmpfs_size < 4096 {
+        return Err(LaunchError::Invalid(format!(
+            "tmpfs size {} is too small: at least 4K",
+            plan.tmpfs_size
+        )));
+    }
+    if let Some(m) = plan.limits.memory {
+        if m < 4 << 20 {
+            return Err(LaunchError::Invalid(format!(
+                "memory limit {m} bytes is too small: at least 4M"
+            )));
+        }
+    }
+    if plan.limits.pids == Some(0) {
+        return Err(LaunchError::Invalid("pids limit must be at least 1".into()));
+    }
+    if let RootSource::Rootfs(dir) = &plan.root {
+        let meta = std::fs::metadata(dir)
+            .map_err(|e| LaunchError::Invalid(format!("rootfs {}: {}", dir.display(), e)))?;
+        if !meta.is_dir() {
+            return Err(LaunchError::Invalid(format!(
+                "rootfs {} is not a directory",
+                dir.display()
+            )));
+        }
+        for d in ["proc", "dev", "tmp"] {
+            match std::fs::symlink_metadata(dir.join(d)) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(LaunchError::Invalid(format!(
+                        "rootfs {}: /{d} must be a directory, not a link or file",
+                        dir.display()
+                    )));
+                }
+                Err(_) => {
+                    return Err(LaunchError::Invalid(format!(
+                        "rootfs {} has no /{d} directory for Warren to mount onto (create it: mkdir {}/{d})",
+                        dir.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Start the environment described by `plan`. Returns once the workload has been exec'd (or the
+/// launch failed, in which case everything taken has been released).
+pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchError> {
+    let threads = threads();
+    if threads != 1 {
+        return Err(LaunchError::MultiThreaded { threads });
+    }
+    let fault = fault_from_env()?;
+    validate(plan)?;
+    injected(fault, Step::Validate)?;
+
+    // Fail closed: every protection is required unless the user allowed it to be missing.
+    let mut degraded = BTreeSet::new();
+    let landlock_abi = warren_sys::landlock_abi_version().ok();
+    if landlock_abi.is_none_or(|v| v < crate::confine::LANDLOCK_ABI as i32) {
+        if !plan.allow_missing.contains(&Protection::Landlock) {
+            let detail = match landlock_abi {
+                None => "the kernel has no Landlock".to_owned(),
+                Some(v) => format!(
+                    "the kernel offers Landlock ABI {v}, Warren needs {}",
+                    crate::confine::LANDLOCK_ABI as i32
+                ),
+            };
+            return Err(LaunchError::Missing {
+                protection: "landlock",
+                detail,
+            });
+        }
+        degraded.insert(Protection::Landlock);
+    }
+    let seccomp_ok = Path::new("/proc/sys/kernel/seccomp/actions_avail").exists();
+    if !seccomp_ok && !plan.allow_missing.contains(&Protection::Seccomp) {
+        return Err(LaunchError::Missing {
+            protection: "seccomp",
+            detail: "the kernel has no seccomp filter mode".into(),
+        });
+    }
+    let layout = match Layout::discover(Path::new("/proc/self/mountinfo"), Path::new("/")) {
+        Ok(l) => Some(l),
+        Err(e) if plan.allow_missing.contains(&Protection::Cgroup) => {
+            let _ = e;
+            degraded.insert(Protection::Cgroup);
+            None
+        }
+        Err(e) => {
+            return Err(LaunchError::Missing {
+                protection: "cgroup",
+                detail: e.to_string(),
+            });
+        }
+    };
+    injected(fault, Step::Features)?;
+
+    let profile = Profile::default_profile()?;
+    let bpf = if seccomp_ok {
+        Some(profile.compile()?)
+    } else {
+        degraded.insert(Protection::Seccomp);
+        None
+    };
+    injected(fault, Step::SeccompCompile)?;
+
+    let name_lock = state.claim_name(plan.name.as_str())?;
+    injected(fault, Step::ClaimName)?;
+    let uids = state.claim_uid_range()?;
+    injected(fault, Step::ClaimUids)?;
+    let staging = state.mount_point()?;
+
+    let cgroup = match &layout {
+        Some(layout) => Some(layout.create(plan.name.as_str(), &plan.limits)?),
+        None => None,
+    };
+    injected(fault, Step::Cgroup)?;
+
+    let (go_rd, go_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| parent_err(Step::Clone, "create the go pipe")(e.into()))?;
+    let (rep_rd, rep_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| parent_err(Step::Clone, "create the report pipe")(e.into()))?;
+    let sigset = warren_sys::SignalSet::of(&FORWARDED_SIGNALS)
+        .map_err(parent_err(Step::Clone, "build the signal set"))?;
+    let old_mask = warren_sys::block_signals(&sigset)
+        .map_err(parent_err(Step::Clone, "block forwarded signals"))?;
+    let restore_mask = || {
+        let _ = warren_sys::set_signal_mask(&old_mask);
+    };
+
+    let mut env = vec![
+        ("PATH".to_owned(), crate::policy::DEFAULT_PATH.to_owned()),
+        ("HOME".to_owned(), "/".to_owned()),
+        ("HOSTNAME".to_owned(), plan.name.to_string()),
+    ];
+    if let RootSource::Binary(b) = &plan.root {
+        if !b.library_path.is_empty() {
+            let joined: Vec<String> = b
+                .library_path
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            env.push(("LD_LIBRARY_PATH".to_owned(), joined.join(":")));
+        }
+    }
+    for (k, v) in &plan.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+
+    let flags = warren_sys::ns::USER
+        | warren_sys::ns::PID
+        | warren_sys::ns::MOUNT
+        | warren_sys::ns::UTS
+        | warren_sys::ns::IPC
+        | warren_sys::ns::NET;
+    if fault == Some(Step::Clone) {
+        restore_mask();
+        return Err(LaunchError::Parent {
+            step: Step::Clone,
+            what: "fault injection".into(),
+            source: std::io::Error::other("injected fault"),
+        });
+    }
+    let forked = warren_sys::fork_into_namespaces(flags).map_err(|e| {
+        restore_mask();
+        parent_err(Step::Clone, "clone3 into new namespaces")(e)
+    })?;
+    let (pid, pidfd) = match forked {
+        warren_sys::Forked::Child => {
+            drop(go_wr);
+            drop(rep_rd);
+            child::run(ChildContext {
+                plan,
+                staging,
+                go: go_rd,
+                report: rep_wr,
+                seccomp: bpf.as_ref(),
+                old_mask,
+                fault,
+                env,
+            })
+        }
+        warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    drop(go_rd);
+    drop(rep_wr);
+    let signals = warren_sys::signalfd(&sigset).ok();
+    if signals.is_none() {
+        restore_mask();
+    }
+
+    // From here on, a failure must also kill and reap the child: `Running` does that on drop.
+    let mut applied = applied(plan, pid, landlock_abi, &profile, &degraded);
+    applied.uid_map = IdMap {
+        inside: 0,
+        host_base: uids.host_base,
+        size: uids.size,
+    };
+    applied.cgroup = cgroup.as_ref().map(|c| c.info());
+    let mut running = Running {
+        pid,
+        pidfd,
+        reaped: false,
+        cgroup,
+        _uids: uids,
+        _name: name_lock,
+        signals,
+        old_mask,
+        applied,
+    };
+
+    write_id_maps(pid, running._uids.host_base, running._uids.size)?;
+    injected(fault, Step::UidMap)?;
+    if let Some(cg) = &running.cgroup {
+        cg.add_process(pid)?;
+    }
+    injected(fault, Step::CgroupAttach)?;
+    rustix::io::write(&go_wr, b"g")
+        .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
+
+    // Read the child's report until the pipe closes: at exec, or when the child fails.
+    let mut text = String::new();
+    let _ = std::fs::File::from(rep_rd).read_to_string(&mut text);
+    drop(go_wr);
+    let mut exec_reached = false;
+    for line in text.lines() {
+        let mut parts = line.splitn(2, ' ');
+        match (parts.next(), parts.next()) {
+            (Some("info"), Some(rest)) => {
+                if let Some(st) = rest.strip_prefix("landlock ") {
+                    running.applied.landlock.status = st.to_owned();
+                } else if let Some(st) = rest.strip_prefix("seccomp ") {
+                    running.applied.seccomp.mode = if st == "filter" { "filter" } else { "none" };
+                } else if rest == "exec" {
+                    exec_reached = true;
+                }
+            }
+            (Some("error"), Some(rest)) => return Err(child_error(plan, rest)),
+            _ => {}
+        }
+    }
+    if !exec_reached {
+        return Err(LaunchError::Child {
+            step: Step::WaitParent,
+            errno: 0,
+            message: "the environment died during setup without a report".into(),
+        });
+    }
+    Ok(running)
+}
+
+fn child_error(plan: &LaunchPlan, rest: &str) -> LaunchError {
+    let mut it = rest.splitn(3, ' ');
+    let step = it.next().and_then(Step::parse).unwrap_or(Step::Exec);
+    let errno = it.next().and_then(|e| e.parse().ok()).unwrap_or(0);
+    let message = it.next().unwrap_or("").to_owned();
+    if step == Step::Exec && errno != 0 {
+        let command = plan.argv[0].clone();
+        return match child::exec_status(errno) {
+            127 => LaunchError::CommandNotFound { command, message },
+            _ => LaunchError::CommandNotExecutable { command, message },
+        };
+    }
+    LaunchError::Child {
+        step,
+        errno,
+        message,
+    }
+}
+
+fn write_id_maps(pid: i32, base: u32, size: u32) -> Result<(), LaunchError> {
+    let line = format!("0 {base} {size}\n");
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, &line).map_err(parent_err(Step::UidMap, format!("write {path}")))?;
+    }
+    Ok(())
+}
+
+fn applied(
+    plan: &LaunchPlan,
+    pid: i32,
+    landlock_abi: Option<i32>,
+    profile: &Profile,
+    degraded: &BTreeSet<Protection>,
+) -> Applied {
+    let root = match &plan.root {
+        RootSource::Rootfs(dir) => RootInfo {
+            kind: "rootfs",
+            source: dir.clone(),
+            read_only: true,
+            files: vec![],
+        },
+        RootSource::Binary(b) => {
+            let mut files = vec![(b.binary.host.clone(), b.binary.target.clone())];
+            files.extend(
+                b.interpreter
+                    .iter()
+                    .chain(&b.libraries)
+                    .map(|e| (e.host.clone(), e.target.clone())),
+            );
+            RootInfo {
+                kind: "binary",
+                source: b.binary.host.clone(),
+                read_only: true,
+                files,
+            }
+        }
+    };
+    Applied {
+        name: plan.name.to_string(),
+        host_pid: pid,
+        namespaces: vec!["user", "pid", "mount", "uts", "ipc", "cgroup", "net"],
+        uid_map: IdMap {
+            inside: 0,
+            host_base: 0,
+            size: 0,
+        },
+        root,
+        tmpfs_size: plan.tmpfs_size,
+        masked_paths: crate::policy::MASKED_PROC_PATHS
+            .iter()
+            .map(|(p, _)| format!("/proc/{p}"))
+            .collect(),
+        readonly_paths: crate::policy::READONLY_PROC_PATHS
+            .iter()
+            .map(|(p, _)| format!("/proc/{p}"))
+            .collect(),
+        devices: crate::policy::DEVICES
+            .iter()
+            .map(|(d, _)| format!("/dev/{d}"))
+            .collect(),
+        cgroup: None,
+        capabilities: vec![],
+        no_new_privs: true,
+        seccomp: SeccompInfo {
+            mode: "filter",
+            profile_digest: Some(profile.digest()),
+            default_action: "errno EPERM",
+        },
+        landlock: LandlockInfo {
+            kernel_abi: landlock_abi,
+            requested_abi: crate::confine::LANDLOCK_ABI as i32,
+            status: "none".into(),
+        },
+        network: "none (loopback only)",
+        degraded: degraded.iter().map(|p| p.as_str()).collect(),
+    }
+}
+
+impl Running {
+    /// The workload's pid in the host's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Send `signal` to the workload (through its pidfd, immune to pid reuse).
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        pidfd_send_signal(&self.pidfd, signal).map_err(Into::into)
+    }
+
+    /// Wait for the workload to exit, forwarding HUP, INT, QUIT, USR1, USR2 and TERM to it. A
+    /// second INT or TERM kills it (pid 1 of a namespace ignores signals it has no handler for).
+    /// Then kill anything left in the environment and release its resources.
+    pub fn wait(mut self) -> Result<ExitState, LaunchError> {
+        let mut terminations = 0;
+        loop {
+            let mut fds = vec![PollFd::new(&self.pidfd, PollFlags::IN)];
+            if let Some(s) = &self.signals {
+                fds.push(PollFd::new(s, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(parent_err(Step::Exec, "wait for the environment")(e.into())),
+            }
+            let exited = fds[0].revents().contains(PollFlags::IN);
+            let signalled = fds
+                .get(1)
+                .is_some_and(|f| f.revents().contains(PollFlags::IN));
+            drop(fds);
+            if signalled {
+                if let Some(s) = &self.signals {
+                    while let Ok(Some(sig)) = warren_sys::read_signal(s) {
+                        if sig == 2 || sig == 15 {
+                            terminations += 1;
+                        }
+                        let sig = if terminations > 1 {
+                            Signal::KILL
+                        } else {
+                            signal_from(sig)
+                        };
+                        let _ = pidfd_send_signal(&self.pidfd, sig);
+                    }
+                }
+            }
+            if exited {
+                break;
+            }
+        }
+        let status = waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED)
+            .map_err(|e| parent_err(Step::Exec, "collect the exit status")(e.into()))?;
+        self.reaped = true;
+        let (code, signal) = match status {
+            Some(st) => match (st.exit_status(), st.terminating_signal()) {
+                (Some(c), _) => (c, None),
+                (None, Some(s)) => (128 + s, Some(s)),
+                _ => (125, None),
+            },
+            None => (125, None),
+        };
+        let oom_killed = self
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.oom_kills())
+            .is_some_and(|n| n > 0);
+        if let Some(cg) = self.cgroup.take() {
+            cg.destroy()?;
+        }
+        Ok(ExitState {
+            code,
+            signal,
+            oom_killed,
+        })
+    }
+}
+
+fn signal_from(n: i32) -> Signal {
+    match n {
+        1 => Signal::HUP,
+        2 => Signal::INT,
+        3 => Signal::QUIT,
+        10 => Signal::USR1,
+        12 => Signal::USR2,
+        _ => Signal::TERM,
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if !self.reaped {
+            let _ = pidfd_send_signal(&self.pidfd, Signal::KILL);
+            let _ = waitid(WaitId::PidFd(self.pidfd.as_fd()), WaitIdOptions::EXITED);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.destroy();
+        }
+        if self.signals.is_some() {
+            // Undo the block of forwarded signals so the caller behaves normally again.
+            let _ = warren_sys::set_signal_mask(&self.old_mask);
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! What to launch: the validated description of one environment that the launcher turns into
+//! namespaces, mounts, limits and an `execve`.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use warren_spec::EnvName;
+
+use crate::cgroup::Limits;
+use crate::elf::BinaryRoot;
+
+/// Where an environment's root filesystem comes from.
+#[derive(Debug, Clone)]
+pub enum RootSource {
+    /// A directory holding a complete root (e.g. a busybox tree or an unpacked image).
+    /// It is mounted read-only; Warren never writes to it.
+    Rootfs(PathBuf),
+    /// A minimal root built for one program: the binary, its ELF interpreter and its libraries,
+    /// each bind-mounted read-only onto an otherwise empty tmpfs.
+    Binary(BinaryRoot),
+}
+
+/// A protection the user may explicitly allow to be missing on a host that lacks it.
+/// Without that permission, a launch on such a host fails closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protection {
+    /// Landlock filesystem and scope restrictions.
+    Landlock,
+    /// The seccomp allow-list.
+    Seccomp,
+    /// cgroup limits (memory, pids, cpu).
+    Cgroup,
+}
+
+impl Protection {
+    /// Every protection, in display order.
+    pub const ALL: [Protection; 3] = [
+        Protection::Landlock,
+        Protection::Seccomp,
+        Protection::Cgroup,
+    ];
+
+    /// The name users type (`--allow-missing landlock`).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protection::Landlock => "landlock",
+            Protection::Seccomp => "seccomp",
+            Protection::Cgroup => "cgroup",
+        }
+    }
+}
+
+impl std::str::FromStr for Protection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Protection::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown protection {s:?}: expected one of landlock, seccomp, cgroup")
+            })
+    }
+}
+
+/// Everything the launcher needs to start one environment.
+#[derive(Debug, Clone)]
+pub struct LaunchPlan {
+    /// The environment's name: its hostname, cgroup leaf and lock.
+    pub name: EnvName,
+    /// Its root filesystem.
+    pub root: RootSource,
+    /// The command and its arguments; `argv[0]` is looked up in `PATH` inside the root when it
+    /// has no `/`.
+    pub argv: Vec<String>,
+    /// Extra environment variables (`KEY`, `VALUE`), on top of `PATH`, `HOME` and `HOSTNAME`.
+    pub env: Vec<(String, String)>,
+    /// cgroup limits.
+    pub limits: Limits,
+    /// Size of the writable `/tmp` (and `/dev/shm`) tmpfs, in bytes.
+    pub tmpfs_size: u64,
+    /// Protections the user allowed to be missing on this host.
+    pub allow_missing: BTreeSet<Protection>,
+}
+
+impl LaunchPlan {
+    /// The default size of `/tmp`.
+    pub const DEFAULT_TMPFS_SIZE: u64 = 16 << 20;
+    /// The default pids limit: enough for a shell pipeline, small enough to stop a fork bomb.
+    pub const DEFAULT_PIDS: u64 = 1024;
+}

@@ -1,0 +1,477 @@
+//! The environment's filesystem view, built inside its new mount namespace (child side).
+//!
+//! The steps run in this order (see `docs/launch-sequence.md`): make every mount private; mount
+//! the root (the image bind-mounted, or a tmpfs holding the program and its libraries) on the
+//! state directory's empty mount point; mount a fresh `/proc`; an empty `/dev` holding only the
+//! devices of [`policy::DEVICES`]; tmpfs `/tmp` and `/dev/shm`; cover the masked `/proc` paths;
+//! make the root read-only; `pivot_root` into it and detach the old root. Nothing of the host's
+//! tree stays reachable: no `/sys`, no host mount, no old root.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
+use rustix::mount::{
+    MountFlags, MountPropagationFlags, UnmountFlags, mount, mount_bind, mount_change,
+    mount_remount, unmount,
+};
+
+use crate::elf::BinaryRoot;
+use crate::launch::Step;
+use crate::plan::RootSource;
+use crate::policy;
+
+/// A failed step: which one, what it was doing, and the error.
+pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
+
+fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
+    r.map_err(|e| (step, what(), e.into()))
+}
+
+fn io_at<T>(step: Step, what: impl Fn() -> String, r: std::io::Result<T>) -> StepResult<T> {
+    r.map_err(|e| (step, what(), e))
+}
+
+/// Mount options as the C string `mount(2)` takes.
+fn data(s: &str) -> std::ffi::CString {
+    std::ffi::CString::new(s).expect("mount options never contain NUL")
+}
+
+/// Mount flags that a remount must keep: a mount namespace owned by a less privileged user
+/// namespace may not clear these "locked" flags, so a read-only remount repeats them.
+fn locked_flags(path: &Path) -> rustix::io::Result<MountFlags> {
+    let f = rustix::fs::statvfs(path)?.f_flag;
+    let mut m = MountFlags::empty();
+    for (s, mf) in [
+        (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ] {
+        if f.contains(s) {
+            m |= mf;
+        }
+    }
+    Ok(m)
+}
+
+/// Remount the bind mount at `path` read-only, adding `extra` and keeping its locked flags.
+fn remount_bind_readonly(path: &Path, extra: MountFlags) -> rustix::io::Result<()> {
+    let flags = locked_flags(path)? | MountFlags::RDONLY | extra;
+    mount_remount(path, flags | MountFlags::BIND, "")
+}
+
+/// A directory that must exist in the root as a real directory (never a symlink, which could
+/// point a mount outside the root).
+fn require_dir(step: Step, path: &Path) -> StepResult {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_dir() => Ok(()),
+        Ok(_) => Err((
+            step,
+            format!(
+                "{} must be a directory (not a symlink or file) to mount onto",
+                path.display()
+            ),
+            std::io::Error::from_raw_os_error(libc_enotdir()),
+        )),
+        Err(e) => Err((
+            step,
+            format!("the root has no {} directory to mount onto", path.display()),
+            e,
+        )),
+    }
+}
+
+const fn libc_enotdir() -> i32 {
+    20
+}
+
+/// Build the root at `staging` and pivot into it. On return the process's root and working
+/// directory are the environment's `/`.
+///
+/// `sources` are `O_PATH` descriptors (from [`open_sources`]) for the root's host files (the rootfs
+/// directory, or the binary root's files in [`binary_entries`] order): binding from
+/// `/proc/self/fd/N` needs no search permission on their host parent directories, which the
+/// environment's unprivileged root may lack.
+pub(crate) fn enter_root(
+    root: &RootSource,
+    sources: &[OwnedFd],
+    staging: &Path,
+    tmpfs_size: u64,
+) -> StepResult {
+    at(
+        Step::MountPrivate,
+        || "make / rprivate".into(),
+        mount_change(
+            "/",
+            MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+        ),
+    )?;
+    match root {
+        RootSource::Rootfs(dir) => {
+            at(
+                Step::MountRoot,
+                || format!("bind {} onto {}", dir.display(), staging.display()),
+                mount_bind(fd_path(&sources[0]), staging),
+            )?;
+            for d in ["proc", "dev", "tmp"] {
+                require_dir(Step::MountRoot, &staging.join(d))?;
+            }
+        }
+        RootSource::Binary(bin) => build_binary_root(bin, sources, staging)?,
+    }
+    mount_proc(staging)?;
+    mount_dev(staging, tmpfs_size)?;
+    let tmp = staging.join("tmp");
+    let tmp_opts = format!(
+        "mode=1777,size={tmpfs_size},nr_inodes={}",
+        inode_limit(tmpfs_size)
+    );
+    at(
+        Step::MountTmp,
+        || format!("mount tmpfs on {}", tmp.display()),
+        mount(
+            "tmpfs",
+            &tmp,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            data(&tmp_opts).as_c_str(),
+        ),
+    )?;
+    mask_proc(staging)?;
+    make_root_readonly(root, staging)?;
+    pivot(staging)
+}
+
+/// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.
+fn inode_limit(size: u64) -> u64 {
+    (size / 4096).max(1024)
+}
+
+/// The files of a binary root in a fixed order: binary, interpreter, libraries.
+pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
+    let mut entries = vec![&bin.binary];
+    entries.extend(bin.interpreter.iter());
+    entries.extend(bin.libraries.iter());
+    entries
+}
+
+/// `O_PATH` descriptors, opened in the environment's mount namespace, for the root's host
+/// files in the order [`enter_root`] binds them.
+pub(crate) fn open_sources(root: &RootSource) -> StepResult<Vec<OwnedFd>> {
+    let paths: Vec<PathBuf> = match root {
+        RootSource::Rootfs(dir) => vec![dir.clone()],
+        RootSource::Binary(b) => binary_entries(b).iter().map(|e| e.host.clone()).collect(),
+    };
+    paths
+        .iter()
+        .map(|p| {
+            at(
+                Step::MountRoot,
+                || format!("open {}", p.display()),
+                rustix::fs::open(p, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()),
+            )
+        })
+        .collect()
+}
+
+/// The magic-link path of an open descriptor.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn build_binary_root(bin: &BinaryRoot, sources: &[OwnedFd], staging: &Path) -> StepResult {
+    let step = Step::MountRoot;
+    at(
+        step,
+        || format!("mount tmpfs root on {}", staging.display()),
+        mount(
+            "tmpfs",
+            staging,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            data("mode=0755,size=1m,nr_inodes=4096").as_c_str(),
+        ),
+    )?;
+    for d in ["proc", "dev", "tmp"] {
+        io_at(
+            step,
+            || format!("create /{d}"),
+            std::fs::create_dir(staging.join(d)),
+        )?;
+    }
+    let mut placed: Vec<(PathBuf, PathBuf, usize)> = binary_entries(bin)
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.host.clone(), e.target.clone(), i))
+        .collect();
+    // Also at `/<basename>`, the short path DESIGN.md's examples use, unless that is taken.
+    if let Some(base) = bin.binary.target.file_name() {
+        let alias = Path::new("/").join(base);
+        if !placed
+            .iter()
+            .any(|(_, t, _)| t == &alias || t.starts_with(&alias))
+            && !["proc", "dev", "tmp"]
+                .iter()
+                .any(|d| Path::new("/").join(d) == alias)
+        {
+            placed.push((bin.binary.host.clone(), alias, 0));
+        }
+    }
+    for (host, target, src) in &placed {
+        let rel = target.strip_prefix("/").unwrap_or(target);
+        let dst = staging.join(rel);
+        if dst.exists() {
+            continue;
+        }
+        if let Some(parent) = dst.parent() {
+            io_at(
+                step,
+                || format!("create {}", parent.display()),
+                std::fs::create_dir_all(parent),
+            )?;
+        }
+        io_at(
+            step,
+            || format!("create {}", dst.display()),
+            std::fs::File::create(&dst),
+        )?;
+        at(
+            step,
+            || format!("bind {} onto {}", host.display(), target.display()),
+            mount_bind(fd_path(&sources[*src]), &dst),
+        )?;
+        at(
+            step,
+            || format!("make {} read-only", target.display()),
+            remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
+        )?;
+    }
+    Ok(())
+}
+
+fn mount_proc(staging: &Path) -> StepResult {
+    let proc_dir = staging.join("proc");
+    at(
+        Step::MountProc,
+        || format!("mount proc on {}", proc_dir.display()),
+        mount(
+            "proc",
+            &proc_dir,
+            "proc",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            None,
+        ),
+    )
+}
+
+fn mount_dev(staging: &Path, shm_size: u64) -> StepResult {
+    let step = Step::MountDev;
+    let dev = staging.join("dev");
+    at(
+        step,
+        || "mount tmpfs on /dev".into(),
+        mount(
+            "tmpfs",
+            &dev,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            data("mode=0755,size=64k,nr_inodes=64").as_c_str(),
+        ),
+    )?;
+    for (name, _why) in policy::DEVICES {
+        let host = Path::new("/dev").join(name);
+        let meta = io_at(
+            step,
+            || format!("stat host {}", host.display()),
+            std::fs::metadata(&host),
+        )?;
+        if !meta.file_type().is_char_device() {
+            return Err((
+                step,
+                format!("host {} is not a character device", host.display()),
+                std::io::Error::from_raw_os_error(19),
+            ));
+        }
+        let dst = dev.join(name);
+        io_at(
+            step,
+            || format!("create /dev/{name}"),
+            std::fs::File::create(&dst),
+        )?;
+        at(
+            step,
+            || format!("bind {} onto /dev/{name}", host.display()),
+            mount_bind(&host, &dst),
+        )?;
+        at(
+            step,
+            || format!("make /dev/{name} nosuid,noexec"),
+            mount_remount(
+                &dst,
+                locked_flags(&dst).unwrap_or(MountFlags::empty())
+                    | MountFlags::BIND
+                    | MountFlags::NOSUID
+                    | MountFlags::NOEXEC,
+                "",
+            ),
+        )?;
+    }
+    for (name, target) in policy::DEV_SYMLINKS {
+        io_at(
+            step,
+            || format!("link /dev/{name}"),
+            std::os::unix::fs::symlink(target, dev.join(name)),
+        )?;
+    }
+    let shm = dev.join("shm");
+    io_at(step, || "create /dev/shm".into(), std::fs::create_dir(&shm))?;
+    let opts = format!(
+        "mode=1777,size={shm_size},nr_inodes={}",
+        inode_limit(shm_size)
+    );
+    at(
+        step,
+        || "mount tmpfs on /dev/shm".into(),
+        mount(
+            "tmpfs",
+            &shm,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data(&opts).as_c_str(),
+        ),
+    )?;
+    at(
+        step,
+        || "make /dev read-only".into(),
+        mount_remount(
+            &dev,
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC,
+            "mode=0755,size=64k,nr_inodes=64",
+        ),
+    )
+}
+
+fn mask_proc(staging: &Path) -> StepResult {
+    let step = Step::MaskPaths;
+    let proc_dir = staging.join("proc");
+    let null = staging.join("dev/null");
+    // The mask must be the real null device (CVE-2025-31133: a /dev/null swapped for a link
+    // would turn every mask into a bind of something else).
+    let meta = io_at(
+        step,
+        || "stat /dev/null".into(),
+        std::fs::symlink_metadata(&null),
+    )?;
+    if !meta.file_type().is_char_device()
+        || rustix::fs::major(std::os::unix::fs::MetadataExt::rdev(&meta)) != 1
+        || rustix::fs::minor(std::os::unix::fs::MetadataExt::rdev(&meta)) != 3
+    {
+        return Err((
+            step,
+            "/dev/null is not the null device (1:3)".into(),
+            std::io::Error::from_raw_os_error(19),
+        ));
+    }
+    for (name, _why) in policy::MASKED_PROC_PATHS {
+        let p = proc_dir.join(name);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            at(
+                step,
+                || format!("mask /proc/{name}"),
+                mount(
+                    "tmpfs",
+                    &p,
+                    "tmpfs",
+                    MountFlags::RDONLY
+                        | MountFlags::NOSUID
+                        | MountFlags::NODEV
+                        | MountFlags::NOEXEC,
+                    data("size=4k,nr_inodes=1").as_c_str(),
+                ),
+            )?;
+        } else {
+            at(step, || format!("mask /proc/{name}"), mount_bind(&null, &p))?;
+        }
+    }
+    for (name, _why) in policy::READONLY_PROC_PATHS {
+        let p = proc_dir.join(name);
+        if std::fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        at(
+            step,
+            || format!("bind /proc/{name}"),
+            rustix::mount::mount_bind_recursive(&p, &p),
+        )?;
+        at(
+            step,
+            || format!("make /proc/{name} read-only"),
+            remount_bind_readonly(
+                &p,
+                MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+fn make_root_readonly(root: &RootSource, staging: &Path) -> StepResult {
+    let step = Step::ReadonlyRoot;
+    match root {
+        RootSource::Rootfs(_) => at(
+            step,
+            || "remount the root read-only".into(),
+            remount_bind_readonly(staging, MountFlags::NOSUID | MountFlags::NODEV),
+        ),
+        RootSource::Binary(_) => at(
+            step,
+            || "remount the root read-only".into(),
+            mount_remount(
+                staging,
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+                "mode=0755,size=1m,nr_inodes=4096",
+            ),
+        ),
+    }
+}
+
+/// `pivot_root(".", ".")` with the new root as working directory, then detach the old root that
+/// now sits on top of it: the host tree becomes unreachable.
+fn pivot(staging: &Path) -> StepResult {
+    let step = Step::PivotRoot;
+    let fd = at(
+        step,
+        || format!("open {}", staging.display()),
+        rustix::fs::open(
+            staging,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ),
+    )?;
+    at(
+        step,
+        || "chdir to the new root".into(),
+        rustix::process::fchdir(&fd),
+    )?;
+    at(
+        step,
+        || "pivot_root".into(),
+        rustix::process::pivot_root(".", "."),
+    )?;
+    at(
+        step,
+        || "detach the old root".into(),
+        unmount(".", UnmountFlags::DETACH),
+    )?;
+    at(step, || "chdir /".into(), rustix::process::chdir("/"))?;
+    drop(fd);
+    Ok(())
+}

@@ -1,0 +1,283 @@
+//! Host-wide bookkeeping that must hold across concurrent `warren` processes without a daemon:
+//! which environment names are live and which host uid ranges are taken.
+//!
+//! Both are lock files under the state directory held with `flock(2)` for the life of the
+//! environment. The kernel drops a lock when its holder dies, so a crashed launcher can never
+//! leak a name or a uid range; files left by a crash are reclaimed by the next taker. On release
+//! the holder unlinks its file while still holding the lock, and a taker re-checks after locking
+//! that the file it locked is still the one at the path (the classic flock/unlink race).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, flock};
+
+use crate::policy::{UID_RANGE_BASE, UID_RANGE_SIZE, UID_RANGE_SLOTS};
+
+/// Why bookkeeping failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The state directory could not be created or opened.
+    #[error("cannot prepare state directory {path}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A lock file could not be created or locked.
+    #[error("cannot lock {path}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Another live environment holds this name.
+    #[error("an environment named {name:?} is already running")]
+    NameInUse {
+        /// The name.
+        name: String,
+    },
+    /// Every uid range is taken.
+    #[error("all {slots} host uid ranges are in use")]
+    NoUidRange {
+        /// How many ranges exist.
+        slots: u32,
+    },
+}
+
+/// A held lock file; dropping it unlinks the file and releases the lock.
+#[derive(Debug)]
+pub struct Held {
+    file: File,
+    path: PathBuf,
+}
+
+impl Held {
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replace the lock file's content (a small record of who holds it).
+    pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        use std::io::Seek;
+        self.file.seek(std::io::SeekFrom::Start(0))?;
+        self.file.write_all(record)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Unlink first, while the lock is still ours; closing the file then drops the lock.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Try to take the lock at `path` without waiting. `Ok(None)` when someone else holds it.
+fn try_lock(path: &Path) -> Result<Option<Held>, StateError> {
+    let lock_err = |source| StateError::Lock {
+        path: path.to_owned(),
+        source,
+    };
+    for _ in 0..16 {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(lock_err)?;
+        match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(None),
+            Err(e) => return Err(lock_err(e.into())),
+        }
+        // The previous holder may have unlinked the file between our open and our lock: then
+        // we hold a lock on an orphan inode and must start again.
+        let ours = file.metadata().map_err(lock_err)?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.ino() == ours.ino() && now.dev() == ours.dev() => {
+                return Ok(Some(Held {
+                    file,
+                    path: path.to_owned(),
+                }));
+            }
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(lock_err(e)),
+        }
+    }
+    Err(lock_err(std::io::Error::other(
+        "lock file kept changing under us",
+    )))
+}
+
+fn ensure_dir(path: &Path) -> Result<(), StateError> {
+    ensure_dir_mode(path, 0o700)
+}
+
+fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StateError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let err = |source| StateError::Dir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(err)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
+}
+
+/// The directory under which Warren keeps its host-wide state.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+impl StateDir {
+    /// The state directory at `root` (normally `/run/warren`); created on first use, mode 0700.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        StateDir { root: root.into() }
+    }
+
+    /// The root path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// An empty directory over which each environment mounts its root in its own mount
+    /// namespace; it stays empty on the host. The state directory is made traversable (0711,
+    /// not listable) because the environment's unprivileged root must reach this mount point.
+    pub fn mount_point(&self) -> Result<PathBuf, StateError> {
+        ensure_dir_mode(&self.root, 0o711)?;
+        let p = self.root.join("mnt");
+        ensure_dir_mode(&p, 0o755)?;
+        Ok(p)
+    }
+
+    /// The directory of live-environment records.
+    pub fn envs_dir(&self) -> PathBuf {
+        self.root.join("envs")
+    }
+
+    /// Claim `name` for a new environment.
+    pub fn claim_name(&self, name: &str) -> Result<Held, StateError> {
+        let dir = self.envs_dir();
+        ensure_dir(&dir)?;
+        try_lock(&dir.join(format!("{name}.lock")))?.ok_or_else(|| StateError::NameInUse {
+            name: name.to_owned(),
+        })
+    }
+
+    /// Whether `name` is held by a live environment.
+    pub fn name_in_use(&self, name: &str) -> Result<bool, StateError> {
+        let path = self.envs_dir().join(format!("{name}.lock"));
+        if !path.exists() {
+            return Ok(false);
+        }
+        Ok(try_lock(&path)?.is_none())
+    }
+
+    /// Take a free host uid range.
+    pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
+        let dir = self.root.join("uids");
+        ensure_dir(&dir)?;
+        // Start at a pseudo-random slot so concurrent launchers rarely contend on one file.
+        let start = (std::process::id() as u64 * 2_654_435_761 % UID_RANGE_SLOTS as u64) as u32;
+        for i in 0..UID_RANGE_SLOTS {
+            let slot = (start + i) % UID_RANGE_SLOTS;
+            if let Some(held) = try_lock(&dir.join(slot.to_string()))? {
+                return Ok(UidRange {
+                    slot,
+                    host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
+                    size: UID_RANGE_SIZE,
+                    _held: held,
+                });
+            }
+        }
+        Err(StateError::NoUidRange {
+            slots: UID_RANGE_SLOTS,
+        })
+    }
+}
+
+/// A host uid/gid range held by one environment: uid 0 inside is `host_base` outside.
+#[derive(Debug)]
+pub struct UidRange {
+    /// The slot number.
+    pub slot: u32,
+    /// The first host uid (and gid) of the range.
+    pub host_base: u32,
+    /// How many ids the range has.
+    pub size: u32,
+    _held: Held,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_exclusive_while_held_and_free_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        let held = state.claim_name("web").unwrap();
+        assert!(held.path().exists());
+        assert!(state.name_in_use("web").unwrap());
+        let err = state.claim_name("web").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "an environment named \"web\" is already running"
+        );
+        assert!(!state.name_in_use("db").unwrap());
+        drop(held);
+        assert!(
+            !tmp.path().join("envs/web.lock").exists(),
+            "lock file left behind"
+        );
+        assert!(!state.name_in_use("web").unwrap());
+        let _again = state.claim_name("web").unwrap();
+    }
+
+    #[test]
+    fn stale_lock_files_are_reclaimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        std::fs::create_dir_all(tmp.path().join("envs")).unwrap();
+        std::fs::write(tmp.path().join("envs/old.lock"), b"crashed").unwrap();
+        assert!(!state.name_in_use("old").unwrap());
+        state.claim_name("old").unwrap();
+    }
+
+    #[test]
+    fn uid_ranges_never_overlap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::new(tmp.path());
+        let ranges: Vec<UidRange> = (0..50).map(|_| state.claim_uid_range().unwrap()).collect();
+        let mut bases: Vec<u32> = ranges.iter().map(|r| r.host_base).collect();
+        bases.sort();
+        for pair in bases.windows(2) {
+            assert!(pair[1] - pair[0] >= UID_RANGE_SIZE, "{pair:?} overlap");
+        }
+        assert!(
+            bases.iter().all(|&b| b >= UID_RANGE_BASE),
+            "a range starts below the base"
+        );
+        let slot = ranges[0].slot;
+        drop(ranges);
+        assert_eq!(
+            std::fs::read_dir(tmp.path().join("uids")).unwrap().count(),
+            0
+        );
+        let _ = slot;
+    }
+}

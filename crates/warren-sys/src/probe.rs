@@ -1,0 +1,1 @@
+//! Attempts of hostile system calls for the escape probe (placeholder until written).

@@ -1,0 +1,97 @@
+//! The command line, declared with clap. Flag spellings follow Docker's where the meaning is the
+//! same (`--name`, `--memory`, `--pids-limit` is spelled `--pids` here as in the design, `--cpus`,
+//! `--rm`, `-e`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Warren: run programs in environments the operating system isolates completely.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Directory for Warren's host-wide state (locks, records).
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_STATE_DIR",
+        default_value = "/run/warren"
+    )]
+    pub state_dir: PathBuf,
+
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Warren's verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new, fully isolated environment and pass its exit status through.
+    Run(RunArgs),
+    /// Report which kernel features Warren uses are present, and the assurance it will run at.
+    Doctor(DoctorArgs),
+}
+
+/// `warren run`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("root").required(true).args(["rootfs", "binary"])))]
+pub struct RunArgs {
+    /// Name of the environment (its hostname); generated when absent.
+    #[arg(long)]
+    pub name: Option<String>,
+
+    /// A directory holding the environment's root filesystem; mounted read-only.
+    #[arg(long, value_name = "DIR")]
+    pub rootfs: Option<PathBuf>,
+
+    /// Build a minimal root holding only this program, its ELF interpreter and its libraries.
+    #[arg(long, value_name = "PATH")]
+    pub binary: Option<PathBuf>,
+
+    /// Memory limit (e.g. 64M, 1G).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+
+    /// Maximum number of processes (default 1024).
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
+
+    /// CPU limit in cpus (e.g. 0.5).
+    #[arg(long, value_name = "CPUS")]
+    pub cpus: Option<String>,
+
+    /// Size of the writable /tmp (and /dev/shm) tmpfs (default 16M).
+    #[arg(long, value_name = "SIZE", default_value = "16M")]
+    pub tmpfs_size: String,
+
+    /// Set an environment variable in the environment (KEY=VALUE).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
+    /// Without it Warren refuses to start an environment it cannot fully protect.
+    #[arg(long, value_name = "PROTECTION")]
+    pub allow_missing: Vec<String>,
+
+    /// Remove the environment when it exits (always the case: accepted for Docker parity).
+    #[arg(long)]
+    pub rm: bool,
+
+    /// After the workload exits, print a JSON report (isolation applied, exit status) as the
+    /// last line of standard output.
+    #[arg(long)]
+    pub json: bool,
+
+    /// The command to run and its arguments. With --binary it defaults to the binary.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `warren doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}

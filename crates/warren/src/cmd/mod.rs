@@ -1,0 +1,14 @@
+//! One module per verb; each returns the process exit code.
+
+mod doctor;
+mod run;
+
+use crate::cli::{Cli, Command};
+
+/// Run the verb the user asked for.
+pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Run(args) => run::run(&cli.state_dir, args),
+        Command::Doctor(args) => doctor::doctor(args),
+    }
+}

@@ -1,0 +1,187 @@
+//! `warren run`: validate what the user typed, resolve it into a launch plan, launch, wait, and
+//! pass the workload's exit status through.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+use warren_sandbox::cgroup::Limits;
+use warren_sandbox::state::StateDir;
+use warren_sandbox::{LaunchPlan, Protection, RootSource};
+use warren_spec::{ByteSize, CpuQuota, EnvName};
+
+use crate::cli::RunArgs;
+
+/// Exit status for Warren's own failures.
+const EXIT_WARREN: i32 = 125;
+
+/// Stage one: check what the user typed, without touching the system.
+fn parse_plan_inputs(
+    args: &RunArgs,
+) -> anyhow::Result<(
+    EnvName,
+    Limits,
+    u64,
+    Vec<(String, String)>,
+    BTreeSet<Protection>,
+)> {
+    let name: EnvName = match &args.name {
+        Some(n) => n.parse().with_context(|| "invalid --name".to_string())?,
+        None => generated_name()?,
+    };
+    let memory = args
+        .memory
+        .as_deref()
+        .map(|m| m.parse::<ByteSize>().context("invalid --memory"))
+        .transpose()?;
+    let pids = match args.pids.as_deref() {
+        None => None,
+        Some(p) => match p.parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => bail!("invalid --pids {p:?}: expected a whole number above zero"),
+        },
+    };
+    let cpu = args
+        .cpus
+        .as_deref()
+        .map(|c| c.parse::<CpuQuota>().context("invalid --cpus"))
+        .transpose()?;
+    let tmpfs = args
+        .tmpfs_size
+        .parse::<ByteSize>()
+        .context("invalid --tmpfs-size")?;
+    let mut env = Vec::new();
+    for e in &args.env {
+        let Some((k, v)) = e.split_once('=') else {
+            bail!("invalid --env {e:?}: expected KEY=VALUE");
+        };
+        if k.is_empty() {
+            bail!("invalid --env {e:?}: the name is empty");
+        }
+        env.push((k.to_owned(), v.to_owned()));
+    }
+    let allow = args
+        .allow_missing
+        .iter()
+        .map(|p| {
+            p.parse::<Protection>()
+                .map_err(anyhow::Error::msg)
+                .context("invalid --allow-missing")
+        })
+        .collect::<anyhow::Result<BTreeSet<_>>>()?;
+    let limits = Limits {
+        memory: memory.map(|m| m.0),
+        pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
+        cpu,
+    };
+    Ok((name, limits, tmpfs.0, env, allow))
+}
+
+fn generated_name() -> anyhow::Result<EnvName> {
+    let mut b = [0u8; 4];
+    rustix_getrandom(&mut b)?;
+    let s = format!("w-{:02x}{:02x}{:02x}{:02x}", b[0], b[1], b[2], b[3]);
+    Ok(s.parse()?)
+}
+
+fn rustix_getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(buf)?;
+    Ok(())
+}
+
+/// Stage two: resolve the root (this reads the filesystem) and assemble the plan.
+fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
+    match (&args.rootfs, &args.binary) {
+        (Some(dir), None) => {
+            if args.command.is_empty() {
+                bail!("no command given: add the program to run after --, e.g. -- /bin/sh");
+            }
+            Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
+        }
+        (None, Some(bin)) => {
+            let root = warren_sandbox::elf::resolve(bin, Path::new("/")).with_context(|| {
+                format!("cannot build a minimal root for --binary {}", bin.display())
+            })?;
+            let argv = if args.command.is_empty() {
+                vec![root.binary.target.display().to_string()]
+            } else {
+                args.command.clone()
+            };
+            Ok((RootSource::Binary(root), argv))
+        }
+        _ => bail!("give exactly one of --rootfs DIR or --binary PATH"),
+    }
+}
+
+fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_owned())
+    } else {
+        Ok(std::env::current_dir()
+            .context("current directory")?
+            .join(p))
+    }
+}
+
+/// `warren run`.
+pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
+    let json = args.json;
+    let report_error = |code: i32, msg: String| -> i32 {
+        eprintln!("warren: error: {msg}");
+        if json {
+            println!("{}", json!({ "error": msg, "exit_code": code }));
+        }
+        code
+    };
+    let (name, limits, tmpfs_size, env, allow_missing) = match parse_plan_inputs(&args) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
+    let (root, argv) = match resolve_root(&args) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
+    let plan = LaunchPlan {
+        name,
+        root,
+        argv,
+        env,
+        limits,
+        tmpfs_size,
+        allow_missing,
+    };
+    let state = StateDir::new(state_dir);
+    let running = match warren_sandbox::launch(&plan, &state) {
+        Ok(r) => r,
+        Err(e) => {
+            let code = e.exit_code();
+            return Ok(report_error(code, error_chain(&e)));
+        }
+    };
+    let applied = running.applied.clone();
+    let exit = match running.wait() {
+        Ok(x) => x,
+        Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
+    };
+    if json {
+        println!(
+            "{}",
+            json!({ "name": applied.name, "exit_code": exit.code, "signal": exit.signal,
+                    "oom_killed": exit.oom_killed, "applied": applied })
+        );
+    }
+    Ok(exit.code)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
