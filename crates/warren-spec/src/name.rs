@@ -50,7 +50,10 @@ impl FromStr for EnvName {
             return Err(NameError::Empty);
         }
         if s.len() > 63 {
-            return Err(NameError::TooLong { name: s.to_owned(), len: s.len() });
+            return Err(NameError::TooLong {
+                name: s.to_owned(),
+                len: s.len(),
+            });
         }
         let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
         if !s.chars().all(ok_char) || s.starts_with('-') || s.ends_with('-') {

@@ -8,7 +8,9 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuantityError {
     /// The text was not a number followed by an optional unit.
-    #[error("invalid size {input:?}: expected a number with an optional unit b, k, m, g or t (e.g. 64M)")]
+    #[error(
+        "invalid size {input:?}: expected a number with an optional unit b, k, m, g or t (e.g. 64M)"
+    )]
     BadSize {
         /// The rejected text.
         input: String,
@@ -38,15 +40,22 @@ impl FromStr for ByteSize {
     type Err = QuantityError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || QuantityError::BadSize { input: s.to_owned() };
+        let bad = || QuantityError::BadSize {
+            input: s.to_owned(),
+        };
         let t = s.trim();
-        let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         if num.is_empty() || num.starts_with('.') || num.ends_with('.') {
             return Err(bad());
         }
         let unit = unit.trim().to_ascii_lowercase();
-        let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+        let unit = unit
+            .strip_suffix("ib")
+            .or_else(|| unit.strip_suffix('b'))
+            .unwrap_or(&unit);
         let mult: u64 = match unit {
             "" => 1,
             "k" => 1 << 10,
@@ -56,11 +65,13 @@ impl FromStr for ByteSize {
             _ => return Err(bad()),
         };
         let bytes = match num.split_once('.') {
-            None => num.parse::<u64>().map_err(|_| QuantityError::SizeOutOfRange {
-                input: s.to_owned(),
-                why: "too large",
-            })?
-            .checked_mul(mult),
+            None => num
+                .parse::<u64>()
+                .map_err(|_| QuantityError::SizeOutOfRange {
+                    input: s.to_owned(),
+                    why: "too large",
+                })?
+                .checked_mul(mult),
             Some((whole, frac)) => {
                 if frac.contains('.') || frac.len() > 9 {
                     return Err(bad());
@@ -68,16 +79,23 @@ impl FromStr for ByteSize {
                 let whole: u64 = whole.parse().map_err(|_| bad())?;
                 let scale = 10u64.pow(frac.len() as u32);
                 let frac: u64 = frac.parse().map_err(|_| bad())?;
-                whole
-                    .checked_mul(mult)
-                    .and_then(|w| (frac as u128 * mult as u128 / scale as u128).try_into().ok().and_then(|f: u64| w.checked_add(f)))
+                whole.checked_mul(mult).and_then(|w| {
+                    (frac as u128 * mult as u128 / scale as u128)
+                        .try_into()
+                        .ok()
+                        .and_then(|f: u64| w.checked_add(f))
+                })
             }
         };
         match bytes {
-            None => Err(QuantityError::SizeOutOfRange { input: s.to_owned(), why: "too large" }),
-            Some(0) => {
-                Err(QuantityError::SizeOutOfRange { input: s.to_owned(), why: "must be above zero" })
-            }
+            None => Err(QuantityError::SizeOutOfRange {
+                input: s.to_owned(),
+                why: "too large",
+            }),
+            Some(0) => Err(QuantityError::SizeOutOfRange {
+                input: s.to_owned(),
+                why: "must be above zero",
+            }),
             Some(b) => Ok(ByteSize(b)),
         }
     }
@@ -85,7 +103,12 @@ impl FromStr for ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [
+            ("T", 1 << 40),
+            ("G", 1 << 30),
+            ("M", 1 << 20),
+            ("K", 1 << 10),
+        ];
         for (u, m) in UNITS {
             if self.0 >= m && self.0 % m == 0 {
                 return write!(f, "{}{u}", self.0 / m);
@@ -117,7 +140,9 @@ impl FromStr for CpuQuota {
     type Err = QuantityError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || QuantityError::BadCpus { input: s.to_owned() };
+        let bad = || QuantityError::BadCpus {
+            input: s.to_owned(),
+        };
         let t = s.trim();
         let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
         if whole.is_empty() && frac.is_empty() {
@@ -127,13 +152,19 @@ impl FromStr for CpuQuota {
         if !digits(whole) || !digits(frac) || frac.len() > 6 {
             return Err(bad());
         }
-        let whole: u64 = if whole.is_empty() { 0 } else { whole.parse().map_err(|_| bad())? };
+        let whole: u64 = if whole.is_empty() {
+            0
+        } else {
+            whole.parse().map_err(|_| bad())?
+        };
         let frac_micros: u64 = if frac.is_empty() {
             0
         } else {
             frac.parse::<u64>().map_err(|_| bad())? * 10u64.pow(6 - frac.len() as u32)
         };
-        let micros = whole.checked_mul(1_000_000).and_then(|w| w.checked_add(frac_micros));
+        let micros = whole
+            .checked_mul(1_000_000)
+            .and_then(|w| w.checked_add(frac_micros));
         match micros {
             Some(m) if m > 0 && whole <= 4096 => Ok(CpuQuota { micros: m }),
             _ => Err(bad()),
@@ -159,7 +190,10 @@ mod tests {
     use super::*;
 
     fn size(input: &str) -> Result<u64, String> {
-        input.parse::<ByteSize>().map(|b| b.0).map_err(|e| e.to_string())
+        input
+            .parse::<ByteSize>()
+            .map(|b| b.0)
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -178,7 +212,11 @@ mod tests {
             assert!(e.contains(&format!("{bad:?}")), "{e} should quote {bad:?}");
         }
         assert!(size("0").unwrap_err().contains("above zero"));
-        assert!(size("99999999999999999999").unwrap_err().contains("too large"));
+        assert!(
+            size("99999999999999999999")
+                .unwrap_err()
+                .contains("too large")
+        );
         assert!(size("20000000000T").unwrap_err().contains("too large"));
     }
 
@@ -191,7 +229,11 @@ mod tests {
 
     #[test]
     fn cpus() {
-        let c = |s: &str| s.parse::<CpuQuota>().map(|c| c.micros).map_err(|e| e.to_string());
+        let c = |s: &str| {
+            s.parse::<CpuQuota>()
+                .map(|c| c.micros)
+                .map_err(|e| e.to_string())
+        };
         assert_eq!(c("0.5"), Ok(500_000));
         assert_eq!(c("2"), Ok(2_000_000));
         assert_eq!(c(".25"), Ok(250_000));
