@@ -758,6 +758,12 @@ impl Running {
         self.pid
     }
 
+    /// Store `record` (a JSON document describing the environment) in its name lock file, where
+    /// `warren ps` and `warren inspect` read it while the environment lives.
+    pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        self._name.write_record(record)
+    }
+
     /// Send `signal` to the workload (through its pidfd, immune to pid reuse).
     pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
         pidfd_send_signal(&self.pidfd, signal).map_err(Into::into)

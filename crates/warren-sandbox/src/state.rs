@@ -187,6 +187,31 @@ impl StateDir {
         Ok(try_lock(&path)?.is_none())
     }
 
+    /// The records of live environments, as (name, record bytes), sorted by name. Stale lock
+    /// files (their launcher died) are removed on the way.
+    pub fn live_records(&self) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        let dir = self.envs_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+            Err(source) => return Err(StateError::Dir { path: dir, source }),
+        };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".lock") else {
+                continue;
+            };
+            let path = entry.path();
+            let record = std::fs::read(&path).unwrap_or_default();
+            if self.name_in_use(name)? {
+                out.push((name.to_owned(), record));
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     /// Take a free host uid range.
     pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
         let dir = self.root.join("uids");

@@ -29,6 +29,10 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new, fully isolated environment and pass its exit status through.
     Run(RunArgs),
+    /// List running environments.
+    Ps(PsArgs),
+    /// Show everything recorded about a running environment, as JSON.
+    Inspect(InspectArgs),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
     Doctor(DoctorArgs),
 }
@@ -94,4 +98,25 @@ pub struct DoctorArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `warren ps`.
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Print one JSON object per environment (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Print only names.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show all environments (Warren keeps no record of exited ones yet, so the same as without).
+    #[arg(short, long)]
+    pub all: bool,
+}
+
+/// `warren inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The environment's name.
+    pub name: String,
 }

@@ -1,6 +1,7 @@
 //! One module per verb; each returns the process exit code.
 
 mod doctor;
+mod ps;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -10,5 +11,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(&cli.state_dir, args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Ps(args) => ps::ps(&cli.state_dir, args),
+        Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
     }
 }

@@ -160,7 +160,19 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
             return Ok(report_error(code, error_chain(&e)));
         }
     };
+    let mut running = running;
     let applied = running.applied.clone();
+    let record = json!({
+        "name": applied.name,
+        "state": "running",
+        "pid": applied.host_pid,
+        "started": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        "command": plan.argv,
+        "applied": applied,
+    });
+    if let Err(e) = running.write_record(record.to_string().as_bytes()) {
+        eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
+    }
     let exit = match running.wait() {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),

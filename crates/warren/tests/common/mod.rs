@@ -1,0 +1,195 @@
+//! Shared harness for the black-box tests: the real `warren` binary, a busybox root built once
+//! per test binary, unique names, and helpers to look at the host from outside.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The `warren` binary under test.
+pub fn warren() -> Command {
+    assert!(
+        rustix_is_root(),
+        "these tests start environments and must run as root"
+    );
+    let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// A busybox root: `/bin/busybox` with its applets as links, `/etc/passwd`, the mount points
+/// Warren needs, a non-executable file `/etc/not-executable` and a script `/bin/hello`.
+pub fn busybox_root() -> &'static Path {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "busybox-static is needed: run scripts/setup.sh"
+        );
+        let dir = std::env::temp_dir().join(format!("warren-test-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in ["bin", "etc", "proc", "dev", "tmp", "sys"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+        let list = Command::new(busybox).arg("--list").output().unwrap();
+        for applet in String::from_utf8(list.stdout).unwrap().lines() {
+            if applet != "busybox" {
+                std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
+            }
+        }
+        std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+        std::fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
+        std::fs::write(dir.join("etc/not-executable"), "#!/bin/sh\necho no\n").unwrap();
+        std::fs::write(
+            dir.join("bin/hello"),
+            "#!/bin/sh\necho hello from $(hostname)\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("bin/hello"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.join("etc/not-executable"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        dir
+    })
+}
+
+/// Run `warren run --name NAME --rootfs <busybox> [extra] -- sh -c SCRIPT`.
+pub fn run_sh(name: &str, extra: &[&str], script: &str) -> Output {
+    let mut c = warren();
+    c.args(["run", "--name", name, "--rootfs"])
+        .arg(busybox_root())
+        .args(extra);
+    c.args(["--", "/bin/sh", "-c", script]);
+    c.output().unwrap()
+}
+
+/// Standard output as a string.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as a string.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Assert the run exited with `code`, showing its output otherwise.
+pub fn assert_code(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// A running environment started in the background; killed on drop.
+pub struct Background {
+    pub name: String,
+    pub child: std::process::Child,
+}
+
+impl Background {
+    /// Start `warren run` in the background with `args` and wait until `warren inspect` sees it.
+    pub fn start(name: &str, args: &[&str]) -> Background {
+        let mut c = warren();
+        c.args(["run", "--name", name]).args(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        let bg = Background {
+            name: name.to_owned(),
+            child,
+        };
+        for _ in 0..500 {
+            if bg.inspect().is_some() {
+                return bg;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("environment {name} did not come up");
+    }
+
+    /// `warren inspect NAME` as JSON, if it is running.
+    pub fn inspect(&self) -> Option<serde_json::Value> {
+        let o = warren().args(["inspect", &self.name]).output().unwrap();
+        if !o.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).ok()?;
+        if v["pid"].is_i64() { Some(v) } else { None }
+    }
+
+    /// The workload's host pid.
+    pub fn pid(&self) -> i32 {
+        self.inspect().expect("running")["pid"].as_i64().unwrap() as i32
+    }
+
+    /// Wait for `warren run` to finish.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A field (`Uid:`, `CapEff:` ...) of `/proc/<pid>/status` on the host.
+pub fn host_status_field(pid: i32, field: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Every cgroup directory on the host named `name` under a `warren` parent.
+pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(hier) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hier.flatten() {
+            let p = h.path().join("warren").join(name);
+            if p.exists() {
+                out.push(p);
+            }
+        }
+    }
+    let p = Path::new("/sys/fs/cgroup/warren").join(name);
+    if p.exists() {
+        out.push(p);
+    }
+    out
+}
