@@ -163,18 +163,13 @@ fn setup(
     )?;
     fault(Step::Loopback)?;
 
-    for step in [
-        Step::MountPrivate,
-        Step::MountRoot,
-        Step::MountProc,
-        Step::MountDev,
-        Step::MountTmp,
-        Step::MaskPaths,
-        Step::ReadonlyRoot,
-    ] {
-        fault(step)?;
-    }
-    rootfs::enter_root(&ctx.plan.root, &sources, &ctx.staging, ctx.plan.tmpfs_size)?;
+    rootfs::enter_root(
+        &ctx.plan.root,
+        &sources,
+        &ctx.staging,
+        ctx.plan.tmpfs_size,
+        ctx.fault,
+    )?;
     fault(Step::PivotRoot)?;
 
     set_rlimits(ctx.plan)?;

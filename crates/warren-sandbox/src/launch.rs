@@ -514,7 +514,10 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
     let staging = state.mount_point()?;
 
     let cgroup = match &layout {
-        Some(layout) => Some(layout.create(plan.name.as_str(), &plan.limits)?),
+        Some(layout) => {
+            sweep_stale_cgroups(layout, state, plan.name.as_str());
+            Some(layout.create(plan.name.as_str(), &plan.limits)?)
+        }
         None => None,
     };
     injected(fault, Step::Cgroup)?;
@@ -651,6 +654,20 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
         });
     }
     Ok(running)
+}
+
+/// Remove the cgroups of environments whose launcher died without cleaning up (killed with
+/// SIGKILL, say): a leaf whose name no live launcher holds. Their processes were killed by the
+/// parent-death signal; any survivor is killed here. `own` is the name this launcher holds: a
+/// leaf of that name can only be a leftover.
+fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
+    for leaf in layout.leaves() {
+        if leaf == own || matches!(state.name_in_use(&leaf), Ok(false)) {
+            if let Some(cg) = layout.adopt(&leaf) {
+                let _ = cg.destroy();
+            }
+        }
+    }
 }
 
 fn child_error(plan: &LaunchPlan, rest: &str) -> LaunchError {

@@ -102,7 +102,19 @@ pub(crate) fn enter_root(
     sources: &[OwnedFd],
     staging: &Path,
     tmpfs_size: u64,
+    fault: Option<Step>,
 ) -> StepResult {
+    let fault = |step: Step| -> StepResult {
+        if fault == Some(step) {
+            Err((
+                step,
+                "fault injection".into(),
+                std::io::Error::other("injected fault"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
     at(
         Step::MountPrivate,
         || "make / rprivate".into(),
@@ -111,6 +123,7 @@ pub(crate) fn enter_root(
             MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
         ),
     )?;
+    fault(Step::MountPrivate)?;
     match root {
         RootSource::Rootfs(dir) => {
             at(
@@ -124,8 +137,11 @@ pub(crate) fn enter_root(
         }
         RootSource::Binary(bin) => build_binary_root(bin, sources, staging)?,
     }
+    fault(Step::MountRoot)?;
     mount_proc(staging)?;
+    fault(Step::MountProc)?;
     mount_dev(staging, tmpfs_size)?;
+    fault(Step::MountDev)?;
     let tmp = staging.join("tmp");
     let tmp_opts = format!(
         "mode=1777,size={tmpfs_size},nr_inodes={}",
@@ -142,8 +158,11 @@ pub(crate) fn enter_root(
             data(&tmp_opts).as_c_str(),
         ),
     )?;
+    fault(Step::MountTmp)?;
     mask_proc(staging)?;
+    fault(Step::MaskPaths)?;
     make_root_readonly(root, staging)?;
+    fault(Step::ReadonlyRoot)?;
     pivot(staging)
 }
 

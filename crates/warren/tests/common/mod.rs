@@ -154,6 +154,17 @@ impl Background {
         self.inspect().expect("running")["pid"].as_i64().unwrap() as i32
     }
 
+    /// Stop the environment the way a user would: SIGTERM to `warren run` twice (the second
+    /// kills a workload that ignores the first), then wait for it to finish.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        for _ in 0..2 {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.child.wait().unwrap()
+    }
+
     /// Wait for `warren run` to finish.
     pub fn wait(mut self) -> std::process::ExitStatus {
         self.child.wait().unwrap()

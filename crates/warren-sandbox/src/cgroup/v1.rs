@@ -1,0 +1,160 @@
+//! The cgroup v1 path: one directory per hierarchy Warren uses.
+//!
+//! The leaf is `<hierarchy>/warren/<leaf>` in the memory, pids and cpu hierarchies (cpu may be
+//! co-mounted as `cpu,cpuacct`; co-mounted controllers share one directory) and in the freezer
+//! hierarchy when it is mounted: without a freezer a fork bomb can outrun a SIGKILL loop, with it
+//! the processes are frozen, killed and thawed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use warren_spec::CpuQuota;
+
+use super::{
+    AppliedLimits, Cgroup, CgroupError, Created, KILL_TIMEOUT, Layout, Limits, Version, procs,
+    read_optional, requested, sigkill, wait_until, write_file,
+};
+
+/// The v1 hierarchies Warren puts a leaf in, where mounted.
+pub(super) const HIERARCHIES: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+
+/// How long to wait for `freezer.state` to read `FROZEN` before killing anyway.
+const FREEZE_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Create `<hierarchy>/warren/<leaf>` in each hierarchy with `limits`; see
+/// [`super::Layout::create`].
+pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+    if let Some(controller) = requested(limits).find(|c| layout.v1_hierarchy(c).is_none()) {
+        return Err(CgroupError::ControllerUnavailable {
+            controller,
+            leaf: leaf.to_owned(),
+            version: Version::V1,
+        });
+    }
+    let mut plan: Vec<(&Path, Vec<&'static str>)> = Vec::new();
+    for controller in HIERARCHIES {
+        let Some(hierarchy) = layout.v1_hierarchy(controller) else {
+            continue;
+        };
+        match plan
+            .iter_mut()
+            .find(|(mount, _)| *mount == hierarchy.mount_point)
+        {
+            Some((_, controllers)) => controllers.push(controller),
+            None => plan.push((&hierarchy.mount_point, vec![controller])),
+        }
+    }
+    if plan.is_empty() {
+        return Err(CgroupError::NoUsableHierarchy {
+            leaf: leaf.to_owned(),
+            version: Version::V1,
+        });
+    }
+
+    let mut created = Created::new();
+    let mut dirs = Vec::with_capacity(plan.len());
+    for (mount, controllers) in plan {
+        let mut dir = created.make_leaf(mount, leaf)?;
+        dir.controllers = controllers;
+        dirs.push(dir);
+    }
+    let mut applied = AppliedLimits::default();
+    for dir in &dirs {
+        write_limits(&dir.path, &dir.controllers, limits, &mut applied)?;
+    }
+    created.disarm();
+    Ok(Cgroup {
+        version: Version::V1,
+        leaf: leaf.to_owned(),
+        dirs,
+        applied,
+        destroyed: false,
+    })
+}
+
+/// Write the limits that belong to `controllers` into the directory `dir`, recording them in
+/// `applied`: `memory.limit_in_bytes` then `memory.memsw.limit_in_bytes` (the same value, when
+/// the kernel has swap accounting; it must not be lower than the memory limit, so it comes
+/// second), `pids.max`, `cpu.cfs_period_us` then `cpu.cfs_quota_us`.
+pub(super) fn write_limits(
+    dir: &Path,
+    controllers: &[&str],
+    limits: &Limits,
+    applied: &mut AppliedLimits,
+) -> Result<(), CgroupError> {
+    if let (true, Some(bytes)) = (controllers.contains(&"memory"), limits.memory) {
+        write_file(&dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+        applied.memory_bytes = Some(bytes);
+        let memsw = dir.join("memory.memsw.limit_in_bytes");
+        if memsw.exists() {
+            write_file(&memsw, &bytes.to_string())?;
+            applied.swap_capped = true;
+        }
+    }
+    if let (true, Some(pids)) = (controllers.contains(&"pids"), limits.pids) {
+        write_file(&dir.join("pids.max"), &pids.to_string())?;
+        applied.pids_max = Some(pids);
+    }
+    if let (true, Some(cpu)) = (controllers.contains(&"cpu"), limits.cpu) {
+        let (quota, period) = (cpu.quota_us(), CpuQuota::PERIOD_US);
+        write_file(&dir.join("cpu.cfs_period_us"), &period.to_string())?;
+        write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        applied.cpu_quota_us = Some(quota);
+        applied.cpu_period_us = Some(period);
+    }
+    Ok(())
+}
+
+/// Kill everything listed in any of `dirs` until all are empty (bounded): freeze, SIGKILL every
+/// pid, thaw, and look again.
+pub(super) fn kill_all(dirs: &[&Path], freezer: Option<&Path>) -> Result<(), CgroupError> {
+    let mut busiest: (PathBuf, usize) = (PathBuf::new(), 0);
+    let empty = wait_until(KILL_TIMEOUT, || {
+        // Kill even when freezing failed, and thaw whatever happened: a cgroup must never be
+        // left frozen, or its killed tasks would never run to their exit.
+        let frozen = freezer.map_or(Ok(()), freeze);
+        let killed = kill_listed(dirs);
+        let thawed = freezer.map_or(Ok(()), |dir| {
+            write_file(&dir.join("freezer.state"), "THAWED")
+        });
+        frozen?;
+        busiest = killed?;
+        thawed?;
+        Ok(busiest.1 == 0)
+    })?;
+    if empty {
+        Ok(())
+    } else {
+        Err(CgroupError::KillTimeout {
+            path: busiest.0,
+            remaining: busiest.1,
+            timeout: KILL_TIMEOUT,
+        })
+    }
+}
+
+/// SIGKILL every pid listed in `dirs`; returns the directory listing the most pids and how many.
+fn kill_listed(dirs: &[&Path]) -> Result<(PathBuf, usize), CgroupError> {
+    let mut busiest: (PathBuf, usize) = (PathBuf::new(), 0);
+    for dir in dirs {
+        let pids = procs(dir)?;
+        for &pid in &pids {
+            sigkill(pid, dir)?;
+        }
+        if pids.len() > busiest.1 {
+            busiest = (dir.to_path_buf(), pids.len());
+        }
+    }
+    Ok(busiest)
+}
+
+/// Ask the freezer to stop every task in `dir` and wait briefly until it reports `FROZEN`.
+/// A cgroup that stays `FREEZING` (a task in uninterruptible sleep) is killed all the same.
+fn freeze(dir: &Path) -> Result<(), CgroupError> {
+    let state = dir.join("freezer.state");
+    write_file(&state, "FROZEN")?;
+    wait_until(FREEZE_TIMEOUT, || {
+        Ok(read_optional(&state)?.trim() == "FROZEN")
+    })?;
+    Ok(())
+}

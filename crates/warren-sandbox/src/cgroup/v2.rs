@@ -1,0 +1,123 @@
+//! The cgroup v2 (unified hierarchy) path: one directory per environment.
+//!
+//! The leaf is `<mount>/warren/<leaf>`. Controllers reach it only if they are enabled in the
+//! `cgroup.subtree_control` of every ancestor, so memory, pids and cpu are enabled in the root
+//! and in `warren` where they are not yet. Killing uses `cgroup.kill` (Linux 5.14) when present.
+
+use std::path::Path;
+
+use warren_spec::CpuQuota;
+
+use super::{
+    AppliedLimits, Cgroup, CgroupError, Created, KILL_TIMEOUT, LIMIT_CONTROLLERS, Limits,
+    UnifiedMount, Version, procs, read_optional, requested, sigkill, wait_until, write_file,
+};
+
+/// Create `<mount>/warren/<leaf>` with `limits`; see [`super::Layout::create`].
+pub(super) fn create(
+    mount: &UnifiedMount,
+    leaf: &str,
+    limits: &Limits,
+) -> Result<Cgroup, CgroupError> {
+    if let Some(controller) = requested(limits).find(|c| !mount.offers(c)) {
+        return Err(CgroupError::ControllerUnavailable {
+            controller,
+            leaf: leaf.to_owned(),
+            version: Version::V2,
+        });
+    }
+    let enable: Vec<&'static str> = LIMIT_CONTROLLERS
+        .into_iter()
+        .filter(|c| mount.offers(c))
+        .collect();
+    enable_in_subtree(&mount.mount_point, &enable)?;
+
+    let mut created = Created::new();
+    let mut dir = created.make_leaf(&mount.mount_point, leaf)?;
+    enable_in_subtree(&dir.parent, &enable)?;
+    dir.controllers = enable;
+    let applied = write_limits(&dir.path, limits)?;
+    created.disarm();
+    Ok(Cgroup {
+        version: Version::V2,
+        leaf: leaf.to_owned(),
+        dirs: vec![dir],
+        applied,
+        destroyed: false,
+    })
+}
+
+/// Enable `controllers` for the children of `dir` where `cgroup.subtree_control` lacks them,
+/// in one write (`+memory +pids +cpu`).
+fn enable_in_subtree(dir: &Path, controllers: &[&str]) -> Result<(), CgroupError> {
+    let path = dir.join("cgroup.subtree_control");
+    let current = read_optional(&path)?;
+    let missing: Vec<String> = controllers
+        .iter()
+        .filter(|c| {
+            !current
+                .split_whitespace()
+                .any(|have| have.trim_start_matches('+') == **c)
+        })
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    write_file(&path, &missing.join(" "))
+}
+
+/// Write `limits` into the leaf directory `dir`: `memory.max`, then `memory.swap.max = 0` when
+/// the kernel has swap accounting, `pids.max`, `cpu.max`.
+pub(super) fn write_limits(dir: &Path, limits: &Limits) -> Result<AppliedLimits, CgroupError> {
+    let mut applied = AppliedLimits::default();
+    if let Some(bytes) = limits.memory {
+        write_file(&dir.join("memory.max"), &bytes.to_string())?;
+        applied.memory_bytes = Some(bytes);
+        let swap = dir.join("memory.swap.max");
+        if swap.exists() {
+            write_file(&swap, "0")?;
+            applied.swap_capped = true;
+        }
+    }
+    if let Some(pids) = limits.pids {
+        write_file(&dir.join("pids.max"), &pids.to_string())?;
+        applied.pids_max = Some(pids);
+    }
+    if let Some(cpu) = limits.cpu {
+        let (quota, period) = (cpu.quota_us(), CpuQuota::PERIOD_US);
+        write_file(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+        applied.cpu_quota_us = Some(quota);
+        applied.cpu_period_us = Some(period);
+    }
+    Ok(applied)
+}
+
+/// Kill everything in `dir` and wait until `cgroup.procs` is empty (bounded).
+pub(super) fn kill_all(dir: &Path) -> Result<(), CgroupError> {
+    let kill_file = dir.join("cgroup.kill");
+    let has_kill = kill_file.exists();
+    if has_kill {
+        write_file(&kill_file, "1")?;
+    }
+    let mut remaining = 0;
+    let empty = wait_until(KILL_TIMEOUT, || {
+        let pids = procs(dir)?;
+        remaining = pids.len();
+        if !has_kill {
+            for &pid in &pids {
+                sigkill(pid, dir)?;
+            }
+        }
+        Ok(pids.is_empty())
+    })?;
+    if empty {
+        Ok(())
+    } else {
+        Err(CgroupError::KillTimeout {
+            path: dir.to_owned(),
+            remaining,
+            timeout: KILL_TIMEOUT,
+        })
+    }
+}
