@@ -212,21 +212,43 @@ impl StateDir {
         Ok(out)
     }
 
-    /// Take a free host uid range.
+    /// Take a free host uid range. A range whose lock file was left by a launcher that died
+    /// (the kernel released its lock) is reused first, so crashed launchers leave no files
+    /// behind for long; otherwise a fresh slot is taken.
     pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
         let dir = self.root.join("uids");
         ensure_dir(&dir)?;
+        let range = |slot: u32, held: Held| UidRange {
+            slot,
+            host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
+            size: UID_RANGE_SIZE,
+            _held: held,
+        };
+        let existing = std::fs::read_dir(&dir).map_err(|source| StateError::Dir {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in existing.flatten() {
+            let Some(slot) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if slot >= UID_RANGE_SLOTS {
+                continue;
+            }
+            if let Some(held) = try_lock(&entry.path())? {
+                return Ok(range(slot, held));
+            }
+        }
         // Start at a pseudo-random slot so concurrent launchers rarely contend on one file.
         let start = (std::process::id() as u64 * 2_654_435_761 % UID_RANGE_SLOTS as u64) as u32;
         for i in 0..UID_RANGE_SLOTS {
             let slot = (start + i) % UID_RANGE_SLOTS;
             if let Some(held) = try_lock(&dir.join(slot.to_string()))? {
-                return Ok(UidRange {
-                    slot,
-                    host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
-                    size: UID_RANGE_SIZE,
-                    _held: held,
-                });
+                return Ok(range(slot, held));
             }
         }
         Err(StateError::NoUidRange {

@@ -302,6 +302,41 @@ pub fn reset_signal_dispositions() {
     }
 }
 
+#[cfg(feature = "probe")]
+pub mod probe;
+
+/// Drop capability `cap` from the calling thread's bounding set (`PR_CAPBSET_DROP`).
+/// Returns `EINVAL` for numbers past the kernel's last capability, which ends a drop loop.
+pub fn capbset_drop(cap: u32) -> io::Result<()> {
+    // SAFETY: PR_CAPBSET_DROP takes an integer argument and touches no memory of ours.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Move the calling process into a new cgroup namespace rooted at its current cgroup
+/// (`unshare(CLONE_NEWCGROUP)`). Only this flag: it shares no other per-process state.
+pub fn unshare_cgroup_namespace() -> io::Result<()> {
+    // SAFETY: CLONE_NEWCGROUP changes only the cgroup namespace of the caller; unlike
+    // CLONE_FILES or CLONE_FS it cannot invalidate state other threads rely on.
+    let ret = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Restore the default disposition of `SIGPIPE` (Rust's runtime ignores it), so that a command
+/// whose output is piped into `head` ends quietly instead of failing on `EPIPE`.
+pub fn default_sigpipe() {
+    // SAFETY: SIG_DFL is a valid disposition for SIGPIPE; no handler code is involved.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,33 +366,5 @@ mod tests {
     fn signal_sets_reject_bad_numbers() {
         assert!(SignalSet::of(&[libc::SIGTERM, libc::SIGINT]).is_ok());
         assert!(SignalSet::of(&[0x1000]).is_err());
-    }
-}
-
-#[cfg(feature = "probe")]
-pub mod probe;
-
-/// Drop capability `cap` from the calling thread's bounding set (`PR_CAPBSET_DROP`).
-/// Returns `EINVAL` for numbers past the kernel's last capability, which ends a drop loop.
-pub fn capbset_drop(cap: u32) -> io::Result<()> {
-    // SAFETY: PR_CAPBSET_DROP takes an integer argument and touches no memory of ours.
-    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Move the calling process into a new cgroup namespace rooted at its current cgroup
-/// (`unshare(CLONE_NEWCGROUP)`). Only this flag: it shares no other per-process state.
-pub fn unshare_cgroup_namespace() -> io::Result<()> {
-    // SAFETY: CLONE_NEWCGROUP changes only the cgroup namespace of the caller; unlike
-    // CLONE_FILES or CLONE_FS it cannot invalidate state other threads rely on.
-    let ret = unsafe { libc::unshare(libc::CLONE_NEWCGROUP) };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
     }
 }

@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new, fully isolated environment and pass its exit status through.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List running environments.
     Ps(PsArgs),
     /// Show everything recorded about a running environment, as JSON.

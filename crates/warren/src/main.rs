@@ -12,6 +12,7 @@ mod cmd;
 use clap::Parser;
 
 fn main() {
+    warren_sys::default_sigpipe();
     let cli = cli::Cli::parse();
     let code = match cmd::dispatch(cli) {
         Ok(code) => code,

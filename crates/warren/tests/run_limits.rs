@@ -102,7 +102,7 @@ fn a_killed_launcher_takes_its_environment_along_and_its_cgroup_is_swept() {
     let root = busybox_root().to_str().unwrap().to_owned();
     let env = Background::start(&name, &["--rootfs", &root, "--", "/bin/sleep", "30"]);
     let workload = env.pid();
-    drop(env); // SIGKILL to `warren run`: no chance to clean up
+    env.crash(); // SIGKILL to `warren run`: no chance to clean up
     let gone = (0..300).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
         !std::path::Path::new(&format!("/proc/{workload}")).exists()

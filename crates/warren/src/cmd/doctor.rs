@@ -1,9 +1,51 @@
 //! `warren doctor`: which kernel features Warren relies on are present here, and the assurance
-//! environments will get.
+//! environments will get. Exit status: 0 full assurance, 1 degraded (a defence-in-depth layer or
+//! a limit is missing: `warren run` refuses unless told `--allow-missing`), 2 insufficient (the
+//! isolation boundary itself cannot be built).
+
+use warren_sandbox::features::{AssuranceLevel, ProbeRoots, probe};
 
 use crate::cli::DoctorArgs;
 
 /// `warren doctor`.
-pub fn doctor(_args: DoctorArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("doctor is not wired yet")
+pub fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
+    let host = probe(&ProbeRoots::default());
+    let code = match host.assurance.level {
+        AssuranceLevel::Full => 0,
+        AssuranceLevel::Degraded => 1,
+        AssuranceLevel::Insufficient => 2,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&host)?);
+        return Ok(code);
+    }
+    println!("kernel {}", host.kernel);
+    let width = host
+        .features
+        .iter()
+        .map(|f| f.name.len())
+        .max()
+        .unwrap_or(10);
+    for f in &host.features {
+        let mark = match (f.available, f.required) {
+            (true, _) => "ok  ",
+            (false, true) => "MISS",
+            (false, false) => "--  ",
+        };
+        println!("  {mark} {:<width$}  {}", f.name, f.detail);
+    }
+    let level = match host.assurance.level {
+        AssuranceLevel::Full => "full",
+        AssuranceLevel::Degraded => "DEGRADED",
+        AssuranceLevel::Insufficient => "INSUFFICIENT",
+    };
+    println!("assurance: {level}");
+    if !host.assurance.missing.is_empty() {
+        println!("  missing: {}", host.assurance.missing.join(", "));
+        println!("  `warren run` refuses to start without these unless given --allow-missing");
+    }
+    for note in &host.assurance.notes {
+        println!("  note: {note}");
+    }
+    Ok(code)
 }

@@ -16,16 +16,17 @@ use crate::cli::RunArgs;
 /// Exit status for Warren's own failures.
 const EXIT_WARREN: i32 = 125;
 
+/// What the user typed, checked.
+struct Inputs {
+    name: EnvName,
+    limits: Limits,
+    tmpfs_size: u64,
+    env: Vec<(String, String)>,
+    allow_missing: BTreeSet<Protection>,
+}
+
 /// Stage one: check what the user typed, without touching the system.
-fn parse_plan_inputs(
-    args: &RunArgs,
-) -> anyhow::Result<(
-    EnvName,
-    Limits,
-    u64,
-    Vec<(String, String)>,
-    BTreeSet<Protection>,
-)> {
+fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
     let name: EnvName = match &args.name {
         Some(n) => n.parse().with_context(|| "invalid --name".to_string())?,
         None => generated_name()?,
@@ -75,7 +76,13 @@ fn parse_plan_inputs(
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
         cpu,
     };
-    Ok((name, limits, tmpfs.0, env, allow))
+    Ok(Inputs {
+        name,
+        limits,
+        tmpfs_size: tmpfs.0,
+        env,
+        allow_missing: allow,
+    })
 }
 
 fn generated_name() -> anyhow::Result<EnvName> {
@@ -135,7 +142,13 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         }
         code
     };
-    let (name, limits, tmpfs_size, env, allow_missing) = match parse_plan_inputs(&args) {
+    let Inputs {
+        name,
+        limits,
+        tmpfs_size,
+        env,
+        allow_missing,
+    } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };

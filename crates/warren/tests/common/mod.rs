@@ -171,8 +171,28 @@ impl Background {
     }
 }
 
+impl Background {
+    /// Kill `warren run` itself with SIGKILL, as a crash would: it gets no chance to clean up.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Background {
     fn drop(&mut self) {
+        // Stop gracefully (as `stop` does) so tests leave nothing behind; SIGKILL only as a
+        // last resort.
+        let pid = self.child.id().to_string();
+        for _ in 0..2 {
+            let _ = Command::new("kill").args(["-TERM", &pid]).status();
+            for _ in 0..100 {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
