@@ -423,6 +423,19 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
                 dir.display()
             )));
         }
+        // The environment's root is an unprivileged host uid: the image must be readable and
+        // searchable by "others", as images unpacked by container tools are.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o005 != 0o005 {
+            return Err(LaunchError::Invalid(format!(
+                "rootfs {} has mode {:o}: the environment's root user is unprivileged on the host \
+                 and needs read and search permission for others (chmod o+rx {})",
+                dir.display(),
+                mode & 0o7777,
+                dir.display()
+            )));
+        }
         for d in ["proc", "dev", "tmp"] {
             match std::fs::symlink_metadata(dir.join(d)) {
                 Ok(m) if m.is_dir() => {}

@@ -136,6 +136,26 @@ fn bad_input_is_named_in_the_error() {
         125,
         "has no /proc directory",
     );
+    // A root the environment's unprivileged root user could not read.
+    let private = tempfile::tempdir().unwrap();
+    for d in ["proc", "dev", "tmp"] {
+        std::fs::create_dir(private.path().join(d)).unwrap();
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(private.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_error(
+        &run_args(
+            &n,
+            &[
+                "--rootfs",
+                private.path().to_str().unwrap(),
+                "--",
+                "/bin/true",
+            ],
+        ),
+        125,
+        "chmod o+rx",
+    );
     // A file, not a directory.
     assert_error(
         &run_args(&n, &["--rootfs", "/etc/hostname", "--", "/bin/true"]),

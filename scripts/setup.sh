@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install what Warren's build, demo and tests need on a fresh Debian 12 machine (run as root).
+# Idempotent: installs only what is missing, and runs `apt-get update` only then.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+[ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 && file_is_static=$(ldd /bin/busybox 2>&1 | grep -c "not a dynamic" || true) || file_is_static=0
+[ "${file_is_static:-0}" -ge 1 ] || need+=(busybox-static)
+have patchelf || need+=(patchelf)
+have flock || need+=(util-linux)
+have ldd || need+=(libc-bin)
+have cc || need+=(gcc)
+
+if [ "${#need[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: missing packages ${need[*]}; run as root to install them" >&2
+    exit 1
+  fi
+  echo "setup: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  echo "setup: cargo is not on PATH; Warren needs the Rust toolchain (1.85 or newer)" >&2
+  exit 1
+fi

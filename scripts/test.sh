@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Warren's whole test suite: set-up, formatting, lints, then every unit and integration test.
+# Must run as root (the integration tests start real environments). Used by .ci/run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test: the integration tests start environments and must run as root" >&2
+  exit 1
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warren-test.log
