@@ -11,6 +11,9 @@ have patchelf || need+=(patchelf)
 have flock || need+=(util-linux)
 have ldd || need+=(libc-bin)
 have cc || need+=(gcc)
+have setcap || need+=(libcap2-bin)
+have script || need+=(bsdutils)
+have setpriv || need+=(util-linux)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

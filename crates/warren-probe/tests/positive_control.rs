@@ -47,6 +47,7 @@ const MUST_BE_OPEN: &[&str] = &[
     "proc.write_sysctl",
     "proc.read_timer_list",
     "sys.keyctl",
+    "sys.i386_abi",
     "sys.add_key",
     "sys.bpf",
     "sys.userfaultfd",

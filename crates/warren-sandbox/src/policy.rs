@@ -46,6 +46,19 @@ pub const MASKED_PROC_PATHS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Whether `/proc/kallsyms` would show real kernel addresses to the environment, which has no
+/// `CAP_SYSLOG` in the host namespace: the kernel shows them anyway when `kptr_restrict` is 0
+/// and `perf_event_paranoid` is 1 or less (addresses "for perf"). Then Warren masks the file;
+/// otherwise it stays readable with every address zero, as programs that read symbols expect.
+/// Unknown values count as leaking.
+pub fn kallsyms_would_leak(kptr_restrict: Option<i64>, perf_event_paranoid: Option<i64>) -> bool {
+    match (kptr_restrict, perf_event_paranoid) {
+        (Some(k), _) if k >= 1 => false,
+        (Some(0), Some(p)) => p <= 1,
+        _ => true,
+    }
+}
+
 /// Paths under `/proc` left visible but read-only.
 pub const READONLY_PROC_PATHS: &[(&str, &str)] = &[
     ("bus", "host PCI/USB device interfaces"),
@@ -168,6 +181,17 @@ mod tests {
                 "{path} must be one component"
             );
         }
+    }
+
+    #[test]
+    fn kallsyms_is_masked_exactly_when_the_kernel_would_show_addresses() {
+        assert!(!kallsyms_would_leak(Some(1), Some(-1)));
+        assert!(!kallsyms_would_leak(Some(2), None));
+        assert!(!kallsyms_would_leak(Some(0), Some(2)));
+        assert!(kallsyms_would_leak(Some(0), Some(1)));
+        assert!(kallsyms_would_leak(Some(0), Some(-1)));
+        assert!(kallsyms_would_leak(None, Some(2)));
+        assert!(kallsyms_would_leak(Some(0), None));
     }
 
     #[test]

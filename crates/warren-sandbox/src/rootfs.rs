@@ -396,7 +396,21 @@ fn mask_proc(staging: &Path) -> StepResult {
             std::io::Error::from_raw_os_error(19),
         ));
     }
-    for (name, _why) in policy::MASKED_PROC_PATHS {
+    let read_num = |rel: &str| -> Option<i64> {
+        std::fs::read_to_string(proc_dir.join(rel))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let mut masked: Vec<&str> = policy::MASKED_PROC_PATHS.iter().map(|(n, _)| *n).collect();
+    if policy::kallsyms_would_leak(
+        read_num("sys/kernel/kptr_restrict"),
+        read_num("sys/kernel/perf_event_paranoid"),
+    ) {
+        masked.push("kallsyms");
+    }
+    for name in masked {
         let p = proc_dir.join(name);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
             continue;

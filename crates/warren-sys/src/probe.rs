@@ -235,6 +235,45 @@ pub fn clock_settime_invalid_clock() -> io::Result<i64> {
     check(unsafe { libc::syscall(libc::SYS_clock_settime, 100 as libc::clockid_t, &ts) })
 }
 
+/// `getpid` through the i386 system-call gate (`int 0x80`, i386 number 20) from 64-bit code:
+/// the classic way around a seccomp filter that does not check the architecture. Returns the
+/// pid when the gate is open; a correct filter kills the process instead (SIGSYS).
+pub fn i386_getpid() -> io::Result<i64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ret: i64;
+        // SAFETY: i386 getpid takes no arguments and touches no memory. `int 0x80` from 64-bit
+        // code returns in rax and clobbers r8-r11 (the kernel zeroes them), declared here.
+        unsafe {
+            std::arch::asm!(
+                "int 0x80",
+                inlateout("rax") 20i64 => ret,
+                lateout("r8") _, lateout("r9") _, lateout("r10") _, lateout("r11") _,
+                options(nostack),
+            );
+        }
+        check(ret)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
+/// `getpid` with the x32 bit set (`39 | 0x4000_0000`): the other number space that a deny-list
+/// filter may forget. ENOSYS on kernels built without x32; EPERM under Warren's allow-list.
+pub fn x32_getpid() -> io::Result<i64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: getpid takes no arguments; a raw syscall number is passed, no memory.
+        check(unsafe { libc::syscall(libc::SYS_getpid | 0x4000_0000) })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Err(io::Error::from_raw_os_error(libc::ENOSYS))
+    }
+}
+
 /// `iopl(0)`: asks for the lowest I/O privilege level, which never raises anything.
 pub fn iopl_zero() -> io::Result<i64> {
     #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]

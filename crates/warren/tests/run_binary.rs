@@ -22,19 +22,40 @@ fn the_root_holds_the_program_and_its_libraries_only() {
     let o = run_binary("/bin/ls", &["/bin/ls", "-R", "/bin", "/lib", "/lib64"]);
     assert_code(&o, 0);
     let out = stdout(&o);
-    let files: Vec<&str> = out.lines().filter(|l| l.contains(".so") || *l == "ls").collect();
-    let ldd = std::process::Command::new("ldd").arg("/bin/ls").output().unwrap();
+    let files: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains(".so") || *l == "ls")
+        .collect();
+    let ldd = std::process::Command::new("ldd")
+        .arg("/bin/ls")
+        .output()
+        .unwrap();
     let libs: Vec<String> = stdout(&ldd)
         .lines()
-        .filter_map(|l| l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_owned))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('/'))
+                .map(str::to_owned)
+        })
         .collect();
-    assert!(libs.len() >= 2, "control: ldd names the loader and libc: {libs:?}");
+    assert!(
+        libs.len() >= 2,
+        "control: ldd names the loader and libc: {libs:?}"
+    );
     for lib in &libs {
-        let name = std::path::Path::new(lib).file_name().unwrap().to_string_lossy().into_owned();
+        let name = std::path::Path::new(lib)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         assert!(files.contains(&name.as_str()), "{lib} missing from {out}");
     }
     // The program, the loader and the libraries: nothing else.
-    assert_eq!(files.len(), 1 + libs.len(), "unexpected files: {files:?} (ldd: {libs:?})");
+    assert_eq!(
+        files.len(),
+        1 + libs.len(),
+        "unexpected files: {files:?} (ldd: {libs:?})"
+    );
 }
 
 #[test]
@@ -47,8 +68,15 @@ fn the_command_defaults_to_the_binary_and_status_passes_through() {
 fn the_minimal_root_is_read_only_but_tmp_is_writable() {
     let o = run_binary("/usr/bin/touch", &["/usr/bin/touch", "/x"]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
-    assert_code(&run_binary("/usr/bin/touch", &["/usr/bin/touch", "/tmp/x"]), 0);
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    assert_code(
+        &run_binary("/usr/bin/touch", &["/usr/bin/touch", "/tmp/x"]),
+        0,
+    );
 }
 
 #[test]
@@ -56,5 +84,8 @@ fn a_static_binary_gets_a_root_with_nothing_but_itself() {
     let o = run_binary("/bin/busybox", &["/bin/busybox", "ls", "/", "/bin"]);
     assert_code(&o, 0);
     let out = stdout(&o);
-    assert_eq!(out, "/:\nbin\nbusybox\ndev\nproc\ntmp\n\n/bin:\nbusybox\n", "{out}");
+    assert_eq!(
+        out, "/:\nbin\nbusybox\ndev\nproc\ntmp\n\n/bin:\nbusybox\n",
+        "{out}"
+    );
 }

@@ -182,11 +182,16 @@ pub fn write_bin(_: &Ctx) -> Report {
     if let Some(sibling) = sibling_file() {
         candidates.push(sibling);
     }
+    // The probe's own program file: in a minimal root it is the only binary there is.
+    if let Ok(exe) = std::env::current_exe() {
+        candidates.push(exe);
+    }
     let existing: Vec<&PathBuf> = candidates.iter().filter(|p| p.exists()).collect();
     if existing.is_empty() {
         return Report::skipped(
             P,
-            "no binary to try: none of /bin/sh, /bin/busybox, /usr/bin/env, /sbin/init exists",
+            "no binary to try: none of /bin/sh, /bin/busybox, /usr/bin/env, /sbin/init or the \
+             probe itself exists",
         );
     }
     let names: Vec<&str> = existing.iter().filter_map(|p| p.to_str()).collect();

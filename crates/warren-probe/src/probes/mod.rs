@@ -122,6 +122,8 @@ pub const PROBES: &[Probe] = &[
     Probe::new("sys.acct", sys::acct),
     Probe::new("sys.clock_settime", sys::clock_settime),
     Probe::new("sys.iopl", sys::iopl),
+    Probe::new("sys.i386_abi", sys::i386_abi),
+    Probe::new("sys.x32_abi", sys::x32_abi),
     Probe::new("sys.ioperm", sys::ioperm),
     Probe::new("sys.write_sys", sys::write_sys),
     Probe::new("dev.mknod_block", dev::mknod_block),

@@ -122,6 +122,18 @@ pub fn iopl(_: &Ctx) -> Report {
     syscall_report("sys.iopl", "iopl(0)", probe::iopl_zero())
 }
 
+/// `sys.i386_abi`: a system call through the i386 gate (`int 0x80`). Open if it returns; a
+/// filter that checks the architecture kills the child (reported blocked with SIGSYS).
+pub fn i386_abi(_: &Ctx) -> Report {
+    syscall_report("sys.i386_abi", "int 0x80 getpid", probe::i386_getpid())
+}
+
+/// `sys.x32_abi`: getpid with the x32 bit set. ENOSYS means the kernel lacks x32 (no
+/// evidence either way); EPERM means the filter refused it; success is open.
+pub fn x32_abi(_: &Ctx) -> Report {
+    syscall_report("sys.x32_abi", "getpid | 0x40000000", probe::x32_getpid())
+}
+
 /// `sys.ioperm`: `ioperm(0x80, 1, 0)` (turn off), which needs no privilege once reachable.
 pub fn ioperm(_: &Ctx) -> Report {
     syscall_report("sys.ioperm", "ioperm(0x80, 1, off)", probe::ioperm_off())
