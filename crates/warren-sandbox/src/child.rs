@@ -27,6 +27,7 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub report: OwnedFd,
     pub seccomp: Option<&'a seccompiler::BpfProgram>,
+    pub attach: Option<&'a crate::cgroup::AttachHandles>,
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
@@ -92,6 +93,13 @@ fn setup(
         _ => std::process::exit(125), // the parent is gone: nothing to report to
     }
     fault(Step::WaitParent)?;
+
+    // Join the cgroup ourselves (v1: write 0 to each `tasks` file the parent opened; v2: clone3
+    // already put us there). Moving oneself needs no host-wide lock, unlike moving another pid.
+    if let Some(attach) = ctx.attach {
+        io(Step::CgroupAttach, "join the cgroup", attach.join_self())?;
+    }
+    fault(Step::CgroupAttach)?;
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.

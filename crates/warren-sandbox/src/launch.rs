@@ -36,8 +36,8 @@ pub enum Step {
     Cgroup,
     Clone,
     UidMap,
-    CgroupAttach,
     WaitParent,
+    CgroupAttach,
     SetIds,
     ParentDeath,
     CgroupNs,
@@ -72,8 +72,8 @@ impl Step {
         Step::Cgroup,
         Step::Clone,
         Step::UidMap,
-        Step::CgroupAttach,
         Step::WaitParent,
+        Step::CgroupAttach,
         Step::SetIds,
         Step::ParentDeath,
         Step::CgroupNs,
@@ -581,7 +581,18 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
             source: std::io::Error::other("injected fault"),
         });
     }
-    let forked = warren_sys::fork_into_namespaces(flags).map_err(|e| {
+    let attach = match cgroup.as_ref().map(|c| c.attach_handles()).transpose() {
+        Ok(a) => a,
+        Err(e) => {
+            restore_mask();
+            return Err(e.into());
+        }
+    };
+    let clone_into = match &attach {
+        Some(crate::cgroup::AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
+        _ => None,
+    };
+    let forked = warren_sys::fork_into_namespaces(flags, clone_into).map_err(|e| {
         restore_mask();
         parent_err(Step::Clone, "clone3 into new namespaces")(e)
     })?;
@@ -595,6 +606,7 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
                 go: go_rd,
                 report: rep_wr,
                 seccomp: bpf.as_ref(),
+                attach: attach.as_ref(),
                 old_mask,
                 fault,
                 env,
@@ -602,6 +614,7 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
+    drop(attach);
     drop(go_rd);
     drop(rep_wr);
     let signals = warren_sys::signalfd(&sigset).ok();
@@ -631,10 +644,6 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
 
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
     injected(fault, Step::UidMap)?;
-    if let Some(cg) = &running.cgroup {
-        cg.add_process(pid)?;
-    }
-    injected(fault, Step::CgroupAttach)?;
     rustix::io::write(&go_wr, b"g")
         .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
 

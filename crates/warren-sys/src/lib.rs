@@ -13,7 +13,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Namespace flags for [`clone_process`], a subset of `CLONE_NEW*`.
 pub mod ns {
@@ -67,7 +67,9 @@ struct CloneArgs {
 
 /// Fork the calling process into new namespaces with `clone3(2)`, returning a pidfd for the child.
 ///
-/// `namespaces` is a combination of [`ns`] flags. The child continues from this call with a copy
+/// `namespaces` is a combination of [`ns`] flags. With `cgroup` (a directory descriptor of a
+/// cgroup v2 cgroup) the child starts inside that cgroup (`CLONE_INTO_CGROUP`), without the
+/// later migration that costs an RCU grace period. The child continues from this call with a copy
 /// of the parent's memory, as after `fork(2)`.
 ///
 /// # Safety
@@ -75,14 +77,19 @@ struct CloneArgs {
 /// The calling process must be single-threaded: as after `fork(2)`, the child holds a copy of
 /// every lock another thread may have held (the allocator's among them), and only the calling
 /// thread exists in it. Warren's launcher is single-threaded by construction.
-pub unsafe fn clone_process(namespaces: u64) -> io::Result<Forked> {
+pub unsafe fn clone_process(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut pidfd: RawFd = -1;
-    let args = CloneArgs {
+    let mut args = CloneArgs {
         flags: (namespaces & ns::ALL) | libc::CLONE_PIDFD as u64,
         pidfd: &mut pidfd as *mut RawFd as u64,
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd.as_raw_fd() as u64;
+    }
     // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass, and
     // `pidfd` outlives the call. No stack is given, so the child runs on a copy of the parent's
     // stack exactly as with fork(2); the caller guarantees that the process is single-threaded.
@@ -112,13 +119,13 @@ pub fn thread_count() -> io::Result<usize> {
 /// [`clone_process`], made safe by checking first that the caller is the process's only thread.
 /// Fails with `EBUSY` otherwise. The check cannot race: a single thread cannot gain a sibling
 /// between the check and the fork except by its own action.
-pub fn fork_into_namespaces(namespaces: u64) -> io::Result<Forked> {
+pub fn fork_into_namespaces(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
     if thread_count()? != 1 {
         return Err(io::Error::from_raw_os_error(libc::EBUSY));
     }
     // SAFETY: the process has exactly one thread (checked just above), which is the contract
     // of clone_process.
-    unsafe { clone_process(namespaces) }
+    unsafe { clone_process(namespaces, cgroup) }
 }
 
 /// Mark every descriptor from `first` upwards close-on-exec (`close_range(2)` with

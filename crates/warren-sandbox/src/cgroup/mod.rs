@@ -463,6 +463,29 @@ impl UnifiedMount {
     }
 }
 
+/// How a new process joins a cgroup cheaply; see [`Cgroup::attach_handles`].
+#[derive(Debug)]
+pub enum AttachHandles {
+    /// cgroup v2: a directory descriptor for `clone3(CLONE_INTO_CGROUP)`.
+    CloneInto(std::os::fd::OwnedFd),
+    /// cgroup v1: `tasks` files, each to receive `0` from the process that joins.
+    SelfWrite(Vec<std::os::fd::OwnedFd>),
+}
+
+impl AttachHandles {
+    /// Called by the new process itself: join every v1 hierarchy by writing `0` (the calling
+    /// thread, which is the whole process while it is single-threaded) to each `tasks` file.
+    /// Nothing to do for v2, where `clone3` already placed it.
+    pub fn join_self(&self) -> std::io::Result<()> {
+        if let AttachHandles::SelfWrite(files) = self {
+            for f in files {
+                rustix::io::write(f, b"0")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The fields Warren needs from one mountinfo line.
 struct MountLine<'a> {
     mount_point: PathBuf,
@@ -601,6 +624,43 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
+    /// Descriptors that let a new process join this cgroup without the host-wide lock that
+    /// moving another process takes (on cgroup v1 that lock waits for an RCU grace period,
+    /// about 10 ms on an idle host). v1: the `tasks` file of every directory, opened for
+    /// writing here (the permission check uses the opener's credentials); the child writes `0`
+    /// (itself) into each. v2: the directory itself, for `clone3(CLONE_INTO_CGROUP)`.
+    pub fn attach_handles(&self) -> Result<AttachHandles, CgroupError> {
+        use rustix::fs::{Mode, OFlags, open};
+        let open_err = |path: PathBuf| {
+            move |e: rustix::io::Errno| CgroupError::Read {
+                path,
+                source: e.into(),
+            }
+        };
+        match self.version {
+            Version::V2 => {
+                let dir = &self.dirs[0].path;
+                let fd = open(
+                    dir,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(open_err(dir.clone()))?;
+                Ok(AttachHandles::CloneInto(fd))
+            }
+            Version::V1 => self
+                .dirs
+                .iter()
+                .map(|d| {
+                    let path = d.path.join("tasks");
+                    open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
+                        .map_err(open_err(path))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(AttachHandles::SelfWrite),
+        }
+    }
+
     /// Move process `pid` into the cgroup: write it to `cgroup.procs` of every directory.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         for dir in &self.dirs {
@@ -702,11 +762,8 @@ impl Cgroup {
                 first.get_or_insert(e);
             }
         }
-        for dir in &self.dirs {
-            if let Err(e) = remove_parent_if_empty(&dir.parent) {
-                first.get_or_insert(e);
-            }
-        }
+        // The shared `warren` parents stay, as Docker's `docker` cgroups do: removing and
+        // re-creating them on every launch costs two cgroup operations per hierarchy.
         first.map_or(Ok(()), Err)
     }
 
@@ -879,19 +936,6 @@ fn remove_cgroup_dir(path: &Path) -> Result<(), CgroupError> {
                 });
             }
         }
-    }
-}
-
-/// `rmdir` a `warren` parent unless another environment still has a leaf in it.
-fn remove_parent_if_empty(path: &Path) -> Result<(), CgroupError> {
-    match fs::remove_dir(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) if matches!(errno(&e), Some(Errno::NOTEMPTY | Errno::BUSY)) => Ok(()),
-        Err(source) => Err(CgroupError::RemoveDir {
-            path: path.to_owned(),
-            source,
-        }),
     }
 }
 
