@@ -327,18 +327,8 @@ fn mount_dev(staging: &Path, shm_size: u64) -> StepResult {
             || format!("bind {} onto /dev/{name}", host.display()),
             mount_bind(&host, &dst),
         )?;
-        at(
-            step,
-            || format!("make /dev/{name} nosuid,noexec"),
-            mount_remount(
-                &dst,
-                locked_flags(&dst).unwrap_or(MountFlags::empty())
-                    | MountFlags::BIND
-                    | MountFlags::NOSUID
-                    | MountFlags::NOEXEC,
-                "",
-            ),
-        )?;
+        // No remount: a character device cannot be executed, and set-id bits mean nothing on
+        // it; the bind keeps the host devtmpfs flags, which are never less strict than needed.
     }
     for (name, target) in policy::DEV_SYMLINKS {
         io_at(

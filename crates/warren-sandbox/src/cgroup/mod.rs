@@ -1206,12 +1206,21 @@ rw,nsdelegate,memory_recursiveprot
     }
 
     #[test]
-    fn creates_v1_cgroups_in_memory_pids_cpu_and_freezer() {
+    fn creates_v1_cgroups_only_in_the_hierarchies_of_requested_limits() {
         let tmp = tempfile::tempdir().unwrap();
         let layout = layout(tmp.path(), HYBRID, "hugetlb\n");
+        let only_pids = Limits {
+            memory: None,
+            cpu: None,
+            ..limits()
+        };
+        let cgroup = layout.create("db", &only_pids).unwrap();
+        assert_eq!(cgroup.paths(), [cg(tmp.path(), "pids/warren/db")]);
+        assert!(!cg(tmp.path(), "memory/warren/db").exists());
+        assert!(!cg(tmp.path(), "freezer/warren/db").exists());
         let cgroup = layout.create("web", &limits()).unwrap();
 
-        let dirs: Vec<PathBuf> = ["memory", "pids", "cpu", "freezer"]
+        let dirs: Vec<PathBuf> = ["memory", "pids", "cpu"]
             .iter()
             .map(|h| cg(tmp.path(), &format!("{h}/warren/web")))
             .collect();
@@ -1334,7 +1343,7 @@ rw,nsdelegate,memory_recursiveprot
                 },
             )
             .unwrap();
-        assert_eq!(cgroup.paths().len(), 3);
+        assert_eq!(cgroup.paths().len(), 2);
 
         // v2 whose root offers no cpu.
         let tmp = tempfile::tempdir().unwrap();

@@ -1,9 +1,9 @@
 //! The cgroup v1 path: one directory per hierarchy Warren uses.
 //!
-//! The leaf is `<hierarchy>/warren/<leaf>` in the memory, pids and cpu hierarchies (cpu may be
-//! co-mounted as `cpu,cpuacct`; co-mounted controllers share one directory) and in the freezer
-//! hierarchy when it is mounted: without a freezer a fork bomb can outrun a SIGKILL loop, with it
-//! the processes are frozen, killed and thawed.
+//! The leaf is `<hierarchy>/warren/<leaf>` in each of the memory, pids and cpu hierarchies whose
+//! limit was asked for (cpu may be co-mounted as `cpu,cpuacct`; co-mounted controllers share one
+//! directory). Leaves found in the freezer hierarchy (made by earlier versions) are still used to
+//! kill reliably: with a freezer a fork bomb cannot outrun a SIGKILL loop.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use super::{
     read_optional, requested, sigkill, wait_until, write_file,
 };
 
-/// The v1 hierarchies Warren puts a leaf in, where mounted.
+/// The v1 hierarchies where Warren looks for its leaves (to adopt and sweep them).
 pub(super) const HIERARCHIES: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
 
 /// How long to wait for `freezer.state` to read `FROZEN` before killing anyway.
@@ -31,8 +31,15 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
             version: Version::V1,
         });
     }
+    // Only the hierarchies whose limits were asked for (pids when none was): every extra
+    // hierarchy costs a mkdir, a join and an rmdir per launch. No freezer: the workload is pid 1
+    // of its own pid namespace, and when it ends the kernel kills everything else inside.
+    let mut wanted: Vec<&'static str> = requested(limits).collect();
+    if wanted.is_empty() {
+        wanted.push("pids");
+    }
     let mut plan: Vec<(&Path, Vec<&'static str>)> = Vec::new();
-    for controller in HIERARCHIES {
+    for controller in wanted {
         let Some(hierarchy) = layout.v1_hierarchy(controller) else {
             continue;
         };
