@@ -1,0 +1,334 @@
+//! The protocol's vocabulary: handles, rights, messages, requests, responses, error codes.
+
+use std::fmt;
+
+/// A capability handle: a small integer that indexes the holder's capability table (c-list) in
+/// the kernel. It means nothing in any other environment.
+pub type Handle = u32;
+
+/// A request identifier chosen by the client; the kernel echoes it in the response.
+pub type RequestId = u32;
+
+/// What a capability allows. Rights only ever shrink: attenuation can remove, never add.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Rights(pub u32);
+
+impl Rights {
+    /// No rights.
+    pub const NONE: Rights = Rights(0);
+    /// Send messages to the mailbox.
+    pub const SEND: Rights = Rights(1);
+    /// Pass the capability on (attach it to a message, or attenuate it for others).
+    pub const GRANT: Rights = Rights(2);
+    /// Be told (`down`) when the mailbox's owner ends.
+    pub const MONITOR: Rights = Rights(4);
+    /// Receive from the mailbox: held only by its owner, never transferable.
+    pub const RECEIVE: Rights = Rights(8);
+    /// Every right a capability to someone else's mailbox can carry.
+    pub const ALL_REMOTE: Rights = Rights(1 | 2 | 4);
+    /// The bits that have a meaning; others are rejected on decode.
+    pub const KNOWN: Rights = Rights(1 | 2 | 4 | 8);
+
+    /// Whether every right in `other` is in `self`.
+    pub fn contains(self, other: Rights) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The rights in both.
+    pub fn intersect(self, other: Rights) -> Rights {
+        Rights(self.0 & other.0)
+    }
+
+    /// The union of both.
+    pub fn union(self, other: Rights) -> Rights {
+        Rights(self.0 | other.0)
+    }
+}
+
+impl fmt::Debug for Rights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut names = Vec::new();
+        for (bit, name) in [(1, "SEND"), (2, "GRANT"), (4, "MONITOR"), (8, "RECEIVE")] {
+            if self.0 & bit != 0 {
+                names.push(name);
+            }
+        }
+        if self.0 & !Rights::KNOWN.0 != 0 {
+            names.push("?");
+        }
+        write!(f, "Rights({})", names.join("|"))
+    }
+}
+
+/// One message as a sender hands it to the kernel.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Message {
+    /// Free-form headers (name, value). Names are UTF-8; values are bytes.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// An optional correlation id, for selective receive (`recv` with a correlation filter).
+    pub correlation: Option<u64>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Handles in the sender's table to attach: each must carry GRANT; the receiver gets a new
+    /// handle with the same rights (minus nothing), and the sender keeps its own.
+    pub caps: Vec<Handle>,
+    /// One of the sender's own mailboxes (a handle with RECEIVE) for which the kernel mints a
+    /// one-shot SEND capability into the receiver's table: Erlang's `From`.
+    pub reply_to: Option<Handle>,
+}
+
+/// Who sent a delivered message, as the kernel saw it: no sender can forge it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    /// The sending environment's name (`name@host` for a remote sender).
+    pub env: String,
+    /// The badge of the capability the sender used (set when it was minted or attenuated).
+    pub badge: u64,
+}
+
+/// A message as the kernel hands it to a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The mailbox (a handle with RECEIVE in the receiver's table) it arrived in.
+    pub mailbox: Handle,
+    /// Who sent it.
+    pub from: Sender,
+    /// Headers, correlation and body as sent; `caps` and `reply_to` are empty.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Correlation id as sent.
+    pub correlation: Option<u64>,
+    /// The body.
+    pub body: Vec<u8>,
+    /// Handles newly installed in the receiver's table for the capabilities attached.
+    pub caps: Vec<Handle>,
+    /// A one-shot SEND handle to answer the sender, if it asked for one.
+    pub reply: Option<Handle>,
+    /// Set when this is a `down` notice from a monitor: the monitor reference.
+    pub down: Option<u64>,
+}
+
+/// Which messages a `recv` accepts (all conditions must hold; an empty filter takes the oldest).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Filter {
+    /// Only messages with this correlation id.
+    pub correlation: Option<u64>,
+    /// Only messages with this header name and value.
+    pub header: Option<(String, Vec<u8>)>,
+}
+
+/// An operation a program asks the kernel for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// The first frame on a connection: the protocol versions the client speaks.
+    Hello {
+        /// Lowest version understood.
+        min_version: u16,
+        /// Highest version understood.
+        max_version: u16,
+    },
+    /// Send a message through `handle` (needs SEND). With `wait`, a full mailbox makes the
+    /// request wait for room; without, it fails with [`ErrorCode::Full`].
+    Send {
+        /// The capability used.
+        handle: Handle,
+        /// The message.
+        message: Message,
+        /// Wait for room rather than fail when the mailbox is full.
+        wait: bool,
+    },
+    /// Take the oldest message matching `filter` from `mailbox` (a RECEIVE handle; `None` = the
+    /// environment's default mailbox), waiting up to `timeout_ms` (`None` = forever, `Some(0)` =
+    /// do not wait).
+    Recv {
+        /// Which mailbox.
+        mailbox: Option<Handle>,
+        /// Which messages.
+        filter: Filter,
+        /// How long to wait.
+        timeout_ms: Option<u64>,
+    },
+    /// A handle for the mailbox named `name`, where policy lets the caller discover it.
+    Lookup {
+        /// `name`, or `name@host` for a remote mailbox.
+        name: String,
+    },
+    /// The caller's own name, mailboxes and handles.
+    Whoami,
+    /// A new handle to the same mailbox with fewer rights, a use limit and/or an expiry, and a
+    /// badge that receivers will see. Needs GRANT on `handle` unless only rights are dropped
+    /// for the caller's own use.
+    Attenuate {
+        /// The handle to derive from.
+        handle: Handle,
+        /// The rights to keep (intersected with the handle's).
+        rights: Rights,
+        /// How many sends it allows (`None` = unlimited; `Some(1)` = one-shot).
+        uses: Option<u32>,
+        /// Lifetime in milliseconds from now (`None` = no expiry).
+        expires_in_ms: Option<u64>,
+        /// The badge receivers will see for messages sent through it (`None` = keep).
+        badge: Option<u64>,
+    },
+    /// Revoke every capability derived from `handle` (the handle itself stays).
+    Revoke {
+        /// The handle whose derivations die.
+        handle: Handle,
+    },
+    /// Remove `handle` from the caller's table.
+    Drop {
+        /// The handle.
+        handle: Handle,
+    },
+    /// Be sent a `down` notice in the default mailbox when the owner of `handle`'s mailbox
+    /// ends (needs MONITOR).
+    Monitor {
+        /// The handle.
+        handle: Handle,
+    },
+    /// Create another mailbox owned by the caller; returns a RECEIVE|SEND|GRANT|MONITOR handle.
+    CreateMailbox {
+        /// An optional name (discoverable under `<env>/<name>` where policy allows).
+        name: Option<String>,
+    },
+}
+
+/// The kernel's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// The connection's version and the environment's identity.
+    Welcome {
+        /// The version both sides will speak.
+        version: u16,
+        /// The environment's name.
+        env: String,
+    },
+    /// Done, nothing to return.
+    Ok,
+    /// A handle and its rights.
+    Handle {
+        /// The handle.
+        handle: Handle,
+        /// Its rights.
+        rights: Rights,
+    },
+    /// A monitor reference.
+    Monitor {
+        /// The reference that `down` notices carry.
+        reference: u64,
+    },
+    /// A received message.
+    Delivery(Delivery),
+    /// The caller's identity.
+    Identity(Identity),
+    /// The request failed.
+    Error {
+        /// The stable code.
+        code: ErrorCode,
+        /// Human-readable detail (not stable; never parse it).
+        detail: String,
+    },
+}
+
+/// An environment's view of itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// Its name.
+    pub env: String,
+    /// Every handle in its table: (handle, what it designates, rights).
+    pub handles: Vec<(Handle, String, Rights)>,
+}
+
+/// Stable error codes: numbers never change meaning; new ones are only added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum ErrorCode {
+    /// The frame could not be decoded or the request makes no sense.
+    BadRequest = 1,
+    /// No such handle in the caller's table.
+    NoSuchHandle = 2,
+    /// The handle lacks a right the operation needs.
+    NoRight = 3,
+    /// The capability was revoked.
+    Revoked = 4,
+    /// The capability expired.
+    Expired = 5,
+    /// A one-shot (or limited-use) capability has been used up.
+    UsedUp = 6,
+    /// The mailbox is full and the sender asked not to wait.
+    Full = 7,
+    /// Nothing arrived before the timeout.
+    Timeout = 8,
+    /// Lookup: no such name, or policy hides it (the two are indistinguishable on purpose).
+    NotFound = 9,
+    /// The mailbox's owner has ended.
+    Dead = 10,
+    /// No protocol version in common.
+    Version = 11,
+    /// A frame or field exceeds the protocol's limits.
+    TooLarge = 12,
+    /// The kernel is shutting down or cannot take more (e.g. too many handles).
+    Unavailable = 13,
+}
+
+impl ErrorCode {
+    /// Every code, in numeric order.
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::BadRequest,
+        ErrorCode::NoSuchHandle,
+        ErrorCode::NoRight,
+        ErrorCode::Revoked,
+        ErrorCode::Expired,
+        ErrorCode::UsedUp,
+        ErrorCode::Full,
+        ErrorCode::Timeout,
+        ErrorCode::NotFound,
+        ErrorCode::Dead,
+        ErrorCode::Version,
+        ErrorCode::TooLarge,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The code for `n`, if it is one.
+    pub fn from_u16(n: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| *c as u16 == n)
+    }
+
+    /// The lowercase name used in documents and CLI output (`revoked`, `full`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad-request",
+            ErrorCode::NoSuchHandle => "no-such-handle",
+            ErrorCode::NoRight => "no-right",
+            ErrorCode::Revoked => "revoked",
+            ErrorCode::Expired => "expired",
+            ErrorCode::UsedUp => "used-up",
+            ErrorCode::Full => "full",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Dead => "dead",
+            ErrorCode::Version => "version",
+            ErrorCode::TooLarge => "too-large",
+            ErrorCode::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the kernel sends unprompted: nothing yet besides responses; deliveries answer `Recv`.
+/// A frame on the wire is either a request (client → kernel) or a response (kernel → client),
+/// each with the request id it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame<T> {
+    /// The request id.
+    pub id: RequestId,
+    /// The request or response.
+    pub body: T,
+}
+
+/// The protocol version this crate speaks.
+pub const VERSION: u16 = 1;
