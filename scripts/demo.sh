@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== building warren"
 cargo build --release --locked -p warren 2>&1 | tail -n 1
-warren=target/release/warren
+warren=target/x86_64-unknown-linux-gnu/release/warren
 
 root=$(mktemp -d /tmp/warren-demo-root.XXXXXX)
 chmod 755 "$root"
