@@ -25,6 +25,7 @@ pub(crate) struct ChildContext<'a> {
     pub plan: &'a LaunchPlan,
     pub staging: PathBuf,
     pub go: OwnedFd,
+    pub mailbox: Option<OwnedFd>,
     pub report: OwnedFd,
     pub seccomp: Option<&'a seccompiler::BpfProgram>,
     pub attach: Option<&'a crate::cgroup::AttachHandles>,
@@ -34,9 +35,9 @@ pub(crate) struct ChildContext<'a> {
 }
 
 /// Run the child side and exec; never returns.
-pub(crate) fn run(ctx: ChildContext<'_>) -> ! {
+pub(crate) fn run(mut ctx: ChildContext<'_>) -> ! {
     let mut report = std::fs::File::from(ctx.report.try_clone().expect("dup of the report pipe"));
-    match setup(&ctx, &mut report) {
+    match setup(&mut ctx, &mut report) {
         Ok(never) => match never {},
         Err((step, what, err)) => {
             let errno = err.raw_os_error().unwrap_or(0);
@@ -68,7 +69,7 @@ fn fail(step: Step, what: &str) -> (Step, String, std::io::Error) {
 }
 
 fn setup(
-    ctx: &ChildContext<'_>,
+    ctx: &mut ChildContext<'_>,
     report: &mut std::fs::File,
 ) -> StepResult<std::convert::Infallible> {
     let fault = |step: Step| -> StepResult {
@@ -103,7 +104,9 @@ fn setup(
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.
-    let sources = rootfs::open_sources(&ctx.plan.root)?;
+    let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
+    let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
+    let tool = if tool_path.is_some() { sources.pop() } else { None };
 
     // Become root of the new user namespace: uid/gid 0 inside, the range's base outside.
     // Supplementary groups inherited from the host (root's among them) are dropped first.
@@ -174,21 +177,34 @@ fn setup(
     rootfs::enter_root(
         &ctx.plan.root,
         &sources,
+        tool.as_ref(),
         &ctx.staging,
         ctx.plan.tmpfs_size,
         ctx.fault,
     )?;
+    // Nothing of the host is reachable through these any more; close them so that only the
+    // launcher's high-numbered descriptors remain open (see `install_inherited`).
+    drop(sources);
+    drop(tool);
     fault(Step::PivotRoot)?;
 
     set_rlimits(ctx.plan)?;
     fault(Step::Rlimits)?;
 
-    // Descriptor hygiene: 0, 1 and 2 cross into the workload and nothing else. Everything from
-    // 3 up becomes close-on-exec (the report pipe already is, and closes at exec).
+    // Descriptor hygiene: 0, 1 and 2 cross into the workload, and the mailbox as 3 when there is
+    // one; nothing else. Everything above becomes close-on-exec (the report pipe already is,
+    // and closes at exec).
+    let first_closed = match ctx.mailbox.take() {
+        Some(mailbox) => {
+            io(Step::Fds, "install the mailbox as descriptor 3", warren_sys::install_inherited(mailbox, 3))?;
+            4
+        }
+        None => 3,
+    };
     io(
         Step::Fds,
         "mark descriptors close-on-exec",
-        warren_sys::close_range_cloexec(3),
+        warren_sys::close_range_cloexec(first_closed),
     )?;
     fault(Step::Fds)?;
 

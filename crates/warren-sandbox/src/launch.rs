@@ -461,6 +461,16 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
 /// Start the environment described by `plan`. Returns once the workload has been exec'd (or the
 /// launch failed, in which case everything taken has been released).
 pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchError> {
+    launch_with_mailbox(plan, state, None)
+}
+
+/// [`launch`], giving the environment `mailbox` (its end of the kernel connection) as
+/// descriptor 3, announced by `WARREN_FD=3`.
+pub fn launch_with_mailbox(
+    plan: &LaunchPlan,
+    state: &StateDir,
+    mailbox: Option<OwnedFd>,
+) -> Result<Running, LaunchError> {
     let threads = threads();
     if threads != 1 {
         return Err(LaunchError::MultiThreaded { threads });
@@ -539,6 +549,14 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
         .map_err(|e| parent_err(Step::Clone, "create the go pipe")(e.into()))?;
     let (rep_rd, rep_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| parent_err(Step::Clone, "create the report pipe")(e.into()))?;
+    // Every descriptor the child will own goes above LAUNCHER_FD_FLOOR, so that installing the
+    // mailbox as descriptor 3 can never close one of them.
+    let high = |fd: OwnedFd, what: &str| {
+        warren_sys::dup_high(fd.as_fd()).map_err(parent_err(Step::Clone, format!("move the {what} up")))
+    };
+    let go_rd = high(go_rd, "go pipe")?;
+    let rep_wr = high(rep_wr, "report pipe")?;
+    let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
     let sigset = warren_sys::SignalSet::of(&FORWARDED_SIGNALS)
         .map_err(parent_err(Step::Clone, "build the signal set"))?;
     let old_mask = warren_sys::block_signals(&sigset)
@@ -552,6 +570,12 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
         ("HOME".to_owned(), "/".to_owned()),
         ("HOSTNAME".to_owned(), plan.name.to_string()),
     ];
+    if mailbox.is_some() {
+        env.push(("WARREN_FD".to_owned(), "3".to_owned()));
+        if plan.client_tool.is_some() {
+            env[0].1.push_str(":/dev/warren");
+        }
+    }
     if let RootSource::Binary(b) = &plan.root {
         if !b.library_path.is_empty() {
             let joined: Vec<String> = b
@@ -588,6 +612,24 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
             return Err(e.into());
         }
     };
+    use crate::cgroup::AttachHandles;
+    let attach = match attach
+        .map(|a| match a {
+            AttachHandles::CloneInto(fd) => high(fd, "cgroup directory").map(AttachHandles::CloneInto),
+            AttachHandles::SelfWrite(files) => files
+                .into_iter()
+                .map(|f| high(f, "cgroup tasks file"))
+                .collect::<Result<Vec<_>, _>>()
+                .map(AttachHandles::SelfWrite),
+        })
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            restore_mask();
+            return Err(e);
+        }
+    };
     let clone_into = match &attach {
         Some(crate::cgroup::AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
         _ => None,
@@ -604,6 +646,7 @@ pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchErro
                 plan,
                 staging,
                 go: go_rd,
+                mailbox,
                 report: rep_wr,
                 seccomp: bpf.as_ref(),
                 attach: attach.as_ref(),

@@ -28,5 +28,5 @@ mod rootfs;
 pub mod seccomp;
 pub mod state;
 
-pub use launch::{Applied, LaunchError, Running, Step, launch};
+pub use launch::{Applied, LaunchError, Running, Step, launch, launch_with_mailbox};
 pub use plan::{LaunchPlan, Protection, RootSource};

@@ -82,6 +82,9 @@ pub struct LaunchPlan {
     pub tmpfs_size: u64,
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
+    /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
+    /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
+    pub client_tool: Option<PathBuf>,
 }
 
 impl LaunchPlan {

@@ -100,6 +100,7 @@ const fn libc_enotdir() -> i32 {
 pub(crate) fn enter_root(
     root: &RootSource,
     sources: &[OwnedFd],
+    tool: Option<&OwnedFd>,
     staging: &Path,
     tmpfs_size: u64,
     fault: Option<Step>,
@@ -140,7 +141,7 @@ pub(crate) fn enter_root(
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
     fault(Step::MountProc)?;
-    mount_dev(staging, tmpfs_size)?;
+    mount_dev(staging, tmpfs_size, tool)?;
     fault(Step::MountDev)?;
     let tmp = staging.join("tmp");
     let tmp_opts = format!(
@@ -181,11 +182,14 @@ pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
 
 /// `O_PATH` descriptors, opened in the environment's mount namespace, for the root's host
 /// files in the order [`enter_root`] binds them.
-pub(crate) fn open_sources(root: &RootSource) -> StepResult<Vec<OwnedFd>> {
-    let paths: Vec<PathBuf> = match root {
+///
+/// With a client tool, its descriptor comes last.
+pub(crate) fn open_sources(root: &RootSource, tool: Option<&Path>) -> StepResult<Vec<OwnedFd>> {
+    let mut paths: Vec<PathBuf> = match root {
         RootSource::Rootfs(dir) => vec![dir.clone()],
         RootSource::Binary(b) => binary_entries(b).iter().map(|e| e.host.clone()).collect(),
     };
+    paths.extend(tool.map(Path::to_owned));
     paths
         .iter()
         .map(|p| {
@@ -288,7 +292,7 @@ fn mount_proc(staging: &Path) -> StepResult {
     )
 }
 
-fn mount_dev(staging: &Path, shm_size: u64) -> StepResult {
+fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResult {
     let step = Step::MountDev;
     let dev = staging.join("dev");
     at(
@@ -335,6 +339,20 @@ fn mount_dev(staging: &Path, shm_size: u64) -> StepResult {
             step,
             || format!("link /dev/{name}"),
             std::os::unix::fs::symlink(target, dev.join(name)),
+        )?;
+    }
+    if let Some(tool) = tool {
+        // The mailbox client, read-only: `/dev/warren/warren-msg`. Its bind mount keeps the
+        // host's exec permission even though the /dev tmpfs itself is noexec.
+        let dir = dev.join("warren");
+        io_at(step, || "create /dev/warren".into(), std::fs::create_dir(&dir))?;
+        let dst = dir.join("warren-msg");
+        io_at(step, || "create /dev/warren/warren-msg".into(), std::fs::File::create(&dst))?;
+        at(step, || "bind the mailbox client".into(), mount_bind(fd_path(tool), &dst))?;
+        at(
+            step,
+            || "make the mailbox client read-only".into(),
+            remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
         )?;
     }
     let shm = dev.join("shm");

@@ -344,6 +344,76 @@ pub fn default_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
+/// The lowest descriptor number the launcher uses for its own descriptors between `clone3` and
+/// `execve` (pipes, cgroup files, the mailbox before it is installed). Everything below it,
+/// except 0, 1 and 2, is either unused or an inherited descriptor that is about to be closed.
+pub const LAUNCHER_FD_FLOOR: RawFd = 100;
+
+/// Duplicate `fd` to a close-on-exec descriptor numbered at least [`LAUNCHER_FD_FLOOR`].
+pub fn dup_high(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC creates a new descriptor and touches no memory.
+    let ret = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, LAUNCHER_FD_FLOOR) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret) })
+}
+
+/// In a forked child about to `execve`: make `fd` descriptor `target` (below
+/// [`LAUNCHER_FD_FLOOR`]), *without* close-on-exec, so the new program inherits it. Whatever
+/// was at `target` is closed.
+///
+/// Contract (checked in part): the caller keeps every descriptor it owns at or above
+/// [`LAUNCHER_FD_FLOOR`], so `target` can only be an inherited descriptor nothing owns.
+pub fn install_inherited(fd: OwnedFd, target: RawFd) -> io::Result<()> {
+    if !(3..LAUNCHER_FD_FLOOR).contains(&target) || fd.as_raw_fd() < LAUNCHER_FD_FLOOR {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: dup2 touches no memory. Closing `target` cannot break an owner elsewhere: by the
+    // contract above (the launcher owns only descriptors >= LAUNCHER_FD_FLOOR, and `fd` was
+    // checked to be one of them), `target` is owned by no OwnedFd in this process.
+    let ret = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(fd);
+    Ok(())
+}
+
+/// In an environment: take ownership of the inherited descriptor `fd` (the mailbox, fd 3),
+/// after checking that it is open and a socket. It hands out an owner for a number this process
+/// did not open itself, so it succeeds only once per process (`EBUSY` after that).
+pub fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static TAKEN: AtomicBool = AtomicBool::new(false);
+    if fd < 3 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    if TAKEN.swap(true, Ordering::SeqCst) {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    // SAFETY: fstat on a number only reads its metadata into `st`, a valid out-parameter.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(io::Error::from_raw_os_error(libc::ENOTSOCK));
+    }
+    // SAFETY: the descriptor is open (fstat succeeded) and was inherited across exec for this
+    // very purpose; the process takes ownership of it here, once (the TAKEN flag above), and
+    // nothing else in it owns that number (no runtime opens a descriptor at a fixed number).
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Keep it out of any program this one execs.
+    // SAFETY: F_SETFD with FD_CLOEXEC only changes the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

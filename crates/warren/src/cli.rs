@@ -78,6 +78,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "PROTECTION")]
     pub allow_missing: Vec<String>,
 
+    /// Give the environment a capability to send to the mailbox named NAME (repeatable). Needs
+    /// a running kernel (`warren daemon`).
+    #[arg(long = "may-send", value_name = "NAME")]
+    pub may_send: Vec<String>,
+
+    /// Let the environment discover the mailbox named NAME with `lookup` (repeatable).
+    #[arg(long = "may-discover", value_name = "NAME")]
+    pub may_discover: Vec<String>,
+
+    /// Bound of the environment's default mailbox, in messages (default 64).
+    #[arg(long, value_name = "N")]
+    pub mailbox_capacity: Option<usize>,
+
     /// Remove the environment when it exits (always the case: accepted for Docker parity).
     #[arg(long)]
     pub rm: bool,

@@ -8,6 +8,7 @@
 
 mod cli;
 mod cmd;
+mod control;
 
 use clap::Parser;
 

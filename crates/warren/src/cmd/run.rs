@@ -156,6 +156,28 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
+    // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
+    let registration = match crate::control::register(
+        state_dir,
+        name.as_str(),
+        &args.may_send,
+        &args.may_discover,
+        args.mailbox_capacity,
+    ) {
+        Ok(r) => r,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
+    if registration.is_none() && !(args.may_send.is_empty() && args.may_discover.is_empty()) {
+        return Ok(report_error(
+            EXIT_WARREN,
+            "--may-send and --may-discover need a running kernel: start `warren daemon` first".into(),
+        ));
+    }
+    let (control, mailbox) = match registration {
+        Some(r) => (Some(r.control), Some(r.mailbox)),
+        None => (None, None),
+    };
+    let client_tool = mailbox.as_ref().and_then(|_| client_tool());
     let plan = LaunchPlan {
         name,
         root,
@@ -164,9 +186,10 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         limits,
         tmpfs_size,
         allow_missing,
+        client_tool,
     };
     let state = StateDir::new(state_dir);
-    let running = match warren_sandbox::launch(&plan, &state) {
+    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();
@@ -190,6 +213,8 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
+    // The environment has ended: closing the control connection tells the kernel so.
+    drop(control);
     if json {
         println!(
             "{}",
@@ -198,6 +223,16 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(exit.code)
+}
+
+/// The static `warren-msg` client to expose inside environments: `WARREN_MSG_BIN`, else the
+/// file next to this binary.
+fn client_tool() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WARREN_MSG_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let sibling = std::env::current_exe().ok()?.with_file_name("warren-msg");
+    sibling.is_file().then_some(sibling)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

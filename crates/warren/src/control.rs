@@ -1,0 +1,137 @@
+//! The admin control socket between `warren` commands and the kernel daemon: its path, its
+//! framing (one JSON document per `SOCK_SEQPACKET` packet), and the client side used by
+//! `warren run` to register an environment and receive its mailbox descriptor.
+//!
+//! Only root (or the daemon's configured group) may connect: the socket is mode 0660 and the
+//! daemon checks each peer's credentials (`SO_PEERCRED`) before it reads a request.
+
+use std::io::IoSliceMut;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix,
+    SocketType, connect, recvmsg, send, SendFlags, socket_with, SocketFlags,
+};
+use serde::{Deserialize, Serialize};
+
+/// The control socket's path under the state directory.
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("kernel.sock")
+}
+
+/// The largest control packet either side sends.
+pub const MAX_PACKET: usize = 64 * 1024;
+
+/// A request on the control socket.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum ControlRequest {
+    /// Create an environment's mailbox and capability table; the answer carries the
+    /// environment's end of its kernel connection. Closing the control connection ends it.
+    Register {
+        /// The environment's name.
+        name: String,
+        /// Initial capabilities: names the environment may send to.
+        #[serde(default)]
+        may_send: Vec<String>,
+        /// Names it may discover with `lookup`.
+        #[serde(default)]
+        may_discover: Vec<String>,
+        /// Bound of its default mailbox (messages).
+        #[serde(default)]
+        capacity: Option<usize>,
+    },
+    /// The kernel's view: environments and counters.
+    Status,
+}
+
+/// The answer to a control request.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ControlResponse {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// For `status`: the kernel's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// A registration held by `warren run`: keep `control` open for the environment's life.
+pub struct Registration {
+    /// The control connection; closing it tells the kernel the environment ended.
+    pub control: OwnedFd,
+    /// The environment's end of its kernel connection (becomes its descriptor 3).
+    pub mailbox: OwnedFd,
+}
+
+/// Connect to the daemon's control socket; `Ok(None)` when no daemon is listening.
+pub fn connect_daemon(state_dir: &Path) -> anyhow::Result<Option<OwnedFd>> {
+    let path = socket_path(state_dir);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let fd = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
+        .context("create a control socket")?;
+    let addr = SocketAddrUnix::new(&path).context("control socket path")?;
+    match connect(&fd, &addr) {
+        Ok(()) => Ok(Some(fd)),
+        // A socket file left by a daemon that is gone.
+        Err(rustix::io::Errno::CONNREFUSED) => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("connect to the kernel at {}", path.display())),
+    }
+}
+
+/// Send `req` and read the answer, with the descriptor that came with it, if any.
+pub fn call(fd: &OwnedFd, req: &ControlRequest) -> anyhow::Result<(ControlResponse, Option<OwnedFd>)> {
+    let bytes = serde_json::to_vec(req)?;
+    send(fd, &bytes, SendFlags::empty()).context("send to the kernel")?;
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let msg = recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], &mut anc, RecvFlags::CMSG_CLOEXEC)
+        .context("read the kernel's answer")?;
+    if msg.bytes == 0 {
+        bail!("the kernel closed the control connection");
+    }
+    let mut passed = None;
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for f in fds {
+                passed.get_or_insert(f);
+            }
+        }
+    }
+    let resp: ControlResponse =
+        serde_json::from_slice(&buf[..msg.bytes]).context("the kernel's answer is not valid")?;
+    Ok((resp, passed))
+}
+
+/// Register an environment with a running kernel daemon. `Ok(None)` when no daemon runs.
+pub fn register(
+    state_dir: &Path,
+    name: &str,
+    may_send: &[String],
+    may_discover: &[String],
+    capacity: Option<usize>,
+) -> anyhow::Result<Option<Registration>> {
+    let Some(control) = connect_daemon(state_dir)? else {
+        return Ok(None);
+    };
+    let req = ControlRequest::Register {
+        name: name.to_owned(),
+        may_send: may_send.to_vec(),
+        may_discover: may_discover.to_vec(),
+        capacity,
+    };
+    let (resp, fd) = call(&control, &req)?;
+    if !resp.ok {
+        bail!("the kernel refused the environment: {}", resp.error.unwrap_or_default());
+    }
+    let mailbox = fd.context("the kernel did not pass the mailbox descriptor")?;
+    Ok(Some(Registration { control, mailbox }))
+}
