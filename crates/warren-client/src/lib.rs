@@ -1,0 +1,346 @@
+//! The client library a program inside a Warren environment links to reach the kernel.
+//!
+//! Small and blocking: one [`Client`] owns the environment's connection (the inherited
+//! descriptor named by `WARREN_FD`, normally 3) and turns each call into one request frame and
+//! its response. Several requests can travel in one packet with [`Client::send_batch`], which is
+//! how a sender reaches the protocol's throughput. The byte layout is `docs/protocol.md`.
+//!
+//! ```no_run
+//! use warren_client::{Client, Message};
+//! let mut k = Client::connect()?;
+//! let (db, _rights) = k.lookup("db")?;
+//! k.send(db, Message { body: b"hello".to_vec(), ..Message::default() })?;
+//! let reply = k.recv(Some(std::time::Duration::from_secs(1)))?;
+//! # Ok::<(), warren_client::ClientError>(())
+//! ```
+//!
+//! **Architecture Invariant:** besides `warren-proto` this crate depends only on `warren-sys`,
+//! for the one `unsafe` act of taking ownership of the inherited descriptor.
+#![forbid(unsafe_code)]
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+pub use warren_proto::{
+    Delivery, ErrorCode, Filter, Handle, Identity, Message, Rights, Sender, VERSION,
+};
+use warren_proto::{Frame, PacketBuilder, Request, RequestId, Response};
+
+/// The default mailbox's handle in every environment's table.
+pub const DEFAULT_MAILBOX: Handle = 1;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `WARREN_FD` is not set to a usable descriptor: the program runs outside an environment
+    /// with a mailbox, or the descriptor was closed.
+    #[error("no kernel connection: {0}")]
+    NoConnection(String),
+    /// Reading or writing the connection failed.
+    #[error("kernel connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The kernel closed the connection.
+    #[error("the kernel closed the connection")]
+    Closed,
+    /// The kernel sent bytes that do not decode.
+    #[error("undecodable packet from the kernel: {0}")]
+    Decode(#[from] warren_proto::DecodeError),
+    /// A request could not be encoded (a field exceeds the protocol's limits).
+    #[error("request too large: {0}")]
+    Encode(#[from] warren_proto::EncodeError),
+    /// The kernel refused the request.
+    #[error("{code}: {detail}")]
+    Kernel {
+        /// The stable error code.
+        code: ErrorCode,
+        /// The kernel's explanation (not stable).
+        detail: String,
+    },
+    /// The kernel answered with something the request does not expect.
+    #[error("unexpected answer from the kernel: {0}")]
+    Unexpected(String),
+}
+
+impl ClientError {
+    /// The kernel's error code, when the kernel refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Kernel { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection to the kernel.
+#[derive(Debug)]
+pub struct Client {
+    sock: UnixDatagram,
+    env: String,
+    next_id: RequestId,
+    /// Responses that arrived for other requests than the one being waited for.
+    early: VecDeque<Frame<Response>>,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connect through the descriptor named by `WARREN_FD` (3 when unset) and shake hands.
+    pub fn connect() -> Result<Client, ClientError> {
+        let fd = match std::env::var("WARREN_FD") {
+            Ok(v) => v.trim().parse::<i32>().map_err(|_| {
+                ClientError::NoConnection(format!("WARREN_FD={v:?} is not a descriptor number"))
+            })?,
+            Err(_) => 3,
+        };
+        let owned = warren_sys::take_inherited_socket(fd)
+            .map_err(|e| ClientError::NoConnection(format!("descriptor {fd}: {e}")))?;
+        Client::from_fd(owned)
+    }
+
+    /// Use `fd` (one end of a kernel connection) and shake hands.
+    pub fn from_fd(fd: OwnedFd) -> Result<Client, ClientError> {
+        let mut c = Client {
+            sock: UnixDatagram::from(fd),
+            env: String::new(),
+            next_id: 1,
+            early: VecDeque::new(),
+            buf: vec![0u8; warren_proto::MAX_PACKET],
+        };
+        match c.request(Request::Hello {
+            min_version: VERSION,
+            max_version: VERSION,
+        })? {
+            Response::Welcome { env, .. } => c.env = env,
+            other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+        Ok(c)
+    }
+
+    /// The environment's name, as the kernel knows it.
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+
+    fn next_id(&mut self) -> RequestId {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn read_packet(&mut self) -> Result<Vec<Frame<Response>>, ClientError> {
+        let n = self.sock.recv(&mut self.buf)?;
+        if n == 0 {
+            return Err(ClientError::Closed);
+        }
+        Ok(warren_proto::decode_responses(&self.buf[..n])?)
+    }
+
+    fn wait_for(&mut self, id: RequestId) -> Result<Response, ClientError> {
+        if let Some(pos) = self.early.iter().position(|f| f.id == id) {
+            return Ok(self.early.remove(pos).expect("position is in range").body);
+        }
+        loop {
+            let mut found = None;
+            for f in self.read_packet()? {
+                if f.id == id && found.is_none() {
+                    found = Some(f.body);
+                } else {
+                    self.early.push_back(f);
+                }
+            }
+            if let Some(r) = found {
+                return Ok(r);
+            }
+        }
+    }
+
+    fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+        let id = self.next_id();
+        let mut out = Vec::new();
+        warren_proto::encode_request(&Frame { id, body: req }, &mut out)?;
+        self.sock.send(&out)?;
+        match self.wait_for(id)? {
+            Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+            r => Ok(r),
+        }
+    }
+
+    fn expect_ok(r: Response) -> Result<(), ClientError> {
+        match r {
+            Response::Ok => Ok(()),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    fn expect_handle(r: Response) -> Result<(Handle, Rights), ClientError> {
+        match r {
+            Response::Handle { handle, rights } => Ok((handle, rights)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Send `message` through `handle`, waiting for room if the mailbox is full.
+    pub fn send(&mut self, handle: Handle, message: Message) -> Result<(), ClientError> {
+        Self::expect_ok(self.request(Request::Send {
+            handle,
+            message,
+            wait: true,
+        })?)
+    }
+
+    /// Send `message` through `handle`; fail with [`ErrorCode::Full`] rather than wait.
+    pub fn try_send(&mut self, handle: Handle, message: Message) -> Result<(), ClientError> {
+        Self::expect_ok(self.request(Request::Send {
+            handle,
+            message,
+            wait: false,
+        })?)
+    }
+
+    /// Send many messages, as many per packet as fit, and collect each one's outcome in
+    /// order. This is the fast path: one system call carries many messages.
+    pub fn send_batch(
+        &mut self,
+        items: impl IntoIterator<Item = (Handle, Message)>,
+        wait: bool,
+    ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
+        let mut ids = Vec::new();
+        let mut packet = PacketBuilder::with_limit(64 * 1024);
+        for (handle, message) in items {
+            let id = self.next_id();
+            let frame = Frame {
+                id,
+                body: Request::Send {
+                    handle,
+                    message,
+                    wait,
+                },
+            };
+            if let Err(warren_proto::EncodeError::PacketFull { .. }) = packet.push_request(&frame) {
+                self.sock.send(packet.as_bytes())?;
+                packet.clear();
+                packet.push_request(&frame)?;
+            }
+            ids.push(id);
+        }
+        if !packet.is_empty() {
+            self.sock.send(packet.as_bytes())?;
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            out.push(match self.wait_for(id)? {
+                Response::Ok => Ok(()),
+                Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Take the oldest message from the default mailbox, waiting up to `timeout` (`None`:
+    /// forever). A timeout is [`ErrorCode::Timeout`].
+    pub fn recv(&mut self, timeout: Option<Duration>) -> Result<Delivery, ClientError> {
+        self.recv_matching(None, Filter::default(), timeout)
+    }
+
+    /// Selective receive: the oldest message in `mailbox` (`None`: the default one) that
+    /// matches `filter`; others stay queued in order.
+    pub fn recv_matching(
+        &mut self,
+        mailbox: Option<Handle>,
+        filter: Filter,
+        timeout: Option<Duration>,
+    ) -> Result<Delivery, ClientError> {
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        match self.request(Request::Recv {
+            mailbox,
+            filter,
+            timeout_ms,
+        })? {
+            Response::Delivery(d) => Ok(d),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Request and reply in one call: send `message` with a one-shot reply capability to the
+    /// default mailbox and a fresh correlation id, then wait for the answer carrying it.
+    pub fn call(
+        &mut self,
+        handle: Handle,
+        mut message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<Delivery, ClientError> {
+        let correlation = (u64::from(std::process::id()) << 32) | u64::from(self.next_id());
+        message.correlation = Some(correlation);
+        message.reply_to = Some(DEFAULT_MAILBOX);
+        self.send(handle, message)?;
+        let filter = Filter {
+            correlation: Some(correlation),
+            header: None,
+        };
+        self.recv_matching(None, filter, timeout)
+    }
+
+    /// A handle for the mailbox named `name`, where policy lets this environment discover it.
+    pub fn lookup(&mut self, name: &str) -> Result<(Handle, Rights), ClientError> {
+        Self::expect_handle(self.request(Request::Lookup {
+            name: name.to_owned(),
+        })?)
+    }
+
+    /// This environment's name and every handle in its table.
+    pub fn whoami(&mut self) -> Result<Identity, ClientError> {
+        match self.request(Request::Whoami)? {
+            Response::Identity(i) => Ok(i),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// A weaker handle derived from `handle`: `rights` kept (intersected), at most `uses`
+    /// sends, expiring after `expires_in`, with `badge` shown to receivers.
+    pub fn attenuate(
+        &mut self,
+        handle: Handle,
+        rights: Rights,
+        uses: Option<u32>,
+        expires_in: Option<Duration>,
+        badge: Option<u64>,
+    ) -> Result<(Handle, Rights), ClientError> {
+        let expires_in_ms = expires_in.map(|d| d.as_millis().min(u64::MAX as u128) as u64);
+        Self::expect_handle(self.request(Request::Attenuate {
+            handle,
+            rights,
+            uses,
+            expires_in_ms,
+            badge,
+        })?)
+    }
+
+    /// Revoke every capability derived from `handle`.
+    pub fn revoke(&mut self, handle: Handle) -> Result<(), ClientError> {
+        Self::expect_ok(self.request(Request::Revoke { handle })?)
+    }
+
+    /// Remove `handle` from this environment's table.
+    pub fn drop_handle(&mut self, handle: Handle) -> Result<(), ClientError> {
+        Self::expect_ok(self.request(Request::Drop { handle })?)
+    }
+
+    /// Be sent a `down` notice when the owner of `handle`'s mailbox ends; returns the
+    /// reference the notice will carry.
+    pub fn monitor(&mut self, handle: Handle) -> Result<u64, ClientError> {
+        match self.request(Request::Monitor { handle })? {
+            Response::Monitor { reference } => Ok(reference),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Create another mailbox owned by this environment.
+    pub fn create_mailbox(&mut self, name: Option<&str>) -> Result<Handle, ClientError> {
+        Ok(Self::expect_handle(self.request(Request::CreateMailbox {
+            name: name.map(str::to_owned),
+        })?)?
+        .0)
+    }
+}
