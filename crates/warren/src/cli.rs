@@ -29,6 +29,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a command in a new, fully isolated environment and pass its exit status through.
     Run(Box<RunArgs>),
+    /// Run the kernel in the foreground: it owns every mailbox and capability table and
+    /// mediates every message between environments.
+    Daemon(DaemonArgs),
     /// List running environments.
     Ps(PsArgs),
     /// Show everything recorded about a running environment, as JSON.
@@ -132,4 +135,16 @@ pub struct PsArgs {
 pub struct InspectArgs {
     /// The environment's name.
     pub name: String,
+}
+
+/// `warren daemon`.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// A group (name or number) whose members may also use the control socket.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// Where to append the audit log of denied requests (JSON Lines). Default:
+    /// `<state-dir>/audit.jsonl`.
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
 }

@@ -9,6 +9,7 @@
 mod cli;
 mod cmd;
 mod control;
+mod daemon;
 
 use clap::Parser;
 

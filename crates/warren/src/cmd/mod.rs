@@ -1,5 +1,6 @@
 //! One module per verb; each returns the process exit code.
 
+mod daemon;
 mod doctor;
 mod ps;
 mod run;
@@ -11,6 +12,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(&cli.state_dir, *args),
         Command::Doctor(args) => doctor::doctor(args),
+        Command::Daemon(args) => daemon::daemon(&cli.state_dir, args),
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
     }

@@ -1,0 +1,43 @@
+//! What the kernel asks its driver to do: answer a request, or write an audit record.
+
+use serde::Serialize;
+use warren_proto::{Handle, RequestId, Response};
+
+use crate::{EnvId, Millis};
+
+/// One thing for the driver to do, taken with [`Kernel::poll_action`](crate::Kernel::poll_action)
+/// in the order the kernel decided them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `response` to environment `env` as the answer to its request `id`.
+    Respond {
+        /// The environment whose connection gets the frame.
+        env: EnvId,
+        /// The request being answered.
+        id: RequestId,
+        /// The answer.
+        response: Response,
+    },
+    /// Append this record to the audit log (one JSON line).
+    Audit(AuditRecord),
+}
+
+/// A denied request (or a message the kernel had to discard), as the audit log keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// When, in the driver's milliseconds.
+    pub at: Millis,
+    /// Who: the name of the environment that asked (or whose mailbox was affected).
+    pub env: String,
+    /// What: the operation (`send`, `recv`, `lookup`, `attenuate`, `revoke`, `drop`, `monitor`,
+    /// `create-mailbox`, `whoami`, `hello`, or `end` when an environment ended).
+    pub op: &'static str,
+    /// The handle the request named, if it named one.
+    pub handle: Option<Handle>,
+    /// The mailbox concerned (`db`, `db/session`) or the name looked up, where known.
+    pub target: Option<String>,
+    /// The error code answered ([`ErrorCode::as_str`](warren_proto::ErrorCode::as_str)).
+    pub code: &'static str,
+    /// Why, for a person reading the log (more precise than the answer the client got).
+    pub reason: String,
+}

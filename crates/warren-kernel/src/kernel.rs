@@ -1,0 +1,1463 @@
+//! The state machine: environments, their c-lists and mailboxes, waiting requests, monitors.
+//!
+//! Every public method takes the driver's `now`; none reads a clock or touches a descriptor.
+//! Results come out of [`Kernel::poll_action`] in the order they were decided.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use warren_proto::{
+    Delivery, ErrorCode, Filter, Handle, Identity, Message, Request, RequestId, Response, Rights,
+    Sender, VERSION,
+};
+
+use crate::action::{Action, AuditRecord};
+use crate::caps::{CapId, CapSpec, Caps};
+use crate::mailbox::{Mailbox, MailboxId, Stored, WaitingRecv, WaitingSend, matches};
+use crate::{EnvId, Millis};
+
+/// The handle of an environment's default mailbox (with RECEIVE) in its own table.
+pub const DEFAULT_MAILBOX_HANDLE: Handle = 1;
+
+/// The rights of a mailbox owner's own handle to it.
+const OWNER_RIGHTS: Rights =
+    Rights(Rights::RECEIVE.0 | Rights::SEND.0 | Rights::GRANT.0 | Rights::MONITOR.0);
+/// The rights of a handle to a name in `may_send` (initial grant or lookup).
+const MAY_SEND_RIGHTS: Rights = Rights(Rights::SEND.0 | Rights::GRANT.0 | Rights::MONITOR.0);
+/// The rights of a handle looked up through `may_discover` alone.
+const MAY_DISCOVER_RIGHTS: Rights = Rights(Rights::SEND.0 | Rights::MONITOR.0);
+
+/// The header a `down` notice carries: `warren-down: ended`.
+pub const DOWN_HEADER: (&str, &[u8]) = ("warren-down", b"ended");
+
+/// Limits and defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Mailbox capacity (queued messages) when the environment's spec does not say.
+    pub default_capacity: usize,
+    /// Most handles one environment's table may hold; past it, requests that would add one
+    /// (and deliveries that would install more) answer `unavailable`. Also bounds the monitors
+    /// one environment may hold.
+    pub max_handles: usize,
+    /// Most mailboxes (the default one included) one environment may own.
+    pub max_mailboxes_per_env: usize,
+    /// Most requests of one environment that may wait at once (sends waiting for room and
+    /// receives waiting for a message); past it, a request that would wait answers
+    /// `unavailable`.
+    pub max_waiting_per_env: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            default_capacity: 64,
+            max_handles: 4096,
+            max_mailboxes_per_env: 64,
+            max_waiting_per_env: 1024,
+        }
+    }
+}
+
+/// An environment as the kernel needs to know it: its name and its policy.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EnvSpec {
+    /// The environment's name (a label: 1 to 63 bytes of `[a-z0-9-]`, not starting or ending
+    /// with `-`); its default mailbox has the same name.
+    pub name: String,
+    /// Names it may send to: environment names get an initial handle each; `env/mailbox` names
+    /// are found by `lookup`. Both with SEND, GRANT and MONITOR.
+    pub may_send: Vec<String>,
+    /// Further names it may find by `lookup`, with SEND and MONITOR only.
+    pub may_discover: Vec<String>,
+    /// Capacity of its mailboxes; `None` = [`Config::default_capacity`].
+    pub mailbox_capacity: Option<usize>,
+}
+
+/// Why an environment could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KernelError {
+    /// The name is not a valid label.
+    #[error("environment name {name:?} is invalid: {reason}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A running environment already has that name.
+    #[error("environment name {name:?} is already used by a running environment")]
+    NameInUse {
+        /// The name.
+        name: String,
+    },
+    /// Every environment id has been used.
+    #[error("cannot add environment {name:?}: environment ids are exhausted")]
+    IdsExhausted {
+        /// The name of the environment that could not be added.
+        name: String,
+    },
+}
+
+/// Counts of the kernel's objects, for `warren ps`-like views and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Running environments.
+    pub envs: usize,
+    /// Live mailboxes.
+    pub mailboxes: usize,
+    /// Capability objects (in tables, in messages, or kept for the derivation tree).
+    pub caps: usize,
+    /// Messages queued in mailboxes.
+    pub queued: usize,
+    /// Sends waiting for room.
+    pub waiting_sends: usize,
+    /// Receives waiting for a message.
+    pub waiting_recvs: usize,
+    /// Monitors registered.
+    pub monitors: usize,
+}
+
+/// A debugging view of one capability object (see [`Kernel::debug_table`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapInfo {
+    /// The object's kernel id.
+    pub id: u64,
+    /// The mailbox's kernel id.
+    pub mailbox: u64,
+    /// The mailbox's designation (`db`, `db/session`).
+    pub designation: String,
+    /// Whether the mailbox is alive.
+    pub mailbox_alive: bool,
+    /// Rights.
+    pub rights: Rights,
+    /// Uses left on this object itself.
+    pub uses_left: Option<u32>,
+    /// Expiry.
+    pub expires_at: Option<Millis>,
+    /// Badge.
+    pub badge: u64,
+    /// The object it was derived from, if that one still exists.
+    pub parent: Option<u64>,
+    /// Whether it is revoked.
+    pub revoked: bool,
+    /// Whether it is a reply capability (or derived from one).
+    pub reply: bool,
+}
+
+/// One environment's kernel state.
+#[derive(Debug)]
+struct Env {
+    name: Arc<str>,
+    may_send: Vec<String>,
+    may_discover: Vec<String>,
+    capacity: usize,
+    /// The c-list.
+    table: BTreeMap<Handle, CapId>,
+    /// The next handle number (never reused).
+    next_handle: Handle,
+    default_mailbox: MailboxId,
+    /// Its live mailboxes, the default one first.
+    mailboxes: Vec<MailboxId>,
+    /// Numbers unnamed extra mailboxes (`env/#n`).
+    next_ordinal: u32,
+    /// Its waiting requests: how many, and in which mailboxes.
+    waiting: usize,
+    waiting_in: BTreeMap<MailboxId, usize>,
+    /// Monitors it holds: (owner watched, reference).
+    watching: BTreeSet<(EnvId, u64)>,
+}
+
+impl Env {
+    fn declares_send(&self, name: &str) -> bool {
+        self.may_send.iter().any(|n| n == name)
+    }
+}
+
+/// A refusal, before it becomes an error response and an audit record.
+#[derive(Debug)]
+struct Deny {
+    code: ErrorCode,
+    /// What the client is told.
+    detail: String,
+    /// What the audit log is told, when it should know more than the client.
+    reason: Option<String>,
+    handle: Option<Handle>,
+    target: Option<String>,
+}
+
+impl Deny {
+    fn new(code: ErrorCode, detail: impl Into<String>) -> Deny {
+        Deny {
+            code,
+            detail: detail.into(),
+            reason: None,
+            handle: None,
+            target: None,
+        }
+    }
+
+    fn handle(mut self, handle: Handle) -> Deny {
+        self.handle = Some(handle);
+        self
+    }
+
+    fn target(mut self, target: impl Into<String>) -> Deny {
+        self.target = Some(target.into());
+        self
+    }
+
+    fn reason(mut self, reason: impl Into<String>) -> Deny {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// The operation's name in audit records.
+fn op_name(req: &Request) -> &'static str {
+    match req {
+        Request::Hello { .. } => "hello",
+        Request::Send { .. } => "send",
+        Request::Recv { .. } => "recv",
+        Request::Lookup { .. } => "lookup",
+        Request::Whoami => "whoami",
+        Request::Attenuate { .. } => "attenuate",
+        Request::Revoke { .. } => "revoke",
+        Request::Drop { .. } => "drop",
+        Request::Monitor { .. } => "monitor",
+        Request::CreateMailbox { .. } => "create-mailbox",
+    }
+}
+
+/// Checks a label: 1 to 63 bytes of `[a-z0-9-]`, not starting or ending with `-` (the same rule
+/// as environment names in `warren-spec`).
+fn check_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("it is empty");
+    }
+    if s.len() > 63 {
+        return Err("it is longer than 63 bytes");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("it has a character outside [a-z0-9-]");
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("it starts or ends with '-'");
+    }
+    Ok(())
+}
+
+fn without_receive(r: Rights) -> Rights {
+    Rights(r.0 & !Rights::RECEIVE.0)
+}
+
+fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The kernel's decision logic: a deterministic state machine driven by requests, environment
+/// arrivals and departures, and time. See the [crate documentation](crate) for the rules.
+#[derive(Debug)]
+pub struct Kernel {
+    config: Config,
+    /// The latest `now` seen: time never goes backwards.
+    now: Millis,
+    envs: BTreeMap<EnvId, Env>,
+    names: BTreeMap<String, EnvId>,
+    next_env: u32,
+    caps: Caps,
+    mailboxes: BTreeMap<MailboxId, Mailbox>,
+    next_mailbox: u64,
+    /// (owner watched, reference) → watcher.
+    monitors: BTreeMap<(EnvId, u64), EnvId>,
+    next_monitor: u64,
+    /// Deadlines of waiting receives: (deadline, receive seq, mailbox).
+    deadlines: BTreeSet<(Millis, u64, MailboxId)>,
+    next_seq: u64,
+    actions: VecDeque<Action>,
+}
+
+impl Kernel {
+    /// A kernel with no environments.
+    pub fn new(config: Config) -> Kernel {
+        Kernel {
+            config,
+            now: 0,
+            envs: BTreeMap::new(),
+            names: BTreeMap::new(),
+            next_env: 1,
+            caps: Caps::default(),
+            mailboxes: BTreeMap::new(),
+            next_mailbox: 1,
+            monitors: BTreeMap::new(),
+            next_monitor: 1,
+            deadlines: BTreeSet::new(),
+            next_seq: 1,
+            actions: VecDeque::new(),
+        }
+    }
+
+    fn advance(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+    }
+
+    // ----- environments -----
+
+    /// Registers a starting environment: its default mailbox (handle 1, RECEIVE|SEND|GRANT|
+    /// MONITOR), a handle for each running environment named in its `may_send` (2, 3, ... in
+    /// declaration order), and a new handle in every running environment that names it in its
+    /// own `may_send`.
+    pub fn add_env(&mut self, spec: EnvSpec, now: Millis) -> Result<EnvId, KernelError> {
+        self.advance(now);
+        if let Err(reason) = check_label(&spec.name) {
+            return Err(KernelError::InvalidName {
+                name: spec.name,
+                reason,
+            });
+        }
+        if self.names.contains_key(&spec.name) {
+            return Err(KernelError::NameInUse { name: spec.name });
+        }
+        let Some(next) = self.next_env.checked_add(1) else {
+            return Err(KernelError::IdsExhausted { name: spec.name });
+        };
+        let id = EnvId(self.next_env);
+        self.next_env = next;
+
+        let name: Arc<str> = Arc::from(spec.name.as_str());
+        let capacity = spec
+            .mailbox_capacity
+            .unwrap_or(self.config.default_capacity);
+        let mb = self.new_mailbox(id, name.clone(), name.as_ref().into(), None, capacity);
+        self.envs.insert(
+            id,
+            Env {
+                name: name.clone(),
+                may_send: spec.may_send,
+                may_discover: spec.may_discover,
+                capacity,
+                table: BTreeMap::new(),
+                next_handle: DEFAULT_MAILBOX_HANDLE,
+                default_mailbox: mb,
+                mailboxes: vec![mb],
+                next_ordinal: 1,
+                waiting: 0,
+                waiting_in: BTreeMap::new(),
+                watching: BTreeSet::new(),
+            },
+        );
+        self.names.insert(spec.name, id);
+        let own = self.mint(Self::root_spec(mb, OWNER_RIGHTS), None);
+        self.install(id, own);
+
+        // Its declared grants to running environments, in declaration order.
+        let mut seen = BTreeSet::new();
+        let declared: Vec<String> = self.envs[&id].may_send.clone();
+        for target in declared {
+            if target.contains(['/', '@']) || !seen.insert(target.clone()) {
+                continue;
+            }
+            if let Some(&t) = self.names.get(&target) {
+                self.grant_initial(id, t);
+            }
+        }
+        // Grants others declared to it, waiting until now.
+        let waiting: Vec<EnvId> = self
+            .envs
+            .iter()
+            .filter(|&(&e, env)| e != id && env.declares_send(&name))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in waiting {
+            self.grant_initial(e, id);
+        }
+        Ok(id)
+    }
+
+    /// Installs in `holder`'s table a policy grant to `target`'s default mailbox.
+    fn grant_initial(&mut self, holder: EnvId, target: EnvId) {
+        if !self.has_room_for_counter(holder, 1) {
+            return;
+        }
+        let mb = self.envs[&target].default_mailbox;
+        let cap = self.mint(Self::root_spec(mb, MAY_SEND_RIGHTS), None);
+        self.install(holder, cap);
+    }
+
+    /// The environment ended: its mailboxes die (waiting senders to them are answered `dead`,
+    /// queued messages are discarded with an audit record), its own waiting requests are dropped
+    /// unanswered, its table is freed, and every monitor of it gets a `down` notice.
+    pub fn remove_env(&mut self, env: EnvId, now: Millis) {
+        self.advance(now);
+        let Some(e) = self.envs.remove(&env) else {
+            return;
+        };
+        self.names.remove(&*e.name);
+
+        // Its own waiting requests: nobody is left to answer.
+        for &mb_id in e.waiting_in.keys() {
+            let Some(mb) = self.mailboxes.get_mut(&mb_id) else {
+                continue;
+            };
+            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut mb.senders)
+                .into_iter()
+                .partition(|w| w.env == env);
+            mb.senders = rest;
+            let mut gone = Vec::new();
+            mb.receivers.retain(|r| {
+                if r.env == env {
+                    gone.push((r.deadline, r.seq));
+                    false
+                } else {
+                    true
+                }
+            });
+            for (deadline, seq) in gone {
+                if let Some(d) = deadline {
+                    self.deadlines.remove(&(d, seq, mb_id));
+                }
+            }
+            for w in mine {
+                self.release_message(w.msg);
+            }
+        }
+
+        for &mb_id in &e.mailboxes {
+            let discarded = self.kill_mailbox(mb_id, "its owner ended");
+            if discarded > 0 {
+                let designation = self
+                    .mailboxes
+                    .get(&mb_id)
+                    .map(|m| m.designation.to_string());
+                self.audit(AuditRecord {
+                    at: self.now,
+                    env: e.name.to_string(),
+                    op: "end",
+                    handle: None,
+                    target: designation,
+                    code: ErrorCode::Dead.as_str(),
+                    reason: format!("environment ended: {discarded} queued message(s) discarded"),
+                });
+            }
+        }
+        for (_, cap) in e.table {
+            self.release_cap(cap);
+        }
+        for key in &e.watching {
+            self.monitors.remove(key);
+        }
+        let watchers: Vec<((EnvId, u64), EnvId)> = self
+            .monitors
+            .range((env, 0)..=(env, u64::MAX))
+            .map(|(k, w)| (*k, *w))
+            .collect();
+        for ((_, reference), watcher) in watchers {
+            self.monitors.remove(&(env, reference));
+            if let Some(w) = self.envs.get_mut(&watcher) {
+                w.watching.remove(&(env, reference));
+                self.notify_down(watcher, e.name.clone(), reference);
+            }
+        }
+    }
+
+    /// The name of a running environment.
+    pub fn env_name(&self, env: EnvId) -> Option<&str> {
+        self.envs.get(&env).map(|e| &*e.name)
+    }
+
+    /// The running environment called `name`.
+    pub fn env_by_name(&self, name: &str) -> Option<EnvId> {
+        self.names.get(name).copied()
+    }
+
+    // ----- the driver's interface -----
+
+    /// Handles request `id` from environment `env`. The answer (now or later) and any audit
+    /// records come out of [`poll_action`](Self::poll_action). A request from an environment
+    /// that is not running is ignored.
+    pub fn handle_request(&mut self, env: EnvId, id: RequestId, req: Request, now: Millis) {
+        self.advance(now);
+        if !self.envs.contains_key(&env) {
+            return;
+        }
+        let op = op_name(&req);
+        let result = match req {
+            Request::Hello {
+                min_version,
+                max_version,
+            } => {
+                if (min_version..=max_version).contains(&VERSION) {
+                    let name = self.envs[&env].name.to_string();
+                    self.respond(
+                        env,
+                        id,
+                        Response::Welcome {
+                            version: VERSION,
+                            env: name,
+                        },
+                    );
+                    Ok(())
+                } else {
+                    Err(Deny::new(
+                        ErrorCode::Version,
+                        format!(
+                            "the kernel speaks version {VERSION}, not {min_version}..={max_version}"
+                        ),
+                    ))
+                }
+            }
+            Request::Send {
+                handle,
+                message,
+                wait,
+            } => self.send(env, id, handle, message, wait),
+            Request::Recv {
+                mailbox,
+                filter,
+                timeout_ms,
+            } => self.recv(env, id, mailbox, filter, timeout_ms),
+            Request::Lookup { name } => self.lookup(env, id, name),
+            Request::Whoami => {
+                let identity = self.identity(env);
+                self.respond(env, id, Response::Identity(identity));
+                Ok(())
+            }
+            Request::Attenuate {
+                handle,
+                rights,
+                uses,
+                expires_in_ms,
+                badge,
+            } => self.attenuate(env, id, handle, rights, uses, expires_in_ms, badge),
+            Request::Revoke { handle } => self.revoke(env, id, handle),
+            Request::Drop { handle } => self.drop_handle(env, id, handle),
+            Request::Monitor { handle } => self.monitor(env, id, handle),
+            Request::CreateMailbox { name } => self.create_mailbox(env, id, name),
+        };
+        if let Err(deny) = result {
+            self.refuse(env, id, op, deny);
+        }
+    }
+
+    /// Time has come to `now`: waiting receives whose deadline has passed answer `timeout`.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.advance(now);
+        while let Some(&(deadline, seq, mb_id)) = self.deadlines.first() {
+            if deadline > self.now {
+                break;
+            }
+            self.deadlines.pop_first();
+            let Some(mb) = self.mailboxes.get_mut(&mb_id) else {
+                continue;
+            };
+            let Some(pos) = mb.receivers.iter().position(|r| r.seq == seq) else {
+                continue;
+            };
+            let r = mb.receivers.remove(pos).expect("position is in range");
+            self.unpark(r.env, mb_id);
+            self.respond(
+                r.env,
+                r.id,
+                Response::Error {
+                    code: ErrorCode::Timeout,
+                    detail: "nothing matching arrived in time".into(),
+                },
+            );
+        }
+    }
+
+    /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to do.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.deadlines.first().map(|&(d, _, _)| d)
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// Counts of the kernel's objects.
+    pub fn stats(&self) -> Stats {
+        let live = self.mailboxes.values().filter(|m| m.alive);
+        let (mut mailboxes, mut queued, mut waiting_sends, mut waiting_recvs) = (0, 0, 0, 0);
+        for m in live {
+            mailboxes += 1;
+            queued += m.queue.len();
+            waiting_sends += m.senders.len();
+            waiting_recvs += m.receivers.len();
+        }
+        Stats {
+            envs: self.envs.len(),
+            mailboxes,
+            caps: self.caps.len(),
+            queued,
+            waiting_sends,
+            waiting_recvs,
+            monitors: self.monitors.len(),
+        }
+    }
+
+    /// Every handle in `env`'s table with the object behind it (empty for an unknown env).
+    #[doc(hidden)]
+    pub fn debug_table(&self, env: EnvId) -> Vec<(Handle, CapInfo)> {
+        let Some(e) = self.envs.get(&env) else {
+            return Vec::new();
+        };
+        e.table
+            .iter()
+            .map(|(&h, &c)| (h, self.cap_info(c)))
+            .collect()
+    }
+
+    /// How many mailbox objects exist, live or kept for the handles that still designate them.
+    #[doc(hidden)]
+    pub fn debug_mailbox_objects(&self) -> usize {
+        self.mailboxes.len()
+    }
+
+    /// The capability object with kernel id `id`, if it exists.
+    #[doc(hidden)]
+    pub fn debug_cap(&self, id: u64) -> Option<CapInfo> {
+        self.caps.find(CapId(id)).map(|_| self.cap_info(CapId(id)))
+    }
+
+    fn cap_info(&self, id: CapId) -> CapInfo {
+        let cap = self.caps.get(id);
+        let mb = &self.mailboxes[&cap.mailbox];
+        CapInfo {
+            id: id.0,
+            mailbox: cap.mailbox.0,
+            designation: mb.designation.to_string(),
+            mailbox_alive: mb.alive,
+            rights: cap.rights,
+            uses_left: cap.uses_left,
+            expires_at: cap.expires_at,
+            badge: cap.badge,
+            parent: cap.parent.map(|p| p.0),
+            revoked: cap.revoked,
+            reply: cap.reply,
+        }
+    }
+
+    // ----- requests -----
+
+    fn send(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        handle: Handle,
+        message: Message,
+        wait: bool,
+    ) -> Result<(), Deny> {
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        if !self.caps.has_uses(cap_id) {
+            return Err(self.deny_at(ErrorCode::UsedUp, handle, cap_id, "the handle is used up"));
+        }
+        let cap = self.caps.get(cap_id);
+        if !cap.rights.contains(Rights::SEND) {
+            return Err(self.deny_at(ErrorCode::NoRight, handle, cap_id, "the handle lacks SEND"));
+        }
+        let (mb_id, badge) = (cap.mailbox, cap.badge);
+        if !self.mailboxes[&mb_id].alive {
+            return Err(self.deny_at(ErrorCode::Dead, handle, cap_id, "the mailbox is gone"));
+        }
+        // Attachments and the reply mailbox, all checked before anything happens.
+        let mut attached = Vec::with_capacity(message.caps.len());
+        for &h in &message.caps {
+            let c = self.cap_of(env, h)?;
+            self.check_live(h, c)?;
+            if !self.caps.get(c).rights.contains(Rights::GRANT) {
+                return Err(self.deny_at(
+                    ErrorCode::NoRight,
+                    h,
+                    c,
+                    "an attached handle lacks GRANT",
+                ));
+            }
+            attached.push(c);
+        }
+        let reply_src = match message.reply_to {
+            Some(h) => {
+                let c = self.cap_of(env, h)?;
+                if !self.caps.get(c).rights.contains(Rights::RECEIVE) {
+                    return Err(self.deny_at(
+                        ErrorCode::NoRight,
+                        h,
+                        c,
+                        "reply_to is not a mailbox of the sender's (no RECEIVE)",
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+
+        // Room: a waiting receive that takes it, the queue, or (if asked) waiting.
+        let mb = &self.mailboxes[&mb_id];
+        let full = |k: &Kernel, why: &str| k.deny_at(ErrorCode::Full, handle, cap_id, why);
+        if !wait && mb.senders.iter().any(|w| w.env == env) {
+            return Err(full(
+                self,
+                "earlier sends of yours are waiting for room in this mailbox",
+            ));
+        }
+        let need = message.caps.len() + usize::from(reply_src.is_some());
+        let taker = mb.receivers.iter().any(|r| {
+            matches(&r.filter, message.correlation, &message.headers) && self.has_room(r.env, need)
+        });
+        if !taker && !mb.has_room() {
+            if !wait {
+                return Err(full(self, "the mailbox is full"));
+            }
+            if self.envs[&env].waiting >= self.config.max_waiting_per_env {
+                return Err(self.deny_at(
+                    ErrorCode::Unavailable,
+                    handle,
+                    cap_id,
+                    "too many waiting requests",
+                ));
+            }
+        }
+
+        // Accepted.
+        self.caps.consume(cap_id);
+        let mut caps = Vec::with_capacity(attached.len());
+        for a in attached {
+            let src = self.caps.get(a);
+            let spec = CapSpec {
+                mailbox: src.mailbox,
+                rights: without_receive(src.rights),
+                uses_left: src.uses_left,
+                expires_at: src.expires_at,
+                badge: src.badge,
+                reply: src.reply,
+            };
+            caps.push(self.mint(spec, Some(a)));
+        }
+        let reply = reply_src.map(|r| {
+            let mailbox = self.caps.get(r).mailbox;
+            let spec = CapSpec {
+                mailbox,
+                rights: Rights::SEND,
+                uses_left: Some(1),
+                expires_at: None,
+                badge: 0,
+                reply: true,
+            };
+            self.mint(spec, Some(r))
+        });
+        let msg = Stored {
+            from: self.envs[&env].name.clone(),
+            badge,
+            headers: message.headers,
+            correlation: message.correlation,
+            body: message.body,
+            caps,
+            reply,
+            down: None,
+        };
+        if self.place(mb_id, msg, Some((env, id))) {
+            self.respond(env, id, Response::Ok);
+        }
+        Ok(())
+    }
+
+    fn recv(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        mailbox: Option<Handle>,
+        filter: Filter,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), Deny> {
+        let (handle, mb_id) = match mailbox {
+            None => (DEFAULT_MAILBOX_HANDLE, self.envs[&env].default_mailbox),
+            Some(h) => {
+                let c = self.cap_of(env, h)?;
+                let cap = self.caps.get(c);
+                if !cap.rights.contains(Rights::RECEIVE) {
+                    return Err(self.deny_at(ErrorCode::NoRight, h, c, "the handle lacks RECEIVE"));
+                }
+                (h, cap.mailbox)
+            }
+        };
+        let mb = &self.mailboxes[&mb_id];
+        let unavailable = |k: &Kernel| {
+            Deny::new(
+                ErrorCode::Unavailable,
+                "no room in the capability table for its handles",
+            )
+            .handle(handle)
+            .target(k.mailboxes[&mb_id].designation.to_string())
+        };
+        if let Some(pos) = mb
+            .queue
+            .iter()
+            .position(|m| matches(&filter, m.correlation, &m.headers))
+        {
+            if !self.has_room(env, mb.queue[pos].handles_needed()) {
+                return Err(unavailable(self));
+            }
+            let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let msg = mb.queue.remove(pos).expect("position is in range");
+            self.deliver(env, id, handle, msg);
+            self.admit(mb_id);
+            return Ok(());
+        }
+        if let Some(pos) = mb
+            .senders
+            .iter()
+            .position(|w| matches(&filter, w.msg.correlation, &w.msg.headers))
+        {
+            if !self.has_room(env, mb.senders[pos].msg.handles_needed()) {
+                return Err(unavailable(self));
+            }
+            let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let w = mb.senders.remove(pos).expect("position is in range");
+            self.unpark(w.env, mb_id);
+            self.deliver(env, id, handle, w.msg);
+            self.respond(w.env, w.id, Response::Ok);
+            return Ok(());
+        }
+        if timeout_ms == Some(0) {
+            return Err(Deny::new(ErrorCode::Timeout, "nothing matching is queued").handle(handle));
+        }
+        if self.envs[&env].waiting >= self.config.max_waiting_per_env {
+            return Err(
+                Deny::new(ErrorCode::Unavailable, "too many waiting requests")
+                    .handle(handle)
+                    .target(mb.designation.to_string()),
+            );
+        }
+        let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+        mb.receivers.push_back(WaitingRecv {
+            seq,
+            env,
+            id,
+            handle,
+            filter,
+            deadline,
+        });
+        self.park(env, mb_id);
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, seq, mb_id));
+        }
+        Ok(())
+    }
+
+    fn lookup(&mut self, env: EnvId, id: RequestId, name: String) -> Result<(), Deny> {
+        let not_found = |reason: &str| {
+            Deny::new(ErrorCode::NotFound, "no mailbox by that name for you")
+                .reason(reason)
+                .target(name.clone())
+        };
+        if name.contains('@') {
+            return Err(not_found("remote names are not served yet"));
+        }
+        let e = &self.envs[&env];
+        let may_send = e.may_send.contains(&name);
+        if !may_send && !e.may_discover.contains(&name) {
+            return Err(not_found(
+                "the name is in neither may_send nor may_discover",
+            ));
+        }
+        let (env_name, mailbox_name) = match name.split_once('/') {
+            Some((e, m)) => (e, Some(m)),
+            None => (name.as_str(), None),
+        };
+        let found = self.names.get(env_name).and_then(|owner| {
+            let owner = &self.envs[owner];
+            match mailbox_name {
+                None => Some(owner.default_mailbox),
+                Some(m) => owner
+                    .mailboxes
+                    .iter()
+                    .copied()
+                    .find(|mb| self.mailboxes[mb].name.as_deref() == Some(m)),
+            }
+        });
+        let Some(mb_id) = found else {
+            return Err(not_found("no running mailbox has that name"));
+        };
+        if !self.has_room(env, 1) {
+            return Err(
+                Deny::new(ErrorCode::Unavailable, "the capability table is full")
+                    .target(name.clone()),
+            );
+        }
+        let rights = if may_send {
+            MAY_SEND_RIGHTS
+        } else {
+            MAY_DISCOVER_RIGHTS
+        };
+        let cap = self.mint(Self::root_spec(mb_id, rights), None);
+        let handle = self.install(env, cap);
+        self.respond(env, id, Response::Handle { handle, rights });
+        Ok(())
+    }
+
+    fn identity(&self, env: EnvId) -> Identity {
+        let e = &self.envs[&env];
+        let handles = e
+            .table
+            .iter()
+            .map(|(&h, &c)| {
+                let cap = self.caps.get(c);
+                let designation = &self.mailboxes[&cap.mailbox].designation;
+                let designation = if cap.reply {
+                    format!("{designation} (reply)")
+                } else {
+                    designation.to_string()
+                };
+                (h, designation, cap.rights)
+            })
+            .collect();
+        Identity {
+            env: e.name.to_string(),
+            handles,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // one per field of the request
+    fn attenuate(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        handle: Handle,
+        rights: Rights,
+        uses: Option<u32>,
+        expires_in_ms: Option<u64>,
+        badge: Option<u64>,
+    ) -> Result<(), Deny> {
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        if !self.caps.has_uses(cap_id) {
+            return Err(self.deny_at(ErrorCode::UsedUp, handle, cap_id, "the handle is used up"));
+        }
+        let cap = self.caps.get(cap_id);
+        if !self.mailboxes[&cap.mailbox].alive {
+            return Err(self.deny_at(ErrorCode::Dead, handle, cap_id, "the mailbox is gone"));
+        }
+        if badge.is_some() && cap.badge != 0 {
+            return Err(self.deny_at(
+                ErrorCode::NoRight,
+                handle,
+                cap_id,
+                "the handle already carries a badge; a badge is set once",
+            ));
+        }
+        if !self.has_room(env, 1) {
+            return Err(self.deny_at(
+                ErrorCode::Unavailable,
+                handle,
+                cap_id,
+                "the capability table is full",
+            ));
+        }
+        let spec = CapSpec {
+            mailbox: cap.mailbox,
+            rights: without_receive(cap.rights.intersect(rights)),
+            uses_left: min_opt(cap.uses_left, uses),
+            expires_at: min_opt(
+                cap.expires_at,
+                expires_in_ms.map(|ms| self.now.saturating_add(ms)),
+            ),
+            badge: badge.unwrap_or(cap.badge),
+            reply: cap.reply,
+        };
+        let child = self.mint(spec, Some(cap_id));
+        let new = self.install(env, child);
+        self.respond(
+            env,
+            id,
+            Response::Handle {
+                handle: new,
+                rights: spec.rights,
+            },
+        );
+        Ok(())
+    }
+
+    fn revoke(&mut self, env: EnvId, id: RequestId, handle: Handle) -> Result<(), Deny> {
+        let cap_id = self.cap_of(env, handle)?;
+        let freed = self.caps.revoke_descendants(cap_id);
+        self.forget_caps(freed);
+        self.respond(env, id, Response::Ok);
+        Ok(())
+    }
+
+    fn drop_handle(&mut self, env: EnvId, id: RequestId, handle: Handle) -> Result<(), Deny> {
+        let cap_id = self.cap_of(env, handle)?;
+        let cap = self.caps.get(cap_id);
+        let mb_id = cap.mailbox;
+        let receive = cap.rights.contains(Rights::RECEIVE);
+        if receive && mb_id == self.envs[&env].default_mailbox {
+            return Err(self.deny_at(
+                ErrorCode::BadRequest,
+                handle,
+                cap_id,
+                "the default mailbox's own handle cannot be dropped",
+            ));
+        }
+        let e = self.envs.get_mut(&env).expect("caller is running");
+        e.table.remove(&handle);
+        if receive {
+            let discarded = self.kill_mailbox(mb_id, "its owner destroyed it");
+            if discarded > 0 {
+                let record = AuditRecord {
+                    at: self.now,
+                    env: self.envs[&env].name.to_string(),
+                    op: "drop",
+                    handle: Some(handle),
+                    target: Some(self.mailboxes[&mb_id].designation.to_string()),
+                    code: ErrorCode::Dead.as_str(),
+                    reason: format!(
+                        "mailbox destroyed by its owner: {discarded} queued message(s) discarded"
+                    ),
+                };
+                self.audit(record);
+            }
+        }
+        self.release_cap(cap_id);
+        self.respond(env, id, Response::Ok);
+        Ok(())
+    }
+
+    fn monitor(&mut self, env: EnvId, id: RequestId, handle: Handle) -> Result<(), Deny> {
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        let cap = self.caps.get(cap_id);
+        if !cap.rights.contains(Rights::MONITOR) {
+            return Err(self.deny_at(
+                ErrorCode::NoRight,
+                handle,
+                cap_id,
+                "the handle lacks MONITOR",
+            ));
+        }
+        let mb = &self.mailboxes[&cap.mailbox];
+        let (owner, owner_name) = (mb.owner, mb.owner_name.clone());
+        let owner_running = self.envs.contains_key(&owner);
+        if owner_running && self.envs[&env].watching.len() >= self.config.max_handles {
+            return Err(self.deny_at(ErrorCode::Unavailable, handle, cap_id, "too many monitors"));
+        }
+        let reference = self.next_monitor;
+        self.next_monitor += 1;
+        self.respond(env, id, Response::Monitor { reference });
+        if owner_running {
+            self.monitors.insert((owner, reference), env);
+            let e = self.envs.get_mut(&env).expect("caller is running");
+            e.watching.insert((owner, reference));
+        } else {
+            self.notify_down(env, owner_name, reference);
+        }
+        Ok(())
+    }
+
+    fn create_mailbox(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        name: Option<String>,
+    ) -> Result<(), Deny> {
+        let e = &self.envs[&env];
+        if let Some(n) = &name {
+            if let Err(why) = check_label(n) {
+                return Err(
+                    Deny::new(ErrorCode::BadRequest, format!("mailbox name: {why}"))
+                        .target(n.clone()),
+                );
+            }
+            if e.mailboxes
+                .iter()
+                .any(|mb| self.mailboxes[mb].name.as_deref() == Some(n))
+            {
+                return Err(
+                    Deny::new(ErrorCode::BadRequest, "a mailbox of yours has that name")
+                        .target(format!("{}/{n}", e.name)),
+                );
+            }
+        }
+        if e.mailboxes.len() >= self.config.max_mailboxes_per_env {
+            return Err(Deny::new(ErrorCode::Unavailable, "too many mailboxes"));
+        }
+        if !self.has_room(env, 1) {
+            return Err(Deny::new(
+                ErrorCode::Unavailable,
+                "the capability table is full",
+            ));
+        }
+        let e = self.envs.get_mut(&env).expect("caller is running");
+        let designation = match &name {
+            Some(n) => format!("{}/{n}", e.name),
+            None => {
+                let ordinal = e.next_ordinal;
+                e.next_ordinal += 1;
+                format!("{}/#{ordinal}", e.name)
+            }
+        };
+        let (owner_name, capacity) = (e.name.clone(), e.capacity);
+        let mb = self.new_mailbox(
+            env,
+            owner_name,
+            designation.into(),
+            name.map(String::into_boxed_str),
+            capacity,
+        );
+        self.envs
+            .get_mut(&env)
+            .expect("caller is running")
+            .mailboxes
+            .push(mb);
+        let cap = self.mint(Self::root_spec(mb, OWNER_RIGHTS), None);
+        let handle = self.install(env, cap);
+        self.respond(
+            env,
+            id,
+            Response::Handle {
+                handle,
+                rights: OWNER_RIGHTS,
+            },
+        );
+        Ok(())
+    }
+
+    // ----- helpers -----
+
+    fn root_spec(mailbox: MailboxId, rights: Rights) -> CapSpec {
+        CapSpec {
+            mailbox,
+            rights,
+            uses_left: None,
+            expires_at: None,
+            badge: 0,
+            reply: false,
+        }
+    }
+
+    fn new_mailbox(
+        &mut self,
+        owner: EnvId,
+        owner_name: Arc<str>,
+        designation: Box<str>,
+        name: Option<Box<str>>,
+        capacity: usize,
+    ) -> MailboxId {
+        let id = MailboxId(self.next_mailbox);
+        self.next_mailbox += 1;
+        self.mailboxes.insert(
+            id,
+            Mailbox::new(owner, owner_name, designation, name, capacity),
+        );
+        id
+    }
+
+    /// Creates a capability object and counts it against its mailbox.
+    fn mint(&mut self, spec: CapSpec, parent: Option<CapId>) -> CapId {
+        let mb = self
+            .mailboxes
+            .get_mut(&spec.mailbox)
+            .expect("caps designate known mailboxes");
+        mb.cap_refs += 1;
+        self.caps.mint(spec, parent)
+    }
+
+    /// Puts `cap` in `env`'s table under the next handle number. Callers check room first.
+    fn install(&mut self, env: EnvId, cap: CapId) -> Handle {
+        let e = self
+            .envs
+            .get_mut(&env)
+            .expect("installing into a running environment");
+        let handle = e.next_handle;
+        e.next_handle += 1;
+        e.table.insert(handle, cap);
+        handle
+    }
+
+    /// Whether `env`'s table can take `need` more handles.
+    fn has_room(&self, env: EnvId, need: usize) -> bool {
+        self.envs
+            .get(&env)
+            .is_some_and(|e| e.table.len().saturating_add(need) <= self.config.max_handles)
+            && self.has_room_for_counter(env, need)
+    }
+
+    /// Whether `env`'s handle counter can count `need` more.
+    fn has_room_for_counter(&self, env: EnvId, need: usize) -> bool {
+        let Some(e) = self.envs.get(&env) else {
+            return false;
+        };
+        u32::try_from(need)
+            .ok()
+            .and_then(|n| e.next_handle.checked_add(n))
+            .is_some()
+    }
+
+    /// The object behind `handle` in `env`'s table.
+    fn cap_of(&self, env: EnvId, handle: Handle) -> Result<CapId, Deny> {
+        self.envs[&env].table.get(&handle).copied().ok_or_else(|| {
+            Deny::new(
+                ErrorCode::NoSuchHandle,
+                format!("no handle {handle} in your table"),
+            )
+            .handle(handle)
+        })
+    }
+
+    /// Fails if the object is revoked or expired.
+    fn check_live(&self, handle: Handle, cap_id: CapId) -> Result<(), Deny> {
+        let cap = self.caps.get(cap_id);
+        if cap.revoked {
+            return Err(self.deny_at(ErrorCode::Revoked, handle, cap_id, "the handle was revoked"));
+        }
+        if cap.expires_at.is_some_and(|at| self.now >= at) {
+            return Err(self.deny_at(ErrorCode::Expired, handle, cap_id, "the handle expired"));
+        }
+        Ok(())
+    }
+
+    fn deny_at(&self, code: ErrorCode, handle: Handle, cap: CapId, detail: &str) -> Deny {
+        let mb = self.caps.get(cap).mailbox;
+        Deny::new(code, detail)
+            .handle(handle)
+            .target(self.mailboxes[&mb].designation.to_string())
+    }
+
+    /// Answers with an error and, unless it is `full` or `timeout` (outcomes, not denials),
+    /// writes the audit record.
+    fn refuse(&mut self, env: EnvId, id: RequestId, op: &'static str, deny: Deny) {
+        let Some(e) = self.envs.get(&env) else {
+            return;
+        };
+        if !matches!(deny.code, ErrorCode::Full | ErrorCode::Timeout) {
+            let record = AuditRecord {
+                at: self.now,
+                env: e.name.to_string(),
+                op,
+                handle: deny.handle,
+                target: deny.target,
+                code: deny.code.as_str(),
+                reason: deny.reason.unwrap_or_else(|| deny.detail.clone()),
+            };
+            self.audit(record);
+        }
+        self.respond(
+            env,
+            id,
+            Response::Error {
+                code: deny.code,
+                detail: deny.detail,
+            },
+        );
+    }
+
+    fn respond(&mut self, env: EnvId, id: RequestId, response: Response) {
+        if self.envs.contains_key(&env) {
+            self.actions
+                .push_back(Action::Respond { env, id, response });
+        }
+    }
+
+    fn audit(&mut self, record: AuditRecord) {
+        self.actions.push_back(Action::Audit(record));
+    }
+
+    fn park(&mut self, env: EnvId, mb: MailboxId) {
+        if let Some(e) = self.envs.get_mut(&env) {
+            e.waiting += 1;
+            *e.waiting_in.entry(mb).or_default() += 1;
+        }
+    }
+
+    fn unpark(&mut self, env: EnvId, mb: MailboxId) {
+        if let Some(e) = self.envs.get_mut(&env) {
+            e.waiting -= 1;
+            if let Some(n) = e.waiting_in.get_mut(&mb) {
+                *n -= 1;
+                if *n == 0 {
+                    e.waiting_in.remove(&mb);
+                }
+            }
+        }
+    }
+
+    /// Offers `msg` to the mailbox's waiting receives, then its queue, then (for a send that
+    /// asked to wait) the waiting line. Returns whether the sender can be answered now.
+    fn place(&mut self, mb_id: MailboxId, msg: Stored, sender: Option<(EnvId, RequestId)>) -> bool {
+        loop {
+            let mb = &self.mailboxes[&mb_id];
+            let Some(pos) = mb
+                .receivers
+                .iter()
+                .position(|r| matches(&r.filter, msg.correlation, &msg.headers))
+            else {
+                break;
+            };
+            let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let r = mb.receivers.remove(pos).expect("position is in range");
+            let designation = mb.designation.to_string();
+            self.unpark(r.env, mb_id);
+            if let Some(d) = r.deadline {
+                self.deadlines.remove(&(d, r.seq, mb_id));
+            }
+            if self.has_room(r.env, msg.handles_needed()) {
+                self.deliver(r.env, r.id, r.handle, msg);
+                return true;
+            }
+            let deny = Deny::new(
+                ErrorCode::Unavailable,
+                "no room in the capability table for its handles",
+            )
+            .handle(r.handle)
+            .target(designation);
+            self.refuse(r.env, r.id, "recv", deny);
+        }
+        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+        match sender {
+            Some((env, id)) if !mb.has_room() => {
+                mb.senders.push_back(WaitingSend { env, id, msg });
+                self.park(env, mb_id);
+                false
+            }
+            _ => {
+                mb.queue.push_back(msg);
+                true
+            }
+        }
+    }
+
+    /// Moves waiting sends into the queue while there is room, answering them.
+    fn admit(&mut self, mb_id: MailboxId) {
+        loop {
+            let mb = self
+                .mailboxes
+                .get_mut(&mb_id)
+                .expect("admitting into a known mailbox");
+            if !mb.has_room() {
+                break;
+            }
+            let Some(w) = mb.senders.pop_front() else {
+                break;
+            };
+            mb.queue.push_back(w.msg);
+            self.unpark(w.env, mb_id);
+            self.respond(w.env, w.id, Response::Ok);
+        }
+    }
+
+    /// Installs the message's capabilities in the receiver's table and answers its receive.
+    fn deliver(&mut self, env: EnvId, id: RequestId, mailbox: Handle, msg: Stored) {
+        let caps = msg.caps.iter().map(|&c| self.install(env, c)).collect();
+        let reply = msg.reply.map(|c| self.install(env, c));
+        let delivery = Delivery {
+            mailbox,
+            from: Sender {
+                env: msg.from.to_string(),
+                badge: msg.badge,
+            },
+            headers: msg.headers,
+            correlation: msg.correlation,
+            body: msg.body,
+            caps,
+            reply,
+            down: msg.down,
+        };
+        self.respond(env, id, Response::Delivery(delivery));
+    }
+
+    /// Queues a `down` notice in `watcher`'s default mailbox (beyond its capacity if need be).
+    fn notify_down(&mut self, watcher: EnvId, owner_name: Arc<str>, reference: u64) {
+        let mb = self.envs[&watcher].default_mailbox;
+        let msg = Stored {
+            from: owner_name,
+            badge: 0,
+            headers: vec![(DOWN_HEADER.0.to_string(), DOWN_HEADER.1.to_vec())],
+            correlation: None,
+            body: Vec::new(),
+            caps: Vec::new(),
+            reply: None,
+            down: Some(reference),
+        };
+        self.place(mb, msg, None);
+    }
+
+    /// The mailbox dies: queued messages are discarded, waiting senders are answered `dead`, and
+    /// waiting receives too (if their environment still runs). Returns how many queued messages
+    /// were discarded.
+    fn kill_mailbox(&mut self, mb_id: MailboxId, why: &str) -> usize {
+        let mb = self
+            .mailboxes
+            .get_mut(&mb_id)
+            .expect("killing a known mailbox");
+        mb.alive = false;
+        let owner = mb.owner;
+        let designation = mb.designation.to_string();
+        let queue = std::mem::take(&mut mb.queue);
+        let senders = std::mem::take(&mut mb.senders);
+        let receivers = std::mem::take(&mut mb.receivers);
+        if let Some(e) = self.envs.get_mut(&owner) {
+            e.mailboxes.retain(|&m| m != mb_id);
+        }
+        let discarded = queue.len();
+        for msg in queue {
+            self.release_message(msg);
+        }
+        for w in senders {
+            self.unpark(w.env, mb_id);
+            self.release_message(w.msg);
+            let deny = Deny::new(ErrorCode::Dead, format!("the mailbox is gone: {why}"))
+                .target(designation.clone());
+            self.refuse(w.env, w.id, "send", deny);
+        }
+        for r in receivers {
+            self.unpark(r.env, mb_id);
+            if let Some(d) = r.deadline {
+                self.deadlines.remove(&(d, r.seq, mb_id));
+            }
+            let deny = Deny::new(ErrorCode::Dead, format!("the mailbox is gone: {why}"))
+                .handle(r.handle)
+                .target(designation.clone());
+            self.refuse(r.env, r.id, "recv", deny);
+        }
+        if self.mailboxes[&mb_id].cap_refs == 0 {
+            self.mailboxes.remove(&mb_id);
+        }
+        discarded
+    }
+
+    fn release_message(&mut self, msg: Stored) {
+        for c in msg.held_caps() {
+            self.release_cap(c);
+        }
+    }
+
+    fn release_cap(&mut self, cap: CapId) {
+        let freed = self.caps.release(cap);
+        self.forget_caps(freed);
+    }
+
+    /// Capability objects designating these mailboxes were freed: a dead mailbox goes with its
+    /// last one.
+    fn forget_caps(&mut self, freed: Vec<MailboxId>) {
+        for mb_id in freed {
+            let mb = self
+                .mailboxes
+                .get_mut(&mb_id)
+                .expect("caps designate known mailboxes");
+            mb.cap_refs -= 1;
+            if !mb.alive && mb.cap_refs == 0 {
+                self.mailboxes.remove(&mb_id);
+            }
+        }
+    }
+}

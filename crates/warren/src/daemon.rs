@@ -1,0 +1,498 @@
+//! The kernel daemon's event loop: the thin I/O shell around `warren_kernel::Kernel`.
+//!
+//! One thread, one `epoll` set: the admin control socket (`<state>/kernel.sock`, root or a
+//! configured group only, checked by `SO_PEERCRED`), one control connection per registered
+//! environment (its launcher's; closing it ends the environment), one kernel connection per
+//! environment (a `SOCK_SEQPACKET` pair whose other end is the environment's descriptor 3), and
+//! a `signalfd` for SIGINT/SIGTERM. Each turn: read whole packets, decode them, feed the frames
+//! to the kernel with the current time, drain the kernel's actions (responses batched into one
+//! packet per environment, audit records appended as JSON lines), and flush. The kernel decides;
+//! this loop only moves bytes and time.
+//!
+//! **Architecture Invariant:** the daemon never forks or launches: `warren run` is the launcher
+//! and only receives its environment's connection from here.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, IoSlice, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
+use rustix::net::{
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    SocketAddrUnix, SocketFlags, SocketType, sockopt,
+};
+use warren_kernel::{Action, EnvId, EnvSpec, Kernel};
+use warren_proto::{Frame, PacketBuilder, Request, Response};
+
+use crate::control::{self, ControlRequest, ControlResponse};
+
+const LISTENER: u64 = 0;
+const SIGNALS: u64 = 1;
+/// The send buffer forced on both ends of an environment's connection, so that packets up to
+/// the protocol's 1 MiB limit pass (Linux's default allows about 208 KiB).
+const SOCKET_BUFFER: usize = 2 << 20;
+/// Packets the daemon assembles for one environment at most (responses are batched into them).
+const OUT_PACKET: usize = 64 * 1024;
+/// Unsent output one environment may accumulate before the daemon gives up on it.
+const MAX_BACKLOG: usize = 64 << 20;
+
+/// Options of `warren daemon`.
+pub struct Options {
+    /// The state directory.
+    pub state_dir: PathBuf,
+    /// A group whose members may also use the control socket.
+    pub group: Option<u32>,
+    /// Where denied requests are recorded.
+    pub audit_log: PathBuf,
+}
+
+enum Conn {
+    Control { fd: OwnedFd, env: Option<EnvId> },
+    Env(EnvConn),
+}
+
+struct EnvConn {
+    fd: OwnedFd,
+    env: EnvId,
+    greeted: bool,
+    building: PacketBuilder,
+    out: VecDeque<Vec<u8>>,
+    backlog: usize,
+    want_write: bool,
+}
+
+struct Daemon {
+    epoll: OwnedFd,
+    listener: OwnedFd,
+    signals: OwnedFd,
+    kernel: Kernel,
+    conns: HashMap<u64, Conn>,
+    env_conn: HashMap<EnvId, u64>,
+    next_token: u64,
+    start: Instant,
+    audit: BufWriter<File>,
+    group: Option<u32>,
+    buf: Vec<u8>,
+    socket_path: PathBuf,
+}
+
+/// Run the daemon in the foreground until SIGINT or SIGTERM.
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let mut d = Daemon::new(&opts)?;
+    eprintln!("warren: kernel ready on {}", d.socket_path.display());
+    let result = d.serve();
+    let _ = std::fs::remove_file(&d.socket_path);
+    result
+}
+
+fn token_event(token: u64, writable: bool) -> (EventFlags, EventData) {
+    let mut flags = EventFlags::IN | EventFlags::RDHUP;
+    if writable {
+        flags |= EventFlags::OUT;
+    }
+    (flags, EventData::new_u64(token))
+}
+
+impl Daemon {
+    fn new(opts: &Options) -> anyhow::Result<Daemon> {
+        std::fs::create_dir_all(&opts.state_dir)
+            .with_context(|| format!("create {}", opts.state_dir.display()))?;
+        let path = control::socket_path(&opts.state_dir);
+        if control::connect_daemon(&opts.state_dir)?.is_some() {
+            bail!("a Warren kernel is already running on {}", path.display());
+        }
+        let _ = std::fs::remove_file(&path);
+        let listener = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        let addr = SocketAddrUnix::new(&path)?;
+        rustix::net::bind(&listener, &addr).with_context(|| format!("bind {}", path.display()))?;
+        // Owner root, group as configured, nobody else: the first gate; SO_PEERCRED is the second.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))?;
+        if let Some(gid) = opts.group {
+            rustix::fs::chown(&path, None, Some(rustix::fs::Gid::from_raw(gid)))
+                .context("give the control socket to the configured group")?;
+        }
+        rustix::net::listen(&listener, 128)?;
+
+        let set = warren_sys::SignalSet::of(&[2, 15])?;
+        warren_sys::block_signals(&set)?;
+        let signals = warren_sys::signalfd(&set)?;
+
+        let epoll = epoll::create(CreateFlags::CLOEXEC)?;
+        epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
+        epoll::add(&epoll, &signals, EventData::new_u64(SIGNALS), EventFlags::IN)?;
+        if let Some(dir) = opts.audit_log.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let audit = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&opts.audit_log)
+            .with_context(|| format!("open the audit log {}", opts.audit_log.display()))?;
+        Ok(Daemon {
+            epoll,
+            listener,
+            signals,
+            kernel: Kernel::new(warren_kernel::Config::default()),
+            conns: HashMap::new(),
+            env_conn: HashMap::new(),
+            next_token: 2,
+            start: Instant::now(),
+            audit: BufWriter::new(audit),
+            group: opts.group,
+            buf: vec![0u8; warren_proto::MAX_PACKET],
+            socket_path: path,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn serve(&mut self) -> anyhow::Result<()> {
+        let mut events: Vec<Event> = Vec::with_capacity(256);
+        loop {
+            let timeout = self.kernel.poll_timeout().map(|at| {
+                let ms = at.saturating_sub(self.now());
+                rustix::time::Timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 }
+            });
+            events.clear();
+            match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref()) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e).context("epoll_wait"),
+            }
+            for ev in events.iter() {
+                let token = ev.data.u64();
+                let flags = ev.flags;
+                match token {
+                    LISTENER => self.accept_all(),
+                    SIGNALS => {
+                        if let Ok(Some(sig)) = warren_sys::read_signal(&self.signals) {
+                            eprintln!("warren: kernel stopping on signal {sig}");
+                            return Ok(());
+                        }
+                    }
+                    t => self.on_conn(t, flags),
+                }
+            }
+            self.kernel.handle_timeout(self.now());
+            self.drain_actions();
+            self.flush_all();
+        }
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let fd = match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+                Ok(fd) => fd,
+                Err(rustix::io::Errno::AGAIN) => return,
+                Err(e) => {
+                    eprintln!("warren: accept on the control socket: {e}");
+                    return;
+                }
+            };
+            let allowed = match sockopt::socket_peercred(&fd) {
+                Ok(cred) => cred.uid.is_root() || self.group.is_some_and(|g| cred.gid.as_raw() == g),
+                Err(_) => false,
+            };
+            if !allowed {
+                let resp = ControlResponse { ok: false, error: Some("permission denied: the control socket is for root and the kernel's group".into()), status: None };
+                let _ = rustix::net::send(&fd, &serde_json::to_vec(&resp).unwrap_or_default(), SendFlags::empty());
+                continue;
+            }
+            let token = self.next_token;
+            self.next_token += 1;
+            let (flags, data) = token_event(token, false);
+            if epoll::add(&self.epoll, &fd, data, flags).is_ok() {
+                self.conns.insert(token, Conn::Control { fd, env: None });
+            }
+        }
+    }
+
+    fn on_conn(&mut self, token: u64, flags: EventFlags) {
+        match self.conns.get(&token) {
+            Some(Conn::Control { .. }) => self.on_control(token, flags),
+            Some(Conn::Env(_)) => self.on_env(token, flags),
+            None => {}
+        }
+    }
+
+    fn on_control(&mut self, token: u64, flags: EventFlags) {
+        loop {
+            let Some(Conn::Control { fd, .. }) = self.conns.get(&token) else { return };
+            let n = match rustix::net::recv(fd, &mut self.buf[..control::MAX_PACKET], RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => 0,
+            };
+            if n == 0 {
+                self.close_control(token);
+                return;
+            }
+            let req: Result<ControlRequest, _> = serde_json::from_slice(&self.buf[..n]);
+            match req {
+                Ok(ControlRequest::Register { name, may_send, may_discover, capacity }) => {
+                    self.register(token, name, may_send, may_discover, capacity);
+                }
+                Ok(ControlRequest::Status) => {
+                    let st = self.kernel.stats();
+                    let status = serde_json::json!({
+                        "envs": st.envs, "mailboxes": st.mailboxes, "caps": st.caps,
+                        "queued": st.queued, "waiting_sends": st.waiting_sends,
+                        "waiting_recvs": st.waiting_recvs, "monitors": st.monitors,
+                    });
+                    self.control_reply(token, ControlResponse { ok: true, error: None, status: Some(status) }, None);
+                }
+                Err(e) => {
+                    let resp = ControlResponse { ok: false, error: Some(format!("bad control request: {e}")), status: None };
+                    self.control_reply(token, resp, None);
+                }
+            }
+        }
+        if flags.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR) {
+            self.close_control(token);
+        }
+    }
+
+    fn control_reply(&mut self, token: u64, resp: ControlResponse, fd: Option<&OwnedFd>) {
+        let Some(Conn::Control { fd: conn, .. }) = self.conns.get(&token) else { return };
+        let bytes = serde_json::to_vec(&resp).unwrap_or_default();
+        let fds = fd.map(|f| [f.as_fd()]);
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        if let Some(fds) = &fds {
+            anc.push(SendAncillaryMessage::ScmRights(fds));
+        }
+        let _ = rustix::net::sendmsg(conn, &[IoSlice::new(&bytes)], &mut anc, SendFlags::DONTWAIT);
+    }
+
+    fn register(&mut self, token: u64, name: String, may_send: Vec<String>, may_discover: Vec<String>, capacity: Option<usize>) {
+        if let Some(Conn::Control { env: Some(_), .. }) = self.conns.get(&token) {
+            let resp = ControlResponse { ok: false, error: Some("this connection already registered an environment".into()), status: None };
+            self.control_reply(token, resp, None);
+            return;
+        }
+        let spec = EnvSpec { name: name.clone(), may_send, may_discover, mailbox_capacity: capacity };
+        let env = match self.kernel.add_env(spec, self.now()) {
+            Ok(e) => e,
+            Err(e) => {
+                self.control_reply(token, ControlResponse { ok: false, error: Some(e.to_string()), status: None }, None);
+                return;
+            }
+        };
+        let pair = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None);
+        let (ours, theirs) = match pair {
+            Ok(p) => p,
+            Err(e) => {
+                self.kernel.remove_env(env, self.now());
+                self.control_reply(token, ControlResponse { ok: false, error: Some(format!("socketpair: {e}")), status: None }, None);
+                return;
+            }
+        };
+        for fd in [&ours, &theirs] {
+            if sockopt::set_socket_send_buffer_size_force(fd, SOCKET_BUFFER).is_err() {
+                let _ = sockopt::set_socket_send_buffer_size(fd, SOCKET_BUFFER);
+            }
+            let _ = sockopt::set_socket_recv_buffer_size_force(fd, SOCKET_BUFFER);
+        }
+        let _ = rustix::fs::fcntl_setfl(&ours, rustix::fs::OFlags::NONBLOCK);
+        let etoken = self.next_token;
+        self.next_token += 1;
+        let (flags, data) = token_event(etoken, false);
+        if let Err(e) = epoll::add(&self.epoll, &ours, data, flags) {
+            self.kernel.remove_env(env, self.now());
+            self.control_reply(token, ControlResponse { ok: false, error: Some(format!("epoll: {e}")), status: None }, None);
+            return;
+        }
+        self.conns.insert(etoken, Conn::Env(EnvConn {
+            fd: ours,
+            env,
+            greeted: false,
+            building: PacketBuilder::with_limit(OUT_PACKET),
+            out: VecDeque::new(),
+            backlog: 0,
+            want_write: false,
+        }));
+        self.env_conn.insert(env, etoken);
+        if let Some(Conn::Control { env: slot, .. }) = self.conns.get_mut(&token) {
+            *slot = Some(env);
+        }
+        self.control_reply(token, ControlResponse { ok: true, error: None, status: None }, Some(&theirs));
+    }
+
+    fn close_control(&mut self, token: u64) {
+        if let Some(Conn::Control { fd, env }) = self.conns.remove(&token) {
+            let _ = epoll::delete(&self.epoll, &fd);
+            if let Some(env) = env {
+                self.kernel.remove_env(env, self.now());
+                if let Some(et) = self.env_conn.remove(&env) {
+                    self.close_env(et);
+                }
+            }
+        }
+    }
+
+    fn close_env(&mut self, token: u64) {
+        if let Some(Conn::Env(c)) = self.conns.remove(&token) {
+            let _ = epoll::delete(&self.epoll, &c.fd);
+            // The kernel keeps the environment until its launcher reports the end.
+        }
+    }
+
+    fn on_env(&mut self, token: u64, flags: EventFlags) {
+        if flags.contains(EventFlags::OUT) {
+            self.flush(token);
+        }
+        loop {
+            let Some(Conn::Env(c)) = self.conns.get(&token) else { return };
+            let n = match rustix::net::recv(&c.fd, &mut self.buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => 0,
+            };
+            if n == 0 || n > self.buf.len() {
+                self.drop_env_conn(token, if n == 0 { None } else { Some("packet larger than 1 MiB") });
+                return;
+            }
+            let frames = match warren_proto::decode_requests(&self.buf[..n]) {
+                Ok(f) => f,
+                Err(e) => {
+                    let why = format!("malformed packet: {e}");
+                    self.drop_env_conn(token, Some(&why));
+                    return;
+                }
+            };
+            let now = self.now();
+            let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+            let env = c.env;
+            if !c.greeted {
+                match frames.first() {
+                    Some(Frame { body: Request::Hello { .. }, .. }) => c.greeted = true,
+                    _ => {
+                        self.drop_env_conn(token, Some("the first frame was not a hello"));
+                        return;
+                    }
+                }
+            }
+            for f in frames {
+                self.kernel.handle_request(env, f.id, f.body, now);
+            }
+        }
+        if flags.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR) {
+            self.drop_env_conn(token, None);
+        }
+    }
+
+    /// Close an environment's kernel connection (a malformed packet, or the environment closed
+    /// it); only that connection suffers. The environment itself lives until its launcher ends.
+    fn drop_env_conn(&mut self, token: u64, why: Option<&str>) {
+        let env = match self.conns.get(&token) {
+            Some(Conn::Env(c)) => Some(c.env),
+            _ => None,
+        };
+        if let Some(env) = env {
+            if let Some(why) = why {
+                let name = self.kernel.env_name(env).unwrap_or("?").to_owned();
+                let rec = warren_kernel::AuditRecord {
+                    at: self.now(),
+                    env: name,
+                    op: "connection",
+                    handle: None,
+                    target: None,
+                    code: warren_proto::ErrorCode::BadRequest.as_str(),
+                    reason: format!("{why}; connection closed"),
+                };
+                self.write_audit(&rec);
+            }
+            self.env_conn.remove(&env);
+        }
+        self.close_env(token);
+    }
+
+    fn write_audit(&mut self, rec: &warren_kernel::AuditRecord) {
+        if let Ok(line) = serde_json::to_string(rec) {
+            let _ = writeln!(self.audit, "{line}");
+        }
+    }
+
+    fn drain_actions(&mut self) {
+        while let Some(action) = self.kernel.poll_action() {
+            match action {
+                Action::Respond { env, id, response } => self.queue_response(env, id, response),
+                Action::Audit(rec) => self.write_audit(&rec),
+            }
+        }
+        let _ = self.audit.flush();
+    }
+
+    fn queue_response(&mut self, env: EnvId, id: u32, response: Response) {
+        let Some(&token) = self.env_conn.get(&env) else { return };
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+        let frame = Frame { id, body: response };
+        match c.building.push_response(&frame) {
+            Ok(()) => {}
+            Err(warren_proto::EncodeError::PacketFull { .. }) => {
+                let packet = c.building.take();
+                c.backlog += packet.len();
+                c.out.push_back(packet);
+                if c.building.push_response(&frame).is_err() {
+                    eprintln!("warren: a response to {env:?} does not fit a packet; dropped");
+                }
+            }
+            Err(e) => eprintln!("warren: cannot encode a response: {e}"),
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let tokens: Vec<u64> = self.env_conn.values().copied().collect();
+        for t in tokens {
+            if let Some(Conn::Env(c)) = self.conns.get_mut(&t) {
+                if !c.building.is_empty() {
+                    let packet = c.building.take();
+                    c.backlog += packet.len();
+                    c.out.push_back(packet);
+                }
+                if !c.out.is_empty() {
+                    self.flush(t);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, token: u64) {
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+        while let Some(p) = c.out.front() {
+            match rustix::net::send(&c.fd, p, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(_) => {
+                    c.backlog -= p.len();
+                    c.out.pop_front();
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    c.out.clear();
+                    c.backlog = 0;
+                    break;
+                }
+            }
+        }
+        let want = !c.out.is_empty();
+        if want != c.want_write {
+            c.want_write = want;
+            let (flags, data) = token_event(token, want);
+            let _ = epoll::modify(&self.epoll, &c.fd, data, flags);
+        }
+        if c.backlog > MAX_BACKLOG {
+            self.drop_env_conn(token, Some("the environment does not read its responses"));
+        }
+    }
+}
