@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SocketAddrUnix,
-    SocketType, connect, recvmsg, send, SendFlags, socket_with, SocketFlags,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType, connect, recvmsg, send, socket_with,
 };
 use serde::{Deserialize, Serialize};
 
@@ -75,8 +75,13 @@ pub fn connect_daemon(state_dir: &Path) -> anyhow::Result<Option<OwnedFd>> {
     if !path.exists() {
         return Ok(None);
     }
-    let fd = socket_with(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None)
-        .context("create a control socket")?;
+    let fd = socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .context("create a control socket")?;
     let addr = SocketAddrUnix::new(&path).context("control socket path")?;
     match connect(&fd, &addr) {
         Ok(()) => Ok(Some(fd)),
@@ -87,14 +92,22 @@ pub fn connect_daemon(state_dir: &Path) -> anyhow::Result<Option<OwnedFd>> {
 }
 
 /// Send `req` and read the answer, with the descriptor that came with it, if any.
-pub fn call(fd: &OwnedFd, req: &ControlRequest) -> anyhow::Result<(ControlResponse, Option<OwnedFd>)> {
+pub fn call(
+    fd: &OwnedFd,
+    req: &ControlRequest,
+) -> anyhow::Result<(ControlResponse, Option<OwnedFd>)> {
     let bytes = serde_json::to_vec(req)?;
     send(fd, &bytes, SendFlags::empty()).context("send to the kernel")?;
     let mut buf = vec![0u8; MAX_PACKET];
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(fd, &mut [IoSliceMut::new(&mut buf)], &mut anc, RecvFlags::CMSG_CLOEXEC)
-        .context("read the kernel's answer")?;
+    let msg = recvmsg(
+        fd,
+        &mut [IoSliceMut::new(&mut buf)],
+        &mut anc,
+        RecvFlags::CMSG_CLOEXEC,
+    )
+    .context("read the kernel's answer")?;
     if msg.bytes == 0 {
         bail!("the kernel closed the control connection");
     }
@@ -130,7 +143,10 @@ pub fn register(
     };
     let (resp, fd) = call(&control, &req)?;
     if !resp.ok {
-        bail!("the kernel refused the environment: {}", resp.error.unwrap_or_default());
+        bail!(
+            "the kernel refused the environment: {}",
+            resp.error.unwrap_or_default()
+        );
     }
     let mailbox = fd.context("the kernel did not pass the mailbox descriptor")?;
     Ok(Some(Registration { control, mailbox }))

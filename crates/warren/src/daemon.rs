@@ -22,8 +22,8 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::net::{
-    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
-    SocketAddrUnix, SocketFlags, SocketType, sockopt,
+    AddressFamily, RecvFlags, SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType, sockopt,
 };
 use warren_kernel::{Action, EnvId, EnvSpec, Kernel};
 use warren_proto::{Frame, PacketBuilder, Request, Response};
@@ -128,8 +128,18 @@ impl Daemon {
         let signals = warren_sys::signalfd(&set)?;
 
         let epoll = epoll::create(CreateFlags::CLOEXEC)?;
-        epoll::add(&epoll, &listener, EventData::new_u64(LISTENER), EventFlags::IN)?;
-        epoll::add(&epoll, &signals, EventData::new_u64(SIGNALS), EventFlags::IN)?;
+        epoll::add(
+            &epoll,
+            &listener,
+            EventData::new_u64(LISTENER),
+            EventFlags::IN,
+        )?;
+        epoll::add(
+            &epoll,
+            &signals,
+            EventData::new_u64(SIGNALS),
+            EventFlags::IN,
+        )?;
         if let Some(dir) = opts.audit_log.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -163,10 +173,17 @@ impl Daemon {
         loop {
             let timeout = self.kernel.poll_timeout().map(|at| {
                 let ms = at.saturating_sub(self.now());
-                rustix::time::Timespec { tv_sec: (ms / 1000) as i64, tv_nsec: ((ms % 1000) * 1_000_000) as i64 }
+                rustix::time::Timespec {
+                    tv_sec: (ms / 1000) as i64,
+                    tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+                }
             });
             events.clear();
-            match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), timeout.as_ref()) {
+            match epoll::wait(
+                &self.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                timeout.as_ref(),
+            ) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e).context("epoll_wait"),
@@ -193,7 +210,10 @@ impl Daemon {
 
     fn accept_all(&mut self) {
         loop {
-            let fd = match rustix::net::accept_with(&self.listener, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK) {
+            let fd = match rustix::net::accept_with(
+                &self.listener,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            ) {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::AGAIN) => return,
                 Err(e) => {
@@ -202,12 +222,25 @@ impl Daemon {
                 }
             };
             let allowed = match sockopt::socket_peercred(&fd) {
-                Ok(cred) => cred.uid.is_root() || self.group.is_some_and(|g| cred.gid.as_raw() == g),
+                Ok(cred) => {
+                    cred.uid.is_root() || self.group.is_some_and(|g| cred.gid.as_raw() == g)
+                }
                 Err(_) => false,
             };
             if !allowed {
-                let resp = ControlResponse { ok: false, error: Some("permission denied: the control socket is for root and the kernel's group".into()), status: None };
-                let _ = rustix::net::send(&fd, &serde_json::to_vec(&resp).unwrap_or_default(), SendFlags::empty());
+                let resp = ControlResponse {
+                    ok: false,
+                    error: Some(
+                        "permission denied: the control socket is for root and the kernel's group"
+                            .into(),
+                    ),
+                    status: None,
+                };
+                let _ = rustix::net::send(
+                    &fd,
+                    &serde_json::to_vec(&resp).unwrap_or_default(),
+                    SendFlags::empty(),
+                );
                 continue;
             }
             let token = self.next_token;
@@ -229,8 +262,14 @@ impl Daemon {
 
     fn on_control(&mut self, token: u64, flags: EventFlags) {
         loop {
-            let Some(Conn::Control { fd, .. }) = self.conns.get(&token) else { return };
-            let n = match rustix::net::recv(fd, &mut self.buf[..control::MAX_PACKET], RecvFlags::DONTWAIT) {
+            let Some(Conn::Control { fd, .. }) = self.conns.get(&token) else {
+                return;
+            };
+            let n = match rustix::net::recv(
+                fd,
+                &mut self.buf[..control::MAX_PACKET],
+                RecvFlags::DONTWAIT,
+            ) {
                 Ok((n, _)) => n,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => 0,
@@ -241,7 +280,12 @@ impl Daemon {
             }
             let req: Result<ControlRequest, _> = serde_json::from_slice(&self.buf[..n]);
             match req {
-                Ok(ControlRequest::Register { name, may_send, may_discover, capacity }) => {
+                Ok(ControlRequest::Register {
+                    name,
+                    may_send,
+                    may_discover,
+                    capacity,
+                }) => {
                     self.register(token, name, may_send, may_discover, capacity);
                 }
                 Ok(ControlRequest::Status) => {
@@ -251,10 +295,22 @@ impl Daemon {
                         "queued": st.queued, "waiting_sends": st.waiting_sends,
                         "waiting_recvs": st.waiting_recvs, "monitors": st.monitors,
                     });
-                    self.control_reply(token, ControlResponse { ok: true, error: None, status: Some(status) }, None);
+                    self.control_reply(
+                        token,
+                        ControlResponse {
+                            ok: true,
+                            error: None,
+                            status: Some(status),
+                        },
+                        None,
+                    );
                 }
                 Err(e) => {
-                    let resp = ControlResponse { ok: false, error: Some(format!("bad control request: {e}")), status: None };
+                    let resp = ControlResponse {
+                        ok: false,
+                        error: Some(format!("bad control request: {e}")),
+                        status: None,
+                    };
                     self.control_reply(token, resp, None);
                 }
             }
@@ -265,7 +321,9 @@ impl Daemon {
     }
 
     fn control_reply(&mut self, token: u64, resp: ControlResponse, fd: Option<&OwnedFd>) {
-        let Some(Conn::Control { fd: conn, .. }) = self.conns.get(&token) else { return };
+        let Some(Conn::Control { fd: conn, .. }) = self.conns.get(&token) else {
+            return;
+        };
         let bytes = serde_json::to_vec(&resp).unwrap_or_default();
         let fds = fd.map(|f| [f.as_fd()]);
         let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
@@ -276,26 +334,63 @@ impl Daemon {
         let _ = rustix::net::sendmsg(conn, &[IoSlice::new(&bytes)], &mut anc, SendFlags::DONTWAIT);
     }
 
-    fn register(&mut self, token: u64, name: String, may_send: Vec<String>, may_discover: Vec<String>, capacity: Option<usize>) {
+    fn register(
+        &mut self,
+        token: u64,
+        name: String,
+        may_send: Vec<String>,
+        may_discover: Vec<String>,
+        capacity: Option<usize>,
+    ) {
         if let Some(Conn::Control { env: Some(_), .. }) = self.conns.get(&token) {
-            let resp = ControlResponse { ok: false, error: Some("this connection already registered an environment".into()), status: None };
+            let resp = ControlResponse {
+                ok: false,
+                error: Some("this connection already registered an environment".into()),
+                status: None,
+            };
             self.control_reply(token, resp, None);
             return;
         }
-        let spec = EnvSpec { name: name.clone(), may_send, may_discover, mailbox_capacity: capacity };
+        let spec = EnvSpec {
+            name: name.clone(),
+            may_send,
+            may_discover,
+            mailbox_capacity: capacity,
+        };
         let env = match self.kernel.add_env(spec, self.now()) {
             Ok(e) => e,
             Err(e) => {
-                self.control_reply(token, ControlResponse { ok: false, error: Some(e.to_string()), status: None }, None);
+                self.control_reply(
+                    token,
+                    ControlResponse {
+                        ok: false,
+                        error: Some(e.to_string()),
+                        status: None,
+                    },
+                    None,
+                );
                 return;
             }
         };
-        let pair = rustix::net::socketpair(AddressFamily::UNIX, SocketType::SEQPACKET, SocketFlags::CLOEXEC, None);
+        let pair = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        );
         let (ours, theirs) = match pair {
             Ok(p) => p,
             Err(e) => {
                 self.kernel.remove_env(env, self.now());
-                self.control_reply(token, ControlResponse { ok: false, error: Some(format!("socketpair: {e}")), status: None }, None);
+                self.control_reply(
+                    token,
+                    ControlResponse {
+                        ok: false,
+                        error: Some(format!("socketpair: {e}")),
+                        status: None,
+                    },
+                    None,
+                );
                 return;
             }
         };
@@ -311,23 +406,42 @@ impl Daemon {
         let (flags, data) = token_event(etoken, false);
         if let Err(e) = epoll::add(&self.epoll, &ours, data, flags) {
             self.kernel.remove_env(env, self.now());
-            self.control_reply(token, ControlResponse { ok: false, error: Some(format!("epoll: {e}")), status: None }, None);
+            self.control_reply(
+                token,
+                ControlResponse {
+                    ok: false,
+                    error: Some(format!("epoll: {e}")),
+                    status: None,
+                },
+                None,
+            );
             return;
         }
-        self.conns.insert(etoken, Conn::Env(EnvConn {
-            fd: ours,
-            env,
-            greeted: false,
-            building: PacketBuilder::with_limit(OUT_PACKET),
-            out: VecDeque::new(),
-            backlog: 0,
-            want_write: false,
-        }));
+        self.conns.insert(
+            etoken,
+            Conn::Env(EnvConn {
+                fd: ours,
+                env,
+                greeted: false,
+                building: PacketBuilder::with_limit(OUT_PACKET),
+                out: VecDeque::new(),
+                backlog: 0,
+                want_write: false,
+            }),
+        );
         self.env_conn.insert(env, etoken);
         if let Some(Conn::Control { env: slot, .. }) = self.conns.get_mut(&token) {
             *slot = Some(env);
         }
-        self.control_reply(token, ControlResponse { ok: true, error: None, status: None }, Some(&theirs));
+        self.control_reply(
+            token,
+            ControlResponse {
+                ok: true,
+                error: None,
+                status: None,
+            },
+            Some(&theirs),
+        );
     }
 
     fn close_control(&mut self, token: u64) {
@@ -354,14 +468,27 @@ impl Daemon {
             self.flush(token);
         }
         loop {
-            let Some(Conn::Env(c)) = self.conns.get(&token) else { return };
-            let n = match rustix::net::recv(&c.fd, &mut self.buf, RecvFlags::DONTWAIT | RecvFlags::TRUNC) {
+            let Some(Conn::Env(c)) = self.conns.get(&token) else {
+                return;
+            };
+            let n = match rustix::net::recv(
+                &c.fd,
+                &mut self.buf,
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+            ) {
                 Ok((n, _)) => n,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => 0,
             };
             if n == 0 || n > self.buf.len() {
-                self.drop_env_conn(token, if n == 0 { None } else { Some("packet larger than 1 MiB") });
+                self.drop_env_conn(
+                    token,
+                    if n == 0 {
+                        None
+                    } else {
+                        Some("packet larger than 1 MiB")
+                    },
+                );
                 return;
             }
             let frames = match warren_proto::decode_requests(&self.buf[..n]) {
@@ -373,11 +500,16 @@ impl Daemon {
                 }
             };
             let now = self.now();
-            let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+            let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+                return;
+            };
             let env = c.env;
             if !c.greeted {
                 match frames.first() {
-                    Some(Frame { body: Request::Hello { .. }, .. }) => c.greeted = true,
+                    Some(Frame {
+                        body: Request::Hello { .. },
+                        ..
+                    }) => c.greeted = true,
                     _ => {
                         self.drop_env_conn(token, Some("the first frame was not a hello"));
                         return;
@@ -436,8 +568,12 @@ impl Daemon {
     }
 
     fn queue_response(&mut self, env: EnvId, id: u32, response: Response) {
-        let Some(&token) = self.env_conn.get(&env) else { return };
-        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+        let Some(&token) = self.env_conn.get(&env) else {
+            return;
+        };
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
         let frame = Frame { id, body: response };
         match c.building.push_response(&frame) {
             Ok(()) => {}
@@ -470,7 +606,9 @@ impl Daemon {
     }
 
     fn flush(&mut self, token: u64) {
-        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else { return };
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
         while let Some(p) = c.out.front() {
             match rustix::net::send(&c.fd, p, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
                 Ok(_) => {

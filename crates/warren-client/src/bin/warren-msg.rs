@@ -6,11 +6,11 @@
 //! ```text
 //! warren-msg whoami
 //! warren-msg lookup NAME
-//! warren-msg send TARGET BODY [-H NAME=VALUE]... [--correlation N] [--nowait] [--reply]
+//! warren-msg send TARGET BODY [-H NAME=VALUE]... [--cap HANDLE]... [--correlation N] [--nowait] [--reply]
 //! warren-msg call TARGET BODY [--timeout MS]          # send with a reply capability, await it
 //! warren-msg recv [--timeout MS] [--correlation N] [-H NAME=VALUE] [--body]
-//! warren-msg attenuate HANDLE [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
-//! warren-msg revoke HANDLE | drop HANDLE | monitor TARGET | mailbox [NAME]
+//! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
+//! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
 //! ```
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
 #![forbid(unsafe_code)]
@@ -21,10 +21,10 @@ use warren_client::{Client, ClientError, Delivery, Filter, Handle, Message, Righ
 
 fn usage() -> ! {
     eprintln!(
-        "usage: warren-msg whoami | lookup NAME | send TARGET BODY [-H K=V]... [--correlation N] \
+        "usage: warren-msg whoami | lookup NAME | send TARGET BODY [-H K=V]... [--cap H]... [--correlation N] \
          [--nowait] [--reply] | call TARGET BODY [--timeout MS] | recv [--timeout MS] \
-         [--correlation N] [-H K=V] [--body] | attenuate HANDLE [--rights LIST] [--uses N] \
-         [--expires MS] [--badge N] | revoke HANDLE | drop HANDLE | monitor TARGET | mailbox [NAME]"
+         [--correlation N] [-H K=V] [--body] | attenuate TARGET [--rights LIST] [--uses N] \
+         [--expires MS] [--badge N] | revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]"
     );
     std::process::exit(2)
 }
@@ -239,11 +239,8 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
             }
         }
         "attenuate" => {
-            let h: Handle = a
-                .pos
-                .first()
-                .and_then(|h| h.parse().ok())
-                .unwrap_or_else(|| usage());
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let h = target(&mut k, t)?;
             let mut rights = Rights::ALL_REMOTE;
             if let Some(list) = a.get("--rights") {
                 rights = Rights::NONE;
@@ -266,11 +263,8 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
             println!("{{\"handle\":{nh},\"rights\":{}}}", rights_str(r));
         }
         "revoke" | "drop" => {
-            let h: Handle = a
-                .pos
-                .first()
-                .and_then(|h| h.parse().ok())
-                .unwrap_or_else(|| usage());
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let h = target(&mut k, t)?;
             if op == "revoke" {
                 k.revoke(h)?
             } else {
@@ -299,10 +293,8 @@ fn main() {
     }
     let op = raw.remove(0);
     if let Err(e) = run(&op, Args::parse(raw)) {
-        match e.code() {
-            Some(code) => eprintln!("warren-msg: {op}: {code}: {e}"),
-            None => eprintln!("warren-msg: {op}: {e}"),
-        }
+        // Kernel refusals read `<op>: <code>: <detail>`, the code being the stable name.
+        eprintln!("warren-msg: {op}: {e}");
         std::process::exit(1);
     }
 }

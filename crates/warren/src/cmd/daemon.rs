@@ -26,7 +26,13 @@ fn group_id(spec: &str) -> anyhow::Result<u32> {
 /// `warren daemon`.
 pub fn daemon(state_dir: &Path, args: DaemonArgs) -> anyhow::Result<i32> {
     let group = args.group.as_deref().map(group_id).transpose()?;
-    let audit_log = args.audit_log.unwrap_or_else(|| state_dir.join("audit.jsonl"));
-    crate::daemon::run(crate::daemon::Options { state_dir: state_dir.to_owned(), group, audit_log })?;
+    let audit_log = args
+        .audit_log
+        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    crate::daemon::run(crate::daemon::Options {
+        state_dir: state_dir.to_owned(),
+        group,
+        audit_log,
+    })?;
     Ok(0)
 }

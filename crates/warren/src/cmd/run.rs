@@ -170,7 +170,8 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     if registration.is_none() && !(args.may_send.is_empty() && args.may_discover.is_empty()) {
         return Ok(report_error(
             EXIT_WARREN,
-            "--may-send and --may-discover need a running kernel: start `warren daemon` first".into(),
+            "--may-send and --may-discover need a running kernel: start `warren daemon` first"
+                .into(),
         ));
     }
     let (control, mailbox) = match registration {

@@ -116,7 +116,7 @@ pub fn assert_code(o: &Output, code: i32) {
 /// A running environment started in the background; killed on drop.
 pub struct Background {
     pub name: String,
-    pub child: std::process::Child,
+    pub child: Option<std::process::Child>,
 }
 
 impl Background {
@@ -128,7 +128,7 @@ impl Background {
         let child = c.spawn().unwrap();
         let bg = Background {
             name: name.to_owned(),
-            child,
+            child: Some(child),
         };
         for _ in 0..500 {
             if bg.inspect().is_some() {
@@ -157,25 +157,38 @@ impl Background {
     /// Stop the environment the way a user would: SIGTERM to `warren run` twice (the second
     /// kills a workload that ignores the first), then wait for it to finish.
     pub fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let pid = self.child().id().to_string();
         for _ in 0..2 {
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        self.child.wait().unwrap()
+        self.child().wait().unwrap()
+    }
+
+    /// Wait for `warren run` to finish and collect its output.
+    pub fn finish(mut self) -> Output {
+        self.child
+            .take()
+            .expect("running")
+            .wait_with_output()
+            .unwrap()
+    }
+
+    fn child(&mut self) -> &mut std::process::Child {
+        self.child.as_mut().expect("running")
     }
 
     /// Wait for `warren run` to finish.
     pub fn wait(mut self) -> std::process::ExitStatus {
-        self.child.wait().unwrap()
+        self.child().wait().unwrap()
     }
 }
 
 impl Background {
     /// Kill `warren run` itself with SIGKILL, as a crash would: it gets no chance to clean up.
     pub fn crash(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.child().kill();
+        let _ = self.child().wait();
     }
 }
 
@@ -183,18 +196,21 @@ impl Drop for Background {
     fn drop(&mut self) {
         // Stop gracefully (as `stop` does) so tests leave nothing behind; SIGKILL only as a
         // last resort.
-        let pid = self.child.id().to_string();
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        let pid = child.id().to_string();
         for _ in 0..2 {
             let _ = Command::new("kill").args(["-TERM", &pid]).status();
             for _ in 0..100 {
-                if let Ok(Some(_)) = self.child.try_wait() {
+                if let Ok(Some(_)) = child.try_wait() {
                     return;
                 }
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
 
