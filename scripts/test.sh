@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Warren's whole test suite: set-up, formatting, lints, then every unit and integration test.
+# Warren's whole test suite: set-up, formatting, lints, a bounded fuzz run of the protocol
+# decoder, then every unit and integration test.
 # Must run as root (the integration tests start real environments). Used by .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fuzz the protocol decoder (bounded)"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh 2>&1 | tail -n 3
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warren-test.log

@@ -106,7 +106,11 @@ fn setup(
     // user may lack search permission on their host directories.
     let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
     let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
-    let tool = if tool_path.is_some() { sources.pop() } else { None };
+    let tool = if tool_path.is_some() {
+        sources.pop()
+    } else {
+        None
+    };
 
     // Become root of the new user namespace: uid/gid 0 inside, the range's base outside.
     // Supplementary groups inherited from the host (root's among them) are dropped first.
@@ -196,7 +200,11 @@ fn setup(
     // and closes at exec).
     let first_closed = match ctx.mailbox.take() {
         Some(mailbox) => {
-            io(Step::Fds, "install the mailbox as descriptor 3", warren_sys::install_inherited(mailbox, 3))?;
+            io(
+                Step::Fds,
+                "install the mailbox as descriptor 3",
+                warren_sys::install_inherited(mailbox, 3),
+            )?;
             4
         }
         None => 3,

@@ -552,7 +552,8 @@ pub fn launch_with_mailbox(
     // Every descriptor the child will own goes above LAUNCHER_FD_FLOOR, so that installing the
     // mailbox as descriptor 3 can never close one of them.
     let high = |fd: OwnedFd, what: &str| {
-        warren_sys::dup_high(fd.as_fd()).map_err(parent_err(Step::Clone, format!("move the {what} up")))
+        warren_sys::dup_high(fd.as_fd())
+            .map_err(parent_err(Step::Clone, format!("move the {what} up")))
     };
     let go_rd = high(go_rd, "go pipe")?;
     let rep_wr = high(rep_wr, "report pipe")?;
@@ -615,7 +616,9 @@ pub fn launch_with_mailbox(
     use crate::cgroup::AttachHandles;
     let attach = match attach
         .map(|a| match a {
-            AttachHandles::CloneInto(fd) => high(fd, "cgroup directory").map(AttachHandles::CloneInto),
+            AttachHandles::CloneInto(fd) => {
+                high(fd, "cgroup directory").map(AttachHandles::CloneInto)
+            }
             AttachHandles::SelfWrite(files) => files
                 .into_iter()
                 .map(|f| high(f, "cgroup tasks file"))

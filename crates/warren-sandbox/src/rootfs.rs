@@ -345,10 +345,22 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResul
         // The mailbox client, read-only: `/dev/warren/warren-msg`. Its bind mount keeps the
         // host's exec permission even though the /dev tmpfs itself is noexec.
         let dir = dev.join("warren");
-        io_at(step, || "create /dev/warren".into(), std::fs::create_dir(&dir))?;
+        io_at(
+            step,
+            || "create /dev/warren".into(),
+            std::fs::create_dir(&dir),
+        )?;
         let dst = dir.join("warren-msg");
-        io_at(step, || "create /dev/warren/warren-msg".into(), std::fs::File::create(&dst))?;
-        at(step, || "bind the mailbox client".into(), mount_bind(fd_path(tool), &dst))?;
+        io_at(
+            step,
+            || "create /dev/warren/warren-msg".into(),
+            std::fs::File::create(&dst),
+        )?;
+        at(
+            step,
+            || "bind the mailbox client".into(),
+            mount_bind(fd_path(tool), &dst),
+        )?;
         at(
             step,
             || "make the mailbox client read-only".into(),
