@@ -32,6 +32,8 @@ pub enum Command {
     /// Run the kernel in the foreground: it owns every mailbox and capability table and
     /// mediates every message between environments.
     Daemon(DaemonArgs),
+    /// The same as `daemon`, in the foreground (declarative files come with the manifest).
+    Up(DaemonArgs),
     /// List running environments.
     Ps(PsArgs),
     /// Show everything recorded about a running environment, as JSON.
