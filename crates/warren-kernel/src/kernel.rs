@@ -35,7 +35,7 @@ pub const DOWN_HEADER: (&str, &[u8]) = ("warren-down", b"ended");
 pub struct Config {
     /// Mailbox capacity (queued messages) when the environment's spec does not say.
     pub default_capacity: usize,
-    /// Most handles one environment's table may hold; past it, requests that would add one
+    /// Most handles one environment's table may hold (1024: a `whoami` answer lists at most 1024); past it, requests that would add one
     /// (and deliveries that would install more) answer `unavailable`. Also bounds the monitors
     /// one environment may hold.
     pub max_handles: usize,
@@ -51,7 +51,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             default_capacity: 64,
-            max_handles: 4096,
+            max_handles: 1024,
             max_mailboxes_per_env: 64,
             max_waiting_per_env: 1024,
         }
@@ -160,7 +160,7 @@ struct Env {
     /// Its live mailboxes, the default one first.
     mailboxes: Vec<MailboxId>,
     /// Numbers unnamed extra mailboxes (`env/#n`).
-    next_ordinal: u32,
+    next_ordinal: u64,
     /// Its waiting requests: how many, and in which mailboxes.
     waiting: usize,
     waiting_in: BTreeMap<MailboxId, usize>,

@@ -51,8 +51,8 @@
 //! **Room and ordering.** A mailbox's logical queue is its queue followed by the sends waiting
 //! for room, in acceptance order. An accepted message goes to the first waiting receive whose
 //! filter it matches, else into the queue if it has room, else — if the sender asked to wait — to
-//! the end of the waiting line (answered `ok` when it enters the queue, `dead` if the mailbox
-//! dies first). A send that does not wait answers `full` when the queue is full and no waiting
+//! the end of the waiting line (answered `ok` when it enters the queue or a selective receive
+//! takes it, `dead` if the mailbox dies first). A send that does not wait answers `full` when the queue is full and no waiting
 //! receive takes it, and also while any send of the same sender to that mailbox is waiting, so
 //! it cannot overtake it: per sender→receiver order holds. Authority is decided when a send is
 //! accepted: a waiting send is already in the logical queue, like a queued message.

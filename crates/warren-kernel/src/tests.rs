@@ -1027,7 +1027,10 @@ fn lookup_follows_policy_and_gives_no_oracle() {
     assert_eq!(hidden, missing, "hidden and missing answer the same");
     assert_eq!(hidden, missing_mb);
     assert_eq!(hidden, remote);
-    let reasons: Vec<&str> = w.audits[audits..].iter().map(|r| r.reason.as_str()).collect();
+    let reasons: Vec<&str> = w.audits[audits..]
+        .iter()
+        .map(|r| r.reason.as_str())
+        .collect();
     assert_eq!(
         reasons,
         [

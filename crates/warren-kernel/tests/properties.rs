@@ -20,8 +20,9 @@ use warren_proto::{Delivery, ErrorCode, Filter, Handle, Message, Request, Respon
 
 const NAMES: [&str; 4] = ["a", "b", "c", "d"];
 const MAILBOX_NAMES: [&str; 3] = ["m0", "m1", "Bad!"];
-const LOOKUP_NAMES: [&str; 11] =
-    ["a", "b", "c", "d", "b/m1", "c/m0", "a/m0", "a/m1", "c/m1", "b@far", "zz"];
+const LOOKUP_NAMES: [&str; 11] = [
+    "a", "b", "c", "d", "b/m1", "c/m0", "a/m0", "a/m1", "c/m1", "b@far", "zz",
+];
 const OWNER: Rights = Rights(15);
 const SGM: Rights = Rights(7);
 const SM: Rights = Rights(5);
@@ -36,7 +37,12 @@ fn spec(i: usize) -> EnvSpec {
         2 => (v(&["d"]), v(&["a/m0", "a/m1"]), None),
         _ => (v(&["a", "b", "c"]), v(&["c/m1"]), Some(0)),
     };
-    EnvSpec { name: NAMES[i].into(), may_send, may_discover, mailbox_capacity: capacity }
+    EnvSpec {
+        name: NAMES[i].into(),
+        may_send,
+        may_discover,
+        mailbox_capacity: capacity,
+    }
 }
 
 fn config() -> Config {
@@ -48,10 +54,12 @@ fn config() -> Config {
     }
 }
 
-/// A handle as the generator picks it: one the environment holds, or any number.
+/// A handle as the generator picks it: one the environment holds, one of its newest (most
+/// often a derived one), or any number.
 #[derive(Debug, Clone)]
 enum H {
     Held(usize),
+    Newest(usize),
     Raw(u32),
 }
 
@@ -59,20 +67,70 @@ enum H {
 enum Op {
     Add(usize),
     Remove(usize),
-    Send { env: usize, h: H, attach: Vec<H>, reply: Option<H>, corr: Option<u64>, wait: bool },
-    Recv { env: usize, mb: Option<H>, corr: Option<u64>, timeout: Option<u64> },
-    Attenuate { env: usize, h: H, rights: u32, uses: Option<u32>, ms: Option<u64>, badge: Option<u64> },
-    Revoke { env: usize, h: H },
-    Drop { env: usize, h: H },
-    Lookup { env: usize, name: usize },
-    Monitor { env: usize, h: H },
-    Create { env: usize, name: Option<usize> },
-    Whoami { env: usize },
+    Send {
+        env: usize,
+        h: H,
+        attach: Vec<H>,
+        reply: Option<H>,
+        corr: Option<u64>,
+        wait: bool,
+    },
+    Recv {
+        env: usize,
+        mb: Option<H>,
+        corr: Option<u64>,
+        timeout: Option<u64>,
+    },
+    Attenuate {
+        env: usize,
+        h: H,
+        rights: u32,
+        uses: Option<u32>,
+        ms: Option<u64>,
+        badge: Option<u64>,
+    },
+    Revoke {
+        env: usize,
+        h: H,
+    },
+    Drop {
+        env: usize,
+        h: H,
+    },
+    Lookup {
+        env: usize,
+        name: usize,
+    },
+    Monitor {
+        env: usize,
+        h: H,
+    },
+    Create {
+        env: usize,
+        name: Option<usize>,
+    },
+    Whoami {
+        env: usize,
+    },
     Advance(u64),
+    /// Derive a small tree under `h` (the first derivation with a use limit, each next one from
+    /// an earlier node), then send through and drop its nodes in random order, the receiver
+    /// taking each message: exercises budgets shared along derivations and their pruning.
+    Spend {
+        env: usize,
+        h: H,
+        uses: u32,
+        tree: Vec<usize>,
+        acts: Vec<(bool, usize)>,
+    },
 }
 
 fn handle() -> impl Strategy<Value = H> {
-    prop_oneof![4 => any::<usize>().prop_map(H::Held), 1 => (0u32..40).prop_map(H::Raw)]
+    prop_oneof![
+        3 => any::<usize>().prop_map(H::Held),
+        3 => (0usize..3).prop_map(H::Newest),
+        1 => (0u32..40).prop_map(H::Raw),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -127,6 +185,14 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(env, name)| Op::Create { env, name }),
         1 => env().prop_map(|env| Op::Whoami { env }),
         3 => (0u64..40).prop_map(Op::Advance),
+        3 => (
+            env(),
+            handle(),
+            1u32..4,
+            prop::collection::vec(0usize..4, 1..5),
+            prop::collection::vec((prop::bool::weighted(0.3), 0usize..5), 1..9),
+        )
+            .prop_map(|(env, h, uses, tree, acts)| Op::Spend { env, h, uses, tree, acts }),
     ]
 }
 
@@ -146,6 +212,8 @@ struct GCap {
 
 #[derive(Debug)]
 struct GMailbox {
+    owner: EnvId,
+    owner_name: &'static str,
     designation: String,
     name: Option<&'static str>,
     alive: bool,
@@ -180,8 +248,16 @@ struct GEnv {
 
 #[derive(Debug, Clone, Copy)]
 enum Pending {
-    Send { msg: usize },
-    Recv { mb: usize, corr: Option<u64>, handle: Handle, deadline: Option<u64>, order: u64 },
+    Send {
+        msg: usize,
+    },
+    Recv {
+        mb: usize,
+        corr: Option<u64>,
+        handle: Handle,
+        deadline: Option<u64>,
+        order: u64,
+    },
 }
 
 struct Model {
@@ -243,7 +319,10 @@ impl Model {
     fn mint(&mut self, cap: GCap) -> usize {
         let id = self.caps.len();
         if let Some(p) = cap.parent {
-            assert!(self.caps[p].rights.contains(cap.rights), "model: rights grew");
+            assert!(
+                self.caps[p].rights.contains(cap.rights),
+                "model: rights grew"
+            );
             self.caps[p].children.push(id);
         }
         self.caps.push(cap);
@@ -316,7 +395,12 @@ impl Model {
     }
 
     fn env_of(&self, id: EnvId) -> usize {
-        *self.envs.iter().find(|(_, e)| e.id == id).expect("a running environment").0
+        *self
+            .envs
+            .iter()
+            .find(|(_, e)| e.id == id)
+            .expect("a running environment")
+            .0
     }
 
     fn pick(&self, env: usize, h: &H) -> Handle {
@@ -324,7 +408,20 @@ impl Model {
             H::Raw(n) => *n,
             H::Held(i) => {
                 let keys: Vec<Handle> = self.envs[&env].table.keys().copied().collect();
-                if keys.is_empty() { 1 } else { keys[i % keys.len()] }
+                if keys.is_empty() {
+                    1
+                } else {
+                    keys[i % keys.len()]
+                }
+            }
+            H::Newest(i) => {
+                let keys = &self.envs[&env].table;
+                keys.keys()
+                    .rev()
+                    .nth(*i)
+                    .or(keys.keys().next_back())
+                    .copied()
+                    .unwrap_or(1)
             }
         }
     }
@@ -334,7 +431,11 @@ impl Model {
     }
 
     fn first_match(&self, mb: usize, corr: Option<u64>) -> Option<usize> {
-        self.mbs[mb].entries.iter().copied().find(|&m| self.matches(corr, m))
+        self.mbs[mb]
+            .entries
+            .iter()
+            .copied()
+            .find(|&m| self.matches(corr, m))
     }
 
     /// A `down` notice goes at the end of the queue, i.e. before the waiting sends.
@@ -399,7 +500,12 @@ impl Model {
     /// Every error but `full` and `timeout` is immediately preceded by its audit record.
     fn check_audits(&self, actions: &[Action]) {
         for (i, a) in actions.iter().enumerate() {
-            if let Action::Respond { env, response: Response::Error { code, .. }, .. } = a {
+            if let Action::Respond {
+                env,
+                response: Response::Error { code, .. },
+                ..
+            } = a
+            {
                 if matches!(code, ErrorCode::Full | ErrorCode::Timeout) {
                     continue;
                 }
@@ -455,7 +561,10 @@ impl Model {
         assert_eq!(d.caps.len(), m.caps.len());
         assert_eq!(d.reply.is_some(), m.reply.is_some());
         if m.down.is_some() {
-            assert_eq!(d.headers, vec![("warren-down".to_string(), b"ended".to_vec())]);
+            assert_eq!(
+                d.headers,
+                vec![("warren-down".to_string(), b"ended".to_vec())]
+            );
         }
         let (caps, reply) = (m.caps.clone(), m.reply);
         self.mbs[mb].entries.retain(|&x| x != msg);
@@ -479,15 +588,45 @@ impl Model {
             let p = self.pending.remove(&(env, id)).unwrap_or_else(|| {
                 panic!("unsolicited answer {response:?} to {env:?} request {id}")
             });
-            let dead = matches!(response, Response::Error { code: ErrorCode::Dead, .. });
-            assert_eq!(dead, self.expect_dead.remove(&(env, id)), "dead answer: {response:?}");
+            let dead = matches!(
+                response,
+                Response::Error {
+                    code: ErrorCode::Dead,
+                    ..
+                }
+            );
+            assert_eq!(
+                dead,
+                self.expect_dead.remove(&(env, id)),
+                "dead answer: {response:?}"
+            );
             match (p, response) {
                 (Pending::Send { msg }, Response::Ok) => self.msgs[msg].waiting = None,
-                (Pending::Send { .. }, Response::Error { code: ErrorCode::Dead, .. }) => {}
-                (Pending::Recv { mb, corr, handle, order, .. }, Response::Delivery(d)) => {
+                (
+                    Pending::Send { .. },
+                    Response::Error {
+                        code: ErrorCode::Dead,
+                        ..
+                    },
+                ) => {}
+                (
+                    Pending::Recv {
+                        mb,
+                        corr,
+                        handle,
+                        order,
+                        ..
+                    },
+                    Response::Delivery(d),
+                ) => {
                     let e = self.env_of(env);
                     let earlier = self.pending.values().any(|p| match p {
-                        Pending::Recv { mb: m, corr: c, order: o, .. } => {
+                        Pending::Recv {
+                            mb: m,
+                            corr: c,
+                            order: o,
+                            ..
+                        } => {
                             *m == mb && *o < order && d.down.is_none() && {
                                 let body: [u8; 8] = d.body.clone().try_into().unwrap();
                                 self.matches(*c, u64::from_le_bytes(body) as usize)
@@ -498,20 +637,23 @@ impl Model {
                     assert!(!earlier, "a later receive overtook an earlier matching one");
                     self.delivered(e, mb, corr, handle, d);
                 }
-                (Pending::Recv { mb, corr, deadline, .. }, Response::Error { code, .. }) => {
-                    match code {
-                        ErrorCode::Timeout => {
-                            assert!(deadline.is_some_and(|d| d <= self.now), "early timeout");
-                            assert_eq!(self.first_match(mb, corr), None, "timeout with a match");
-                        }
-                        ErrorCode::Dead => assert!(!self.mbs[mb].alive),
-                        ErrorCode::Unavailable => {
-                            let e = self.env_of(env);
-                            assert!(!self.has_room(e, MAX_PER_MESSAGE));
-                        }
-                        other => panic!("waiting receive answered {other:?}"),
+                (
+                    Pending::Recv {
+                        mb, corr, deadline, ..
+                    },
+                    Response::Error { code, .. },
+                ) => match code {
+                    ErrorCode::Timeout => {
+                        assert!(deadline.is_some_and(|d| d <= self.now), "early timeout");
+                        assert_eq!(self.first_match(mb, corr), None, "timeout with a match");
                     }
-                }
+                    ErrorCode::Dead => assert!(!self.mbs[mb].alive),
+                    ErrorCode::Unavailable => {
+                        let e = self.env_of(env);
+                        assert!(!self.has_room(e, MAX_PER_MESSAGE));
+                    }
+                    other => panic!("waiting receive answered {other:?}"),
+                },
                 (p, r) => panic!("{p:?} answered {r:?}"),
             }
         }
@@ -532,28 +674,48 @@ impl Model {
             | Op::Lookup { env, .. }
             | Op::Monitor { env, .. }
             | Op::Create { env, .. }
+            | Op::Spend { env, .. }
             | Op::Whoami { env } => *env,
         };
         if !self.envs.contains_key(&env) {
             // An ended environment's requests are ignored.
             if let Some(stale) = self.stale[env] {
                 self.k.handle_request(stale, 0, Request::Whoami, self.now);
-                assert!(self.drain().is_empty(), "an ended environment got an answer");
+                assert!(
+                    self.drain().is_empty(),
+                    "an ended environment got an answer"
+                );
             }
             return;
         }
         match op {
-            Op::Send { h, attach, reply, corr, wait, .. } => {
+            Op::Send {
+                h,
+                attach,
+                reply,
+                corr,
+                wait,
+                ..
+            } => {
                 let h = self.pick(env, h);
                 let attach: Vec<Handle> = attach.iter().map(|a| self.pick(env, a)).collect();
                 let reply = reply.as_ref().map(|r| self.pick(env, r));
                 self.send(env, h, attach, reply, *corr, *wait);
             }
-            Op::Recv { mb, corr, timeout, .. } => {
+            Op::Recv {
+                mb, corr, timeout, ..
+            } => {
                 let mb = mb.as_ref().map(|m| self.pick(env, m));
                 self.recv(env, mb, *corr, *timeout);
             }
-            Op::Attenuate { h, rights, uses, ms, badge, .. } => {
+            Op::Attenuate {
+                h,
+                rights,
+                uses,
+                ms,
+                badge,
+                ..
+            } => {
                 let h = self.pick(env, h);
                 self.attenuate(env, h, Rights(*rights), *uses, *ms, *badge);
             }
@@ -572,6 +734,36 @@ impl Model {
             }
             Op::Create { name, .. } => self.create(env, name.map(|n| MAILBOX_NAMES[n])),
             Op::Whoami { .. } => self.whoami(env),
+            Op::Spend {
+                h,
+                uses,
+                tree,
+                acts,
+                ..
+            } => {
+                let mut nodes = vec![self.pick(env, h)];
+                for (i, parent) in tree.iter().enumerate() {
+                    let from = nodes[parent % nodes.len()];
+                    let next = self.envs[&env].next_handle;
+                    let limit = (i == 0).then_some(*uses);
+                    self.attenuate(env, from, SGM, limit, None, None);
+                    self.check();
+                    if self.envs[&env].next_handle > next {
+                        nodes.push(next);
+                    }
+                }
+                for &(drop, n) in acts {
+                    let h = nodes[n % nodes.len()];
+                    if drop {
+                        self.drop_handle(env, h);
+                    } else {
+                        self.send(env, h, vec![], None, None, false);
+                        self.check();
+                        self.take_one(env, h);
+                    }
+                    self.check();
+                }
+            }
             Op::Add(_) | Op::Remove(_) | Op::Advance(_) => unreachable!(),
         }
     }
@@ -586,6 +778,8 @@ impl Model {
         assert!(self.drain().is_empty());
         let mb = self.mbs.len();
         self.mbs.push(GMailbox {
+            owner: id,
+            owner_name: NAMES[i],
             designation: NAMES[i].into(),
             name: None,
             alive: true,
@@ -638,8 +832,12 @@ impl Model {
         self.k.remove_env(id, self.now);
         let actions = self.drain();
         // Its own waiting requests vanish (a waiting send's message with them).
-        let own: Vec<((EnvId, u32), Pending)> =
-            self.pending.iter().filter(|((e, _), _)| *e == id).map(|(k, p)| (*k, *p)).collect();
+        let own: Vec<((EnvId, u32), Pending)> = self
+            .pending
+            .iter()
+            .filter(|((e, _), _)| *e == id)
+            .map(|(k, p)| (*k, *p))
+            .collect();
         for (key, p) in own {
             self.pending.remove(&key);
             if let Pending::Send { msg } = p {
@@ -669,9 +867,7 @@ impl Model {
                 assert!(r.op == "end" || r.op == "send", "{r:?}");
             }
         }
-        self.envs.insert(usize::MAX, env); // for audit checks naming it
         self.check_audits(&actions);
-        self.envs.remove(&usize::MAX);
         self.process(actions);
     }
 
@@ -681,7 +877,10 @@ impl Model {
         let actions = self.drain();
         self.process(actions);
         for p in self.pending.values() {
-            if let Pending::Recv { deadline: Some(d), .. } = p {
+            if let Pending::Recv {
+                deadline: Some(d), ..
+            } = p
+            {
                 assert!(*d > self.now, "a receive outlived its deadline");
             }
         }
@@ -753,12 +952,25 @@ impl Model {
             caps: attach.clone(),
             reply_to: reply,
         };
-        let (id, own, actions) = self.request(env, Request::Send { handle: h, message, wait });
+        let (id, own, actions) = self.request(
+            env,
+            Request::Send {
+                handle: h,
+                message,
+                wait,
+            },
+        );
         match predicted {
             Err(code) => expect_err(&own, code),
             Ok(c) => match own {
-                Some(Response::Error { code: ErrorCode::Full, .. }) => assert!(!wait),
-                Some(Response::Error { code: ErrorCode::Unavailable, .. }) => {
+                Some(Response::Error {
+                    code: ErrorCode::Full,
+                    ..
+                }) => assert!(!wait),
+                Some(Response::Error {
+                    code: ErrorCode::Unavailable,
+                    ..
+                }) => {
                     assert!(wait && waiting >= self.cfg.max_waiting_per_env)
                 }
                 Some(Response::Ok) | None => {
@@ -807,7 +1019,13 @@ impl Model {
         self.process(actions);
     }
 
-    fn recv(&mut self, env: usize, mailbox: Option<Handle>, corr: Option<u64>, timeout: Option<u64>) {
+    fn recv(
+        &mut self,
+        env: usize,
+        mailbox: Option<Handle>,
+        corr: Option<u64>,
+        timeout: Option<u64>,
+    ) {
         let e = &self.envs[&env];
         let eid = e.id;
         let target = match mailbox {
@@ -821,16 +1039,27 @@ impl Model {
             },
         };
         let waiting = self.waiting_count(eid);
-        let filter = Filter { correlation: corr, header: None };
-        let req = Request::Recv { mailbox, filter, timeout_ms: timeout };
+        let filter = Filter {
+            correlation: corr,
+            header: None,
+        };
+        let req = Request::Recv {
+            mailbox,
+            filter,
+            timeout_ms: timeout,
+        };
         let (id, own, actions) = self.request(env, req);
         match target {
             Err(code) => expect_err(&own, code),
             Ok((handle, mb)) => {
-                assert!(self.mbs[mb].alive, "model: a RECEIVE handle to a dead mailbox");
+                assert!(
+                    self.mbs[mb].alive,
+                    "model: a RECEIVE handle to a dead mailbox"
+                );
                 match self.first_match(mb, corr) {
                     Some(m) => {
-                        let need = self.msgs[m].caps.len() + usize::from(self.msgs[m].reply.is_some());
+                        let need =
+                            self.msgs[m].caps.len() + usize::from(self.msgs[m].reply.is_some());
                         if self.has_room(env, need) {
                             let Some(Response::Delivery(d)) = own else {
                                 panic!("expected a delivery, got {own:?}");
@@ -849,7 +1078,13 @@ impl Model {
                         let deadline = timeout.map(|t| self.now + t);
                         let order = self.next_order;
                         self.next_order += 1;
-                        let p = Pending::Recv { mb, corr, handle, deadline, order };
+                        let p = Pending::Recv {
+                            mb,
+                            corr,
+                            handle,
+                            deadline,
+                            order,
+                        };
                         self.pending.insert((eid, id), p);
                     }
                 }
@@ -878,7 +1113,13 @@ impl Model {
             Some(_) if !self.has_room(env, 1) => Err(ErrorCode::Unavailable),
             Some(c) => Ok(c),
         };
-        let req = Request::Attenuate { handle: h, rights, uses, expires_in_ms: ms, badge };
+        let req = Request::Attenuate {
+            handle: h,
+            rights,
+            uses,
+            expires_in_ms: ms,
+            badge,
+        };
         let (_, own, actions) = self.request(env, req);
         match predicted {
             Err(code) => expect_err(&own, code),
@@ -926,12 +1167,21 @@ impl Model {
             .envs
             .iter()
             .flat_map(|(&e, env)| {
-                env.table.iter().filter(|(_, c)| below.contains(c)).map(move |(&h, _)| (e, h))
+                env.table
+                    .iter()
+                    .filter(|(_, c)| below.contains(c))
+                    .map(move |(&h, _)| (e, h))
             })
             .collect();
         for (e, h) in held {
-            let (_, own, actions) =
-                self.request(e, Request::Send { handle: h, message: Message::default(), wait: false });
+            let (_, own, actions) = self.request(
+                e,
+                Request::Send {
+                    handle: h,
+                    message: Message::default(),
+                    wait: false,
+                },
+            );
             expect_err(&own, ErrorCode::Revoked);
             self.process(actions);
         }
@@ -948,7 +1198,11 @@ impl Model {
                 self.envs.get_mut(&env).unwrap().table.remove(&h);
                 if self.caps[c].rights.contains(Rights::RECEIVE) {
                     let mb = self.caps[c].mb;
-                    self.envs.get_mut(&env).unwrap().mailboxes.retain(|&m| m != mb);
+                    self.envs
+                        .get_mut(&env)
+                        .unwrap()
+                        .mailboxes
+                        .retain(|&m| m != mb);
                     self.kill(mb, true);
                 }
             }
@@ -968,10 +1222,16 @@ impl Model {
                 None => (name, None),
             };
             let owner = NAMES.iter().position(|n| *n == owner);
-            owner.and_then(|o| self.envs.get(&o)).and_then(|o| match mbox {
-                None => Some(o.default_mb),
-                Some(m) => o.mailboxes.iter().copied().find(|&x| self.mbs[x].name == Some(m)),
-            })
+            owner
+                .and_then(|o| self.envs.get(&o))
+                .and_then(|o| match mbox {
+                    None => Some(o.default_mb),
+                    Some(m) => o
+                        .mailboxes
+                        .iter()
+                        .copied()
+                        .find(|&x| self.mbs[x].name == Some(m)),
+                })
         };
         let room = self.has_room(env, 1);
         let (_, own, actions) = self.request(env, Request::Lookup { name: name.into() });
@@ -991,10 +1251,9 @@ impl Model {
     fn monitor(&mut self, env: usize, h: Handle) {
         let c = self.envs[&env].table.get(&h).copied();
         let eid = self.envs[&env].id;
-        let owner = c.and_then(|c| {
-            let mb = self.caps[c].mb;
-            self.envs.values().find(|e| e.mailboxes.contains(&mb) || e.default_mb == mb).map(|e| e.id)
-        });
+        let owner = c
+            .map(|c| self.mbs[self.caps[c].mb].owner)
+            .filter(|o| self.envs.values().any(|e| e.id == *o));
         let watching = self.monitors.iter().filter(|m| m.0 == eid).count();
         let predicted = match c {
             None => Err(ErrorCode::NoSuchHandle),
@@ -1017,8 +1276,7 @@ impl Model {
                     Some(o) => self.monitors.push((eid, o, reference)),
                     None => {
                         // The owner has ended: the notice is queued at once.
-                        let from = self.mbs[self.caps[c].mb].designation.split('/').next().unwrap();
-                        let from = NAMES.iter().find(|n| **n == from).unwrap();
+                        let from = self.mbs[self.caps[c].mb].owner_name;
                         self.queue_down(env, from, reference);
                     }
                 }
@@ -1029,17 +1287,21 @@ impl Model {
 
     fn create(&mut self, env: usize, name: Option<&'static str>) {
         let e = &self.envs[&env];
-        let predicted = if name.is_some_and(|n| n.contains('!')) {
-            Err(ErrorCode::BadRequest)
-        } else if name.is_some() && e.mailboxes.iter().any(|&m| self.mbs[m].name == name) {
+        let invalid = name.is_some_and(|n| n.contains('!'));
+        let taken = name.is_some() && e.mailboxes.iter().any(|&m| self.mbs[m].name == name);
+        let predicted = if invalid || taken {
             Err(ErrorCode::BadRequest)
         } else if e.mailboxes.len() >= self.cfg.max_mailboxes_per_env || !self.has_room(env, 1) {
             Err(ErrorCode::Unavailable)
         } else {
             Ok(())
         };
-        let (_, own, actions) =
-            self.request(env, Request::CreateMailbox { name: name.map(String::from) });
+        let (_, own, actions) = self.request(
+            env,
+            Request::CreateMailbox {
+                name: name.map(String::from),
+            },
+        );
         match predicted {
             Err(code) => expect_err(&own, code),
             Ok(()) => {
@@ -1053,10 +1315,24 @@ impl Model {
                 };
                 let mb = self.mbs.len();
                 e.mailboxes.push(mb);
-                self.mbs.push(GMailbox { designation, name, alive: true, entries: vec![] });
+                let (owner, owner_name) = (e.id, e.name);
+                self.mbs.push(GMailbox {
+                    owner,
+                    owner_name,
+                    designation,
+                    name,
+                    alive: true,
+                    entries: vec![],
+                });
                 let cap = self.mint(Self::root(mb, OWNER));
                 let handle = self.install(env, cap);
-                assert_eq!(own, Some(Response::Handle { handle, rights: OWNER }));
+                assert_eq!(
+                    own,
+                    Some(Response::Handle {
+                        handle,
+                        rights: OWNER
+                    })
+                );
             }
         }
         self.process(actions);
@@ -1069,7 +1345,15 @@ impl Model {
             .map(|(&h, &c)| {
                 let cap = &self.caps[c];
                 let d = &self.mbs[cap.mb].designation;
-                (h, if cap.reply { format!("{d} (reply)") } else { d.clone() }, cap.rights)
+                (
+                    h,
+                    if cap.reply {
+                        format!("{d} (reply)")
+                    } else {
+                        d.clone()
+                    },
+                    cap.rights,
+                )
             })
             .collect();
         let (_, own, actions) = self.request(env, Request::Whoami);
@@ -1086,7 +1370,11 @@ impl Model {
     // ----- invariants -----
 
     fn check(&mut self) {
-        assert!(self.expect_dead.is_empty(), "unanswered: {:?}", self.expect_dead);
+        assert!(
+            self.expect_dead.is_empty(),
+            "unanswered: {:?}",
+            self.expect_dead
+        );
         let mut live_entries = 0;
         for mb in &self.mbs {
             if mb.alive {
@@ -1095,8 +1383,11 @@ impl Model {
                 assert!(mb.entries.is_empty());
             }
         }
-        let pending_sends =
-            self.pending.values().filter(|p| matches!(p, Pending::Send { .. })).count();
+        let pending_sends = self
+            .pending
+            .values()
+            .filter(|p| matches!(p, Pending::Send { .. }))
+            .count();
         let stats = self.k.stats();
         assert_eq!(stats.envs, self.envs.len());
         assert_eq!(stats.mailboxes, self.mbs.iter().filter(|m| m.alive).count());
@@ -1111,7 +1402,11 @@ impl Model {
             let table = self.k.debug_table(e.id);
             let handles: Vec<Handle> = table.iter().map(|(h, _)| *h).collect();
             let expected: Vec<Handle> = e.table.keys().copied().collect();
-            assert_eq!(handles, expected, "{}'s table holds what was not granted", e.name);
+            assert_eq!(
+                handles, expected,
+                "{}'s table holds what was not granted",
+                e.name
+            );
             for (h, info) in &table {
                 let g = &self.caps[e.table[h]];
                 let what = format!("{}'s handle {h}", e.name);
@@ -1120,22 +1415,40 @@ impl Model {
                 assert_eq!(info.expires_at, g.expires_at, "{what}: expiry");
                 assert_eq!(info.badge, g.badge, "{what}: badge");
                 assert_eq!(info.reply, g.reply, "{what}: reply");
-                assert_eq!(info.designation, self.mbs[g.mb].designation, "{what}: target");
+                assert_eq!(
+                    info.designation, self.mbs[g.mb].designation,
+                    "{what}: target"
+                );
                 assert_eq!(info.mailbox_alive, self.mbs[g.mb].alive, "{what}: alive");
                 let known = *self.kernel_mb.entry(info.mailbox).or_insert(g.mb);
-                assert_eq!(known, g.mb, "{what}: two model mailboxes share a kernel mailbox");
+                assert_eq!(
+                    known, g.mb,
+                    "{what}: two model mailboxes share a kernel mailbox"
+                );
                 // Rights only shrink along the kernel's derivation chain.
                 let (mut rights, mut parent) = (info.rights, info.parent);
                 while let Some(p) = parent {
-                    let pi = self.k.debug_cap(p).expect("a parent link names a live object");
-                    assert!(pi.rights.contains(rights), "{what}: a derivation has more rights");
-                    assert_eq!(pi.mailbox, info.mailbox, "{what}: a derivation changed mailbox");
+                    let pi = self
+                        .k
+                        .debug_cap(p)
+                        .expect("a parent link names a live object");
+                    assert!(
+                        pi.rights.contains(rights),
+                        "{what}: a derivation has more rights"
+                    );
+                    assert_eq!(
+                        pi.mailbox, info.mailbox,
+                        "{what}: a derivation changed mailbox"
+                    );
                     (rights, parent) = (pi.rights, pi.parent);
                 }
             }
         }
         let mut seen = BTreeSet::new();
-        assert!(self.kernel_mb.values().all(|m| seen.insert(*m)), "mailbox mapping not 1:1");
+        assert!(
+            self.kernel_mb.values().all(|m| seen.insert(*m)),
+            "mailbox mapping not 1:1"
+        );
     }
 
     /// Drains every mailbox, ends every environment, and checks nothing is lost or left over.
@@ -1163,17 +1476,49 @@ impl Model {
             }
         }
         for mb in &self.mbs {
-            assert!(!mb.alive || mb.entries.is_empty(), "accepted messages left: {mb:?}");
+            assert!(
+                !mb.alive || mb.entries.is_empty(),
+                "accepted messages left: {mb:?}"
+            );
         }
-        assert!(self.pending.values().all(|p| matches!(p, Pending::Recv { .. })));
+        assert!(
+            self.pending
+                .values()
+                .all(|p| matches!(p, Pending::Recv { .. }))
+        );
         assert_eq!(self.k.stats().queued, 0);
         for env in envs {
             self.remove(env);
             self.check();
         }
         assert_eq!(self.k.stats(), Stats::default());
-        assert_eq!(self.k.debug_mailbox_objects(), 0, "dead mailboxes were kept");
+        assert_eq!(
+            self.k.debug_mailbox_objects(),
+            0,
+            "dead mailboxes were kept"
+        );
         assert_eq!(self.k.poll_timeout(), None);
+    }
+
+    /// The owner of the mailbox `env`'s handle `h` designates takes one message from it.
+    fn take_one(&mut self, env: usize, h: Handle) {
+        let Some(&c) = self.envs[&env].table.get(&h) else {
+            return;
+        };
+        let mb = self.caps[c].mb;
+        let owner = self
+            .envs
+            .iter()
+            .find(|(_, e)| e.id == self.mbs[mb].owner)
+            .map(|(i, _)| *i);
+        let Some(owner) = owner.filter(|_| self.mbs[mb].alive) else {
+            return;
+        };
+        let receive = self.envs[&owner].table.iter().find(|(_, c)| {
+            self.caps[**c].mb == mb && self.caps[**c].rights.contains(Rights::RECEIVE)
+        });
+        let h = *receive.expect("the owner holds its mailbox").0;
+        self.recv(owner, Some(h).filter(|&h| h != 1), None, Some(0));
     }
 
     /// Drops every handle of `env` that is not one of its own mailboxes.
@@ -1191,7 +1536,11 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+    // 384 cases by default; `PROPTEST_CASES=N` runs more.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(384),
+        ..ProptestConfig::default()
+    })]
 
     /// The kernel agrees with the model on every answer, table and delivery, step by step.
     #[test]
@@ -1237,6 +1586,34 @@ fn long_run_with_deep_derivations() {
         m.check();
     }
     m.revoke(0, 2);
+    m.check();
+    m.finish();
+}
+
+/// A use budget shared by two derivations survives the kernel pruning the object that holds it.
+#[test]
+fn a_shared_budget_survives_pruning() {
+    let mut m = Model::new();
+    m.add(0);
+    m.add(1);
+    let newest = |m: &Model| *m.envs[&0].table.keys().last().unwrap();
+    m.attenuate(0, 2, SGM, Some(2), None, None);
+    let x = newest(&m);
+    m.attenuate(0, x, SGM, None, None, None);
+    let y = newest(&m);
+    m.attenuate(0, x, SGM, None, None, None);
+    let z = newest(&m);
+    m.drop_handle(0, x); // kept by the kernel: two derivations share its budget
+    m.check();
+    for h in [y, z] {
+        m.send(0, h, vec![], None, None, false);
+        m.recv(1, None, None, Some(0));
+    }
+    assert_eq!(m.msgs.iter().filter(|g| g.delivered).count(), 2);
+    m.drop_handle(0, z); // now pruned: the spent budget must move into y
+    m.check();
+    assert_eq!(m.predict_send(0, y, &[], None), Err(ErrorCode::UsedUp));
+    m.send(0, y, vec![], None, None, false);
     m.check();
     m.finish();
 }
