@@ -428,17 +428,37 @@ fn only_root_may_use_the_control_socket() {
     // is the second, for members of a configured group.
     let meta = std::fs::metadata("/run/warren/kernel.sock").unwrap();
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    assert_eq!(meta.permissions().mode() & 0o777, 0o660, "the control socket is not root-only");
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o660,
+        "the control socket is not root-only"
+    );
     assert_eq!(meta.uid(), 0);
     // An unprivileged `warren run --may-send` cannot register (the socket refuses it).
     let o = Command::new("setpriv")
-        .args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--"])
+        .args([
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "--",
+        ])
         .arg(env!("CARGO_BIN_EXE_warren"))
         .args(["run", "--name", &unique("nobody"), "--rootfs"])
         .arg(busybox_root())
         .args(["--may-send", "x", "--", "/bin/true"])
         .output()
         .unwrap();
-    assert_ne!(o.status.code(), Some(0), "an unprivileged user registered: {}", stderr(&o));
-    assert!(stderr(&o).to_lowercase().contains("permission denied"), "{}", stderr(&o));
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "an unprivileged user registered: {}",
+        stderr(&o)
+    );
+    assert!(
+        stderr(&o).to_lowercase().contains("permission denied"),
+        "{}",
+        stderr(&o)
+    );
 }
