@@ -19,3 +19,6 @@ echo "== fuzz the protocol decoder (bounded)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh 2>&1 | tail -n 3
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warren-test.log
+# One closing line for the whole run: the sum of every test binary's result line.
+grep -E '^test result:' /tmp/warren-test.log |
+  awk '{p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}'
