@@ -32,8 +32,19 @@ pub enum Command {
     /// Run the kernel in the foreground: it owns every mailbox and capability table and
     /// mediates every message between environments.
     Daemon(DaemonArgs),
-    /// The same as `daemon`, in the foreground (declarative files come with the manifest).
-    Up(DaemonArgs),
+    /// Start the kernel in the foreground and bring the environments of FILE up; with a kernel
+    /// already running, apply FILE to it instead.
+    Up(UpArgs),
+    /// Converge the running kernel to the environments declared in FILE (idempotent).
+    Apply(ApplyArgs),
+    /// Show what `apply` would change; exit 0 when nothing, 1 when something, >1 on error.
+    Diff(DiffArgs),
+    /// Stop environments: SIGTERM, then after the timeout a forced stop.
+    Stop(StopArgs),
+    /// Remove managed environments from the kernel (stop them first, or use -f).
+    Rm(RmArgs),
+    /// Show the output of an environment the kernel started.
+    Logs(LogsArgs),
     /// List running environments.
     Ps(PsArgs),
     /// Show everything recorded about a running environment, as JSON.
@@ -149,4 +160,81 @@ pub struct DaemonArgs {
     /// `<state-dir>/audit.jsonl`.
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
+}
+
+/// `warren up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The manifest to bring up.
+    pub file: Option<PathBuf>,
+    /// The kernel's options.
+    #[command(flatten)]
+    pub daemon: DaemonArgs,
+}
+
+/// `warren apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The manifest.
+    pub file: PathBuf,
+    /// Change nothing: only say what would change.
+    #[arg(long)]
+    pub check: bool,
+    /// Show each changed field's old and new value.
+    #[arg(long)]
+    pub diff: bool,
+    /// One JSON object per environment (JSON Lines): name, action, result, changes.
+    #[arg(long)]
+    pub json: bool,
+    /// Puppet's exit codes: 0 no change, 2 changed, 4 failed, 6 changed and failed.
+    #[arg(long)]
+    pub detailed_exitcodes: bool,
+    /// Seconds a replaced or removed environment gets between SIGTERM and the forced stop.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub timeout: u64,
+}
+
+/// `warren diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The manifest.
+    pub file: PathBuf,
+    /// JSON Lines instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `warren stop`.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds between SIGTERM and the forced stop.
+    #[arg(short = 't', long = "time", value_name = "SECS", default_value_t = 10)]
+    pub time: u64,
+    /// The environments.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `warren rm`.
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Stop a running environment first.
+    #[arg(short, long)]
+    pub force: bool,
+    /// The environments.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `warren logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing what the environment writes.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// The environment.
+    pub name: String,
 }

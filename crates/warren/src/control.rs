@@ -46,6 +46,43 @@ pub enum ControlRequest {
     },
     /// The kernel's view: environments and counters.
     Status,
+    /// Converge the managed environments to `spaces` (from a manifest): create, keep, replace,
+    /// stop. With `check`, only plan. Answered when every action has finished.
+    Apply {
+        /// The manifest's path, for messages.
+        file: String,
+        /// The declared environments.
+        spaces: std::collections::BTreeMap<String, warren_spec::SpaceSpec>,
+        /// Plan only.
+        #[serde(default)]
+        check: bool,
+        /// Seconds between the polite SIGTERM and the forced stop of a replaced or removed
+        /// environment.
+        #[serde(default = "default_stop_timeout")]
+        stop_timeout: u64,
+    },
+    /// Managed environments with their state.
+    List,
+    /// Stop a managed environment (it stays stopped until applied again).
+    Stop {
+        /// Its name.
+        name: String,
+        /// Seconds before the forced stop.
+        #[serde(default = "default_stop_timeout")]
+        timeout: u64,
+    },
+    /// Forget a managed environment (stopping it first when `force`).
+    Remove {
+        /// Its name.
+        name: String,
+        /// Stop it if it runs.
+        #[serde(default)]
+        force: bool,
+    },
+}
+
+fn default_stop_timeout() -> u64 {
+    10
 }
 
 /// The answer to a control request.
@@ -59,6 +96,32 @@ pub struct ControlResponse {
     /// For `status`: the kernel's report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
+    /// For `apply`, `list`, `stop` and `remove`: the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl ControlResponse {
+    /// A success carrying `data`.
+    pub fn data(data: serde_json::Value) -> ControlResponse {
+        ControlResponse { ok: true, error: None, status: None, data: Some(data) }
+    }
+
+    /// A failure saying why.
+    pub fn error(why: impl Into<String>) -> ControlResponse {
+        ControlResponse { ok: false, error: Some(why.into()), status: None, data: None }
+    }
+}
+
+/// Send `req` to a running kernel and return its answer; an error when no kernel runs.
+pub fn request(state_dir: &Path, req: &ControlRequest) -> anyhow::Result<ControlResponse> {
+    let Some(fd) = connect_daemon(state_dir)? else {
+        bail!(
+            "no Warren kernel is running (no {}): start it with `warren daemon`",
+            socket_path(state_dir).display()
+        );
+    };
+    Ok(call(&fd, req)?.0)
 }
 
 /// A registration held by `warren run`: keep `control` open for the environment's life.

@@ -1,10 +1,10 @@
-//! `warren daemon`: run the kernel in the foreground.
+//! `warren daemon` and `warren up`: run the kernel in the foreground.
 
 use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use crate::cli::DaemonArgs;
+use crate::cli::{DaemonArgs, UpArgs};
 
 /// Resolve a group name or number through `/etc/group`.
 fn group_id(spec: &str) -> anyhow::Result<u32> {
@@ -23,16 +23,45 @@ fn group_id(spec: &str) -> anyhow::Result<u32> {
     bail!("no group named {spec:?} in /etc/group")
 }
 
-/// `warren daemon`.
-pub fn daemon(state_dir: &Path, args: DaemonArgs) -> anyhow::Result<i32> {
+/// `warren daemon` (and `warren up` without a running kernel): with `manifest`, its
+/// environments are applied as soon as the kernel is listening.
+pub fn daemon(
+    state_dir: &Path,
+    args: DaemonArgs,
+    manifest: Option<warren_spec::Manifest>,
+) -> anyhow::Result<i32> {
     let group = args.group.as_deref().map(group_id).transpose()?;
-    let audit_log = args
-        .audit_log
-        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
-    crate::daemon::run(crate::daemon::Options {
-        state_dir: state_dir.to_owned(),
-        group,
-        audit_log,
-    })?;
+    let audit_log = args.audit_log.unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    let opts = crate::daemon::Options { state_dir: state_dir.to_owned(), group, audit_log };
+    crate::daemon::run(opts, manifest)?;
     Ok(0)
+}
+
+/// `warren up [FILE]`: apply FILE to a running kernel, or start the kernel with it.
+pub fn up(state_dir: &Path, args: UpArgs) -> anyhow::Result<i32> {
+    let manifest = match &args.file {
+        Some(f) => match warren_spec::load_manifest(f) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("warren: error: {e}");
+                return Ok(1);
+            }
+        },
+        None => None,
+    };
+    if crate::control::connect_daemon(state_dir)?.is_some() {
+        let Some(file) = args.file else {
+            bail!("a Warren kernel is already running");
+        };
+        let apply = crate::cli::ApplyArgs {
+            file,
+            check: false,
+            diff: false,
+            json: false,
+            detailed_exitcodes: false,
+            timeout: 10,
+        };
+        return super::apply::apply(state_dir, apply);
+    }
+    daemon(state_dir, args.daemon, manifest)
 }

@@ -1,6 +1,8 @@
 //! One module per verb; each returns the process exit code.
 
+mod apply;
 mod daemon;
+mod manage;
 mod doctor;
 mod ps;
 mod run;
@@ -12,7 +14,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(&cli.state_dir, *args),
         Command::Doctor(args) => doctor::doctor(args),
-        Command::Daemon(args) | Command::Up(args) => daemon::daemon(&cli.state_dir, args),
+        Command::Daemon(args) => daemon::daemon(&cli.state_dir, args, None),
+        Command::Up(args) => daemon::up(&cli.state_dir, args),
+        Command::Apply(args) => apply::apply(&cli.state_dir, args),
+        Command::Diff(args) => apply::diff(&cli.state_dir, args),
+        Command::Stop(args) => manage::stop(&cli.state_dir, args),
+        Command::Rm(args) => manage::rm(&cli.state_dir, args),
+        Command::Logs(args) => manage::logs(&cli.state_dir, args),
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
     }

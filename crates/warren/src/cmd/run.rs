@@ -203,6 +203,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         "name": applied.name,
         "state": "running",
         "pid": applied.host_pid,
+        "launcher_pid": std::process::id(),
         "started": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         "command": plan.argv,
         "applied": applied,

@@ -29,6 +29,10 @@ use warren_kernel::{Action, EnvId, EnvSpec, Kernel};
 use warren_proto::{Frame, PacketBuilder, Request, Response};
 
 use crate::control::{self, ControlRequest, ControlResponse};
+use crate::supervisor::Registry;
+
+mod supervise;
+use supervise::{Pending, Runtime};
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
@@ -78,11 +82,26 @@ struct Daemon {
     group: Option<u32>,
     buf: Vec<u8>,
     socket_path: PathBuf,
+    state_dir: PathBuf,
+    exe: PathBuf,
+    registry: Registry,
+    runtime: HashMap<String, Runtime>,
+    pid_tokens: HashMap<u64, String>,
+    pendings: Vec<Pending>,
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
-pub fn run(opts: Options) -> anyhow::Result<()> {
+pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Result<()> {
     let mut d = Daemon::new(&opts)?;
+    d.adopt_all();
+    if let Some(m) = manifest {
+        let spaces = m.spaces.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+        // Token 0 belongs to no connection: the result is logged, not sent.
+        d.apply(0, m.file.display().to_string(), spaces, false, 10);
+        for line in d.list()["envs"].as_array().into_iter().flatten() {
+            eprintln!("warren: {} {}", line["name"].as_str().unwrap_or("?"), line["state"].as_str().unwrap_or("?"));
+        }
+    }
     eprintln!("warren: kernel ready on {}", d.socket_path.display());
     let result = d.serve();
     let _ = std::fs::remove_file(&d.socket_path);
@@ -161,6 +180,12 @@ impl Daemon {
             group: opts.group,
             buf: vec![0u8; warren_proto::MAX_PACKET],
             socket_path: path,
+            state_dir: opts.state_dir.clone(),
+            exe: std::env::current_exe().context("find the warren binary")?,
+            registry: Registry::load(&opts.state_dir)?,
+            runtime: HashMap::new(),
+            pid_tokens: HashMap::new(),
+            pendings: Vec::new(),
         })
     }
 
@@ -171,7 +196,11 @@ impl Daemon {
     fn serve(&mut self) -> anyhow::Result<()> {
         let mut events: Vec<Event> = Vec::with_capacity(256);
         loop {
-            let timeout = self.kernel.poll_timeout().map(|at| {
+            let deadline = match (self.kernel.poll_timeout(), self.next_supervision_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = deadline.map(|at| {
                 let ms = at.saturating_sub(self.now());
                 rustix::time::Timespec {
                     tv_sec: (ms / 1000) as i64,
@@ -199,10 +228,12 @@ impl Daemon {
                             return Ok(());
                         }
                     }
+                    t if self.pid_tokens.contains_key(&t) => self.on_launcher_exit(t),
                     t => self.on_conn(t, flags),
                 }
             }
             self.kernel.handle_timeout(self.now());
+            self.supervise_tick();
             self.drain_actions();
             self.flush_all();
         }
@@ -235,6 +266,7 @@ impl Daemon {
                             .into(),
                     ),
                     status: None,
+                data: None,
                 };
                 let _ = rustix::net::send(
                     &fd,
@@ -301,15 +333,26 @@ impl Daemon {
                             ok: true,
                             error: None,
                             status: Some(status),
+                        data: None,
                         },
                         None,
                     );
                 }
+                Ok(ControlRequest::Apply { file, spaces, check, stop_timeout }) => {
+                    self.apply(token, file, spaces, check, stop_timeout);
+                }
+                Ok(ControlRequest::List) => {
+                    let data = self.list();
+                    self.control_reply(token, ControlResponse::data(data), None);
+                }
+                Ok(ControlRequest::Stop { name, timeout }) => self.stop_request(token, name, timeout),
+                Ok(ControlRequest::Remove { name, force }) => self.remove_request(token, name, force),
                 Err(e) => {
                     let resp = ControlResponse {
                         ok: false,
                         error: Some(format!("bad control request: {e}")),
                         status: None,
+                    data: None,
                     };
                     self.control_reply(token, resp, None);
                 }
@@ -347,6 +390,7 @@ impl Daemon {
                 ok: false,
                 error: Some("this connection already registered an environment".into()),
                 status: None,
+            data: None,
             };
             self.control_reply(token, resp, None);
             return;
@@ -366,6 +410,7 @@ impl Daemon {
                         ok: false,
                         error: Some(e.to_string()),
                         status: None,
+                    data: None,
                     },
                     None,
                 );
@@ -388,6 +433,7 @@ impl Daemon {
                         ok: false,
                         error: Some(format!("socketpair: {e}")),
                         status: None,
+                    data: None,
                     },
                     None,
                 );
@@ -412,6 +458,7 @@ impl Daemon {
                     ok: false,
                     error: Some(format!("epoll: {e}")),
                     status: None,
+                data: None,
                 },
                 None,
             );
@@ -439,12 +486,14 @@ impl Daemon {
                 ok: true,
                 error: None,
                 status: None,
+            data: None,
             },
             Some(&theirs),
         );
     }
 
     fn close_control(&mut self, token: u64) {
+        self.pendings.retain(|p| p.token != token);
         if let Some(Conn::Control { fd, env }) = self.conns.remove(&token) {
             let _ = epoll::delete(&self.epoll, &fd);
             if let Some(env) = env {

@@ -1,0 +1,490 @@
+//! The daemon's supervision of managed environments: `apply`, `stop`, `remove`, `list`, the
+//! launcher processes, their exits, restarts with backoff, stop escalation, and re-adoption of
+//! launchers that outlived a previous daemon. Decisions come from `crate::supervisor`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::process::{Pid, PidfdFlags, Signal, pidfd_open, pidfd_send_signal};
+use serde_json::{Value, json};
+use warren_spec::{Action as PlanAction, EnvName, Manifest, Observed, SpaceSpec};
+
+use super::Daemon;
+use crate::control::ControlResponse;
+use crate::supervisor::{AfterExit, Managed, State, after_exit, launcher_args};
+
+/// Seconds between the second SIGTERM (which makes the launcher kill its workload) and a
+/// SIGKILL of the launcher itself.
+const KILL_GRACE_MS: u64 = 3000;
+
+/// What follows once a stopping launcher has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum AfterStop {
+    /// Stay stopped (`warren stop`).
+    Stay,
+    /// Start it again with its (new) spec (`apply` replaced it).
+    Start,
+    /// Forget it (`apply` removed it, or `warren rm -f`).
+    Forget,
+}
+
+/// A stop in progress: the next escalation and what follows.
+#[derive(Debug)]
+pub(super) struct Stopping {
+    next_at: u64,
+    stage: u8,
+    after: AfterStop,
+}
+
+/// A running launcher.
+#[derive(Debug)]
+pub(super) struct Runtime {
+    /// Our child, when we started it (not when re-adopted).
+    child: Option<Child>,
+    pidfd: OwnedFd,
+    started: Instant,
+    stopping: Option<Stopping>,
+}
+
+/// A control request waiting for launchers to finish.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) token: u64,
+    waiting: BTreeSet<String>,
+    steps: Vec<Value>,
+    check: bool,
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Daemon {
+    /// Persist the managed set; a failure is reported, never fatal.
+    fn save(&self) {
+        if let Err(e) = self.registry.save(&self.state_dir) {
+            eprintln!("warren: cannot save the managed environments: {e:#}");
+        }
+    }
+
+    /// The earliest time the supervisor must act.
+    pub(super) fn next_supervision_deadline(&self) -> Option<u64> {
+        let stops = self.runtime.values().filter_map(|r| r.stopping.as_ref().map(|s| s.next_at));
+        let restarts = self
+            .registry
+            .envs
+            .iter()
+            .filter(|(n, m)| m.state == State::Restarting && !self.runtime.contains_key(*n))
+            .filter_map(|(_, m)| m.restart_at);
+        stops.chain(restarts).min()
+    }
+
+    /// Start launcher `name` (its spec is in the registry).
+    fn start(&mut self, name: &str) -> Result<(), String> {
+        let Some(m) = self.registry.envs.get(name) else { return Err("not managed".into()) };
+        let logs = self.state_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
+        let log_path = logs.join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("open {}: {e}", log_path.display()))?;
+        let err = log.try_clone().map_err(|e| e.to_string())?;
+        use std::os::unix::process::CommandExt;
+        let child = Command::new(&self.exe)
+            .args(launcher_args(name, &m.spec))
+            .env("WARREN_STATE_DIR", &self.state_dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("start the launcher: {e}"))?;
+        let pid = child.id() as i32;
+        let pidfd = Pid::from_raw(pid)
+            .ok_or("bad pid")
+            .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
+            .map_err(str::to_owned)?;
+        let token = self.next_token;
+        self.next_token += 1;
+        epoll::add(&self.epoll, &pidfd, EventData::new_u64(token), EventFlags::IN)
+            .map_err(|e| format!("epoll: {e}"))?;
+        self.pid_tokens.insert(token, name.to_owned());
+        self.runtime.insert(
+            name.to_owned(),
+            Runtime { child: Some(child), pidfd, started: Instant::now(), stopping: None },
+        );
+        let m = self.registry.envs.get_mut(name).expect("checked above");
+        m.state = State::Running;
+        m.launcher_pid = Some(pid);
+        m.started_at_ms = Some(wall_ms());
+        m.restart_at = None;
+        Ok(())
+    }
+
+    /// Ask launcher `name` to stop: SIGTERM now (forwarded to the workload), a second SIGTERM
+    /// after `timeout_ms` (the launcher then kills the workload), SIGKILL after that.
+    fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
+        let now = self.now();
+        if let Some(rt) = self.runtime.get_mut(name) {
+            let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
+            rt.stopping = Some(Stopping { next_at: now + timeout_ms, stage: 1, after });
+        }
+    }
+
+    /// Escalate due stops and start due restarts.
+    pub(super) fn supervise_tick(&mut self) {
+        let now = self.now();
+        for rt in self.runtime.values_mut() {
+            if let Some(s) = rt.stopping.as_mut() {
+                if s.next_at <= now {
+                    match s.stage {
+                        1 => {
+                            let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
+                            s.stage = 2;
+                            s.next_at = now + KILL_GRACE_MS;
+                        }
+                        _ => {
+                            let _ = pidfd_send_signal(&rt.pidfd, Signal::KILL);
+                            s.stage = 3;
+                            s.next_at = u64::MAX;
+                        }
+                    }
+                }
+            }
+        }
+        let due: Vec<String> = self
+            .registry
+            .envs
+            .iter()
+            .filter(|(n, m)| {
+                m.state == State::Restarting
+                    && m.restart_at.is_some_and(|t| t <= now)
+                    && !self.runtime.contains_key(*n)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            if let Err(e) = self.start(&name) {
+                eprintln!("warren: restart of {name} failed: {e}");
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    m.state = State::Failed;
+                }
+            } else {
+                eprintln!("warren: restarted {name}");
+            }
+            self.save();
+        }
+    }
+
+    /// A launcher exited (its pidfd became readable).
+    pub(super) fn on_launcher_exit(&mut self, token: u64) {
+        let Some(name) = self.pid_tokens.remove(&token) else { return };
+        let Some(mut rt) = self.runtime.remove(&name) else { return };
+        let _ = epoll::delete(&self.epoll, &rt.pidfd);
+        let code = match rt.child.as_mut().map(|c| c.wait()) {
+            Some(Ok(st)) => {
+                use std::os::unix::process::ExitStatusExt;
+                st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(255)
+            }
+            // A re-adopted launcher is not our child: its status is unknown.
+            _ => 255,
+        };
+        let ran = rt.started.elapsed().as_millis() as u64;
+        let now = self.now();
+        let result = match rt.stopping.map(|s| s.after) {
+            Some(AfterStop::Forget) => {
+                self.registry.envs.remove(&name);
+                "stopped"
+            }
+            Some(AfterStop::Start) => {
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    m.restarts = 0;
+                    m.last_exit = Some(code);
+                }
+                match self.start(&name) {
+                    Ok(()) => "replaced",
+                    Err(e) => {
+                        eprintln!("warren: start of {name} failed: {e}");
+                        "failed"
+                    }
+                }
+            }
+            Some(AfterStop::Stay) => {
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    m.state = State::Stopped;
+                    m.last_exit = Some(code);
+                    m.launcher_pid = None;
+                }
+                "stopped"
+            }
+            None => {
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    match after_exit(m, code, ran, now) {
+                        AfterExit::RestartAt(at) => eprintln!(
+                            "warren: {name} exited with {code}; restart {} in {} ms",
+                            m.restarts,
+                            at - now
+                        ),
+                        AfterExit::Stay => eprintln!("warren: {name} exited with {code}"),
+                        AfterExit::GiveUp => eprintln!(
+                            "warren: {name} exited with {code}; giving up after {} restarts",
+                            m.spec.max_restarts
+                        ),
+                    }
+                }
+                "exited"
+            }
+        };
+        self.save();
+        self.finish_waiting(&name, result);
+    }
+
+    /// Mark `name` done in every pending request and answer those that are complete.
+    fn finish_waiting(&mut self, name: &str, result: &str) {
+        let mut done = Vec::new();
+        for (i, p) in self.pendings.iter_mut().enumerate() {
+            if p.waiting.remove(name) {
+                for s in p.steps.iter_mut() {
+                    if s["name"] == name {
+                        s["result"] = json!(result);
+                    }
+                }
+            }
+            if p.waiting.is_empty() {
+                done.push(i);
+            }
+        }
+        for i in done.into_iter().rev() {
+            let p = self.pendings.remove(i);
+            let reply = apply_reply(&p.steps, p.check);
+            self.control_reply(p.token, ControlResponse::data(reply), None);
+        }
+    }
+
+    /// `apply`: plan against what is managed, then carry the plan out.
+    pub(super) fn apply(
+        &mut self,
+        token: u64,
+        file: String,
+        spaces: BTreeMap<String, SpaceSpec>,
+        check: bool,
+        stop_timeout: u64,
+    ) {
+        let mut desired = BTreeMap::new();
+        for (name, spec) in spaces {
+            match name.parse::<EnvName>() {
+                Ok(n) => {
+                    desired.insert(n, spec);
+                }
+                Err(e) => {
+                    self.control_reply(token, ControlResponse::error(e.to_string()), None);
+                    return;
+                }
+            }
+        }
+        let observed: BTreeMap<EnvName, Observed> = self
+            .registry
+            .envs
+            .iter()
+            .filter_map(|(n, m)| {
+                let name = n.parse().ok()?;
+                Some((name, Observed { spec: m.spec.clone(), running: self.runtime.contains_key(n) || m.state == State::Restarting }))
+            })
+            .collect();
+        let manifest = Manifest {
+            file: file.into(),
+            host: Default::default(),
+            spaces: desired.clone(),
+        };
+        let plan = warren_spec::plan(&observed, &manifest);
+        let mut steps = Vec::new();
+        let mut waiting = BTreeSet::new();
+        for step in &plan {
+            let mut v = serde_json::to_value(step).unwrap_or(Value::Null);
+            if check {
+                v["result"] = json!(if step.action == PlanAction::Keep { "unchanged" } else { "would-change" });
+                steps.push(v);
+                continue;
+            }
+            let name = step.name.clone();
+            let result = match step.action {
+                PlanAction::Keep => "unchanged".to_owned(),
+                PlanAction::Create => {
+                    let spec = desired.iter().find(|(n, _)| n.as_str() == name).map(|(_, s)| s.clone());
+                    let Some(spec) = spec else { continue };
+                    self.registry.envs.insert(name.clone(), Managed::new(spec));
+                    match self.start(&name) {
+                        Ok(()) => "created".to_owned(),
+                        Err(e) => {
+                            if let Some(m) = self.registry.envs.get_mut(&name) {
+                                m.state = State::Failed;
+                            }
+                            format!("failed: {e}")
+                        }
+                    }
+                }
+                PlanAction::Replace => {
+                    let spec = desired.iter().find(|(n, _)| n.as_str() == name).map(|(_, s)| s.clone());
+                    let Some(spec) = spec else { continue };
+                    if let Some(m) = self.registry.envs.get_mut(&name) {
+                        m.spec = spec;
+                    }
+                    if self.runtime.contains_key(&name) {
+                        self.begin_stop(&name, stop_timeout * 1000, AfterStop::Start);
+                        waiting.insert(name.clone());
+                        "replacing".to_owned()
+                    } else {
+                        match self.start(&name) {
+                            Ok(()) => "replaced".to_owned(),
+                            Err(e) => format!("failed: {e}"),
+                        }
+                    }
+                }
+                PlanAction::Stop => {
+                    if self.runtime.contains_key(&name) {
+                        self.begin_stop(&name, stop_timeout * 1000, AfterStop::Forget);
+                        waiting.insert(name.clone());
+                        "stopping".to_owned()
+                    } else {
+                        self.registry.envs.remove(&name);
+                        "stopped".to_owned()
+                    }
+                }
+            };
+            v["result"] = json!(result);
+            steps.push(v);
+        }
+        self.save();
+        if waiting.is_empty() {
+            self.control_reply(token, ControlResponse::data(apply_reply(&steps, check)), None);
+        } else {
+            self.pendings.push(Pending { token, waiting, steps, check });
+        }
+    }
+
+    /// `list`: every managed environment.
+    pub(super) fn list(&self) -> Value {
+        let envs: Vec<Value> = self
+            .registry
+            .envs
+            .iter()
+            .map(|(n, m)| {
+                json!({
+                    "name": n, "state": m.state.as_str(), "restarts": m.total_restarts,
+                    "restart_policy": m.spec.restart, "last_exit": m.last_exit,
+                    "launcher_pid": m.launcher_pid, "started_at_ms": m.started_at_ms,
+                    "spec": m.spec,
+                })
+            })
+            .collect();
+        json!({ "envs": envs })
+    }
+
+    /// `stop NAME`: a managed environment stays stopped afterwards.
+    pub(super) fn stop_request(&mut self, token: u64, name: String, timeout: u64) {
+        let Some(m) = self.registry.envs.get_mut(&name) else {
+            let msg = format!("{name:?} is not managed by the kernel");
+            self.control_reply(token, ControlResponse::error(msg), None);
+            return;
+        };
+        if !self.runtime.contains_key(&name) {
+            m.state = State::Stopped;
+            m.restart_at = None;
+            self.save();
+            let steps = vec![json!({"name": name, "action": "stop", "result": "stopped"})];
+            self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)), None);
+            return;
+        }
+        self.begin_stop(&name, timeout * 1000, AfterStop::Stay);
+        let steps = vec![json!({"name": name, "action": "stop", "result": "stopping"})];
+        self.pendings.push(Pending { token, waiting: BTreeSet::from([name]), steps, check: false });
+    }
+
+    /// `rm NAME`: forget a managed environment; it must be stopped unless `force`.
+    pub(super) fn remove_request(&mut self, token: u64, name: String, force: bool) {
+        if !self.registry.envs.contains_key(&name) {
+            let msg = format!("{name:?} is not managed by the kernel");
+            self.control_reply(token, ControlResponse::error(msg), None);
+            return;
+        }
+        if self.runtime.contains_key(&name) {
+            if !force {
+                let msg = format!("{name:?} is running: stop it first, or use -f");
+                self.control_reply(token, ControlResponse::error(msg), None);
+                return;
+            }
+            self.begin_stop(&name, 0, AfterStop::Forget);
+            let steps = vec![json!({"name": name, "action": "remove", "result": "stopping"})];
+            self.pendings.push(Pending { token, waiting: BTreeSet::from([name]), steps, check: false });
+            return;
+        }
+        self.registry.envs.remove(&name);
+        self.save();
+        let steps = vec![json!({"name": name, "action": "remove", "result": "removed"})];
+        self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)), None);
+    }
+
+    /// At start: take charge again of launchers a previous daemon started (they kept running),
+    /// and start what should run but does not.
+    pub(super) fn adopt_all(&mut self) {
+        let names: Vec<String> = self.registry.envs.keys().cloned().collect();
+        for name in names {
+            let (state, pid) = {
+                let m = &self.registry.envs[&name];
+                (m.state, m.launcher_pid)
+            };
+            let alive = pid.and_then(|p| {
+                let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+                let ours = args.windows(2).any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+                if !ours {
+                    return None;
+                }
+                pidfd_open(Pid::from_raw(p)?, PidfdFlags::empty()).ok()
+            });
+            match (alive, state) {
+                (Some(pidfd), _) => {
+                    let token = self.next_token;
+                    self.next_token += 1;
+                    if epoll::add(&self.epoll, &pidfd, EventData::new_u64(token), EventFlags::IN).is_ok() {
+                        self.pid_tokens.insert(token, name.clone());
+                        self.runtime.insert(
+                            name.clone(),
+                            Runtime { child: None, pidfd, started: Instant::now(), stopping: None },
+                        );
+                        eprintln!(
+                            "warren: re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
+                            pid.unwrap_or(0)
+                        );
+                    }
+                }
+                (None, State::Running | State::Restarting) => {
+                    eprintln!("warren: {name} is not running any more; starting it as declared");
+                    if let Err(e) = self.start(&name) {
+                        eprintln!("warren: start of {name} failed: {e}");
+                    }
+                }
+                (None, _) => {}
+            }
+        }
+        self.save();
+    }
+}
+
+/// The answer to `apply` (and `stop`/`remove`): the steps, and whether anything changed or
+/// failed.
+fn apply_reply(steps: &[Value], check: bool) -> Value {
+    let changed = steps.iter().any(|s| s["action"] != "keep");
+    let failed = steps
+        .iter()
+        .any(|s| s["result"].as_str().is_some_and(|r| r.starts_with("failed")));
+    json!({ "steps": steps, "changed": changed, "failed": failed, "check": check })
+}

@@ -1,0 +1,293 @@
+//! Supervision of the environments the kernel daemon manages (those declared in a manifest
+//! and applied): their desired specs, observed states, restart policy with exponential backoff,
+//! and the launcher processes that run them.
+//!
+//! The decisions (what to do when a launcher exits, when to retry) are pure functions of the
+//! record and the time, tested here; `daemon.rs` does the spawning, the pidfds and the timers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use warren_spec::{RestartPolicy, SpaceSpec};
+
+/// The first backoff delay after a failure, in milliseconds; it doubles per restart.
+pub const BACKOFF_START_MS: u64 = 100;
+/// The longest backoff delay, in milliseconds.
+pub const BACKOFF_MAX_MS: u64 = 30_000;
+/// A run this long (milliseconds) counts as healthy: the restart count starts again.
+pub const HEALTHY_RUN_MS: u64 = 10_000;
+
+/// Where a managed environment is in its life (OCI's vocabulary where it fits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Its launcher is starting or running it.
+    Running,
+    /// It exited and the policy will start it again after the backoff delay.
+    Restarting,
+    /// It exited and stays so (policy `no`, or `on-failure` after a clean exit).
+    Exited,
+    /// It was stopped on request and stays so until applied or started again.
+    Stopped,
+    /// It failed more often than `max_restarts` allows: the kernel gave up.
+    Failed,
+}
+
+impl State {
+    /// The name shown by `ps` and `inspect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Restarting => "restarting",
+            State::Exited => "exited",
+            State::Stopped => "stopped",
+            State::Failed => "failed",
+        }
+    }
+}
+
+/// One managed environment, as persisted in `<state>/managed.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Managed {
+    /// The declared spec.
+    pub spec: SpaceSpec,
+    /// Its state.
+    pub state: State,
+    /// Restarts since it last ran healthily.
+    pub restarts: u32,
+    /// Restarts over its whole life.
+    pub total_restarts: u64,
+    /// The last exit code (128 + signal for a signal), if it ever exited.
+    pub last_exit: Option<i32>,
+    /// The launcher's pid while running.
+    pub launcher_pid: Option<i32>,
+    /// When (wall clock, ms since the epoch) the current run started.
+    pub started_at_ms: Option<u64>,
+    /// When (daemon ms) a restart is due, while `Restarting`.
+    #[serde(skip)]
+    pub restart_at: Option<u64>,
+}
+
+impl Managed {
+    /// A newly declared environment, about to be started.
+    pub fn new(spec: SpaceSpec) -> Managed {
+        Managed {
+            spec,
+            state: State::Running,
+            restarts: 0,
+            total_restarts: 0,
+            last_exit: None,
+            launcher_pid: None,
+            started_at_ms: None,
+            restart_at: None,
+        }
+    }
+}
+
+/// What to do after a launcher exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterExit {
+    /// Start it again at this daemon time (ms).
+    RestartAt(u64),
+    /// Leave it exited.
+    Stay,
+    /// Give up: too many restarts.
+    GiveUp,
+}
+
+/// The backoff delay before restart number `n` (1-based): 100 ms, 200 ms, 400 ms, … 30 s.
+pub fn backoff_ms(n: u32) -> u64 {
+    BACKOFF_START_MS.saturating_mul(1u64 << n.saturating_sub(1).min(20)).min(BACKOFF_MAX_MS)
+}
+
+/// Decide what follows an exit with `code` after a run of `ran_ms`, at daemon time `now`.
+/// Updates the restart counters.
+pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExit {
+    m.last_exit = Some(code);
+    m.launcher_pid = None;
+    if ran_ms >= HEALTHY_RUN_MS {
+        m.restarts = 0;
+    }
+    let wants = match m.spec.restart {
+        RestartPolicy::No => false,
+        RestartPolicy::OnFailure => code != 0,
+        RestartPolicy::Always => true,
+    };
+    if !wants {
+        m.state = State::Exited;
+        return AfterExit::Stay;
+    }
+    if m.restarts >= m.spec.max_restarts {
+        m.state = State::Failed;
+        return AfterExit::GiveUp;
+    }
+    m.restarts += 1;
+    m.total_restarts += 1;
+    m.state = State::Restarting;
+    let at = now + backoff_ms(m.restarts);
+    m.restart_at = Some(at);
+    AfterExit::RestartAt(at)
+}
+
+/// The `warren run` arguments that start `name` as `spec` declares.
+pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
+    let mut a = vec!["run".to_owned(), "--name".to_owned(), name.to_owned()];
+    match &spec.image {
+        warren_spec::ImageSpec::Rootfs(dir) => {
+            a.push("--rootfs".into());
+            a.push(dir.display().to_string());
+        }
+        warren_spec::ImageSpec::Binary(bin) => {
+            a.push("--binary".into());
+            a.push(bin.display().to_string());
+        }
+    }
+    if let Some(m) = spec.memory {
+        a.push("--memory".into());
+        a.push(m.0.to_string());
+    }
+    if let Some(p) = spec.pids {
+        a.push("--pids".into());
+        a.push(p.to_string());
+    }
+    if let Some(c) = spec.cpus {
+        a.push("--cpus".into());
+        a.push(c.to_string());
+    }
+    if let Some(t) = spec.tmpfs_size {
+        a.push("--tmpfs-size".into());
+        a.push(t.0.to_string());
+    }
+    for (k, v) in &spec.env {
+        a.push("-e".into());
+        a.push(format!("{k}={v}"));
+    }
+    for n in &spec.may_send {
+        a.push("--may-send".into());
+        a.push(n.clone());
+    }
+    for n in &spec.may_discover {
+        a.push("--may-discover".into());
+        a.push(n.clone());
+    }
+    if let Some(c) = spec.mailbox_capacity {
+        a.push("--mailbox-capacity".into());
+        a.push(c.to_string());
+    }
+    for p in &spec.allow_missing {
+        a.push("--allow-missing".into());
+        a.push(p.clone());
+    }
+    a.push("--".into());
+    a.extend(spec.command.iter().cloned());
+    a
+}
+
+/// The managed set, persisted so that a restarted daemon knows what it manages.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Registry {
+    /// By name.
+    pub envs: BTreeMap<String, Managed>,
+}
+
+impl Registry {
+    /// The file it lives in.
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join("managed.json")
+    }
+
+    /// Load it (empty when absent).
+    pub fn load(state_dir: &Path) -> anyhow::Result<Registry> {
+        let p = Registry::path(state_dir);
+        match std::fs::read(&p) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
+            Err(e) => Err(anyhow::anyhow!("{}: {e}", p.display())),
+        }
+    }
+
+    /// Save it atomically (write a temporary file, then rename).
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        let p = Registry::path(state_dir);
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, &p)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(restart: RestartPolicy, max: u32) -> SpaceSpec {
+        let text = format!(
+            "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\nrestart = \"{}\"\nmax_restarts = {max}\n",
+            match restart {
+                RestartPolicy::No => "no",
+                RestartPolicy::OnFailure => "on-failure",
+                RestartPolicy::Always => "always",
+            }
+        );
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), &text).unwrap();
+        m.spaces.into_values().next().unwrap()
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let got: Vec<u64> = (1..=12).map(backoff_ms).collect();
+        assert_eq!(&got[..5], [100, 200, 400, 800, 1600]);
+        assert_eq!(got[11], BACKOFF_MAX_MS);
+        assert_eq!(backoff_ms(u32::MAX), BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn policies_decide_restarts() {
+        let mut m = Managed::new(spec(RestartPolicy::No, 5));
+        assert_eq!(after_exit(&mut m, 1, 5, 1000), AfterExit::Stay);
+        assert_eq!(m.state, State::Exited);
+
+        let mut m = Managed::new(spec(RestartPolicy::OnFailure, 5));
+        assert_eq!(after_exit(&mut m, 0, 5, 1000), AfterExit::Stay);
+        assert_eq!(after_exit(&mut m, 3, 5, 1000), AfterExit::RestartAt(1100));
+        assert_eq!(m.state, State::Restarting);
+        assert_eq!(m.last_exit, Some(3));
+
+        let mut m = Managed::new(spec(RestartPolicy::Always, 5));
+        assert_eq!(after_exit(&mut m, 0, 5, 0), AfterExit::RestartAt(100));
+        assert_eq!(after_exit(&mut m, 0, 5, 0), AfterExit::RestartAt(200));
+        assert_eq!(after_exit(&mut m, 0, 5, 0), AfterExit::RestartAt(400));
+    }
+
+    #[test]
+    fn the_limit_gives_up_and_a_healthy_run_resets_it() {
+        let mut m = Managed::new(spec(RestartPolicy::Always, 2));
+        assert!(matches!(after_exit(&mut m, 1, 5, 0), AfterExit::RestartAt(_)));
+        assert!(matches!(after_exit(&mut m, 1, 5, 0), AfterExit::RestartAt(_)));
+        assert_eq!(after_exit(&mut m, 1, 5, 0), AfterExit::GiveUp);
+        assert_eq!(m.state, State::Failed);
+        assert_eq!(m.total_restarts, 2);
+
+        let mut m = Managed::new(spec(RestartPolicy::Always, 2));
+        after_exit(&mut m, 1, 5, 0);
+        after_exit(&mut m, 1, 5, 0);
+        // This run lasted long enough: the count starts again and the delay is short again.
+        assert_eq!(after_exit(&mut m, 1, HEALTHY_RUN_MS, 50_000), AfterExit::RestartAt(50_100));
+        assert_eq!(m.restarts, 1);
+    }
+
+    #[test]
+    fn launcher_args_carry_every_declared_field() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/sh\", \"-c\", \"x\"]\nmemory = \"64M\"\npids = 16\ncpus = 0.5\nenv = { A = \"1\" }\nmay_send = [\"db\"]\nmay_discover = [\"log\"]\nmailbox_capacity = 8\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        let a = launcher_args("web", s).join(" ");
+        assert_eq!(
+            a,
+            "run --name web --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
+             --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+}
