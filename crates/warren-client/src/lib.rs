@@ -31,6 +31,10 @@ use warren_proto::{Frame, PacketBuilder, Request, RequestId, Response};
 /// The default mailbox's handle in every environment's table.
 pub const DEFAULT_MAILBOX: Handle = 1;
 
+/// The largest packet the batch calls assemble: large enough that a system call carries
+/// hundreds of small messages, small enough to stay far below the socket buffers.
+const BATCH_PACKET: usize = 64 * 1024;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -155,6 +159,58 @@ impl Client {
         }
     }
 
+    /// A block of `n` consecutive request ids (never including 0): the answers of a pipelined
+    /// batch are then placed by `id - first` without searching.
+    fn reserve_ids(&mut self, n: usize) -> RequestId {
+        let n = u32::try_from(n).unwrap_or(u32::MAX - 1);
+        if self.next_id.checked_add(n).is_none() {
+            self.next_id = 1;
+        }
+        let first = self.next_id;
+        self.next_id = first.wrapping_add(n).max(1);
+        first
+    }
+
+    /// The answers to the `n` requests with ids `first..first + n`, in id order; answers to
+    /// other requests met on the way are kept for their own waiters.
+    fn wait_for_block(
+        &mut self,
+        first: RequestId,
+        n: usize,
+    ) -> Result<Vec<Response>, ClientError> {
+        let index = |id: RequestId| {
+            let i = id.wrapping_sub(first) as usize;
+            (i < n).then_some(i)
+        };
+        let mut slots: Vec<Option<Response>> = Vec::with_capacity(n);
+        slots.resize_with(n, || None);
+        let mut missing = n;
+        if !self.early.is_empty() {
+            let early = std::mem::take(&mut self.early);
+            for f in early {
+                match index(f.id) {
+                    Some(i) if slots[i].is_none() => {
+                        slots[i] = Some(f.body);
+                        missing -= 1;
+                    }
+                    _ => self.early.push_back(f),
+                }
+            }
+        }
+        while missing > 0 {
+            for f in self.read_packet()? {
+                match index(f.id) {
+                    Some(i) if slots[i].is_none() => {
+                        slots[i] = Some(f.body);
+                        missing -= 1;
+                    }
+                    _ => self.early.push_back(f),
+                }
+            }
+        }
+        Ok(slots.into_iter().flatten().collect())
+    }
+
     fn request(&mut self, req: Request) -> Result<Response, ClientError> {
         let id = self.next_id();
         let mut out = Vec::new();
@@ -205,37 +261,135 @@ impl Client {
         items: impl IntoIterator<Item = (Handle, Message)>,
         wait: bool,
     ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
-        let mut ids = Vec::new();
-        let mut packet = PacketBuilder::with_limit(64 * 1024);
-        for (handle, message) in items {
-            let id = self.next_id();
+        let items: Vec<(Handle, Message)> = items.into_iter().collect();
+        let n = items.len();
+        let first = self.reserve_ids(n);
+        let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
+        for (i, (handle, message)) in items.into_iter().enumerate() {
             let frame = Frame {
-                id,
+                id: first.wrapping_add(i as u32),
                 body: Request::Send {
                     handle,
                     message,
                     wait,
                 },
             };
-            if let Err(warren_proto::EncodeError::PacketFull { .. }) = packet.push_request(&frame) {
-                self.sock.send(packet.as_bytes())?;
-                packet.clear();
-                packet.push_request(&frame)?;
-            }
-            ids.push(id);
+            self.push_pipelined(&mut packet, &frame)?;
         }
         if !packet.is_empty() {
             self.sock.send(packet.as_bytes())?;
         }
-        let mut out = Vec::with_capacity(ids.len());
-        for id in ids {
-            out.push(match self.wait_for(id)? {
+        Ok(self
+            .wait_for_block(first, n)?
+            .into_iter()
+            .map(|r| match r {
                 Response::Ok => Ok(()),
                 Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
                 other => Err(ClientError::Unexpected(format!("{other:?}"))),
-            });
+            })
+            .collect())
+    }
+
+    /// Appends `frame` to `packet`, sending the packet first when the frame does not fit.
+    fn push_pipelined(
+        &mut self,
+        packet: &mut PacketBuilder,
+        frame: &Frame<Request>,
+    ) -> Result<(), ClientError> {
+        if let Err(warren_proto::EncodeError::PacketFull { .. }) = packet.push_request(frame) {
+            self.sock.send(packet.as_bytes())?;
+            packet.clear();
+            packet.push_request(frame)?;
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Receive up to `n` messages from the default mailbox in one go: `n` receives travel
+    /// pipelined in one packet, each waiting up to `timeout` (`None`: forever), and their
+    /// outcomes come back in request order. The kernel hands arriving messages to the waiting
+    /// receives oldest first, so the deliveries are in mailbox order; a receive that found
+    /// nothing in time is `Err` with [`ErrorCode::Timeout`]. This is the receiving half of the
+    /// fast path ([`Client::send_batch`] is the other): one packet each way carries many
+    /// messages. `n` counts against the kernel's limit of waiting requests per environment
+    /// (1024 by default), beyond which receives answer [`ErrorCode::Unavailable`].
+    pub fn recv_batch(
+        &mut self,
+        n: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Vec<Result<Delivery, ClientError>>, ClientError> {
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        let first = self.reserve_ids(n);
+        let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
+        for i in 0..n {
+            let frame = Frame {
+                id: first.wrapping_add(i as u32),
+                body: Request::Recv {
+                    mailbox: None,
+                    filter: Filter::default(),
+                    timeout_ms,
+                },
+            };
+            self.push_pipelined(&mut packet, &frame)?;
+        }
+        if !packet.is_empty() {
+            self.sock.send(packet.as_bytes())?;
+        }
+        Ok(self
+            .wait_for_block(first, n)?
+            .into_iter()
+            .map(|r| match r {
+                Response::Delivery(d) => Ok(d),
+                Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            })
+            .collect())
+    }
+
+    /// Send `message` through `handle` (waiting for room if the mailbox is full) and take the
+    /// next message from the default mailbox, with both requests in one packet: the step of a
+    /// server that answers one request and waits for the next (seL4's ReplyRecv), or of a
+    /// client that sends and waits for whatever comes back. The receive does not depend on the
+    /// send: it waits (up to `timeout`, `None`: forever) even when the send fails. Returns the
+    /// send's outcome and the receive's.
+    #[allow(clippy::type_complexity)]
+    pub fn send_and_recv(
+        &mut self,
+        handle: Handle,
+        message: Message,
+        timeout: Option<Duration>,
+    ) -> Result<(Result<(), ClientError>, Result<Delivery, ClientError>), ClientError> {
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        let first = self.reserve_ids(2);
+        let mut packet = PacketBuilder::with_limit(warren_proto::MAX_PACKET);
+        packet.push_request(&Frame {
+            id: first,
+            body: Request::Send {
+                handle,
+                message,
+                wait: true,
+            },
+        })?;
+        packet.push_request(&Frame {
+            id: first.wrapping_add(1),
+            body: Request::Recv {
+                mailbox: None,
+                filter: Filter::default(),
+                timeout_ms,
+            },
+        })?;
+        self.sock.send(packet.as_bytes())?;
+        let mut answers = self.wait_for_block(first, 2)?.into_iter();
+        let sent = match answers.next() {
+            Some(Response::Ok) => Ok(()),
+            Some(Response::Error { code, detail }) => Err(ClientError::Kernel { code, detail }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let got = match answers.next() {
+            Some(Response::Delivery(d)) => Ok(d),
+            Some(Response::Error { code, detail }) => Err(ClientError::Kernel { code, detail }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        Ok((sent, got))
     }
 
     /// Take the oldest message from the default mailbox, waiting up to `timeout` (`None`:

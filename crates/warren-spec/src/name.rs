@@ -63,6 +63,14 @@ impl FromStr for EnvName {
     }
 }
 
+/// Reads a name from a string, applying the same rules as [`FromStr`].
+impl<'de> serde::Deserialize<'de> for EnvName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for EnvName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -98,5 +106,15 @@ mod tests {
         check("..", Err("not valid"));
         check(&"a".repeat(64), Err("at most 63"));
         check(&"a".repeat(63), Ok(&"a".repeat(63)));
+    }
+
+    #[test]
+    fn deserialize_validates() {
+        let n: EnvName = serde_json::from_str("\"db-1\"").unwrap();
+        assert_eq!(n.as_str(), "db-1");
+        assert_eq!(serde_json::to_string(&n).unwrap(), "\"db-1\"");
+        let e = serde_json::from_str::<EnvName>("\"Db\"").unwrap_err();
+        assert!(e.to_string().contains("not valid"), "{e}");
+        assert!(serde_json::from_str::<EnvName>("3").is_err());
     }
 }

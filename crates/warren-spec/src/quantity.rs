@@ -101,6 +101,18 @@ impl FromStr for ByteSize {
     }
 }
 
+/// Reads a size either from text (`"64M"`, through [`FromStr`]) or from a whole number of
+/// bytes, the form [`serde::Serialize`] writes; zero is rejected either way.
+impl<'de> serde::Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor {
+            expecting: "a size such as \"64M\" or a number of bytes above zero",
+            parse: |s| s.parse::<ByteSize>().map(|b| b.0),
+        })
+        .map(ByteSize)
+    }
+}
+
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 4] = [
@@ -168,6 +180,53 @@ impl FromStr for CpuQuota {
         match micros {
             Some(m) if m > 0 && whole <= 4096 => Ok(CpuQuota { micros: m }),
             _ => Err(bad()),
+        }
+    }
+}
+
+/// Reads a cpu share either from text (`"0.5"`, through [`FromStr`]) or from a whole number of
+/// millionths of a cpu, the form [`serde::Serialize`] writes. A bare integer therefore means
+/// micro-cpus here, not cpus: the manifest parser reads `cpus = 2` itself and does not go
+/// through this impl.
+impl<'de> serde::Deserialize<'de> for CpuQuota {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(QuantityVisitor {
+            expecting: "a cpu share such as \"0.5\" or a number of millionths of a cpu above zero",
+            parse: |s| s.parse::<CpuQuota>().map(|c| c.micros),
+        })
+        .map(|micros| CpuQuota { micros })
+    }
+}
+
+/// Shared by the two `Deserialize` impls: text goes through `parse`, a positive integer is
+/// taken as the serialized unit.
+struct QuantityVisitor {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<u64, QuantityError>,
+}
+
+impl serde::de::Visitor<'_> for QuantityVisitor {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+        (self.parse)(v).map_err(E::custom)
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+        if v == 0 {
+            return Err(E::invalid_value(serde::de::Unexpected::Unsigned(0), &self));
+        }
+        Ok(v)
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+        match u64::try_from(v) {
+            Ok(u) => self.visit_u64(u),
+            Err(_) => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
         }
     }
 }
@@ -244,5 +303,27 @@ mod tests {
         assert_eq!("0.5".parse::<CpuQuota>().unwrap().quota_us(), 50_000);
         assert_eq!("0.001".parse::<CpuQuota>().unwrap().quota_us(), 1000);
         assert_eq!("0.5".parse::<CpuQuota>().unwrap().to_string(), "0.5");
+    }
+
+    #[test]
+    fn deserialize_round_trips_and_validates() {
+        let b: ByteSize = serde_json::from_str("\"64M\"").unwrap();
+        assert_eq!(b, ByteSize(64 << 20));
+        let again: ByteSize = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        assert_eq!(again, b);
+        let c: CpuQuota = serde_json::from_str("\"0.5\"").unwrap();
+        assert_eq!(c.micros, 500_000);
+        let again: CpuQuota = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(again, c);
+        for bad in ["\"12Q\"", "0", "-3", "1.5", "true"] {
+            assert!(serde_json::from_str::<ByteSize>(bad).is_err(), "{bad}");
+        }
+        for bad in ["\"x\"", "0", "-1", "\"0\""] {
+            assert!(serde_json::from_str::<CpuQuota>(bad).is_err(), "{bad}");
+        }
+        let e = serde_json::from_str::<ByteSize>("\"12Q\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid size \"12Q\""), "{e}");
     }
 }

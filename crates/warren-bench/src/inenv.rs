@@ -1,0 +1,222 @@
+//! The Warren side: modes that run inside environments started by `warren run` and talk only
+//! through the kernel, with the client library a real program would use.
+//!
+//! Round trips come in three styles, each a server and a client written as an application
+//! would write them:
+//! * `plain`: both sides may send to each other (`--may-send` both ways); the client sends and
+//!   then receives, the server receives and then sends — two requests per side per round trip,
+//!   each waiting for its answer;
+//! * `pipelined`: the same messages, but each side puts its send and its next receive in one
+//!   packet ([`Client::send_and_recv`]), the least a round trip can cost through the kernel;
+//! * `call`: the client uses [`Client::call`] (a one-shot reply capability and a correlation
+//!   id) and the server answers through the reply handle and drops it, since a used reply
+//!   handle stays in its table until dropped.
+//!
+//! Throughput: a sender of 64-byte messages ([`Client::send_batch`], or one [`Client::send`] per
+//! message) and a receiver that counts them ([`Client::recv_batch`], or one [`Client::recv`]
+//! per message) and measures from the first arrival to the last.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use warren_client::{Client, ClientError, ErrorCode, Handle, Message};
+
+use crate::record::{PAYLOAD, Record, pin};
+
+/// The body that ends a server.
+const STOP: &[u8] = b"stop";
+
+/// How the two sides of a round trip use the client library.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Style {
+    /// Send, then receive: two requests per side, each awaited.
+    Plain,
+    /// Send and receive in one packet per side.
+    Pipelined,
+    /// `call` with a one-shot reply capability; the server replies and drops it.
+    Call,
+}
+
+impl Style {
+    fn label(self) -> &'static str {
+        match self {
+            Style::Plain => "plain",
+            Style::Pipelined => "pipelined",
+            Style::Call => "call",
+        }
+    }
+}
+
+fn payload() -> Message {
+    Message {
+        body: PAYLOAD.to_vec(),
+        ..Message::default()
+    }
+}
+
+/// A handle for the mailbox named `name`, waiting (up to 20 s) for its environment to start.
+fn find(k: &mut Client, name: &str) -> anyhow::Result<Handle> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match k.lookup(name) {
+            Ok((h, _)) => return Ok(h),
+            Err(e) if e.code() == Some(ErrorCode::NotFound) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(e).with_context(|| format!("look up {name}")),
+        }
+    }
+}
+
+fn connect(cpu: Option<usize>) -> anyhow::Result<Client> {
+    pin(cpu)?;
+    Client::connect().context("connect to the kernel (run this inside `warren run`)")
+}
+
+/// `warren-server`: answer every message until one says `stop`. `peer` is the client's name
+/// (needed by the `plain` and `pipelined` styles, which answer with an ordinary send).
+pub fn server(style: Style, peer: &str, cpu: Option<usize>) -> anyhow::Result<()> {
+    let mut k = connect(cpu)?;
+    let mut to_peer: Option<Handle> = None;
+    let mut next = k.recv(None).context("receive")?;
+    loop {
+        if next.body == STOP {
+            return Ok(());
+        }
+        let answer = Message {
+            body: next.body,
+            ..Message::default()
+        };
+        match style {
+            Style::Call => {
+                let reply = next.reply.context("a call without a reply handle")?;
+                k.send(reply, answer).context("reply")?;
+                k.drop_handle(reply).context("drop the used reply handle")?;
+                next = k.recv(None).context("receive")?;
+            }
+            Style::Plain | Style::Pipelined => {
+                let h = match to_peer {
+                    Some(h) => h,
+                    None => *to_peer.insert(find(&mut k, peer)?),
+                };
+                if style == Style::Plain {
+                    k.send(h, answer).context("answer")?;
+                    next = k.recv(None).context("receive")?;
+                } else {
+                    let (sent, got) = k.send_and_recv(h, answer, None)?;
+                    sent.context("answer")?;
+                    next = got.context("receive")?;
+                }
+            }
+        }
+    }
+}
+
+/// `warren-client-pingpong`: time `iters` round trips to the server named `target`.
+pub fn client_pingpong(
+    style: Style,
+    target: &str,
+    iters: usize,
+    warmup: usize,
+    cpu: Option<usize>,
+    round: u32,
+) -> anyhow::Result<Record> {
+    let mut k = connect(cpu)?;
+    let h = find(&mut k, target)?;
+    let mut samples = Vec::with_capacity(iters);
+    for i in 0..warmup + iters {
+        let t = Instant::now();
+        let answer = match style {
+            Style::Plain => {
+                k.send(h, payload()).context("send")?;
+                k.recv(None).context("receive")?
+            }
+            Style::Pipelined => {
+                let (sent, got) = k.send_and_recv(h, payload(), None)?;
+                sent.context("send")?;
+                got.context("receive")?
+            }
+            Style::Call => k.call(h, payload(), None).context("call")?,
+        };
+        let dt = t.elapsed();
+        if answer.body.len() != PAYLOAD.len() {
+            bail!("the answer has {} bytes", answer.body.len());
+        }
+        if i >= warmup {
+            samples.push(dt.as_nanos() as u64);
+        }
+    }
+    k.send(
+        h,
+        Message {
+            body: STOP.to_vec(),
+            ..Message::default()
+        },
+    )
+    .context("stop the server")?;
+    Ok(Record::new("warren", "rtt", style.label(), cpu, round).with_rtts(&mut samples))
+}
+
+/// `warren-client-send`: send `count` messages to `target`, `batch` per
+/// [`Client::send_batch`] (1: one [`Client::send`] each). Prints the sender's own rate.
+pub fn client_send(
+    target: &str,
+    count: u64,
+    batch: usize,
+    cpu: Option<usize>,
+    round: u32,
+) -> anyhow::Result<Record> {
+    let mut k = connect(cpu)?;
+    let h = find(&mut k, target)?;
+    let t = Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        let n = (batch.max(1) as u64).min(count - sent) as usize;
+        if batch <= 1 {
+            k.send(h, payload()).context("send")?;
+        } else {
+            let outcomes = k
+                .send_batch((0..n).map(|_| (h, payload())), true)
+                .context("send a batch")?;
+            if let Some(e) = outcomes.into_iter().find_map(Result::err) {
+                return Err(e).context("a send of the batch");
+            }
+        }
+        sent += n as u64;
+    }
+    let variant = crate::floor::batch_variant(batch);
+    Ok(Record::new("warren", "send-side", &variant, cpu, round).with_rate(sent, t.elapsed()))
+}
+
+/// `warren-client-receive`: receive `count` messages, `batch` receives per packet
+/// ([`Client::recv_batch`]; 1: one [`Client::recv`] each), timing the first arrival to the last.
+pub fn client_receive(
+    count: u64,
+    batch: usize,
+    cpu: Option<usize>,
+    round: u32,
+) -> anyhow::Result<Record> {
+    let mut k = connect(cpu)?;
+    let wait = Some(Duration::from_secs(30));
+    let mut got = 0u64;
+    let mut first: Option<(Instant, u64)> = None;
+    while got < count {
+        let n = (batch.max(1) as u64).min(count - got) as usize;
+        if batch <= 1 {
+            k.recv(wait).context("receive")?;
+            got += 1;
+        } else {
+            for d in k.recv_batch(n, wait).context("receive a batch")? {
+                let d = d.map_err(|e: ClientError| anyhow::anyhow!("a receive of the batch: {e}"))?;
+                if d.body.len() != PAYLOAD.len() {
+                    bail!("a message of {} bytes", d.body.len());
+                }
+                got += 1;
+            }
+        }
+        first.get_or_insert((Instant::now(), got));
+    }
+    let (t0, before) = first.context("nothing arrived")?;
+    let variant = crate::floor::batch_variant(batch);
+    Ok(Record::new("warren", "throughput", &variant, cpu, round).with_rate(got - before, t0.elapsed()))
+}

@@ -1,0 +1,1034 @@
+//! The manifest: the TOML file an administrator writes to declare a host and the environments it
+//! should run (`warren up FILE`, `warren apply FILE`). This module turns its text into validated
+//! types, or into one [`ManifestError`] that names the file, the line and column, and the key
+//! that is wrong. The schema, with every key's type, default and meaning, is in
+//! `docs/manifest.md`.
+//!
+//! The parser reads the document through `toml`'s spanned tree ([`toml::de::DeTable`]) rather
+//! than through a derived `Deserialize`, so that every error, including a missing key or a bad
+//! element deep in an array, points at a line. Unknown keys are rejected (a typo must never
+//! silently drop a limit); keys starting with `x-` are extension keys and are ignored wherever
+//! the schema names settings.
+//!
+//! Apart from [`load_manifest`], which reads the file, nothing here touches the system: image
+//! paths are resolved lexically against the manifest's directory and are not checked to exist.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::{ByteSize, CpuQuota, EnvName};
+
+/// Most environments one manifest may declare.
+pub const MAX_SPACES: usize = 1000;
+
+/// Most entries one `may_send` or `may_discover` list may hold (a capability table holds at
+/// most 1024 handles).
+pub const MAX_TARGETS: usize = 1024;
+
+/// Largest manifest [`load_manifest`] reads, in bytes.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// `max_restarts` when the manifest does not say.
+pub const DEFAULT_MAX_RESTARTS: u32 = 5;
+
+/// The protections `allow_missing` may name.
+pub const PROTECTIONS: [&str; 3] = ["landlock", "seccomp", "cgroup"];
+
+/// A validated manifest: the host and its environments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Manifest {
+    /// The manifest's path, made absolute (relative image paths were resolved against its
+    /// directory).
+    pub file: PathBuf,
+    /// The `[host]` table.
+    pub host: HostSpec,
+    /// The environments, by name (`[space.NAME]`).
+    pub spaces: BTreeMap<EnvName, SpaceSpec>,
+}
+
+/// The `[host]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HostSpec {
+    /// The host's name, used in `name@host` addresses; a label like an environment name.
+    pub name: Option<String>,
+}
+
+/// One environment as declared: what the kernel needs to start it and what `plan` compares.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceSpec {
+    /// Where its root filesystem comes from.
+    pub image: ImageSpec,
+    /// The program and its arguments. For a binary image declared without `command`, the
+    /// binary's own path.
+    pub command: Vec<String>,
+    /// Extra environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Memory limit; `None` leaves memory unlimited.
+    pub memory: Option<ByteSize>,
+    /// Most processes; `None` takes the launcher's default.
+    pub pids: Option<u64>,
+    /// CPU limit in cpus; `None` leaves cpu time unlimited.
+    pub cpus: Option<CpuQuota>,
+    /// Size of the writable `/tmp` tmpfs; `None` takes the launcher's default.
+    pub tmpfs_size: Option<ByteSize>,
+    /// What to do when the environment exits.
+    pub restart: RestartPolicy,
+    /// Restarts allowed within the backoff window before the supervisor gives up.
+    pub max_restarts: u32,
+    /// Names it gets a send capability to: `ENV`, `ENV/MAILBOX` or either with `@HOST`, in
+    /// the order written.
+    pub may_send: Vec<String>,
+    /// Further names it may find with `lookup`, same syntax as `may_send`.
+    pub may_discover: Vec<String>,
+    /// Bound of its mailboxes in messages; `None` takes the kernel's default.
+    pub mailbox_capacity: Option<usize>,
+    /// Protections it may run without (members of [`PROTECTIONS`]), sorted.
+    pub allow_missing: Vec<String>,
+}
+
+/// Where an environment's root filesystem comes from. Paths are absolute.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageSpec {
+    /// A directory holding a root filesystem, mounted read-only.
+    Rootfs(PathBuf),
+    /// A minimal root built from one program, its ELF interpreter and its libraries.
+    Binary(PathBuf),
+}
+
+/// What the supervisor does when an environment exits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Never restart (the default).
+    #[default]
+    No,
+    /// Restart after a non-zero exit or a signal.
+    OnFailure,
+    /// Restart after every exit.
+    Always,
+}
+
+impl RestartPolicy {
+    /// Every policy, in the order the docs list them.
+    pub const ALL: [RestartPolicy; 3] = [Self::No, Self::OnFailure, Self::Always];
+
+    /// The manifest spelling: `no`, `on-failure` or `always`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::No => "no",
+            Self::OnFailure => "on-failure",
+            Self::Always => "always",
+        }
+    }
+}
+
+impl fmt::Display for RestartPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a restart policy: the rejected text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid restart policy {0:?}: expected \"no\", \"on-failure\" or \"always\"")]
+pub struct RestartPolicyError(pub String);
+
+impl FromStr for RestartPolicy {
+    type Err = RestartPolicyError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| RestartPolicyError(s.to_owned()))
+    }
+}
+
+/// Why a manifest was rejected: where, which key, and what is wrong.
+///
+/// Displays as `FILE:LINE:COLUMN: MESSAGE`, or `FILE: MESSAGE` when the problem concerns the
+/// whole file (it cannot be read); the message itself names the key.
+#[derive(Debug, thiserror::Error)]
+pub struct ManifestError {
+    /// The manifest's path as it was given.
+    pub file: PathBuf,
+    /// 1-based line of the offending key or value; 0 when no line applies.
+    pub line: usize,
+    /// 1-based column, in characters; 0 when no line applies.
+    pub column: usize,
+    /// Dotted path of the offending key (`space.db.memory`, `space.db.command[1]`); empty for
+    /// errors that concern no key (the file cannot be read, TOML syntax).
+    pub key: String,
+    /// What is wrong, naming the key.
+    pub message: String,
+    /// The I/O error behind a file that could not be read.
+    #[source]
+    pub source: Option<io::Error>,
+}
+
+impl fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            let (file, line, col) = (self.file.display(), self.line, self.column);
+            write!(f, "{file}:{line}:{col}: {}", self.message)
+        }
+    }
+}
+
+impl ManifestError {
+    fn whole_file(file: &Path, message: impl Into<String>, source: Option<io::Error>) -> Self {
+        ManifestError {
+            file: file.to_owned(),
+            line: 0,
+            column: 0,
+            key: String::new(),
+            message: message.into(),
+            source,
+        }
+    }
+}
+
+/// Reads and parses the manifest at `file`. A missing, unreadable, oversized or non-UTF-8 file
+/// is an error naming the file.
+pub fn load_manifest(file: &Path) -> Result<Manifest, ManifestError> {
+    let bytes = match read_bounded(file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(ManifestError::whole_file(
+                file,
+                "manifest not found",
+                Some(e),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
+            let msg = format!("the manifest is larger than {MAX_MANIFEST_BYTES} bytes");
+            return Err(ManifestError::whole_file(file, msg, None));
+        }
+        Err(e) => {
+            return Err(ManifestError::whole_file(
+                file,
+                "cannot read the manifest",
+                Some(e),
+            ));
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => parse_manifest(file, &text),
+        Err(e) => {
+            let valid = e.utf8_error().valid_up_to();
+            let text = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+            let (line, column) = line_col(&text, valid);
+            Err(ManifestError {
+                file: file.to_owned(),
+                line,
+                column,
+                key: String::new(),
+                message: "the manifest is not UTF-8 text".to_owned(),
+                source: None,
+            })
+        }
+    }
+}
+
+/// Reads at most [`MAX_MANIFEST_BYTES`]; a longer file is `FileTooLarge`.
+fn read_bounded(file: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)?
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(bytes)
+}
+
+/// Parses manifest `text` that was read from `file`. `file` names the manifest in errors and
+/// anchors relative image paths (a relative `file` is taken against the current directory,
+/// the only thing this function reads from the system).
+pub fn parse_manifest(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    let absolute = std::path::absolute(file).map_err(|e| {
+        ManifestError::whole_file(file, "cannot make the manifest's path absolute", Some(e))
+    })?;
+    let dir = absolute.parent().unwrap_or(Path::new("/")).to_owned();
+    let p = Parser { file, text, dir };
+    let root = DeTable::parse(text).map_err(|e| p.syntax(&e))?;
+    let (host, spaces) = p.document(root.get_ref())?;
+    Ok(Manifest {
+        file: absolute,
+        host,
+        spaces,
+    })
+}
+
+/// The keys of an environment's table, in the order the docs list them.
+const SPACE_KEYS: [&str; 14] = [
+    "image",
+    "command",
+    "env",
+    "net",
+    "memory",
+    "pids",
+    "cpus",
+    "tmpfs_size",
+    "restart",
+    "max_restarts",
+    "may_send",
+    "may_discover",
+    "mailbox_capacity",
+    "allow_missing",
+];
+
+type Key<'i> = Spanned<Cow<'i, str>>;
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// What the parser carries while it walks the tree.
+struct Parser<'a> {
+    file: &'a Path,
+    text: &'a str,
+    /// The manifest's directory, absolute.
+    dir: PathBuf,
+}
+
+/// Where in the document a table sits, as key segments (`["space", "db"]`).
+#[derive(Clone)]
+struct TablePath(Vec<String>);
+
+impl TablePath {
+    fn child(&self, segment: &str) -> TablePath {
+        let mut v = self.0.clone();
+        v.push(segment.to_owned());
+        TablePath(v)
+    }
+
+    /// The dotted path of `key` in this table.
+    fn key(&self, key: &str) -> String {
+        self.0
+            .iter()
+            .map(String::as_str)
+            .chain([key])
+            .map(quote_segment)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+
+    /// `[space.db]`, or `the top level`.
+    fn describe(&self) -> String {
+        if self.0.is_empty() {
+            "the top level".to_owned()
+        } else {
+            let segs: Vec<_> = self.0.iter().map(|s| quote_segment(s)).collect();
+            format!("[{}]", segs.join("."))
+        }
+    }
+
+    /// `in [space.db]`, or `at the top level`.
+    fn within(&self) -> String {
+        if self.0.is_empty() {
+            "at the top level".to_owned()
+        } else {
+            format!("in {}", self.describe())
+        }
+    }
+
+    /// `"memory" in [space.db]`.
+    fn at(&self, key: &str) -> String {
+        format!("{key:?} {}", self.within())
+    }
+}
+
+/// A key segment as TOML would need it written: bare when it can be, quoted otherwise.
+fn quote_segment(s: &str) -> Cow<'_, str> {
+    let bare = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if !s.is_empty() && s.chars().all(bare) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(format!("{s:?}"))
+    }
+}
+
+/// An extension key, allowed and ignored.
+fn is_extension(key: &str) -> bool {
+    key.starts_with("x-")
+}
+
+/// A table's entries in document order (the tree itself is sorted by key).
+fn entries<'t, 'i>(table: &'t DeTable<'i>) -> Vec<(&'t Key<'i>, &'t Value<'i>)> {
+    let mut v: Vec<_> = table.iter().collect();
+    v.sort_by_key(|(k, _)| k.span().start);
+    v
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, text[line_start..offset].chars().count() + 1)
+}
+
+/// The closest of `candidates` to `typed`, if it is close enough to be a likely typo.
+fn suggest<'c>(typed: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    let typed = typed.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&typed, c), *c))
+        .filter(|&(d, c)| d <= 2 && d < c.len().div_ceil(2))
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Optimal-string-alignment distance: insertions, deletions, substitutions and transpositions
+/// of neighbours each cost one.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            d[i * w + j] = if i == 0 || j == 0 {
+                i + j
+            } else {
+                let cost = usize::from(a[i - 1] != b[j - 1]);
+                let mut best = (d[(i - 1) * w + j] + 1)
+                    .min(d[i * w + j - 1] + 1)
+                    .min(d[(i - 1) * w + j - 1] + cost);
+                if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                    best = best.min(d[(i - 2) * w + j - 2] + 1);
+                }
+                best
+            };
+        }
+    }
+    d[a.len() * w + b.len()]
+}
+
+/// Lowercase TOML type names with an article, for "found ..." messages.
+fn found(v: &DeValue<'_>) -> &'static str {
+    match v {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a date-time",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+/// The environment, mailbox and host parts of a capability target.
+struct Target<'s> {
+    env: &'s str,
+    mailbox: Option<&'s str>,
+    host: Option<&'s str>,
+}
+
+/// Splits and checks `ENV[/MAILBOX][@HOST]`; every part follows the environment-name rules.
+fn parse_target(s: &str) -> Option<Target<'_>> {
+    let (rest, host) = match s.split_once('@') {
+        Some((r, h)) => (r, Some(h)),
+        None => (s, None),
+    };
+    let (env, mailbox) = match rest.split_once('/') {
+        Some((e, m)) => (e, Some(m)),
+        None => (rest, None),
+    };
+    let label_ok = |l: &str| EnvName::from_str(l).is_ok();
+    let ok = label_ok(env) && mailbox.is_none_or(label_ok) && host.is_none_or(label_ok);
+    ok.then_some(Target { env, mailbox, host })
+}
+
+/// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn env_key_ok(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// An environment's settings while its table is being read.
+struct SpaceDraft {
+    image: Option<ImageSpec>,
+    command: Option<Vec<String>>,
+    spec: SpaceSpec,
+}
+
+impl Parser<'_> {
+    fn error(&self, span: Range<usize>, key: String, message: String) -> ManifestError {
+        let (line, column) = line_col(self.text, span.start);
+        ManifestError {
+            file: self.file.to_owned(),
+            line,
+            column,
+            key,
+            message,
+            source: None,
+        }
+    }
+
+    fn syntax(&self, e: &toml::de::Error) -> ManifestError {
+        let span = e.span().unwrap_or(0..0);
+        let message = e.message().trim_end_matches('.').to_owned();
+        let quoted = self.text.get(span.clone()).unwrap_or("");
+        if message == "duplicate key" && !quoted.is_empty() {
+            let msg = format!("duplicate key {quoted:?}: each key may be defined only once");
+            return self.error(span, quoted.to_owned(), msg);
+        }
+        self.error(span, String::new(), format!("invalid TOML: {message}"))
+    }
+
+    fn unknown(&self, table: &TablePath, key: &Key<'_>, known: &[&str]) -> ManifestError {
+        let name = key.get_ref().as_ref();
+        let mut msg = format!("unknown key {name:?} {}", table.within());
+        let lower = name.to_ascii_lowercase();
+        if lower.starts_with("x_") || (lower.starts_with("x-") && !is_extension(name)) {
+            msg.push_str(" (extension keys start with \"x-\")");
+        } else if let Some(s) = suggest(name, known) {
+            msg.push_str(&format!(" (did you mean {s:?}?)"));
+        }
+        self.error(key.span(), table.key(name), msg)
+    }
+
+    fn type_error(&self, table: &TablePath, key: &str, v: &Value<'_>, want: &str) -> ManifestError {
+        let msg = format!(
+            "{} must be {want}, found {}",
+            table.at(key),
+            found(v.get_ref())
+        );
+        self.error(v.span(), table.key(key), msg)
+    }
+
+    fn bad_value(
+        &self,
+        table: &TablePath,
+        key: &str,
+        span: Range<usize>,
+        why: String,
+    ) -> ManifestError {
+        self.error(span, table.key(key), format!("{}: {why}", table.at(key)))
+    }
+
+    fn document(
+        &self,
+        root: &DeTable<'_>,
+    ) -> Result<(HostSpec, BTreeMap<EnvName, SpaceSpec>), ManifestError> {
+        let top = TablePath(Vec::new());
+        let (mut host, mut spaces) = (None, None);
+        for (k, v) in entries(root) {
+            match k.get_ref().as_ref() {
+                "host" => host = Some(v),
+                "space" => spaces = Some(v),
+                x if is_extension(x) => {}
+                _ => return Err(self.unknown(&top, k, &["host", "space"])),
+            }
+        }
+        let host = match host {
+            Some(v) => self.host(&top, v)?,
+            None => HostSpec::default(),
+        };
+        let spaces = match spaces {
+            Some(v) => self.spaces(&top, v, host.name.as_deref())?,
+            None => BTreeMap::new(),
+        };
+        Ok((host, spaces))
+    }
+
+    fn host(&self, top: &TablePath, v: &Value<'_>) -> Result<HostSpec, ManifestError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.type_error(top, "host", v, "a table ([host])"));
+        };
+        let here = top.child("host");
+        let mut spec = HostSpec::default();
+        for (k, v) in entries(t) {
+            match k.get_ref().as_ref() {
+                "name" => {
+                    let s = self.string(&here, "name", v)?;
+                    if EnvName::from_str(s).is_err() {
+                        let why = format!(
+                            "host name {s:?} is not valid: use 1 to 63 lowercase letters, digits \
+                             and '-', starting and ending with a letter or digit"
+                        );
+                        return Err(self.bad_value(&here, "name", v.span(), why));
+                    }
+                    spec.name = Some(s.to_owned());
+                }
+                x if is_extension(x) => {}
+                _ => return Err(self.unknown(&here, k, &["name"])),
+            }
+        }
+        Ok(spec)
+    }
+
+    fn spaces(
+        &self,
+        top: &TablePath,
+        v: &Value<'_>,
+        host: Option<&str>,
+    ) -> Result<BTreeMap<EnvName, SpaceSpec>, ManifestError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.type_error(top, "space", v, "a table of environments ([space.NAME])"));
+        };
+        let here = top.child("space");
+        let mut out = BTreeMap::new();
+        for (i, (k, v)) in entries(t).into_iter().enumerate() {
+            let raw = k.get_ref().as_ref();
+            if i == MAX_SPACES {
+                let msg = format!("too many environments: at most {MAX_SPACES} are allowed");
+                return Err(self.error(k.span(), here.key(raw), msg));
+            }
+            if is_extension(raw) {
+                let msg = format!(
+                    "environment name {raw:?} starts with \"x-\", which marks extension keys; \
+                     choose another name (extension keys go inside [space.NAME] or at the top \
+                     level)"
+                );
+                return Err(self.error(k.span(), here.key(raw), msg));
+            }
+            let name: EnvName = raw.parse().map_err(|e: crate::NameError| {
+                self.error(k.span(), here.key(raw), e.to_string())
+            })?;
+            let spec = self.space(&here.child(raw), &name, v, host)?;
+            out.insert(name, spec);
+        }
+        Ok(out)
+    }
+
+    fn space(
+        &self,
+        here: &TablePath,
+        name: &EnvName,
+        v: &Value<'_>,
+        host: Option<&str>,
+    ) -> Result<SpaceSpec, ManifestError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            let parent = TablePath(here.0[..here.0.len() - 1].to_vec());
+            return Err(self.type_error(&parent, name.as_str(), v, "a table ([space.NAME])"));
+        };
+        let mut d = SpaceDraft {
+            image: None,
+            command: None,
+            spec: SpaceSpec {
+                image: ImageSpec::Rootfs(PathBuf::new()),
+                command: Vec::new(),
+                env: BTreeMap::new(),
+                memory: None,
+                pids: None,
+                cpus: None,
+                tmpfs_size: None,
+                restart: RestartPolicy::No,
+                max_restarts: DEFAULT_MAX_RESTARTS,
+                may_send: Vec::new(),
+                may_discover: Vec::new(),
+                mailbox_capacity: None,
+                allow_missing: Vec::new(),
+            },
+        };
+        for (k, v) in entries(t) {
+            let key = k.get_ref().as_ref();
+            let s = &mut d.spec;
+            match key {
+                "image" => d.image = Some(self.image(here, v)?),
+                "command" => d.command = Some(self.command(here, v)?),
+                "env" => s.env = self.env(here, v)?,
+                "net" => self.net(here, v)?,
+                "memory" => s.memory = Some(self.size(here, key, v)?),
+                "pids" => s.pids = Some(self.integer(here, key, v, 1, u64::MAX)?),
+                "cpus" => s.cpus = Some(self.cpus(here, v)?),
+                "tmpfs_size" => s.tmpfs_size = Some(self.size(here, key, v)?),
+                "restart" => s.restart = self.restart(here, v)?,
+                "max_restarts" => {
+                    let n = self.integer(here, key, v, 0, u64::from(u32::MAX))?;
+                    s.max_restarts = u32::try_from(n).unwrap_or(u32::MAX);
+                }
+                "may_send" => s.may_send = self.targets(here, key, v, Some((name, host)))?,
+                "may_discover" => s.may_discover = self.targets(here, key, v, None)?,
+                "mailbox_capacity" => {
+                    let n = self.integer(here, key, v, 1, usize::MAX as u64)?;
+                    s.mailbox_capacity = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
+                x if is_extension(x) => {}
+                _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
+            }
+        }
+        let Some(image) = d.image else {
+            let msg = format!(
+                "{} has no \"image\": give a directory (image = \"images/{name}\") or a program \
+                 (image = {{ binary = \"/usr/bin/{name}\" }})",
+                here.describe()
+            );
+            return Err(self.error(v.span(), here.key("image"), msg));
+        };
+        d.spec.command = match (d.command, &image) {
+            (Some(c), _) => c,
+            (None, ImageSpec::Binary(bin)) => vec![bin.to_string_lossy().into_owned()],
+            (None, ImageSpec::Rootfs(_)) => {
+                let msg = format!(
+                    "{} has a rootfs image but no \"command\": say which program to run, e.g. \
+                     command = [\"/bin/{name}\"]",
+                    here.describe()
+                );
+                return Err(self.error(v.span(), here.key("command"), msg));
+            }
+        };
+        d.spec.image = image;
+        Ok(d.spec)
+    }
+
+    fn string<'v>(
+        &self,
+        table: &TablePath,
+        key: &str,
+        v: &'v Value<'_>,
+    ) -> Result<&'v str, ManifestError> {
+        match v.get_ref() {
+            DeValue::String(s) => Ok(s.as_ref()),
+            _ => Err(self.type_error(table, key, v, "a string")),
+        }
+    }
+
+    /// A path string: not empty, no NUL, resolved against the manifest's directory.
+    fn path(&self, table: &TablePath, key: &str, v: &Value<'_>) -> Result<PathBuf, ManifestError> {
+        let s = self.string(table, key, v)?;
+        if s.is_empty() {
+            return Err(self.bad_value(table, key, v.span(), "the path is empty".to_owned()));
+        }
+        if s.contains('\0') {
+            let why = "the path contains a NUL byte".to_owned();
+            return Err(self.bad_value(table, key, v.span(), why));
+        }
+        // `components` drops `.` and repeated or trailing separators; `..` is kept, since
+        // folding it lexically would be wrong across symlinks.
+        Ok(self.dir.join(s).components().collect())
+    }
+
+    fn image(&self, here: &TablePath, v: &Value<'_>) -> Result<ImageSpec, ManifestError> {
+        let t = match v.get_ref() {
+            DeValue::String(_) => return Ok(ImageSpec::Rootfs(self.path(here, "image", v)?)),
+            DeValue::Table(t) => t,
+            _ => {
+                let want = "a directory or a table { rootfs = \"DIR\" } or { binary = \"PATH\" }";
+                return Err(self.type_error(here, "image", v, want));
+            }
+        };
+        let table = here.child("image");
+        let mut found = None;
+        for (k, v) in entries(t) {
+            let key = k.get_ref().as_ref();
+            let image = match key {
+                "rootfs" => ImageSpec::Rootfs(self.path(&table, key, v)?),
+                "binary" => ImageSpec::Binary(self.path(&table, key, v)?),
+                x if is_extension(x) => continue,
+                _ => return Err(self.unknown(&table, k, &["rootfs", "binary"])),
+            };
+            if found.is_some() {
+                let msg = format!(
+                    "{} sets both \"rootfs\" and \"binary\": an image is one or the other",
+                    table.describe()
+                );
+                return Err(self.error(k.span(), table.key(key), msg));
+            }
+            found = Some(image);
+        }
+        found.ok_or_else(|| {
+            let msg = format!("{} must set \"rootfs\" or \"binary\"", here.at("image"));
+            self.error(v.span(), here.key("image"), msg)
+        })
+    }
+
+    fn array<'v, 'i>(
+        &self,
+        table: &TablePath,
+        key: &str,
+        v: &'v Value<'i>,
+        want: &str,
+    ) -> Result<&'v [Value<'i>], ManifestError> {
+        match v.get_ref() {
+            DeValue::Array(a) => Ok(a),
+            _ => Err(self.type_error(table, key, v, want)),
+        }
+    }
+
+    /// Item `i` of array `key` as a string.
+    fn item<'v>(
+        &self,
+        table: &TablePath,
+        key: &str,
+        i: usize,
+        v: &'v Value<'_>,
+    ) -> Result<&'v str, ManifestError> {
+        match v.get_ref() {
+            DeValue::String(s) => Ok(s.as_ref()),
+            other => {
+                let msg = format!(
+                    "{}: item {} must be a string, found {}",
+                    table.at(key),
+                    i + 1,
+                    found(other)
+                );
+                Err(self.error(v.span(), format!("{}[{i}]", table.key(key)), msg))
+            }
+        }
+    }
+
+    fn item_error(
+        &self,
+        table: &TablePath,
+        key: &str,
+        i: usize,
+        v: &Value<'_>,
+        why: String,
+    ) -> ManifestError {
+        let msg = format!("{}: {why}", table.at(key));
+        self.error(v.span(), format!("{}[{i}]", table.key(key)), msg)
+    }
+
+    fn command(&self, here: &TablePath, v: &Value<'_>) -> Result<Vec<String>, ManifestError> {
+        let items = self.array(here, "command", v, "an array of strings")?;
+        if items.is_empty() {
+            let why = "the command is empty: name the program to run".to_owned();
+            return Err(self.bad_value(here, "command", v.span(), why));
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, "command", i, item)?;
+            if i == 0 && s.is_empty() {
+                let why = "the program (item 1) is empty".to_owned();
+                return Err(self.item_error(here, "command", i, item, why));
+            }
+            if s.contains('\0') {
+                let why = format!("item {} contains a NUL byte", i + 1);
+                return Err(self.item_error(here, "command", i, item, why));
+            }
+            out.push(s.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn env(
+        &self,
+        here: &TablePath,
+        v: &Value<'_>,
+    ) -> Result<BTreeMap<String, String>, ManifestError> {
+        let DeValue::Table(t) = v.get_ref() else {
+            return Err(self.type_error(
+                here,
+                "env",
+                v,
+                "a table of strings ({ KEY = \"value\" })",
+            ));
+        };
+        let table = here.child("env");
+        let mut out = BTreeMap::new();
+        for (k, v) in entries(t) {
+            let key = k.get_ref().as_ref();
+            if !env_key_ok(key) {
+                let msg = format!(
+                    "{}: variable name {key:?} is not valid: use letters, digits and '_', not \
+                     starting with a digit",
+                    here.at("env")
+                );
+                return Err(self.error(k.span(), table.key(key), msg));
+            }
+            if key.starts_with("WARREN_") {
+                let msg = format!(
+                    "{}: variable {key:?} is reserved: Warren sets WARREN_* variables itself",
+                    here.at("env")
+                );
+                return Err(self.error(k.span(), table.key(key), msg));
+            }
+            let DeValue::String(value) = v.get_ref() else {
+                let want = "a string (quote numbers: PORT = \"8080\")";
+                return Err(self.type_error(&table, key, v, want));
+            };
+            if value.contains('\0') {
+                let why = "the value contains a NUL byte".to_owned();
+                return Err(self.bad_value(&table, key, v.span(), why));
+            }
+            out.insert(key.to_owned(), value.clone().into_owned());
+        }
+        Ok(out)
+    }
+
+    fn net(&self, here: &TablePath, v: &Value<'_>) -> Result<(), ManifestError> {
+        match v.get_ref() {
+            DeValue::String(s) if s == "none" => Ok(()),
+            DeValue::String(s) => {
+                let why = format!(
+                    "{s:?} is not supported: only \"none\" (no network, the default) is accepted \
+                     today"
+                );
+                Err(self.bad_value(here, "net", v.span(), why))
+            }
+            DeValue::Table(_) => {
+                let why = "addresses and published ports are not supported yet: only \"none\" \
+                           (no network, the default) is accepted today"
+                    .to_owned();
+                Err(self.bad_value(here, "net", v.span(), why))
+            }
+            _ => Err(self.type_error(here, "net", v, "\"none\"")),
+        }
+    }
+
+    /// The integer value of `v` if it is one, as written (any radix).
+    fn int_value(v: &DeValue<'_>) -> Option<i128> {
+        match v {
+            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix()).ok(),
+            _ => None,
+        }
+    }
+
+    fn integer(
+        &self,
+        table: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        min: u64,
+        max: u64,
+    ) -> Result<u64, ManifestError> {
+        let Some(n) = Self::int_value(v.get_ref()) else {
+            let want = if min == 0 {
+                "a whole number".to_owned()
+            } else {
+                format!("a whole number of at least {min}")
+            };
+            return Err(self.type_error(table, key, v, &want));
+        };
+        match u64::try_from(n) {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => {
+                let why = format!("{n} is out of range: expected {min} to {max}");
+                Err(self.bad_value(table, key, v.span(), why))
+            }
+        }
+    }
+
+    fn size(&self, here: &TablePath, key: &str, v: &Value<'_>) -> Result<ByteSize, ManifestError> {
+        match v.get_ref() {
+            DeValue::String(s) => s
+                .parse::<ByteSize>()
+                .map_err(|e| self.bad_value(here, key, v.span(), e.to_string())),
+            DeValue::Integer(_) => Ok(ByteSize(self.integer(here, key, v, 1, u64::MAX)?)),
+            _ => Err(self.type_error(here, key, v, "a size such as \"64M\"")),
+        }
+    }
+
+    fn cpus(&self, here: &TablePath, v: &Value<'_>) -> Result<CpuQuota, ManifestError> {
+        let text: Cow<'_, str> = match v.get_ref() {
+            DeValue::String(s) => Cow::Borrowed(s.as_ref()),
+            DeValue::Float(f) => Cow::Borrowed(f.as_str().trim_start_matches('+')),
+            other => match Self::int_value(other) {
+                Some(n) => Cow::Owned(n.to_string()),
+                None => {
+                    return Err(self.type_error(here, "cpus", v, "a number of cpus such as 0.5"));
+                }
+            },
+        };
+        text.parse::<CpuQuota>()
+            .map_err(|e| self.bad_value(here, "cpus", v.span(), e.to_string()))
+    }
+
+    fn restart(&self, here: &TablePath, v: &Value<'_>) -> Result<RestartPolicy, ManifestError> {
+        let s = self.string(here, "restart", v)?;
+        s.parse().map_err(|e: RestartPolicyError| {
+            let mut why = e.to_string();
+            let names = RestartPolicy::ALL.map(RestartPolicy::as_str);
+            if let Some(m) = suggest(s, &names) {
+                why.push_str(&format!(" (did you mean {m:?}?)"));
+            }
+            self.bad_value(here, "restart", v.span(), why)
+        })
+    }
+
+    /// A `may_send` / `may_discover` list. `this` is the environment's own name and host name
+    /// when naming itself is an error.
+    fn targets(
+        &self,
+        here: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        this: Option<(&EnvName, Option<&str>)>,
+    ) -> Result<Vec<String>, ManifestError> {
+        let items = self.array(here, key, v, "an array of names")?;
+        if items.len() > MAX_TARGETS {
+            let why = format!(
+                "{} names given; at most {MAX_TARGETS} are allowed",
+                items.len()
+            );
+            return Err(self.bad_value(here, key, v.span(), why));
+        }
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let Some(t) = parse_target(s) else {
+                let why = format!(
+                    "{s:?} is not a valid name: expected ENV, ENV/MAILBOX, ENV@HOST or \
+                     ENV/MAILBOX@HOST, each part 1 to 63 lowercase letters, digits and '-'"
+                );
+                return Err(self.item_error(here, key, i, item, why));
+            };
+            if let Some((me, my_host)) = this {
+                let local = t.host.is_none() || t.host == my_host;
+                if local && t.env == me.as_str() {
+                    let why = match t.mailbox {
+                        None => format!("{s:?} is the environment itself"),
+                        Some(_) => format!("{s:?} is a mailbox of the environment itself"),
+                    };
+                    let why = format!("{why}: an environment already holds its own mailboxes");
+                    return Err(self.item_error(here, key, i, item, why));
+                }
+            }
+            if !seen.insert(s) {
+                let why = format!("{s:?} is listed twice");
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            out.push(s.to_owned());
+        }
+        Ok(out)
+    }
+
+    fn allow_missing(&self, here: &TablePath, v: &Value<'_>) -> Result<Vec<String>, ManifestError> {
+        let key = "allow_missing";
+        let items = self.array(here, key, v, "an array of protection names")?;
+        let mut out = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            if !PROTECTIONS.contains(&s) {
+                let mut why = format!(
+                    "unknown protection {s:?}: expected \"landlock\", \"seccomp\" or \"cgroup\""
+                );
+                if let Some(m) = suggest(s, &PROTECTIONS) {
+                    why.push_str(&format!(" (did you mean {m:?}?)"));
+                }
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            if !out.insert(s.to_owned()) {
+                let why = format!("{s:?} is listed twice");
+                return Err(self.item_error(here, key, i, item, why));
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests;

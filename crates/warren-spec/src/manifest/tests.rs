@@ -1,0 +1,856 @@
+//! Manifest tests, data-driven: `check` for manifests that parse (compared as JSON), `check_err`
+//! for the exact error (`file:line:col: message`) and the key it names.
+
+use super::*;
+use serde_json::json;
+
+/// Where the valid manifests live: relative image paths resolve against `/srv/warren`.
+const FILE: &str = "/srv/warren/spaces.toml";
+
+/// Strips the first newline and the indentation common to all non-blank lines, so a manifest
+/// can be written indented in the test and still start on line 1, column 1.
+fn dedent(text: &str) -> String {
+    let text = text.strip_prefix('\n').unwrap_or(text);
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    text.lines()
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// `text` parses, and the manifest's JSON form is `expect` (`file` is always [`FILE`]).
+#[track_caller]
+fn check(text: &str, expect: serde_json::Value) {
+    let m = parse_manifest(Path::new(FILE), &dedent(text))
+        .unwrap_or_else(|e| panic!("unexpected error: {e}"));
+    assert_eq!(m.file, Path::new(FILE));
+    let mut got = serde_json::to_value(&m).unwrap();
+    got.as_object_mut().unwrap().remove("file");
+    assert_eq!(
+        got,
+        expect,
+        "\n{}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
+}
+
+/// `text` (as `spaces.toml`) is rejected with exactly `display`, naming `key`.
+#[track_caller]
+fn check_err(text: &str, display: &str, key: &str) {
+    let e = match parse_manifest(Path::new("spaces.toml"), &dedent(text)) {
+        Ok(m) => panic!("expected an error, parsed {m:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.to_string(), display);
+    assert_eq!(e.key, key, "key of {display}");
+    assert_eq!(e.file, Path::new("spaces.toml"));
+    assert!(e.source.is_none());
+    let prefix = format!("spaces.toml:{}:{}: ", e.line, e.column);
+    assert!(display.starts_with(&prefix), "{display} vs fields {prefix}");
+}
+
+/// The JSON of a spec with every default, for an image and command.
+fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
+    json!({
+        "image": image, "command": command, "env": {}, "memory": null, "pids": null,
+        "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
+        "may_discover": [], "mailbox_capacity": null, "allow_missing": [],
+    })
+}
+
+/// `defaults` with some fields replaced.
+fn with(mut base: serde_json::Value, fields: serde_json::Value) -> serde_json::Value {
+    for (k, v) in fields.as_object().unwrap() {
+        assert!(base.get(k).is_some(), "no field {k}");
+        base[k] = v.clone();
+    }
+    base
+}
+
+#[test]
+fn every_key() {
+    check(
+        r#"
+        x-owner = "team-a"
+
+        [host]
+        name = "alpha"
+        x-site = "eu"
+
+        [space.db]
+        image = "images/db"
+        command = ["/bin/db", "--port", "0", ""]
+        env = { KEY = "value", _under = "" }
+        net = "none"
+        memory = "64M"
+        pids = 64
+        cpus = 0.5
+        tmpfs_size = "16M"
+        restart = "on-failure"
+        max_restarts = 3
+        may_send = ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"]
+        may_discover = ["db", "web"]
+        mailbox_capacity = 128
+        allow_missing = ["seccomp", "landlock"]
+        x-owner = "team-a"
+        x-nested = { anything = [1, "goes"] }
+        "#,
+        json!({
+            "host": { "name": "alpha" },
+            "spaces": {
+                "db": {
+                    "image": { "rootfs": "/srv/warren/images/db" },
+                    "command": ["/bin/db", "--port", "0", ""],
+                    "env": { "KEY": "value", "_under": "" },
+                    "memory": 64 << 20,
+                    "pids": 64,
+                    "cpus": 500_000,
+                    "tmpfs_size": 16 << 20,
+                    "restart": "on-failure",
+                    "max_restarts": 3,
+                    "may_send": ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"],
+                    "may_discover": ["db", "web"],
+                    "mailbox_capacity": 128,
+                    "allow_missing": ["landlock", "seccomp"],
+                }
+            }
+        }),
+    );
+}
+
+#[test]
+fn defaults_and_image_forms() {
+    // Empty: no host name, no environments.
+    check("", json!({ "host": { "name": null }, "spaces": {} }));
+    check(
+        r#"
+        [space.a]
+        image = "/abs/root/"
+        command = ["/bin/a"]
+
+        [space.b]
+        image = { rootfs = "./images/../b/." }
+        command = ["/bin/b"]
+
+        [space.c]
+        image = { binary = "/usr/bin/c", x-note = "ignored" }
+
+        [space.d]
+        image = { binary = "bin/d" }
+        command = ["/srv/warren/bin/d", "-v"]
+
+        [space.e]
+        image.binary = "/usr/bin/e"
+        "#,
+        json!({
+            "host": { "name": null },
+            "spaces": {
+                "a": defaults(json!({ "rootfs": "/abs/root" }), &["/bin/a"]),
+                "b": defaults(json!({ "rootfs": "/srv/warren/images/../b" }), &["/bin/b"]),
+                // A binary image without a command runs the binary itself.
+                "c": defaults(json!({ "binary": "/usr/bin/c" }), &["/usr/bin/c"]),
+                "d": defaults(
+                    json!({ "binary": "/srv/warren/bin/d" }),
+                    &["/srv/warren/bin/d", "-v"],
+                ),
+                "e": defaults(json!({ "binary": "/usr/bin/e" }), &["/usr/bin/e"]),
+            }
+        }),
+    );
+}
+
+#[test]
+fn value_forms() {
+    let img = || json!({ "rootfs": "/srv/warren/r" });
+    check(
+        r#"
+        space.inline = { image = "r", command = ["/x"], cpus = "0.25", memory = 1048576 }
+
+        [space.ints]
+        image = "r"
+        command = ["/x"]
+        cpus = 2
+        pids = 0x10
+        max_restarts = 0
+        memory = "1.5G"
+        tmpfs_size = "512k"
+        restart = "always"
+
+        [space.floats]
+        image = "r"
+        command = ["/x"]
+        cpus = +1.5
+        restart = "no"
+        "#,
+        json!({
+            "host": { "name": null },
+            "spaces": {
+                "inline": with(
+                    defaults(img(), &["/x"]),
+                    json!({ "cpus": 250_000, "memory": 1 << 20 }),
+                ),
+                "ints": with(
+                    defaults(img(), &["/x"]),
+                    json!({
+                        "cpus": 2_000_000, "pids": 16, "max_restarts": 0,
+                        "memory": 3u64 << 29, "tmpfs_size": 512 << 10, "restart": "always",
+                    }),
+                ),
+                "floats": with(defaults(img(), &["/x"]), json!({ "cpus": 1_500_000 })),
+            }
+        }),
+    );
+}
+
+#[test]
+fn unknown_keys() {
+    check_err(
+        r#"
+        [space.db]
+        image = "images/db"
+        command = ["/bin/db"]
+        memroy = "64M"
+        "#,
+        r#"spaces.toml:4:1: unknown key "memroy" in [space.db] (did you mean "memory"?)"#,
+        "space.db.memroy",
+    );
+    check_err(
+        r#"
+        [spaces.db]
+        image = "x"
+        "#,
+        r#"spaces.toml:1:2: unknown key "spaces" at the top level (did you mean "space"?)"#,
+        "spaces",
+    );
+    check_err(
+        r#"
+        [host]
+        nmae = "alpha"
+        "#,
+        r#"spaces.toml:2:1: unknown key "nmae" in [host] (did you mean "name"?)"#,
+        "host.nmae",
+    );
+    check_err(
+        r#"
+        [space.db]
+        image = { rootf = "r" }
+        "#,
+        r#"spaces.toml:2:11: unknown key "rootf" in [space.db.image] (did you mean "rootfs"?)"#,
+        "space.db.image.rootf",
+    );
+    check_err(
+        r#"
+        [space.db]
+        image = "r"
+        command = ["/x"]
+        volumes = ["/data"]
+        "#,
+        r#"spaces.toml:4:1: unknown key "volumes" in [space.db]"#,
+        "space.db.volumes",
+    );
+    check_err(
+        r#"
+        [space.db]
+        x_owner = "me"
+        "#,
+        r#"spaces.toml:2:1: unknown key "x_owner" in [space.db] (extension keys start with "x-")"#,
+        "space.db.x_owner",
+    );
+    check_err(
+        r#"
+        X-owner = "me"
+        "#,
+        r#"spaces.toml:1:1: unknown key "X-owner" at the top level (extension keys start with "x-")"#,
+        "X-owner",
+    );
+    check_err(
+        r#"
+        [space."my db"]
+        image = "r"
+        "#,
+        r#"spaces.toml:1:8: environment name "my db" is not valid: use lowercase letters, digits and '-', starting and ending with a letter or digit"#,
+        r#"space."my db""#,
+    );
+}
+
+#[test]
+fn structure_errors() {
+    check_err(
+        r#"
+        [space.Web]
+        image = "r"
+        "#,
+        r#"spaces.toml:1:8: environment name "Web" is not valid: use lowercase letters, digits and '-', starting and ending with a letter or digit"#,
+        "space.Web",
+    );
+    check_err(
+        r#"
+        [space.x-ray]
+        image = "r"
+        "#,
+        r#"spaces.toml:1:8: environment name "x-ray" starts with "x-", which marks extension keys; choose another name (extension keys go inside [space.NAME] or at the top level)"#,
+        "space.x-ray",
+    );
+    check_err(
+        "space = 1",
+        r#"spaces.toml:1:9: "space" at the top level must be a table of environments ([space.NAME]), found an integer"#,
+        "space",
+    );
+    check_err(
+        "space.db = \"images/db\"",
+        r#"spaces.toml:1:12: "db" in [space] must be a table ([space.NAME]), found a string"#,
+        "space.db",
+    );
+    check_err(
+        "[[space]]\nimage = \"r\"",
+        r#"spaces.toml:1:1: "space" at the top level must be a table of environments ([space.NAME]), found an array"#,
+        "space",
+    );
+    check_err(
+        "host = \"alpha\"",
+        r#"spaces.toml:1:8: "host" at the top level must be a table ([host]), found a string"#,
+        "host",
+    );
+    check_err(
+        "[host]\nname = \"Alpha\"",
+        r#"spaces.toml:2:8: "name" in [host]: host name "Alpha" is not valid: use 1 to 63 lowercase letters, digits and '-', starting and ending with a letter or digit"#,
+        "host.name",
+    );
+    check_err(
+        r#"
+        [space.db]
+        command = ["/bin/db"]
+        "#,
+        r#"spaces.toml:1:1: [space.db] has no "image": give a directory (image = "images/db") or a program (image = { binary = "/usr/bin/db" })"#,
+        "space.db.image",
+    );
+    check_err(
+        r#"
+        x-a = 1
+
+        [space.db]
+        image = "images/db"
+        "#,
+        r#"spaces.toml:3:1: [space.db] has a rootfs image but no "command": say which program to run, e.g. command = ["/bin/db"]"#,
+        "space.db.command",
+    );
+    // The first problem in document order is reported, whatever the names' order.
+    check_err(
+        r#"
+        [space.zz]
+        image = "r"
+        pids = "1"
+
+        [space.aa]
+        image = "r"
+        pids = "2"
+        "#,
+        r#"spaces.toml:3:8: "pids" in [space.zz] must be a whole number of at least 1, found a string"#,
+        "space.zz.pids",
+    );
+}
+
+#[test]
+fn syntax_errors() {
+    check_err(
+        "[space.db]\nimage = ",
+        "spaces.toml:2:9: invalid TOML: string values must be quoted, expected literal string",
+        "",
+    );
+    check_err(
+        "[space.db]\nimage = \"a\"\nimage = \"b\"",
+        r#"spaces.toml:3:1: duplicate key "image": each key may be defined only once"#,
+        "image",
+    );
+    check_err(
+        "[space.db]\n[space.db]",
+        r#"spaces.toml:2:8: duplicate key "db": each key may be defined only once"#,
+        "db",
+    );
+}
+
+#[test]
+fn image_and_command_errors() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"image = 5"#,
+            r#"spaces.toml:2:9: "image" in [space.db] must be a directory or a table { rootfs = "DIR" } or { binary = "PATH" }, found an integer"#,
+            "space.db.image",
+        ),
+        (
+            r#"image = """#,
+            r#"spaces.toml:2:9: "image" in [space.db]: the path is empty"#,
+            "space.db.image",
+        ),
+        (
+            r#"image = "a\u0000b""#,
+            r#"spaces.toml:2:9: "image" in [space.db]: the path contains a NUL byte"#,
+            "space.db.image",
+        ),
+        (
+            r#"image = { rootfs = "r", binary = "/b" }"#,
+            r#"spaces.toml:2:25: [space.db.image] sets both "rootfs" and "binary": an image is one or the other"#,
+            "space.db.image.binary",
+        ),
+        (
+            r#"image = { x-note = 1 }"#,
+            r#"spaces.toml:2:9: "image" in [space.db] must set "rootfs" or "binary""#,
+            "space.db.image",
+        ),
+        (
+            r#"image = { binary = 7 }"#,
+            r#"spaces.toml:2:20: "binary" in [space.db.image] must be a string, found an integer"#,
+            "space.db.image.binary",
+        ),
+        (
+            "image = \"r\"\ncommand = \"/bin/sh -c x\"",
+            r#"spaces.toml:3:11: "command" in [space.db] must be an array of strings, found a string"#,
+            "space.db.command",
+        ),
+        (
+            "image = \"r\"\ncommand = []",
+            r#"spaces.toml:3:11: "command" in [space.db]: the command is empty: name the program to run"#,
+            "space.db.command",
+        ),
+        (
+            "image = \"r\"\ncommand = [\"\", \"x\"]",
+            r#"spaces.toml:3:12: "command" in [space.db]: the program (item 1) is empty"#,
+            "space.db.command[0]",
+        ),
+        (
+            "image = \"r\"\ncommand = [\"/x\", 2]",
+            r#"spaces.toml:3:18: "command" in [space.db]: item 2 must be a string, found an integer"#,
+            "space.db.command[1]",
+        ),
+        (
+            "image = \"r\"\ncommand = [\"/x\", \"a\\u0000\"]",
+            r#"spaces.toml:3:18: "command" in [space.db]: item 2 contains a NUL byte"#,
+            "space.db.command[1]",
+        ),
+    ];
+    for (body, display, key) in cases {
+        check_err(&format!("[space.db]\n{body}"), display, key);
+    }
+}
+
+#[test]
+fn setting_errors() {
+    // Each body follows `[space.db]` (line 1) and a valid image and command (lines 2 and 3).
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"env = ["A=b"]"#,
+            r#"spaces.toml:4:7: "env" in [space.db] must be a table of strings ({ KEY = "value" }), found an array"#,
+            "space.db.env",
+        ),
+        (
+            r#"env = { 1A = "x" }"#,
+            r#"spaces.toml:4:9: "env" in [space.db]: variable name "1A" is not valid: use letters, digits and '_', not starting with a digit"#,
+            "space.db.env.1A",
+        ),
+        (
+            r#"env = { "A=B" = "x" }"#,
+            r#"spaces.toml:4:9: "env" in [space.db]: variable name "A=B" is not valid: use letters, digits and '_', not starting with a digit"#,
+            r#"space.db.env."A=B""#,
+        ),
+        (
+            r#"env = { WARREN_FD = "4" }"#,
+            r#"spaces.toml:4:9: "env" in [space.db]: variable "WARREN_FD" is reserved: Warren sets WARREN_* variables itself"#,
+            "space.db.env.WARREN_FD",
+        ),
+        (
+            r#"env = { PORT = 8080 }"#,
+            r#"spaces.toml:4:16: "PORT" in [space.db.env] must be a string (quote numbers: PORT = "8080"), found an integer"#,
+            "space.db.env.PORT",
+        ),
+        (
+            r#"net = "host""#,
+            r#"spaces.toml:4:7: "net" in [space.db]: "host" is not supported: only "none" (no network, the default) is accepted today"#,
+            "space.db.net",
+        ),
+        (
+            r#"net = { address = "10.88.0.2/24" }"#,
+            r#"spaces.toml:4:7: "net" in [space.db]: addresses and published ports are not supported yet: only "none" (no network, the default) is accepted today"#,
+            "space.db.net",
+        ),
+        (
+            r#"net = false"#,
+            r#"spaces.toml:4:7: "net" in [space.db] must be "none", found a boolean"#,
+            "space.db.net",
+        ),
+        (
+            r#"memory = "64Q""#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: invalid size "64Q": expected a number with an optional unit b, k, m, g or t (e.g. 64M)"#,
+            "space.db.memory",
+        ),
+        (
+            r#"memory = true"#,
+            r#"spaces.toml:4:10: "memory" in [space.db] must be a size such as "64M", found a boolean"#,
+            "space.db.memory",
+        ),
+        (
+            r#"memory = 0"#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            "space.db.memory",
+        ),
+        (
+            r#"tmpfs_size = "0""#,
+            r#"spaces.toml:4:14: "tmpfs_size" in [space.db]: invalid size "0": must be above zero"#,
+            "space.db.tmpfs_size",
+        ),
+        (
+            r#"pids = 0"#,
+            r#"spaces.toml:4:8: "pids" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            "space.db.pids",
+        ),
+        (
+            r#"pids = 1.0"#,
+            r#"spaces.toml:4:8: "pids" in [space.db] must be a whole number of at least 1, found a float"#,
+            "space.db.pids",
+        ),
+        (
+            r#"cpus = "x""#,
+            r#"spaces.toml:4:8: "cpus" in [space.db]: invalid cpu count "x": expected a positive decimal number such as 0.5 or 2"#,
+            "space.db.cpus",
+        ),
+        (
+            r#"cpus = 0"#,
+            r#"spaces.toml:4:8: "cpus" in [space.db]: invalid cpu count "0": expected a positive decimal number such as 0.5 or 2"#,
+            "space.db.cpus",
+        ),
+        (
+            r#"cpus = 5e-1"#,
+            r#"spaces.toml:4:8: "cpus" in [space.db]: invalid cpu count "5e-1": expected a positive decimal number such as 0.5 or 2"#,
+            "space.db.cpus",
+        ),
+        (
+            r#"cpus = [1]"#,
+            r#"spaces.toml:4:8: "cpus" in [space.db] must be a number of cpus such as 0.5, found an array"#,
+            "space.db.cpus",
+        ),
+        (
+            r#"restart = "on_failure""#,
+            r#"spaces.toml:4:11: "restart" in [space.db]: invalid restart policy "on_failure": expected "no", "on-failure" or "always" (did you mean "on-failure"?)"#,
+            "space.db.restart",
+        ),
+        (
+            r#"restart = true"#,
+            r#"spaces.toml:4:11: "restart" in [space.db] must be a string, found a boolean"#,
+            "space.db.restart",
+        ),
+        (
+            r#"max_restarts = -1"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: -1 is out of range: expected 0 to 4294967295"#,
+            "space.db.max_restarts",
+        ),
+        (
+            r#"max_restarts = 4294967296"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: 4294967296 is out of range: expected 0 to 4294967295"#,
+            "space.db.max_restarts",
+        ),
+        (
+            r#"mailbox_capacity = 0"#,
+            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            "space.db.mailbox_capacity",
+        ),
+        (
+            r#"allow_missing = ["landlok"]"#,
+            r#"spaces.toml:4:18: "allow_missing" in [space.db]: unknown protection "landlok": expected "landlock", "seccomp" or "cgroup" (did you mean "landlock"?)"#,
+            "space.db.allow_missing[0]",
+        ),
+        (
+            r#"allow_missing = ["cgroup", "cgroup"]"#,
+            r#"spaces.toml:4:28: "allow_missing" in [space.db]: "cgroup" is listed twice"#,
+            "space.db.allow_missing[1]",
+        ),
+        (
+            r#"allow_missing = "cgroup""#,
+            r#"spaces.toml:4:17: "allow_missing" in [space.db] must be an array of protection names, found a string"#,
+            "space.db.allow_missing",
+        ),
+    ];
+    for (body, display, key) in cases {
+        check_err(
+            &format!("[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\n{body}"),
+            display,
+            key,
+        );
+    }
+}
+
+#[test]
+fn capability_errors() {
+    // Each body follows `[host]`, `name = "alpha"`, `[space.db]`, image and command (lines
+    // 1 to 5).
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            r#"may_send = ["web", "db"]"#,
+            r#"spaces.toml:6:20: "may_send" in [space.db]: "db" is the environment itself: an environment already holds its own mailboxes"#,
+            "space.db.may_send[1]",
+        ),
+        (
+            r#"may_send = ["db@alpha"]"#,
+            r#"spaces.toml:6:13: "may_send" in [space.db]: "db@alpha" is the environment itself: an environment already holds its own mailboxes"#,
+            "space.db.may_send[0]",
+        ),
+        (
+            r#"may_send = ["db/jobs"]"#,
+            r#"spaces.toml:6:13: "may_send" in [space.db]: "db/jobs" is a mailbox of the environment itself: an environment already holds its own mailboxes"#,
+            "space.db.may_send[0]",
+        ),
+        (
+            r#"may_send = ["Web"]"#,
+            r#"spaces.toml:6:13: "may_send" in [space.db]: "Web" is not a valid name: expected ENV, ENV/MAILBOX, ENV@HOST or ENV/MAILBOX@HOST, each part 1 to 63 lowercase letters, digits and '-'"#,
+            "space.db.may_send[0]",
+        ),
+        (
+            r#"may_discover = ["web@"]"#,
+            r#"spaces.toml:6:17: "may_discover" in [space.db]: "web@" is not a valid name: expected ENV, ENV/MAILBOX, ENV@HOST or ENV/MAILBOX@HOST, each part 1 to 63 lowercase letters, digits and '-'"#,
+            "space.db.may_discover[0]",
+        ),
+        (
+            r#"may_discover = ["a/b/c"]"#,
+            r#"spaces.toml:6:17: "may_discover" in [space.db]: "a/b/c" is not a valid name: expected ENV, ENV/MAILBOX, ENV@HOST or ENV/MAILBOX@HOST, each part 1 to 63 lowercase letters, digits and '-'"#,
+            "space.db.may_discover[0]",
+        ),
+        (
+            r#"may_send = ["web", "web"]"#,
+            r#"spaces.toml:6:20: "may_send" in [space.db]: "web" is listed twice"#,
+            "space.db.may_send[1]",
+        ),
+        (
+            r#"may_send = [1]"#,
+            r#"spaces.toml:6:13: "may_send" in [space.db]: item 1 must be a string, found an integer"#,
+            "space.db.may_send[0]",
+        ),
+        (
+            r#"may_send = "web""#,
+            r#"spaces.toml:6:12: "may_send" in [space.db] must be an array of names, found a string"#,
+            "space.db.may_send",
+        ),
+    ];
+    for (body, display, key) in cases {
+        check_err(
+            &format!(
+                "[host]\nname = \"alpha\"\n[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\n{body}"
+            ),
+            display,
+            key,
+        );
+    }
+}
+
+#[test]
+fn limits() {
+    let mut text = String::new();
+    for i in 0..=MAX_SPACES {
+        text.push_str(&format!(
+            "[space.e{i}]\nimage = \"r\"\ncommand = [\"/x\"]\n"
+        ));
+    }
+    check_err(
+        &text,
+        r#"spaces.toml:3001:8: too many environments: at most 1000 are allowed"#,
+        "space.e1000",
+    );
+    let names: Vec<String> = (0..=MAX_TARGETS).map(|i| format!("\"e{i}\"")).collect();
+    check_err(
+        &format!(
+            "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nmay_send = [{}]",
+            names.join(", ")
+        ),
+        r#"spaces.toml:4:12: "may_send" in [space.db]: 1025 names given; at most 1024 are allowed"#,
+        "space.db.may_send",
+    );
+    // Exactly at the limits is fine.
+    let ok = text.rsplit_once("[space.e1000]").unwrap().0;
+    let m = parse_manifest(Path::new(FILE), ok).unwrap();
+    assert_eq!(m.spaces.len(), MAX_SPACES);
+}
+
+#[test]
+fn columns_count_characters() {
+    // A multi-byte character before the error moves the column by one, not by its bytes.
+    check_err(
+        "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nenv = { \"A\" = \"é\", \"1é\" = \"x\" }",
+        r#"spaces.toml:4:20: "env" in [space.db]: variable name "1é" is not valid: use letters, digits and '_', not starting with a digit"#,
+        r#"space.db.env."1é""#,
+    );
+    assert_eq!(line_col("ab\ncdé\nf", 7), (2, 4));
+    assert_eq!(
+        line_col("ab\ncdé\nf", 6),
+        (2, 3),
+        "inside a character: its start"
+    );
+    assert_eq!(line_col("ab\ncdé\nf", 8), (3, 1));
+    assert_eq!(line_col("", 5), (1, 1));
+}
+
+#[test]
+fn suggestions() {
+    let keys = &SPACE_KEYS;
+    assert_eq!(suggest("memroy", keys), Some("memory"));
+    assert_eq!(suggest("Memory", keys), Some("memory"));
+    assert_eq!(suggest("comand", keys), Some("command"));
+    assert_eq!(suggest("cpu", keys), Some("cpus"));
+    assert_eq!(suggest("max_restart", keys), Some("max_restarts"));
+    assert_eq!(suggest("volumes", keys), None);
+    assert_eq!(suggest("ab", &["cd"]), None);
+    assert_eq!(edit_distance("abc", "acb"), 1);
+    assert_eq!(edit_distance("", "abc"), 3);
+}
+
+#[test]
+fn load_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("spaces.toml");
+    std::fs::write(
+        &file,
+        "[space.db]\nimage = \"images/db\"\ncommand = [\"/db\"]\n",
+    )
+    .unwrap();
+    let m = load_manifest(&file).unwrap();
+    assert_eq!(m.file, file);
+    assert_eq!(
+        m.spaces[&"db".parse::<EnvName>().unwrap()].image,
+        ImageSpec::Rootfs(dir.path().join("images/db"))
+    );
+
+    let missing = dir.path().join("nope.toml");
+    let e = load_manifest(&missing).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: manifest not found", missing.display())
+    );
+    assert_eq!((e.line, e.column, e.key.as_str()), (0, 0, ""));
+    assert_eq!(e.source.as_ref().unwrap().kind(), io::ErrorKind::NotFound);
+
+    let e = load_manifest(dir.path()).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: cannot read the manifest", dir.path().display())
+    );
+    assert!(e.source.is_some());
+
+    std::fs::write(&file, b"x-a = 1\nx-b = \"\xff\"\n").unwrap();
+    let e = load_manifest(&file).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}:2:8: the manifest is not UTF-8 text", file.display())
+    );
+
+    let big = vec![b'#'; MAX_MANIFEST_BYTES as usize + 1];
+    std::fs::write(&file, big).unwrap();
+    let e = load_manifest(&file).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "{}: the manifest is larger than {MAX_MANIFEST_BYTES} bytes",
+            file.display()
+        )
+    );
+}
+
+#[test]
+fn relative_manifest_path_resolves_against_the_current_directory() {
+    let m = parse_manifest(
+        Path::new("conf/spaces.toml"),
+        "[space.db]\nimage = \"db\"\ncommand = [\"/db\"]",
+    )
+    .unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(m.file, cwd.join("conf/spaces.toml"));
+    assert_eq!(
+        m.spaces.values().next().unwrap().image,
+        ImageSpec::Rootfs(cwd.join("conf/db"))
+    );
+}
+
+#[test]
+fn spec_round_trips_through_json() {
+    let m = parse_manifest(
+        Path::new(FILE),
+        &dedent(
+            r#"
+            [space.db]
+            image = { binary = "/usr/bin/db" }
+            memory = "64M"
+            cpus = 0.5
+            restart = "on-failure"
+            env = { A = "b" }
+            "#,
+        ),
+    )
+    .unwrap();
+    let spec = m.spaces.values().next().unwrap();
+    let text = serde_json::to_string(spec).unwrap();
+    let back: SpaceSpec = serde_json::from_str(&text).unwrap();
+    assert_eq!(&back, spec);
+    for p in RestartPolicy::ALL {
+        assert_eq!(p.as_str().parse::<RestartPolicy>(), Ok(p));
+        assert_eq!(serde_json::to_value(p).unwrap(), json!(p.as_str()));
+    }
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEED: &str = "x-a = 1\n[host]\nname = \"alpha\"\n[space.db]\nimage = \"images/db\"\n\
+                        command = [\"/bin/db\", \"-v\"]\nenv = { K = \"v\" }\nmemory = \"64M\"\n\
+                        cpus = 0.5\nmay_send = [\"web@beta\"]\nallow_missing = [\"cgroup\"]\n\
+                        [space.web]\nimage = { binary = \"/usr/bin/web\" }\n";
+
+    /// One edit of the seed: where, what to insert (TOML punctuation and name characters),
+    /// and how many bytes to delete there.
+    fn edit() -> impl Strategy<Value = (prop::sample::Index, String, usize)> {
+        (any::<prop::sample::Index>(), "[\\[\\]=\"{},.a-z0-9 \n-]{0,3}", 0usize..4)
+    }
+
+    /// Every error points inside the text (or at its end) and names the file.
+    fn well_formed(text: &str, r: Result<Manifest, ManifestError>) {
+        if let Err(e) = r {
+            let lines = text.split('\n').count();
+            assert!(e.line >= 1 && e.line <= lines, "{e} outside {lines} lines");
+            assert!(e.column >= 1);
+            assert!(e.to_string().starts_with("m.toml:"));
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,200}") {
+            well_formed(&text, parse_manifest(Path::new("m.toml"), &text));
+        }
+
+        #[test]
+        fn mutated_manifests_never_panic(
+            edits in proptest::collection::vec(edit(), 1..6)
+        ) {
+            let mut text = SEED.to_owned();
+            for (at, insert, delete) in edits {
+                let mut i = at.index(text.len() + 1);
+                while !text.is_char_boundary(i) {
+                    i -= 1;
+                }
+                let mut end = (i + delete).min(text.len());
+                while !text.is_char_boundary(end) {
+                    end += 1;
+                }
+                text.replace_range(i..end, &insert);
+            }
+            well_formed(&text, parse_manifest(Path::new("m.toml"), &text));
+        }
+    }
+
+    #[test]
+    fn the_seed_is_valid() {
+        let m = parse_manifest(Path::new("m.toml"), SEED).unwrap();
+        assert_eq!(m.spaces.len(), 2);
+    }
+}
