@@ -104,12 +104,22 @@ pub struct ControlResponse {
 impl ControlResponse {
     /// A success carrying `data`.
     pub fn data(data: serde_json::Value) -> ControlResponse {
-        ControlResponse { ok: true, error: None, status: None, data: Some(data) }
+        ControlResponse {
+            ok: true,
+            error: None,
+            status: None,
+            data: Some(data),
+        }
     }
 
     /// A failure saying why.
     pub fn error(why: impl Into<String>) -> ControlResponse {
-        ControlResponse { ok: false, error: Some(why.into()), status: None, data: None }
+        ControlResponse {
+            ok: false,
+            error: Some(why.into()),
+            status: None,
+            data: None,
+        }
     }
 }
 

@@ -98,7 +98,9 @@ pub enum AfterExit {
 
 /// The backoff delay before restart number `n` (1-based): 100 ms, 200 ms, 400 ms, … 30 s.
 pub fn backoff_ms(n: u32) -> u64 {
-    BACKOFF_START_MS.saturating_mul(1u64 << n.saturating_sub(1).min(20)).min(BACKOFF_MAX_MS)
+    BACKOFF_START_MS
+        .saturating_mul(1u64 << n.saturating_sub(1).min(20))
+        .min(BACKOFF_MAX_MS)
 }
 
 /// Decide what follows an exit with `code` after a run of `ran_ms`, at daemon time `now`.
@@ -264,8 +266,14 @@ mod tests {
     #[test]
     fn the_limit_gives_up_and_a_healthy_run_resets_it() {
         let mut m = Managed::new(spec(RestartPolicy::Always, 2));
-        assert!(matches!(after_exit(&mut m, 1, 5, 0), AfterExit::RestartAt(_)));
-        assert!(matches!(after_exit(&mut m, 1, 5, 0), AfterExit::RestartAt(_)));
+        assert!(matches!(
+            after_exit(&mut m, 1, 5, 0),
+            AfterExit::RestartAt(_)
+        ));
+        assert!(matches!(
+            after_exit(&mut m, 1, 5, 0),
+            AfterExit::RestartAt(_)
+        ));
         assert_eq!(after_exit(&mut m, 1, 5, 0), AfterExit::GiveUp);
         assert_eq!(m.state, State::Failed);
         assert_eq!(m.total_restarts, 2);
@@ -274,7 +282,10 @@ mod tests {
         after_exit(&mut m, 1, 5, 0);
         after_exit(&mut m, 1, 5, 0);
         // This run lasted long enough: the count starts again and the delay is short again.
-        assert_eq!(after_exit(&mut m, 1, HEALTHY_RUN_MS, 50_000), AfterExit::RestartAt(50_100));
+        assert_eq!(
+            after_exit(&mut m, 1, HEALTHY_RUN_MS, 50_000),
+            AfterExit::RestartAt(50_100)
+        );
         assert_eq!(m.restarts, 1);
     }
 

@@ -16,7 +16,11 @@ use crate::control::{self, ControlRequest};
 /// Parse `file` and ask the kernel to apply (or plan) it.
 fn send(state_dir: &Path, file: &Path, check: bool, timeout: u64) -> anyhow::Result<Value> {
     let manifest = warren_spec::load_manifest(file).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let spaces = manifest.spaces.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+    let spaces = manifest
+        .spaces
+        .into_iter()
+        .map(|(n, s)| (n.to_string(), s))
+        .collect();
     let req = ControlRequest::Apply {
         file: file.display().to_string(),
         spaces,
@@ -59,7 +63,12 @@ fn print_steps(data: &Value, json: bool, diff: bool) {
         } else {
             changed += 1;
         }
-        println!("{:<24} {:<8} {}", s["name"].as_str().unwrap_or("?"), action, result);
+        println!(
+            "{:<24} {:<8} {}",
+            s["name"].as_str().unwrap_or("?"),
+            action,
+            result
+        );
         if diff || action == "replace" {
             for c in s["changes"].as_array().into_iter().flatten() {
                 println!(
@@ -71,7 +80,11 @@ fn print_steps(data: &Value, json: bool, diff: bool) {
             }
         }
     }
-    let verb = if data["check"] == true { "would change" } else { "changed" };
+    let verb = if data["check"] == true {
+        "would change"
+    } else {
+        "changed"
+    };
     println!("{changed} {verb}, {unchanged} unchanged");
 }
 

@@ -31,8 +31,14 @@ pub fn daemon(
     manifest: Option<warren_spec::Manifest>,
 ) -> anyhow::Result<i32> {
     let group = args.group.as_deref().map(group_id).transpose()?;
-    let audit_log = args.audit_log.unwrap_or_else(|| state_dir.join("audit.jsonl"));
-    let opts = crate::daemon::Options { state_dir: state_dir.to_owned(), group, audit_log };
+    let audit_log = args
+        .audit_log
+        .unwrap_or_else(|| state_dir.join("audit.jsonl"));
+    let opts = crate::daemon::Options {
+        state_dir: state_dir.to_owned(),
+        group,
+        audit_log,
+    };
     crate::daemon::run(opts, manifest)?;
     Ok(0)
 }

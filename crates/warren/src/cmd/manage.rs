@@ -19,7 +19,9 @@ use crate::control::{self, ControlRequest};
 fn managed(state_dir: &Path, name: &str) -> bool {
     match control::request(state_dir, &ControlRequest::List) {
         Ok(resp) => resp.data.is_some_and(|d| {
-            d["envs"].as_array().is_some_and(|a| a.iter().any(|e| e["name"] == name))
+            d["envs"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|e| e["name"] == name))
         }),
         Err(_) => false,
     }
@@ -80,9 +82,16 @@ pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
         let result = if managed(state_dir, name) {
-            let req = ControlRequest::Stop { name: name.clone(), timeout: args.time };
+            let req = ControlRequest::Stop {
+                name: name.clone(),
+                timeout: args.time,
+            };
             control::request(state_dir, &req).and_then(|r| {
-                if r.ok { Ok(()) } else { Err(anyhow::anyhow!(r.error.unwrap_or_default())) }
+                if r.ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+                }
             })
         } else {
             stop_unmanaged(state_dir, name, args.time)
@@ -103,15 +112,24 @@ pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
         let result = if managed(state_dir, name) {
-            let req = ControlRequest::Remove { name: name.clone(), force: args.force };
+            let req = ControlRequest::Remove {
+                name: name.clone(),
+                force: args.force,
+            };
             control::request(state_dir, &req).and_then(|r| {
-                if r.ok { Ok(()) } else { Err(anyhow::anyhow!(r.error.unwrap_or_default())) }
+                if r.ok {
+                    Ok(())
+                } else {
+                    Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+                }
             })
         } else if launcher_pid(state_dir, name)?.is_some() {
             if args.force {
                 stop_unmanaged(state_dir, name, 0)
             } else {
-                Err(anyhow::anyhow!("{name:?} is running: stop it first, or use -f"))
+                Err(anyhow::anyhow!(
+                    "{name:?} is running: stop it first, or use -f"
+                ))
             }
         } else {
             Err(anyhow::anyhow!("no environment named {name:?}"))

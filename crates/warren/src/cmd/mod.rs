@@ -2,8 +2,8 @@
 
 mod apply;
 mod daemon;
-mod manage;
 mod doctor;
+mod manage;
 mod ps;
 mod run;
 

@@ -95,11 +95,19 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     let mut d = Daemon::new(&opts)?;
     d.adopt_all();
     if let Some(m) = manifest {
-        let spaces = m.spaces.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+        let spaces = m
+            .spaces
+            .into_iter()
+            .map(|(n, s)| (n.to_string(), s))
+            .collect();
         // Token 0 belongs to no connection: the result is logged, not sent.
         d.apply(0, m.file.display().to_string(), spaces, false, 10);
         for line in d.list()["envs"].as_array().into_iter().flatten() {
-            eprintln!("warren: {} {}", line["name"].as_str().unwrap_or("?"), line["state"].as_str().unwrap_or("?"));
+            eprintln!(
+                "warren: {} {}",
+                line["name"].as_str().unwrap_or("?"),
+                line["state"].as_str().unwrap_or("?")
+            );
         }
     }
     eprintln!("warren: kernel ready on {}", d.socket_path.display());
@@ -266,7 +274,7 @@ impl Daemon {
                             .into(),
                     ),
                     status: None,
-                data: None,
+                    data: None,
                 };
                 let _ = rustix::net::send(
                     &fd,
@@ -333,26 +341,35 @@ impl Daemon {
                             ok: true,
                             error: None,
                             status: Some(status),
-                        data: None,
+                            data: None,
                         },
                         None,
                     );
                 }
-                Ok(ControlRequest::Apply { file, spaces, check, stop_timeout }) => {
+                Ok(ControlRequest::Apply {
+                    file,
+                    spaces,
+                    check,
+                    stop_timeout,
+                }) => {
                     self.apply(token, file, spaces, check, stop_timeout);
                 }
                 Ok(ControlRequest::List) => {
                     let data = self.list();
                     self.control_reply(token, ControlResponse::data(data), None);
                 }
-                Ok(ControlRequest::Stop { name, timeout }) => self.stop_request(token, name, timeout),
-                Ok(ControlRequest::Remove { name, force }) => self.remove_request(token, name, force),
+                Ok(ControlRequest::Stop { name, timeout }) => {
+                    self.stop_request(token, name, timeout)
+                }
+                Ok(ControlRequest::Remove { name, force }) => {
+                    self.remove_request(token, name, force)
+                }
                 Err(e) => {
                     let resp = ControlResponse {
                         ok: false,
                         error: Some(format!("bad control request: {e}")),
                         status: None,
-                    data: None,
+                        data: None,
                     };
                     self.control_reply(token, resp, None);
                 }
@@ -390,7 +407,7 @@ impl Daemon {
                 ok: false,
                 error: Some("this connection already registered an environment".into()),
                 status: None,
-            data: None,
+                data: None,
             };
             self.control_reply(token, resp, None);
             return;
@@ -410,7 +427,7 @@ impl Daemon {
                         ok: false,
                         error: Some(e.to_string()),
                         status: None,
-                    data: None,
+                        data: None,
                     },
                     None,
                 );
@@ -433,7 +450,7 @@ impl Daemon {
                         ok: false,
                         error: Some(format!("socketpair: {e}")),
                         status: None,
-                    data: None,
+                        data: None,
                     },
                     None,
                 );
@@ -458,7 +475,7 @@ impl Daemon {
                     ok: false,
                     error: Some(format!("epoll: {e}")),
                     status: None,
-                data: None,
+                    data: None,
                 },
                 None,
             );
@@ -486,7 +503,7 @@ impl Daemon {
                 ok: true,
                 error: None,
                 status: None,
-            data: None,
+                data: None,
             },
             Some(&theirs),
         );

@@ -75,7 +75,10 @@ impl Daemon {
 
     /// The earliest time the supervisor must act.
     pub(super) fn next_supervision_deadline(&self) -> Option<u64> {
-        let stops = self.runtime.values().filter_map(|r| r.stopping.as_ref().map(|s| s.next_at));
+        let stops = self
+            .runtime
+            .values()
+            .filter_map(|r| r.stopping.as_ref().map(|s| s.next_at));
         let restarts = self
             .registry
             .envs
@@ -87,7 +90,9 @@ impl Daemon {
 
     /// Start launcher `name` (its spec is in the registry).
     fn start(&mut self, name: &str) -> Result<(), String> {
-        let Some(m) = self.registry.envs.get(name) else { return Err("not managed".into()) };
+        let Some(m) = self.registry.envs.get(name) else {
+            return Err("not managed".into());
+        };
         let logs = self.state_dir.join("logs");
         std::fs::create_dir_all(&logs).map_err(|e| format!("create {}: {e}", logs.display()))?;
         let log_path = logs.join(format!("{name}.log"));
@@ -114,12 +119,22 @@ impl Daemon {
             .map_err(str::to_owned)?;
         let token = self.next_token;
         self.next_token += 1;
-        epoll::add(&self.epoll, &pidfd, EventData::new_u64(token), EventFlags::IN)
-            .map_err(|e| format!("epoll: {e}"))?;
+        epoll::add(
+            &self.epoll,
+            &pidfd,
+            EventData::new_u64(token),
+            EventFlags::IN,
+        )
+        .map_err(|e| format!("epoll: {e}"))?;
         self.pid_tokens.insert(token, name.to_owned());
         self.runtime.insert(
             name.to_owned(),
-            Runtime { child: Some(child), pidfd, started: Instant::now(), stopping: None },
+            Runtime {
+                child: Some(child),
+                pidfd,
+                started: Instant::now(),
+                stopping: None,
+            },
         );
         let m = self.registry.envs.get_mut(name).expect("checked above");
         m.state = State::Running;
@@ -135,7 +150,11 @@ impl Daemon {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
-            rt.stopping = Some(Stopping { next_at: now + timeout_ms, stage: 1, after });
+            rt.stopping = Some(Stopping {
+                next_at: now + timeout_ms,
+                stage: 1,
+                after,
+            });
         }
     }
 
@@ -186,13 +205,19 @@ impl Daemon {
 
     /// A launcher exited (its pidfd became readable).
     pub(super) fn on_launcher_exit(&mut self, token: u64) {
-        let Some(name) = self.pid_tokens.remove(&token) else { return };
-        let Some(mut rt) = self.runtime.remove(&name) else { return };
+        let Some(name) = self.pid_tokens.remove(&token) else {
+            return;
+        };
+        let Some(mut rt) = self.runtime.remove(&name) else {
+            return;
+        };
         let _ = epoll::delete(&self.epoll, &rt.pidfd);
         let code = match rt.child.as_mut().map(|c| c.wait()) {
             Some(Ok(st)) => {
                 use std::os::unix::process::ExitStatusExt;
-                st.code().or_else(|| st.signal().map(|s| 128 + s)).unwrap_or(255)
+                st.code()
+                    .or_else(|| st.signal().map(|s| 128 + s))
+                    .unwrap_or(255)
             }
             // A re-adopted launcher is not our child: its status is unknown.
             _ => 255,
@@ -296,7 +321,13 @@ impl Daemon {
             .iter()
             .filter_map(|(n, m)| {
                 let name = n.parse().ok()?;
-                Some((name, Observed { spec: m.spec.clone(), running: self.runtime.contains_key(n) || m.state == State::Restarting }))
+                Some((
+                    name,
+                    Observed {
+                        spec: m.spec.clone(),
+                        running: self.runtime.contains_key(n) || m.state == State::Restarting,
+                    },
+                ))
             })
             .collect();
         let manifest = Manifest {
@@ -310,7 +341,11 @@ impl Daemon {
         for step in &plan {
             let mut v = serde_json::to_value(step).unwrap_or(Value::Null);
             if check {
-                v["result"] = json!(if step.action == PlanAction::Keep { "unchanged" } else { "would-change" });
+                v["result"] = json!(if step.action == PlanAction::Keep {
+                    "unchanged"
+                } else {
+                    "would-change"
+                });
                 steps.push(v);
                 continue;
             }
@@ -318,7 +353,10 @@ impl Daemon {
             let result = match step.action {
                 PlanAction::Keep => "unchanged".to_owned(),
                 PlanAction::Create => {
-                    let spec = desired.iter().find(|(n, _)| n.as_str() == name).map(|(_, s)| s.clone());
+                    let spec = desired
+                        .iter()
+                        .find(|(n, _)| n.as_str() == name)
+                        .map(|(_, s)| s.clone());
                     let Some(spec) = spec else { continue };
                     self.registry.envs.insert(name.clone(), Managed::new(spec));
                     match self.start(&name) {
@@ -332,7 +370,10 @@ impl Daemon {
                     }
                 }
                 PlanAction::Replace => {
-                    let spec = desired.iter().find(|(n, _)| n.as_str() == name).map(|(_, s)| s.clone());
+                    let spec = desired
+                        .iter()
+                        .find(|(n, _)| n.as_str() == name)
+                        .map(|(_, s)| s.clone());
                     let Some(spec) = spec else { continue };
                     if let Some(m) = self.registry.envs.get_mut(&name) {
                         m.spec = spec;
@@ -364,9 +405,18 @@ impl Daemon {
         }
         self.save();
         if waiting.is_empty() {
-            self.control_reply(token, ControlResponse::data(apply_reply(&steps, check)), None);
+            self.control_reply(
+                token,
+                ControlResponse::data(apply_reply(&steps, check)),
+                None,
+            );
         } else {
-            self.pendings.push(Pending { token, waiting, steps, check });
+            self.pendings.push(Pending {
+                token,
+                waiting,
+                steps,
+                check,
+            });
         }
     }
 
@@ -400,12 +450,21 @@ impl Daemon {
             m.restart_at = None;
             self.save();
             let steps = vec![json!({"name": name, "action": "stop", "result": "stopped"})];
-            self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)), None);
+            self.control_reply(
+                token,
+                ControlResponse::data(apply_reply(&steps, false)),
+                None,
+            );
             return;
         }
         self.begin_stop(&name, timeout * 1000, AfterStop::Stay);
         let steps = vec![json!({"name": name, "action": "stop", "result": "stopping"})];
-        self.pendings.push(Pending { token, waiting: BTreeSet::from([name]), steps, check: false });
+        self.pendings.push(Pending {
+            token,
+            waiting: BTreeSet::from([name]),
+            steps,
+            check: false,
+        });
     }
 
     /// `rm NAME`: forget a managed environment; it must be stopped unless `force`.
@@ -423,13 +482,22 @@ impl Daemon {
             }
             self.begin_stop(&name, 0, AfterStop::Forget);
             let steps = vec![json!({"name": name, "action": "remove", "result": "stopping"})];
-            self.pendings.push(Pending { token, waiting: BTreeSet::from([name]), steps, check: false });
+            self.pendings.push(Pending {
+                token,
+                waiting: BTreeSet::from([name]),
+                steps,
+                check: false,
+            });
             return;
         }
         self.registry.envs.remove(&name);
         self.save();
         let steps = vec![json!({"name": name, "action": "remove", "result": "removed"})];
-        self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)), None);
+        self.control_reply(
+            token,
+            ControlResponse::data(apply_reply(&steps, false)),
+            None,
+        );
     }
 
     /// At start: take charge again of launchers a previous daemon started (they kept running),
@@ -444,7 +512,9 @@ impl Daemon {
             let alive = pid.and_then(|p| {
                 let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
                 let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-                let ours = args.windows(2).any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
+                let ours = args
+                    .windows(2)
+                    .any(|w| w[0] == b"--name" && w[1] == name.as_bytes());
                 if !ours {
                     return None;
                 }
@@ -454,11 +524,23 @@ impl Daemon {
                 (Some(pidfd), _) => {
                     let token = self.next_token;
                     self.next_token += 1;
-                    if epoll::add(&self.epoll, &pidfd, EventData::new_u64(token), EventFlags::IN).is_ok() {
+                    if epoll::add(
+                        &self.epoll,
+                        &pidfd,
+                        EventData::new_u64(token),
+                        EventFlags::IN,
+                    )
+                    .is_ok()
+                    {
                         self.pid_tokens.insert(token, name.clone());
                         self.runtime.insert(
                             name.clone(),
-                            Runtime { child: None, pidfd, started: Instant::now(), stopping: None },
+                            Runtime {
+                                child: None,
+                                pidfd,
+                                started: Instant::now(),
+                                stopping: None,
+                            },
                         );
                         eprintln!(
                             "warren: re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
@@ -483,8 +565,10 @@ impl Daemon {
 /// failed.
 fn apply_reply(steps: &[Value], check: bool) -> Value {
     let changed = steps.iter().any(|s| s["action"] != "keep");
-    let failed = steps
-        .iter()
-        .any(|s| s["result"].as_str().is_some_and(|r| r.starts_with("failed")));
+    let failed = steps.iter().any(|s| {
+        s["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("failed"))
+    });
     json!({ "steps": steps, "changed": changed, "failed": failed, "check": check })
 }
