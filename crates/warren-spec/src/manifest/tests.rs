@@ -809,7 +809,11 @@ mod fuzz {
     /// One edit of the seed: where, what to insert (TOML punctuation and name characters),
     /// and how many bytes to delete there.
     fn edit() -> impl Strategy<Value = (prop::sample::Index, String, usize)> {
-        (any::<prop::sample::Index>(), "[\\[\\]=\"{},.a-z0-9 \n-]{0,3}", 0usize..4)
+        (
+            any::<prop::sample::Index>(),
+            "[\\[\\]=\"{},.a-z0-9 \n-]{0,3}",
+            0usize..4,
+        )
     }
 
     /// Every error points inside the text (or at its end) and names the file.

@@ -1,51 +1,101 @@
-//! `warren ps` and `warren inspect`: what is running, read from the records that each launcher
-//! keeps in its name lock while its environment lives.
+//! `warren ps` and `warren inspect`: what runs, from two sources. Every running environment's
+//! launcher keeps a record in its name lock (so `ps` works without a kernel); the kernel daemon,
+//! when it runs, adds what it manages: declared specs, restart counts, and environments that
+//! are not running (exited, restarting, stopped, failed), which `ps -a` shows.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::Context;
-use serde_json::Value;
+use serde_json::{Value, json};
 use warren_sandbox::state::StateDir;
 
 use crate::cli::{InspectArgs, PsArgs};
+use crate::control::{self, ControlRequest};
 
-fn records(state_dir: &Path) -> anyhow::Result<Vec<(String, Value)>> {
+/// One row: the live record (if running) and the kernel's managed entry (if managed).
+#[derive(Default)]
+struct Row {
+    live: Option<Value>,
+    managed: Option<Value>,
+}
+
+fn rows(state_dir: &Path) -> anyhow::Result<BTreeMap<String, Row>> {
     let state = StateDir::new(state_dir);
-    let live = state
+    let mut rows: BTreeMap<String, Row> = BTreeMap::new();
+    for (name, bytes) in state
         .live_records()
-        .context("cannot read the list of environments")?;
-    Ok(live
-        .into_iter()
-        .map(|(name, bytes)| {
-            let v = serde_json::from_slice(&bytes)
-                .unwrap_or_else(|_| serde_json::json!({ "name": name, "state": "starting" }));
-            (name, v)
+        .context("cannot read the list of environments")?
+    {
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| json!({ "name": name, "state": "starting" }));
+        rows.entry(name).or_default().live = Some(v);
+    }
+    if control::connect_daemon(state_dir).ok().flatten().is_some() {
+        if let Ok(resp) = control::request(state_dir, &ControlRequest::List) {
+            for e in resp
+                .data
+                .and_then(|d| d["envs"].as_array().cloned())
+                .unwrap_or_default()
+            {
+                if let Some(n) = e["name"].as_str().map(str::to_owned) {
+                    rows.entry(n).or_default().managed = Some(e);
+                }
+            }
+        }
+    }
+    Ok(rows)
+}
+
+impl Row {
+    fn state(&self) -> String {
+        match (&self.live, &self.managed) {
+            (_, Some(m)) if m["state"] != "running" => m["state"].as_str().unwrap_or("?").into(),
+            (Some(l), _) => l["state"].as_str().unwrap_or("running").into(),
+            (None, Some(_)) => "starting".into(),
+            (None, None) => "?".into(),
+        }
+    }
+
+    fn json(&self, name: &str) -> Value {
+        let l = self.live.clone().unwrap_or(Value::Null);
+        let m = self.managed.clone().unwrap_or(Value::Null);
+        json!({
+            "name": name,
+            "state": self.state(),
+            "pid": l["pid"],
+            "command": if l.is_null() { m["spec"]["command"].clone() } else { l["command"].clone() },
+            "started": l["started"],
+            "uid_base": l["applied"]["uid_map"]["host_base"],
+            "managed": !m.is_null(),
+            "restart_policy": m["restart_policy"],
+            "restarts": m["restarts"],
+            "last_exit": m["last_exit"],
         })
-        .collect())
+    }
 }
 
 /// `warren ps`.
 pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
-    let recs = records(state_dir)?;
+    let rows: Vec<(String, Row)> = rows(state_dir)?
+        .into_iter()
+        .filter(|(_, r)| args.all || r.live.is_some())
+        .collect();
     if args.quiet {
-        for (name, _) in &recs {
+        for (name, _) in &rows {
             println!("{name}");
         }
     } else if args.json {
-        for (_, v) in &recs {
-            let row = serde_json::json!({
-                "name": v["name"], "state": v["state"], "pid": v["pid"],
-                "command": v["command"], "started": v["started"],
-                "uid_base": v["applied"]["uid_map"]["host_base"],
-            });
-            println!("{row}");
+        for (name, r) in &rows {
+            println!("{}", r.json(name));
         }
     } else {
         println!(
-            "{:<24} {:<9} {:>8} {:>12}  COMMAND",
-            "NAME", "STATE", "PID", "HOST UID"
+            "{:<24} {:<11} {:>8} {:>12} {:>8}  COMMAND",
+            "NAME", "STATE", "PID", "HOST UID", "RESTARTS"
         );
-        for (name, v) in &recs {
+        for (name, r) in &rows {
+            let v = r.json(name);
             let cmd = v["command"]
                 .as_array()
                 .map(|a| {
@@ -56,11 +106,15 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
                 })
                 .unwrap_or_default();
             println!(
-                "{:<24} {:<9} {:>8} {:>12}  {}",
+                "{:<24} {:<11} {:>8} {:>12} {:>8}  {}",
                 name,
                 v["state"].as_str().unwrap_or("?"),
                 v["pid"].as_i64().map(|p| p.to_string()).unwrap_or_default(),
-                v["applied"]["uid_map"]["host_base"]
+                v["uid_base"]
+                    .as_u64()
+                    .map(|p| p.to_string())
+                    .unwrap_or_default(),
+                v["restarts"]
                     .as_u64()
                     .map(|p| p.to_string())
                     .unwrap_or_default(),
@@ -71,20 +125,34 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `warren inspect`.
+/// `warren inspect`: the live record (applied isolation, cgroup, uid range) merged with the
+/// kernel's managed entry (declared spec, restart state), state named in OCI's vocabulary.
 pub fn inspect(state_dir: &Path, args: InspectArgs) -> anyhow::Result<i32> {
-    let recs = records(state_dir)?;
-    match recs.into_iter().find(|(n, _)| *n == args.name) {
-        Some((_, v)) => {
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(0)
-        }
-        None => {
-            eprintln!(
-                "warren: error: no running environment named {:?}",
-                args.name
-            );
-            Ok(1)
-        }
+    let mut rows = rows(state_dir)?;
+    let Some(r) = rows.remove(&args.name) else {
+        eprintln!("warren: error: no environment named {:?}", args.name);
+        return Ok(1);
+    };
+    let oci = match (&r.live, r.state().as_str()) {
+        (Some(_), _) => "running",
+        (None, "restarting") => "creating",
+        (None, _) => "stopped",
+    };
+    let mut out = r
+        .live
+        .clone()
+        .unwrap_or_else(|| json!({ "name": args.name }));
+    out["state"] = json!(r.state());
+    out["oci_state"] = json!(oci);
+    if let Some(m) = &r.managed {
+        out["spec"] = m["spec"].clone();
+        out["restart_policy"] = m["restart_policy"].clone();
+        out["restarts"] = m["restarts"].clone();
+        out["last_exit"] = m["last_exit"].clone();
+        out["launcher_pid"] = m["launcher_pid"].clone();
     }
+    // Measured launch records arrive with attestation; until then there is none to show.
+    out["measurement"] = Value::Null;
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(0)
 }

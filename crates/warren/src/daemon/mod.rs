@@ -92,6 +92,7 @@ struct Daemon {
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Result<()> {
+    init_logging();
     let mut d = Daemon::new(&opts)?;
     d.adopt_all();
     if let Some(m) = manifest {
@@ -103,17 +104,56 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
         // Token 0 belongs to no connection: the result is logged, not sent.
         d.apply(0, m.file.display().to_string(), spaces, false, 10);
         for line in d.list()["envs"].as_array().into_iter().flatten() {
-            eprintln!(
-                "warren: {} {}",
+            tracing::info!(
+                "{} {}",
                 line["name"].as_str().unwrap_or("?"),
                 line["state"].as_str().unwrap_or("?")
             );
         }
     }
-    eprintln!("warren: kernel ready on {}", d.socket_path.display());
+    tracing::info!("kernel ready on {}", d.socket_path.display());
+    notify_ready(&d.socket_path);
     let result = d.serve();
     let _ = std::fs::remove_file(&d.socket_path);
     result
+}
+
+/// Log through `tracing` to standard error; under systemd (`JOURNAL_STREAM` set) journald
+/// stamps the time itself, so the lines carry none.
+fn init_logging() {
+    let under_systemd = std::env::var_os("JOURNAL_STREAM").is_some();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false);
+    let _ = if under_systemd {
+        builder.without_time().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// Tell systemd (`Type=notify`) that the kernel is ready: the control socket is bound and
+/// listening. Does nothing outside systemd.
+fn notify_ready(socket: &std::path::Path) {
+    let Some(addr) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let msg = format!("READY=1\nSTATUS=kernel listening on {}\n", socket.display());
+    let bytes = addr.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(msg.as_bytes(), &a))
+    } else {
+        sock.send_to(msg.as_bytes(), std::path::Path::new(&addr))
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
 }
 
 fn token_event(token: u64, writable: bool) -> (EventFlags, EventData) {
@@ -232,7 +272,7 @@ impl Daemon {
                     LISTENER => self.accept_all(),
                     SIGNALS => {
                         if let Ok(Some(sig)) = warren_sys::read_signal(&self.signals) {
-                            eprintln!("warren: kernel stopping on signal {sig}");
+                            tracing::info!("kernel stopping on signal {sig}");
                             return Ok(());
                         }
                     }
@@ -256,7 +296,7 @@ impl Daemon {
                 Ok(fd) => fd,
                 Err(rustix::io::Errno::AGAIN) => return,
                 Err(e) => {
-                    eprintln!("warren: accept on the control socket: {e}");
+                    tracing::info!("accept on the control socket: {e}");
                     return;
                 }
             };
@@ -648,10 +688,10 @@ impl Daemon {
                 c.backlog += packet.len();
                 c.out.push_back(packet);
                 if c.building.push_response(&frame).is_err() {
-                    eprintln!("warren: a response to {env:?} does not fit a packet; dropped");
+                    tracing::warn!("a response to {env:?} does not fit a packet; dropped");
                 }
             }
-            Err(e) => eprintln!("warren: cannot encode a response: {e}"),
+            Err(e) => tracing::warn!("cannot encode a response: {e}"),
         }
     }
 

@@ -69,7 +69,7 @@ impl Daemon {
     /// Persist the managed set; a failure is reported, never fatal.
     fn save(&self) {
         if let Err(e) = self.registry.save(&self.state_dir) {
-            eprintln!("warren: cannot save the managed environments: {e:#}");
+            tracing::warn!("cannot save the managed environments: {e:#}");
         }
     }
 
@@ -192,12 +192,12 @@ impl Daemon {
             .collect();
         for name in due {
             if let Err(e) = self.start(&name) {
-                eprintln!("warren: restart of {name} failed: {e}");
+                tracing::warn!("restart of {name} failed: {e}");
                 if let Some(m) = self.registry.envs.get_mut(&name) {
                     m.state = State::Failed;
                 }
             } else {
-                eprintln!("warren: restarted {name}");
+                tracing::info!("restarted {name}");
             }
             self.save();
         }
@@ -237,7 +237,7 @@ impl Daemon {
                 match self.start(&name) {
                     Ok(()) => "replaced",
                     Err(e) => {
-                        eprintln!("warren: start of {name} failed: {e}");
+                        tracing::warn!("start of {name} failed: {e}");
                         "failed"
                     }
                 }
@@ -253,14 +253,14 @@ impl Daemon {
             None => {
                 if let Some(m) = self.registry.envs.get_mut(&name) {
                     match after_exit(m, code, ran, now) {
-                        AfterExit::RestartAt(at) => eprintln!(
-                            "warren: {name} exited with {code}; restart {} in {} ms",
+                        AfterExit::RestartAt(at) => tracing::info!(
+                            "{name} exited with {code}; restart {} in {} ms",
                             m.restarts,
                             at - now
                         ),
-                        AfterExit::Stay => eprintln!("warren: {name} exited with {code}"),
-                        AfterExit::GiveUp => eprintln!(
-                            "warren: {name} exited with {code}; giving up after {} restarts",
+                        AfterExit::Stay => tracing::info!("{name} exited with {code}"),
+                        AfterExit::GiveUp => tracing::error!(
+                            "{name} exited with {code}; giving up after {} restarts",
                             m.spec.max_restarts
                         ),
                     }
@@ -542,16 +542,16 @@ impl Daemon {
                                 stopping: None,
                             },
                         );
-                        eprintln!(
-                            "warren: re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
+                        tracing::info!(
+                            "re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
                             pid.unwrap_or(0)
                         );
                     }
                 }
                 (None, State::Running | State::Restarting) => {
-                    eprintln!("warren: {name} is not running any more; starting it as declared");
+                    tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
-                        eprintln!("warren: start of {name} failed: {e}");
+                        tracing::warn!("start of {name} failed: {e}");
                     }
                 }
                 (None, _) => {}
