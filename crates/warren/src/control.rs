@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketAddrUnix,
-    SocketFlags, SocketType, connect, recvmsg, send, socket_with,
+    SocketFlags, SocketType, connect, recvmsg, socket_with,
 };
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +43,10 @@ pub enum ControlRequest {
         /// Bound of its default mailbox (messages).
         #[serde(default)]
         capacity: Option<usize>,
+        /// Re-registration after a kernel restart: the kernel's end of the environment's
+        /// connection comes with the request, and the environment keeps its descriptor 3.
+        #[serde(default)]
+        readopt: bool,
     },
     /// The kernel's view: environments and counters.
     Status,
@@ -140,6 +144,8 @@ pub struct Registration {
     pub control: OwnedFd,
     /// The environment's end of its kernel connection (becomes its descriptor 3).
     pub mailbox: OwnedFd,
+    /// A copy of the kernel's end, kept to re-attach after a kernel restart.
+    pub kept: Option<OwnedFd>,
 }
 
 /// Connect to the daemon's control socket; `Ok(None)` when no daemon is listening.
@@ -169,10 +175,41 @@ pub fn call(
     fd: &OwnedFd,
     req: &ControlRequest,
 ) -> anyhow::Result<(ControlResponse, Option<OwnedFd>)> {
+    let (resp, mut fds) = call_fds(fd, req, None)?;
+    Ok((
+        resp,
+        if fds.is_empty() {
+            None
+        } else {
+            Some(fds.remove(0))
+        },
+    ))
+}
+
+/// [`call`], passing `send_fd` with the request and returning every descriptor that came back.
+pub fn call_fds(
+    fd: &OwnedFd,
+    req: &ControlRequest,
+    send_fd: Option<&OwnedFd>,
+) -> anyhow::Result<(ControlResponse, Vec<OwnedFd>)> {
+    use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, sendmsg};
+    use std::os::fd::AsFd;
     let bytes = serde_json::to_vec(req)?;
-    send(fd, &bytes, SendFlags::empty()).context("send to the kernel")?;
+    let out_fds: Vec<_> = send_fd.iter().map(|f| f.as_fd()).collect();
+    let mut out_space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut out_anc = SendAncillaryBuffer::new(&mut out_space);
+    if !out_fds.is_empty() {
+        out_anc.push(SendAncillaryMessage::ScmRights(&out_fds));
+    }
+    sendmsg(
+        fd,
+        &[std::io::IoSlice::new(&bytes)],
+        &mut out_anc,
+        SendFlags::empty(),
+    )
+    .context("send to the kernel")?;
     let mut buf = vec![0u8; MAX_PACKET];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let msg = recvmsg(
         fd,
@@ -184,17 +221,79 @@ pub fn call(
     if msg.bytes == 0 {
         bail!("the kernel closed the control connection");
     }
-    let mut passed = None;
+    let mut passed = Vec::new();
     for m in anc.drain() {
         if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for f in fds {
-                passed.get_or_insert(f);
-            }
+            passed.extend(fds);
         }
     }
     let resp: ControlResponse =
         serde_json::from_slice(&buf[..msg.bytes]).context("the kernel's answer is not valid")?;
     Ok((resp, passed))
+}
+
+/// What a launcher needs to register its environment again after a kernel restart.
+pub struct Reattach {
+    /// The state directory (where the kernel's socket is).
+    pub state_dir: PathBuf,
+    /// The environment's declaration.
+    pub name: String,
+    /// Its `may_send` names.
+    pub may_send: Vec<String>,
+    /// Its `may_discover` names.
+    pub may_discover: Vec<String>,
+    /// Its mailbox bound.
+    pub capacity: Option<usize>,
+    /// The kernel's end of the environment's connection, kept since the first registration.
+    pub kept: OwnedFd,
+}
+
+/// Watch the control connection from a thread of the launcher (which may have threads once
+/// its environment runs): when the kernel goes away, wait for a new one and hand it the kept
+/// end of the environment's connection, so that descriptor 3 inside carries on. Runs until the
+/// process exits.
+pub fn watch_and_reattach(control: OwnedFd, r: Reattach) {
+    let mut control = control;
+    loop {
+        // Block until the kernel closes our control connection (it never writes unprompted).
+        let mut b = [0u8; 1];
+        loop {
+            match rustix::net::recv(&control, &mut b, RecvFlags::empty()) {
+                Ok((0, _)) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        eprintln!(
+            "warren: the kernel went away; waiting to re-attach {}",
+            r.name
+        );
+        control = loop {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let Ok(Some(fd)) = connect_daemon(&r.state_dir) else {
+                continue;
+            };
+            let req = ControlRequest::Register {
+                name: r.name.clone(),
+                may_send: r.may_send.clone(),
+                may_discover: r.may_discover.clone(),
+                capacity: r.capacity,
+                readopt: true,
+            };
+            match call_fds(&fd, &req, Some(&r.kept)) {
+                Ok((resp, _)) if resp.ok => {
+                    eprintln!("warren: {} re-attached to the new kernel", r.name);
+                    break fd;
+                }
+                Ok((resp, _)) => {
+                    eprintln!(
+                        "warren: re-attach refused: {}",
+                        resp.error.unwrap_or_default()
+                    );
+                }
+                Err(e) => eprintln!("warren: re-attach failed: {e:#}"),
+            }
+        };
+    }
 }
 
 /// Register an environment with a running kernel daemon. `Ok(None)` when no daemon runs.
@@ -213,14 +312,23 @@ pub fn register(
         may_send: may_send.to_vec(),
         may_discover: may_discover.to_vec(),
         capacity,
+        readopt: false,
     };
-    let (resp, fd) = call(&control, &req)?;
+    let (resp, mut fds) = call_fds(&control, &req, None)?;
     if !resp.ok {
         bail!(
             "the kernel refused the environment: {}",
             resp.error.unwrap_or_default()
         );
     }
-    let mailbox = fd.context("the kernel did not pass the mailbox descriptor")?;
-    Ok(Some(Registration { control, mailbox }))
+    if fds.is_empty() {
+        bail!("the kernel did not pass the mailbox descriptor");
+    }
+    let mailbox = fds.remove(0);
+    let kept = fds.pop();
+    Ok(Some(Registration {
+        control,
+        mailbox,
+        kept,
+    }))
 }

@@ -174,9 +174,9 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
                 .into(),
         ));
     }
-    let (control, mailbox) = match registration {
-        Some(r) => (Some(r.control), Some(r.mailbox)),
-        None => (None, None),
+    let (control, mailbox, kept) = match registration {
+        Some(r) => (Some(r.control), Some(r.mailbox), r.kept),
+        None => (None, None, None),
     };
     let client_tool = mailbox.as_ref().and_then(|_| client_tool());
     let plan = LaunchPlan {
@@ -211,11 +211,29 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     if let Err(e) = running.write_record(record.to_string().as_bytes()) {
         eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
     }
+    // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
+    // kernel connection and re-attach the environment to a restarted kernel.
+    let control = match (control, kept) {
+        (Some(c), Some(kept)) => {
+            let r = crate::control::Reattach {
+                state_dir: state_dir.to_owned(),
+                name: plan.name.to_string(),
+                may_send: args.may_send.clone(),
+                may_discover: args.may_discover.clone(),
+                capacity: args.mailbox_capacity,
+                kept,
+            };
+            std::thread::spawn(move || crate::control::watch_and_reattach(c, r));
+            None
+        }
+        (c, _) => c,
+    };
     let exit = match running.wait() {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
-    // The environment has ended: closing the control connection tells the kernel so.
+    // The environment has ended: closing the control connection tells the kernel so (when a
+    // watcher thread owns it, the process's exit closes it).
     drop(control);
     if json {
         println!(

@@ -345,15 +345,26 @@ impl Daemon {
             let Some(Conn::Control { fd, .. }) = self.conns.get(&token) else {
                 return;
             };
-            let n = match rustix::net::recv(
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+            let mut anc = rustix::net::RecvAncillaryBuffer::new(&mut space);
+            let n = match rustix::net::recvmsg(
                 fd,
-                &mut self.buf[..control::MAX_PACKET],
-                RecvFlags::DONTWAIT,
+                &mut [std::io::IoSliceMut::new(
+                    &mut self.buf[..control::MAX_PACKET],
+                )],
+                &mut anc,
+                RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
             ) {
-                Ok((n, _)) => n,
+                Ok(m) => m.bytes,
                 Err(rustix::io::Errno::AGAIN) => break,
                 Err(_) => 0,
             };
+            let mut passed: Vec<OwnedFd> = Vec::new();
+            for m in anc.drain() {
+                if let rustix::net::RecvAncillaryMessage::ScmRights(fds) = m {
+                    passed.extend(fds);
+                }
+            }
             if n == 0 {
                 self.close_control(token);
                 return;
@@ -365,8 +376,15 @@ impl Daemon {
                     may_send,
                     may_discover,
                     capacity,
+                    readopt,
                 }) => {
-                    self.register(token, name, may_send, may_discover, capacity);
+                    let kept = if readopt { passed.pop() } else { None };
+                    if readopt && kept.is_none() {
+                        let resp = ControlResponse::error("re-registration without the connection");
+                        self.control_reply(token, resp, None);
+                    } else {
+                        self.register(token, name, may_send, may_discover, capacity, kept);
+                    }
                 }
                 Ok(ControlRequest::Status) => {
                     let st = self.kernel.stats();
@@ -421,19 +439,28 @@ impl Daemon {
     }
 
     fn control_reply(&mut self, token: u64, resp: ControlResponse, fd: Option<&OwnedFd>) {
+        self.control_reply_fds(token, resp, fd.into_iter().collect());
+    }
+
+    /// Answer on a control connection, passing `fds` with the answer.
+    fn control_reply_fds(&mut self, token: u64, resp: ControlResponse, fds: Vec<&OwnedFd>) {
         let Some(Conn::Control { fd: conn, .. }) = self.conns.get(&token) else {
             return;
         };
         let bytes = serde_json::to_vec(&resp).unwrap_or_default();
-        let fds = fd.map(|f| [f.as_fd()]);
-        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let borrowed: Vec<_> = fds.iter().map(|f| f.as_fd()).collect();
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut anc = SendAncillaryBuffer::new(&mut space);
-        if let Some(fds) = &fds {
-            anc.push(SendAncillaryMessage::ScmRights(fds));
+        if !borrowed.is_empty() {
+            anc.push(SendAncillaryMessage::ScmRights(&borrowed));
         }
         let _ = rustix::net::sendmsg(conn, &[IoSlice::new(&bytes)], &mut anc, SendFlags::DONTWAIT);
     }
 
+    /// Register an environment. `kept` is the kernel's end of its connection, handed back by a
+    /// launcher after a kernel restart (the launcher keeps a copy from the first registration):
+    /// the environment's descriptor 3 then carries on, with a fresh capability table built from
+    /// its declaration.
     fn register(
         &mut self,
         token: u64,
@@ -441,6 +468,7 @@ impl Daemon {
         may_send: Vec<String>,
         may_discover: Vec<String>,
         capacity: Option<usize>,
+        kept: Option<OwnedFd>,
     ) {
         if let Some(Conn::Control { env: Some(_), .. }) = self.conns.get(&token) {
             let resp = ControlResponse {
@@ -474,12 +502,17 @@ impl Daemon {
                 return;
             }
         };
-        let pair = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        );
+        let readopted = kept.is_some();
+        let pair = match kept {
+            Some(fd) => Ok((fd, None)),
+            None => rustix::net::socketpair(
+                AddressFamily::UNIX,
+                SocketType::SEQPACKET,
+                SocketFlags::CLOEXEC,
+                None,
+            )
+            .map(|(a, b)| (a, Some(b))),
+        };
         let (ours, theirs) = match pair {
             Ok(p) => p,
             Err(e) => {
@@ -497,7 +530,7 @@ impl Daemon {
                 return;
             }
         };
-        for fd in [&ours, &theirs] {
+        for fd in std::iter::once(&ours).chain(theirs.as_ref()) {
             if sockopt::set_socket_send_buffer_size_force(fd, SOCKET_BUFFER).is_err() {
                 let _ = sockopt::set_socket_send_buffer_size(fd, SOCKET_BUFFER);
             }
@@ -526,7 +559,7 @@ impl Daemon {
             Conn::Env(EnvConn {
                 fd: ours,
                 env,
-                greeted: false,
+                greeted: readopted,
                 building: PacketBuilder::with_limit(OUT_PACKET),
                 out: VecDeque::new(),
                 backlog: 0,
@@ -537,16 +570,29 @@ impl Daemon {
         if let Some(Conn::Control { env: slot, .. }) = self.conns.get_mut(&token) {
             *slot = Some(env);
         }
-        self.control_reply(
-            token,
-            ControlResponse {
-                ok: true,
-                error: None,
-                status: None,
-                data: None,
-            },
-            Some(&theirs),
-        );
+        let ok = ControlResponse {
+            ok: true,
+            error: None,
+            status: None,
+            data: None,
+        };
+        match theirs {
+            // The environment's end, and a copy of ours for the launcher to keep in case this
+            // kernel restarts.
+            Some(theirs) => {
+                let copy = match &self.conns.get(&etoken) {
+                    Some(Conn::Env(c)) => rustix::io::fcntl_dupfd_cloexec(&c.fd, 3).ok(),
+                    _ => None,
+                };
+                let mut fds = vec![&theirs];
+                fds.extend(copy.as_ref());
+                self.control_reply_fds(token, ok, fds);
+            }
+            None => {
+                tracing::info!("{name} re-attached its kernel connection");
+                self.control_reply(token, ok, None);
+            }
+        }
     }
 
     fn close_control(&mut self, token: u64) {
