@@ -141,12 +141,28 @@ fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StateError> {
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    uid_dir: PathBuf,
 }
+
+/// Where host uid ranges are registered. One registry for the whole host, whatever state
+/// directory a Warren instance uses: two environments must never share a host uid.
+pub const UID_REGISTRY: &str = "/run/warren/uids";
 
 impl StateDir {
     /// The state directory at `root` (normally `/run/warren`); created on first use, mode 0700.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        StateDir { root: root.into() }
+        StateDir {
+            root: root.into(),
+            uid_dir: PathBuf::from(UID_REGISTRY),
+        }
+    }
+
+    /// A state directory whose uid registry is elsewhere (tests use a temporary one).
+    pub fn with_uid_registry(root: impl Into<PathBuf>, uid_dir: impl Into<PathBuf>) -> Self {
+        StateDir {
+            root: root.into(),
+            uid_dir: uid_dir.into(),
+        }
     }
 
     /// The root path.
@@ -162,6 +178,14 @@ impl StateDir {
         let p = self.root.join("mnt");
         ensure_dir_mode(&p, 0o755)?;
         Ok(p)
+    }
+
+    /// A file in Warren's cache directory (`<root>/cache`, mode 0700), which is created on
+    /// first use. Only root writes there.
+    pub fn cache_file(&self, name: &str) -> Result<PathBuf, StateError> {
+        let dir = self.root.join("cache");
+        ensure_dir(&dir)?;
+        Ok(dir.join(name))
     }
 
     /// The directory of live-environment records.
@@ -216,7 +240,7 @@ impl StateDir {
     /// (the kernel released its lock) is reused first, so crashed launchers leave no files
     /// behind for long; otherwise a fresh slot is taken.
     pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
-        let dir = self.root.join("uids");
+        let dir = self.uid_dir.clone();
         ensure_dir(&dir)?;
         let range = |slot: u32, held: Held| UidRange {
             slot,
@@ -276,7 +300,7 @@ mod tests {
     #[test]
     fn names_are_exclusive_while_held_and_free_after() {
         let tmp = tempfile::tempdir().unwrap();
-        let state = StateDir::new(tmp.path());
+        let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
         let held = state.claim_name("web").unwrap();
         assert!(held.path().exists());
         assert!(state.name_in_use("web").unwrap());
@@ -298,7 +322,7 @@ mod tests {
     #[test]
     fn stale_lock_files_are_reclaimed() {
         let tmp = tempfile::tempdir().unwrap();
-        let state = StateDir::new(tmp.path());
+        let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
         std::fs::create_dir_all(tmp.path().join("envs")).unwrap();
         std::fs::write(tmp.path().join("envs/old.lock"), b"crashed").unwrap();
         assert!(!state.name_in_use("old").unwrap());
@@ -308,7 +332,7 @@ mod tests {
     #[test]
     fn uid_ranges_never_overlap() {
         let tmp = tempfile::tempdir().unwrap();
-        let state = StateDir::new(tmp.path());
+        let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
         let ranges: Vec<UidRange> = (0..50).map(|_| state.claim_uid_range().unwrap()).collect();
         let mut bases: Vec<u32> = ranges.iter().map(|r| r.host_base).collect();
         bases.sort();

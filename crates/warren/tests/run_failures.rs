@@ -223,14 +223,15 @@ fn leftovers(prefix: &str) -> Vec<String> {
     }
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     for l in mountinfo.lines().filter(|l| l.contains("/run/warren")) {
+        // Any mount point under a state directory would be a leak.
         found.push(format!("mount {l}"));
     }
-    if let Ok(rd) = std::fs::read_dir("/run/warren/mnt") {
+    if let Ok(rd) = std::fs::read_dir(test_state_dir().join("mnt")) {
         for e in rd.flatten() {
             found.push(format!("file in the mount point {}", e.path().display()));
         }
     }
-    if let Ok(rd) = std::fs::read_dir("/run/warren/envs") {
+    if let Ok(rd) = std::fs::read_dir(test_state_dir().join("envs")) {
         for e in rd.flatten() {
             if e.file_name().to_string_lossy().starts_with(prefix) {
                 found.push(format!("name lock {}", e.path().display()));

@@ -260,6 +260,7 @@ fn proc_is_masked_and_sys_and_devices_are_absent() {
 fn no_descriptor_but_0_1_2_crosses_and_cwd_is_inside() {
     // Leak a descriptor into warren deliberately (not close-on-exec, like a careless caller).
     let o = std::process::Command::new("/bin/sh")
+        .env("WARREN_STATE_DIR", test_state_dir())
         .arg("-c")
         .arg(format!(
             "exec 7</etc/hostname; {} run --name {} --rootfs {} -- /bin/sh -c 'ls /proc/self/fd; readlink /proc/self/cwd'",

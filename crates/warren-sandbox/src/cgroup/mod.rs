@@ -422,6 +422,18 @@ impl Layout {
         out
     }
 
+    /// Whether `leaf` holds no process in any hierarchy and was created more than `age` ago.
+    pub fn leaf_is_stale(&self, leaf: &str, age: std::time::Duration) -> bool {
+        self.used_mounts().into_iter().all(|(m, _)| {
+            let dir = m.join(PARENT).join(leaf);
+            let old = fs::metadata(&dir)
+                .and_then(|md| md.modified())
+                .map(|t| t.elapsed().map(|e| e >= age).unwrap_or(false))
+                .unwrap_or(true);
+            old && procs(&dir).map(|p| p.is_empty()).unwrap_or(true)
+        })
+    }
+
     /// Take charge of an existing leaf, typically one left by a launcher that was killed before
     /// it could clean up, so that it can be inspected or destroyed. `None` if it does not exist.
     pub fn adopt(&self, leaf: &str) -> Option<Cgroup> {

@@ -7,7 +7,13 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The `warren` binary under test.
+/// The test suites that drive a kernel on the default state directory (`/run/warren`).
+const KERNEL_SUITES: [&str; 4] = ["kernel", "contrib", "manifest_apply", "daemon_restart"];
+
+/// The `warren` binary under test. The suites that test the kernel use the default state
+/// directory, where they start it; every other suite uses a state directory of its own, so
+/// that a kernel running on the host does not give its environments a mailbox they do not
+/// expect.
 pub fn warren() -> Command {
     assert!(
         rustix_is_root(),
@@ -15,6 +21,16 @@ pub fn warren() -> Command {
     );
     let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
     c.stdin(Stdio::null());
+    let suite = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if !KERNEL_SUITES
+        .iter()
+        .any(|k| suite.starts_with(&format!("{k}-")))
+    {
+        c.env("WARREN_STATE_DIR", test_state_dir());
+    }
     c
 }
 
@@ -25,6 +41,13 @@ fn rustix_is_root() -> bool {
                 .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+/// The state directory of the suites that run without a kernel (name locks and records; uid
+/// ranges are registered host-wide in any case).
+pub fn test_state_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| PathBuf::from("/run/warren-test"))
 }
 
 /// A name no other test uses.
