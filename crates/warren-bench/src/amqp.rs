@@ -119,7 +119,10 @@ pub fn pingpong(
         let _ = conn_b.close(200, "done".into()).await;
         anyhow::Ok(samples)
     })?;
-    Ok(Record::new("rabbitmq", "rtt", "transient, no confirms", cpu, round).with_rtts(&mut samples))
+    Ok(
+        Record::new("rabbitmq", "rtt", "transient, no confirms", cpu, round)
+            .with_rtts(&mut samples),
+    )
 }
 
 /// `amqp-throughput`.
@@ -157,6 +160,12 @@ pub fn throughput(url: &str, count: u64, cpu: Option<usize>, round: u32) -> anyh
         let _ = conn_c.close(200, "done".into()).await;
         anyhow::Ok(result)
     })?;
-    Ok(Record::new("rabbitmq", "throughput", "transient, no confirms", cpu, round)
-        .with_rate(got, elapsed))
+    Ok(Record::new(
+        "rabbitmq",
+        "throughput",
+        "transient, no confirms",
+        cpu,
+        round,
+    )
+    .with_rate(got, elapsed))
 }

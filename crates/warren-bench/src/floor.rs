@@ -56,7 +56,8 @@ fn spawn_role(
         Some(fd) => Stdio::from(fd),
         None => Stdio::null(),
     });
-    c.spawn().with_context(|| format!("start the {role} process"))
+    c.spawn()
+        .with_context(|| format!("start the {role} process"))
 }
 
 fn reap(children: Vec<Child>) -> anyhow::Result<()> {
@@ -242,8 +243,7 @@ pub fn role_relay(cpu: Option<usize>) -> anyhow::Result<()> {
     let sides = [stdin_fd(), stdout_fd()];
     let ep = epoll::create(CreateFlags::CLOEXEC).context("epoll")?;
     for (i, fd) in sides.iter().enumerate() {
-        epoll::add(&ep, fd, EventData::new_u64(i as u64), EventFlags::IN)
-            .context("epoll add")?;
+        epoll::add(&ep, fd, EventData::new_u64(i as u64), EventFlags::IN).context("epoll add")?;
     }
     let mut buf = vec![0u8; RECV_BUF];
     let mut events: Vec<Event> = Vec::with_capacity(4);

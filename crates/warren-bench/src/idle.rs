@@ -29,10 +29,13 @@ use crate::record::Record;
 /// growth steps do not count.
 const WARMUP: usize = 64;
 
-/// One registered environment: its control connection and its kernel connection.
-struct Registered {
-    _control: OwnedFd,
-    kernel: OwnedFd,
+/// One registered environment: its control connection (closing it ends the environment) and
+/// its kernel connection.
+pub struct Registered {
+    /// The control connection, kept open for the environment's life.
+    pub control: OwnedFd,
+    /// The environment's end of its kernel connection.
+    pub kernel: OwnedFd,
 }
 
 /// A line like `VmRSS:   1234 kB` of a `/proc` file, in bytes.
@@ -55,8 +58,32 @@ fn slab() -> anyhow::Result<u64> {
     kb_field(&text, "Slab:").context("no Slab in /proc/meminfo")
 }
 
-/// Registers `name` on the control socket at `socket`.
-fn register(socket: &Path, name: &str) -> anyhow::Result<Registered> {
+/// Whether a kernel daemon accepts connections on `state_dir`'s control socket.
+pub fn daemon_listens(state_dir: &Path) -> bool {
+    let Ok(fd) = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    SocketAddrUnix::new(state_dir.join("kernel.sock"))
+        .and_then(|addr| rustix::net::connect(&fd, &addr))
+        .is_ok()
+}
+
+/// Registers `name` on the control socket at `socket`, as `warren run` does.
+pub fn register(socket: &Path, name: &str) -> anyhow::Result<Registered> {
+    register_with(
+        socket,
+        serde_json::json!({ "op": "register", "name": name }),
+    )
+}
+
+/// Registers an environment with the control request `req` (`{"op":"register",...}`).
+pub fn register_with(socket: &Path, req: serde_json::Value) -> anyhow::Result<Registered> {
+    let name = req["name"].to_string();
     let fd = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -67,11 +94,12 @@ fn register(socket: &Path, name: &str) -> anyhow::Result<Registered> {
     let addr = SocketAddrUnix::new(socket).context("control socket path")?;
     rustix::net::connect(&fd, &addr)
         .with_context(|| format!("connect to the kernel at {}", socket.display()))?;
-    let req = serde_json::json!({ "op": "register", "name": name });
     rustix::net::send(&fd, req.to_string().as_bytes(), SendFlags::empty())
         .context("send the registration")?;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    // The environment's end, and a copy of the kernel's end that `warren run` keeps for a
+    // kernel restart (dropped here).
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let msg = rustix::net::recvmsg(
         &fd,
@@ -94,7 +122,7 @@ fn register(socket: &Path, name: &str) -> anyhow::Result<Registered> {
         }
     }
     Ok(Registered {
-        _control: fd,
+        control: fd,
         kernel: kernel.context("the kernel passed no connection")?,
     })
 }

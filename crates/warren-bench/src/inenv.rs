@@ -68,23 +68,66 @@ fn find(k: &mut Client, name: &str) -> anyhow::Result<Handle> {
     }
 }
 
-fn connect(cpu: Option<usize>) -> anyhow::Result<Client> {
+/// Where the program's kernel connection comes from.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Host {
+    /// Development and profiling only: instead of running inside `warren run`, register an
+    /// environment of this name on the daemon's control socket (as `warren run` would) and use
+    /// the kernel connection it hands back, from the host. Same kernel path, no launcher, no
+    /// seccomp filter on this process's system calls.
+    #[arg(long, value_name = "NAME")]
+    pub register: Option<String>,
+    /// With `--register`: the names it may send to.
+    #[arg(long = "may-send", value_name = "NAME")]
+    pub may_send: Vec<String>,
+    /// With `--register`: its mailbox's capacity.
+    #[arg(long)]
+    pub mailbox_capacity: Option<usize>,
+    /// With `--register`: the daemon's state directory.
+    #[arg(long, default_value = "/run/warren")]
+    pub state_dir: std::path::PathBuf,
+}
+
+/// A kernel connection, and the control connection that keeps a `--register`ed environment.
+struct Conn {
+    k: Client,
+    _control: Option<std::os::fd::OwnedFd>,
+}
+
+fn connect(cpu: Option<usize>, host: &Host) -> anyhow::Result<Conn> {
     pin(cpu)?;
-    Client::connect().context("connect to the kernel (run this inside `warren run`)")
+    let Some(name) = &host.register else {
+        let k =
+            Client::connect().context("connect to the kernel (run this inside `warren run`)")?;
+        return Ok(Conn { k, _control: None });
+    };
+    let mut req = serde_json::json!({ "op": "register", "name": name, "may_send": host.may_send });
+    if let Some(c) = host.mailbox_capacity {
+        req["capacity"] = c.into();
+    }
+    let reg = crate::idle::register_with(&host.state_dir.join("kernel.sock"), req)?;
+    let k = Client::from_fd(reg.kernel).context("greet the kernel")?;
+    Ok(Conn {
+        k,
+        _control: Some(reg.control),
+    })
 }
 
 /// `warren-server`: answer every message until one says `stop`. `peer` is the client's name
 /// (needed by the `plain` and `pipelined` styles, which answer with an ordinary send).
-pub fn server(style: Style, peer: &str, cpu: Option<usize>) -> anyhow::Result<()> {
-    let mut k = connect(cpu)?;
+pub fn server(style: Style, peer: &str, cpu: Option<usize>, host: &Host) -> anyhow::Result<()> {
+    let mut conn = connect(cpu, host)?;
+    let k = &mut conn.k;
     let mut to_peer: Option<Handle> = None;
     let mut next = k.recv(None).context("receive")?;
     loop {
         if next.body == STOP {
             return Ok(());
         }
+        // The answer carries the request's correlation id: `call` waits for exactly that.
         let answer = Message {
             body: next.body,
+            correlation: next.correlation,
             ..Message::default()
         };
         match style {
@@ -97,7 +140,7 @@ pub fn server(style: Style, peer: &str, cpu: Option<usize>) -> anyhow::Result<()
             Style::Plain | Style::Pipelined => {
                 let h = match to_peer {
                     Some(h) => h,
-                    None => *to_peer.insert(find(&mut k, peer)?),
+                    None => *to_peer.insert(find(k, peer)?),
                 };
                 if style == Style::Plain {
                     k.send(h, answer).context("answer")?;
@@ -120,9 +163,11 @@ pub fn client_pingpong(
     warmup: usize,
     cpu: Option<usize>,
     round: u32,
+    host: &Host,
 ) -> anyhow::Result<Record> {
-    let mut k = connect(cpu)?;
-    let h = find(&mut k, target)?;
+    let mut conn = connect(cpu, host)?;
+    let k = &mut conn.k;
+    let h = find(k, target)?;
     let mut samples = Vec::with_capacity(iters);
     for i in 0..warmup + iters {
         let t = Instant::now();
@@ -157,6 +202,16 @@ pub fn client_pingpong(
     Ok(Record::new("warren", "rtt", style.label(), cpu, round).with_rtts(&mut samples))
 }
 
+/// The variant label of a Warren throughput run: one message per packet means one request
+/// per message, each awaited (`send`, `recv`), unlike the floor's fire-and-forget packets.
+fn warren_variant(batch: usize) -> String {
+    if batch <= 1 {
+        "1 per packet, each awaited".into()
+    } else {
+        crate::floor::batch_variant(batch)
+    }
+}
+
 /// `warren-client-send`: send `count` messages to `target`, `batch` per
 /// [`Client::send_batch`] (1: one [`Client::send`] each). Prints the sender's own rate.
 pub fn client_send(
@@ -165,10 +220,13 @@ pub fn client_send(
     batch: usize,
     cpu: Option<usize>,
     round: u32,
+    host: &Host,
 ) -> anyhow::Result<Record> {
-    let mut k = connect(cpu)?;
-    let h = find(&mut k, target)?;
+    let mut conn = connect(cpu, host)?;
+    let k = &mut conn.k;
+    let h = find(k, target)?;
     let t = Instant::now();
+    let cpu0 = crate::record::cpu_ns();
     let mut sent = 0u64;
     while sent < count {
         let n = (batch.max(1) as u64).min(count - sent) as usize;
@@ -184,8 +242,10 @@ pub fn client_send(
         }
         sent += n as u64;
     }
-    let variant = crate::floor::batch_variant(batch);
-    Ok(Record::new("warren", "send-side", &variant, cpu, round).with_rate(sent, t.elapsed()))
+    let variant = warren_variant(batch);
+    Ok(Record::new("warren", "send-side", &variant, cpu, round)
+        .with_rate(sent, t.elapsed())
+        .with_cpu_since(cpu0))
 }
 
 /// `warren-client-receive`: receive `count` messages, `batch` receives per packet
@@ -195,11 +255,14 @@ pub fn client_receive(
     batch: usize,
     cpu: Option<usize>,
     round: u32,
+    host: &Host,
 ) -> anyhow::Result<Record> {
-    let mut k = connect(cpu)?;
+    let mut conn = connect(cpu, host)?;
+    let k = &mut conn.k;
     let wait = Some(Duration::from_secs(30));
     let mut got = 0u64;
     let mut first: Option<(Instant, u64)> = None;
+    let mut cpu0 = None;
     while got < count {
         let n = (batch.max(1) as u64).min(count - got) as usize;
         if batch <= 1 {
@@ -207,16 +270,22 @@ pub fn client_receive(
             got += 1;
         } else {
             for d in k.recv_batch(n, wait).context("receive a batch")? {
-                let d = d.map_err(|e: ClientError| anyhow::anyhow!("a receive of the batch: {e}"))?;
+                let d =
+                    d.map_err(|e: ClientError| anyhow::anyhow!("a receive of the batch: {e}"))?;
                 if d.body.len() != PAYLOAD.len() {
                     bail!("a message of {} bytes", d.body.len());
                 }
                 got += 1;
             }
         }
-        first.get_or_insert((Instant::now(), got));
+        if first.is_none() {
+            first = Some((Instant::now(), got));
+            cpu0 = crate::record::cpu_ns();
+        }
     }
     let (t0, before) = first.context("nothing arrived")?;
-    let variant = crate::floor::batch_variant(batch);
-    Ok(Record::new("warren", "throughput", &variant, cpu, round).with_rate(got - before, t0.elapsed()))
+    let variant = warren_variant(batch);
+    Ok(Record::new("warren", "throughput", &variant, cpu, round)
+        .with_rate(got - before, t0.elapsed())
+        .with_cpu_since(cpu0))
 }

@@ -103,6 +103,8 @@ enum Mode {
         /// Pin to this CPU.
         #[arg(long)]
         cpu: Option<usize>,
+        #[command(flatten)]
+        host: inenv::Host,
     },
     /// Inside an environment: time round trips to a `warren-server`.
     WarrenClientPingpong {
@@ -116,6 +118,8 @@ enum Mode {
         trips: Trips,
         #[command(flatten)]
         place: Place,
+        #[command(flatten)]
+        host: inenv::Host,
     },
     /// Inside an environment: send 64-byte messages to `target`.
     WarrenClientSend {
@@ -126,6 +130,8 @@ enum Mode {
         flow: Flow,
         #[command(flatten)]
         place: Place,
+        #[command(flatten)]
+        host: inenv::Host,
     },
     /// Inside an environment: receive and count messages.
     WarrenClientReceive {
@@ -133,6 +139,8 @@ enum Mode {
         flow: Flow,
         #[command(flatten)]
         place: Place,
+        #[command(flatten)]
+        host: inenv::Host,
     },
     /// The kernel daemon's memory per idle environment and per extra idle mailbox.
     IdleMailboxes {
@@ -171,6 +179,12 @@ enum Mode {
         flow: Flow,
         #[command(flatten)]
         place: Place,
+    },
+    /// Exit 0 when a kernel daemon accepts connections on the state directory's socket.
+    ProbeDaemon {
+        /// The state directory.
+        #[arg(long, default_value = "/run/warren")]
+        state_dir: PathBuf,
     },
     /// Side-by-side tables and ratios from the records in FILES.
     Report {
@@ -221,12 +235,18 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         Mode::RelayThroughput { flow, place } => {
             floor::throughput(true, flow.count, flow.batch, place.cpu, place.round)?.print()
         }
-        Mode::WarrenServer { style, peer, cpu } => inenv::server(style, &peer, cpu),
+        Mode::WarrenServer {
+            style,
+            peer,
+            cpu,
+            host,
+        } => inenv::server(style, &peer, cpu, &host),
         Mode::WarrenClientPingpong {
             style,
             target,
             trips,
             place,
+            host,
         } => inenv::client_pingpong(
             style,
             &target,
@@ -234,15 +254,25 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             trips.warmup,
             place.cpu,
             place.round,
+            &host,
         )?
         .print(),
         Mode::WarrenClientSend {
             target,
             flow,
             place,
-        } => inenv::client_send(&target, flow.count, flow.batch, place.cpu, place.round)?.print(),
-        Mode::WarrenClientReceive { flow, place } => {
-            inenv::client_receive(flow.count, flow.batch, place.cpu, place.round)?.print()
+            host,
+        } => inenv::client_send(
+            &target,
+            flow.count,
+            flow.batch,
+            place.cpu,
+            place.round,
+            &host,
+        )?
+        .print(),
+        Mode::WarrenClientReceive { flow, place, host } => {
+            inenv::client_receive(flow.count, flow.batch, place.cpu, place.round, &host)?.print()
         }
         Mode::IdleMailboxes {
             daemon_pid,
@@ -258,6 +288,13 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         }
         Mode::AmqpPingpong { url, trips, place } => amqp_pingpong(&url, trips, place),
         Mode::AmqpThroughput { url, flow, place } => amqp_throughput(&url, flow, place),
+        Mode::ProbeDaemon { state_dir } => {
+            if idle::daemon_listens(&state_dir) {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
+        }
         Mode::Report {
             relay_batch,
             warren_batch,
@@ -285,12 +322,16 @@ fn amqp_throughput(url: &str, flow: Flow, place: Place) -> anyhow::Result<()> {
 
 #[cfg(not(feature = "amqp"))]
 fn amqp_pingpong(_: &str, _: Trips, _: Place) -> anyhow::Result<()> {
-    anyhow::bail!("built without the amqp feature: cargo build --release -p warren-bench --features amqp")
+    anyhow::bail!(
+        "built without the amqp feature: cargo build --release -p warren-bench --features amqp"
+    )
 }
 
 #[cfg(not(feature = "amqp"))]
 fn amqp_throughput(_: &str, _: Flow, _: Place) -> anyhow::Result<()> {
-    anyhow::bail!("built without the amqp feature: cargo build --release -p warren-bench --features amqp")
+    anyhow::bail!(
+        "built without the amqp feature: cargo build --release -p warren-bench --features amqp"
+    )
 }
 
 fn main() {

@@ -75,6 +75,18 @@ impl Record {
         self
     }
 
+    /// Adds this process's CPU time since `start` (from [`cpu_ns`]) per counted message, in
+    /// nanoseconds, as `extra.cpu_ns_per_msg`.
+    pub fn with_cpu_since(mut self, start: Option<u64>) -> Self {
+        if let (Some(a), Some(b)) = (start, cpu_ns()) {
+            let per = b.saturating_sub(a) as f64 / self.count.max(1) as f64;
+            let mut extra = self.extra.take().unwrap_or_else(|| serde_json::json!({}));
+            extra["cpu_ns_per_msg"] = per.into();
+            self.extra = Some(extra);
+        }
+        self
+    }
+
     /// Prints the record as one JSON line on standard output.
     pub fn print(&self) -> anyhow::Result<()> {
         println!(
@@ -108,6 +120,16 @@ pub fn pin(cpu: Option<usize>) -> anyhow::Result<()> {
             .with_context(|| format!("pin to CPU {cpu}"))?;
     }
     Ok(())
+}
+
+/// Nanoseconds this process has spent on a CPU so far (`/proc/self/schedstat`), if readable.
+pub fn cpu_ns() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The 64-byte payload every benchmark sends.

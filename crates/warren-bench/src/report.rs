@@ -153,10 +153,7 @@ impl Results {
             }
         }
 
-        let _ = writeln!(
-            o,
-            "\n### Throughput, 64-byte messages, one way (M msg/s)\n"
-        );
+        let _ = writeln!(o, "\n### Throughput, 64-byte messages, one way (M msg/s)\n");
         let _ = writeln!(o, "| path | pinned | unpinned |");
         let _ = writeln!(o, "|---|---:|---:|");
         let mps = |r: &Record| r.msgs_per_s.map(|x| x / 1e6);
@@ -207,9 +204,10 @@ impl Results {
             )
         };
         let (tp, tu) = (t("pinned"), t("unpinned"));
-        let best = tp.into_iter().chain(tu).fold(None, |m: Option<f64>, x| {
-            Some(m.map_or(x, |m| m.max(x)))
-        });
+        let best = tp
+            .into_iter()
+            .chain(tu)
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
         let _ = writeln!(
             o,
             "| Warren throughput ({warren_batch}) / relay ({relay_batch}) | {} | {} | ≥ {THROUGHPUT_RATIO_TARGET} | {} |",
@@ -217,11 +215,27 @@ impl Results {
             p(tu, 3),
             met(best.map(|x| x >= THROUGHPUT_RATIO_TARGET))
         );
+        if relay_batch != warren_batch {
+            let same = |pl: &str| {
+                self.ratio(
+                    &key("warren", "throughput", warren_batch, pl),
+                    &key("relay", "throughput", warren_batch, pl),
+                    thr,
+                )
+            };
+            let _ = writeln!(
+                o,
+                "| Warren throughput ({warren_batch}) / relay ({warren_batch}) | {} | {} | – | – |",
+                p(same("pinned"), 3),
+                p(same("unpinned"), 3),
+            );
+        }
         let wt = ["pinned", "unpinned"]
             .map(|pl| self.med(&key("warren", "throughput", warren_batch, pl), thr));
-        let wbest = wt.iter().flatten().fold(None, |m: Option<f64>, &x| {
-            Some(m.map_or(x, |m| m.max(x)))
-        });
+        let wbest = wt
+            .iter()
+            .flatten()
+            .fold(None, |m: Option<f64>, &x| Some(m.map_or(x, |m| m.max(x))));
         let _ = writeln!(
             o,
             "| Warren throughput ({warren_batch}), M msg/s | {} | {} | ≥ {} | {} |",

@@ -2,8 +2,10 @@
 //!
 //! Small and blocking: one [`Client`] owns the environment's connection (the inherited
 //! descriptor named by `WARREN_FD`, normally 3) and turns each call into one request frame and
-//! its response. Several requests can travel in one packet with [`Client::send_batch`], which is
-//! how a sender reaches the protocol's throughput. The byte layout is `docs/protocol.md`.
+//! its response. Several requests travel in one packet with [`Client::send_batch`] and
+//! [`Client::recv_batch`], which is how a sender and a receiver reach the protocol's throughput,
+//! and with [`Client::send_and_recv`], a server's answer-and-wait step in one system call. The
+//! byte layout is `docs/protocol.md`.
 //!
 //! ```no_run
 //! use warren_client::{Client, Message};
@@ -173,11 +175,7 @@ impl Client {
 
     /// The answers to the `n` requests with ids `first..first + n`, in id order; answers to
     /// other requests met on the way are kept for their own waiters.
-    fn wait_for_block(
-        &mut self,
-        first: RequestId,
-        n: usize,
-    ) -> Result<Vec<Response>, ClientError> {
+    fn wait_for_block(&mut self, first: RequestId, n: usize) -> Result<Vec<Response>, ClientError> {
         let index = |id: RequestId| {
             let i = id.wrapping_sub(first) as usize;
             (i < n).then_some(i)
@@ -496,5 +494,184 @@ impl Client {
             name: name.map(str::to_owned),
         })?)?
         .0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake kernel on the other end of a datagram pair: it answers the handshake, then runs
+    /// `script` with the socket.
+    fn with_fake_kernel(
+        script: impl FnOnce(&UnixDatagram) + Send + 'static,
+    ) -> (Client, std::thread::JoinHandle<()>) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let kernel = std::thread::spawn(move || {
+            let hello = read_requests(&theirs);
+            assert!(matches!(hello[0].body, Request::Hello { .. }));
+            answer(
+                &theirs,
+                &[Frame {
+                    id: hello[0].id,
+                    body: Response::Welcome {
+                        version: VERSION,
+                        env: "t".into(),
+                    },
+                }],
+            );
+            script(&theirs);
+        });
+        (Client::from_fd(OwnedFd::from(ours)).unwrap(), kernel)
+    }
+
+    fn read_requests(sock: &UnixDatagram) -> Vec<Frame<Request>> {
+        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
+        let n = sock.recv(&mut buf).unwrap();
+        warren_proto::decode_requests(&buf[..n]).unwrap()
+    }
+
+    fn answer(sock: &UnixDatagram, frames: &[Frame<Response>]) {
+        let mut p = PacketBuilder::new();
+        for f in frames {
+            p.push_response(f).unwrap();
+        }
+        sock.send(p.as_bytes()).unwrap();
+    }
+
+    fn delivery(body: &str) -> Response {
+        Response::Delivery(Delivery {
+            mailbox: DEFAULT_MAILBOX,
+            from: Sender {
+                env: "peer".into(),
+                badge: 0,
+            },
+            headers: vec![],
+            correlation: None,
+            body: body.as_bytes().to_vec(),
+            caps: vec![],
+            reply: None,
+            down: None,
+        })
+    }
+
+    #[test]
+    fn recv_batch_pipelines_the_receives_in_one_packet_and_answers_in_request_order() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let reqs = read_requests(sock);
+            assert_eq!(reqs.len(), 3, "all three receives travel in one packet");
+            for r in &reqs {
+                assert_eq!(
+                    r.body,
+                    Request::Recv {
+                        mailbox: None,
+                        filter: Filter::default(),
+                        timeout_ms: Some(1000),
+                    }
+                );
+            }
+            let ids: Vec<u32> = reqs.iter().map(|r| r.id).collect();
+            // Out of order, split over two packets, with an answer to something else between.
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: ids[2],
+                        body: delivery("c"),
+                    },
+                    Frame {
+                        id: ids[2].wrapping_add(100),
+                        body: Response::Ok,
+                    },
+                ],
+            );
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: ids[0],
+                        body: delivery("a"),
+                    },
+                    Frame {
+                        id: ids[1],
+                        body: Response::Error {
+                            code: ErrorCode::Timeout,
+                            detail: "nothing".into(),
+                        },
+                    },
+                ],
+            );
+        });
+        let got = k.recv_batch(3, Some(Duration::from_secs(1))).unwrap();
+        kernel.join().unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_ref().unwrap().body, b"a");
+        assert_eq!(
+            got[1].as_ref().unwrap_err().code(),
+            Some(ErrorCode::Timeout)
+        );
+        assert_eq!(got[2].as_ref().unwrap().body, b"c");
+        // The stray answer was kept, not mistaken for one of the batch.
+        assert_eq!(k.early.len(), 1);
+    }
+
+    #[test]
+    fn send_and_recv_puts_both_requests_in_one_packet() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let reqs = read_requests(sock);
+            assert_eq!(reqs.len(), 2);
+            assert!(matches!(
+                reqs[0].body,
+                Request::Send {
+                    handle: 2,
+                    wait: true,
+                    ..
+                }
+            ));
+            assert!(matches!(
+                reqs[1].body,
+                Request::Recv {
+                    timeout_ms: None,
+                    ..
+                }
+            ));
+            // The delivery may come before the send's answer.
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[1].id,
+                    body: delivery("pong"),
+                }],
+            );
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[0].id,
+                    body: Response::Error {
+                        code: ErrorCode::Full,
+                        detail: "full".into(),
+                    },
+                }],
+            );
+        });
+        let msg = Message {
+            body: b"ping".to_vec(),
+            ..Message::default()
+        };
+        let (sent, got) = k.send_and_recv(2, msg, None).unwrap();
+        kernel.join().unwrap();
+        assert_eq!(sent.unwrap_err().code(), Some(ErrorCode::Full));
+        assert_eq!(got.unwrap().body, b"pong");
+    }
+
+    #[test]
+    fn batch_ids_never_wrap_inside_a_block() {
+        let (mut k, kernel) = with_fake_kernel(|_| {});
+        kernel.join().unwrap();
+        k.next_id = u32::MAX - 1;
+        let first = k.reserve_ids(4);
+        assert_eq!(first, 1);
+        assert_eq!(k.next_id, 5);
+        assert_ne!(k.reserve_ids(1), 0);
     }
 }

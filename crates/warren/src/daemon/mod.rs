@@ -41,6 +41,8 @@ const SIGNALS: u64 = 1;
 const SOCKET_BUFFER: usize = 2 << 20;
 /// Packets the daemon assembles for one environment at most (responses are batched into them).
 const OUT_PACKET: usize = 64 * 1024;
+/// Decoded frames whose room the daemon keeps between packets.
+const FRAMES_KEPT: usize = 1024;
 /// Unsent output one environment may accumulate before the daemon gives up on it.
 const MAX_BACKLOG: usize = 64 << 20;
 
@@ -59,6 +61,35 @@ enum Conn {
     Env(EnvConn),
 }
 
+/// A map keyed by numbers the daemon assigns itself (connection tokens, environment ids), so no
+/// client chooses its keys: a multiplicative hash is enough, and much cheaper than the default
+/// SipHash on the path of every request and response.
+type IdMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Fibonacci hashing of integer keys (distinct low bits for consecutive numbers).
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 struct EnvConn {
     fd: OwnedFd,
     env: EnvId,
@@ -67,6 +98,8 @@ struct EnvConn {
     out: VecDeque<Vec<u8>>,
     backlog: usize,
     want_write: bool,
+    /// Whether the connection is on the daemon's list of connections with output to flush.
+    dirty: bool,
 }
 
 struct Daemon {
@@ -74,8 +107,13 @@ struct Daemon {
     listener: OwnedFd,
     signals: OwnedFd,
     kernel: Kernel,
-    conns: HashMap<u64, Conn>,
-    env_conn: HashMap<EnvId, u64>,
+    conns: IdMap<u64, Conn>,
+    env_conn: IdMap<EnvId, u64>,
+    /// Environment connections that got output this turn: flushing visits only these, so a
+    /// turn costs the same with ten or ten thousand idle environments.
+    dirty: Vec<u64>,
+    /// The frames of the packet being handled (kept for its allocation).
+    frames: Vec<Frame<Request>>,
     next_token: u64,
     start: Instant,
     audit: BufWriter<File>,
@@ -86,7 +124,7 @@ struct Daemon {
     exe: PathBuf,
     registry: Registry,
     runtime: HashMap<String, Runtime>,
-    pid_tokens: HashMap<u64, String>,
+    pid_tokens: IdMap<u64, String>,
     pendings: Vec<Pending>,
 }
 
@@ -220,8 +258,10 @@ impl Daemon {
             listener,
             signals,
             kernel: Kernel::new(warren_kernel::Config::default()),
-            conns: HashMap::new(),
-            env_conn: HashMap::new(),
+            conns: IdMap::default(),
+            env_conn: IdMap::default(),
+            dirty: Vec::new(),
+            frames: Vec::new(),
             next_token: 2,
             start: Instant::now(),
             audit: BufWriter::new(audit),
@@ -232,7 +272,7 @@ impl Daemon {
             exe: std::env::current_exe().context("find the warren binary")?,
             registry: Registry::load(&opts.state_dir)?,
             runtime: HashMap::new(),
-            pid_tokens: HashMap::new(),
+            pid_tokens: IdMap::default(),
             pendings: Vec::new(),
         })
     }
@@ -564,6 +604,7 @@ impl Daemon {
                 out: VecDeque::new(),
                 backlog: 0,
                 want_write: false,
+                dirty: false,
             }),
         );
         self.env_conn.insert(env, etoken);
@@ -643,14 +684,18 @@ impl Daemon {
                 );
                 return;
             }
-            let frames = match warren_proto::decode_requests(&self.buf[..n]) {
-                Ok(f) => f,
-                Err(e) => {
-                    let why = format!("malformed packet: {e}");
-                    self.drop_env_conn(token, Some(&why));
-                    return;
-                }
-            };
+            // The whole packet is decoded before any frame is acted on, into a vector kept
+            // from packet to packet.
+            let mut frames = std::mem::take(&mut self.frames);
+            frames.clear();
+            if let Err(e) = warren_proto::request_frames(&self.buf[..n])
+                .try_for_each(|f| f.map(|f| frames.push(f)))
+            {
+                self.frames = frames;
+                let why = format!("malformed packet: {e}");
+                self.drop_env_conn(token, Some(&why));
+                return;
+            }
             let now = self.now();
             let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
                 return;
@@ -663,14 +708,18 @@ impl Daemon {
                         ..
                     }) => c.greeted = true,
                     _ => {
+                        self.frames = frames;
                         self.drop_env_conn(token, Some("the first frame was not a hello"));
                         return;
                     }
                 }
             }
-            for f in frames {
+            for f in frames.drain(..) {
                 self.kernel.handle_request(env, f.id, f.body, now);
             }
+            // A packet of many tiny frames must not leave a large vector behind.
+            frames.shrink_to(FRAMES_KEPT);
+            self.frames = frames;
         }
         if flags.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR) {
             self.drop_env_conn(token, None);
@@ -726,6 +775,10 @@ impl Daemon {
         let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
             return;
         };
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(token);
+        }
         let frame = Frame { id, body: response };
         match c.building.push_response(&frame) {
             Ok(()) => {}
@@ -742,9 +795,10 @@ impl Daemon {
     }
 
     fn flush_all(&mut self) {
-        let tokens: Vec<u64> = self.env_conn.values().copied().collect();
-        for t in tokens {
+        let mut tokens = std::mem::take(&mut self.dirty);
+        for &t in &tokens {
             if let Some(Conn::Env(c)) = self.conns.get_mut(&t) {
+                c.dirty = false;
                 if !c.building.is_empty() {
                     let packet = c.building.take();
                     c.backlog += packet.len();
@@ -755,6 +809,9 @@ impl Daemon {
                 }
             }
         }
+        // Keep the list's allocation for the next turn.
+        tokens.clear();
+        self.dirty = tokens;
     }
 
     fn flush(&mut self, token: u64) {
