@@ -30,6 +30,10 @@ pub use warren_proto::{
 };
 use warren_proto::{Frame, PacketBuilder, Request, RequestId, Response};
 
+/// How long past a receive's own timeout the client waits for the kernel's answer before it
+/// concludes the answer was lost (a kernel restart loses the requests it had parked).
+const RESTART_GRACE: Duration = Duration::from_secs(2);
+
 /// The default mailbox's handle in every environment's table.
 pub const DEFAULT_MAILBOX: Handle = 1;
 
@@ -135,7 +139,21 @@ impl Client {
     }
 
     fn read_packet(&mut self) -> Result<Vec<Frame<Response>>, ClientError> {
-        let n = self.sock.recv(&mut self.buf)?;
+        let n = match self.sock.recv(&mut self.buf) {
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(ClientError::Kernel {
+                    code: ErrorCode::Timeout,
+                    detail: "no answer from the kernel in time (was it restarted?)".into(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         if n == 0 {
             return Err(ClientError::Closed);
         }
@@ -210,11 +228,23 @@ impl Client {
     }
 
     fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+        // A receive with a timeout is answered by then; if the kernel restarted meanwhile (its
+        // parked requests are lost) the client gives up on its own, a little later.
+        let deadline = match &req {
+            Request::Recv {
+                timeout_ms: Some(ms),
+                ..
+            } => Some(Duration::from_millis(*ms) + RESTART_GRACE),
+            _ => None,
+        };
         let id = self.next_id();
         let mut out = Vec::new();
         warren_proto::encode_request(&Frame { id, body: req }, &mut out)?;
         self.sock.send(&out)?;
-        match self.wait_for(id)? {
+        self.sock.set_read_timeout(deadline)?;
+        let answer = self.wait_for(id);
+        self.sock.set_read_timeout(None)?;
+        match answer? {
             Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
             r => Ok(r),
         }

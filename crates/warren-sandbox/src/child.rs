@@ -87,7 +87,12 @@ fn setup(
     };
 
     // Wait until the parent has written our uid/gid maps and placed us in the cgroup.
-    warren_sys::set_signal_mask(&ctx.old_mask).ok();
+    // A workload starts with no signal blocked and every disposition at its default, whatever
+    // the launcher inherited (a kernel daemon blocks SIGINT and SIGTERM for its signalfd; a
+    // shell may have ignored SIGINT or SIGHUP).
+    let _ = &ctx.old_mask;
+    warren_sys::set_signal_mask(&warren_sys::SignalSet::empty()).ok();
+    warren_sys::reset_signal_dispositions();
     let mut byte = [0u8; 1];
     match rustix::io::read(&ctx.go, &mut byte) {
         Ok(1) => {}

@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn msg_bin() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_warren")).parent().unwrap().to_owned();
+    let dir = Path::new(env!("CARGO_BIN_EXE_warren"))
+        .parent()
+        .unwrap()
+        .to_owned();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
         .args(["build", "-q", "-p", "warren-client", "--bin", "warren-msg"])
@@ -47,7 +50,9 @@ fn start_kernel(msg: &Path) -> Child {
 }
 
 fn stop_kernel(mut k: Child) {
-    let _ = Command::new("kill").args(["-TERM", &k.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &k.id().to_string()])
+        .status();
     let _ = k.wait();
 }
 
@@ -89,7 +94,10 @@ fn environments_survive_a_kernel_restart_and_keep_their_mailbox() {
     // A new kernel re-adopts it: same workload, still managed.
     let k2 = start_kernel(&msg);
     let after = row(&keeper).expect("re-adopted");
-    assert_eq!(after["pid"], pid, "the environment was restarted instead of re-adopted");
+    assert_eq!(
+        after["pid"], pid,
+        "the environment was restarted instead of re-adopted"
+    );
     assert_eq!(after["managed"], true);
     assert_eq!(after["state"], "running");
 

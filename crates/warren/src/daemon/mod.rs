@@ -749,6 +749,11 @@ impl Daemon {
             }
             self.env_conn.remove(&env);
         }
+        // The launcher keeps a copy of our end (to re-attach after a kernel restart), so closing
+        // ours would not reach the environment: shut the connection down for both sides.
+        if let Some(Conn::Env(c)) = self.conns.get(&token) {
+            let _ = rustix::net::shutdown(&c.fd, rustix::net::Shutdown::Both);
+        }
         self.close_env(token);
     }
 

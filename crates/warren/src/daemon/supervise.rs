@@ -150,8 +150,10 @@ impl Daemon {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
+            // At least a quarter second before the second SIGTERM, so that the two never merge
+            // into one pending signal (the second is what makes the launcher kill and clean up).
             rt.stopping = Some(Stopping {
-                next_at: now + timeout_ms,
+                next_at: now + timeout_ms.max(250),
                 stage: 1,
                 after,
             });
@@ -321,11 +323,17 @@ impl Daemon {
             .iter()
             .filter_map(|(n, m)| {
                 let name = n.parse().ok()?;
+                // An environment that finished the way its restart policy intends (exited under
+                // `no`, or cleanly under `on-failure`) is converged: applying the same manifest
+                // again must not run it again.
+                let settled = m.state == State::Exited;
+                let running =
+                    self.runtime.contains_key(n) || m.state == State::Restarting || settled;
                 Some((
                     name,
                     Observed {
                         spec: m.spec.clone(),
-                        running: self.runtime.contains_key(n) || m.state == State::Restarting,
+                        running,
                     },
                 ))
             })
@@ -564,7 +572,14 @@ impl Daemon {
 /// The answer to `apply` (and `stop`/`remove`): the steps, and whether anything changed or
 /// failed.
 fn apply_reply(steps: &[Value], check: bool) -> Value {
-    let changed = steps.iter().any(|s| s["action"] != "keep");
+    let failed_step = |s: &Value| {
+        s["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("failed"))
+    };
+    let changed = steps
+        .iter()
+        .any(|s| s["action"] != "keep" && !failed_step(s));
     let failed = steps.iter().any(|s| {
         s["result"]
             .as_str()
