@@ -878,13 +878,15 @@ fn restart_policies_back_off_and_give_up_after_max_restarts() {
     let o = warren().args(["ps", "-q"]).output().unwrap();
     assert!(!stdout(&o).contains(&never), "{}", stdout(&o));
 
-    // Applying again starts what has exited: its state is the difference.
+    // Applying again leaves alone what finished the way its policy intends (a one-shot job is
+    // not run again), and starts again what gave up: its state is the difference.
     let o = run(&["diff", "--json"], &file);
     assert_eq!(code(&o), 1);
     let s = steps(&o);
-    assert_eq!(s[&never]["action"], "replace");
+    assert_eq!(s[&never]["action"], "keep", "{}", s[&never]);
+    assert_eq!(s[&always]["action"], "replace");
     assert_eq!(
-        s[&never]["changes"],
+        s[&always]["changes"],
         serde_json::json!([{"field": "state", "old": "exited", "new": "running"}])
     );
 }
