@@ -58,21 +58,6 @@ fn slab() -> anyhow::Result<u64> {
     kb_field(&text, "Slab:").context("no Slab in /proc/meminfo")
 }
 
-/// Whether a kernel daemon accepts connections on `state_dir`'s control socket.
-pub fn daemon_listens(state_dir: &Path) -> bool {
-    let Ok(fd) = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    ) else {
-        return false;
-    };
-    SocketAddrUnix::new(state_dir.join("kernel.sock"))
-        .and_then(|addr| rustix::net::connect(&fd, &addr))
-        .is_ok()
-}
-
 /// Registers `name` on the control socket at `socket`, as `warren run` does.
 pub fn register(socket: &Path, name: &str) -> anyhow::Result<Registered> {
     register_with(

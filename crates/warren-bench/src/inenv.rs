@@ -199,7 +199,12 @@ pub fn client_pingpong(
         },
     )
     .context("stop the server")?;
-    Ok(Record::new("warren", "rtt", style.label(), cpu, round).with_rtts(&mut samples))
+    // Registered from the host: the same kernel path without the environments' isolation.
+    let variant = match host.register {
+        Some(_) => format!("{}, host processes", style.label()),
+        None => style.label().to_owned(),
+    };
+    Ok(Record::new("warren", "rtt", &variant, cpu, round).with_rtts(&mut samples))
 }
 
 /// The variant label of a Warren throughput run: one message per packet means one request

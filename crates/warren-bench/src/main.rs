@@ -180,12 +180,6 @@ enum Mode {
         #[command(flatten)]
         place: Place,
     },
-    /// Exit 0 when a kernel daemon accepts connections on the state directory's socket.
-    ProbeDaemon {
-        /// The state directory.
-        #[arg(long, default_value = "/run/warren")]
-        state_dir: PathBuf,
-    },
     /// Side-by-side tables and ratios from the records in FILES.
     Report {
         /// The relay variant the batched-throughput target compares with.
@@ -288,13 +282,6 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         }
         Mode::AmqpPingpong { url, trips, place } => amqp_pingpong(&url, trips, place),
         Mode::AmqpThroughput { url, flow, place } => amqp_throughput(&url, flow, place),
-        Mode::ProbeDaemon { state_dir } => {
-            if idle::daemon_listens(&state_dir) {
-                Ok(())
-            } else {
-                std::process::exit(1)
-            }
-        }
         Mode::Report {
             relay_batch,
             warren_batch,
