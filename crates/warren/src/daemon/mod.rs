@@ -347,15 +347,9 @@ impl Daemon {
                 Err(_) => false,
             };
             if !allowed {
-                let resp = ControlResponse {
-                    ok: false,
-                    error: Some(
-                        "permission denied: the control socket is for root and the kernel's group"
-                            .into(),
-                    ),
-                    status: None,
-                    data: None,
-                };
+                let resp = ControlResponse::error(
+                    "permission denied: the control socket is for root and the kernel's group",
+                );
                 let _ = rustix::net::send(
                     &fd,
                     &serde_json::to_vec(&resp).unwrap_or_default(),
@@ -463,12 +457,7 @@ impl Daemon {
                     self.remove_request(token, name, force)
                 }
                 Err(e) => {
-                    let resp = ControlResponse {
-                        ok: false,
-                        error: Some(format!("bad control request: {e}")),
-                        status: None,
-                        data: None,
-                    };
+                    let resp = ControlResponse::error(format!("bad control request: {e}"));
                     self.control_reply(token, resp, None);
                 }
             }
@@ -511,12 +500,7 @@ impl Daemon {
         kept: Option<OwnedFd>,
     ) {
         if let Some(Conn::Control { env: Some(_), .. }) = self.conns.get(&token) {
-            let resp = ControlResponse {
-                ok: false,
-                error: Some("this connection already registered an environment".into()),
-                status: None,
-                data: None,
-            };
+            let resp = ControlResponse::error("this connection already registered an environment");
             self.control_reply(token, resp, None);
             return;
         }
@@ -529,16 +513,7 @@ impl Daemon {
         let env = match self.kernel.add_env(spec, self.now()) {
             Ok(e) => e,
             Err(e) => {
-                self.control_reply(
-                    token,
-                    ControlResponse {
-                        ok: false,
-                        error: Some(e.to_string()),
-                        status: None,
-                        data: None,
-                    },
-                    None,
-                );
+                self.control_reply(token, ControlResponse::error(e.to_string()), None);
                 return;
             }
         };
@@ -559,12 +534,7 @@ impl Daemon {
                 self.kernel.remove_env(env, self.now());
                 self.control_reply(
                     token,
-                    ControlResponse {
-                        ok: false,
-                        error: Some(format!("socketpair: {e}")),
-                        status: None,
-                        data: None,
-                    },
+                    ControlResponse::error(format!("socketpair: {e}")),
                     None,
                 );
                 return;
@@ -582,16 +552,7 @@ impl Daemon {
         let (flags, data) = token_event(etoken, false);
         if let Err(e) = epoll::add(&self.epoll, &ours, data, flags) {
             self.kernel.remove_env(env, self.now());
-            self.control_reply(
-                token,
-                ControlResponse {
-                    ok: false,
-                    error: Some(format!("epoll: {e}")),
-                    status: None,
-                    data: None,
-                },
-                None,
-            );
+            self.control_reply(token, ControlResponse::error(format!("epoll: {e}")), None);
             return;
         }
         self.conns.insert(
