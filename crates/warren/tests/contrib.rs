@@ -8,20 +8,15 @@
 //! one at a time, since `apply` converges everything the kernel manages.
 
 mod common;
+use common::kernel::*;
 use common::*;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard, OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 // ----- harness -----
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// The repository's `contrib/` directory.
 fn contrib(path: &str) -> PathBuf {
@@ -32,172 +27,6 @@ fn contrib(path: &str) -> PathBuf {
 
 fn read_contrib(path: &str) -> String {
     std::fs::read_to_string(contrib(path)).unwrap()
-}
-
-/// The static `warren-msg` client next to `warren`, built if `cargo test` did not build it.
-fn msg_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = Path::new(env!("CARGO_BIN_EXE_warren")).with_file_name("warren-msg");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "warren-client", "--bin", "warren-msg"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(st.success() && bin.exists(), "cannot build warren-msg");
-        bin
-    })
-}
-
-/// A manifest declaring nothing.
-fn empty_manifest() -> &'static Path {
-    static EMPTY: OnceLock<PathBuf> = OnceLock::new();
-    EMPTY.get_or_init(|| {
-        let p = Path::new(env!("CARGO_TARGET_TMPDIR")).join("contrib-empty.toml");
-        std::fs::write(&p, "").unwrap();
-        p
-    })
-}
-
-fn kernel_answers() -> bool {
-    let o = warren().arg("diff").arg(empty_manifest()).output().unwrap();
-    matches!(o.status.code(), Some(0 | 1))
-}
-
-/// Where the daemons this binary starts write their log (shown when a test fails).
-fn kernel_log() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("contrib-kernel.log")
-}
-
-fn kernel_log_tail() -> String {
-    let text = std::fs::read_to_string(kernel_log()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
-}
-
-/// Requests to the thread that starts and stops daemons. A daemon runs with a parent-death
-/// signal tied to the thread that started it, so one long-lived thread starts them all.
-enum KernelRequest {
-    Start(mpsc::Sender<u32>),
-    Stop(u32, mpsc::Sender<()>),
-}
-
-fn keeper() -> &'static Mutex<mpsc::Sender<KernelRequest>> {
-    static KEEPER: OnceLock<Mutex<mpsc::Sender<KernelRequest>>> = OnceLock::new();
-    KEEPER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<KernelRequest>();
-        std::thread::spawn(move || {
-            let mut children: Vec<std::process::Child> = Vec::new();
-            // The sender lives in a static: this loop (and so this thread) lasts as long as the
-            // test process.
-            for req in rx {
-                match req {
-                    KernelRequest::Start(reply) => {
-                        let log = std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(kernel_log())
-                            .unwrap();
-                        let child = Command::new("setpriv")
-                            .args(["--pdeathsig", "KILL", "--"])
-                            .arg(env!("CARGO_BIN_EXE_warren"))
-                            .arg("daemon")
-                            .env("WARREN_MSG_BIN", msg_bin())
-                            .stdin(Stdio::null())
-                            .stdout(log.try_clone().unwrap())
-                            .stderr(log)
-                            .spawn()
-                            .unwrap();
-                        let _ = reply.send(child.id());
-                        children.push(child);
-                    }
-                    KernelRequest::Stop(pid, reply) => {
-                        if let Some(i) = children.iter().position(|c| c.id() == pid) {
-                            let mut child = children.remove(i);
-                            let _ = Command::new("kill")
-                                .args(["-TERM", &pid.to_string()])
-                                .status();
-                            let _ = child.wait();
-                        }
-                        let _ = reply.send(());
-                    }
-                }
-            }
-        });
-        Mutex::new(tx)
-    })
-}
-
-/// The pid of the daemon this binary started and that is running now, if any.
-fn current_kernel() -> &'static Mutex<Option<u32>> {
-    static CURRENT: Mutex<Option<u32>> = Mutex::new(None);
-    &CURRENT
-}
-
-/// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        s.rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-    })
-}
-
-fn keeper_send(req: KernelRequest) {
-    keeper().lock().unwrap().send(req).unwrap();
-}
-
-/// Reap (and if need be stop) daemon `pid`.
-fn reap(pid: u32) {
-    let (tx, rx) = mpsc::channel();
-    keeper_send(KernelRequest::Stop(pid, tx));
-    rx.recv().unwrap();
-}
-
-/// Start a kernel of this binary's own. A kernel started by someone else on the same state
-/// directory (another test binary run concurrently) makes ours exit at once: then wait for it
-/// to go away and try again, rather than run the tests against a kernel that may vanish.
-fn start_kernel() {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (tx, rx) = mpsc::channel();
-        keeper_send(KernelRequest::Start(tx));
-        let pid = rx.recv().unwrap();
-        let start = Instant::now();
-        while running(pid) && start.elapsed() < Duration::from_secs(10) {
-            if kernel_answers() {
-                // Still ours a moment later: a daemon that finds another kernel exits at once.
-                std::thread::sleep(Duration::from_millis(100));
-                if running(pid) {
-                    *current_kernel().lock().unwrap() = Some(pid);
-                    return;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        reap(pid);
-        assert!(
-            Instant::now() < deadline,
-            "no kernel of this test binary could start on /run/warren (another one runs there):\n{}",
-            kernel_log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// Make sure this binary's kernel runs (started once; again after a test stopped it).
-fn kernel() {
-    msg_bin();
-    let ours = *current_kernel().lock().unwrap();
-    match ours {
-        Some(pid) if running(pid) && kernel_answers() => {}
-        Some(pid) => {
-            reap(pid);
-            *current_kernel().lock().unwrap() = None;
-            start_kernel();
-        }
-        None => start_kernel(),
-    }
 }
 
 /// A manifest in a temporary directory; on drop, everything the kernel manages is stopped

@@ -9,18 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn msg_bin() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_warren"))
-        .parent()
-        .unwrap()
-        .to_owned();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let st = Command::new(cargo)
-        .args(["build", "-q", "-p", "warren-client", "--bin", "warren-msg"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dir.join("warren-msg")
+    workspace_bin("warren-client", "warren-msg").to_owned()
 }
 
 /// A kernel on the default state directory, killed with the test if the test dies. Returns

@@ -10,30 +10,10 @@ use common::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The probe binary, built by this test if `cargo test` did not build it already.
+/// The probe binary.
 fn probe_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_BIN_EXE_warren"))
-            .parent()
-            .unwrap()
-            .to_owned();
-        let bin = dir.join("warren-probe");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "warren-probe"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(
-            st.success() && bin.exists(),
-            "cannot build warren-probe at {}",
-            bin.display()
-        );
-        bin
-    })
+    workspace_bin("warren-probe", "warren-probe")
 }
 
 /// One probe result.

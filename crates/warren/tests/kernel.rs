@@ -5,33 +5,14 @@
 mod common;
 use common::*;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-/// The static `warren-msg` client, built if `cargo test` did not build it.
+/// The static `warren-msg` client.
 fn msg_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let dir = Path::new(env!("CARGO_BIN_EXE_warren"))
-            .parent()
-            .unwrap()
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "warren-client", "--bin", "warren-msg"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        let bin = dir.join("warren-msg");
-        assert!(
-            st.success() && bin.exists(),
-            "cannot build warren-msg at {}",
-            bin.display()
-        );
-        bin
-    })
+    workspace_bin("warren-client", "warren-msg")
 }
 
 /// One kernel for this test binary, on the default state directory. It is started from a

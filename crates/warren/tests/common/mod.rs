@@ -7,6 +7,34 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod kernel;
+
+/// A binary of another workspace package (`warren-msg`, `warren-probe`), next to `warren`;
+/// built once per test binary, since `cargo test -p warren` alone does not build it.
+pub fn workspace_bin(package: &str, bin: &str) -> &'static Path {
+    static BUILT: std::sync::Mutex<Vec<(String, &'static Path)>> =
+        std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, p)) = built.iter().find(|(b, _)| b == bin) {
+        return p;
+    }
+    let path = Path::new(env!("CARGO_BIN_EXE_warren")).with_file_name(bin);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(
+        st.success() && path.exists(),
+        "cannot build {bin} at {}",
+        path.display()
+    );
+    let path: &'static Path = Box::leak(path.into_boxed_path());
+    built.push((bin.to_owned(), path));
+    path
+}
+
 /// The test suites that drive a kernel on the default state directory (`/run/warren`).
 const KERNEL_SUITES: [&str; 4] = ["kernel", "contrib", "manifest_apply", "daemon_restart"];
 
