@@ -289,26 +289,16 @@ impl Client {
         items: impl IntoIterator<Item = (Handle, Message)>,
         wait: bool,
     ) -> Result<Vec<Result<(), ClientError>>, ClientError> {
-        let items: Vec<(Handle, Message)> = items.into_iter().collect();
-        let n = items.len();
-        let first = self.reserve_ids(n);
-        let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
-        for (i, (handle, message)) in items.into_iter().enumerate() {
-            let frame = Frame {
-                id: first.wrapping_add(i as u32),
-                body: Request::Send {
-                    handle,
-                    message,
-                    wait,
-                },
-            };
-            self.push_pipelined(&mut packet, &frame)?;
-        }
-        if !packet.is_empty() {
-            self.sock.send(packet.as_bytes())?;
-        }
+        let requests: Vec<Request> = items
+            .into_iter()
+            .map(|(handle, message)| Request::Send {
+                handle,
+                message,
+                wait,
+            })
+            .collect();
         Ok(self
-            .wait_for_block(first, n)?
+            .pipeline(requests)?
             .into_iter()
             .map(|r| match r {
                 Response::Ok => Ok(()),
@@ -316,6 +306,25 @@ impl Client {
                 other => Err(ClientError::Unexpected(format!("{other:?}"))),
             })
             .collect())
+    }
+
+    /// Send `requests` pipelined (as many per packet as fit, ids a contiguous block) and
+    /// return their answers in request order.
+    fn pipeline(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, ClientError> {
+        let n = requests.len();
+        let first = self.reserve_ids(n);
+        let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
+        for (i, body) in requests.into_iter().enumerate() {
+            let frame = Frame {
+                id: first.wrapping_add(i as u32),
+                body,
+            };
+            self.push_pipelined(&mut packet, &frame)?;
+        }
+        if !packet.is_empty() {
+            self.sock.send(packet.as_bytes())?;
+        }
+        self.wait_for_block(first, n)
     }
 
     /// Appends `frame` to `packet`, sending the packet first when the frame does not fit.
@@ -346,24 +355,15 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Vec<Result<Delivery, ClientError>>, ClientError> {
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
-        let first = self.reserve_ids(n);
-        let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
-        for i in 0..n {
-            let frame = Frame {
-                id: first.wrapping_add(i as u32),
-                body: Request::Recv {
-                    mailbox: None,
-                    filter: Filter::default(),
-                    timeout_ms,
-                },
-            };
-            self.push_pipelined(&mut packet, &frame)?;
-        }
-        if !packet.is_empty() {
-            self.sock.send(packet.as_bytes())?;
-        }
+        let requests = (0..n)
+            .map(|_| Request::Recv {
+                mailbox: None,
+                filter: Filter::default(),
+                timeout_ms,
+            })
+            .collect();
         Ok(self
-            .wait_for_block(first, n)?
+            .pipeline(requests)?
             .into_iter()
             .map(|r| match r {
                 Response::Delivery(d) => Ok(d),
