@@ -25,8 +25,8 @@
 use thiserror::Error;
 
 use crate::types::{
-    Delivery, ErrorCode, Filter, Frame, Handle, Identity, Message, Request, Response, Rights,
-    Sender,
+    Bodies, Deliveries, Delivery, ErrorCode, Filter, Frame, Handle, Identity, Message, Request,
+    Response, Rights, Run, Sender,
 };
 
 /// The largest packet, in bytes: the receive buffer a peer needs. Both ends' `SO_SNDBUF` must
@@ -51,6 +51,9 @@ pub const MAX_CAPS: usize = 16;
 pub const MAX_DETAIL: usize = 1024;
 /// The most handles one [`Identity`] may list.
 pub const MAX_IDENTITY_HANDLES: usize = 1024;
+/// Version 2: the most bodies one batch send carries, the most messages one batch receive
+/// asks for, and the most bodies (and runs) one batch delivery carries.
+pub const MAX_BATCH: usize = 16384;
 
 /// Operation codes: the byte after a frame's length.
 mod op {
@@ -64,6 +67,8 @@ mod op {
     pub const DROP: u8 = 0x08;
     pub const MONITOR: u8 = 0x09;
     pub const CREATE_MAILBOX: u8 = 0x0a;
+    pub const SEND_BATCH: u8 = 0x0b;
+    pub const RECV_BATCH: u8 = 0x0c;
 
     pub const WELCOME: u8 = 0x81;
     pub const OK: u8 = 0x82;
@@ -72,6 +77,8 @@ mod op {
     pub const DELIVERY: u8 = 0x85;
     pub const IDENTITY: u8 = 0x86;
     pub const ERROR: u8 = 0x87;
+    pub const DELIVERIES: u8 = 0x88;
+    pub const ACCEPTED: u8 = 0x89;
 }
 
 /// Encoded size of the largest possible message block (headers, correlation, body, caps,
@@ -305,6 +312,8 @@ fn request_op(request: &Request) -> u8 {
         Request::Drop { .. } => op::DROP,
         Request::Monitor { .. } => op::MONITOR,
         Request::CreateMailbox { .. } => op::CREATE_MAILBOX,
+        Request::SendBatch { .. } => op::SEND_BATCH,
+        Request::RecvBatch { .. } => op::RECV_BATCH,
     }
 }
 
@@ -317,6 +326,8 @@ fn response_op(response: &Response) -> u8 {
         Response::Delivery(_) => op::DELIVERY,
         Response::Identity(_) => op::IDENTITY,
         Response::Error { .. } => op::ERROR,
+        Response::Deliveries(_) => op::DELIVERIES,
+        Response::Accepted { .. } => op::ACCEPTED,
     }
 }
 
@@ -399,6 +410,35 @@ fn request_fields(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeErro
                 put_name(out, n, "mailbox name")
             })?;
         }
+        Request::SendBatch {
+            handle,
+            wait,
+            quiet,
+            bodies,
+        } => {
+            put_u32(out, *handle);
+            put_bool(out, *wait);
+            put_bool(out, *quiet);
+            put_bodies(out, bodies)?;
+        }
+        Request::RecvBatch {
+            mailbox,
+            max,
+            timeout_ms,
+        } => {
+            put_opt(out, mailbox.as_ref(), |out, h| {
+                put_u32(out, *h);
+                Ok(())
+            })?;
+            if *max as usize > MAX_BATCH {
+                return Err(too_large("batch max", *max as usize, MAX_BATCH));
+            }
+            put_u32(out, *max);
+            put_opt(out, timeout_ms.as_ref(), |out, t| {
+                put_u64(out, *t);
+                Ok(())
+            })?;
+        }
     }
     Ok(())
 }
@@ -447,7 +487,33 @@ fn response_fields(response: &Response, out: &mut Vec<u8>) -> Result<(), EncodeE
             put_u16(out, detail.len() as u16);
             out.extend_from_slice(detail.as_bytes());
         }
+        Response::Deliveries(d) => {
+            put_u32(out, d.mailbox);
+            put_count(out, d.runs.len(), MAX_BATCH, "runs")?;
+            for run in &d.runs {
+                put_name(out, &run.from.env, "sender env")?;
+                put_u64(out, run.from.badge);
+                put_bodies(out, &run.bodies)?;
+            }
+        }
+        Response::Accepted { count } => put_u32(out, *count),
     }
+    Ok(())
+}
+
+/// A `bodies` block: u32 count, u32 size of what follows, then each body's u32 length and
+/// bytes. [`Bodies`] holds exactly that encoding, so this is one copy.
+fn put_bodies(out: &mut Vec<u8>, bodies: &Bodies) -> Result<(), EncodeError> {
+    if bodies.len() > MAX_BATCH {
+        return Err(too_large("bodies", bodies.len(), MAX_BATCH));
+    }
+    let size = bodies.encoded_len();
+    if size > MAX_FRAME {
+        return Err(too_large("bodies size", size, MAX_FRAME));
+    }
+    put_u32(out, bodies.len() as u32);
+    put_u32(out, size as u32);
+    out.extend_from_slice(bodies.as_encoded());
     Ok(())
 }
 
@@ -966,6 +1032,58 @@ impl<'a> Reader<'a> {
         Ok(count)
     }
 
+    /// A `bodies` block (see `put_bodies`): the count and size are checked against their
+    /// limits and the frame, every body against `MAX_BODY`, and the lengths must tile the size
+    /// exactly; then the block is copied once.
+    fn bodies(&mut self) -> Result<Bodies, DecodeError> {
+        let offset = self.offset();
+        let count = self.u32("bodies count")? as usize;
+        if count > MAX_BATCH {
+            return Err(DecodeError::TooLarge {
+                offset,
+                what: "bodies count",
+                len: count,
+                limit: MAX_BATCH,
+            });
+        }
+        let size = self.u32("bodies size")? as usize;
+        if size > self.remaining() {
+            return Err(DecodeError::Truncated {
+                offset: self.offset(),
+                what: "bodies",
+                need: size,
+                have: self.remaining(),
+            });
+        }
+        let base = self.offset();
+        let block = self.take(size, "bodies")?;
+        let mut inner = Reader {
+            buf: block,
+            pos: 0,
+            base,
+        };
+        for _ in 0..count {
+            let at = inner.offset();
+            let len = inner.u32("body")? as usize;
+            if len > MAX_BODY {
+                return Err(DecodeError::TooLarge {
+                    offset: at,
+                    what: "body",
+                    len,
+                    limit: MAX_BODY,
+                });
+            }
+            inner.take(len, "body")?;
+        }
+        if inner.remaining() != 0 {
+            return Err(DecodeError::TrailingBytes {
+                offset: inner.offset(),
+                count: inner.remaining(),
+            });
+        }
+        Ok(Bodies::from_checked(block.to_vec(), count))
+    }
+
     fn rights(&mut self, what: &'static str) -> Result<Rights, DecodeError> {
         let offset = self.offset();
         let bits = self.u32(what)?;
@@ -1081,6 +1199,30 @@ fn request_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeErr
         op::CREATE_MAILBOX => Request::CreateMailbox {
             name: r.opt("mailbox name", |r| r.name("mailbox name"))?,
         },
+        op::SEND_BATCH => Request::SendBatch {
+            handle: r.u32("handle")?,
+            wait: r.flag("wait")?,
+            quiet: r.flag("quiet")?,
+            bodies: r.bodies()?,
+        },
+        op::RECV_BATCH => {
+            let mailbox = r.opt_u32("mailbox")?;
+            let offset = r.offset();
+            let max = r.u32("batch max")?;
+            if max as usize > MAX_BATCH {
+                return Err(DecodeError::TooLarge {
+                    offset,
+                    what: "batch max",
+                    len: max as usize,
+                    limit: MAX_BATCH,
+                });
+            }
+            Request::RecvBatch {
+                mailbox,
+                max,
+                timeout_ms: r.opt_u64("timeout_ms")?,
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(request))
@@ -1139,6 +1281,25 @@ fn response_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Response>, DecodeE
             let detail = r.text(MAX_DETAIL, "error detail")?;
             Response::Error { code, detail }
         }
+        op::DELIVERIES => {
+            let mailbox = r.u32("mailbox")?;
+            // Smallest run: empty name (1), badge (8), count (4), size (4).
+            let count = r.count(MAX_BATCH, 17, "runs")?;
+            let mut runs = Vec::with_capacity(count);
+            for _ in 0..count {
+                let env = r.name("sender env")?;
+                let badge = r.u64("sender badge")?;
+                let bodies = r.bodies()?;
+                runs.push(Run {
+                    from: Sender { env, badge },
+                    bodies,
+                });
+            }
+            Response::Deliveries(Deliveries { mailbox, runs })
+        }
+        op::ACCEPTED => Response::Accepted {
+            count: r.u32("accepted count")?,
+        },
         _ => return Ok(None),
     };
     Ok(Some(response))

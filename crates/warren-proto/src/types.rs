@@ -190,6 +190,228 @@ pub enum Request {
         /// An optional name (discoverable under `<env>/<name>` where policy allows).
         name: Option<String>,
     },
+    /// Version 2: send many plain messages (a body each; no headers, correlation, caps or
+    /// reply) through one `handle`, checked once. Answered [`Response::Accepted`] with how many
+    /// entered the mailbox's logical queue, in order: a prefix of `bodies`.
+    SendBatch {
+        /// The capability used (needs SEND, and a use per body if it has a use limit).
+        handle: Handle,
+        /// When the mailbox cannot take every body now: true = the rest waits for room as one
+        /// waiting send; false = the rest is refused and the answer counts what was accepted.
+        wait: bool,
+        /// Send no answer when every body was accepted (errors and partial counts are still
+        /// answered).
+        quiet: bool,
+        /// The bodies, in order.
+        bodies: Bodies,
+    },
+    /// Version 2: take up to `max` messages at once from `mailbox` (`None` = the default one),
+    /// oldest first, waiting up to `timeout_ms` for the first. Answered [`Response::Deliveries`]
+    /// (plain messages) or, when the oldest message is not plain, [`Response::Delivery`].
+    RecvBatch {
+        /// Which mailbox.
+        mailbox: Option<Handle>,
+        /// The most messages to take (1 ..= [`MAX_BATCH`](crate::MAX_BATCH)).
+        max: u32,
+        /// How long to wait for the first message.
+        timeout_ms: Option<u64>,
+    },
+}
+
+/// Message bodies in one buffer, as the wire carries them: each body a `u32` length and its
+/// bytes, back to back. A batch send hands the kernel one of these, the kernel stores it as one
+/// block, and a batch delivery carries it on: no body is allocated or re-encoded on its own.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bodies {
+    data: Vec<u8>,
+    count: usize,
+}
+
+impl Bodies {
+    /// No bodies.
+    pub fn new() -> Bodies {
+        Bodies::default()
+    }
+
+    /// No bodies, with room for `bytes` bytes of encoded bodies (4 + length each).
+    pub fn with_capacity(bytes: usize) -> Bodies {
+        Bodies {
+            data: Vec::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends one body. Fails, leaving the bodies as they were, if the body is longer than
+    /// [`MAX_BODY`](crate::MAX_BODY) or [`MAX_BATCH`](crate::MAX_BATCH) bodies are there already.
+    pub fn push(&mut self, body: &[u8]) -> Result<(), crate::EncodeError> {
+        if body.len() > crate::MAX_BODY {
+            return Err(crate::EncodeError::TooLarge {
+                what: "body",
+                len: body.len(),
+                limit: crate::MAX_BODY,
+            });
+        }
+        if self.count >= crate::MAX_BATCH {
+            return Err(crate::EncodeError::TooLarge {
+                what: "bodies",
+                len: self.count + 1,
+                limit: crate::MAX_BATCH,
+            });
+        }
+        self.data
+            .extend_from_slice(&(body.len() as u32).to_le_bytes());
+        self.data.extend_from_slice(body);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Bodies from their wire encoding, which the caller has checked tiles exactly.
+    pub(crate) fn from_checked(data: Vec<u8>, count: usize) -> Bodies {
+        Bodies { data, count }
+    }
+
+    /// How many bodies.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded size: 4 bytes plus the length of each body.
+    pub fn encoded_len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The encoding: each body's `u32` length and bytes, back to back.
+    pub fn as_encoded(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// The bodies in order, borrowed.
+    pub fn iter(&self) -> BodiesIter<'_> {
+        BodiesIter {
+            data: &self.data,
+            left: self.count,
+        }
+    }
+
+    /// The encoded size of the first `k` bodies (`k` at most [`len`](Self::len)).
+    pub fn prefix_len(&self, k: usize) -> usize {
+        let mut pos = 0;
+        for _ in 0..k.min(self.count) {
+            let len = u32::from_le_bytes(self.data[pos..pos + 4].try_into().expect("4 bytes"));
+            pos += 4 + len as usize;
+        }
+        pos
+    }
+
+    /// Removes the first `k` bodies (all of them if `k` is larger) and returns them.
+    pub fn split_front(&mut self, k: usize) -> Bodies {
+        if k >= self.count {
+            return std::mem::take(self);
+        }
+        let at = self.prefix_len(k);
+        let front = self.data[..at].to_vec();
+        self.data.drain(..at);
+        self.count -= k;
+        Bodies {
+            data: front,
+            count: k,
+        }
+    }
+
+    /// Appends every body of `other`.
+    pub fn append(&mut self, other: &Bodies) {
+        self.data.extend_from_slice(&other.data);
+        self.count += other.count;
+    }
+}
+
+impl fmt::Debug for Bodies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for Bodies {
+    /// Collects bodies; panics if one is over [`MAX_BODY`](crate::MAX_BODY) or there are more
+    /// than [`MAX_BATCH`](crate::MAX_BATCH) (use [`Bodies::push`] to handle that).
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(iter: I) -> Bodies {
+        let mut b = Bodies::new();
+        for body in iter {
+            b.push(body).expect("bodies within the protocol's limits");
+        }
+        b
+    }
+}
+
+/// The bodies of a [`Bodies`], borrowed, in order.
+#[derive(Debug, Clone)]
+pub struct BodiesIter<'a> {
+    data: &'a [u8],
+    left: usize,
+}
+
+impl<'a> Iterator for BodiesIter<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        let len = u32::from_le_bytes(self.data[..4].try_into().expect("4 bytes")) as usize;
+        let (body, rest) = self.data[4..].split_at(len);
+        self.data = rest;
+        self.left -= 1;
+        Some(body)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for BodiesIter<'_> {}
+
+/// Plain messages from one sender through one badge, in the order they were sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Who sent them, as the kernel saw it.
+    pub from: Sender,
+    /// Their bodies.
+    pub bodies: Bodies,
+}
+
+/// Version 2: many plain messages taken from one mailbox by one [`Request::RecvBatch`], grouped
+/// into runs of consecutive messages with the same sender and badge, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliveries {
+    /// The mailbox (a handle with RECEIVE in the receiver's table) they were taken from.
+    pub mailbox: Handle,
+    /// The runs, oldest first.
+    pub runs: Vec<Run>,
+}
+
+impl Deliveries {
+    /// How many messages, over all runs.
+    pub fn len(&self) -> usize {
+        self.runs.iter().map(|r| r.bodies.len()).sum()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.runs.iter().all(|r| r.bodies.is_empty())
+    }
+
+    /// Every message as (sender, body), oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (&Sender, &[u8])> {
+        self.runs
+            .iter()
+            .flat_map(|r| r.bodies.iter().map(move |b| (&r.from, b)))
+    }
 }
 
 /// The kernel's answer to one request.
@@ -220,6 +442,13 @@ pub enum Response {
     Delivery(Delivery),
     /// The caller's identity.
     Identity(Identity),
+    /// Version 2: many plain messages, the answer to a [`Request::RecvBatch`].
+    Deliveries(Deliveries),
+    /// Version 2: how many bodies of a [`Request::SendBatch`] were accepted (a prefix).
+    Accepted {
+        /// The number accepted.
+        count: u32,
+    },
     /// The request failed.
     Error {
         /// The stable code.
@@ -330,5 +559,9 @@ pub struct Frame<T> {
     pub body: T,
 }
 
-/// The protocol version this crate speaks.
-pub const VERSION: u16 = 1;
+/// The highest protocol version this crate speaks: 2 adds batch sends and receives
+/// ([`Request::SendBatch`], [`Request::RecvBatch`]).
+pub const VERSION: u16 = 2;
+
+/// The lowest protocol version this crate speaks.
+pub const MIN_VERSION: u16 = 1;
