@@ -126,18 +126,42 @@ impl Caps {
 
     /// Whether a send through `id` is within every use limit on its chain.
     pub(crate) fn has_uses(&self, id: CapId) -> bool {
+        self.has_uses_for(id, 1)
+    }
+
+    /// Whether `id` and every limited ancestor have at least `n` uses left.
+    pub(crate) fn has_uses_for(&self, id: CapId, n: usize) -> bool {
         let mut cur = Some(id);
         while let Some(c) = cur {
             let cap = self.get(c);
             if !cap.metered {
                 break;
             }
-            if cap.uses_left == Some(0) {
+            if cap.uses_left.is_some_and(|left| (left as usize) < n) {
                 return false;
             }
             cur = cap.parent;
         }
         true
+    }
+
+    /// Spends `n` uses of `id` and of every limited ancestor.
+    pub(crate) fn consume_n(&mut self, id: CapId, n: usize) {
+        if n == 0 || !self.get(id).metered {
+            return;
+        }
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        let mut cur = Some(id);
+        while let Some(c) = cur {
+            let cap = self.get_mut(c);
+            if !cap.metered {
+                break;
+            }
+            if let Some(left) = cap.uses_left.as_mut() {
+                *left = left.saturating_sub(n);
+            }
+            cur = cap.parent;
+        }
     }
 
     /// Spends one use of `id` and of every limited ancestor (they share their budget with what

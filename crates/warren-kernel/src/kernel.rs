@@ -7,13 +7,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use warren_proto::{
-    Delivery, ErrorCode, Filter, Handle, Identity, Message, Request, RequestId, Response, Rights,
-    Sender, VERSION,
+    Bodies, Deliveries, Delivery, ErrorCode, Filter, Handle, Identity, MIN_VERSION, Message,
+    Request, RequestId, Response, Rights, Run, Sender, VERSION,
 };
 
 use crate::action::{Action, AuditRecord};
 use crate::caps::{CapId, CapSpec, Caps};
-use crate::mailbox::{Mailbox, MailboxId, Stored, WaitingRecv, WaitingSend, matches};
+use crate::mailbox::{
+    Entry, Mailbox, MailboxId, RunStored, SendReply, Stored, WaitingRecv, WaitingSend, matches,
+    takes_plain,
+};
 use crate::{EnvId, Millis};
 
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
@@ -26,6 +29,10 @@ const OWNER_RIGHTS: Rights =
 const MAY_SEND_RIGHTS: Rights = Rights(Rights::SEND.0 | Rights::GRANT.0 | Rights::MONITOR.0);
 /// The rights of a handle looked up through `may_discover` alone.
 const MAY_DISCOVER_RIGHTS: Rights = Rights(Rights::SEND.0 | Rights::MONITOR.0);
+
+/// The most bytes of bodies and run headers one batch delivery carries, so that its frame stays
+/// within `MAX_FRAME` (a delivery always carries at least one message, which always fits).
+const DELIVERIES_BUDGET: usize = warren_proto::MAX_FRAME - 64;
 
 /// The header a `down` notice carries: `warren-down: ended`.
 pub const DOWN_HEADER: (&str, &[u8]) = ("warren-down", b"ended");
@@ -166,6 +173,9 @@ struct Env {
     waiting_in: BTreeMap<MailboxId, usize>,
     /// Monitors it holds: (owner watched, reference).
     watching: BTreeSet<(EnvId, u64)>,
+    /// The protocol version its connection speaks: the latest until a `hello` says otherwise
+    /// (a connection re-attached after a kernel restart had its `hello` with the old kernel).
+    version: u16,
 }
 
 impl Env {
@@ -226,6 +236,8 @@ fn op_name(req: &Request) -> &'static str {
         Request::Drop { .. } => "drop",
         Request::Monitor { .. } => "monitor",
         Request::CreateMailbox { .. } => "create-mailbox",
+        Request::SendBatch { .. } => "send-batch",
+        Request::RecvBatch { .. } => "recv-batch",
     }
 }
 
@@ -252,6 +264,43 @@ fn check_label(s: &str) -> Result<(), &'static str> {
 
 fn without_receive(r: Rights) -> Rights {
     Rights(r.0 & !Rights::RECEIVE.0)
+}
+
+/// What a run costs in a batch delivery besides its bodies: sender name, badge, count, size.
+fn run_overhead(from: &str) -> usize {
+    1 + from.len() + 8 + 4 + 4
+}
+
+/// How many of the first `max` bodies fit in `budget` encoded bytes.
+fn fitting(bodies: &Bodies, max: usize, budget: usize) -> usize {
+    let mut used = 0;
+    let mut k = 0;
+    for b in bodies.iter().take(max) {
+        used += 4 + b.len();
+        if used > budget {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
+/// Adds one body to the last run if it has the same sender and badge, else to a new run.
+fn push_run(runs: &mut Vec<Run>, from: &str, badge: u64, push: impl FnOnce(&mut Bodies)) {
+    match runs.last_mut() {
+        Some(r) if r.from.badge == badge && r.from.env == from => push(&mut r.bodies),
+        _ => {
+            let mut bodies = Bodies::new();
+            push(&mut bodies);
+            runs.push(Run {
+                from: Sender {
+                    env: from.to_string(),
+                    badge,
+                },
+                bodies,
+            });
+        }
+    }
 }
 
 fn min_opt<T: Ord>(a: Option<T>, b: Option<T>) -> Option<T> {
@@ -350,6 +399,7 @@ impl Kernel {
                 waiting: 0,
                 waiting_in: BTreeMap::new(),
                 watching: BTreeSet::new(),
+                version: VERSION,
             },
         );
         self.names.insert(spec.name, id);
@@ -424,7 +474,7 @@ impl Kernel {
                 }
             }
             for w in mine {
-                self.release_message(w.msg);
+                self.release_entry(w.entry);
             }
         }
 
@@ -492,26 +542,43 @@ impl Kernel {
                 min_version,
                 max_version,
             } => {
-                if (min_version..=max_version).contains(&VERSION) {
-                    let name = self.envs[&env].name.to_string();
-                    self.respond(
-                        env,
-                        id,
-                        Response::Welcome {
-                            version: VERSION,
-                            env: name,
-                        },
-                    );
+                // The highest version both speak.
+                let version = max_version.min(VERSION);
+                if version >= min_version.max(MIN_VERSION) {
+                    let e = self.envs.get_mut(&env).expect("checked above");
+                    e.version = version;
+                    let name = e.name.to_string();
+                    self.respond(env, id, Response::Welcome { version, env: name });
                     Ok(())
                 } else {
                     Err(Deny::new(
                         ErrorCode::Version,
                         format!(
-                            "the kernel speaks version {VERSION}, not {min_version}..={max_version}"
+                            "the kernel speaks versions {MIN_VERSION}..={VERSION}, not \
+                             {min_version}..={max_version}"
                         ),
                     ))
                 }
             }
+            Request::SendBatch { .. } | Request::RecvBatch { .. }
+                if self.envs[&env].version < 2 =>
+            {
+                Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    "batch operations need protocol version 2",
+                ))
+            }
+            Request::SendBatch {
+                handle,
+                wait,
+                quiet,
+                bodies,
+            } => self.send_batch(env, id, handle, wait, quiet, bodies),
+            Request::RecvBatch {
+                mailbox,
+                max,
+                timeout_ms,
+            } => self.recv_batch(env, id, mailbox, max, timeout_ms),
             Request::Send {
                 handle,
                 message,
@@ -588,7 +655,7 @@ impl Kernel {
         let (mut mailboxes, mut queued, mut waiting_sends, mut waiting_recvs) = (0, 0, 0, 0);
         for m in live {
             mailboxes += 1;
-            queued += m.queue.len();
+            queued += m.queued;
             waiting_sends += m.senders.len();
             waiting_recvs += m.receivers.len();
         }
@@ -777,17 +844,7 @@ impl Kernel {
         filter: Filter,
         timeout_ms: Option<u64>,
     ) -> Result<(), Deny> {
-        let (handle, mb_id) = match mailbox {
-            None => (DEFAULT_MAILBOX_HANDLE, self.envs[&env].default_mailbox),
-            Some(h) => {
-                let c = self.cap_of(env, h)?;
-                let cap = self.caps.get(c);
-                if !cap.rights.contains(Rights::RECEIVE) {
-                    return Err(self.deny_at(ErrorCode::NoRight, h, c, "the handle lacks RECEIVE"));
-                }
-                (h, cap.mailbox)
-            }
-        };
+        let (handle, mb_id) = self.receive_from(env, mailbox)?;
         let mb = &self.mailboxes[&mb_id];
         let unavailable = |k: &Kernel| {
             Deny::new(
@@ -797,33 +854,41 @@ impl Kernel {
             .handle(handle)
             .target(k.mailboxes[&mb_id].designation.to_string())
         };
-        if let Some(pos) = mb
-            .queue
-            .iter()
-            .position(|m| matches(&filter, m.correlation, &m.headers))
-        {
-            if !self.has_room(env, mb.queue[pos].handles_needed()) {
+        let needs = |e: &Entry| match e {
+            Entry::One(m) => m.handles_needed(),
+            Entry::Run(_) => 0,
+        };
+        if let Some(pos) = mb.queue.iter().position(|e| e.first_matches(&filter)) {
+            if !self.has_room(env, needs(&mb.queue[pos])) {
                 return Err(unavailable(self));
             }
             let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
-            let msg = mb.queue.remove(pos).expect("position is in range");
+            let msg = match &mut mb.queue[pos] {
+                Entry::Run(run) if run.bodies.len() > 1 => run.take_one(),
+                _ => mb.queue.remove(pos).expect("in range").into_first(),
+            };
+            mb.queued -= 1;
             self.deliver(env, id, handle, msg);
             self.admit(mb_id);
             return Ok(());
         }
-        if let Some(pos) = mb
-            .senders
-            .iter()
-            .position(|w| matches(&filter, w.msg.correlation, &w.msg.headers))
-        {
-            if !self.has_room(env, mb.senders[pos].msg.handles_needed()) {
+        if let Some(pos) = mb.senders.iter().position(|w| w.entry.first_matches(&filter)) {
+            if !self.has_room(env, needs(&mb.senders[pos].entry)) {
                 return Err(unavailable(self));
             }
             let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
-            let w = mb.senders.remove(pos).expect("position is in range");
-            self.unpark(w.env, mb_id);
-            self.deliver(env, id, handle, w.msg);
-            self.respond(w.env, w.id, Response::Ok);
+            let (msg, done) = match &mut mb.senders[pos].entry {
+                Entry::Run(run) if run.bodies.len() > 1 => (run.take_one(), None),
+                _ => {
+                    let w = mb.senders.remove(pos).expect("in range");
+                    (w.entry.into_first(), Some((w.env, w.id, w.reply)))
+                }
+            };
+            self.deliver(env, id, handle, msg);
+            if let Some((senv, sid, reply)) = done {
+                self.unpark(senv, mb_id);
+                self.answer_send(senv, sid, reply);
+            }
             return Ok(());
         }
         if timeout_ms == Some(0) {
@@ -847,12 +912,351 @@ impl Kernel {
             handle,
             filter,
             deadline,
+            batch: None,
         });
         self.park(env, mb_id);
         if let Some(d) = deadline {
             self.deadlines.insert((d, seq, mb_id));
         }
         Ok(())
+    }
+
+    /// The RECEIVE handle a receive names (`None`: the default mailbox's) and its mailbox.
+    fn receive_from(
+        &self,
+        env: EnvId,
+        mailbox: Option<Handle>,
+    ) -> Result<(Handle, MailboxId), Deny> {
+        match mailbox {
+            None => Ok((DEFAULT_MAILBOX_HANDLE, self.envs[&env].default_mailbox)),
+            Some(h) => {
+                let c = self.cap_of(env, h)?;
+                let cap = self.caps.get(c);
+                if !cap.rights.contains(Rights::RECEIVE) {
+                    return Err(self.deny_at(ErrorCode::NoRight, h, c, "the handle lacks RECEIVE"));
+                }
+                Ok((h, cap.mailbox))
+            }
+        }
+    }
+
+    /// A batch send: the capability is checked once for the whole batch; the bodies go, in
+    /// order, to waiting receives that take plain messages, then into the queue while it has
+    /// room, and the rest waits as one waiting send (`wait`) or is refused. See the crate
+    /// documentation.
+    fn send_batch(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        handle: Handle,
+        wait: bool,
+        quiet: bool,
+        bodies: Bodies,
+    ) -> Result<(), Deny> {
+        let n = bodies.len();
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        if !self.caps.has_uses_for(cap_id, n.max(1)) {
+            return Err(self.deny_at(
+                ErrorCode::UsedUp,
+                handle,
+                cap_id,
+                "the handle has fewer uses left than the batch has messages",
+            ));
+        }
+        let cap = self.caps.get(cap_id);
+        if !cap.rights.contains(Rights::SEND) {
+            return Err(self.deny_at(ErrorCode::NoRight, handle, cap_id, "the handle lacks SEND"));
+        }
+        let (mb_id, badge) = (cap.mailbox, cap.badge);
+        let mb = &self.mailboxes[&mb_id];
+        if !mb.alive {
+            return Err(self.deny_at(ErrorCode::Dead, handle, cap_id, "the mailbox is gone"));
+        }
+        // Behind its own waiting sends a batch that does not wait takes nothing: it cannot
+        // overtake them.
+        if !wait && mb.senders.iter().any(|w| w.env == env) {
+            self.respond(env, id, Response::Accepted { count: 0 });
+            return Ok(());
+        }
+        // What can be taken now, before anything changes: waiting receives of plain messages
+        // and the queue's room.
+        let takers: usize = mb
+            .receivers
+            .iter()
+            .filter(|r| takes_plain(&r.filter))
+            .map(|r| r.batch.map_or(1, |m| m as usize))
+            .fold(0, usize::saturating_add);
+        let now_room = takers.saturating_add(mb.room());
+        if wait
+            && n > now_room
+            && self.envs[&env].waiting >= self.config.max_waiting_per_env
+        {
+            return Err(self.deny_at(
+                ErrorCode::Unavailable,
+                handle,
+                cap_id,
+                "too many waiting requests",
+            ));
+        }
+
+        // Accepted: everything if it waits, else what can be taken now.
+        let from = self.envs[&env].name.clone();
+        let mut rest = bodies;
+        if !wait && n > now_room {
+            // Keep what can be taken now; the rest is refused.
+            rest = rest.split_front(now_room);
+        }
+        let offered = rest.len();
+        while !rest.is_empty() {
+            let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let Some(pos) = mb.receivers.iter().position(|r| takes_plain(&r.filter)) else {
+                break;
+            };
+            let r = mb.receivers.remove(pos).expect("position is in range");
+            self.unpark(r.env, mb_id);
+            if let Some(d) = r.deadline {
+                self.deadlines.remove(&(d, r.seq, mb_id));
+            }
+            match r.batch {
+                Some(max) => {
+                    let budget = DELIVERIES_BUDGET - run_overhead(&from);
+                    let k = fitting(&rest, max as usize, budget);
+                    let run = Run {
+                        from: Sender {
+                            env: from.to_string(),
+                            badge,
+                        },
+                        bodies: rest.split_front(k),
+                    };
+                    let d = Deliveries {
+                        mailbox: r.handle,
+                        runs: vec![run],
+                    };
+                    self.respond(r.env, r.id, Response::Deliveries(d));
+                }
+                None => {
+                    let one = rest.split_front(1);
+                    let body = one.iter().next().expect("one body").to_vec();
+                    let msg = Stored::plain(from.clone(), badge, body);
+                    self.deliver(r.env, r.id, r.handle, msg);
+                }
+            }
+        }
+        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+        let room = mb.room();
+        if room > 0 && !rest.is_empty() {
+            let bodies = rest.split_front(room);
+            mb.push_queue(Entry::Run(RunStored {
+                from: from.clone(),
+                badge,
+                bodies,
+            }));
+        }
+        let refused = if rest.is_empty() {
+            0
+        } else if wait {
+            let reply = if quiet {
+                SendReply::Quiet
+            } else {
+                SendReply::Accepted(n as u32)
+            };
+            mb.senders.push_back(WaitingSend {
+                env,
+                id,
+                entry: Entry::Run(RunStored {
+                    from,
+                    badge,
+                    bodies: rest,
+                }),
+                reply,
+            });
+            self.park(env, mb_id);
+            self.caps.consume_n(cap_id, n);
+            return Ok(());
+        } else {
+            // Only when a batch receive took less than counted (its frame was full).
+            rest.len()
+        };
+        let accepted = offered - refused;
+        self.caps.consume_n(cap_id, accepted);
+        if accepted < n || !quiet {
+            self.respond(
+                env,
+                id,
+                Response::Accepted {
+                    count: accepted as u32,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// A batch receive: up to `max` messages from the front of the mailbox's logical queue,
+    /// plain ones as runs; a message that is not plain is delivered alone when it is the
+    /// oldest, and ends the batch otherwise.
+    fn recv_batch(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        mailbox: Option<Handle>,
+        max: u32,
+        timeout_ms: Option<u64>,
+    ) -> Result<(), Deny> {
+        if max == 0 {
+            return Err(Deny::new(
+                ErrorCode::BadRequest,
+                "a batch receive must ask for at least one message",
+            ));
+        }
+        let (handle, mb_id) = self.receive_from(env, mailbox)?;
+        let max = max as usize;
+        let mut runs: Vec<Run> = Vec::new();
+        let mut taken = 0;
+        let mut budget = DELIVERIES_BUDGET;
+        while taken < max {
+            self.admit(mb_id);
+            let mb = &self.mailboxes[&mb_id];
+            let from_queue = !mb.queue.is_empty();
+            let front = if from_queue {
+                mb.queue.front()
+            } else {
+                mb.senders.front().map(|w| &w.entry)
+            };
+            let Some(front) = front else {
+                break;
+            };
+            match front {
+                Entry::One(m) if !m.is_plain() => {
+                    if taken > 0 {
+                        break;
+                    }
+                    // The oldest message is not plain: it goes alone, as a `delivery`.
+                    if !self.has_room(env, m.handles_needed()) {
+                        return Err(Deny::new(
+                            ErrorCode::Unavailable,
+                            "no room in the capability table for its handles",
+                        )
+                        .handle(handle)
+                        .target(mb.designation.to_string()));
+                    }
+                    let msg = self.take_front(mb_id, from_queue, 1).into_first();
+                    self.deliver(env, id, handle, msg);
+                    self.admit(mb_id);
+                    return Ok(());
+                }
+                Entry::One(m) => {
+                    let cost = 4 + m.body.len() + run_overhead(&m.from);
+                    if taken > 0 && cost > budget {
+                        break;
+                    }
+                    budget = budget.saturating_sub(cost);
+                    let m = self.take_front(mb_id, from_queue, 1).into_first();
+                    push_run(&mut runs, &m.from, m.badge, |b| {
+                        b.push(&m.body)
+                            .expect("a stored body is within the limits")
+                    });
+                    taken += 1;
+                }
+                Entry::Run(run) => {
+                    let overhead = run_overhead(&run.from);
+                    let mut k = fitting(&run.bodies, max - taken, budget.saturating_sub(overhead));
+                    if taken == 0 {
+                        k = k.max(1);
+                    }
+                    if k == 0 {
+                        break;
+                    }
+                    budget = budget.saturating_sub(overhead + run.bodies.prefix_len(k));
+                    let Entry::Run(part) = self.take_front(mb_id, from_queue, k) else {
+                        unreachable!("the front was a run")
+                    };
+                    runs.push(Run {
+                        from: Sender {
+                            env: part.from.to_string(),
+                            badge: part.badge,
+                        },
+                        bodies: part.bodies,
+                    });
+                    taken += k;
+                }
+            }
+        }
+        if taken > 0 {
+            self.respond(
+                env,
+                id,
+                Response::Deliveries(Deliveries {
+                    mailbox: handle,
+                    runs,
+                }),
+            );
+            self.admit(mb_id);
+            return Ok(());
+        }
+        let mb = &self.mailboxes[&mb_id];
+        if timeout_ms == Some(0) {
+            return Err(Deny::new(ErrorCode::Timeout, "nothing is queued").handle(handle));
+        }
+        if self.envs[&env].waiting >= self.config.max_waiting_per_env {
+            return Err(
+                Deny::new(ErrorCode::Unavailable, "too many waiting requests")
+                    .handle(handle)
+                    .target(mb.designation.to_string()),
+            );
+        }
+        let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+        mb.receivers.push_back(WaitingRecv {
+            seq,
+            env,
+            id,
+            handle,
+            filter: Filter::default(),
+            deadline,
+            batch: Some(max as u32),
+        });
+        self.park(env, mb_id);
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, seq, mb_id));
+        }
+        Ok(())
+    }
+
+    /// Takes the first `k` messages of the front entry of the queue (`from_queue`) or of the
+    /// waiting line (answering the waiting send when its last message goes). For a `One`
+    /// entry `k` is 1.
+    fn take_front(&mut self, mb_id: MailboxId, from_queue: bool, k: usize) -> Entry {
+        let mb = self.mailboxes.get_mut(&mb_id).expect("a known mailbox");
+        if from_queue {
+            let front = mb.queue.front_mut().expect("the front exists");
+            let taken = match front {
+                Entry::Run(run) if run.bodies.len() > k => Entry::Run(RunStored {
+                    from: run.from.clone(),
+                    badge: run.badge,
+                    bodies: run.bodies.split_front(k),
+                }),
+                _ => mb.queue.pop_front().expect("the front exists"),
+            };
+            mb.queued -= taken.len();
+            return taken;
+        }
+        let front = mb.senders.front_mut().expect("the front exists");
+        match &mut front.entry {
+            Entry::Run(run) if run.bodies.len() > k => Entry::Run(RunStored {
+                from: run.from.clone(),
+                badge: run.badge,
+                bodies: run.bodies.split_front(k),
+            }),
+            _ => {
+                let w = mb.senders.pop_front().expect("the front exists");
+                self.unpark(w.env, mb_id);
+                self.answer_send(w.env, w.id, w.reply);
+                w.entry
+            }
+        }
     }
 
     fn lookup(&mut self, env: EnvId, id: RequestId, name: String) -> Result<(), Deny> {
@@ -1311,7 +1715,7 @@ impl Kernel {
                 self.deadlines.remove(&(d, r.seq, mb_id));
             }
             if self.has_room(r.env, msg.handles_needed()) {
-                self.deliver(r.env, r.id, r.handle, msg);
+                self.deliver_to(r.env, r.id, r.handle, msg, r.batch.is_some());
                 return true;
             }
             let deny = Deny::new(
@@ -1325,33 +1729,86 @@ impl Kernel {
         let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
         match sender {
             Some((env, id)) if !mb.has_room() => {
-                mb.senders.push_back(WaitingSend { env, id, msg });
+                mb.senders.push_back(WaitingSend {
+                    env,
+                    id,
+                    entry: Entry::One(msg),
+                    reply: SendReply::Ok,
+                });
                 self.park(env, mb_id);
                 false
             }
             _ => {
-                mb.queue.push_back(msg);
+                mb.push_queue(Entry::One(msg));
                 true
             }
         }
     }
 
-    /// Moves waiting sends into the queue while there is room, answering them.
+    /// Moves waiting sends into the queue while there is room, answering each whose last
+    /// message got in (a waiting run may get in part by part).
     fn admit(&mut self, mb_id: MailboxId) {
         loop {
             let mb = self
                 .mailboxes
                 .get_mut(&mb_id)
                 .expect("admitting into a known mailbox");
-            if !mb.has_room() {
+            let room = mb.room();
+            if room == 0 {
                 break;
             }
-            let Some(w) = mb.senders.pop_front() else {
+            let Some(front) = mb.senders.front_mut() else {
                 break;
             };
-            mb.queue.push_back(w.msg);
+            if let Entry::Run(run) = &mut front.entry
+                && run.bodies.len() > room
+            {
+                let part = RunStored {
+                    from: run.from.clone(),
+                    badge: run.badge,
+                    bodies: run.bodies.split_front(room),
+                };
+                mb.push_queue(Entry::Run(part));
+                break;
+            }
+            let w = mb.senders.pop_front().expect("front exists");
+            mb.push_queue(w.entry);
             self.unpark(w.env, mb_id);
-            self.respond(w.env, w.id, Response::Ok);
+            self.answer_send(w.env, w.id, w.reply);
+        }
+    }
+
+    /// Answers a send whose messages are all in: `ok`, `accepted`, or nothing if quiet.
+    fn answer_send(&mut self, env: EnvId, id: RequestId, reply: SendReply) {
+        match reply {
+            SendReply::Ok => self.respond(env, id, Response::Ok),
+            SendReply::Accepted(count) => self.respond(env, id, Response::Accepted { count }),
+            SendReply::Quiet => {}
+        }
+    }
+
+    /// Answers a receive with one message: a batch receive gets a plain message as a one-run
+    /// `deliveries`, any other receive (or message) a `delivery`.
+    fn deliver_to(&mut self, env: EnvId, id: RequestId, mailbox: Handle, msg: Stored, batch: bool) {
+        if batch && msg.is_plain() {
+            let mut bodies = Bodies::with_capacity(4 + msg.body.len());
+            bodies
+                .push(&msg.body)
+                .expect("a stored body is within the limits");
+            let run = Run {
+                from: Sender {
+                    env: msg.from.to_string(),
+                    badge: msg.badge,
+                },
+                bodies,
+            };
+            let d = Deliveries {
+                mailbox,
+                runs: vec![run],
+            };
+            self.respond(env, id, Response::Deliveries(d));
+        } else {
+            self.deliver(env, id, mailbox, msg);
         }
     }
 
@@ -1403,18 +1860,18 @@ impl Kernel {
         let owner = mb.owner;
         let designation = mb.designation.to_string();
         let queue = std::mem::take(&mut mb.queue);
+        let discarded = std::mem::take(&mut mb.queued);
         let senders = std::mem::take(&mut mb.senders);
         let receivers = std::mem::take(&mut mb.receivers);
         if let Some(e) = self.envs.get_mut(&owner) {
             e.mailboxes.retain(|&m| m != mb_id);
         }
-        let discarded = queue.len();
-        for msg in queue {
-            self.release_message(msg);
+        for entry in queue {
+            self.release_entry(entry);
         }
         for w in senders {
             self.unpark(w.env, mb_id);
-            self.release_message(w.msg);
+            self.release_entry(w.entry);
             let deny = Deny::new(ErrorCode::Dead, format!("the mailbox is gone: {why}"))
                 .target(designation.clone());
             self.refuse(w.env, w.id, "send", deny);
@@ -1433,6 +1890,12 @@ impl Kernel {
             self.mailboxes.remove(&mb_id);
         }
         discarded
+    }
+
+    fn release_entry(&mut self, entry: Entry) {
+        if let Entry::One(msg) = entry {
+            self.release_message(msg);
+        }
     }
 
     fn release_message(&mut self, msg: Stored) {

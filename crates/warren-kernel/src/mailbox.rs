@@ -6,11 +6,15 @@
 //! together are the order of acceptance; `recv` takes the oldest matching message of the whole
 //! logical queue (a selective receive can take a waiting send's message, which answers that
 //! send), and a waiting receive matches nothing in it.
+//!
+//! An entry of either part is one message ([`Entry::One`]) or a run of plain messages from one
+//! batch send ([`Entry::Run`]: bodies only, kept as the one buffer they arrived in). Capacity
+//! counts messages, not entries: [`Mailbox::queued`] is the number of messages in the queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use warren_proto::{Filter, Handle, RequestId};
+use warren_proto::{Bodies, Filter, Handle, RequestId};
 
 use crate::caps::CapId;
 use crate::{EnvId, Millis};
@@ -49,6 +53,104 @@ impl Stored {
     }
 }
 
+impl Stored {
+    /// A plain message: a body and nothing else.
+    pub(crate) fn plain(from: Arc<str>, badge: u64, body: Vec<u8>) -> Stored {
+        Stored {
+            from,
+            badge,
+            headers: Vec::new(),
+            correlation: None,
+            body,
+            caps: Vec::new(),
+            reply: None,
+            down: None,
+        }
+    }
+
+    /// Whether it is plain: a body and nothing else (what a batch delivery can carry).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.headers.is_empty()
+            && self.correlation.is_none()
+            && self.caps.is_empty()
+            && self.reply.is_none()
+            && self.down.is_none()
+    }
+}
+
+/// Plain messages of one batch send, in order: a sender, a badge and their bodies.
+#[derive(Debug)]
+pub(crate) struct RunStored {
+    pub(crate) from: Arc<str>,
+    pub(crate) badge: u64,
+    /// Never empty while in a mailbox.
+    pub(crate) bodies: Bodies,
+}
+
+impl RunStored {
+    /// Takes its first message out (the run must keep at least one more).
+    pub(crate) fn take_one(&mut self) -> Stored {
+        let one = self.bodies.split_front(1);
+        let body = one.iter().next().expect("one body").to_vec();
+        Stored::plain(self.from.clone(), self.badge, body)
+    }
+}
+
+/// One entry of a mailbox's queue or waiting line.
+#[derive(Debug)]
+pub(crate) enum Entry {
+    /// One message.
+    One(Stored),
+    /// Plain messages from one batch send.
+    Run(RunStored),
+}
+
+impl Entry {
+    /// Its only message (a run must hold exactly one).
+    pub(crate) fn into_first(self) -> Stored {
+        match self {
+            Entry::One(m) => m,
+            Entry::Run(run) => {
+                let body = run.bodies.iter().next().expect("a run is never empty");
+                let body = body.to_vec();
+                Stored::plain(run.from, run.badge, body)
+            }
+        }
+    }
+
+    /// How many messages it holds.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Entry::One(_) => 1,
+            Entry::Run(r) => r.bodies.len(),
+        }
+    }
+
+    /// Whether its first message passes `filter`.
+    pub(crate) fn first_matches(&self, filter: &Filter) -> bool {
+        match self {
+            Entry::One(m) => matches(filter, m.correlation, &m.headers),
+            Entry::Run(_) => takes_plain(filter),
+        }
+    }
+}
+
+/// Whether `filter` accepts a plain message (no correlation, no headers): only the empty one.
+pub(crate) fn takes_plain(filter: &Filter) -> bool {
+    filter.correlation.is_none() && filter.header.is_none()
+}
+
+/// How a waiting send is answered once all of its messages have entered the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SendReply {
+    /// `ok` (a `Send`).
+    Ok,
+    /// `accepted` with the batch's whole count (a `SendBatch`).
+    Accepted(u32),
+    /// Nothing (a quiet `SendBatch`).
+    Quiet,
+}
+
 /// Whether a message with these headers and correlation passes `filter`.
 pub(crate) fn matches(
     filter: &Filter,
@@ -62,12 +164,14 @@ pub(crate) fn matches(
             .is_none_or(|(name, value)| headers.iter().any(|(n, v)| n == name && v == value))
 }
 
-/// A send accepted while the queue was full: it is answered when its message enters the queue.
+/// A send accepted while the queue was full: it is answered when its last message enters the
+/// queue (or is taken by a receive).
 #[derive(Debug)]
 pub(crate) struct WaitingSend {
     pub(crate) env: EnvId,
     pub(crate) id: RequestId,
-    pub(crate) msg: Stored,
+    pub(crate) entry: Entry,
+    pub(crate) reply: SendReply,
 }
 
 /// A receive waiting for a matching message.
@@ -81,6 +185,8 @@ pub(crate) struct WaitingRecv {
     pub(crate) handle: Handle,
     pub(crate) filter: Filter,
     pub(crate) deadline: Option<Millis>,
+    /// `Some(max)` for a batch receive (`RecvBatch`), `None` for a single one.
+    pub(crate) batch: Option<u32>,
 }
 
 /// One mailbox. An idle one allocates nothing but its designation.
@@ -98,7 +204,9 @@ pub(crate) struct Mailbox {
     pub(crate) alive: bool,
     /// How many capability objects designate it; a dead mailbox goes when this reaches zero.
     pub(crate) cap_refs: u32,
-    pub(crate) queue: VecDeque<Stored>,
+    /// Messages in `queue` (entries can hold several).
+    pub(crate) queued: usize,
+    pub(crate) queue: VecDeque<Entry>,
     pub(crate) senders: VecDeque<WaitingSend>,
     pub(crate) receivers: VecDeque<WaitingRecv>,
 }
@@ -119,6 +227,7 @@ impl Mailbox {
             capacity,
             alive: true,
             cap_refs: 0,
+            queued: 0,
             queue: VecDeque::new(),
             senders: VecDeque::new(),
             receivers: VecDeque::new(),
@@ -127,7 +236,18 @@ impl Mailbox {
 
     /// Whether a new message can enter the queue without waiting.
     pub(crate) fn has_room(&self) -> bool {
-        self.queue.len() < self.capacity
+        self.queued < self.capacity
+    }
+
+    /// How many more messages the queue can take.
+    pub(crate) fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.queued)
+    }
+
+    /// Appends an entry to the queue.
+    pub(crate) fn push_queue(&mut self, entry: Entry) {
+        self.queued += entry.len();
+        self.queue.push_back(entry);
     }
 }
 

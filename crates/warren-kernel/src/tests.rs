@@ -222,11 +222,25 @@ fn default_mailbox_and_initial_grants_in_declaration_order() {
         &w.call(
             a,
             Request::Hello {
-                min_version: 2,
-                max_version: 3,
+                min_version: 3,
+                max_version: 4,
             },
         ),
         ErrorCode::Version,
+    );
+    // Version 1 still negotiates: the highest version both speak.
+    assert_eq!(
+        w.call(
+            a,
+            Request::Hello {
+                min_version: 1,
+                max_version: 1
+            }
+        ),
+        Response::Welcome {
+            version: 1,
+            env: "a".into()
+        }
     );
 }
 
@@ -1437,4 +1451,312 @@ fn mailbox_memory_is_well_under_a_kibibyte() {
     let size = std::mem::size_of::<crate::mailbox::Mailbox>();
     println!("size_of::<Mailbox>() = {size} bytes");
     assert!(size < 1024 / 4, "{size} bytes");
+}
+
+/// Batch sends and receives (protocol version 2): one capability check per batch, capacity
+/// counted per message, per-sender order, partial acceptance and waiting, no silent drops.
+mod batch {
+    use warren_proto::{Bodies, Deliveries};
+
+    use super::*;
+
+    fn bodies(range: std::ops::Range<u32>) -> Bodies {
+        let v: Vec<Vec<u8>> = range.map(|i| format!("m{i}").into_bytes()).collect();
+        v.iter().map(Vec::as_slice).collect()
+    }
+
+    fn send_batch(handle: Handle, b: Bodies, wait: bool) -> Request {
+        Request::SendBatch {
+            handle,
+            wait,
+            quiet: false,
+            bodies: b,
+        }
+    }
+
+    fn recv_batch(max: u32, timeout_ms: Option<u64>) -> Request {
+        Request::RecvBatch {
+            mailbox: None,
+            max,
+            timeout_ms,
+        }
+    }
+
+    fn deliveries(r: Response) -> Deliveries {
+        match r {
+            Response::Deliveries(d) => d,
+            other => panic!("expected deliveries, got {other:?}"),
+        }
+    }
+
+    /// Every body, as text, with its sender: the order the receiver sees.
+    fn texts(d: &Deliveries) -> Vec<String> {
+        d.iter()
+            .map(|(from, b)| format!("{}:{}", from.env, String::from_utf8_lossy(b)))
+            .collect()
+    }
+
+    fn expect(names: &str, range: std::ops::Range<u32>) -> Vec<String> {
+        range.map(|i| format!("{names}:m{i}")).collect()
+    }
+
+    fn pair(capacity: Option<usize>) -> (World, EnvId, EnvId) {
+        let mut w = World::new();
+        let b = w.add_spec(EnvSpec {
+            name: "b".into(),
+            mailbox_capacity: capacity,
+            ..EnvSpec::default()
+        });
+        let a = w.add("a", &["b"], &[]);
+        (w, a, b)
+    }
+
+    #[test]
+    fn a_batch_is_queued_in_order_and_taken_as_one_run_with_the_senders_identity() {
+        let (mut w, a, b) = pair(None);
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(0..3), false)),
+            Response::Accepted { count: 3 }
+        );
+        assert_eq!(w.k.stats().queued, 3);
+        let d = deliveries(w.call(b, recv_batch(10, Some(0))));
+        assert_eq!(d.mailbox, 1);
+        assert_eq!(d.runs.len(), 1, "one sender, one badge: one run");
+        assert_eq!(d.runs[0].from.badge, 0);
+        assert_eq!(texts(&d), expect("a", 0..3));
+        assert_eq!(w.k.stats().queued, 0);
+        assert_err(&w.call(b, recv_batch(10, Some(0))), ErrorCode::Timeout);
+    }
+
+    #[test]
+    fn without_wait_the_accepted_prefix_is_counted_and_the_rest_refused() {
+        let (mut w, a, b) = pair(Some(4));
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(0..6), false)),
+            Response::Accepted { count: 4 }
+        );
+        assert_eq!(w.k.stats().queued, 4, "capacity counts messages");
+        // Full: nothing more is taken, and nothing was dropped silently.
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(6..7), false)),
+            Response::Accepted { count: 0 }
+        );
+        assert_err(&w.send_body(a, 2, b"x"), ErrorCode::Full);
+        let d = deliveries(w.call(b, recv_batch(100, Some(0))));
+        assert_eq!(texts(&d), expect("a", 0..4));
+        // `full` and partial counts are outcomes, not denials: no audit record.
+        assert!(w.audits.is_empty(), "{:?}", w.audits);
+    }
+
+    #[test]
+    fn with_wait_the_rest_waits_as_one_send_and_enters_in_order() {
+        let (mut w, a, b) = pair(Some(4));
+        let id = w.call_waiting(a, send_batch(2, bodies(0..7), true));
+        assert_eq!(w.k.stats().queued, 4);
+        assert_eq!(w.k.stats().waiting_sends, 1);
+        // A send that does not wait cannot overtake the waiting rest.
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(100..101), false)),
+            Response::Accepted { count: 0 }
+        );
+        assert_err(&w.send_body(a, 2, b"x"), ErrorCode::Full);
+        // Taking two lets two of the waiting rest in; the send is not answered yet.
+        let d = deliveries(w.call(b, recv_batch(2, Some(0))));
+        assert_eq!(texts(&d), expect("a", 0..2));
+        assert_eq!(w.answer(a, id), None);
+        assert_eq!(w.k.stats().queued, 4);
+        // The rest: answered `accepted 7` once its last message is in.
+        let d = deliveries(w.call(b, recv_batch(100, Some(0))));
+        assert_eq!(texts(&d), expect("a", 2..7));
+        assert_eq!(w.answer(a, id), Some(Response::Accepted { count: 7 }));
+        assert_eq!(w.k.stats().waiting_sends, 0);
+    }
+
+    #[test]
+    fn a_waiting_batch_receive_takes_up_to_its_max_and_the_rest_is_queued() {
+        let (mut w, a, b) = pair(None);
+        let r = w.call_waiting(b, recv_batch(2, None));
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(0..5), false)),
+            Response::Accepted { count: 5 }
+        );
+        let d = deliveries(w.answer(b, r).expect("the waiting receive is answered"));
+        assert_eq!(texts(&d), expect("a", 0..2));
+        assert_eq!(w.k.stats().queued, 3);
+        // A single receive takes the next one as an ordinary delivery.
+        let d = w.recv_delivery(b);
+        assert_eq!((d.from.env.as_str(), d.body.as_slice()), ("a", &b"m2"[..]));
+        let d = deliveries(w.call(b, recv_batch(9, Some(0))));
+        assert_eq!(texts(&d), expect("a", 3..5));
+    }
+
+    #[test]
+    fn messages_that_are_not_plain_are_delivered_alone_and_end_a_batch() {
+        let (mut w, a, b) = pair(None);
+        assert_eq!(w.send_body(a, 2, b"p0"), Response::Ok);
+        let tagged = Message {
+            correlation: Some(7),
+            body: b"t".to_vec(),
+            ..Message::default()
+        };
+        assert_eq!(w.send(a, 2, tagged), Response::Ok);
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(0..2), false)),
+            Response::Accepted { count: 2 }
+        );
+        let d = deliveries(w.call(b, recv_batch(10, Some(0))));
+        assert_eq!(texts(&d), vec!["a:p0".to_string()], "stops before the tagged one");
+        let d = delivery(w.call(b, recv_batch(10, Some(0))));
+        assert_eq!(d.correlation, Some(7));
+        let d = deliveries(w.call(b, recv_batch(10, Some(0))));
+        assert_eq!(texts(&d), expect("a", 0..2));
+        // A selective receive skips plain runs.
+        assert_eq!(
+            w.call(a, send_batch(2, bodies(0..2), false)),
+            Response::Accepted { count: 2 }
+        );
+        assert_err(&w.recv(b, by_corr(7)), ErrorCode::Timeout);
+        assert_eq!(w.k.stats().queued, 2);
+    }
+
+    #[test]
+    fn runs_keep_senders_and_badges_apart_in_arrival_order() {
+        let mut w = World::new();
+        let b = w.add("b", &[], &[]);
+        let a = w.add("a", &["b"], &[]);
+        let c = w.add("c", &["b"], &[]);
+        let badged = w.handle_of(
+            a,
+            Request::Attenuate {
+                handle: 2,
+                rights: SEND,
+                uses: None,
+                expires_in_ms: None,
+                badge: Some(9),
+            },
+        );
+        w.call(a, send_batch(2, bodies(0..2), false));
+        w.call(c, send_batch(2, bodies(0..1), false));
+        w.call(a, send_batch(badged.0, bodies(2..3), false));
+        let d = deliveries(w.call(b, recv_batch(10, Some(0))));
+        let runs: Vec<(String, u64, usize)> = d
+            .runs
+            .iter()
+            .map(|r| (r.from.env.clone(), r.from.badge, r.bodies.len()))
+            .collect();
+        assert_eq!(
+            runs,
+            vec![("a".into(), 0, 2), ("c".into(), 0, 1), ("a".into(), 9, 1)]
+        );
+    }
+
+    #[test]
+    fn a_batch_is_refused_whole_by_one_capability_check() {
+        let (mut w, a, b) = pair(None);
+        assert_err(&w.call(a, send_batch(77, bodies(0..3), false)), ErrorCode::NoSuchHandle);
+        assert_eq!(w.last_audit().op, "send-batch");
+        let monitor_only = w.attenuate(a, 2, Rights::MONITOR);
+        assert_err(
+            &w.call(a, send_batch(monitor_only, bodies(0..3), false)),
+            ErrorCode::NoRight,
+        );
+        // A use limit must cover every message of the batch.
+        let two = w
+            .handle_of(
+                a,
+                Request::Attenuate {
+                    handle: 2,
+                    rights: SEND,
+                    uses: Some(2),
+                    expires_in_ms: None,
+                    badge: None,
+                },
+            )
+            .0;
+        assert_err(&w.call(a, send_batch(two, bodies(0..3), false)), ErrorCode::UsedUp);
+        assert_eq!(w.k.stats().queued, 0, "a refused batch queues nothing");
+        assert_eq!(
+            w.call(a, send_batch(two, bodies(0..2), false)),
+            Response::Accepted { count: 2 }
+        );
+        assert_err(&w.call(a, send_batch(two, bodies(0..1), false)), ErrorCode::UsedUp);
+        // Revocation reaches batch sends too.
+        let revocable = w.attenuate(a, 2, SEND);
+        assert_eq!(
+            w.call(a, Request::Revoke { handle: 2 }),
+            Response::Ok,
+            "revoking the parent revokes what was derived"
+        );
+        assert_err(&w.call(a, send_batch(revocable, bodies(0..1), false)), ErrorCode::Revoked);
+        assert_eq!(w.k.stats().queued, 2);
+        let _ = b;
+    }
+
+    #[test]
+    fn quiet_batches_are_answered_only_when_something_was_refused() {
+        let (mut w, a, _b) = pair(Some(2));
+        let quiet = |bodies| Request::SendBatch {
+            handle: 2,
+            wait: false,
+            quiet: true,
+            bodies,
+        };
+        let id = w.submit(a, quiet(bodies(0..2)));
+        assert_eq!(w.answer(a, id), None, "all accepted: no answer");
+        let id = w.submit(a, quiet(bodies(2..3)));
+        assert_eq!(w.answer(a, id), Some(Response::Accepted { count: 0 }));
+        let id = w.submit(a, quiet(bodies(0..1)));
+        let _ = id;
+        let id = w.submit(
+            a,
+            Request::SendBatch {
+                handle: 99,
+                wait: false,
+                quiet: true,
+                bodies: bodies(0..1),
+            },
+        );
+        assert_err(&w.answer(a, id).expect("errors are answered"), ErrorCode::NoSuchHandle);
+    }
+
+    #[test]
+    fn a_mailbox_that_dies_answers_its_waiting_batch_dead_once() {
+        let mut w = World::new();
+        let b = w.add_spec(EnvSpec {
+            name: "b".into(),
+            mailbox_capacity: Some(1),
+            ..EnvSpec::default()
+        });
+        let a = w.add("a", &["b"], &[]);
+        let id = w.call_waiting(a, send_batch(2, bodies(0..3), true));
+        w.remove(b);
+        let answers: Vec<_> = w.responses.iter().filter(|(e, i, _)| *e == a && *i == id).collect();
+        assert_eq!(answers.len(), 1, "{answers:?}");
+        assert_err(&answers[0].2, ErrorCode::Dead);
+    }
+
+    #[test]
+    fn a_version_1_connection_cannot_use_batch_operations() {
+        let (mut w, a, _b) = pair(None);
+        let hello = Request::Hello {
+            min_version: 1,
+            max_version: 1,
+        };
+        assert!(matches!(w.call(a, hello), Response::Welcome { version: 1, .. }));
+        assert_err(&w.call(a, send_batch(2, bodies(0..1), false)), ErrorCode::BadRequest);
+        assert_err(&w.call(a, recv_batch(1, Some(0))), ErrorCode::BadRequest);
+        assert_eq!(w.k.stats().queued, 0);
+    }
+
+    #[test]
+    fn a_zero_capacity_mailbox_hands_a_waiting_batch_straight_to_a_batch_receive() {
+        let (mut w, a, b) = pair(Some(0));
+        let id = w.call_waiting(a, send_batch(2, bodies(0..3), true));
+        let d = deliveries(w.call(b, recv_batch(2, Some(0))));
+        assert_eq!(texts(&d), expect("a", 0..2));
+        assert_eq!(w.answer(a, id), None);
+        let d = deliveries(w.call(b, recv_batch(2, Some(0))));
+        assert_eq!(texts(&d), expect("a", 2..3));
+        assert_eq!(w.answer(a, id), Some(Response::Accepted { count: 3 }));
+    }
 }
