@@ -976,7 +976,9 @@ impl Kernel {
         // Behind its own waiting sends a batch that does not wait takes nothing: it cannot
         // overtake them.
         if !wait && mb.senders.iter().any(|w| w.env == env) {
-            self.respond(env, id, Response::Accepted { count: 0 });
+            if n > 0 || !quiet {
+                self.respond(env, id, Response::Accepted { count: 0 });
+            }
             return Ok(());
         }
         // What can be taken now, before anything changes: waiting receives of plain messages
