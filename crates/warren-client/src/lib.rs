@@ -26,7 +26,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 pub use warren_proto::{
-    Delivery, ErrorCode, Filter, Handle, Identity, Message, Rights, Sender, VERSION,
+    Bodies, Deliveries, Delivery, ErrorCode, Filter, Handle, Identity, MIN_VERSION, Message,
+    Rights, Run, Sender, VERSION,
 };
 use warren_proto::{Frame, PacketBuilder, Request, RequestId, Response};
 
@@ -83,11 +84,38 @@ impl ClientError {
     }
 }
 
+/// What one batch receive ([`Client::recv_many`]) took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received {
+    /// Plain messages (bodies only), in runs by sender and badge, oldest first.
+    Batch(Deliveries),
+    /// One message that is not plain (headers, correlation, capabilities, a reply handle, or a
+    /// `down` notice): it was the oldest, and goes alone.
+    One(Delivery),
+}
+
+impl Received {
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        match self {
+            Received::Batch(d) => d.len(),
+            Received::One(_) => 1,
+        }
+    }
+
+    /// Whether there is none (a batch receive never answers with none).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A connection to the kernel.
 #[derive(Debug)]
 pub struct Client {
     sock: UnixDatagram,
     env: String,
+    /// The protocol version agreed in the handshake.
+    version: u16,
     next_id: RequestId,
     /// Responses that arrived for other requests than the one being waited for.
     early: VecDeque<Frame<Response>>,
@@ -113,15 +141,19 @@ impl Client {
         let mut c = Client {
             sock: UnixDatagram::from(fd),
             env: String::new(),
+            version: MIN_VERSION,
             next_id: 1,
             early: VecDeque::new(),
             buf: vec![0u8; warren_proto::MAX_PACKET],
         };
         match c.request(Request::Hello {
-            min_version: VERSION,
+            min_version: MIN_VERSION,
             max_version: VERSION,
         })? {
-            Response::Welcome { env, .. } => c.env = env,
+            Response::Welcome { env, version } => {
+                c.env = env;
+                c.version = version;
+            }
             other => return Err(ClientError::Unexpected(format!("{other:?}"))),
         }
         Ok(c)
@@ -130,6 +162,109 @@ impl Client {
     /// The environment's name, as the kernel knows it.
     pub fn env(&self) -> &str {
         &self.env
+    }
+
+    /// The protocol version agreed with the kernel (batch frames need 2).
+    pub fn version(&self) -> u16 {
+        self.version
+    }
+
+    fn need_batches(&self) -> Result<(), ClientError> {
+        if self.version < 2 {
+            return Err(ClientError::Unexpected(format!(
+                "the kernel speaks protocol version {}; batch frames need 2",
+                self.version
+            )));
+        }
+        Ok(())
+    }
+
+    /// Send plain messages (bodies only) through `handle` in batch frames: one capability
+    /// check and one answer per frame, the bodies copied once into the packet and once into
+    /// the receiver's. With `wait`, every body is accepted (the kernel holds back what does
+    /// not fit until there is room) and the frames travel pipelined; without, the frames go
+    /// one at a time and sending stops at the first that is not accepted whole. Returns how
+    /// many bodies were accepted: a prefix of `bodies`, in order.
+    pub fn send_many<'a>(
+        &mut self,
+        handle: Handle,
+        bodies: impl IntoIterator<Item = &'a [u8]>,
+        wait: bool,
+    ) -> Result<usize, ClientError> {
+        self.need_batches()?;
+        let mut accepted = 0;
+        let mut chunk = Bodies::with_capacity(BATCH_PACKET);
+        let mut ids: Vec<(RequestId, usize)> = Vec::new();
+        let mut packet = Vec::with_capacity(BATCH_PACKET);
+        let mut bodies = bodies.into_iter().peekable();
+        while bodies.peek().is_some() {
+            chunk.clear();
+            while let Some(b) = bodies.peek() {
+                let fits = chunk.encoded_len() + 4 + b.len() <= BATCH_PACKET - 64;
+                if !chunk.is_empty() && !fits {
+                    break;
+                }
+                chunk.push(b)?;
+                bodies.next();
+                if chunk.len() == warren_proto::MAX_BATCH {
+                    break;
+                }
+            }
+            let id = self.next_id();
+            packet.clear();
+            warren_proto::encode_send_batch(&mut packet, id, handle, wait, false, &chunk)?;
+            self.sock.send(&packet)?;
+            if wait {
+                ids.push((id, chunk.len()));
+                continue;
+            }
+            let count = Self::expect_accepted(self.wait_for(id)?)?;
+            accepted += count;
+            if count < chunk.len() {
+                return Ok(accepted);
+            }
+        }
+        for (id, n) in ids {
+            let count = Self::expect_accepted(self.wait_for(id)?)?;
+            if count != n {
+                return Err(ClientError::Unexpected(format!(
+                    "a waiting batch of {n} was answered accepted {count}"
+                )));
+            }
+            accepted += count;
+        }
+        Ok(accepted)
+    }
+
+    fn expect_accepted(r: Response) -> Result<usize, ClientError> {
+        match r {
+            Response::Accepted { count } => Ok(count as usize),
+            Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Take up to `max` messages from the default mailbox with one request, waiting up to
+    /// `timeout` (`None`: forever) for the first: plain messages come as one
+    /// [`Received::Batch`], borrowed from one buffer; a message that is not plain comes alone
+    /// as [`Received::One`]. Nothing is taken on a timeout ([`ErrorCode::Timeout`]).
+    pub fn recv_many(
+        &mut self,
+        max: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Received, ClientError> {
+        self.need_batches()?;
+        let max = max.clamp(1, warren_proto::MAX_BATCH) as u32;
+        let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        match self.request(Request::RecvBatch {
+            mailbox: None,
+            max,
+            timeout_ms,
+        })? {
+            Response::Deliveries(d) => Ok(Received::Batch(d)),
+            Response::Delivery(d) => Ok(Received::One(d)),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
     }
 
     fn next_id(&mut self) -> RequestId {
@@ -232,6 +367,10 @@ impl Client {
         // parked requests are lost) the client gives up on its own, a little later.
         let deadline = match &req {
             Request::Recv {
+                timeout_ms: Some(ms),
+                ..
+            }
+            | Request::RecvBatch {
                 timeout_ms: Some(ms),
                 ..
             } => Some(Duration::from_millis(*ms) + RESTART_GRACE),
@@ -387,6 +526,13 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<(Result<(), ClientError>, Result<Delivery, ClientError>), ClientError> {
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
+        let plain = message.headers.is_empty()
+            && message.correlation.is_none()
+            && message.caps.is_empty()
+            && message.reply_to.is_none();
+        if self.version >= 2 && plain {
+            return self.quiet_send_and_recv(handle, &message.body, timeout_ms);
+        }
         let first = self.reserve_ids(2);
         let mut packet = PacketBuilder::with_limit(warren_proto::MAX_PACKET);
         packet.push_request(&Frame {
@@ -416,6 +562,50 @@ impl Client {
             Some(Response::Delivery(d)) => Ok(d),
             Some(Response::Error { code, detail }) => Err(ClientError::Kernel { code, detail }),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        Ok((sent, got))
+    }
+
+    /// [`Client::send_and_recv`] for a plain message on protocol version 2: the send is a
+    /// quiet one-body batch, which the kernel answers only if it refuses it, so the round trip
+    /// costs one packet each way per side. A refusal is produced in the same kernel turn as the
+    /// send, so it arrives no later than the receive's answer; only a send that waited for room
+    /// and then found the mailbox dead is reported later (kept with the unclaimed answers).
+    #[allow(clippy::type_complexity)]
+    fn quiet_send_and_recv(
+        &mut self,
+        handle: Handle,
+        body: &[u8],
+        timeout_ms: Option<u64>,
+    ) -> Result<(Result<(), ClientError>, Result<Delivery, ClientError>), ClientError> {
+        let first = self.reserve_ids(2);
+        let mut bodies = Bodies::with_capacity(4 + body.len());
+        bodies.push(body)?;
+        let mut packet = Vec::with_capacity(64 + body.len());
+        warren_proto::encode_send_batch(&mut packet, first, handle, true, true, &bodies)?;
+        warren_proto::encode_request(
+            &Frame {
+                id: first.wrapping_add(1),
+                body: Request::Recv {
+                    mailbox: None,
+                    filter: Filter::default(),
+                    timeout_ms,
+                },
+            },
+            &mut packet,
+        )?;
+        self.sock.send(&packet)?;
+        let got = match self.wait_for(first.wrapping_add(1))? {
+            Response::Delivery(d) => Ok(d),
+            Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        };
+        let sent = match self.early.iter().position(|f| f.id == first) {
+            None => Ok(()),
+            Some(pos) => match self.early.remove(pos).expect("in range").body {
+                Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+                other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            },
         };
         Ok((sent, got))
     }
@@ -688,10 +878,131 @@ mod tests {
             body: b"ping".to_vec(),
             ..Message::default()
         };
+        // Version 1: an ordinary send, answered `ok` (or an error).
+        k.version = 1;
         let (sent, got) = k.send_and_recv(2, msg, None).unwrap();
         kernel.join().unwrap();
         assert_eq!(sent.unwrap_err().code(), Some(ErrorCode::Full));
         assert_eq!(got.unwrap().body, b"pong");
+    }
+
+    #[test]
+    fn on_version_2_send_and_recv_sends_a_quiet_batch_and_still_sees_a_refusal() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let reqs = read_requests(sock);
+            assert_eq!(reqs.len(), 2, "one packet");
+            match &reqs[0].body {
+                Request::SendBatch {
+                    handle: 2,
+                    wait: true,
+                    quiet: true,
+                    bodies,
+                } => assert_eq!(bodies.iter().collect::<Vec<_>>(), vec![&b"ping"[..]]),
+                other => panic!("{other:?}"),
+            }
+            // Refused, then (same packet) the receive's delivery.
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: reqs[0].id,
+                        body: Response::Error {
+                            code: ErrorCode::Dead,
+                            detail: "gone".into(),
+                        },
+                    },
+                    Frame {
+                        id: reqs[1].id,
+                        body: delivery("pong"),
+                    },
+                ],
+            );
+            // A quiet send accepted whole gets no answer: the next round trip's receive is
+            // answered alone.
+            let reqs = read_requests(sock);
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[1].id,
+                    body: delivery("pong2"),
+                }],
+            );
+        });
+        assert_eq!(k.version(), 2);
+        let msg = |b: &[u8]| Message {
+            body: b.to_vec(),
+            ..Message::default()
+        };
+        let (sent, got) = k.send_and_recv(2, msg(b"ping"), None).unwrap();
+        assert_eq!(sent.unwrap_err().code(), Some(ErrorCode::Dead));
+        assert_eq!(got.unwrap().body, b"pong");
+        let (sent, got) = k.send_and_recv(2, msg(b"ping"), None).unwrap();
+        kernel.join().unwrap();
+        assert!(sent.is_ok());
+        assert_eq!(got.unwrap().body, b"pong2");
+        assert!(k.early.is_empty());
+    }
+
+    #[test]
+    fn send_many_without_wait_stops_at_a_partial_count_and_recv_many_takes_a_batch() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let reqs = read_requests(sock);
+            assert_eq!(reqs.len(), 1);
+            let Request::SendBatch {
+                wait: false,
+                quiet: false,
+                bodies,
+                ..
+            } = &reqs[0].body
+            else {
+                panic!("{:?}", reqs[0].body)
+            };
+            assert_eq!(bodies.len(), 3);
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[0].id,
+                    body: Response::Accepted { count: 2 },
+                }],
+            );
+            let reqs = read_requests(sock);
+            assert_eq!(
+                reqs[0].body,
+                Request::RecvBatch {
+                    mailbox: None,
+                    max: 8,
+                    timeout_ms: Some(0)
+                }
+            );
+            let run = Run {
+                from: Sender {
+                    env: "peer".into(),
+                    badge: 3,
+                },
+                bodies: [&b"a"[..], b"b"].into_iter().collect(),
+            };
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[0].id,
+                    body: Response::Deliveries(Deliveries {
+                        mailbox: DEFAULT_MAILBOX,
+                        runs: vec![run],
+                    }),
+                }],
+            );
+        });
+        let n = k
+            .send_many(2, [&b"x"[..], b"y", b"z"], false)
+            .expect("send_many");
+        assert_eq!(n, 2);
+        let got = k.recv_many(8, Some(Duration::ZERO)).unwrap();
+        kernel.join().unwrap();
+        let Received::Batch(d) = got else {
+            panic!("{got:?}")
+        };
+        let seen: Vec<(u64, &[u8])> = d.iter().map(|(s, b)| (s.badge, b)).collect();
+        assert_eq!(seen, vec![(3, &b"a"[..]), (3, &b"b"[..])]);
     }
 
     #[test]

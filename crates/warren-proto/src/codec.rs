@@ -264,6 +264,25 @@ pub fn encode_response(frame: &Frame<Response>, out: &mut Vec<u8>) -> Result<(),
     })
 }
 
+/// Appends one `SendBatch` request frame for borrowed `bodies` (what
+/// [`encode_request`] writes for [`Request::SendBatch`], without needing to own the bodies).
+/// On error `out` is unchanged.
+pub fn encode_send_batch(
+    out: &mut Vec<u8>,
+    id: u32,
+    handle: Handle,
+    wait: bool,
+    quiet: bool,
+    bodies: &Bodies,
+) -> Result<(), EncodeError> {
+    encode_frame(out, op::SEND_BATCH, id, |out| {
+        put_u32(out, handle);
+        put_bool(out, wait);
+        put_bool(out, quiet);
+        put_bodies(out, bodies)
+    })
+}
+
 /// Writes the frame header, the fields, then the length; undoes everything on error.
 fn encode_frame(
     out: &mut Vec<u8>,

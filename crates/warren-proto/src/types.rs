@@ -323,6 +323,12 @@ impl Bodies {
         }
     }
 
+    /// Removes every body, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.count = 0;
+    }
+
     /// Appends every body of `other`.
     pub fn append(&mut self, other: &Bodies) {
         self.data.extend_from_slice(&other.data);
