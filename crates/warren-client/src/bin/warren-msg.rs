@@ -9,6 +9,8 @@
 //! warren-msg send TARGET BODY [-H NAME=VALUE]... [--cap HANDLE]... [--correlation N] [--nowait] [--reply]
 //! warren-msg call TARGET BODY [--timeout MS]          # send with a reply capability, await it
 //! warren-msg recv [--timeout MS] [--correlation N] [-H NAME=VALUE] [--body]
+//! warren-msg send-many TARGET BODY... [--nowait]     # plain bodies in batch frames
+//! warren-msg recv-many [--max N] [--timeout MS]      # up to N messages in one receive
 //! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
 //! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
 //! ```
@@ -23,7 +25,8 @@ fn usage() -> ! {
     eprintln!(
         "usage: warren-msg whoami | lookup NAME | send TARGET BODY [-H K=V]... [--cap H]... [--correlation N] \
          [--nowait] [--reply] | call TARGET BODY [--timeout MS] | recv [--timeout MS] \
-         [--correlation N] [-H K=V] [--body] | attenuate TARGET [--rights LIST] [--uses N] \
+         [--correlation N] [-H K=V] [--body] | send-many TARGET BODY... [--nowait] | \
+         recv-many [--max N] [--timeout MS] | attenuate TARGET [--rights LIST] [--uses N] \
          [--expires MS] [--badge N] | revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]"
     );
     std::process::exit(2)
@@ -238,6 +241,28 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
                 println!("{}", delivery_json(&d));
             }
         }
+        "send-many" => {
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let handle = target(&mut k, t)?;
+            let bodies = a.pos[1..].iter().map(|b| b.as_bytes());
+            let n = k.send_many(handle, bodies, !a.has("--nowait"))?;
+            println!("{{\"accepted\":{n}}}");
+        }
+        "recv-many" => match k.recv_many(a.num("--max").unwrap_or(64), timeout)? {
+            // One line per message, oldest first.
+            warren_client::Received::Batch(d) => {
+                for (from, body) in d.iter() {
+                    println!(
+                        "{{\"from\":{},\"badge\":{},\"mailbox\":{},\"body\":{}}}",
+                        json_str(&from.env),
+                        from.badge,
+                        d.mailbox,
+                        json_str(&String::from_utf8_lossy(body))
+                    );
+                }
+            }
+            warren_client::Received::One(d) => println!("{}", delivery_json(&d)),
+        },
         "attenuate" => {
             let t = a.pos.first().unwrap_or_else(|| usage());
             let h = target(&mut k, t)?;

@@ -749,11 +749,25 @@ impl Daemon {
         match c.building.push_response(&frame) {
             Ok(()) => {}
             Err(warren_proto::EncodeError::PacketFull { .. }) => {
-                let packet = c.building.take();
-                c.backlog += packet.len();
-                c.out.push_back(packet);
-                if c.building.push_response(&frame).is_err() {
-                    tracing::warn!("a response to {env:?} does not fit a packet; dropped");
+                if !c.building.is_empty() {
+                    let packet = c.building.take();
+                    c.backlog += packet.len();
+                    c.out.push_back(packet);
+                }
+                if let Err(warren_proto::EncodeError::PacketFull { .. }) =
+                    c.building.push_response(&frame)
+                {
+                    // Larger than the daemon's usual packets (a large delivery): it travels
+                    // alone, in a packet of up to the protocol's limit, which every frame fits.
+                    let mut alone = PacketBuilder::new();
+                    match alone.push_response(&frame) {
+                        Ok(()) => {
+                            let packet = alone.take();
+                            c.backlog += packet.len();
+                            c.out.push_back(packet);
+                        }
+                        Err(e) => tracing::warn!("cannot encode a response to {env:?}: {e}"),
+                    }
                 }
             }
             Err(e) => tracing::warn!("cannot encode a response: {e}"),
