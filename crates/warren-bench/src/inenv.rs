@@ -12,14 +12,18 @@
 //!   id) and the server answers through the reply handle and drops it, since a used reply
 //!   handle stays in its table until dropped.
 //!
-//! Throughput: a sender of 64-byte messages ([`Client::send_batch`], or one [`Client::send`] per
-//! message) and a receiver that counts them ([`Client::recv_batch`], or one [`Client::recv`]
-//! per message) and measures from the first arrival to the last.
+//! Throughput: a sender of 64-byte messages and a receiver that counts them and measures from
+//! the first arrival to the last. Batched, they use the batch frames of protocol version 2
+//! ([`Client::send_many`]: one frame of up to `batch` bodies, checked once and answered once;
+//! [`Client::recv_many`]: up to `batch` messages per receive), or, with `--pipelined`, the
+//! version-1 way ([`Client::send_batch`] / [`Client::recv_batch`]: one request frame per
+//! message, pipelined in one packet); unbatched, one awaited [`Client::send`] / [`Client::recv`]
+//! per message.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use warren_client::{Client, ClientError, ErrorCode, Handle, Message};
+use warren_client::{Client, ClientError, ErrorCode, Handle, Message, Received};
 
 use crate::record::{PAYLOAD, Record, pin};
 
@@ -209,9 +213,11 @@ pub fn client_pingpong(
 
 /// The variant label of a Warren throughput run: one message per packet means one request
 /// per message, each awaited (`send`, `recv`), unlike the floor's fire-and-forget packets.
-fn warren_variant(batch: usize) -> String {
+fn warren_variant(batch: usize, pipelined: bool) -> String {
     if batch <= 1 {
         "1 per packet, each awaited".into()
+    } else if pipelined {
+        format!("{}, a request each", crate::floor::batch_variant(batch))
     } else {
         crate::floor::batch_variant(batch)
     }
@@ -223,6 +229,7 @@ pub fn client_send(
     target: &str,
     count: u64,
     batch: usize,
+    pipelined: bool,
     cpu: Option<usize>,
     round: u32,
     host: &Host,
@@ -237,6 +244,13 @@ pub fn client_send(
         let n = (batch.max(1) as u64).min(count - sent) as usize;
         if batch <= 1 {
             k.send(h, payload()).context("send")?;
+        } else if !pipelined {
+            let accepted = k
+                .send_many(h, std::iter::repeat_n(&PAYLOAD[..], n), true)
+                .context("send a batch")?;
+            if accepted != n {
+                bail!("{accepted} of {n} accepted");
+            }
         } else {
             let outcomes = k
                 .send_batch((0..n).map(|_| (h, payload())), true)
@@ -247,7 +261,7 @@ pub fn client_send(
         }
         sent += n as u64;
     }
-    let variant = warren_variant(batch);
+    let variant = warren_variant(batch, pipelined);
     Ok(Record::new("warren", "send-side", &variant, cpu, round)
         .with_rate(sent, t.elapsed())
         .with_cpu_since(cpu0))
@@ -258,6 +272,7 @@ pub fn client_send(
 pub fn client_receive(
     count: u64,
     batch: usize,
+    pipelined: bool,
     cpu: Option<usize>,
     round: u32,
     host: &Host,
@@ -273,6 +288,18 @@ pub fn client_receive(
         if batch <= 1 {
             k.recv(wait).context("receive")?;
             got += 1;
+        } else if !pipelined {
+            match k.recv_many(n, wait).context("receive a batch")? {
+                Received::Batch(d) => {
+                    for (_, body) in d.iter() {
+                        if body.len() != PAYLOAD.len() {
+                            bail!("a message of {} bytes", body.len());
+                        }
+                        got += 1;
+                    }
+                }
+                Received::One(d) => bail!("a message that is not plain: {d:?}"),
+            }
         } else {
             for d in k.recv_batch(n, wait).context("receive a batch")? {
                 let d =
@@ -289,7 +316,7 @@ pub fn client_receive(
         }
     }
     let (t0, before) = first.context("nothing arrived")?;
-    let variant = warren_variant(batch);
+    let variant = warren_variant(batch, pipelined);
     Ok(Record::new("warren", "throughput", &variant, cpu, round)
         .with_rate(got - before, t0.elapsed())
         .with_cpu_since(cpu0))

@@ -60,6 +60,10 @@ struct Flow {
     /// Messages per packet (per batch call for Warren).
     #[arg(long, default_value_t = 1)]
     batch: usize,
+    /// Warren only: batch the version-1 way, one request frame per message pipelined in a
+    /// packet, instead of one batch frame (`send_many` / `recv_many`).
+    #[arg(long)]
+    pipelined: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -260,13 +264,22 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             &target,
             flow.count,
             flow.batch,
+            flow.pipelined,
             place.cpu,
             place.round,
             &host,
         )?
         .print(),
         Mode::WarrenClientReceive { flow, place, host } => {
-            inenv::client_receive(flow.count, flow.batch, place.cpu, place.round, &host)?.print()
+            inenv::client_receive(
+                flow.count,
+                flow.batch,
+                flow.pipelined,
+                place.cpu,
+                place.round,
+                &host,
+            )?
+            .print()
         }
         Mode::IdleMailboxes {
             daemon_pid,
