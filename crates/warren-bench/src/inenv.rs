@@ -245,12 +245,18 @@ pub fn client_send(
         if batch <= 1 {
             k.send(h, payload()).context("send")?;
         } else if !pipelined {
+            // One call for everything: the client keeps a window of batch frames of `batch`
+            // bodies in flight, as a streaming sender would.
+            let n = (count - sent) as usize;
+            k.set_frame_bodies(batch);
             let accepted = k
                 .send_many(h, std::iter::repeat_n(&PAYLOAD[..], n), true)
-                .context("send a batch")?;
+                .context("send batches")?;
             if accepted != n {
                 bail!("{accepted} of {n} accepted");
             }
+            sent += n as u64;
+            continue;
         } else {
             let outcomes = k
                 .send_batch((0..n).map(|_| (h, payload())), true)

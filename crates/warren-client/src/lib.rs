@@ -42,6 +42,12 @@ pub const DEFAULT_MAILBOX: Handle = 1;
 /// hundreds of small messages, small enough to stay far below the socket buffers.
 const BATCH_PACKET: usize = 64 * 1024;
 
+/// How many batch frames [`Client::send_many`] keeps in flight when it waits for room: enough
+/// to keep the kernel busy while the sender fills the next ones, few enough that a full
+/// mailbox holds back only a bounded amount (each frame that does not fit is one waiting send,
+/// and the kernel bounds those per environment).
+const SEND_WINDOW: usize = 8;
+
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -116,6 +122,8 @@ pub struct Client {
     env: String,
     /// The protocol version agreed in the handshake.
     version: u16,
+    /// The most bodies [`Client::send_many`] puts in one batch frame.
+    frame_bodies: usize,
     next_id: RequestId,
     /// Responses that arrived for other requests than the one being waited for.
     early: VecDeque<Frame<Response>>,
@@ -142,6 +150,7 @@ impl Client {
             sock: UnixDatagram::from(fd),
             env: String::new(),
             version: MIN_VERSION,
+            frame_bodies: warren_proto::MAX_BATCH,
             next_id: 1,
             early: VecDeque::new(),
             buf: vec![0u8; warren_proto::MAX_PACKET],
@@ -169,6 +178,13 @@ impl Client {
         self.version
     }
 
+    /// Caps the bodies [`Client::send_many`] puts in one batch frame (1 ..=
+    /// [`MAX_BATCH`](warren_proto::MAX_BATCH)); by default a frame takes as many as fit in
+    /// 64 KiB.
+    pub fn set_frame_bodies(&mut self, bodies: usize) {
+        self.frame_bodies = bodies.clamp(1, warren_proto::MAX_BATCH);
+    }
+
     fn need_batches(&self) -> Result<(), ClientError> {
         if self.version < 2 {
             return Err(ClientError::Unexpected(format!(
@@ -182,9 +198,10 @@ impl Client {
     /// Send plain messages (bodies only) through `handle` in batch frames: one capability
     /// check and one answer per frame, the bodies copied once into the packet and once into
     /// the receiver's. With `wait`, every body is accepted (the kernel holds back what does
-    /// not fit until there is room) and the frames travel pipelined; without, the frames go
-    /// one at a time and sending stops at the first that is not accepted whole. Returns how
-    /// many bodies were accepted: a prefix of `bodies`, in order.
+    /// not fit until there is room) and the frames travel pipelined, at most eight awaiting
+    /// their answer at a time; without, the frames go one at a time and sending stops at the
+    /// first that is not accepted whole. Returns how many bodies were accepted: a prefix of
+    /// `bodies`, in order.
     pub fn send_many<'a>(
         &mut self,
         handle: Handle,
@@ -194,7 +211,7 @@ impl Client {
         self.need_batches()?;
         let mut accepted = 0;
         let mut chunk = Bodies::with_capacity(BATCH_PACKET);
-        let mut ids: Vec<(RequestId, usize)> = Vec::new();
+        let mut ids: VecDeque<(RequestId, usize)> = VecDeque::new();
         let mut packet = Vec::with_capacity(BATCH_PACKET);
         let mut bodies = bodies.into_iter().peekable();
         while bodies.peek().is_some() {
@@ -206,7 +223,7 @@ impl Client {
                 }
                 chunk.push(b)?;
                 bodies.next();
-                if chunk.len() == warren_proto::MAX_BATCH {
+                if chunk.len() == self.frame_bodies {
                     break;
                 }
             }
@@ -215,7 +232,11 @@ impl Client {
             warren_proto::encode_send_batch(&mut packet, id, handle, wait, false, &chunk)?;
             self.sock.send(&packet)?;
             if wait {
-                ids.push((id, chunk.len()));
+                ids.push_back((id, chunk.len()));
+                if ids.len() >= SEND_WINDOW {
+                    let (id, n) = ids.pop_front().expect("not empty");
+                    accepted += self.await_whole_batch(id, n)?;
+                }
                 continue;
             }
             let count = Self::expect_accepted(self.wait_for(id)?)?;
@@ -225,15 +246,20 @@ impl Client {
             }
         }
         for (id, n) in ids {
-            let count = Self::expect_accepted(self.wait_for(id)?)?;
-            if count != n {
-                return Err(ClientError::Unexpected(format!(
-                    "a waiting batch of {n} was answered accepted {count}"
-                )));
-            }
-            accepted += count;
+            accepted += self.await_whole_batch(id, n)?;
         }
         Ok(accepted)
+    }
+
+    /// The answer to a waiting batch of `n`: all of it accepted.
+    fn await_whole_batch(&mut self, id: RequestId, n: usize) -> Result<usize, ClientError> {
+        let count = Self::expect_accepted(self.wait_for(id)?)?;
+        if count != n {
+            return Err(ClientError::Unexpected(format!(
+                "a waiting batch of {n} was answered accepted {count}"
+            )));
+        }
+        Ok(count)
     }
 
     fn expect_accepted(r: Response) -> Result<usize, ClientError> {
