@@ -12,7 +12,7 @@
 # Settings: ROUNDS (3), RTT_ITERS (20000 timed round trips, after RTT_WARMUP=2000),
 # THRU_COUNT (1000000 messages for one-per-packet runs; Warren, whose every message is an
 # awaited request there, sends a tenth), BATCH_COUNT (20000000 for batched runs; Warren a
-# quarter), WARREN_BATCH (512 messages per send_batch / recv_batch), AMQP (1: include RabbitMQ;
+# quarter), WARREN_BATCH (512 messages per batch frame sent and per batch receive), AMQP (1: include RabbitMQ;
 # installs Debian's rabbitmq-server if missing, bound to 127.0.0.1 only), AMQP_COUNT (200000),
 # IDLE_COUNT (1000 environments registered for the memory figure).
 #
@@ -199,15 +199,15 @@ warren_rtt() { # STYLE CPUARGS ROUND
     wait "$spid"
 }
 
-warren_thru() { # BATCH COUNT CPUARGS ROUND
-    local batch=$1 count=$2 cpu=$3 round=$4 rcv="wb-rcv-$tag" snd="wb-snd-$tag"
+warren_thru() { # BATCH COUNT CPUARGS ROUND [--pipelined]
+    local batch=$1 count=$2 cpu=$3 round=$4 style=${5:-} rcv="wb-rcv-$tag" snd="wb-snd-$tag"
     # shellcheck disable=SC2086
     warren_env "$rcv" --mailbox-capacity 4096 -- /bin/warren-ipc-bench warren-client-receive \
-        --count "$count" --batch "$batch" $cpu --round "$round" | record &
+        --count "$count" --batch "$batch" $style $cpu --round "$round" | record &
     local rpid=$!
     # shellcheck disable=SC2086
     warren_env "$snd" --may-send "$rcv" -- /bin/warren-ipc-bench warren-client-send \
-        --target "$rcv" --count "$count" --batch "$batch" $cpu --round "$round" >>"$out"
+        --target "$rcv" --count "$count" --batch "$batch" $style $cpu --round "$round" >>"$out"
     wait "$rpid"
 }
 
@@ -220,6 +220,10 @@ for round in $(seq "$ROUNDS"); do
         {
             "$bench" floor-pingpong "${trips[@]}" $cpu | record
             "$bench" relay-pingpong "${trips[@]}" $cpu | record
+            # The relay's endpoints inside environments, as Warren's are (the relay itself
+            # stays on the host, as the kernel daemon does).
+            timeout 300 "$bench" relay-pingpong "${trips[@]}" $cpu --endpoints-in "$root" \
+                --warren "$warren" --state-dir "$STATE_DIR" | record
         }
         for style in plain pipelined call; do warren_rtt "$style" "$cpu" "$round"; done
         # The same kernel path between two host processes that register as environments on the
@@ -245,6 +249,8 @@ for round in $(seq "$ROUNDS"); do
         }
         warren_thru 1 "$((THRU_COUNT / 10))" "$cpu" "$round"
         warren_thru "$WARREN_BATCH" "$((BATCH_COUNT / 4))" "$cpu" "$round"
+        # The version-1 way (one request frame per message), for comparison.
+        warren_thru "$WARREN_BATCH" "$((BATCH_COUNT / 20))" "$cpu" "$round" --pipelined
         if [ "$AMQP" = 1 ] && [ "$placement" = unpinned ]; then
             say "round $round/$ROUNDS: RabbitMQ"
             "$bench" amqp-pingpong --iters "$AMQP_ITERS" --warmup 500 --round "$round" | record

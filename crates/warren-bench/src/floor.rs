@@ -8,6 +8,11 @@
 //! sockets as standard input (and, for the relay, standard output), so that no descriptor
 //! numbers need to be agreed. Every process pins itself when a CPU is given.
 //!
+//! With [`InEnv`], the relay's two endpoints (the echo and the measuring side, `role-pinger`)
+//! run inside Warren environments instead, under the same isolation as Warren's endpoints
+//! (namespaces, cgroup, seccomp, Landlock), their sockets handed over as standard input and
+//! output through `warren run`; the relay stays a host process, like the kernel daemon.
+//!
 //! Messages are frames of a 4-byte little-endian length and a 64-byte payload; a batched packet
 //! carries several frames back to back, as Warren's packets do, and the receiver walks every
 //! frame's length (it counts frames, not packets).
@@ -37,7 +42,24 @@ fn pair() -> anyhow::Result<(OwnedFd, OwnedFd)> {
     .context("socketpair")
 }
 
-/// Starts this binary as `role` with `stdin` (and optionally `stdout`) as its sockets.
+/// How to start a role inside a Warren environment: `warren --state-dir D run --rootfs R --
+/// /bin/warren-ipc-bench ROLE ...` (the benchmark's root holds this program there).
+#[derive(Debug, Clone, clap::Args)]
+pub struct InEnv {
+    /// Run the endpoints inside Warren environments on this root (which must hold this program
+    /// as /bin/warren-ipc-bench), started by the `warren` binary given with `--warren`.
+    #[arg(long = "endpoints-in", value_name = "ROOTFS")]
+    pub rootfs: Option<std::path::PathBuf>,
+    /// The `warren` binary that starts the environments.
+    #[arg(long, default_value = "warren")]
+    pub warren: std::path::PathBuf,
+    /// Its state directory.
+    #[arg(long, default_value = "/run/warren")]
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Starts this binary as `role` with `stdin` (and optionally `stdout`) as its sockets, on the
+/// host or, with `env`, inside an environment.
 fn spawn_role(
     role: &str,
     args: &[String],
@@ -45,17 +67,36 @@ fn spawn_role(
     stdin: OwnedFd,
     stdout: Option<OwnedFd>,
 ) -> anyhow::Result<Child> {
-    let exe = std::env::current_exe().context("find this program")?;
-    let mut c = Command::new(exe);
+    spawn_role_in(None, role, args, cpu, stdin, stdout.map(Stdio::from))
+}
+
+fn spawn_role_in(
+    env: Option<&InEnv>,
+    role: &str,
+    args: &[String],
+    cpu: Option<usize>,
+    stdin: OwnedFd,
+    stdout: Option<Stdio>,
+) -> anyhow::Result<Child> {
+    let mut c = match env.and_then(|e| e.rootfs.as_ref().map(|r| (e, r))) {
+        Some((e, rootfs)) => {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut c = Command::new(&e.warren);
+            c.arg("--state-dir").arg(&e.state_dir).arg("run");
+            c.args(["--name", &format!("wb-{role}-{}-{n}", std::process::id())]);
+            c.arg("--rootfs").arg(rootfs);
+            c.args(["--", "/bin/warren-ipc-bench"]);
+            c
+        }
+        None => Command::new(std::env::current_exe().context("find this program")?),
+    };
     c.arg(role).args(args);
     if let Some(cpu) = cpu {
         c.args(["--cpu", &cpu.to_string()]);
     }
     c.stdin(Stdio::from(stdin));
-    c.stdout(match stdout {
-        Some(fd) => Stdio::from(fd),
-        None => Stdio::null(),
-    });
+    c.stdout(stdout.unwrap_or_else(Stdio::null));
     c.spawn()
         .with_context(|| format!("start the {role} process"))
 }
@@ -121,13 +162,72 @@ pub fn pingpong(
     } else {
         children.push(spawn_role("role-echo", &[], cpu, theirs, None)?);
     }
+    let mut samples = ping_loop(ours.as_fd(), iters, warmup)?;
+    drop(ours);
+    reap(children)?;
+    let system = if via_relay { "relay" } else { "floor" };
+    Ok(Record::new(system, "rtt", "1 per packet", cpu, round).with_rtts(&mut samples))
+}
+
+/// Round trips through a relay on the host between two endpoints inside Warren environments
+/// (the measuring side is `role-pinger`, which prints its samples' record).
+pub fn pingpong_in_env(
+    env: &InEnv,
+    iters: usize,
+    warmup: usize,
+    cpu: Option<usize>,
+    round: u32,
+) -> anyhow::Result<Record> {
+    pin(cpu)?;
+    let (pinger, relay_near) = pair()?;
+    let (relay_far, echo) = pair()?;
+    let children = vec![
+        spawn_role_in(Some(env), "role-echo", &[], cpu, echo, None)?,
+        spawn_role("role-relay", &[], cpu, relay_near, Some(relay_far))?,
+    ];
+    let args = [
+        "--iters".to_owned(),
+        iters.to_string(),
+        "--warmup".to_owned(),
+        warmup.to_string(),
+    ];
+    let measuring = spawn_role_in(
+        Some(env),
+        "role-pinger",
+        &args,
+        cpu,
+        pinger,
+        Some(Stdio::piped()),
+    )?;
+    let out = measuring
+        .wait_with_output()
+        .context("wait for the pinger")?;
+    if !out.status.success() {
+        bail!("the pinger failed: {}", out.status);
+    }
+    reap(children)?;
+    let samples: Vec<u64> =
+        serde_json::from_slice(&out.stdout).context("read the pinger's samples")?;
+    let mut samples = samples;
+    Ok(Record::new(
+        "relay",
+        "rtt",
+        "1 per packet, endpoints in environments",
+        cpu,
+        round,
+    )
+    .with_rtts(&mut samples))
+}
+
+/// `iters` timed round trips of one 64-byte frame on `fd`, after `warmup` untimed ones.
+fn ping_loop(fd: BorrowedFd<'_>, iters: usize, warmup: usize) -> anyhow::Result<Vec<u64>> {
     let ping = batch_packet(1);
     let mut buf = vec![0u8; RECV_BUF];
     let mut samples = Vec::with_capacity(iters);
     for i in 0..warmup + iters {
         let t = Instant::now();
-        send_all(ours.as_fd(), &ping)?;
-        let (n, _) = rustix::net::recv(&ours, &mut buf, RecvFlags::empty()).context("recv")?;
+        send_all(fd, &ping)?;
+        let (n, _) = rustix::net::recv(fd, &mut buf, RecvFlags::empty()).context("recv")?;
         let dt = t.elapsed();
         if n != ping.len() {
             bail!("the echo came back with {n} bytes");
@@ -136,10 +236,15 @@ pub fn pingpong(
             samples.push(dt.as_nanos() as u64);
         }
     }
-    drop(ours);
-    reap(children)?;
-    let system = if via_relay { "relay" } else { "floor" };
-    Ok(Record::new(system, "rtt", "1 per packet", cpu, round).with_rtts(&mut samples))
+    Ok(samples)
+}
+
+/// `role-pinger`: time round trips on standard input; print the samples (ns) as JSON.
+pub fn role_pinger(iters: usize, warmup: usize, cpu: Option<usize>) -> anyhow::Result<()> {
+    pin(cpu)?;
+    let samples = ping_loop(stdin_fd(), iters, warmup)?;
+    println!("{}", serde_json::to_string(&samples)?);
+    Ok(())
 }
 
 /// One-way throughput of `count` frames sent `batch` per packet, counted by this process.

@@ -88,6 +88,8 @@ enum Mode {
         trips: Trips,
         #[command(flatten)]
         place: Place,
+        #[command(flatten)]
+        env: floor::InEnv,
     },
     /// One-way throughput through a plain relay process.
     RelayThroughput {
@@ -201,6 +203,16 @@ enum Mode {
         #[arg(long)]
         cpu: Option<usize>,
     },
+    /// Helper: time round trips on standard input, print the samples.
+    #[command(hide = true)]
+    RolePinger {
+        #[arg(long)]
+        iters: usize,
+        #[arg(long)]
+        warmup: usize,
+        #[arg(long)]
+        cpu: Option<usize>,
+    },
     /// Helper: forward packets between standard input and standard output.
     #[command(hide = true)]
     RoleRelay {
@@ -224,9 +236,15 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         Mode::FloorPingpong { trips, place } => {
             floor::pingpong(false, trips.iters, trips.warmup, place.cpu, place.round)?.print()
         }
-        Mode::RelayPingpong { trips, place } => {
-            floor::pingpong(true, trips.iters, trips.warmup, place.cpu, place.round)?.print()
-        }
+        Mode::RelayPingpong { trips, place, env } => match env.rootfs {
+            Some(_) => {
+                floor::pingpong_in_env(&env, trips.iters, trips.warmup, place.cpu, place.round)?
+                    .print()
+            }
+            None => {
+                floor::pingpong(true, trips.iters, trips.warmup, place.cpu, place.round)?.print()
+            }
+        },
         Mode::FloorThroughput { flow, place } => {
             floor::throughput(false, flow.count, flow.batch, place.cpu, place.round)?.print()
         }
@@ -270,17 +288,15 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             &host,
         )?
         .print(),
-        Mode::WarrenClientReceive { flow, place, host } => {
-            inenv::client_receive(
-                flow.count,
-                flow.batch,
-                flow.pipelined,
-                place.cpu,
-                place.round,
-                &host,
-            )?
-            .print()
-        }
+        Mode::WarrenClientReceive { flow, place, host } => inenv::client_receive(
+            flow.count,
+            flow.batch,
+            flow.pipelined,
+            place.cpu,
+            place.round,
+            &host,
+        )?
+        .print(),
         Mode::IdleMailboxes {
             daemon_pid,
             state_dir,
@@ -305,6 +321,7 @@ fn run(mode: Mode) -> anyhow::Result<()> {
             Ok(())
         }
         Mode::RoleEcho { cpu } => floor::role_echo(cpu),
+        Mode::RolePinger { iters, warmup, cpu } => floor::role_pinger(iters, warmup, cpu),
         Mode::RoleRelay { cpu } => floor::role_relay(cpu),
         Mode::RoleSender { count, batch, cpu } => floor::role_sender(count, batch, cpu),
     }

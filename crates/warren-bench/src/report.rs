@@ -194,6 +194,28 @@ impl Results {
                 p(ru, 2),
                 met(rp.map(|x| x <= RTT_TARGET))
             );
+            // Against the relay whose endpoints run under the same isolation as Warren's.
+            let env_relay = "1 per packet, endpoints in environments";
+            if v.contains("host processes")
+                || !self.variants("relay", "rtt").iter().any(|r| r == env_relay)
+            {
+                continue;
+            }
+            let a = |pl: &str| {
+                self.ratio(
+                    &key("warren", "rtt", &v, pl),
+                    &key("relay", "rtt", env_relay, pl),
+                    rtt,
+                )
+            };
+            let (rp, ru) = (a("pinned"), a("unpinned"));
+            let _ = writeln!(
+                o,
+                "| Warren RTT ({v}) / relay RTT (endpoints in environments), p50 | {} | {} | ≤ {RTT_TARGET} | {} |",
+                p(rp, 2),
+                p(ru, 2),
+                met(rp.map(|x| x <= RTT_TARGET))
+            );
         }
         let thr = |r: &Record| r.msgs_per_s;
         let t = |pl: &str| {

@@ -872,7 +872,11 @@ impl Kernel {
             self.admit(mb_id);
             return Ok(());
         }
-        if let Some(pos) = mb.senders.iter().position(|w| w.entry.first_matches(&filter)) {
+        if let Some(pos) = mb
+            .senders
+            .iter()
+            .position(|w| w.entry.first_matches(&filter))
+        {
             if !self.has_room(env, needs(&mb.senders[pos].entry)) {
                 return Err(unavailable(self));
             }
@@ -990,10 +994,7 @@ impl Kernel {
             .map(|r| r.batch.map_or(1, |m| m as usize))
             .fold(0, usize::saturating_add);
         let now_room = takers.saturating_add(mb.room());
-        if wait
-            && n > now_room
-            && self.envs[&env].waiting >= self.config.max_waiting_per_env
-        {
+        if wait && n > now_room && self.envs[&env].waiting >= self.config.max_waiting_per_env {
             return Err(self.deny_at(
                 ErrorCode::Unavailable,
                 handle,
@@ -1155,8 +1156,7 @@ impl Kernel {
                     budget = budget.saturating_sub(cost);
                     let m = self.take_front(mb_id, from_queue, 1).into_first();
                     push_run(&mut runs, &m.from, m.badge, |b| {
-                        b.push(&m.body)
-                            .expect("a stored body is within the limits")
+                        b.push(&m.body).expect("a stored body is within the limits")
                     });
                     taken += 1;
                 }

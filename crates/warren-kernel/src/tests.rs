@@ -1605,7 +1605,11 @@ mod batch {
             Response::Accepted { count: 2 }
         );
         let d = deliveries(w.call(b, recv_batch(10, Some(0))));
-        assert_eq!(texts(&d), vec!["a:p0".to_string()], "stops before the tagged one");
+        assert_eq!(
+            texts(&d),
+            vec!["a:p0".to_string()],
+            "stops before the tagged one"
+        );
         let d = delivery(w.call(b, recv_batch(10, Some(0))));
         assert_eq!(d.correlation, Some(7));
         let d = deliveries(w.call(b, recv_batch(10, Some(0))));
@@ -1653,7 +1657,10 @@ mod batch {
     #[test]
     fn a_batch_is_refused_whole_by_one_capability_check() {
         let (mut w, a, b) = pair(None);
-        assert_err(&w.call(a, send_batch(77, bodies(0..3), false)), ErrorCode::NoSuchHandle);
+        assert_err(
+            &w.call(a, send_batch(77, bodies(0..3), false)),
+            ErrorCode::NoSuchHandle,
+        );
         assert_eq!(w.last_audit().op, "send-batch");
         let monitor_only = w.attenuate(a, 2, Rights::MONITOR);
         assert_err(
@@ -1673,13 +1680,19 @@ mod batch {
                 },
             )
             .0;
-        assert_err(&w.call(a, send_batch(two, bodies(0..3), false)), ErrorCode::UsedUp);
+        assert_err(
+            &w.call(a, send_batch(two, bodies(0..3), false)),
+            ErrorCode::UsedUp,
+        );
         assert_eq!(w.k.stats().queued, 0, "a refused batch queues nothing");
         assert_eq!(
             w.call(a, send_batch(two, bodies(0..2), false)),
             Response::Accepted { count: 2 }
         );
-        assert_err(&w.call(a, send_batch(two, bodies(0..1), false)), ErrorCode::UsedUp);
+        assert_err(
+            &w.call(a, send_batch(two, bodies(0..1), false)),
+            ErrorCode::UsedUp,
+        );
         // Revocation reaches batch sends too.
         let revocable = w.attenuate(a, 2, SEND);
         assert_eq!(
@@ -1687,7 +1700,10 @@ mod batch {
             Response::Ok,
             "revoking the parent revokes what was derived"
         );
-        assert_err(&w.call(a, send_batch(revocable, bodies(0..1), false)), ErrorCode::Revoked);
+        assert_err(
+            &w.call(a, send_batch(revocable, bodies(0..1), false)),
+            ErrorCode::Revoked,
+        );
         assert_eq!(w.k.stats().queued, 2);
         let _ = b;
     }
@@ -1716,7 +1732,10 @@ mod batch {
                 bodies: bodies(0..1),
             },
         );
-        assert_err(&w.answer(a, id).expect("errors are answered"), ErrorCode::NoSuchHandle);
+        assert_err(
+            &w.answer(a, id).expect("errors are answered"),
+            ErrorCode::NoSuchHandle,
+        );
     }
 
     #[test]
@@ -1730,7 +1749,11 @@ mod batch {
         let a = w.add("a", &["b"], &[]);
         let id = w.call_waiting(a, send_batch(2, bodies(0..3), true));
         w.remove(b);
-        let answers: Vec<_> = w.responses.iter().filter(|(e, i, _)| *e == a && *i == id).collect();
+        let answers: Vec<_> = w
+            .responses
+            .iter()
+            .filter(|(e, i, _)| *e == a && *i == id)
+            .collect();
         assert_eq!(answers.len(), 1, "{answers:?}");
         assert_err(&answers[0].2, ErrorCode::Dead);
     }
@@ -1742,8 +1765,14 @@ mod batch {
             min_version: 1,
             max_version: 1,
         };
-        assert!(matches!(w.call(a, hello), Response::Welcome { version: 1, .. }));
-        assert_err(&w.call(a, send_batch(2, bodies(0..1), false)), ErrorCode::BadRequest);
+        assert!(matches!(
+            w.call(a, hello),
+            Response::Welcome { version: 1, .. }
+        ));
+        assert_err(
+            &w.call(a, send_batch(2, bodies(0..1), false)),
+            ErrorCode::BadRequest,
+        );
         assert_err(&w.call(a, recv_batch(1, Some(0))), ErrorCode::BadRequest);
         assert_eq!(w.k.stats().queued, 0);
     }

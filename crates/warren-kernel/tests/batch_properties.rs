@@ -16,7 +16,12 @@ use warren_proto::{Bodies, Filter, Message, Request, Response};
 #[derive(Debug, Clone)]
 enum Op {
     /// Sender 0 or 1: a batch of `n` bodies.
-    Batch { from: usize, n: usize, wait: bool, quiet: bool },
+    Batch {
+        from: usize,
+        n: usize,
+        wait: bool,
+        quiet: bool,
+    },
     /// Sender 0 or 1: one ordinary send.
     Single { from: usize, wait: bool },
     /// The receiver: a batch receive of up to `max`, not waiting.
@@ -225,7 +230,11 @@ impl World {
         }
         self.process()?;
         let queued = self.k.stats().queued;
-        prop_assert!(queued <= self.capacity, "{queued} queued, capacity {}", self.capacity);
+        prop_assert!(
+            queued <= self.capacity,
+            "{queued} queued, capacity {}",
+            self.capacity
+        );
         Ok(())
     }
 

@@ -38,7 +38,10 @@ impl Kernel {
         let sock = dir.join("kernel.sock");
         let start = Instant::now();
         while !sock.exists() {
-            assert!(start.elapsed() < Duration::from_secs(10), "no kernel came up");
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no kernel came up"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Kernel { dir, daemon }
@@ -47,7 +50,10 @@ impl Kernel {
     /// `warren run` on this kernel of a shell script, on the busybox root.
     fn env(&self, name: &str, extra: &[&str], script: &str) -> Command {
         let mut c = warren();
-        c.env("WARREN_MSG_BIN", workspace_bin("warren-client", "warren-msg"));
+        c.env(
+            "WARREN_MSG_BIN",
+            workspace_bin("warren-client", "warren-msg"),
+        );
         c.arg("--state-dir").arg(&self.dir);
         c.args(["run", "--name", name, "--rootfs"])
             .arg(busybox_root())
@@ -102,7 +108,10 @@ fn a_batch_larger_than_the_mailbox_waits_for_room_and_arrives_whole_and_in_order
         .unwrap();
     let start = Instant::now();
     while !k.knows(&rcv) {
-        assert!(start.elapsed() < Duration::from_secs(20), "the receiver did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the receiver did not start"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
@@ -137,7 +146,11 @@ fn a_batch_larger_than_the_mailbox_waits_for_room_and_arrives_whole_and_in_order
         let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| {
             panic!("{line:?}: {e}\n{out}");
         });
-        assert_eq!(v["from"], snd.as_str(), "the sender as the kernel saw it: {line}");
+        assert_eq!(
+            v["from"],
+            snd.as_str(),
+            "the sender as the kernel saw it: {line}"
+        );
         assert_eq!(v["badge"], 0);
         assert_eq!(v["mailbox"], 1);
         got.push(v["body"].as_str().unwrap().to_owned());
@@ -145,5 +158,8 @@ fn a_batch_larger_than_the_mailbox_waits_for_room_and_arrives_whole_and_in_order
     assert_eq!(got, bodies, "all ten, in the order sent: {out}");
     assert!(sizes.iter().all(|&n| (1..=3).contains(&n)), "{sizes:?}");
     let big: usize = lines.next().unwrap_or(last).trim().parse().unwrap();
-    assert_eq!(big, 100_001, "the large message arrives whole (plus the newline)");
+    assert_eq!(
+        big, 100_001,
+        "the large message arrives whole (plus the newline)"
+    );
 }
