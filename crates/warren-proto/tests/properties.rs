@@ -6,9 +6,9 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 
 use warren_proto::{
-    DecodeError, Delivery, EncodeError, ErrorCode, Filter, Frame, Identity, MAX_CAPS, MAX_HEADERS,
-    Message, PacketBuilder, Request, Response, Rights, Sender, decode_requests, decode_responses,
-    encode_request, encode_response,
+    Bodies, DecodeError, Deliveries, Delivery, EncodeError, ErrorCode, Filter, Frame, Identity,
+    MAX_BATCH, MAX_CAPS, MAX_HEADERS, Message, PacketBuilder, Request, Response, Rights, Run,
+    Sender, decode_requests, decode_responses, encode_request, encode_response,
 };
 
 /// Names of up to 63 characters (at most 252 bytes of UTF-8), half of them plain ASCII.
@@ -100,7 +100,29 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u32>().prop_map(|handle| Request::Drop { handle }),
         any::<u32>().prop_map(|handle| Request::Monitor { handle }),
         proptest::option::of(name()).prop_map(|name| Request::CreateMailbox { name }),
+        (any::<u32>(), any::<bool>(), any::<bool>(), some_bodies()).prop_map(
+            |(handle, wait, quiet, bodies)| Request::SendBatch {
+                handle,
+                wait,
+                quiet,
+                bodies,
+            }
+        ),
+        (
+            any::<Option<u32>>(),
+            0..=MAX_BATCH as u32,
+            any::<Option<u64>>()
+        )
+            .prop_map(|(mailbox, max, timeout_ms)| Request::RecvBatch {
+                mailbox,
+                max,
+                timeout_ms,
+            }),
     ]
+}
+
+fn some_bodies() -> impl Strategy<Value = Bodies> {
+    vec(bytes(40), 0..12).prop_map(|v| v.iter().map(Vec::as_slice).collect())
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
@@ -134,6 +156,21 @@ fn response() -> impl Strategy<Value = Response> {
             ),
         (name(), vec((any::<u32>(), name(), rights()), 0..20))
             .prop_map(|(env, handles)| Response::Identity(Identity { env, handles })),
+        (
+            any::<u32>(),
+            vec((name(), any::<u64>(), some_bodies()), 0..4)
+        )
+            .prop_map(|(mailbox, runs)| Response::Deliveries(Deliveries {
+                mailbox,
+                runs: runs
+                    .into_iter()
+                    .map(|(env, badge, bodies)| Run {
+                        from: Sender { env, badge },
+                        bodies,
+                    })
+                    .collect(),
+            })),
+        any::<u32>().prop_map(|count| Response::Accepted { count }),
         (error_code(), vec(any::<char>(), 0..=255)).prop_map(|(code, detail)| Response::Error {
             code,
             detail: String::from_iter(detail)

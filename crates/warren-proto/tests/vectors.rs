@@ -7,10 +7,25 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_proto::{
-    DecodeError, Delivery, ErrorCode, Filter, Frame, Identity, MAX_BODY, MAX_CAPS, MAX_DETAIL,
-    MAX_FRAME, MAX_HEADERS, Message, PacketBuilder, Request, Response, Rights, Sender,
-    decode_requests, decode_responses, encode_request, encode_response,
+    Bodies, DecodeError, Deliveries, Delivery, ErrorCode, Filter, Frame, Identity, MAX_BATCH,
+    MAX_BODY, MAX_CAPS, MAX_DETAIL, MAX_FRAME, MAX_HEADERS, Message, PacketBuilder, Request,
+    Response, Rights, Run, Sender, decode_requests, decode_responses, encode_request,
+    encode_response,
 };
+
+fn bodies(list: &[&[u8]]) -> Bodies {
+    list.iter().copied().collect()
+}
+
+fn run(env: &str, badge: u64, list: &[&[u8]]) -> Run {
+    Run {
+        from: Sender {
+            env: env.into(),
+            badge,
+        },
+        bodies: bodies(list),
+    }
+}
 
 /// What a vector decodes to, or how it fails.
 enum Expect {
@@ -559,6 +574,100 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             Invalid(DecodeError::FrameTooShort { offset: 9, len: 0 }),
         ),
         ("bad-second-frame", Invalid(unknown_op(13, 0x99, "request"))),
+        (
+            "send-batch",
+            Requests(vec![req(
+                7,
+                Request::SendBatch {
+                    handle: 2,
+                    wait: true,
+                    quiet: false,
+                    bodies: bodies(&[b"hi", b"yo"]),
+                },
+            )]),
+        ),
+        (
+            "send-batch-quiet-empty",
+            Requests(vec![req(
+                1,
+                Request::SendBatch {
+                    handle: 3,
+                    wait: false,
+                    quiet: true,
+                    bodies: Bodies::new(),
+                },
+            )]),
+        ),
+        (
+            "recv-batch",
+            Requests(vec![req(
+                9,
+                Request::RecvBatch {
+                    mailbox: None,
+                    max: 512,
+                    timeout_ms: Some(0),
+                },
+            )]),
+        ),
+        (
+            "recv-batch-mailbox",
+            Requests(vec![req(
+                10,
+                Request::RecvBatch {
+                    mailbox: Some(5),
+                    max: 1,
+                    timeout_ms: None,
+                },
+            )]),
+        ),
+        (
+            "deliveries",
+            Responses(vec![resp(
+                9,
+                Response::Deliveries(Deliveries {
+                    mailbox: 1,
+                    runs: vec![run("web", 0, &[b"hi", b"yo"])],
+                }),
+            )]),
+        ),
+        (
+            "deliveries-two-runs",
+            Responses(vec![resp(
+                2,
+                Response::Deliveries(Deliveries {
+                    mailbox: 4,
+                    runs: vec![run("a", 0, &[b"x"]), run("a", 9, &[b""])],
+                }),
+            )]),
+        ),
+        (
+            "accepted",
+            Responses(vec![resp(7, Response::Accepted { count: 2 })]),
+        ),
+        (
+            "bodies-count-over-limit",
+            Invalid(too_large(15, "bodies count", MAX_BATCH + 1, MAX_BATCH)),
+        ),
+        (
+            "bodies-trailing",
+            Invalid(DecodeError::TrailingBytes {
+                offset: 28,
+                count: 1,
+            }),
+        ),
+        ("body-past-bodies-size", Invalid(truncated(28, "body", 4, 0))),
+        (
+            "recv-batch-max-over-limit",
+            Invalid(too_large(10, "batch max", MAX_BATCH + 1, MAX_BATCH)),
+        ),
+        (
+            "bad-quiet-flag",
+            Invalid(DecodeError::BadTag {
+                offset: 14,
+                what: "quiet",
+                tag: 2,
+            }),
+        ),
     ]
 }
 
@@ -660,6 +769,8 @@ fn request_name(r: &Request) -> &'static str {
         Request::Drop { .. } => "Drop",
         Request::Monitor { .. } => "Monitor",
         Request::CreateMailbox { .. } => "CreateMailbox",
+        Request::SendBatch { .. } => "SendBatch",
+        Request::RecvBatch { .. } => "RecvBatch",
     }
 }
 
@@ -672,6 +783,8 @@ fn response_name(r: &Response) -> &'static str {
         Response::Delivery(_) => "Delivery",
         Response::Identity(_) => "Identity",
         Response::Error { .. } => "Error",
+        Response::Deliveries(_) => "Deliveries",
+        Response::Accepted { .. } => "Accepted",
     }
 }
 
@@ -696,8 +809,8 @@ fn every_variant_and_error_code_has_a_vector() {
             Expect::Invalid(_) => {}
         }
     }
-    assert_eq!(requests.len(), 10, "{requests:?}");
-    assert_eq!(responses.len(), 7, "{responses:?}");
+    assert_eq!(requests.len(), 12, "{requests:?}");
+    assert_eq!(responses.len(), 9, "{responses:?}");
     assert_eq!(codes.len(), ErrorCode::ALL.len(), "{codes:?}");
 }
 
