@@ -2,10 +2,12 @@
 //!
 //! Small and blocking: one [`Client`] owns the environment's connection (the inherited
 //! descriptor named by `WARREN_FD`, normally 3) and turns each call into one request frame and
-//! its response. Several requests travel in one packet with [`Client::send_batch`] and
-//! [`Client::recv_batch`], which is how a sender and a receiver reach the protocol's throughput,
-//! and with [`Client::send_and_recv`], a server's answer-and-wait step in one system call. The
-//! byte layout is `docs/protocol.md`.
+//! its response. On protocol version 2 (negotiated at connect), [`Client::send_many`] and
+//! [`Client::recv_many`] move many plain messages per frame, checked and answered once per
+//! frame, which is how a sender and a receiver reach the protocol's throughput; on version 1,
+//! [`Client::send_batch`] and [`Client::recv_batch`] pipeline one request per message in one
+//! packet. [`Client::send_and_recv`] is a server's answer-and-wait step in one system call.
+//! The byte layout is `docs/protocol.md`.
 //!
 //! ```no_run
 //! use warren_client::{Client, Message};
