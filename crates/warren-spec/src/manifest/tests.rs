@@ -491,7 +491,7 @@ fn setting_errors() {
         ),
         (
             r#"net = false"#,
-            r#"spaces.toml:4:7: "net" in [space.db] must be "none", found a boolean"#,
+            r#"spaces.toml:4:7: "net" in [space.db] must be "none", "auto" or a table, found a boolean"#,
             "space.db.net",
         ),
         (
