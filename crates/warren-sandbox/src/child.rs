@@ -32,6 +32,7 @@ pub(crate) struct ChildContext<'a> {
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
+    pub net: Option<crate::net::Inside>,
 }
 
 /// Run the child side and exec; never returns.
@@ -182,6 +183,14 @@ fn setup(
         warren_sys::interface_up(c"lo"),
     )?;
     fault(Step::Loopback)?;
+    if let Some(inside) = &ctx.net {
+        io(
+            Step::NetConfig,
+            "configure eth0",
+            crate::net::configure_inside(inside),
+        )?;
+        fault(Step::NetConfig)?;
+    }
 
     rootfs::enter_root(
         &ctx.plan.root,

@@ -33,9 +33,12 @@ pub enum Step {
     SeccompCompile,
     ClaimName,
     ClaimUids,
+    NetClaim,
     Cgroup,
+    NetRules,
     Clone,
     UidMap,
+    NetLink,
     WaitParent,
     CgroupAttach,
     SetIds,
@@ -43,6 +46,7 @@ pub enum Step {
     CgroupNs,
     Hostname,
     Loopback,
+    NetConfig,
     MountPrivate,
     MountRoot,
     MountProc,
@@ -63,15 +67,18 @@ pub enum Step {
 
 impl Step {
     /// Every step, in launch order.
-    pub const ALL: [Step; 31] = [
+    pub const ALL: [Step; 35] = [
         Step::Validate,
         Step::Features,
         Step::SeccompCompile,
         Step::ClaimName,
         Step::ClaimUids,
+        Step::NetClaim,
         Step::Cgroup,
+        Step::NetRules,
         Step::Clone,
         Step::UidMap,
+        Step::NetLink,
         Step::WaitParent,
         Step::CgroupAttach,
         Step::SetIds,
@@ -79,6 +86,7 @@ impl Step {
         Step::CgroupNs,
         Step::Hostname,
         Step::Loopback,
+        Step::NetConfig,
         Step::MountPrivate,
         Step::MountRoot,
         Step::MountProc,
@@ -115,6 +123,10 @@ impl Step {
             Step::CgroupNs => "cgroup-ns",
             Step::Hostname => "hostname",
             Step::Loopback => "loopback",
+            Step::NetClaim => "net-claim",
+            Step::NetRules => "net-rules",
+            Step::NetLink => "net-link",
+            Step::NetConfig => "net-config",
             Step::MountPrivate => "mount-private",
             Step::MountRoot => "mount-root",
             Step::MountProc => "mount-proc",
@@ -176,6 +188,14 @@ pub enum LaunchError {
     /// The cgroup could not be created or set up.
     #[error("cgroup setup failed")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The environment's network could not be set up.
+    #[error("{step}: {error}")]
+    Net {
+        /// The step.
+        step: Step,
+        /// What went wrong.
+        error: crate::net::NetError,
+    },
     /// The seccomp policy could not be loaded or compiled.
     #[error("seccomp policy")]
     Seccomp(#[from] crate::seccomp::SeccompError),
@@ -264,6 +284,9 @@ pub struct Applied {
     pub landlock: LandlockInfo,
     /// Network.
     pub network: &'static str,
+    /// The virtual interface, when the environment has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::net::NetInfo>,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
 }
@@ -321,6 +344,8 @@ pub struct Running {
     pidfd: OwnedFd,
     reaped: bool,
     cgroup: Option<Cgroup>,
+    // Dropped before the uid range: the host end is named after the range's slot.
+    _net: Option<crate::net::Prepared>,
     _uids: UidRange,
     _name: Held,
     signals: Option<OwnedFd>,
@@ -534,6 +559,17 @@ pub fn launch_with_mailbox(
     injected(fault, Step::ClaimName)?;
     let uids = state.claim_uid_range()?;
     injected(fault, Step::ClaimUids)?;
+    let net_err = |step| move |error| LaunchError::Net { step, error };
+    let mut net = match &plan.net {
+        Some(spec) => {
+            let mut n = crate::net::Prepared::claim(spec, uids.slot, state)
+                .map_err(net_err(Step::NetClaim))?;
+            n.label(plan.name.as_str());
+            Some(n)
+        }
+        None => None,
+    };
+    injected(fault, Step::NetClaim)?;
     let staging = state.mount_point()?;
 
     let cgroup = match &layout {
@@ -544,6 +580,11 @@ pub fn launch_with_mailbox(
         None => None,
     };
     injected(fault, Step::Cgroup)?;
+    if let Some(n) = net.as_mut() {
+        n.install_rules(state).map_err(net_err(Step::NetRules))?;
+        injected(fault, Step::NetRules)?;
+    }
+    let inside = net.as_ref().map(|n| n.inside());
 
     let (go_rd, go_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| parent_err(Step::Clone, "create the go pipe")(e.into()))?;
@@ -656,6 +697,7 @@ pub fn launch_with_mailbox(
                 old_mask,
                 fault,
                 env,
+                net: inside,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -676,11 +718,16 @@ pub fn launch_with_mailbox(
         size: uids.size,
     };
     applied.cgroup = cgroup.as_ref().map(|c| c.info());
+    if let Some(n) = &net {
+        applied.network = "veth";
+        applied.net = Some(n.info());
+    }
     let mut running = Running {
         pid,
         pidfd,
         reaped: false,
         cgroup,
+        _net: net,
         _uids: uids,
         _name: name_lock,
         signals,
@@ -690,6 +737,10 @@ pub fn launch_with_mailbox(
 
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
     injected(fault, Step::UidMap)?;
+    if let Some(n) = running._net.as_mut() {
+        n.attach(pid).map_err(net_err(Step::NetLink))?;
+        injected(fault, Step::NetLink)?;
+    }
     rustix::io::write(&go_wr, b"g")
         .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
 
@@ -905,6 +956,7 @@ fn applied(
             status: "none".into(),
         },
         network: "none (loopback only)",
+        net: None,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
     }
 }
