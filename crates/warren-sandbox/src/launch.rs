@@ -189,11 +189,12 @@ pub enum LaunchError {
     #[error("cgroup setup failed")]
     Cgroup(#[from] crate::cgroup::CgroupError),
     /// The environment's network could not be set up.
-    #[error("{step}: {error}")]
+    #[error("{step}")]
     Net {
         /// The step.
         step: Step,
         /// What went wrong.
+        #[source]
         error: crate::net::NetError,
     },
     /// The seccomp policy could not be loaded or compiled.

@@ -387,9 +387,14 @@ pub fn configure_inside(inside: &Inside) -> std::io::Result<()> {
     let index = nl
         .link_index(INSIDE_IFNAME)?
         .ok_or_else(|| std::io::Error::from_raw_os_error(19))?;
+    nl.set_up(index)?;
     nl.add_address(index, inside.cidr.addr, inside.cidr.prefix, true)?;
     nl.add_route(inside.gateway, 32, None, index)?;
     nl.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(inside.gateway), index)?;
+    // The namespace is the environment's own: its ports below 1024 protect nothing, and the
+    // workload has no CAP_NET_BIND_SERVICE, so let it bind them (what container runtimes do).
+    // The write goes to this namespace's sysctl, as /proc/sys/net follows the writer's.
+    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
     Ok(())
 }
 

@@ -30,7 +30,6 @@ impl Rtnl {
     pub fn open() -> io::Result<Rtnl> {
         let mut sock = Socket::new(NETLINK_ROUTE)?;
         sock.bind_auto()?;
-        sock.connect(&SocketAddr::new(0, 0))?;
         Ok(Rtnl { sock, seq: 0 })
     }
 
@@ -44,7 +43,7 @@ impl Rtnl {
         packet.finalize();
         let mut buf = vec![0u8; packet.buffer_len()];
         packet.serialize(&mut buf);
-        self.sock.send(&buf, 0)?;
+        self.sock.send_to(&buf, &SocketAddr::new(0, 0), 0)?;
         let mut replies = Vec::new();
         loop {
             let (data, _) = self.sock.recv_from_full()?;
@@ -76,12 +75,12 @@ impl Rtnl {
     }
 
     /// Create a veth pair: `host` here, up, and its peer `peer` created directly inside the
-    /// network namespace `netns` (a `/proc/PID/ns/net` descriptor), up. Creating the peer in
+    /// network namespace `netns` (a `/proc/PID/ns/net` descriptor), down. Creating the peer in
     /// place costs a fraction of moving a link there afterwards.
     pub fn create_veth(&mut self, host: &str, peer: &str, netns: BorrowedFd<'_>) -> io::Result<()> {
+        // The peer cannot be brought up in the same request (the kernel answers ENOTCONN):
+        // the environment brings its end up itself.
         let mut peer_msg = LinkMessage::default();
-        peer_msg.header.flags = LinkFlags::Up;
-        peer_msg.header.change_mask = LinkFlags::Up;
         peer_msg.attributes = vec![
             LinkAttribute::IfName(peer.to_owned()),
             LinkAttribute::NetNsFd(netns.as_raw_fd()),
@@ -115,6 +114,15 @@ impl Rtnl {
             Err(e) if e.raw_os_error() == Some(libc_enodev()) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Bring the link `index` up.
+    pub fn set_up(&mut self, index: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.request(RouteNetlinkMessage::SetLink(msg), 0).map(drop)
     }
 
     /// Add `addr/prefix` to link `index`. With `no_prefix_route` the kernel adds no route for
