@@ -211,7 +211,9 @@ impl FromStr for Publish {
         };
         let port = |p: &str, which: &str| match p.parse::<u16>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(bad(&format!("the {which} port {p:?} is not a number from 1 to 65535"))),
+            _ => Err(bad(&format!(
+                "the {which} port {p:?} is not a number from 1 to 65535"
+            ))),
         };
         let host_port = port(hp, "host")?;
         let env_port = port(ep, "environment")?;

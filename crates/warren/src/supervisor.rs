@@ -183,7 +183,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
-        a.push(v.address.map_or_else(|| "auto".to_owned(), |c| c.to_string()));
+        a.push(
+            v.address
+                .map_or_else(|| "auto".to_owned(), |c| c.to_string()),
+        );
         for p in &v.publish {
             a.push("--publish".into());
             a.push(p.to_string());

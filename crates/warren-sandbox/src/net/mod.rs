@@ -185,7 +185,10 @@ impl Prepared {
             .map_err(netlink("list the host's addresses"))?;
         let (cidr, lease) = match spec.address {
             Some(c) => {
-                if host_addrs.iter().any(|(a, l)| *a == c.addr && !l.starts_with("wrn")) {
+                if host_addrs
+                    .iter()
+                    .any(|(a, l)| *a == c.addr && !l.starts_with("wrn"))
+                {
                     return Err(NetError::AddressInUse {
                         address: c.addr,
                         by: "an address of this host".into(),
@@ -292,9 +295,7 @@ impl Prepared {
         let index = nl
             .link_index(&self.host_ifname)
             .map_err(netlink("find the host end"))?
-            .ok_or_else(|| {
-                netlink("find the host end")(std::io::Error::from_raw_os_error(19))
-            })?;
+            .ok_or_else(|| netlink("find the host end")(std::io::Error::from_raw_os_error(19)))?;
         // Per-interface switches only: forward what enters from the environment (the filter
         // decides what may), and accept 127.0.0.0/8 for published ports on the loopback.
         for (key, value) in [("forwarding", "1"), ("route_localnet", "1")] {

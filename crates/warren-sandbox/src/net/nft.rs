@@ -23,8 +23,7 @@ pub const RULESET: &str = include_str!("ruleset.nft");
 const NFT: [&str; 3] = ["/usr/sbin/nft", "/sbin/nft", "/usr/bin/nft"];
 
 fn nft_path() -> Option<&'static str> {
-    NFT.into_iter()
-        .find(|p| std::path::Path::new(p).exists())
+    NFT.into_iter().find(|p| std::path::Path::new(p).exists())
 }
 
 /// Fail unless `nft` is installed.
@@ -202,7 +201,10 @@ fn list() -> Result<Vec<Listed>, NetError> {
         for e in set["elem"].as_array().into_iter().flatten() {
             let (key, data) = match e.as_array() {
                 Some(pair) if pair.len() == 2 => (atoms(&pair[0]), atoms(&pair[1])),
-                _ => (atoms(e.get("elem").and_then(|v| v.get("val")).unwrap_or(e)), vec![]),
+                _ => (
+                    atoms(e.get("elem").and_then(|v| v.get("val")).unwrap_or(e)),
+                    vec![],
+                ),
             };
             let parsed = |s: &String| s.parse::<Ipv4Addr>().ok();
             let (line, owner) = match (name, key.as_slice(), data.as_slice()) {

@@ -34,7 +34,11 @@ impl Rtnl {
     }
 
     /// Send `msg` and wait for its acknowledgement; replies other than the ack are returned.
-    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();
         header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
@@ -95,11 +99,8 @@ impl Rtnl {
                 LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_msg))),
             ]),
         ];
-        self.request(
-            RouteNetlinkMessage::NewLink(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
+        self.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+            .map(drop)
     }
 
     /// The index of the link named `name`, or `None` when there is none.

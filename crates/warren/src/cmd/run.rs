@@ -92,7 +92,9 @@ fn parse_net(args: &RunArgs) -> anyhow::Result<Option<warren_spec::VethSpec>> {
     let mode = warren_spec::net::parse_net_mode(&args.net).context("invalid --net")?;
     let Some(address) = mode else {
         if !args.publish.is_empty() || !args.net_allow.is_empty() || args.egress {
-            bail!("--publish, --net-allow and --egress need a network: add --net auto or --net ADDRESS/PREFIX");
+            bail!(
+                "--publish, --net-allow and --egress need a network: add --net auto or --net ADDRESS/PREFIX"
+            );
         }
         return Ok(None);
     };
