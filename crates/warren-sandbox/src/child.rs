@@ -184,11 +184,13 @@ fn setup(
     )?;
     fault(Step::Loopback)?;
     if let Some(inside) = &ctx.net {
+        let t = std::time::Instant::now();
         io(
             Step::NetConfig,
             "configure eth0",
             crate::net::configure_inside(inside),
         )?;
+        let _ = writeln!(report, "info net-config {}", t.elapsed().as_micros());
         fault(Step::NetConfig)?;
     }
 

@@ -561,11 +561,14 @@ pub fn launch_with_mailbox(
     let uids = state.claim_uid_range()?;
     injected(fault, Step::ClaimUids)?;
     let net_err = |step| move |error| LaunchError::Net { step, error };
+    let micros = |t: std::time::Instant| t.elapsed().as_micros() as u64;
     let mut net = match &plan.net {
         Some(spec) => {
+            let t = std::time::Instant::now();
             let mut n = crate::net::Prepared::claim(spec, uids.slot, state)
                 .map_err(net_err(Step::NetClaim))?;
             n.label(plan.name.as_str());
+            n.timings().claim = micros(t);
             Some(n)
         }
         None => None,
@@ -582,7 +585,9 @@ pub fn launch_with_mailbox(
     };
     injected(fault, Step::Cgroup)?;
     if let Some(n) = net.as_mut() {
+        let t = std::time::Instant::now();
         n.install_rules(state).map_err(net_err(Step::NetRules))?;
+        n.timings().rules = micros(t);
         injected(fault, Step::NetRules)?;
     }
     let inside = net.as_ref().map(|n| n.inside());
@@ -719,9 +724,8 @@ pub fn launch_with_mailbox(
         size: uids.size,
     };
     applied.cgroup = cgroup.as_ref().map(|c| c.info());
-    if let Some(n) = &net {
+    if net.is_some() {
         applied.network = "veth";
-        applied.net = Some(n.info());
     }
     let mut running = Running {
         pid,
@@ -739,7 +743,9 @@ pub fn launch_with_mailbox(
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
     injected(fault, Step::UidMap)?;
     if let Some(n) = running._net.as_mut() {
+        let t = std::time::Instant::now();
         n.attach(pid).map_err(net_err(Step::NetLink))?;
+        n.timings().link = micros(t);
         injected(fault, Step::NetLink)?;
     }
     rustix::io::write(&go_wr, b"g")
@@ -758,6 +764,10 @@ pub fn launch_with_mailbox(
                     running.applied.landlock.status = st.to_owned();
                 } else if let Some(st) = rest.strip_prefix("seccomp ") {
                     running.applied.seccomp.mode = if st == "filter" { "filter" } else { "none" };
+                } else if let Some(us) = rest.strip_prefix("net-config ") {
+                    if let Some(n) = running._net.as_mut() {
+                        n.timings().config = us.parse().unwrap_or(0);
+                    }
                 } else if rest == "exec" {
                     exec_reached = true;
                 }
@@ -766,6 +776,7 @@ pub fn launch_with_mailbox(
             _ => {}
         }
     }
+    running.applied.net = running._net.as_ref().map(|n| n.info());
     if !exec_reached {
         return Err(LaunchError::Child {
             step: Step::WaitParent,

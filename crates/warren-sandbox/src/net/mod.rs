@@ -122,6 +122,21 @@ pub struct NetInfo {
     pub egress: bool,
     /// The filter elements installed for it in `inet warren`, in nft syntax.
     pub rules: Vec<String>,
+    /// What setting it up cost, in microseconds, step by step (for `bench/net.sh`).
+    pub setup_us: NetTimings,
+}
+
+/// The cost of each network step of one launch, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct NetTimings {
+    /// `net-claim`: lease, port reservations.
+    pub claim: u64,
+    /// `net-rules`: the filter elements (one `nft` run).
+    pub rules: u64,
+    /// `net-link`: the veth pair and the host end's address and route.
+    pub link: u64,
+    /// `net-config`: the inside end's address and routes (measured in the child).
+    pub config: u64,
 }
 
 /// What the child needs to configure `eth0`.
@@ -253,6 +268,7 @@ impl Prepared {
             allow: spec.allow.clone(),
             egress: spec.egress,
             rules: elements.lines(),
+            setup_us: NetTimings::default(),
         };
         Ok(Prepared {
             host_ifname,
@@ -320,6 +336,11 @@ impl Prepared {
     /// The record for `inspect`.
     pub fn info(&self) -> NetInfo {
         self.info.clone()
+    }
+
+    /// Record what a step cost.
+    pub fn timings(&mut self) -> &mut NetTimings {
+        &mut self.info.setup_us
     }
 }
 
