@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Warren's demo: build, make a small busybox root, run a command in a fully isolated environment
 # and show what isolation it got; then start the kernel, apply a small network space
-# (examples/demo/spaces.toml: a store, a client allowed to use it, an intruder that is not) and
+# (examples/demo/spaces.toml: a store, a client allowed to use it, an intruder that is not, and a
+# web front end published on 127.0.0.1:8088 that reaches the store only through its mailbox) and
 # show what each of them saw. Run as root on Debian 12. Leaves nothing running behind it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,8 +22,8 @@ kernel_pid=
 cleanup() {
   if [ -n "$kernel_pid" ]; then
     # Stop and forget the demo's environments (this also removes their logs), then the kernel.
-    "$warren" stop -t 1 store client intruder >/dev/null 2>&1 || true
-    "$warren" rm store client intruder >/dev/null 2>&1 || true
+    "$warren" stop -t 1 store client intruder front >/dev/null 2>&1 || true
+    "$warren" rm store client intruder front >/dev/null 2>&1 || true
     kill -TERM "$kernel_pid" 2>/dev/null || true
     wait "$kernel_pid" 2>/dev/null || true
   fi
@@ -96,7 +97,7 @@ for _ in $(seq 250); do
   sleep 0.02
 done
 echo "kernel started (warren daemon, pid $kernel_pid)"
-leftovers=$("$warren" ps -a -q | grep -xE 'store|client|intruder' || true)
+leftovers=$("$warren" ps -a -q | grep -xE 'store|client|intruder|front' || true)
 if [ -n "$leftovers" ]; then
   echo "removing what an earlier demo left behind: $(echo $leftovers)"
   "$warren" stop -t 1 $leftovers >/dev/null
@@ -129,21 +130,43 @@ echo "== the kernel's audit log: $refusals refused requests from the intruder, $
 grep '"env":"intruder"' "$demo/audit.jsonl" | sed -n '1p;$p' || true
 
 echo
+echo "== the front: its own interface, published on 127.0.0.1:8088; it reaches the store only through its mailbox"
+for _ in $(seq 200); do
+  curl -s -o /dev/null --max-time 1 'http://127.0.0.1:8088/cgi-bin/kv?colour' && break
+  sleep 0.05
+done
+"$warren" logs front
+for q in 'colour' 'colour=green' 'colour' 'size'; do
+  echo "curl http://127.0.0.1:8088/cgi-bin/kv?$q -> $(curl -s --max-time 5 "http://127.0.0.1:8088/cgi-bin/kv?$q")"
+done
+"$warren" inspect front | python3 -c 'import json, sys
+n = json.load(sys.stdin)["applied"]["net"]
+print("front:  %s %s (host end %s), published %s" % (n["interface"], n["address"], n["host_interface"], ", ".join(n["published"])))
+print("        rules: %s" % "; ".join(n["rules"]))'
+echo "store:  network $("$warren" inspect store | python3 -c 'import json, sys; print(json.load(sys.stdin)["applied"]["network"])')"
+front_ip=$("$warren" inspect front | python3 -c 'import json, sys; print(json.load(sys.stdin)["applied"]["net"]["address"].split("/")[0])')
+echo "curl http://$front_ip/ (the front, not through the published port) -> $(curl -s --max-time 2 "http://$front_ip/" >/dev/null 2>&1 && echo reached || echo refused)"
+echo "curl http://127.0.0.1:8089/ (nothing published there) -> $(curl -s --max-time 2 http://127.0.0.1:8089/ >/dev/null 2>&1 && echo reached || echo refused)"
+
+echo
 echo "== warren ps -a --json, in short"
 "$warren" ps -a --json | python3 -c 'import json, sys
 for line in sys.stdin:
     e = json.loads(line)
-    if e["name"] not in ("store", "client", "intruder"):
+    if e["name"] not in ("store", "client", "intruder", "front"):
         continue
     end = "" if e["last_exit"] is None else "  last exit %s" % e["last_exit"]
     print("%-9s %-8s restarts %s%s" % (e["name"], e["state"], e["restarts"], end))'
 
 echo
 echo "== cleaning up: stop and remove the environments, stop the kernel"
-"$warren" stop -t 1 store client intruder >/dev/null
-"$warren" rm store client intruder >/dev/null
+"$warren" stop -t 1 store client intruder front >/dev/null
+"$warren" rm store client intruder front >/dev/null
 kill -TERM "$kernel_pid"
 wait "$kernel_pid" || true
 kernel_pid=
-left=$("$warren" ps -a -q | grep -cxE 'store|client|intruder' || true)
+left=$("$warren" ps -a -q | grep -cxE 'store|client|intruder|front' || true)
 echo "environments left: $left; kernel running: $("$warren" diff "$demo/empty.toml" >/dev/null 2>&1 && echo yes || echo no)"
+links=$(ls /sys/class/net | grep -c '^wrn' || true)
+elements=$(nft list table inet warren 2>/dev/null | grep -c 'elements = ' || true)
+echo "network left: $links veth host ends, $elements filter sets with elements"

@@ -14,6 +14,12 @@ have cc || need+=(gcc)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
+# Networked environments (docs/network.md): the packet filter; the tests and the demo use ip,
+# nsenter and curl.
+have nft || [ -x /usr/sbin/nft ] || need+=(nftables)
+have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+have nsenter || need+=(util-linux)
+have curl || need+=(curl)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -32,6 +32,7 @@ pub(crate) struct ChildContext<'a> {
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
+    pub net: Option<crate::net::Inside>,
 }
 
 /// Run the child side and exec; never returns.
@@ -182,6 +183,16 @@ fn setup(
         warren_sys::interface_up(c"lo"),
     )?;
     fault(Step::Loopback)?;
+    if let Some(inside) = &ctx.net {
+        let t = std::time::Instant::now();
+        io(
+            Step::NetConfig,
+            "configure eth0",
+            crate::net::configure_inside(inside),
+        )?;
+        let _ = writeln!(report, "info net-config {}", t.elapsed().as_micros());
+        fault(Step::NetConfig)?;
+    }
 
     rootfs::enter_root(
         &ctx.plan.root,

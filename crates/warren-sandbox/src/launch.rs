@@ -33,9 +33,12 @@ pub enum Step {
     SeccompCompile,
     ClaimName,
     ClaimUids,
+    NetClaim,
     Cgroup,
+    NetRules,
     Clone,
     UidMap,
+    NetLink,
     WaitParent,
     CgroupAttach,
     SetIds,
@@ -43,6 +46,7 @@ pub enum Step {
     CgroupNs,
     Hostname,
     Loopback,
+    NetConfig,
     MountPrivate,
     MountRoot,
     MountProc,
@@ -63,15 +67,18 @@ pub enum Step {
 
 impl Step {
     /// Every step, in launch order.
-    pub const ALL: [Step; 31] = [
+    pub const ALL: [Step; 35] = [
         Step::Validate,
         Step::Features,
         Step::SeccompCompile,
         Step::ClaimName,
         Step::ClaimUids,
+        Step::NetClaim,
         Step::Cgroup,
+        Step::NetRules,
         Step::Clone,
         Step::UidMap,
+        Step::NetLink,
         Step::WaitParent,
         Step::CgroupAttach,
         Step::SetIds,
@@ -79,6 +86,7 @@ impl Step {
         Step::CgroupNs,
         Step::Hostname,
         Step::Loopback,
+        Step::NetConfig,
         Step::MountPrivate,
         Step::MountRoot,
         Step::MountProc,
@@ -115,6 +123,10 @@ impl Step {
             Step::CgroupNs => "cgroup-ns",
             Step::Hostname => "hostname",
             Step::Loopback => "loopback",
+            Step::NetClaim => "net-claim",
+            Step::NetRules => "net-rules",
+            Step::NetLink => "net-link",
+            Step::NetConfig => "net-config",
             Step::MountPrivate => "mount-private",
             Step::MountRoot => "mount-root",
             Step::MountProc => "mount-proc",
@@ -176,6 +188,15 @@ pub enum LaunchError {
     /// The cgroup could not be created or set up.
     #[error("cgroup setup failed")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The environment's network could not be set up.
+    #[error("{step}")]
+    Net {
+        /// The step.
+        step: Step,
+        /// What went wrong.
+        #[source]
+        error: crate::net::NetError,
+    },
     /// The seccomp policy could not be loaded or compiled.
     #[error("seccomp policy")]
     Seccomp(#[from] crate::seccomp::SeccompError),
@@ -264,6 +285,9 @@ pub struct Applied {
     pub landlock: LandlockInfo,
     /// Network.
     pub network: &'static str,
+    /// The virtual interface, when the environment has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net: Option<crate::net::NetInfo>,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
 }
@@ -321,6 +345,8 @@ pub struct Running {
     pidfd: OwnedFd,
     reaped: bool,
     cgroup: Option<Cgroup>,
+    // Dropped before the uid range: the host end is named after the range's slot.
+    _net: Option<crate::net::Prepared>,
     _uids: UidRange,
     _name: Held,
     signals: Option<OwnedFd>,
@@ -534,6 +560,20 @@ pub fn launch_with_mailbox(
     injected(fault, Step::ClaimName)?;
     let uids = state.claim_uid_range()?;
     injected(fault, Step::ClaimUids)?;
+    let net_err = |step| move |error| LaunchError::Net { step, error };
+    let micros = |t: std::time::Instant| t.elapsed().as_micros() as u64;
+    let mut net = match &plan.net {
+        Some(spec) => {
+            let t = std::time::Instant::now();
+            let mut n = crate::net::Prepared::claim(spec, uids.slot, state)
+                .map_err(net_err(Step::NetClaim))?;
+            n.label(plan.name.as_str());
+            n.timings().claim = micros(t);
+            Some(n)
+        }
+        None => None,
+    };
+    injected(fault, Step::NetClaim)?;
     let staging = state.mount_point()?;
 
     let cgroup = match &layout {
@@ -544,6 +584,13 @@ pub fn launch_with_mailbox(
         None => None,
     };
     injected(fault, Step::Cgroup)?;
+    if let Some(n) = net.as_mut() {
+        let t = std::time::Instant::now();
+        n.install_rules(state).map_err(net_err(Step::NetRules))?;
+        n.timings().rules = micros(t);
+        injected(fault, Step::NetRules)?;
+    }
+    let inside = net.as_ref().map(|n| n.inside());
 
     let (go_rd, go_wr) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| parent_err(Step::Clone, "create the go pipe")(e.into()))?;
@@ -656,6 +703,7 @@ pub fn launch_with_mailbox(
                 old_mask,
                 fault,
                 env,
+                net: inside,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -676,11 +724,15 @@ pub fn launch_with_mailbox(
         size: uids.size,
     };
     applied.cgroup = cgroup.as_ref().map(|c| c.info());
+    if net.is_some() {
+        applied.network = "veth";
+    }
     let mut running = Running {
         pid,
         pidfd,
         reaped: false,
         cgroup,
+        _net: net,
         _uids: uids,
         _name: name_lock,
         signals,
@@ -690,6 +742,12 @@ pub fn launch_with_mailbox(
 
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
     injected(fault, Step::UidMap)?;
+    if let Some(n) = running._net.as_mut() {
+        let t = std::time::Instant::now();
+        n.attach(pid).map_err(net_err(Step::NetLink))?;
+        n.timings().link = micros(t);
+        injected(fault, Step::NetLink)?;
+    }
     rustix::io::write(&go_wr, b"g")
         .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
 
@@ -706,6 +764,10 @@ pub fn launch_with_mailbox(
                     running.applied.landlock.status = st.to_owned();
                 } else if let Some(st) = rest.strip_prefix("seccomp ") {
                     running.applied.seccomp.mode = if st == "filter" { "filter" } else { "none" };
+                } else if let Some(us) = rest.strip_prefix("net-config ") {
+                    if let Some(n) = running._net.as_mut() {
+                        n.timings().config = us.parse().unwrap_or(0);
+                    }
                 } else if rest == "exec" {
                     exec_reached = true;
                 }
@@ -714,6 +776,7 @@ pub fn launch_with_mailbox(
             _ => {}
         }
     }
+    running.applied.net = running._net.as_ref().map(|n| n.info());
     if !exec_reached {
         return Err(LaunchError::Child {
             step: Step::WaitParent,
@@ -905,6 +968,7 @@ fn applied(
             status: "none".into(),
         },
         network: "none (loopback only)",
+        net: None,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
     }
 }

@@ -22,6 +22,7 @@ mod confine;
 pub mod elf;
 pub mod features;
 pub mod launch;
+pub mod net;
 pub mod plan;
 pub mod policy;
 mod rootfs;

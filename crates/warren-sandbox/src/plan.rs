@@ -85,6 +85,8 @@ pub struct LaunchPlan {
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
     /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
     pub client_tool: Option<PathBuf>,
+    /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
+    pub net: Option<warren_spec::VethSpec>,
 }
 
 impl LaunchPlan {

@@ -81,7 +81,7 @@ impl Drop for Held {
 }
 
 /// Try to take the lock at `path` without waiting. `Ok(None)` when someone else holds it.
-fn try_lock(path: &Path) -> Result<Option<Held>, StateError> {
+pub(crate) fn try_lock(path: &Path) -> Result<Option<Held>, StateError> {
     let lock_err = |source| StateError::Lock {
         path: path.to_owned(),
         source,
@@ -119,7 +119,7 @@ fn try_lock(path: &Path) -> Result<Option<Held>, StateError> {
     )))
 }
 
-fn ensure_dir(path: &Path) -> Result<(), StateError> {
+pub(crate) fn ensure_dir(path: &Path) -> Result<(), StateError> {
     ensure_dir_mode(path, 0o700)
 }
 
@@ -163,6 +163,11 @@ impl StateDir {
             root: root.into(),
             uid_dir: uid_dir.into(),
         }
+    }
+
+    /// The host-wide network registry (address leases): `net` next to the uid registry.
+    pub fn net_registry(&self) -> PathBuf {
+        self.uid_dir.with_file_name("net")
     }
 
     /// The root path.

@@ -11,6 +11,7 @@
 
 pub mod manifest;
 mod name;
+pub mod net;
 pub mod plan;
 mod quantity;
 
@@ -19,5 +20,6 @@ pub use manifest::{
     parse_manifest,
 };
 pub use name::{EnvName, NameError};
+pub use net::{Cidr, NetError, NetSpec, Proto, Publish, VethSpec};
 pub use plan::{Action, Change, Observed, Step, plan, summary};
 pub use quantity::{ByteSize, CpuQuota, QuantityError};

@@ -93,6 +93,9 @@ pub struct SpaceSpec {
     pub mailbox_capacity: Option<usize>,
     /// Protections it may run without (members of [`PROTECTIONS`]), sorted.
     pub allow_missing: Vec<String>,
+    /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
+    #[serde(default)]
+    pub net: crate::net::NetSpec,
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -290,6 +293,9 @@ const SPACE_KEYS: [&str; 14] = [
     "mailbox_capacity",
     "allow_missing",
 ];
+
+/// The keys of an environment's `net` table.
+const NET_KEYS: [&str; 4] = ["address", "publish", "allow", "egress"];
 
 type Key<'i> = Spanned<Cow<'i, str>>;
 type Value<'i> = Spanned<DeValue<'i>>;
@@ -639,6 +645,7 @@ impl Parser<'_> {
                 may_discover: Vec::new(),
                 mailbox_capacity: None,
                 allow_missing: Vec::new(),
+                net: crate::net::NetSpec::None,
             },
         };
         for (k, v) in entries(t) {
@@ -648,7 +655,7 @@ impl Parser<'_> {
                 "image" => d.image = Some(self.image(here, v)?),
                 "command" => d.command = Some(self.command(here, v)?),
                 "env" => s.env = self.env(here, v)?,
-                "net" => self.net(here, v)?,
+                "net" => s.net = self.net(here, v)?,
                 "memory" => s.memory = Some(self.size(here, key, v)?),
                 "pids" => s.pids = Some(self.integer(here, key, v, 1, u64::MAX)?),
                 "cpus" => s.cpus = Some(self.cpus(here, v)?),
@@ -868,23 +875,55 @@ impl Parser<'_> {
         Ok(out)
     }
 
-    fn net(&self, here: &TablePath, v: &Value<'_>) -> Result<(), ManifestError> {
+    fn net(&self, here: &TablePath, v: &Value<'_>) -> Result<crate::net::NetSpec, ManifestError> {
+        use crate::net::{NetSpec, VethSpec};
         match v.get_ref() {
-            DeValue::String(s) if s == "none" => Ok(()),
+            DeValue::String(s) if s == "none" => Ok(NetSpec::None),
+            DeValue::String(s) if s == "auto" => Ok(NetSpec::Veth(VethSpec::default())),
             DeValue::String(s) => {
                 let why = format!(
-                    "{s:?} is not supported: only \"none\" (no network, the default) is accepted \
-                     today"
+                    "{s:?} is not a network: use \"none\" (the default), \"auto\" (an address \
+                     from the host's pool) or a table {{ address = \"10.88.0.2/24\", publish = \
+                     [\"127.0.0.1:8080:80\"] }}"
                 );
                 Err(self.bad_value(here, "net", v.span(), why))
             }
-            DeValue::Table(_) => {
-                let why = "addresses and published ports are not supported yet: only \"none\" \
-                           (no network, the default) is accepted today"
-                    .to_owned();
-                Err(self.bad_value(here, "net", v.span(), why))
+            DeValue::Table(t) => {
+                let here = here.child("net");
+                let mut spec = VethSpec::default();
+                for (k, v) in entries(t) {
+                    let key = k.get_ref().as_ref();
+                    match key {
+                        "address" => {
+                            let s = self.string(&here, key, v)?;
+                            spec.address = Some(s.parse().map_err(|e: crate::net::NetError| {
+                                self.bad_value(&here, key, v.span(), e.to_string())
+                            })?);
+                        }
+                        "publish" | "allow" => {
+                            let items = self.array(&here, key, v, "an array of strings")?;
+                            for (i, item) in items.iter().enumerate() {
+                                let s = self.item(&here, key, i, item)?;
+                                let err = |e: crate::net::NetError| {
+                                    self.item_error(&here, key, i, item, e.to_string())
+                                };
+                                if key == "publish" {
+                                    spec.publish.push(s.parse().map_err(err)?);
+                                } else {
+                                    spec.allow.push(crate::net::parse_peer(s).map_err(err)?);
+                                }
+                            }
+                        }
+                        "egress" => match v.get_ref() {
+                            DeValue::Boolean(b) => spec.egress = *b,
+                            _ => return Err(self.type_error(&here, key, v, "true or false")),
+                        },
+                        _ => return Err(self.unknown(&here, k, &NET_KEYS)),
+                    }
+                }
+                Ok(NetSpec::Veth(spec))
             }
-            _ => Err(self.type_error(here, "net", v, "\"none\"")),
+            _ => Err(self.type_error(here, "net", v, "\"none\", \"auto\" or a table")),
         }
     }
 

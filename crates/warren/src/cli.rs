@@ -107,6 +107,25 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub mailbox_capacity: Option<usize>,
 
+    /// The environment's network: none (loopback only, the default), auto (a veth with an
+    /// address from the host's pool 10.88.0.0/16) or ADDRESS/PREFIX (a veth with that address).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub net: String,
+
+    /// Publish a port: [HOST_ADDRESS:]HOST_PORT:ENV_PORT[/tcp|/udp]; the host address defaults
+    /// to 127.0.0.1 (repeatable; needs --net).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+
+    /// Let the environment open connections to the environment at ADDRESS (repeatable; needs
+    /// --net).
+    #[arg(long = "net-allow", value_name = "ADDRESS")]
+    pub net_allow: Vec<String>,
+
+    /// Let the environment send beyond this host (needs --net and IPv4 forwarding on the host).
+    #[arg(long)]
+    pub egress: bool,
+
     /// Remove the environment when it exits (always the case: accepted for Docker parity).
     #[arg(long)]
     pub rm: bool,

@@ -181,6 +181,24 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--allow-missing".into());
         a.push(p.clone());
     }
+    if let warren_spec::NetSpec::Veth(v) = &spec.net {
+        a.push("--net".into());
+        a.push(
+            v.address
+                .map_or_else(|| "auto".to_owned(), |c| c.to_string()),
+        );
+        for p in &v.publish {
+            a.push("--publish".into());
+            a.push(p.to_string());
+        }
+        for p in &v.allow {
+            a.push("--net-allow".into());
+            a.push(p.to_string());
+        }
+        if v.egress {
+            a.push("--egress".into());
+        }
+    }
     a.push("--".into());
     a.extend(spec.command.iter().cloned());
     a

@@ -60,7 +60,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
     json!({
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
-        "may_discover": [], "mailbox_capacity": null, "allow_missing": [],
+        "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
     })
 }
 
@@ -118,6 +118,7 @@ fn every_key() {
                     "may_discover": ["db", "web"],
                     "mailbox_capacity": 128,
                     "allow_missing": ["landlock", "seccomp"],
+                    "net": "none",
                 }
             }
         }),
@@ -470,17 +471,27 @@ fn setting_errors() {
         ),
         (
             r#"net = "host""#,
-            r#"spaces.toml:4:7: "net" in [space.db]: "host" is not supported: only "none" (no network, the default) is accepted today"#,
+            r#"spaces.toml:4:7: "net" in [space.db]: "host" is not a network: use "none" (the default), "auto" (an address from the host's pool) or a table { address = "10.88.0.2/24", publish = ["127.0.0.1:8080:80"] }"#,
             "space.db.net",
         ),
         (
-            r#"net = { address = "10.88.0.2/24" }"#,
-            r#"spaces.toml:4:7: "net" in [space.db]: addresses and published ports are not supported yet: only "none" (no network, the default) is accepted today"#,
-            "space.db.net",
+            r#"net = { address = "10.88.0.1/24" }"#,
+            r#"spaces.toml:4:19: "address" in [space.db.net]: invalid address "10.88.0.1/24": 10.88.0.1 is the prefix's gateway (the host end): use another address"#,
+            "space.db.net.address",
+        ),
+        (
+            r#"net = { publish = ["8080"] }"#,
+            r#"spaces.toml:4:20: "publish" in [space.db.net]: invalid published port "8080": wrong number of fields (expected [HOST_ADDRESS:]HOST_PORT:ENV_PORT[/tcp|/udp], e.g. 127.0.0.1:8080:80)"#,
+            "space.db.net.publish[0]",
+        ),
+        (
+            r#"net = { adress = "10.88.0.2/24" }"#,
+            r#"spaces.toml:4:9: unknown key "adress" in [space.db.net] (did you mean "address"?)"#,
+            "space.db.net.adress",
         ),
         (
             r#"net = false"#,
-            r#"spaces.toml:4:7: "net" in [space.db] must be "none", found a boolean"#,
+            r#"spaces.toml:4:7: "net" in [space.db] must be "none", "auto" or a table, found a boolean"#,
             "space.db.net",
         ),
         (

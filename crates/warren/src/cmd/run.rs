@@ -23,6 +23,7 @@ struct Inputs {
     tmpfs_size: u64,
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
+    net: Option<warren_spec::VethSpec>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -82,7 +83,37 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         tmpfs_size: tmpfs.0,
         env,
         allow_missing: allow,
+        net: parse_net(args)?,
     })
+}
+
+/// `--net`, `--publish`, `--net-allow` and `--egress`, checked together.
+fn parse_net(args: &RunArgs) -> anyhow::Result<Option<warren_spec::VethSpec>> {
+    let mode = warren_spec::net::parse_net_mode(&args.net).context("invalid --net")?;
+    let Some(address) = mode else {
+        if !args.publish.is_empty() || !args.net_allow.is_empty() || args.egress {
+            bail!(
+                "--publish, --net-allow and --egress need a network: add --net auto or --net ADDRESS/PREFIX"
+            );
+        }
+        return Ok(None);
+    };
+    let publish = args
+        .publish
+        .iter()
+        .map(|p| p.parse().context("invalid --publish"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let allow = args
+        .net_allow
+        .iter()
+        .map(|a| warren_spec::net::parse_peer(a).context("invalid --net-allow"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Some(warren_spec::VethSpec {
+        address,
+        publish,
+        allow,
+        egress: args.egress,
+    }))
 }
 
 fn generated_name() -> anyhow::Result<EnvName> {
@@ -148,6 +179,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         tmpfs_size,
         env,
         allow_missing,
+        net,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -188,6 +220,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         tmpfs_size,
         allow_missing,
         client_tool,
+        net,
     };
     let state = StateDir::new(state_dir);
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {

@@ -133,6 +133,13 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     init_logging();
     let mut d = Daemon::new(&opts)?;
     d.adopt_all();
+    // Filter elements of networked environments whose launcher was killed (their address
+    // lease is free) go now, before anything is started (docs/network.md).
+    match warren_sandbox::net::sweep(&warren_sandbox::state::StateDir::new(&opts.state_dir)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("swept the network rules of {n} ended environments"),
+        Err(e) => tracing::warn!("sweeping network rules: {e:#}"),
+    }
     if let Some(m) = manifest {
         let spaces = m
             .spaces
