@@ -229,8 +229,8 @@ pub struct LaunchConfig {
     pub memory: Option<u64>,
     /// Pids limit.
     pub pids: Option<u64>,
-    /// Cpu quota as typed (`0.5`), if any.
-    pub cpus: Option<String>,
+    /// Cpu quota in millionths of one cpu, if any.
+    pub cpu_micros: Option<u64>,
     /// Size of `/tmp` and `/dev/shm`.
     pub tmpfs_size: u64,
     /// `sha256:<hex>` of the seccomp policy, or `None` without a filter.

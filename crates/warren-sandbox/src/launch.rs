@@ -58,12 +58,13 @@ pub enum Step {
     Capabilities,
     NoNewPrivs,
     Seccomp,
+    Measure,
     Exec,
 }
 
 impl Step {
     /// Every step, in launch order.
-    pub const ALL: [Step; 31] = [
+    pub const ALL: [Step; 32] = [
         Step::Validate,
         Step::Features,
         Step::SeccompCompile,
@@ -94,6 +95,7 @@ impl Step {
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Seccomp,
+        Step::Measure,
         Step::Exec,
     ];
 
@@ -130,6 +132,7 @@ impl Step {
             Step::Capabilities => "capabilities",
             Step::NoNewPrivs => "no-new-privs",
             Step::Seccomp => "seccomp",
+            Step::Measure => "measure",
             Step::Exec => "exec",
         }
     }
@@ -266,6 +269,25 @@ pub struct Applied {
     pub network: &'static str,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
+    /// The launch's record in the event log (measured launch).
+    pub measurement: Option<Measurement>,
+}
+
+/// Where a launch was recorded in the event log, and the digests golden values compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The root of trust the record was extended into.
+    pub root: &'static str,
+    /// The record's number in the log.
+    pub recnum: u64,
+    /// The record's digest, `sha256:<hex>`.
+    pub digest: String,
+    /// The image tree digest, `blake3:<hex>`.
+    pub image_digest: String,
+    /// The OCI manifest digest, when the image came from one.
+    pub image_manifest_digest: Option<String>,
+    /// The digest of the isolation configuration, `sha256:<hex>`.
+    pub config_digest: String,
 }
 
 /// The uid/gid mapping of an environment.
@@ -655,7 +677,7 @@ pub fn launch_with_mailbox(
                 attach: attach.as_ref(),
                 old_mask,
                 fault,
-                env,
+                env: env.clone(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -692,6 +714,21 @@ pub fn launch_with_mailbox(
     injected(fault, Step::UidMap)?;
     rustix::io::write(&go_wr, b"g")
         .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
+
+    // Measured launch: while the child builds its namespaces and mounts, measure the image and
+    // the configuration, append the record to the event log and extend the root of trust.
+    // The child waits for a second byte before its `execve`, so the workload's first
+    // instruction runs only once its record is in the log.
+    let measurement = crate::measure::measure_and_record(plan, &running.applied, &env, state)
+        .map_err(|e| LaunchError::Parent {
+            step: Step::Measure,
+            what: "measure the launch".into(),
+            source: std::io::Error::other(e),
+        })?;
+    running.applied.measurement = Some(measurement);
+    injected(fault, Step::Measure)?;
+    rustix::io::write(&go_wr, b"m")
+        .map_err(|e| parent_err(Step::Measure, "let the child exec")(e.into()))?;
 
     // Read the child's report until the pipe closes: at exec, or when the child fails.
     let mut text = String::new();
@@ -906,6 +943,7 @@ fn applied(
         },
         network: "none (loopback only)",
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
+        measurement: None,
     }
 }
 

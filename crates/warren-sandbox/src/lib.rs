@@ -22,6 +22,7 @@ mod confine;
 pub mod elf;
 pub mod features;
 pub mod launch;
+mod measure;
 pub mod plan;
 pub mod policy;
 mod rootfs;

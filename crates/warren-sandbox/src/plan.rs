@@ -85,6 +85,9 @@ pub struct LaunchPlan {
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
     /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
     pub client_tool: Option<PathBuf>,
+    /// The OCI manifest digest (`sha256:<hex>`) when the root was unpacked from an OCI image;
+    /// it goes into the launch's measurement record.
+    pub image_manifest_digest: Option<String>,
 }
 
 impl LaunchPlan {
