@@ -51,6 +51,10 @@ pub const MAX_CAPS: usize = 16;
 pub const MAX_DETAIL: usize = 1024;
 /// The most handles one [`Identity`] may list.
 pub const MAX_IDENTITY_HANDLES: usize = 1024;
+/// The longest nonce an `Attest` request carries.
+pub const MAX_NONCE: usize = 64;
+/// The most data an `Attest` request binds into a quote.
+pub const MAX_ATTEST_DATA: usize = 1024;
 
 /// Operation codes: the byte after a frame's length.
 mod op {
@@ -64,6 +68,7 @@ mod op {
     pub const DROP: u8 = 0x08;
     pub const MONITOR: u8 = 0x09;
     pub const CREATE_MAILBOX: u8 = 0x0a;
+    pub const ATTEST: u8 = 0x10;
 
     pub const WELCOME: u8 = 0x81;
     pub const OK: u8 = 0x82;
@@ -72,6 +77,7 @@ mod op {
     pub const DELIVERY: u8 = 0x85;
     pub const IDENTITY: u8 = 0x86;
     pub const ERROR: u8 = 0x87;
+    pub const QUOTE: u8 = 0x90;
 }
 
 /// Encoded size of the largest possible message block (headers, correlation, body, caps,
@@ -305,6 +311,7 @@ fn request_op(request: &Request) -> u8 {
         Request::Drop { .. } => op::DROP,
         Request::Monitor { .. } => op::MONITOR,
         Request::CreateMailbox { .. } => op::CREATE_MAILBOX,
+        Request::Attest { .. } => op::ATTEST,
     }
 }
 
@@ -317,6 +324,7 @@ fn response_op(response: &Response) -> u8 {
         Response::Delivery(_) => op::DELIVERY,
         Response::Identity(_) => op::IDENTITY,
         Response::Error { .. } => op::ERROR,
+        Response::Quote { .. } => op::QUOTE,
     }
 }
 
@@ -399,6 +407,10 @@ fn request_fields(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeErro
                 put_name(out, n, "mailbox name")
             })?;
         }
+        Request::Attest { nonce, data } => {
+            put_bytes(out, nonce, MAX_NONCE, "attest nonce")?;
+            put_bytes(out, data, MAX_ATTEST_DATA, "attest data")?;
+        }
     }
     Ok(())
 }
@@ -447,6 +459,7 @@ fn response_fields(response: &Response, out: &mut Vec<u8>) -> Result<(), EncodeE
             put_u16(out, detail.len() as u16);
             out.extend_from_slice(detail.as_bytes());
         }
+        Response::Quote { quote } => put_bytes(out, quote, MAX_BODY, "quote")?,
     }
     Ok(())
 }
@@ -1081,6 +1094,12 @@ fn request_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeErr
         op::CREATE_MAILBOX => Request::CreateMailbox {
             name: r.opt("mailbox name", |r| r.name("mailbox name"))?,
         },
+        op::ATTEST => {
+            Request::Attest {
+                nonce: r.bytes(MAX_NONCE, "attest nonce")?,
+                data: r.bytes(MAX_ATTEST_DATA, "attest data")?,
+            }
+        }
         _ => return Ok(None),
     };
     Ok(Some(request))
@@ -1139,6 +1158,9 @@ fn response_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Response>, DecodeE
             let detail = r.text(MAX_DETAIL, "error detail")?;
             Response::Error { code, detail }
         }
+        op::QUOTE => Response::Quote {
+            quote: r.bytes(MAX_BODY, "quote")?,
+        },
         _ => return Ok(None),
     };
     Ok(Some(response))
