@@ -125,7 +125,11 @@ impl PrivacyCa {
         let root = ca_params("Warren Privacy CA root", Some(1))?
             .self_signed(&root_key)
             .map_err(cert_err)?;
-        write_file(&dir.join("root.key"), root_key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(
+            &dir.join("root.key"),
+            root_key.serialize_pem().as_bytes(),
+            0o600,
+        )?;
         write_file(&dir.join("root.crt"), root.pem().as_bytes(), 0o644)?;
         for (stem, cn) in [
             ("tpm-ca", "Warren TPM attestation key CA"),
@@ -135,8 +139,16 @@ impl PrivacyCa {
             let cert = ca_params(cn, Some(0))?
                 .signed_by(&key, &root, &root_key)
                 .map_err(cert_err)?;
-            write_file(&dir.join(format!("{stem}.key")), key.serialize_pem().as_bytes(), 0o600)?;
-            write_file(&dir.join(format!("{stem}.crt")), cert.pem().as_bytes(), 0o644)?;
+            write_file(
+                &dir.join(format!("{stem}.key")),
+                key.serialize_pem().as_bytes(),
+                0o600,
+            )?;
+            write_file(
+                &dir.join(format!("{stem}.crt")),
+                cert.pem().as_bytes(),
+                0o644,
+            )?;
         }
         Ok(PrivacyCa::new(dir))
     }
@@ -154,8 +166,8 @@ impl PrivacyCa {
             RootKind::Tpm => "tpm-ca",
             RootKind::Software => "software-ca",
         };
-        let key = KeyPair::from_pem(&read(&self.dir.join(format!("{stem}.key")))?)
-            .map_err(cert_err)?;
+        let key =
+            KeyPair::from_pem(&read(&self.dir.join(format!("{stem}.key")))?).map_err(cert_err)?;
         // rcgen signs with an issuer `Certificate`; rebuilding it from the stored certificate's
         // parameters keeps its subject and key, which is all that issuing uses.
         let params = CertificateParams::from_ca_cert_pem(&read(&self.issuer_cert_path(root))?)

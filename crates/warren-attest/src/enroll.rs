@@ -73,7 +73,8 @@ pub fn ca_handle_software(ca: &PrivacyCa, req: &Request) -> Result<String, CaErr
     if req.root != RootKind::Software {
         return Err(CaError::Refused("not a software request".into()));
     }
-    let spki = hex::decode(&req.ak_spki).map_err(|_| CaError::Refused("ak_spki is not hex".into()))?;
+    let spki =
+        hex::decode(&req.ak_spki).map_err(|_| CaError::Refused("ak_spki is not hex".into()))?;
     let key = VerifyingKey::from_public_key_der(&spki)
         .map_err(|_| CaError::Refused("ak_spki is not a P-256 key".into()))?;
     let proof = req

@@ -232,7 +232,10 @@ impl EventLog {
             return Err(e.into());
         }
         let count = self.dir.join("events.count");
-        let _ = std::fs::write(&count, format!("{} {}\n", recnum + 1, start + line.len() as u64));
+        let _ = std::fs::write(
+            &count,
+            format!("{} {}\n", recnum + 1, start + line.len() as u64),
+        );
         Ok(record)
     }
 

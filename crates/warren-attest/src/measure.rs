@@ -93,7 +93,12 @@ struct TreeHasher {
 }
 
 impl TreeHasher {
-    fn entry(&mut self, path: &Path, rel: &[u8], meta: &std::fs::Metadata) -> Result<(), MeasureError> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        rel: &[u8],
+        meta: &std::fs::Metadata,
+    ) -> Result<(), MeasureError> {
         let ft = meta.file_type();
         let kind = if ft.is_dir() {
             b'd'
@@ -298,7 +303,11 @@ mod tests {
         assert_ne!(d2.digest, d3.digest, "symlink target");
 
         std::os::unix::fs::chown(dir.path().join("bin"), Some(1), Some(1)).unwrap();
-        assert_ne!(d3.digest, tree_digest(dir.path()).unwrap().digest, "ownership");
+        assert_ne!(
+            d3.digest,
+            tree_digest(dir.path()).unwrap().digest,
+            "ownership"
+        );
     }
 
     #[test]

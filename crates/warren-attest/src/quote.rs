@@ -138,10 +138,7 @@ pub fn make_quote(
             Some((rec.recnum, digest))
         }
     };
-    let q = qualifying(
-        nonce,
-        subject.as_ref().map(|(n, d)| (*n, d, data)),
-    );
+    let q = qualifying(nonce, subject.as_ref().map(|(n, d)| (*n, d, data)));
     let evidence = root.quote(&q)?;
     drop(lock);
     let cert = match std::fs::read_to_string(certificate_path(state_dir)) {

@@ -50,7 +50,9 @@ impl std::str::FromStr for RootKind {
         match s {
             "tpm" => Ok(RootKind::Tpm),
             "software" => Ok(RootKind::Software),
-            _ => Err(format!("unknown root of trust {s:?}: expected tpm or software")),
+            _ => Err(format!(
+                "unknown root of trust {s:?}: expected tpm or software"
+            )),
         }
     }
 }
@@ -142,7 +144,9 @@ impl RootConfig {
 
     /// The configuration in force: the environment, else the file, else auto-detection.
     pub fn resolve(state_dir: &Path) -> Result<RootConfig, RootError> {
-        let env_root = std::env::var("WARREN_ATTEST_ROOT").ok().filter(|s| !s.is_empty());
+        let env_root = std::env::var("WARREN_ATTEST_ROOT")
+            .ok()
+            .filter(|s| !s.is_empty());
         let env_tpm = std::env::var("WARREN_TPM").ok().filter(|s| !s.is_empty());
         if let Some(r) = env_root {
             let root = r.parse().map_err(RootError::Tpm)?;
@@ -262,7 +266,9 @@ impl SoftwareRoot {
                 let pem = key
                     .to_pkcs8_pem(LineEnding::LF)
                     .map_err(|e| RootError::Tpm(e.to_string()))?;
-                let tmp = self.dir.join(format!("software.key.{}", std::process::id()));
+                let tmp = self
+                    .dir
+                    .join(format!("software.key.{}", std::process::id()));
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -300,7 +306,9 @@ impl RootOfTrust for SoftwareRoot {
         let reg = self.read()?;
         let next = crate::log::extend(&reg, digest);
         let path = self.reg_path();
-        let tmp = self.dir.join(format!("software.reg.{}", std::process::id()));
+        let tmp = self
+            .dir
+            .join(format!("software.reg.{}", std::process::id()));
         std::fs::write(&tmp, hex::encode(next))
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|source| RootError::Io {

@@ -22,7 +22,9 @@ pub enum Rejection {
     #[error("malformed quote: {0}")]
     Malformed(String),
     /// The quote is software-rooted and the verifier did not opt in.
-    #[error("software-rooted quote refused: this verifier requires a TPM (pass --allow-software to accept `root: software`)")]
+    #[error(
+        "software-rooted quote refused: this verifier requires a TPM (pass --allow-software to accept `root: software`)"
+    )]
     SoftwareRoot,
     /// The key that signed has no certificate from the CA.
     #[error("attestation key not enrolled: {0}")]
@@ -219,7 +221,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
     let (_, ak_cert) = X509Certificate::from_der(&ak_der)
         .map_err(|e| Rejection::Malformed(format!("attestation key certificate: {e}")))?;
     if !ca.is_ca() {
-        return Err(Rejection::Chain("the given CA certificate is not a CA".into()));
+        return Err(Rejection::Chain(
+            "the given CA certificate is not a CA".into(),
+        ));
     }
     if ak_cert.issuer() != ca.subject() {
         return Err(Rejection::Chain(format!(
@@ -306,7 +310,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
     };
     let expected = qualifying(
         opts.nonce,
-        subject.as_ref().map(|(n, d, data)| (*n, d, data.as_slice())),
+        subject
+            .as_ref()
+            .map(|(n, d, data)| (*n, d, data.as_slice())),
     );
     if expected != signed_qualifying {
         return Err(Rejection::Nonce(
@@ -318,7 +324,11 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
     check_log(&quote.event_log, &register)?;
 
     if let Some(policy) = opts.policy {
-        check_golden(&quote.event_log, policy, quote.subject.as_ref().map(|s| s.recnum))?;
+        check_golden(
+            &quote.event_log,
+            policy,
+            quote.subject.as_ref().map(|s| s.recnum),
+        )?;
     }
     Ok(Verified {
         root: quote.root,
@@ -335,7 +345,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
 fn parse_software_attest(attest: &[u8]) -> Result<([u8; 32], [u8; 32]), Rejection> {
     let rest = attest
         .strip_prefix(SOFTWARE_MAGIC.as_slice())
-        .ok_or_else(|| Rejection::Malformed("the signed bytes are not a software attestation".into()))?;
+        .ok_or_else(|| {
+            Rejection::Malformed("the signed bytes are not a software attestation".into())
+        })?;
     if rest.len() != 64 {
         return Err(Rejection::Malformed(
             "the software attestation has the wrong length".into(),

@@ -1094,12 +1094,10 @@ fn request_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeErr
         op::CREATE_MAILBOX => Request::CreateMailbox {
             name: r.opt("mailbox name", |r| r.name("mailbox name"))?,
         },
-        op::ATTEST => {
-            Request::Attest {
-                nonce: r.bytes(MAX_NONCE, "attest nonce")?,
-                data: r.bytes(MAX_ATTEST_DATA, "attest data")?,
-            }
-        }
+        op::ATTEST => Request::Attest {
+            nonce: r.bytes(MAX_NONCE, "attest nonce")?,
+            data: r.bytes(MAX_ATTEST_DATA, "attest data")?,
+        },
         _ => return Ok(None),
     };
     Ok(Some(request))

@@ -100,6 +100,8 @@ fn request() -> impl Strategy<Value = Request> {
         any::<u32>().prop_map(|handle| Request::Drop { handle }),
         any::<u32>().prop_map(|handle| Request::Monitor { handle }),
         proptest::option::of(name()).prop_map(|name| Request::CreateMailbox { name }),
+        (vec(any::<u8>(), 1..=64), vec(any::<u8>(), 0..=64))
+            .prop_map(|(nonce, data)| Request::Attest { nonce, data }),
     ]
 }
 
@@ -138,6 +140,7 @@ fn response() -> impl Strategy<Value = Response> {
             code,
             detail: String::from_iter(detail)
         }),
+        vec(any::<u8>(), 0..256).prop_map(|quote| Response::Quote { quote }),
     ]
 }
 

@@ -683,7 +683,9 @@ pub fn launch_with_mailbox(
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(attach);
-    drop(go_rd);
+    // The parent keeps a read end of the go pipe until the measurement byte is written: a
+    // child that failed and exited meanwhile must not turn that write into SIGPIPE.
+    let go_rd_keep = go_rd;
     drop(rep_wr);
     let signals = warren_sys::signalfd(&sigset).ok();
     if signals.is_none() {
@@ -729,6 +731,7 @@ pub fn launch_with_mailbox(
     injected(fault, Step::Measure)?;
     rustix::io::write(&go_wr, b"m")
         .map_err(|e| parent_err(Step::Measure, "let the child exec")(e.into()))?;
+    drop(go_rd_keep);
 
     // Read the child's report until the pipe closes: at exec, or when the child fails.
     let mut text = String::new();

@@ -53,7 +53,11 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let state = state_dir("host");
         let ca = state.join("ca");
-        ok(w(&state).args(["ca", "init", "--dir"]).arg(&ca).output().unwrap());
+        ok(w(&state)
+            .args(["ca", "init", "--dir"])
+            .arg(&ca)
+            .output()
+            .unwrap());
         ok(w(&state)
             .args(["ca", "enroll", "--host", "test-host", "--dir"])
             .arg(&ca)
@@ -113,7 +117,12 @@ fn software_ca() -> PathBuf {
 }
 
 fn verify(quote: &Value) -> (bool, String) {
-    verify_with(quote, fixture().nonce, &software_ca(), &["--allow-software"])
+    verify_with(
+        quote,
+        fixture().nonce,
+        &software_ca(),
+        &["--allow-software"],
+    )
 }
 
 fn rejected(quote: &Value, reason: &str) {
@@ -150,7 +159,12 @@ fn the_log_is_the_one_on_disk_and_records_the_configuration() {
     let c = &lines[0]["content"];
     assert_eq!(c["config"]["pids"], 1024);
     assert_eq!(c["config"]["no_new_privs"], true);
-    assert!(c["config"]["seccomp_profile"].as_str().unwrap().starts_with("sha256:"));
+    assert!(
+        c["config"]["seccomp_profile"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
     assert!(c["uid_base"].as_u64().unwrap() >= 1_000_000_000);
     let key = f.state.join("attest/software.key");
     use std::os::unix::fs::MetadataExt;
@@ -244,7 +258,12 @@ fn reordered_records_are_refused() {
     q["event_log"].as_array_mut().unwrap().swap(0, 1);
     rejected(&q, "log-order");
     // Renumbered to look in order: the replay gives another register.
-    for (i, r) in q["event_log"].as_array_mut().unwrap().iter_mut().enumerate() {
+    for (i, r) in q["event_log"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .enumerate()
+    {
         r["recnum"] = i.into();
     }
     rejected(&q, "log-replay");
@@ -335,22 +354,26 @@ struct Daemon(Child);
 
 impl Daemon {
     fn start(state: &Path) -> Daemon {
-        let child = w(state)
-            .args(["daemon"])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(state.with_extension("kernel.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let log = state.with_extension("kernel.log");
+        let daemon = Daemon(
+            w(state)
+                .args(["daemon"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
         let sock = state.join("kernel.sock");
         for _ in 0..200 {
             if kernel_answers(&sock) {
-                return Daemon(child);
+                return daemon;
             }
             std::thread::sleep(std::time::Duration::from_millis(25));
         }
+        drop(daemon);
         panic!(
             "the kernel did not start: {}",
-            std::fs::read_to_string(state.with_extension("kernel.log")).unwrap_or_default()
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
 }

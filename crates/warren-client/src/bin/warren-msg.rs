@@ -296,7 +296,10 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
             println!("{{\"handle\":{h}}}");
         }
         "attest" => {
-            let nonce = a.get("--nonce").and_then(from_hex).unwrap_or_else(|| usage());
+            let nonce = a
+                .get("--nonce")
+                .and_then(from_hex)
+                .unwrap_or_else(|| usage());
             let data = match a.get("--data") {
                 Some(d) => from_hex(d).unwrap_or_else(|| usage()),
                 None => Vec::new(),

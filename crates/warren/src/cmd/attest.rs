@@ -57,7 +57,10 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
             configure_root(state_dir, &a.root, a.tpm)?;
-            println!("{}", root_summary(state_dir)["root"].as_str().unwrap_or("?"));
+            println!(
+                "{}",
+                root_summary(state_dir)["root"].as_str().unwrap_or("?")
+            );
             Ok(0)
         }
         AttestCommand::Quote(a) => quote(state_dir, a),
@@ -89,8 +92,9 @@ fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
         .context("make the quote")?;
     let text = serde_json::to_string_pretty(&q)?;
     match &a.out {
-        Some(p) => std::fs::write(p, text + "\n")
-            .with_context(|| format!("write {}", p.display()))?,
+        Some(p) => {
+            std::fs::write(p, text + "\n").with_context(|| format!("write {}", p.display()))?
+        }
         None => println!("{text}"),
     }
     Ok(0)
@@ -98,10 +102,10 @@ fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
 
 fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
     let nonce = hex_arg("--nonce", &a.nonce)?;
-    let text = std::fs::read_to_string(&a.quote)
-        .with_context(|| format!("read {}", a.quote.display()))?;
-    let ca_pem = std::fs::read_to_string(&a.ca)
-        .with_context(|| format!("read {}", a.ca.display()))?;
+    let text =
+        std::fs::read_to_string(&a.quote).with_context(|| format!("read {}", a.quote.display()))?;
+    let ca_pem =
+        std::fs::read_to_string(&a.ca).with_context(|| format!("read {}", a.ca.display()))?;
     let policy = match &a.policy {
         Some(p) => {
             let t = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
@@ -185,8 +189,8 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
                     .map(|s| s.trim().to_owned())
                     .unwrap_or_else(|_| "localhost".into())
             });
-            let (root, _) = warren_attest::enroll::enroll_local(state_dir, &a.dir, &host)
-                .context("enroll")?;
+            let (root, _) =
+                warren_attest::enroll::enroll_local(state_dir, &a.dir, &host).context("enroll")?;
             println!(
                 "enrolled: {root} attestation key of {host}, certificate {}",
                 warren_attest::quote::certificate_path(state_dir).display()
