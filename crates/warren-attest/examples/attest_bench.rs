@@ -120,7 +120,9 @@ fn main() {
             );
         }
         _ => {
-            eprintln!("usage: attest_bench tree DIR [ROUNDS] | quote RECORDS SECONDS | verify RECORDS SECONDS");
+            eprintln!(
+                "usage: attest_bench tree DIR [ROUNDS] | quote RECORDS SECONDS | verify RECORDS SECONDS"
+            );
             std::process::exit(2);
         }
     }

@@ -61,13 +61,112 @@ pub struct TreeDigest {
 
 /// Measures the tree under `root` (see the module documentation for the format).
 pub fn tree_digest(root: &Path) -> Result<TreeDigest, MeasureError> {
-    let mut state = TreeHasher::default();
+    tree_digest_cached(root, None)
+}
+
+/// [`tree_digest`], reusing content digests of large files from the cache file `cache` (see
+/// [`ContentCache`]) and updating it.
+pub fn tree_digest_cached(root: &Path, cache: Option<&Path>) -> Result<TreeDigest, MeasureError> {
+    let mut state = TreeHasher {
+        cache: cache.map(ContentCache::load).unwrap_or_default(),
+        ..TreeHasher::default()
+    };
     let meta = std::fs::symlink_metadata(root).map_err(read_err(root))?;
     state.entry(root, b"", &meta)?;
     if meta.is_dir() {
         walk(root, &mut Vec::new(), &mut state)?;
     }
+    if let Some(path) = cache {
+        state.cache.save(path);
+    }
     Ok(state.finish())
+}
+
+/// Content digests of large files from earlier launches, keyed by what changes whenever a
+/// file's content can have changed: device, inode, size, modification and **change** time
+/// (nanoseconds). The change time cannot be set by any system call; it moves on every write,
+/// `chmod`, `utimes` or rename, so a file rewritten and given back its old mtime still misses.
+/// Only files of at least [`ContentCache::MIN_SIZE`] bytes are cached; smaller ones cost less
+/// to hash than to look up. The cache is a text file, one `key digest` line per file seen in
+/// the last measurement that used it.
+#[derive(Debug, Default)]
+pub struct ContentCache {
+    known: std::collections::HashMap<String, blake3::Hash>,
+    used: Vec<(String, blake3::Hash)>,
+    changed: bool,
+}
+
+impl ContentCache {
+    /// The smallest file whose digest is cached.
+    pub const MIN_SIZE: u64 = 64 << 10;
+
+    fn load(path: &Path) -> ContentCache {
+        let mut known = std::collections::HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(path) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.rsplit_once(' ') {
+                    if let Ok(h) = blake3::Hash::from_hex(v) {
+                        known.insert(k.to_owned(), h);
+                    }
+                }
+            }
+        }
+        ContentCache {
+            known,
+            used: Vec::new(),
+            changed: false,
+        }
+    }
+
+    fn key(meta: &std::fs::Metadata) -> String {
+        format!(
+            "{}:{}:{}:{}.{}:{}.{}",
+            meta.dev(),
+            meta.ino(),
+            meta.len(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec()
+        )
+    }
+
+    fn digest(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+    ) -> Result<blake3::Hash, MeasureError> {
+        if meta.len() < Self::MIN_SIZE {
+            return file_digest(path);
+        }
+        let key = Self::key(meta);
+        let hash = match self.known.get(&key) {
+            Some(h) => *h,
+            None => {
+                self.changed = true;
+                file_digest(path)?
+            }
+        };
+        self.used.push((key, hash));
+        Ok(hash)
+    }
+
+    fn save(&self, path: &Path) {
+        if !self.changed && self.used.len() == self.known.len() {
+            return;
+        }
+        let mut text = String::new();
+        for (k, h) in &self.used {
+            text.push_str(k);
+            text.push(' ');
+            text.push_str(&h.to_hex());
+            text.push('\n');
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
 }
 
 /// Measures a root made of single files (`--binary` roots): each `(host, target)` pair is an
@@ -90,6 +189,7 @@ struct TreeHasher {
     hasher: blake3::Hasher,
     entries: u64,
     bytes: u64,
+    cache: ContentCache,
 }
 
 impl TreeHasher {
@@ -124,7 +224,7 @@ impl TreeHasher {
         h.update(&meta.gid().to_le_bytes());
         match kind {
             b'f' => {
-                let content = file_digest(path)?;
+                let content = self.cache.digest(path, meta)?;
                 self.hasher.update(&meta.len().to_le_bytes());
                 self.hasher.update(content.as_bytes());
                 self.bytes += meta.len();
@@ -308,6 +408,36 @@ mod tests {
             tree_digest(dir.path()).unwrap().digest,
             "ownership"
         );
+    }
+
+    #[test]
+    fn the_content_cache_gives_the_same_digest_and_misses_on_a_rewrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let big = root.join("big");
+        std::fs::write(&big, vec![1u8; 100 << 10]).unwrap();
+        let cache = dir.path().join("cache");
+        let plain = tree_digest(&root).unwrap();
+        assert_eq!(plain, tree_digest_cached(&root, Some(&cache)).unwrap());
+        assert!(std::fs::read_to_string(&cache).unwrap().lines().count() == 1);
+        assert_eq!(
+            plain,
+            tree_digest_cached(&root, Some(&cache)).unwrap(),
+            "hit"
+        );
+        // Same size, and the old mtime put back: the change time still differs.
+        let mtime = std::fs::metadata(&big).unwrap().modified().unwrap();
+        std::fs::write(&big, vec![2u8; 100 << 10]).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&big)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let after = tree_digest_cached(&root, Some(&cache)).unwrap();
+        assert_ne!(plain.digest, after.digest);
+        assert_eq!(after, tree_digest(&root).unwrap());
     }
 
     #[test]

@@ -15,7 +15,17 @@ pub(crate) fn measure_and_record(
     state: &StateDir,
 ) -> Result<Measurement, String> {
     let (kind, tree) = match &plan.root {
-        RootSource::Rootfs(dir) => ("rootfs", warren_attest::measure::tree_digest(dir)),
+        RootSource::Rootfs(dir) => {
+            let log = warren_attest::EventLog::new(state.root());
+            let cache = log
+                .ensure_dir()
+                .ok()
+                .map(|()| log.dir().join("content-cache"));
+            (
+                "rootfs",
+                warren_attest::measure::tree_digest_cached(dir, cache.as_deref()),
+            )
+        }
         RootSource::Binary(_) => (
             "binary",
             warren_attest::measure::files_digest(&applied.root.files),
