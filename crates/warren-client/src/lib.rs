@@ -697,6 +697,18 @@ impl Client {
         }
     }
 
+    /// A quote from the host's root of trust that binds this environment's own launch record
+    /// and `data` to the verifier's `nonce`: the JSON document `warren attest verify` checks.
+    pub fn attest(&mut self, nonce: &[u8], data: &[u8]) -> Result<Vec<u8>, ClientError> {
+        match self.request(Request::Attest {
+            nonce: nonce.to_vec(),
+            data: data.to_vec(),
+        })? {
+            Response::Quote { quote } => Ok(quote),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
     /// A weaker handle derived from `handle`: `rights` kept (intersected), at most `uses`
     /// sends, expiring after `expires_in`, with `badge` shown to receivers.
     pub fn attenuate(

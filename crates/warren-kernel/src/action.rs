@@ -20,6 +20,21 @@ pub enum Action {
     },
     /// Append this record to the audit log (one JSON line).
     Audit(AuditRecord),
+    /// Ask the root of trust for a quote about environment `name`'s launch record binding
+    /// `data` to `nonce`, and answer request `id` of `env` with it (`Response::Quote`) or with
+    /// `ErrorCode::AttestFailed`. The kernel decides who may attest to what; signing is I/O.
+    Attest {
+        /// The environment that asked.
+        env: EnvId,
+        /// Its request.
+        id: RequestId,
+        /// Its name: the subject of the quote.
+        name: String,
+        /// The verifier's nonce.
+        nonce: Vec<u8>,
+        /// The caller's data.
+        data: Vec<u8>,
+    },
 }
 
 /// A denied request (or a message the kernel had to discard), as the audit log keeps it.

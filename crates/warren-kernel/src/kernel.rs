@@ -238,6 +238,7 @@ fn op_name(req: &Request) -> &'static str {
         Request::CreateMailbox { .. } => "create-mailbox",
         Request::SendBatch { .. } => "send-batch",
         Request::RecvBatch { .. } => "recv-batch",
+        Request::Attest { .. } => "attest",
     }
 }
 
@@ -606,6 +607,26 @@ impl Kernel {
             Request::Drop { handle } => self.drop_handle(env, id, handle),
             Request::Monitor { handle } => self.monitor(env, id, handle),
             Request::CreateMailbox { name } => self.create_mailbox(env, id, name),
+            Request::Attest { nonce, data } => {
+                // Any environment may ask for a quote about itself, and only about itself: the
+                // subject is the name the kernel knows it by, never one it claims.
+                if nonce.is_empty() {
+                    Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        "attest needs a nonce chosen by the verifier".to_owned(),
+                    ))
+                } else {
+                    let name = self.envs[&env].name.to_string();
+                    self.actions.push_back(Action::Attest {
+                        env,
+                        id,
+                        name,
+                        nonce,
+                        data,
+                    });
+                    Ok(())
+                }
+            }
         };
         if let Err(deny) = result {
             self.refuse(env, id, op, deny);

@@ -57,6 +57,20 @@ impl World {
             match a {
                 Action::Respond { env, id, response } => self.responses.push((env, id, response)),
                 Action::Audit(r) => self.audits.push(r),
+                // The driver signs; here the answer names the subject the kernel chose.
+                Action::Attest {
+                    env,
+                    id,
+                    name,
+                    nonce,
+                    data,
+                } => self.responses.push((
+                    env,
+                    id,
+                    Response::Quote {
+                        quote: [name.as_bytes(), b"|", &nonce, b"|", &data].concat(),
+                    },
+                )),
             }
         }
     }
@@ -189,6 +203,35 @@ fn by_corr(c: u64) -> Filter {
         correlation: Some(c),
         header: None,
     }
+}
+
+#[test]
+fn attest_is_about_the_caller_and_needs_a_nonce() {
+    let mut w = World::new();
+    let a = w.add("alpha", &[], &[]);
+    let _b = w.add("beta", &[], &[]);
+    let r = w.call(
+        a,
+        Request::Attest {
+            nonce: b"n".to_vec(),
+            data: b"d".to_vec(),
+        },
+    );
+    assert_eq!(
+        r,
+        Response::Quote {
+            quote: b"alpha|n|d".to_vec()
+        }
+    );
+    let r = w.call(
+        a,
+        Request::Attest {
+            nonce: vec![],
+            data: vec![],
+        },
+    );
+    assert_err(&r, ErrorCode::BadRequest);
+    assert_eq!(w.last_audit().op, "attest");
 }
 
 #[test]

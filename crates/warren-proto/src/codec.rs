@@ -54,6 +54,10 @@ pub const MAX_IDENTITY_HANDLES: usize = 1024;
 /// Version 2: the most bodies one batch send carries, the most messages one batch receive
 /// asks for, and the most bodies (and runs) one batch delivery carries.
 pub const MAX_BATCH: usize = 16384;
+/// The longest nonce an `Attest` request carries.
+pub const MAX_NONCE: usize = 64;
+/// The most data an `Attest` request binds into a quote.
+pub const MAX_ATTEST_DATA: usize = 1024;
 
 /// Operation codes: the byte after a frame's length.
 mod op {
@@ -69,6 +73,7 @@ mod op {
     pub const CREATE_MAILBOX: u8 = 0x0a;
     pub const SEND_BATCH: u8 = 0x0b;
     pub const RECV_BATCH: u8 = 0x0c;
+    pub const ATTEST: u8 = 0x10;
 
     pub const WELCOME: u8 = 0x81;
     pub const OK: u8 = 0x82;
@@ -79,6 +84,7 @@ mod op {
     pub const ERROR: u8 = 0x87;
     pub const DELIVERIES: u8 = 0x88;
     pub const ACCEPTED: u8 = 0x89;
+    pub const QUOTE: u8 = 0x90;
 }
 
 /// Encoded size of the largest possible message block (headers, correlation, body, caps,
@@ -333,6 +339,7 @@ fn request_op(request: &Request) -> u8 {
         Request::CreateMailbox { .. } => op::CREATE_MAILBOX,
         Request::SendBatch { .. } => op::SEND_BATCH,
         Request::RecvBatch { .. } => op::RECV_BATCH,
+        Request::Attest { .. } => op::ATTEST,
     }
 }
 
@@ -347,6 +354,7 @@ fn response_op(response: &Response) -> u8 {
         Response::Error { .. } => op::ERROR,
         Response::Deliveries(_) => op::DELIVERIES,
         Response::Accepted { .. } => op::ACCEPTED,
+        Response::Quote { .. } => op::QUOTE,
     }
 }
 
@@ -458,6 +466,10 @@ fn request_fields(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeErro
                 Ok(())
             })?;
         }
+        Request::Attest { nonce, data } => {
+            put_bytes(out, nonce, MAX_NONCE, "attest nonce")?;
+            put_bytes(out, data, MAX_ATTEST_DATA, "attest data")?;
+        }
     }
     Ok(())
 }
@@ -516,6 +528,7 @@ fn response_fields(response: &Response, out: &mut Vec<u8>) -> Result<(), EncodeE
             }
         }
         Response::Accepted { count } => put_u32(out, *count),
+        Response::Quote { quote } => put_bytes(out, quote, MAX_BODY, "quote")?,
     }
     Ok(())
 }
@@ -1242,6 +1255,10 @@ fn request_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeErr
                 timeout_ms: r.opt_u64("timeout_ms")?,
             }
         }
+        op::ATTEST => Request::Attest {
+            nonce: r.bytes(MAX_NONCE, "attest nonce")?,
+            data: r.bytes(MAX_ATTEST_DATA, "attest data")?,
+        },
         _ => return Ok(None),
     };
     Ok(Some(request))
@@ -1318,6 +1335,9 @@ fn response_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Response>, DecodeE
         }
         op::ACCEPTED => Response::Accepted {
             count: r.u32("accepted count")?,
+        },
+        op::QUOTE => Response::Quote {
+            quote: r.bytes(MAX_BODY, "quote")?,
         },
         _ => return Ok(None),
     };

@@ -16,9 +16,9 @@ mod codec;
 mod types;
 
 pub use codec::{
-    DecodeError, EncodeError, FRAME_HEADER_LEN, Frames, MAX_BATCH, MAX_BODY, MAX_CAPS, MAX_DETAIL,
-    MAX_FRAME, MAX_HEADER_VALUE, MAX_HEADERS, MAX_IDENTITY_HANDLES, MAX_NAME, MAX_PACKET,
-    PacketBuilder, decode_requests, decode_responses, encode_request, encode_response,
-    encode_send_batch, request_frames, response_frames,
+    DecodeError, EncodeError, FRAME_HEADER_LEN, Frames, MAX_ATTEST_DATA, MAX_BATCH, MAX_BODY,
+    MAX_CAPS, MAX_DETAIL, MAX_FRAME, MAX_HEADER_VALUE, MAX_HEADERS, MAX_IDENTITY_HANDLES, MAX_NAME,
+    MAX_NONCE, MAX_PACKET, PacketBuilder, decode_requests, decode_responses, encode_request,
+    encode_response, encode_send_batch, request_frames, response_frames,
 };
 pub use types::*;

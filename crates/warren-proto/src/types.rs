@@ -216,6 +216,14 @@ pub enum Request {
         /// How long to wait for the first message.
         timeout_ms: Option<u64>,
     },
+    /// A quote from the host's root of trust binding the caller's own launch record and
+    /// `data` to a verifier's `nonce` (answered with [`Response::Quote`]).
+    Attest {
+        /// The verifier's nonce (at most 64 bytes; the kernel refuses an empty one).
+        nonce: Vec<u8>,
+        /// Data the caller binds into the quote (at most 1024 bytes), e.g. a public key.
+        data: Vec<u8>,
+    },
 }
 
 /// Message bodies in one buffer, as the wire carries them: each body a `u32` length and its
@@ -455,6 +463,11 @@ pub enum Response {
         /// The number accepted.
         count: u32,
     },
+    /// A quote (the JSON document of docs/attestation.md), answering `Attest`.
+    Quote {
+        /// The quote's bytes.
+        quote: Vec<u8>,
+    },
     /// The request failed.
     Error {
         /// The stable code.
@@ -503,11 +516,13 @@ pub enum ErrorCode {
     TooLarge = 12,
     /// The kernel is shutting down or cannot take more (e.g. too many handles).
     Unavailable = 13,
+    /// Attest: the root of trust could not make a quote (no launch record, key or TPM failure).
+    AttestFailed = 20,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::BadRequest,
         ErrorCode::NoSuchHandle,
         ErrorCode::NoRight,
@@ -521,6 +536,7 @@ impl ErrorCode {
         ErrorCode::Version,
         ErrorCode::TooLarge,
         ErrorCode::Unavailable,
+        ErrorCode::AttestFailed,
     ];
 
     /// The code for `n`, if it is one.
@@ -544,6 +560,7 @@ impl ErrorCode {
             ErrorCode::Version => "version",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::AttestFailed => "attest-failed",
         }
     }
 }

@@ -118,6 +118,8 @@ fn request() -> impl Strategy<Value = Request> {
                 max,
                 timeout_ms,
             }),
+        (vec(any::<u8>(), 1..=64), vec(any::<u8>(), 0..=64))
+            .prop_map(|(nonce, data)| Request::Attest { nonce, data }),
     ]
 }
 
@@ -175,6 +177,7 @@ fn response() -> impl Strategy<Value = Response> {
             code,
             detail: String::from_iter(detail)
         }),
+        vec(any::<u8>(), 0..256).prop_map(|quote| Response::Quote { quote }),
     ]
 }
 

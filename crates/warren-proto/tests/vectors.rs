@@ -440,6 +440,29 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             ]),
         ),
         // Invalid packets.
+        (
+            "attest",
+            Requests(vec![req(
+                14,
+                Request::Attest {
+                    nonce: vec![1, 2, 3, 4],
+                    data: b"ab".to_vec(),
+                },
+            )]),
+        ),
+        (
+            "quote",
+            Responses(vec![resp(
+                14,
+                Response::Quote {
+                    quote: b"{}".to_vec(),
+                },
+            )]),
+        ),
+        (
+            "attest-nonce-over-limit",
+            Invalid(too_large(9, "attest nonce", 65, 64)),
+        ),
         ("empty", Invalid(DecodeError::EmptyPacket)),
         ("short-length", Invalid(truncated(0, "frame length", 4, 2))),
         ("truncated-frame", Invalid(truncated(4, "frame", 9, 7))),
@@ -771,6 +794,7 @@ fn request_name(r: &Request) -> &'static str {
         Request::CreateMailbox { .. } => "CreateMailbox",
         Request::SendBatch { .. } => "SendBatch",
         Request::RecvBatch { .. } => "RecvBatch",
+        Request::Attest { .. } => "Attest",
     }
 }
 
@@ -785,6 +809,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Error { .. } => "Error",
         Response::Deliveries(_) => "Deliveries",
         Response::Accepted { .. } => "Accepted",
+        Response::Quote { .. } => "Quote",
     }
 }
 
@@ -809,8 +834,8 @@ fn every_variant_and_error_code_has_a_vector() {
             Expect::Invalid(_) => {}
         }
     }
-    assert_eq!(requests.len(), 12, "{requests:?}");
-    assert_eq!(responses.len(), 9, "{responses:?}");
+    assert_eq!(requests.len(), 13, "{requests:?}");
+    assert_eq!(responses.len(), 10, "{responses:?}");
     assert_eq!(codes.len(), ErrorCode::ALL.len(), "{codes:?}");
 }
 
@@ -831,6 +856,7 @@ fn error_codes_are_stable() {
         (11, "version"),
         (12, "too-large"),
         (13, "unavailable"),
+        (20, "attest-failed"),
     ];
     let actual: Vec<(u16, &str)> = ErrorCode::ALL
         .iter()

@@ -294,6 +294,14 @@ fn setup(
     );
     fault(Step::Seccomp)?;
 
+    // Wait until the launcher has recorded the launch in the event log (the second byte on
+    // the go pipe). End-of-file means it failed and reports the error itself.
+    let mut byte = [0u8; 1];
+    match rustix::io::read(&ctx.go, &mut byte) {
+        Ok(1) => {}
+        _ => std::process::exit(125),
+    }
+
     fault(Step::Exec)?;
     let _ = writeln!(report, "info exec");
     let argv = &ctx.plan.argv;

@@ -62,12 +62,13 @@ pub enum Step {
     Capabilities,
     NoNewPrivs,
     Seccomp,
+    Measure,
     Exec,
 }
 
 impl Step {
     /// Every step, in launch order.
-    pub const ALL: [Step; 35] = [
+    pub const ALL: [Step; 36] = [
         Step::Validate,
         Step::Features,
         Step::SeccompCompile,
@@ -102,6 +103,7 @@ impl Step {
         Step::Capabilities,
         Step::NoNewPrivs,
         Step::Seccomp,
+        Step::Measure,
         Step::Exec,
     ];
 
@@ -142,6 +144,7 @@ impl Step {
             Step::Capabilities => "capabilities",
             Step::NoNewPrivs => "no-new-privs",
             Step::Seccomp => "seccomp",
+            Step::Measure => "measure",
             Step::Exec => "exec",
         }
     }
@@ -290,6 +293,25 @@ pub struct Applied {
     pub net: Option<crate::net::NetInfo>,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
+    /// The launch's record in the event log (measured launch).
+    pub measurement: Option<Measurement>,
+}
+
+/// Where a launch was recorded in the event log, and the digests golden values compare.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    /// The root of trust the record was extended into.
+    pub root: &'static str,
+    /// The record's number in the log.
+    pub recnum: u64,
+    /// The record's digest, `sha256:<hex>`.
+    pub digest: String,
+    /// The image tree digest, `blake3:<hex>`.
+    pub image_digest: String,
+    /// The OCI manifest digest, when the image came from one.
+    pub image_manifest_digest: Option<String>,
+    /// The digest of the isolation configuration, `sha256:<hex>`.
+    pub config_digest: String,
 }
 
 /// The uid/gid mapping of an environment.
@@ -702,14 +724,16 @@ pub fn launch_with_mailbox(
                 attach: attach.as_ref(),
                 old_mask,
                 fault,
-                env,
+                env: env.clone(),
                 net: inside,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
     drop(attach);
-    drop(go_rd);
+    // The parent keeps a read end of the go pipe until the measurement byte is written: a
+    // child that failed and exited meanwhile must not turn that write into SIGPIPE.
+    let go_rd_keep = go_rd;
     drop(rep_wr);
     let signals = warren_sys::signalfd(&sigset).ok();
     if signals.is_none() {
@@ -750,6 +774,22 @@ pub fn launch_with_mailbox(
     }
     rustix::io::write(&go_wr, b"g")
         .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
+
+    // Measured launch: while the child builds its namespaces and mounts, measure the image and
+    // the configuration, append the record to the event log and extend the root of trust.
+    // The child waits for a second byte before its `execve`, so the workload's first
+    // instruction runs only once its record is in the log.
+    let measurement = crate::measure::measure_and_record(plan, &running.applied, &env, state)
+        .map_err(|e| LaunchError::Parent {
+            step: Step::Measure,
+            what: "measure the launch".into(),
+            source: std::io::Error::other(e),
+        })?;
+    running.applied.measurement = Some(measurement);
+    injected(fault, Step::Measure)?;
+    rustix::io::write(&go_wr, b"m")
+        .map_err(|e| parent_err(Step::Measure, "let the child exec")(e.into()))?;
+    drop(go_rd_keep);
 
     // Read the child's report until the pipe closes: at exec, or when the child fails.
     let mut text = String::new();
@@ -970,6 +1010,7 @@ fn applied(
         network: "none (loopback only)",
         net: None,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
+        measurement: None,
     }
 }
 

@@ -23,6 +23,7 @@ pub mod elf;
 pub mod features;
 pub mod launch;
 pub mod net;
+mod measure;
 pub mod plan;
 pub mod policy;
 mod rootfs;

@@ -87,6 +87,9 @@ pub struct LaunchPlan {
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,
+    /// The OCI manifest digest (`sha256:<hex>`) when the root was unpacked from an OCI image;
+    /// it goes into the launch's measurement record.
+    pub image_manifest_digest: Option<String>,
 }
 
 impl LaunchPlan {

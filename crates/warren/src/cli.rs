@@ -51,6 +51,104 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
     Doctor(DoctorArgs),
+    /// Measured launch: quotes over the event log, and their verification.
+    #[command(subcommand)]
+    Attest(AttestCommand),
+    /// The Privacy CA that certifies attestation keys.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `warren attest ...`.
+#[derive(Debug, Subcommand)]
+pub enum AttestCommand {
+    /// Choose this state directory's root of trust.
+    Init(AttestInitArgs),
+    /// Sign a quote over the event log for a verifier's nonce.
+    Quote(QuoteArgs),
+    /// Verify a quote (pure Rust; exit 0 accepted, 1 rejected with the reason).
+    Verify(VerifyArgs),
+    /// Print the event log (CEL JSON, one record per line).
+    Log,
+}
+
+/// `warren attest init`.
+#[derive(Debug, Args)]
+pub struct AttestInitArgs {
+    /// `tpm`, `software`, or `auto` (a TPM when /dev/tpmrm0 and the warren-tpm agent exist).
+    #[arg(long, value_name = "ROOT", default_value = "auto")]
+    pub root: String,
+    /// How to reach the TPM: `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
+    #[arg(long, value_name = "SPEC")]
+    pub tpm: Option<String>,
+}
+
+/// `warren attest quote`.
+#[derive(Debug, Args)]
+pub struct QuoteArgs {
+    /// The verifier's nonce, hex.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// Make the quote about this environment's launch record.
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Data to bind with `--env`, hex.
+    #[arg(long, value_name = "HEX", requires = "env")]
+    pub data: Option<String>,
+    /// Write the quote here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `warren attest verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The quote file.
+    #[arg(long, value_name = "FILE")]
+    pub quote: PathBuf,
+    /// The nonce the verifier sent, hex.
+    #[arg(long, value_name = "HEX")]
+    pub nonce: String,
+    /// The issuing CA's certificate (PEM) the attestation key must chain to.
+    #[arg(long, value_name = "CERT")]
+    pub ca: PathBuf,
+    /// Golden values (TOML).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Accept quotes from a software root of trust (`root: software`).
+    #[arg(long)]
+    pub allow_software: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `warren ca ...`.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create a Privacy CA: a root, a TPM issuing CA and a separate software issuing CA.
+    Init(CaDirArgs),
+    /// Enroll this host's attestation key (of the state directory) with the CA in DIR.
+    Enroll(CaEnrollArgs),
+}
+
+/// `warren ca init`.
+#[derive(Debug, Args)]
+pub struct CaDirArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+/// `warren ca enroll`.
+#[derive(Debug, Args)]
+pub struct CaEnrollArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The host name for the certificate (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
 }
 
 /// `warren run`.
@@ -179,6 +277,13 @@ pub struct DaemonArgs {
     /// `<state-dir>/audit.jsonl`.
     #[arg(long, value_name = "PATH")]
     pub audit_log: Option<PathBuf>,
+    /// The root of trust for measured launches (`tpm`, `software`, `auto`); saved for the
+    /// state directory, so launchers without the kernel use it too.
+    #[arg(long, value_name = "ROOT")]
+    pub attest_root: Option<String>,
+    /// How to reach the TPM (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`).
+    #[arg(long, value_name = "SPEC")]
+    pub tpm: Option<String>,
 }
 
 /// `warren up`.

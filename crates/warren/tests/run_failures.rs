@@ -8,7 +8,7 @@ use common::*;
 use std::path::Path;
 
 /// The launch steps, in order, as `WARREN_FAULT_INJECT` names them.
-const STEPS: [&str; 31] = [
+const STEPS: [&str; 32] = [
     "validate",
     "features",
     "seccomp-compile",
@@ -39,6 +39,7 @@ const STEPS: [&str; 31] = [
     "capabilities",
     "no-new-privs",
     "seccomp",
+    "measure",
     "exec",
 ];
 

@@ -13,7 +13,9 @@
 //! warren-msg recv-many [--max N] [--timeout MS]      # up to N messages in one receive
 //! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
 //! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
+//! warren-msg attest --nonce HEX [--data HEX]     # a quote of this environment's launch record
 //! ```
+//! `attest` prints the quote document itself (docs/attestation.md), for `warren attest verify`.
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
 #![forbid(unsafe_code)]
 
@@ -27,7 +29,8 @@ fn usage() -> ! {
          [--nowait] [--reply] | call TARGET BODY [--timeout MS] | recv [--timeout MS] \
          [--correlation N] [-H K=V] [--body] | send-many TARGET BODY... [--nowait] | \
          recv-many [--max N] [--timeout MS] | attenuate TARGET [--rights LIST] [--uses N] \
-         [--expires MS] [--badge N] | revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]"
+         [--expires MS] [--badge N] | revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME] \
+         | attest --nonce HEX [--data HEX]"
     );
     std::process::exit(2)
 }
@@ -97,6 +100,17 @@ fn delivery_json(d: &Delivery) -> String {
 }
 
 /// Arguments after the operation: positionals and `--flag value` pairs.
+/// Lowercase or uppercase hex to bytes.
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 struct Args {
     pos: Vec<String>,
     flags: Vec<(String, Option<String>)>,
@@ -305,6 +319,18 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
         "mailbox" => {
             let h = k.create_mailbox(a.pos.first().map(String::as_str))?;
             println!("{{\"handle\":{h}}}");
+        }
+        "attest" => {
+            let nonce = a
+                .get("--nonce")
+                .and_then(from_hex)
+                .unwrap_or_else(|| usage());
+            let data = match a.get("--data") {
+                Some(d) => from_hex(d).unwrap_or_else(|| usage()),
+                None => Vec::new(),
+            };
+            let quote = k.attest(&nonce, &data)?;
+            println!("{}", String::from_utf8_lossy(&quote));
         }
         _ => usage(),
     }

@@ -30,6 +30,9 @@ pub fn daemon(
     args: DaemonArgs,
     manifest: Option<warren_spec::Manifest>,
 ) -> anyhow::Result<i32> {
+    if let Some(root) = &args.attest_root {
+        super::attest::configure_root(state_dir, root, args.tpm.clone())?;
+    }
     let group = args.group.as_deref().map(group_id).transpose()?;
     let audit_log = args
         .audit_log

@@ -8,15 +8,18 @@ use warren_sandbox::features::{AssuranceLevel, ProbeRoots, probe};
 use crate::cli::DoctorArgs;
 
 /// `warren doctor`.
-pub fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
+pub fn doctor(state_dir: &std::path::Path, args: DoctorArgs) -> anyhow::Result<i32> {
     let host = probe(&ProbeRoots::default());
+    let attestation = super::attest::root_summary(state_dir);
     let code = match host.assurance.level {
         AssuranceLevel::Full => 0,
         AssuranceLevel::Degraded => 1,
         AssuranceLevel::Insufficient => 2,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&host)?);
+        let mut v = serde_json::to_value(&host)?;
+        v["attestation"] = attestation;
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(code);
     }
     println!("kernel {}", host.kernel);
@@ -39,6 +42,14 @@ pub fn doctor(args: DoctorArgs) -> anyhow::Result<i32> {
         AssuranceLevel::Degraded => "DEGRADED",
         AssuranceLevel::Insufficient => "INSUFFICIENT",
     };
+    println!(
+        "attestation root: {}{}",
+        attestation["root"].as_str().unwrap_or("unavailable"),
+        attestation["detail"]
+            .as_str()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default()
+    );
     println!("assurance: {level}");
     if !host.assurance.missing.is_empty() {
         println!("  missing: {}", host.assurance.missing.join(", "));

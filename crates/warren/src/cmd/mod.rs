@@ -1,6 +1,7 @@
 //! One module per verb; each returns the process exit code.
 
 mod apply;
+mod attest;
 mod daemon;
 mod doctor;
 mod manage;
@@ -13,7 +14,9 @@ use crate::cli::{Cli, Command};
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Run(args) => run::run(&cli.state_dir, *args),
-        Command::Doctor(args) => doctor::doctor(args),
+        Command::Doctor(args) => doctor::doctor(&cli.state_dir, args),
+        Command::Attest(c) => attest::attest(&cli.state_dir, c),
+        Command::Ca(c) => attest::ca(&cli.state_dir, c),
         Command::Daemon(args) => daemon::daemon(&cli.state_dir, args, None),
         Command::Up(args) => daemon::up(&cli.state_dir, args),
         Command::Apply(args) => apply::apply(&cli.state_dir, args),

@@ -151,8 +151,8 @@ pub fn inspect(state_dir: &Path, args: InspectArgs) -> anyhow::Result<i32> {
         out["last_exit"] = m["last_exit"].clone();
         out["launcher_pid"] = m["launcher_pid"].clone();
     }
-    // Measured launch records arrive with attestation; until then there is none to show.
-    out["measurement"] = Value::Null;
+    // The launch's event-log record (measured launch), as the launcher recorded it.
+    out["measurement"] = out["applied"]["measurement"].clone();
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(0)
 }

@@ -221,6 +221,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         allow_missing,
         client_tool,
         net,
+        image_manifest_digest: None,
     };
     let state = StateDir::new(state_dir);
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {

@@ -725,6 +725,27 @@ impl Daemon {
         self.close_env(token);
     }
 
+    /// A quote about environment `name`'s launch record (the kernel decided who may ask).
+    fn attest(&self, name: &str, nonce: &[u8], data: &[u8]) -> Response {
+        match warren_attest::make_quote(&self.state_dir, nonce, Some(name), data)
+            .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+            .and_then(|q| serde_json::to_vec(&q).map_err(|e| e.to_string()))
+        {
+            Ok(quote) => Response::Quote { quote },
+            Err(detail) => {
+                tracing::warn!(env = name, "attest failed: {detail}");
+                let mut detail = detail;
+                while detail.len() > warren_proto::MAX_DETAIL {
+                    detail.pop();
+                }
+                Response::Error {
+                    code: warren_proto::ErrorCode::AttestFailed,
+                    detail,
+                }
+            }
+        }
+    }
+
     fn write_audit(&mut self, rec: &warren_kernel::AuditRecord) {
         if let Ok(line) = serde_json::to_string(rec) {
             let _ = writeln!(self.audit, "{line}");
@@ -736,6 +757,16 @@ impl Daemon {
             match action {
                 Action::Respond { env, id, response } => self.queue_response(env, id, response),
                 Action::Audit(rec) => self.write_audit(&rec),
+                Action::Attest {
+                    env,
+                    id,
+                    name,
+                    nonce,
+                    data,
+                } => {
+                    let response = self.attest(&name, &nonce, &data);
+                    self.queue_response(env, id, response);
+                }
             }
         }
         let _ = self.audit.flush();

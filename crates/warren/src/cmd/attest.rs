@@ -1,0 +1,201 @@
+//! `warren attest` (quotes over the event log and their verification) and `warren ca` (the
+//! Privacy CA). The work is done by `warren-attest`; this module reads and writes files and
+//! owns the exit codes: `verify` exits 0 for an accepted quote, 1 for a rejected one (with the
+//! reason's code), 125 when it cannot check at all.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use warren_attest::root::DEFAULT_TPM;
+use warren_attest::verify::{Options, Policy};
+use warren_attest::{RootConfig, RootKind};
+
+use crate::cli::{AttestCommand, CaCommand, QuoteArgs, VerifyArgs};
+
+/// Saves the root of trust for the state directory (`auto` detects).
+pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
+    let config = match root {
+        "auto" => RootConfig::detect(),
+        other => {
+            let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
+            let tpm = match root {
+                RootKind::Tpm => Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),
+                RootKind::Software => None,
+            };
+            RootConfig { root, tpm }
+        }
+    };
+    config
+        .save(state_dir)
+        .context("save the root of trust configuration")
+}
+
+/// The root in use, for `warren doctor`.
+pub fn root_summary(state_dir: &Path) -> Value {
+    match RootConfig::resolve(state_dir) {
+        Ok(c) => {
+            let detail = match c.root {
+                RootKind::Software => format!(
+                    "key {}; quotes say `root: software` and verifiers must opt in",
+                    state_dir.join("attest/software.key").display()
+                ),
+                RootKind::Tpm => c.tpm.clone().unwrap_or_else(|| DEFAULT_TPM.to_owned()),
+            };
+            json!({ "root": c.root.as_str(), "tpm": c.tpm, "detail": detail })
+        }
+        Err(e) => json!({ "root": null, "detail": format!("{e}") }),
+    }
+}
+
+fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(s).with_context(|| format!("{what} {s:?} is not hex"))
+}
+
+/// `warren attest ...`.
+pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
+    match cmd {
+        AttestCommand::Init(a) => {
+            configure_root(state_dir, &a.root, a.tpm)?;
+            println!(
+                "{}",
+                root_summary(state_dir)["root"].as_str().unwrap_or("?")
+            );
+            Ok(0)
+        }
+        AttestCommand::Quote(a) => quote(state_dir, a),
+        AttestCommand::Verify(a) => verify(a),
+        AttestCommand::Log => {
+            let path = warren_attest::EventLog::new(state_dir).path();
+            match std::fs::read_to_string(&path) {
+                Ok(s) => print!("{s}"),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
+    let nonce = hex_arg("--nonce", &a.nonce)?;
+    if nonce.is_empty() {
+        bail!("--nonce is empty: the verifier must choose a fresh nonce");
+    }
+    let data = a
+        .data
+        .as_deref()
+        .map(|d| hex_arg("--data", d))
+        .transpose()?
+        .unwrap_or_default();
+    let q = warren_attest::make_quote(state_dir, &nonce, a.env.as_deref(), &data)
+        .context("make the quote")?;
+    let text = serde_json::to_string_pretty(&q)?;
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, text + "\n").with_context(|| format!("write {}", p.display()))?
+        }
+        None => println!("{text}"),
+    }
+    Ok(0)
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
+    let nonce = hex_arg("--nonce", &a.nonce)?;
+    let text =
+        std::fs::read_to_string(&a.quote).with_context(|| format!("read {}", a.quote.display()))?;
+    let ca_pem =
+        std::fs::read_to_string(&a.ca).with_context(|| format!("read {}", a.ca.display()))?;
+    let policy = match &a.policy {
+        Some(p) => {
+            let t = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+            Some(
+                Policy::from_toml(&t)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("golden values {}", p.display()))?,
+            )
+        }
+        None => None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let result = serde_json::from_str::<warren_attest::Quote>(&text)
+        .map_err(|e| warren_attest::Rejection::Malformed(e.to_string()))
+        .and_then(|q| {
+            warren_attest::verify(
+                &q,
+                &Options {
+                    nonce: &nonce,
+                    ca_pem: &ca_pem,
+                    allow_software: a.allow_software,
+                    policy: policy.as_ref(),
+                    now,
+                },
+            )
+        });
+    match result {
+        Ok(v) => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({ "accepted": true, "root": v.root.as_str(),
+                            "register": hex::encode(v.register), "records": v.records,
+                            "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})) })
+                );
+            } else {
+                println!(
+                    "accepted: root {}, {} records, register {}",
+                    v.root,
+                    v.records,
+                    hex::encode(v.register)
+                );
+                if let Some((env, data)) = &v.subject {
+                    println!("subject: environment {env}, data {}", hex::encode(data));
+                }
+            }
+            Ok(0)
+        }
+        Err(r) => {
+            if a.json {
+                println!(
+                    "{}",
+                    json!({ "accepted": false, "reason": r.code(), "detail": r.to_string() })
+                );
+            } else {
+                eprintln!("warren: quote rejected ({}): {r}", r.code());
+            }
+            Ok(1)
+        }
+    }
+}
+
+/// `warren ca ...`.
+pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
+    match cmd {
+        CaCommand::Init(a) => {
+            let ca = warren_attest::ca::PrivacyCa::init(&a.dir).context("create the CA")?;
+            println!(
+                "TPM issuing CA: {}\nsoftware issuing CA: {}",
+                ca.issuer_cert_path(RootKind::Tpm).display(),
+                ca.issuer_cert_path(RootKind::Software).display()
+            );
+            Ok(0)
+        }
+        CaCommand::Enroll(a) => {
+            let host = a.host.unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_else(|_| "localhost".into())
+            });
+            let (root, _) =
+                warren_attest::enroll::enroll_local(state_dir, &a.dir, &host).context("enroll")?;
+            println!(
+                "enrolled: {root} attestation key of {host}, certificate {}",
+                warren_attest::quote::certificate_path(state_dir).display()
+            );
+            Ok(0)
+        }
+    }
+}
