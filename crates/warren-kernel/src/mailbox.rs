@@ -35,6 +35,8 @@ pub(crate) struct Stored {
     pub(crate) reply: Option<CapId>,
     /// Set on a `down` notice: the monitor reference.
     pub(crate) down: Option<u64>,
+    /// Set on a message from another host: the driver's ticket, settled on delivery.
+    pub(crate) ticket: Option<u64>,
 }
 
 impl Stored {

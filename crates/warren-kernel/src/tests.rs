@@ -57,6 +57,7 @@ impl World {
             match a {
                 Action::Respond { env, id, response } => self.responses.push((env, id, response)),
                 Action::Audit(r) => self.audits.push(r),
+                Action::Forward(_) | Action::Settled { .. } => {}
             }
         }
     }

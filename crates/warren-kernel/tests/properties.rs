@@ -532,7 +532,7 @@ impl Model {
         );
         let own = own.map(|p| match actions.remove(p) {
             Action::Respond { response, .. } => response,
-            Action::Audit(_) => unreachable!(),
+            _ => unreachable!(),
         });
         (id, own, actions)
     }
