@@ -17,7 +17,7 @@ use crate::mailbox::{Mailbox, MailboxId, Stored, WaitingRecv, WaitingSend, match
 use crate::{EnvId, Millis};
 
 mod remote;
-pub use remote::{Export, Import, InjectError, Inbound, Outbound, accepts};
+pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts};
 
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
 pub const DEFAULT_MAILBOX_HANDLE: Handle = 1;

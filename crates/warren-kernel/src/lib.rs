@@ -123,7 +123,7 @@ pub use action::{Action, AuditRecord};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::{
-    Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, InjectError, Inbound,
+    Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
     Kernel, KernelError, Outbound, Stats, accepts,
 };
 

@@ -264,7 +264,10 @@ async fn run(config: BrokerConfig, mut commands: mpsc::UnboundedReceiver<Command
 fn queue_args(t: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     if t == QueueType::Quorum {
-        args.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
     }
     args
 }

@@ -203,7 +203,10 @@ mod tests {
         assert_eq!(t.verifying_key("alpha").unwrap(), k);
         assert!(t.verifying_key("beta").is_err());
         let bad = TrustedKeys::parse("alpha ed25519:zz\n", Path::new("keys")).unwrap_err();
-        assert_eq!(bad.to_string(), "keys:1: \"ed25519:zz\" is not 32 bytes of hex");
+        assert_eq!(
+            bad.to_string(),
+            "keys:1: \"ed25519:zz\" is not 32 bytes of hex"
+        );
         let twice = format!("a {0}\na {0}\n", format_public(&k));
         let e = TrustedKeys::parse(&twice, Path::new("keys")).unwrap_err();
         assert_eq!(e.to_string(), "keys:2: host \"a\" is listed twice");

@@ -138,7 +138,13 @@ fn batch_payload(b: &Batch) -> Vec<u8> {
     let size: usize = b
         .messages
         .iter()
-        .map(|m| 64 + m.body.len() + m.headers.iter().map(|(k, v)| k.len() + v.len() + 6).sum::<usize>())
+        .map(|m| {
+            64 + m.body.len()
+                + m.headers
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 6)
+                    .sum::<usize>()
+        })
         .sum();
     let mut out = Vec::with_capacity(40 + size);
     put_str8(&mut out, &b.from_host);
@@ -237,15 +243,21 @@ impl<'a> Reader<'a> {
     }
 
     fn u16(&mut self) -> Result<u16, OpenError> {
-        Ok(u16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
 
     fn u32(&mut self) -> Result<u32, OpenError> {
-        Ok(u32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self) -> Result<u64, OpenError> {
-        Ok(u64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     fn str_of(&self, b: &[u8]) -> Result<String, OpenError> {
@@ -287,12 +299,7 @@ fn split_signed<'a>(
     Ok((sig, &b[68..]))
 }
 
-fn verify(
-    key: &VerifyingKey,
-    domain: &[u8],
-    payload: &[u8],
-    sig: &Signature,
-) -> Result<(), ()> {
+fn verify(key: &VerifyingKey, domain: &[u8], payload: &[u8], sig: &Signature) -> Result<(), ()> {
     let mut msg = Vec::with_capacity(domain.len() + payload.len());
     msg.extend_from_slice(domain);
     msg.extend_from_slice(payload);
@@ -300,7 +307,10 @@ fn verify(
 }
 
 fn decode_payload(p: &[u8]) -> Result<Batch, OpenError> {
-    let mut r = Reader { b: p, what: "batch" };
+    let mut r = Reader {
+        b: p,
+        what: "batch",
+    };
     let from_host = r.str8()?;
     let to_host = r.str8()?;
     let epoch = r.u64()?;
@@ -318,7 +328,11 @@ fn decode_payload(p: &[u8]) -> Result<Batch, OpenError> {
             return Err(r.err("unknown message flags"));
         }
         let correlation = if flags & 1 != 0 { Some(r.u64()?) } else { None };
-        let via = if flags & 2 != 0 { Some(r.bytes16()?) } else { None };
+        let via = if flags & 2 != 0 {
+            Some(r.bytes16()?)
+        } else {
+            None
+        };
         let nh = r.u16()? as usize;
         let mut headers = Vec::with_capacity(nh.min(64));
         for _ in 0..nh {
@@ -332,7 +346,11 @@ fn decode_payload(p: &[u8]) -> Result<Batch, OpenError> {
         for _ in 0..nc {
             caps.push(r.bytes16()?);
         }
-        let reply = if flags & 4 != 0 { Some(r.bytes16()?) } else { None };
+        let reply = if flags & 4 != 0 {
+            Some(r.bytes16()?)
+        } else {
+            None
+        };
         messages.push(Envelope {
             to,
             from_env,
@@ -373,7 +391,10 @@ pub fn open_batch(bytes: &[u8], trust: &dyn Trust) -> Result<Batch, OpenError> {
 /// token back to its issuer, who checks it with [`open_token`]).
 pub fn peek_token(bytes: &[u8]) -> Result<Token, OpenError> {
     let (_, p) = split_signed(bytes, TOKEN_MAGIC, "token")?;
-    let mut r = Reader { b: p, what: "token" };
+    let mut r = Reader {
+        b: p,
+        what: "token",
+    };
     let issuer = r.str8()?;
     let id = r.u64()?;
     let target = r.str8()?;
@@ -485,7 +506,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut bad = bytes.clone();
             bad[i] ^= 0x40;
-            assert!(open_batch(&bad, &trust()).is_err(), "byte {i} flipped was accepted");
+            assert!(
+                open_batch(&bad, &trust()).is_err(),
+                "byte {i} flipped was accepted"
+            );
         }
     }
 

@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 13] {
+fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 14] {
     let SpaceSpec {
         image,
         command,
@@ -159,6 +159,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 13] {
         may_discover,
         mailbox_capacity,
         allow_missing,
+        accept_from,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -179,6 +180,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 13] {
         ("may_discover", json(may_discover)),
         ("mailbox_capacity", json(mailbox_capacity)),
         ("allow_missing", json(allow_missing)),
+        ("accept_from", json(accept_from)),
     ]
 }
 

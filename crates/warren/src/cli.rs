@@ -51,6 +51,20 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
     Doctor(DoctorArgs),
+    /// Print this host's federation public key as a trusted-keys line (`NAME ed25519:HEX`),
+    /// creating the private key first if it does not exist.
+    HostKey(HostKeyArgs),
+}
+
+/// `warren host-key`.
+#[derive(Debug, Args)]
+pub struct HostKeyArgs {
+    /// The host's name, printed first on the line (as `[host] name` in the manifest).
+    #[arg(long)]
+    pub name: String,
+    /// The private key file (`[host] key`). Default: `<state-dir>/link/host.key`.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// `warren run`.

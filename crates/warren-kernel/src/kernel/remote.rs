@@ -83,10 +83,12 @@ pub struct Outbound {
 }
 
 /// A local capability made available to another host under a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Export {
     /// The export's number: what a message coming back through it names.
     pub id: u64,
+    /// The local mailbox it designates (`env` or `env/mailbox`), for tokens and audits.
+    pub designation: String,
     /// Its rights (never RECEIVE, never MONITOR).
     pub rights: Rights,
     /// Sends left, when limited.
@@ -356,6 +358,7 @@ impl Kernel {
         self.exports.insert(id, cap);
         Export {
             id,
+            designation: self.mailboxes[&spec.mailbox].designation.to_string(),
             rights: spec.rights,
             uses: spec.uses_left,
         }
