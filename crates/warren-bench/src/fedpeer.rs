@@ -3,7 +3,7 @@
 //! read from the environment's log.
 //!
 //! ```text
-//! warren-fed-peer send TARGET COUNT [BATCH]   # bodies "1".."COUNT" through TARGET, BATCH per packet
+//! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # bodies "1".."COUNT", BATCH per packet
 //! warren-fed-peer recv COUNT [LINGER_MS]      # expects "1".."COUNT" in order; reports gaps and repeats
 //! warren-fed-peer echo                        # answers every message through its reply capability
 //! warren-fed-peer ping TARGET COUNT           # round trips through TARGET (an echo), reports latency
@@ -41,7 +41,7 @@ fn is_timeout(e: &ClientError) -> bool {
     e.code() == Some(ErrorCode::Timeout)
 }
 
-fn send(c: &mut Client, target: &str, count: u64, batch: u64) {
+fn send(c: &mut Client, target: &str, count: u64, batch: u64, pause: Duration) {
     let h = handle_for(c, target);
     let start = Instant::now();
     let mut next = 1;
@@ -54,10 +54,38 @@ fn send(c: &mut Client, target: &str, count: u64, batch: u64) {
                 die(&format!("send {i}"), e);
             }
         }
+        if next / 1000 != (end + 1) / 1000 {
+            println!("SENDING {end}");
+        }
         next = end + 1;
+        std::thread::sleep(pause);
     }
     let secs = start.elapsed().as_secs_f64();
     println!("SENT {count} in {secs:.3} s");
+}
+
+/// Takes what is queued, up to 256 messages per packet, without parking a receive in the
+/// kernel (a receive with timeout 0 is answered at once), then waits for one message with a
+/// timeout when nothing was there. Parked receives are lost when a kernel restarts; these are
+/// never parked, and the one that waits gives up after its timeout and is asked again.
+fn take(c: &mut Client) -> Vec<warren_client::Delivery> {
+    let mut got = Vec::new();
+    match c.recv(Some(Duration::from_secs(1))) {
+        Ok(d) => got.push(d),
+        Err(e) if is_timeout(&e) => return got,
+        Err(e) => die("recv", e),
+    }
+    let more = c
+        .recv_batch(255, Some(Duration::ZERO))
+        .unwrap_or_else(|e| die("recv", e));
+    for r in more {
+        match r {
+            Ok(d) => got.push(d),
+            Err(e) if is_timeout(&e) => {}
+            Err(e) => die("recv", e),
+        }
+    }
+    got
 }
 
 fn recv(c: &mut Client, count: u64, linger: Duration) {
@@ -65,43 +93,32 @@ fn recv(c: &mut Client, count: u64, linger: Duration) {
     let mut first: Option<Instant> = None;
     let mut senders = std::collections::BTreeSet::new();
     while expect <= count {
-        match c.recv(Some(Duration::from_secs(1))) {
-            Ok(d) => {
-                first.get_or_insert_with(Instant::now);
-                senders.insert(d.from.env.clone());
-                let n: u64 = String::from_utf8_lossy(&d.body).parse().unwrap_or(0);
-                if n < expect {
-                    repeats += 1;
-                    println!("REPEAT {n} (expected {expect})");
-                } else {
-                    if n > expect {
-                        gaps += n - expect;
-                        println!("GAP {expect}..{n}");
-                    }
-                    expect = n + 1;
+        for d in take(c) {
+            first.get_or_insert_with(Instant::now);
+            senders.insert(d.from.env.clone());
+            let n: u64 = String::from_utf8_lossy(&d.body).parse().unwrap_or(0);
+            if n < expect {
+                repeats += 1;
+                println!("REPEAT {n} (expected {expect})");
+            } else {
+                if n > expect {
+                    gaps += n - expect;
+                    println!("GAP {expect}..{n}");
                 }
-                if n % 1000 == 0 {
-                    println!("AT {n}");
-                }
+                expect = n + 1;
             }
-            Err(e) if is_timeout(&e) => continue,
-            Err(e) => die("recv", e),
+            if n % 1000 == 0 {
+                println!("AT {n}");
+            }
         }
     }
     let secs = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
     // Anything after the last one is a repeat.
     let until = Instant::now() + linger;
     while Instant::now() < until {
-        match c.recv(Some(Duration::from_millis(200))) {
-            Ok(d) => {
-                repeats += 1;
-                println!(
-                    "REPEAT {} (after the end)",
-                    String::from_utf8_lossy(&d.body)
-                );
-            }
-            Err(e) if is_timeout(&e) => {}
-            Err(e) => die("recv", e),
+        for d in take(c) {
+            repeats += 1;
+            println!("REPEAT {} (after the end)", String::from_utf8_lossy(&d.body));
         }
     }
     let from: Vec<_> = senders.into_iter().collect();
@@ -230,8 +247,14 @@ fn main() {
     let mut c = Client::connect().unwrap_or_else(|e| die("connect", e));
     let num = |s: &str| s.parse::<u64>().unwrap_or_else(|e| die(s, e));
     match a.as_slice() {
-        ["send", target, count] => send(&mut c, target, num(count), 64),
-        ["send", target, count, batch] => send(&mut c, target, num(count), num(batch)),
+        ["send", target, count] => send(&mut c, target, num(count), 256, Duration::ZERO),
+        ["send", target, count, batch] => {
+            send(&mut c, target, num(count), num(batch), Duration::ZERO)
+        }
+        ["send", target, count, batch, pause_ms] => {
+            let pause = Duration::from_millis(num(pause_ms));
+            send(&mut c, target, num(count), num(batch), pause)
+        }
         ["recv", count] => recv(&mut c, num(count), Duration::from_secs(2)),
         ["recv", count, linger] => recv(&mut c, num(count), Duration::from_millis(num(linger))),
         ["echo"] => echo(&mut c),
