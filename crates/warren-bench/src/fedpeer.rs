@@ -118,7 +118,10 @@ fn recv(c: &mut Client, count: u64, linger: Duration) {
     while Instant::now() < until {
         for d in take(c) {
             repeats += 1;
-            println!("REPEAT {} (after the end)", String::from_utf8_lossy(&d.body));
+            println!(
+                "REPEAT {} (after the end)",
+                String::from_utf8_lossy(&d.body)
+            );
         }
     }
     let from: Vec<_> = senders.into_iter().collect();

@@ -722,9 +722,7 @@ impl Kernel {
         };
 
         if self.is_proxy(mb_id) {
-            return self.send_remote(
-                env, id, handle, cap_id, mb_id, badge, message, attached, reply_src,
-            );
+            return self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src);
         }
         // Room: a waiting receive that takes it, the queue, or (if asked) waiting.
         let mb = &self.mailboxes[&mb_id];

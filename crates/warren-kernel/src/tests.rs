@@ -1038,7 +1038,7 @@ fn lookup_follows_policy_and_gives_no_oracle() {
             "the name is in neither may_send nor may_discover",
             "no running mailbox has that name",
             "no running mailbox has that name",
-            "remote names are not served yet",
+            "remote names need federation ([host] broker)",
         ]
     );
     assert_eq!(w.audits[audits].target.as_deref(), Some("db"));

@@ -192,7 +192,11 @@ impl Drop for Host {
             for e in &self.envs {
                 let log = self.env_log(e);
                 let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                eprintln!("--- {e}@{} (last lines) ---\n{}", self.name, tail.join("\n"));
+                eprintln!(
+                    "--- {e}@{} (last lines) ---\n{}",
+                    self.name,
+                    tail.join("\n")
+                );
             }
         }
         let _ = std::fs::remove_dir_all(&self.state);
@@ -230,9 +234,7 @@ fn name(prefix: &str) -> String {
 
 fn binary_space(env: &str, args: &str, extra: &str) -> String {
     let p = peer().display().to_string();
-    format!(
-        "[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"{p}\", {args}]\n{extra}\n"
-    )
+    format!("[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"{p}\", {args}]\n{extra}\n")
 }
 
 #[test]
@@ -370,7 +372,9 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     beta.wait_log(&sink, "DONE", 60);
     let log = beta.env_log(&sink);
     assert!(
-        log.contains(&format!("DONE received=1 repeats=0 gaps=0 from={web}@alpha ")),
+        log.contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
         "{log}"
     );
     let audit = beta.audit();
@@ -380,9 +384,21 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
             .iter()
             .any(|r| r["code"] == code && r["reason"].as_str().unwrap_or("").contains(reason))
     };
-    assert!(has("forged", "\"mallory\" is not in the trusted keys"), "{inbound:#?}");
-    assert!(has("forged", "bad signature on a batch from host \"alpha\""), "{inbound:#?}");
-    assert!(has("no-right", &format!("intruder@alpha is not in {sink}'s accept_from")), "{inbound:#?}");
+    assert!(
+        has("forged", "\"mallory\" is not in the trusted keys"),
+        "{inbound:#?}"
+    );
+    assert!(
+        has("forged", "bad signature on a batch from host \"alpha\""),
+        "{inbound:#?}"
+    );
+    assert!(
+        has(
+            "no-right",
+            &format!("intruder@alpha is not in {sink}'s accept_from")
+        ),
+        "{inbound:#?}"
+    );
     assert_eq!(inbound.len(), 3, "{inbound:#?}");
 }
 
@@ -396,7 +412,11 @@ fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
         dir.path(),
         "beta",
         &broker,
-        &binary_space(&db, "\"grantee\"", &format!("accept_from = [\"{web}@alpha\"]")),
+        &binary_space(
+            &db,
+            "\"grantee\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
         &[&db],
     );
     let mut alpha = Host::new(
@@ -417,10 +437,16 @@ fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
     let w = alpha.env_log(&web);
     // Before revocation the capability works, with the badge its grantor set; the sender is
     // the remote environment as the kernels saw it.
-    assert!(w.contains(&format!("GOT one from={db}@beta badge=7")), "{w}");
+    assert!(
+        w.contains(&format!("GOT one from={db}@beta badge=7")),
+        "{w}"
+    );
     assert!(w.contains("REVOKED"), "{w}");
     let d = beta.env_log(&db);
-    assert!(d.contains(&format!("GOT here is a capability from={web}@alpha caps=1")), "{d}");
+    assert!(
+        d.contains(&format!("GOT here is a capability from={web}@alpha caps=1")),
+        "{d}"
+    );
     assert!(d.contains("SENT two"), "{d}");
     // After it, what comes through it is refused by the issuer, and audited there.
     assert!(!w.contains("AFTER-REVOKE"), "{w}");

@@ -33,7 +33,7 @@
 
 use std::sync::Arc;
 
-use warren_proto::{ErrorCode, Handle, Message, RequestId, Response, Rights};
+use warren_proto::{ErrorCode, Message, RequestId, Response, Rights};
 
 use super::{Deny, Kernel, MAY_DISCOVER_RIGHTS, MAY_SEND_RIGHTS, without_receive};
 use crate::action::{Action, AuditRecord};
@@ -289,7 +289,6 @@ impl Kernel {
         &mut self,
         env: EnvId,
         id: RequestId,
-        handle: Handle,
         cap_id: CapId,
         mb_id: MailboxId,
         badge: u64,
@@ -307,7 +306,6 @@ impl Kernel {
                 ));
             }
         }
-        let _ = handle;
         self.caps.consume(cap_id);
         let mut exports = Vec::with_capacity(attached.len());
         for a in attached {
@@ -374,7 +372,7 @@ impl Kernel {
     /// by [`Action::Settled`] with its ticket. A refusal for good is audited.
     pub fn inject(&mut self, msg: Inbound, now: Millis) -> Result<(), InjectError> {
         self.advance(now);
-        let (mb_id, badge, env_name) = match msg.via {
+        let (mb_id, badge) = match msg.via {
             Some(export) => self.check_export(export, &msg)?,
             None => {
                 let (env_name, mailbox) = match msg.to.split_once('/') {
@@ -398,17 +396,17 @@ impl Kernel {
                     .get(&owner)
                     .is_some_and(|a| accepts(a, &msg.from));
                 if !allowed {
+                    let name = e.name.clone();
                     return Err(self.refuse_inbound(
-                        &e.name.to_string(),
+                        &name,
                         &msg,
                         ErrorCode::NoRight,
-                        format!("{} is not in {}'s accept_from", msg.from, e.name),
+                        format!("{} is not in {name}'s accept_from", msg.from),
                     ));
                 }
-                (mb, 0, e.name.to_string())
+                (mb, 0)
             }
         };
-        let _ = env_name;
         let mut caps = Vec::with_capacity(msg.imports.len());
         for import in msg.imports.iter() {
             caps.push(self.import(import, false));
@@ -434,7 +432,7 @@ impl Kernel {
         &mut self,
         export: u64,
         msg: &Inbound,
-    ) -> Result<(MailboxId, u64, String), InjectError> {
+    ) -> Result<(MailboxId, u64), InjectError> {
         let who = msg.from.clone();
         let Some(&cap_id) = self.exports.get(&export) else {
             return Err(self.refuse_inbound(
@@ -470,8 +468,7 @@ impl Kernel {
             self.exports.remove(&export);
             self.release_cap(cap_id);
         }
-        let owner = self.mailboxes[&mb].owner_name.to_string();
-        Ok((mb, badge, owner))
+        Ok((mb, badge))
     }
 
     fn import(&mut self, import: &Import, reply: bool) -> CapId {
@@ -507,5 +504,285 @@ impl Kernel {
             code: code.as_str(),
             reason,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warren_proto::{Filter, Request};
+
+    use super::*;
+    use crate::{Config, EnvSpec};
+
+    fn spec(name: &str, may_send: &[&str]) -> EnvSpec {
+        EnvSpec {
+            name: name.into(),
+            may_send: may_send.iter().map(|s| s.to_string()).collect(),
+            ..EnvSpec::default()
+        }
+    }
+
+    fn drain(k: &mut Kernel) -> Vec<Action> {
+        std::iter::from_fn(|| k.poll_action()).collect()
+    }
+
+    fn send(k: &mut Kernel, env: EnvId, handle: u32, body: &str, caps: Vec<u32>) -> Vec<Action> {
+        let message = Message {
+            body: body.into(),
+            caps,
+            ..Message::default()
+        };
+        k.handle_request(
+            env,
+            1,
+            Request::Send {
+                handle,
+                message,
+                wait: true,
+            },
+            0,
+        );
+        drain(k)
+    }
+
+    fn recv(k: &mut Kernel, env: EnvId) -> Vec<Action> {
+        let req = Request::Recv {
+            mailbox: None,
+            filter: Filter::default(),
+            timeout_ms: Some(0),
+        };
+        k.handle_request(env, 2, req, 0);
+        drain(k)
+    }
+
+    fn inbound(to: &str, from: &str, via: Option<u64>, ticket: u64) -> Inbound {
+        Inbound {
+            to: to.into(),
+            from: from.into(),
+            headers: Vec::new(),
+            correlation: None,
+            body: b"hi".to_vec(),
+            via,
+            imports: Vec::new(),
+            reply: None,
+            ticket,
+        }
+    }
+
+    #[test]
+    fn without_federation_remote_names_are_not_granted_nor_found() {
+        let mut k = Kernel::new(Config::default());
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        assert_eq!(k.debug_table(web).len(), 1);
+        k.handle_request(
+            web,
+            1,
+            Request::Lookup {
+                name: "db@beta".into(),
+            },
+            0,
+        );
+        assert!(matches!(
+            drain(&mut k).last(),
+            Some(Action::Respond {
+                response: Response::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_send_through_a_remote_handle_is_forwarded_and_answered() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        let table = k.debug_table(web);
+        assert_eq!(table[1].1.designation, "db@beta");
+        assert_eq!(table[1].1.rights, REMOTE_RIGHTS);
+        let acts = send(&mut k, web, 2, "hello", Vec::new());
+        match &acts[..] {
+            [
+                Action::Forward(out),
+                Action::Respond {
+                    response: Response::Ok,
+                    ..
+                },
+            ] => {
+                assert_eq!((out.from.as_str(), out.to.as_str()), ("web", "db@beta"));
+                assert_eq!(out.body, b"hello");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A name of this host spelled with its host part is local.
+        k.add_env(spec("db", &[]), 0).unwrap();
+        k.handle_request(
+            web,
+            3,
+            Request::Lookup {
+                name: "db@alpha".into(),
+            },
+            0,
+        );
+        assert!(matches!(
+            drain(&mut k).last(),
+            Some(Action::Respond {
+                response: Response::Error {
+                    code: ErrorCode::NotFound,
+                    ..
+                },
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn inbound_messages_need_accept_from_and_settle_on_delivery() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("beta");
+        let db = k.add_env(spec("db", &[]), 0).unwrap();
+        // Not in accept_from: refused and audited.
+        let err = k
+            .inject(inbound("db", "web@alpha", None, 1), 0)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            InjectError::Refused {
+                code: "no-right",
+                ..
+            }
+        ));
+        assert!(matches!(&drain(&mut k)[..], [Action::Audit(r)] if r.op == "inbound"));
+        // No such mailbox (yet): the driver waits.
+        assert_eq!(
+            k.inject(inbound("cache", "web@alpha", None, 2), 0),
+            Err(InjectError::NoMailbox { to: "cache".into() })
+        );
+        k.set_accept_from(db, vec!["*@alpha".into()]);
+        k.inject(inbound("db", "web@alpha", None, 3), 0).unwrap();
+        let acts = recv(&mut k, db);
+        match &acts[..] {
+            [
+                Action::Settled {
+                    ticket: 3,
+                    delivered: true,
+                },
+                Action::Respond {
+                    response: Response::Delivery(d),
+                    ..
+                },
+            ] => {
+                assert_eq!(d.from.env, "web@alpha");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_exported_capability_works_until_revoked() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        // web attenuates its own mailbox handle and passes it to db@beta.
+        let att = Request::Attenuate {
+            handle: 1,
+            rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
+            uses: None,
+            expires_in_ms: None,
+            badge: Some(7),
+        };
+        k.handle_request(web, 1, att, 0);
+        let Some(Action::Respond {
+            response: Response::Handle { handle: h, .. },
+            ..
+        }) = drain(&mut k).pop()
+        else {
+            panic!("no handle");
+        };
+        let acts = send(&mut k, web, 2, "cap", vec![h]);
+        let Some(Action::Forward(out)) = acts.first() else {
+            panic!("{acts:?}")
+        };
+        let export = out.exports[0].clone();
+        assert_eq!(export.designation, "web");
+        assert_eq!(k.exports(), 1);
+        // db@beta sends back through it: delivered with the badge web chose.
+        k.inject(inbound("ignored", "db@beta", Some(export.id), 1), 0)
+            .unwrap();
+        match &recv(&mut k, web)[..] {
+            [
+                Action::Settled { .. },
+                Action::Respond {
+                    response: Response::Delivery(d),
+                    ..
+                },
+            ] => {
+                assert_eq!((d.from.env.as_str(), d.from.badge), ("db@beta", 7));
+            }
+            other => panic!("{other:?}"),
+        }
+        // web revokes what it passed: the next one is refused and audited.
+        k.handle_request(web, 3, Request::Revoke { handle: h }, 0);
+        drain(&mut k);
+        let err = k
+            .inject(inbound("web", "db@beta", Some(export.id), 2), 0)
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            InjectError::Refused {
+                code: "revoked",
+                ..
+            }
+        ));
+        // An export number never issued is refused too.
+        assert!(
+            k.inject(inbound("web", "db@beta", Some(999), 3), 0)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn imported_capabilities_forward_with_their_token_and_cannot_leave_for_a_third_host() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("beta");
+        let db = k.add_env(spec("db", &["log@gamma"]), 0).unwrap();
+        k.set_accept_from(db, vec!["web@alpha".into()]);
+        let mut m = inbound("db", "web@alpha", None, 1);
+        m.imports.push(Import {
+            address: "web@alpha".into(),
+            token: Arc::from(&b"tok"[..]),
+            rights: Rights(Rights::SEND.0 | Rights::GRANT.0 | Rights::MONITOR.0),
+            uses: None,
+        });
+        k.inject(m, 0).unwrap();
+        let acts = recv(&mut k, db);
+        let Some(Action::Respond {
+            response: Response::Delivery(d),
+            ..
+        }) = acts.last()
+        else {
+            panic!("{acts:?}")
+        };
+        let h = d.caps[0];
+        let acts = send(&mut k, db, h, "back", Vec::new());
+        let Some(Action::Forward(out)) = acts.first() else {
+            panic!("{acts:?}")
+        };
+        assert_eq!(out.to, "web@alpha");
+        assert_eq!(out.token.as_deref(), Some(&b"tok"[..]));
+        // MONITOR was masked off; passing it to a third host is refused.
+        let acts = send(&mut k, db, 2, "pass", vec![h]);
+        assert!(matches!(
+            acts.last(),
+            Some(Action::Respond {
+                response: Response::Error {
+                    code: ErrorCode::NoRight,
+                    ..
+                },
+                ..
+            })
+        ));
     }
 }
