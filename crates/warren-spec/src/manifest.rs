@@ -62,16 +62,21 @@ pub struct HostSpec {
     pub name: Option<String>,
     /// Federation: the AMQP broker, `amqp://user:password@host:port/vhost` or `amqps://...`
     /// (`docs/federation.md`). Without it the host is alone and remote names are not granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub broker: Option<String>,
     /// PEM file of the certificate authorities to trust for an `amqps` broker (default: the
     /// system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_ca: Option<PathBuf>,
     /// The host's Ed25519 signing key (hex seed, mode 600); created if missing. Default:
     /// `<state>/link/host.key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
     /// The trusted-keys file: one `HOST ed25519:HEX` per line. Required with `broker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub trusted_keys: Option<PathBuf>,
     /// The broker queue type: `classic` (default) or `quorum` (for a RabbitMQ cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_type: Option<String>,
 }
 

@@ -95,6 +95,7 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "may_discover", "old": null, "new": [] },
                 { "field": "mailbox_capacity", "old": null, "new": null },
                 { "field": "allow_missing", "old": null, "new": [] },
+                { "field": "accept_from", "old": null, "new": [] },
             ],
         }]),
     );
