@@ -35,6 +35,18 @@ pub enum Action {
         /// The caller's data.
         data: Vec<u8>,
     },
+    /// Carry this message to another host (federation): the sender has been answered `ok`,
+    /// so the driver must make it durable before that answer leaves.
+    Forward(Box<crate::Outbound>),
+    /// A message injected from another host ([`Kernel::inject`](crate::Kernel::inject)) left
+    /// the kernel: delivered to a receive, or discarded (`delivered: false`) because its
+    /// mailbox died. The driver may now acknowledge it to the broker.
+    Settled {
+        /// The ticket the driver gave it.
+        ticket: u64,
+        /// Whether a receive took it.
+        delivered: bool,
+    },
 }
 
 /// A denied request (or a message the kernel had to discard), as the audit log keeps it.

@@ -19,6 +19,9 @@ use crate::mailbox::{
 };
 use crate::{EnvId, Millis};
 
+mod remote;
+pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts};
+
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
 pub const DEFAULT_MAILBOX_HANDLE: Handle = 1;
 
@@ -331,6 +334,17 @@ pub struct Kernel {
     deadlines: BTreeSet<(Millis, u64, MailboxId)>,
     next_seq: u64,
     actions: VecDeque<Action>,
+    /// Federation (`remote.rs`): this host's name, once remote names are on.
+    local_host: Option<String>,
+    /// Inbound policy per environment (`accept_from`).
+    accept_from: BTreeMap<EnvId, Vec<String>>,
+    /// Shared proxy mailboxes by remote address.
+    proxies: BTreeMap<String, MailboxId>,
+    /// Every proxy mailbox and where it forwards.
+    remote: BTreeMap<MailboxId, remote::RemoteTarget>,
+    /// Capabilities exported to other hosts, by export number.
+    exports: BTreeMap<u64, CapId>,
+    next_export: u64,
 }
 
 impl Kernel {
@@ -350,6 +364,12 @@ impl Kernel {
             deadlines: BTreeSet::new(),
             next_seq: 1,
             actions: VecDeque::new(),
+            local_host: None,
+            accept_from: BTreeMap::new(),
+            proxies: BTreeMap::new(),
+            remote: BTreeMap::new(),
+            exports: BTreeMap::new(),
+            next_export: 1,
         }
     }
 
@@ -418,6 +438,7 @@ impl Kernel {
                 self.grant_initial(id, t);
             }
         }
+        self.grant_remote(id);
         // Grants others declared to it, waiting until now.
         let waiting: Vec<EnvId> = self
             .envs
@@ -450,6 +471,7 @@ impl Kernel {
             return;
         };
         self.names.remove(&*e.name);
+        self.accept_from.remove(&env);
 
         // Its own waiting requests: nobody is left to answer.
         for &mb_id in e.waiting_in.keys() {
@@ -787,6 +809,9 @@ impl Kernel {
             None => None,
         };
 
+        if self.is_proxy(mb_id) {
+            return self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src);
+        }
         // Room: a waiting receive that takes it, the queue, or (if asked) waiting.
         let mb = &self.mailboxes[&mb_id];
         let full = |k: &Kernel, why: &str| k.deny_at(ErrorCode::Full, handle, cap_id, why);
@@ -850,6 +875,7 @@ impl Kernel {
             caps,
             reply,
             down: None,
+            ticket: None,
         };
         if self.place(mb_id, msg, Some((env, id))) {
             self.respond(env, id, Response::Ok);
@@ -1289,7 +1315,10 @@ impl Kernel {
                 .target(name.clone())
         };
         if name.contains('@') {
-            return Err(not_found("remote names are not served yet"));
+            return match self.strip_local_host(&name) {
+                Some(local) => self.lookup(env, id, local.to_owned()),
+                None => self.lookup_remote(env, id, name),
+            };
         }
         let e = &self.envs[&env];
         let may_send = e.may_send.contains(&name);
@@ -1837,6 +1866,12 @@ impl Kernel {
 
     /// Installs the message's capabilities in the receiver's table and answers its receive.
     fn deliver(&mut self, env: EnvId, id: RequestId, mailbox: Handle, msg: Stored) {
+        if let Some(ticket) = msg.ticket {
+            self.actions.push_back(Action::Settled {
+                ticket,
+                delivered: true,
+            });
+        }
         let caps = msg.caps.iter().map(|&c| self.install(env, c)).collect();
         let reply = msg.reply.map(|c| self.install(env, c));
         let delivery = Delivery {
@@ -1867,6 +1902,7 @@ impl Kernel {
             caps: Vec::new(),
             reply: None,
             down: Some(reference),
+            ticket: None,
         };
         self.place(mb, msg, None);
     }
@@ -1922,6 +1958,12 @@ impl Kernel {
     }
 
     fn release_message(&mut self, msg: Stored) {
+        if let Some(ticket) = msg.ticket {
+            self.actions.push_back(Action::Settled {
+                ticket,
+                delivered: false,
+            });
+        }
         for c in msg.held_caps() {
             self.release_cap(c);
         }

@@ -123,7 +123,8 @@ pub use action::{Action, AuditRecord};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::{
-    Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Kernel, KernelError, Stats,
+    Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
+    Kernel, KernelError, Outbound, Stats, accepts,
 };
 
 /// Virtual time: milliseconds on the driver's clock.

@@ -39,6 +39,8 @@ pub(crate) struct Stored {
     pub(crate) reply: Option<CapId>,
     /// Set on a `down` notice: the monitor reference.
     pub(crate) down: Option<u64>,
+    /// Set on a message from another host: the driver's ticket, settled on delivery.
+    pub(crate) ticket: Option<u64>,
 }
 
 impl Stored {
@@ -65,6 +67,7 @@ impl Stored {
             caps: Vec::new(),
             reply: None,
             down: None,
+            ticket: None,
         }
     }
 
@@ -75,6 +78,7 @@ impl Stored {
             && self.caps.is_empty()
             && self.reply.is_none()
             && self.down.is_none()
+            && self.ticket.is_none()
     }
 }
 

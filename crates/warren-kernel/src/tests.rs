@@ -71,6 +71,7 @@ impl World {
                         quote: [name.as_bytes(), b"|", &nonce, b"|", &data].concat(),
                     },
                 )),
+                Action::Forward(_) | Action::Settled { .. } => {}
             }
         }
     }
@@ -1094,7 +1095,7 @@ fn lookup_follows_policy_and_gives_no_oracle() {
             "the name is in neither may_send nor may_discover",
             "no running mailbox has that name",
             "no running mailbox has that name",
-            "remote names are not served yet",
+            "remote names need federation ([host] broker)",
         ]
     );
     assert_eq!(w.audits[audits].target.as_deref(), Some("db"));

@@ -533,6 +533,7 @@ impl Model {
         let own = own.map(|p| match actions.remove(p) {
             Action::Respond { response, .. } => response,
             Action::Audit(_) | Action::Attest { .. } => unreachable!(),
+            _ => unreachable!(),
         });
         (id, own, actions)
     }

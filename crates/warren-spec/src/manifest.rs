@@ -60,6 +60,24 @@ pub struct Manifest {
 pub struct HostSpec {
     /// The host's name, used in `name@host` addresses; a label like an environment name.
     pub name: Option<String>,
+    /// Federation: the AMQP broker, `amqp://user:password@host:port/vhost` or `amqps://...`
+    /// (`docs/federation.md`). Without it the host is alone and remote names are not granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
+    /// PEM file of the certificate authorities to trust for an `amqps` broker (default: the
+    /// system's roots).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_ca: Option<PathBuf>,
+    /// The host's Ed25519 signing key (hex seed, mode 600); created if missing. Default:
+    /// `<state>/link/host.key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// The trusted-keys file: one `HOST ed25519:HEX` per line. Required with `broker`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_keys: Option<PathBuf>,
+    /// The broker queue type: `classic` (default) or `quorum` (for a RabbitMQ cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_type: Option<String>,
 }
 
 /// One environment as declared: what the kernel needs to start it and what `plan` compares.
@@ -96,6 +114,10 @@ pub struct SpaceSpec {
     /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
     #[serde(default)]
     pub net: crate::net::NetSpec,
+    /// Remote senders (`env@host`, or `*@host`) whose messages it accepts without having
+    /// given them a capability (federation's inbound policy).
+    #[serde(default)]
+    pub accept_from: Vec<String>,
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -277,7 +299,7 @@ pub fn parse_manifest(file: &Path, text: &str) -> Result<Manifest, ManifestError
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 14] = [
+const SPACE_KEYS: [&str; 15] = [
     "image",
     "command",
     "env",
@@ -292,6 +314,7 @@ const SPACE_KEYS: [&str; 14] = [
     "may_discover",
     "mailbox_capacity",
     "allow_missing",
+    "accept_from",
 ];
 
 /// The keys of an environment's `net` table.
@@ -576,11 +599,94 @@ impl Parser<'_> {
                     }
                     spec.name = Some(s.to_owned());
                 }
+                "broker" => {
+                    let s = self.string(&here, "broker", v)?;
+                    if !(s.starts_with("amqp://") || s.starts_with("amqps://")) {
+                        let why =
+                            "the broker is an AMQP URL: amqp://user:password@host:port/vhost \
+                                   or amqps://..."
+                                .to_owned();
+                        return Err(self.bad_value(&here, "broker", v.span(), why));
+                    }
+                    spec.broker = Some(s.to_owned());
+                }
+                "broker_ca" => spec.broker_ca = Some(self.path(&here, "broker_ca", v)?),
+                "key" => spec.key = Some(self.path(&here, "key", v)?),
+                "trusted_keys" => spec.trusted_keys = Some(self.path(&here, "trusted_keys", v)?),
+                "queue_type" => {
+                    let s = self.string(&here, "queue_type", v)?;
+                    if s != "classic" && s != "quorum" {
+                        let why =
+                            format!("{s:?} is not a queue type: use \"classic\" or \"quorum\"");
+                        return Err(self.bad_value(&here, "queue_type", v.span(), why));
+                    }
+                    spec.queue_type = Some(s.to_owned());
+                }
                 x if is_extension(x) => {}
-                _ => return Err(self.unknown(&here, k, &["name"])),
+                _ => {
+                    return Err(self.unknown(
+                        &here,
+                        k,
+                        &[
+                            "name",
+                            "broker",
+                            "broker_ca",
+                            "key",
+                            "trusted_keys",
+                            "queue_type",
+                        ],
+                    ));
+                }
+            }
+        }
+        if spec.broker.is_some() {
+            let missing = if spec.name.is_none() {
+                Some("name")
+            } else if spec.trusted_keys.is_none() {
+                Some("trusted_keys")
+            } else {
+                None
+            };
+            if let Some(key) = missing {
+                let why = format!(
+                    "{} sets \"broker\" but not \"{key}\": federation needs the host's name and \
+                     the trusted-keys file",
+                    here.describe()
+                );
+                return Err(self.error(v.span(), here.key(key), why));
             }
         }
         Ok(spec)
+    }
+
+    /// An `accept_from` list: `env@host` or `*@host`.
+    fn accept_from(&self, here: &TablePath, v: &Value<'_>) -> Result<Vec<String>, ManifestError> {
+        let key = "accept_from";
+        let items = self.array(here, key, v, "an array of remote senders")?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let ok = match s.split_once('@') {
+                Some((env, host)) => {
+                    (env == "*" || EnvName::from_str(env).is_ok())
+                        && EnvName::from_str(host).is_ok()
+                }
+                None => false,
+            };
+            if !ok {
+                let why = format!(
+                    "{s:?} is not a remote sender: expected ENV@HOST or *@HOST, each part 1 to 63 \
+                     lowercase letters, digits and '-'"
+                );
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            if out.iter().any(|o| o == s) {
+                let why = format!("{s:?} is listed twice");
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            out.push(s.to_owned());
+        }
+        Ok(out)
     }
 
     fn spaces(
@@ -646,6 +752,7 @@ impl Parser<'_> {
                 mailbox_capacity: None,
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
+                accept_from: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
@@ -672,6 +779,7 @@ impl Parser<'_> {
                     s.mailbox_capacity = Some(usize::try_from(n).unwrap_or(usize::MAX));
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
+                "accept_from" => s.accept_from = self.accept_from(here, v)?,
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }

@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 14] {
+fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 15] {
     let SpaceSpec {
         image,
         command,
@@ -160,6 +160,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 14] {
         mailbox_capacity,
         allow_missing,
         net,
+        accept_from,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -181,6 +182,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 14] {
         ("mailbox_capacity", json(mailbox_capacity)),
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
+        ("accept_from", json(accept_from)),
     ]
 }
 

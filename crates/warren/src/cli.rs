@@ -57,6 +57,9 @@ pub enum Command {
     /// The Privacy CA that certifies attestation keys.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Print this host's federation public key as a trusted-keys line (`NAME ed25519:HEX`),
+    /// creating the private key first if it does not exist.
+    HostKey(HostKeyArgs),
 }
 
 /// `warren attest ...`.
@@ -149,6 +152,17 @@ pub struct CaEnrollArgs {
     /// The host name for the certificate (default: this host's name).
     #[arg(long, value_name = "NAME")]
     pub host: Option<String>,
+}
+
+/// `warren host-key`.
+#[derive(Debug, Args)]
+pub struct HostKeyArgs {
+    /// The host's name, printed first on the line (as `[host] name` in the manifest).
+    #[arg(long)]
+    pub name: String,
+    /// The private key file (`[host] key`). Default: `<state-dir>/link/host.key`.
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// `warren run`.

@@ -61,6 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
+        "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "accept_from": [],
     })
 }
 
@@ -119,6 +120,7 @@ fn every_key() {
                     "mailbox_capacity": 128,
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
+                    "accept_from": [],
                 }
             }
         }),
@@ -867,5 +869,66 @@ mod fuzz {
     fn the_seed_is_valid() {
         let m = parse_manifest(Path::new("m.toml"), SEED).unwrap();
         assert_eq!(m.spaces.len(), 2);
+    }
+}
+
+#[test]
+fn federation_keys() {
+    let text = r#"
+        [host]
+        name = "alpha"
+        broker = "amqps://warren:secret@broker.example:5671/warren"
+        broker_ca = "ca.pem"
+        key = "keys/alpha.key"
+        trusted_keys = "trusted"
+        queue_type = "quorum"
+
+        [space.web]
+        image = "images/web"
+        command = ["/web"]
+        may_send = ["db@beta"]
+        accept_from = ["db@beta", "*@gamma"]
+    "#;
+    let m = parse_manifest(Path::new(FILE), &dedent(text)).unwrap();
+    let h = &m.host;
+    assert_eq!(
+        h.broker.as_deref(),
+        Some("amqps://warren:secret@broker.example:5671/warren")
+    );
+    assert_eq!(
+        h.broker_ca.as_deref(),
+        Some(Path::new("/srv/warren/ca.pem"))
+    );
+    assert_eq!(
+        h.key.as_deref(),
+        Some(Path::new("/srv/warren/keys/alpha.key"))
+    );
+    assert_eq!(h.queue_type.as_deref(), Some("quorum"));
+    let web = m.spaces.values().next().unwrap();
+    assert_eq!(web.accept_from, ["db@beta", "*@gamma"]);
+
+    for (text, display, key) in [
+        (
+            "[host]\nname = \"a\"\nbroker = \"http://x\"\n",
+            r#"spaces.toml:3:10: "broker" in [host]: the broker is an AMQP URL: amqp://user:password@host:port/vhost or amqps://..."#,
+            "host.broker",
+        ),
+        (
+            "[host]\nname = \"a\"\nbroker = \"amqp://x\"\n",
+            r#"spaces.toml:1:1: [host] sets "broker" but not "trusted_keys": federation needs the host's name and the trusted-keys file"#,
+            "host.trusted_keys",
+        ),
+        (
+            "[host]\nqueue_type = \"mirrored\"\n",
+            r#"spaces.toml:2:14: "queue_type" in [host]: "mirrored" is not a queue type: use "classic" or "quorum""#,
+            "host.queue_type",
+        ),
+        (
+            "[space.db]\nimage = \"/\"\ncommand = [\"/x\"]\naccept_from = [\"web\"]\n",
+            r#"spaces.toml:4:16: "accept_from" in [space.db]: "web" is not a remote sender: expected ENV@HOST or *@HOST, each part 1 to 63 lowercase letters, digits and '-'"#,
+            "space.db.accept_from[0]",
+        ),
+    ] {
+        check_err(text, display, key);
     }
 }

@@ -4,6 +4,7 @@ mod apply;
 mod attest;
 mod daemon;
 mod doctor;
+mod host_key;
 mod manage;
 mod ps;
 mod run;
@@ -26,5 +27,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => manage::logs(&cli.state_dir, args),
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
+        Command::HostKey(args) => host_key::host_key(&cli.state_dir, args),
     }
 }

@@ -33,9 +33,12 @@ use crate::supervisor::Registry;
 
 mod supervise;
 use supervise::{Pending, Runtime};
+mod link;
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
+/// The federation driver's eventfd (`link.rs`); connection tokens count up from 2.
+const LINK: u64 = u64::MAX;
 /// The send buffer forced on both ends of an environment's connection, so that packets up to
 /// the protocol's 1 MiB limit pass (Linux's default allows about 208 KiB).
 const SOCKET_BUFFER: usize = 2 << 20;
@@ -126,12 +129,25 @@ struct Daemon {
     runtime: HashMap<String, Runtime>,
     pid_tokens: IdMap<u64, String>,
     pendings: Vec<Pending>,
+    /// Federation, when `[host]` names a broker.
+    link: Option<link::Link>,
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
 pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Result<()> {
     init_logging();
     let mut d = Daemon::new(&opts)?;
+    let host = link::host_spec(&opts.state_dir, manifest.as_ref().map(|m| &m.host))?;
+    d.link = link::Link::start(&host, &opts.state_dir).context("start federation")?;
+    if let Some(l) = &d.link {
+        d.kernel.enable_federation(l.host());
+        epoll::add(
+            &d.epoll,
+            l.wake_fd(),
+            EventData::new_u64(LINK),
+            EventFlags::IN,
+        )?;
+    }
     d.adopt_all();
     // Filter elements of networked environments whose launcher was killed (their address
     // lease is free) go now, before anything is started (docs/network.md).
@@ -281,6 +297,7 @@ impl Daemon {
             runtime: HashMap::new(),
             pid_tokens: IdMap::default(),
             pendings: Vec::new(),
+            link: None,
         })
     }
 
@@ -320,7 +337,16 @@ impl Daemon {
                     SIGNALS => {
                         if let Ok(Some(sig)) = warren_sys::read_signal(&self.signals) {
                             tracing::info!("kernel stopping on signal {sig}");
+                            // What was decided is answered (and, for federation, made durable)
+                            // before the kernel goes; unread requests wait in their sockets.
+                            self.drain_actions();
+                            self.flush_all();
                             return Ok(());
+                        }
+                    }
+                    LINK => {
+                        if let Some(l) = self.link.as_mut() {
+                            l.on_wake(&mut self.kernel, self.start.elapsed().as_millis() as u64);
                         }
                     }
                     t if self.pid_tokens.contains_key(&t) => self.on_launcher_exit(t),
@@ -329,6 +355,9 @@ impl Daemon {
             }
             self.kernel.handle_timeout(self.now());
             self.supervise_tick();
+            if let Some(l) = self.link.as_mut() {
+                l.tick(&mut self.kernel, self.start.elapsed().as_millis() as u64);
+            }
             self.drain_actions();
             self.flush_all();
         }
@@ -433,6 +462,7 @@ impl Daemon {
                         "envs": st.envs, "mailboxes": st.mailboxes, "caps": st.caps,
                         "queued": st.queued, "waiting_sends": st.waiting_sends,
                         "waiting_recvs": st.waiting_recvs, "monitors": st.monitors,
+                        "link": self.link.as_ref().map(|l| l.status()),
                     });
                     self.control_reply(
                         token,
@@ -524,6 +554,11 @@ impl Daemon {
                 return;
             }
         };
+        if let Some(m) = self.registry.envs.get(&name) {
+            if !m.spec.accept_from.is_empty() {
+                self.kernel.set_accept_from(env, m.spec.accept_from.clone());
+            }
+        }
         let readopted = kept.is_some();
         let pair = match kept {
             Some(fd) => Ok((fd, None)),
@@ -766,6 +801,25 @@ impl Daemon {
                 } => {
                     let response = self.attest(&name, &nonce, &data);
                     self.queue_response(env, id, response);
+                }
+                Action::Forward(out) => {
+                    if let Some(l) = self.link.as_mut() {
+                        l.forward(*out);
+                    }
+                }
+                Action::Settled { ticket, .. } => {
+                    if let Some(l) = self.link.as_mut() {
+                        l.settled(ticket);
+                    }
+                }
+            }
+        }
+        if let Some(l) = self.link.as_mut() {
+            // Durable before any answer leaves: see `link.rs`.
+            l.commit();
+            for rec in l.take_audits() {
+                if let Ok(line) = serde_json::to_string(&rec) {
+                    let _ = writeln!(self.audit, "{line}");
                 }
             }
         }

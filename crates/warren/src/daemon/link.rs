@@ -1,0 +1,583 @@
+//! The daemon's side of federation: glue between the kernel's `Forward`/`Settled` actions and
+//! `inject`, the journals of `warren-link`, and its broker driver thread.
+//!
+//! Per turn of the daemon loop:
+//!
+//! 1. Driver events are taken when its eventfd fires ([`Link::on_wake`]): confirmations shrink
+//!    the outbox; each delivery is opened (signature against the trusted keys, addressed to
+//!    this host), admitted by the [`Inbox`] (new, redelivered, already settled, or early), and
+//!    its messages queue for injection, in order per sending host.
+//! 2. [`Link::tick`] injects what can be injected (a message for an environment that has not
+//!    registered yet waits, up to [`HOLD_MS`], and holds back the later messages of its stream).
+//! 3. While the kernel's actions are drained, `Forward`s collect into one batch per destination
+//!    host ([`Link::forward`]) and `Settled`s are journalled ([`Link::settled`]).
+//! 4. [`Link::commit`], before any response is flushed to an environment: the new batches are
+//!    sealed, numbered and appended to the outbox, both journals are synced (one `fdatasync`
+//!    each), and only then are the batches handed to the driver and the broker acknowledged.
+//!    So a sender is answered `ok` only for a message that is on disk, and a receiver is given
+//!    a message only once its settlement is on disk (a redelivery of it will be dropped).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use warren_kernel::{AuditRecord, Import, Inbound, InjectError, Kernel, Outbound};
+use warren_link::amqp::{BrokerConfig, Command, Driver, Event, QueueType, redact};
+use warren_link::inbox::{Arrival, Inbox, Settlement, StreamId};
+use warren_link::store::{InboxLog, Outbox};
+use warren_link::trust::{TrustedKeys, format_public, load_or_create_host_key};
+use warren_link::wire::{self, Batch, Envelope, Token};
+use warren_link::{SigningKey, VerifyingKey};
+use warren_spec::HostSpec;
+
+/// How long a message for a mailbox that does not exist (yet) waits before it is refused.
+pub const HOLD_MS: u64 = 30_000;
+/// Most unacknowledged batches the broker hands this host at once.
+const PREFETCH: u16 = 256;
+/// Most messages per batch.
+const BATCH_MAX: usize = 4096;
+
+/// A batch admitted, and the delivery that carries it now.
+struct Admitted {
+    tag: u64,
+    generation: u64,
+    count: u32,
+}
+
+/// One message of an admitted batch, waiting to be injected.
+struct Waiting {
+    stream: StreamId,
+    seq: u64,
+    index: u32,
+    from_host: String,
+    env: Envelope,
+    since: u64,
+}
+
+/// Federation state of a running daemon.
+pub struct Link {
+    host: String,
+    key: SigningKey,
+    public: VerifyingKey,
+    trust: TrustedKeys,
+    url: String,
+    driver: Driver,
+    outbox: Outbox,
+    inbox: Inbox<(Batch, u64, u64)>,
+    inbox_log: InboxLog,
+    /// Messages forwarded this turn, per destination host.
+    forwards: Vec<(String, Vec<Envelope>)>,
+    /// Batches sealed this turn, handed to the driver after the commit.
+    sealed: Vec<(String, u64, Vec<u8>)>,
+    /// Acknowledgements to send after the commit.
+    acks: Vec<(u64, u64)>,
+    admitted: HashMap<(StreamId, u64), Admitted>,
+    tickets: HashMap<u64, (StreamId, u64, u32)>,
+    next_ticket: u64,
+    waiting: VecDeque<Waiting>,
+    up: Option<bool>,
+    audits: Vec<AuditRecord>,
+}
+
+/// Where the `[host]` section of the last manifest the kernel started with is kept, so a
+/// restarted kernel (without a manifest) federates the same way.
+fn saved_host(state_dir: &Path) -> PathBuf {
+    state_dir.join("link").join("host.json")
+}
+
+/// The `[host]` section to use: the manifest's (saved for later), else the saved one.
+pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::Result<HostSpec> {
+    let path = saved_host(state_dir);
+    match from_manifest {
+        Some(h) if h.broker.is_some() => {
+            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+            std::fs::write(
+                &path,
+                serde_json::to_vec_pretty(&serde_json::json!({
+                    "name": h.name, "broker": h.broker, "broker_ca": h.broker_ca, "key": h.key,
+                    "trusted_keys": h.trusted_keys, "queue_type": h.queue_type,
+                }))?,
+            )
+            .with_context(|| format!("write {}", path.display()))?;
+            Ok(h.clone())
+        }
+        Some(h) => {
+            let _ = std::fs::remove_file(&path);
+            Ok(h.clone())
+        }
+        None => match std::fs::read(&path) {
+            Ok(b) => {
+                let v: serde_json::Value = serde_json::from_slice(&b)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let s = |k: &str| v[k].as_str().map(str::to_owned);
+                Ok(HostSpec {
+                    name: s("name"),
+                    broker: s("broker"),
+                    broker_ca: s("broker_ca").map(PathBuf::from),
+                    key: s("key").map(PathBuf::from),
+                    trusted_keys: s("trusted_keys").map(PathBuf::from),
+                    queue_type: s("queue_type"),
+                })
+            }
+            Err(_) => Ok(HostSpec::default()),
+        },
+    }
+}
+
+impl Link {
+    /// Starts federation if the `[host]` section names a broker.
+    pub fn start(host: &HostSpec, state_dir: &Path) -> anyhow::Result<Option<Link>> {
+        let Some(url) = host.broker.clone() else {
+            return Ok(None);
+        };
+        let name = host
+            .name
+            .clone()
+            .context("[host] broker needs [host] name")?;
+        let key_path = host
+            .key
+            .clone()
+            .unwrap_or_else(|| state_dir.join("link").join("host.key"));
+        let key = load_or_create_host_key(&key_path)?;
+        let trusted = host
+            .trusted_keys
+            .as_ref()
+            .context("[host] broker needs [host] trusted_keys")?;
+        let trust = TrustedKeys::load(trusted)?;
+        let tls_ca = match &host.broker_ca {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("read the broker CA {}", p.display()))?,
+            ),
+            None => None,
+        };
+        let dir = state_dir.join("link");
+        let outbox = Outbox::open(&dir.join("outbox.log"))?;
+        let mut inbox = Inbox::new();
+        let inbox_log = InboxLog::open(&dir.join("inbox.log"), &mut inbox)?;
+        let queue_type = match host.queue_type.as_deref() {
+            Some("quorum") => QueueType::Quorum,
+            _ => QueueType::Classic,
+        };
+        let driver = Driver::start(BrokerConfig {
+            host: name.clone(),
+            url: url.clone(),
+            tls_ca,
+            queue_type,
+            prefetch: PREFETCH,
+        })
+        .context("start the link thread")?;
+        for (dest, seq, bytes) in outbox.unconfirmed() {
+            driver.send(Command::Publish {
+                dest: dest.to_owned(),
+                seq,
+                bytes: bytes.to_vec(),
+            });
+        }
+        let public = key.verifying_key();
+        tracing::info!(
+            "federation: host {name} ({}), broker {}, {} batch(es) waiting in the outbox, trusted: {}",
+            format_public(&public),
+            redact(&url),
+            outbox.len(),
+            trust.hosts().collect::<Vec<_>>().join(", ")
+        );
+        Ok(Some(Link {
+            host: name,
+            key,
+            public,
+            trust,
+            url,
+            driver,
+            outbox,
+            inbox,
+            inbox_log,
+            forwards: Vec::new(),
+            sealed: Vec::new(),
+            acks: Vec::new(),
+            admitted: HashMap::new(),
+            tickets: HashMap::new(),
+            next_ticket: 1,
+            waiting: VecDeque::new(),
+            up: None,
+            audits: Vec::new(),
+        }))
+    }
+
+    /// This host's name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The eventfd the daemon's epoll set watches.
+    pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.driver.wake_fd()
+    }
+
+    /// Audit records produced outside the kernel (forged or misaddressed batches).
+    pub fn take_audits(&mut self) -> Vec<AuditRecord> {
+        std::mem::take(&mut self.audits)
+    }
+
+    /// A status summary for `warren` status requests.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::json!({
+            "host": self.host,
+            "broker": redact(&self.url),
+            "connected": self.up == Some(true),
+            "outbox": self.outbox.len(),
+            "waiting": self.waiting.len(),
+            "in_kernel": self.tickets.len(),
+        })
+    }
+
+    fn audit(&mut self, now: u64, env: &str, target: String, code: &'static str, reason: String) {
+        tracing::warn!("federation: refused {target}: {reason}");
+        self.audits.push(AuditRecord {
+            at: now,
+            env: env.to_owned(),
+            op: "inbound",
+            handle: None,
+            target: Some(target),
+            code,
+            reason,
+        });
+    }
+
+    /// Driver events: see the module documentation.
+    pub fn on_wake(&mut self, kernel: &mut Kernel, now: u64) {
+        while let Some(ev) = self.driver.poll() {
+            match ev {
+                Event::Connected { generation } => {
+                    tracing::info!(
+                        "federation: connected to the broker (connection {generation}); {} batch(es) to confirm",
+                        self.outbox.len()
+                    );
+                    self.up = Some(true);
+                }
+                Event::Down { error } => {
+                    if self.up != Some(false) {
+                        tracing::error!(
+                            "federation: the broker is unreachable: {error}; sends are kept in the \
+                             outbox ({} batch(es)) and resume when it comes back",
+                            self.outbox.len()
+                        );
+                    }
+                    self.up = Some(false);
+                }
+                Event::Confirmed { dest, seq } => {
+                    if let Err(e) = self.outbox.confirmed(&dest, seq) {
+                        tracing::error!("federation: outbox: {e}");
+                    }
+                }
+                Event::Delivery {
+                    bytes,
+                    tag,
+                    generation,
+                } => self.on_delivery(&bytes, tag, generation, now),
+            }
+        }
+        self.tick(kernel, now);
+    }
+
+    fn on_delivery(&mut self, bytes: &[u8], tag: u64, generation: u64, now: u64) {
+        let batch = match wire::open_batch(bytes, &self.trust) {
+            Ok(b) => b,
+            Err(e) => {
+                self.audit(now, "-", "batch".into(), "forged", e.to_string());
+                self.acks.push((tag, generation));
+                return;
+            }
+        };
+        if batch.to_host != self.host {
+            let why = format!(
+                "a batch for host {:?} arrived at {:?}",
+                batch.to_host, self.host
+            );
+            let target = format!("batch {} from {}", batch.seq, batch.from_host);
+            self.audit(now, "-", target, "misrouted", why);
+            self.acks.push((tag, generation));
+            return;
+        }
+        let stream = StreamId {
+            host: batch.from_host.clone(),
+            epoch: batch.epoch,
+        };
+        let (seq, count) = (batch.seq, batch.messages.len() as u32);
+        match self
+            .inbox
+            .arrive(&stream, seq, count, (batch, tag, generation))
+        {
+            Arrival::Ready(list) => {
+                for (seq, (batch, tag, generation), skip) in list {
+                    let count = batch.messages.len() as u32;
+                    self.inbox.set_count(&stream, seq, count);
+                    let admitted = Admitted {
+                        tag,
+                        generation,
+                        count,
+                    };
+                    self.admitted.insert((stream.clone(), seq), admitted);
+                    if count == 0 {
+                        self.inbox.settle(&stream, seq, 0);
+                        self.batch_settled(&stream, seq);
+                        continue;
+                    }
+                    for (i, env) in batch.messages.into_iter().enumerate() {
+                        let index = i as u32;
+                        if skip.contains(&index) {
+                            continue;
+                        }
+                        self.waiting.push_back(Waiting {
+                            stream: stream.clone(),
+                            seq,
+                            index,
+                            from_host: batch.from_host.clone(),
+                            env,
+                            since: now,
+                        });
+                    }
+                }
+            }
+            Arrival::Open((_, tag, generation)) => {
+                // A redelivery of a batch still in the kernel: acknowledge through this copy.
+                if let Some(a) = self.admitted.get_mut(&(stream, seq)) {
+                    a.tag = tag;
+                    a.generation = generation;
+                }
+            }
+            Arrival::Done(_) => self.acks.push((tag, generation)),
+            Arrival::Held(old) => {
+                if let Some((_, tag, generation)) = old {
+                    self.acks.push((tag, generation));
+                }
+            }
+        }
+    }
+
+    /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
+    /// keeps the rest of it waiting.
+    pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let mut blocked: Vec<StreamId> = Vec::new();
+        let mut keep = VecDeque::new();
+        while let Some(w) = self.waiting.pop_front() {
+            if blocked.contains(&w.stream) {
+                keep.push_back(w);
+                continue;
+            }
+            match self.inject(kernel, &w, now) {
+                Ok(()) => {}
+                Err(Some(to)) if now.saturating_sub(w.since) < HOLD_MS => {
+                    let _ = to;
+                    blocked.push(w.stream.clone());
+                    keep.push_back(w);
+                }
+                Err(Some(to)) => {
+                    let target = format!("{}@{} -> {to}", w.env.from_env, w.from_host);
+                    let why = format!("no mailbox {to:?} on this host within {} s", HOLD_MS / 1000);
+                    self.audit(now, &to, target, "not-found", why);
+                    self.settle(&w.stream, w.seq, w.index);
+                }
+                Err(None) => self.settle(&w.stream, w.seq, w.index),
+            }
+        }
+        self.waiting = keep;
+    }
+
+    /// Injects one message. `Err(Some(mailbox))`: no such mailbox yet; `Err(None)`: refused
+    /// for good (audited).
+    fn inject(&mut self, kernel: &mut Kernel, w: &Waiting, now: u64) -> Result<(), Option<String>> {
+        let from = format!("{}@{}", w.env.from_env, w.from_host);
+        let mut to = w.env.to.clone();
+        let mut via = None;
+        if let Some(t) = &w.env.via {
+            match wire::open_token(t, &self.public) {
+                Ok(tok) if tok.issuer == self.host && tok.bearer == from => {
+                    to = tok.target.clone();
+                    via = Some(tok.id);
+                }
+                Ok(tok) => {
+                    let why = format!(
+                        "token {} of {} is bound to {}, not {from}",
+                        tok.id, tok.issuer, tok.bearer
+                    );
+                    self.audit(
+                        now,
+                        &tok.target,
+                        format!("{from} -> {}", tok.target),
+                        "forged",
+                        why,
+                    );
+                    return Err(None);
+                }
+                Err(e) => {
+                    self.audit(now, &to, format!("{from} -> {to}"), "forged", e.to_string());
+                    return Err(None);
+                }
+            }
+        }
+        let mut imports = Vec::with_capacity(w.env.caps.len());
+        let mut reply = None;
+        let all = w.env.caps.iter().map(|c| (c, false));
+        for (bytes, is_reply) in all.chain(w.env.reply.iter().map(|c| (c, true))) {
+            match wire::peek_token(bytes) {
+                // A host can only export its own mailboxes.
+                Ok(tok) if tok.issuer == w.from_host => {
+                    let import = Import {
+                        address: format!("{}@{}", tok.target, tok.issuer),
+                        token: bytes.as_slice().into(),
+                        rights: warren_proto::Rights(u32::from(tok.rights)),
+                        uses: tok.uses,
+                    };
+                    if is_reply {
+                        reply = Some(import);
+                    } else {
+                        imports.push(import);
+                    }
+                }
+                Ok(tok) => {
+                    let why = format!("{} passed a token issued by {}", w.from_host, tok.issuer);
+                    self.audit(now, &to, format!("{from} -> {to}"), "forged", why);
+                    return Err(None);
+                }
+                Err(e) => {
+                    self.audit(now, &to, format!("{from} -> {to}"), "forged", e.to_string());
+                    return Err(None);
+                }
+            }
+        }
+        let ticket = self.next_ticket;
+        let msg = Inbound {
+            to: to.clone(),
+            from,
+            headers: w.env.headers.clone(),
+            correlation: w.env.correlation,
+            body: w.env.body.clone(),
+            via,
+            imports,
+            reply,
+            ticket,
+        };
+        match kernel.inject(msg, now) {
+            Ok(()) => {
+                self.next_ticket += 1;
+                self.tickets
+                    .insert(ticket, (w.stream.clone(), w.seq, w.index));
+                Ok(())
+            }
+            Err(InjectError::NoMailbox { to }) => Err(Some(to)),
+            Err(InjectError::Refused { .. }) => Err(None),
+        }
+    }
+
+    fn settle(&mut self, stream: &StreamId, seq: u64, index: u32) {
+        let record = Settlement {
+            stream: stream.clone(),
+            seq,
+            index,
+            count: self.batch_count(stream, seq),
+        };
+        if let Err(e) = self.inbox_log.settled(&record) {
+            tracing::error!("federation: inbox journal: {e}");
+        }
+        if self.inbox.settle(stream, seq, index) {
+            self.batch_settled(stream, seq);
+        }
+    }
+
+    fn batch_count(&self, stream: &StreamId, seq: u64) -> u32 {
+        self.admitted
+            .get(&(stream.clone(), seq))
+            .map_or(1, |a| a.count)
+    }
+
+    fn batch_settled(&mut self, stream: &StreamId, seq: u64) {
+        if let Some(a) = self.admitted.remove(&(stream.clone(), seq)) {
+            self.acks.push((a.tag, a.generation));
+        }
+    }
+
+    /// The kernel settled an injected message (`Action::Settled`).
+    pub fn settled(&mut self, ticket: u64) {
+        if let Some((stream, seq, index)) = self.tickets.remove(&ticket) {
+            self.settle(&stream, seq, index);
+        }
+    }
+
+    /// The kernel forwarded a message (`Action::Forward`): it joins this turn's batch for its
+    /// destination host.
+    pub fn forward(&mut self, out: Outbound) {
+        let Some((mailbox, dest)) = out.to.split_once('@') else {
+            return;
+        };
+        let bearer_env = mailbox.split('/').next().unwrap_or(mailbox);
+        let bearer = format!("{bearer_env}@{dest}");
+        let token = |e: &warren_kernel::Export| {
+            wire::seal_token(
+                &Token {
+                    issuer: self.host.clone(),
+                    id: e.id,
+                    target: e.designation.clone(),
+                    rights: (e.rights.0 & 0xff) as u8,
+                    uses: e.uses,
+                    bearer: bearer.clone(),
+                },
+                &self.key,
+            )
+        };
+        let env = Envelope {
+            to: mailbox.to_owned(),
+            from_env: out.from,
+            correlation: out.correlation,
+            headers: out.headers,
+            body: out.body,
+            via: out.token.map(|t| t.to_vec()),
+            caps: out.exports.iter().map(token).collect(),
+            reply: out.reply.as_ref().map(token),
+        };
+        match self.forwards.iter_mut().find(|(d, _)| d == dest) {
+            Some((_, v)) => v.push(env),
+            None => self.forwards.push((dest.to_owned(), vec![env])),
+        }
+    }
+
+    /// Seals this turn's batches into the outbox and syncs both journals; then hands the
+    /// batches to the driver and acknowledges settled batches. Call before responses are
+    /// flushed to environments.
+    pub fn commit(&mut self) {
+        for (dest, mut msgs) in std::mem::take(&mut self.forwards) {
+            while !msgs.is_empty() {
+                let rest = msgs.split_off(msgs.len().min(BATCH_MAX));
+                let seq = self.outbox.take_seq(&dest);
+                let batch = Batch {
+                    from_host: self.host.clone(),
+                    to_host: dest.clone(),
+                    epoch: self.outbox.epoch(),
+                    seq,
+                    messages: msgs,
+                };
+                let bytes = wire::seal_batch(&batch, &self.key);
+                if let Err(e) = self.outbox.push(&dest, seq, bytes.clone()) {
+                    tracing::error!("federation: outbox: {e}");
+                }
+                self.sealed.push((dest.clone(), seq, bytes));
+                msgs = rest;
+            }
+        }
+        if let Err(e) = self.outbox.commit() {
+            tracing::error!("federation: cannot sync the outbox: {e}");
+        }
+        if let Err(e) = self.inbox_log.commit() {
+            tracing::error!("federation: cannot sync the inbox journal: {e}");
+        }
+        for (dest, seq, bytes) in self.sealed.drain(..) {
+            self.driver.send(Command::Publish { dest, seq, bytes });
+        }
+        for (tag, generation) in self.acks.drain(..) {
+            self.driver.send(Command::Ack { tag, generation });
+        }
+    }
+}

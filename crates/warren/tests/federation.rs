@@ -1,0 +1,459 @@
+//! Federation (issue 8) against a real RabbitMQ: each test starts a private broker on loopback
+//! (`scripts/rabbitmq-instance.sh`) and two Warren kernels, `alpha` and `beta`, each with its
+//! own state directory, whose environments run `warren-fed-peer` and report what they saw in
+//! their logs. Every test leaves nothing behind: environments removed, kernels stopped, state
+//! directories deleted, the broker and its epmd stopped.
+//!
+//! * 10,000 messages from an environment on alpha to one on beta while the broker, then the
+//!   sending kernel, then the receiving kernel restart: all arrive, in order, once.
+//! * Forged batches (unknown host, bad signature) and a sender outside `accept_from` are
+//!   refused and audited, while a genuine message gets through (the positive control).
+//! * A capability passed from alpha to beta works until its issuer revokes it, then the
+//!   issuer refuses what comes through it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warren_link::amqp::{BrokerConfig, Command as LinkCommand, Driver, Event, QueueType};
+use warren_link::wire::{Batch, Envelope, seal_batch};
+
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../scripts/rabbitmq-instance.sh"
+);
+
+fn warren_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warren")
+}
+
+fn peer() -> &'static Path {
+    common::workspace_bin("warren-bench", "warren-fed-peer")
+}
+
+/// A private RabbitMQ node, stopped (and its files removed) on drop.
+struct Broker {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Broker {
+    fn start(slot: u16) -> Broker {
+        let port = 21000 + (std::process::id() % 3000) as u16 * 4 + slot;
+        let dir = std::env::temp_dir().join(format!("warren-fed-rmq-{port}"));
+        let st = Command::new("bash")
+            .args([SCRIPT, "start"])
+            .arg(&dir)
+            .arg(port.to_string())
+            .status()
+            .unwrap();
+        assert!(st.success(), "the broker did not start");
+        Broker { dir, port }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    fn restart(&self) {
+        let st = Command::new("bash")
+            .args([SCRIPT, "restart"])
+            .arg(&self.dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "the broker did not restart");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .args([SCRIPT, "stop"])
+            .arg(&self.dir)
+            .status();
+    }
+}
+
+/// One Warren host: a kernel (`warren up MANIFEST`) on its own state directory.
+struct Host {
+    name: &'static str,
+    state: PathBuf,
+    manifest: PathBuf,
+    envs: Vec<String>,
+    daemon: Option<Child>,
+}
+
+impl Host {
+    fn new(dir: &Path, name: &'static str, broker: &Broker, spaces: &str, envs: &[&str]) -> Host {
+        let state = PathBuf::from(format!("/run/warren-fed-{}-{name}", broker.port));
+        let _ = std::fs::remove_dir_all(&state);
+        let manifest = dir.join(format!("{name}.toml"));
+        let text = format!(
+            "[host]\nname = \"{name}\"\nbroker = \"{}\"\nkey = \"keys/{name}.key\"\n\
+             trusted_keys = \"trusted\"\n\n{spaces}",
+            broker.url()
+        );
+        std::fs::write(&manifest, text).unwrap();
+        Host {
+            name,
+            state,
+            manifest,
+            envs: envs.iter().map(|s| s.to_string()).collect(),
+            daemon: None,
+        }
+    }
+
+    fn warren(&self) -> Command {
+        let mut c = Command::new(warren_bin());
+        c.env("WARREN_STATE_DIR", &self.state);
+        c
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.state.with_extension("log"))
+            .unwrap();
+        let child = self
+            .warren()
+            .arg("up")
+            .arg(&self.manifest)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let sock = self.state.join("kernel.sock");
+        wait_until(Duration::from_secs(20), "the kernel to listen", || {
+            sock.exists() && self.daemon_log().contains("kernel ready")
+        });
+    }
+
+    /// SIGTERM, as systemd stops it.
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let pid = rustix::process::Pid::from_raw(d.id() as i32).unwrap();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let _ = d.wait();
+        }
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        // A marker so that `start` waits for this kernel's readiness, not the last one's.
+        let log = self.state.with_extension("log");
+        let old = std::fs::read_to_string(&log).unwrap_or_default();
+        std::fs::write(&log, old.replace("kernel ready", "kernel was ready")).unwrap();
+        self.start();
+    }
+
+    fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default()
+    }
+
+    fn env_log(&self, env: &str) -> String {
+        std::fs::read_to_string(self.state.join("logs").join(format!("{env}.log")))
+            .unwrap_or_default()
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn wait_log(&self, env: &str, needle: &str, secs: u64) {
+        let what = format!("{needle:?} in {}'s log on {}", env, self.name);
+        wait_until(Duration::from_secs(secs), &what, || {
+            self.env_log(env).contains(needle)
+        });
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for e in &self.envs {
+            let _ = self
+                .warren()
+                .args(["rm", "-f", e])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        self.stop();
+        if std::thread::panicking() {
+            eprintln!("--- kernel {} ---\n{}", self.name, self.daemon_log());
+            for e in &self.envs {
+                let log = self.env_log(e);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "--- {e}@{} (last lines) ---\n{}",
+                    self.name,
+                    tail.join("\n")
+                );
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.state);
+        let _ = std::fs::remove_file(self.state.with_extension("log"));
+    }
+}
+
+fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A working directory with both hosts' keys and the trusted-keys file.
+fn keys(dir: &Path) {
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let mut trusted = String::new();
+    for h in ["alpha", "beta"] {
+        let out = Command::new(warren_bin())
+            .args(["host-key", "--name", h])
+            .arg(dir.join("keys").join(format!("{h}.key")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        trusted.push_str(&String::from_utf8_lossy(&out.stdout));
+    }
+    std::fs::write(dir.join("trusted"), trusted).unwrap();
+}
+
+fn name(prefix: &str) -> String {
+    format!("{prefix}{}", std::process::id())
+}
+
+fn binary_space(env: &str, args: &str, extra: &str) -> String {
+    let p = peer().display().to_string();
+    format!("[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"{p}\", {args}]\n{extra}\n")
+}
+
+#[test]
+fn ten_thousand_messages_survive_broker_and_both_kernel_restarts_exactly_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(0);
+    let (web, sink) = (name("fweb"), name("fsink"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"10000\", \"3000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &web,
+            &format!("\"send\", \"{sink}@beta\", \"10000\", \"50\", \"40\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        ),
+        &[&web],
+    );
+    beta.start();
+    alpha.start();
+
+    // The broker restarts once messages flow; the sender keeps sending into its outbox.
+    alpha.wait_log(&web, "SENDING 1000", 60);
+    broker.restart();
+    // The sending kernel restarts midway through what is left.
+    alpha.wait_log(&web, "SENDING 5000", 60);
+    alpha.restart();
+    // The receiving kernel restarts while messages still arrive.
+    beta.wait_log(&sink, "AT 7000", 90);
+    beta.restart();
+
+    beta.wait_log(&sink, "DONE", 120);
+    let log = beta.env_log(&sink);
+    let done = log.lines().find(|l| l.starts_with("DONE")).unwrap();
+    assert!(
+        done.starts_with(&format!(
+            "DONE received=10000 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{done}\n{}",
+        log.lines()
+            .filter(|l| l.starts_with("REPEAT") || l.starts_with("GAP"))
+            .take(20)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(alpha.env_log(&web).contains("SENT 10000"));
+    // Each restart was really seen by the kernels.
+    assert!(alpha.daemon_log().contains("the broker is unreachable"));
+    assert!(alpha.daemon_log().contains("kernel was ready"));
+    assert!(beta.daemon_log().contains("kernel was ready"));
+}
+
+/// Publishes a batch straight to beta's queue, as a host that holds `key` and calls itself
+/// `from_host` would.
+fn publish(driver: &Driver, seq: u64, batch: Batch, key: &warren_link::SigningKey) {
+    let bytes = seal_batch(&batch, key);
+    driver.send(LinkCommand::Publish {
+        dest: "beta".into(),
+        seq,
+        bytes,
+    });
+}
+
+#[test]
+fn forged_and_unauthorized_messages_are_refused_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(1);
+    let sink = name("gsink");
+    let web = name("gweb");
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"1\", \"4000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    beta.start();
+
+    let alpha_key =
+        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let mallory_key = warren_link::SigningKey::from_bytes(&[7; 32]);
+    let driver = Driver::start(BrokerConfig {
+        host: "mallory".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Classic,
+        prefetch: 16,
+    })
+    .unwrap();
+    let batch = |from_host: &str, epoch: u64, from_env: &str, body: &str| Batch {
+        from_host: from_host.into(),
+        to_host: "beta".into(),
+        epoch,
+        seq: 1,
+        messages: vec![Envelope {
+            to: sink.clone(),
+            from_env: from_env.into(),
+            body: body.as_bytes().to_vec(),
+            ..Envelope::default()
+        }],
+    };
+    // Unknown host; a known host's name with another key; the right key but a sender the
+    // policy does not name; then the genuine message (the positive control).
+    publish(&driver, 1, batch("mallory", 1, &web, "666"), &mallory_key);
+    publish(&driver, 2, batch("alpha", 2, &web, "667"), &mallory_key);
+    publish(&driver, 3, batch("alpha", 3, "intruder", "668"), &alpha_key);
+    publish(&driver, 4, batch("alpha", 4, &web, "1"), &alpha_key);
+    let mut confirmed = 0;
+    wait_until(Duration::from_secs(30), "publisher confirms", || {
+        while let Some(ev) = driver.poll() {
+            if let Event::Confirmed { .. } = ev {
+                confirmed += 1;
+            }
+        }
+        confirmed == 4
+    });
+
+    beta.wait_log(&sink, "DONE", 60);
+    let log = beta.env_log(&sink);
+    assert!(
+        log.contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{log}"
+    );
+    let audit = beta.audit();
+    let inbound: Vec<_> = audit.iter().filter(|r| r["op"] == "inbound").collect();
+    let has = |code: &str, reason: &str| {
+        inbound
+            .iter()
+            .any(|r| r["code"] == code && r["reason"].as_str().unwrap_or("").contains(reason))
+    };
+    assert!(
+        has("forged", "\"mallory\" is not in the trusted keys"),
+        "{inbound:#?}"
+    );
+    assert!(
+        has("forged", "bad signature on a batch from host \"alpha\""),
+        "{inbound:#?}"
+    );
+    assert!(
+        has(
+            "no-right",
+            &format!("intruder@alpha is not in {sink}'s accept_from")
+        ),
+        "{inbound:#?}"
+    );
+    assert_eq!(inbound.len(), 3, "{inbound:#?}");
+}
+
+#[test]
+fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(2);
+    let (web, db) = (name("cweb"), name("cdb"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &db,
+            "\"grantee\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&db],
+    );
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &web,
+            &format!("\"grantor\", \"{db}@beta\""),
+            &format!("may_send = [\"{db}@beta\"]"),
+        ),
+        &[&web],
+    );
+    beta.start();
+    alpha.start();
+    alpha.wait_log(&web, "END", 60);
+    beta.wait_log(&db, "END", 10);
+    let w = alpha.env_log(&web);
+    // Before revocation the capability works, with the badge its grantor set; the sender is
+    // the remote environment as the kernels saw it.
+    assert!(
+        w.contains(&format!("GOT one from={db}@beta badge=7")),
+        "{w}"
+    );
+    assert!(w.contains("REVOKED"), "{w}");
+    let d = beta.env_log(&db);
+    assert!(
+        d.contains(&format!("GOT here is a capability from={web}@alpha caps=1")),
+        "{d}"
+    );
+    assert!(d.contains("SENT two"), "{d}");
+    // After it, what comes through it is refused by the issuer, and audited there.
+    assert!(!w.contains("AFTER-REVOKE"), "{w}");
+    let refused: Vec<_> = alpha
+        .audit()
+        .into_iter()
+        .filter(|r| r["op"] == "inbound" && r["code"] == "revoked")
+        .collect();
+    assert_eq!(refused.len(), 1, "{:#?}", alpha.audit());
+}
