@@ -9,6 +9,7 @@
 //! file).
 #![forbid(unsafe_code)]
 
+mod image_name;
 pub mod manifest;
 mod name;
 pub mod plan;
@@ -18,6 +19,7 @@ pub use manifest::{
     HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, load_manifest,
     parse_manifest,
 };
+pub use image_name::{ImageName, ImageNameError};
 pub use name::{EnvName, NameError};
 pub use plan::{Action, Change, Observed, Step, plan, summary};
 pub use quantity::{ByteSize, CpuQuota, QuantityError};
