@@ -3,6 +3,7 @@
 mod apply;
 mod daemon;
 mod doctor;
+mod image;
 mod manage;
 mod ps;
 mod run;
@@ -23,5 +24,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Logs(args) => manage::logs(&cli.state_dir, args),
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
+        Command::Image(cmd) => image::image(&cli.state_dir, cmd),
     }
 }
