@@ -33,6 +33,8 @@ pub(crate) struct ChildContext<'a> {
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
     pub net: Option<crate::net::Inside>,
+    /// For an image root: the detached, idmapped mount of the image (see `launch`).
+    pub image_tree: Option<OwnedFd>,
 }
 
 /// Run the child side and exec; never returns.
@@ -117,6 +119,9 @@ fn setup(
     } else {
         None
     };
+    if let Some(tree) = ctx.image_tree.take() {
+        sources.insert(0, tree);
+    }
 
     // Become root of the new user namespace: uid/gid 0 inside, the range's base outside.
     // Supplementary groups inherited from the host (root's among them) are dropped first.
@@ -206,6 +211,13 @@ fn setup(
     // launcher's high-numbered descriptors remain open (see `install_inherited`).
     drop(sources);
     drop(tool);
+    if let Some(dir) = &ctx.plan.workdir {
+        io(
+            Step::PivotRoot,
+            &format!("change to the working directory {}", dir.display()),
+            std::env::set_current_dir(dir),
+        )?;
+    }
     fault(Step::PivotRoot)?;
 
     set_rlimits(ctx.plan)?;
@@ -264,7 +276,7 @@ fn setup(
     io(
         Step::Capabilities,
         "drop capabilities",
-        confine::drop_capabilities(),
+        confine::drop_capabilities(ctx.plan.user.as_ref()),
     )?;
     fault(Step::Capabilities)?;
     rx(

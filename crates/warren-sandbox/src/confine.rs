@@ -71,7 +71,11 @@ const NO_CAP_AMBIENT_RAISE_LOCKED: CapabilitiesSecureBits =
 
 /// Empty all five capability sets and lock the securebits so that `execve` of a root-owned or
 /// file-capability binary cannot bring any back.
-pub(crate) fn drop_capabilities() -> std::io::Result<()> {
+///
+/// With `user`, the workload's ids change to it between locking the securebits and emptying
+/// the sets: `NO_SETUID_FIXUP` keeps `CAP_SETUID`/`CAP_SETGID` usable across the change, and
+/// the sets are emptied right after, so the workload starts as that user with no capability.
+pub(crate) fn drop_capabilities(user: Option<&crate::plan::RunAs>) -> std::io::Result<()> {
     for cap in 0..64 {
         match warren_sys::capbset_drop(cap) {
             Ok(()) => {}
@@ -89,6 +93,18 @@ pub(crate) fn drop_capabilities() -> std::io::Result<()> {
             | CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE
             | NO_CAP_AMBIENT_RAISE_LOCKED,
     )?;
+    if let Some(u) = user {
+        let groups: Vec<rustix::process::Gid> = u
+            .groups
+            .iter()
+            .map(|g| rustix::process::Gid::from_raw(*g))
+            .collect();
+        rustix::thread::set_thread_groups(&groups)?;
+        let gid = rustix::process::Gid::from_raw(u.gid);
+        rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+        let uid = rustix::process::Uid::from_raw(u.uid);
+        rustix::thread::set_thread_res_uid(uid, uid, uid)?;
+    }
     rustix::thread::set_capabilities(
         None,
         CapabilitySets {

@@ -293,6 +293,13 @@ pub struct Applied {
     pub net: Option<crate::net::NetInfo>,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
+    /// The image's name, for an image root.
+    pub image_name: Option<String>,
+    /// The image's manifest digest, for an image root: what `inspect` shows and the launch
+    /// measurement records.
+    pub image_manifest_digest: Option<String>,
+    /// The user the workload runs as (`uid:gid`), when not root.
+    pub user: Option<String>,
     /// The launch's record in the event log (measured launch).
     pub measurement: Option<Measurement>,
 }
@@ -328,7 +335,7 @@ pub struct IdMap {
 /// The root filesystem of an environment.
 #[derive(Debug, Clone, Serialize)]
 pub struct RootInfo {
-    /// `rootfs` or `binary`.
+    /// `rootfs`, `binary` or `image`.
     pub kind: &'static str,
     /// The image directory, or the binary.
     pub source: PathBuf,
@@ -461,6 +468,17 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
     }
     if plan.limits.pids == Some(0) {
         return Err(LaunchError::Invalid("pids limit must be at least 1".into()));
+    }
+    if let RootSource::Image(dir) = &plan.root {
+        for d in ["proc", "dev", "tmp"] {
+            if !std::fs::symlink_metadata(dir.join(d)).is_ok_and(|m| m.is_dir()) {
+                return Err(LaunchError::Invalid(format!(
+                    "image root {} has no /{d} directory (the store creates it at import: \
+                     re-import the image)",
+                    dir.display()
+                )));
+            }
+        }
     }
     if let RootSource::Rootfs(dir) = &plan.root {
         let meta = std::fs::metadata(dir)
@@ -627,6 +645,23 @@ pub fn launch_with_mailbox(
     let go_rd = high(go_rd, "go pipe")?;
     let rep_wr = high(rep_wr, "report pipe")?;
     let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
+    // An image root: a detached copy of its mount, which the parent idmaps with the child's
+    // user namespace once that has its maps, and the child attaches as its root.
+    let image_tree = match &plan.root {
+        RootSource::Image(dir) => {
+            let tree = rustix::mount::open_tree(
+                rustix::fs::CWD,
+                dir,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| {
+                parent_err(Step::Clone, format!("open the image root {}", dir.display()))(e.into())
+            })?;
+            Some(high(tree, "image root")?)
+        }
+        _ => None,
+    };
     let sigset = warren_sys::SignalSet::of(&FORWARDED_SIGNALS)
         .map_err(parent_err(Step::Clone, "build the signal set"))?;
     let old_mask = warren_sys::block_signals(&sigset)
@@ -726,6 +761,7 @@ pub fn launch_with_mailbox(
                 fault,
                 env: env.clone(),
                 net: inside,
+                image_tree,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
@@ -765,6 +801,9 @@ pub fn launch_with_mailbox(
     };
 
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
+    if let Some(tree) = image_tree {
+        idmap_image_root(pid, &tree)?;
+    }
     injected(fault, Step::UidMap)?;
     if let Some(n) = running._net.as_mut() {
         let t = std::time::Instant::now();
@@ -932,6 +971,25 @@ fn child_error(plan: &LaunchPlan, rest: &str) -> LaunchError {
     }
 }
 
+/// Make the detached image mount `tree` read-only, nosuid, nodev and idmapped through the user
+/// namespace of `pid` (whose maps are written): a file owned by uid N in the store appears
+/// owned by uid N inside the environment. One unpacked copy thus serves every environment,
+/// whatever its host uid range.
+fn idmap_image_root(pid: i32, tree: &OwnedFd) -> Result<(), LaunchError> {
+    let ns = format!("/proc/{pid}/ns/user");
+    let userns = std::fs::File::open(&ns).map_err(parent_err(Step::UidMap, format!("open {ns}")))?;
+    warren_sys::mount_setattr_idmap(
+        tree.as_fd(),
+        userns.as_fd(),
+        warren_sys::MOUNT_ATTR_RDONLY | warren_sys::MOUNT_ATTR_NOSUID | warren_sys::MOUNT_ATTR_NODEV,
+    )
+    .map_err(parent_err(
+        Step::UidMap,
+        "make the image root an idmapped mount (the kernel and the store's filesystem must \
+         support idmapped mounts)",
+    ))
+}
+
 fn write_id_maps(pid: i32, base: u32, size: u32) -> Result<(), LaunchError> {
     let line = format!("0 {base} {size}\n");
     for file in ["uid_map", "gid_map"] {
@@ -951,6 +1009,12 @@ fn applied(
     let root = match &plan.root {
         RootSource::Rootfs(dir) => RootInfo {
             kind: "rootfs",
+            source: dir.clone(),
+            read_only: true,
+            files: vec![],
+        },
+        RootSource::Image(dir) => RootInfo {
+            kind: "image",
             source: dir.clone(),
             read_only: true,
             files: vec![],
@@ -1011,6 +1075,9 @@ fn applied(
         net: None,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
         measurement: None,
+        image_name: plan.image_name.clone(),
+        image_manifest_digest: plan.image_manifest_digest.clone(),
+        user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }
 

@@ -31,4 +31,4 @@ pub mod seccomp;
 pub mod state;
 
 pub use launch::{Applied, LaunchError, Running, Step, launch, launch_with_mailbox};
-pub use plan::{LaunchPlan, Protection, RootSource};
+pub use plan::{LaunchPlan, Protection, RootSource, RunAs};

@@ -15,14 +15,18 @@ pub(crate) fn measure_and_record(
     state: &StateDir,
 ) -> Result<Measurement, String> {
     let (kind, tree) = match &plan.root {
-        RootSource::Rootfs(dir) => {
+        RootSource::Rootfs(dir) | RootSource::Image(dir) => {
             let log = warren_attest::EventLog::new(state.root());
             let cache = log
                 .ensure_dir()
                 .ok()
                 .map(|()| log.dir().join("content-cache"));
+            let kind = match &plan.root {
+                RootSource::Image(_) => "image",
+                _ => "rootfs",
+            };
             (
-                "rootfs",
+                kind,
                 warren_attest::measure::tree_digest_cached(dir, cache.as_deref()),
             )
         }

@@ -18,6 +18,22 @@ pub enum RootSource {
     /// A minimal root built for one program: the binary, its ELF interpreter and its libraries,
     /// each bind-mounted read-only onto an otherwise empty tmpfs.
     Binary(BinaryRoot),
+    /// An unpacked image root from Warren's image store. Its files keep the image's own owners
+    /// (image uid N is host uid N on disk), so it is mounted read-only through an idmapped
+    /// mount with the environment's user namespace: image uid N is uid N inside.
+    Image(PathBuf),
+}
+
+/// The user a workload runs as, inside the environment's user namespace (from an image's
+/// `User`, resolved against its `/etc/passwd` and `/etc/group`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RunAs {
+    /// The uid.
+    pub uid: u32,
+    /// The primary gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// A protection the user may explicitly allow to be missing on a host that lacks it.
@@ -87,8 +103,14 @@ pub struct LaunchPlan {
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,
-    /// The OCI manifest digest (`sha256:<hex>`) when the root was unpacked from an OCI image;
-    /// it goes into the launch's measurement record.
+    /// The user to run as; `None` is root (uid 0 inside).
+    pub user: Option<RunAs>,
+    /// The working directory inside the root; `None` is `/`.
+    pub workdir: Option<PathBuf>,
+    /// The image's name, for an image root (recorded, and measured by the launch measurement).
+    pub image_name: Option<String>,
+    /// The image's manifest digest (`sha256:...`), for an image root: the identity of what runs,
+    /// recorded in `Applied` and read by the launch measurement.
     pub image_manifest_digest: Option<String>,
 }
 

@@ -137,6 +137,24 @@ pub(crate) fn enter_root(
             }
         }
         RootSource::Binary(bin) => build_binary_root(bin, sources, staging)?,
+        RootSource::Image(dir) => {
+            // `sources[0]` is the detached mount of the image, already made read-only, nosuid,
+            // nodev and idmapped by the parent: attach it.
+            at(
+                Step::MountRoot,
+                || format!("attach the image root {} onto {}", dir.display(), staging.display()),
+                rustix::mount::move_mount(
+                    &sources[0],
+                    "",
+                    rustix::fs::CWD,
+                    staging,
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                ),
+            )?;
+            for d in ["proc", "dev", "tmp"] {
+                require_dir(Step::MountRoot, &staging.join(d))?;
+            }
+        }
     }
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
@@ -188,6 +206,8 @@ pub(crate) fn open_sources(root: &RootSource, tool: Option<&Path>) -> StepResult
     let mut paths: Vec<PathBuf> = match root {
         RootSource::Rootfs(dir) => vec![dir.clone()],
         RootSource::Binary(b) => binary_entries(b).iter().map(|e| e.host.clone()).collect(),
+        // The image's mount comes from the parent (see `launch`), not from a path.
+        RootSource::Image(_) => vec![],
     };
     paths.extend(tool.map(Path::to_owned));
     paths
@@ -479,7 +499,7 @@ fn mask_proc(staging: &Path) -> StepResult {
 fn make_root_readonly(root: &RootSource, staging: &Path) -> StepResult {
     let step = Step::ReadonlyRoot;
     match root {
-        RootSource::Rootfs(_) => at(
+        RootSource::Rootfs(_) | RootSource::Image(_) => at(
             step,
             || "remount the root read-only".into(),
             remount_bind_readonly(staging, MountFlags::NOSUID | MountFlags::NODEV),

@@ -9,6 +9,7 @@
 //! file).
 #![forbid(unsafe_code)]
 
+mod image_name;
 pub mod manifest;
 mod name;
 pub mod net;
@@ -19,6 +20,7 @@ pub use manifest::{
     HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, load_manifest,
     parse_manifest,
 };
+pub use image_name::{ImageName, ImageNameError};
 pub use name::{EnvName, NameError};
 pub use net::{Cidr, NetError, NetSpec, Proto, Publish, VethSpec};
 pub use plan::{Action, Change, Observed, Step, plan, summary};

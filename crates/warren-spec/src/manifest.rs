@@ -128,6 +128,9 @@ pub enum ImageSpec {
     Rootfs(PathBuf),
     /// A minimal root built from one program, its ELF interpreter and its libraries.
     Binary(PathBuf),
+    /// An image imported into Warren's image store (`warren image import`), by name. Its
+    /// configuration supplies the command when `command` is empty.
+    Name(crate::ImageName),
 }
 
 /// What the supervisor does when an environment exits.
@@ -795,6 +798,7 @@ impl Parser<'_> {
         d.spec.command = match (d.command, &image) {
             (Some(c), _) => c,
             (None, ImageSpec::Binary(bin)) => vec![bin.to_string_lossy().into_owned()],
+            (None, ImageSpec::Name(_)) => Vec::new(),
             (None, ImageSpec::Rootfs(_)) => {
                 let msg = format!(
                     "{} has a rootfs image but no \"command\": say which program to run, e.g. \
@@ -840,7 +844,8 @@ impl Parser<'_> {
             DeValue::String(_) => return Ok(ImageSpec::Rootfs(self.path(here, "image", v)?)),
             DeValue::Table(t) => t,
             _ => {
-                let want = "a directory or a table { rootfs = \"DIR\" } or { binary = \"PATH\" }";
+                let want = "a directory or a table { rootfs = \"DIR\" }, { binary = \"PATH\" } or \
+                            { name = \"IMAGE\" }";
                 return Err(self.type_error(here, "image", v, want));
             }
         };
@@ -851,12 +856,20 @@ impl Parser<'_> {
             let image = match key {
                 "rootfs" => ImageSpec::Rootfs(self.path(&table, key, v)?),
                 "binary" => ImageSpec::Binary(self.path(&table, key, v)?),
+                "name" => {
+                    let s = self.string(&table, key, v)?;
+                    match s.parse::<crate::ImageName>() {
+                        Ok(n) => ImageSpec::Name(n),
+                        Err(e) => return Err(self.bad_value(&table, key, v.span(), e.to_string())),
+                    }
+                }
                 x if is_extension(x) => continue,
-                _ => return Err(self.unknown(&table, k, &["rootfs", "binary"])),
+                _ => return Err(self.unknown(&table, k, &["rootfs", "binary", "name"])),
             };
             if found.is_some() {
                 let msg = format!(
-                    "{} sets both \"rootfs\" and \"binary\": an image is one or the other",
+                    "{} sets more than one of \"rootfs\", \"binary\" and \"name\": an image is \
+                     exactly one of them",
                     table.describe()
                 );
                 return Err(self.error(k.span(), table.key(key), msg));
@@ -864,7 +877,10 @@ impl Parser<'_> {
             found = Some(image);
         }
         found.ok_or_else(|| {
-            let msg = format!("{} must set \"rootfs\" or \"binary\"", here.at("image"));
+            let msg = format!(
+                "{} must set \"rootfs\", \"binary\" or \"name\"",
+                here.at("image")
+            );
             self.error(v.span(), here.key("image"), msg)
         })
     }

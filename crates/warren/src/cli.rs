@@ -60,6 +60,9 @@ pub enum Command {
     /// Print this host's federation public key as a trusted-keys line (`NAME ed25519:HEX`),
     /// creating the private key first if it does not exist.
     HostKey(HostKeyArgs),
+    /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
+    #[command(subcommand)]
+    Image(ImageCommand),
 }
 
 /// `warren attest ...`.
@@ -167,7 +170,7 @@ pub struct HostKeyArgs {
 
 /// `warren run`.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("root").required(true).args(["rootfs", "binary"])))]
+#[command(group(clap::ArgGroup::new("root").required(true).args(["rootfs", "binary", "image"])))]
 pub struct RunArgs {
     /// Name of the environment (its hostname); generated when absent.
     #[arg(long)]
@@ -180,6 +183,11 @@ pub struct RunArgs {
     /// Build a minimal root holding only this program, its ELF interpreter and its libraries.
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+
+    /// Run an image from the store (`warren image import`): its entrypoint, cmd, env, user
+    /// and working directory apply; a CMD given after -- replaces the image's cmd.
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
 
     /// Memory limit (e.g. 64M, 1G).
     #[arg(long, value_name = "SIZE")]
@@ -375,4 +383,75 @@ pub struct LogsArgs {
     pub tail: Option<usize>,
     /// The environment.
     pub name: String,
+}
+
+/// `warren image ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import an OCI image layout (a directory or tar) or a docker save archive into the store.
+    Import(ImageImportArgs),
+    /// List stored images.
+    Ls(ImageLsArgs),
+    /// Show everything stored about an image, as JSON (record, manifest, config).
+    Inspect(ImageInspectArgs),
+    /// Remove images (refused while an environment uses one).
+    Rm(ImageRmArgs),
+}
+
+/// `warren image import`.
+#[derive(Debug, Args)]
+pub struct ImageImportArgs {
+    /// The OCI image layout (directory or tar) or docker save archive.
+    pub path: PathBuf,
+    /// The name to store it under (default: from the source's reference or file name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Which image of a source that holds several (an OCI ref.name or a docker tag).
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
+    /// Keep set-uid/set-gid bits instead of refusing the image. They never take effect:
+    /// environments run with no_new_privs on a nosuid root.
+    #[arg(long)]
+    pub allow_setuid: bool,
+    /// Most archive entries across all layers.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub max_files: u64,
+    /// Most bytes of file content across all layers (e.g. 32G).
+    #[arg(long, value_name = "SIZE", default_value = "32G")]
+    pub max_bytes: String,
+    /// Most components in one path.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_depth: usize,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing but errors (and, with --json, the result).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `warren image ls`.
+#[derive(Debug, Args)]
+pub struct ImageLsArgs {
+    /// One JSON object per image (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Print only names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `warren image inspect`.
+#[derive(Debug, Args)]
+pub struct ImageInspectArgs {
+    /// The image's name.
+    pub name: String,
+}
+
+/// `warren image rm`.
+#[derive(Debug, Args)]
+pub struct ImageRmArgs {
+    /// The images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
 }

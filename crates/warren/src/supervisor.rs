@@ -144,6 +144,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
             a.push("--binary".into());
             a.push(bin.display().to_string());
         }
+        warren_spec::ImageSpec::Name(image) => {
+            a.push("--image".into());
+            a.push(image.to_string());
+        }
     }
     if let Some(m) = spec.memory {
         a.push("--memory".into());

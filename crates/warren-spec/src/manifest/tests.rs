@@ -383,7 +383,7 @@ fn image_and_command_errors() {
     let cases: &[(&str, &str, &str)] = &[
         (
             r#"image = 5"#,
-            r#"spaces.toml:2:9: "image" in [space.db] must be a directory or a table { rootfs = "DIR" } or { binary = "PATH" }, found an integer"#,
+            r#"spaces.toml:2:9: "image" in [space.db] must be a directory or a table { rootfs = "DIR" }, { binary = "PATH" } or { name = "IMAGE" }, found an integer"#,
             "space.db.image",
         ),
         (
@@ -398,12 +398,12 @@ fn image_and_command_errors() {
         ),
         (
             r#"image = { rootfs = "r", binary = "/b" }"#,
-            r#"spaces.toml:2:25: [space.db.image] sets both "rootfs" and "binary": an image is one or the other"#,
+            r#"spaces.toml:2:25: [space.db.image] sets more than one of "rootfs", "binary" and "name": an image is exactly one of them"#,
             "space.db.image.binary",
         ),
         (
             r#"image = { x-note = 1 }"#,
-            r#"spaces.toml:2:9: "image" in [space.db] must set "rootfs" or "binary""#,
+            r#"spaces.toml:2:9: "image" in [space.db] must set "rootfs", "binary" or "name""#,
             "space.db.image",
         ),
         (

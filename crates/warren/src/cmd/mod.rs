@@ -5,6 +5,7 @@ mod attest;
 mod daemon;
 mod doctor;
 mod host_key;
+mod image;
 mod manage;
 mod ps;
 mod run;
@@ -28,5 +29,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
         Command::HostKey(args) => host_key::host_key(&cli.state_dir, args),
+        Command::Image(cmd) => image::image(&cli.state_dir, cmd),
     }
 }

@@ -153,6 +153,63 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
     }
 }
 
+/// An image resolved for a launch.
+struct ImageLaunch {
+    resolved: warren_image::ResolvedImage,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    user: Option<warren_sandbox::RunAs>,
+    workdir: Option<PathBuf>,
+}
+
+/// Resolve `--image NAME`: the stored root, and the config's entrypoint and cmd (a command
+/// given after `--` replaces the cmd, as with Docker), env, user and working directory.
+fn resolve_image(state_dir: &Path, args: &RunArgs, name: &str) -> anyhow::Result<ImageLaunch> {
+    let name: warren_spec::ImageName = name.parse().context("invalid --image")?;
+    let resolved = warren_image::Store::new(state_dir).resolve(&name)?;
+    let run = resolved.record.run.clone();
+    let mut argv = run.entrypoint.clone().unwrap_or_default();
+    if args.command.is_empty() {
+        argv.extend(run.cmd.clone().unwrap_or_default());
+    } else {
+        argv.extend(args.command.iter().cloned());
+    }
+    if argv.is_empty() {
+        bail!("image {name} has no entrypoint or cmd: add the program to run after --");
+    }
+    let mut env = Vec::new();
+    for e in run.env.iter().flatten() {
+        match e.split_once('=') {
+            Some((k, v)) if !k.is_empty() => env.push((k.to_owned(), v.to_owned())),
+            _ => bail!("image {name} has a malformed env entry {e:?}"),
+        }
+    }
+    let who = warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
+        .with_context(|| format!("image {name}"))?;
+    if !env.iter().any(|(k, _)| k == "HOME") {
+        if let Some(home) = &who.home {
+            env.push(("HOME".to_owned(), home.clone()));
+        }
+    }
+    let user = (who.uid != 0 || who.gid != 0).then(|| warren_sandbox::RunAs {
+        uid: who.uid,
+        gid: who.gid,
+        groups: who.groups.clone(),
+    });
+    let workdir = run
+        .working_dir
+        .as_deref()
+        .filter(|w| !w.is_empty())
+        .map(|w| Path::new("/").join(w));
+    Ok(ImageLaunch {
+        resolved,
+        argv,
+        env,
+        user,
+        workdir,
+    })
+}
+
 fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     if p.is_absolute() {
         Ok(p.to_owned())
@@ -184,10 +241,27 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
-    let (root, argv) = match resolve_root(&args) {
-        Ok(v) => v,
-        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    // An image from the store: its root stays in the store while `image` lives (until the
+    // environment has ended), and its config supplies argv, env, user and working directory.
+    let image = match args.image.as_deref().map(|n| resolve_image(state_dir, &args, n)) {
+        None => None,
+        Some(Ok(i)) => Some(i),
+        Some(Err(e)) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
+    let (root, argv) = match &image {
+        Some(i) => (RootSource::Image(i.resolved.root.clone()), i.argv.clone()),
+        None => match resolve_root(&args) {
+            Ok(v) => v,
+            Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+        },
+    };
+    let mut env = env;
+    if let Some(i) = &image {
+        // The image's variables first: those given with -e replace them.
+        let mut merged = i.env.clone();
+        merged.extend(env);
+        env = merged;
+    }
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
@@ -211,6 +285,13 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         None => (None, None, None),
     };
     let client_tool = mailbox.as_ref().and_then(|_| client_tool());
+    if client_tool.is_some() {
+        // An image's own PATH replaces the default one: keep the mailbox client reachable.
+        for (k, v) in env.iter_mut().filter(|(k, _)| k == "PATH") {
+            let _ = k;
+            v.push_str(":/dev/warren");
+        }
+    }
     let plan = LaunchPlan {
         name,
         root,
@@ -221,7 +302,12 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         allow_missing,
         client_tool,
         net,
-        image_manifest_digest: None,
+        user: image.as_ref().and_then(|i| i.user.clone()),
+        workdir: image.as_ref().and_then(|i| i.workdir.clone()),
+        image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
+        image_manifest_digest: image
+            .as_ref()
+            .map(|i| i.resolved.record.manifest.to_string()),
     };
     let state = StateDir::new(state_dir);
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
