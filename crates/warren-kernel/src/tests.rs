@@ -1800,7 +1800,11 @@ mod batch {
             assert!(out.len() <= warren_proto::MAX_FRAME);
             sizes.push(d.len());
         }
-        assert_eq!(sizes, vec![2, 1], "two fit in a frame, the third comes next");
+        assert_eq!(
+            sizes,
+            vec![2, 1],
+            "two fit in a frame, the third comes next"
+        );
     }
 
     #[test]
