@@ -12,7 +12,8 @@
 # Settings: ROUNDS (3), RTT_ITERS (20000 timed round trips, after RTT_WARMUP=2000),
 # THRU_COUNT (1000000 messages for one-per-packet runs; Warren, whose every message is an
 # awaited request there, sends a tenth), BATCH_COUNT (20000000 for batched runs; Warren a
-# quarter), WARREN_BATCH (512 messages per batch frame sent and per batch receive), AMQP (1: include RabbitMQ;
+# quarter), WARREN_BATCH (512 messages per batch frame sent), WARREN_RECV_MAX (4096: the most
+# one batch receive takes, the receiver's mailbox capacity: it takes what is queued), AMQP (1: include RabbitMQ;
 # installs Debian's rabbitmq-server if missing, bound to 127.0.0.1 only), AMQP_COUNT (200000),
 # IDLE_COUNT (1000 environments registered for the memory figure).
 #
@@ -32,6 +33,7 @@ RTT_WARMUP=${RTT_WARMUP:-2000}
 THRU_COUNT=${THRU_COUNT:-1000000}
 BATCH_COUNT=${BATCH_COUNT:-20000000}
 WARREN_BATCH=${WARREN_BATCH:-512}
+WARREN_RECV_MAX=${WARREN_RECV_MAX:-4096}
 AMQP=${AMQP:-1}
 AMQP_COUNT=${AMQP_COUNT:-200000}
 AMQP_ITERS=${AMQP_ITERS:-5000}
@@ -199,11 +201,13 @@ warren_rtt() { # STYLE CPUARGS ROUND
     wait "$spid"
 }
 
-warren_thru() { # BATCH COUNT CPUARGS ROUND [--pipelined]
-    local batch=$1 count=$2 cpu=$3 round=$4 style=${5:-} rcv="wb-rcv-$tag" snd="wb-snd-$tag"
+warren_thru() { # BATCH COUNT CPUARGS ROUND [--pipelined | --recv-max N]
+    local batch=$1 count=$2 cpu=$3 round=$4 rcv="wb-rcv-$tag" snd="wb-snd-$tag"
+    local style=${5:-} rstyle="${5:-} ${6:-}"
+    [ "$style" = --recv-max ] && style=""
     # shellcheck disable=SC2086
     warren_env "$rcv" --mailbox-capacity 4096 -- /bin/warren-ipc-bench warren-client-receive \
-        --count "$count" --batch "$batch" $style $cpu --round "$round" | record &
+        --count "$count" --batch "$batch" $rstyle $cpu --round "$round" | record &
     local rpid=$!
     # shellcheck disable=SC2086
     warren_env "$snd" --may-send "$rcv" -- /bin/warren-ipc-bench warren-client-send \
@@ -248,7 +252,7 @@ for round in $(seq "$ROUNDS"); do
             "$bench" relay-throughput --count "$BATCH_COUNT" --batch "$WARREN_BATCH" --round "$round" $cpu | record
         }
         warren_thru 1 "$((THRU_COUNT / 10))" "$cpu" "$round"
-        warren_thru "$WARREN_BATCH" "$((BATCH_COUNT / 4))" "$cpu" "$round"
+        warren_thru "$WARREN_BATCH" "$((BATCH_COUNT / 4))" "$cpu" "$round" --recv-max "$WARREN_RECV_MAX"
         # The version-1 way (one request frame per message), for comparison.
         warren_thru "$WARREN_BATCH" "$((BATCH_COUNT / 20))" "$cpu" "$round" --pipelined
         if [ "$AMQP" = 1 ] && [ "$placement" = unpinned ]; then
@@ -267,7 +271,9 @@ report="$results/ipc-$stamp.md"
     echo
     echo "Machine: $(nproc) vCPUs, $(uname -r); $(rabbitmqctl version 2>/dev/null | sed 's/^/RabbitMQ /' || true); CPU busy ${busy}% in the second before the run"
     echo
-    "$bench" report --relay-batch "64 per packet" --warren-batch "$WARREN_BATCH per packet" "$out"
+    warren_label="$WARREN_BATCH per frame, up to $WARREN_RECV_MAX per receive"
+    [ "$WARREN_RECV_MAX" = "$WARREN_BATCH" ] && warren_label="$WARREN_BATCH per packet"
+    "$bench" report --relay-batch "64 per packet" --warren-batch "$warren_label" "$out"
 } > "$report"
 echo
 cat "$report"

@@ -278,6 +278,7 @@ pub fn client_send(
 pub fn client_receive(
     count: u64,
     batch: usize,
+    recv_max: Option<usize>,
     pipelined: bool,
     cpu: Option<usize>,
     round: u32,
@@ -295,6 +296,7 @@ pub fn client_receive(
             k.recv(wait).context("receive")?;
             got += 1;
         } else if !pipelined {
+            let n = recv_max.unwrap_or(batch).min((count - got) as usize);
             match k.recv_many(n, wait).context("receive a batch")? {
                 Received::Batch(d) => {
                     for (_, body) in d.iter() {
@@ -322,7 +324,12 @@ pub fn client_receive(
         }
     }
     let (t0, before) = first.context("nothing arrived")?;
-    let variant = warren_variant(batch, pipelined);
+    let variant = match recv_max {
+        Some(m) if m != batch && !pipelined && batch > 1 => {
+            format!("{batch} per frame, up to {m} per receive")
+        }
+        _ => warren_variant(batch, pipelined),
+    };
     Ok(Record::new("warren", "throughput", &variant, cpu, round)
         .with_rate(got - before, t0.elapsed())
         .with_cpu_since(cpu0))

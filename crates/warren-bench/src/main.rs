@@ -64,6 +64,9 @@ struct Flow {
     /// packet, instead of one batch frame (`send_many` / `recv_many`).
     #[arg(long)]
     pipelined: bool,
+    /// Warren's receiver only: the most messages one batch receive takes (default: `batch`).
+    #[arg(long)]
+    recv_max: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -291,6 +294,7 @@ fn run(mode: Mode) -> anyhow::Result<()> {
         Mode::WarrenClientReceive { flow, place, host } => inenv::client_receive(
             flow.count,
             flow.batch,
+            flow.recv_max,
             flow.pipelined,
             place.cpu,
             place.round,

@@ -275,18 +275,22 @@ fn run_overhead(from: &str) -> usize {
     1 + from.len() + 8 + 4 + 4
 }
 
-/// How many of the first `max` bodies fit in `budget` encoded bytes.
-fn fitting(bodies: &Bodies, max: usize, budget: usize) -> usize {
+/// How many of the first `max` bodies fit in `budget` encoded bytes, and their encoded size.
+fn fitting(bodies: &Bodies, max: usize, budget: usize) -> (usize, usize) {
+    // The common case, a whole run that fits, without walking the bodies.
+    if bodies.len() <= max && bodies.encoded_len() <= budget {
+        return (bodies.len(), bodies.encoded_len());
+    }
     let mut used = 0;
     let mut k = 0;
     for b in bodies.iter().take(max) {
-        used += 4 + b.len();
-        if used > budget {
+        if used + 4 + b.len() > budget {
             break;
         }
+        used += 4 + b.len();
         k += 1;
     }
-    k
+    (k, used)
 }
 
 /// Adds one body to the last run if it has the same sender and badge, else to a new run.
@@ -1071,7 +1075,7 @@ impl Kernel {
             match r.batch {
                 Some(max) => {
                     let budget = DELIVERIES_BUDGET - run_overhead(&from);
-                    let k = fitting(&rest, max as usize, budget);
+                    let (k, _) = fitting(&rest, max as usize, budget);
                     let run = Run {
                         from: Sender {
                             env: from.to_string(),
@@ -1209,14 +1213,16 @@ impl Kernel {
                 }
                 Entry::Run(run) => {
                     let overhead = run_overhead(&run.from);
-                    let mut k = fitting(&run.bodies, max - taken, budget.saturating_sub(overhead));
-                    if taken == 0 {
-                        k = k.max(1);
+                    let (mut k, mut size) =
+                        fitting(&run.bodies, max - taken, budget.saturating_sub(overhead));
+                    if k == 0 && taken == 0 {
+                        // A delivery carries at least one message, which always fits.
+                        (k, size) = (1, run.bodies.prefix_len(1));
                     }
                     if k == 0 {
                         break;
                     }
-                    budget = budget.saturating_sub(overhead + run.bodies.prefix_len(k));
+                    budget = budget.saturating_sub(overhead + size);
                     let Entry::Run(part) = self.take_front(mb_id, from_queue, k) else {
                         unreachable!("the front was a run")
                     };

@@ -1822,6 +1822,36 @@ mod batch {
     }
 
     #[test]
+    fn a_batch_delivery_stays_within_a_frame() {
+        let (mut w, a, b) = pair(None);
+        let big = vec![7u8; 400_000];
+        let three: Bodies = [&big[..], &big[..], &big[..]].into_iter().collect();
+        assert_eq!(
+            w.call(a, send_batch(2, three, false)),
+            Response::Accepted { count: 3 }
+        );
+        let mut sizes = Vec::new();
+        while let Response::Deliveries(d) = w.call(b, recv_batch(10, Some(0))) {
+            let mut out = Vec::new();
+            warren_proto::encode_response(
+                &warren_proto::Frame {
+                    id: 1,
+                    body: Response::Deliveries(d.clone()),
+                },
+                &mut out,
+            )
+            .expect("every batch delivery encodes");
+            assert!(out.len() <= warren_proto::MAX_FRAME);
+            sizes.push(d.len());
+        }
+        assert_eq!(
+            sizes,
+            vec![2, 1],
+            "two fit in a frame, the third comes next"
+        );
+    }
+
+    #[test]
     fn a_zero_capacity_mailbox_hands_a_waiting_batch_straight_to_a_batch_receive() {
         let (mut w, a, b) = pair(Some(0));
         let id = w.call_waiting(a, send_batch(2, bodies(0..3), true));

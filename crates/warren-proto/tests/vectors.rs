@@ -678,7 +678,10 @@ fn expectations() -> Vec<(&'static str, Expect)> {
                 count: 1,
             }),
         ),
-        ("body-past-bodies-size", Invalid(truncated(28, "body", 4, 0))),
+        (
+            "body-past-bodies-size",
+            Invalid(truncated(28, "body", 4, 0)),
+        ),
         (
             "recv-batch-max-over-limit",
             Invalid(too_large(10, "batch max", MAX_BATCH + 1, MAX_BATCH)),
