@@ -53,6 +53,7 @@ fn host(records: usize) -> (tempfile::TempDir, String) {
     RootConfig {
         root: RootKind::Software,
         tpm: None,
+        agent: None,
     }
     .save(&state)
     .unwrap();

@@ -173,6 +173,7 @@ fn tpm_root(state_dir: &Path) -> Result<crate::tpm::TpmRoot, EnrollError> {
     Ok(crate::tpm::TpmRoot::new(
         &state_dir.join("attest"),
         config.tpm.as_deref().unwrap_or(crate::root::DEFAULT_TPM),
+        config.agent.as_deref(),
     )?)
 }
 

@@ -29,13 +29,18 @@ pub struct TpmRoot {
 }
 
 impl TpmRoot {
-    /// The TPM named by `spec` for the attestation directory `dir`.
-    pub fn new(dir: &Path, spec: &str) -> Result<TpmRoot, RootError> {
-        let agent = agent_path().ok_or_else(|| {
-            RootError::Tpm(
-                "the warren-tpm agent was not found next to warren (or in WARREN_TPM_AGENT)".into(),
-            )
-        })?;
+    /// The TPM named by `spec` for the attestation directory `dir`, through `agent` (default:
+    /// [`agent_path`]).
+    pub fn new(dir: &Path, spec: &str, agent: Option<&Path>) -> Result<TpmRoot, RootError> {
+        let agent = agent
+            .map(Path::to_owned)
+            .or_else(agent_path)
+            .ok_or_else(|| {
+                RootError::Tpm(
+                    "the warren-tpm agent was not found next to warren (or in WARREN_TPM_AGENT)"
+                        .into(),
+                )
+            })?;
         Ok(TpmRoot {
             dir: dir.to_owned(),
             spec: spec.to_owned(),

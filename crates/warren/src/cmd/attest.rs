@@ -19,11 +19,14 @@ pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyh
         "auto" => RootConfig::detect(),
         other => {
             let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
-            let tpm = match root {
-                RootKind::Tpm => Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),
-                RootKind::Software => None,
+            let (tpm, agent) = match root {
+                RootKind::Tpm => (
+                    Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),
+                    warren_attest::tpm::agent_path(),
+                ),
+                RootKind::Software => (None, None),
             };
-            RootConfig { root, tpm }
+            RootConfig { root, tpm, agent }
         }
     };
     config
@@ -33,6 +36,7 @@ pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyh
         warren_attest::tpm::TpmRoot::new(
             &state_dir.join("attest"),
             config.tpm.as_deref().unwrap_or(DEFAULT_TPM),
+            config.agent.as_deref(),
         )
         .and_then(|t| t.provision())
         .context("provision the TPM (attestation key and event log anchor)")?;
