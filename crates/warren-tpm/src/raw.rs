@@ -48,6 +48,9 @@ pub enum Session<'a> {
     Policy(u32),
 }
 
+/// What `TPM2_NV_Certify` returns: the `TPMS_ATTEST` bytes and the ECDSA `r` and `s`.
+pub type Certified = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// `TPM_RH_NULL`.
 const RH_NULL: u32 = 0x4000_0007;
 
@@ -271,7 +274,7 @@ impl Transport {
         index: u32,
         qualifying: &[u8],
         size: u16,
-    ) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), RawError> {
+    ) -> Result<Certified, RawError> {
         let mut p = (qualifying.len() as u16).to_be_bytes().to_vec();
         p.extend_from_slice(qualifying);
         p.extend_from_slice(&0x0010u16.to_be_bytes()); // inScheme: TPM_ALG_NULL
