@@ -2,7 +2,8 @@
 # Attestation benchmark, all in ONE run: image measurement throughput of Warren's tree digest
 # (warren-tree/1, BLAKE3, one thread) against `b3sum` (one thread and its default threads) and
 # `sha256sum` over the same files; software quotes per second and pure-Rust verifications per
-# second over logs of 10 and 1000 records. Writes bench/results/attest-<UTC time>.txt.
+# second over logs of 10 and 1000 records; with swtpm, TPM quotes (agent + TPM2_NV_Certify) and
+# their verifications per second. Writes bench/results/attest-<UTC time>.txt.
 #
 #   bash bench/attest.sh                 # a 1 GiB image in /dev/shm (page cache: CPU-bound)
 #   SIZE_MB=256 ROUNDS=5 bash bench/attest.sh
@@ -21,10 +22,19 @@ out="$here/results/attest-$(date -u +%Y%m%dT%H%M%SZ).txt"
 command -v b3sum >/dev/null || { apt-get update -qq && apt-get install -y -qq b3sum; }
 
 (cd "$repo" && cargo build -q --release -p warren-attest --example attest_bench)
+(cd "$repo/crates/warren-tpm" && RUSTFLAGS="-C target-feature=-crt-static" \
+    CARGO_TARGET_DIR="$repo/target/tpm" cargo build -q --release)
+export WARREN_TPM_AGENT="$repo/target/tpm/x86_64-unknown-linux-gnu/release/warren-tpm"
 bench="$repo/target/x86_64-unknown-linux-gnu/release/examples/attest_bench"
 
 img=$(mktemp -d /dev/shm/warren-attest-bench.XXXXXX)
-trap 'rm -rf "$img"' EXIT
+tpmdir=$(mktemp -d /run/warren-attest-bench-tpm.XXXXXX)
+swtpm_pid=""
+cleanup() {
+    [ -z "$swtpm_pid" ] || kill "$swtpm_pid" 2>/dev/null || true
+    rm -rf "$img" "$tpmdir"
+}
+trap cleanup EXIT
 # An image-like tree: many small files and some large ones (half the bytes in 64 MiB files).
 mkdir -p "$img/small" "$img/large"
 large=$((SIZE_MB / 2 / 64)); [ "$large" -ge 1 ] || large=1
@@ -80,5 +90,24 @@ for r in 10 1000; do
     "$bench" quote "$r" "$SECONDS_EACH"
     "$bench" verify "$r" "$SECONDS_EACH"
 done
+if command -v swtpm >/dev/null && command -v swtpm_setup >/dev/null; then
+    echo "# TPM root on swtpm (loopback TCP; each quote runs the warren-tpm agent once)"
+    swtpm_setup --tpm2 --create-ek-cert --overwrite --tpmstate "$tpmdir" >/dev/null
+    port=$(python3 -c 'import socket
+while True:
+    a=socket.socket(); a.bind(("127.0.0.1",0)); p=a.getsockname()[1]
+    b=socket.socket()
+    try: b.bind(("127.0.0.1",p+1)); print(p); break
+    except OSError: pass')
+    swtpm socket --tpm2 --flags not-need-init,startup-clear --tpmstate dir="$tpmdir" \
+        --server type=tcp,port="$port",bindaddr=127.0.0.1 \
+        --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 >/dev/null 2>&1 &
+    swtpm_pid=$!
+    sleep 0.5
+    localca=/var/lib/swtpm-localca
+    export WARREN_BENCH_TPM="swtpm:host=127.0.0.1,port=$port"
+    export WARREN_BENCH_EK_CA="$localca/issuercert.pem,$localca/swtpm-localca-rootca-cert.pem"
+    "$bench" tpm 10 "$SECONDS_EACH"
+fi
 } | tee "$out"
 echo "written: $out"

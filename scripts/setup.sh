@@ -20,6 +20,13 @@ have nft || [ -x /usr/sbin/nft ] || need+=(nftables)
 have ip || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
 have nsenter || need+=(util-linux)
 have curl || need+=(curl)
+# Attestation: the TPM agent links tpm2-tss; the TPM tests run swtpm with EK certificates from
+# swtpm_setup; the attestation benchmark compares with b3sum and sha256sum.
+[ -e /usr/include/tss2/tss2_esys.h ] || need+=(libtss2-dev)
+have pkg-config || need+=(pkg-config)
+have swtpm || need+=(swtpm)
+have swtpm_setup || need+=(swtpm-tools)
+have b3sum || need+=(b3sum)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

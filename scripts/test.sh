@@ -15,6 +15,17 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The TPM agent is outside the workspace: tpm2-tss exists only as shared libraries, so it is
+# linked dynamically, into a target directory of its own (the TPM tests find it there).
+echo "== warren-tpm (fmt, clippy, build; dynamically linked)"
+export WARREN_TPM_AGENT="$PWD/target/tpm/x86_64-unknown-linux-gnu/debug/warren-tpm"
+(
+  cd crates/warren-tpm
+  export RUSTFLAGS="-C target-feature=-crt-static" CARGO_TARGET_DIR="$PWD/../../target/tpm"
+  cargo fmt -- --check
+  cargo clippy --locked --all-targets -- -D warnings
+  cargo build --locked
+)
 echo "== fuzz the protocol decoder (bounded)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh 2>&1 | tail -n 3
 echo "== cargo test"

@@ -4,6 +4,9 @@
 //! attest_bench tree DIR [ROUNDS]        # warren-tree/1 digest of DIR: prints bytes, seconds
 //! attest_bench quote RECORDS SECONDS    # software quotes per second over a log of RECORDS
 //! attest_bench verify RECORDS SECONDS   # verifications per second of such a quote
+//! attest_bench tpm RECORDS SECONDS      # both with the TPM root: WARREN_BENCH_TPM (a tss TCTI
+//!                                       # spec), WARREN_TPM_AGENT, WARREN_BENCH_EK_CA (EK
+//!                                       # issuer PEMs, comma-separated)
 //! ```
 //!
 //! Each prints one JSON line.
@@ -47,15 +50,33 @@ fn content(i: usize) -> LaunchContent {
 }
 
 /// A state directory with `records` launches, a CA, and the host enrolled with it.
-fn host(records: usize) -> (tempfile::TempDir, String) {
-    let dir = tempfile::tempdir().unwrap();
+fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir_in("/run").unwrap();
     let state = dir.path().join("state");
-    RootConfig {
-        root: RootKind::Software,
-        tpm: None,
+    let config = if tpm {
+        RootConfig {
+            root: RootKind::Tpm,
+            tpm: std::env::var("WARREN_BENCH_TPM").ok(),
+            agent: std::env::var_os("WARREN_TPM_AGENT").map(Into::into),
+        }
+    } else {
+        RootConfig {
+            root: RootKind::Software,
+            tpm: None,
+            agent: None,
+        }
+    };
+    config.save(&state).unwrap();
+    if tpm {
+        warren_attest::tpm::TpmRoot::new(
+            &state.join("attest"),
+            config.tpm.as_deref().unwrap(),
+            config.agent.as_deref(),
+        )
+        .unwrap()
+        .provision()
+        .unwrap();
     }
-    .save(&state)
-    .unwrap();
     let log = warren_attest::EventLog::new(&state);
     let cfg = RootConfig::resolve(&state).unwrap();
     let mut root = cfg.open(&state).unwrap();
@@ -64,8 +85,19 @@ fn host(records: usize) -> (tempfile::TempDir, String) {
     }
     let ca_dir = dir.path().join("ca");
     let ca = warren_attest::ca::PrivacyCa::init(&ca_dir).unwrap();
+    if let Ok(list) = std::env::var("WARREN_BENCH_EK_CA") {
+        for (i, p) in list.split(',').enumerate() {
+            ca.trust_ek_ca(&std::fs::read_to_string(p).unwrap(), &format!("{i}.pem"))
+                .unwrap();
+        }
+    }
     warren_attest::enroll::enroll_local(&state, &ca_dir, "bench").unwrap();
-    let ca_pem = std::fs::read_to_string(ca.issuer_cert_path(RootKind::Software)).unwrap();
+    let kind = if tpm {
+        RootKind::Tpm
+    } else {
+        RootKind::Software
+    };
+    let ca_pem = std::fs::read_to_string(ca.issuer_cert_path(kind)).unwrap();
     (dir, ca_pem)
 }
 
@@ -79,50 +111,59 @@ fn main() {
             let mut bytes = 0;
             for _ in 0..rounds {
                 let t = Instant::now();
-                let d = warren_attest::measure::tree_digest(dir).unwrap();
+                // WARREN_BENCH_CACHE: measure as launches do, with the content cache.
+                let cache = std::env::var_os("WARREN_BENCH_CACHE").map(std::path::PathBuf::from);
+                let d = warren_attest::measure::tree_digest_cached(dir, cache.as_deref()).unwrap();
                 best = best.min(t.elapsed().as_secs_f64());
                 bytes = d.bytes;
             }
             println!("{{\"op\":\"tree\",\"bytes\":{bytes},\"seconds\":{best}}}");
         }
-        Some(op @ ("quote" | "verify")) => {
+        Some(op @ ("quote" | "verify" | "tpm")) => {
             let records: usize = args[1].parse().unwrap();
             let secs: f64 = args[2].parse().unwrap();
-            let (dir, ca_pem) = host(records);
+            let tpm = op == "tpm";
+            let (dir, ca_pem) = host(records, tpm);
             let state = dir.path().join("state");
             let nonce = [7u8; 32];
             let quote = warren_attest::make_quote(&state, &nonce, None, &[]).unwrap();
             let opts = warren_attest::verify::Options {
                 nonce: &nonce,
                 ca_pem: &ca_pem,
-                allow_software: true,
+                allow_software: !tpm,
                 policy: None,
                 now: 1_800_000_000,
             };
             warren_attest::verify(&quote, &opts).unwrap();
-            let end = Instant::now() + Duration::from_secs_f64(secs);
-            let start = Instant::now();
-            let mut n = 0u64;
-            while Instant::now() < end {
-                if op == "quote" {
-                    std::hint::black_box(
-                        warren_attest::make_quote(&state, &nonce, None, &[]).unwrap(),
-                    );
-                } else {
-                    std::hint::black_box(warren_attest::verify(&quote, &opts).unwrap());
+            let ops: &[&str] = match op {
+                "tpm" => &["quote", "verify"],
+                "quote" => &["quote"],
+                _ => &["verify"],
+            };
+            for op in ops {
+                let end = Instant::now() + Duration::from_secs_f64(secs);
+                let start = Instant::now();
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    if *op == "quote" {
+                        std::hint::black_box(
+                            warren_attest::make_quote(&state, &nonce, None, &[]).unwrap(),
+                        );
+                    } else {
+                        std::hint::black_box(warren_attest::verify(&quote, &opts).unwrap());
+                    }
+                    n += 1;
                 }
-                n += 1;
+                let el = start.elapsed().as_secs_f64();
+                println!(
+                    "{{\"op\":\"{op}\",\"root\":\"{}\",\"records\":{records},\"count\":{n},\"seconds\":{el},\"per_second\":{}}}",
+                    if tpm { "tpm" } else { "software" },
+                    n as f64 / el
+                );
             }
-            let el = start.elapsed().as_secs_f64();
-            println!(
-                "{{\"op\":\"{op}\",\"records\":{records},\"count\":{n},\"seconds\":{el},\"per_second\":{}}}",
-                n as f64 / el
-            );
         }
         _ => {
-            eprintln!(
-                "usage: attest_bench tree DIR [ROUNDS] | quote RECORDS SECONDS | verify RECORDS SECONDS"
-            );
+            eprintln!("usage: attest_bench tree DIR [ROUNDS] | quote|verify|tpm RECORDS SECONDS");
             std::process::exit(2);
         }
     }

@@ -153,6 +153,44 @@ impl PrivacyCa {
         Ok(PrivacyCa::new(dir))
     }
 
+    /// The certificates this CA trusts as issuers of endorsement key certificates (PEM files in
+    /// `DIR/ek-roots/`: the TPM manufacturers' CAs; for swtpm, swtpm-localca's).
+    pub fn ek_roots(&self) -> Result<Vec<String>, CaError> {
+        let dir = self.dir.join("ek-roots");
+        let mut out = Vec::new();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+            Err(source) => {
+                return Err(CaError::Io {
+                    what: "read",
+                    path: dir,
+                    source,
+                });
+            }
+        };
+        for e in entries.flatten() {
+            out.push(read(&e.path())?);
+        }
+        Ok(out)
+    }
+
+    /// Adds a certificate (PEM) to the trusted EK issuers.
+    pub fn trust_ek_ca(&self, pem: &str, name: &str) -> Result<(), CaError> {
+        let dir = self.dir.join("ek-roots");
+        std::fs::create_dir_all(&dir).map_err(|source| CaError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        let path = dir.join(name);
+        std::fs::write(&path, pem).map_err(|source| CaError::Io {
+            what: "write",
+            path,
+            source,
+        })
+    }
+
     /// The issuing CA certificate file for a root kind.
     pub fn issuer_cert_path(&self, root: RootKind) -> PathBuf {
         self.dir.join(match root {

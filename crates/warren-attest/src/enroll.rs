@@ -2,9 +2,10 @@
 //!
 //! The messages are plain JSON so host and CA can be different machines. A software host
 //! proves possession of its key by signing its request; it can prove nothing else, so its
-//! certificate comes from the software issuing CA. (TPM enrollment, with the endorsement key
-//! certificate chain and a MakeCredential / ActivateCredential round trip, is described in
-//! docs/attestation.md.)
+//! certificate comes from the software issuing CA. A TPM host sends its endorsement key (EK)
+//! certificate and its attestation key (AK); the CA checks the EK certificate chain and the AK's
+//! attributes, and issues from the TPM issuing CA only after the host's TPM has recovered a
+//! secret with TPM2_ActivateCredential ([`crate::credential`]).
 
 use std::path::Path;
 
@@ -113,11 +114,93 @@ pub fn enroll_local(
             ca_handle_software(&ca, &req)?
         }
         RootKind::Tpm => {
-            return Err(EnrollError::Ca(CaError::Refused(
-                "tpm enrollment is not implemented in this build".into(),
-            )));
+            let roots = ca.ek_roots()?;
+            return Ok((
+                RootKind::Tpm,
+                enroll_local_tpm(state_dir, ca_dir, host, &roots)?,
+            ));
         }
     };
     install_certificate(state_dir, &pem)?;
     Ok((config.root, pem))
+}
+
+/// A TPM host's request: its EK certificate, its EK's public modulus and its AK's public area.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpmRequest {
+    /// The host's name.
+    pub host: String,
+    /// The EK certificate (DER), hex.
+    pub ek_cert: String,
+    /// The EK's RSA modulus, hex (exponent 65537, the default EK template).
+    pub ek_modulus: String,
+    /// The AK's `TPMT_PUBLIC`, hex.
+    pub ak_public: String,
+}
+
+/// The CA's challenge: TPM2_MakeCredential's two outputs, hex (without their size fields).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Challenge {
+    /// `TPM2B_ID_OBJECT` contents.
+    pub credential_blob: String,
+    /// `TPM2B_ENCRYPTED_SECRET` contents.
+    pub secret: String,
+}
+
+/// The host's side of TPM enrollment, step 1: provision and describe the keys.
+pub fn tpm_request(state_dir: &Path, host: &str) -> Result<TpmRequest, EnrollError> {
+    let root = tpm_root(state_dir)?;
+    root.provision()?;
+    let v = root.call(&["ek"])?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| crate::root::RootError::Tpm(format!("the agent gave no {k}")))
+    };
+    Ok(TpmRequest {
+        host: host.to_owned(),
+        ek_cert: field("ek_cert")?,
+        ek_modulus: field("ek_modulus")?,
+        ak_public: field("ak_public")?,
+    })
+}
+
+fn tpm_root(state_dir: &Path) -> Result<crate::tpm::TpmRoot, EnrollError> {
+    let config = RootConfig::resolve(state_dir)?;
+    Ok(crate::tpm::TpmRoot::new(
+        &state_dir.join("attest"),
+        config.tpm.as_deref().unwrap_or(crate::root::DEFAULT_TPM),
+        config.agent.as_deref(),
+    )?)
+}
+
+/// The host's side, step 2: TPM2_ActivateCredential with its EK and AK.
+pub fn tpm_activate(state_dir: &Path, challenge: &Challenge) -> Result<Vec<u8>, EnrollError> {
+    let v =
+        tpm_root(state_dir)?.call(&["activate", &challenge.credential_blob, &challenge.secret])?;
+    v.get("secret")
+        .and_then(serde_json::Value::as_str)
+        .and_then(|s| hex::decode(s).ok())
+        .ok_or_else(|| EnrollError::Root(crate::root::RootError::Tpm("no secret".into())))
+}
+
+/// Enrolls a TPM host of `state_dir` with the CA in `ca_dir` on one machine: the CA checks the
+/// EK certificate against `ek_roots` (PEM certificates it trusts as EK issuers), makes a
+/// credential for the AK, the host's TPM activates it, and the CA issues the certificate.
+pub fn enroll_local_tpm(
+    state_dir: &Path,
+    ca_dir: &Path,
+    host: &str,
+    ek_roots: &[String],
+) -> Result<String, EnrollError> {
+    let ca = PrivacyCa::new(ca_dir);
+    let req = tpm_request(state_dir, host)?;
+    let (challenge, expected) = crate::credential::ca_challenge(&req, ek_roots)?;
+    let answer = tpm_activate(state_dir, &challenge)?;
+    let pem = crate::credential::ca_finish(&ca, &req, &expected, &answer)?;
+    install_certificate(state_dir, &pem)?;
+    Ok(pem)
 }

@@ -6,12 +6,13 @@
 //! * [`root`]: the [`root::RootOfTrust`] trait, the software root and the configuration;
 //! * [`tpm`], [`tpm_wire`]: the TPM root (through the `warren-tpm` agent) and its structures;
 //! * [`quote`], [`verify`]: making and checking quotes, golden values;
-//! * [`ca`], [`enroll`]: the Privacy CA and enrollment.
+//! * [`ca`], [`enroll`], [`credential`]: the Privacy CA, enrollment, MakeCredential.
 //!
 //! docs/attestation.md describes the formats and the choices behind them.
 #![forbid(unsafe_code)]
 
 pub mod ca;
+pub mod credential;
 pub mod enroll;
 pub mod log;
 pub mod measure;

@@ -17,9 +17,12 @@
 //! tree exactly as the environment's read-only bind mount shows it.
 
 use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, Mode, OFlags};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -72,9 +75,15 @@ pub fn tree_digest_cached(root: &Path, cache: Option<&Path>) -> Result<TreeDiges
         ..TreeHasher::default()
     };
     let meta = std::fs::symlink_metadata(root).map_err(read_err(root))?;
-    state.entry(root, b"", &meta)?;
+    state.entry(Source::Path(root), b"", &Meta::from_std(&meta))?;
     if meta.is_dir() {
-        walk(root, &mut Vec::new(), &mut state)?;
+        let fd = rustix::fs::open(
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| read_err(root)(e.into()))?;
+        walk(&fd, root, &mut Vec::new(), &mut state)?;
     }
     if let Some(path) = cache {
         state.cache.save(path);
@@ -118,33 +127,23 @@ impl ContentCache {
         }
     }
 
-    fn key(meta: &std::fs::Metadata) -> String {
+    fn key(meta: &Meta) -> String {
         format!(
             "{}:{}:{}:{}.{}:{}.{}",
-            meta.dev(),
-            meta.ino(),
-            meta.len(),
-            meta.mtime(),
-            meta.mtime_nsec(),
-            meta.ctime(),
-            meta.ctime_nsec()
+            meta.dev, meta.ino, meta.size, meta.mtime.0, meta.mtime.1, meta.ctime.0, meta.ctime.1
         )
     }
 
-    fn digest(
-        &mut self,
-        path: &Path,
-        meta: &std::fs::Metadata,
-    ) -> Result<blake3::Hash, MeasureError> {
-        if meta.len() < Self::MIN_SIZE {
-            return file_digest(path);
+    fn digest(&mut self, src: Source<'_>, meta: &Meta) -> Result<blake3::Hash, MeasureError> {
+        if meta.size < Self::MIN_SIZE {
+            return src.small_file_digest();
         }
         let key = Self::key(meta);
         let hash = match self.known.get(&key) {
             Some(h) => *h,
             None => {
                 self.changed = true;
-                file_digest(path)?
+                file_digest(&src.path())?
             }
         };
         self.used.push((key, hash));
@@ -179,7 +178,7 @@ pub fn files_digest(files: &[(PathBuf, PathBuf)]) -> Result<TreeDigest, MeasureE
         let meta = std::fs::metadata(host).map_err(read_err(host))?;
         let rel = target.as_os_str().as_bytes();
         let rel = rel.strip_prefix(b"/").unwrap_or(rel);
-        state.entry(host, rel, &meta)?;
+        state.entry(Source::Path(host), rel, &Meta::from_std(&meta))?;
     }
     Ok(state.finish())
 }
@@ -193,50 +192,28 @@ struct TreeHasher {
 }
 
 impl TreeHasher {
-    fn entry(
-        &mut self,
-        path: &Path,
-        rel: &[u8],
-        meta: &std::fs::Metadata,
-    ) -> Result<(), MeasureError> {
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            b'd'
-        } else if ft.is_file() {
-            b'f'
-        } else if ft.is_symlink() {
-            b'l'
-        } else if ft.is_char_device() {
-            b'c'
-        } else if ft.is_block_device() {
-            b'b'
-        } else if ft.is_fifo() {
-            b'p'
-        } else {
-            b's'
-        };
+    fn entry(&mut self, src: Source<'_>, rel: &[u8], meta: &Meta) -> Result<(), MeasureError> {
         let h = &mut self.hasher;
-        h.update(&[kind]);
+        h.update(&[meta.kind]);
         h.update(&(rel.len() as u32).to_le_bytes());
         h.update(rel);
-        h.update(&(meta.mode() & 0o7777).to_le_bytes());
-        h.update(&meta.uid().to_le_bytes());
-        h.update(&meta.gid().to_le_bytes());
-        match kind {
+        h.update(&(meta.mode & 0o7777).to_le_bytes());
+        h.update(&meta.uid.to_le_bytes());
+        h.update(&meta.gid.to_le_bytes());
+        match meta.kind {
             b'f' => {
-                let content = self.cache.digest(path, meta)?;
-                self.hasher.update(&meta.len().to_le_bytes());
+                let content = self.cache.digest(src, meta)?;
+                self.hasher.update(&meta.size.to_le_bytes());
                 self.hasher.update(content.as_bytes());
-                self.bytes += meta.len();
+                self.bytes += meta.size;
             }
             b'l' => {
-                let target = std::fs::read_link(path).map_err(read_err(path))?;
-                let t = target.as_os_str().as_bytes();
-                self.hasher.update(&(t.len() as u32).to_le_bytes());
-                self.hasher.update(t);
+                let target = src.read_link()?;
+                self.hasher.update(&(target.len() as u32).to_le_bytes());
+                self.hasher.update(&target);
             }
             b'c' | b'b' => {
-                self.hasher.update(&meta.rdev().to_le_bytes());
+                self.hasher.update(&meta.rdev.to_le_bytes());
             }
             _ => {}
         }
@@ -260,24 +237,160 @@ pub fn file_digest(path: &Path) -> Result<blake3::Hash, MeasureError> {
     Ok(h.finalize())
 }
 
-fn walk(dir: &Path, rel: &mut Vec<u8>, state: &mut TreeHasher) -> Result<(), MeasureError> {
-    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
-        .map_err(read_err(dir))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<Result<_, _>>()
-        .map_err(read_err(dir))?;
+/// The metadata an entry contributes, from `std` or from a raw `stat`.
+struct Meta {
+    kind: u8,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    size: u64,
+    rdev: u64,
+    dev: u64,
+    ino: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn kind_of(ft: rustix::fs::FileType) -> u8 {
+    use rustix::fs::FileType as T;
+    match ft {
+        T::Directory => b'd',
+        T::RegularFile => b'f',
+        T::Symlink => b'l',
+        T::CharacterDevice => b'c',
+        T::BlockDevice => b'b',
+        T::Fifo => b'p',
+        _ => b's',
+    }
+}
+
+impl Meta {
+    fn from_std(m: &std::fs::Metadata) -> Meta {
+        Meta {
+            kind: kind_of(rustix::fs::FileType::from_raw_mode(m.mode())),
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.len(),
+            rdev: m.rdev(),
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+
+    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+        Meta {
+            kind: kind_of(rustix::fs::FileType::from_raw_mode(st.st_mode as _)),
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            size: st.st_size as u64,
+            rdev: st.st_rdev as u64,
+            dev: st.st_dev as u64,
+            ino: st.st_ino as u64,
+            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+        }
+    }
+}
+
+/// Where an entry is: a path, or a name in an open directory (one path component to resolve
+/// per system call instead of the whole path).
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    Path(&'a Path),
+    At {
+        dir: BorrowedFd<'a>,
+        dir_path: &'a Path,
+        name: &'a std::ffi::CStr,
+    },
+}
+
+impl Source<'_> {
+    fn path(&self) -> PathBuf {
+        match self {
+            Source::Path(p) => p.to_path_buf(),
+            Source::At { dir_path, name, .. } => {
+                dir_path.join(std::ffi::OsStr::from_bytes(name.to_bytes()))
+            }
+        }
+    }
+
+    fn read_link(&self) -> Result<Vec<u8>, MeasureError> {
+        match self {
+            Source::Path(p) => std::fs::read_link(p)
+                .map(|t| t.into_os_string().into_vec())
+                .map_err(read_err(p)),
+            Source::At { dir, name, .. } => rustix::fs::readlinkat(*dir, *name, Vec::new())
+                .map(|t| t.into_bytes())
+                .map_err(|e| read_err(&self.path())(e.into())),
+        }
+    }
+
+    fn small_file_digest(&self) -> Result<blake3::Hash, MeasureError> {
+        match self {
+            Source::Path(p) => file_digest(p),
+            Source::At { dir, name, .. } => {
+                let fd = rustix::fs::openat(
+                    *dir,
+                    *name,
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::empty(),
+                )
+                .map_err(|e| read_err(&self.path())(e.into()))?;
+                let mut h = blake3::Hasher::new();
+                h.update_reader(std::fs::File::from(fd))
+                    .map_err(read_err(&self.path()))?;
+                Ok(h.finalize())
+            }
+        }
+    }
+}
+
+fn walk(
+    dir: &OwnedFd,
+    dir_path: &Path,
+    rel: &mut Vec<u8>,
+    state: &mut TreeHasher,
+) -> Result<(), MeasureError> {
+    let io = |e: rustix::io::Errno| read_err(dir_path)(e.into());
+    let mut names: Vec<std::ffi::CString> = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        if name != c"." && name != c".." {
+            names.push(name.to_owned());
+        }
+    }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in names {
-        let path = dir.join(&name);
+    for name in &names {
         let len = rel.len();
         if !rel.is_empty() {
             rel.push(b'/');
         }
         rel.extend_from_slice(name.as_bytes());
-        let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
-        state.entry(&path, rel, &meta)?;
-        if meta.is_dir() {
-            walk(&path, rel, state)?;
+        let src = Source::At {
+            dir: dir.as_fd(),
+            dir_path,
+            name,
+        };
+        let st = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| read_err(&src.path())(e.into()))?;
+        let meta = Meta::from_stat(&st);
+        state.entry(src, rel, &meta)?;
+        if meta.kind == b'd' {
+            let path = src.path();
+            let child = rustix::fs::openat(
+                dir,
+                name.as_c_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )
+            .map_err(|e| read_err(&path)(e.into()))?;
+            walk(&child, &path, rel, state)?;
         }
         rel.truncate(len);
     }

@@ -132,6 +132,9 @@ pub struct RootConfig {
     pub root: RootKind,
     /// For `tpm`: how to reach it (`device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`).
     pub tpm: Option<String>,
+    /// For `tpm`: the `warren-tpm` agent to use (default: [`crate::tpm::agent_path`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<PathBuf>,
 }
 
 /// The default TPM: the kernel's resource manager.
@@ -150,7 +153,11 @@ impl RootConfig {
         let env_tpm = std::env::var("WARREN_TPM").ok().filter(|s| !s.is_empty());
         if let Some(r) = env_root {
             let root = r.parse().map_err(RootError::Tpm)?;
-            return Ok(RootConfig { root, tpm: env_tpm });
+            return Ok(RootConfig {
+                root,
+                tpm: env_tpm,
+                agent: None,
+            });
         }
         let path = Self::path(state_dir);
         match std::fs::read(&path) {
@@ -178,11 +185,13 @@ impl RootConfig {
             RootConfig {
                 root: RootKind::Tpm,
                 tpm: Some(DEFAULT_TPM.into()),
+                agent: crate::tpm::agent_path(),
             }
         } else {
             RootConfig {
                 root: RootKind::Software,
                 tpm: None,
+                agent: None,
             }
         }
     }
@@ -210,6 +219,7 @@ impl RootConfig {
             RootKind::Tpm => Ok(Box::new(crate::tpm::TpmRoot::new(
                 &dir,
                 self.tpm.as_deref().unwrap_or(DEFAULT_TPM),
+                self.agent.as_deref(),
             )?)),
         }
     }

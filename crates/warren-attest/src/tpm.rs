@@ -1,10 +1,13 @@
-//! The TPM root of trust, reached through the `warren-tpm` agent (a separate, dynamically
-//! linked binary, because tpm2-tss exists only as shared libraries on Debian while `warren` is
-//! linked statically).
-//!
-//! Not implemented yet: opening it fails with a clear error (see docs/attestation.md, "Status").
+//! The TPM root of trust, reached through the `warren-tpm` agent: a separate, dynamically
+//! linked binary (tpm2-tss exists only as shared libraries on Debian, `warren` is linked
+//! statically). Each operation runs the agent once: `warren-tpm --tpm SPEC --dir DIR OP ARGS`,
+//! which prints one JSON object (docs/attestation.md, "The agent").
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use p256::pkcs8::EncodePublicKey;
+use serde_json::Value;
 
 use crate::root::{Evidence, RootError, RootKind, RootOfTrust};
 
@@ -20,33 +23,132 @@ pub fn agent_path() -> Option<PathBuf> {
 /// The TPM root.
 #[derive(Debug)]
 pub struct TpmRoot {
-    _dir: PathBuf,
+    dir: PathBuf,
+    spec: String,
+    agent: PathBuf,
 }
 
 impl TpmRoot {
-    /// Opens the TPM named by `spec` for the attestation directory `dir`.
-    pub fn new(dir: &Path, spec: &str) -> Result<TpmRoot, RootError> {
-        let _ = dir;
-        Err(RootError::Tpm(format!(
-            "the tpm root of trust ({spec}) is not implemented in this build; use --attest-root software"
-        )))
+    /// The TPM named by `spec` for the attestation directory `dir`, through `agent` (default:
+    /// [`agent_path`]).
+    pub fn new(dir: &Path, spec: &str, agent: Option<&Path>) -> Result<TpmRoot, RootError> {
+        let agent = agent
+            .map(Path::to_owned)
+            .or_else(agent_path)
+            .ok_or_else(|| {
+                RootError::Tpm(
+                    "the warren-tpm agent was not found next to warren (or in WARREN_TPM_AGENT)"
+                        .into(),
+                )
+            })?;
+        Ok(TpmRoot {
+            dir: dir.to_owned(),
+            spec: spec.to_owned(),
+            agent,
+        })
     }
+
+    /// Runs one agent operation.
+    pub fn call(&self, args: &[&str]) -> Result<Value, RootError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| RootError::Io {
+            what: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let out = Command::new(&self.agent)
+            .arg("--tpm")
+            .arg(&self.spec)
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .map_err(|source| RootError::Io {
+                what: "run the tpm agent",
+                path: self.agent.clone(),
+                source,
+            })?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+            RootError::Tpm(format!(
+                "the agent's answer to {} is not JSON: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            return Err(RootError::Tpm(e.to_owned()));
+        }
+        Ok(v)
+    }
+
+    /// Creates the attestation key and the anchor if they do not exist (idempotent).
+    pub fn provision(&self) -> Result<Value, RootError> {
+        self.call(&["provision"])
+    }
+
+    fn hex(v: &Value, field: &str) -> Result<Vec<u8>, RootError> {
+        v.get(field)
+            .and_then(Value::as_str)
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or_else(|| RootError::Tpm(format!("the agent's answer has no {field}")))
+    }
+}
+
+/// A DER ECDSA signature from the TPM's `r` and `s`.
+fn der_signature(r: &[u8], s: &[u8]) -> Result<Vec<u8>, RootError> {
+    let pad = |v: &[u8]| -> Result<[u8; 32], RootError> {
+        if v.len() > 32 {
+            return Err(RootError::Tpm(
+                "an ECDSA scalar is longer than 32 bytes".into(),
+            ));
+        }
+        let mut a = [0u8; 32];
+        a[32 - v.len()..].copy_from_slice(v);
+        Ok(a)
+    };
+    let sig = p256::ecdsa::Signature::from_scalars(pad(r)?, pad(s)?)
+        .map_err(|e| RootError::Tpm(format!("bad ECDSA signature: {e}")))?;
+    Ok(sig.to_der().as_bytes().to_vec())
 }
 
 impl RootOfTrust for TpmRoot {
     fn kind(&self) -> RootKind {
         RootKind::Tpm
     }
-    fn extend(&mut self, _digest: &[u8; 32]) -> Result<(), RootError> {
-        Err(RootError::Tpm("not implemented".into()))
+
+    fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
+        self.call(&["extend", &hex::encode(digest)]).map(|_| ())
     }
+
     fn read(&mut self) -> Result<[u8; 32], RootError> {
-        Err(RootError::Tpm("not implemented".into()))
+        let v = self.call(&["read"])?;
+        Self::hex(&v, "value")?
+            .try_into()
+            .map_err(|_| RootError::Tpm("the anchor is not 32 bytes".into()))
     }
-    fn quote(&mut self, _qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
-        Err(RootError::Tpm("not implemented".into()))
+
+    fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
+        let v = self.call(&["quote", &hex::encode(qualifying)])?;
+        Ok(Evidence {
+            attest: Self::hex(&v, "attest")?,
+            signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
+            ak_public: Some(Self::hex(&v, "ak_public")?),
+            nv_public: Some(Self::hex(&v, "nv_public")?),
+        })
     }
+
     fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
-        Err(RootError::Tpm("not implemented".into()))
+        let v = self.call(&["provision"])?;
+        let public = Self::hex(&v, "ak_public")?;
+        ak_spki_of(&public)
     }
+}
+
+/// The DER `SubjectPublicKeyInfo` of an attestation key's `TPMT_PUBLIC`.
+pub fn ak_spki_of(tpmt_public: &[u8]) -> Result<Vec<u8>, RootError> {
+    let key = crate::tpm_wire::parse_ak_public(tpmt_public).map_err(RootError::Tpm)?;
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.point)
+        .map_err(|e| RootError::Tpm(format!("the attestation key's point: {e}")))?;
+    vk.to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .map_err(|e| RootError::Tpm(e.to_string()))
 }

@@ -370,6 +370,12 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
                 recnum: rec.recnum,
             });
         }
+        if rec.nv_index != crate::log::NV_INDEX || rec.content_type != crate::log::CONTENT_TYPE {
+            return Err(Rejection::Malformed(format!(
+                "record {} is for index {:#x} with content type {:?}, not Warren's",
+                rec.recnum, rec.nv_index, rec.content_type
+            )));
+        }
         let claimed = rec.sha256().ok_or_else(|| {
             Rejection::Malformed(format!("record {} has no sha256 digest", rec.recnum))
         })?;

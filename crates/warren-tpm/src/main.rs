@@ -1,1 +1,485 @@
-fn main() {}
+//! `warren-tpm`: Warren's TPM agent. The `warren` binary is linked statically and tpm2-tss
+//! exists only as shared libraries, so everything that needs a TPM runs in this small,
+//! dynamically linked helper, one operation per process:
+//!
+//! ```text
+//! warren-tpm --tpm SPEC --dir ATTEST_DIR OP [ARGS]
+//!   provision              create the attestation key (persistent) and the NV extend index
+//!   extend DIGEST_HEX      extend the anchor with a record digest
+//!   read                   the anchor's value
+//!   quote QUALIFYING_HEX   TPM2_NV_Certify of the anchor by the attestation key
+//!   ek                     the EK certificate, the EK modulus, the AK's public area
+//!   activate BLOB_HEX SECRET_HEX   TPM2_ActivateCredential with the EK and the AK
+//!   diag-pcr-reset N | diag-pcr-extend N HEX | diag-pcr-read N | diag-nv-undefine |
+//!   diag-extend-with AUTH_HEX DIGEST_HEX      (for tests of the anchor against attacks)
+//! ```
+//!
+//! It prints one JSON object on standard output (`{"error": "..."}` and exit status 1 on
+//! failure). SPEC is a tss TCTI: `swtpm:host=127.0.0.1,port=2321` or `device:/dev/tpmrm0`. The
+//! protocol is documented in docs/attestation.md.
+#![forbid(unsafe_code)]
+
+mod raw;
+
+use std::convert::TryFrom;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek};
+use tss_esapi::attributes::{NvIndexAttributes, SessionAttributesBuilder};
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::interface_types::algorithm::{
+    AsymmetricAlgorithm, HashingAlgorithm, SignatureSchemeAlgorithm,
+};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::resource_handles::Provision;
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    Auth, Digest, EncryptedSecret, IdObject, NvPublic, Public, SymmetricDefinition,
+};
+use tss_esapi::{Context, TctiNameConf};
+
+/// The persistent handle of Warren's attestation key.
+const AK_HANDLE: u32 = 0x8101_5741;
+/// The NV extend index that anchors the event log (the same number as `warren_attest::log`).
+const NV_INDEX: u32 = 0x0157_4152;
+
+type Res<T> = Result<T, String>;
+
+fn err(what: &str) -> impl Fn(tss_esapi::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn raw_err(what: &str) -> impl Fn(raw::RawError) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// The Name of an object: nameAlg (SHA-256) and the digest of its `TPMT_PUBLIC`.
+fn object_name(public: &[u8]) -> Vec<u8> {
+    let mut n = 0x000bu16.to_be_bytes().to_vec();
+    n.extend_from_slice(&Sha256::digest(public));
+    n
+}
+
+/// The anchor's authPolicy: `TPM2_PolicySecret` with the attestation key as the authorising
+/// object, so only whoever knows the AK's authValue can extend the index. An owner who
+/// re-creates the index must give it this policy to keep its Name, and still cannot write it.
+fn write_policy(ak_name: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(0x151u32.to_be_bytes());
+    h.update(ak_name);
+    let d: [u8; 32] = h.finalize().into();
+    let mut h = Sha256::new();
+    h.update(d);
+    h.finalize().into()
+}
+
+/// The anchor's attributes: an extend index written only through its policy, read by anyone
+/// (empty authValue), not subject to dictionary-attack lockout, reset to "unwritten" only by
+/// TPM2_Startup(CLEAR), i.e. a reboot.
+fn anchor_attributes() -> Res<NvIndexAttributes> {
+    NvIndexAttributes::builder()
+        .with_nv_index_type(tss_esapi::constants::NvIndexType::Extend)
+        .with_policy_write(true)
+        .with_auth_read(true)
+        .with_clear_stclear(true)
+        .with_no_da(true)
+        .build()
+        .map_err(err("nv attributes"))
+}
+
+fn context(spec: &str) -> Res<Context> {
+    let tcti = TctiNameConf::from_str(spec).map_err(err("tpm spec"))?;
+    Context::new(tcti).map_err(err("open the tpm"))
+}
+
+fn random32() -> Res<Vec<u8>> {
+    let mut b = vec![0u8; 32];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").map_err(|e| e.to_string())?,
+        &mut b,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(b)
+}
+
+struct Agent {
+    spec: String,
+    dir: PathBuf,
+}
+
+impl Agent {
+    fn auth_path(&self) -> PathBuf {
+        self.dir.join("ak.auth")
+    }
+
+    /// The attestation key's authValue (`<dir>/ak.auth`, 0600).
+    fn auth(&self) -> Res<Vec<u8>> {
+        let s = std::fs::read_to_string(self.auth_path())
+            .map_err(|e| format!("read {}: {e}", self.auth_path().display()))?;
+        hex::decode(s.trim()).map_err(|e| e.to_string())
+    }
+
+    fn ak_public(&self) -> Res<Vec<u8>> {
+        self.raw()?
+            .read_public(AK_HANDLE)
+            .map_err(raw_err("read the attestation key"))
+    }
+
+    /// Extends the anchor: a policy session satisfied by PolicySecret with the AK.
+    fn extend(&self, ak_auth: &[u8], digest: &[u8]) -> Res<()> {
+        let mut t = self.raw()?;
+        let session = t
+            .start_policy_session()
+            .map_err(raw_err("start a policy session"))?;
+        let result = t
+            .policy_secret(AK_HANDLE, ak_auth, session)
+            .map_err(raw_err("satisfy the anchor's policy"))
+            .and_then(|()| {
+                t.nv_extend(NV_INDEX, raw::Session::Policy(session), digest)
+                    .map_err(raw_err("extend the anchor"))
+            });
+        if result.is_err() {
+            let _ = t.flush(session);
+        }
+        result
+    }
+
+    fn raw(&self) -> Res<raw::Transport> {
+        raw::Transport::open(&self.spec).map_err(|e| format!("open the tpm: {e}"))
+    }
+
+    fn publics(&self) -> Res<Value> {
+        let mut t = self.raw()?;
+        let ak = t
+            .read_public(AK_HANDLE)
+            .map_err(raw_err("read the attestation key"))?;
+        let nv = t
+            .nv_read_public(NV_INDEX)
+            .map_err(raw_err("read the anchor's public area"))?;
+        Ok(json!({ "ak_public": hex::encode(ak), "nv_public": hex::encode(nv) }))
+    }
+
+    fn provision(&self) -> Res<Value> {
+        let (has_ak, nv) = {
+            let mut t = self.raw()?;
+            (
+                t.read_public(AK_HANDLE).is_ok(),
+                t.nv_read_public(NV_INDEX).ok(),
+            )
+        };
+        if !has_ak {
+            let auth = random32()?;
+            write_secret(&self.auth_path(), &auth)?;
+            let mut ctx = context(&self.spec)?;
+            let ek = ek::create_ek_object(&mut ctx, AsymmetricAlgorithm::Rsa, None)
+                .map_err(err("create the endorsement key"))?;
+            let created = ak::create_ak_2(
+                &mut ctx,
+                ek,
+                HashingAlgorithm::Sha256,
+                AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
+                SignatureSchemeAlgorithm::EcDsa,
+                Some(Auth::try_from(auth.clone()).map_err(err("ak auth"))?),
+                None,
+            )
+            .map_err(err("create the attestation key"))?;
+            let loaded = ak::load_ak(
+                &mut ctx,
+                ek,
+                Some(Auth::try_from(auth).map_err(err("ak auth"))?),
+                created.out_private,
+                created.out_public,
+            )
+            .map_err(err("load the attestation key"))?;
+            let persistent = PersistentTpmHandle::new(AK_HANDLE).map_err(err("ak handle"))?;
+            ctx.execute_with_session(Some(AuthSession::Password), |c| {
+                c.evict_control(
+                    Provision::Owner,
+                    loaded.into(),
+                    Persistent::Persistent(persistent),
+                )
+            })
+            .map_err(err("make the attestation key persistent"))?;
+            let _ = ctx.flush_context(loaded.into());
+            let _ = ctx.flush_context(ek.into());
+        }
+        match nv {
+            Some(public) => {
+                // An index already there must be exactly Warren's, or it is someone else's.
+                let expected = self.expected_nv_public()?;
+                if public != expected && public != with_written(&expected) {
+                    return Err(format!(
+                        "nv index {NV_INDEX:#010x} exists with other attributes or policy; \
+                         refusing to anchor the log in it"
+                    ));
+                }
+                self.auth()?;
+            }
+            None => self.define_anchor()?,
+        }
+        self.publics()
+    }
+
+    /// Defines the anchor (owner authorisation, empty here as on most hosts).
+    fn define_anchor(&self) -> Res<()> {
+        let policy = write_policy(&object_name(&self.ak_public()?));
+        let public = NvPublic::builder()
+            .with_nv_index(NvIndexTpmHandle::new(NV_INDEX).map_err(err("nv handle"))?)
+            .with_index_name_algorithm(HashingAlgorithm::Sha256)
+            .with_index_attributes(anchor_attributes()?)
+            .with_index_auth_policy(Digest::try_from(policy.to_vec()).map_err(err("policy"))?)
+            .with_data_area_size(32)
+            .build()
+            .map_err(err("nv public"))?;
+        let mut ctx = context(&self.spec)?;
+        ctx.execute_with_session(Some(AuthSession::Password), |c| {
+            c.nv_define_space(Provision::Owner, None, public)
+        })
+        .map_err(err("define the anchor"))?;
+        Ok(())
+    }
+
+    /// The `TPMS_NV_PUBLIC` Warren defines, before the first extension.
+    fn expected_nv_public(&self) -> Res<Vec<u8>> {
+        let attrs: u32 = tss_esapi::tss2_esys::TPMA_NV::try_from(anchor_attributes()?)
+            .map_err(err("nv attributes"))?;
+        let mut b = NV_INDEX.to_be_bytes().to_vec();
+        b.extend_from_slice(&0x000bu16.to_be_bytes());
+        b.extend_from_slice(&attrs.to_be_bytes());
+        b.extend_from_slice(&32u16.to_be_bytes());
+        b.extend_from_slice(&write_policy(&object_name(&self.ak_public()?)));
+        b.extend_from_slice(&32u16.to_be_bytes());
+        Ok(b)
+    }
+
+    fn ek(&self) -> Res<Value> {
+        let mut ctx = context(&self.spec)?;
+        let cert = ek::retrieve_ek_pubcert(
+            &mut ctx,
+            AsymmetricAlgorithmSelection::Rsa(
+                tss_esapi::interface_types::key_bits::RsaKeyBits::Rsa2048,
+            ),
+        )
+        .map_err(err("read the EK certificate"))?;
+        let ekh = ek::create_ek_object(&mut ctx, AsymmetricAlgorithm::Rsa, None)
+            .map_err(err("create the endorsement key"))?;
+        let (public, _, _) = ctx.read_public(ekh).map_err(err("read the EK"))?;
+        let _ = ctx.flush_context(ekh.into());
+        let modulus = match public {
+            Public::Rsa { unique, .. } => unique.value().to_vec(),
+            _ => return Err("the EK is not an RSA key".into()),
+        };
+        drop(ctx);
+        let ak = self
+            .raw()?
+            .read_public(AK_HANDLE)
+            .map_err(raw_err("read the attestation key"))?;
+        Ok(
+            json!({ "ek_cert": hex::encode(cert), "ek_modulus": hex::encode(modulus),
+                   "ak_public": hex::encode(ak) }),
+        )
+    }
+
+    fn activate(&self, blob: &[u8], secret: &[u8]) -> Res<Value> {
+        let mut ctx = context(&self.spec)?;
+        let ekh = ek::create_ek_object(&mut ctx, AsymmetricAlgorithm::Rsa, None)
+            .map_err(err("create the endorsement key"))?;
+        let akh = ctx
+            .tr_from_tpm_public(TpmHandle::Persistent(
+                PersistentTpmHandle::new(AK_HANDLE).map_err(err("ak handle"))?,
+            ))
+            .map_err(err("find the attestation key"))?;
+        ctx.tr_set_auth(akh, Auth::try_from(self.auth()?).map_err(err("ak auth"))?)
+            .map_err(err("ak auth"))?;
+        let (attrs, mask) = SessionAttributesBuilder::new().build();
+        let hmac = ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Hmac,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(err("start a session"))?
+            .ok_or("no session")?;
+        ctx.tr_sess_set_attributes(hmac, attrs, mask)
+            .map_err(err("session attributes"))?;
+        let policy = ctx
+            .start_auth_session(
+                None,
+                None,
+                None,
+                SessionType::Policy,
+                SymmetricDefinition::AES_128_CFB,
+                HashingAlgorithm::Sha256,
+            )
+            .map_err(err("start a policy session"))?
+            .ok_or("no session")?;
+        ctx.tr_sess_set_attributes(policy, attrs, mask)
+            .map_err(err("session attributes"))?;
+        ctx.execute_with_session(Some(hmac), |c| {
+            c.policy_secret(
+                PolicySession::try_from(policy)?,
+                AuthHandle::Endorsement,
+                Default::default(),
+                Default::default(),
+                Default::default(),
+                None,
+            )
+        })
+        .map_err(err("satisfy the EK policy"))?;
+        ctx.set_sessions((Some(hmac), Some(policy), None));
+        let out = ctx
+            .activate_credential(
+                akh.into(),
+                ekh,
+                IdObject::try_from(blob.to_vec()).map_err(err("credential blob"))?,
+                EncryptedSecret::try_from(secret.to_vec()).map_err(err("encrypted secret"))?,
+            )
+            .map_err(err("activate the credential"))?;
+        ctx.clear_sessions();
+        let _ = ctx.flush_context(ekh.into());
+        Ok(json!({ "secret": hex::encode(out.value()) }))
+    }
+}
+
+/// The public area as it reads once the index has been written (`TPMA_NV_WRITTEN` set).
+fn with_written(public: &[u8]) -> Vec<u8> {
+    let mut p = public.to_vec();
+    if p.len() >= 10 {
+        let attrs = u32::from_be_bytes([p[6], p[7], p[8], p[9]]) | (1 << 29);
+        p[6..10].copy_from_slice(&attrs.to_be_bytes());
+    }
+    p
+}
+
+fn write_secret(path: &Path, bytes: &[u8]) -> Res<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::io::Write::write_all(&mut f, hex::encode(bytes).as_bytes()).map_err(|e| e.to_string())
+}
+
+fn hex_arg(args: &[String], i: usize) -> Res<Vec<u8>> {
+    let s = args.get(i).ok_or("missing argument")?;
+    hex::decode(s).map_err(|_| format!("{s:?} is not hex"))
+}
+
+fn run(args: &[String]) -> Res<Value> {
+    let mut spec = None;
+    let mut dir = None;
+    let mut rest = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--tpm" => spec = it.next().cloned(),
+            "--dir" => dir = it.next().map(PathBuf::from),
+            _ => rest.push(a.clone()),
+        }
+    }
+    let agent = Agent {
+        spec: spec.ok_or("--tpm SPEC is required")?,
+        dir: dir.unwrap_or_else(|| Path::new(".").to_owned()),
+    };
+    let op = rest.first().map(String::as_str).unwrap_or("");
+    match op {
+        "provision" => agent.provision(),
+        "extend" => {
+            let digest = hex_arg(&rest, 1)?;
+            agent.extend(&agent.auth()?, &digest)?;
+            Ok(json!({}))
+        }
+        "read" => {
+            let v = match agent.raw()?.nv_read(NV_INDEX, b"", 32) {
+                Ok(v) => v,
+                // TPM_RC_NV_UNINITIALIZED: never extended since the last TPM reset.
+                Err(raw::RawError::Rc(0x14a)) => vec![0; 32],
+                Err(e) => return Err(format!("read the anchor: {e}")),
+            };
+            Ok(json!({ "value": hex::encode(v) }))
+        }
+        "quote" => {
+            let q = hex_arg(&rest, 1)?;
+            let (attest, r, s) = agent
+                .raw()?
+                .nv_certify(AK_HANDLE, &agent.auth()?, NV_INDEX, &q, 32)
+                .map_err(raw_err("certify the anchor"))?;
+            let mut v = agent.publics()?;
+            v["attest"] = hex::encode(attest).into();
+            v["r"] = hex::encode(r).into();
+            v["s"] = hex::encode(s).into();
+            Ok(v)
+        }
+        "ek" => agent.ek(),
+        "activate" => agent.activate(&hex_arg(&rest, 1)?, &hex_arg(&rest, 2)?),
+        "diag-pcr-reset" | "diag-pcr-extend" | "diag-pcr-read" => {
+            let pcr: u32 = rest
+                .get(1)
+                .and_then(|p| p.parse().ok())
+                .ok_or("pcr number")?;
+            let mut t = agent.raw()?;
+            match op {
+                "diag-pcr-reset" => t.pcr_reset(pcr).map_err(raw_err("pcr reset"))?,
+                "diag-pcr-extend" => {
+                    let d: [u8; 32] = hex_arg(&rest, 2)?
+                        .try_into()
+                        .map_err(|_| "a digest is 32 bytes")?;
+                    t.pcr_extend(pcr, &d).map_err(raw_err("pcr extend"))?
+                }
+                _ => {}
+            }
+            let v = t.pcr_read(pcr).map_err(raw_err("pcr read"))?;
+            Ok(json!({ "value": hex::encode(v) }))
+        }
+        "diag-nv-undefine" => {
+            agent
+                .raw()?
+                .nv_undefine(NV_INDEX, b"")
+                .map_err(raw_err("undefine the anchor"))?;
+            Ok(json!({}))
+        }
+        "diag-nv-define" => {
+            agent.define_anchor()?;
+            agent.publics()
+        }
+        "diag-extend-with" => {
+            // An attacker's extension: with a guessed AK authValue, or with a password session
+            // (an empty AUTH_HEX) as an AUTHWRITE index would allow.
+            let auth = hex_arg(&rest, 1)?;
+            let digest = hex_arg(&rest, 2)?;
+            if auth.is_empty() {
+                agent
+                    .raw()?
+                    .nv_extend(NV_INDEX, raw::Session::Password(b""), &digest)
+                    .map_err(raw_err("extend the anchor"))?;
+            } else {
+                agent.extend(&auth, &digest)?;
+            }
+            Ok(json!({}))
+        }
+        _ => Err(format!("unknown operation {op:?}")),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(v) => println!("{v}"),
+        Err(e) => {
+            println!("{}", json!({ "error": e }));
+            std::process::exit(1);
+        }
+    }
+}

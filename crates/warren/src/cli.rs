@@ -144,6 +144,10 @@ pub struct CaDirArgs {
     /// The CA's directory.
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+    /// A certificate (PEM) to trust as an issuer of endorsement key certificates (a TPM
+    /// manufacturer's CA); may be repeated.
+    #[arg(long, value_name = "PEM")]
+    pub ek_ca: Vec<PathBuf>,
 }
 
 /// `warren ca enroll`.

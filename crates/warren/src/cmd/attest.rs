@@ -19,16 +19,29 @@ pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyh
         "auto" => RootConfig::detect(),
         other => {
             let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
-            let tpm = match root {
-                RootKind::Tpm => Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),
-                RootKind::Software => None,
+            let (tpm, agent) = match root {
+                RootKind::Tpm => (
+                    Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),
+                    warren_attest::tpm::agent_path(),
+                ),
+                RootKind::Software => (None, None),
             };
-            RootConfig { root, tpm }
+            RootConfig { root, tpm, agent }
         }
     };
     config
         .save(state_dir)
-        .context("save the root of trust configuration")
+        .context("save the root of trust configuration")?;
+    if config.root == RootKind::Tpm {
+        warren_attest::tpm::TpmRoot::new(
+            &state_dir.join("attest"),
+            config.tpm.as_deref().unwrap_or(DEFAULT_TPM),
+            config.agent.as_deref(),
+        )
+        .and_then(|t| t.provision())
+        .context("provision the TPM (attestation key and event log anchor)")?;
+    }
+    Ok(())
 }
 
 /// The root in use, for `warren doctor`.
@@ -176,6 +189,12 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
     match cmd {
         CaCommand::Init(a) => {
             let ca = warren_attest::ca::PrivacyCa::init(&a.dir).context("create the CA")?;
+            for (i, p) in a.ek_ca.iter().enumerate() {
+                let pem =
+                    std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+                ca.trust_ek_ca(&pem, &format!("ek-ca-{i}.pem"))
+                    .context("trust the EK CA")?;
+            }
             println!(
                 "TPM issuing CA: {}\nsoftware issuing CA: {}",
                 ca.issuer_cert_path(RootKind::Tpm).display(),
