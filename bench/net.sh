@@ -37,8 +37,10 @@ warren="$repo/target/x86_64-unknown-linux-gnu/release/warren"
 
 work=$(mktemp -d /tmp/warren-netbench.XXXXXX)
 chmod 755 "$work"
-pids=()
+pids=()     # launchers: a second TERM stops a workload that ignores the first
+groups=()   # host-side servers, each in a session of its own
 cleanup() {
+    for g in "${groups[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     sleep 0.2
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -104,10 +106,11 @@ web=$(free_port); sink=$(free_port); hweb=$(free_port); hsink=$(free_port)
 "$warren" run --name netbench --rootfs "$R" --net auto -p "$web:80" -p "$sink:5001" -- /bin/sh -c \
     'httpd -p 80 -h /www; while :; do nc -l -p 5001 > /dev/null; done' >/dev/null 2>&1 &
 pids+=($!)
-(cd "$R/www" && exec busybox httpd -f -p "127.0.0.1:$hweb" -h "$R/www") &
-pids+=($!)
-(while :; do busybox nc -l -s 127.0.0.1 -p "$hsink" > /dev/null; done) &
-pids+=($!)
+setsid busybox httpd -f -p "127.0.0.1:$hweb" -h "$R/www" &
+groups+=($!)
+# busybox nc cannot bind one address: it listens on all, and only 127.0.0.1 is used.
+setsid sh -c "while :; do busybox nc -l -p $hsink > /dev/null; done" &
+groups+=($!)
 python3 - "$MB" "$CONNS" "$web" "$sink" "$hweb" "$hsink" <<'EOF'
 import socket, sys, time, statistics
 mb, conns = int(sys.argv[1]), int(sys.argv[2])

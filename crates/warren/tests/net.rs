@@ -133,6 +133,38 @@ fn traces(name: &str, addr: &str, ifname: Option<&str>) -> Vec<String> {
             found.push(format!("link {i}"));
         }
     }
+    // A route to the address on a host end: the link of an ended environment keeps its route
+    // until the kernel frees the namespace, so this too is given a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let routed = routes_to(addr);
+        if routed.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            found.extend(routed);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if mentions(&elements(), addr) {
+        found.push(format!("filter elements for {addr}"));
+    }
+    if std::path::Path::new("/run/warren/net/leases")
+        .join(addr)
+        .exists()
+    {
+        found.push(format!("lease file for {addr}"));
+    }
+    if !cgroup_dirs(name).is_empty() {
+        found.push(format!("cgroup {name}"));
+    }
+    found
+}
+
+/// Host ends (`wrn*`) with a route to `addr`.
+fn routes_to(addr: &str) -> Vec<String> {
+    let mut found = Vec::new();
     let links = std::fs::read_dir("/sys/class/net").unwrap();
     for l in links.flatten() {
         let n = l.file_name().to_string_lossy().into_owned();
@@ -146,18 +178,6 @@ fn traces(name: &str, addr: &str, ifname: Option<&str>) -> Vec<String> {
         if mentions(&String::from_utf8_lossy(&o.stdout), addr) {
             found.push(format!("route to {addr} on {n}"));
         }
-    }
-    if mentions(&elements(), addr) {
-        found.push(format!("filter elements for {addr}"));
-    }
-    if std::path::Path::new("/run/warren/net/leases")
-        .join(addr)
-        .exists()
-    {
-        found.push(format!("lease file for {addr}"));
-    }
-    if !cgroup_dirs(name).is_empty() {
-        found.push(format!("cgroup {name}"));
     }
     found
 }

@@ -16,6 +16,7 @@
 //! killed outright leaves its elements and lease file behind; [`sweep`] removes the elements of
 //! every address whose lease nobody holds, and runs before an address is handed out again.
 
+mod nfnl;
 mod nft;
 mod rtnl;
 
@@ -155,7 +156,6 @@ pub struct Prepared {
     cidr: Cidr,
     elements: nft::Elements,
     rules_installed: bool,
-    link_created: bool,
     // Held, never read: the bound sockets keep the published host ports reserved.
     _ports: Vec<OwnedFd>,
     info: NetInfo,
@@ -275,7 +275,6 @@ impl Prepared {
             cidr,
             elements,
             rules_installed: false,
-            link_created: false,
             _ports: ports,
             info,
             lease,
@@ -301,12 +300,20 @@ impl Prepared {
             .map_err(netlink("open the environment's network namespace"))?
             .into();
         let mut nl = rtnl::Rtnl::open().map_err(netlink("open an rtnetlink socket"))?;
-        self.link_created = true;
-        nl.create_veth(&self.host_ifname, INSIDE_IFNAME, ns.as_fd())
-            .map_err(netlink(format!(
-                "create the veth pair {} / {INSIDE_IFNAME}",
-                self.host_ifname
-            )))?;
+        let what = format!(
+            "create the veth pair {} / {INSIDE_IFNAME}",
+            self.host_ifname
+        );
+        match nl.create_veth(&self.host_ifname, INSIDE_IFNAME, ns.as_fd()) {
+            // The previous holder of this uid slot ended moments ago and the kernel has not
+            // freed its namespace yet: wait for its host end to go, then try once more.
+            Err(e) if e.raw_os_error() == Some(17) => {
+                wait_link_gone(&self.host_ifname);
+                nl.create_veth(&self.host_ifname, INSIDE_IFNAME, ns.as_fd())
+                    .map_err(netlink(what))?;
+            }
+            r => r.map_err(netlink(what))?,
+        }
         drop(ns);
         let index = nl
             .link_index(&self.host_ifname)
@@ -320,7 +327,9 @@ impl Prepared {
         }
         nl.add_address(index, self.cidr.gateway(), 32, true)
             .map_err(netlink("give the host end its address"))?;
-        nl.add_route(self.cidr.addr, 32, None, index)
+        // Replace, not add: the previous holder of this address may have ended moments ago,
+        // its host end (and route) not yet freed with its namespace.
+        nl.add_route(self.cidr.addr, 32, None, index, true)
             .map_err(netlink("route the environment's address to the host end"))?;
         Ok(())
     }
@@ -346,13 +355,13 @@ impl Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        // The order matters: grants go first, then the link, and only then the address and
-        // ports, so that nothing is handed out again while a trace of this environment remains.
+        // Grants go before the address and ports are released (the fields drop after this), so
+        // nothing is handed out again while a grant of this environment remains. The link is
+        // not waited for: it goes with the namespace, which the kernel frees asynchronously
+        // (a few milliseconds); the next holder of the slot or address copes with a link that
+        // is still going (`attach`).
         if self.rules_installed {
             let _ = nft::remove(&self.elements);
-        }
-        if self.link_created {
-            wait_link_gone(&self.host_ifname);
         }
     }
 }
@@ -411,8 +420,8 @@ pub fn configure_inside(inside: &Inside) -> std::io::Result<()> {
         .ok_or_else(|| std::io::Error::from_raw_os_error(19))?;
     nl.set_up(index)?;
     nl.add_address(index, inside.cidr.addr, inside.cidr.prefix, true)?;
-    nl.add_route(inside.gateway, 32, None, index)?;
-    nl.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(inside.gateway), index)?;
+    nl.add_route(inside.gateway, 32, None, index, false)?;
+    nl.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(inside.gateway), index, false)?;
     // The namespace is the environment's own: its ports below 1024 protect nothing, and the
     // workload has no CAP_NET_BIND_SERVICE, so let it bind them (what container runtimes do).
     // The write goes to this namespace's sysctl, as /proc/sys/net follows the writer's.

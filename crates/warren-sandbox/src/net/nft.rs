@@ -1,12 +1,12 @@
 //! Warren's nftables table `inet warren` and the elements each environment adds to it.
 //!
-//! The base ruleset (`ruleset.nft`) is reviewed data, installed once per host in one
-//! transaction that begins with `create table`, so two launchers racing to install it cannot
-//! both succeed and no rule is ever duplicated. An environment's elements are added and removed
-//! in one transaction each. Both go through the `nft` program, the reference encoder of
-//! nftables' netlink messages (ARCHITECTURE.md says why not a Rust crate); every value written
-//! into a script is typed (addresses, ports, interface names Warren generates), so nothing a user
-//! typed reaches nft unparsed.
+//! The base ruleset (`ruleset.nft`) is reviewed data, installed once per host through the `nft`
+//! program in one transaction that begins with `create table`, so two launchers racing to
+//! install it cannot both succeed and no rule is ever duplicated. An environment's elements are
+//! added and removed in one nfnetlink transaction each (`nfnl.rs`), on every start and stop.
+//! Sweeps list the table and delete stale elements through `nft`. Every value written into a
+//! script or a message is typed (addresses, ports, interface names Warren generates), so nothing
+//! a user typed reaches nft unparsed. ARCHITECTURE.md says why no nftables crate is used.
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use warren_spec::{Proto, Publish};
 
 use super::NetError;
+use super::nfnl::{self, Field, Op};
 
 /// The base ruleset, in nft syntax, with the reason for each rule.
 pub const RULESET: &str = include_str!("ruleset.nft");
@@ -65,6 +66,37 @@ impl Elements {
             out.push(format!(
                 "{map} {{ {} . {} : {a} . {} }}",
                 p.host_addr, p.host_port, p.env_port
+            ));
+        }
+        out
+    }
+}
+
+impl Elements {
+    /// The same elements, for nfnetlink.
+    fn messages(&self) -> Vec<nfnl::Element> {
+        let a = self.addr;
+        let el = |set, key, data| nfnl::Element { set, key, data };
+        let mut out = vec![el(
+            "ifaddr",
+            vec![Field::IfName(self.host_ifname.clone()), Field::Addr(a)],
+            vec![],
+        )];
+        for p in &self.allow {
+            out.push(el("allow", vec![Field::Addr(a), Field::Addr(*p)], vec![]));
+        }
+        if self.egress {
+            out.push(el("egress", vec![Field::Addr(a)], vec![]));
+        }
+        for p in &self.publish {
+            let map = match p.proto {
+                Proto::Tcp => "publish_tcp",
+                Proto::Udp => "publish_udp",
+            };
+            out.push(el(
+                map,
+                vec![Field::Addr(p.host_addr), Field::Port(p.host_port)],
+                vec![Field::Addr(a), Field::Port(p.env_port)],
             ));
         }
         out
@@ -124,27 +156,47 @@ fn ensure_table() -> Result<(), NetError> {
 
 /// Add an environment's elements (installing the table on first use).
 pub fn add(el: &Elements, state: &crate::state::StateDir) -> Result<(), NetError> {
-    let text = script("add", &el.lines());
-    match run(&["-f", "-"], Some(&text)) {
-        Ok(_) => Ok(()),
+    let messages = el.messages();
+    match nfnl::apply(Op::Add, TABLE, &messages) {
+        Ok(()) => Ok(()),
         Err(_) => {
             // The table may be missing (first networked launch on this host), or a killed
             // launcher's elements may be in the way: set both right and try once more.
             ensure_table()?;
             let _ = super::sweep(state);
-            run(&["-f", "-"], Some(&text))
-                .map(drop)
-                .map_err(|e| NetError::Nft {
-                    what: format!("add the environment's elements: {e}"),
-                })
+            nfnl::apply(Op::Add, TABLE, &messages).map_err(|e| NetError::Nft {
+                what: format!("add the environment's elements: {e}"),
+            })
         }
     }
 }
 
-/// Remove an environment's elements.
+/// Remove an environment's elements: in one transaction, or (when one of them is already gone,
+/// which fails the whole transaction) one by one.
 pub fn remove(el: &Elements) -> Result<(), NetError> {
-    delete_lines(&el.lines())
+    let messages = el.messages();
+    match nfnl::apply(Op::Delete, TABLE, &messages) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let mut first = None;
+            for m in messages {
+                match nfnl::apply(Op::Delete, TABLE, std::slice::from_ref(&m)) {
+                    Ok(()) => {}
+                    Err(e) if e.raw_os_error() == Some(2) => {} // ENOENT: already gone
+                    Err(e) => first = first.or(Some(e)),
+                }
+            }
+            first.map_or(Ok(()), |e| {
+                Err(NetError::Nft {
+                    what: format!("remove the environment's elements: {e}"),
+                })
+            })
+        }
+    }
 }
+
+/// Warren's table (family `inet`).
+const TABLE: &str = "warren";
 
 fn delete_lines(lines: &[String]) -> Result<(), NetError> {
     if lines.is_empty() {

@@ -155,13 +155,14 @@ impl Rtnl {
     }
 
     /// Add a route to `dst/prefix` out of link `oif`, through `gateway` when given (otherwise
-    /// the destination is on the link).
+    /// the destination is on the link); with `replace`, one to the same destination is replaced.
     pub fn add_route(
         &mut self,
         dst: Ipv4Addr,
         prefix: u8,
         gateway: Option<Ipv4Addr>,
         oif: u32,
+        replace: bool,
     ) -> io::Result<()> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = AddressFamily::Inet;
@@ -183,11 +184,13 @@ impl Rtnl {
                 .push(RouteAttribute::Gateway(RouteAddress::Inet(g)));
         }
         msg.attributes.push(RouteAttribute::Oif(oif));
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
-        .map(drop)
+        let how = if replace {
+            netlink_packet_core::NLM_F_REPLACE
+        } else {
+            NLM_F_EXCL
+        };
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | how)
+            .map(drop)
     }
 
     /// Every IPv4 address assigned in this namespace, with its label (the interface's name).
