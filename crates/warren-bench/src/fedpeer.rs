@@ -3,7 +3,7 @@
 //! read from the environment's log.
 //!
 //! ```text
-//! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # bodies "1".."COUNT", BATCH per packet
+//! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # 64-byte bodies "0..01".."COUNT"
 //! warren-fed-peer recv COUNT [LINGER_MS]      # expects "1".."COUNT" in order; reports gaps and repeats
 //! warren-fed-peer echo                        # answers every message through its reply capability
 //! warren-fed-peer ping TARGET COUNT           # round trips through TARGET (an echo), reports latency
