@@ -14,6 +14,9 @@ have cc || need+=(gcc)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
+# Federation tests and bench/federation.sh start private RabbitMQ nodes on loopback
+# (scripts/rabbitmq-instance.sh); the package's own node is not used.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -108,7 +108,10 @@ async fn throughput(url: &str, count: u64) -> anyhow::Result<f64> {
 
 async fn rtt(url: &str, count: usize) -> anyhow::Result<Vec<u64>> {
     let tag = std::process::id();
-    let (ping, pong) = (format!("warren-fed-ping-{tag}"), format!("warren-fed-pong-{tag}"));
+    let (ping, pong) = (
+        format!("warren-fed-ping-{tag}"),
+        format!("warren-fed-pong-{tag}"),
+    );
     let (ac, a) = channel(url).await?;
     let (bc, b) = channel(url).await?;
     declare(&a, &ping).await?;
@@ -150,7 +153,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
         ["throughput", url, count] => {
             let rate = rt.block_on(throughput(url, count.parse()?))?;
             println!("BASE throughput msgs_per_s={rate:.0}");
@@ -159,7 +167,12 @@ fn main() -> anyhow::Result<()> {
             let mut r = rt.block_on(rtt(url, count.parse()?))?;
             r.sort_unstable();
             let p = |q: f64| r[((r.len() as f64 - 1.0) * q) as usize];
-            println!("BASE rtt n={} p50_us={} p99_us={}", r.len(), p(0.5), p(0.99));
+            println!(
+                "BASE rtt n={} p50_us={} p99_us={}",
+                r.len(),
+                p(0.5),
+                p(0.99)
+            );
         }
         _ => bail!("usage: warren-fed-baseline throughput|rtt URL COUNT"),
     }

@@ -1499,6 +1499,8 @@ impl Kernel {
             mb.cap_refs -= 1;
             if !mb.alive && mb.cap_refs == 0 {
                 self.mailboxes.remove(&mb_id);
+            } else if mb.cap_refs == 0 && !self.remote.is_empty() {
+                self.forget_token_proxy(mb_id);
             }
         }
     }

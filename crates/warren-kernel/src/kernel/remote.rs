@@ -276,6 +276,14 @@ impl Kernel {
         Ok(())
     }
 
+    /// A proxy made for one imported token goes with the last capability to it.
+    pub(super) fn forget_token_proxy(&mut self, mb: MailboxId) {
+        if self.remote.get(&mb).is_some_and(|t| t.token.is_some()) {
+            self.remote.remove(&mb);
+            self.mailboxes.remove(&mb);
+        }
+    }
+
     /// Whether the mailbox is a proxy for another host's.
     pub(super) fn is_proxy(&self, mb: MailboxId) -> bool {
         !self.remote.is_empty() && self.remote.contains_key(&mb)
@@ -772,8 +780,32 @@ mod tests {
         };
         assert_eq!(out.to, "web@alpha");
         assert_eq!(out.token.as_deref(), Some(&b"tok"[..]));
-        // MONITOR was masked off; passing it to a third host is refused.
-        let acts = send(&mut k, db, 2, "pass", vec![h]);
+        let before = k.debug_mailbox_objects();
+        k.handle_request(db, 9, Request::Drop { handle: h }, 0);
+        drain(&mut k);
+        assert_eq!(
+            k.debug_mailbox_objects(),
+            before - 1,
+            "the token's proxy went with it"
+        );
+        // Passing an imported capability to a third host is refused.
+        let mut m = inbound("db", "web@alpha", None, 2);
+        m.imports.push(Import {
+            address: "web@alpha".into(),
+            token: Arc::from(&b"tok2"[..]),
+            rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
+            uses: None,
+        });
+        k.inject(m, 0).unwrap();
+        let acts = recv(&mut k, db);
+        let Some(Action::Respond {
+            response: Response::Delivery(d),
+            ..
+        }) = acts.last()
+        else {
+            panic!("{acts:?}")
+        };
+        let acts = send(&mut k, db, 2, "pass", vec![d.caps[0]]);
         assert!(matches!(
             acts.last(),
             Some(Action::Respond {
