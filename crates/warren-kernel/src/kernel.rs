@@ -359,8 +359,8 @@ impl Kernel {
             id,
             Env {
                 name: name.clone(),
-                may_send: spec.may_send,
-                may_discover: spec.may_discover,
+                may_send: self.localize(spec.may_send),
+                may_discover: self.localize(spec.may_discover),
                 capacity,
                 table: BTreeMap::new(),
                 next_handle: DEFAULT_MAILBOX_HANDLE,

@@ -179,6 +179,20 @@ impl Kernel {
         }
     }
 
+    /// Names spelled with this host's own name (`db@alpha` on `alpha`) are the local names.
+    pub(super) fn localize(&self, names: Vec<String>) -> Vec<String> {
+        if self.local_host.is_none() {
+            return names;
+        }
+        names
+            .into_iter()
+            .map(|n| match self.strip_local_host(&n) {
+                Some(local) => local.to_owned(),
+                None => n,
+            })
+            .collect()
+    }
+
     /// A remote address with this host's own suffix removed is local: `Some(local)`.
     pub(super) fn strip_local_host<'a>(&self, name: &'a str) -> Option<&'a str> {
         let (local, host) = name.split_once('@')?;
@@ -625,7 +639,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A name of this host spelled with its host part is local.
-        k.add_env(spec("db", &[]), 0).unwrap();
+        let db = k.add_env(spec("db", &[]), 0).unwrap();
+        let cache = k.add_env(spec("cache", &["db@alpha"]), 0).unwrap();
+        assert_eq!(k.debug_table(cache)[1].1.designation, "db");
+        let _ = db;
         k.handle_request(
             web,
             3,
