@@ -11,7 +11,9 @@
 # packet) to one on beta, which takes them 256 at a time; rate = messages / (last arrival -
 # first arrival), as the receiver sees it. Round trip: an environment on alpha calls an echo
 # environment on beta (send with a reply capability, which crosses as a token, and await the
-# answer) RTT_COUNT times. Every message is durable in the sender's outbox (fdatasync) before
+# answer) RTT_COUNT times. A second throughput run sends SINGLE_COUNT messages one per send
+# call (one kernel turn, hence one batch, one signature and one sync per message: the worst
+# case for Warren's batching). Every message is durable in the sender's outbox (fdatasync) before
 # its send is answered, signed (one Ed25519 signature per batch), persistent on a durable
 # queue with publisher confirms, and journalled (fdatasync) by the receiver before delivery.
 #
@@ -26,6 +28,7 @@ cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
 COUNT=${COUNT:-100000}
 RTT_COUNT=${RTT_COUNT:-2000}
+SINGLE_COUNT=${SINGLE_COUNT:-5000}
 PORT=${PORT:-25800}
 say() { echo "== $*" >&2; }
 
@@ -93,6 +96,19 @@ for r in $(seq "$ROUNDS"); do
     rate=$(awk -v n="$COUNT" -v s="$secs" 'BEGIN { printf "%.0f", (n - 1) / s }')
     echo "warren throughput round=$r msgs_per_s=$rate" | tee -a "$results"
 
+    say "round $r/$ROUNDS: Warren throughput, one message per send ($SINGLE_COUNT messages)"
+    { host beta; space echo '"echo"' 'accept_from = ["*@alpha"]';
+      space "one$r" "\"recv\", \"$SINGLE_COUNT\", \"200\"" 'accept_from = ["*@alpha"]'; } > "$WORK/beta.toml"
+    WARREN_STATE_DIR=$SB "$W" apply "$WORK/beta.toml" > /dev/null
+    { host alpha; space "single$r" "\"send\", \"one$r@beta\", \"$SINGLE_COUNT\", \"1\"" "may_send = [\"one$r@beta\"]"; } > "$WORK/alpha.toml"
+    WARREN_STATE_DIR=$SA "$W" apply "$WORK/alpha.toml" > /dev/null
+    wait_for "$SB/logs/one$r.log" DONE 600
+    line=$(grep DONE "$SB/logs/one$r.log")
+    case "$line" in *"received=$SINGLE_COUNT repeats=0 gaps=0"*) ;; *) echo "bad run: $line" >&2; exit 1 ;; esac
+    secs=${line##*secs=}
+    rate=$(awk -v n="$SINGLE_COUNT" -v s="$secs" 'BEGIN { printf "%.0f", (n - 1) / s }')
+    echo "warren-single throughput round=$r msgs_per_s=$rate" | tee -a "$results"
+
     say "round $r/$ROUNDS: bare lapin throughput"
     b=$("$BASE" throughput "$URL" "$COUNT")
     echo "lapin throughput round=$r ${b##* }" | tee -a "$results"
@@ -116,7 +132,9 @@ awk '
     /rtt/ { for (i = 4; i <= NF; i++) { split($i, a, "="); if (a[1] == "p50_us") p50[$1] += a[2]; if (a[1] == "p99_us") p99[$1] += a[2] } m[$1]++ }
     END {
         wt = t["warren"] / n["warren"]; lt = t["lapin"] / n["lapin"];
+        st = t["warren-single"] / n["warren-single"];
         printf "throughput (mean of %d rounds): warren %.0f msg/s, bare lapin %.0f msg/s, ratio %.2f\n", n["warren"], wt, lt, wt / lt;
+        printf "throughput, one message per send: warren %.0f msg/s, ratio to bare lapin %.2f\n", st, st / lt;
         printf "round trip p50 (mean): warren %.0f us, bare lapin %.0f us; p99: warren %.0f us, bare lapin %.0f us\n",
             p50["warren"] / m["warren"], p50["lapin"] / m["lapin"], p99["warren"] / m["warren"], p99["lapin"] / m["lapin"];
     }' "$results"

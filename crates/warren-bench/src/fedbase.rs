@@ -55,8 +55,13 @@ async fn consume(ch: &Channel, q: &str) -> anyhow::Result<Consumer> {
         .await?)
 }
 
-/// Publishes persistently; the confirmation is awaited on a task of its own.
-async fn publish(ch: &Channel, q: &str, body: &[u8]) -> anyhow::Result<()> {
+/// Publishes persistently; the confirmation is awaited on a task of its own (returned, so
+/// that the end of a run can wait for the last one).
+async fn publish(
+    ch: &Channel,
+    q: &str,
+    body: &[u8],
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let confirm = ch
         .basic_publish(
             "".into(),
@@ -66,12 +71,11 @@ async fn publish(ch: &Channel, q: &str, body: &[u8]) -> anyhow::Result<()> {
             BasicProperties::default().with_delivery_mode(2),
         )
         .await?;
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         if let Err(e) = confirm.await {
             eprintln!("confirm failed: {e}");
         }
-    });
-    Ok(())
+    }))
 }
 
 async fn throughput(url: &str, count: u64) -> anyhow::Result<f64> {
@@ -95,10 +99,14 @@ async fn throughput(url: &str, count: u64) -> anyhow::Result<f64> {
         let secs = first.context("nothing arrived")?.elapsed().as_secs_f64();
         anyhow::Ok((count - 1) as f64 / secs)
     });
+    let mut last = None;
     for _ in 0..count {
-        publish(&p, &q, &BODY).await?;
+        last = Some(publish(&p, &q, &BODY).await?);
     }
     let rate = counter.await??;
+    if let Some(l) = last {
+        let _ = l.await;
+    }
     p.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
         .await?;
     let _ = pc.close(200, "done".into()).await;
@@ -121,22 +129,28 @@ async fn rtt(url: &str, count: usize) -> anyhow::Result<Vec<u64>> {
     let echo = tokio::spawn(async move {
         while let Some(d) = echo_in.next().await {
             let d = d?;
-            publish(&b, &pong_q, &d.data).await?;
+            let _ = publish(&b, &pong_q, &d.data).await?;
             d.ack(BasicAckOptions::default()).await?;
         }
         anyhow::Ok(())
     });
     let mut answers = consume(&a, &pong).await?;
     let mut rtts = Vec::with_capacity(count);
+    let mut last = None;
     for i in 0..count + count / 10 {
         let t = Instant::now();
-        publish(&a, &ping, &BODY).await?;
+        last = Some(publish(&a, &ping, &BODY).await?);
         let d = answers.next().await.context("stream ended")??;
         d.ack(BasicAckOptions::default()).await?;
         if i >= count / 10 {
             rtts.push(t.elapsed().as_micros() as u64);
         }
     }
+    if let Some(l) = last {
+        let _ = l.await;
+    }
+    // Let the echo's last confirmation arrive before its channel closes.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     echo.abort();
     for q in [&ping, &pong] {
         a.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
