@@ -6,7 +6,8 @@
 #   scripts/rabbitmq-instance.sh stop DIR         # stops the node and its epmd, removes DIR
 #   scripts/rabbitmq-instance.sh restart DIR      # stop the node, keep its data, start again
 #
-# The node's distribution port is PORT+20000 and its epmd listens on PORT+10000 (loopback).
+# The node's epmd listens on PORT+1 and its distribution port is PORT+2 (all on loopback), so
+# callers running several nodes space their PORTs at least 3 apart.
 set -euo pipefail
 # The scripts themselves, not the Debian wrappers that switch to the rabbitmq user.
 bin=/usr/lib/rabbitmq/bin
@@ -27,11 +28,11 @@ setenv() {
     export RABBITMQ_NODENAME="warren$port@localhost"
     export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
     export RABBITMQ_NODE_PORT="$port"
-    export RABBITMQ_DIST_PORT=$((port + 20000))
+    export RABBITMQ_DIST_PORT=$((port + 2))
     export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     export RABBITMQ_CTL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
     export ERL_EPMD_ADDRESS=127.0.0.1
-    export ERL_EPMD_PORT=$((port + 10000))
+    export ERL_EPMD_PORT=$((port + 1))
     export RABBITMQ_MNESIA_BASE="$dir/mnesia"
     export RABBITMQ_LOG_BASE="$dir/log"
     export RABBITMQ_PID_FILE="$dir/node.pid"

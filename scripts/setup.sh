@@ -27,6 +27,9 @@ have pkg-config || need+=(pkg-config)
 have swtpm || need+=(swtpm)
 have swtpm_setup || need+=(swtpm-tools)
 have b3sum || need+=(b3sum)
+# Federation tests and bench/federation.sh start private RabbitMQ nodes on loopback
+# (scripts/rabbitmq-instance.sh); the package's own node is not used.
+[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

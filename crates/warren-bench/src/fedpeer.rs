@@ -3,7 +3,7 @@
 //! read from the environment's log.
 //!
 //! ```text
-//! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # bodies "1".."COUNT", BATCH per packet
+//! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # 64-byte bodies "0..01".."COUNT"
 //! warren-fed-peer recv COUNT [LINGER_MS]      # expects "1".."COUNT" in order; reports gaps and repeats
 //! warren-fed-peer echo                        # answers every message through its reply capability
 //! warren-fed-peer ping TARGET COUNT           # round trips through TARGET (an echo), reports latency
@@ -145,6 +145,8 @@ fn echo(c: &mut Client) {
                 if let Err(e) = c.send(reply, m) {
                     println!("reply failed: {e}");
                 }
+                // A used reply handle would stay in the table until dropped.
+                let _ = c.drop_handle(reply);
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => die("recv", e),

@@ -413,8 +413,8 @@ impl Kernel {
             id,
             Env {
                 name: name.clone(),
-                may_send: spec.may_send,
-                may_discover: spec.may_discover,
+                may_send: self.localize(spec.may_send),
+                may_discover: self.localize(spec.may_discover),
                 capacity,
                 table: BTreeMap::new(),
                 next_handle: DEFAULT_MAILBOX_HANDLE,
@@ -1991,6 +1991,8 @@ impl Kernel {
             mb.cap_refs -= 1;
             if !mb.alive && mb.cap_refs == 0 {
                 self.mailboxes.remove(&mb_id);
+            } else if mb.cap_refs == 0 && !self.remote.is_empty() {
+                self.forget_token_proxy(mb_id);
             }
         }
     }

@@ -41,7 +41,8 @@ struct Broker {
 
 impl Broker {
     fn start(slot: u16) -> Broker {
-        let port = 21000 + (std::process::id() % 3000) as u16 * 4 + slot;
+        // Three ports per node (AMQP, epmd, distribution), below the ephemeral range.
+        let port = 21000 + (std::process::id() % 900) as u16 * 12 + slot * 4;
         let dir = std::env::temp_dir().join(format!("warren-fed-rmq-{port}"));
         let st = Command::new("bash")
             .args([SCRIPT, "start"])

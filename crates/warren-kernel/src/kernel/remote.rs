@@ -179,6 +179,20 @@ impl Kernel {
         }
     }
 
+    /// Names spelled with this host's own name (`db@alpha` on `alpha`) are the local names.
+    pub(super) fn localize(&self, names: Vec<String>) -> Vec<String> {
+        if self.local_host.is_none() {
+            return names;
+        }
+        names
+            .into_iter()
+            .map(|n| match self.strip_local_host(&n) {
+                Some(local) => local.to_owned(),
+                None => n,
+            })
+            .collect()
+    }
+
     /// A remote address with this host's own suffix removed is local: `Some(local)`.
     pub(super) fn strip_local_host<'a>(&self, name: &'a str) -> Option<&'a str> {
         let (local, host) = name.split_once('@')?;
@@ -274,6 +288,14 @@ impl Kernel {
         let handle = self.install(env, cap);
         self.respond(env, id, Response::Handle { handle, rights });
         Ok(())
+    }
+
+    /// A proxy made for one imported token goes with the last capability to it.
+    pub(super) fn forget_token_proxy(&mut self, mb: MailboxId) {
+        if self.remote.get(&mb).is_some_and(|t| t.token.is_some()) {
+            self.remote.remove(&mb);
+            self.mailboxes.remove(&mb);
+        }
     }
 
     /// Whether the mailbox is a proxy for another host's.
@@ -617,7 +639,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // A name of this host spelled with its host part is local.
-        k.add_env(spec("db", &[]), 0).unwrap();
+        let db = k.add_env(spec("db", &[]), 0).unwrap();
+        let cache = k.add_env(spec("cache", &["db@alpha"]), 0).unwrap();
+        assert_eq!(k.debug_table(cache)[1].1.designation, "db");
+        let _ = db;
         k.handle_request(
             web,
             3,
@@ -772,8 +797,32 @@ mod tests {
         };
         assert_eq!(out.to, "web@alpha");
         assert_eq!(out.token.as_deref(), Some(&b"tok"[..]));
-        // MONITOR was masked off; passing it to a third host is refused.
-        let acts = send(&mut k, db, 2, "pass", vec![h]);
+        let before = k.debug_mailbox_objects();
+        k.handle_request(db, 9, Request::Drop { handle: h }, 0);
+        drain(&mut k);
+        assert_eq!(
+            k.debug_mailbox_objects(),
+            before - 1,
+            "the token's proxy went with it"
+        );
+        // Passing an imported capability to a third host is refused.
+        let mut m = inbound("db", "web@alpha", None, 2);
+        m.imports.push(Import {
+            address: "web@alpha".into(),
+            token: Arc::from(&b"tok2"[..]),
+            rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
+            uses: None,
+        });
+        k.inject(m, 0).unwrap();
+        let acts = recv(&mut k, db);
+        let Some(Action::Respond {
+            response: Response::Delivery(d),
+            ..
+        }) = acts.last()
+        else {
+            panic!("{acts:?}")
+        };
+        let acts = send(&mut k, db, 2, "pass", vec![d.caps[0]]);
         assert!(matches!(
             acts.last(),
             Some(Action::Respond {
