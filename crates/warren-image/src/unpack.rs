@@ -251,7 +251,13 @@ impl Unpacker {
                 "goes through a symlink on the way ({p:?} or one of its parents is a symlink)"
             )),
             rustix::io::Errno::NOTDIR => {
-                EntryError::Refused(format!("its parent {p:?} is not a directory"))
+                let is_link = rustix::fs::statat(&self.root, &join(comps)[..], AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                if is_link {
+                    EntryError::Refused(format!("goes through a symlink on the way ({p:?} is a symlink)"))
+                } else {
+                    EntryError::Refused(format!("its parent {p:?} is not a directory"))
+                }
             }
             rustix::io::Errno::XDEV => EntryError::Refused(format!("{p:?} leaves the root")),
             other => EntryError::Io("open the parent of", other.into()),
