@@ -14,6 +14,12 @@ have cc || need+=(gcc)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
+# Images (issue 9): tests build OCI layouts with umoci and compress layers with gzip and zstd;
+# bench/image.sh compares with umoci under hyperfine.
+have umoci || need+=(umoci)
+have zstd || need+=(zstd)
+have gzip || need+=(gzip)
+have hyperfine || need+=(hyperfine)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

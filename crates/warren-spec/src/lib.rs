@@ -15,11 +15,11 @@ mod name;
 pub mod plan;
 mod quantity;
 
+pub use image_name::{ImageName, ImageNameError};
 pub use manifest::{
     HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, load_manifest,
     parse_manifest,
 };
-pub use image_name::{ImageName, ImageNameError};
 pub use name::{EnvName, NameError};
 pub use plan::{Action, Change, Observed, Step, plan, summary};
 pub use quantity::{ByteSize, CpuQuota, QuantityError};

@@ -51,7 +51,11 @@ impl State {
     /// The store holds nothing: no root, no blob, no scratch, no name.
     fn assert_empty(&self) {
         for sub in ["roots", "blobs/sha256", "tmp"] {
-            assert!(self.entries(sub).is_empty(), "{sub} is not empty: {:?}", self.entries(sub));
+            assert!(
+                self.entries(sub).is_empty(),
+                "{sub} is not empty: {:?}",
+                self.entries(sub)
+            );
         }
         let ls = self.run(&["image", "ls", "-q"]);
         assert_code(&ls, 0);
@@ -103,7 +107,9 @@ fn busybox_tree(dir: &Path) {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
     std::fs::copy("/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for a in ["sh", "cat", "ls", "id", "stat", "echo", "sleep", "test", "touch", "pwd"] {
+    for a in [
+        "sh", "cat", "ls", "id", "stat", "echo", "sleep", "test", "touch", "pwd",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(a)).unwrap();
     }
     std::fs::write(
@@ -160,7 +166,9 @@ impl Layout {
     fn new(dir: &Path) -> Layout {
         std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
         std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        Layout { dir: dir.to_owned() }
+        Layout {
+            dir: dir.to_owned(),
+        }
     }
 
     fn blob(&self, bytes: &[u8]) -> (String, usize) {
@@ -272,14 +280,33 @@ fn umoci_layout(work: &Path) -> PathBuf {
         r.display()
     ));
     umoci(&["repack", "--image", &format!("{ls}:latest"), bs]);
-    umoci(&["insert", "--image", &format!("{ls}:latest"), "--whiteout", "/etc/doomed"]);
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{ls}:latest"),
+        "--whiteout",
+        "/etc/doomed",
+    ]);
     let added = work.join("added.txt");
     std::fs::write(&added, "added by a later layer\n").unwrap();
-    umoci(&["insert", "--image", &format!("{ls}:latest"), added.to_str().unwrap(), "/etc/added.txt"]);
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{ls}:latest"),
+        added.to_str().unwrap(),
+        "/etc/added.txt",
+    ]);
     let newopt = work.join("newopt");
     std::fs::create_dir_all(&newopt).unwrap();
     std::fs::write(newopt.join("new"), "new\n").unwrap();
-    umoci(&["insert", "--image", &format!("{ls}:latest"), "--opaque", newopt.to_str().unwrap(), "/opt"]);
+    umoci(&[
+        "insert",
+        "--image",
+        &format!("{ls}:latest"),
+        "--opaque",
+        newopt.to_str().unwrap(),
+        "/opt",
+    ]);
     umoci(&[
         "config",
         "--image",
@@ -308,35 +335,71 @@ fn umoci_image_runs_with_its_config_whiteouts_and_owners() {
     assert_eq!(report["layers"], 4, "{report}");
     assert_eq!(report["format"], "oci-layout");
     // umoci's base has no /proc, /dev or /tmp: the import creates them and says so.
-    assert_eq!(report["created"], json!(["/proc", "/dev", "/tmp"]), "{report}");
-    let index: Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        report["created"],
+        json!(["/proc", "/dev", "/tmp"]),
+        "{report}"
+    );
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
     let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    assert_eq!(report["manifest_digest"], digest, "the digest is umoci's manifest's");
+    assert_eq!(
+        report["manifest_digest"], digest,
+        "the digest is umoci's manifest's"
+    );
 
     let o = st.run(&["run", "--name", &unique("img"), "--image", "umoci-busybox"]);
     assert_code(&o, 0);
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], "uid=1000(app) gid=1000(app) groups=1000(app)", "{out}");
+    assert_eq!(
+        lines[0], "uid=1000(app) gid=1000(app) groups=1000(app)",
+        "{out}"
+    );
     assert_eq!(lines[1], "/home/app", "the working directory: {out}");
     assert_eq!(lines[2], "greeting=hi home=/home/app", "{out}");
     // The whiteout removed /etc/doomed; the later layer added /etc/added.txt.
-    let etc: Vec<&str> = lines[3..].iter().take_while(|l| **l != "new").copied().collect();
-    assert!(etc.contains(&"added.txt") && etc.contains(&"passwd"), "{out}");
-    assert!(!etc.contains(&"doomed"), "the whiteout must hide /etc/doomed: {out}");
+    let etc: Vec<&str> = lines[3..]
+        .iter()
+        .take_while(|l| **l != "new")
+        .copied()
+        .collect();
+    assert!(
+        etc.contains(&"added.txt") && etc.contains(&"passwd"),
+        "{out}"
+    );
+    assert!(
+        !etc.contains(&"doomed"),
+        "the whiteout must hide /etc/doomed: {out}"
+    );
     // The opaque /opt holds only the new layer's file.
-    assert!(out.contains("\nnew\n") && !out.contains("\nold\n"), "opaque /opt: {out}");
+    assert!(
+        out.contains("\nnew\n") && !out.contains("\nold\n"),
+        "opaque /opt: {out}"
+    );
     // Owners through the idmapped root: the app user reads its own 0600 file, not root's.
     assert!(out.contains("app secret"), "{out}");
-    assert!(out.contains("Permission denied") && !out.contains("root secret"), "{out}");
+    assert!(
+        out.contains("Permission denied") && !out.contains("root secret"),
+        "{out}"
+    );
 
     // On disk the store keeps the image's owners; through the mount the environment sees them.
-    let root = st.images().join("roots").join(report["root"].as_str().unwrap());
+    let root = st
+        .images()
+        .join("roots")
+        .join(report["root"].as_str().unwrap());
     let meta = std::fs::metadata(root.join("home/app/mine")).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 1000);
     let o = st.run(&[
-        "run", "--name", &unique("img"), "--image", "umoci-busybox", "--",
-        "-c", "stat -c '%u:%g %a %n' /home/app/mine /bin/busybox; touch /bin/x 2>&1",
+        "run",
+        "--name",
+        &unique("img"),
+        "--image",
+        "umoci-busybox",
+        "--",
+        "-c",
+        "stat -c '%u:%g %a %n' /home/app/mine /bin/busybox; touch /bin/x 2>&1",
     ]);
     assert_code(&o, 1);
     let out = stdout(&o);
@@ -346,7 +409,11 @@ fn umoci_image_runs_with_its_config_whiteouts_and_owners() {
 
     // A layout in a tar is the same image: same manifest, root reused.
     let tarred = work.path().join("layout.tar");
-    sh(&format!("tar -C {} -cf {} .", layout.display(), tarred.display()));
+    sh(&format!(
+        "tar -C {} -cf {} .",
+        layout.display(),
+        tarred.display()
+    ));
     let again = st.import_ok(&tarred, &["--name", "umoci-busybox:tarred"]);
     assert_eq!(again["manifest_digest"], digest);
     assert_eq!(again["reused_root"], true, "{again}");
@@ -380,14 +447,20 @@ fn gzip_zstd_and_plain_layers_are_verified_and_applied() {
 
     // One changed byte in a layer: refused, naming the blob, and nothing stored.
     let st2 = State::new();
-    let blob = work.path().join("layout/blobs/sha256").join(&sha256(&third)[7..]);
+    let blob = work
+        .path()
+        .join("layout/blobs/sha256")
+        .join(&sha256(&third)[7..]);
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes[600] ^= 1;
     std::fs::write(&blob, &bytes).unwrap();
     let o = st2.import(&layout.dir, &["--name", "layers"]);
     assert_code(&o, 125);
     assert!(
-        stderr(&o).contains(&format!("blob {} does not match its descriptor", sha256(&third))),
+        stderr(&o).contains(&format!(
+            "blob {} does not match its descriptor",
+            sha256(&third)
+        )),
         "{}",
         stderr(&o)
     );
@@ -395,7 +468,11 @@ fn gzip_zstd_and_plain_layers_are_verified_and_applied() {
     // A blob cut short fails on its size before anything is read.
     std::fs::write(&blob, &third[..1000]).unwrap();
     let o = st2.import(&layout.dir, &[]);
-    assert!(stderr(&o).contains("the descriptor says 2048 bytes, the blob has 1000"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the descriptor says 2048 bytes, the blob has 1000"),
+        "{}",
+        stderr(&o)
+    );
     st2.assert_empty();
 }
 
@@ -406,7 +483,13 @@ fn docker_save_archives_import_and_run() {
     let d = work.path().join("save");
     std::fs::create_dir_all(&d).unwrap();
     let base = base_layer();
-    let top = tar_of(&[tar_entry(b'0', "etc/saved", 0o644, b"from docker save\n", "")]);
+    let top = tar_of(&[tar_entry(
+        b'0',
+        "etc/saved",
+        0o644,
+        b"from docker save\n",
+        "",
+    )]);
     let (d1, d2) = (sha256(&base), sha256(&top));
     let config = json!({
         "architecture": "amd64", "os": "linux",
@@ -423,19 +506,34 @@ fn docker_save_archives_import_and_run() {
     }
     // docker save links a repeated layer to its first copy.
     std::fs::create_dir_all(d.join("again")).unwrap();
-    std::os::unix::fs::symlink(format!("../{}/layer.tar", &d2[7..]), d.join("again/layer.tar")).unwrap();
+    std::os::unix::fs::symlink(
+        format!("../{}/layer.tar", &d2[7..]),
+        d.join("again/layer.tar"),
+    )
+    .unwrap();
     let manifest = json!([{
         "Config": format!("{chex}.json"),
         "RepoTags": ["saved/app:v1"],
         "Layers": [format!("{}/layer.tar", &d1[7..]), format!("{}/layer.tar", &d2[7..]), "again/layer.tar"]
     }]);
     std::fs::write(d.join("manifest.json"), manifest.to_string()).unwrap();
-    std::fs::write(d.join("repositories"), json!({"saved/app": {"v1": &d2[7..]}}).to_string()).unwrap();
+    std::fs::write(
+        d.join("repositories"),
+        json!({"saved/app": {"v1": &d2[7..]}}).to_string(),
+    )
+    .unwrap();
     let archive = work.path().join("saved.tar");
-    sh(&format!("tar -C {} -cf {} .", d.display(), archive.display()));
+    sh(&format!(
+        "tar -C {} -cf {} .",
+        d.display(),
+        archive.display()
+    ));
 
     let r = st.import_ok(&archive, &[]);
-    assert_eq!(r["name"], "saved/app:v1", "the name comes from RepoTags: {r}");
+    assert_eq!(
+        r["name"], "saved/app:v1",
+        "the name comes from RepoTags: {r}"
+    );
     assert_eq!(r["format"], "docker-save");
     let o = st.run(&["run", "--name", &unique("img"), "--image", "saved/app:v1"]);
     assert_code(&o, 0);
@@ -445,7 +543,10 @@ fn docker_save_archives_import_and_run() {
     assert_code(&o, 0);
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["manifest_document"]["layers"][0]["digest"], d1.as_str());
-    assert_eq!(v["manifest_document"]["config"]["digest"], format!("sha256:{chex}"));
+    assert_eq!(
+        v["manifest_document"]["config"]["digest"],
+        format!("sha256:{chex}")
+    );
 
     // A config that does not hash to its file name is refused.
     let st2 = State::new();
@@ -454,7 +555,11 @@ fn docker_save_archives_import_and_run() {
     std::fs::write(d.join(format!("{chex}.json")), &bad).unwrap();
     let o = st2.import(&d, &[]);
     assert_code(&o, 125);
-    assert!(stderr(&o).contains("does not match its descriptor"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not match its descriptor"),
+        "{}",
+        stderr(&o)
+    );
     st2.assert_empty();
 }
 
@@ -467,7 +572,11 @@ fn refused(tag: &str, layer: Vec<u8>, extra: &[&str], needle: &str) {
     layout.image(&[(layer.clone(), TAR, layer)], json!({}));
     let o = st.import(&layout.dir, &[&["--name", "hostile"], extra].concat());
     assert_code(&o, 125);
-    assert!(stderr(&o).contains(needle), "{tag}: expected {needle:?} in:\n{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(needle),
+        "{tag}: expected {needle:?} in:\n{}",
+        stderr(&o)
+    );
     st.assert_empty();
 }
 
@@ -476,7 +585,10 @@ fn hostile_archives_are_refused_by_entry_and_leave_nothing() {
     let ok = tar_entry(b'0', "fine", 0o644, b"x", "");
     refused(
         "dotdot",
-        tar_of(&[ok.clone(), tar_entry(b'0', "a/../../escaped", 0o644, b"x", "")]),
+        tar_of(&[
+            ok.clone(),
+            tar_entry(b'0', "a/../../escaped", 0o644, b"x", ""),
+        ]),
         &[],
         "entry \"a/../../escaped\": path climbs out of the root with '..'",
     );
@@ -500,7 +612,13 @@ fn hostile_archives_are_refused_by_entry_and_leave_nothing() {
     );
     refused(
         "hardlink-out",
-        tar_of(&[tar_entry(b'1', "passwd", 0o644, b"", "../../../../etc/passwd")]),
+        tar_of(&[tar_entry(
+            b'1',
+            "passwd",
+            0o644,
+            b"",
+            "../../../../etc/passwd",
+        )]),
         &[],
         "hard link to \"../../../../etc/passwd\": path climbs out of the root",
     );
@@ -516,7 +634,9 @@ fn hostile_archives_are_refused_by_entry_and_leave_nothing() {
         &[],
         "symlink to \"../../etc\" points out of the root",
     );
-    let files: Vec<Vec<u8>> = (0..1500).map(|i| tar_entry(b'0', &format!("f{i}"), 0o644, b"", "")).collect();
+    let files: Vec<Vec<u8>> = (0..1500)
+        .map(|i| tar_entry(b'0', &format!("f{i}"), 0o644, b"", ""))
+        .collect();
     refused(
         "count",
         tar_of(&files),
@@ -529,7 +649,10 @@ fn hostile_archives_are_refused_by_entry_and_leave_nothing() {
         &["--max-bytes", "1M"],
         "the size of the unpacked files exceeds the limit of 1048576 (--max-bytes)",
     );
-    let deep = (0..20).map(|i| format!("d{i}")).collect::<Vec<_>>().join("/");
+    let deep = (0..20)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
     refused(
         "depth",
         tar_of(&[tar_entry(b'0', &deep, 0o644, b"x", "")]),
@@ -544,8 +667,13 @@ fn hostile_archives_are_refused_by_entry_and_leave_nothing() {
     let layer = tar_of(&[tar_entry(b'0', "bin/su", 0o4755, b"x", "")]);
     layout.image(&[(layer.clone(), TAR, layer)], json!({}));
     let r = st.import_ok(&layout.dir, &["--name", "suid", "--allow-setuid"]);
-    let su = st.images().join("roots").join(r["root"].as_str().unwrap()).join("bin/su");
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(su).unwrap().permissions());
+    let su = st
+        .images()
+        .join("roots")
+        .join(r["root"].as_str().unwrap())
+        .join("bin/su");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(su).unwrap().permissions());
     assert_eq!(mode & 0o7777, 0o4755);
 }
 
@@ -563,11 +691,22 @@ fn a_symlink_then_a_write_through_it_never_reaches_the_host() {
     let naive = scratch("naive");
     std::os::unix::fs::symlink(&target, naive.path().join("evil")).unwrap();
     std::fs::write(naive.path().join("evil/pwned"), "pwned\n").unwrap();
-    assert!(target.join("pwned").exists(), "the control must reach the host directory");
+    assert!(
+        target.join("pwned").exists(),
+        "the control must reach the host directory"
+    );
     std::fs::remove_file(target.join("pwned")).unwrap();
 
-    refused("symlink-write", layer.clone(), &[], "entry \"evil/pwned\": goes through a symlink");
-    assert!(!target.join("pwned").exists(), "the import wrote through the symlink");
+    refused(
+        "symlink-write",
+        layer.clone(),
+        &[],
+        "entry \"evil/pwned\": goes through a symlink",
+    );
+    assert!(
+        !target.join("pwned").exists(),
+        "the import wrote through the symlink"
+    );
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0);
 
     // The same with a hard link through a symlink to the host's /etc.
@@ -575,13 +714,24 @@ fn a_symlink_then_a_write_through_it_never_reaches_the_host() {
         tar_entry(b'2', "etc-link", 0o777, b"", "/etc"),
         tar_entry(b'1', "stolen", 0o644, b"", "etc-link/passwd"),
     ]);
-    refused("hardlink-symlink", layer, &[], "hard link to \"etc-link/passwd\": its target goes through a symlink");
+    refused(
+        "hardlink-symlink",
+        layer,
+        &[],
+        "hard link to \"etc-link/passwd\": its target goes through a symlink",
+    );
     // An absolute symlink alone is fine: it names a path inside the image.
     let st = State::new();
     let work = scratch("abs-link");
     let layout = Layout::new(&work.path().join("layout"));
     let base = base_layer();
-    let top = tar_of(&[tar_entry(b'2', "etc/host-passwd", 0o777, b"", "/etc/passwd")]);
+    let top = tar_of(&[tar_entry(
+        b'2',
+        "etc/host-passwd",
+        0o777,
+        b"",
+        "/etc/passwd",
+    )]);
     layout.image(
         &[(base.clone(), TAR, base), (top.clone(), TAR, top)],
         json!({ "Cmd": ["/bin/cat", "/etc/host-passwd"] }),
@@ -602,7 +752,10 @@ fn image_rm_is_refused_while_an_environment_uses_it() {
     let work = scratch("rm");
     let layout = Layout::new(&work.path().join("layout"));
     let base = base_layer();
-    let digest = layout.image(&[(base.clone(), TAR, base)], json!({ "Cmd": ["/bin/sleep", "30"] }));
+    let digest = layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/sleep", "30"] }),
+    );
     st.import_ok(&layout.dir, &["--name", "sleeper"]);
     // A second name for the same image shares its root and blobs.
     st.import_ok(&layout.dir, &["--name", "alias"]);
@@ -625,28 +778,48 @@ fn image_rm_is_refused_while_an_environment_uses_it() {
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    assert_eq!(record["applied"]["image_manifest_digest"], digest.as_str(), "{record}");
+    assert_eq!(
+        record["applied"]["image_manifest_digest"],
+        digest.as_str(),
+        "{record}"
+    );
     assert_eq!(record["applied"]["image_name"], "sleeper:latest");
     assert_eq!(record["applied"]["root"]["kind"], "image");
 
     let o = st.run(&["image", "rm", "sleeper"]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains(&format!("image sleeper:latest is in use by environment {env}")), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "image sleeper:latest is in use by environment {env}"
+        )),
+        "{}",
+        stderr(&o)
+    );
     // The alias is not in use and its removal deletes nothing the environment needs.
     assert_code(&st.run(&["image", "rm", "alias"]), 0);
     assert_eq!(st.entries("roots").len(), 1);
 
     for _ in 0..2 {
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     child.wait().unwrap();
     let o = st.run(&["image", "rm", "sleeper"]);
     assert_code(&o, 0);
-    assert!(stdout(&o).starts_with("removed sleeper:latest sha256:"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("removed sleeper:latest sha256:"),
+        "{}",
+        stdout(&o)
+    );
     st.assert_empty();
     let o = st.run(&["image", "rm", "sleeper"]);
-    assert!(stderr(&o).contains("no image named sleeper:latest"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no image named sleeper:latest"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -665,15 +838,82 @@ fn ls_and_bad_input() {
     // No entrypoint or cmd: a command is needed.
     let o = st.run(&["run", "--name", &unique("img"), "--image", "one:v1"]);
     assert_code(&o, 125);
-    assert!(stderr(&o).contains("has no entrypoint or cmd"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("has no entrypoint or cmd"),
+        "{}",
+        stderr(&o)
+    );
     let o = st.run(&["run", "--name", &unique("img"), "--image", "two"]);
-    assert!(stderr(&o).contains("no image named two:latest"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no image named two:latest"),
+        "{}",
+        stderr(&o)
+    );
     let o = st.run(&["image", "import", "/nonexistent", "--name", "x"]);
     assert_code(&o, 125);
-    let o = st.run(&["image", "import", work.path().to_str().unwrap(), "--name", "x"]);
+    let o = st.run(&[
+        "image",
+        "import",
+        work.path().to_str().unwrap(),
+        "--name",
+        "x",
+    ]);
     assert!(stderr(&o).contains("is not an image"), "{}", stderr(&o));
-    let o = st.run(&["image", "import", layout.dir.to_str().unwrap(), "--name", "Bad Name"]);
+    let o = st.run(&[
+        "image",
+        "import",
+        layout.dir.to_str().unwrap(),
+        "--name",
+        "Bad Name",
+    ]);
     assert!(stderr(&o).contains("invalid --name"), "{}", stderr(&o));
     assert_eq!(st.entries("roots").len(), 1);
+    assert!(st.entries("tmp").is_empty());
+}
+
+#[test]
+fn concurrent_imports_into_one_store_all_land() {
+    let st = State::new();
+    let work = scratch("concurrent");
+    let mut layouts = Vec::new();
+    for i in 0..3 {
+        let layout = Layout::new(&work.path().join(format!("l{i}")));
+        let base = base_layer();
+        let top = tar_of(&[tar_entry(
+            b'0',
+            "etc/which",
+            0o644,
+            format!("{i}\n").as_bytes(),
+            "",
+        )]);
+        layout.image(
+            &[(gzip(&base), TAR_GZ, base), (top.clone(), TAR, top)],
+            json!({ "Cmd": ["/bin/cat", "/etc/which"] }),
+        );
+        layouts.push(layout.dir);
+    }
+    let children: Vec<_> = layouts
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            st.warren()
+                .args(["image", "import", "-q", "--name", &format!("c{i}")])
+                .arg(l)
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_code(&o, 0);
+    }
+    for i in 0..3 {
+        let o = st.run(&["run", "--name", &unique("img"), "--image", &format!("c{i}")]);
+        assert_code(&o, 0);
+        assert_eq!(stdout(&o), format!("{i}\n"));
+    }
+    // Three images, three roots, and no scratch left by any of the imports.
+    assert_eq!(st.entries("roots").len(), 3);
     assert!(st.entries("tmp").is_empty());
 }

@@ -404,6 +404,16 @@ fn image_and_command_errors() {
             "space.db.image",
         ),
         (
+            r#"image = { name = "Not An Image" }"#,
+            r#"spaces.toml:2:18: "name" in [space.db.image]: image name "Not An Image" is not valid: use lowercase path components of letters, digits and '.', '_', '-' separated by '/', optionally followed by :TAG"#,
+            "space.db.image.name",
+        ),
+        (
+            r#"image = { name = "busybox", rootfs = "r" }"#,
+            r#"spaces.toml:2:29: [space.db.image] sets more than one of "rootfs", "binary" and "name": an image is exactly one of them"#,
+            "space.db.image.rootfs",
+        ),
+        (
             r#"image = { binary = 7 }"#,
             r#"spaces.toml:2:20: "binary" in [space.db.image] must be a string, found an integer"#,
             "space.db.image.binary",
@@ -857,4 +867,25 @@ mod fuzz {
         let m = parse_manifest(Path::new("m.toml"), SEED).unwrap();
         assert_eq!(m.spaces.len(), 2);
     }
+}
+
+#[test]
+fn named_images_take_their_command_from_the_image() {
+    check(
+        r#"
+        [space.app]
+        image = { name = "busybox" }
+
+        [space.tool]
+        image = { name = "registry:5000/team/tool:v2" }
+        command = ["--help"]
+        "#,
+        json!({
+            "host": { "name": null },
+            "spaces": {
+                "app": defaults(json!({ "name": "busybox:latest" }), &[]),
+                "tool": defaults(json!({ "name": "registry:5000/team/tool:v2" }), &["--help"]),
+            }
+        }),
+    );
 }
