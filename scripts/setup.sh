@@ -30,6 +30,12 @@ have b3sum || need+=(b3sum)
 # Federation tests and bench/federation.sh start private RabbitMQ nodes on loopback
 # (scripts/rabbitmq-instance.sh); the package's own node is not used.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
+# Images (issue 9): tests build OCI layouts with umoci and compress layers with gzip and zstd;
+# bench/image.sh compares with umoci under hyperfine.
+have umoci || need+=(umoci)
+have zstd || need+=(zstd)
+have gzip || need+=(gzip)
+have hyperfine || need+=(hyperfine)
 
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -108,15 +108,23 @@ impl Source {
             (open_dir(scratch)?, scratch.to_owned())
         };
         let exists = |rel: &str| {
-            rustix::fs::openat2(&dir, rel, OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), IN_ROOT)
-                .is_ok()
+            rustix::fs::openat2(
+                &dir,
+                rel,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                IN_ROOT,
+            )
+            .is_ok()
         };
         let format = if exists("oci-layout") && exists("index.json") {
             Format::OciLayout
         } else if exists("manifest.json") {
             Format::DockerSave
         } else {
-            return Err(ImageError::UnknownFormat { path: path.to_owned() });
+            return Err(ImageError::UnknownFormat {
+                path: path.to_owned(),
+            });
         };
         Ok(Source {
             dir,
@@ -139,7 +147,9 @@ impl Source {
         let file = File::from(fd);
         let meta = file.metadata().map_err(ImageError::io("stat", &full))?;
         if !meta.is_file() {
-            return Err(ImageError::io("read", &full)(std::io::Error::other("not a regular file")));
+            return Err(ImageError::io("read", &full)(std::io::Error::other(
+                "not a regular file",
+            )));
         }
         Ok((file, meta.len()))
     }
@@ -161,7 +171,11 @@ impl Source {
     }
 
     /// A blob named by `desc`, whole and verified (for documents).
-    fn blob_document(&self, desc: &Descriptor, what: &str) -> Result<(Vec<u8>, Digest), ImageError> {
+    fn blob_document(
+        &self,
+        desc: &Descriptor,
+        what: &str,
+    ) -> Result<(Vec<u8>, Digest), ImageError> {
         let digest = parse_digest(&desc.digest, what)?;
         if desc.size > oci::MAX_DOCUMENT {
             return Err(ImageError::BadDocument {
@@ -173,7 +187,9 @@ impl Source {
         let bytes = match self.document(&rel) {
             Ok(b) => b,
             Err(ImageError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                return Err(ImageError::MissingBlob { digest: digest.to_string() });
+                return Err(ImageError::MissingBlob {
+                    digest: digest.to_string(),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -244,22 +260,29 @@ impl Source {
         let ref_of = |d: &Descriptor| d.annotations.get(oci::ANNOTATION_REF_NAME).cloned();
         let mut cands: Vec<&Descriptor> = index.manifests.iter().collect();
         if let Some(w) = want {
-            cands.retain(|d| {
-                ref_of(d).is_some_and(|r| r == w || r.ends_with(&format!(":{w}")))
-            });
+            cands.retain(|d| ref_of(d).is_some_and(|r| r == w || r.ends_with(&format!(":{w}"))));
             if cands.is_empty() && depth == 0 {
                 let refs: Vec<String> = index.manifests.iter().filter_map(ref_of).collect();
                 return Err(ImageError::Ambiguous {
-                    detail: format!("no image tagged {w:?} in the layout (it has: {})", refs.join(", ")),
+                    detail: format!(
+                        "no image tagged {w:?} in the layout (it has: {})",
+                        refs.join(", ")
+                    ),
                 });
             }
         }
         if cands.len() > 1 {
-            let arch = std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64");
+            let arch = std::env::consts::ARCH
+                .replace("x86_64", "amd64")
+                .replace("aarch64", "arm64");
             let on_host: Vec<&Descriptor> = cands
                 .iter()
                 .copied()
-                .filter(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == arch))
+                .filter(|d| {
+                    d.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+                })
                 .collect();
             if on_host.len() == 1 {
                 cands = on_host;
@@ -290,7 +313,9 @@ impl Source {
         let name = ref_of(&desc);
         if desc.media_type == oci::MEDIA_INDEX || desc.media_type == oci::MEDIA_DOCKER_LIST {
             if depth > 0 {
-                return Err(ImageError::Unsupported("indexes nested more than one deep".into()));
+                return Err(ImageError::Unsupported(
+                    "indexes nested more than one deep".into(),
+                ));
             }
             let what = format!("index {}", desc.digest);
             let (bytes, _) = self.blob_document(&desc, &what)?;
@@ -302,11 +327,16 @@ impl Source {
     }
 
     fn select_docker(&self, want: Option<&str>) -> Result<Selected, ImageError> {
-        let entries: Vec<DockerSaveEntry> = parse_json(&self.document("manifest.json")?, "manifest.json")?;
+        let entries: Vec<DockerSaveEntry> =
+            parse_json(&self.document("manifest.json")?, "manifest.json")?;
         let tags = |e: &DockerSaveEntry| e.repo_tags.clone().unwrap_or_default();
         let mut cands: Vec<&DockerSaveEntry> = entries.iter().collect();
         if let Some(w) = want {
-            cands.retain(|e| tags(e).iter().any(|t| t == w || t.ends_with(&format!(":{w}"))));
+            cands.retain(|e| {
+                tags(e)
+                    .iter()
+                    .any(|t| t == w || t.ends_with(&format!(":{w}")))
+            });
         }
         let entry = match cands.as_slice() {
             [one] => *one,
@@ -384,10 +414,11 @@ pub(crate) fn blob_rel(d: &Digest) -> String {
 }
 
 fn parse_digest(s: &str, what: &str) -> Result<Digest, ImageError> {
-    s.parse().map_err(|e: crate::digest::BadDigest| ImageError::BadDocument {
-        what: what.to_owned(),
-        detail: e.to_string(),
-    })
+    s.parse()
+        .map_err(|e: crate::digest::BadDigest| ImageError::BadDocument {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ImageError> {
@@ -415,7 +446,12 @@ fn parse_config(bytes: &[u8], what: &str) -> Result<ImageConfig, ImageError> {
 }
 
 /// Check a blob's measured digest and size against what its descriptor promised.
-pub(crate) fn verify(expected: &Digest, size: u64, got: &Digest, got_size: u64) -> Result<(), ImageError> {
+pub(crate) fn verify(
+    expected: &Digest,
+    size: u64,
+    got: &Digest,
+    got_size: u64,
+) -> Result<(), ImageError> {
     if got_size != size {
         return Err(ImageError::BlobMismatch {
             expected: expected.to_string(),

@@ -290,9 +290,15 @@ impl Store {
         )
         .map_err(|e| ImageError::io("open", &p)(e.into()))?;
         let (now, wait) = if exclusive {
-            (FlockOperation::NonBlockingLockExclusive, FlockOperation::LockExclusive)
+            (
+                FlockOperation::NonBlockingLockExclusive,
+                FlockOperation::LockExclusive,
+            )
         } else {
-            (FlockOperation::NonBlockingLockShared, FlockOperation::LockShared)
+            (
+                FlockOperation::NonBlockingLockShared,
+                FlockOperation::LockShared,
+            )
         };
         if rustix::fs::flock(&fd, now).is_err() {
             progress.stage("waiting for another import or removal to finish");
@@ -344,7 +350,10 @@ impl Store {
     }
 
     /// The stored manifest and config documents of `name`.
-    pub fn documents(&self, rec: &ImageRecord) -> Result<(serde_json::Value, serde_json::Value), ImageError> {
+    pub fn documents(
+        &self,
+        rec: &ImageRecord,
+    ) -> Result<(serde_json::Value, serde_json::Value), ImageError> {
         let read = |d: &Digest| -> Result<serde_json::Value, ImageError> {
             let p = self.blob_path(d);
             let b = std::fs::read(&p).map_err(ImageError::io("read", &p))?;
@@ -426,7 +435,11 @@ impl Store {
 
     fn root_busy(&self, id: &str) -> bool {
         let p = self.root_path(id);
-        let Ok(fd) = rustix::fs::open(&p, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()) else {
+        let Ok(fd) = rustix::fs::open(
+            &p,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) else {
             return false;
         };
         rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err()
@@ -534,7 +547,10 @@ impl Store {
                 Ok(f) => f,
                 Err(ImageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
                     return Err(ImageError::MissingBlob {
-                        digest: l.expect.as_ref().map_or(l.rel.clone(), |(d, _)| d.to_string()),
+                        digest: l
+                            .expect
+                            .as_ref()
+                            .map_or(l.rel.clone(), |(d, _)| d.to_string()),
                     });
                 }
                 Err(e) => return Err(e),
@@ -547,7 +563,10 @@ impl Store {
                     });
                 }
             }
-            let need_blob = l.expect.as_ref().is_none_or(|(d, _)| !self.blob_path(d).exists());
+            let need_blob = l
+                .expect
+                .as_ref()
+                .is_none_or(|(d, _)| !self.blob_path(d).exists());
             let staged = sdir.join("blobs").join(format!("layer-{i}"));
             let mut out = if need_blob {
                 Some(File::create(&staged).map_err(ImageError::io("create", &staged))?)
@@ -576,14 +595,18 @@ impl Store {
                     })?;
                 } else {
                     unpacker.apply_layer(&label, &mut diff)?;
-                    let trailing = diff.drain(MAX_TRAILER).map_err(|source| ImageError::Corrupt {
-                        layer: label.clone(),
-                        source,
-                    })?;
+                    let trailing =
+                        diff.drain(MAX_TRAILER)
+                            .map_err(|source| ImageError::Corrupt {
+                                layer: label.clone(),
+                                source,
+                            })?;
                     if trailing.is_none() {
                         return Err(ImageError::Corrupt {
                             layer: label,
-                            source: io::Error::other("more than 1 MiB of data after the end of the archive"),
+                            source: io::Error::other(
+                                "more than 1 MiB of data after the end of the archive",
+                            ),
                         });
                     }
                 }
@@ -598,10 +621,12 @@ impl Store {
                     });
                 }
             }
-            let rest = raw.drain(u64::MAX - 1).map_err(|source| ImageError::Corrupt {
-                layer: label.clone(),
-                source,
-            })?;
+            let rest = raw
+                .drain(u64::MAX - 1)
+                .map_err(|source| ImageError::Corrupt {
+                    layer: label.clone(),
+                    source,
+                })?;
             let _ = rest;
             let (got, got_len) = raw.finish();
             if let Some((d, size)) = &l.expect {
@@ -685,7 +710,8 @@ impl Store {
                 .find(|r| r.root == root_id)
                 .map_or(bytes, |r| r.size)
         } else {
-            std::fs::rename(&tmp_root, &final_root).map_err(ImageError::io("store the root", &final_root))?;
+            std::fs::rename(&tmp_root, &final_root)
+                .map_err(ImageError::io("store the root", &final_root))?;
             bytes
         };
         let record = ImageRecord {
@@ -772,7 +798,15 @@ mod tests {
         let n = |p: &str, r: Option<&str>| derive_name(Path::new(p), r).map(|n| n.to_string());
         assert_eq!(n("/x/busybox", Some("1.36")).unwrap(), "busybox:1.36");
         assert_eq!(n("/x/app.tar", None).unwrap(), "app:latest");
-        assert_eq!(n("/x/whatever.tar", Some("reg:5000/team/app:v2")).unwrap(), "reg:5000/team/app:v2");
-        assert!(n("/x/Bad Name", None).unwrap_err().to_string().contains("--name"));
+        assert_eq!(
+            n("/x/whatever.tar", Some("reg:5000/team/app:v2")).unwrap(),
+            "reg:5000/team/app:v2"
+        );
+        assert!(
+            n("/x/Bad Name", None)
+                .unwrap_err()
+                .to_string()
+                .contains("--name")
+        );
     }
 }

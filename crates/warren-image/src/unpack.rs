@@ -34,9 +34,7 @@ use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
-use rustix::fs::{
-    AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, Gid,
-};
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid};
 
 use crate::error::ImageError;
 
@@ -158,7 +156,11 @@ impl Unpacker {
     }
 
     /// Apply one layer's uncompressed tar stream. `layer` names it in errors.
-    pub(crate) fn apply_layer<R: Read>(&mut self, layer: &str, reader: R) -> Result<(), ImageError> {
+    pub(crate) fn apply_layer<R: Read>(
+        &mut self,
+        layer: &str,
+        reader: R,
+    ) -> Result<(), ImageError> {
         self.this_layer.clear();
         self.cache = None;
         let mut archive = tar::Archive::new(reader);
@@ -220,7 +222,11 @@ impl Unpacker {
         }
         let key = join(comps);
         if self.cache.as_ref().is_some_and(|(k, _)| *k == key) {
-            return Ok(self.cache.as_ref().map(|(_, fd)| fd.as_fd()).expect("checked"));
+            return Ok(self
+                .cache
+                .as_ref()
+                .map(|(_, fd)| fd.as_fd())
+                .expect("checked"));
         }
         let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW;
         let fd = match rustix::fs::openat2(&self.root, &key[..], flags, Mode::empty(), RESOLVE) {
@@ -241,7 +247,11 @@ impl Unpacker {
             Err(e) => return Err(self.resolve_error(e, comps)),
         };
         self.cache = Some((key, fd));
-        Ok(self.cache.as_ref().map(|(_, fd)| fd.as_fd()).expect("just set"))
+        Ok(self
+            .cache
+            .as_ref()
+            .map(|(_, fd)| fd.as_fd())
+            .expect("just set"))
     }
 
     fn resolve_error(&self, e: rustix::io::Errno, comps: &[&[u8]]) -> EntryError {
@@ -251,7 +261,16 @@ impl Unpacker {
                 "goes through a symlink on the way ({p:?} or one of its parents is a symlink)"
             )),
             rustix::io::Errno::NOTDIR => {
-                EntryError::Refused(format!("its parent {p:?} is not a directory"))
+                let is_link =
+                    rustix::fs::statat(&self.root, &join(comps)[..], AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Symlink);
+                if is_link {
+                    EntryError::Refused(format!(
+                        "goes through a symlink on the way ({p:?} is a symlink)"
+                    ))
+                } else {
+                    EntryError::Refused(format!("its parent {p:?} is not a directory"))
+                }
             }
             rustix::io::Errno::XDEV => EntryError::Refused(format!("{p:?} leaves the root")),
             other => EntryError::Io("open the parent of", other.into()),
@@ -282,7 +301,10 @@ impl Unpacker {
     }
 
     /// Remove the children of `dir` for which `keep_not` says true.
-    fn empty_dir(dir: BorrowedFd<'_>, mut remove: impl FnMut(&[u8]) -> bool) -> Result<(), EntryError> {
+    fn empty_dir(
+        dir: BorrowedFd<'_>,
+        mut remove: impl FnMut(&[u8]) -> bool,
+    ) -> Result<(), EntryError> {
         let mut names = Vec::new();
         let mut d = rustix::fs::Dir::read_from(dir)?;
         while let Some(e) = d.read() {
@@ -299,13 +321,7 @@ impl Unpacker {
     }
 
     fn owner(&mut self, path: &[u8], uid: u64, gid: u64) -> (Uid, Gid) {
-        let fix = |id: u64| -> u32 {
-            if id > MAX_ID {
-                OVERFLOW_ID
-            } else {
-                id as u32
-            }
-        };
+        let fix = |id: u64| -> u32 { if id > MAX_ID { OVERFLOW_ID } else { id as u32 } };
         if uid > MAX_ID || gid > MAX_ID {
             self.notes.push(format!(
                 "{:?} is owned by {uid}:{gid}, beyond the 65536 ids an environment maps: it \
@@ -316,10 +332,17 @@ impl Unpacker {
         (Uid::from_raw(fix(uid)), Gid::from_raw(fix(gid)))
     }
 
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>, raw: &[u8]) -> Result<(), EntryError> {
+    fn entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+    ) -> Result<(), EntryError> {
         use tar::EntryType as T;
         let kind = entry.header().entry_type();
-        if matches!(kind, T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink) {
+        if matches!(
+            kind,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+        ) {
             return Ok(());
         }
         let comps = clean(raw).map_err(EntryError::Refused)?;
@@ -338,7 +361,10 @@ impl Unpacker {
             return self.whiteout(parent, target);
         }
         let h = entry.header();
-        let mut mode = h.mode().map_err(|e| EntryError::Refused(format!("bad mode field: {e}")))? & 0o7777;
+        let mut mode = h
+            .mode()
+            .map_err(|e| EntryError::Refused(format!("bad mode field: {e}")))?
+            & 0o7777;
         let (mut uid, mut gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
         if let Ok(Some(pax)) = entry.pax_extensions() {
             for ext in pax.flatten() {
@@ -354,7 +380,12 @@ impl Unpacker {
         let size = entry.header().size().unwrap_or(0);
         let (uid, gid) = self.owner(raw, uid, gid);
         let kind_is_dir = kind == T::Directory;
-        if mode & 0o6000 != 0 && !kind_is_dir && !self.allow_setuid && kind != T::Link && kind != T::Symlink {
+        if mode & 0o6000 != 0
+            && !kind_is_dir
+            && !self.allow_setuid
+            && kind != T::Link
+            && kind != T::Symlink
+        {
             return Err(EntryError::Refused(format!(
                 "set-uid/set-gid bit (mode {mode:o}): refused; import with --allow-setuid to \
                  keep such bits (they never take effect: environments run with no_new_privs \
@@ -383,11 +414,16 @@ impl Unpacker {
                 let fd = rustix::fs::openat(
                     pfd,
                     name,
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )?;
                 let mut file = std::fs::File::from(fd);
-                let n = io::copy(&mut entry.take(size), &mut file).map_err(|e| EntryError::Io("read", e))?;
+                let n = io::copy(&mut entry.take(size), &mut file)
+                    .map_err(|e| EntryError::Io("read", e))?;
                 if n != size {
                     return Err(EntryError::Refused(format!(
                         "truncated: the archive ends after {n} of its {size} bytes"
@@ -472,7 +508,12 @@ impl Unpacker {
         Ok(())
     }
 
-    fn hard_link(&mut self, parent: &[&[u8]], name: &[u8], target: &[u8]) -> Result<(), EntryError> {
+    fn hard_link(
+        &mut self,
+        parent: &[&[u8]],
+        name: &[u8],
+        target: &[u8],
+    ) -> Result<(), EntryError> {
         let shown = String::from_utf8_lossy(target).into_owned();
         let tcomps = clean(target)
             .map_err(|why| EntryError::Refused(format!("hard link to {shown:?}: {why}")))?;
@@ -499,7 +540,9 @@ impl Unpacker {
         })?;
         match rustix::fs::statat(&tdir, tname, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
-                return Err(EntryError::Refused(format!("hard link to the directory {shown:?}")));
+                return Err(EntryError::Refused(format!(
+                    "hard link to the directory {shown:?}"
+                )));
             }
             Ok(_) => {}
             Err(rustix::io::Errno::NOENT) => {
@@ -576,7 +619,8 @@ impl Unpacker {
                 Err(_) => done.push(format!("/{name}")),
             }
             let err = ImageError::io("create the mount point", format!("/{name}"));
-            rustix::fs::mkdirat(root, name, Mode::from_raw_mode(mode)).map_err(|e| err(e.into()))?;
+            rustix::fs::mkdirat(root, name, Mode::from_raw_mode(mode))
+                .map_err(|e| err(e.into()))?;
             rustix::fs::chmodat(root, name, Mode::from_raw_mode(mode), AtFlags::empty())
                 .map_err(|e| ImageError::io("chmod", format!("/{name}"))(e.into()))?;
         }
@@ -600,10 +644,11 @@ impl Unpacker {
             detail: format!("working directory {path:?}: {why}"),
         })?;
         self.cache = None;
-        self.dir(&comps, true).map_err(|_| ImageError::BadDocument {
-            what: "the image config".into(),
-            detail: format!("working directory {path:?} cannot be created inside the root"),
-        })?;
+        self.dir(&comps, true)
+            .map_err(|_| ImageError::BadDocument {
+                what: "the image config".into(),
+                detail: format!("working directory {path:?} cannot be created inside the root"),
+            })?;
         Ok(true)
     }
 }

@@ -27,7 +27,12 @@ pub struct RunAs {
 }
 
 fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    let dir = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok()?;
+    let dir = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
     let fd = rustix::fs::openat2(
         &dir,
         rel,
@@ -68,7 +73,12 @@ fn parse(text: &str, group: bool) -> Vec<Entry> {
                     home: String::new(),
                     members: f
                         .get(3)
-                        .map(|m| m.split(',').filter(|x| !x.is_empty()).map(str::to_owned).collect())
+                        .map(|m| {
+                            m.split(',')
+                                .filter(|x| !x.is_empty())
+                                .map(str::to_owned)
+                                .collect()
+                        })
                         .unwrap_or_default(),
                 })
             } else {
@@ -90,8 +100,12 @@ pub fn resolve(root: &Path, spec: &str) -> Result<RunAs, ImageError> {
         user: spec.to_owned(),
         reason,
     };
-    let passwd = read_in_root(root, "etc/passwd").map(|t| parse(&t, false)).unwrap_or_default();
-    let groups = read_in_root(root, "etc/group").map(|t| parse(&t, true)).unwrap_or_default();
+    let passwd = read_in_root(root, "etc/passwd")
+        .map(|t| parse(&t, false))
+        .unwrap_or_default();
+    let groups = read_in_root(root, "etc/group")
+        .map(|t| parse(&t, true))
+        .unwrap_or_default();
     let (u, g) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
@@ -125,7 +139,10 @@ pub fn resolve(root: &Path, spec: &str) -> Result<RunAs, ImageError> {
     if g.is_none() {
         if let Some(n) = &name {
             for e in &groups {
-                if e.members.iter().any(|m| m == n) && !all.contains(&e.gid) && u64::from(e.gid) <= MAX_ID {
+                if e.members.iter().any(|m| m == n)
+                    && !all.contains(&e.gid)
+                    && u64::from(e.gid) <= MAX_ID
+                {
                     all.push(e.gid);
                 }
             }
@@ -165,13 +182,29 @@ mod tests {
         let r = |s: &str| resolve(t.path(), s);
         assert_eq!(r("").unwrap().uid, 0);
         let app = r("app").unwrap();
-        assert_eq!((app.uid, app.gid, app.groups.clone()), (1000, 1001, vec![1001, 10]));
+        assert_eq!(
+            (app.uid, app.gid, app.groups.clone()),
+            (1000, 1001, vec![1001, 10])
+        );
         assert_eq!(app.home.as_deref(), Some("/home/app"));
         assert_eq!(r("1000").unwrap().gid, 1001);
         assert_eq!(r("1000:wheel").unwrap().groups, vec![10]);
-        assert_eq!(r("4242").unwrap(), RunAs { uid: 4242, gid: 0, groups: vec![0], home: None });
+        assert_eq!(
+            r("4242").unwrap(),
+            RunAs {
+                uid: 4242,
+                gid: 0,
+                groups: vec![0],
+                home: None
+            }
+        );
         assert_eq!(r("4242:7").unwrap().gid, 7);
-        assert!(r("nobody").unwrap_err().to_string().contains("no user \"nobody\""));
+        assert!(
+            r("nobody")
+                .unwrap_err()
+                .to_string()
+                .contains("no user \"nobody\"")
+        );
         assert!(r("app:staff").unwrap_err().to_string().contains("no group"));
         assert!(r("70000").unwrap_err().to_string().contains("beyond"));
     }
@@ -182,7 +215,10 @@ mod tests {
         std::fs::create_dir(t.path().join("etc")).unwrap();
         // A link to the host's passwd: read inside the root, where it does not exist.
         std::os::unix::fs::symlink("/etc/passwd", t.path().join("etc/passwd")).unwrap();
-        assert!(resolve(t.path(), "root").is_err(), "the host's root entry must not be seen");
+        assert!(
+            resolve(t.path(), "root").is_err(),
+            "the host's root entry must not be seen"
+        );
         assert_eq!(resolve(t.path(), "0").unwrap().uid, 0);
     }
 }

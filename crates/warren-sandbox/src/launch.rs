@@ -656,7 +656,10 @@ pub fn launch_with_mailbox(
                     | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
             )
             .map_err(|e| {
-                parent_err(Step::Clone, format!("open the image root {}", dir.display()))(e.into())
+                parent_err(
+                    Step::Clone,
+                    format!("open the image root {}", dir.display()),
+                )(e.into())
             })?;
             Some(high(tree, "image root")?)
         }
@@ -977,11 +980,14 @@ fn child_error(plan: &LaunchPlan, rest: &str) -> LaunchError {
 /// whatever its host uid range.
 fn idmap_image_root(pid: i32, tree: &OwnedFd) -> Result<(), LaunchError> {
     let ns = format!("/proc/{pid}/ns/user");
-    let userns = std::fs::File::open(&ns).map_err(parent_err(Step::UidMap, format!("open {ns}")))?;
+    let userns =
+        std::fs::File::open(&ns).map_err(parent_err(Step::UidMap, format!("open {ns}")))?;
     warren_sys::mount_setattr_idmap(
         tree.as_fd(),
         userns.as_fd(),
-        warren_sys::MOUNT_ATTR_RDONLY | warren_sys::MOUNT_ATTR_NOSUID | warren_sys::MOUNT_ATTR_NODEV,
+        warren_sys::MOUNT_ATTR_RDONLY
+            | warren_sys::MOUNT_ATTR_NOSUID
+            | warren_sys::MOUNT_ATTR_NODEV,
     )
     .map_err(parent_err(
         Step::UidMap,

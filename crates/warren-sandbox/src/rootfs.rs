@@ -142,7 +142,13 @@ pub(crate) fn enter_root(
             // nodev and idmapped by the parent: attach it.
             at(
                 Step::MountRoot,
-                || format!("attach the image root {} onto {}", dir.display(), staging.display()),
+                || {
+                    format!(
+                        "attach the image root {} onto {}",
+                        dir.display(),
+                        staging.display()
+                    )
+                },
                 rustix::mount::move_mount(
                     &sources[0],
                     "",

@@ -99,10 +99,11 @@ fn component_ok(c: &str) -> bool {
     if !alnum(b[0]) || !alnum(b[b.len() - 1]) {
         return false;
     }
-    b.iter().all(|&x| alnum(x) || matches!(x, b'.' | b'_' | b'-'))
+    b.iter()
+        .all(|&x| alnum(x) || matches!(x, b'.' | b'_' | b'-'))
         && !b
             .windows(2)
-            .any(|w| !alnum(w[0]) && !alnum(w[1]) && !(w == b"__"))
+            .any(|w| !alnum(w[0]) && !alnum(w[1]) && w != b"__")
 }
 
 fn host_ok(c: &str) -> bool {
@@ -174,9 +175,15 @@ mod tests {
         for (input, full) in [
             ("busybox", "busybox:latest"),
             ("busybox:1.36", "busybox:1.36"),
-            ("library/busybox:stable-glibc", "library/busybox:stable-glibc"),
+            (
+                "library/busybox:stable-glibc",
+                "library/busybox:stable-glibc",
+            ),
             ("my_app.v2-x", "my_app.v2-x:latest"),
-            ("localhost:5000/team/app:v1.2", "localhost:5000/team/app:v1.2"),
+            (
+                "localhost:5000/team/app:v1.2",
+                "localhost:5000/team/app:v1.2",
+            ),
             ("a__b", "a__b:latest"),
         ] {
             let n: ImageName = input.parse().unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -190,8 +197,20 @@ mod tests {
     fn rejects_bad_names_with_the_reason() {
         assert_eq!("".parse::<ImageName>(), Err(ImageNameError::Empty));
         for bad in [
-            "Busybox", "/abs", "a//b", "a/", "-a", "a-", "a..b", "../x", "a b", "a/../b", "a:", "a:.x",
-            "a:-x", "a@sha256:00",
+            "Busybox",
+            "/abs",
+            "a//b",
+            "a/",
+            "-a",
+            "a-",
+            "a..b",
+            "../x",
+            "a b",
+            "a/../b",
+            "a:",
+            "a:.x",
+            "a:-x",
+            "a@sha256:00",
         ] {
             let e = bad.parse::<ImageName>().expect_err(bad);
             assert!(e.to_string().contains(bad), "{bad}: {e}");

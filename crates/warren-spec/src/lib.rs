@@ -16,11 +16,11 @@ pub mod net;
 pub mod plan;
 mod quantity;
 
+pub use image_name::{ImageName, ImageNameError};
 pub use manifest::{
     HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, load_manifest,
     parse_manifest,
 };
-pub use image_name::{ImageName, ImageNameError};
 pub use name::{EnvName, NameError};
 pub use net::{Cidr, NetError, NetSpec, Proto, Publish, VethSpec};
 pub use plan::{Action, Change, Observed, Step, plan, summary};

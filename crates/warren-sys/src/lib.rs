@@ -371,7 +371,11 @@ struct MountAttr {
 /// `userns`, i.e. by uid `N` inside that namespace. The caller needs `CAP_SYS_ADMIN` over the
 /// filesystem's superblock (host root for a host filesystem), and the filesystem must support
 /// idmapped mounts (ext4, xfs, btrfs, tmpfs since 6.3, ...): otherwise `EINVAL` or `EPERM`.
-pub fn mount_setattr_idmap(tree: BorrowedFd<'_>, userns: BorrowedFd<'_>, extra: u64) -> io::Result<()> {
+pub fn mount_setattr_idmap(
+    tree: BorrowedFd<'_>,
+    userns: BorrowedFd<'_>,
+    extra: u64,
+) -> io::Result<()> {
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP | extra,
         attr_clr: 0,

@@ -323,4 +323,15 @@ mod tests {
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
         );
     }
+
+    #[test]
+    fn launcher_args_name_a_stored_image() {
+        let text = "[space.app]\nimage = { name = \"busybox:1.36\" }\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("app", s).join(" "),
+            "run --name app --image busybox:1.36 --"
+        );
+    }
 }

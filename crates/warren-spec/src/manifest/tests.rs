@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
-        "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "accept_from": [],
+        "accept_from": [],
     })
 }
 
@@ -405,6 +405,16 @@ fn image_and_command_errors() {
             r#"image = { x-note = 1 }"#,
             r#"spaces.toml:2:9: "image" in [space.db] must set "rootfs", "binary" or "name""#,
             "space.db.image",
+        ),
+        (
+            r#"image = { name = "Not An Image" }"#,
+            r#"spaces.toml:2:18: "name" in [space.db.image]: image name "Not An Image" is not valid: use lowercase path components of letters, digits and '.', '_', '-' separated by '/', optionally followed by :TAG"#,
+            "space.db.image.name",
+        ),
+        (
+            r#"image = { name = "busybox", rootfs = "r" }"#,
+            r#"spaces.toml:2:29: [space.db.image] sets more than one of "rootfs", "binary" and "name": an image is exactly one of them"#,
+            "space.db.image.rootfs",
         ),
         (
             r#"image = { binary = 7 }"#,
@@ -931,4 +941,25 @@ fn federation_keys() {
     ] {
         check_err(text, display, key);
     }
+}
+
+#[test]
+fn named_images_take_their_command_from_the_image() {
+    check(
+        r#"
+        [space.app]
+        image = { name = "busybox" }
+
+        [space.tool]
+        image = { name = "registry:5000/team/tool:v2" }
+        command = ["--help"]
+        "#,
+        json!({
+            "host": { "name": null },
+            "spaces": {
+                "app": defaults(json!({ "name": "busybox:latest" }), &[]),
+                "tool": defaults(json!({ "name": "registry:5000/team/tool:v2" }), &["--help"]),
+            }
+        }),
+    );
 }

@@ -144,9 +144,7 @@ fn record_json(r: &ImageRecord) -> Value {
 }
 
 fn ls(state_dir: &Path, a: ImageLsArgs) -> anyhow::Result<i32> {
-    let images = Store::new(state_dir)
-        .list()
-        .context("cannot list images")?;
+    let images = Store::new(state_dir).list().context("cannot list images")?;
     if a.json {
         for r in &images {
             println!("{}", record_json(r));

@@ -243,7 +243,11 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     };
     // An image from the store: its root stays in the store while `image` lives (until the
     // environment has ended), and its config supplies argv, env, user and working directory.
-    let image = match args.image.as_deref().map(|n| resolve_image(state_dir, &args, n)) {
+    let image = match args
+        .image
+        .as_deref()
+        .map(|n| resolve_image(state_dir, &args, n))
+    {
         None => None,
         Some(Ok(i)) => Some(i),
         Some(Err(e)) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
