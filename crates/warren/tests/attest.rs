@@ -469,3 +469,31 @@ fn a_program_inside_an_environment_proves_its_own_launch() {
     drop(_d);
     let _ = std::fs::remove_dir_all(&state);
 }
+
+#[test]
+fn inspect_shows_the_launch_measurement() {
+    let root = busybox_root().to_str().unwrap().to_owned();
+    let bg = common::Background::start(&unique("insp"), &["--rootfs", &root, "--", "sleep", "30"]);
+    let v = bg.inspect().unwrap();
+    let m = &v["measurement"];
+    assert_eq!(m["root"], "software", "{v}");
+    assert!(m["recnum"].is_u64());
+    assert!(m["image_digest"].as_str().unwrap().starts_with("blake3:"));
+    assert!(m["config_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(m["image_manifest_digest"].is_null());
+    // The record it names is in the log of that state directory, with the same digest.
+    let o = ok(warren().args(["attest", "log"]).output().unwrap());
+    let recnum = m["recnum"].as_u64().unwrap() as usize;
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(recnum)
+        .map(str::to_owned)
+        .unwrap();
+    let rec: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(rec["content"]["name"], v["name"]);
+    assert_eq!(
+        format!("sha256:{}", rec["digests"][0]["digest"].as_str().unwrap()),
+        m["digest"].as_str().unwrap()
+    );
+    bg.stop();
+}
