@@ -29,9 +29,9 @@ bench="$repo/target/x86_64-unknown-linux-gnu/release/examples/attest_bench"
 
 img=$(mktemp -d /dev/shm/warren-attest-bench.XXXXXX)
 tpmdir=$(mktemp -d /run/warren-attest-bench-tpm.XXXXXX)
-swtpm_pid=""
 cleanup() {
-    [ -z "$swtpm_pid" ] || kill "$swtpm_pid" 2>/dev/null || true
+    # swtpm is started inside the piped block below (a subshell): its pid is kept in a file.
+    [ ! -s "$tpmdir/swtpm.pid" ] || kill "$(cat "$tpmdir/swtpm.pid")" 2>/dev/null || true
     rm -rf "$img" "$tpmdir"
 }
 trap cleanup EXIT
@@ -102,12 +102,13 @@ while True:
     swtpm socket --tpm2 --flags not-need-init,startup-clear --tpmstate dir="$tpmdir" \
         --server type=tcp,port="$port",bindaddr=127.0.0.1 \
         --ctrl type=tcp,port=$((port + 1)),bindaddr=127.0.0.1 >/dev/null 2>&1 &
-    swtpm_pid=$!
+    echo $! > "$tpmdir/swtpm.pid"
     sleep 0.5
     localca=/var/lib/swtpm-localca
     export WARREN_BENCH_TPM="swtpm:host=127.0.0.1,port=$port"
     export WARREN_BENCH_EK_CA="$localca/issuercert.pem,$localca/swtpm-localca-rootca-cert.pem"
     "$bench" tpm 10 "$SECONDS_EACH"
+    kill "$(cat "$tpmdir/swtpm.pid")" 2>/dev/null || true
 fi
 } | tee "$out"
 echo "written: $out"

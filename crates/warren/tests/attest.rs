@@ -13,8 +13,26 @@ use serde_json::Value;
 
 use common::{busybox_root, unique, warren};
 
-/// A state directory of this suite, removed at the end of the fixture's life (never: the
-/// fixture lives for the process; the directory is small and under /run).
+/// Removes what earlier runs of these suites left under /run (their fixtures live as long as
+/// the test process, which never drops statics): `/run/warren-attest-<pid>-*` of dead pids.
+fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir("/run") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix("warren-attest-") else {
+            continue;
+        };
+        let pid = rest.split(['-', '.']).next().unwrap_or("");
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// A state directory of this suite (`/run/warren-attest-<pid>-<tag>`); later runs sweep it.
 fn state_dir(tag: &str) -> PathBuf {
     let p = PathBuf::from(format!("/run/warren-attest-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&p);
@@ -51,6 +69,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
+        sweep_stale();
         let state = state_dir("host");
         let ca = state.join("ca");
         ok(w(&state)
@@ -468,4 +487,33 @@ fn a_program_inside_an_environment_proves_its_own_launch() {
     assert_ne!(o.status.code(), Some(0));
     drop(_d);
     let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_file(state.with_extension("kernel.log"));
+}
+
+#[test]
+fn inspect_shows_the_launch_measurement() {
+    let root = busybox_root().to_str().unwrap().to_owned();
+    let bg = common::Background::start(&unique("insp"), &["--rootfs", &root, "--", "sleep", "30"]);
+    let v = bg.inspect().unwrap();
+    let m = &v["measurement"];
+    assert_eq!(m["root"], "software", "{v}");
+    assert!(m["recnum"].is_u64());
+    assert!(m["image_digest"].as_str().unwrap().starts_with("blake3:"));
+    assert!(m["config_digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(m["image_manifest_digest"].is_null());
+    // The record it names is in the log of that state directory, with the same digest.
+    let o = ok(warren().args(["attest", "log"]).output().unwrap());
+    let recnum = m["recnum"].as_u64().unwrap() as usize;
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .nth(recnum)
+        .map(str::to_owned)
+        .unwrap();
+    let rec: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(rec["content"]["name"], v["name"]);
+    assert_eq!(
+        format!("sha256:{}", rec["digests"][0]["digest"].as_str().unwrap()),
+        m["digest"].as_str().unwrap()
+    );
+    bg.stop();
 }
