@@ -108,8 +108,9 @@
 //! [`Config::max_mailboxes_per_env`], default one included (`unavailable`).
 //!
 //! **Whoami** lists every handle, sorted, with what it designates (`db`, `web/session`,
-//! `db (reply)`) and its rights. **Hello** answers `welcome` when [`warren_proto::VERSION`] is
-//! within the client's range, `version` otherwise (negotiation itself is the daemon's).
+//! `db (reply)`) and its rights. **Hello** answers `welcome` with the highest version in both
+//! the client's range and [`warren_proto::MIN_VERSION`]`..=`[`warren_proto::VERSION`], and
+//! `version` when there is none; the environment then speaks that version.
 //!
 //! **An environment ends** ([`Kernel::remove_env`]): its mailboxes die (waiting senders get
 //! `dead`; queued messages are discarded with an audit record), its own waiting requests are
