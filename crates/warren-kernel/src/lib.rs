@@ -67,6 +67,21 @@
 //! would take the receiver's table past [`Config::max_handles`] answers `unavailable` and the
 //! message stays where it was.
 //!
+//! **Batches** (protocol version 2; a version-1 connection gets `bad-request` for them).
+//! A *send batch* carries plain messages (bodies only) through one handle and is checked once,
+//! in Send's order, needing one use per body on a use-limited handle; refused, nothing of it
+//! enters. Accepted bodies go, in order, to waiting receives that take plain messages (a
+//! single receive one, a batch receive up to its `max`), then into the queue while it has room
+//! (stored as one run, capacity counted per message), and the rest either waits as one waiting
+//! send (`wait`: answered `accepted` with the whole count once the last body is in, `dead` if
+//! the mailbox dies first) or is refused (answered `accepted` with the count of the prefix
+//! taken). Without `wait`, behind a waiting send of the same sender to that mailbox, it takes
+//! nothing. A *quiet* batch is answered only when something was refused. A *batch receive*
+//! takes up to `max` plain messages from the front of the logical queue as runs (one sender
+//! and badge each), within a frame's size; a message that is not plain is taken alone when it
+//! is the oldest (answered as a single delivery) and ends the batch otherwise; with nothing
+//! queued it waits like a receive without a filter.
+//!
 //! **Attenuate** makes a new handle derived from the given one: rights intersected (never
 //! RECEIVE, which is not transferable), uses and expiry the smaller of the old and the asked
 //! (`expires_in_ms` from now), badge kept unless set — and it can be set only on a capability
@@ -93,8 +108,9 @@
 //! [`Config::max_mailboxes_per_env`], default one included (`unavailable`).
 //!
 //! **Whoami** lists every handle, sorted, with what it designates (`db`, `web/session`,
-//! `db (reply)`) and its rights. **Hello** answers `welcome` when [`warren_proto::VERSION`] is
-//! within the client's range, `version` otherwise (negotiation itself is the daemon's).
+//! `db (reply)`) and its rights. **Hello** answers `welcome` with the highest version in both
+//! the client's range and [`warren_proto::MIN_VERSION`]`..=`[`warren_proto::VERSION`], and
+//! `version` when there is none; the environment then speaks that version.
 //!
 //! **An environment ends** ([`Kernel::remove_env`]): its mailboxes die (waiting senders get
 //! `dead`; queued messages are discarded with an audit record), its own waiting requests are
