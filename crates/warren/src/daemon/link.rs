@@ -36,6 +36,11 @@ pub const HOLD_MS: u64 = 30_000;
 const PREFETCH: u16 = 256;
 /// Most messages per batch.
 const BATCH_MAX: usize = 4096;
+/// Most driver events taken in one turn of the daemon loop, and most messages injected: a
+/// burst (a reconnection brings everything the broker held) is spread over several short
+/// turns, so that environments' requests and timeouts are served in between.
+const EVENTS_PER_TURN: usize = 64;
+const INJECT_PER_TURN: usize = 4096;
 
 /// A batch admitted, and the delivery that carries it now.
 struct Admitted {
@@ -77,6 +82,10 @@ pub struct Link {
     waiting: VecDeque<Waiting>,
     up: Option<bool>,
     audits: Vec<AuditRecord>,
+    /// The daemon's clock (milliseconds since this instant), read afresh before injecting.
+    clock: std::time::Instant,
+    /// Injectable messages were left for the next turn.
+    more: bool,
 }
 
 /// Where the `[host]` section of the last manifest the kernel started with is kept, so a
@@ -126,7 +135,11 @@ pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::
 
 impl Link {
     /// Starts federation if the `[host]` section names a broker.
-    pub fn start(host: &HostSpec, state_dir: &Path) -> anyhow::Result<Option<Link>> {
+    pub fn start(
+        host: &HostSpec,
+        state_dir: &Path,
+        clock: std::time::Instant,
+    ) -> anyhow::Result<Option<Link>> {
         let Some(url) = host.broker.clone() else {
             return Ok(None);
         };
@@ -201,6 +214,8 @@ impl Link {
             waiting: VecDeque::new(),
             up: None,
             audits: Vec::new(),
+            clock,
+            more: false,
         }))
     }
 
@@ -246,7 +261,9 @@ impl Link {
 
     /// Driver events: see the module documentation.
     pub fn on_wake(&mut self, kernel: &mut Kernel, now: u64) {
-        while let Some(ev) = self.driver.poll() {
+        // What is left stays signalled on the eventfd: the next turn takes it.
+        for _ in 0..EVENTS_PER_TURN {
+            let Some(ev) = self.driver.poll() else { break };
             match ev {
                 Event::Connected { generation } => {
                     tracing::info!(
@@ -358,16 +375,29 @@ impl Link {
     /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
     /// keeps the rest of it waiting.
     pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
+        self.more = false;
         if self.waiting.is_empty() {
             return;
         }
+        // Receives whose deadline has passed by the daemon's clock are answered `timeout`
+        // before anything is injected: a message must not go to a receive its client is
+        // about to give up on (the client would drop the late answer).
+        let now = now.max(self.clock.elapsed().as_millis() as u64);
+        kernel.handle_timeout(now);
         let mut blocked: Vec<StreamId> = Vec::new();
         let mut keep = VecDeque::new();
+        let mut injected = 0;
         while let Some(w) = self.waiting.pop_front() {
             if blocked.contains(&w.stream) {
                 keep.push_back(w);
                 continue;
             }
+            if injected == INJECT_PER_TURN {
+                self.more = true;
+                keep.push_back(w);
+                continue;
+            }
+            injected += 1;
             match self.inject(kernel, &w, now) {
                 Ok(()) => {}
                 Err(Some(to)) if now.saturating_sub(w.since) < HOLD_MS => {
@@ -385,6 +415,15 @@ impl Link {
             }
         }
         self.waiting = keep;
+    }
+
+    /// When the daemon should wake for the link even without an event: at once if injectable
+    /// messages were left, else when the oldest held message's wait ends.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.more {
+            return Some(0);
+        }
+        self.waiting.iter().map(|w| w.since + HOLD_MS).min()
     }
 
     /// Injects one message. `Err(Some(mailbox))`: no such mailbox yet; `Err(None)`: refused
