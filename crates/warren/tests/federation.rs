@@ -541,3 +541,36 @@ fn sends_wait_in_the_outbox_while_the_broker_is_unreachable_and_resume_when_it_c
         "{log}"
     );
 }
+
+#[test]
+fn a_bad_federation_setup_is_named_and_leaves_no_kernel_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = PathBuf::from(format!("/run/warren-fed-bad-{}", std::process::id()));
+    let manifest = dir.path().join("bad.toml");
+    std::fs::write(
+        &manifest,
+        "[host]\nname = \"alpha\"\nbroker = \"amqp://127.0.0.1:1/\"\ntrusted_keys = \"nope\"\n",
+    )
+    .unwrap();
+    let out = Command::new(warren_bin())
+        .env("WARREN_STATE_DIR", &state)
+        .arg("up")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (sock, link) = (
+        state.join("kernel.sock").exists(),
+        state.join("link").exists(),
+    );
+    let _ = std::fs::remove_dir_all(&state);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    let expect = format!(
+        "warren: error: start federation: the trusted keys: cannot use {}: No such file or \
+         directory (os error 2)",
+        dir.path().join("nope").display()
+    );
+    assert!(err.contains(&expect), "{err}");
+    assert!(!sock, "the control socket was left behind");
+    assert!(!link, "a key or journal was created");
+}

@@ -94,26 +94,28 @@ fn saved_host(state_dir: &Path) -> PathBuf {
     state_dir.join("link").join("host.json")
 }
 
-/// The `[host]` section to use: the manifest's (saved for later), else the saved one.
+/// Keeps the `[host]` section the kernel started with, for a restart without a manifest (or
+/// forgets it, for a manifest without a broker).
+pub fn remember_host(state_dir: &Path, host: &HostSpec) -> anyhow::Result<()> {
+    let path = saved_host(state_dir);
+    if host.broker.is_none() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    let json = serde_json::json!({
+        "name": host.name, "broker": host.broker, "broker_ca": host.broker_ca, "key": host.key,
+        "trusted_keys": host.trusted_keys, "queue_type": host.queue_type,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// The `[host]` section to use: the manifest's, else the one the kernel last started with.
 pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::Result<HostSpec> {
     let path = saved_host(state_dir);
     match from_manifest {
-        Some(h) if h.broker.is_some() => {
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            std::fs::write(
-                &path,
-                serde_json::to_vec_pretty(&serde_json::json!({
-                    "name": h.name, "broker": h.broker, "broker_ca": h.broker_ca, "key": h.key,
-                    "trusted_keys": h.trusted_keys, "queue_type": h.queue_type,
-                }))?,
-            )
-            .with_context(|| format!("write {}", path.display()))?;
-            Ok(h.clone())
-        }
-        Some(h) => {
-            let _ = std::fs::remove_file(&path);
-            Ok(h.clone())
-        }
+        Some(h) => Ok(h.clone()),
         None => match std::fs::read(&path) {
             Ok(b) => {
                 let v: serde_json::Value = serde_json::from_slice(&b)
@@ -147,16 +149,12 @@ impl Link {
             .name
             .clone()
             .context("[host] broker needs [host] name")?;
-        let key_path = host
-            .key
-            .clone()
-            .unwrap_or_else(|| state_dir.join("link").join("host.key"));
-        let key = load_or_create_host_key(&key_path)?;
+        // What only reads comes first, so that a mistake there leaves nothing behind.
         let trusted = host
             .trusted_keys
             .as_ref()
             .context("[host] broker needs [host] trusted_keys")?;
-        let trust = TrustedKeys::load(trusted)?;
+        let trust = TrustedKeys::load(trusted).context("the trusted keys")?;
         let tls_ca = match &host.broker_ca {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -164,6 +162,11 @@ impl Link {
             ),
             None => None,
         };
+        let key_path = host
+            .key
+            .clone()
+            .unwrap_or_else(|| state_dir.join("link").join("host.key"));
+        let key = load_or_create_host_key(&key_path).context("the host key")?;
         let dir = state_dir.join("link");
         let outbox = Outbox::open(&dir.join("outbox.log"))?;
         let mut inbox = Inbox::new();
