@@ -129,7 +129,7 @@ async fn rtt(url: &str, count: usize) -> anyhow::Result<Vec<u64>> {
     let echo = tokio::spawn(async move {
         while let Some(d) = echo_in.next().await {
             let d = d?;
-            let _ = publish(&b, &pong_q, &d.data).await?;
+            drop(publish(&b, &pong_q, &d.data).await?);
             d.ack(BasicAckOptions::default()).await?;
         }
         anyhow::Ok(())

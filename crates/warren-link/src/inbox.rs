@@ -374,6 +374,86 @@ mod tests {
         assert_eq!(seqs(&ib.arrive(&s(), 5, 1, ())), vec![5]);
     }
 
+    proptest::proptest! {
+        /// Batches 1..=n arrive in order with random redeliveries of earlier ones, settle
+        /// late, and the receiver restarts at random (keeping only its settlement log; what
+        /// was admitted and not settled arrives again): every batch is delivered exactly once,
+        /// in order.
+        #[test]
+        fn redeliveries_and_restarts_deliver_each_batch_once_in_order(
+            n in 1u64..40,
+            steps in proptest::collection::vec(0u8..8, 0..200),
+        ) {
+            let mut ib: Inbox<()> = Inbox::new();
+            let mut log: Vec<Settlement> = Vec::new();
+            let mut delivered: Vec<u64> = Vec::new();
+            let mut pending: Vec<u64> = Vec::new(); // admitted, not settled
+            let mut held = std::collections::BTreeSet::new(); // arrived early, kept
+            let mut next_new = 1u64;
+            let mut queue: std::collections::VecDeque<u64> = Default::default();
+            let mut steps = steps.into_iter();
+            let mut guard = 0;
+            while (next_new <= n || !queue.is_empty() || !pending.is_empty()) && guard < 10_000 {
+                guard += 1;
+                match steps.next().unwrap_or(0) {
+                    // A redelivery of something already seen.
+                    0 if next_new > 1 => queue.push_back(1 + (guard as u64 % (next_new - 1))),
+                    // Settle the oldest pending batch (a receive takes it).
+                    1 | 2 if !pending.is_empty() => {
+                        let seq = pending.remove(0);
+                        delivered.push(seq);
+                        ib.settle(&s(), seq, 0);
+                        log.push(Settlement { stream: s(), seq, index: 0, count: 1 });
+                    }
+                    // Restart: only the log survives; unsettled batches come again.
+                    3 => {
+                        let mut again: Inbox<()> = Inbox::new();
+                        for r in &log {
+                            again.restore(r);
+                        }
+                        again.restored();
+                        ib = again;
+                        // The broker hands back everything not acknowledged, in queue order.
+                        let mut back: Vec<u64> = pending.drain(..).chain(held.iter().copied()).collect();
+                        back.sort_unstable();
+                        back.dedup();
+                        held.clear();
+                        for seq in back.into_iter().rev() {
+                            queue.push_front(seq);
+                        }
+                    }
+                    _ => {
+                        if next_new <= n {
+                            queue.push_back(next_new);
+                            next_new += 1;
+                        }
+                    }
+                }
+                if let Some(seq) = queue.pop_front() {
+                    let a = ib.arrive(&s(), seq, 1, ());
+                    if let Arrival::Held(_) = a {
+                        held.insert(seq);
+                    }
+                    if let Arrival::Ready(list) = a {
+                        for (q, (), skip) in list {
+                            held.remove(&q);
+                            ib.set_count(&s(), q, 1);
+                            if skip.is_empty() {
+                                pending.push(q);
+                            }
+                        }
+                    }
+                }
+            }
+            // Whatever is still pending is taken now.
+            for seq in pending.drain(..) {
+                delivered.push(seq);
+            }
+            let expect: Vec<u64> = (1..next_new).collect();
+            proptest::prop_assert_eq!(delivered, expect);
+        }
+    }
+
     #[test]
     fn a_snapshot_restores_the_same_decisions() {
         let mut ib: Inbox<()> = Inbox::new();

@@ -27,11 +27,12 @@ const DONE: u8 = 11;
 
 /// A journal's I/O failure, with the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
+#[error("cannot use the journal {path}")]
 pub struct StoreError {
     /// The file.
     pub path: PathBuf,
     /// The failure.
+    #[source]
     pub source: std::io::Error,
 }
 

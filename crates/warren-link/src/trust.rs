@@ -35,11 +35,12 @@ pub enum TrustError {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyFileError {
     /// Reading or writing the file failed.
-    #[error("{path}: {source}")]
+    #[error("cannot use {path}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The failure.
+        #[source]
         source: std::io::Error,
     },
     /// A line does not parse.

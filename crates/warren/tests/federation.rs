@@ -9,7 +9,9 @@
 //! * Forged batches (unknown host, bad signature) and a sender outside `accept_from` are
 //!   refused and audited, while a genuine message gets through (the positive control).
 //! * A capability passed from alpha to beta works until its issuer revokes it, then the
-//!   issuer refuses what comes through it.
+//!   issuer refuses what comes through it (on quorum queues).
+//! * With the broker down from the start, both kernels say it is unreachable, sends are
+//!   accepted into the outbox, and everything arrives once the broker comes.
 
 mod common;
 
@@ -40,18 +42,28 @@ struct Broker {
 }
 
 impl Broker {
-    fn start(slot: u16) -> Broker {
+    /// A node's place (port, directory), not started yet.
+    fn new(slot: u16) -> Broker {
         // Three ports per node (AMQP, epmd, distribution), below the ephemeral range.
-        let port = 21000 + (std::process::id() % 900) as u16 * 12 + slot * 4;
+        let port = 21000 + (std::process::id() % 600) as u16 * 16 + slot * 4;
         let dir = std::env::temp_dir().join(format!("warren-fed-rmq-{port}"));
+        Broker { dir, port }
+    }
+
+    fn start(slot: u16) -> Broker {
+        let b = Broker::new(slot);
+        b.boot();
+        b
+    }
+
+    fn boot(&self) {
         let st = Command::new("bash")
             .args([SCRIPT, "start"])
-            .arg(&dir)
-            .arg(port.to_string())
+            .arg(&self.dir)
+            .arg(self.port.to_string())
             .status()
             .unwrap();
         assert!(st.success(), "the broker did not start");
-        Broker { dir, port }
     }
 
     fn url(&self) -> String {
@@ -88,12 +100,24 @@ struct Host {
 
 impl Host {
     fn new(dir: &Path, name: &'static str, broker: &Broker, spaces: &str, envs: &[&str]) -> Host {
+        Host::with(dir, name, broker, "", spaces, envs)
+    }
+
+    /// A host whose `[host]` table has `extra` lines too.
+    fn with(
+        dir: &Path,
+        name: &'static str,
+        broker: &Broker,
+        extra: &str,
+        spaces: &str,
+        envs: &[&str],
+    ) -> Host {
         let state = PathBuf::from(format!("/run/warren-fed-{}-{name}", broker.port));
         let _ = std::fs::remove_dir_all(&state);
         let manifest = dir.join(format!("{name}.toml"));
         let text = format!(
             "[host]\nname = \"{name}\"\nbroker = \"{}\"\nkey = \"keys/{name}.key\"\n\
-             trusted_keys = \"trusted\"\n\n{spaces}",
+             trusted_keys = \"trusted\"\n{extra}\n\n{spaces}",
             broker.url()
         );
         std::fs::write(&manifest, text).unwrap();
@@ -235,7 +259,11 @@ fn name(prefix: &str) -> String {
 
 fn binary_space(env: &str, args: &str, extra: &str) -> String {
     let p = peer().display().to_string();
-    format!("[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"{p}\", {args}]\n{extra}\n")
+    // The binary root also holds the program at `/<basename>`: use that path, since its host
+    // path may lie under /tmp, which the environment gets as a fresh tmpfs.
+    format!(
+        "[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"/warren-fed-peer\", {args}]\n{extra}\n"
+    )
 }
 
 #[test]
@@ -409,10 +437,13 @@ fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
     keys(dir.path());
     let broker = Broker::start(2);
     let (web, db) = (name("cweb"), name("cdb"));
-    let mut beta = Host::new(
+    // Quorum queues, as on a cluster (a one-node cluster here).
+    let quorum = "queue_type = \"quorum\"";
+    let mut beta = Host::with(
         dir.path(),
         "beta",
         &broker,
+        quorum,
         &binary_space(
             &db,
             "\"grantee\"",
@@ -420,10 +451,11 @@ fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
         ),
         &[&db],
     );
-    let mut alpha = Host::new(
+    let mut alpha = Host::with(
         dir.path(),
         "alpha",
         &broker,
+        quorum,
         &binary_space(
             &web,
             &format!("\"grantor\", \"{db}@beta\""),
@@ -457,4 +489,92 @@ fn a_capability_passed_across_hosts_is_revoked_by_its_issuer() {
         .filter(|r| r["op"] == "inbound" && r["code"] == "revoked")
         .collect();
     assert_eq!(refused.len(), 1, "{:#?}", alpha.audit());
+}
+
+#[test]
+fn sends_wait_in_the_outbox_while_the_broker_is_unreachable_and_resume_when_it_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::new(3);
+    let (web, sink) = (name("oweb"), name("osink"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"500\", \"1000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &web,
+            &format!("\"send\", \"{sink}@beta\", \"500\", \"50\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        ),
+        &[&web],
+    );
+    beta.start();
+    alpha.start();
+    // No broker: the kernels say so, and sends are accepted into the outbox all the same.
+    alpha.wait_log(&web, "SENT 500", 30);
+    let unreachable = format!(
+        "federation: the broker is unreachable: broker amqp://guest:***@127.0.0.1:{}/%2f: \
+         cannot connect",
+        broker.port
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the unreachable-broker error",
+        || alpha.daemon_log().contains(&unreachable) && beta.daemon_log().contains(&unreachable),
+    );
+    assert!(!beta.env_log(&sink).contains("DONE"));
+    // The broker comes: everything is delivered, once.
+    broker.boot();
+    beta.wait_log(&sink, "DONE", 60);
+    let log = beta.env_log(&sink);
+    assert!(
+        log.contains(&format!(
+            "DONE received=500 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_bad_federation_setup_is_named_and_leaves_no_kernel_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = PathBuf::from(format!("/run/warren-fed-bad-{}", std::process::id()));
+    let manifest = dir.path().join("bad.toml");
+    std::fs::write(
+        &manifest,
+        "[host]\nname = \"alpha\"\nbroker = \"amqp://127.0.0.1:1/\"\ntrusted_keys = \"nope\"\n",
+    )
+    .unwrap();
+    let out = Command::new(warren_bin())
+        .env("WARREN_STATE_DIR", &state)
+        .arg("up")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (sock, link) = (
+        state.join("kernel.sock").exists(),
+        state.join("link").exists(),
+    );
+    let _ = std::fs::remove_dir_all(&state);
+    assert_eq!(out.status.code(), Some(125), "{err}");
+    let expect = format!(
+        "warren: error: start federation: the trusted keys: cannot use {}: No such file or \
+         directory (os error 2)",
+        dir.path().join("nope").display()
+    );
+    assert!(err.contains(&expect), "{err}");
+    assert!(!sock, "the control socket was left behind");
+    assert!(!link, "a key or journal was created");
 }

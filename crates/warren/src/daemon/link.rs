@@ -36,6 +36,11 @@ pub const HOLD_MS: u64 = 30_000;
 const PREFETCH: u16 = 256;
 /// Most messages per batch.
 const BATCH_MAX: usize = 4096;
+/// Most driver events taken in one turn of the daemon loop, and most messages injected: a
+/// burst (a reconnection brings everything the broker held) is spread over several short
+/// turns, so that environments' requests and timeouts are served in between.
+const EVENTS_PER_TURN: usize = 64;
+const INJECT_PER_TURN: usize = 4096;
 
 /// A batch admitted, and the delivery that carries it now.
 struct Admitted {
@@ -77,6 +82,10 @@ pub struct Link {
     waiting: VecDeque<Waiting>,
     up: Option<bool>,
     audits: Vec<AuditRecord>,
+    /// The daemon's clock (milliseconds since this instant), read afresh before injecting.
+    clock: std::time::Instant,
+    /// Injectable messages were left for the next turn.
+    more: bool,
 }
 
 /// Where the `[host]` section of the last manifest the kernel started with is kept, so a
@@ -85,26 +94,28 @@ fn saved_host(state_dir: &Path) -> PathBuf {
     state_dir.join("link").join("host.json")
 }
 
-/// The `[host]` section to use: the manifest's (saved for later), else the saved one.
+/// Keeps the `[host]` section the kernel started with, for a restart without a manifest (or
+/// forgets it, for a manifest without a broker).
+pub fn remember_host(state_dir: &Path, host: &HostSpec) -> anyhow::Result<()> {
+    let path = saved_host(state_dir);
+    if host.broker.is_none() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    std::fs::create_dir_all(path.parent().expect("has a parent"))?;
+    let json = serde_json::json!({
+        "name": host.name, "broker": host.broker, "broker_ca": host.broker_ca, "key": host.key,
+        "trusted_keys": host.trusted_keys, "queue_type": host.queue_type,
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
+        .with_context(|| format!("write {}", path.display()))
+}
+
+/// The `[host]` section to use: the manifest's, else the one the kernel last started with.
 pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::Result<HostSpec> {
     let path = saved_host(state_dir);
     match from_manifest {
-        Some(h) if h.broker.is_some() => {
-            std::fs::create_dir_all(path.parent().expect("has a parent"))?;
-            std::fs::write(
-                &path,
-                serde_json::to_vec_pretty(&serde_json::json!({
-                    "name": h.name, "broker": h.broker, "broker_ca": h.broker_ca, "key": h.key,
-                    "trusted_keys": h.trusted_keys, "queue_type": h.queue_type,
-                }))?,
-            )
-            .with_context(|| format!("write {}", path.display()))?;
-            Ok(h.clone())
-        }
-        Some(h) => {
-            let _ = std::fs::remove_file(&path);
-            Ok(h.clone())
-        }
+        Some(h) => Ok(h.clone()),
         None => match std::fs::read(&path) {
             Ok(b) => {
                 let v: serde_json::Value = serde_json::from_slice(&b)
@@ -126,7 +137,11 @@ pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::
 
 impl Link {
     /// Starts federation if the `[host]` section names a broker.
-    pub fn start(host: &HostSpec, state_dir: &Path) -> anyhow::Result<Option<Link>> {
+    pub fn start(
+        host: &HostSpec,
+        state_dir: &Path,
+        clock: std::time::Instant,
+    ) -> anyhow::Result<Option<Link>> {
         let Some(url) = host.broker.clone() else {
             return Ok(None);
         };
@@ -134,16 +149,12 @@ impl Link {
             .name
             .clone()
             .context("[host] broker needs [host] name")?;
-        let key_path = host
-            .key
-            .clone()
-            .unwrap_or_else(|| state_dir.join("link").join("host.key"));
-        let key = load_or_create_host_key(&key_path)?;
+        // What only reads comes first, so that a mistake there leaves nothing behind.
         let trusted = host
             .trusted_keys
             .as_ref()
             .context("[host] broker needs [host] trusted_keys")?;
-        let trust = TrustedKeys::load(trusted)?;
+        let trust = TrustedKeys::load(trusted).context("the trusted keys")?;
         let tls_ca = match &host.broker_ca {
             Some(p) => Some(
                 std::fs::read_to_string(p)
@@ -151,6 +162,11 @@ impl Link {
             ),
             None => None,
         };
+        let key_path = host
+            .key
+            .clone()
+            .unwrap_or_else(|| state_dir.join("link").join("host.key"));
+        let key = load_or_create_host_key(&key_path).context("the host key")?;
         let dir = state_dir.join("link");
         let outbox = Outbox::open(&dir.join("outbox.log"))?;
         let mut inbox = Inbox::new();
@@ -201,6 +217,8 @@ impl Link {
             waiting: VecDeque::new(),
             up: None,
             audits: Vec::new(),
+            clock,
+            more: false,
         }))
     }
 
@@ -246,7 +264,9 @@ impl Link {
 
     /// Driver events: see the module documentation.
     pub fn on_wake(&mut self, kernel: &mut Kernel, now: u64) {
-        while let Some(ev) = self.driver.poll() {
+        // What is left stays signalled on the eventfd: the next turn takes it.
+        for _ in 0..EVENTS_PER_TURN {
+            let Some(ev) = self.driver.poll() else { break };
             match ev {
                 Event::Connected { generation } => {
                     tracing::info!(
@@ -358,16 +378,29 @@ impl Link {
     /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
     /// keeps the rest of it waiting.
     pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
+        self.more = false;
         if self.waiting.is_empty() {
             return;
         }
+        // Receives whose deadline has passed by the daemon's clock are answered `timeout`
+        // before anything is injected: a message must not go to a receive its client is
+        // about to give up on (the client would drop the late answer).
+        let now = now.max(self.clock.elapsed().as_millis() as u64);
+        kernel.handle_timeout(now);
         let mut blocked: Vec<StreamId> = Vec::new();
         let mut keep = VecDeque::new();
+        let mut injected = 0;
         while let Some(w) = self.waiting.pop_front() {
             if blocked.contains(&w.stream) {
                 keep.push_back(w);
                 continue;
             }
+            if injected == INJECT_PER_TURN {
+                self.more = true;
+                keep.push_back(w);
+                continue;
+            }
+            injected += 1;
             match self.inject(kernel, &w, now) {
                 Ok(()) => {}
                 Err(Some(to)) if now.saturating_sub(w.since) < HOLD_MS => {
@@ -385,6 +418,15 @@ impl Link {
             }
         }
         self.waiting = keep;
+    }
+
+    /// When the daemon should wake for the link even without an event: at once if injectable
+    /// messages were left, else when the oldest held message's wait ends.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.more {
+            return Some(0);
+        }
+        self.waiting.iter().map(|w| w.since + HOLD_MS).min()
     }
 
     /// Injects one message. `Err(Some(mailbox))`: no such mailbox yet; `Err(None)`: refused

@@ -138,7 +138,14 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     init_logging();
     let mut d = Daemon::new(&opts)?;
     let host = link::host_spec(&opts.state_dir, manifest.as_ref().map(|m| &m.host))?;
-    d.link = link::Link::start(&host, &opts.state_dir).context("start federation")?;
+    match link::Link::start(&host, &opts.state_dir, d.start) {
+        Ok(l) => d.link = l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&d.socket_path);
+            return Err(e.context("start federation"));
+        }
+    }
+    link::remember_host(&opts.state_dir, &host)?;
     if let Some(l) = &d.link {
         d.kernel.enable_federation(l.host());
         epoll::add(
@@ -309,6 +316,10 @@ impl Daemon {
         let mut events: Vec<Event> = Vec::with_capacity(256);
         loop {
             let deadline = match (self.kernel.poll_timeout(), self.next_supervision_deadline()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let deadline = match (deadline, self.link.as_ref().and_then(|l| l.poll_timeout())) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
