@@ -129,6 +129,12 @@ pub struct Client {
     next_id: RequestId,
     /// Responses that arrived for other requests than the one being waited for.
     early: VecDeque<Frame<Response>>,
+    /// Receives this client gave up waiting for (no answer by their timeout plus a grace): the
+    /// kernel may still answer them, and a message it hands over then must not be lost.
+    abandoned: Vec<RequestId>,
+    /// Messages that answered abandoned receives, oldest first: the next receives that accept
+    /// them take them before asking the kernel.
+    unclaimed: VecDeque<Delivery>,
     buf: Vec<u8>,
 }
 
@@ -155,6 +161,8 @@ impl Client {
             frame_bodies: warren_proto::MAX_BATCH,
             next_id: 1,
             early: VecDeque::new(),
+            abandoned: Vec::new(),
+            unclaimed: VecDeque::new(),
             buf: vec![0u8; warren_proto::MAX_PACKET],
         };
         match c.request(Request::Hello {
@@ -282,6 +290,9 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Received, ClientError> {
         self.need_batches()?;
+        if let Some(d) = self.take_unclaimed(None, &Filter::default()) {
+            return Ok(Received::One(d));
+        }
         let max = max.clamp(1, warren_proto::MAX_BATCH) as u32;
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
         match self.request(Request::RecvBatch {
@@ -411,10 +422,64 @@ impl Client {
         self.sock.set_read_timeout(deadline)?;
         let answer = self.wait_for(id);
         self.sock.set_read_timeout(None)?;
+        if answer.is_err() && deadline.is_some() {
+            // The kernel may still answer this receive with a message (e.g. it was slow, not
+            // restarted): keep the id so that answer is kept for a later receive.
+            self.abandoned.push(id);
+        }
         match answer? {
             Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
             r => Ok(r),
         }
+    }
+
+    /// Moves the answers of abandoned receives that have arrived into `unclaimed` (messages)
+    /// or drops them (errors: nothing was taken).
+    fn absorb_abandoned(&mut self) {
+        if self.abandoned.is_empty() {
+            return;
+        }
+        let early = std::mem::take(&mut self.early);
+        for f in early {
+            let Some(pos) = self.abandoned.iter().position(|&a| a == f.id) else {
+                self.early.push_back(f);
+                continue;
+            };
+            self.abandoned.swap_remove(pos);
+            match f.body {
+                Response::Delivery(d) => self.unclaimed.push_back(d),
+                Response::Deliveries(d) => {
+                    for (from, body) in d.iter() {
+                        self.unclaimed.push_back(Delivery {
+                            mailbox: d.mailbox,
+                            from: from.clone(),
+                            headers: Vec::new(),
+                            correlation: None,
+                            body: body.to_vec(),
+                            caps: Vec::new(),
+                            reply: None,
+                            down: None,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The oldest unclaimed message (see `abandoned`) in `mailbox` that passes `filter`.
+    fn take_unclaimed(&mut self, mailbox: Option<Handle>, filter: &Filter) -> Option<Delivery> {
+        self.absorb_abandoned();
+        let mailbox = mailbox.unwrap_or(DEFAULT_MAILBOX);
+        let pos = self.unclaimed.iter().position(|d| {
+            d.mailbox == mailbox
+                && filter.correlation.is_none_or(|c| d.correlation == Some(c))
+                && filter
+                    .header
+                    .as_ref()
+                    .is_none_or(|(n, v)| d.headers.iter().any(|(hn, hv)| hn == n && hv == v))
+        })?;
+        self.unclaimed.remove(pos)
     }
 
     fn expect_ok(r: Response) -> Result<(), ClientError> {
@@ -652,6 +717,9 @@ impl Client {
         filter: Filter,
         timeout: Option<Duration>,
     ) -> Result<Delivery, ClientError> {
+        if let Some(d) = self.take_unclaimed(mailbox, &filter) {
+            return Ok(d);
+        }
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
         match self.request(Request::Recv {
             mailbox,
@@ -873,6 +941,56 @@ mod tests {
         assert_eq!(got[2].as_ref().unwrap().body, b"c");
         // The stray answer was kept, not mistaken for one of the batch.
         assert_eq!(k.early.len(), 1);
+    }
+
+    #[test]
+    fn a_message_answering_a_receive_the_client_gave_up_on_is_kept_for_the_next_receive() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            // The first receive gets no answer in time (the client waits its timeout plus the
+            // restart grace); the kernel answers it only after the second receive arrived.
+            let first = read_requests(sock);
+            let second = read_requests(sock);
+            answer(
+                sock,
+                &[Frame {
+                    id: first[0].id,
+                    body: delivery("late"),
+                }],
+            );
+            answer(
+                sock,
+                &[Frame {
+                    id: second[0].id,
+                    body: Response::Error {
+                        code: ErrorCode::Timeout,
+                        detail: "timeout".into(),
+                    },
+                }],
+            );
+            // No third request: the kept message answers the third receive. Positive control
+            // of the fake: had a third request come, this read would see it.
+            sock.set_read_timeout(Some(Duration::from_millis(300)))
+                .unwrap();
+            let mut buf = [0u8; 64];
+            assert!(
+                sock.recv(&mut buf).is_err(),
+                "a third request reached the kernel"
+            );
+        });
+        let t = Some(Duration::from_millis(1));
+        assert_eq!(
+            k.recv(t).unwrap_err().code(),
+            Some(ErrorCode::Timeout),
+            "no answer in time"
+        );
+        assert_eq!(k.recv(t).unwrap_err().code(), Some(ErrorCode::Timeout));
+        assert_eq!(
+            k.recv(t).unwrap().body,
+            b"late",
+            "the late message was lost"
+        );
+        kernel.join().unwrap();
+        assert!(k.abandoned.is_empty() && k.unclaimed.is_empty());
     }
 
     #[test]
