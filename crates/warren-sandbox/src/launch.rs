@@ -290,6 +290,9 @@ pub struct Applied {
     pub net: Option<crate::net::NetInfo>,
     /// Protections allowed to be missing that actually were.
     pub degraded: Vec<&'static str>,
+    /// How long the launch took, from `launch` being called to the workload's `execve`, in
+    /// microseconds (start-up, without the caller's own work and without teardown).
+    pub launch_us: u64,
 }
 
 /// The uid/gid mapping of an environment.
@@ -497,6 +500,7 @@ pub fn launch_with_mailbox(
     state: &StateDir,
     mailbox: Option<OwnedFd>,
 ) -> Result<Running, LaunchError> {
+    let started = std::time::Instant::now();
     let threads = threads();
     if threads != 1 {
         return Err(LaunchError::MultiThreaded { threads });
@@ -777,6 +781,7 @@ pub fn launch_with_mailbox(
         }
     }
     running.applied.net = running._net.as_ref().map(|n| n.info());
+    running.applied.launch_us = started.elapsed().as_micros() as u64;
     if !exec_reached {
         return Err(LaunchError::Child {
             step: Step::WaitParent,
@@ -969,6 +974,7 @@ fn applied(
         },
         network: "none (loopback only)",
         net: None,
+        launch_us: 0,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
     }
 }
