@@ -517,3 +517,88 @@ fn a_killed_launcher_is_swept_before_its_address_is_reused() {
     // And the published port is free again.
     std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
 }
+
+/// A kernel of this test's own, on a state directory of its own; killed on drop.
+struct Kernel {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Kernel {
+    fn start() -> Kernel {
+        let dir = std::path::PathBuf::from(format!("/run/warren-net-{}", std::process::id()));
+        let child = warren()
+            .env("WARREN_STATE_DIR", &dir)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let k = Kernel { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !k.dir.join("kernel.sock").exists() {
+            assert!(Instant::now() < deadline, "the kernel did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        k
+    }
+
+    fn warren(&self, args: &[&str]) -> std::process::Output {
+        warren()
+            .env("WARREN_STATE_DIR", &self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_manifest_declares_the_network_and_apply_carries_it_out() {
+    let kernel = Kernel::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spaces.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[space.netweb]
+image = "{root}"
+command = ["/bin/sh", "-c", "{serve} && exec sleep 60"]
+net = {{ address = "10.88.107.2/24", publish = ["127.0.0.1:{port}:80"] }}
+"#,
+            root = root(),
+            serve = serve(80, "managed")
+        ),
+    )
+    .unwrap();
+    let o = kernel.warren(&["apply", manifest.to_str().unwrap()]);
+    assert_code(&o, 0);
+    let body = http_get_eventually(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(body.contains("managed"), "{body}");
+    let o = kernel.warren(&["inspect", "netweb"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["applied"]["net"]["address"], "10.88.107.2/24");
+    assert_eq!(v["spec"]["net"]["veth"]["address"], "10.88.107.2/24");
+    let ifname = v["applied"]["net"]["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_code(&kernel.warren(&["stop", "-t", "1", "netweb"]), 0);
+    assert_code(&kernel.warren(&["rm", "netweb"]), 0);
+    assert_eq!(
+        traces("netweb", "10.88.107.2", Some(&ifname)),
+        Vec::<String>::new()
+    );
+    assert!(http_get(&format!("127.0.0.1:{port}")).is_err());
+}
