@@ -409,6 +409,25 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
         "10.88.104.2",
     );
 
+    // Egress needs the host to forward IPv4, which Warren never turns on by itself.
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim() == "0" {
+        check(
+            &["--net", "10.88.104.2/24", "--egress"],
+            "egress needs the host to forward IPv4",
+            "10.88.104.2",
+        );
+    } else {
+        let name = unique("egress");
+        let o = run_net(
+            &name,
+            &["--net", "10.88.104.2/24", "--egress", "--json"],
+            "true",
+        );
+        assert_code(&o, 0);
+        assert!(stdout(&o).contains("egress { 10.88.104.2 }"), "{}", stdout(&o));
+        assert_eq!(traces(&name, "10.88.104.2", None), Vec::<String>::new());
+    }
+
     // Port in use: a host program holds it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
