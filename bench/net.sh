@@ -58,7 +58,9 @@ export WARREN_STATE_DIR="$work/state"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-{
+# Everything below also goes to $out. (Not a `{ ...; } | tee` block: that would run in a
+# subshell, and the servers it starts would escape the clean-up's lists.)
+exec > >(tee "$out")
 echo "# bench/net.sh, $(date -u +%FT%TZ), $(uname -r), $(nproc) cpus"
 echo
 
@@ -192,5 +194,4 @@ env, host = res["host -> env (published 127.0.0.1 port)"], res["host -> host (12
 print()
 print("ratios env/host: throughput x%.2f, connect x%.2f, connect + GET x%.2f" % (env[0] / host[0], env[1] / host[1], env[2] / host[2]))
 EOF
-} | tee "$out"
 echo "written to $out" >&2

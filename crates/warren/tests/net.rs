@@ -410,7 +410,11 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
     );
 
     // Egress needs the host to forward IPv4, which Warren never turns on by itself.
-    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim() == "0" {
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        == "0"
+    {
         check(
             &["--net", "10.88.104.2/24", "--egress"],
             "egress needs the host to forward IPv4",
@@ -424,9 +428,38 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
             "true",
         );
         assert_code(&o, 0);
-        assert!(stdout(&o).contains("egress { 10.88.104.2 }"), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains("egress { 10.88.104.2 }"),
+            "{}",
+            stdout(&o)
+        );
         assert_eq!(traces(&name, "10.88.104.2", None), Vec::<String>::new());
     }
+
+    // A prefix the host is on: the gateway Warren would put on the host end could shadow a
+    // real neighbour. The test makes such a host network on a veth pair of its own.
+    let ifname = format!("wnt{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
+    ip(&[
+        "link",
+        "add",
+        &ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{ifname}p"),
+    ]);
+    ip(&["addr", "add", "172.31.250.1/24", "dev", &ifname]);
+    check(
+        &["--net", "172.31.250.5/24"],
+        &format!("address 172.31.250.5/24 overlaps the host's network 172.31.250.1/24 on {ifname}"),
+        "172.31.250.5",
+    );
+    ip(&["link", "del", &ifname]);
+    // Control: the same address is accepted once the host is off that network.
+    let o = run_net(&unique("ok"), &["--net", "172.31.250.5/24"], "true");
+    assert_code(&o, 0);
 
     // Port in use: a host program holds it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
