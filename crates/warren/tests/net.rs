@@ -263,6 +263,16 @@ fn a_published_port_reaches_the_environment_and_nothing_else_does() {
         "{rules}"
     );
     assert!(mentions(&elements(), "10.88.101.2"));
+    // ps --json lists the address and the published ports.
+    let o = warren().args(["ps", "--json"]).output().unwrap();
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.contains(&format!("\"name\":\"{name}\"")))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let row: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(row["address"], "10.88.101.2/24");
+    assert_eq!(row["published"][0], format!("127.0.0.1:{port}:80/tcp"));
     env.stop();
     assert_eq!(
         traces(&name, "10.88.101.2", Some(&ifname)),
