@@ -488,11 +488,6 @@ pub fn sweep(state: &StateDir) -> Result<usize, NetError> {
     Ok(swept)
 }
 
-/// The elements currently in Warren's table, in nft syntax (tests and `inspect` use it).
-pub fn installed_elements() -> Result<Vec<String>, NetError> {
-    nft::all_lines()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
