@@ -570,8 +570,37 @@ fn a_killed_launcher_is_swept_before_its_address_is_reused() {
         mentions(&elements(), "10.88.106.2"),
         "control: the crash left elements"
     );
-    // The next environment to take the address sweeps them first. (The crashed launcher's
-    // cgroup is swept by a later launch once it is old enough; run_limits.rs covers that.)
+    // Another environment publishing the same port, at another address: its elements collide
+    // with the stale publish element, so it sweeps and succeeds.
+    let other = unique("other");
+    let o = run_net(
+        &other,
+        &["--net", "10.88.106.3/24", "-p", &format!("{port}:80")],
+        "true",
+    );
+    assert_code(&o, 0);
+    assert!(!mentions(&elements(), "10.88.106.2"), "{}", elements());
+    assert_eq!(traces(&other, "10.88.106.3", None), Vec::<String>::new());
+    // A second crash; this time the next environment to take the same address sweeps first.
+    let env = Background::start(
+        &unique("crash"),
+        &[
+            "--rootfs",
+            &root(),
+            "--net",
+            "10.88.106.2/24",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    env.crash();
+    assert!(
+        mentions(&elements(), "10.88.106.2"),
+        "control: the crash left elements"
+    );
+    // (The crashed launchers' cgroups are swept by a later launch once they are old enough;
+    // run_limits.rs covers that.)
     let next = unique("next");
     let o = run_net(&next, &["--net", "10.88.106.2/24"], "true");
     assert_code(&o, 0);
