@@ -618,6 +618,23 @@ struct Kernel {
 impl Kernel {
     fn start() -> Kernel {
         let dir = std::path::PathBuf::from(format!("/run/warren-net-{}", std::process::id()));
+        Kernel::start_on(dir)
+    }
+
+    /// Stop this kernel (its environments keep running under their launchers) and start
+    /// another on the same state directory, which re-adopts them.
+    fn restart(mut self) -> Kernel {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let dir = self.dir.clone();
+        std::mem::forget(self);
+        let _ = std::fs::remove_file(dir.join("kernel.sock"));
+        Kernel::start_on(dir)
+    }
+
+    fn start_on(dir: std::path::PathBuf) -> Kernel {
         let child = warren()
             .env("WARREN_STATE_DIR", &dir)
             .arg("daemon")
@@ -654,7 +671,7 @@ impl Drop for Kernel {
 }
 
 #[test]
-fn a_manifest_declares_the_network_and_apply_carries_it_out() {
+fn a_manifest_declares_the_network_and_apply_carries_it_out_across_a_kernel_restart() {
     let kernel = Kernel::start();
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
@@ -677,6 +694,10 @@ net = {{ address = "10.88.107.2/24", publish = ["127.0.0.1:{port}:80"] }}
     assert_code(&o, 0);
     let body = http_get_eventually(&format!("127.0.0.1:{port}")).unwrap();
     assert!(body.contains("managed"), "{body}");
+    // A kernel restart leaves the environment and its network alone.
+    let kernel = kernel.restart();
+    let body = http_get_eventually(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(body.contains("managed"), "after a kernel restart: {body}");
     let o = kernel.warren(&["inspect", "netweb"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["applied"]["net"]["address"], "10.88.107.2/24");
