@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Network benchmark (issue 7), everything in ONE run on the same machine:
-#   1. start-up: `warren run -- /bin/true` with net=none, with a veth (--net auto), and with a veth
-#      and a published port, side by side in one hyperfine run (whole start-to-exit cycles);
-#   2. the cost of each network step of a launch (from `warren run --json`: net-claim, net-rules,
+#   1. whole cycles: `warren run -- /bin/true` with net=none, with a veth (--net auto), and with a
+#      veth and a published port, side by side in one hyperfine run (start, run, tear down);
+#   2. start-up alone (launch to execve, `applied.launch_us` of `warren run --json`) for the same
+#      three, interleaved, and the cost of each network step of a launch (net-claim, net-rules,
 #      net-link = the veth pair, net-config = the inside end), medians over RUNS launches;
 #   3. TCP throughput and connection set-up latency host -> environment through a published port
 #      on 127.0.0.1, against host -> host on 127.0.0.1, with the same server programs (busybox nc
@@ -57,7 +58,9 @@ export WARREN_STATE_DIR="$work/state"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-{
+# Everything below also goes to $out. (Not a `{ ...; } | tee` block: that would run in a
+# subshell, and the servers it starts would escape the clean-up's lists.)
+exec > >(tee "$out")
 echo "# bench/net.sh, $(date -u +%FT%TZ), $(uname -r), $(nproc) cpus"
 echo
 
@@ -71,7 +74,7 @@ python3 - "$work/startup.json" <<'EOF'
 import json, sys, statistics
 r = {x["command"]: x for x in json.load(open(sys.argv[1]))["results"]}
 med = {k: statistics.median(v["times"]) * 1000 for k, v in r.items()}
-print("## start-up, whole start-to-exit cycle of `warren run -- /bin/true` (ms, median of %d)" % len(r["none"]["times"]))
+print("## whole cycle: start, run and tear down `warren run -- /bin/true` (ms, median of %d, one hyperfine run)" % len(r["none"]["times"]))
 print("| net | median | p95 | vs none |")
 print("|---|---|---|---|")
 for k in ("none", "veth", "veth+publish"):
@@ -81,23 +84,42 @@ for k in ("none", "veth", "veth+publish"):
 print()
 EOF
 
-# --- 2. the network steps of one launch -----------------------------------------------------------
+# --- 2. start-up to exec, and the network steps of one launch ------------------------------------
+# Interleaved: none, veth, veth+publish, none, ... so that load changes hit all three alike.
 for _ in $(seq "$RUNS"); do
-    "$warren" run --json --rootfs "$R" --net auto -p "$pub:80" -- /bin/true | tail -n 1
-done > "$work/steps.jsonl"
-python3 - "$work/steps.jsonl" <<'EOF'
+    "$warren" run --json --rootfs "$R" -- /bin/true | tail -n 1 | sed 's/^/none /'
+    "$warren" run --json --rootfs "$R" --net auto -- /bin/true | tail -n 1 | sed 's/^/veth /'
+    "$warren" run --json --rootfs "$R" --net auto -p "$pub:80" -- /bin/true | tail -n 1 | sed 's/^/veth+publish /'
+done > "$work/steps.txt"
+python3 - "$work/steps.txt" <<'EOF'
 import json, sys, statistics
-rows = [json.loads(l)["applied"]["net"]["setup_us"] for l in open(sys.argv[1])]
-print("## network steps of one launch (us, median of %d; from `warren run --json`)" % len(rows))
+runs = {"none": [], "veth": [], "veth+publish": []}
+steps = []
+for line in open(sys.argv[1]):
+    kind, doc = line.split(" ", 1)
+    a = json.loads(doc)["applied"]
+    runs[kind].append(a["launch_us"])
+    if kind == "veth+publish":
+        steps.append(a["net"]["setup_us"])
+pct = lambda v, p: sorted(v)[max(0, int(len(v) * p) - 1)]
+base = statistics.median(runs["none"])
+print("## start-up: from launch to the workload's execve (`applied.launch_us`, us, median of %d, interleaved)" % len(runs["none"]))
+print("| net | median | p90 | vs none |")
+print("|---|---|---|---|")
+for k, v in runs.items():
+    m = statistics.median(v)
+    print("| %s | %d | %d | +%d us (x%.2f) |" % (k, m, pct(v, 0.9), m - base, m / base))
+print()
+print("## network steps of one launch with a published port (us, median of %d; `applied.net.setup_us`)" % len(steps))
 print("| step | median | p90 |")
 print("|---|---|---|")
-for k, what in (("claim", "net-claim: lease + port reservation"), ("rules", "net-rules: filter elements (one nft run)"),
+for k, what in (("claim", "net-claim: lease + port reservation"), ("rules", "net-rules: filter elements (one nfnetlink transaction)"),
                 ("link", "net-link: veth pair, peer created in the namespace, host end address + route"),
                 ("config", "net-config: eth0 up, address, two routes (in the child)")):
-    v = sorted(r[k] for r in rows)
-    print("| %s | %d | %d |" % (what, statistics.median(v), v[int(len(v) * 0.9) - 1]))
-veth = sorted(r["link"] + r["config"] for r in rows)
-print("| **veth (net-link + net-config)** | **%d** | %d |" % (statistics.median(veth), veth[int(len(veth) * 0.9) - 1]))
+    v = [r[k] for r in steps]
+    print("| %s | %d | %d |" % (what, statistics.median(v), pct(v, 0.9)))
+veth = [r["link"] + r["config"] for r in steps]
+print("| **the veth (net-link + net-config)** | **%d** | %d |" % (statistics.median(veth), pct(veth, 0.9)))
 print()
 EOF
 
@@ -172,5 +194,4 @@ env, host = res["host -> env (published 127.0.0.1 port)"], res["host -> host (12
 print()
 print("ratios env/host: throughput x%.2f, connect x%.2f, connect + GET x%.2f" % (env[0] / host[0], env[1] / host[1], env[2] / host[2]))
 EOF
-} | tee "$out"
 echo "written to $out" >&2

@@ -300,6 +300,9 @@ pub struct Applied {
     pub image_manifest_digest: Option<String>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
+    /// How long the launch took, from `launch` being called to the workload's `execve`, in
+    /// microseconds (start-up, without the caller's own work and without teardown).
+    pub launch_us: u64,
     /// The launch's record in the event log (measured launch).
     pub measurement: Option<Measurement>,
 }
@@ -537,6 +540,7 @@ pub fn launch_with_mailbox(
     state: &StateDir,
     mailbox: Option<OwnedFd>,
 ) -> Result<Running, LaunchError> {
+    let started = std::time::Instant::now();
     let threads = threads();
     if threads != 1 {
         return Err(LaunchError::MultiThreaded { threads });
@@ -859,6 +863,7 @@ pub fn launch_with_mailbox(
         }
     }
     running.applied.net = running._net.as_ref().map(|n| n.info());
+    running.applied.launch_us = started.elapsed().as_micros() as u64;
     if !exec_reached {
         return Err(LaunchError::Child {
             step: Step::WaitParent,
@@ -1079,6 +1084,7 @@ fn applied(
         },
         network: "none (loopback only)",
         net: None,
+        launch_us: 0,
         degraded: degraded.iter().map(|p| p.as_str()).collect(),
         measurement: None,
         image_name: plan.image_name.clone(),

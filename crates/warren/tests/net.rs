@@ -263,6 +263,16 @@ fn a_published_port_reaches_the_environment_and_nothing_else_does() {
         "{rules}"
     );
     assert!(mentions(&elements(), "10.88.101.2"));
+    // ps --json lists the address and the published ports.
+    let o = warren().args(["ps", "--json"]).output().unwrap();
+    let line = stdout(&o)
+        .lines()
+        .find(|l| l.contains(&format!("\"name\":\"{name}\"")))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    let row: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(row["address"], "10.88.101.2/24");
+    assert_eq!(row["published"][0], format!("127.0.0.1:{port}:80/tcp"));
     env.stop();
     assert_eq!(
         traces(&name, "10.88.101.2", Some(&ifname)),
@@ -409,6 +419,58 @@ fn bad_input_gets_a_clear_error_and_leaves_nothing_behind() {
         "10.88.104.2",
     );
 
+    // Egress needs the host to forward IPv4, which Warren never turns on by itself.
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+        .unwrap()
+        .trim()
+        == "0"
+    {
+        check(
+            &["--net", "10.88.104.2/24", "--egress"],
+            "egress needs the host to forward IPv4",
+            "10.88.104.2",
+        );
+    } else {
+        let name = unique("egress");
+        let o = run_net(
+            &name,
+            &["--net", "10.88.104.2/24", "--egress", "--json"],
+            "true",
+        );
+        assert_code(&o, 0);
+        assert!(
+            stdout(&o).contains("egress { 10.88.104.2 }"),
+            "{}",
+            stdout(&o)
+        );
+        assert_eq!(traces(&name, "10.88.104.2", None), Vec::<String>::new());
+    }
+
+    // A prefix the host is on: the gateway Warren would put on the host end could shadow a
+    // real neighbour. The test makes such a host network on a veth pair of its own.
+    let ifname = format!("wnt{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| assert!(Command::new("ip").args(args).status().unwrap().success());
+    ip(&[
+        "link",
+        "add",
+        &ifname,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{ifname}p"),
+    ]);
+    ip(&["addr", "add", "172.31.250.1/24", "dev", &ifname]);
+    check(
+        &["--net", "172.31.250.5/24"],
+        &format!("address 172.31.250.5/24 overlaps the host's network 172.31.250.1/24 on {ifname}"),
+        "172.31.250.5",
+    );
+    ip(&["link", "del", &ifname]);
+    // Control: the same address is accepted once the host is off that network.
+    let o = run_net(&unique("ok"), &["--net", "172.31.250.5/24"], "true");
+    assert_code(&o, 0);
+
     // Port in use: a host program holds it.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
@@ -508,12 +570,147 @@ fn a_killed_launcher_is_swept_before_its_address_is_reused() {
         mentions(&elements(), "10.88.106.2"),
         "control: the crash left elements"
     );
-    // The next environment to take the address sweeps them first. (The crashed launcher's
-    // cgroup is swept by a later launch once it is old enough; run_limits.rs covers that.)
+    // Another environment publishing the same port, at another address: its elements collide
+    // with the stale publish element, so it sweeps and succeeds.
+    let other = unique("other");
+    let o = run_net(
+        &other,
+        &["--net", "10.88.106.3/24", "-p", &format!("{port}:80")],
+        "true",
+    );
+    assert_code(&o, 0);
+    assert!(!mentions(&elements(), "10.88.106.2"), "{}", elements());
+    assert_eq!(traces(&other, "10.88.106.3", None), Vec::<String>::new());
+    // A second crash; this time the next environment to take the same address sweeps first.
+    let env = Background::start(
+        &unique("crash"),
+        &[
+            "--rootfs",
+            &root(),
+            "--net",
+            "10.88.106.2/24",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    env.crash();
+    assert!(
+        mentions(&elements(), "10.88.106.2"),
+        "control: the crash left elements"
+    );
+    // (The crashed launchers' cgroups are swept by a later launch once they are old enough;
+    // run_limits.rs covers that.)
     let next = unique("next");
     let o = run_net(&next, &["--net", "10.88.106.2/24"], "true");
     assert_code(&o, 0);
     assert_eq!(traces(&next, "10.88.106.2", None), Vec::<String>::new());
     // And the published port is free again.
     std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+}
+
+/// A kernel of this test's own, on a state directory of its own; killed on drop.
+struct Kernel {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Kernel {
+    fn start() -> Kernel {
+        let dir = std::path::PathBuf::from(format!("/run/warren-net-{}", std::process::id()));
+        Kernel::start_on(dir)
+    }
+
+    /// Stop this kernel (its environments keep running under their launchers) and start
+    /// another on the same state directory, which re-adopts them.
+    fn restart(mut self) -> Kernel {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let dir = self.dir.clone();
+        std::mem::forget(self);
+        let _ = std::fs::remove_file(dir.join("kernel.sock"));
+        Kernel::start_on(dir)
+    }
+
+    fn start_on(dir: std::path::PathBuf) -> Kernel {
+        let child = warren()
+            .env("WARREN_STATE_DIR", &dir)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let k = Kernel { child, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !k.dir.join("kernel.sock").exists() {
+            assert!(Instant::now() < deadline, "the kernel did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        k
+    }
+
+    fn warren(&self, args: &[&str]) -> std::process::Output {
+        warren()
+            .env("WARREN_STATE_DIR", &self.dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_manifest_declares_the_network_and_apply_carries_it_out_across_a_kernel_restart() {
+    let kernel = Kernel::start();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spaces.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            r#"
+[space.netweb]
+image = "{root}"
+command = ["/bin/sh", "-c", "{serve} && exec sleep 60"]
+net = {{ address = "10.88.107.2/24", publish = ["127.0.0.1:{port}:80"] }}
+"#,
+            root = root(),
+            serve = serve(80, "managed")
+        ),
+    )
+    .unwrap();
+    let o = kernel.warren(&["apply", manifest.to_str().unwrap()]);
+    assert_code(&o, 0);
+    let body = http_get_eventually(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(body.contains("managed"), "{body}");
+    // A kernel restart leaves the environment and its network alone.
+    let kernel = kernel.restart();
+    let body = http_get_eventually(&format!("127.0.0.1:{port}")).unwrap();
+    assert!(body.contains("managed"), "after a kernel restart: {body}");
+    let o = kernel.warren(&["inspect", "netweb"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["applied"]["net"]["address"], "10.88.107.2/24");
+    assert_eq!(v["spec"]["net"]["veth"]["address"], "10.88.107.2/24");
+    let ifname = v["applied"]["net"]["host_interface"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_code(&kernel.warren(&["stop", "-t", "1", "netweb"]), 0);
+    assert_code(&kernel.warren(&["rm", "netweb"]), 0);
+    assert_eq!(
+        traces("netweb", "10.88.107.2", Some(&ifname)),
+        Vec::<String>::new()
+    );
+    assert!(http_get(&format!("127.0.0.1:{port}")).is_err());
 }

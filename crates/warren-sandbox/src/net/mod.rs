@@ -53,6 +53,16 @@ pub enum NetError {
         /// By whom.
         by: String,
     },
+    /// The environment's prefix overlaps a network the host is on.
+    #[error(
+        "address {cidr} overlaps the host's network {host}: choose a prefix the host does not use"
+    )]
+    HostNetwork {
+        /// The environment's address and prefix.
+        cidr: Cidr,
+        /// The host's network and its interface.
+        host: String,
+    },
     /// Every pool address is taken.
     #[error("no free address left in the pool {pool}")]
     PoolExhausted {
@@ -198,16 +208,32 @@ impl Prepared {
         let host_addrs = rtnl::Rtnl::open()
             .and_then(|mut r| r.addresses())
             .map_err(netlink("list the host's addresses"))?;
+        // The host's own networks (loopback and Warren's host ends aside): an environment's
+        // prefix must not overlap one, or the gateway address Warren puts on the host end could
+        // shadow a real neighbour of the host (its router, say).
+        let host_nets: Vec<(Cidr, &str)> = host_addrs
+            .iter()
+            .filter(|(a, _, l)| !a.is_loopback() && !l.starts_with("wrn"))
+            .map(|(a, p, l)| {
+                (
+                    Cidr {
+                        addr: *a,
+                        prefix: *p,
+                    },
+                    l.as_str(),
+                )
+            })
+            .collect();
+        let clash = |c: &Cidr| {
+            host_nets
+                .iter()
+                .find(|(h, _)| overlap(c, h))
+                .map(|(h, l)| format!("{h} on {l}"))
+        };
         let (cidr, lease) = match spec.address {
             Some(c) => {
-                if host_addrs
-                    .iter()
-                    .any(|(a, l)| *a == c.addr && !l.starts_with("wrn"))
-                {
-                    return Err(NetError::AddressInUse {
-                        address: c.addr,
-                        by: "an address of this host".into(),
-                    });
+                if let Some(h) = clash(&c) {
+                    return Err(NetError::HostNetwork { cidr: c, host: h });
                 }
                 match claim_address(&dir, c.addr)? {
                     Some(l) => (c, l),
@@ -225,14 +251,17 @@ impl Prepared {
                 }
             }
             None => {
+                if let Some(h) = clash(&POOL) {
+                    return Err(NetError::HostNetwork {
+                        cidr: POOL,
+                        host: h,
+                    });
+                }
                 let base = u32::from(POOL.gateway());
                 let size = 1u32 << (32 - POOL.prefix);
                 let mut found = None;
                 for i in 1..size - 2 {
                     let a = Ipv4Addr::from(base + i);
-                    if host_addrs.iter().any(|(h, _)| *h == a) {
-                        continue;
-                    }
                     if let Some(l) = claim_address(&dir, a)? {
                         found = Some((
                             Cidr {
@@ -382,6 +411,17 @@ fn wait_link_gone(name: &str) {
     }
 }
 
+/// Whether two prefixes share an address.
+fn overlap(a: &Cidr, b: &Cidr) -> bool {
+    let p = a.prefix.min(b.prefix);
+    let mask = if p == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(p))
+    };
+    u32::from(a.addr) & mask == u32::from(b.addr) & mask
+}
+
 fn host_forwards() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1")
 }
@@ -448,7 +488,23 @@ pub fn sweep(state: &StateDir) -> Result<usize, NetError> {
     Ok(swept)
 }
 
-/// The elements currently in Warren's table, in nft syntax (tests and `inspect` use it).
-pub fn installed_elements() -> Result<Vec<String>, NetError> {
-    nft::all_lines()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_overlap_when_the_shorter_one_holds_the_other() {
+        let c = |s: &str| {
+            let (a, p) = s.split_once('/').unwrap();
+            Cidr {
+                addr: a.parse().unwrap(),
+                prefix: p.parse().unwrap(),
+            }
+        };
+        assert!(overlap(&c("10.88.0.2/16"), &c("10.88.5.1/24")));
+        assert!(overlap(&c("10.88.5.1/24"), &c("10.88.0.2/16")));
+        assert!(overlap(&c("192.0.2.50/24"), &c("192.0.2.2/24")));
+        assert!(!overlap(&c("10.88.0.2/24"), &c("10.88.1.2/24")));
+        assert!(!overlap(&c("10.88.0.2/16"), &c("192.0.2.2/24")));
+    }
 }

@@ -241,7 +241,12 @@ fn list() -> Result<Vec<Listed>, NetError> {
             });
         }
     };
-    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| NetError::Nft {
+    parse_listing(&text)
+}
+
+/// The elements of a `nft -j list table inet warren` listing, with their owners.
+fn parse_listing(text: &str) -> Result<Vec<Listed>, NetError> {
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| NetError::Nft {
         what: format!("unreadable listing: {e}"),
     })?;
     let mut out = Vec::new();
@@ -276,11 +281,6 @@ fn list() -> Result<Vec<Listed>, NetError> {
     Ok(out)
 }
 
-/// Every element in the table, in nft syntax.
-pub fn all_lines() -> Result<Vec<String>, NetError> {
-    Ok(list()?.into_iter().map(|l| l.line).collect())
-}
-
 /// The environment addresses that own elements.
 pub fn owners() -> Result<Vec<Ipv4Addr>, NetError> {
     let mut v: Vec<Ipv4Addr> = list()?.into_iter().map(|l| l.owner).collect();
@@ -297,4 +297,50 @@ pub fn sweep_owner(owner: Ipv4Addr) -> Result<(), NetError> {
         .map(|l| l.line)
         .collect();
     delete_lines(&lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_yields_each_element_with_its_owner() {
+        // As `nft -j list table inet warren` prints it (nftables 1.0.6), trimmed.
+        let text = r#"{"nftables": [{"metainfo": {"version": "1.0.6"}},
+          {"table": {"family": "inet", "name": "warren", "handle": 5}},
+          {"set": {"family": "inet", "name": "ifaddr", "table": "warren", "type": ["ifname", "ipv4_addr"], "handle": 7, "elem": [{"concat": ["wrn5", "10.88.0.2"]}]}},
+          {"set": {"family": "inet", "name": "allow", "table": "warren", "type": ["ipv4_addr", "ipv4_addr"], "handle": 8, "elem": [{"concat": ["10.88.0.2", "10.88.0.3"]}]}},
+          {"set": {"family": "inet", "name": "egress", "table": "warren", "type": "ipv4_addr", "handle": 9, "elem": ["10.88.0.4"]}},
+          {"map": {"family": "inet", "name": "publish_tcp", "table": "warren", "type": ["ipv4_addr", "inet_service"], "handle": 10, "map": "ipv4_addr . inet_service", "elem": [[{"concat": ["127.0.0.1", 8080]}, {"concat": ["10.88.0.5", 80]}]]}},
+          {"map": {"family": "inet", "name": "publish_udp", "table": "warren", "type": ["ipv4_addr", "inet_service"], "handle": 11, "map": "ipv4_addr . inet_service"}}]}"#;
+        let got: Vec<(String, String)> = parse_listing(text)
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.line, l.owner.to_string()))
+            .collect();
+        let want = [
+            ("ifaddr { \"wrn5\" . 10.88.0.2 }", "10.88.0.2"),
+            ("allow { 10.88.0.2 . 10.88.0.3 }", "10.88.0.2"),
+            ("egress { 10.88.0.4 }", "10.88.0.4"),
+            (
+                "publish_tcp { 127.0.0.1 . 8080 : 10.88.0.5 . 80 }",
+                "10.88.0.5",
+            ),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(got, want);
+        // What the launcher writes is what the sweep would delete.
+        let el = Elements {
+            host_ifname: "wrn5".into(),
+            addr: "10.88.0.2".parse().unwrap(),
+            allow: vec!["10.88.0.3".parse().unwrap()],
+            egress: false,
+            publish: vec![],
+        };
+        assert_eq!(el.lines(), [want[0].0.clone(), want[1].0.clone()]);
+        assert!(parse_listing("not json").is_err());
+    }
 }

@@ -193,8 +193,9 @@ impl Rtnl {
             .map(drop)
     }
 
-    /// Every IPv4 address assigned in this namespace, with its label (the interface's name).
-    pub fn addresses(&mut self) -> io::Result<Vec<(Ipv4Addr, String)>> {
+    /// Every IPv4 address assigned in this namespace, with its prefix length and its label (the
+    /// interface's name).
+    pub fn addresses(&mut self) -> io::Result<Vec<(Ipv4Addr, u8, String)>> {
         let mut msg = AddressMessage::default();
         msg.header.family = AddressFamily::Inet;
         let replies = self.request(
@@ -204,6 +205,7 @@ impl Rtnl {
         let mut out = Vec::new();
         for r in replies {
             if let RouteNetlinkMessage::NewAddress(a) = r {
+                let prefix = a.header.prefix_len;
                 let mut local = None;
                 let mut label = String::new();
                 for attr in a.attributes {
@@ -214,7 +216,7 @@ impl Rtnl {
                     }
                 }
                 if let Some(v4) = local {
-                    out.push((v4, label));
+                    out.push((v4, prefix, label));
                 }
             }
         }

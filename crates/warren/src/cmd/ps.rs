@@ -71,6 +71,8 @@ impl Row {
             "restart_policy": m["restart_policy"],
             "restarts": m["restarts"],
             "last_exit": m["last_exit"],
+            "address": l["applied"]["net"]["address"],
+            "published": l["applied"]["net"]["published"],
         })
     }
 }
