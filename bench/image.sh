@@ -61,14 +61,14 @@ cp /bin/busybox "$R/bin/busybox"
 for a in sh ls cat echo; do ln -s busybox "$R/bin/$a"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
 cp -a /usr/include "$R/usr/include"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 cp -a /usr/share/doc "$R/usr/share/doc"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 cp -a /usr/lib/python3 "$R/usr/lib/python3"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 rm -rf "$R/usr/include/linux"
 echo "layer four" >"$R/etc/layer-four"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 rm -rf "$B"
 layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/index.json")); d=m["manifests"][0]["digest"].split(":")[1]; print(len(json.load(open(sys.argv[1]+"/blobs/sha256/"+d))["layers"]))' "$L")
 compressed=$(du -sb "$L/blobs" | cut -f1)

@@ -917,3 +917,57 @@ fn concurrent_imports_into_one_store_all_land() {
     assert_eq!(st.entries("roots").len(), 3);
     assert!(st.entries("tmp").is_empty());
 }
+
+#[test]
+fn an_image_launch_failing_at_any_step_leaves_the_image_removable() {
+    let st = State::new();
+    let work = scratch("faults");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/echo", "ran"], "User": "app", "WorkingDir": "/etc" }),
+    );
+    st.import_ok(&layout.dir, &["--name", "faulty"]);
+    let name = unique("img");
+    for step in [
+        "clone",
+        "uid-map",
+        "wait-parent",
+        "mount-root",
+        "readonly-root",
+        "pivot-root",
+        "capabilities",
+        "exec",
+    ] {
+        let o = st
+            .warren()
+            .env("WARREN_FAULT_INJECT", step)
+            .args(["run", "--name", &name, "--image", "faulty"])
+            .output()
+            .unwrap();
+        assert_code(&o, 125);
+        assert!(stderr(&o).contains(step), "{step}: {}", stderr(&o));
+        assert!(
+            common::cgroup_dirs(&name).is_empty(),
+            "{step}: a cgroup was left"
+        );
+    }
+    // The name, the uid range and the root's lock were all released: the same name runs, as
+    // the image's user in its working directory, and the image can then be removed.
+    let o = st.run(&[
+        "run",
+        "--name",
+        &name,
+        "--image",
+        "faulty",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1000\n/etc\n");
+    assert_code(&st.run(&["image", "rm", "faulty"]), 0);
+    st.assert_empty();
+}
