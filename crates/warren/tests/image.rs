@@ -406,6 +406,29 @@ fn umoci_image_runs_with_its_config_whiteouts_and_owners() {
     assert!(out.contains("1000:1000 600 /home/app/mine"), "{out}");
     assert!(out.contains("0:0 755 /bin/busybox"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
+    // The root as the environment sees it: read-only, nosuid, nodev and idmapped.
+    let o = st.run(&[
+        "run",
+        "--name",
+        &unique("img"),
+        "--image",
+        "umoci-busybox",
+        "--",
+        "-c",
+        "cat /proc/self/mountinfo",
+    ]);
+    assert_code(&o, 0);
+    let root_line = stdout(&o)
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    for opt in ["ro", "nosuid", "nodev", "idmapped"] {
+        assert!(
+            root_line.split([' ', ',']).any(|w| w == opt),
+            "{opt} missing from the root's mount: {root_line}"
+        );
+    }
 
     // A layout in a tar is the same image: same manifest, root reused.
     let tarred = work.path().join("layout.tar");
@@ -969,5 +992,82 @@ fn an_image_launch_failing_at_any_step_leaves_the_image_removable() {
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "1000\n/etc\n");
     assert_code(&st.run(&["image", "rm", "faulty"]), 0);
+    st.assert_empty();
+}
+
+/// A `warren daemon` on a test's own state directory, killed on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_manifest_runs_a_stored_image_through_the_kernel() {
+    let st = State::new();
+    let work = scratch("manifest");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    let digest = layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo default"], "User": "app" }),
+    );
+    st.import_ok(&layout.dir, &["--name", "svc:1"]);
+    let daemon = Daemon(
+        st.warren()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let manifest = work.path().join("spaces.toml");
+    std::fs::write(
+        &manifest,
+        "[space.svc]\nimage = { name = \"svc:1\" }\ncommand = [\"id -u; sleep 30\"]\n",
+    )
+    .unwrap();
+    let mut applied = false;
+    for _ in 0..200 {
+        let o = st.run(&["apply", manifest.to_str().unwrap()]);
+        if o.status.success() {
+            applied = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(applied, "the kernel did not accept the manifest");
+    let mut record = Value::Null;
+    for _ in 0..400 {
+        let o = st.run(&["inspect", "svc"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) {
+            if v["pid"].is_i64() && stdout(&st.run(&["logs", "svc"])) == "1000\n" {
+                record = v;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let rm_refused = st.run(&["image", "rm", "svc:1"]);
+    // Stop and remove before asserting, so a failure leaves no environment running.
+    assert_code(&st.run(&["stop", "-t", "1", "svc"]), 0);
+    assert_code(&st.run(&["rm", "svc"]), 0);
+    assert_eq!(
+        record["applied"]["image_manifest_digest"],
+        digest.as_str(),
+        "{record}"
+    );
+    assert_eq!(record["applied"]["image_name"], "svc:1");
+    assert_eq!(record["applied"]["user"], "1000:1000");
+    assert!(
+        stderr(&rm_refused).contains("in use by environment svc"),
+        "{}",
+        stderr(&rm_refused)
+    );
+    assert_code(&st.run(&["image", "rm", "svc:1"]), 0);
+    drop(daemon);
     st.assert_empty();
 }
