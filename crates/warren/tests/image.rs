@@ -1071,3 +1071,52 @@ fn a_manifest_runs_a_stored_image_through_the_kernel() {
     drop(daemon);
     st.assert_empty();
 }
+
+#[test]
+fn a_layout_with_several_images_needs_a_ref() {
+    let st = State::new();
+    let work = scratch("refs");
+    let dir = work.path().join("multi");
+    let layout = Layout::new(&dir);
+    let base = base_layer();
+    let one = layout.image(
+        &[(base.clone(), TAR, base.clone())],
+        json!({ "Cmd": ["/bin/echo", "one"] }),
+    );
+    let two = layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/echo", "two"] }),
+    );
+    let size = |d: &str| {
+        std::fs::metadata(dir.join("blobs/sha256").join(&d[7..]))
+            .unwrap()
+            .len()
+    };
+    let index = json!({ "schemaVersion": 2, "manifests": [
+        { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": one, "size": size(&one),
+          "annotations": { "org.opencontainers.image.ref.name": "v1" } },
+        { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": two, "size": size(&two),
+          "annotations": { "org.opencontainers.image.ref.name": "v2" } } ] });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let o = st.import(&dir, &[]);
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("the layout holds 2 images (v1, v2): choose one with --ref"),
+        "{}",
+        stderr(&o)
+    );
+    let r = st.import_ok(&dir, &["--ref", "v2"]);
+    assert_eq!(r["name"], "multi:v2");
+    assert_eq!(r["manifest_digest"], two.as_str());
+    let r = st.import_ok(&dir, &["--ref", &one, "--name", "first"]);
+    assert_eq!(r["manifest_digest"], one.as_str());
+    assert_eq!(r["reused_root"], true, "same layers, same root");
+    let o = st.run(&["run", "--name", &unique("img"), "--image", "multi:v2"]);
+    assert_eq!(stdout(&o), "two\n");
+    let o = st.import(&dir, &["--ref", "v3"]);
+    assert!(
+        stderr(&o).contains("no image tagged \"v3\" in the layout (it has: v1, v2)"),
+        "{}",
+        stderr(&o)
+    );
+}
