@@ -1120,3 +1120,85 @@ fn a_layout_with_several_images_needs_a_ref() {
         stderr(&o)
     );
 }
+
+/// The escape probe (issue 3) inside an image environment: the idmapped image root must hold
+/// as well as a plain `--rootfs` one. No attack may come out open.
+#[test]
+fn the_escape_probe_finds_nothing_open_in_an_image_environment() {
+    let st = State::new();
+    let work = scratch("probe");
+    let probe = common::workspace_bin("warren-probe", "warren-probe");
+    let t = work.path().join("probe-layer");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::copy(probe, t.join("warren-probe")).unwrap();
+    let tarball = work.path().join("probe.tar");
+    sh(&format!(
+        "tar --numeric-owner --owner=0 --group=0 -C {} -cf {} .",
+        t.display(),
+        tarball.display()
+    ));
+    let top = std::fs::read(&tarball).unwrap();
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(gzip(&base), TAR_GZ, base), (top.clone(), TAR, top)],
+        json!({ "Entrypoint": ["/warren-probe"] }),
+    );
+    st.import_ok(&layout.dir, &["--name", "probe"]);
+    let marker = work.path().join("host-marker");
+    std::fs::write(&marker, "host secret").unwrap();
+    let o = st.run(&[
+        "run",
+        "--name",
+        &unique("img"),
+        "--image",
+        "probe",
+        "--",
+        "--marker",
+        marker.to_str().unwrap(),
+        "all",
+    ]);
+    assert_code(&o, 0);
+    let mut seen = 0;
+    let mut open = Vec::new();
+    let outcome = |probe: &str| -> (String, String) {
+        for l in stdout(&o).lines() {
+            if let Some(i) = l.find("{\"probe\"") {
+                let v: Value = serde_json::from_str(&l[i..]).unwrap();
+                if v["probe"] == probe {
+                    return (
+                        v["outcome"].as_str().unwrap_or("").to_owned(),
+                        v["errno"].as_str().unwrap_or("").to_owned(),
+                    );
+                }
+            }
+        }
+        (String::new(), String::new())
+    };
+    for l in stdout(&o).lines() {
+        if let Some(i) = l.find("{\"probe\"") {
+            let v: Value = serde_json::from_str(&l[i..]).unwrap();
+            seen += 1;
+            if v["outcome"] == "open" {
+                open.push(v.to_string());
+            }
+        }
+    }
+    assert!(
+        seen > 30,
+        "the probe ran only {seen} probes:\n{}",
+        stdout(&o)
+    );
+    assert!(
+        open.is_empty(),
+        "open in an image environment:\n{}",
+        open.join("\n")
+    );
+    assert_eq!(outcome("fs.write_root"), ("blocked".into(), "EROFS".into()));
+    assert_eq!(
+        outcome("fs.remount_root_rw"),
+        ("blocked".into(), "EPERM".into())
+    );
+    assert_eq!(outcome("fs.read_marker_path").0, "blocked");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
+}
