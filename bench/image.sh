@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Image import benchmark (issue 9): `warren image import` of a multi-layer OCI image layout
-# against `umoci unpack` of the SAME layout, side by side in ONE hyperfine run.
+# against `umoci unpack` of the SAME layout, side by side and interleaved in one run.
 #
-#   bash bench/image.sh             # 5 timed runs each, after one warm-up
-#   RUNS=10 bash bench/image.sh
+#   bash bench/image.sh                # 4 rounds of 2 runs each, after one warm-up
+#   ROUNDS=6 RUNS=2 bash bench/image.sh
+#
+# This 2-vCPU machine is shared and its load drifts over minutes, so the two tools are
+# interleaved: each round is one hyperfine invocation running both (RUNS each), and the rounds
+# alternate which tool goes first. The summary pools every run of every round.
 #
 # The layout is built here with umoci from the host's own files, four gzip layers:
 #   1. a busybox root and /usr/include         (many small files)
@@ -19,17 +23,18 @@
 #           manifest of the result. Before each run the bundle is deleted.
 # Both end with the same tree (the script compares file counts as a sanity check).
 #
-# Must run as root (both tools set file owners). Writes bench/results/image-<stamp>.json
-# (hyperfine's export) and prints the ratio. Network use: only `cargo build` and, when
-# something is missing, `apt-get` (scripts/setup.sh).
+# Must run as root (both tools set file owners). Writes bench/results/image-<stamp>.json (the
+# pooled summary) and image-<stamp>-roundN.json (hyperfine's exports), and prints the ratio.
+# Network use: only `cargo build` and, when something is missing, `apt-get` (scripts/setup.sh).
 set -euo pipefail
 
-RUNS=${RUNS:-5}
+ROUNDS=${ROUNDS:-4}
+RUNS=${RUNS:-2}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 results="$here/results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-out="$results/image-$stamp.json"
+out="$results/image-$stamp"
 
 die() { echo "image.sh: $*" >&2; exit 1; }
 say() { echo "== $*" >&2; }
@@ -61,14 +66,14 @@ cp /bin/busybox "$R/bin/busybox"
 for a in sh ls cat echo; do ln -s busybox "$R/bin/$a"; done
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
 cp -a /usr/include "$R/usr/include"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 cp -a /usr/share/doc "$R/usr/share/doc"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 cp -a /usr/lib/python3 "$R/usr/lib/python3"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 rm -rf "$R/usr/include/linux"
 echo "layer four" >"$R/etc/layer-four"
-umoci repack --image "$L:latest" "$B"
+umoci repack --refresh-bundle --image "$L:latest" "$B"
 rm -rf "$B"
 layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1]+"/index.json")); d=m["manifests"][0]["digest"].split(":")[1]; print(len(json.load(open(sys.argv[1]+"/blobs/sha256/"+d))["layers"]))' "$L")
 compressed=$(du -sb "$L/blobs" | cut -f1)
@@ -87,21 +92,47 @@ size=$(du -sb "$work/u/rootfs" | cut -f1)
 say "both: $files entries, $((size / 1048576)) MiB unpacked"
 
 mkdir -p "$results"
-hyperfine --runs "$RUNS" --warmup 1 --export-json "$out" \
-    --prepare "$W --state-dir $state image rm bench >/dev/null 2>&1 || true" \
-    -n "warren image import" "$W --state-dir $state image import -q --name bench $L" \
-    --prepare "rm -rf $work/u" \
-    -n "umoci unpack" "umoci unpack --image $L:latest $work/u"
+warren_cmd=(-n "warren image import" --prepare "$W --state-dir $state image rm bench >/dev/null 2>&1 || true"
+    "$W --state-dir $state image import -q --name bench $L")
+umoci_cmd=(-n "umoci unpack" --prepare "rm -rf $work/u" "umoci unpack --image $L:latest $work/u")
+for r in $(seq 1 "$ROUNDS"); do
+    warm=0; [ "$r" = 1 ] && warm=1
+    say "round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    if [ $((r % 2)) = 1 ]; then
+        order=("${warren_cmd[@]}" "${umoci_cmd[@]}")
+    else
+        order=("${umoci_cmd[@]}" "${warren_cmd[@]}")
+    fi
+    hyperfine --runs "$RUNS" --warmup "$warm" --export-json "$out-round$r.json" "${order[@]}" >&2
+done
 
-python3 - "$out" "$layers" "$compressed" "$files" "$size" <<'EOF'
-import json, sys
-path, layers, compressed, files, size = sys.argv[1], *map(int, sys.argv[2:])
-r = {x["command"]: x for x in json.load(open(path))["results"]}
-w, u = r["warren image import"], r["umoci unpack"]
-print()
-print(f"image: {layers} gzip layers, {compressed/2**20:.0f} MiB compressed, {files} entries, {size/2**20:.0f} MiB unpacked")
-for name, x in (("warren image import", w), ("umoci unpack", u)):
-    print(f"{name:<22} mean {x['mean']:.3f} s  stddev {x['stddev']:.3f} s  min {x['min']:.3f} s")
-print(f"ratio warren/umoci (mean): {w['mean']/u['mean']:.2f}")
+python3 - "$out" "$ROUNDS" "$layers" "$compressed" "$files" "$size" <<'EOF'
+import json, statistics, sys
+out, rounds, layers, compressed, files, size = sys.argv[1], *map(int, sys.argv[2:])
+runs = {}
+for r in range(1, rounds + 1):
+    for x in json.load(open(f"{out}-round{r}.json"))["results"]:
+        d = runs.setdefault(x["command"], {"times": [], "user": [], "system": []})
+        d["times"] += x["times"]
+        d["user"].append(x["user"])
+        d["system"].append(x["system"])
+summary = {"layers": layers, "compressed_bytes": compressed, "entries": files,
+           "unpacked_bytes": size, "rounds": rounds}
+lines = [f"image: {layers} gzip layers, {compressed/2**20:.0f} MiB compressed, {files} entries, "
+         f"{size/2**20:.0f} MiB unpacked; {rounds} interleaved rounds"]
+for name in ("warren image import", "umoci unpack"):
+    x = runs[name]
+    t = x["times"]
+    s = {"times": t, "median": statistics.median(t), "mean": statistics.mean(t), "min": min(t),
+         "user": statistics.mean(x["user"]), "system": statistics.mean(x["system"])}
+    summary[name] = s
+    lines.append(f"{name:<22} median {s['median']:7.3f} s  mean {s['mean']:7.3f} s  "
+                 f"min {s['min']:7.3f} s  user {s['user']:.2f} s  sys {s['system']:.2f} s  (n={len(t)})")
+w, u = summary["warren image import"], summary["umoci unpack"]
+summary["ratio_median"] = w["median"] / u["median"]
+summary["ratio_min"] = w["min"] / u["min"]
+lines.append(f"ratio warren/umoci: median {summary['ratio_median']:.2f}, min {summary['ratio_min']:.2f}")
+json.dump(summary, open(f"{out}.json", "w"), indent=1)
+print("\n".join(lines))
 EOF
-echo "results: $out" >&2
+echo "results: $out.json (and $out-round*.json)" >&2

@@ -260,7 +260,9 @@ impl Source {
         let ref_of = |d: &Descriptor| d.annotations.get(oci::ANNOTATION_REF_NAME).cloned();
         let mut cands: Vec<&Descriptor> = index.manifests.iter().collect();
         if let Some(w) = want {
-            cands.retain(|d| ref_of(d).is_some_and(|r| r == w || r.ends_with(&format!(":{w}"))));
+            cands.retain(|d| {
+                d.digest == w || ref_of(d).is_some_and(|r| r == w || r.ends_with(&format!(":{w}")))
+            });
             if cands.is_empty() && depth == 0 {
                 let refs: Vec<String> = index.manifests.iter().filter_map(ref_of).collect();
                 return Err(ImageError::Ambiguous {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! images/              mode 0700: only root walks in (stored roots keep the images' owners)
-//!   lock               flock: exclusive for imports and removals, shared for readers
+//!   lock               flock: imports and removals take it (readers need no lock)
 //!   index.json         name -> record (manifest, config, layers, root), replaced atomically
 //!   blobs/sha256/HEX   manifests, configs and layers, by digest
 //!   roots/ID/          unpacked roots, by the digest of their layer chain (see `root_id`)
@@ -14,7 +14,8 @@
 //! `tmp/` entry that the next import sweeps). Two images with the same layers share one root;
 //! a root or blob no name references any more is deleted when a name is removed or replaced.
 //! A launcher holds a shared `flock` on the root it runs for the life of its environment, and a
-//! removal that would delete a root refuses while any such lock is held.
+//! removal that would delete a root refuses while any such lock is held. Readers (`ls`,
+//! `inspect`, resolving for `run`) take no store lock: the index is replaced by a rename.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -281,7 +282,8 @@ impl Store {
         Ok(())
     }
 
-    fn lock(&self, exclusive: bool, progress: &dyn Progress) -> Result<Locked, ImageError> {
+    /// The store's writer lock: imports and removals run one at a time.
+    fn lock(&self, progress: &dyn Progress) -> Result<Locked, ImageError> {
         let p = self.dir.join("lock");
         let fd = rustix::fs::open(
             &p,
@@ -289,20 +291,10 @@ impl Store {
             Mode::from_raw_mode(0o600),
         )
         .map_err(|e| ImageError::io("open", &p)(e.into()))?;
-        let (now, wait) = if exclusive {
-            (
-                FlockOperation::NonBlockingLockExclusive,
-                FlockOperation::LockExclusive,
-            )
-        } else {
-            (
-                FlockOperation::NonBlockingLockShared,
-                FlockOperation::LockShared,
-            )
-        };
-        if rustix::fs::flock(&fd, now).is_err() {
+        if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_err() {
             progress.stage("waiting for another import or removal to finish");
-            rustix::fs::flock(&fd, wait).map_err(|e| ImageError::io("lock", &p)(e.into()))?;
+            rustix::fs::flock(&fd, FlockOperation::LockExclusive)
+                .map_err(|e| ImageError::io("lock", &p)(e.into()))?;
         }
         Ok(Locked(fd))
     }
@@ -334,10 +326,11 @@ impl Store {
 
     /// Every stored image, by name.
     pub fn list(&self) -> Result<Vec<ImageRecord>, ImageError> {
+        // No lock: the index is replaced by a rename, so a reader sees the old or the new one,
+        // and a long import does not hold up `ls`.
         if !self.dir.join("index.json").exists() {
             return Ok(Vec::new());
         }
-        let _l = self.lock(false, &Silent)?;
         Ok(self.read_index()?.images.into_values().collect())
     }
 
@@ -367,31 +360,46 @@ impl Store {
 
     /// Resolve `name` for a launch: the record and its root, which stays in the store (a
     /// shared lock on it) until the result is dropped.
+    ///
+    /// It takes no store lock, so a long import never holds up a launch: it reads the index,
+    /// locks the root, then reads the index again. A removal deletes a root only after taking
+    /// an exclusive lock on it and after the index no longer names it, so if the second read
+    /// still maps the name to the same root, that root stays until the lock is released.
     pub fn resolve(&self, name: &ImageName) -> Result<ResolvedImage, ImageError> {
-        if !self.dir.join("index.json").exists() {
-            return Err(ImageError::NotFound(name.to_string()));
+        let lookup = || -> Result<ImageRecord, ImageError> {
+            if !self.dir.join("index.json").exists() {
+                return Err(ImageError::NotFound(name.to_string()));
+            }
+            self.read_index()?
+                .images
+                .get(name.as_str())
+                .cloned()
+                .ok_or_else(|| ImageError::NotFound(name.to_string()))
+        };
+        for _ in 0..3 {
+            let record = lookup()?;
+            let root = self.root_path(&record.root);
+            let fd = match rustix::fs::open(
+                &root,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            ) {
+                Ok(fd) => fd,
+                // Removed or replaced meanwhile: look again.
+                Err(rustix::io::Errno::NOENT) => continue,
+                Err(e) => return Err(ImageError::io("open the image root", &root)(e.into())),
+            };
+            rustix::fs::flock(&fd, FlockOperation::LockShared)
+                .map_err(|e| ImageError::io("lock", &root)(e.into()))?;
+            if lookup()?.root == record.root {
+                return Ok(ResolvedImage {
+                    record,
+                    root,
+                    _lock: fd,
+                });
+            }
         }
-        let _l = self.lock(false, &Silent)?;
-        let index = self.read_index()?;
-        let record = index
-            .images
-            .get(name.as_str())
-            .cloned()
-            .ok_or_else(|| ImageError::NotFound(name.to_string()))?;
-        let root = self.root_path(&record.root);
-        let fd = rustix::fs::open(
-            &root,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| ImageError::io("open the image root", &root)(e.into()))?;
-        rustix::fs::flock(&fd, FlockOperation::LockShared)
-            .map_err(|e| ImageError::io("lock", &root)(e.into()))?;
-        Ok(ResolvedImage {
-            record,
-            root,
-            _lock: fd,
-        })
+        Err(ImageError::NotFound(name.to_string()))
     }
 
     /// Remove `name`. `in_use` names the environment using a record, if any (from the state
@@ -404,7 +412,7 @@ impl Store {
         if !self.dir.join("index.json").exists() {
             return Err(ImageError::NotFound(name.to_string()));
         }
-        let _l = self.lock(true, &Silent)?;
+        let _l = self.lock(&Silent)?;
         let mut index = self.read_index()?;
         let rec = index
             .images
@@ -484,7 +492,7 @@ impl Store {
         progress: &dyn Progress,
     ) -> Result<ImportReport, ImageError> {
         self.ensure()?;
-        let _lock = self.lock(true, progress)?;
+        let _lock = self.lock(progress)?;
         // Anything in tmp/ now belongs to an import that died: we hold the lock.
         if let Ok(rd) = std::fs::read_dir(self.dir.join("tmp")) {
             for e in rd.flatten() {

@@ -81,6 +81,25 @@ pub(crate) struct Unpacker {
     cache: Option<(Vec<u8>, OwnedFd)>,
     /// Paths (and their ancestors) this layer created: whiteouts do not apply to them.
     this_layer: HashSet<Vec<u8>>,
+    /// The process's umask, which file creation applies.
+    umask: u32,
+    /// The copy buffer for file contents.
+    buf: Vec<u8>,
+}
+
+/// Copy `from` to `to` through `buf`; returns the bytes copied.
+fn copy_with(buf: &mut [u8], from: &mut impl Read, to: &mut impl io::Write) -> io::Result<u64> {
+    let mut n = 0;
+    loop {
+        let k = match from.read(buf) {
+            Ok(0) => return Ok(n),
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all(&buf[..k])?;
+        n += k as u64;
+    }
 }
 
 type Refusal = String;
@@ -147,6 +166,13 @@ impl Unpacker {
             notes: Vec::new(),
             cache: None,
             this_layer: HashSet::new(),
+            umask: {
+                // Read the umask (the only way is to set it) and put it back at once.
+                let m = rustix::process::umask(Mode::from_raw_mode(0o022));
+                rustix::process::umask(m);
+                m.as_raw_mode()
+            },
+            buf: vec![0; 256 << 10],
         }
     }
 
@@ -406,23 +432,29 @@ impl Unpacker {
                         flag: "--max-bytes",
                     }));
                 }
+                // Created with its final permission bits (less the umask, and without set-id
+                // bits, which `fchown` would clear): `fchmod` only when those differ. An entry
+                // already there (from a lower layer) is replaced.
+                let create_mode = Mode::from_raw_mode(mode.as_raw_mode() & 0o1777);
+                let flags = OFlags::WRONLY
+                    | OFlags::CREATE
+                    | OFlags::EXCL
+                    | OFlags::NOFOLLOW
+                    | OFlags::CLOEXEC;
                 let pfd = self.dir(parent, true)?;
-                if Self::remove(pfd, name)? {
-                    self.cache = None;
-                }
-                let pfd = self.dir(parent, true)?;
-                let fd = rustix::fs::openat(
-                    pfd,
-                    name,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
+                let fd = match rustix::fs::openat(pfd, name, flags, create_mode) {
+                    Ok(fd) => fd,
+                    Err(rustix::io::Errno::EXIST) => {
+                        if Self::remove(pfd, name)? {
+                            self.cache = None;
+                        }
+                        let pfd = self.dir(parent, true)?;
+                        rustix::fs::openat(pfd, name, flags, create_mode)?
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 let mut file = std::fs::File::from(fd);
-                let n = io::copy(&mut entry.take(size), &mut file)
+                let n = copy_with(&mut self.buf, &mut entry.take(size), &mut file)
                     .map_err(|e| EntryError::Io("read", e))?;
                 if n != size {
                     return Err(EntryError::Refused(format!(
@@ -431,7 +463,9 @@ impl Unpacker {
                 }
                 self.bytes += n;
                 rustix::fs::fchown(&file, Some(uid), Some(gid))?;
-                rustix::fs::fchmod(&file, mode)?;
+                if mode.as_raw_mode() & (0o6000 | self.umask) != 0 {
+                    rustix::fs::fchmod(&file, mode)?;
+                }
                 rustix::fs::futimens(&file, &stamps)?;
             }
             T::Directory => {
@@ -682,24 +716,4 @@ fn check_symlink(depth: usize, target: &[u8]) -> Result<(), Refusal> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clean_refuses_absolute_and_dotdot_and_drops_dots() {
-        assert_eq!(clean(b"./a//b/./c").unwrap(), vec![&b"a"[..], b"b", b"c"]);
-        assert!(clean(b"/etc/passwd").unwrap_err().contains("absolute"));
-        assert!(clean(b"a/../../etc").unwrap_err().contains(".."));
-        assert!(clean(b"./").unwrap().is_empty());
-    }
-
-    #[test]
-    fn relative_symlinks_may_not_climb_above_the_root() {
-        assert!(check_symlink(0, b"/etc/passwd").is_ok());
-        assert!(check_symlink(1, b"../lib/x").is_ok());
-        assert!(check_symlink(2, b"../../x").is_ok());
-        assert!(check_symlink(1, b"../../x").is_err());
-        assert!(check_symlink(0, b"a/../../x").is_err());
-        assert!(check_symlink(0, b"").is_err());
-    }
-}
+mod tests;

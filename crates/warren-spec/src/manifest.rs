@@ -253,7 +253,7 @@ pub fn load_manifest(file: &Path) -> Result<Manifest, ManifestError> {
         }
     };
     match String::from_utf8(bytes) {
-        Ok(text) => parse_manifest(file, &text),
+        Ok(text) => parse(file, &text, true),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let text = String::from_utf8_lossy(&e.as_bytes()[..valid]);
@@ -287,11 +287,22 @@ fn read_bounded(file: &Path) -> io::Result<Vec<u8>> {
 /// anchors relative image paths (a relative `file` is taken against the current directory,
 /// the only thing this function reads from the system).
 pub fn parse_manifest(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
+    parse(file, &text, false)
+}
+
+/// [`parse_manifest`]; with `look`, a bare `image = "NAME"` whose directory does not exist next
+/// to the manifest names an image in the store (the one check that reads the file system).
+fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError> {
     let absolute = std::path::absolute(file).map_err(|e| {
         ManifestError::whole_file(file, "cannot make the manifest's path absolute", Some(e))
     })?;
     let dir = absolute.parent().unwrap_or(Path::new("/")).to_owned();
-    let p = Parser { file, text, dir };
+    let p = Parser {
+        file,
+        text,
+        dir,
+        look,
+    };
     let root = DeTable::parse(text).map_err(|e| p.syntax(&e))?;
     let (host, spaces) = p.document(root.get_ref())?;
     Ok(Manifest {
@@ -332,6 +343,8 @@ struct Parser<'a> {
     text: &'a str,
     /// The manifest's directory, absolute.
     dir: PathBuf,
+    /// Whether `image = "NAME"` may look for a directory to tell a root from a stored image.
+    look: bool,
 }
 
 /// Where in the document a table sits, as key segments (`["space", "db"]`).
@@ -841,7 +854,18 @@ impl Parser<'_> {
 
     fn image(&self, here: &TablePath, v: &Value<'_>) -> Result<ImageSpec, ManifestError> {
         let t = match v.get_ref() {
-            DeValue::String(_) => return Ok(ImageSpec::Rootfs(self.path(here, "image", v)?)),
+            DeValue::String(text) => {
+                let path = self.path(here, "image", v)?;
+                // A bare name (no `/`, not starting with `.`) with no such directory next to
+                // the manifest is an image from the store: `image = "busybox:1.36"`.
+                let bare = !text.contains('/') && !text.starts_with('.');
+                if self.look && bare && !path.exists() {
+                    if let Ok(name) = text.parse::<crate::ImageName>() {
+                        return Ok(ImageSpec::Name(name));
+                    }
+                }
+                return Ok(ImageSpec::Rootfs(path));
+            }
             DeValue::Table(t) => t,
             _ => {
                 let want = "a directory or a table { rootfs = \"DIR\" }, { binary = \"PATH\" } or \

@@ -410,7 +410,8 @@ pub struct ImageImportArgs {
     /// The name to store it under (default: from the source's reference or file name).
     #[arg(long)]
     pub name: Option<String>,
-    /// Which image of a source that holds several (an OCI ref.name or a docker tag).
+    /// Which image of a source that holds several (an OCI ref.name, a manifest digest, or a
+    /// docker tag).
     #[arg(long = "ref", value_name = "REF")]
     pub reference: Option<String>,
     /// Keep set-uid/set-gid bits instead of refusing the image. They never take effect:

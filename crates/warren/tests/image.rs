@@ -406,6 +406,29 @@ fn umoci_image_runs_with_its_config_whiteouts_and_owners() {
     assert!(out.contains("1000:1000 600 /home/app/mine"), "{out}");
     assert!(out.contains("0:0 755 /bin/busybox"), "{out}");
     assert!(out.contains("Read-only file system"), "{out}");
+    // The root as the environment sees it: read-only, nosuid, nodev and idmapped.
+    let o = st.run(&[
+        "run",
+        "--name",
+        &unique("img"),
+        "--image",
+        "umoci-busybox",
+        "--",
+        "-c",
+        "cat /proc/self/mountinfo",
+    ]);
+    assert_code(&o, 0);
+    let root_line = stdout(&o)
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    for opt in ["ro", "nosuid", "nodev", "idmapped"] {
+        assert!(
+            root_line.split([' ', ',']).any(|w| w == opt),
+            "{opt} missing from the root's mount: {root_line}"
+        );
+    }
 
     // A layout in a tar is the same image: same manifest, root reused.
     let tarred = work.path().join("layout.tar");
@@ -916,4 +939,266 @@ fn concurrent_imports_into_one_store_all_land() {
     // Three images, three roots, and no scratch left by any of the imports.
     assert_eq!(st.entries("roots").len(), 3);
     assert!(st.entries("tmp").is_empty());
+}
+
+#[test]
+fn an_image_launch_failing_at_any_step_leaves_the_image_removable() {
+    let st = State::new();
+    let work = scratch("faults");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/echo", "ran"], "User": "app", "WorkingDir": "/etc" }),
+    );
+    st.import_ok(&layout.dir, &["--name", "faulty"]);
+    let name = unique("img");
+    for step in [
+        "clone",
+        "uid-map",
+        "wait-parent",
+        "mount-root",
+        "readonly-root",
+        "pivot-root",
+        "capabilities",
+        "exec",
+    ] {
+        let o = st
+            .warren()
+            .env("WARREN_FAULT_INJECT", step)
+            .args(["run", "--name", &name, "--image", "faulty"])
+            .output()
+            .unwrap();
+        assert_code(&o, 125);
+        assert!(stderr(&o).contains(step), "{step}: {}", stderr(&o));
+        assert!(
+            common::cgroup_dirs(&name).is_empty(),
+            "{step}: a cgroup was left"
+        );
+    }
+    // The name, the uid range and the root's lock were all released: the same name runs, as
+    // the image's user in its working directory, and the image can then be removed.
+    let o = st.run(&[
+        "run",
+        "--name",
+        &name,
+        "--image",
+        "faulty",
+        "--",
+        "/bin/sh",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1000\n/etc\n");
+    assert_code(&st.run(&["image", "rm", "faulty"]), 0);
+    st.assert_empty();
+}
+
+/// A `warren daemon` on a test's own state directory, killed on drop.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_manifest_runs_a_stored_image_through_the_kernel() {
+    let st = State::new();
+    let work = scratch("manifest");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    let digest = layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Entrypoint": ["/bin/sh", "-c"], "Cmd": ["echo default"], "User": "app" }),
+    );
+    st.import_ok(&layout.dir, &["--name", "svc:1"]);
+    let daemon = Daemon(
+        st.warren()
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let manifest = work.path().join("spaces.toml");
+    std::fs::write(
+        &manifest,
+        "[space.svc]\nimage = { name = \"svc:1\" }\ncommand = [\"id -u; sleep 30\"]\n",
+    )
+    .unwrap();
+    let mut applied = false;
+    for _ in 0..200 {
+        let o = st.run(&["apply", manifest.to_str().unwrap()]);
+        if o.status.success() {
+            applied = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(applied, "the kernel did not accept the manifest");
+    let mut record = Value::Null;
+    for _ in 0..400 {
+        let o = st.run(&["inspect", "svc"]);
+        if let Ok(v) = serde_json::from_slice::<Value>(&o.stdout) {
+            if v["pid"].is_i64() && stdout(&st.run(&["logs", "svc"])) == "1000\n" {
+                record = v;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let rm_refused = st.run(&["image", "rm", "svc:1"]);
+    // Stop and remove before asserting, so a failure leaves no environment running.
+    assert_code(&st.run(&["stop", "-t", "1", "svc"]), 0);
+    assert_code(&st.run(&["rm", "svc"]), 0);
+    assert_eq!(
+        record["applied"]["image_manifest_digest"],
+        digest.as_str(),
+        "{record}"
+    );
+    assert_eq!(record["applied"]["image_name"], "svc:1");
+    assert_eq!(record["applied"]["user"], "1000:1000");
+    assert!(
+        stderr(&rm_refused).contains("in use by environment svc"),
+        "{}",
+        stderr(&rm_refused)
+    );
+    assert_code(&st.run(&["image", "rm", "svc:1"]), 0);
+    drop(daemon);
+    st.assert_empty();
+}
+
+#[test]
+fn a_layout_with_several_images_needs_a_ref() {
+    let st = State::new();
+    let work = scratch("refs");
+    let dir = work.path().join("multi");
+    let layout = Layout::new(&dir);
+    let base = base_layer();
+    let one = layout.image(
+        &[(base.clone(), TAR, base.clone())],
+        json!({ "Cmd": ["/bin/echo", "one"] }),
+    );
+    let two = layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/echo", "two"] }),
+    );
+    let size = |d: &str| {
+        std::fs::metadata(dir.join("blobs/sha256").join(&d[7..]))
+            .unwrap()
+            .len()
+    };
+    let index = json!({ "schemaVersion": 2, "manifests": [
+        { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": one, "size": size(&one),
+          "annotations": { "org.opencontainers.image.ref.name": "v1" } },
+        { "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": two, "size": size(&two),
+          "annotations": { "org.opencontainers.image.ref.name": "v2" } } ] });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    let o = st.import(&dir, &[]);
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("the layout holds 2 images (v1, v2): choose one with --ref"),
+        "{}",
+        stderr(&o)
+    );
+    let r = st.import_ok(&dir, &["--ref", "v2"]);
+    assert_eq!(r["name"], "multi:v2");
+    assert_eq!(r["manifest_digest"], two.as_str());
+    let r = st.import_ok(&dir, &["--ref", &one, "--name", "first"]);
+    assert_eq!(r["manifest_digest"], one.as_str());
+    assert_eq!(r["reused_root"], true, "same layers, same root");
+    let o = st.run(&["run", "--name", &unique("img"), "--image", "multi:v2"]);
+    assert_eq!(stdout(&o), "two\n");
+    let o = st.import(&dir, &["--ref", "v3"]);
+    assert!(
+        stderr(&o).contains("no image tagged \"v3\" in the layout (it has: v1, v2)"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The escape probe (issue 3) inside an image environment: the idmapped image root must hold
+/// as well as a plain `--rootfs` one. No attack may come out open.
+#[test]
+fn the_escape_probe_finds_nothing_open_in_an_image_environment() {
+    let st = State::new();
+    let work = scratch("probe");
+    let probe = common::workspace_bin("warren-probe", "warren-probe");
+    let t = work.path().join("probe-layer");
+    std::fs::create_dir_all(&t).unwrap();
+    std::fs::copy(probe, t.join("warren-probe")).unwrap();
+    let tarball = work.path().join("probe.tar");
+    sh(&format!(
+        "tar --numeric-owner --owner=0 --group=0 -C {} -cf {} .",
+        t.display(),
+        tarball.display()
+    ));
+    let top = std::fs::read(&tarball).unwrap();
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(gzip(&base), TAR_GZ, base), (top.clone(), TAR, top)],
+        json!({ "Entrypoint": ["/warren-probe"] }),
+    );
+    st.import_ok(&layout.dir, &["--name", "probe"]);
+    let marker = work.path().join("host-marker");
+    std::fs::write(&marker, "host secret").unwrap();
+    let o = st.run(&[
+        "run",
+        "--name",
+        &unique("img"),
+        "--image",
+        "probe",
+        "--",
+        "--marker",
+        marker.to_str().unwrap(),
+        "all",
+    ]);
+    assert_code(&o, 0);
+    let mut seen = 0;
+    let mut open = Vec::new();
+    let outcome = |probe: &str| -> (String, String) {
+        for l in stdout(&o).lines() {
+            if let Some(i) = l.find("{\"probe\"") {
+                let v: Value = serde_json::from_str(&l[i..]).unwrap();
+                if v["probe"] == probe {
+                    return (
+                        v["outcome"].as_str().unwrap_or("").to_owned(),
+                        v["errno"].as_str().unwrap_or("").to_owned(),
+                    );
+                }
+            }
+        }
+        (String::new(), String::new())
+    };
+    for l in stdout(&o).lines() {
+        if let Some(i) = l.find("{\"probe\"") {
+            let v: Value = serde_json::from_str(&l[i..]).unwrap();
+            seen += 1;
+            if v["outcome"] == "open" {
+                open.push(v.to_string());
+            }
+        }
+    }
+    assert!(
+        seen > 30,
+        "the probe ran only {seen} probes:\n{}",
+        stdout(&o)
+    );
+    assert!(
+        open.is_empty(),
+        "open in an image environment:\n{}",
+        open.join("\n")
+    );
+    assert_eq!(outcome("fs.write_root"), ("blocked".into(), "EROFS".into()));
+    assert_eq!(
+        outcome("fs.remount_root_rw"),
+        ("blocked".into(), "EPERM".into())
+    );
+    assert_eq!(outcome("fs.read_marker_path").0, "blocked");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
 }

@@ -963,3 +963,38 @@ fn named_images_take_their_command_from_the_image() {
         }),
     );
 }
+
+#[test]
+fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("root")).unwrap();
+    let file = dir.path().join("spaces.toml");
+    std::fs::write(
+        &file,
+        "[space.dir]\nimage = \"root\"\ncommand = [\"/bin/sh\"]\n\n\
+         [space.img]\nimage = \"web\"\n\n\
+         [space.tagged]\nimage = \"busybox:1.36\"\ncommand = [\"sh\"]\n\n\
+         [space.path]\nimage = \"./web\"\ncommand = [\"/x\"]\n",
+    )
+    .unwrap();
+    let m = load_manifest(&file).unwrap();
+    let image = |n: &str| m.spaces[&n.parse::<EnvName>().unwrap()].image.clone();
+    assert_eq!(image("dir"), ImageSpec::Rootfs(dir.path().join("root")));
+    assert_eq!(image("img"), ImageSpec::Name("web".parse().unwrap()));
+    assert_eq!(
+        image("tagged"),
+        ImageSpec::Name("busybox:1.36".parse().unwrap())
+    );
+    // A path-looking string stays a directory even when it does not exist (the launch then
+    // says so), and a stored image takes its command from its configuration.
+    assert_eq!(image("path"), ImageSpec::Rootfs(dir.path().join("web")));
+    assert!(
+        m.spaces[&"img".parse::<EnvName>().unwrap()]
+            .command
+            .is_empty()
+    );
+    // `parse_manifest` reads nothing: there a bare string is always a directory.
+    let text = std::fs::read_to_string(&file).unwrap();
+    let err = parse_manifest(&file, &text).unwrap_err();
+    assert!(err.message.contains("no \"command\""), "{err}");
+}

@@ -106,19 +106,17 @@ fn import(state_dir: &Path, a: ImageImportArgs) -> anyhow::Result<i32> {
                 report.created.join(", ")
             );
         }
+        let what = if report.reused_root {
+            "root already in the store".to_owned()
+        } else {
+            format!("{} entries, {}", report.entries, human(report.bytes))
+        };
         println!(
-            "imported {} {} ({} layer{}, {} entries, {}{})",
+            "imported {} {} ({} layer{}, {what})",
             report.name,
             report.manifest_digest,
             report.layers,
             if report.layers == 1 { "" } else { "s" },
-            report.entries,
-            human(report.bytes),
-            if report.reused_root {
-                ", root already in the store"
-            } else {
-                ""
-            }
         );
     }
     Ok(0)
