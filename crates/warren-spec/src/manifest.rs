@@ -287,7 +287,7 @@ fn read_bounded(file: &Path) -> io::Result<Vec<u8>> {
 /// anchors relative image paths (a relative `file` is taken against the current directory,
 /// the only thing this function reads from the system).
 pub fn parse_manifest(file: &Path, text: &str) -> Result<Manifest, ManifestError> {
-    parse(file, &text, false)
+    parse(file, text, false)
 }
 
 /// [`parse_manifest`]; with `look`, a bare `image = "NAME"` whose directory does not exist next
