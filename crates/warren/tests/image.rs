@@ -808,6 +808,21 @@ fn image_rm_is_refused_while_an_environment_uses_it() {
     );
     assert_eq!(record["applied"]["image_name"], "sleeper:latest");
     assert_eq!(record["applied"]["root"]["kind"], "image");
+    // The launch measurement records the manifest digest, in the record and in the event log
+    // (`warren attest log`, CEL JSON).
+    assert_eq!(
+        record["applied"]["measurement"]["image_manifest_digest"],
+        digest.as_str(),
+        "{record}"
+    );
+    let log = st.run(&["attest", "log"]);
+    assert_code(&log, 0);
+    let log = String::from_utf8_lossy(&log.stdout).into_owned();
+    let entry = log
+        .lines()
+        .find(|l| l.contains(&format!("\"{env}\"")))
+        .unwrap_or_else(|| panic!("no event for {env} in the log:\n{log}"));
+    assert!(entry.contains(digest.as_str()), "{entry}");
 
     let o = st.run(&["image", "rm", "sleeper"]);
     assert_code(&o, 1);
