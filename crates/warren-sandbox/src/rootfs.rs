@@ -125,6 +125,9 @@ pub(crate) fn enter_root(
         ),
     )?;
     fault(Step::MountPrivate)?;
+    // Files of a binary root whose paths lie under /tmp: bound once the tmpfs is on /tmp, which
+    // would hide them otherwise (a program built in a temporary directory keeps its path).
+    let mut under_tmp = Vec::new();
     match root {
         RootSource::Rootfs(dir) => {
             at(
@@ -136,7 +139,7 @@ pub(crate) fn enter_root(
                 require_dir(Step::MountRoot, &staging.join(d))?;
             }
         }
-        RootSource::Binary(bin) => build_binary_root(bin, sources, staging)?,
+        RootSource::Binary(bin) => under_tmp = build_binary_root(bin, sources, staging)?,
         RootSource::Image(dir) => {
             // `sources[0]` is the detached mount of the image, already made read-only, nosuid,
             // nodev and idmapped by the parent: attach it.
@@ -183,6 +186,9 @@ pub(crate) fn enter_root(
             data(&tmp_opts).as_c_str(),
         ),
     )?;
+    for (host, target, src) in &under_tmp {
+        bind_file(Step::MountTmp, staging, host, target, &sources[*src])?;
+    }
     fault(Step::MountTmp)?;
     mask_proc(staging)?;
     fault(Step::MaskPaths)?;
@@ -233,7 +239,13 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
-fn build_binary_root(bin: &BinaryRoot, sources: &[OwnedFd], staging: &Path) -> StepResult {
+/// Builds a binary root on a tmpfs; returns the entries under `/tmp`, which the caller binds
+/// after mounting `/tmp`'s own tmpfs.
+fn build_binary_root(
+    bin: &BinaryRoot,
+    sources: &[OwnedFd],
+    staging: &Path,
+) -> StepResult<Vec<(PathBuf, PathBuf, usize)>> {
     let step = Step::MountRoot;
     at(
         step,
@@ -271,36 +283,45 @@ fn build_binary_root(bin: &BinaryRoot, sources: &[OwnedFd], staging: &Path) -> S
             placed.push((bin.binary.host.clone(), alias, 0));
         }
     }
+    let (under_tmp, placed): (Vec<_>, Vec<_>) = placed
+        .into_iter()
+        .partition(|(_, target, _)| target.starts_with("/tmp"));
     for (host, target, src) in &placed {
-        let rel = target.strip_prefix("/").unwrap_or(target);
-        let dst = staging.join(rel);
-        if dst.exists() {
-            continue;
-        }
-        if let Some(parent) = dst.parent() {
-            io_at(
-                step,
-                || format!("create {}", parent.display()),
-                std::fs::create_dir_all(parent),
-            )?;
-        }
+        bind_file(step, staging, host, target, &sources[*src])?;
+    }
+    Ok(under_tmp)
+}
+
+/// Binds host file `src` (named `host` in errors) read-only at `target` below `staging`,
+/// creating the mount point and its parents; an existing `target` is left as it is.
+fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &OwnedFd) -> StepResult {
+    let rel = target.strip_prefix("/").unwrap_or(target);
+    let dst = staging.join(rel);
+    if dst.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = dst.parent() {
         io_at(
             step,
-            || format!("create {}", dst.display()),
-            std::fs::File::create(&dst),
-        )?;
-        at(
-            step,
-            || format!("bind {} onto {}", host.display(), target.display()),
-            mount_bind(fd_path(&sources[*src]), &dst),
-        )?;
-        at(
-            step,
-            || format!("make {} read-only", target.display()),
-            remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
+            || format!("create {}", parent.display()),
+            std::fs::create_dir_all(parent),
         )?;
     }
-    Ok(())
+    io_at(
+        step,
+        || format!("create {}", dst.display()),
+        std::fs::File::create(&dst),
+    )?;
+    at(
+        step,
+        || format!("bind {} onto {}", host.display(), target.display()),
+        mount_bind(fd_path(src), &dst),
+    )?;
+    at(
+        step,
+        || format!("make {} read-only", target.display()),
+        remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
+    )
 }
 
 fn mount_proc(staging: &Path) -> StepResult {

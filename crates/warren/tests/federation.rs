@@ -259,11 +259,7 @@ fn name(prefix: &str) -> String {
 
 fn binary_space(env: &str, args: &str, extra: &str) -> String {
     let p = peer().display().to_string();
-    // The binary root also holds the program at `/<basename>`: use that path, since its host
-    // path may lie under /tmp, which the environment gets as a fresh tmpfs.
-    format!(
-        "[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"/warren-fed-peer\", {args}]\n{extra}\n"
-    )
+    format!("[space.{env}]\nimage = {{ binary = \"{p}\" }}\ncommand = [\"{p}\", {args}]\n{extra}\n")
 }
 
 #[test]

@@ -89,3 +89,29 @@ fn a_static_binary_gets_a_root_with_nothing_but_itself() {
         "{out}"
     );
 }
+
+#[test]
+fn a_program_under_tmp_keeps_its_path_read_only_above_the_fresh_tmp() {
+    // A program built in a temporary directory: /tmp is the environment's own tmpfs, which
+    // would hide a file bound below it before it was mounted.
+    let dir = tempfile::Builder::new()
+        .prefix("warren-bin-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let prog = dir.path().join("busybox");
+    std::fs::copy("/bin/busybox", &prog).unwrap();
+    let p = prog.to_str().unwrap();
+    let o = run_binary(p, &[p, "echo", "hello from tmp"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "hello from tmp\n");
+    // /tmp is still the environment's writable tmpfs, and the program in it is read-only.
+    let script = format!("echo x > /tmp/new && cat /tmp/new && ! echo y > {p} && echo ro");
+    let o = run_binary(p, &[p, "sh", "-c", &script]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "x\nro\n", "{}", stderr(&o));
+}
