@@ -227,7 +227,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
     }
     if ak_cert.issuer() != ca.subject() {
         return Err(Rejection::Chain(format!(
-            "the attestation key certificate was issued by {}, not by {}",
+            "the attestation key certificate was issued by {}, not by {}; pass the issuing CA \
+             that certifies the kind of root you trust (`warren ca init` makes tpm-ca.crt and \
+             software-ca.crt; the Privacy CA's root is not accepted directly)",
             ak_cert.issuer(),
             ca.subject()
         )));
