@@ -227,6 +227,15 @@ impl Deny {
 }
 
 /// The operation's name in audit records.
+/// Who waits for what, for [`Kernel::park_recv`].
+struct ParkedRecv {
+    env: EnvId,
+    id: RequestId,
+    handle: Handle,
+    mb_id: MailboxId,
+    timeout_ms: Option<u64>,
+}
+
 fn op_name(req: &Request) -> &'static str {
     match req {
         Request::Hello { .. } => "hello",
@@ -949,11 +958,36 @@ impl Kernel {
         if timeout_ms == Some(0) {
             return Err(Deny::new(ErrorCode::Timeout, "nothing matching is queued").handle(handle));
         }
+        let recv = ParkedRecv {
+            env,
+            id,
+            handle,
+            mb_id,
+            timeout_ms,
+        };
+        self.park_recv(recv, filter, None)
+    }
+
+    /// Parks a receive that found nothing to take: it waits in the mailbox's line of receivers
+    /// until a message it accepts arrives or its timeout passes.
+    fn park_recv(
+        &mut self,
+        recv: ParkedRecv,
+        filter: Filter,
+        batch: Option<u32>,
+    ) -> Result<(), Deny> {
+        let ParkedRecv {
+            env,
+            id,
+            handle,
+            mb_id,
+            timeout_ms,
+        } = recv;
         if self.envs[&env].waiting >= self.config.max_waiting_per_env {
             return Err(
                 Deny::new(ErrorCode::Unavailable, "too many waiting requests")
                     .handle(handle)
-                    .target(mb.designation.to_string()),
+                    .target(self.mailboxes[&mb_id].designation.to_string()),
             );
         }
         let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
@@ -967,7 +1001,7 @@ impl Kernel {
             handle,
             filter,
             deadline,
-            batch: None,
+            batch,
         });
         self.park(env, mb_id);
         if let Some(d) = deadline {
@@ -1249,35 +1283,17 @@ impl Kernel {
             self.admit(mb_id);
             return Ok(());
         }
-        let mb = &self.mailboxes[&mb_id];
         if timeout_ms == Some(0) {
             return Err(Deny::new(ErrorCode::Timeout, "nothing is queued").handle(handle));
         }
-        if self.envs[&env].waiting >= self.config.max_waiting_per_env {
-            return Err(
-                Deny::new(ErrorCode::Unavailable, "too many waiting requests")
-                    .handle(handle)
-                    .target(mb.designation.to_string()),
-            );
-        }
-        let deadline = timeout_ms.map(|t| self.now.saturating_add(t));
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
-        mb.receivers.push_back(WaitingRecv {
-            seq,
+        let recv = ParkedRecv {
             env,
             id,
             handle,
-            filter: Filter::default(),
-            deadline,
-            batch: Some(max as u32),
-        });
-        self.park(env, mb_id);
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, seq, mb_id));
-        }
-        Ok(())
+            mb_id,
+            timeout_ms,
+        };
+        self.park_recv(recv, Filter::default(), Some(max as u32))
     }
 
     /// Takes the first `k` messages of the front entry of the queue (`from_queue`) or of the
