@@ -13,23 +13,8 @@ use serde_json::Value;
 
 use common::{busybox_root, unique, warren};
 
-/// Removes what earlier runs of these suites left under /run (their fixtures live as long as
-/// the test process, which never drops statics): `/run/warren-attest-<pid>-*` of dead pids.
 fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir("/run") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("warren-attest-") else {
-            continue;
-        };
-        let pid = rest.split(['-', '.']).next().unwrap_or("");
-        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    common::sweep_stale_runs("warren-attest-");
 }
 
 /// A state directory of this suite (`/run/warren-attest-<pid>-<tag>`); later runs sweep it.

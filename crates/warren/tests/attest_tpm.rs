@@ -213,22 +213,8 @@ impl Host {
     }
 }
 
-/// Removes what failed earlier runs left under /run: `/run/warren-attest-<pid>-*` of dead pids.
 fn sweep_stale() {
-    let Ok(entries) = std::fs::read_dir("/run") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = name.strip_prefix("warren-attest-") else {
-            continue;
-        };
-        let pid = rest.split(['-', '.']).next().unwrap_or("");
-        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-            let _ = std::fs::remove_file(e.path());
-        }
-    }
+    common::sweep_stale_runs("warren-attest-");
 }
 
 fn accepted() -> (bool, String) {

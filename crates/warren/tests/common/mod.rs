@@ -291,3 +291,23 @@ pub fn cgroup_dirs(name: &str) -> Vec<PathBuf> {
     }
     out
 }
+
+/// Removes what earlier runs of a suite left under /run: `/run/<prefix><pid>-*` whose process
+/// is gone (a suite's fixtures live in statics, which are never dropped, so each run sweeps
+/// after the ones before it).
+pub fn sweep_stale_runs(prefix: &str) {
+    let Ok(entries) = std::fs::read_dir("/run") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(prefix) else {
+            continue;
+        };
+        let pid = rest.split(['-', '.']).next().unwrap_or("");
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
