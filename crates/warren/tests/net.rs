@@ -16,43 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every launch step, as `WARREN_FAULT_INJECT` names them (the net steps included).
-const STEPS: [&str; 35] = [
-    "validate",
-    "features",
-    "seccomp-compile",
-    "claim-name",
-    "claim-uids",
-    "net-claim",
-    "cgroup",
-    "net-rules",
-    "clone",
-    "uid-map",
-    "net-link",
-    "wait-parent",
-    "cgroup-attach",
-    "set-ids",
-    "parent-death",
-    "cgroup-ns",
-    "hostname",
-    "loopback",
-    "net-config",
-    "mount-private",
-    "mount-root",
-    "mount-proc",
-    "mount-dev",
-    "mount-tmp",
-    "mask-paths",
-    "readonly-root",
-    "pivot-root",
-    "rlimits",
-    "fds",
-    "setsid",
-    "landlock",
-    "capabilities",
-    "no-new-privs",
-    "seccomp",
-    "exec",
-];
+const STEPS: [&str; 36] = LAUNCH_STEPS;
 
 fn root() -> String {
     busybox_root().to_str().unwrap().to_owned()

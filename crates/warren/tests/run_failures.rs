@@ -7,41 +7,9 @@ use common::*;
 
 use std::path::Path;
 
-/// The launch steps, in order, as `WARREN_FAULT_INJECT` names them.
-const STEPS: [&str; 32] = [
-    "validate",
-    "features",
-    "seccomp-compile",
-    "claim-name",
-    "claim-uids",
-    "cgroup",
-    "clone",
-    "uid-map",
-    "wait-parent",
-    "cgroup-attach",
-    "set-ids",
-    "parent-death",
-    "cgroup-ns",
-    "hostname",
-    "loopback",
-    "mount-private",
-    "mount-root",
-    "mount-proc",
-    "mount-dev",
-    "mount-tmp",
-    "mask-paths",
-    "readonly-root",
-    "pivot-root",
-    "rlimits",
-    "fds",
-    "setsid",
-    "landlock",
-    "capabilities",
-    "no-new-privs",
-    "seccomp",
-    "measure",
-    "exec",
-];
+/// The launch steps of a launch without a network, in order, as `WARREN_FAULT_INJECT` names
+/// them.
+static STEPS: std::sync::LazyLock<Vec<&str>> = std::sync::LazyLock::new(plain_launch_steps);
 
 fn run_args(name: &str, args: &[&str]) -> std::process::Output {
     warren()

@@ -311,3 +311,54 @@ pub fn sweep_stale_runs(prefix: &str) {
         }
     }
 }
+
+/// Every launch step, in order, as `WARREN_FAULT_INJECT` names them (docs/launch-sequence.md).
+pub const LAUNCH_STEPS: [&str; 36] = [
+    "validate",
+    "features",
+    "seccomp-compile",
+    "claim-name",
+    "claim-uids",
+    "net-claim",
+    "cgroup",
+    "net-rules",
+    "clone",
+    "uid-map",
+    "net-link",
+    "wait-parent",
+    "cgroup-attach",
+    "set-ids",
+    "parent-death",
+    "cgroup-ns",
+    "hostname",
+    "loopback",
+    "net-config",
+    "mount-private",
+    "mount-root",
+    "mount-proc",
+    "mount-dev",
+    "mount-tmp",
+    "mask-paths",
+    "readonly-root",
+    "pivot-root",
+    "rlimits",
+    "fds",
+    "setsid",
+    "landlock",
+    "capabilities",
+    "no-new-privs",
+    "seccomp",
+    "measure",
+    "exec",
+];
+
+/// The steps only a launch with a virtual interface takes.
+pub const NET_STEPS: [&str; 4] = ["net-claim", "net-rules", "net-link", "net-config"];
+
+/// The steps of a launch without a network, in order.
+pub fn plain_launch_steps() -> Vec<&'static str> {
+    LAUNCH_STEPS
+        .into_iter()
+        .filter(|s| !NET_STEPS.contains(s))
+        .collect()
+}
