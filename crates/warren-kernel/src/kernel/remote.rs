@@ -591,29 +591,31 @@ mod tests {
         }
     }
 
+    /// `env`'s lookup of `name` is answered `not-found`.
+    fn assert_lookup_not_found(k: &mut Kernel, env: EnvId, id: u32, name: &str) {
+        k.handle_request(env, id, Request::Lookup { name: name.into() }, 0);
+        let acts = drain(k);
+        assert!(
+            matches!(
+                acts.last(),
+                Some(Action::Respond {
+                    response: Response::Error {
+                        code: ErrorCode::NotFound,
+                        ..
+                    },
+                    ..
+                })
+            ),
+            "{name}: {acts:?}"
+        );
+    }
+
     #[test]
     fn without_federation_remote_names_are_not_granted_nor_found() {
         let mut k = Kernel::new(Config::default());
         let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
         assert_eq!(k.debug_table(web).len(), 1);
-        k.handle_request(
-            web,
-            1,
-            Request::Lookup {
-                name: "db@beta".into(),
-            },
-            0,
-        );
-        assert!(matches!(
-            drain(&mut k).last(),
-            Some(Action::Respond {
-                response: Response::Error {
-                    code: ErrorCode::NotFound,
-                    ..
-                },
-                ..
-            })
-        ));
+        assert_lookup_not_found(&mut k, web, 1, "db@beta");
     }
 
     #[test]
@@ -643,24 +645,7 @@ mod tests {
         let cache = k.add_env(spec("cache", &["db@alpha"]), 0).unwrap();
         assert_eq!(k.debug_table(cache)[1].1.designation, "db");
         let _ = db;
-        k.handle_request(
-            web,
-            3,
-            Request::Lookup {
-                name: "db@alpha".into(),
-            },
-            0,
-        );
-        assert!(matches!(
-            drain(&mut k).last(),
-            Some(Action::Respond {
-                response: Response::Error {
-                    code: ErrorCode::NotFound,
-                    ..
-                },
-                ..
-            })
-        ));
+        assert_lookup_not_found(&mut k, web, 3, "db@alpha");
     }
 
     #[test]
