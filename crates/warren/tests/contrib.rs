@@ -29,50 +29,6 @@ fn read_contrib(path: &str) -> String {
     std::fs::read_to_string(contrib(path)).unwrap()
 }
 
-/// A manifest in a temporary directory; on drop, everything the kernel manages is stopped
-/// (the tests run one at a time) and the logs of the names used are removed.
-struct Space {
-    dir: tempfile::TempDir,
-    names: Vec<String>,
-}
-
-impl Space {
-    fn new() -> Space {
-        kernel();
-        Space {
-            dir: tempfile::tempdir().unwrap(),
-            names: Vec::new(),
-        }
-    }
-
-    fn name(&mut self, prefix: &str) -> String {
-        let n = unique(prefix);
-        self.names.push(n.clone());
-        n
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("spaces.toml")
-    }
-
-    fn write(&self, text: &str) -> PathBuf {
-        std::fs::write(self.file(), text).unwrap();
-        self.file()
-    }
-}
-
-impl Drop for Space {
-    fn drop(&mut self) {
-        let _ = warren()
-            .args(["apply", "--timeout", "1"])
-            .arg(empty_manifest())
-            .output();
-        for n in &self.names {
-            let _ = std::fs::remove_file(Path::new("/run/warren/logs").join(format!("{n}.log")));
-        }
-    }
-}
-
 /// `[space.NAME]`: a long-running busybox shell that prints `colour=$COLOUR`.
 fn table(name: &str, colour: &str) -> String {
     let root = serde_json::to_string(&busybox_root().display().to_string()).unwrap();

@@ -36,57 +36,6 @@ fn wait_for<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// A manifest in a temporary directory, and the environments it declared; whatever it declared
-/// is removed from the kernel when it is dropped.
-struct Space {
-    dir: tempfile::TempDir,
-    names: Vec<String>,
-}
-
-impl Space {
-    fn new() -> Space {
-        kernel();
-        Space {
-            dir: tempfile::tempdir().unwrap(),
-            names: Vec::new(),
-        }
-    }
-
-    /// A fresh environment name, remembered for the clean-up.
-    fn name(&mut self, prefix: &str) -> String {
-        let n = unique(prefix);
-        self.names.push(n.clone());
-        n
-    }
-
-    fn file(&self) -> PathBuf {
-        self.dir.path().join("spaces.toml")
-    }
-
-    /// Write the manifest (a list of `[space.NAME]` tables) and return its path.
-    fn write(&self, tables: &[String]) -> PathBuf {
-        std::fs::write(self.file(), tables.join("\n")).unwrap();
-        self.file()
-    }
-}
-
-impl Drop for Space {
-    fn drop(&mut self) {
-        // The tests run one at a time (`serial`), so what the kernel manages now is this test's:
-        // an empty manifest stops and forgets all of it, in parallel.
-        if !self.names.is_empty() {
-            let _ = warren()
-                .args(["apply", "--timeout", "1"])
-                .arg(empty_manifest())
-                .output();
-        }
-        // Forgotten environments keep their logs; these names will not come back.
-        for n in &self.names {
-            let _ = std::fs::remove_file(Path::new("/run/warren/logs").join(format!("{n}.log")));
-        }
-    }
-}
-
 /// A `[space.NAME]` table running `script` with busybox sh, plus `extra` TOML lines.
 fn table(name: &str, script: &str, extra: &[&str]) -> String {
     // A JSON string is a valid TOML basic string (serde_json never writes `\/`).
@@ -168,7 +117,7 @@ fn apply_twice_changes_nothing_the_second_time_and_check_changes_nothing() {
     let _serial = serial();
     let mut space = Space::new();
     let (a, b) = (space.name("ma-a"), space.name("ma-b"));
-    let file = space.write(&[
+    let file = space.write_tables(&[
         table(&a, SERVE, &["env = { COLOUR = \"blue\" }"]),
         table(&b, SERVE, &["memory = \"32M\"", "pids = 16"]),
     ]);
@@ -264,7 +213,7 @@ fn apply_twice_changes_nothing_the_second_time_and_check_changes_nothing() {
     assert_eq!(pids(&b), Some((pb, lb)));
 
     // --check against a changed manifest: exit 2, and still nothing changes.
-    space.write(&[
+    space.write_tables(&[
         table(&a, SERVE, &["env = { COLOUR = \"red\" }"]),
         table(&b, SERVE, &["memory = \"32M\"", "pids = 16"]),
     ]);
@@ -286,7 +235,7 @@ fn changing_one_field_replaces_only_that_environment() {
     let _serial = serial();
     let mut space = Space::new();
     let (a, b) = (space.name("ma-chg"), space.name("ma-same"));
-    let file = space.write(&[
+    let file = space.write_tables(&[
         table(&a, SERVE, &["env = { COLOUR = \"blue\" }"]),
         table(&b, SERVE, &[]),
     ]);
@@ -294,7 +243,7 @@ fn changing_one_field_replaces_only_that_environment() {
     let (pa, la) = wait_running(&a);
     let (pb, lb) = wait_running(&b);
 
-    space.write(&[
+    space.write_tables(&[
         table(&a, SERVE, &["env = { COLOUR = \"red\" }"]),
         table(&b, SERVE, &[]),
     ]);
@@ -347,12 +296,12 @@ fn removing_an_environment_from_the_manifest_stops_it() {
     let _serial = serial();
     let mut space = Space::new();
     let (a, b) = (space.name("ma-gone"), space.name("ma-stay"));
-    let file = space.write(&[table(&a, SERVE, &[]), table(&b, SERVE, &[])]);
+    let file = space.write_tables(&[table(&a, SERVE, &[]), table(&b, SERVE, &[])]);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let (pa, la) = wait_running(&a);
     let (pb, lb) = wait_running(&b);
 
-    space.write(&[table(&b, SERVE, &[])]);
+    space.write_tables(&[table(&b, SERVE, &[])]);
     let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     let s = steps(&o);
@@ -485,7 +434,7 @@ fn a_failed_start_is_reported_as_a_failure() {
     }
     let _blocker = RemoveDir(blocker);
 
-    let file = space.write(&[table(&good, SERVE, &[]), table(&bad, SERVE, &[])]);
+    let file = space.write_tables(&[table(&good, SERVE, &[]), table(&bad, SERVE, &[])]);
     let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
     // One environment changed, one failed: 6.
     assert_eq!(code(&o), 6, "{}{}", stdout(&o), stderr(&o));
@@ -507,7 +456,7 @@ fn a_failure_that_changes_nothing_exits_4() {
     let bad = space.name("ma-only-bad");
     let blocker = Path::new("/run/warren/logs").join(format!("{bad}.log"));
     std::fs::create_dir_all(&blocker).unwrap();
-    let file = space.write(&[table(&bad, SERVE, &[])]);
+    let file = space.write_tables(&[table(&bad, SERVE, &[])]);
     let o = run(&["apply", "--detailed-exitcodes"], &file);
     let _ = std::fs::remove_dir_all(&blocker);
     assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
@@ -518,7 +467,7 @@ fn stop_and_replace_ask_politely_first() {
     let _serial = serial();
     let mut space = Space::new();
     let name = space.name("ma-polite");
-    let file = space.write(&[table(&name, SERVE, &["env = { COLOUR = \"blue\" }"])]);
+    let file = space.write_tables(&[table(&name, SERVE, &["env = { COLOUR = \"blue\" }"])]);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let (pid, _) = wait_running(&name);
     wait_for("the hello", 10, || {
@@ -535,7 +484,7 @@ fn stop_and_replace_ask_politely_first() {
     );
 
     // A replacement: the old workload's TERM trap runs, well before the 10 s timeout.
-    space.write(&[table(&name, SERVE, &["env = { COLOUR = \"red\" }"])]);
+    space.write_tables(&[table(&name, SERVE, &["env = { COLOUR = \"red\" }"])]);
     let start = Instant::now();
     let o = run(&["apply", "--detailed-exitcodes", "--timeout", "10"], &file);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
@@ -576,7 +525,7 @@ fn rm_force_is_prompt_and_leaves_nothing_running() {
     let mut space = Space::new();
     let name = space.name("ma-force");
     // A workload that ignores SIGTERM: only the launcher's kill ends it.
-    let file = space.write(&[table(
+    let file = space.write_tables(&[table(
         &name,
         "trap '' TERM; while :; do sleep 0.2; done",
         &[],
@@ -620,7 +569,7 @@ fn restart_policies_back_off_and_give_up_after_max_restarts() {
     );
     // /proc/uptime has 10 ms resolution and is the host's clock: it times the starts.
     let stamp = "echo run $(cut -d' ' -f1 /proc/uptime);";
-    let file = space.write(&[
+    let file = space.write_tables(&[
         table(
             &fails,
             &format!("{stamp} exit 1"),
@@ -706,7 +655,7 @@ fn stop_rm_and_logs() {
     let _serial = serial();
     let mut space = Space::new();
     let name = space.name("ma-life");
-    let file = space.write(&[table(&name, SERVE, &["env = { COLOUR = \"green\" }"])]);
+    let file = space.write_tables(&[table(&name, SERVE, &["env = { COLOUR = \"green\" }"])]);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let (pid, launcher) = wait_running(&name);
 
@@ -789,7 +738,7 @@ fn a_kernel_restart_keeps_environments_running_and_connected() {
     // test below for a receive in flight across the restart).
     let serve = "echo ready; sleep 3; while :; do warren-msg recv --timeout 1000 --body; done";
     let tables = vec![table(&idle, SERVE, &[]), table(&srv, serve, &[])];
-    let file = space.write(&tables);
+    let file = space.write_tables(&tables);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let before_idle = wait_running(&idle);
     let before_srv = wait_running(&srv);
@@ -830,7 +779,7 @@ fn a_kernel_restart_keeps_environments_running_and_connected() {
         ),
         &[&format!("may_send = [\"{srv}\"]")],
     ));
-    let file = space.write(&tables);
+    let file = space.write_tables(&tables);
     let o = run(&["apply", "--detailed-exitcodes"], &file);
     assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
     let v = wait_for("the client to finish", 15, || {
@@ -853,13 +802,13 @@ fn a_receive_in_flight_across_a_kernel_restart_returns() {
     let (srv, cli) = (space.name("ma-busy"), space.name("ma-late"));
     let serve = "while :; do warren-msg recv --timeout 1000 --body; done";
     let srv_table = table(&srv, serve, &[]);
-    let file = space.write(std::slice::from_ref(&srv_table));
+    let file = space.write_tables(std::slice::from_ref(&srv_table));
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     wait_running(&srv);
     std::thread::sleep(Duration::from_millis(1500));
     stop_kernel();
     start_kernel();
-    let file = space.write(&[
+    let file = space.write_tables(&[
         srv_table,
         table(
             &cli,

@@ -194,3 +194,60 @@ pub fn stop_kernel() {
     reap(pid);
     assert!(!kernel_answers(), "a kernel still answers after the stop");
 }
+
+/// A manifest in a temporary directory, and the environments it declared; whatever the kernel
+/// manages is removed when it is dropped (the kernel suites run one test at a time).
+pub struct Space {
+    dir: tempfile::TempDir,
+    names: Vec<String>,
+}
+
+impl Space {
+    /// A space on the suite's kernel (started if need be).
+    pub fn new() -> Space {
+        kernel();
+        Space {
+            dir: tempfile::tempdir().unwrap(),
+            names: Vec::new(),
+        }
+    }
+
+    /// A fresh environment name, remembered for the clean-up.
+    pub fn name(&mut self, prefix: &str) -> String {
+        let n = super::unique(prefix);
+        self.names.push(n.clone());
+        n
+    }
+
+    /// The manifest's path.
+    pub fn file(&self) -> PathBuf {
+        self.dir.path().join("spaces.toml")
+    }
+
+    /// Write the manifest and return its path.
+    pub fn write(&self, text: &str) -> PathBuf {
+        std::fs::write(self.file(), text).unwrap();
+        self.file()
+    }
+
+    /// Write a manifest made of these `[space.NAME]` tables and return its path.
+    pub fn write_tables(&self, tables: &[String]) -> PathBuf {
+        self.write(&tables.join("\n"))
+    }
+}
+
+impl Drop for Space {
+    fn drop(&mut self) {
+        // What the kernel manages now is this test's (also what a tool such as Salt declared
+        // under names the test did not pick): an empty manifest stops and forgets all of it, in
+        // parallel.
+        let _ = warren()
+            .args(["apply", "--timeout", "1"])
+            .arg(empty_manifest())
+            .output();
+        // Forgotten environments keep their logs; these names will not come back.
+        for n in &self.names {
+            let _ = std::fs::remove_file(Path::new("/run/warren/logs").join(format!("{n}.log")));
+        }
+    }
+}
