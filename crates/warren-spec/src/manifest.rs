@@ -27,6 +27,10 @@ use toml::de::{DeTable, DeValue};
 
 use crate::{ByteSize, CpuQuota, EnvName};
 
+mod template;
+
+pub use template::{MAX_INSTANCES, MAX_TEMPLATE_LIST, MAX_TEMPLATES, TemplateSpec};
+
 /// Most environments one manifest may declare.
 pub const MAX_SPACES: usize = 1000;
 
@@ -53,6 +57,9 @@ pub struct Manifest {
     pub host: HostSpec,
     /// The environments, by name (`[space.NAME]`).
     pub spaces: BTreeMap<EnvName, SpaceSpec>,
+    /// The templates environments may spawn children from, by name (`[template.NAME]`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<EnvName, TemplateSpec>,
 }
 
 /// The `[host]` table.
@@ -118,6 +125,10 @@ pub struct SpaceSpec {
     /// given them a capability (federation's inbound policy).
     #[serde(default)]
     pub accept_from: Vec<String>,
+    /// Templates it holds a SPAWN capability on (`[template.NAME]` of the same file), in the
+    /// order written.
+    #[serde(default)]
+    pub may_spawn: Vec<String>,
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -297,23 +308,26 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
         ManifestError::whole_file(file, "cannot make the manifest's path absolute", Some(e))
     })?;
     let dir = absolute.parent().unwrap_or(Path::new("/")).to_owned();
-    let p = Parser {
+    let mut p = Parser {
         file,
         text,
         dir,
         look,
+        templates: BTreeSet::new(),
     };
     let root = DeTable::parse(text).map_err(|e| p.syntax(&e))?;
-    let (host, spaces) = p.document(root.get_ref())?;
+    p.templates = template::declared_names(root.get_ref());
+    let (host, spaces, templates) = p.document(root.get_ref())?;
     Ok(Manifest {
         file: absolute,
         host,
         spaces,
+        templates,
     })
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 15] = [
+const SPACE_KEYS: [&str; 16] = [
     "image",
     "command",
     "env",
@@ -329,6 +343,7 @@ const SPACE_KEYS: [&str; 15] = [
     "mailbox_capacity",
     "allow_missing",
     "accept_from",
+    "may_spawn",
 ];
 
 /// The keys of an environment's `net` table.
@@ -345,6 +360,8 @@ struct Parser<'a> {
     dir: PathBuf,
     /// Whether `image = "NAME"` may look for a directory to tell a root from a stored image.
     look: bool,
+    /// The names of the templates the document declares (`may_spawn` must name one).
+    templates: BTreeSet<String>,
 }
 
 /// Where in the document a table sits, as key segments (`["space", "db"]`).
@@ -509,6 +526,13 @@ fn env_key_ok(k: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// What [`Parser::document`] reads: the host, the environments and the templates.
+type Document = (
+    HostSpec,
+    BTreeMap<EnvName, SpaceSpec>,
+    BTreeMap<EnvName, TemplateSpec>,
+);
+
 /// An environment's settings while its table is being read.
 struct SpaceDraft {
     image: Option<ImageSpec>,
@@ -571,18 +595,16 @@ impl Parser<'_> {
         self.error(span, table.key(key), format!("{}: {why}", table.at(key)))
     }
 
-    fn document(
-        &self,
-        root: &DeTable<'_>,
-    ) -> Result<(HostSpec, BTreeMap<EnvName, SpaceSpec>), ManifestError> {
+    fn document(&self, root: &DeTable<'_>) -> Result<Document, ManifestError> {
         let top = TablePath(Vec::new());
-        let (mut host, mut spaces) = (None, None);
+        let (mut host, mut spaces, mut templates) = (None, None, None);
         for (k, v) in entries(root) {
             match k.get_ref().as_ref() {
                 "host" => host = Some(v),
                 "space" => spaces = Some(v),
+                "template" => templates = Some(v),
                 x if is_extension(x) => {}
-                _ => return Err(self.unknown(&top, k, &["host", "space"])),
+                _ => return Err(self.unknown(&top, k, &["host", "space", "template"])),
             }
         }
         let host = match host {
@@ -593,7 +615,11 @@ impl Parser<'_> {
             Some(v) => self.spaces(&top, v, host.name.as_deref())?,
             None => BTreeMap::new(),
         };
-        Ok((host, spaces))
+        let templates = match templates {
+            Some(v) => self.templates(&top, v)?,
+            None => BTreeMap::new(),
+        };
+        Ok((host, spaces, templates))
     }
 
     fn host(&self, top: &TablePath, v: &Value<'_>) -> Result<HostSpec, ManifestError> {
@@ -769,6 +795,7 @@ impl Parser<'_> {
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                may_spawn: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
@@ -796,6 +823,7 @@ impl Parser<'_> {
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
+                "may_spawn" => s.may_spawn = self.may_spawn(here, v)?,
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }

@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
-        "accept_from": [],
+        "accept_from": [], "may_spawn": [],
     })
 }
 
@@ -121,6 +121,7 @@ fn every_key() {
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
                     "accept_from": [],
+                    "may_spawn": [],
                 }
             }
         }),

@@ -342,6 +342,7 @@ impl Daemon {
             file: file.into(),
             host: Default::default(),
             spaces: desired.clone(),
+            templates: Default::default(),
         };
         let plan = warren_spec::plan(&observed, &manifest);
         let mut steps = Vec::new();
