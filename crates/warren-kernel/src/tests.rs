@@ -71,7 +71,10 @@ impl World {
                         quote: [name.as_bytes(), b"|", &nonce, b"|", &data].concat(),
                     },
                 )),
-                Action::Forward(_) | Action::Settled { .. } => {}
+                Action::Forward(_)
+                | Action::Settled { .. }
+                | Action::Spawn(_)
+                | Action::Stop { .. } => {}
             }
         }
     }
@@ -266,8 +269,8 @@ fn default_mailbox_and_initial_grants_in_declaration_order() {
         &w.call(
             a,
             Request::Hello {
-                min_version: 3,
-                max_version: 4,
+                min_version: 4,
+                max_version: 5,
             },
         ),
         ErrorCode::Version,

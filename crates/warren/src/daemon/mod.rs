@@ -34,6 +34,7 @@ use crate::supervisor::Registry;
 mod supervise;
 use supervise::{Pending, Runtime};
 mod link;
+mod spawn;
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
@@ -823,6 +824,10 @@ impl Daemon {
                         l.settled(ticket);
                     }
                 }
+                Action::Spawn(order) => self.carry_out_spawn(&order),
+                Action::Stop {
+                    name, kill, why, ..
+                } => self.carry_out_stop(&name, kill, &why),
             }
         }
         if let Some(l) = self.link.as_mut() {

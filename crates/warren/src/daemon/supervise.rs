@@ -146,7 +146,7 @@ impl Daemon {
 
     /// Ask launcher `name` to stop: SIGTERM now (forwarded to the workload), a second SIGTERM
     /// after `timeout_ms` (the launcher then kills the workload), SIGKILL after that.
-    fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
+    pub(super) fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
