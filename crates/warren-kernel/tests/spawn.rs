@@ -205,6 +205,19 @@ fn world() -> (World, EnvId, EnvId, EnvId, Handle) {
 #[test]
 fn a_child_reaches_exactly_the_names_it_was_given() {
     let (mut w, front, store, secret, req) = world();
+    // The parent has another mailbox of its own, which it does not pass.
+    let Response::Handle {
+        handle: jobs_handle,
+        ..
+    } = w.call(
+        front,
+        Request::CreateMailbox {
+            name: Some("jobs".into()),
+        },
+    )
+    else {
+        panic!()
+    };
     // The parent's table: its mailbox, store, secret, then the SPAWN handle.
     let parent = w.whoami(front);
     assert_eq!(parent[3], (4, "template:req".into(), SPAWN_GRANT));
@@ -245,6 +258,7 @@ fn a_child_reaches_exactly_the_names_it_was_given() {
         );
     }
     for name in [
+        "front/jobs",
         "secret",
         "front",
         "store",
@@ -263,6 +277,22 @@ fn a_child_reaches_exactly_the_names_it_was_given() {
     // Positive control: the parent itself reaches the secret.
     assert_eq!(w.send(front, 3, b"hi"), Response::Ok);
     assert!(w.recv(secret).is_some());
+    // The parent's own other mailbox got nothing from the child either.
+    let nothing = w.call(
+        front,
+        Request::Recv {
+            mailbox: Some(jobs_handle),
+            filter: Filter::default(),
+            timeout_ms: Some(0),
+        },
+    );
+    assert!(matches!(
+        nothing,
+        Response::Error {
+            code: ErrorCode::Timeout,
+            ..
+        }
+    ));
     // The parent holds a SEND|MONITOR handle to the child and a STOP handle.
     let parent = w.whoami(front);
     assert!(parent.contains(&(spawned.mailbox, "req-1".into(), Rights(1 | 4))));

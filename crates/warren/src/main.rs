@@ -11,6 +11,7 @@ mod cmd;
 mod control;
 mod daemon;
 mod supervisor;
+mod template;
 
 use clap::Parser;
 

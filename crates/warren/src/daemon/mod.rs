@@ -30,6 +30,7 @@ use warren_proto::{Frame, PacketBuilder, Request, Response};
 
 use crate::control::{self, ControlRequest, ControlResponse};
 use crate::supervisor::Registry;
+use crate::template::template_info;
 
 mod supervise;
 use supervise::{Pending, Runtime};
@@ -165,6 +166,10 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
         Err(e) => tracing::warn!("sweeping network rules: {e:#}"),
     }
     if let Some(m) = manifest {
+        // Templates first, so that environments declaring `may_spawn` get their handles.
+        let templates = m.templates.iter();
+        d.kernel
+            .set_templates(templates.map(|(n, t)| template_info(n, t)).collect());
         let spaces = m
             .spaces
             .into_iter()
@@ -569,6 +574,9 @@ impl Daemon {
         if let Some(m) = self.registry.envs.get(&name) {
             if !m.spec.accept_from.is_empty() {
                 self.kernel.set_accept_from(env, m.spec.accept_from.clone());
+            }
+            if !m.spec.may_spawn.is_empty() {
+                self.kernel.set_may_spawn(env, m.spec.may_spawn.clone());
             }
         }
         let readopted = kept.is_some();
