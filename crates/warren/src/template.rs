@@ -31,13 +31,6 @@ pub fn template_info(name: &EnvName, t: &TemplateSpec) -> TemplateInfo {
 /// against the template (arguments allowed, variables in `env_allow`, limits within the
 /// ceilings); a child never gets `may_send`, `may_discover` or `accept_from`: its names are the
 /// initial names the kernel installs.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the daemon does not start spawned children yet (daemon/spawn.rs)"
-    )
-)]
 pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
     let mut command = t.command.clone();
     command.extend(order.args.iter().cloned());

@@ -1,26 +1,38 @@
-//! Spawn (issue 16, protocol version 3) end to end, as far as it is built: a real `warren up`
-//! with a manifest declaring a template and an environment that may spawn from it, on a state
-//! directory of this test's own (so no other suite's kernel or launcher meets it). Inside the
-//! environment, `warren-msg` shows the SPAWN handle under `template:NAME`, finds it by name,
-//! and spawns: the kernel accepts the spawn (it passes every check) and the daemon answers
-//! `spawn-failed`, saying that it cannot start children yet; a template the environment was not
-//! given is not found. The refusal is audited.
+//! Spawn (issue 16, protocol version 3) end to end: a real `warren up` with a manifest that
+//! declares templates and environments that may spawn from them, on a state directory of this
+//! test's own (so no other suite's kernel or launcher meets it), and `warren-msg` inside.
+//!
+//! - a parent spawns a child with one initial name (its own mailbox, as `out`) and an
+//!   argument; the child's table is exactly its mailbox and `out`; guessed handles and lookups
+//!   of the parent, of a mailbox the parent may reach and of the template find nothing; the
+//!   child's message arrives from the child's name, then the `down` notice with its exit status;
+//!   the child leaves nothing behind (not in `ps -a`);
+//! - `ps --tree`, `ps --json` and `inspect` show parent and children;
+//! - `warren stop` of a parent stops its linked child and not its detached one.
 
 mod common;
 use common::kernel::msg_bin;
 use common::*;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A daemon on a private state directory, killed (SIGTERM, then reaped) when dropped.
+use serde_json::Value;
+
+/// A daemon on a private state directory, stopped (SIGTERM, then reaped) when dropped, with
+/// whatever it still supervises.
 struct Daemon {
     child: Child,
     state: tempfile::TempDir,
+    log: std::path::PathBuf,
 }
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        for name in self.names() {
+            let _ = self.warren().args(["stop", "-t", "0", &name]).output();
+        }
         let pid = rustix::process::Pid::from_child(&self.child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let _ = self.child.wait();
@@ -28,92 +40,203 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    fn up(dir: &Path, manifest: &str) -> Daemon {
+        let file = dir.join("spaces.toml");
+        std::fs::write(&file, manifest).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let log = dir.join("daemon.log");
+        let child = warren()
+            .env("WARREN_STATE_DIR", state.path())
+            .arg("up")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child, state, log }
+    }
+
     fn warren(&self) -> Command {
         let mut c = warren();
         c.env("WARREN_STATE_DIR", self.state.path());
         c
     }
+
+    fn out(&self, args: &[&str]) -> String {
+        let o = self.warren().args(args).output().unwrap();
+        assert!(o.status.success(), "warren {args:?}: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    /// `ps -a --json`, by name.
+    fn ps(&self) -> std::collections::BTreeMap<String, Value> {
+        self.out(&["ps", "-a", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["name"].as_str().unwrap().to_owned(), v))
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self.warren().args(["ps", "-q"]).output() {
+            Ok(o) => stdout(&o).lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits until `f` holds, for at most `secs` seconds.
+    fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}; daemon log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The log of `name` once it contains `marker`.
+    fn log_with(&self, name: &str, marker: &str) -> String {
+        let mut text = String::new();
+        self.wait(&format!("{marker:?} in the log of {name}"), 60, || {
+            let o = self.warren().args(["logs", name]).output().unwrap();
+            text = stdout(&o) + &stderr(&o);
+            text.contains(marker)
+        });
+        text
+    }
+}
+
+fn sh(script: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", {script:?}, \"sh\"]")
 }
 
 #[test]
-fn an_environment_spawns_through_its_template_handle_and_is_told_why_it_failed() {
+fn spawn_with_initial_names_links_and_down_notices() {
     msg_bin();
     let root = busybox_root();
     let dir = tempfile::tempdir().unwrap();
-    let front = unique("front");
-    let template = unique("req").replace('-', "x");
-    let script = format!(
-        "warren-msg whoami; warren-msg lookup template:{template}; \
-         warren-msg spawn {template} --name a --grant me=1 -- --once; echo spawn=$?; \
-         warren-msg spawn other; echo other=$?; echo done"
+    let (front, secret, holder) = (unique("front"), unique("secret"), unique("holder"));
+    let (echo, sleeper) = (unique("echo"), unique("sleeper"));
+    let child_script = "warren-msg whoami; for h in 0 3 4 5 6 7 8; do warren-msg send $h x; done; \
+         warren-msg lookup $PARENT; warren-msg lookup $SECRET; warren-msg lookup template:$T; \
+         warren-msg send out \"hello $1\"; exit 3";
+    let front_script = format!(
+        "warren-msg spawn {echo} --name a --grant out=1 --env PARENT={front} --env \
+         SECRET={secret} --env T={echo} -- arg1; warren-msg recv --timeout 20000; \
+         warren-msg recv --timeout 20000; warren-msg lookup {secret}; echo done; sleep 60"
+    );
+    let holder_script = format!(
+        "warren-msg spawn {sleeper} --name linked && warren-msg spawn {sleeper} --name free \
+         --detach && echo spawned; sleep 60"
     );
     let manifest = format!(
-        "[template.{template}]\nimage = {root:?}\ncommand = [\"/bin/true\"]\nmax_instances = 2\n\
-         args = true\n\n[space.{front}]\nimage = {root:?}\ncommand = [\"/bin/sh\", \"-c\", \
-         {script:?}]\nmay_spawn = [\"{template}\"]\n"
+        "[template.{echo}]\nimage = {root:?}\ncommand = {}\nmax_instances = 4\nargs = true\n\
+         env_allow = [\"PARENT\", \"SECRET\", \"T\"]\n\n\
+         [template.{sleeper}]\nimage = {root:?}\ncommand = {}\nmax_instances = 4\ndetach = true\n\n\
+         [space.{secret}]\nimage = {root:?}\ncommand = {}\n\n\
+         [space.{front}]\nimage = {root:?}\ncommand = {}\nmay_send = [\"{secret}\"]\n\
+         may_spawn = [\"{echo}\"]\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{sleeper}\"]\n",
+        sh(child_script),
+        sh("sleep 60"),
+        sh("sleep 60"),
+        sh(&front_script),
+        sh(&holder_script),
     );
-    let file = dir.path().join("spaces.toml");
-    std::fs::write(&file, manifest).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
-    let child = warren()
-        .env("WARREN_STATE_DIR", state.path())
-        .arg("up")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let d = Daemon { child, state };
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{echo}-a");
 
-    // Wait for the environment's script to finish.
-    let start = Instant::now();
-    let out = loop {
-        let o = d.warren().args(["logs", &front]).output().unwrap();
-        let text = stdout(&o);
-        if text.contains("done") {
-            break text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "no output from {front}: {text}\n{}\ndaemon log:\n{}",
-            stderr(&o),
-            std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    // The parent: the child's handles, its message, then its down notice.
+    let out = d.log_with(&front, "done");
     let lines: Vec<&str> = out.lines().collect();
-    let whoami: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    let spawned: Value = serde_json::from_str(lines[0]).expect(&out);
+    assert_eq!(spawned["child"], child.as_str(), "{out}");
+    let msg: Value = serde_json::from_str(lines[1]).expect(&out);
+    assert_eq!(msg["from"], child.as_str());
+    assert_eq!(msg["body"], "hello arg1");
+    let down: Value = serde_json::from_str(lines[2]).expect(&out);
+    assert_eq!(down["down"], spawned["reference"], "{out}");
+    assert_eq!(down["from"], child.as_str());
     assert_eq!(
-        whoami["handles"][1],
-        serde_json::json!({
-            "handle": 2,
-            "target": format!("template:{template}"),
-            "rights": ["grant", "spawn"],
-        }),
-        "{out}"
+        down["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=3"]])
     );
+
+    // The child: exactly its mailbox and `out`; nothing else by guessing or by name.
+    let clog = d.log_with(&child, "warren-msg: lookup");
+    let whoami: Value = serde_json::from_str(clog.lines().next().unwrap()).expect(&clog);
+    let handles: Vec<(u64, &str)> = whoami["handles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["handle"].as_u64().unwrap(), h["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(handles, vec![(1, child.as_str()), (2, "out")], "{clog}");
+    for h in [0, 3, 4, 5, 6, 7, 8] {
+        assert!(
+            clog.contains(&format!(
+                "warren-msg: send: no-such-handle: no handle {h} in your table"
+            )),
+            "handle {h}: {clog}"
+        );
+    }
     assert_eq!(
-        lines[1], r#"{"handle":2,"rights":["grant","spawn"]}"#,
-        "{out}"
+        clog.matches("warren-msg: lookup: not-found").count(),
+        3,
+        "{clog}"
     );
+    // Positive control: the parent itself finds the secret the child could not.
+    assert!(lines[3].starts_with("{\"handle\":"), "{out}");
+    // Nothing is left of the child.
+    d.wait("the child to leave ps -a", 20, || {
+        !d.ps().contains_key(&child)
+    });
+
+    // A linked and a detached child: the tree, then `warren stop` of the parent.
+    d.log_with(&holder, "spawned");
+    let (linked, free) = (format!("{sleeper}-linked"), format!("{sleeper}-free"));
+    d.wait("both children to run", 30, || {
+        let ps = d.ps();
+        [&linked, &free]
+            .iter()
+            .all(|n| ps.get(*n).is_some_and(|v| v["state"] == "running"))
+    });
+    let ps = d.ps();
+    assert_eq!(ps[&linked]["parent"], holder.as_str());
+    assert_eq!(ps[&free]["parent"], holder.as_str());
+    let mut kids: Vec<&str> = ps[&holder]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    kids.sort();
+    let mut want = vec![free.as_str(), linked.as_str()];
+    want.sort();
+    assert_eq!(kids, want);
+    let tree = d.out(&["ps", "--tree"]);
+    let pos = |n: &str| tree.lines().position(|l| l.trim_start().starts_with(n));
+    let (h, l) = (pos(&holder).expect(&tree), pos(&linked).expect(&tree));
+    assert!(l > h, "{tree}");
     assert!(
-        out.contains(&format!(
-            "warren-msg: spawn: spawn-failed: the child could not be started: this kernel cannot \
-             start children yet: the launcher does not serve templates (child \"{template}-a\""
-        )),
-        "{out}"
+        tree.lines().nth(l).unwrap().starts_with("  "),
+        "a child is indented: {tree}"
     );
-    assert!(out.contains("spawn=1"), "{out}");
+    let inspect: Value = serde_json::from_str(&d.out(&["inspect", &linked])).unwrap();
+    assert_eq!(inspect["parent"], holder.as_str());
+
+    d.out(&["stop", "-t", "1", &holder]);
+    d.wait("the linked child to stop", 30, || {
+        d.ps().get(&linked).is_none_or(|v| v["state"] != "running")
+    });
+    let ps = d.ps();
+    assert_eq!(ps[&free]["state"], "running", "the detached child runs on");
     assert!(
-        out.contains("warren-msg: spawn: not-found:") && out.contains("other=1"),
-        "{out}"
-    );
-    let audit = std::fs::read_to_string(d.state.path().join("audit.jsonl")).unwrap();
-    assert!(
-        audit.lines().any(|l| l.contains("\"op\":\"spawn\"")
-            && l.contains("\"code\":\"spawn-failed\"")
-            && l.contains(&format!("\"target\":\"{template}-a\""))),
-        "{audit}"
+        ps.get(&linked).is_none(),
+        "a stopped child is not kept: {:?}",
+        ps.get(&linked)
     );
 }

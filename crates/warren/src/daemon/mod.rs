@@ -133,6 +133,8 @@ struct Daemon {
     pendings: Vec<Pending>,
     /// Federation, when `[host]` names a broker.
     link: Option<link::Link>,
+    /// Spawned children (`spawn.rs`).
+    spawns: spawn::Spawns,
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
@@ -170,6 +172,11 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
         let templates = m.templates.iter();
         d.kernel
             .set_templates(templates.map(|(n, t)| template_info(n, t)).collect());
+        d.spawns.templates = m
+            .templates
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.clone()))
+            .collect();
         let spaces = m
             .spaces
             .into_iter()
@@ -311,6 +318,7 @@ impl Daemon {
             pid_tokens: IdMap::default(),
             pendings: Vec::new(),
             link: None,
+            spawns: spawn::Spawns::default(),
         })
     }
 
@@ -564,7 +572,7 @@ impl Daemon {
             may_discover,
             mailbox_capacity: capacity,
         };
-        let env = match self.kernel.add_env(spec, self.now()) {
+        let env = match self.register_env(spec) {
             Ok(e) => e,
             Err(e) => {
                 self.control_reply(token, ControlResponse::error(e.to_string()), None);
@@ -664,7 +672,9 @@ impl Daemon {
         if let Some(Conn::Control { fd, env }) = self.conns.remove(&token) {
             let _ = epoll::delete(&self.epoll, &fd);
             if let Some(env) = env {
-                self.kernel.remove_env(env, self.now());
+                if self.end_now(env) {
+                    self.kernel.remove_env(env, self.now());
+                }
                 if let Some(et) = self.env_conn.remove(&env) {
                     self.close_env(et);
                 }

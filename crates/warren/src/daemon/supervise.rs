@@ -89,7 +89,7 @@ impl Daemon {
     }
 
     /// Start launcher `name` (its spec is in the registry).
-    fn start(&mut self, name: &str) -> Result<(), String> {
+    pub(super) fn start(&mut self, name: &str) -> Result<(), String> {
         let Some(m) = self.registry.envs.get(name) else {
             return Err("not managed".into());
         };
@@ -224,6 +224,11 @@ impl Daemon {
             // A re-adopted launcher is not our child: its status is unknown.
             _ => 255,
         };
+        if self.child_exited(&name, code) {
+            self.save();
+            self.finish_waiting(&name, "exited");
+            return;
+        }
         let ran = rt.started.elapsed().as_millis() as u64;
         let now = self.now();
         let result = match rt.stopping.map(|s| s.after) {
@@ -321,6 +326,7 @@ impl Daemon {
             .registry
             .envs
             .iter()
+            .filter(|(n, _)| !self.spawns.is_child(n))
             .filter_map(|(n, m)| {
                 let name = n.parse().ok()?;
                 // An environment that finished the way its restart policy intends (exited under
@@ -440,7 +446,8 @@ impl Daemon {
                     "name": n, "state": m.state.as_str(), "restarts": m.total_restarts,
                     "restart_policy": m.spec.restart, "last_exit": m.last_exit,
                     "launcher_pid": m.launcher_pid, "started_at_ms": m.started_at_ms,
-                    "spec": m.spec,
+                    "spec": m.spec, "parent": self.parent_name(n),
+                    "children": self.children_names(n),
                 })
             })
             .collect();
