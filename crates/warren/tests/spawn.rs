@@ -235,7 +235,7 @@ fn spawn_with_initial_names_links_and_down_notices() {
     let ps = d.ps();
     assert_eq!(ps[&free]["state"], "running", "the detached child runs on");
     assert!(
-        ps.get(&linked).is_none(),
+        !ps.contains_key(&linked),
         "a stopped child is not kept: {:?}",
         ps.get(&linked)
     );
