@@ -30,7 +30,6 @@ use warren_proto::{Frame, PacketBuilder, Request, Response};
 
 use crate::control::{self, ControlRequest, ControlResponse};
 use crate::supervisor::Registry;
-use crate::template::template_info;
 
 mod supervise;
 use supervise::{Pending, Runtime};
@@ -170,13 +169,7 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     if let Some(m) = manifest {
         // Templates first, so that environments declaring `may_spawn` get their handles.
         let templates = m.templates.iter();
-        d.kernel
-            .set_templates(templates.map(|(n, t)| template_info(n, t)).collect());
-        d.spawns.templates = m
-            .templates
-            .iter()
-            .map(|(n, t)| (n.to_string(), t.clone()))
-            .collect();
+        d.declare_templates(templates.map(|(n, t)| (n.to_string(), t.clone())).collect());
         let spaces = m
             .spaces
             .into_iter()
@@ -503,9 +496,13 @@ impl Daemon {
                 Ok(ControlRequest::Apply {
                     file,
                     spaces,
+                    templates,
                     check,
                     stop_timeout,
                 }) => {
+                    if !check {
+                        self.declare_templates(templates);
+                    }
                     self.apply(token, file, spaces, check, stop_timeout);
                 }
                 Ok(ControlRequest::List) => {

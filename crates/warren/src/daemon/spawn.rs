@@ -17,9 +17,9 @@
 //! - **apply** leaves children alone: they are not declared in the manifest.
 //!
 //! **Not built yet** (issue 16): the child's cgroup is not nested under its parent's (the
-//! launcher takes no parent cgroup), its launch record does not name its parent's, a kernel
-//! restart does not restore links and initial names, and `warren apply` does not update
-//! templates (they are declared by `warren up FILE`).
+//! launcher takes no parent cgroup), its launch record does not name its parent's, and a
+//! kernel restart does not restore links and initial names. Templates come from `warren up
+//! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -29,7 +29,7 @@ use warren_spec::TemplateSpec;
 use super::Daemon;
 use super::supervise::AfterStop;
 use crate::supervisor::Managed;
-use crate::template::child_spec;
+use crate::template::{child_spec, template_info};
 
 /// Grace before SIGKILL for a stop that does not ask to kill at once, in milliseconds (the
 /// default of `warren stop`).
@@ -57,6 +57,20 @@ impl Spawns {
 }
 
 impl Daemon {
+    /// Declares the manifest's templates (`warren up FILE`, `warren apply FILE`) to the kernel
+    /// and keeps them to start children from. Children already running are not affected.
+    pub(super) fn declare_templates(&mut self, templates: BTreeMap<String, TemplateSpec>) {
+        let mut infos = Vec::with_capacity(templates.len());
+        for (name, t) in &templates {
+            match name.parse::<warren_spec::EnvName>() {
+                Ok(n) => infos.push(template_info(&n, t)),
+                Err(e) => tracing::warn!("template {name:?} ignored: {e}"),
+            }
+        }
+        self.kernel.set_templates(infos);
+        self.spawns.templates = templates;
+    }
+
     /// `Action::Spawn`: start the child's launcher, or fail the spawn.
     pub(super) fn carry_out_spawn(&mut self, order: &SpawnOrder) {
         let now = self.now();
