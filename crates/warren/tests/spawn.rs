@@ -240,3 +240,86 @@ fn spawn_with_initial_names_links_and_down_notices() {
         ps.get(&linked)
     );
 }
+
+/// The escape suite's probe (crates/warren-probe), run inside a *spawned* child: nothing it
+/// tries is open, and the key isolation probes are blocked. (The probe run on the host as root
+/// is the positive control: crates/warren-probe/tests/positive_control.rs.)
+#[test]
+fn the_escape_probe_inside_a_spawned_child_finds_nothing_open() {
+    msg_bin();
+    let probe = workspace_bin("warren-probe", "warren-probe");
+    let dir = tempfile::tempdir().unwrap();
+    // A busybox root with the probe in it, readable by the environments' unprivileged uids.
+    let root = dir.path().join("root");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_root())
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(probe, root.join("bin/warren-probe")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path(), root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "host secret").unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut sleeper = Command::new("sleep").arg("120").spawn().unwrap();
+    let (starter, template) = (unique("starter"), unique("probe"));
+    let probe_script = format!(
+        "/bin/warren-probe --marker {} --host-pid {} all; echo probe-done; sleep 60",
+        marker.display(),
+        sleeper.id()
+    );
+    let manifest = format!(
+        "[template.{template}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{starter}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{template}\"]\n",
+        sh(&probe_script),
+        sh(&format!("warren-msg spawn {template} --name x && sleep 60")),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{template}-x");
+    let out = d.log_with(&child, "probe-done");
+    let results: Vec<Value> = out
+        .lines()
+        .filter_map(|l| l.find("{\"probe\"").map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        results.len() >= 60,
+        "only {} results:\n{out}",
+        results.len()
+    );
+    let open: Vec<&Value> = results.iter().filter(|r| r["outcome"] == "open").collect();
+    assert!(open.is_empty(), "open inside a spawned child: {open:#?}");
+    let outcome = |p: &str| {
+        results
+            .iter()
+            .find(|r| r["probe"] == p)
+            .map(|r| r["outcome"].as_str().unwrap_or("").to_owned())
+    };
+    for p in [
+        "fs.read_marker_path",
+        "fs.read_proc1_root_marker",
+        "ns.unshare_user",
+        "ns.setns",
+        "proc.kill_host_pid",
+        "sys.bpf",
+        "net.interfaces",
+        "priv.no_new_privs",
+        "priv.seccomp_mode",
+        "id.uid_map",
+    ] {
+        assert_eq!(outcome(p).as_deref(), Some("blocked"), "{p}:\n{out}");
+    }
+    // The host is unchanged.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the host process was harmed"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}

@@ -13,7 +13,7 @@
 //!   reports it: 128 + S when signal S ended it); a launcher that exits before registering
 //!   fails the spawn (`spawn-failed`);
 //! - **no restart, nothing kept**: a child that ended leaves the managed set (it is not
-//!   restarted, and `ps -a` does not keep it);
+//!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
 //! - **apply** leaves children alone: they are not declared in the manifest.
 //!
 //! **Not built yet** (issue 16): the child's cgroup is not nested under its parent's (the
@@ -177,6 +177,11 @@ impl Daemon {
         }
         if let Some(env) = self.spawns.ending.remove(name) {
             self.kernel.remove_env(env, now);
+        }
+        // A child that succeeded leaves no log behind; a failed one keeps it for `warren logs`.
+        if code == 0 {
+            let log = self.state_dir.join("logs").join(format!("{name}.log"));
+            let _ = std::fs::remove_file(log);
         }
         tracing::info!("{name} (spawned) exited with {code}");
         true
