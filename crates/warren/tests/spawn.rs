@@ -45,15 +45,35 @@ impl Daemon {
         std::fs::write(&file, manifest).unwrap();
         let state = tempfile::tempdir().unwrap();
         let log = dir.join("daemon.log");
-        let child = warren()
-            .env("WARREN_STATE_DIR", state.path())
-            .arg("up")
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
+        let child = Self::start(state.path(), &file, &log);
         Daemon { child, state, log }
+    }
+
+    fn start(state: &Path, file: &Path, log: &Path) -> Child {
+        warren()
+            .env("WARREN_STATE_DIR", state)
+            .arg("up")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    }
+
+    /// Stops the kernel (SIGTERM: environments keep running) and starts it again on the same
+    /// state directory and manifest.
+    fn restart(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap();
+        let file = self.log.with_file_name("spaces.toml");
+        self.child = Self::start(self.state.path(), &file, &self.log);
     }
 
     fn warren(&self) -> Command {
@@ -322,4 +342,45 @@ fn the_escape_probe_inside_a_spawned_child_finds_nothing_open() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// A kernel restart: a child spawned under the previous kernel cannot get its initial names and
+/// links back yet, so the new kernel stops it and forgets it (rather than let it run as an
+/// environment nobody declared, with none of its names); the declared parent is re-adopted.
+#[test]
+fn children_of_a_previous_kernel_are_stopped_when_it_restarts() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, sleeper) = (unique("holder"), unique("sleeper"));
+    let manifest = format!(
+        "[template.{sleeper}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{sleeper}\"]\n",
+        sh("sleep 120"),
+        sh(&format!(
+            "warren-msg spawn {sleeper} --name c && echo spawned; sleep 120"
+        )),
+    );
+    let mut d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{sleeper}-c");
+    d.log_with(&holder, "spawned");
+    d.wait("the child to run", 30, || {
+        d.ps().get(&child).is_some_and(|v| v["state"] == "running")
+    });
+    d.restart();
+    d.wait("the child to be stopped and forgotten", 60, || {
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .env("WARREN_STATE_DIR", d.state.path())
+            .args(["ps", "-a", "-q"])
+            .output()
+            .is_ok_and(|o| {
+                let names = stdout(&o);
+                o.status.success() && names.contains(&holder) && !names.contains(&child)
+            })
+    });
+    assert_eq!(
+        d.ps()[&holder]["state"],
+        "running",
+        "the parent is re-adopted"
+    );
 }

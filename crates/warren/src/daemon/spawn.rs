@@ -18,7 +18,8 @@
 //!
 //! **Not built yet** (issue 16): the child's cgroup is not nested under its parent's (the
 //! launcher takes no parent cgroup), its launch record does not name its parent's, and a
-//! kernel restart does not restore links and initial names. Templates come from `warren up
+//! kernel restart does not restore links and initial names: children spawned under the previous
+//! kernel are stopped when the new one starts ([`Daemon::end_orphaned_children`]). Templates come from `warren up
 //! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -50,6 +51,13 @@ pub(super) struct Spawns {
 }
 
 impl Spawns {
+    /// Forget child `name` (its launcher is gone).
+    pub(super) fn forget(&mut self, name: &str) {
+        self.children.remove(name);
+        self.starting.remove(name);
+        self.ending.remove(name);
+    }
+
     /// Whether `name` is a spawned child (apply leaves it alone).
     pub(super) fn is_child(&self, name: &str) -> bool {
         self.children.contains(name)
@@ -89,13 +97,16 @@ impl Daemon {
             self.kernel.spawn_failed(order.ticket, &why, now);
             return;
         }
-        let spec = child_spec(t, order);
-        self.registry.envs.insert(name.clone(), Managed::new(spec));
+        let mut managed = Managed::new(child_spec(t, order));
+        managed.spawned_by = Some(order.parent_name.clone());
+        self.registry.envs.insert(name.clone(), managed);
         match self.start(&name) {
             Ok(()) => {
                 tracing::info!(parent = %order.parent_name, "spawning {name}");
                 self.spawns.starting.insert(name.clone(), order.ticket);
                 self.spawns.children.insert(name);
+                // Persisted at once: a kernel restart must find every child's launcher.
+                self.save();
             }
             Err(e) => {
                 self.registry.envs.remove(&name);
@@ -103,6 +114,28 @@ impl Daemon {
                 self.kernel.spawn_failed(order.ticket, &why, now);
             }
         }
+    }
+
+    /// At start, before re-adoption: children spawned under a previous kernel cannot be given
+    /// back their initial names and links yet, so they do not survive the restart. A child
+    /// whose launcher still runs is re-adopted and stopped at once (then forgotten); one whose
+    /// launcher is gone is forgotten.
+    pub(super) fn end_orphaned_children(&mut self) -> Vec<String> {
+        let orphans: Vec<String> = self
+            .registry
+            .envs
+            .iter()
+            .filter(|(_, m)| m.spawned_by.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &orphans {
+            tracing::warn!(
+                "{name} was spawned under the previous kernel: spawned children do not survive a \
+                 kernel restart yet; stopping it"
+            );
+            self.spawns.children.insert(name.clone());
+        }
+        orphans
     }
 
     /// `Action::Stop`: stop an environment this daemon supervises (SIGTERM, then SIGKILL after

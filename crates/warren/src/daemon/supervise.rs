@@ -67,7 +67,7 @@ fn wall_ms() -> u64 {
 
 impl Daemon {
     /// Persist the managed set; a failure is reported, never fatal.
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if let Err(e) = self.registry.save(&self.state_dir) {
             tracing::warn!("cannot save the managed environments: {e:#}");
         }
@@ -519,6 +519,7 @@ impl Daemon {
     /// At start: take charge again of launchers a previous daemon started (they kept running),
     /// and start what should run but does not.
     pub(super) fn adopt_all(&mut self) {
+        let orphans = self.end_orphaned_children();
         let names: Vec<String> = self.registry.envs.keys().cloned().collect();
         for name in names {
             let (state, pid) = {
@@ -564,6 +565,10 @@ impl Daemon {
                         );
                     }
                 }
+                (None, _) if orphans.contains(&name) => {
+                    self.spawns.forget(&name);
+                    self.registry.envs.remove(&name);
+                }
                 (None, State::Running | State::Restarting) => {
                     tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
@@ -571,6 +576,11 @@ impl Daemon {
                     }
                 }
                 (None, _) => {}
+            }
+        }
+        for name in orphans {
+            if self.runtime.contains_key(&name) {
+                self.begin_stop(&name, 0, AfterStop::Forget);
             }
         }
         self.save();
