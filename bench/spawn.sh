@@ -39,8 +39,8 @@ chmod 755 "$work"
 daemon_pid=
 cleanup() {
     if [ -n "$daemon_pid" ]; then
-        for n in $(WARREN_STATE_DIR="$work/state" "$warren" ps -q 2>/dev/null); do
-            WARREN_STATE_DIR="$work/state" "$warren" stop -t 0 "$n" >/dev/null 2>&1 || true
+        for n in $(timeout 10 env WARREN_STATE_DIR="$work/state" "$warren" ps -q 2>/dev/null); do
+            timeout 10 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 0 "$n" >/dev/null 2>&1 || true
         done
         kill "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
@@ -145,13 +145,25 @@ print(total)
 PY
 )
 echo "{\"mode\":\"spawn-live-memory\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"pss_total_kib\":$pss_kib,\"pss_per_child_kib\":$((pss_kib / LIVE)),\"holder\":$ready}" | tee -a "$jsonl"
-w stop -t 1 holder >/dev/null
-for _ in $(seq 600); do
-    left=$(w ps -q | grep -c '^idle-' || true)
+# Stop the parent: its linked children go with it. Counted from /proc (`ps` lists a few hundred
+# managed environments in one control message, which the current control socket cannot carry).
+launchers() {
+    for p in /proc/[0-9]*; do
+        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "^$warren run --name idle-" && echo "${p#/proc/}"
+    done
+}
+timeout 60 "$warren" stop -t 1 holder >/dev/null 2>&1 &
+left=$(launchers | wc -l)
+for _ in $(seq 240); do
+    left=$(launchers | wc -l)
     [ "$left" = 0 ] && break
     sleep 0.5
 done
 echo "{\"mode\":\"spawn-cleanup\",\"children_left_after_parent_stop\":$left}" | tee -a "$jsonl"
+# Whatever is left is stopped by pid (SIGTERM twice: the launcher then kills its workload).
+for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
+sleep 1.5
+for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
 
 python3 - "$jsonl" >"$table" <<'PY'
 import json, sys

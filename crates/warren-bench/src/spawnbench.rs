@@ -94,7 +94,10 @@ fn live(template: &str, n: usize) -> anyhow::Result<()> {
     req.names.clear();
     let start = Instant::now();
     for _ in 0..n {
-        k.spawn(req.clone())?;
+        // Only the link is kept: the handles go, so the table does not fill up.
+        let s = k.spawn(req.clone())?;
+        k.drop_handle(s.mailbox)?;
+        k.drop_handle(s.control)?;
     }
     println!(
         "{}",
