@@ -148,8 +148,10 @@ echo "{\"mode\":\"spawn-live-memory\",\"children\":$LIVE,\"used_before_kib\":$be
 # Stop the parent: its linked children go with it. Counted from /proc (`ps` lists a few hundred
 # managed environments in one control message, which the current control socket cannot carry).
 launchers() {
+    local p c
     for p in /proc/[0-9]*; do
-        tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q "^$warren run --name idle-" && echo "${p#/proc/}"
+        c=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null || true)
+        case "$c" in "$warren run --name idle-"*) echo "${p#/proc/}" ;; esac
     done
 }
 timeout 60 "$warren" stop -t 1 holder >/dev/null 2>&1 &
