@@ -27,8 +27,8 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub mailbox: Option<OwnedFd>,
     pub report: OwnedFd,
-    pub seccomp: Option<&'a seccompiler::BpfProgram>,
-    pub attach: Option<&'a crate::cgroup::AttachHandles>,
+    pub seccomp: Option<&'static warren_seccomp::Program>,
+    pub attach: Option<&'a warren_cgroup::AttachHandles>,
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
@@ -287,7 +287,7 @@ fn setup(
     fault(Step::NoNewPrivs)?;
 
     if let Some(prog) = ctx.seccomp {
-        crate::seccomp::apply(prog).map_err(|e| {
+        prog.install().map_err(|e| {
             (
                 Step::Seccomp,
                 "install the seccomp filter".to_owned(),

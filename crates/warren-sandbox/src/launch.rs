@@ -15,11 +15,10 @@ use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Signal, WaitId, WaitIdOptions, pidfd_send_signal, waitid};
 use serde::Serialize;
 
-use crate::cgroup::{Cgroup, CgroupInfo, Layout};
 use crate::child::{self, ChildContext};
 use crate::plan::{LaunchPlan, Protection, RootSource};
-use crate::seccomp::Profile;
 use crate::state::{Held, StateDir, StateError, UidRange};
+use warren_cgroup::{Cgroup, CgroupInfo, Layout};
 
 /// The steps of a launch, in the order they run (parent steps first, then the child's).
 /// `docs/launch-sequence.md` describes each; the names appear in errors and in
@@ -190,7 +189,7 @@ pub enum LaunchError {
     State(#[from] StateError),
     /// The cgroup could not be created or set up.
     #[error("cgroup setup failed")]
-    Cgroup(#[from] crate::cgroup::CgroupError),
+    Cgroup(#[from] warren_cgroup::CgroupError),
     /// The environment's network could not be set up.
     #[error("{step}")]
     Net {
@@ -200,9 +199,6 @@ pub enum LaunchError {
         #[source]
         error: crate::net::NetError,
     },
-    /// The seccomp policy could not be loaded or compiled.
-    #[error("seccomp policy")]
-    Seccomp(#[from] crate::seccomp::SeccompError),
     /// A parent-side step failed.
     #[error("{step}: {what}")]
     Parent {
@@ -305,6 +301,54 @@ pub struct Applied {
     pub launch_us: u64,
     /// The launch's record in the event log (measured launch).
     pub measurement: Option<Measurement>,
+}
+
+/// The measured-launch hook. The launcher calls it once per launch, in the parent, after the
+/// child was let go (so that measuring overlaps the child's own setup) and before the child is
+/// allowed to `execve`: the workload's first instruction runs only once the hook has returned
+/// its [`Measurement`]. An error fails the launch at step `measure`, and nothing is left behind.
+///
+/// The launcher knows nothing of what measuring means; the `warren` binary passes a hook that
+/// writes the event log and extends the root of trust (`crates/warren/src/measure.rs`).
+pub trait Measure {
+    /// Measure and record the launch of `plan`, whose isolation is `applied` (everything but the
+    /// results the child reports later) and whose workload gets the environment `env`.
+    fn measure(
+        &mut self,
+        plan: &LaunchPlan,
+        applied: &Applied,
+        env: &[(String, String)],
+    ) -> Result<Measurement, Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<F> Measure for F
+where
+    F: FnMut(
+        &LaunchPlan,
+        &Applied,
+        &[(String, String)],
+    ) -> Result<Measurement, Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn measure(
+        &mut self,
+        plan: &LaunchPlan,
+        applied: &Applied,
+        env: &[(String, String)],
+    ) -> Result<Measurement, Box<dyn std::error::Error + Send + Sync>> {
+        self(plan, applied, env)
+    }
+}
+
+/// The error and its causes, one sentence: `what: cause: cause`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
 }
 
 /// Where a launch was recorded in the event log, and the digests golden values compare.
@@ -529,8 +573,12 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
 
 /// Start the environment described by `plan`. Returns once the workload has been exec'd (or the
 /// launch failed, in which case everything taken has been released).
-pub fn launch(plan: &LaunchPlan, state: &StateDir) -> Result<Running, LaunchError> {
-    launch_with_mailbox(plan, state, None)
+pub fn launch(
+    plan: &LaunchPlan,
+    state: &StateDir,
+    measure: &mut dyn Measure,
+) -> Result<Running, LaunchError> {
+    launch_with_mailbox(plan, state, None, measure)
 }
 
 /// [`launch`], giving the environment `mailbox` (its end of the kernel connection) as
@@ -539,6 +587,7 @@ pub fn launch_with_mailbox(
     plan: &LaunchPlan,
     state: &StateDir,
     mailbox: Option<OwnedFd>,
+    measure: &mut dyn Measure,
 ) -> Result<Running, LaunchError> {
     let started = std::time::Instant::now();
     let threads = threads();
@@ -591,9 +640,12 @@ pub fn launch_with_mailbox(
     };
     injected(fault, Step::Features)?;
 
-    let (profile_digest, bpf) = seccomp_program(state)?;
+    // The program was compiled from the policy when Warren was built: nothing to parse, read or
+    // compile here, and the digest recorded is that of the very instructions installed.
+    let program = warren_seccomp::Program::host();
+    let profile_digest = program.digest();
     let bpf = if seccomp_ok {
-        Some(bpf)
+        Some(program)
     } else {
         degraded.insert(Protection::Seccomp);
         None
@@ -724,7 +776,7 @@ pub fn launch_with_mailbox(
             return Err(e.into());
         }
     };
-    use crate::cgroup::AttachHandles;
+    use warren_cgroup::AttachHandles;
     let attach = match attach
         .map(|a| match a {
             AttachHandles::CloneInto(fd) => {
@@ -745,7 +797,7 @@ pub fn launch_with_mailbox(
         }
     };
     let clone_into = match &attach {
-        Some(crate::cgroup::AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
+        Some(warren_cgroup::AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
         _ => None,
     };
     let forked = warren_sys::fork_into_namespaces(flags, clone_into).map_err(|e| {
@@ -762,7 +814,7 @@ pub fn launch_with_mailbox(
                 go: go_rd,
                 mailbox,
                 report: rep_wr,
-                seccomp: bpf.as_ref(),
+                seccomp: bpf,
                 attach: attach.as_ref(),
                 old_mask,
                 fault,
@@ -784,7 +836,7 @@ pub fn launch_with_mailbox(
     }
 
     // From here on, a failure must also kill and reap the child: `Running` does that on drop.
-    let mut applied = applied(plan, pid, landlock_abi, &profile_digest, &degraded);
+    let mut applied = applied(plan, pid, landlock_abi, profile_digest, &degraded);
     applied.uid_map = IdMap {
         inside: 0,
         host_base: uids.host_base,
@@ -825,12 +877,14 @@ pub fn launch_with_mailbox(
     // the configuration, append the record to the event log and extend the root of trust.
     // The child waits for a second byte before its `execve`, so the workload's first
     // instruction runs only once its record is in the log.
-    let measurement = crate::measure::measure_and_record(plan, &running.applied, &env, state)
-        .map_err(|e| LaunchError::Parent {
-            step: Step::Measure,
-            what: "measure the launch".into(),
-            source: std::io::Error::other(e),
-        })?;
+    let measurement =
+        measure
+            .measure(plan, &running.applied, &env)
+            .map_err(|e| LaunchError::Parent {
+                step: Step::Measure,
+                what: "measure the launch".into(),
+                source: std::io::Error::other(error_chain(&*e)),
+            })?;
     running.applied.measurement = Some(measurement);
     injected(fault, Step::Measure)?;
     rustix::io::write(&go_wr, b"m")
@@ -872,71 +926,6 @@ pub fn launch_with_mailbox(
         });
     }
     Ok(running)
-}
-
-/// The seccomp program and the policy's digest. Parsing, hashing and compiling the policy costs
-/// about 0.2 ms, a twentieth of a launch, and gives the same result for the same `warren`
-/// binary (the policy is compiled into it): so the result is cached in the state directory
-/// (root's, mode 0700) under a key naming this binary's file (device, inode, size, mtime). A
-/// missing, stale or malformed cache entry is simply rebuilt.
-fn seccomp_program(state: &StateDir) -> Result<(String, seccompiler::BpfProgram), LaunchError> {
-    use std::os::unix::fs::MetadataExt;
-    let key = std::fs::metadata("/proc/self/exe")
-        .map(|m| format!("{:x}-{:x}-{:x}-{:x}", m.dev(), m.ino(), m.size(), m.mtime()))
-        .ok();
-    let path = key.and_then(|k| state.cache_file(&format!("seccomp-{k}.bpf")).ok());
-    if let Some(path) = &path {
-        if let Some(hit) = std::fs::read(path).ok().and_then(|b| decode_cached(&b)) {
-            return Ok(hit);
-        }
-    }
-    let profile = Profile::default_profile()?;
-    let program = profile.compile()?;
-    let digest = profile.digest();
-    if let Some(path) = &path {
-        let bytes = encode_cached(&digest, &program);
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&tmp, &bytes).is_ok() {
-            let _ = std::fs::rename(&tmp, path);
-        }
-    }
-    Ok((digest, program))
-}
-
-/// A cached program: the digest line, then 8 bytes per instruction (code, jt, jf, k; little
-/// endian).
-fn encode_cached(digest: &str, program: &seccompiler::BpfProgram) -> Vec<u8> {
-    let mut bytes = format!("{digest}\n").into_bytes();
-    for ins in program {
-        bytes.extend_from_slice(&ins.code.to_le_bytes());
-        bytes.push(ins.jt);
-        bytes.push(ins.jf);
-        bytes.extend_from_slice(&ins.k.to_le_bytes());
-    }
-    bytes
-}
-
-/// The inverse of [`encode_cached`]; `None` for anything malformed.
-fn decode_cached(bytes: &[u8]) -> Option<(String, seccompiler::BpfProgram)> {
-    let nl = bytes.iter().position(|b| *b == b'\n')?;
-    let digest = std::str::from_utf8(&bytes[..nl]).ok()?;
-    if !digest.starts_with("sha256:") || digest.len() != 7 + 64 {
-        return None;
-    }
-    let body = &bytes[nl + 1..];
-    if body.is_empty() || body.len() % 8 != 0 || body.len() / 8 > crate::seccomp::MAX_PROGRAM_LEN {
-        return None;
-    }
-    let program = body
-        .chunks_exact(8)
-        .map(|c| seccompiler::sock_filter {
-            code: u16::from_le_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect();
-    Some((digest.to_owned(), program))
 }
 
 /// Remove the cgroups of environments whose launcher died without cleaning up (killed with
@@ -1200,50 +1189,5 @@ impl Drop for Running {
             // Undo the block of forwarded signals so the caller behaves normally again.
             let _ = warren_sys::set_signal_mask(&self.old_mask);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_seccomp_cache_round_trips_and_rejects_damage() {
-        let profile = Profile::default_profile().unwrap();
-        let program = profile.compile().unwrap();
-        let bytes = encode_cached(&profile.digest(), &program);
-        let (digest, back) = decode_cached(&bytes).unwrap();
-        assert_eq!(digest, profile.digest());
-        assert_eq!(back.len(), program.len());
-        for (a, b) in back.iter().zip(&program) {
-            assert_eq!((a.code, a.jt, a.jf, a.k), (b.code, b.jt, b.jf, b.k));
-        }
-        // Truncated, empty, or with a bad digest line: rebuilt, never trusted.
-        assert!(decode_cached(&bytes[..bytes.len() - 3]).is_none());
-        assert!(decode_cached(b"").is_none());
-        assert!(decode_cached(&bytes[..72]).is_none());
-        let mut bad = bytes.clone();
-        bad[0] = b'x';
-        assert!(decode_cached(&bad).is_none());
-    }
-
-    #[test]
-    fn the_seccomp_program_is_cached_per_binary() {
-        let tmp = tempfile::tempdir().unwrap();
-        let state = StateDir::new(tmp.path());
-        let (d1, p1) = seccomp_program(&state).unwrap();
-        let cached: Vec<_> = std::fs::read_dir(tmp.path().join("cache"))
-            .unwrap()
-            .collect();
-        assert_eq!(cached.len(), 1, "one cache entry for this binary");
-        let (d2, p2) = seccomp_program(&state).unwrap();
-        assert_eq!(d1, d2);
-        assert_eq!(p1.len(), p2.len());
-        // A damaged entry is replaced by a good one.
-        let entry = cached[0].as_ref().unwrap().path();
-        std::fs::write(&entry, b"garbage").unwrap();
-        let (d3, _) = seccomp_program(&state).unwrap();
-        assert_eq!(d3, d1);
-        assert!(decode_cached(&std::fs::read(&entry).unwrap()).is_some());
     }
 }
