@@ -12,7 +12,7 @@
 //! the `warren-seccomp` crate; cgroups are `warren-cgroup`'s, and a `--binary` root arrives
 //! already resolved by `warren-elf`.
 //!
-//! The launcher knows nothing of attestation: the caller passes a [`launch::Measure`] hook, which
+//! The launcher knows nothing of attestation: the caller passes a [`Measure`] hook, which
 //! the parent runs after the child's "go" byte and before its "measured" byte, so the workload's
 //! first instruction runs only after the hook returned (see `docs/launch-sequence.md`).
 //!
@@ -21,17 +21,24 @@
 //! single-threaded launcher process, never from inside its async runtime.
 #![forbid(unsafe_code)]
 
+pub mod applied;
 mod child;
 mod confine;
+pub mod error;
 pub mod features;
+pub mod hook;
 pub mod launch;
 pub mod net;
 pub mod plan;
 pub mod policy;
+mod report;
 mod rootfs;
 pub mod state;
+pub mod step;
 
-pub use launch::{
-    Applied, LaunchError, Measure, Measurement, Running, Step, launch, launch_with_mailbox,
-};
+pub use applied::{Applied, Measurement};
+pub use error::LaunchError;
+pub use hook::Measure;
+pub use launch::{ExitState, Running, launch, launch_with_mailbox};
 pub use plan::{LaunchPlan, Protection, RootSource, RunAs};
+pub use step::Step;

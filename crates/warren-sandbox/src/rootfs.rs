@@ -17,9 +17,9 @@ use rustix::mount::{
     mount_remount, unmount,
 };
 
-use crate::launch::Step;
 use crate::plan::RootSource;
 use crate::policy;
+use crate::step::Step;
 use warren_elf::BinaryRoot;
 
 /// A failed step: which one, what it was doing, and the error.
