@@ -484,16 +484,17 @@ const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 /// (`EINVAL` without). A process with no filter gives an empty list.
 pub fn seccomp_filters(pid: i32) -> io::Result<Vec<Vec<u8>>> {
     let null = std::ptr::null_mut::<libc::c_void>();
-    let ptrace = |request: libc::c_uint, addr: usize, data: *mut libc::c_void| -> io::Result<libc::c_long> {
-        // SAFETY: every request used here passes `addr` as a plain number and `data` either as
-        // null or as a buffer the caller sized for what the kernel writes (see below).
-        let ret = unsafe { libc::ptrace(request as _, pid, addr as *mut libc::c_void, data) };
-        if ret < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(ret)
-        }
-    };
+    let ptrace =
+        |request: libc::c_uint, addr: usize, data: *mut libc::c_void| -> io::Result<libc::c_long> {
+            // SAFETY: every request used here passes `addr` as a plain number and `data` either as
+            // null or as a buffer the caller sized for what the kernel writes (see below).
+            let ret = unsafe { libc::ptrace(request as _, pid, addr as *mut libc::c_void, data) };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ret)
+            }
+        };
     ptrace(libc::PTRACE_SEIZE, 0, null)?;
     /// Detaches on every way out, so the tracee is never left stopped.
     struct Detach<F: Fn()>(F);
