@@ -318,7 +318,10 @@ impl Daemon {
         stop
     }
 
+    /// Answer `bad-request` from the daemon itself, after the kernel's earlier answers (answers
+    /// keep the order of their requests).
     fn bad_request(&mut self, env: EnvId, id: u32, detail: &str) {
+        self.dispatch_actions();
         let response = Response::Error {
             code: ErrorCode::BadRequest,
             detail: detail.to_owned(),

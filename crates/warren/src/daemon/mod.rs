@@ -456,6 +456,20 @@ impl Daemon {
     }
 
     fn drain_actions(&mut self) {
+        self.dispatch_actions();
+        if let Some(l) = self.link.as_mut() {
+            // Durable before any answer leaves: see `link.rs`.
+            l.commit();
+            let now = self.start.elapsed().as_millis() as u64;
+            for rec in l.take_audits() {
+                self.audit.write(now, &rec);
+            }
+        }
+        self.audit.flush();
+    }
+
+    /// Hand the kernel's actions to their owners (answers are queued, not yet written).
+    fn dispatch_actions(&mut self) {
         while let Some(action) = self.kernel.poll_action() {
             match action {
                 Action::Respond { env, id, response } => self.queue_response(env, id, response),
@@ -491,14 +505,5 @@ impl Daemon {
                 }
             }
         }
-        if let Some(l) = self.link.as_mut() {
-            // Durable before any answer leaves: see `link.rs`.
-            l.commit();
-            let now = self.start.elapsed().as_millis() as u64;
-            for rec in l.take_audits() {
-                self.audit.write(now, &rec);
-            }
-        }
-        self.audit.flush();
     }
 }
