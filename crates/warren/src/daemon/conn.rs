@@ -5,8 +5,8 @@
 //!   it (Welcome, or Error `version` after which the connection closes). A first frame that is
 //!   not a Hello is answered `bad-request` and the connection closes. Frames after the Hello in
 //!   the first packet, and any later Hello, are answered `bad-request` and not acted on.
-//! * **Fair**: one connection gets at most `turn_packets` packets and `turn_frames` frames per
-//!   turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
+//! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
+//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
 //!   next turn, and the socket keeps the rest. Every other connection is served in between.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent` the daemon stops acting on its frames and stops reading it
@@ -18,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::OwnedFd;
+use std::time::Instant;
 
 use rustix::event::epoll::{self, EventFlags};
 use rustix::net::{RecvFlags, SendFlags};
@@ -160,6 +161,7 @@ impl Daemon {
         }
         let mut budget = self.limits.turn_frames;
         let mut packets = 0;
+        self.slice_end = Instant::now() + self.limits.turn_slice;
         loop {
             let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
                 return;
@@ -168,7 +170,7 @@ impl Daemon {
                 return;
             }
             if let Some(tail) = c.tail.take() {
-                match self.handle_packet(token, &tail.bytes, tail.first, &mut budget) {
+                match self.handle_tail(token, tail, &mut budget) {
                     Stop::Done => continue,
                     Stop::Budget => {
                         self.ready.push(token);
@@ -235,87 +237,135 @@ impl Daemon {
             self.drop_env_conn(token, Some(&why));
             return Stop::Closed;
         }
-        let now = self.now();
-        let max_unsent = self.limits.max_unsent;
         let mut stop = Stop::Done;
         let mut left_at = None;
         for (i, f) in frames.drain(..).enumerate() {
-            let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
-                stop = Stop::Closed;
-                break;
-            };
-            if let Handshake::Closing(_) = c.handshake {
-                stop = Stop::Closed;
-                break;
-            }
-            if *budget == 0 {
-                stop = Stop::Budget;
+            if let Some(s) = self.may_handle(token, i, budget) {
+                stop = s;
                 left_at = Some(i);
                 break;
             }
-            if !c.peer_gone && c.unsent() > max_unsent {
-                stop = Stop::Quota;
-                left_at = Some(i);
-                break;
-            }
-            *budget -= 1;
-            let env = c.env;
-            match (c.handshake, f.body) {
-                (Handshake::Waiting, Request::Hello { min_version, max_version }) => {
-                    c.handshake = if common_version(min_version, max_version) {
-                        Handshake::Greeted
-                    } else {
-                        Handshake::Closing("no common protocol version")
-                    };
-                    // The kernel answers Welcome or Error `version`.
-                    self.kernel.handle_request(
-                        env,
-                        f.id,
-                        Request::Hello {
-                            min_version,
-                            max_version,
-                        },
-                        now,
-                    );
-                }
-                (Handshake::Waiting, _) => {
-                    c.handshake = Handshake::Closing("the first frame was not a hello");
-                    self.bad_request(env, f.id, "the first frame must be a hello (protocol §6)");
-                }
-                (Handshake::Greeted, _) if first => {
-                    self.bad_request(
-                        env,
-                        f.id,
-                        "no frame may follow the hello in the first packet (protocol §6)",
-                    );
-                }
-                (Handshake::Greeted, Request::Hello { .. }) => {
-                    self.bad_request(
-                        env,
-                        f.id,
-                        "the version was negotiated already: a second hello (protocol §6)",
-                    );
-                }
-                (Handshake::Greeted, body) => self.kernel.handle_request(env, f.id, body, now),
-                (Handshake::Closing(_), _) => {}
-            }
+            self.handle_frame(token, f, first);
         }
         // A packet of many tiny frames must not leave a large vector behind.
         frames.clear();
         frames.shrink_to(FRAMES_KEPT);
         self.frames = frames;
         if let Some(i) = left_at {
-            if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
-                c.tail = Some(Tail {
-                    bytes: packet[frame_offset(packet, i)..].to_vec(),
-                    first,
-                });
-            }
-            if let Stop::Quota = stop {
-                self.pause(token);
-            }
+            self.keep_tail(token, &stop, packet[frame_offset(packet, i)..].to_vec(), first);
         }
         stop
+    }
+
+    /// Go on with a tail kept from an earlier turn: its bytes were checked when its packet
+    /// came, so it is decoded a frame at a time, as far as this turn goes, and never copied.
+    fn handle_tail(&mut self, token: u64, tail: Tail, budget: &mut usize) -> Stop {
+        let mut pos = 0;
+        let mut stop = Stop::Done;
+        let mut stopped = false;
+        for (i, f) in warren_proto::request_frames(&tail.bytes).enumerate() {
+            let Ok(f) = f else {
+                self.drop_env_conn(token, Some("malformed packet"));
+                return Stop::Closed;
+            };
+            if let Some(s) = self.may_handle(token, i, budget) {
+                stop = s;
+                stopped = true;
+                break;
+            }
+            pos += frame_offset(&tail.bytes[pos..], 1);
+            self.handle_frame(token, f, tail.first);
+        }
+        if stopped {
+            let mut bytes = tail.bytes;
+            bytes.drain(..pos);
+            self.keep_tail(token, &stop, bytes, tail.first);
+        }
+        stop
+    }
+
+    /// Keep the frames not acted on for a later turn (pausing the connection when its quota
+    /// stopped them).
+    fn keep_tail(&mut self, token: u64, stop: &Stop, bytes: Vec<u8>, first: bool) {
+        let closed = matches!(stop, Stop::Closed);
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if !closed && !bytes.is_empty() {
+                c.tail = Some(Tail { bytes, first });
+            }
+        }
+        if let Stop::Quota = stop {
+            self.pause(token);
+        }
+    }
+
+    /// Whether frame `i` of a packet may be acted on in this turn; if not, why.
+    fn may_handle(&mut self, token: u64, i: usize, budget: &mut usize) -> Option<Stop> {
+        // The time slice is checked every 16 frames, after the kernel's answers so far have
+        // been encoded and its audit records written: that work is the connection's too.
+        if i % 16 == 15 {
+            self.dispatch_actions();
+            if Instant::now() >= self.slice_end {
+                *budget = 0;
+            }
+        }
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return Some(Stop::Closed);
+        };
+        if let Handshake::Closing(_) = c.handshake {
+            return Some(Stop::Closed);
+        }
+        if *budget == 0 {
+            return Some(Stop::Budget);
+        }
+        if !c.peer_gone && c.unsent() > self.limits.max_unsent {
+            return Some(Stop::Quota);
+        }
+        *budget -= 1;
+        None
+    }
+
+    /// Act on one frame: the handshake rules of §6, then the kernel.
+    fn handle_frame(&mut self, token: u64, f: Frame<Request>, first: bool) {
+        let now = self.now();
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let env = c.env;
+        match (c.handshake, f.body) {
+            (Handshake::Waiting, Request::Hello { min_version, max_version }) => {
+                c.handshake = if common_version(min_version, max_version) {
+                    Handshake::Greeted
+                } else {
+                    Handshake::Closing("no common protocol version")
+                };
+                // The kernel answers Welcome or Error `version`.
+                let hello = Request::Hello {
+                    min_version,
+                    max_version,
+                };
+                self.kernel.handle_request(env, f.id, hello, now);
+            }
+            (Handshake::Waiting, _) => {
+                c.handshake = Handshake::Closing("the first frame was not a hello");
+                self.bad_request(env, f.id, "the first frame must be a hello (protocol §6)");
+            }
+            (Handshake::Greeted, _) if first => {
+                self.bad_request(
+                    env,
+                    f.id,
+                    "no frame may follow the hello in the first packet (protocol §6)",
+                );
+            }
+            (Handshake::Greeted, Request::Hello { .. }) => {
+                self.bad_request(
+                    env,
+                    f.id,
+                    "the version was negotiated already: a second hello (protocol §6)",
+                );
+            }
+            (Handshake::Greeted, body) => self.kernel.handle_request(env, f.id, body, now),
+            (Handshake::Closing(_), _) => {}
+        }
     }
 
     /// Answer `bad-request` from the daemon itself, after the kernel's earlier answers (answers

@@ -63,6 +63,8 @@ pub struct Limits {
     pub turn_packets: usize,
     /// Frames handed to the kernel from one connection in one turn at most.
     pub turn_frames: usize,
+    /// The time one connection's frames may take in one turn (checked every 16 frames).
+    pub turn_slice: std::time::Duration,
     /// Unsent answers (bytes) over which the daemon stops reading a connection until the
     /// environment reads.
     pub max_unsent: usize,
@@ -79,6 +81,7 @@ impl Default for Limits {
         Limits {
             turn_packets: 16,
             turn_frames: 1024,
+            turn_slice: std::time::Duration::from_micros(500),
             max_unsent: 4 << 20,
             max_backlog: 64 << 20,
             audit_max_size: 64 << 20,
@@ -152,6 +155,8 @@ struct Daemon {
     start: Instant,
     audit: audit::AuditLog,
     limits: Limits,
+    /// When the connection being served has used its time slice.
+    slice_end: Instant,
     worker: worker::Worker,
     group: Option<u32>,
     buf: Vec<u8>,
@@ -340,6 +345,7 @@ impl Daemon {
             start: Instant::now(),
             audit,
             limits: opts.limits,
+            slice_end: Instant::now(),
             worker,
             group: opts.group,
             buf: vec![0u8; warren_proto::MAX_PACKET],
