@@ -238,7 +238,13 @@ mod tests {
         let path = dir.path().join("audit.jsonl");
         let mut log = AuditLog::open(&path, 1 << 20, 2).unwrap();
         for n in 0..10 {
-            log.write(0, &R { n, pad: String::new() });
+            log.write(
+                0,
+                &R {
+                    n,
+                    pad: String::new(),
+                },
+            );
         }
         log.flush();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 10);

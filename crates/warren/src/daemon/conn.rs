@@ -226,7 +226,13 @@ impl Daemon {
     /// Decode a whole packet (a malformed one closes the connection before any frame is acted
     /// on), then hand its frames to the kernel while the budget and the quota allow; keep the
     /// rest as the connection's tail.
-    fn handle_packet(&mut self, token: u64, packet: &[u8], first: bool, budget: &mut usize) -> Stop {
+    fn handle_packet(
+        &mut self,
+        token: u64,
+        packet: &[u8],
+        first: bool,
+        budget: &mut usize,
+    ) -> Stop {
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         if let Err(e) =
@@ -252,7 +258,12 @@ impl Daemon {
         frames.shrink_to(FRAMES_KEPT);
         self.frames = frames;
         if let Some(i) = left_at {
-            self.keep_tail(token, &stop, packet[frame_offset(packet, i)..].to_vec(), first);
+            self.keep_tail(
+                token,
+                &stop,
+                packet[frame_offset(packet, i)..].to_vec(),
+                first,
+            );
         }
         stop
     }
@@ -332,7 +343,13 @@ impl Daemon {
         };
         let env = c.env;
         match (c.handshake, f.body) {
-            (Handshake::Waiting, Request::Hello { min_version, max_version }) => {
+            (
+                Handshake::Waiting,
+                Request::Hello {
+                    min_version,
+                    max_version,
+                },
+            ) => {
                 c.handshake = if common_version(min_version, max_version) {
                     Handshake::Greeted
                 } else {

@@ -107,10 +107,7 @@ impl Daemon {
                 &mut anc,
                 RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
             ) {
-                Ok(m) => (
-                    m.bytes,
-                    m.flags.contains(rustix::net::ReturnFlags::TRUNC),
-                ),
+                Ok(m) => (m.bytes, m.flags.contains(rustix::net::ReturnFlags::TRUNC)),
                 Err(rustix::io::Errno::AGAIN) => {
                     if flags.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR) {
                         self.close_control(token);

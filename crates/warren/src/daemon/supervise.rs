@@ -577,7 +577,10 @@ impl Daemon {
                     return None;
                 }
                 // A pidfd turns readable when its process has exited.
-                let mut fds = [rustix::event::PollFd::new(&pidfd, rustix::event::PollFlags::IN)];
+                let mut fds = [rustix::event::PollFd::new(
+                    &pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
                 let zero = rustix::time::Timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
