@@ -681,15 +681,23 @@ fn frames_after_the_hello_in_the_first_packet_are_answered_bad_request() {
 }
 
 #[test]
-fn a_second_hello_is_answered_bad_request_and_changes_nothing() {
+fn a_later_hello_keeps_the_agreed_version() {
     let _serial = one_at_a_time();
     let k = Kernel::start(&[], &[]);
     let mut c = k.register(&unique("twice"), &[], None);
     c.hello();
+    // Another process's session offering the agreed version 2: welcomed with it.
+    c.send(&[hello(4, 1, 2)]);
+    let got = c.recv(Duration::from_secs(10)).unwrap();
+    assert!(
+        matches!(got[0].body, Response::Welcome { version: 2, .. }),
+        "{got:?}"
+    );
+    // One offering only version 1: refused, and the version stays 2.
     c.send(&[hello(5, 1, 1)]);
     let got = c.recv(Duration::from_secs(10)).unwrap();
-    assert!(is_error(&got[0], 5, ErrorCode::BadRequest), "{got:?}");
-    // Still version 2: a RecvBatch (version 2 only) is not refused as needing version 2.
+    assert!(is_error(&got[0], 5, ErrorCode::Version), "{got:?}");
+    // Still version 2 (a RecvBatch, version 2 only, is not refused), still open.
     c.send(&[Frame {
         id: 6,
         body: Request::RecvBatch {
@@ -700,6 +708,7 @@ fn a_second_hello_is_answered_bad_request_and_changes_nothing() {
     }]);
     let got = c.recv(Duration::from_secs(10)).unwrap();
     assert!(!is_error(&got[0], 6, ErrorCode::BadRequest), "{got:?}");
+    assert_eq!(got[0].id, 6);
 }
 
 // ----- control messages without a size ceiling -----

@@ -4,7 +4,9 @@
 //! * **Handshake** (`docs/protocol.md` §6): the first frame must be a Hello; the kernel answers
 //!   it (Welcome, or Error `version` after which the connection closes). A first frame that is
 //!   not a Hello is answered `bad-request` and the connection closes. Frames after the Hello in
-//!   the first packet, and any later Hello, are answered `bad-request` and not acted on.
+//!   the first packet are answered `bad-request` and not acted on. A later Hello (another
+//!   process sharing the descriptor) is answered Welcome with the version already agreed when
+//!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
 //!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
 //!   next turn, and the socket keeps the rest. Every other connection is served in between.
@@ -36,8 +38,8 @@ const FRAMES_KEPT: usize = 1024;
 enum Handshake {
     /// No frame yet: the first must be a Hello.
     Waiting,
-    /// The Hello was answered Welcome.
-    Greeted,
+    /// The Hello was answered Welcome with this version.
+    Greeted(u16),
     /// The handshake failed: the answer is written, then the connection closes.
     Closing(&'static str),
 }
@@ -77,8 +79,10 @@ impl EnvConn {
         EnvConn {
             fd,
             env,
+            // A connection re-attached after a kernel restart, whose Hello this kernel never
+            // saw, speaks the kernel's highest version (§6).
             handshake: if greeted {
-                Handshake::Greeted
+                Handshake::Greeted(warren_proto::VERSION)
             } else {
                 Handshake::Waiting
             },
@@ -351,7 +355,7 @@ impl Daemon {
                 },
             ) => {
                 c.handshake = if common_version(min_version, max_version) {
-                    Handshake::Greeted
+                    Handshake::Greeted(max_version.min(warren_proto::VERSION))
                 } else {
                     Handshake::Closing("no common protocol version")
                 };
@@ -366,21 +370,40 @@ impl Daemon {
                 c.handshake = Handshake::Closing("the first frame was not a hello");
                 self.bad_request(env, f.id, "the first frame must be a hello (protocol §6)");
             }
-            (Handshake::Greeted, _) if first => {
+            (Handshake::Greeted(_), _) if first => {
                 self.bad_request(
                     env,
                     f.id,
                     "no frame may follow the hello in the first packet (protocol §6)",
                 );
             }
-            (Handshake::Greeted, Request::Hello { .. }) => {
-                self.bad_request(
-                    env,
-                    f.id,
-                    "the version was negotiated already: a second hello (protocol §6)",
-                );
+            (
+                Handshake::Greeted(agreed),
+                Request::Hello {
+                    min_version,
+                    max_version,
+                },
+            ) => {
+                // Another process sharing the descriptor starts its own session: the version
+                // agreed by the first Hello stays (§6).
+                let response = if (min_version..=max_version).contains(&agreed) {
+                    Response::Welcome {
+                        version: agreed,
+                        env: self.kernel.env_name(env).unwrap_or("?").to_owned(),
+                    }
+                } else {
+                    Response::Error {
+                        code: ErrorCode::Version,
+                        detail: format!(
+                            "this connection speaks version {agreed}, agreed by its first hello; \
+                             a later hello must offer it, not {min_version}..={max_version}"
+                        ),
+                    }
+                };
+                self.dispatch_actions();
+                self.queue_response(env, f.id, response);
             }
-            (Handshake::Greeted, body) => self.kernel.handle_request(env, f.id, body, now),
+            (Handshake::Greeted(_), body) => self.kernel.handle_request(env, f.id, body, now),
             (Handshake::Closing(_), _) => {}
         }
     }
