@@ -38,6 +38,7 @@ impl World {
             may_send: may_send.iter().map(|s| s.to_string()).collect(),
             may_discover: may_discover.iter().map(|s| s.to_string()).collect(),
             mailbox_capacity: None,
+            mailbox_bytes: None,
         })
     }
 
@@ -266,8 +267,8 @@ fn default_mailbox_and_initial_grants_in_declaration_order() {
         &w.call(
             a,
             Request::Hello {
-                min_version: 3,
-                max_version: 4,
+                min_version: 4,
+                max_version: 5,
             },
         ),
         ErrorCode::Version,
@@ -880,6 +881,7 @@ fn a_full_mailbox_refuses_or_parks_and_a_receive_releases_in_order() {
     let b = w.add_spec(EnvSpec {
         name: "b".into(),
         mailbox_capacity: Some(2),
+        mailbox_bytes: None,
         ..EnvSpec::default()
     });
     let a = w.add("a", &["b"], &[]);
@@ -924,6 +926,7 @@ fn a_selective_receive_can_take_a_waiting_send_and_a_parked_receive_gets_it_at_o
     let b = w.add_spec(EnvSpec {
         name: "b".into(),
         mailbox_capacity: Some(1),
+        mailbox_bytes: None,
         ..EnvSpec::default()
     });
     let a = w.add("a", &["b"], &[]);
@@ -1209,6 +1212,7 @@ fn an_ending_environment_answers_waiting_senders_and_keeps_its_sent_messages() {
     let db = w.add_spec(EnvSpec {
         name: "db".into(),
         mailbox_capacity: Some(1),
+        mailbox_bytes: None,
         ..EnvSpec::default()
     });
     let sink = w.add("sink", &[], &[]);
@@ -1261,6 +1265,7 @@ fn a_waiting_send_of_an_ending_environment_is_withdrawn() {
     let db = w.add_spec(EnvSpec {
         name: "db".into(),
         mailbox_capacity: Some(1),
+        mailbox_bytes: None,
         ..EnvSpec::default()
     });
     let web = w.add("web", &["db"], &[]);
@@ -1549,6 +1554,7 @@ mod batch {
         let b = w.add_spec(EnvSpec {
             name: "b".into(),
             mailbox_capacity: capacity,
+            mailbox_bytes: None,
             ..EnvSpec::default()
         });
         let a = w.add("a", &["b"], &[]);
@@ -1788,6 +1794,7 @@ mod batch {
         let b = w.add_spec(EnvSpec {
             name: "b".into(),
             mailbox_capacity: Some(1),
+            mailbox_bytes: None,
             ..EnvSpec::default()
         });
         let a = w.add("a", &["b"], &[]);
@@ -1863,3 +1870,6 @@ mod batch {
         assert_eq!(w.answer(a, id), Some(Response::Accepted { count: 3 }));
     }
 }
+
+mod protocol;
+mod quota;

@@ -42,6 +42,7 @@ fn spec(i: usize) -> EnvSpec {
         may_send,
         may_discover,
         mailbox_capacity: capacity,
+        mailbox_bytes: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn config() -> Config {
         max_handles: 24,
         max_mailboxes_per_env: 3,
         max_waiting_per_env: 3,
+        ..Config::default()
     }
 }
 

@@ -33,7 +33,7 @@
 
 use std::sync::Arc;
 
-use warren_proto::{ErrorCode, Message, RequestId, Response, Rights};
+use warren_proto::{Bodies, ErrorCode, Message, RequestId, Response, Rights};
 
 use super::{Deny, Kernel, MAY_DISCOVER_RIGHTS, MAY_SEND_RIGHTS, without_receive};
 use crate::action::{Action, AuditRecord};
@@ -368,6 +368,48 @@ impl Kernel {
         };
         self.actions.push_back(Action::Forward(Box::new(out)));
         self.respond(env, id, Response::Ok);
+        Ok(())
+    }
+
+    /// A batch send through a proxy: the checks common to every batch are done; each body
+    /// leaves, in order, as its own [`Action::Forward`] (a plain message: no headers, no
+    /// capabilities), one use is spent per body, and the batch is answered `accepted` with the
+    /// whole count (nothing, if quiet). A proxy is never full, so nothing waits or is refused.
+    #[allow(clippy::too_many_arguments)] // the state `send_batch` has already worked out
+    pub(super) fn send_batch_remote(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        cap_id: CapId,
+        mb_id: MailboxId,
+        badge: u64,
+        quiet: bool,
+        bodies: Bodies,
+    ) -> Result<(), Deny> {
+        let n = bodies.len();
+        self.caps.consume_n(cap_id, n);
+        let target = &self.remote[&mb_id];
+        let (to, token) = (target.address.to_string(), target.token.clone());
+        let from = self.envs[&env].name.to_string();
+        for body in bodies.iter() {
+            let out = Outbound {
+                env,
+                from: from.clone(),
+                badge,
+                to: to.clone(),
+                token: token.clone(),
+                headers: Vec::new(),
+                correlation: None,
+                body: body.to_vec(),
+                exports: Vec::new(),
+                reply: None,
+            };
+            self.actions.push_back(Action::Forward(Box::new(out)));
+        }
+        if !quiet {
+            let count = u32::try_from(n).expect("a batch holds at most MAX_BATCH bodies");
+            self.respond(env, id, Response::Accepted { count });
+        }
         Ok(())
     }
 
