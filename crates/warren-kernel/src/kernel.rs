@@ -384,8 +384,8 @@ pub struct Kernel {
     caps: Caps,
     mailboxes: BTreeMap<MailboxId, Mailbox>,
     next_mailbox: u64,
-    /// (owner watched, reference) → watcher.
-    monitors: BTreeMap<(EnvId, u64), EnvId>,
+    /// (owner watched, reference) → (watcher, the mailbox watched).
+    monitors: BTreeMap<(EnvId, u64), (EnvId, MailboxId)>,
     next_monitor: u64,
     /// Deadlines of waiting receives: (deadline, receive seq, mailbox).
     deadlines: BTreeSet<(Millis, u64, MailboxId)>,
@@ -592,7 +592,7 @@ impl Kernel {
         let watchers: Vec<((EnvId, u64), EnvId)> = self
             .monitors
             .range((env, 0)..=(env, u64::MAX))
-            .map(|(k, w)| (*k, *w))
+            .map(|(k, (w, _))| (*k, *w))
             .collect();
         for ((_, reference), watcher) in watchers {
             self.monitors.remove(&(env, reference));
@@ -888,7 +888,9 @@ impl Kernel {
         };
 
         if self.is_proxy(mb_id) {
-            return self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src);
+            self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src)?;
+            self.retire_spent_reply(env, handle, cap_id);
+            return Ok(());
         }
         // Room: a waiting receive that takes it, the queue, or (if asked) waiting.
         let mb = &self.mailboxes[&mb_id];
@@ -977,6 +979,7 @@ impl Kernel {
         if self.place(mb_id, msg, Some((env, id))) {
             self.respond(env, id, Response::Ok);
         }
+        self.retire_spent_reply(env, handle, cap_id);
         Ok(())
     }
 
@@ -1608,6 +1611,7 @@ impl Kernel {
         e.table.remove(&handle);
         if receive {
             let discarded = self.kill_mailbox(mb_id, "its owner destroyed it");
+            self.fire_mailbox_monitors(env, mb_id);
             if discarded > 0 {
                 let record = AuditRecord {
                     at: self.now,
@@ -1628,6 +1632,38 @@ impl Kernel {
         Ok(())
     }
 
+    /// The mailbox `mb_id` of `owner` was destroyed: every monitor of it gets its `down` notice
+    /// (monitors of the owner's other mailboxes stay).
+    fn fire_mailbox_monitors(&mut self, owner: EnvId, mb_id: MailboxId) {
+        let fired: Vec<(u64, EnvId)> = self
+            .monitors
+            .range((owner, 0)..=(owner, u64::MAX))
+            .filter(|(_, (_, m))| *m == mb_id)
+            .map(|(&(_, reference), &(watcher, _))| (reference, watcher))
+            .collect();
+        let owner_name = self.envs[&owner].name.clone();
+        for (reference, watcher) in fired {
+            self.monitors.remove(&(owner, reference));
+            if let Some(w) = self.envs.get_mut(&watcher) {
+                w.watching.remove(&(owner, reference));
+                self.notify_down(watcher, owner_name.clone(), reference);
+            }
+        }
+    }
+
+    /// A reply capability (minted for `reply_to`, or attenuated from one) whose own last use
+    /// was just spent leaves `env`'s table by itself, so that a server answering calls does
+    /// not fill its table with spent handles.
+    fn retire_spent_reply(&mut self, env: EnvId, handle: Handle, cap_id: CapId) {
+        let cap = self.caps.get(cap_id);
+        if cap.reply && cap.uses_left == Some(0) {
+            if let Some(e) = self.envs.get_mut(&env) {
+                e.table.remove(&handle);
+            }
+            self.release_cap(cap_id);
+        }
+    }
+
     fn monitor(&mut self, env: EnvId, id: RequestId, handle: Handle) -> Result<(), Deny> {
         let cap_id = self.cap_of(env, handle)?;
         self.check_live(handle, cap_id)?;
@@ -1640,9 +1676,11 @@ impl Kernel {
                 "the handle lacks MONITOR",
             ));
         }
-        let mb = &self.mailboxes[&cap.mailbox];
+        let mb_id = cap.mailbox;
+        let mb = &self.mailboxes[&mb_id];
         let (owner, owner_name) = (mb.owner, mb.owner_name.clone());
-        let owner_running = self.envs.contains_key(&owner);
+        // A destroyed mailbox is as gone as one whose owner ended.
+        let owner_running = self.envs.contains_key(&owner) && mb.alive;
         if owner_running && self.envs[&env].watching.len() >= self.config.max_handles {
             return Err(self.deny_at(ErrorCode::Unavailable, handle, cap_id, "too many monitors"));
         }
@@ -1650,7 +1688,7 @@ impl Kernel {
         self.next_monitor += 1;
         self.respond(env, id, Response::Monitor { reference });
         if owner_running {
-            self.monitors.insert((owner, reference), env);
+            self.monitors.insert((owner, reference), (env, mb_id));
             let e = self.envs.get_mut(&env).expect("caller is running");
             e.watching.insert((owner, reference));
         } else {

@@ -473,7 +473,11 @@ fn one_shot_reply_used_twice_is_used_up_and_deriving_does_not_multiply_it() {
         ..Message::default()
     };
     assert_eq!(w.send(server, reply, answer.clone()), Response::Ok);
-    assert_err(&w.send(server, reply, answer.clone()), ErrorCode::UsedUp);
+    // Spent, the reply handle left the table by itself; the copy stays, used up.
+    assert_err(
+        &w.send(server, reply, answer.clone()),
+        ErrorCode::NoSuchHandle,
+    );
     assert_err(&w.send(server, copy, answer), ErrorCode::UsedUp);
     assert_eq!(w.last_audit().code, "used-up");
     let d = delivery(w.recv(client, by_corr(5)));
@@ -481,9 +485,9 @@ fn one_shot_reply_used_twice_is_used_up_and_deriving_does_not_multiply_it() {
         (d.from.env.as_str(), d.body.as_slice()),
         ("server", &b"a"[..])
     );
-    // The reply handle has no GRANT: it cannot be passed on.
+    // A reply handle has no GRANT: it cannot be passed on (nor can a copy of it).
     let msg = Message {
-        caps: vec![reply],
+        caps: vec![copy],
         ..Message::default()
     };
     let back = w.handle_of(server, Request::CreateMailbox { name: None }).0;
