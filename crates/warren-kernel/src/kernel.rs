@@ -12,6 +12,7 @@ use warren_proto::{
 };
 
 use crate::action::{Action, AuditRecord};
+use crate::audit::AuditLimiter;
 use crate::caps::{CapId, CapSpec, Caps};
 use crate::mailbox::{
     Entry, Mailbox, MailboxId, RunStored, SendReply, Stored, WaitingRecv, WaitingSend, body_costs,
@@ -391,6 +392,8 @@ pub struct Kernel {
     deadlines: BTreeSet<(Millis, u64, MailboxId)>,
     next_seq: u64,
     actions: VecDeque<Action>,
+    /// The per-environment audit rate limit.
+    audit: AuditLimiter,
     /// Federation (`remote.rs`): this host's name, once remote names are on.
     local_host: Option<String>,
     /// Inbound policy per environment (`accept_from`).
@@ -408,7 +411,7 @@ impl Kernel {
     /// A kernel with no environments.
     pub fn new(config: Config) -> Kernel {
         Kernel {
-            config,
+            config: config.clone(),
             now: 0,
             envs: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -421,6 +424,7 @@ impl Kernel {
             deadlines: BTreeSet::new(),
             next_seq: 1,
             actions: VecDeque::new(),
+            audit: AuditLimiter::new(config.audit_window_ms, config.audit_records_per_window),
             local_host: None,
             accept_from: BTreeMap::new(),
             proxies: BTreeMap::new(),
@@ -580,6 +584,7 @@ impl Kernel {
                     target: designation,
                     code: ErrorCode::Dead.as_str(),
                     reason: format!("environment ended: {discarded} queued message(s) discarded"),
+                    repeated: None,
                 });
             }
         }
@@ -732,9 +737,11 @@ impl Kernel {
         }
     }
 
-    /// Time has come to `now`: waiting receives whose deadline has passed answer `timeout`.
+    /// Time has come to `now`: waiting receives whose deadline has passed answer `timeout`, and
+    /// audit aggregates whose window has ended are written.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.advance(now);
+        self.audit.handle_timeout(self.now, &mut self.actions);
         while let Some(&(deadline, seq, mb_id)) = self.deadlines.first() {
             if deadline > self.now {
                 break;
@@ -761,7 +768,14 @@ impl Kernel {
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to do.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.deadlines.first().map(|&(d, _, _)| d)
+        let recv = self.deadlines.first().map(|&(d, _, _)| d);
+        min_opt(recv, self.audit.poll_timeout())
+    }
+
+    /// Writes every audit aggregate held back by the rate limit now, whatever its window (the
+    /// driver calls it before it stops, so that nothing counted is lost).
+    pub fn flush_audit(&mut self) {
+        self.audit.flush(&mut self.actions);
     }
 
     /// The next thing for the driver to do.
@@ -1623,6 +1637,7 @@ impl Kernel {
                     reason: format!(
                         "mailbox destroyed by its owner: {discarded} queued message(s) discarded"
                     ),
+                    repeated: None,
                 };
                 self.audit(record);
             }
@@ -1881,6 +1896,7 @@ impl Kernel {
                 target: deny.target,
                 code: deny.code.as_str(),
                 reason: deny.reason.unwrap_or_else(|| deny.detail.clone()),
+                repeated: None,
             };
             self.audit(record);
         }
@@ -1901,8 +1917,9 @@ impl Kernel {
         }
     }
 
+    /// Writes an audit record through the per-environment rate limit (`audit.rs`).
     fn audit(&mut self, record: AuditRecord) {
-        self.actions.push_back(Action::Audit(record));
+        self.audit.record(record, self.now, &mut self.actions);
     }
 
     fn park(&mut self, env: EnvId, mb: MailboxId) {

@@ -131,11 +131,12 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod audit;
 mod caps;
 mod kernel;
 mod mailbox;
 
-pub use action::{Action, AuditRecord};
+pub use action::{Action, AuditRecord, Repeated};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::{

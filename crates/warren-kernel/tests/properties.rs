@@ -52,6 +52,8 @@ fn config() -> Config {
         max_handles: 24,
         max_mailboxes_per_env: 3,
         max_waiting_per_env: 3,
+        // Every denial is checked against its record here; the rate limit has its own tests.
+        audit_records_per_window: u32::MAX,
         ..Config::default()
     }
 }

@@ -563,6 +563,7 @@ impl Kernel {
             target: Some(format!("{} -> {}", msg.from, msg.to)),
             code: code.as_str(),
             reason: reason.clone(),
+            repeated: None,
         });
         InjectError::Refused {
             code: code.as_str(),

@@ -758,6 +758,7 @@ impl Daemon {
                     target: None,
                     code: warren_proto::ErrorCode::BadRequest.as_str(),
                     reason: format!("{why}; connection closed"),
+                    repeated: None,
                 };
                 self.write_audit(&rec);
             }
