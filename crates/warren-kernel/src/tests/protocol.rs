@@ -145,7 +145,7 @@ fn the_documented_kernel_limits_hold_with_the_defaults() {
         "the documented values"
     );
     let mut w = World::new();
-    let db = w.add("db", &[], &[]);
+    let _db = w.add("db", &[], &[]);
     let a = w.add("a", &["db"], &[]);
     // Mailbox capacity: 64 messages, then `full`.
     for i in 0..64 {
