@@ -361,6 +361,12 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     if let Err(e) = running.write_record(record.to_string().as_bytes()) {
         eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
     }
+    if let Some(c) = &control {
+        // The kernel reports a managed start only once it is real (`apply` says `created`).
+        if let Err(e) = crate::control::started(c) {
+            eprintln!("warren: warning: cannot tell the kernel the environment started: {e:#}");
+        }
+    }
     // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
     // kernel connection and re-attach the environment to a restarted kernel.
     let control = match (control, kept) {
