@@ -13,6 +13,9 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== ARCHITECTURE.md names only paths that exist"
+bash scripts/check-architecture.sh --self-test
+bash scripts/check-architecture.sh ARCHITECTURE.md docs/internals.md
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The TPM agent is outside the workspace: tpm2-tss exists only as shared libraries, so it is

@@ -162,6 +162,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
         allow_missing,
         net,
         accept_from,
+        with,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -185,6 +186,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
+        ("with", json(with)),
     ]
 }
 

@@ -184,9 +184,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Build a minimal root holding only this program, its ELF interpreter and its libraries.
+    /// Build a minimal root holding only this program, its ELF interpreter and its libraries
+    /// (and, for CPython, its standard library).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+
+    /// With --binary: also place this file or directory (with everything below it) in the
+    /// root, read-only, at the same path (repeatable).
+    #[arg(long = "with", value_name = "PATH")]
+    pub with: Vec<PathBuf>,
 
     /// Run an image from the store (`warren image import`): its entrypoint, cmd, env, user
     /// and working directory apply; a CMD given after -- replaces the image's cmd.
