@@ -11,16 +11,11 @@
 //! docs/attestation.md describes the formats and the choices behind them.
 #![forbid(unsafe_code)]
 
-pub mod ca;
-pub mod credential;
-pub mod enroll;
-pub mod log;
-pub mod measure;
-pub mod quote;
-pub mod root;
-pub mod tpm;
-pub mod tpm_wire;
-pub mod verify;
+pub mod evidence;
+pub mod io;
+
+pub use evidence::{credential, tpm_wire, verify};
+pub use io::{ca, enroll, log, measure, quote, root, tpm};
 
 pub use log::{EventLog, Record};
 pub use measure::{LaunchConfig, LaunchContent};

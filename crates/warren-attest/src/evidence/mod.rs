@@ -1,0 +1,8 @@
+//! The pure evidence layer: formats, canonical encodings, replay, verification, credential
+//! maths and TPM wire structures. Nothing here opens a file, runs a process or reads a clock;
+//! every function is bytes (or parsed documents) in, a result out. [`crate::io`] builds on
+//! it; nothing here uses [`crate::io`].
+
+pub mod credential;
+pub mod tpm_wire;
+pub mod verify;

@@ -1,0 +1,11 @@
+//! The I/O layer: the event log file, the roots of trust (software register and key, the
+//! TPM through the `warren-tpm` agent), making quotes, the Privacy CA's store and enrollment.
+//! It builds on [`crate::evidence`] for every format and check.
+
+pub mod ca;
+pub mod enroll;
+pub mod log;
+pub mod measure;
+pub mod quote;
+pub mod root;
+pub mod tpm;
