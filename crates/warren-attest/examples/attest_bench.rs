@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use warren_attest::measure::{ImageMeasurement, LaunchConfig, LaunchContent};
-use warren_attest::root::{RootConfig, RootKind};
+use warren_attest::{RootConfig, RootKind};
 
 fn content(i: usize) -> LaunchContent {
     let config = LaunchConfig {

@@ -266,7 +266,7 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     // Enrollment refused: an EK certificate from an issuer the CA does not trust, and a
     // credential made for another key than the host's AK.
     let req = warren_attest::enroll::tpm_request(&host.state, "tpm-host").unwrap();
-    let e = warren_attest::credential::ca_challenge(&req, &[]).unwrap_err();
+    let e = warren_attest::enroll::ca_challenge(&req, &[]).unwrap_err();
     assert!(e.to_string().contains("does not chain"), "{e}");
     let roots = warren_attest::ca::PrivacyCa::new(&ca).ek_roots().unwrap();
     let modulus = hex::decode(&req.ek_modulus).unwrap();
@@ -280,7 +280,7 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     let e = warren_attest::enroll::tpm_activate(&host.state, &challenge).unwrap_err();
     assert!(e.to_string().contains("activate the credential"), "{e}");
     // The same check for the right key recovers the secret (positive control).
-    let (good, expected) = warren_attest::credential::ca_challenge(&req, &roots).unwrap();
+    let (good, expected) = warren_attest::enroll::ca_challenge(&req, &roots).unwrap();
     assert_eq!(
         warren_attest::enroll::tpm_activate(&host.state, &good).unwrap(),
         expected

@@ -2,13 +2,9 @@
 //! attestation key's `TPMT_PUBLIC` and the anchor's `TPMS_NV_PUBLIC`, computing Names and the
 //! anchor's policy, and checking a TPM quote (TPM 2.0 Library Part 2; big-endian).
 
-use p256::ecdsa::signature::Verifier;
-use p256::ecdsa::{Signature, VerifyingKey};
+use p256::ecdsa::VerifyingKey;
+use p256::pkcs8::EncodePublicKey;
 use sha2::{Digest, Sha256};
-
-use crate::log::NV_INDEX;
-use crate::quote::Quote;
-use crate::verify::Rejection;
 
 /// `TPM_GENERATED_VALUE`: the first four bytes of everything a TPM signs about itself.
 pub const TPM_GENERATED: u32 = 0xff54_4347;
@@ -211,77 +207,12 @@ pub fn parse_nv_attest(b: &[u8]) -> Result<NvAttest, String> {
     })
 }
 
-fn hexfield(what: &str, s: Option<&str>) -> Result<Vec<u8>, Rejection> {
-    let s = s.ok_or_else(|| Rejection::Malformed(format!("a tpm quote carries {what}")))?;
-    hex::decode(s).map_err(|_| Rejection::Malformed(format!("{what} is not hex")))
-}
-
-/// Checks TPM evidence against the certified key `ak` and returns (signed qualifying value,
-/// register).
-pub fn check_tpm_evidence(
-    quote: &Quote,
-    attest: &[u8],
-    signature: &[u8],
-    ak: &VerifyingKey,
-) -> Result<([u8; 32], [u8; 32]), Rejection> {
-    let ak_public = hexfield("ak_public", quote.ak_public.as_deref())?;
-    let key = parse_ak_public(&ak_public).map_err(Rejection::KeyAttributes)?;
-    if key.attributes & AK_REQUIRED != AK_REQUIRED || key.attributes & AK_FORBIDDEN != 0 {
-        return Err(Rejection::KeyAttributes(format!(
-            "attributes {:#010x} are not those of a restricted signing key that never leaves the TPM",
-            key.attributes
-        )));
-    }
-    if key.point.as_slice() != ak.to_encoded_point(false).as_bytes() {
-        return Err(Rejection::NotEnrolled(
-            "the key that signed is not the key the certificate was issued for".into(),
-        ));
-    }
-    let sig = Signature::from_der(signature).map_err(|_| Rejection::Signature)?;
-    ak.verify(attest, &sig).map_err(|_| Rejection::Signature)?;
-    // `qualifiedSigner` is the key's Qualified Name, which depends on its parents; what
-    // matters is that the certified key signed a TPM-generated structure, which a restricted
-    // key only does for structures the TPM itself made (the magic value checked below).
-    let a = parse_nv_attest(attest).map_err(Rejection::Malformed)?;
-    let ak_name = name(&ak_public);
-    let nv_bytes = hexfield("nv_public", quote.nv_public.as_deref())?;
-    let nv = parse_nv_public(&nv_bytes).map_err(Rejection::Malformed)?;
-    if name(&nv_bytes) != a.index_name {
-        return Err(Rejection::Anchor(
-            "the certified index is not the one the quote describes".into(),
-        ));
-    }
-    if nv.index != NV_INDEX {
-        return Err(Rejection::Anchor(format!(
-            "index {:#010x}, not Warren's {NV_INDEX:#010x}",
-            nv.index
-        )));
-    }
-    if nv.name_alg != 0x000b || nv.size != 32 {
-        return Err(Rejection::Anchor("not a 32-byte SHA-256 index".into()));
-    }
-    if nv.attributes != ANCHOR_ATTRIBUTES {
-        return Err(Rejection::Anchor(format!(
-            "attributes {:#010x}, expected {ANCHOR_ATTRIBUTES:#010x} (an extend index only the attestation key's holder can write)",
-            nv.attributes
-        )));
-    }
-    if nv.auth_policy != anchor_policy(&ak_name) {
-        return Err(Rejection::Anchor(
-            "its write policy is not bound to the attestation key".into(),
-        ));
-    }
-    if a.offset != 0 || a.contents.len() != 32 {
-        return Err(Rejection::Anchor(
-            "the certified range is not the whole index".into(),
-        ));
-    }
-    let extra: [u8; 32] = a
-        .extra
-        .as_slice()
-        .try_into()
-        .map_err(|_| Rejection::Nonce("the signed qualifying value is not 32 bytes".into()))?;
-    let mut register = [0u8; 32];
-    register.copy_from_slice(&a.contents);
-    Ok((extra, register))
+/// The DER `SubjectPublicKeyInfo` of an attestation key's `TPMT_PUBLIC`.
+pub fn ak_spki_of(tpmt_public: &[u8]) -> Result<Vec<u8>, String> {
+    let key = parse_ak_public(tpmt_public)?;
+    let vk = VerifyingKey::from_sec1_bytes(&key.point)
+        .map_err(|e| format!("the attestation key's point: {e}"))?;
+    vk.to_public_key_der()
+        .map(|d| d.as_bytes().to_vec())
+        .map_err(|e| e.to_string())
 }

@@ -11,9 +11,13 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
 use x509_parser::prelude::*;
 
-use crate::log::{Record, content_digest, replay};
-use crate::quote::{FORMAT, Quote, qualifying};
-use crate::root::{RootKind, SOFTWARE_MAGIC};
+use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
+use crate::evidence::quote::{FORMAT, Quote, qualifying};
+use crate::evidence::record::{CONTENT_TYPE, NV_INDEX, Record, content_digest, replay};
+use crate::evidence::tpm_wire::{
+    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
+    parse_nv_attest, parse_nv_public,
+};
 
 /// Why a quote was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -280,7 +284,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 .map_err(|_| Rejection::Signature)?;
             parse_software_attest(&attest)?
         }
-        RootKind::Tpm => crate::tpm_wire::check_tpm_evidence(quote, &attest, &signature, &ak_key)?,
+        RootKind::Tpm => check_tpm_evidence(quote, &attest, &signature, &ak_key)?,
     };
 
     // The nonce, and the subject the nonce is bound to.
@@ -372,7 +376,7 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
                 recnum: rec.recnum,
             });
         }
-        if rec.nv_index != crate::log::NV_INDEX || rec.content_type != crate::log::CONTENT_TYPE {
+        if rec.nv_index != NV_INDEX || rec.content_type != CONTENT_TYPE {
             return Err(Rejection::Malformed(format!(
                 "record {} is for index {:#x} with content type {:?}, not Warren's",
                 rec.recnum, rec.nv_index, rec.content_type
@@ -458,4 +462,79 @@ pub fn check_golden(
         }
     }
     Ok(())
+}
+
+fn tpm_hexfield(what: &str, s: Option<&str>) -> Result<Vec<u8>, Rejection> {
+    let s = s.ok_or_else(|| Rejection::Malformed(format!("a tpm quote carries {what}")))?;
+    hex::decode(s).map_err(|_| Rejection::Malformed(format!("{what} is not hex")))
+}
+
+/// Checks TPM evidence against the certified key `ak` and returns (signed qualifying value,
+/// register).
+fn check_tpm_evidence(
+    quote: &Quote,
+    attest: &[u8],
+    signature: &[u8],
+    ak: &VerifyingKey,
+) -> Result<([u8; 32], [u8; 32]), Rejection> {
+    let ak_public = tpm_hexfield("ak_public", quote.ak_public.as_deref())?;
+    let key = parse_ak_public(&ak_public).map_err(Rejection::KeyAttributes)?;
+    if key.attributes & AK_REQUIRED != AK_REQUIRED || key.attributes & AK_FORBIDDEN != 0 {
+        return Err(Rejection::KeyAttributes(format!(
+            "attributes {:#010x} are not those of a restricted signing key that never leaves the TPM",
+            key.attributes
+        )));
+    }
+    if key.point.as_slice() != ak.to_encoded_point(false).as_bytes() {
+        return Err(Rejection::NotEnrolled(
+            "the key that signed is not the key the certificate was issued for".into(),
+        ));
+    }
+    let sig = Signature::from_der(signature).map_err(|_| Rejection::Signature)?;
+    ak.verify(attest, &sig).map_err(|_| Rejection::Signature)?;
+    // `qualifiedSigner` is the key's Qualified Name, which depends on its parents; what
+    // matters is that the certified key signed a TPM-generated structure, which a restricted
+    // key only does for structures the TPM itself made (the magic value checked below).
+    let a = parse_nv_attest(attest).map_err(Rejection::Malformed)?;
+    let ak_name = name(&ak_public);
+    let nv_bytes = tpm_hexfield("nv_public", quote.nv_public.as_deref())?;
+    let nv = parse_nv_public(&nv_bytes).map_err(Rejection::Malformed)?;
+    if name(&nv_bytes) != a.index_name {
+        return Err(Rejection::Anchor(
+            "the certified index is not the one the quote describes".into(),
+        ));
+    }
+    if nv.index != NV_INDEX {
+        return Err(Rejection::Anchor(format!(
+            "index {:#010x}, not Warren's {NV_INDEX:#010x}",
+            nv.index
+        )));
+    }
+    if nv.name_alg != 0x000b || nv.size != 32 {
+        return Err(Rejection::Anchor("not a 32-byte SHA-256 index".into()));
+    }
+    if nv.attributes != ANCHOR_ATTRIBUTES {
+        return Err(Rejection::Anchor(format!(
+            "attributes {:#010x}, expected {ANCHOR_ATTRIBUTES:#010x} (an extend index only the attestation key's holder can write)",
+            nv.attributes
+        )));
+    }
+    if nv.auth_policy != anchor_policy(&ak_name) {
+        return Err(Rejection::Anchor(
+            "its write policy is not bound to the attestation key".into(),
+        ));
+    }
+    if a.offset != 0 || a.contents.len() != 32 {
+        return Err(Rejection::Anchor(
+            "the certified range is not the whole index".into(),
+        ));
+    }
+    let extra: [u8; 32] = a
+        .extra
+        .as_slice()
+        .try_into()
+        .map_err(|_| Rejection::Nonce("the signed qualifying value is not 32 bytes".into()))?;
+    let mut register = [0u8; 32];
+    register.copy_from_slice(&a.contents);
+    Ok((extra, register))
 }

@@ -22,8 +22,9 @@ use rcgen::{
     KeyUsagePurpose, SubjectPublicKeyInfo,
 };
 
-use crate::root::RootKind;
-use crate::verify::root_marker;
+use crate::evidence::credential::CredentialError;
+use crate::evidence::kind::RootKind;
+use crate::evidence::verify::root_marker;
 
 /// Why a CA operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,14 @@ pub enum CaError {
     /// The enrollment request was refused.
     #[error("enrollment refused: {0}")]
     Refused(String),
+}
+
+impl From<CredentialError> for CaError {
+    fn from(e: CredentialError) -> Self {
+        match e {
+            CredentialError::Refused(s) => CaError::Refused(s),
+        }
+    }
 }
 
 fn cert_err(e: impl std::fmt::Display) -> CaError {

@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use p256::pkcs8::EncodePublicKey;
 use serde_json::Value;
 
-use crate::root::{Evidence, RootError, RootKind, RootOfTrust};
+use crate::evidence::kind::RootKind;
+use crate::evidence::tpm_wire::ak_spki_of;
+use crate::io::root::{Evidence, RootError, RootOfTrust};
 
 /// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
 pub fn agent_path() -> Option<PathBuf> {
@@ -139,16 +140,6 @@ impl RootOfTrust for TpmRoot {
     fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
         let v = self.call(&["provision"])?;
         let public = Self::hex(&v, "ak_public")?;
-        ak_spki_of(&public)
+        ak_spki_of(&public).map_err(RootError::Tpm)
     }
-}
-
-/// The DER `SubjectPublicKeyInfo` of an attestation key's `TPMT_PUBLIC`.
-pub fn ak_spki_of(tpmt_public: &[u8]) -> Result<Vec<u8>, RootError> {
-    let key = crate::tpm_wire::parse_ak_public(tpmt_public).map_err(RootError::Tpm)?;
-    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.point)
-        .map_err(|e| RootError::Tpm(format!("the attestation key's point: {e}")))?;
-    vk.to_public_key_der()
-        .map(|d| d.as_bytes().to_vec())
-        .map_err(|e| RootError::Tpm(e.to_string()))
 }

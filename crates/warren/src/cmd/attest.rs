@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use warren_attest::root::DEFAULT_TPM;
+use warren_attest::config::DEFAULT_TPM;
 use warren_attest::verify::{Options, Policy};
 use warren_attest::{RootConfig, RootKind};
 
