@@ -58,12 +58,14 @@ fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
             root: RootKind::Tpm,
             tpm: std::env::var("WARREN_BENCH_TPM").ok(),
             agent: std::env::var_os("WARREN_TPM_AGENT").map(Into::into),
+            boot_log: None,
         }
     } else {
         RootConfig {
             root: RootKind::Software,
             tpm: None,
             agent: None,
+            boot_log: None,
         }
     };
     config.save(&state).unwrap();

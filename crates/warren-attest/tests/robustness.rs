@@ -26,6 +26,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         root: warren_attest::RootKind::Software,
         tpm: None,
         agent: None,
+        boot_log: None,
     }
     .save(&state)
     .unwrap();

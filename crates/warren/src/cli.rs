@@ -76,6 +76,31 @@ pub enum AttestCommand {
     Verify(VerifyArgs),
     /// Print the event log (CEL JSON, one record per line).
     Log,
+    /// Measured-boot policies.
+    #[command(subcommand)]
+    Policy(AttestPolicyCommand),
+}
+
+/// `warren attest policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum AttestPolicyCommand {
+    /// Learn a `[boot]` policy (TOML) that accepts exactly the boot a UEFI event log shows:
+    /// run it on a known-good host, review the values, then give the file to `verify --policy`.
+    Learn(PolicyLearnArgs),
+}
+
+/// `warren attest policy learn`.
+#[derive(Debug, Args)]
+pub struct PolicyLearnArgs {
+    /// The UEFI event log to learn from (default: the kernel's binary_bios_measurements).
+    #[arg(long, value_name = "FILE", conflicts_with = "quote")]
+    pub boot_log: Option<PathBuf>,
+    /// Learn from the event log inside this quote instead (verify the quote first).
+    #[arg(long, value_name = "FILE")]
+    pub quote: Option<PathBuf>,
+    /// Write the policy here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `warren attest init`.
@@ -87,6 +112,11 @@ pub struct AttestInitArgs {
     /// How to reach the TPM: `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
     #[arg(long, value_name = "SPEC")]
     pub tpm: Option<String>,
+    /// The UEFI event log TPM quotes carry (default:
+    /// /sys/kernel/security/tpm0/binary_bios_measurements; for hosts whose firmware exposes
+    /// none, and tests).
+    #[arg(long, value_name = "PATH")]
+    pub boot_log: Option<PathBuf>,
 }
 
 /// `warren attest quote`.

@@ -3,9 +3,10 @@
 //! every function is bytes (or parsed documents) in, a result out. [`crate::io`] builds on
 //! it; nothing here uses [`crate::io`].
 //!
-//! Module order, each using only those above it: [`kind`], [`launch`], [`record`],
+//! Module order, each using only those above it: [`bootlog`], [`kind`], [`launch`], [`record`],
 //! [`quote`], [`tpm_wire`], [`verify`]; [`credential`] (uses [`tpm_wire`]).
 
+pub mod bootlog;
 pub mod credential;
 pub mod kind;
 pub mod launch;

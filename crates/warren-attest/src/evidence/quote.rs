@@ -12,6 +12,8 @@
 //! so a quote for a program inside an environment binds that program's own launch record and
 //! the data it chose (a public key, say) to the verifier's nonce.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -49,6 +51,26 @@ pub struct Quote {
     pub ak_certificate: Option<String>,
     /// The event log at the time of the quote.
     pub event_log: Vec<Record>,
+    /// tpm: the host's boot state (a `TPM2_Quote` of the boot PCRs over the same qualifying
+    /// value, and the UEFI event log that explains them). Absent from software quotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootEvidence>,
+}
+
+/// The boot chain part of a TPM quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootEvidence {
+    /// The `TPMS_ATTEST` of `TPM2_Quote` (SHA-256 bank, [`crate::evidence::bootlog::BOOT_PCRS`]),
+    /// hex.
+    pub attest: String,
+    /// Its signature by the attestation key (ECDSA P-256 SHA-256, DER), hex.
+    pub signature: String,
+    /// The quoted PCRs' values as read next to the quote: PCR number to hex.
+    pub pcrs: BTreeMap<u32, String>,
+    /// The UEFI event log (`binary_bios_measurements`, crypto-agile), hex; absent when the
+    /// host has none.
+    pub event_log: Option<String>,
 }
 
 /// What a subject quote is about.

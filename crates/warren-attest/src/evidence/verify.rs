@@ -11,12 +11,13 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
 use x509_parser::prelude::*;
 
+use crate::evidence::bootlog::{self, BOOT_PCRS, BootFacts, BootPolicy};
 use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
-use crate::evidence::quote::{FORMAT, Quote, qualifying};
+use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
 use crate::evidence::record::{CONTENT_TYPE, NV_INDEX, Record, content_digest, replay};
 use crate::evidence::tpm_wire::{
     AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
-    parse_nv_attest, parse_nv_public,
+    parse_nv_attest, parse_nv_public, parse_quote_attest,
 };
 
 /// Why a quote was refused.
@@ -81,6 +82,29 @@ pub enum Rejection {
     /// A record does not match the golden values.
     #[error("golden-value mismatch: {0}")]
     Golden(String),
+    /// The boot PCR quote is not over the boot PCRs, or its values do not hash to the digest
+    /// the TPM signed.
+    #[error("boot PCRs: {0}")]
+    PcrDigest(String),
+    /// The UEFI event log does not parse.
+    #[error("{0}")]
+    BootLog(String),
+    /// Replaying the UEFI event log does not give the quoted PCRs (an event removed, altered
+    /// or added, or a PCR extended outside the log).
+    #[error("boot log replay: {0}")]
+    BootReplay(String),
+    /// The verifier's policy has a `[boot]` table and the quote shows no boot state.
+    #[error("no boot state: {0}")]
+    NoBootState(String),
+    /// The boot does not satisfy the measured-boot policy; `code` is `secure-boot`, `dbx`,
+    /// `db`, `boot-digest` or `cmdline`.
+    #[error("measured-boot policy ({code}): {detail}")]
+    BootPolicy {
+        /// The stable reason.
+        code: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -101,6 +125,11 @@ impl Rejection {
             Rejection::Replay { .. } => "log-replay",
             Rejection::Subject(_) => "subject",
             Rejection::Golden(_) => "golden",
+            Rejection::PcrDigest(_) => "pcr-digest",
+            Rejection::BootLog(_) => "boot-log",
+            Rejection::BootReplay(_) => "boot-replay",
+            Rejection::NoBootState(_) => "no-boot-state",
+            Rejection::BootPolicy { code, .. } => code,
         }
     }
 }
@@ -115,6 +144,9 @@ pub struct Policy {
     /// Per environment name.
     #[serde(default)]
     pub env: BTreeMap<String, Golden>,
+    /// The measured-boot policy; when present, a quote must carry the host's boot state.
+    #[serde(default)]
+    pub boot: Option<BootPolicy>,
 }
 
 /// The golden values of one environment; an absent field is not checked.
@@ -166,6 +198,8 @@ pub struct Verified {
     pub records: usize,
     /// The subject's environment and data, for a subject quote.
     pub subject: Option<(String, Vec<u8>)>,
+    /// What the verified boot log says, when the quote carries the boot state.
+    pub boot: Option<BootFacts>,
 }
 
 fn hexfield(what: &str, s: &str) -> Result<Vec<u8>, Rejection> {
@@ -326,8 +360,35 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         ));
     }
 
+    // The boot chain: the PCR quote, signed by the same key over the same qualifying value,
+    // and the UEFI event log replayed against it.
+    let boot = match &quote.boot {
+        None => None,
+        Some(_) if quote.root == RootKind::Software => {
+            return Err(Rejection::Malformed(
+                "a software root has no PCRs, yet the quote carries a boot state".into(),
+            ));
+        }
+        Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
+    };
+
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
+
+    if let Some(bp) = opts.policy.and_then(|p| p.boot.as_ref()) {
+        let facts = boot.as_ref().ok_or_else(|| {
+            Rejection::NoBootState(match quote.root {
+                RootKind::Software => {
+                    "a software root cannot show how the host booted (root: software)".into()
+                }
+                RootKind::Tpm => "the quote carries no boot PCR quote".into(),
+            })
+        })?;
+        bp.check(facts).map_err(|f| Rejection::BootPolicy {
+            code: f.code,
+            detail: f.detail,
+        })?;
+    }
 
     if let Some(policy) = opts.policy {
         check_golden(
@@ -345,6 +406,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .as_ref()
             .zip(subject)
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
+        boot,
     })
 }
 
@@ -537,4 +599,70 @@ fn check_tpm_evidence(
     let mut register = [0u8; 32];
     register.copy_from_slice(&a.contents);
     Ok((extra, register))
+}
+
+/// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
+/// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
+/// digest; the UEFI event log replays to each of them. Returns what the log says.
+fn check_boot(
+    b: &BootEvidence,
+    ak: &VerifyingKey,
+    qualifying: &[u8; 32],
+) -> Result<BootFacts, Rejection> {
+    let attest = hexfield("boot.attest", &b.attest)?;
+    let signature = hexfield("boot.signature", &b.signature)?;
+    let sig = Signature::from_der(&signature).map_err(|_| Rejection::Signature)?;
+    ak.verify(&attest, &sig).map_err(|_| Rejection::Signature)?;
+    let q = parse_quote_attest(&attest)
+        .map_err(|e| Rejection::Malformed(format!("boot.attest: {e}")))?;
+    if q.extra != qualifying {
+        return Err(Rejection::Nonce(
+            "the boot PCR quote does not bind this nonce".into(),
+        ));
+    }
+    let [(bootlog::ALG_SHA256, selected)] = q.selection.as_slice() else {
+        return Err(Rejection::PcrDigest(
+            "the quote does not select exactly the SHA-256 bank".into(),
+        ));
+    };
+    if !BOOT_PCRS[..10].iter().all(|p| selected.contains(p)) {
+        return Err(Rejection::PcrDigest(format!(
+            "the quote covers PCRs {selected:?}, not all of 0-9"
+        )));
+    }
+    let mut values = Vec::new();
+    for p in selected {
+        let v = b
+            .pcrs
+            .get(p)
+            .ok_or_else(|| Rejection::PcrDigest(format!("no value for quoted PCR {p}")))?;
+        let v: [u8; 32] = hex::decode(v)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Rejection::Malformed(format!("PCR {p} is not 32 bytes of hex")))?;
+        values.push((*p, v));
+    }
+    if bootlog::pcr_digest(values.iter().map(|(_, v)| v)).as_slice() != q.pcr_digest {
+        return Err(Rejection::PcrDigest(
+            "the PCR values do not hash to the digest the TPM signed".into(),
+        ));
+    }
+    let log = b.event_log.as_deref().ok_or_else(|| {
+        Rejection::BootReplay("the quote carries no UEFI event log to explain the PCRs".into())
+    })?;
+    let log =
+        hex::decode(log).map_err(|_| Rejection::Malformed("boot.event_log is not hex".into()))?;
+    let log = bootlog::parse(&log).map_err(|e| Rejection::BootLog(e.to_string()))?;
+    let replayed = log.replay();
+    for (p, v) in &values {
+        let r = replayed.get(p).copied().unwrap_or([0; 32]);
+        if &r != v {
+            return Err(Rejection::BootReplay(format!(
+                "PCR {p}: the event log replays to {}, the TPM holds {}",
+                hex::encode(r),
+                hex::encode(v)
+            )));
+        }
+    }
+    Ok(log.facts())
 }

@@ -20,7 +20,15 @@ pub struct RootConfig {
     /// For `tpm`: the `warren-tpm` agent to use (default: [`crate::io::tpm::agent_path`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<PathBuf>,
+    /// For `tpm`: the UEFI event log quotes carry (default: [`DEFAULT_BOOT_LOG`]);
+    /// `warren attest init --boot-log PATH` names another (hosts whose firmware exposes none,
+    /// and tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_log: Option<PathBuf>,
 }
+
+/// Where the kernel exposes the firmware's event log.
+pub const DEFAULT_BOOT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
 
 /// The default TPM: the kernel's resource manager.
 pub const DEFAULT_TPM: &str = "device:/dev/tpmrm0";
@@ -42,6 +50,7 @@ impl RootConfig {
                 root,
                 tpm: env_tpm,
                 agent: None,
+                boot_log: None,
             });
         }
         let path = Self::path(state_dir);
@@ -71,12 +80,14 @@ impl RootConfig {
                 root: RootKind::Tpm,
                 tpm: Some(DEFAULT_TPM.into()),
                 agent: crate::io::tpm::agent_path(),
+                boot_log: None,
             }
         } else {
             RootConfig {
                 root: RootKind::Software,
                 tpm: None,
                 agent: None,
+                boot_log: None,
             }
         }
     }

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-pub use crate::evidence::quote::{FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying};
-use crate::io::config::RootConfig;
+pub use crate::evidence::quote::{
+    BootEvidence, FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying,
+};
+use crate::io::config::{DEFAULT_BOOT_LOG, RootConfig};
 use crate::io::log::{EventLog, LogError};
 use crate::io::root::RootError;
 
@@ -24,6 +26,15 @@ pub enum QuoteError {
     /// The caller data is too long.
     #[error("caller data is {0} bytes; at most {MAX_CALLER_DATA}")]
     DataTooLong(usize),
+    /// The UEFI event log could not be read.
+    #[error("read the UEFI event log {}", path.display())]
+    BootLog {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// The certificate file could not be read.
     #[error("read the attestation key certificate")]
     Certificate(#[source] std::io::Error),
@@ -86,5 +97,28 @@ pub fn make_quote(
         nv_public: evidence.nv_public.map(hex::encode),
         ak_certificate: cert,
         event_log: records,
+        boot: match evidence.boot {
+            None => None,
+            Some(b) => Some(BootEvidence {
+                attest: hex::encode(&b.attest),
+                signature: hex::encode(&b.signature),
+                pcrs: b.pcrs.iter().map(|(n, v)| (*n, hex::encode(v))).collect(),
+                event_log: read_boot_log(&config)?.map(hex::encode),
+            }),
+        },
     })
+}
+
+/// The UEFI event log the configuration names; `None` when the default one does not exist (a
+/// host whose firmware exposes none). A log named explicitly must exist.
+fn read_boot_log(config: &RootConfig) -> Result<Option<Vec<u8>>, QuoteError> {
+    let (path, named) = match &config.boot_log {
+        Some(p) => (p.clone(), true),
+        None => (Path::new(DEFAULT_BOOT_LOG).to_owned(), false),
+    };
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if !named && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(QuoteError::BootLog { path, source }),
+    }
 }

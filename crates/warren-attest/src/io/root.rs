@@ -61,8 +61,21 @@ pub struct Evidence {
     pub signature: Vec<u8>,
     /// The attestation key: its `TPMT_PUBLIC` (tpm) or DER `SubjectPublicKeyInfo` (software).
     pub ak_public: Option<Vec<u8>>,
+    /// tpm: the `TPM2_Quote` of the boot PCRs over the same qualifying value.
+    pub boot: Option<PcrQuote>,
     /// The NV index's `TPMS_NV_PUBLIC` (tpm only).
     pub nv_public: Option<Vec<u8>>,
+}
+
+/// A `TPM2_Quote` of the boot PCRs ([`crate::evidence::bootlog::BOOT_PCRS`]).
+#[derive(Debug, Clone)]
+pub struct PcrQuote {
+    /// The `TPMS_ATTEST`.
+    pub attest: Vec<u8>,
+    /// Its signature (DER).
+    pub signature: Vec<u8>,
+    /// The PCR values read next to it.
+    pub pcrs: std::collections::BTreeMap<u32, [u8; 32]>,
 }
 
 /// A root of trust.
@@ -216,6 +229,7 @@ impl RootOfTrust for SoftwareRoot {
             signature: sig.to_der().as_bytes().to_vec(),
             ak_public: Some(spki.as_bytes().to_vec()),
             nv_public: None,
+            boot: None,
         })
     }
 

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::evidence::kind::RootKind;
 use crate::evidence::tpm_wire::ak_spki_of;
-use crate::io::root::{Evidence, RootError, RootOfTrust};
+use crate::io::root::{Evidence, PcrQuote, RootError, RootOfTrust};
 
 /// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
 pub fn agent_path() -> Option<PathBuf> {
@@ -33,8 +33,11 @@ impl TpmRoot {
     /// The TPM named by `spec` for the attestation directory `dir`, through `agent` (default:
     /// [`agent_path`]).
     pub fn new(dir: &Path, spec: &str, agent: Option<&Path>) -> Result<TpmRoot, RootError> {
-        let agent = agent
-            .map(Path::to_owned)
+        // WARREN_TPM_AGENT wins over the path recorded at `attest init`.
+        let agent = std::env::var_os("WARREN_TPM_AGENT")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| agent.map(Path::to_owned))
             .or_else(agent_path)
             .ok_or_else(|| {
                 RootError::Tpm(
@@ -94,6 +97,23 @@ impl TpmRoot {
     }
 }
 
+/// The agent's `pcrs` object: PCR number to hex value.
+fn pcr_values(v: &Value) -> Result<std::collections::BTreeMap<u32, [u8; 32]>, RootError> {
+    let bad = || RootError::Tpm("the agent's pcrs are not PCR numbers with 32-byte values".into());
+    let obj = v.get("pcrs").and_then(Value::as_object).ok_or_else(bad)?;
+    obj.iter()
+        .map(|(k, x)| {
+            let n: u32 = k.parse().map_err(|_| bad())?;
+            let d: [u8; 32] = x
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(bad)?;
+            Ok((n, d))
+        })
+        .collect()
+}
+
 /// A DER ECDSA signature from the TPM's `r` and `s`.
 fn der_signature(r: &[u8], s: &[u8]) -> Result<Vec<u8>, RootError> {
     let pad = |v: &[u8]| -> Result<[u8; 32], RootError> {
@@ -134,6 +154,11 @@ impl RootOfTrust for TpmRoot {
             signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
             ak_public: Some(Self::hex(&v, "ak_public")?),
             nv_public: Some(Self::hex(&v, "nv_public")?),
+            boot: Some(PcrQuote {
+                attest: Self::hex(&v, "pcr_attest")?,
+                signature: der_signature(&Self::hex(&v, "pcr_r")?, &Self::hex(&v, "pcr_s")?)?,
+                pcrs: pcr_values(&v)?,
+            }),
         })
     }
 

@@ -3,7 +3,7 @@
 //! owns the exit codes: `verify` exits 0 for an accepted quote, 1 for a rejected one (with the
 //! reason's code), 125 when it cannot check at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
@@ -11,11 +11,23 @@ use warren_attest::config::DEFAULT_TPM;
 use warren_attest::verify::{Options, Policy};
 use warren_attest::{RootConfig, RootKind};
 
-use crate::cli::{AttestCommand, CaCommand, QuoteArgs, VerifyArgs};
+use crate::cli::{
+    AttestCommand, AttestPolicyCommand, CaCommand, PolicyLearnArgs, QuoteArgs, VerifyArgs,
+};
 
 /// Saves the root of trust for the state directory (`auto` detects).
 pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
-    let config = match root {
+    configure_root_with(state_dir, root, tpm, None)
+}
+
+/// [`configure_root`], naming the UEFI event log TPM quotes carry.
+pub fn configure_root_with(
+    state_dir: &Path,
+    root: &str,
+    tpm: Option<String>,
+    boot_log: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut config = match root {
         "auto" => RootConfig::detect(),
         other => {
             let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
@@ -26,9 +38,31 @@ pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyh
                 ),
                 RootKind::Software => (None, None),
             };
-            RootConfig { root, tpm, agent }
+            RootConfig {
+                root,
+                tpm,
+                agent,
+                boot_log: None,
+            }
         }
     };
+    if let Some(p) = boot_log {
+        if config.root != RootKind::Tpm {
+            bail!(
+                "--boot-log {}: a software root has no PCRs to check a boot log against; it \
+                 needs --root tpm",
+                p.display()
+            );
+        }
+        std::fs::read(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                warren_attest::evidence::bootlog::parse(&b)?;
+                Ok(())
+            })
+            .with_context(|| format!("--boot-log {}", p.display()))?;
+        config.boot_log = Some(std::path::absolute(&p).unwrap_or(p));
+    }
     config
         .save(state_dir)
         .context("save the root of trust configuration")?;
@@ -55,7 +89,8 @@ pub fn root_summary(state_dir: &Path) -> Value {
                 ),
                 RootKind::Tpm => c.tpm.clone().unwrap_or_else(|| DEFAULT_TPM.to_owned()),
             };
-            json!({ "root": c.root.as_str(), "tpm": c.tpm, "detail": detail })
+            json!({ "root": c.root.as_str(), "tpm": c.tpm, "detail": detail,
+                    "boot_log": c.boot_log.as_ref().map(|p| p.display().to_string()) })
         }
         Err(e) => json!({ "root": null, "detail": format!("{e}") }),
     }
@@ -69,7 +104,7 @@ fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
-            configure_root(state_dir, &a.root, a.tpm)?;
+            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log)?;
             println!(
                 "{}",
                 root_summary(state_dir)["root"].as_str().unwrap_or("?")
@@ -87,7 +122,41 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        AttestCommand::Policy(AttestPolicyCommand::Learn(a)) => learn(a),
     }
+}
+
+/// `warren attest policy learn`: the `[boot]` table that accepts exactly this boot.
+fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
+    let bytes = match (&a.quote, &a.boot_log) {
+        (Some(q), _) => {
+            let text =
+                std::fs::read_to_string(q).with_context(|| format!("read {}", q.display()))?;
+            let quote: warren_attest::Quote =
+                serde_json::from_str(&text).with_context(|| format!("quote {}", q.display()))?;
+            let log = quote
+                .boot
+                .and_then(|b| b.event_log)
+                .with_context(|| format!("quote {} carries no UEFI event log", q.display()))?;
+            hex::decode(log).with_context(|| format!("quote {}: boot.event_log", q.display()))?
+        }
+        (None, p) => {
+            let p = p
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(warren_attest::config::DEFAULT_BOOT_LOG));
+            std::fs::read(&p).with_context(|| format!("read the UEFI event log {}", p.display()))?
+        }
+    };
+    let log = warren_attest::evidence::bootlog::parse(&bytes)?;
+    let text = warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml();
+    let text = format!(
+        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}"
+    );
+    match &a.out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(0)
 }
 
 fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
@@ -155,7 +224,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     "{}",
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
-                            "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})) })
+                            "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
+                            "boot": v.boot })
                 );
             } else {
                 println!(
@@ -166,6 +236,15 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                 );
                 if let Some((env, data)) = &v.subject {
                     println!("subject: environment {env}, data {}", hex::encode(data));
+                }
+                match &v.boot {
+                    Some(b) => println!(
+                        "boot: secure boot {}, kernel {}, command line {:?}",
+                        if b.secure_boot { "on" } else { "off" },
+                        b.kernel.as_deref().unwrap_or("(none measured)"),
+                        b.cmdline.as_deref().unwrap_or("")
+                    ),
+                    None => println!("boot: not shown (root: {})", v.root),
                 }
             }
             Ok(0)
