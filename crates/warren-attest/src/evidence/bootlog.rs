@@ -132,6 +132,15 @@ pub enum BootLogError {
     /// An event has no SHA-256 digest.
     #[error("boot event log: event {0} has no SHA-256 digest")]
     NoSha256(usize),
+    /// An event whose data the verifier reads (a secure boot variable, a separator, the kernel
+    /// command line) does not hash to the digest that was extended.
+    #[error("boot event log: the data of event {event} ({what}) does not match its digest")]
+    Binding {
+        /// The event's index (1 = the first after the Spec ID event).
+        event: usize,
+        /// What it is.
+        what: &'static str,
+    },
 }
 
 /// One event of the log.
@@ -264,7 +273,35 @@ impl BootLog {
         pcrs
     }
 
-    /// What the log says about the boot.
+    /// Checks that every event whose data [`BootLog::facts`] reads is bound to its digest: the
+    /// digest is what the PCR holds, the data is only a claim until it hashes to it. (Boot
+    /// applications and initrds are judged by their digests, so their data need no binding.)
+    pub fn check_bindings(&self) -> Result<(), BootLogError> {
+        for (i, e) in self.events.iter().enumerate() {
+            let (what, bound): (&'static str, Option<Vec<u8>>) = match e.event_type {
+                ev::EFI_VARIABLE_DRIVER_CONFIG => ("a secure boot variable", Some(e.data.clone())),
+                ev::SEPARATOR => ("a separator", Some(e.data.clone())),
+                ev::IPL if e.pcr == 8 => {
+                    let text = String::from_utf8_lossy(&e.data);
+                    let text = text.trim_end_matches('\0');
+                    match text.strip_prefix("kernel_cmdline: ") {
+                        // GRUB extends the command line itself; the event names it.
+                        Some(c) => ("the kernel command line", Some(c.as_bytes().to_vec())),
+                        None => ("", None),
+                    }
+                }
+                _ => ("", None),
+            };
+            if let Some(b) = bound {
+                if <[u8; 32]>::from(Sha256::digest(&b)) != e.sha256 {
+                    return Err(BootLogError::Binding { event: i + 1, what });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the log says about the boot (call [`BootLog::check_bindings`] first).
     pub fn facts(&self) -> BootFacts {
         let mut f = BootFacts::default();
         let mut apps = Vec::new();
@@ -668,11 +705,12 @@ mod tests {
                 digest: Some(Sha256::digest(app).into()),
             });
         }
-        v.push(e(
-            8,
-            ev::IPL,
-            b"kernel_cmdline: /vmlinuz root=/dev/sda1 ro\0",
-        ));
+        v.push(NewEvent {
+            pcr: 8,
+            event_type: ev::IPL,
+            data: b"kernel_cmdline: /vmlinuz root=/dev/sda1 ro\0".to_vec(),
+            digest: Some(Sha256::digest(b"/vmlinuz root=/dev/sda1 ro").into()),
+        });
         v
     }
 
@@ -681,6 +719,14 @@ mod tests {
         let (bytes, digests) = build(&sample(b"linux", 1));
         let log = parse(&bytes).unwrap();
         assert_eq!(log.events.len(), digests.len());
+        assert_eq!(log.check_bindings(), Ok(()));
+        // Secure boot claimed on while the digest extended says off: the data is not bound.
+        let mut forged = log.clone();
+        forged.events[1].sha256 = parse(&build(&sample(b"linux", 0)).0).unwrap().events[1].sha256;
+        assert!(matches!(
+            forged.check_bindings(),
+            Err(BootLogError::Binding { event: 2, .. })
+        ));
         let pcrs = log.replay();
         let mut pcr4 = [0u8; 32];
         for (ev, d) in log.events.iter().zip(&digests) {
