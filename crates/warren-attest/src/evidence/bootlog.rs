@@ -336,13 +336,12 @@ impl BootLog {
                         f.initrd.push(hex::encode(e.sha256));
                     }
                 }
-                (9, ev::EVENT_TAG) => {
+                (9, ev::EVENT_TAG)
                     if e.data.len() >= 4
                         && u32::from_le_bytes([e.data[0], e.data[1], e.data[2], e.data[3]])
-                            == LINUX_INITRD_TAG
-                    {
-                        f.initrd.push(hex::encode(e.sha256));
-                    }
+                            == LINUX_INITRD_TAG =>
+                {
+                    f.initrd.push(hex::encode(e.sha256));
                 }
                 _ => {}
             }
