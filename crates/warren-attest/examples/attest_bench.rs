@@ -134,7 +134,11 @@ fn main() {
                 ca_pem: &ca_pem,
                 allow_software: !tpm,
                 policy: None,
-                now: 1_800_000_000,
+                now: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                crl_pem: None,
             };
             warren_attest::verify(&quote, &opts).unwrap();
             let ops: &[&str] = match op {

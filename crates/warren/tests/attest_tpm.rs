@@ -928,3 +928,142 @@ fn boot_chain_in_every_quote() {
     }
     let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
 }
+
+#[test]
+fn enrollment_across_machines_and_revocation() {
+    sweep_stale();
+    let agent = agent();
+    let tpm = Swtpm::start("pki");
+    let host = Host::new("pki", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    ok(host
+        .w()
+        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+        .output()
+        .unwrap());
+    // The CA runs as another "machine": its commands get only its directory and the documents.
+    let ca_cmd = || {
+        let mut c = warren();
+        c.env_remove("WARREN_ATTEST_ROOT").env_remove("WARREN_TPM");
+        c
+    };
+    let mut init = ca_cmd();
+    init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        init.arg("--ek-ca").arg(c);
+    }
+    ok(init.output().unwrap());
+    let docs = host.state.with_extension("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = |n: &str| docs.join(n);
+
+    // request (host) -> challenge (CA) -> answer (host) -> certificate (CA) -> install (host).
+    ok(host
+        .w()
+        .args(["ca", "request", "--host", "pki-host", "--out"])
+        .arg(d("req.json"))
+        .output()
+        .unwrap());
+    let req: Value = serde_json::from_slice(&std::fs::read(d("req.json")).unwrap()).unwrap();
+    assert_eq!(req["root"], "tpm");
+    ok(ca_cmd()
+        .args(["ca", "challenge", "--dir"])
+        .arg(&ca)
+        .arg("--request")
+        .arg(d("req.json"))
+        .arg("--out")
+        .arg(d("chal.json"))
+        .output()
+        .unwrap());
+    ok(host
+        .w()
+        .args(["ca", "answer", "--challenge"])
+        .arg(d("chal.json"))
+        .arg("--out")
+        .arg(d("ans.json"))
+        .output()
+        .unwrap());
+    // A wrong answer is refused, and so is any answer once the challenge is used up.
+    std::fs::write(
+        d("bad.json"),
+        format!("{{\"secret\":\"{}\"}}", "00".repeat(32)),
+    )
+    .unwrap();
+    let certify = |answer: &str| {
+        ca_cmd()
+            .args(["ca", "certify", "--dir"])
+            .arg(&ca)
+            .arg("--request")
+            .arg(d("req.json"))
+            .arg("--answer")
+            .arg(d(answer))
+            .arg("--out")
+            .arg(d("ak.crt"))
+            .output()
+            .unwrap()
+    };
+    let o = certify("bad.json");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not recover"));
+    ok(ca_cmd()
+        .args(["ca", "challenge", "--dir"])
+        .arg(&ca)
+        .arg("--request")
+        .arg(d("req.json"))
+        .arg("--out")
+        .arg(d("chal.json"))
+        .output()
+        .unwrap());
+    ok(host
+        .w()
+        .args(["ca", "answer", "--challenge"])
+        .arg(d("chal.json"))
+        .arg("--out")
+        .arg(d("ans.json"))
+        .output()
+        .unwrap());
+    ok(certify("ans.json"));
+    let o = certify("ans.json");
+    assert!(!o.status.success(), "a challenge is answered once");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no challenge is pending"));
+    ok(host
+        .w()
+        .args(["ca", "install", "--cert"])
+        .arg(d("ak.crt"))
+        .output()
+        .unwrap());
+
+    // The quote verifies under the TPM CA with its current revocation list ...
+    host.launch("/bin/true");
+    let tpm_ca = ca.join("tpm-ca.crt");
+    let crl = ca.join("tpm-ca.crl");
+    let q = host.quote("cc01", &[]);
+    let with_crl = ["--crl", crl.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "cc01", &tpm_ca, &with_crl), accepted());
+    // ... not with another CA's list ...
+    let other = ca.join("software-ca.crl");
+    assert_eq!(
+        host.verify(&q, "cc01", &tpm_ca, &["--crl", other.to_str().unwrap()]),
+        refused("crl")
+    );
+    // ... and not once the CA has revoked the key.
+    ok(ca_cmd()
+        .args(["ca", "revoke", "--dir"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(d("ak.crt"))
+        .output()
+        .unwrap());
+    assert_eq!(
+        host.verify(&q, "cc01", &tpm_ca, &with_crl),
+        refused("revoked")
+    );
+    // A verifier without the list still accepts: revocation reaches those who fetch the CRL.
+    assert_eq!(host.verify(&q, "cc01", &tpm_ca, &[]), accepted());
+
+    drop(tpm);
+    for p in [&host.state, &ca, &docs] {
+        let _ = std::fs::remove_dir_all(p);
+    }
+}

@@ -82,6 +82,12 @@ pub enum Rejection {
     /// A record does not match the golden values.
     #[error("golden-value mismatch: {0}")]
     Golden(String),
+    /// The attestation key's certificate is on the CA's revocation list.
+    #[error("attestation key revoked: certificate serial {0} is on the CA's revocation list")]
+    Revoked(String),
+    /// The revocation list given is not the CA's, is not signed by it, or is out of date.
+    #[error("revocation list: {0}")]
+    Crl(String),
     /// The boot PCR quote is not over the boot PCRs, or its values do not hash to the digest
     /// the TPM signed.
     #[error("boot PCRs: {0}")]
@@ -125,6 +131,8 @@ impl Rejection {
             Rejection::Replay { .. } => "log-replay",
             Rejection::Subject(_) => "subject",
             Rejection::Golden(_) => "golden",
+            Rejection::Revoked(_) => "revoked",
+            Rejection::Crl(_) => "crl",
             Rejection::PcrDigest(_) => "pcr-digest",
             Rejection::BootLog(_) => "boot-log",
             Rejection::BootReplay(_) => "boot-replay",
@@ -185,6 +193,8 @@ pub struct Options<'a> {
     pub policy: Option<&'a Policy>,
     /// The time to check certificate validity at (seconds since the epoch).
     pub now: i64,
+    /// The issuing CA's certificate revocation list (PEM), if the verifier has one.
+    pub crl_pem: Option<&'a str>,
 }
 
 /// What a verified quote proves.
@@ -236,6 +246,54 @@ pub fn check_signed_by(
         .map_err(|_| "not signed by the given CA".to_owned())
 }
 
+/// Checks the CA's revocation list: issued and signed by the CA, current at `now`, and not
+/// listing the attestation key's certificate.
+fn check_crl(
+    crl_pem: &str,
+    ca: &X509Certificate<'_>,
+    ca_key: &VerifyingKey,
+    ak_cert: &X509Certificate<'_>,
+    now: i64,
+) -> Result<(), Rejection> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(crl_pem.as_bytes())
+        .map_err(|e| Rejection::Crl(format!("not PEM: {e}")))?;
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents)
+        .map_err(|e| Rejection::Crl(format!("does not parse: {e}")))?;
+    if crl.tbs_cert_list.issuer != *ca.subject() {
+        return Err(Rejection::Crl(format!(
+            "issued by {}, not by the CA {}",
+            crl.tbs_cert_list.issuer,
+            ca.subject()
+        )));
+    }
+    let sig = Signature::from_der(&crl.signature_value.data)
+        .map_err(|_| Rejection::Crl("the signature is not ECDSA P-256".into()))?;
+    ca_key
+        .verify(crl.tbs_cert_list.as_ref(), &sig)
+        .map_err(|_| Rejection::Crl("not signed by the CA".into()))?;
+    if crl.last_update().timestamp() > now {
+        return Err(Rejection::Crl("issued in the future".into()));
+    }
+    match crl.next_update() {
+        Some(t) if t.timestamp() >= now => {}
+        _ => {
+            return Err(Rejection::Crl(
+                "out of date (past its next update): fetch a current one from the CA".into(),
+            ));
+        }
+    }
+    let serial = ak_cert.tbs_certificate.serial.clone();
+    if crl
+        .iter_revoked_certificates()
+        .any(|r| *r.serial() == serial)
+    {
+        return Err(Rejection::Revoked(
+            ak_cert.tbs_certificate.raw_serial_as_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Verifies a quote.
 pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> {
     if quote.format != FORMAT {
@@ -281,6 +339,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 "the {what} certificate is not valid now"
             )));
         }
+    }
+    if let Some(crl) = opts.crl_pem {
+        check_crl(crl, &ca, &ca_key, &ak_cert, opts.now)?;
     }
     let marker = ak_cert
         .subject()

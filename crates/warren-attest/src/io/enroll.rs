@@ -259,3 +259,110 @@ pub fn ca_finish(
     let spki = ak_spki_of(&ak_public).map_err(refused)?;
     ca.issue(RootKind::Tpm, &spki, &req.host)
 }
+
+/// The enrollment request document (`warren ca request`), as the host hands it to the CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "root", rename_all = "lowercase", deny_unknown_fields)]
+pub enum EnrollRequest {
+    /// A software key, with its proof of possession.
+    Software {
+        /// The request.
+        request: Request,
+    },
+    /// A TPM: EK certificate, EK modulus, AK.
+    Tpm {
+        /// The request.
+        request: TpmRequest,
+    },
+}
+
+/// The host's answer to a challenge (`warren ca answer`): the secret its TPM recovered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// The recovered secret, hex.
+    pub secret: String,
+}
+
+/// The host's side, step 1 on its own machine: the request for its configured root.
+pub fn make_request(state_dir: &Path, host: &str) -> Result<EnrollRequest, EnrollError> {
+    Ok(match RootConfig::resolve(state_dir)?.root {
+        RootKind::Software => EnrollRequest::Software {
+            request: software_request(state_dir, host)?,
+        },
+        RootKind::Tpm => EnrollRequest::Tpm {
+            request: tpm_request(state_dir, host)?,
+        },
+    })
+}
+
+/// Where the CA keeps the secret it expects back for a TPM request (one file per AK, 0600).
+fn pending_path(ca_dir: &Path, req: &TpmRequest) -> std::path::PathBuf {
+    use sha2::Digest;
+    let id = hex::encode(sha2::Sha256::digest(req.ak_public.as_bytes()));
+    ca_dir.join("pending").join(format!("{id}.json"))
+}
+
+/// The CA's side, step 2 on the CA's machine: checks a TPM request and makes the challenge,
+/// remembering the secret to expect under `DIR/pending/`.
+pub fn ca_make_challenge(ca_dir: &Path, req: &TpmRequest) -> Result<Challenge, CaError> {
+    let ca = PrivacyCa::new(ca_dir);
+    let (challenge, expected) = ca_challenge(req, &ca.ek_roots()?)?;
+    let path = pending_path(ca_dir, req);
+    let io = |what, source| CaError::Io {
+        what,
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(path.parent().unwrap_or(ca_dir)).map_err(|e| io("create", e))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io("create", e))?;
+        f.write_all(hex::encode(&expected).as_bytes())
+            .map_err(|e| io("write", e))?;
+    }
+    Ok(challenge)
+}
+
+/// The host's side, step 3: recovers the challenge's secret with its TPM.
+pub fn make_answer(state_dir: &Path, challenge: &Challenge) -> Result<Answer, EnrollError> {
+    Ok(Answer {
+        secret: hex::encode(tpm_activate(state_dir, challenge)?),
+    })
+}
+
+/// The CA's side, step 4: issues the certificate for a request (a software request needs no
+/// answer; a TPM request needs the answer to the challenge the CA made for it, which is then
+/// forgotten, so each challenge is answered once).
+pub fn ca_certify(
+    ca_dir: &Path,
+    req: &EnrollRequest,
+    answer: Option<&Answer>,
+) -> Result<String, CaError> {
+    let ca = PrivacyCa::new(ca_dir);
+    match req {
+        EnrollRequest::Software { request } => ca_handle_software(&ca, request),
+        EnrollRequest::Tpm { request } => {
+            let answer = answer.ok_or_else(|| {
+                refused("a TPM request needs the host's answer to the CA's challenge")
+            })?;
+            let path = pending_path(ca_dir, request);
+            let expected = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| hex::decode(s.trim()).ok())
+                .ok_or_else(|| {
+                    refused("no challenge is pending for this attestation key (make one first)")
+                })?;
+            let got = hex::decode(&answer.secret).map_err(|_| refused("the answer is not hex"))?;
+            let _ = std::fs::remove_file(&path);
+            ca_finish(&ca, request, &expected, &got)
+        }
+    }
+}

@@ -199,6 +199,11 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let crl = a
+        .crl
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display())))
+        .transpose()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -214,6 +219,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     allow_software: a.allow_software,
                     policy: policy.as_ref(),
                     now,
+                    crl_pem: crl.as_deref(),
                 },
             )
         });
@@ -275,18 +281,84 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
                     .context("trust the EK CA")?;
             }
             println!(
-                "TPM issuing CA: {}\nsoftware issuing CA: {}",
+                "TPM issuing CA: {} (revocation list {})\nsoftware issuing CA: {} (revocation list {})",
                 ca.issuer_cert_path(RootKind::Tpm).display(),
-                ca.issuer_cert_path(RootKind::Software).display()
+                ca.crl_path(RootKind::Tpm).display(),
+                ca.issuer_cert_path(RootKind::Software).display(),
+                ca.crl_path(RootKind::Software).display()
             );
             Ok(0)
         }
+        CaCommand::Request(a) => {
+            let req = warren_attest::enroll::make_request(state_dir, &host_name(a.host))
+                .context("make the enrollment request")?;
+            write_json(&a.out, &req)?;
+            Ok(0)
+        }
+        CaCommand::Challenge(a) => {
+            let req: warren_attest::enroll::EnrollRequest = read_json(&a.request)?;
+            let warren_attest::enroll::EnrollRequest::Tpm { request } = req else {
+                bail!(
+                    "{}: a software request has no challenge; run `warren ca certify`",
+                    a.request.display()
+                );
+            };
+            let c = warren_attest::enroll::ca_make_challenge(&a.dir, &request)
+                .with_context(|| format!("challenge {}", a.request.display()))?;
+            write_json(&a.out, &c)?;
+            Ok(0)
+        }
+        CaCommand::Answer(a) => {
+            let c: warren_attest::enroll::Challenge = read_json(&a.challenge)?;
+            let ans = warren_attest::enroll::make_answer(state_dir, &c)
+                .with_context(|| format!("answer {}", a.challenge.display()))?;
+            write_json(&a.out, &ans)?;
+            Ok(0)
+        }
+        CaCommand::Certify(a) => {
+            let req: warren_attest::enroll::EnrollRequest = read_json(&a.request)?;
+            let ans: Option<warren_attest::enroll::Answer> =
+                a.answer.as_deref().map(read_json).transpose()?;
+            let pem = warren_attest::enroll::ca_certify(&a.dir, &req, ans.as_ref())
+                .with_context(|| format!("certify {}", a.request.display()))?;
+            std::fs::write(&a.out, pem).with_context(|| format!("write {}", a.out.display()))?;
+            Ok(0)
+        }
+        CaCommand::Install(a) => {
+            let pem = std::fs::read_to_string(&a.cert)
+                .with_context(|| format!("read {}", a.cert.display()))?;
+            warren_attest::enroll::install_certificate(state_dir, &pem).context("install")?;
+            println!(
+                "installed: {}",
+                warren_attest::quote::certificate_path(state_dir).display()
+            );
+            Ok(0)
+        }
+        CaCommand::Revoke(a) => {
+            let pem = std::fs::read_to_string(&a.cert)
+                .with_context(|| format!("read {}", a.cert.display()))?;
+            let ca = warren_attest::ca::PrivacyCa::new(&a.dir);
+            let (root, serial) = ca
+                .revoke(&pem)
+                .with_context(|| format!("revoke {}", a.cert.display()))?;
+            println!(
+                "revoked: serial {serial} of the {root} issuing CA; publish {}",
+                ca.crl_path(root).display()
+            );
+            Ok(0)
+        }
+        CaCommand::Crl(a) => {
+            let ca = warren_attest::ca::PrivacyCa::new(&a.dir);
+            for root in [RootKind::Tpm, RootKind::Software] {
+                let p = ca
+                    .write_crl(root)
+                    .with_context(|| format!("write the {root} revocation list"))?;
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
         CaCommand::Enroll(a) => {
-            let host = a.host.unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| "localhost".into())
-            });
+            let host = host_name(a.host);
             let (root, _) =
                 warren_attest::enroll::enroll_local(state_dir, &a.dir, &host).context("enroll")?;
             println!(
@@ -296,4 +368,23 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn host_name(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the expected document", p.display()))
+}
+
+fn write_json<T: serde::Serialize>(p: &Path, v: &T) -> anyhow::Result<()> {
+    std::fs::write(p, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("write {}", p.display()))
 }
