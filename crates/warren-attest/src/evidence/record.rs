@@ -67,3 +67,59 @@ pub fn extend(register: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
 pub fn replay<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
     digests.into_iter().fold([0; 32], |r, d| extend(&r, d))
 }
+
+/// `content.event` of a launch record: the environment was measured and its launcher went on
+/// towards `execve`.
+pub const EVENT_LAUNCH: &str = "launch";
+
+/// `content.event` of an outcome record: the launch measured in the matching `launch` record
+/// (the same content but for `event`) failed before its workload ran; it was refused.
+pub const EVENT_REFUSED: &str = "refused";
+
+/// What became of one launch record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The launch record.
+    pub recnum: u64,
+    /// The environment.
+    pub name: String,
+    /// `ran` (no refusal recorded: the launcher reached `execve`) or `refused` (a later
+    /// record says the launch failed after it was measured, and the workload never ran).
+    pub outcome: &'static str,
+    /// The refusal record, if any.
+    pub refused_by: Option<u64>,
+}
+
+/// The outcome of every launch record: a `refused` record refers to the latest earlier
+/// `launch` record whose content is identical but for `event`.
+pub fn outcomes(records: &[Record]) -> Vec<Outcome> {
+    let mut out: Vec<Outcome> = Vec::new();
+    for r in records {
+        match r.content.event.as_str() {
+            EVENT_LAUNCH => out.push(Outcome {
+                recnum: r.recnum,
+                name: r.content.name.clone(),
+                outcome: "ran",
+                refused_by: None,
+            }),
+            EVENT_REFUSED => {
+                let mut as_launch = r.content.clone();
+                as_launch.event = EVENT_LAUNCH.into();
+                let target = records
+                    .iter()
+                    .filter(|l| l.recnum < r.recnum && l.content == as_launch)
+                    .map(|l| l.recnum)
+                    .next_back();
+                if let Some(o) = out
+                    .iter_mut()
+                    .find(|o| Some(o.recnum) == target && o.refused_by.is_none())
+                {
+                    o.outcome = "refused";
+                    o.refused_by = Some(r.recnum);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}

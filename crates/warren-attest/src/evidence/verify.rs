@@ -14,7 +14,10 @@ use x509_parser::prelude::*;
 use crate::evidence::bootlog::{self, BOOT_PCRS, BootFacts, BootPolicy};
 use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
 use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
-use crate::evidence::record::{CONTENT_TYPE, NV_INDEX, Record, content_digest, replay};
+use crate::evidence::record::{
+    CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, Record, content_digest, outcomes,
+    replay,
+};
 use crate::evidence::tpm_wire::{
     AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
     parse_nv_attest, parse_nv_public, parse_quote_attest,
@@ -210,6 +213,8 @@ pub struct Verified {
     pub subject: Option<(String, Vec<u8>)>,
     /// What the verified boot log says, when the quote carries the boot state.
     pub boot: Option<BootFacts>,
+    /// What became of each launch: `ran` or `refused`.
+    pub outcomes: Vec<Outcome>,
 }
 
 fn hexfield(what: &str, s: &str) -> Result<Vec<u8>, Rejection> {
@@ -399,6 +404,12 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 .iter()
                 .find(|r| r.recnum == s.recnum)
                 .ok_or_else(|| Rejection::Subject(format!("no record {}", s.recnum)))?;
+            if rec.content.event != EVENT_LAUNCH {
+                return Err(Rejection::Subject(format!(
+                    "record {} is not a launch record",
+                    s.recnum
+                )));
+            }
             if rec.content.name != s.env {
                 return Err(Rejection::Subject(format!(
                     "record {} is environment {:?}, not {:?}",
@@ -468,6 +479,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .zip(subject)
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
         boot,
+        outcomes: outcomes(&quote.event_log),
     })
 }
 
@@ -498,6 +510,12 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
                 position: i,
                 recnum: rec.recnum,
             });
+        }
+        if ![EVENT_LAUNCH, EVENT_REFUSED].contains(&rec.content.event.as_str()) {
+            return Err(Rejection::Malformed(format!(
+                "record {} has event {:?}, neither {EVENT_LAUNCH:?} nor {EVENT_REFUSED:?}",
+                rec.recnum, rec.content.event
+            )));
         }
         if rec.nv_index != NV_INDEX || rec.content_type != CONTENT_TYPE {
             return Err(Rejection::Malformed(format!(
@@ -532,7 +550,7 @@ pub fn check_golden(
 ) -> Result<(), Rejection> {
     let mut latest: BTreeMap<&str, &Record> = BTreeMap::new();
     for r in records {
-        if only.is_none_or(|n| n == r.recnum) {
+        if only.is_none_or(|n| n == r.recnum) && r.content.event == EVENT_LAUNCH {
             latest.insert(&r.content.name, r);
         }
     }

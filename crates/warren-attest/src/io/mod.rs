@@ -3,13 +3,14 @@
 //! It builds on [`crate::evidence`] for every format and check.
 //!
 //! Module order, each using only those above it (and [`crate::evidence`]): [`root`] (the trait,
-//! the software root), [`measure`], [`log`], [`tpm`], [`config`], [`quote`], [`ca`], [`enroll`].
+//! the software root), [`measure`], [`log`], [`tpm`], [`config`], [`outcome`], [`quote`], [`ca`], [`enroll`].
 
 pub mod ca;
 pub mod config;
 pub mod enroll;
 pub mod log;
 pub mod measure;
+pub mod outcome;
 pub mod quote;
 pub mod root;
 pub mod tpm;

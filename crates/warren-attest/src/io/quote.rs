@@ -7,6 +7,7 @@ use std::path::Path;
 pub use crate::evidence::quote::{
     BootEvidence, FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying,
 };
+use crate::evidence::record::EVENT_LAUNCH;
 use crate::io::config::{DEFAULT_BOOT_LOG, RootConfig};
 use crate::io::log::{EventLog, LogError};
 use crate::io::root::RootError;
@@ -68,7 +69,7 @@ pub fn make_quote(
             let rec = records
                 .iter()
                 .rev()
-                .find(|r| r.content.name == name)
+                .find(|r| r.content.name == name && r.content.event == EVENT_LAUNCH)
                 .ok_or_else(|| QuoteError::NoRecord(name.to_owned()))?;
             let digest = rec.sha256().unwrap_or([0; 32]);
             Some((rec.recnum, digest))

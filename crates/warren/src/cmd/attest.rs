@@ -231,7 +231,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
-                            "boot": v.boot })
+                            "boot": v.boot, "outcomes": v.outcomes })
                 );
             } else {
                 println!(
@@ -242,6 +242,14 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                 );
                 if let Some((env, data)) = &v.subject {
                     println!("subject: environment {env}, data {}", hex::encode(data));
+                }
+                for o in v.outcomes.iter().filter(|o| o.outcome == "refused") {
+                    println!(
+                        "refused: record {} ({}) was measured and never ran (record {})",
+                        o.recnum,
+                        o.name,
+                        o.refused_by.unwrap_or(0)
+                    );
                 }
                 match &v.boot {
                     Some(b) => println!(
