@@ -92,3 +92,32 @@ impl LaunchContent {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canonical JSON rules of docs/attestation.md ("Canonical JSON"), byte for byte.
+    #[test]
+    fn canonical_json_escapes() {
+        let c = LaunchConfig {
+            memory: None,
+            pids: Some(64),
+            cpu_micros: None,
+            tmpfs_size: 0,
+            seccomp_profile: None,
+            capabilities: vec![],
+            no_new_privs: true,
+            landlock_abi: Some(-1),
+            namespaces: vec!["é/\"\\\u{8}\u{9}\u{a}\u{c}\u{d}\u{1b}\u{7f}".into()],
+            network: "none".into(),
+            degraded: vec![],
+        };
+        let bytes = serde_json::to_vec(&c).unwrap();
+        let want = "{\"memory\":null,\"pids\":64,\"cpu_micros\":null,\"tmpfs_size\":0,\
+                    \"seccomp_profile\":null,\"capabilities\":[],\"no_new_privs\":true,\
+                    \"landlock_abi\":-1,\"namespaces\":[\"\u{e9}/\\\"\\\\\\b\\t\\n\\f\\r\\u001b\u{7f}\"],\
+                    \"network\":\"none\",\"degraded\":[]}";
+        assert_eq!(String::from_utf8(bytes).unwrap(), want);
+    }
+}
