@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use warren_sandbox::cgroup::Limits;
+use warren_cgroup::Limits;
 use warren_sandbox::state::StateDir;
 use warren_sandbox::{LaunchPlan, Protection, RootSource};
 use warren_spec::{ByteSize, CpuQuota, EnvName};
@@ -139,7 +139,7 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
             Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
         }
         (None, Some(bin)) => {
-            let root = warren_sandbox::elf::resolve(bin, Path::new("/")).with_context(|| {
+            let root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
                 format!("cannot build a minimal root for --binary {}", bin.display())
             })?;
             let argv = if args.command.is_empty() {
@@ -316,7 +316,14 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
     let log_len = warren_attest::outcome::log_len(state_dir);
-    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
+    let mut measure =
+        |plan: &warren_sandbox::LaunchPlan,
+         applied: &warren_sandbox::Applied,
+         env: &[(String, String)]|
+         -> Result<warren_sandbox::Measurement, Box<dyn std::error::Error + Send + Sync>> {
+            crate::measure::measure_and_record(plan, applied, env, &state).map_err(Into::into)
+        };
+    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();
@@ -346,6 +353,12 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     });
     if let Err(e) = running.write_record(record.to_string().as_bytes()) {
         eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
+    }
+    if let Some(c) = &control {
+        // The kernel reports a managed start only once it is real (`apply` says `created`).
+        if let Err(e) = crate::control::started(c) {
+            eprintln!("warren: warning: cannot tell the kernel the environment started: {e:#}");
+        }
     }
     // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
     // kernel connection and re-attach the environment to a restarted kernel.
