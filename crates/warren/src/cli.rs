@@ -355,9 +355,14 @@ pub struct RunArgs {
     #[arg(long = "may-discover", value_name = "NAME")]
     pub may_discover: Vec<String>,
 
-    /// Bound of the environment's default mailbox, in messages (default 64).
+    /// Bound of the environment's mailboxes, in messages (default 64; 1 to 65536).
     #[arg(long, value_name = "N")]
     pub mailbox_capacity: Option<usize>,
+
+    /// The environment's byte quota in the kernel: messages queued in its mailboxes plus its
+    /// sends waiting for room (e.g. 16M, the default; 4K to 1G).
+    #[arg(long, value_name = "SIZE")]
+    pub mailbox_bytes: Option<String>,
 
     /// The environment's network: none (loopback only, the default), auto (a veth with an
     /// address from the host's pool 10.88.0.0/16) or ADDRESS/PREFIX (a veth with that address).
