@@ -28,16 +28,19 @@ command -v b3sum >/dev/null || { apt-get update -qq && apt-get install -y -qq b3
 
 ONLY=${ONLY:-}
 QUOTES=${QUOTES:-50}
-(cd "$repo" && cargo build -q --release -p warren-attest --example attest_bench)
-(cd "$repo" && cargo build -q --release -p warren)
-warren="$repo/target/x86_64-unknown-linux-gnu/release/warren"
+PROFILE=${PROFILE:-release}   # debug: only to check the script quickly; figures need release
+rel=(); [ "$PROFILE" = debug ] || rel=(--release)
+(cd "$repo" && cargo build -q "${rel[@]}" -p warren-attest --example attest_bench)
+(cd "$repo" && cargo build -q "${rel[@]}" -p warren)
+warren="$repo/target/x86_64-unknown-linux-gnu/$PROFILE/warren"
 (cd "$repo/crates/warren-tpm" && RUSTFLAGS="-C target-feature=-crt-static" \
-    CARGO_TARGET_DIR="$repo/target/tpm" cargo build -q --release)
-export WARREN_TPM_AGENT="$repo/target/tpm/x86_64-unknown-linux-gnu/release/warren-tpm"
-bench="$repo/target/x86_64-unknown-linux-gnu/release/examples/attest_bench"
+    CARGO_TARGET_DIR="$repo/target/tpm" cargo build -q "${rel[@]}")
+export WARREN_TPM_AGENT="$repo/target/tpm/x86_64-unknown-linux-gnu/$PROFILE/warren-tpm"
+bench="$repo/target/x86_64-unknown-linux-gnu/$PROFILE/examples/attest_bench"
 
 img=$(mktemp -d /dev/shm/warren-attest-bench.XXXXXX)
 tpmdir=$(mktemp -d /run/warren-attest-bench-tpm.XXXXXX)
+chmod 755 "$tpmdir"   # launches under it need a traversable parent
 cleanup() {
     # swtpm is started inside the piped block below (a subshell): its pid is kept in a file.
     [ ! -s "$tpmdir/swtpm.pid" ] || kill "$(cat "$tpmdir/swtpm.pid")" 2>/dev/null || true
@@ -112,6 +115,7 @@ PY
     "${W[@]}" ca init --dir "$w/ca" --ek-ca "$localca/issuercert.pem" \
         --ek-ca "$localca/swtpm-localca-rootca-cert.pem" >/dev/null
     "${W[@]}" ca enroll --dir "$w/ca" --host bench >/dev/null
+    for i in 1 2 3; do "${W[@]}" run --name "bench$i" --binary /bin/true -- /bin/true; done
     export TPM2TOOLS_TCTI="$spec"
     tpm2_createek -c "$t/ek.ctx" -G rsa -u "$t/ek.pub" >/dev/null
     tpm2_createak -C "$t/ek.ctx" -c "$t/ak.ctx" -G ecc -g sha256 -s ecdsa -u "$t/ak.pem" -f pem >/dev/null
@@ -122,7 +126,9 @@ import subprocess, sys, time, os, statistics
 n, t, w, sel = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 W = sys.argv[5:]
 def run(args):
-    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.run(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(args[:4])}...: {p.stderr.decode().strip()}")
 ours, theirs = [], []
 for i in range(n):
     nonce = os.urandom(16).hex()
