@@ -266,6 +266,14 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     let o = ok(host.w().args(["doctor", "--json"]).output().unwrap());
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["attestation"]["root"], "tpm");
+    // No local TPM device here (swtpm over TCP): doctor must not also say "no TPM" or "software".
+    let text =
+        String::from_utf8_lossy(&ok(host.w().arg("doctor").output().unwrap()).stdout).into_owned();
+    assert!(text.contains("attestation root: tpm"), "{text}");
+    assert!(
+        !text.contains("software root") && !text.contains("will be software"),
+        "{text}"
+    );
 
     // A Privacy CA that trusts swtpm-localca as EK issuer.
     let mut init = host.w();

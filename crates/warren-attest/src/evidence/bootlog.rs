@@ -775,4 +775,19 @@ mod tests {
         bad[32] ^= 1; // inside "Spec ID Event03"
         assert!(matches!(parse(&bad), Err(BootLogError::NotAgile(_))));
     }
+
+    proptest::proptest! {
+        /// The parser never panics: any bytes, and any valid log with bytes changed or cut,
+        /// parse or fail with an error (the log comes from the host being verified).
+        #[test]
+        fn parse_never_panics(junk in proptest::collection::vec(proptest::num::u8::ANY, 0..512),
+                              at in 0usize..4096, byte in proptest::num::u8::ANY, cut in 0usize..4096) {
+            let _ = parse(&junk).map(|l| (l.replay(), l.facts(), l.check_bindings()));
+            let (mut good, _) = build(&sample(b"linux", 1));
+            let i = at % good.len();
+            good[i] = byte;
+            good.truncate(cut.max(1).min(good.len()));
+            let _ = parse(&good).map(|l| (l.replay(), l.facts(), l.check_bindings()));
+        }
+    }
 }
