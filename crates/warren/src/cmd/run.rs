@@ -358,6 +358,8 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
             .map(|i| i.resolved.record.manifest.to_string()),
     };
     let state = StateDir::new(state_dir);
+    // One stat: where this launch's record (if it gets one) will start in the event log.
+    let log_len = warren_attest::outcome::log_len(state_dir);
     let mut measure =
         |plan: &warren_sandbox::LaunchPlan,
          applied: &warren_sandbox::Applied,
@@ -369,7 +371,17 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();
-            return Ok(report_error(code, error_chain(&e)));
+            let mut msg = error_chain(&e);
+            // A launch that failed after it was measured is recorded as refused.
+            if let Err(r) =
+                warren_attest::outcome::record_refusal(state_dir, plan.name.as_str(), log_len)
+            {
+                msg.push_str(&format!(
+                    "; and recording the refusal failed: {}",
+                    error_chain(&r)
+                ));
+            }
+            return Ok(report_error(code, msg));
         }
     };
     let mut running = running;
