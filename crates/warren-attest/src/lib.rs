@@ -3,6 +3,7 @@
 //!
 //! * [`measure`]: the image tree digest and the launch record's content;
 //! * [`log`]: the CEL-JSON event log and its register arithmetic;
+//! * [`seal`]: sealed roots (`warren rootfs seal`) and the digest a launch uses for a root;
 //! * [`root`]: the [`root::RootOfTrust`] trait, the software root and the configuration;
 //! * [`tpm`], [`tpm_wire`]: the TPM root (through the `warren-tpm` agent) and its structures;
 //! * [`quote`], [`verify`]: making and checking quotes, golden values;
@@ -18,6 +19,7 @@ pub mod log;
 pub mod measure;
 pub mod quote;
 pub mod root;
+pub mod seal;
 pub mod tpm;
 pub mod tpm_wire;
 pub mod verify;

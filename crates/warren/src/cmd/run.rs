@@ -312,6 +312,9 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         image_manifest_digest: image
             .as_ref()
             .map(|i| i.resolved.record.manifest.to_string()),
+        image_tree_digest: image
+            .as_ref()
+            .and_then(|i| i.resolved.record.tree_digest.clone()),
     };
     let state = StateDir::new(state_dir);
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
