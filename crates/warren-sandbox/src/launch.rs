@@ -650,9 +650,13 @@ pub fn launch_with_mailbox(
     let rep_wr = high(rep_wr, "report pipe")?;
     let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
     // An image root: a detached copy of its mount, which the parent idmaps with the child's
-    // user namespace once that has its maps, and the child attaches as its root.
+    // user namespace once that has its maps, and the child attaches as its root. A rootfs
+    // directory: a detached, non-recursive copy too, which the child attaches. The child could
+    // not make that copy itself: in its user namespace, the mounts below the directory
+    // (`--rootfs /` has `/proc`, `/sys`, ...) are locked to it, and a non-recursive bind that
+    // would drop them fails with EINVAL.
     let image_tree = match &plan.root {
-        RootSource::Image(dir) => {
+        RootSource::Image(dir) | RootSource::Rootfs(dir) => {
             let tree = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 dir,
@@ -808,7 +812,7 @@ pub fn launch_with_mailbox(
     };
 
     write_id_maps(pid, running._uids.host_base, running._uids.size)?;
-    if let Some(tree) = image_tree {
+    if let (Some(tree), RootSource::Image(_)) = (image_tree, &plan.root) {
         idmap_image_root(pid, &tree)?;
     }
     injected(fault, Step::UidMap)?;
