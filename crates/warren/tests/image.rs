@@ -1233,7 +1233,7 @@ fn an_image_launch_records_the_digest_the_import_computed() {
     let base = base_layer();
     layout.image(
         &[(base.clone(), TAR, base.clone())],
-        json!({ "Cmd": ["/bin/true"] }),
+        json!({ "Cmd": ["/bin/echo", "ok"] }),
     );
     let r = st.import_ok(&layout.dir, &["--name", "digest"]);
     let tree = r["tree_digest"].as_str().unwrap().to_owned();
