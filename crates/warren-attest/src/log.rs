@@ -99,6 +99,12 @@ pub enum LogError {
     Root(#[from] RootError),
 }
 
+/// `text` padded with spaces to a fixed width and ended with a newline, so that a shorter value
+/// written over a longer one in place leaves no trailing digits.
+fn padded(text: &str) -> String {
+    format!("{text:<94}\n")
+}
+
 /// The digest of a record's content.
 pub fn content_digest(content: &LaunchContent) -> [u8; 32] {
     Sha256::digest(content.canonical()).into()
@@ -255,8 +261,16 @@ impl EventLog {
             return Err(e.into());
         }
         let end = start + line.len() as u64;
+        // The count file is a hint (checked against the log's length), overwritten in place.
         let count = self.dir.join("events.count");
-        let _ = std::fs::write(&count, format!("{} {end}\n", recnum + 1));
+        if let Ok(f) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&count)
+        {
+            let _ = rustix::io::pwrite(&f, padded(&format!("{} {end}", recnum + 1)).as_bytes(), 0);
+        }
         Ok((record, file, end))
     }
 
@@ -295,7 +309,7 @@ impl EventLog {
 
     /// `(identity of the log file, offset)` up to which the log is known durable.
     fn synced(lock: &File) -> Option<(String, u64)> {
-        let mut buf = [0u8; 96];
+        let mut buf = [0u8; 128];
         let n = rustix::io::pread(lock, &mut buf, 0).ok()?;
         let s = std::str::from_utf8(&buf[..n]).ok()?;
         let mut it = s.split_whitespace();
@@ -305,9 +319,10 @@ impl EventLog {
     }
 
     fn set_synced(lock: &File, id: &str, offset: u64) {
-        let text = format!("{id} {offset}\n");
-        let _ = lock.set_len(0);
-        let _ = rustix::io::pwrite(lock, text.as_bytes(), 0);
+        // Overwritten in place, padded to a fixed width, never truncated: on ext4 a truncated
+        // and rewritten file is flushed to disk when it is closed (`auto_da_alloc`), which
+        // would put a write-out on every launch's path.
+        let _ = rustix::io::pwrite(lock, padded(&format!("{id} {offset}")).as_bytes(), 0);
     }
 
     /// Makes the log durable up to `end` (the end of a record just written), sharing one
