@@ -29,6 +29,9 @@ have pkg-config || need+=(pkg-config)
 have swtpm || need+=(swtpm)
 have swtpm_setup || need+=(swtpm-tools)
 have b3sum || need+=(b3sum)
+# The boot-chain tests cross-check the UEFI event log and PCRs with tpm2-tools (an independent
+# parser: tpm2_eventlog, tpm2_pcrread); bench/attest.sh compares with tpm2_quote + tpm2_checkquote.
+have tpm2_eventlog || need+=(tpm2-tools)
 # Federation tests and bench/federation.sh start private RabbitMQ nodes on loopback
 # (scripts/rabbitmq-instance.sh); the package's own node is not used.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)
