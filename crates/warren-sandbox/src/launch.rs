@@ -453,10 +453,7 @@ fn fork(
                     | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
             )
             .map_err(|e| {
-                parent_err(
-                    Step::Clone,
-                    format!("open the root {}", dir.display()),
-                )(e.into())
+                parent_err(Step::Clone, format!("open the root {}", dir.display()))(e.into())
             })?;
             Some(high(tree, "image root")?)
         }
