@@ -15,7 +15,7 @@
 #   COUNT=300 bash bench/scale.sh
 #
 # Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
-# release). Must run as root. Uses a private state directory and a busybox root in a temporary
+# release), SKIP_BUILD (1: use the binaries already built). Must run as root. Uses a private state directory and a busybox root in a temporary
 # directory; network use: `cargo build` only.
 set -euo pipefail
 
@@ -35,10 +35,10 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || die "busybox-static is n
 
 flag=(--release)
 [ "$BUILD" = debug ] && flag=()
-(cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
+[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
 bin="$repo/target/x86_64-unknown-linux-gnu/$BUILD"
 warren="$bin/warren"
-bench="$bin/warren-bench"
+bench="$bin/warren-ipc-bench"
 [ -x "$warren" ] && [ -x "$bench" ] || die "build failed: no $warren or $bench"
 
 work=$(mktemp -d /tmp/warren-scale.XXXXXX)
