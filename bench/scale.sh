@@ -105,7 +105,7 @@ rtt() { # LABEL
         --iters "$RTT_ITERS" --warmup 2000 --round 1 --register "sc-cli-$tag" \
         --may-send "sc-srv-$tag" --state-dir "$state" > "$work/rtt-$1.json"
     wait "$srv"
-    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(f"p50 {r[\"p50_us\"]:.1f} us, p99 {r[\"p99_us\"]:.1f} us")' "$work/rtt-$1.json"
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("p50 %.1f us, p99 %.1f us" % (r["p50_us"], r["p99_us"]))' "$work/rtt-$1.json"
 }
 
 say "round trip with 2 environments"
