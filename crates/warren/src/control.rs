@@ -120,6 +120,9 @@ pub enum ControlRequest {
         /// Bound of its default mailbox (messages).
         #[serde(default)]
         capacity: Option<usize>,
+        /// Its byte quota in the kernel.
+        #[serde(default)]
+        mailbox_bytes: Option<u64>,
         /// Re-registration after a kernel restart: the kernel's end of the environment's
         /// connection comes with the request, and the environment keeps its descriptor 3.
         #[serde(default)]
@@ -352,6 +355,8 @@ pub struct Reattach {
     pub may_discover: Vec<String>,
     /// Its mailbox bound.
     pub capacity: Option<usize>,
+    /// Its byte quota.
+    pub mailbox_bytes: Option<u64>,
     /// The kernel's end of the environment's connection, kept since the first registration.
     pub kept: OwnedFd,
 }
@@ -385,6 +390,7 @@ pub fn watch_and_reattach(control: OwnedFd, r: Reattach) {
                 may_send: r.may_send.clone(),
                 may_discover: r.may_discover.clone(),
                 capacity: r.capacity,
+                mailbox_bytes: r.mailbox_bytes,
                 readopt: true,
             };
             match call_fds(&fd, &req, Some(&r.kept)) {
@@ -410,7 +416,7 @@ pub fn register(
     name: &str,
     may_send: &[String],
     may_discover: &[String],
-    capacity: Option<usize>,
+    (capacity, mailbox_bytes): (Option<usize>, Option<u64>),
 ) -> anyhow::Result<Option<Registration>> {
     let Some(control) = connect_daemon(state_dir)? else {
         return Ok(None);
@@ -420,6 +426,7 @@ pub fn register(
         may_send: may_send.to_vec(),
         may_discover: may_discover.to_vec(),
         capacity,
+        mailbox_bytes,
         readopt: false,
     };
     let (resp, mut fds) = call_fds(&control, &req, None)?;

@@ -488,8 +488,10 @@ fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
     let max = 256 << 10;
     let k = Kernel::start(&["--audit-max-size", "256K", "--audit-keep", "2"], &[]);
     let mut pair = Pair::new(&k);
-    let mut attacker = k.register(&unique("lookups"), &[], None);
+    let name = unique("lookups");
+    let mut attacker = k.register(&name, &[], None);
     attacker.hello();
+    let t = Instant::now();
     let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
         let reader = drain(attacker.fd.try_clone().unwrap(), stop.clone());
         flood(&attacker, &stop, 4096, |_| Frame {
@@ -500,6 +502,7 @@ fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
         });
         reader.join().unwrap();
     });
+    let attack_secs = t.elapsed().as_secs();
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
     // The audit files: at most keep + 1, each at most the limit; the current one says what
@@ -519,7 +522,20 @@ fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
     assert!(total <= 3 * max, "the audit log holds {total} bytes");
     let current = std::fs::read_to_string(k.state.join("audit.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(current.lines().next().unwrap()).unwrap();
-    assert_eq!(first["code"], "rotate", "{first}");
+    if files > 1 {
+        assert_eq!(first["code"], "rotate", "{first}");
+    }
+    // The kernel aggregates one environment's repeated denials (warren-kernel's audit.rs): at
+    // most 10 records and one aggregate per 10 s window reach the log, however fast it floods
+    // (rotation, for many environments at once, is tested in daemon/audit.rs).
+    let lines = current
+        .lines()
+        .filter(|l| l.contains(&format!("\"env\":\"{name}\"")))
+        .count() as u64;
+    assert!(
+        lines <= 11 * (attack_secs / 10 + 1),
+        "{lines} records of {name} in {attack_secs} s"
+    );
 }
 
 #[test]

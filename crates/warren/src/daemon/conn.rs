@@ -448,6 +448,7 @@ impl Daemon {
                     target: None,
                     code: ErrorCode::BadRequest.as_str(),
                     reason: format!("{why}; connection closed"),
+                    repeated: None,
                 };
                 self.write_audit(&rec);
             }

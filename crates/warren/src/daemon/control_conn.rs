@@ -173,6 +173,7 @@ impl Daemon {
                 may_send,
                 may_discover,
                 capacity,
+                mailbox_bytes,
                 readopt,
             }) => {
                 let kept = if readopt { passed.pop() } else { None };
@@ -180,7 +181,8 @@ impl Daemon {
                     let resp = ControlResponse::error("re-registration without the connection");
                     self.control_reply(token, resp);
                 } else {
-                    self.register(token, name, may_send, may_discover, capacity, kept);
+                    let limits = (capacity, mailbox_bytes);
+                    self.register(token, name, may_send, may_discover, limits, kept);
                 }
             }
             Ok(ControlRequest::Started) => {
@@ -315,7 +317,7 @@ impl Daemon {
         name: String,
         may_send: Vec<String>,
         may_discover: Vec<String>,
-        capacity: Option<usize>,
+        (capacity, mailbox_bytes): (Option<usize>, Option<u64>),
         kept: Option<OwnedFd>,
     ) {
         if let Some(Conn::Control(ControlConn { env: Some(_), .. })) = self.conns.get(&token) {
@@ -323,11 +325,26 @@ impl Daemon {
             self.control_reply(token, resp);
             return;
         }
+        // The same bounds as the manifest and the CLI (warren-spec's limits).
+        let checked = capacity
+            .map(|c| warren_spec::limits::check(warren_spec::limits::MAILBOX_CAPACITY, c as u64))
+            .transpose()
+            .and_then(|_| {
+                let bound = warren_spec::limits::MAILBOX_BYTES;
+                mailbox_bytes
+                    .map(|b| warren_spec::limits::check(bound, b))
+                    .transpose()
+            });
+        if let Err(e) = checked {
+            self.control_reply(token, ControlResponse::error(e.to_string()));
+            return;
+        }
         let spec = EnvSpec {
             name: name.clone(),
             may_send,
             may_discover,
             mailbox_capacity: capacity,
+            mailbox_bytes: mailbox_bytes.map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
         };
         let env = match self.kernel.add_env(spec, self.now()) {
             Ok(e) => e,

@@ -412,6 +412,8 @@ impl Daemon {
                             tracing::info!("kernel stopping on signal {sig}");
                             // What was decided is answered (and, for federation, made durable)
                             // before the kernel goes; unread requests wait in their sockets.
+                            // Audit aggregates still inside their window are written too.
+                            self.kernel.flush_audit();
                             self.drain_actions();
                             self.flush_all();
                             return Ok(());

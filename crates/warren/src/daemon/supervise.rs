@@ -357,6 +357,12 @@ impl Daemon {
     ) {
         let mut desired = BTreeMap::new();
         for (name, spec) in spaces {
+            // The control socket takes what a client wrote by hand: the same bounds as a manifest.
+            if let Err(e) = warren_spec::validate_space(&spec) {
+                let msg = format!("space {name:?}: {e}");
+                self.control_reply(token, ControlResponse::error(msg));
+                return;
+            }
             match name.parse::<EnvName>() {
                 Ok(n) => {
                     desired.insert(n, spec);
