@@ -14,6 +14,8 @@ have cc || need+=(gcc)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
+# `warren run --binary /usr/bin/python3` (docs/cli.md) and its test.
+have python3 || need+=(python3)
 # Networked environments (docs/network.md): the packet filter; the tests and the demo use ip,
 # nsenter and curl.
 have nft || [ -x /usr/sbin/nft ] || need+=(nftables)

@@ -186,7 +186,8 @@ fn parse() -> Vec<Entry> {
         }
         let e = out.last_mut().expect("bytes belong to an entry");
         let hex: String = text.split_whitespace().collect();
-        e.bytes.extend(hex::decode(&hex).unwrap_or_else(|_| panic!("bad hex: {line}")));
+        e.bytes
+            .extend(hex::decode(&hex).unwrap_or_else(|_| panic!("bad hex: {line}")));
     }
     out
 }
@@ -251,7 +252,9 @@ fn every_invalid_entry_is_refused_as_the_file_says() {
             other => panic!("{other}"),
         };
         let kind = match &err {
-            OpenError::Malformed { reason, .. } => format!("malformed:{}", reason.replace(' ', "-")),
+            OpenError::Malformed { reason, .. } => {
+                format!("malformed:{}", reason.replace(' ', "-"))
+            }
             OpenError::Untrusted(_) => "untrusted".into(),
             OpenError::BadSignature { .. } => "bad-signature".into(),
         };
