@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Directory for Warren's host-wide state (locks, records).
+    /// Directory for Warren's runtime state (sockets, locks, leases, records, logs).
     #[arg(
         long,
         global = true,
@@ -18,6 +18,12 @@ pub struct Cli {
         default_value = "/run/warren"
     )]
     pub state_dir: PathBuf,
+
+    /// Directory for Warren's persistent data (images, volumes, attestation and federation
+    /// keys). Default: /var/lib/warren with the default state directory, the state directory
+    /// itself with any other, or the one the state directory already uses (docs/files.md).
+    #[arg(long, global = true, env = "WARREN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// The verb.
     #[command(subcommand)]

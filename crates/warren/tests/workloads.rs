@@ -105,3 +105,171 @@ fn a_published_port_in_time_wait_is_taken_and_stays_exclusive() {
     assert!(TcpListener::bind(("127.0.0.1", port)).is_err());
     drop(web);
 }
+
+// --- persistent data --------------------------------------------------------------------------
+
+/// A state directory of this test's own under /run (removed on drop), and a data directory.
+struct Dirs {
+    state: std::path::PathBuf,
+    data: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new(tag: &str) -> Dirs {
+        common::sweep_stale_runs("warren-wl-");
+        let state = std::path::PathBuf::from(format!(
+            "/run/warren-wl-{}-{}",
+            std::process::id(),
+            unique(tag)
+        ));
+        Dirs {
+            state,
+            data: tempfile::Builder::new()
+                .prefix("warren-wl-data-")
+                .tempdir_in("/var/tmp")
+                .unwrap(),
+        }
+    }
+
+    /// `warren` on this state directory, with or without the data directory.
+    fn warren(&self, with_data: bool) -> Command {
+        let mut c = warren();
+        c.env("WARREN_STATE_DIR", &self.state);
+        if with_data {
+            c.env("WARREN_DATA_DIR", self.data.path());
+        } else {
+            c.env_remove("WARREN_DATA_DIR");
+        }
+        c
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// An OCI layout in `dir` holding the busybox test root as one plain layer, with `cmd`.
+fn busybox_layout(dir: &std::path::Path) {
+    use sha2::Digest;
+    let sha = |b: &[u8]| format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)));
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let blob = |b: &[u8]| {
+        let d = sha(b);
+        std::fs::write(dir.join("blobs/sha256").join(&d[7..]), b).unwrap();
+        (d, b.len())
+    };
+    let tar = Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-C"])
+        .arg(busybox_root())
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let layer = tar.stdout;
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Cmd": ["/bin/echo", "from-the-store"] },
+        "rootfs": { "type": "layers", "diff_ids": [sha(&layer)] }
+    });
+    let (cd, cs) = blob(config.to_string().as_bytes());
+    let (ld, ls) = blob(&layer);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": ld, "size": ls }]
+    });
+    let (md, ms) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms }] });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+}
+
+/// Import the busybox layout as `name` with `c` (a `warren` command on some directories).
+fn import(mut c: Command, name: &str) {
+    let t = tempfile::tempdir().unwrap();
+    busybox_layout(t.path());
+    let o = c
+        .args(["image", "import", "-q", "--name", name])
+        .arg(t.path())
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+}
+
+#[test]
+fn images_are_found_again_after_the_state_directory_is_emptied() {
+    let d = Dirs::new("keep");
+    import(d.warren(true), "keep");
+    assert!(d.data.path().join("images/index.json").exists());
+    assert!(
+        !d.state.join("images").exists(),
+        "the store is not in the state directory"
+    );
+    assert_eq!(
+        std::fs::read_link(d.state.join("attest")).unwrap(),
+        std::path::Path::new("data/attest")
+    );
+
+    // A reboot empties /run.
+    std::fs::remove_dir_all(&d.state).unwrap();
+    let o = d.warren(true).args(["image", "ls", "-q"]).output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o).trim(), "keep:latest");
+    let o = d
+        .warren(true)
+        .args(["run", "--name", &unique("keep"), "--image", "keep"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o).trim(), "from-the-store");
+    // The state directory remembers its data directory for later invocations (a launcher the
+    // kernel starts is told only the state directory).
+    let o = d
+        .warren(false)
+        .args(["image", "ls", "-q"])
+        .output()
+        .unwrap();
+    assert_eq!(common::stdout(&o).trim(), "keep:latest");
+
+    // Negative: another data directory on the same state directory is refused, by name.
+    let other = tempfile::tempdir().unwrap();
+    let o = d
+        .warren(false)
+        .env("WARREN_DATA_DIR", other.path())
+        .args(["image", "ls"])
+        .output()
+        .unwrap();
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("used with another data directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn an_older_state_directorys_image_store_is_moved_into_the_data_directory() {
+    let d = Dirs::new("move");
+    // An older Warren kept the store in the state directory (a private state directory still
+    // does when no data directory is given).
+    import(d.warren(false), "old");
+    assert!(d.state.join("images/index.json").exists());
+    // The first invocation with a data directory moves it, across filesystems (/run is a
+    // tmpfs, /var/tmp is not).
+    let o = d.warren(true).args(["image", "ls", "-q"]).output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o).trim(), "old:latest");
+    assert!(stderr(&o).contains("moved"), "{}", stderr(&o));
+    assert!(!d.state.join("images").exists());
+    assert!(d.data.path().join("images/index.json").exists());
+    let o = d
+        .warren(true)
+        .args(["run", "--name", &unique("moved"), "--image", "old"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o).trim(), "from-the-store");
+}

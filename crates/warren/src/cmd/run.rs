@@ -12,6 +12,7 @@ use warren_sandbox::{LaunchPlan, Protection, RootSource};
 use warren_spec::{ByteSize, CpuQuota, EnvName};
 
 use crate::cli::RunArgs;
+use crate::dirs::Dirs;
 
 /// Exit status for Warren's own failures.
 const EXIT_WARREN: i32 = 125;
@@ -164,9 +165,9 @@ struct ImageLaunch {
 
 /// Resolve `--image NAME`: the stored root, and the config's entrypoint and cmd (a command
 /// given after `--` replaces the cmd, as with Docker), env, user and working directory.
-fn resolve_image(state_dir: &Path, args: &RunArgs, name: &str) -> anyhow::Result<ImageLaunch> {
+fn resolve_image(dirs: &Dirs, args: &RunArgs, name: &str) -> anyhow::Result<ImageLaunch> {
     let name: warren_spec::ImageName = name.parse().context("invalid --image")?;
-    let resolved = warren_image::Store::new(state_dir).resolve(&name)?;
+    let resolved = warren_image::Store::new(dirs.images()).resolve(&name)?;
     let run = resolved.record.run.clone();
     let mut argv = run.entrypoint.clone().unwrap_or_default();
     if args.command.is_empty() {
@@ -221,7 +222,7 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `warren run`.
-pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
+pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> {
     let json = args.json;
     let report_error = |code: i32, msg: String| -> i32 {
         eprintln!("warren: error: {msg}");
@@ -243,11 +244,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     };
     // An image from the store: its root stays in the store while `image` lives (until the
     // environment has ended), and its config supplies argv, env, user and working directory.
-    let image = match args
-        .image
-        .as_deref()
-        .map(|n| resolve_image(state_dir, &args, n))
-    {
+    let image = match args.image.as_deref().map(|n| resolve_image(dirs, &args, n)) {
         None => None,
         Some(Ok(i)) => Some(i),
         Some(Err(e)) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
