@@ -273,3 +273,188 @@ fn an_older_state_directorys_image_store_is_moved_into_the_data_directory() {
     assert_code(&o, 0);
     assert_eq!(common::stdout(&o).trim(), "from-the-store");
 }
+
+// --- Salt -----------------------------------------------------------------------------------
+
+/// `salt-call` from Salt 3008 (PyPI), installed by scripts/setup.sh in /opt/warren-salt, or the
+/// one named by WARREN_SALT_CALL.
+fn salt_call() -> std::path::PathBuf {
+    let p = std::env::var_os("WARREN_SALT_CALL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/opt/warren-salt/bin/salt-call".into());
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/setup.sh (it installs Salt from PyPI)",
+        p.display()
+    );
+    p
+}
+
+/// A kernel on a private state directory, stopped (SIGTERM, then reaped) on drop.
+struct Kernel {
+    child: std::process::Child,
+    state: std::path::PathBuf,
+}
+
+impl Kernel {
+    fn start(state: &std::path::Path) -> Kernel {
+        let child = warren()
+            .env("WARREN_STATE_DIR", state)
+            .arg("daemon")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !state.join("kernel.sock").exists() {
+            assert!(Instant::now() < deadline, "the kernel did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Kernel {
+            child,
+            state: state.to_owned(),
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        // Forget every environment (stopping them), then stop the kernel.
+        let empty = self.state.join("empty.toml");
+        let _ = std::fs::write(&empty, "");
+        let _ = warren()
+            .env("WARREN_STATE_DIR", &self.state)
+            .args(["apply", "--timeout", "1"])
+            .arg(&empty)
+            .output();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// A masterless minion (`file_client: local`) whose file roots hold contrib/salt as the
+/// `warren` state and whose pillar names `manifest` and the binary under test.
+struct Minion {
+    dir: tempfile::TempDir,
+}
+
+impl Minion {
+    fn new(manifest: &std::path::Path) -> Minion {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path();
+        let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/salt");
+        for d in ["roots/warren", "pillar", "conf", "root"] {
+            std::fs::create_dir_all(t.join(d)).unwrap();
+        }
+        std::fs::copy(contrib.join("warren.sls"), t.join("roots/warren/init.sls")).unwrap();
+        std::fs::copy(
+            contrib.join("warren-salt-apply"),
+            t.join("roots/warren/warren-salt-apply"),
+        )
+        .unwrap();
+        std::fs::write(
+            t.join("conf/minion"),
+            format!(
+                "file_client: local\nroot_dir: {r}/root\nid: warren-test\nlog_level: quiet\n\
+                 file_roots:\n  base: [{r}/roots]\npillar_roots:\n  base: [{r}/pillar]\n",
+                r = t.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(t.join("pillar/top.sls"), "base:\n  '*': [warren]\n").unwrap();
+        std::fs::write(
+            t.join("pillar/warren.sls"),
+            format!(
+                "warren:\n  manifest: {}\n  binary: {}\n",
+                manifest.display(),
+                env!("CARGO_BIN_EXE_warren")
+            ),
+        )
+        .unwrap();
+        Minion { dir }
+    }
+
+    /// `salt-call --local state.apply warren [test=True] --out=json`: the state's result
+    /// (`null` is "would change"), its changes, and the whole answer.
+    fn apply(&self, state_dir: &std::path::Path, test: bool) -> (serde_json::Value, bool, String) {
+        let mut c = Command::new(salt_call());
+        c.arg("--config-dir")
+            .arg(self.dir.path().join("conf"))
+            .args(["--local", "state.apply", "warren", "--out=json"])
+            .env("WARREN_STATE_DIR", state_dir)
+            .stdin(std::process::Stdio::null());
+        if test {
+            c.arg("test=True");
+        }
+        let o = c.output().unwrap();
+        let text = common::stdout(&o);
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("salt-call said {text}\n{}\n{e}", stderr(&o)));
+        let states = v["local"].as_object().expect("the minion's states");
+        assert_eq!(states.len(), 1, "{text}");
+        let s = states.values().next().unwrap();
+        let changed = s["changes"]["changed"] == "yes";
+        (s["result"].clone(), changed, text)
+    }
+}
+
+#[test]
+fn a_salt_dry_run_on_a_fresh_minion_reports_what_it_would_change() {
+    let state = std::path::PathBuf::from(format!(
+        "/run/warren-wl-{}-{}",
+        std::process::id(),
+        unique("salt")
+    ));
+    let kernel = Kernel::start(&state);
+    let name = unique("salted");
+    let manifest = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        manifest.path(),
+        format!(
+            "[space.{name}]\nimage = {:?}\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+            root()
+        ),
+    )
+    .unwrap();
+    let minion = Minion::new(manifest.path());
+
+    // A fresh minion: nothing of Warren's installed by Salt. The dry run says what would
+    // change (result None) and starts nothing.
+    let (result, changed, text) = minion.apply(&state, true);
+    assert!(result.is_null() && changed, "{text}");
+    assert!(
+        text.contains(&name) && text.contains("would-change"),
+        "{text}"
+    );
+    let ps = |kernel: &Kernel| {
+        let o = warren()
+            .env("WARREN_STATE_DIR", &kernel.state)
+            .args(["ps", "-q"])
+            .output()
+            .unwrap();
+        common::stdout(&o)
+    };
+    assert!(!ps(&kernel).contains(&name));
+
+    // The real run creates it; the next real run and dry run change nothing.
+    let (result, changed, text) = minion.apply(&state, false);
+    assert!(result == true && changed, "{text}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ps(&kernel).contains(&name) {
+        assert!(Instant::now() < deadline, "{name} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (result, changed, text) = minion.apply(&state, false);
+    assert!(result == true && !changed, "{text}");
+    let (result, changed, text) = minion.apply(&state, true);
+    assert!(result == true && !changed, "{text}");
+
+    // Negative: an invalid manifest fails the state (False), in a dry run too.
+    std::fs::write(manifest.path(), "[space.x]\nimage = 7\n").unwrap();
+    let (result, _, text) = minion.apply(&state, true);
+    assert!(result == false, "{text}");
+    drop(kernel);
+}
