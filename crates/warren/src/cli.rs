@@ -215,9 +215,29 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,
 
-    /// Set an environment variable in the environment (KEY=VALUE).
+    /// Set an environment variable in the environment (KEY=VALUE; KEY alone takes the value
+    /// from Warren's own environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+
+    /// Read environment variables from FILE: one KEY=VALUE a line, `#` comments and blank
+    /// lines skipped, KEY alone as with -e (repeatable; -e wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Run as this user: NAME, UID, NAME:GROUP or UID:GID, names resolved in the root's own
+    /// /etc/passwd and /etc/group (replaces an image's user).
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// The working directory inside the environment (absolute; replaces an image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// The program to run, before CMD: replaces an image's entrypoint (and drops its cmd, as
+    /// Docker does); "" clears the image's entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
 
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.

@@ -458,3 +458,234 @@ fn a_salt_dry_run_on_a_fresh_minion_reports_what_it_would_change() {
     assert!(result == false, "{text}");
     drop(kernel);
 }
+
+// --- the usual run flags ----------------------------------------------------------------------
+
+/// A busybox root with an unprivileged user `app` (1000:1000, also in group `wheel` 10, home
+/// /home/app) and a directory /srv/work, readable by the environments' unprivileged root.
+fn user_root() -> &'static std::path::Path {
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("warren-wl-users-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(busybox_root())
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::write(
+            dir.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:App:/home/app:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("etc/group"),
+            "root:x:0:\napp:x:1000:\nwheel:x:10:app\n",
+        )
+        .unwrap();
+        for d in ["home/app", "srv/work"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    })
+}
+
+/// `warren run --rootfs <user root> ARGS -- sh -c SCRIPT`.
+fn run_users(args: &[&str], script: &str) -> std::process::Output {
+    warren()
+        .args(["run", "--name", &unique("flags"), "--rootfs"])
+        .arg(user_root())
+        .args(args)
+        .args(["--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// Assert a refused run: exit 125 and `needle` in the error.
+fn refused(o: &std::process::Output, needle: &str) {
+    assert_code(o, 125);
+    assert!(
+        stderr(o).contains(needle),
+        "wanted {needle:?} in:\n{}",
+        stderr(o)
+    );
+}
+
+#[test]
+fn user_is_resolved_in_the_roots_own_passwd_and_group() {
+    let o = run_users(&["--user", "app"], "id -u; id -g; id -G; echo $HOME");
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "1000\n1000\n1000 10\n/home/app\n");
+    let o = run_users(&["-u", "1000:wheel"], "id -u; id -g; id -G");
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "1000\n10\n10\n");
+    let o = run_users(
+        &["-u", "4242:7", "-e", "HOME=/tmp"],
+        "id -u; id -g; echo $HOME",
+    );
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "4242\n7\n/tmp\n");
+    // Control: without --user, root inside.
+    let o = run_users(&[], "id -u");
+    assert_eq!(common::stdout(&o), "0\n");
+    // From the host, the workload is the environment's uid 1000: an unprivileged host uid.
+    let bg = Background::start(
+        &unique("uid"),
+        &[
+            "--rootfs",
+            user_root().to_str().unwrap(),
+            "-u",
+            "app",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    let uids = common::host_status_field(bg.pid(), "Uid:");
+    let host_uid: u32 = uids.split_whitespace().next().unwrap().parse().unwrap();
+    let map = std::fs::read_to_string(format!("/proc/{}/uid_map", bg.pid())).unwrap();
+    let base: u32 = map.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(base >= 100_000, "{map}");
+    assert_eq!(host_uid, base + 1000, "{uids} {map}");
+    drop(bg);
+
+    refused(
+        &run_users(&["-u", "nobody"], "true"),
+        "invalid --user \"nobody\": no user \"nobody\" in the root's /etc/passwd",
+    );
+    refused(
+        &run_users(&["-u", "app:staff"], "true"),
+        "no group \"staff\" in the root's /etc/group",
+    );
+    refused(&run_users(&["-u", "70000"], "true"), "beyond the 65536 ids");
+    // A --binary root has no passwd: numbers only.
+    let binary = |user: &str| {
+        warren()
+            .args([
+                "run",
+                "--name",
+                &unique("bin"),
+                "--binary",
+                "/bin/busybox",
+                "-u",
+                user,
+            ])
+            .args(["--", "/bin/busybox", "id", "-u"])
+            .output()
+            .unwrap()
+    };
+    refused(&binary("app"), "give UID[:GID] as numbers");
+    let o = binary("1000:1000");
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "1000\n");
+}
+
+#[test]
+fn workdir_entrypoint_and_env_file() {
+    let o = run_users(&["-w", "/srv/work"], "pwd");
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "/srv/work\n");
+    refused(
+        &run_users(&["-w", "srv"], "pwd"),
+        "invalid --workdir \"srv\": the working directory must be an absolute path",
+    );
+    refused(
+        &run_users(&["-w", "/srv/../etc"], "pwd"),
+        "must not contain `..`",
+    );
+    refused(
+        &run_users(&["-w", "/no/such/dir"], "pwd"),
+        "working directory /no/such/dir",
+    );
+
+    // --entrypoint comes before the command.
+    let o = warren()
+        .args(["run", "--name", &unique("ep"), "--rootfs"])
+        .arg(user_root())
+        .args(["--entrypoint", "/bin/echo", "--", "one", "two"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "one two\n");
+
+    // --env-file: comments and blank lines skipped, KEY alone from Warren's environment,
+    // -e wins over the file.
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        f.path(),
+        "# a comment\n\nA=from-file\nB=b=c\nPASSED\nC=overridden\n",
+    )
+    .unwrap();
+    let o = warren()
+        .env("PASSED", "from-host")
+        .args(["run", "--name", &unique("envf"), "--rootfs"])
+        .arg(user_root())
+        .arg("--env-file")
+        .arg(f.path())
+        .args([
+            "-e",
+            "C=from-flag",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo $A $B $PASSED $C",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "from-file b=c from-host from-flag\n");
+    std::fs::write(f.path(), "A=1\n\nBAD KEY=2\n").unwrap();
+    let o = run_users(&["--env-file", f.path().to_str().unwrap()], "true");
+    refused(
+        &o,
+        &format!(
+            "invalid --env-file {}, line 3: the name \"BAD KEY\" contains white space",
+            f.path().display()
+        ),
+    );
+    refused(
+        &run_users(&["--env-file", "/no/such/file"], "true"),
+        "invalid --env-file: cannot read /no/such/file",
+    );
+}
+
+#[test]
+fn flags_apply_to_images_over_their_config() {
+    let d = Dirs::new("imgflags");
+    import(d.warren(true), "flags");
+    let run = |args: &[&str]| {
+        d.warren(true)
+            .args(["run", "--name", &unique("imgf"), "--image", "flags"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    // The image's cmd is `/bin/echo from-the-store`.
+    let o = run(&[]);
+    assert_eq!(common::stdout(&o), "from-the-store\n");
+    // A new entrypoint drops the image's cmd (Docker's rule).
+    let o = run(&["--entrypoint", "/bin/echo"]);
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "\n");
+    let o = run(&[
+        "--entrypoint",
+        "/bin/sh",
+        "-u",
+        "1000:1000",
+        "-w",
+        "/tmp",
+        "--",
+        "-c",
+        "id -u; pwd",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "1000\n/tmp\n");
+    refused(
+        &run(&["-u", "app"]),
+        "no user \"app\" in the root's /etc/passwd",
+    );
+}

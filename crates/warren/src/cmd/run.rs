@@ -25,6 +25,7 @@ struct Inputs {
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
     net: Option<warren_spec::VethSpec>,
+    workdir: Option<PathBuf>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -55,15 +56,19 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .parse::<ByteSize>()
         .context("invalid --tmpfs-size")?;
     let mut env = Vec::new();
-    for e in &args.env {
-        let Some((k, v)) = e.split_once('=') else {
-            bail!("invalid --env {e:?}: expected KEY=VALUE");
-        };
-        if k.is_empty() {
-            bail!("invalid --env {e:?}: the name is empty");
-        }
-        env.push((k.to_owned(), v.to_owned()));
+    for file in &args.env_file {
+        env.extend(parse_env_file(file)?);
     }
+    for e in &args.env {
+        if let Some(kv) = env_entry(e).with_context(|| format!("invalid --env {e:?}"))? {
+            env.push(kv);
+        }
+    }
+    let workdir = args
+        .workdir
+        .as_deref()
+        .map(|w| parse_workdir(w).with_context(|| format!("invalid --workdir {w:?}")))
+        .transpose()?;
     let allow = args
         .allow_missing
         .iter()
@@ -85,6 +90,102 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         env,
         allow_missing: allow,
         net: parse_net(args)?,
+        workdir,
+    })
+}
+
+/// One `-e` or `--env-file` entry: `KEY=VALUE`, or `KEY` alone for the value of Warren's own
+/// variable (`None` when it has none, as Docker skips it).
+fn env_entry(e: &str) -> anyhow::Result<Option<(String, String)>> {
+    let (k, v) = match e.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (e, None),
+    };
+    if k.is_empty() {
+        bail!("the name is empty");
+    }
+    if k.chars().any(char::is_whitespace) {
+        bail!("the name {k:?} contains white space");
+    }
+    if e.contains('\0') {
+        bail!("it contains a NUL byte");
+    }
+    Ok(match v {
+        Some(v) => Some((k.to_owned(), v)),
+        None => std::env::var(k).ok().map(|v| (k.to_owned(), v)),
+    })
+}
+
+/// `--env-file FILE`: one `KEY=VALUE` (or `KEY`) a line; blank lines and lines starting with
+/// `#` are skipped. Errors name the file and the line.
+fn parse_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("invalid --env-file: cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = env_entry(line)
+            .with_context(|| format!("invalid --env-file {}, line {}", path.display(), i + 1))?;
+        out.extend(entry);
+    }
+    Ok(out)
+}
+
+/// `--workdir`: an absolute path without `..`.
+fn parse_workdir(w: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(w);
+    if !p.is_absolute() {
+        bail!("the working directory must be an absolute path");
+    }
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        bail!("the working directory must not contain `..`");
+    }
+    if w.contains('\0') {
+        bail!("it contains a NUL byte");
+    }
+    Ok(p.to_owned())
+}
+
+/// Who `--user` (or an image's user) names, resolved in `root`'s own `/etc/passwd` and
+/// `/etc/group`; for a `--binary` root, which has neither, only numbers are accepted.
+fn resolve_user(root: &RootSource, spec: &str) -> anyhow::Result<warren_image::user::RunAs> {
+    let dir = match root {
+        RootSource::Rootfs(d) | RootSource::Image(d) => d.as_path(),
+        RootSource::Binary(_) => {
+            let (u, g) = spec.split_once(':').unwrap_or((spec, "0"));
+            let (Ok(uid), Ok(gid)) = (u.parse::<u32>(), g.parse::<u32>()) else {
+                bail!(
+                    "a --binary root has no /etc/passwd or /etc/group: give UID[:GID] as numbers"
+                );
+            };
+            if uid >= 65_536 || gid >= 65_536 {
+                bail!("{uid}:{gid} is beyond the 65536 ids an environment maps");
+            }
+            return Ok(warren_image::user::RunAs {
+                uid,
+                gid,
+                groups: vec![gid],
+                home: None,
+            });
+        }
+    };
+    warren_image::user::resolve(dir, spec).map_err(|e| match e {
+        warren_image::ImageError::User { reason, .. } => anyhow::anyhow!(reason),
+        e => e.into(),
+    })
+}
+
+/// The launcher's form of a resolved user: `None` for root.
+fn run_as(who: &warren_image::user::RunAs) -> Option<warren_sandbox::RunAs> {
+    (who.uid != 0 || who.gid != 0 || who.groups.iter().any(|g| *g != 0)).then(|| {
+        warren_sandbox::RunAs {
+            uid: who.uid,
+            gid: who.gid,
+            groups: who.groups.clone(),
+        }
     })
 }
 
@@ -134,23 +235,32 @@ fn rustix_getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
 fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
     match (&args.rootfs, &args.binary) {
         (Some(dir), None) => {
-            if args.command.is_empty() {
+            let argv = with_entrypoint(args, args.command.clone());
+            if argv.is_empty() {
                 bail!("no command given: add the program to run after --, e.g. -- /bin/sh");
             }
-            Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
+            Ok((RootSource::Rootfs(absolute(dir)?), argv))
         }
         (None, Some(bin)) => {
             let root = warren_sandbox::elf::resolve(bin, Path::new("/")).with_context(|| {
                 format!("cannot build a minimal root for --binary {}", bin.display())
             })?;
-            let argv = if args.command.is_empty() {
+            let argv = if args.command.is_empty() && args.entrypoint.is_none() {
                 vec![root.binary.target.display().to_string()]
             } else {
-                args.command.clone()
+                with_entrypoint(args, args.command.clone())
             };
             Ok((RootSource::Binary(root), argv))
         }
         _ => bail!("give exactly one of --rootfs DIR or --binary PATH"),
+    }
+}
+
+/// `--entrypoint PROGRAM` (when given and not empty) before `rest`.
+fn with_entrypoint(args: &RunArgs, rest: Vec<String>) -> Vec<String> {
+    match args.entrypoint.as_deref() {
+        Some(ep) if !ep.is_empty() => std::iter::once(ep.to_owned()).chain(rest).collect(),
+        _ => rest,
     }
 }
 
@@ -169,12 +279,18 @@ fn resolve_image(dirs: &Dirs, args: &RunArgs, name: &str) -> anyhow::Result<Imag
     let name: warren_spec::ImageName = name.parse().context("invalid --image")?;
     let resolved = warren_image::Store::new(dirs.images()).resolve(&name)?;
     let run = resolved.record.run.clone();
-    let mut argv = run.entrypoint.clone().unwrap_or_default();
-    if args.command.is_empty() {
-        argv.extend(run.cmd.clone().unwrap_or_default());
+    let argv = if args.entrypoint.is_some() {
+        // Docker's rule: a new entrypoint drops the image's cmd too.
+        with_entrypoint(args, args.command.clone())
     } else {
-        argv.extend(args.command.iter().cloned());
-    }
+        let mut argv = run.entrypoint.clone().unwrap_or_default();
+        if args.command.is_empty() {
+            argv.extend(run.cmd.clone().unwrap_or_default());
+        } else {
+            argv.extend(args.command.iter().cloned());
+        }
+        argv
+    };
     if argv.is_empty() {
         bail!("image {name} has no entrypoint or cmd: add the program to run after --");
     }
@@ -185,18 +301,18 @@ fn resolve_image(dirs: &Dirs, args: &RunArgs, name: &str) -> anyhow::Result<Imag
             _ => bail!("image {name} has a malformed env entry {e:?}"),
         }
     }
-    let who = warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
-        .with_context(|| format!("image {name}"))?;
+    let who = match &args.user {
+        Some(u) => resolve_user(&RootSource::Image(resolved.root.clone()), u)
+            .with_context(|| format!("invalid --user {u:?}"))?,
+        None => warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
+            .with_context(|| format!("image {name}"))?,
+    };
     if !env.iter().any(|(k, _)| k == "HOME") {
         if let Some(home) = &who.home {
             env.push(("HOME".to_owned(), home.clone()));
         }
     }
-    let user = (who.uid != 0 || who.gid != 0).then(|| warren_sandbox::RunAs {
-        uid: who.uid,
-        gid: who.gid,
-        groups: who.groups.clone(),
-    });
+    let user = run_as(&who);
     let workdir = run
         .working_dir
         .as_deref()
@@ -238,6 +354,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         env,
         allow_missing,
         net,
+        workdir,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -262,6 +379,23 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         let mut merged = i.env.clone();
         merged.extend(env);
         env = merged;
+    }
+    // `--user` for a root that is not an image (an image's was resolved with it above).
+    let mut user = image.as_ref().and_then(|i| i.user.clone());
+    if let (Some(spec), None) = (&args.user, &image) {
+        match resolve_user(&root, spec).with_context(|| format!("invalid --user {spec:?}")) {
+            Ok(who) => {
+                if let Some(home) = who
+                    .home
+                    .as_ref()
+                    .filter(|_| !env.iter().any(|(k, _)| k == "HOME"))
+                {
+                    env.push(("HOME".to_owned(), home.clone()));
+                }
+                user = run_as(&who);
+            }
+            Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+        }
     }
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
@@ -303,8 +437,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         allow_missing,
         client_tool,
         net,
-        user: image.as_ref().and_then(|i| i.user.clone()),
-        workdir: image.as_ref().and_then(|i| i.workdir.clone()),
+        user,
+        workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
         image_manifest_digest: image
             .as_ref()
