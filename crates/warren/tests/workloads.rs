@@ -689,3 +689,67 @@ fn flags_apply_to_images_over_their_config() {
         "no user \"app\" in the root's /etc/passwd",
     );
 }
+
+// --- why a workload ended -----------------------------------------------------------------------
+
+#[test]
+fn an_oom_kill_says_so_with_the_limit() {
+    // pid 1 itself is the memory hog: killed.
+    let o = warren()
+        .args([
+            "run",
+            "--name",
+            &unique("oom"),
+            "--rootfs",
+            &root(),
+            "--memory",
+            "32M",
+        ])
+        .args(["--", "/bin/tail", "/dev/zero"])
+        .output()
+        .unwrap();
+    assert_code(&o, 137);
+    assert!(
+        stderr(&o).contains("killed: out of memory (limit 32M)"),
+        "{}",
+        stderr(&o)
+    );
+    // A child is killed and the workload goes on: said, with the status it exited with.
+    let o = warren()
+        .args([
+            "run",
+            "--name",
+            &unique("oom"),
+            "--rootfs",
+            &root(),
+            "--memory",
+            "32M",
+        ])
+        .args(["--", "/bin/sh", "-c", "tail /dev/zero; exit 3"])
+        .output()
+        .unwrap();
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains(
+            "a process was killed: out of memory (limit 32M); the workload exited with status 3"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // Control: an ordinary exit says nothing more.
+    let o = warren()
+        .args([
+            "run",
+            "--name",
+            &unique("ok"),
+            "--rootfs",
+            &root(),
+            "--memory",
+            "32M",
+        ])
+        .args(["--", "/bin/sh", "-c", "exit 9"])
+        .output()
+        .unwrap();
+    assert_code(&o, 9);
+    assert!(!stderr(&o).contains("out of memory"), "{}", stderr(&o));
+}

@@ -490,6 +490,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     // The environment has ended: closing the control connection tells the kernel so (when a
     // watcher thread owns it, the process's exit closes it).
     drop(control);
+    if let Some(why) = end_reason(&exit, plan.limits.memory) {
+        eprintln!("warren: {}: {why}", applied.name);
+    }
     if json {
         println!(
             "{}",
@@ -498,6 +501,32 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         );
     }
     Ok(exit.code)
+}
+
+/// Why a workload ended, when Warren knows more than its status says: the memory cgroup's
+/// OOM kill. `None` for an ordinary exit.
+fn end_reason(exit: &warren_sandbox::launch::ExitState, memory: Option<u64>) -> Option<String> {
+    if !exit.oom_killed {
+        return None;
+    }
+    let limit = memory.map_or_else(|| "none set".to_owned(), human_size);
+    Some(match exit.signal {
+        Some(9) => format!("killed: out of memory (limit {limit})"),
+        _ => format!(
+            "a process was killed: out of memory (limit {limit}); the workload exited with status {}",
+            exit.code
+        ),
+    })
+}
+
+/// `536870912` as `512M`: the largest binary unit that divides the size exactly.
+fn human_size(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// The static `warren-msg` client to expose inside environments: `WARREN_MSG_BIN`, else the
