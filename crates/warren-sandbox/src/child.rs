@@ -112,7 +112,7 @@ fn setup(
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.
-    let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
+    let tool_path = ctx.plan.client_tool.as_deref();
     let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
     let tool = if tool_path.is_some() {
         sources.pop()

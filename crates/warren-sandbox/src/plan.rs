@@ -99,7 +99,8 @@ pub struct LaunchPlan {
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
-    /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
+    /// `/dev/warren/warren-msg`: given when the environment has a mailbox connection or runs
+    /// `warren-msg init` as pid 1 (`warren run --init`).
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,

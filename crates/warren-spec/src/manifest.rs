@@ -118,6 +118,14 @@ pub struct SpaceSpec {
     /// given them a capability (federation's inbound policy).
     #[serde(default)]
     pub accept_from: Vec<String>,
+    /// Whether a small init runs as pid 1 and starts the command (`warren run --init`): on
+    /// unless declared `init = false`.
+    #[serde(default = "yes")]
+    pub init: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -313,7 +321,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 15] = [
+const SPACE_KEYS: [&str; 16] = [
     "image",
     "command",
     "env",
@@ -329,6 +337,7 @@ const SPACE_KEYS: [&str; 15] = [
     "mailbox_capacity",
     "allow_missing",
     "accept_from",
+    "init",
 ];
 
 /// The keys of an environment's `net` table.
@@ -769,6 +778,7 @@ impl Parser<'_> {
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                init: true,
             },
         };
         for (k, v) in entries(t) {
@@ -796,6 +806,10 @@ impl Parser<'_> {
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
+                "init" => match v.get_ref() {
+                    DeValue::Boolean(b) => s.init = *b,
+                    _ => return Err(self.type_error(here, key, v, "true or false")),
+                },
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }

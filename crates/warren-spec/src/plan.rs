@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 15] {
+fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
     let SpaceSpec {
         image,
         command,
@@ -161,6 +161,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 15] {
         allow_missing,
         net,
         accept_from,
+        init,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -183,6 +184,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 15] {
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
+        ("init", json(init)),
     ]
 }
 

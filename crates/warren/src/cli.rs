@@ -276,6 +276,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub egress: bool,
 
+    /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
+    /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
+    #[arg(long)]
+    pub init: bool,
+
     /// Remove the environment when it exits (always the case: accepted for Docker parity).
     #[arg(long)]
     pub rm: bool,

@@ -753,3 +753,105 @@ fn an_oom_kill_says_so_with_the_limit() {
     assert_code(&o, 9);
     assert!(!stderr(&o).contains("out of memory"), "{}", stderr(&o));
 }
+
+// --- the init -----------------------------------------------------------------------------------
+
+/// `warren run --name NAME --rootfs <busybox> [--init] -- ARGV` in the background (with the
+/// static warren-msg, which --init runs as pid 1).
+fn start_bg(name: &str, init: bool, argv: &[&str]) -> Background {
+    // Built next to `warren`, where `warren run` finds it.
+    common::workspace_bin("warren-client", "warren-msg");
+    let mut args = vec!["--rootfs".to_owned(), root()];
+    if init {
+        args.push("--init".into());
+    }
+    args.push("--".into());
+    args.extend(argv.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Background::start(name, &args)
+}
+
+/// The children of host pid `pid` that are zombies.
+fn zombie_children(pid: i32) -> usize {
+    let kids = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
+    kids.split_whitespace()
+        .filter(|c| {
+            std::fs::read_to_string(format!("/proc/{c}/stat")).is_ok_and(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+        })
+        .count()
+}
+
+#[test]
+fn under_the_init_warren_stop_is_quick_and_orphans_are_reaped() {
+    let name = unique("init");
+    let bg = start_bg(&name, true, &["/bin/sleep", "1000"]);
+    let t = Instant::now();
+    let o = warren().args(["stop", "-t", "10", &name]).output().unwrap();
+    let took = t.elapsed();
+    assert_code(&o, 0);
+    assert!(
+        took < Duration::from_millis(100),
+        "warren stop took {took:?}"
+    );
+    // The workload's status passes through the init: killed by SIGTERM, 128 + 15.
+    assert_eq!(bg.finish().status.code(), Some(143));
+    eprintln!("warren stop of sleep 1000 under the init: {took:?}");
+
+    // Control: without the init, `sleep` is pid 1, ignores SIGTERM, and the stop waits its
+    // timeout (1 s here) before the forced stop.
+    let name = unique("noinit");
+    let bg = start_bg(&name, false, &["/bin/sleep", "1000"]);
+    let t = Instant::now();
+    let o = warren().args(["stop", "-t", "1", &name]).output().unwrap();
+    assert_code(&o, 0);
+    assert!(t.elapsed() >= Duration::from_secs(1), "{:?}", t.elapsed());
+    drop(bg);
+
+    // An orphan (its parent exits at once) is reaped by the init; without it, pid 1 (`sleep`
+    // after exec) never reaps it and it stays a zombie.
+    let script = "(sleep 0.1 &); exec sleep 30";
+    for (init, zombies) in [(true, 0), (false, 1)] {
+        let bg = start_bg(&unique("orphan"), init, &["/bin/sh", "-c", script]);
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(zombie_children(bg.pid()), zombies, "init: {init}");
+        drop(bg);
+    }
+}
+
+#[test]
+fn the_init_passes_the_status_through_and_reports_a_missing_command() {
+    let run = |argv: &[&str]| {
+        warren()
+            .env(
+                "WARREN_MSG_BIN",
+                common::workspace_bin("warren-client", "warren-msg"),
+            )
+            .args([
+                "run",
+                "--name",
+                &unique("st"),
+                "--rootfs",
+                &root(),
+                "--init",
+                "--",
+            ])
+            .args(argv)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["/bin/sh", "-c", "echo $$; exit 7"]);
+    assert_code(&o, 7);
+    assert_eq!(
+        common::stdout(&o),
+        "2\n",
+        "the command is pid 2 under the init"
+    );
+    assert_code(&run(&["/no/such/program"]), 127);
+    assert_code(&run(&["/etc/not-executable"]), 126);
+}

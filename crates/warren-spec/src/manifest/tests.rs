@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
-        "accept_from": [],
+        "accept_from": [], "init": true,
     })
 }
 
@@ -99,6 +99,7 @@ fn every_key() {
         may_discover = ["db", "web"]
         mailbox_capacity = 128
         allow_missing = ["seccomp", "landlock"]
+        init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
         "#,
@@ -121,6 +122,7 @@ fn every_key() {
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
                     "accept_from": [],
+                    "init": false,
                 }
             }
         }),
@@ -997,4 +999,18 @@ fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwi
     let text = std::fs::read_to_string(&file).unwrap();
     let err = parse_manifest(&file, &text).unwrap_err();
     assert!(err.message.contains("no \"command\""), "{err}");
+}
+
+#[test]
+fn init_is_a_boolean() {
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        init = "yes"
+        "#,
+        "spaces.toml:4:8: \"init\" in [space.a] must be true or false, found a string",
+        "space.a.init",
+    );
 }

@@ -419,7 +419,23 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         Some(r) => (Some(r.control), Some(r.mailbox), r.kept),
         None => (None, None, None),
     };
-    let client_tool = mailbox.as_ref().and_then(|_| client_tool());
+    let client_tool = if mailbox.is_some() || args.init {
+        client_tool()
+    } else {
+        None
+    };
+    let mut argv = argv;
+    if args.init {
+        if client_tool.is_none() {
+            return Ok(report_error(
+                EXIT_WARREN,
+                "--init needs the static warren-msg next to warren (or named by $WARREN_MSG_BIN)"
+                    .into(),
+            ));
+        }
+        let init = ["/dev/warren/warren-msg", "init", "--"].map(str::to_owned);
+        argv.splice(0..0, init);
+    }
     if client_tool.is_some() {
         // An image's own PATH replaces the default one: keep the mailbox client reachable.
         for (k, v) in env.iter_mut().filter(|(k, _)| k == "PATH") {
