@@ -17,10 +17,10 @@ use rustix::mount::{
     mount_remount, unmount,
 };
 
-use crate::elf::BinaryRoot;
-use crate::launch::Step;
 use crate::plan::RootSource;
 use crate::policy;
+use crate::step::Step;
+use warren_elf::BinaryRoot;
 
 /// A failed step: which one, what it was doing, and the error.
 pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
@@ -203,7 +203,7 @@ fn inode_limit(size: u64) -> u64 {
 }
 
 /// The files of a binary root in a fixed order: binary, interpreter, libraries.
-pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
+pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&warren_elf::RootEntry> {
     let mut entries = vec![&bin.binary];
     entries.extend(bin.interpreter.iter());
     entries.extend(bin.libraries.iter());

@@ -185,14 +185,6 @@ impl StateDir {
         Ok(p)
     }
 
-    /// A file in Warren's cache directory (`<root>/cache`, mode 0700), which is created on
-    /// first use. Only root writes there.
-    pub fn cache_file(&self, name: &str) -> Result<PathBuf, StateError> {
-        let dir = self.root.join("cache");
-        ensure_dir(&dir)?;
-        Ok(dir.join(name))
-    }
-
     /// The directory of live-environment records.
     pub fn envs_dir(&self) -> PathBuf {
         self.root.join("envs")

@@ -11,6 +11,7 @@ mod cmd;
 mod control;
 mod daemon;
 mod dirs;
+mod measure;
 mod supervisor;
 
 use clap::Parser;

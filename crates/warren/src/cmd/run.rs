@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use warren_sandbox::cgroup::Limits;
+use warren_cgroup::Limits;
 use warren_sandbox::state::StateDir;
 use warren_sandbox::{LaunchPlan, Protection, RootSource};
 use warren_spec::{ByteSize, CpuQuota, EnvName};
@@ -242,7 +242,7 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
             Ok((RootSource::Rootfs(absolute(dir)?), argv))
         }
         (None, Some(bin)) => {
-            let root = warren_sandbox::elf::resolve(bin, Path::new("/")).with_context(|| {
+            let root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
                 format!("cannot build a minimal root for --binary {}", bin.display())
             })?;
             let argv = if args.command.is_empty() && args.entrypoint.is_none() {
@@ -461,7 +461,14 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             .map(|i| i.resolved.record.manifest.to_string()),
     };
     let state = StateDir::new(state_dir);
-    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
+    let mut measure =
+        |plan: &warren_sandbox::LaunchPlan,
+         applied: &warren_sandbox::Applied,
+         env: &[(String, String)]|
+         -> Result<warren_sandbox::Measurement, Box<dyn std::error::Error + Send + Sync>> {
+            crate::measure::measure_and_record(plan, applied, env, &state).map_err(Into::into)
+        };
+    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();

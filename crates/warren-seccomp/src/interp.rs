@@ -6,9 +6,8 @@
 
 use seccompiler::sock_filter;
 
-use super::Arch;
-use super::MAX_PROGRAM_LEN;
-use super::bpf::{ALU_AND_K, JMP_JA, JMP_JEQ_K, JMP_JGE_K, JMP_JGT_K, LD_W_ABS, RET_K};
+use crate::bpf::{ALU_AND_K, JMP_JA, JMP_JEQ_K, JMP_JGE_K, JMP_JGT_K, LD_W_ABS, RET_K};
+use crate::policy::{Arch, MAX_PROGRAM_LEN};
 
 /// `BPF_JMP | BPF_JSET | BPF_K`, which seccompiler does not emit either but the kernel accepts.
 const JMP_JSET_K: u16 = 0x45;
@@ -126,7 +125,7 @@ pub(crate) fn kernel_caches_allow(prog: &[sock_filter], arch: u32, nr: u32) -> b
             JMP_JGT_K => pc += cond(a > k),
             JMP_JGE_K => pc += cond(a >= k),
             JMP_JSET_K => pc += cond(a & k != 0),
-            RET_K => return k == super::bpf::SECCOMP_RET_ALLOW,
+            RET_K => return k == crate::bpf::SECCOMP_RET_ALLOW,
             _ => return false,
         }
     }

@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use seccompiler::sock_filter;
 
-use super::{ArgWidth, CmpOp};
+use crate::policy::{ArgWidth, CmpOp};
 
 /// `BPF_LD | BPF_W | BPF_ABS`: load the 32-bit word at offset `k` of `seccomp_data`.
 pub(super) const LD_W_ABS: u16 = 0x20;
@@ -606,7 +606,7 @@ mod tests {
     //! the seccompiler reference in `equivalence.rs`.
 
     use super::*;
-    use crate::seccomp::interp::{Data, check_program, reachable, run};
+    use crate::interp::{Data, check_program, reachable, run};
 
     const AUDIT: u32 = 0xc000_003e;
     const EPERM: u32 = SECCOMP_RET_ERRNO | 1;

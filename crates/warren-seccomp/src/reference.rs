@@ -10,8 +10,8 @@
 use seccompiler::{BpfProgram, TargetArch, sock_filter};
 use serde_json::{Value, json};
 
-use super::bpf::{JMP_JA, RET_K, SECCOMP_RET_ALLOW};
-use super::{Arch, Errno, Profile, applies_to};
+use crate::bpf::{JMP_JA, RET_K, SECCOMP_RET_ALLOW};
+use crate::policy::{Arch, Errno, Profile, applies_to};
 
 /// seccompiler's name for `arch`.
 pub(super) fn target(arch: Arch) -> TargetArch {
@@ -123,8 +123,8 @@ fn append_pass_through(program: &mut BpfProgram, stage: BpfProgram) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::seccomp::bpf::SECCOMP_RET_ERRNO;
-    use crate::seccomp::interp::{Data, check_program, run};
+    use crate::bpf::SECCOMP_RET_ERRNO;
+    use crate::interp::{Data, check_program, run};
 
     #[test]
     fn pass_through_rewrites_only_allow_returns() {

@@ -1,14 +1,14 @@
 //! Behavioural test of the default seccomp profile on the running kernel.
 //!
 //! The test binary re-executes itself with `WARREN_SECCOMP_PROBE` set. In that child the entry
-//! test [`probe_entry`] sets `no_new_privs`, installs the compiled default profile on its thread
+//! test [`probe_entry`] sets `no_new_privs`, installs the build-time compiled default program on its thread
 //! and then makes real system calls (through `rustix` and `std`, and by spawning `busybox`,
 //! `/bin/ls`, `unshare`), printing one `probe <name> <result>` line each. The parent asserts on
 //! those lines. A control child runs the same probes without the filter, to show that each denial
 //! observed under the filter comes from the filter and not from the probe or the machine.
 //!
 //! What cannot be probed without `unsafe` (raw `clone3`, `keyctl`, `ioctl(TIOCSTI)`, i386 and
-//! x32 entry) is covered by the BPF interpreter tests in `src/seccomp/mod.rs`.
+//! x32 entry) is covered by the BPF interpreter tests in `src/policy.rs` and `src/bpf.rs`.
 
 use std::collections::BTreeMap;
 use std::ffi::CStr;
@@ -19,7 +19,7 @@ use std::path::Path;
 use std::process::Command;
 
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use warren_sandbox::seccomp::{Profile, apply};
+use warren_seccomp::Program;
 
 /// Set in the child: `filtered` or `control`.
 const MODE_ENV: &str = "WARREN_SECCOMP_PROBE";
@@ -73,11 +73,8 @@ fn command_result(cmd: &mut Command) -> String {
 
 fn run_probes(filtered: bool, dir: &Path) -> ! {
     if filtered {
-        let program = Profile::default_profile()
-            .and_then(|p| p.compile())
-            .expect("compile the default profile");
         rustix::thread::set_no_new_privs(true).expect("set no_new_privs");
-        apply(&program).expect("install the filter");
+        Program::host().install().expect("install the filter");
     }
     // Everything below runs under the filter (in the filtered child).
     let mut report: Vec<(&str, String)> = Vec::new();

@@ -7,10 +7,11 @@
 use seccompiler::{BpfProgram, sock_filter};
 use serde_json::{Value, json};
 
-use super::bpf::{JMP_JGE_K, SECCOMP_RET_ALLOW, X32_SYSCALL_BIT};
-use super::interp::{Data, check_program, kernel_caches_allow, reachable, run, run_counting};
-use super::reference::compile_reference;
-use super::{Arch, Profile, applies_to, syscalls};
+use crate::bpf::{JMP_JGE_K, SECCOMP_RET_ALLOW, X32_SYSCALL_BIT};
+use crate::interp::{Data, check_program, kernel_caches_allow, reachable, run, run_counting};
+use crate::policy::{Arch, Profile, applies_to};
+use crate::reference::compile_reference;
+use crate::syscalls;
 
 /// xorshift64*: small, deterministic, good enough to spread test inputs.
 struct Rng(u64);
@@ -578,7 +579,7 @@ fn the_name_tables_agree_with_seccompiler() {
                                         "filter": [ { "syscall": name } ] } });
             let compiled = seccompiler::compile_from_json(
                 filter.to_string().as_bytes(),
-                super::reference::target(arch),
+                crate::reference::target(arch),
             );
             if let Ok(mut map) = compiled {
                 // Arch check (3 instructions), load nr, then `jeq nr`.

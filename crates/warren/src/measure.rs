@@ -3,9 +3,8 @@
 //! [`warren_attest::LaunchContent`], appends it to the state directory's event log and extends
 //! the configured root of trust (see docs/attestation.md).
 
-use crate::launch::{Applied, Measurement};
-use crate::plan::{LaunchPlan, RootSource};
-use crate::state::StateDir;
+use warren_sandbox::state::StateDir;
+use warren_sandbox::{Applied, LaunchPlan, Measurement, RootSource};
 
 /// Measures the launch and records it. The error is a sentence for the launch error.
 pub(crate) fn measure_and_record(

@@ -15,6 +15,7 @@
 //!
 //! **Invariant:** a failed [`Layout::create`] leaves nothing behind that it made, and it never
 //! touches a leaf that already existed: an existing leaf belongs to another environment.
+#![forbid(unsafe_code)]
 
 mod v1;
 mod v2;

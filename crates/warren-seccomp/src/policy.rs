@@ -1,42 +1,16 @@
-//! The seccomp allow-list every environment runs under, and the code that turns it into a BPF
-//! program and installs it.
+//! The policy as reviewed data, and the compiler from policy to program.
 //!
-//! The policy is reviewed data in `policy.json` next to this file: a default-deny allow-list in
-//! which every entry carries the reason it is there, a short list of syscalls answered with a
-//! different errno (`clone3` gets `ENOSYS` so that libc falls back to `clone`, whose flags a
-//! filter can read), and the list of syscalls that must never be allowed, also with reasons.
-//! `docs/seccomp.md` explains the policy and how to review a change to it.
+//! `policy.json` next to this file is a default-deny allow-list in which every entry carries the
+//! reason it is there, a short list of syscalls answered with a different errno (`clone3` gets
+//! `ENOSYS` so that libc falls back to `clone`, whose flags a filter can read), and the list of
+//! syscalls that must never be allowed, also with reasons. `docs/seccomp.md` explains the policy
+//! and how to review a change to it.
 //!
 //! [`Profile::compile_for`] resolves the names with the tables in `syscalls.rs` into one decision
-//! per syscall number and hands them to Warren's own generator (`bpf.rs`), which emits:
-//!
-//! * an architecture check: `seccomp_data.arch` other than the native audit architecture returns
-//!   `SECCOMP_RET_KILL_PROCESS`, so i386 system calls made with `int 0x80` (arch
-//!   `AUDIT_ARCH_I386`) kill the process;
-//! * `nr >= 0x4000_0000` (x32 calls arrive with arch `AUDIT_ARCH_X86_64` and `nr | 0x4000_0000`)
-//!   gets the default errno before any number is looked at;
-//! * a balanced binary search over the numbers, with runs of numbers that get the same answer
-//!   merged into ranges, ending in `ALLOW`, an errno, or the argument checks of that syscall.
-//!
-//! A denied syscall returns `EPERM`, not `SIGSYS`, so programs print "Operation not permitted"
-//! and tests can observe the denial. The program is about a tenth of the length of the linear
-//! chain seccompiler built from the same policy (131 against 1,484 instructions on x86_64), so it
-//! is cheaper to build, to load, and to run on every system call. The tests keep the
-//! seccompiler-based compiler (`reference.rs`) and require both programs to give the same answer
-//! for every input they try.
-//!
-//! [`Profile::compile`] runs in the parent before `clone`; [`apply`] runs in the child as the last
-//! step before `execve`, after `no_new_privs`. The policy is measured by [`Profile::digest`] (of
-//! the policy bytes).
-
-mod bpf;
-#[cfg(test)]
-mod equivalence;
-#[cfg(test)]
-mod interp;
-#[cfg(test)]
-mod reference;
-mod syscalls;
+//! per syscall number and hands them to the generator (`bpf.rs`). This module is compiled twice:
+//! into the build script, which runs it once per architecture and writes the programs into the
+//! crate (see `build.rs`), and into the library, where the tests and reviewers use it. No launch
+//! parses the policy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -45,7 +19,7 @@ use seccompiler::BpfProgram;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use bpf::{Comparison, Decision, Plan, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO};
+use crate::bpf::{Comparison, Decision, Plan, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO};
 
 /// The reviewed default policy, compiled into the binary.
 const DEFAULT_POLICY: &str = include_str!("policy.json");
@@ -55,8 +29,8 @@ pub const MAX_PROGRAM_LEN: usize = 4096;
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 compile_error!(
-    "warren-sandbox's seccomp policy exists only for x86_64 and aarch64; add the architecture to \
-     seccomp/policy.json and seccomp::Arch before building for it"
+    "warren-seccomp's policy exists only for x86_64 and aarch64; add the architecture to \
+     policy.json and Arch before building for it"
 );
 
 /// A CPU architecture the policy can be compiled for.
@@ -158,7 +132,7 @@ pub enum SeccompError {
 /// The numbers are the asm-generic ones, which x86_64 and aarch64 share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[allow(clippy::upper_case_acronyms)]
-enum Errno {
+pub(crate) enum Errno {
     EPERM,
     EACCES,
     EINVAL,
@@ -166,7 +140,7 @@ enum Errno {
 }
 
 impl Errno {
-    fn number(self) -> u32 {
+    pub(crate) fn number(self) -> u32 {
         match self {
             Errno::EPERM => 1,
             Errno::EACCES => 13,
@@ -179,61 +153,61 @@ impl Errno {
 /// `policy.json`, as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicyFile {
-    comment: String,
-    default_action: DefaultAction,
-    errno_overrides: Vec<ErrnoOverride>,
-    allow: Vec<AllowRule>,
-    deny: Vec<DenyRule>,
+pub(crate) struct PolicyFile {
+    pub(crate) comment: String,
+    pub(crate) default_action: DefaultAction,
+    pub(crate) errno_overrides: Vec<ErrnoOverride>,
+    pub(crate) allow: Vec<AllowRule>,
+    pub(crate) deny: Vec<DenyRule>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DefaultAction {
-    errno: Errno,
-    comment: String,
+pub(crate) struct DefaultAction {
+    pub(crate) errno: Errno,
+    pub(crate) comment: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ErrnoOverride {
-    syscall: String,
-    errno: Errno,
-    comment: String,
+pub(crate) struct ErrnoOverride {
+    pub(crate) syscall: String,
+    pub(crate) errno: Errno,
+    pub(crate) comment: String,
     #[serde(default)]
-    arch: Option<Vec<Arch>>,
+    pub(crate) arch: Option<Vec<Arch>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AllowRule {
-    syscall: String,
-    comment: String,
+pub(crate) struct AllowRule {
+    pub(crate) syscall: String,
+    pub(crate) comment: String,
     /// Conditions that must all hold; several entries for one syscall are alternatives.
     #[serde(default)]
-    args: Option<Vec<ArgCondition>>,
+    pub(crate) args: Option<Vec<ArgCondition>>,
     /// Architectures the entry applies to; all of them when absent.
     #[serde(default)]
-    arch: Option<Vec<Arch>>,
+    pub(crate) arch: Option<Vec<Arch>>,
 }
 
 /// One argument comparison, in seccompiler's JSON shape (which the generator keeps) plus a
 /// mandatory comment.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ArgCondition {
-    index: u8,
+pub(crate) struct ArgCondition {
+    pub(crate) index: u8,
     #[serde(rename = "type")]
-    width: ArgWidth,
-    op: CmpOp,
-    val: u64,
-    comment: String,
+    pub(crate) width: ArgWidth,
+    pub(crate) op: CmpOp,
+    pub(crate) val: u64,
+    pub(crate) comment: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "lowercase")]
-enum ArgWidth {
+pub(crate) enum ArgWidth {
     /// Compare the low 32 bits only.
     Dword,
     /// Compare all 64 bits.
@@ -243,7 +217,7 @@ enum ArgWidth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[cfg_attr(test, derive(serde::Serialize))]
 #[serde(rename_all = "snake_case")]
-enum CmpOp {
+pub(crate) enum CmpOp {
     Eq,
     Ne,
     Lt,
@@ -255,12 +229,12 @@ enum CmpOp {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DenyRule {
-    syscall: String,
-    comment: String,
+pub(crate) struct DenyRule {
+    pub(crate) syscall: String,
+    pub(crate) comment: String,
 }
 
-fn applies_to(arches: Option<&Vec<Arch>>, arch: Arch) -> bool {
+pub(crate) fn applies_to(arches: Option<&Vec<Arch>>, arch: Arch) -> bool {
     arches.is_none_or(|list| list.contains(&arch))
 }
 
@@ -271,8 +245,8 @@ fn applies_to(arches: Option<&Vec<Arch>>, arch: Arch) -> bool {
 /// either allowed unconditionally once or only through argument rules.
 #[derive(Debug, Clone)]
 pub struct Profile {
-    source: Vec<u8>,
-    policy: PolicyFile,
+    pub(crate) source: Vec<u8>,
+    pub(crate) policy: PolicyFile,
 }
 
 impl Profile {
@@ -292,8 +266,9 @@ impl Profile {
         })
     }
 
-    /// `sha256:<hex>` of the policy bytes, recorded in the launch measurement.
-    pub fn digest(&self) -> String {
+    /// `sha256:<hex>` of the policy file's bytes: names the policy for review. The launch
+    /// measurement records the digest of the compiled program instead ([`crate::Program::digest`]).
+    pub fn policy_digest(&self) -> String {
         format!("sha256:{}", hex::encode(Sha256::digest(&self.source)))
     }
 
@@ -344,15 +319,15 @@ impl Profile {
         self.policy.default_action.errno.number()
     }
 
-    /// Compiles the policy for the architecture this binary runs on. Done in the parent before
-    /// `clone`, so the child only installs a ready program.
+    /// Compiles the policy for the architecture this binary runs on. Launches do not call this:
+    /// they install the program the build script compiled ([`crate::Program::host`]).
     pub fn compile(&self) -> Result<BpfProgram, SeccompError> {
         self.compile_for(Arch::host())
     }
 
     /// Compiles the policy for `arch`.
     pub fn compile_for(&self, arch: Arch) -> Result<BpfProgram, SeccompError> {
-        let program = bpf::generate(self.plan(arch)?);
+        let program = crate::bpf::generate(self.plan(arch)?);
         if program.len() > MAX_PROGRAM_LEN {
             return Err(SeccompError::ProgramTooLong {
                 arch,
@@ -377,7 +352,7 @@ impl Profile {
             Allow(Option<&'p [ArgCondition]>),
         }
         let number = |section: &'static str, syscall: &str| {
-            syscalls::number(arch, syscall).ok_or_else(|| SeccompError::UnknownSyscall {
+            crate::syscalls::number(arch, syscall).ok_or_else(|| SeccompError::UnknownSyscall {
                 arch,
                 section,
                 syscall: syscall.to_owned(),
@@ -440,13 +415,6 @@ impl Profile {
             syscalls,
         })
     }
-}
-
-/// Installs `prog` as the calling thread's seccomp filter (not the other threads': the launcher's
-/// child is single-threaded). seccompiler sets `no_new_privs` again before loading, which is a
-/// no-op when it is already set.
-pub fn apply(prog: &BpfProgram) -> Result<(), SeccompError> {
-    seccompiler::apply_filter(prog).map_err(|source| SeccompError::Install { source })
 }
 
 fn invalid(section: &'static str, syscall: &str, problem: impl Into<String>) -> SeccompError {
@@ -633,9 +601,9 @@ mod tests {
     use seccompiler::sock_filter;
     use serde_json::{Value, json};
 
-    use super::bpf::{SECCOMP_RET_KILL_PROCESS, X32_SYSCALL_BIT};
-    use super::interp::{Data, check_program, run};
     use super::*;
+    use crate::bpf::{SECCOMP_RET_KILL_PROCESS, X32_SYSCALL_BIT};
+    use crate::interp::{Data, check_program, run};
 
     const EPERM: u32 = SECCOMP_RET_ERRNO | 1;
     const ENOSYS: u32 = SECCOMP_RET_ERRNO | 38;
@@ -705,9 +673,11 @@ mod tests {
     fn nr(name: &str, arch: Arch) -> Option<u32> {
         let json = json!({ "t": { "mismatch_action": "allow", "match_action": "trap",
                                   "filter": [ { "syscall": name } ] } });
-        let mut map =
-            seccompiler::compile_from_json(json.to_string().as_bytes(), reference::target(arch))
-                .ok()?;
+        let mut map = seccompiler::compile_from_json(
+            json.to_string().as_bytes(),
+            crate::reference::target(arch),
+        )
+        .ok()?;
         let prog = map.remove("t")?;
         assert_eq!(
             (prog[3].code, prog[3].k, prog[4].code),
@@ -863,19 +833,19 @@ mod tests {
     }
 
     #[test]
-    fn digest_is_sha256_of_the_policy_bytes() {
+    fn policy_digest_is_sha256_of_the_policy_bytes() {
         let p = profile();
-        let d = p.digest();
+        let d = p.policy_digest();
         let hex = d.strip_prefix("sha256:").expect("sha256: prefix");
         assert_eq!(hex.len(), 64);
         assert!(
             hex.bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
         );
-        assert_eq!(d, profile().digest());
+        assert_eq!(d, profile().policy_digest());
         // The same policy with one more byte of whitespace is a different measurement.
         let changed = Profile::from_json(format!("{DEFAULT_POLICY} ").as_bytes()).expect("loads");
-        assert_ne!(changed.digest(), d);
+        assert_ne!(changed.policy_digest(), d);
         assert_eq!(changed.allowed_syscalls(), p.allowed_syscalls());
     }
 

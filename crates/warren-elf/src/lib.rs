@@ -2,7 +2,7 @@
 //!
 //! `warren run --binary PATH` builds a minimal root holding the program, its ELF interpreter
 //! (`PT_INTERP`) and the shared libraries named by `DT_NEEDED`, transitively, and nothing else.
-//! This module decides which host files those are and at which path each must appear inside the
+//! This crate decides which host files those are and at which path each must appear inside the
 //! environment, by replaying the search of glibc's dynamic loader (modelled on Debian 12, glibc
 //! 2.36) against a filesystem root. It only reads files; it never runs them.
 //!
@@ -73,6 +73,7 @@
 //!   resolved with glibc's rules. The restrictions of secure (setuid) mode are not modelled:
 //!   Warren sets `no_new_privs`, so programs never run in that mode.
 //! - `ld.so.conf` `include` patterns support `*` and `?` in the last path component only.
+#![forbid(unsafe_code)]
 
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
