@@ -336,7 +336,10 @@ fn set_rlimits(plan: &LaunchPlan) -> StepResult {
     let table = policy::RLIMITS
         .iter()
         .map(|(r, s, h, _)| (*r, *s, *h))
-        .chain([(Rlimit::NProc, pids, pids)]);
+        // One above the cgroup's pids.max: the cgroup refuses first, and counts it in
+        // `pids.events`, so `warren run` can say the limit was hit; the rlimit stays the
+        // backstop where no pids cgroup applies.
+        .chain([(Rlimit::NProc, pids + 1, pids + 1)]);
     for (r, soft, hard) in table {
         let res = match r {
             Rlimit::Core => Resource::Core,

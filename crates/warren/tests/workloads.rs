@@ -754,6 +754,26 @@ fn an_oom_kill_says_so_with_the_limit() {
     assert!(!stderr(&o).contains("out of memory"), "{}", stderr(&o));
 }
 
+#[test]
+fn a_pids_limit_hit_says_so_with_the_limit() {
+    // busybox sh gives up (status 2) when a fork fails.
+    let script = "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 1 & done; wait; exit 4";
+    let o = common::run_sh(&unique("pids"), &["--pids", "6"], script);
+    assert_code(&o, 2);
+    assert!(stderr(&o).contains("can't fork"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "pids limit hit: a fork or thread creation failed (limit 6 processes and threads, --pids); the workload exited with status 2"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    // Control: under a limit it does not reach, nothing is said.
+    let o = common::run_sh(&unique("pids"), &["--pids", "64"], script);
+    assert_code(&o, 4);
+    assert!(!stderr(&o).contains("pids limit"), "{}", stderr(&o));
+}
+
 // --- the init -----------------------------------------------------------------------------------
 
 /// `warren run --name NAME --rootfs <busybox> [--init] -- ARGV` in the background (with the
@@ -854,4 +874,223 @@ fn the_init_passes_the_status_through_and_reports_a_missing_command() {
     );
     assert_code(&run(&["/no/such/program"]), 127);
     assert_code(&run(&["/etc/not-executable"]), 126);
+}
+
+// --- the seccomp additions ----------------------------------------------------------------------
+
+#[test]
+fn fifos_sockets_and_normal_scheduling_policies_are_allowed_devices_and_realtime_are_not() {
+    // mkfifo and a FIFO in use; a device node is still refused (the control).
+    let o = common::run_sh(
+        &unique("fifo"),
+        &[],
+        "mkfifo /tmp/f && (echo through-the-fifo > /tmp/f &) && cat /tmp/f; \
+         mknod /tmp/null c 1 3 2>&1; echo mknod=$?",
+    );
+    assert_code(&o, 0);
+    let out = common::stdout(&o);
+    assert!(out.starts_with("through-the-fifo\n"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && out.contains("mknod=1"),
+        "{out}"
+    );
+    // SCHED_BATCH and SCHED_IDLE through util-linux's chrt (busybox has none); SCHED_FIFO
+    // refused.
+    let o = warren()
+        .args(["run", "--name", &unique("sched"), "--rootfs"])
+        .arg(debian_root())
+        .args(["--", "/bin/sh", "-c"])
+        .arg(
+            "chrt -b 0 true && echo batch-ok; chrt -i 0 true && echo idle-ok; \
+             chrt -f 1 true 2>/dev/null || echo fifo-refused",
+        )
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "batch-ok\nidle-ok\nfifo-refused\n");
+}
+
+// --- real workloads on a Debian root ------------------------------------------------------------
+
+/// The Debian bookworm root with ordinary packages (`scripts/debian-root.sh`, cached).
+fn debian_root() -> &'static std::path::Path {
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/debian-root.sh");
+        let o = Command::new("bash").arg(script).output().unwrap();
+        assert!(o.status.success(), "debian-root.sh: {}", stderr(&o));
+        std::path::PathBuf::from(common::stdout(&o).trim())
+    })
+}
+
+/// An OCI layout of the Debian root (one uncompressed layer, made by GNU tar, without the
+/// device nodes of its /dev), cached next to
+/// the root and built once: in a temporary directory renamed into place when complete.
+fn debian_layout() -> std::path::PathBuf {
+    let root = debian_root();
+    let layout = std::path::PathBuf::from(format!("{}-workloads-oci", root.display()));
+    if layout.join("index.json").exists() {
+        return layout;
+    }
+    let tmp = std::path::PathBuf::from(format!("{}.tmp-{}", layout.display(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("blobs/sha256")).unwrap();
+    let layer = tmp.join("layer.tar");
+    let st = Command::new("tar")
+        // Device nodes are refused by the store (an environment's /dev is Warren's own).
+        .args(["--numeric-owner", "--xattrs", "--exclude=./dev/*", "-C"])
+        .arg(root)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of the Debian root");
+    let sum = |p: &std::path::Path| {
+        let o = Command::new("sha256sum").arg(p).output().unwrap();
+        common::stdout(&o)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let layer_hex = sum(&layer);
+    let layer_size = std::fs::metadata(&layer).unwrap().len();
+    std::fs::rename(&layer, tmp.join("blobs/sha256").join(&layer_hex)).unwrap();
+    let blob = |bytes: &[u8]| {
+        use sha2::Digest;
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(tmp.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] }
+    });
+    let (cd, cs) = blob(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": format!("sha256:{layer_hex}"), "size": layer_size }]
+    });
+    let (md, ms) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms }] });
+    std::fs::write(tmp.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(tmp.join("index.json"), index.to_string()).unwrap();
+    if std::fs::rename(&tmp, &layout).is_err() {
+        // Another test binary finished it first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    layout
+}
+
+/// The checks every Debian workload environment runs, one line of output each.
+const DEBIAN_CHECKS: &str = r#"
+python3 -c 'import sqlite3; print("python", sum(range(10)), sqlite3.connect(":memory:").execute("select 6*7").fetchone()[0])'
+node -e 'console.log("node", 6 * 7)'
+cd /tmp && printf 'int main(void){return 42;}\n' > a.c && gcc a.c -o a && { ./a || echo "gcc $?"; }
+git init -q /tmp/r && cd /tmp/r && git -c user.email=a@b -c user.name=n commit -q --allow-empty -m one && echo "git $(git log --oneline | wc -l)"
+mkfifo /tmp/fifo && { (echo fifo-ok > /tmp/fifo &) ; echo "mkfifo $(cat /tmp/fifo)"; }
+chrt -b 0 true && echo "sched-batch ok"
+redis-server --save '' --port 6390 --daemonize yes > /dev/null && sleep 0.5 && echo "redis $(redis-cli -p 6390 ping)" && redis-cli -p 6390 shutdown nosave
+"#;
+
+const DEBIAN_EXPECTED: &str =
+    "python 45 42\nnode 42\ngcc 42\ngit 1\nmkfifo fifo-ok\nsched-batch ok\nredis PONG\n";
+
+/// Postgres as the `postgres` user of the root: initdb, start, a query, a clean stop.
+const POSTGRES: &str = r#"
+B=$(ls -d /usr/lib/postgresql/*/bin)
+$B/initdb -D /tmp/pg -A trust > /dev/null
+$B/pg_ctl -D /tmp/pg -o "-k /tmp -c listen_addresses=" -l /tmp/pg.log -w start > /dev/null
+echo "postgres $(psql -h /tmp -U postgres -Atc 'select 6*7' postgres) as $(id -un)"
+$B/pg_ctl -D /tmp/pg -m fast -w stop > /dev/null && echo stopped
+"#;
+
+#[test]
+fn debian_workloads_run_from_both_rootfs_and_image_with_limits() {
+    // The store is a data directory kept next to the cached root: imported once (a debug
+    // build takes minutes to hash and unpack 1 GB), found again by every later run through a
+    // fresh state directory, as after a reboot.
+    let d = Dirs::new("debian");
+    let data = std::path::PathBuf::from(format!("{}-workloads-data", debian_root().display()));
+    let warren_d = || {
+        let mut c = d.warren(false);
+        c.env("WARREN_DATA_DIR", &data);
+        c
+    };
+    let t = Instant::now();
+    let o = warren_d().args(["image", "ls", "-q"]).output().unwrap();
+    if !common::stdout(&o).lines().any(|l| l == "debian:latest") {
+        let layout = debian_layout();
+        let o = warren_d()
+            // Debian's set-uid programs (su, mount) keep their bits, which never take effect.
+            .args([
+                "image",
+                "import",
+                "-q",
+                "--allow-setuid",
+                "--name",
+                "debian",
+            ])
+            .arg(&layout)
+            .output()
+            .unwrap();
+        assert_code(&o, 0);
+        eprintln!("import of the Debian root: {:?}", t.elapsed());
+    }
+    let limits = [
+        "--memory",
+        "512M",
+        "--pids",
+        "256",
+        "--cpus",
+        "1",
+        "--tmpfs-size",
+        "256M",
+    ];
+    let root = debian_root().to_str().unwrap().to_owned();
+    let sources: [(&str, Vec<String>); 2] = [
+        ("rootfs", vec!["--rootfs".into(), root]),
+        ("image", vec!["--image".into(), "debian".into()]),
+    ];
+    // Every environment at once: two sources, the general checks and postgres.
+    let mut running = Vec::new();
+    for (kind, source) in &sources {
+        for (what, user, script) in [
+            ("checks", None, DEBIAN_CHECKS),
+            ("postgres", Some("postgres"), POSTGRES),
+        ] {
+            let mut c = warren_d();
+            c.args(["run", "--name", &unique(what)])
+                .args(source)
+                .args(limits);
+            if let Some(u) = user {
+                c.args(["--user", u]);
+            }
+            c.args(["--", "/bin/sh", "-ec", script]);
+            c.stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            running.push((kind.to_string(), what, c.spawn().unwrap()));
+        }
+    }
+    for (kind, what, child) in running {
+        let o = child.wait_with_output().unwrap();
+        let out = common::stdout(&o);
+        assert_code(&o, 0);
+        match what {
+            "checks" => assert_eq!(out, DEBIAN_EXPECTED, "{kind}: {}", stderr(&o)),
+            _ => assert_eq!(
+                out,
+                "postgres 42 as postgres\nstopped\n",
+                "{kind}: {}",
+                stderr(&o)
+            ),
+        }
+    }
+    eprintln!("Debian workloads, import included: {:?}", t.elapsed());
 }

@@ -513,33 +513,47 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     // The environment has ended: closing the control connection tells the kernel so (when a
     // watcher thread owns it, the process's exit closes it).
     drop(control);
-    if let Some(why) = end_reason(&exit, plan.limits.memory) {
+    for why in end_reasons(&exit, plan.limits.memory, plan.limits.pids) {
         eprintln!("warren: {}: {why}", applied.name);
     }
     if json {
         println!(
             "{}",
             json!({ "name": applied.name, "exit_code": exit.code, "signal": exit.signal,
-                    "oom_killed": exit.oom_killed, "applied": applied })
+                    "oom_killed": exit.oom_killed, "pids_limit_hit": exit.pids_limit_hit,
+                    "applied": applied })
         );
     }
     Ok(exit.code)
 }
 
 /// Why a workload ended, when Warren knows more than its status says: the memory cgroup's
-/// OOM kill. `None` for an ordinary exit.
-fn end_reason(exit: &warren_sandbox::launch::ExitState, memory: Option<u64>) -> Option<String> {
-    if !exit.oom_killed {
-        return None;
+/// OOM kill, and forks refused at the pids limit. Empty for an ordinary exit.
+fn end_reasons(
+    exit: &warren_sandbox::launch::ExitState,
+    memory: Option<u64>,
+    pids: Option<u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if exit.oom_killed {
+        let limit = memory.map_or_else(|| "none set".to_owned(), human_size);
+        out.push(match exit.signal {
+            Some(9) => format!("killed: out of memory (limit {limit})"),
+            _ => format!(
+                "a process was killed: out of memory (limit {limit}); the workload exited with status {}",
+                exit.code
+            ),
+        });
     }
-    let limit = memory.map_or_else(|| "none set".to_owned(), human_size);
-    Some(match exit.signal {
-        Some(9) => format!("killed: out of memory (limit {limit})"),
-        _ => format!(
-            "a process was killed: out of memory (limit {limit}); the workload exited with status {}",
+    if exit.pids_limit_hit {
+        let limit = pids.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        out.push(format!(
+            "pids limit hit: a fork or thread creation failed (limit {limit} processes and \
+             threads, --pids); the workload exited with status {}",
             exit.code
-        ),
-    })
+        ));
+    }
+    out
 }
 
 /// `536870912` as `512M`: the largest binary unit that divides the size exactly.
