@@ -131,16 +131,18 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod audit;
 mod caps;
 mod kernel;
 mod mailbox;
 
-pub use action::{Action, AuditRecord};
+pub use action::{Action, AuditRecord, Repeated};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
-    Kernel, KernelError, Outbound, Stats, accepts,
+    Kernel, KernelError, MESSAGE_OVERHEAD, Outbound, SENDER_SHARE_DIVISOR, Stats, accepts,
+    message_cost,
 };
 
 /// Virtual time: milliseconds on the driver's clock.

@@ -53,6 +53,11 @@ impl Stored {
     pub(crate) fn held_caps(&self) -> impl Iterator<Item = CapId> + '_ {
         self.caps.iter().copied().chain(self.reply)
     }
+
+    /// What it counts against a byte quota ([`crate::message_cost`]).
+    pub(crate) fn cost(&self) -> usize {
+        crate::message_cost(self.body.len(), &self.headers)
+    }
 }
 
 impl Stored {
@@ -91,7 +96,23 @@ pub(crate) struct RunStored {
     pub(crate) bodies: Bodies,
 }
 
+/// What `k` bodies whose encoding takes `encoded` bytes count against a byte quota: each is its
+/// body plus [`crate::MESSAGE_OVERHEAD`] (the encoding has 4 bytes of length per body).
+pub(crate) fn bodies_cost(k: usize, encoded: usize) -> usize {
+    encoded - 4 * k + k * crate::MESSAGE_OVERHEAD
+}
+
+/// The quota cost of each body, in order.
+pub(crate) fn body_costs(bodies: &Bodies) -> impl Iterator<Item = usize> + '_ {
+    bodies.iter().map(|b| crate::message_cost(b.len(), &[]))
+}
+
 impl RunStored {
+    /// What it counts against a byte quota.
+    pub(crate) fn cost(&self) -> usize {
+        bodies_cost(self.bodies.len(), self.bodies.encoded_len())
+    }
+
     /// Takes its first message out (the run must keep at least one more).
     pub(crate) fn take_one(&mut self) -> Stored {
         let one = self.bodies.split_front(1);
@@ -119,6 +140,22 @@ impl Entry {
                 let body = body.to_vec();
                 Stored::plain(run.from, run.badge, body)
             }
+        }
+    }
+
+    /// What it counts against a byte quota.
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            Entry::One(m) => m.cost(),
+            Entry::Run(r) => r.cost(),
+        }
+    }
+
+    /// Who sent it.
+    pub(crate) fn from(&self) -> &Arc<str> {
+        match self {
+            Entry::One(m) => &m.from,
+            Entry::Run(r) => &r.from,
         }
     }
 

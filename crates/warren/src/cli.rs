@@ -253,9 +253,14 @@ pub struct RunArgs {
     #[arg(long = "may-discover", value_name = "NAME")]
     pub may_discover: Vec<String>,
 
-    /// Bound of the environment's default mailbox, in messages (default 64).
+    /// Bound of the environment's mailboxes, in messages (default 64; 1 to 65536).
     #[arg(long, value_name = "N")]
     pub mailbox_capacity: Option<usize>,
+
+    /// The environment's byte quota in the kernel: messages queued in its mailboxes plus its
+    /// sends waiting for room (e.g. 16M, the default; 4K to 1G).
+    #[arg(long, value_name = "SIZE")]
+    pub mailbox_bytes: Option<String>,
 
     /// The environment's network: none (loopback only, the default), auto (a veth with an
     /// address from the host's pool 10.88.0.0/16) or ADDRESS/PREFIX (a veth with that address).
@@ -341,6 +346,27 @@ pub struct DaemonArgs {
     /// How to reach the TPM (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`).
     #[arg(long, value_name = "SPEC")]
     pub tpm: Option<String>,
+    /// Unsent answers per environment connection over which the kernel stops reading it until
+    /// the environment reads (64K to 1G; default 4M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_unsent: Option<String>,
+    /// Unsent answers per environment connection at which the kernel cuts it off (at least
+    /// max-unsent + 1M, at most 4G; default 64M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_backlog: Option<String>,
+    /// Packets read from one connection per turn of the event loop (1 to 1024; default 16).
+    #[arg(long, value_name = "N")]
+    pub turn_packets: Option<usize>,
+    /// Requests handled from one connection per turn of the event loop (1 to 65536; default
+    /// 1024).
+    #[arg(long, value_name = "N")]
+    pub turn_frames: Option<usize>,
+    /// The audit log's size at which it rotates (64K to 1T; default 64M).
+    #[arg(long, value_name = "SIZE")]
+    pub audit_max_size: Option<String>,
+    /// Rotated audit log files kept (`PATH.1` … `PATH.N`; 0 to 100; default 4).
+    #[arg(long, value_name = "N")]
+    pub audit_keep: Option<u32>,
 }
 
 /// `warren up`.

@@ -184,6 +184,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--mailbox-capacity".into());
         a.push(c.to_string());
     }
+    if let Some(b) = spec.mailbox_bytes {
+        a.push("--mailbox-bytes".into());
+        a.push(b.0.to_string());
+    }
     for p in &spec.allow_missing {
         a.push("--allow-missing".into());
         a.push(p.clone());

@@ -60,7 +60,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
     json!({
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
-        "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
+        "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [], "net": "none",
         "accept_from": [], "init": true,
     })
 }
@@ -98,6 +98,7 @@ fn every_key() {
         may_send = ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"]
         may_discover = ["db", "web"]
         mailbox_capacity = 128
+        mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
         init = false
         x-owner = "team-a"
@@ -119,6 +120,7 @@ fn every_key() {
                     "may_send": ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"],
                     "may_discover": ["db", "web"],
                     "mailbox_capacity": 128,
+                    "mailbox_bytes": 8 << 20,
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
                     "accept_from": [],
@@ -520,7 +522,7 @@ fn setting_errors() {
         ),
         (
             r#"memory = 0"#,
-            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1048576 to 17592186044416 bytes"#,
             "space.db.memory",
         ),
         (
@@ -530,7 +532,7 @@ fn setting_errors() {
         ),
         (
             r#"pids = 0"#,
-            r#"spaces.toml:4:8: "pids" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:8: "pids" in [space.db]: 0 is out of range: expected 1 to 4194304"#,
             "space.db.pids",
         ),
         (
@@ -570,18 +572,48 @@ fn setting_errors() {
         ),
         (
             r#"max_restarts = -1"#,
-            r#"spaces.toml:4:16: "max_restarts" in [space.db]: -1 is out of range: expected 0 to 4294967295"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: -1 is out of range: expected 0 to 1000"#,
             "space.db.max_restarts",
         ),
         (
             r#"max_restarts = 4294967296"#,
-            r#"spaces.toml:4:16: "max_restarts" in [space.db]: 4294967296 is out of range: expected 0 to 4294967295"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: 4294967296 is out of range: expected 0 to 1000"#,
             "space.db.max_restarts",
         ),
         (
             r#"mailbox_capacity = 0"#,
-            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 0 is out of range: expected 1 to 65536"#,
             "space.db.mailbox_capacity",
+        ),
+        (
+            r#"mailbox_capacity = 9223372036854775808"#,
+            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 9223372036854775808 is out of range: expected 1 to 65536"#,
+            "space.db.mailbox_capacity",
+        ),
+        (
+            r#"mailbox_bytes = "2G""#,
+            r#"spaces.toml:4:17: "mailbox_bytes" in [space.db]: 2147483648 is out of range: expected 4096 to 1073741824 bytes"#,
+            "space.db.mailbox_bytes",
+        ),
+        (
+            r#"mailbox_bytes = 100"#,
+            r#"spaces.toml:4:17: "mailbox_bytes" in [space.db]: 100 is out of range: expected 4096 to 1073741824 bytes"#,
+            "space.db.mailbox_bytes",
+        ),
+        (
+            r#"pids = 18446744073709551615"#,
+            r#"spaces.toml:4:8: "pids" in [space.db]: 18446744073709551615 is out of range: expected 1 to 4194304"#,
+            "space.db.pids",
+        ),
+        (
+            r#"memory = "100k""#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 102400 is out of range: expected 1048576 to 17592186044416 bytes"#,
+            "space.db.memory",
+        ),
+        (
+            r#"tmpfs_size = "2T""#,
+            r#"spaces.toml:4:14: "tmpfs_size" in [space.db]: 2199023255552 is out of range: expected 4096 to 1099511627776 bytes"#,
+            "space.db.tmpfs_size",
         ),
         (
             r#"allow_missing = ["landlok"]"#,

@@ -9,7 +9,7 @@ use serde_json::json;
 use warren_cgroup::Limits;
 use warren_sandbox::state::StateDir;
 use warren_sandbox::{LaunchPlan, Protection, RootSource};
-use warren_spec::{ByteSize, CpuQuota, EnvName};
+use warren_spec::{ByteSize, CpuQuota, EnvName, limits};
 
 use crate::cli::RunArgs;
 use crate::dirs::Dirs;
@@ -39,10 +39,13 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .as_deref()
         .map(|m| m.parse::<ByteSize>().context("invalid --memory"))
         .transpose()?;
+    if let Some(m) = memory {
+        limits::check(limits::MEMORY, m.0).context("invalid --memory")?;
+    }
     let pids = match args.pids.as_deref() {
         None => None,
         Some(p) => match p.parse::<u64>() {
-            Ok(n) if n > 0 => Some(n),
+            Ok(n) => Some(limits::check(limits::PIDS, n).context("invalid --pids")?),
             _ => bail!("invalid --pids {p:?}: expected a whole number above zero"),
         },
     };
@@ -55,6 +58,11 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .tmpfs_size
         .parse::<ByteSize>()
         .context("invalid --tmpfs-size")?;
+    limits::check(limits::TMPFS_SIZE, tmpfs.0).context("invalid --tmpfs-size")?;
+    if let Some(c) = args.mailbox_capacity {
+        limits::check(limits::MAILBOX_CAPACITY, c as u64).context("invalid --mailbox-capacity")?;
+    }
+    mailbox_bytes_arg(args)?;
     let mut env = Vec::new();
     for file in &args.env_file {
         env.extend(parse_env_file(file)?);
@@ -107,6 +115,7 @@ fn env_entry(e: &str) -> anyhow::Result<Option<(String, String)>> {
     if k.chars().any(char::is_whitespace) {
         bail!("the name {k:?} contains white space");
     }
+    limits::check_env_var(k)?;
     if e.contains('\0') {
         bail!("it contains a NUL byte");
     }
@@ -187,6 +196,18 @@ fn run_as(who: &warren_image::user::RunAs) -> Option<warren_sandbox::RunAs> {
             groups: who.groups.clone(),
         }
     })
+}
+
+/// `--mailbox-bytes SIZE`, within its bound.
+fn mailbox_bytes_arg(args: &RunArgs) -> anyhow::Result<Option<u64>> {
+    let Some(text) = args.mailbox_bytes.as_deref() else {
+        return Ok(None);
+    };
+    let size = text
+        .parse::<ByteSize>()
+        .context("invalid --mailbox-bytes")?;
+    let n = limits::check(limits::MAILBOX_BYTES, size.0).context("invalid --mailbox-bytes")?;
+    Ok(Some(n))
 }
 
 /// `--net`, `--publish`, `--net-allow` and `--egress`, checked together.
@@ -397,13 +418,17 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
+    let mailbox_bytes = match mailbox_bytes_arg(&args) {
+        Ok(b) => b,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
         name.as_str(),
         &args.may_send,
         &args.may_discover,
-        args.mailbox_capacity,
+        (args.mailbox_capacity, mailbox_bytes),
     ) {
         Ok(r) => r,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -489,6 +514,12 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     if let Err(e) = running.write_record(record.to_string().as_bytes()) {
         eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
     }
+    if let Some(c) = &control {
+        // The kernel reports a managed start only once it is real (`apply` says `created`).
+        if let Err(e) = crate::control::started(c) {
+            eprintln!("warren: warning: cannot tell the kernel the environment started: {e:#}");
+        }
+    }
     // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
     // kernel connection and re-attach the environment to a restarted kernel.
     let control = match (control, kept) {
@@ -499,6 +530,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
                 may_send: args.may_send.clone(),
                 may_discover: args.may_discover.clone(),
                 capacity: args.mailbox_capacity,
+                mailbox_bytes,
                 kept,
             };
             std::thread::spawn(move || crate::control::watch_and_reattach(c, r));
