@@ -2,14 +2,17 @@
 //! receives waiting for a message.
 //!
 //! The *logical queue* of a mailbox is its queue followed by its waiting sends, in the order the
-//! kernel accepted them. A waiting send exists only while the queue is full, so the two parts
-//! together are the order of acceptance; `recv` takes the oldest matching message of the whole
+//! kernel accepted them. A waiting send exists only while the queue cannot take the oldest of
+//! them (it is full, or its owner's byte quota or the sender's share of it is reached), and
+//! nothing enters the queue past a waiting send, so the two parts together are the order of
+//! acceptance; `recv` takes the oldest matching message of the whole
 //! logical queue (a selective receive can take a waiting send's message, which answers that
 //! send), and a waiting receive matches nothing in it.
 //!
 //! An entry of either part is one message ([`Entry::One`]) or a run of plain messages from one
 //! batch send ([`Entry::Run`]: bodies only, kept as the one buffer they arrived in). Capacity
 //! counts messages, not entries: [`Mailbox::queued`] is the number of messages in the queue.
+//! Byte quotas count [`crate::message_cost`] per message, whether it is one or part of a run.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

@@ -705,11 +705,14 @@ pub fn launch_with_mailbox(
 /// leaf of that name can only be a leftover.
 ///
 /// Another Warren instance with another state directory may hold names this one cannot see, so
-/// a leaf is only ever swept when it is also empty and older than a few seconds (a launcher
-/// creates its cgroup and puts its child in it within milliseconds).
+/// a leaf is only ever swept when it is also empty and older than [`STALE_CGROUP_AGE`]. A
+/// launcher creates its cgroup and puts its child in it within milliseconds, but on a host
+/// loaded far beyond its cores (launches measured at load 50 on 2 cores) that took over five
+/// seconds, and a five-second threshold swept live launches' cgroups from under them
+/// (`cgroup-attach: ... No such device`). An empty leftover costs nothing while it waits.
 fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
     for leaf in layout.leaves() {
-        if leaf != own && !layout.leaf_is_stale(&leaf, std::time::Duration::from_secs(5)) {
+        if leaf != own && !layout.leaf_is_stale(&leaf, STALE_CGROUP_AGE) {
             continue;
         }
         if leaf == own || matches!(state.name_in_use(&leaf), Ok(false)) {
@@ -719,6 +722,10 @@ fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
         }
     }
 }
+
+/// How old an empty cgroup leaf of a name this state directory does not hold must be before a
+/// launch sweeps it (see [`sweep_stale_cgroups`]).
+const STALE_CGROUP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The launch error for a failure the child reported.
 fn child_error(plan: &LaunchPlan, step: Step, errno: i32, message: String) -> LaunchError {

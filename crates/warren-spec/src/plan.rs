@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
+fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 18] {
     let SpaceSpec {
         image,
         command,
@@ -163,6 +163,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
         net,
         accept_from,
         init,
+        with,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -187,6 +188,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
         ("net", json(net)),
         ("accept_from", json(accept_from)),
         ("init", json(init)),
+        ("with", json(with)),
     ]
 }
 

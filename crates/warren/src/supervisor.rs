@@ -146,6 +146,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         warren_spec::ImageSpec::Binary(bin) => {
             a.push("--binary".into());
             a.push(bin.display().to_string());
+            for path in &spec.with {
+                a.push("--with".into());
+                a.push(path.display().to_string());
+            }
         }
         warren_spec::ImageSpec::Name(image) => {
             a.push("--image".into());
@@ -339,6 +343,18 @@ mod tests {
         assert_eq!(
             launcher_args("app", s).join(" "),
             "run --name app --image busybox:1.36 --"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_paths_a_binary_image_adds() {
+        let text = "[space.py]\nimage = { binary = \"/usr/bin/python3\", with = [\"/etc/ssl\", \"/srv/app\"] }\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("py", s).join(" "),
+            "run --name py --init --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
+             /usr/bin/python3"
         );
     }
 

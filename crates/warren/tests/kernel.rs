@@ -461,3 +461,90 @@ fn only_root_may_use_the_control_socket() {
         stderr(&o)
     );
 }
+
+/// A flood of denied requests (issue 14: pipelined lookups of unknown names wrote 1.4 GB of
+/// audit log in 9 s): the live kernel writes its first 10 records, then one aggregate per
+/// (operation, code) when the 10 s window ends, whose count accounts for every denial; a
+/// neighbour's denial is written at once meanwhile (positive control: the limit is per
+/// environment).
+#[test]
+fn a_flood_of_denied_requests_writes_a_bounded_audit_and_counts_every_denial() {
+    let (flooder, neighbour) = (unique("flood"), unique("nbr"));
+    let audit = || std::fs::read_to_string("/run/warren/audit.jsonl").unwrap_or_default();
+    let records = |who: &str| -> Vec<serde_json::Value> {
+        audit()
+            .lines()
+            .filter(|l| l.contains(&format!("\"env\":\"{who}\"")))
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    // The kernel answers (a socket left by an earlier run may exist before it listens).
+    for i in 0.. {
+        let o = run_env(&unique("probe"), &[], "warren-msg whoami");
+        if stdout(&o).contains("\"env\"") {
+            break;
+        }
+        assert!(i < 50, "the kernel does not answer: {}", stderr(&o));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let n = 1500;
+    let t = std::time::Instant::now();
+    let o = run_env(
+        &flooder,
+        &[],
+        &format!(
+            "i=0; while [ $i -lt {n} ]; do warren-msg lookup nobody-$i 2>/dev/null; i=$((i+1)); done; \
+             warren-msg lookup also-nobody 2>/dev/null; echo flood-done"
+        ),
+    );
+    assert!(stdout(&o).contains("flood-done"), "{}", stdout(&o));
+    let flood_secs = t.elapsed().as_secs();
+    let o = run_env(&neighbour, &[], "warren-msg lookup nobody 2>&1; true");
+    assert!(stdout(&o).contains("not-found"), "{}", stdout(&o));
+    assert_eq!(
+        records(&neighbour).len(),
+        1,
+        "the neighbour's denial is written at once"
+    );
+    // While the flooder's window is open, at most its 10 single records are written.
+    if t.elapsed() < Duration::from_secs(9) {
+        assert!(records(&flooder).len() <= 10, "{:#?}", records(&flooder));
+    }
+    let counted = |rs: &[serde_json::Value]| -> u64 {
+        rs.iter().map(|r| r["count"].as_u64().unwrap_or(1)).sum()
+    };
+    let start = std::time::Instant::now();
+    while counted(&records(&flooder)) < n + 1 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mine = records(&flooder);
+    assert_eq!(counted(&mine), n + 1, "{mine:#?}");
+    // Per 10 s window it spans: at most 10 single records and one aggregate (one operation
+    // and code here).
+    let windows = flood_secs / 10 + 1;
+    assert!(
+        mine.len() as u64 <= 11 * windows,
+        "{} records for {} denials over {flood_secs} s",
+        mine.len(),
+        n + 1
+    );
+    let agg = mine
+        .iter()
+        .find(|r| r["count"].is_u64())
+        .expect("an aggregate");
+    assert_eq!(
+        (agg["op"].as_str(), agg["code"].as_str()),
+        (Some("lookup"), Some("not-found"))
+    );
+    assert!(agg["first"].as_u64() <= agg["last"].as_u64());
+    let bytes: usize = audit()
+        .lines()
+        .filter(|l| l.contains(&format!("\"env\":\"{flooder}\"")))
+        .map(|l| l.len() + 1)
+        .sum();
+    println!(
+        "{} denials in {flood_secs} s -> {} audit records, {bytes} bytes",
+        n + 1,
+        mine.len()
+    );
+}

@@ -126,3 +126,75 @@ fn a_spent_reply_handle_leaves_the_table_so_a_server_never_fills_up() {
     let reply = w.recv_delivery(server).reply.expect("a reply handle");
     assert!(w.whoami(server).iter().any(|(h, _, _)| *h == reply));
 }
+
+/// The kernel limits of docs/protocol.md §11.1, with the default configuration, each hit.
+#[test]
+fn the_documented_kernel_limits_hold_with_the_defaults() {
+    let cfg = Config::default();
+    assert_eq!(
+        (
+            cfg.default_capacity,
+            cfg.max_handles,
+            cfg.max_mailboxes_per_env,
+            cfg.max_waiting_per_env,
+            cfg.default_mailbox_bytes,
+            cfg.audit_window_ms,
+            cfg.audit_records_per_window,
+        ),
+        (64, 1024, 64, 1024, 16 << 20, 10_000, 10),
+        "the documented values"
+    );
+    let mut w = World::new();
+    let _db = w.add("db", &[], &[]);
+    let a = w.add("a", &["db"], &[]);
+    // Mailbox capacity: 64 messages, then `full`.
+    for i in 0..64 {
+        assert_eq!(w.send_body(a, 2, b"x"), Response::Ok, "message {i}");
+    }
+    assert_err(&w.send_body(a, 2, b"x"), ErrorCode::Full);
+    // Mailboxes: 64 with the default one.
+    for _ in 1..64 {
+        w.handle_of(a, Request::CreateMailbox { name: None });
+    }
+    assert_err(
+        &w.call(a, Request::CreateMailbox { name: None }),
+        ErrorCode::Unavailable,
+    );
+    // Monitors: 1,024 per environment.
+    for _ in 0..1024 {
+        assert!(matches!(
+            w.call(a, Request::Monitor { handle: 2 }),
+            Response::Monitor { .. }
+        ));
+    }
+    assert_err(
+        &w.call(a, Request::Monitor { handle: 2 }),
+        ErrorCode::Unavailable,
+    );
+    // Handles: 1,024 in a table (it holds 65 now).
+    let held = w.whoami(a).len();
+    for _ in held..1024 {
+        w.handle_of(a, Request::Lookup { name: "db".into() });
+    }
+    assert_err(
+        &w.call(a, Request::Lookup { name: "db".into() }),
+        ErrorCode::Unavailable,
+    );
+    // Waiting requests: 1,024 per environment.
+    let recv = Request::Recv {
+        mailbox: None,
+        filter: Filter::default(),
+        timeout_ms: None,
+    };
+    for _ in 0..1024 {
+        w.call_waiting(
+            a,
+            Request::Recv {
+                mailbox: None,
+                filter: by_corr(77),
+                timeout_ms: None,
+            },
+        );
+    }
+    assert_err(&w.call(a, recv), ErrorCode::Unavailable);
+}

@@ -11,54 +11,12 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
 use crate::measure::LaunchContent;
 use crate::root::{RootError, RootOfTrust};
 
-/// The CEL `content_type` of a Warren launch record (a Warren-specific type: CEL's own content
-/// types cover firmware, IMA and systemd events, none of which fits an environment launch).
-pub const CONTENT_TYPE: &str = "warren_launch";
-
-/// The NV index handle that anchors the log in a TPM (in the owner range, `0x01xxxxxx`).
-pub const NV_INDEX: u32 = 0x0157_4152; // "WAR"
-
-/// One CEL record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    /// The record's number, from 0, with no gaps.
-    pub recnum: u64,
-    /// The NV index the record is extended into (with the software root: the same number,
-    /// naming the software register).
-    pub nv_index: u32,
-    /// The record's digests (Warren writes exactly one, SHA-256).
-    pub digests: Vec<DigestEntry>,
-    /// [`CONTENT_TYPE`].
-    pub content_type: String,
-    /// What was launched.
-    pub content: LaunchContent,
-}
-
-/// One digest of a record, CEL's `{"hashAlg": ..., "digest": ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DigestEntry {
-    /// `sha256`.
-    #[serde(rename = "hashAlg")]
-    pub hash_alg: String,
-    /// Lowercase hex.
-    pub digest: String,
-}
-
-impl Record {
-    /// The SHA-256 digest the record claims, if it has one that parses.
-    pub fn sha256(&self) -> Option<[u8; 32]> {
-        let d = self.digests.iter().find(|d| d.hash_alg == "sha256")?;
-        hex::decode(&d.digest).ok()?.try_into().ok()
-    }
-}
+pub use crate::evidence::record::{
+    CONTENT_TYPE, DigestEntry, NV_INDEX, Record, content_digest, extend, replay,
+};
 
 /// Why the log could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -88,24 +46,6 @@ pub enum LogError {
     /// The root of trust refused to extend or read.
     #[error("root of trust")]
     Root(#[from] RootError),
-}
-
-/// The digest of a record's content.
-pub fn content_digest(content: &LaunchContent) -> [u8; 32] {
-    Sha256::digest(content.canonical()).into()
-}
-
-/// One extension step: `SHA-256(register || digest)`.
-pub fn extend(register: &[u8; 32], digest: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(register);
-    h.update(digest);
-    h.finalize().into()
-}
-
-/// The register value a sequence of record digests produces.
-pub fn replay<'a>(digests: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
-    digests.into_iter().fold([0; 32], |r, d| extend(&r, d))
 }
 
 /// The event log of one state directory.
