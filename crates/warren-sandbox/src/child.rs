@@ -184,7 +184,7 @@ fn setup(
     rx(
         Step::Hostname,
         "sethostname",
-        rustix::system::sethostname(ctx.plan.name.as_str().as_bytes()),
+        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
     )?;
     fault(Step::Hostname)?;
     io(

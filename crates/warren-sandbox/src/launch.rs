@@ -373,7 +373,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_owned(), crate::policy::DEFAULT_PATH.to_owned()),
         ("HOME".to_owned(), "/".to_owned()),
-        ("HOSTNAME".to_owned(), plan.name.to_string()),
+        ("HOSTNAME".to_owned(), plan.hostname().to_owned()),
     ];
     if mailbox {
         env.push(("WARREN_FD".to_owned(), "3".to_owned()));

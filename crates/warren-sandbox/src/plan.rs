@@ -106,6 +106,8 @@ pub struct LaunchPlan {
     pub net: Option<warren_spec::VethSpec>,
     /// The user to run as; `None` is root (uid 0 inside).
     pub user: Option<RunAs>,
+    /// The hostname inside (`--hostname`); `None` is the environment's name.
+    pub hostname: Option<String>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).
@@ -120,4 +122,9 @@ impl LaunchPlan {
     pub const DEFAULT_TMPFS_SIZE: u64 = 16 << 20;
     /// The default pids limit: enough for a shell pipeline, small enough to stop a fork bomb.
     pub const DEFAULT_PIDS: u64 = 1024;
+
+    /// The hostname inside: `hostname` when given, else the environment's name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.name.as_str())
+    }
 }

@@ -364,6 +364,11 @@ pub struct RunArgs {
     #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
     pub user: Option<String>,
 
+    /// The hostname inside the environment (default: its name): letters, digits and `-` in
+    /// dot-separated labels, at most 64 bytes.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
     /// The working directory inside the environment (absolute; replaces an image's).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,

@@ -585,6 +585,39 @@ fn user_is_resolved_in_the_roots_own_passwd_and_group() {
 }
 
 #[test]
+fn hostname_is_set_inside_and_checked() {
+    let o = run_users(&["--hostname", "web-1.example"], "hostname; echo $HOSTNAME");
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), "web-1.example\nweb-1.example\n");
+    // Control: without it, the environment's name.
+    let name = unique("hn");
+    let o = warren()
+        .args(["run", "--name", &name, "--rootfs"])
+        .arg(user_root())
+        .args(["--", "/bin/hostname"])
+        .output()
+        .unwrap();
+    assert_eq!(common::stdout(&o), format!("{name}\n"));
+    refused(
+        &run_users(&["--hostname=bad-"], "true"),
+        "invalid --hostname \"bad-\": a label neither starts nor ends with `-`",
+    );
+    refused(
+        &run_users(&["--hostname", "a_b"], "true"),
+        "only letters, digits",
+    );
+    refused(
+        &run_users(&["--hostname", "a..b"], "true"),
+        "each dot-separated label has 1 to 63 characters",
+    );
+    let long = "a".repeat(65);
+    refused(
+        &run_users(&["--hostname", &long], "true"),
+        "a hostname has 1 to 64 bytes",
+    );
+}
+
+#[test]
 fn workdir_entrypoint_and_env_file() {
     let o = run_users(&["-w", "/srv/work"], "pwd");
     assert_code(&o, 0);
@@ -1042,6 +1075,8 @@ fn debian_workloads_run_from_both_rootfs_and_image_with_limits() {
             .unwrap();
         assert_code(&o, 0);
         eprintln!("import of the Debian root: {:?}", t.elapsed());
+        // The store keeps everything; the layout was only the way in.
+        let _ = std::fs::remove_dir_all(&layout);
     }
     let limits = [
         "--memory",

@@ -26,6 +26,7 @@ struct Inputs {
     allow_missing: BTreeSet<Protection>,
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
+    hostname: Option<String>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -78,6 +79,11 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
             env.push(kv);
         }
     }
+    let hostname = args
+        .hostname
+        .as_deref()
+        .map(|h| parse_hostname(h).with_context(|| format!("invalid --hostname {h:?}")))
+        .transpose()?;
     let workdir = args
         .workdir
         .as_deref()
@@ -105,6 +111,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         allow_missing: allow,
         net: parse_net(args)?,
         workdir,
+        hostname,
     })
 }
 
@@ -147,6 +154,26 @@ fn parse_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
         out.extend(entry);
     }
     Ok(out)
+}
+
+/// `--hostname`: RFC 1123 labels (letters, digits, `-`, not at either end of a label) joined
+/// by dots, at most 64 bytes (the kernel's `HOST_NAME_MAX`).
+fn parse_hostname(h: &str) -> anyhow::Result<String> {
+    if h.is_empty() || h.len() > 64 {
+        bail!("a hostname has 1 to 64 bytes");
+    }
+    for label in h.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            bail!("each dot-separated label has 1 to 63 characters");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!("only letters, digits, `-` and `.` are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            bail!("a label neither starts nor ends with `-`");
+        }
+    }
+    Ok(h.to_owned())
 }
 
 /// `--workdir`: an absolute path without `..`.
@@ -395,6 +422,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         allow_missing,
         net,
         workdir,
+        hostname,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -498,6 +526,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         client_tool,
         net,
         user,
+        hostname,
         workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
         image_manifest_digest: image
