@@ -441,9 +441,13 @@ fn fork(
     let rep_wr = high(rep_wr, "report pipe")?;
     let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
     // An image root: a detached copy of its mount, which the parent idmaps with the child's
-    // user namespace once that has its maps, and the child attaches as its root.
+    // user namespace once that has its maps, and the child attaches as its root. A rootfs
+    // directory: a detached, non-recursive copy too, which the child attaches. The child could
+    // not make that copy itself: in its user namespace, the mounts below the directory
+    // (`--rootfs /` has `/proc`, `/sys`, ...) are locked to it, and a non-recursive bind that
+    // would drop them fails with EINVAL.
     let image_tree = match &plan.root {
-        RootSource::Image(dir) => {
+        RootSource::Image(dir) | RootSource::Rootfs(dir) => {
             let tree = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 dir,
@@ -451,10 +455,7 @@ fn fork(
                     | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
             )
             .map_err(|e| {
-                parent_err(
-                    Step::Clone,
-                    format!("open the image root {}", dir.display()),
-                )(e.into())
+                parent_err(Step::Clone, format!("open the root {}", dir.display()))(e.into())
             })?;
             Some(high(tree, "image root")?)
         }
@@ -679,7 +680,12 @@ pub fn launch_with_mailbox(
         applied.network = "veth";
     }
 
-    set_up_from_outside(pid, ends.image_tree.take(), &mut taken, fault)?;
+    // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
+    let idmapped = ends
+        .image_tree
+        .take()
+        .filter(|_| matches!(plan.root, RootSource::Image(_)));
+    set_up_from_outside(pid, idmapped, &mut taken, fault)?;
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,

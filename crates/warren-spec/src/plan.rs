@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 18] {
+fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
     let SpaceSpec {
         image,
         command,
@@ -170,7 +170,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 18] {
         // cannot fail.
         serde_json::to_value(v).unwrap_or(Value::Null)
     }
-    [
+    vec![
         ("image", json(image)),
         ("command", json(command)),
         ("env", json(env)),

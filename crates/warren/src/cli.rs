@@ -69,6 +69,33 @@ pub enum Command {
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
+    /// itself, and let launches reuse the digest while that mount holds.
+    #[command(subcommand)]
+    Rootfs(RootfsCommand),
+}
+
+/// `warren rootfs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RootfsCommand {
+    /// Mount DIR read-only over itself, measure it once, and record the seal: launches with
+    /// `--rootfs DIR` then record this digest (`digest_source: seal`) instead of walking DIR.
+    Seal(RootfsArgs),
+    /// Remove DIR's seal and unmount the read-only mount it made.
+    Unseal(RootfsArgs),
+    /// Say whether DIR is sealed and whether its seal still holds (exit 0 when it holds, 1
+    /// when not sealed or broken).
+    Status(RootfsArgs),
+}
+
+/// `warren rootfs seal|unseal|status`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// The root directory.
+    pub dir: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `warren attest ...`.

@@ -532,6 +532,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         image_manifest_digest: image
             .as_ref()
             .map(|i| i.resolved.record.manifest.to_string()),
+        image_tree_digest: image
+            .as_ref()
+            .and_then(|i| i.resolved.record.tree_digest.clone()),
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
