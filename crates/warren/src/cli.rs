@@ -447,6 +447,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub egress: bool,
 
+    /// Run in the background: start the environment, print its name once it runs, and exit;
+    /// its output goes to `<state-dir>/logs/NAME.log` (`warren logs NAME`), `warren stop NAME`
+    /// ends it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
     /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
     /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
     #[arg(long)]

@@ -1139,3 +1139,97 @@ fn debian_workloads_run_from_both_rootfs_and_image_with_limits() {
     }
     eprintln!("Debian workloads, import included: {:?}", t.elapsed());
 }
+
+// --- detached environments ------------------------------------------------------------------------
+
+#[test]
+fn detach_prints_the_name_and_logs_and_stop_reach_the_environment() {
+    let name = unique("bg");
+    let o = warren()
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--rootfs",
+            &root(),
+            "--init",
+            "--",
+        ])
+        .args([
+            "/bin/sh",
+            "-c",
+            "echo started; while :; do sleep 0.05; done",
+        ])
+        .env(
+            "WARREN_MSG_BIN",
+            common::workspace_bin("warren-client", "warren-msg"),
+        )
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(common::stdout(&o), format!("{name}\n"));
+    // It runs after `warren run -d` has exited, and its output is in `warren logs`.
+    let o = warren().args(["ps", "-q"]).output().unwrap();
+    assert!(
+        common::stdout(&o).lines().any(|l| l == name),
+        "{}",
+        common::stdout(&o)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let o = warren().args(["logs", &name]).output().unwrap();
+        if common::stdout(&o).contains("started") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no output in warren logs: {}",
+            stderr(&o)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = warren().args(["stop", &name]).output().unwrap();
+    assert_code(&o, 0);
+    let o = warren().args(["ps", "-q"]).output().unwrap();
+    assert!(!common::stdout(&o).lines().any(|l| l == name));
+    let _ = warren().args(["rm", &name]).output();
+
+    // A launch that fails in the background fails in the foreground, with the reason.
+    let o = warren()
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &unique("bgbad"),
+            "--rootfs",
+            &root(),
+            "-w",
+            "/nowhere",
+        ])
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("working directory /nowhere"),
+        "{}",
+        stderr(&o)
+    );
+    // Bad input is refused before anything starts.
+    let o = warren()
+        .args([
+            "run",
+            "-d",
+            "--rootfs",
+            &root(),
+            "--memory",
+            "lots",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&o, 125);
+    assert!(stderr(&o).contains("invalid --memory"), "{}", stderr(&o));
+}

@@ -414,6 +414,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
         code
     };
+    if args.detach && std::env::var_os(DETACHED).is_none() {
+        return detach(state_dir, &args);
+    }
     let Inputs {
         name,
         limits,
@@ -620,6 +623,81 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         );
     }
     Ok(exit.code)
+}
+
+/// Set in the environment of the background launcher `-d` starts, so that it runs in the
+/// foreground of its own process.
+const DETACHED: &str = "WARREN_RUN_DETACHED";
+
+/// `warren run -d`: check the input, start this same command as a background launcher (its own
+/// process group, standard input closed, output appended to `<state>/logs/NAME.log`), wait until
+/// the environment runs, print its name and exit 0. A launch that fails in the background
+/// prints the launcher's output and exits with its status.
+fn detach(state_dir: &Path, args: &RunArgs) -> anyhow::Result<i32> {
+    let inputs = match parse_plan_inputs(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("warren: error: {e:#}");
+            return Ok(EXIT_WARREN);
+        }
+    };
+    let name = inputs.name.to_string();
+    let state = StateDir::new(state_dir);
+    if state.name_in_use(&name).unwrap_or(false) {
+        eprintln!("warren: error: an environment named {name:?} is already running");
+        return Ok(EXIT_WARREN);
+    }
+    let logs = state_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+    let log_path = logs.join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    // The same command line, with the generated name made explicit after `run`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.name.is_none() {
+        let at = argv.iter().position(|a| a == "run").map_or(0, |i| i + 1);
+        argv.splice(at..at, ["--name".into(), name.clone().into()]);
+    }
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().context("find warren")?)
+        .args(&argv)
+        .env(DETACHED, "1")
+        .env("WARREN_STATE_DIR", state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("start the background launcher")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = state
+            .live_records()
+            .unwrap_or_default()
+            .iter()
+            .any(|(n, rec)| n == &name && !rec.is_empty());
+        if running {
+            println!("{name}");
+            return Ok(0);
+        }
+        if let Some(st) = child.try_wait()? {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or(&[]));
+            eprint!("{text}");
+            return Ok(st.code().unwrap_or(EXIT_WARREN));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{name} did not start within 30 s (see {})",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Why a workload ended, when Warren knows more than its status says: the memory cgroup's
