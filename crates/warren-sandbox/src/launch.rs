@@ -420,8 +420,7 @@ struct ParentEnds {
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
 /// inherits (pipes, descriptors, cgroup attach handles), block the forwarded signals, and fork with
 /// `clone3` into new namespaces (and, on cgroup v2, straight into the cgroup). Returns the
-/// parent's pipe ends; the child never returns from here.
-#[allow(clippy::too_many_arguments)]
+/// child's pid and the parent's pipe ends; the child never returns from here.
 fn fork(
     plan: &LaunchPlan,
     staging: PathBuf,
@@ -430,7 +429,7 @@ fn fork(
     env: &[(String, String)],
     taken: &mut Taken,
     fault: Fault,
-) -> Result<ParentEnds, LaunchError> {
+) -> Result<(i32, ParentEnds), LaunchError> {
     let pipe = |what: &str| {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| parent_err(Step::Clone, format!("create the {what} pipe"))(e.into()))
@@ -526,14 +525,41 @@ fn fork(
                     let _ = warren_sys::set_signal_mask(&mask);
                 }
             }
-            Ok(ParentEnds {
-                go: go_wr,
-                go_keep: go_rd,
-                report: rep_rd,
-                image_tree,
-            })
+            Ok((
+                pid,
+                ParentEnds {
+                    go: go_wr,
+                    go_keep: go_rd,
+                    report: rep_rd,
+                    image_tree,
+                },
+            ))
         }
     }
+}
+
+/// The applied-isolation record as the parent knows it right after the fork; the measurement
+/// and the child's reports complete it.
+fn record(plan: &LaunchPlan, pid: i32, features: &Features, taken: &Taken) -> Applied {
+    let mut applied = crate::applied::initial(
+        plan,
+        pid,
+        features.landlock_abi,
+        warren_seccomp::Program::host().digest(),
+        &features.degraded,
+    );
+    if let Some(uids) = &taken.uids {
+        applied.uid_map = IdMap {
+            inside: 0,
+            host_base: uids.host_base,
+            size: uids.size,
+        };
+    }
+    applied.cgroup = taken.cgroup.as_ref().map(|c| c.info());
+    if taken.net.is_some() {
+        applied.network = "veth";
+    }
+    applied
 }
 
 /// Steps 9 and 9a, `uid-map` and `net-link`: give the child's user namespace its maps (and an
@@ -658,28 +684,8 @@ pub fn launch_with_mailbox(
     let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let mut ends = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
-    let (pid, _) = taken.child.as_ref().expect("forked");
-    let pid = *pid;
-
-    let mut applied = crate::applied::initial(
-        plan,
-        pid,
-        features.landlock_abi,
-        warren_seccomp::Program::host().digest(),
-        &features.degraded,
-    );
-    let uids = taken.uids.as_ref().expect("claimed");
-    applied.uid_map = IdMap {
-        inside: 0,
-        host_base: uids.host_base,
-        size: uids.size,
-    };
-    applied.cgroup = taken.cgroup.as_ref().map(|c| c.info());
-    if taken.net.is_some() {
-        applied.network = "veth";
-    }
-
+    let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
+    let mut applied = record(plan, pid, &features, &taken);
     // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
     let idmapped = ends
         .image_tree

@@ -1,6 +1,6 @@
 //! What a measured launch records: the digest of an image tree, and the launch record itself.
 //!
-//! The tree digest (`warren-tree/1`) is BLAKE3 over a stream of entries in byte order of their
+//! The tree digest (`warren-tree/2`) is BLAKE3 over a stream of entries in byte order of their
 //! paths relative to the image root; the root itself is the entry with the empty path. Each
 //! entry is encoded as:
 //!
