@@ -87,6 +87,8 @@ pub struct ExitState {
     pub signal: Option<i32>,
     /// Whether the memory cgroup recorded an OOM kill.
     pub oom_killed: bool,
+    /// Whether a fork or clone failed on the pids limit (`pids.events` `max`).
+    pub pids_limit_hit: bool,
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -371,7 +373,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_owned(), crate::policy::DEFAULT_PATH.to_owned()),
         ("HOME".to_owned(), "/".to_owned()),
-        ("HOSTNAME".to_owned(), plan.name.to_string()),
+        ("HOSTNAME".to_owned(), plan.hostname().to_owned()),
     ];
     if mailbox {
         env.push(("WARREN_FD".to_owned(), "3".to_owned()));
@@ -870,6 +872,12 @@ impl Running {
             .as_ref()
             .and_then(|c| c.oom_kills())
             .is_some_and(|n| n > 0);
+        let pids_limit_hit = self
+            .taken
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.pids_max_hits())
+            .is_some_and(|n| n > 0);
         if let Some(cg) = self.taken.cgroup.take() {
             cg.destroy()?;
         }
@@ -877,6 +885,7 @@ impl Running {
             code,
             signal,
             oom_killed,
+            pids_limit_hit,
         })
     }
 }

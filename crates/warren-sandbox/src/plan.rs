@@ -99,12 +99,15 @@ pub struct LaunchPlan {
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
-    /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
+    /// `/dev/warren/warren-msg`: given when the environment has a mailbox connection or runs
+    /// `warren-msg init` as pid 1 (`warren run --init`).
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,
     /// The user to run as; `None` is root (uid 0 inside).
     pub user: Option<RunAs>,
+    /// The hostname inside (`--hostname`); `None` is the environment's name.
+    pub hostname: Option<String>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).
@@ -123,4 +126,9 @@ impl LaunchPlan {
     pub const DEFAULT_TMPFS_SIZE: u64 = 16 << 20;
     /// The default pids limit: enough for a shell pipeline, small enough to stop a fork bomb.
     pub const DEFAULT_PIDS: u64 = 1024;
+
+    /// The hostname inside: `hostname` when given, else the environment's name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.name.as_str())
+    }
 }

@@ -162,6 +162,7 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         allow_missing,
         net,
         accept_from,
+        init,
         with,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
@@ -186,6 +187,7 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
+        ("init", json(init)),
         ("with", json(with)),
     ]
 }
