@@ -75,6 +75,10 @@
 //! - `ld.so.conf` `include` patterns support `*` and `?` in the last path component only.
 #![forbid(unsafe_code)]
 
+mod added;
+
+pub use added::{AddError, AddedPath};
+
 use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -114,6 +118,9 @@ pub struct BinaryRoot {
     pub library_path: Vec<PathBuf>,
     /// The program has no interpreter, so no library is loaded for it.
     pub static_binary: bool,
+    /// Paths added as they are (`warren run --with`, an interpreter's library directory): files
+    /// or directory trees, placed read-only at the same path. Empty from [`resolve`].
+    pub added: Vec<AddedPath>,
 }
 
 impl BinaryRoot {
@@ -513,6 +520,7 @@ impl Resolver {
                 libraries: Vec::new(),
                 library_path: Vec::new(),
                 static_binary: true,
+                added: Vec::new(),
             });
         };
 
@@ -569,6 +577,7 @@ impl Resolver {
             libraries,
             library_path,
             static_binary: false,
+            added: Vec::new(),
         })
     }
 

@@ -99,7 +99,8 @@ pub struct RootInfo {
     pub source: PathBuf,
     /// Always true: the root is mounted read-only.
     pub read_only: bool,
-    /// For `binary` roots: the files placed in it, as (host, target).
+    /// For `binary` roots: the files placed in it, and every entry below a directory added with
+    /// `--with` (or for an interpreter), as (host, target). The measurement covers all of them.
     pub files: Vec<(PathBuf, PathBuf)>,
 }
 
@@ -154,6 +155,7 @@ pub(crate) fn initial(
                 b.interpreter
                     .iter()
                     .chain(&b.libraries)
+                    .chain(b.added.iter().flat_map(|a| &a.files))
                     .map(|e| (e.host.clone(), e.target.clone())),
             );
             RootInfo {

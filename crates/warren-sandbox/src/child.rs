@@ -34,7 +34,8 @@ pub(crate) struct ChildContext<'a> {
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
     pub net: Option<crate::net::Inside>,
-    /// For an image root: the detached, idmapped mount of the image (see `launch`).
+    /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
+    /// `launch`).
     pub image_tree: Option<OwnedFd>,
 }
 

@@ -112,6 +112,10 @@ pub struct LaunchPlan {
     /// The image's manifest digest (`sha256:...`), for an image root: the identity of what runs,
     /// recorded in `Applied` and read by the launch measurement.
     pub image_manifest_digest: Option<String>,
+    /// The image store's tree digest of an image root (`blake3:...`, computed at import over
+    /// the root the store keeps read-only): the launch measurement records it instead of
+    /// walking the tree. `None` makes the measurement walk the root.
+    pub image_tree_digest: Option<String>,
 }
 
 impl LaunchPlan {

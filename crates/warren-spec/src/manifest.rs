@@ -123,6 +123,10 @@ pub struct SpaceSpec {
     /// given them a capability (federation's inbound policy).
     #[serde(default)]
     pub accept_from: Vec<String>,
+    /// For a binary image: files and directories added read-only to its root at the same path
+    /// (`image = { binary = "PATH", with = ["PATH", ...] }`, `warren run --with`).
+    #[serde(default)]
+    pub with: Vec<PathBuf>,
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -767,13 +771,18 @@ impl Parser<'_> {
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                with: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             let s = &mut d.spec;
             match key {
-                "image" => d.image = Some(self.image(here, v)?),
+                "image" => {
+                    let (image, with) = self.image(here, v)?;
+                    d.image = Some(image);
+                    s.with = with;
+                }
                 "command" => d.command = Some(self.command(here, v)?),
                 "env" => s.env = self.env(here, v)?,
                 "net" => s.net = self.net(here, v)?,
@@ -853,7 +862,12 @@ impl Parser<'_> {
         Ok(self.dir.join(s).components().collect())
     }
 
-    fn image(&self, here: &TablePath, v: &Value<'_>) -> Result<ImageSpec, ManifestError> {
+    /// The image, and the paths its `with` key adds (binary images only).
+    fn image(
+        &self,
+        here: &TablePath,
+        v: &Value<'_>,
+    ) -> Result<(ImageSpec, Vec<PathBuf>), ManifestError> {
         let t = match v.get_ref() {
             DeValue::String(text) => {
                 let path = self.path(here, "image", v)?;
@@ -862,10 +876,10 @@ impl Parser<'_> {
                 let bare = !text.contains('/') && !text.starts_with('.');
                 if self.look && bare && !path.exists() {
                     if let Ok(name) = text.parse::<crate::ImageName>() {
-                        return Ok(ImageSpec::Name(name));
+                        return Ok((ImageSpec::Name(name), Vec::new()));
                     }
                 }
-                return Ok(ImageSpec::Rootfs(path));
+                return Ok((ImageSpec::Rootfs(path), Vec::new()));
             }
             DeValue::Table(t) => t,
             _ => {
@@ -876,9 +890,20 @@ impl Parser<'_> {
         };
         let table = here.child("image");
         let mut found = None;
+        let mut with: Option<(Vec<PathBuf>, &Value<'_>)> = None;
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             let image = match key {
+                "with" => {
+                    let items = self.array(&table, key, v, "an array of paths")?;
+                    let mut paths = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        self.item(&table, key, i, item)?;
+                        paths.push(self.path(&table, key, item)?);
+                    }
+                    with = Some((paths, v));
+                    continue;
+                }
                 "rootfs" => ImageSpec::Rootfs(self.path(&table, key, v)?),
                 "binary" => ImageSpec::Binary(self.path(&table, key, v)?),
                 "name" => {
@@ -889,7 +914,7 @@ impl Parser<'_> {
                     }
                 }
                 x if is_extension(x) => continue,
-                _ => return Err(self.unknown(&table, k, &["rootfs", "binary", "name"])),
+                _ => return Err(self.unknown(&table, k, &["rootfs", "binary", "name", "with"])),
             };
             if found.is_some() {
                 let msg = format!(
@@ -901,13 +926,25 @@ impl Parser<'_> {
             }
             found = Some(image);
         }
-        found.ok_or_else(|| {
+        let image = found.ok_or_else(|| {
             let msg = format!(
                 "{} must set \"rootfs\", \"binary\" or \"name\"",
                 here.at("image")
             );
             self.error(v.span(), here.key("image"), msg)
-        })
+        })?;
+        match (with, &image) {
+            (None, _) => Ok((image, Vec::new())),
+            (Some((paths, _)), ImageSpec::Binary(_)) => Ok((image, paths)),
+            (Some((_, w)), _) => {
+                let msg = format!(
+                    "{}: \"with\" adds paths to a binary image; a rootfs or named image \
+                     already holds its files",
+                    table.at("with")
+                );
+                Err(self.error(w.span(), table.key("with"), msg))
+            }
+        }
     }
 
     fn array<'v, 'i>(

@@ -63,6 +63,33 @@ pub enum Command {
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
+    /// itself, and let launches reuse the digest while that mount holds.
+    #[command(subcommand)]
+    Rootfs(RootfsCommand),
+}
+
+/// `warren rootfs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RootfsCommand {
+    /// Mount DIR read-only over itself, measure it once, and record the seal: launches with
+    /// `--rootfs DIR` then record this digest (`digest_source: seal`) instead of walking DIR.
+    Seal(RootfsArgs),
+    /// Remove DIR's seal and unmount the read-only mount it made.
+    Unseal(RootfsArgs),
+    /// Say whether DIR is sealed and whether its seal still holds (exit 0 when it holds, 1
+    /// when not sealed or broken).
+    Status(RootfsArgs),
+}
+
+/// `warren rootfs seal|unseal|status`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// The root directory.
+    pub dir: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `warren attest ...`.
@@ -76,6 +103,31 @@ pub enum AttestCommand {
     Verify(VerifyArgs),
     /// Print the event log (CEL JSON, one record per line).
     Log,
+    /// Measured-boot policies.
+    #[command(subcommand)]
+    Policy(AttestPolicyCommand),
+}
+
+/// `warren attest policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum AttestPolicyCommand {
+    /// Learn a `[boot]` policy (TOML) that accepts exactly the boot a UEFI event log shows:
+    /// run it on a known-good host, review the values, then give the file to `verify --policy`.
+    Learn(PolicyLearnArgs),
+}
+
+/// `warren attest policy learn`.
+#[derive(Debug, Args)]
+pub struct PolicyLearnArgs {
+    /// The UEFI event log to learn from (default: the kernel's binary_bios_measurements).
+    #[arg(long, value_name = "FILE", conflicts_with = "quote")]
+    pub boot_log: Option<PathBuf>,
+    /// Learn from the event log inside this quote instead (verify the quote first).
+    #[arg(long, value_name = "FILE")]
+    pub quote: Option<PathBuf>,
+    /// Write the policy here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `warren attest init`.
@@ -87,6 +139,11 @@ pub struct AttestInitArgs {
     /// How to reach the TPM: `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
     #[arg(long, value_name = "SPEC")]
     pub tpm: Option<String>,
+    /// The UEFI event log TPM quotes carry (default:
+    /// /sys/kernel/security/tpm0/binary_bios_measurements; for hosts whose firmware exposes
+    /// none, and tests).
+    #[arg(long, value_name = "PATH")]
+    pub boot_log: Option<PathBuf>,
 }
 
 /// `warren attest quote`.
@@ -121,6 +178,10 @@ pub struct VerifyArgs {
     /// Golden values (TOML).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The issuing CA's revocation list (PEM, `warren ca init`/`revoke`/`crl` write it next to
+    /// the CA certificate); a revoked attestation key is refused with `revoked`.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// Accept quotes from a software root of trust (`root: software`).
     #[arg(long)]
     pub allow_software: bool,
@@ -136,6 +197,100 @@ pub enum CaCommand {
     Init(CaDirArgs),
     /// Enroll this host's attestation key (of the state directory) with the CA in DIR.
     Enroll(CaEnrollArgs),
+    /// Host: write this host's enrollment request (for a CA on another machine).
+    Request(CaRequestArgs),
+    /// CA: check a TPM host's request and write the challenge (MakeCredential).
+    Challenge(CaChallengeArgs),
+    /// Host: answer the CA's challenge with this host's TPM (ActivateCredential).
+    Answer(CaAnswerArgs),
+    /// CA: issue the certificate for a request (and, for a TPM, its answer).
+    Certify(CaCertifyArgs),
+    /// Host: install the certificate the CA issued.
+    Install(CaInstallArgs),
+    /// Revoke an attestation key certificate and rewrite the issuing CA's revocation list.
+    Revoke(CaRevokeArgs),
+    /// Rewrite both issuing CAs' revocation lists (each is current for seven days).
+    Crl(CaCrlArgs),
+}
+
+/// `warren ca request`.
+#[derive(Debug, Args)]
+pub struct CaRequestArgs {
+    /// The host name for the certificate (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Write the request here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca challenge`.
+#[derive(Debug, Args)]
+pub struct CaChallengeArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The host's request.
+    #[arg(long, value_name = "FILE")]
+    pub request: PathBuf,
+    /// Write the challenge here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca answer`.
+#[derive(Debug, Args)]
+pub struct CaAnswerArgs {
+    /// The CA's challenge.
+    #[arg(long, value_name = "FILE")]
+    pub challenge: PathBuf,
+    /// Write the answer here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca certify`.
+#[derive(Debug, Args)]
+pub struct CaCertifyArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The host's request.
+    #[arg(long, value_name = "FILE")]
+    pub request: PathBuf,
+    /// The host's answer (TPM requests).
+    #[arg(long, value_name = "FILE")]
+    pub answer: Option<PathBuf>,
+    /// Write the certificate (PEM) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca install`.
+#[derive(Debug, Args)]
+pub struct CaInstallArgs {
+    /// The certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+}
+
+/// `warren ca revoke`.
+#[derive(Debug, Args)]
+pub struct CaRevokeArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The attestation key certificate to revoke (PEM, as the host's `attest/ak.crt`).
+    #[arg(long, value_name = "PEM")]
+    pub cert: PathBuf,
+}
+
+/// `warren ca crl`.
+#[derive(Debug, Args)]
+pub struct CaCrlArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `warren ca init`.
@@ -184,9 +339,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Build a minimal root holding only this program, its ELF interpreter and its libraries.
+    /// Build a minimal root holding only this program, its ELF interpreter and its libraries
+    /// (and, for CPython, its standard library).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+
+    /// With --binary: also place this file or directory (with everything below it) in the
+    /// root, read-only, at the same path (repeatable).
+    #[arg(long = "with", value_name = "PATH")]
+    pub with: Vec<PathBuf>,
 
     /// Run an image from the store (`warren image import`): its entrypoint, cmd, env, user
     /// and working directory apply; a CMD given after -- replaces the image's cmd.

@@ -60,8 +60,8 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
     json!({
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
-        "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [], "net": "none",
-        "accept_from": [],
+        "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
+        "net": "none", "accept_from": [], "with": [],
     })
 }
 
@@ -123,6 +123,7 @@ fn every_key() {
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
                     "accept_from": [],
+                    "with": [],
                 }
             }
         }),
@@ -1029,4 +1030,39 @@ fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwi
     let text = std::fs::read_to_string(&file).unwrap();
     let err = parse_manifest(&file, &text).unwrap_err();
     assert!(err.message.contains("no \"command\""), "{err}");
+}
+
+#[test]
+fn a_binary_image_adds_paths_with_with() {
+    let mut py = defaults(
+        json!({ "binary": "/usr/bin/python3" }),
+        &["/usr/bin/python3"],
+    );
+    py["with"] = json!(["/etc/ssl/certs", "/srv/warren/data"]);
+    check(
+        r#"
+        [space.py]
+        image = { binary = "/usr/bin/python3", with = ["/etc/ssl/certs", "data"] }
+        "#,
+        json!({ "host": { "name": null }, "spaces": { "py": py } }),
+    );
+}
+
+#[test]
+fn with_is_only_for_binary_images_and_holds_paths() {
+    check_err(
+        "[space.db]\nimage = { rootfs = \"/r\", with = [\"/etc\"] }\ncommand = [\"/x\"]\n",
+        r#"spaces.toml:2:33: "with" in [space.db.image]: "with" adds paths to a binary image; a rootfs or named image already holds its files"#,
+        "space.db.image.with",
+    );
+    check_err(
+        "[space.db]\nimage = { binary = \"/b\", with = \"/etc\" }\n",
+        r#"spaces.toml:2:33: "with" in [space.db.image] must be an array of paths, found a string"#,
+        "space.db.image.with",
+    );
+    check_err(
+        "[space.db]\nimage = { binary = \"/b\", with = [5] }\n",
+        r#"spaces.toml:2:34: "with" in [space.db.image]: item 1 must be a string, found an integer"#,
+        "space.db.image.with[0]",
+    );
 }

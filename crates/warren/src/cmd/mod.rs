@@ -8,6 +8,7 @@ mod host_key;
 mod image;
 mod manage;
 mod ps;
+mod rootfs;
 mod run;
 
 use crate::cli::{Cli, Command};
@@ -30,5 +31,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
         Command::HostKey(args) => host_key::host_key(&cli.state_dir, args),
         Command::Image(cmd) => image::image(&cli.state_dir, cmd),
+        Command::Rootfs(cmd) => rootfs::rootfs(&cli.state_dir, cmd),
     }
 }

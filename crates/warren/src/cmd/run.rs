@@ -28,6 +28,12 @@ struct Inputs {
 
 /// Stage one: check what the user typed, without touching the system.
 fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
+    if !args.with.is_empty() && args.binary.is_none() {
+        bail!(
+            "--with adds paths to a --binary root; a --rootfs or --image root already holds \
+             its files"
+        );
+    }
     let name: EnvName = match &args.name {
         Some(n) => n.parse().with_context(|| "invalid --name".to_string())?,
         None => generated_name()?,
@@ -160,9 +166,22 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
             Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
         }
         (None, Some(bin)) => {
-            let root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
+            let mut root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
                 format!("cannot build a minimal root for --binary {}", bin.display())
             })?;
+            // What an interpreter needs besides its ELF files (CPython's standard library),
+            // then what the user added.
+            for dir in root.interpreter_dirs() {
+                root.add_path(&dir).with_context(|| {
+                    format!(
+                        "cannot add the library directory of --binary {}",
+                        bin.display()
+                    )
+                })?;
+            }
+            for path in &args.with {
+                root.add_path(path)?;
+            }
             let argv = if args.command.is_empty() {
                 vec![root.binary.target.display().to_string()]
             } else {
@@ -337,8 +356,13 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         image_manifest_digest: image
             .as_ref()
             .map(|i| i.resolved.record.manifest.to_string()),
+        image_tree_digest: image
+            .as_ref()
+            .and_then(|i| i.resolved.record.tree_digest.clone()),
     };
     let state = StateDir::new(state_dir);
+    // One stat: where this launch's record (if it gets one) will start in the event log.
+    let log_len = warren_attest::outcome::log_len(state_dir);
     let mut measure =
         |plan: &warren_sandbox::LaunchPlan,
          applied: &warren_sandbox::Applied,
@@ -350,7 +374,17 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();
-            return Ok(report_error(code, error_chain(&e)));
+            let mut msg = error_chain(&e);
+            // A launch that failed after it was measured is recorded as refused.
+            if let Err(r) =
+                warren_attest::outcome::record_refusal(state_dir, plan.name.as_str(), log_len)
+            {
+                msg.push_str(&format!(
+                    "; and recording the refusal failed: {}",
+                    error_chain(&r)
+                ));
+            }
+            return Ok(report_error(code, msg));
         }
     };
     let mut running = running;

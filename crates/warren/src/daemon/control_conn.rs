@@ -147,7 +147,7 @@ impl Daemon {
                     // The rest of the message cannot be told from a new one: answer and close.
                     c.legacy = false;
                     c.passed.clear();
-                    self.control_reply(token, ControlResponse::error(why.to_string()));
+                    self.control_reply(token, ControlResponse::error(why));
                     self.flush_control(token);
                     self.close_control(token);
                     return;

@@ -91,17 +91,16 @@ impl Worker {
     }
 
     /// Hand a job to the worker; `Err` gives the answer to send now (too many jobs).
-    #[allow(clippy::result_large_err)] // the answer is sent at once, never propagated
-    pub(super) fn submit(&mut self, job: Job) -> Result<(), Done> {
+    pub(super) fn submit(&mut self, job: Job) -> Result<(), Box<Done>> {
         if self.in_flight >= MAX_JOBS {
-            return Err(Done {
+            return Err(Box::new(Done {
                 env: job.env,
                 id: job.id,
                 response: Response::Error {
                     code: ErrorCode::AttestFailed,
                     detail: format!("{MAX_JOBS} quotes are already waiting; try again later"),
                 },
-            });
+            }));
         }
         let (env, id) = (job.env, job.id);
         match self.jobs.send(job) {
@@ -109,14 +108,14 @@ impl Worker {
                 self.in_flight += 1;
                 Ok(())
             }
-            Err(_) => Err(Done {
+            Err(_) => Err(Box::new(Done {
                 env,
                 id,
                 response: Response::Error {
                     code: ErrorCode::AttestFailed,
                     detail: "the quote worker has stopped".into(),
                 },
-            }),
+            })),
         }
     }
 

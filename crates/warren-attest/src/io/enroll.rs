@@ -5,7 +5,7 @@
 //! certificate comes from the software issuing CA. A TPM host sends its endorsement key (EK)
 //! certificate and its attestation key (AK); the CA checks the EK certificate chain and the AK's
 //! attributes, and issues from the TPM issuing CA only after the host's TPM has recovered a
-//! secret with TPM2_ActivateCredential ([`crate::credential`]).
+//! secret with TPM2_ActivateCredential ([`crate::evidence::credential`]).
 
 use std::path::Path;
 
@@ -14,8 +14,12 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
 use serde::{Deserialize, Serialize};
 
-use crate::ca::{CaError, PrivacyCa};
-use crate::root::{RootConfig, RootKind, SoftwareRoot};
+use crate::evidence::credential::{check_ek_certificate, make_credential};
+use crate::evidence::kind::RootKind;
+use crate::evidence::tpm_wire::{AK_FORBIDDEN, AK_REQUIRED, ak_spki_of, name, parse_ak_public};
+use crate::io::ca::{CaError, PrivacyCa};
+use crate::io::config::{DEFAULT_TPM, RootConfig};
+use crate::io::root::{RootError, SoftwareRoot};
 
 /// What a host sends the CA.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -44,7 +48,7 @@ fn proof_message(host: &str, spki: &[u8]) -> Vec<u8> {
 pub enum EnrollError {
     /// The root could not be used.
     #[error(transparent)]
-    Root(#[from] crate::root::RootError),
+    Root(#[from] RootError),
     /// The CA refused or failed.
     #[error(transparent)]
     Ca(#[from] CaError),
@@ -58,7 +62,7 @@ pub fn software_request(state_dir: &Path, host: &str) -> Result<Request, EnrollE
     let root = SoftwareRoot::new(&state_dir.join("attest"));
     let key = root.key()?;
     let spki = p256::pkcs8::EncodePublicKey::to_public_key_der(key.verifying_key())
-        .map_err(|e| crate::root::RootError::Tpm(e.to_string()))?;
+        .map_err(|e| RootError::Tpm(e.to_string()))?;
     let sig: Signature = key.sign(&proof_message(host, spki.as_bytes()));
     Ok(Request {
         root: RootKind::Software,
@@ -91,8 +95,8 @@ pub fn ca_handle_software(ca: &PrivacyCa, req: &Request) -> Result<String, CaErr
 
 /// Installs a certificate as the host's attestation key certificate.
 pub fn install_certificate(state_dir: &Path, pem: &str) -> Result<(), EnrollError> {
-    let path = crate::quote::certificate_path(state_dir);
-    crate::log::EventLog::new(state_dir)
+    let path = crate::io::quote::certificate_path(state_dir);
+    crate::io::log::EventLog::new(state_dir)
         .ensure_dir()
         .map_err(|e| EnrollError::Install(std::io::Error::other(e.to_string())))?;
     std::fs::write(&path, pem).map_err(EnrollError::Install)
@@ -158,7 +162,7 @@ pub fn tpm_request(state_dir: &Path, host: &str) -> Result<TpmRequest, EnrollErr
         v.get(k)
             .and_then(serde_json::Value::as_str)
             .map(str::to_owned)
-            .ok_or_else(|| crate::root::RootError::Tpm(format!("the agent gave no {k}")))
+            .ok_or_else(|| RootError::Tpm(format!("the agent gave no {k}")))
     };
     Ok(TpmRequest {
         host: host.to_owned(),
@@ -168,11 +172,11 @@ pub fn tpm_request(state_dir: &Path, host: &str) -> Result<TpmRequest, EnrollErr
     })
 }
 
-fn tpm_root(state_dir: &Path) -> Result<crate::tpm::TpmRoot, EnrollError> {
+fn tpm_root(state_dir: &Path) -> Result<crate::io::tpm::TpmRoot, EnrollError> {
     let config = RootConfig::resolve(state_dir)?;
-    Ok(crate::tpm::TpmRoot::new(
+    Ok(crate::io::tpm::TpmRoot::new(
         &state_dir.join("attest"),
-        config.tpm.as_deref().unwrap_or(crate::root::DEFAULT_TPM),
+        config.tpm.as_deref().unwrap_or(DEFAULT_TPM),
         config.agent.as_deref(),
     )?)
 }
@@ -184,7 +188,7 @@ pub fn tpm_activate(state_dir: &Path, challenge: &Challenge) -> Result<Vec<u8>, 
     v.get("secret")
         .and_then(serde_json::Value::as_str)
         .and_then(|s| hex::decode(s).ok())
-        .ok_or_else(|| EnrollError::Root(crate::root::RootError::Tpm("no secret".into())))
+        .ok_or_else(|| EnrollError::Root(RootError::Tpm("no secret".into())))
 }
 
 /// Enrolls a TPM host of `state_dir` with the CA in `ca_dir` on one machine: the CA checks the
@@ -198,9 +202,167 @@ pub fn enroll_local_tpm(
 ) -> Result<String, EnrollError> {
     let ca = PrivacyCa::new(ca_dir);
     let req = tpm_request(state_dir, host)?;
-    let (challenge, expected) = crate::credential::ca_challenge(&req, ek_roots)?;
+    let (challenge, expected) = ca_challenge(&req, ek_roots)?;
     let answer = tpm_activate(state_dir, &challenge)?;
-    let pem = crate::credential::ca_finish(&ca, &req, &expected, &answer)?;
+    let pem = ca_finish(&ca, &req, &expected, &answer)?;
     install_certificate(state_dir, &pem)?;
     Ok(pem)
+}
+
+fn refused(s: impl Into<String>) -> CaError {
+    CaError::Refused(s.into())
+}
+
+/// The CA's challenge for a TPM request: checks the EK certificate and the AK, then makes a
+/// credential for the AK's Name. Returns the challenge and the secret to expect back.
+pub fn ca_challenge(
+    req: &TpmRequest,
+    ek_roots: &[String],
+) -> Result<(Challenge, Vec<u8>), CaError> {
+    let bytes =
+        |s: &str, what: &str| hex::decode(s).map_err(|_| refused(format!("{what} is not hex")));
+    let ek_cert = bytes(&req.ek_cert, "ek_cert")?;
+    let modulus = bytes(&req.ek_modulus, "ek_modulus")?;
+    let ak_public = bytes(&req.ak_public, "ak_public")?;
+    check_ek_certificate(&ek_cert, &modulus, ek_roots)?;
+    let ak = parse_ak_public(&ak_public).map_err(|e| refused(format!("attestation key: {e}")))?;
+    if ak.attributes & AK_REQUIRED != AK_REQUIRED || ak.attributes & AK_FORBIDDEN != 0 {
+        return Err(refused(
+            "the attestation key is not a restricted signing key that never leaves the TPM",
+        ));
+    }
+    let mut secret = vec![0u8; 32];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
+    let (blob, enc) = make_credential(&modulus, &name(&ak_public), &secret)?;
+    Ok((
+        Challenge {
+            credential_blob: hex::encode(blob),
+            secret: hex::encode(enc),
+        },
+        secret,
+    ))
+}
+
+/// The CA's last step: the host's TPM returned `answer`; if it is the secret, certify the AK.
+pub fn ca_finish(
+    ca: &PrivacyCa,
+    req: &TpmRequest,
+    expected: &[u8],
+    answer: &[u8],
+) -> Result<String, CaError> {
+    if answer != expected {
+        return Err(refused(
+            "the TPM did not recover the credential: wrong EK or another attestation key",
+        ));
+    }
+    let ak_public = hex::decode(&req.ak_public).map_err(|_| refused("ak_public is not hex"))?;
+    let spki = ak_spki_of(&ak_public).map_err(refused)?;
+    ca.issue(RootKind::Tpm, &spki, &req.host)
+}
+
+/// The enrollment request document (`warren ca request`), as the host hands it to the CA.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "root", rename_all = "lowercase", deny_unknown_fields)]
+pub enum EnrollRequest {
+    /// A software key, with its proof of possession.
+    Software {
+        /// The request.
+        request: Request,
+    },
+    /// A TPM: EK certificate, EK modulus, AK.
+    Tpm {
+        /// The request.
+        request: TpmRequest,
+    },
+}
+
+/// The host's answer to a challenge (`warren ca answer`): the secret its TPM recovered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Answer {
+    /// The recovered secret, hex.
+    pub secret: String,
+}
+
+/// The host's side, step 1 on its own machine: the request for its configured root.
+pub fn make_request(state_dir: &Path, host: &str) -> Result<EnrollRequest, EnrollError> {
+    Ok(match RootConfig::resolve(state_dir)?.root {
+        RootKind::Software => EnrollRequest::Software {
+            request: software_request(state_dir, host)?,
+        },
+        RootKind::Tpm => EnrollRequest::Tpm {
+            request: tpm_request(state_dir, host)?,
+        },
+    })
+}
+
+/// Where the CA keeps the secret it expects back for a TPM request (one file per AK, 0600).
+fn pending_path(ca_dir: &Path, req: &TpmRequest) -> std::path::PathBuf {
+    use sha2::Digest;
+    let id = hex::encode(sha2::Sha256::digest(req.ak_public.as_bytes()));
+    ca_dir.join("pending").join(format!("{id}.json"))
+}
+
+/// The CA's side, step 2 on the CA's machine: checks a TPM request and makes the challenge,
+/// remembering the secret to expect under `DIR/pending/`.
+pub fn ca_make_challenge(ca_dir: &Path, req: &TpmRequest) -> Result<Challenge, CaError> {
+    let ca = PrivacyCa::new(ca_dir);
+    let (challenge, expected) = ca_challenge(req, &ca.ek_roots()?)?;
+    let path = pending_path(ca_dir, req);
+    let io = |what, source| CaError::Io {
+        what,
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(path.parent().unwrap_or(ca_dir)).map_err(|e| io("create", e))?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| io("create", e))?;
+        f.write_all(hex::encode(&expected).as_bytes())
+            .map_err(|e| io("write", e))?;
+    }
+    Ok(challenge)
+}
+
+/// The host's side, step 3: recovers the challenge's secret with its TPM.
+pub fn make_answer(state_dir: &Path, challenge: &Challenge) -> Result<Answer, EnrollError> {
+    Ok(Answer {
+        secret: hex::encode(tpm_activate(state_dir, challenge)?),
+    })
+}
+
+/// The CA's side, step 4: issues the certificate for a request (a software request needs no
+/// answer; a TPM request needs the answer to the challenge the CA made for it, which is then
+/// forgotten, so each challenge is answered once).
+pub fn ca_certify(
+    ca_dir: &Path,
+    req: &EnrollRequest,
+    answer: Option<&Answer>,
+) -> Result<String, CaError> {
+    let ca = PrivacyCa::new(ca_dir);
+    match req {
+        EnrollRequest::Software { request } => ca_handle_software(&ca, request),
+        EnrollRequest::Tpm { request } => {
+            let answer = answer.ok_or_else(|| {
+                refused("a TPM request needs the host's answer to the CA's challenge")
+            })?;
+            let path = pending_path(ca_dir, request);
+            let expected = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|s| hex::decode(s.trim()).ok())
+                .ok_or_else(|| {
+                    refused("no challenge is pending for this attestation key (make one first)")
+                })?;
+            let got = hex::decode(&answer.secret).map_err(|_| refused("the answer is not hex"))?;
+            let _ = std::fs::remove_file(&path);
+            ca_finish(&ca, request, &expected, &got)
+        }
+    }
 }

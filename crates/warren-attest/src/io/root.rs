@@ -1,67 +1,21 @@
 //! Roots of trust behind one trait: the register the event log is extended into, and the key
 //! that signs quotes over it.
 //!
-//! * `tpm` ([`crate::tpm::TpmRoot`]): an NV extend index in a TPM 2.0 that only Warren can
+//! * `tpm` (`crate::io::tpm::TpmRoot`): an NV extend index in a TPM 2.0 that only Warren can
 //!   write, certified by an attestation key that never leaves the TPM; reached through the
 //!   `warren-tpm` agent.
 //! * `software` ([`SoftwareRoot`]): the register is a file and the key a P-256 key on disk
 //!   (`0600`). Every quote it makes says `root: software`.
 //!
-//! Which root a state directory uses is its configuration (`<state>/attest/root.json`, written
-//! by `warren attest init` or `warren daemon --attest-root`), overridden by the environment
-//! variables `WARREN_ATTEST_ROOT` and `WARREN_TPM`; with neither, a host with `/dev/tpmrm0`
-//! and the `warren-tpm` agent uses the TPM and any other host the software root.
+//! Which root a state directory uses, and opening it, is `crate::io::config`.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
-use serde::{Deserialize, Serialize};
-
-/// The bytes a software root signs start with this, which no TPM-generated structure does
-/// (those start with `TPM_GENERATED_VALUE`, `ff 54 43 47`).
-pub const SOFTWARE_MAGIC: &[u8; 24] = b"WARREN-SOFTWARE-ATTEST/1";
-
-/// Which kind of root of trust.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RootKind {
-    /// A TPM 2.0.
-    Tpm,
-    /// A key and a register on disk.
-    Software,
-}
-
-impl RootKind {
-    /// `tpm` or `software`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RootKind::Tpm => "tpm",
-            RootKind::Software => "software",
-        }
-    }
-}
-
-impl std::str::FromStr for RootKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tpm" => Ok(RootKind::Tpm),
-            "software" => Ok(RootKind::Software),
-            _ => Err(format!(
-                "unknown root of trust {s:?}: expected tpm or software"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for RootKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a root of trust failed.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +61,21 @@ pub struct Evidence {
     pub signature: Vec<u8>,
     /// The attestation key: its `TPMT_PUBLIC` (tpm) or DER `SubjectPublicKeyInfo` (software).
     pub ak_public: Option<Vec<u8>>,
+    /// tpm: the `TPM2_Quote` of the boot PCRs over the same qualifying value.
+    pub boot: Option<PcrQuote>,
     /// The NV index's `TPMS_NV_PUBLIC` (tpm only).
     pub nv_public: Option<Vec<u8>>,
+}
+
+/// A `TPM2_Quote` of the boot PCRs ([`crate::evidence::bootlog::BOOT_PCRS`]).
+#[derive(Debug, Clone)]
+pub struct PcrQuote {
+    /// The `TPMS_ATTEST`.
+    pub attest: Vec<u8>,
+    /// Its signature (DER).
+    pub signature: Vec<u8>,
+    /// The PCR values read next to it.
+    pub pcrs: std::collections::BTreeMap<u32, [u8; 32]>,
 }
 
 /// A root of trust.
@@ -123,106 +90,6 @@ pub trait RootOfTrust {
     fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError>;
     /// The attestation key's public key, as DER `SubjectPublicKeyInfo`.
     fn ak_spki(&mut self) -> Result<Vec<u8>, RootError>;
-}
-
-/// The persisted choice of root for a state directory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RootConfig {
-    /// The root.
-    pub root: RootKind,
-    /// For `tpm`: how to reach it (`device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`).
-    pub tpm: Option<String>,
-    /// For `tpm`: the `warren-tpm` agent to use (default: [`crate::tpm::agent_path`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<PathBuf>,
-}
-
-/// The default TPM: the kernel's resource manager.
-pub const DEFAULT_TPM: &str = "device:/dev/tpmrm0";
-
-impl RootConfig {
-    fn path(state_dir: &Path) -> PathBuf {
-        state_dir.join("attest").join("root.json")
-    }
-
-    /// The configuration in force: the environment, else the file, else auto-detection.
-    pub fn resolve(state_dir: &Path) -> Result<RootConfig, RootError> {
-        let env_root = std::env::var("WARREN_ATTEST_ROOT")
-            .ok()
-            .filter(|s| !s.is_empty());
-        let env_tpm = std::env::var("WARREN_TPM").ok().filter(|s| !s.is_empty());
-        if let Some(r) = env_root {
-            let root = r.parse().map_err(RootError::Tpm)?;
-            return Ok(RootConfig {
-                root,
-                tpm: env_tpm,
-                agent: None,
-            });
-        }
-        let path = Self::path(state_dir);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                return serde_json::from_slice(&bytes).map_err(|e| RootError::Malformed {
-                    path,
-                    detail: e.to_string(),
-                });
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(RootError::Io {
-                    what: "read",
-                    path,
-                    source,
-                });
-            }
-        }
-        Ok(Self::detect())
-    }
-
-    /// A TPM when the host has one and the agent is installed, else software.
-    pub fn detect() -> RootConfig {
-        if Path::new("/dev/tpmrm0").exists() && crate::tpm::agent_path().is_some() {
-            RootConfig {
-                root: RootKind::Tpm,
-                tpm: Some(DEFAULT_TPM.into()),
-                agent: crate::tpm::agent_path(),
-            }
-        } else {
-            RootConfig {
-                root: RootKind::Software,
-                tpm: None,
-                agent: None,
-            }
-        }
-    }
-
-    /// Persists this choice for the state directory.
-    pub fn save(&self, state_dir: &Path) -> Result<(), RootError> {
-        let path = Self::path(state_dir);
-        crate::log::EventLog::new(state_dir)
-            .ensure_dir()
-            .map_err(|e| RootError::Tpm(e.to_string()))?;
-        std::fs::write(&path, serde_json::to_vec_pretty(self).unwrap_or_default()).map_err(
-            |source| RootError::Io {
-                what: "write",
-                path,
-                source,
-            },
-        )
-    }
-
-    /// Opens the configured root.
-    pub fn open(&self, state_dir: &Path) -> Result<Box<dyn RootOfTrust>, RootError> {
-        let dir = state_dir.join("attest");
-        match self.root {
-            RootKind::Software => Ok(Box::new(SoftwareRoot::new(&dir))),
-            RootKind::Tpm => Ok(Box::new(crate::tpm::TpmRoot::new(
-                &dir,
-                self.tpm.as_deref().unwrap_or(DEFAULT_TPM),
-                self.agent.as_deref(),
-            )?)),
-        }
-    }
 }
 
 /// The software root: `<attest>/software.key` (P-256, PKCS#8 PEM, 0600) and
@@ -314,7 +181,7 @@ impl RootOfTrust for SoftwareRoot {
 
     fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
         let reg = self.read()?;
-        let next = crate::log::extend(&reg, digest);
+        let next = crate::evidence::record::extend(&reg, digest);
         let path = self.reg_path();
         let tmp = self
             .dir
@@ -362,6 +229,7 @@ impl RootOfTrust for SoftwareRoot {
             signature: sig.to_der().as_bytes().to_vec(),
             ak_public: Some(spki.as_bytes().to_vec()),
             nv_public: None,
+            boot: None,
         })
     }
 

@@ -22,13 +22,16 @@ use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::Sha256;
 use x509_parser::prelude::*;
 
-use crate::ca::{CaError, PrivacyCa};
-use crate::enroll::{Challenge, TpmRequest};
-use crate::root::RootKind;
-use crate::tpm_wire::{AK_FORBIDDEN, AK_REQUIRED, name, parse_ak_public};
+/// Why the CA refuses an endorsement key or cannot make a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialError {
+    /// The EK certificate, the EK or the attestation key is not acceptable.
+    #[error("enrollment refused: {0}")]
+    Refused(String),
+}
 
-fn refused(s: impl Into<String>) -> CaError {
-    CaError::Refused(s.into())
+fn refused(s: impl Into<String>) -> CredentialError {
+    CredentialError::Refused(s.into())
 }
 
 /// KDFa with HMAC-SHA-256 (TPM 2.0 Library Part 1, 11.4.10.2).
@@ -56,7 +59,7 @@ pub fn make_credential(
     ek_modulus: &[u8],
     ak_name: &[u8],
     credential: &[u8],
-) -> Result<(Vec<u8>, Vec<u8>), CaError> {
+) -> Result<(Vec<u8>, Vec<u8>), CredentialError> {
     let ek = RsaPublicKey::new(BigUint::from_bytes_be(ek_modulus), BigUint::from(65537u32))
         .map_err(|e| refused(format!("the EK is not a usable RSA key: {e}")))?;
     let mut seed = [0u8; 32];
@@ -118,7 +121,7 @@ pub fn check_ek_certificate(
     ek_der: &[u8],
     modulus: &[u8],
     roots: &[String],
-) -> Result<(), CaError> {
+) -> Result<(), CredentialError> {
     let (_, ek) = X509Certificate::from_der(ek_der)
         .map_err(|e| refused(format!("the EK certificate does not parse: {e}")))?;
     let anchors: Vec<Vec<u8>> = roots
@@ -160,53 +163,6 @@ pub fn check_ek_certificate(
         ));
     }
     Ok(())
-}
-
-/// The CA's challenge for a TPM request: checks the EK certificate and the AK, then makes a
-/// credential for the AK's Name. Returns the challenge and the secret to expect back.
-pub fn ca_challenge(
-    req: &TpmRequest,
-    ek_roots: &[String],
-) -> Result<(Challenge, Vec<u8>), CaError> {
-    let bytes =
-        |s: &str, what: &str| hex::decode(s).map_err(|_| refused(format!("{what} is not hex")));
-    let ek_cert = bytes(&req.ek_cert, "ek_cert")?;
-    let modulus = bytes(&req.ek_modulus, "ek_modulus")?;
-    let ak_public = bytes(&req.ak_public, "ak_public")?;
-    check_ek_certificate(&ek_cert, &modulus, ek_roots)?;
-    let ak = parse_ak_public(&ak_public).map_err(|e| refused(format!("attestation key: {e}")))?;
-    if ak.attributes & AK_REQUIRED != AK_REQUIRED || ak.attributes & AK_FORBIDDEN != 0 {
-        return Err(refused(
-            "the attestation key is not a restricted signing key that never leaves the TPM",
-        ));
-    }
-    let mut secret = vec![0u8; 32];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut secret);
-    let (blob, enc) = make_credential(&modulus, &name(&ak_public), &secret)?;
-    Ok((
-        Challenge {
-            credential_blob: hex::encode(blob),
-            secret: hex::encode(enc),
-        },
-        secret,
-    ))
-}
-
-/// The CA's last step: the host's TPM returned `answer`; if it is the secret, certify the AK.
-pub fn ca_finish(
-    ca: &PrivacyCa,
-    req: &TpmRequest,
-    expected: &[u8],
-    answer: &[u8],
-) -> Result<String, CaError> {
-    if answer != expected {
-        return Err(refused(
-            "the TPM did not recover the credential: wrong EK or another attestation key",
-        ));
-    }
-    let ak_public = hex::decode(&req.ak_public).map_err(|_| refused("ak_public is not hex"))?;
-    let spki = crate::tpm::ak_spki_of(&ak_public).map_err(|e| refused(e.to_string()))?;
-    ca.issue(RootKind::Tpm, &spki, &req.host)
 }
 
 #[cfg(test)]

@@ -11,9 +11,17 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use serde::Deserialize;
 use x509_parser::prelude::*;
 
-use crate::log::{Record, content_digest, replay};
-use crate::quote::{FORMAT, Quote, qualifying};
-use crate::root::{RootKind, SOFTWARE_MAGIC};
+use crate::evidence::bootlog::{self, BOOT_PCRS, BootFacts, BootPolicy};
+use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
+use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
+use crate::evidence::record::{
+    CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, Record, content_digest, outcomes,
+    replay,
+};
+use crate::evidence::tpm_wire::{
+    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
+    parse_nv_attest, parse_nv_public, parse_quote_attest,
+};
 
 /// Why a quote was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +85,35 @@ pub enum Rejection {
     /// A record does not match the golden values.
     #[error("golden-value mismatch: {0}")]
     Golden(String),
+    /// The attestation key's certificate is on the CA's revocation list.
+    #[error("attestation key revoked: certificate serial {0} is on the CA's revocation list")]
+    Revoked(String),
+    /// The revocation list given is not the CA's, is not signed by it, or is out of date.
+    #[error("revocation list: {0}")]
+    Crl(String),
+    /// The boot PCR quote is not over the boot PCRs, or its values do not hash to the digest
+    /// the TPM signed.
+    #[error("boot PCRs: {0}")]
+    PcrDigest(String),
+    /// The UEFI event log does not parse.
+    #[error("{0}")]
+    BootLog(String),
+    /// Replaying the UEFI event log does not give the quoted PCRs (an event removed, altered
+    /// or added, or a PCR extended outside the log).
+    #[error("boot log replay: {0}")]
+    BootReplay(String),
+    /// The verifier's policy has a `[boot]` table and the quote shows no boot state.
+    #[error("no boot state: {0}")]
+    NoBootState(String),
+    /// The boot does not satisfy the measured-boot policy; `code` is `secure-boot`, `dbx`,
+    /// `db`, `boot-digest` or `cmdline`.
+    #[error("measured-boot policy ({code}): {detail}")]
+    BootPolicy {
+        /// The stable reason.
+        code: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
 }
 
 impl Rejection {
@@ -97,6 +134,13 @@ impl Rejection {
             Rejection::Replay { .. } => "log-replay",
             Rejection::Subject(_) => "subject",
             Rejection::Golden(_) => "golden",
+            Rejection::Revoked(_) => "revoked",
+            Rejection::Crl(_) => "crl",
+            Rejection::PcrDigest(_) => "pcr-digest",
+            Rejection::BootLog(_) => "boot-log",
+            Rejection::BootReplay(_) => "boot-replay",
+            Rejection::NoBootState(_) => "no-boot-state",
+            Rejection::BootPolicy { code, .. } => code,
         }
     }
 }
@@ -111,6 +155,9 @@ pub struct Policy {
     /// Per environment name.
     #[serde(default)]
     pub env: BTreeMap<String, Golden>,
+    /// The measured-boot policy; when present, a quote must carry the host's boot state.
+    #[serde(default)]
+    pub boot: Option<BootPolicy>,
 }
 
 /// The golden values of one environment; an absent field is not checked.
@@ -149,6 +196,8 @@ pub struct Options<'a> {
     pub policy: Option<&'a Policy>,
     /// The time to check certificate validity at (seconds since the epoch).
     pub now: i64,
+    /// The issuing CA's certificate revocation list (PEM), if the verifier has one.
+    pub crl_pem: Option<&'a str>,
 }
 
 /// What a verified quote proves.
@@ -162,6 +211,10 @@ pub struct Verified {
     pub records: usize,
     /// The subject's environment and data, for a subject quote.
     pub subject: Option<(String, Vec<u8>)>,
+    /// What the verified boot log says, when the quote carries the boot state.
+    pub boot: Option<BootFacts>,
+    /// What became of each launch: `ran` or `refused`.
+    pub outcomes: Vec<Outcome>,
 }
 
 fn hexfield(what: &str, s: &str) -> Result<Vec<u8>, Rejection> {
@@ -196,6 +249,54 @@ pub fn check_signed_by(
     issuer_key
         .verify(child.tbs_certificate.as_ref(), &sig)
         .map_err(|_| "not signed by the given CA".to_owned())
+}
+
+/// Checks the CA's revocation list: issued and signed by the CA, current at `now`, and not
+/// listing the attestation key's certificate.
+fn check_crl(
+    crl_pem: &str,
+    ca: &X509Certificate<'_>,
+    ca_key: &VerifyingKey,
+    ak_cert: &X509Certificate<'_>,
+    now: i64,
+) -> Result<(), Rejection> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(crl_pem.as_bytes())
+        .map_err(|e| Rejection::Crl(format!("not PEM: {e}")))?;
+    let (_, crl) = x509_parser::parse_x509_crl(&pem.contents)
+        .map_err(|e| Rejection::Crl(format!("does not parse: {e}")))?;
+    if crl.tbs_cert_list.issuer != *ca.subject() {
+        return Err(Rejection::Crl(format!(
+            "issued by {}, not by the CA {}",
+            crl.tbs_cert_list.issuer,
+            ca.subject()
+        )));
+    }
+    let sig = Signature::from_der(&crl.signature_value.data)
+        .map_err(|_| Rejection::Crl("the signature is not ECDSA P-256".into()))?;
+    ca_key
+        .verify(crl.tbs_cert_list.as_ref(), &sig)
+        .map_err(|_| Rejection::Crl("not signed by the CA".into()))?;
+    if crl.last_update().timestamp() > now {
+        return Err(Rejection::Crl("issued in the future".into()));
+    }
+    match crl.next_update() {
+        Some(t) if t.timestamp() >= now => {}
+        _ => {
+            return Err(Rejection::Crl(
+                "out of date (past its next update): fetch a current one from the CA".into(),
+            ));
+        }
+    }
+    let serial = ak_cert.tbs_certificate.serial.clone();
+    if crl
+        .iter_revoked_certificates()
+        .any(|r| *r.serial() == serial)
+    {
+        return Err(Rejection::Revoked(
+            ak_cert.tbs_certificate.raw_serial_as_string(),
+        ));
+    }
+    Ok(())
 }
 
 /// Verifies a quote.
@@ -244,6 +345,9 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             )));
         }
     }
+    if let Some(crl) = opts.crl_pem {
+        check_crl(crl, &ca, &ca_key, &ak_cert, opts.now)?;
+    }
     let marker = ak_cert
         .subject()
         .iter_organizational_unit()
@@ -280,7 +384,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 .map_err(|_| Rejection::Signature)?;
             parse_software_attest(&attest)?
         }
-        RootKind::Tpm => crate::tpm_wire::check_tpm_evidence(quote, &attest, &signature, &ak_key)?,
+        RootKind::Tpm => check_tpm_evidence(quote, &attest, &signature, &ak_key)?,
     };
 
     // The nonce, and the subject the nonce is bound to.
@@ -300,6 +404,12 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 .iter()
                 .find(|r| r.recnum == s.recnum)
                 .ok_or_else(|| Rejection::Subject(format!("no record {}", s.recnum)))?;
+            if rec.content.event != EVENT_LAUNCH {
+                return Err(Rejection::Subject(format!(
+                    "record {} is not a launch record",
+                    s.recnum
+                )));
+            }
             if rec.content.name != s.env {
                 return Err(Rejection::Subject(format!(
                     "record {} is environment {:?}, not {:?}",
@@ -322,8 +432,35 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         ));
     }
 
+    // The boot chain: the PCR quote, signed by the same key over the same qualifying value,
+    // and the UEFI event log replayed against it.
+    let boot = match &quote.boot {
+        None => None,
+        Some(_) if quote.root == RootKind::Software => {
+            return Err(Rejection::Malformed(
+                "a software root has no PCRs, yet the quote carries a boot state".into(),
+            ));
+        }
+        Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
+    };
+
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
+
+    if let Some(bp) = opts.policy.and_then(|p| p.boot.as_ref()) {
+        let facts = boot.as_ref().ok_or_else(|| {
+            Rejection::NoBootState(match quote.root {
+                RootKind::Software => {
+                    "a software root cannot show how the host booted (root: software)".into()
+                }
+                RootKind::Tpm => "the quote carries no boot PCR quote".into(),
+            })
+        })?;
+        bp.check(facts).map_err(|f| Rejection::BootPolicy {
+            code: f.code,
+            detail: f.detail,
+        })?;
+    }
 
     if let Some(policy) = opts.policy {
         check_golden(
@@ -341,6 +478,8 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .as_ref()
             .zip(subject)
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
+        boot,
+        outcomes: outcomes(&quote.event_log),
     })
 }
 
@@ -372,7 +511,13 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
                 recnum: rec.recnum,
             });
         }
-        if rec.nv_index != crate::log::NV_INDEX || rec.content_type != crate::log::CONTENT_TYPE {
+        if ![EVENT_LAUNCH, EVENT_REFUSED].contains(&rec.content.event.as_str()) {
+            return Err(Rejection::Malformed(format!(
+                "record {} has event {:?}, neither {EVENT_LAUNCH:?} nor {EVENT_REFUSED:?}",
+                rec.recnum, rec.content.event
+            )));
+        }
+        if rec.nv_index != NV_INDEX || rec.content_type != CONTENT_TYPE {
             return Err(Rejection::Malformed(format!(
                 "record {} is for index {:#x} with content type {:?}, not Warren's",
                 rec.recnum, rec.nv_index, rec.content_type
@@ -405,7 +550,7 @@ pub fn check_golden(
 ) -> Result<(), Rejection> {
     let mut latest: BTreeMap<&str, &Record> = BTreeMap::new();
     for r in records {
-        if only.is_none_or(|n| n == r.recnum) {
+        if only.is_none_or(|n| n == r.recnum) && r.content.event == EVENT_LAUNCH {
             latest.insert(&r.content.name, r);
         }
     }
@@ -458,4 +603,153 @@ pub fn check_golden(
         }
     }
     Ok(())
+}
+
+fn tpm_hexfield(what: &str, s: Option<&str>) -> Result<Vec<u8>, Rejection> {
+    let s = s.ok_or_else(|| Rejection::Malformed(format!("a tpm quote carries {what}")))?;
+    hex::decode(s).map_err(|_| Rejection::Malformed(format!("{what} is not hex")))
+}
+
+/// Checks TPM evidence against the certified key `ak` and returns (signed qualifying value,
+/// register).
+fn check_tpm_evidence(
+    quote: &Quote,
+    attest: &[u8],
+    signature: &[u8],
+    ak: &VerifyingKey,
+) -> Result<([u8; 32], [u8; 32]), Rejection> {
+    let ak_public = tpm_hexfield("ak_public", quote.ak_public.as_deref())?;
+    let key = parse_ak_public(&ak_public).map_err(Rejection::KeyAttributes)?;
+    if key.attributes & AK_REQUIRED != AK_REQUIRED || key.attributes & AK_FORBIDDEN != 0 {
+        return Err(Rejection::KeyAttributes(format!(
+            "attributes {:#010x} are not those of a restricted signing key that never leaves the TPM",
+            key.attributes
+        )));
+    }
+    if key.point.as_slice() != ak.to_encoded_point(false).as_bytes() {
+        return Err(Rejection::NotEnrolled(
+            "the key that signed is not the key the certificate was issued for".into(),
+        ));
+    }
+    let sig = Signature::from_der(signature).map_err(|_| Rejection::Signature)?;
+    ak.verify(attest, &sig).map_err(|_| Rejection::Signature)?;
+    // `qualifiedSigner` is the key's Qualified Name, which depends on its parents; what
+    // matters is that the certified key signed a TPM-generated structure, which a restricted
+    // key only does for structures the TPM itself made (the magic value checked below).
+    let a = parse_nv_attest(attest).map_err(Rejection::Malformed)?;
+    let ak_name = name(&ak_public);
+    let nv_bytes = tpm_hexfield("nv_public", quote.nv_public.as_deref())?;
+    let nv = parse_nv_public(&nv_bytes).map_err(Rejection::Malformed)?;
+    if name(&nv_bytes) != a.index_name {
+        return Err(Rejection::Anchor(
+            "the certified index is not the one the quote describes".into(),
+        ));
+    }
+    if nv.index != NV_INDEX {
+        return Err(Rejection::Anchor(format!(
+            "index {:#010x}, not Warren's {NV_INDEX:#010x}",
+            nv.index
+        )));
+    }
+    if nv.name_alg != 0x000b || nv.size != 32 {
+        return Err(Rejection::Anchor("not a 32-byte SHA-256 index".into()));
+    }
+    if nv.attributes != ANCHOR_ATTRIBUTES {
+        return Err(Rejection::Anchor(format!(
+            "attributes {:#010x}, expected {ANCHOR_ATTRIBUTES:#010x} (an extend index only the attestation key's holder can write)",
+            nv.attributes
+        )));
+    }
+    if nv.auth_policy != anchor_policy(&ak_name) {
+        return Err(Rejection::Anchor(
+            "its write policy is not bound to the attestation key".into(),
+        ));
+    }
+    if a.offset != 0 || a.contents.len() != 32 {
+        return Err(Rejection::Anchor(
+            "the certified range is not the whole index".into(),
+        ));
+    }
+    let extra: [u8; 32] = a
+        .extra
+        .as_slice()
+        .try_into()
+        .map_err(|_| Rejection::Nonce("the signed qualifying value is not 32 bytes".into()))?;
+    let mut register = [0u8; 32];
+    register.copy_from_slice(&a.contents);
+    Ok((extra, register))
+}
+
+/// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
+/// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
+/// digest; the UEFI event log replays to each of them. Returns what the log says.
+fn check_boot(
+    b: &BootEvidence,
+    ak: &VerifyingKey,
+    qualifying: &[u8; 32],
+) -> Result<BootFacts, Rejection> {
+    let attest = hexfield("boot.attest", &b.attest)?;
+    let signature = hexfield("boot.signature", &b.signature)?;
+    let sig = Signature::from_der(&signature).map_err(|_| Rejection::Signature)?;
+    ak.verify(&attest, &sig).map_err(|_| Rejection::Signature)?;
+    let q = parse_quote_attest(&attest)
+        .map_err(|e| Rejection::Malformed(format!("boot.attest: {e}")))?;
+    if q.extra != qualifying {
+        return Err(Rejection::Nonce(
+            "the boot PCR quote does not bind this nonce".into(),
+        ));
+    }
+    let [(bootlog::ALG_SHA256, selected)] = q.selection.as_slice() else {
+        return Err(Rejection::PcrDigest(
+            "the quote does not select exactly the SHA-256 bank".into(),
+        ));
+    };
+    if !BOOT_PCRS[..10].iter().all(|p| selected.contains(p)) {
+        return Err(Rejection::PcrDigest(format!(
+            "the quote covers PCRs {selected:?}, not all of 0-9"
+        )));
+    }
+    let mut values = Vec::new();
+    for p in selected {
+        let v = b
+            .pcrs
+            .get(p)
+            .ok_or_else(|| Rejection::PcrDigest(format!("no value for quoted PCR {p}")))?;
+        let v: [u8; 32] = hex::decode(v)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| Rejection::Malformed(format!("PCR {p} is not 32 bytes of hex")))?;
+        values.push((*p, v));
+    }
+    if bootlog::pcr_digest(values.iter().map(|(_, v)| v)).as_slice() != q.pcr_digest {
+        return Err(Rejection::PcrDigest(
+            "the PCR values do not hash to the digest the TPM signed".into(),
+        ));
+    }
+    // No log (a host whose firmware exposes none) is an empty log: it explains zero PCRs only.
+    let log = match b.event_log.as_deref() {
+        None => bootlog::BootLog {
+            events: Vec::new(),
+            algorithms: vec![(bootlog::ALG_SHA256, 32)],
+        },
+        Some(text) => {
+            let bytes = hex::decode(text)
+                .map_err(|_| Rejection::Malformed("boot.event_log is not hex".into()))?;
+            bootlog::parse(&bytes).map_err(|e| Rejection::BootLog(e.to_string()))?
+        }
+    };
+    log.check_bindings()
+        .map_err(|e| Rejection::BootLog(e.to_string()))?;
+    let replayed = log.replay();
+    for (p, v) in &values {
+        let r = replayed.get(p).copied().unwrap_or([0; 32]);
+        if &r != v {
+            return Err(Rejection::BootReplay(format!(
+                "PCR {p}: the event log replays to {}, the TPM holds {}",
+                hex::encode(r),
+                hex::encode(v)
+            )));
+        }
+    }
+    Ok(log.facts())
 }

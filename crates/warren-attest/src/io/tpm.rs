@@ -6,10 +6,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use p256::pkcs8::EncodePublicKey;
 use serde_json::Value;
 
-use crate::root::{Evidence, RootError, RootKind, RootOfTrust};
+use crate::evidence::kind::RootKind;
+use crate::evidence::tpm_wire::ak_spki_of;
+use crate::io::root::{Evidence, PcrQuote, RootError, RootOfTrust};
 
 /// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
 pub fn agent_path() -> Option<PathBuf> {
@@ -32,8 +33,11 @@ impl TpmRoot {
     /// The TPM named by `spec` for the attestation directory `dir`, through `agent` (default:
     /// [`agent_path`]).
     pub fn new(dir: &Path, spec: &str, agent: Option<&Path>) -> Result<TpmRoot, RootError> {
-        let agent = agent
-            .map(Path::to_owned)
+        // WARREN_TPM_AGENT wins over the path recorded at `attest init`.
+        let agent = std::env::var_os("WARREN_TPM_AGENT")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| agent.map(Path::to_owned))
             .or_else(agent_path)
             .ok_or_else(|| {
                 RootError::Tpm(
@@ -93,6 +97,23 @@ impl TpmRoot {
     }
 }
 
+/// The agent's `pcrs` object: PCR number to hex value.
+fn pcr_values(v: &Value) -> Result<std::collections::BTreeMap<u32, [u8; 32]>, RootError> {
+    let bad = || RootError::Tpm("the agent's pcrs are not PCR numbers with 32-byte values".into());
+    let obj = v.get("pcrs").and_then(Value::as_object).ok_or_else(bad)?;
+    obj.iter()
+        .map(|(k, x)| {
+            let n: u32 = k.parse().map_err(|_| bad())?;
+            let d: [u8; 32] = x
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(bad)?;
+            Ok((n, d))
+        })
+        .collect()
+}
+
 /// A DER ECDSA signature from the TPM's `r` and `s`.
 fn der_signature(r: &[u8], s: &[u8]) -> Result<Vec<u8>, RootError> {
     let pad = |v: &[u8]| -> Result<[u8; 32], RootError> {
@@ -133,22 +154,17 @@ impl RootOfTrust for TpmRoot {
             signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
             ak_public: Some(Self::hex(&v, "ak_public")?),
             nv_public: Some(Self::hex(&v, "nv_public")?),
+            boot: Some(PcrQuote {
+                attest: Self::hex(&v, "pcr_attest")?,
+                signature: der_signature(&Self::hex(&v, "pcr_r")?, &Self::hex(&v, "pcr_s")?)?,
+                pcrs: pcr_values(&v)?,
+            }),
         })
     }
 
     fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
         let v = self.call(&["provision"])?;
         let public = Self::hex(&v, "ak_public")?;
-        ak_spki_of(&public)
+        ak_spki_of(&public).map_err(RootError::Tpm)
     }
-}
-
-/// The DER `SubjectPublicKeyInfo` of an attestation key's `TPMT_PUBLIC`.
-pub fn ak_spki_of(tpmt_public: &[u8]) -> Result<Vec<u8>, RootError> {
-    let key = crate::tpm_wire::parse_ak_public(tpmt_public).map_err(RootError::Tpm)?;
-    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&key.point)
-        .map_err(|e| RootError::Tpm(format!("the attestation key's point: {e}")))?;
-    vk.to_public_key_der()
-        .map(|d| d.as_bytes().to_vec())
-        .map_err(|e| RootError::Tpm(e.to_string()))
 }
