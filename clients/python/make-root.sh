@@ -21,7 +21,10 @@ ver=$("$py" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}"
 
 [ -e "$root" ] && die "$root exists"
 mkdir -p "$root"/{proc,dev,tmp,sys,etc,usr/bin,opt}
-ln -s usr/bin "$root/bin"
+# The host's merged-/usr links (/lib -> usr/lib, ...), so that paths through them resolve.
+for d in bin sbin lib lib32 lib64 libx32; do
+  if [ -L "/$d" ]; then ln -s "$(readlink "/$d")" "$root/$d"; mkdir -p "$root/$(readlink -f "/$d")"; fi
+done
 copy() { # copy host paths into the root, keeping their paths; hard links where possible
   for f in "$@"; do
     mkdir -p "$root$(dirname "$f")"
@@ -29,12 +32,14 @@ copy() { # copy host paths into the root, keeping their paths; hard links where 
   done
 }
 copy "$py"
-ln -s "$(basename "$py")" "$root/usr/bin/python3"
-# The interpreter's libraries, as the dynamic loader resolves them (paths and their targets).
+[ -e "$root/usr/bin/python3" ] || ln -s "$(basename "$py")" "$root/usr/bin/python3"
+# The interpreter's libraries and ELF interpreter, as the dynamic loader resolves them: each
+# real file, and a link at the name the loader asks for.
 for lib in $(ldd "$py" | awk '/=>/ {print $3} !/=>/ && $1 ~ /^\// {print $1}'); do
-  copy "$lib"
   real=$(readlink -f "$lib")
-  [ "$real" = "$lib" ] || copy "$real"
+  copy "$real"
+  at="$(readlink -f "$(dirname "$lib")")/$(basename "$lib")"
+  if [ "$at" != "$real" ]; then mkdir -p "$root$(dirname "$at")"; ln -sf "$real" "$root$at"; fi
 done
 copy "/usr/lib/python$ver"
 if [ "${WITH_DIST:-0}" = 1 ]; then
