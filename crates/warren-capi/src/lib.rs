@@ -16,6 +16,10 @@
 //! into `WARREN_E_INTERNAL` (in a build with `panic = "abort"`, as the workspace's release
 //! profile is, a panic aborts the process instead of unwinding).
 #![allow(non_camel_case_types)]
+// The entry points are called from C, where Rust's `unsafe fn` marker means nothing: their
+// safety contract is the header's (valid pointers, ownership, one thread per client), and each
+// dereference carries a `// SAFETY:` note that cites it.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod conn;
 
