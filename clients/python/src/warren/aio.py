@@ -42,7 +42,7 @@ class AsyncClient:
         k = cls(c.open_socket(c.inherited_fd(fd), False), loop)
         try:
             i = k._id()
-            w = await k._request(p.encode_request(i, p.Hello(p.MIN_VERSION, p.VERSION)), i)
+            w = c.check(await k._request(p.encode_request(i, p.Hello(p.MIN_VERSION, p.VERSION)), i))
             if type(w) is not p.Welcome:
                 raise c.unexpected(w)
         except BaseException:

@@ -34,7 +34,7 @@ class Client:
         self.env = ""
         self.version = p.MIN_VERSION
         try:
-            w = self._request(p.encode_request(self._id(), p.Hello(p.MIN_VERSION, p.VERSION)), self._next - 1)
+            w = c.check(self._request(p.encode_request(self._id(), p.Hello(p.MIN_VERSION, p.VERSION)), self._next - 1))
         except BaseException:
             self.close()
             raise
