@@ -100,7 +100,7 @@ impl Conn {
             done: VecDeque::new(),
             buf: vec![0u8; MAX_PACKET],
         };
-        let id = c.submit(&Request::Hello {
+        let id = c.submit(Request::Hello {
             min_version: warren_proto::MIN_VERSION,
             max_version: warren_proto::VERSION,
         })?;
@@ -130,19 +130,16 @@ impl Conn {
 
     /// Append `req` to the outgoing packet under a fresh id; when the packet would pass
     /// `MAX_PACKET`, the frames before it are sent first (blocking). Returns the id.
-    pub fn submit(&mut self, req: &Request) -> Result<u32, Failure> {
+    pub fn submit(&mut self, req: Request) -> Result<u32, Failure> {
         let id = self.next_id();
         self.submit_with_id(id, req)?;
         Ok(id)
     }
 
     /// [`Conn::submit`] with the caller's id.
-    pub fn submit_with_id(&mut self, id: u32, req: &Request) -> Result<(), Failure> {
+    pub fn submit_with_id(&mut self, id: u32, req: Request) -> Result<(), Failure> {
         let mark = self.out.len();
-        let frame = Frame {
-            id,
-            body: req.clone(),
-        };
+        let frame = Frame { id, body: req };
         if let Err(e) = warren_proto::encode_request(&frame, &mut self.out) {
             self.out.truncate(mark);
             return Err(e.into());
@@ -300,8 +297,8 @@ impl Conn {
 
     /// One request, answered: submit, flush, wait. A receive with a timeout gives up at its
     /// timeout plus [`RESTART_GRACE`].
-    pub fn request(&mut self, req: &Request) -> Result<Response, Failure> {
-        let deadline = match req {
+    pub fn request(&mut self, req: Request) -> Result<Response, Failure> {
+        let deadline = match &req {
             Request::Recv {
                 timeout_ms: Some(ms),
                 ..

@@ -620,7 +620,7 @@ pub extern "C" fn warren_send(
     guard(|| {
         let c = client(c)?;
         let message = to_message(msg)?;
-        match c.conn.request(&Request::Send {
+        match c.conn.request(Request::Send {
             handle,
             message,
             wait,
@@ -644,7 +644,7 @@ pub extern "C" fn warren_recv(
     guard(|| {
         let c = client(c)?;
         let filter = to_filter(filter)?;
-        match c.conn.request(&Request::Recv {
+        match c.conn.request(Request::Recv {
             mailbox: mailbox(mailbox_handle),
             filter,
             timeout_ms: timeout(timeout_ms),
@@ -685,7 +685,7 @@ pub extern "C" fn warren_lookup(
         let c = client(c)?;
         let name = str_arg(name, "the name")?.to_owned();
         handle_answer(
-            c.conn.request(&Request::Lookup { name })?,
+            c.conn.request(Request::Lookup { name })?,
             out_handle,
             out_rights,
         )
@@ -700,7 +700,7 @@ pub extern "C" fn warren_whoami(
 ) -> c_int {
     guard(|| {
         let c = client(c)?;
-        match c.conn.request(&Request::Whoami)? {
+        match c.conn.request(Request::Whoami)? {
             Response::Identity(i) => {
                 out(out_identity, Box::into_raw(boxed_identity(i)));
                 Ok(())
@@ -725,7 +725,7 @@ pub extern "C" fn warren_attenuate(
     guard(|| {
         let c = client(c)?;
         let req = req_attenuate(handle, rights, uses, expires_in_ms, badge)?;
-        handle_answer(c.conn.request(&req)?, out_handle, out_rights)
+        handle_answer(c.conn.request(req)?, out_handle, out_rights)
     })
 }
 
@@ -739,13 +739,13 @@ fn ok_answer(r: Response) -> Result<(), Failure> {
 /// Revoke every capability derived from `handle`.
 #[unsafe(no_mangle)]
 pub extern "C" fn warren_revoke(c: *mut warren_client, handle: u32) -> c_int {
-    guard(|| ok_answer(client(c)?.conn.request(&Request::Revoke { handle })?))
+    guard(|| ok_answer(client(c)?.conn.request(Request::Revoke { handle })?))
 }
 
 /// Remove `handle` from this environment's table.
 #[unsafe(no_mangle)]
 pub extern "C" fn warren_drop(c: *mut warren_client, handle: u32) -> c_int {
-    guard(|| ok_answer(client(c)?.conn.request(&Request::Drop { handle })?))
+    guard(|| ok_answer(client(c)?.conn.request(Request::Drop { handle })?))
 }
 
 /// Be sent a `down` notice when the owner of `handle`'s mailbox ends.
@@ -756,7 +756,7 @@ pub extern "C" fn warren_monitor(
     out_reference: *mut u64,
 ) -> c_int {
     guard(
-        || match client(c)?.conn.request(&Request::Monitor { handle })? {
+        || match client(c)?.conn.request(Request::Monitor { handle })? {
             Response::Monitor { reference } => {
                 out(out_reference, reference);
                 Ok(())
@@ -776,7 +776,7 @@ pub extern "C" fn warren_create_mailbox(
     guard(|| {
         let c = client(c)?;
         let req = req_create(name)?;
-        handle_answer(c.conn.request(&req)?, out_handle, std::ptr::null_mut())
+        handle_answer(c.conn.request(req)?, out_handle, std::ptr::null_mut())
     })
 }
 
@@ -794,7 +794,7 @@ pub extern "C" fn warren_attest(
     guard(|| {
         let c = client(c)?;
         let req = req_attest(nonce, nonce_len, data, data_len)?;
-        match c.conn.request(&req)? {
+        match c.conn.request(req)? {
             Response::Quote { quote } => {
                 let (p, n) = into_buffer(quote);
                 out(out_quote, p);
@@ -924,7 +924,7 @@ pub extern "C" fn warren_recv_batch(
     guard(|| {
         let c = client(c)?;
         need_v2(c)?;
-        let r = c.conn.request(&Request::RecvBatch {
+        let r = c.conn.request(Request::RecvBatch {
             mailbox: mailbox(mailbox_handle),
             max: max.clamp(1, MAX_BATCH as u32),
             timeout_ms: timeout(timeout_ms),
@@ -961,13 +961,13 @@ pub extern "C" fn warren_send_recv(
             b.push(&message.body)?;
             c.conn.submit_send_batch(handle, true, true, &b)?
         } else {
-            c.conn.submit(&Request::Send {
+            c.conn.submit(Request::Send {
                 handle,
                 message,
                 wait: true,
             })?
         };
-        let recv_id = c.conn.submit(&Request::Recv {
+        let recv_id = c.conn.submit(Request::Recv {
             mailbox: None,
             filter: Filter::default(),
             timeout_ms: timeout(timeout_ms),
@@ -1025,12 +1025,12 @@ pub extern "C" fn warren_call(
         let correlation = (u64::from(std::process::id()) << 32) | u64::from(c.conn.next_id());
         message.correlation = Some(correlation);
         message.reply_to = Some(DEFAULT_MAILBOX);
-        ok_answer(c.conn.request(&Request::Send {
+        ok_answer(c.conn.request(Request::Send {
             handle,
             message,
             wait: true,
         })?)?;
-        match c.conn.request(&Request::Recv {
+        match c.conn.request(Request::Recv {
             mailbox: None,
             filter: Filter {
                 correlation: Some(correlation),
@@ -1067,12 +1067,12 @@ pub extern "C" fn warren_reply(
         let mut message = to_message(msg)?;
         message.correlation = req.d.correlation;
         message.reply_to = None;
-        let send = c.conn.submit(&Request::Send {
+        let send = c.conn.submit(Request::Send {
             handle: reply,
             message,
             wait: true,
         })?;
-        let dropped = c.conn.submit(&Request::Drop { handle: reply })?;
+        let dropped = c.conn.submit(Request::Drop { handle: reply })?;
         let sent = c.conn.wait_for(send, None)?;
         let dropped = c.conn.wait_for(dropped, None)?;
         match sent {
@@ -1108,7 +1108,7 @@ pub extern "C" fn warren_submit_send(
         let c = client(c)?;
         let message = to_message(msg)?;
         submitted(
-            c.conn.submit(&Request::Send {
+            c.conn.submit(Request::Send {
                 handle,
                 message,
                 wait,
@@ -1131,7 +1131,7 @@ pub extern "C" fn warren_submit_recv(
         let c = client(c)?;
         let filter = to_filter(filter)?;
         submitted(
-            c.conn.submit(&Request::Recv {
+            c.conn.submit(Request::Recv {
                 mailbox: mailbox(mailbox_handle),
                 filter,
                 timeout_ms: timeout(timeout_ms),
@@ -1151,7 +1151,7 @@ pub extern "C" fn warren_submit_lookup(
     guard(|| {
         let c = client(c)?;
         let name = str_arg(name, "the name")?.to_owned();
-        submitted(c.conn.submit(&Request::Lookup { name })?, out_id)
+        submitted(c.conn.submit(Request::Lookup { name })?, out_id)
     })
 }
 
@@ -1160,7 +1160,7 @@ pub extern "C" fn warren_submit_lookup(
 pub extern "C" fn warren_submit_whoami(c: *mut warren_client, out_id: *mut u32) -> c_int {
     guard(|| {
         let c = client(c)?;
-        submitted(c.conn.submit(&Request::Whoami)?, out_id)
+        submitted(c.conn.submit(Request::Whoami)?, out_id)
     })
 }
 
@@ -1178,7 +1178,7 @@ pub extern "C" fn warren_submit_attenuate(
     guard(|| {
         let c = client(c)?;
         let req = req_attenuate(handle, rights, uses, expires_in_ms, badge)?;
-        submitted(c.conn.submit(&req)?, out_id)
+        submitted(c.conn.submit(req)?, out_id)
     })
 }
 
@@ -1191,7 +1191,7 @@ pub extern "C" fn warren_submit_revoke(
 ) -> c_int {
     guard(|| {
         let c = client(c)?;
-        submitted(c.conn.submit(&Request::Revoke { handle })?, out_id)
+        submitted(c.conn.submit(Request::Revoke { handle })?, out_id)
     })
 }
 
@@ -1204,7 +1204,7 @@ pub extern "C" fn warren_submit_drop(
 ) -> c_int {
     guard(|| {
         let c = client(c)?;
-        submitted(c.conn.submit(&Request::Drop { handle })?, out_id)
+        submitted(c.conn.submit(Request::Drop { handle })?, out_id)
     })
 }
 
@@ -1217,7 +1217,7 @@ pub extern "C" fn warren_submit_monitor(
 ) -> c_int {
     guard(|| {
         let c = client(c)?;
-        submitted(c.conn.submit(&Request::Monitor { handle })?, out_id)
+        submitted(c.conn.submit(Request::Monitor { handle })?, out_id)
     })
 }
 
@@ -1231,7 +1231,7 @@ pub extern "C" fn warren_submit_create_mailbox(
     guard(|| {
         let c = client(c)?;
         let req = req_create(name)?;
-        submitted(c.conn.submit(&req)?, out_id)
+        submitted(c.conn.submit(req)?, out_id)
     })
 }
 
@@ -1271,7 +1271,7 @@ pub extern "C" fn warren_submit_recv_batch(
         let c = client(c)?;
         need_v2(c)?;
         submitted(
-            c.conn.submit(&Request::RecvBatch {
+            c.conn.submit(Request::RecvBatch {
                 mailbox: mailbox(mailbox_handle),
                 max: max.clamp(1, MAX_BATCH as u32),
                 timeout_ms: timeout(timeout_ms),
@@ -1294,7 +1294,7 @@ pub extern "C" fn warren_submit_attest(
     guard(|| {
         let c = client(c)?;
         let req = req_attest(nonce, nonce_len, data, data_len)?;
-        submitted(c.conn.submit(&req)?, out_id)
+        submitted(c.conn.submit(req)?, out_id)
     })
 }
 
