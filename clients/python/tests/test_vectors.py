@@ -59,3 +59,23 @@ def test_the_decoder_names_where_a_packet_went_wrong():
     with pytest.raises(ProtocolError) as e:
         protocol.decode_responses(bytes.fromhex("0900000087010000000000" "0000"))
     assert "unknown error code 0" in str(e.value) and e.value.offset == 9
+
+
+@pytest.mark.parametrize(
+    "bodies",
+    [[b""] * 5, [b"abcde"] * 300, [b"a", b"bb", b""], [b"x" * 8, b"y" * 8, b"z" * 7 + b"!"], [b"q"]],
+)
+def test_bodies_of_one_length_and_of_many_decode_alike(bodies):
+    packet = protocol.encode_response(3, protocol.Deliveries(1, [protocol.Run("e", 0, bodies)]))
+    [(_, d)] = protocol.decode_responses(packet)
+    assert d.runs[0].bodies == bodies
+
+
+def test_a_body_whose_length_breaks_the_pattern_is_still_checked():
+    # Three bodies that fill the block exactly as three bodies of 4 bytes would, but whose
+    # middle length prefix says 5: the block does not decode (the last body runs past it).
+    block = b"".join([b"\x04\x00\x00\x00abcd", b"\x05\x00\x00\x00abcd", b"\x04\x00\x00\x00abcd"])
+    fields = b"\x01\x00\x00\x00" + b"\x01\x00" + b"\x01e" + b"\x00" * 8 + b"\x03\x00\x00\x00" + len(block).to_bytes(4, "little") + block
+    packet = (len(fields) + 5).to_bytes(4, "little") + b"\x88\x01\x00\x00\x00" + fields
+    with pytest.raises(ProtocolError):
+        protocol.decode_responses(packet)
