@@ -89,6 +89,7 @@ enum warren_status {
     WARREN_VERSION = 11,
     WARREN_TOO_LARGE = 12,
     WARREN_UNAVAILABLE = 13,
+    WARREN_QUOTA = 14, /* answered only on protocol version 3 */
     WARREN_ATTEST_FAILED = 20,
     /* Client-side failures. */
     WARREN_E_IO = 1000,          /* a system call on the connection failed */
@@ -153,7 +154,7 @@ typedef struct warren_bytes {
 /* Connection. */
 
 /* Connect through the descriptor named by WARREN_FD (3 when unset) and shake hands
- * (versions 1 to 2 offered). *out_client is the caller's (warren_close). */
+ * (offering versions 1 to the highest libwarren speaks). *out_client is the caller's (warren_close). */
 int warren_connect(warren_client **out_client);
 /* The same through `fd`, whose ownership passes to libwarren (closed by warren_close, also
  * when the call fails). */

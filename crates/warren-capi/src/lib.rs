@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use conn::{Conn, Failure};
 use warren_proto::{
-    Bodies, Deliveries, Delivery, ErrorCode, Filter, Frame, Identity, MAX_BATCH, Message, Request,
-    Response, Rights,
+    Bodies, Deliveries, Delivery, Filter, Frame, Identity, MAX_BATCH, Message, Request, Response,
+    Rights,
 };
 
 /// The default mailbox's handle in every environment's table.
@@ -67,6 +67,26 @@ pub const WARREN_E_WOULD_BLOCK: c_int = 1007;
 pub const WARREN_E_INTERNAL: c_int = 1008;
 /// The kernel's protocol version lacks the operation (batches need version 2).
 pub const WARREN_E_UNSUPPORTED: c_int = 1009;
+
+/// The names of the kernel's error codes (docs/protocol.md section 10), by number; 14 (`quota`)
+/// is answered only on protocol version 3. A unit test checks them against `warren-proto`.
+const KERNEL_CODE_NAMES: [(c_int, &CStr); 15] = [
+    (1, c"bad-request"),
+    (2, c"no-such-handle"),
+    (3, c"no-right"),
+    (4, c"revoked"),
+    (5, c"expired"),
+    (6, c"used-up"),
+    (7, c"full"),
+    (8, c"timeout"),
+    (9, c"not-found"),
+    (10, c"dead"),
+    (11, c"version"),
+    (12, c"too-large"),
+    (13, c"unavailable"),
+    (14, c"quota"),
+    (20, c"attest-failed"),
+];
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -527,23 +547,10 @@ pub extern "C" fn warren_status_name(status: c_int) -> *const c_char {
         WARREN_E_WOULD_BLOCK => c"would-block",
         WARREN_E_INTERNAL => c"internal",
         WARREN_E_UNSUPPORTED => c"unsupported",
-        n => match u16::try_from(n).ok().and_then(ErrorCode::from_u16) {
-            Some(ErrorCode::BadRequest) => c"bad-request",
-            Some(ErrorCode::NoSuchHandle) => c"no-such-handle",
-            Some(ErrorCode::NoRight) => c"no-right",
-            Some(ErrorCode::Revoked) => c"revoked",
-            Some(ErrorCode::Expired) => c"expired",
-            Some(ErrorCode::UsedUp) => c"used-up",
-            Some(ErrorCode::Full) => c"full",
-            Some(ErrorCode::Timeout) => c"timeout",
-            Some(ErrorCode::NotFound) => c"not-found",
-            Some(ErrorCode::Dead) => c"dead",
-            Some(ErrorCode::Version) => c"version",
-            Some(ErrorCode::TooLarge) => c"too-large",
-            Some(ErrorCode::Unavailable) => c"unavailable",
-            Some(ErrorCode::AttestFailed) => c"attest-failed",
-            None => c"unknown",
-        },
+        n => KERNEL_CODE_NAMES
+            .iter()
+            .find(|(code, _)| *code == n)
+            .map_or(c"unknown", |(_, name)| *name),
     };
     s.as_ptr()
 }
@@ -1680,4 +1687,43 @@ pub extern "C" fn warren_packet_roundtrip(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_proto::ErrorCode;
+
+    #[test]
+    fn every_error_code_of_the_protocol_has_its_name() {
+        for code in ErrorCode::ALL {
+            let name = warren_status_name(code as u16 as c_int);
+            // SAFETY: warren_status_name returns a pointer to a static NUL-terminated string.
+            let name = unsafe { CStr::from_ptr(name) };
+            assert_eq!(name.to_str().unwrap(), code.as_str());
+        }
+        // SAFETY: as above.
+        let unknown = unsafe { CStr::from_ptr(warren_status_name(999)) };
+        assert_eq!(unknown.to_str().unwrap(), "unknown");
+    }
+
+    #[test]
+    fn a_panic_is_caught_and_reported_as_internal() {
+        assert_eq!(guard(|| panic!("boom")), WARREN_E_INTERNAL);
+        // SAFETY: warren_last_error returns this thread's NUL-terminated message.
+        let msg = unsafe { CStr::from_ptr(warren_last_error()) };
+        assert!(msg.to_str().unwrap().contains("panic"));
+        assert_eq!(guard(|| Ok(())), WARREN_OK);
+    }
+
+    #[test]
+    fn null_arguments_are_refused_not_dereferenced() {
+        assert_eq!(
+            warren_send(std::ptr::null_mut(), 1, std::ptr::null(), true),
+            WARREN_E_INVALID
+        );
+        assert_eq!(warren_fd(std::ptr::null_mut()), -1);
+        assert_eq!(warren_batch_count(std::ptr::null()), 0);
+        warren_close(std::ptr::null_mut());
+    }
 }
