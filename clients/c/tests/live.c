@@ -111,6 +111,13 @@ static void ops(warren_client *k) {
     warren_delivery_free(d);
     d = NULL;
 
+    /* expired: a capability that lives 1 ms. */
+    uint64_t ms = 1;
+    uint32_t brief = 0;
+    EXPECT(warren_attenuate(k, 1, WARREN_RIGHT_SEND, NULL, &ms, NULL, &brief, &r), WARREN_OK);
+    usleep(50000);
+    EXPECT(warren_send(k, brief, &m, true), WARREN_EXPIRED);
+
     /* no-right: a SEND-only handle cannot monitor. */
     uint64_t ref = 0;
     EXPECT(warren_monitor(k, once, &ref), WARREN_NO_RIGHT);

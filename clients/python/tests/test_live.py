@@ -1,6 +1,8 @@
 """Every operation of the blocking client and its error paths, against a real kernel, from
 inside an environment (clients/tests/live.sh runs this with WARREN_LIVE=sync)."""
 
+import time
+
 import pytest
 
 import warren
@@ -55,6 +57,13 @@ def test_a_one_shot_capability_is_used_up(k):
     assert k.recv(1).body == b"once"
     with pytest.raises(warren.NoRight):
         k.monitor(once)
+
+
+def test_a_capability_past_its_lifetime_is_expired(k):
+    brief = k.attenuate(1, warren.SEND, expires_in=0.001)
+    time.sleep(0.05)
+    with pytest.raises(warren.Expired):
+        k.send(brief, b"late")
 
 
 def test_revoke_a_badged_grant(k):
