@@ -34,7 +34,9 @@ trap 'rm -rf "$tmp"' EXIT
 
 # The functions the header declares, and those the static library defines.
 grep -oE '\bwarren_[a-z0-9_]+\(' "$header" | tr -d '(' | sort -u > "$tmp/declared"
-nm --defined-only "$a" 2>/dev/null | awk '$2 == "T" && $3 ~ /^warren_/ {print $3}' | sort -u > "$tmp/defined"
+# readelf, not nm: a release build's objects also carry LLVM bitcode (thin LTO), which binutils'
+# nm hands to its LTO plugin and then reports no symbols.
+readelf -sW "$a" | awk '$4 == "FUNC" && $5 == "GLOBAL" && $7 != "UND" && $8 ~ /^warren_/ {print $8}' | sort -u > "$tmp/defined"
 if ! diff -u "$tmp/declared" "$tmp/defined" > "$tmp/diff"; then
   cat "$tmp/diff" >&2
   die "warren.h and libwarren.a disagree (- declared only, + defined only)"
