@@ -14,6 +14,8 @@ have cc || need+=(gcc)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
+# `warren run --binary /usr/bin/python3` (docs/cli.md) and its test.
+have python3 || need+=(python3)
 # Networked environments (docs/network.md): the packet filter; the tests and the demo use ip,
 # nsenter and curl.
 have nft || [ -x /usr/sbin/nft ] || need+=(nftables)
@@ -27,6 +29,9 @@ have pkg-config || need+=(pkg-config)
 have swtpm || need+=(swtpm)
 have swtpm_setup || need+=(swtpm-tools)
 have b3sum || need+=(b3sum)
+# The boot-chain tests cross-check the UEFI event log and PCRs with tpm2-tools (an independent
+# parser: tpm2_eventlog, tpm2_pcrread); bench/attest.sh compares with tpm2_quote + tpm2_checkquote.
+have tpm2_eventlog || need+=(tpm2-tools)
 # Federation tests and bench/federation.sh start private RabbitMQ nodes on loopback
 # (scripts/rabbitmq-instance.sh); the package's own node is not used.
 [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || need+=(rabbitmq-server)

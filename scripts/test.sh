@@ -13,8 +13,13 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== ARCHITECTURE.md names only paths that exist"
+bash scripts/check-architecture.sh --self-test
+bash scripts/check-architecture.sh ARCHITECTURE.md docs/internals.md
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== module graph of warren-attest (no cycles; the evidence layer never uses the io layer)"
+python3 scripts/modcycles.py crates/warren-attest/src evidence:io | tail -n 1
 # The TPM agent is outside the workspace: tpm2-tss exists only as shared libraries, so it is
 # linked dynamically, into a target directory of its own (the TPM tests find it there).
 echo "== warren-tpm (fmt, clippy, build; dynamically linked)"

@@ -1086,7 +1086,7 @@ mod tests {
                 }],
             );
         });
-        assert_eq!(k.version(), 2);
+        assert_eq!(k.version(), VERSION);
         let msg = |b: &[u8]| Message {
             body: b.to_vec(),
             ..Message::default()

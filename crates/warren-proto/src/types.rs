@@ -516,13 +516,16 @@ pub enum ErrorCode {
     TooLarge = 12,
     /// The kernel is shutting down or cannot take more (e.g. too many handles).
     Unavailable = 13,
+    /// A byte quota would be exceeded (version 3: the receiving environment's or the sender's;
+    /// the detail names which). Older connections get [`ErrorCode::Unavailable`] instead.
+    Quota = 14,
     /// Attest: the root of trust could not make a quote (no launch record, key or TPM failure).
     AttestFailed = 20,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::BadRequest,
         ErrorCode::NoSuchHandle,
         ErrorCode::NoRight,
@@ -536,6 +539,7 @@ impl ErrorCode {
         ErrorCode::Version,
         ErrorCode::TooLarge,
         ErrorCode::Unavailable,
+        ErrorCode::Quota,
         ErrorCode::AttestFailed,
     ];
 
@@ -560,6 +564,7 @@ impl ErrorCode {
             ErrorCode::Version => "version",
             ErrorCode::TooLarge => "too-large",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Quota => "quota",
             ErrorCode::AttestFailed => "attest-failed",
         }
     }
@@ -583,8 +588,13 @@ pub struct Frame<T> {
 }
 
 /// The highest protocol version this crate speaks: 2 adds batch sends and receives
-/// ([`Request::SendBatch`], [`Request::RecvBatch`]).
-pub const VERSION: u16 = 2;
+/// ([`Request::SendBatch`], [`Request::RecvBatch`]); 3 adds the error code
+/// [`ErrorCode::Quota`].
+pub const VERSION: u16 = 3;
+
+/// The first protocol version whose connections are answered [`ErrorCode::Quota`]; older ones
+/// get [`ErrorCode::Unavailable`] for a quota refusal (their decoders do not know code 14).
+pub const QUOTA_VERSION: u16 = 3;
 
 /// The lowest protocol version this crate speaks.
 pub const MIN_VERSION: u16 = 1;

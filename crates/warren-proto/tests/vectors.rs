@@ -399,6 +399,16 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             )]),
         ),
         (
+            "quota-error",
+            Responses(vec![resp(
+                10,
+                Response::Error {
+                    code: ErrorCode::Quota,
+                    detail: "receiver's byte quota exceeded".into(),
+                },
+            )]),
+        ),
+        (
             "error",
             Responses(vec![resp(
                 9,
@@ -574,7 +584,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             "next-error-code",
             Invalid(DecodeError::UnknownErrorCode {
                 offset: 9,
-                code: 14,
+                code: 15,
             }),
         ),
         (
@@ -859,6 +869,7 @@ fn error_codes_are_stable() {
         (11, "version"),
         (12, "too-large"),
         (13, "unavailable"),
+        (14, "quota"),
         (20, "attest-failed"),
     ];
     let actual: Vec<(u16, &str)> = ErrorCode::ALL
@@ -870,5 +881,5 @@ fn error_codes_are_stable() {
         assert_eq!(ErrorCode::from_u16(n).map(|c| c as u16), Some(n));
     }
     assert_eq!(ErrorCode::from_u16(0), None);
-    assert_eq!(ErrorCode::from_u16(14), None);
+    assert_eq!(ErrorCode::from_u16(15), None);
 }

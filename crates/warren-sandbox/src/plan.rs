@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use warren_spec::EnvName;
 
-use crate::cgroup::Limits;
-use crate::elf::BinaryRoot;
+use warren_cgroup::Limits;
+use warren_elf::BinaryRoot;
 
 /// Where an environment's root filesystem comes from.
 #[derive(Debug, Clone)]

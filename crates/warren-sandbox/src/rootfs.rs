@@ -17,10 +17,10 @@ use rustix::mount::{
     mount_remount, unmount,
 };
 
-use crate::elf::BinaryRoot;
-use crate::launch::Step;
 use crate::plan::RootSource;
 use crate::policy;
+use crate::step::Step;
+use warren_elf::BinaryRoot;
 
 /// A failed step: which one, what it was doing, and the error.
 pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
@@ -202,11 +202,13 @@ fn inode_limit(size: u64) -> u64 {
     (size / 4096).max(1024)
 }
 
-/// The files of a binary root in a fixed order: binary, interpreter, libraries.
-pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
+/// The paths of a binary root in a fixed order: binary, interpreter, libraries, added paths
+/// (files or directories).
+pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&warren_elf::RootEntry> {
     let mut entries = vec![&bin.binary];
     entries.extend(bin.interpreter.iter());
     entries.extend(bin.libraries.iter());
+    entries.extend(bin.added.iter().map(|a| &a.entry));
     entries
 }
 
@@ -292,8 +294,9 @@ fn build_binary_root(
     Ok(under_tmp)
 }
 
-/// Binds host file `src` (named `host` in errors) read-only at `target` below `staging`,
-/// creating the mount point and its parents; an existing `target` is left as it is.
+/// Binds host file or directory `src` (named `host` in errors) read-only at `target` below
+/// `staging`, creating the mount point and its parents; an existing `target` is left as it is.
+/// A directory is bound without the mounts below it on the host.
 fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &OwnedFd) -> StepResult {
     let rel = target.strip_prefix("/").unwrap_or(target);
     let dst = staging.join(rel);
@@ -307,11 +310,25 @@ fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &Owned
             std::fs::create_dir_all(parent),
         )?;
     }
-    io_at(
+    let is_dir = at(
         step,
-        || format!("create {}", dst.display()),
-        std::fs::File::create(&dst),
-    )?;
+        || format!("stat {}", host.display()),
+        rustix::fs::fstat(src),
+    )
+    .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)?;
+    if is_dir {
+        io_at(
+            step,
+            || format!("create {}", dst.display()),
+            std::fs::create_dir(&dst),
+        )?;
+    } else {
+        io_at(
+            step,
+            || format!("create {}", dst.display()),
+            std::fs::File::create(&dst).map(drop),
+        )?;
+    }
     at(
         step,
         || format!("bind {} onto {}", host.display(), target.display()),

@@ -143,6 +143,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         warren_spec::ImageSpec::Binary(bin) => {
             a.push("--binary".into());
             a.push(bin.display().to_string());
+            for path in &spec.with {
+                a.push("--with".into());
+                a.push(path.display().to_string());
+            }
         }
         warren_spec::ImageSpec::Name(image) => {
             a.push("--image".into());
@@ -180,6 +184,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     if let Some(c) = spec.mailbox_capacity {
         a.push("--mailbox-capacity".into());
         a.push(c.to_string());
+    }
+    if let Some(b) = spec.mailbox_bytes {
+        a.push("--mailbox-bytes".into());
+        a.push(b.0.to_string());
     }
     for p in &spec.allow_missing {
         a.push("--allow-missing".into());
@@ -321,6 +329,18 @@ mod tests {
             a,
             "run --name web --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_paths_a_binary_image_adds() {
+        let text = "[space.py]\nimage = { binary = \"/usr/bin/python3\", with = [\"/etc/ssl\", \"/srv/app\"] }\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("py", s).join(" "),
+            "run --name py --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
+             /usr/bin/python3"
         );
     }
 

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::json;
-use warren_sandbox::cgroup::Limits;
+use warren_cgroup::Limits;
 use warren_sandbox::state::StateDir;
 use warren_sandbox::{LaunchPlan, Protection, RootSource};
-use warren_spec::{ByteSize, CpuQuota, EnvName};
+use warren_spec::{ByteSize, CpuQuota, EnvName, limits};
 
 use crate::cli::RunArgs;
 
@@ -28,6 +28,12 @@ struct Inputs {
 
 /// Stage one: check what the user typed, without touching the system.
 fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
+    if !args.with.is_empty() && args.binary.is_none() {
+        bail!(
+            "--with adds paths to a --binary root; a --rootfs or --image root already holds \
+             its files"
+        );
+    }
     let name: EnvName = match &args.name {
         Some(n) => n.parse().with_context(|| "invalid --name".to_string())?,
         None => generated_name()?,
@@ -37,10 +43,13 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .as_deref()
         .map(|m| m.parse::<ByteSize>().context("invalid --memory"))
         .transpose()?;
+    if let Some(m) = memory {
+        limits::check(limits::MEMORY, m.0).context("invalid --memory")?;
+    }
     let pids = match args.pids.as_deref() {
         None => None,
         Some(p) => match p.parse::<u64>() {
-            Ok(n) if n > 0 => Some(n),
+            Ok(n) => Some(limits::check(limits::PIDS, n).context("invalid --pids")?),
             _ => bail!("invalid --pids {p:?}: expected a whole number above zero"),
         },
     };
@@ -53,6 +62,11 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .tmpfs_size
         .parse::<ByteSize>()
         .context("invalid --tmpfs-size")?;
+    limits::check(limits::TMPFS_SIZE, tmpfs.0).context("invalid --tmpfs-size")?;
+    if let Some(c) = args.mailbox_capacity {
+        limits::check(limits::MAILBOX_CAPACITY, c as u64).context("invalid --mailbox-capacity")?;
+    }
+    mailbox_bytes_arg(args)?;
     let mut env = Vec::new();
     for e in &args.env {
         let Some((k, v)) = e.split_once('=') else {
@@ -61,6 +75,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         if k.is_empty() {
             bail!("invalid --env {e:?}: the name is empty");
         }
+        limits::check_env_var(k).with_context(|| format!("invalid --env {e:?}"))?;
         env.push((k.to_owned(), v.to_owned()));
     }
     let allow = args
@@ -85,6 +100,18 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         allow_missing: allow,
         net: parse_net(args)?,
     })
+}
+
+/// `--mailbox-bytes SIZE`, within its bound.
+fn mailbox_bytes_arg(args: &RunArgs) -> anyhow::Result<Option<u64>> {
+    let Some(text) = args.mailbox_bytes.as_deref() else {
+        return Ok(None);
+    };
+    let size = text
+        .parse::<ByteSize>()
+        .context("invalid --mailbox-bytes")?;
+    let n = limits::check(limits::MAILBOX_BYTES, size.0).context("invalid --mailbox-bytes")?;
+    Ok(Some(n))
 }
 
 /// `--net`, `--publish`, `--net-allow` and `--egress`, checked together.
@@ -139,9 +166,22 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
             Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
         }
         (None, Some(bin)) => {
-            let root = warren_sandbox::elf::resolve(bin, Path::new("/")).with_context(|| {
+            let mut root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
                 format!("cannot build a minimal root for --binary {}", bin.display())
             })?;
+            // What an interpreter needs besides its ELF files (CPython's standard library),
+            // then what the user added.
+            for dir in root.interpreter_dirs() {
+                root.add_path(&dir).with_context(|| {
+                    format!(
+                        "cannot add the library directory of --binary {}",
+                        bin.display()
+                    )
+                })?;
+            }
+            for path in &args.with {
+                root.add_path(path)?;
+            }
             let argv = if args.command.is_empty() {
                 vec![root.binary.target.display().to_string()]
             } else {
@@ -266,13 +306,17 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         merged.extend(env);
         env = merged;
     }
+    let mailbox_bytes = match mailbox_bytes_arg(&args) {
+        Ok(b) => b,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
         name.as_str(),
         &args.may_send,
         &args.may_discover,
-        args.mailbox_capacity,
+        (args.mailbox_capacity, mailbox_bytes),
     ) {
         Ok(r) => r,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -314,11 +358,30 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
             .map(|i| i.resolved.record.manifest.to_string()),
     };
     let state = StateDir::new(state_dir);
-    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox) {
+    // One stat: where this launch's record (if it gets one) will start in the event log.
+    let log_len = warren_attest::outcome::log_len(state_dir);
+    let mut measure =
+        |plan: &warren_sandbox::LaunchPlan,
+         applied: &warren_sandbox::Applied,
+         env: &[(String, String)]|
+         -> Result<warren_sandbox::Measurement, Box<dyn std::error::Error + Send + Sync>> {
+            crate::measure::measure_and_record(plan, applied, env, &state).map_err(Into::into)
+        };
+    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
         Ok(r) => r,
         Err(e) => {
             let code = e.exit_code();
-            return Ok(report_error(code, error_chain(&e)));
+            let mut msg = error_chain(&e);
+            // A launch that failed after it was measured is recorded as refused.
+            if let Err(r) =
+                warren_attest::outcome::record_refusal(state_dir, plan.name.as_str(), log_len)
+            {
+                msg.push_str(&format!(
+                    "; and recording the refusal failed: {}",
+                    error_chain(&r)
+                ));
+            }
+            return Ok(report_error(code, msg));
         }
     };
     let mut running = running;
@@ -335,6 +398,12 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     if let Err(e) = running.write_record(record.to_string().as_bytes()) {
         eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
     }
+    if let Some(c) = &control {
+        // The kernel reports a managed start only once it is real (`apply` says `created`).
+        if let Err(e) = crate::control::started(c) {
+            eprintln!("warren: warning: cannot tell the kernel the environment started: {e:#}");
+        }
+    }
     // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
     // kernel connection and re-attach the environment to a restarted kernel.
     let control = match (control, kept) {
@@ -345,6 +414,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
                 may_send: args.may_send.clone(),
                 may_discover: args.may_discover.clone(),
                 capacity: args.mailbox_capacity,
+                mailbox_bytes,
                 kept,
             };
             std::thread::spawn(move || crate::control::watch_and_reattach(c, r));
