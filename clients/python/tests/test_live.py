@@ -13,9 +13,9 @@ from conftest import live
 pytestmark = live("sync")
 
 
-def test_the_handshake_names_this_environment_and_agrees_on_version_2(k):
+def test_the_handshake_names_this_environment_and_agrees_on_the_latest_version(k):
     assert k.env == "py-tests"
-    assert k.version == 2
+    assert k.version == p.VERSION
     me = k.whoami()
     assert me.env == k.env
     assert me.entries[0][0] == 1 and me.entries[0][2] == 0xF

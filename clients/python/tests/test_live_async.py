@@ -19,7 +19,7 @@ def test_the_asyncio_client():
 
 async def _main():
     async with await AsyncClient.connect() as k:
-        assert k.env == "py-tests-async" and k.version == 2
+        assert k.env == "py-tests-async" and k.version == warren.protocol.VERSION
         # Many requests in flight at once; answers matched by id whatever their order.
         await asyncio.gather(*(k.send(1, b"m%d" % i, correlation=i) for i in range(50)))
         got = await asyncio.gather(*(k.recv(1, correlation=i) for i in reversed(range(50))))

@@ -1,7 +1,7 @@
 //! The echo server of `clients/c/examples/echo_server.c` with the Rust client, for the tests
 //! that cross every pair of client and server languages (`clients/tests/live.sh`): answers
 //! every request (a message with a reply handle) through that handle, with the request's
-//! correlation id and body, drops the used handle, and stops after a body of `stop`.
+//! correlation id and body (the kernel removes the spent handle), and stops after a body of `stop`.
 
 use warren_client::{Client, Message};
 
@@ -15,8 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 correlation: request.correlation,
                 ..Message::default()
             };
+            // The kernel removes the spent reply handle from the table (protocol.md, Send).
             k.send(reply, answer)?;
-            k.drop_handle(reply)?;
         }
         if request.body == b"stop" {
             return Ok(());

@@ -241,7 +241,8 @@ int warren_call(warren_client *c, uint32_t handle, const warren_message *msg,
                 int64_t timeout_ms, warren_delivery **out_reply);
 
 /* Answer a request received with a reply handle: send `msg` through that handle carrying the
- * request's correlation id (replacing the message's own), then drop the used handle.
+ * request's correlation id (replacing the message's own). The kernel removes the spent handle
+ * by itself; if the send is refused, libwarren drops the handle and returns the refusal.
  * WARREN_E_INVALID if the request has no reply handle. */
 int warren_reply(warren_client *c, const warren_delivery *request, const warren_message *msg);
 

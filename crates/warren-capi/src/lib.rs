@@ -1055,9 +1055,10 @@ pub extern "C" fn warren_call(
 }
 
 /// Answer `request` (a message received with a reply handle): send `msg` through the
-/// request's reply handle carrying the request's correlation id (the message's own is
-/// replaced), then drop the used reply handle. Both frames travel in one packet.
-/// `WARREN_E_INVALID` if the request has no reply handle.
+/// request's reply handle, carrying the request's correlation id (the message's own is
+/// replaced). The kernel removes the spent reply handle from the table by itself; if the send
+/// is refused, the handle is dropped here (a server that cannot answer drops it), and the
+/// send's refusal is returned. `WARREN_E_INVALID` if the request has no reply handle.
 #[unsafe(no_mangle)]
 pub extern "C" fn warren_reply(
     c: *mut warren_client,
@@ -1074,21 +1075,19 @@ pub extern "C" fn warren_reply(
         let mut message = to_message(msg)?;
         message.correlation = req.d.correlation;
         message.reply_to = None;
-        let send = c.conn.submit(Request::Send {
+        match c.conn.request(Request::Send {
             handle: reply,
             message,
             wait: true,
-        })?;
-        let dropped = c.conn.submit(Request::Drop { handle: reply })?;
-        let sent = c.conn.wait_for(send, None)?;
-        let dropped = c.conn.wait_for(dropped, None)?;
-        match sent {
-            Response::Error { code, detail } => return Err(Failure::Kernel(code, detail)),
-            r => ok_answer(r)?,
-        }
-        match dropped {
-            Response::Error { code, detail } => Err(Failure::Kernel(code, detail)),
-            r => ok_answer(r),
+        }) {
+            Ok(r) => ok_answer(r),
+            Err(refused @ Failure::Kernel(..)) => {
+                // Not spent: the handle is still in the table. Best effort; the refusal is
+                // what the caller needs to know.
+                let _ = c.conn.request(Request::Drop { handle: reply });
+                Err(refused)
+            }
+            Err(e) => Err(e),
         }
     })
 }

@@ -31,6 +31,7 @@ from .errors import (
     NoSuchHandle,
     NotFound,
     ProtocolError,
+    Quota,
     RequestError,
     Revoked,
     Timeout,
@@ -50,6 +51,6 @@ __all__ = [
     "DEFAULT_MAILBOX", "SEND", "GRANT", "MONITOR", "RECEIVE",
     "WarrenError", "KernelError", "CapabilityError", "MailboxError", "RequestError",
     "BadRequest", "NoSuchHandle", "NoRight", "Revoked", "Expired", "UsedUp", "Full", "Timeout",
-    "NotFound", "Dead", "VersionMismatch", "TooLarge", "Unavailable", "AttestFailed",
+    "NotFound", "Dead", "VersionMismatch", "TooLarge", "Unavailable", "Quota", "AttestFailed",
     "NoConnection", "ConnectionClosed", "ProtocolError", "EncodeError", "UnsupportedError",
 ]

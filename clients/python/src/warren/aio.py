@@ -213,13 +213,15 @@ class AsyncClient:
         if request.reply is None:
             raise WarrenError("the request carries no reply handle")
         s = self._id()
-        d = self._id()
-        fs = self._submit(
-            p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, list(caps), None), s
-        )
-        fd = self._submit(p.encode_request(d, p.Drop(request.reply)), d)
-        c.as_ok(await fs)
-        c.as_ok(await fd)
+        f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, list(caps), None)
+        try:
+            c.as_ok(await self._request(f, s))
+        except KernelError:
+            try:
+                await self.drop(request.reply)
+            except KernelError:
+                pass
+            raise
 
     async def send_many(self, handle: int, bodies: Iterable[Body], wait: bool = True) -> int:
         c.need_batches(self.version)

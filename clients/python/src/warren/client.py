@@ -189,18 +189,21 @@ class Client:
         return self.recv(timeout, correlation=corr)
 
     def reply(self, request: p.Delivery, body: Body = b"", *, headers: HeaderArg = None, caps: Iterable[int] = ()) -> None:
-        """Answer ``request`` (received with a reply handle): send through its reply handle with
-        its correlation id, then drop the used handle (both in one packet)."""
+        """Answer ``request`` (received with a reply handle): one send through its reply handle
+        with its correlation id. The kernel removes the spent handle by itself; if the send is
+        refused, the handle is dropped here and the refusal raised."""
         if request.reply is None:
             raise WarrenError("the request carries no reply handle")
         s = self._id()
-        d = self._id()
         f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, list(caps), None)
-        self._sock.send(f + p.encode_request(d, p.Drop(request.reply)))
-        sent = self._wait(s)
-        dropped = self._wait(d)
-        c.as_ok(sent)
-        c.as_ok(dropped)
+        try:
+            c.as_ok(self._request(f, s))
+        except KernelError:
+            try:
+                self.drop(request.reply)
+            except KernelError:
+                pass
+            raise
 
     def send_many(self, handle: int, bodies: Iterable[Body], wait: bool = True) -> int:
         """Send plain messages (bodies only) in batch frames (version 2), one capability check

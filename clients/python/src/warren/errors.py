@@ -10,7 +10,8 @@ Every exception the package raises is a :class:`WarrenError`. A refusal by the k
 * :class:`Timeout` (also a :class:`TimeoutError`), :class:`NotFound` (also a
   :class:`LookupError`);
 * :class:`RequestError`: :class:`BadRequest`, :class:`VersionMismatch`, :class:`TooLarge`;
-* :class:`Unavailable` (the kernel cannot take more), :class:`AttestFailed`.
+* :class:`Unavailable` (the kernel cannot take more), :class:`Quota` (a byte quota, version 3),
+  :class:`AttestFailed`.
 
 The client's own failures: :class:`NoConnection`, :class:`ConnectionClosed`,
 :class:`ProtocolError` (undecodable bytes, from either side), :class:`EncodeError` (a request
@@ -124,6 +125,12 @@ class Unavailable(KernelError):
     code, name = 13, "unavailable"
 
 
+class Quota(KernelError):
+    """A byte quota would be exceeded (protocol version 3; the detail says whose)."""
+
+    code, name = 14, "quota"
+
+
 class AttestFailed(KernelError):
     code, name = 20, "attest-failed"
 
@@ -145,6 +152,7 @@ BY_CODE: Dict[int, Type[KernelError]] = {
         VersionMismatch,
         TooLarge,
         Unavailable,
+        Quota,
         AttestFailed,
     )
 }

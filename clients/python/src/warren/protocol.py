@@ -1,4 +1,4 @@
-"""The Warren wire protocol (docs/protocol.md), versions 1 and 2: values, encoder, decoder.
+"""The Warren wire protocol (docs/protocol.md), versions 1 to 3: values, encoder, decoder.
 
 Sans-io and pure Python: :func:`encode_request` / :func:`decode_requests` for what a client
 sends, :func:`encode_response` / :func:`decode_responses` for what the kernel answers. Every
@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 from .errors import BY_CODE, EncodeError, ProtocolError
 
 MIN_VERSION = 1
-#: The highest protocol version this package speaks.
-VERSION = 2
+#: The highest protocol version this package speaks (3: the error code `quota`).
+VERSION = 3
 
 MAX_PACKET = 1 << 20
 MAX_FRAME = MAX_PACKET
