@@ -79,43 +79,52 @@ rec() { # a record line, tagged with the round and placement
 for line in sys.stdin:
     line=line.strip()
     if line.startswith("{"):
-        r=json.loads(line); r["round"]=int(sys.argv[1]); r["placement"]=sys.argv[2]; print(json.dumps(r))' "$1" "${CPU:+pinned}${CPU:-unpinned}" | tee -a "$out"
+        r=json.loads(line); r["round"]=int(sys.argv[1]); r["placement"]=sys.argv[2] or "unpinned"; print(json.dumps(r))' "$1" "${CPU:+pinned}" | tee -a "$out"
 }
 RB=(--binary "$bin/warren-ipc-bench" -- "$bin/warren-ipc-bench")
 CB=(--binary "$work/cbench" -- "$work/cbench")
 PB=(--rootfs "$work/pyroot" -- /usr/bin/python3 /opt/bench.py)
 
 rtt() { # LANG STYLE ROUND
-  local lang=$1 style=$2 round=$3 s c
+  local lang=$1 style=$2 round=$3 s c spid
   n=$((n + 1)); s="b-srv-$n"; c="b-cli-$n"
   case "$lang/$style" in
     rust/pipelined) W "$s" --may-send "$c" "${RB[@]}" warren-server --style pipelined --peer "$c" &
+      spid=$!
       W "$c" --may-send "$s" "${RB[@]}" warren-client-pingpong --style pipelined --target "$s" \
         --iters "$RTT_ITERS" --warmup "$RTT_WARMUP" | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" ;;
     rust/call) W "$s" "${RB[@]}" warren-server --style call --peer "$c" &
+      spid=$!
       W "$c" --may-send "$s" "${RB[@]}" warren-client-pingpong --style call --target "$s" \
         --iters "$RTT_ITERS" --warmup "$RTT_WARMUP" | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" ;;
     c/pipelined) W "$s" --may-send "$c" "${CB[@]}" server "$c" &
+      spid=$!
       W "$c" --may-send "$s" "${CB[@]}" ping "$s" "$RTT_ITERS" "$RTT_WARMUP" | rec "$round" ;;
     c/call) W "$s" "${CB[@]}" call-server &
+      spid=$!
       W "$c" --may-send "$s" "${CB[@]}" call "$s" "$RTT_ITERS" "$RTT_WARMUP" | rec "$round" ;;
     python/pipelined) W "$s" --may-send "$c" "${PB[@]}" server "$c" &
+      spid=$!
       W "$c" --may-send "$s" "${PB[@]}" ping "$s" "$RTT_ITERS" "$RTT_WARMUP" | rec "$round" ;;
     python/call) W "$s" "${PB[@]}" call-server &
+      spid=$!
       W "$c" --may-send "$s" "${PB[@]}" call "$s" "$RTT_ITERS" "$RTT_WARMUP" | rec "$round" ;;
   esac
-  wait
+  wait "$spid"
 }
 
 thru() { # LANG ROUND
-  local lang=$1 round=$2 r s count=$COUNT
+  local lang=$1 round=$2 r s count=$COUNT rpid
   n=$((n + 1)); r="b-rcv-$n"; s="b-snd-$n"
   case "$lang" in
     rust) W "$r" --mailbox-capacity 4096 "${RB[@]}" warren-client-receive --count "$count" --batch 512 \
-        --recv-max 4096 | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" & ;;
-    c) W "$r" --mailbox-capacity 4096 "${CB[@]}" recv "$count" 4096 | rec "$round" & ;;
+        --recv-max 4096 | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" &
+      rpid=$! ;;
+    c) W "$r" --mailbox-capacity 4096 "${CB[@]}" recv "$count" 4096 | rec "$round" &
+      rpid=$! ;;
     python) count=$PY_COUNT
-      W "$r" --mailbox-capacity 4096 "${PB[@]}" recv "$count" 4096 | rec "$round" & ;;
+      W "$r" --mailbox-capacity 4096 "${PB[@]}" recv "$count" 4096 | rec "$round" &
+      rpid=$! ;;
   esac
   sleep 0.3
   if [ "$lang" = c ]; then
@@ -123,7 +132,7 @@ thru() { # LANG ROUND
   else
     W "$s" --may-send "$r" "${RB[@]}" warren-client-send --target "$r" --count "$count" --batch 512 >/dev/null
   fi
-  wait
+  wait "$rpid"
 }
 
 for round in $(seq "$ROUNDS"); do
