@@ -24,7 +24,9 @@ say() { echo "== $*" >&2; }
 [ "$(id -u)" = 0 ] || die "run as root (environments need namespaces and cgroups)"
 
 say "building warren, warren-msg, libwarren and the Rust echo server"
-(cd "$repo" && cargo build --locked -q -p warren -p warren-client -p warren-capi --example rust_echo)
+# Two commands: `--example` would limit the first to the example target.
+(cd "$repo" && cargo build --locked -q -p warren -p warren-client)
+(cd "$repo" && cargo build --locked -q -p warren-capi --example rust_echo)
 bash "$repo/clients/c/build.sh"
 bin="$repo/target/x86_64-unknown-linux-gnu/debug"
 warren="$bin/warren"

@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
+fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
     let SpaceSpec {
         image,
         command,
