@@ -81,10 +81,10 @@ W --name c-ops-static --binary "$work/live-static" -- "$work/live-static" ops ||
 "$work/live" fake-version || die "C version refusal"
 
 say "Python: pytest inside an environment"
-W --name py-tests --rootfs "$work/pyroot" -e WARREN_LIVE=sync -e WARREN_VECTORS=/opt/vectors.txt \
+W --name py-tests --rootfs "$work/pyroot" -e PYWARREN_LIVE=sync -e PYWARREN_VECTORS=/opt/vectors.txt \
   -e PYTHONDONTWRITEBYTECODE=1 \
   -- /usr/bin/python3 -m pytest -q -p no:cacheprovider /opt/tests || die "Python tests in an environment"
-W --name py-tests-async --rootfs "$work/pyroot" -e WARREN_LIVE=async -e PYTHONDONTWRITEBYTECODE=1 \
+W --name py-tests-async --rootfs "$work/pyroot" -e PYWARREN_LIVE=async -e PYTHONDONTWRITEBYTECODE=1 \
   -- /usr/bin/python3 -m pytest -q -p no:cacheprovider /opt/tests/test_live_async.py || die "Python asyncio tests in an environment"
 
 say "every pair of client and server: C, Python, Rust"

@@ -1,5 +1,5 @@
 """Shared fixtures. The live tests run only inside an environment started by
-clients/tests/live.sh, which sets WARREN_LIVE to the suite to run (``sync`` or ``async``);
+clients/tests/live.sh, which sets PYWARREN_LIVE to the suite to run (``sync`` or ``async``);
 elsewhere they are skipped, and the vectors and fake-kernel tests run alone."""
 
 import os
@@ -11,7 +11,7 @@ import warren
 
 def live(suite: str):
     return pytest.mark.skipif(
-        os.environ.get("WARREN_LIVE") != suite,
+        os.environ.get("PYWARREN_LIVE") != suite,
         reason=f"live {suite} tests run inside an environment (clients/tests/live.sh)",
     )
 

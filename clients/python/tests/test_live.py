@@ -1,5 +1,5 @@
 """Every operation of the blocking client and its error paths, against a real kernel, from
-inside an environment (clients/tests/live.sh runs this with WARREN_LIVE=sync)."""
+inside an environment (clients/tests/live.sh runs this with PYWARREN_LIVE=sync)."""
 
 import time
 

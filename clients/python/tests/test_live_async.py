@@ -1,5 +1,5 @@
 """The asyncio client against a real kernel, from inside an environment (clients/tests/live.sh
-runs this with WARREN_LIVE=async): the operations, error paths, and many requests in flight."""
+runs this with PYWARREN_LIVE=async): the operations, error paths, and many requests in flight."""
 
 import asyncio
 

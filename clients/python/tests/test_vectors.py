@@ -1,6 +1,6 @@
 """Conformance against crates/warren-proto/tests/vectors.txt: every `vector` entry decodes and
 encodes back to exactly its bytes; every `invalid` entry is rejected. Runs anywhere (no kernel):
-the vectors file is found from WARREN_VECTORS or relative to this repository."""
+the vectors file is found from PYWARREN_VECTORS or relative to this repository."""
 
 import os
 import pathlib
@@ -12,7 +12,7 @@ from warren.errors import ProtocolError
 
 
 def _vectors_path() -> pathlib.Path:
-    env = os.environ.get("WARREN_VECTORS")
+    env = os.environ.get("PYWARREN_VECTORS")
     if env:
         return pathlib.Path(env)
     return pathlib.Path(__file__).resolve().parents[3] / "crates/warren-proto/tests/vectors.txt"
