@@ -41,6 +41,7 @@ say() { echo "== $*" >&2; }
 
 say "building (release): warren, warren-ipc-bench, libwarren"
 (cd "$repo" && cargo build --release --locked -q -p warren -p warren-bench -p warren-client)
+(cd "$repo" && cargo build --release --locked -q -p warren-capi --example rust_echo)
 PROFILE=release OUT="$repo/target/warren-c-release" bash "$repo/clients/c/build.sh"
 bin="$repo/target/x86_64-unknown-linux-gnu/release"
 lib="$repo/target/warren-c-release/lib"
@@ -93,7 +94,9 @@ rtt() { # LANG STYLE ROUND
       spid=$!
       W "$c" --may-send "$s" "${RB[@]}" warren-client-pingpong --style pipelined --target "$s" \
         --iters "$RTT_ITERS" --warmup "$RTT_WARMUP" | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" ;;
-    rust/call) W "$s" "${RB[@]}" warren-server --style call --peer "$c" &
+    # The Rust call server is the rust_echo example: one send through the reply handle, which
+    # the kernel then removes (warren-ipc-bench's server still drops it afterwards).
+    rust/call) W "$s" --binary "$bin/examples/rust_echo" -- "$bin/examples/rust_echo" &
       spid=$!
       W "$c" --may-send "$s" "${RB[@]}" warren-client-pingpong --style call --target "$s" \
         --iters "$RTT_ITERS" --warmup "$RTT_WARMUP" | sed 's/"system":"warren"/"system":"rust"/' | rec "$round" ;;
