@@ -16,7 +16,8 @@
 #   ROUNDS=5 RTT_ITERS=20000 bash bench/clients.sh
 #
 # Settings: ROUNDS (3), RTT_ITERS (10000 timed round trips, after RTT_WARMUP=1000), COUNT
-# (4000000 messages per throughput run; Python's receiver 2000000), CPU (0: the daemon and every
+# (4000000 messages per throughput run; Python's receiver 2000000), TESTS (rtt,thru: which
+# measurements), CPU (0: the daemon and every
 # environment pinned to this CPU with taskset; empty = unpinned). Prints a table of medians
 # over the rounds and the ratios the issue sets targets for; raw records go to
 # bench/results/clients-STAMP.jsonl. Must run as root; starts its own `warren daemon` on a
@@ -29,6 +30,7 @@ RTT_WARMUP=${RTT_WARMUP:-1000}
 COUNT=${COUNT:-4000000}
 PY_COUNT=${PY_COUNT:-2000000}
 CPU=${CPU-0}
+TESTS=${TESTS:-rtt,thru}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -140,9 +142,13 @@ thru() { # LANG ROUND
 
 for round in $(seq "$ROUNDS"); do
   say "round $round of $ROUNDS"
-  for lang in rust c python; do rtt "$lang" pipelined "$round"; done
-  for lang in rust c python; do rtt "$lang" call "$round"; done
-  for lang in rust c python; do thru "$lang" "$round"; done
+  if [[ ,$TESTS, == *,rtt,* ]]; then
+    for lang in rust c python; do rtt "$lang" pipelined "$round"; done
+    for lang in rust c python; do rtt "$lang" call "$round"; done
+  fi
+  if [[ ,$TESTS, == *,thru,* ]]; then
+    for lang in rust c python; do thru "$lang" "$round"; done
+  fi
 done
 
 say "medians over $ROUNDS rounds (raw: $out)"

@@ -150,12 +150,10 @@ int main(int argc, char **argv) {
             warren_batch *b;
             if (warren_recv_batch(k, 0, max, 30000, &b) != WARREN_OK) die("recv_batch");
             size_t n = warren_batch_count(b);
-            for (size_t i = 0; i < n; i++) {
-                const uint8_t *body;
-                size_t len;
-                warren_batch_get(b, i, &body, &len, NULL, NULL);
+            const uint8_t *body;
+            size_t len;
+            while (warren_batch_next(b, &body, &len, NULL, NULL))
                 if (len != 64) die("message size");
-            }
             got += (long)n;
             warren_batch_free(b);
             if (t0 == 0) {

@@ -189,6 +189,24 @@ static void ops(warren_client *k) {
     b = NULL;
     }
     CHECK(seen == 40, "received %zu of 40", seen);
+    /* the same through the cursor */
+    EXPECT(warren_send_batch(k, 1, bodies, 5, true, &accepted), WARREN_OK);
+    b = NULL;
+    EXPECT(warren_recv_batch(k, 0, 16, 1000, &b), WARREN_OK);
+    {
+        const uint8_t *p;
+        size_t len, i = 0;
+        const char *from;
+        while (warren_batch_next(b, &p, &len, &from, NULL)) {
+            char want[16];
+            snprintf(want, sizeof want, "b%zu", i++);
+            CHECK(len == strlen(want) && !memcmp(p, want, len) && !strcmp(from, warren_env(k)),
+                  "cursor message %zu", i - 1);
+        }
+        CHECK(i == 5 && warren_batch_count(b) == 5, "cursor gave %zu of 5", i);
+    }
+    warren_batch_free(b);
+    b = NULL;
     /* without wait, a batch larger than the room is accepted as a prefix. */
     EXPECT(warren_send_batch(k, 1, bodies, N, false, &accepted), WARREN_OK);
     CHECK(accepted > 0 && accepted < N, "accepted %zu of %d without waiting", accepted, N);

@@ -349,6 +349,11 @@ const warren_delivery *warren_batch_delivery(const warren_batch *b);
 bool warren_batch_get(const warren_batch *b, size_t i, const uint8_t **out_body,
                       size_t *out_len, const char **out_from, uint64_t *out_badge);
 
+/* The next message, oldest first, from a cursor the batch keeps (the cheapest way through a
+ * batch): body, length, sender and badge. False after the last. */
+bool warren_batch_next(warren_batch *b, const uint8_t **out_body, size_t *out_len,
+                       const char **out_from, uint64_t *out_badge);
+
 void warren_identity_free(warren_identity *i);
 const char *warren_identity_env(const warren_identity *i);
 size_t warren_identity_count(const warren_identity *i);
