@@ -1272,8 +1272,9 @@ pub extern "C" fn warren_submit_send_batch(
     guard(|| {
         let c = client(c)?;
         need_v2(c)?;
-        let mut b = Bodies::new();
-        for body in bodies_of(bodies, n)? {
+        let bodies = bodies_of(bodies, n)?;
+        let mut b = Bodies::with_capacity(bodies.iter().map(|x| 4 + x.len()).sum());
+        for body in bodies {
             b.push(body)?;
         }
         submitted(c.conn.submit_send_batch(handle, wait, quiet, &b)?, out_id)
