@@ -62,6 +62,22 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The Salt state's test (crates/warren/tests/workloads.rs) runs a masterless minion of Salt 3008
+# from PyPI in its own virtualenv; the versions are pinned in salt-requirements.txt (resolving
+# them afresh backtracks for minutes).
+if [ ! -e /opt/warren-salt/.installed ]; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  }
+  echo "setup: installing Salt into /opt/warren-salt"
+  rm -rf /opt/warren-salt
+  python3 -m venv /opt/warren-salt
+  /opt/warren-salt/bin/pip install -q --no-deps -r "$(dirname "$0")/salt-requirements.txt"
+  touch /opt/warren-salt/.installed
+fi
+
 if ! have cargo; then
   echo "setup: cargo is not on PATH; Warren needs the Rust toolchain (1.85 or newer)" >&2
   exit 1

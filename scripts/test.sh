@@ -20,6 +20,11 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== module graph of warren-attest (no cycles; the evidence layer never uses the io layer)"
 python3 scripts/modcycles.py crates/warren-attest/src evidence:io | tail -n 1
+echo "== module graphs of the launcher crates (no cycles)"
+for crate in warren-sandbox warren-seccomp warren-cgroup warren-elf; do
+  echo -n "$crate: "
+  python3 scripts/modcycles.py "crates/$crate/src" | tail -n 1
+done
 # The TPM agent is outside the workspace: tpm2-tss exists only as shared libraries, so it is
 # linked dynamically, into a target directory of its own (the TPM tests find it there).
 echo "== warren-tpm (fmt, clippy, build; dynamically linked)"

@@ -17,6 +17,9 @@ mod policy;
 #[allow(dead_code)]
 #[path = "src/syscalls.rs"]
 mod syscalls;
+#[allow(dead_code)]
+#[path = "src/types.rs"]
+mod types;
 
 use std::fmt::Write as _;
 
@@ -28,6 +31,7 @@ fn main() {
         "src/bpf.rs",
         "src/policy.rs",
         "src/syscalls.rs",
+        "src/types.rs",
         "src/policy.json",
     ] {
         println!("cargo::rerun-if-changed={input}");

@@ -37,6 +37,7 @@ fn content(i: usize) -> LaunchContent {
             kind: "rootfs".into(),
             digest: format!("blake3:{}", "cd".repeat(32)),
             format: "warren-tree/1".into(),
+            digest_source: None,
             manifest_digest: None,
         },
         command: vec!["/bin/true".into()],

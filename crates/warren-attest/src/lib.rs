@@ -19,7 +19,7 @@ pub mod evidence;
 pub mod io;
 
 pub use evidence::{credential, tpm_wire, verify};
-pub use io::{ca, config, enroll, log, measure, outcome, quote, root, tpm};
+pub use io::{ca, config, enroll, log, measure, outcome, quote, root, seal, tpm};
 
 pub use config::RootConfig;
 pub use log::{EventLog, Record};

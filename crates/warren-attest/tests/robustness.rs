@@ -50,6 +50,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
             kind: "rootfs".into(),
             digest: "blake3:00".into(),
             format: "warren-tree/1".into(),
+            digest_source: None,
             manifest_digest: None,
         },
         command: vec!["/bin/true".into()],

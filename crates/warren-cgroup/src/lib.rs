@@ -723,6 +723,17 @@ impl Cgroup {
         keyed_value(&fs::read_to_string(dir.join(file)).ok()?, "oom_kill")
     }
 
+    /// How many times a fork or clone failed because the pids limit was reached (`pids.events`
+    /// `max`, in v2 and in the v1 pids controller alike); `None` if unreadable.
+    pub fn pids_max_hits(&self) -> Option<u64> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.has("pids"))
+            .map(|d| d.path.as_path())?;
+        keyed_value(&fs::read_to_string(dir.join("pids.events")).ok()?, "max")
+    }
+
     /// The highest memory use recorded, in bytes (v2 `memory.peak`, v1
     /// `memory.max_usage_in_bytes`); `None` if unreadable.
     pub fn memory_peak(&self) -> Option<u64> {

@@ -34,7 +34,8 @@ pub(crate) struct ChildContext<'a> {
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
     pub net: Option<crate::net::Inside>,
-    /// For an image root: the detached, idmapped mount of the image (see `launch`).
+    /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
+    /// `launch`).
     pub image_tree: Option<OwnedFd>,
 }
 
@@ -117,7 +118,7 @@ fn setup(
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.
-    let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
+    let tool_path = ctx.plan.client_tool.as_deref();
     let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
     let tool = if tool_path.is_some() {
         sources.pop()
@@ -184,7 +185,7 @@ fn setup(
     rx(
         Step::Hostname,
         "sethostname",
-        rustix::system::sethostname(ctx.plan.name.as_str().as_bytes()),
+        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
     )?;
     fault(Step::Hostname)?;
     io(
@@ -336,7 +337,10 @@ fn set_rlimits(plan: &LaunchPlan) -> StepResult {
     let table = policy::RLIMITS
         .iter()
         .map(|(r, s, h, _)| (*r, *s, *h))
-        .chain([(Rlimit::NProc, pids, pids)]);
+        // One above the cgroup's pids.max: the cgroup refuses first, and counts it in
+        // `pids.events`, so `warren run` can say the limit was hit; the rlimit stays the
+        // backstop where no pids cgroup applies.
+        .chain([(Rlimit::NProc, pids + 1, pids + 1)]);
     for (r, soft, hard) in table {
         let res = match r {
             Rlimit::Core => Resource::Core,

@@ -87,6 +87,8 @@ pub struct ExitState {
     pub signal: Option<i32>,
     /// Whether the memory cgroup recorded an OOM kill.
     pub oom_killed: bool,
+    /// Whether a fork or clone failed on the pids limit (`pids.events` `max`).
+    pub pids_limit_hit: bool,
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -371,7 +373,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_owned(), crate::policy::DEFAULT_PATH.to_owned()),
         ("HOME".to_owned(), "/".to_owned()),
-        ("HOSTNAME".to_owned(), plan.name.to_string()),
+        ("HOSTNAME".to_owned(), plan.hostname().to_owned()),
     ];
     if mailbox {
         env.push(("WARREN_FD".to_owned(), "3".to_owned()));
@@ -418,8 +420,7 @@ struct ParentEnds {
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
 /// inherits (pipes, descriptors, cgroup attach handles), block the forwarded signals, and fork with
 /// `clone3` into new namespaces (and, on cgroup v2, straight into the cgroup). Returns the
-/// parent's pipe ends; the child never returns from here.
-#[allow(clippy::too_many_arguments)]
+/// child's pid and the parent's pipe ends; the child never returns from here.
 fn fork(
     plan: &LaunchPlan,
     staging: PathBuf,
@@ -428,7 +429,7 @@ fn fork(
     env: &[(String, String)],
     taken: &mut Taken,
     fault: Fault,
-) -> Result<ParentEnds, LaunchError> {
+) -> Result<(i32, ParentEnds), LaunchError> {
     let pipe = |what: &str| {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
             .map_err(|e| parent_err(Step::Clone, format!("create the {what} pipe"))(e.into()))
@@ -439,9 +440,13 @@ fn fork(
     let rep_wr = high(rep_wr, "report pipe")?;
     let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
     // An image root: a detached copy of its mount, which the parent idmaps with the child's
-    // user namespace once that has its maps, and the child attaches as its root.
+    // user namespace once that has its maps, and the child attaches as its root. A rootfs
+    // directory: a detached, non-recursive copy too, which the child attaches. The child could
+    // not make that copy itself: in its user namespace, the mounts below the directory
+    // (`--rootfs /` has `/proc`, `/sys`, ...) are locked to it, and a non-recursive bind that
+    // would drop them fails with EINVAL.
     let image_tree = match &plan.root {
-        RootSource::Image(dir) => {
+        RootSource::Image(dir) | RootSource::Rootfs(dir) => {
             let tree = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 dir,
@@ -449,10 +454,7 @@ fn fork(
                     | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
             )
             .map_err(|e| {
-                parent_err(
-                    Step::Clone,
-                    format!("open the image root {}", dir.display()),
-                )(e.into())
+                parent_err(Step::Clone, format!("open the root {}", dir.display()))(e.into())
             })?;
             Some(high(tree, "image root")?)
         }
@@ -523,14 +525,41 @@ fn fork(
                     let _ = warren_sys::set_signal_mask(&mask);
                 }
             }
-            Ok(ParentEnds {
-                go: go_wr,
-                go_keep: go_rd,
-                report: rep_rd,
-                image_tree,
-            })
+            Ok((
+                pid,
+                ParentEnds {
+                    go: go_wr,
+                    go_keep: go_rd,
+                    report: rep_rd,
+                    image_tree,
+                },
+            ))
         }
     }
+}
+
+/// The applied-isolation record as the parent knows it right after the fork; the measurement
+/// and the child's reports complete it.
+fn record(plan: &LaunchPlan, pid: i32, features: &Features, taken: &Taken) -> Applied {
+    let mut applied = crate::applied::initial(
+        plan,
+        pid,
+        features.landlock_abi,
+        warren_seccomp::Program::host().digest(),
+        &features.degraded,
+    );
+    if let Some(uids) = &taken.uids {
+        applied.uid_map = IdMap {
+            inside: 0,
+            host_base: uids.host_base,
+            size: uids.size,
+        };
+    }
+    applied.cgroup = taken.cgroup.as_ref().map(|c| c.info());
+    if taken.net.is_some() {
+        applied.network = "veth";
+    }
+    applied
 }
 
 /// Steps 9 and 9a, `uid-map` and `net-link`: give the child's user namespace its maps (and an
@@ -655,29 +684,14 @@ pub fn launch_with_mailbox(
     let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let mut ends = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
-    let (pid, _) = taken.child.as_ref().expect("forked");
-    let pid = *pid;
-
-    let mut applied = crate::applied::initial(
-        plan,
-        pid,
-        features.landlock_abi,
-        warren_seccomp::Program::host().digest(),
-        &features.degraded,
-    );
-    let uids = taken.uids.as_ref().expect("claimed");
-    applied.uid_map = IdMap {
-        inside: 0,
-        host_base: uids.host_base,
-        size: uids.size,
-    };
-    applied.cgroup = taken.cgroup.as_ref().map(|c| c.info());
-    if taken.net.is_some() {
-        applied.network = "veth";
-    }
-
-    set_up_from_outside(pid, ends.image_tree.take(), &mut taken, fault)?;
+    let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
+    let mut applied = record(plan, pid, &features, &taken);
+    // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
+    let idmapped = ends
+        .image_tree
+        .take()
+        .filter(|_| matches!(plan.root, RootSource::Image(_)));
+    set_up_from_outside(pid, idmapped, &mut taken, fault)?;
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
@@ -858,6 +872,12 @@ impl Running {
             .as_ref()
             .and_then(|c| c.oom_kills())
             .is_some_and(|n| n > 0);
+        let pids_limit_hit = self
+            .taken
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.pids_max_hits())
+            .is_some_and(|n| n > 0);
         if let Some(cg) = self.taken.cgroup.take() {
             cg.destroy()?;
         }
@@ -865,6 +885,7 @@ impl Running {
             code,
             signal,
             oom_killed,
+            pids_limit_hit,
         })
     }
 }

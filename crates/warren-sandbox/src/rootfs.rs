@@ -130,10 +130,18 @@ pub(crate) fn enter_root(
     let mut under_tmp = Vec::new();
     match root {
         RootSource::Rootfs(dir) => {
+            // `sources[0]` is a detached, non-recursive copy of the directory's mount, made by
+            // the parent (see `launch`): attach it.
             at(
                 Step::MountRoot,
-                || format!("bind {} onto {}", dir.display(), staging.display()),
-                mount_bind(fd_path(&sources[0]), staging),
+                || format!("attach {} onto {}", dir.display(), staging.display()),
+                rustix::mount::move_mount(
+                    &sources[0],
+                    "",
+                    rustix::fs::CWD,
+                    staging,
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                ),
             )?;
             for d in ["proc", "dev", "tmp"] {
                 require_dir(Step::MountRoot, &staging.join(d))?;
@@ -218,10 +226,9 @@ pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&warren_elf::RootEntry> {
 /// With a client tool, its descriptor comes last.
 pub(crate) fn open_sources(root: &RootSource, tool: Option<&Path>) -> StepResult<Vec<OwnedFd>> {
     let mut paths: Vec<PathBuf> = match root {
-        RootSource::Rootfs(dir) => vec![dir.clone()],
         RootSource::Binary(b) => binary_entries(b).iter().map(|e| e.host.clone()).collect(),
-        // The image's mount comes from the parent (see `launch`), not from a path.
-        RootSource::Image(_) => vec![],
+        // The root's mount comes from the parent (see `launch`), not from a path.
+        RootSource::Rootfs(_) | RootSource::Image(_) => vec![],
     };
     paths.extend(tool.map(Path::to_owned));
     paths

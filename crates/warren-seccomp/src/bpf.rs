@@ -29,7 +29,7 @@ use std::collections::BTreeMap;
 
 use seccompiler::sock_filter;
 
-use crate::policy::{ArgWidth, CmpOp};
+use crate::types::{ArgWidth, CmpOp};
 
 /// `BPF_LD | BPF_W | BPF_ABS`: load the 32-bit word at offset `k` of `seccomp_data`.
 pub(super) const LD_W_ABS: u16 = 0x20;

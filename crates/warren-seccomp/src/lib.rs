@@ -36,6 +36,7 @@ mod policy;
 #[cfg(test)]
 mod reference;
 mod syscalls;
+mod types;
 
 use seccompiler::sock_filter;
 use sha2::{Digest, Sha256};

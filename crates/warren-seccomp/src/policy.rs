@@ -13,13 +13,14 @@
 //! parses the policy.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use seccompiler::BpfProgram;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::bpf::{Comparison, Decision, Plan, SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO};
+pub use crate::types::Arch;
+pub(crate) use crate::types::{ArgWidth, CmpOp};
 
 /// The reviewed default policy, compiled into the binary.
 const DEFAULT_POLICY: &str = include_str!("policy.json");
@@ -32,50 +33,6 @@ compile_error!(
     "warren-seccomp's policy exists only for x86_64 and aarch64; add the architecture to \
      policy.json and Arch before building for it"
 );
-
-/// A CPU architecture the policy can be compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
-pub enum Arch {
-    /// x86_64, audit architecture `AUDIT_ARCH_X86_64`.
-    #[serde(rename = "x86_64")]
-    X86_64,
-    /// 64-bit Arm, audit architecture `AUDIT_ARCH_AARCH64`.
-    #[serde(rename = "aarch64")]
-    Aarch64,
-}
-
-impl Arch {
-    /// The architecture this binary was built for.
-    #[cfg(target_arch = "x86_64")]
-    pub const fn host() -> Arch {
-        Arch::X86_64
-    }
-
-    /// The architecture this binary was built for.
-    #[cfg(target_arch = "aarch64")]
-    pub const fn host() -> Arch {
-        Arch::Aarch64
-    }
-
-    /// The `AUDIT_ARCH_*` value the kernel puts in `seccomp_data.arch` for native system calls.
-    pub const fn audit_arch(self) -> u32 {
-        match self {
-            // EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
-            Arch::X86_64 => 62 | 0x8000_0000 | 0x4000_0000,
-            // EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
-            Arch::Aarch64 => 183 | 0x8000_0000 | 0x4000_0000,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Arch::X86_64 => "x86_64",
-            Arch::Aarch64 => "aarch64",
-        })
-    }
-}
 
 /// Errors loading, compiling or installing a seccomp profile.
 #[derive(Debug, thiserror::Error)]
@@ -202,29 +159,6 @@ pub(crate) struct ArgCondition {
     pub(crate) op: CmpOp,
     pub(crate) val: u64,
     pub(crate) comment: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum ArgWidth {
-    /// Compare the low 32 bits only.
-    Dword,
-    /// Compare all 64 bits.
-    Qword,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[cfg_attr(test, derive(serde::Serialize))]
-#[serde(rename_all = "snake_case")]
-pub(crate) enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    MaskedEq(u64),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -662,8 +596,6 @@ mod tests {
         "syslog",
         "nfsservctl",
         "pidfd_getfd",
-        "mknod",
-        "mknodat",
         "sethostname",
         "setdomainname",
     ];
@@ -1004,9 +936,17 @@ mod tests {
                 }
             }
         }
-        // Conditional entries (socket, prctl) are allowed by some pattern or by their own tests.
+        // Conditional entries (socket, prctl, mknod) are allowed by some pattern or by their own
+        // tests.
         let missing: Vec<_> = allowed.difference(&allowed_seen).collect();
-        let expected_missing = [x86("socketpair"), x86("socket"), x86("prctl")];
+        let expected_missing = [
+            x86("socketpair"),
+            x86("socket"),
+            x86("prctl"),
+            x86("mknod"),
+            x86("mknodat"),
+            x86("sched_setscheduler"),
+        ];
         assert!(
             missing.iter().all(|m| expected_missing.contains(m)),
             "never allowed: {missing:?}"
@@ -1050,6 +990,68 @@ mod tests {
                     run(&prog, &data),
                     SECCOMP_RET_KILL_PROCESS,
                     "{arch:#x} {number}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mknod_makes_fifos_and_sockets_but_never_devices() {
+        let prog = program(Arch::X86_64);
+        const S_IFMT: u64 = 0o170000;
+        let kinds = [
+            ("FIFO", 0o010000, ALLOW),
+            ("SOCK", 0o140000, ALLOW),
+            ("CHR", 0o020000, EPERM),
+            ("BLK", 0o060000, EPERM),
+            ("REG", 0o100000, EPERM),
+            ("DIR", 0o040000, EPERM),
+            ("LNK", 0o120000, EPERM),
+            ("none", 0, EPERM),
+        ];
+        for (kind, ifmt, verdict) in kinds {
+            for perm in [0, 0o644, 0o7777] {
+                let mode = ifmt | perm;
+                assert_eq!(
+                    eval(&prog, "mknodat", with_arg(2, mode)),
+                    verdict,
+                    "mknodat {kind} {mode:o}"
+                );
+                assert_eq!(
+                    eval(&prog, "mknod", with_arg(1, mode)),
+                    verdict,
+                    "mknod {kind} {mode:o}"
+                );
+                // Bits above the 32 the kernel reads do not change the verdict.
+                assert_eq!(
+                    eval(&prog, "mknodat", with_arg(2, mode | 0xffff_ffff_0000_0000)),
+                    verdict,
+                    "mknodat {kind} high bits"
+                );
+            }
+            // The type is exactly FIFO or SOCK, not one that merely contains its bits.
+            assert_eq!(ifmt & !S_IFMT, 0);
+        }
+    }
+
+    #[test]
+    fn sched_setscheduler_takes_only_the_normal_policies() {
+        let prog = program(Arch::X86_64);
+        const RESET_ON_FORK: u64 = 0x4000_0000;
+        for (policy, verdict) in [
+            (0, ALLOW), // OTHER
+            (3, ALLOW), // BATCH
+            (5, ALLOW), // IDLE
+            (1, EPERM), // FIFO
+            (2, EPERM), // RR
+            (6, EPERM), // DEADLINE
+            (7, EPERM),
+        ] {
+            for flags in [0, RESET_ON_FORK] {
+                assert_eq!(
+                    eval(&prog, "sched_setscheduler", with_arg(1, policy | flags)),
+                    verdict,
+                    "policy {policy} flags {flags:#x}"
                 );
             }
         }

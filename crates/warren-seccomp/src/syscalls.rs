@@ -12,7 +12,7 @@
 //! The unit tests check that both tables are sorted, that no two names share a number, and that
 //! every name seccompiler 0.5 also knows has the same number there.
 
-use crate::policy::Arch;
+use crate::types::Arch;
 
 /// Slots of each name index: a power of two, well over twice the size of the largest table so
 /// that probe sequences stay short and always reach an empty slot.

@@ -127,6 +127,14 @@ pub struct SpaceSpec {
     /// (`image = { binary = "PATH", with = ["PATH", ...] }`, `warren run --with`).
     #[serde(default)]
     pub with: Vec<PathBuf>,
+    /// Whether a small init runs as pid 1 and starts the command (`warren run --init`): on
+    /// unless declared `init = false`.
+    #[serde(default = "yes")]
+    pub init: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -322,7 +330,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 16] = [
+const SPACE_KEYS: [&str; 17] = [
     "image",
     "command",
     "env",
@@ -339,6 +347,7 @@ const SPACE_KEYS: [&str; 16] = [
     "mailbox_bytes",
     "allow_missing",
     "accept_from",
+    "init",
 ];
 
 /// The keys of an environment's `net` table.
@@ -771,6 +780,7 @@ impl Parser<'_> {
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                init: true,
                 with: Vec::new(),
             },
         };
@@ -806,6 +816,10 @@ impl Parser<'_> {
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
+                "init" => match v.get_ref() {
+                    DeValue::Boolean(b) => s.init = *b,
+                    _ => return Err(self.type_error(here, key, v, "true or false")),
+                },
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }

@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
+fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
     let SpaceSpec {
         image,
         command,
@@ -162,6 +162,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
         allow_missing,
         net,
         accept_from,
+        init,
         with,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
@@ -169,7 +170,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
         // cannot fail.
         serde_json::to_value(v).unwrap_or(Value::Null)
     }
-    [
+    vec![
         ("image", json(image)),
         ("command", json(command)),
         ("env", json(env)),
@@ -186,6 +187,7 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 17] {
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
+        ("init", json(init)),
         ("with", json(with)),
     ]
 }

@@ -14,27 +14,26 @@ pub(crate) fn measure_and_record(
     state: &StateDir,
 ) -> Result<Measurement, String> {
     let (kind, tree) = match &plan.root {
-        RootSource::Rootfs(dir) | RootSource::Image(dir) => {
-            let log = warren_attest::EventLog::new(state.root());
-            let cache = log
-                .ensure_dir()
-                .ok()
-                .map(|()| log.dir().join("content-cache"));
-            let kind = match &plan.root {
-                RootSource::Image(_) => "image",
-                _ => "rootfs",
-            };
-            (
-                kind,
-                warren_attest::measure::tree_digest_cached(dir, cache.as_deref()),
-            )
-        }
+        RootSource::Rootfs(dir) => (
+            "rootfs",
+            warren_attest::seal::root_digest(state.root(), dir, None),
+        ),
+        // The store's digest, computed when it imported the root (which it keeps read-only).
+        RootSource::Image(dir) => (
+            "image",
+            warren_attest::seal::root_digest(state.root(), dir, plan.image_tree_digest.as_deref()),
+        ),
         RootSource::Binary(_) => (
             "binary",
-            warren_attest::measure::files_digest(&applied.root.files),
+            warren_attest::measure::files_digest(&applied.root.files).map(|tree| {
+                warren_attest::seal::RootDigest {
+                    tree,
+                    source: warren_attest::measure::DigestSource::Walk,
+                }
+            }),
         ),
     };
-    let tree = tree.map_err(|e| error_chain(&e))?;
+    let warren_attest::seal::RootDigest { tree, source } = tree.map_err(|e| error_chain(&e))?;
     let config = warren_attest::LaunchConfig {
         memory: plan.limits.memory,
         pids: Some(plan.limits.pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -58,6 +57,7 @@ pub(crate) fn measure_and_record(
             digest: tree.digest.clone(),
             format: warren_attest::measure::TREE_FORMAT.into(),
             manifest_digest: plan.image_manifest_digest.clone(),
+            digest_source: Some(source.as_str().into()),
         },
         command: plan.argv.clone(),
         env: env.to_vec(),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The name of the tree digest format, recorded next to every digest.
-pub const TREE_FORMAT: &str = "warren-tree/1";
+pub const TREE_FORMAT: &str = "warren-tree/2";
 
 /// The content of one launch record in the event log: everything that decides what runs.
 /// Field order is the canonical serialisation; the record's digest is SHA-256 of
@@ -48,6 +48,36 @@ pub struct ImageMeasurement {
     pub format: String,
     /// The OCI manifest digest (`sha256:<hex>`) when the launch came from an OCI image.
     pub manifest_digest: Option<String>,
+    /// How `digest` was obtained for this launch ([`DigestSource`]): `walk` (the tree was
+    /// walked now), `store` (computed when the image store imported the root, which no one can
+    /// change since) or `seal` (computed by `warren rootfs seal`, whose read-only mount still
+    /// holds). Absent in records written before the field existed (they were all walks); left
+    /// out of the canonical bytes when absent, so those records keep their digests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest_source: Option<String>,
+}
+
+/// How a launch obtained its image digest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestSource {
+    /// The tree was walked at launch (large files' content digests may come from the
+    /// content cache of the measuring walk).
+    Walk,
+    /// The image store's digest, computed at import over the root it stores read-only.
+    Store,
+    /// A `warren rootfs seal` digest whose read-only mount was checked at launch.
+    Seal,
+}
+
+impl DigestSource {
+    /// The name recorded in `image.digest_source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DigestSource::Walk => "walk",
+            DigestSource::Store => "store",
+            DigestSource::Seal => "seal",
+        }
+    }
 }
 
 /// The isolation an environment is launched with.

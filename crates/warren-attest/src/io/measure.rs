@@ -1,6 +1,6 @@
 //! What a measured launch records: the digest of an image tree, and the launch record itself.
 //!
-//! The tree digest (`warren-tree/1`) is BLAKE3 over a stream of entries in byte order of their
+//! The tree digest (`warren-tree/2`) is BLAKE3 over a stream of entries in byte order of their
 //! paths relative to the image root; the root itself is the entry with the empty path. Each
 //! entry is encoded as:
 //!
@@ -15,6 +15,18 @@
 //!
 //! Integers are little-endian. Symbolic links are never followed, so the digest describes the
 //! tree exactly as the environment's read-only bind mount shows it.
+//!
+//! What the walk covers (`warren-tree/2`; `/1` differed only in descending everywhere): the
+//! tree of the root's own mount, as a non-recursive bind mount of it shows it, which is what
+//! an environment's root is. Where the launcher is allowed to (host root), the walk goes
+//! through a detached, non-recursive clone of the root's mount (`open_tree(OPEN_TREE_CLONE)`),
+//! so a directory another filesystem is mounted on is measured as the environment sees it:
+//! the directory underneath, not the mounted filesystem. Without that privilege it walks the
+//! path and stops at mount points (an entry on another mount than its parent is recorded, not
+//! entered). In both cases the top-level `proc`, `dev` and `tmp` directories are recorded
+//! (kind, mode, owner) but not entered: every environment mounts its own `/proc`, `/dev` and
+//! `/tmp` over them, so what lies beneath is never visible inside. That is what lets
+//! `--rootfs /` be measured: the host's `/proc`, `/sys` and `/dev` mounts are not walked.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -24,7 +36,12 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, Mode, OFlags};
 
-pub use crate::evidence::launch::{ImageMeasurement, LaunchConfig, LaunchContent, TREE_FORMAT};
+pub use crate::evidence::launch::{
+    DigestSource, ImageMeasurement, LaunchConfig, LaunchContent, TREE_FORMAT,
+};
+
+/// Top-level directories of a root that every environment mounts over: recorded, not entered.
+pub const REPLACED_DIRS: [&str; 3] = ["dev", "proc", "tmp"];
 
 /// Why an image could not be measured.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +90,50 @@ pub fn tree_digest_cached(root: &Path, cache: Option<&Path>) -> Result<TreeDiges
     let meta = std::fs::symlink_metadata(root).map_err(read_err(root))?;
     state.entry(Source::Path(root), b"", &Meta::from_std(&meta))?;
     if meta.is_dir() {
-        let fd = rustix::fs::open(
-            root,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-        )
-        .map_err(|e| read_err(root)(e.into()))?;
-        walk(&fd, root, &mut Vec::new(), &mut state)?;
+        let fd = open_root(root)?;
+        let root_mnt = mount_id(&fd).map_err(|e| read_err(root)(e.into()))?;
+        walk(&fd, root, root_mnt, &mut Vec::new(), &mut state)?;
     }
     if let Some(path) = cache {
         state.cache.save(path);
     }
     Ok(state.finish())
+}
+
+/// A descriptor of `root` to walk from: the root of a detached, non-recursive clone of its
+/// mount where the caller may make one (what a non-recursive bind mount, the environment's
+/// root, shows), else the directory itself.
+fn open_root(root: &Path) -> Result<OwnedFd, MeasureError> {
+    use rustix::mount::{OpenTreeFlags, open_tree};
+    if let Ok(tree) = open_tree(
+        rustix::fs::CWD,
+        root,
+        OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        // The tree's descriptor is an `O_PATH` one: open its root for reading. The detached
+        // mount lives as long as a descriptor of it does.
+        return rustix::fs::openat(
+            &tree,
+            c".",
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| read_err(root)(e.into()));
+    }
+    rustix::fs::open(
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| read_err(root)(e.into()))
+}
+
+/// The mount id of an open file.
+fn mount_id(fd: &OwnedFd) -> rustix::io::Result<u64> {
+    let st = rustix::fs::statx(fd, c"", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
+    Ok(st.stx_mnt_id)
 }
 
 /// Content digests of large files from earlier launches, keyed by what changes whenever a
@@ -146,14 +195,14 @@ impl ContentCache {
 
     fn digest(&mut self, src: Source<'_>, meta: &Meta) -> Result<blake3::Hash, MeasureError> {
         if meta.size < Self::MIN_SIZE {
-            return src.small_file_digest();
+            return src.file_digest();
         }
         let key = Self::key(meta);
         let hash = match self.known.get(&key) {
             Some(h) => *h,
             None => {
                 self.changed = true;
-                file_digest(&src.path())?
+                src.file_digest()?
             }
         };
         self.used.push((key, hash));
@@ -314,19 +363,19 @@ impl Meta {
         }
     }
 
-    #[allow(clippy::unnecessary_cast)] // the field types differ between architectures
-    fn from_stat(st: &rustix::fs::Stat) -> Meta {
+    fn from_statx(st: &rustix::fs::Statx) -> Meta {
+        let mode = u32::from(st.stx_mode);
         Meta {
-            kind: kind_of(rustix::fs::FileType::from_raw_mode(st.st_mode as _)),
-            mode: st.st_mode as u32,
-            uid: st.st_uid as u32,
-            gid: st.st_gid as u32,
-            size: st.st_size as u64,
-            rdev: st.st_rdev as u64,
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
-            mtime: (st.st_mtime as i64, st.st_mtime_nsec as i64),
-            ctime: (st.st_ctime as i64, st.st_ctime_nsec as i64),
+            kind: kind_of(rustix::fs::FileType::from_raw_mode(mode as _)),
+            mode,
+            uid: st.stx_uid,
+            gid: st.stx_gid,
+            size: st.stx_size,
+            rdev: rustix::fs::makedev(st.stx_rdev_major, st.stx_rdev_minor),
+            dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            ino: st.stx_ino,
+            mtime: (st.stx_mtime.tv_sec, i64::from(st.stx_mtime.tv_nsec)),
+            ctime: (st.stx_ctime.tv_sec, i64::from(st.stx_ctime.tv_nsec)),
         }
     }
 }
@@ -364,20 +413,23 @@ impl Source<'_> {
         }
     }
 
-    fn small_file_digest(&self) -> Result<blake3::Hash, MeasureError> {
+    /// BLAKE3 of the file's content, opened relative to its directory's descriptor (so a
+    /// walk through a detached mount reads that mount's file, never what the host path shows).
+    fn file_digest(&self) -> Result<blake3::Hash, MeasureError> {
         match self {
             Source::Path(p) => file_digest(p),
             Source::At { dir, name, .. } => {
                 let fd = rustix::fs::openat(
                     *dir,
                     *name,
-                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NOCTTY,
                     Mode::empty(),
                 )
                 .map_err(|e| read_err(&self.path())(e.into()))?;
                 let mut h = blake3::Hasher::new();
-                h.update_reader(std::fs::File::from(fd))
-                    .map_err(read_err(&self.path()))?;
+                let mut file =
+                    std::io::BufReader::with_capacity(256 << 10, std::fs::File::from(fd));
+                h.update_reader(&mut file).map_err(read_err(&self.path()))?;
                 Ok(h.finalize())
             }
         }
@@ -387,6 +439,7 @@ impl Source<'_> {
 fn walk(
     dir: &OwnedFd,
     dir_path: &Path,
+    dir_mnt: u64,
     rel: &mut Vec<u8>,
     state: &mut TreeHasher,
 ) -> Result<(), MeasureError> {
@@ -400,6 +453,7 @@ fn walk(
         }
     }
     names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    let top = rel.is_empty();
     for name in &names {
         let len = rel.len();
         if !rel.is_empty() {
@@ -411,11 +465,23 @@ fn walk(
             dir_path,
             name,
         };
-        let st = rustix::fs::statat(dir, name.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| read_err(&src.path())(e.into()))?;
-        let meta = Meta::from_stat(&st);
+        let st = rustix::fs::statx(
+            dir,
+            name.as_c_str(),
+            AtFlags::SYMLINK_NOFOLLOW | AtFlags::NO_AUTOMOUNT,
+            rustix::fs::StatxFlags::BASIC_STATS | rustix::fs::StatxFlags::MNT_ID,
+        )
+        .map_err(|e| read_err(&src.path())(e.into()))?;
+        let meta = Meta::from_statx(&st);
         state.entry(src, rel, &meta)?;
-        if meta.kind == b'd' {
+        let replaced = top
+            && REPLACED_DIRS
+                .iter()
+                .any(|d| d.as_bytes() == name.as_bytes());
+        // Another mount's root: not part of this root's mount, so not what the environment
+        // sees there (it sees the directory underneath); recorded, not entered.
+        let mount_point = st.stx_mnt_id != dir_mnt;
+        if meta.kind == b'd' && !replaced && !mount_point {
             let path = src.path();
             let child = rustix::fs::openat(
                 dir,
@@ -424,7 +490,7 @@ fn walk(
                 Mode::empty(),
             )
             .map_err(|e| read_err(&path)(e.into()))?;
-            walk(&child, &path, rel, state)?;
+            walk(&child, &path, dir_mnt, rel, state)?;
         }
         rel.truncate(len);
     }
@@ -537,5 +603,79 @@ mod tests {
         let a = tree_digest(dir.path()).unwrap();
         std::fs::rename(dir.path().join("x"), dir.path().join("y")).unwrap();
         assert_ne!(a.digest, tree_digest(dir.path()).unwrap().digest);
+    }
+
+    #[test]
+    fn the_walk_records_proc_dev_and_tmp_but_not_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["proc", "dev", "tmp", "etc"] {
+            std::fs::create_dir(root.join(d)).unwrap();
+        }
+        let before = tree_digest(root).unwrap();
+        std::fs::write(root.join("tmp/x"), b"1").unwrap();
+        std::fs::write(root.join("dev/null"), b"1").unwrap();
+        std::fs::create_dir(root.join("proc/1")).unwrap();
+        let hidden = tree_digest(root).unwrap();
+        assert_eq!(
+            before, hidden,
+            "what the environment's own mounts hide is not measured"
+        );
+        // Positive controls: the same change elsewhere, and the directories themselves.
+        std::fs::write(root.join("etc/x"), b"1").unwrap();
+        let etc = tree_digest(root).unwrap();
+        assert_ne!(hidden.digest, etc.digest, "a file elsewhere is measured");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(root.join("tmp"), std::fs::Permissions::from_mode(0o1777))
+            .unwrap();
+        assert_ne!(
+            etc.digest,
+            tree_digest(root).unwrap().digest,
+            "tmp's own mode is"
+        );
+        // Only at the top: a `tmp` deeper down is an ordinary directory.
+        std::fs::create_dir(root.join("etc/tmp")).unwrap();
+        let deep = tree_digest(root).unwrap();
+        std::fs::write(root.join("etc/tmp/y"), b"1").unwrap();
+        assert_ne!(deep.digest, tree_digest(root).unwrap().digest);
+    }
+
+    /// Unmounts on drop.
+    struct Mounted(PathBuf);
+
+    impl Drop for Mounted {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+
+    #[test]
+    fn a_filesystem_mounted_inside_the_root_is_not_walked() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test mounts a tmpfs: run it as root"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("data")).unwrap();
+        std::fs::write(root.join("a"), b"a").unwrap();
+        let before = tree_digest(root).unwrap();
+        rustix::mount::mount(
+            "tmpfs",
+            root.join("data"),
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            c"mode=0700",
+        )
+        .unwrap();
+        let guard = Mounted(root.join("data"));
+        std::fs::write(root.join("data/secret"), vec![7u8; 100 << 10]).unwrap();
+        // What an environment's (non-recursive) bind of the root shows: the directory under
+        // the mount, empty, with its own mode.
+        assert_eq!(before, tree_digest(root).unwrap());
+        drop(guard);
+        // Positive control: the same file in the root's own filesystem is measured.
+        std::fs::write(root.join("data/secret"), vec![7u8; 100 << 10]).unwrap();
+        assert_ne!(before.digest, tree_digest(root).unwrap().digest);
     }
 }

@@ -13,4 +13,5 @@ pub mod measure;
 pub mod outcome;
 pub mod quote;
 pub mod root;
+pub mod seal;
 pub mod tpm;

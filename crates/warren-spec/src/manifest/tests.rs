@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
-        "net": "none", "accept_from": [], "with": [],
+        "net": "none", "accept_from": [], "with": [], "init": true,
     })
 }
 
@@ -100,6 +100,7 @@ fn every_key() {
         mailbox_capacity = 128
         mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
+        init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
         "#,
@@ -124,6 +125,7 @@ fn every_key() {
                     "net": "none",
                     "accept_from": [],
                     "with": [],
+                    "init": false,
                 }
             }
         }),
@@ -1030,6 +1032,20 @@ fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwi
     let text = std::fs::read_to_string(&file).unwrap();
     let err = parse_manifest(&file, &text).unwrap_err();
     assert!(err.message.contains("no \"command\""), "{err}");
+}
+
+#[test]
+fn init_is_a_boolean() {
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        init = "yes"
+        "#,
+        "spaces.toml:4:8: \"init\" in [space.a] must be true or false, found a string",
+        "space.a.init",
+    );
 }
 
 #[test]

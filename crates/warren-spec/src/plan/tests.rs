@@ -98,6 +98,7 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "allow_missing", "old": null, "new": [] },
                 { "field": "net", "old": null, "new": "none" },
                 { "field": "accept_from", "old": null, "new": [] },
+                { "field": "init", "old": null, "new": true },
                 { "field": "with", "old": null, "new": [] },
             ],
         }]),
