@@ -56,6 +56,8 @@ if [ -f "$root.complete" ]; then
 fi
 
 work=$(mktemp -d "$cache/.build-XXXXXX")
+# mktemp makes the directory 0700; a root must be readable by the unprivileged uids it runs as.
+chmod 0755 "$work"
 cleanup() {
   umount -l "$work/proc" 2>/dev/null || true
   umount -l "$work/dev" 2>/dev/null || true

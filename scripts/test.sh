@@ -13,8 +13,18 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== ARCHITECTURE.md names only paths that exist"
+bash scripts/check-architecture.sh --self-test
+bash scripts/check-architecture.sh ARCHITECTURE.md docs/internals.md
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== module graph of warren-attest (no cycles; the evidence layer never uses the io layer)"
+python3 scripts/modcycles.py crates/warren-attest/src evidence:io | tail -n 1
+echo "== module graphs of the launcher crates (no cycles)"
+for crate in warren-sandbox warren-seccomp warren-cgroup warren-elf; do
+  echo -n "$crate: "
+  python3 scripts/modcycles.py "crates/$crate/src" | tail -n 1
+done
 # The TPM agent is outside the workspace: tpm2-tss exists only as shared libraries, so it is
 # linked dynamically, into a target directory of its own (the TPM tests find it there).
 echo "== warren-tpm (fmt, clippy, build; dynamically linked)"
@@ -33,3 +43,16 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warren-test.log
 # One closing line for the whole run: the sum of every test binary's result line.
 grep -E '^test result:' /tmp/warren-test.log |
   awk '{p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}'
+
+# --- clients (issue 17): the Python package installed as docs/python.md says (a venv; offline,
+# with Debian's setuptools), its conformance and fake-kernel tests, then the C and Python
+# clients inside environments against a real kernel (clients/tests/live.sh).
+echo "== clients: pip install ./clients/python into a venv, pytest"
+venv=$(mktemp -d)
+/usr/bin/python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install -q --no-build-isolation --no-index ./clients/python
+(cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$OLDPWD/clients/python/tests")
+rm -rf "$venv" clients/python/build clients/python/src/warren.egg-info
+echo "== clients: C and Python inside environments"
+bash clients/tests/live.sh
+# --- end clients

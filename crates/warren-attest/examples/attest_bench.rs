@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use warren_attest::measure::{ImageMeasurement, LaunchConfig, LaunchContent};
-use warren_attest::root::{RootConfig, RootKind};
+use warren_attest::{RootConfig, RootKind};
 
 fn content(i: usize) -> LaunchContent {
     let config = LaunchConfig {
@@ -37,6 +37,7 @@ fn content(i: usize) -> LaunchContent {
             kind: "rootfs".into(),
             digest: format!("blake3:{}", "cd".repeat(32)),
             format: "warren-tree/1".into(),
+            digest_source: None,
             manifest_digest: None,
         },
         command: vec!["/bin/true".into()],
@@ -58,12 +59,14 @@ fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
             root: RootKind::Tpm,
             tpm: std::env::var("WARREN_BENCH_TPM").ok(),
             agent: std::env::var_os("WARREN_TPM_AGENT").map(Into::into),
+            boot_log: None,
         }
     } else {
         RootConfig {
             root: RootKind::Software,
             tpm: None,
             agent: None,
+            boot_log: None,
         }
     };
     config.save(&state).unwrap();
@@ -132,7 +135,11 @@ fn main() {
                 ca_pem: &ca_pem,
                 allow_software: !tpm,
                 policy: None,
-                now: 1_800_000_000,
+                now: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                crl_pem: None,
             };
             warren_attest::verify(&quote, &opts).unwrap();
             let ops: &[&str] = match op {

@@ -1,29 +1,29 @@
 //! Trust for Warren: measured launch, the append-only event log, roots of trust (TPM and
 //! software) behind one trait, quotes and their pure-Rust verification, and the Privacy CA.
 //!
-//! * [`measure`]: the image tree digest and the launch record's content;
-//! * [`log`]: the CEL-JSON event log and its register arithmetic;
-//! * [`root`]: the [`root::RootOfTrust`] trait, the software root and the configuration;
-//! * [`tpm`], [`tpm_wire`]: the TPM root (through the `warren-tpm` agent) and its structures;
-//! * [`quote`], [`verify`]: making and checking quotes, golden values;
-//! * [`ca`], [`enroll`], [`credential`]: the Privacy CA, enrollment, MakeCredential.
+//! Two layers, and no module of the first uses the second:
+//!
+//! * [`evidence`] (pure): the launch record and its canonical bytes, the register arithmetic,
+//!   the quote format and its qualifying value, TPM wire structures, verification and golden
+//!   values, MakeCredential;
+//! * [`io`]: the event log file, the roots of trust (software, TPM through the `warren-tpm`
+//!   agent) and their configuration, making quotes, the Privacy CA's store, enrollment.
+//!
+//! The modules are also reachable by their historical paths (`warren_attest::log`,
+//! `warren_attest::verify`, …).
 //!
 //! docs/attestation.md describes the formats and the choices behind them.
 #![forbid(unsafe_code)]
 
-pub mod ca;
-pub mod credential;
-pub mod enroll;
-pub mod log;
-pub mod measure;
-pub mod quote;
-pub mod root;
-pub mod tpm;
-pub mod tpm_wire;
-pub mod verify;
+pub mod evidence;
+pub mod io;
 
+pub use evidence::{credential, tpm_wire, verify};
+pub use io::{ca, config, enroll, log, measure, outcome, quote, root, seal, tpm};
+
+pub use config::RootConfig;
 pub use log::{EventLog, Record};
 pub use measure::{LaunchConfig, LaunchContent};
 pub use quote::{Quote, make_quote};
-pub use root::{RootConfig, RootKind, RootOfTrust};
+pub use root::{RootKind, RootOfTrust};
 pub use verify::{Rejection, verify};

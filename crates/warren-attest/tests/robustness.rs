@@ -26,6 +26,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         root: warren_attest::RootKind::Software,
         tpm: None,
         agent: None,
+        boot_log: None,
     }
     .save(&state)
     .unwrap();
@@ -49,6 +50,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
             kind: "rootfs".into(),
             digest: "blake3:00".into(),
             format: "warren-tree/1".into(),
+            digest_source: None,
             manifest_digest: None,
         },
         command: vec!["/bin/true".into()],
@@ -81,7 +83,11 @@ fn any_single_byte_change_of_a_quote_is_refused_without_panicking() {
         ca_pem: &ca,
         allow_software: true,
         policy: None,
-        now: 1_800_000_000,
+        now: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0),
+        crl_pem: None,
     };
     assert!(
         warren_attest::verify(&quote, &opts).is_ok(),

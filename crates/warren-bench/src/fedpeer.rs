@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! warren-fed-peer send TARGET COUNT [BATCH [PAUSE_MS]]  # 64-byte bodies "0..01".."COUNT"
+//! warren-fed-peer send-many TARGET COUNT [FRAME]  # bodies "1".."COUNT" in SendBatch frames
 //! warren-fed-peer recv COUNT [LINGER_MS]      # expects "1".."COUNT" in order; reports gaps and repeats
 //! warren-fed-peer echo                        # answers every message through its reply capability
 //! warren-fed-peer ping TARGET COUNT           # round trips through TARGET (an echo), reports latency
@@ -68,6 +69,17 @@ fn send(c: &mut Client, target: &str, count: u64, batch: u64, pause: Duration) {
 /// kernel (a receive with timeout 0 is answered at once), then waits for one message with a
 /// timeout when nothing was there. Parked receives are lost when a kernel restarts; these are
 /// never parked, and the one that waits gives up after its timeout and is asked again.
+/// Sends "1".."COUNT" with SendBatch frames of at most `frame` bodies (waiting for room).
+fn send_many(c: &mut Client, target: &str, count: u64, frame: u64) {
+    let h = handle_for(c, target);
+    c.set_frame_bodies(frame as usize);
+    let bodies: Vec<Vec<u8>> = (1..=count).map(|i| i.to_string().into_bytes()).collect();
+    let n = c
+        .send_many(h, bodies.iter().map(Vec::as_slice), true)
+        .unwrap_or_else(|e| die("send-many", e));
+    println!("SENT-MANY {n}");
+}
+
 fn take(c: &mut Client) -> Vec<warren_client::Delivery> {
     let mut got = Vec::new();
     match c.recv(Some(Duration::from_secs(1))) {
@@ -145,8 +157,7 @@ fn echo(c: &mut Client) {
                 if let Err(e) = c.send(reply, m) {
                     println!("reply failed: {e}");
                 }
-                // A used reply handle would stay in the table until dropped.
-                let _ = c.drop_handle(reply);
+                // The spent reply handle leaves the table by itself (docs/protocol.md §9).
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => die("recv", e),
@@ -260,6 +271,8 @@ fn main() {
             let pause = Duration::from_millis(num(pause_ms));
             send(&mut c, target, num(count), num(batch), pause)
         }
+        ["send-many", target, count] => send_many(&mut c, target, num(count), 256),
+        ["send-many", target, count, frame] => send_many(&mut c, target, num(count), num(frame)),
         ["recv", count] => recv(&mut c, num(count), Duration::from_secs(2)),
         ["recv", count, linger] => recv(&mut c, num(count), Duration::from_millis(num(linger))),
         ["echo"] => echo(&mut c),

@@ -1187,7 +1187,7 @@ mod tests {
                 }],
             );
         });
-        assert!(k.version() >= 2, "batches need version 2");
+        assert_eq!(k.version(), VERSION);
         let msg = |b: &[u8]| Message {
             body: b.to_vec(),
             ..Message::default()

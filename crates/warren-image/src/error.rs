@@ -106,6 +106,9 @@ pub enum ImageError {
         /// Why it cannot be used.
         reason: String,
     },
+    /// The unpacked root could not be measured (its tree digest).
+    #[error("measure the unpacked root")]
+    Measure(#[source] warren_attest::measure::MeasureError),
     /// The store's index is damaged.
     #[error("the image index {} is damaged: {detail}", path.display())]
     Index {

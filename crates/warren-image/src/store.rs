@@ -1,4 +1,4 @@
-//! The content-addressed image store under `<state-dir>/images`:
+//! The content-addressed image store under `<data-dir>/images`:
 //!
 //! ```text
 //! images/              mode 0700: only root walks in (stored roots keep the images' owners)
@@ -16,6 +16,12 @@
 //! A launcher holds a shared `flock` on the root it runs for the life of its environment, and a
 //! removal that would delete a root refuses while any such lock is held. Readers (`ls`,
 //! `inspect`, resolving for `run`) take no store lock: the index is replaced by a rename.
+//!
+//! Stored roots never change: they are built in `tmp/` (0700) and renamed into `roots/`, which
+//! only host root can reach (`images/` is 0700), nothing of Warren writes into them afterwards,
+//! and environments get them through read-only mounts. So the tree digest computed at import
+//! (`ImageRecord::tree_digest`) stays the digest of the root, and launches reuse it instead of
+//! walking the tree again; only host root, which is trusted, could make it stale.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -103,6 +109,8 @@ pub struct ImportReport {
     pub notes: Vec<String>,
     /// The name pointed at another image before and was moved.
     pub replaced: Option<Digest>,
+    /// The root's tree digest (`blake3:<hex>`), which launches of the image record.
+    pub tree_digest: String,
 }
 
 /// One stored image.
@@ -130,6 +138,12 @@ pub struct ImageRecord {
     pub run: RunConfig,
     /// The CPU architecture.
     pub architecture: String,
+    /// The root's tree digest (`blake3:<hex>`, `warren-tree/2`), computed at import over the
+    /// root as stored. A launch records it instead of walking the tree: nothing changes a
+    /// stored root (see the module documentation). Absent in records of older stores; such a
+    /// launch walks the root, and importing the image again adds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree_digest: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -148,7 +162,7 @@ pub struct ResolvedImage {
     _lock: OwnedFd,
 }
 
-/// The store at `<state-dir>/images`.
+/// The store at `<data-dir>/images`.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,
@@ -711,6 +725,23 @@ impl Store {
             std::fs::rename(p, &dst).map_err(ImageError::io("store the blob", &dst))?;
         }
         let mut index = self.read_index()?;
+        // The tree digest launches record: over the root as it is stored (its path does not
+        // enter the digest), from a record sharing the root when there is one.
+        let known = index
+            .images
+            .values()
+            .filter(|r| r.root == root_id)
+            .find_map(|r| r.tree_digest.clone());
+        let tree_digest = match known {
+            Some(d) if reuse => d,
+            _ => {
+                progress.stage("measuring the root");
+                let at = if reuse { &final_root } else { &tmp_root };
+                warren_attest::measure::tree_digest(at)
+                    .map_err(ImageError::Measure)?
+                    .digest
+            }
+        };
         let size = if reuse {
             index
                 .images
@@ -734,6 +765,7 @@ impl Store {
             size,
             run,
             architecture: sel.config.architecture.clone(),
+            tree_digest: Some(tree_digest.clone()),
         };
         let replaced = index
             .images
@@ -760,6 +792,7 @@ impl Store {
             created,
             notes,
             replaced,
+            tree_digest,
         })
     }
 }

@@ -85,6 +85,22 @@ pub struct AuditRecord {
     pub code: &'static str,
     /// Why, for a person reading the log (more precise than the answer the client got).
     pub reason: String,
+    /// Set on an aggregate: this record stands for `count` denials of the same environment,
+    /// operation and code between `first` and `last` (the fields above are the first one's),
+    /// which the per-environment rate limit kept from being written one by one.
+    #[serde(flatten)]
+    pub repeated: Option<Repeated>,
+}
+
+/// How many denials an aggregated audit record stands for, and when they happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Repeated {
+    /// How many (at least 1).
+    pub count: u64,
+    /// When the first was decided.
+    pub first: Millis,
+    /// When the last was decided.
+    pub last: Millis,
 }
 
 /// What the driver needs to start a spawned child: the template names what runs (the driver

@@ -12,10 +12,11 @@ use warren_proto::{
 };
 
 use crate::action::{Action, AuditRecord};
+use crate::audit::AuditLimiter;
 use crate::caps::{CapId, CapSpec, Caps};
 use crate::mailbox::{
-    Entry, Mailbox, MailboxId, RunStored, SendReply, Stored, WaitingRecv, WaitingSend, matches,
-    takes_plain,
+    Entry, Mailbox, MailboxId, RunStored, SendReply, Stored, WaitingRecv, WaitingSend, body_costs,
+    matches, takes_plain,
 };
 use crate::{EnvId, Millis};
 
@@ -56,7 +57,32 @@ pub struct Config {
     /// receives waiting for a message); past it, a request that would wait answers
     /// `unavailable`.
     pub max_waiting_per_env: usize,
+    /// An environment's byte quota when its spec does not say ([`EnvSpec::mailbox_bytes`]):
+    /// the most bytes (as [`message_cost`] counts them) it may pin in the kernel — messages
+    /// queued in the mailboxes it owns plus its own sends waiting for room anywhere.
+    pub default_mailbox_bytes: usize,
+    /// Audit aggregation: within this many milliseconds, repeated denials of one environment
+    /// with the same operation, code and reason are counted, not written one by one.
+    pub audit_window_ms: Millis,
+    /// Audit rate limit: at most this many records per environment per window; the rest are
+    /// aggregated (and counted) until the window ends.
+    pub audit_records_per_window: u32,
 }
+
+/// What one queued or waiting message counts against a byte quota besides its body and
+/// headers: the kernel's bookkeeping for it, so that empty messages are not free.
+pub const MESSAGE_OVERHEAD: usize = 64;
+
+/// What a message counts against a byte quota: its body, its headers' names and values, and
+/// [`MESSAGE_OVERHEAD`].
+pub fn message_cost(body: usize, headers: &[(String, Vec<u8>)]) -> usize {
+    let headers: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    body + headers + MESSAGE_OVERHEAD
+}
+
+/// One sender may hold at most this fraction (1/n) of a receiving environment's byte quota in
+/// its queues: a single sender cannot use up a receiver's whole quota and shut out the others.
+pub const SENDER_SHARE_DIVISOR: usize = 4;
 
 impl Default for Config {
     fn default() -> Config {
@@ -65,6 +91,9 @@ impl Default for Config {
             max_handles: 1024,
             max_mailboxes_per_env: 64,
             max_waiting_per_env: 1024,
+            default_mailbox_bytes: 16 * 1024 * 1024,
+            audit_window_ms: 10_000,
+            audit_records_per_window: 10,
         }
     }
 }
@@ -82,6 +111,8 @@ pub struct EnvSpec {
     pub may_discover: Vec<String>,
     /// Capacity of its mailboxes; `None` = [`Config::default_capacity`].
     pub mailbox_capacity: Option<usize>,
+    /// Its byte quota; `None` = [`Config::default_mailbox_bytes`].
+    pub mailbox_bytes: Option<usize>,
 }
 
 /// Why an environment could not be added.
@@ -132,6 +163,8 @@ pub struct Stats {
     pub waiting_recvs: usize,
     /// Monitors registered.
     pub monitors: usize,
+    /// Bytes pinned by every environment ([`Kernel::pinned_bytes`] summed).
+    pub pinned_bytes: usize,
 }
 
 /// A debugging view of one capability object (see [`Kernel::debug_table`]).
@@ -169,6 +202,14 @@ struct Env {
     may_send: Vec<String>,
     may_discover: Vec<String>,
     capacity: usize,
+    /// Its byte quota.
+    quota: usize,
+    /// Bytes of the messages queued in the mailboxes it owns.
+    queued_bytes: usize,
+    /// Bytes of its own sends waiting for room.
+    waiting_bytes: usize,
+    /// Of `queued_bytes`, how many each sender (by name) accounts for.
+    from_bytes: BTreeMap<Arc<str>, usize>,
     /// The c-list.
     table: BTreeMap<Handle, CapId>,
     /// The next handle number (never reused).
@@ -191,6 +232,10 @@ struct Env {
 impl Env {
     fn declares_send(&self, name: &str) -> bool {
         self.may_send.iter().any(|n| n == name)
+    }
+
+    fn pinned(&self) -> usize {
+        self.queued_bytes + self.waiting_bytes
     }
 }
 
@@ -350,13 +395,15 @@ pub struct Kernel {
     caps: Caps,
     mailboxes: BTreeMap<MailboxId, Mailbox>,
     next_mailbox: u64,
-    /// (owner watched, reference) → watcher.
-    monitors: BTreeMap<(EnvId, u64), EnvId>,
+    /// (owner watched, reference) → (watcher, the mailbox watched).
+    monitors: BTreeMap<(EnvId, u64), (EnvId, MailboxId)>,
     next_monitor: u64,
     /// Deadlines of waiting receives: (deadline, receive seq, mailbox).
     deadlines: BTreeSet<(Millis, u64, MailboxId)>,
     next_seq: u64,
     actions: VecDeque<Action>,
+    /// The per-environment audit rate limit.
+    audit: AuditLimiter,
     /// Federation (`remote.rs`): this host's name, once remote names are on.
     local_host: Option<String>,
     /// Inbound policy per environment (`accept_from`).
@@ -376,7 +423,7 @@ impl Kernel {
     /// A kernel with no environments.
     pub fn new(config: Config) -> Kernel {
         Kernel {
-            config,
+            config: config.clone(),
             now: 0,
             envs: BTreeMap::new(),
             names: BTreeMap::new(),
@@ -389,6 +436,7 @@ impl Kernel {
             deadlines: BTreeSet::new(),
             next_seq: 1,
             actions: VecDeque::new(),
+            audit: AuditLimiter::new(config.audit_window_ms, config.audit_records_per_window),
             local_host: None,
             accept_from: BTreeMap::new(),
             proxies: BTreeMap::new(),
@@ -430,6 +478,9 @@ impl Kernel {
         let capacity = spec
             .mailbox_capacity
             .unwrap_or(self.config.default_capacity);
+        let quota = spec
+            .mailbox_bytes
+            .unwrap_or(self.config.default_mailbox_bytes);
         let mb = self.new_mailbox(id, name.clone(), name.as_ref().into(), None, capacity);
         self.envs.insert(
             id,
@@ -438,6 +489,10 @@ impl Kernel {
                 may_send: self.localize(spec.may_send),
                 may_discover: self.localize(spec.may_discover),
                 capacity,
+                quota,
+                queued_bytes: 0,
+                waiting_bytes: 0,
+                from_bytes: BTreeMap::new(),
                 table: BTreeMap::new(),
                 next_handle: DEFAULT_MAILBOX_HANDLE,
                 default_mailbox: mb,
@@ -546,6 +601,7 @@ impl Kernel {
                     target: designation,
                     code: ErrorCode::Dead.as_str(),
                     reason: format!("environment ended: {discarded} queued message(s) discarded"),
+                    repeated: None,
                 });
             }
         }
@@ -558,7 +614,7 @@ impl Kernel {
         let watchers: Vec<((EnvId, u64), EnvId)> = self
             .monitors
             .range((env, 0)..=(env, u64::MAX))
-            .map(|(k, w)| (*k, *w))
+            .map(|(k, (w, _))| (*k, *w))
             .collect();
         for ((_, reference), watcher) in watchers {
             self.monitors.remove(&(env, reference));
@@ -567,6 +623,19 @@ impl Kernel {
                 self.notify_down(watcher, e.name.clone(), reference);
             }
         }
+    }
+
+    /// The bytes `env` pins in the kernel: messages queued in the mailboxes it owns plus its
+    /// own sends waiting for room, as [`message_cost`] counts them (0 for an unknown env). The
+    /// driver adds what it holds for the environment (unsent answers) to compare with
+    /// [`quota`](Self::quota).
+    pub fn pinned_bytes(&self, env: EnvId) -> usize {
+        self.envs.get(&env).map_or(0, Env::pinned)
+    }
+
+    /// `env`'s byte quota (0 for an unknown env).
+    pub fn quota(&self, env: EnvId) -> usize {
+        self.envs.get(&env).map_or(0, |e| e.quota)
     }
 
     /// The name of a running environment.
@@ -693,9 +762,11 @@ impl Kernel {
         }
     }
 
-    /// Time has come to `now`: waiting receives whose deadline has passed answer `timeout`.
+    /// Time has come to `now`: waiting receives whose deadline has passed answer `timeout`, and
+    /// audit aggregates whose window has ended are written.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.advance(now);
+        self.audit.handle_timeout(self.now, &mut self.actions);
         while let Some(&(deadline, seq, mb_id)) = self.deadlines.first() {
             if deadline > self.now {
                 break;
@@ -722,7 +793,14 @@ impl Kernel {
 
     /// The next instant at which [`handle_timeout`](Self::handle_timeout) has work to do.
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.deadlines.first().map(|&(d, _, _)| d)
+        let recv = self.deadlines.first().map(|&(d, _, _)| d);
+        min_opt(recv, self.audit.poll_timeout())
+    }
+
+    /// Writes every audit aggregate held back by the rate limit now, whatever its window (the
+    /// driver calls it before it stops, so that nothing counted is lost).
+    pub fn flush_audit(&mut self) {
+        self.audit.flush(&mut self.actions);
     }
 
     /// The next thing for the driver to do.
@@ -748,6 +826,7 @@ impl Kernel {
             waiting_sends,
             waiting_recvs,
             monitors: self.monitors.len(),
+            pinned_bytes: self.envs.values().map(Env::pinned).sum(),
         }
     }
 
@@ -848,7 +927,9 @@ impl Kernel {
         };
 
         if self.is_proxy(mb_id) {
-            return self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src);
+            self.send_remote(env, id, cap_id, mb_id, badge, message, attached, reply_src)?;
+            self.retire_spent_reply(env, handle, cap_id);
+            return Ok(());
         }
         // Room: a waiting receive that takes it, the queue, or (if asked) waiting.
         let mb = &self.mailboxes[&mb_id];
@@ -863,9 +944,24 @@ impl Kernel {
         let taker = mb.receivers.iter().any(|r| {
             matches(&r.filter, message.correlation, &message.headers) && self.has_room(r.env, need)
         });
-        if !taker && !mb.has_room() {
+        let cost = message_cost(message.body.len(), &message.headers);
+        let from = self.envs[&env].name.clone();
+        let enters = mb.senders.is_empty()
+            && mb.has_room()
+            && self.queue_takes(mb_id, &from, std::iter::once(cost), 1) == 1;
+        if !taker && !enters {
             if !wait {
-                return Err(full(self, "the mailbox is full"));
+                if !mb.has_room() {
+                    return Err(full(self, "the mailbox is full"));
+                }
+                if !mb.senders.is_empty() {
+                    return Err(full(
+                        self,
+                        "earlier sends are waiting for room in this mailbox",
+                    ));
+                }
+                let target = mb.designation.to_string();
+                return Err(self.receiver_quota_deny(env, mb_id, &from, cost, handle, target));
             }
             if self.envs[&env].waiting >= self.config.max_waiting_per_env {
                 return Err(self.deny_at(
@@ -874,6 +970,10 @@ impl Kernel {
                     cap_id,
                     "too many waiting requests",
                 ));
+            }
+            if !self.may_wait(env, cost) {
+                let target = mb.designation.to_string();
+                return Err(self.sender_quota_deny(env, cost, handle, target));
             }
         }
 
@@ -918,6 +1018,7 @@ impl Kernel {
         if self.place(mb_id, msg, Some((env, id))) {
             self.respond(env, id, Response::Ok);
         }
+        self.retire_spent_reply(env, handle, cap_id);
         Ok(())
     }
 
@@ -953,6 +1054,7 @@ impl Kernel {
                 _ => mb.queue.remove(pos).expect("in range").into_first(),
             };
             mb.queued -= 1;
+            self.discharge_queued(mb_id, &msg.from, msg.cost());
             self.deliver(env, id, handle, msg);
             self.admit(mb_id);
             return Ok(());
@@ -966,6 +1068,7 @@ impl Kernel {
                 return Err(unavailable(self));
             }
             let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let sender = mb.senders[pos].env;
             let (msg, done) = match &mut mb.senders[pos].entry {
                 Entry::Run(run) if run.bodies.len() > 1 => (run.take_one(), None),
                 _ => {
@@ -973,6 +1076,7 @@ impl Kernel {
                     (w.entry.into_first(), Some((w.env, w.id, w.reply)))
                 }
             };
+            self.discharge_waiting(sender, msg.cost());
             self.deliver(env, id, handle, msg);
             if let Some((senv, sid, reply)) = done {
                 self.unpark(senv, mb_id);
@@ -1087,6 +1191,9 @@ impl Kernel {
         if !mb.alive {
             return Err(self.deny_at(ErrorCode::Dead, handle, cap_id, "the mailbox is gone"));
         }
+        if self.is_proxy(mb_id) {
+            return self.send_batch_remote(env, id, cap_id, mb_id, badge, quiet, bodies);
+        }
         // Behind its own waiting sends a batch that does not wait takes nothing: it cannot
         // overtake them.
         if !wait && mb.senders.iter().any(|w| w.env == env) {
@@ -1103,18 +1210,32 @@ impl Kernel {
             .filter(|r| takes_plain(&r.filter))
             .map(|r| r.batch.map_or(1, |m| m as usize))
             .fold(0, usize::saturating_add);
-        let now_room = takers.saturating_add(mb.room());
-        if wait && n > now_room && self.envs[&env].waiting >= self.config.max_waiting_per_env {
-            return Err(self.deny_at(
-                ErrorCode::Unavailable,
-                handle,
-                cap_id,
-                "too many waiting requests",
-            ));
+        let from = self.envs[&env].name.clone();
+        let after_takers = bodies.len().saturating_sub(takers);
+        let queue_room = if mb.senders.is_empty() {
+            let costs = body_costs(&bodies).skip(takers);
+            self.queue_takes(mb_id, &from, costs, mb.room().min(after_takers))
+        } else {
+            0
+        };
+        let now_room = takers.saturating_add(queue_room);
+        if wait && n > now_room {
+            if self.envs[&env].waiting >= self.config.max_waiting_per_env {
+                return Err(self.deny_at(
+                    ErrorCode::Unavailable,
+                    handle,
+                    cap_id,
+                    "too many waiting requests",
+                ));
+            }
+            let rest_cost: usize = body_costs(&bodies).skip(now_room).sum();
+            if !self.may_wait(env, rest_cost) {
+                let target = self.mailboxes[&mb_id].designation.to_string();
+                return Err(self.sender_quota_deny(env, rest_cost, handle, target));
+            }
         }
 
         // Accepted: everything if it waits, else what can be taken now.
-        let from = self.envs[&env].name.clone();
         let mut rest = bodies;
         if !wait && n > now_room {
             // Keep what can be taken now; the rest is refused.
@@ -1156,16 +1277,22 @@ impl Kernel {
                 }
             }
         }
-        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
-        let room = mb.room();
+        let mb = &self.mailboxes[&mb_id];
+        let room = if mb.senders.is_empty() {
+            self.queue_takes(mb_id, &from, body_costs(&rest), mb.room())
+        } else {
+            0
+        };
         if room > 0 && !rest.is_empty() {
             let bodies = rest.split_front(room);
-            mb.push_queue(Entry::Run(RunStored {
+            let run = RunStored {
                 from: from.clone(),
                 badge,
                 bodies,
-            }));
+            };
+            self.enqueue(mb_id, Entry::Run(run));
         }
+        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
         let refused = if rest.is_empty() {
             0
         } else if wait {
@@ -1174,17 +1301,20 @@ impl Kernel {
             } else {
                 SendReply::Accepted(n as u32)
             };
+            let run = RunStored {
+                from,
+                badge,
+                bodies: rest,
+            };
+            let cost = run.cost();
             mb.senders.push_back(WaitingSend {
                 env,
                 id,
-                entry: Entry::Run(RunStored {
-                    from,
-                    badge,
-                    bodies: rest,
-                }),
+                entry: Entry::Run(run),
                 reply,
             });
             self.park(env, mb_id);
+            self.charge_waiting(env, cost);
             self.caps.consume_n(cap_id, n);
             return Ok(());
         } else {
@@ -1337,10 +1467,12 @@ impl Kernel {
                 _ => mb.queue.pop_front().expect("the front exists"),
             };
             mb.queued -= taken.len();
+            self.discharge_queued(mb_id, &taken.from().clone(), taken.cost());
             return taken;
         }
         let front = mb.senders.front_mut().expect("the front exists");
-        match &mut front.entry {
+        let sender = front.env;
+        let taken = match &mut front.entry {
             Entry::Run(run) if run.bodies.len() > k => Entry::Run(RunStored {
                 from: run.from.clone(),
                 badge: run.badge,
@@ -1352,7 +1484,9 @@ impl Kernel {
                 self.answer_send(w.env, w.id, w.reply);
                 w.entry
             }
-        }
+        };
+        self.discharge_waiting(sender, taken.cost());
+        taken
     }
 
     fn lookup(&mut self, env: EnvId, id: RequestId, name: String) -> Result<(), Deny> {
@@ -1519,6 +1653,7 @@ impl Kernel {
         e.table.remove(&handle);
         if receive {
             let discarded = self.kill_mailbox(mb_id, "its owner destroyed it");
+            self.fire_mailbox_monitors(env, mb_id);
             if discarded > 0 {
                 let record = AuditRecord {
                     at: self.now,
@@ -1530,6 +1665,7 @@ impl Kernel {
                     reason: format!(
                         "mailbox destroyed by its owner: {discarded} queued message(s) discarded"
                     ),
+                    repeated: None,
                 };
                 self.audit(record);
             }
@@ -1537,6 +1673,38 @@ impl Kernel {
         self.release_cap(cap_id);
         self.respond(env, id, Response::Ok);
         Ok(())
+    }
+
+    /// The mailbox `mb_id` of `owner` was destroyed: every monitor of it gets its `down` notice
+    /// (monitors of the owner's other mailboxes stay).
+    fn fire_mailbox_monitors(&mut self, owner: EnvId, mb_id: MailboxId) {
+        let fired: Vec<(u64, EnvId)> = self
+            .monitors
+            .range((owner, 0)..=(owner, u64::MAX))
+            .filter(|(_, (_, m))| *m == mb_id)
+            .map(|(&(_, reference), &(watcher, _))| (reference, watcher))
+            .collect();
+        let owner_name = self.envs[&owner].name.clone();
+        for (reference, watcher) in fired {
+            self.monitors.remove(&(owner, reference));
+            if let Some(w) = self.envs.get_mut(&watcher) {
+                w.watching.remove(&(owner, reference));
+                self.notify_down(watcher, owner_name.clone(), reference);
+            }
+        }
+    }
+
+    /// A reply capability (minted for `reply_to`, or attenuated from one) whose own last use
+    /// was just spent leaves `env`'s table by itself, so that a server answering calls does
+    /// not fill its table with spent handles.
+    fn retire_spent_reply(&mut self, env: EnvId, handle: Handle, cap_id: CapId) {
+        let cap = self.caps.get(cap_id);
+        if cap.reply && cap.uses_left == Some(0) {
+            if let Some(e) = self.envs.get_mut(&env) {
+                e.table.remove(&handle);
+            }
+            self.release_cap(cap_id);
+        }
     }
 
     fn monitor(&mut self, env: EnvId, id: RequestId, handle: Handle) -> Result<(), Deny> {
@@ -1551,9 +1719,11 @@ impl Kernel {
                 "the handle lacks MONITOR",
             ));
         }
-        let mb = &self.mailboxes[&cap.mailbox];
+        let mb_id = cap.mailbox;
+        let mb = &self.mailboxes[&mb_id];
         let (owner, owner_name) = (mb.owner, mb.owner_name.clone());
-        let owner_running = self.envs.contains_key(&owner);
+        // A destroyed mailbox is as gone as one whose owner ended.
+        let owner_running = self.envs.contains_key(&owner) && mb.alive;
         if owner_running && self.envs[&env].watching.len() >= self.config.max_handles {
             return Err(self.deny_at(ErrorCode::Unavailable, handle, cap_id, "too many monitors"));
         }
@@ -1561,7 +1731,7 @@ impl Kernel {
         self.next_monitor += 1;
         self.respond(env, id, Response::Monitor { reference });
         if owner_running {
-            self.monitors.insert((owner, reference), env);
+            self.monitors.insert((owner, reference), (env, mb_id));
             let e = self.envs.get_mut(&env).expect("caller is running");
             e.watching.insert((owner, reference));
         } else {
@@ -1754,6 +1924,7 @@ impl Kernel {
                 target: deny.target,
                 code: deny.code.as_str(),
                 reason: deny.reason.unwrap_or_else(|| deny.detail.clone()),
+                repeated: None,
             };
             self.audit(record);
         }
@@ -1775,8 +1946,9 @@ impl Kernel {
         }
     }
 
+    /// Writes an audit record through the per-environment rate limit (`audit.rs`).
     fn audit(&mut self, record: AuditRecord) {
-        self.actions.push_back(Action::Audit(record));
+        self.audit.record(record, self.now, &mut self.actions);
     }
 
     fn park(&mut self, env: EnvId, mb: MailboxId) {
@@ -1829,9 +2001,14 @@ impl Kernel {
             .target(designation);
             self.refuse(r.env, r.id, "recv", deny);
         }
-        let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+        let cost = msg.cost();
+        let mb = &self.mailboxes[&mb_id];
+        let enters = mb.senders.is_empty()
+            && mb.has_room()
+            && self.queue_takes(mb_id, &msg.from, std::iter::once(cost), 1) == 1;
         match sender {
-            Some((env, id)) if !mb.has_room() => {
+            Some((env, id)) if !enters => {
+                let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
                 mb.senders.push_back(WaitingSend {
                     env,
                     id,
@@ -1839,10 +2016,11 @@ impl Kernel {
                     reply: SendReply::Ok,
                 });
                 self.park(env, mb_id);
+                self.charge_waiting(env, cost);
                 false
             }
             _ => {
-                mb.push_queue(Entry::One(msg));
+                self.enqueue(mb_id, Entry::One(msg));
                 true
             }
         }
@@ -1854,28 +2032,47 @@ impl Kernel {
         loop {
             let mb = self
                 .mailboxes
-                .get_mut(&mb_id)
+                .get(&mb_id)
                 .expect("admitting into a known mailbox");
             let room = mb.room();
             if room == 0 {
                 break;
             }
-            let Some(front) = mb.senders.front_mut() else {
+            let Some(front) = mb.senders.front() else {
                 break;
             };
-            if let Entry::Run(run) = &mut front.entry
-                && run.bodies.len() > room
-            {
+            let (k, len) = match &front.entry {
+                Entry::Run(run) => (
+                    self.queue_takes(mb_id, &run.from, body_costs(&run.bodies), room),
+                    run.bodies.len(),
+                ),
+                Entry::One(m) => (
+                    self.queue_takes(mb_id, &m.from, std::iter::once(m.cost()), 1),
+                    1,
+                ),
+            };
+            if k == 0 {
+                break;
+            }
+            let mb = self.mailboxes.get_mut(&mb_id).expect("looked up above");
+            let front = mb.senders.front_mut().expect("front exists");
+            if k < len {
+                let Entry::Run(run) = &mut front.entry else {
+                    unreachable!("only a run is admitted in part")
+                };
                 let part = RunStored {
                     from: run.from.clone(),
                     badge: run.badge,
-                    bodies: run.bodies.split_front(room),
+                    bodies: run.bodies.split_front(k),
                 };
-                mb.push_queue(Entry::Run(part));
+                let sender = front.env;
+                self.discharge_waiting(sender, part.cost());
+                self.enqueue(mb_id, Entry::Run(part));
                 break;
             }
             let w = mb.senders.pop_front().expect("front exists");
-            mb.push_queue(w.entry);
+            self.discharge_waiting(w.env, w.entry.cost());
+            self.enqueue(mb_id, w.entry);
             self.unpark(w.env, mb_id);
             self.answer_send(w.env, w.id, w.reply);
         }
@@ -1977,10 +2174,12 @@ impl Kernel {
             e.mailboxes.retain(|&m| m != mb_id);
         }
         for entry in queue {
+            self.discharge_queued(mb_id, &entry.from().clone(), entry.cost());
             self.release_entry(entry);
         }
         for w in senders {
             self.unpark(w.env, mb_id);
+            self.discharge_waiting(w.env, w.entry.cost());
             self.release_entry(w.entry);
             let deny = Deny::new(ErrorCode::Dead, format!("the mailbox is gone: {why}"))
                 .target(designation.clone());
@@ -2000,6 +2199,146 @@ impl Kernel {
             self.mailboxes.remove(&mb_id);
         }
         discarded
+    }
+
+    // ----- byte quotas -----
+
+    /// How many of the messages costing `costs` (in order, at most `max`) the queue of `mb_id`
+    /// can take now from `from` within its owner's byte quota and `from`'s share of it. An
+    /// empty account always takes one message, so that a message larger than a quota (or a
+    /// share) still passes, one at a time. Proxies and mailboxes of ended owners are not
+    /// counted.
+    fn queue_takes(
+        &self,
+        mb_id: MailboxId,
+        from: &str,
+        costs: impl Iterator<Item = usize>,
+        max: usize,
+    ) -> usize {
+        let Some(owner) = self.envs.get(&self.mailboxes[&mb_id].owner) else {
+            return max;
+        };
+        let own = *owner.name == *from;
+        let share = owner.quota / SENDER_SHARE_DIVISOR;
+        let mut pinned = owner.pinned();
+        let mut mine = owner.from_bytes.get(from).copied().unwrap_or(0);
+        let mut k = 0;
+        for cost in costs.take(max) {
+            let fits_owner = pinned == 0 || pinned.saturating_add(cost) <= owner.quota;
+            let fits_share = own || mine == 0 || mine.saturating_add(cost) <= share;
+            if !(fits_owner && fits_share) {
+                break;
+            }
+            pinned += cost;
+            mine += cost;
+            k += 1;
+        }
+        k
+    }
+
+    /// Whether `env` may pin `cost` more bytes in sends waiting for room: within its quota, or
+    /// into an empty account.
+    fn may_wait(&self, env: EnvId, cost: usize) -> bool {
+        self.envs
+            .get(&env)
+            .is_none_or(|e| e.pinned() == 0 || e.pinned().saturating_add(cost) <= e.quota)
+    }
+
+    /// Counts `cost` bytes from `from`, now queued in `mb_id`, against its owner.
+    fn charge_queued(&mut self, mb_id: MailboxId, from: &Arc<str>, cost: usize) {
+        let owner = self.mailboxes[&mb_id].owner;
+        if let Some(e) = self.envs.get_mut(&owner) {
+            e.queued_bytes += cost;
+            *e.from_bytes.entry(from.clone()).or_default() += cost;
+        }
+    }
+
+    /// `cost` bytes from `from` left the queue of `mb_id`.
+    fn discharge_queued(&mut self, mb_id: MailboxId, from: &Arc<str>, cost: usize) {
+        let owner = self.mailboxes[&mb_id].owner;
+        if let Some(e) = self.envs.get_mut(&owner) {
+            e.queued_bytes -= cost;
+            if let Some(n) = e.from_bytes.get_mut(from) {
+                *n -= cost;
+                if *n == 0 {
+                    e.from_bytes.remove(from);
+                }
+            }
+        }
+    }
+
+    fn charge_waiting(&mut self, env: EnvId, cost: usize) {
+        if let Some(e) = self.envs.get_mut(&env) {
+            e.waiting_bytes += cost;
+        }
+    }
+
+    fn discharge_waiting(&mut self, env: EnvId, cost: usize) {
+        if let Some(e) = self.envs.get_mut(&env) {
+            e.waiting_bytes -= cost;
+        }
+    }
+
+    /// Appends `entry` to the queue of `mb_id` and charges its owner.
+    fn enqueue(&mut self, mb_id: MailboxId, entry: Entry) {
+        self.charge_queued(mb_id, &entry.from().clone(), entry.cost());
+        self.mailboxes
+            .get_mut(&mb_id)
+            .expect("queueing into a known mailbox")
+            .push_queue(entry);
+    }
+
+    /// The refusal of a message that the receiving environment's byte quota (or the sender's
+    /// share of it) cannot take.
+    fn receiver_quota_deny(
+        &self,
+        env: EnvId,
+        mb_id: MailboxId,
+        from: &str,
+        cost: usize,
+        handle: Handle,
+        target: String,
+    ) -> Deny {
+        let owner = &self.envs[&self.mailboxes[&mb_id].owner];
+        let mine = owner.from_bytes.get(from).copied().unwrap_or(0);
+        let share = owner.quota / SENDER_SHARE_DIVISOR;
+        let detail = if mine > 0 && mine.saturating_add(cost) > share && *owner.name != *from {
+            format!(
+                "the receiver's byte quota: {mine} bytes of yours are queued at {}, \
+                 {cost} more would pass your share of {share}",
+                owner.name
+            )
+        } else {
+            format!(
+                "the receiver's byte quota: {} of {} bytes in use at {}, {cost} more do not fit",
+                owner.pinned(),
+                owner.quota,
+                owner.name
+            )
+        };
+        self.quota_deny(env, detail).handle(handle).target(target)
+    }
+
+    /// The refusal of a send that would wait beyond the sender's own byte quota.
+    fn sender_quota_deny(&self, env: EnvId, cost: usize, handle: Handle, target: String) -> Deny {
+        let e = &self.envs[&env];
+        let detail = format!(
+            "your byte quota: {} of {} bytes in use, {cost} more cannot wait for room",
+            e.pinned(),
+            e.quota
+        );
+        self.quota_deny(env, detail).handle(handle).target(target)
+    }
+
+    /// A quota refusal: `quota` for connections that know the code, `unavailable` for older
+    /// ones (the detail says which quota either way).
+    fn quota_deny(&self, env: EnvId, detail: String) -> Deny {
+        let code = if self.envs[&env].version >= warren_proto::QUOTA_VERSION {
+            ErrorCode::Quota
+        } else {
+            ErrorCode::Unavailable
+        };
+        Deny::new(code, detail)
     }
 
     fn release_entry(&mut self, entry: Entry) {

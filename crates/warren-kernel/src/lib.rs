@@ -47,13 +47,18 @@
 //! name and the badge of the capability used), a new object derived from each attached
 //! capability (same rights minus RECEIVE, same badge, expiry and uses), and, with `reply_to`, a
 //! new one-shot SEND-only reply capability derived from the sender's RECEIVE capability.
+//! A reply handle whose last use a Send spends leaves the sender's table by itself (a handle
+//! attenuated from it stays, used up), so that a server answering calls does not fill its
+//! table with spent handles.
 //!
 //! **Room and ordering.** A mailbox's logical queue is its queue followed by the sends waiting
 //! for room, in acceptance order. An accepted message goes to the first waiting receive whose
-//! filter it matches, else into the queue if it has room, else — if the sender asked to wait — to
-//! the end of the waiting line (answered `ok` when it enters the queue or a selective receive
-//! takes it, `dead` if the mailbox dies first). A send that does not wait answers `full` when the queue is full and no waiting
-//! receive takes it, and also while any send of the same sender to that mailbox is waiting, so
+//! filter it matches, else into the queue if nothing waits for room and it has room — by count
+//! and by bytes (below) — else, if the sender asked to wait, to the end of the waiting line
+//! (answered `ok` when it enters the queue or a selective receive takes it, `dead` if the
+//! mailbox dies first). A send that does not wait answers `full` when the queue is full (or
+//! sends wait for room) and no waiting receive takes it, `quota` when only bytes are lacking,
+//! and also while any send of the same sender to that mailbox is waiting, so
 //! it cannot overtake it: per sender→receiver order holds. Authority is decided when a send is
 //! accepted: a waiting send is already in the logical queue, like a queued message.
 //!
@@ -94,13 +99,16 @@
 //! stays valid. **Drop** removes a handle; what was derived from it stays alive (and still
 //! within reach of a revocation through its ancestors). Dropping the RECEIVE handle of a
 //! non-default mailbox destroys that mailbox: queued messages are discarded (one audit record),
-//! waiting sends and receives on it answer `dead`, and other holders' handles to it answer `dead`.
+//! waiting sends and receives on it answer `dead`, other holders' handles to it answer `dead`,
+//! and its monitors fire.
 //!
 //! **Monitor** needs MONITOR and answers a reference (a kernel-wide counter). When the mailbox's
-//! owner ends, the monitoring environment's default mailbox gets a `down` notice: a delivery
+//! owner ends, or the owner destroys that mailbox, the monitoring environment's default mailbox
+//! gets a `down` notice: a delivery
 //! with `down = Some(reference)`, `from` = the owner's name with badge 0, the header
 //! `warren-down: ended` ([`DOWN_HEADER`]) and no body. Down notices are never refused for room.
-//! Monitoring a mailbox whose owner has already ended queues the notice at once.
+//! Monitoring a mailbox that is already gone (owner ended, or destroyed) queues the notice at
+//! once.
 //!
 //! **Create mailbox** makes a mailbox owned by the caller (a RECEIVE|SEND|GRANT|MONITOR handle),
 //! named with a label unique among the caller's mailboxes (`bad-request` otherwise) and then
@@ -128,7 +136,18 @@
 //! **Audit.** Every error answer except `full` and `timeout` (outcomes, not denials) comes with
 //! an [`Action::Audit`] record: who, the operation, the handle, the target where known, the code,
 //! and why (more precisely than the client is told, e.g. whether a lookup was hidden or
-//! missing). Discarded messages are recorded too.
+//! missing). Discarded messages are recorded too. Records are rate limited per environment
+//! (`audit.rs`): past [`Config::audit_records_per_window`] in a window of
+//! [`Config::audit_window_ms`], they are counted into one aggregate per (operation, code)
+//! ([`Repeated`]: count, first, last), written when the window ends — never dropped uncounted.
+//!
+//! **Byte quotas.** Every environment has a byte quota ([`EnvSpec::mailbox_bytes`], default
+//! [`Config::default_mailbox_bytes`]); what it *pins* ([`Kernel::pinned_bytes`]) is the bytes
+//! ([`message_cost`]) of the messages queued in every mailbox it owns plus those of its own
+//! sends waiting for room. A message enters a queue only within its owner's quota and within
+//! the sender's share of it (1/[`SENDER_SHARE_DIVISOR`]); a send that would wait is charged
+//! to the sender, within the sender's own quota; an empty account always takes one message.
+//! Refusals answer `quota` ([`warren_proto::QUOTA_VERSION`] and later; `unavailable` before).
 //!
 //! **Limits** ([`Config`]): handles per table and monitors per environment, mailboxes per
 //! environment, and waiting requests per environment answer `unavailable` when exceeded. An idle
@@ -139,11 +158,12 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod audit;
 mod caps;
 mod kernel;
 mod mailbox;
 
-pub use action::{Action, AuditRecord, SpawnOrder};
+pub use action::{Action, AuditRecord, Repeated, SpawnOrder};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::spawn::{
@@ -152,7 +172,8 @@ pub use kernel::spawn::{
 };
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
-    Kernel, KernelError, Outbound, Stats, accepts,
+    Kernel, KernelError, MESSAGE_OVERHEAD, Outbound, SENDER_SHARE_DIVISOR, Stats, accepts,
+    message_cost,
 };
 
 /// Virtual time: milliseconds on the driver's clock.

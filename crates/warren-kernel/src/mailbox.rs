@@ -2,14 +2,17 @@
 //! receives waiting for a message.
 //!
 //! The *logical queue* of a mailbox is its queue followed by its waiting sends, in the order the
-//! kernel accepted them. A waiting send exists only while the queue is full, so the two parts
-//! together are the order of acceptance; `recv` takes the oldest matching message of the whole
+//! kernel accepted them. A waiting send exists only while the queue cannot take the oldest of
+//! them (it is full, or its owner's byte quota or the sender's share of it is reached), and
+//! nothing enters the queue past a waiting send, so the two parts together are the order of
+//! acceptance; `recv` takes the oldest matching message of the whole
 //! logical queue (a selective receive can take a waiting send's message, which answers that
 //! send), and a waiting receive matches nothing in it.
 //!
 //! An entry of either part is one message ([`Entry::One`]) or a run of plain messages from one
 //! batch send ([`Entry::Run`]: bodies only, kept as the one buffer they arrived in). Capacity
 //! counts messages, not entries: [`Mailbox::queued`] is the number of messages in the queue.
+//! Byte quotas count [`crate::message_cost`] per message, whether it is one or part of a run.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -53,6 +56,11 @@ impl Stored {
     pub(crate) fn held_caps(&self) -> impl Iterator<Item = CapId> + '_ {
         self.caps.iter().copied().chain(self.reply)
     }
+
+    /// What it counts against a byte quota ([`crate::message_cost`]).
+    pub(crate) fn cost(&self) -> usize {
+        crate::message_cost(self.body.len(), &self.headers)
+    }
 }
 
 impl Stored {
@@ -91,7 +99,23 @@ pub(crate) struct RunStored {
     pub(crate) bodies: Bodies,
 }
 
+/// What `k` bodies whose encoding takes `encoded` bytes count against a byte quota: each is its
+/// body plus [`crate::MESSAGE_OVERHEAD`] (the encoding has 4 bytes of length per body).
+pub(crate) fn bodies_cost(k: usize, encoded: usize) -> usize {
+    encoded - 4 * k + k * crate::MESSAGE_OVERHEAD
+}
+
+/// The quota cost of each body, in order.
+pub(crate) fn body_costs(bodies: &Bodies) -> impl Iterator<Item = usize> + '_ {
+    bodies.iter().map(|b| crate::message_cost(b.len(), &[]))
+}
+
 impl RunStored {
+    /// What it counts against a byte quota.
+    pub(crate) fn cost(&self) -> usize {
+        bodies_cost(self.bodies.len(), self.bodies.encoded_len())
+    }
+
     /// Takes its first message out (the run must keep at least one more).
     pub(crate) fn take_one(&mut self) -> Stored {
         let one = self.bodies.split_front(1);
@@ -119,6 +143,22 @@ impl Entry {
                 let body = body.to_vec();
                 Stored::plain(run.from, run.badge, body)
             }
+        }
+    }
+
+    /// What it counts against a byte quota.
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            Entry::One(m) => m.cost(),
+            Entry::Run(r) => r.cost(),
+        }
+    }
+
+    /// Who sent it.
+    pub(crate) fn from(&self) -> &Arc<str> {
+        match self {
+            Entry::One(m) => &m.from,
+            Entry::Run(r) => &r.from,
         }
     }
 

@@ -91,6 +91,7 @@ impl World {
                 EnvSpec {
                     name: "r".into(),
                     mailbox_capacity: Some(capacity),
+                    mailbox_bytes: None,
                     ..EnvSpec::default()
                 },
                 0,

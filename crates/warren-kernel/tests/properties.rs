@@ -42,6 +42,7 @@ fn spec(i: usize) -> EnvSpec {
         may_send,
         may_discover,
         mailbox_capacity: capacity,
+        mailbox_bytes: None,
     }
 }
 
@@ -51,6 +52,9 @@ fn config() -> Config {
         max_handles: 24,
         max_mailboxes_per_env: 3,
         max_waiting_per_env: 3,
+        // Every denial is checked against its record here; the rate limit has its own tests.
+        audit_records_per_window: u32::MAX,
+        ..Config::default()
     }
 }
 
@@ -273,8 +277,8 @@ struct Model {
     next_req: u32,
     next_order: u64,
     next_monitor: u64,
-    /// (watcher, owner, reference).
-    monitors: Vec<(EnvId, EnvId, u64)>,
+    /// (watcher, owner, reference, the mailbox watched).
+    monitors: Vec<(EnvId, EnvId, u64, usize)>,
     expect_dead: BTreeSet<(EnvId, u32)>,
     /// Kernel mailbox id → model mailbox: must stay a bijection.
     kernel_mb: BTreeMap<u64, usize>,
@@ -850,7 +854,7 @@ impl Model {
             self.kill(mb, false);
         }
         let mut downs: Vec<(u64, EnvId)> = vec![];
-        self.monitors.retain(|&(watcher, owner, r)| {
+        self.monitors.retain(|&(watcher, owner, r, _)| {
             if owner == id && watcher != id {
                 downs.push((r, watcher));
             }
@@ -978,6 +982,10 @@ impl Model {
                     assert!(own.is_some() || wait, "a send that may not wait is waiting");
                     self.consume(c);
                     let table = self.envs[&env].table.clone();
+                    // A reply handle whose last use is spent leaves the table by itself.
+                    if self.caps[c].reply && self.caps[c].uses == Some(0) {
+                        self.envs.get_mut(&env).unwrap().table.remove(&h);
+                    }
                     let caps = attach
                         .iter()
                         .map(|a| {
@@ -1205,6 +1213,20 @@ impl Model {
                         .mailboxes
                         .retain(|&m| m != mb);
                     self.kill(mb, true);
+                    // Its monitors fire.
+                    let mut downs: Vec<(u64, EnvId)> = vec![];
+                    self.monitors.retain(|&(watcher, _, r, m)| {
+                        if m == mb {
+                            downs.push((r, watcher));
+                        }
+                        m != mb
+                    });
+                    downs.sort();
+                    let from = self.envs[&env].name;
+                    for (r, watcher) in downs {
+                        let w = self.env_of(watcher);
+                        self.queue_down(w, from, r);
+                    }
                 }
             }
         }
@@ -1253,6 +1275,7 @@ impl Model {
         let c = self.envs[&env].table.get(&h).copied();
         let eid = self.envs[&env].id;
         let owner = c
+            .filter(|&c| self.mbs[self.caps[c].mb].alive)
             .map(|c| self.mbs[self.caps[c].mb].owner)
             .filter(|o| self.envs.values().any(|e| e.id == *o));
         let watching = self.monitors.iter().filter(|m| m.0 == eid).count();
@@ -1274,7 +1297,7 @@ impl Model {
                 self.next_monitor += 1;
                 assert_eq!(own, Some(Response::Monitor { reference }));
                 match owner {
-                    Some(o) => self.monitors.push((eid, o, reference)),
+                    Some(o) => self.monitors.push((eid, o, reference, self.caps[c].mb)),
                     None => {
                         // The owner has ended: the notice is queued at once.
                         let from = self.mbs[self.caps[c].mb].owner_name;
@@ -1396,6 +1419,19 @@ impl Model {
         assert_eq!(stats.waiting_recvs, self.pending.len() - pending_sends);
         assert_eq!(stats.queued + stats.waiting_sends, live_entries);
         assert_eq!(stats.monitors, self.monitors.len());
+        // Byte accounting: every queued or waiting message is charged exactly once (to the
+        // mailbox owner or to the waiting sender), and nothing else is.
+        let charged: usize = self
+            .mbs
+            .iter()
+            .filter(|mb| mb.alive)
+            .flat_map(|mb| mb.entries.iter())
+            .map(|&m| match self.msgs[m].down {
+                Some(_) => warren_kernel::message_cost(0, &down_header()),
+                None => warren_kernel::message_cost(8, &[]),
+            })
+            .sum();
+        assert_eq!(stats.pinned_bytes, charged, "bytes pinned");
 
         let envs: Vec<usize> = self.envs.keys().copied().collect();
         for env in envs {
@@ -1617,4 +1653,9 @@ fn a_shared_budget_survives_pruning() {
     m.send(0, y, vec![], None, None, false);
     m.check();
     m.finish();
+}
+
+fn down_header() -> Vec<(String, Vec<u8>)> {
+    let (name, value) = warren_kernel::DOWN_HEADER;
+    vec![(name.to_string(), value.to_vec())]
 }

@@ -1,11 +1,11 @@
 //! The child side of a launch: everything between `clone3` and `execve`, in order.
 //!
 //! This runs as pid 1 of the new pid namespace, in a copy of the single-threaded launcher. Each
-//! step is one entry of [`Step`]; a failure is reported to the parent over the report pipe as
-//! `error <step> <errno> <what>` and the child exits. The report pipe is close-on-exec, so a
-//! successful `execve` closes it: the parent reads end-of-file after an `exec` line.
+//! step is one entry of [`Step`]; what the parent must learn goes over the report pipe as typed
+//! [`Report`]s, and a failure is reported as [`Report::Error`] before the child exits. The report
+//! pipe is close-on-exec, so a successful `execve` closes it: the parent reads end-of-file after
+//! [`Report::Exec`].
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -15,10 +15,11 @@ use rustix::process::{Resource, Rlimit as RustixRlimit, Signal};
 use rustix::thread::{set_thread_groups, set_thread_res_gid, set_thread_res_uid};
 
 use crate::confine::{self, LandlockOutcome};
-use crate::launch::Step;
 use crate::plan::{LaunchPlan, Protection};
 use crate::policy::{self, Rlimit};
+use crate::report::Report;
 use crate::rootfs::{self, StepResult};
+use crate::step::Step;
 
 /// What the child needs, prepared by the parent before the fork.
 pub(crate) struct ChildContext<'a> {
@@ -27,13 +28,14 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub mailbox: Option<OwnedFd>,
     pub report: OwnedFd,
-    pub seccomp: Option<&'a seccompiler::BpfProgram>,
-    pub attach: Option<&'a crate::cgroup::AttachHandles>,
+    pub seccomp: Option<&'static warren_seccomp::Program>,
+    pub attach: Option<&'a warren_cgroup::AttachHandles>,
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
     pub env: Vec<(String, String)>,
     pub net: Option<crate::net::Inside>,
-    /// For an image root: the detached, idmapped mount of the image (see `launch`).
+    /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
+    /// `launch`).
     pub image_tree: Option<OwnedFd>,
 }
 
@@ -44,8 +46,12 @@ pub(crate) fn run(mut ctx: ChildContext<'_>) -> ! {
         Ok(never) => match never {},
         Err((step, what, err)) => {
             let errno = err.raw_os_error().unwrap_or(0);
-            let what = what.replace('\n', " ");
-            let _ = writeln!(report, "error {} {errno} {what}: {err}", step.as_str());
+            Report::Error {
+                step,
+                errno,
+                message: format!("{what}: {err}"),
+            }
+            .send(&mut report);
             std::process::exit(if step == Step::Exec {
                 exec_status(errno)
             } else {
@@ -112,7 +118,7 @@ fn setup(
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.
-    let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
+    let tool_path = ctx.plan.client_tool.as_deref();
     let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
     let tool = if tool_path.is_some() {
         sources.pop()
@@ -179,7 +185,7 @@ fn setup(
     rx(
         Step::Hostname,
         "sethostname",
-        rustix::system::sethostname(ctx.plan.name.as_str().as_bytes()),
+        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
     )?;
     fault(Step::Hostname)?;
     io(
@@ -195,7 +201,10 @@ fn setup(
             "configure eth0",
             crate::net::configure_inside(inside),
         )?;
-        let _ = writeln!(report, "info net-config {}", t.elapsed().as_micros());
+        Report::NetConfig {
+            micros: t.elapsed().as_micros() as u64,
+        }
+        .send(report);
         fault(Step::NetConfig)?;
     }
 
@@ -270,7 +279,10 @@ fn setup(
             err,
         ));
     }
-    let _ = writeln!(report, "info landlock {}", outcome.as_str());
+    Report::Landlock {
+        status: outcome.as_str().to_owned(),
+    }
+    .send(report);
     fault(Step::Landlock)?;
 
     io(
@@ -287,7 +299,7 @@ fn setup(
     fault(Step::NoNewPrivs)?;
 
     if let Some(prog) = ctx.seccomp {
-        crate::seccomp::apply(prog).map_err(|e| {
+        prog.install().map_err(|e| {
             (
                 Step::Seccomp,
                 "install the seccomp filter".to_owned(),
@@ -295,15 +307,10 @@ fn setup(
             )
         })?;
     }
-    let _ = writeln!(
-        report,
-        "info seccomp {}",
-        if ctx.seccomp.is_some() {
-            "filter"
-        } else {
-            "none"
-        }
-    );
+    Report::Seccomp {
+        installed: ctx.seccomp.is_some(),
+    }
+    .send(report);
     fault(Step::Seccomp)?;
 
     // Wait until the launcher has recorded the launch in the event log (the second byte on
@@ -315,7 +322,7 @@ fn setup(
     }
 
     fault(Step::Exec)?;
-    let _ = writeln!(report, "info exec");
+    Report::Exec {}.send(report);
     let argv = &ctx.plan.argv;
     let err = std::process::Command::new(&argv[0])
         .args(&argv[1..])
@@ -330,7 +337,10 @@ fn set_rlimits(plan: &LaunchPlan) -> StepResult {
     let table = policy::RLIMITS
         .iter()
         .map(|(r, s, h, _)| (*r, *s, *h))
-        .chain([(Rlimit::NProc, pids, pids)]);
+        // One above the cgroup's pids.max: the cgroup refuses first, and counts it in
+        // `pids.events`, so `warren run` can say the limit was hit; the rlimit stays the
+        // backstop where no pids cgroup applies.
+        .chain([(Rlimit::NProc, pids + 1, pids + 1)]);
     for (r, soft, hard) in table {
         let res = match r {
             Rlimit::Core => Resource::Core,

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use rustix::io::Errno;
 use serde::Serialize;
 
-use crate::cgroup::{Layout, LayoutInfo, Version};
+use warren_cgroup::{Layout, LayoutInfo, Version};
 
 /// Where the probe looks for the host's pseudo-filesystems.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,7 +331,7 @@ fn landlock_feature(abi: &io::Result<i32>, sys: &Path) -> Feature {
 }
 
 /// `cgroup.memory`, `cgroup.pids`, `cgroup.cpu` (required) and `cgroup.freezer` (optional).
-fn cgroup_features(layout: &Result<Layout, crate::cgroup::CgroupError>) -> Vec<Feature> {
+fn cgroup_features(layout: &Result<Layout, warren_cgroup::CgroupError>) -> Vec<Feature> {
     let layout = match layout {
         Ok(layout) => layout,
         Err(e) => {

@@ -8,27 +8,37 @@
 //!
 //! The entry point is [`launch::launch`], which runs the ordered steps of
 //! `docs/launch-sequence.md` in a single-threaded process: the parent side in [`launch`], the
-//! child side in `child`. The security policy those steps apply is data in [`policy`] and
-//! `seccomp/policy.json`.
+//! child side in `child`. The security policy those steps apply is data in [`policy`] and in
+//! the `warren-seccomp` crate; cgroups are `warren-cgroup`'s, and a `--binary` root arrives
+//! already resolved by `warren-elf`.
+//!
+//! The launcher knows nothing of attestation: the caller passes a [`Measure`] hook, which
+//! the parent runs after the child's "go" byte and before its "measured" byte, so the workload's
+//! first instruction runs only after the hook returned (see `docs/launch-sequence.md`).
 //!
 //! **Invariant:** nothing here starts a thread. The launcher forks with `clone3`, which is only
 //! sound in a single-threaded process; the daemon therefore launches through a separate
 //! single-threaded launcher process, never from inside its async runtime.
 #![forbid(unsafe_code)]
 
-pub mod cgroup;
+pub mod applied;
 mod child;
 mod confine;
-pub mod elf;
+pub mod error;
 pub mod features;
+pub mod hook;
 pub mod launch;
-mod measure;
 pub mod net;
 pub mod plan;
 pub mod policy;
+mod report;
 mod rootfs;
-pub mod seccomp;
 pub mod state;
+pub mod step;
 
-pub use launch::{Applied, LaunchError, Running, Step, launch, launch_with_mailbox};
+pub use applied::{Applied, Measurement};
+pub use error::LaunchError;
+pub use hook::Measure;
+pub use launch::{ExitState, Running, launch, launch_with_mailbox};
 pub use plan::{LaunchPlan, Protection, RootSource, RunAs};
+pub use step::Step;

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use warren_spec::EnvName;
 
-use crate::cgroup::Limits;
-use crate::elf::BinaryRoot;
+use warren_cgroup::Limits;
+use warren_elf::BinaryRoot;
 
 /// Where an environment's root filesystem comes from.
 #[derive(Debug, Clone)]
@@ -99,12 +99,15 @@ pub struct LaunchPlan {
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
-    /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
+    /// `/dev/warren/warren-msg`: given when the environment has a mailbox connection or runs
+    /// `warren-msg init` as pid 1 (`warren run --init`).
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,
     /// The user to run as; `None` is root (uid 0 inside).
     pub user: Option<RunAs>,
+    /// The hostname inside (`--hostname`); `None` is the environment's name.
+    pub hostname: Option<String>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).
@@ -112,6 +115,10 @@ pub struct LaunchPlan {
     /// The image's manifest digest (`sha256:...`), for an image root: the identity of what runs,
     /// recorded in `Applied` and read by the launch measurement.
     pub image_manifest_digest: Option<String>,
+    /// The image store's tree digest of an image root (`blake3:...`, computed at import over
+    /// the root the store keeps read-only): the launch measurement records it instead of
+    /// walking the tree. `None` makes the measurement walk the root.
+    pub image_tree_digest: Option<String>,
 }
 
 impl LaunchPlan {
@@ -119,4 +126,9 @@ impl LaunchPlan {
     pub const DEFAULT_TMPFS_SIZE: u64 = 16 << 20;
     /// The default pids limit: enough for a shell pipeline, small enough to stop a fork bomb.
     pub const DEFAULT_PIDS: u64 = 1024;
+
+    /// The hostname inside: `hostname` when given, else the environment's name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.name.as_str())
+    }
 }

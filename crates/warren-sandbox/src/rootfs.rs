@@ -17,10 +17,10 @@ use rustix::mount::{
     mount_remount, unmount,
 };
 
-use crate::elf::BinaryRoot;
-use crate::launch::Step;
 use crate::plan::RootSource;
 use crate::policy;
+use crate::step::Step;
+use warren_elf::BinaryRoot;
 
 /// A failed step: which one, what it was doing, and the error.
 pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
@@ -130,10 +130,18 @@ pub(crate) fn enter_root(
     let mut under_tmp = Vec::new();
     match root {
         RootSource::Rootfs(dir) => {
+            // `sources[0]` is a detached, non-recursive copy of the directory's mount, made by
+            // the parent (see `launch`): attach it.
             at(
                 Step::MountRoot,
-                || format!("bind {} onto {}", dir.display(), staging.display()),
-                mount_bind(fd_path(&sources[0]), staging),
+                || format!("attach {} onto {}", dir.display(), staging.display()),
+                rustix::mount::move_mount(
+                    &sources[0],
+                    "",
+                    rustix::fs::CWD,
+                    staging,
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+                ),
             )?;
             for d in ["proc", "dev", "tmp"] {
                 require_dir(Step::MountRoot, &staging.join(d))?;
@@ -202,11 +210,13 @@ fn inode_limit(size: u64) -> u64 {
     (size / 4096).max(1024)
 }
 
-/// The files of a binary root in a fixed order: binary, interpreter, libraries.
-pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
+/// The paths of a binary root in a fixed order: binary, interpreter, libraries, added paths
+/// (files or directories).
+pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&warren_elf::RootEntry> {
     let mut entries = vec![&bin.binary];
     entries.extend(bin.interpreter.iter());
     entries.extend(bin.libraries.iter());
+    entries.extend(bin.added.iter().map(|a| &a.entry));
     entries
 }
 
@@ -216,10 +226,9 @@ pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&crate::elf::RootEntry> {
 /// With a client tool, its descriptor comes last.
 pub(crate) fn open_sources(root: &RootSource, tool: Option<&Path>) -> StepResult<Vec<OwnedFd>> {
     let mut paths: Vec<PathBuf> = match root {
-        RootSource::Rootfs(dir) => vec![dir.clone()],
         RootSource::Binary(b) => binary_entries(b).iter().map(|e| e.host.clone()).collect(),
-        // The image's mount comes from the parent (see `launch`), not from a path.
-        RootSource::Image(_) => vec![],
+        // The root's mount comes from the parent (see `launch`), not from a path.
+        RootSource::Rootfs(_) | RootSource::Image(_) => vec![],
     };
     paths.extend(tool.map(Path::to_owned));
     paths
@@ -292,8 +301,9 @@ fn build_binary_root(
     Ok(under_tmp)
 }
 
-/// Binds host file `src` (named `host` in errors) read-only at `target` below `staging`,
-/// creating the mount point and its parents; an existing `target` is left as it is.
+/// Binds host file or directory `src` (named `host` in errors) read-only at `target` below
+/// `staging`, creating the mount point and its parents; an existing `target` is left as it is.
+/// A directory is bound without the mounts below it on the host.
 fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &OwnedFd) -> StepResult {
     let rel = target.strip_prefix("/").unwrap_or(target);
     let dst = staging.join(rel);
@@ -307,11 +317,25 @@ fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &Owned
             std::fs::create_dir_all(parent),
         )?;
     }
-    io_at(
+    let is_dir = at(
         step,
-        || format!("create {}", dst.display()),
-        std::fs::File::create(&dst),
-    )?;
+        || format!("stat {}", host.display()),
+        rustix::fs::fstat(src),
+    )
+    .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory)?;
+    if is_dir {
+        io_at(
+            step,
+            || format!("create {}", dst.display()),
+            std::fs::create_dir(&dst),
+        )?;
+    } else {
+        io_at(
+            step,
+            || format!("create {}", dst.display()),
+            std::fs::File::create(&dst).map(drop),
+        )?;
+    }
     at(
         step,
         || format!("bind {} onto {}", host.display(), target.display()),

@@ -49,6 +49,20 @@ pub enum StateError {
         /// How many ranges exist.
         slots: u32,
     },
+    /// No staging mount point is reachable by an environment's root (an unprivileged host uid).
+    #[error(
+        "the environment's root user (an unprivileged host uid) cannot reach {state}/mnt, because \
+         {blocker} has no search permission for others, nor the fallback {fallback}; \
+         make one reachable (chmod o+x {blocker}) or use a state directory under /run"
+    )]
+    Unreachable {
+        /// The state directory.
+        state: PathBuf,
+        /// The first directory on the way that others cannot search.
+        blocker: PathBuf,
+        /// The fallback mount point that was tried.
+        fallback: PathBuf,
+    },
 }
 
 /// A held lock file; dropping it unlinks the file and releases the lock.
@@ -137,6 +151,18 @@ fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StateError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(err)
 }
 
+/// The first directory, from `/` down to `path` itself, that "others" may not search (mode
+/// without `o+x`), or `None` if every one of them may be searched.
+fn closed_to_others(path: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+    let mut dirs: Vec<&Path> = path.ancestors().collect();
+    dirs.reverse();
+    dirs.into_iter()
+        .find(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(Path::to_path_buf)
+}
+
 /// The directory under which Warren keeps its host-wide state.
 #[derive(Debug, Clone)]
 pub struct StateDir {
@@ -177,20 +203,35 @@ impl StateDir {
 
     /// An empty directory over which each environment mounts its root in its own mount
     /// namespace; it stays empty on the host. The state directory is made traversable (0711,
-    /// not listable) because the environment's unprivileged root must reach this mount point.
+    /// not listable) because the environment's unprivileged root must reach this mount point:
+    /// `<state>/mnt`.
+    ///
+    /// When a directory above the state directory is closed to others (a state directory in
+    /// root's mode-0700 home, say), `<state>/mnt` cannot be reached from inside, and the mount
+    /// point is `mnt` next to the host-wide uid registry instead (`/run/warren/mnt`). That is
+    /// sound because the mount point is only ever mounted on inside each environment's own
+    /// mount namespace, so any number of state directories can share it. If neither is
+    /// reachable, the error says what to change.
     pub fn mount_point(&self) -> Result<PathBuf, StateError> {
         ensure_dir_mode(&self.root, 0o711)?;
-        let p = self.root.join("mnt");
-        ensure_dir_mode(&p, 0o755)?;
-        Ok(p)
-    }
-
-    /// A file in Warren's cache directory (`<root>/cache`, mode 0700), which is created on
-    /// first use. Only root writes there.
-    pub fn cache_file(&self, name: &str) -> Result<PathBuf, StateError> {
-        let dir = self.root.join("cache");
-        ensure_dir(&dir)?;
-        Ok(dir.join(name))
+        let own = self.root.join("mnt");
+        let Some(blocker) = closed_to_others(&self.root) else {
+            ensure_dir_mode(&own, 0o755)?;
+            return Ok(own);
+        };
+        let fallback = self.uid_dir.with_file_name("mnt");
+        if let Some(parent) = fallback.parent() {
+            ensure_dir_mode(parent, 0o711)?;
+        }
+        ensure_dir_mode(&fallback, 0o755)?;
+        if closed_to_others(&fallback).is_some() {
+            return Err(StateError::Unreachable {
+                state: self.root.clone(),
+                blocker,
+                fallback,
+            });
+        }
+        Ok(fallback)
     }
 
     /// The directory of live-environment records.
@@ -300,6 +341,52 @@ pub struct UidRange {
 
 #[cfg(test)]
 mod tests {
+
+    fn chmod(p: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_mount_point_is_in_the_state_directory_when_others_can_reach_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        chmod(tmp.path(), 0o755);
+        let state = StateDir::with_uid_registry(tmp.path().join("s"), tmp.path().join("r/uids"));
+        assert_eq!(state.mount_point().unwrap(), tmp.path().join("s/mnt"));
+        assert_eq!(closed_to_others(&tmp.path().join("s/mnt")), None);
+    }
+
+    #[test]
+    fn a_state_directory_under_a_closed_parent_gets_a_reachable_mount_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        chmod(tmp.path(), 0o755);
+        let closed = tmp.path().join("home");
+        std::fs::create_dir(&closed).unwrap();
+        chmod(&closed, 0o700);
+        let state = StateDir::with_uid_registry(closed.join("state"), tmp.path().join("r/uids"));
+        let p = state.mount_point().unwrap();
+        assert_eq!(p, tmp.path().join("r/mnt"));
+        assert_eq!(closed_to_others(&p), None, "the environment can reach it");
+        // Control: the state directory's own mount point could not be reached.
+        assert_eq!(closed_to_others(&closed.join("state/mnt")), Some(closed));
+    }
+
+    #[test]
+    fn with_no_reachable_mount_point_the_error_says_what_to_change() {
+        let tmp = tempfile::tempdir().unwrap();
+        chmod(tmp.path(), 0o755);
+        let closed = tmp.path().join("closed");
+        std::fs::create_dir_all(closed.join("reg")).unwrap();
+        chmod(&closed, 0o700);
+        let state = StateDir::with_uid_registry(closed.join("state"), closed.join("reg/uids"));
+        let e = state.mount_point().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("chmod o+x {}", closed.display())),
+            "{e}"
+        );
+        assert!(e.contains("use a state directory under /run"), "{e}");
+    }
+
     use super::*;
 
     #[test]

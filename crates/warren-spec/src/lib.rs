@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod image_name;
+pub mod limits;
 pub mod manifest;
 mod name;
 pub mod net;
@@ -17,6 +18,7 @@ pub mod plan;
 mod quantity;
 
 pub use image_name::{ImageName, ImageNameError};
+pub use limits::{Bound, LimitError, validate_space};
 pub use manifest::{
     HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, TemplateSpec,
     load_manifest, parse_manifest,

@@ -21,6 +21,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use crate::limits::{self, Bound};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -116,6 +117,10 @@ pub struct SpaceSpec {
     pub may_discover: Vec<String>,
     /// Bound of its mailboxes in messages; `None` takes the kernel's default.
     pub mailbox_capacity: Option<usize>,
+    /// Its byte quota in the kernel (queued messages in its mailboxes and its waiting sends);
+    /// `None` takes the kernel's default.
+    #[serde(default)]
+    pub mailbox_bytes: Option<ByteSize>,
     /// Protections it may run without (members of [`PROTECTIONS`]), sorted.
     pub allow_missing: Vec<String>,
     /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
@@ -129,6 +134,18 @@ pub struct SpaceSpec {
     /// order written.
     #[serde(default)]
     pub may_spawn: Vec<String>,
+    /// For a binary image: files and directories added read-only to its root at the same path
+    /// (`image = { binary = "PATH", with = ["PATH", ...] }`, `warren run --with`).
+    #[serde(default)]
+    pub with: Vec<PathBuf>,
+    /// Whether a small init runs as pid 1 and starts the command (`warren run --init`): on
+    /// unless declared `init = false`.
+    #[serde(default = "yes")]
+    pub init: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -327,7 +344,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 16] = [
+const SPACE_KEYS: [&str; 18] = [
     "image",
     "command",
     "env",
@@ -341,9 +358,11 @@ const SPACE_KEYS: [&str; 16] = [
     "may_send",
     "may_discover",
     "mailbox_capacity",
+    "mailbox_bytes",
     "allow_missing",
     "accept_from",
     "may_spawn",
+    "init",
 ];
 
 /// The keys of an environment's `net` table.
@@ -792,38 +811,52 @@ impl Parser<'_> {
                 may_send: Vec::new(),
                 may_discover: Vec::new(),
                 mailbox_capacity: None,
+                mailbox_bytes: None,
                 allow_missing: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
                 may_spawn: Vec::new(),
+                init: true,
+                with: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             let s = &mut d.spec;
             match key {
-                "image" => d.image = Some(self.image(here, v)?),
+                "image" => {
+                    let (image, with) = self.image(here, v)?;
+                    d.image = Some(image);
+                    s.with = with;
+                }
                 "command" => d.command = Some(self.command(here, v)?),
                 "env" => s.env = self.env(here, v)?,
                 "net" => s.net = self.net(here, v)?,
-                "memory" => s.memory = Some(self.size(here, key, v)?),
-                "pids" => s.pids = Some(self.integer(here, key, v, 1, u64::MAX)?),
+                "memory" => s.memory = Some(self.size(here, limits::MEMORY, v)?),
+                "pids" => s.pids = Some(self.bounded(here, limits::PIDS, v)?),
                 "cpus" => s.cpus = Some(self.cpus(here, v)?),
-                "tmpfs_size" => s.tmpfs_size = Some(self.size(here, key, v)?),
+                "tmpfs_size" => s.tmpfs_size = Some(self.size(here, limits::TMPFS_SIZE, v)?),
                 "restart" => s.restart = self.restart(here, v)?,
                 "max_restarts" => {
-                    let n = self.integer(here, key, v, 0, u64::from(u32::MAX))?;
+                    let n = self.bounded(here, limits::MAX_RESTARTS, v)?;
                     s.max_restarts = u32::try_from(n).unwrap_or(u32::MAX);
                 }
                 "may_send" => s.may_send = self.targets(here, key, v, Some((name, host)))?,
                 "may_discover" => s.may_discover = self.targets(here, key, v, None)?,
                 "mailbox_capacity" => {
-                    let n = self.integer(here, key, v, 1, usize::MAX as u64)?;
+                    let n = self.bounded(here, limits::MAILBOX_CAPACITY, v)?;
                     s.mailbox_capacity = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+                "mailbox_bytes" => {
+                    s.mailbox_bytes = Some(self.size(here, limits::MAILBOX_BYTES, v)?);
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
                 "may_spawn" => s.may_spawn = self.may_spawn(here, v)?,
+                "init" => match v.get_ref() {
+                    DeValue::Boolean(b) => s.init = *b,
+                    _ => return Err(self.type_error(here, key, v, "true or false")),
+                },
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }
@@ -880,7 +913,12 @@ impl Parser<'_> {
         Ok(self.dir.join(s).components().collect())
     }
 
-    fn image(&self, here: &TablePath, v: &Value<'_>) -> Result<ImageSpec, ManifestError> {
+    /// The image, and the paths its `with` key adds (binary images only).
+    fn image(
+        &self,
+        here: &TablePath,
+        v: &Value<'_>,
+    ) -> Result<(ImageSpec, Vec<PathBuf>), ManifestError> {
         let t = match v.get_ref() {
             DeValue::String(text) => {
                 let path = self.path(here, "image", v)?;
@@ -889,10 +927,10 @@ impl Parser<'_> {
                 let bare = !text.contains('/') && !text.starts_with('.');
                 if self.look && bare && !path.exists() {
                     if let Ok(name) = text.parse::<crate::ImageName>() {
-                        return Ok(ImageSpec::Name(name));
+                        return Ok((ImageSpec::Name(name), Vec::new()));
                     }
                 }
-                return Ok(ImageSpec::Rootfs(path));
+                return Ok((ImageSpec::Rootfs(path), Vec::new()));
             }
             DeValue::Table(t) => t,
             _ => {
@@ -903,9 +941,20 @@ impl Parser<'_> {
         };
         let table = here.child("image");
         let mut found = None;
+        let mut with: Option<(Vec<PathBuf>, &Value<'_>)> = None;
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             let image = match key {
+                "with" => {
+                    let items = self.array(&table, key, v, "an array of paths")?;
+                    let mut paths = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        self.item(&table, key, i, item)?;
+                        paths.push(self.path(&table, key, item)?);
+                    }
+                    with = Some((paths, v));
+                    continue;
+                }
                 "rootfs" => ImageSpec::Rootfs(self.path(&table, key, v)?),
                 "binary" => ImageSpec::Binary(self.path(&table, key, v)?),
                 "name" => {
@@ -916,7 +965,7 @@ impl Parser<'_> {
                     }
                 }
                 x if is_extension(x) => continue,
-                _ => return Err(self.unknown(&table, k, &["rootfs", "binary", "name"])),
+                _ => return Err(self.unknown(&table, k, &["rootfs", "binary", "name", "with"])),
             };
             if found.is_some() {
                 let msg = format!(
@@ -928,13 +977,25 @@ impl Parser<'_> {
             }
             found = Some(image);
         }
-        found.ok_or_else(|| {
+        let image = found.ok_or_else(|| {
             let msg = format!(
                 "{} must set \"rootfs\", \"binary\" or \"name\"",
                 here.at("image")
             );
             self.error(v.span(), here.key("image"), msg)
-        })
+        })?;
+        match (with, &image) {
+            (None, _) => Ok((image, Vec::new())),
+            (Some((paths, _)), ImageSpec::Binary(_)) => Ok((image, paths)),
+            (Some((_, w)), _) => {
+                let msg = format!(
+                    "{}: \"with\" adds paths to a binary image; a rootfs or named image \
+                     already holds its files",
+                    table.at("with")
+                );
+                Err(self.error(w.span(), table.key("with"), msg))
+            }
+        }
     }
 
     fn array<'v, 'i>(
@@ -1023,19 +1084,8 @@ impl Parser<'_> {
         let mut out = BTreeMap::new();
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
-            if !env_key_ok(key) {
-                let msg = format!(
-                    "{}: variable name {key:?} is not valid: use letters, digits and '_', not \
-                     starting with a digit",
-                    here.at("env")
-                );
-                return Err(self.error(k.span(), table.key(key), msg));
-            }
-            if key.starts_with("WARREN_") {
-                let msg = format!(
-                    "{}: variable {key:?} is reserved: Warren sets WARREN_* variables itself",
-                    here.at("env")
-                );
+            if let Err(e) = limits::check_env_var(key) {
+                let msg = format!("{}: {e}", here.at("env"));
                 return Err(self.error(k.span(), table.key(key), msg));
             }
             let DeValue::String(value) = v.get_ref() else {
@@ -1136,14 +1186,34 @@ impl Parser<'_> {
         }
     }
 
-    fn size(&self, here: &TablePath, key: &str, v: &Value<'_>) -> Result<ByteSize, ManifestError> {
-        match v.get_ref() {
+    /// A whole number within `bound` (`limits.rs`).
+    fn bounded(&self, here: &TablePath, bound: Bound, v: &Value<'_>) -> Result<u64, ManifestError> {
+        self.integer(here, bound.key, v, bound.min, bound.max)
+    }
+
+    /// A size (`"64M"` or a number of bytes) within `bound` (`limits.rs`).
+    fn size(
+        &self,
+        here: &TablePath,
+        bound: Bound,
+        v: &Value<'_>,
+    ) -> Result<ByteSize, ManifestError> {
+        let key = bound.key;
+        let size = match v.get_ref() {
             DeValue::String(s) => s
                 .parse::<ByteSize>()
-                .map_err(|e| self.bad_value(here, key, v.span(), e.to_string())),
-            DeValue::Integer(_) => Ok(ByteSize(self.integer(here, key, v, 1, u64::MAX)?)),
-            _ => Err(self.type_error(here, key, v, "a size such as \"64M\"")),
-        }
+                .map_err(|e| self.bad_value(here, key, v.span(), e.to_string()))?,
+            DeValue::Integer(_) => ByteSize(self.integer(here, key, v, 0, u64::MAX)?),
+            _ => return Err(self.type_error(here, key, v, "a size such as \"64M\"")),
+        };
+        limits::check(bound, size.0).map_err(|_| {
+            let why = format!(
+                "{} is out of range: expected {} to {} bytes",
+                size.0, bound.min, bound.max
+            );
+            self.bad_value(here, key, v.span(), why)
+        })?;
+        Ok(size)
     }
 
     fn cpus(&self, here: &TablePath, v: &Value<'_>) -> Result<CpuQuota, ManifestError> {

@@ -144,7 +144,7 @@ fn change(field: &str, old: Value, new: Value) -> Change {
 
 /// Every field of `spec` with its JSON value, in declaration order. The destructuring is
 /// exhaustive so that a field added to [`SpaceSpec`] cannot be forgotten here.
-fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
+fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
     let SpaceSpec {
         image,
         command,
@@ -158,17 +158,20 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
         may_send,
         may_discover,
         mailbox_capacity,
+        mailbox_bytes,
         allow_missing,
         net,
         accept_from,
         may_spawn,
+        init,
+        with,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
         // cannot fail.
         serde_json::to_value(v).unwrap_or(Value::Null)
     }
-    [
+    vec![
         ("image", json(image)),
         ("command", json(command)),
         ("env", json(env)),
@@ -181,10 +184,13 @@ fn fields(spec: &SpaceSpec) -> [(&'static str, Value); 16] {
         ("may_send", json(may_send)),
         ("may_discover", json(may_discover)),
         ("mailbox_capacity", json(mailbox_capacity)),
+        ("mailbox_bytes", json(mailbox_bytes)),
         ("allow_missing", json(allow_missing)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
         ("may_spawn", json(may_spawn)),
+        ("init", json(init)),
+        ("with", json(with)),
     ]
 }
 

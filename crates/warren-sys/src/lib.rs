@@ -471,6 +471,100 @@ pub fn take_inherited_socket(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(owned)
 }
 
+/// `PTRACE_SECCOMP_GET_FILTER` (linux/ptrace.h; not in the libc crate).
+const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
+
+/// The classic-BPF seccomp filters installed in process `pid`, most recent first, each in the
+/// layout the kernel was given (8 bytes per `struct sock_filter`). For inspection and tests: it
+/// attaches with `PTRACE_SEIZE`, stops the process with `PTRACE_INTERRUPT`, reads every filter
+/// with `PTRACE_SECCOMP_GET_FILTER` and detaches, which lets the process go on as before.
+///
+/// Needs `CAP_SYS_ADMIN` and a caller not itself under seccomp (the kernel answers `EACCES`
+/// otherwise), the right to trace `pid`, and a kernel built with `CONFIG_CHECKPOINT_RESTORE`
+/// (`EINVAL` without). A process with no filter gives an empty list.
+pub fn seccomp_filters(pid: i32) -> io::Result<Vec<Vec<u8>>> {
+    let null = std::ptr::null_mut::<libc::c_void>();
+    let ptrace =
+        |request: libc::c_uint, addr: usize, data: *mut libc::c_void| -> io::Result<libc::c_long> {
+            // SAFETY: every request used here passes `addr` as a plain number and `data` either as
+            // null or as a buffer the caller sized for what the kernel writes (see below).
+            let ret = unsafe { libc::ptrace(request as _, pid, addr as *mut libc::c_void, data) };
+            if ret < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(ret)
+            }
+        };
+    ptrace(libc::PTRACE_SEIZE, 0, null)?;
+    /// Detaches on every way out, so the tracee is never left stopped.
+    struct Detach<F: Fn()>(F);
+    impl<F: Fn()> Drop for Detach<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let _detach = Detach(|| {
+        let _ = ptrace(libc::PTRACE_DETACH, 0, null);
+    });
+    ptrace(libc::PTRACE_INTERRUPT, 0, null)?;
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes the status into `status`, a valid out-parameter.
+        let ret = unsafe { libc::waitpid(pid, &mut status, libc::__WALL) };
+        if ret == pid {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    let mut filters = Vec::new();
+    for index in 0.. {
+        // With a null buffer the kernel returns the filter's length in instructions.
+        let len = match ptrace(PTRACE_SECCOMP_GET_FILTER, index, null) {
+            Ok(n) => n as usize,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => break,
+            Err(e) if index == 0 && e.raw_os_error() == Some(libc::EINVAL) => {
+                // Not filtered at all (mode is not SECCOMP_MODE_FILTER), or no CRIU support.
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+                if status
+                    .lines()
+                    .any(|l| l.replace(char::is_whitespace, "") == "Seccomp:0")
+                {
+                    break;
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let mut buf = vec![0u8; len * std::mem::size_of::<libc::sock_filter>()];
+        // SAFETY: `buf` holds `len` sock_filter structures, which is what the kernel copies for
+        // a filter of `len` instructions (it returned that length just above, and the tracee is
+        // stopped, so its filters cannot change in between).
+        let got = ptrace(PTRACE_SECCOMP_GET_FILTER, index, buf.as_mut_ptr().cast())?;
+        buf.truncate(got as usize * std::mem::size_of::<libc::sock_filter>());
+        filters.push(buf);
+    }
+    Ok(filters)
+}
+
+/// Have `cmd`'s child start with an empty signal mask, whatever the caller blocks (an init
+/// blocks the signals it reads through a [`signalfd`]; `std::process::Command` passes the mask
+/// on to the child).
+pub fn clear_signal_mask_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // `pthread_sigmask` (through `set_signal_mask`) on a stack-built empty set, which is
+    // async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            set_signal_mask(&SignalSet::empty())?;
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,6 +45,9 @@ use tss_esapi::{Context, TctiNameConf};
 
 /// The persistent handle of Warren's attestation key.
 const AK_HANDLE: u32 = 0x8101_5741;
+/// The PCRs of the SHA-256 bank a quote covers (`warren_attest::evidence::bootlog::BOOT_PCRS`).
+const BOOT_PCRS: [u32; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
+
 /// The NV extend index that anchors the event log (the same number as `warren_attest::log`).
 const NV_INDEX: u32 = 0x0157_4152;
 
@@ -412,14 +415,38 @@ fn run(args: &[String]) -> Res<Value> {
         }
         "quote" => {
             let q = hex_arg(&rest, 1)?;
-            let (attest, r, s) = agent
-                .raw()?
-                .nv_certify(AK_HANDLE, &agent.auth()?, NV_INDEX, &q, 32)
+            let auth = agent.auth()?;
+            let mut t = agent.raw()?;
+            let (attest, r, s) = t
+                .nv_certify(AK_HANDLE, &auth, NV_INDEX, &q, 32)
                 .map_err(raw_err("certify the anchor"))?;
-            let mut v = agent.publics()?;
+            // The boot state over the same qualifying value: the PCRs are read first and
+            // quoted after; the verifier checks that the values hash to the signed digest.
+            let pcrs = t
+                .pcr_read_many(&BOOT_PCRS)
+                .map_err(raw_err("read the boot PCRs"))?;
+            let (pcr_attest, pcr_r, pcr_s) = t
+                .quote(AK_HANDLE, &auth, &q, &BOOT_PCRS)
+                .map_err(raw_err("quote the boot PCRs"))?;
+            let ak = t
+                .read_public(AK_HANDLE)
+                .map_err(raw_err("read the attestation key"))?;
+            let nv = t
+                .nv_read_public(NV_INDEX)
+                .map_err(raw_err("read the anchor's public area"))?;
+            drop(t);
+            let mut v = json!({ "ak_public": hex::encode(ak), "nv_public": hex::encode(nv) });
             v["attest"] = hex::encode(attest).into();
             v["r"] = hex::encode(r).into();
             v["s"] = hex::encode(s).into();
+            v["pcr_attest"] = hex::encode(pcr_attest).into();
+            v["pcr_r"] = hex::encode(pcr_r).into();
+            v["pcr_s"] = hex::encode(pcr_s).into();
+            let map: serde_json::Map<String, Value> = pcrs
+                .into_iter()
+                .map(|(n, d)| (n.to_string(), Value::from(hex::encode(d))))
+                .collect();
+            v["pcrs"] = Value::Object(map);
             Ok(v)
         }
         "ek" => agent.ek(),

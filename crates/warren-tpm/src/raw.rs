@@ -297,6 +297,68 @@ impl Transport {
         Ok((attest.to_vec(), sr.to_vec(), ss.to_vec()))
     }
 
+    /// `TPM2_Quote` of the SHA-256 PCRs in `pcrs` by the key `signer` (authValue
+    /// `signer_auth`), with the key's own scheme: the `TPMS_ATTEST` bytes and the ECDSA `r`, `s`.
+    pub fn quote(
+        &mut self,
+        signer: u32,
+        signer_auth: &[u8],
+        qualifying: &[u8],
+        pcrs: &[u32],
+    ) -> Result<Certified, RawError> {
+        let mut p = (qualifying.len() as u16).to_be_bytes().to_vec();
+        p.extend_from_slice(qualifying);
+        p.extend_from_slice(&0x0010u16.to_be_bytes()); // inScheme: TPM_ALG_NULL
+        p.extend_from_slice(&selection(pcrs));
+        let r = self.command(0x158, &[signer], &[Session::Password(signer_auth)], &p)?;
+        let (attest, at) = tpm2b(&r, 0)?;
+        let sig_alg = u16_at(&r, at)?;
+        if sig_alg != 0x0018 {
+            return Err(RawError::Rc(0xffff_0000 | u32::from(sig_alg)));
+        }
+        let (sr, at) = tpm2b(&r, at + 4)?;
+        let (ss, _) = tpm2b(&r, at)?;
+        Ok((attest.to_vec(), sr.to_vec(), ss.to_vec()))
+    }
+
+    /// `TPM2_PCR_Read` of several SHA-256 PCRs (as many calls as the TPM needs: it returns at
+    /// most eight digests per call), in ascending order.
+    pub fn pcr_read_many(&mut self, pcrs: &[u32]) -> Result<Vec<(u32, Vec<u8>)>, RawError> {
+        let mut want: Vec<u32> = pcrs.to_vec();
+        want.sort_unstable();
+        want.dedup();
+        let mut out = Vec::new();
+        while !want.is_empty() {
+            let r = self.command(0x17e, &[], &[], &selection(&want))?;
+            // pcrUpdateCounter, TPML_PCR_SELECTION (what was read), TPML_DIGEST.
+            let count = u32_at(&r, 4)? as usize;
+            let mut at = 8;
+            let mut read = Vec::new();
+            for _ in 0..count {
+                let n = *r.get(at + 2).ok_or(RawError::Short)? as usize;
+                let bits = r.get(at + 3..at + 3 + n).ok_or(RawError::Short)?;
+                read.extend(
+                    (0..n * 8)
+                        .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+                        .map(|i| i as u32),
+                );
+                at += 3 + n;
+            }
+            let digests = u32_at(&r, at)? as usize;
+            at += 4;
+            if read.is_empty() || digests != read.len() {
+                return Err(RawError::Short);
+            }
+            for pcr in read {
+                let (d, next) = tpm2b(&r, at)?;
+                out.push((pcr, d.to_vec()));
+                want.retain(|p| *p != pcr);
+                at = next;
+            }
+        }
+        Ok(out)
+    }
+
     /// `TPM2_NV_UndefineSpace` with owner authorisation `owner_auth`.
     pub fn nv_undefine(&mut self, index: u32, owner_auth: &[u8]) -> Result<(), RawError> {
         self.command(
@@ -341,6 +403,19 @@ impl Transport {
         }
         tpm2b(&r, at + 4).map(|(b, _)| b.to_vec())
     }
+}
+
+/// A `TPML_PCR_SELECTION` of SHA-256 PCRs.
+fn selection(pcrs: &[u32]) -> Vec<u8> {
+    let mut bits = [0u8; 3];
+    for p in pcrs {
+        bits[(*p / 8) as usize] |= 1 << (p % 8);
+    }
+    let mut p = 1u32.to_be_bytes().to_vec();
+    p.extend_from_slice(&0x000bu16.to_be_bytes());
+    p.push(3);
+    p.extend_from_slice(&bits);
+    p
 }
 
 /// 16 fresh bytes for a nonceCaller.

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Directory for Warren's host-wide state (locks, records).
+    /// Directory for Warren's runtime state (sockets, locks, leases, records, logs).
     #[arg(
         long,
         global = true,
@@ -18,6 +18,12 @@ pub struct Cli {
         default_value = "/run/warren"
     )]
     pub state_dir: PathBuf,
+
+    /// Directory for Warren's persistent data (images, volumes, attestation and federation
+    /// keys). Default: /var/lib/warren with the default state directory, the state directory
+    /// itself with any other, or the one the state directory already uses (docs/files.md).
+    #[arg(long, global = true, env = "WARREN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// The verb.
     #[command(subcommand)]
@@ -63,6 +69,33 @@ pub enum Command {
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
+    /// itself, and let launches reuse the digest while that mount holds.
+    #[command(subcommand)]
+    Rootfs(RootfsCommand),
+}
+
+/// `warren rootfs ...`.
+#[derive(Debug, Subcommand)]
+pub enum RootfsCommand {
+    /// Mount DIR read-only over itself, measure it once, and record the seal: launches with
+    /// `--rootfs DIR` then record this digest (`digest_source: seal`) instead of walking DIR.
+    Seal(RootfsArgs),
+    /// Remove DIR's seal and unmount the read-only mount it made.
+    Unseal(RootfsArgs),
+    /// Say whether DIR is sealed and whether its seal still holds (exit 0 when it holds, 1
+    /// when not sealed or broken).
+    Status(RootfsArgs),
+}
+
+/// `warren rootfs seal|unseal|status`.
+#[derive(Debug, Args)]
+pub struct RootfsArgs {
+    /// The root directory.
+    pub dir: PathBuf,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `warren attest ...`.
@@ -76,6 +109,31 @@ pub enum AttestCommand {
     Verify(VerifyArgs),
     /// Print the event log (CEL JSON, one record per line).
     Log,
+    /// Measured-boot policies.
+    #[command(subcommand)]
+    Policy(AttestPolicyCommand),
+}
+
+/// `warren attest policy ...`.
+#[derive(Debug, Subcommand)]
+pub enum AttestPolicyCommand {
+    /// Learn a `[boot]` policy (TOML) that accepts exactly the boot a UEFI event log shows:
+    /// run it on a known-good host, review the values, then give the file to `verify --policy`.
+    Learn(PolicyLearnArgs),
+}
+
+/// `warren attest policy learn`.
+#[derive(Debug, Args)]
+pub struct PolicyLearnArgs {
+    /// The UEFI event log to learn from (default: the kernel's binary_bios_measurements).
+    #[arg(long, value_name = "FILE", conflicts_with = "quote")]
+    pub boot_log: Option<PathBuf>,
+    /// Learn from the event log inside this quote instead (verify the quote first).
+    #[arg(long, value_name = "FILE")]
+    pub quote: Option<PathBuf>,
+    /// Write the policy here instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `warren attest init`.
@@ -87,6 +145,11 @@ pub struct AttestInitArgs {
     /// How to reach the TPM: `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`.
     #[arg(long, value_name = "SPEC")]
     pub tpm: Option<String>,
+    /// The UEFI event log TPM quotes carry (default:
+    /// /sys/kernel/security/tpm0/binary_bios_measurements; for hosts whose firmware exposes
+    /// none, and tests).
+    #[arg(long, value_name = "PATH")]
+    pub boot_log: Option<PathBuf>,
 }
 
 /// `warren attest quote`.
@@ -121,6 +184,10 @@ pub struct VerifyArgs {
     /// Golden values (TOML).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
+    /// The issuing CA's revocation list (PEM, `warren ca init`/`revoke`/`crl` write it next to
+    /// the CA certificate); a revoked attestation key is refused with `revoked`.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
     /// Accept quotes from a software root of trust (`root: software`).
     #[arg(long)]
     pub allow_software: bool,
@@ -136,6 +203,100 @@ pub enum CaCommand {
     Init(CaDirArgs),
     /// Enroll this host's attestation key (of the state directory) with the CA in DIR.
     Enroll(CaEnrollArgs),
+    /// Host: write this host's enrollment request (for a CA on another machine).
+    Request(CaRequestArgs),
+    /// CA: check a TPM host's request and write the challenge (MakeCredential).
+    Challenge(CaChallengeArgs),
+    /// Host: answer the CA's challenge with this host's TPM (ActivateCredential).
+    Answer(CaAnswerArgs),
+    /// CA: issue the certificate for a request (and, for a TPM, its answer).
+    Certify(CaCertifyArgs),
+    /// Host: install the certificate the CA issued.
+    Install(CaInstallArgs),
+    /// Revoke an attestation key certificate and rewrite the issuing CA's revocation list.
+    Revoke(CaRevokeArgs),
+    /// Rewrite both issuing CAs' revocation lists (each is current for seven days).
+    Crl(CaCrlArgs),
+}
+
+/// `warren ca request`.
+#[derive(Debug, Args)]
+pub struct CaRequestArgs {
+    /// The host name for the certificate (default: this host's name).
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// Write the request here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca challenge`.
+#[derive(Debug, Args)]
+pub struct CaChallengeArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The host's request.
+    #[arg(long, value_name = "FILE")]
+    pub request: PathBuf,
+    /// Write the challenge here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca answer`.
+#[derive(Debug, Args)]
+pub struct CaAnswerArgs {
+    /// The CA's challenge.
+    #[arg(long, value_name = "FILE")]
+    pub challenge: PathBuf,
+    /// Write the answer here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca certify`.
+#[derive(Debug, Args)]
+pub struct CaCertifyArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The host's request.
+    #[arg(long, value_name = "FILE")]
+    pub request: PathBuf,
+    /// The host's answer (TPM requests).
+    #[arg(long, value_name = "FILE")]
+    pub answer: Option<PathBuf>,
+    /// Write the certificate (PEM) here.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `warren ca install`.
+#[derive(Debug, Args)]
+pub struct CaInstallArgs {
+    /// The certificate (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+}
+
+/// `warren ca revoke`.
+#[derive(Debug, Args)]
+pub struct CaRevokeArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The attestation key certificate to revoke (PEM, as the host's `attest/ak.crt`).
+    #[arg(long, value_name = "PEM")]
+    pub cert: PathBuf,
+}
+
+/// `warren ca crl`.
+#[derive(Debug, Args)]
+pub struct CaCrlArgs {
+    /// The CA's directory.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }
 
 /// `warren ca init`.
@@ -184,9 +345,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub rootfs: Option<PathBuf>,
 
-    /// Build a minimal root holding only this program, its ELF interpreter and its libraries.
+    /// Build a minimal root holding only this program, its ELF interpreter and its libraries
+    /// (and, for CPython, its standard library).
     #[arg(long, value_name = "PATH")]
     pub binary: Option<PathBuf>,
+
+    /// With --binary: also place this file or directory (with everything below it) in the
+    /// root, read-only, at the same path (repeatable).
+    #[arg(long = "with", value_name = "PATH")]
+    pub with: Vec<PathBuf>,
 
     /// Run an image from the store (`warren image import`): its entrypoint, cmd, env, user
     /// and working directory apply; a CMD given after -- replaces the image's cmd.
@@ -209,9 +376,34 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,
 
-    /// Set an environment variable in the environment (KEY=VALUE).
+    /// Set an environment variable in the environment (KEY=VALUE; KEY alone takes the value
+    /// from Warren's own environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+
+    /// Read environment variables from FILE: one KEY=VALUE a line, `#` comments and blank
+    /// lines skipped, KEY alone as with -e (repeatable; -e wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Run as this user: NAME, UID, NAME:GROUP or UID:GID, names resolved in the root's own
+    /// /etc/passwd and /etc/group (replaces an image's user).
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// The hostname inside the environment (default: its name): letters, digits and `-` in
+    /// dot-separated labels, at most 64 bytes.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// The working directory inside the environment (absolute; replaces an image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// The program to run, before CMD: replaces an image's entrypoint (and drops its cmd, as
+    /// Docker does); "" clears the image's entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
 
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.
@@ -227,9 +419,14 @@ pub struct RunArgs {
     #[arg(long = "may-discover", value_name = "NAME")]
     pub may_discover: Vec<String>,
 
-    /// Bound of the environment's default mailbox, in messages (default 64).
+    /// Bound of the environment's mailboxes, in messages (default 64; 1 to 65536).
     #[arg(long, value_name = "N")]
     pub mailbox_capacity: Option<usize>,
+
+    /// The environment's byte quota in the kernel: messages queued in its mailboxes plus its
+    /// sends waiting for room (e.g. 16M, the default; 4K to 1G).
+    #[arg(long, value_name = "SIZE")]
+    pub mailbox_bytes: Option<String>,
 
     /// The environment's network: none (loopback only, the default), auto (a veth with an
     /// address from the host's pool 10.88.0.0/16) or ADDRESS/PREFIX (a veth with that address).
@@ -249,6 +446,17 @@ pub struct RunArgs {
     /// Let the environment send beyond this host (needs --net and IPv4 forwarding on the host).
     #[arg(long)]
     pub egress: bool,
+
+    /// Run in the background: start the environment, print its name once it runs, and exit;
+    /// its output goes to `<state-dir>/logs/NAME.log` (`warren logs NAME`), `warren stop NAME`
+    /// ends it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
+    /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
+    #[arg(long)]
+    pub init: bool,
 
     /// Remove the environment when it exits (always the case: accepted for Docker parity).
     #[arg(long)]
@@ -313,6 +521,27 @@ pub struct DaemonArgs {
     /// How to reach the TPM (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`).
     #[arg(long, value_name = "SPEC")]
     pub tpm: Option<String>,
+    /// Unsent answers per environment connection over which the kernel stops reading it until
+    /// the environment reads (64K to 1G; default 4M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_unsent: Option<String>,
+    /// Unsent answers per environment connection at which the kernel cuts it off (at least
+    /// max-unsent + 1M, at most 4G; default 64M).
+    #[arg(long, value_name = "SIZE")]
+    pub max_backlog: Option<String>,
+    /// Packets read from one connection per turn of the event loop (1 to 1024; default 16).
+    #[arg(long, value_name = "N")]
+    pub turn_packets: Option<usize>,
+    /// Requests handled from one connection per turn of the event loop (1 to 65536; default
+    /// 1024).
+    #[arg(long, value_name = "N")]
+    pub turn_frames: Option<usize>,
+    /// The audit log's size at which it rotates (64K to 1T; default 64M).
+    #[arg(long, value_name = "SIZE")]
+    pub audit_max_size: Option<String>,
+    /// Rotated audit log files kept (`PATH.1` … `PATH.N`; 0 to 100; default 4).
+    #[arg(long, value_name = "N")]
+    pub audit_keep: Option<u32>,
 }
 
 /// `warren up`.

@@ -1,6 +1,15 @@
 //! The admin control socket between `warren` commands and the kernel daemon: its path, its
-//! framing (one JSON document per `SOCK_SEQPACKET` packet), and the client side used by
-//! `warren run` to register an environment and receive its mailbox descriptor.
+//! framing, and the client side used by `warren run` to register an environment and receive its
+//! mailbox descriptor.
+//!
+//! **Framing.** The socket is `SOCK_SEQPACKET`. One message (a JSON request or answer) travels
+//! as one or more packets of at most [`MAX_PACKET`] bytes: each packet starts with one tag
+//! byte, [`MORE`] (`+`, more packets of this message follow) or [`LAST`] (`.`, the message ends
+//! here), followed by a piece of the JSON text. Descriptors passed with a message
+//! (`SCM_RIGHTS`) ride on its first packet. A request may be at most [`MAX_REQUEST`] bytes; an
+//! answer has no limit but the client's [`MAX_ANSWER`]. A packet whose first byte is `{` is a
+//! whole message in the older one-packet framing: the daemon still accepts it (a launcher from
+//! before an upgrade re-attaching) and answers it in one packet.
 //!
 //! Only root (or the daemon's configured group) may connect: the socket is mode 0660 and the
 //! daemon checks each peer's credentials (`SO_PEERCRED`) before it reads a request.
@@ -22,8 +31,76 @@ pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("kernel.sock")
 }
 
-/// The largest control packet either side sends.
+/// The largest control packet either side sends (tag byte included).
 pub const MAX_PACKET: usize = 64 * 1024;
+/// The tag of a packet after which more of the same message follows.
+pub const MORE: u8 = b'+';
+/// The tag of a message's last packet.
+pub const LAST: u8 = b'.';
+/// The largest request the daemon assembles (a manifest of the documented maximum of
+/// environments fits many times over).
+pub const MAX_REQUEST: usize = 64 << 20;
+/// The largest answer a client assembles.
+pub const MAX_ANSWER: usize = 1 << 30;
+
+/// Cut `doc` into tagged packets (at least one, even for an empty document).
+pub fn packets(doc: &[u8]) -> Vec<Vec<u8>> {
+    let piece = MAX_PACKET - 1;
+    let n = doc.len().div_ceil(piece).max(1);
+    (0..n)
+        .map(|i| {
+            let part = &doc[(i * piece).min(doc.len())..((i + 1) * piece).min(doc.len())];
+            let mut p = Vec::with_capacity(part.len() + 1);
+            p.push(if i + 1 == n { LAST } else { MORE });
+            p.extend_from_slice(part);
+            p
+        })
+        .collect()
+}
+
+/// Reassembly of one message from its packets, with a bound on its size.
+#[derive(Debug, Default)]
+pub struct Assembly {
+    buf: Vec<u8>,
+}
+
+/// What one packet made of the message being assembled.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// More packets are needed.
+    Partial,
+    /// The message is complete (tagged framing).
+    Done(Vec<u8>),
+    /// A whole message in the older one-packet framing.
+    Legacy(Vec<u8>),
+}
+
+impl Assembly {
+    /// Add one packet; an error names what was wrong (an unknown tag, a message over `limit`).
+    pub fn push(&mut self, packet: &[u8], limit: usize) -> Result<Piece, String> {
+        let Some((&tag, rest)) = packet.split_first() else {
+            return Err("an empty control packet".into());
+        };
+        if tag == b'{' && self.buf.is_empty() {
+            return Ok(Piece::Legacy(packet.to_vec()));
+        }
+        if tag != MORE && tag != LAST {
+            return Err(format!(
+                "a control packet must start with '+' or '.', not byte {tag:#04x}"
+            ));
+        }
+        if self.buf.len() + rest.len() > limit {
+            self.buf = Vec::new();
+            return Err(format!("a control message larger than {limit} bytes"));
+        }
+        self.buf.extend_from_slice(rest);
+        Ok(if tag == LAST {
+            Piece::Done(std::mem::take(&mut self.buf))
+        } else {
+            Piece::Partial
+        })
+    }
+}
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -43,11 +120,18 @@ pub enum ControlRequest {
         /// Bound of its default mailbox (messages).
         #[serde(default)]
         capacity: Option<usize>,
+        /// Its byte quota in the kernel.
+        #[serde(default)]
+        mailbox_bytes: Option<u64>,
         /// Re-registration after a kernel restart: the kernel's end of the environment's
         /// connection comes with the request, and the environment keeps its descriptor 3.
         #[serde(default)]
         readopt: bool,
     },
+    /// Sent by a launcher on its registered connection once its environment runs (the
+    /// workload was exec'd): `apply` reports the environment `created` only then, and a
+    /// launcher that exits before saying so as `failed: REASON`.
+    Started,
     /// The kernel's view: environments and counters.
     Status,
     /// Converge the managed environments to `spaces` (from a manifest): create, keep, replace,
@@ -198,41 +282,68 @@ pub fn call_fds(
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, sendmsg};
     use std::os::fd::AsFd;
     let bytes = serde_json::to_vec(req)?;
-    let out_fds: Vec<_> = send_fd.iter().map(|f| f.as_fd()).collect();
-    let mut out_space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut out_anc = SendAncillaryBuffer::new(&mut out_space);
-    if !out_fds.is_empty() {
-        out_anc.push(SendAncillaryMessage::ScmRights(&out_fds));
-    }
-    sendmsg(
-        fd,
-        &[std::io::IoSlice::new(&bytes)],
-        &mut out_anc,
-        SendFlags::empty(),
-    )
-    .context("send to the kernel")?;
-    let mut buf = vec![0u8; MAX_PACKET];
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut anc = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(
-        fd,
-        &mut [IoSliceMut::new(&mut buf)],
-        &mut anc,
-        RecvFlags::CMSG_CLOEXEC,
-    )
-    .context("read the kernel's answer")?;
-    if msg.bytes == 0 {
-        bail!("the kernel closed the control connection");
-    }
-    let mut passed = Vec::new();
-    for m in anc.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            passed.extend(fds);
+    for (i, packet) in packets(&bytes).iter().enumerate() {
+        let out_fds: Vec<_> = send_fd
+            .iter()
+            .filter(|_| i == 0)
+            .map(|f| f.as_fd())
+            .collect();
+        let mut out_space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut out_anc = SendAncillaryBuffer::new(&mut out_space);
+        if !out_fds.is_empty() {
+            out_anc.push(SendAncillaryMessage::ScmRights(&out_fds));
         }
+        sendmsg(
+            fd,
+            &[std::io::IoSlice::new(packet)],
+            &mut out_anc,
+            SendFlags::empty(),
+        )
+        .context("send to the kernel")?;
     }
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut passed = Vec::new();
+    let mut assembly = Assembly::default();
+    let doc = loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut anc = RecvAncillaryBuffer::new(&mut space);
+        let msg = recvmsg(
+            fd,
+            &mut [IoSliceMut::new(&mut buf)],
+            &mut anc,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .context("read the kernel's answer")?;
+        for m in anc.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = m {
+                passed.extend(fds);
+            }
+        }
+        if msg.bytes == 0 {
+            bail!("the kernel closed the control connection");
+        }
+        if msg.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+            bail!("the kernel's answer came in a packet over {MAX_PACKET} bytes");
+        }
+        match assembly.push(&buf[..msg.bytes], MAX_ANSWER) {
+            Ok(Piece::Partial) => continue,
+            Ok(Piece::Done(doc) | Piece::Legacy(doc)) => break doc,
+            Err(e) => bail!("the kernel's answer is not valid: {e}"),
+        }
+    };
     let resp: ControlResponse =
-        serde_json::from_slice(&buf[..msg.bytes]).context("the kernel's answer is not valid")?;
+        serde_json::from_slice(&doc).context("the kernel's answer is not valid")?;
     Ok((resp, passed))
+}
+
+/// Tell the kernel, on a registered connection, that the environment runs (see
+/// [`ControlRequest::Started`]).
+pub fn started(control: &OwnedFd) -> anyhow::Result<()> {
+    let (resp, _) = call(control, &ControlRequest::Started)?;
+    if !resp.ok {
+        bail!("{}", resp.error.unwrap_or_default());
+    }
+    Ok(())
 }
 
 /// What a launcher needs to register its environment again after a kernel restart.
@@ -247,6 +358,8 @@ pub struct Reattach {
     pub may_discover: Vec<String>,
     /// Its mailbox bound.
     pub capacity: Option<usize>,
+    /// Its byte quota.
+    pub mailbox_bytes: Option<u64>,
     /// The kernel's end of the environment's connection, kept since the first registration.
     pub kept: OwnedFd,
 }
@@ -280,6 +393,7 @@ pub fn watch_and_reattach(control: OwnedFd, r: Reattach) {
                 may_send: r.may_send.clone(),
                 may_discover: r.may_discover.clone(),
                 capacity: r.capacity,
+                mailbox_bytes: r.mailbox_bytes,
                 readopt: true,
             };
             match call_fds(&fd, &req, Some(&r.kept)) {
@@ -305,7 +419,7 @@ pub fn register(
     name: &str,
     may_send: &[String],
     may_discover: &[String],
-    capacity: Option<usize>,
+    (capacity, mailbox_bytes): (Option<usize>, Option<u64>),
 ) -> anyhow::Result<Option<Registration>> {
     let Some(control) = connect_daemon(state_dir)? else {
         return Ok(None);
@@ -315,6 +429,7 @@ pub fn register(
         may_send: may_send.to_vec(),
         may_discover: may_discover.to_vec(),
         capacity,
+        mailbox_bytes,
         readopt: false,
     };
     let (resp, mut fds) = call_fds(&control, &req, None)?;

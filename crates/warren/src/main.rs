@@ -10,6 +10,8 @@ mod cli;
 mod cmd;
 mod control;
 mod daemon;
+mod dirs;
+mod measure;
 mod supervisor;
 mod template;
 

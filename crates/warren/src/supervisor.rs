@@ -139,6 +139,9 @@ pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExi
 /// The `warren run` arguments that start `name` as `spec` declares.
 pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     let mut a = vec!["run".to_owned(), "--name".to_owned(), name.to_owned()];
+    if spec.init {
+        a.push("--init".into());
+    }
     match &spec.image {
         warren_spec::ImageSpec::Rootfs(dir) => {
             a.push("--rootfs".into());
@@ -147,6 +150,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         warren_spec::ImageSpec::Binary(bin) => {
             a.push("--binary".into());
             a.push(bin.display().to_string());
+            for path in &spec.with {
+                a.push("--with".into());
+                a.push(path.display().to_string());
+            }
         }
         warren_spec::ImageSpec::Name(image) => {
             a.push("--image".into());
@@ -184,6 +191,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     if let Some(c) = spec.mailbox_capacity {
         a.push("--mailbox-capacity".into());
         a.push(c.to_string());
+    }
+    if let Some(b) = spec.mailbox_bytes {
+        a.push("--mailbox-bytes".into());
+        a.push(b.0.to_string());
     }
     for p in &spec.allow_missing {
         a.push("--allow-missing".into());
@@ -323,8 +334,31 @@ mod tests {
         let a = launcher_args("web", s).join(" ");
         assert_eq!(
             a,
-            "run --name web --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
+            "run --name web --init --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn init_false_runs_the_command_as_pid_1() {
+        let text = "[space.app]\nimage = { name = \"busybox:1.36\" }\ninit = false\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("app", s).join(" "),
+            "run --name app --image busybox:1.36 --"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_paths_a_binary_image_adds() {
+        let text = "[space.py]\nimage = { binary = \"/usr/bin/python3\", with = [\"/etc/ssl\", \"/srv/app\"] }\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("py", s).join(" "),
+            "run --name py --init --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
+             /usr/bin/python3"
         );
     }
 
@@ -335,7 +369,7 @@ mod tests {
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
             launcher_args("app", s).join(" "),
-            "run --name app --image busybox:1.36 --"
+            "run --name app --init --image busybox:1.36 --"
         );
     }
 }

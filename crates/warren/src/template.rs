@@ -53,6 +53,11 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         net: t.net.clone(),
         accept_from: Vec::new(),
         may_spawn: t.may_spawn.clone(),
+        mailbox_bytes: None,
+        // Like a declared environment: a small init is pid 1 (reaps, forwards signals, exits
+        // as the command).
+        init: true,
+        with: Vec::new(),
     }
 }
 

@@ -502,3 +502,123 @@ fn inspect_shows_the_launch_measurement() {
     );
     bg.stop();
 }
+
+#[test]
+fn a_launch_refused_after_it_was_measured_is_recorded_as_refused() {
+    sweep_stale();
+    let state = state_dir("outcome");
+    let ca = state.join("ca");
+    ok(w(&state)
+        .args(["ca", "init", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    ok(w(&state)
+        .args(["ca", "enroll", "--host", "outcome-host", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    let run = |name: &str, fault: Option<&str>, cmd: &str| {
+        let mut c = w(&state);
+        if let Some(f) = fault {
+            c.env("WARREN_FAULT_INJECT", f);
+        }
+        c.args(["run", "--name", name, "--rootfs"])
+            .arg(busybox_root())
+            .args(["--", cmd])
+            .output()
+            .unwrap()
+    };
+    let ran = unique("ran");
+    ok(run(&ran, None, "/bin/true"));
+    // Measured, then the launcher failed: the workload never ran, and a record says so.
+    let refused = unique("refused");
+    assert_eq!(
+        run(&refused, Some("measure"), "/bin/true").status.code(),
+        Some(125)
+    );
+    // Measured, then execve failed.
+    let missing = unique("missing");
+    assert_eq!(
+        run(&missing, None, "/no/such/program").status.code(),
+        Some(127)
+    );
+    // Failed before it was measured: no record at all.
+    let early = unique("early");
+    assert_eq!(
+        run(&early, Some("cgroup"), "/bin/true").status.code(),
+        Some(125)
+    );
+
+    let o = ok(w(&state)
+        .args(["attest", "quote", "--nonce", "0c0c"])
+        .output()
+        .unwrap());
+    let q: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let events: Vec<(String, String)> = q["event_log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["content"]["name"].as_str().unwrap().to_owned(),
+                r["content"]["event"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(!events.iter().any(|(n, _)| *n == early), "{events:?}");
+    let file = state.join("q.json");
+    std::fs::write(&file, serde_json::to_vec(&q).unwrap()).unwrap();
+    let o = ok(w(&state)
+        .args([
+            "attest",
+            "verify",
+            "--json",
+            "--allow-software",
+            "--nonce",
+            "0c0c",
+            "--quote",
+        ])
+        .arg(&file)
+        .arg("--ca")
+        .arg(ca.join("software-ca.crt"))
+        .output()
+        .unwrap());
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let outcome = |name: &str| {
+        v["outcomes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["name"] == name)
+            .map(|o| o["outcome"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(outcome(&ran).as_deref(), Some("ran"), "{v}");
+    assert_eq!(outcome(&refused).as_deref(), Some("refused"), "{v}");
+    assert_eq!(outcome(&missing).as_deref(), Some("refused"), "{v}");
+    assert_eq!(outcome(&early), None);
+    // The refusal record is part of the signed history: dropping it breaks the replay.
+    let mut t = q.clone();
+    let log = t["event_log"].as_array_mut().unwrap();
+    assert_eq!(log.last().unwrap()["content"]["event"], "refused");
+    log.pop();
+    std::fs::write(&file, serde_json::to_vec(&t).unwrap()).unwrap();
+    let o = w(&state)
+        .args([
+            "attest",
+            "verify",
+            "--json",
+            "--allow-software",
+            "--nonce",
+            "0c0c",
+            "--quote",
+        ])
+        .arg(&file)
+        .arg("--ca")
+        .arg(ca.join("software-ca.crt"))
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["reason"], "log-replay", "{v}");
+    let _ = std::fs::remove_dir_all(&state);
+}

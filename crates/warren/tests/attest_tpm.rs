@@ -63,8 +63,11 @@ fn free_ports() -> (u16, u16) {
 }
 
 impl Swtpm {
-    fn start() -> Swtpm {
-        let dir = PathBuf::from(format!("/run/warren-attest-{}-swtpm", std::process::id()));
+    fn start(tag: &str) -> Swtpm {
+        let dir = PathBuf::from(format!(
+            "/run/warren-attest-{}-{tag}-swtpm",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
         ok(Command::new("swtpm_setup")
@@ -73,6 +76,26 @@ impl Swtpm {
             .stdout(Stdio::null())
             .output()
             .expect("swtpm_setup (scripts/setup.sh installs swtpm-tools)"));
+        Self::spawn(dir)
+    }
+
+    /// A reboot: the same TPM state (EK, AK, anchor definition), PCRs and the anchor cleared.
+    fn reboot(self) -> Swtpm {
+        // An orderly shutdown first, as an operating system does: after a disorderly one the
+        // TPM counts an authorisation failure against the (dictionary-attack protected) AK.
+        ok(Command::new("tpm2_shutdown")
+            .env("TPM2TOOLS_TCTI", self.spec())
+            .output()
+            .expect("tpm2_shutdown"));
+        let mut me = std::mem::ManuallyDrop::new(self);
+        let _ = me.child.kill();
+        let _ = me.child.wait();
+        let dir = std::mem::take(&mut me.dir);
+        // `me` is never dropped: its directory lives on in the new instance.
+        Self::spawn(dir)
+    }
+
+    fn spawn(dir: PathBuf) -> Swtpm {
         let (port, ctrl) = free_ports();
         let child = Command::new("swtpm")
             .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
@@ -229,7 +252,7 @@ fn refused(reason: &str) -> (bool, String) {
 fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     sweep_stale();
     let agent = agent();
-    let tpm = Swtpm::start();
+    let tpm = Swtpm::start("main");
     let host = Host::new("tpm", &agent);
     let ca = host.state.with_extension("ca");
     let _ = std::fs::remove_dir_all(&ca);
@@ -243,6 +266,14 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     let o = ok(host.w().args(["doctor", "--json"]).output().unwrap());
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["attestation"]["root"], "tpm");
+    // No local TPM device here (swtpm over TCP): doctor must not also say "no TPM" or "software".
+    let text =
+        String::from_utf8_lossy(&ok(host.w().arg("doctor").output().unwrap()).stdout).into_owned();
+    assert!(text.contains("attestation root: tpm"), "{text}");
+    assert!(
+        !text.contains("software root") && !text.contains("will be software"),
+        "{text}"
+    );
 
     // A Privacy CA that trusts swtpm-localca as EK issuer.
     let mut init = host.w();
@@ -266,7 +297,7 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     // Enrollment refused: an EK certificate from an issuer the CA does not trust, and a
     // credential made for another key than the host's AK.
     let req = warren_attest::enroll::tpm_request(&host.state, "tpm-host").unwrap();
-    let e = warren_attest::credential::ca_challenge(&req, &[]).unwrap_err();
+    let e = warren_attest::enroll::ca_challenge(&req, &[]).unwrap_err();
     assert!(e.to_string().contains("does not chain"), "{e}");
     let roots = warren_attest::ca::PrivacyCa::new(&ca).ek_roots().unwrap();
     let modulus = hex::decode(&req.ek_modulus).unwrap();
@@ -280,7 +311,7 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     let e = warren_attest::enroll::tpm_activate(&host.state, &challenge).unwrap_err();
     assert!(e.to_string().contains("activate the credential"), "{e}");
     // The same check for the right key recovers the secret (positive control).
-    let (good, expected) = warren_attest::credential::ca_challenge(&req, &roots).unwrap();
+    let (good, expected) = warren_attest::enroll::ca_challenge(&req, &roots).unwrap();
     assert_eq!(
         warren_attest::enroll::tpm_activate(&host.state, &good).unwrap(),
         expected
@@ -419,4 +450,628 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
 fn sha2_256(b: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(b).into()
+}
+
+/// What a simulated machine boots.
+#[derive(Clone)]
+struct Boot {
+    secure_boot: u8,
+    kernel: &'static [u8],
+    dbx: Vec<[u8; 32]>,
+}
+
+fn good_boot() -> Boot {
+    Boot {
+        secure_boot: 1,
+        kernel: b"vmlinuz-6.1.0-warren",
+        dbx: vec![[0xdb; 32]],
+    }
+}
+
+/// A UEFI event log as firmware, shim and GRUB write it: S-CRTM, firmware blobs, secure boot
+/// variables, boot variables, separators, GPT, boot services applications (shim, GRUB, the
+/// kernel), the authority that verified them, the kernel command line and the initrd.
+fn firmware_events(b: &Boot) -> Vec<warren_attest::evidence::bootlog::NewEvent> {
+    use warren_attest::evidence::bootlog::*;
+    let e = |pcr, event_type, data: Vec<u8>, digest: Option<[u8; 32]>| NewEvent {
+        pcr,
+        event_type,
+        data,
+        digest,
+    };
+    let var = |guid: &[u8; 16], name: &str, data: &[u8]| efi_variable_data(guid, name, data);
+    let owner = [0x77u8; 16];
+    let db_cert = b"db certificate (DER)".to_vec();
+    let mut db = EFI_CERT_X509.to_vec();
+    db.extend_from_slice(&((28 + 16 + db_cert.len()) as u32).to_le_bytes());
+    db.extend_from_slice(&0u32.to_le_bytes());
+    db.extend_from_slice(&((16 + db_cert.len()) as u32).to_le_bytes());
+    db.extend_from_slice(&owner);
+    db.extend_from_slice(&db_cert);
+    let mut v = vec![
+        e(
+            0,
+            ev::S_CRTM_VERSION,
+            "1.0".encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            None,
+        ),
+        e(
+            0,
+            ev::S_CRTM_CONTENTS,
+            [2u8; 16].to_vec(),
+            Some(sha2_256(b"crtm code")),
+        ),
+        e(
+            0,
+            ev::EFI_PLATFORM_FIRMWARE_BLOB,
+            [0u8; 16].to_vec(),
+            Some(sha2_256(b"firmware volume 1")),
+        ),
+        e(
+            0,
+            ev::EFI_PLATFORM_FIRMWARE_BLOB,
+            [1u8; 16].to_vec(),
+            Some(sha2_256(b"firmware volume 2")),
+        ),
+        e(
+            7,
+            ev::EFI_VARIABLE_DRIVER_CONFIG,
+            var(&EFI_GLOBAL_VARIABLE, "SecureBoot", &[b.secure_boot]),
+            None,
+        ),
+        e(
+            7,
+            ev::EFI_VARIABLE_DRIVER_CONFIG,
+            var(&EFI_GLOBAL_VARIABLE, "PK", b"pk"),
+            None,
+        ),
+        e(
+            7,
+            ev::EFI_VARIABLE_DRIVER_CONFIG,
+            var(&EFI_GLOBAL_VARIABLE, "KEK", b"kek"),
+            None,
+        ),
+        e(
+            7,
+            ev::EFI_VARIABLE_DRIVER_CONFIG,
+            var(&EFI_IMAGE_SECURITY_DATABASE, "db", &db),
+            None,
+        ),
+        e(
+            7,
+            ev::EFI_VARIABLE_DRIVER_CONFIG,
+            var(
+                &EFI_IMAGE_SECURITY_DATABASE,
+                "dbx",
+                &sha256_signature_list(&owner, &b.dbx),
+            ),
+            None,
+        ),
+        e(
+            1,
+            ev::EFI_VARIABLE_BOOT,
+            var(&EFI_GLOBAL_VARIABLE, "BootOrder", &[0, 0]),
+            None,
+        ),
+    ];
+    for pcr in 0..8 {
+        v.push(e(pcr, ev::SEPARATOR, vec![0; 4], None));
+    }
+    v.push(e(5, ev::EFI_GPT_EVENT, gpt(), None));
+    v.push(e(
+        4,
+        ev::EFI_ACTION,
+        b"Calling EFI Application from Boot Option".to_vec(),
+        None,
+    ));
+    for app in [&b"shimx64.efi"[..], b"grubx64.efi", b.kernel] {
+        v.push(e(
+            4,
+            ev::EFI_BOOT_SERVICES_APPLICATION,
+            vec![0; 32],
+            Some(sha2_256(app)),
+        ));
+    }
+    v.push(e(
+        7,
+        ev::EFI_VARIABLE_AUTHORITY,
+        var(&EFI_IMAGE_SECURITY_DATABASE, "db", &db_cert),
+        None,
+    ));
+    let cmdline = "/boot/vmlinuz root=/dev/vda1 ro lockdown=integrity";
+    v.push(e(
+        8,
+        ev::IPL,
+        format!("kernel_cmdline: {cmdline}\0").into_bytes(),
+        Some(sha2_256(cmdline.as_bytes())),
+    ));
+    v.push(e(
+        9,
+        ev::IPL,
+        b"/boot/initrd.img-6.1.0-warren\0".to_vec(),
+        Some(sha2_256(b"initrd contents")),
+    ));
+    v
+}
+
+/// `UEFI_GPT_DATA`: the GPT header and one partition (the EFI system partition).
+fn gpt() -> Vec<u8> {
+    let mut h = b"EFI PART".to_vec();
+    h.extend_from_slice(&0x0001_0000u32.to_le_bytes());
+    h.extend_from_slice(&92u32.to_le_bytes());
+    h.extend_from_slice(&[0; 8]); // header CRC, reserved
+    for lba in [1u64, 2047, 34, 2014] {
+        h.extend_from_slice(&lba.to_le_bytes());
+    }
+    h.extend_from_slice(&[0x5a; 16]); // disk GUID
+    h.extend_from_slice(&2u64.to_le_bytes());
+    h.extend_from_slice(&128u32.to_le_bytes());
+    h.extend_from_slice(&128u32.to_le_bytes());
+    h.extend_from_slice(&[0; 4]);
+    assert_eq!(h.len(), 92);
+    h.extend_from_slice(&1u64.to_le_bytes());
+    let mut part = [0x28u8; 16].to_vec(); // partition type
+    part.extend_from_slice(&[0x11; 16]);
+    part.extend_from_slice(&34u64.to_le_bytes());
+    part.extend_from_slice(&1000u64.to_le_bytes());
+    part.extend_from_slice(&0u64.to_le_bytes());
+    let mut name: Vec<u8> = "EFI".encode_utf16().flat_map(u16::to_le_bytes).collect();
+    name.resize(72, 0);
+    part.extend_from_slice(&name);
+    h.extend_from_slice(&part);
+    h
+}
+
+/// Boots `b` on a freshly reset TPM: writes the log to `path` and extends the PCRs exactly as
+/// the log says.
+fn boot(host: &Host, tpm: &Swtpm, path: &Path, b: &Boot) -> Vec<u8> {
+    use warren_attest::evidence::bootlog::{build, ev};
+    let events = firmware_events(b);
+    let (bytes, digests) = build(&events);
+    std::fs::write(path, &bytes).unwrap();
+    let scratch = host.state.with_extension("firmware");
+    std::fs::create_dir_all(&scratch).unwrap();
+    for (e, d) in events.iter().zip(&digests) {
+        if e.event_type == ev::NO_ACTION {
+            continue;
+        }
+        let (done, v) = host.agent(
+            tpm,
+            &scratch,
+            &["diag-pcr-extend", &e.pcr.to_string(), &hex::encode(d)],
+        );
+        assert!(done, "extend PCR {}: {v}", e.pcr);
+    }
+    bytes
+}
+
+/// `tpm2_eventlog FILE`: its final SHA-256 PCR values (an independent parser's replay).
+fn tpm2_eventlog_pcrs(path: &Path) -> std::collections::BTreeMap<u32, String> {
+    let o = ok(Command::new("tpm2_eventlog")
+        .arg(path)
+        .output()
+        .expect("tpm2_eventlog (scripts/setup.sh installs tpm2-tools)"));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut out = std::collections::BTreeMap::new();
+    let mut in_sha256 = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("sha") && t.ends_with(':') {
+            in_sha256 = t == "sha256:";
+            continue;
+        }
+        if in_sha256 {
+            if let Some((n, v)) = t.split_once(':') {
+                if let (Ok(n), Some(v)) = (n.trim().parse::<u32>(), v.trim().strip_prefix("0x")) {
+                    out.insert(n, v.to_lowercase());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `tpm2_pcrread sha256:...` against the swtpm.
+fn tpm2_pcrread(tpm: &Swtpm, pcrs: &[u32]) -> std::collections::BTreeMap<u32, String> {
+    let list: Vec<String> = pcrs.iter().map(u32::to_string).collect();
+    let o = ok(Command::new("tpm2_pcrread")
+        .arg(format!("sha256:{}", list.join(",")))
+        .env("TPM2TOOLS_TCTI", tpm.spec())
+        .output()
+        .expect("tpm2_pcrread"));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (n, v) = l.trim().split_once(':')?;
+            Some((
+                n.trim().parse().ok()?,
+                v.trim().strip_prefix("0x")?.to_lowercase(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn boot_chain_in_every_quote() {
+    use warren_attest::evidence::bootlog::{self, BOOT_PCRS};
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("boot");
+    let host = Host::new("boot", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+
+    // The machine boots: firmware, shim, GRUB and the kernel measure into PCRs 0-9.
+    let good = boot(&host, &tpm, &log_path, &good_boot());
+    let init = |tpm: &Swtpm| {
+        ok(host
+            .w()
+            .args([
+                "attest",
+                "init",
+                "--root",
+                "tpm",
+                "--tpm",
+                &tpm.spec(),
+                "--boot-log",
+            ])
+            .arg(&log_path)
+            .output()
+            .unwrap())
+    };
+    init(&tpm);
+
+    // Warren's replay of the log equals tpm2-tools' (an independent parser) and the TPM's PCRs.
+    let replayed = bootlog::parse(&good).unwrap().replay();
+    let ours: std::collections::BTreeMap<u32, String> = BOOT_PCRS
+        .iter()
+        .map(|p| (*p, hex::encode(replayed[p])))
+        .collect();
+    let theirs = tpm2_eventlog_pcrs(&log_path);
+    for p in 0..10 {
+        assert_eq!(theirs.get(&p), ours.get(&p), "tpm2_eventlog's PCR {p}");
+    }
+    assert_eq!(tpm2_pcrread(&tpm, &BOOT_PCRS), ours, "tpm2_pcrread");
+
+    // A --boot-log that is not a crypto-agile log is refused at init, naming the file.
+    let junk = host.state.with_extension("junk");
+    std::fs::write(&junk, b"not an event log").unwrap();
+    let o = host
+        .w()
+        .args([
+            "attest",
+            "init",
+            "--root",
+            "tpm",
+            "--tpm",
+            &tpm.spec(),
+            "--boot-log",
+        ])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("junk"));
+    init(&tpm);
+
+    // Enrollment, a launch, a quote that carries the boot state.
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    ok(host
+        .w()
+        .args(["ca", "enroll", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    host.launch("/bin/true");
+    let q = host.quote("bb01", &[]);
+    assert!(q["boot"]["attest"].is_string(), "{q}");
+
+    // The policy learnt from this known-good host accepts it (positive control) ...
+    let qfile = host.state.join("good-quote.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let policy = host.state.join("boot-policy.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&policy)
+        .output()
+        .unwrap());
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(text.contains("secure_boot = true"), "{text}");
+    assert!(
+        text.contains(&hex::encode(sha2_256(b"vmlinuz-6.1.0-warren"))),
+        "{text}"
+    );
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "bb01", &tpm_ca, &pol), accepted());
+    // ... and learning from the log file gives the same policy.
+    let o = ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--boot-log"])
+        .arg(&log_path)
+        .output()
+        .unwrap());
+    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+
+    // A verifier that pins another kernel refuses this one.
+    let other_kernel = text.replace(
+        &hex::encode(sha2_256(b"vmlinuz-6.1.0-warren")),
+        &hex::encode(sha2_256(b"vmlinuz-6.1.0-other")),
+    );
+    let pfile = host.state.join("other-kernel.toml");
+    std::fs::write(&pfile, other_kernel).unwrap();
+    let pol2 = ["--policy", pfile.to_str().unwrap()];
+    assert_eq!(
+        host.verify(&q, "bb01", &tpm_ca, &pol2),
+        refused("boot-digest")
+    );
+
+    // The log with an event removed no longer explains the PCRs.
+    let mut t = q.clone();
+    let events = firmware_events(&good_boot());
+    let mut fewer = events.clone();
+    fewer.remove(2); // a firmware blob
+    t["boot"]["event_log"] = hex::encode(bootlog::build(&fewer).0).into();
+    assert_eq!(
+        host.verify(&t, "bb01", &tpm_ca, &pol),
+        refused("boot-replay")
+    );
+    // A log that claims secure boot on over a digest of "off" is not believed.
+    let mut t = q.clone();
+    let mut lying = events.clone();
+    lying[4].digest = Some(sha2_256(
+        &warren_attest::evidence::bootlog::efi_variable_data(
+            &bootlog::EFI_GLOBAL_VARIABLE,
+            "SecureBoot",
+            &[0],
+        ),
+    ));
+    t["boot"]["event_log"] = hex::encode(bootlog::build(&lying).0).into();
+    assert_eq!(host.verify(&t, "bb01", &tpm_ca, &pol), refused("boot-log"));
+    // PCR values altered in the document do not hash to the signed digest.
+    let mut t = q.clone();
+    t["boot"]["pcrs"]["4"] = "00".repeat(32).into();
+    assert_eq!(
+        host.verify(&t, "bb01", &tpm_ca, &pol),
+        refused("pcr-digest")
+    );
+    // A software quote cannot show a boot state at all.
+    let soft = Host::new("boot-soft", &agent);
+    ok(soft
+        .w()
+        .args(["attest", "init", "--root", "software"])
+        .output()
+        .unwrap());
+    ok(soft
+        .w()
+        .args(["ca", "enroll", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    let sq = soft.quote("bb02", &[]);
+    assert!(sq.get("boot").is_none(), "{sq}");
+    let software_ca = ca.join("software-ca.crt");
+    let mut spol = vec!["--allow-software"];
+    spol.extend(pol);
+    assert_eq!(
+        soft.verify(&sq, "bb02", &software_ca, &spol),
+        refused("no-boot-state")
+    );
+    assert_eq!(
+        soft.verify(&sq, "bb02", &software_ca, &["--allow-software"]),
+        accepted()
+    );
+
+    // PCRs extended outside the log (a measurement nobody logged) are caught.
+    let scratch = host.state.with_extension("attacker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    assert!(
+        host.agent(&tpm, &scratch, &["diag-pcr-extend", "8", &"44".repeat(32)])
+            .0
+    );
+    let q = host.quote("bb03", &[]);
+    assert_eq!(
+        host.verify(&q, "bb03", &tpm_ca, &pol),
+        refused("boot-replay")
+    );
+
+    // Reboots into something else, each refused by the learnt policy with its own reason.
+    let cases = [
+        (
+            Boot {
+                kernel: b"vmlinuz-evil",
+                ..good_boot()
+            },
+            "boot-digest",
+        ),
+        (
+            Boot {
+                secure_boot: 0,
+                ..good_boot()
+            },
+            "secure-boot",
+        ),
+        (
+            Boot {
+                dbx: vec![[0xdb; 32], sha2_256(b"grubx64.efi")],
+                ..good_boot()
+            },
+            "dbx",
+        ),
+    ];
+    for (i, (b, reason)) in cases.iter().enumerate() {
+        tpm = tpm.reboot();
+        let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
+        boot(&host, &tpm, &log_path, b);
+        init(&tpm);
+        host.launch("/bin/true");
+        let nonce = format!("bc{i:02}");
+        let q = host.quote(&nonce, &[]);
+        assert_eq!(
+            host.verify(&q, &nonce, &tpm_ca, &pol),
+            refused(reason),
+            "case {i}"
+        );
+        // Without the boot policy the same quote verifies: what was refused is the boot.
+        assert_eq!(
+            host.verify(&q, &nonce, &tpm_ca, &[]),
+            accepted(),
+            "case {i}"
+        );
+    }
+
+    for d in [&host.state, &soft.state, &ca, &scratch, &log_path, &junk] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
+}
+
+#[test]
+fn enrollment_across_machines_and_revocation() {
+    sweep_stale();
+    let agent = agent();
+    let tpm = Swtpm::start("pki");
+    let host = Host::new("pki", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    ok(host
+        .w()
+        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+        .output()
+        .unwrap());
+    // The CA runs as another "machine": its commands get only its directory and the documents.
+    let ca_cmd = || {
+        let mut c = warren();
+        c.env_remove("WARREN_ATTEST_ROOT").env_remove("WARREN_TPM");
+        c
+    };
+    let mut init = ca_cmd();
+    init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        init.arg("--ek-ca").arg(c);
+    }
+    ok(init.output().unwrap());
+    let docs = host.state.with_extension("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    let d = |n: &str| docs.join(n);
+
+    // request (host) -> challenge (CA) -> answer (host) -> certificate (CA) -> install (host).
+    ok(host
+        .w()
+        .args(["ca", "request", "--host", "pki-host", "--out"])
+        .arg(d("req.json"))
+        .output()
+        .unwrap());
+    let req: Value = serde_json::from_slice(&std::fs::read(d("req.json")).unwrap()).unwrap();
+    assert_eq!(req["root"], "tpm");
+    ok(ca_cmd()
+        .args(["ca", "challenge", "--dir"])
+        .arg(&ca)
+        .arg("--request")
+        .arg(d("req.json"))
+        .arg("--out")
+        .arg(d("chal.json"))
+        .output()
+        .unwrap());
+    ok(host
+        .w()
+        .args(["ca", "answer", "--challenge"])
+        .arg(d("chal.json"))
+        .arg("--out")
+        .arg(d("ans.json"))
+        .output()
+        .unwrap());
+    // A wrong answer is refused, and so is any answer once the challenge is used up.
+    std::fs::write(
+        d("bad.json"),
+        format!("{{\"secret\":\"{}\"}}", "00".repeat(32)),
+    )
+    .unwrap();
+    let certify = |answer: &str| {
+        ca_cmd()
+            .args(["ca", "certify", "--dir"])
+            .arg(&ca)
+            .arg("--request")
+            .arg(d("req.json"))
+            .arg("--answer")
+            .arg(d(answer))
+            .arg("--out")
+            .arg(d("ak.crt"))
+            .output()
+            .unwrap()
+    };
+    let o = certify("bad.json");
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("did not recover"));
+    ok(ca_cmd()
+        .args(["ca", "challenge", "--dir"])
+        .arg(&ca)
+        .arg("--request")
+        .arg(d("req.json"))
+        .arg("--out")
+        .arg(d("chal.json"))
+        .output()
+        .unwrap());
+    ok(host
+        .w()
+        .args(["ca", "answer", "--challenge"])
+        .arg(d("chal.json"))
+        .arg("--out")
+        .arg(d("ans.json"))
+        .output()
+        .unwrap());
+    ok(certify("ans.json"));
+    let o = certify("ans.json");
+    assert!(!o.status.success(), "a challenge is answered once");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no challenge is pending"));
+    ok(host
+        .w()
+        .args(["ca", "install", "--cert"])
+        .arg(d("ak.crt"))
+        .output()
+        .unwrap());
+
+    // The quote verifies under the TPM CA with its current revocation list ...
+    host.launch("/bin/true");
+    let tpm_ca = ca.join("tpm-ca.crt");
+    let crl = ca.join("tpm-ca.crl");
+    let q = host.quote("cc01", &[]);
+    let with_crl = ["--crl", crl.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "cc01", &tpm_ca, &with_crl), accepted());
+    // ... not with another CA's list ...
+    let other = ca.join("software-ca.crl");
+    assert_eq!(
+        host.verify(&q, "cc01", &tpm_ca, &["--crl", other.to_str().unwrap()]),
+        refused("crl")
+    );
+    // ... and not once the CA has revoked the key.
+    ok(ca_cmd()
+        .args(["ca", "revoke", "--dir"])
+        .arg(&ca)
+        .arg("--cert")
+        .arg(d("ak.crt"))
+        .output()
+        .unwrap());
+    assert_eq!(
+        host.verify(&q, "cc01", &tpm_ca, &with_crl),
+        refused("revoked")
+    );
+    // A verifier without the list still accepts: revocation reaches those who fetch the CRL.
+    assert_eq!(host.verify(&q, "cc01", &tpm_ca, &[]), accepted());
+
+    drop(tpm);
+    for p in [&host.state, &ca, &docs] {
+        let _ = std::fs::remove_dir_all(p);
+    }
 }

@@ -12,6 +12,9 @@
 //!   issuer refuses what comes through it (on quorum queues).
 //! * With the broker down from the start, both kernels say it is unreachable, sends are
 //!   accepted into the outbox, and everything arrives once the broker comes.
+//! * `send-many` (SendBatch frames) to a remote mailbox delivers every body, in order, once;
+//!   a validly signed message whose body is over `MAX_BODY` is refused and audited by the
+//!   receiving host, while the message after it in the same batch is delivered.
 
 mod common;
 
@@ -44,8 +47,9 @@ struct Broker {
 impl Broker {
     /// A node's place (port, directory), not started yet.
     fn new(slot: u16) -> Broker {
-        // Three ports per node (AMQP, epmd, distribution), below the ephemeral range.
-        let port = 21000 + (std::process::id() % 600) as u16 * 16 + slot * 4;
+        // Three ports per node (AMQP, epmd, distribution), four per slot, eight slots per
+        // test process, below the ephemeral range.
+        let port = 21000 + (std::process::id() % 300) as u16 * 32 + slot * 4;
         let dir = std::env::temp_dir().join(format!("warren-fed-rmq-{port}"));
         Broker { dir, port }
     }
@@ -573,4 +577,102 @@ fn a_bad_federation_setup_is_named_and_leaves_no_kernel_behind() {
     assert!(err.contains(&expect), "{err}");
     assert!(!sock, "the control socket was left behind");
     assert!(!link, "a key or journal was created");
+}
+
+#[test]
+fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refused_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(4);
+    let (web, sink, big) = (name("mweb"), name("msink"), name("mbig"));
+    let spaces = binary_space(
+        &sink,
+        "\"recv\", \"3000\", \"1000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
+    ) + &binary_space(
+        &big,
+        "\"recv\", \"1\", \"1000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
+    );
+    let mut beta = Host::new(dir.path(), "beta", &broker, &spaces, &[&sink, &big]);
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &web,
+            &format!("\"send-many\", \"{sink}@beta\", \"3000\", \"100\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        ),
+        &[&web],
+    );
+    beta.start();
+    alpha.start();
+    alpha.wait_log(&web, "SENT-MANY 3000", 60);
+    beta.wait_log(&sink, "DONE", 60);
+    let log = beta.env_log(&sink);
+    assert!(
+        log.contains(&format!(
+            "DONE received=3000 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{log}"
+    );
+    // Nothing was refused or lost on either side.
+    assert!(alpha.audit().is_empty(), "{:#?}", alpha.audit());
+
+    // A batch signed with alpha's key (so it passes every check but the size): a body one
+    // byte over MAX_BODY, then a genuine message.
+    let alpha_key =
+        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let driver = Driver::start(BrokerConfig {
+        host: "alpha-test".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Classic,
+        prefetch: 16,
+    })
+    .unwrap();
+    let envelope = |body: Vec<u8>| Envelope {
+        to: big.clone(),
+        from_env: web.clone(),
+        body,
+        ..Envelope::default()
+    };
+    let batch = Batch {
+        from_host: "alpha".into(),
+        to_host: "beta".into(),
+        epoch: u64::MAX,
+        seq: 1,
+        messages: vec![
+            envelope(vec![b'9'; warren_proto::MAX_BODY + 1]),
+            envelope(b"1".to_vec()),
+        ],
+    };
+    publish(&driver, 1, batch, &alpha_key);
+    wait_until(Duration::from_secs(30), "the publisher confirm", || {
+        std::iter::from_fn(|| driver.poll()).any(|ev| matches!(ev, Event::Confirmed { .. }))
+    });
+    beta.wait_log(&big, "DONE", 60);
+    let log = beta.env_log(&big);
+    assert!(
+        log.contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{log}"
+    );
+    let refused: Vec<_> = beta
+        .audit()
+        .into_iter()
+        .filter(|r| r["op"] == "inbound" && r["code"] == "too-large")
+        .collect();
+    assert_eq!(refused.len(), 1, "{:#?}", beta.audit());
+    assert_eq!(refused[0]["target"], format!("{web}@alpha -> {big}"));
+    assert!(
+        refused[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("the body is {} bytes", warren_proto::MAX_BODY + 1)),
+        "{:#?}",
+        refused[0]
+    );
 }

@@ -1217,3 +1217,65 @@ fn the_escape_probe_finds_nothing_open_in_an_image_environment() {
     assert_eq!(outcome("fs.read_marker_path").0, "blocked");
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
 }
+
+/// The `image` of the last launch record in a state directory.
+fn last_launch_image(state: &Path) -> Value {
+    let log = std::fs::read_to_string(state.join("attest/events.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    rec["content"]["image"].clone()
+}
+
+#[test]
+fn an_image_launch_records_the_digest_the_import_computed() {
+    let st = State::new();
+    let work = scratch("store-digest");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(base.clone(), TAR, base.clone())],
+        json!({ "Cmd": ["/bin/echo", "ok"] }),
+    );
+    let r = st.import_ok(&layout.dir, &["--name", "digest"]);
+    let tree = r["tree_digest"].as_str().unwrap().to_owned();
+    assert!(tree.starts_with("blake3:"), "{r}");
+    // It is the digest of the stored root, as a walk computes it.
+    let root = st.images().join("roots").join(r["root"].as_str().unwrap());
+    assert_eq!(
+        tree,
+        warren_attest::measure::tree_digest(&root).unwrap().digest
+    );
+
+    assert_code(
+        &st.run(&["run", "--name", &unique("dg"), "--image", "digest"]),
+        0,
+    );
+    let image = last_launch_image(&st.0);
+    assert_eq!(image["kind"], "image");
+    assert_eq!(image["digest_source"], "store", "{image}");
+    assert_eq!(image["digest"], tree.as_str());
+    assert_eq!(image["manifest_digest"], r["manifest_digest"]);
+
+    // A record from a store that predates the digest: the launch walks the root, and finds
+    // the same digest (the positive control that the walk and the store agree).
+    let index_path = st.images().join("index.json");
+    let mut index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let rec = index["images"]["digest:latest"].as_object_mut().unwrap();
+    assert!(rec.remove("tree_digest").is_some());
+    std::fs::write(&index_path, index.to_string()).unwrap();
+    assert_code(
+        &st.run(&["run", "--name", &unique("dg"), "--image", "digest"]),
+        0,
+    );
+    let walked = last_launch_image(&st.0);
+    assert_eq!(walked["digest_source"], "walk", "{walked}");
+    assert_eq!(walked["digest"], tree.as_str());
+    // Importing it again adds the digest back.
+    let again = st.import_ok(&layout.dir, &["--name", "digest"]);
+    assert_eq!(again["reused_root"], true);
+    assert_eq!(again["tree_digest"], tree.as_str());
+    assert_code(
+        &st.run(&["run", "--name", &unique("dg"), "--image", "digest"]),
+        0,
+    );
+    assert_eq!(last_launch_image(&st.0)["digest_source"], "store");
+}

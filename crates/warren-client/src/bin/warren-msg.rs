@@ -18,6 +18,7 @@
 //!     [--memory SIZE] [--pids N] [--cpus CPUS] [--tmpfs SIZE] [--detach] [-- ARGS...]
 //! warren-msg stop TARGET [--kill]                 # a child, through its STOP handle
 //! warren-msg restrict TEMPLATE [--share N] [--memory SIZE] [--pids N] [--cpus CPUS] [--tmpfs SIZE]
+//! warren-msg init -- CMD [ARG...]                 # pid 1: forward signals, reap, exit as CMD (warren run --init)
 //! ```
 //! `spawn` prints the child's name and handles: `{"child":"req-1","mailbox":5,"control":6,
 //! "reference":7}` (send to `mailbox`, stop through `control`, and the `down` notice for the
@@ -28,6 +29,9 @@
 //! `attest` prints the quote document itself (docs/attestation.md), for `warren attest verify`.
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
 #![forbid(unsafe_code)]
+
+#[path = "warren-msg/init.rs"]
+mod init;
 
 use std::time::Duration;
 
@@ -479,6 +483,9 @@ fn main() {
         usage();
     }
     let op = raw.remove(0);
+    if op == "init" {
+        init::main(raw);
+    }
     if let Err(e) = run(&op, Args::parse(raw)) {
         // Kernel refusals read `<op>: <code>: <detail>`, the code being the stable name.
         eprintln!("warren-msg: {op}: {e}");

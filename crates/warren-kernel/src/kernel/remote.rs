@@ -33,7 +33,7 @@
 
 use std::sync::Arc;
 
-use warren_proto::{ErrorCode, Message, RequestId, Response, Rights};
+use warren_proto::{Bodies, ErrorCode, Message, RequestId, Response, Rights};
 
 use super::{Deny, Kernel, MAY_DISCOVER_RIGHTS, MAY_SEND_RIGHTS, without_receive};
 use crate::action::{Action, AuditRecord};
@@ -150,6 +150,47 @@ pub enum InjectError {
         /// Why.
         reason: String,
     },
+}
+
+/// Why an inbound message exceeds what the local protocol can deliver (`docs/protocol.md` §11),
+/// if it does: a conforming sending host never forwards one, since its own environments could
+/// not send it.
+fn beyond_protocol_limits(msg: &Inbound) -> Option<String> {
+    use warren_proto::{MAX_BODY, MAX_CAPS, MAX_HEADER_VALUE, MAX_HEADERS, MAX_NAME};
+    if msg.body.len() > MAX_BODY {
+        return Some(format!(
+            "the body is {} bytes, over MAX_BODY ({MAX_BODY})",
+            msg.body.len()
+        ));
+    }
+    if msg.headers.len() > MAX_HEADERS {
+        return Some(format!(
+            "{} headers, over MAX_HEADERS ({MAX_HEADERS})",
+            msg.headers.len()
+        ));
+    }
+    if let Some((name, value)) = msg
+        .headers
+        .iter()
+        .find(|(n, v)| n.len() > MAX_NAME || v.len() > MAX_HEADER_VALUE)
+    {
+        return Some(format!(
+            "a header ({} byte name, {} byte value) is over MAX_NAME ({MAX_NAME}) or \
+             MAX_HEADER_VALUE ({MAX_HEADER_VALUE})",
+            name.len(),
+            value.len()
+        ));
+    }
+    if msg.imports.len() > MAX_CAPS {
+        return Some(format!(
+            "{} capabilities, over MAX_CAPS ({MAX_CAPS})",
+            msg.imports.len()
+        ));
+    }
+    if msg.from.len() > MAX_NAME {
+        return Some(format!("the sender's name is over MAX_NAME ({MAX_NAME})"));
+    }
+    None
 }
 
 /// Whether `from` (`env@host`) matches an `accept_from` entry: `env@host` exactly, or
@@ -371,6 +412,48 @@ impl Kernel {
         Ok(())
     }
 
+    /// A batch send through a proxy: the checks common to every batch are done; each body
+    /// leaves, in order, as its own [`Action::Forward`] (a plain message: no headers, no
+    /// capabilities), one use is spent per body, and the batch is answered `accepted` with the
+    /// whole count (nothing, if quiet). A proxy is never full, so nothing waits or is refused.
+    #[allow(clippy::too_many_arguments)] // the state `send_batch` has already worked out
+    pub(super) fn send_batch_remote(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        cap_id: CapId,
+        mb_id: MailboxId,
+        badge: u64,
+        quiet: bool,
+        bodies: Bodies,
+    ) -> Result<(), Deny> {
+        let n = bodies.len();
+        self.caps.consume_n(cap_id, n);
+        let target = &self.remote[&mb_id];
+        let (to, token) = (target.address.to_string(), target.token.clone());
+        let from = self.envs[&env].name.to_string();
+        for body in bodies.iter() {
+            let out = Outbound {
+                env,
+                from: from.clone(),
+                badge,
+                to: to.clone(),
+                token: token.clone(),
+                headers: Vec::new(),
+                correlation: None,
+                body: body.to_vec(),
+                exports: Vec::new(),
+                reply: None,
+            };
+            self.actions.push_back(Action::Forward(Box::new(out)));
+        }
+        if !quiet {
+            let count = u32::try_from(n).expect("a batch holds at most MAX_BATCH bodies");
+            self.respond(env, id, Response::Accepted { count });
+        }
+        Ok(())
+    }
+
     fn export(&mut self, spec: CapSpec, parent: CapId) -> Export {
         let cap = self.mint(spec, Some(parent));
         let id = self.next_export;
@@ -394,6 +477,12 @@ impl Kernel {
     /// by [`Action::Settled`] with its ticket. A refusal for good is audited.
     pub fn inject(&mut self, msg: Inbound, now: Millis) -> Result<(), InjectError> {
         self.advance(now);
+        // A message no local environment could be given (its Delivery would not encode) is
+        // refused for good, before anything else is looked at.
+        if let Some(why) = beyond_protocol_limits(&msg) {
+            let who = msg.from.clone();
+            return Err(self.refuse_inbound(&who, &msg, ErrorCode::TooLarge, why));
+        }
         let (mb_id, badge) = match msg.via {
             Some(export) => self.check_export(export, &msg)?,
             None => {
@@ -521,6 +610,7 @@ impl Kernel {
             target: Some(format!("{} -> {}", msg.from, msg.to)),
             code: code.as_str(),
             reason: reason.clone(),
+            repeated: None,
         });
         InjectError::Refused {
             code: code.as_str(),
@@ -818,5 +908,96 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn an_inbound_message_beyond_the_protocol_limits_is_refused_and_audited() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("beta");
+        let db = k.add_env(spec("db", &[]), 0).unwrap();
+        k.set_accept_from(db, vec!["*@alpha".into()]);
+        let mut big = inbound("db", "web@alpha", None, 1);
+        big.body = vec![0; warren_proto::MAX_BODY + 1];
+        let err = k.inject(big, 0).unwrap_err();
+        assert!(
+            matches!(&err, InjectError::Refused { code: "too-large", reason } if reason.contains("MAX_BODY")),
+            "{err:?}"
+        );
+        match &drain(&mut k)[..] {
+            [Action::Audit(r)] => {
+                assert_eq!((r.op, r.code), ("inbound", "too-large"));
+                assert_eq!(r.target.as_deref(), Some("web@alpha -> db"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut headers = inbound("db", "web@alpha", None, 2);
+        headers.headers = vec![("h".into(), vec![0; warren_proto::MAX_HEADER_VALUE + 1])];
+        assert!(matches!(
+            k.inject(headers, 0),
+            Err(InjectError::Refused {
+                code: "too-large",
+                ..
+            })
+        ));
+        // Positive control: the largest body the protocol carries is delivered.
+        let mut max = inbound("db", "web@alpha", None, 3);
+        max.body = vec![0; warren_proto::MAX_BODY];
+        k.inject(max, 0).unwrap();
+        let acts = recv(&mut k, db);
+        assert!(
+            acts.iter().any(|a| matches!(a, Action::Respond { response: Response::Delivery(d), .. } if d.body.len() == warren_proto::MAX_BODY)),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_send_batch_through_a_remote_handle_forwards_every_body_in_order() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        drain(&mut k);
+        let bodies: Vec<Vec<u8>> = (0..5).map(|i| format!("m{i}").into_bytes()).collect();
+        let bodies: warren_proto::Bodies = bodies.iter().map(Vec::as_slice).collect();
+        let req = Request::SendBatch {
+            handle: 2,
+            wait: false,
+            quiet: false,
+            bodies,
+        };
+        k.handle_request(web, 7, req, 0);
+        let acts = drain(&mut k);
+        let forwarded: Vec<(String, String, Vec<u8>)> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Forward(o) => Some((o.from.clone(), o.to.clone(), o.body.clone())),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<(String, String, Vec<u8>)> = (0..5)
+            .map(|i| ("web".into(), "db@beta".into(), format!("m{i}").into_bytes()))
+            .collect();
+        assert_eq!(forwarded, expected);
+        assert!(matches!(
+            acts.last(),
+            Some(Action::Respond {
+                id: 7,
+                response: Response::Accepted { count: 5 },
+                ..
+            })
+        ));
+        // A quiet batch is answered by nothing but its forwards.
+        let one: warren_proto::Bodies = [&b"q"[..]].into_iter().collect();
+        let req = Request::SendBatch {
+            handle: 2,
+            wait: true,
+            quiet: true,
+            bodies: one,
+        };
+        k.handle_request(web, 8, req, 0);
+        let acts = drain(&mut k);
+        assert!(
+            matches!(&acts[..], [Action::Forward(o)] if o.body == b"q"),
+            "{acts:?}"
+        );
     }
 }

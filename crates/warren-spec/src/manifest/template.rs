@@ -16,6 +16,7 @@ use super::{
     DEFAULT_MAX_RESTARTS, ManifestError, Parser, RestartPolicy, TablePath, Value, entries,
     env_key_ok, is_extension,
 };
+use crate::limits;
 use crate::net::NetSpec;
 use crate::{ByteSize, CpuQuota, EnvName, ImageSpec};
 
@@ -174,14 +175,25 @@ impl Parser<'_> {
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             match key {
-                "image" => image = Some(self.image(here, v)?),
+                "image" => {
+                    let (i, with) = self.image(here, v)?;
+                    if !with.is_empty() {
+                        let msg = format!(
+                            "{}: a template's image takes no \"with\" files: put them in its \
+                             root directory",
+                            here.at(key)
+                        );
+                        return Err(self.error(v.span(), here.key(key), msg));
+                    }
+                    image = Some(i);
+                }
                 "command" => command = Some(self.command(here, v)?),
                 "env" => s.env = self.env(here, v)?,
                 "net" => s.net = self.template_net(here, v)?,
-                "memory" => s.memory = Some(self.size(here, key, v)?),
+                "memory" => s.memory = Some(self.size(here, limits::MEMORY, v)?),
                 "pids" => s.pids = Some(self.integer(here, key, v, 1, u64::MAX)?),
                 "cpus" => s.cpus = Some(self.cpus(here, v)?),
-                "tmpfs_size" => s.tmpfs_size = Some(self.size(here, key, v)?),
+                "tmpfs_size" => s.tmpfs_size = Some(self.size(here, limits::TMPFS_SIZE, v)?),
                 "restart" => s.restart = self.restart(here, v)?,
                 "max_restarts" => {
                     let n = self.integer(here, key, v, 0, u64::from(u32::MAX))?;

@@ -60,8 +60,8 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
     json!({
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
-        "may_discover": [], "mailbox_capacity": null, "allow_missing": [], "net": "none",
-        "accept_from": [], "may_spawn": [],
+        "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
+        "net": "none", "accept_from": [], "with": [], "init": true, "may_spawn": [],
     })
 }
 
@@ -98,7 +98,9 @@ fn every_key() {
         may_send = ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"]
         may_discover = ["db", "web"]
         mailbox_capacity = 128
+        mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
+        init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
         "#,
@@ -118,10 +120,13 @@ fn every_key() {
                     "may_send": ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"],
                     "may_discover": ["db", "web"],
                     "mailbox_capacity": 128,
+                    "mailbox_bytes": 8 << 20,
                     "allow_missing": ["landlock", "seccomp"],
                     "net": "none",
                     "accept_from": [],
                     "may_spawn": [],
+                    "with": [],
+                    "init": false,
                 }
             }
         }),
@@ -519,7 +524,7 @@ fn setting_errors() {
         ),
         (
             r#"memory = 0"#,
-            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1048576 to 17592186044416 bytes"#,
             "space.db.memory",
         ),
         (
@@ -529,7 +534,7 @@ fn setting_errors() {
         ),
         (
             r#"pids = 0"#,
-            r#"spaces.toml:4:8: "pids" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:8: "pids" in [space.db]: 0 is out of range: expected 1 to 4194304"#,
             "space.db.pids",
         ),
         (
@@ -569,18 +574,48 @@ fn setting_errors() {
         ),
         (
             r#"max_restarts = -1"#,
-            r#"spaces.toml:4:16: "max_restarts" in [space.db]: -1 is out of range: expected 0 to 4294967295"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: -1 is out of range: expected 0 to 1000"#,
             "space.db.max_restarts",
         ),
         (
             r#"max_restarts = 4294967296"#,
-            r#"spaces.toml:4:16: "max_restarts" in [space.db]: 4294967296 is out of range: expected 0 to 4294967295"#,
+            r#"spaces.toml:4:16: "max_restarts" in [space.db]: 4294967296 is out of range: expected 0 to 1000"#,
             "space.db.max_restarts",
         ),
         (
             r#"mailbox_capacity = 0"#,
-            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 0 is out of range: expected 1 to 18446744073709551615"#,
+            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 0 is out of range: expected 1 to 65536"#,
             "space.db.mailbox_capacity",
+        ),
+        (
+            r#"mailbox_capacity = 9223372036854775808"#,
+            r#"spaces.toml:4:20: "mailbox_capacity" in [space.db]: 9223372036854775808 is out of range: expected 1 to 65536"#,
+            "space.db.mailbox_capacity",
+        ),
+        (
+            r#"mailbox_bytes = "2G""#,
+            r#"spaces.toml:4:17: "mailbox_bytes" in [space.db]: 2147483648 is out of range: expected 4096 to 1073741824 bytes"#,
+            "space.db.mailbox_bytes",
+        ),
+        (
+            r#"mailbox_bytes = 100"#,
+            r#"spaces.toml:4:17: "mailbox_bytes" in [space.db]: 100 is out of range: expected 4096 to 1073741824 bytes"#,
+            "space.db.mailbox_bytes",
+        ),
+        (
+            r#"pids = 18446744073709551615"#,
+            r#"spaces.toml:4:8: "pids" in [space.db]: 18446744073709551615 is out of range: expected 1 to 4194304"#,
+            "space.db.pids",
+        ),
+        (
+            r#"memory = "100k""#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 102400 is out of range: expected 1048576 to 17592186044416 bytes"#,
+            "space.db.memory",
+        ),
+        (
+            r#"tmpfs_size = "2T""#,
+            r#"spaces.toml:4:14: "tmpfs_size" in [space.db]: 2199023255552 is out of range: expected 4096 to 1099511627776 bytes"#,
+            "space.db.tmpfs_size",
         ),
         (
             r#"allow_missing = ["landlok"]"#,
@@ -998,4 +1033,53 @@ fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwi
     let text = std::fs::read_to_string(&file).unwrap();
     let err = parse_manifest(&file, &text).unwrap_err();
     assert!(err.message.contains("no \"command\""), "{err}");
+}
+
+#[test]
+fn init_is_a_boolean() {
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        init = "yes"
+        "#,
+        "spaces.toml:4:8: \"init\" in [space.a] must be true or false, found a string",
+        "space.a.init",
+    );
+}
+
+#[test]
+fn a_binary_image_adds_paths_with_with() {
+    let mut py = defaults(
+        json!({ "binary": "/usr/bin/python3" }),
+        &["/usr/bin/python3"],
+    );
+    py["with"] = json!(["/etc/ssl/certs", "/srv/warren/data"]);
+    check(
+        r#"
+        [space.py]
+        image = { binary = "/usr/bin/python3", with = ["/etc/ssl/certs", "data"] }
+        "#,
+        json!({ "host": { "name": null }, "spaces": { "py": py } }),
+    );
+}
+
+#[test]
+fn with_is_only_for_binary_images_and_holds_paths() {
+    check_err(
+        "[space.db]\nimage = { rootfs = \"/r\", with = [\"/etc\"] }\ncommand = [\"/x\"]\n",
+        r#"spaces.toml:2:33: "with" in [space.db.image]: "with" adds paths to a binary image; a rootfs or named image already holds its files"#,
+        "space.db.image.with",
+    );
+    check_err(
+        "[space.db]\nimage = { binary = \"/b\", with = \"/etc\" }\n",
+        r#"spaces.toml:2:33: "with" in [space.db.image] must be an array of paths, found a string"#,
+        "space.db.image.with",
+    );
+    check_err(
+        "[space.db]\nimage = { binary = \"/b\", with = [5] }\n",
+        r#"spaces.toml:2:34: "with" in [space.db.image]: item 1 must be a string, found an integer"#,
+        "space.db.image.with[0]",
+    );
 }

@@ -3,19 +3,31 @@
 //! owns the exit codes: `verify` exits 0 for an accepted quote, 1 for a rejected one (with the
 //! reason's code), 125 when it cannot check at all.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use warren_attest::root::DEFAULT_TPM;
+use warren_attest::config::DEFAULT_TPM;
 use warren_attest::verify::{Options, Policy};
 use warren_attest::{RootConfig, RootKind};
 
-use crate::cli::{AttestCommand, CaCommand, QuoteArgs, VerifyArgs};
+use crate::cli::{
+    AttestCommand, AttestPolicyCommand, CaCommand, PolicyLearnArgs, QuoteArgs, VerifyArgs,
+};
 
 /// Saves the root of trust for the state directory (`auto` detects).
 pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
-    let config = match root {
+    configure_root_with(state_dir, root, tpm, None)
+}
+
+/// [`configure_root`], naming the UEFI event log TPM quotes carry.
+pub fn configure_root_with(
+    state_dir: &Path,
+    root: &str,
+    tpm: Option<String>,
+    boot_log: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let mut config = match root {
         "auto" => RootConfig::detect(),
         other => {
             let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
@@ -26,9 +38,31 @@ pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyh
                 ),
                 RootKind::Software => (None, None),
             };
-            RootConfig { root, tpm, agent }
+            RootConfig {
+                root,
+                tpm,
+                agent,
+                boot_log: None,
+            }
         }
     };
+    if let Some(p) = boot_log {
+        if config.root != RootKind::Tpm {
+            bail!(
+                "--boot-log {}: a software root has no PCRs to check a boot log against; it \
+                 needs --root tpm",
+                p.display()
+            );
+        }
+        std::fs::read(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                warren_attest::evidence::bootlog::parse(&b)?;
+                Ok(())
+            })
+            .with_context(|| format!("--boot-log {}", p.display()))?;
+        config.boot_log = Some(std::path::absolute(&p).unwrap_or(p));
+    }
     config
         .save(state_dir)
         .context("save the root of trust configuration")?;
@@ -55,7 +89,8 @@ pub fn root_summary(state_dir: &Path) -> Value {
                 ),
                 RootKind::Tpm => c.tpm.clone().unwrap_or_else(|| DEFAULT_TPM.to_owned()),
             };
-            json!({ "root": c.root.as_str(), "tpm": c.tpm, "detail": detail })
+            json!({ "root": c.root.as_str(), "tpm": c.tpm, "detail": detail,
+                    "boot_log": c.boot_log.as_ref().map(|p| p.display().to_string()) })
         }
         Err(e) => json!({ "root": null, "detail": format!("{e}") }),
     }
@@ -69,7 +104,7 @@ fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
-            configure_root(state_dir, &a.root, a.tpm)?;
+            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log)?;
             println!(
                 "{}",
                 root_summary(state_dir)["root"].as_str().unwrap_or("?")
@@ -87,7 +122,41 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        AttestCommand::Policy(AttestPolicyCommand::Learn(a)) => learn(a),
     }
+}
+
+/// `warren attest policy learn`: the `[boot]` table that accepts exactly this boot.
+fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
+    let bytes = match (&a.quote, &a.boot_log) {
+        (Some(q), _) => {
+            let text =
+                std::fs::read_to_string(q).with_context(|| format!("read {}", q.display()))?;
+            let quote: warren_attest::Quote =
+                serde_json::from_str(&text).with_context(|| format!("quote {}", q.display()))?;
+            let log = quote
+                .boot
+                .and_then(|b| b.event_log)
+                .with_context(|| format!("quote {} carries no UEFI event log", q.display()))?;
+            hex::decode(log).with_context(|| format!("quote {}: boot.event_log", q.display()))?
+        }
+        (None, p) => {
+            let p = p
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(warren_attest::config::DEFAULT_BOOT_LOG));
+            std::fs::read(&p).with_context(|| format!("read the UEFI event log {}", p.display()))?
+        }
+    };
+    let log = warren_attest::evidence::bootlog::parse(&bytes)?;
+    let text = warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml();
+    let text = format!(
+        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}"
+    );
+    match &a.out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("write {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(0)
 }
 
 fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
@@ -130,6 +199,11 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
         }
         None => None,
     };
+    let crl = a
+        .crl
+        .as_ref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("read {}", p.display())))
+        .transpose()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -145,6 +219,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     allow_software: a.allow_software,
                     policy: policy.as_ref(),
                     now,
+                    crl_pem: crl.as_deref(),
                 },
             )
         });
@@ -155,7 +230,8 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     "{}",
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
-                            "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})) })
+                            "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
+                            "boot": v.boot, "outcomes": v.outcomes })
                 );
             } else {
                 println!(
@@ -166,6 +242,23 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                 );
                 if let Some((env, data)) = &v.subject {
                     println!("subject: environment {env}, data {}", hex::encode(data));
+                }
+                for o in v.outcomes.iter().filter(|o| o.outcome == "refused") {
+                    println!(
+                        "refused: record {} ({}) was measured and never ran (record {})",
+                        o.recnum,
+                        o.name,
+                        o.refused_by.unwrap_or(0)
+                    );
+                }
+                match &v.boot {
+                    Some(b) => println!(
+                        "boot: secure boot {}, kernel {}, command line {:?}",
+                        if b.secure_boot { "on" } else { "off" },
+                        b.kernel.as_deref().unwrap_or("(none measured)"),
+                        b.cmdline.as_deref().unwrap_or("")
+                    ),
+                    None => println!("boot: not shown (root: {})", v.root),
                 }
             }
             Ok(0)
@@ -196,18 +289,84 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
                     .context("trust the EK CA")?;
             }
             println!(
-                "TPM issuing CA: {}\nsoftware issuing CA: {}",
+                "TPM issuing CA: {} (revocation list {})\nsoftware issuing CA: {} (revocation list {})",
                 ca.issuer_cert_path(RootKind::Tpm).display(),
-                ca.issuer_cert_path(RootKind::Software).display()
+                ca.crl_path(RootKind::Tpm).display(),
+                ca.issuer_cert_path(RootKind::Software).display(),
+                ca.crl_path(RootKind::Software).display()
             );
             Ok(0)
         }
+        CaCommand::Request(a) => {
+            let req = warren_attest::enroll::make_request(state_dir, &host_name(a.host))
+                .context("make the enrollment request")?;
+            write_json(&a.out, &req)?;
+            Ok(0)
+        }
+        CaCommand::Challenge(a) => {
+            let req: warren_attest::enroll::EnrollRequest = read_json(&a.request)?;
+            let warren_attest::enroll::EnrollRequest::Tpm { request } = req else {
+                bail!(
+                    "{}: a software request has no challenge; run `warren ca certify`",
+                    a.request.display()
+                );
+            };
+            let c = warren_attest::enroll::ca_make_challenge(&a.dir, &request)
+                .with_context(|| format!("challenge {}", a.request.display()))?;
+            write_json(&a.out, &c)?;
+            Ok(0)
+        }
+        CaCommand::Answer(a) => {
+            let c: warren_attest::enroll::Challenge = read_json(&a.challenge)?;
+            let ans = warren_attest::enroll::make_answer(state_dir, &c)
+                .with_context(|| format!("answer {}", a.challenge.display()))?;
+            write_json(&a.out, &ans)?;
+            Ok(0)
+        }
+        CaCommand::Certify(a) => {
+            let req: warren_attest::enroll::EnrollRequest = read_json(&a.request)?;
+            let ans: Option<warren_attest::enroll::Answer> =
+                a.answer.as_deref().map(read_json).transpose()?;
+            let pem = warren_attest::enroll::ca_certify(&a.dir, &req, ans.as_ref())
+                .with_context(|| format!("certify {}", a.request.display()))?;
+            std::fs::write(&a.out, pem).with_context(|| format!("write {}", a.out.display()))?;
+            Ok(0)
+        }
+        CaCommand::Install(a) => {
+            let pem = std::fs::read_to_string(&a.cert)
+                .with_context(|| format!("read {}", a.cert.display()))?;
+            warren_attest::enroll::install_certificate(state_dir, &pem).context("install")?;
+            println!(
+                "installed: {}",
+                warren_attest::quote::certificate_path(state_dir).display()
+            );
+            Ok(0)
+        }
+        CaCommand::Revoke(a) => {
+            let pem = std::fs::read_to_string(&a.cert)
+                .with_context(|| format!("read {}", a.cert.display()))?;
+            let ca = warren_attest::ca::PrivacyCa::new(&a.dir);
+            let (root, serial) = ca
+                .revoke(&pem)
+                .with_context(|| format!("revoke {}", a.cert.display()))?;
+            println!(
+                "revoked: serial {serial} of the {root} issuing CA; publish {}",
+                ca.crl_path(root).display()
+            );
+            Ok(0)
+        }
+        CaCommand::Crl(a) => {
+            let ca = warren_attest::ca::PrivacyCa::new(&a.dir);
+            for root in [RootKind::Tpm, RootKind::Software] {
+                let p = ca
+                    .write_crl(root)
+                    .with_context(|| format!("write the {root} revocation list"))?;
+                println!("{}", p.display());
+            }
+            Ok(0)
+        }
         CaCommand::Enroll(a) => {
-            let host = a.host.unwrap_or_else(|| {
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_else(|_| "localhost".into())
-            });
+            let host = host_name(a.host);
             let (root, _) =
                 warren_attest::enroll::enroll_local(state_dir, &a.dir, &host).context("enroll")?;
             println!(
@@ -217,4 +376,23 @@ pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
     }
+}
+
+fn host_name(given: Option<String>) -> String {
+    given.unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(p: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{} is not the expected document", p.display()))
+}
+
+fn write_json<T: serde::Serialize>(p: &Path, v: &T) -> anyhow::Result<()> {
+    std::fs::write(p, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("write {}", p.display()))
 }

@@ -30,6 +30,8 @@ pub fn daemon(
     args: DaemonArgs,
     manifest: Option<warren_spec::Manifest>,
 ) -> anyhow::Result<i32> {
+    // Checked before anything is written.
+    let limits = limits(&args)?;
     if let Some(root) = &args.attest_root {
         super::attest::configure_root(state_dir, root, args.tpm.clone())?;
     }
@@ -41,9 +43,67 @@ pub fn daemon(
         state_dir: state_dir.to_owned(),
         group,
         audit_log,
+        limits,
     };
     crate::daemon::run(opts, manifest)?;
     Ok(0)
+}
+
+/// A size flag within `min..=max`; the error names the flag.
+fn size_flag(flag: &str, text: &Option<String>, min: u64, max: u64) -> anyhow::Result<Option<u64>> {
+    let Some(t) = text else { return Ok(None) };
+    let b = t
+        .parse::<warren_spec::ByteSize>()
+        .map_err(|e| anyhow::anyhow!("--{flag}: {e}"))?
+        .0;
+    if !(min..=max).contains(&b) {
+        bail!("--{flag} {t}: must be between {min} and {max} bytes");
+    }
+    Ok(Some(b))
+}
+
+/// A count flag within `min..=max`; the error names the flag.
+fn count_flag<T: Copy + PartialOrd + std::fmt::Display>(
+    flag: &str,
+    v: Option<T>,
+    min: T,
+    max: T,
+) -> anyhow::Result<Option<T>> {
+    match v {
+        Some(n) if n < min || n > max => bail!("--{flag} {n}: must be between {min} and {max}"),
+        v => Ok(v),
+    }
+}
+
+/// The reactor's bounds from the flags, checked.
+fn limits(args: &DaemonArgs) -> anyhow::Result<crate::daemon::Limits> {
+    let mut l = crate::daemon::Limits::default();
+    if let Some(b) = size_flag("max-unsent", &args.max_unsent, 64 << 10, 1 << 30)? {
+        l.max_unsent = b as usize;
+    }
+    if let Some(b) = size_flag("max-backlog", &args.max_backlog, 1 << 20, 4 << 30)? {
+        l.max_backlog = b as usize;
+    }
+    if l.max_backlog < l.max_unsent + (1 << 20) {
+        bail!(
+            "--max-backlog ({} bytes) must be at least --max-unsent ({} bytes) + 1M",
+            l.max_backlog,
+            l.max_unsent
+        );
+    }
+    if let Some(n) = count_flag("turn-packets", args.turn_packets, 1, 1024)? {
+        l.turn_packets = n;
+    }
+    if let Some(n) = count_flag("turn-frames", args.turn_frames, 1, 65536)? {
+        l.turn_frames = n;
+    }
+    if let Some(b) = size_flag("audit-max-size", &args.audit_max_size, 64 << 10, 1 << 40)? {
+        l.audit_max_size = b;
+    }
+    if let Some(n) = count_flag("audit-keep", args.audit_keep, 0, 100)? {
+        l.audit_keep = n;
+    }
+    Ok(l)
 }
 
 /// `warren up [FILE]`: apply FILE to a running kernel, or start the kernel with it.

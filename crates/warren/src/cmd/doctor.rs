@@ -9,8 +9,26 @@ use crate::cli::DoctorArgs;
 
 /// `warren doctor`.
 pub fn doctor(state_dir: &std::path::Path, args: DoctorArgs) -> anyhow::Result<i32> {
-    let host = probe(&ProbeRoots::default());
+    let mut host = probe(&ProbeRoots::default());
     let attestation = super::attest::root_summary(state_dir);
+    // The probe looks for a local TPM device only; a state directory configured for a TPM
+    // elsewhere (swtpm, a device named by WARREN_TPM) does not use the software root, so the
+    // report must not say both "no TPM" and "root: tpm".
+    if attestation["root"].as_str() == Some("tpm") {
+        let spec = attestation["tpm"].as_str().unwrap_or("?").to_owned();
+        for f in host
+            .features
+            .iter_mut()
+            .filter(|f| f.name == "tpm" && !f.available)
+        {
+            f.detail = format!(
+                "no local TPM device; the attestation root is the TPM configured at {spec}"
+            );
+        }
+        host.assurance
+            .notes
+            .retain(|n| !n.starts_with("no TPM: attestation root will be software"));
+    }
     let code = match host.assurance.level {
         AssuranceLevel::Full => 0,
         AssuranceLevel::Degraded => 1,

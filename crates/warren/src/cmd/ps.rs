@@ -32,15 +32,23 @@ fn rows(state_dir: &Path) -> anyhow::Result<BTreeMap<String, Row>> {
         rows.entry(name).or_default().live = Some(v);
     }
     if control::connect_daemon(state_dir).ok().flatten().is_some() {
-        if let Ok(resp) = control::request(state_dir, &ControlRequest::List) {
-            for e in resp
-                .data
-                .and_then(|d| d["envs"].as_array().cloned())
-                .unwrap_or_default()
-            {
-                if let Some(n) = e["name"].as_str().map(str::to_owned) {
-                    rows.entry(n).or_default().managed = Some(e);
-                }
+        // A kernel runs: its answer is needed (a list without the managed environments would
+        // be wrong, not partial).
+        let resp = control::request(state_dir, &ControlRequest::List)
+            .context("ask the kernel for the managed environments")?;
+        if !resp.ok {
+            anyhow::bail!(
+                "the kernel refused the list of managed environments: {}",
+                resp.error.unwrap_or_default()
+            );
+        }
+        for e in resp
+            .data
+            .and_then(|d| d["envs"].as_array().cloned())
+            .unwrap_or_default()
+        {
+            if let Some(n) = e["name"].as_str().map(str::to_owned) {
+                rows.entry(n).or_default().managed = Some(e);
             }
         }
     }

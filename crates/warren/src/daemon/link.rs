@@ -259,6 +259,7 @@ impl Link {
             target: Some(target),
             code,
             reason,
+            repeated: None,
         });
     }
 

@@ -47,6 +47,8 @@ pub(super) struct Runtime {
     pidfd: OwnedFd,
     started: Instant,
     stopping: Option<Stopping>,
+    /// The launcher said its environment runs (or it was re-adopted, running).
+    confirmed: bool,
 }
 
 /// A control request waiting for launchers to finish.
@@ -134,6 +136,7 @@ impl Daemon {
                 pidfd,
                 started: Instant::now(),
                 stopping: None,
+                confirmed: false,
             },
         );
         let m = self.registry.envs.get_mut(name).expect("checked above");
@@ -226,7 +229,7 @@ impl Daemon {
         };
         if self.child_exited(&name, code) {
             self.save();
-            self.finish_waiting(&name, "exited");
+            self.finish_waiting(&name, |_| "exited".to_owned());
             return;
         }
         let ran = rt.started.elapsed().as_millis() as u64;
@@ -234,7 +237,7 @@ impl Daemon {
         let result = match rt.stopping.map(|s| s.after) {
             Some(AfterStop::Forget) => {
                 self.registry.envs.remove(&name);
-                "stopped"
+                "stopped".to_owned()
             }
             Some(AfterStop::Start) => {
                 if let Some(m) = self.registry.envs.get_mut(&name) {
@@ -242,10 +245,14 @@ impl Daemon {
                     m.last_exit = Some(code);
                 }
                 match self.start(&name) {
-                    Ok(()) => "replaced",
+                    // `apply` reports `replaced` once the new launcher says it runs.
+                    Ok(()) => {
+                        self.save();
+                        return;
+                    }
                     Err(e) => {
                         tracing::warn!("start of {name} failed: {e}");
-                        "failed"
+                        format!("failed: {e}")
                     }
                 }
             }
@@ -255,7 +262,7 @@ impl Daemon {
                     m.last_exit = Some(code);
                     m.launcher_pid = None;
                 }
-                "stopped"
+                "stopped".to_owned()
             }
             None => {
                 if let Some(m) = self.registry.envs.get_mut(&name) {
@@ -272,21 +279,64 @@ impl Daemon {
                         ),
                     }
                 }
-                "exited"
+                if rt.confirmed {
+                    "exited".to_owned()
+                } else {
+                    format!("failed: {}", self.launch_failure(&name, code))
+                }
             }
         };
         self.save();
-        self.finish_waiting(&name, result);
+        self.finish_waiting(&name, |_| result.clone());
     }
 
-    /// Mark `name` done in every pending request and answer those that are complete.
-    fn finish_waiting(&mut self, name: &str, result: &str) {
+    /// A launcher said its environment runs: `apply` can report it.
+    pub(super) fn on_launcher_started(&mut self, name: &str) {
+        if let Some(rt) = self.runtime.get_mut(name) {
+            rt.confirmed = true;
+        }
+        self.finish_waiting(name, |was| match was {
+            "replacing" => "replaced".to_owned(),
+            "starting" => "created".to_owned(),
+            other => other.to_owned(),
+        });
+    }
+
+    /// Why launcher `name` ended before its environment ran: the error it logged last.
+    fn launch_failure(&self, name: &str, code: i32) -> String {
+        let log = self.state_dir.join("logs").join(format!("{name}.log"));
+        let text = std::fs::read(&log).unwrap_or_default();
+        let start = text.len().saturating_sub(8192);
+        let text = String::from_utf8_lossy(&text[start..]);
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("warren: error:"))
+            .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()));
+        let mut why = match line {
+            Some(l) => l.trim_start_matches("warren: error:").trim().to_owned(),
+            None => format!("the launcher exited with status {code} before the environment ran"),
+        };
+        if why.len() > 512 {
+            let mut cut = 512;
+            while !why.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            why.truncate(cut);
+        }
+        why
+    }
+
+    /// Mark `name` done in every pending request (its step's result becomes `result` of the
+    /// result it had) and answer those that are complete.
+    fn finish_waiting(&mut self, name: &str, result: impl Fn(&str) -> String) {
         let mut done = Vec::new();
         for (i, p) in self.pendings.iter_mut().enumerate() {
             if p.waiting.remove(name) {
                 for s in p.steps.iter_mut() {
                     if s["name"] == name {
-                        s["result"] = json!(result);
+                        let r = result(s["result"].as_str().unwrap_or(""));
+                        s["result"] = json!(r);
                     }
                 }
             }
@@ -297,7 +347,7 @@ impl Daemon {
         for i in done.into_iter().rev() {
             let p = self.pendings.remove(i);
             let reply = apply_reply(&p.steps, p.check);
-            self.control_reply(p.token, ControlResponse::data(reply), None);
+            self.control_reply(p.token, ControlResponse::data(reply));
         }
     }
 
@@ -312,12 +362,18 @@ impl Daemon {
     ) {
         let mut desired = BTreeMap::new();
         for (name, spec) in spaces {
+            // The control socket takes what a client wrote by hand: the same bounds as a manifest.
+            if let Err(e) = warren_spec::validate_space(&spec) {
+                let msg = format!("space {name:?}: {e}");
+                self.control_reply(token, ControlResponse::error(msg));
+                return;
+            }
             match name.parse::<EnvName>() {
                 Ok(n) => {
                     desired.insert(n, spec);
                 }
                 Err(e) => {
-                    self.control_reply(token, ControlResponse::error(e.to_string()), None);
+                    self.control_reply(token, ControlResponse::error(e.to_string()));
                     return;
                 }
             }
@@ -375,7 +431,12 @@ impl Daemon {
                     let Some(spec) = spec else { continue };
                     self.registry.envs.insert(name.clone(), Managed::new(spec));
                     match self.start(&name) {
-                        Ok(()) => "created".to_owned(),
+                        // Reported `created` once the launcher says the environment runs,
+                        // `failed: REASON` if it ends before.
+                        Ok(()) => {
+                            waiting.insert(name.clone());
+                            "starting".to_owned()
+                        }
                         Err(e) => {
                             if let Some(m) = self.registry.envs.get_mut(&name) {
                                 m.state = State::Failed;
@@ -399,7 +460,10 @@ impl Daemon {
                         "replacing".to_owned()
                     } else {
                         match self.start(&name) {
-                            Ok(()) => "replaced".to_owned(),
+                            Ok(()) => {
+                                waiting.insert(name.clone());
+                                "replacing".to_owned()
+                            }
                             Err(e) => format!("failed: {e}"),
                         }
                     }
@@ -420,11 +484,7 @@ impl Daemon {
         }
         self.save();
         if waiting.is_empty() {
-            self.control_reply(
-                token,
-                ControlResponse::data(apply_reply(&steps, check)),
-                None,
-            );
+            self.control_reply(token, ControlResponse::data(apply_reply(&steps, check)));
         } else {
             self.pendings.push(Pending {
                 token,
@@ -458,7 +518,7 @@ impl Daemon {
     pub(super) fn stop_request(&mut self, token: u64, name: String, timeout: u64) {
         let Some(m) = self.registry.envs.get_mut(&name) else {
             let msg = format!("{name:?} is not managed by the kernel");
-            self.control_reply(token, ControlResponse::error(msg), None);
+            self.control_reply(token, ControlResponse::error(msg));
             return;
         };
         if !self.runtime.contains_key(&name) {
@@ -466,11 +526,7 @@ impl Daemon {
             m.restart_at = None;
             self.save();
             let steps = vec![json!({"name": name, "action": "stop", "result": "stopped"})];
-            self.control_reply(
-                token,
-                ControlResponse::data(apply_reply(&steps, false)),
-                None,
-            );
+            self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)));
             return;
         }
         self.begin_stop(&name, timeout * 1000, AfterStop::Stay);
@@ -487,13 +543,13 @@ impl Daemon {
     pub(super) fn remove_request(&mut self, token: u64, name: String, force: bool) {
         if !self.registry.envs.contains_key(&name) {
             let msg = format!("{name:?} is not managed by the kernel");
-            self.control_reply(token, ControlResponse::error(msg), None);
+            self.control_reply(token, ControlResponse::error(msg));
             return;
         }
         if self.runtime.contains_key(&name) {
             if !force {
                 let msg = format!("{name:?} is running: stop it first, or use -f");
-                self.control_reply(token, ControlResponse::error(msg), None);
+                self.control_reply(token, ControlResponse::error(msg));
                 return;
             }
             self.begin_stop(&name, 0, AfterStop::Forget);
@@ -509,11 +565,7 @@ impl Daemon {
         self.registry.envs.remove(&name);
         self.save();
         let steps = vec![json!({"name": name, "action": "remove", "result": "removed"})];
-        self.control_reply(
-            token,
-            ControlResponse::data(apply_reply(&steps, false)),
-            None,
-        );
+        self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)));
     }
 
     /// At start: take charge again of launchers a previous daemon started (they kept running),
@@ -526,7 +578,11 @@ impl Daemon {
                 let m = &self.registry.envs[&name];
                 (m.state, m.launcher_pid)
             };
+            // The pidfd first, then the check that it is our launcher, then the check that the
+            // process the pidfd holds still lives: a pid reused between the steps fails one of
+            // them, so the pidfd never names a stranger.
             let alive = pid.and_then(|p| {
+                let pidfd = pidfd_open(Pid::from_raw(p)?, PidfdFlags::empty()).ok()?;
                 let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).ok()?;
                 let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
                 let ours = args
@@ -535,7 +591,19 @@ impl Daemon {
                 if !ours {
                     return None;
                 }
-                pidfd_open(Pid::from_raw(p)?, PidfdFlags::empty()).ok()
+                // A pidfd turns readable when its process has exited.
+                let mut fds = [rustix::event::PollFd::new(
+                    &pidfd,
+                    rustix::event::PollFlags::IN,
+                )];
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                match rustix::event::poll(&mut fds, Some(&zero)) {
+                    Ok(0) => Some(pidfd),
+                    _ => None,
+                }
             });
             match (alive, state) {
                 (Some(pidfd), _) => {
@@ -557,6 +625,7 @@ impl Daemon {
                                 pidfd,
                                 started: Instant::now(),
                                 stopping: None,
+                                confirmed: true,
                             },
                         );
                         tracing::info!(

@@ -168,18 +168,30 @@ pub fn assert_code(o: &Output, code: i32) {
 pub struct Background {
     pub name: String,
     pub child: Option<std::process::Child>,
+    /// The state directory, when not the suite's default.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Background {
     /// Start `warren run` in the background with `args` and wait until `warren inspect` sees it.
     pub fn start(name: &str, args: &[&str]) -> Background {
+        Background::start_in(None, name, args)
+    }
+
+    /// [`Background::start`] with the state directory `state_dir` (the suite's default if
+    /// `None`); `inspect` looks there too.
+    pub fn start_in(state_dir: Option<&Path>, name: &str, args: &[&str]) -> Background {
         let mut c = warren();
+        if let Some(dir) = state_dir {
+            c.env("WARREN_STATE_DIR", dir);
+        }
         c.args(["run", "--name", name]).args(args);
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = c.spawn().unwrap();
         let bg = Background {
             name: name.to_owned(),
             child: Some(child),
+            state_dir: state_dir.map(Path::to_path_buf),
         };
         for _ in 0..500 {
             if bg.inspect().is_some() {
@@ -192,7 +204,11 @@ impl Background {
 
     /// `warren inspect NAME` as JSON, if it is running.
     pub fn inspect(&self) -> Option<serde_json::Value> {
-        let o = warren().args(["inspect", &self.name]).output().unwrap();
+        let mut c = warren();
+        if let Some(dir) = &self.state_dir {
+            c.env("WARREN_STATE_DIR", dir);
+        }
+        let o = c.args(["inspect", &self.name]).output().unwrap();
         if !o.status.success() {
             return None;
         }

@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Scale benchmark (issue 14): a manifest of N environments (default 1,000), each with its
+# mailbox, applied to a kernel of its own; every environment sends one message to the next one
+# around a ring and receives the one from the previous, then idles. Reports:
+#   * time to converge: `warren apply` from start to its answer (the kernel answers once every
+#     launcher has said its environment runs), then until every ring message was delivered
+#     (the kernel's status shows no queued message and N+ waiting receives gone);
+#   * the daemon's memory per environment (RSS after − RSS before, over N);
+#   * the kernel round trip (p50/p99, warren-bench's pipelined ping-pong between two host
+#     processes registered on the control socket) with only those 2 environments, and again with
+#     the N environments running next to them;
+#   * re-apply (all unchanged) and the time to empty (apply of an empty manifest).
+#
+#   bash bench/scale.sh               # 1,000 environments
+#   COUNT=300 bash bench/scale.sh
+#
+# Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
+# release), SKIP_BUILD (1: use the binaries already built). Must run as root. Uses a private state directory and a busybox root in a temporary
+# directory; network use: `cargo build` only.
+set -euo pipefail
+
+COUNT=${COUNT:-1000}
+RTT_ITERS=${RTT_ITERS:-20000}
+BUILD=${BUILD:-release}
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/.." && pwd)
+results="$here/results"
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="$results/scale-$stamp.txt"
+die() { echo "scale.sh: $*" >&2; exit 1; }
+say() { echo "== $*" >&2; }
+[ "$(id -u)" = 0 ] || die "run as root (environments need namespaces and cgroups)"
+command -v busybox >/dev/null || [ -x /bin/busybox ] || die "busybox-static is needed (scripts/setup.sh)"
+
+flag=(--release)
+[ "$BUILD" = debug ] && flag=()
+[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
+bin="$repo/target/x86_64-unknown-linux-gnu/$BUILD"
+warren="$bin/warren"
+bench="$bin/warren-ipc-bench"
+[ -x "$warren" ] && [ -x "$bench" ] || die "build failed: no $warren or $bench"
+
+work=$(mktemp -d /tmp/warren-scale.XXXXXX)
+state="/run/warren-scale-$$"
+daemon_pid=""
+cleanup() {
+    if [ -n "$daemon_pid" ]; then
+        WARREN_STATE_DIR="$state" timeout 600 "$warren" apply --timeout 1 "$work/empty.toml" >/dev/null 2>&1 || true
+        kill -TERM "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
+    rm -rf "$work" "$state"
+}
+trap cleanup EXIT
+
+root="$work/root"
+mkdir -p "$root"/{bin,etc,proc,dev,tmp,sys}
+cp /bin/busybox "$root/bin/"
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$root/bin/$a"; done
+echo 'root:x:0:0:root:/:/bin/sh' > "$root/etc/passwd"
+echo 'root:x:0:' > "$root/etc/group"
+: > "$work/empty.toml"
+
+python3 - "$COUNT" "$root" > "$work/spaces.toml" <<'PY'
+import sys
+n, root = int(sys.argv[1]), sys.argv[2]
+for i in range(n):
+    nxt = f"e{(i + 1) % n}"
+    print(f'[space.e{i}]\nimage = "{root}"\nmay_send = ["{nxt}"]\nmemory = "16M"\n'
+          f'command = ["/bin/sh", "-c", "warren-msg send {nxt} hello-{i} >/dev/null && '
+          f'warren-msg recv --timeout 600000 >/dev/null && exec sleep 100000"]\n')
+PY
+
+status() { # the kernel's status document (tagged control framing: one '.' packet)
+    python3 - "$state/kernel.sock" <<'PY'
+import socket, sys, json
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+s.send(b'.' + json.dumps({"op": "status"}).encode())
+doc = b''
+while True:
+    p = s.recv(65536)
+    doc += p[1:]
+    if p[:1] == b'.':
+        break
+print(json.dumps(json.loads(doc)["status"]))
+PY
+}
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon_pid/status"; }
+now_ms() { date +%s%3N; }
+
+say "kernel on $state"
+WARREN_STATE_DIR="$state" setpriv --pdeathsig KILL -- "$warren" daemon > "$work/daemon.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 100); do grep -q "kernel ready" "$work/daemon.log" && break; sleep 0.1; done
+grep -q "kernel ready" "$work/daemon.log" || die "the kernel did not start: $(cat "$work/daemon.log")"
+
+rtt() { # LABEL
+    local tag="$1-$$"
+    "$bench" warren-server --style pipelined --peer "sc-cli-$tag" --register "sc-srv-$tag" \
+        --may-send "sc-cli-$tag" --state-dir "$state" &
+    local srv=$!
+    "$bench" warren-client-pingpong --style pipelined --target "sc-srv-$tag" \
+        --iters "$RTT_ITERS" --warmup 2000 --round 1 --register "sc-cli-$tag" \
+        --may-send "sc-srv-$tag" --state-dir "$state" > "$work/rtt-$1.json"
+    wait "$srv"
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("p50 %.1f us, p99 %.1f us" % (r["p50_us"], r["p99_us"]))' "$work/rtt-$1.json"
+}
+
+say "round trip with 2 environments"
+rtt_small=$(rtt small)
+rss0=$(rss_kib)
+
+say "applying $COUNT environments"
+t0=$(now_ms)
+WARREN_STATE_DIR="$state" timeout 3600 "$warren" apply "$work/spaces.toml" > "$work/apply.txt" || die "apply failed: $(tail -5 "$work/apply.txt")"
+t1=$(now_ms)
+created=$(grep -c ' created$' "$work/apply.txt" || true)
+[ "$created" = "$COUNT" ] || die "apply created $created of $COUNT"
+# Every ring message delivered: nothing queued, no receive waiting.
+for _ in $(seq 6000); do
+    s=$(status)
+    q=$(echo "$s" | python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["queued"] + s["waiting_recvs"])')
+    [ "$q" = 0 ] && break
+    sleep 0.1
+done
+t2=$(now_ms)
+[ "$q" = 0 ] || die "messages still queued or receives waiting: $s"
+sleep 2
+rss1=$(rss_kib)
+listed=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
+[ "$listed" = "$COUNT" ] || die "ps -a lists $listed of $COUNT"
+
+say "round trip with $COUNT environments running"
+rtt_big=$(rtt big)
+
+say "re-apply (unchanged) and empty"
+t3=$(now_ms)
+WARREN_STATE_DIR="$state" "$warren" apply "$work/spaces.toml" | tail -1 > "$work/reapply.txt"
+t4=$(now_ms)
+grep -q "0 changed, $COUNT unchanged" "$work/reapply.txt" || die "re-apply: $(cat "$work/reapply.txt")"
+WARREN_STATE_DIR="$state" "$warren" apply --timeout 2 "$work/empty.toml" | tail -1 > /dev/null
+t5=$(now_ms)
+left=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
+[ "$left" = 0 ] || die "ps -a lists $left after the empty apply"
+
+mkdir -p "$results"
+{
+    echo "scale benchmark, $COUNT environments, $BUILD build, $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "| measure | value |"
+    echo "|---|---|"
+    echo "| apply $COUNT environments (answer: all running) | $(( (t1 - t0) )) ms |"
+    echo "| ... until every ring message was delivered | $(( (t2 - t0) )) ms |"
+    echo "| daemon RSS before / after | $((rss0 / 1024)) MiB / $((rss1 / 1024)) MiB |"
+    echo "| daemon memory per environment | $(( (rss1 - rss0) * 1024 / COUNT )) bytes |"
+    echo "| kernel round trip, 2 environments | $rtt_small |"
+    echo "| kernel round trip, $COUNT environments running | $rtt_big |"
+    echo "| re-apply, all unchanged | $(( t4 - t3 )) ms |"
+    echo "| apply an empty manifest (stop all) | $(( t5 - t4 )) ms |"
+} | tee "$out"

@@ -1,0 +1,105 @@
+//! Quotes: the root's signature over the register and the verifier's nonce, with the event log
+//! that explains the register and the certificate of the key that signed.
+//!
+//! The root signs a 32-byte *qualifying* value, not the nonce alone:
+//!
+//! ```text
+//! SHA-256( "warren-quote/1\0" || u32 len(nonce) || nonce
+//!          || 0x00                                          (a host quote)
+//!          || 0x01 || u64 recnum || record digest (32) || u32 len(data) || data )  (a subject)
+//! ```
+//!
+//! so a quote for a program inside an environment binds that program's own launch record and
+//! the data it chose (a public key, say) to the verifier's nonce.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::evidence::kind::RootKind;
+use crate::evidence::record::Record;
+
+/// The format tag of a quote file.
+pub const FORMAT: &str = "warren-quote/1";
+
+/// The most caller data a subject quote may bind.
+pub const MAX_CALLER_DATA: usize = 1024;
+
+/// A quote as written by `warren attest quote` and returned by the kernel's `Attest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quote {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The root of trust that signed.
+    pub root: RootKind,
+    /// The nonce the verifier chose, hex.
+    pub nonce: String,
+    /// The environment (and its launch record) the quote is about, for a subject quote.
+    pub subject: Option<Subject>,
+    /// The signed bytes, hex.
+    pub attest: String,
+    /// The signature, hex (ECDSA P-256 SHA-256, DER).
+    pub signature: String,
+    /// The attestation key that signed, hex: its `TPMT_PUBLIC` (tpm) or DER
+    /// `SubjectPublicKeyInfo` (software).
+    pub ak_public: Option<String>,
+    /// The NV index's `TPMS_NV_PUBLIC`, hex (tpm only).
+    pub nv_public: Option<String>,
+    /// The attestation key's certificate from the Privacy CA (PEM), if the host is enrolled.
+    pub ak_certificate: Option<String>,
+    /// The event log at the time of the quote.
+    pub event_log: Vec<Record>,
+    /// tpm: the host's boot state (a `TPM2_Quote` of the boot PCRs over the same qualifying
+    /// value, and the UEFI event log that explains them). Absent from software quotes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootEvidence>,
+}
+
+/// The boot chain part of a TPM quote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootEvidence {
+    /// The `TPMS_ATTEST` of `TPM2_Quote` (SHA-256 bank, [`crate::evidence::bootlog::BOOT_PCRS`]),
+    /// hex.
+    pub attest: String,
+    /// Its signature by the attestation key (ECDSA P-256 SHA-256, DER), hex.
+    pub signature: String,
+    /// The quoted PCRs' values as read next to the quote: PCR number to hex.
+    pub pcrs: BTreeMap<u32, String>,
+    /// The UEFI event log (`binary_bios_measurements`, crypto-agile), hex; absent when the
+    /// host has none.
+    pub event_log: Option<String>,
+}
+
+/// What a subject quote is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subject {
+    /// The environment's name.
+    pub env: String,
+    /// Its launch record.
+    pub recnum: u64,
+    /// The data it bound, hex.
+    pub data: String,
+}
+
+/// The qualifying value (see the module documentation).
+pub fn qualifying(nonce: &[u8], subject: Option<(u64, &[u8; 32], &[u8])>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"warren-quote/1\0");
+    h.update((nonce.len() as u32).to_le_bytes());
+    h.update(nonce);
+    match subject {
+        None => h.update([0]),
+        Some((recnum, digest, data)) => {
+            h.update([1]);
+            h.update(recnum.to_le_bytes());
+            h.update(digest);
+            h.update((data.len() as u32).to_le_bytes());
+            h.update(data);
+        }
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,443 @@
+//! The append-only event log: one launch record per line, in the TCG Canonical Event Log (CEL)
+//! JSON encoding, under `<state>/attest/events.jsonl`.
+//!
+//! Every record carries the SHA-256 of its content's canonical bytes; the root of trust's
+//! register is extended with it (`reg = SHA-256(reg || digest)`, starting from 32 zero bytes),
+//! exactly as a TPM extends a SHA-256 NV extend index or PCR. Appending takes an exclusive
+//! `flock` on `<state>/attest/lock`, so the launchers of parallel launches and the kernel
+//! daemon never interleave records, and the record and its extension happen under one lock.
+//!
+//! Durability is a group commit across processes: the record is written and extended under
+//! the lock, the lock is released, and only then is the log made durable ([`EventLog::append`]
+//! returns after that, so a launch `execve`s only once its record is on disk). One
+//! `fdatasync` covers every record written before it started, so concurrent launches share
+//! them: under a second lock (`<state>/attest/sync.lock`, whose content says how far which log
+//! file, by inode and birth time, is known durable), an appender whose record already lies below that
+//! offset returns at once; otherwise it notes the log's length, `fdatasync`s, and publishes
+//! that length.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::measure::LaunchContent;
+use crate::root::{RootError, RootOfTrust};
+
+pub use crate::evidence::record::{
+    CONTENT_TYPE, DigestEntry, NV_INDEX, Record, content_digest, extend, replay,
+};
+
+/// Why the log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file of the log could not be opened, read or written.
+    #[error("event log {}: {what}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// A line of the log is not a record.
+    #[error("event log {}: line {line} is not a record", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The root of trust refused to extend or read.
+    #[error("root of trust")]
+    Root(#[from] RootError),
+}
+
+/// `text` padded with spaces to a fixed width and ended with a newline, so that a shorter value
+/// written over a longer one in place leaves no trailing digits.
+fn padded(text: &str) -> String {
+    format!("{text:<94}\n")
+}
+
+/// The event log of one state directory.
+#[derive(Debug, Clone)]
+pub struct EventLog {
+    dir: PathBuf,
+}
+
+/// An exclusive hold on the attestation directory (the log, its register and the key).
+#[derive(Debug)]
+pub struct LogLock {
+    _file: File,
+}
+
+impl EventLog {
+    /// The log under `<state>/attest` (created, mode 0700, when first written).
+    pub fn new(state_dir: &Path) -> Self {
+        EventLog {
+            dir: state_dir.join("attest"),
+        }
+    }
+
+    /// The attestation directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The log file.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("events.jsonl")
+    }
+
+    fn io(&self, path: PathBuf, what: &'static str) -> impl FnOnce(io::Error) -> LogError {
+        move |source| LogError::Io { path, what, source }
+    }
+
+    /// Creates the directory (0700) if needed.
+    pub fn ensure_dir(&self) -> Result<(), LogError> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
+            .map_err(self.io(self.dir.clone(), "create the directory"))
+    }
+
+    /// Takes the exclusive lock.
+    pub fn lock(&self) -> Result<LogLock, LogError> {
+        self.ensure_dir()?;
+        let path = self.dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(path.clone(), "open the lock"))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| self.io(path, "lock")(e.into()))?;
+        Ok(LogLock { _file: file })
+    }
+
+    /// Every record, in order. A missing log is an empty one.
+    pub fn records(&self) -> Result<Vec<Record>, LogError> {
+        let path = self.path();
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io(path, "open")(e)),
+        };
+        let mut out = Vec::new();
+        for (i, line) in io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(self.io(path.clone(), "read"))?;
+            if line.is_empty() {
+                continue;
+            }
+            let rec = serde_json::from_str(&line).map_err(|source| LogError::Malformed {
+                path: path.clone(),
+                line: i + 1,
+                source,
+            })?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Appends a record for `content` and extends `root` with its digest, under the lock, then
+    /// makes the record durable (a group commit, see the module documentation) before
+    /// returning. If the extension fails the record is removed again, so the log never runs
+    /// ahead of the register.
+    pub fn append(
+        &self,
+        content: LaunchContent,
+        root: &mut dyn RootOfTrust,
+    ) -> Result<Record, LogError> {
+        let (record, file, end) = self.append_unsynced(content, root)?;
+        self.make_durable(&file, end)?;
+        Ok(record)
+    }
+
+    /// The locked part of [`EventLog::append`]: write the record and extend the root. Returns
+    /// the log file and the end offset of the record, for [`EventLog::make_durable`].
+    fn append_unsynced(
+        &self,
+        content: LaunchContent,
+        root: &mut dyn RootOfTrust,
+    ) -> Result<(Record, File, u64), LogError> {
+        let _lock = self.lock()?;
+        let path = self.path();
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(self.io(path.clone(), "open"))?;
+        let start = file
+            .seek(SeekFrom::End(0))
+            .map_err(self.io(path.clone(), "seek"))?;
+        let recnum = self.count_locked(start)?;
+        let digest = content_digest(&content);
+        let record = Record {
+            recnum,
+            nv_index: NV_INDEX,
+            digests: vec![DigestEntry {
+                hash_alg: "sha256".into(),
+                digest: hex::encode(digest),
+            }],
+            content_type: CONTENT_TYPE.into(),
+            content,
+        };
+        let mut line = serde_json::to_vec(&record).unwrap_or_default();
+        line.push(b'\n');
+        file.write_all(&line)
+            .map_err(self.io(path.clone(), "append"))?;
+        if let Err(e) = root.extend(&digest) {
+            let _ = file.set_len(start);
+            // A concurrent group sync may have counted the bytes just removed as durable.
+            self.forget_synced_beyond(&file, start);
+            return Err(e.into());
+        }
+        let end = start + line.len() as u64;
+        // The count file is a hint (checked against the log's length), overwritten in place.
+        let count = self.dir.join("events.count");
+        if let Ok(f) = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&count)
+        {
+            let _ = rustix::io::pwrite(&f, padded(&format!("{} {end}", recnum + 1)).as_bytes(), 0);
+        }
+        Ok((record, file, end))
+    }
+
+    fn sync_lock(&self) -> Result<File, LogError> {
+        self.ensure_dir()?;
+        let path = self.dir.join("sync.lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(path.clone(), "open the sync lock"))?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| self.io(path, "lock")(e.into()))?;
+        Ok(file)
+    }
+
+    /// The identity of a log file, as the sync lock records it: inode and birth time (inode
+    /// numbers are reused once a file is deleted; the pair is not). `None` where the
+    /// filesystem keeps no birth time: then every append syncs on its own.
+    fn identity(meta: &std::fs::Metadata) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        let born = meta
+            .created()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(format!(
+            "{}.{}.{}",
+            meta.ino(),
+            born.as_secs(),
+            born.subsec_nanos()
+        ))
+    }
+
+    /// `(identity of the log file, offset)` up to which the log is known durable.
+    fn synced(lock: &File) -> Option<(String, u64)> {
+        let mut buf = [0u8; 128];
+        let n = rustix::io::pread(lock, &mut buf, 0).ok()?;
+        let s = std::str::from_utf8(&buf[..n]).ok()?;
+        let mut it = s.split_whitespace();
+        let id = it.next()?.to_owned();
+        let offset = it.next()?.parse().ok()?;
+        Some((id, offset))
+    }
+
+    fn set_synced(lock: &File, id: &str, offset: u64) {
+        // Overwritten in place, padded to a fixed width, never truncated: on ext4 a truncated
+        // and rewritten file is flushed to disk when it is closed (`auto_da_alloc`), which
+        // would put a write-out on every launch's path.
+        let _ = rustix::io::pwrite(lock, padded(&format!("{id} {offset}")).as_bytes(), 0);
+    }
+
+    /// Makes the log durable up to `end` (the end of a record just written), sharing one
+    /// `fdatasync` with every appender whose record it covers. Returns whether this call ran
+    /// the `fdatasync` itself (`false`: a concurrent one already covered the record).
+    pub fn make_durable(&self, file: &File, end: u64) -> Result<bool, LogError> {
+        let path = self.path();
+        let lock = self.sync_lock()?;
+        let meta = file.metadata().map_err(self.io(path.clone(), "stat"))?;
+        let id = Self::identity(&meta);
+        if let (Some(id), Some((synced_id, offset))) = (&id, Self::synced(&lock)) {
+            if *id == synced_id && offset >= end {
+                return Ok(false);
+            }
+        }
+        // Everything written before this point is in the page cache, so one fdatasync makes
+        // all of it durable: the records of appenders still waiting for this lock included.
+        let len = meta.len();
+        file.sync_data().map_err(self.io(path, "sync"))?;
+        if let Some(id) = id {
+            Self::set_synced(&lock, &id, len.max(end));
+        }
+        Ok(true)
+    }
+
+    fn forget_synced_beyond(&self, file: &File, start: u64) {
+        let (Ok(lock), Ok(meta)) = (self.sync_lock(), file.metadata()) else {
+            return;
+        };
+        if let (Some(id), Some((synced_id, offset))) = (Self::identity(&meta), Self::synced(&lock))
+        {
+            if id == synced_id && offset > start {
+                Self::set_synced(&lock, &id, start);
+            }
+        }
+    }
+
+    /// How many records a log of `len` bytes holds: from the count file when it matches the
+    /// length, else by counting lines.
+    fn count_locked(&self, len: u64) -> Result<u64, LogError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        if let Ok(s) = std::fs::read_to_string(self.dir.join("events.count")) {
+            let mut it = s.split_whitespace().map(|v| v.parse::<u64>());
+            if let (Some(Ok(n)), Some(Ok(l))) = (it.next(), it.next()) {
+                if l == len {
+                    return Ok(n);
+                }
+            }
+        }
+        let bytes = std::fs::read(self.path()).map_err(self.io(self.path(), "read"))?;
+        Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::{ImageMeasurement, LaunchConfig};
+
+    fn content(name: &str) -> LaunchContent {
+        let config = LaunchConfig {
+            memory: None,
+            pids: Some(1),
+            cpu_micros: None,
+            tmpfs_size: 1,
+            seccomp_profile: None,
+            capabilities: vec![],
+            no_new_privs: true,
+            landlock_abi: None,
+            namespaces: vec![],
+            network: "none".into(),
+            degraded: vec![],
+        };
+        LaunchContent {
+            event: "launch".into(),
+            name: name.into(),
+            image: ImageMeasurement {
+                kind: "rootfs".into(),
+                digest: "blake3:00".into(),
+                format: crate::measure::TREE_FORMAT.into(),
+                manifest_digest: None,
+                digest_source: Some("walk".into()),
+            },
+            command: vec!["/bin/true".into()],
+            env: vec![],
+            config_digest: config.digest(),
+            config,
+            uid_base: 0,
+            uid_count: 1,
+            launched_at: 0,
+        }
+    }
+
+    /// A root that refuses to extend.
+    struct Refusing;
+
+    impl RootOfTrust for Refusing {
+        fn kind(&self) -> crate::RootKind {
+            crate::RootKind::Software
+        }
+        fn extend(&mut self, _: &[u8; 32]) -> Result<(), RootError> {
+            Err(RootError::Tpm("refused".into()))
+        }
+        fn read(&mut self) -> Result<[u8; 32], RootError> {
+            Ok([0; 32])
+        }
+        fn quote(&mut self, _: &[u8; 32]) -> Result<crate::root::Evidence, RootError> {
+            Err(RootError::Tpm("refused".into()))
+        }
+        fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
+            Err(RootError::Tpm("refused".into()))
+        }
+    }
+
+    #[test]
+    fn one_fdatasync_covers_every_record_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut root = crate::root::SoftwareRoot::new(log.dir());
+        // Two launches write their records while a third holds the sync lock (its fdatasync
+        // running): both then wait for it.
+        let held = log.sync_lock().unwrap();
+        let (r1, f1, end1) = log.append_unsynced(content("a"), &mut root).unwrap();
+        let (r2, f2, end2) = log.append_unsynced(content("b"), &mut root).unwrap();
+        assert_eq!((r1.recnum, r2.recnum), (0, 1));
+        drop(held);
+        // The first to get the lock syncs, and its fdatasync covers the second record too.
+        assert!(log.make_durable(&f1, end1).unwrap(), "the first one syncs");
+        assert!(
+            !log.make_durable(&f2, end2).unwrap(),
+            "the second is covered"
+        );
+        // Positive control: a record written after that sync is not covered.
+        let (_, f3, end3) = log.append_unsynced(content("c"), &mut root).unwrap();
+        assert!(
+            log.make_durable(&f3, end3).unwrap(),
+            "a later record syncs again"
+        );
+        assert_eq!(log.records().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_removed_record_is_not_counted_as_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut root = crate::root::SoftwareRoot::new(log.dir());
+        let (_, f1, end1) = log.append_unsynced(content("a"), &mut root).unwrap();
+        // A failed extension removes its record; pretend a concurrent sync counted it.
+        let held = log.sync_lock().unwrap();
+        let id = EventLog::identity(&f1.metadata().unwrap()).expect("a birth time");
+        EventLog::set_synced(&held, &id, end1 + 100_000);
+        drop(held);
+        assert!(log.append(content("b"), &mut Refusing).is_err());
+        // The next record lands where the removed one was, and must be synced.
+        let (_, f2, end2) = log.append_unsynced(content("c"), &mut root).unwrap();
+        assert!(end2 <= end1 + 100_000);
+        assert!(
+            log.make_durable(&f2, end2).unwrap(),
+            "not taken for covered"
+        );
+        assert_eq!(log.records().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_new_log_file_is_not_covered_by_the_old_ones_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut root = crate::root::SoftwareRoot::new(log.dir());
+        log.append(content("a"), &mut root).unwrap();
+        log.append(content("b"), &mut root).unwrap();
+        std::fs::remove_file(log.path()).unwrap();
+        std::fs::remove_file(log.dir().join("events.count")).unwrap();
+        let (_, f, end) = log.append_unsynced(content("c"), &mut root).unwrap();
+        assert!(log.make_durable(&f, end).unwrap());
+    }
+}

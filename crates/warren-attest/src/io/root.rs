@@ -1,0 +1,243 @@
+//! Roots of trust behind one trait: the register the event log is extended into, and the key
+//! that signs quotes over it.
+//!
+//! * `tpm` (`crate::io::tpm::TpmRoot`): an NV extend index in a TPM 2.0 that only Warren can
+//!   write, certified by an attestation key that never leaves the TPM; reached through the
+//!   `warren-tpm` agent.
+//! * `software` ([`SoftwareRoot`]): the register is a file and the key a P-256 key on disk
+//!   (`0600`). Every quote it makes says `root: software`.
+//!
+//! Which root a state directory uses, and opening it, is `crate::io::config`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+
+/// Why a root of trust failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RootError {
+    /// A file of the root could not be used.
+    #[error("{what} {}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The software key has permissions that let others read it.
+    #[error("software key {} has mode {mode:o}; it must be 0600", path.display())]
+    KeyMode {
+        /// The key file.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+    },
+    /// A file of the root holds something unexpected.
+    #[error("{} is malformed: {detail}", path.display())]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The TPM or its agent failed.
+    #[error("tpm: {0}")]
+    Tpm(String),
+}
+
+/// What a root signs for one quote.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    /// The signed bytes: a `TPMS_ATTEST` (tpm) or [`SOFTWARE_MAGIC`] || qualifying || register.
+    pub attest: Vec<u8>,
+    /// The signature over `attest` (ECDSA P-256 with SHA-256, DER).
+    pub signature: Vec<u8>,
+    /// The attestation key: its `TPMT_PUBLIC` (tpm) or DER `SubjectPublicKeyInfo` (software).
+    pub ak_public: Option<Vec<u8>>,
+    /// tpm: the `TPM2_Quote` of the boot PCRs over the same qualifying value.
+    pub boot: Option<PcrQuote>,
+    /// The NV index's `TPMS_NV_PUBLIC` (tpm only).
+    pub nv_public: Option<Vec<u8>>,
+}
+
+/// A `TPM2_Quote` of the boot PCRs ([`crate::evidence::bootlog::BOOT_PCRS`]).
+#[derive(Debug, Clone)]
+pub struct PcrQuote {
+    /// The `TPMS_ATTEST`.
+    pub attest: Vec<u8>,
+    /// Its signature (DER).
+    pub signature: Vec<u8>,
+    /// The PCR values read next to it.
+    pub pcrs: std::collections::BTreeMap<u32, [u8; 32]>,
+}
+
+/// A root of trust.
+pub trait RootOfTrust {
+    /// Which kind it is.
+    fn kind(&self) -> RootKind;
+    /// Extends the register with a record digest.
+    fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError>;
+    /// The register's current value.
+    fn read(&mut self) -> Result<[u8; 32], RootError>;
+    /// Signs the register together with `qualifying` (the hash of nonce and subject).
+    fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError>;
+    /// The attestation key's public key, as DER `SubjectPublicKeyInfo`.
+    fn ak_spki(&mut self) -> Result<Vec<u8>, RootError>;
+}
+
+/// The software root: `<attest>/software.key` (P-256, PKCS#8 PEM, 0600) and
+/// `<attest>/software.reg` (the register, hex).
+#[derive(Debug, Clone)]
+pub struct SoftwareRoot {
+    dir: PathBuf,
+}
+
+impl SoftwareRoot {
+    /// The software root in the attestation directory `dir`.
+    pub fn new(dir: &Path) -> Self {
+        SoftwareRoot {
+            dir: dir.to_owned(),
+        }
+    }
+
+    fn key_path(&self) -> PathBuf {
+        self.dir.join("software.key")
+    }
+
+    fn reg_path(&self) -> PathBuf {
+        self.dir.join("software.reg")
+    }
+
+    /// The signing key, created (0600) on first use.
+    pub fn key(&self) -> Result<SigningKey, RootError> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        let path = self.key_path();
+        let io_err = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| RootError::Io { what, path, source }
+        };
+        match std::fs::metadata(&path) {
+            Ok(meta) => {
+                if meta.mode() & 0o077 != 0 {
+                    return Err(RootError::KeyMode {
+                        path,
+                        mode: meta.mode() & 0o7777,
+                    });
+                }
+                let pem = std::fs::read_to_string(&path).map_err(io_err("read", &path))?;
+                SigningKey::from_pkcs8_pem(&pem).map_err(|e| RootError::Malformed {
+                    path,
+                    detail: e.to_string(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+                let key = SigningKey::random(&mut rand_core::OsRng);
+                let pem = key
+                    .to_pkcs8_pem(LineEnding::LF)
+                    .map_err(|e| RootError::Tpm(e.to_string()))?;
+                let tmp = self
+                    .dir
+                    .join(format!("software.key.{}", std::process::id()));
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+                    .map_err(io_err("create", &tmp))?;
+                io::Write::write_all(&mut f, pem.as_bytes()).map_err(io_err("write", &tmp))?;
+                // Two first uses racing: the first rename wins and both use its key.
+                if std::fs::hard_link(&tmp, &path).is_err() && !path.exists() {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(RootError::Io {
+                        what: "install",
+                        path,
+                        source: io::Error::other("could not link the new key"),
+                    });
+                }
+                let _ = std::fs::remove_file(&tmp);
+                self.key()
+            }
+            Err(source) => Err(RootError::Io {
+                what: "stat",
+                path,
+                source,
+            }),
+        }
+    }
+}
+
+impl RootOfTrust for SoftwareRoot {
+    fn kind(&self) -> RootKind {
+        RootKind::Software
+    }
+
+    fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
+        let reg = self.read()?;
+        let next = crate::evidence::record::extend(&reg, digest);
+        let path = self.reg_path();
+        let tmp = self
+            .dir
+            .join(format!("software.reg.{}", std::process::id()));
+        std::fs::write(&tmp, hex::encode(next))
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|source| RootError::Io {
+                what: "write",
+                path,
+                source,
+            })
+    }
+
+    fn read(&mut self) -> Result<[u8; 32], RootError> {
+        let path = self.reg_path();
+        match std::fs::read_to_string(&path) {
+            Ok(s) => hex::decode(s.trim())
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or(RootError::Malformed {
+                    path,
+                    detail: "not 32 bytes of hex".into(),
+                }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok([0; 32]),
+            Err(source) => Err(RootError::Io {
+                what: "read",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
+        let key = self.key()?;
+        let mut attest = SOFTWARE_MAGIC.to_vec();
+        attest.extend_from_slice(qualifying);
+        attest.extend_from_slice(&self.read()?);
+        let sig: Signature = key.sign(&attest);
+        let spki = key
+            .verifying_key()
+            .to_public_key_der()
+            .map_err(|e| RootError::Tpm(e.to_string()))?;
+        Ok(Evidence {
+            attest,
+            signature: sig.to_der().as_bytes().to_vec(),
+            ak_public: Some(spki.as_bytes().to_vec()),
+            nv_public: None,
+            boot: None,
+        })
+    }
+
+    fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
+        let key = self.key()?;
+        key.verifying_key()
+            .to_public_key_der()
+            .map(|d| d.as_bytes().to_vec())
+            .map_err(|e| RootError::Tpm(e.to_string()))
+    }
+}

@@ -1,0 +1,170 @@
+//! The TPM root of trust, reached through the `warren-tpm` agent: a separate, dynamically
+//! linked binary (tpm2-tss exists only as shared libraries on Debian, `warren` is linked
+//! statically). Each operation runs the agent once: `warren-tpm --tpm SPEC --dir DIR OP ARGS`,
+//! which prints one JSON object (docs/attestation.md, "The agent").
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::evidence::kind::RootKind;
+use crate::evidence::tpm_wire::ak_spki_of;
+use crate::io::root::{Evidence, PcrQuote, RootError, RootOfTrust};
+
+/// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
+pub fn agent_path() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("WARREN_TPM_AGENT") {
+        return Some(PathBuf::from(p));
+    }
+    let p = std::env::current_exe().ok()?.with_file_name("warren-tpm");
+    p.is_file().then_some(p)
+}
+
+/// The TPM root.
+#[derive(Debug)]
+pub struct TpmRoot {
+    dir: PathBuf,
+    spec: String,
+    agent: PathBuf,
+}
+
+impl TpmRoot {
+    /// The TPM named by `spec` for the attestation directory `dir`, through `agent` (default:
+    /// [`agent_path`]).
+    pub fn new(dir: &Path, spec: &str, agent: Option<&Path>) -> Result<TpmRoot, RootError> {
+        // WARREN_TPM_AGENT wins over the path recorded at `attest init`.
+        let agent = std::env::var_os("WARREN_TPM_AGENT")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| agent.map(Path::to_owned))
+            .or_else(agent_path)
+            .ok_or_else(|| {
+                RootError::Tpm(
+                    "the warren-tpm agent was not found next to warren (or in WARREN_TPM_AGENT)"
+                        .into(),
+                )
+            })?;
+        Ok(TpmRoot {
+            dir: dir.to_owned(),
+            spec: spec.to_owned(),
+            agent,
+        })
+    }
+
+    /// Runs one agent operation.
+    pub fn call(&self, args: &[&str]) -> Result<Value, RootError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| RootError::Io {
+            what: "create",
+            path: self.dir.clone(),
+            source,
+        })?;
+        let out = Command::new(&self.agent)
+            .arg("--tpm")
+            .arg(&self.spec)
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .map_err(|source| RootError::Io {
+                what: "run the tpm agent",
+                path: self.agent.clone(),
+                source,
+            })?;
+        let v: Value = serde_json::from_slice(&out.stdout).map_err(|_| {
+            RootError::Tpm(format!(
+                "the agent's answer to {} is not JSON: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        })?;
+        if let Some(e) = v.get("error").and_then(Value::as_str) {
+            return Err(RootError::Tpm(e.to_owned()));
+        }
+        Ok(v)
+    }
+
+    /// Creates the attestation key and the anchor if they do not exist (idempotent).
+    pub fn provision(&self) -> Result<Value, RootError> {
+        self.call(&["provision"])
+    }
+
+    fn hex(v: &Value, field: &str) -> Result<Vec<u8>, RootError> {
+        v.get(field)
+            .and_then(Value::as_str)
+            .and_then(|s| hex::decode(s).ok())
+            .ok_or_else(|| RootError::Tpm(format!("the agent's answer has no {field}")))
+    }
+}
+
+/// The agent's `pcrs` object: PCR number to hex value.
+fn pcr_values(v: &Value) -> Result<std::collections::BTreeMap<u32, [u8; 32]>, RootError> {
+    let bad = || RootError::Tpm("the agent's pcrs are not PCR numbers with 32-byte values".into());
+    let obj = v.get("pcrs").and_then(Value::as_object).ok_or_else(bad)?;
+    obj.iter()
+        .map(|(k, x)| {
+            let n: u32 = k.parse().map_err(|_| bad())?;
+            let d: [u8; 32] = x
+                .as_str()
+                .and_then(|s| hex::decode(s).ok())
+                .and_then(|d| d.try_into().ok())
+                .ok_or_else(bad)?;
+            Ok((n, d))
+        })
+        .collect()
+}
+
+/// A DER ECDSA signature from the TPM's `r` and `s`.
+fn der_signature(r: &[u8], s: &[u8]) -> Result<Vec<u8>, RootError> {
+    let pad = |v: &[u8]| -> Result<[u8; 32], RootError> {
+        if v.len() > 32 {
+            return Err(RootError::Tpm(
+                "an ECDSA scalar is longer than 32 bytes".into(),
+            ));
+        }
+        let mut a = [0u8; 32];
+        a[32 - v.len()..].copy_from_slice(v);
+        Ok(a)
+    };
+    let sig = p256::ecdsa::Signature::from_scalars(pad(r)?, pad(s)?)
+        .map_err(|e| RootError::Tpm(format!("bad ECDSA signature: {e}")))?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+impl RootOfTrust for TpmRoot {
+    fn kind(&self) -> RootKind {
+        RootKind::Tpm
+    }
+
+    fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
+        self.call(&["extend", &hex::encode(digest)]).map(|_| ())
+    }
+
+    fn read(&mut self) -> Result<[u8; 32], RootError> {
+        let v = self.call(&["read"])?;
+        Self::hex(&v, "value")?
+            .try_into()
+            .map_err(|_| RootError::Tpm("the anchor is not 32 bytes".into()))
+    }
+
+    fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
+        let v = self.call(&["quote", &hex::encode(qualifying)])?;
+        Ok(Evidence {
+            attest: Self::hex(&v, "attest")?,
+            signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
+            ak_public: Some(Self::hex(&v, "ak_public")?),
+            nv_public: Some(Self::hex(&v, "nv_public")?),
+            boot: Some(PcrQuote {
+                attest: Self::hex(&v, "pcr_attest")?,
+                signature: der_signature(&Self::hex(&v, "pcr_r")?, &Self::hex(&v, "pcr_s")?)?,
+                pcrs: pcr_values(&v)?,
+            }),
+        })
+    }
+
+    fn ak_spki(&mut self) -> Result<Vec<u8>, RootError> {
+        let v = self.call(&["provision"])?;
+        let public = Self::hex(&v, "ak_public")?;
+        ak_spki_of(&public).map_err(RootError::Tpm)
+    }
+}

@@ -1,0 +1,260 @@
+//! The bounds of every count and size an environment is declared with, and the one routine
+//! that checks them.
+//!
+//! The manifest parser, the CLI (`warren run`, which `apply`'s supervisor also drives) and the
+//! control socket (the daemon checks what a `register` or `apply` request carries, since a
+//! client can write those by hand) all check through [`check`], [`check_env_var`] and
+//! [`validate_space`], so one value is accepted or refused the same way everywhere, with an
+//! error that names the key and the bound. `docs/manifest.md` lists the same table.
+
+use crate::SpaceSpec;
+
+/// A count or size key and its inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The manifest key (`mailbox_capacity`); the CLI flag is the same with dashes.
+    pub key: &'static str,
+    /// The smallest value allowed.
+    pub min: u64,
+    /// The largest value allowed.
+    pub max: u64,
+}
+
+const KIB: u64 = 1 << 10;
+const MIB: u64 = 1 << 20;
+const GIB: u64 = 1 << 30;
+const TIB: u64 = 1 << 40;
+
+/// Messages a mailbox may hold: 1 to 65,536.
+pub const MAILBOX_CAPACITY: Bound = Bound {
+    key: "mailbox_capacity",
+    min: 1,
+    max: 65_536,
+};
+
+/// An environment's byte quota in the kernel (`docs/protocol.md` §11): 4 KiB to 1 GiB.
+pub const MAILBOX_BYTES: Bound = Bound {
+    key: "mailbox_bytes",
+    min: 4 * KIB,
+    max: GIB,
+};
+
+/// Most processes: 1 to 4,194,304 (Linux's `PID_MAX_LIMIT`).
+pub const PIDS: Bound = Bound {
+    key: "pids",
+    min: 1,
+    max: 4_194_304,
+};
+
+/// Memory limit: 1 MiB to 16 TiB.
+pub const MEMORY: Bound = Bound {
+    key: "memory",
+    min: MIB,
+    max: 16 * TIB,
+};
+
+/// The writable `/tmp` tmpfs: 4 KiB to 1 TiB.
+pub const TMPFS_SIZE: Bound = Bound {
+    key: "tmpfs_size",
+    min: 4 * KIB,
+    max: TIB,
+};
+
+/// Restarts within the backoff window: 0 to 1,000.
+pub const MAX_RESTARTS: Bound = Bound {
+    key: "max_restarts",
+    min: 0,
+    max: 1_000,
+};
+
+/// Every bound, in the order `docs/manifest.md` lists them.
+pub const ALL: [Bound; 6] = [
+    MEMORY,
+    PIDS,
+    TMPFS_SIZE,
+    MAX_RESTARTS,
+    MAILBOX_CAPACITY,
+    MAILBOX_BYTES,
+];
+
+/// A declared value that is out of bounds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimitError {
+    /// A count or size outside its range.
+    #[error("{key} {value} is out of range: expected {min} to {max}")]
+    OutOfRange {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: u64,
+        /// Its smallest allowed value.
+        min: u64,
+        /// Its largest allowed value.
+        max: u64,
+    },
+    /// An environment variable Warren sets itself.
+    #[error("variable {name:?} is reserved: Warren sets WARREN_* variables itself")]
+    ReservedVariable {
+        /// The variable.
+        name: String,
+    },
+    /// A variable name that is not letters, digits and `_`.
+    #[error(
+        "variable name {name:?} is not valid: use letters, digits and '_', not starting with a digit"
+    )]
+    BadVariable {
+        /// The variable.
+        name: String,
+    },
+}
+
+/// Checks `value` against `bound`.
+pub fn check(bound: Bound, value: u64) -> Result<u64, LimitError> {
+    if (bound.min..=bound.max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(LimitError::OutOfRange {
+            key: bound.key,
+            value,
+            min: bound.min,
+            max: bound.max,
+        })
+    }
+}
+
+/// Checks an environment variable's name: letters, digits and `_`, not starting with a digit,
+/// and not `WARREN_*` (reserved: `WARREN_FD` says where the kernel connection is).
+pub fn check_env_var(name: &str) -> Result<(), LimitError> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(LimitError::BadVariable {
+            name: name.to_owned(),
+        });
+    }
+    if name.starts_with("WARREN_") {
+        return Err(LimitError::ReservedVariable {
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks every bounded value of a declared environment: what the control socket runs on
+/// whatever `apply` request it is given.
+pub fn validate_space(spec: &SpaceSpec) -> Result<(), LimitError> {
+    if let Some(m) = spec.memory {
+        check(MEMORY, m.0)?;
+    }
+    if let Some(p) = spec.pids {
+        check(PIDS, p)?;
+    }
+    if let Some(t) = spec.tmpfs_size {
+        check(TMPFS_SIZE, t.0)?;
+    }
+    check(MAX_RESTARTS, u64::from(spec.max_restarts))?;
+    if let Some(c) = spec.mailbox_capacity {
+        check(MAILBOX_CAPACITY, c as u64)?;
+    }
+    if let Some(b) = spec.mailbox_bytes {
+        check(MAILBOX_BYTES, b.0)?;
+    }
+    for name in spec.env.keys() {
+        check_env_var(name)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bound_accepts_its_ends_and_refuses_past_them_naming_key_and_bound() {
+        for b in ALL {
+            assert_eq!(check(b, b.min), Ok(b.min));
+            assert_eq!(check(b, b.max), Ok(b.max));
+            let over = check(b, b.max + 1).unwrap_err().to_string();
+            assert!(
+                over.contains(b.key) && over.contains(&b.max.to_string()),
+                "{over}"
+            );
+            if b.min > 0 {
+                let under = check(b, b.min - 1).unwrap_err().to_string();
+                assert!(under.contains(&b.min.to_string()), "{under}");
+            }
+        }
+        assert_eq!(
+            check(PIDS, u64::MAX).unwrap_err().to_string(),
+            "pids 18446744073709551615 is out of range: expected 1 to 4194304"
+        );
+    }
+
+    #[test]
+    fn warren_variables_are_reserved_and_names_are_checked() {
+        assert!(matches!(
+            check_env_var("WARREN_FD"),
+            Err(LimitError::ReservedVariable { .. })
+        ));
+        for bad in ["", "1X", "A-B", "A=B", "É"] {
+            assert!(matches!(
+                check_env_var(bad),
+                Err(LimitError::BadVariable { .. })
+            ));
+        }
+        for good in ["PATH", "_X", "a1", "WARREN"] {
+            assert_eq!(check_env_var(good), Ok(()));
+        }
+    }
+
+    /// What the control socket deserializes from a hand-written `apply` request is checked
+    /// against the same table as a manifest.
+    #[test]
+    fn a_space_from_the_control_socket_is_checked_key_by_key() {
+        let base = serde_json::json!({
+            "image": { "rootfs": "/r" }, "command": ["/x"], "env": {}, "memory": null,
+            "pids": null, "cpus": null, "tmpfs_size": null, "restart": "no",
+            "max_restarts": 5, "may_send": [], "may_discover": [], "mailbox_capacity": null,
+            "allow_missing": [],
+        });
+        let spec = |patch: serde_json::Value| -> SpaceSpec {
+            let mut v = base.clone();
+            for (k, x) in patch.as_object().unwrap() {
+                v[k] = x.clone();
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        assert_eq!(validate_space(&spec(serde_json::json!({}))), Ok(()));
+        let refused = [
+            (serde_json::json!({ "pids": u64::MAX }), "pids"),
+            (
+                serde_json::json!({ "mailbox_capacity": 1u64 << 63 }),
+                "mailbox_capacity",
+            ),
+            (
+                serde_json::json!({ "mailbox_bytes": 1u64 << 40 }),
+                "mailbox_bytes",
+            ),
+            (serde_json::json!({ "memory": 1 }), "memory"),
+            (
+                serde_json::json!({ "tmpfs_size": 1u64 << 50 }),
+                "tmpfs_size",
+            ),
+            (
+                serde_json::json!({ "max_restarts": 4_000_000_000u64 }),
+                "max_restarts",
+            ),
+            (
+                serde_json::json!({ "env": { "WARREN_FD": "7" } }),
+                "WARREN_FD",
+            ),
+        ];
+        for (patch, key) in refused {
+            let err = validate_space(&spec(patch.clone()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{patch}: {err}");
+        }
+    }
+}

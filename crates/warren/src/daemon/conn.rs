@@ -1,0 +1,650 @@
+//! The daemon's environment connections: one `SOCK_SEQPACKET` pair per environment, whose
+//! other end is the environment's descriptor 3.
+//!
+//! * **Handshake** (`docs/protocol.md` §6): the first frame must be a Hello; the kernel answers
+//!   it (Welcome, or Error `version` after which the connection closes). A first frame that is
+//!   not a Hello is answered `bad-request` and the connection closes. Frames after the Hello in
+//!   the first packet are answered `bad-request` and not acted on. A later Hello (another
+//!   process sharing the descriptor) is answered Welcome with the version already agreed when
+//!   its range holds it, else Error `version`; it never changes the version, nor closes.
+//! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
+//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
+//!   next turn, and the socket keeps the rest. Every other connection is served in between.
+//! * **Bounded**: answers count against the connection before they are queued. While its unsent
+//!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
+//!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
+//!   receive), the daemon stops acting on its frames and stops reading it
+//!   (EPOLLIN is dropped); it reads again once the environment has read half of them. A
+//!   connection whose unsent answers reach `max_backlog` anyway (answers produced without new
+//!   requests, e.g. deliveries to receives it parked earlier) is cut off at that point.
+//! * Answers for one environment are batched into packets of up to 64 KiB (a larger frame
+//!   travels alone) and written when the socket takes them.
+
+use std::collections::VecDeque;
+use std::os::fd::OwnedFd;
+use std::time::Instant;
+
+use rustix::event::epoll::{self, EventFlags};
+use rustix::net::{RecvFlags, SendFlags};
+use warren_kernel::EnvId;
+use warren_proto::{ErrorCode, Frame, PacketBuilder, Request, Response};
+
+use super::{Conn, Daemon, token_event};
+
+/// Packets the daemon assembles for one environment at most (responses are batched into them).
+const OUT_PACKET: usize = 64 * 1024;
+/// Decoded frames whose room the daemon keeps between packets.
+const FRAMES_KEPT: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// No frame yet: the first must be a Hello.
+    Waiting,
+    /// The Hello was answered Welcome with this version.
+    Greeted(u16),
+    /// The handshake failed: the answer is written, then the connection closes.
+    Closing(&'static str),
+}
+
+/// Frames of a packet not acted on yet (the budget or the quota stopped the turn).
+struct Tail {
+    bytes: Vec<u8>,
+    /// They belong to the connection's first packet.
+    first: bool,
+}
+
+/// One environment's kernel connection.
+pub(super) struct EnvConn {
+    pub(super) fd: OwnedFd,
+    pub(super) env: EnvId,
+    handshake: Handshake,
+    /// A packet has been read (the next one is not the first).
+    seen_packet: bool,
+    building: PacketBuilder,
+    out: VecDeque<Vec<u8>>,
+    /// Bytes in `out`.
+    backlog: usize,
+    /// EPOLLIN is in the interest set.
+    reading: bool,
+    want_write: bool,
+    /// Whether the connection is on the daemon's list of connections with output to flush.
+    pub(super) dirty: bool,
+    tail: Option<Tail>,
+    /// The environment closed its end: answers are dropped, what it sent is still served.
+    peer_gone: bool,
+}
+
+impl EnvConn {
+    /// A new connection; `greeted` for one re-attached after a kernel restart (its Hello went
+    /// to the previous kernel).
+    pub(super) fn new(fd: OwnedFd, env: EnvId, greeted: bool) -> EnvConn {
+        EnvConn {
+            fd,
+            env,
+            // A connection re-attached after a kernel restart, whose Hello this kernel never
+            // saw, speaks the kernel's highest version (§6).
+            handshake: if greeted {
+                Handshake::Greeted(warren_proto::VERSION)
+            } else {
+                Handshake::Waiting
+            },
+            seen_packet: greeted,
+            building: PacketBuilder::with_limit(OUT_PACKET),
+            out: VecDeque::new(),
+            backlog: 0,
+            reading: true,
+            want_write: false,
+            dirty: false,
+            tail: None,
+            peer_gone: false,
+        }
+    }
+
+    /// Answers decided and not yet taken by the environment's socket.
+    fn unsent(&self) -> usize {
+        self.backlog + self.building.len()
+    }
+
+    fn rearm(&self, epoll_fd: &OwnedFd, token: u64) {
+        let (flags, data) = token_event(token, self.reading, self.want_write);
+        let _ = epoll::modify(epoll_fd, &self.fd, data, flags);
+    }
+}
+
+/// The byte offset of frame `index` in a valid packet (frames are length-prefixed).
+fn frame_offset(packet: &[u8], index: usize) -> usize {
+    let mut off = 0;
+    for _ in 0..index {
+        let len = packet
+            .get(off..off + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .unwrap_or(packet.len());
+        off = (off + 4 + len).min(packet.len());
+    }
+    off
+}
+
+/// Whether the kernel accepts a Hello offering `min..=max` (the rule of §6.2).
+fn common_version(min: u16, max: u16) -> bool {
+    max.min(warren_proto::VERSION) >= min.max(warren_proto::MIN_VERSION)
+}
+
+/// The least room for unsent answers, whatever the environment pins: it can always read its
+/// answers and receive, and so free what it pins (a full mailbox of its own drains only
+/// through its receives).
+const UNSENT_FLOOR: usize = 256 << 10;
+
+/// How many unsent answer bytes `env` may have before the daemon stops acting on its requests:
+/// `max_unsent`, and within the kernel's byte quota for the environment less what it pins there
+/// (queued messages in its mailboxes, its waiting sends), but never under [`UNSENT_FLOOR`].
+fn unsent_limit(kernel: &warren_kernel::Kernel, limits: &super::Limits, env: EnvId) -> usize {
+    let quota = kernel.quota(env);
+    if quota == 0 {
+        return limits.max_unsent;
+    }
+    let room = quota.saturating_sub(kernel.pinned_bytes(env));
+    limits.max_unsent.min(room).max(UNSENT_FLOOR)
+}
+
+/// What stopped the frames of a packet.
+enum Stop {
+    /// All were handled.
+    Done,
+    /// The turn's frame budget ran out (the rest waits for the next turn).
+    Budget,
+    /// The connection's unsent answers are over its quota.
+    Quota,
+    /// The connection is closing or closed.
+    Closed,
+}
+
+impl Daemon {
+    /// An environment connection is readable or writable (or `flags` is empty: input left from
+    /// the last turn's budget).
+    pub(super) fn on_env(&mut self, token: u64, flags: EventFlags) {
+        if flags.contains(EventFlags::OUT) {
+            self.flush(token);
+        }
+        let hup = flags.intersects(EventFlags::HUP | EventFlags::RDHUP | EventFlags::ERR);
+        if hup {
+            if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+                if !c.peer_gone {
+                    // Nobody will read the answers any more; what the environment sent before
+                    // it went is still served (a send before an exit must arrive).
+                    c.peer_gone = true;
+                    c.out.clear();
+                    c.backlog = 0;
+                    c.building.clear();
+                    if !c.reading && !matches!(c.handshake, Handshake::Closing(_)) {
+                        c.reading = true;
+                        c.rearm(&self.epoll, token);
+                    }
+                }
+            }
+        }
+        let mut budget = self.limits.turn_frames;
+        let mut packets = 0;
+        self.slice_end = Instant::now() + self.limits.turn_slice;
+        loop {
+            let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+                return;
+            };
+            if let Handshake::Closing(_) = c.handshake {
+                return;
+            }
+            if let Some(tail) = c.tail.take() {
+                match self.handle_tail(token, tail, &mut budget) {
+                    Stop::Done => continue,
+                    Stop::Budget => {
+                        self.ready.push(token);
+                        return;
+                    }
+                    Stop::Quota | Stop::Closed => return,
+                }
+            }
+            if packets >= self.limits.turn_packets || budget == 0 {
+                // Level-triggered: the socket's remaining packets are reported next turn.
+                return;
+            }
+            if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
+                self.pause(token);
+                return;
+            }
+            let n = match rustix::net::recv(
+                &c.fd,
+                &mut self.buf,
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC,
+            ) {
+                Ok((n, _)) => n,
+                Err(rustix::io::Errno::AGAIN) => {
+                    if hup || c.peer_gone {
+                        self.drop_env_conn(token, None);
+                    }
+                    return;
+                }
+                Err(_) => 0,
+            };
+            if n == 0 || n > self.buf.len() {
+                let why = (n != 0).then_some("packet larger than 1 MiB");
+                self.drop_env_conn(token, why);
+                return;
+            }
+            packets += 1;
+            let first = !c.seen_packet;
+            c.seen_packet = true;
+            let buf = std::mem::take(&mut self.buf);
+            let stop = self.handle_packet(token, &buf[..n], first, &mut budget);
+            self.buf = buf;
+            match stop {
+                Stop::Done => {}
+                Stop::Budget => {
+                    self.ready.push(token);
+                    return;
+                }
+                Stop::Quota | Stop::Closed => return,
+            }
+        }
+    }
+
+    /// Decode a whole packet (a malformed one closes the connection before any frame is acted
+    /// on), then hand its frames to the kernel while the budget and the quota allow; keep the
+    /// rest as the connection's tail.
+    fn handle_packet(
+        &mut self,
+        token: u64,
+        packet: &[u8],
+        first: bool,
+        budget: &mut usize,
+    ) -> Stop {
+        let mut frames = std::mem::take(&mut self.frames);
+        frames.clear();
+        if let Err(e) =
+            warren_proto::request_frames(packet).try_for_each(|f| f.map(|f| frames.push(f)))
+        {
+            self.frames = frames;
+            let why = format!("malformed packet: {e}");
+            self.drop_env_conn(token, Some(&why));
+            return Stop::Closed;
+        }
+        let mut stop = Stop::Done;
+        let mut left_at = None;
+        for (i, f) in frames.drain(..).enumerate() {
+            if let Some(s) = self.may_handle(token, i, budget) {
+                stop = s;
+                left_at = Some(i);
+                break;
+            }
+            self.handle_frame(token, f, first);
+        }
+        // A packet of many tiny frames must not leave a large vector behind.
+        frames.clear();
+        frames.shrink_to(FRAMES_KEPT);
+        self.frames = frames;
+        if let Some(i) = left_at {
+            self.keep_tail(
+                token,
+                &stop,
+                packet[frame_offset(packet, i)..].to_vec(),
+                first,
+            );
+        }
+        stop
+    }
+
+    /// Go on with a tail kept from an earlier turn: its bytes were checked when its packet
+    /// came, so it is decoded a frame at a time, as far as this turn goes, and never copied.
+    fn handle_tail(&mut self, token: u64, tail: Tail, budget: &mut usize) -> Stop {
+        let mut pos = 0;
+        let mut stop = Stop::Done;
+        let mut stopped = false;
+        for (i, f) in warren_proto::request_frames(&tail.bytes).enumerate() {
+            let Ok(f) = f else {
+                self.drop_env_conn(token, Some("malformed packet"));
+                return Stop::Closed;
+            };
+            if let Some(s) = self.may_handle(token, i, budget) {
+                stop = s;
+                stopped = true;
+                break;
+            }
+            pos += frame_offset(&tail.bytes[pos..], 1);
+            self.handle_frame(token, f, tail.first);
+        }
+        if stopped {
+            let mut bytes = tail.bytes;
+            bytes.drain(..pos);
+            self.keep_tail(token, &stop, bytes, tail.first);
+        }
+        stop
+    }
+
+    /// Keep the frames not acted on for a later turn (pausing the connection when its quota
+    /// stopped them).
+    fn keep_tail(&mut self, token: u64, stop: &Stop, bytes: Vec<u8>, first: bool) {
+        let closed = matches!(stop, Stop::Closed);
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if !closed && !bytes.is_empty() {
+                c.tail = Some(Tail { bytes, first });
+            }
+        }
+        if let Stop::Quota = stop {
+            self.pause(token);
+        }
+    }
+
+    /// Whether frame `i` of a packet may be acted on in this turn; if not, why.
+    fn may_handle(&mut self, token: u64, i: usize, budget: &mut usize) -> Option<Stop> {
+        // The time slice is checked every 16 frames, after the kernel's answers so far have
+        // been encoded and its audit records written: that work is the connection's too.
+        if i % 16 == 15 {
+            self.dispatch_actions();
+            if Instant::now() >= self.slice_end {
+                *budget = 0;
+            }
+        }
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return Some(Stop::Closed);
+        };
+        if let Handshake::Closing(_) = c.handshake {
+            return Some(Stop::Closed);
+        }
+        if *budget == 0 {
+            return Some(Stop::Budget);
+        }
+        if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
+            return Some(Stop::Quota);
+        }
+        *budget -= 1;
+        None
+    }
+
+    /// Act on one frame: the handshake rules of §6, then the kernel.
+    fn handle_frame(&mut self, token: u64, f: Frame<Request>, first: bool) {
+        let now = self.now();
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let env = c.env;
+        match (c.handshake, f.body) {
+            (
+                Handshake::Waiting,
+                Request::Hello {
+                    min_version,
+                    max_version,
+                },
+            ) => {
+                c.handshake = if common_version(min_version, max_version) {
+                    Handshake::Greeted(max_version.min(warren_proto::VERSION))
+                } else {
+                    Handshake::Closing("no common protocol version")
+                };
+                // The kernel answers Welcome or Error `version`.
+                let hello = Request::Hello {
+                    min_version,
+                    max_version,
+                };
+                self.kernel.handle_request(env, f.id, hello, now);
+            }
+            (Handshake::Waiting, _) => {
+                c.handshake = Handshake::Closing("the first frame was not a hello");
+                self.bad_request(env, f.id, "the first frame must be a hello (protocol §6)");
+            }
+            (Handshake::Greeted(_), _) if first => {
+                self.bad_request(
+                    env,
+                    f.id,
+                    "no frame may follow the hello in the first packet (protocol §6)",
+                );
+            }
+            (
+                Handshake::Greeted(agreed),
+                Request::Hello {
+                    min_version,
+                    max_version,
+                },
+            ) => {
+                // Another process sharing the descriptor starts its own session: the version
+                // agreed by the first Hello stays (§6).
+                let response = if (min_version..=max_version).contains(&agreed) {
+                    Response::Welcome {
+                        version: agreed,
+                        env: self.kernel.env_name(env).unwrap_or("?").to_owned(),
+                    }
+                } else {
+                    Response::Error {
+                        code: ErrorCode::Version,
+                        detail: format!(
+                            "this connection speaks version {agreed}, agreed by its first hello; \
+                             a later hello must offer it, not {min_version}..={max_version}"
+                        ),
+                    }
+                };
+                self.dispatch_actions();
+                self.queue_response(env, f.id, response);
+            }
+            (Handshake::Greeted(_), body) => self.kernel.handle_request(env, f.id, body, now),
+            (Handshake::Closing(_), _) => {}
+        }
+    }
+
+    /// Answer `bad-request` from the daemon itself, after the kernel's earlier answers (answers
+    /// keep the order of their requests).
+    fn bad_request(&mut self, env: EnvId, id: u32, detail: &str) {
+        self.dispatch_actions();
+        let response = Response::Error {
+            code: ErrorCode::BadRequest,
+            detail: detail.to_owned(),
+        };
+        self.queue_response(env, id, response);
+    }
+
+    /// Stop reading a connection until its unsent answers drain.
+    fn pause(&mut self, token: u64) {
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if c.reading {
+                c.reading = false;
+                c.rearm(&self.epoll, token);
+            }
+        }
+    }
+
+    /// Close an environment's kernel connection (a malformed packet, a failed handshake, a
+    /// reader that does not read, or the environment closed it); only that connection suffers.
+    /// The environment itself lives until its launcher ends.
+    pub(super) fn drop_env_conn(&mut self, token: u64, why: Option<&str>) {
+        let env = match self.conns.get(&token) {
+            Some(Conn::Env(c)) => Some(c.env),
+            _ => None,
+        };
+        if let Some(env) = env {
+            if let Some(why) = why {
+                let name = self.kernel.env_name(env).unwrap_or("?").to_owned();
+                let rec = warren_kernel::AuditRecord {
+                    at: self.now(),
+                    env: name,
+                    op: "connection",
+                    handle: None,
+                    target: None,
+                    code: ErrorCode::BadRequest.as_str(),
+                    reason: format!("{why}; connection closed"),
+                    repeated: None,
+                };
+                self.write_audit(&rec);
+            }
+            self.env_conn.remove(&env);
+        }
+        // The launcher keeps a copy of our end (to re-attach after a kernel restart), so closing
+        // ours would not reach the environment: shut the connection down for both sides.
+        if let Some(Conn::Env(c)) = self.conns.get(&token) {
+            let _ = rustix::net::shutdown(&c.fd, rustix::net::Shutdown::Both);
+        }
+        self.close_env(token);
+    }
+
+    pub(super) fn close_env(&mut self, token: u64) {
+        if let Some(Conn::Env(c)) = self.conns.remove(&token) {
+            let _ = epoll::delete(&self.epoll, &c.fd);
+            // The kernel keeps the environment until its launcher reports the end.
+        }
+    }
+
+    /// Queue an answer for `env`, counting it against the connection first: one that has
+    /// reached its backlog is cut off instead.
+    pub(super) fn queue_response(&mut self, env: EnvId, id: u32, response: Response) {
+        let Some(&token) = self.env_conn.get(&env) else {
+            return;
+        };
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        if c.peer_gone {
+            return;
+        }
+        if c.unsent() >= self.limits.max_backlog {
+            let why = format!(
+                "the environment does not read its answers: {} bytes unsent reached the backlog \
+                 limit of {}",
+                c.unsent(),
+                self.limits.max_backlog
+            );
+            self.drop_env_conn(token, Some(&why));
+            return;
+        }
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty.push(token);
+        }
+        let frame = Frame { id, body: response };
+        match c.building.push_response(&frame) {
+            Ok(()) => {}
+            Err(warren_proto::EncodeError::PacketFull { .. }) => {
+                if !c.building.is_empty() {
+                    let packet = c.building.take();
+                    c.backlog += packet.len();
+                    c.out.push_back(packet);
+                }
+                if let Err(warren_proto::EncodeError::PacketFull { .. }) =
+                    c.building.push_response(&frame)
+                {
+                    // Larger than the daemon's usual packets (a large delivery): it travels
+                    // alone, in a packet of up to the protocol's limit, which every frame fits.
+                    let mut alone = PacketBuilder::new();
+                    match alone.push_response(&frame) {
+                        Ok(()) => {
+                            let packet = alone.take();
+                            c.backlog += packet.len();
+                            c.out.push_back(packet);
+                        }
+                        Err(e) => tracing::warn!("cannot encode a response to {env:?}: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot encode a response: {e}"),
+        }
+    }
+
+    pub(super) fn flush_all(&mut self) {
+        let mut tokens = std::mem::take(&mut self.dirty);
+        for &t in &tokens {
+            if let Some(Conn::Env(c)) = self.conns.get_mut(&t) {
+                c.dirty = false;
+                if !c.building.is_empty() {
+                    let packet = c.building.take();
+                    c.backlog += packet.len();
+                    c.out.push_back(packet);
+                }
+                self.flush(t);
+            }
+        }
+        // Keep the list's allocation for the next turn.
+        tokens.clear();
+        self.dirty = tokens;
+    }
+
+    /// Write what the socket takes; read again once half the quota has drained; close a
+    /// connection whose handshake failed once its answer is out.
+    pub(super) fn flush(&mut self, token: u64) {
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        while let Some(p) = c.out.front() {
+            match rustix::net::send(&c.fd, p, SendFlags::DONTWAIT | SendFlags::NOSIGNAL) {
+                Ok(_) => {
+                    c.backlog -= p.len();
+                    c.out.pop_front();
+                }
+                Err(rustix::io::Errno::AGAIN) => break,
+                Err(_) => {
+                    c.out.clear();
+                    c.backlog = 0;
+                    break;
+                }
+            }
+        }
+        if let Handshake::Closing(why) = c.handshake {
+            if c.out.is_empty() && c.building.is_empty() {
+                self.drop_env_conn(token, Some(why));
+                return;
+            }
+        }
+        let want = !c.out.is_empty();
+        let mut changed = want != c.want_write;
+        c.want_write = want;
+        let resume = !c.reading
+            && !matches!(c.handshake, Handshake::Closing(_))
+            && c.unsent() <= unsent_limit(&self.kernel, &self.limits, c.env) / 2;
+        if resume {
+            c.reading = true;
+            changed = true;
+        }
+        if changed {
+            c.rearm(&self.epoll, token);
+        }
+        if resume {
+            // Its tail (if any) is served next turn even if no new packet comes.
+            self.ready.push(token);
+        }
+        if c.backlog > self.limits.max_backlog {
+            self.drop_env_conn(token, Some("the environment does not read its responses"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_offsets_walk_length_prefixes() {
+        let mut b = PacketBuilder::new();
+        for id in 0..3 {
+            b.push_request(&Frame {
+                id,
+                body: Request::Whoami,
+            })
+            .unwrap();
+        }
+        let packet = b.take();
+        assert_eq!(frame_offset(&packet, 0), 0);
+        let one = frame_offset(&packet, 1);
+        let frames: Vec<_> = warren_proto::request_frames(&packet[one..])
+            .map(|f| f.unwrap().id)
+            .collect();
+        assert_eq!(frames, vec![1, 2]);
+        assert_eq!(frame_offset(&packet, 3), packet.len());
+    }
+
+    #[test]
+    fn versions_are_chosen_as_section_6_says() {
+        assert!(common_version(1, 2));
+        assert!(common_version(1, 1));
+        assert!(common_version(2, 200));
+        let next = warren_proto::VERSION + 1;
+        assert!(
+            !common_version(next, next + 6),
+            "only versions above ours offered"
+        );
+        assert!(!common_version(2, 1));
+        assert!(!common_version(0, 0));
+    }
+}

@@ -1,0 +1,100 @@
+//! The measured-launch step: what the launcher's parent does while the child builds its
+//! environment. It measures the image and the configuration into a
+//! [`warren_attest::LaunchContent`], appends it to the state directory's event log and extends
+//! the configured root of trust (see docs/attestation.md).
+
+use warren_sandbox::state::StateDir;
+use warren_sandbox::{Applied, LaunchPlan, Measurement, RootSource};
+
+/// Measures the launch and records it. The error is a sentence for the launch error.
+pub(crate) fn measure_and_record(
+    plan: &LaunchPlan,
+    applied: &Applied,
+    env: &[(String, String)],
+    state: &StateDir,
+) -> Result<Measurement, String> {
+    let (kind, tree) = match &plan.root {
+        RootSource::Rootfs(dir) => (
+            "rootfs",
+            warren_attest::seal::root_digest(state.root(), dir, None),
+        ),
+        // The store's digest, computed when it imported the root (which it keeps read-only).
+        RootSource::Image(dir) => (
+            "image",
+            warren_attest::seal::root_digest(state.root(), dir, plan.image_tree_digest.as_deref()),
+        ),
+        RootSource::Binary(_) => (
+            "binary",
+            warren_attest::measure::files_digest(&applied.root.files).map(|tree| {
+                warren_attest::seal::RootDigest {
+                    tree,
+                    source: warren_attest::measure::DigestSource::Walk,
+                }
+            }),
+        ),
+    };
+    let warren_attest::seal::RootDigest { tree, source } = tree.map_err(|e| error_chain(&e))?;
+    let config = warren_attest::LaunchConfig {
+        memory: plan.limits.memory,
+        pids: Some(plan.limits.pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
+        cpu_micros: plan.limits.cpu.as_ref().map(|c| c.micros),
+        tmpfs_size: plan.tmpfs_size,
+        seccomp_profile: applied.seccomp.profile_digest.clone(),
+        capabilities: applied.capabilities.clone(),
+        no_new_privs: applied.no_new_privs,
+        landlock_abi: (!applied.degraded.contains(&"landlock"))
+            .then_some(applied.landlock.requested_abi),
+        namespaces: applied.namespaces.iter().map(|s| (*s).to_owned()).collect(),
+        network: applied.network.to_owned(),
+        degraded: applied.degraded.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let config_digest = config.digest();
+    let content = warren_attest::LaunchContent {
+        event: "launch".into(),
+        name: plan.name.to_string(),
+        image: warren_attest::measure::ImageMeasurement {
+            kind: kind.into(),
+            digest: tree.digest.clone(),
+            format: warren_attest::measure::TREE_FORMAT.into(),
+            manifest_digest: plan.image_manifest_digest.clone(),
+            digest_source: Some(source.as_str().into()),
+        },
+        command: plan.argv.clone(),
+        env: env.to_vec(),
+        config,
+        config_digest: config_digest.clone(),
+        uid_base: applied.uid_map.host_base,
+        uid_count: applied.uid_map.size,
+        launched_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let root_config =
+        warren_attest::RootConfig::resolve(state.root()).map_err(|e| error_chain(&e))?;
+    let mut root = root_config
+        .open(state.root())
+        .map_err(|e| error_chain(&e))?;
+    let record = warren_attest::EventLog::new(state.root())
+        .append(content, root.as_mut())
+        .map_err(|e| error_chain(&e))?;
+    Ok(Measurement {
+        root: root.kind().as_str(),
+        recnum: record.recnum,
+        digest: format!("sha256:{}", record.digests[0].digest),
+        image_digest: tree.digest,
+        image_manifest_digest: plan.image_manifest_digest.clone(),
+        config_digest,
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}

@@ -1,0 +1,876 @@
+//! The daemon's reactor under attack and at scale: fair to neighbours, bounded per connection,
+//! faithful to the handshake of `docs/protocol.md` §6, quotes off the loop, and control messages
+//! without a size ceiling.
+//!
+//! Each test starts a kernel of its own on a private state directory. Attackers and neighbours
+//! are connections registered on the control socket the way `warren run` registers an
+//! environment (the kernel hands out the environment's end of its connection); they speak the
+//! wire protocol with well-formed frames only. Each attack measures the daemon's resident memory
+//! growth and a neighbour pair's p99 round trip (a message to the other and one back) before
+//! and during the attack.
+
+mod common;
+use common::*;
+
+use std::io::BufRead;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustix::net::{RecvFlags, SendFlags};
+use warren_proto::{ErrorCode, Frame, Message, PacketBuilder, Request, Response};
+
+/// A kernel of this test's own, on a private state directory, stopped and cleaned up on drop.
+struct Kernel {
+    child: Child,
+    state: PathBuf,
+}
+
+/// The tests of this file run one at a time: the attacks measure a neighbour's latency, which
+/// another test starting hundreds of environments would disturb.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Kernel {
+    fn start(args: &[&str], envs: &[(&str, &str)]) -> Kernel {
+        let state = PathBuf::from(format!("/run/{}", unique("warren-reactor")));
+        let _ = std::fs::remove_dir_all(&state);
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--"])
+            .arg(env!("CARGO_BIN_EXE_warren"))
+            .arg("daemon")
+            .args(args)
+            .env("WARREN_STATE_DIR", &state)
+            .env(
+                "WARREN_MSG_BIN",
+                workspace_bin("warren-client", "warren-msg"),
+            )
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("kernel ready") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("the kernel did not come up"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Kernel { child, state }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The daemon's resident memory in bytes.
+    fn rss(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = s
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// The daemon's CPU time so far (user + system), in clock ticks.
+    fn cpu(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let rest = s.rsplit_once(')').unwrap().1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    fn warren(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_warren"));
+        c.env("WARREN_STATE_DIR", &self.state).stdin(Stdio::null());
+        c
+    }
+
+    /// Register an environment named `name` as a launcher would; returns its connection.
+    fn register(&self, name: &str, may_send: &[String], capacity: Option<usize>) -> Conn {
+        let req = serde_json::json!({
+            "op": "register", "name": name, "may_send": may_send,
+            "may_discover": may_send, "capacity": capacity,
+        });
+        let (control, answer, mut fds) = control_call(&self.state, &req);
+        assert_eq!(answer["ok"], true, "{answer}");
+        assert!(!fds.is_empty(), "no descriptor came with the registration");
+        let fd = fds.remove(0);
+        Conn {
+            fd,
+            _control: control,
+            _kept: fds,
+            next_id: 1,
+        }
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// One request on the control socket in its tagged framing (`crate::control`); returns the
+/// connection (which keeps a registration alive), the answer and the descriptors passed.
+fn control_call(
+    state: &Path,
+    req: &serde_json::Value,
+) -> (OwnedFd, serde_json::Value, Vec<OwnedFd>) {
+    use rustix::net::{
+        AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, SocketAddrUnix, SocketFlags,
+        SocketType,
+    };
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::connect(
+        &fd,
+        &SocketAddrUnix::new(state.join("kernel.sock")).unwrap(),
+    )
+    .unwrap();
+    let doc = serde_json::to_vec(req).unwrap();
+    let mut packet = vec![b'.'];
+    packet.extend_from_slice(&doc);
+    rustix::net::send(&fd, &packet, SendFlags::empty()).unwrap();
+    let mut buf = vec![0u8; 65536];
+    let mut whole = Vec::new();
+    let mut fds = Vec::new();
+    loop {
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut anc = RecvAncillaryBuffer::new(&mut space);
+        let m = rustix::net::recvmsg(
+            &fd,
+            &mut [std::io::IoSliceMut::new(&mut buf)],
+            &mut anc,
+            RecvFlags::CMSG_CLOEXEC,
+        )
+        .unwrap();
+        for a in anc.drain() {
+            if let RecvAncillaryMessage::ScmRights(f) = a {
+                fds.extend(f);
+            }
+        }
+        assert!(m.bytes > 0, "the kernel closed the control connection");
+        whole.extend_from_slice(&buf[1..m.bytes]);
+        if buf[0] == b'.' {
+            break;
+        }
+        assert_eq!(buf[0], b'+', "a control packet with an unknown tag");
+    }
+    (fd, serde_json::from_slice(&whole).unwrap(), fds)
+}
+
+/// An environment's kernel connection, driven by hand.
+struct Conn {
+    fd: OwnedFd,
+    _control: OwnedFd,
+    _kept: Vec<OwnedFd>,
+    next_id: u32,
+}
+
+impl Conn {
+    fn id(&mut self) -> u32 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn send(&self, frames: &[Frame<Request>]) {
+        let mut b = PacketBuilder::new();
+        for f in frames {
+            b.push_request(f).unwrap();
+        }
+        rustix::net::send(&self.fd, b.as_bytes(), SendFlags::empty()).unwrap();
+    }
+
+    /// One packet's frames; `None` when the kernel closed the connection; panics after `wait`.
+    fn recv(&self, wait: Duration) -> Option<Vec<Frame<Response>>> {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let ts = rustix::time::Timespec {
+            tv_sec: wait.as_secs() as i64,
+            tv_nsec: wait.subsec_nanos() as i64,
+        };
+        let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap();
+        assert!(n > 0, "no answer within {wait:?}");
+        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
+        let (n, _) = rustix::net::recv(&self.fd, &mut buf, RecvFlags::empty()).unwrap();
+        if n == 0 {
+            return None;
+        }
+        Some(
+            warren_proto::response_frames(&buf[..n])
+                .map(|f| f.unwrap())
+                .collect(),
+        )
+    }
+
+    fn hello(&mut self) {
+        let id = self.id();
+        self.send(&[Frame {
+            id,
+            body: Request::Hello {
+                min_version: 1,
+                max_version: 2,
+            },
+        }]);
+        let got = self.recv(Duration::from_secs(10)).unwrap();
+        assert!(matches!(got[0].body, Response::Welcome { .. }), "{got:?}");
+    }
+
+    /// The handle for `name` in this environment's table.
+    fn handle(&mut self, name: &str) -> u32 {
+        let id = self.id();
+        self.send(&[Frame {
+            id,
+            body: Request::Lookup { name: name.into() },
+        }]);
+        let got = self.recv(Duration::from_secs(10)).unwrap();
+        match &got[0].body {
+            Response::Handle { handle, .. } => *handle,
+            other => panic!("lookup {name}: {other:?}"),
+        }
+    }
+
+    /// Read until a Delivery arrives.
+    fn until_delivery(&self) {
+        loop {
+            let got = self
+                .recv(Duration::from_secs(30))
+                .expect("connection closed");
+            if got.iter().any(|f| matches!(f.body, Response::Delivery(_))) {
+                return;
+            }
+        }
+    }
+}
+
+fn send_frame(id: u32, handle: u32, body: &[u8]) -> Frame<Request> {
+    Frame {
+        id,
+        body: Request::Send {
+            handle,
+            message: Message {
+                body: body.to_vec(),
+                ..Default::default()
+            },
+            wait: false,
+        },
+    }
+}
+
+fn recv_frame(id: u32) -> Frame<Request> {
+    Frame {
+        id,
+        body: Request::Recv {
+            mailbox: None,
+            filter: Default::default(),
+            timeout_ms: None,
+        },
+    }
+}
+
+/// A pair of neighbours that bounce a message between them.
+struct Pair {
+    a: Conn,
+    b: Conn,
+    to_b: u32,
+    to_a: u32,
+}
+
+impl Pair {
+    fn new(k: &Kernel) -> Pair {
+        let (na, nb) = (unique("pa"), unique("pb"));
+        let mut a = k.register(&na, std::slice::from_ref(&nb), None);
+        let mut b = k.register(&nb, std::slice::from_ref(&na), None);
+        a.hello();
+        b.hello();
+        let to_b = a.handle(&nb);
+        let to_a = b.handle(&na);
+        let id = b.id();
+        b.send(&[recv_frame(id)]);
+        Pair { a, b, to_b, to_a }
+    }
+
+    /// One round trip: a message from A to B, and B's answer back to A.
+    fn round_trip(&mut self) -> Duration {
+        let t = Instant::now();
+        let (i1, i2) = (self.a.id(), self.a.id());
+        self.a
+            .send(&[send_frame(i1, self.to_b, b"ping"), recv_frame(i2)]);
+        self.b.until_delivery();
+        let (j1, j2) = (self.b.id(), self.b.id());
+        self.b
+            .send(&[send_frame(j1, self.to_a, b"pong"), recv_frame(j2)]);
+        self.a.until_delivery();
+        t.elapsed()
+    }
+
+    /// The p99 of `n` round trips, sampling the daemon's memory in `peak`.
+    fn p99(&mut self, n: usize, k: &Kernel, peak: &mut u64) -> Duration {
+        let mut v: Vec<Duration> = (0..n)
+            .map(|i| {
+                if i % 16 == 0 {
+                    *peak = (*peak).max(k.rss());
+                }
+                self.round_trip()
+            })
+            .collect();
+        v.sort();
+        v[(n * 99 / 100).min(n - 1)]
+    }
+}
+
+/// Run `attack` on its own thread until stopped; meanwhile measure the pair. Returns the p99
+/// before, the p99 during, and the daemon's memory growth (peak during − before).
+fn under_attack(
+    k: &Kernel,
+    pair: &mut Pair,
+    attack: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+) -> (Duration, Duration, u64) {
+    // Warm up, then the baseline.
+    pair.p99(50, k, &mut 0);
+    let mut base_rss = 0;
+    let (cpu0, t0) = (k.cpu(), Instant::now());
+    let before = pair.p99(300, k, &mut base_rss);
+    eprintln!(
+        "daemon CPU during the baseline: {} ticks in {:?}",
+        k.cpu() - cpu0,
+        t0.elapsed()
+    );
+    let base_rss = k.rss().max(base_rss);
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let t = std::thread::spawn(move || attack(s));
+    // Let the attack reach its steady state (queues full, quotas reached).
+    std::thread::sleep(Duration::from_millis(700));
+    // Up to three windows: the machine is shared, and a window in which other work took the
+    // CPUs from the daemon says nothing about the daemon; the best window is kept.
+    let mut peak = 0;
+    let mut during = Duration::MAX;
+    for _ in 0..3 {
+        let (cpu0, t0) = (k.cpu(), Instant::now());
+        let p = pair.p99(300, k, &mut peak);
+        eprintln!(
+            "window: p99 {p:?}; daemon CPU {} ticks in {:?}",
+            k.cpu() - cpu0,
+            t0.elapsed()
+        );
+        during = during.min(p);
+        if during <= fair_bound(before) {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    peak = peak.max(k.rss());
+    stop.store(true, Ordering::SeqCst);
+    t.join().unwrap();
+    let growth = peak.saturating_sub(base_rss);
+    eprintln!(
+        "p99 before {before:?}, during {during:?}; daemon RSS {} MiB -> peak {} MiB (+{} KiB)",
+        base_rss >> 20,
+        peak >> 20,
+        growth >> 10
+    );
+    (before, during, growth)
+}
+
+/// The default quota on unsent answers (`--max-unsent`).
+const MAX_UNSENT: u64 = 4 << 20;
+/// What the daemon may grow besides an attacker's quota: allocator slack, one packet being
+/// read (1 MiB) and decoded, the attacker's queued messages in a small mailbox.
+const SLACK: u64 = 12 << 20;
+
+/// What a neighbour's p99 during an attack may be: 5× its p99 before, with a floor of 50 ms
+/// for the scheduler's noise on a loaded, shared 2-core machine (where a debug-build daemon's
+/// round trip alone varies from 0.2 to 25 ms between runs). Before the reactor was bounded, the
+/// same attacks froze neighbours for 190 ms to 6.9 s.
+fn fair_bound(before: Duration) -> Duration {
+    (before * 5).max(Duration::from_millis(50))
+}
+
+fn assert_fair(before: Duration, during: Duration) {
+    let bound = fair_bound(before);
+    assert!(
+        during <= bound,
+        "the neighbours' p99 went from {before:?} to {during:?} (bound {bound:?})"
+    );
+}
+
+/// Give the calling thread the lowest CPU priority. An environment's own CPU use is bounded by
+/// its cgroup, not by the daemon: what these tests measure is the work the daemon does for the
+/// attacker. Without this, the attacker's threads (which spin) take a core of the test machine
+/// from the daemon and the neighbours, which no daemon could prevent.
+fn lowest_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+}
+
+/// Packets of `frames` copies of `make(id)`, sent as fast as the socket takes them.
+fn flood(conn: &Conn, stop: &AtomicBool, frames: usize, make: impl Fn(u32) -> Frame<Request>) {
+    lowest_priority();
+    let mut id = 1000u32;
+    let mut b = PacketBuilder::new();
+    while !stop.load(Ordering::SeqCst) {
+        b.clear();
+        for _ in 0..frames {
+            id = id.wrapping_add(1);
+            if b.push_request(&make(id)).is_err() {
+                break;
+            }
+        }
+        match rustix::net::send(&conn.fd, b.as_bytes(), SendFlags::DONTWAIT) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Read and discard everything (a fast attacker that takes its answers).
+fn drain(fd: OwnedFd, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        lowest_priority();
+        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
+        while !stop.load(Ordering::SeqCst) {
+            match rustix::net::recv(&fd, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return,
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_micros(200)),
+            }
+        }
+    })
+}
+
+#[test]
+fn sends_to_a_full_mailbox_as_fast_as_possible() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut pair = Pair::new(&k);
+    let victim = unique("victim");
+    let _v = k.register(&victim, &[], Some(16));
+    let mut attacker = k.register(&unique("flood"), std::slice::from_ref(&victim), None);
+    attacker.hello();
+    let h = attacker.handle(&victim);
+    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
+        let reader = drain(attacker.fd.try_clone().unwrap(), stop.clone());
+        flood(&attacker, &stop, 4096, |id| send_frame(id, h, &[7u8; 16]));
+        reader.join().unwrap();
+    });
+    assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
+    assert_fair(before, during);
+}
+
+#[test]
+fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
+    let _serial = one_at_a_time();
+    let max = 256 << 10;
+    let k = Kernel::start(&["--audit-max-size", "256K", "--audit-keep", "2"], &[]);
+    let mut pair = Pair::new(&k);
+    let name = unique("lookups");
+    let mut attacker = k.register(&name, &[], None);
+    attacker.hello();
+    let t = Instant::now();
+    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
+        let reader = drain(attacker.fd.try_clone().unwrap(), stop.clone());
+        flood(&attacker, &stop, 4096, |_| Frame {
+            id: 1,
+            body: Request::Lookup {
+                name: "no-such-environment-anywhere".into(),
+            },
+        });
+        reader.join().unwrap();
+    });
+    let attack_secs = t.elapsed().as_secs();
+    assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
+    assert_fair(before, during);
+    // The audit files: at most keep + 1, each at most the limit; the current one says what
+    // rotation deleted.
+    let mut total = 0;
+    let mut files = 0;
+    for e in std::fs::read_dir(&k.state).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().starts_with("audit.jsonl") {
+            files += 1;
+            let len = e.metadata().unwrap().len();
+            assert!(len <= max, "{:?} holds {len} bytes", e.file_name());
+            total += len;
+        }
+    }
+    assert!(files <= 3, "{files} audit files");
+    assert!(total <= 3 * max, "the audit log holds {total} bytes");
+    let current = std::fs::read_to_string(k.state.join("audit.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(current.lines().next().unwrap()).unwrap();
+    if files > 1 {
+        assert_eq!(first["code"], "rotate", "{first}");
+    }
+    // The kernel aggregates one environment's repeated denials (warren-kernel's audit.rs): at
+    // most 10 records and one aggregate per 10 s window reach the log, however fast it floods
+    // (rotation, for many environments at once, is tested in daemon/audit.rs).
+    let lines = current
+        .lines()
+        .filter(|l| l.contains(&format!("\"env\":\"{name}\"")))
+        .count() as u64;
+    assert!(
+        lines <= 11 * (attack_secs / 10 + 1),
+        "{lines} records of {name} in {attack_secs} s"
+    );
+}
+
+#[test]
+fn a_reader_that_never_reads_is_held_to_its_quota() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut pair = Pair::new(&k);
+    let mut attacker = k.register(&unique("deaf"), &[], None);
+    attacker.hello();
+    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
+        flood(&attacker, &stop, 4096, |id| Frame {
+            id,
+            body: Request::Lookup {
+                name: "no-such-environment-anywhere".into(),
+            },
+        });
+        // Still connected (paused, not cut off): the answers wait for it.
+        let mut got = 0;
+        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
+        while let Ok((n, _)) = rustix::net::recv(&attacker.fd, &mut buf, RecvFlags::DONTWAIT) {
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        assert!(got > 0, "the paused reader's answers were lost");
+    });
+    assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
+    assert_fair(before, during);
+}
+
+#[test]
+fn whoami_amplification_is_held_to_the_quota() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut pair = Pair::new(&k);
+    // Many handles make every Identity answer large.
+    let names: Vec<String> = (0..200).map(|i| format!("target-{i}")).collect();
+    let mut attacker = k.register(&unique("whoami"), &names, None);
+    attacker.hello();
+    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
+        flood(&attacker, &stop, 4096, |id| Frame {
+            id,
+            body: Request::Whoami,
+        });
+    });
+    assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
+    assert_fair(before, during);
+}
+
+#[test]
+fn round_trips_continue_during_a_slow_quote() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[("WARREN_TEST_QUOTE_DELAY_MS", "2000")]);
+    let mut pair = Pair::new(&k);
+    let mut asker = k.register(&unique("quote"), &[], None);
+    asker.hello();
+    let t = Instant::now();
+    let id = asker.id();
+    asker.send(&[Frame {
+        id,
+        body: Request::Attest {
+            nonce: b"nonce".to_vec(),
+            data: Vec::new(),
+        },
+    }]);
+    // While the worker quotes (at least 2 s), the loop serves everyone.
+    let mut worst = Duration::ZERO;
+    let mut n = 0;
+    while t.elapsed() < Duration::from_millis(1500) {
+        worst = worst.max(pair.round_trip());
+        n += 1;
+    }
+    assert!(n > 50, "only {n} round trips in 1.5 s");
+    assert!(
+        worst < Duration::from_millis(500),
+        "a round trip took {worst:?}"
+    );
+    let got = asker.recv(Duration::from_secs(30)).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(2000));
+    assert_eq!(got[0].id, id);
+    assert!(
+        matches!(
+            got[0].body,
+            Response::Quote { .. }
+                | Response::Error {
+                    code: ErrorCode::AttestFailed,
+                    ..
+                }
+        ),
+        "{:?}",
+        got[0].body
+    );
+}
+
+// ----- the handshake of docs/protocol.md §6 -----
+
+fn hello(id: u32, min: u16, max: u16) -> Frame<Request> {
+    Frame {
+        id,
+        body: Request::Hello {
+            min_version: min,
+            max_version: max,
+        },
+    }
+}
+
+fn whoami(id: u32) -> Frame<Request> {
+    Frame {
+        id,
+        body: Request::Whoami,
+    }
+}
+
+fn is_error(f: &Frame<Response>, id: u32, want: ErrorCode) -> bool {
+    f.id == id && matches!(&f.body, Response::Error { code, .. } if *code == want)
+}
+
+/// Everything until the kernel closes the connection.
+fn until_closed(c: &Conn) -> Vec<Frame<Response>> {
+    let mut all = Vec::new();
+    while let Some(mut f) = c.recv(Duration::from_secs(10)) {
+        all.append(&mut f);
+    }
+    all
+}
+
+#[test]
+fn a_first_frame_that_is_not_a_hello_is_answered_bad_request_then_closed() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let c = k.register(&unique("nohello"), &[], None);
+    c.send(&[whoami(7)]);
+    let got = until_closed(&c);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(is_error(&got[0], 7, ErrorCode::BadRequest), "{got:?}");
+}
+
+#[test]
+fn a_failed_hello_is_answered_version_then_closed() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let c = k.register(&unique("badver"), &[], None);
+    // Frames after it in the same packet are not served either.
+    c.send(&[hello(1, 9, 12), whoami(2)]);
+    let got = until_closed(&c);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(is_error(&got[0], 1, ErrorCode::Version), "{got:?}");
+    // Positive control: a good Hello on another connection is welcomed.
+    let mut ok = k.register(&unique("goodver"), &[], None);
+    ok.hello();
+}
+
+#[test]
+fn frames_after_the_hello_in_the_first_packet_are_answered_bad_request() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let c = k.register(&unique("packed"), &[], None);
+    c.send(&[hello(1, 1, 2), whoami(2), whoami(3)]);
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        got.append(&mut c.recv(Duration::from_secs(10)).unwrap());
+    }
+    assert!(
+        matches!(got[0].body, Response::Welcome { version: 2, .. }),
+        "{got:?}"
+    );
+    assert!(is_error(&got[1], 2, ErrorCode::BadRequest), "{got:?}");
+    assert!(is_error(&got[2], 3, ErrorCode::BadRequest), "{got:?}");
+    // The connection stays, and the same request in a later packet is served.
+    c.send(&[whoami(4)]);
+    let got = c.recv(Duration::from_secs(10)).unwrap();
+    assert!(matches!(got[0].body, Response::Identity(_)), "{got:?}");
+}
+
+#[test]
+fn a_later_hello_keeps_the_agreed_version() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut c = k.register(&unique("twice"), &[], None);
+    c.hello();
+    // Another process's session offering the agreed version 2: welcomed with it.
+    c.send(&[hello(4, 1, 2)]);
+    let got = c.recv(Duration::from_secs(10)).unwrap();
+    assert!(
+        matches!(got[0].body, Response::Welcome { version: 2, .. }),
+        "{got:?}"
+    );
+    // One offering only version 1: refused, and the version stays 2.
+    c.send(&[hello(5, 1, 1)]);
+    let got = c.recv(Duration::from_secs(10)).unwrap();
+    assert!(is_error(&got[0], 5, ErrorCode::Version), "{got:?}");
+    // Still version 2 (a RecvBatch, version 2 only, is not refused), still open.
+    c.send(&[Frame {
+        id: 6,
+        body: Request::RecvBatch {
+            mailbox: None,
+            max: 1,
+            timeout_ms: Some(0),
+        },
+    }]);
+    let got = c.recv(Duration::from_secs(10)).unwrap();
+    assert!(!is_error(&got[0], 6, ErrorCode::BadRequest), "{got:?}");
+    assert_eq!(got[0].id, 6);
+}
+
+// ----- control messages without a size ceiling -----
+
+#[test]
+fn daemon_flags_out_of_range_are_refused_by_name() {
+    let _serial = one_at_a_time();
+    for (flag, value) in [
+        ("--max-unsent", "0"),
+        ("--max-unsent", "2G"),
+        ("--turn-frames", "0"),
+        ("--audit-keep", "1000"),
+    ] {
+        let state = PathBuf::from(format!("/run/{}", unique("warren-reactor-flags")));
+        let o = Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["daemon", flag, value])
+            .env("WARREN_STATE_DIR", &state)
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0));
+        assert!(stderr(&o).contains(flag), "{flag} {value}: {}", stderr(&o));
+        assert!(!state.exists(), "{flag} {value} left {}", state.display());
+    }
+}
+
+fn ps_names(k: &Kernel) -> Vec<String> {
+    let o = k.warren().args(["ps", "-a", "--json"]).output().unwrap();
+    assert_code(&o, 0);
+    stdout(&o)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// How many environments the CI test applies (the benchmark, bench/scale.sh, applies 1,000
+/// and more): over the 200 that broke the 64 KiB control packets, with 40 of them carrying a
+/// 100 KB argument, so the manifest and the answers are over 4 MB.
+const CI_SCALE: usize = 300;
+
+#[test]
+fn a_large_manifest_applies_reapplies_unchanged_and_empties() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let root = busybox_root();
+    let mut text = String::new();
+    let big = "x".repeat(100_000);
+    for i in 0..CI_SCALE {
+        let arg = if i < 40 { big.as_str() } else { "-" };
+        text.push_str(&format!(
+            "[space.s{i}]\nimage = \"{}\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 1000\", \"{arg}\"]\n\n",
+            root.display()
+        ));
+    }
+    // One that cannot start: reported `failed: REASON`, not `created`.
+    text.push_str(&format!(
+        "[space.broken]\nimage = \"{}\"\ncommand = [\"/bin/no-such-program\"]\n",
+        root.display()
+    ));
+    let file = dir.path().join("spaces.toml");
+    std::fs::write(&file, &text).unwrap();
+    assert!(text.len() > 4_000_000, "{} bytes", text.len());
+
+    let o = k
+        .warren()
+        .args(["apply", "--json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), CI_SCALE + 1, "{}", stderr(&o));
+    let broken = rows.iter().find(|r| r["name"] == "broken").unwrap();
+    let result = broken["result"].as_str().unwrap();
+    assert!(
+        result.starts_with("failed: ") && result.contains("no-such-program"),
+        "{broken}"
+    );
+    let odd: Vec<String> = rows
+        .iter()
+        .filter(|r| r["name"] != "broken" && r["result"] != "created")
+        .map(|r| format!("{}: {}", r["name"], r["result"]))
+        .collect();
+    assert!(odd.is_empty(), "not created: {odd:?}");
+    assert_eq!(o.status.code(), Some(1), "a failed start makes apply fail");
+    assert_eq!(ps_names(&k).len(), CI_SCALE + 1);
+
+    // Again: nothing to do for the running ones.
+    let o = k.warren().arg("apply").arg(&file).output().unwrap();
+    let out = stdout(&o);
+    assert!(
+        // The broken one too: it ended the way its policy (`no`) intends.
+        out.contains(&format!("0 changed, {} unchanged", CI_SCALE + 1)),
+        "{out}\n{}",
+        stderr(&o)
+    );
+    assert_eq!(ps_names(&k).len(), CI_SCALE + 1);
+
+    // Empty: everything stops.
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    let o = k
+        .warren()
+        .args(["apply", "--timeout", "2"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert!(ps_names(&k).is_empty());
+}
+
+#[test]
+fn registration_passes_both_descriptors_through_the_tagged_framing() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut c = k.register(&unique("reg"), &[], None);
+    assert_eq!(c._kept.len(), 1, "the kept copy of the kernel's end");
+    c.hello();
+    // And `warren run` with a kernel still gets its descriptor 3.
+    let name = unique("run");
+    let o = k
+        .warren()
+        .args(["run", "--name", &name, "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/dev/warren/warren-msg", "whoami"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains(&name), "{}", stdout(&o));
+    let _ = c.fd.as_fd();
+}
