@@ -183,6 +183,16 @@ fn errors_name_file_line_and_key() {
         (
             r#"
             [template.req]
+            image = { binary = "/r", with = ["/etc/hosts"] }
+            max_instances = 1
+            "#,
+            "spaces.toml:2:9: \"image\" in [template.req]: a template's image takes no \"with\" \
+             files: put them in its root directory",
+            "template.req.image",
+        ),
+        (
+            r#"
+            [template.req]
             image = "/r"
             command = ["/r"]
             max_instances = 1
