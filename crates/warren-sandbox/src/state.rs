@@ -8,7 +8,6 @@
 //! that the file it locked is still the one at the path (the classic flock/unlink race).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -79,11 +78,18 @@ impl Held {
     }
 
     /// Replace the lock file's content (a small record of who holds it).
+    ///
+    /// Written over the start of the file, then cut to the record's length only if the file was
+    /// longer (a file a crashed holder left): never truncated to zero first, because on ext4 a
+    /// file truncated to zero and written again is flushed to disk when it is closed
+    /// (`auto_da_alloc`), which put a write-out on the path of every environment's exit.
     pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        use std::io::Seek;
-        self.file.seek(std::io::SeekFrom::Start(0))?;
-        self.file.write_all(record)
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(record, 0)?;
+        if self.file.metadata()?.len() > record.len() as u64 {
+            self.file.set_len(record.len() as u64)?;
+        }
+        Ok(())
     }
 }
 
@@ -388,6 +394,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_record_replaces_the_lock_files_content_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("env.lock");
+        // A longer file left by a crashed holder: the record replaces all of it.
+        std::fs::write(&path, b"a much longer record left behind by a crash").unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let mut held = try_lock(&path).unwrap().unwrap();
+        held.write_record(b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}");
+        held.write_record(b"{\"b\":22}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"b\":22}");
+        held.write_record(b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        drop(held);
+        assert!(!path.exists());
+    }
 
     #[test]
     fn names_are_exclusive_while_held_and_free_after() {
