@@ -288,48 +288,52 @@ impl StateDir {
         Ok(out)
     }
 
-    /// Take a free host uid range. A range whose lock file was left by a launcher that died
-    /// (the kernel released its lock) is reused first, so crashed launchers leave no files
-    /// behind for long; otherwise a fresh slot is taken.
+    /// Take a free host uid range: the first free slot from a pseudo-random one, so a launch
+    /// costs a probe or two however many environments are live (a scan of every slot file first
+    /// cost three system calls per live environment on every launch). A slot file left by a
+    /// launcher that died (the kernel released its lock) is reused when a probe meets it; the
+    /// rest are removed by [`StateDir::remove_stale_uid_files`].
     pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
         let dir = self.uid_dir.clone();
         ensure_dir(&dir)?;
-        let range = |slot: u32, held: Held| UidRange {
-            slot,
-            host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
-            size: UID_RANGE_SIZE,
-            _held: held,
-        };
-        let existing = std::fs::read_dir(&dir).map_err(|source| StateError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in existing.flatten() {
-            let Some(slot) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if slot >= UID_RANGE_SLOTS {
-                continue;
-            }
-            if let Some(held) = try_lock(&entry.path())? {
-                return Ok(range(slot, held));
-            }
-        }
         // Start at a pseudo-random slot so concurrent launchers rarely contend on one file.
         let start = (std::process::id() as u64 * 2_654_435_761 % UID_RANGE_SLOTS as u64) as u32;
         for i in 0..UID_RANGE_SLOTS {
             let slot = (start + i) % UID_RANGE_SLOTS;
             if let Some(held) = try_lock(&dir.join(slot.to_string()))? {
-                return Ok(range(slot, held));
+                return Ok(UidRange {
+                    slot,
+                    host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
+                    size: UID_RANGE_SIZE,
+                    _held: held,
+                });
             }
         }
         Err(StateError::NoUidRange {
             slots: UID_RANGE_SLOTS,
         })
+    }
+
+    /// Remove the uid slot files that launchers which died left behind (files whose lock no
+    /// one holds): housekeeping, run now and then by a launch, not on every one. Returns how
+    /// many it removed.
+    pub fn remove_stale_uid_files(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.uid_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let is_slot = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+                .is_some_and(|slot| slot < UID_RANGE_SLOTS);
+            // Taking the lock and dropping it unlinks the file (see `Held`).
+            if is_slot && matches!(try_lock(&entry.path()), Ok(Some(_))) {
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 
@@ -445,6 +449,23 @@ mod tests {
         std::fs::write(tmp.path().join("envs/old.lock"), b"crashed").unwrap();
         assert!(!state.name_in_use("old").unwrap());
         state.claim_name("old").unwrap();
+    }
+
+    #[test]
+    fn stale_uid_files_are_removed_and_held_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
+        let live = state.claim_uid_range().unwrap();
+        let stale = (live.slot + 7) % UID_RANGE_SLOTS;
+        std::fs::write(tmp.path().join(format!("uids/{stale}")), b"").unwrap();
+        std::fs::write(tmp.path().join("uids/not-a-slot"), b"").unwrap();
+        assert_eq!(state.remove_stale_uid_files(), 1);
+        assert!(!tmp.path().join(format!("uids/{stale}")).exists());
+        assert!(tmp.path().join(format!("uids/{}", live.slot)).exists());
+        assert!(tmp.path().join("uids/not-a-slot").exists());
+        // The live range's lock survived the sweep: its slot is not handed out again.
+        let other = state.claim_uid_range().unwrap();
+        assert_ne!(other.slot, live.slot);
     }
 
     #[test]
