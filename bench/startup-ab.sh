@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A/B start-up of two (or more) Warren binaries against bwrap and crun, interleaved in ONE
-# hyperfine run on the same sealed busybox root: `warren run --rootfs R -- /bin/true`,
+# A/B start-up of two (or more) Warren binaries against bwrap and crun, side by side in ONE
+# hyperfine run (one command's runs after another's: swap the order for a second run) on the same sealed busybox root: `warren run --rootfs R -- /bin/true`,
 # measurement on, state directory on disk. For judging one change on a shared, noisy machine,
 # where only figures from the same run can be compared.
 #
