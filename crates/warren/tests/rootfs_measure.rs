@@ -199,9 +199,10 @@ mount -t tmpfs tmpfs "$M/run"
 cd "$M"
 pivot_root . old
 umount -l /old
-# The state directory is on the tmpfs (another mount: not part of the measured tree); the
-# record is copied to /tmp, whose contents the walk does not enter either.
-/bin/warren --state-dir /run/warren run --name {name} --allow-missing cgroup --rootfs / -- /bin/true
+# The state and data directories are on the tmpfs (another mount: not part of the measured
+# tree; the default data directory, /var/lib/warren, would be created inside it); the record is
+# copied to /tmp, whose contents the walk does not enter either.
+/bin/warren --state-dir /run/warren --data-dir /run/warren-data run --name {name} --allow-missing cgroup --rootfs / -- /bin/true
 cp /run/warren/attest/events.jsonl /tmp/events.jsonl
 "#,
         m = m.display(),

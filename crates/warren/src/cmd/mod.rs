@@ -17,6 +17,10 @@ use crate::dirs::Dirs;
 /// Run the verb the user asked for.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let dirs = Dirs::resolve(&cli.state_dir, cli.data_dir.as_deref())?;
+    // Bad flags are refused before anything is created.
+    if let Command::Daemon(args) = &cli.command {
+        daemon::limits(args)?;
+    }
     // The verbs that read or write persistent data: make the directories and links first.
     if matches!(
         cli.command,

@@ -472,6 +472,14 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         Ok(b) => b,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
+    // Under the init, pid 1 is `warren-msg init`, which always starts: a command missing from
+    // the root would show only as the init's 127 after the launch reported success. Look it up
+    // first, as exec will (runc does the same), so the launch fails with 127 or 126 instead.
+    if args.init {
+        if let Err((code, msg)) = command_in_root(&root, &argv, &env) {
+            return Ok(report_error(code, msg));
+        }
+    }
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
@@ -758,4 +766,78 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Whether `argv[0]` names an executable file in the root as `execvp` inside it would find it
+/// (a name without `/` is searched in the workload's `PATH`): `Err((127 or 126, message))` if
+/// not. Paths are resolved inside the root (`RESOLVE_IN_ROOT`), so the root's absolute symbolic
+/// links mean what they mean inside. Binary roots and relative paths with a `/` (resolved
+/// against the working directory at exec) are left to exec.
+fn command_in_root(
+    root: &RootSource,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<(), (i32, String)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = match root {
+        RootSource::Rootfs(p) | RootSource::Image(p) => p,
+        RootSource::Binary(_) => return Ok(()),
+    };
+    let Some(cmd) = argv.first() else {
+        return Ok(());
+    };
+    if cmd.contains('/') && !cmd.starts_with('/') {
+        return Ok(());
+    }
+    let Ok(rootfd) = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(());
+    };
+    // 0: not found; 1: found but not executable; 2: executable.
+    let probe = |path: &str| -> u8 {
+        let rel = path.trim_start_matches('/');
+        let Ok(fd) = rustix::fs::openat2(
+            &rootfd,
+            if rel.is_empty() { "." } else { rel },
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            return 0;
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if (st.st_mode & 0o170000) == 0o100000 && st.st_mode & 0o111 != 0 => 2,
+            Ok(_) => 1,
+            Err(_) => 0,
+        }
+    };
+    let found = if cmd.starts_with('/') {
+        probe(cmd)
+    } else {
+        let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            |(_, v)| v.as_str(),
+        );
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| probe(&format!("{d}/{cmd}")))
+            .max()
+            .unwrap_or(0)
+    };
+    match found {
+        2 => Ok(()),
+        1 => Err((
+            126,
+            format!(
+                "command cannot be executed in the environment: {cmd} (not an executable file)"
+            ),
+        )),
+        _ => Err((
+            127,
+            format!("command not found in the environment: {cmd} (no such file in the root)"),
+        )),
+    }
 }
