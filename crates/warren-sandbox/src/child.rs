@@ -288,7 +288,7 @@ fn setup(
     io(
         Step::Capabilities,
         "drop capabilities",
-        confine::drop_capabilities(ctx.plan.user.as_ref()),
+        confine::drop_capabilities(ctx.plan.user.as_ref(), &ctx.plan.capabilities),
     )?;
     fault(Step::Capabilities)?;
     rx(

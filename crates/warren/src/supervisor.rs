@@ -196,6 +196,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--allow-missing".into());
         a.push(p.clone());
     }
+    for c in &spec.capabilities {
+        a.push("--cap-add".into());
+        a.push(c.clone());
+    }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
         a.push(
