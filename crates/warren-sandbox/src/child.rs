@@ -193,6 +193,13 @@ fn setup(
         "bring lo up",
         warren_sys::interface_up(c"lo"),
     )?;
+    // Ports below 1024 need no capability in the environment's own network namespace (as
+    // Docker sets it): `/proc/sys/net` is the writer's network namespace, which is ours.
+    io(
+        Step::Loopback,
+        "set net.ipv4.ip_unprivileged_port_start to 0",
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
+    )?;
     fault(Step::Loopback)?;
     if let Some(inside) = &ctx.net {
         let t = std::time::Instant::now();

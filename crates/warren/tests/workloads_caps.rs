@@ -152,3 +152,35 @@ fn a_refused_capability_is_refused_before_anything_starts() {
         stderr(&o)
     );
 }
+
+#[test]
+fn port_80_needs_no_capability_inside() {
+    // Every environment has its own network namespace with ports from 0 unprivileged, so a
+    // server as an ordinary user binds port 80 there (loopback only and with --net auto).
+    for extra in [&[][..], &["--net", "auto"][..]] {
+        let name = unique("port80");
+        let mut args = vec!["--user", "65534:65534"];
+        args.extend_from_slice(extra);
+        let o = run_sh(
+            &name,
+            &args,
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start; id -u; \
+             mkdir /tmp/www && echo hello > /tmp/www/index.html && \
+             httpd -p 80 -h /tmp/www && sleep 0.2 && \
+             wget -qO- http://127.0.0.1:80/ && echo connected",
+        );
+        assert_code(&o, 0);
+        let out = stdout(&o);
+        assert!(out.starts_with("0\n65534\n"), "{out}{}", stderr(&o));
+        assert!(out.contains("hello\n"), "{out}{}", stderr(&o));
+        assert!(out.contains("connected"), "{out}{}", stderr(&o));
+    }
+    // Positive control: the host's own network namespace still has its usual limit (the
+    // environment's setting did not leak out).
+    let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    assert_ne!(
+        host.trim(),
+        "0",
+        "the host itself has ip_unprivileged_port_start = 0"
+    );
+}
