@@ -37,6 +37,8 @@ pub(crate) struct ChildContext<'a> {
     /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
     /// `launch`).
     pub image_tree: Option<OwnedFd>,
+    /// The cgroup filesystems of the environment's view of its own cgroup (`/sys/fs/cgroup`).
+    pub cgroup_view: Vec<warren_cgroup::ViewMount>,
 }
 
 /// Run the child side and exec; never returns.
@@ -221,6 +223,7 @@ fn setup(
         tool.as_ref(),
         &ctx.staging,
         ctx.plan.tmpfs_size,
+        &ctx.cgroup_view,
         ctx.fault,
     )?;
     // Nothing of the host is reachable through these any more; close them so that only the

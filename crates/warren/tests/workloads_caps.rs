@@ -184,3 +184,68 @@ fn port_80_needs_no_capability_inside() {
         "the host itself has ip_unprivileged_port_start = 0"
     );
 }
+
+/// The JVM's `MaxHeapSize` from `java -XX:+PrintFlagsFinal -version` in the Debian root.
+fn jvm_max_heap(extra: &[&str]) -> u64 {
+    let o = warren()
+        .args(["run", "--name", &unique("jvm"), "--rootfs"])
+        .arg(debian_root())
+        .args(extra)
+        .args(["--", "java", "-XX:+PrintFlagsFinal", "-version"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    stdout(&o)
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("MaxHeapSize"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no MaxHeapSize in {}", stdout(&o)))
+}
+
+#[test]
+fn a_jvm_sizes_its_heap_to_the_memory_limit() {
+    // OpenJDK's default: a quarter of the memory it believes it has.
+    let limited = jvm_max_heap(&["--memory", "512M"]);
+    assert_eq!(limited, 128 << 20, "MaxHeapSize under --memory 512M");
+    // Positive control: without a limit it sizes itself to the host.
+    let host_mem: u64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024;
+    let unlimited = jvm_max_heap(&[]);
+    assert!(
+        unlimited > host_mem / 8 && unlimited > 4 * limited,
+        "MaxHeapSize without --memory: {unlimited} (host {host_mem})"
+    );
+}
+
+#[test]
+fn the_cgroup_view_is_the_environments_own_and_read_only() {
+    let o = run_sh(
+        &unique("cgview"),
+        &["--memory", "64M"],
+        // v2 hosts: the unified hierarchy at /sys/fs/cgroup; v1: one directory per hierarchy.
+        "cat /proc/self/cgroup; \
+         if [ -f /sys/fs/cgroup/memory.max ]; then d=/sys/fs/cgroup; f=memory.max; \
+         else d=/sys/fs/cgroup/memory; f=memory.limit_in_bytes; fi; \
+         cat $d/$f; ls $d | grep -c warren; \
+         echo 1 > $d/$f || echo write-refused; \
+         mkdir $d/x || echo mkdir-refused",
+    );
+    let out = stdout(&o);
+    let err = stderr(&o);
+    // Its own cgroup is the root of its namespace, and the limit is the one it was given.
+    assert!(
+        out.contains(":memory:/\n") || out.starts_with("0::/\n"),
+        "{out}"
+    );
+    assert!(out.contains("67108864\n"), "{out}{err}");
+    // No other cgroup (Warren's parent, other environments) is visible; nothing is writable.
+    assert!(out.contains("\n0\n"), "{out}");
+    assert!(out.contains("write-refused"), "{out}");
+    assert!(out.contains("mkdir-refused"), "{out}");
+}
