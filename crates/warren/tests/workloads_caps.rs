@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use common::{assert_code, run_sh, stderr, stdout, test_state_dir, unique, warren};
+use common::{Background, assert_code, run_sh, stderr, stdout, test_state_dir, unique, warren};
 
 /// The `config` of the launch record of environment `name` in the shared state directory.
 fn launch_config(name: &str) -> Value {
@@ -248,4 +248,104 @@ fn the_cgroup_view_is_the_environments_own_and_read_only() {
     assert!(out.contains("\n0\n"), "{out}");
     assert!(out.contains("write-refused"), "{out}");
     assert!(out.contains("mkdir-refused"), "{out}");
+}
+
+/// GET / on `addr` from the host, retried while the server inside may still be starting.
+fn http_get_eventually(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = (|| {
+            let sa: std::net::SocketAddr = addr.parse().unwrap();
+            let mut s =
+                std::net::TcpStream::connect_timeout(&sa, std::time::Duration::from_secs(2))
+                    .map_err(|e| e.to_string())?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                .unwrap();
+            s.write_all(b"GET / HTTP/1.0\r\n\r\n")
+                .map_err(|e| e.to_string())?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+            Ok(out)
+        })();
+        if r.is_ok() || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// nginx's packaged `/etc/nginx/nginx.conf` with its writable paths moved under `/tmp` (the
+/// root is read-only; until volumes are on main this is the only writable place): the pid
+/// file, the logs, and the temporary directories nginx creates and chowns to `www-data`.
+const NGINX: &str = "mkdir -p /tmp/log /tmp/lib && \
+    sed -e 's|/run/nginx.pid|/tmp/nginx.pid|; s|/var/log/nginx/|/tmp/log/|g' \
+        -e 's|^http {|http {\\n\\tclient_body_temp_path /tmp/lib/body;\\n\\tproxy_temp_path /tmp/lib/proxy;\\n\\tfastcgi_temp_path /tmp/lib/fastcgi;\\n\\tuwsgi_temp_path /tmp/lib/uwsgi;\\n\\tscgi_temp_path /tmp/lib/scgi;|' \
+        /etc/nginx/nginx.conf > /tmp/nginx.conf && \
+    exec nginx -c /tmp/nginx.conf -g 'daemon off;'";
+
+#[test]
+fn nginx_runs_as_packaged_with_its_capabilities_on_port_80_published() {
+    // 127.0.0.1:8080 as a user would publish it, unless something on the host holds it.
+    let port = if std::net::TcpListener::bind("127.0.0.1:8080").is_ok() {
+        8080
+    } else {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let publish = format!("127.0.0.1:{port}:80");
+    let root = debian_root().to_str().unwrap().to_owned();
+    let caps = [
+        "--cap-add",
+        "CHOWN",
+        "--cap-add",
+        "SETUID",
+        "--cap-add",
+        "SETGID",
+    ];
+
+    // Positive control: without the capabilities, the master (root inside) cannot chown its
+    // temporary directories, and says so.
+    let o = warren()
+        .args(["run", "--name", &unique("ngx0"), "--rootfs", &root])
+        .args([
+            "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("chown(\"/tmp/lib/body\", 33) failed (1: Operation not permitted)"),
+        "{}",
+        stderr(&o)
+    );
+
+    let mut args = vec!["--rootfs", root.as_str(), "--memory", "256M"];
+    args.extend(caps);
+    args.extend([
+        "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
+    ]);
+    let web = Background::start(&unique("ngx"), &args);
+    let body = http_get_eventually(&format!("127.0.0.1:{port}"));
+    // The master (pid 1 inside) holds exactly the capabilities given; its workers, which it
+    // switched to www-data, hold none.
+    let pid = web.pid();
+    let status = |p: &str, field: &str| common::host_status_field(p.parse().unwrap(), field);
+    let master_caps = status(&pid.to_string(), "CapEff:");
+    let workers =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let worker_caps: Vec<String> = workers
+        .split_whitespace()
+        .map(|w| status(w, "CapEff:"))
+        .collect();
+    web.stop();
+    let body = body.expect("nginx answers on the published port");
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("Welcome to nginx!"), "{body}");
+    // CHOWN (bit 0), SETGID (6), SETUID (7).
+    assert_eq!(master_caps, "00000000000000c1");
+    assert!(!worker_caps.is_empty(), "no worker under {pid}");
+    for c in worker_caps {
+        assert_eq!(c, "0000000000000000");
+    }
 }
