@@ -349,3 +349,134 @@ fn nginx_runs_as_packaged_with_its_capabilities_on_port_80_published() {
         assert_eq!(c, "0000000000000000");
     }
 }
+
+/// An OCI layout of the Debian root (one uncompressed layer, made by GNU tar, without the
+/// device nodes of its /dev), cached next to
+/// the root and built once: in a temporary directory renamed into place when complete.
+fn debian_layout() -> std::path::PathBuf {
+    let root = debian_root();
+    let layout = std::path::PathBuf::from(format!("{}-workloads-oci", root.display()));
+    if layout.join("index.json").exists() {
+        return layout;
+    }
+    let tmp = std::path::PathBuf::from(format!("{}.tmp-{}", layout.display(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("blobs/sha256")).unwrap();
+    let layer = tmp.join("layer.tar");
+    let st = Command::new("tar")
+        // Device nodes are refused by the store (an environment's /dev is Warren's own).
+        .args(["--numeric-owner", "--xattrs", "--exclude=./dev/*", "-C"])
+        .arg(root)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of the Debian root");
+    let sum = |p: &std::path::Path| {
+        let o = Command::new("sha256sum").arg(p).output().unwrap();
+        stdout(&o).split_whitespace().next().unwrap().to_owned()
+    };
+    let layer_hex = sum(&layer);
+    let layer_size = std::fs::metadata(&layer).unwrap().len();
+    std::fs::rename(&layer, tmp.join("blobs/sha256").join(&layer_hex)).unwrap();
+    let blob = |bytes: &[u8]| {
+        use sha2::Digest;
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(tmp.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] }
+    });
+    let (cd, cs) = blob(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": format!("sha256:{layer_hex}"), "size": layer_size }]
+    });
+    let (md, ms) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms }] });
+    std::fs::write(tmp.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(tmp.join("index.json"), index.to_string()).unwrap();
+    if std::fs::rename(&tmp, &layout).is_err() {
+        // Another test binary finished it first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    layout
+}
+
+/// The Debian image in the store the Debian workloads test keeps next to the cached root
+/// (`<root>-workloads-data`, found through a fresh state directory as after a reboot), imported
+/// the same way if it is not there yet. Returns the data directory.
+fn debian_image_data(state: &Path) -> PathBuf {
+    let data = PathBuf::from(format!("{}-workloads-data", debian_root().display()));
+    let w = || {
+        let mut c = warren();
+        c.env("WARREN_STATE_DIR", state)
+            .env("WARREN_DATA_DIR", &data);
+        c
+    };
+    let o = w().args(["image", "ls", "-q"]).output().unwrap();
+    if !stdout(&o).lines().any(|l| l == "debian:latest") {
+        let layout = debian_layout();
+        let o = w()
+            .args([
+                "image",
+                "import",
+                "-q",
+                "--allow-setuid",
+                "--name",
+                "debian",
+            ])
+            .arg(&layout)
+            .output()
+            .unwrap();
+        assert_code(&o, 0);
+        let _ = std::fs::remove_dir_all(&layout);
+    }
+    data
+}
+
+#[test]
+fn nginx_runs_from_the_debian_image_too() {
+    let state = PathBuf::from(format!("/run/warren-caps-{}", unique("img")));
+    let data = debian_image_data(&state);
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let publish = format!("127.0.0.1:{port}:80");
+    let child = warren()
+        .env("WARREN_STATE_DIR", &state)
+        .env("WARREN_DATA_DIR", &data)
+        .args(["run", "--name", &unique("ngximg"), "--image", "debian"])
+        .args([
+            "--cap-add",
+            "CHOWN",
+            "--cap-add",
+            "SETUID",
+            "--cap-add",
+            "SETGID",
+        ])
+        .args([
+            "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let body = http_get_eventually(&format!("127.0.0.1:{port}"));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    let body = body.unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
+    assert!(body.contains("Welcome to nginx!"), "{body}");
+}
