@@ -340,6 +340,17 @@ mod tests {
     }
 
     #[test]
+    fn launcher_args_carry_the_capabilities() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("web", s).join(" "),
+            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID --"
+        );
+    }
+
+    #[test]
     fn init_false_runs_the_command_as_pid_1() {
         let text = "[space.app]\nimage = { name = \"busybox:1.36\" }\ninit = false\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
