@@ -60,7 +60,7 @@ pub const ALLOWED: &[(u32, &str, &str)] = &[
     (
         8,
         "CAP_SETPCAP",
-        "can only drop capabilities from its own bounding set; the securebits are locked",
+        "could only drop capabilities from its own bounding set, which seccomp refuses anyway (PR_CAPBSET_DROP, capset); it never adds one, as the securebits are locked; accepted for programs that ask for it",
     ),
     (
         10,
