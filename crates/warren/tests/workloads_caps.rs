@@ -480,3 +480,31 @@ fn nginx_runs_from_the_debian_image_too() {
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("Welcome to nginx!"), "{body}");
 }
+
+#[test]
+fn a_jvm_from_the_debian_image_sizes_its_heap_to_the_memory_limit() {
+    let state = PathBuf::from(format!("/run/warren-caps-{}", unique("jvmimg")));
+    let data = debian_image_data(&state);
+    let o = warren()
+        .env("WARREN_STATE_DIR", &state)
+        .env("WARREN_DATA_DIR", &data)
+        .args(["run", "--name", &unique("jvmimg"), "--image", "debian"])
+        .args([
+            "--memory",
+            "512M",
+            "--",
+            "java",
+            "-XX:+PrintFlagsFinal",
+            "-version",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&state);
+    assert_code(&o, 0);
+    let heap = stdout(&o)
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("MaxHeapSize"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(heap, Some(128 << 20), "{}", stdout(&o));
+}
