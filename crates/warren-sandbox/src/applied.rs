@@ -33,7 +33,8 @@ pub struct Applied {
     pub devices: Vec<String>,
     /// The cgroup, or `None` if allowed to be missing.
     pub cgroup: Option<CgroupInfo>,
-    /// Capabilities left in every set (always empty).
+    /// Capabilities the workload keeps (`--cap-add`: in its permitted, effective, inheritable,
+    /// ambient and bounding sets; empty by default).
     pub capabilities: Vec<String>,
     /// Whether `no_new_privs` is set (always true).
     pub no_new_privs: bool,
@@ -190,7 +191,11 @@ pub(crate) fn initial(
             .map(|(d, _)| format!("/dev/{d}"))
             .collect(),
         cgroup: None,
-        capabilities: vec![],
+        capabilities: plan
+            .capabilities
+            .iter()
+            .map(|c| c.name.to_owned())
+            .collect(),
         no_new_privs: true,
         seccomp: SeccompInfo {
             mode: "filter",

@@ -37,6 +37,8 @@ pub(crate) struct ChildContext<'a> {
     /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
     /// `launch`).
     pub image_tree: Option<OwnedFd>,
+    /// The cgroup filesystems of the environment's view of its own cgroup (`/sys/fs/cgroup`).
+    pub cgroup_view: Vec<warren_cgroup::ViewMount>,
 }
 
 /// Run the child side and exec; never returns.
@@ -193,6 +195,13 @@ fn setup(
         "bring lo up",
         warren_sys::interface_up(c"lo"),
     )?;
+    // Ports below 1024 need no capability in the environment's own network namespace (as
+    // Docker sets it): `/proc/sys/net` is the writer's network namespace, which is ours.
+    io(
+        Step::Loopback,
+        "set net.ipv4.ip_unprivileged_port_start to 0",
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
+    )?;
     fault(Step::Loopback)?;
     if let Some(inside) = &ctx.net {
         let t = std::time::Instant::now();
@@ -214,6 +223,7 @@ fn setup(
         tool.as_ref(),
         &ctx.staging,
         ctx.plan.tmpfs_size,
+        &ctx.cgroup_view,
         ctx.fault,
     )?;
     // Nothing of the host is reachable through these any more; close them so that only the
@@ -288,7 +298,7 @@ fn setup(
     io(
         Step::Capabilities,
         "drop capabilities",
-        confine::drop_capabilities(ctx.plan.user.as_ref()),
+        confine::drop_capabilities(ctx.plan.user.as_ref(), &ctx.plan.capabilities),
     )?;
     fault(Step::Capabilities)?;
     rx(

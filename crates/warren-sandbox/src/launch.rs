@@ -460,6 +460,7 @@ fn fork(
         }
         _ => None,
     };
+    let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
     let attach = match taken
         .cgroup
         .as_ref()
@@ -513,6 +514,7 @@ fn fork(
                 env: env.to_vec(),
                 net: taken.net.as_ref().map(|n| n.inside()),
                 image_tree,
+                cgroup_view,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {

@@ -108,6 +108,9 @@ pub struct LaunchPlan {
     pub user: Option<RunAs>,
     /// The hostname inside (`--hostname`); `None` is the environment's name.
     pub hostname: Option<String>,
+    /// Capabilities the workload keeps inside its own user namespace (`--cap-add`), sorted;
+    /// empty (the default) drops every one.
+    pub capabilities: Vec<warren_spec::Capability>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).

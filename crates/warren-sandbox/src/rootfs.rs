@@ -103,6 +103,7 @@ pub(crate) fn enter_root(
     tool: Option<&OwnedFd>,
     staging: &Path,
     tmpfs_size: u64,
+    cgroup_view: &[warren_cgroup::ViewMount],
     fault: Option<Step>,
 ) -> StepResult {
     let fault = |step: Step| -> StepResult {
@@ -175,6 +176,7 @@ pub(crate) fn enter_root(
     }
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
+    mount_cgroup_view(staging, cgroup_view)?;
     fault(Step::MountProc)?;
     mount_dev(staging, tmpfs_size, tool)?;
     fault(Step::MountDev)?;
@@ -360,6 +362,67 @@ fn mount_proc(staging: &Path) -> StepResult {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         ),
+    )
+}
+
+/// A read-only view of the environment's own cgroup at `/sys/fs/cgroup`, so programs that size
+/// themselves to their limits (JVM, Go, Node) find them: a small read-only tmpfs on `/sys` (no
+/// sysfs) holding `fs/cgroup`, and on it the cgroup filesystems of `view`, mounted read-only in
+/// the environment's cgroup namespace (unshared after it joined its cgroup), so their root is
+/// its own cgroup. Skipped for a root without a `/sys` directory, and without a cgroup.
+fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepResult {
+    let sys = staging.join("sys");
+    if view.is_empty() || !sys.is_dir() {
+        return Ok(());
+    }
+    let step = Step::MountProc;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let opts = "mode=0755,size=64k,nr_inodes=64";
+    at(
+        step,
+        || format!("mount tmpfs on {}", sys.display()),
+        mount("tmpfs", &sys, "tmpfs", flags, data(opts).as_c_str()),
+    )?;
+    let base = sys.join("fs/cgroup");
+    io_at(
+        step,
+        || format!("create {}", base.display()),
+        std::fs::create_dir_all(&base),
+    )?;
+    for m in view {
+        let target = if m.dir.is_empty() {
+            base.clone()
+        } else {
+            base.join(&m.dir)
+        };
+        io_at(
+            step,
+            || format!("create {}", target.display()),
+            std::fs::create_dir_all(&target),
+        )?;
+        at(
+            step,
+            || {
+                format!(
+                    "mount the cgroup view ({} {}) on {}",
+                    m.fstype,
+                    m.options,
+                    target.display()
+                )
+            },
+            mount(
+                m.fstype,
+                &target,
+                m.fstype,
+                flags | MountFlags::RDONLY,
+                data(&m.options).as_c_str(),
+            ),
+        )?;
+    }
+    at(
+        step,
+        || format!("remount {} read-only", sys.display()),
+        mount_remount(&sys, flags | MountFlags::RDONLY, opts),
     )
 }
 

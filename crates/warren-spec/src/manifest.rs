@@ -116,6 +116,10 @@ pub struct SpaceSpec {
     pub mailbox_bytes: Option<ByteSize>,
     /// Protections it may run without (members of [`PROTECTIONS`]), sorted.
     pub allow_missing: Vec<String>,
+    /// Capabilities it holds inside its own user namespace (`CAP_` names, sorted; members of
+    /// [`crate::caps::ALLOWED`]); none unless declared.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
     #[serde(default)]
     pub net: crate::net::NetSpec,
@@ -330,7 +334,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 17] = [
+const SPACE_KEYS: [&str; 18] = [
     "image",
     "command",
     "env",
@@ -346,6 +350,7 @@ const SPACE_KEYS: [&str; 17] = [
     "mailbox_capacity",
     "mailbox_bytes",
     "allow_missing",
+    "capabilities",
     "accept_from",
     "init",
 ];
@@ -778,6 +783,7 @@ impl Parser<'_> {
                 mailbox_capacity: None,
                 mailbox_bytes: None,
                 allow_missing: Vec::new(),
+                capabilities: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
                 init: true,
@@ -815,6 +821,7 @@ impl Parser<'_> {
                     s.mailbox_bytes = Some(self.size(here, limits::MAILBOX_BYTES, v)?);
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
+                "capabilities" => s.capabilities = self.capabilities(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
                 "init" => match v.get_ref() {
                     DeValue::Boolean(b) => s.init = *b,
@@ -1275,6 +1282,23 @@ impl Parser<'_> {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn capabilities(&self, here: &TablePath, v: &Value<'_>) -> Result<Vec<String>, ManifestError> {
+        let key = "capabilities";
+        let items = self.array(here, key, v, "an array of capability names")?;
+        let mut out = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let cap = s
+                .parse::<crate::caps::Capability>()
+                .map_err(|e| self.item_error(here, key, i, item, e.to_string()))?;
+            if !out.insert(cap) {
+                let why = format!("{} is listed twice", cap.name);
+                return Err(self.item_error(here, key, i, item, why));
+            }
+        }
+        Ok(out.into_iter().map(|c| c.name.to_owned()).collect())
     }
 }
 

@@ -405,6 +405,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
 
+    /// Give the workload this Linux capability inside its own user namespace (repeatable;
+    /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+    /// AUDIT_WRITE; `CAP_` prefix optional). None by default; others are refused.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.
     #[arg(long, value_name = "PROTECTION")]

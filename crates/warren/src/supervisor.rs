@@ -196,6 +196,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--allow-missing".into());
         a.push(p.clone());
     }
+    for c in &spec.capabilities {
+        a.push("--cap-add".into());
+        a.push(c.clone());
+    }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
         a.push(
@@ -332,6 +336,17 @@ mod tests {
             a,
             "run --name web --init --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_capabilities() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("web", s).join(" "),
+            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID --"
         );
     }
 

@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
-        "net": "none", "accept_from": [], "with": [], "init": true,
+        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true,
     })
 }
 
@@ -100,6 +100,7 @@ fn every_key() {
         mailbox_capacity = 128
         mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
+        capabilities = ["setuid", "CAP_CHOWN", "NET_BIND_SERVICE"]
         init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
@@ -122,6 +123,7 @@ fn every_key() {
                     "mailbox_capacity": 128,
                     "mailbox_bytes": 8 << 20,
                     "allow_missing": ["landlock", "seccomp"],
+                    "capabilities": ["CAP_CHOWN", "CAP_SETUID", "CAP_NET_BIND_SERVICE"],
                     "net": "none",
                     "accept_from": [],
                     "with": [],
@@ -620,6 +622,16 @@ fn setting_errors() {
             r#"allow_missing = ["landlok"]"#,
             r#"spaces.toml:4:18: "allow_missing" in [space.db]: unknown protection "landlok": expected "landlock", "seccomp" or "cgroup" (did you mean "landlock"?)"#,
             "space.db.allow_missing[0]",
+        ),
+        (
+            r#"capabilities = ["CHOWN", "SYS_ADMIN"]"#,
+            r#"spaces.toml:4:26: "capabilities" in [space.db]: capability CAP_SYS_ADMIN is refused: it opens mounts, namespaces and a large kernel attack surface (allowed: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, AUDIT_WRITE)"#,
+            "space.db.capabilities[1]",
+        ),
+        (
+            r#"capabilities = ["chown", "CAP_CHOWN"]"#,
+            r#"spaces.toml:4:26: "capabilities" in [space.db]: CAP_CHOWN is listed twice"#,
+            "space.db.capabilities[1]",
         ),
         (
             r#"allow_missing = ["cgroup", "cgroup"]"#,

@@ -27,6 +27,7 @@ struct Inputs {
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
     hostname: Option<String>,
+    capabilities: Vec<warren_spec::Capability>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -98,6 +99,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
                 .context("invalid --allow-missing")
         })
         .collect::<anyhow::Result<BTreeSet<_>>>()?;
+    let capabilities = warren_spec::caps::parse_list(&args.cap_add).context("invalid --cap-add")?;
     let limits = Limits {
         memory: memory.map(|m| m.0),
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -112,6 +114,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         net: parse_net(args)?,
         workdir,
         hostname,
+        capabilities,
     })
 }
 
@@ -426,6 +429,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         workdir,
         hostname,
+        capabilities,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -538,6 +542,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         user,
         hostname,
+        capabilities,
         workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
         image_manifest_digest: image
