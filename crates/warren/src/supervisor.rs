@@ -341,12 +341,12 @@ mod tests {
 
     #[test]
     fn launcher_args_carry_the_capabilities() {
-        let text = "[space.web]\nimage = \"/srv/root\"\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
+        let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
             launcher_args("web", s).join(" "),
-            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID --"
+            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID -- /bin/x"
         );
     }
 
