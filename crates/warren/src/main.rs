@@ -13,6 +13,7 @@ mod daemon;
 mod dirs;
 mod measure;
 mod supervisor;
+mod volumes;
 
 use clap::Parser;
 
