@@ -6,7 +6,7 @@
 //! pipe is close-on-exec, so a successful `execve` closes it: the parent reads end-of-file after
 //! [`Report::Exec`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -37,6 +37,8 @@ pub(crate) struct ChildContext<'a> {
     /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
     /// `launch`).
     pub image_tree: Option<OwnedFd>,
+    /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
+    pub mount_trees: Vec<BorrowedFd<'a>>,
 }
 
 /// Run the child side and exec; never returns.
@@ -212,6 +214,7 @@ fn setup(
         &ctx.plan.root,
         &sources,
         tool.as_ref(),
+        (&ctx.plan.mounts, &ctx.mount_trees),
         &ctx.staging,
         ctx.plan.tmpfs_size,
         ctx.fault,
@@ -261,7 +264,7 @@ fn setup(
     )?;
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock().map_err(|e| {
+    let outcome = confine::landlock(&ctx.plan.mounts).map_err(|e| {
         (
             Step::Landlock,
             "restrict with Landlock".to_owned(),

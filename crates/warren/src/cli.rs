@@ -399,6 +399,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 
+    /// Mount a named volume or a host directory: SRC:DEST[:ro]. SRC starting with `/` is a host
+    /// directory, anything else a volume (`warren volume create`); DEST is an absolute
+    /// directory in the root (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Mount a named volume or a host directory: type=volume|bind,src=SRC,dst=DEST[,ro]
+    /// (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+
     /// The working directory inside the environment (absolute; replaces an image's).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,

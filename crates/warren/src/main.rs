@@ -12,6 +12,7 @@ mod control;
 mod daemon;
 mod dirs;
 mod measure;
+mod mounts;
 mod supervisor;
 mod volumes;
 

@@ -27,6 +27,7 @@ struct Inputs {
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
     hostname: Option<String>,
+    mounts: Vec<crate::mounts::Request>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -112,7 +113,22 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         net: parse_net(args)?,
         workdir,
         hostname,
+        mounts: parse_mounts(args)?,
     })
+}
+
+/// `-v` then `--mount`, each checked for form.
+fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<crate::mounts::Request>> {
+    let mut out = Vec::new();
+    for v in &args.volumes {
+        out.push(crate::mounts::parse_volume_flag(v).with_context(|| format!("invalid -v {v:?}"))?);
+    }
+    for m in &args.mounts {
+        out.push(
+            crate::mounts::parse_mount_flag(m).with_context(|| format!("invalid --mount {m:?}"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// One `-e` or `--env-file` entry: `KEY=VALUE`, or `KEY` alone for the value of Warren's own
@@ -426,6 +442,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         workdir,
         hostname,
+        mounts,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -468,6 +485,11 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
+    // The volumes stay locked (and so cannot be removed) until this launcher ends.
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     let mailbox_bytes = match mailbox_bytes_arg(&args) {
         Ok(b) => b,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -538,6 +560,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         image_tree_digest: image
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
+        mounts,
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
