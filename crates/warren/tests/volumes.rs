@@ -314,6 +314,20 @@ fn volumes_and_binds_are_mounted_idmapped_and_outlive_the_environment() {
     assert_eq!(mounts[0]["read_only"], false);
     assert_eq!(mounts[1]["kind"], "bind");
     assert_eq!(mounts[2]["read_only"], true);
+    // The measured launch record carries them too (inside `config`, so `config_digest` pins
+    // them); a launch without mounts has no `mounts` key at all.
+    let log = std::fs::read_to_string(d.data.path().join("attest/events.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let measured = &rec["content"]["config"]["mounts"];
+    assert_eq!(
+        measured[0],
+        serde_json::json!({"kind": "volume", "source": "store", "dest": "/mnt", "read_only": false})
+    );
+    assert_eq!(
+        Path::new(measured[1]["source"].as_str().unwrap()),
+        std::fs::canonicalize(host.path()).unwrap()
+    );
+    assert_eq!(measured[2]["read_only"], true);
 
     // Idmapped: uid N inside is uid N on the volume's disk, whatever the host range; a
     // non-root user writes as itself.
