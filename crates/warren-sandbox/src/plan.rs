@@ -124,15 +124,7 @@ pub struct LaunchPlan {
     pub mounts: Vec<MountSpec>,
 }
 
-/// What a mount's source is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MountKind {
-    /// A named volume in the data directory.
-    Volume,
-    /// A directory of the host.
-    Bind,
-}
+pub use warren_spec::mount::MountKind;
 
 /// One mount into the environment: `host` bound at `dest`, idmapped through the environment's
 /// user namespace, nosuid and nodev, read-only when asked. The caller has validated it (`dest`

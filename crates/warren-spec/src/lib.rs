@@ -12,6 +12,7 @@
 mod image_name;
 pub mod limits;
 pub mod manifest;
+pub mod mount;
 mod name;
 pub mod net;
 pub mod plan;

@@ -26,8 +26,6 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u32 = 1;
 /// The smallest size limit: ext4's own metadata and journal need room.
 pub const MIN_SIZE: u64 = 16 << 20;
-/// The longest volume name.
-const MAX_NAME: usize = 64;
 
 /// How a volume stores its contents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,22 +52,9 @@ pub struct Record {
     pub size_limit: Option<u64>,
 }
 
-/// Check a volume name: 1 to 64 characters of `[A-Za-z0-9_.-]`, starting with a letter or
-/// digit (Docker's rule, bounded).
+/// Check a volume name (`warren_spec::mount::check_volume_name`).
 pub fn check_name(name: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-    if !ok {
-        bail!(
-            "invalid volume name {name:?}: use 1 to {MAX_NAME} letters, digits, '_', '.' or '-', \
-             starting with a letter or digit"
-        );
-    }
-    Ok(())
+    Ok(warren_spec::mount::check_volume_name(name)?)
 }
 
 /// The volumes of one data directory.
@@ -307,19 +292,4 @@ fn make_ext4(path: &Path, size: u64) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names() {
-        for ok in ["a", "pg-data", "A.b_c-1", &"x".repeat(64)] {
-            check_name(ok).unwrap();
-        }
-        for bad in ["", "-a", ".a", "a/b", "..", "a b", "é", &"x".repeat(65)] {
-            assert!(check_name(bad).is_err(), "{bad:?} accepted");
-        }
-    }
 }

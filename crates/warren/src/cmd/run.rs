@@ -27,7 +27,7 @@ struct Inputs {
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
     hostname: Option<String>,
-    mounts: Vec<crate::mounts::Request>,
+    mounts: Vec<warren_spec::mount::MountRequest>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -118,14 +118,15 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
 }
 
 /// `-v` then `--mount`, each checked for form.
-fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<crate::mounts::Request>> {
+fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
     let mut out = Vec::new();
     for v in &args.volumes {
-        out.push(crate::mounts::parse_volume_flag(v).with_context(|| format!("invalid -v {v:?}"))?);
+        out.push(warren_spec::mount::parse_volume(v).with_context(|| format!("invalid -v {v:?}"))?);
     }
     for m in &args.mounts {
         out.push(
-            crate::mounts::parse_mount_flag(m).with_context(|| format!("invalid --mount {m:?}"))?,
+            warren_spec::mount::parse_mount_options(m)
+                .with_context(|| format!("invalid --mount {m:?}"))?,
         );
     }
     Ok(out)
