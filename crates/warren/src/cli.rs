@@ -720,8 +720,8 @@ pub enum VolumeCommand {
 /// `warren volume create`.
 #[derive(Debug, Args)]
 pub struct VolumeCreateArgs {
-    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file,
-    /// so writes beyond it fail with ENOSPC inside and only what is written takes host disk.
+    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file
+    /// (such a volume cannot be mounted into an environment yet).
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
     /// Print the record as one JSON object.

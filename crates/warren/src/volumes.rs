@@ -5,7 +5,8 @@
 //! * `NAME/volume.json` — the record (name, creation time, size limit, kind);
 //! * `NAME/data/` — the volume's contents (a volume without a size limit);
 //! * `NAME/image.ext4` — a sparse ext4 file system of the limit's size (a volume with one),
-//!   loop-mounted where it is used; `NAME/data/` is then its mount point;
+//!   to be loop-mounted where it is used, with `NAME/data/` as its mount point (mounting one
+//!   into an environment is not implemented yet: `crate::mounts` refuses it);
 //! * `NAME/lock` — every user holds a shared `flock` on it for as long as it uses the volume;
 //!   `rm` takes it exclusively without waiting, so a volume in use is never removed.
 //!
