@@ -42,6 +42,15 @@ have zstd || need+=(zstd)
 have gzip || need+=(gzip)
 have hyperfine || need+=(hyperfine)
 
+# --- clients (issue 17): the C library's tests compile with the system cc (above); the Python
+# package's tests use Debian's python3 with pytest, venv, pip and setuptools (docs/python.md).
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+/usr/bin/python3 -c 'import setuptools' 2>/dev/null || need+=(python3-setuptools)
+# --- end clients
+
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing packages ${need[*]}; run as root to install them" >&2

@@ -728,7 +728,7 @@ pub fn launch_with_mailbox(
 /// Remove the cgroups of environments whose launcher died without cleaning up (killed with
 /// SIGKILL, say): a leaf whose name no live launcher holds. Their processes were killed by the
 /// parent-death signal; any survivor is killed here. `own` is the name this launcher holds: a
-/// leaf of that name can only be a leftover.
+/// leaf of that name can only be a leftover, and is removed on every launch.
 ///
 /// Another Warren instance with another state directory may hold names this one cannot see, so
 /// a leaf is only ever swept when it is also empty and older than [`STALE_CGROUP_AGE`]. A
@@ -736,22 +736,61 @@ pub fn launch_with_mailbox(
 /// loaded far beyond its cores (launches measured at load 50 on 2 cores) that took over five
 /// seconds, and a five-second threshold swept live launches' cgroups from under them
 /// (`cgroup-attach: ... No such device`). An empty leftover costs nothing while it waits.
+///
+/// Looking at every leaf costs six system calls per live environment, so the full sweep (and
+/// the removal of uid slot files dead launchers left) runs at most once per
+/// [`SWEEP_INTERVAL`] per state directory, as the modification time of
+/// `<state>/housekeeping` records.
 fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
+    if let Some(cg) = layout.adopt(own) {
+        let _ = cg.destroy();
+    }
+    if !housekeeping_due(state) {
+        return;
+    }
     for leaf in layout.leaves() {
-        if leaf != own && !layout.leaf_is_stale(&leaf, STALE_CGROUP_AGE) {
+        if leaf == own || !layout.leaf_is_stale(&leaf, STALE_CGROUP_AGE) {
             continue;
         }
-        if leaf == own || matches!(state.name_in_use(&leaf), Ok(false)) {
+        if matches!(state.name_in_use(&leaf), Ok(false)) {
             if let Some(cg) = layout.adopt(&leaf) {
                 let _ = cg.destroy();
             }
         }
     }
+    state.remove_stale_uid_files();
+}
+
+/// Whether the housekeeping of [`sweep_stale_cgroups`] is due: `<state>/housekeeping` is
+/// missing or older than [`SWEEP_INTERVAL`]. If so, its time is set to now first, so that
+/// concurrent launches rarely sweep together (two that do only repeat each other's work).
+fn housekeeping_due(state: &StateDir) -> bool {
+    let path = state.root().join("housekeeping");
+    let recent = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < SWEEP_INTERVAL));
+    if recent {
+        return false;
+    }
+    // Never truncated (an empty file has nothing to lose); without the marker every launch
+    // sweeps, as before it existed.
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    true
 }
 
 /// How old an empty cgroup leaf of a name this state directory does not hold must be before a
 /// launch sweeps it (see [`sweep_stale_cgroups`]).
 const STALE_CGROUP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often, at most, a launch runs the full sweep of [`sweep_stale_cgroups`].
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The launch error for a failure the child reported.
 fn child_error(plan: &LaunchPlan, step: Step, errno: i32, message: String) -> LaunchError {

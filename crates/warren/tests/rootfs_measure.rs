@@ -104,6 +104,18 @@ fn a_sealed_root_is_recorded_from_its_seal_and_a_lifted_one_is_walked_again() {
     assert_eq!(sealed["digest"], walked["digest"]);
     // Nothing can be written into it, root included.
     assert!(std::fs::write(f.root.join("etc/passwd"), "x").is_err());
+    // The same root named relatively (`./root` from its parent becomes `<cwd>/./root`) is
+    // found sealed too, not walked.
+    let o = common::warren()
+        .env("WARREN_STATE_DIR", &f.state)
+        .current_dir(&f.base)
+        .args(["run", "--rootfs", "./root", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let relative = last_image(&f.state);
+    assert_eq!(relative["digest_source"], "seal", "{relative}");
+    assert_eq!(relative["digest"], walked["digest"]);
 
     // Lifted (unsealed), changed: the next launch walks and records the change.
     assert_code(&f.warren(&["rootfs", "unseal", f.root()]), 0);

@@ -640,7 +640,10 @@ mod tests {
         assert!(common_version(1, 1));
         assert!(common_version(2, 200));
         let next = warren_proto::VERSION + 1;
-        assert!(!common_version(next, next + 6), "only versions above ours offered");
+        assert!(
+            !common_version(next, next + 6),
+            "only versions above ours offered"
+        );
         assert!(!common_version(2, 1));
         assert!(!common_version(0, 0));
     }
