@@ -222,6 +222,15 @@ fn a_volume_in_use_is_not_removed() {
 fn mount_root() -> &'static Path {
     static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     ROOT.get_or_init(|| {
+        // Roots earlier runs of this suite left (their process is gone) are removed first.
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file.strip_prefix("warren-vol-root-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         let dir = std::env::temp_dir().join(format!("warren-vol-root-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cp = Command::new("cp")
