@@ -54,6 +54,9 @@ pub struct Applied {
     /// The image's manifest digest, for an image root: what `inspect` shows and the launch
     /// measurement records.
     pub image_manifest_digest: Option<String>,
+    /// The volumes and host directories mounted in, by identity (name or host path, place,
+    /// mode), never their contents.
+    pub mounts: Vec<crate::plan::MountSpec>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
     /// How long the launch took, from `launch` being called to the workload's `execve`, in
@@ -214,6 +217,7 @@ pub(crate) fn initial(
         measurement: None,
         image_name: plan.image_name.clone(),
         image_manifest_digest: plan.image_manifest_digest.clone(),
+        mounts: plan.mounts.clone(),
         user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }

@@ -6,7 +6,7 @@
 //! pipe is close-on-exec, so a successful `execve` closes it: the parent reads end-of-file after
 //! [`Report::Exec`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -39,6 +39,8 @@ pub(crate) struct ChildContext<'a> {
     pub image_tree: Option<OwnedFd>,
     /// The cgroup filesystems of the environment's view of its own cgroup (`/sys/fs/cgroup`).
     pub cgroup_view: Vec<warren_cgroup::ViewMount>,
+    /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
+    pub mount_trees: Vec<BorrowedFd<'a>>,
 }
 
 /// Run the child side and exec; never returns.
@@ -221,6 +223,7 @@ fn setup(
         &ctx.plan.root,
         &sources,
         tool.as_ref(),
+        (&ctx.plan.mounts, &ctx.mount_trees),
         &ctx.staging,
         ctx.plan.tmpfs_size,
         &ctx.cgroup_view,
@@ -271,7 +274,7 @@ fn setup(
     )?;
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock().map_err(|e| {
+    let outcome = confine::landlock(&ctx.plan.mounts).map_err(|e| {
         (
             Step::Landlock,
             "restrict with Landlock".to_owned(),

@@ -37,9 +37,11 @@ impl LandlockOutcome {
 }
 
 /// Restrict the filesystem to: read and execute everywhere in the (already read-only) root;
-/// read, write and create in `/tmp` and `/dev/shm`; read and write the device nodes. Scope
-/// abstract unix sockets and signals to the environment.
-pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
+/// read, write and create in `/tmp`, `/dev/shm` and every writable volume or bind mount; read
+/// and write the device nodes. Scope abstract unix sockets and signals to the environment.
+pub(crate) fn landlock(
+    mounts: &[crate::plan::MountSpec],
+) -> Result<LandlockOutcome, landlock::RulesetError> {
     let abi = LANDLOCK_ABI;
     let status = landlock::Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -49,6 +51,10 @@ pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))?
         .add_rules(path_beneath_rules(
             ["/tmp", "/dev/shm"],
+            AccessFs::from_all(abi),
+        ))?
+        .add_rules(path_beneath_rules(
+            mounts.iter().filter(|m| !m.read_only).map(|m| &m.dest),
             AccessFs::from_all(abi),
         ))?
         .add_rules(path_beneath_rules(

@@ -415,6 +415,9 @@ struct ParentEnds {
     report: OwnedFd,
     /// For an image root: the detached mount, idmapped once the child's maps are written.
     image_tree: Option<OwnedFd>,
+    /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
+    /// written (the child holds the same mounts and attaches them).
+    mount_trees: Vec<OwnedFd>,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -461,6 +464,7 @@ fn fork(
         _ => None,
     };
     let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
+    let mount_trees = open_mount_trees(plan)?;
     let attach = match taken
         .cgroup
         .as_ref()
@@ -515,6 +519,7 @@ fn fork(
                 net: taken.net.as_ref().map(|n| n.inside()),
                 image_tree,
                 cgroup_view,
+                mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -534,6 +539,7 @@ fn fork(
                     go_keep: go_rd,
                     report: rep_rd,
                     image_tree,
+                    mount_trees,
                 },
             ))
         }
@@ -569,6 +575,8 @@ fn record(plan: &LaunchPlan, pid: i32, features: &Features, taken: &Taken) -> Ap
 fn set_up_from_outside(
     pid: i32,
     image_tree: Option<OwnedFd>,
+    mount_trees: &[OwnedFd],
+    plan: &LaunchPlan,
     taken: &mut Taken,
     fault: Fault,
 ) -> Result<(), LaunchError> {
@@ -576,6 +584,9 @@ fn set_up_from_outside(
     write_id_maps(pid, uids.host_base, uids.size)?;
     if let Some(tree) = image_tree {
         idmap_image_root(pid, &tree)?;
+    }
+    for (tree, m) in mount_trees.iter().zip(&plan.mounts) {
+        idmap_mount(pid, tree, m)?;
     }
     fault.at(Step::UidMap)?;
     if let Some(n) = taken.net.as_mut() {
@@ -693,13 +704,16 @@ pub fn launch_with_mailbox(
         .image_tree
         .take()
         .filter(|_| matches!(plan.root, RootSource::Image(_)));
-    set_up_from_outside(pid, idmapped, &mut taken, fault)?;
+    let mount_trees = std::mem::take(&mut ends.mount_trees);
+    set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
+    drop(mount_trees);
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
         go_keep,
         report,
         image_tree: _,
+        mount_trees: _,
     } = ends;
     drop(go_keep);
     read_reports(plan, report, &mut applied, &mut taken)?;
@@ -815,6 +829,51 @@ fn idmap_image_root(pid: i32, tree: &OwnedFd) -> Result<(), LaunchError> {
         Step::UidMap,
         "make the image root an idmapped mount (the kernel and the store's filesystem must \
          support idmapped mounts)",
+    ))
+}
+
+/// Open a detached, non-recursive copy of each mount's host directory (mounts below it stay
+/// out of the environment). The parent opens them: the data directory is 0700 and the
+/// environment's root has no access to host paths.
+fn open_mount_trees(plan: &LaunchPlan) -> Result<Vec<OwnedFd>, LaunchError> {
+    plan.mounts
+        .iter()
+        .map(|m| {
+            let tree = rustix::mount::open_tree(
+                rustix::fs::CWD,
+                &m.host,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| {
+                parent_err(
+                    Step::Clone,
+                    format!("open the mount source {}", m.host.display()),
+                )(e.into())
+            })?;
+            high(tree, "mount source")
+        })
+        .collect()
+}
+
+/// Make the detached mount `tree` of `m` nosuid, nodev (read-only when asked) and idmapped
+/// through the user namespace of `pid`: uid N inside reads and writes files owned by N on
+/// disk, whatever the environment's host uid range, so a volume outlives the range it was
+/// first used with.
+fn idmap_mount(pid: i32, tree: &OwnedFd, m: &crate::plan::MountSpec) -> Result<(), LaunchError> {
+    let ns = format!("/proc/{pid}/ns/user");
+    let userns =
+        std::fs::File::open(&ns).map_err(parent_err(Step::UidMap, format!("open {ns}")))?;
+    let mut attrs = warren_sys::MOUNT_ATTR_NOSUID | warren_sys::MOUNT_ATTR_NODEV;
+    if m.read_only {
+        attrs |= warren_sys::MOUNT_ATTR_RDONLY;
+    }
+    warren_sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd(), attrs).map_err(parent_err(
+        Step::UidMap,
+        format!(
+            "make {} an idmapped mount (its filesystem must support idmapped mounts)",
+            m.host.display()
+        ),
     ))
 }
 

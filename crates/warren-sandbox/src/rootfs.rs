@@ -7,7 +7,7 @@
 //! make the root read-only; `pivot_root` into it and detach the old root. Nothing of the host's
 //! tree stays reachable: no `/sys`, no host mount, no old root.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -101,6 +101,7 @@ pub(crate) fn enter_root(
     root: &RootSource,
     sources: &[OwnedFd],
     tool: Option<&OwnedFd>,
+    mounts: (&[crate::plan::MountSpec], &[BorrowedFd<'_>]),
     staging: &Path,
     tmpfs_size: u64,
     cgroup_view: &[warren_cgroup::ViewMount],
@@ -204,7 +205,59 @@ pub(crate) fn enter_root(
     fault(Step::MaskPaths)?;
     make_root_readonly(root, staging)?;
     fault(Step::ReadonlyRoot)?;
+    attach_mounts(staging, mounts.0, mounts.1)?;
+    fault(Step::MountVolumes)?;
     pivot(staging)
+}
+
+/// Step `mount-volumes`: attach each detached mount (already idmapped, nosuid, nodev and, when
+/// asked, read-only) at its destination, which must be a directory of the root reached
+/// without a symbolic link (the root is read-only: Warren creates no mount points in it).
+fn attach_mounts(
+    staging: &Path,
+    specs: &[crate::plan::MountSpec],
+    trees: &[BorrowedFd<'_>],
+) -> StepResult {
+    for (m, tree) in specs.iter().zip(trees) {
+        let rel = m.dest.strip_prefix("/").unwrap_or(&m.dest);
+        let target = staging.join(rel);
+        // Refuse a destination reached through a symbolic link: a root could point one at
+        // `/proc` or at another mount's directory.
+        let mut walk = staging.to_path_buf();
+        for c in rel.components() {
+            walk.push(c);
+            let meta = std::fs::symlink_metadata(&walk).map_err(|e| {
+                (
+                    Step::MountVolumes,
+                    format!("mount point {} in the root", m.dest.display()),
+                    e,
+                )
+            })?;
+            if !meta.is_dir() {
+                return Err((
+                    Step::MountVolumes,
+                    format!(
+                        "mount point {} in the root: {} is not a directory",
+                        m.dest.display(),
+                        walk.strip_prefix(staging).unwrap_or(&walk).display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                ));
+            }
+        }
+        at(
+            Step::MountVolumes,
+            || format!("attach {} at {}", m.source, m.dest.display()),
+            rustix::mount::move_mount(
+                tree,
+                "",
+                rustix::fs::CWD,
+                &target,
+                rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.

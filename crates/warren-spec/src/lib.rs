@@ -13,6 +13,7 @@ pub mod caps;
 mod image_name;
 pub mod limits;
 pub mod manifest;
+pub mod mount;
 mod name;
 pub mod net;
 pub mod plan;

@@ -135,6 +135,10 @@ pub struct SpaceSpec {
     /// unless declared `init = false`.
     #[serde(default = "yes")]
     pub init: bool,
+    /// Named volumes and host directories mounted in (`volumes = ["SRC:DEST[:ro]", ...]`,
+    /// `warren run -v`), in the order written.
+    #[serde(default)]
+    pub volumes: Vec<crate::mount::MountRequest>,
 }
 
 fn yes() -> bool {
@@ -334,7 +338,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 18] = [
+const SPACE_KEYS: [&str; 19] = [
     "image",
     "command",
     "env",
@@ -353,6 +357,7 @@ const SPACE_KEYS: [&str; 18] = [
     "capabilities",
     "accept_from",
     "init",
+    "volumes",
 ];
 
 /// The keys of an environment's `net` table.
@@ -788,6 +793,7 @@ impl Parser<'_> {
                 accept_from: Vec::new(),
                 init: true,
                 with: Vec::new(),
+                volumes: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
@@ -827,6 +833,7 @@ impl Parser<'_> {
                     DeValue::Boolean(b) => s.init = *b,
                     _ => return Err(self.type_error(here, key, v, "true or false")),
                 },
+                "volumes" => s.volumes = self.volumes(here, v)?,
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }
@@ -1299,6 +1306,28 @@ impl Parser<'_> {
             }
         }
         Ok(out.into_iter().map(|c| c.name.to_owned()).collect())
+    }
+
+    /// `volumes = ["SRC:DEST[:ro]", ...]`: the form of `warren run -v`, no two on one DEST.
+    fn volumes(
+        &self,
+        here: &TablePath,
+        v: &Value<'_>,
+    ) -> Result<Vec<crate::mount::MountRequest>, ManifestError> {
+        let key = "volumes";
+        let items = self.array(here, key, v, "an array of \"SRC:DEST[:ro]\" strings")?;
+        let mut out: Vec<crate::mount::MountRequest> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let m = crate::mount::parse_volume(s)
+                .map_err(|e| self.item_error(here, key, i, item, format!("{s:?}: {e}")))?;
+            if out.iter().any(|o| o.dest == m.dest) {
+                let why = format!("two volumes on {}", m.dest.display());
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            out.push(m);
+        }
+        Ok(out)
     }
 }
 

@@ -165,6 +165,7 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         accept_from,
         init,
         with,
+        volumes,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -191,6 +192,7 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("accept_from", json(accept_from)),
         ("init", json(init)),
         ("with", json(with)),
+        ("volumes", json(volumes)),
     ]
 }
 

@@ -12,7 +12,9 @@ mod control;
 mod daemon;
 mod dirs;
 mod measure;
+mod mounts;
 mod supervisor;
+mod volumes;
 
 use clap::Parser;
 

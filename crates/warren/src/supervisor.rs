@@ -168,6 +168,15 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--cpus".into());
         a.push(c.to_string());
     }
+    for m in &spec.volumes {
+        a.push("-v".into());
+        a.push(format!(
+            "{}:{}{}",
+            m.source,
+            m.dest.display(),
+            if m.read_only { ":ro" } else { "" }
+        ));
+    }
     if let Some(t) = spec.tmpfs_size {
         a.push("--tmpfs-size".into());
         a.push(t.0.to_string());
@@ -272,6 +281,20 @@ mod tests {
         );
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), &text).unwrap();
         m.spaces.into_values().next().unwrap()
+    }
+
+    #[test]
+    fn volumes_become_v_flags() {
+        let text = "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n\
+                    volumes = [\"pg:/mnt\", \"/srv:/srv:ro\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let a = launcher_args("a", m.spaces.values().next().unwrap());
+        let flags: Vec<&str> = a
+            .windows(2)
+            .filter(|w| w[0] == "-v")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(flags, ["pg:/mnt", "/srv:/srv:ro"]);
     }
 
     #[test]

@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
-        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true,
+        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [],
     })
 }
 
@@ -127,6 +127,7 @@ fn every_key() {
                     "net": "none",
                     "accept_from": [],
                     "with": [],
+                    "volumes": [],
                     "init": false,
                 }
             }
@@ -259,10 +260,10 @@ fn unknown_keys() {
         [space.db]
         image = "r"
         command = ["/x"]
-        volumes = ["/data"]
+        mounts = ["/data"]
         "#,
-        r#"spaces.toml:4:1: unknown key "volumes" in [space.db]"#,
-        "space.db.volumes",
+        r#"spaces.toml:4:1: unknown key "mounts" in [space.db]"#,
+        "space.db.mounts",
     );
     check_err(
         r#"
@@ -769,7 +770,8 @@ fn suggestions() {
     assert_eq!(suggest("comand", keys), Some("command"));
     assert_eq!(suggest("cpu", keys), Some("cpus"));
     assert_eq!(suggest("max_restart", keys), Some("max_restarts"));
-    assert_eq!(suggest("volumes", keys), None);
+    assert_eq!(suggest("volume", keys), Some("volumes"));
+    assert_eq!(suggest("mounts", keys), None);
     assert_eq!(suggest("ab", &["cd"]), None);
     assert_eq!(edit_distance("abc", "acb"), 1);
     assert_eq!(edit_distance("", "abc"), 3);
@@ -1092,5 +1094,63 @@ fn with_is_only_for_binary_images_and_holds_paths() {
         "[space.db]\nimage = { binary = \"/b\", with = [5] }\n",
         r#"spaces.toml:2:34: "with" in [space.db.image]: item 1 must be a string, found an integer"#,
         "space.db.image.with[0]",
+    );
+}
+
+#[test]
+fn volumes_take_the_form_of_run_v() {
+    let m = parse_manifest(
+        Path::new("spaces.toml"),
+        &dedent(
+            r#"
+            [space.db]
+            image = "debian"
+            command = ["/x"]
+            volumes = ["pgdata:/var/lib/postgresql", "/srv/conf:/etc/app:ro"]
+            "#,
+        ),
+    )
+    .unwrap();
+    let v = &m.spaces.values().next().unwrap().volumes;
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].kind, crate::mount::MountKind::Volume);
+    assert_eq!(v[0].source, "pgdata");
+    assert_eq!(v[0].dest, Path::new("/var/lib/postgresql"));
+    assert!(!v[0].read_only);
+    assert_eq!(v[1].kind, crate::mount::MountKind::Bind);
+    assert!(v[1].read_only);
+    for (item, why) in [
+        (
+            r#""pg:data""#,
+            r#""pg:data": destination "data" is not an absolute path"#,
+        ),
+        (
+            r#""pg:/a/../etc""#,
+            r#""pg:/a/../etc": destination "/a/../etc" climbs out with '..'"#,
+        ),
+        (
+            r#""pg:/proc/x""#,
+            r#""pg:/proc/x": destination "/proc/x" is under /proc, which Warren mounts itself"#,
+        ),
+        (
+            r#""/a/../b:/mnt""#,
+            r#""/a/../b:/mnt": bind source "/a/../b" climbs out with '..' (the source is a volume name or an absolute host path)"#,
+        ),
+        (r#""p/q:/mnt""#, "\"p/q:/mnt\": invalid volume name \"p/q\""),
+        (r#""pg:/mnt", "other:/mnt/""#, "two volumes on /mnt"),
+        ("[1]", "item 1 must be a string"),
+    ] {
+        let text =
+            format!("[space.db]\nimage = \"debian\"\ncommand = [\"/x\"]\nvolumes = [{item}]\n");
+        let e = parse_manifest(Path::new("spaces.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains(why), "{item}: {e}");
+        assert!(e.key.starts_with("space.db.volumes["), "{item}: {}", e.key);
+    }
+    let text = "[space.db]\nimage = \"debian\"\ncommand = [\"/x\"]\nvolumes = \"pg:/mnt\"\n";
+    let e = parse_manifest(Path::new("spaces.toml"), text).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("must be an array of \"SRC:DEST[:ro]\" strings"),
+        "{e}"
     );
 }

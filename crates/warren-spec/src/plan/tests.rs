@@ -101,6 +101,7 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "accept_from", "old": null, "new": [] },
                 { "field": "init", "old": null, "new": true },
                 { "field": "with", "old": null, "new": [] },
+                { "field": "volumes", "old": null, "new": [] },
             ],
         }]),
     );

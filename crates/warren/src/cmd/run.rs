@@ -28,6 +28,7 @@ struct Inputs {
     workdir: Option<PathBuf>,
     hostname: Option<String>,
     capabilities: Vec<warren_spec::Capability>,
+    mounts: Vec<warren_spec::mount::MountRequest>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -115,7 +116,23 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         workdir,
         hostname,
         capabilities,
+        mounts: parse_mounts(args)?,
     })
+}
+
+/// `-v` then `--mount`, each checked for form.
+fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
+    let mut out = Vec::new();
+    for v in &args.volumes {
+        out.push(warren_spec::mount::parse_volume(v).with_context(|| format!("invalid -v {v:?}"))?);
+    }
+    for m in &args.mounts {
+        out.push(
+            warren_spec::mount::parse_mount_options(m)
+                .with_context(|| format!("invalid --mount {m:?}"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// One `-e` or `--env-file` entry: `KEY=VALUE`, or `KEY` alone for the value of Warren's own
@@ -430,6 +447,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         workdir,
         hostname,
         capabilities,
+        mounts,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -472,6 +490,11 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
+    // The volumes stay locked (and so cannot be removed) until this launcher ends.
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     let mailbox_bytes = match mailbox_bytes_arg(&args) {
         Ok(b) => b,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -551,6 +574,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         image_tree_digest: image
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
+        mounts,
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
