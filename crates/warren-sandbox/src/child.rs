@@ -223,10 +223,13 @@ fn setup(
         &ctx.plan.root,
         &sources,
         tool.as_ref(),
-        (&ctx.plan.mounts, &ctx.mount_trees),
+        rootfs::ExtraMounts {
+            volumes: &ctx.plan.mounts,
+            trees: &ctx.mount_trees,
+            cgroup_view: &ctx.cgroup_view,
+        },
         &ctx.staging,
         ctx.plan.tmpfs_size,
-        &ctx.cgroup_view,
         ctx.fault,
     )?;
     // Nothing of the host is reachable through these any more; close them so that only the

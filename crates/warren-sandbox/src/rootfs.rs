@@ -90,6 +90,16 @@ const fn libc_enotdir() -> i32 {
     20
 }
 
+/// What [`enter_root`] mounts besides the root itself.
+pub(crate) struct ExtraMounts<'a> {
+    /// The plan's volumes and bind mounts, in order.
+    pub volumes: &'a [crate::plan::MountSpec],
+    /// Their detached (idmapped) mount trees, in the same order.
+    pub trees: &'a [BorrowedFd<'a>],
+    /// The cgroup filesystems of the environment's view of its own cgroup.
+    pub cgroup_view: &'a [warren_cgroup::ViewMount],
+}
+
 /// Build the root at `staging` and pivot into it. On return the process's root and working
 /// directory are the environment's `/`.
 ///
@@ -101,12 +111,16 @@ pub(crate) fn enter_root(
     root: &RootSource,
     sources: &[OwnedFd],
     tool: Option<&OwnedFd>,
-    mounts: (&[crate::plan::MountSpec], &[BorrowedFd<'_>]),
+    extra: ExtraMounts<'_>,
     staging: &Path,
     tmpfs_size: u64,
-    cgroup_view: &[warren_cgroup::ViewMount],
     fault: Option<Step>,
 ) -> StepResult {
+    let ExtraMounts {
+        volumes,
+        trees,
+        cgroup_view,
+    } = extra;
     let fault = |step: Step| -> StepResult {
         if fault == Some(step) {
             Err((
@@ -205,7 +219,7 @@ pub(crate) fn enter_root(
     fault(Step::MaskPaths)?;
     make_root_readonly(root, staging)?;
     fault(Step::ReadonlyRoot)?;
-    attach_mounts(staging, mounts.0, mounts.1)?;
+    attach_mounts(staging, volumes, trees)?;
     fault(Step::MountVolumes)?;
     pivot(staging)
 }
