@@ -141,3 +141,26 @@ def test_asyncio_answers_out_of_order_reach_their_callers():
     got = asyncio.run(main())
     ids = [int(d.body) for d in got]
     assert ids == sorted(ids), "each caller got the answer to its own request"
+
+
+def test_a_message_answering_a_receive_given_up_on_is_kept_for_the_next_receive():
+    late = p.Delivery(p.DEFAULT_MAILBOX, "peer", 0, [], None, b"late", [], None, None)
+
+    def kernel(s):
+        welcome(s)
+        [(first, _)] = requests(s)
+        # Slower than the receive's timeout and the client's grace: the client gives up.
+        import time
+
+        time.sleep(warren._common.RESTART_GRACE + 0.3)
+        answer(s, (first, late))
+        [(second, _)] = requests(s)
+        answer(s, (second, p.Error(8, "timeout")))
+
+    fd, t = fake(kernel)
+    k = warren.Client(fd)
+    with pytest.raises(warren.Timeout):
+        k.recv(timeout=0)
+    got = k.recv(timeout=0)
+    assert got.body == b"late", "the late message was lost"
+    t.join()

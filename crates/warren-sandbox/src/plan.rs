@@ -108,6 +108,9 @@ pub struct LaunchPlan {
     pub user: Option<RunAs>,
     /// The hostname inside (`--hostname`); `None` is the environment's name.
     pub hostname: Option<String>,
+    /// Capabilities the workload keeps inside its own user namespace (`--cap-add`), sorted;
+    /// empty (the default) drops every one.
+    pub capabilities: Vec<warren_spec::Capability>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).
@@ -119,6 +122,28 @@ pub struct LaunchPlan {
     /// the root the store keeps read-only): the launch measurement records it instead of
     /// walking the tree. `None` makes the measurement walk the root.
     pub image_tree_digest: Option<String>,
+    /// Named volumes and host directories mounted into the environment, in order, after the
+    /// root is in place (`docs/launch-sequence.md`, step `mount-volumes`).
+    pub mounts: Vec<MountSpec>,
+}
+
+pub use warren_spec::mount::MountKind;
+
+/// One mount into the environment: `host` bound at `dest`, idmapped through the environment's
+/// user namespace, nosuid and nodev, read-only when asked. The caller has validated it (`dest`
+/// absolute and normalised, `host` an existing directory the policy allows).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MountSpec {
+    /// Volume or bind.
+    pub kind: MountKind,
+    /// What the user named: the volume's name or the host path (the record keeps this).
+    pub source: String,
+    /// The host directory bound (a volume's `data` directory, or the bind's path).
+    pub host: PathBuf,
+    /// The absolute path inside the environment (it must exist in the root as a directory).
+    pub dest: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 impl LaunchPlan {

@@ -160,11 +160,13 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         mailbox_capacity,
         mailbox_bytes,
         allow_missing,
+        capabilities,
         net,
         accept_from,
         may_spawn,
         init,
         with,
+        volumes,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -186,11 +188,13 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("mailbox_capacity", json(mailbox_capacity)),
         ("mailbox_bytes", json(mailbox_bytes)),
         ("allow_missing", json(allow_missing)),
+        ("capabilities", json(capabilities)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
         ("may_spawn", json(may_spawn)),
         ("init", json(init)),
         ("with", json(with)),
+        ("volumes", json(volumes)),
     ]
 }
 

@@ -69,6 +69,9 @@ pub enum Command {
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage named volumes: persistent storage in the data directory that environments mount.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
     /// itself, and let launches reuse the digest while that mount holds.
     #[command(subcommand)]
@@ -396,6 +399,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 
+    /// Mount a named volume or a host directory: SRC:DEST[:ro]. SRC starting with `/` is a host
+    /// directory, anything else a volume (`warren volume create`); DEST is an absolute
+    /// directory in the root (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Mount a named volume or a host directory: type=volume|bind,src=SRC,dst=DEST[,ro]
+    /// (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+
     /// The working directory inside the environment (absolute; replaces an image's).
     #[arg(short = 'w', long = "workdir", value_name = "DIR")]
     pub workdir: Option<String>,
@@ -404,6 +418,12 @@ pub struct RunArgs {
     /// Docker does); "" clears the image's entrypoint.
     #[arg(long, value_name = "PROGRAM")]
     pub entrypoint: Option<String>,
+
+    /// Give the workload this Linux capability inside its own user namespace (repeatable;
+    /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+    /// AUDIT_WRITE; `CAP_` prefix optional). None by default; others are refused.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
 
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.
@@ -689,6 +709,59 @@ pub struct ImageInspectArgs {
 #[derive(Debug, Args)]
 pub struct ImageRmArgs {
     /// The images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `warren volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume (a directory, or with --size a size-limited ext4 image).
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    Ls(VolumeLsArgs),
+    /// Show everything stored about a volume, as JSON.
+    Inspect(VolumeNameArgs),
+    /// Remove volumes and their contents (refused while an environment uses one).
+    Rm(VolumeRmArgs),
+}
+
+/// `warren volume create`.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file
+    /// (such a volume cannot be mounted into an environment yet).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Print the record as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The volume's name.
+    pub name: String,
+}
+
+/// `warren volume ls`.
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// One JSON object per volume (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Print only names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `warren volume inspect`.
+#[derive(Debug, Args)]
+pub struct VolumeNameArgs {
+    /// The volume's name.
+    pub name: String,
+}
+
+/// `warren volume rm`.
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// The volumes.
     #[arg(required = true)]
     pub names: Vec<String>,
 }

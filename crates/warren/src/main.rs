@@ -12,8 +12,10 @@ mod control;
 mod daemon;
 mod dirs;
 mod measure;
+mod mounts;
 mod supervisor;
 mod template;
+mod volumes;
 
 use clap::Parser;
 

@@ -172,6 +172,15 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--cpus".into());
         a.push(c.to_string());
     }
+    for m in &spec.volumes {
+        a.push("-v".into());
+        a.push(format!(
+            "{}:{}{}",
+            m.source,
+            m.dest.display(),
+            if m.read_only { ":ro" } else { "" }
+        ));
+    }
     if let Some(t) = spec.tmpfs_size {
         a.push("--tmpfs-size".into());
         a.push(t.0.to_string());
@@ -199,6 +208,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     for p in &spec.allow_missing {
         a.push("--allow-missing".into());
         a.push(p.clone());
+    }
+    for c in &spec.capabilities {
+        a.push("--cap-add".into());
+        a.push(c.clone());
     }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
@@ -275,6 +288,20 @@ mod tests {
     }
 
     #[test]
+    fn volumes_become_v_flags() {
+        let text = "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n\
+                    volumes = [\"pg:/mnt\", \"/srv:/srv:ro\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let a = launcher_args("a", m.spaces.values().next().unwrap());
+        let flags: Vec<&str> = a
+            .windows(2)
+            .filter(|w| w[0] == "-v")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(flags, ["pg:/mnt", "/srv:/srv:ro"]);
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let got: Vec<u64> = (1..=12).map(backoff_ms).collect();
         assert_eq!(&got[..5], [100, 200, 400, 800, 1600]);
@@ -336,6 +363,17 @@ mod tests {
             a,
             "run --name web --init --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_capabilities() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("web", s).join(" "),
+            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID -- /bin/x"
         );
     }
 

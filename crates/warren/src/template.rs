@@ -58,6 +58,9 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         // as the command).
         init: true,
         with: Vec::new(),
+        // A template grants no capabilities and mounts no volumes (its keys do not exist).
+        capabilities: Vec::new(),
+        volumes: Vec::new(),
     }
 }
 

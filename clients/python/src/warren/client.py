@@ -30,6 +30,10 @@ class Client:
         self._view = memoryview(self._buf)
         self._next = 1
         self._early: c.Answers = {}
+        # Receives given up on client-side (the kernel was slower than timeout + grace): their
+        # late answers are messages taken from a mailbox, kept here for the next receive.
+        self._abandoned: set = set()
+        self._unclaimed: List[p.Delivery] = []
         self._closed = False
         self.env = ""
         self.version = p.MIN_VERSION
@@ -132,10 +136,44 @@ class Client:
         """Take the oldest message of ``mailbox`` (None: the default one) that matches the
         filters (``correlation=``, ``header=(name, value)``; others stay queued in order),
         waiting up to ``timeout`` seconds; :class:`~warren.errors.Timeout` if none came."""
+        hf = c.header_filter(header)
+        kept = self._take_unclaimed(mailbox, correlation, hf)
+        if kept is not None:
+            return kept
         i = self._id()
         t = c.ms(timeout)
-        f = p.encode_recv(i, mailbox, correlation, c.header_filter(header), t)
-        return c.as_delivery(self._request(f, i, t))
+        f = p.encode_recv(i, mailbox, correlation, hf, t)
+        try:
+            got = self._request(f, i, t)
+        except Timeout:
+            # The kernel may still answer with a message: keep it for a later receive.
+            self._abandoned.add(i)
+            raise
+        # A late message met while waiting is older than this answer: it goes first.
+        kept = self._take_unclaimed(mailbox, correlation, hf)
+        if kept is not None:
+            if type(got) is p.Delivery:
+                self._unclaimed.insert(0, got)
+            return kept
+        return c.as_delivery(got)
+
+    def _take_unclaimed(
+        self, mailbox: Optional[int], correlation: Optional[int], header: Optional[Tuple[str, bytes]]
+    ) -> Optional[p.Delivery]:
+        """The oldest kept late message that this receive's filters accept."""
+        for i in [i for i in self._early if i in self._abandoned]:
+            self._abandoned.discard(i)
+            v = self._early.pop(i)
+            if type(v) is p.Delivery:
+                self._unclaimed.append(v)
+        want = p.DEFAULT_MAILBOX if mailbox is None else mailbox
+        for k, d in enumerate(self._unclaimed):
+            if d.mailbox != want or (correlation is not None and d.correlation != correlation):
+                continue
+            if header is not None and header not in [(n, bytes(v)) for n, v in d.headers]:
+                continue
+            return self._unclaimed.pop(k)
+        return None
 
     def send_recv(
         self, handle: int, body: Body = b"", *, timeout: Optional[float] = None, **message: Any

@@ -474,10 +474,7 @@ pub fn configure_inside(inside: &Inside) -> std::io::Result<()> {
     nl.add_address(index, inside.cidr.addr, inside.cidr.prefix, true)?;
     nl.add_route(inside.gateway, 32, None, index, false)?;
     nl.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(inside.gateway), index, false)?;
-    // The namespace is the environment's own: its ports below 1024 protect nothing, and the
-    // workload has no CAP_NET_BIND_SERVICE, so let it bind them (what container runtimes do).
-    // The write goes to this namespace's sysctl, as /proc/sys/net follows the writer's.
-    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
+    // Low ports: set for every environment at the loopback step (child.rs).
     Ok(())
 }
 

@@ -27,6 +27,8 @@ struct Inputs {
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
     hostname: Option<String>,
+    capabilities: Vec<warren_spec::Capability>,
+    mounts: Vec<warren_spec::mount::MountRequest>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -98,6 +100,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
                 .context("invalid --allow-missing")
         })
         .collect::<anyhow::Result<BTreeSet<_>>>()?;
+    let capabilities = warren_spec::caps::parse_list(&args.cap_add).context("invalid --cap-add")?;
     let limits = Limits {
         memory: memory.map(|m| m.0),
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -112,7 +115,24 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         net: parse_net(args)?,
         workdir,
         hostname,
+        capabilities,
+        mounts: parse_mounts(args)?,
     })
+}
+
+/// `-v` then `--mount`, each checked for form.
+fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
+    let mut out = Vec::new();
+    for v in &args.volumes {
+        out.push(warren_spec::mount::parse_volume(v).with_context(|| format!("invalid -v {v:?}"))?);
+    }
+    for m in &args.mounts {
+        out.push(
+            warren_spec::mount::parse_mount_options(m)
+                .with_context(|| format!("invalid --mount {m:?}"))?,
+        );
+    }
+    Ok(out)
 }
 
 /// One `-e` or `--env-file` entry: `KEY=VALUE`, or `KEY` alone for the value of Warren's own
@@ -426,6 +446,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         workdir,
         hostname,
+        capabilities,
+        mounts,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -468,10 +490,23 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
+    // The volumes stay locked (and so cannot be removed) until this launcher ends.
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     let mailbox_bytes = match mailbox_bytes_arg(&args) {
         Ok(b) => b,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
+    // Under the init, pid 1 is `warren-msg init`, which always starts: a command missing from
+    // the root would show only as the init's 127 after the launch reported success. Look it up
+    // first, as exec will (runc does the same), so the launch fails with 127 or 126 instead.
+    if args.init {
+        if let Err((code, msg)) = command_in_root(&root, &argv, &env) {
+            return Ok(report_error(code, msg));
+        }
+    }
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
@@ -530,6 +565,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         user,
         hostname,
+        capabilities,
         workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
         image_manifest_digest: image
@@ -538,6 +574,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         image_tree_digest: image
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
+        mounts,
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
@@ -758,4 +795,78 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Whether `argv[0]` names an executable file in the root as `execvp` inside it would find it
+/// (a name without `/` is searched in the workload's `PATH`): `Err((127 or 126, message))` if
+/// not. Paths are resolved inside the root (`RESOLVE_IN_ROOT`), so the root's absolute symbolic
+/// links mean what they mean inside. Binary roots and relative paths with a `/` (resolved
+/// against the working directory at exec) are left to exec.
+fn command_in_root(
+    root: &RootSource,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<(), (i32, String)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = match root {
+        RootSource::Rootfs(p) | RootSource::Image(p) => p,
+        RootSource::Binary(_) => return Ok(()),
+    };
+    let Some(cmd) = argv.first() else {
+        return Ok(());
+    };
+    if cmd.contains('/') && !cmd.starts_with('/') {
+        return Ok(());
+    }
+    let Ok(rootfd) = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(());
+    };
+    // 0: not found; 1: found but not executable; 2: executable.
+    let probe = |path: &str| -> u8 {
+        let rel = path.trim_start_matches('/');
+        let Ok(fd) = rustix::fs::openat2(
+            &rootfd,
+            if rel.is_empty() { "." } else { rel },
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            return 0;
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if (st.st_mode & 0o170000) == 0o100000 && st.st_mode & 0o111 != 0 => 2,
+            Ok(_) => 1,
+            Err(_) => 0,
+        }
+    };
+    let found = if cmd.starts_with('/') {
+        probe(cmd)
+    } else {
+        let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            |(_, v)| v.as_str(),
+        );
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| probe(&format!("{d}/{cmd}")))
+            .max()
+            .unwrap_or(0)
+    };
+    match found {
+        2 => Ok(()),
+        1 => Err((
+            126,
+            format!(
+                "command cannot be executed in the environment: {cmd} (not an executable file)"
+            ),
+        )),
+        _ => Err((
+            127,
+            format!("command not found in the environment: {cmd} (no such file in the root)"),
+        )),
+    }
 }
