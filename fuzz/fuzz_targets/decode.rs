@@ -2,9 +2,10 @@
 //! the kernel receives) and as a packet of responses (what a client receives), must decode
 //! without panicking; whatever decodes must re-encode to exactly the same bytes, since the
 //! encoding is canonical; and an error must point inside the packet. Every op of protocol
-//! versions 1 and 2 is reached (the batch frames' `bodies` blocks included): the decoders are
-//! the same for both versions, and `scripts/fuzz.sh` seeds the corpus with every vector of
-//! `crates/warren-proto/tests/vectors.txt`, the version-2 frames among them.
+//! versions 1 to 3 is reached (the batch frames' `bodies` blocks and version 3's Spawn, Stop,
+//! Restrict and Spawned included): the decoders are the same for every version, and
+//! `scripts/fuzz.sh` seeds the corpus with every vector of
+//! `crates/warren-proto/tests/vectors.txt`, the version-2 and version-3 frames among them.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

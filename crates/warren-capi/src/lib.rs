@@ -1411,6 +1411,14 @@ pub extern "C" fn warren_next_completion(
                 done.kind = warren_kind::WARREN_DONE_QUOTE;
                 (done.quote, done.quote_len) = into_buffer(quote);
             }
+            // libwarren sends no Spawn (protocol version 3's spawn is not in its ABI yet), so a
+            // Spawned answer is one no request of this connection expects.
+            Response::Spawned(_) => {
+                done.kind = warren_kind::WARREN_DONE_ERROR;
+                done.status = WARREN_E_UNEXPECTED;
+                c.detail_z = zstring("a Spawned answer (libwarren sends no spawn request)");
+                done.detail = c.detail_z.as_ptr();
+            }
             Response::Error { code, detail } => {
                 done.kind = warren_kind::WARREN_DONE_ERROR;
                 done.status = code as u16 as c_int;

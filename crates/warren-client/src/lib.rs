@@ -28,8 +28,8 @@ use std::os::unix::net::UnixDatagram;
 use std::time::Duration;
 
 pub use warren_proto::{
-    Bodies, Deliveries, Delivery, ErrorCode, Filter, Handle, Identity, MIN_VERSION, Message,
-    Rights, Run, Sender, VERSION,
+    Bodies, Deliveries, Delivery, ErrorCode, Filter, Handle, Identity, Limits, MIN_VERSION,
+    Message, Rights, Run, SPAWN_VERSION, Sender, Spawn, Spawned, VERSION,
 };
 use warren_proto::{Frame, PacketBuilder, Request, RequestId, Response};
 
@@ -823,6 +823,52 @@ impl Client {
         })?)?
         .0)
     }
+
+    /// Version 3: create a child environment from the template `spawn.handle` designates (a
+    /// handle with SPAWN), with `spawn.names` as its initial names. Waits until the child runs
+    /// (or could not be started: [`ErrorCode::SpawnFailed`]). On a connection below version 3
+    /// it fails with [`ClientError::Unexpected`] without asking the kernel.
+    pub fn spawn(&mut self, spawn: Spawn) -> Result<Spawned, ClientError> {
+        self.need_spawn()?;
+        match self.request(Request::Spawn(spawn))? {
+            Response::Spawned(s) => Ok(s),
+            other => Err(ClientError::Unexpected(format!("{other:?}"))),
+        }
+    }
+
+    /// Version 3: stop the environment `handle` designates (a handle with STOP): SIGTERM and
+    /// SIGKILL after the grace period, or SIGKILL at once with `kill`. Its end arrives as the
+    /// `down` notice.
+    pub fn stop(&mut self, handle: Handle, kill: bool) -> Result<(), ClientError> {
+        self.need_spawn()?;
+        Self::expect_ok(self.request(Request::Stop { handle, kill })?)
+    }
+
+    /// Version 3: a new SPAWN handle derived from `handle`, allowing at most `share` live
+    /// children and the lower of its ceilings and `limits`.
+    pub fn restrict(
+        &mut self,
+        handle: Handle,
+        share: Option<u32>,
+        limits: Limits,
+    ) -> Result<(Handle, Rights), ClientError> {
+        self.need_spawn()?;
+        Self::expect_handle(self.request(Request::Restrict {
+            handle,
+            share,
+            limits,
+        })?)
+    }
+
+    fn need_spawn(&self) -> Result<(), ClientError> {
+        if self.version() < SPAWN_VERSION {
+            return Err(ClientError::Unexpected(format!(
+                "spawn needs protocol version {SPAWN_VERSION}; the kernel speaks {}",
+                self.version()
+            )));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -991,6 +1037,61 @@ mod tests {
         );
         kernel.join().unwrap();
         assert!(k.abandoned.is_empty() && k.unclaimed.is_empty());
+    }
+
+    #[test]
+    fn spawn_sends_one_frame_and_returns_the_childs_handles() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let reqs = read_requests(sock);
+            assert_eq!(reqs.len(), 1);
+            let Request::Spawn(s) = &reqs[0].body else {
+                panic!("{:?}", reqs[0].body)
+            };
+            assert_eq!(s.handle, 4);
+            assert_eq!(s.names, vec![("db".to_string(), 2)]);
+            assert_eq!(s.args, vec!["--once".to_string()]);
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[0].id,
+                    body: Response::Spawned(Spawned {
+                        child: "req-1".into(),
+                        mailbox: 5,
+                        control: 6,
+                        reference: 9,
+                    }),
+                }],
+            );
+            let reqs = read_requests(sock);
+            assert_eq!(
+                reqs[0].body,
+                Request::Stop {
+                    handle: 6,
+                    kill: true
+                }
+            );
+            answer(
+                sock,
+                &[Frame {
+                    id: reqs[0].id,
+                    body: Response::Error {
+                        code: ErrorCode::Dead,
+                        detail: "it has ended".into(),
+                    },
+                }],
+            );
+        });
+        let s = k
+            .spawn(Spawn {
+                handle: 4,
+                args: vec!["--once".into()],
+                names: vec![("db".into(), 2)],
+                ..Spawn::default()
+            })
+            .unwrap();
+        assert_eq!((s.child.as_str(), s.mailbox, s.control), ("req-1", 5, 6));
+        assert_eq!(k.stop(6, true).unwrap_err().code(), Some(ErrorCode::Dead));
+        kernel.join().unwrap();
     }
 
     #[test]

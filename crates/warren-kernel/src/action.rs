@@ -1,7 +1,7 @@
 //! What the kernel asks its driver to do: answer a request, or write an audit record.
 
 use serde::Serialize;
-use warren_proto::{Handle, RequestId, Response};
+use warren_proto::{Handle, Limits, RequestId, Response};
 
 use crate::{EnvId, Millis};
 
@@ -38,6 +38,24 @@ pub enum Action {
     /// Carry this message to another host (federation): the sender has been answered `ok`,
     /// so the driver must make it durable before that answer leaves.
     Forward(Box<crate::Outbound>),
+    /// Start a child environment from a template (protocol version 3, `spawn`): the kernel has
+    /// decided the spawn is allowed and reserved its place; the driver starts it (through the
+    /// single-threaded launcher) and reports with [`Kernel::spawned`](crate::Kernel::spawned)
+    /// or [`Kernel::spawn_failed`](crate::Kernel::spawn_failed).
+    Spawn(Box<SpawnOrder>),
+    /// Stop environment `env` (SIGTERM then SIGKILL after the grace period; `kill`: SIGKILL at
+    /// once): a `Stop` request on a STOP handle, or a linked child whose parent ended. The
+    /// driver calls [`Kernel::remove_env`](crate::Kernel::remove_env) once it has ended.
+    Stop {
+        /// The environment to stop.
+        env: EnvId,
+        /// Its name.
+        name: String,
+        /// Kill at once.
+        kill: bool,
+        /// Why, for the log.
+        why: String,
+    },
     /// A message injected from another host ([`Kernel::inject`](crate::Kernel::inject)) left
     /// the kernel: delivered to a receive, or discarded (`delivered: false`) because its
     /// mailbox died. The driver may now acknowledge it to the broker.
@@ -83,4 +101,29 @@ pub struct Repeated {
     pub first: Millis,
     /// When the last was decided.
     pub last: Millis,
+}
+
+/// What the driver needs to start a spawned child: the template names what runs (the driver
+/// keeps its image, command and environment); the rest is what the spawner chose, already
+/// checked against the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpawnOrder {
+    /// The ticket to report the outcome under.
+    pub ticket: u64,
+    /// The spawner.
+    pub parent: EnvId,
+    /// The spawner's name (its launch record is the child's parent record).
+    pub parent_name: String,
+    /// The template.
+    pub template: String,
+    /// The child's name.
+    pub child: String,
+    /// Arguments to append to the template's command.
+    pub args: Vec<String>,
+    /// Variables to set, on top of the template's.
+    pub env: Vec<(String, String)>,
+    /// The child's limits: what the spawner asked, or the ceiling where it did not ask.
+    pub limits: Limits,
+    /// Whether the child outlives its parent.
+    pub detach: bool,
 }

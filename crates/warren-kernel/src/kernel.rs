@@ -21,6 +21,7 @@ use crate::mailbox::{
 use crate::{EnvId, Millis};
 
 mod remote;
+pub(crate) mod spawn;
 pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts};
 
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
@@ -130,6 +131,12 @@ pub enum KernelError {
     NameInUse {
         /// The name.
         name: String,
+    },
+    /// [`Kernel::spawned`] named a ticket no spawn waits under.
+    #[error("no spawn is waiting under ticket {ticket}")]
+    UnknownTicket {
+        /// The ticket.
+        ticket: u64,
     },
     /// Every environment id has been used.
     #[error("cannot add environment {name:?}: environment ids are exhausted")]
@@ -296,6 +303,9 @@ fn op_name(req: &Request) -> &'static str {
         Request::SendBatch { .. } => "send-batch",
         Request::RecvBatch { .. } => "recv-batch",
         Request::Attest { .. } => "attest",
+        Request::Spawn(_) => "spawn",
+        Request::Stop { .. } => "stop",
+        Request::Restrict { .. } => "restrict",
     }
 }
 
@@ -405,6 +415,8 @@ pub struct Kernel {
     /// Capabilities exported to other hosts, by export number.
     exports: BTreeMap<u64, CapId>,
     next_export: u64,
+    /// Templates, SPAWN grants, pending spawns and links (`spawn.rs`).
+    spawn: spawn::SpawnState,
 }
 
 impl Kernel {
@@ -431,6 +443,7 @@ impl Kernel {
             remote: BTreeMap::new(),
             exports: BTreeMap::new(),
             next_export: 1,
+            spawn: spawn::SpawnState::default(),
         }
     }
 
@@ -535,6 +548,10 @@ impl Kernel {
     /// unanswered, its table is freed, and every monitor of it gets a `down` notice.
     pub fn remove_env(&mut self, env: EnvId, now: Millis) {
         self.advance(now);
+        if !self.envs.contains_key(&env) {
+            return;
+        }
+        self.spawn_env_ending(env);
         let Some(e) = self.envs.remove(&env) else {
             return;
         };
@@ -696,10 +713,18 @@ impl Kernel {
             } => self.recv(env, id, mailbox, filter, timeout_ms),
             Request::Lookup { name } => self.lookup(env, id, name),
             Request::Whoami => {
-                let identity = self.identity(env);
+                let mut identity = self.identity(env);
+                self.name_handles(env, &mut identity);
                 self.respond(env, id, Response::Identity(identity));
                 Ok(())
             }
+            Request::Spawn(s) => self.spawn(env, id, s),
+            Request::Stop { handle, kill } => self.stop(env, id, handle, kill),
+            Request::Restrict {
+                handle,
+                share,
+                limits,
+            } => self.restrict(env, id, handle, share, limits),
             Request::Attenuate {
                 handle,
                 rights,
@@ -1470,6 +1495,9 @@ impl Kernel {
                 .reason(reason)
                 .target(name.clone())
         };
+        if self.lookup_named(env, id, &name) {
+            return Ok(());
+        }
         if name.contains('@') {
             return match self.strip_local_host(&name) {
                 Some(local) => self.lookup(env, id, local.to_owned()),
@@ -1910,8 +1938,9 @@ impl Kernel {
         );
     }
 
-    fn respond(&mut self, env: EnvId, id: RequestId, response: Response) {
-        if self.envs.contains_key(&env) {
+    fn respond(&mut self, env: EnvId, id: RequestId, mut response: Response) {
+        if let Some(e) = self.envs.get(&env) {
+            Self::mask_rights(e.version, &mut response);
             self.actions
                 .push_back(Action::Respond { env, id, response });
         }

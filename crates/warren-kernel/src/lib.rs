@@ -125,6 +125,14 @@
 //! dropped unanswered (its connection is gone), its table is freed, and its monitors get `down`
 //! notices. Messages it had sent and that were accepted stay queued and are delivered.
 //!
+//! **Spawn** (protocol version 3; `kernel/spawn.rs` has the rules): templates, SPAWN
+//! capabilities on them (attenuable with `restrict`, revocable), the spawn decision emitting
+//! [`Action::Spawn`], completion with [`Kernel::spawned`] / [`Kernel::spawn_failed`], initial
+//! names in the child's table (resolvable by `lookup`, shown by `whoami`), STOP handles,
+//! links (linked children get [`Action::Stop`] when their parent ends) and `down` notices to
+//! the parent with the exit status. A connection of version 1 or 2 never sees the SPAWN and
+//! STOP rights bits.
+//!
 //! **Audit.** Every error answer except `full` and `timeout` (outcomes, not denials) comes with
 //! an [`Action::Audit`] record: who, the operation, the handle, the target where known, the code,
 //! and why (more precisely than the client is told, e.g. whether a lookup was hidden or
@@ -155,9 +163,13 @@ mod caps;
 mod kernel;
 mod mailbox;
 
-pub use action::{Action, AuditRecord, Repeated};
+pub use action::{Action, AuditRecord, Repeated, SpawnOrder};
 #[doc(hidden)]
 pub use kernel::CapInfo;
+pub use kernel::spawn::{
+    CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, SPAWN_RIGHTS,
+    TEMPLATE_PREFIX, TemplateInfo,
+};
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
     Kernel, KernelError, MESSAGE_OVERHEAD, Outbound, SENDER_SHARE_DIVISOR, Stats, accepts,

@@ -72,7 +72,10 @@ impl World {
                         quote: [name.as_bytes(), b"|", &nonce, b"|", &data].concat(),
                     },
                 )),
-                Action::Forward(_) | Action::Settled { .. } => {}
+                Action::Forward(_)
+                | Action::Settled { .. }
+                | Action::Spawn(_)
+                | Action::Stop { .. } => {}
             }
         }
     }

@@ -24,6 +24,9 @@
 
 use thiserror::Error;
 
+use crate::spawn::{
+    Limits, MAX_SPAWN_ARGS, MAX_SPAWN_ENV, MAX_SPAWN_NAMES, MAX_SPAWN_TEXT, Spawn, Spawned,
+};
 use crate::types::{
     Bodies, Deliveries, Delivery, ErrorCode, Filter, Frame, Handle, Identity, Message, Request,
     Response, Rights, Run, Sender,
@@ -74,6 +77,9 @@ mod op {
     pub const SEND_BATCH: u8 = 0x0b;
     pub const RECV_BATCH: u8 = 0x0c;
     pub const ATTEST: u8 = 0x10;
+    pub const SPAWN: u8 = 0x20;
+    pub const STOP: u8 = 0x21;
+    pub const RESTRICT: u8 = 0x22;
 
     pub const WELCOME: u8 = 0x81;
     pub const OK: u8 = 0x82;
@@ -85,6 +91,7 @@ mod op {
     pub const DELIVERIES: u8 = 0x88;
     pub const ACCEPTED: u8 = 0x89;
     pub const QUOTE: u8 = 0x90;
+    pub const SPAWNED: u8 = 0xa0;
 }
 
 /// Encoded size of the largest possible message block (headers, correlation, body, caps,
@@ -106,6 +113,23 @@ const _: () = assert!(
         <= MAX_FRAME
 );
 const _: () = assert!(FRAME_HEADER_LEN + 2 + 2 + MAX_DETAIL <= MAX_FRAME);
+// The largest Spawn: handle, suffix, args, env, limits, detach, names.
+const _: () = assert!(
+    FRAME_HEADER_LEN
+        + 4
+        + 1
+        + 1
+        + MAX_NAME
+        + 2
+        + MAX_SPAWN_ARGS * (2 + MAX_SPAWN_TEXT)
+        + 2
+        + MAX_SPAWN_ENV * (1 + MAX_NAME + 2 + MAX_SPAWN_TEXT)
+        + 4 * 9
+        + 1
+        + 2
+        + MAX_SPAWN_NAMES * (1 + MAX_NAME + 4)
+        <= MAX_FRAME
+);
 const _: () = assert!(MAX_FRAME <= MAX_PACKET && MAX_DETAIL <= u16::MAX as usize);
 
 /// Why bytes could not be decoded. `offset` is always counted from the start of the packet.
@@ -340,6 +364,9 @@ fn request_op(request: &Request) -> u8 {
         Request::SendBatch { .. } => op::SEND_BATCH,
         Request::RecvBatch { .. } => op::RECV_BATCH,
         Request::Attest { .. } => op::ATTEST,
+        Request::Spawn(_) => op::SPAWN,
+        Request::Stop { .. } => op::STOP,
+        Request::Restrict { .. } => op::RESTRICT,
     }
 }
 
@@ -355,6 +382,7 @@ fn response_op(response: &Response) -> u8 {
         Response::Deliveries(_) => op::DELIVERIES,
         Response::Accepted { .. } => op::ACCEPTED,
         Response::Quote { .. } => op::QUOTE,
+        Response::Spawned(_) => op::SPAWNED,
     }
 }
 
@@ -470,7 +498,84 @@ fn request_fields(request: &Request, out: &mut Vec<u8>) -> Result<(), EncodeErro
             put_bytes(out, nonce, MAX_NONCE, "attest nonce")?;
             put_bytes(out, data, MAX_ATTEST_DATA, "attest data")?;
         }
+        Request::Spawn(spawn) => put_spawn(out, spawn)?,
+        Request::Stop { handle, kill } => {
+            put_u32(out, *handle);
+            put_bool(out, *kill);
+        }
+        Request::Restrict {
+            handle,
+            share,
+            limits,
+        } => {
+            put_u32(out, *handle);
+            put_opt(out, share.as_ref(), |out, s| {
+                put_u32(out, *s);
+                Ok(())
+            })?;
+            put_limits(out, limits)?;
+        }
     }
+    Ok(())
+}
+
+/// A Spawn's fields: handle, suffix, args, env, limits, detach, names.
+fn put_spawn(out: &mut Vec<u8>, spawn: &Spawn) -> Result<(), EncodeError> {
+    let Spawn {
+        handle,
+        suffix,
+        args,
+        env,
+        limits,
+        detach,
+        names,
+    } = spawn;
+    put_u32(out, *handle);
+    put_opt(out, suffix.as_ref(), |out, s| {
+        put_name(out, s, "spawn suffix")
+    })?;
+    put_count(out, args.len(), MAX_SPAWN_ARGS, "spawn args")?;
+    for arg in args {
+        put_text(out, arg, MAX_SPAWN_TEXT, "spawn arg")?;
+    }
+    put_count(out, env.len(), MAX_SPAWN_ENV, "spawn env")?;
+    for (name, value) in env {
+        put_name(out, name, "spawn env name")?;
+        put_text(out, value, MAX_SPAWN_TEXT, "spawn env value")?;
+    }
+    put_limits(out, limits)?;
+    put_bool(out, *detach);
+    put_count(out, names.len(), MAX_SPAWN_NAMES, "spawn names")?;
+    for (name, handle) in names {
+        put_name(out, name, "spawn name")?;
+        put_u32(out, *handle);
+    }
+    Ok(())
+}
+
+/// Four `option<u64>`: memory, pids, cpus, tmpfs_size.
+fn put_limits(out: &mut Vec<u8>, limits: &Limits) -> Result<(), EncodeError> {
+    for v in [limits.memory, limits.pids, limits.cpus, limits.tmpfs_size] {
+        put_opt(out, v.as_ref(), |out, v| {
+            put_u64(out, *v);
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// `text`: u16 length (at most `limit`), then UTF-8.
+fn put_text(
+    out: &mut Vec<u8>,
+    text: &str,
+    limit: usize,
+    what: &'static str,
+) -> Result<(), EncodeError> {
+    if text.len() > limit {
+        return Err(too_large(what, text.len(), limit));
+    }
+    put_u16(out, text.len() as u16);
+    out.extend_from_slice(text.as_bytes());
     Ok(())
 }
 
@@ -529,6 +634,17 @@ fn response_fields(response: &Response, out: &mut Vec<u8>) -> Result<(), EncodeE
         }
         Response::Accepted { count } => put_u32(out, *count),
         Response::Quote { quote } => put_bytes(out, quote, MAX_BODY, "quote")?,
+        Response::Spawned(Spawned {
+            child,
+            mailbox,
+            control,
+            reference,
+        }) => {
+            put_name(out, child, "spawned child")?;
+            put_u32(out, *mailbox);
+            put_u32(out, *control);
+            put_u64(out, *reference);
+        }
     }
     Ok(())
 }
@@ -1130,6 +1246,54 @@ impl<'a> Reader<'a> {
         Ok(Rights(bits))
     }
 
+    /// A Spawn's fields (see `put_spawn`).
+    fn spawn(&mut self) -> Result<Spawn, DecodeError> {
+        let handle = self.u32("handle")?;
+        let suffix = self.opt("spawn suffix", |r| r.name("spawn suffix"))?;
+        // Smallest arg: an empty text (2).
+        let count = self.count(MAX_SPAWN_ARGS, 2, "spawn args")?;
+        let mut args = Vec::with_capacity(count);
+        for _ in 0..count {
+            args.push(self.text(MAX_SPAWN_TEXT, "spawn arg")?);
+        }
+        // Smallest variable: an empty name (1) and an empty text (2).
+        let count = self.count(MAX_SPAWN_ENV, 3, "spawn env")?;
+        let mut env = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = self.name("spawn env name")?;
+            let value = self.text(MAX_SPAWN_TEXT, "spawn env value")?;
+            env.push((name, value));
+        }
+        let limits = self.limits()?;
+        let detach = self.flag("detach")?;
+        // Smallest name: an empty name (1) and a handle (4).
+        let count = self.count(MAX_SPAWN_NAMES, 5, "spawn names")?;
+        let mut names = Vec::with_capacity(count);
+        for _ in 0..count {
+            let name = self.name("spawn name")?;
+            names.push((name, self.u32("spawn name handle")?));
+        }
+        Ok(Spawn {
+            handle,
+            suffix,
+            args,
+            env,
+            limits,
+            detach,
+            names,
+        })
+    }
+
+    /// Four `option<u64>`: memory, pids, cpus, tmpfs_size.
+    fn limits(&mut self) -> Result<Limits, DecodeError> {
+        Ok(Limits {
+            memory: self.opt_u64("memory")?,
+            pids: self.opt_u64("pids")?,
+            cpus: self.opt_u64("cpus")?,
+            tmpfs_size: self.opt_u64("tmpfs_size")?,
+        })
+    }
+
     fn message_block(&mut self) -> Result<MessageBlock, DecodeError> {
         // Smallest header: empty name (1) and empty value (4).
         let count = self.count(MAX_HEADERS, 5, "headers")?;
@@ -1259,6 +1423,16 @@ fn request_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Request>, DecodeErr
             nonce: r.bytes(MAX_NONCE, "attest nonce")?,
             data: r.bytes(MAX_ATTEST_DATA, "attest data")?,
         },
+        op::SPAWN => Request::Spawn(r.spawn()?),
+        op::STOP => Request::Stop {
+            handle: r.u32("handle")?,
+            kill: r.flag("kill")?,
+        },
+        op::RESTRICT => Request::Restrict {
+            handle: r.u32("handle")?,
+            share: r.opt_u32("share")?,
+            limits: r.limits()?,
+        },
         _ => return Ok(None),
     };
     Ok(Some(request))
@@ -1339,6 +1513,12 @@ fn response_body(op: u8, r: &mut Reader<'_>) -> Result<Option<Response>, DecodeE
         op::QUOTE => Response::Quote {
             quote: r.bytes(MAX_BODY, "quote")?,
         },
+        op::SPAWNED => Response::Spawned(Spawned {
+            child: r.name("spawned child")?,
+            mailbox: r.u32("spawned mailbox")?,
+            control: r.u32("spawned control")?,
+            reference: r.u64("spawned reference")?,
+        }),
         _ => return Ok(None),
     };
     Ok(Some(response))
@@ -1444,7 +1624,7 @@ mod tests {
                     id: 0,
                     body: Request::Attenuate {
                         handle: 1,
-                        rights: Rights(0x31),
+                        rights: Rights(0xc1),
                         uses: None,
                         expires_in_ms: None,
                         badge: None,
@@ -1452,8 +1632,38 @@ mod tests {
                 },
                 EncodeError::UnknownRights {
                     what: "attenuate rights",
-                    bits: 0x30,
+                    bits: 0xc0,
                 },
+            ),
+            (
+                Frame {
+                    id: 0,
+                    body: Request::Spawn(Spawn {
+                        args: vec![String::new(); MAX_SPAWN_ARGS + 1],
+                        ..Spawn::default()
+                    }),
+                },
+                too_large("spawn args", MAX_SPAWN_ARGS + 1, MAX_SPAWN_ARGS),
+            ),
+            (
+                Frame {
+                    id: 0,
+                    body: Request::Spawn(Spawn {
+                        env: vec![("V".into(), "x".repeat(MAX_SPAWN_TEXT + 1))],
+                        ..Spawn::default()
+                    }),
+                },
+                too_large("spawn env value", MAX_SPAWN_TEXT + 1, MAX_SPAWN_TEXT),
+            ),
+            (
+                Frame {
+                    id: 0,
+                    body: Request::Spawn(Spawn {
+                        names: vec![(String::new(), 1); MAX_SPAWN_NAMES + 1],
+                        ..Spawn::default()
+                    }),
+                },
+                too_large("spawn names", MAX_SPAWN_NAMES + 1, MAX_SPAWN_NAMES),
             ),
             (
                 Frame {

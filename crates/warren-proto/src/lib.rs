@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod codec;
+mod spawn;
 mod types;
 
 pub use codec::{
@@ -20,5 +21,8 @@ pub use codec::{
     MAX_CAPS, MAX_DETAIL, MAX_FRAME, MAX_HEADER_VALUE, MAX_HEADERS, MAX_IDENTITY_HANDLES, MAX_NAME,
     MAX_NONCE, MAX_PACKET, PacketBuilder, decode_requests, decode_responses, encode_request,
     encode_response, encode_send_batch, request_frames, response_frames,
+};
+pub use spawn::{
+    Limits, MAX_SPAWN_ARGS, MAX_SPAWN_ENV, MAX_SPAWN_NAMES, MAX_SPAWN_TEXT, Spawn, Spawned,
 };
 pub use types::*;

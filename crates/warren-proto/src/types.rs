@@ -24,10 +24,17 @@ impl Rights {
     pub const MONITOR: Rights = Rights(4);
     /// Receive from the mailbox: held only by its owner, never transferable.
     pub const RECEIVE: Rights = Rights(8);
+    /// Version 3: create children from a template (a handle on a template carries it).
+    pub const SPAWN: Rights = Rights(0x10);
+    /// Version 3: stop or kill an environment (the handle a spawn answers with carries it).
+    pub const STOP: Rights = Rights(0x20);
     /// Every right a capability to someone else's mailbox can carry.
     pub const ALL_REMOTE: Rights = Rights(1 | 2 | 4);
     /// The bits that have a meaning; others are rejected on decode.
-    pub const KNOWN: Rights = Rights(1 | 2 | 4 | 8);
+    pub const KNOWN: Rights = Rights(1 | 2 | 4 | 8 | 0x10 | 0x20);
+    /// The bits versions 1 and 2 know: the kernel never shows a connection of those versions
+    /// any other.
+    pub const KNOWN_V2: Rights = Rights(1 | 2 | 4 | 8);
 
     /// Whether every right in `other` is in `self`.
     pub fn contains(self, other: Rights) -> bool {
@@ -48,7 +55,15 @@ impl Rights {
 impl fmt::Debug for Rights {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut names = Vec::new();
-        for (bit, name) in [(1, "SEND"), (2, "GRANT"), (4, "MONITOR"), (8, "RECEIVE")] {
+        let names_of = [
+            (1, "SEND"),
+            (2, "GRANT"),
+            (4, "MONITOR"),
+            (8, "RECEIVE"),
+            (0x10, "SPAWN"),
+            (0x20, "STOP"),
+        ];
+        for (bit, name) in names_of {
             if self.0 & bit != 0 {
                 names.push(name);
             }
@@ -215,6 +230,27 @@ pub enum Request {
         max: u32,
         /// How long to wait for the first message.
         timeout_ms: Option<u64>,
+    },
+    /// Version 3: create a child environment from a template (answered
+    /// [`Response::Spawned`]).
+    Spawn(crate::Spawn),
+    /// Version 3: stop (`kill` false: SIGTERM, then SIGKILL after a grace period) or kill at
+    /// once the environment `handle` designates (needs STOP).
+    Stop {
+        /// A handle with STOP.
+        handle: Handle,
+        /// Kill at once rather than ask it to stop.
+        kill: bool,
+    },
+    /// Version 3: a new SPAWN handle derived from `handle` with a smaller share of live
+    /// children and lower limits (answered [`Response::Handle`]).
+    Restrict {
+        /// A handle with SPAWN.
+        handle: Handle,
+        /// Most live children spawned through the new handle and everything derived from it.
+        share: Option<u32>,
+        /// Lower ceilings for children spawned through it.
+        limits: crate::Limits,
     },
     /// A quote from the host's root of trust binding the caller's own launch record and
     /// `data` to a verifier's `nonce` (answered with [`Response::Quote`]).
@@ -463,6 +499,8 @@ pub enum Response {
         /// The number accepted.
         count: u32,
     },
+    /// Version 3: the child a [`Request::Spawn`] created.
+    Spawned(crate::Spawned),
     /// A quote (the JSON document of docs/attestation.md), answering `Attest`.
     Quote {
         /// The quote's bytes.
@@ -521,11 +559,16 @@ pub enum ErrorCode {
     Quota = 14,
     /// Attest: the root of trust could not make a quote (no launch record, key or TPM failure).
     AttestFailed = 20,
+    /// Version 3, Spawn: the child could not be started (the detail says why).
+    SpawnFailed = 40,
+    /// Version 3, Spawn: the template does not allow what was asked (arguments, a variable, a
+    /// limit above its ceiling, detaching).
+    NotAllowed = 41,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::NoSuchHandle,
         ErrorCode::NoRight,
@@ -541,6 +584,8 @@ impl ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::Quota,
         ErrorCode::AttestFailed,
+        ErrorCode::SpawnFailed,
+        ErrorCode::NotAllowed,
     ];
 
     /// The code for `n`, if it is one.
@@ -566,6 +611,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Quota => "quota",
             ErrorCode::AttestFailed => "attest-failed",
+            ErrorCode::SpawnFailed => "spawn-failed",
+            ErrorCode::NotAllowed => "not-allowed",
         }
     }
 }
@@ -595,6 +642,12 @@ pub const VERSION: u16 = 3;
 /// The first protocol version whose connections are answered [`ErrorCode::Quota`]; older ones
 /// get [`ErrorCode::Unavailable`] for a quota refusal (their decoders do not know code 14).
 pub const QUOTA_VERSION: u16 = 3;
+
+/// The first protocol version with spawn: [`Request::Spawn`], [`Request::Stop`],
+/// [`Request::Restrict`], [`Response::Spawned`], the rights [`Rights::SPAWN`] and
+/// [`Rights::STOP`], and the error codes [`ErrorCode::SpawnFailed`] and
+/// [`ErrorCode::NotAllowed`].
+pub const SPAWN_VERSION: u16 = 3;
 
 /// The lowest protocol version this crate speaks.
 pub const MIN_VERSION: u16 = 1;

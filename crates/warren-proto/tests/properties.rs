@@ -7,8 +7,9 @@ use proptest::prelude::*;
 
 use warren_proto::{
     Bodies, DecodeError, Deliveries, Delivery, EncodeError, ErrorCode, Filter, Frame, Identity,
-    MAX_BATCH, MAX_CAPS, MAX_HEADERS, Message, PacketBuilder, Request, Response, Rights, Run,
-    Sender, decode_requests, decode_responses, encode_request, encode_response,
+    Limits, MAX_BATCH, MAX_CAPS, MAX_HEADERS, MAX_SPAWN_NAMES, Message, PacketBuilder, Request,
+    Response, Rights, Run, Sender, Spawn, Spawned, decode_requests, decode_responses,
+    encode_request, encode_response,
 };
 
 /// Names of up to 63 characters (at most 252 bytes of UTF-8), half of them plain ASCII.
@@ -24,7 +25,50 @@ fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn rights() -> impl Strategy<Value = Rights> {
-    (0u32..16).prop_map(Rights)
+    (0u32..64).prop_map(Rights)
+}
+
+fn limits() -> impl Strategy<Value = Limits> {
+    (
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+        any::<Option<u64>>(),
+    )
+        .prop_map(|(memory, pids, cpus, tmpfs_size)| Limits {
+            memory,
+            pids,
+            cpus,
+            tmpfs_size,
+        })
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => name(),
+        1 => vec(any::<char>(), 0..=1024).prop_map(String::from_iter),
+    ]
+}
+
+fn spawn() -> impl Strategy<Value = Spawn> {
+    (
+        any::<u32>(),
+        proptest::option::of(name()),
+        vec(text(), 0..=6),
+        vec((name(), text()), 0..=6),
+        limits(),
+        any::<bool>(),
+        vec((name(), any::<u32>()), 0..=MAX_SPAWN_NAMES),
+    )
+        .prop_map(|(handle, suffix, args, env, limits, detach, names)| Spawn {
+            handle,
+            suffix,
+            args,
+            env,
+            limits,
+            detach,
+            names,
+        })
 }
 
 fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
@@ -120,6 +164,15 @@ fn request() -> impl Strategy<Value = Request> {
             }),
         (vec(any::<u8>(), 1..=64), vec(any::<u8>(), 0..=64))
             .prop_map(|(nonce, data)| Request::Attest { nonce, data }),
+        spawn().prop_map(Request::Spawn),
+        (any::<u32>(), any::<bool>()).prop_map(|(handle, kill)| Request::Stop { handle, kill }),
+        (any::<u32>(), any::<Option<u32>>(), limits()).prop_map(|(handle, share, limits)| {
+            Request::Restrict {
+                handle,
+                share,
+                limits,
+            }
+        }),
     ]
 }
 
@@ -178,6 +231,14 @@ fn response() -> impl Strategy<Value = Response> {
             detail: String::from_iter(detail)
         }),
         vec(any::<u8>(), 0..256).prop_map(|quote| Response::Quote { quote }),
+        (name(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
+            |(child, mailbox, control, reference)| Response::Spawned(Spawned {
+                child,
+                mailbox,
+                control,
+                reference,
+            })
+        ),
     ]
 }
 

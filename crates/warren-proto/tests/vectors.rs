@@ -7,10 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use warren_proto::{
-    Bodies, DecodeError, Deliveries, Delivery, ErrorCode, Filter, Frame, Identity, MAX_BATCH,
-    MAX_BODY, MAX_CAPS, MAX_DETAIL, MAX_FRAME, MAX_HEADERS, Message, PacketBuilder, Request,
-    Response, Rights, Run, Sender, decode_requests, decode_responses, encode_request,
-    encode_response,
+    Bodies, DecodeError, Deliveries, Delivery, ErrorCode, Filter, Frame, Identity, Limits,
+    MAX_BATCH, MAX_BODY, MAX_CAPS, MAX_DETAIL, MAX_FRAME, MAX_HEADERS, MAX_SPAWN_ARGS,
+    MAX_SPAWN_TEXT, Message, PacketBuilder, Request, Response, Rights, Run, Sender, Spawn, Spawned,
+    decode_requests, decode_responses, encode_request, encode_response,
 };
 
 fn bodies(list: &[&[u8]]) -> Bodies {
@@ -382,7 +382,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
                 Response::Identity(Identity {
                     env: "web".into(),
                     handles: vec![
-                        (1, "web".into(), Rights::KNOWN),
+                        (1, "web".into(), Rights::KNOWN_V2),
                         (2, "db".into(), Rights::SEND),
                     ],
                 }),
@@ -470,6 +470,133 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             )]),
         ),
         (
+            "spawn-minimal",
+            Requests(vec![req(
+                0x20,
+                Request::Spawn(Spawn {
+                    handle: 2,
+                    ..Spawn::default()
+                }),
+            )]),
+        ),
+        (
+            "spawn-full",
+            Requests(vec![req(
+                0x21,
+                Request::Spawn(Spawn {
+                    handle: 2,
+                    suffix: Some("r1".into()),
+                    args: vec!["--once".into(), String::new()],
+                    env: vec![("REQUEST_ID".into(), "42".into())],
+                    limits: Limits {
+                        memory: Some(32 << 20),
+                        pids: None,
+                        cpus: Some(250_000),
+                        tmpfs_size: None,
+                    },
+                    detach: false,
+                    names: vec![("store".into(), 3), ("log".into(), 4)],
+                }),
+            )]),
+        ),
+        (
+            "stop",
+            Requests(vec![req(
+                0x22,
+                Request::Stop {
+                    handle: 5,
+                    kill: true,
+                },
+            )]),
+        ),
+        (
+            "restrict",
+            Requests(vec![req(
+                0x23,
+                Request::Restrict {
+                    handle: 2,
+                    share: Some(10),
+                    limits: Limits {
+                        memory: Some(16 << 20),
+                        pids: Some(8),
+                        cpus: None,
+                        tmpfs_size: None,
+                    },
+                },
+            )]),
+        ),
+        (
+            "spawned",
+            Responses(vec![resp(
+                0x21,
+                Response::Spawned(Spawned {
+                    child: "req-r1".into(),
+                    mailbox: 5,
+                    control: 6,
+                    reference: 7,
+                }),
+            )]),
+        ),
+        (
+            "handle-spawn",
+            Responses(vec![resp(
+                0x24,
+                Response::Handle {
+                    handle: 7,
+                    rights: Rights::SPAWN.union(Rights::GRANT),
+                },
+            )]),
+        ),
+        (
+            "delivery-child-down",
+            Responses(vec![resp(
+                0x25,
+                Response::Delivery(Delivery {
+                    headers: vec![
+                        ("warren-down".into(), b"ended".to_vec()),
+                        ("warren-exit".into(), b"code=3".to_vec()),
+                    ],
+                    down: Some(7),
+                    ..delivery(1, "req-r1", 0)
+                }),
+            )]),
+        ),
+        (
+            "spawn-args-over-limit",
+            Invalid(too_large(14, "spawn args", 65, MAX_SPAWN_ARGS)),
+        ),
+        (
+            "spawn-arg-over-limit",
+            Invalid(too_large(16, "spawn arg", 4097, MAX_SPAWN_TEXT)),
+        ),
+        (
+            "spawn-names-beyond-input",
+            Invalid(truncated(25, "spawn names", 10, 0)),
+        ),
+        (
+            "stop-bad-kill",
+            Invalid(DecodeError::BadTag {
+                offset: 13,
+                what: "kill",
+                tag: 2,
+            }),
+        ),
+        (
+            "rights-beyond-stop",
+            Invalid(DecodeError::UnknownRights {
+                offset: 13,
+                what: "handle rights",
+                bits: 0x40,
+            }),
+        ),
+        (
+            "error-code-gap",
+            Invalid(DecodeError::UnknownErrorCode {
+                offset: 9,
+                code: 42,
+            }),
+        ),
+        (
             "attest-nonce-over-limit",
             Invalid(too_large(9, "attest nonce", 65, 64)),
         ),
@@ -528,7 +655,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             Invalid(DecodeError::UnknownRights {
                 offset: 13,
                 what: "attenuate rights",
-                bits: 0x10,
+                bits: 0x40,
             }),
         ),
         (
@@ -808,6 +935,9 @@ fn request_name(r: &Request) -> &'static str {
         Request::SendBatch { .. } => "SendBatch",
         Request::RecvBatch { .. } => "RecvBatch",
         Request::Attest { .. } => "Attest",
+        Request::Spawn(_) => "Spawn",
+        Request::Stop { .. } => "Stop",
+        Request::Restrict { .. } => "Restrict",
     }
 }
 
@@ -823,6 +953,7 @@ fn response_name(r: &Response) -> &'static str {
         Response::Deliveries(_) => "Deliveries",
         Response::Accepted { .. } => "Accepted",
         Response::Quote { .. } => "Quote",
+        Response::Spawned(_) => "Spawned",
     }
 }
 
@@ -847,8 +978,8 @@ fn every_variant_and_error_code_has_a_vector() {
             Expect::Invalid(_) => {}
         }
     }
-    assert_eq!(requests.len(), 13, "{requests:?}");
-    assert_eq!(responses.len(), 10, "{responses:?}");
+    assert_eq!(requests.len(), 16, "{requests:?}");
+    assert_eq!(responses.len(), 11, "{responses:?}");
     assert_eq!(codes.len(), ErrorCode::ALL.len(), "{codes:?}");
 }
 
@@ -871,6 +1002,8 @@ fn error_codes_are_stable() {
         (13, "unavailable"),
         (14, "quota"),
         (20, "attest-failed"),
+        (40, "spawn-failed"),
+        (41, "not-allowed"),
     ];
     let actual: Vec<(u16, &str)> = ErrorCode::ALL
         .iter()

@@ -23,8 +23,8 @@ pub use caps::{Capability, CapabilityError};
 pub use image_name::{ImageName, ImageNameError};
 pub use limits::{Bound, LimitError, validate_space};
 pub use manifest::{
-    HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, load_manifest,
-    parse_manifest,
+    HostSpec, ImageSpec, Manifest, ManifestError, RestartPolicy, SpaceSpec, TemplateSpec,
+    load_manifest, parse_manifest,
 };
 pub use name::{EnvName, NameError};
 pub use net::{Cidr, NetError, NetSpec, Proto, Publish, VethSpec};

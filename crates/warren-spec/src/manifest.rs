@@ -28,6 +28,10 @@ use toml::de::{DeTable, DeValue};
 
 use crate::{ByteSize, CpuQuota, EnvName};
 
+mod template;
+
+pub use template::{MAX_INSTANCES, MAX_TEMPLATE_LIST, MAX_TEMPLATES, TemplateSpec};
+
 /// Most environments one manifest may declare.
 pub const MAX_SPACES: usize = 1000;
 
@@ -54,6 +58,9 @@ pub struct Manifest {
     pub host: HostSpec,
     /// The environments, by name (`[space.NAME]`).
     pub spaces: BTreeMap<EnvName, SpaceSpec>,
+    /// The templates environments may spawn children from, by name (`[template.NAME]`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub templates: BTreeMap<EnvName, TemplateSpec>,
 }
 
 /// The `[host]` table.
@@ -127,6 +134,10 @@ pub struct SpaceSpec {
     /// given them a capability (federation's inbound policy).
     #[serde(default)]
     pub accept_from: Vec<String>,
+    /// Templates it holds a SPAWN capability on (`[template.NAME]` of the same file), in the
+    /// order written.
+    #[serde(default)]
+    pub may_spawn: Vec<String>,
     /// For a binary image: files and directories added read-only to its root at the same path
     /// (`image = { binary = "PATH", with = ["PATH", ...] }`, `warren run --with`).
     #[serde(default)]
@@ -322,23 +333,26 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
         ManifestError::whole_file(file, "cannot make the manifest's path absolute", Some(e))
     })?;
     let dir = absolute.parent().unwrap_or(Path::new("/")).to_owned();
-    let p = Parser {
+    let mut p = Parser {
         file,
         text,
         dir,
         look,
+        templates: BTreeSet::new(),
     };
     let root = DeTable::parse(text).map_err(|e| p.syntax(&e))?;
-    let (host, spaces) = p.document(root.get_ref())?;
+    p.templates = template::declared_names(root.get_ref());
+    let (host, spaces, templates) = p.document(root.get_ref())?;
     Ok(Manifest {
         file: absolute,
         host,
         spaces,
+        templates,
     })
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 19] = [
+const SPACE_KEYS: [&str; 20] = [
     "image",
     "command",
     "env",
@@ -356,6 +370,7 @@ const SPACE_KEYS: [&str; 19] = [
     "allow_missing",
     "capabilities",
     "accept_from",
+    "may_spawn",
     "init",
     "volumes",
 ];
@@ -374,6 +389,8 @@ struct Parser<'a> {
     dir: PathBuf,
     /// Whether `image = "NAME"` may look for a directory to tell a root from a stored image.
     look: bool,
+    /// The names of the templates the document declares (`may_spawn` must name one).
+    templates: BTreeSet<String>,
 }
 
 /// Where in the document a table sits, as key segments (`["space", "db"]`).
@@ -529,6 +546,22 @@ fn parse_target(s: &str) -> Option<Target<'_>> {
     ok.then_some(Target { env, mailbox, host })
 }
 
+/// A portable environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+fn env_key_ok(k: &str) -> bool {
+    let mut chars = k.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// What [`Parser::document`] reads: the host, the environments and the templates.
+type Document = (
+    HostSpec,
+    BTreeMap<EnvName, SpaceSpec>,
+    BTreeMap<EnvName, TemplateSpec>,
+);
+
 /// An environment's settings while its table is being read.
 struct SpaceDraft {
     image: Option<ImageSpec>,
@@ -591,18 +624,16 @@ impl Parser<'_> {
         self.error(span, table.key(key), format!("{}: {why}", table.at(key)))
     }
 
-    fn document(
-        &self,
-        root: &DeTable<'_>,
-    ) -> Result<(HostSpec, BTreeMap<EnvName, SpaceSpec>), ManifestError> {
+    fn document(&self, root: &DeTable<'_>) -> Result<Document, ManifestError> {
         let top = TablePath(Vec::new());
-        let (mut host, mut spaces) = (None, None);
+        let (mut host, mut spaces, mut templates) = (None, None, None);
         for (k, v) in entries(root) {
             match k.get_ref().as_ref() {
                 "host" => host = Some(v),
                 "space" => spaces = Some(v),
+                "template" => templates = Some(v),
                 x if is_extension(x) => {}
-                _ => return Err(self.unknown(&top, k, &["host", "space"])),
+                _ => return Err(self.unknown(&top, k, &["host", "space", "template"])),
             }
         }
         let host = match host {
@@ -613,7 +644,11 @@ impl Parser<'_> {
             Some(v) => self.spaces(&top, v, host.name.as_deref())?,
             None => BTreeMap::new(),
         };
-        Ok((host, spaces))
+        let templates = match templates {
+            Some(v) => self.templates(&top, v)?,
+            None => BTreeMap::new(),
+        };
+        Ok((host, spaces, templates))
     }
 
     fn host(&self, top: &TablePath, v: &Value<'_>) -> Result<HostSpec, ManifestError> {
@@ -791,6 +826,7 @@ impl Parser<'_> {
                 capabilities: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                may_spawn: Vec::new(),
                 init: true,
                 with: Vec::new(),
                 volumes: Vec::new(),
@@ -829,6 +865,7 @@ impl Parser<'_> {
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "capabilities" => s.capabilities = self.capabilities(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
+                "may_spawn" => s.may_spawn = self.may_spawn(here, v)?,
                 "init" => match v.get_ref() {
                     DeValue::Boolean(b) => s.init = *b,
                     _ => return Err(self.type_error(here, key, v, "true or false")),

@@ -512,6 +512,9 @@ pub struct PsArgs {
     /// Show all environments (Warren keeps no record of exited ones yet, so the same as without).
     #[arg(short, long)]
     pub all: bool,
+    /// Show spawned children indented under the environment that spawned them.
+    #[arg(long)]
+    pub tree: bool,
 }
 
 /// `warren inspect`.

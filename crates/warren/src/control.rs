@@ -141,6 +141,9 @@ pub enum ControlRequest {
         file: String,
         /// The declared environments.
         spaces: std::collections::BTreeMap<String, warren_spec::SpaceSpec>,
+        /// The declared templates (spawn, docs/manifest.md); absent from older clients.
+        #[serde(default)]
+        templates: std::collections::BTreeMap<String, warren_spec::TemplateSpec>,
         /// Plan only.
         #[serde(default)]
         check: bool,

@@ -14,6 +14,7 @@ mod dirs;
 mod measure;
 mod mounts;
 mod supervisor;
+mod template;
 mod volumes;
 
 use clap::Parser;

@@ -67,6 +67,9 @@ pub struct Managed {
     /// When (daemon ms) a restart is due, while `Restarting`.
     #[serde(skip)]
     pub restart_at: Option<u64>,
+    /// For a child spawned through the protocol (not declared in a manifest): its spawner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawned_by: Option<String>,
 }
 
 impl Managed {
@@ -81,6 +84,7 @@ impl Managed {
             launcher_pid: None,
             started_at_ms: None,
             restart_at: None,
+            spawned_by: None,
         }
     }
 }

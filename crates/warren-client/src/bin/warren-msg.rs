@@ -14,8 +14,18 @@
 //! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
 //! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
 //! warren-msg attest --nonce HEX [--data HEX]     # a quote of this environment's launch record
+//! warren-msg spawn TEMPLATE [--name SUFFIX] [--grant NAME=HANDLE]... [--env K=V]... \
+//!     [--memory SIZE] [--pids N] [--cpus CPUS] [--tmpfs SIZE] [--detach] [-- ARGS...]
+//! warren-msg stop TARGET [--kill]                 # a child, through its STOP handle
+//! warren-msg restrict TEMPLATE [--share N] [--memory SIZE] [--pids N] [--cpus CPUS] [--tmpfs SIZE]
 //! warren-msg init -- CMD [ARG...]                 # pid 1: forward signals, reap, exit as CMD (warren run --init)
 //! ```
+//! `spawn` prints the child's name and handles: `{"child":"req-1","mailbox":5,"control":6,
+//! "reference":7}` (send to `mailbox`, stop through `control`, and the `down` notice for the
+//! child carries `reference`). TEMPLATE is a handle number or a template name (`req`, or
+//! `template:req`); `--grant NAME=HANDLE` passes HANDLE (a number or a name) as the child's
+//! initial name NAME. SIZE is bytes or a number with K, M or G (binary units); CPUS is a
+//! number of cpus such as `0.5`.
 //! `attest` prints the quote document itself (docs/attestation.md), for `warren attest verify`.
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
 #![forbid(unsafe_code)]
@@ -25,7 +35,9 @@ mod init;
 
 use std::time::Duration;
 
-use warren_client::{Client, ClientError, Delivery, Filter, Handle, Message, Rights};
+use warren_client::{
+    Client, ClientError, Delivery, Filter, Handle, Limits, Message, Rights, Spawn,
+};
 
 fn usage() -> ! {
     eprintln!(
@@ -34,7 +46,10 @@ fn usage() -> ! {
          [--correlation N] [-H K=V] [--body] | send-many TARGET BODY... [--nowait] | \
          recv-many [--max N] [--timeout MS] | attenuate TARGET [--rights LIST] [--uses N] \
          [--expires MS] [--badge N] | revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME] \
-         | attest --nonce HEX [--data HEX]"
+         | attest --nonce HEX [--data HEX] | spawn TEMPLATE [--name SUFFIX] [--grant NAME=HANDLE]... \
+         [--env K=V]... [--memory SIZE] [--pids N] [--cpus CPUS] [--tmpfs SIZE] [--detach] [-- ARGS...] \
+         | stop TARGET [--kill] | restrict TEMPLATE [--share N] [--memory SIZE] [--pids N] [--cpus CPUS] \
+         [--tmpfs SIZE]"
     );
     std::process::exit(2)
 }
@@ -64,6 +79,8 @@ fn rights_str(r: Rights) -> String {
         (Rights::GRANT, "grant"),
         (Rights::MONITOR, "monitor"),
         (Rights::RECEIVE, "receive"),
+        (Rights::SPAWN, "spawn"),
+        (Rights::STOP, "stop"),
     ] {
         if r.contains(bit) {
             v.push(json_str(n));
@@ -118,16 +135,21 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 struct Args {
     pos: Vec<String>,
     flags: Vec<(String, Option<String>)>,
+    /// Everything after `--`, as given.
+    rest: Vec<String>,
 }
 
 impl Args {
     fn parse(raw: Vec<String>) -> Args {
-        const BOOL: [&str; 3] = ["--nowait", "--reply", "--body"];
+        const BOOL: [&str; 5] = ["--nowait", "--reply", "--body", "--detach", "--kill"];
         let mut pos = Vec::new();
         let mut flags = Vec::new();
+        let mut rest = Vec::new();
         let mut it = raw.into_iter();
         while let Some(a) = it.next() {
-            if a.starts_with('-') && a.len() > 1 {
+            if a == "--" {
+                rest.extend(it.by_ref());
+            } else if a.starts_with('-') && a.len() > 1 {
                 if BOOL.contains(&a.as_str()) {
                     flags.push((a, None));
                 } else {
@@ -138,7 +160,7 @@ impl Args {
                 pos.push(a);
             }
         }
-        Args { pos, flags }
+        Args { pos, flags, rest }
     }
     fn get(&self, name: &str) -> Option<&str> {
         self.flags
@@ -178,6 +200,11 @@ fn header(kv: &str) -> (String, Vec<u8>) {
 }
 
 fn target(k: &mut Client, t: &str) -> Result<Handle, ClientError> {
+    target_with(k, t, Rights::SEND)
+}
+
+/// A handle number, or the handle `whoami` lists under that name with `right`, else a lookup.
+fn target_with(k: &mut Client, t: &str, right: Rights) -> Result<Handle, ClientError> {
     if let Ok(h) = t.parse::<Handle>() {
         return Ok(h);
     }
@@ -185,11 +212,74 @@ fn target(k: &mut Client, t: &str) -> Result<Handle, ClientError> {
     if let Some((h, _, _)) = me
         .handles
         .iter()
-        .find(|(_, d, r)| d == t && r.contains(Rights::SEND))
+        .find(|(_, d, r)| d == t && r.contains(right))
     {
         return Ok(*h);
     }
     Ok(k.lookup(t)?.0)
+}
+
+/// A template handle: a number, `template:NAME`, or `NAME`.
+fn template(k: &mut Client, t: &str) -> Result<Handle, ClientError> {
+    if t.parse::<Handle>().is_ok() || t.starts_with("template:") {
+        return target_with(k, t, Rights::SPAWN);
+    }
+    target_with(k, &format!("template:{t}"), Rights::SPAWN)
+}
+
+/// Bytes, or a number with a binary unit: `512k`, `64M`, `1G`.
+fn size(flag: &str, v: &str) -> u64 {
+    let (digits, mult) = match v.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let mult: u64 = match c.to_ascii_lowercase() {
+                'k' => 1 << 10,
+                'm' => 1 << 20,
+                'g' => 1 << 30,
+                _ => bad(flag, v, "a size such as 64M"),
+            };
+            (&v[..i], mult)
+        }
+        _ => (v, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| bad(flag, v, "a size such as 64M"))
+}
+
+/// A number of cpus (`0.5`) in millionths of a cpu.
+fn cpus(flag: &str, v: &str) -> u64 {
+    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
+    let ok = !whole.is_empty()
+        && whole.chars().all(|c| c.is_ascii_digit())
+        && frac.len() <= 6
+        && frac.chars().all(|c| c.is_ascii_digit());
+    let parsed = ok
+        .then(|| {
+            let w: u64 = whole.parse().ok()?;
+            let f: u64 = format!("{frac:0<6}").parse().ok()?;
+            w.checked_mul(1_000_000)?.checked_add(f)
+        })
+        .flatten()
+        .filter(|&n| n > 0);
+    parsed.unwrap_or_else(|| bad(flag, v, "a number of cpus such as 0.5"))
+}
+
+fn bad(flag: &str, v: &str, want: &str) -> ! {
+    eprintln!("warren-msg: {flag} takes {want}, not {v:?}");
+    std::process::exit(2)
+}
+
+/// `--memory`, `--pids`, `--cpus`, `--tmpfs`.
+fn limits(a: &Args) -> Limits {
+    Limits {
+        memory: a.get("--memory").map(|v| size("--memory", v)),
+        pids: a.num("--pids"),
+        cpus: a.get("--cpus").map(|v| cpus("--cpus", v)),
+        tmpfs_size: a.get("--tmpfs").map(|v| size("--tmpfs", v)),
+    }
 }
 
 fn run(op: &str, a: Args) -> Result<(), ClientError> {
@@ -335,6 +425,52 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
             };
             let quote = k.attest(&nonce, &data)?;
             println!("{}", String::from_utf8_lossy(&quote));
+        }
+        "spawn" => {
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let handle = template(&mut k, t)?;
+            let mut names = Vec::new();
+            for g in a.all("--grant") {
+                let Some((name, h)) = g.split_once('=') else {
+                    bad("--grant", g, "NAME=HANDLE")
+                };
+                names.push((name.to_owned(), target_with(&mut k, h, Rights::GRANT)?));
+            }
+            let mut env = Vec::new();
+            for kv in a.all("--env") {
+                let Some((name, value)) = kv.split_once('=') else {
+                    bad("--env", kv, "NAME=VALUE")
+                };
+                env.push((name.to_owned(), value.to_owned()));
+            }
+            let s = k.spawn(Spawn {
+                handle,
+                suffix: a.get("--name").map(str::to_owned),
+                args: a.rest.clone(),
+                env,
+                limits: limits(&a),
+                detach: a.has("--detach"),
+                names,
+            })?;
+            println!(
+                "{{\"child\":{},\"mailbox\":{},\"control\":{},\"reference\":{}}}",
+                json_str(&s.child),
+                s.mailbox,
+                s.control,
+                s.reference
+            );
+        }
+        "stop" => {
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let h = target_with(&mut k, t, Rights::STOP)?;
+            k.stop(h, a.has("--kill"))?;
+            println!("{{\"ok\":true}}");
+        }
+        "restrict" => {
+            let t = a.pos.first().unwrap_or_else(|| usage());
+            let h = template(&mut k, t)?;
+            let (nh, r) = k.restrict(h, a.num("--share"), limits(&a))?;
+            println!("{{\"handle\":{nh},\"rights\":{}}}", rights_str(r));
         }
         _ => usage(),
     }

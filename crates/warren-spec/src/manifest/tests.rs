@@ -62,6 +62,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
         "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [],
+        "may_spawn": [],
     })
 }
 
@@ -126,6 +127,7 @@ fn every_key() {
                     "capabilities": ["CAP_CHOWN", "CAP_SETUID", "CAP_NET_BIND_SERVICE"],
                     "net": "none",
                     "accept_from": [],
+                    "may_spawn": [],
                     "with": [],
                     "volumes": [],
                     "init": false,

@@ -99,6 +99,7 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "capabilities", "old": null, "new": [] },
                 { "field": "net", "old": null, "new": "none" },
                 { "field": "accept_from", "old": null, "new": [] },
+                { "field": "may_spawn", "old": null, "new": [] },
                 { "field": "init", "old": null, "new": true },
                 { "field": "with", "old": null, "new": [] },
                 { "field": "volumes", "old": null, "new": [] },

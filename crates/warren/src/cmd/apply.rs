@@ -21,9 +21,15 @@ fn send(state_dir: &Path, file: &Path, check: bool, timeout: u64) -> anyhow::Res
         .into_iter()
         .map(|(n, s)| (n.to_string(), s))
         .collect();
+    let templates = manifest
+        .templates
+        .into_iter()
+        .map(|(n, t)| (n.to_string(), t))
+        .collect();
     let req = ControlRequest::Apply {
         file: file.display().to_string(),
         spaces,
+        templates,
         check,
         stop_timeout: timeout,
     };

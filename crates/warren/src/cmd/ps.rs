@@ -81,16 +81,22 @@ impl Row {
             "last_exit": m["last_exit"],
             "address": l["applied"]["net"]["address"],
             "published": l["applied"]["net"]["published"],
+            "parent": m["parent"],
+            "children": m.get("children").cloned().unwrap_or_else(|| json!([])),
         })
     }
 }
 
 /// `warren ps`.
 pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
-    let rows: Vec<(String, Row)> = rows(state_dir)?
+    let mut rows: Vec<(String, Row)> = rows(state_dir)?
         .into_iter()
         .filter(|(_, r)| args.all || r.live.is_some())
         .collect();
+    let mut depth = BTreeMap::new();
+    if args.tree {
+        rows = tree_order(rows, &mut depth);
+    }
     if args.quiet {
         for (name, _) in &rows {
             println!("{name}");
@@ -106,6 +112,8 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
         );
         for (name, r) in &rows {
             let v = r.json(name);
+            let indent = depth.get(name).copied().unwrap_or(0);
+            let shown = format!("{}{name}", "  ".repeat(indent));
             let cmd = v["command"]
                 .as_array()
                 .map(|a| {
@@ -117,7 +125,7 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
                 .unwrap_or_default();
             println!(
                 "{:<24} {:<11} {:>8} {:>12} {:>8}  {}",
-                name,
+                shown,
                 v["state"].as_str().unwrap_or("?"),
                 v["pid"].as_i64().map(|p| p.to_string()).unwrap_or_default(),
                 v["uid_base"]
@@ -133,6 +141,44 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `ps --tree`: every environment after the one that spawned it (depth-first, children in name
+/// order), with its depth; an environment whose parent is not listed is a root.
+fn tree_order(rows: Vec<(String, Row)>, depth: &mut BTreeMap<String, usize>) -> Vec<(String, Row)> {
+    let parent_of = |r: &Row| {
+        r.managed
+            .as_ref()
+            .and_then(|m| m["parent"].as_str().map(str::to_owned))
+    };
+    let names: std::collections::BTreeSet<String> = rows.iter().map(|(n, _)| n.clone()).collect();
+    let mut kids: BTreeMap<Option<String>, Vec<String>> = BTreeMap::new();
+    for (name, r) in &rows {
+        let p = parent_of(r).filter(|p| names.contains(p) && p != name);
+        kids.entry(p).or_default().push(name.clone());
+    }
+    let mut by_name: BTreeMap<String, Row> = rows.into_iter().collect();
+    let mut out = Vec::with_capacity(by_name.len());
+    let mut stack: Vec<(String, usize)> = kids
+        .get(&None)
+        .into_iter()
+        .flatten()
+        .rev()
+        .map(|n| (n.clone(), 0))
+        .collect();
+    while let Some((name, d)) = stack.pop() {
+        let Some(row) = by_name.remove(&name) else {
+            continue;
+        };
+        depth.insert(name.clone(), d);
+        for k in kids.get(&Some(name.clone())).into_iter().flatten().rev() {
+            stack.push((k.clone(), d + 1));
+        }
+        out.push((name, row));
+    }
+    // A cycle (never made by the kernel) would leave rows unvisited: list them as roots.
+    out.extend(by_name);
+    out
 }
 
 /// `warren inspect`: the live record (applied isolation, cgroup, uid range) merged with the
@@ -160,6 +206,8 @@ pub fn inspect(state_dir: &Path, args: InspectArgs) -> anyhow::Result<i32> {
         out["restarts"] = m["restarts"].clone();
         out["last_exit"] = m["last_exit"].clone();
         out["launcher_pid"] = m["launcher_pid"].clone();
+        out["parent"] = m["parent"].clone();
+        out["children"] = m.get("children").cloned().unwrap_or_else(|| json!([]));
     }
     // The launch's event-log record (measured launch), as the launcher recorded it.
     out["measurement"] = out["applied"]["measurement"].clone();

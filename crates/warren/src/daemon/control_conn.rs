@@ -226,9 +226,13 @@ impl Daemon {
             Ok(ControlRequest::Apply {
                 file,
                 spaces,
+                templates,
                 check,
                 stop_timeout,
             }) => {
+                if !check {
+                    self.declare_templates(templates);
+                }
                 self.apply(token, file, spaces, check, stop_timeout);
             }
             Ok(ControlRequest::List) => {
@@ -346,7 +350,7 @@ impl Daemon {
             mailbox_capacity: capacity,
             mailbox_bytes: mailbox_bytes.map(|b| usize::try_from(b).unwrap_or(usize::MAX)),
         };
-        let env = match self.kernel.add_env(spec, self.now()) {
+        let env = match self.register_env(spec) {
             Ok(e) => e,
             Err(e) => {
                 self.control_reply(token, ControlResponse::error(e.to_string()));
@@ -356,6 +360,9 @@ impl Daemon {
         if let Some(m) = self.registry.envs.get(&name) {
             if !m.spec.accept_from.is_empty() {
                 self.kernel.set_accept_from(env, m.spec.accept_from.clone());
+            }
+            if !m.spec.may_spawn.is_empty() {
+                self.kernel.set_may_spawn(env, m.spec.may_spawn.clone());
             }
         }
         let readopted = kept.is_some();
@@ -430,7 +437,9 @@ impl Daemon {
         if let Some(Conn::Control(c)) = self.conns.remove(&token) {
             let _ = epoll::delete(&self.epoll, &c.fd);
             if let Some(env) = c.env {
-                self.kernel.remove_env(env, self.now());
+                if self.end_now(env) {
+                    self.kernel.remove_env(env, self.now());
+                }
                 if let Some(et) = self.env_conn.remove(&env) {
                     self.close_env(et);
                 }

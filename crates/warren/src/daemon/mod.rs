@@ -43,6 +43,7 @@ mod audit;
 mod conn;
 mod control_conn;
 mod link;
+mod spawn;
 mod supervise;
 mod worker;
 use conn::EnvConn;
@@ -169,6 +170,8 @@ struct Daemon {
     pendings: Vec<Pending>,
     /// Federation, when `[host]` names a broker.
     link: Option<link::Link>,
+    /// Spawned children (`spawn.rs`).
+    spawns: spawn::Spawns,
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
@@ -202,6 +205,9 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
         Err(e) => tracing::warn!("sweeping network rules: {e:#}"),
     }
     if let Some(m) = manifest {
+        // Templates first, so that environments declaring `may_spawn` get their handles.
+        let templates = m.templates.iter();
+        d.declare_templates(templates.map(|(n, t)| (n.to_string(), t.clone())).collect());
         let spaces = m
             .spaces
             .into_iter()
@@ -357,6 +363,7 @@ impl Daemon {
             pid_tokens: IdMap::default(),
             pendings: Vec::new(),
             link: None,
+            spawns: spawn::Spawns::default(),
         })
     }
 
@@ -511,6 +518,10 @@ impl Daemon {
                         l.settled(ticket);
                     }
                 }
+                Action::Spawn(order) => self.carry_out_spawn(&order),
+                Action::Stop {
+                    name, kill, why, ..
+                } => self.carry_out_stop(&name, kill, &why),
             }
         }
     }

@@ -69,7 +69,7 @@ fn wall_ms() -> u64 {
 
 impl Daemon {
     /// Persist the managed set; a failure is reported, never fatal.
-    fn save(&self) {
+    pub(super) fn save(&self) {
         if let Err(e) = self.registry.save(&self.state_dir) {
             tracing::warn!("cannot save the managed environments: {e:#}");
         }
@@ -91,7 +91,7 @@ impl Daemon {
     }
 
     /// Start launcher `name` (its spec is in the registry).
-    fn start(&mut self, name: &str) -> Result<(), String> {
+    pub(super) fn start(&mut self, name: &str) -> Result<(), String> {
         let Some(m) = self.registry.envs.get(name) else {
             return Err("not managed".into());
         };
@@ -149,7 +149,7 @@ impl Daemon {
 
     /// Ask launcher `name` to stop: SIGTERM now (forwarded to the workload), a second SIGTERM
     /// after `timeout_ms` (the launcher then kills the workload), SIGKILL after that.
-    fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
+    pub(super) fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
@@ -227,6 +227,11 @@ impl Daemon {
             // A re-adopted launcher is not our child: its status is unknown.
             _ => 255,
         };
+        if self.child_exited(&name, code) {
+            self.save();
+            self.finish_waiting(&name, |_| "exited".to_owned());
+            return;
+        }
         let ran = rt.started.elapsed().as_millis() as u64;
         let now = self.now();
         let result = match rt.stopping.map(|s| s.after) {
@@ -377,6 +382,7 @@ impl Daemon {
             .registry
             .envs
             .iter()
+            .filter(|(n, _)| !self.spawns.is_child(n))
             .filter_map(|(n, m)| {
                 let name = n.parse().ok()?;
                 // An environment that finished the way its restart policy intends (exited under
@@ -398,6 +404,7 @@ impl Daemon {
             file: file.into(),
             host: Default::default(),
             spaces: desired.clone(),
+            templates: Default::default(),
         };
         let plan = warren_spec::plan(&observed, &manifest);
         let mut steps = Vec::new();
@@ -499,7 +506,8 @@ impl Daemon {
                     "name": n, "state": m.state.as_str(), "restarts": m.total_restarts,
                     "restart_policy": m.spec.restart, "last_exit": m.last_exit,
                     "launcher_pid": m.launcher_pid, "started_at_ms": m.started_at_ms,
-                    "spec": m.spec,
+                    "spec": m.spec, "parent": self.parent_name(n),
+                    "children": self.children_names(n),
                 })
             })
             .collect();
@@ -563,6 +571,7 @@ impl Daemon {
     /// At start: take charge again of launchers a previous daemon started (they kept running),
     /// and start what should run but does not.
     pub(super) fn adopt_all(&mut self) {
+        let orphans = self.end_orphaned_children();
         let names: Vec<String> = self.registry.envs.keys().cloned().collect();
         for name in names {
             let (state, pid) = {
@@ -625,6 +634,10 @@ impl Daemon {
                         );
                     }
                 }
+                (None, _) if orphans.contains(&name) => {
+                    self.spawns.forget(&name);
+                    self.registry.envs.remove(&name);
+                }
                 (None, State::Running | State::Restarting) => {
                     tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
@@ -632,6 +645,11 @@ impl Daemon {
                     }
                 }
                 (None, _) => {}
+            }
+        }
+        for name in orphans {
+            if self.runtime.contains_key(&name) {
+                self.begin_stop(&name, 0, AfterStop::Forget);
             }
         }
         self.save();

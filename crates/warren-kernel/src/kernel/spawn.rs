@@ -1,0 +1,991 @@
+//! Spawn (protocol version 3): environments that make environments.
+//!
+//! The administrator declares **templates** ([`TemplateInfo`], from `[template.NAME]`); an
+//! environment whose declaration lists a template in `may_spawn` holds a handle with
+//! SPAWN|GRANT on it. A SPAWN capability designates a *grant*: a kernel-owned pseudo-mailbox
+//! (owner `NOBODY`, never alive to messages: a SPAWN handle has no SEND, RECEIVE or MONITOR)
+//! that names the template, the budgets the grant is bound by (its `max_instances` share and
+//! every share it was restricted from) and its limit ceilings. Because every capability derived
+//! from a SPAWN capability (by attenuation, by travelling in a message, by passing it as an
+//! initial name) designates the same grant, the ceilings and shares travel with it; `Restrict`
+//! makes a new grant (a smaller share, lower ceilings) whose capability is derived from the old
+//! one, so revoking the old one revokes it too. Revocation stops further spawns (`revoked`);
+//! it does not touch running children.
+//!
+//! **The spawn decision** ([`Kernel::spawn`]) checks, in this order: the handle (exists, not
+//! revoked, not expired, uses left, SPAWN), the template's permissions (`args`, `env_allow`,
+//! limits at most the ceilings, `detach`: `not-allowed`), the child's name (`bad-request` if
+//! invalid or taken), the initial names (each a label, distinct, a live handle with GRANT), and
+//! the quotas (`quota`: the template's `max_instances` host-wide, every budget of the grant,
+//! and the spawner's own live children). Accepted, it reserves the child's place in every
+//! count, derives a capability for each initial name (held by the pending spawn, so a
+//! revocation reaches it), spends a use, and emits [`Action::Spawn`] for the driver. The driver
+//! answers with [`Kernel::spawned`] (the child runs: its table gets handle 1, then the initial
+//! names in the order given, then a SPAWN handle for each template its own template lists in
+//! `may_spawn`; the spawner gets `Spawned` with a SEND|MONITOR handle to the child's mailbox, a
+//! STOP handle on the child, and the reference of the `down` notice it will get) or
+//! [`Kernel::spawn_failed`] (`spawn-failed`, and every reservation is returned).
+//!
+//! **Links.** A child is linked to its parent unless the spawn detached it. When a parent ends,
+//! the kernel emits [`Action::Stop`] for each linked child (and for a linked child whose spawn
+//! completes after its parent ended). When a child ends, its parent gets a `down` notice with
+//! `warren-down: ended` and, when the driver reported it ([`Kernel::set_exit_status`]),
+//! `warren-exit: code=N` or `warren-exit: signal=N`; the counts it held are returned.
+//!
+//! **Names.** A child's initial names are resolvable with `lookup(name)`, which answers the
+//! existing handle (no new table entry), and `whoami` shows each such handle with its name as
+//! the designation. SPAWN handles from `may_spawn` are named `template:NAME` the same way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use warren_proto::{
+    ErrorCode, Handle, Identity, Limits, RequestId, Response, Rights, SPAWN_VERSION, Spawn, Spawned,
+};
+
+use super::{Deny, Kernel, check_label};
+use crate::action::{Action, SpawnOrder};
+use crate::caps::{CapId, CapSpec};
+use crate::mailbox::MailboxId;
+use crate::{EnvId, Millis};
+
+/// The owner of a grant's pseudo-mailbox: no environment.
+const NOBODY: EnvId = EnvId(0);
+
+/// The rights of a SPAWN handle an environment gets from `may_spawn`.
+pub const SPAWN_RIGHTS: Rights = Rights(Rights::SPAWN.0 | Rights::GRANT.0);
+
+/// The rights of the spawner's handle to a child's default mailbox.
+pub const CHILD_MAILBOX_RIGHTS: Rights = Rights(Rights::SEND.0 | Rights::MONITOR.0);
+
+/// Most live (or starting) children one environment may have at once, unless the driver sets
+/// another bound with [`Kernel::set_max_children`].
+pub const DEFAULT_MAX_CHILDREN: usize = 1024;
+
+/// The prefix under which `lookup` and `whoami` name a SPAWN handle from `may_spawn`.
+pub const TEMPLATE_PREFIX: &str = "template:";
+
+/// A template as the kernel needs to know it (the driver keeps the image and command).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TemplateInfo {
+    /// The template's name (a label).
+    pub name: String,
+    /// Most live children of it, host-wide.
+    pub max_instances: u32,
+    /// Whether a spawner may append arguments.
+    pub args: bool,
+    /// The variables a spawner may set.
+    pub env_allow: Vec<String>,
+    /// Whether a spawner may detach a child.
+    pub detach: bool,
+    /// Ceilings for each child (`None`: no ceiling of the template's own).
+    pub limits: Limits,
+    /// Templates a child of this one may spawn from.
+    pub may_spawn: Vec<String>,
+    /// Mailbox capacity of its children; `None` = the kernel's default.
+    pub mailbox_capacity: Option<usize>,
+}
+
+/// How an environment ended, as the driver saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal ended it.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The value of the `warren-exit` header: `code=N` or `signal=N`.
+    pub fn header_value(self) -> String {
+        match self {
+            ExitStatus::Code(n) => format!("code={n}"),
+            ExitStatus::Signal(n) => format!("signal={n}"),
+        }
+    }
+}
+
+/// The header a child's `down` notice carries with its exit status.
+pub const EXIT_HEADER: &str = "warren-exit";
+
+/// One template's kernel state.
+#[derive(Debug)]
+struct TemplateState {
+    info: TemplateInfo,
+    /// Live or starting children, host-wide.
+    live: u32,
+    /// The root grant (what `may_spawn` handles designate).
+    grant: MailboxId,
+}
+
+/// What a SPAWN capability designates.
+#[derive(Debug, Clone)]
+struct Grant {
+    template: String,
+    /// The budgets a spawn through it counts against, outermost first.
+    budgets: Vec<u64>,
+    /// Its ceilings (already within the template's and its parent grant's).
+    limits: Limits,
+}
+
+/// A `max_instances` share made by `Restrict`.
+#[derive(Debug)]
+struct Budget {
+    share: u32,
+    live: u32,
+}
+
+/// A spawn accepted, waiting for the driver.
+#[derive(Debug)]
+struct Pending {
+    parent: EnvId,
+    id: RequestId,
+    child: String,
+    template: String,
+    budgets: Vec<u64>,
+    detach: bool,
+    names: Vec<(String, CapId)>,
+}
+
+/// A running child's link to what made it.
+#[derive(Debug)]
+struct Link {
+    parent: EnvId,
+    template: String,
+    budgets: Vec<u64>,
+    detached: bool,
+    /// The reference of the parent's `down` notice.
+    reference: u64,
+}
+
+/// Everything spawn keeps, apart from the capability objects themselves.
+#[derive(Debug)]
+pub(super) struct SpawnState {
+    templates: BTreeMap<String, TemplateState>,
+    grants: BTreeMap<MailboxId, Grant>,
+    budgets: BTreeMap<u64, Budget>,
+    next_budget: u64,
+    pending: BTreeMap<u64, Pending>,
+    next_ticket: u64,
+    /// Names reserved by pending spawns.
+    reserved: BTreeSet<String>,
+    /// Running children, by child.
+    links: BTreeMap<EnvId, Link>,
+    /// Live and starting children, by parent.
+    children: BTreeMap<EnvId, BTreeSet<EnvId>>,
+    starting: BTreeMap<EnvId, usize>,
+    /// Named handles (initial names, `template:NAME`), by environment, in installation order.
+    names: BTreeMap<EnvId, Vec<(String, Handle)>>,
+    /// Templates each environment declares in `may_spawn`.
+    may_spawn: BTreeMap<EnvId, Vec<String>>,
+    /// Exit statuses the driver reported, until the environment is removed.
+    exit: BTreeMap<EnvId, ExitStatus>,
+    next_child: u64,
+    max_children: usize,
+}
+
+impl Default for SpawnState {
+    fn default() -> SpawnState {
+        SpawnState {
+            templates: BTreeMap::new(),
+            grants: BTreeMap::new(),
+            budgets: BTreeMap::new(),
+            next_budget: 1,
+            pending: BTreeMap::new(),
+            next_ticket: 1,
+            reserved: BTreeSet::new(),
+            links: BTreeMap::new(),
+            children: BTreeMap::new(),
+            starting: BTreeMap::new(),
+            names: BTreeMap::new(),
+            may_spawn: BTreeMap::new(),
+            exit: BTreeMap::new(),
+            next_child: 1,
+            max_children: DEFAULT_MAX_CHILDREN,
+        }
+    }
+}
+
+/// `a` within ceiling `max` (`None`: no ceiling).
+fn within(a: Option<u64>, max: Option<u64>) -> bool {
+    match (a, max) {
+        (Some(a), Some(m)) => a <= m,
+        _ => true,
+    }
+}
+
+/// The smaller of two ceilings.
+fn lower(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Each limit the lower of both.
+fn lower_limits(a: &Limits, b: &Limits) -> Limits {
+    Limits {
+        memory: lower(a.memory, b.memory),
+        pids: lower(a.pids, b.pids),
+        cpus: lower(a.cpus, b.cpus),
+        tmpfs_size: lower(a.tmpfs_size, b.tmpfs_size),
+    }
+}
+
+impl Kernel {
+    // ----- the driver's interface -----
+
+    /// Declares the templates (replacing any declared before; live counts of templates that
+    /// remain are kept). Running environments whose `may_spawn` names a template they have no
+    /// handle for yet get one now.
+    pub fn set_templates(&mut self, templates: Vec<TemplateInfo>) {
+        let mut keep: BTreeMap<String, TemplateState> = BTreeMap::new();
+        for info in templates {
+            let state = match self.spawn.templates.remove(&info.name) {
+                Some(mut old) => {
+                    old.info = info;
+                    old
+                }
+                None => {
+                    let name: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{}", info.name));
+                    let designation: Box<str> = name.as_ref().into();
+                    let grant = self.new_mailbox(NOBODY, name, designation, None, 0);
+                    self.spawn.grants.insert(
+                        grant,
+                        Grant {
+                            template: info.name.clone(),
+                            budgets: Vec::new(),
+                            limits: Limits::default(),
+                        },
+                    );
+                    TemplateState {
+                        info,
+                        live: 0,
+                        grant,
+                    }
+                }
+            };
+            keep.insert(state.info.name.clone(), state);
+        }
+        // Templates no longer declared: their grants refuse further spawns (`not-allowed`)
+        // through `template_of`; existing handles stay (and say `dead` in whoami's view).
+        for (_, old) in std::mem::take(&mut self.spawn.templates) {
+            if let Some(mb) = self.mailboxes.get_mut(&old.grant) {
+                mb.alive = false;
+            }
+        }
+        self.spawn.templates = keep;
+        let envs: Vec<EnvId> = self.spawn.may_spawn.keys().copied().collect();
+        for env in envs {
+            self.grant_templates(env);
+        }
+    }
+
+    /// Declares the templates environment `env` may spawn from (its `may_spawn`) and installs
+    /// a SPAWN|GRANT handle, named `template:NAME`, for each declared template it has none for.
+    pub fn set_may_spawn(&mut self, env: EnvId, templates: Vec<String>) {
+        if !self.envs.contains_key(&env) {
+            return;
+        }
+        self.spawn.may_spawn.insert(env, templates);
+        self.grant_templates(env);
+    }
+
+    /// Bounds the live children one environment may have at once (default
+    /// [`DEFAULT_MAX_CHILDREN`]).
+    pub fn set_max_children(&mut self, max: usize) {
+        self.spawn.max_children = max;
+    }
+
+    /// Records how `env` ended, for the `warren-exit` header of its parent's `down` notice.
+    /// Call it before [`remove_env`](Kernel::remove_env).
+    pub fn set_exit_status(&mut self, env: EnvId, status: ExitStatus) {
+        if self.envs.contains_key(&env) {
+            self.spawn.exit.insert(env, status);
+        }
+    }
+
+    /// The spawn of [`Action::Spawn`] `ticket` succeeded: the child runs. Registers it (its
+    /// table: handle 1, the initial names, then its SPAWN handles), links it, and answers the
+    /// spawner. If the spawner has ended meanwhile, a linked child is stopped at once
+    /// ([`Action::Stop`]). Returns the child's id.
+    pub fn spawned(&mut self, ticket: u64, now: Millis) -> Result<EnvId, crate::KernelError> {
+        self.advance(now);
+        let Some(p) = self.spawn.pending.remove(&ticket) else {
+            return Err(crate::KernelError::UnknownTicket { ticket });
+        };
+        self.spawn.reserved.remove(&p.child);
+        let capacity = self
+            .spawn
+            .templates
+            .get(&p.template)
+            .and_then(|t| t.info.mailbox_capacity);
+        let spec = crate::EnvSpec {
+            name: p.child.clone(),
+            mailbox_capacity: capacity,
+            ..crate::EnvSpec::default()
+        };
+        let child = match self.add_env(spec, now) {
+            Ok(c) => c,
+            Err(e) => {
+                self.unreserve(&p);
+                self.answer_failed(&p, &e.to_string());
+                for (_, cap) in p.names {
+                    self.release_cap(cap);
+                }
+                return Err(e);
+            }
+        };
+        if let Some(n) = self.spawn.starting.get_mut(&p.parent) {
+            *n = n.saturating_sub(1);
+        }
+        // The initial names, in the order given.
+        let mut named = Vec::with_capacity(p.names.len());
+        for (name, cap) in p.names {
+            let handle = self.install(child, cap);
+            named.push((name, handle));
+        }
+        self.spawn.names.insert(child, named);
+        let may_spawn = self
+            .spawn
+            .templates
+            .get(&p.template)
+            .map(|t| t.info.may_spawn.clone())
+            .unwrap_or_default();
+        if !may_spawn.is_empty() {
+            self.set_may_spawn(child, may_spawn);
+        }
+        let reference = self.next_monitor;
+        self.next_monitor += 1;
+        self.spawn.links.insert(
+            child,
+            Link {
+                parent: p.parent,
+                template: p.template.clone(),
+                budgets: p.budgets,
+                detached: p.detach,
+                reference,
+            },
+        );
+        if !self.envs.contains_key(&p.parent) {
+            if !p.detach {
+                self.stop_child(child, "its parent ended before it started");
+            }
+            return Ok(child);
+        }
+        self.spawn
+            .children
+            .entry(p.parent)
+            .or_default()
+            .insert(child);
+        let mb = self.envs[&child].default_mailbox;
+        let mailbox = if self.has_room(p.parent, 2) {
+            let cap = self.mint(Self::root_spec(mb, CHILD_MAILBOX_RIGHTS), None);
+            let mailbox = self.install(p.parent, cap);
+            let cap = self.mint(Self::root_spec(mb, Rights::STOP), None);
+            let control = self.install(p.parent, cap);
+            Some((mailbox, control))
+        } else {
+            None
+        };
+        match mailbox {
+            Some((mailbox, control)) => {
+                let answer = Spawned {
+                    child: p.child,
+                    mailbox,
+                    control,
+                    reference,
+                };
+                self.respond(p.parent, p.id, Response::Spawned(answer));
+            }
+            None => {
+                // The child runs but its handles cannot be given: stop it again.
+                let deny = Deny::new(ErrorCode::Unavailable, "the capability table is full")
+                    .target(p.child.clone());
+                self.refuse(p.parent, p.id, "spawn", deny);
+                self.stop_child(child, "its spawner's table was full");
+            }
+        }
+        Ok(child)
+    }
+
+    /// The spawn of [`Action::Spawn`] `ticket` failed (`why` says how): the spawner is
+    /// answered `spawn-failed`, and everything reserved for the child is returned.
+    pub fn spawn_failed(&mut self, ticket: u64, why: &str, now: Millis) {
+        self.advance(now);
+        let Some(p) = self.spawn.pending.remove(&ticket) else {
+            return;
+        };
+        self.spawn.reserved.remove(&p.child);
+        self.unreserve(&p);
+        if let Some(n) = self.spawn.starting.get_mut(&p.parent) {
+            *n = n.saturating_sub(1);
+        }
+        self.answer_failed(&p, why);
+        for (_, cap) in p.names {
+            self.release_cap(cap);
+        }
+    }
+
+    /// The environment that spawned `env`, while `env` runs linked or detached.
+    pub fn parent_of(&self, env: EnvId) -> Option<EnvId> {
+        self.spawn.links.get(&env).map(|l| l.parent)
+    }
+
+    /// The template `env` was spawned from.
+    pub fn template_of(&self, env: EnvId) -> Option<&str> {
+        self.spawn.links.get(&env).map(|l| l.template.as_str())
+    }
+
+    /// Whether `env` was spawned detached.
+    pub fn is_detached(&self, env: EnvId) -> bool {
+        self.spawn.links.get(&env).is_some_and(|l| l.detached)
+    }
+
+    /// The running children of `env`, in id order.
+    pub fn children_of(&self, env: EnvId) -> Vec<EnvId> {
+        self.spawn
+            .children
+            .get(&env)
+            .map(|c| c.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Live and starting children of template `name`, host-wide.
+    pub fn template_live(&self, name: &str) -> Option<u32> {
+        self.spawn.templates.get(name).map(|t| t.live)
+    }
+
+    // ----- requests -----
+
+    /// Spawn (see the module documentation for the order of checks).
+    pub(super) fn spawn(&mut self, env: EnvId, id: RequestId, s: Spawn) -> Result<(), Deny> {
+        self.need_spawn_version(env)?;
+        let handle = s.handle;
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        let grant = self.grant_of(handle, cap_id, "spawn")?;
+        let Some(t) = self.spawn.templates.get(&grant.template) else {
+            return Err(self.deny_at(
+                ErrorCode::NotAllowed,
+                handle,
+                cap_id,
+                "the template is no longer declared",
+            ));
+        };
+        let info = &t.info;
+        let not_allowed = |why: String| {
+            Deny::new(ErrorCode::NotAllowed, why.clone())
+                .handle(handle)
+                .target(format!("{TEMPLATE_PREFIX}{}", info.name))
+        };
+        if !s.args.is_empty() && !info.args {
+            return Err(not_allowed(format!(
+                "template {:?} does not take arguments",
+                info.name
+            )));
+        }
+        if s.args.iter().any(|a| a.contains('\0')) {
+            return Err(Deny::new(
+                ErrorCode::BadRequest,
+                "an argument contains a NUL byte",
+            ));
+        }
+        let mut env_seen = BTreeSet::new();
+        for (name, value) in &s.env {
+            if !info.env_allow.iter().any(|a| a == name) {
+                return Err(not_allowed(format!(
+                    "template {:?} does not let a spawner set {name:?}",
+                    info.name
+                )));
+            }
+            if value.contains('\0') || !env_seen.insert(name.as_str()) {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!("variable {name:?} is set twice or contains a NUL byte"),
+                ));
+            }
+        }
+        let ceiling = lower_limits(&info.limits, &grant.limits);
+        let l = &s.limits;
+        for (what, asked, max) in [
+            ("memory", l.memory, ceiling.memory),
+            ("pids", l.pids, ceiling.pids),
+            ("cpus", l.cpus, ceiling.cpus),
+            ("tmpfs_size", l.tmpfs_size, ceiling.tmpfs_size),
+        ] {
+            if asked == Some(0) {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!("{what} must be above zero"),
+                ));
+            }
+            if !within(asked, max) {
+                return Err(not_allowed(format!(
+                    "{what} {} is above the ceiling of {}",
+                    asked.unwrap_or(0),
+                    max.unwrap_or(0)
+                )));
+            }
+        }
+        if s.detach && !info.detach {
+            return Err(not_allowed(format!(
+                "template {:?} does not allow detached children",
+                info.name
+            )));
+        }
+        let template = info.name.clone();
+        let max_instances = info.max_instances;
+        let child = self.child_name(&template, s.suffix.as_deref())?;
+        // The initial names.
+        if s.names.len() > self.config.max_handles.saturating_sub(1) {
+            return Err(Deny::new(
+                ErrorCode::Unavailable,
+                "more initial names than a table holds",
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for (name, h) in &s.names {
+            let valid = check_label(name).is_ok()
+                || name
+                    .strip_prefix(TEMPLATE_PREFIX)
+                    .is_some_and(|t| check_label(t).is_ok());
+            if !valid {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!(
+                        "initial name {name:?} is not valid: use 1 to 63 lowercase letters, \
+                         digits and '-'"
+                    ),
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!("initial name {name:?} is given twice"),
+                ));
+            }
+            let c = self.cap_of(env, *h)?;
+            self.check_live(*h, c)?;
+            if !self.caps.get(c).rights.contains(Rights::GRANT) {
+                return Err(self.deny_at(
+                    ErrorCode::NoRight,
+                    *h,
+                    c,
+                    "an initial name's handle lacks GRANT",
+                ));
+            }
+        }
+        // Quotas.
+        let quota = |why: String| {
+            Deny::new(ErrorCode::Quota, why.clone())
+                .handle(handle)
+                .target(format!("{TEMPLATE_PREFIX}{template}"))
+        };
+        if self.spawn.templates[&template].live >= max_instances {
+            return Err(quota(format!(
+                "template {template:?} has its {max_instances} live children (max_instances)"
+            )));
+        }
+        for b in &grant.budgets {
+            let budget = &self.spawn.budgets[b];
+            if budget.live >= budget.share {
+                return Err(quota(format!(
+                    "this handle's share of {} live children is used",
+                    budget.share
+                )));
+            }
+        }
+        let mine = self.spawn.children.get(&env).map_or(0, BTreeSet::len)
+            + self.spawn.starting.get(&env).copied().unwrap_or(0);
+        if mine >= self.spawn.max_children {
+            return Err(quota(format!(
+                "you have {mine} live children, the most allowed"
+            )));
+        }
+        if !self.caps.has_uses(cap_id) {
+            return Err(self.deny_at(ErrorCode::UsedUp, handle, cap_id, "the handle is used up"));
+        }
+        // Accepted: reserve, derive the names' capabilities, and ask the driver.
+        self.caps.consume(cap_id);
+        self.spawn
+            .templates
+            .get_mut(&template)
+            .expect("checked above")
+            .live += 1;
+        for b in &grant.budgets {
+            self.spawn
+                .budgets
+                .get_mut(b)
+                .expect("grant budgets exist")
+                .live += 1;
+        }
+        *self.spawn.starting.entry(env).or_default() += 1;
+        let mut names = Vec::with_capacity(s.names.len());
+        for (name, h) in s.names {
+            let parent = self.envs[&env].table[&h];
+            let p = self.caps.get(parent);
+            let spec = CapSpec {
+                mailbox: p.mailbox,
+                rights: super::without_receive(p.rights),
+                uses_left: None,
+                expires_at: p.expires_at,
+                badge: p.badge,
+                reply: p.reply,
+            };
+            names.push((name, self.mint(spec, Some(parent))));
+        }
+        let ticket = self.spawn.next_ticket;
+        self.spawn.next_ticket += 1;
+        self.spawn.reserved.insert(child.clone());
+        let limits = Limits {
+            memory: s.limits.memory.or(ceiling.memory),
+            pids: s.limits.pids.or(ceiling.pids),
+            cpus: s.limits.cpus.or(ceiling.cpus),
+            tmpfs_size: s.limits.tmpfs_size.or(ceiling.tmpfs_size),
+        };
+        let parent_name = self.envs[&env].name.to_string();
+        self.spawn.pending.insert(
+            ticket,
+            Pending {
+                parent: env,
+                id,
+                child: child.clone(),
+                template: template.clone(),
+                budgets: grant.budgets.clone(),
+                detach: s.detach,
+                names,
+            },
+        );
+        self.actions.push_back(Action::Spawn(Box::new(SpawnOrder {
+            ticket,
+            parent: env,
+            parent_name,
+            template,
+            child,
+            args: s.args,
+            env: s.env,
+            limits,
+            detach: s.detach,
+        })));
+        Ok(())
+    }
+
+    /// Stop: needs STOP on a handle to an environment's mailbox.
+    pub(super) fn stop(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        handle: Handle,
+        kill: bool,
+    ) -> Result<(), Deny> {
+        self.need_spawn_version(env)?;
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        let cap = self.caps.get(cap_id);
+        if !cap.rights.contains(Rights::STOP) {
+            return Err(self.deny_at(ErrorCode::NoRight, handle, cap_id, "the handle lacks STOP"));
+        }
+        let mb = &self.mailboxes[&cap.mailbox];
+        let target = mb.owner;
+        if !mb.alive || !self.envs.contains_key(&target) {
+            return Err(self.deny_at(ErrorCode::Dead, handle, cap_id, "it has ended"));
+        }
+        let name = self.envs[&target].name.to_string();
+        self.actions.push_back(Action::Stop {
+            env: target,
+            name,
+            kill,
+            why: format!("stopped by {}", self.envs[&env].name),
+        });
+        self.respond(env, id, Response::Ok);
+        Ok(())
+    }
+
+    /// Restrict: a new SPAWN handle with a smaller share and lower ceilings.
+    pub(super) fn restrict(
+        &mut self,
+        env: EnvId,
+        id: RequestId,
+        handle: Handle,
+        share: Option<u32>,
+        limits: Limits,
+    ) -> Result<(), Deny> {
+        self.need_spawn_version(env)?;
+        let cap_id = self.cap_of(env, handle)?;
+        self.check_live(handle, cap_id)?;
+        let grant = self.grant_of(handle, cap_id, "restrict")?;
+        if share == Some(0) {
+            return Err(Deny::new(
+                ErrorCode::BadRequest,
+                "a share of 0 allows nothing",
+            ));
+        }
+        if !self.has_room(env, 1) {
+            return Err(Deny::new(
+                ErrorCode::Unavailable,
+                "the capability table is full",
+            ));
+        }
+        let mut budgets = grant.budgets.clone();
+        if let Some(share) = share {
+            let b = self.spawn.next_budget;
+            self.spawn.next_budget += 1;
+            self.spawn.budgets.insert(b, Budget { share, live: 0 });
+            budgets.push(b);
+        }
+        let restricted = Grant {
+            template: grant.template.clone(),
+            budgets,
+            limits: lower_limits(&grant.limits, &limits),
+        };
+        let name: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{}", grant.template));
+        let designation: Box<str> = format!("{name} (restricted)").into();
+        let mb = self.new_mailbox(NOBODY, name, designation, None, 0);
+        self.spawn.grants.insert(mb, restricted);
+        let parent = self.caps.get(cap_id);
+        let spec = CapSpec {
+            mailbox: mb,
+            rights: parent.rights,
+            uses_left: None,
+            expires_at: parent.expires_at,
+            badge: parent.badge,
+            reply: false,
+        };
+        let rights = spec.rights;
+        let cap = self.mint(spec, Some(cap_id));
+        let new = self.install(env, cap);
+        self.respond(
+            env,
+            id,
+            Response::Handle {
+                handle: new,
+                rights,
+            },
+        );
+        Ok(())
+    }
+
+    /// `lookup(name)` of one of the caller's named handles: that handle, if it still holds it.
+    pub(super) fn lookup_named(&mut self, env: EnvId, id: RequestId, name: &str) -> bool {
+        let Some(h) = self
+            .spawn
+            .names
+            .get(&env)
+            .and_then(|n| n.iter().find(|(n, _)| n == name).map(|&(_, h)| h))
+        else {
+            return false;
+        };
+        let Some(&cap) = self.envs[&env].table.get(&h) else {
+            return false;
+        };
+        let rights = self.caps.get(cap).rights;
+        self.respond(env, id, Response::Handle { handle: h, rights });
+        true
+    }
+
+    /// Shows each named handle under its name in `identity`.
+    pub(super) fn name_handles(&self, env: EnvId, identity: &mut Identity) {
+        let Some(names) = self.spawn.names.get(&env) else {
+            return;
+        };
+        for (h, designation, _) in &mut identity.handles {
+            if let Some((n, _)) = names.iter().find(|(_, nh)| nh == h) {
+                *designation = n.clone();
+            }
+        }
+    }
+
+    /// `env` is ending (called first thing by `remove_env`): linked children are stopped, the
+    /// counts it held are returned, and its parent gets the `down` notice.
+    pub(super) fn spawn_env_ending(&mut self, env: EnvId) {
+        let status = self.spawn.exit.remove(&env);
+        self.spawn.names.remove(&env);
+        self.spawn.may_spawn.remove(&env);
+        self.spawn.starting.remove(&env);
+        // Its children: the linked ones are stopped; all lose their parent.
+        if let Some(children) = self.spawn.children.remove(&env) {
+            for child in children {
+                let linked = self.spawn.links.get(&child).is_some_and(|l| !l.detached);
+                if linked {
+                    self.stop_child(child, "its parent ended");
+                }
+            }
+        }
+        // Itself, if it was spawned.
+        let Some(link) = self.spawn.links.remove(&env) else {
+            return;
+        };
+        if let Some(t) = self.spawn.templates.get_mut(&link.template) {
+            t.live = t.live.saturating_sub(1);
+        }
+        for b in &link.budgets {
+            if let Some(budget) = self.spawn.budgets.get_mut(b) {
+                budget.live = budget.live.saturating_sub(1);
+            }
+        }
+        if let Some(siblings) = self.spawn.children.get_mut(&link.parent) {
+            siblings.remove(&env);
+        }
+        if self.envs.contains_key(&link.parent) {
+            let name = self.envs[&env].name.clone();
+            let mut headers = vec![(
+                super::DOWN_HEADER.0.to_string(),
+                super::DOWN_HEADER.1.to_vec(),
+            )];
+            if let Some(s) = status {
+                headers.push((EXIT_HEADER.to_string(), s.header_value().into_bytes()));
+            }
+            let mb = self.envs[&link.parent].default_mailbox;
+            let msg = crate::mailbox::Stored {
+                from: name,
+                badge: 0,
+                headers,
+                correlation: None,
+                body: Vec::new(),
+                caps: Vec::new(),
+                reply: None,
+                down: Some(link.reference),
+                ticket: None,
+            };
+            self.place(mb, msg, None);
+        }
+    }
+
+    /// Hides rights a version-1 or -2 connection cannot decode.
+    pub(super) fn mask_rights(version: u16, response: &mut Response) {
+        if version >= SPAWN_VERSION {
+            return;
+        }
+        match response {
+            Response::Handle { rights, .. } => *rights = rights.intersect(Rights::KNOWN_V2),
+            Response::Identity(identity) => {
+                for (_, _, rights) in &mut identity.handles {
+                    *rights = rights.intersect(Rights::KNOWN_V2);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // ----- helpers -----
+
+    fn need_spawn_version(&self, env: EnvId) -> Result<(), Deny> {
+        if self.envs[&env].version < SPAWN_VERSION {
+            return Err(Deny::new(
+                ErrorCode::BadRequest,
+                "spawn, stop and restrict need protocol version 3",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The grant a SPAWN handle designates (`no-right` without SPAWN, `used-up` without uses).
+    fn grant_of(&self, handle: Handle, cap_id: CapId, op: &str) -> Result<Grant, Deny> {
+        let cap = self.caps.get(cap_id);
+        let grant = self.spawn.grants.get(&cap.mailbox);
+        match grant {
+            Some(g) if cap.rights.contains(Rights::SPAWN) => Ok(g.clone()),
+            _ => Err(self.deny_at(
+                ErrorCode::NoRight,
+                handle,
+                cap_id,
+                &format!("{op} needs a handle with SPAWN on a template"),
+            )),
+        }
+    }
+
+    /// The child's name: `TEMPLATE-SUFFIX`, or `TEMPLATE-N` with the next free number.
+    fn child_name(&mut self, template: &str, suffix: Option<&str>) -> Result<String, Deny> {
+        let taken = |k: &Kernel, n: &str| k.names.contains_key(n) || k.spawn.reserved.contains(n);
+        match suffix {
+            Some(s) => {
+                let name = format!("{template}-{s}");
+                if let Err(why) = check_label(&name) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!("the child's name {name:?} is invalid: {why}"),
+                    ));
+                }
+                if taken(self, &name) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!("an environment called {name:?} already runs"),
+                    ));
+                }
+                Ok(name)
+            }
+            None => loop {
+                let name = format!("{template}-{}", self.spawn.next_child);
+                self.spawn.next_child += 1;
+                if check_label(&name).is_err() {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        "the template's name leaves no room for a number: give a suffix",
+                    ));
+                }
+                if !taken(self, &name) {
+                    return Ok(name);
+                }
+            },
+        }
+    }
+
+    /// Installs the SPAWN handles `env`'s `may_spawn` declares and it lacks.
+    fn grant_templates(&mut self, env: EnvId) {
+        let Some(declared) = self.spawn.may_spawn.get(&env).cloned() else {
+            return;
+        };
+        for t in declared {
+            let key = format!("{TEMPLATE_PREFIX}{t}");
+            let held = self
+                .spawn
+                .names
+                .get(&env)
+                .is_some_and(|n| n.iter().any(|(n, _)| *n == key));
+            let Some(grant) = self.spawn.templates.get(&t).map(|s| s.grant) else {
+                continue;
+            };
+            if held || !self.has_room(env, 1) {
+                continue;
+            }
+            let cap = self.mint(Self::root_spec(grant, SPAWN_RIGHTS), None);
+            let handle = self.install(env, cap);
+            self.spawn.names.entry(env).or_default().push((key, handle));
+        }
+    }
+
+    /// Returns a failed or abandoned spawn's counts.
+    fn unreserve(&mut self, p: &Pending) {
+        if let Some(t) = self.spawn.templates.get_mut(&p.template) {
+            t.live = t.live.saturating_sub(1);
+        }
+        for b in &p.budgets {
+            if let Some(budget) = self.spawn.budgets.get_mut(b) {
+                budget.live = budget.live.saturating_sub(1);
+            }
+        }
+    }
+
+    fn answer_failed(&mut self, p: &Pending, why: &str) {
+        let deny = Deny::new(
+            ErrorCode::SpawnFailed,
+            format!("the child could not be started: {why}"),
+        )
+        .target(p.child.clone());
+        self.refuse(p.parent, p.id, "spawn", deny);
+    }
+
+    /// Asks the driver to stop `child`.
+    fn stop_child(&mut self, child: EnvId, why: &str) {
+        if let Some(e) = self.envs.get(&child) {
+            let name = e.name.to_string();
+            self.actions.push_back(Action::Stop {
+                env: child,
+                name,
+                kill: false,
+                why: why.to_owned(),
+            });
+        }
+    }
+}

@@ -1,0 +1,724 @@
+//! Spawn in virtual time (protocol version 3): a parent spawns children from templates with
+//! initial names; the tests check what a child can reach (exactly what it was given), every
+//! refusal (rights, template permissions, ceilings, quotas, revocation), restricted shares,
+//! links and `down` notices, Stop, and that a version-2 connection never sees the new rights.
+
+use std::collections::BTreeSet;
+
+use proptest::prelude::*;
+use warren_kernel::{
+    Action, AuditRecord, Config, EnvId, EnvSpec, ExitStatus, Kernel, SpawnOrder, TemplateInfo,
+};
+use warren_proto::{
+    Delivery, ErrorCode, Filter, Handle, Limits, Message, Request, Response, Rights, Spawn, Spawned,
+};
+
+const SGM: Rights = Rights(1 | 2 | 4);
+const SPAWN_GRANT: Rights = Rights(0x10 | 0x02);
+
+/// A kernel, a clock, and everything it said.
+struct World {
+    k: Kernel,
+    now: u64,
+    next_id: u32,
+    responses: Vec<(EnvId, u32, Response)>,
+    audits: Vec<AuditRecord>,
+    spawns: Vec<SpawnOrder>,
+    stops: Vec<(EnvId, bool)>,
+}
+
+impl World {
+    fn new(templates: Vec<TemplateInfo>) -> World {
+        let mut k = Kernel::new(Config::default());
+        k.set_templates(templates);
+        World {
+            k,
+            now: 0,
+            next_id: 1,
+            responses: vec![],
+            audits: vec![],
+            spawns: vec![],
+            stops: vec![],
+        }
+    }
+
+    fn add(&mut self, name: &str, may_send: &[&str], may_spawn: &[&str]) -> EnvId {
+        let id = self
+            .k
+            .add_env(
+                EnvSpec {
+                    name: name.into(),
+                    may_send: may_send.iter().map(|s| s.to_string()).collect(),
+                    ..EnvSpec::default()
+                },
+                self.now,
+            )
+            .unwrap();
+        self.k
+            .set_may_spawn(id, may_spawn.iter().map(|s| s.to_string()).collect());
+        self.pump();
+        id
+    }
+
+    fn pump(&mut self) {
+        while let Some(a) = self.k.poll_action() {
+            match a {
+                Action::Respond { env, id, response } => self.responses.push((env, id, response)),
+                Action::Audit(r) => self.audits.push(r),
+                Action::Spawn(order) => self.spawns.push(*order),
+                Action::Stop { env, kill, .. } => self.stops.push((env, kill)),
+                _ => {}
+            }
+        }
+    }
+
+    fn submit(&mut self, env: EnvId, req: Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.k.handle_request(env, id, req, self.now);
+        self.pump();
+        id
+    }
+
+    fn answer(&mut self, env: EnvId, id: u32) -> Option<Response> {
+        let pos = self
+            .responses
+            .iter()
+            .position(|(e, i, _)| *e == env && *i == id)?;
+        Some(self.responses.remove(pos).2)
+    }
+
+    fn call(&mut self, env: EnvId, req: Request) -> Response {
+        let id = self.submit(env, req.clone());
+        self.answer(env, id)
+            .unwrap_or_else(|| panic!("no immediate answer to {req:?}"))
+    }
+
+    fn code(&mut self, env: EnvId, req: Request) -> ErrorCode {
+        match self.call(env, req) {
+            Response::Error { code, .. } => code,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Spawns and has the driver succeed: the answer and the child's id.
+    fn spawn(&mut self, env: EnvId, s: Spawn) -> (Spawned, EnvId) {
+        let id = self.submit(env, Request::Spawn(s));
+        assert!(self.answer(env, id).is_none(), "answered before it started");
+        let order = self.spawns.pop().expect("a spawn order");
+        let child = self.k.spawned(order.ticket, self.now).unwrap();
+        self.pump();
+        match self.answer(env, id) {
+            Some(Response::Spawned(s)) => (s, child),
+            other => panic!("expected Spawned, got {other:?}"),
+        }
+    }
+
+    fn handle_of(&mut self, env: EnvId, name: &str) -> Handle {
+        match self.call(
+            env,
+            Request::Lookup {
+                name: name.to_owned(),
+            },
+        ) {
+            Response::Handle { handle, .. } => handle,
+            other => panic!("lookup {name}: {other:?}"),
+        }
+    }
+
+    fn send(&mut self, env: EnvId, handle: Handle, body: &[u8]) -> Response {
+        self.call(
+            env,
+            Request::Send {
+                handle,
+                message: Message {
+                    body: body.to_vec(),
+                    ..Message::default()
+                },
+                wait: false,
+            },
+        )
+    }
+
+    fn recv(&mut self, env: EnvId) -> Option<Delivery> {
+        match self.call(
+            env,
+            Request::Recv {
+                mailbox: None,
+                filter: Filter::default(),
+                timeout_ms: Some(0),
+            },
+        ) {
+            Response::Delivery(d) => Some(d),
+            Response::Error {
+                code: ErrorCode::Timeout,
+                ..
+            } => None,
+            other => panic!("recv: {other:?}"),
+        }
+    }
+
+    fn whoami(&mut self, env: EnvId) -> Vec<(Handle, String, Rights)> {
+        match self.call(env, Request::Whoami) {
+            Response::Identity(i) => i.handles,
+            other => panic!("whoami: {other:?}"),
+        }
+    }
+}
+
+fn template(name: &str) -> TemplateInfo {
+    TemplateInfo {
+        name: name.into(),
+        max_instances: 100,
+        args: false,
+        env_allow: vec![],
+        detach: false,
+        limits: Limits {
+            memory: Some(32 << 20),
+            pids: Some(16),
+            cpus: None,
+            tmpfs_size: None,
+        },
+        may_spawn: vec![],
+        mailbox_capacity: None,
+    }
+}
+
+fn spawn_with(handle: Handle, names: &[(&str, Handle)]) -> Spawn {
+    Spawn {
+        handle,
+        names: names.iter().map(|(n, h)| (n.to_string(), *h)).collect(),
+        ..Spawn::default()
+    }
+}
+
+/// The usual world: `front` may send to `store` and `secret` and spawn from `req`.
+fn world() -> (World, EnvId, EnvId, EnvId, Handle) {
+    let mut w = World::new(vec![template("req")]);
+    let store = w.add("store", &[], &[]);
+    let secret = w.add("secret", &[], &[]);
+    let front = w.add("front", &["store", "secret"], &["req"]);
+    let req = w.handle_of(front, "template:req");
+    (w, front, store, secret, req)
+}
+
+#[test]
+fn a_child_reaches_exactly_the_names_it_was_given() {
+    let (mut w, front, store, secret, req) = world();
+    // The parent has another mailbox of its own, which it does not pass.
+    let Response::Handle {
+        handle: jobs_handle,
+        ..
+    } = w.call(
+        front,
+        Request::CreateMailbox {
+            name: Some("jobs".into()),
+        },
+    )
+    else {
+        panic!()
+    };
+    // The parent's table: its mailbox, store, secret, then the SPAWN handle.
+    let parent = w.whoami(front);
+    assert_eq!(parent[3], (4, "template:req".into(), SPAWN_GRANT));
+    assert_eq!(req, 4);
+    let (spawned, child) = w.spawn(front, spawn_with(req, &[("db", 2)]));
+    assert_eq!(spawned.child, "req-1");
+    assert_eq!(w.k.env_name(child), Some("req-1"));
+    assert_eq!(w.k.parent_of(child), Some(front));
+    assert_eq!(w.k.children_of(front), vec![child]);
+
+    // Its table: its own mailbox and the one initial name, under the name it was given.
+    let table = w.whoami(child);
+    assert_eq!(
+        table,
+        vec![(1, "req-1".into(), Rights(15)), (2, "db".into(), SGM),]
+    );
+    assert_eq!(w.handle_of(child, "db"), 2, "found by name, same handle");
+    assert_eq!(w.send(child, 2, b"put"), Response::Ok);
+    let d = w.recv(store).expect("the store got it");
+    assert_eq!(
+        (d.from.env.as_str(), d.body.as_slice()),
+        ("req-1", &b"put"[..])
+    );
+
+    // Nothing else: guessed handles, the parent's other names, lookups outside its policy.
+    for h in (0..64).filter(|h| ![1, 2].contains(h)) {
+        assert_eq!(
+            w.code(
+                child,
+                Request::Send {
+                    handle: h,
+                    message: Message::default(),
+                    wait: false,
+                }
+            ),
+            ErrorCode::NoSuchHandle,
+            "guessed handle {h}"
+        );
+    }
+    for name in [
+        "front/jobs",
+        "secret",
+        "front",
+        "store",
+        "template:req",
+        "req",
+        "front/x",
+        "secret@far",
+    ] {
+        assert_eq!(
+            w.code(child, Request::Lookup { name: name.into() }),
+            ErrorCode::NotFound,
+            "lookup {name}"
+        );
+    }
+    assert!(w.recv(secret).is_none(), "nothing reached the secret");
+    // Positive control: the parent itself reaches the secret.
+    assert_eq!(w.send(front, 3, b"hi"), Response::Ok);
+    assert!(w.recv(secret).is_some());
+    // The parent's own other mailbox got nothing from the child either.
+    let nothing = w.call(
+        front,
+        Request::Recv {
+            mailbox: Some(jobs_handle),
+            filter: Filter::default(),
+            timeout_ms: Some(0),
+        },
+    );
+    assert!(matches!(
+        nothing,
+        Response::Error {
+            code: ErrorCode::Timeout,
+            ..
+        }
+    ));
+    // The parent holds a SEND|MONITOR handle to the child and a STOP handle.
+    let parent = w.whoami(front);
+    assert!(parent.contains(&(spawned.mailbox, "req-1".into(), Rights(1 | 4))));
+    assert!(parent.contains(&(spawned.control, "req-1".into(), Rights::STOP)));
+    assert_eq!(w.send(front, spawned.mailbox, b"job"), Response::Ok);
+    assert_eq!(w.recv(child).unwrap().body, b"job");
+}
+
+#[test]
+fn the_spawn_order_carries_what_the_spawner_chose_within_the_template() {
+    let mut t = template("req");
+    t.args = true;
+    t.env_allow = vec!["REQUEST_ID".into()];
+    t.detach = true;
+    let mut w = World::new(vec![t]);
+    let front = w.add("front", &[], &["req"]);
+    let req = w.handle_of(front, "template:req");
+    w.submit(
+        front,
+        Request::Spawn(Spawn {
+            handle: req,
+            suffix: Some("a1".into()),
+            args: vec!["--once".into()],
+            env: vec![("REQUEST_ID".into(), "7".into())],
+            limits: Limits {
+                memory: Some(8 << 20),
+                ..Limits::default()
+            },
+            detach: true,
+            names: vec![],
+        }),
+    );
+    let order = w.spawns.pop().unwrap();
+    assert_eq!(order.child, "req-a1");
+    assert_eq!(order.parent, front);
+    assert_eq!(order.parent_name, "front");
+    assert_eq!(order.template, "req");
+    assert_eq!(order.args, vec!["--once".to_string()]);
+    assert_eq!(order.env, vec![("REQUEST_ID".into(), "7".into())]);
+    assert_eq!(
+        order.limits,
+        Limits {
+            memory: Some(8 << 20),
+            pids: Some(16),
+            cpus: None,
+            tmpfs_size: None
+        },
+        "asked limits, ceilings where not asked"
+    );
+    assert!(order.detach);
+    // The name is reserved while it starts.
+    let dup = Request::Spawn(Spawn {
+        handle: req,
+        suffix: Some("a1".into()),
+        ..Spawn::default()
+    });
+    assert_eq!(w.code(front, dup), ErrorCode::BadRequest);
+}
+
+#[test]
+fn refusals_name_their_reason_and_are_audited() {
+    let (mut w, front, _store, _secret, req) = world();
+    let refused = |w: &mut World, s: Spawn, want: ErrorCode| {
+        let before = w.audits.len();
+        assert_eq!(w.code(front, Request::Spawn(s.clone())), want, "{s:?}");
+        let rec = w.audits.last().expect("audited");
+        assert!(w.audits.len() > before);
+        assert_eq!((rec.op, rec.code), ("spawn", want.as_str()));
+        assert!(w.spawns.is_empty(), "nothing was started");
+    };
+    // No SPAWN right: a mailbox handle.
+    refused(&mut w, spawn_with(2, &[]), ErrorCode::NoRight);
+    refused(&mut w, spawn_with(99, &[]), ErrorCode::NoSuchHandle);
+    let base = spawn_with(req, &[]);
+    refused(
+        &mut w,
+        Spawn {
+            args: vec!["x".into()],
+            ..base.clone()
+        },
+        ErrorCode::NotAllowed,
+    );
+    refused(
+        &mut w,
+        Spawn {
+            env: vec![("PATH".into(), "/x".into())],
+            ..base.clone()
+        },
+        ErrorCode::NotAllowed,
+    );
+    refused(
+        &mut w,
+        Spawn {
+            limits: Limits {
+                memory: Some((32 << 20) + 1),
+                ..Limits::default()
+            },
+            ..base.clone()
+        },
+        ErrorCode::NotAllowed,
+    );
+    refused(
+        &mut w,
+        Spawn {
+            detach: true,
+            ..base.clone()
+        },
+        ErrorCode::NotAllowed,
+    );
+    refused(
+        &mut w,
+        Spawn {
+            suffix: Some("Bad".into()),
+            ..base.clone()
+        },
+        ErrorCode::BadRequest,
+    );
+    // An initial name through a handle without GRANT.
+    let Response::Handle {
+        handle: send_only, ..
+    } = w.call(
+        front,
+        Request::Attenuate {
+            handle: 2,
+            rights: Rights::SEND,
+            uses: None,
+            expires_in_ms: None,
+            badge: None,
+        },
+    )
+    else {
+        panic!()
+    };
+    refused(
+        &mut w,
+        spawn_with(req, &[("db", send_only)]),
+        ErrorCode::NoRight,
+    );
+    refused(
+        &mut w,
+        spawn_with(req, &[("db", 2), ("db", 3)]),
+        ErrorCode::BadRequest,
+    );
+    refused(
+        &mut w,
+        spawn_with(req, &[("Not A Label", 2)]),
+        ErrorCode::BadRequest,
+    );
+    // Positive control: the same handle spawns when the request is within the template.
+    w.spawn(front, base);
+}
+
+#[test]
+fn max_instances_is_host_wide_and_a_failed_start_returns_its_place() {
+    let mut t = template("one");
+    t.max_instances = 1;
+    let mut w = World::new(vec![t]);
+    let a = w.add("a", &[], &["one"]);
+    let b = w.add("b", &[], &["one"]);
+    let ha = w.handle_of(a, "template:one");
+    let hb = w.handle_of(b, "template:one");
+    // A start that fails gives the place back.
+    let id = w.submit(a, Request::Spawn(spawn_with(ha, &[])));
+    let order = w.spawns.pop().unwrap();
+    assert_eq!(
+        w.code(b, Request::Spawn(spawn_with(hb, &[]))),
+        ErrorCode::Quota
+    );
+    w.k.spawn_failed(order.ticket, "no such image", w.now);
+    w.pump();
+    assert!(matches!(
+        w.answer(a, id),
+        Some(Response::Error {
+            code: ErrorCode::SpawnFailed,
+            ..
+        })
+    ));
+    assert_eq!(w.k.template_live("one"), Some(0));
+    // Now b may; then a may not (host-wide), until b's child ends.
+    let (_, child) = w.spawn(b, spawn_with(hb, &[]));
+    assert_eq!(
+        w.code(a, Request::Spawn(spawn_with(ha, &[]))),
+        ErrorCode::Quota
+    );
+    w.k.remove_env(child, w.now);
+    w.pump();
+    w.spawn(a, spawn_with(ha, &[]));
+}
+
+#[test]
+fn a_restricted_share_and_ceiling_bound_what_is_spawned_through_it() {
+    let (mut w, front, _store, _secret, req) = world();
+    let Response::Handle {
+        handle: small,
+        rights,
+    } = w.call(
+        front,
+        Request::Restrict {
+            handle: req,
+            share: Some(1),
+            limits: Limits {
+                memory: Some(16 << 20),
+                ..Limits::default()
+            },
+        },
+    )
+    else {
+        panic!()
+    };
+    assert_eq!(rights, SPAWN_GRANT);
+    let too_big = Spawn {
+        limits: Limits {
+            memory: Some(20 << 20),
+            ..Limits::default()
+        },
+        ..spawn_with(small, &[])
+    };
+    assert_eq!(
+        w.code(front, Request::Spawn(too_big.clone())),
+        ErrorCode::NotAllowed
+    );
+    // The unrestricted handle allows it (positive control).
+    w.spawn(
+        front,
+        Spawn {
+            handle: req,
+            ..too_big
+        },
+    );
+    let (_, child) = w.spawn(front, spawn_with(small, &[]));
+    assert_eq!(w.spawns.len(), 0);
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(small, &[]))),
+        ErrorCode::Quota
+    );
+    // A child ending returns its place in the share.
+    w.k.remove_env(child, w.now);
+    w.pump();
+    let (_, child) = w.spawn(front, spawn_with(small, &[]));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(small, &[]))),
+        ErrorCode::Quota
+    );
+    assert!(w.k.template_of(child) == Some("req"));
+}
+
+#[test]
+fn revoking_a_spawn_capability_stops_further_spawns_not_running_children() {
+    let (mut w, front, _store, _secret, req) = world();
+    let Response::Handle { handle: lent, .. } = w.call(
+        front,
+        Request::Attenuate {
+            handle: req,
+            rights: SPAWN_GRANT,
+            uses: None,
+            expires_in_ms: None,
+            badge: None,
+        },
+    ) else {
+        panic!()
+    };
+    // A child that itself may spawn through the lent handle.
+    let (_, child) = w.spawn(front, spawn_with(req, &[("template:req", lent)]));
+    let h = w.handle_of(child, "template:req");
+    let (_, grandchild) = w.spawn(child, spawn_with(h, &[]));
+    assert_eq!(w.k.parent_of(grandchild), Some(child));
+    assert_eq!(w.call(front, Request::Revoke { handle: req }), Response::Ok);
+    assert_eq!(
+        w.code(child, Request::Spawn(spawn_with(h, &[]))),
+        ErrorCode::Revoked
+    );
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(lent, &[]))),
+        ErrorCode::Revoked
+    );
+    assert!(w.stops.is_empty(), "running children are not stopped");
+    assert_eq!(w.k.env_name(grandchild), Some("req-2"));
+    // The root handle itself stays valid.
+    w.spawn(front, spawn_with(req, &[]));
+}
+
+#[test]
+fn linked_children_stop_with_their_parent_and_detached_ones_do_not() {
+    let mut t = template("req");
+    t.detach = true;
+    let mut w = World::new(vec![t]);
+    let front = w.add("front", &[], &["req"]);
+    let req = w.handle_of(front, "template:req");
+    let (_, linked) = w.spawn(front, spawn_with(req, &[]));
+    let (_, detached) = w.spawn(
+        front,
+        Spawn {
+            detach: true,
+            ..spawn_with(req, &[])
+        },
+    );
+    assert!(w.k.is_detached(detached));
+    w.k.remove_env(front, w.now);
+    w.pump();
+    assert_eq!(w.stops, vec![(linked, false)]);
+    // A spawn still starting when its parent ends is stopped as soon as it starts.
+    let front2 = w.add("front2", &[], &["req"]);
+    let req2 = w.handle_of(front2, "template:req");
+    w.submit(front2, Request::Spawn(spawn_with(req2, &[])));
+    let order = w.spawns.pop().unwrap();
+    w.k.remove_env(front2, w.now);
+    let late = w.k.spawned(order.ticket, w.now).unwrap();
+    w.pump();
+    assert_eq!(w.stops.last(), Some(&(late, false)));
+}
+
+#[test]
+fn a_parent_gets_a_down_notice_with_the_exit_status() {
+    let (mut w, front, _store, _secret, req) = world();
+    let (s1, c1) = w.spawn(front, spawn_with(req, &[]));
+    let (s2, c2) = w.spawn(front, spawn_with(req, &[]));
+    w.k.set_exit_status(c1, ExitStatus::Code(3));
+    w.k.remove_env(c1, w.now);
+    w.k.set_exit_status(c2, ExitStatus::Signal(9));
+    w.k.remove_env(c2, w.now);
+    w.pump();
+    for (s, want) in [(s1, "code=3"), (s2, "signal=9")] {
+        let d = w.recv(front).expect("a down notice");
+        assert_eq!(d.down, Some(s.reference));
+        assert_eq!(d.from.env, s.child);
+        assert_eq!(
+            d.headers,
+            vec![
+                ("warren-down".into(), b"ended".to_vec()),
+                ("warren-exit".into(), want.as_bytes().to_vec()),
+            ]
+        );
+    }
+    assert!(w.k.children_of(front).is_empty());
+    assert_eq!(w.k.template_live("req"), Some(0));
+}
+
+#[test]
+fn stop_needs_the_stop_right() {
+    let (mut w, front, _store, _secret, req) = world();
+    let (s, child) = w.spawn(front, spawn_with(req, &[]));
+    let stop = |handle, kill| Request::Stop { handle, kill };
+    assert_eq!(w.code(front, stop(s.mailbox, false)), ErrorCode::NoRight);
+    assert_eq!(w.code(front, stop(2, false)), ErrorCode::NoRight);
+    assert_eq!(w.code(child, stop(1, true)), ErrorCode::NoRight);
+    assert!(w.stops.is_empty());
+    assert_eq!(w.call(front, stop(s.control, true)), Response::Ok);
+    assert_eq!(w.stops, vec![(child, true)]);
+    w.k.remove_env(child, w.now);
+    w.pump();
+    assert_eq!(w.code(front, stop(s.control, false)), ErrorCode::Dead);
+}
+
+#[test]
+fn per_environment_child_quota() {
+    let (mut w, front, _store, _secret, req) = world();
+    w.k.set_max_children(2);
+    w.spawn(front, spawn_with(req, &[]));
+    w.spawn(front, spawn_with(req, &[]));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::Quota
+    );
+}
+
+#[test]
+fn a_version_2_connection_sees_no_new_rights_and_cannot_spawn() {
+    let (mut w, front, _store, _secret, req) = world();
+    let welcome = w.call(
+        front,
+        Request::Hello {
+            min_version: 1,
+            max_version: 2,
+        },
+    );
+    assert!(matches!(welcome, Response::Welcome { version: 2, .. }));
+    let table = w.whoami(front);
+    assert_eq!(table[3], (req, "template:req".into(), Rights::GRANT));
+    assert!(table.iter().all(|(_, _, r)| Rights::KNOWN_V2.contains(*r)));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::BadRequest
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever subset of its names a parent passes, and whatever handles and names the child
+    /// then tries, the child reaches exactly the mailboxes it was given.
+    #[test]
+    fn a_child_reaches_only_what_it_was_given(
+        given in proptest::sample::subsequence(vec![0usize, 1, 2, 3, 4], 0..=5),
+        guesses in proptest::collection::vec(0u32..40, 0..40),
+    ) {
+        let names = ["e0", "e1", "e2", "e3", "e4"];
+        let mut w = World::new(vec![template("req")]);
+        let targets: Vec<EnvId> = names.iter().map(|n| w.add(n, &[], &[])).collect();
+        let front = w.add("front", &names, &["req"]);
+        let req = w.handle_of(front, "template:req");
+        // Handles 2..=6 are e0..e4 in the parent's table.
+        let passed: Vec<(String, Handle)> =
+            given.iter().map(|&i| (format!("n{i}"), i as u32 + 2)).collect();
+        let (_, child) = w.spawn(front, Spawn { handle: req, names: passed, ..Spawn::default() });
+        let mut reached = BTreeSet::new();
+        let mut tries: Vec<u32> = guesses;
+        tries.extend(0..10);
+        for h in tries {
+            if w.send(child, h, b"x") == Response::Ok {
+                reached.insert(h);
+            }
+        }
+        for n in names.iter().map(|s| s.to_string()).chain((0..5).map(|i| format!("n{i}"))) {
+            if let Response::Handle { handle, .. } = w.call(child, Request::Lookup { name: n.clone() }) {
+                prop_assert!(n.starts_with('n'), "found {n}");
+                prop_assert!(given.contains(&(n[1..].parse::<usize>().unwrap())));
+                prop_assert!(handle >= 2 && handle < 2 + given.len() as u32);
+            }
+        }
+        // Its own mailbox, and one handle per name given, nothing else.
+        let want: BTreeSet<u32> = (1..2 + given.len() as u32).collect();
+        prop_assert_eq!(&reached, &want);
+        // And what arrived, arrived only at the given environments.
+        for (i, &t) in targets.iter().enumerate() {
+            let got = std::iter::from_fn(|| w.recv(t)).filter(|d| d.from.env == "req-1").count();
+            prop_assert_eq!(got > 0, given.contains(&i), "e{}", i);
+        }
+    }
+}

@@ -1,0 +1,222 @@
+//! The daemon's side of spawn (protocol version 3): carrying out the kernel's `Action::Spawn`
+//! and `Action::Stop`, and keeping the kernel's view of a child in step with its launcher.
+//!
+//! A spawned child is started like a managed environment: a `warren run` launcher process with
+//! the spec [`child_spec`](crate::template::child_spec) makes from its template and the
+//! spawner's choices, supervised (stopped, escalated, reaped) by the same code. It differs in
+//! four places, each a call from the general code into this module:
+//! - **registration** ([`Daemon::register_env`]): when the launcher registers, the kernel is
+//!   told the spawn succeeded (`Kernel::spawned`), which installs the initial names and answers
+//!   the spawner, instead of adding a fresh environment;
+//! - **the end**: the kernel keeps the child until its launcher has exited, so that the
+//!   spawner's `down` notice carries the exit status (`warren-exit: code=N`, N as `warren run`
+//!   reports it: 128 + S when signal S ended it); a launcher that exits before registering
+//!   fails the spawn (`spawn-failed`);
+//! - **no restart, nothing kept**: a child that ended leaves the managed set (it is not
+//!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
+//! - **apply** leaves children alone: they are not declared in the manifest.
+//!
+//! **Not built yet** (issue 16): the child's cgroup is not nested under its parent's (the
+//! launcher takes no parent cgroup), its launch record does not name its parent's, and a
+//! kernel restart does not restore links and initial names: children spawned under the previous
+//! kernel are stopped when the new one starts ([`Daemon::end_orphaned_children`]). Templates come from `warren up
+//! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use warren_kernel::{EnvId, EnvSpec, ExitStatus, KernelError, SpawnOrder};
+use warren_spec::TemplateSpec;
+
+use super::Daemon;
+use super::supervise::AfterStop;
+use crate::supervisor::Managed;
+use crate::template::{child_spec, template_info};
+
+/// Grace before SIGKILL for a stop that does not ask to kill at once, in milliseconds (the
+/// default of `warren stop`).
+const STOP_GRACE_MS: u64 = 10_000;
+
+/// What the daemon keeps about spawned children.
+#[derive(Debug, Default)]
+pub(super) struct Spawns {
+    /// The templates `warren up` declared, by name.
+    pub(super) templates: BTreeMap<String, TemplateSpec>,
+    /// Children whose launcher runs but has not registered yet: the kernel's ticket.
+    starting: BTreeMap<String, u64>,
+    /// Every child this daemon started that has not ended.
+    children: BTreeSet<String>,
+    /// Children whose launcher closed its control connection while still running: removed
+    /// from the kernel when the launcher's exit status is known.
+    ending: BTreeMap<String, EnvId>,
+}
+
+impl Spawns {
+    /// Forget child `name` (its launcher is gone).
+    pub(super) fn forget(&mut self, name: &str) {
+        self.children.remove(name);
+        self.starting.remove(name);
+        self.ending.remove(name);
+    }
+
+    /// Whether `name` is a spawned child (apply leaves it alone).
+    pub(super) fn is_child(&self, name: &str) -> bool {
+        self.children.contains(name)
+    }
+}
+
+impl Daemon {
+    /// Declares the manifest's templates (`warren up FILE`, `warren apply FILE`) to the kernel
+    /// and keeps them to start children from. Children already running are not affected.
+    pub(super) fn declare_templates(&mut self, templates: BTreeMap<String, TemplateSpec>) {
+        let mut infos = Vec::with_capacity(templates.len());
+        for (name, t) in &templates {
+            match name.parse::<warren_spec::EnvName>() {
+                Ok(n) => infos.push(template_info(&n, t)),
+                Err(e) => tracing::warn!("template {name:?} ignored: {e}"),
+            }
+        }
+        self.kernel.set_templates(infos);
+        self.spawns.templates = templates;
+    }
+
+    /// `Action::Spawn`: start the child's launcher, or fail the spawn.
+    pub(super) fn carry_out_spawn(&mut self, order: &SpawnOrder) {
+        let now = self.now();
+        let Some(t) = self.spawns.templates.get(&order.template) else {
+            let why = format!(
+                "template {:?} is not declared to this daemon (templates come from `warren up \
+                 FILE`)",
+                order.template
+            );
+            self.kernel.spawn_failed(order.ticket, &why, now);
+            return;
+        };
+        let name = order.child.clone();
+        if self.registry.envs.contains_key(&name) {
+            let why = format!("{name:?} is already a managed environment");
+            self.kernel.spawn_failed(order.ticket, &why, now);
+            return;
+        }
+        let mut managed = Managed::new(child_spec(t, order));
+        managed.spawned_by = Some(order.parent_name.clone());
+        self.registry.envs.insert(name.clone(), managed);
+        match self.start(&name) {
+            Ok(()) => {
+                tracing::info!(parent = %order.parent_name, "spawning {name}");
+                self.spawns.starting.insert(name.clone(), order.ticket);
+                self.spawns.children.insert(name);
+                // Persisted at once: a kernel restart must find every child's launcher.
+                self.save();
+            }
+            Err(e) => {
+                self.registry.envs.remove(&name);
+                let why = format!("cannot start its launcher: {e}");
+                self.kernel.spawn_failed(order.ticket, &why, now);
+            }
+        }
+    }
+
+    /// At start, before re-adoption: children spawned under a previous kernel cannot be given
+    /// back their initial names and links yet, so they do not survive the restart. A child
+    /// whose launcher still runs is re-adopted and stopped at once (then forgotten); one whose
+    /// launcher is gone is forgotten.
+    pub(super) fn end_orphaned_children(&mut self) -> Vec<String> {
+        let orphans: Vec<String> = self
+            .registry
+            .envs
+            .iter()
+            .filter(|(_, m)| m.spawned_by.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in &orphans {
+            tracing::warn!(
+                "{name} was spawned under the previous kernel: spawned children do not survive a \
+                 kernel restart yet; stopping it"
+            );
+            self.spawns.children.insert(name.clone());
+        }
+        orphans
+    }
+
+    /// `Action::Stop`: stop an environment this daemon supervises (SIGTERM, then SIGKILL after
+    /// the grace period, or at once with `kill`).
+    pub(super) fn carry_out_stop(&mut self, name: &str, kill: bool, why: &str) {
+        tracing::info!(env = %name, kill, "stopping: {why}");
+        let grace = if kill { 0 } else { STOP_GRACE_MS };
+        self.begin_stop(name, grace, AfterStop::Stay);
+    }
+
+    /// A launcher registers: a starting child completes its spawn; anything else is a new
+    /// environment.
+    pub(super) fn register_env(&mut self, spec: EnvSpec) -> Result<EnvId, KernelError> {
+        let now = self.now();
+        match self.spawns.starting.remove(&spec.name) {
+            Some(ticket) => self.kernel.spawned(ticket, now),
+            None => self.kernel.add_env(spec, now),
+        }
+    }
+
+    /// A launcher's control connection closed: whether the kernel should forget the
+    /// environment now (`false` for a child whose launcher still runs: its exit status comes
+    /// with the launcher's exit).
+    pub(super) fn end_now(&mut self, env: EnvId) -> bool {
+        let Some(name) = self.kernel.env_name(env).map(str::to_owned) else {
+            return true;
+        };
+        if self.spawns.children.contains(&name) && self.runtime.contains_key(&name) {
+            self.spawns.ending.insert(name, env);
+            return false;
+        }
+        true
+    }
+
+    /// The environment that spawned `name`, while both run.
+    pub(super) fn parent_name(&self, name: &str) -> Option<String> {
+        let env = self.kernel.env_by_name(name)?;
+        let parent = self.kernel.parent_of(env)?;
+        self.kernel.env_name(parent).map(str::to_owned)
+    }
+
+    /// The running children of `name`.
+    pub(super) fn children_names(&self, name: &str) -> Vec<String> {
+        let Some(env) = self.kernel.env_by_name(name) else {
+            return Vec::new();
+        };
+        let children = self.kernel.children_of(env);
+        children
+            .into_iter()
+            .filter_map(|c| self.kernel.env_name(c).map(str::to_owned))
+            .collect()
+    }
+
+    /// A launcher exited with `code`. For a spawned child: report the status to the kernel
+    /// (or fail a spawn that never registered), forget it, and return true; false for any
+    /// other environment.
+    pub(super) fn child_exited(&mut self, name: &str, code: i32) -> bool {
+        if !self.spawns.children.remove(name) {
+            return false;
+        }
+        let now = self.now();
+        self.registry.envs.remove(name);
+        if let Some(ticket) = self.spawns.starting.remove(name) {
+            let why = format!(
+                "its launcher exited with {code} before the child started (see `warren logs {name}`)"
+            );
+            self.kernel.spawn_failed(ticket, &why, now);
+            return true;
+        }
+        if let Some(env) = self.kernel.env_by_name(name) {
+            self.kernel.set_exit_status(env, ExitStatus::Code(code));
+        }
+        if let Some(env) = self.spawns.ending.remove(name) {
+            self.kernel.remove_env(env, now);
+        }
+        // A child that succeeded leaves no log behind; a failed one keeps it for `warren logs`.
+        if code == 0 {
+            let log = self.state_dir.join("logs").join(format!("{name}.log"));
+            let _ = std::fs::remove_file(log);
+        }
+        tracing::info!("{name} (spawned) exited with {code}");
+        true
+    }
+}

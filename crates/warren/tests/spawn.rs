@@ -1,0 +1,386 @@
+//! Spawn (issue 16, protocol version 3) end to end: a real `warren up` with a manifest that
+//! declares templates and environments that may spawn from them, on a state directory of this
+//! test's own (so no other suite's kernel or launcher meets it), and `warren-msg` inside.
+//!
+//! - a parent spawns a child with one initial name (its own mailbox, as `out`) and an
+//!   argument; the child's table is exactly its mailbox and `out`; guessed handles and lookups
+//!   of the parent, of a mailbox the parent may reach and of the template find nothing; the
+//!   child's message arrives from the child's name, then the `down` notice with its exit status;
+//!   the child leaves nothing behind (not in `ps -a`);
+//! - `ps --tree`, `ps --json` and `inspect` show parent and children;
+//! - `warren stop` of a parent stops its linked child and not its detached one.
+
+mod common;
+use common::kernel::msg_bin;
+use common::*;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A daemon on a private state directory, stopped (SIGTERM, then reaped) when dropped, with
+/// whatever it still supervises.
+struct Daemon {
+    child: Child,
+    state: tempfile::TempDir,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for name in self.names() {
+            let _ = self.warren().args(["stop", "-t", "0", &name]).output();
+        }
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn up(dir: &Path, manifest: &str) -> Daemon {
+        let file = dir.join("spaces.toml");
+        std::fs::write(&file, manifest).unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let log = dir.join("daemon.log");
+        let child = Self::start(state.path(), &file, &log);
+        Daemon { child, state, log }
+    }
+
+    fn start(state: &Path, file: &Path, log: &Path) -> Child {
+        warren()
+            .env("WARREN_STATE_DIR", state)
+            .arg("up")
+            .arg(file)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap()
+    }
+
+    /// Stops the kernel (SIGTERM: environments keep running) and starts it again on the same
+    /// state directory and manifest.
+    fn restart(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap();
+        let file = self.log.with_file_name("spaces.toml");
+        self.child = Self::start(self.state.path(), &file, &self.log);
+    }
+
+    fn warren(&self) -> Command {
+        let mut c = warren();
+        c.env("WARREN_STATE_DIR", self.state.path());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> String {
+        let o = self.warren().args(args).output().unwrap();
+        assert!(o.status.success(), "warren {args:?}: {}", stderr(&o));
+        stdout(&o)
+    }
+
+    /// `ps -a --json`, by name.
+    fn ps(&self) -> std::collections::BTreeMap<String, Value> {
+        self.out(&["ps", "-a", "--json"])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .map(|v| (v["name"].as_str().unwrap().to_owned(), v))
+            .collect()
+    }
+
+    fn names(&self) -> Vec<String> {
+        match self.warren().args(["ps", "-q"]).output() {
+            Ok(o) => stdout(&o).lines().map(str::to_owned).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Waits until `f` holds, for at most `secs` seconds.
+    fn wait(&self, what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !f() {
+            assert!(
+                start.elapsed() < Duration::from_secs(secs),
+                "timed out waiting for {what}; daemon log:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The log of `name` once it contains `marker`.
+    fn log_with(&self, name: &str, marker: &str) -> String {
+        let mut text = String::new();
+        self.wait(&format!("{marker:?} in the log of {name}"), 60, || {
+            let o = self.warren().args(["logs", name]).output().unwrap();
+            text = stdout(&o) + &stderr(&o);
+            text.contains(marker)
+        });
+        text
+    }
+}
+
+fn sh(script: &str) -> String {
+    format!("[\"/bin/sh\", \"-c\", {script:?}, \"sh\"]")
+}
+
+#[test]
+fn spawn_with_initial_names_links_and_down_notices() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (front, secret, holder) = (unique("front"), unique("secret"), unique("holder"));
+    let (echo, sleeper) = (unique("echo"), unique("sleeper"));
+    let child_script = "warren-msg whoami; for h in 0 3 4 5 6 7 8; do warren-msg send $h x; done; \
+         warren-msg lookup $PARENT; warren-msg lookup $SECRET; warren-msg lookup template:$T; \
+         warren-msg send out \"hello $1\"; exit 3";
+    let front_script = format!(
+        "warren-msg spawn {echo} --name a --grant out=1 --env PARENT={front} --env \
+         SECRET={secret} --env T={echo} -- arg1; warren-msg recv --timeout 20000; \
+         warren-msg recv --timeout 20000; warren-msg lookup {secret}; echo done; sleep 60"
+    );
+    let holder_script = format!(
+        "warren-msg spawn {sleeper} --name linked && warren-msg spawn {sleeper} --name free \
+         --detach && echo spawned; sleep 60"
+    );
+    let manifest = format!(
+        "[template.{echo}]\nimage = {root:?}\ncommand = {}\nmax_instances = 4\nargs = true\n\
+         env_allow = [\"PARENT\", \"SECRET\", \"T\"]\n\n\
+         [template.{sleeper}]\nimage = {root:?}\ncommand = {}\nmax_instances = 4\ndetach = true\n\n\
+         [space.{secret}]\nimage = {root:?}\ncommand = {}\n\n\
+         [space.{front}]\nimage = {root:?}\ncommand = {}\nmay_send = [\"{secret}\"]\n\
+         may_spawn = [\"{echo}\"]\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{sleeper}\"]\n",
+        sh(child_script),
+        sh("sleep 60"),
+        sh("sleep 60"),
+        sh(&front_script),
+        sh(&holder_script),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{echo}-a");
+
+    // The parent: the child's handles, its message, then its down notice.
+    let out = d.log_with(&front, "done");
+    let lines: Vec<&str> = out.lines().collect();
+    let spawned: Value = serde_json::from_str(lines[0]).expect(&out);
+    assert_eq!(spawned["child"], child.as_str(), "{out}");
+    let msg: Value = serde_json::from_str(lines[1]).expect(&out);
+    assert_eq!(msg["from"], child.as_str());
+    assert_eq!(msg["body"], "hello arg1");
+    let down: Value = serde_json::from_str(lines[2]).expect(&out);
+    assert_eq!(down["down"], spawned["reference"], "{out}");
+    assert_eq!(down["from"], child.as_str());
+    assert_eq!(
+        down["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=3"]])
+    );
+
+    // The child: exactly its mailbox and `out`; nothing else by guessing or by name.
+    let clog = d.log_with(&child, "warren-msg: lookup");
+    let whoami: Value = serde_json::from_str(clog.lines().next().unwrap()).expect(&clog);
+    let handles: Vec<(u64, &str)> = whoami["handles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| (h["handle"].as_u64().unwrap(), h["target"].as_str().unwrap()))
+        .collect();
+    assert_eq!(handles, vec![(1, child.as_str()), (2, "out")], "{clog}");
+    for h in [0, 3, 4, 5, 6, 7, 8] {
+        assert!(
+            clog.contains(&format!(
+                "warren-msg: send: no-such-handle: no handle {h} in your table"
+            )),
+            "handle {h}: {clog}"
+        );
+    }
+    assert_eq!(
+        clog.matches("warren-msg: lookup: not-found").count(),
+        3,
+        "{clog}"
+    );
+    // Positive control: the parent itself finds the secret the child could not.
+    assert!(lines[3].starts_with("{\"handle\":"), "{out}");
+    // Nothing is left of the child.
+    d.wait("the child to leave ps -a", 20, || {
+        !d.ps().contains_key(&child)
+    });
+
+    // A linked and a detached child: the tree, then `warren stop` of the parent.
+    d.log_with(&holder, "spawned");
+    let (linked, free) = (format!("{sleeper}-linked"), format!("{sleeper}-free"));
+    d.wait("both children to run", 30, || {
+        let ps = d.ps();
+        [&linked, &free]
+            .iter()
+            .all(|n| ps.get(*n).is_some_and(|v| v["state"] == "running"))
+    });
+    let ps = d.ps();
+    assert_eq!(ps[&linked]["parent"], holder.as_str());
+    assert_eq!(ps[&free]["parent"], holder.as_str());
+    let mut kids: Vec<&str> = ps[&holder]["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    kids.sort();
+    let mut want = vec![free.as_str(), linked.as_str()];
+    want.sort();
+    assert_eq!(kids, want);
+    let tree = d.out(&["ps", "--tree"]);
+    let pos = |n: &str| tree.lines().position(|l| l.trim_start().starts_with(n));
+    let (h, l) = (pos(&holder).expect(&tree), pos(&linked).expect(&tree));
+    assert!(l > h, "{tree}");
+    assert!(
+        tree.lines().nth(l).unwrap().starts_with("  "),
+        "a child is indented: {tree}"
+    );
+    let inspect: Value = serde_json::from_str(&d.out(&["inspect", &linked])).unwrap();
+    assert_eq!(inspect["parent"], holder.as_str());
+
+    d.out(&["stop", "-t", "1", &holder]);
+    d.wait("the linked child to stop", 30, || {
+        d.ps().get(&linked).is_none_or(|v| v["state"] != "running")
+    });
+    let ps = d.ps();
+    assert_eq!(ps[&free]["state"], "running", "the detached child runs on");
+    assert!(
+        !ps.contains_key(&linked),
+        "a stopped child is not kept: {:?}",
+        ps.get(&linked)
+    );
+}
+
+/// The escape suite's probe (crates/warren-probe), run inside a *spawned* child: nothing it
+/// tries is open, and the key isolation probes are blocked. (The probe run on the host as root
+/// is the positive control: crates/warren-probe/tests/positive_control.rs.)
+#[test]
+fn the_escape_probe_inside_a_spawned_child_finds_nothing_open() {
+    msg_bin();
+    let probe = workspace_bin("warren-probe", "warren-probe");
+    let dir = tempfile::tempdir().unwrap();
+    // A busybox root with the probe in it, readable by the environments' unprivileged uids.
+    let root = dir.path().join("root");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(busybox_root())
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::copy(probe, root.join("bin/warren-probe")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path(), root.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let marker = dir.path().join("marker");
+    std::fs::write(&marker, "host secret").unwrap();
+    std::fs::set_permissions(&marker, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut sleeper = Command::new("sleep").arg("120").spawn().unwrap();
+    let (starter, template) = (unique("starter"), unique("probe"));
+    let probe_script = format!(
+        "/bin/warren-probe --marker {} --host-pid {} all; echo probe-done; sleep 60",
+        marker.display(),
+        sleeper.id()
+    );
+    let manifest = format!(
+        "[template.{template}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{starter}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{template}\"]\n",
+        sh(&probe_script),
+        sh(&format!("warren-msg spawn {template} --name x && sleep 60")),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{template}-x");
+    let out = d.log_with(&child, "probe-done");
+    let results: Vec<Value> = out
+        .lines()
+        .filter_map(|l| l.find("{\"probe\"").map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        results.len() >= 60,
+        "only {} results:\n{out}",
+        results.len()
+    );
+    let open: Vec<&Value> = results.iter().filter(|r| r["outcome"] == "open").collect();
+    assert!(open.is_empty(), "open inside a spawned child: {open:#?}");
+    let outcome = |p: &str| {
+        results
+            .iter()
+            .find(|r| r["probe"] == p)
+            .map(|r| r["outcome"].as_str().unwrap_or("").to_owned())
+    };
+    for p in [
+        "fs.read_marker_path",
+        "fs.read_proc1_root_marker",
+        "ns.unshare_user",
+        "ns.setns",
+        "proc.kill_host_pid",
+        "sys.bpf",
+        "net.interfaces",
+        "priv.no_new_privs",
+        "priv.seccomp_mode",
+        "id.uid_map",
+    ] {
+        assert_eq!(outcome(p).as_deref(), Some("blocked"), "{p}:\n{out}");
+    }
+    // The host is unchanged.
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host secret");
+    assert!(
+        sleeper.try_wait().unwrap().is_none(),
+        "the host process was harmed"
+    );
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+}
+
+/// A kernel restart: a child spawned under the previous kernel cannot get its initial names and
+/// links back yet, so the new kernel stops it and forgets it (rather than let it run as an
+/// environment nobody declared, with none of its names); the declared parent is re-adopted.
+#[test]
+fn children_of_a_previous_kernel_are_stopped_when_it_restarts() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, sleeper) = (unique("holder"), unique("sleeper"));
+    let manifest = format!(
+        "[template.{sleeper}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{sleeper}\"]\n",
+        sh("sleep 120"),
+        sh(&format!(
+            "warren-msg spawn {sleeper} --name c && echo spawned; sleep 120"
+        )),
+    );
+    let mut d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{sleeper}-c");
+    d.log_with(&holder, "spawned");
+    d.wait("the child to run", 30, || {
+        d.ps().get(&child).is_some_and(|v| v["state"] == "running")
+    });
+    d.restart();
+    d.wait("the child to be stopped and forgotten", 60, || {
+        Command::new(env!("CARGO_BIN_EXE_warren"))
+            .env("WARREN_STATE_DIR", d.state.path())
+            .args(["ps", "-a", "-q"])
+            .output()
+            .is_ok_and(|o| {
+                let names = stdout(&o);
+                o.status.success() && names.contains(&holder) && !names.contains(&child)
+            })
+    });
+    assert_eq!(
+        d.ps()[&holder]["state"],
+        "running",
+        "the parent is re-adopted"
+    );
+}
