@@ -17,6 +17,8 @@ from ._common import Batch, Handle
 from .client import Client
 from .errors import (
     AttestFailed,
+    NotAllowed,
+    SpawnFailed,
     BadRequest,
     CapabilityError,
     ConnectionClosed,
@@ -51,6 +53,6 @@ __all__ = [
     "DEFAULT_MAILBOX", "SEND", "GRANT", "MONITOR", "RECEIVE",
     "WarrenError", "KernelError", "CapabilityError", "MailboxError", "RequestError",
     "BadRequest", "NoSuchHandle", "NoRight", "Revoked", "Expired", "UsedUp", "Full", "Timeout",
-    "NotFound", "Dead", "VersionMismatch", "TooLarge", "Unavailable", "Quota", "AttestFailed",
+    "NotFound", "Dead", "VersionMismatch", "TooLarge", "Unavailable", "Quota", "AttestFailed", "SpawnFailed", "NotAllowed",
     "NoConnection", "ConnectionClosed", "ProtocolError", "EncodeError", "UnsupportedError",
 ]

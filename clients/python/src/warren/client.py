@@ -291,6 +291,64 @@ class Client:
         i = self._id()
         return c.as_identity(self._request(p.encode_request(i, p.Whoami()), i))
 
+    def spawn(
+        self,
+        template: int,
+        *,
+        suffix: Optional[str] = None,
+        args: Iterable[str] = (),
+        env: Optional[dict] = None,
+        memory: Optional[int] = None,
+        pids: Optional[int] = None,
+        cpus: Optional[int] = None,
+        tmpfs_size: Optional[int] = None,
+        detach: bool = False,
+        names: Optional[dict] = None,
+    ) -> p.Spawned:
+        """A child environment from the template ``template`` designates (needs SPAWN;
+        protocol version 3, docs/protocol.md section 16): ``names`` maps the child's initial
+        names to handles of this table; limits are bytes, processes and millionths of a cpu.
+        Returns the child's name, a SEND|MONITOR handle on its mailbox, a STOP handle on it and
+        the reference its ``down`` notice will carry."""
+        self._need_version(3, "spawn")
+        i = self._id()
+        req = p.Spawn(
+            template, suffix, list(args), list((env or {}).items()), memory, pids, cpus,
+            tmpfs_size, detach, list((names or {}).items()),
+        )
+        v = c.check(self._request(p.encode_request(i, req), i))
+        if type(v) is not p.Spawned:
+            raise c.unexpected(v)
+        return v
+
+    def stop(self, handle: int, kill: bool = False) -> None:
+        """Stop (SIGTERM, then SIGKILL after the grace period) or, with ``kill``, kill at once
+        the environment a STOP handle designates; its end comes as the ``down`` notice."""
+        self._need_version(3, "stop")
+        i = self._id()
+        c.as_ok(self._request(p.encode_request(i, p.Stop(handle, kill)), i))
+
+    def restrict(
+        self,
+        template: int,
+        *,
+        share: Optional[int] = None,
+        memory: Optional[int] = None,
+        pids: Optional[int] = None,
+        cpus: Optional[int] = None,
+        tmpfs_size: Optional[int] = None,
+    ) -> Handle:
+        """A weaker SPAWN handle derived from ``template``: at most ``share`` live children
+        through it, and lower limit ceilings."""
+        self._need_version(3, "restrict")
+        i = self._id()
+        req = p.Restrict(template, share, memory, pids, cpus, tmpfs_size)
+        return c.as_handle(self._request(p.encode_request(i, req), i), self)
+
+    def _need_version(self, v: int, what: str) -> None:
+        if self.version < v:
+            raise WarrenError(f"{what} needs protocol version {v}; the kernel agreed {self.version}")
+
     def attenuate(
         self,
         handle: int,

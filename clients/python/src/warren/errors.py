@@ -135,6 +135,18 @@ class AttestFailed(KernelError):
     code, name = 20, "attest-failed"
 
 
+class SpawnFailed(KernelError):
+    """The child could not be started (protocol version 3, section 16.1)."""
+
+    code, name = 40, "spawn-failed"
+
+
+class NotAllowed(CapabilityError):
+    """The template does not allow what the spawn asked for (section 16.1)."""
+
+    code, name = 41, "not-allowed"
+
+
 #: Error code -> exception class, for every code the protocol defines.
 BY_CODE: Dict[int, Type[KernelError]] = {
     c.code: c
@@ -154,6 +166,8 @@ BY_CODE: Dict[int, Type[KernelError]] = {
         Unavailable,
         Quota,
         AttestFailed,
+        SpawnFailed,
+        NotAllowed,
     )
 }
 

@@ -33,13 +33,21 @@ MAX_NONCE = 64
 MAX_ATTEST_DATA = 1024
 
 SEND, GRANT, MONITOR, RECEIVE = 0x1, 0x2, 0x4, 0x8
-KNOWN_RIGHTS = 0xF
+#: Version 3: SPAWN on a template handle, STOP on a child environment's handle (section 16).
+SPAWN, STOP = 0x10, 0x20
+KNOWN_RIGHTS = 0x3F
+MAX_SPAWN_ARGS = 64
+MAX_SPAWN_TEXT = 4096
+MAX_SPAWN_ENV = 64
+MAX_SPAWN_NAMES = 64
 #: The default mailbox's handle in every environment's table.
 DEFAULT_MAILBOX = 1
 
 HELLO, SEND_OP, RECV, LOOKUP, WHOAMI, ATTENUATE = 0x01, 0x02, 0x03, 0x04, 0x05, 0x06
 REVOKE, DROP, MONITOR_OP, CREATE_MAILBOX, SEND_BATCH, RECV_BATCH = 0x07, 0x08, 0x09, 0x0A, 0x0B, 0x0C
 ATTEST = 0x10
+SPAWN_OP, STOP_OP, RESTRICT = 0x20, 0x21, 0x22
+SPAWNED = 0xA0
 WELCOME, OK, HANDLE, MONITOR_REF, DELIVERY, IDENTITY = 0x81, 0x82, 0x83, 0x84, 0x85, 0x86
 ERROR, DELIVERIES, ACCEPTED, QUOTE = 0x87, 0x88, 0x89, 0x90
 
@@ -236,6 +244,52 @@ class Deliveries:
 
 
 @dataclass
+class Spawn:
+    """Version 3 (section 16.1): a child from the template ``handle`` designates."""
+
+    handle: int
+    suffix: Optional[str] = None
+    args: List[str] = field(default_factory=list)
+    env: List[Tuple[str, str]] = field(default_factory=list)
+    memory: Optional[int] = None
+    pids: Optional[int] = None
+    cpus: Optional[int] = None
+    tmpfs_size: Optional[int] = None
+    detach: bool = False
+    names: List[Tuple[str, int]] = field(default_factory=list)
+
+
+@dataclass
+class Stop:
+    """Version 3 (section 16.2): stop (or kill) the environment a STOP handle designates."""
+
+    handle: int
+    kill: bool = False
+
+
+@dataclass
+class Restrict:
+    """Version 3 (section 16.3): a weaker SPAWN handle (a share, lower ceilings)."""
+
+    handle: int
+    share: Optional[int] = None
+    memory: Optional[int] = None
+    pids: Optional[int] = None
+    cpus: Optional[int] = None
+    tmpfs_size: Optional[int] = None
+
+
+@dataclass
+class Spawned:
+    """The answer to Spawn (section 16.4)."""
+
+    child: str
+    mailbox: int
+    control: int
+    reference: int
+
+
+@dataclass
 class Accepted:
     count: int
 
@@ -283,6 +337,34 @@ def _rights(r: int, what: str) -> bytes:
     if r & ~KNOWN_RIGHTS:
         raise EncodeError(f"unknown rights bits {r & ~KNOWN_RIGHTS:#x} in {what}")
     return _U32.pack(r)
+
+
+def _text(t: str, limit: int, what: str) -> bytes:
+    b = t.encode("utf-8")
+    _limit(what, len(b), limit)
+    return _U16.pack(len(b)) + b
+
+
+def _limits4(memory: Optional[int], pids: Optional[int], cpus: Optional[int], tmpfs: Optional[int]) -> bytes:
+    return _opt64(memory) + _opt64(pids) + _opt64(cpus) + _opt64(tmpfs)
+
+
+def _spawn_fields(r: "Spawn") -> bytes:
+    _limit("spawn args", len(r.args), MAX_SPAWN_ARGS)
+    _limit("spawn env", len(r.env), MAX_SPAWN_ENV)
+    _limit("spawn names", len(r.names), MAX_SPAWN_NAMES)
+    parts = [_U32.pack(r.handle), b"\x00" if r.suffix is None else b"\x01" + _name(r.suffix, "spawn suffix")]
+    parts.append(_U16.pack(len(r.args)))
+    parts += [_text(a, MAX_SPAWN_TEXT, "spawn arg") for a in r.args]
+    parts.append(_U16.pack(len(r.env)))
+    for k, v in r.env:
+        parts += [_name(k, "spawn env name"), _text(v, MAX_SPAWN_TEXT, "spawn env value")]
+    parts.append(_limits4(r.memory, r.pids, r.cpus, r.tmpfs_size))
+    parts.append(b"\x01" if r.detach else b"\x00")
+    parts.append(_U16.pack(len(r.names)))
+    for n, h in r.names:
+        parts += [_name(n, "spawn name"), _U32.pack(h)]
+    return b"".join(parts)
 
 
 def _frame(op: int, id: int, fields: bytes) -> bytes:
@@ -430,6 +512,14 @@ def encode_request(id: int, r: Any) -> bytes:
             id,
             _bytes(r.nonce, MAX_NONCE, "attest nonce") + _bytes(r.data, MAX_ATTEST_DATA, "attest data"),
         )
+    if t is Spawn:
+        return _frame(SPAWN_OP, id, _spawn_fields(r))
+    if t is Stop:
+        return _frame(STOP_OP, id, _U32.pack(r.handle) + (b"\x01" if r.kill else b"\x00"))
+    if t is Restrict:
+        return _frame(
+            RESTRICT, id, _U32.pack(r.handle) + _opt32(r.share) + _limits4(r.memory, r.pids, r.cpus, r.tmpfs_size)
+        )
     raise TypeError(f"not a request: {r!r}")
 
 
@@ -473,6 +563,12 @@ def encode_response(id: int, r: Any) -> bytes:
         return _frame(ACCEPTED, id, _U32.pack(r.count))
     if t is Quote:
         return _frame(QUOTE, id, _bytes(r.quote, MAX_BODY, "quote"))
+    if t is Spawned:
+        return _frame(
+            SPAWNED,
+            id,
+            _name(r.child, "spawned child") + _U32.pack(r.mailbox) + _U32.pack(r.control) + _U64.pack(r.reference),
+        )
     raise TypeError(f"not a response: {r!r}")
 
 
@@ -651,6 +747,25 @@ def _request_body(op: int, r: _Reader) -> Any:
         return RecvBatch(mailbox, mx, r.opt64("timeout_ms"))
     if op == ATTEST:
         return Attest(r.bytes_(MAX_NONCE, "attest nonce"), r.bytes_(MAX_ATTEST_DATA, "attest data"))
+    if op == SPAWN_OP:
+        handle = r.u32("handle")
+        suffix = r.name("spawn suffix") if r.flag("spawn suffix") else None
+        n = r.count(MAX_SPAWN_ARGS, 2, "spawn args")
+        args = [r.text(MAX_SPAWN_TEXT, "spawn arg") for _ in range(n)]
+        n = r.count(MAX_SPAWN_ENV, 3, "spawn env")
+        env = [(r.name("spawn env name"), r.text(MAX_SPAWN_TEXT, "spawn env value")) for _ in range(n)]
+        memory, pids, cpus, tmpfs = (r.opt64(w) for w in ("memory", "pids", "cpus", "tmpfs_size"))
+        detach = r.flag("detach")
+        n = r.count(MAX_SPAWN_NAMES, 5, "spawn names")
+        names = [(r.name("spawn name"), r.u32("spawn name handle")) for _ in range(n)]
+        return Spawn(handle, suffix, args, env, memory, pids, cpus, tmpfs, detach, names)
+    if op == STOP_OP:
+        return Stop(r.u32("handle"), r.flag("kill"))
+    if op == RESTRICT:
+        handle = r.u32("handle")
+        share = r.opt32("share")
+        memory, pids, cpus, tmpfs = (r.opt64(w) for w in ("memory", "pids", "cpus", "tmpfs_size"))
+        return Restrict(handle, share, memory, pids, cpus, tmpfs)
     return None
 
 
@@ -696,6 +811,8 @@ def _response_body(op: int, r: _Reader) -> Any:
         return Accepted(r.u32("accepted count"))
     if op == QUOTE:
         return Quote(r.bytes_(MAX_BODY, "quote"))
+    if op == SPAWNED:
+        return Spawned(r.name("spawned child"), r.u32("spawned mailbox"), r.u32("spawned control"), r.u64("spawned reference"))
     return None
 
 
