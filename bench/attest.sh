@@ -30,7 +30,7 @@ ONLY=${ONLY:-}
 QUOTES=${QUOTES:-50}
 PROFILE=${PROFILE:-release}   # debug: only to check the script quickly; figures need release
 rel=(); [ "$PROFILE" = debug ] || rel=(--release)
-(cd "$repo" && cargo build -q "${rel[@]}" -p warren-attest --example attest_bench)
+[ "$ONLY" = boot-quote ] || (cd "$repo" && cargo build -q "${rel[@]}" -p warren-attest --example attest_bench)
 (cd "$repo" && cargo build -q "${rel[@]}" -p warren)
 warren="$repo/target/x86_64-unknown-linux-gnu/$PROFILE/warren"
 (cd "$repo/crates/warren-tpm" && RUSTFLAGS="-C target-feature=-crt-static" \
@@ -119,6 +119,11 @@ PY
     export TPM2TOOLS_TCTI="$spec"
     tpm2_createek -c "$t/ek.ctx" -G rsa -u "$t/ek.pub" >/dev/null
     tpm2_createak -C "$t/ek.ctx" -c "$t/ak.ctx" -G ecc -g sha256 -s ecdsa -u "$t/ak.pem" -f pem >/dev/null
+    # Persistent, as Warren's AK is: swtpm has no resource manager, so a context loaded per
+    # quote would stay loaded and fill the TPM's object slots.
+    tpm2_flushcontext -t >/dev/null 2>&1 || true
+    tpm2_flushcontext -s >/dev/null 2>&1 || true
+    tpm2_evictcontrol -C o -c "$t/ak.ctx" 0x81010010 >/dev/null
     tpm2_flushcontext -t >/dev/null 2>&1 || true
     local sel="sha256:0,1,2,3,4,5,6,7,8,9,14"
     python3 - "$QUOTES" "$t" "$w" "$sel" "${W[@]}" <<'PY'
@@ -136,7 +141,7 @@ for i in range(n):
     run(W + ["attest", "quote", "--nonce", nonce, "--out", f"{w}/q.json"])
     run(W + ["attest", "verify", "--quote", f"{w}/q.json", "--nonce", nonce, "--ca", f"{w}/ca/tpm-ca.crt"])
     t1 = time.perf_counter()
-    run(["tpm2_quote", "-c", f"{t}/ak.ctx", "-l", sel, "-q", nonce, "-m", f"{t}/msg", "-s", f"{t}/sig",
+    run(["tpm2_quote", "-c", "0x81010010", "-l", sel, "-q", nonce, "-m", f"{t}/msg", "-s", f"{t}/sig",
          "-o", f"{t}/pcrs", "-g", "sha256"])
     run(["tpm2_checkquote", "-u", f"{t}/ak.pem", "-m", f"{t}/msg", "-s", f"{t}/sig", "-f", f"{t}/pcrs",
          "-g", "sha256", "-q", nonce])

@@ -15,7 +15,7 @@
 #   COUNT=300 bash bench/scale.sh
 #
 # Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
-# release). Must run as root. Uses a private state directory and a busybox root in a temporary
+# release), SKIP_BUILD (1: use the binaries already built). Must run as root. Uses a private state directory and a busybox root in a temporary
 # directory; network use: `cargo build` only.
 set -euo pipefail
 
@@ -35,10 +35,10 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || die "busybox-static is n
 
 flag=(--release)
 [ "$BUILD" = debug ] && flag=()
-(cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
+[ "${SKIP_BUILD:-0}" = 1 ] || (cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
 bin="$repo/target/x86_64-unknown-linux-gnu/$BUILD"
 warren="$bin/warren"
-bench="$bin/warren-bench"
+bench="$bin/warren-ipc-bench"
 [ -x "$warren" ] && [ -x "$bench" ] || die "build failed: no $warren or $bench"
 
 work=$(mktemp -d /tmp/warren-scale.XXXXXX)
@@ -105,7 +105,7 @@ rtt() { # LABEL
         --iters "$RTT_ITERS" --warmup 2000 --round 1 --register "sc-cli-$tag" \
         --may-send "sc-srv-$tag" --state-dir "$state" > "$work/rtt-$1.json"
     wait "$srv"
-    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(f"p50 {r[\"p50_us\"]:.1f} us, p99 {r[\"p99_us\"]:.1f} us")' "$work/rtt-$1.json"
+    python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print("p50 %.1f us, p99 %.1f us" % (r["p50_us"], r["p99_us"]))' "$work/rtt-$1.json"
 }
 
 say "round trip with 2 environments"

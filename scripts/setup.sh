@@ -42,6 +42,15 @@ have zstd || need+=(zstd)
 have gzip || need+=(gzip)
 have hyperfine || need+=(hyperfine)
 
+# --- clients (issue 17): the C library's tests compile with the system cc (above); the Python
+# package's tests use Debian's python3 with pytest, venv, pip and setuptools (docs/python.md).
+[ -x /usr/bin/python3 ] || need+=(python3)
+/usr/bin/python3 -c 'import pytest' 2>/dev/null || need+=(python3-pytest)
+/usr/bin/python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+/usr/bin/python3 -c 'import setuptools' 2>/dev/null || need+=(python3-setuptools)
+# --- end clients
+
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "setup: missing packages ${need[*]}; run as root to install them" >&2
@@ -51,6 +60,22 @@ if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The Salt state's test (crates/warren/tests/workloads.rs) runs a masterless minion of Salt 3008
+# from PyPI in its own virtualenv; the versions are pinned in salt-requirements.txt (resolving
+# them afresh backtracks for minutes).
+if [ ! -e /opt/warren-salt/.installed ]; then
+  python3 -c 'import venv, ensurepip' 2>/dev/null || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  }
+  echo "setup: installing Salt into /opt/warren-salt"
+  rm -rf /opt/warren-salt
+  python3 -m venv /opt/warren-salt
+  /opt/warren-salt/bin/pip install -q --no-deps -r "$(dirname "$0")/salt-requirements.txt"
+  touch /opt/warren-salt/.installed
 fi
 
 if ! have cargo; then

@@ -43,3 +43,16 @@ cargo test --workspace --locked --no-fail-fast 2>&1 | tee /tmp/warren-test.log
 # One closing line for the whole run: the sum of every test binary's result line.
 grep -E '^test result:' /tmp/warren-test.log |
   awk '{p += $4; f += $6} END {printf "tests: %d passed, %d failed\n", p, f}'
+
+# --- clients (issue 17): the Python package installed as docs/python.md says (a venv; offline,
+# with Debian's setuptools), its conformance and fake-kernel tests, then the C and Python
+# clients inside environments against a real kernel (clients/tests/live.sh).
+echo "== clients: pip install ./clients/python into a venv, pytest"
+venv=$(mktemp -d)
+/usr/bin/python3 -m venv --system-site-packages "$venv"
+"$venv/bin/pip" install -q --no-build-isolation --no-index ./clients/python
+(cd "$venv" && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$OLDPWD/clients/python/tests")
+rm -rf "$venv" clients/python/build clients/python/src/warren.egg-info
+echo "== clients: C and Python inside environments"
+bash clients/tests/live.sh
+# --- end clients

@@ -29,6 +29,7 @@ fn content(i: usize) -> LaunchContent {
         namespaces: vec!["user".into(), "pid".into(), "mount".into()],
         network: "none (loopback only)".into(),
         degraded: vec![],
+        mounts: vec![],
     };
     LaunchContent {
         event: "launch".into(),

@@ -42,6 +42,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         namespaces: vec![],
         network: "none".into(),
         degraded: vec![],
+        mounts: vec![],
     };
     let content = LaunchContent {
         event: "launch".into(),

@@ -157,8 +157,7 @@ fn echo(c: &mut Client) {
                 if let Err(e) = c.send(reply, m) {
                     println!("reply failed: {e}");
                 }
-                // A used reply handle would stay in the table until dropped.
-                let _ = c.drop_handle(reply);
+                // The spent reply handle leaves the table by itself (docs/protocol.md §9).
             }
             Err(e) if is_timeout(&e) => {}
             Err(e) => die("recv", e),

@@ -9,8 +9,8 @@
 //! * `pipelined`: the same messages, but each side puts its send and its next receive in one
 //!   packet ([`Client::send_and_recv`]), the least a round trip can cost through the kernel;
 //! * `call`: the client uses [`Client::call`] (a one-shot reply capability and a correlation
-//!   id) and the server answers through the reply handle and drops it, since a used reply
-//!   handle stays in its table until dropped.
+//!   id) and the server answers through the reply handle, which the kernel removes from its
+//!   table once spent (docs/protocol.md §9).
 //!
 //! Throughput: a sender of 64-byte messages and a receiver that counts them and measures from
 //! the first arrival to the last. Batched, they use the batch frames of protocol version 2
@@ -137,8 +137,8 @@ pub fn server(style: Style, peer: &str, cpu: Option<usize>, host: &Host) -> anyh
         match style {
             Style::Call => {
                 let reply = next.reply.context("a call without a reply handle")?;
+                // The reply spends the one-shot handle, which leaves the table by itself.
                 k.send(reply, answer).context("reply")?;
-                k.drop_handle(reply).context("drop the used reply handle")?;
                 next = k.recv(None).context("receive")?;
             }
             Style::Plain | Style::Pipelined => {

@@ -451,6 +451,7 @@ impl Layout {
                     path,
                     parent,
                     controllers,
+                    hierarchy: Vec::new(),
                 })
             })
             .collect();
@@ -609,6 +610,17 @@ pub struct CgroupInfo {
     pub limits: AppliedLimits,
 }
 
+/// One cgroup filesystem of an environment's view of its own cgroup ([`Cgroup::view`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMount {
+    /// `cgroup2` or `cgroup`.
+    pub fstype: &'static str,
+    /// The mount options: the v1 hierarchy's controllers (`cpu,cpuacct`); empty for v2.
+    pub options: String,
+    /// Where, below `/sys/fs/cgroup` (empty: `/sys/fs/cgroup` itself).
+    pub dir: String,
+}
+
 /// One directory of a cgroup: the leaf in one hierarchy.
 #[derive(Debug)]
 struct Dir {
@@ -617,6 +629,9 @@ struct Dir {
     parent: PathBuf,
     /// The controllers Warren uses through it.
     controllers: Vec<&'static str>,
+    /// v1: every controller bound to its hierarchy (the mount options a view of it needs);
+    /// empty for v2 and for an adopted cgroup.
+    hierarchy: Vec<String>,
 }
 
 impl Dir {
@@ -702,6 +717,30 @@ impl Cgroup {
         self.dirs.iter().map(|d| d.path.clone()).collect()
     }
 
+    /// The cgroup filesystems to mount, inside the environment's cgroup namespace, for a
+    /// read-only view of this cgroup at `/sys/fs/cgroup`: v2, the unified hierarchy at
+    /// `/sys/fs/cgroup` itself; v1, each hierarchy the cgroup has a directory in, at
+    /// `/sys/fs/cgroup/<controllers>` (`memory`, `cpu,cpuacct`), as hosts mount them.
+    pub fn view(&self) -> Vec<ViewMount> {
+        match self.version {
+            Version::V2 => vec![ViewMount {
+                fstype: "cgroup2",
+                options: String::new(),
+                dir: String::new(),
+            }],
+            Version::V1 => self
+                .dirs
+                .iter()
+                .filter(|d| !d.hierarchy.is_empty())
+                .map(|d| ViewMount {
+                    fstype: "cgroup",
+                    options: d.hierarchy.join(","),
+                    dir: d.hierarchy.join(","),
+                })
+                .collect(),
+        }
+    }
+
     /// Version, paths and the limits as written.
     pub fn info(&self) -> CgroupInfo {
         CgroupInfo {
@@ -721,6 +760,17 @@ impl Cgroup {
             Version::V1 => "memory.oom_control",
         };
         keyed_value(&fs::read_to_string(dir.join(file)).ok()?, "oom_kill")
+    }
+
+    /// How many times a fork or clone failed because the pids limit was reached (`pids.events`
+    /// `max`, in v2 and in the v1 pids controller alike); `None` if unreadable.
+    pub fn pids_max_hits(&self) -> Option<u64> {
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.has("pids"))
+            .map(|d| d.path.as_path())?;
+        keyed_value(&fs::read_to_string(dir.join("pids.events")).ok()?, "max")
     }
 
     /// The highest memory use recorded, in bytes (v2 `memory.peak`, v1
@@ -835,6 +885,7 @@ impl Created {
                         path,
                         parent,
                         controllers: Vec::new(),
+                        hierarchy: Vec::new(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -1233,17 +1284,21 @@ rw,nsdelegate,memory_recursiveprot
         assert!(!cg(tmp.path(), "freezer/warren/db").exists());
         let cgroup = layout.create("web", &limits()).unwrap();
 
-        let dirs: Vec<PathBuf> = ["memory", "pids", "cpu"]
+        // With a memory or cpu limit, also cpuacct and cpuset (no limits): the JVM needs all
+        // four in the environment's view of its cgroup.
+        let dirs: Vec<PathBuf> = ["memory", "pids", "cpu", "cpuacct", "cpuset"]
             .iter()
             .map(|h| cg(tmp.path(), &format!("{h}/warren/web")))
             .collect();
         assert_eq!(cgroup.paths(), dirs);
+        let view: Vec<String> = cgroup.view().into_iter().map(|m| m.dir).collect();
+        assert_eq!(view, ["memory", "pids", "cpu", "cpuacct", "cpuset"]);
         assert_eq!(cgroup.version(), Version::V1);
         assert_eq!(read(dirs[0].join("memory.limit_in_bytes")), "67108864");
         assert_eq!(read(dirs[1].join("pids.max")), "32");
         assert_eq!(read(dirs[2].join("cpu.cfs_quota_us")), "50000");
         assert_eq!(read(dirs[2].join("cpu.cfs_period_us")), "100000");
-        assert!(!cg(tmp.path(), "cpuacct/warren").exists());
+        assert!(!cg(tmp.path(), "blkio/warren").exists());
         assert!(!cg(tmp.path(), "unified/warren").exists());
         let applied = cgroup.info().limits;
         assert_eq!(applied.memory_bytes, Some(MIB_64));
@@ -1356,7 +1411,8 @@ rw,nsdelegate,memory_recursiveprot
                 },
             )
             .unwrap();
-        assert_eq!(cgroup.paths().len(), 2);
+        // memory and cpu, and the view's cpuacct and cpuset.
+        assert_eq!(cgroup.paths().len(), 4);
 
         // v2 whose root offers no cpu.
         let tmp = tempfile::tempdir().unwrap();

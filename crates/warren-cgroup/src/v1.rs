@@ -16,7 +16,13 @@ use super::{
 };
 
 /// The v1 hierarchies where Warren looks for its leaves (to adopt and sweep them).
-pub(super) const HIERARCHIES: [&str; 4] = ["memory", "pids", "cpu", "freezer"];
+pub(super) const HIERARCHIES: [&str; 6] = ["memory", "pids", "cpu", "freezer", "cpuacct", "cpuset"];
+
+/// The hierarchies an environment with a memory or cpu limit also joins, without limits, so
+/// that its view of its own cgroup (`/sys/fs/cgroup`, see [`super::Cgroup::view`]) has every
+/// controller a JVM requires before it reads any limit (OpenJDK 17 gives up on cgroup v1
+/// without cpu, cpuacct, cpuset and memory).
+const VIEW_HIERARCHIES: [&str; 3] = ["cpu", "cpuacct", "cpuset"];
 
 /// How long to wait for `freezer.state` to read `FROZEN` before killing anyway.
 const FREEZE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -38,17 +44,24 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
     if wanted.is_empty() {
         wanted.push("pids");
     }
-    let mut plan: Vec<(&Path, Vec<&'static str>)> = Vec::new();
+    if limits.memory.is_some() || limits.cpu.is_some() {
+        for c in VIEW_HIERARCHIES {
+            if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some() {
+                wanted.push(c);
+            }
+        }
+    }
+    let mut plan: Vec<(&super::V1Hierarchy, Vec<&'static str>)> = Vec::new();
     for controller in wanted {
         let Some(hierarchy) = layout.v1_hierarchy(controller) else {
             continue;
         };
         match plan
             .iter_mut()
-            .find(|(mount, _)| *mount == hierarchy.mount_point)
+            .find(|(h, _)| h.mount_point == hierarchy.mount_point)
         {
             Some((_, controllers)) => controllers.push(controller),
-            None => plan.push((&hierarchy.mount_point, vec![controller])),
+            None => plan.push((hierarchy, vec![controller])),
         }
     }
     if plan.is_empty() {
@@ -60,9 +73,17 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
 
     let mut created = Created::new();
     let mut dirs = Vec::with_capacity(plan.len());
-    for (mount, controllers) in plan {
-        let mut dir = created.make_leaf(mount, leaf)?;
+    for (hierarchy, controllers) in plan {
+        let mut dir = created.make_leaf(&hierarchy.mount_point, leaf)?;
+        if hierarchy.controllers.iter().any(|c| c == "cpuset") {
+            // A new v1 cpuset has no cpus and no memory nodes (unless the parent clones them),
+            // and nothing can join it then: inherit the parent's, for `warren` and the leaf.
+            for d in [&dir.parent, &dir.path] {
+                inherit_cpuset(d)?;
+            }
+        }
         dir.controllers = controllers;
+        dir.hierarchy = hierarchy.controllers.clone();
         dirs.push(dir);
     }
     let mut applied = AppliedLimits::default();
@@ -77,6 +98,20 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
         applied,
         destroyed: false,
     })
+}
+
+/// Give the cpuset `dir` its parent's cpus and memory nodes where it has none.
+fn inherit_cpuset(dir: &Path) -> Result<(), CgroupError> {
+    let Some(parent) = dir.parent() else {
+        return Ok(());
+    };
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        if read_optional(&dir.join(file))?.trim().is_empty() {
+            let value = read_optional(&parent.join(file))?;
+            write_file(&dir.join(file), value.trim())?;
+        }
+    }
+    Ok(())
 }
 
 /// Write the limits that belong to `controllers` into the directory `dir`, recording them in

@@ -3,7 +3,7 @@
 //! This crate imports container images in the two formats tools write to disk, an **OCI image
 //! layout** (a directory or a tar of one, as `umoci`, `skopeo`, `buildah` and `docker buildx`
 //! write it) and a **`docker save` archive**, into a content-addressed store under the state
-//! directory (`<state-dir>/images`), and resolves a stored image for `warren run --image`.
+//! directory (`<data-dir>/images`, docs/files.md), and resolves a stored image for `warren run --image`.
 //!
 //! * [`oci`]: the JSON documents (index, manifest, config, `docker save`'s `manifest.json`).
 //! * [`digest`]: `sha256:` digests and the hashing reader that checks every blob's digest and

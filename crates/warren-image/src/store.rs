@@ -1,4 +1,4 @@
-//! The content-addressed image store under `<state-dir>/images`:
+//! The content-addressed image store under `<data-dir>/images`:
 //!
 //! ```text
 //! images/              mode 0700: only root walks in (stored roots keep the images' owners)
@@ -162,7 +162,7 @@ pub struct ResolvedImage {
     _lock: OwnedFd,
 }
 
-/// The store at `<state-dir>/images`.
+/// The store at `<data-dir>/images`.
 #[derive(Debug, Clone)]
 pub struct Store {
     dir: PathBuf,

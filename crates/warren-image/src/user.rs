@@ -118,7 +118,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<RunAs, ImageError> {
         },
         Err(_) => match passwd.iter().find(|e| e.name == u) {
             Some(e) => (e.id, e.gid, Some(e.name.clone()), Some(e.home.clone())),
-            None => return Err(err(format!("no user {u:?} in the image's /etc/passwd"))),
+            None => return Err(err(format!("no user {u:?} in the root's /etc/passwd"))),
         },
     };
     if let Some(g) = g {
@@ -126,7 +126,7 @@ pub fn resolve(root: &Path, spec: &str) -> Result<RunAs, ImageError> {
             Ok(n) => n,
             Err(_) => match groups.iter().find(|e| e.name == g) {
                 Some(e) => e.gid,
-                None => return Err(err(format!("no group {g:?} in the image's /etc/group"))),
+                None => return Err(err(format!("no group {g:?} in the root's /etc/group"))),
             },
         };
     }

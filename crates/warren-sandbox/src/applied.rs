@@ -33,7 +33,8 @@ pub struct Applied {
     pub devices: Vec<String>,
     /// The cgroup, or `None` if allowed to be missing.
     pub cgroup: Option<CgroupInfo>,
-    /// Capabilities left in every set (always empty).
+    /// Capabilities the workload keeps (`--cap-add`: in its permitted, effective, inheritable,
+    /// ambient and bounding sets; empty by default).
     pub capabilities: Vec<String>,
     /// Whether `no_new_privs` is set (always true).
     pub no_new_privs: bool,
@@ -53,6 +54,9 @@ pub struct Applied {
     /// The image's manifest digest, for an image root: what `inspect` shows and the launch
     /// measurement records.
     pub image_manifest_digest: Option<String>,
+    /// The volumes and host directories mounted in, by identity (name or host path, place,
+    /// mode), never their contents.
+    pub mounts: Vec<crate::plan::MountSpec>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
     /// How long the launch took, from `launch` being called to the workload's `execve`, in
@@ -190,7 +194,11 @@ pub(crate) fn initial(
             .map(|(d, _)| format!("/dev/{d}"))
             .collect(),
         cgroup: None,
-        capabilities: vec![],
+        capabilities: plan
+            .capabilities
+            .iter()
+            .map(|c| c.name.to_owned())
+            .collect(),
         no_new_privs: true,
         seccomp: SeccompInfo {
             mode: "filter",
@@ -209,6 +217,7 @@ pub(crate) fn initial(
         measurement: None,
         image_name: plan.image_name.clone(),
         image_manifest_digest: plan.image_manifest_digest.clone(),
+        mounts: plan.mounts.clone(),
         user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }

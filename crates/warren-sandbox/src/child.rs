@@ -6,7 +6,7 @@
 //! pipe is close-on-exec, so a successful `execve` closes it: the parent reads end-of-file after
 //! [`Report::Exec`].
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 
@@ -37,6 +37,10 @@ pub(crate) struct ChildContext<'a> {
     /// For an image or rootfs root: the detached mount of the root (idmapped for an image; see
     /// `launch`).
     pub image_tree: Option<OwnedFd>,
+    /// The cgroup filesystems of the environment's view of its own cgroup (`/sys/fs/cgroup`).
+    pub cgroup_view: Vec<warren_cgroup::ViewMount>,
+    /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
+    pub mount_trees: Vec<BorrowedFd<'a>>,
 }
 
 /// Run the child side and exec; never returns.
@@ -118,7 +122,7 @@ fn setup(
 
     // Open the root's host files while our filesystem uid is still the launcher's: the new root
     // user may lack search permission on their host directories.
-    let tool_path = ctx.mailbox.as_ref().and(ctx.plan.client_tool.as_deref());
+    let tool_path = ctx.plan.client_tool.as_deref();
     let mut sources = rootfs::open_sources(&ctx.plan.root, tool_path)?;
     let tool = if tool_path.is_some() {
         sources.pop()
@@ -185,13 +189,20 @@ fn setup(
     rx(
         Step::Hostname,
         "sethostname",
-        rustix::system::sethostname(ctx.plan.name.as_str().as_bytes()),
+        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
     )?;
     fault(Step::Hostname)?;
     io(
         Step::Loopback,
         "bring lo up",
         warren_sys::interface_up(c"lo"),
+    )?;
+    // Ports below 1024 need no capability in the environment's own network namespace (as
+    // Docker sets it): `/proc/sys/net` is the writer's network namespace, which is ours.
+    io(
+        Step::Loopback,
+        "set net.ipv4.ip_unprivileged_port_start to 0",
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
     )?;
     fault(Step::Loopback)?;
     if let Some(inside) = &ctx.net {
@@ -212,6 +223,11 @@ fn setup(
         &ctx.plan.root,
         &sources,
         tool.as_ref(),
+        rootfs::ExtraMounts {
+            volumes: &ctx.plan.mounts,
+            trees: &ctx.mount_trees,
+            cgroup_view: &ctx.cgroup_view,
+        },
         &ctx.staging,
         ctx.plan.tmpfs_size,
         ctx.fault,
@@ -261,7 +277,7 @@ fn setup(
     )?;
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock().map_err(|e| {
+    let outcome = confine::landlock(&ctx.plan.mounts).map_err(|e| {
         (
             Step::Landlock,
             "restrict with Landlock".to_owned(),
@@ -288,7 +304,7 @@ fn setup(
     io(
         Step::Capabilities,
         "drop capabilities",
-        confine::drop_capabilities(ctx.plan.user.as_ref()),
+        confine::drop_capabilities(ctx.plan.user.as_ref(), &ctx.plan.capabilities),
     )?;
     fault(Step::Capabilities)?;
     rx(
@@ -337,7 +353,10 @@ fn set_rlimits(plan: &LaunchPlan) -> StepResult {
     let table = policy::RLIMITS
         .iter()
         .map(|(r, s, h, _)| (*r, *s, *h))
-        .chain([(Rlimit::NProc, pids, pids)]);
+        // One above the cgroup's pids.max: the cgroup refuses first, and counts it in
+        // `pids.events`, so `warren run` can say the limit was hit; the rlimit stays the
+        // backstop where no pids cgroup applies.
+        .chain([(Rlimit::NProc, pids + 1, pids + 1)]);
     for (r, soft, hard) in table {
         let res = match r {
             Rlimit::Core => Resource::Core,

@@ -1,5 +1,5 @@
 //! The last steps before `execve`, in the order they must run: Landlock, dropping every
-//! capability, `no_new_privs`, then the seccomp filter (child side).
+//! capability but those `--cap-add` keeps, `no_new_privs`, then the seccomp filter (child side).
 //!
 //! Landlock comes first because creating its domain needs either `no_new_privs` or
 //! `CAP_SYS_ADMIN`; seccomp comes last so that the steps before it may use system calls the
@@ -37,9 +37,11 @@ impl LandlockOutcome {
 }
 
 /// Restrict the filesystem to: read and execute everywhere in the (already read-only) root;
-/// read, write and create in `/tmp` and `/dev/shm`; read and write the device nodes. Scope
-/// abstract unix sockets and signals to the environment.
-pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
+/// read, write and create in `/tmp`, `/dev/shm` and every writable volume or bind mount; read
+/// and write the device nodes. Scope abstract unix sockets and signals to the environment.
+pub(crate) fn landlock(
+    mounts: &[crate::plan::MountSpec],
+) -> Result<LandlockOutcome, landlock::RulesetError> {
     let abi = LANDLOCK_ABI;
     let status = landlock::Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
@@ -49,6 +51,10 @@ pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
         .add_rules(path_beneath_rules(["/"], AccessFs::from_read(abi)))?
         .add_rules(path_beneath_rules(
             ["/tmp", "/dev/shm"],
+            AccessFs::from_all(abi),
+        ))?
+        .add_rules(path_beneath_rules(
+            mounts.iter().filter(|m| !m.read_only).map(|m| &m.dest),
             AccessFs::from_all(abi),
         ))?
         .add_rules(path_beneath_rules(
@@ -69,14 +75,28 @@ pub(crate) fn landlock() -> Result<LandlockOutcome, landlock::RulesetError> {
 const NO_CAP_AMBIENT_RAISE_LOCKED: CapabilitiesSecureBits =
     CapabilitiesSecureBits::from_bits_retain(1 << 7);
 
-/// Empty all five capability sets and lock the securebits so that `execve` of a root-owned or
-/// file-capability binary cannot bring any back.
+/// Empty all five capability sets but for `keep` (`--cap-add`), and lock the securebits so
+/// that `execve` of a root-owned or file-capability binary cannot bring any back.
 ///
 /// With `user`, the workload's ids change to it between locking the securebits and emptying
 /// the sets: `NO_SETUID_FIXUP` keeps `CAP_SETUID`/`CAP_SETGID` usable across the change, and
-/// the sets are emptied right after, so the workload starts as that user with no capability.
-pub(crate) fn drop_capabilities(user: Option<&crate::plan::RunAs>) -> std::io::Result<()> {
+/// is switched off (and locked off) right after, so a workload that later changes its own
+/// uid away from 0 loses its capabilities as on any Linux system (nginx's workers do).
+///
+/// `keep` ends up in the permitted, effective, inheritable and ambient sets (the ambient set
+/// carries it across the workload's `execve`, since `NO_ROOT` gives uid 0 nothing) and in the
+/// bounding set; `NO_CAP_AMBIENT_RAISE` is locked on, so nothing outside `keep` comes back.
+pub(crate) fn drop_capabilities(
+    user: Option<&crate::plan::RunAs>,
+    keep: &[warren_spec::Capability],
+) -> std::io::Result<()> {
+    let kept = keep.iter().fold(CapabilitySet::empty(), |set, c| {
+        set | CapabilitySet::from_bits_retain(1 << c.number)
+    });
     for cap in 0..64 {
+        if kept.bits() & (1 << cap) != 0 {
+            continue;
+        }
         match warren_sys::capbset_drop(cap) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(22) => break, // EINVAL: past the last capability
@@ -88,10 +108,7 @@ pub(crate) fn drop_capabilities(user: Option<&crate::plan::RunAs>) -> std::io::R
         CapabilitiesSecureBits::NO_ROOT
             | CapabilitiesSecureBits::NO_ROOT_LOCKED
             | CapabilitiesSecureBits::NO_SETUID_FIXUP
-            | CapabilitiesSecureBits::NO_SETUID_FIXUP_LOCKED
-            | CapabilitiesSecureBits::KEEP_CAPS_LOCKED
-            | CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE
-            | NO_CAP_AMBIENT_RAISE_LOCKED,
+            | CapabilitiesSecureBits::KEEP_CAPS_LOCKED,
     )?;
     if let Some(u) = user {
         let groups: Vec<rustix::process::Gid> = u
@@ -105,12 +122,36 @@ pub(crate) fn drop_capabilities(user: Option<&crate::plan::RunAs>) -> std::io::R
         let uid = rustix::process::Uid::from_raw(u.uid);
         rustix::thread::set_thread_res_uid(uid, uid, uid)?;
     }
+    // Keep CAP_SETPCAP until the securebits are final.
+    let setpcap = CapabilitySet::SETPCAP;
     rustix::thread::set_capabilities(
         None,
         CapabilitySets {
-            effective: CapabilitySet::empty(),
-            permitted: CapabilitySet::empty(),
-            inheritable: CapabilitySet::empty(),
+            effective: kept | setpcap,
+            permitted: kept | setpcap,
+            inheritable: kept,
+        },
+    )?;
+    for c in keep {
+        rustix::thread::configure_capability_in_ambient_set(
+            CapabilitySet::from_bits_retain(1 << c.number),
+            true,
+        )?;
+    }
+    rustix::thread::set_capabilities_secure_bits(
+        CapabilitiesSecureBits::NO_ROOT
+            | CapabilitiesSecureBits::NO_ROOT_LOCKED
+            | CapabilitiesSecureBits::NO_SETUID_FIXUP_LOCKED
+            | CapabilitiesSecureBits::KEEP_CAPS_LOCKED
+            | CapabilitiesSecureBits::NO_CAP_AMBIENT_RAISE
+            | NO_CAP_AMBIENT_RAISE_LOCKED,
+    )?;
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: kept,
+            permitted: kept,
+            inheritable: kept,
         },
     )?;
     Ok(())

@@ -87,6 +87,8 @@ pub struct ExitState {
     pub signal: Option<i32>,
     /// Whether the memory cgroup recorded an OOM kill.
     pub oom_killed: bool,
+    /// Whether a fork or clone failed on the pids limit (`pids.events` `max`).
+    pub pids_limit_hit: bool,
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -371,7 +373,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_owned(), crate::policy::DEFAULT_PATH.to_owned()),
         ("HOME".to_owned(), "/".to_owned()),
-        ("HOSTNAME".to_owned(), plan.name.to_string()),
+        ("HOSTNAME".to_owned(), plan.hostname().to_owned()),
     ];
     if mailbox {
         env.push(("WARREN_FD".to_owned(), "3".to_owned()));
@@ -413,6 +415,9 @@ struct ParentEnds {
     report: OwnedFd,
     /// For an image root: the detached mount, idmapped once the child's maps are written.
     image_tree: Option<OwnedFd>,
+    /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
+    /// written (the child holds the same mounts and attaches them).
+    mount_trees: Vec<OwnedFd>,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -458,6 +463,8 @@ fn fork(
         }
         _ => None,
     };
+    let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
+    let mount_trees = open_mount_trees(plan)?;
     let attach = match taken
         .cgroup
         .as_ref()
@@ -511,6 +518,8 @@ fn fork(
                 env: env.to_vec(),
                 net: taken.net.as_ref().map(|n| n.inside()),
                 image_tree,
+                cgroup_view,
+                mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -530,6 +539,7 @@ fn fork(
                     go_keep: go_rd,
                     report: rep_rd,
                     image_tree,
+                    mount_trees,
                 },
             ))
         }
@@ -565,6 +575,8 @@ fn record(plan: &LaunchPlan, pid: i32, features: &Features, taken: &Taken) -> Ap
 fn set_up_from_outside(
     pid: i32,
     image_tree: Option<OwnedFd>,
+    mount_trees: &[OwnedFd],
+    plan: &LaunchPlan,
     taken: &mut Taken,
     fault: Fault,
 ) -> Result<(), LaunchError> {
@@ -572,6 +584,9 @@ fn set_up_from_outside(
     write_id_maps(pid, uids.host_base, uids.size)?;
     if let Some(tree) = image_tree {
         idmap_image_root(pid, &tree)?;
+    }
+    for (tree, m) in mount_trees.iter().zip(&plan.mounts) {
+        idmap_mount(pid, tree, m)?;
     }
     fault.at(Step::UidMap)?;
     if let Some(n) = taken.net.as_mut() {
@@ -689,13 +704,16 @@ pub fn launch_with_mailbox(
         .image_tree
         .take()
         .filter(|_| matches!(plan.root, RootSource::Image(_)));
-    set_up_from_outside(pid, idmapped, &mut taken, fault)?;
+    let mount_trees = std::mem::take(&mut ends.mount_trees);
+    set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
+    drop(mount_trees);
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
         go_keep,
         report,
         image_tree: _,
+        mount_trees: _,
     } = ends;
     drop(go_keep);
     read_reports(plan, report, &mut applied, &mut taken)?;
@@ -712,7 +730,7 @@ pub fn launch_with_mailbox(
 /// Remove the cgroups of environments whose launcher died without cleaning up (killed with
 /// SIGKILL, say): a leaf whose name no live launcher holds. Their processes were killed by the
 /// parent-death signal; any survivor is killed here. `own` is the name this launcher holds: a
-/// leaf of that name can only be a leftover.
+/// leaf of that name can only be a leftover, and is removed on every launch.
 ///
 /// Another Warren instance with another state directory may hold names this one cannot see, so
 /// a leaf is only ever swept when it is also empty and older than [`STALE_CGROUP_AGE`]. A
@@ -720,22 +738,61 @@ pub fn launch_with_mailbox(
 /// loaded far beyond its cores (launches measured at load 50 on 2 cores) that took over five
 /// seconds, and a five-second threshold swept live launches' cgroups from under them
 /// (`cgroup-attach: ... No such device`). An empty leftover costs nothing while it waits.
+///
+/// Looking at every leaf costs six system calls per live environment, so the full sweep (and
+/// the removal of uid slot files dead launchers left) runs at most once per
+/// [`SWEEP_INTERVAL`] per state directory, as the modification time of
+/// `<state>/housekeeping` records.
 fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
+    if let Some(cg) = layout.adopt(own) {
+        let _ = cg.destroy();
+    }
+    if !housekeeping_due(state) {
+        return;
+    }
     for leaf in layout.leaves() {
-        if leaf != own && !layout.leaf_is_stale(&leaf, STALE_CGROUP_AGE) {
+        if leaf == own || !layout.leaf_is_stale(&leaf, STALE_CGROUP_AGE) {
             continue;
         }
-        if leaf == own || matches!(state.name_in_use(&leaf), Ok(false)) {
+        if matches!(state.name_in_use(&leaf), Ok(false)) {
             if let Some(cg) = layout.adopt(&leaf) {
                 let _ = cg.destroy();
             }
         }
     }
+    state.remove_stale_uid_files();
+}
+
+/// Whether the housekeeping of [`sweep_stale_cgroups`] is due: `<state>/housekeeping` is
+/// missing or older than [`SWEEP_INTERVAL`]. If so, its time is set to now first, so that
+/// concurrent launches rarely sweep together (two that do only repeat each other's work).
+fn housekeeping_due(state: &StateDir) -> bool {
+    let path = state.root().join("housekeeping");
+    let recent = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < SWEEP_INTERVAL));
+    if recent {
+        return false;
+    }
+    // Never truncated (an empty file has nothing to lose); without the marker every launch
+    // sweeps, as before it existed.
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+    true
 }
 
 /// How old an empty cgroup leaf of a name this state directory does not hold must be before a
 /// launch sweeps it (see [`sweep_stale_cgroups`]).
 const STALE_CGROUP_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How often, at most, a launch runs the full sweep of [`sweep_stale_cgroups`].
+const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The launch error for a failure the child reported.
 fn child_error(plan: &LaunchPlan, step: Step, errno: i32, message: String) -> LaunchError {
@@ -772,6 +829,51 @@ fn idmap_image_root(pid: i32, tree: &OwnedFd) -> Result<(), LaunchError> {
         Step::UidMap,
         "make the image root an idmapped mount (the kernel and the store's filesystem must \
          support idmapped mounts)",
+    ))
+}
+
+/// Open a detached, non-recursive copy of each mount's host directory (mounts below it stay
+/// out of the environment). The parent opens them: the data directory is 0700 and the
+/// environment's root has no access to host paths.
+fn open_mount_trees(plan: &LaunchPlan) -> Result<Vec<OwnedFd>, LaunchError> {
+    plan.mounts
+        .iter()
+        .map(|m| {
+            let tree = rustix::mount::open_tree(
+                rustix::fs::CWD,
+                &m.host,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map_err(|e| {
+                parent_err(
+                    Step::Clone,
+                    format!("open the mount source {}", m.host.display()),
+                )(e.into())
+            })?;
+            high(tree, "mount source")
+        })
+        .collect()
+}
+
+/// Make the detached mount `tree` of `m` nosuid, nodev (read-only when asked) and idmapped
+/// through the user namespace of `pid`: uid N inside reads and writes files owned by N on
+/// disk, whatever the environment's host uid range, so a volume outlives the range it was
+/// first used with.
+fn idmap_mount(pid: i32, tree: &OwnedFd, m: &crate::plan::MountSpec) -> Result<(), LaunchError> {
+    let ns = format!("/proc/{pid}/ns/user");
+    let userns =
+        std::fs::File::open(&ns).map_err(parent_err(Step::UidMap, format!("open {ns}")))?;
+    let mut attrs = warren_sys::MOUNT_ATTR_NOSUID | warren_sys::MOUNT_ATTR_NODEV;
+    if m.read_only {
+        attrs |= warren_sys::MOUNT_ATTR_RDONLY;
+    }
+    warren_sys::mount_setattr_idmap(tree.as_fd(), userns.as_fd(), attrs).map_err(parent_err(
+        Step::UidMap,
+        format!(
+            "make {} an idmapped mount (its filesystem must support idmapped mounts)",
+            m.host.display()
+        ),
     ))
 }
 
@@ -870,6 +972,12 @@ impl Running {
             .as_ref()
             .and_then(|c| c.oom_kills())
             .is_some_and(|n| n > 0);
+        let pids_limit_hit = self
+            .taken
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.pids_max_hits())
+            .is_some_and(|n| n > 0);
         if let Some(cg) = self.taken.cgroup.take() {
             cg.destroy()?;
         }
@@ -877,6 +985,7 @@ impl Running {
             code,
             signal,
             oom_killed,
+            pids_limit_hit,
         })
     }
 }

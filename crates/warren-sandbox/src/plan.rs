@@ -99,12 +99,18 @@ pub struct LaunchPlan {
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
-    /// `/dev/warren/warren-msg` when the environment has a mailbox connection.
+    /// `/dev/warren/warren-msg`: given when the environment has a mailbox connection or runs
+    /// `warren-msg init` as pid 1 (`warren run --init`).
     pub client_tool: Option<PathBuf>,
     /// A virtual interface (`docs/network.md`); `None` leaves the environment with `lo` only.
     pub net: Option<warren_spec::VethSpec>,
     /// The user to run as; `None` is root (uid 0 inside).
     pub user: Option<RunAs>,
+    /// The hostname inside (`--hostname`); `None` is the environment's name.
+    pub hostname: Option<String>,
+    /// Capabilities the workload keeps inside its own user namespace (`--cap-add`), sorted;
+    /// empty (the default) drops every one.
+    pub capabilities: Vec<warren_spec::Capability>,
     /// The working directory inside the root; `None` is `/`.
     pub workdir: Option<PathBuf>,
     /// The image's name, for an image root (recorded, and measured by the launch measurement).
@@ -116,6 +122,28 @@ pub struct LaunchPlan {
     /// the root the store keeps read-only): the launch measurement records it instead of
     /// walking the tree. `None` makes the measurement walk the root.
     pub image_tree_digest: Option<String>,
+    /// Named volumes and host directories mounted into the environment, in order, after the
+    /// root is in place (`docs/launch-sequence.md`, step `mount-volumes`).
+    pub mounts: Vec<MountSpec>,
+}
+
+pub use warren_spec::mount::MountKind;
+
+/// One mount into the environment: `host` bound at `dest`, idmapped through the environment's
+/// user namespace, nosuid and nodev, read-only when asked. The caller has validated it (`dest`
+/// absolute and normalised, `host` an existing directory the policy allows).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MountSpec {
+    /// Volume or bind.
+    pub kind: MountKind,
+    /// What the user named: the volume's name or the host path (the record keeps this).
+    pub source: String,
+    /// The host directory bound (a volume's `data` directory, or the bind's path).
+    pub host: PathBuf,
+    /// The absolute path inside the environment (it must exist in the root as a directory).
+    pub dest: PathBuf,
+    /// Mounted read-only.
+    pub read_only: bool,
 }
 
 impl LaunchPlan {
@@ -123,4 +151,9 @@ impl LaunchPlan {
     pub const DEFAULT_TMPFS_SIZE: u64 = 16 << 20;
     /// The default pids limit: enough for a shell pipeline, small enough to stop a fork bomb.
     pub const DEFAULT_PIDS: u64 = 1024;
+
+    /// The hostname inside: `hostname` when given, else the environment's name.
+    pub fn hostname(&self) -> &str {
+        self.hostname.as_deref().unwrap_or(self.name.as_str())
+    }
 }

@@ -7,7 +7,7 @@
 //! make the root read-only; `pivot_root` into it and detach the old root. Nothing of the host's
 //! tree stays reachable: no `/sys`, no host mount, no old root.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
@@ -90,6 +90,16 @@ const fn libc_enotdir() -> i32 {
     20
 }
 
+/// What [`enter_root`] mounts besides the root itself.
+pub(crate) struct ExtraMounts<'a> {
+    /// The plan's volumes and bind mounts, in order.
+    pub volumes: &'a [crate::plan::MountSpec],
+    /// Their detached (idmapped) mount trees, in the same order.
+    pub trees: &'a [BorrowedFd<'a>],
+    /// The cgroup filesystems of the environment's view of its own cgroup.
+    pub cgroup_view: &'a [warren_cgroup::ViewMount],
+}
+
 /// Build the root at `staging` and pivot into it. On return the process's root and working
 /// directory are the environment's `/`.
 ///
@@ -101,10 +111,16 @@ pub(crate) fn enter_root(
     root: &RootSource,
     sources: &[OwnedFd],
     tool: Option<&OwnedFd>,
+    extra: ExtraMounts<'_>,
     staging: &Path,
     tmpfs_size: u64,
     fault: Option<Step>,
 ) -> StepResult {
+    let ExtraMounts {
+        volumes,
+        trees,
+        cgroup_view,
+    } = extra;
     let fault = |step: Step| -> StepResult {
         if fault == Some(step) {
             Err((
@@ -175,6 +191,7 @@ pub(crate) fn enter_root(
     }
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
+    mount_cgroup_view(staging, cgroup_view)?;
     fault(Step::MountProc)?;
     mount_dev(staging, tmpfs_size, tool)?;
     fault(Step::MountDev)?;
@@ -202,7 +219,59 @@ pub(crate) fn enter_root(
     fault(Step::MaskPaths)?;
     make_root_readonly(root, staging)?;
     fault(Step::ReadonlyRoot)?;
+    attach_mounts(staging, volumes, trees)?;
+    fault(Step::MountVolumes)?;
     pivot(staging)
+}
+
+/// Step `mount-volumes`: attach each detached mount (already idmapped, nosuid, nodev and, when
+/// asked, read-only) at its destination, which must be a directory of the root reached
+/// without a symbolic link (the root is read-only: Warren creates no mount points in it).
+fn attach_mounts(
+    staging: &Path,
+    specs: &[crate::plan::MountSpec],
+    trees: &[BorrowedFd<'_>],
+) -> StepResult {
+    for (m, tree) in specs.iter().zip(trees) {
+        let rel = m.dest.strip_prefix("/").unwrap_or(&m.dest);
+        let target = staging.join(rel);
+        // Refuse a destination reached through a symbolic link: a root could point one at
+        // `/proc` or at another mount's directory.
+        let mut walk = staging.to_path_buf();
+        for c in rel.components() {
+            walk.push(c);
+            let meta = std::fs::symlink_metadata(&walk).map_err(|e| {
+                (
+                    Step::MountVolumes,
+                    format!("mount point {} in the root", m.dest.display()),
+                    e,
+                )
+            })?;
+            if !meta.is_dir() {
+                return Err((
+                    Step::MountVolumes,
+                    format!(
+                        "mount point {} in the root: {} is not a directory",
+                        m.dest.display(),
+                        walk.strip_prefix(staging).unwrap_or(&walk).display()
+                    ),
+                    std::io::Error::from(std::io::ErrorKind::NotADirectory),
+                ));
+            }
+        }
+        at(
+            Step::MountVolumes,
+            || format!("attach {} at {}", m.source, m.dest.display()),
+            rustix::mount::move_mount(
+                tree,
+                "",
+                rustix::fs::CWD,
+                &target,
+                rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            ),
+        )?;
+    }
+    Ok(())
 }
 
 /// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.
@@ -360,6 +429,67 @@ fn mount_proc(staging: &Path) -> StepResult {
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             None,
         ),
+    )
+}
+
+/// A read-only view of the environment's own cgroup at `/sys/fs/cgroup`, so programs that size
+/// themselves to their limits (JVM, Go, Node) find them: a small read-only tmpfs on `/sys` (no
+/// sysfs) holding `fs/cgroup`, and on it the cgroup filesystems of `view`, mounted read-only in
+/// the environment's cgroup namespace (unshared after it joined its cgroup), so their root is
+/// its own cgroup. Skipped for a root without a `/sys` directory, and without a cgroup.
+fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepResult {
+    let sys = staging.join("sys");
+    if view.is_empty() || !sys.is_dir() {
+        return Ok(());
+    }
+    let step = Step::MountProc;
+    let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let opts = "mode=0755,size=64k,nr_inodes=64";
+    at(
+        step,
+        || format!("mount tmpfs on {}", sys.display()),
+        mount("tmpfs", &sys, "tmpfs", flags, data(opts).as_c_str()),
+    )?;
+    let base = sys.join("fs/cgroup");
+    io_at(
+        step,
+        || format!("create {}", base.display()),
+        std::fs::create_dir_all(&base),
+    )?;
+    for m in view {
+        let target = if m.dir.is_empty() {
+            base.clone()
+        } else {
+            base.join(&m.dir)
+        };
+        io_at(
+            step,
+            || format!("create {}", target.display()),
+            std::fs::create_dir_all(&target),
+        )?;
+        at(
+            step,
+            || {
+                format!(
+                    "mount the cgroup view ({} {}) on {}",
+                    m.fstype,
+                    m.options,
+                    target.display()
+                )
+            },
+            mount(
+                m.fstype,
+                &target,
+                m.fstype,
+                flags | MountFlags::RDONLY,
+                data(&m.options).as_c_str(),
+            ),
+        )?;
+    }
+    at(
+        step,
+        || format!("remount {} read-only", sys.display()),
+        mount_remount(&sys, flags | MountFlags::RDONLY, opts),
     )
 }
 

@@ -8,7 +8,6 @@
 //! that the file it locked is still the one at the path (the classic flock/unlink race).
 
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -79,11 +78,18 @@ impl Held {
     }
 
     /// Replace the lock file's content (a small record of who holds it).
+    ///
+    /// Written over the start of the file, then cut to the record's length only if the file was
+    /// longer (a file a crashed holder left): never truncated to zero first, because on ext4 a
+    /// file truncated to zero and written again is flushed to disk when it is closed
+    /// (`auto_da_alloc`), which put a write-out on the path of every environment's exit.
     pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
-        self.file.set_len(0)?;
-        use std::io::Seek;
-        self.file.seek(std::io::SeekFrom::Start(0))?;
-        self.file.write_all(record)
+        use std::os::unix::fs::FileExt;
+        self.file.write_all_at(record, 0)?;
+        if self.file.metadata()?.len() > record.len() as u64 {
+            self.file.set_len(record.len() as u64)?;
+        }
+        Ok(())
     }
 }
 
@@ -282,48 +288,52 @@ impl StateDir {
         Ok(out)
     }
 
-    /// Take a free host uid range. A range whose lock file was left by a launcher that died
-    /// (the kernel released its lock) is reused first, so crashed launchers leave no files
-    /// behind for long; otherwise a fresh slot is taken.
+    /// Take a free host uid range: the first free slot from a pseudo-random one, so a launch
+    /// costs a probe or two however many environments are live (a scan of every slot file first
+    /// cost three system calls per live environment on every launch). A slot file left by a
+    /// launcher that died (the kernel released its lock) is reused when a probe meets it; the
+    /// rest are removed by [`StateDir::remove_stale_uid_files`].
     pub fn claim_uid_range(&self) -> Result<UidRange, StateError> {
         let dir = self.uid_dir.clone();
         ensure_dir(&dir)?;
-        let range = |slot: u32, held: Held| UidRange {
-            slot,
-            host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
-            size: UID_RANGE_SIZE,
-            _held: held,
-        };
-        let existing = std::fs::read_dir(&dir).map_err(|source| StateError::Dir {
-            path: dir.clone(),
-            source,
-        })?;
-        for entry in existing.flatten() {
-            let Some(slot) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if slot >= UID_RANGE_SLOTS {
-                continue;
-            }
-            if let Some(held) = try_lock(&entry.path())? {
-                return Ok(range(slot, held));
-            }
-        }
         // Start at a pseudo-random slot so concurrent launchers rarely contend on one file.
         let start = (std::process::id() as u64 * 2_654_435_761 % UID_RANGE_SLOTS as u64) as u32;
         for i in 0..UID_RANGE_SLOTS {
             let slot = (start + i) % UID_RANGE_SLOTS;
             if let Some(held) = try_lock(&dir.join(slot.to_string()))? {
-                return Ok(range(slot, held));
+                return Ok(UidRange {
+                    slot,
+                    host_base: UID_RANGE_BASE + slot * UID_RANGE_SIZE,
+                    size: UID_RANGE_SIZE,
+                    _held: held,
+                });
             }
         }
         Err(StateError::NoUidRange {
             slots: UID_RANGE_SLOTS,
         })
+    }
+
+    /// Remove the uid slot files that launchers which died left behind (files whose lock no
+    /// one holds): housekeeping, run now and then by a launch, not on every one. Returns how
+    /// many it removed.
+    pub fn remove_stale_uid_files(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.uid_dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let is_slot = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+                .is_some_and(|slot| slot < UID_RANGE_SLOTS);
+            // Taking the lock and dropping it unlinks the file (see `Held`).
+            if is_slot && matches!(try_lock(&entry.path()), Ok(Some(_))) {
+                removed += 1;
+            }
+        }
+        removed
     }
 }
 
@@ -390,6 +400,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_record_replaces_the_lock_files_content_in_place() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("env.lock");
+        // A longer file left by a crashed holder: the record replaces all of it.
+        std::fs::write(&path, b"a much longer record left behind by a crash").unwrap();
+        let ino = std::fs::metadata(&path).unwrap().ino();
+        let mut held = try_lock(&path).unwrap().unwrap();
+        held.write_record(b"{\"a\":1}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"a\":1}");
+        held.write_record(b"{\"b\":22}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{\"b\":22}");
+        held.write_record(b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), ino);
+        drop(held);
+        assert!(!path.exists());
+    }
+
+    #[test]
     fn names_are_exclusive_while_held_and_free_after() {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
@@ -419,6 +449,23 @@ mod tests {
         std::fs::write(tmp.path().join("envs/old.lock"), b"crashed").unwrap();
         assert!(!state.name_in_use("old").unwrap());
         state.claim_name("old").unwrap();
+    }
+
+    #[test]
+    fn stale_uid_files_are_removed_and_held_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::with_uid_registry(tmp.path(), tmp.path().join("uids"));
+        let live = state.claim_uid_range().unwrap();
+        let stale = (live.slot + 7) % UID_RANGE_SLOTS;
+        std::fs::write(tmp.path().join(format!("uids/{stale}")), b"").unwrap();
+        std::fs::write(tmp.path().join("uids/not-a-slot"), b"").unwrap();
+        assert_eq!(state.remove_stale_uid_files(), 1);
+        assert!(!tmp.path().join(format!("uids/{stale}")).exists());
+        assert!(tmp.path().join(format!("uids/{}", live.slot)).exists());
+        assert!(tmp.path().join("uids/not-a-slot").exists());
+        // The live range's lock survived the sweep: its slot is not handed out again.
+        let other = state.claim_uid_range().unwrap();
+        assert_ne!(other.slot, live.slot);
     }
 
     #[test]

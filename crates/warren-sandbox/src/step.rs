@@ -39,6 +39,7 @@ pub enum Step {
     MountTmp,
     MaskPaths,
     ReadonlyRoot,
+    MountVolumes,
     PivotRoot,
     Rlimits,
     Fds,
@@ -53,7 +54,7 @@ pub enum Step {
 
 impl Step {
     /// Every step, in launch order.
-    pub const ALL: [Step; 36] = [
+    pub const ALL: [Step; 37] = [
         Step::Validate,
         Step::Features,
         Step::SeccompCompile,
@@ -80,6 +81,7 @@ impl Step {
         Step::MountTmp,
         Step::MaskPaths,
         Step::ReadonlyRoot,
+        Step::MountVolumes,
         Step::PivotRoot,
         Step::Rlimits,
         Step::Fds,
@@ -121,6 +123,7 @@ impl Step {
             Step::MountTmp => "mount-tmp",
             Step::MaskPaths => "mask-paths",
             Step::ReadonlyRoot => "readonly-root",
+            Step::MountVolumes => "mount-volumes",
             Step::PivotRoot => "pivot-root",
             Step::Rlimits => "rlimits",
             Step::Fds => "fds",

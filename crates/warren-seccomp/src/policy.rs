@@ -596,8 +596,6 @@ mod tests {
         "syslog",
         "nfsservctl",
         "pidfd_getfd",
-        "mknod",
-        "mknodat",
         "sethostname",
         "setdomainname",
     ];
@@ -938,9 +936,17 @@ mod tests {
                 }
             }
         }
-        // Conditional entries (socket, prctl) are allowed by some pattern or by their own tests.
+        // Conditional entries (socket, prctl, mknod) are allowed by some pattern or by their own
+        // tests.
         let missing: Vec<_> = allowed.difference(&allowed_seen).collect();
-        let expected_missing = [x86("socketpair"), x86("socket"), x86("prctl")];
+        let expected_missing = [
+            x86("socketpair"),
+            x86("socket"),
+            x86("prctl"),
+            x86("mknod"),
+            x86("mknodat"),
+            x86("sched_setscheduler"),
+        ];
         assert!(
             missing.iter().all(|m| expected_missing.contains(m)),
             "never allowed: {missing:?}"
@@ -984,6 +990,68 @@ mod tests {
                     run(&prog, &data),
                     SECCOMP_RET_KILL_PROCESS,
                     "{arch:#x} {number}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mknod_makes_fifos_and_sockets_but_never_devices() {
+        let prog = program(Arch::X86_64);
+        const S_IFMT: u64 = 0o170000;
+        let kinds = [
+            ("FIFO", 0o010000, ALLOW),
+            ("SOCK", 0o140000, ALLOW),
+            ("CHR", 0o020000, EPERM),
+            ("BLK", 0o060000, EPERM),
+            ("REG", 0o100000, EPERM),
+            ("DIR", 0o040000, EPERM),
+            ("LNK", 0o120000, EPERM),
+            ("none", 0, EPERM),
+        ];
+        for (kind, ifmt, verdict) in kinds {
+            for perm in [0, 0o644, 0o7777] {
+                let mode = ifmt | perm;
+                assert_eq!(
+                    eval(&prog, "mknodat", with_arg(2, mode)),
+                    verdict,
+                    "mknodat {kind} {mode:o}"
+                );
+                assert_eq!(
+                    eval(&prog, "mknod", with_arg(1, mode)),
+                    verdict,
+                    "mknod {kind} {mode:o}"
+                );
+                // Bits above the 32 the kernel reads do not change the verdict.
+                assert_eq!(
+                    eval(&prog, "mknodat", with_arg(2, mode | 0xffff_ffff_0000_0000)),
+                    verdict,
+                    "mknodat {kind} high bits"
+                );
+            }
+            // The type is exactly FIFO or SOCK, not one that merely contains its bits.
+            assert_eq!(ifmt & !S_IFMT, 0);
+        }
+    }
+
+    #[test]
+    fn sched_setscheduler_takes_only_the_normal_policies() {
+        let prog = program(Arch::X86_64);
+        const RESET_ON_FORK: u64 = 0x4000_0000;
+        for (policy, verdict) in [
+            (0, ALLOW), // OTHER
+            (3, ALLOW), // BATCH
+            (5, ALLOW), // IDLE
+            (1, EPERM), // FIFO
+            (2, EPERM), // RR
+            (6, EPERM), // DEADLINE
+            (7, EPERM),
+        ] {
+            for flags in [0, RESET_ON_FORK] {
+                assert_eq!(
+                    eval(&prog, "sched_setscheduler", with_arg(1, policy | flags)),
+                    verdict,
+                    "policy {policy} flags {flags:#x}"
                 );
             }
         }

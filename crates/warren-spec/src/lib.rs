@@ -9,14 +9,17 @@
 //! file).
 #![forbid(unsafe_code)]
 
+pub mod caps;
 mod image_name;
 pub mod limits;
 pub mod manifest;
+pub mod mount;
 mod name;
 pub mod net;
 pub mod plan;
 mod quantity;
 
+pub use caps::{Capability, CapabilityError};
 pub use image_name::{ImageName, ImageNameError};
 pub use limits::{Bound, LimitError, validate_space};
 pub use manifest::{

@@ -116,6 +116,10 @@ pub struct SpaceSpec {
     pub mailbox_bytes: Option<ByteSize>,
     /// Protections it may run without (members of [`PROTECTIONS`]), sorted.
     pub allow_missing: Vec<String>,
+    /// Capabilities it holds inside its own user namespace (`CAP_` names, sorted; members of
+    /// [`crate::caps::ALLOWED`]); none unless declared.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
     #[serde(default)]
     pub net: crate::net::NetSpec,
@@ -127,6 +131,18 @@ pub struct SpaceSpec {
     /// (`image = { binary = "PATH", with = ["PATH", ...] }`, `warren run --with`).
     #[serde(default)]
     pub with: Vec<PathBuf>,
+    /// Whether a small init runs as pid 1 and starts the command (`warren run --init`): on
+    /// unless declared `init = false`.
+    #[serde(default = "yes")]
+    pub init: bool,
+    /// Named volumes and host directories mounted in (`volumes = ["SRC:DEST[:ro]", ...]`,
+    /// `warren run -v`), in the order written.
+    #[serde(default)]
+    pub volumes: Vec<crate::mount::MountRequest>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -322,7 +338,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 16] = [
+const SPACE_KEYS: [&str; 19] = [
     "image",
     "command",
     "env",
@@ -338,7 +354,10 @@ const SPACE_KEYS: [&str; 16] = [
     "mailbox_capacity",
     "mailbox_bytes",
     "allow_missing",
+    "capabilities",
     "accept_from",
+    "init",
+    "volumes",
 ];
 
 /// The keys of an environment's `net` table.
@@ -769,9 +788,12 @@ impl Parser<'_> {
                 mailbox_capacity: None,
                 mailbox_bytes: None,
                 allow_missing: Vec::new(),
+                capabilities: Vec::new(),
                 net: crate::net::NetSpec::None,
                 accept_from: Vec::new(),
+                init: true,
                 with: Vec::new(),
+                volumes: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
@@ -805,7 +827,13 @@ impl Parser<'_> {
                     s.mailbox_bytes = Some(self.size(here, limits::MAILBOX_BYTES, v)?);
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
+                "capabilities" => s.capabilities = self.capabilities(here, v)?,
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
+                "init" => match v.get_ref() {
+                    DeValue::Boolean(b) => s.init = *b,
+                    _ => return Err(self.type_error(here, key, v, "true or false")),
+                },
+                "volumes" => s.volumes = self.volumes(here, v)?,
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }
@@ -1261,6 +1289,45 @@ impl Parser<'_> {
             }
         }
         Ok(out.into_iter().collect())
+    }
+
+    fn capabilities(&self, here: &TablePath, v: &Value<'_>) -> Result<Vec<String>, ManifestError> {
+        let key = "capabilities";
+        let items = self.array(here, key, v, "an array of capability names")?;
+        let mut out = BTreeSet::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let cap = s
+                .parse::<crate::caps::Capability>()
+                .map_err(|e| self.item_error(here, key, i, item, e.to_string()))?;
+            if !out.insert(cap) {
+                let why = format!("{} is listed twice", cap.name);
+                return Err(self.item_error(here, key, i, item, why));
+            }
+        }
+        Ok(out.into_iter().map(|c| c.name.to_owned()).collect())
+    }
+
+    /// `volumes = ["SRC:DEST[:ro]", ...]`: the form of `warren run -v`, no two on one DEST.
+    fn volumes(
+        &self,
+        here: &TablePath,
+        v: &Value<'_>,
+    ) -> Result<Vec<crate::mount::MountRequest>, ManifestError> {
+        let key = "volumes";
+        let items = self.array(here, key, v, "an array of \"SRC:DEST[:ro]\" strings")?;
+        let mut out: Vec<crate::mount::MountRequest> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            let m = crate::mount::parse_volume(s)
+                .map_err(|e| self.item_error(here, key, i, item, format!("{s:?}: {e}")))?;
+            if out.iter().any(|o| o.dest == m.dest) {
+                let why = format!("two volumes on {}", m.dest.display());
+                return Err(self.item_error(here, key, i, item, why));
+            }
+            out.push(m);
+        }
+        Ok(out)
     }
 }
 

@@ -160,9 +160,12 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         mailbox_capacity,
         mailbox_bytes,
         allow_missing,
+        capabilities,
         net,
         accept_from,
+        init,
         with,
+        volumes,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -184,9 +187,12 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("mailbox_capacity", json(mailbox_capacity)),
         ("mailbox_bytes", json(mailbox_bytes)),
         ("allow_missing", json(allow_missing)),
+        ("capabilities", json(capabilities)),
         ("net", json(net)),
         ("accept_from", json(accept_from)),
+        ("init", json(init)),
         ("with", json(with)),
+        ("volumes", json(volumes)),
     ]
 }
 

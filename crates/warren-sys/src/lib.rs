@@ -549,6 +549,22 @@ pub fn seccomp_filters(pid: i32) -> io::Result<Vec<Vec<u8>>> {
     Ok(filters)
 }
 
+/// Have `cmd`'s child start with an empty signal mask, whatever the caller blocks (an init
+/// blocks the signals it reads through a [`signalfd`]; `std::process::Command` passes the mask
+/// on to the child).
+pub fn clear_signal_mask_on_spawn(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // `pthread_sigmask` (through `set_signal_mask`) on a stack-built empty set, which is
+    // async-signal-safe; it allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(|| {
+            set_signal_mask(&SignalSet::empty())?;
+            Ok(())
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

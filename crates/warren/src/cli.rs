@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "warren", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Directory for Warren's host-wide state (locks, records).
+    /// Directory for Warren's runtime state (sockets, locks, leases, records, logs).
     #[arg(
         long,
         global = true,
@@ -18,6 +18,12 @@ pub struct Cli {
         default_value = "/run/warren"
     )]
     pub state_dir: PathBuf,
+
+    /// Directory for Warren's persistent data (images, volumes, attestation and federation
+    /// keys). Default: /var/lib/warren with the default state directory, the state directory
+    /// itself with any other, or the one the state directory already uses (docs/files.md).
+    #[arg(long, global = true, env = "WARREN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     /// The verb.
     #[command(subcommand)]
@@ -63,6 +69,9 @@ pub enum Command {
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage named volumes: persistent storage in the data directory that environments mount.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
     /// itself, and let launches reuse the digest while that mount holds.
     #[command(subcommand)]
@@ -370,9 +379,51 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,
 
-    /// Set an environment variable in the environment (KEY=VALUE).
+    /// Set an environment variable in the environment (KEY=VALUE; KEY alone takes the value
+    /// from Warren's own environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+
+    /// Read environment variables from FILE: one KEY=VALUE a line, `#` comments and blank
+    /// lines skipped, KEY alone as with -e (repeatable; -e wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
+
+    /// Run as this user: NAME, UID, NAME:GROUP or UID:GID, names resolved in the root's own
+    /// /etc/passwd and /etc/group (replaces an image's user).
+    #[arg(short = 'u', long = "user", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+
+    /// The hostname inside the environment (default: its name): letters, digits and `-` in
+    /// dot-separated labels, at most 64 bytes.
+    #[arg(long, value_name = "NAME")]
+    pub hostname: Option<String>,
+
+    /// Mount a named volume or a host directory: SRC:DEST[:ro]. SRC starting with `/` is a host
+    /// directory, anything else a volume (`warren volume create`); DEST is an absolute
+    /// directory in the root (repeatable).
+    #[arg(short = 'v', long = "volume", value_name = "SRC:DEST[:ro]")]
+    pub volumes: Vec<String>,
+
+    /// Mount a named volume or a host directory: type=volume|bind,src=SRC,dst=DEST[,ro]
+    /// (repeatable).
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mounts: Vec<String>,
+
+    /// The working directory inside the environment (absolute; replaces an image's).
+    #[arg(short = 'w', long = "workdir", value_name = "DIR")]
+    pub workdir: Option<String>,
+
+    /// The program to run, before CMD: replaces an image's entrypoint (and drops its cmd, as
+    /// Docker does); "" clears the image's entrypoint.
+    #[arg(long, value_name = "PROGRAM")]
+    pub entrypoint: Option<String>,
+
+    /// Give the workload this Linux capability inside its own user namespace (repeatable;
+    /// CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE,
+    /// AUDIT_WRITE; `CAP_` prefix optional). None by default; others are refused.
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
 
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.
@@ -415,6 +466,17 @@ pub struct RunArgs {
     /// Let the environment send beyond this host (needs --net and IPv4 forwarding on the host).
     #[arg(long)]
     pub egress: bool,
+
+    /// Run in the background: start the environment, print its name once it runs, and exit;
+    /// its output goes to `<state-dir>/logs/NAME.log` (`warren logs NAME`), `warren stop NAME`
+    /// ends it.
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+
+    /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
+    /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
+    #[arg(long)]
+    pub init: bool,
 
     /// Remove the environment when it exits (always the case: accepted for Docker parity).
     #[arg(long)]
@@ -644,6 +706,59 @@ pub struct ImageInspectArgs {
 #[derive(Debug, Args)]
 pub struct ImageRmArgs {
     /// The images.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+/// `warren volume ...`.
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a named volume (a directory, or with --size a size-limited ext4 image).
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    Ls(VolumeLsArgs),
+    /// Show everything stored about a volume, as JSON.
+    Inspect(VolumeNameArgs),
+    /// Remove volumes and their contents (refused while an environment uses one).
+    Rm(VolumeRmArgs),
+}
+
+/// `warren volume create`.
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file
+    /// (such a volume cannot be mounted into an environment yet).
+    #[arg(long, value_name = "SIZE")]
+    pub size: Option<String>,
+    /// Print the record as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// The volume's name.
+    pub name: String,
+}
+
+/// `warren volume ls`.
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// One JSON object per volume (JSON Lines).
+    #[arg(long)]
+    pub json: bool,
+    /// Print only names.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// `warren volume inspect`.
+#[derive(Debug, Args)]
+pub struct VolumeNameArgs {
+    /// The volume's name.
+    pub name: String,
+}
+
+/// `warren volume rm`.
+#[derive(Debug, Args)]
+pub struct VolumeRmArgs {
+    /// The volumes.
     #[arg(required = true)]
     pub names: Vec<String>,
 }

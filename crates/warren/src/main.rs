@@ -10,8 +10,11 @@ mod cli;
 mod cmd;
 mod control;
 mod daemon;
+mod dirs;
 mod measure;
+mod mounts;
 mod supervisor;
+mod volumes;
 
 use clap::Parser;
 

@@ -47,6 +47,23 @@ pub(crate) fn measure_and_record(
         namespaces: applied.namespaces.iter().map(|s| (*s).to_owned()).collect(),
         network: applied.network.to_owned(),
         degraded: applied.degraded.iter().map(|s| (*s).to_owned()).collect(),
+        mounts: plan
+            .mounts
+            .iter()
+            .map(|m| warren_attest::LaunchMount {
+                kind: match m.kind {
+                    warren_sandbox::MountKind::Volume => "volume",
+                    warren_sandbox::MountKind::Bind => "bind",
+                }
+                .to_owned(),
+                source: match m.kind {
+                    warren_sandbox::MountKind::Volume => m.source.clone(),
+                    warren_sandbox::MountKind::Bind => m.host.to_string_lossy().into_owned(),
+                },
+                dest: m.dest.to_string_lossy().into_owned(),
+                read_only: m.read_only,
+            })
+            .collect(),
     };
     let config_digest = config.digest();
     let content = warren_attest::LaunchContent {

@@ -135,6 +135,9 @@ pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExi
 /// The `warren run` arguments that start `name` as `spec` declares.
 pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     let mut a = vec!["run".to_owned(), "--name".to_owned(), name.to_owned()];
+    if spec.init {
+        a.push("--init".into());
+    }
     match &spec.image {
         warren_spec::ImageSpec::Rootfs(dir) => {
             a.push("--rootfs".into());
@@ -165,6 +168,15 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--cpus".into());
         a.push(c.to_string());
     }
+    for m in &spec.volumes {
+        a.push("-v".into());
+        a.push(format!(
+            "{}:{}{}",
+            m.source,
+            m.dest.display(),
+            if m.read_only { ":ro" } else { "" }
+        ));
+    }
     if let Some(t) = spec.tmpfs_size {
         a.push("--tmpfs-size".into());
         a.push(t.0.to_string());
@@ -192,6 +204,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
     for p in &spec.allow_missing {
         a.push("--allow-missing".into());
         a.push(p.clone());
+    }
+    for c in &spec.capabilities {
+        a.push("--cap-add".into());
+        a.push(c.clone());
     }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
@@ -268,6 +284,20 @@ mod tests {
     }
 
     #[test]
+    fn volumes_become_v_flags() {
+        let text = "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n\
+                    volumes = [\"pg:/mnt\", \"/srv:/srv:ro\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let a = launcher_args("a", m.spaces.values().next().unwrap());
+        let flags: Vec<&str> = a
+            .windows(2)
+            .filter(|w| w[0] == "-v")
+            .map(|w| w[1].as_str())
+            .collect();
+        assert_eq!(flags, ["pg:/mnt", "/srv:/srv:ro"]);
+    }
+
+    #[test]
     fn backoff_doubles_and_caps() {
         let got: Vec<u64> = (1..=12).map(backoff_ms).collect();
         assert_eq!(&got[..5], [100, 200, 400, 800, 1600]);
@@ -327,8 +357,30 @@ mod tests {
         let a = launcher_args("web", s).join(" ");
         assert_eq!(
             a,
-            "run --name web --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
+            "run --name web --init --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
              --may-send db --may-discover log --mailbox-capacity 8 -- /bin/sh -c x"
+        );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_capabilities() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\ncapabilities = [\"setuid\", \"CHOWN\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("web", s).join(" "),
+            "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID -- /bin/x"
+        );
+    }
+
+    #[test]
+    fn init_false_runs_the_command_as_pid_1() {
+        let text = "[space.app]\nimage = { name = \"busybox:1.36\" }\ninit = false\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("app", s).join(" "),
+            "run --name app --image busybox:1.36 --"
         );
     }
 
@@ -339,7 +391,7 @@ mod tests {
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
             launcher_args("py", s).join(" "),
-            "run --name py --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
+            "run --name py --init --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
              /usr/bin/python3"
         );
     }
@@ -351,7 +403,7 @@ mod tests {
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
             launcher_args("app", s).join(" "),
-            "run --name app --image busybox:1.36 --"
+            "run --name app --init --image busybox:1.36 --"
         );
     }
 }

@@ -566,13 +566,19 @@ fn a_cpu_hog_is_held_to_its_share_and_a_neighbour_progresses() {
             last["total_iterations"].as_f64().unwrap() / last["seconds"].as_f64().unwrap()
         })
     };
-    let limited = spin(&["--cpus", "0.2"]);
-    let free = spin(&[]);
-    let (limited, free) = (limited.join().unwrap(), free.join().unwrap());
-    assert!(
-        limited * 2.0 < free,
-        "a 0.2-cpu hog ran {limited}/s against {free}/s unlimited"
-    );
+    // On a loaded machine the unlimited hog may get little more than 0.2 cpu itself: a pair of
+    // runs in which it did is no evidence either way, so up to three pairs are run.
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let limited = spin(&["--cpus", "0.2"]);
+        let free = spin(&[]);
+        let (limited, free) = (limited.join().unwrap(), free.join().unwrap());
+        if limited * 2.0 < free {
+            return;
+        }
+        seen.push((limited, free));
+    }
+    panic!("a 0.2-cpu hog was never held below half an unlimited one's rate: {seen:?}");
 }
 
 /// A busybox root that also holds the probe, its libraries, a set-uid-root copy and a copy with

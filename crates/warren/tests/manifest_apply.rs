@@ -473,6 +473,19 @@ fn stop_and_replace_ask_politely_first() {
     wait_for("the hello", 10, || {
         Some(logs(&name)).filter(|l| l.contains("hello"))
     });
+    // Managed environments run under the init (`init = true` by default), which keeps the
+    // signals it forwards blocked and reads them from a signalfd: the workload is its child.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        cmdline.starts_with(b"/dev/warren/warren-msg\0init\0"),
+        "{cmdline:?}"
+    );
+    let pid = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .expect("the workload under the init")
+        .to_owned();
     let sigblk = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()

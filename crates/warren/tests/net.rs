@@ -16,7 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Every launch step, as `WARREN_FAULT_INJECT` names them (the net steps included).
-const STEPS: [&str; 36] = LAUNCH_STEPS;
+const STEPS: [&str; 37] = LAUNCH_STEPS;
 
 fn root() -> String {
     busybox_root().to_str().unwrap().to_owned()

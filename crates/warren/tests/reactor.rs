@@ -788,16 +788,20 @@ fn a_large_manifest_applies_reapplies_unchanged_and_empties() {
     let root = busybox_root();
     let mut text = String::new();
     let big = "x".repeat(100_000);
+    // Cgroup leaves are named after environments host-wide: names of this process's own, so a
+    // concurrent run of the suite elsewhere on the host cannot meet them.
+    let pid = std::process::id();
+    let broken_name = format!("broken-{pid}");
     for i in 0..CI_SCALE {
         let arg = if i < 40 { big.as_str() } else { "-" };
         text.push_str(&format!(
-            "[space.s{i}]\nimage = \"{}\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 1000\", \"{arg}\"]\n\n",
+            "[space.s{pid}-{i}]\nimage = \"{}\"\ncommand = [\"/bin/sh\", \"-c\", \"exec sleep 1000\", \"{arg}\"]\n\n",
             root.display()
         ));
     }
     // One that cannot start: reported `failed: REASON`, not `created`.
     text.push_str(&format!(
-        "[space.broken]\nimage = \"{}\"\ncommand = [\"/bin/no-such-program\"]\n",
+        "[space.{broken_name}]\nimage = \"{}\"\ncommand = [\"/bin/no-such-program\"]\n",
         root.display()
     ));
     let file = dir.path().join("spaces.toml");
@@ -815,7 +819,10 @@ fn a_large_manifest_applies_reapplies_unchanged_and_empties() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), CI_SCALE + 1, "{}", stderr(&o));
-    let broken = rows.iter().find(|r| r["name"] == "broken").unwrap();
+    let broken = rows
+        .iter()
+        .find(|r| r["name"] == broken_name.as_str())
+        .unwrap();
     let result = broken["result"].as_str().unwrap();
     assert!(
         result.starts_with("failed: ") && result.contains("no-such-program"),
@@ -823,7 +830,7 @@ fn a_large_manifest_applies_reapplies_unchanged_and_empties() {
     );
     let odd: Vec<String> = rows
         .iter()
-        .filter(|r| r["name"] != "broken" && r["result"] != "created")
+        .filter(|r| r["name"] != broken_name.as_str() && r["result"] != "created")
         .map(|r| format!("{}: {}", r["name"], r["result"]))
         .collect();
     assert!(odd.is_empty(), "not created: {odd:?}");

@@ -104,6 +104,18 @@ fn a_sealed_root_is_recorded_from_its_seal_and_a_lifted_one_is_walked_again() {
     assert_eq!(sealed["digest"], walked["digest"]);
     // Nothing can be written into it, root included.
     assert!(std::fs::write(f.root.join("etc/passwd"), "x").is_err());
+    // The same root named relatively (`./root` from its parent becomes `<cwd>/./root`) is
+    // found sealed too, not walked.
+    let o = common::warren()
+        .env("WARREN_STATE_DIR", &f.state)
+        .current_dir(&f.base)
+        .args(["run", "--rootfs", "./root", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let relative = last_image(&f.state);
+    assert_eq!(relative["digest_source"], "seal", "{relative}");
+    assert_eq!(relative["digest"], walked["digest"]);
 
     // Lifted (unsealed), changed: the next launch walks and records the change.
     assert_code(&f.warren(&["rootfs", "unseal", f.root()]), 0);
@@ -187,9 +199,10 @@ mount -t tmpfs tmpfs "$M/run"
 cd "$M"
 pivot_root . old
 umount -l /old
-# The state directory is on the tmpfs (another mount: not part of the measured tree); the
-# record is copied to /tmp, whose contents the walk does not enter either.
-/bin/warren --state-dir /run/warren run --name {name} --allow-missing cgroup --rootfs / -- /bin/true
+# The state and data directories are on the tmpfs (another mount: not part of the measured
+# tree; the default data directory, /var/lib/warren, would be created inside it); the record is
+# copied to /tmp, whose contents the walk does not enter either.
+/bin/warren --state-dir /run/warren --data-dir /run/warren-data run --name {name} --allow-missing cgroup --rootfs / -- /bin/true
 cp /run/warren/attest/events.jsonl /tmp/events.jsonl
 "#,
         m = m.display(),

@@ -126,10 +126,12 @@ fn bad_input_is_named_in_the_error() {
     assert_error(
         &run_args(
             &n,
-            &["--rootfs", &root, "-e", "NOEQUALS", "--", "/bin/true"],
+            // `-e KEY` alone passes Warren's own value (Docker's meaning); a name that is no
+            // variable name is bad input.
+            &["--rootfs", &root, "-e", "NO EQUALS", "--", "/bin/true"],
         ),
         125,
-        "NOEQUALS",
+        "NO EQUALS",
     );
     assert_error(&run_args(&n, &["--rootfs", &root]), 125, "no command");
     assert_error(

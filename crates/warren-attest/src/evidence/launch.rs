@@ -106,6 +106,25 @@ pub struct LaunchConfig {
     pub network: String,
     /// Protections allowed to be missing that were.
     pub degraded: Vec<String>,
+    /// The volumes and host directories mounted in, by identity (never their contents), in
+    /// the order mounted. Left out of the serialisation when empty, so launches without
+    /// mounts keep the digests they had before the field existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<LaunchMount>,
+}
+
+/// One volume or bind mount of a launch, as measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchMount {
+    /// `volume` or `bind`.
+    pub kind: String,
+    /// The volume's name, or the bind's host path (as resolved).
+    pub source: String,
+    /// The absolute path inside.
+    pub dest: String,
+    /// Whether it is read-only.
+    pub read_only: bool,
 }
 
 impl LaunchConfig {
@@ -142,6 +161,7 @@ mod tests {
             namespaces: vec!["é/\"\\\u{8}\u{9}\u{a}\u{c}\u{d}\u{1b}\u{7f}".into()],
             network: "none".into(),
             degraded: vec![],
+            mounts: vec![],
         };
         let bytes = serde_json::to_vec(&c).unwrap();
         let want = "{\"memory\":null,\"pids\":64,\"cpu_micros\":null,\"tmpfs_size\":0,\

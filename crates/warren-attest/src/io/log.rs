@@ -337,6 +337,7 @@ mod tests {
             namespaces: vec![],
             network: "none".into(),
             degraded: vec![],
+            mounts: vec![],
         };
         LaunchContent {
             event: "launch".into(),

@@ -181,18 +181,33 @@ impl RootOfTrust for SoftwareRoot {
 
     fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
         let reg = self.read()?;
-        let next = crate::evidence::record::extend(&reg, digest);
+        let next = hex::encode(crate::evidence::record::extend(&reg, digest));
         let path = self.reg_path();
+        let io_err = |source| RootError::Io {
+            what: "write",
+            path: path.clone(),
+            source,
+        };
+        // An existing register of exactly its size is overwritten in place: no truncate and
+        // no rename, either of which makes ext4 (`auto_da_alloc`) start writing the file out
+        // on the launch path. 64 bytes at offset 0 lie in one sector, so a crash leaves the
+        // old or the new value on disk, as the rename did; readers hold the log's lock, as
+        // this writer does, so none sees a half-written value. The first write (or a register
+        // of another length) goes through a new file renamed into place.
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&path) {
+            if f.metadata().is_ok_and(|m| m.len() == next.len() as u64) {
+                let n = rustix::io::pwrite(&f, next.as_bytes(), 0).map_err(|e| io_err(e.into()))?;
+                if n == next.len() {
+                    return Ok(());
+                }
+            }
+        }
         let tmp = self
             .dir
             .join(format!("software.reg.{}", std::process::id()));
-        std::fs::write(&tmp, hex::encode(next))
+        std::fs::write(&tmp, &next)
             .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| RootError::Io {
-                what: "write",
-                path,
-                source,
-            })
+            .map_err(io_err)
     }
 
     fn read(&mut self) -> Result<[u8; 32], RootError> {
@@ -239,5 +254,53 @@ impl RootOfTrust for SoftwareRoot {
             .to_public_key_der()
             .map(|d| d.as_bytes().to_vec())
             .map_err(|e| RootError::Tpm(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    #[test]
+    fn the_register_is_extended_in_place_once_it_exists() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut root = SoftwareRoot::new(tmp.path());
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        root.extend(&a).unwrap();
+        let first = std::fs::metadata(root.reg_path()).unwrap();
+        root.extend(&b).unwrap();
+        let second = std::fs::metadata(root.reg_path()).unwrap();
+        // The same file, overwritten: no rename.
+        assert_eq!(first.ino(), second.ino());
+        assert_eq!(second.len(), 64);
+        let zero = [0u8; 32];
+        let want = crate::evidence::record::extend(&crate::evidence::record::extend(&zero, &a), &b);
+        assert_eq!(root.read().unwrap(), want);
+    }
+
+    #[test]
+    fn a_register_of_another_length_is_replaced_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut root = SoftwareRoot::new(tmp.path());
+        let start = [7u8; 32];
+        // Written by hand with a newline: 65 bytes, still a valid register.
+        std::fs::write(root.reg_path(), format!("{}\n", hex::encode(start))).unwrap();
+        let before = std::fs::metadata(root.reg_path()).unwrap().ino();
+        root.extend(&[3u8; 32]).unwrap();
+        let after = std::fs::metadata(root.reg_path()).unwrap();
+        assert_ne!(before, after.ino());
+        assert_eq!(after.len(), 64);
+        assert_eq!(
+            root.read().unwrap(),
+            crate::evidence::record::extend(&start, &[3u8; 32])
+        );
+        // No temporary file left behind.
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("software.reg")]);
     }
 }

@@ -352,7 +352,9 @@ pub fn root_digest(
     let mut state = check(state_dir, dir);
     if state == SealState::Unsealed {
         if let Ok(c) = std::fs::canonicalize(dir) {
-            if c != dir {
+            // Compared as bytes: `Path` equality ignores `.` components (`/a/./b` == `/a/b`),
+            // but the seal file is found by the path's bytes.
+            if c.as_os_str() != dir.as_os_str() {
                 state = check(state_dir, &c);
             }
         }

@@ -14,10 +14,14 @@
 //! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
 //! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
 //! warren-msg attest --nonce HEX [--data HEX]     # a quote of this environment's launch record
+//! warren-msg init -- CMD [ARG...]                 # pid 1: forward signals, reap, exit as CMD (warren run --init)
 //! ```
 //! `attest` prints the quote document itself (docs/attestation.md), for `warren attest verify`.
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
 #![forbid(unsafe_code)]
+
+#[path = "warren-msg/init.rs"]
+mod init;
 
 use std::time::Duration;
 
@@ -343,6 +347,9 @@ fn main() {
         usage();
     }
     let op = raw.remove(0);
+    if op == "init" {
+        init::main(raw);
+    }
     if let Err(e) = run(&op, Args::parse(raw)) {
         // Kernel refusals read `<op>: <code>: <detail>`, the code being the stable name.
         eprintln!("warren-msg: {op}: {e}");

@@ -426,27 +426,39 @@ fn host_forwards() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1")
 }
 
-/// Bind (without listening) a socket on the published host address and port, so no other
-/// program (and no other environment) can take it while this environment publishes it.
+/// Bind a socket on the published host address and port, so no other program (and no other
+/// environment) can take it while this environment publishes it.
+///
+/// A TCP holder sets `SO_REUSEADDR` before `bind`, so connections of an earlier server on that
+/// port still in `TIME_WAIT` do not refuse the port (what every server does), and then listens
+/// with a backlog of 0: Linux lets two bound but non-listening `SO_REUSEADDR` sockets share a
+/// port, never a listening one, so the listen keeps the reservation exclusive. The holder
+/// never accepts; connections to the published port are translated to the environment by the
+/// filter (`nat_output`, `nat_prerouting`) before any socket on the host sees them. A UDP
+/// holder is only bound (`SO_REUSEADDR` would let any other UDP socket share it).
 fn reserve_port(p: &Publish) -> Result<OwnedFd, NetError> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType};
+    let port_err = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::ADDRINUSE => NetError::PortInUse { publish: *p },
+        e => NetError::Port {
+            publish: *p,
+            source: e.into(),
+        },
+    };
     let ty = match p.proto {
         Proto::Tcp => SocketType::STREAM,
         Proto::Udp => SocketType::DGRAM,
     };
     let fd = rustix::net::socket_with(AddressFamily::INET, ty, SocketFlags::CLOEXEC, None)
-        .map_err(|e| NetError::Port {
-            publish: *p,
-            source: e.into(),
-        })?;
-    match rustix::net::bind(&fd, &SocketAddrV4::new(p.host_addr, p.host_port)) {
-        Ok(()) => Ok(fd),
-        Err(rustix::io::Errno::ADDRINUSE) => Err(NetError::PortInUse { publish: *p }),
-        Err(e) => Err(NetError::Port {
-            publish: *p,
-            source: e.into(),
-        }),
+        .map_err(port_err)?;
+    if p.proto == Proto::Tcp {
+        rustix::net::sockopt::set_socket_reuseaddr(&fd, true).map_err(port_err)?;
     }
+    rustix::net::bind(&fd, &SocketAddrV4::new(p.host_addr, p.host_port)).map_err(port_err)?;
+    if p.proto == Proto::Tcp {
+        rustix::net::listen(&fd, 0).map_err(port_err)?;
+    }
+    Ok(fd)
 }
 
 /// `net-config`, in the child: configure `eth0` inside the environment's namespace: its
@@ -462,10 +474,7 @@ pub fn configure_inside(inside: &Inside) -> std::io::Result<()> {
     nl.add_address(index, inside.cidr.addr, inside.cidr.prefix, true)?;
     nl.add_route(inside.gateway, 32, None, index, false)?;
     nl.add_route(Ipv4Addr::UNSPECIFIED, 0, Some(inside.gateway), index, false)?;
-    // The namespace is the environment's own: its ports below 1024 protect nothing, and the
-    // workload has no CAP_NET_BIND_SERVICE, so let it bind them (what container runtimes do).
-    // The write goes to this namespace's sysctl, as /proc/sys/net follows the writer's.
-    std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0")?;
+    // Low ports: set for every environment at the loopback step (child.rs).
     Ok(())
 }
 

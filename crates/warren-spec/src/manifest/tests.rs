@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
-        "net": "none", "accept_from": [], "with": [],
+        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [],
     })
 }
 
@@ -100,6 +100,8 @@ fn every_key() {
         mailbox_capacity = 128
         mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
+        capabilities = ["setuid", "CAP_CHOWN", "NET_BIND_SERVICE"]
+        init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
         "#,
@@ -121,9 +123,12 @@ fn every_key() {
                     "mailbox_capacity": 128,
                     "mailbox_bytes": 8 << 20,
                     "allow_missing": ["landlock", "seccomp"],
+                    "capabilities": ["CAP_CHOWN", "CAP_SETUID", "CAP_NET_BIND_SERVICE"],
                     "net": "none",
                     "accept_from": [],
                     "with": [],
+                    "volumes": [],
+                    "init": false,
                 }
             }
         }),
@@ -255,10 +260,10 @@ fn unknown_keys() {
         [space.db]
         image = "r"
         command = ["/x"]
-        volumes = ["/data"]
+        mounts = ["/data"]
         "#,
-        r#"spaces.toml:4:1: unknown key "volumes" in [space.db]"#,
-        "space.db.volumes",
+        r#"spaces.toml:4:1: unknown key "mounts" in [space.db]"#,
+        "space.db.mounts",
     );
     check_err(
         r#"
@@ -620,6 +625,16 @@ fn setting_errors() {
             "space.db.allow_missing[0]",
         ),
         (
+            r#"capabilities = ["CHOWN", "SYS_ADMIN"]"#,
+            r#"spaces.toml:4:26: "capabilities" in [space.db]: capability CAP_SYS_ADMIN is refused: it opens mounts, namespaces and a large kernel attack surface (allowed: CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL, SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, AUDIT_WRITE)"#,
+            "space.db.capabilities[1]",
+        ),
+        (
+            r#"capabilities = ["chown", "CAP_CHOWN"]"#,
+            r#"spaces.toml:4:26: "capabilities" in [space.db]: CAP_CHOWN is listed twice"#,
+            "space.db.capabilities[1]",
+        ),
+        (
             r#"allow_missing = ["cgroup", "cgroup"]"#,
             r#"spaces.toml:4:28: "allow_missing" in [space.db]: "cgroup" is listed twice"#,
             "space.db.allow_missing[1]",
@@ -755,7 +770,8 @@ fn suggestions() {
     assert_eq!(suggest("comand", keys), Some("command"));
     assert_eq!(suggest("cpu", keys), Some("cpus"));
     assert_eq!(suggest("max_restart", keys), Some("max_restarts"));
-    assert_eq!(suggest("volumes", keys), None);
+    assert_eq!(suggest("volume", keys), Some("volumes"));
+    assert_eq!(suggest("mounts", keys), None);
     assert_eq!(suggest("ab", &["cd"]), None);
     assert_eq!(edit_distance("abc", "acb"), 1);
     assert_eq!(edit_distance("", "abc"), 3);
@@ -1033,6 +1049,20 @@ fn a_bare_image_string_is_a_directory_when_one_exists_and_a_stored_image_otherwi
 }
 
 #[test]
+fn init_is_a_boolean() {
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        init = "yes"
+        "#,
+        "spaces.toml:4:8: \"init\" in [space.a] must be true or false, found a string",
+        "space.a.init",
+    );
+}
+
+#[test]
 fn a_binary_image_adds_paths_with_with() {
     let mut py = defaults(
         json!({ "binary": "/usr/bin/python3" }),
@@ -1064,5 +1094,63 @@ fn with_is_only_for_binary_images_and_holds_paths() {
         "[space.db]\nimage = { binary = \"/b\", with = [5] }\n",
         r#"spaces.toml:2:34: "with" in [space.db.image]: item 1 must be a string, found an integer"#,
         "space.db.image.with[0]",
+    );
+}
+
+#[test]
+fn volumes_take_the_form_of_run_v() {
+    let m = parse_manifest(
+        Path::new("spaces.toml"),
+        &dedent(
+            r#"
+            [space.db]
+            image = "debian"
+            command = ["/x"]
+            volumes = ["pgdata:/var/lib/postgresql", "/srv/conf:/etc/app:ro"]
+            "#,
+        ),
+    )
+    .unwrap();
+    let v = &m.spaces.values().next().unwrap().volumes;
+    assert_eq!(v.len(), 2);
+    assert_eq!(v[0].kind, crate::mount::MountKind::Volume);
+    assert_eq!(v[0].source, "pgdata");
+    assert_eq!(v[0].dest, Path::new("/var/lib/postgresql"));
+    assert!(!v[0].read_only);
+    assert_eq!(v[1].kind, crate::mount::MountKind::Bind);
+    assert!(v[1].read_only);
+    for (item, why) in [
+        (
+            r#""pg:data""#,
+            r#""pg:data": destination "data" is not an absolute path"#,
+        ),
+        (
+            r#""pg:/a/../etc""#,
+            r#""pg:/a/../etc": destination "/a/../etc" climbs out with '..'"#,
+        ),
+        (
+            r#""pg:/proc/x""#,
+            r#""pg:/proc/x": destination "/proc/x" is under /proc, which Warren mounts itself"#,
+        ),
+        (
+            r#""/a/../b:/mnt""#,
+            r#""/a/../b:/mnt": bind source "/a/../b" climbs out with '..' (the source is a volume name or an absolute host path)"#,
+        ),
+        (r#""p/q:/mnt""#, "\"p/q:/mnt\": invalid volume name \"p/q\""),
+        (r#""pg:/mnt", "other:/mnt/""#, "two volumes on /mnt"),
+        ("[1]", "item 1 must be a string"),
+    ] {
+        let text =
+            format!("[space.db]\nimage = \"debian\"\ncommand = [\"/x\"]\nvolumes = [{item}]\n");
+        let e = parse_manifest(Path::new("spaces.toml"), &text).unwrap_err();
+        assert!(e.to_string().contains(why), "{item}: {e}");
+        assert!(e.key.starts_with("space.db.volumes["), "{item}: {}", e.key);
+    }
+    let text = "[space.db]\nimage = \"debian\"\ncommand = [\"/x\"]\nvolumes = \"pg:/mnt\"\n";
+    let e = parse_manifest(Path::new("spaces.toml"), text).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("must be an array of \"SRC:DEST[:ro]\" strings"),
+        "{e}"
     );
 }

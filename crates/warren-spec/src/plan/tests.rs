@@ -96,9 +96,12 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "mailbox_capacity", "old": null, "new": null },
                 { "field": "mailbox_bytes", "old": null, "new": null },
                 { "field": "allow_missing", "old": null, "new": [] },
+                { "field": "capabilities", "old": null, "new": [] },
                 { "field": "net", "old": null, "new": "none" },
                 { "field": "accept_from", "old": null, "new": [] },
+                { "field": "init", "old": null, "new": true },
                 { "field": "with", "old": null, "new": [] },
+                { "field": "volumes", "old": null, "new": [] },
             ],
         }]),
     );

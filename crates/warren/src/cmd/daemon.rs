@@ -76,7 +76,7 @@ fn count_flag<T: Copy + PartialOrd + std::fmt::Display>(
 }
 
 /// The reactor's bounds from the flags, checked.
-fn limits(args: &DaemonArgs) -> anyhow::Result<crate::daemon::Limits> {
+pub(super) fn limits(args: &DaemonArgs) -> anyhow::Result<crate::daemon::Limits> {
     let mut l = crate::daemon::Limits::default();
     if let Some(b) = size_flag("max-unsent", &args.max_unsent, 64 << 10, 1 << 30)? {
         l.max_unsent = b as usize;

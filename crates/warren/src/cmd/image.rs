@@ -17,12 +17,12 @@ use warren_spec::{ByteSize, ImageName};
 use crate::cli::{ImageCommand, ImageImportArgs, ImageInspectArgs, ImageLsArgs, ImageRmArgs};
 
 /// Dispatch `warren image ...`.
-pub fn image(state_dir: &Path, cmd: ImageCommand) -> anyhow::Result<i32> {
+pub fn image(state_dir: &Path, data_dir: &Path, cmd: ImageCommand) -> anyhow::Result<i32> {
     match cmd {
-        ImageCommand::Import(a) => import(state_dir, a),
-        ImageCommand::Ls(a) => ls(state_dir, a),
-        ImageCommand::Inspect(a) => inspect(state_dir, a),
-        ImageCommand::Rm(a) => rm(state_dir, a),
+        ImageCommand::Import(a) => import(data_dir, a),
+        ImageCommand::Ls(a) => ls(data_dir, a),
+        ImageCommand::Inspect(a) => inspect(state_dir, data_dir, a),
+        ImageCommand::Rm(a) => rm(state_dir, data_dir, a),
     }
 }
 
@@ -45,7 +45,7 @@ impl Progress for Bar {
     }
 }
 
-fn import(state_dir: &Path, a: ImageImportArgs) -> anyhow::Result<i32> {
+fn import(data_dir: &Path, a: ImageImportArgs) -> anyhow::Result<i32> {
     let result = (|| -> anyhow::Result<warren_image::ImportReport> {
         let name = a
             .name
@@ -66,7 +66,7 @@ fn import(state_dir: &Path, a: ImageImportArgs) -> anyhow::Result<i32> {
                 max_depth: a.max_depth,
             },
         };
-        let store = Store::new(state_dir);
+        let store = Store::new(data_dir);
         let report = if !a.json && !a.quiet && std::io::stderr().is_terminal() {
             let pb = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
             pb.set_style(
@@ -141,8 +141,8 @@ fn record_json(r: &ImageRecord) -> Value {
     serde_json::to_value(r).unwrap_or(Value::Null)
 }
 
-fn ls(state_dir: &Path, a: ImageLsArgs) -> anyhow::Result<i32> {
-    let images = Store::new(state_dir).list().context("cannot list images")?;
+fn ls(data_dir: &Path, a: ImageLsArgs) -> anyhow::Result<i32> {
+    let images = Store::new(data_dir).list().context("cannot list images")?;
     if a.json {
         for r in &images {
             println!("{}", record_json(r));
@@ -184,9 +184,9 @@ fn users_of(state_dir: &Path, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn inspect(state_dir: &Path, a: ImageInspectArgs) -> anyhow::Result<i32> {
+fn inspect(state_dir: &Path, data_dir: &Path, a: ImageInspectArgs) -> anyhow::Result<i32> {
     let name: ImageName = a.name.parse().context("invalid image name")?;
-    let store = Store::new(state_dir);
+    let store = Store::new(data_dir);
     let rec = store.get(&name)?;
     let (manifest, config) = store.documents(&rec)?;
     let mut v = record_json(&rec);
@@ -198,8 +198,8 @@ fn inspect(state_dir: &Path, a: ImageInspectArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn rm(state_dir: &Path, a: ImageRmArgs) -> anyhow::Result<i32> {
-    let store = Store::new(state_dir);
+fn rm(state_dir: &Path, data_dir: &Path, a: ImageRmArgs) -> anyhow::Result<i32> {
+    let store = Store::new(data_dir);
     let mut failed = false;
     for n in &a.names {
         let res = n

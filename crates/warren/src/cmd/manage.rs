@@ -155,8 +155,8 @@ pub fn logs(state_dir: &Path, args: LogsArgs) -> anyhow::Result<i32> {
         Ok(f) => f,
         Err(_) => {
             eprintln!(
-                "warren: error: no logs for {:?}: only environments the kernel starts keep logs \
-                 (`warren run` writes to its own terminal)",
+                "warren: error: no logs for {:?}: only environments the kernel starts and \
+                 `warren run -d` keeps logs (`warren run` writes to its own terminal)",
                 args.name
             );
             return Ok(1);

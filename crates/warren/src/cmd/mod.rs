@@ -10,13 +10,34 @@ mod manage;
 mod ps;
 mod rootfs;
 mod run;
+mod volume;
 
 use crate::cli::{Cli, Command};
+use crate::dirs::Dirs;
 
 /// Run the verb the user asked for.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
+    let dirs = Dirs::resolve(&cli.state_dir, cli.data_dir.as_deref())?;
+    // Bad flags are refused before anything is created.
+    if let Command::Daemon(args) = &cli.command {
+        daemon::limits(args)?;
+    }
+    // The verbs that read or write persistent data: make the directories and links first.
+    if matches!(
+        cli.command,
+        Command::Run(_)
+            | Command::Daemon(_)
+            | Command::Up(_)
+            | Command::Attest(_)
+            | Command::Ca(_)
+            | Command::HostKey(_)
+            | Command::Image(_)
+            | Command::Volume(_)
+    ) {
+        dirs.prepare()?;
+    }
     match cli.command {
-        Command::Run(args) => run::run(&cli.state_dir, *args),
+        Command::Run(args) => run::run(&cli.state_dir, &dirs, *args),
         Command::Doctor(args) => doctor::doctor(&cli.state_dir, args),
         Command::Attest(c) => attest::attest(&cli.state_dir, c),
         Command::Ca(c) => attest::ca(&cli.state_dir, c),
@@ -30,7 +51,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Ps(args) => ps::ps(&cli.state_dir, args),
         Command::Inspect(args) => ps::inspect(&cli.state_dir, args),
         Command::HostKey(args) => host_key::host_key(&cli.state_dir, args),
-        Command::Image(cmd) => image::image(&cli.state_dir, cmd),
+        Command::Image(cmd) => image::image(&cli.state_dir, dirs.images(), cmd),
+        Command::Volume(cmd) => volume::volume(&dirs.data, cmd),
         Command::Rootfs(cmd) => rootfs::rootfs(&cli.state_dir, cmd),
     }
 }

@@ -12,6 +12,7 @@ use warren_sandbox::{LaunchPlan, Protection, RootSource};
 use warren_spec::{ByteSize, CpuQuota, EnvName, limits};
 
 use crate::cli::RunArgs;
+use crate::dirs::Dirs;
 
 /// Exit status for Warren's own failures.
 const EXIT_WARREN: i32 = 125;
@@ -24,6 +25,10 @@ struct Inputs {
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
     net: Option<warren_spec::VethSpec>,
+    workdir: Option<PathBuf>,
+    hostname: Option<String>,
+    capabilities: Vec<warren_spec::Capability>,
+    mounts: Vec<warren_spec::mount::MountRequest>,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -68,16 +73,24 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
     }
     mailbox_bytes_arg(args)?;
     let mut env = Vec::new();
-    for e in &args.env {
-        let Some((k, v)) = e.split_once('=') else {
-            bail!("invalid --env {e:?}: expected KEY=VALUE");
-        };
-        if k.is_empty() {
-            bail!("invalid --env {e:?}: the name is empty");
-        }
-        limits::check_env_var(k).with_context(|| format!("invalid --env {e:?}"))?;
-        env.push((k.to_owned(), v.to_owned()));
+    for file in &args.env_file {
+        env.extend(parse_env_file(file)?);
     }
+    for e in &args.env {
+        if let Some(kv) = env_entry(e).with_context(|| format!("invalid --env {e:?}"))? {
+            env.push(kv);
+        }
+    }
+    let hostname = args
+        .hostname
+        .as_deref()
+        .map(|h| parse_hostname(h).with_context(|| format!("invalid --hostname {h:?}")))
+        .transpose()?;
+    let workdir = args
+        .workdir
+        .as_deref()
+        .map(|w| parse_workdir(w).with_context(|| format!("invalid --workdir {w:?}")))
+        .transpose()?;
     let allow = args
         .allow_missing
         .iter()
@@ -87,6 +100,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
                 .context("invalid --allow-missing")
         })
         .collect::<anyhow::Result<BTreeSet<_>>>()?;
+    let capabilities = warren_spec::caps::parse_list(&args.cap_add).context("invalid --cap-add")?;
     let limits = Limits {
         memory: memory.map(|m| m.0),
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -99,6 +113,141 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         env,
         allow_missing: allow,
         net: parse_net(args)?,
+        workdir,
+        hostname,
+        capabilities,
+        mounts: parse_mounts(args)?,
+    })
+}
+
+/// `-v` then `--mount`, each checked for form.
+fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
+    let mut out = Vec::new();
+    for v in &args.volumes {
+        out.push(warren_spec::mount::parse_volume(v).with_context(|| format!("invalid -v {v:?}"))?);
+    }
+    for m in &args.mounts {
+        out.push(
+            warren_spec::mount::parse_mount_options(m)
+                .with_context(|| format!("invalid --mount {m:?}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// One `-e` or `--env-file` entry: `KEY=VALUE`, or `KEY` alone for the value of Warren's own
+/// variable (`None` when it has none, as Docker skips it).
+fn env_entry(e: &str) -> anyhow::Result<Option<(String, String)>> {
+    let (k, v) = match e.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_owned())),
+        None => (e, None),
+    };
+    if k.is_empty() {
+        bail!("the name is empty");
+    }
+    if k.chars().any(char::is_whitespace) {
+        bail!("the name {k:?} contains white space");
+    }
+    limits::check_env_var(k)?;
+    if e.contains('\0') {
+        bail!("it contains a NUL byte");
+    }
+    Ok(match v {
+        Some(v) => Some((k.to_owned(), v)),
+        None => std::env::var(k).ok().map(|v| (k.to_owned(), v)),
+    })
+}
+
+/// `--env-file FILE`: one `KEY=VALUE` (or `KEY`) a line; blank lines and lines starting with
+/// `#` are skipped. Errors name the file and the line.
+fn parse_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("invalid --env-file: cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_start();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let entry = env_entry(line)
+            .with_context(|| format!("invalid --env-file {}, line {}", path.display(), i + 1))?;
+        out.extend(entry);
+    }
+    Ok(out)
+}
+
+/// `--hostname`: RFC 1123 labels (letters, digits, `-`, not at either end of a label) joined
+/// by dots, at most 64 bytes (the kernel's `HOST_NAME_MAX`).
+fn parse_hostname(h: &str) -> anyhow::Result<String> {
+    if h.is_empty() || h.len() > 64 {
+        bail!("a hostname has 1 to 64 bytes");
+    }
+    for label in h.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            bail!("each dot-separated label has 1 to 63 characters");
+        }
+        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            bail!("only letters, digits, `-` and `.` are allowed");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            bail!("a label neither starts nor ends with `-`");
+        }
+    }
+    Ok(h.to_owned())
+}
+
+/// `--workdir`: an absolute path without `..`.
+fn parse_workdir(w: &str) -> anyhow::Result<PathBuf> {
+    let p = Path::new(w);
+    if !p.is_absolute() {
+        bail!("the working directory must be an absolute path");
+    }
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        bail!("the working directory must not contain `..`");
+    }
+    if w.contains('\0') {
+        bail!("it contains a NUL byte");
+    }
+    Ok(p.to_owned())
+}
+
+/// Who `--user` (or an image's user) names, resolved in `root`'s own `/etc/passwd` and
+/// `/etc/group`; for a `--binary` root, which has neither, only numbers are accepted.
+fn resolve_user(root: &RootSource, spec: &str) -> anyhow::Result<warren_image::user::RunAs> {
+    let dir = match root {
+        RootSource::Rootfs(d) | RootSource::Image(d) => d.as_path(),
+        RootSource::Binary(_) => {
+            let (u, g) = spec.split_once(':').unwrap_or((spec, "0"));
+            let (Ok(uid), Ok(gid)) = (u.parse::<u32>(), g.parse::<u32>()) else {
+                bail!(
+                    "a --binary root has no /etc/passwd or /etc/group: give UID[:GID] as numbers"
+                );
+            };
+            if uid >= 65_536 || gid >= 65_536 {
+                bail!("{uid}:{gid} is beyond the 65536 ids an environment maps");
+            }
+            return Ok(warren_image::user::RunAs {
+                uid,
+                gid,
+                groups: vec![gid],
+                home: None,
+            });
+        }
+    };
+    warren_image::user::resolve(dir, spec).map_err(|e| match e {
+        warren_image::ImageError::User { reason, .. } => anyhow::anyhow!(reason),
+        e => e.into(),
+    })
+}
+
+/// The launcher's form of a resolved user: `None` for root.
+fn run_as(who: &warren_image::user::RunAs) -> Option<warren_sandbox::RunAs> {
+    (who.uid != 0 || who.gid != 0 || who.groups.iter().any(|g| *g != 0)).then(|| {
+        warren_sandbox::RunAs {
+            uid: who.uid,
+            gid: who.gid,
+            groups: who.groups.clone(),
+        }
     })
 }
 
@@ -160,10 +309,11 @@ fn rustix_getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
 fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
     match (&args.rootfs, &args.binary) {
         (Some(dir), None) => {
-            if args.command.is_empty() {
+            let argv = with_entrypoint(args, args.command.clone());
+            if argv.is_empty() {
                 bail!("no command given: add the program to run after --, e.g. -- /bin/sh");
             }
-            Ok((RootSource::Rootfs(absolute(dir)?), args.command.clone()))
+            Ok((RootSource::Rootfs(absolute(dir)?), argv))
         }
         (None, Some(bin)) => {
             let mut root = warren_elf::resolve(bin, Path::new("/")).with_context(|| {
@@ -182,14 +332,22 @@ fn resolve_root(args: &RunArgs) -> anyhow::Result<(RootSource, Vec<String>)> {
             for path in &args.with {
                 root.add_path(path)?;
             }
-            let argv = if args.command.is_empty() {
+            let argv = if args.command.is_empty() && args.entrypoint.is_none() {
                 vec![root.binary.target.display().to_string()]
             } else {
-                args.command.clone()
+                with_entrypoint(args, args.command.clone())
             };
             Ok((RootSource::Binary(root), argv))
         }
         _ => bail!("give exactly one of --rootfs DIR or --binary PATH"),
+    }
+}
+
+/// `--entrypoint PROGRAM` (when given and not empty) before `rest`.
+fn with_entrypoint(args: &RunArgs, rest: Vec<String>) -> Vec<String> {
+    match args.entrypoint.as_deref() {
+        Some(ep) if !ep.is_empty() => std::iter::once(ep.to_owned()).chain(rest).collect(),
+        _ => rest,
     }
 }
 
@@ -204,16 +362,22 @@ struct ImageLaunch {
 
 /// Resolve `--image NAME`: the stored root, and the config's entrypoint and cmd (a command
 /// given after `--` replaces the cmd, as with Docker), env, user and working directory.
-fn resolve_image(state_dir: &Path, args: &RunArgs, name: &str) -> anyhow::Result<ImageLaunch> {
+fn resolve_image(dirs: &Dirs, args: &RunArgs, name: &str) -> anyhow::Result<ImageLaunch> {
     let name: warren_spec::ImageName = name.parse().context("invalid --image")?;
-    let resolved = warren_image::Store::new(state_dir).resolve(&name)?;
+    let resolved = warren_image::Store::new(dirs.images()).resolve(&name)?;
     let run = resolved.record.run.clone();
-    let mut argv = run.entrypoint.clone().unwrap_or_default();
-    if args.command.is_empty() {
-        argv.extend(run.cmd.clone().unwrap_or_default());
+    let argv = if args.entrypoint.is_some() {
+        // Docker's rule: a new entrypoint drops the image's cmd too.
+        with_entrypoint(args, args.command.clone())
     } else {
-        argv.extend(args.command.iter().cloned());
-    }
+        let mut argv = run.entrypoint.clone().unwrap_or_default();
+        if args.command.is_empty() {
+            argv.extend(run.cmd.clone().unwrap_or_default());
+        } else {
+            argv.extend(args.command.iter().cloned());
+        }
+        argv
+    };
     if argv.is_empty() {
         bail!("image {name} has no entrypoint or cmd: add the program to run after --");
     }
@@ -224,18 +388,18 @@ fn resolve_image(state_dir: &Path, args: &RunArgs, name: &str) -> anyhow::Result
             _ => bail!("image {name} has a malformed env entry {e:?}"),
         }
     }
-    let who = warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
-        .with_context(|| format!("image {name}"))?;
+    let who = match &args.user {
+        Some(u) => resolve_user(&RootSource::Image(resolved.root.clone()), u)
+            .with_context(|| format!("invalid --user {u:?}"))?,
+        None => warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
+            .with_context(|| format!("image {name}"))?,
+    };
     if !env.iter().any(|(k, _)| k == "HOME") {
         if let Some(home) = &who.home {
             env.push(("HOME".to_owned(), home.clone()));
         }
     }
-    let user = (who.uid != 0 || who.gid != 0).then(|| warren_sandbox::RunAs {
-        uid: who.uid,
-        gid: who.gid,
-        groups: who.groups.clone(),
-    });
+    let user = run_as(&who);
     let workdir = run
         .working_dir
         .as_deref()
@@ -261,7 +425,7 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `warren run`.
-pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
+pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> {
     let json = args.json;
     let report_error = |code: i32, msg: String| -> i32 {
         eprintln!("warren: error: {msg}");
@@ -270,6 +434,9 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         }
         code
     };
+    if args.detach && std::env::var_os(DETACHED).is_none() {
+        return detach(state_dir, &args);
+    }
     let Inputs {
         name,
         limits,
@@ -277,17 +444,17 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         env,
         allow_missing,
         net,
+        workdir,
+        hostname,
+        capabilities,
+        mounts,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
     // An image from the store: its root stays in the store while `image` lives (until the
     // environment has ended), and its config supplies argv, env, user and working directory.
-    let image = match args
-        .image
-        .as_deref()
-        .map(|n| resolve_image(state_dir, &args, n))
-    {
+    let image = match args.image.as_deref().map(|n| resolve_image(dirs, &args, n)) {
         None => None,
         Some(Ok(i)) => Some(i),
         Some(Err(e)) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -306,10 +473,40 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         merged.extend(env);
         env = merged;
     }
+    // `--user` for a root that is not an image (an image's was resolved with it above).
+    let mut user = image.as_ref().and_then(|i| i.user.clone());
+    if let (Some(spec), None) = (&args.user, &image) {
+        match resolve_user(&root, spec).with_context(|| format!("invalid --user {spec:?}")) {
+            Ok(who) => {
+                if let Some(home) = who
+                    .home
+                    .as_ref()
+                    .filter(|_| !env.iter().any(|(k, _)| k == "HOME"))
+                {
+                    env.push(("HOME".to_owned(), home.clone()));
+                }
+                user = run_as(&who);
+            }
+            Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+        }
+    }
+    // The volumes stay locked (and so cannot be removed) until this launcher ends.
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+        Ok(v) => v,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     let mailbox_bytes = match mailbox_bytes_arg(&args) {
         Ok(b) => b,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
+    // Under the init, pid 1 is `warren-msg init`, which always starts: a command missing from
+    // the root would show only as the init's 127 after the launch reported success. Look it up
+    // first, as exec will (runc does the same), so the launch fails with 127 or 126 instead.
+    if args.init {
+        if let Err((code, msg)) = command_in_root(&root, &argv, &env) {
+            return Ok(report_error(code, msg));
+        }
+    }
     // With a kernel daemon running, the environment gets its mailbox connection as fd 3.
     let registration = match crate::control::register(
         state_dir,
@@ -332,7 +529,23 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         Some(r) => (Some(r.control), Some(r.mailbox), r.kept),
         None => (None, None, None),
     };
-    let client_tool = mailbox.as_ref().and_then(|_| client_tool());
+    let client_tool = if mailbox.is_some() || args.init {
+        client_tool()
+    } else {
+        None
+    };
+    let mut argv = argv;
+    if args.init {
+        if client_tool.is_none() {
+            return Ok(report_error(
+                EXIT_WARREN,
+                "--init needs the static warren-msg next to warren (or named by $WARREN_MSG_BIN)"
+                    .into(),
+            ));
+        }
+        let init = ["/dev/warren/warren-msg", "init", "--"].map(str::to_owned);
+        argv.splice(0..0, init);
+    }
     if client_tool.is_some() {
         // An image's own PATH replaces the default one: keep the mailbox client reachable.
         for (k, v) in env.iter_mut().filter(|(k, _)| k == "PATH") {
@@ -350,8 +563,10 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         allow_missing,
         client_tool,
         net,
-        user: image.as_ref().and_then(|i| i.user.clone()),
-        workdir: image.as_ref().and_then(|i| i.workdir.clone()),
+        user,
+        hostname,
+        capabilities,
+        workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
         image_manifest_digest: image
             .as_ref()
@@ -359,6 +574,7 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
         image_tree_digest: image
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
+        mounts,
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
@@ -432,14 +648,132 @@ pub fn run(state_dir: &Path, args: RunArgs) -> anyhow::Result<i32> {
     // The environment has ended: closing the control connection tells the kernel so (when a
     // watcher thread owns it, the process's exit closes it).
     drop(control);
+    for why in end_reasons(&exit, plan.limits.memory, plan.limits.pids) {
+        eprintln!("warren: {}: {why}", applied.name);
+    }
     if json {
         println!(
             "{}",
             json!({ "name": applied.name, "exit_code": exit.code, "signal": exit.signal,
-                    "oom_killed": exit.oom_killed, "applied": applied })
+                    "oom_killed": exit.oom_killed, "pids_limit_hit": exit.pids_limit_hit,
+                    "applied": applied })
         );
     }
     Ok(exit.code)
+}
+
+/// Set in the environment of the background launcher `-d` starts, so that it runs in the
+/// foreground of its own process.
+const DETACHED: &str = "WARREN_RUN_DETACHED";
+
+/// `warren run -d`: check the input, start this same command as a background launcher (its own
+/// process group, standard input closed, output appended to `<state>/logs/NAME.log`), wait until
+/// the environment runs, print its name and exit 0. A launch that fails in the background
+/// prints the launcher's output and exits with its status.
+fn detach(state_dir: &Path, args: &RunArgs) -> anyhow::Result<i32> {
+    let inputs = match parse_plan_inputs(args) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("warren: error: {e:#}");
+            return Ok(EXIT_WARREN);
+        }
+    };
+    let name = inputs.name.to_string();
+    let state = StateDir::new(state_dir);
+    if state.name_in_use(&name).unwrap_or(false) {
+        eprintln!("warren: error: an environment named {name:?} is already running");
+        return Ok(EXIT_WARREN);
+    }
+    let logs = state_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("create {}", logs.display()))?;
+    let log_path = logs.join(format!("{name}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("open {}", log_path.display()))?;
+    let start = log.metadata().map(|m| m.len()).unwrap_or(0);
+    // The same command line, with the generated name made explicit after `run`.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if args.name.is_none() {
+        let at = argv.iter().position(|a| a == "run").map_or(0, |i| i + 1);
+        argv.splice(at..at, ["--name".into(), name.clone().into()]);
+    }
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(std::env::current_exe().context("find warren")?)
+        .args(&argv)
+        .env(DETACHED, "1")
+        .env("WARREN_STATE_DIR", state_dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("start the background launcher")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = state
+            .live_records()
+            .unwrap_or_default()
+            .iter()
+            .any(|(n, rec)| n == &name && !rec.is_empty());
+        if running {
+            println!("{name}");
+            return Ok(0);
+        }
+        if let Some(st) = child.try_wait()? {
+            let text = std::fs::read(&log_path).unwrap_or_default();
+            let text = String::from_utf8_lossy(text.get(start as usize..).unwrap_or(&[]));
+            eprint!("{text}");
+            return Ok(st.code().unwrap_or(EXIT_WARREN));
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{name} did not start within 30 s (see {})",
+                log_path.display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Why a workload ended, when Warren knows more than its status says: the memory cgroup's
+/// OOM kill, and forks refused at the pids limit. Empty for an ordinary exit.
+fn end_reasons(
+    exit: &warren_sandbox::launch::ExitState,
+    memory: Option<u64>,
+    pids: Option<u64>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    if exit.oom_killed {
+        let limit = memory.map_or_else(|| "none set".to_owned(), human_size);
+        out.push(match exit.signal {
+            Some(9) => format!("killed: out of memory (limit {limit})"),
+            _ => format!(
+                "a process was killed: out of memory (limit {limit}); the workload exited with status {}",
+                exit.code
+            ),
+        });
+    }
+    if exit.pids_limit_hit {
+        let limit = pids.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        out.push(format!(
+            "pids limit hit: a fork or thread creation failed (limit {limit} processes and \
+             threads, --pids); the workload exited with status {}",
+            exit.code
+        ));
+    }
+    out
+}
+
+/// `536870912` as `512M`: the largest binary unit that divides the size exactly.
+fn human_size(bytes: u64) -> String {
+    for (unit, shift) in [("T", 40), ("G", 30), ("M", 20), ("K", 10)] {
+        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// The static `warren-msg` client to expose inside environments: `WARREN_MSG_BIN`, else the
@@ -461,4 +795,78 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Whether `argv[0]` names an executable file in the root as `execvp` inside it would find it
+/// (a name without `/` is searched in the workload's `PATH`): `Err((127 or 126, message))` if
+/// not. Paths are resolved inside the root (`RESOLVE_IN_ROOT`), so the root's absolute symbolic
+/// links mean what they mean inside. Binary roots and relative paths with a `/` (resolved
+/// against the working directory at exec) are left to exec.
+fn command_in_root(
+    root: &RootSource,
+    argv: &[String],
+    env: &[(String, String)],
+) -> Result<(), (i32, String)> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = match root {
+        RootSource::Rootfs(p) | RootSource::Image(p) => p,
+        RootSource::Binary(_) => return Ok(()),
+    };
+    let Some(cmd) = argv.first() else {
+        return Ok(());
+    };
+    if cmd.contains('/') && !cmd.starts_with('/') {
+        return Ok(());
+    }
+    let Ok(rootfd) = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) else {
+        return Ok(());
+    };
+    // 0: not found; 1: found but not executable; 2: executable.
+    let probe = |path: &str| -> u8 {
+        let rel = path.trim_start_matches('/');
+        let Ok(fd) = rustix::fs::openat2(
+            &rootfd,
+            if rel.is_empty() { "." } else { rel },
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        ) else {
+            return 0;
+        };
+        match rustix::fs::fstat(&fd) {
+            Ok(st) if (st.st_mode & 0o170000) == 0o100000 && st.st_mode & 0o111 != 0 => 2,
+            Ok(_) => 1,
+            Err(_) => 0,
+        }
+    };
+    let found = if cmd.starts_with('/') {
+        probe(cmd)
+    } else {
+        let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            |(_, v)| v.as_str(),
+        );
+        path.split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| probe(&format!("{d}/{cmd}")))
+            .max()
+            .unwrap_or(0)
+    };
+    match found {
+        2 => Ok(()),
+        1 => Err((
+            126,
+            format!(
+                "command cannot be executed in the environment: {cmd} (not an executable file)"
+            ),
+        )),
+        _ => Err((
+            127,
+            format!("command not found in the environment: {cmd} (no such file in the root)"),
+        )),
+    }
 }

@@ -11,7 +11,9 @@
 //!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
 //!   next turn, and the socket keeps the rest. Every other connection is served in between.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
-//!   answers exceed `max_unsent` the daemon stops acting on its frames and stops reading it
+//!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
+//!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
+//!   receive), the daemon stops acting on its frames and stops reading it
 //!   (EPOLLIN is dropped); it reads again once the environment has read half of them. A
 //!   connection whose unsent answers reach `max_backlog` anyway (answers produced without new
 //!   requests, e.g. deliveries to receives it parked earlier) is cut off at that point.
@@ -127,6 +129,23 @@ fn common_version(min: u16, max: u16) -> bool {
     max.min(warren_proto::VERSION) >= min.max(warren_proto::MIN_VERSION)
 }
 
+/// The least room for unsent answers, whatever the environment pins: it can always read its
+/// answers and receive, and so free what it pins (a full mailbox of its own drains only
+/// through its receives).
+const UNSENT_FLOOR: usize = 256 << 10;
+
+/// How many unsent answer bytes `env` may have before the daemon stops acting on its requests:
+/// `max_unsent`, and within the kernel's byte quota for the environment less what it pins there
+/// (queued messages in its mailboxes, its waiting sends), but never under [`UNSENT_FLOOR`].
+fn unsent_limit(kernel: &warren_kernel::Kernel, limits: &super::Limits, env: EnvId) -> usize {
+    let quota = kernel.quota(env);
+    if quota == 0 {
+        return limits.max_unsent;
+    }
+    let room = quota.saturating_sub(kernel.pinned_bytes(env));
+    limits.max_unsent.min(room).max(UNSENT_FLOOR)
+}
+
 /// What stopped the frames of a packet.
 enum Stop {
     /// All were handled.
@@ -187,7 +206,7 @@ impl Daemon {
                 // Level-triggered: the socket's remaining packets are reported next turn.
                 return;
             }
-            if !c.peer_gone && c.unsent() > self.limits.max_unsent {
+            if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
                 self.pause(token);
                 return;
             }
@@ -401,7 +420,7 @@ impl Daemon {
         if *budget == 0 && !self.stopping {
             return Some(Stop::Budget);
         }
-        if !c.peer_gone && c.unsent() > self.limits.max_unsent {
+        if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
             return Some(Stop::Quota);
         }
         *budget = budget.saturating_sub(1);
@@ -642,7 +661,7 @@ impl Daemon {
         c.want_write = want;
         let resume = !c.reading
             && !matches!(c.handshake, Handshake::Closing(_))
-            && c.unsent() <= self.limits.max_unsent / 2;
+            && c.unsent() <= unsent_limit(&self.kernel, &self.limits, c.env) / 2;
         if resume {
             c.reading = true;
             changed = true;
@@ -689,7 +708,11 @@ mod tests {
         assert!(common_version(1, 2));
         assert!(common_version(1, 1));
         assert!(common_version(2, 200));
-        assert!(!common_version(3, 9));
+        let next = warren_proto::VERSION + 1;
+        assert!(
+            !common_version(next, next + 6),
+            "only versions above ours offered"
+        );
         assert!(!common_version(2, 1));
         assert!(!common_version(0, 0));
     }

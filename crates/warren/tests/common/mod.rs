@@ -329,7 +329,7 @@ pub fn sweep_stale_runs(prefix: &str) {
 }
 
 /// Every launch step, in order, as `WARREN_FAULT_INJECT` names them (docs/launch-sequence.md).
-pub const LAUNCH_STEPS: [&str; 36] = [
+pub const LAUNCH_STEPS: [&str; 37] = [
     "validate",
     "features",
     "seccomp-compile",
@@ -356,6 +356,7 @@ pub const LAUNCH_STEPS: [&str; 36] = [
     "mount-tmp",
     "mask-paths",
     "readonly-root",
+    "mount-volumes",
     "pivot-root",
     "rlimits",
     "fds",

@@ -1,0 +1,499 @@
+//! Named volumes (issue 15, storage): `warren volume create|ls|inspect|rm` through the real
+//! binary as root, each with the input it must refuse; volumes live in the data directory and
+//! are found again after the state directory is emptied (as a reboot empties a tmpfs `/run`);
+//! a volume someone holds is not removed (positive control: the same `rm` succeeds once the
+//! holder is gone).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_code, stderr, stdout, unique, warren};
+
+/// A private state directory under /run and a data directory on disk, removed at the end.
+struct Dirs {
+    state: PathBuf,
+    data: tempfile::TempDir,
+}
+
+impl Dirs {
+    fn new(tag: &str) -> Dirs {
+        common::sweep_stale_runs("warren-vol-");
+        Dirs {
+            state: PathBuf::from(format!("/run/warren-vol-{}", unique(tag))),
+            data: tempfile::Builder::new()
+                .prefix("warren-vol-data-")
+                .tempdir_in("/var/tmp")
+                .unwrap(),
+        }
+    }
+
+    fn warren(&self) -> Command {
+        let mut c = warren();
+        c.env("WARREN_STATE_DIR", &self.state)
+            .env("WARREN_DATA_DIR", self.data.path());
+        c
+    }
+
+    fn volume(&self, args: &[&str]) -> Output {
+        self.warren().arg("volume").args(args).output().unwrap()
+    }
+
+    fn vol_dir(&self, name: &str) -> PathBuf {
+        self.data.path().join("volumes").join(name)
+    }
+
+    /// What `volumes/` holds, hidden entries included (nothing half-made may stay).
+    fn entries(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.data.path().join("volumes"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Dirs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+fn refused(o: &Output, needle: &str) {
+    assert_code(o, 125);
+    assert!(
+        stderr(o).contains(needle),
+        "wanted {needle:?} in: {}",
+        stderr(o)
+    );
+}
+
+#[test]
+fn volumes_are_created_listed_inspected_and_survive_an_emptied_state_directory() {
+    let d = Dirs::new("life");
+    assert_code(&d.volume(&["create", "plain"]), 0);
+    let o = d.volume(&["create", "--size", "32M", "--json", "limited"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["kind"], "ext4_image");
+    assert_eq!(v["size_limit"], 32 << 20);
+    assert_eq!(v["version"], 1);
+
+    // The limit is a real ext4 file system of that size, sparse on the host.
+    let img = d.vol_dir("limited").join("image.ext4");
+    let meta = std::fs::metadata(&img).unwrap();
+    assert_eq!(meta.len(), 32 << 20);
+    assert!(
+        std::os::unix::fs::MetadataExt::blocks(&meta) * 512 < 16 << 20,
+        "the image is sparse"
+    );
+    let dumpe2fs = Command::new("dumpe2fs")
+        .arg("-h")
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert!(dumpe2fs.status.success(), "{}", stderr(&dumpe2fs));
+    assert!(stdout(&dumpe2fs).contains("warren-vol"));
+    assert!(d.vol_dir("plain").join("data").is_dir());
+    assert!(!d.vol_dir("plain").join("image.ext4").exists());
+
+    // A file written into the volume stays with it.
+    std::fs::write(d.vol_dir("plain").join("data/kept"), "kept").unwrap();
+
+    // A reboot empties /run: the volumes are found again.
+    std::fs::remove_dir_all(&d.state).unwrap();
+    let o = d.volume(&["ls", "-q"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "limited\nplain\n");
+    let o = d.volume(&["ls", "--json"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["name"], "plain");
+    assert_eq!(lines[1]["kind"], "directory");
+    assert_eq!(lines[1]["size_limit"], serde_json::Value::Null);
+    assert_eq!(lines[1]["in_use"], false);
+    let o = d.volume(&["inspect", "plain"]);
+    assert_code(&o, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        Path::new(v["path"].as_str().unwrap()),
+        d.vol_dir("plain").as_path()
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.vol_dir("plain").join("data/kept")).unwrap(),
+        "kept"
+    );
+    let o = d.volume(&["ls"]);
+    assert!(stdout(&o).starts_with("NAME"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("32M"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_volume_input_is_refused_by_name_and_leaves_nothing_behind() {
+    let d = Dirs::new("bad");
+    assert_code(&d.volume(&["create", "one"]), 0);
+    refused(&d.volume(&["create", "one"]), "volume one already exists");
+    refused(&d.volume(&["create", "a/b"]), "invalid volume name \"a/b\"");
+    refused(&d.volume(&["create", ".."]), "invalid volume name");
+    refused(&d.volume(&["create", "_x"]), "invalid volume name");
+    refused(
+        &d.volume(&["create", &"x".repeat(65)]),
+        "invalid volume name",
+    );
+    refused(
+        &d.volume(&["create", "--size", "1M", "small"]),
+        "below the smallest volume size, 16M",
+    );
+    refused(
+        &d.volume(&["create", "--size", "lots", "bad"]),
+        "invalid --size",
+    );
+    refused(
+        &d.volume(&["create", "--size", "1000T", "huge"]),
+        "larger than the data directory's whole file system",
+    );
+    assert_eq!(d.entries(), ["one"], "nothing half-made stays");
+    refused(
+        &d.volume(&["inspect", "missing"]),
+        "no such volume: missing",
+    );
+    let o = d.volume(&["rm", "missing"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("no such volume: missing"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_volume_in_use_is_not_removed() {
+    let d = Dirs::new("rm");
+    assert_code(&d.volume(&["create", "held"]), 0);
+    assert_code(&d.volume(&["create", "--size", "16M", "free"]), 0);
+    // A user holds the volume's lock shared, as an environment's launcher does.
+    let lock = d.vol_dir("held").join("lock");
+    let mut holder = Command::new("flock")
+        .args(["-s", "-o"])
+        .arg(&lock)
+        .args(["sleep", "30"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout(&d.volume(&["inspect", "held"]))).unwrap();
+        if v["in_use"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flock never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let o = d.volume(&["rm", "held", "free"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("cannot remove volume held: volume held is in use"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&o), "free\n", "the free one is removed");
+    assert!(d.vol_dir("held").join("volume.json").exists());
+    // Positive control: once the holder is gone, the same rm succeeds.
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = d.volume(&["rm", "held"]);
+    assert_code(&o, 0);
+    assert_eq!(d.entries(), Vec::<String>::new());
+}
+
+/// A busybox root with the mount points `/mnt`, `/srv` and `/srv2` (the root is read-only, so
+/// Warren creates no mount points in it), and a file `/etc/motd` (not a directory).
+fn mount_root() -> &'static Path {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        // Roots earlier runs of this suite left (their process is gone) are removed first.
+        for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = file.strip_prefix("warren-vol-root-") {
+                if !Path::new("/proc").join(pid).exists() {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+        let dir = std::env::temp_dir().join(format!("warren-vol-root-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(common::busybox_root())
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        for d in ["mnt", "srv", "srv2"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join("etc/motd"), "hello\n").unwrap();
+        dir
+    })
+}
+
+impl Dirs {
+    fn run(&self, name: &str, extra: &[&str], script: &str) -> Output {
+        self.warren()
+            .args(["run", "--name", &unique(name), "--rootfs"])
+            .arg(mount_root())
+            .args(extra)
+            .args(["--", "sh", "-c", script])
+            .output()
+            .unwrap()
+    }
+}
+
+#[test]
+fn volumes_and_binds_are_mounted_idmapped_and_outlive_the_environment() {
+    let d = Dirs::new("mnt");
+    assert_code(&d.volume(&["create", "store"]), 0);
+    let host = tempfile::Builder::new()
+        .prefix("warren-vol-bind-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::write(host.path().join("from-host"), "host data\n").unwrap();
+    let ro = tempfile::Builder::new()
+        .prefix("warren-vol-ro-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    std::fs::write(ro.path().join("f"), "read only\n").unwrap();
+    let bind = format!("{}:/srv", host.path().display());
+    let ro_bind = format!("type=bind,src={},dst=/srv2,ro", ro.path().display());
+
+    // Root inside writes to the volume and the bind; a read-only bind refuses writes.
+    let o = d.run(
+        "mnt",
+        &[
+            "-v",
+            "store:/mnt",
+            "-v",
+            &bind,
+            "--mount",
+            &ro_bind,
+            "--json",
+        ],
+        "echo one > /mnt/by-root && cat /srv/from-host && echo back > /srv/from-env && \
+         cat /srv2/f && if echo x > /srv2/g; then echo WROTE-RO; fi; \
+         if echo x > /etc/new; then echo WROTE-ROOT; fi",
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("host data"), "{out}");
+    assert!(out.contains("read only"), "{out}");
+    assert!(
+        !out.contains("WROTE-RO"),
+        "a read-only bind took a write: {out}"
+    );
+    assert!(!out.contains("WROTE-ROOT"), "the root took a write: {out}");
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("from-env")).unwrap(),
+        "back\n"
+    );
+    assert!(!ro.path().join("g").exists());
+
+    // The launch record names the mounts (identity and mode), not their contents.
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let mounts = &last["applied"]["mounts"];
+    assert_eq!(mounts.as_array().unwrap().len(), 3, "{mounts}");
+    assert_eq!(mounts[0]["kind"], "volume");
+    assert_eq!(mounts[0]["source"], "store");
+    assert_eq!(mounts[0]["dest"], "/mnt");
+    assert_eq!(mounts[0]["read_only"], false);
+    assert_eq!(mounts[1]["kind"], "bind");
+    assert_eq!(mounts[2]["read_only"], true);
+    // The measured launch record carries them too (inside `config`, so `config_digest` pins
+    // them); a launch without mounts has no `mounts` key at all.
+    let log = std::fs::read_to_string(d.data.path().join("attest/events.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    let measured = &rec["content"]["config"]["mounts"];
+    assert_eq!(
+        measured[0],
+        serde_json::json!({"kind": "volume", "source": "store", "dest": "/mnt", "read_only": false})
+    );
+    assert_eq!(
+        Path::new(measured[1]["source"].as_str().unwrap()),
+        std::fs::canonicalize(host.path()).unwrap()
+    );
+    assert_eq!(measured[2]["read_only"], true);
+
+    // Idmapped: uid N inside is uid N on the volume's disk, whatever the host range; a
+    // non-root user writes as itself.
+    let data = d.vol_dir("store").join("data");
+    let owner = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (
+            std::os::unix::fs::MetadataExt::uid(&m),
+            std::os::unix::fs::MetadataExt::gid(&m),
+        )
+    };
+    assert_eq!(owner(&data.join("by-root")), (0, 0));
+    std::fs::create_dir(data.join("shared")).unwrap();
+    let chmod = Command::new("chmod")
+        .arg("1777")
+        .arg(data.join("shared"))
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let o = d.run(
+        "user",
+        &["-v", "store:/mnt", "--user", "1000:1000"],
+        "id -u && echo two > /mnt/shared/by-user && ls -ln /mnt/by-root",
+    );
+    assert_code(&o, 0);
+    assert!(stdout(&o).starts_with("1000\n"), "{}", stdout(&o));
+    assert_eq!(owner(&data.join("shared/by-user")), (1000, 1000));
+    // Negative: that user cannot write where root inside owns the directory.
+    let o = d.run(
+        "user",
+        &["-v", "store:/mnt", "--user", "1000:1000"],
+        "echo x > /mnt/not-mine",
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("Permission denied"), "{}", stderr(&o));
+
+    // A new environment on the same volume reads what the first wrote.
+    let o = d.run(
+        "again",
+        &["-v", "store:/mnt:ro"],
+        "cat /mnt/by-root /mnt/shared/by-user",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\ntwo\n");
+}
+
+#[test]
+fn a_volume_is_not_removed_while_an_environment_uses_it() {
+    let d = Dirs::new("busy");
+    assert_code(&d.volume(&["create", "busy"]), 0);
+    let name = unique("busy");
+    let root = mount_root().to_str().unwrap().to_owned();
+    // The state directory links its data directory, so `Background` (told only the state
+    // directory) finds the volume.
+    let bg = common::Background::start_in(
+        Some(&d.state),
+        &name,
+        &["--rootfs", &root, "-v", "busy:/mnt", "--", "sleep", "30"],
+    );
+    let o = d.volume(&["rm", "busy"]);
+    assert_code(&o, 1);
+    assert!(
+        stderr(&o).contains("volume busy is in use"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&d.volume(&["inspect", "busy"]))).unwrap();
+    assert_eq!(v["in_use"], true);
+    bg.stop();
+    // Positive control: once the environment has ended, the same rm succeeds.
+    assert_code(&d.volume(&["rm", "busy"]), 0);
+}
+
+#[test]
+fn bad_mounts_are_refused_by_name_before_anything_starts() {
+    let d = Dirs::new("badmnt");
+    assert_code(&d.volume(&["create", "ok"]), 0);
+    assert_code(&d.volume(&["create", "--size", "16M", "sized"]), 0);
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
+    let h = host.path().display().to_string();
+    let state_sub = d.state.display().to_string();
+    let data_sub = d.data.path().display().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["-v".into(), "missing:/mnt".into()],
+            "no such volume: missing",
+        ),
+        (
+            vec!["-v".into(), "ok:mnt".into()],
+            "is not an absolute path",
+        ),
+        (
+            vec!["-v".into(), "ok:/mnt/../etc".into()],
+            "climbs out with '..'",
+        ),
+        (vec!["-v".into(), "ok:/proc/sys".into()], "under /proc"),
+        (vec!["-v".into(), "ok:/".into()], "the root itself"),
+        (
+            vec!["-v".into(), "a/b:/mnt".into()],
+            "volume name or an absolute host path",
+        ),
+        (vec!["-v".into(), format!("{h}/nope:/mnt")], "bind source"),
+        (vec!["-v".into(), "/proc/self:/mnt".into()], "under /proc"),
+        (vec!["-v".into(), "/:/mnt".into()], "the host's whole tree"),
+        (
+            vec!["-v".into(), format!("{state_sub}:/mnt")],
+            "overlaps Warren's state directory",
+        ),
+        (
+            vec!["-v".into(), format!("{data_sub}:/mnt")],
+            "overlaps Warren's data directory",
+        ),
+        (vec!["-v".into(), format!("{h}/../..:/mnt")], "climbs out"),
+        (vec!["-v".into(), "ok:/mnt:rx".into()], "unknown mode"),
+        (
+            vec![
+                "-v".into(),
+                "ok:/mnt".into(),
+                "-v".into(),
+                format!("{h}:/mnt"),
+            ],
+            "two mounts on /mnt",
+        ),
+        (
+            vec!["--mount".into(), "type=tmpfs,dst=/mnt".into()],
+            "unknown type",
+        ),
+        (
+            vec!["--mount".into(), "type=volume,src=ok".into()],
+            "dst= is missing",
+        ),
+        (vec!["-v".into(), "sized:/mnt".into()], "size-limited"),
+        (
+            vec!["-v".into(), "ok:/nowhere".into()],
+            "mount point /nowhere",
+        ),
+        (
+            vec!["-v".into(), "ok:/etc/motd".into()],
+            "is not a directory",
+        ),
+    ];
+    for (args, why) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = d.run("bad", &args, "echo RAN");
+        assert_code(&o, 125);
+        assert!(
+            stderr(&o).contains(why),
+            "{args:?}: wanted {why:?} in {}",
+            stderr(&o)
+        );
+        assert!(!stdout(&o).contains("RAN"), "{args:?} ran");
+    }
+    // Positive control: the same root and volume, well formed, run.
+    let o = d.run("good", &["-v", "ok:/mnt"], "echo RAN");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "RAN\n");
+    // Nothing was left locked or half-made: the volume is free.
+    assert_code(&d.volume(&["rm", "ok"]), 0);
+}
