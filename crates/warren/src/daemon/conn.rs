@@ -318,6 +318,74 @@ impl Daemon {
         stop
     }
 
+    /// The daemon is stopping: act on the frames that were read and not yet acted on (the
+    /// tails a budget or a quota left for a later turn, which this kernel will not have), so
+    /// that every request read from an environment is answered before the kernel goes; the
+    /// next kernel re-attaches the connection and reads only what is still in the socket.
+    /// Budgets no longer apply; the quota still does: frames are acted on, and their answers
+    /// flushed, for as long as the sockets take the answers (an answer the socket cannot take
+    /// would be lost with the kernel, and with it a message a receive took).
+    pub(super) fn serve_tails(&mut self) {
+        self.stopping = true;
+        let mut acted = 0;
+        loop {
+            let tokens: Vec<u64> = self
+                .conns
+                .iter()
+                .filter_map(|(&t, c)| match c {
+                    Conn::Env(c) if c.tail.is_some() => Some(t),
+                    _ => None,
+                })
+                .collect();
+            let mut progress = 0;
+            for token in tokens {
+                let before = self.tail_frames(token);
+                let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+                    continue;
+                };
+                let Some(tail) = c.tail.take() else { continue };
+                let mut budget = usize::MAX;
+                self.handle_tail(token, tail, &mut budget);
+                progress += before - self.tail_frames(token).min(before);
+            }
+            // Answers out (durable first, for federation) as far as the sockets take them,
+            // which makes room for more.
+            self.drain_actions();
+            self.flush_all();
+            acted += progress;
+            if progress == 0 {
+                break;
+            }
+        }
+        let left: usize = self
+            .conns
+            .keys()
+            .copied()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| self.tail_frames(t))
+            .sum();
+        if acted > 0 {
+            tracing::info!("acted on {acted} request(s) read before the stop");
+        }
+        if left > 0 {
+            tracing::warn!(
+                "{left} request(s) read before the stop stay unanswered: their environments do \
+                 not read their answers"
+            );
+        }
+    }
+
+    /// Frames in connection `token`'s tail.
+    fn tail_frames(&self, token: u64) -> usize {
+        match self.conns.get(&token) {
+            Some(Conn::Env(EnvConn {
+                tail: Some(tail), ..
+            })) => warren_proto::request_frames(&tail.bytes).count(),
+            _ => 0,
+        }
+    }
+
     /// Keep the frames not acted on for a later turn (pausing the connection when its quota
     /// stopped them).
     fn keep_tail(&mut self, token: u64, stop: &Stop, bytes: Vec<u8>, first: bool) {
@@ -348,13 +416,14 @@ impl Daemon {
         if let Handshake::Closing(_) = c.handshake {
             return Some(Stop::Closed);
         }
-        if *budget == 0 {
+        // A stopping daemon has no later turn to leave frames for (see `serve_tails`).
+        if *budget == 0 && !self.stopping {
             return Some(Stop::Budget);
         }
         if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
             return Some(Stop::Quota);
         }
-        *budget -= 1;
+        *budget = budget.saturating_sub(1);
         None
     }
 

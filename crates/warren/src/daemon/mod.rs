@@ -158,6 +158,9 @@ struct Daemon {
     limits: Limits,
     /// When the connection being served has used its time slice.
     slice_end: Instant,
+    /// The daemon is stopping: frames already read are acted on whatever the budgets and
+    /// quotas (`conn.rs`).
+    stopping: bool,
     worker: worker::Worker,
     group: Option<u32>,
     buf: Vec<u8>,
@@ -352,6 +355,7 @@ impl Daemon {
             audit,
             limits: opts.limits,
             slice_end: Instant::now(),
+            stopping: false,
             worker,
             group: opts.group,
             buf: vec![0u8; warren_proto::MAX_PACKET],
@@ -421,6 +425,11 @@ impl Daemon {
                             // before the kernel goes; unread requests wait in their sockets.
                             // Audit aggregates still inside their window are written too.
                             self.kernel.flush_audit();
+                            // Frames already read but left for a later turn by a budget or a
+                            // quota have no later turn: they are acted on now, or their
+                            // requests would go unanswered for ever (the socket no longer
+                            // holds them for the next kernel).
+                            self.serve_tails();
                             self.drain_actions();
                             self.flush_all();
                             return Ok(());
