@@ -91,6 +91,8 @@ enum warren_status {
     WARREN_UNAVAILABLE = 13,
     WARREN_QUOTA = 14, /* answered only on protocol version 3 */
     WARREN_ATTEST_FAILED = 20,
+    WARREN_SPAWN_FAILED = 40, /* protocol version 3: spawn ops are not in this library yet */
+    WARREN_NOT_ALLOWED = 41,  /* protocol version 3 */
     /* Client-side failures. */
     WARREN_E_IO = 1000,          /* a system call on the connection failed */
     WARREN_E_CLOSED = 1001,      /* the kernel closed the connection */

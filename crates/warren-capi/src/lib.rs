@@ -69,8 +69,8 @@ pub const WARREN_E_INTERNAL: c_int = 1008;
 pub const WARREN_E_UNSUPPORTED: c_int = 1009;
 
 /// The names of the kernel's error codes (docs/protocol.md section 10), by number; 14 (`quota`)
-/// is answered only on protocol version 3. A unit test checks them against `warren-proto`.
-const KERNEL_CODE_NAMES: [(c_int, &CStr); 15] = [
+/// is answered only on protocol version 3, as are 40 and 41 (spawn, section 16). A unit test checks them against `warren-proto`.
+const KERNEL_CODE_NAMES: [(c_int, &CStr); 17] = [
     (1, c"bad-request"),
     (2, c"no-such-handle"),
     (3, c"no-right"),
@@ -86,6 +86,8 @@ const KERNEL_CODE_NAMES: [(c_int, &CStr); 15] = [
     (13, c"unavailable"),
     (14, c"quota"),
     (20, c"attest-failed"),
+    (40, c"spawn-failed"),
+    (41, c"not-allowed"),
 ];
 
 thread_local! {
