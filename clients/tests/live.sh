@@ -5,7 +5,10 @@
 #   1. C: the conformance test (vectors.txt through libwarren's decoder and encoder), then
 #      `live ops` (every operation and its error paths: revoked, used-up, not-found, full,
 #      dead, no-right, no-such-handle, timeout, bad-request; the event-loop interface) in an
-#      environment, and the `version` refusal against a fake kernel.
+#      environment, and the `version` refusal against a fake kernel; then `live spawn` in an
+#      environment `warren apply` starts with SPAWN on a template whose command is `live kid`
+#      (protocol version 3: spawn by the event loop and blocking, initial names, stop, restrict,
+#      a refused variable).
 #   2. Python: pytest inside an environment whose root holds the host's python3, its standard
 #      library and the package installed with pip (clients/python/make-root.sh): the vectors,
 #      then every operation and error path, blocking and asyncio.
@@ -79,6 +82,30 @@ say "C: every operation inside an environment (shared library, then static)"
 W --name c-ops --binary "$work/live" -- "$work/live" ops || die "C live ops"
 W --name c-ops-static --binary "$work/live-static" -- "$work/live-static" ops || die "C live ops (static)"
 "$work/live" fake-version || die "C version refusal"
+
+say "C: spawn from a template (protocol version 3)"
+cat > "$work/spawn.toml" <<EOF
+[template.c-kid]
+image = { binary = "$work/live" }
+command = ["$work/live", "kid"]
+max_instances = 2
+args = true
+env_allow = ["KID_WORD"]
+
+[space.c-spawner]
+image = { binary = "$work/live" }
+command = ["$work/live", "spawn", "c-kid"]
+may_spawn = ["c-kid"]
+EOF
+"$warren" --state-dir "$state" apply "$work/spawn.toml" >&2 || die "applying the spawn manifest"
+log=""
+for _ in $(seq 600); do
+  log=$("$warren" --state-dir "$state" logs c-spawner 2>&1 || true)
+  echo "$log" | grep -q "^live spawn:" && break
+  sleep 0.1
+done
+echo "$log" | grep -q "^live spawn: [0-9]* checks, 0 failures" || die "C spawn: $log"
+echo "$log" | grep "^live spawn:" >&2
 
 say "Python: pytest inside an environment"
 W --name py-tests --rootfs "$work/pyroot" -e PYWARREN_LIVE=sync -e PYWARREN_VECTORS=/opt/vectors.txt \

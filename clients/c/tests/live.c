@@ -4,6 +4,11 @@
  *   live ops           every operation and its error paths, on this environment's own mailboxes
  *   live call TARGET BODY   a call to TARGET's server; prints the answer's body
  *   live fake-version  the `version` refusal, against a fake kernel on a socket pair
+ *   live spawn TEMPLATE     (protocol version 3) spawn children of TEMPLATE, whose command is
+ *                      `live kid`: one by the event loop with every field of the request, one
+ *                      blocking and stopped; restrict; a refused variable
+ *   live kid WORD      a child: its table is exactly its mailbox and `out`; sends
+ *                      "kid WORD $KID_WORD" through `out` (WORD `wait`: waits to be stopped)
  *
  * Exit status 0 when every check passed; each failure is printed.
  */
@@ -275,7 +280,7 @@ static void ops(warren_client *k) {
     /* bad arguments are refused before anything is sent. */
     EXPECT(warren_send(k, 1, NULL, true), WARREN_E_INVALID);
     EXPECT(warren_lookup(k, NULL, &h, &r), WARREN_E_INVALID);
-    EXPECT(warren_attenuate(k, 1, 0x10, NULL, NULL, NULL, &h, &r), WARREN_E_INVALID);
+    EXPECT(warren_attenuate(k, 1, 0x40, NULL, NULL, NULL, &h, &r), WARREN_E_INVALID);
     static uint8_t huge[WARREN_MAX_BODY + 1];
     m.body = huge;
     m.body_len = sizeof huge;
@@ -311,6 +316,138 @@ static void fake_version(void) {
     warren_client *k = NULL;
     EXPECT(warren_from_fd(sv[0], &k), WARREN_VERSION);
     CHECK(k == NULL, "a client after a refused handshake");
+}
+
+/* The next completion, waiting for up to 20 s. */
+static int next_done(warren_client *k, warren_completion *done) {
+    for (int i = 0; i < 400; i++) {
+        size_t ready = 0;
+        int st = warren_process(k, &ready);
+        if (st != WARREN_OK) return st;
+        st = warren_next_completion(k, done);
+        if (st != WARREN_E_WOULD_BLOCK) return st;
+        struct pollfd p = {.fd = warren_fd(k), .events = POLLIN};
+        poll(&p, 1, 50);
+    }
+    return WARREN_TIMEOUT;
+}
+
+static void spawn(warren_client *k, const char *template) {
+    CHECK(warren_version(k) >= 3, "protocol version %u", warren_version(k));
+    /* The SPAWN handle on the template, from the table. */
+    warren_identity *id = NULL;
+    uint32_t sh = 0;
+    EXPECT(warren_whoami(k, &id), WARREN_OK);
+    for (size_t i = 0; id && i < warren_identity_count(id); i++) {
+        uint32_t h, r;
+        const char *des;
+        if (warren_identity_entry(id, i, &h, &des, &r) && (r & WARREN_RIGHT_SPAWN)) sh = h;
+    }
+    warren_identity_free(id);
+    CHECK(sh != 0, "no handle with SPAWN in the table");
+    char child_a[128], child_b[128];
+    snprintf(child_a, sizeof child_a, "%s-a", template);
+    snprintf(child_b, sizeof child_b, "%s-b", template);
+
+    /* Event loop, every field: suffix, args, env, limits, initial names (our mailbox as out). */
+    const char *args[] = {"hello"};
+    warren_env_var env[] = {{"KID_WORD", "from-c"}};
+    warren_spawn_name names[] = {{"out", WARREN_DEFAULT_MAILBOX}};
+    warren_limits limits = {.memory = 256u << 20, .pids = 64};
+    warren_spawn_request req = {.handle = sh, .suffix = "a", .args = args, .n_args = 1,
+                                .env = env, .n_env = 1, .limits = &limits, .detach = false,
+                                .names = names, .n_names = 1};
+    uint32_t id_spawn = 0;
+    EXPECT(warren_submit_spawn(k, &req, &id_spawn), WARREN_OK);
+    warren_completion done;
+    EXPECT(next_done(k, &done), WARREN_OK);
+    CHECK(done.id == id_spawn && done.kind == WARREN_DONE_SPAWNED && done.spawned,
+          "completion kind %d status %s", done.kind, warren_status_name(done.status));
+    uint64_t ref_a = 0;
+    if (done.kind == WARREN_DONE_SPAWNED && done.spawned) {
+        CHECK(!strcmp(warren_spawned_child(done.spawned), child_a), "child %s",
+              warren_spawned_child(done.spawned));
+        CHECK(warren_spawned_mailbox(done.spawned) != 0 && warren_spawned_control(done.spawned) != 0,
+              "no mailbox or control handle");
+        ref_a = warren_spawned_reference(done.spawned);
+    }
+    warren_completion_release(&done);
+    CHECK(done.spawned == NULL, "release left the answer");
+    /* Its message through `out`, then its down notice (it exits 0). */
+    warren_delivery *d = NULL;
+    EXPECT(warren_recv(k, 0, NULL, 20000, &d), WARREN_OK);
+    CHECK(d && body_is(d, "kid hello from-c") && !strcmp(warren_delivery_from(d), child_a),
+          "the child's message");
+    warren_delivery_free(d);
+    d = NULL;
+    uint64_t down = 0;
+    EXPECT(warren_recv(k, 0, NULL, 20000, &d), WARREN_OK);
+    CHECK(d && warren_delivery_down(d, &down) && down == ref_a, "no down notice for %s", child_a);
+    warren_delivery_free(d);
+    d = NULL;
+
+    /* A variable the template does not allow: not-allowed, nothing spawned. */
+    warren_env_var bad[] = {{"PATH", "/evil"}};
+    warren_spawn_request refused = {.handle = sh, .suffix = "x", .env = bad, .n_env = 1};
+    warren_spawned *sp = NULL;
+    EXPECT(warren_spawn(k, &refused, &sp), WARREN_NOT_ALLOWED);
+    CHECK(sp == NULL, "an answer for a refused spawn");
+    /* Positive control of the same shape, blocking: a child that waits, then stop it. */
+    const char *wait_args[] = {"wait"};
+    warren_spawn_request waiter = {.handle = sh, .suffix = "b", .args = wait_args, .n_args = 1,
+                                   .env = env, .n_env = 1};
+    EXPECT(warren_spawn(k, &waiter, &sp), WARREN_OK);
+    if (sp) {
+        CHECK(!strcmp(warren_spawned_child(sp), child_b), "child %s", warren_spawned_child(sp));
+        /* The mailbox handle has no STOP right. */
+        EXPECT(warren_stop(k, warren_spawned_mailbox(sp), false), WARREN_NO_RIGHT);
+        EXPECT(warren_stop(k, warren_spawned_control(sp), false), WARREN_OK);
+        EXPECT(warren_recv(k, 0, NULL, 20000, &d), WARREN_OK);
+        CHECK(d && warren_delivery_down(d, &down) && down == warren_spawned_reference(sp),
+              "no down notice for %s", child_b);
+        warren_delivery_free(d);
+        d = NULL;
+        warren_spawned_free(sp);
+    }
+
+    /* Restrict, blocking and by the event loop: new SPAWN handles. */
+    uint32_t share = 1, rh = 0, rr = 0;
+    warren_limits lower = {.pids = 32};
+    EXPECT(warren_restrict(k, sh, &share, &lower, &rh, &rr), WARREN_OK);
+    CHECK(rh != 0 && rh != sh && (rr & WARREN_RIGHT_SPAWN), "restricted %u rights %#x", rh, rr);
+    uint32_t id_r = 0, id_s = 0;
+    EXPECT(warren_submit_restrict(k, rh, NULL, NULL, &id_r), WARREN_OK);
+    EXPECT(next_done(k, &done), WARREN_OK);
+    CHECK(done.id == id_r && done.kind == WARREN_DONE_HANDLE && (done.rights & WARREN_RIGHT_SPAWN),
+          "restrict completion kind %d", done.kind);
+    /* Stop through a handle without STOP, by the event loop: an error completion. */
+    EXPECT(warren_submit_stop(k, rh, true, &id_s), WARREN_OK);
+    EXPECT(next_done(k, &done), WARREN_OK);
+    CHECK(done.id == id_s && done.kind == WARREN_DONE_ERROR && done.status == WARREN_NO_RIGHT,
+          "stop completion kind %d status %s", done.kind, warren_status_name(done.status));
+}
+
+static int kid(warren_client *k, const char *word) {
+    warren_identity *id = NULL;
+    EXPECT(warren_whoami(k, &id), WARREN_OK);
+    uint32_t h = 0, r = 0;
+    const char *des = NULL;
+    CHECK(id && warren_identity_count(id) == 2, "the child's table has %zu entries",
+          id ? warren_identity_count(id) : 0);
+    CHECK(id && warren_identity_entry(id, 1, &h, &des, &r) && h == 2 && !strcmp(des, "out"),
+          "entry 1 is %u %s", h, des ? des : "(none)");
+    warren_identity_free(id);
+    if (!strcmp(word, "wait")) {
+        warren_delivery *d = NULL;
+        warren_recv(k, 0, NULL, WARREN_FOREVER, &d);
+        return 1;
+    }
+    char body[256];
+    const char *v = getenv("KID_WORD");
+    snprintf(body, sizeof body, "kid %s %s", word, v ? v : "(unset)");
+    warren_message m = text(body);
+    EXPECT(warren_send(k, 2, &m, true), WARREN_OK);
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -376,8 +513,20 @@ int main(int argc, char **argv) {
         m = text("anyone there?");
         EXPECT(warren_send(k, target, &m, true), WARREN_DEAD);
         warren_close(k);
+    } else if (argc == 3 && (!strcmp(argv[1], "spawn") || !strcmp(argv[1], "kid"))) {
+        warren_client *k;
+        if (warren_connect(&k) != WARREN_OK) {
+            fprintf(stderr, "live: %s\n", warren_last_error());
+            return 1;
+        }
+        if (!strcmp(argv[1], "spawn"))
+            spawn(k, argv[2]);
+        else
+            kid(k, argv[2]);
+        warren_close(k);
     } else {
-        fprintf(stderr, "usage: live ops | call TARGET BODY | down TARGET | fake-version\n");
+        fprintf(stderr, "usage: live ops | call TARGET BODY | down TARGET | fake-version | "
+                        "spawn TEMPLATE | kid WORD\n");
         return 2;
     }
     fprintf(stderr, "live %s: %d checks, %d failures\n", argv[1], checks, failures);

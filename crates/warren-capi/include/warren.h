@@ -22,8 +22,8 @@
  *
  * OWNERSHIP. Arguments are borrowed for the duration of the call only: libwarren copies what
  * it keeps. Objects a call returns through an out-parameter (warren_client, warren_delivery,
- * warren_batch, warren_identity, quote buffers) belong to the caller, who frees each with its
- * warren_*_free function (or warren_close, warren_buffer_free) exactly once. Pointers returned
+ * warren_batch, warren_identity, warren_spawned, quote buffers) belong to the caller, who frees
+ * each with its warren_*_free function (or warren_close, warren_buffer_free) exactly once. Pointers returned
  * by accessors (bodies, names, headers, caps) belong to the object they come from and stay
  * valid until it is freed. Strings libwarren returns are NUL-terminated UTF-8. NULL
  * out-parameters are allowed (the value is discarded). Handles are never 0: where a handle
@@ -57,6 +57,8 @@ extern "C" {
 #define WARREN_RIGHT_GRANT 0x2u
 #define WARREN_RIGHT_MONITOR 0x4u
 #define WARREN_RIGHT_RECEIVE 0x8u
+#define WARREN_RIGHT_SPAWN 0x10u /* version 3: spawn from a template */
+#define WARREN_RIGHT_STOP 0x20u  /* version 3: stop an environment */
 
 /* The default mailbox's handle in every environment's table. */
 #define WARREN_DEFAULT_MAILBOX 1u
@@ -91,8 +93,8 @@ enum warren_status {
     WARREN_UNAVAILABLE = 13,
     WARREN_QUOTA = 14, /* answered only on protocol version 3 */
     WARREN_ATTEST_FAILED = 20,
-    WARREN_SPAWN_FAILED = 40, /* protocol version 3: spawn ops are not in this library yet */
-    WARREN_NOT_ALLOWED = 41,  /* protocol version 3 */
+    WARREN_SPAWN_FAILED = 40, /* protocol version 3: the child could not be started */
+    WARREN_NOT_ALLOWED = 41,  /* protocol version 3: the template does not allow it */
     /* Client-side failures. */
     WARREN_E_IO = 1000,          /* a system call on the connection failed */
     WARREN_E_CLOSED = 1001,      /* the kernel closed the connection */
@@ -114,6 +116,45 @@ typedef struct warren_delivery warren_delivery;
 typedef struct warren_batch warren_batch;
 /* A Whoami answer. */
 typedef struct warren_identity warren_identity;
+/* A Spawned answer (version 3): free with warren_spawned_free. */
+typedef struct warren_spawned warren_spawned;
+
+/* Resource limits for a spawn or a restricted SPAWN handle; each field 0 = none asked (the
+ * ceiling). */
+typedef struct warren_limits {
+    uint64_t memory;     /* bytes */
+    uint64_t pids;       /* processes and threads */
+    uint64_t cpus;       /* millionths of a cpu (500000 = half a cpu) */
+    uint64_t tmpfs_size; /* bytes of /tmp */
+} warren_limits;
+
+/* One variable a spawn sets (NUL-terminated strings). */
+typedef struct warren_env_var {
+    const char *name;
+    const char *value;
+} warren_env_var;
+
+/* One initial name of a child: the spawner's `handle` installed in the child's table under
+ * `name` (NUL-terminated). */
+typedef struct warren_spawn_name {
+    const char *name;
+    uint32_t handle;
+} warren_spawn_name;
+
+/* A Spawn request (docs/protocol.md section 16). Every pointer is borrowed for the call only;
+ * a list may be NULL when its count is 0. */
+typedef struct warren_spawn_request {
+    uint32_t handle;                /* a handle with SPAWN on the template */
+    const char *suffix;             /* the child is TEMPLATE-SUFFIX; NULL: the kernel numbers it */
+    const char *const *args;        /* appended to the template's command (if it has args) */
+    size_t n_args;
+    const warren_env_var *env;      /* only variables the template's env_allow lists */
+    size_t n_env;
+    const warren_limits *limits;    /* NULL = the ceilings */
+    bool detach;                    /* outlive the spawner (if the template has detach) */
+    const warren_spawn_name *names; /* the child's initial names (handle needs GRANT) */
+    size_t n_names;
+} warren_spawn_request;
 
 /* A header: a name (UTF-8, name_len bytes, need not be NUL-terminated) and a value. */
 typedef struct warren_header {
@@ -218,6 +259,19 @@ int warren_attest(warren_client *c, const uint8_t *nonce, size_t nonce_len, cons
 /* Free a buffer libwarren returned, with its length. NULL is ignored. */
 void warren_buffer_free(uint8_t *p, size_t len);
 
+/* Version 3 (spawn; WARREN_E_UNSUPPORTED on an older kernel). Create a child environment from
+ * a template; *out_spawned (child name, mailbox and control handles, down reference) is the
+ * caller's (warren_spawned_free). Errors: WARREN_SPAWN_FAILED, WARREN_NOT_ALLOWED, ... */
+int warren_spawn(warren_client *c, const warren_spawn_request *req,
+                 warren_spawned **out_spawned);
+/* Stop the environment `handle` designates (needs STOP): SIGTERM, then SIGKILL after the
+ * grace period, or SIGKILL at once with kill. Its end arrives as the down notice. */
+int warren_stop(warren_client *c, uint32_t handle, bool kill);
+/* A new SPAWN handle derived from `handle`: at most *share live children (NULL = no share of
+ * its own) and the lower of its ceilings and `limits` (NULL = none lower). */
+int warren_restrict(warren_client *c, uint32_t handle, const uint32_t *share,
+                    const warren_limits *limits, uint32_t *out_handle, uint32_t *out_rights);
+
 /* Send n plain bodies through `handle` in batch frames (version 2). With wait every body is
  * accepted; without, sending stops at the first frame not accepted whole. *out_accepted: how
  * many bodies were accepted (a prefix, in order), also when the call fails. */
@@ -274,6 +328,10 @@ int warren_submit_recv_batch(warren_client *c, uint32_t mailbox, uint32_t max,
                              int64_t timeout_ms, uint32_t *out_id);
 int warren_submit_attest(warren_client *c, const uint8_t *nonce, size_t nonce_len,
                          const uint8_t *data, size_t data_len, uint32_t *out_id);
+int warren_submit_spawn(warren_client *c, const warren_spawn_request *req, uint32_t *out_id);
+int warren_submit_stop(warren_client *c, uint32_t handle, bool kill, uint32_t *out_id);
+int warren_submit_restrict(warren_client *c, uint32_t handle, const uint32_t *share,
+                           const warren_limits *limits, uint32_t *out_id);
 
 /* Whether queued requests wait to be sent (then also watch warren_fd() for writability). */
 bool warren_want_write(warren_client *c);
@@ -287,17 +345,18 @@ int warren_process(warren_client *c, size_t *out_ready);
 /* What a completion carries. */
 typedef enum warren_kind {
     WARREN_DONE_ERROR = 0,    /* status: the error code; detail: the kernel's text */
-    WARREN_DONE_OK = 1,       /* Send, Revoke, Drop */
-    WARREN_DONE_HANDLE = 2,   /* Lookup, Attenuate, CreateMailbox: handle, rights */
+    WARREN_DONE_OK = 1,       /* Send, Revoke, Drop, Stop */
+    WARREN_DONE_HANDLE = 2,   /* Lookup, Attenuate, CreateMailbox, Restrict: handle, rights */
     WARREN_DONE_MONITOR = 3,  /* Monitor: reference */
     WARREN_DONE_DELIVERY = 4, /* Recv (or a RecvBatch whose oldest message is not plain) */
     WARREN_DONE_BATCH = 5,    /* RecvBatch: batch */
     WARREN_DONE_IDENTITY = 6, /* Whoami: identity */
     WARREN_DONE_ACCEPTED = 7, /* SendBatch: accepted */
-    WARREN_DONE_QUOTE = 8     /* Attest: quote, quote_len */
+    WARREN_DONE_QUOTE = 8,    /* Attest: quote, quote_len */
+    WARREN_DONE_SPAWNED = 9   /* Spawn: spawned */
 } warren_kind;
 
-/* One answer. delivery, batch, identity and quote (when not NULL) belong to the caller: free
+/* One answer. delivery, batch, identity, quote and spawned (when not NULL) belong to the caller: free
  * them, or pass the completion to warren_completion_release. detail belongs to the client and
  * is valid until the next warren_next_completion on it. */
 typedef struct warren_completion {
@@ -313,6 +372,7 @@ typedef struct warren_completion {
     warren_identity *identity;
     uint8_t *quote;
     size_t quote_len;
+    warren_spawned *spawned;
     const char *detail;
 } warren_completion;
 
@@ -362,6 +422,16 @@ size_t warren_identity_count(const warren_identity *i);
 /* Entry k: handle, designation (for people, do not parse) and rights. */
 bool warren_identity_entry(const warren_identity *i, size_t k, uint32_t *out_handle,
                            const char **out_designation, uint32_t *out_rights);
+
+void warren_spawned_free(warren_spawned *s);
+/* The child's environment name (TEMPLATE-SUFFIX). */
+const char *warren_spawned_child(const warren_spawned *s);
+/* A handle to the child's default mailbox (SEND|MONITOR). */
+uint32_t warren_spawned_mailbox(const warren_spawned *s);
+/* A handle to the child itself (STOP), for warren_stop. */
+uint32_t warren_spawned_control(const warren_spawned *s);
+/* The reference the down notice for the child will carry. */
+uint64_t warren_spawned_reference(const warren_spawned *s);
 
 /* ---------------------------------------------------------------------------------------- */
 /* Conformance: decode a packet (direction 0 = client to kernel, 1 = kernel to client) with

@@ -41,8 +41,8 @@ pub enum Failure {
     Invalid(String),
     /// No connection could be made.
     NoConnection(String),
-    /// The agreed protocol version lacks the operation.
-    Unsupported,
+    /// The agreed protocol version lacks the operation (which one, and what the kernel speaks).
+    Unsupported(String),
 }
 
 impl From<io::Error> for Failure {

@@ -2,8 +2,8 @@
 //!
 //! A C program (or any language with a C FFI) links `libwarren.so.0` or `libwarren.a` and
 //! talks to the kernel through the environment's inherited descriptor, exactly as the Rust
-//! client `warren-client` does: every operation of `docs/protocol.md` (batches and attestation
-//! included), a blocking interface, and an event-loop interface (the descriptor, `warren_submit_*`
+//! client `warren-client` does: every operation of `docs/protocol.md` (batches, attestation
+//! and spawn included), a blocking interface, and an event-loop interface (the descriptor, `warren_submit_*`
 //! calls that never wait, `warren_process` to read what is readable, `warren_next_completion`
 //! to collect answers). The byte layout comes from `warren-proto`; this crate adds the
 //! connection (`conn`) and the C types.
@@ -69,7 +69,8 @@ pub const WARREN_E_INTERNAL: c_int = 1008;
 pub const WARREN_E_UNSUPPORTED: c_int = 1009;
 
 /// The names of the kernel's error codes (docs/protocol.md section 10), by number; 14 (`quota`)
-/// is answered only on protocol version 3, as are 40 and 41 (spawn, section 16). A unit test checks them against `warren-proto`.
+/// is answered only on protocol version 3, as are 40 and 41 (spawn, section 16). A unit test
+/// checks them against `warren-proto`.
 const KERNEL_CODE_NAMES: [(c_int, &CStr); 17] = [
     (1, c"bad-request"),
     (2, c"no-such-handle"),
@@ -117,10 +118,7 @@ fn fail(f: Failure) -> c_int {
         Failure::WouldBlock => (WARREN_E_WOULD_BLOCK, "would block".into()),
         Failure::Invalid(s) => (WARREN_E_INVALID, format!("invalid argument: {s}")),
         Failure::NoConnection(s) => (WARREN_E_NO_CONNECTION, format!("no kernel connection: {s}")),
-        Failure::Unsupported => (
-            WARREN_E_UNSUPPORTED,
-            "the kernel speaks protocol version 1; batch frames need 2".into(),
-        ),
+        Failure::Unsupported(s) => (WARREN_E_UNSUPPORTED, s),
     };
     set_error(msg);
     code
@@ -302,6 +300,73 @@ pub struct warren_identity {
     entries: Vec<(u32, CString, u32)>,
 }
 
+/// Resource limits for a spawn or a restricted SPAWN handle (`docs/protocol.md` section 16);
+/// each field 0 = no limit asked (the ceiling).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct warren_limits {
+    /// Memory, in bytes.
+    pub memory: u64,
+    /// Most processes and threads.
+    pub pids: u64,
+    /// CPU, in millionths of a cpu (500000 = half a cpu).
+    pub cpus: u64,
+    /// Size of `/tmp`, in bytes.
+    pub tmpfs_size: u64,
+}
+
+/// One variable a spawn sets (NUL-terminated strings, borrowed for the call).
+#[repr(C)]
+pub struct warren_env_var {
+    /// The variable's name.
+    pub name: *const c_char,
+    /// Its value.
+    pub value: *const c_char,
+}
+
+/// One initial name of a spawned child: `handle` from the spawner's table installed in the
+/// child's table under `name` (NUL-terminated, borrowed for the call).
+#[repr(C)]
+pub struct warren_spawn_name {
+    /// The name in the child's table.
+    pub name: *const c_char,
+    /// The spawner's handle.
+    pub handle: u32,
+}
+
+/// A Spawn request (everything borrowed for the call only).
+#[repr(C)]
+pub struct warren_spawn_request {
+    /// A handle with SPAWN on the template.
+    pub handle: u32,
+    /// The child's name suffix (the child is `TEMPLATE-SUFFIX`); NULL lets the kernel number it.
+    pub suffix: *const c_char,
+    /// Arguments appended to the template's command (NUL-terminated strings).
+    pub args: *const *const c_char,
+    /// How many.
+    pub n_args: usize,
+    /// Variables to set.
+    pub env: *const warren_env_var,
+    /// How many.
+    pub n_env: usize,
+    /// Limits; NULL = the template's ceilings.
+    pub limits: *const warren_limits,
+    /// Let the child outlive the spawner.
+    pub detach: bool,
+    /// The child's initial names.
+    pub names: *const warren_spawn_name,
+    /// How many.
+    pub n_names: usize,
+}
+
+/// A Spawned answer (opaque; free with `warren_spawned_free`).
+pub struct warren_spawned {
+    child: CString,
+    mailbox: u32,
+    control: u32,
+    reference: u64,
+}
+
 /// What kind of answer a completion carries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -324,6 +389,8 @@ pub enum warren_kind {
     WARREN_DONE_ACCEPTED = 7,
     /// An attestation quote: `quote`, `quote_len`.
     WARREN_DONE_QUOTE = 8,
+    /// A spawned child (Spawn, protocol version 3): `spawned`.
+    WARREN_DONE_SPAWNED = 9,
 }
 
 /// One answer, from `warren_next_completion`.
@@ -353,6 +420,8 @@ pub struct warren_completion {
     pub quote: *mut u8,
     /// The quote's length.
     pub quote_len: usize,
+    /// `WARREN_DONE_SPAWNED`: owned by the caller (`warren_spawned_free`).
+    pub spawned: *mut warren_spawned,
     /// `WARREN_DONE_ERROR`: the kernel's detail, NUL-terminated, owned by the client and valid
     /// until the next `warren_next_completion` on it.
     pub detail: *const c_char,
@@ -464,13 +533,37 @@ fn boxed_identity(i: Identity) -> Box<warren_identity> {
     })
 }
 
+fn boxed_spawned(s: warren_proto::Spawned) -> Box<warren_spawned> {
+    Box::new(warren_spawned {
+        child: zstring(&s.child),
+        mailbox: s.mailbox,
+        control: s.control,
+        reference: s.reference,
+    })
+}
+
 fn unexpected(r: Response) -> Failure {
     Failure::Unexpected(format!("{r:?}"))
 }
 
 fn need_v2(c: &warren_client) -> Result<(), Failure> {
     if c.conn.version < 2 {
-        Err(Failure::Unsupported)
+        Err(Failure::Unsupported(format!(
+            "the kernel speaks protocol version {}; batch frames need 2",
+            c.conn.version
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+fn need_v3(c: &warren_client) -> Result<(), Failure> {
+    if c.conn.version < warren_proto::SPAWN_VERSION {
+        Err(Failure::Unsupported(format!(
+            "the kernel speaks protocol version {}; spawn needs {}",
+            c.conn.version,
+            warren_proto::SPAWN_VERSION
+        )))
     } else {
         Ok(())
     }
@@ -609,6 +702,64 @@ fn req_attest(
     Ok(Request::Attest {
         nonce: slice(nonce, nonce_len, "the nonce")?.to_vec(),
         data: slice(data, data_len, "the data")?.to_vec(),
+    })
+}
+
+fn to_limits(l: *const warren_limits) -> warren_proto::Limits {
+    let l = opt_ref(l).copied().unwrap_or_default();
+    let some = |v: u64| (v != 0).then_some(v);
+    warren_proto::Limits {
+        memory: some(l.memory),
+        pids: some(l.pids),
+        cpus: some(l.cpus),
+        tmpfs_size: some(l.tmpfs_size),
+    }
+}
+
+fn req_spawn(r: *const warren_spawn_request) -> Result<Request, Failure> {
+    let r = arg(r, "the spawn request")?;
+    let suffix = if r.suffix.is_null() {
+        None
+    } else {
+        Some(str_arg(r.suffix, "the suffix")?.to_owned())
+    };
+    let args = slice(r.args, r.n_args, "args")?
+        .iter()
+        .map(|a| str_arg(*a, "an argument").map(str::to_owned))
+        .collect::<Result<_, _>>()?;
+    let env = slice(r.env, r.n_env, "env")?
+        .iter()
+        .map(|v| {
+            Ok((
+                str_arg(v.name, "a variable's name")?.to_owned(),
+                str_arg(v.value, "a variable's value")?.to_owned(),
+            ))
+        })
+        .collect::<Result<_, Failure>>()?;
+    let names = slice(r.names, r.n_names, "names")?
+        .iter()
+        .map(|n| Ok((str_arg(n.name, "an initial name")?.to_owned(), n.handle)))
+        .collect::<Result<_, Failure>>()?;
+    Ok(Request::Spawn(warren_proto::Spawn {
+        handle: r.handle,
+        suffix,
+        args,
+        env,
+        limits: to_limits(r.limits),
+        detach: r.detach,
+        names,
+    }))
+}
+
+fn req_restrict(
+    handle: u32,
+    share: *const u32,
+    limits: *const warren_limits,
+) -> Result<Request, Failure> {
+    Ok(Request::Restrict {
+        handle,
+        share: opt_ref(share).copied(),
+        limits: to_limits(limits),
     })
 }
 
@@ -826,6 +977,59 @@ pub extern "C" fn warren_attest(
             }
             r => Err(unexpected(r)),
         }
+    })
+}
+
+/// Create a child environment from a template (protocol version 3; `req->handle` needs SPAWN).
+/// `*out_spawned` is the caller's (`warren_spawned_free`).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawn(
+    c: *mut warren_client,
+    req: *const warren_spawn_request,
+    out_spawned: *mut *mut warren_spawned,
+) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        let req = req_spawn(req)?;
+        match c.conn.request(req)? {
+            Response::Spawned(s) => {
+                out(out_spawned, Box::into_raw(boxed_spawned(s)));
+                Ok(())
+            }
+            r => Err(unexpected(r)),
+        }
+    })
+}
+
+/// Stop the environment `handle` designates (protocol version 3; needs STOP): SIGTERM, then
+/// SIGKILL after the grace period, or SIGKILL at once with `kill`.
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_stop(c: *mut warren_client, handle: u32, kill: bool) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        ok_answer(c.conn.request(Request::Stop { handle, kill })?)
+    })
+}
+
+/// A new SPAWN handle derived from `handle` (protocol version 3): at most `*share` live
+/// children (NULL = no share of its own) and the lower of its ceilings and `limits` (NULL =
+/// none lower).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_restrict(
+    c: *mut warren_client,
+    handle: u32,
+    share: *const u32,
+    limits: *const warren_limits,
+    out_handle: *mut u32,
+    out_rights: *mut u32,
+) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        let req = req_restrict(handle, share, limits)?;
+        handle_answer(c.conn.request(req)?, out_handle, out_rights)
     })
 }
 
@@ -1323,6 +1527,53 @@ pub extern "C" fn warren_submit_attest(
     })
 }
 
+/// Queue a Spawn (protocol version 3).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_submit_spawn(
+    c: *mut warren_client,
+    req: *const warren_spawn_request,
+    out_id: *mut u32,
+) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        let req = req_spawn(req)?;
+        submitted(c.conn.submit(req)?, out_id)
+    })
+}
+
+/// Queue a Stop (protocol version 3).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_submit_stop(
+    c: *mut warren_client,
+    handle: u32,
+    kill: bool,
+    out_id: *mut u32,
+) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        submitted(c.conn.submit(Request::Stop { handle, kill })?, out_id)
+    })
+}
+
+/// Queue a Restrict (protocol version 3).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_submit_restrict(
+    c: *mut warren_client,
+    handle: u32,
+    share: *const u32,
+    limits: *const warren_limits,
+    out_id: *mut u32,
+) -> c_int {
+    guard(|| {
+        let c = client(c)?;
+        need_v3(c)?;
+        let req = req_restrict(handle, share, limits)?;
+        submitted(c.conn.submit(req)?, out_id)
+    })
+}
+
 /// Whether submitted frames wait to be sent (watch the descriptor for writability, then
 /// `warren_flush`).
 #[unsafe(no_mangle)]
@@ -1380,6 +1631,7 @@ pub extern "C" fn warren_next_completion(
             identity: std::ptr::null_mut(),
             quote: std::ptr::null_mut(),
             quote_len: 0,
+            spawned: std::ptr::null_mut(),
             detail: std::ptr::null(),
         };
         match body {
@@ -1413,13 +1665,9 @@ pub extern "C" fn warren_next_completion(
                 done.kind = warren_kind::WARREN_DONE_QUOTE;
                 (done.quote, done.quote_len) = into_buffer(quote);
             }
-            // libwarren sends no Spawn (protocol version 3's spawn is not in its ABI yet), so a
-            // Spawned answer is one no request of this connection expects.
-            Response::Spawned(_) => {
-                done.kind = warren_kind::WARREN_DONE_ERROR;
-                done.status = WARREN_E_UNEXPECTED;
-                c.detail_z = zstring("a Spawned answer (libwarren sends no spawn request)");
-                done.detail = c.detail_z.as_ptr();
+            Response::Spawned(s) => {
+                done.kind = warren_kind::WARREN_DONE_SPAWNED;
+                done.spawned = Box::into_raw(boxed_spawned(s));
             }
             Response::Error { code, detail } => {
                 done.kind = warren_kind::WARREN_DONE_ERROR;
@@ -1450,6 +1698,7 @@ pub extern "C" fn warren_completion_release(done: *mut warren_completion) {
         done.quote_len,
     );
     done.quote_len = 0;
+    warren_spawned_free(std::mem::replace(&mut done.spawned, std::ptr::null_mut()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1457,6 +1706,40 @@ pub extern "C" fn warren_completion_release(done: *mut warren_completion) {
 
 fn delivery<'a>(d: *const warren_delivery) -> Option<&'a warren_delivery> {
     opt_ref(d)
+}
+
+/// Free a Spawned answer (NULL is ignored).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawned_free(s: *mut warren_spawned) {
+    if !s.is_null() {
+        // SAFETY: the header requires `s` to be a Spawned answer libwarren handed out, freed
+        // once; it was made by `Box::into_raw`.
+        drop(unsafe { Box::from_raw(s) });
+    }
+}
+
+/// The child's environment name (`TEMPLATE-SUFFIX`; NUL-terminated, owned by the answer).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawned_child(s: *const warren_spawned) -> *const c_char {
+    opt_ref(s).map_or(std::ptr::null(), |s| s.child.as_ptr())
+}
+
+/// A handle to the child's default mailbox (SEND|MONITOR).
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawned_mailbox(s: *const warren_spawned) -> u32 {
+    opt_ref(s).map_or(0, |s| s.mailbox)
+}
+
+/// A handle to the child itself (STOP), for `warren_stop`.
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawned_control(s: *const warren_spawned) -> u32 {
+    opt_ref(s).map_or(0, |s| s.control)
+}
+
+/// The reference the `down` notice for the child will carry.
+#[unsafe(no_mangle)]
+pub extern "C" fn warren_spawned_reference(s: *const warren_spawned) -> u64 {
+    opt_ref(s).map_or(0, |s| s.reference)
 }
 
 /// Free a delivery (NULL is ignored).
@@ -1793,7 +2076,188 @@ mod tests {
     }
 
     #[test]
+    fn a_full_spawn_request_encodes_as_warren_proto_encodes_it() {
+        let arg0 = c"--port";
+        let arg1 = c"8080";
+        let args = [arg0.as_ptr(), arg1.as_ptr()];
+        let env = [
+            warren_env_var {
+                name: c"MODE".as_ptr(),
+                value: c"fast".as_ptr(),
+            },
+            warren_env_var {
+                name: c"LEVEL".as_ptr(),
+                value: c"3".as_ptr(),
+            },
+        ];
+        let names = [
+            warren_spawn_name {
+                name: c"db".as_ptr(),
+                handle: 4,
+            },
+            warren_spawn_name {
+                name: c"log".as_ptr(),
+                handle: 9,
+            },
+        ];
+        let limits = warren_limits {
+            memory: 64 << 20,
+            pids: 32,
+            cpus: 500_000,
+            tmpfs_size: 0,
+        };
+        let req = warren_spawn_request {
+            handle: 7,
+            suffix: c"w1".as_ptr(),
+            args: args.as_ptr(),
+            n_args: args.len(),
+            env: env.as_ptr(),
+            n_env: env.len(),
+            limits: &limits,
+            detach: true,
+            names: names.as_ptr(),
+            n_names: names.len(),
+        };
+        let want = Request::Spawn(warren_proto::Spawn {
+            handle: 7,
+            suffix: Some("w1".into()),
+            args: vec!["--port".into(), "8080".into()],
+            env: vec![("MODE".into(), "fast".into()), ("LEVEL".into(), "3".into())],
+            limits: warren_proto::Limits {
+                memory: Some(64 << 20),
+                pids: Some(32),
+                cpus: Some(500_000),
+                tmpfs_size: None,
+            },
+            detach: true,
+            names: vec![("db".into(), 4), ("log".into(), 9)],
+        });
+        let encode = |body: Request| {
+            let mut out = Vec::new();
+            warren_proto::encode_request(&Frame { id: 5, body }, &mut out).unwrap();
+            out
+        };
+        let got = req_spawn(&req).unwrap();
+        assert_eq!(got, want);
+        assert_eq!(encode(got), encode(want));
+
+        // The minimal form: no suffix, no limits (NULL), empty lists with NULL pointers.
+        let bare = warren_spawn_request {
+            handle: 7,
+            suffix: std::ptr::null(),
+            args: std::ptr::null(),
+            n_args: 0,
+            env: std::ptr::null(),
+            n_env: 0,
+            limits: std::ptr::null(),
+            detach: false,
+            names: std::ptr::null(),
+            n_names: 0,
+        };
+        let want = Request::Spawn(warren_proto::Spawn {
+            handle: 7,
+            ..Default::default()
+        });
+        assert_eq!(encode(req_spawn(&bare).unwrap()), encode(want));
+
+        // A NULL string inside a list is refused, naming what was wrong.
+        let bad_args = [std::ptr::null::<c_char>()];
+        let bad = warren_spawn_request {
+            args: bad_args.as_ptr(),
+            n_args: 1,
+            ..bare
+        };
+        match req_spawn(&bad) {
+            Err(Failure::Invalid(s)) => assert!(s.contains("argument"), "{s}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_restrict_request_encodes_as_warren_proto_encodes_it() {
+        let limits = warren_limits {
+            memory: 0,
+            pids: 8,
+            cpus: 0,
+            tmpfs_size: 1 << 20,
+        };
+        let share = 3u32;
+        let got = req_restrict(6, &share, &limits).unwrap();
+        let want = Request::Restrict {
+            handle: 6,
+            share: Some(3),
+            limits: warren_proto::Limits {
+                pids: Some(8),
+                tmpfs_size: Some(1 << 20),
+                ..Default::default()
+            },
+        };
+        assert_eq!(got, want);
+        let none = req_restrict(6, std::ptr::null(), std::ptr::null()).unwrap();
+        assert_eq!(
+            none,
+            Request::Restrict {
+                handle: 6,
+                share: None,
+                limits: warren_proto::Limits::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_spawned_answer_decodes_into_its_accessors() {
+        let body = Response::Spawned(warren_proto::Spawned {
+            child: "worker-w1".into(),
+            mailbox: 11,
+            control: 12,
+            reference: 0x1234_5678_9abc,
+        });
+        let mut packet = Vec::new();
+        warren_proto::encode_response(&Frame { id: 3, body }, &mut packet).unwrap();
+        let mut frames = warren_proto::decode_responses(&packet).unwrap();
+        let Some(Frame {
+            id: 3,
+            body: Response::Spawned(s),
+        }) = frames.pop()
+        else {
+            panic!("not a Spawned frame");
+        };
+        let s = Box::into_raw(boxed_spawned(s));
+        // SAFETY: warren_spawned_child returns the answer's NUL-terminated name.
+        let child = unsafe { CStr::from_ptr(warren_spawned_child(s)) };
+        assert_eq!(child.to_str().unwrap(), "worker-w1");
+        assert_eq!(warren_spawned_mailbox(s), 11);
+        assert_eq!(warren_spawned_control(s), 12);
+        assert_eq!(warren_spawned_reference(s), 0x1234_5678_9abc);
+        // The completion owns it until released.
+        let mut done = warren_completion {
+            id: 3,
+            kind: warren_kind::WARREN_DONE_SPAWNED,
+            status: WARREN_OK,
+            handle: 0,
+            rights: 0,
+            reference: 0,
+            accepted: 0,
+            delivery: std::ptr::null_mut(),
+            batch: std::ptr::null_mut(),
+            identity: std::ptr::null_mut(),
+            quote: std::ptr::null_mut(),
+            quote_len: 0,
+            spawned: s,
+            detail: std::ptr::null(),
+        };
+        warren_completion_release(&mut done);
+        assert!(done.spawned.is_null());
+        assert!(warren_spawned_child(std::ptr::null()).is_null());
+        assert_eq!(warren_spawned_control(std::ptr::null()), 0);
+    }
+
+    #[test]
     fn null_arguments_are_refused_not_dereferenced() {
+        assert_eq!(
+            warren_spawn(std::ptr::null_mut(), std::ptr::null(), std::ptr::null_mut()),
+            WARREN_E_INVALID
+        );
         assert_eq!(
             warren_send(std::ptr::null_mut(), 1, std::ptr::null(), true),
             WARREN_E_INVALID
