@@ -129,7 +129,11 @@ fn network_namespace_has_only_loopback_and_it_is_up() {
     let o = run_sh(
         &unique("net"),
         &[],
-        "(nc -l -p 7777 > /tmp/got &); sleep 0.3; echo ping | nc 127.0.0.1 7777; sleep 0.2; cat /tmp/got",
+        // The listener may start late on a busy machine: connect until it answers (5 s at most),
+        // then wait for what it wrote.
+        "(nc -l -p 7777 > /tmp/got &); i=0; \
+         while [ $i -lt 50 ] && ! (echo ping | nc 127.0.0.1 7777 2>/dev/null); do sleep 0.1; i=$((i+1)); done; \
+         i=0; while [ $i -lt 50 ] && [ ! -s /tmp/got ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/got",
     );
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "ping\n", "loopback does not carry traffic");
