@@ -379,3 +379,75 @@ pub fn plain_launch_steps() -> Vec<&'static str> {
         .filter(|s| !NET_STEPS.contains(s))
         .collect()
 }
+
+/// The Debian bookworm root with ordinary packages (`scripts/debian-root.sh`, cached).
+pub fn debian_root() -> &'static std::path::Path {
+    static ROOT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/debian-root.sh");
+        let o = Command::new("bash").arg(script).output().unwrap();
+        assert!(o.status.success(), "debian-root.sh: {}", stderr(&o));
+        std::path::PathBuf::from(stdout(&o).trim())
+    })
+}
+
+/// An OCI layout of the Debian root (one uncompressed layer, made by GNU tar, without the
+/// device nodes of its /dev), cached next to
+/// the root and built once: in a temporary directory renamed into place when complete.
+pub fn debian_layout() -> std::path::PathBuf {
+    let root = debian_root();
+    let layout = std::path::PathBuf::from(format!("{}-workloads-oci", root.display()));
+    if layout.join("index.json").exists() {
+        return layout;
+    }
+    let tmp = std::path::PathBuf::from(format!("{}.tmp-{}", layout.display(), std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("blobs/sha256")).unwrap();
+    let layer = tmp.join("layer.tar");
+    let st = Command::new("tar")
+        // Device nodes are refused by the store (an environment's /dev is Warren's own).
+        .args(["--numeric-owner", "--xattrs", "--exclude=./dev/*", "-C"])
+        .arg(root)
+        .arg("-cf")
+        .arg(&layer)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of the Debian root");
+    let sum = |p: &std::path::Path| {
+        let o = Command::new("sha256sum").arg(p).output().unwrap();
+        stdout(&o).split_whitespace().next().unwrap().to_owned()
+    };
+    let layer_hex = sum(&layer);
+    let layer_size = std::fs::metadata(&layer).unwrap().len();
+    std::fs::rename(&layer, tmp.join("blobs/sha256").join(&layer_hex)).unwrap();
+    let blob = |bytes: &[u8]| {
+        use sha2::Digest;
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(tmp.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": { "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"], "Cmd": ["/bin/sh"] },
+        "rootfs": { "type": "layers", "diff_ids": [format!("sha256:{layer_hex}")] }
+    });
+    let (cd, cs) = blob(config.to_string().as_bytes());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                     "digest": format!("sha256:{layer_hex}"), "size": layer_size }]
+    });
+    let (md, ms) = blob(manifest.to_string().as_bytes());
+    let index = serde_json::json!({ "schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms }] });
+    std::fs::write(tmp.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(tmp.join("index.json"), index.to_string()).unwrap();
+    if std::fs::rename(&tmp, &layout).is_err() {
+        // Another test binary finished it first.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    layout
+}
