@@ -13,6 +13,14 @@
 //! Every path is taken relative to a filesystem root, so the tests point the whole layer at a
 //! tempdir whose control files are plain files.
 //!
+//! **Nesting** ([`Placement`]): an environment that may spawn children keeps its own processes in
+//! `GROUP/self` and its children in `GROUP/children/NAME`, so that the limits written on `GROUP`
+//! bound the whole tree. cgroup v2 lets no process live in a cgroup whose controllers reach
+//! children ("no internal processes"); v1 has no such rule but uses the same layout. `self` gets
+//! the group's limits too, so the environment's own view of its cgroup (its cgroup namespace
+//! root is `self`) shows them. Nested cgroups use every hierarchy Warren uses, so a child never
+//! escapes a limit of its parent by asking for none itself.
+//!
 //! **Invariant:** a failed [`Layout::create`] leaves nothing behind that it made, and it never
 //! touches a leaf that already existed: an existing leaf belongs to another environment.
 #![forbid(unsafe_code)]
@@ -35,6 +43,51 @@ use warren_spec::CpuQuota;
 
 /// The directory, directly under each hierarchy's root, that holds every Warren cgroup.
 pub const PARENT: &str = "warren";
+
+/// The directory, inside a group that holds children, where the environment's own processes
+/// live ([`Placement::holds_children`]).
+pub const SELF_DIR: &str = "self";
+/// The directory, inside a group that holds children, that holds one group per child.
+pub const CHILDREN_DIR: &str = "children";
+
+/// Where an environment's cgroup sits in Warren's tree, and whether it holds children.
+///
+/// The default is a plain leaf directly under `warren`, processes in the leaf itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    /// The group of the environment this one is nested under, relative to the `warren`
+    /// directory (`front`, `front/children/req-1`); `None` puts it directly under `warren`.
+    /// That group must hold children (its `self` directory exists).
+    pub parent: Option<String>,
+    /// The environment may have children: its processes go in `GROUP/self` and its children's
+    /// groups in `GROUP/children/`.
+    pub holds_children: bool,
+}
+
+impl Placement {
+    /// The group, relative to the `warren` directory, of environment `leaf` placed here:
+    /// `leaf`, or `PARENT/children/leaf`.
+    pub fn group(&self, leaf: &str) -> String {
+        match &self.parent {
+            Some(p) => format!("{p}/{CHILDREN_DIR}/{leaf}"),
+            None => leaf.to_owned(),
+        }
+    }
+
+    fn nested(&self) -> bool {
+        self.parent.is_some() || self.holds_children
+    }
+}
+
+/// Whether `c` is one plain path component (not empty, `.` or `..`, no `/` or NUL).
+fn valid_component(c: &str) -> bool {
+    !c.is_empty() && c != "." && c != ".." && !c.contains(['/', '\0'])
+}
+
+/// Whether `group` is one or more plain components separated by `/`.
+pub fn valid_group(group: &str) -> bool {
+    group.split('/').all(valid_component)
+}
 
 /// The controllers whose limits Warren writes, in the order it writes them.
 const LIMIT_CONTROLLERS: [&str; 3] = ["memory", "pids", "cpu"];
@@ -142,6 +195,24 @@ pub enum CgroupError {
     InvalidLeaf {
         /// The rejected name.
         leaf: String,
+    },
+    /// A cgroup parent that is not `/`-separated plain names.
+    #[error("invalid cgroup parent {parent:?}: it must be plain names separated by /")]
+    InvalidParent {
+        /// The rejected parent.
+        parent: String,
+    },
+    /// The parent group does not hold children: it does not exist, or its environment was not
+    /// started to have children (no `self` directory).
+    #[error(
+        "cgroup {parent:?} cannot hold children: {path} does not exist (its environment has \
+         ended, or was not started to spawn)"
+    )]
+    NotAParent {
+        /// The parent group.
+        parent: String,
+        /// The directory that is missing.
+        path: PathBuf,
     },
     /// The leaf already exists: another environment uses the name. It was left untouched.
     #[error("cgroup {leaf:?} already exists at {path}; another environment uses the name")]
@@ -366,20 +437,42 @@ impl Layout {
     /// anything, when a requested limit's controller is missing. On any failure, removes the
     /// directories it created (including a `warren` parent it created, if still empty).
     pub fn create(&self, leaf: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
-        if leaf.is_empty() || leaf == "." || leaf == ".." || leaf.contains(['/', '\0']) {
+        self.create_placed(leaf, &Placement::default(), limits)
+    }
+
+    /// [`Self::create`] at `placement`: under another environment's group, and/or as a group
+    /// that holds children (`GROUP/self` for its processes, `GROUP/children/` for its
+    /// children's groups; `self` gets the same limits as the group).
+    ///
+    /// A nested group is made in every hierarchy Warren uses (v1: memory, pids, cpu, cpuacct,
+    /// cpuset where mounted), whatever its own limits, so that every limit of an ancestor
+    /// applies to it. Fails with [`CgroupError::NotAParent`] when the parent group holds no
+    /// children; the parent's `children` directory, if made here, is left for the parent.
+    pub fn create_placed(
+        &self,
+        leaf: &str,
+        placement: &Placement,
+        limits: &Limits,
+    ) -> Result<Cgroup, CgroupError> {
+        if !valid_component(leaf) {
             return Err(CgroupError::InvalidLeaf {
                 leaf: leaf.to_owned(),
             });
         }
+        if let Some(parent) = placement.parent.as_deref().filter(|p| !valid_group(p)) {
+            return Err(CgroupError::InvalidParent {
+                parent: parent.to_owned(),
+            });
+        }
         match self.version() {
             Version::V2 => match &self.v2 {
-                Some(mount) => v2::create(mount, leaf, limits),
+                Some(mount) => v2::create(mount, leaf, placement, limits),
                 None => Err(CgroupError::NoUsableHierarchy {
                     leaf: leaf.to_owned(),
                     version: Version::V2,
                 }),
             },
-            Version::V1 => v1::create(self, leaf, limits),
+            Version::V1 => v1::create(self, leaf, placement, limits),
         }
     }
 
@@ -423,7 +516,8 @@ impl Layout {
         out
     }
 
-    /// Whether `leaf` holds no process in any hierarchy and was created more than `age` ago.
+    /// Whether `leaf` holds no process in any hierarchy (in its whole subtree: a group that
+    /// holds children keeps its processes below it) and was created more than `age` ago.
     pub fn leaf_is_stale(&self, leaf: &str, age: std::time::Duration) -> bool {
         self.used_mounts().into_iter().all(|(m, _)| {
             let dir = m.join(PARENT).join(leaf);
@@ -431,24 +525,31 @@ impl Layout {
                 .and_then(|md| md.modified())
                 .map(|t| t.elapsed().map(|e| e >= age).unwrap_or(false))
                 .unwrap_or(true);
-            old && procs(&dir).map(|p| p.is_empty()).unwrap_or(true)
+            old && subtree(&dir)
+                .iter()
+                .all(|d| procs(d).map(|p| p.is_empty()).unwrap_or(true))
         })
     }
 
-    /// Take charge of an existing leaf, typically one left by a launcher that was killed before
-    /// it could clean up, so that it can be inspected or destroyed. `None` if it does not exist.
-    pub fn adopt(&self, leaf: &str) -> Option<Cgroup> {
-        if leaf.is_empty() || leaf == "." || leaf == ".." || leaf.contains(['/', '\0']) {
+    /// Take charge of an existing group (a leaf, or a nested group such as
+    /// `front/children/req-1`), typically one left by a launcher that was killed before it
+    /// could clean up, so that it can be inspected or destroyed with everything below it.
+    /// `None` if it does not exist.
+    pub fn adopt(&self, group: &str) -> Option<Cgroup> {
+        if !valid_group(group) {
             return None;
         }
         let dirs: Vec<Dir> = self
             .used_mounts()
             .into_iter()
             .filter_map(|(m, controllers)| {
-                let parent = m.join(PARENT);
-                let path = parent.join(leaf);
+                let path = m.join(PARENT).join(group);
+                let parent = path.parent()?.to_owned();
+                let own = path.join(SELF_DIR);
+                let procs = if own.is_dir() { own } else { path.clone() };
                 path.is_dir().then_some(Dir {
                     path,
+                    procs,
                     parent,
                     controllers,
                     hierarchy: Vec::new(),
@@ -457,9 +558,11 @@ impl Layout {
             .collect();
         (!dirs.is_empty()).then(|| Cgroup {
             version: self.version(),
-            leaf: leaf.to_owned(),
+            leaf: group.to_owned(),
             dirs,
             applied: AppliedLimits::default(),
+            // What is below an adopted group is not known: walk it.
+            nested: true,
             destroyed: false,
         })
     }
@@ -624,8 +727,12 @@ pub struct ViewMount {
 /// One directory of a cgroup: the leaf in one hierarchy.
 #[derive(Debug)]
 struct Dir {
+    /// The group: where the limits are written.
     path: PathBuf,
-    /// The `warren` directory holding it.
+    /// Where the environment's processes go: `path`, or `path/self` for a group that holds
+    /// children.
+    procs: PathBuf,
+    /// The directory holding it (`warren`, or the parent's `children`).
     parent: PathBuf,
     /// The controllers Warren uses through it.
     controllers: Vec<&'static str>,
@@ -645,9 +752,13 @@ impl Dir {
 #[derive(Debug)]
 pub struct Cgroup {
     version: Version,
+    /// The group, relative to the `warren` directory.
     leaf: String,
     dirs: Vec<Dir>,
     applied: AppliedLimits,
+    /// Whether directories may exist below the group (`self`, children): killing and removal
+    /// then walk the subtree. False for a plain leaf, which never has any.
+    nested: bool,
     destroyed: bool,
 }
 
@@ -667,7 +778,7 @@ impl Cgroup {
         };
         match self.version {
             Version::V2 => {
-                let dir = &self.dirs[0].path;
+                let dir = &self.dirs[0].procs;
                 let fd = open(
                     dir,
                     OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -680,7 +791,7 @@ impl Cgroup {
                 .dirs
                 .iter()
                 .map(|d| {
-                    let path = d.path.join("tasks");
+                    let path = d.procs.join("tasks");
                     open(&path, OFlags::WRONLY | OFlags::CLOEXEC, Mode::empty())
                         .map_err(open_err(path))
                 })
@@ -692,7 +803,7 @@ impl Cgroup {
     /// Move process `pid` into the cgroup: write it to `cgroup.procs` of every directory.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
         for dir in &self.dirs {
-            let path = dir.path.join("cgroup.procs");
+            let path = dir.procs.join("cgroup.procs");
             fs::write(&path, pid.to_string()).map_err(|source| CgroupError::AddProcess {
                 pid,
                 path,
@@ -707,7 +818,8 @@ impl Cgroup {
         self.version
     }
 
-    /// The leaf name.
+    /// The group, relative to the `warren` directory: the leaf name, or a nested path such as
+    /// `front/children/req-1`.
     pub fn leaf(&self) -> &str {
         &self.leaf
     }
@@ -754,7 +866,13 @@ impl Cgroup {
     /// How many times the kernel's OOM killer struck inside the cgroup (v2 `memory.events`
     /// `oom_kill`, v1 `memory.oom_control` `oom_kill`); `None` if unreadable.
     pub fn oom_kills(&self) -> Option<u64> {
-        let dir = self.memory_dir()?;
+        // Where the environment's own processes are: in a group that holds children, an OOM
+        // kill of a child is the child's, not the parent's.
+        let dir = self
+            .dirs
+            .iter()
+            .find(|d| d.has("memory"))
+            .map(|d| d.procs.as_path())?;
         let file = match self.version {
             Version::V2 => "memory.events",
             Version::V1 => "memory.oom_control",
@@ -769,7 +887,7 @@ impl Cgroup {
             .dirs
             .iter()
             .find(|d| d.has("pids"))
-            .map(|d| d.path.as_path())?;
+            .map(|d| d.procs.as_path())?;
         keyed_value(&fs::read_to_string(dir.join("pids.events")).ok()?, "max")
     }
 
@@ -789,20 +907,22 @@ impl Cgroup {
     /// v2: `cgroup.kill` where the kernel has it, else SIGKILL to every pid in `cgroup.procs`,
     /// repeated. v1: freeze (when the freezer is mounted) so nothing can fork, SIGKILL every pid,
     /// thaw so the signals are delivered, repeated until every directory is empty.
+    ///
+    /// A nested group is killed with everything below it (its `self` and its children's groups).
     pub fn kill_all(&self) -> Result<(), CgroupError> {
         match self.version {
             Version::V2 => match self.dirs.first() {
-                Some(dir) => v2::kill_all(&dir.path),
+                Some(dir) => v2::kill_all(&dir.path, self.nested),
                 None => Ok(()),
             },
             Version::V1 => {
                 let freezer = self
                     .dirs
                     .iter()
-                    .find(|d| d.has("freezer"))
+                    .find(|d| d.has("freezer") && !self.nested)
                     .map(|d| d.path.as_path());
                 let dirs: Vec<&Path> = self.dirs.iter().map(|d| d.path.as_path()).collect();
-                v1::kill_all(&dirs, freezer)
+                v1::kill_all(&dirs, freezer, self.nested)
             }
         }
     }
@@ -821,7 +941,12 @@ impl Cgroup {
         self.destroyed = true;
         let mut first = self.kill_all().err();
         for dir in &self.dirs {
-            if let Err(e) = remove_cgroup_dir(&dir.path) {
+            let removed = if self.nested {
+                remove_cgroup_tree(&dir.path)
+            } else {
+                remove_cgroup_dir(&dir.path)
+            };
+            if let Err(e) = removed {
                 first.get_or_insert(e);
             }
         }
@@ -842,6 +967,14 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// What one interface does to the directories [`Created::make_group`] makes.
+trait Prep {
+    /// `dir` was just made.
+    fn made(&self, dir: &Path) -> Result<(), CgroupError>;
+    /// `dir` is about to get child directories.
+    fn will_have_children(&self, dir: &Path) -> Result<(), CgroupError>;
 }
 
 /// Directories made so far by one [`Layout::create`]; removed again on drop unless disarmed.
@@ -882,6 +1015,7 @@ impl Created {
                 Ok(()) => {
                     self.leaves.push(path.clone());
                     return Ok(Dir {
+                        procs: path.clone(),
                         path,
                         parent,
                         controllers: Vec::new(),
@@ -898,6 +1032,87 @@ impl Created {
                 Err(source) => return Err(CgroupError::CreateDir { path, source }),
             }
         }
+    }
+
+    /// Make the group of `leaf` at `placement` in the hierarchy mounted at `hierarchy_root`,
+    /// with its `self` directory when it holds children; `prep` is told of every directory
+    /// made (v1 cpuset: inherit cpus and memory nodes) and of every directory that will have
+    /// children before they are made (v2: enable the controllers in its subtree).
+    fn make_group(
+        &mut self,
+        hierarchy_root: &Path,
+        leaf: &str,
+        placement: &Placement,
+        prep: &dyn Prep,
+    ) -> Result<Dir, CgroupError> {
+        let mut dir = match &placement.parent {
+            None => {
+                let dir = self.make_leaf(hierarchy_root, leaf)?;
+                prep.made(&dir.parent)?;
+                prep.will_have_children(&dir.parent)?;
+                dir
+            }
+            Some(parent) => {
+                let parent_dir = hierarchy_root.join(PARENT).join(parent);
+                let own = parent_dir.join(SELF_DIR);
+                if !own.is_dir() {
+                    return Err(CgroupError::NotAParent {
+                        parent: parent.clone(),
+                        path: own,
+                    });
+                }
+                prep.will_have_children(&parent_dir)?;
+                let children = parent_dir.join(CHILDREN_DIR);
+                match fs::create_dir(&children) {
+                    Ok(()) => prep.made(&children)?,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return Err(CgroupError::NotAParent {
+                            parent: parent.clone(),
+                            path: own,
+                        });
+                    }
+                    Err(source) => {
+                        return Err(CgroupError::CreateDir {
+                            path: children,
+                            source,
+                        });
+                    }
+                }
+                prep.will_have_children(&children)?;
+                let path = children.join(leaf);
+                match fs::create_dir(&path) {
+                    Ok(()) => self.leaves.push(path.clone()),
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        return Err(CgroupError::LeafExists {
+                            leaf: leaf.to_owned(),
+                            path,
+                        });
+                    }
+                    Err(source) => return Err(CgroupError::CreateDir { path, source }),
+                }
+                Dir {
+                    procs: path.clone(),
+                    path,
+                    parent: children,
+                    controllers: Vec::new(),
+                    hierarchy: Vec::new(),
+                }
+            }
+        };
+        prep.made(&dir.path)?;
+        if placement.holds_children {
+            prep.will_have_children(&dir.path)?;
+            let own = dir.path.join(SELF_DIR);
+            fs::create_dir(&own).map_err(|source| CgroupError::CreateDir {
+                path: own.clone(),
+                source,
+            })?;
+            self.leaves.push(own.clone());
+            prep.made(&own)?;
+            dir.procs = own;
+        }
+        Ok(dir)
     }
 
     /// Keep everything: the cgroup was created.
@@ -979,6 +1194,57 @@ fn wait_until(
             return Ok(false);
         }
         thread::sleep(POLL);
+    }
+}
+
+/// `dir` and every directory below it, parents before their children.
+fn subtree(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_owned()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(entries) = fs::read_dir(&out[i]) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Remove `dir` and every cgroup below it, deepest first, killing what is still inside; retried
+/// (bounded) while a directory is busy or a new one appears (a child launching meanwhile).
+fn remove_cgroup_tree(dir: &Path) -> Result<(), CgroupError> {
+    let deadline = Instant::now() + RMDIR_TIMEOUT;
+    loop {
+        let mut last = None;
+        for d in subtree(dir).iter().rev() {
+            match fs::remove_dir(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) if errno(&e) == Some(Errno::BUSY) => {
+                    for pid in procs(d).unwrap_or_default() {
+                        sigkill(pid, d)?;
+                    }
+                    last = Some((d.clone(), e));
+                }
+                Err(source) => {
+                    return Err(CgroupError::RemoveDir {
+                        path: d.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        match last {
+            None => return Ok(()),
+            Some((path, source)) if Instant::now() >= deadline => {
+                return Err(CgroupError::RemoveDir { path, source });
+            }
+            Some(_) => thread::sleep(POLL),
+        }
     }
 }
 
@@ -1438,6 +1704,174 @@ rw,nsdelegate,memory_recursiveprot
         assert!(!cg(tmp.path(), "cgroup.subtree_control").exists());
     }
 
+    fn holder() -> Placement {
+        Placement {
+            parent: None,
+            holds_children: true,
+        }
+    }
+
+    fn under(parent: &str) -> Placement {
+        Placement {
+            parent: Some(parent.to_owned()),
+            holds_children: false,
+        }
+    }
+
+    #[test]
+    fn v1_nests_a_child_under_its_parents_group_in_every_hierarchy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path(), HYBRID, "hugetlb\n");
+        fs::write(cg(tmp.path(), "cpuset").join("cpuset.cpus"), "0-1\n").unwrap();
+        fs::write(cg(tmp.path(), "cpuset").join("cpuset.mems"), "0\n").unwrap();
+        // The parent: only a memory limit, but a group in every hierarchy, processes in `self`
+        // (which repeats the limit for the parent's own view).
+        let only_memory = Limits {
+            memory: Some(MIB_64),
+            ..Limits::default()
+        };
+        let parent = layout
+            .create_placed("front", &holder(), &only_memory)
+            .unwrap();
+        assert_eq!(parent.leaf(), "front");
+        let hierarchies = ["memory", "pids", "cpu", "cpuacct", "cpuset"];
+        for h in hierarchies {
+            assert!(
+                cg(tmp.path(), &format!("{h}/warren/front/self")).is_dir(),
+                "{h}"
+            );
+        }
+        let own = cg(tmp.path(), "memory/warren/front/self");
+        assert_eq!(read(own.join("memory.limit_in_bytes")), "67108864");
+        assert_eq!(
+            read(cg(tmp.path(), "memory/warren/front/memory.limit_in_bytes")),
+            "67108864"
+        );
+        assert_eq!(
+            read(cg(tmp.path(), "cpuset/warren/front/self/cpuset.cpus")),
+            "0-1"
+        );
+
+        // A child asking for 512M and nothing else: in every hierarchy under the parent, so
+        // the parent's memory limit (and any pids or cpu limit) bounds it.
+        let big = Limits {
+            memory: Some(512 << 20),
+            ..Limits::default()
+        };
+        let child = layout
+            .create_placed("req-1", &under("front"), &big)
+            .unwrap();
+        assert_eq!(child.leaf(), "front/children/req-1");
+        let dirs: Vec<PathBuf> = hierarchies
+            .iter()
+            .map(|h| cg(tmp.path(), &format!("{h}/warren/front/children/req-1")))
+            .collect();
+        assert_eq!(child.paths(), dirs);
+        assert_eq!(read(dirs[0].join("memory.limit_in_bytes")), "536870912");
+        assert!(
+            !dirs[0].join("self").exists(),
+            "a child that spawns nothing has no self"
+        );
+        assert_eq!(
+            read(cg(
+                tmp.path(),
+                "cpuset/warren/front/children/req-1/cpuset.mems"
+            )),
+            "0"
+        );
+        // The parent's processes join `self`, never the group.
+        parent.add_process(4242).unwrap();
+        assert_eq!(read(own.join("cgroup.procs")), "4242");
+        assert!(!cg(tmp.path(), "memory/warren/front/cgroup.procs").exists());
+
+        // A grandchild needs a child that holds children.
+        let err = layout
+            .create_placed("sub", &under("front/children/req-1"), &big)
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::NotAParent { .. }), "{err:?}");
+        assert!(err.to_string().contains("front/children/req-1"), "{err}");
+        assert!(!dirs[0].join("children").exists());
+        // As does a child of an environment that does not exist; nothing is made.
+        let err = layout.create_placed("x", &under("gone"), &big).unwrap_err();
+        assert!(matches!(err, CgroupError::NotAParent { .. }), "{err:?}");
+        assert!(!cg(tmp.path(), "memory/warren/gone").exists());
+        // Parents are plain names.
+        for bad in ["", "../etc", "a//b", "a/./b"] {
+            let err = layout.create_placed("x", &under(bad), &big).unwrap_err();
+            assert!(
+                matches!(err, CgroupError::InvalidParent { .. }),
+                "{bad:?}: {err:?}"
+            );
+        }
+        // The same child name twice is refused, the first left intact.
+        let err = layout
+            .create_placed("req-1", &under("front"), &big)
+            .unwrap_err();
+        assert!(matches!(err, CgroupError::LeafExists { .. }), "{err:?}");
+        assert_eq!(read(dirs[0].join("memory.limit_in_bytes")), "536870912");
+        std::mem::forget(child);
+        std::mem::forget(parent);
+    }
+
+    #[test]
+    fn v2_enables_the_controllers_down_to_the_child_and_keeps_processes_out_of_groups() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = super::tests::layout(tmp.path(), PURE_V2, V2_CONTROLLERS);
+        let parent = layout.create_placed("front", &holder(), &limits()).unwrap();
+        let group = cg(tmp.path(), "warren/front");
+        assert_eq!(read(group.join("memory.max")), "67108864");
+        assert_eq!(read(group.join("self/memory.max")), "67108864");
+        assert_eq!(read(group.join("self/pids.max")), "32");
+        // Enabled before `self` was made, so that it has the controllers' files.
+        assert_eq!(
+            read(group.join("cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        let AttachHandles::CloneInto(_) = parent.attach_handles().unwrap() else {
+            panic!("v2 clones into the cgroup");
+        };
+        parent.add_process(7).unwrap();
+        assert_eq!(read(group.join("self/cgroup.procs")), "7");
+        assert!(
+            !group.join("cgroup.procs").exists(),
+            "no process in a group with children"
+        );
+
+        let child = layout
+            .create_placed("req-1", &under("front"), &Limits::default())
+            .unwrap();
+        assert_eq!(child.paths(), [group.join("children/req-1")]);
+        assert_eq!(
+            read(group.join("children/cgroup.subtree_control")),
+            "+memory +pids +cpu"
+        );
+        // A child that may spawn in turn.
+        let nested = Placement {
+            parent: Some("front/children/req-1".into()),
+            holds_children: false,
+        };
+        assert!(matches!(
+            layout.create_placed("g", &nested, &Limits::default()),
+            Err(CgroupError::NotAParent { .. })
+        ));
+        let spawner = Placement {
+            parent: Some("front".into()),
+            holds_children: true,
+        };
+        let mid = layout.create_placed("req-2", &spawner, &limits()).unwrap();
+        assert_eq!(mid.leaf(), "front/children/req-2");
+        let grandchild = layout
+            .create_placed("g", &under("front/children/req-2"), &limits())
+            .unwrap();
+        assert_eq!(
+            grandchild.paths(),
+            [group.join("children/req-2/children/g")]
+        );
+        for c in [child, mid, grandchild, parent] {
+            std::mem::forget(c);
+        }
+    }
+
     #[test]
     fn rejects_leaf_names_that_are_not_one_component() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1607,6 +2041,138 @@ rw,nsdelegate,memory_recursiveprot
         for pid in all {
             assert!(is_dead(pid), "{pid} survived");
         }
+    }
+
+    /// The hog: `tail` keeps the current line, and /dev/zero has no newline.
+    const HOG: &str = "read go; head -c 400M /dev/zero | tail > /dev/null";
+
+    #[test]
+    fn real_v1_parent_limit_stops_a_childs_memory_bomb_and_spares_a_neighbour() {
+        if !rustix::process::geteuid().is_root() || !Path::new("/sys/fs/cgroup/memory").exists() {
+            eprintln!("skipped: needs root and the v1 memory hierarchy at /sys/fs/cgroup/memory");
+            return;
+        }
+        let layout = Layout::discover(Path::new("/proc/self/mountinfo"), Path::new("/")).unwrap();
+        let small = Limits {
+            memory: Some(MIB_64),
+            ..Limits::default()
+        };
+        let big = Limits {
+            memory: Some(512 << 20),
+            ..Limits::default()
+        };
+        let (front, other) = (unique_leaf(), unique_leaf());
+        let parent = layout.create_placed(&front, &holder(), &small).unwrap();
+        let neighbour = layout.create_placed(&other, &holder(), &small).unwrap();
+        let child = layout.create_placed("bomb", &under(&front), &big).unwrap();
+        let quiet = layout.create_placed("quiet", &under(&other), &big).unwrap();
+
+        let start = |cgroup: &Cgroup, script: &str| {
+            let mut sh = Reap(
+                Command::new("sh")
+                    .args(["-c", script])
+                    .stdin(Stdio::piped())
+                    .spawn()
+                    .unwrap(),
+            );
+            cgroup.add_process(sh.0.id() as i32).unwrap();
+            sh.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+            sh
+        };
+        // The child may use 512M; its parent only 64M. (The positive control, the same hog
+        // finishing under a parent without a limit, is the next test.)
+        let mut bomb = start(&child, HOG);
+        let mut calm = start(&quiet, "read go; sleep 30");
+        let mut parent_own = start(&parent, "read go; sleep 30");
+        let status = {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                if let Some(s) = bomb.0.try_wait().unwrap() {
+                    break s;
+                }
+                assert!(Instant::now() < deadline, "the memory bomb still runs");
+                thread::sleep(POLL);
+            }
+        };
+        // `sh` exits with the pipeline's status: tail killed by SIGKILL.
+        assert_eq!(status.code(), Some(128 + 9), "{status:?}");
+        assert!(
+            child.oom_kills().is_some_and(|n| n > 0),
+            "no oom kill in the child"
+        );
+        assert!(
+            child.memory_peak().is_some_and(|p| p <= MIB_64),
+            "child peak above 64M"
+        );
+        assert_eq!(
+            parent.oom_kills(),
+            Some(0),
+            "the parent's own processes were spared"
+        );
+        assert!(
+            calm.0.try_wait().unwrap().is_none(),
+            "the neighbour tree was touched"
+        );
+        assert!(
+            parent_own.0.try_wait().unwrap().is_none(),
+            "the parent itself was killed"
+        );
+
+        // Destroying the parent takes the whole tree down, children first.
+        let child_dirs = child.paths();
+        std::mem::forget(child);
+        let group_dirs = parent.paths();
+        parent.destroy().unwrap();
+        assert_eq!(exit_signal(&mut parent_own.0), Some(9));
+        for d in child_dirs.iter().chain(&group_dirs) {
+            assert!(!d.exists(), "{} left behind", d.display());
+        }
+        assert!(
+            calm.0.try_wait().unwrap().is_none(),
+            "the neighbour tree was touched"
+        );
+        drop(quiet);
+        neighbour.destroy().unwrap();
+        assert_eq!(exit_signal(&mut calm.0), Some(9));
+    }
+
+    #[test]
+    fn real_v1_the_hog_runs_to_its_end_without_a_parent_limit() {
+        // The positive control of the test above: the same hog, in a child whose parent has no
+        // limit, is not killed (so that test's kill is the parent's limit at work).
+        if !rustix::process::geteuid().is_root() || !Path::new("/sys/fs/cgroup/memory").exists() {
+            eprintln!("skipped: needs root and the v1 memory hierarchy at /sys/fs/cgroup/memory");
+            return;
+        }
+        let layout = Layout::discover(Path::new("/proc/self/mountinfo"), Path::new("/")).unwrap();
+        let front = unique_leaf();
+        let parent = layout
+            .create_placed(&front, &holder(), &Limits::default())
+            .unwrap();
+        let child = layout
+            .create_placed(
+                "bomb",
+                &under(&front),
+                &Limits {
+                    memory: Some(1 << 30),
+                    ..Limits::default()
+                },
+            )
+            .unwrap();
+        let mut sh = Reap(
+            Command::new("sh")
+                .args(["-c", HOG])
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        child.add_process(sh.0.id() as i32).unwrap();
+        sh.0.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let status = sh.0.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{status:?}");
+        assert!(child.memory_peak().is_some_and(|p| p > 300 << 20));
+        drop(child);
+        parent.destroy().unwrap();
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::Duration;
 use warren_spec::CpuQuota;
 
 use super::{
-    AppliedLimits, Cgroup, CgroupError, Created, KILL_TIMEOUT, Layout, Limits, Version, procs,
-    read_optional, requested, sigkill, wait_until, write_file,
+    AppliedLimits, Cgroup, CgroupError, Created, KILL_TIMEOUT, Layout, Limits, Placement, Prep,
+    Version, procs, read_optional, requested, sigkill, subtree, wait_until, write_file,
 };
 
 /// The v1 hierarchies where Warren looks for its leaves (to adopt and sweep them).
@@ -29,7 +29,12 @@ const FREEZE_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// Create `<hierarchy>/warren/<leaf>` in each hierarchy with `limits`; see
 /// [`super::Layout::create`].
-pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+pub(super) fn create(
+    layout: &Layout,
+    leaf: &str,
+    placement: &Placement,
+    limits: &Limits,
+) -> Result<Cgroup, CgroupError> {
     if let Some(controller) = requested(limits).find(|c| layout.v1_hierarchy(c).is_none()) {
         return Err(CgroupError::ControllerUnavailable {
             controller,
@@ -41,10 +46,18 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
     // hierarchy costs a mkdir, a join and an rmdir per launch. No freezer: the workload is pid 1
     // of its own pid namespace, and when it ends the kernel kills everything else inside.
     let mut wanted: Vec<&'static str> = requested(limits).collect();
+    if placement.nested() {
+        // A tree: every hierarchy, so that no child escapes a limit of an ancestor.
+        for c in super::LIMIT_CONTROLLERS {
+            if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some() {
+                wanted.push(c);
+            }
+        }
+    }
     if wanted.is_empty() {
         wanted.push("pids");
     }
-    if limits.memory.is_some() || limits.cpu.is_some() {
+    if limits.memory.is_some() || limits.cpu.is_some() || placement.nested() {
         for c in VIEW_HIERARCHIES {
             if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some() {
                 wanted.push(c);
@@ -74,14 +87,10 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
     let mut created = Created::new();
     let mut dirs = Vec::with_capacity(plan.len());
     for (hierarchy, controllers) in plan {
-        let mut dir = created.make_leaf(&hierarchy.mount_point, leaf)?;
-        if hierarchy.controllers.iter().any(|c| c == "cpuset") {
-            // A new v1 cpuset has no cpus and no memory nodes (unless the parent clones them),
-            // and nothing can join it then: inherit the parent's, for `warren` and the leaf.
-            for d in [&dir.parent, &dir.path] {
-                inherit_cpuset(d)?;
-            }
-        }
+        let prep = V1Prep {
+            cpuset: hierarchy.controllers.iter().any(|c| c == "cpuset"),
+        };
+        let mut dir = created.make_group(&hierarchy.mount_point, leaf, placement, &prep)?;
         dir.controllers = controllers;
         dir.hierarchy = hierarchy.controllers.clone();
         dirs.push(dir);
@@ -89,15 +98,40 @@ pub(super) fn create(layout: &Layout, leaf: &str, limits: &Limits) -> Result<Cgr
     let mut applied = AppliedLimits::default();
     for dir in &dirs {
         write_limits(&dir.path, &dir.controllers, limits, &mut applied)?;
+        if dir.procs != dir.path {
+            // The environment's view (its cgroup namespace root is `self`) shows its limits.
+            write_limits(&dir.procs, &dir.controllers, limits, &mut applied)?;
+        }
     }
     created.disarm();
     Ok(Cgroup {
         version: Version::V1,
-        leaf: leaf.to_owned(),
+        leaf: placement.group(leaf),
         dirs,
         applied,
+        nested: placement.nested(),
         destroyed: false,
     })
+}
+
+/// v1: a new cpuset directory inherits its parent's cpus and memory nodes.
+struct V1Prep {
+    cpuset: bool,
+}
+
+impl Prep for V1Prep {
+    fn made(&self, dir: &Path) -> Result<(), CgroupError> {
+        if self.cpuset {
+            // A new v1 cpuset has no cpus and no memory nodes (unless the parent clones them),
+            // and nothing can join it then.
+            inherit_cpuset(dir)?;
+        }
+        Ok(())
+    }
+
+    fn will_have_children(&self, _dir: &Path) -> Result<(), CgroupError> {
+        Ok(())
+    }
 }
 
 /// Give the cpuset `dir` its parent's cpus and memory nodes where it has none.
@@ -149,7 +183,20 @@ pub(super) fn write_limits(
 
 /// Kill everything listed in any of `dirs` until all are empty (bounded): freeze, SIGKILL every
 /// pid, thaw, and look again.
-pub(super) fn kill_all(dirs: &[&Path], freezer: Option<&Path>) -> Result<(), CgroupError> {
+/// With `nested`, every directory below each of `dirs` is killed too.
+pub(super) fn kill_all(
+    groups: &[&Path],
+    freezer: Option<&Path>,
+    nested: bool,
+) -> Result<(), CgroupError> {
+    let walked: Vec<PathBuf>;
+    let dirs: Vec<&Path> = if nested {
+        walked = groups.iter().flat_map(|g| subtree(g)).collect();
+        walked.iter().map(PathBuf::as_path).collect()
+    } else {
+        groups.to_vec()
+    };
+    let dirs = dirs.as_slice();
     // The common case at teardown: the workload has exited and the cgroup is already empty, so
     // there is nothing to freeze (a freeze and thaw cost two state changes per call).
     let mut all_empty = true;

@@ -10,13 +10,15 @@ use warren_spec::CpuQuota;
 
 use super::{
     AppliedLimits, Cgroup, CgroupError, Created, KILL_TIMEOUT, LIMIT_CONTROLLERS, Limits,
-    UnifiedMount, Version, procs, read_optional, requested, sigkill, wait_until, write_file,
+    Placement, Prep, UnifiedMount, Version, procs, read_optional, requested, sigkill, subtree,
+    wait_until, write_file,
 };
 
 /// Create `<mount>/warren/<leaf>` with `limits`; see [`super::Layout::create`].
 pub(super) fn create(
     mount: &UnifiedMount,
     leaf: &str,
+    placement: &Placement,
     limits: &Limits,
 ) -> Result<Cgroup, CgroupError> {
     if let Some(controller) = requested(limits).find(|c| !mount.offers(c)) {
@@ -33,18 +35,39 @@ pub(super) fn create(
     enable_in_subtree(&mount.mount_point, &enable)?;
 
     let mut created = Created::new();
-    let mut dir = created.make_leaf(&mount.mount_point, leaf)?;
-    enable_in_subtree(&dir.parent, &enable)?;
+    let prep = V2Prep { enable: &enable };
+    let mut dir = created.make_group(&mount.mount_point, leaf, placement, &prep)?;
     dir.controllers = enable;
     let applied = write_limits(&dir.path, limits)?;
+    if dir.procs != dir.path {
+        // The environment's view (its cgroup namespace root is `self`) shows its limits.
+        write_limits(&dir.procs, limits)?;
+    }
     created.disarm();
     Ok(Cgroup {
         version: Version::V2,
-        leaf: leaf.to_owned(),
+        leaf: placement.group(leaf),
         dirs: vec![dir],
         applied,
+        nested: placement.nested(),
         destroyed: false,
     })
+}
+
+/// v2: the controllers reach a directory's children only once its `cgroup.subtree_control`
+/// enables them (which the kernel refuses while the directory holds processes: hence `self`).
+struct V2Prep<'a> {
+    enable: &'a [&'static str],
+}
+
+impl Prep for V2Prep<'_> {
+    fn made(&self, _dir: &Path) -> Result<(), CgroupError> {
+        Ok(())
+    }
+
+    fn will_have_children(&self, dir: &Path) -> Result<(), CgroupError> {
+        enable_in_subtree(dir, self.enable)
+    }
 }
 
 /// Enable `controllers` for the children of `dir` where `cgroup.subtree_control` lacks them,
@@ -93,8 +116,9 @@ pub(super) fn write_limits(dir: &Path, limits: &Limits) -> Result<AppliedLimits,
     Ok(applied)
 }
 
-/// Kill everything in `dir` and wait until `cgroup.procs` is empty (bounded).
-pub(super) fn kill_all(dir: &Path) -> Result<(), CgroupError> {
+/// Kill everything in `dir` and wait until `cgroup.procs` is empty (bounded); with `nested`,
+/// every directory below it too (`cgroup.kill` kills the whole subtree).
+pub(super) fn kill_all(dir: &Path, nested: bool) -> Result<(), CgroupError> {
     let kill_file = dir.join("cgroup.kill");
     let has_kill = kill_file.exists();
     if has_kill {
@@ -102,14 +126,22 @@ pub(super) fn kill_all(dir: &Path) -> Result<(), CgroupError> {
     }
     let mut remaining = 0;
     let empty = wait_until(KILL_TIMEOUT, || {
-        let pids = procs(dir)?;
-        remaining = pids.len();
-        if !has_kill {
-            for &pid in &pids {
-                sigkill(pid, dir)?;
+        let dirs = if nested {
+            subtree(dir)
+        } else {
+            vec![dir.to_owned()]
+        };
+        remaining = 0;
+        for d in &dirs {
+            let pids = procs(d)?;
+            remaining += pids.len();
+            if !has_kill {
+                for &pid in &pids {
+                    sigkill(pid, d)?;
+                }
             }
         }
-        Ok(pids.is_empty())
+        Ok(remaining == 0)
     })?;
     if empty {
         Ok(())

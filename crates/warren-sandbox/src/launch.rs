@@ -355,8 +355,9 @@ fn create_cgroup(
     fault: Fault,
 ) -> Result<(), LaunchError> {
     if let Some(layout) = layout {
-        sweep_stale_cgroups(layout, state, plan.name.as_str());
-        taken.cgroup = Some(layout.create(plan.name.as_str(), &plan.limits)?);
+        let name = plan.name.as_str();
+        sweep_stale_cgroups(layout, state, name, &plan.cgroup.group(name));
+        taken.cgroup = Some(layout.create_placed(name, &plan.cgroup, &plan.limits)?);
     }
     fault.at(Step::Cgroup)?;
     if let Some(n) = taken.net.as_mut() {
@@ -730,7 +731,8 @@ pub fn launch_with_mailbox(
 /// Remove the cgroups of environments whose launcher died without cleaning up (killed with
 /// SIGKILL, say): a leaf whose name no live launcher holds. Their processes were killed by the
 /// parent-death signal; any survivor is killed here. `own` is the name this launcher holds: a
-/// leaf of that name can only be a leftover, and is removed on every launch.
+/// leaf of that name can only be a leftover, and is removed on every launch (`group` is where
+/// this launch's cgroup goes: the leaf, or a nested group under the spawner's).
 ///
 /// Another Warren instance with another state directory may hold names this one cannot see, so
 /// a leaf is only ever swept when it is also empty and older than [`STALE_CGROUP_AGE`]. A
@@ -743,8 +745,8 @@ pub fn launch_with_mailbox(
 /// the removal of uid slot files dead launchers left) runs at most once per
 /// [`SWEEP_INTERVAL`] per state directory, as the modification time of
 /// `<state>/housekeeping` records.
-fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
-    if let Some(cg) = layout.adopt(own) {
+fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str, group: &str) {
+    if let Some(cg) = layout.adopt(group) {
         let _ = cg.destroy();
     }
     if !housekeeping_due(state) {

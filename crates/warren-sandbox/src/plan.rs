@@ -94,6 +94,12 @@ pub struct LaunchPlan {
     pub env: Vec<(String, String)>,
     /// cgroup limits.
     pub limits: Limits,
+    /// Where its cgroup sits (`warren_cgroup::Placement`): under the group of the environment
+    /// that spawned it (`--cgroup-parent`), so that the parent's limits bound it, and whether
+    /// it holds children of its own (its processes then go in `GROUP/self`). The default is a
+    /// plain leaf under `warren`. Every launch path (`warren run`, a pre-forked spawn helper)
+    /// gets nesting by filling this in.
+    pub cgroup: warren_cgroup::Placement,
     /// Size of the writable `/tmp` (and `/dev/shm`) tmpfs, in bytes.
     pub tmpfs_size: u64,
     /// Protections the user allowed to be missing on this host.

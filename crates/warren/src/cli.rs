@@ -375,6 +375,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "CPUS")]
     pub cpus: Option<String>,
 
+    /// Nest the environment's cgroup under GROUP's (Warren's cgroup of another environment,
+    /// relative to its `warren` cgroup: `front`, `front/children/req-1`), so that GROUP's
+    /// memory, pids and cpu limits bound it too. GROUP must have been started with
+    /// --cgroup-children. The daemon passes it for spawned children.
+    #[arg(long, value_name = "GROUP")]
+    pub cgroup_parent: Option<String>,
+
+    /// Let the environment's cgroup hold children (for an environment that may spawn): its
+    /// processes go in GROUP/self, its children's cgroups in GROUP/children/.
+    #[arg(long)]
+    pub cgroup_children: bool,
+
     /// Size of the writable /tmp (and /dev/shm) tmpfs (default 16M).
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,

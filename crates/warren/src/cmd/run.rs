@@ -21,6 +21,7 @@ const EXIT_WARREN: i32 = 125;
 struct Inputs {
     name: EnvName,
     limits: Limits,
+    cgroup: warren_cgroup::Placement,
     tmpfs_size: u64,
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
@@ -106,9 +107,24 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
         cpu,
     };
+    if let Some(p) = args
+        .cgroup_parent
+        .as_deref()
+        .filter(|p| !warren_cgroup::valid_group(p))
+    {
+        anyhow::bail!(
+            "invalid --cgroup-parent {p:?}: it must be plain names separated by / (such as \
+             front or front/children/req-1)"
+        );
+    }
+    let cgroup = warren_cgroup::Placement {
+        parent: args.cgroup_parent.clone(),
+        holds_children: args.cgroup_children,
+    };
     Ok(Inputs {
         name,
         limits,
+        cgroup,
         tmpfs_size: tmpfs.0,
         env,
         allow_missing: allow,
@@ -440,6 +456,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     let Inputs {
         name,
         limits,
+        cgroup,
         tmpfs_size,
         env,
         allow_missing,
@@ -559,6 +576,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         argv,
         env,
         limits,
+        cgroup,
         tmpfs_size,
         allow_missing,
         client_tool,
