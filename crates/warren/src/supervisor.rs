@@ -70,6 +70,10 @@ pub struct Managed {
     /// For a child spawned through the protocol (not declared in a manifest): its spawner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spawned_by: Option<String>,
+    /// For a linked child: the cgroup group (relative to Warren's `warren` cgroup) of its
+    /// spawner, under which its own cgroup is made (`warren run --cgroup-parent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_parent: Option<String>,
 }
 
 impl Managed {
@@ -85,6 +89,16 @@ impl Managed {
             started_at_ms: None,
             restart_at: None,
             spawned_by: None,
+            cgroup_parent: None,
+        }
+    }
+
+    /// Where its cgroup goes: under its spawner's group for a linked child, and holding
+    /// children when it may spawn.
+    pub fn cgroup_placement(&self) -> warren_cgroup::Placement {
+        warren_cgroup::Placement {
+            parent: self.cgroup_parent.clone(),
+            holds_children: !self.spec.may_spawn.is_empty(),
         }
     }
 }
@@ -136,9 +150,20 @@ pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExi
     AfterExit::RestartAt(at)
 }
 
-/// The `warren run` arguments that start `name` as `spec` declares.
-pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
+/// The `warren run` arguments that start `name` as `spec` declares, its cgroup at `cgroup`.
+pub fn launcher_args(
+    name: &str,
+    spec: &SpaceSpec,
+    cgroup: &warren_cgroup::Placement,
+) -> Vec<String> {
     let mut a = vec!["run".to_owned(), "--name".to_owned(), name.to_owned()];
+    if let Some(parent) = &cgroup.parent {
+        a.push("--cgroup-parent".into());
+        a.push(parent.clone());
+    }
+    if cgroup.holds_children {
+        a.push("--cgroup-children".into());
+    }
     if spec.init {
         a.push("--init".into());
     }
@@ -292,7 +317,7 @@ mod tests {
         let text = "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n\
                     volumes = [\"pg:/mnt\", \"/srv:/srv:ro\"]\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
-        let a = launcher_args("a", m.spaces.values().next().unwrap());
+        let a = launcher_args("a", m.spaces.values().next().unwrap(), &Default::default());
         let flags: Vec<&str> = a
             .windows(2)
             .filter(|w| w[0] == "-v")
@@ -358,7 +383,7 @@ mod tests {
         let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/sh\", \"-c\", \"x\"]\nmemory = \"64M\"\npids = 16\ncpus = 0.5\nenv = { A = \"1\" }\nmay_send = [\"db\"]\nmay_discover = [\"log\"]\nmailbox_capacity = 8\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
-        let a = launcher_args("web", s).join(" ");
+        let a = launcher_args("web", s, &Default::default()).join(" ");
         assert_eq!(
             a,
             "run --name web --init --rootfs /srv/root --memory 67108864 --pids 16 --cpus 0.5 -e A=1 \
@@ -372,8 +397,39 @@ mod tests {
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
-            launcher_args("web", s).join(" "),
+            launcher_args("web", s, &Default::default()).join(" "),
             "run --name web --init --rootfs /srv/root --cap-add CAP_CHOWN --cap-add CAP_SETUID -- /bin/x"
+        );
+    }
+
+    #[test]
+    fn a_spawner_holds_children_and_a_linked_child_nests_under_it() {
+        let text = "[template.req]\nimage = \"/r\"\ncommand = [\"/x\"]\nmax_instances = 2\n\n\
+                    [space.front]\nimage = \"/r\"\ncommand = [\"/x\"]\nmay_spawn = [\"req\"]\n\n\
+                    [space.plain]\nimage = \"/r\"\ncommand = [\"/x\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
+        let front = Managed::new(m.spaces.values().next().unwrap().clone());
+        let placement = front.cgroup_placement();
+        assert!(placement.holds_children && placement.parent.is_none());
+        assert_eq!(
+            launcher_args("front", &front.spec, &placement).join(" "),
+            "run --name front --cgroup-children --init --rootfs /r -- /x"
+        );
+        let plain = Managed::new(m.spaces.values().nth(1).unwrap().clone());
+        assert_eq!(plain.cgroup_placement(), Default::default());
+        let mut child = Managed::new(plain.spec.clone());
+        child.cgroup_parent = Some(placement.group("front"));
+        assert_eq!(
+            launcher_args("req-1", &child.spec, &child.cgroup_placement()).join(" "),
+            "run --name req-1 --cgroup-parent front --init --rootfs /r -- /x"
+        );
+        // Kept across a daemon restart (managed.json), absent when unset.
+        let json = serde_json::to_string(&child).unwrap();
+        assert!(json.contains("\"cgroup_parent\":\"front\""), "{json}");
+        assert!(
+            !serde_json::to_string(&plain)
+                .unwrap()
+                .contains("cgroup_parent")
         );
     }
 
@@ -383,7 +439,7 @@ mod tests {
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
-            launcher_args("app", s).join(" "),
+            launcher_args("app", s, &Default::default()).join(" "),
             "run --name app --image busybox:1.36 --"
         );
     }
@@ -394,7 +450,7 @@ mod tests {
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
-            launcher_args("py", s).join(" "),
+            launcher_args("py", s, &Default::default()).join(" "),
             "run --name py --init --binary /usr/bin/python3 --with /etc/ssl --with /srv/app -- \
              /usr/bin/python3"
         );
@@ -406,7 +462,7 @@ mod tests {
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let s = &m.spaces.values().next().unwrap();
         assert_eq!(
-            launcher_args("app", s).join(" "),
+            launcher_args("app", s, &Default::default()).join(" "),
             "run --name app --init --image busybox:1.36 --"
         );
     }

@@ -9,6 +9,8 @@
 //!   the child leaves nothing behind (not in `ps -a`);
 //! - `ps --tree`, `ps --json` and `inspect` show parent and children;
 //! - `warren stop` of a parent stops its linked child and not its detached one.
+//! - hierarchical budgets: a child allowed 512M under a 64M parent is OOM-killed at the
+//!   parent's limit, a neighbour tree keeps answering, a detached bomb (not nested) survives.
 
 mod common;
 use common::kernel::msg_bin;
@@ -383,4 +385,138 @@ fn children_of_a_previous_kernel_are_stopped_when_it_restarts() {
         "running",
         "the parent is re-adopted"
     );
+}
+
+/// The cgroup directories of Warren's group `group` in the v1 memory hierarchy (this host).
+fn memory_group(group: &str) -> std::path::PathBuf {
+    Path::new("/sys/fs/cgroup/memory/warren").join(group)
+}
+
+/// Hierarchical budgets: a child's cgroup nests under its spawner's, so the spawner's 64M bounds
+/// a child whose template allows 512M — its memory bomb is OOM-killed within the parent's
+/// budget — while a neighbour tree (another parent, its own child) keeps running and answering.
+/// Positive control: the same bomb in a detached child (not nested) runs to its end.
+#[test]
+fn a_childs_memory_bomb_is_stopped_at_its_parents_limit_and_spares_a_neighbour_tree() {
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("skipped: needs the v1 memory hierarchy (the v2 path is tested on fixtures)");
+        return;
+    }
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (front, neighbour) = (unique("front"), unique("neigh"));
+    let (bomb, free_bomb, calm) = (unique("bomb"), unique("fbomb"), unique("calm"));
+    // 150 MB held by the shell: a command substitution keeps its whole output.
+    let bomb_script = "echo started; x=$(head -c 150000000 /dev/zero | tr '\\0' a); \
+                       echo survived ${#x}; sleep 120";
+    let calm_script = "while true; do warren-msg recv --timeout 60000 && \
+                       warren-msg send out pong; done";
+    let front_script = format!(
+        "warren-msg spawn {bomb} --name b; warren-msg recv --timeout 60000; echo done; \
+         warren-msg spawn {free_bomb} --name f --detach; sleep 120"
+    );
+    let neighbour_script = format!(
+        "m=$(warren-msg spawn {calm} --name n --grant out=1 | \
+         sed 's/.*\"mailbox\":\\([0-9]*\\).*/\\1/') && echo spawned $m; \
+         while true; do warren-msg send $m ping; warren-msg recv --timeout 5000; sleep 0.5; done"
+    );
+    let template = |name: &str, script: &str, detach: bool| {
+        format!(
+            "[template.{name}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+             memory = \"512M\"\ndetach = {detach}\n\n",
+            sh(script)
+        )
+    };
+    let manifest = format!(
+        "{}{}{}[space.{front}]\nimage = {root:?}\ncommand = {}\nmemory = \"64M\"\n\
+         may_spawn = [\"{bomb}\", \"{free_bomb}\"]\n\n\
+         [space.{neighbour}]\nimage = {root:?}\ncommand = {}\nmemory = \"64M\"\n\
+         may_spawn = [\"{calm}\"]\n",
+        template(&bomb, bomb_script, false),
+        template(&free_bomb, bomb_script, true),
+        template(&calm, calm_script, false),
+        sh(&front_script),
+        sh(&neighbour_script),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let (bomb_child, calm_child) = (format!("{bomb}-b"), format!("{calm}-n"));
+    d.log_with(&neighbour, "spawned");
+    d.wait("the neighbour's child to run", 30, || {
+        d.ps()
+            .get(&calm_child)
+            .is_some_and(|v| v["state"] == "running")
+    });
+    // The tree as cgroups: each parent's processes in its `self`, each child under `children`.
+    {
+        let group = memory_group(&neighbour);
+        assert_eq!(
+            std::fs::read_to_string(group.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "67108864"
+        );
+        assert!(group.join("self").is_dir());
+        let child_group = group.join("children").join(&calm_child);
+        assert_eq!(
+            std::fs::read_to_string(child_group.join("memory.limit_in_bytes"))
+                .unwrap()
+                .trim(),
+            "536870912"
+        );
+    }
+
+    // The bomb: killed by the OOM killer within the parent's 64M, reported in the parent's down
+    // notice (128 + SIGKILL) and in the child's log.
+    let out = d.log_with(&front, "done");
+    let down: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("down").is_some())
+        .unwrap_or_else(|| panic!("no down notice: {out}"));
+    assert_eq!(
+        down["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=137"]]),
+        "{out}"
+    );
+    let clog = d.log_with(&bomb_child, "out of memory");
+    assert!(
+        clog.contains("started") && !clog.contains("survived"),
+        "{clog}"
+    );
+    assert!(
+        clog.contains(&format!("and its spawner's: cgroup {front}")),
+        "{clog}"
+    );
+
+    // The neighbour tree is untouched: its child still runs and answers.
+    assert_eq!(d.ps()[&calm_child]["state"], "running");
+    assert_eq!(d.ps()[&neighbour]["state"], "running");
+    let pongs = |d: &Daemon| {
+        let o = d.warren().args(["logs", &neighbour]).output().unwrap();
+        stdout(&o).matches("\"pong\"").count()
+    };
+    let before = pongs(&d);
+    d.wait("the neighbour's child to answer after the bomb", 30, || {
+        pongs(&d) > before
+    });
+
+    // Positive control: the same bomb, detached (its cgroup is not under the parent's), holds
+    // its 150 MB within its own 512M.
+    let free_child = format!("{free_bomb}-f");
+    let flog = d.log_with(&free_child, "survived");
+    assert!(flog.contains("survived 150000000"), "{flog}");
+    assert!(
+        !memory_group(&front)
+            .join("children")
+            .join(&free_child)
+            .exists(),
+        "a detached child is not nested"
+    );
+
+    // Stopping the parent leaves none of its tree's cgroups.
+    d.out(&["stop", "-t", "1", &front]);
+    d.wait("the parent's cgroup to go", 30, || {
+        !memory_group(&front).exists()
+    });
 }

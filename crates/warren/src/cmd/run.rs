@@ -666,7 +666,12 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     // The environment has ended: closing the control connection tells the kernel so (when a
     // watcher thread owns it, the process's exit closes it).
     drop(control);
-    for why in end_reasons(&exit, plan.limits.memory, plan.limits.pids) {
+    for why in end_reasons(
+        &exit,
+        plan.limits.memory,
+        plan.limits.pids,
+        plan.cgroup.parent.as_deref(),
+    ) {
         eprintln!("warren: {}: {why}", applied.name);
     }
     if json {
@@ -757,14 +762,20 @@ fn detach(state_dir: &Path, args: &RunArgs) -> anyhow::Result<i32> {
 
 /// Why a workload ended, when Warren knows more than its status says: the memory cgroup's
 /// OOM kill, and forks refused at the pids limit. Empty for an ordinary exit.
+/// A nested environment (`cgroup_parent`) is also bound by its spawner's limits, which the
+/// message names.
 fn end_reasons(
     exit: &warren_sandbox::launch::ExitState,
     memory: Option<u64>,
     pids: Option<u64>,
+    cgroup_parent: Option<&str>,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if exit.oom_killed {
-        let limit = memory.map_or_else(|| "none set".to_owned(), human_size);
+        let mut limit = memory.map_or_else(|| "none set".to_owned(), human_size);
+        if let Some(parent) = cgroup_parent {
+            limit.push_str(&format!(", and its spawner's: cgroup {parent}"));
+        }
         out.push(match exit.signal {
             Some(9) => format!("killed: out of memory (limit {limit})"),
             _ => format!(

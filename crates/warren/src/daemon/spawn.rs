@@ -4,7 +4,7 @@
 //! A spawned child is started like a managed environment: a `warren run` launcher process with
 //! the spec [`child_spec`](crate::template::child_spec) makes from its template and the
 //! spawner's choices, supervised (stopped, escalated, reaped) by the same code. It differs in
-//! four places, each a call from the general code into this module:
+//! five places, each a call from the general code into this module:
 //! - **registration** ([`Daemon::register_env`]): when the launcher registers, the kernel is
 //!   told the spawn succeeded (`Kernel::spawned`), which installs the initial names and answers
 //!   the spawner, instead of adding a fresh environment;
@@ -16,8 +16,12 @@
 //!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
 //! - **apply** leaves children alone: they are not declared in the manifest.
 //!
-//! **Not built yet** (issue 16): the child's cgroup is not nested under its parent's (the
-//! launcher takes no parent cgroup), its launch record does not name its parent's, and a
+//! - **the cgroup**: a linked child's launcher gets `--cgroup-parent` (its spawner's group,
+//!   [`Daemon::cgroup_group`]), so its cgroup nests under its spawner's and the spawner's
+//!   limits bound it; a spawner's own launcher gets `--cgroup-children`
+//!   ([`Managed::cgroup_placement`]). A detached child does not nest.
+//!
+//! **Not built yet** (issue 16): its launch record does not name its parent's, and a
 //! kernel restart does not restore links and initial names: children spawned under the previous
 //! kernel are stopped when the new one starts ([`Daemon::end_orphaned_children`]). Templates come from `warren up
 //! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
@@ -99,6 +103,16 @@ impl Daemon {
         }
         let mut managed = Managed::new(child_spec(t, order));
         managed.spawned_by = Some(order.parent_name.clone());
+        if !order.detach {
+            // Linked: its cgroup nests under its spawner's, whose limits then bound it.
+            match self.cgroup_group(&order.parent_name) {
+                Ok(group) => managed.cgroup_parent = Some(group),
+                Err(why) => {
+                    self.kernel.spawn_failed(order.ticket, &why, now);
+                    return;
+                }
+            }
+        }
         self.registry.envs.insert(name.clone(), managed);
         match self.start(&name) {
             Ok(()) => {
@@ -114,6 +128,24 @@ impl Daemon {
                 self.kernel.spawn_failed(order.ticket, &why, now);
             }
         }
+    }
+
+    /// The cgroup group of spawner `name` (relative to Warren's `warren` cgroup), which must
+    /// hold children: it declares `may_spawn` (so its launcher made `GROUP/self`).
+    fn cgroup_group(&self, name: &str) -> Result<String, String> {
+        let Some(m) = self.registry.envs.get(name) else {
+            return Err(format!(
+                "{name:?} was not started by this daemon, so its cgroup cannot hold children"
+            ));
+        };
+        let placement = m.cgroup_placement();
+        if !placement.holds_children {
+            return Err(format!(
+                "{name:?} declares no may_spawn, so its cgroup cannot hold children (a linked \
+                 child's cgroup nests under its spawner's)"
+            ));
+        }
+        Ok(placement.group(name))
     }
 
     /// At start, before re-adoption: children spawned under a previous kernel cannot be given

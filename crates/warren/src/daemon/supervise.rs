@@ -106,7 +106,7 @@ impl Daemon {
         let err = log.try_clone().map_err(|e| e.to_string())?;
         use std::os::unix::process::CommandExt;
         let child = Command::new(&self.exe)
-            .args(launcher_args(name, &m.spec))
+            .args(launcher_args(name, &m.spec, &m.cgroup_placement()))
             .env("WARREN_STATE_DIR", &self.state_dir)
             .stdin(Stdio::null())
             .stdout(log)
