@@ -48,6 +48,7 @@ fn content(i: usize) -> LaunchContent {
         uid_base: 1_000_000_000,
         uid_count: 65536,
         launched_at: 0,
+        spawn: None,
     }
 }
 

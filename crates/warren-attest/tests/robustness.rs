@@ -61,6 +61,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         uid_base: 0,
         uid_count: 1,
         launched_at: 0,
+        spawn: None,
     };
     let cfg = warren_attest::RootConfig::resolve(&state).unwrap();
     let mut root = cfg.open(&state).unwrap();

@@ -382,6 +382,21 @@ pub struct RunArgs {
     #[arg(long, value_name = "GROUP")]
     pub cgroup_parent: Option<String>,
 
+    /// Record in the launch record that environment NAME spawned this one (with
+    /// --spawn-template, and --parent-record for NAME's own launch record): the provenance a
+    /// verifier follows. The daemon passes it for spawned children.
+    #[arg(long, value_name = "NAME", requires = "spawn_template")]
+    pub spawned_by: Option<String>,
+
+    /// The template a spawned environment was made from (with --spawned-by).
+    #[arg(long, value_name = "TEMPLATE", requires = "spawned_by")]
+    pub spawn_template: Option<String>,
+
+    /// The spawner's launch record: its number in the event log and its digest
+    /// (`RECNUM:sha256:HEX`), with --spawned-by.
+    #[arg(long, value_name = "RECNUM:DIGEST", requires = "spawned_by")]
+    pub parent_record: Option<String>,
+
     /// Let the environment's cgroup hold children (for an environment that may spawn): its
     /// processes go in GROUP/self, its children's cgroups in GROUP/children/.
     #[arg(long)]

@@ -7,11 +7,14 @@ use warren_sandbox::state::StateDir;
 use warren_sandbox::{Applied, LaunchPlan, Measurement, RootSource};
 
 /// Measures the launch and records it. The error is a sentence for the launch error.
+/// `spawn` is the provenance of a spawned child (`warren run --spawned-by`), recorded in its
+/// launch record.
 pub(crate) fn measure_and_record(
     plan: &LaunchPlan,
     applied: &Applied,
     env: &[(String, String)],
     state: &StateDir,
+    spawn: Option<&warren_attest::SpawnProvenance>,
 ) -> Result<Measurement, String> {
     let (kind, tree) = match &plan.root {
         RootSource::Rootfs(dir) => (
@@ -86,6 +89,7 @@ pub(crate) fn measure_and_record(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0),
+        spawn: spawn.cloned(),
     };
     let root_config =
         warren_attest::RootConfig::resolve(state.root()).map_err(|e| error_chain(&e))?;

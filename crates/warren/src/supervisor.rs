@@ -74,6 +74,9 @@ pub struct Managed {
     /// spawner, under which its own cgroup is made (`warren run --cgroup-parent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup_parent: Option<String>,
+    /// For a spawned child: what its launch record states about where it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<warren_attest::SpawnProvenance>,
 }
 
 impl Managed {
@@ -90,6 +93,7 @@ impl Managed {
             restart_at: None,
             spawned_by: None,
             cgroup_parent: None,
+            provenance: None,
         }
     }
 
@@ -148,6 +152,21 @@ pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExi
     let at = now + backoff_ms(m.restarts);
     m.restart_at = Some(at);
     AfterExit::RestartAt(at)
+}
+
+/// The `warren run` arguments that state a spawned child's provenance in its launch record.
+pub fn provenance_args(p: &warren_attest::SpawnProvenance) -> Vec<String> {
+    let mut a = vec![
+        "--spawned-by".to_owned(),
+        p.parent.clone(),
+        "--spawn-template".to_owned(),
+        p.template.clone(),
+    ];
+    if let (Some(n), Some(d)) = (p.parent_recnum, &p.parent_digest) {
+        a.push("--parent-record".into());
+        a.push(format!("{n}:{d}"));
+    }
+    a
 }
 
 /// The `warren run` arguments that start `name` as `spec` declares, its cgroup at `cgroup`.

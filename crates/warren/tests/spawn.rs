@@ -43,9 +43,15 @@ impl Drop for Daemon {
 
 impl Daemon {
     fn up(dir: &Path, manifest: &str) -> Daemon {
+        Self::up_with(dir, manifest, |_| {})
+    }
+
+    /// [`Daemon::up`], after `prepare` has set up the state directory.
+    fn up_with(dir: &Path, manifest: &str, prepare: impl FnOnce(&Path)) -> Daemon {
         let file = dir.join("spaces.toml");
         std::fs::write(&file, manifest).unwrap();
         let state = tempfile::tempdir().unwrap();
+        prepare(state.path());
         let log = dir.join("daemon.log");
         let child = Self::start(state.path(), &file, &log);
         Daemon { child, state, log }
@@ -519,4 +525,96 @@ fn a_childs_memory_bomb_is_stopped_at_its_parents_limit_and_spares_a_neighbour_t
     d.wait("the parent's cgroup to go", 30, || {
         !memory_group(&front).exists()
     });
+}
+
+/// Provenance: a spawned child's launch record names its spawner's record (number and digest)
+/// and the template; the child's own in-environment attestation verifies, and the verifier's
+/// lineage reads child (from the template) → spawner. (A forged parent record is refused with
+/// `provenance`: crates/warren-attest, `verify::tests`.)
+#[test]
+fn a_childs_quote_shows_which_environment_made_it_from_which_template() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let (maker, template) = (unique("maker"), unique("prov"));
+    let manifest = format!(
+        "[template.{template}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{maker}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{template}\"]\n",
+        sh("warren-msg attest --nonce c0ffee; echo attested; sleep 60"),
+        sh(&format!("warren-msg spawn {template} --name p && sleep 60")),
+    );
+    let d = Daemon::up_with(dir.path(), &manifest, |state| {
+        for args in [
+            vec!["ca", "init", "--dir"],
+            vec!["ca", "enroll", "--host", "spawn-host", "--dir"],
+        ] {
+            let o = warren()
+                .env("WARREN_STATE_DIR", state)
+                .args(&args)
+                .arg(&ca)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        }
+    });
+    let child = format!("{template}-p");
+    let out = d.log_with(&child, "attested");
+    let quote: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("event_log").is_some())
+        .unwrap_or_else(|| panic!("no quote in the child's log: {out}"));
+    assert_eq!(quote["subject"]["env"], child.as_str());
+    let log = quote["event_log"].as_array().unwrap();
+    let mine = &log[quote["subject"]["recnum"].as_u64().unwrap() as usize];
+    let spawn = &mine["content"]["spawn"];
+    assert_eq!(spawn["parent"], maker.as_str(), "{mine}");
+    assert_eq!(spawn["template"], template.as_str());
+    let parent = &log[spawn["parent_recnum"].as_u64().unwrap() as usize];
+    assert_eq!(parent["content"]["name"], maker.as_str());
+    assert_eq!(
+        spawn["parent_digest"].as_str().unwrap(),
+        format!(
+            "sha256:{}",
+            parent["digests"][0]["digest"].as_str().unwrap()
+        )
+    );
+    assert!(
+        parent["content"].get("spawn").is_none(),
+        "the maker was declared"
+    );
+
+    let file = dir.path().join("quote.json");
+    std::fs::write(&file, serde_json::to_vec(&quote).unwrap()).unwrap();
+    let o = d
+        .warren()
+        .args(["attest", "verify", "--json", "--quote"])
+        .arg(&file)
+        .args(["--nonce", "c0ffee", "--ca"])
+        .arg(ca.join("software-ca.crt"))
+        .arg("--allow-software")
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|_| panic!("verify printed no JSON: {}", stderr(&o)));
+    assert_eq!(v["accepted"], true, "{v}");
+    let lineage: Vec<(String, Value)> = v["lineage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap().to_owned(),
+                a["template"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lineage,
+        [
+            (child.clone(), Value::from(template.as_str())),
+            (maker.clone(), Value::Null)
+        ]
+    );
 }

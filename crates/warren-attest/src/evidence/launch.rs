@@ -34,6 +34,27 @@ pub struct LaunchContent {
     pub uid_count: u32,
     /// Seconds since the Unix epoch at measurement (informational, not compared).
     pub launched_at: u64,
+    /// For an environment spawned by another (protocol §16): which environment made it, from
+    /// which template, and that environment's own launch record, so a verifier can follow the
+    /// chain to an environment the administrator declared. Left out of the canonical bytes
+    /// when absent, so other launches keep the digests they had before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spawn: Option<SpawnProvenance>,
+}
+
+/// Where a spawned environment came from, as its launch record states it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpawnProvenance {
+    /// The spawner's name.
+    pub parent: String,
+    /// The template the child was made from.
+    pub template: String,
+    /// The record number of the spawner's current launch record in the same log (`None` when
+    /// the kernel did not know it: the spawner then cannot be followed).
+    pub parent_recnum: Option<u64>,
+    /// That record's digest, `sha256:<hex>`.
+    pub parent_digest: Option<String>,
 }
 
 /// The image an environment was started from.

@@ -60,6 +60,10 @@ pub enum Rejection {
     /// The anchor (NV index) is not the one Warren defines.
     #[error("anchor: {0}")]
     Anchor(String),
+    /// A spawned environment's launch record names a spawner's record that is not in the log,
+    /// comes after it, is another environment's, or has another digest.
+    #[error("provenance: {0}")]
+    Provenance(String),
     /// Records are missing, out of order or numbered wrongly.
     #[error("event log order: record at position {position} has recnum {recnum}")]
     Order {
@@ -129,6 +133,7 @@ impl Rejection {
             Rejection::Signature => "signature",
             Rejection::Nonce(_) => "nonce",
             Rejection::Anchor(_) => "anchor",
+            Rejection::Provenance(_) => "provenance",
             Rejection::Order { .. } => "log-order",
             Rejection::RecordDigest(_) => "record-digest",
             Rejection::Replay { .. } => "log-replay",
@@ -215,6 +220,24 @@ pub struct Verified {
     pub boot: Option<BootFacts>,
     /// What became of each launch: `ran` or `refused`.
     pub outcomes: Vec<Outcome>,
+    /// For a subject quote: the subject's launch record, then (for a spawned environment) its
+    /// spawner's, and so on up to an environment the administrator declared.
+    pub lineage: Vec<Ancestor>,
+}
+
+/// One launch record of a subject's lineage ([`Verified::lineage`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ancestor {
+    /// The launch record.
+    pub recnum: u64,
+    /// The environment it launched.
+    pub name: String,
+    /// For a spawned environment, the template it was made from; `None` for one the
+    /// administrator declared (or ran).
+    pub template: Option<String>,
+    /// For a spawned environment whose record does not name its spawner's record: the
+    /// spawner's name, which the log cannot confirm. The lineage stops there.
+    pub unconfirmed_parent: Option<String>,
 }
 
 fn hexfield(what: &str, s: &str) -> Result<Vec<u8>, Rejection> {
@@ -446,6 +469,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
 
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
+    check_provenance(&quote.event_log)?;
 
     if let Some(bp) = opts.policy.and_then(|p| p.boot.as_ref()) {
         let facts = boot.as_ref().ok_or_else(|| {
@@ -480,7 +504,78 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
         boot,
         outcomes: outcomes(&quote.event_log),
+        lineage: quote
+            .subject
+            .as_ref()
+            .map(|s| lineage(&quote.event_log, s.recnum))
+            .unwrap_or_default(),
     })
+}
+
+/// Checks every spawned environment's provenance (`spawn` in its launch record): the
+/// spawner's record it names is an earlier launch record of the environment it names, with the
+/// digest it names. A record that names no spawner record is left unconfirmed, not refused.
+pub fn check_provenance(records: &[Record]) -> Result<(), Rejection> {
+    for rec in records {
+        let Some(p) = rec.content.spawn.as_ref() else {
+            continue;
+        };
+        let (Some(n), Some(digest)) = (p.parent_recnum, p.parent_digest.as_deref()) else {
+            continue;
+        };
+        let fail = |why: String| {
+            Rejection::Provenance(format!(
+                "record {} ({:?}, spawned by {:?} from template {:?}) {why}",
+                rec.recnum, rec.content.name, p.parent, p.template
+            ))
+        };
+        if n >= rec.recnum {
+            return Err(fail(format!("names record {n}, which is not earlier")));
+        }
+        let parent = records
+            .iter()
+            .find(|r| r.recnum == n)
+            .ok_or_else(|| fail(format!("names record {n}, which is not in the log")))?;
+        if parent.content.event != EVENT_LAUNCH || parent.content.name != p.parent {
+            return Err(fail(format!(
+                "names record {n}, which launched {:?} ({}), not {:?}",
+                parent.content.name, parent.content.event, p.parent
+            )));
+        }
+        let actual = parent.sha256().map(hex::encode).unwrap_or_default();
+        if digest.strip_prefix("sha256:") != Some(actual.as_str()) {
+            return Err(fail(format!(
+                "names record {n} with digest {digest}, but that record's digest is sha256:{actual}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The lineage of launch record `recnum`: it, then each spawner's record it names (checked by
+/// [`check_provenance`]), in order.
+pub fn lineage(records: &[Record], recnum: u64) -> Vec<Ancestor> {
+    let mut out: Vec<Ancestor> = Vec::new();
+    let mut next = Some(recnum);
+    while let Some(n) = next.take() {
+        let Some(rec) = records.iter().find(|r| r.recnum == n) else {
+            break;
+        };
+        if out.iter().any(|a| a.recnum == n) {
+            break;
+        }
+        let spawn = rec.content.spawn.as_ref();
+        next = spawn.and_then(|p| p.parent_recnum);
+        out.push(Ancestor {
+            recnum: n,
+            name: rec.content.name.clone(),
+            template: spawn.map(|p| p.template.clone()),
+            unconfirmed_parent: spawn
+                .filter(|p| p.parent_recnum.is_none())
+                .map(|p| p.parent.clone()),
+        });
+    }
+    out
 }
 
 fn parse_software_attest(attest: &[u8]) -> Result<([u8; 32], [u8; 32]), Rejection> {
@@ -752,4 +847,154 @@ fn check_boot(
         }
     }
     Ok(log.facts())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::evidence::launch::{
+        ImageMeasurement, LaunchConfig, LaunchContent, SpawnProvenance, TREE_FORMAT,
+    };
+    use crate::evidence::record::DigestEntry;
+
+    /// Launch record `recnum` of `name`, with `spawn`, its digest computed as the log does.
+    fn record(recnum: u64, name: &str, spawn: Option<SpawnProvenance>) -> Record {
+        let config = LaunchConfig {
+            memory: None,
+            pids: Some(1),
+            cpu_micros: None,
+            tmpfs_size: 1,
+            seccomp_profile: None,
+            capabilities: vec![],
+            no_new_privs: true,
+            landlock_abi: None,
+            namespaces: vec![],
+            network: "none".into(),
+            degraded: vec![],
+            mounts: vec![],
+        };
+        let content = LaunchContent {
+            event: EVENT_LAUNCH.into(),
+            name: name.into(),
+            image: ImageMeasurement {
+                kind: "rootfs".into(),
+                digest: "blake3:00".into(),
+                format: TREE_FORMAT.into(),
+                manifest_digest: None,
+                digest_source: None,
+            },
+            command: vec!["/bin/true".into()],
+            env: vec![],
+            config_digest: config.digest(),
+            config,
+            uid_base: 0,
+            uid_count: 1,
+            launched_at: 0,
+            spawn,
+        };
+        Record {
+            recnum,
+            nv_index: NV_INDEX,
+            digests: vec![DigestEntry {
+                hash_alg: "sha256".into(),
+                digest: hex::encode(content_digest(&content)),
+            }],
+            content_type: CONTENT_TYPE.into(),
+            content,
+        }
+    }
+
+    fn from(parent: &Record, template: &str) -> SpawnProvenance {
+        SpawnProvenance {
+            parent: parent.content.name.clone(),
+            template: template.into(),
+            parent_recnum: Some(parent.recnum),
+            parent_digest: Some(format!("sha256:{}", parent.digests[0].digest)),
+        }
+    }
+
+    #[test]
+    fn a_spawn_chain_is_followed_to_the_declared_environment() {
+        let front = record(0, "front", None);
+        let other = record(1, "other", None);
+        let req = record(2, "req-1", Some(from(&front, "req")));
+        let sub = record(3, "sub-1", Some(from(&req, "sub")));
+        let log = vec![front, other, req, sub];
+        assert!(check_provenance(&log).is_ok());
+        let found = lineage(&log, 3);
+        let chain: Vec<(u64, &str, Option<&str>)> = found
+            .iter()
+            .map(|a| (a.recnum, a.name.as_str(), a.template.as_deref()))
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                (3, "sub-1", Some("sub")),
+                (2, "req-1", Some("req")),
+                (0, "front", None)
+            ]
+        );
+        assert_eq!(
+            lineage(&log, 1).len(),
+            1,
+            "a declared environment is its own lineage"
+        );
+
+        // A record that names its spawner only by name: kept, but marked unconfirmed.
+        let mut vague = from(&log[0], "req");
+        vague.parent_recnum = None;
+        vague.parent_digest = None;
+        let mut log2 = log.clone();
+        log2.push(record(4, "req-2", Some(vague)));
+        assert!(check_provenance(&log2).is_ok());
+        let l = lineage(&log2, 4);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].unconfirmed_parent.as_deref(), Some("front"));
+    }
+
+    #[test]
+    fn a_spawn_record_naming_the_wrong_parent_record_is_refused() {
+        let front = record(0, "front", None);
+        let other = record(1, "other", None);
+        let good = from(&front, "req");
+        let cases: Vec<(SpawnProvenance, &str)> = vec![
+            (
+                SpawnProvenance {
+                    parent_digest: Some(format!("sha256:{}", "00".repeat(32))),
+                    ..good.clone()
+                },
+                "but that record's digest is",
+            ),
+            (
+                SpawnProvenance {
+                    parent: "other".into(),
+                    ..good.clone()
+                },
+                "which launched \"front\"",
+            ),
+            (
+                SpawnProvenance {
+                    parent_recnum: Some(9),
+                    ..good.clone()
+                },
+                "not earlier",
+            ),
+            (
+                SpawnProvenance {
+                    parent_recnum: Some(1),
+                    ..good.clone()
+                },
+                "which launched \"other\"",
+            ),
+        ];
+        for (p, why) in cases {
+            let log = vec![front.clone(), other.clone(), record(2, "req-1", Some(p))];
+            let err = check_provenance(&log).unwrap_err();
+            assert_eq!(err.code(), "provenance");
+            assert!(err.to_string().contains(why), "{why}: {err}");
+        }
+        // Positive control: the right record passes.
+        let log = vec![front, other, record(2, "req-1", Some(good))];
+        assert!(check_provenance(&log).is_ok());
+    }
 }

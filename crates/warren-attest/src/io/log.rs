@@ -356,6 +356,7 @@ mod tests {
             uid_base: 0,
             uid_count: 1,
             launched_at: 0,
+            spawn: None,
         }
     }
 

@@ -37,7 +37,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, Mode, OFlags};
 
 pub use crate::evidence::launch::{
-    DigestSource, ImageMeasurement, LaunchConfig, LaunchContent, LaunchMount, TREE_FORMAT,
+    DigestSource, ImageMeasurement, LaunchConfig, LaunchContent, LaunchMount, SpawnProvenance,
+    TREE_FORMAT,
 };
 
 /// Top-level directories of a root that every environment mounts over: recorded, not entered.

@@ -231,7 +231,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
-                            "boot": v.boot, "outcomes": v.outcomes })
+                            "boot": v.boot, "outcomes": v.outcomes, "lineage": v.lineage })
                 );
             } else {
                 println!(
@@ -242,6 +242,17 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                 );
                 if let Some((env, data)) = &v.subject {
                     println!("subject: environment {env}, data {}", hex::encode(data));
+                    for a in v.lineage.iter().skip(1) {
+                        println!("  spawned by: {} (record {})", a.name, a.recnum);
+                    }
+                    for a in &v.lineage {
+                        if let Some(t) = &a.template {
+                            println!("  {} was made from template {t}", a.name);
+                        }
+                        if let Some(p) = &a.unconfirmed_parent {
+                            println!("  {}'s spawner {p} is not confirmed by the log", a.name);
+                        }
+                    }
                 }
                 for o in v.outcomes.iter().filter(|o| o.outcome == "refused") {
                     println!(

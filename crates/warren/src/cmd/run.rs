@@ -136,6 +136,37 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
     })
 }
 
+/// `--spawned-by`, `--spawn-template` and `--parent-record`: the provenance the launch record
+/// states.
+fn spawn_provenance(args: &RunArgs) -> anyhow::Result<Option<warren_attest::SpawnProvenance>> {
+    let (Some(parent), Some(template)) = (&args.spawned_by, &args.spawn_template) else {
+        return Ok(None);
+    };
+    let (parent_recnum, parent_digest) = match args.parent_record.as_deref() {
+        None => (None, None),
+        Some(r) => {
+            let bad = || {
+                anyhow::anyhow!(
+                    "invalid --parent-record {r:?}: expected RECNUM:sha256:HEX (64 hex digits)"
+                )
+            };
+            let (n, digest) = r.split_once(':').ok_or_else(bad)?;
+            let n: u64 = n.parse().map_err(|_| bad())?;
+            let hex = digest.strip_prefix("sha256:").ok_or_else(bad)?;
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            (Some(n), Some(digest.to_owned()))
+        }
+    };
+    Ok(Some(warren_attest::SpawnProvenance {
+        parent: parent.clone(),
+        template: template.clone(),
+        parent_recnum,
+        parent_digest,
+    }))
+}
+
 /// `-v` then `--mount`, each checked for form.
 fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
     let mut out = Vec::new();
@@ -594,6 +625,10 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             .and_then(|i| i.resolved.record.tree_digest.clone()),
         mounts,
     };
+    let spawn = match spawn_provenance(&args) {
+        Ok(s) => s,
+        Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
+    };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
     let log_len = warren_attest::outcome::log_len(state_dir);
@@ -602,7 +637,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
          applied: &warren_sandbox::Applied,
          env: &[(String, String)]|
          -> Result<warren_sandbox::Measurement, Box<dyn std::error::Error + Send + Sync>> {
-            crate::measure::measure_and_record(plan, applied, env, &state).map_err(Into::into)
+            crate::measure::measure_and_record(plan, applied, env, &state, spawn.as_ref())
+                .map_err(Into::into)
         };
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
         Ok(r) => r,

@@ -4,7 +4,7 @@
 //! A spawned child is started like a managed environment: a `warren run` launcher process with
 //! the spec [`child_spec`](crate::template::child_spec) makes from its template and the
 //! spawner's choices, supervised (stopped, escalated, reaped) by the same code. It differs in
-//! five places, each a call from the general code into this module:
+//! these places, each a call from the general code into this module:
 //! - **registration** ([`Daemon::register_env`]): when the launcher registers, the kernel is
 //!   told the spawn succeeded (`Kernel::spawned`), which installs the initial names and answers
 //!   the spawner, instead of adding a fresh environment;
@@ -14,14 +14,16 @@
 //!   fails the spawn (`spawn-failed`);
 //! - **no restart, nothing kept**: a child that ended leaves the managed set (it is not
 //!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
-//! - **apply** leaves children alone: they are not declared in the manifest.
-//!
+//! - **apply** leaves children alone: they are not declared in the manifest;
 //! - **the cgroup**: a linked child's launcher gets `--cgroup-parent` (its spawner's group,
 //!   [`Daemon::cgroup_group`]), so its cgroup nests under its spawner's and the spawner's
 //!   limits bound it; a spawner's own launcher gets `--cgroup-children`
-//!   ([`Managed::cgroup_placement`]). A detached child does not nest.
+//!   ([`Managed::cgroup_placement`]). A detached child does not nest;
+//! - **provenance**: the child's launcher gets `--spawned-by`, `--spawn-template` and
+//!   `--parent-record` (the spawner's launch record, read from its live record), which its
+//!   launch record states (`spawn`, docs/attestation.md).
 //!
-//! **Not built yet** (issue 16): its launch record does not name its parent's, and a
+//! **Not built yet** (issue 16): a
 //! kernel restart does not restore links and initial names: children spawned under the previous
 //! kernel are stopped when the new one starts ([`Daemon::end_orphaned_children`]). Templates come from `warren up
 //! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
@@ -103,6 +105,13 @@ impl Daemon {
         }
         let mut managed = Managed::new(child_spec(t, order));
         managed.spawned_by = Some(order.parent_name.clone());
+        let (parent_recnum, parent_digest) = self.launch_record_of(&order.parent_name).unzip();
+        managed.provenance = Some(warren_attest::SpawnProvenance {
+            parent: order.parent_name.clone(),
+            template: order.template.clone(),
+            parent_recnum,
+            parent_digest,
+        });
         if !order.detach {
             // Linked: its cgroup nests under its spawner's, whose limits then bound it.
             match self.cgroup_group(&order.parent_name) {
@@ -128,6 +137,19 @@ impl Daemon {
                 self.kernel.spawn_failed(order.ticket, &why, now);
             }
         }
+    }
+
+    /// The launch record (number, `sha256:` digest) of running environment `name`, as its
+    /// launcher wrote it in its live record (`<state>/envs/NAME.lock`, read by `ps` and
+    /// `inspect` too).
+    fn launch_record_of(&self, name: &str) -> Option<(u64, String)> {
+        let path = self.state_dir.join("envs").join(format!("{name}.lock"));
+        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        let m = record.get("applied")?.get("measurement")?;
+        Some((
+            m.get("recnum")?.as_u64()?,
+            m.get("digest")?.as_str()?.to_owned(),
+        ))
     }
 
     /// The cgroup group of spawner `name` (relative to Warren's `warren` cgroup), which must

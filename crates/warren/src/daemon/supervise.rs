@@ -14,7 +14,7 @@ use warren_spec::{Action as PlanAction, EnvName, Manifest, Observed, SpaceSpec};
 
 use super::Daemon;
 use crate::control::ControlResponse;
-use crate::supervisor::{AfterExit, Managed, State, after_exit, launcher_args};
+use crate::supervisor::{AfterExit, Managed, State, after_exit, launcher_args, provenance_args};
 
 /// Seconds between the second SIGTERM (which makes the launcher kill its workload) and a
 /// SIGKILL of the launcher itself.
@@ -105,8 +105,13 @@ impl Daemon {
             .map_err(|e| format!("open {}: {e}", log_path.display()))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
         use std::os::unix::process::CommandExt;
+        let mut args = launcher_args(name, &m.spec, &m.cgroup_placement());
+        if let Some(p) = &m.provenance {
+            // Options, so before `-- COMMAND`: after `run --name NAME`.
+            args.splice(3..3, provenance_args(p));
+        }
         let child = Command::new(&self.exe)
-            .args(launcher_args(name, &m.spec, &m.cgroup_placement()))
+            .args(args)
             .env("WARREN_STATE_DIR", &self.state_dir)
             .stdin(Stdio::null())
             .stdout(log)
