@@ -1779,6 +1779,17 @@ rw,nsdelegate,memory_recursiveprot
             )),
             "0"
         );
+        // A child without limits of its own: still under every limit hierarchy, but not in the
+        // view-only ones (each v1 mkdir and rmdir takes the host-wide cgroup mutex).
+        let plain = layout
+            .create_placed("req-0", &under("front"), &Limits::default())
+            .unwrap();
+        let plain_dirs: Vec<PathBuf> = ["memory", "pids", "cpu"]
+            .iter()
+            .map(|h| cg(tmp.path(), &format!("{h}/warren/front/children/req-0")))
+            .collect();
+        assert_eq!(plain.paths(), plain_dirs);
+        std::mem::forget(plain);
         // The parent's processes join `self`, never the group.
         parent.add_process(4242).unwrap();
         assert_eq!(read(own.join("cgroup.procs")), "4242");

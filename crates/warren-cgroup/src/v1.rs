@@ -57,9 +57,18 @@ pub(super) fn create(
     if wanted.is_empty() {
         wanted.push("pids");
     }
-    if limits.memory.is_some() || limits.cpu.is_some() || placement.nested() {
+    // (Not for a nested group without such limits of its own: every v1 mkdir and rmdir takes
+    // the host-wide cgroup mutex, about 6 ms each here, and a tree multiplies them.)
+    if limits.memory.is_some() || limits.cpu.is_some() {
+        // Under a parent, only where the parent's group is (a view is not a limit).
+        let parent_has = |h: &super::V1Hierarchy| {
+            placement
+                .parent
+                .as_ref()
+                .is_none_or(|p| h.mount_point.join(super::PARENT).join(p).is_dir())
+        };
         for c in VIEW_HIERARCHIES {
-            if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some() {
+            if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some_and(parent_has) {
                 wanted.push(c);
             }
         }

@@ -127,8 +127,13 @@ impl Daemon {
 
     /// The log of `name` once it contains `marker`.
     fn log_with(&self, name: &str, marker: &str) -> String {
+        self.log_within(name, marker, 60)
+    }
+
+    /// [`Daemon::log_with`], waiting at most `secs` seconds.
+    fn log_within(&self, name: &str, marker: &str, secs: u64) -> String {
         let mut text = String::new();
-        self.wait(&format!("{marker:?} in the log of {name}"), 60, || {
+        self.wait(&format!("{marker:?} in the log of {name}"), secs, || {
             let o = self.warren().args(["logs", name]).output().unwrap();
             text = stdout(&o) + &stderr(&o);
             text.contains(marker)
@@ -616,5 +621,83 @@ fn a_childs_quote_shows_which_environment_made_it_from_which_template() {
             (child.clone(), Value::from(template.as_str())),
             (maker.clone(), Value::Null)
         ]
+    );
+}
+
+/// `warren stop` of a parent with 150 linked children finishes in bounded time and leaves no
+/// child, no launcher and no cgroup behind (bench/spawn.sh once hung here with hundreds).
+/// `WARREN_TEST_CHILDREN=N` runs it with N children instead.
+#[test]
+fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
+    msg_bin();
+    let children: usize = std::env::var("WARREN_TEST_CHILDREN")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(150);
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, template) = (unique("many"), unique("kid"));
+    let manifest = format!(
+        "[template.{template}]\nimage = {root:?}\ncommand = {}\nmax_instances = {}\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\npids = 8192\n\
+         may_spawn = [\"{template}\"]\n",
+        sh("sleep 600"),
+        children + 10,
+        sh(&format!(
+            "n=0; for i in $(seq {children}); do warren-msg spawn {template} --name c$i \
+             >/dev/null && n=$((n+1)); done; echo ready $n; sleep 600"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let out = d.log_within(&parent, "ready", 60 + children as u64 / 2);
+    assert!(out.contains(&format!("ready {children}")), "{out}");
+    let kids = |d: &Daemon| {
+        d.names()
+            .iter()
+            .filter(|n| n.starts_with(&format!("{template}-")))
+            .count()
+    };
+    d.wait("every child to run", 60, || kids(&d) == children);
+    let group = Path::new("/sys/fs/cgroup/pids/warren").join(&parent);
+    let launchers = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    let c = String::from_utf8_lossy(&c);
+                    c.contains(&format!("\0--name\0{template}-"))
+                })
+            })
+            .count()
+    };
+    assert_eq!(launchers(), children);
+
+    let start = Instant::now();
+    let o = d
+        .warren()
+        .args(["stop", "-t", "1", &parent])
+        .output()
+        .unwrap();
+    let stop_took = start.elapsed();
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.wait("every child and launcher to be gone", 60, || {
+        kids(&d) == 0 && launchers() == 0
+    });
+    let all_gone = start.elapsed();
+    eprintln!(
+        "stop of a parent with {children} children: `warren stop` returned after {stop_took:?}, \
+         everything gone after {all_gone:?}"
+    );
+    assert!(
+        stop_took < Duration::from_secs(30),
+        "warren stop took {stop_took:?}"
+    );
+    assert!(all_gone < Duration::from_secs(60));
+    assert!(!group.exists(), "{} left behind", group.display());
+    assert!(
+        d.ps()
+            .keys()
+            .all(|n| !n.starts_with(&format!("{template}-")))
     );
 }
