@@ -693,7 +693,7 @@ fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
         stop_took < Duration::from_secs(30),
         "warren stop took {stop_took:?}"
     );
-    assert!(all_gone < Duration::from_secs(60));
+    assert!(all_gone < Duration::from_secs(30), "{all_gone:?}");
     assert!(!group.exists(), "{} left behind", group.display());
     assert!(
         d.ps()

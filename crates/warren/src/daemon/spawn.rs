@@ -54,6 +54,11 @@ pub(super) struct Spawns {
     /// Children whose launcher closed its control connection while still running: removed
     /// from the kernel when the launcher's exit status is known.
     ending: BTreeMap<String, EnvId>,
+    /// The registry changed for children and is saved at the end of this loop turn
+    /// ([`Daemon::save_children`]): one save for every spawn and exit of the turn, not one
+    /// each (a save writes every managed environment: with hundreds of children, saving on
+    /// each exit made stopping a parent quadratic).
+    unsaved: bool,
 }
 
 impl Spawns {
@@ -128,8 +133,8 @@ impl Daemon {
                 tracing::info!(parent = %order.parent_name, "spawning {name}");
                 self.spawns.starting.insert(name.clone(), order.ticket);
                 self.spawns.children.insert(name);
-                // Persisted at once: a kernel restart must find every child's launcher.
-                self.save();
+                // Persisted this turn: a kernel restart must find every child's launcher.
+                self.spawns.unsaved = true;
             }
             Err(e) => {
                 self.registry.envs.remove(&name);
@@ -168,6 +173,24 @@ impl Daemon {
             ));
         }
         Ok(placement.group(name))
+    }
+
+    /// Saves the registry if a spawn or a child's exit changed it this turn (called once per
+    /// loop turn, from the supervisor's tick).
+    pub(super) fn save_children(&mut self) {
+        if std::mem::take(&mut self.spawns.unsaved) {
+            self.save();
+        }
+    }
+
+    /// Whether a registry change waits for [`Daemon::save_children`].
+    pub(super) fn spawns_unsaved(&self) -> bool {
+        self.spawns.unsaved
+    }
+
+    /// A child's exit changed the registry: saved at the end of the turn.
+    pub(super) fn child_changed(&mut self) {
+        self.spawns.unsaved = true;
     }
 
     /// At start, before re-adoption: children spawned under a previous kernel cannot be given

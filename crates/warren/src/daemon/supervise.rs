@@ -87,7 +87,9 @@ impl Daemon {
             .iter()
             .filter(|(n, m)| m.state == State::Restarting && !self.runtime.contains_key(*n))
             .filter_map(|(_, m)| m.restart_at);
-        stops.chain(restarts).min()
+        // A registry change left for the end of a turn that already passed: at once.
+        let save = self.spawns_unsaved().then(|| self.now());
+        stops.chain(restarts).chain(save).min()
     }
 
     /// Start launcher `name` (its spec is in the registry).
@@ -170,6 +172,7 @@ impl Daemon {
 
     /// Escalate due stops and start due restarts.
     pub(super) fn supervise_tick(&mut self) {
+        self.save_children();
         let now = self.now();
         for rt in self.runtime.values_mut() {
             if let Some(s) = rt.stopping.as_mut() {
@@ -233,7 +236,7 @@ impl Daemon {
             _ => 255,
         };
         if self.child_exited(&name, code) {
-            self.save();
+            self.child_changed();
             self.finish_waiting(&name, |_| "exited".to_owned());
             return;
         }
