@@ -2187,6 +2187,47 @@ rw,nsdelegate,memory_recursiveprot
     }
 
     #[test]
+    fn real_v2_a_parents_destroy_kills_and_removes_its_childrens_groups() {
+        // The unified mount of this host (no limit controllers): the nested layout, the
+        // processes in `self` and in a child, and the subtree's kill and removal.
+        let layout = match Layout::discover(Path::new("/proc/self/mountinfo"), Path::new("/")) {
+            Ok(layout) if rustix::process::geteuid().is_root() => layout,
+            _ => {
+                eprintln!("skipped: needs root and cgroup mounts");
+                return;
+            }
+        };
+        let Some(unified) = layout.unified().cloned() else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let v2_only = Layout {
+            v1: Vec::new(),
+            v2: Some(unified),
+        };
+        let front = unique_leaf();
+        let parent = v2_only
+            .create_placed(&front, &holder(), &Limits::default())
+            .unwrap();
+        let child = v2_only
+            .create_placed("c", &under(&front), &Limits::default())
+            .unwrap();
+        let group = parent.paths()[0].clone();
+        let mut own = Reap(Command::new("sleep").arg("30").spawn().unwrap());
+        let mut kid = Reap(Command::new("sleep").arg("30").spawn().unwrap());
+        parent.add_process(own.0.id() as i32).unwrap();
+        child.add_process(kid.0.id() as i32).unwrap();
+        assert_eq!(pids_in(&group.join("self")), [own.0.id() as i32]);
+        assert_eq!(pids_in(&group.join("children/c")), [kid.0.id() as i32]);
+        assert!(pids_in(&group).is_empty(), "no process in the group itself");
+        std::mem::forget(child);
+        parent.destroy().unwrap();
+        assert_eq!(exit_signal(&mut own.0), Some(9));
+        assert_eq!(exit_signal(&mut kid.0), Some(9));
+        assert!(!group.exists(), "{} left behind", group.display());
+    }
+
+    #[test]
     fn real_v2_kill_on_the_unified_mount() {
         // This host's cgroup2 mount offers no memory, pids or cpu, but it does have cgroup.kill:
         // enough to exercise the v2 create, add and kill path without limits.
