@@ -722,3 +722,76 @@ proptest! {
         }
     }
 }
+
+/// A kernel restart: what `kept_child` keeps lets a new kernel take the child back with the same
+/// handle numbers under the same names, its link (its parent's `down` keeps its reference, the
+/// parent's end stops it) and its template count; a name whose target registers after the child
+/// is dead meanwhile (`dead`) and designates the target again once it is back.
+#[test]
+fn a_restarted_kernel_takes_a_child_back_with_its_names_and_link() {
+    let (mut w, front, _store, _secret, req) = world();
+    let (spawned, child) = w.spawn(front, spawn_with(req, &[("db", 2), ("parent", 1)]));
+    let before = w.whoami(child);
+    let kept = w.k.kept_child(child).expect("a spawned child is kept");
+    assert_eq!(kept.parent, "front");
+    assert_eq!(kept.template, "req");
+    assert_eq!(kept.reference, spawned.reference);
+    let targets: Vec<(&str, Option<&str>)> = kept
+        .names
+        .iter()
+        .map(|n| (n.name.as_str(), n.target.as_deref()))
+        .collect();
+    assert_eq!(targets, [("db", Some("store")), ("parent", Some("front"))]);
+    assert!(w.k.kept_child(front).is_none(), "front was declared");
+
+    // The new kernel: front registers, the child comes back before `store` does.
+    let mut v = World::new(vec![template("req")]);
+    let front2 = v.add("front", &["store", "secret"], &["req"]);
+    let child2 = v.k.readopt_child("req-1", &kept, v.now).unwrap();
+    v.k.relink_children(child2);
+    v.pump();
+    assert_eq!(
+        v.whoami(child2),
+        before,
+        "the same handles under the same names"
+    );
+    assert_eq!(v.k.parent_of(child2), Some(front2));
+    assert_eq!(v.k.template_live("req"), Some(1));
+    assert_eq!(
+        match v.send(child2, 2, b"early") {
+            Response::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        },
+        ErrorCode::Dead,
+        "store is not back yet"
+    );
+    let store2 = v.add("store", &[], &[]);
+    v.k.relink_children(store2);
+    assert_eq!(v.send(child2, 2, b"put"), Response::Ok);
+    assert_eq!(v.recv(store2).expect("store got it").body, b"put");
+    assert_eq!(v.send(child2, 3, b"hi"), Response::Ok);
+    assert_eq!(v.recv(front2).expect("front got it").body, b"hi");
+
+    // The link: the child's end is its parent's `down`, with the old reference.
+    v.k.set_exit_status(child2, ExitStatus::Code(7));
+    v.k.remove_env(child2, v.now);
+    v.pump();
+    let down = v.recv(front2).expect("a down notice");
+    assert_eq!(down.down, Some(spawned.reference));
+    assert_eq!(v.k.template_live("req"), Some(0));
+    // A new monitor of the new kernel never reuses the reference.
+    let req2 = v.handle_of(front2, "template:req");
+    let (again, _) = v.spawn(front2, spawn_with(req2, &[]));
+    assert!(again.reference > spawned.reference);
+
+    // A child taken back before its parent: linked when the parent registers, stopped with it.
+    let mut u = World::new(vec![template("req")]);
+    let early = u.k.readopt_child("req-1", &kept, u.now).unwrap();
+    assert_eq!(u.k.parent_of(early), None);
+    let front3 = u.add("front", &["store", "secret"], &["req"]);
+    u.k.relink_children(front3);
+    assert_eq!(u.k.parent_of(early), Some(front3));
+    u.k.remove_env(front3, u.now);
+    u.pump();
+    assert!(u.stops.iter().any(|(e, _)| *e == early), "{:?}", u.stops);
+}

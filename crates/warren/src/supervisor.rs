@@ -77,6 +77,10 @@ pub struct Managed {
     /// For a spawned child: what its launch record states about where it came from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<warren_attest::SpawnProvenance>,
+    /// For a running spawned child: what a restarted kernel needs to take it back (its link,
+    /// its spawner's `down` reference, its initial names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<warren_kernel::KeptChild>,
 }
 
 impl Managed {
@@ -94,6 +98,7 @@ impl Managed {
             spawned_by: None,
             cgroup_parent: None,
             provenance: None,
+            kept: None,
         }
     }
 

@@ -105,6 +105,33 @@ impl ExitStatus {
     }
 }
 
+/// One initial name of a child, as kept across a kernel restart ([`Kernel::kept_child`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptName {
+    /// The name.
+    pub name: String,
+    /// The environment whose default mailbox it designated; `None` if it designated anything
+    /// else (it cannot be restored, and comes back dead).
+    pub target: Option<String>,
+    /// Its rights (the protocol's bits).
+    pub rights: u32,
+}
+
+/// What a driver keeps of a running child across a kernel restart.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptChild {
+    /// Its spawner's name.
+    pub parent: String,
+    /// Its template.
+    pub template: String,
+    /// Whether it was detached.
+    pub detached: bool,
+    /// The reference of its spawner's `down` notice.
+    pub reference: u64,
+    /// Its initial names, in installation order.
+    pub names: Vec<KeptName>,
+}
+
 /// The header a child's `down` notice carries with its exit status.
 pub const EXIT_HEADER: &str = "warren-exit";
 
@@ -180,6 +207,12 @@ pub(super) struct SpawnState {
     may_spawn: BTreeMap<EnvId, Vec<String>>,
     /// Exit statuses the driver reported, until the environment is removed.
     exit: BTreeMap<EnvId, ExitStatus>,
+    /// Re-adopted children whose spawner has not registered with this kernel yet, by the
+    /// spawner's name.
+    unlinked: BTreeMap<String, Vec<EnvId>>,
+    /// Initial names of re-adopted children whose target had not registered again: by the
+    /// target's name, (child, handle, rights), re-pointed when it registers.
+    placeholders: BTreeMap<String, Vec<(EnvId, Handle, u32)>>,
     next_child: u64,
     max_children: usize,
 }
@@ -200,6 +233,8 @@ impl Default for SpawnState {
             names: BTreeMap::new(),
             may_spawn: BTreeMap::new(),
             exit: BTreeMap::new(),
+            unlinked: BTreeMap::new(),
+            placeholders: BTreeMap::new(),
             next_child: 1,
             max_children: DEFAULT_MAX_CHILDREN,
         }
@@ -429,7 +464,12 @@ impl Kernel {
 
     /// The environment that spawned `env`, while `env` runs linked or detached.
     pub fn parent_of(&self, env: EnvId) -> Option<EnvId> {
-        self.spawn.links.get(&env).map(|l| l.parent)
+        // A child taken back before its spawner registered again has no parent yet.
+        self.spawn
+            .links
+            .get(&env)
+            .map(|l| l.parent)
+            .filter(|p| *p != NOBODY)
     }
 
     /// The template `env` was spawned from.
@@ -454,6 +494,187 @@ impl Kernel {
     /// Live and starting children of template `name`, host-wide.
     pub fn template_live(&self, name: &str) -> Option<u32> {
         self.spawn.templates.get(name).map(|t| t.live)
+    }
+
+    // ----- a kernel restart -----
+
+    /// What the driver keeps of running child `env` so that a later kernel can take it back
+    /// ([`Kernel::readopt_child`]): its spawner, template, link, the reference of the spawner's
+    /// `down` notice and its initial names. `None` for an environment that was not spawned.
+    pub fn kept_child(&self, env: EnvId) -> Option<KeptChild> {
+        let link = self.spawn.links.get(&env)?;
+        let parent = self.envs.get(&link.parent).map(|e| e.name.to_string())?;
+        let names = self
+            .spawn
+            .names
+            .get(&env)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| !name.starts_with(TEMPLATE_PREFIX))
+            .map(|(name, handle)| {
+                let target = self.envs[&env]
+                    .table
+                    .get(handle)
+                    .map(|cap| self.caps.get(*cap))
+                    .and_then(|cap| {
+                        let mb = self.mailboxes.get(&cap.mailbox)?;
+                        let owner = self.envs.get(&mb.owner)?;
+                        (owner.default_mailbox == cap.mailbox)
+                            .then(|| (owner.name.to_string(), cap.rights))
+                    });
+                KeptName {
+                    name: name.clone(),
+                    target: target.as_ref().map(|t| t.0.clone()),
+                    rights: target.map_or(0, |t| t.1.0),
+                }
+            })
+            .collect();
+        Some(KeptChild {
+            parent,
+            template: link.template.clone(),
+            detached: link.detached,
+            reference: link.reference,
+            names,
+        })
+    }
+
+    /// A child spawned under a previous kernel whose launcher survived the restart registers
+    /// again: it gets its mailbox (handle 1), then its initial names in their order (so their
+    /// handle numbers are the ones it had), then its templates' SPAWN handles, and its link to
+    /// its spawner, whose `down` notice keeps its reference. A name whose target (the default
+    /// mailbox of an environment, by name) has not registered again yet designates a dead
+    /// mailbox until it does ([`Kernel::relink_children`]): sends through it fail with `dead`
+    /// meanwhile. A name that designated anything else cannot be restored and stays dead. If the spawner is not running, the child is linked when it registers
+    /// ([`Kernel::relink_children`]); the driver stops a linked child whose spawner does not
+    /// come back. The counts the child held (its template's `max_instances`) are charged again;
+    /// shares of restricted SPAWN handles are not (those handles ended with the old kernel).
+    pub fn readopt_child(
+        &mut self,
+        name: &str,
+        kept: &KeptChild,
+        now: Millis,
+    ) -> Result<EnvId, crate::KernelError> {
+        let capacity = self
+            .spawn
+            .templates
+            .get(&kept.template)
+            .and_then(|t| t.info.mailbox_capacity);
+        let spec = crate::EnvSpec {
+            name: name.to_owned(),
+            mailbox_capacity: capacity,
+            ..crate::EnvSpec::default()
+        };
+        let child = self.add_env(spec, now)?;
+        let mut named = Vec::with_capacity(kept.names.len());
+        for n in &kept.names {
+            let target = n
+                .target
+                .as_deref()
+                .and_then(|t| self.names.get(t))
+                .and_then(|e| self.envs.get(e))
+                .map(|e| e.default_mailbox);
+            let mut placeholder = false;
+            let mailbox = match target {
+                Some(mb) => mb,
+                None => {
+                    placeholder = true;
+                    let label: Arc<str> = Arc::from(n.target.as_deref().unwrap_or(&n.name));
+                    let designation: Box<str> = label.as_ref().into();
+                    let mb = self.new_mailbox(NOBODY, label, designation, None, 0);
+                    if let Some(m) = self.mailboxes.get_mut(&mb) {
+                        m.alive = false;
+                    }
+                    mb
+                }
+            };
+            let cap = self.mint(Self::root_spec(mailbox, Rights(n.rights)), None);
+            let handle = self.install(child, cap);
+            if let (true, Some(t)) = (placeholder, n.target.as_ref()) {
+                // Its target may simply not have registered again yet.
+                self.spawn
+                    .placeholders
+                    .entry(t.clone())
+                    .or_default()
+                    .push((child, handle, n.rights));
+            }
+            named.push((n.name.clone(), handle));
+        }
+        self.spawn.names.insert(child, named);
+        let may_spawn = self
+            .spawn
+            .templates
+            .get(&kept.template)
+            .map(|t| t.info.may_spawn.clone())
+            .unwrap_or_default();
+        if !may_spawn.is_empty() {
+            self.set_may_spawn(child, may_spawn);
+        }
+        if let Some(t) = self.spawn.templates.get_mut(&kept.template) {
+            t.live += 1;
+        }
+        self.next_monitor = self.next_monitor.max(kept.reference + 1);
+        let parent = self.names.get(&kept.parent).copied();
+        self.spawn.links.insert(
+            child,
+            Link {
+                parent: parent.unwrap_or(NOBODY),
+                template: kept.template.clone(),
+                budgets: Vec::new(),
+                detached: kept.detached,
+                reference: kept.reference,
+            },
+        );
+        match parent {
+            Some(p) => {
+                self.spawn.children.entry(p).or_default().insert(child);
+            }
+            None => {
+                self.spawn
+                    .unlinked
+                    .entry(kept.parent.clone())
+                    .or_default()
+                    .push(child);
+            }
+        }
+        Ok(child)
+    }
+
+    /// Environment `env` registered: the re-adopted children that named it as their spawner
+    /// before it was back are linked to it now, and their initial names that designate its
+    /// default mailbox (dead until now) designate it again, under the same handle numbers.
+    pub fn relink_children(&mut self, env: EnvId) {
+        let Some((name, mailbox)) = self
+            .envs
+            .get(&env)
+            .map(|e| (e.name.to_string(), e.default_mailbox))
+        else {
+            return;
+        };
+        for (child, handle, rights) in self.spawn.placeholders.remove(&name).unwrap_or_default() {
+            let Some(old) = self
+                .envs
+                .get(&child)
+                .and_then(|e| e.table.get(&handle).copied())
+            else {
+                continue;
+            };
+            let cap = self.mint(Self::root_spec(mailbox, Rights(rights)), None);
+            if let Some(e) = self.envs.get_mut(&child) {
+                e.table.insert(handle, cap);
+            }
+            self.release_cap(old);
+        }
+        for child in self.spawn.unlinked.remove(&name).unwrap_or_default() {
+            if let Some(link) = self.spawn.links.get_mut(&child) {
+                link.parent = env;
+                self.spawn.children.entry(env).or_default().insert(child);
+            }
+        }
+    }
+
+    /// The re-adopted children still waiting for spawner `parent` to register.
+    pub fn unlinked_children(&self, parent: &str) -> Vec<EnvId> {
+        self.spawn.unlinked.get(parent).cloned().unwrap_or_default()
     }
 
     // ----- requests -----

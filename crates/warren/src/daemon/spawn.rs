@@ -23,10 +23,12 @@
 //!   `--parent-record` (the spawner's launch record, read from its live record), which its
 //!   launch record states (`spawn`, docs/attestation.md).
 //!
-//! **Not built yet** (issue 16): a
-//! kernel restart does not restore links and initial names: children spawned under the previous
-//! kernel are stopped when the new one starts ([`Daemon::end_orphaned_children`]). Templates come from `warren up
-//! FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
+//! - **a kernel restart**: what the kernel needs to take a child back (link, `down`
+//!   reference, initial names) is kept in the registry ([`Managed::kept`]); a child whose
+//!   launcher survived registers again and gets them back ([`Daemon::register_env`]); a linked
+//!   child whose spawner did not survive is stopped ([`Daemon::settle_readopted_children`]).
+//!
+//! Templates come from `warren up FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,8 +51,11 @@ pub(super) struct Spawns {
     pub(super) templates: BTreeMap<String, TemplateSpec>,
     /// Children whose launcher runs but has not registered yet: the kernel's ticket.
     starting: BTreeMap<String, u64>,
-    /// Every child this daemon started that has not ended.
+    /// Every child this daemon started (or took back after a restart) that has not ended.
     children: BTreeSet<String>,
+    /// Children spawned under a previous kernel whose launchers run on: they register again
+    /// and are taken back with their links and names ([`Kernel::readopt_child`]).
+    readopting: BTreeSet<String>,
     /// Children whose launcher closed its control connection while still running: removed
     /// from the kernel when the launcher's exit status is known.
     ending: BTreeMap<String, EnvId>,
@@ -193,26 +198,59 @@ impl Daemon {
         self.spawns.unsaved = true;
     }
 
-    /// At start, before re-adoption: children spawned under a previous kernel cannot be given
-    /// back their initial names and links yet, so they do not survive the restart. A child
-    /// whose launcher still runs is re-adopted and stopped at once (then forgotten); one whose
-    /// launcher is gone is forgotten.
+    /// At start, before re-adoption: children spawned under a previous kernel. Those whose
+    /// link and names were kept ([`Managed::kept`]) are taken back when their launchers
+    /// register again; the others (kept by an older kernel, or never registered) are stopped
+    /// once re-adopted, then forgotten. Returns those to stop.
     pub(super) fn end_orphaned_children(&mut self) -> Vec<String> {
-        let orphans: Vec<String> = self
+        let mut orphans = Vec::new();
+        let children: Vec<(String, bool)> = self
             .registry
             .envs
             .iter()
             .filter(|(_, m)| m.spawned_by.is_some())
-            .map(|(n, _)| n.clone())
+            .map(|(n, m)| (n.clone(), m.kept.is_some()))
             .collect();
-        for name in &orphans {
-            tracing::warn!(
-                "{name} was spawned under the previous kernel: spawned children do not survive a \
-                 kernel restart yet; stopping it"
-            );
+        for (name, kept) in children {
             self.spawns.children.insert(name.clone());
+            if kept {
+                self.spawns.readopting.insert(name);
+            } else {
+                tracing::warn!(
+                    "{name} was spawned under the previous kernel but its links were not kept; \
+                     stopping it"
+                );
+                orphans.push(name);
+            }
         }
         orphans
+    }
+
+    /// After re-adoption: a re-adopted child whose launcher is gone is forgotten, and a linked
+    /// one whose spawner was not re-adopted (it ended with or before the old kernel) is stopped,
+    /// as its spawner's end would have stopped it. `readopted` are the launchers found running.
+    pub(super) fn settle_readopted_children(
+        &mut self,
+        readopted: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let mut stop = Vec::new();
+        for name in self.spawns.readopting.clone() {
+            if !readopted.contains(&name) {
+                self.spawns.forget(&name);
+                self.registry.envs.remove(&name);
+                continue;
+            }
+            let Some(kept) = self.registry.envs.get(&name).and_then(|m| m.kept.clone()) else {
+                continue;
+            };
+            if !kept.detached && !readopted.contains(&kept.parent) {
+                tracing::info!("{name}: its spawner {} ended; stopping it", kept.parent);
+                stop.push(name);
+            } else {
+                tracing::info!("{name} (spawned by {}) taken back", kept.parent);
+            }
+        }
+        stop
     }
 
     /// `Action::Stop`: stop an environment this daemon supervises (SIGTERM, then SIGKILL after
@@ -225,12 +263,34 @@ impl Daemon {
 
     /// A launcher registers: a starting child completes its spawn; anything else is a new
     /// environment.
+    ///
+    /// A child spawned under a previous kernel is taken back with its link and names; a child
+    /// that starts keeps what a later kernel will need for that ([`Managed::kept`]); and any
+    /// environment that registers gets the taken-back children that named it as spawner.
     pub(super) fn register_env(&mut self, spec: EnvSpec) -> Result<EnvId, KernelError> {
         let now = self.now();
-        match self.spawns.starting.remove(&spec.name) {
-            Some(ticket) => self.kernel.spawned(ticket, now),
-            None => self.kernel.add_env(spec, now),
-        }
+        let name = spec.name.clone();
+        let kept = self
+            .spawns
+            .readopting
+            .remove(&name)
+            .then(|| self.registry.envs.get(&name).and_then(|m| m.kept.clone()))
+            .flatten();
+        let env = match (self.spawns.starting.remove(&name), kept) {
+            (Some(ticket), _) => {
+                let env = self.kernel.spawned(ticket, now)?;
+                let kept = self.kernel.kept_child(env);
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    m.kept = kept;
+                    self.spawns.unsaved = true;
+                }
+                env
+            }
+            (None, Some(kept)) => self.kernel.readopt_child(&name, &kept, now)?,
+            (None, None) => self.kernel.add_env(spec, now)?,
+        };
+        self.kernel.relink_children(env);
+        Ok(env)
     }
 
     /// A launcher's control connection closed: whether the kernel should forget the

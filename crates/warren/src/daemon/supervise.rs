@@ -581,6 +581,7 @@ impl Daemon {
     pub(super) fn adopt_all(&mut self) {
         let orphans = self.end_orphaned_children();
         let names: Vec<String> = self.registry.envs.keys().cloned().collect();
+        let mut readopted = BTreeSet::new();
         for name in names {
             let (state, pid) = {
                 let m = &self.registry.envs[&name];
@@ -640,13 +641,15 @@ impl Daemon {
                             "re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
                             pid.unwrap_or(0)
                         );
+                        readopted.insert(name.clone());
                     }
                 }
                 (None, _) if orphans.contains(&name) => {
                     self.spawns.forget(&name);
                     self.registry.envs.remove(&name);
                 }
-                (None, State::Running | State::Restarting) => {
+                // A child is never started again from the registry: it was spawned.
+                (None, State::Running | State::Restarting) if !self.spawns.is_child(&name) => {
                     tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
                         tracing::warn!("start of {name} failed: {e}");
@@ -655,7 +658,8 @@ impl Daemon {
                 (None, _) => {}
             }
         }
-        for name in orphans {
+        let unlinked = self.settle_readopted_children(&readopted);
+        for name in orphans.into_iter().chain(unlinked) {
             if self.runtime.contains_key(&name) {
                 self.begin_stop(&name, 0, AfterStop::Forget);
             }
