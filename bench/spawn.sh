@@ -113,6 +113,9 @@ cat >>"$work/live.toml" <<TOML
 image = "$R"
 command = ["/bin/warren-spawn-bench", "live", "idle", "$LIVE"]
 may_spawn = ["idle"]
+# Its linked children's cgroups nest under its own, so its pids limit counts their processes
+# (an init and the workload each) too.
+pids = $((LIVE * 4 + 64))
 TOML
 w apply "$work/live.toml" >/dev/null || die "apply of the holder failed"
 ready=
