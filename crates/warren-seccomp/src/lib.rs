@@ -46,11 +46,19 @@ pub use policy::{Arch, MAX_PROGRAM_LEN, Profile, SeccompError};
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// A seccomp program compiled from the policy at build time, for one architecture.
+///
+/// Each architecture has two: the plain program, whose refusals return the errno themselves
+/// (`ret ERRNO(EPERM)`), and its *notifying* variant ([`Program::host_notifying`]), the same
+/// instructions with every such `ret` turned into `ret USER_NOTIF`, so that the launcher (the
+/// filter's listener) sees each refused call, logs it and answers the same errno
+/// ([`Program::refusal_errno`]). Launches install the notifying variant when the kernel has
+/// `SECCOMP_RET_USER_NOTIF`.
 #[derive(Debug)]
 pub struct Program {
     arch: Arch,
     filter: &'static [sock_filter],
     digest: &'static str,
+    notifying: bool,
 }
 
 /// The program for x86_64.
@@ -58,6 +66,7 @@ static X86_64: Program = Program {
     arch: Arch::X86_64,
     filter: &X86_64_FILTER,
     digest: X86_64_DIGEST,
+    notifying: false,
 };
 
 /// The program for aarch64.
@@ -65,6 +74,23 @@ static AARCH64: Program = Program {
     arch: Arch::Aarch64,
     filter: &AARCH64_FILTER,
     digest: AARCH64_DIGEST,
+    notifying: false,
+};
+
+/// The notifying program for x86_64.
+static X86_64_NOTIFY: Program = Program {
+    arch: Arch::X86_64,
+    filter: &X86_64_NOTIFY_FILTER,
+    digest: X86_64_NOTIFY_DIGEST,
+    notifying: true,
+};
+
+/// The notifying program for aarch64.
+static AARCH64_NOTIFY: Program = Program {
+    arch: Arch::Aarch64,
+    filter: &AARCH64_NOTIFY_FILTER,
+    digest: AARCH64_NOTIFY_DIGEST,
+    notifying: true,
 };
 
 impl Program {
@@ -79,6 +105,31 @@ impl Program {
             Arch::X86_64 => &X86_64,
             Arch::Aarch64 => &AARCH64,
         }
+    }
+
+    /// The notifying variant of [`Program::host`]: refusals go to the filter's listener.
+    pub fn host_notifying() -> &'static Program {
+        Program::for_arch_notifying(Arch::host())
+    }
+
+    /// The notifying variant of [`Program::for_arch`].
+    pub fn for_arch_notifying(arch: Arch) -> &'static Program {
+        match arch {
+            Arch::X86_64 => &X86_64_NOTIFY,
+            Arch::Aarch64 => &AARCH64_NOTIFY,
+        }
+    }
+
+    /// Whether refused calls go to the filter's listener (`SECCOMP_RET_USER_NOTIF`), which must
+    /// then answer them with [`Program::refusal_errno`].
+    pub fn notifying(&self) -> bool {
+        self.notifying
+    }
+
+    /// The errno every refused call gets (`EPERM`): returned by the plain program itself, and by
+    /// the listener for the notifying one.
+    pub fn refusal_errno() -> i32 {
+        REFUSAL_ERRNO as i32
     }
 
     /// The architecture the program checks for.
@@ -115,6 +166,11 @@ impl Program {
     }
 }
 
+/// The name of system call `nr` on `arch` (`None` for a number the tables do not have).
+pub fn syscall_name(arch: Arch, nr: u32) -> Option<&'static str> {
+    syscalls::name(arch, nr)
+}
+
 /// The bytes of `filter` in the layout `seccomp(2)` reads (see [`Program::bytes`]).
 pub fn encode(filter: &[sock_filter]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(filter.len() * 8);
@@ -146,6 +202,12 @@ mod program_tests {
             assert_eq!(built.arch(), arch);
             assert_eq!(built.bytes(), encode(&fresh), "{arch}: stale build output");
             assert!(built.instructions().len() <= MAX_PROGRAM_LEN);
+            let notify = Program::for_arch_notifying(arch);
+            assert_eq!(
+                notify.bytes(),
+                encode(&bpf::notifying(&fresh, profile.default_errno())),
+                "{arch}: stale notifying build output"
+            );
         }
         assert_eq!(Program::policy_digest(), profile.policy_digest());
     }
@@ -169,6 +231,45 @@ mod program_tests {
         let first = &host.instructions()[..2];
         assert_eq!((first[0].code, first[0].k), (0x20, 4));
         assert_eq!(first[1].k, Arch::host().audit_arch());
+    }
+
+    #[test]
+    fn the_notifying_programs_differ_only_in_the_refusal_answer() {
+        let eperm = 0x0005_0000 | REFUSAL_ERRNO;
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let plain = Program::for_arch(arch);
+            let notify = Program::for_arch_notifying(arch);
+            assert!(!plain.notifying() && notify.notifying());
+            assert_eq!(notify.digest(), digest_of(&notify.bytes()), "{arch}");
+            assert_ne!(plain.digest(), notify.digest(), "{arch}");
+            let (a, b) = (plain.instructions(), notify.instructions());
+            assert_eq!(a.len(), b.len(), "{arch}");
+            let mut changed = 0;
+            for (x, y) in a.iter().zip(b) {
+                if x.code == 0x06 && x.k == eperm {
+                    assert_eq!((y.code, y.jt, y.jf, y.k), (0x06, 0, 0, 0x7fc0_0000));
+                    changed += 1;
+                } else {
+                    assert_eq!((x.code, x.jt, x.jf, x.k), (y.code, y.jt, y.jf, y.k));
+                }
+            }
+            assert!(
+                changed >= 1,
+                "{arch}: the program has a refusal to hand over"
+            );
+            // clone3's ENOSYS and the foreign-architecture kill stay in the program.
+            assert!(b.iter().any(|i| i.code == 0x06 && i.k == 0x0005_0026));
+            assert!(b.iter().any(|i| i.code == 0x06 && i.k == 0x8000_0000));
+        }
+        assert_eq!(Program::refusal_errno(), 1);
+    }
+
+    #[test]
+    fn syscall_names_come_from_the_tables() {
+        assert_eq!(syscall_name(Arch::X86_64, 250), Some("keyctl"));
+        assert_eq!(syscall_name(Arch::X86_64, 39), Some("getpid"));
+        assert_eq!(syscall_name(Arch::Aarch64, 172), Some("getpid"));
+        assert_eq!(syscall_name(Arch::X86_64, 0x4000_0027), None);
     }
 
     #[test]

@@ -641,7 +641,14 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
         (c, _) => c,
     };
-    let exit = match running.wait() {
+    // Refused system calls are explained on the launcher's standard error: the terminal for
+    // `warren run`, `<state>/logs/NAME.log` (so `warren logs`) for `-d` and managed environments.
+    // One write per line, so that it does not interleave with the workload's own output.
+    let mut log_refusal = |line: &str| {
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
+    };
+    let exit = match running.wait(&mut log_refusal) {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
@@ -656,6 +663,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             "{}",
             json!({ "name": applied.name, "exit_code": exit.code, "signal": exit.signal,
                     "oom_killed": exit.oom_killed, "pids_limit_hit": exit.pids_limit_hit,
+                    "seccomp_refusals": exit.seccomp_refusals.iter()
+                        .map(|(name, count)| json!({ "syscall": name, "count": count }))
+                        .collect::<Vec<_>>(),
                     "applied": applied })
         );
     }
@@ -754,6 +764,25 @@ fn end_reasons(
                 exit.code
             ),
         });
+    }
+    if exit.signal == Some(31) {
+        // The filter kills only calls made through another architecture's entry point; the
+        // kernel does not say which call it was.
+        out.push(
+            "killed by seccomp (SIGSYS): a system call through another architecture's entry \
+             point (i386 `int 0x80`, AArch32), which Warren's filter kills; the syscall number \
+             is not reported by the kernel"
+                .to_owned(),
+        );
+    }
+    let repeated: Vec<String> = exit
+        .seccomp_refusals
+        .iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, n)| format!("{name} {n} times"))
+        .collect();
+    if !repeated.is_empty() {
+        out.push(format!("seccomp refused: {}", repeated.join(", ")));
     }
     if exit.pids_limit_hit {
         let limit = pids.map_or_else(|| "?".to_owned(), |n| n.to_string());
