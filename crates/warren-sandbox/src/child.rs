@@ -28,7 +28,7 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub mailbox: Option<OwnedFd>,
     pub report: OwnedFd,
-    pub seccomp: Option<&'static warren_seccomp::Program>,
+    pub seccomp: Option<&'a warren_seccomp::Program>,
     /// For a notifying seccomp program: the socket its listener goes to the parent over.
     pub listener_sock: Option<OwnedFd>,
     pub attach: Option<&'a warren_cgroup::AttachHandles>,
@@ -49,7 +49,7 @@ pub(crate) struct ChildContext<'a> {
 /// over `listener_sock` and is closed here at once: the workload never holds it, so it cannot
 /// answer (and so allow) its own refused calls.
 fn install_seccomp(
-    prog: &'static warren_seccomp::Program,
+    prog: &warren_seccomp::Program,
     listener_sock: Option<OwnedFd>,
 ) -> StepResult<()> {
     if !prog.notifying() {

@@ -313,14 +313,13 @@ fn check_features(plan: &LaunchPlan, fault: Fault) -> Result<Features, LaunchErr
 /// launcher (see `refusals`). Nothing to parse, read or compile here, and the digest recorded
 /// is that of the very instructions installed. `None` when seccomp is allowed to be missing and
 /// is.
-fn seccomp_program(
+fn seccomp_program<'p>(
+    plan: &'p LaunchPlan,
     features: &mut Features,
     fault: Fault,
-) -> Result<Option<&'static warren_seccomp::Program>, LaunchError> {
-    let program = if features.seccomp_notify {
-        Some(warren_seccomp::Program::host_notifying())
-    } else if features.seccomp {
-        Some(warren_seccomp::Program::host())
+) -> Result<Option<&'p warren_seccomp::Program>, LaunchError> {
+    let program = if features.seccomp {
+        Some(plan.seccomp.program(features.seccomp_notify))
     } else {
         features.degraded.insert(Protection::Seccomp);
         None
@@ -444,7 +443,7 @@ fn fork(
     plan: &LaunchPlan,
     staging: PathBuf,
     mailbox: Option<OwnedFd>,
-    seccomp: Option<&'static warren_seccomp::Program>,
+    seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
     taken: &mut Taken,
     fault: Fault,
@@ -587,7 +586,7 @@ fn record(
     plan: &LaunchPlan,
     pid: i32,
     features: &Features,
-    seccomp: Option<&'static warren_seccomp::Program>,
+    seccomp: Option<&warren_seccomp::Program>,
     taken: &Taken,
 ) -> Applied {
     let mut applied = crate::applied::initial(
@@ -595,7 +594,7 @@ fn record(
         pid,
         features.landlock_abi,
         seccomp
-            .unwrap_or_else(|| warren_seccomp::Program::host())
+            .unwrap_or_else(|| plan.seccomp.program(false))
             .digest(),
         &features.degraded,
     );
@@ -683,8 +682,13 @@ fn read_reports(
     taken: &mut Taken,
 ) -> Result<(), LaunchError> {
     let expect_listener = listener_sock.is_some();
-    let bytes =
-        crate::refusals::read_reports_serving(report, listener_sock, refusals, plan.name.as_str());
+    let bytes = crate::refusals::read_reports_serving(
+        report,
+        listener_sock,
+        refusals,
+        plan.name.as_str(),
+        plan.seccomp.is_strict(),
+    );
     let reports = Report::decode_all(&bytes).map_err(|message| LaunchError::Child {
         step: Step::WaitParent,
         errno: 0,
@@ -748,7 +752,7 @@ pub fn launch_with_mailbox(
     let started = std::time::Instant::now();
     let fault = preflight(plan)?;
     let mut features = check_features(plan, fault)?;
-    let seccomp = seccomp_program(&mut features, fault)?;
+    let seccomp = seccomp_program(plan, &mut features, fault)?;
     let mut taken = Taken::default();
     claim(plan, state, &mut taken, fault)?;
     let staging = state.mount_point()?;

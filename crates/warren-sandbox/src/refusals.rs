@@ -85,6 +85,7 @@ pub(crate) fn read_reports_serving(
     listener_sock: Option<OwnedFd>,
     refusals: &mut Option<Refusals>,
     environment: &str,
+    strict: bool,
 ) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut sock = listener_sock;
@@ -108,7 +109,7 @@ pub(crate) fn read_reports_serving(
             match sock.take() {
                 Some(s) => {
                     if let Ok(Some(l)) = receive_listener(&s) {
-                        *refusals = Some(Refusals::new(l, environment));
+                        *refusals = Some(Refusals::new(l, environment, strict));
                     }
                 }
                 None => {
@@ -132,7 +133,7 @@ pub(crate) fn read_reports_serving(
     // closed, so this cannot block.
     if let Some(s) = sock {
         if let Ok(Some(l)) = receive_listener(&s) {
-            *refusals = Some(Refusals::new(l, environment));
+            *refusals = Some(Refusals::new(l, environment, strict));
         }
     }
     bytes
@@ -154,10 +155,12 @@ pub(crate) struct Refusals {
     profile: Option<warren_seccomp::Profile>,
     /// Lines not yet handed to the log (at most one per counted number, and one more).
     lines: Vec<String>,
+    /// The environment runs the `strict` profile (or one built on it).
+    strict: bool,
 }
 
 impl Refusals {
-    pub(crate) fn new(listener: OwnedFd, environment: &str) -> Refusals {
+    pub(crate) fn new(listener: OwnedFd, environment: &str, strict: bool) -> Refusals {
         Refusals {
             listener,
             environment: environment.to_owned(),
@@ -167,6 +170,7 @@ impl Refusals {
             overflow_noted: false,
             profile: None,
             lines: Vec::new(),
+            strict,
         }
     }
 
@@ -245,6 +249,10 @@ impl Refusals {
             self.profile = warren_seccomp::Profile::default_profile().ok();
         }
         let how = match &self.profile {
+            Some(p) if self.strict && p.strict_removed().iter().any(|r| r == name) => format!(
+                "the strict profile leaves {name} out; run with --seccomp default, or a profile \
+                 file that adds it (docs/seccomp.md)"
+            ),
             Some(p) if p.deny_reason(name).is_some() => format!(
                 "{name} is never allowed: {}",
                 p.deny_reason(name).unwrap_or_default()
@@ -291,7 +299,7 @@ mod tests {
 
     fn refusals() -> Refusals {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        Refusals::new(a.into(), "web")
+        Refusals::new(a.into(), "web", false)
     }
 
     #[test]

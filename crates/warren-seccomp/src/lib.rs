@@ -35,13 +35,17 @@ mod interp;
 mod policy;
 #[cfg(test)]
 mod reference;
+mod select;
 mod syscalls;
 mod types;
+
+use std::borrow::Cow;
 
 use seccompiler::sock_filter;
 use sha2::{Digest, Sha256};
 
 pub use policy::{Arch, MAX_PROGRAM_LEN, Profile, SeccompError};
+pub use select::Selection;
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
@@ -53,43 +57,72 @@ include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 /// filter's listener) sees each refused call, logs it and answers the same errno
 /// ([`Program::refusal_errno`]). Launches install the notifying variant when the kernel has
 /// `SECCOMP_RET_USER_NOTIF`.
-#[derive(Debug)]
+///
+/// The programs of the `default` and `strict` profiles are compiled at build time; a
+/// per-environment profile file's is compiled when the file is read ([`Program::compile`]).
+#[derive(Debug, Clone)]
 pub struct Program {
     arch: Arch,
-    filter: &'static [sock_filter],
-    digest: &'static str,
+    filter: Cow<'static, [sock_filter]>,
+    digest: Cow<'static, str>,
     notifying: bool,
 }
 
 /// The program for x86_64.
 static X86_64: Program = Program {
     arch: Arch::X86_64,
-    filter: &X86_64_FILTER,
-    digest: X86_64_DIGEST,
+    filter: Cow::Borrowed(&X86_64_FILTER),
+    digest: Cow::Borrowed(X86_64_DIGEST),
     notifying: false,
 };
 
 /// The program for aarch64.
 static AARCH64: Program = Program {
     arch: Arch::Aarch64,
-    filter: &AARCH64_FILTER,
-    digest: AARCH64_DIGEST,
+    filter: Cow::Borrowed(&AARCH64_FILTER),
+    digest: Cow::Borrowed(AARCH64_DIGEST),
     notifying: false,
+};
+
+/// The `strict` profile's programs (plain, notifying) for x86_64 and aarch64.
+static X86_64_STRICT: Program = Program {
+    arch: Arch::X86_64,
+    filter: Cow::Borrowed(&X86_64_STRICT_FILTER),
+    digest: Cow::Borrowed(X86_64_STRICT_DIGEST),
+    notifying: false,
+};
+static AARCH64_STRICT: Program = Program {
+    arch: Arch::Aarch64,
+    filter: Cow::Borrowed(&AARCH64_STRICT_FILTER),
+    digest: Cow::Borrowed(AARCH64_STRICT_DIGEST),
+    notifying: false,
+};
+static X86_64_STRICT_NOTIFY: Program = Program {
+    arch: Arch::X86_64,
+    filter: Cow::Borrowed(&X86_64_STRICT_NOTIFY_FILTER),
+    digest: Cow::Borrowed(X86_64_STRICT_NOTIFY_DIGEST),
+    notifying: true,
+};
+static AARCH64_STRICT_NOTIFY: Program = Program {
+    arch: Arch::Aarch64,
+    filter: Cow::Borrowed(&AARCH64_STRICT_NOTIFY_FILTER),
+    digest: Cow::Borrowed(AARCH64_STRICT_NOTIFY_DIGEST),
+    notifying: true,
 };
 
 /// The notifying program for x86_64.
 static X86_64_NOTIFY: Program = Program {
     arch: Arch::X86_64,
-    filter: &X86_64_NOTIFY_FILTER,
-    digest: X86_64_NOTIFY_DIGEST,
+    filter: Cow::Borrowed(&X86_64_NOTIFY_FILTER),
+    digest: Cow::Borrowed(X86_64_NOTIFY_DIGEST),
     notifying: true,
 };
 
 /// The notifying program for aarch64.
 static AARCH64_NOTIFY: Program = Program {
     arch: Arch::Aarch64,
-    filter: &AARCH64_NOTIFY_FILTER,
-    digest: AARCH64_NOTIFY_DIGEST,
+    filter: Cow::Borrowed(&AARCH64_NOTIFY_FILTER),
+    digest: Cow::Borrowed(AARCH64_NOTIFY_DIGEST),
     notifying: true,
 };
 
@@ -120,6 +153,38 @@ impl Program {
         }
     }
 
+    /// The `strict` profile's program for `arch` (built in; see `strict_remove` in policy.json),
+    /// plain or notifying.
+    pub fn strict_for_arch(arch: Arch, notifying: bool) -> &'static Program {
+        match (arch, notifying) {
+            (Arch::X86_64, false) => &X86_64_STRICT,
+            (Arch::Aarch64, false) => &AARCH64_STRICT,
+            (Arch::X86_64, true) => &X86_64_STRICT_NOTIFY,
+            (Arch::Aarch64, true) => &AARCH64_STRICT_NOTIFY,
+        }
+    }
+
+    /// Compile `profile` for `arch` now (a per-environment profile file), plain or notifying.
+    pub fn compile(
+        profile: &Profile,
+        arch: Arch,
+        notifying: bool,
+    ) -> Result<Program, SeccompError> {
+        let plain = profile.compile_for(arch)?;
+        let filter = if notifying {
+            bpf::notifying(&plain, profile.default_errno())
+        } else {
+            plain
+        };
+        let digest = digest_of(&encode(&filter));
+        Ok(Program {
+            arch,
+            filter: Cow::Owned(filter),
+            digest: Cow::Owned(digest),
+            notifying,
+        })
+    }
+
     /// Whether refused calls go to the filter's listener (`SECCOMP_RET_USER_NOTIF`), which must
     /// then answer them with [`Program::refusal_errno`].
     pub fn notifying(&self) -> bool {
@@ -138,19 +203,19 @@ impl Program {
     }
 
     /// The instructions, exactly as [`Program::install`] hands them to the kernel.
-    pub fn instructions(&self) -> &'static [sock_filter] {
-        self.filter
+    pub fn instructions(&self) -> &[sock_filter] {
+        &self.filter
     }
 
     /// `sha256:<hex>` of [`Program::bytes`]: the seccomp digest a launch measurement records.
-    pub fn digest(&self) -> &'static str {
-        self.digest
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The program's bytes in the layout `seccomp(2)` reads and `PTRACE_SECCOMP_GET_FILTER`
     /// returns: 8 bytes per instruction (`code` u16, `jt` u8, `jf` u8, `k` u32, little-endian).
     pub fn bytes(&self) -> Vec<u8> {
-        encode(self.filter)
+        encode(&self.filter)
     }
 
     /// `sha256:<hex>` of `src/policy.json`, the reviewed data the program was compiled from.
@@ -162,7 +227,7 @@ impl Program {
     /// launcher's child is single-threaded). seccompiler sets `no_new_privs` again before
     /// loading, which is a no-op when it is already set.
     pub fn install(&self) -> Result<(), SeccompError> {
-        seccompiler::apply_filter(self.filter).map_err(|source| SeccompError::Install { source })
+        seccompiler::apply_filter(&self.filter).map_err(|source| SeccompError::Install { source })
     }
 }
 

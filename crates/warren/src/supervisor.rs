@@ -213,6 +213,10 @@ pub fn launcher_args(name: &str, spec: &SpaceSpec) -> Vec<String> {
         a.push("--cap-add".into());
         a.push(c.clone());
     }
+    if let Some(s) = &spec.seccomp {
+        a.push("--seccomp".into());
+        a.push(s.clone());
+    }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
         a.push(

@@ -29,6 +29,7 @@ struct Inputs {
     hostname: Option<String>,
     capabilities: Vec<warren_spec::Capability>,
     mounts: Vec<warren_spec::mount::MountRequest>,
+    seccomp: warren_seccomp::Selection,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -101,6 +102,10 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         })
         .collect::<anyhow::Result<BTreeSet<_>>>()?;
     let capabilities = warren_spec::caps::parse_list(&args.cap_add).context("invalid --cap-add")?;
+    let seccomp = match args.seccomp.as_deref() {
+        None => warren_seccomp::Selection::Default,
+        Some(s) => warren_seccomp::Selection::parse(s).context("invalid --seccomp")?,
+    };
     let limits = Limits {
         memory: memory.map(|m| m.0),
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -117,6 +122,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         hostname,
         capabilities,
         mounts: parse_mounts(args)?,
+        seccomp,
     })
 }
 
@@ -448,6 +454,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         hostname,
         capabilities,
         mounts,
+        seccomp,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -575,6 +582,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
         mounts,
+        seccomp,
     };
     let state = StateDir::new(state_dir);
     // One stat: where this launch's record (if it gets one) will start in the event log.
