@@ -24,7 +24,9 @@
 //! and tests can observe the denial.
 //!
 //! **Invariant:** no file read at run time can change the installed filter or its recorded
-//! digest: both are compiled into the binary.
+//! digest: both are compiled into the binary — except a profile file the user names
+//! (`--seccomp FILE`, [`Selection`]), which can only add syscalls from the reviewed safe set and
+//! whose compiled program is exactly what is installed and recorded.
 #![forbid(unsafe_code)]
 
 mod bpf;
