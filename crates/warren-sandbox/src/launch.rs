@@ -996,6 +996,7 @@ impl Running {
     /// syscall: its name and number, the environment, and how to allow it (or why it never is).
     pub fn wait(mut self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
         let mut terminations = 0;
+        let mut listening = true;
         if let Some(r) = self.refusals.as_mut() {
             r.flush(log);
         }
@@ -1005,7 +1006,7 @@ impl Running {
                 fds.push(PollFd::new(s, PollFlags::IN));
                 fds.len() - 1
             });
-            let refusals_at = self.refusals.as_ref().map(|r| {
+            let refusals_at = self.refusals.as_ref().filter(|_| listening).map(|r| {
                 fds.push(PollFd::new(r.listener(), PollFlags::IN));
                 fds.len() - 1
             });
@@ -1016,7 +1017,15 @@ impl Running {
             }
             let exited = fds[0].revents().contains(PollFlags::IN);
             let signalled = signals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
-            let refused = refusals_at.is_some_and(|i| !fds[i].revents().is_empty());
+            let refused = refusals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
+            // The listener hangs up once no process uses the filter any more (the environment
+            // is ending): stop polling it, or poll would return at once until the exit shows.
+            if refusals_at.is_some_and(|i| {
+                let r = fds[i].revents();
+                !r.contains(PollFlags::IN) && r.intersects(PollFlags::HUP | PollFlags::ERR)
+            }) {
+                listening = false;
+            }
             drop(fds);
             if refused {
                 if let Some(r) = self.refusals.as_mut() {
