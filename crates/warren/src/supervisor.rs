@@ -382,6 +382,27 @@ mod tests {
     }
 
     #[test]
+    fn launcher_args_carry_the_seccomp_profile() {
+        for (value, arg) in [
+            ("strict", "--seccomp strict"),
+            (
+                "profiles/web.json",
+                "--seccomp /etc/warren/profiles/web.json",
+            ),
+        ] {
+            let text = format!(
+                "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\nseccomp = \"{value}\"\n"
+            );
+            let m = warren_spec::parse_manifest(Path::new("/etc/warren/m.toml"), &text).unwrap();
+            let s = &m.spaces.values().next().unwrap();
+            assert_eq!(
+                launcher_args("web", s).join(" "),
+                format!("run --name web --init --rootfs /srv/root {arg} -- /bin/x")
+            );
+        }
+    }
+
+    #[test]
     fn init_false_runs_the_command_as_pid_1() {
         let text = "[space.app]\nimage = { name = \"busybox:1.36\" }\ninit = false\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
