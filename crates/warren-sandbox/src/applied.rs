@@ -118,6 +118,8 @@ pub struct SeccompInfo {
     pub profile_digest: Option<String>,
     /// What a denied system call gets.
     pub default_action: &'static str,
+    /// The profile: `default`, `strict` or `file PATH (sha256:<digest of the file>)`.
+    pub profile: String,
 }
 
 /// Landlock as applied to an environment.
@@ -204,6 +206,7 @@ pub(crate) fn initial(
             mode: "filter",
             profile_digest: Some(profile_digest.to_owned()),
             default_action: "errno EPERM",
+            profile: plan.seccomp.name().to_owned(),
         },
         landlock: LandlockInfo {
             kernel_abi: landlock_abi,

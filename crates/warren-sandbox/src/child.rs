@@ -28,7 +28,9 @@ pub(crate) struct ChildContext<'a> {
     pub go: OwnedFd,
     pub mailbox: Option<OwnedFd>,
     pub report: OwnedFd,
-    pub seccomp: Option<&'static warren_seccomp::Program>,
+    pub seccomp: Option<&'a warren_seccomp::Program>,
+    /// For a notifying seccomp program: the socket its listener goes to the parent over.
+    pub listener_sock: Option<OwnedFd>,
     pub attach: Option<&'a warren_cgroup::AttachHandles>,
     pub old_mask: warren_sys::SignalSet,
     pub fault: Option<Step>,
@@ -41,6 +43,45 @@ pub(crate) struct ChildContext<'a> {
     pub cgroup_view: Vec<warren_cgroup::ViewMount>,
     /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
     pub mount_trees: Vec<BorrowedFd<'a>>,
+}
+
+/// Install `prog`. A notifying program is installed with a listener, which goes to the parent
+/// over `listener_sock` and is closed here at once: the workload never holds it, so it cannot
+/// answer (and so allow) its own refused calls.
+fn install_seccomp(
+    prog: &warren_seccomp::Program,
+    listener_sock: Option<OwnedFd>,
+) -> StepResult<()> {
+    if !prog.notifying() {
+        return prog.install().map_err(|e| {
+            (
+                Step::Seccomp,
+                "install the seccomp filter".to_owned(),
+                std::io::Error::other(e.to_string()),
+            )
+        });
+    }
+    let sock = listener_sock.ok_or_else(|| {
+        (
+            Step::Seccomp,
+            "install the seccomp filter".to_owned(),
+            std::io::Error::other("no socket to pass its listener over"),
+        )
+    })?;
+    let listener = warren_sys::seccomp_install_listener(&prog.bytes()).map_err(|e| {
+        (
+            Step::Seccomp,
+            "install the seccomp filter with a listener".to_owned(),
+            e,
+        )
+    })?;
+    crate::refusals::send_listener(&sock, &listener).map_err(|e| {
+        (
+            Step::Seccomp,
+            "pass the seccomp listener to the launcher".to_owned(),
+            e,
+        )
+    })
 }
 
 /// Run the child side and exec; never returns.
@@ -315,13 +356,7 @@ fn setup(
     fault(Step::NoNewPrivs)?;
 
     if let Some(prog) = ctx.seccomp {
-        prog.install().map_err(|e| {
-            (
-                Step::Seccomp,
-                "install the seccomp filter".to_owned(),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+        install_seccomp(prog, ctx.listener_sock.take())?;
     }
     Report::Seccomp {
         installed: ctx.seccomp.is_some(),

@@ -16,7 +16,6 @@
 //! [`Running`], whose end runs the same `Drop`.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -30,6 +29,7 @@ use crate::child::{self, ChildContext};
 use crate::error::LaunchError;
 use crate::hook::{Measure, error_chain};
 use crate::plan::{LaunchPlan, Protection, RootSource};
+use crate::refusals::Refusals;
 use crate::report::Report;
 use crate::state::{Held, StateDir, UidRange};
 use crate::step::Step;
@@ -74,12 +74,14 @@ impl Drop for Taken {
 pub struct Running {
     pid: i32,
     taken: Taken,
+    /// The seccomp filter's listener, when refusals go to the launcher (`refusals`).
+    refusals: Option<Refusals>,
     /// What isolation was applied.
     pub applied: Applied,
 }
 
 /// How an environment's main process ended.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ExitState {
     /// The status to pass through: the exit code, or 128 + signal.
     pub code: i32,
@@ -89,6 +91,9 @@ pub struct ExitState {
     pub oom_killed: bool,
     /// Whether a fork or clone failed on the pids limit (`pids.events` `max`).
     pub pids_limit_hit: bool,
+    /// The system calls the seccomp filter refused while the environment ran, with how often,
+    /// most frequent first (empty when refusals do not go to the launcher).
+    pub seccomp_refusals: Vec<(String, u64)>,
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -244,6 +249,8 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
 struct Features {
     landlock_abi: Option<i32>,
     seccomp: bool,
+    /// The kernel has `SECCOMP_RET_USER_NOTIF`: refusals can go to the launcher.
+    seccomp_notify: bool,
     layout: Option<Layout>,
     degraded: BTreeSet<Protection>,
 }
@@ -269,7 +276,9 @@ fn check_features(plan: &LaunchPlan, fault: Fault) -> Result<Features, LaunchErr
         }
         degraded.insert(Protection::Landlock);
     }
-    let seccomp = Path::new("/proc/sys/kernel/seccomp/actions_avail").exists();
+    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail");
+    let seccomp = actions.is_ok();
+    let seccomp_notify = actions.is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"));
     if !seccomp && !plan.allow_missing.contains(&Protection::Seccomp) {
         return Err(LaunchError::Missing {
             protection: "seccomp",
@@ -293,20 +302,24 @@ fn check_features(plan: &LaunchPlan, fault: Fault) -> Result<Features, LaunchErr
     Ok(Features {
         landlock_abi,
         seccomp,
+        seccomp_notify,
         layout,
         degraded,
     })
 }
 
-/// Step 3, `seccomp-compile`: the program compiled from the policy when Warren was built.
-/// Nothing to parse, read or compile here, and the digest recorded is that of the very
-/// instructions installed. `None` when seccomp is allowed to be missing and is.
-fn seccomp_program(
+/// Step 3, `seccomp-compile`: the program compiled from the policy when Warren was built — its
+/// notifying variant when the kernel has `SECCOMP_RET_USER_NOTIF`, so that refusals reach the
+/// launcher (see `refusals`). Nothing to parse, read or compile here, and the digest recorded
+/// is that of the very instructions installed. `None` when seccomp is allowed to be missing and
+/// is.
+fn seccomp_program<'p>(
+    plan: &'p LaunchPlan,
     features: &mut Features,
     fault: Fault,
-) -> Result<Option<&'static warren_seccomp::Program>, LaunchError> {
+) -> Result<Option<&'p warren_seccomp::Program>, LaunchError> {
     let program = if features.seccomp {
-        Some(warren_seccomp::Program::host())
+        Some(plan.seccomp.program(features.seccomp_notify))
     } else {
         features.degraded.insert(Protection::Seccomp);
         None
@@ -414,6 +427,8 @@ struct ParentEnds {
     go_keep: OwnedFd,
     /// The report pipe, read until the child's exec or exit closes it.
     report: OwnedFd,
+    /// The socket the child sends its seccomp listener over (notifying program only).
+    listener_sock: Option<OwnedFd>,
     /// For an image root: the detached mount, idmapped once the child's maps are written.
     image_tree: Option<OwnedFd>,
     /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
@@ -429,7 +444,7 @@ fn fork(
     plan: &LaunchPlan,
     staging: PathBuf,
     mailbox: Option<OwnedFd>,
-    seccomp: Option<&'static warren_seccomp::Program>,
+    seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
     taken: &mut Taken,
     fault: Fault,
@@ -442,6 +457,22 @@ fn fork(
     let (rep_rd, rep_wr) = pipe("report")?;
     let go_rd = high(go_rd, "go pipe")?;
     let rep_wr = high(rep_wr, "report pipe")?;
+    // The notifying program's listener comes back over a socket pair (SCM_RIGHTS).
+    let (listener_rd, listener_wr) = match seccomp.filter(|p| p.notifying()) {
+        Some(_) => {
+            let (a, b) = rustix::net::socketpair(
+                rustix::net::AddressFamily::UNIX,
+                rustix::net::SocketType::SEQPACKET,
+                rustix::net::SocketFlags::CLOEXEC,
+                None,
+            )
+            .map_err(|e| {
+                parent_err(Step::Clone, "create the seccomp listener socket pair")(e.into())
+            })?;
+            (Some(a), Some(high(b, "seccomp listener socket")?))
+        }
+        None => (None, None),
+    };
     let mailbox = mailbox.map(|m| high(m, "mailbox")).transpose()?;
     // An image root: a detached copy of its mount, which the parent idmaps with the child's
     // user namespace once that has its maps, and the child attaches as its root. A rootfs
@@ -506,6 +537,7 @@ fn fork(
         warren_sys::Forked::Child => {
             drop(go_wr);
             drop(rep_rd);
+            drop(listener_rd);
             child::run(ChildContext {
                 plan,
                 staging,
@@ -513,6 +545,7 @@ fn fork(
                 mailbox,
                 report: rep_wr,
                 seccomp,
+                listener_sock: listener_wr,
                 attach: attach.as_ref(),
                 old_mask,
                 fault: fault.0,
@@ -539,6 +572,7 @@ fn fork(
                     go: go_wr,
                     go_keep: go_rd,
                     report: rep_rd,
+                    listener_sock: listener_rd,
                     image_tree,
                     mount_trees,
                 },
@@ -549,12 +583,20 @@ fn fork(
 
 /// The applied-isolation record as the parent knows it right after the fork; the measurement
 /// and the child's reports complete it.
-fn record(plan: &LaunchPlan, pid: i32, features: &Features, taken: &Taken) -> Applied {
+fn record(
+    plan: &LaunchPlan,
+    pid: i32,
+    features: &Features,
+    seccomp: Option<&warren_seccomp::Program>,
+    taken: &Taken,
+) -> Applied {
     let mut applied = crate::applied::initial(
         plan,
         pid,
         features.landlock_abi,
-        warren_seccomp::Program::host().digest(),
+        seccomp
+            .unwrap_or_else(|| plan.seccomp.program(false))
+            .digest(),
         &features.degraded,
     );
     if let Some(uids) = &taken.uids {
@@ -628,14 +670,26 @@ fn measure_then_release(
 
 /// Step 12: read the child's reports until the pipe closes (at its exec, or when it fails), and apply
 /// them to the record. An error report becomes the launch's error.
+///
+/// With a notifying seccomp program, the child's listener arrives over `listener_sock` while the
+/// reports do, and refusals (of the child's own last steps: none are expected) are answered
+/// meanwhile, so the child can never wait on a parent that waits on it.
 fn read_reports(
     plan: &LaunchPlan,
     report: OwnedFd,
+    listener_sock: Option<OwnedFd>,
+    refusals: &mut Option<Refusals>,
     applied: &mut Applied,
     taken: &mut Taken,
 ) -> Result<(), LaunchError> {
-    let mut bytes = Vec::new();
-    let _ = std::fs::File::from(report).read_to_end(&mut bytes);
+    let expect_listener = listener_sock.is_some();
+    let bytes = crate::refusals::read_reports_serving(
+        report,
+        listener_sock,
+        refusals,
+        plan.name.as_str(),
+        plan.seccomp.is_strict(),
+    );
     let reports = Report::decode_all(&bytes).map_err(|message| LaunchError::Child {
         step: Step::WaitParent,
         errno: 0,
@@ -668,6 +722,13 @@ fn read_reports(
             message: "the environment died during setup without a report".into(),
         });
     }
+    if expect_listener && refusals.is_none() {
+        return Err(LaunchError::Child {
+            step: Step::Seccomp,
+            errno: 0,
+            message: "the seccomp filter's listener did not reach the launcher".into(),
+        });
+    }
     Ok(())
 }
 
@@ -692,14 +753,14 @@ pub fn launch_with_mailbox(
     let started = std::time::Instant::now();
     let fault = preflight(plan)?;
     let mut features = check_features(plan, fault)?;
-    let seccomp = seccomp_program(&mut features, fault)?;
+    let seccomp = seccomp_program(plan, &mut features, fault)?;
     let mut taken = Taken::default();
     claim(plan, state, &mut taken, fault)?;
     let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
     let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
-    let mut applied = record(plan, pid, &features, &taken);
+    let mut applied = record(plan, pid, &features, seccomp, &taken);
     // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
     let idmapped = ends
         .image_tree
@@ -713,17 +774,27 @@ pub fn launch_with_mailbox(
         go,
         go_keep,
         report,
+        listener_sock,
         image_tree: _,
         mount_trees: _,
     } = ends;
     drop(go_keep);
-    read_reports(plan, report, &mut applied, &mut taken)?;
+    let mut refusals = None;
+    read_reports(
+        plan,
+        report,
+        listener_sock,
+        &mut refusals,
+        &mut applied,
+        &mut taken,
+    )?;
     drop(go);
     applied.net = taken.net.as_ref().map(|n| n.info());
     applied.launch_us = started.elapsed().as_micros() as u64;
     Ok(Running {
         pid,
         taken,
+        refusals,
         applied,
     })
 }
@@ -921,23 +992,49 @@ impl Running {
     /// Wait for the workload to exit, forwarding HUP, INT, QUIT, USR1, USR2 and TERM to it. A
     /// second INT or TERM kills it (pid 1 of a namespace ignores signals it has no handler for).
     /// Then kill anything left in the environment and release its resources.
-    pub fn wait(mut self) -> Result<ExitState, LaunchError> {
+    ///
+    /// Meanwhile, answer the calls the seccomp filter refuses (with `EPERM`, what the workload
+    /// would get without the launcher) and hand `log` one line for the first refusal of each
+    /// syscall: its name and number, the environment, and how to allow it (or why it never is).
+    pub fn wait(mut self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
         let mut terminations = 0;
+        let mut listening = true;
+        if let Some(r) = self.refusals.as_mut() {
+            r.flush(log);
+        }
         loop {
             let mut fds = vec![PollFd::new(self.pidfd(), PollFlags::IN)];
-            if let Some(s) = &self.taken.signals {
+            let signals_at = self.taken.signals.as_ref().map(|s| {
                 fds.push(PollFd::new(s, PollFlags::IN));
-            }
+                fds.len() - 1
+            });
+            let refusals_at = self.refusals.as_ref().filter(|_| listening).map(|r| {
+                fds.push(PollFd::new(r.listener(), PollFlags::IN));
+                fds.len() - 1
+            });
             match poll(&mut fds, None) {
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(parent_err(Step::Exec, "wait for the environment")(e.into())),
             }
             let exited = fds[0].revents().contains(PollFlags::IN);
-            let signalled = fds
-                .get(1)
-                .is_some_and(|f| f.revents().contains(PollFlags::IN));
+            let signalled = signals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
+            let refused = refusals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
+            // The listener hangs up once no process uses the filter any more (the environment
+            // is ending): stop polling it, or poll would return at once until the exit shows.
+            if refusals_at.is_some_and(|i| {
+                let r = fds[i].revents();
+                !r.contains(PollFlags::IN) && r.intersects(PollFlags::HUP | PollFlags::ERR)
+            }) {
+                listening = false;
+            }
             drop(fds);
+            if refused {
+                if let Some(r) = self.refusals.as_mut() {
+                    r.serve();
+                    r.flush(log);
+                }
+            }
             if signalled {
                 if let Some(s) = &self.taken.signals {
                     while let Ok(Some(sig)) = warren_sys::read_signal(s) {
@@ -983,11 +1080,17 @@ impl Running {
         if let Some(cg) = self.taken.cgroup.take() {
             cg.destroy()?;
         }
+        let seccomp_refusals = self
+            .refusals
+            .as_ref()
+            .map(|r| r.summary())
+            .unwrap_or_default();
         Ok(ExitState {
             code,
             signal,
             oom_killed,
             pids_limit_hit,
+            seccomp_refusals,
         })
     }
 }

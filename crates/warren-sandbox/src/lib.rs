@@ -31,6 +31,7 @@ pub mod launch;
 pub mod net;
 pub mod plan;
 pub mod policy;
+mod refusals;
 mod report;
 mod rootfs;
 pub mod state;

@@ -131,6 +131,8 @@ pub struct LaunchPlan {
     /// Named volumes and host directories mounted into the environment, in order, after the
     /// root is in place (`docs/launch-sequence.md`, step `mount-volumes`).
     pub mounts: Vec<MountSpec>,
+    /// The seccomp profile (`--seccomp default|strict|FILE`; docs/seccomp.md).
+    pub seccomp: warren_seccomp::Selection,
 }
 
 pub use warren_spec::mount::MountKind;

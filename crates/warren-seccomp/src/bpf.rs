@@ -52,6 +52,9 @@ pub(super) const SECCOMP_RET_KILL_PROCESS: u32 = 0x8000_0000;
 pub(super) const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 /// `SECCOMP_RET_ALLOW`.
 pub(super) const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+/// `SECCOMP_RET_USER_NOTIF`: hand the call to the filter's listener (the launcher).
+#[allow(dead_code)] // used by build.rs and the tests
+pub(super) const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// `__X32_SYSCALL_BIT`: x32 calls arrive with this bit set in `nr`. No native number of any
 /// architecture comes near it, so everything from here up gets the default errno.
 pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
@@ -598,6 +601,33 @@ impl Builder {
         self.reversed.reverse();
         self.reversed
     }
+}
+
+/// The *notifying* variant of `program`: every `ret ERRNO(errno)` (the policy's default
+/// refusal) becomes `ret USER_NOTIF`, so that a refused call goes to the filter's listener, which
+/// logs it and answers `errno` itself. Nothing else changes: the same instructions, the same
+/// jumps, and every other answer (`ALLOW`, the `ENOSYS` of `clone3`, `KILL_PROCESS`) stays in
+/// the program. Allowed calls therefore cost exactly what they cost in `program`, and the kernel's
+/// action cache (which caches only `ALLOW`) covers the same numbers.
+#[allow(dead_code)] // used by build.rs and the tests
+pub(super) fn notifying(program: &[sock_filter], errno: u32) -> Vec<sock_filter> {
+    let refusal = SECCOMP_RET_ERRNO | (errno & 0xffff);
+    program
+        .iter()
+        .map(|ins| {
+            let k = if ins.code == RET_K && ins.k == refusal {
+                SECCOMP_RET_USER_NOTIF
+            } else {
+                ins.k
+            };
+            sock_filter {
+                code: ins.code,
+                jt: ins.jt,
+                jf: ins.jf,
+                k,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

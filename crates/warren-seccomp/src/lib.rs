@@ -24,7 +24,9 @@
 //! and tests can observe the denial.
 //!
 //! **Invariant:** no file read at run time can change the installed filter or its recorded
-//! digest: both are compiled into the binary.
+//! digest: both are compiled into the binary — except a profile file the user names
+//! (`--seccomp FILE`, [`Selection`]), which can only add syscalls from the reviewed safe set and
+//! whose compiled program is exactly what is installed and recorded.
 #![forbid(unsafe_code)]
 
 mod bpf;
@@ -35,36 +37,95 @@ mod interp;
 mod policy;
 #[cfg(test)]
 mod reference;
+mod select;
 mod syscalls;
 mod types;
+
+use std::borrow::Cow;
 
 use seccompiler::sock_filter;
 use sha2::{Digest, Sha256};
 
 pub use policy::{Arch, MAX_PROGRAM_LEN, Profile, SeccompError};
+pub use select::Selection;
 
 include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// A seccomp program compiled from the policy at build time, for one architecture.
-#[derive(Debug)]
+///
+/// Each architecture has two: the plain program, whose refusals return the errno themselves
+/// (`ret ERRNO(EPERM)`), and its *notifying* variant ([`Program::host_notifying`]), the same
+/// instructions with every such `ret` turned into `ret USER_NOTIF`, so that the launcher (the
+/// filter's listener) sees each refused call, logs it and answers the same errno
+/// ([`Program::refusal_errno`]). Launches install the notifying variant when the kernel has
+/// `SECCOMP_RET_USER_NOTIF`.
+///
+/// The programs of the `default` and `strict` profiles are compiled at build time; a
+/// per-environment profile file's is compiled when the file is read ([`Program::compile`]).
+#[derive(Debug, Clone)]
 pub struct Program {
     arch: Arch,
-    filter: &'static [sock_filter],
-    digest: &'static str,
+    filter: Cow<'static, [sock_filter]>,
+    digest: Cow<'static, str>,
+    notifying: bool,
 }
 
 /// The program for x86_64.
 static X86_64: Program = Program {
     arch: Arch::X86_64,
-    filter: &X86_64_FILTER,
-    digest: X86_64_DIGEST,
+    filter: Cow::Borrowed(&X86_64_FILTER),
+    digest: Cow::Borrowed(X86_64_DIGEST),
+    notifying: false,
 };
 
 /// The program for aarch64.
 static AARCH64: Program = Program {
     arch: Arch::Aarch64,
-    filter: &AARCH64_FILTER,
-    digest: AARCH64_DIGEST,
+    filter: Cow::Borrowed(&AARCH64_FILTER),
+    digest: Cow::Borrowed(AARCH64_DIGEST),
+    notifying: false,
+};
+
+/// The `strict` profile's programs (plain, notifying) for x86_64 and aarch64.
+static X86_64_STRICT: Program = Program {
+    arch: Arch::X86_64,
+    filter: Cow::Borrowed(&X86_64_STRICT_FILTER),
+    digest: Cow::Borrowed(X86_64_STRICT_DIGEST),
+    notifying: false,
+};
+static AARCH64_STRICT: Program = Program {
+    arch: Arch::Aarch64,
+    filter: Cow::Borrowed(&AARCH64_STRICT_FILTER),
+    digest: Cow::Borrowed(AARCH64_STRICT_DIGEST),
+    notifying: false,
+};
+static X86_64_STRICT_NOTIFY: Program = Program {
+    arch: Arch::X86_64,
+    filter: Cow::Borrowed(&X86_64_STRICT_NOTIFY_FILTER),
+    digest: Cow::Borrowed(X86_64_STRICT_NOTIFY_DIGEST),
+    notifying: true,
+};
+static AARCH64_STRICT_NOTIFY: Program = Program {
+    arch: Arch::Aarch64,
+    filter: Cow::Borrowed(&AARCH64_STRICT_NOTIFY_FILTER),
+    digest: Cow::Borrowed(AARCH64_STRICT_NOTIFY_DIGEST),
+    notifying: true,
+};
+
+/// The notifying program for x86_64.
+static X86_64_NOTIFY: Program = Program {
+    arch: Arch::X86_64,
+    filter: Cow::Borrowed(&X86_64_NOTIFY_FILTER),
+    digest: Cow::Borrowed(X86_64_NOTIFY_DIGEST),
+    notifying: true,
+};
+
+/// The notifying program for aarch64.
+static AARCH64_NOTIFY: Program = Program {
+    arch: Arch::Aarch64,
+    filter: Cow::Borrowed(&AARCH64_NOTIFY_FILTER),
+    digest: Cow::Borrowed(AARCH64_NOTIFY_DIGEST),
+    notifying: true,
 };
 
 impl Program {
@@ -81,25 +142,82 @@ impl Program {
         }
     }
 
+    /// The notifying variant of [`Program::host`]: refusals go to the filter's listener.
+    pub fn host_notifying() -> &'static Program {
+        Program::for_arch_notifying(Arch::host())
+    }
+
+    /// The notifying variant of [`Program::for_arch`].
+    pub fn for_arch_notifying(arch: Arch) -> &'static Program {
+        match arch {
+            Arch::X86_64 => &X86_64_NOTIFY,
+            Arch::Aarch64 => &AARCH64_NOTIFY,
+        }
+    }
+
+    /// The `strict` profile's program for `arch` (built in; see `strict_remove` in policy.json),
+    /// plain or notifying.
+    pub fn strict_for_arch(arch: Arch, notifying: bool) -> &'static Program {
+        match (arch, notifying) {
+            (Arch::X86_64, false) => &X86_64_STRICT,
+            (Arch::Aarch64, false) => &AARCH64_STRICT,
+            (Arch::X86_64, true) => &X86_64_STRICT_NOTIFY,
+            (Arch::Aarch64, true) => &AARCH64_STRICT_NOTIFY,
+        }
+    }
+
+    /// Compile `profile` for `arch` now (a per-environment profile file), plain or notifying.
+    pub fn compile(
+        profile: &Profile,
+        arch: Arch,
+        notifying: bool,
+    ) -> Result<Program, SeccompError> {
+        let plain = profile.compile_for(arch)?;
+        let filter = if notifying {
+            bpf::notifying(&plain, profile.default_errno())
+        } else {
+            plain
+        };
+        let digest = digest_of(&encode(&filter));
+        Ok(Program {
+            arch,
+            filter: Cow::Owned(filter),
+            digest: Cow::Owned(digest),
+            notifying,
+        })
+    }
+
+    /// Whether refused calls go to the filter's listener (`SECCOMP_RET_USER_NOTIF`), which must
+    /// then answer them with [`Program::refusal_errno`].
+    pub fn notifying(&self) -> bool {
+        self.notifying
+    }
+
+    /// The errno every refused call gets (`EPERM`): returned by the plain program itself, and by
+    /// the listener for the notifying one.
+    pub fn refusal_errno() -> i32 {
+        REFUSAL_ERRNO as i32
+    }
+
     /// The architecture the program checks for.
     pub fn arch(&self) -> Arch {
         self.arch
     }
 
     /// The instructions, exactly as [`Program::install`] hands them to the kernel.
-    pub fn instructions(&self) -> &'static [sock_filter] {
-        self.filter
+    pub fn instructions(&self) -> &[sock_filter] {
+        &self.filter
     }
 
     /// `sha256:<hex>` of [`Program::bytes`]: the seccomp digest a launch measurement records.
-    pub fn digest(&self) -> &'static str {
-        self.digest
+    pub fn digest(&self) -> &str {
+        &self.digest
     }
 
     /// The program's bytes in the layout `seccomp(2)` reads and `PTRACE_SECCOMP_GET_FILTER`
     /// returns: 8 bytes per instruction (`code` u16, `jt` u8, `jf` u8, `k` u32, little-endian).
     pub fn bytes(&self) -> Vec<u8> {
-        encode(self.filter)
+        encode(&self.filter)
     }
 
     /// `sha256:<hex>` of `src/policy.json`, the reviewed data the program was compiled from.
@@ -111,8 +229,13 @@ impl Program {
     /// launcher's child is single-threaded). seccompiler sets `no_new_privs` again before
     /// loading, which is a no-op when it is already set.
     pub fn install(&self) -> Result<(), SeccompError> {
-        seccompiler::apply_filter(self.filter).map_err(|source| SeccompError::Install { source })
+        seccompiler::apply_filter(&self.filter).map_err(|source| SeccompError::Install { source })
     }
+}
+
+/// The name of system call `nr` on `arch` (`None` for a number the tables do not have).
+pub fn syscall_name(arch: Arch, nr: u32) -> Option<&'static str> {
+    syscalls::name(arch, nr)
 }
 
 /// The bytes of `filter` in the layout `seccomp(2)` reads (see [`Program::bytes`]).
@@ -146,6 +269,12 @@ mod program_tests {
             assert_eq!(built.arch(), arch);
             assert_eq!(built.bytes(), encode(&fresh), "{arch}: stale build output");
             assert!(built.instructions().len() <= MAX_PROGRAM_LEN);
+            let notify = Program::for_arch_notifying(arch);
+            assert_eq!(
+                notify.bytes(),
+                encode(&bpf::notifying(&fresh, profile.default_errno())),
+                "{arch}: stale notifying build output"
+            );
         }
         assert_eq!(Program::policy_digest(), profile.policy_digest());
     }
@@ -169,6 +298,45 @@ mod program_tests {
         let first = &host.instructions()[..2];
         assert_eq!((first[0].code, first[0].k), (0x20, 4));
         assert_eq!(first[1].k, Arch::host().audit_arch());
+    }
+
+    #[test]
+    fn the_notifying_programs_differ_only_in_the_refusal_answer() {
+        let eperm = 0x0005_0000 | REFUSAL_ERRNO;
+        for arch in [Arch::X86_64, Arch::Aarch64] {
+            let plain = Program::for_arch(arch);
+            let notify = Program::for_arch_notifying(arch);
+            assert!(!plain.notifying() && notify.notifying());
+            assert_eq!(notify.digest(), digest_of(&notify.bytes()), "{arch}");
+            assert_ne!(plain.digest(), notify.digest(), "{arch}");
+            let (a, b) = (plain.instructions(), notify.instructions());
+            assert_eq!(a.len(), b.len(), "{arch}");
+            let mut changed = 0;
+            for (x, y) in a.iter().zip(b) {
+                if x.code == 0x06 && x.k == eperm {
+                    assert_eq!((y.code, y.jt, y.jf, y.k), (0x06, 0, 0, 0x7fc0_0000));
+                    changed += 1;
+                } else {
+                    assert_eq!((x.code, x.jt, x.jf, x.k), (y.code, y.jt, y.jf, y.k));
+                }
+            }
+            assert!(
+                changed >= 1,
+                "{arch}: the program has a refusal to hand over"
+            );
+            // clone3's ENOSYS and the foreign-architecture kill stay in the program.
+            assert!(b.iter().any(|i| i.code == 0x06 && i.k == 0x0005_0026));
+            assert!(b.iter().any(|i| i.code == 0x06 && i.k == 0x8000_0000));
+        }
+        assert_eq!(Program::refusal_errno(), 1);
+    }
+
+    #[test]
+    fn syscall_names_come_from_the_tables() {
+        assert_eq!(syscall_name(Arch::X86_64, 250), Some("keyctl"));
+        assert_eq!(syscall_name(Arch::X86_64, 39), Some("getpid"));
+        assert_eq!(syscall_name(Arch::Aarch64, 172), Some("getpid"));
+        assert_eq!(syscall_name(Arch::X86_64, 0x4000_0027), None);
     }
 
     #[test]

@@ -75,6 +75,17 @@ pub enum SeccompError {
         /// The kernel limit, [`MAX_PROGRAM_LEN`].
         max: usize,
     },
+    /// A per-environment profile asks for a syscall it may not add.
+    #[error("seccomp profile: cannot add {syscall:?}: {why}")]
+    NotAddable {
+        /// The syscall named.
+        syscall: String,
+        /// Why: the deny list's reason, an argument rule, or not in the safe set.
+        why: String,
+    },
+    /// A per-environment profile file is malformed.
+    #[error("seccomp profile: {0}")]
+    BadProfile(String),
     /// The kernel refused the filter (or `prctl(PR_SET_NO_NEW_PRIVS)` failed).
     #[error("cannot install the seccomp filter")]
     Install {
@@ -116,6 +127,23 @@ pub(crate) struct PolicyFile {
     pub(crate) errno_overrides: Vec<ErrnoOverride>,
     pub(crate) allow: Vec<AllowRule>,
     pub(crate) deny: Vec<DenyRule>,
+    /// The safe set: syscalls the default does not allow that a per-environment profile may
+    /// add (`--seccomp FILE`), each with the reason it is safe inside an environment.
+    #[serde(default)]
+    pub(crate) addable: Vec<AddableRule>,
+    /// What the `strict` profile takes out of the allow-list, each with its reason.
+    #[serde(default)]
+    pub(crate) strict_remove: Vec<DenyRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AddableRule {
+    pub(crate) syscall: String,
+    pub(crate) comment: String,
+    /// Architectures the entry applies to; all of them when absent.
+    #[serde(default)]
+    pub(crate) arch: Option<Vec<Arch>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +256,116 @@ impl Profile {
             .map(|r| r.syscall.as_str())
             .collect();
         names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The `strict` profile: this one without the syscalls `strict_remove` lists (every allow
+    /// entry of each, argument rules included).
+    pub fn strict(&self) -> Profile {
+        let mut p = self.clone();
+        let removed: BTreeSet<&str> = self
+            .policy
+            .strict_remove
+            .iter()
+            .map(|r| r.syscall.as_str())
+            .collect();
+        p.policy
+            .allow
+            .retain(|r| !removed.contains(r.syscall.as_str()));
+        p
+    }
+
+    /// The syscalls a profile may add to the default (`addable`), sorted.
+    pub fn addable_syscalls(&self) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .policy
+            .addable
+            .iter()
+            .map(|r| r.syscall.as_str())
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// The syscalls `strict` removes from the default, sorted.
+    pub fn strict_removed(&self) -> Vec<String> {
+        let names: BTreeSet<&str> = self
+            .policy
+            .strict_remove
+            .iter()
+            .map(|r| r.syscall.as_str())
+            .collect();
+        names.into_iter().map(str::to_owned).collect()
+    }
+
+    /// This profile with `syscall` added, for the reason `reason` (a per-environment profile).
+    /// `full` is the default profile this one was derived from: a syscall `strict` removed may
+    /// come back with its default entries. Refused, naming why: a syscall on the deny list (its
+    /// reason), one the default allows only by arguments (a profile cannot widen an argument
+    /// rule), and anything outside the safe set (`addable`). Adding one already allowed changes
+    /// nothing.
+    pub fn with_addition(
+        &self,
+        full: &Profile,
+        syscall: &str,
+        reason: &str,
+    ) -> Result<Profile, SeccompError> {
+        let refuse = |why: String| SeccompError::NotAddable {
+            syscall: syscall.to_owned(),
+            why,
+        };
+        if check_name("add", syscall).is_err()
+            || (crate::syscalls::number(Arch::X86_64, syscall).is_none()
+                && crate::syscalls::number(Arch::Aarch64, syscall).is_none())
+        {
+            return Err(refuse("not a system call Warren knows".into()));
+        }
+        if reason.trim().is_empty() {
+            return Err(refuse("every addition needs a \"reason\"".into()));
+        }
+        if let Some(r) = full.deny_reason(syscall) {
+            return Err(refuse(format!(
+                "it is on the deny list and never allowed: {r}"
+            )));
+        }
+        let entries: Vec<&AllowRule> = full
+            .policy
+            .allow
+            .iter()
+            .filter(|r| r.syscall == syscall)
+            .collect();
+        if entries.iter().any(|r| r.args.is_some())
+            && self.policy.allow.iter().any(|r| r.syscall == syscall)
+        {
+            return Err(refuse(
+                "it is allowed only with the argument rules docs/seccomp.md lists; a profile \
+                 cannot widen them"
+                    .into(),
+            ));
+        }
+        let mut p = self.clone();
+        if p.policy.allow.iter().any(|r| r.syscall == syscall) {
+            return Ok(p);
+        }
+        if !entries.is_empty() {
+            // Taken out by `strict`: back with the default's entries.
+            p.policy.allow.extend(entries.into_iter().cloned());
+            return Ok(p);
+        }
+        match full.policy.addable.iter().find(|r| r.syscall == syscall) {
+            Some(a) => {
+                p.policy.allow.push(AllowRule {
+                    syscall: syscall.to_owned(),
+                    comment: reason.to_owned(),
+                    args: None,
+                    arch: a.arch.clone(),
+                });
+                Ok(p)
+            }
+            None => Err(refuse(
+                "it is not in the safe set a profile may add (\"addable\" in policy.json; \
+                 docs/seccomp.md lists it)"
+                    .into(),
+            )),
+        }
     }
 
     /// Why `syscall` is on the deny list, or `None` if it is not on it.
@@ -504,6 +642,32 @@ fn validate(p: &PolicyFile) -> Result<(), SeccompError> {
                     check_condition(&r.syscall, c)?;
                 }
             }
+        }
+    }
+    for a in &p.addable {
+        check_name("addable", &a.syscall)?;
+        check_reason("addable", &a.syscall, &a.comment)?;
+        check_arches("addable", &a.syscall, a.arch.as_ref())?;
+        if denied.contains(a.syscall.as_str()) {
+            return Err(invalid("addable", &a.syscall, "on the deny list"));
+        }
+        if kinds.contains_key(a.syscall.as_str()) || overridden.contains(a.syscall.as_str()) {
+            return Err(invalid(
+                "addable",
+                &a.syscall,
+                "already allowed or overridden",
+            ));
+        }
+    }
+    for r in &p.strict_remove {
+        check_name("strict_remove", &r.syscall)?;
+        check_reason("strict_remove", &r.syscall, &r.comment)?;
+        if !kinds.contains_key(r.syscall.as_str()) {
+            return Err(invalid(
+                "strict_remove",
+                &r.syscall,
+                "not on the allow-list",
+            ));
         }
     }
     for (syscall, (unconditional, conditional)) in kinds {

@@ -43,8 +43,16 @@ pub(super) fn number(arch: Arch, name: &str) -> Option<u32> {
     }
 }
 
+/// The name of syscall number `nr` on `arch`, if the table has it (a linear scan: for messages
+/// about a refused call, not for a hot path).
+pub(super) fn name(arch: Arch, nr: u32) -> Option<&'static str> {
+    table(arch)
+        .iter()
+        .find(|(_, n)| *n == nr)
+        .map(|(name, _)| *name)
+}
+
 /// The whole table for `arch`, sorted by name.
-#[cfg(test)]
 pub(super) fn table(arch: Arch) -> &'static [(&'static str, u32)] {
     match arch {
         Arch::X86_64 => X86_64,

@@ -130,6 +130,10 @@ pub struct SpaceSpec {
     /// Its network: `none` (loopback only) unless declared (`docs/network.md`).
     #[serde(default)]
     pub net: crate::net::NetSpec,
+    /// Its seccomp profile: `default` (when absent), `strict`, or a profile file's path
+    /// (resolved against the manifest's directory; read by the launcher, docs/seccomp.md).
+    #[serde(default)]
+    pub seccomp: Option<String>,
     /// Remote senders (`env@host`, or `*@host`) whose messages it accepts without having
     /// given them a capability (federation's inbound policy).
     #[serde(default)]
@@ -352,7 +356,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 20] = [
+const SPACE_KEYS: [&str; 21] = [
     "image",
     "command",
     "env",
@@ -373,6 +377,7 @@ const SPACE_KEYS: [&str; 20] = [
     "may_spawn",
     "init",
     "volumes",
+    "seccomp",
 ];
 
 /// The keys of an environment's `net` table.
@@ -825,6 +830,7 @@ impl Parser<'_> {
                 allow_missing: Vec::new(),
                 capabilities: Vec::new(),
                 net: crate::net::NetSpec::None,
+                seccomp: None,
                 accept_from: Vec::new(),
                 may_spawn: Vec::new(),
                 init: true,
@@ -864,6 +870,12 @@ impl Parser<'_> {
                 }
                 "allow_missing" => s.allow_missing = self.allow_missing(here, v)?,
                 "capabilities" => s.capabilities = self.capabilities(here, v)?,
+                "seccomp" => {
+                    s.seccomp = Some(match self.string(here, "seccomp", v)? {
+                        p @ ("default" | "strict") => p.to_owned(),
+                        _ => self.path(here, "seccomp", v)?.display().to_string(),
+                    })
+                }
                 "accept_from" => s.accept_from = self.accept_from(here, v)?,
                 "may_spawn" => s.may_spawn = self.may_spawn(here, v)?,
                 "init" => match v.get_ref() {

@@ -596,3 +596,113 @@ mod tests {
         assert!(SignalSet::of(&[0x1000]).is_err());
     }
 }
+
+/// `SECCOMP_RET_USER_NOTIF`: the filter action that hands the call to the listener.
+pub const SECCOMP_RET_USER_NOTIF: u32 = libc::SECCOMP_RET_USER_NOTIF;
+
+/// Install `program` — classic-BPF instructions in the layout `seccomp(2)` reads, 8 bytes each
+/// (`code` u16, `jt` u8, `jf` u8, `k` u32, native endian) — as the calling thread's seccomp
+/// filter with `SECCOMP_FILTER_FLAG_NEW_LISTENER`, and return the listener: the descriptor on
+/// which calls the program answers with `SECCOMP_RET_USER_NOTIF` arrive
+/// ([`seccomp_notif_recv`]). The descriptor is close-on-exec (the kernel makes it so).
+///
+/// Fails with `EINVAL` if `program` is not a whole number of instructions, and with the
+/// kernel's error otherwise (`EBUSY`: a filter already installed in this process has a
+/// listener; `EACCES`: neither `no_new_privs` nor `CAP_SYS_ADMIN`).
+pub fn seccomp_install_listener(program: &[u8]) -> io::Result<OwnedFd> {
+    if program.is_empty() || program.len() % 8 != 0 || program.len() / 8 > u16::MAX as usize {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    let filter: Vec<libc::sock_filter> = program
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect();
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `prog` points at `filter`, which holds exactly `prog.len` instructions and lives
+    // until the call returns; the kernel copies the program and keeps no pointer to it.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &prog as *const libc::sock_fprog,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: with NEW_LISTENER, a successful seccomp(2) returns a new descriptor nothing else
+    // owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// One call a seccomp filter handed to its listener (`struct seccomp_notif`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeccompNotif {
+    /// The notification's id, to answer it with [`seccomp_notif_send_errno`].
+    pub id: u64,
+    /// The calling thread's id, in the listener's pid namespace (0 if it has none there).
+    pub pid: u32,
+    /// The system call number.
+    pub nr: i32,
+    /// The audit architecture of the call.
+    pub arch: u32,
+    /// The call's six register arguments.
+    pub args: [u64; 6],
+}
+
+/// `SECCOMP_IOCTL_NOTIF_RECV`: take the next call waiting on `listener`. Blocks if none waits
+/// (poll the listener for `POLLIN` first); `ENOENT` if the caller died meanwhile.
+pub fn seccomp_notif_recv(listener: BorrowedFd<'_>) -> io::Result<SeccompNotif> {
+    // SAFETY: seccomp_notif is plain integers; the kernel requires it zeroed on entry.
+    let mut n: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes one seccomp_notif into `n`, a valid, correctly sized buffer.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut n as *mut libc::seccomp_notif,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(SeccompNotif {
+        id: n.id,
+        pid: n.pid,
+        nr: n.data.nr,
+        arch: n.data.arch,
+        args: n.data.args,
+    })
+}
+
+/// `SECCOMP_IOCTL_NOTIF_SEND`: make the call `id` fail with `errno` (positive, e.g. `EPERM`),
+/// without running it. `ENOENT` if the caller died or was interrupted meanwhile.
+pub fn seccomp_notif_send_errno(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno.abs(),
+        flags: 0,
+    };
+    // SAFETY: the ioctl reads one seccomp_notif_resp from `resp`, a valid, initialised value.
+    let ret = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -452,6 +452,12 @@ pub struct RunArgs {
     #[arg(long = "cap-add", value_name = "CAP")]
     pub cap_add: Vec<String>,
 
+    /// The seccomp profile: `default`, `strict` (a smaller allow-list), or a profile FILE that
+    /// adds syscalls from the safe set (docs/seccomp.md). A file named `default` or `strict`
+    /// must be given as `./default`.
+    #[arg(long, value_name = "default|strict|FILE")]
+    pub seccomp: Option<String>,
+
     /// Run even though this protection is missing on the host (landlock, seccomp, cgroup).
     /// Without it Warren refuses to start an environment it cannot fully protect.
     #[arg(long, value_name = "PROTECTION")]

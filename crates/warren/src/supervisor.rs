@@ -262,6 +262,10 @@ pub fn launcher_args(
         a.push("--cap-add".into());
         a.push(c.clone());
     }
+    if let Some(s) = &spec.seccomp {
+        a.push("--seccomp".into());
+        a.push(s.clone());
+    }
     if let warren_spec::NetSpec::Veth(v) = &spec.net {
         a.push("--net".into());
         a.push(
@@ -455,6 +459,27 @@ mod tests {
                 .unwrap()
                 .contains("cgroup_parent")
         );
+    }
+
+    #[test]
+    fn launcher_args_carry_the_seccomp_profile() {
+        for (value, arg) in [
+            ("strict", "--seccomp strict"),
+            (
+                "profiles/web.json",
+                "--seccomp /etc/warren/profiles/web.json",
+            ),
+        ] {
+            let text = format!(
+                "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\nseccomp = \"{value}\"\n"
+            );
+            let m = warren_spec::parse_manifest(Path::new("/etc/warren/m.toml"), &text).unwrap();
+            let s = &m.spaces.values().next().unwrap();
+            assert_eq!(
+                launcher_args("web", s, &Default::default()).join(" "),
+                format!("run --name web --init --rootfs /srv/root {arg} -- /bin/x")
+            );
+        }
     }
 
     #[test]

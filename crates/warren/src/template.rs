@@ -51,6 +51,7 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         mailbox_capacity: t.mailbox_capacity,
         allow_missing: t.allow_missing.clone(),
         net: t.net.clone(),
+        seccomp: None,
         accept_from: Vec::new(),
         may_spawn: t.may_spawn.clone(),
         mailbox_bytes: None,

@@ -81,10 +81,12 @@ fn check_environment(state: &Path, record: &Value) -> String {
         Some(installed_digest.as_str()),
         "the event log records the digest of the filter the kernel runs"
     );
-    // And it is the program compiled into Warren, byte for byte.
-    let built = warren_seccomp::Program::host();
+    // And it is the program compiled into Warren, byte for byte: the notifying variant (refused
+    // calls go to the launcher, which logs them), not the plain one.
+    let built = warren_seccomp::Program::host_notifying();
     assert_eq!(installed, built.bytes());
     assert_eq!(installed_digest, built.digest());
+    assert_ne!(installed_digest, warren_seccomp::Program::host().digest());
     installed_digest
 }
 

@@ -62,7 +62,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
         "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [],
-        "may_spawn": [],
+        "may_spawn": [], "seccomp": null,
     })
 }
 
@@ -73,6 +73,31 @@ fn with(mut base: serde_json::Value, fields: serde_json::Value) -> serde_json::V
         base[k] = v.clone();
     }
     base
+}
+
+#[test]
+fn seccomp_names_a_built_in_profile_or_a_file_next_to_the_manifest() {
+    for (value, want) in [
+        ("strict", json!("strict")),
+        ("default", json!("default")),
+        ("./strict", json!("/srv/warren/strict")),
+        ("/etc/warren/p.json", json!("/etc/warren/p.json")),
+    ] {
+        let m = parse_manifest(
+            Path::new(FILE),
+            &format!(
+                "[space.db]\nimage = \"images/db\"\ncommand = [\"/x\"]\nseccomp = \"{value}\"\n"
+            ),
+        )
+        .unwrap();
+        let got = serde_json::to_value(m.spaces.values().next().unwrap()).unwrap();
+        assert_eq!(got["seccomp"], want, "{value}");
+    }
+    for bad in ["seccomp = 3", "seccomp = \"\""] {
+        let text = format!("[space.db]\nimage = \"images/db\"\ncommand = [\"/x\"]\n{bad}\n");
+        let e = parse_manifest(Path::new("spaces.toml"), &text).unwrap_err();
+        assert_eq!(e.key, "space.db.seccomp", "{bad}: {e}");
+    }
 }
 
 #[test]
@@ -102,6 +127,7 @@ fn every_key() {
         mailbox_bytes = "8M"
         allow_missing = ["seccomp", "landlock"]
         capabilities = ["setuid", "CAP_CHOWN", "NET_BIND_SERVICE"]
+        seccomp = "profiles/db.json"
         init = false
         x-owner = "team-a"
         x-nested = { anything = [1, "goes"] }
@@ -126,6 +152,7 @@ fn every_key() {
                     "allow_missing": ["landlock", "seccomp"],
                     "capabilities": ["CAP_CHOWN", "CAP_SETUID", "CAP_NET_BIND_SERVICE"],
                     "net": "none",
+                    "seccomp": "/srv/warren/profiles/db.json",
                     "accept_from": [],
                     "may_spawn": [],
                     "with": [],

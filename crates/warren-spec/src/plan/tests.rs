@@ -98,6 +98,7 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "allow_missing", "old": null, "new": [] },
                 { "field": "capabilities", "old": null, "new": [] },
                 { "field": "net", "old": null, "new": "none" },
+                { "field": "seccomp", "old": null, "new": null },
                 { "field": "accept_from", "old": null, "new": [] },
                 { "field": "may_spawn", "old": null, "new": [] },
                 { "field": "init", "old": null, "new": true },

@@ -30,6 +30,7 @@ struct Inputs {
     hostname: Option<String>,
     capabilities: Vec<warren_spec::Capability>,
     mounts: Vec<warren_spec::mount::MountRequest>,
+    seccomp: warren_seccomp::Selection,
 }
 
 /// Stage one: check what the user typed, without touching the system.
@@ -102,6 +103,10 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         })
         .collect::<anyhow::Result<BTreeSet<_>>>()?;
     let capabilities = warren_spec::caps::parse_list(&args.cap_add).context("invalid --cap-add")?;
+    let seccomp = match args.seccomp.as_deref() {
+        None => warren_seccomp::Selection::Default,
+        Some(s) => warren_seccomp::Selection::parse(s).context("invalid --seccomp")?,
+    };
     let limits = Limits {
         memory: memory.map(|m| m.0),
         pids: Some(pids.unwrap_or(LaunchPlan::DEFAULT_PIDS)),
@@ -133,6 +138,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         hostname,
         capabilities,
         mounts: parse_mounts(args)?,
+        seccomp,
     })
 }
 
@@ -496,6 +502,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         hostname,
         capabilities,
         mounts,
+        seccomp,
     } = match parse_plan_inputs(&args) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -624,6 +631,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             .as_ref()
             .and_then(|i| i.resolved.record.tree_digest.clone()),
         mounts,
+        seccomp,
     };
     let spawn = match spawn_provenance(&args) {
         Ok(s) => s,
@@ -695,7 +703,14 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
         (c, _) => c,
     };
-    let exit = match running.wait() {
+    // Refused system calls are explained on the launcher's standard error: the terminal for
+    // `warren run`, `<state>/logs/NAME.log` (so `warren logs`) for `-d` and managed environments.
+    // One write per line, so that it does not interleave with the workload's own output.
+    let mut log_refusal = |line: &str| {
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
+    };
+    let exit = match running.wait(&mut log_refusal) {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
@@ -715,6 +730,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             "{}",
             json!({ "name": applied.name, "exit_code": exit.code, "signal": exit.signal,
                     "oom_killed": exit.oom_killed, "pids_limit_hit": exit.pids_limit_hit,
+                    "seccomp_refusals": exit.seccomp_refusals.iter()
+                        .map(|(name, count)| json!({ "syscall": name, "count": count }))
+                        .collect::<Vec<_>>(),
                     "applied": applied })
         );
     }
@@ -819,6 +837,25 @@ fn end_reasons(
                 exit.code
             ),
         });
+    }
+    if exit.signal == Some(31) {
+        // The filter kills only calls made through another architecture's entry point; the
+        // kernel does not say which call it was.
+        out.push(
+            "killed by seccomp (SIGSYS): a system call through another architecture's entry \
+             point (i386 `int 0x80`, AArch32), which Warren's filter kills; the syscall number \
+             is not reported by the kernel"
+                .to_owned(),
+        );
+    }
+    let repeated: Vec<String> = exit
+        .seccomp_refusals
+        .iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|(name, n)| format!("{name} {n} times"))
+        .collect();
+    if !repeated.is_empty() {
+        out.push(format!("seccomp refused: {}", repeated.join(", ")));
     }
     if exit.pids_limit_hit {
         let limit = pids.map_or_else(|| "?".to_owned(), |n| n.to_string());
