@@ -46,12 +46,29 @@ enum Handshake {
     Closing(&'static str),
 }
 
-/// Frames of a packet not acted on yet (the budget or the quota stopped the turn).
+/// A packet not wholly acted on yet (the budget or the quota stopped the turn), or a large one
+/// still being checked.
 struct Tail {
     bytes: Vec<u8>,
+    /// Frames before this offset were acted on.
+    pos: usize,
+    /// The packet is checked (decoded) up to this offset; none of its frames is acted on before
+    /// all of it is (`docs/protocol.md` §1: a malformed packet is acted on not at all).
+    checked: usize,
     /// They belong to the connection's first packet.
     first: bool,
 }
+
+impl Tail {
+    fn checked(&self) -> bool {
+        self.checked >= self.bytes.len()
+    }
+}
+
+/// Packets up to this size are decoded at once when read; a larger one (up to 1 MiB of tiny
+/// frames, which takes milliseconds to decode) is checked in slices, a turn at a time, so that
+/// its sender's turn stays within its time slice like any other work it causes.
+const CHECK_AT_ONCE: usize = 16 * 1024;
 
 /// One environment's kernel connection.
 pub(super) struct EnvConn {
@@ -72,6 +89,11 @@ pub(super) struct EnvConn {
     tail: Option<Tail>,
     /// The environment closed its end: answers are dropped, what it sent is still served.
     peer_gone: bool,
+    /// It used up its turn's budget and has input left: it is served from the daemon's ready
+    /// list after every connection with fresh input (and the output of those is flushed first),
+    /// and its EPOLLIN is out of the interest set meanwhile, so that a readable epoll set means
+    /// that someone else is waiting.
+    heavy: bool,
 }
 
 impl EnvConn {
@@ -97,6 +119,7 @@ impl EnvConn {
             dirty: false,
             tail: None,
             peer_gone: false,
+            heavy: false,
         }
     }
 
@@ -106,7 +129,7 @@ impl EnvConn {
     }
 
     fn rearm(&self, epoll_fd: &OwnedFd, token: u64) {
-        let (flags, data) = token_event(token, self.reading, self.want_write);
+        let (flags, data) = token_event(token, self.reading && !self.heavy, self.want_write);
         let _ = epoll::modify(epoll_fd, &self.fd, data, flags);
     }
 }
@@ -159,8 +182,8 @@ enum Stop {
 }
 
 impl Daemon {
-    /// An environment connection is readable or writable (or `flags` is empty: input left from
-    /// the last turn's budget).
+    /// An environment connection is readable or writable (or `flags` is empty: its turn from
+    /// the ready list, input left from the last turn's budget).
     pub(super) fn on_env(&mut self, token: u64, flags: EventFlags) {
         if flags.contains(EventFlags::OUT) {
             self.flush(token);
@@ -182,6 +205,11 @@ impl Daemon {
                 }
             }
         }
+        // A heavy connection's input waits for its turn from the ready list, after everyone
+        // with fresh input.
+        if !flags.is_empty() && self.is_heavy(token) {
+            return;
+        }
         let mut budget = self.limits.turn_frames;
         let mut packets = 0;
         self.slice_end = Instant::now() + self.limits.turn_slice;
@@ -196,6 +224,7 @@ impl Daemon {
                 match self.handle_tail(token, tail, &mut budget) {
                     Stop::Done => continue,
                     Stop::Budget => {
+                        self.set_heavy(token, true);
                         self.ready.push(token);
                         return;
                     }
@@ -203,10 +232,13 @@ impl Daemon {
                 }
             }
             if packets >= self.limits.turn_packets || budget == 0 {
-                // Level-triggered: the socket's remaining packets are reported next turn.
+                // More may wait in the socket: the next turn, from the ready list, says.
+                self.set_heavy(token, true);
+                self.ready.push(token);
                 return;
             }
             if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
+                self.set_heavy(token, false);
                 self.pause(token);
                 return;
             }
@@ -219,6 +251,9 @@ impl Daemon {
                 Err(rustix::io::Errno::AGAIN) => {
                     if hup || c.peer_gone {
                         self.drop_env_conn(token, None);
+                    } else {
+                        // All read: back to waiting for input like everyone else.
+                        self.set_heavy(token, false);
                     }
                     return;
                 }
@@ -238,6 +273,7 @@ impl Daemon {
             match stop {
                 Stop::Done => {}
                 Stop::Budget => {
+                    self.set_heavy(token, true);
                     self.ready.push(token);
                     return;
                 }
@@ -246,9 +282,43 @@ impl Daemon {
         }
     }
 
-    /// Decode a whole packet (a malformed one closes the connection before any frame is acted
-    /// on), then hand its frames to the kernel while the budget and the quota allow; keep the
-    /// rest as the connection's tail.
+    /// Whether connection `token` waits on the ready list for having used its budget.
+    pub(super) fn is_heavy(&self, token: u64) -> bool {
+        matches!(self.conns.get(&token), Some(Conn::Env(c)) if c.heavy)
+    }
+
+    fn set_heavy(&mut self, token: u64, heavy: bool) {
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if c.heavy != heavy {
+                c.heavy = heavy;
+                c.rearm(&self.epoll, token);
+            }
+        }
+    }
+
+    /// Whether the connection being served has had its turn: its time slice is used, or
+    /// another connection (or the control socket, a signal, the worker, the link) is waiting.
+    /// Heavy connections are out of the epoll set's input interest, so a readable epoll set
+    /// means someone else has input.
+    fn turn_over(&self) -> bool {
+        if Instant::now() >= self.slice_end {
+            return true;
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &self.epoll,
+            rustix::event::PollFlags::IN,
+        )];
+        let now = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
+
+    /// Hand a packet's frames to the kernel while the budget and the quota allow, and keep the
+    /// rest as the connection's tail. A small packet is decoded whole first (a malformed one
+    /// closes the connection before any frame is acted on); a large one becomes a tail at once
+    /// and is checked in slices before any of it is acted on (`handle_tail`).
     fn handle_packet(
         &mut self,
         token: u64,
@@ -256,6 +326,15 @@ impl Daemon {
         first: bool,
         budget: &mut usize,
     ) -> Stop {
+        if packet.len() > CHECK_AT_ONCE {
+            let tail = Tail {
+                bytes: packet.to_vec(),
+                pos: 0,
+                checked: 0,
+                first,
+            };
+            return self.handle_tail(token, tail, budget);
+        }
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         if let Err(e) =
@@ -281,23 +360,45 @@ impl Daemon {
         frames.shrink_to(FRAMES_KEPT);
         self.frames = frames;
         if let Some(i) = left_at {
-            self.keep_tail(
-                token,
-                &stop,
-                packet[frame_offset(packet, i)..].to_vec(),
+            let bytes = packet[frame_offset(packet, i)..].to_vec();
+            let tail = Tail {
+                checked: bytes.len(),
+                bytes,
+                pos: 0,
                 first,
-            );
+            };
+            self.keep_tail(token, &stop, tail);
         }
         stop
     }
 
-    /// Go on with a tail kept from an earlier turn: its bytes were checked when its packet
-    /// came, so it is decoded a frame at a time, as far as this turn goes, and never copied.
-    fn handle_tail(&mut self, token: u64, tail: Tail, budget: &mut usize) -> Stop {
-        let mut pos = 0;
+    /// Go on with a tail: first check the rest of its packet (decoding it, a slice of the turn
+    /// at a time; a malformed frame closes the connection with none of the packet acted on),
+    /// then act on its frames, decoded a frame at a time, as far as this turn goes. Its bytes
+    /// are never moved: the offsets advance.
+    fn handle_tail(&mut self, token: u64, mut tail: Tail, budget: &mut usize) -> Stop {
+        if !tail.checked() {
+            let mut n = 0usize;
+            for f in warren_proto::request_frames(&tail.bytes[tail.checked..]) {
+                if let Err(e) = f {
+                    let why = format!("malformed packet: {e}");
+                    self.drop_env_conn(token, Some(&why));
+                    return Stop::Closed;
+                }
+                tail.checked += frame_offset(&tail.bytes[tail.checked..], 1);
+                n += 1;
+                if n % 64 == 0 && !self.stopping && self.turn_over() {
+                    break;
+                }
+            }
+            if !tail.checked() {
+                self.keep_tail(token, &Stop::Budget, tail);
+                return Stop::Budget;
+            }
+        }
         let mut stop = Stop::Done;
         let mut stopped = false;
-        for (i, f) in warren_proto::request_frames(&tail.bytes).enumerate() {
+        for (i, f) in warren_proto::request_frames(&tail.bytes[tail.pos..]).enumerate() {
             let Ok(f) = f else {
                 self.drop_env_conn(token, Some("malformed packet"));
                 return Stop::Closed;
@@ -307,13 +408,11 @@ impl Daemon {
                 stopped = true;
                 break;
             }
-            pos += frame_offset(&tail.bytes[pos..], 1);
+            tail.pos += frame_offset(&tail.bytes[tail.pos..], 1);
             self.handle_frame(token, f, tail.first);
         }
         if stopped {
-            let mut bytes = tail.bytes;
-            bytes.drain(..pos);
-            self.keep_tail(token, &stop, bytes, tail.first);
+            self.keep_tail(token, &stop, tail);
         }
         stop
     }
@@ -376,23 +475,23 @@ impl Daemon {
         }
     }
 
-    /// Frames in connection `token`'s tail.
+    /// Frames in connection `token`'s tail not acted on yet.
     fn tail_frames(&self, token: u64) -> usize {
         match self.conns.get(&token) {
             Some(Conn::Env(EnvConn {
                 tail: Some(tail), ..
-            })) => warren_proto::request_frames(&tail.bytes).count(),
+            })) => warren_proto::request_frames(&tail.bytes[tail.pos..]).count(),
             _ => 0,
         }
     }
 
     /// Keep the frames not acted on for a later turn (pausing the connection when its quota
     /// stopped them).
-    fn keep_tail(&mut self, token: u64, stop: &Stop, bytes: Vec<u8>, first: bool) {
+    fn keep_tail(&mut self, token: u64, stop: &Stop, tail: Tail) {
         let closed = matches!(stop, Stop::Closed);
         if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
-            if !closed && !bytes.is_empty() {
-                c.tail = Some(Tail { bytes, first });
+            if !closed && tail.pos < tail.bytes.len() {
+                c.tail = Some(tail);
             }
         }
         if let Stop::Quota = stop {
@@ -402,11 +501,11 @@ impl Daemon {
 
     /// Whether frame `i` of a packet may be acted on in this turn; if not, why.
     fn may_handle(&mut self, token: u64, i: usize, budget: &mut usize) -> Option<Stop> {
-        // The time slice is checked every 16 frames, after the kernel's answers so far have
-        // been encoded and its audit records written: that work is the connection's too.
+        // The turn is checked every 16 frames, after the kernel's answers so far have been
+        // encoded and its audit records written: that work is the connection's too.
         if i % 16 == 15 {
             self.dispatch_actions();
-            if Instant::now() >= self.slice_end {
+            if self.turn_over() {
                 *budget = 0;
             }
         }

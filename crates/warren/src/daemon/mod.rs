@@ -449,10 +449,18 @@ impl Daemon {
                     t => self.on_conn(t, flags),
                 }
             }
-            // Input left over from last turn's budgets (a connection served above already
-            // had its turn; `on_env` puts what is still left on the list again).
+            // The answers and deliveries for the connections served above leave before the
+            // heavy ones take their turns: a neighbour waits for no attacker's time slice.
+            self.drain_actions();
+            self.flush_all();
+            // Then input left over from last turn's budgets: heavy connections (served only
+            // from here), and others whose reading resumed (unless served above already);
+            // `on_env` puts what is still left on the list again.
+            let mut ready = ready;
+            ready.sort_unstable();
+            ready.dedup();
             for t in ready {
-                if !events.iter().any(|e| e.data.u64() == t) {
+                if self.is_heavy(t) || !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
                 }
             }
