@@ -8,8 +8,15 @@
 //!   process sharing the descriptor) is answered Welcome with the version already agreed when
 //!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
-//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
-//!   next turn, and the socket keeps the rest. Every other connection is served in between.
+//!   time slice (`turn_slice`, 500 µs) per turn of the loop, and its turn ends early (checked
+//!   every 16 frames, the epoll set looked at every 50 µs at most) when another connection has
+//!   input waiting. What is left of a packet (its remaining frames, as bytes) waits for the next
+//!   turn, and the socket keeps the rest. A connection that used its turn up is *heavy*: its
+//!   EPOLLIN leaves the interest set (so a readable epoll set means that someone else waits)
+//!   and it is served from the ready list, after every connection with fresh input and after
+//!   their answers are flushed, so a neighbour's request waits for no attacker's full turn. A
+//!   packet over 16 KiB is checked (decoded) a slice at a time in the same turns before any of
+//!   its frames is acted on (a malformed packet is acted on not at all, §1).
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
@@ -64,6 +71,9 @@ impl Tail {
         self.checked >= self.bytes.len()
     }
 }
+
+/// How often, at most, a connection's turn looks whether another connection is waiting.
+const YIELD_CHECK: std::time::Duration = std::time::Duration::from_micros(50);
 
 /// Packets up to this size are decoded at once when read; a larger one (up to 1 MiB of tiny
 /// frames, which takes milliseconds to decode) is checked in slices, a turn at a time, so that
@@ -300,10 +310,17 @@ impl Daemon {
     /// another connection (or the control socket, a signal, the worker, the link) is waiting.
     /// Heavy connections are out of the epoll set's input interest, so a readable epoll set
     /// means someone else has input.
-    fn turn_over(&self) -> bool {
-        if Instant::now() >= self.slice_end {
+    fn turn_over(&mut self) -> bool {
+        let now = Instant::now();
+        if now >= self.slice_end {
             return true;
         }
+        // One look at the epoll set per [`YIELD_CHECK`] at most: a connection alone with the
+        // kernel pays almost nothing for it.
+        if now < self.next_yield_check {
+            return false;
+        }
+        self.next_yield_check = now + YIELD_CHECK;
         let mut fds = [rustix::event::PollFd::new(
             &self.epoll,
             rustix::event::PollFlags::IN,

@@ -158,6 +158,8 @@ struct Daemon {
     limits: Limits,
     /// When the connection being served has used its time slice.
     slice_end: Instant,
+    /// When the connection being served next looks whether others wait (`conn.rs`).
+    next_yield_check: Instant,
     /// The daemon is stopping: frames already read are acted on whatever the budgets and
     /// quotas (`conn.rs`).
     stopping: bool,
@@ -355,6 +357,7 @@ impl Daemon {
             audit,
             limits: opts.limits,
             slice_end: Instant::now(),
+            next_yield_check: Instant::now(),
             stopping: false,
             worker,
             group: opts.group,
