@@ -9,6 +9,8 @@
 #   * the kernel round trip (p50/p99, warren-bench's pipelined ping-pong between two host
 #     processes registered on the control socket) with only those 2 environments, and again with
 #     the N environments running next to them;
+#   * what each environment costs the host besides the daemon: its processes (launcher, init,
+#     workload) and their memory (PSS), which say whether 10,000 fit (pids, memory);
 #   * re-apply (all unchanged) and the time to empty (apply of an empty manifest).
 #
 #   bash bench/scale.sh               # 1,000 environments
@@ -129,6 +131,36 @@ t2=$(now_ms)
 [ "$q" = 0 ] || die "messages still queued or receives waiting: $s"
 sleep 2
 rss1=$(rss_kib)
+# What each environment costs the host besides the daemon: every process below the kernel (the
+# launchers it started, their inits and workloads), counted and their proportional set sizes
+# (shared pages split among the processes sharing them) summed.
+read -r procs pss_kib < <(python3 - "$daemon_pid" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+children = {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    children.setdefault(ppid, []).append(int(d))
+todo, procs, pss = list(children.get(root, [])), 0, 0
+while todo:
+    p = todo.pop()
+    todo.extend(children.get(p, []))
+    try:
+        for line in open(f"/proc/{p}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+        procs += 1
+    except OSError:
+        pass
+print(procs, pss)
+PY
+)
 listed=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
 [ "$listed" = "$COUNT" ] || die "ps -a lists $listed of $COUNT"
 
@@ -154,6 +186,8 @@ mkdir -p "$results"
     echo "| ... until every ring message was delivered | $(( (t2 - t0) )) ms |"
     echo "| daemon RSS before / after | $((rss0 / 1024)) MiB / $((rss1 / 1024)) MiB |"
     echo "| daemon memory per environment | $(( (rss1 - rss0) * 1024 / COUNT )) bytes |"
+    echo "| host processes per environment (launcher, init, workload) | $(python3 -c "print(round($procs / $COUNT, 2))") ($procs in all; pid_max $(cat /proc/sys/kernel/pid_max)) |"
+    echo "| host memory per environment (PSS of those processes) | $(( pss_kib / COUNT )) KiB ($(( pss_kib / 1024 )) MiB in all) |"
     echo "| kernel round trip, 2 environments | $rtt_small |"
     echo "| kernel round trip, $COUNT environments running | $rtt_big |"
     echo "| re-apply, all unchanged | $(( t4 - t3 )) ms |"
