@@ -15,9 +15,11 @@
 #
 #   bash bench/scale.sh               # 1,000 environments
 #   COUNT=300 bash bench/scale.sh
+#   REGISTERED=1 COUNT=10000 bash bench/scale.sh   # the daemon side alone (scale-registered.py)
 #
 # Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
-# release), SKIP_BUILD (1: use the binaries already built). Must run as root. Uses a private state directory and a busybox root in a temporary
+# release), SKIP_BUILD (1: use the binaries already built), REGISTERED (1: environments registered
+# on the control socket, without processes). Must run as root. Uses a private state directory and a busybox root in a temporary
 # directory; network use: `cargo build` only.
 set -euo pipefail
 
@@ -93,10 +95,27 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon_pid/status"; }
 now_ms() { date +%s%3N; }
 
 say "kernel on $state"
+# Three descriptors per registered environment in the kernel and in the driver.
+[ "${REGISTERED:-0}" = 1 ] && ulimit -n $(( COUNT * 3 + 1024 ))
 WARREN_STATE_DIR="$state" setpriv --pdeathsig KILL -- "$warren" daemon > "$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "kernel ready" "$work/daemon.log" && break; sleep 0.1; done
 grep -q "kernel ready" "$work/daemon.log" || die "the kernel did not start: $(cat "$work/daemon.log")"
+
+if [ "${REGISTERED:-0}" = 1 ]; then
+    # The daemon side alone: COUNT registered environments without processes
+    # (bench/scale-registered.py), past what the host's pids and memory allow launchers for.
+    say "registering $COUNT environments"
+    {
+        echo "scale benchmark (registered, no processes), $COUNT environments, $BUILD build, $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "| measure | value |"
+        echo "|---|---|"
+        python3 "$here/scale-registered.py" "$state" "$daemon_pid" "$warren" "$COUNT"
+    } > "$work/registered.txt" || die "registered run failed: $(cat "$work/registered.txt")"
+    mkdir -p "$results"
+    tee "$out" < "$work/registered.txt"
+    exit 0
+fi
 
 rtt() { # LABEL
     local tag="$1-$$"

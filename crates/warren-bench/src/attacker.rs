@@ -78,7 +78,7 @@ impl Conn {
         let id = self.id();
         let mut b = PacketBuilder::new();
         b.push_request(&Frame { id, body })?;
-        rustix::net::send(&self.fd, b.as_bytes(), SendFlags::empty()).context("send")?;
+        send_packet(&self.fd, b.as_bytes())?;
         loop {
             let (n, _) =
                 rustix::net::recv(&self.fd, &mut self.buf, RecvFlags::empty()).context("recv")?;
@@ -114,6 +114,25 @@ impl Conn {
             }
         }
         Ok(got)
+    }
+}
+
+/// Send one packet, retrying while the host is short of socket memory (`ENOBUFS`, which a
+/// packet of 1 MiB may meet on a busy host) or a signal interrupts.
+fn send_packet(fd: &OwnedFd, packet: &[u8]) -> anyhow::Result<()> {
+    let mut tries = 0;
+    loop {
+        match rustix::net::send(fd, packet, SendFlags::empty()) {
+            Ok(_) => return Ok(()),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::NOBUFS) if tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("send a packet of {} bytes", packet.len()));
+            }
+        }
     }
 }
 
@@ -194,7 +213,7 @@ fn pin(c: &mut Conn, boxes: &[u32]) -> anyhow::Result<()> {
             id,
             body: send(h, vec![0x55; MAX_BODY], true),
         })?;
-        rustix::net::send(&c.fd, b.as_bytes(), SendFlags::empty()).context("send")?;
+        send_packet(&c.fd, b.as_bytes())?;
     }
     // Refusals come at once; what is still unanswered after a second waits.
     let mut answered = 0u64;
