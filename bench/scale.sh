@@ -95,8 +95,13 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon_pid/status"; }
 now_ms() { date +%s%3N; }
 
 say "kernel on $state"
-# Three descriptors per registered environment in the kernel and in the driver.
-[ "${REGISTERED:-0}" = 1 ] && ulimit -n $(( COUNT * 3 + 1024 ))
+# Two descriptors per registered environment in the kernel and in the driver.
+if [ "${REGISTERED:-0}" = 1 ]; then
+    need=$(( COUNT * 2 + 512 ))
+    [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge "$need" ] ||
+        die "COUNT=$COUNT needs $need descriptors; the hard limit is $(ulimit -Hn) (raise it, e.g. LimitNOFILE)"
+    ulimit -n "$need"
+fi
 WARREN_STATE_DIR="$state" setpriv --pdeathsig KILL -- "$warren" daemon > "$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "kernel ready" "$work/daemon.log" && break; sleep 0.1; done
