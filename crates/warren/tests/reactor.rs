@@ -854,6 +854,52 @@ fn until_closed(c: &Conn) -> Vec<Frame<Response>> {
     all
 }
 
+/// A packet of `n` Whoami frames (9 bytes each), and with `bad` a last frame of an unknown
+/// operation.
+fn whoami_packet(n: u32, bad: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::new();
+    for i in 0..n {
+        b.push_request(&whoami(100 + i)).unwrap();
+    }
+    let mut v = b.as_bytes().to_vec();
+    if bad {
+        // Length 5, operation 0x7f (none), id 1.
+        v.extend_from_slice(&[5, 0, 0, 0, 0x7f, 1, 0, 0, 0]);
+    }
+    v
+}
+
+#[test]
+fn a_large_packet_is_checked_whole_before_any_frame_is_acted_on() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    // Over 16 KiB: checked in slices of the connection's turns (daemon/conn.rs).
+    let n = 4000;
+    assert!(whoami_packet(n, false).len() > 32 * 1024);
+    // Positive control: every frame of the valid packet is answered, in order.
+    let mut ok = k.register(&unique("bigok"), &[], None);
+    ok.hello();
+    rustix::net::send(&ok.fd, &whoami_packet(n, false), SendFlags::empty()).unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < n as usize {
+        for f in ok.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(matches!(f.body, Response::Identity(_)), "{f:?}");
+            ids.push(f.id);
+        }
+    }
+    assert_eq!(ids, (100..100 + n).collect::<Vec<_>>());
+    // The same packet with a malformed last frame: closed, and not one frame answered.
+    let mut bad = k.register(&unique("bigbad"), &[], None);
+    bad.hello();
+    rustix::net::send(&bad.fd, &whoami_packet(n, true), SendFlags::empty()).unwrap();
+    let got = until_closed(&bad);
+    assert!(
+        got.is_empty(),
+        "{} frames of a malformed packet answered",
+        got.len()
+    );
+}
+
 #[test]
 fn a_first_frame_that_is_not_a_hello_is_answered_bad_request_then_closed() {
     let _serial = one_at_a_time();
