@@ -8,15 +8,13 @@
 //!   process sharing the descriptor) is answered Welcome with the version already agreed when
 //!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
-//!   time slice (`turn_slice`, 500 µs) per turn of the loop, and its turn ends early (checked
-//!   every 16 frames, the epoll set looked at every 50 µs at most) when another connection has
-//!   input waiting. What is left of a packet (its remaining frames, as bytes) waits for the next
-//!   turn, and the socket keeps the rest. A connection that used its turn up is *heavy*: its
-//!   EPOLLIN leaves the interest set (so a readable epoll set means that someone else waits)
-//!   and it is served from the ready list, after every connection with fresh input and after
-//!   their answers are flushed, so a neighbour's request waits for no attacker's full turn. A
+//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its
+//!   remaining frames, as bytes, never moved: offsets advance) waits for the next turn, and the
+//!   socket keeps the rest. Connections with input left over are served after every connection
+//!   with an event, and (without federation) after those connections' answers are written. A
 //!   packet over 16 KiB is checked (decoded) a slice at a time in the same turns before any of
-//!   its frames is acted on (a malformed packet is acted on not at all, §1).
+//!   its frames is acted on (a malformed packet is acted on not at all, §1), so that decoding
+//!   1 MiB of tiny frames no longer happens outside every budget.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
@@ -72,9 +70,6 @@ impl Tail {
     }
 }
 
-/// How often, at most, a connection's turn looks whether another connection is waiting.
-const YIELD_CHECK: std::time::Duration = std::time::Duration::from_micros(50);
-
 /// Packets up to this size are decoded at once when read; a larger one (up to 1 MiB of tiny
 /// frames, which takes milliseconds to decode) is checked in slices, a turn at a time, so that
 /// its sender's turn stays within its time slice like any other work it causes.
@@ -99,11 +94,6 @@ pub(super) struct EnvConn {
     tail: Option<Tail>,
     /// The environment closed its end: answers are dropped, what it sent is still served.
     peer_gone: bool,
-    /// It used up its turn's budget and has input left: it is served from the daemon's ready
-    /// list after every connection with fresh input (and the output of those is flushed first),
-    /// and its EPOLLIN is out of the interest set meanwhile, so that a readable epoll set means
-    /// that someone else is waiting.
-    heavy: bool,
 }
 
 impl EnvConn {
@@ -129,7 +119,6 @@ impl EnvConn {
             dirty: false,
             tail: None,
             peer_gone: false,
-            heavy: false,
         }
     }
 
@@ -139,7 +128,7 @@ impl EnvConn {
     }
 
     fn rearm(&self, epoll_fd: &OwnedFd, token: u64) {
-        let (flags, data) = token_event(token, self.reading && !self.heavy, self.want_write);
+        let (flags, data) = token_event(token, self.reading, self.want_write);
         let _ = epoll::modify(epoll_fd, &self.fd, data, flags);
     }
 }
@@ -215,11 +204,6 @@ impl Daemon {
                 }
             }
         }
-        // A heavy connection's input waits for its turn from the ready list, after everyone
-        // with fresh input.
-        if !flags.is_empty() && self.is_heavy(token) {
-            return;
-        }
         let mut budget = self.limits.turn_frames;
         let mut packets = 0;
         self.slice_end = Instant::now() + self.limits.turn_slice;
@@ -234,7 +218,6 @@ impl Daemon {
                 match self.handle_tail(token, tail, &mut budget) {
                     Stop::Done => continue,
                     Stop::Budget => {
-                        self.set_heavy(token, true);
                         self.ready.push(token);
                         return;
                     }
@@ -242,13 +225,10 @@ impl Daemon {
                 }
             }
             if packets >= self.limits.turn_packets || budget == 0 {
-                // More may wait in the socket: the next turn, from the ready list, says.
-                self.set_heavy(token, true);
-                self.ready.push(token);
+                // Level-triggered: the socket's remaining packets are reported next turn.
                 return;
             }
             if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
-                self.set_heavy(token, false);
                 self.pause(token);
                 return;
             }
@@ -261,9 +241,6 @@ impl Daemon {
                 Err(rustix::io::Errno::AGAIN) => {
                     if hup || c.peer_gone {
                         self.drop_env_conn(token, None);
-                    } else {
-                        // All read: back to waiting for input like everyone else.
-                        self.set_heavy(token, false);
                     }
                     return;
                 }
@@ -283,7 +260,6 @@ impl Daemon {
             match stop {
                 Stop::Done => {}
                 Stop::Budget => {
-                    self.set_heavy(token, true);
                     self.ready.push(token);
                     return;
                 }
@@ -292,44 +268,9 @@ impl Daemon {
         }
     }
 
-    /// Whether connection `token` waits on the ready list for having used its budget.
-    pub(super) fn is_heavy(&self, token: u64) -> bool {
-        matches!(self.conns.get(&token), Some(Conn::Env(c)) if c.heavy)
-    }
-
-    fn set_heavy(&mut self, token: u64, heavy: bool) {
-        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
-            if c.heavy != heavy {
-                c.heavy = heavy;
-                c.rearm(&self.epoll, token);
-            }
-        }
-    }
-
-    /// Whether the connection being served has had its turn: its time slice is used, or
-    /// another connection (or the control socket, a signal, the worker, the link) is waiting.
-    /// Heavy connections are out of the epoll set's input interest, so a readable epoll set
-    /// means someone else has input.
-    fn turn_over(&mut self) -> bool {
-        let now = Instant::now();
-        if now >= self.slice_end {
-            return true;
-        }
-        // One look at the epoll set per [`YIELD_CHECK`] at most: a connection alone with the
-        // kernel pays almost nothing for it.
-        if now < self.next_yield_check {
-            return false;
-        }
-        self.next_yield_check = now + YIELD_CHECK;
-        let mut fds = [rustix::event::PollFd::new(
-            &self.epoll,
-            rustix::event::PollFlags::IN,
-        )];
-        let now = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    /// Whether the connection being served has used its time slice.
+    fn turn_over(&self) -> bool {
+        Instant::now() >= self.slice_end
     }
 
     /// Hand a packet's frames to the kernel while the budget and the quota allow, and keep the

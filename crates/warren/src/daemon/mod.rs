@@ -158,8 +158,6 @@ struct Daemon {
     limits: Limits,
     /// When the connection being served has used its time slice.
     slice_end: Instant,
-    /// When the connection being served next looks whether others wait (`conn.rs`).
-    next_yield_check: Instant,
     /// The daemon is stopping: frames already read are acted on whatever the budgets and
     /// quotas (`conn.rs`).
     stopping: bool,
@@ -357,7 +355,6 @@ impl Daemon {
             audit,
             limits: opts.limits,
             slice_end: Instant::now(),
-            next_yield_check: Instant::now(),
             stopping: false,
             worker,
             group: opts.group,
@@ -453,17 +450,20 @@ impl Daemon {
                 }
             }
             // The answers and deliveries for the connections served above leave before the
-            // heavy ones take their turns: a neighbour waits for no attacker's time slice.
-            self.drain_actions();
-            self.flush_all();
-            // Then input left over from last turn's budgets: heavy connections (served only
-            // from here), and others whose reading resumed (unless served above already);
-            // `on_env` puts what is still left on the list again.
+            // ones with input left over from their budgets take their turns, so a neighbour's
+            // answer does not wait for them. With federation on, the link's commit stays once
+            // per turn, after its tick.
+            if self.link.is_none() {
+                self.drain_actions();
+                self.flush_all();
+            }
+            // Then input left over from last turn's budgets (a connection served above already
+            // had its turn; `on_env` puts what is still left on the list again).
             let mut ready = ready;
             ready.sort_unstable();
             ready.dedup();
             for t in ready {
-                if self.is_heavy(t) || !events.iter().any(|e| e.data.u64() == t) {
+                if !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
                 }
             }
