@@ -9,13 +9,17 @@
 #   * the kernel round trip (p50/p99, warren-bench's pipelined ping-pong between two host
 #     processes registered on the control socket) with only those 2 environments, and again with
 #     the N environments running next to them;
+#   * what each environment costs the host besides the daemon: its processes (launcher, init,
+#     workload) and their memory (PSS), which say whether 10,000 fit (pids, memory);
 #   * re-apply (all unchanged) and the time to empty (apply of an empty manifest).
 #
 #   bash bench/scale.sh               # 1,000 environments
 #   COUNT=300 bash bench/scale.sh
+#   REGISTERED=1 COUNT=10000 bash bench/scale.sh   # the daemon side alone (scale-registered.py)
 #
 # Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
-# release), SKIP_BUILD (1: use the binaries already built). Must run as root. Uses a private state directory and a busybox root in a temporary
+# release), SKIP_BUILD (1: use the binaries already built), REGISTERED (1: environments registered
+# on the control socket, without processes). Must run as root. Uses a private state directory and a busybox root in a temporary
 # directory; network use: `cargo build` only.
 set -euo pipefail
 
@@ -91,10 +95,32 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$daemon_pid/status"; }
 now_ms() { date +%s%3N; }
 
 say "kernel on $state"
+# Two descriptors per registered environment in the kernel and in the driver.
+if [ "${REGISTERED:-0}" = 1 ]; then
+    need=$(( COUNT * 2 + 512 ))
+    [ "$(ulimit -Hn)" = unlimited ] || [ "$(ulimit -Hn)" -ge "$need" ] ||
+        die "COUNT=$COUNT needs $need descriptors; the hard limit is $(ulimit -Hn) (raise it, e.g. LimitNOFILE)"
+    ulimit -n "$need"
+fi
 WARREN_STATE_DIR="$state" setpriv --pdeathsig KILL -- "$warren" daemon > "$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do grep -q "kernel ready" "$work/daemon.log" && break; sleep 0.1; done
 grep -q "kernel ready" "$work/daemon.log" || die "the kernel did not start: $(cat "$work/daemon.log")"
+
+if [ "${REGISTERED:-0}" = 1 ]; then
+    # The daemon side alone: COUNT registered environments without processes
+    # (bench/scale-registered.py), past what the host's pids and memory allow launchers for.
+    say "registering $COUNT environments"
+    {
+        echo "scale benchmark (registered, no processes), $COUNT environments, $BUILD build, $(date -u +%FT%TZ), $(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+        echo "| measure | value |"
+        echo "|---|---|"
+        python3 "$here/scale-registered.py" "$state" "$daemon_pid" "$warren" "$COUNT"
+    } > "$work/registered.txt" || die "registered run failed: $(cat "$work/registered.txt")"
+    mkdir -p "$results"
+    tee "$out" < "$work/registered.txt"
+    exit 0
+fi
 
 rtt() { # LABEL
     local tag="$1-$$"
@@ -129,6 +155,36 @@ t2=$(now_ms)
 [ "$q" = 0 ] || die "messages still queued or receives waiting: $s"
 sleep 2
 rss1=$(rss_kib)
+# What each environment costs the host besides the daemon: every process below the kernel (the
+# launchers it started, their inits and workloads), counted and their proportional set sizes
+# (shared pages split among the processes sharing them) summed.
+read -r procs pss_kib < <(python3 - "$daemon_pid" <<'PY'
+import os, sys
+root = int(sys.argv[1])
+children = {}
+for d in os.listdir("/proc"):
+    if not d.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{d}/stat").read()
+    except OSError:
+        continue
+    ppid = int(stat.rsplit(")", 1)[1].split()[1])
+    children.setdefault(ppid, []).append(int(d))
+todo, procs, pss = list(children.get(root, [])), 0, 0
+while todo:
+    p = todo.pop()
+    todo.extend(children.get(p, []))
+    try:
+        for line in open(f"/proc/{p}/smaps_rollup"):
+            if line.startswith("Pss:"):
+                pss += int(line.split()[1])
+        procs += 1
+    except OSError:
+        pass
+print(procs, pss)
+PY
+)
 listed=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
 [ "$listed" = "$COUNT" ] || die "ps -a lists $listed of $COUNT"
 
@@ -154,6 +210,8 @@ mkdir -p "$results"
     echo "| ... until every ring message was delivered | $(( (t2 - t0) )) ms |"
     echo "| daemon RSS before / after | $((rss0 / 1024)) MiB / $((rss1 / 1024)) MiB |"
     echo "| daemon memory per environment | $(( (rss1 - rss0) * 1024 / COUNT )) bytes |"
+    echo "| host processes per environment (launcher, init, workload) | $(python3 -c "print(round($procs / $COUNT, 2))") ($procs in all; pid_max $(cat /proc/sys/kernel/pid_max)) |"
+    echo "| host memory per environment (PSS of those processes) | $(( pss_kib / COUNT )) KiB ($(( pss_kib / 1024 )) MiB in all) |"
     echo "| kernel round trip, 2 environments | $rtt_small |"
     echo "| kernel round trip, $COUNT environments running | $rtt_big |"
     echo "| re-apply, all unchanged | $(( t4 - t3 )) ms |"

@@ -230,10 +230,6 @@ struct Env {
 }
 
 impl Env {
-    fn declares_send(&self, name: &str) -> bool {
-        self.may_send.iter().any(|n| n == name)
-    }
-
     fn pinned(&self) -> usize {
         self.queued_bytes + self.waiting_bytes
     }
@@ -391,6 +387,10 @@ pub struct Kernel {
     now: Millis,
     envs: BTreeMap<EnvId, Env>,
     names: BTreeMap<String, EnvId>,
+    /// For each name, the environments whose `may_send` declares it: an environment that
+    /// starts gets the grants declared to it without a walk over every environment (which made
+    /// registering N environments cost N² name comparisons).
+    declared_to: BTreeMap<String, BTreeSet<EnvId>>,
     next_env: u32,
     caps: Caps,
     mailboxes: BTreeMap<MailboxId, Mailbox>,
@@ -427,6 +427,7 @@ impl Kernel {
             now: 0,
             envs: BTreeMap::new(),
             names: BTreeMap::new(),
+            declared_to: BTreeMap::new(),
             next_env: 1,
             caps: Caps::default(),
             mailboxes: BTreeMap::new(),
@@ -505,6 +506,12 @@ impl Kernel {
             },
         );
         self.names.insert(spec.name, id);
+        for target in &self.envs[&id].may_send {
+            self.declared_to
+                .entry(target.clone())
+                .or_default()
+                .insert(id);
+        }
         let own = self.mint(Self::root_spec(mb, OWNER_RIGHTS), None);
         self.install(id, own);
 
@@ -520,12 +527,14 @@ impl Kernel {
             }
         }
         self.grant_remote(id);
-        // Grants others declared to it, waiting until now.
+        // Grants others declared to it, waiting until now (in the order of their ids).
         let waiting: Vec<EnvId> = self
-            .envs
-            .iter()
-            .filter(|&(&e, env)| e != id && env.declares_send(&name))
-            .map(|(&e, _)| e)
+            .declared_to
+            .get(name.as_ref())
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|&e| e != id)
             .collect();
         for e in waiting {
             self.grant_initial(e, id);
@@ -556,6 +565,14 @@ impl Kernel {
             return;
         };
         self.names.remove(&*e.name);
+        for target in &e.may_send {
+            if let Some(set) = self.declared_to.get_mut(target) {
+                set.remove(&env);
+                if set.is_empty() {
+                    self.declared_to.remove(target);
+                }
+            }
+        }
         self.accept_from.remove(&env);
 
         // Its own waiting requests: nobody is left to answer.

@@ -2,12 +2,17 @@
 //! faithful to the handshake of `docs/protocol.md` §6, quotes off the loop, and control messages
 //! without a size ceiling.
 //!
-//! Each test starts a kernel of its own on a private state directory. Attackers and neighbours
-//! are connections registered on the control socket the way `warren run` registers an
-//! environment (the kernel hands out the environment's end of its connection); they speak the
-//! wire protocol with well-formed frames only. Each attack measures the daemon's resident memory
-//! growth and a neighbour pair's p99 round trip (a message to the other and one back) before
-//! and during the attack.
+//! Each test starts a kernel of its own on a private state directory. The attackers are tenants
+//! inside real environments: `warren run --binary warren-attacker` under that kernel, with a CPU
+//! limit as a tenant would have (`crates/warren-bench/src/attacker.rs`), speaking the wire
+//! protocol with well-formed frames only — a flood of sends to a full mailbox, a flood of denied
+//! lookups, a reader that never reads, Whoami amplification, and the largest legal messages
+//! pinned in every mailbox it may own. The neighbours whose round trips are measured are
+//! connections registered on the control socket the way `warren run` registers an environment
+//! (the kernel hands out the environment's end of its connection), driven from the test so that
+//! their timing has no launcher in it. Each attack measures the daemon's resident memory growth
+//! and a neighbour pair's p99 round trip (a message to the other and one back) before and during
+//! the attack (`under_attack` says how).
 
 mod common;
 use common::*;
@@ -16,8 +21,6 @@ use std::io::BufRead;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rustix::net::{RecvFlags, SendFlags};
@@ -27,6 +30,7 @@ use warren_proto::{ErrorCode, Frame, Message, PacketBuilder, Request, Response};
 struct Kernel {
     child: Child,
     state: PathBuf,
+    stopped: bool,
 }
 
 /// The tests of this file run one at a time: the attacks measure a neighbour's latency, which
@@ -40,8 +44,13 @@ impl Kernel {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Kernel {
         let state = PathBuf::from(format!("/run/{}", unique("warren-reactor")));
         let _ = std::fs::remove_dir_all(&state);
-        let mut c = Command::new("setpriv");
-        c.args(["--pdeathsig", "KILL", "--"])
+        // A session of its own, as a service has a cgroup of its own: with autogroup
+        // scheduling (`/proc/sys/kernel/sched_autogroup_enabled`), a daemon in the test's
+        // session would share one CPU share with the test's neighbour threads and compete
+        // with them, which no deployment does. `setsid` does not fork here (the test's child
+        // leads no process group), so the daemon keeps the pid the test knows.
+        let mut c = Command::new("setsid");
+        c.args(["setpriv", "--pdeathsig", "KILL", "--"])
             .arg(env!("CARGO_BIN_EXE_warren"))
             .arg("daemon")
             .args(args)
@@ -65,7 +74,11 @@ impl Kernel {
             }
         }
         std::thread::spawn(move || for _ in lines {});
-        Kernel { child, state }
+        Kernel {
+            child,
+            state,
+            stopped: false,
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -117,12 +130,23 @@ impl Kernel {
     }
 }
 
+impl Kernel {
+    /// Stop the kernel (SIGTERM: it writes its audit aggregates and answers what it read),
+    /// keeping its state directory until drop.
+    fn stop(&mut self) {
+        if !self.stopped {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+            self.stopped = true;
+        }
+    }
+}
+
 impl Drop for Kernel {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
+        self.stop();
         let _ = std::fs::remove_dir_all(&self.state);
     }
 }
@@ -343,53 +367,225 @@ impl Pair {
     }
 }
 
-/// Run `attack` on its own thread until stopped; meanwhile measure the pair. Returns the p99
-/// before, the p99 during, and the daemon's memory growth (peak during − before).
+/// The attack program, run inside the attackers' environments (`crates/warren-bench/src/attacker.rs`).
+fn attacker_bin() -> &'static Path {
+    workspace_bin("warren-bench", "warren-attacker")
+}
+
+/// The CPU limit of the attackers' environments, as a tenant gets from its manifest (`cpus`).
+/// The daemon's fairness does not come from it (the budgets of `daemon/conn.rs` do): without
+/// it, the attacker's own spinning takes one of the test machine's two cores, which slows the
+/// neighbours' processes themselves whatever the daemon does.
+const ATTACKER_CPUS: &str = "0.5";
+
+/// A tenant attacking from inside an environment of its own: `warren run --binary
+/// warren-attacker` under the test's kernel, stopped (SIGTERM through its launcher) on drop.
+struct Attacker {
+    child: Child,
+    /// What it printed before its attack began.
+    said: Vec<String>,
+}
+
+impl Attacker {
+    /// Launch `warren-attacker ARGS` in an environment named `name` (with `flags` for `warren
+    /// run`), and wait until its attack runs.
+    fn start(k: &Kernel, name: &str, flags: &[&str], args: &[&str]) -> Attacker {
+        let bin = attacker_bin();
+        let mut child = k
+            .warren()
+            .env(
+                "WARREN_MSG_BIN",
+                workspace_bin("warren-client", "warren-msg"),
+            )
+            .args([
+                "run",
+                "--init",
+                "--name",
+                name,
+                "--cpus",
+                ATTACKER_CPUS,
+                "--binary",
+            ])
+            .arg(bin)
+            .args(flags)
+            .arg("--")
+            .arg(bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(out).lines() {
+                let Ok(l) = l else { return };
+                if tx.send(l).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut said = Vec::new();
+        loop {
+            match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(l) if l == "attacking" => break,
+                Ok(l) => said.push(l),
+                Err(e) => {
+                    let _ = child.kill();
+                    panic!("the attacker {name} did not start its attack ({e}): {said:?}");
+                }
+            }
+        }
+        Attacker { child, said }
+    }
+}
+
+impl Drop for Attacker {
+    fn drop(&mut self) {
+        // The launcher forwards the first SIGTERM and kills the workload on the second.
+        for _ in 0..2 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Attacker {
+    /// The attacker's processes (everything below its launcher, which is left alone).
+    fn workload(&self) -> Vec<u32> {
+        let mut parent_of: Vec<(u32, u32)> = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse().ok()) {
+                parent_of.push((pid, ppid));
+            }
+        }
+        let mut found = vec![self.child.id()];
+        let mut i = 0;
+        while i < found.len() {
+            let p = found[i];
+            found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+            i += 1;
+        }
+        found.remove(0);
+        found
+    }
+
+    fn signal(&self, sig: &str) {
+        let pids = self.workload();
+        assert!(!pids.is_empty(), "the attacker has no processes");
+        let mut c = Command::new("kill");
+        c.arg(sig);
+        for p in pids {
+            c.arg(p.to_string());
+        }
+        let _ = c.status();
+    }
+
+    /// Stop the attack for a while (SIGSTOP to its processes).
+    fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    fn resume(&self) {
+        self.signal("-CONT");
+    }
+}
+
+/// Wait (at most 5 s) until the daemon has used no CPU for 100 ms: the requests a paused
+/// attacker left in its socket are served.
+fn settle(k: &Kernel) {
+    let t = Instant::now();
+    let mut last = k.cpu();
+    while t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = k.cpu();
+        if now == last {
+            return;
+        }
+        last = now;
+    }
+}
+
+/// Round trips per measuring window, before and during an attack.
+const WINDOW: usize = 400;
+/// Rounds of (a window without the attack, a window with it) at most.
+const ROUNDS: usize = 4;
+
+/// Start an attack (`start` returns it running; it ends when dropped) and measure the pair
+/// with and without it. Returns the p99 before and during (of the round whose ratio is the
+/// lowest) and the daemon's memory growth (the peak during the attack − before it started).
+///
+/// The method: a warm-up of 50 round trips, the daemon's memory, then the attack, given
+/// 700 ms to reach its steady state (queues full, quotas reached). Then rounds of two windows
+/// of [`WINDOW`] round trips each: one with the attacker's processes stopped (SIGSTOP) and the
+/// daemon idle again (what it had read of the attack served), one with the attacker running
+/// again (after 300 ms). The machine is shared with other builds and tests, whose load drifts
+/// by 10× within seconds; pairing each window under attack with a window of the same length
+/// just before it compares the two under the same load. Up to [`ROUNDS`] rounds; the round
+/// with the lowest ratio is kept, and the test stops at the first within the bound.
 fn under_attack(
     k: &Kernel,
     pair: &mut Pair,
-    attack: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+    start: impl FnOnce() -> Attacker,
 ) -> (Duration, Duration, u64) {
-    // Warm up, then the baseline.
     pair.p99(50, k, &mut 0);
     let mut base_rss = 0;
-    let (cpu0, t0) = (k.cpu(), Instant::now());
-    let before = pair.p99(300, k, &mut base_rss);
-    eprintln!(
-        "daemon CPU during the baseline: {} ticks in {:?}",
-        k.cpu() - cpu0,
-        t0.elapsed()
-    );
+    pair.p99(50, k, &mut base_rss);
     let base_rss = k.rss().max(base_rss);
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let t = std::thread::spawn(move || attack(s));
-    // Let the attack reach its steady state (queues full, quotas reached).
+    let attack = start();
     std::thread::sleep(Duration::from_millis(700));
-    // Up to three windows: the machine is shared, and a window in which other work took the
-    // CPUs from the daemon says nothing about the daemon; the best window is kept.
     let mut peak = 0;
-    let mut during = Duration::MAX;
-    for _ in 0..3 {
+    let mut best = (Duration::ZERO, Duration::MAX);
+    let ratio = |(b, d): (Duration, Duration)| d.as_secs_f64() / b.as_secs_f64();
+    for _ in 0..ROUNDS {
+        attack.pause();
+        settle(k);
+        let before = pair.p99(WINDOW, k, &mut 0);
+        attack.resume();
+        std::thread::sleep(Duration::from_millis(300));
         let (cpu0, t0) = (k.cpu(), Instant::now());
-        let p = pair.p99(300, k, &mut peak);
+        let during = pair.p99(WINDOW, k, &mut peak);
         eprintln!(
-            "window: p99 {p:?}; daemon CPU {} ticks in {:?}",
+            "round: p99 {before:?} without the attack, {during:?} with it ({:.1}x); daemon CPU \
+             {} ticks in {:?}",
+            ratio((before, during)),
             k.cpu() - cpu0,
             t0.elapsed()
         );
-        during = during.min(p);
-        if during <= fair_bound(before) {
+        if ratio((before, during)) < ratio(best) {
+            best = (before, during);
+        }
+        if best.1 <= fair_bound(best.0) {
             break;
         }
     }
     std::thread::sleep(Duration::from_millis(300));
     peak = peak.max(k.rss());
-    stop.store(true, Ordering::SeqCst);
-    t.join().unwrap();
+    drop(attack);
     let growth = peak.saturating_sub(base_rss);
+    let (before, during) = best;
     eprintln!(
-        "p99 before {before:?}, during {during:?}; daemon RSS {} MiB -> peak {} MiB (+{} KiB)",
+        "p99 before {before:?}, during {during:?} ({:.1}x); daemon RSS {} MiB -> peak {} MiB \
+         (+{} KiB)",
+        ratio(best),
         base_rss >> 20,
         peak >> 20,
         growth >> 10
@@ -400,15 +596,13 @@ fn under_attack(
 /// The default quota on unsent answers (`--max-unsent`).
 const MAX_UNSENT: u64 = 4 << 20;
 /// What the daemon may grow besides an attacker's quota: allocator slack, one packet being
-/// read (1 MiB) and decoded, the attacker's queued messages in a small mailbox.
+/// read (1 MiB) and decoded, the attacker's queued messages in a small mailbox, and the
+/// attacker's environment's own bookkeeping (its registration, launch record and cgroup).
 const SLACK: u64 = 12 << 20;
 
-/// What a neighbour's p99 during an attack may be: 5× its p99 before, with a floor of 50 ms
-/// for the scheduler's noise on a loaded, shared 2-core machine (where a debug-build daemon's
-/// round trip alone varies from 0.2 to 25 ms between runs). Before the reactor was bounded, the
-/// same attacks froze neighbours for 190 ms to 6.9 s.
+/// What a neighbour's p99 during an attack may be: 5× its p99 before (issue 14).
 fn fair_bound(before: Duration) -> Duration {
-    (before * 5).max(Duration::from_millis(50))
+    before * 5
 }
 
 fn assert_fair(before: Duration, during: Duration) {
@@ -419,48 +613,9 @@ fn assert_fair(before: Duration, during: Duration) {
     );
 }
 
-/// Give the calling thread the lowest CPU priority. An environment's own CPU use is bounded by
-/// its cgroup, not by the daemon: what these tests measure is the work the daemon does for the
-/// attacker. Without this, the attacker's threads (which spin) take a core of the test machine
-/// from the daemon and the neighbours, which no daemon could prevent.
-fn lowest_priority() {
-    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
-}
-
-/// Packets of `frames` copies of `make(id)`, sent as fast as the socket takes them.
-fn flood(conn: &Conn, stop: &AtomicBool, frames: usize, make: impl Fn(u32) -> Frame<Request>) {
-    lowest_priority();
-    let mut id = 1000u32;
-    let mut b = PacketBuilder::new();
-    while !stop.load(Ordering::SeqCst) {
-        b.clear();
-        for _ in 0..frames {
-            id = id.wrapping_add(1);
-            if b.push_request(&make(id)).is_err() {
-                break;
-            }
-        }
-        match rustix::net::send(&conn.fd, b.as_bytes(), SendFlags::DONTWAIT) {
-            Ok(_) => {}
-            Err(rustix::io::Errno::AGAIN) => std::thread::sleep(Duration::from_millis(1)),
-            Err(_) => return,
-        }
-    }
-}
-
-/// Read and discard everything (a fast attacker that takes its answers).
-fn drain(fd: OwnedFd, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        lowest_priority();
-        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
-        while !stop.load(Ordering::SeqCst) {
-            match rustix::net::recv(&fd, &mut buf, RecvFlags::DONTWAIT) {
-                Ok((0, _)) => return,
-                Ok(_) => {}
-                Err(_) => std::thread::sleep(Duration::from_micros(200)),
-            }
-        }
-    })
+/// The attacker's environment name, unique to this process (cgroup leaves are host-wide).
+fn attacker_name(what: &str) -> String {
+    unique(&format!("atk-{what}"))
 }
 
 #[test]
@@ -470,13 +625,9 @@ fn sends_to_a_full_mailbox_as_fast_as_possible() {
     let mut pair = Pair::new(&k);
     let victim = unique("victim");
     let _v = k.register(&victim, &[], Some(16));
-    let mut attacker = k.register(&unique("flood"), std::slice::from_ref(&victim), None);
-    attacker.hello();
-    let h = attacker.handle(&victim);
-    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
-        let reader = drain(attacker.fd.try_clone().unwrap(), stop.clone());
-        flood(&attacker, &stop, 4096, |id| send_frame(id, h, &[7u8; 16]));
-        reader.join().unwrap();
+    let name = attacker_name("full");
+    let (before, during, growth) = under_attack(&k, &mut pair, || {
+        Attacker::start(&k, &name, &["--may-send", &victim], &["full", &victim])
     });
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
@@ -486,25 +637,19 @@ fn sends_to_a_full_mailbox_as_fast_as_possible() {
 fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
     let _serial = one_at_a_time();
     let max = 256 << 10;
-    let k = Kernel::start(&["--audit-max-size", "256K", "--audit-keep", "2"], &[]);
+    let mut k = Kernel::start(&["--audit-max-size", "256K", "--audit-keep", "2"], &[]);
     let mut pair = Pair::new(&k);
-    let name = unique("lookups");
-    let mut attacker = k.register(&name, &[], None);
-    attacker.hello();
+    let name = attacker_name("lookups");
     let t = Instant::now();
-    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
-        let reader = drain(attacker.fd.try_clone().unwrap(), stop.clone());
-        flood(&attacker, &stop, 4096, |_| Frame {
-            id: 1,
-            body: Request::Lookup {
-                name: "no-such-environment-anywhere".into(),
-            },
-        });
-        reader.join().unwrap();
+    let (before, during, growth) = under_attack(&k, &mut pair, || {
+        Attacker::start(&k, &name, &[], &["lookups"])
     });
     let attack_secs = t.elapsed().as_secs();
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
+    // The kernel writes the aggregates of windows still open when it stops.
+    drop(pair);
+    k.stop();
     // The audit files: at most keep + 1, each at most the limit; the current one says what
     // rotation deleted.
     let mut total = 0;
@@ -527,15 +672,29 @@ fn pipelined_lookups_of_unknown_names_keep_the_audit_log_bounded() {
     }
     // The kernel aggregates one environment's repeated denials (warren-kernel's audit.rs): at
     // most 10 records and one aggregate per 10 s window reach the log, however fast it floods
-    // (rotation, for many environments at once, is tested in daemon/audit.rs).
-    let lines = current
+    // (rotation, for many environments at once, is tested in daemon/audit.rs). Positive
+    // control: the attacker's denials are there, and the aggregate counts more than were
+    // written one by one.
+    let mine: Vec<serde_json::Value> = current
         .lines()
         .filter(|l| l.contains(&format!("\"env\":\"{name}\"")))
-        .count() as u64;
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let lines = mine.len() as u64;
+    assert!(lines > 0, "no record of {name}'s denials");
     assert!(
         lines <= 11 * (attack_secs / 10 + 1),
         "{lines} records of {name} in {attack_secs} s"
     );
+    let counted: u64 = mine
+        .iter()
+        .filter_map(|r| r["count"].as_u64().or(r["repeated"]["count"].as_u64()))
+        .sum();
+    assert!(
+        counted > 1000,
+        "the aggregates count {counted} denials of {name}: {mine:?}"
+    );
+    eprintln!("{name}: {lines} audit records, aggregates counting {counted} denials");
 }
 
 #[test]
@@ -543,26 +702,9 @@ fn a_reader_that_never_reads_is_held_to_its_quota() {
     let _serial = one_at_a_time();
     let k = Kernel::start(&[], &[]);
     let mut pair = Pair::new(&k);
-    let mut attacker = k.register(&unique("deaf"), &[], None);
-    attacker.hello();
-    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
-        flood(&attacker, &stop, 4096, |id| Frame {
-            id,
-            body: Request::Lookup {
-                name: "no-such-environment-anywhere".into(),
-            },
-        });
-        // Still connected (paused, not cut off): the answers wait for it.
-        let mut got = 0;
-        let mut buf = vec![0u8; warren_proto::MAX_PACKET];
-        while let Ok((n, _)) = rustix::net::recv(&attacker.fd, &mut buf, RecvFlags::DONTWAIT) {
-            if n == 0 {
-                break;
-            }
-            got += n;
-        }
-        assert!(got > 0, "the paused reader's answers were lost");
-    });
+    let name = attacker_name("deaf");
+    let (before, during, growth) =
+        under_attack(&k, &mut pair, || Attacker::start(&k, &name, &[], &["deaf"]));
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
 }
@@ -572,18 +714,67 @@ fn whoami_amplification_is_held_to_the_quota() {
     let _serial = one_at_a_time();
     let k = Kernel::start(&[], &[]);
     let mut pair = Pair::new(&k);
-    // Many handles make every Identity answer large.
-    let names: Vec<String> = (0..200).map(|i| format!("target-{i}")).collect();
-    let mut attacker = k.register(&unique("whoami"), &names, None);
-    attacker.hello();
-    let (before, during, growth) = under_attack(&k, &mut pair, move |stop| {
-        flood(&attacker, &stop, 4096, |id| Frame {
-            id,
-            body: Request::Whoami,
-        });
+    let name = attacker_name("whoami");
+    let (before, during, growth) = under_attack(&k, &mut pair, || {
+        Attacker::start(&k, &name, &[], &["whoami"])
     });
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
+}
+
+#[test]
+fn pinned_bytes_through_a_real_daemon_stay_within_the_byte_quota() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut pair = Pair::new(&k);
+    let one = warren_proto::MAX_BODY as u64 + 64;
+    let mut run = |what: &str, bytes: &str| {
+        let name = attacker_name(what);
+        let mut said = Vec::new();
+        let (before, during, growth) = under_attack(&k, &mut pair, || {
+            // Mailboxes of one message each: every one of its 64 mailboxes fills with one
+            // message, and a waiting send to each would pin more if the quota did not hold.
+            let a = Attacker::start(
+                &k,
+                &name,
+                &["--mailbox-capacity", "1", "--mailbox-bytes", bytes],
+                &["pin"],
+            );
+            said = a.said.clone();
+            a
+        });
+        eprintln!("{name} ({bytes}): {said:?}");
+        // `pinned BYTES queued Q waiting W refused R`
+        let words: Vec<&str> = said.last().expect("no report").split(' ').collect();
+        assert_eq!(words[0], "pinned", "{said:?}");
+        let pinned: u64 = words[1].parse().unwrap();
+        let refused: u64 = words[7].parse().unwrap();
+        assert!(refused > 0, "the kernel refused nothing: {said:?}");
+        (before, during, growth, pinned)
+    };
+    let quota: u64 = 16 << 20;
+    let (before, during, growth, pinned) = run("pin", "16M");
+    assert!(
+        pinned <= quota + one,
+        "the kernel took {pinned} bytes of a {quota}-byte quota"
+    );
+    assert!(pinned >= quota - one, "only {pinned} bytes pinned");
+    assert!(
+        growth <= quota + one + SLACK,
+        "daemon grew {growth} bytes with {pinned} pinned"
+    );
+    assert_fair(before, during);
+    // Positive control: with a quota of 64 MiB the same attack pins about four times as much
+    // (61 one-message mailboxes), and the daemon grows with it: the bound above is the quota's.
+    let (_, _, big, pinned_big) = run("pin64", "64M");
+    assert!(
+        pinned_big >= 3 * quota,
+        "{pinned_big} bytes pinned under 64 MiB"
+    );
+    assert!(
+        big >= growth + quota,
+        "with 64 MiB of quota the daemon grew {big} bytes, with 16 MiB {growth}"
+    );
 }
 
 #[test]
@@ -661,6 +852,52 @@ fn until_closed(c: &Conn) -> Vec<Frame<Response>> {
         all.append(&mut f);
     }
     all
+}
+
+/// A packet of `n` Whoami frames (9 bytes each), and with `bad` a last frame of an unknown
+/// operation.
+fn whoami_packet(n: u32, bad: bool) -> Vec<u8> {
+    let mut b = PacketBuilder::new();
+    for i in 0..n {
+        b.push_request(&whoami(100 + i)).unwrap();
+    }
+    let mut v = b.as_bytes().to_vec();
+    if bad {
+        // Length 5, operation 0x7f (none), id 1.
+        v.extend_from_slice(&[5, 0, 0, 0, 0x7f, 1, 0, 0, 0]);
+    }
+    v
+}
+
+#[test]
+fn a_large_packet_is_checked_whole_before_any_frame_is_acted_on() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    // Over 16 KiB: checked in slices of the connection's turns (daemon/conn.rs).
+    let n = 4000;
+    assert!(whoami_packet(n, false).len() > 32 * 1024);
+    // Positive control: every frame of the valid packet is answered, in order.
+    let mut ok = k.register(&unique("bigok"), &[], None);
+    ok.hello();
+    rustix::net::send(&ok.fd, &whoami_packet(n, false), SendFlags::empty()).unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < n as usize {
+        for f in ok.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(matches!(f.body, Response::Identity(_)), "{f:?}");
+            ids.push(f.id);
+        }
+    }
+    assert_eq!(ids, (100..100 + n).collect::<Vec<_>>());
+    // The same packet with a malformed last frame: closed, and not one frame answered.
+    let mut bad = k.register(&unique("bigbad"), &[], None);
+    bad.hello();
+    rustix::net::send(&bad.fd, &whoami_packet(n, true), SendFlags::empty()).unwrap();
+    let got = until_closed(&bad);
+    assert!(
+        got.is_empty(),
+        "{} frames of a malformed packet answered",
+        got.len()
+    );
 }
 
 #[test]

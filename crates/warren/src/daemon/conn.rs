@@ -8,8 +8,13 @@
 //!   process sharing the descriptor) is answered Welcome with the version already agreed when
 //!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
-//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its remaining frames, as bytes) waits for the
-//!   next turn, and the socket keeps the rest. Every other connection is served in between.
+//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its
+//!   remaining frames, as bytes, never moved: offsets advance) waits for the next turn, and the
+//!   socket keeps the rest. Connections with input left over are served after every connection
+//!   with an event, and (without federation) after those connections' answers are written. A
+//!   packet over 16 KiB is checked (decoded) a slice at a time in the same turns before any of
+//!   its frames is acted on (a malformed packet is acted on not at all, §1), so that decoding
+//!   1 MiB of tiny frames no longer happens outside every budget.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
@@ -46,12 +51,29 @@ enum Handshake {
     Closing(&'static str),
 }
 
-/// Frames of a packet not acted on yet (the budget or the quota stopped the turn).
+/// A packet not wholly acted on yet (the budget or the quota stopped the turn), or a large one
+/// still being checked.
 struct Tail {
     bytes: Vec<u8>,
+    /// Frames before this offset were acted on.
+    pos: usize,
+    /// The packet is checked (decoded) up to this offset; none of its frames is acted on before
+    /// all of it is (`docs/protocol.md` §1: a malformed packet is acted on not at all).
+    checked: usize,
     /// They belong to the connection's first packet.
     first: bool,
 }
+
+impl Tail {
+    fn checked(&self) -> bool {
+        self.checked >= self.bytes.len()
+    }
+}
+
+/// Packets up to this size are decoded at once when read; a larger one (up to 1 MiB of tiny
+/// frames, which takes milliseconds to decode) is checked in slices, a turn at a time, so that
+/// its sender's turn stays within its time slice like any other work it causes.
+const CHECK_AT_ONCE: usize = 16 * 1024;
 
 /// One environment's kernel connection.
 pub(super) struct EnvConn {
@@ -159,8 +181,8 @@ enum Stop {
 }
 
 impl Daemon {
-    /// An environment connection is readable or writable (or `flags` is empty: input left from
-    /// the last turn's budget).
+    /// An environment connection is readable or writable (or `flags` is empty: its turn from
+    /// the ready list, input left from the last turn's budget).
     pub(super) fn on_env(&mut self, token: u64, flags: EventFlags) {
         if flags.contains(EventFlags::OUT) {
             self.flush(token);
@@ -246,9 +268,15 @@ impl Daemon {
         }
     }
 
-    /// Decode a whole packet (a malformed one closes the connection before any frame is acted
-    /// on), then hand its frames to the kernel while the budget and the quota allow; keep the
-    /// rest as the connection's tail.
+    /// Whether the connection being served has used its time slice.
+    fn turn_over(&self) -> bool {
+        Instant::now() >= self.slice_end
+    }
+
+    /// Hand a packet's frames to the kernel while the budget and the quota allow, and keep the
+    /// rest as the connection's tail. A small packet is decoded whole first (a malformed one
+    /// closes the connection before any frame is acted on); a large one becomes a tail at once
+    /// and is checked in slices before any of it is acted on (`handle_tail`).
     fn handle_packet(
         &mut self,
         token: u64,
@@ -256,6 +284,15 @@ impl Daemon {
         first: bool,
         budget: &mut usize,
     ) -> Stop {
+        if packet.len() > CHECK_AT_ONCE {
+            let tail = Tail {
+                bytes: packet.to_vec(),
+                pos: 0,
+                checked: 0,
+                first,
+            };
+            return self.handle_tail(token, tail, budget);
+        }
         let mut frames = std::mem::take(&mut self.frames);
         frames.clear();
         if let Err(e) =
@@ -281,23 +318,45 @@ impl Daemon {
         frames.shrink_to(FRAMES_KEPT);
         self.frames = frames;
         if let Some(i) = left_at {
-            self.keep_tail(
-                token,
-                &stop,
-                packet[frame_offset(packet, i)..].to_vec(),
+            let bytes = packet[frame_offset(packet, i)..].to_vec();
+            let tail = Tail {
+                checked: bytes.len(),
+                bytes,
+                pos: 0,
                 first,
-            );
+            };
+            self.keep_tail(token, &stop, tail);
         }
         stop
     }
 
-    /// Go on with a tail kept from an earlier turn: its bytes were checked when its packet
-    /// came, so it is decoded a frame at a time, as far as this turn goes, and never copied.
-    fn handle_tail(&mut self, token: u64, tail: Tail, budget: &mut usize) -> Stop {
-        let mut pos = 0;
+    /// Go on with a tail: first check the rest of its packet (decoding it, a slice of the turn
+    /// at a time; a malformed frame closes the connection with none of the packet acted on),
+    /// then act on its frames, decoded a frame at a time, as far as this turn goes. Its bytes
+    /// are never moved: the offsets advance.
+    fn handle_tail(&mut self, token: u64, mut tail: Tail, budget: &mut usize) -> Stop {
+        if !tail.checked() {
+            let mut n = 0usize;
+            for f in warren_proto::request_frames(&tail.bytes[tail.checked..]) {
+                if let Err(e) = f {
+                    let why = format!("malformed packet: {e}");
+                    self.drop_env_conn(token, Some(&why));
+                    return Stop::Closed;
+                }
+                tail.checked += frame_offset(&tail.bytes[tail.checked..], 1);
+                n += 1;
+                if n % 64 == 0 && !self.stopping && self.turn_over() {
+                    break;
+                }
+            }
+            if !tail.checked() {
+                self.keep_tail(token, &Stop::Budget, tail);
+                return Stop::Budget;
+            }
+        }
         let mut stop = Stop::Done;
         let mut stopped = false;
-        for (i, f) in warren_proto::request_frames(&tail.bytes).enumerate() {
+        for (i, f) in warren_proto::request_frames(&tail.bytes[tail.pos..]).enumerate() {
             let Ok(f) = f else {
                 self.drop_env_conn(token, Some("malformed packet"));
                 return Stop::Closed;
@@ -307,13 +366,11 @@ impl Daemon {
                 stopped = true;
                 break;
             }
-            pos += frame_offset(&tail.bytes[pos..], 1);
+            tail.pos += frame_offset(&tail.bytes[tail.pos..], 1);
             self.handle_frame(token, f, tail.first);
         }
         if stopped {
-            let mut bytes = tail.bytes;
-            bytes.drain(..pos);
-            self.keep_tail(token, &stop, bytes, tail.first);
+            self.keep_tail(token, &stop, tail);
         }
         stop
     }
@@ -376,23 +433,23 @@ impl Daemon {
         }
     }
 
-    /// Frames in connection `token`'s tail.
+    /// Frames in connection `token`'s tail not acted on yet.
     fn tail_frames(&self, token: u64) -> usize {
         match self.conns.get(&token) {
             Some(Conn::Env(EnvConn {
                 tail: Some(tail), ..
-            })) => warren_proto::request_frames(&tail.bytes).count(),
+            })) => warren_proto::request_frames(&tail.bytes[tail.pos..]).count(),
             _ => 0,
         }
     }
 
     /// Keep the frames not acted on for a later turn (pausing the connection when its quota
     /// stopped them).
-    fn keep_tail(&mut self, token: u64, stop: &Stop, bytes: Vec<u8>, first: bool) {
+    fn keep_tail(&mut self, token: u64, stop: &Stop, tail: Tail) {
         let closed = matches!(stop, Stop::Closed);
         if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
-            if !closed && !bytes.is_empty() {
-                c.tail = Some(Tail { bytes, first });
+            if !closed && tail.pos < tail.bytes.len() {
+                c.tail = Some(tail);
             }
         }
         if let Stop::Quota = stop {
@@ -402,11 +459,11 @@ impl Daemon {
 
     /// Whether frame `i` of a packet may be acted on in this turn; if not, why.
     fn may_handle(&mut self, token: u64, i: usize, budget: &mut usize) -> Option<Stop> {
-        // The time slice is checked every 16 frames, after the kernel's answers so far have
-        // been encoded and its audit records written: that work is the connection's too.
+        // The turn is checked every 16 frames, after the kernel's answers so far have been
+        // encoded and its audit records written: that work is the connection's too.
         if i % 16 == 15 {
             self.dispatch_actions();
-            if Instant::now() >= self.slice_end {
+            if self.turn_over() {
                 *budget = 0;
             }
         }

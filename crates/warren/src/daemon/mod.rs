@@ -449,8 +449,19 @@ impl Daemon {
                     t => self.on_conn(t, flags),
                 }
             }
-            // Input left over from last turn's budgets (a connection served above already
+            // The answers and deliveries for the connections served above leave before the
+            // ones with input left over from their budgets take their turns, so a neighbour's
+            // answer does not wait for them. With federation on, the link's commit stays once
+            // per turn, after its tick.
+            if self.link.is_none() {
+                self.drain_actions();
+                self.flush_all();
+            }
+            // Then input left over from last turn's budgets (a connection served above already
             // had its turn; `on_env` puts what is still left on the list again).
+            let mut ready = ready;
+            ready.sort_unstable();
+            ready.dedup();
             for t in ready {
                 if !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
