@@ -839,6 +839,14 @@ fn open_mount_trees(plan: &LaunchPlan) -> Result<Vec<OwnedFd>, LaunchError> {
     plan.mounts
         .iter()
         .map(|m| {
+            if let Some(t) = &m.tree {
+                // A size-limited volume's file system, mounted detached by the caller.
+                let fd = t.0.as_fd().try_clone_to_owned().map_err(parent_err(
+                    Step::Clone,
+                    format!("duplicate the mount of {}", m.source),
+                ))?;
+                return high(fd, "mount source");
+            }
             let tree = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 &m.host,

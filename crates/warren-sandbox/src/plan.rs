@@ -144,7 +144,24 @@ pub struct MountSpec {
     pub dest: PathBuf,
     /// Mounted read-only.
     pub read_only: bool,
+    /// A detached mount the caller already made (a size-limited volume's ext4 file system,
+    /// mounted from its loop device): used instead of a clone of `host`. Not recorded.
+    #[serde(skip)]
+    pub tree: Option<PreparedTree>,
 }
+
+/// A detached mount (from `fsmount`, never attached, not yet idmapped), shared so a plan can be
+/// cloned; equal when it is the same descriptor.
+#[derive(Debug, Clone)]
+pub struct PreparedTree(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PartialEq for PreparedTree {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PreparedTree {}
 
 impl LaunchPlan {
     /// The default size of `/tmp`.

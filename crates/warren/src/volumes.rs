@@ -5,9 +5,9 @@
 //! * `NAME/volume.json` — the record (name, creation time, size limit, kind);
 //! * `NAME/data/` — the volume's contents (a volume without a size limit);
 //! * `NAME/image.ext4` — a sparse ext4 file system of the limit's size (a volume with one),
-//!   to be loop-mounted where it is used, with `NAME/data/` as its mount point (mounting one
-//!   into an environment is not implemented yet: `crate::mounts` refuses it);
-//! * `NAME/lock` — every user holds a shared `flock` on it for as long as it uses the volume;
+//!   loop-mounted, detached, where it is used (`crate::mounts`);
+//! * `NAME/lock` — every user holds a shared `flock` on it for as long as it uses the volume
+//!   (an exclusive one for an ext4 image, which one environment uses at a time);
 //!   `rm` takes it exclusively without waiting, so a volume in use is never removed.
 //!
 //! Creation and removal hold an exclusive lock on `<data>/volumes` itself, build under a
@@ -64,7 +64,7 @@ pub struct Store {
 }
 
 /// An exclusive lock on the store (held while creating or removing).
-struct StoreLock(#[allow(dead_code)] rustix::fd::OwnedFd);
+pub(crate) struct StoreLock(#[allow(dead_code)] rustix::fd::OwnedFd);
 
 impl Store {
     /// The store of data directory `data`.
@@ -79,7 +79,8 @@ impl Store {
         self.dir.join(name)
     }
 
-    fn lock(&self) -> anyhow::Result<StoreLock> {
+    /// Hold the store's exclusive lock (creation, removal, a volume's first fill).
+    pub(crate) fn lock(&self) -> anyhow::Result<StoreLock> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

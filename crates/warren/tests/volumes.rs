@@ -243,6 +243,20 @@ fn mount_root() -> &'static Path {
         for d in ["mnt", "srv", "srv2"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
+        // `/seed`: a directory with content, owners and modes for copy-up to carry over.
+        let seed = dir.join("seed");
+        std::fs::create_dir_all(seed.join("sub")).unwrap();
+        std::fs::write(seed.join("conf"), "seeded\n").unwrap();
+        std::os::unix::fs::symlink("/etc/motd", seed.join("link")).unwrap();
+        std::os::unix::fs::chown(seed.join("conf"), Some(1234), Some(1235)).unwrap();
+        std::os::unix::fs::chown(seed.join("sub"), Some(1234), Some(1234)).unwrap();
+        std::os::unix::fs::chown(&seed, Some(70), Some(71)).unwrap();
+        let chmod = Command::new("chmod")
+            .args(["0751"])
+            .arg(&seed)
+            .status()
+            .unwrap();
+        assert!(chmod.success());
         std::fs::write(dir.join("etc/motd"), "hello\n").unwrap();
         dir
     })
@@ -469,7 +483,14 @@ fn bad_mounts_are_refused_by_name_before_anything_starts() {
             vec!["--mount".into(), "type=volume,src=ok".into()],
             "dst= is missing",
         ),
-        (vec!["-v".into(), "sized:/mnt".into()], "size-limited"),
+        (
+            vec!["-v".into(), "/srv:/mnt:nocopy".into()],
+            "applies to a volume",
+        ),
+        (
+            vec!["-v".into(), "sized:/nowhere".into()],
+            "mount point /nowhere",
+        ),
         (
             vec!["-v".into(), "ok:/nowhere".into()],
             "mount point /nowhere",
@@ -494,6 +515,160 @@ fn bad_mounts_are_refused_by_name_before_anything_starts() {
     let o = d.run("good", &["-v", "ok:/mnt"], "echo RAN");
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "RAN\n");
-    // Nothing was left locked or half-made: the volume is free.
+    // Nothing was left locked or half-made: the volumes are free, and the size-limited one,
+    // refused after its file system was mounted, left no loop device behind.
+    no_loop_device(&d.vol_dir("sized").join("image.ext4"));
     assert_code(&d.volume(&["rm", "ok"]), 0);
+    assert_code(&d.volume(&["rm", "sized"]), 0);
+}
+
+/// The loop devices backing `image` (`losetup -j`).
+fn loop_devices(image: &Path) -> String {
+    let o = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// No loop device backs `image` and no mount of it is in this mount namespace; the loop
+/// device's autoclear runs when the file system's last mount has gone, which the kernel may
+/// finish a moment after the launcher exits, so this waits up to 5 s.
+fn no_loop_device(image: &Path) {
+    let t = std::time::Instant::now();
+    while !loop_devices(image).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        loop_devices(image),
+        "",
+        "a loop device still backs {}",
+        image.display()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains("warren-vol-data-")),
+        "a mount of the data directory was left: {mounts}"
+    );
+}
+
+#[test]
+fn a_size_limited_volume_is_mounted_holds_its_limit_persists_and_leaves_no_loop_device() {
+    let d = Dirs::new("sized");
+    assert_code(&d.volume(&["create", "--size", "20M", "lim"]), 0);
+    let image = d.vol_dir("lim").join("image.ext4");
+    // Within the limit a write succeeds; past it the file system is full.
+    let o = d.run(
+        "lim",
+        &["-v", "lim:/mnt"],
+        "echo one > /mnt/kept && \
+         dd if=/dev/zero of=/mnt/small bs=1024 count=4096 2>/dev/null && echo SMALL-OK; \
+         dd if=/dev/zero of=/mnt/big bs=1024 count=40960 2>&1; rm /mnt/big; \
+         stat -c '%u %g' /mnt/small",
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("SMALL-OK"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.ends_with("0 0\n"), "{out}");
+    no_loop_device(&image);
+    // The image file never grows past its size.
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 20 << 20);
+    // A new environment finds the data.
+    let o = d.run("lim2", &["-v", "lim:/srv:ro"], "cat /srv/kept");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
+
+    // One environment at a time: a second one is refused while the first holds it ...
+    let name = unique("limbg");
+    let root = mount_root().to_str().unwrap().to_owned();
+    let bg = common::Background::start_in(
+        Some(&d.state),
+        &name,
+        &["--rootfs", &root, "-v", "lim:/mnt", "--", "sleep", "30"],
+    );
+    let o = d.run("lim3", &["-v", "lim:/mnt"], "echo RAN");
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("volume lim is in use by another environment"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(loop_devices(&image).lines().count(), 1);
+    bg.stop();
+    no_loop_device(&image);
+    // ... and accepted once it has gone (positive control).
+    let o = d.run("lim4", &["-v", "lim:/mnt"], "cat /mnt/kept");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
+    assert_code(&d.volume(&["rm", "lim"]), 0);
+}
+
+/// `stat -c '%u %g %a %n'` of the copied tree, as the environment sees it.
+const STAT_SEED: &str = "cd /seed && stat -c '%u %g %a %n' . conf sub && cat conf && readlink link";
+
+#[test]
+fn an_empty_volume_is_filled_from_the_root_on_first_use_unless_nocopy() {
+    let d = Dirs::new("copy");
+    let want = "70 71 751 .\n1234 1235 644 conf\n1234 1234 755 sub\nseeded\n/etc/motd\n";
+    for (vol, size) in [("plain", None), ("sized", Some("16M"))] {
+        let mut args = vec!["create"];
+        args.extend(size.map(|s| ["--size", s]).into_iter().flatten());
+        args.push(vol);
+        assert_code(&d.volume(&args), 0);
+        let spec = format!("{vol}:/seed");
+        let o = d.run("copy", &["-v", &spec], STAT_SEED);
+        assert_code(&o, 0);
+        assert_eq!(stdout(&o), want, "{vol}: {}", stderr(&o));
+        // Owners on disk are the root's numbers (the mount is idmapped).
+        if size.is_none() {
+            let data = d.vol_dir(vol).join("data");
+            let m = std::fs::metadata(data.join("conf")).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1235, 0o644));
+            let m = std::fs::metadata(&data).unwrap();
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (70, 71, 0o751));
+        }
+    }
+    // A volume that is not empty is never filled: what the environment changed stays.
+    // (`/seed` is 0751 and owned by 70: its owner changes it.)
+    let o = d.run(
+        "copy",
+        &["-v", "plain:/seed", "--user", "70:71"],
+        "echo changed > /seed/new && rm /seed/conf",
+    );
+    assert_code(&o, 0);
+    let o = d.run(
+        "copy",
+        &["-v", "plain:/seed", "--user", "70:71"],
+        "ls /seed",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "link\nnew\nsub\n");
+    // nocopy (and --mount's volume-nocopy) leaves a fresh volume empty.
+    assert_code(&d.volume(&["create", "bare"]), 0);
+    assert_code(&d.volume(&["create", "bare2"]), 0);
+    let o = d.run(
+        "nocopy",
+        &[
+            "-v",
+            "bare:/seed:nocopy",
+            "--mount",
+            "type=volume,src=bare2,dst=/srv,volume-nocopy",
+        ],
+        "ls -A /seed /srv; stat -c '%u' /seed",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "/seed:\n\n/srv:\n0\n");
+    // A mount point that is not a directory of the root copies nothing (binary roots, ...).
+    assert!(
+        std::fs::read_dir(d.vol_dir("bare").join("data"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
 }

@@ -491,7 +491,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
     }
     // The volumes stay locked (and so cannot be removed) until this launcher ends.
-    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &root, &mounts) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
