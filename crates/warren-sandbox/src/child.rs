@@ -227,6 +227,7 @@ fn setup(
             volumes: &ctx.plan.mounts,
             trees: &ctx.mount_trees,
             cgroup_view: &ctx.cgroup_view,
+            writable_root: ctx.plan.writable_root,
         },
         &ctx.staging,
         ctx.plan.tmpfs_size,
@@ -277,13 +278,14 @@ fn setup(
     )?;
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock(&ctx.plan.mounts).map_err(|e| {
-        (
-            Step::Landlock,
-            "restrict with Landlock".to_owned(),
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    let outcome =
+        confine::landlock(&ctx.plan.mounts, ctx.plan.writable_root.is_some()).map_err(|e| {
+            (
+                Step::Landlock,
+                "restrict with Landlock".to_owned(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
     if outcome != LandlockOutcome::Full && !ctx.plan.allow_missing.contains(&Protection::Landlock) {
         let err = std::io::Error::from_raw_os_error(95); // EOPNOTSUPP
         return Err((

@@ -169,6 +169,19 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
             )));
         }
     }
+    if let Some(size) = plan.writable_root {
+        if matches!(plan.root, RootSource::Binary(_)) {
+            return Err(LaunchError::Invalid(
+                "a writable root needs --rootfs or --image (a --binary root is built in memory)"
+                    .into(),
+            ));
+        }
+        if size < 1 << 20 {
+            return Err(LaunchError::Invalid(format!(
+                "writable root size {size} is too small: at least 1M"
+            )));
+        }
+    }
     if plan.tmpfs_size < 4096 {
         return Err(LaunchError::Invalid(format!(
             "tmpfs size {} is too small: at least 4K",
@@ -699,11 +712,13 @@ pub fn launch_with_mailbox(
     let env = workload_env(plan, mailbox.is_some());
     let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
     let mut applied = record(plan, pid, &features, &taken);
-    // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
+    // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
+    // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
+    // what host root owns there and can change it (in the overlay's upper layer).
     let idmapped = ends
         .image_tree
         .take()
-        .filter(|_| matches!(plan.root, RootSource::Image(_)));
+        .filter(|_| matches!(plan.root, RootSource::Image(_)) || plan.writable_root.is_some());
     let mount_trees = std::mem::take(&mut ends.mount_trees);
     set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
     drop(mount_trees);

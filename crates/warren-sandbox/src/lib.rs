@@ -29,6 +29,7 @@ pub mod features;
 pub mod hook;
 pub mod launch;
 pub mod net;
+mod overlay;
 pub mod plan;
 pub mod policy;
 mod report;

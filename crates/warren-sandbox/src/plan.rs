@@ -96,6 +96,10 @@ pub struct LaunchPlan {
     pub limits: Limits,
     /// Size of the writable `/tmp` (and `/dev/shm`) tmpfs, in bytes.
     pub tmpfs_size: u64,
+    /// A writable root (`--writable-root`): an overlay of the root whose upper layer is a tmpfs
+    /// of this many bytes. `None` keeps the root read-only (the default). Needs a `--rootfs`
+    /// or image root.
+    pub writable_root: Option<u64>,
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as

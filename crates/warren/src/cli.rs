@@ -379,6 +379,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,
 
+    /// Make the root writable: an overlay of the read-only root whose writes go to a tmpfs of
+    /// --writable-root-size, discarded when the environment ends.
+    #[arg(long)]
+    pub writable_root: bool,
+
+    /// Size of a writable root's tmpfs (default 64M; needs --writable-root).
+    #[arg(long, value_name = "SIZE")]
+    pub writable_root_size: Option<String>,
+
     /// Set an environment variable in the environment (KEY=VALUE; KEY alone takes the value
     /// from Warren's own environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]

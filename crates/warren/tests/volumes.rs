@@ -672,3 +672,93 @@ fn an_empty_volume_is_filled_from_the_root_on_first_use_unless_nocopy() {
             .is_none()
     );
 }
+
+#[test]
+fn a_writable_root_takes_writes_in_memory_and_leaves_the_root_unchanged() {
+    let d = Dirs::new("wroot");
+    let script = "echo new > /etc/new && cat /etc/new && rm /etc/motd && \
+                  if [ -e /etc/motd ]; then echo MOTD-LEFT; fi; \
+                  dd if=/dev/zero of=/etc/big bs=1024 count=8192 2>&1 | grep -o 'No space left'";
+    // Positive control: the root is read-only by default.
+    let o = d.run("wroot", &[], script);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("can't create /etc/new: Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.run(
+        "wroot",
+        &["--writable-root", "--writable-root-size", "4M", "--json"],
+        script,
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.starts_with("new\nNo space left\n"), "{out}");
+    // The record says so; the measured root is the read-only lower layer, the same digest as
+    // a read-only launch of the same root.
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["applied"]["writable_root"], 4 << 20);
+    assert_eq!(last["applied"]["root"]["read_only"], false);
+    let log = std::fs::read_to_string(d.data.path().join("attest/events.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (ro, rw) = (&recs[recs.len() - 2], &recs[recs.len() - 1]);
+    assert_eq!(rw["content"]["config"]["writable_root"], 4 << 20);
+    assert!(ro["content"]["config"].get("writable_root").is_none());
+    assert_eq!(
+        rw["content"]["image"]["digest"],
+        ro["content"]["image"]["digest"]
+    );
+    // Nothing reached the root on disk, and the next environment starts from it again.
+    assert!(!mount_root().join("etc/new").exists());
+    assert!(mount_root().join("etc/motd").exists());
+    let o = d.run(
+        "wroot",
+        &["--writable-root"],
+        "cat /etc/motd; ls /etc/new 2>&1",
+    );
+    assert_code(&o, 1);
+    assert!(stdout(&o).starts_with("hello\n"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("No such file"), "{}", stdout(&o));
+    // Bad input is refused by name before anything starts.
+    for (args, why) in [
+        (
+            vec!["--writable-root-size", "8M"],
+            "--writable-root-size needs --writable-root",
+        ),
+        (
+            vec!["--writable-root", "--writable-root-size", "lots"],
+            "invalid --writable-root-size",
+        ),
+        (
+            vec!["--writable-root", "--writable-root-size", "64K"],
+            "at least 1M",
+        ),
+    ] {
+        let o = d.run("wbad", &args, "echo RAN");
+        refused(&o, why);
+        assert!(!stdout(&o).contains("RAN"));
+    }
+    let o = d
+        .warren()
+        .args(["run", "--writable-root", "--rootfs", "/", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    refused(&o, "--writable-root over --rootfs / is refused");
+    let o = d
+        .warren()
+        .args([
+            "run",
+            "--writable-root",
+            "--binary",
+            "/bin/true",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    refused(&o, "--writable-root needs --rootfs or --image");
+}

@@ -448,14 +448,9 @@ fn debian_image_data(state: &Path) -> PathBuf {
 }
 
 #[test]
-fn nginx_runs_from_the_debian_image_too() {
+fn nginx_runs_from_the_debian_image_too_with_volumes_or_a_writable_root() {
     let state = PathBuf::from(format!("/run/warren-caps-{}", unique("img")));
     let data = debian_image_data(&state);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let publish = format!("127.0.0.1:{port}:80");
     let w = || {
         let mut c = warren();
         c.env("WARREN_STATE_DIR", &state)
@@ -463,35 +458,49 @@ fn nginx_runs_from_the_debian_image_too() {
         c
     };
     let vols = NginxVolumes::new(&w);
-    let child = w()
-        .args(["run", "--name", &unique("ngximg"), "--image", "debian"])
-        .args(vols.args())
-        .args([
-            "--cap-add",
-            "CHOWN",
-            "--cap-add",
-            "SETUID",
-            "--cap-add",
-            "SETGID",
-            "--cap-add",
-            "DAC_OVERRIDE",
-        ])
-        .args(["--net", "auto", "-p", &publish, "--"])
-        .args(NGINX)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let body = http_get_eventually(&format!("127.0.0.1:{port}"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+    // Its writable places as volumes, or the whole root writable (an overlay on a tmpfs).
+    let writable_root = ["--writable-root".to_owned()];
+    for (how, extra) in [
+        ("volumes", &vols.args()[..]),
+        ("writable root", &writable_root[..]),
+    ] {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let publish = format!("127.0.0.1:{port}:80");
+        let child = w()
+            .args(["run", "--name", &unique("ngximg"), "--image", "debian"])
+            .args(extra)
+            .args([
+                "--memory",
+                "256M",
+                "--cap-add",
+                "CHOWN",
+                "--cap-add",
+                "SETUID",
+                "--cap-add",
+                "SETGID",
+                "--cap-add",
+                "DAC_OVERRIDE",
+            ])
+            .args(["--net", "auto", "-p", &publish, "--"])
+            .args(NGINX)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let body = http_get_eventually(&format!("127.0.0.1:{port}"));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let body = body.unwrap_or_else(|e| panic!("{how}: {e}: {}", stderr(&out)));
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{how}: {body}");
+        assert!(body.contains("Welcome to nginx!"), "{how}: {body}");
+    }
     drop(vols);
     let _ = std::fs::remove_dir_all(&state);
-    let body = body.unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    assert!(body.contains("Welcome to nginx!"), "{body}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ struct Inputs {
     name: EnvName,
     limits: Limits,
     tmpfs_size: u64,
+    writable_root: Option<u64>,
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
     net: Option<warren_spec::VethSpec>,
@@ -68,6 +69,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .parse::<ByteSize>()
         .context("invalid --tmpfs-size")?;
     limits::check(limits::TMPFS_SIZE, tmpfs.0).context("invalid --tmpfs-size")?;
+    let writable_root = parse_writable_root(args)?;
     if let Some(c) = args.mailbox_capacity {
         limits::check(limits::MAILBOX_CAPACITY, c as u64).context("invalid --mailbox-capacity")?;
     }
@@ -110,6 +112,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         name,
         limits,
         tmpfs_size: tmpfs.0,
+        writable_root,
         env,
         allow_missing: allow,
         net: parse_net(args)?,
@@ -121,6 +124,49 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
 }
 
 /// `-v` then `--mount`, each checked for form.
+/// The default size of a writable root's tmpfs.
+const WRITABLE_ROOT_SIZE: u64 = 64 << 20;
+
+/// `--writable-root` and `--writable-root-size`: the size of the overlay's tmpfs, or `None`
+/// for a read-only root. A size without `--writable-root` is refused rather than ignored.
+fn parse_writable_root(args: &RunArgs) -> anyhow::Result<Option<u64>> {
+    let size = args
+        .writable_root_size
+        .as_deref()
+        .map(|s| {
+            let b = s
+                .parse::<ByteSize>()
+                .with_context(|| format!("invalid --writable-root-size {s:?}"))?;
+            if b.0 < 1 << 20 {
+                bail!("invalid --writable-root-size {s:?}: at least 1M");
+            }
+            limits::check(limits::TMPFS_SIZE, b.0).context("invalid --writable-root-size")
+        })
+        .transpose()?;
+    match (args.writable_root, size) {
+        (false, Some(_)) => bail!("--writable-root-size needs --writable-root"),
+        (false, None) => Ok(None),
+        (true, s) => {
+            if args.binary.is_some() {
+                bail!(
+                    "--writable-root needs --rootfs or --image (a --binary root is built in memory)"
+                );
+            }
+            if args
+                .rootfs
+                .as_deref()
+                .is_some_and(|r| std::fs::canonicalize(r).is_ok_and(|r| r == Path::new("/")))
+            {
+                bail!(
+                    "--writable-root over --rootfs / is refused: the writable root's lower layer \
+                     is idmapped, so root inside would own (and read) the host's root-only files"
+                );
+            }
+            Ok(Some(s.unwrap_or(WRITABLE_ROOT_SIZE)))
+        }
+    }
+}
+
 fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
     let mut out = Vec::new();
     for v in &args.volumes {
@@ -441,6 +487,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         name,
         limits,
         tmpfs_size,
+        writable_root,
         env,
         allow_missing,
         net,
@@ -560,6 +607,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         env,
         limits,
         tmpfs_size,
+        writable_root,
         allow_missing,
         client_tool,
         net,
