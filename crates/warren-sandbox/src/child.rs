@@ -41,6 +41,8 @@ pub(crate) struct ChildContext<'a> {
     pub cgroup_view: Vec<warren_cgroup::ViewMount>,
     /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
     pub mount_trees: Vec<BorrowedFd<'a>>,
+    /// With `-t`: the child's end of the socket the pty's master is sent over.
+    pub pty: Option<OwnedFd>,
 }
 
 /// Run the child side and exec; never returns.
@@ -228,6 +230,7 @@ fn setup(
             trees: &ctx.mount_trees,
             cgroup_view: &ctx.cgroup_view,
             writable_root: ctx.plan.writable_root,
+            tty: ctx.plan.tty,
         },
         &ctx.staging,
         ctx.plan.tmpfs_size,
@@ -276,16 +279,23 @@ fn setup(
         "setsid",
         rustix::process::setsid().map(|_| ()),
     )?;
+    if let Some(sock) = ctx.pty.take() {
+        crate::pty::attach(&sock, ctx.plan.user.as_ref().map(|u| (u.uid, u.gid)))?;
+    }
     fault(Step::Setsid)?;
 
-    let outcome =
-        confine::landlock(&ctx.plan.mounts, ctx.plan.writable_root.is_some()).map_err(|e| {
-            (
-                Step::Landlock,
-                "restrict with Landlock".to_owned(),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
+    let outcome = confine::landlock(
+        &ctx.plan.mounts,
+        ctx.plan.writable_root.is_some(),
+        ctx.plan.tty,
+    )
+    .map_err(|e| {
+        (
+            Step::Landlock,
+            "restrict with Landlock".to_owned(),
+            std::io::Error::other(e.to_string()),
+        )
+    })?;
     if outcome != LandlockOutcome::Full && !ctx.plan.allow_missing.contains(&Protection::Landlock) {
         let err = std::io::Error::from_raw_os_error(95); // EOPNOTSUPP
         return Err((

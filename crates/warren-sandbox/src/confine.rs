@@ -46,6 +46,7 @@ impl LandlockOutcome {
 pub(crate) fn landlock(
     mounts: &[crate::plan::MountSpec],
     writable_root: bool,
+    tty: bool,
 ) -> Result<LandlockOutcome, landlock::RulesetError> {
     let abi = LANDLOCK_ABI;
     let top: Vec<std::path::PathBuf> = if writable_root {
@@ -79,6 +80,15 @@ pub(crate) fn landlock(
             AccessFs::from_all(abi),
         ))?
         .add_rules(path_beneath_rules(&top, AccessFs::from_all(abi)))?
+        // `-t`: the environment's own ptys and its controlling terminal.
+        .add_rules(path_beneath_rules(
+            if tty {
+                &["/dev/pts", "/dev/tty"][..]
+            } else {
+                &[][..]
+            },
+            AccessFs::from_file(abi),
+        ))?
         .add_rules(path_beneath_rules(
             crate::policy::DEVICES
                 .iter()

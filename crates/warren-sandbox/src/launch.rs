@@ -74,6 +74,8 @@ impl Drop for Taken {
 pub struct Running {
     pid: i32,
     taken: Taken,
+    /// With `-t`: the pty's master, until the caller takes it.
+    pty: Option<OwnedFd>,
     /// What isolation was applied.
     pub applied: Applied,
 }
@@ -431,6 +433,8 @@ struct ParentEnds {
     /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
     /// written (the child holds the same mounts and attaches them).
     mount_trees: Vec<OwnedFd>,
+    /// With `-t`: the parent's end of the socket the child sends the pty's master over.
+    pty: Option<OwnedFd>,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -478,6 +482,18 @@ fn fork(
     };
     let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
     let mount_trees = open_mount_trees(plan)?;
+    let (pty_parent, pty_child) = if plan.tty {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| parent_err(Step::Clone, "create the pty socket")(e.into()))?;
+        (Some(high(a, "pty socket")?), Some(high(b, "pty socket")?))
+    } else {
+        (None, None)
+    };
     let attach = match taken
         .cgroup
         .as_ref()
@@ -518,6 +534,7 @@ fn fork(
         warren_sys::Forked::Child => {
             drop(go_wr);
             drop(rep_rd);
+            drop(pty_parent);
             child::run(ChildContext {
                 plan,
                 staging,
@@ -533,6 +550,7 @@ fn fork(
                 image_tree,
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
+                pty: pty_child,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -553,6 +571,7 @@ fn fork(
                     report: rep_rd,
                     image_tree,
                     mount_trees,
+                    pty: pty_parent,
                 },
             ))
         }
@@ -729,15 +748,26 @@ pub fn launch_with_mailbox(
         report,
         image_tree: _,
         mount_trees: _,
+        pty,
     } = ends;
     drop(go_keep);
     read_reports(plan, report, &mut applied, &mut taken)?;
     drop(go);
+    // The child sent the pty's master before its exec, which `read_reports` has seen.
+    let pty = match pty {
+        Some(sock) => Some(crate::pty::receive(&sock).ok().flatten().ok_or_else(|| {
+            parent_err(Step::Setsid, "receive the pty from the child")(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            ))
+        })?),
+        None => None,
+    };
     applied.net = taken.net.as_ref().map(|n| n.info());
     applied.launch_us = started.elapsed().as_micros() as u64;
     Ok(Running {
         pid,
         taken,
+        pty,
         applied,
     })
 }
@@ -910,6 +940,11 @@ fn write_id_maps(pid: i32, base: u32, size: u32) -> Result<(), LaunchError> {
 }
 
 impl Running {
+    /// With `-t`: the master of the workload's pty (once; `None` after, or without `-t`).
+    pub fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
     /// The workload's pid in the host's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid

@@ -32,6 +32,7 @@ pub mod net;
 mod overlay;
 pub mod plan;
 pub mod policy;
+mod pty;
 mod report;
 mod rootfs;
 pub mod state;

@@ -100,6 +100,9 @@ pub struct LaunchPlan {
     /// of this many bytes. `None` keeps the root read-only (the default). Needs a `--rootfs`
     /// or image root.
     pub writable_root: Option<u64>,
+    /// `-t`: the workload's standard input, output and error are the slave of a pty of the
+    /// environment's own devpts, whose master the launcher gets (`Running::take_pty`).
+    pub tty: bool,
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as

@@ -110,6 +110,8 @@ pub(crate) struct ExtraMounts<'a> {
     pub cgroup_view: &'a [warren_cgroup::ViewMount],
     /// `--writable-root`: the size of the overlay's upper tmpfs.
     pub writable_root: Option<u64>,
+    /// `-t`: a devpts instance of the environment's own on `/dev/pts`.
+    pub tty: bool,
 }
 
 /// Build the root at `staging` and pivot into it. On return the process's root and working
@@ -133,6 +135,7 @@ pub(crate) fn enter_root(
         trees,
         cgroup_view,
         writable_root,
+        tty,
     } = extra;
     let fault = |step: Step| -> StepResult {
         if fault == Some(step) {
@@ -209,7 +212,7 @@ pub(crate) fn enter_root(
     mount_proc(staging)?;
     mount_cgroup_view(staging, cgroup_view)?;
     fault(Step::MountProc)?;
-    mount_dev(staging, tmpfs_size, tool)?;
+    mount_dev(staging, tmpfs_size, tool, tty)?;
     fault(Step::MountDev)?;
     let tmp = staging.join("tmp");
     let tmp_opts = format!(
@@ -511,7 +514,7 @@ fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepR
     )
 }
 
-fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResult {
+fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -> StepResult {
     let step = Step::MountDev;
     let dev = staging.join("dev");
     at(
@@ -585,6 +588,9 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResul
             || "make the mailbox client read-only".into(),
             remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
         )?;
+    }
+    if tty {
+        crate::pty::mount_devpts(&dev)?;
     }
     let shm = dev.join("shm");
     io_at(step, || "create /dev/shm".into(), std::fs::create_dir(&shm))?;

@@ -482,6 +482,16 @@ pub struct RunArgs {
     #[arg(short = 'd', long)]
     pub detach: bool,
 
+    /// Give the workload a terminal: a pty of the environment's own (devpts inside), with the
+    /// host terminal in raw mode while it runs and its window size forwarded.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// With -t, forward standard input to the workload's terminal (without -t, standard input
+    /// is always the workload's).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+
     /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
     /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
     #[arg(long)]

@@ -34,6 +34,9 @@ struct Inputs {
 
 /// Stage one: check what the user typed, without touching the system.
 fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
+    if args.tty && args.detach {
+        bail!("-t/--tty needs this terminal: it cannot be combined with -d/--detach");
+    }
     if !args.with.is_empty() && args.binary.is_none() {
         bail!(
             "--with adds paths to a --binary root; a --rootfs or --image root already holds \
@@ -608,6 +611,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         limits,
         tmpfs_size,
         writable_root,
+        tty: args.tty,
         allow_missing,
         client_tool,
         net,
@@ -689,7 +693,27 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
         (c, _) => c,
     };
-    let exit = match running.wait() {
+    // `-t`: relay between this terminal and the environment's pty until the workload ends;
+    // the terminal is restored when `relay` is finished or dropped, whatever the path.
+    let relay = match running.take_pty() {
+        Some(master) => match crate::tty::start(master, args.interactive) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let _ = running.signal(rustix::process::Signal::KILL);
+                let _ = running.wait();
+                return Ok(report_error(
+                    EXIT_WARREN,
+                    format!("cannot relay the terminal: {e:#}"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let exit = running.wait();
+    if let Some(r) = relay {
+        r.finish();
+    }
+    let exit = match exit {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
