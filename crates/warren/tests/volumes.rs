@@ -605,6 +605,28 @@ fn a_size_limited_volume_is_mounted_holds_its_limit_persists_and_leaves_no_loop_
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "one\n");
     no_loop_device(&image);
+    // A launch that fails at any step, with the volume mounted and a writable root, leaves no
+    // loop device, no mount and no lock behind (the next launch takes the volume).
+    for step in common::plain_launch_steps() {
+        let o = d
+            .warren()
+            .env("WARREN_FAULT_INJECT", step)
+            .args(["run", "--name", &unique("limfault"), "--rootfs"])
+            .arg(mount_root())
+            .args(["--writable-root", "-v", "lim:/mnt", "--", "/bin/true"])
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0), "{step}");
+        no_loop_device(&image);
+    }
+    let o = d.run(
+        "lim5",
+        &["-v", "lim:/mnt", "--writable-root"],
+        "cat /mnt/kept",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
     assert_code(&d.volume(&["rm", "lim"]), 0);
 }
 

@@ -540,7 +540,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
-    // The volumes stay locked (and so cannot be removed) until this launcher ends.
+    // The volumes stay locked (and so cannot be removed) until this launcher ends. `_held` is
+    // declared before `plan`, so it drops after it: a size-limited volume's mount (held by the
+    // plan) is closed, and its file system shut down, before its exclusive lock is released.
     let (mounts, _held) = match crate::mounts::resolve(dirs, &root, &mounts) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
