@@ -748,10 +748,14 @@ pub enum VolumeCommand {
 /// `warren volume create`.
 #[derive(Debug, Args)]
 pub struct VolumeCreateArgs {
-    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file
-    /// (such a volume cannot be mounted into an environment yet).
+    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file,
+    /// loop-mounted where it is used.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
+    /// The owner of the volume's top directory as the environment sees it, UID:GID (numbers,
+    /// 0 to 65535); it is kept when the volume is filled from a root on first use.
+    #[arg(long, value_name = "UID:GID")]
+    pub owner: Option<String>,
     /// Print the record as one JSON object.
     #[arg(long)]
     pub json: bool,

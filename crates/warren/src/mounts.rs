@@ -75,14 +75,14 @@ pub fn resolve(
                         mnt.as_raw_fd()
                     ));
                     if r.copy_up {
-                        copy_up(&store, root, r, &top, true)?;
+                        copy_up(&store, root, r, &top, true, rec.owner)?;
                     }
                     tree = Some(PreparedTree(std::sync::Arc::new(mnt)));
                 } else {
                     rustix::fs::flock(&lock, FlockOperation::LockShared)
                         .with_context(|| format!("cannot lock {}", lock_path.display()))?;
                     if r.copy_up {
-                        copy_up(&store, root, r, &data, false)?;
+                        copy_up(&store, root, r, &data, false, rec.owner)?;
                     }
                 }
                 locks.push(lock);
@@ -136,7 +136,8 @@ fn mount_image(image: &Path) -> anyhow::Result<OwnedFd> {
 /// only its `lost+found`) and the root has a real directory at `r.dest` (reached without a
 /// symbolic link), copy that directory's contents into the volume with their owners, modes,
 /// links, times and extended attributes (`cp -a`: symbolic links are copied, never followed),
-/// and give the volume's top directory the owner and mode of the root's. Owners are copied as
+/// and give the volume's top directory the owner (unless `warren volume create --owner` set
+/// one) and mode of the root's. Owners are copied as
 /// numbers: the volume is idmapped like an image root, so uid N on disk is uid N inside.
 ///
 /// Runs under the store's lock, so two first launches do not both copy. A directory volume is
@@ -148,6 +149,7 @@ fn copy_up(
     r: &Request,
     target: &Path,
     ext4: bool,
+    owner: Option<(u32, u32)>,
 ) -> anyhow::Result<()> {
     let root_dir = match root {
         RootSource::Rootfs(d) | RootSource::Image(d) => d,
@@ -197,7 +199,9 @@ fn copy_up(
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        std::os::unix::fs::lchown(&fill, Some(meta.uid()), Some(meta.gid()))
+        let (uid, gid) = owner.unwrap_or((meta.uid(), meta.gid()));
+        // `fill` is our own directory or the magic link to the mount's root: follow it.
+        std::os::unix::fs::chown(&fill, Some(uid), Some(gid))
             .with_context(|| format!("cannot chown {}", fill.display()))?;
         std::fs::set_permissions(&fill, std::fs::Permissions::from_mode(meta.mode() & 0o7777))
             .with_context(|| format!("cannot chmod {}", fill.display()))?;

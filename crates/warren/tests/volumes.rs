@@ -686,6 +686,38 @@ fn an_empty_volume_is_filled_from_the_root_on_first_use_unless_nocopy() {
     );
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "/seed:\n\n/srv:\n0\n");
+    // --owner: the top directory belongs to that id inside, and copy-up keeps it.
+    for sized in [false, true] {
+        let name = format!("own{sized}");
+        let mut args = vec!["create", "--owner", "1000:1001"];
+        if sized {
+            args.extend(["--size", "16M"]);
+        }
+        args.push(&name);
+        assert_code(&d.volume(&args), 0);
+        let spec = format!("{name}:/seed");
+        let o = d.run(
+            "own",
+            &["-v", &spec, "--user", "1000:1001"],
+            "stat -c '%u %g %a' /seed && cat /seed/conf && echo mine > /seed/new && cat /seed/new",
+        );
+        assert_code(&o, 0);
+        assert_eq!(
+            stdout(&o),
+            "1000 1001 751\nseeded\nmine\n",
+            "{}",
+            stderr(&o)
+        );
+    }
+    for (bad, why) in [
+        ("70000:0", "uid 70000 is out of range"),
+        ("postgres:1", "is not a number"),
+        ("5", "expected UID:GID"),
+    ] {
+        let o = d.volume(&["create", "--owner", bad, "badowner"]);
+        refused(&o, why);
+        assert!(!d.vol_dir("badowner").exists());
+    }
     // A mount point that is not a directory of the root copies nothing (binary roots, ...).
     assert!(
         std::fs::read_dir(d.vol_dir("bare").join("data"))
