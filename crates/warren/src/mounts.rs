@@ -33,8 +33,10 @@ pub fn resolve(
     reqs: &[Request],
 ) -> anyhow::Result<(Vec<MountSpec>, Held)> {
     let store = volumes::Store::new(&dirs.data);
-    let mut specs: Vec<MountSpec> = Vec::new();
+    // `locks` before `specs`: on an early return the mounts (in `specs`) drop first, so a
+    // size-limited volume's file system is shut down before its exclusive lock is released.
     let mut locks = Vec::new();
+    let mut specs: Vec<MountSpec> = Vec::new();
     for r in reqs {
         if specs.iter().any(|s| s.dest == r.dest) {
             bail!("two mounts on {}", r.dest.display());
