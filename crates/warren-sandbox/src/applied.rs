@@ -57,6 +57,10 @@ pub struct Applied {
     /// The volumes and host directories mounted in, by identity (name or host path, place,
     /// mode), never their contents.
     pub mounts: Vec<crate::plan::MountSpec>,
+    /// With a writable root, the size in bytes of its upper tmpfs (left out when the root is
+    /// read-only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writable_root: Option<u64>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
     /// How long the launch took, from `launch` being called to the workload's `execve`, in
@@ -101,7 +105,8 @@ pub struct RootInfo {
     pub kind: &'static str,
     /// The image directory, or the binary.
     pub source: PathBuf,
-    /// Always true: the root is mounted read-only.
+    /// Whether the root is read-only: true unless it is a writable root (an overlay whose
+    /// lower layer, the measured root, stays read-only).
     pub read_only: bool,
     /// For `binary` roots: the files placed in it, and every entry below a directory added with
     /// `--with` (or for an interpreter), as (host, target). The measurement covers all of them.
@@ -146,13 +151,13 @@ pub(crate) fn initial(
         RootSource::Rootfs(dir) => RootInfo {
             kind: "rootfs",
             source: dir.clone(),
-            read_only: true,
+            read_only: plan.writable_root.is_none(),
             files: vec![],
         },
         RootSource::Image(dir) => RootInfo {
             kind: "image",
             source: dir.clone(),
-            read_only: true,
+            read_only: plan.writable_root.is_none(),
             files: vec![],
         },
         RootSource::Binary(b) => {
@@ -167,7 +172,7 @@ pub(crate) fn initial(
             RootInfo {
                 kind: "binary",
                 source: b.binary.host.clone(),
-                read_only: true,
+                read_only: plan.writable_root.is_none(),
                 files,
             }
         }
@@ -221,6 +226,7 @@ pub(crate) fn initial(
         image_name: plan.image_name.clone(),
         image_manifest_digest: plan.image_manifest_digest.clone(),
         mounts: plan.mounts.clone(),
+        writable_root: plan.writable_root,
         user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }

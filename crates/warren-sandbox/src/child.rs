@@ -43,6 +43,8 @@ pub(crate) struct ChildContext<'a> {
     pub cgroup_view: Vec<warren_cgroup::ViewMount>,
     /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
     pub mount_trees: Vec<BorrowedFd<'a>>,
+    /// With `-t`: the child's end of the socket the pty's master is sent over.
+    pub pty: Option<OwnedFd>,
 }
 
 /// Install `prog`. A notifying program is installed with a listener, which goes to the parent
@@ -268,6 +270,8 @@ fn setup(
             volumes: &ctx.plan.mounts,
             trees: &ctx.mount_trees,
             cgroup_view: &ctx.cgroup_view,
+            writable_root: ctx.plan.writable_root,
+            tty: ctx.plan.tty,
         },
         &ctx.staging,
         ctx.plan.tmpfs_size,
@@ -316,9 +320,17 @@ fn setup(
         "setsid",
         rustix::process::setsid().map(|_| ()),
     )?;
+    if let Some(sock) = ctx.pty.take() {
+        crate::pty::attach(&sock, ctx.plan.user.as_ref().map(|u| (u.uid, u.gid)))?;
+    }
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock(&ctx.plan.mounts).map_err(|e| {
+    let outcome = confine::landlock(
+        &ctx.plan.mounts,
+        ctx.plan.writable_root.is_some(),
+        ctx.plan.tty,
+    )
+    .map_err(|e| {
         (
             Step::Landlock,
             "restrict with Landlock".to_owned(),

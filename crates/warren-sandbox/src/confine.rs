@@ -39,10 +39,32 @@ impl LandlockOutcome {
 /// Restrict the filesystem to: read and execute everywhere in the (already read-only) root;
 /// read, write and create in `/tmp`, `/dev/shm` and every writable volume or bind mount; read
 /// and write the device nodes. Scope abstract unix sockets and signals to the environment.
+///
+/// With a writable root, writes are also allowed beneath every top-level directory of the root
+/// but `/proc`, `/sys` and `/dev` (and `/dev/shm`, as always): Landlock grants rights only
+/// beneath a path, so new entries directly in `/` stay refused.
 pub(crate) fn landlock(
     mounts: &[crate::plan::MountSpec],
+    writable_root: bool,
+    tty: bool,
 ) -> Result<LandlockOutcome, landlock::RulesetError> {
     let abi = LANDLOCK_ABI;
+    let top: Vec<std::path::PathBuf> = if writable_root {
+        std::fs::read_dir("/")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| std::path::Path::new("/").join(e.file_name()))
+            .filter(|p| {
+                !["/proc", "/sys", "/dev"]
+                    .iter()
+                    .any(|r| p == std::path::Path::new(r))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let status = landlock::Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))?
@@ -56,6 +78,16 @@ pub(crate) fn landlock(
         .add_rules(path_beneath_rules(
             mounts.iter().filter(|m| !m.read_only).map(|m| &m.dest),
             AccessFs::from_all(abi),
+        ))?
+        .add_rules(path_beneath_rules(&top, AccessFs::from_all(abi)))?
+        // `-t`: the environment's own ptys and its controlling terminal.
+        .add_rules(path_beneath_rules(
+            if tty {
+                &["/dev/pts", "/dev/tty"][..]
+            } else {
+                &[][..]
+            },
+            AccessFs::from_file(abi),
         ))?
         .add_rules(path_beneath_rules(
             crate::policy::DEVICES

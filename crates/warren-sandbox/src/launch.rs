@@ -76,6 +76,8 @@ pub struct Running {
     taken: Taken,
     /// The seccomp filter's listener, when refusals go to the launcher (`refusals`).
     refusals: Option<Refusals>,
+    /// With `-t`: the pty's master, until the caller takes it.
+    pty: Option<OwnedFd>,
     /// What isolation was applied.
     pub applied: Applied,
 }
@@ -171,6 +173,19 @@ fn validate(plan: &LaunchPlan) -> Result<(), LaunchError> {
         if k.is_empty() || k.contains('=') || k.contains('\0') || v.contains('\0') {
             return Err(LaunchError::Invalid(format!(
                 "invalid environment variable {k:?}"
+            )));
+        }
+    }
+    if let Some(size) = plan.writable_root {
+        if matches!(plan.root, RootSource::Binary(_)) {
+            return Err(LaunchError::Invalid(
+                "a writable root needs --rootfs or --image (a --binary root is built in memory)"
+                    .into(),
+            ));
+        }
+        if size < 1 << 20 {
+            return Err(LaunchError::Invalid(format!(
+                "writable root size {size} is too small: at least 1M"
             )));
         }
     }
@@ -434,6 +449,8 @@ struct ParentEnds {
     /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
     /// written (the child holds the same mounts and attaches them).
     mount_trees: Vec<OwnedFd>,
+    /// With `-t`: the parent's end of the socket the child sends the pty's master over.
+    pty: Option<OwnedFd>,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -497,6 +514,18 @@ fn fork(
     };
     let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
     let mount_trees = open_mount_trees(plan)?;
+    let (pty_parent, pty_child) = if plan.tty {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| parent_err(Step::Clone, "create the pty socket")(e.into()))?;
+        (Some(high(a, "pty socket")?), Some(high(b, "pty socket")?))
+    } else {
+        (None, None)
+    };
     let attach = match taken
         .cgroup
         .as_ref()
@@ -538,6 +567,7 @@ fn fork(
             drop(go_wr);
             drop(rep_rd);
             drop(listener_rd);
+            drop(pty_parent);
             child::run(ChildContext {
                 plan,
                 staging,
@@ -554,6 +584,7 @@ fn fork(
                 image_tree,
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
+                pty: pty_child,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -575,6 +606,7 @@ fn fork(
                     listener_sock: listener_rd,
                     image_tree,
                     mount_trees,
+                    pty: pty_parent,
                 },
             ))
         }
@@ -761,11 +793,13 @@ pub fn launch_with_mailbox(
     let env = workload_env(plan, mailbox.is_some());
     let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
     let mut applied = record(plan, pid, &features, seccomp, &taken);
-    // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
+    // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
+    // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
+    // what host root owns there and can change it (in the overlay's upper layer).
     let idmapped = ends
         .image_tree
         .take()
-        .filter(|_| matches!(plan.root, RootSource::Image(_)));
+        .filter(|_| matches!(plan.root, RootSource::Image(_)) || plan.writable_root.is_some());
     let mount_trees = std::mem::take(&mut ends.mount_trees);
     set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
     drop(mount_trees);
@@ -777,6 +811,7 @@ pub fn launch_with_mailbox(
         listener_sock,
         image_tree: _,
         mount_trees: _,
+        pty,
     } = ends;
     drop(go_keep);
     let mut refusals = None;
@@ -789,12 +824,22 @@ pub fn launch_with_mailbox(
         &mut taken,
     )?;
     drop(go);
+    // The child sent the pty's master before its exec, which `read_reports` has seen.
+    let pty = match pty {
+        Some(sock) => Some(crate::pty::receive(&sock).ok().flatten().ok_or_else(|| {
+            parent_err(Step::Setsid, "receive the pty from the child")(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            ))
+        })?),
+        None => None,
+    };
     applied.net = taken.net.as_ref().map(|n| n.info());
     applied.launch_us = started.elapsed().as_micros() as u64;
     Ok(Running {
         pid,
         taken,
         refusals,
+        pty,
         applied,
     })
 }
@@ -912,6 +957,14 @@ fn open_mount_trees(plan: &LaunchPlan) -> Result<Vec<OwnedFd>, LaunchError> {
     plan.mounts
         .iter()
         .map(|m| {
+            if let Some(t) = &m.tree {
+                // A size-limited volume's file system, mounted detached by the caller.
+                let fd = t.0.as_fd().try_clone_to_owned().map_err(parent_err(
+                    Step::Clone,
+                    format!("duplicate the mount of {}", m.source),
+                ))?;
+                return high(fd, "mount source");
+            }
             let tree = rustix::mount::open_tree(
                 rustix::fs::CWD,
                 &m.host,
@@ -960,6 +1013,11 @@ fn write_id_maps(pid: i32, base: u32, size: u32) -> Result<(), LaunchError> {
 }
 
 impl Running {
+    /// With `-t`: the master of the workload's pty (once; `None` after, or without `-t`).
+    pub fn take_pty(&mut self) -> Option<OwnedFd> {
+        self.pty.take()
+    }
+
     /// The workload's pid in the host's pid namespace.
     pub fn pid(&self) -> i32 {
         self.pid

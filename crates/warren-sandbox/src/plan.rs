@@ -102,6 +102,13 @@ pub struct LaunchPlan {
     pub cgroup: warren_cgroup::Placement,
     /// Size of the writable `/tmp` (and `/dev/shm`) tmpfs, in bytes.
     pub tmpfs_size: u64,
+    /// A writable root (`--writable-root`): an overlay of the root whose upper layer is a tmpfs
+    /// of this many bytes. `None` keeps the root read-only (the default). Needs a `--rootfs`
+    /// or image root.
+    pub writable_root: Option<u64>,
+    /// `-t`: the workload's standard input, output and error are the slave of a pty of the
+    /// environment's own devpts, whose master the launcher gets (`Running::take_pty`).
+    pub tty: bool,
     /// Protections the user allowed to be missing on this host.
     pub allow_missing: BTreeSet<Protection>,
     /// The in-environment mailbox client (`warren-msg`, a static binary) to expose read-only as
@@ -152,7 +159,24 @@ pub struct MountSpec {
     pub dest: PathBuf,
     /// Mounted read-only.
     pub read_only: bool,
+    /// A detached mount the caller already made (a size-limited volume's ext4 file system,
+    /// mounted from its loop device): used instead of a clone of `host`. Not recorded.
+    #[serde(skip)]
+    pub tree: Option<PreparedTree>,
 }
+
+/// A detached mount (from `fsmount`, never attached, not yet idmapped), shared so a plan can be
+/// cloned; equal when it is the same descriptor.
+#[derive(Debug, Clone)]
+pub struct PreparedTree(pub std::sync::Arc<std::os::fd::OwnedFd>);
+
+impl PartialEq for PreparedTree {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PreparedTree {}
 
 impl LaunchPlan {
     /// The default size of `/tmp`.

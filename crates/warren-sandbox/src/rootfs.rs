@@ -59,6 +59,16 @@ fn locked_flags(path: &Path) -> rustix::io::Result<MountFlags> {
     Ok(m)
 }
 
+/// Make the root mounted at `staging` (a `--rootfs` or image bind) read-only, nosuid and
+/// nodev: the lower layer of a writable root.
+pub(crate) fn readonly_lower(staging: &Path) -> StepResult {
+    at(
+        Step::MountRoot,
+        || format!("remount {} read-only", staging.display()),
+        remount_bind_readonly(staging, MountFlags::NOSUID | MountFlags::NODEV),
+    )
+}
+
 /// Remount the bind mount at `path` read-only, adding `extra` and keeping its locked flags.
 fn remount_bind_readonly(path: &Path, extra: MountFlags) -> rustix::io::Result<()> {
     let flags = locked_flags(path)? | MountFlags::RDONLY | extra;
@@ -98,6 +108,10 @@ pub(crate) struct ExtraMounts<'a> {
     pub trees: &'a [BorrowedFd<'a>],
     /// The cgroup filesystems of the environment's view of its own cgroup.
     pub cgroup_view: &'a [warren_cgroup::ViewMount],
+    /// `--writable-root`: the size of the overlay's upper tmpfs.
+    pub writable_root: Option<u64>,
+    /// `-t`: a devpts instance of the environment's own on `/dev/pts`.
+    pub tty: bool,
 }
 
 /// Build the root at `staging` and pivot into it. On return the process's root and working
@@ -120,6 +134,8 @@ pub(crate) fn enter_root(
         volumes,
         trees,
         cgroup_view,
+        writable_root,
+        tty,
     } = extra;
     let fault = |step: Step| -> StepResult {
         if fault == Some(step) {
@@ -189,11 +205,14 @@ pub(crate) fn enter_root(
             }
         }
     }
+    if let Some(size) = writable_root {
+        crate::overlay::make_writable_root(staging, size)?;
+    }
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
     mount_cgroup_view(staging, cgroup_view)?;
     fault(Step::MountProc)?;
-    mount_dev(staging, tmpfs_size, tool)?;
+    mount_dev(staging, tmpfs_size, tool, tty)?;
     fault(Step::MountDev)?;
     let tmp = staging.join("tmp");
     let tmp_opts = format!(
@@ -217,7 +236,9 @@ pub(crate) fn enter_root(
     fault(Step::MountTmp)?;
     mask_proc(staging)?;
     fault(Step::MaskPaths)?;
-    make_root_readonly(root, staging)?;
+    if writable_root.is_none() {
+        make_root_readonly(root, staging)?;
+    }
     fault(Step::ReadonlyRoot)?;
     attach_mounts(staging, volumes, trees)?;
     fault(Step::MountVolumes)?;
@@ -493,7 +514,7 @@ fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepR
     )
 }
 
-fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResult {
+fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -> StepResult {
     let step = Step::MountDev;
     let dev = staging.join("dev");
     at(
@@ -567,6 +588,9 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>) -> StepResul
             || "make the mailbox client read-only".into(),
             remount_bind_readonly(&dst, MountFlags::NOSUID | MountFlags::NODEV),
         )?;
+    }
+    if tty {
+        crate::pty::mount_devpts(&dev)?;
     }
     let shm = dev.join("shm");
     io_at(step, || "create /dev/shm".into(), std::fs::create_dir(&shm))?;

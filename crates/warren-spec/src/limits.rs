@@ -60,6 +60,13 @@ pub const TMPFS_SIZE: Bound = Bound {
     max: TIB,
 };
 
+/// A writable root's tmpfs: 1 MiB to 1 TiB.
+pub const WRITABLE_ROOT_SIZE: Bound = Bound {
+    key: "writable_root_size",
+    min: 1024 * KIB,
+    max: TIB,
+};
+
 /// Restarts within the backoff window: 0 to 1,000.
 pub const MAX_RESTARTS: Bound = Bound {
     key: "max_restarts",
@@ -68,10 +75,11 @@ pub const MAX_RESTARTS: Bound = Bound {
 };
 
 /// Every bound, in the order `docs/manifest.md` lists them.
-pub const ALL: [Bound; 6] = [
+pub const ALL: [Bound; 7] = [
     MEMORY,
     PIDS,
     TMPFS_SIZE,
+    WRITABLE_ROOT_SIZE,
     MAX_RESTARTS,
     MAILBOX_CAPACITY,
     MAILBOX_BYTES,
@@ -152,6 +160,9 @@ pub fn validate_space(spec: &SpaceSpec) -> Result<(), LimitError> {
     }
     if let Some(t) = spec.tmpfs_size {
         check(TMPFS_SIZE, t.0)?;
+    }
+    if let Some(t) = spec.writable_root_size {
+        check(WRITABLE_ROOT_SIZE, t.0)?;
     }
     check(MAX_RESTARTS, u64::from(spec.max_restarts))?;
     if let Some(c) = spec.mailbox_capacity {

@@ -154,10 +154,22 @@ pub struct SpaceSpec {
     /// `warren run -v`), in the order written.
     #[serde(default)]
     pub volumes: Vec<crate::mount::MountRequest>,
+    /// Whether the root is read-only (the default); `read_only = false` gives a writable root
+    /// (`warren run --writable-root`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub read_only: bool,
+    /// The size of a writable root's tmpfs (`--writable-root-size`); only with
+    /// `read_only = false`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable_root_size: Option<ByteSize>,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Where an environment's root filesystem comes from. Paths are absolute.
@@ -356,7 +368,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 21] = [
+const SPACE_KEYS: [&str; 23] = [
     "image",
     "command",
     "env",
@@ -378,6 +390,8 @@ const SPACE_KEYS: [&str; 21] = [
     "init",
     "volumes",
     "seccomp",
+    "read_only",
+    "writable_root_size",
 ];
 
 /// The keys of an environment's `net` table.
@@ -836,8 +850,11 @@ impl Parser<'_> {
                 init: true,
                 with: Vec::new(),
                 volumes: Vec::new(),
+                read_only: true,
+                writable_root_size: None,
             },
         };
+        let mut size_span = None;
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
             let s = &mut d.spec;
@@ -883,9 +900,25 @@ impl Parser<'_> {
                     _ => return Err(self.type_error(here, key, v, "true or false")),
                 },
                 "volumes" => s.volumes = self.volumes(here, v)?,
+                "read_only" => match v.get_ref() {
+                    DeValue::Boolean(b) => s.read_only = *b,
+                    _ => return Err(self.type_error(here, key, v, "true or false")),
+                },
+                "writable_root_size" => {
+                    s.writable_root_size = Some(self.size(here, limits::WRITABLE_ROOT_SIZE, v)?);
+                    size_span = Some(v.span());
+                }
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }
+        }
+        if let (Some(span), true) = (size_span, d.spec.read_only) {
+            return Err(self.bad_value(
+                here,
+                "writable_root_size",
+                span,
+                "a size for a writable root needs read_only = false".into(),
+            ));
         }
         let Some(image) = d.image else {
             let msg = format!(

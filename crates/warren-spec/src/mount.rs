@@ -34,6 +34,10 @@ pub struct MountRequest {
     pub dest: PathBuf,
     /// Read-only.
     pub read_only: bool,
+    /// Fill an empty volume with the root's directory at `dest` on first use (Docker's
+    /// copy-up; `nocopy` / `volume-nocopy` turn it off). Always false for a bind.
+    #[serde(default)]
+    pub copy_up: bool,
 }
 
 /// The longest volume name.
@@ -102,20 +106,30 @@ fn check_source(kind: MountKind, s: &str) -> Result<String, MountError> {
     Ok(s.to_owned())
 }
 
-/// `-v SRC:DEST[:ro|:rw]`: SRC starting with `/` is a host directory, anything else a volume.
+/// `-v SRC:DEST[:OPTIONS]` (OPTIONS comma-separated: `ro`, `rw`, `nocopy`): SRC starting with `/` is a host directory, anything else a volume.
 pub fn parse_volume(v: &str) -> Result<MountRequest, MountError> {
     let parts: Vec<&str> = v.split(':').collect();
     let (src, dst, mode) = match parts.as_slice() {
         [s, d] => (*s, *d, None),
         [s, d, m] => (*s, *d, Some(*m)),
-        _ => bail!("expected SRC:DEST or SRC:DEST:ro"),
+        _ => bail!("expected SRC:DEST or SRC:DEST:OPTIONS (ro, rw, nocopy)"),
     };
-    let read_only = match mode {
-        None | Some("rw") => false,
-        Some("ro") => true,
-        Some(m) => bail!("unknown mode {m:?}: expected ro or rw"),
-    };
+    let (mut read_only, mut nocopy) = (false, false);
+    for m in mode
+        .map(|m| m.split(',').collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        match m {
+            "rw" => read_only = false,
+            "ro" => read_only = true,
+            "nocopy" => nocopy = true,
+            m => bail!("unknown mode {m:?}: expected ro, rw or nocopy"),
+        }
+    }
     let kind = if src.starts_with('/') {
+        if nocopy {
+            bail!("nocopy applies to a volume, not to a host directory");
+        }
         MountKind::Bind
     } else if src.is_empty() {
         bail!("empty source: give a volume name or an absolute host path")
@@ -131,13 +145,14 @@ pub fn parse_volume(v: &str) -> Result<MountRequest, MountError> {
         })?,
         dest: check_dest(dst)?,
         read_only,
+        copy_up: kind == MountKind::Volume && !nocopy,
     })
 }
 
 /// `--mount type=volume|bind,src=SRC,dst=DEST[,ro|,readonly]` (`source`/`target`/`destination`
 /// are accepted spellings, as in Docker).
 pub fn parse_mount_options(v: &str) -> Result<MountRequest, MountError> {
-    let (mut kind, mut src, mut dst, mut ro) = (None, None, None, false);
+    let (mut kind, mut src, mut dst, mut ro, mut nocopy) = (None, None, None, false, false);
     for item in v.split(',') {
         let (k, val) = match item.split_once('=') {
             Some((k, val)) => (k, Some(val)),
@@ -151,6 +166,8 @@ pub fn parse_mount_options(v: &str) -> Result<MountRequest, MountError> {
             ("dst" | "destination" | "target", Some(d)) => dst = Some(d),
             ("ro" | "readonly", None | Some("true" | "1")) => ro = true,
             ("ro" | "readonly", Some("false" | "0")) => ro = false,
+            ("volume-nocopy", None | Some("true" | "1")) => nocopy = true,
+            ("volume-nocopy", Some("false" | "0")) => nocopy = false,
             _ => bail!("unknown option {item:?}"),
         }
     }
@@ -163,11 +180,15 @@ pub fn parse_mount_options(v: &str) -> Result<MountRequest, MountError> {
     let Some(dst) = dst else {
         bail!("dst= is missing")
     };
+    if nocopy && kind == MountKind::Bind {
+        bail!("volume-nocopy applies to type=volume, not to type=bind");
+    }
     Ok(MountRequest {
         kind,
         source: check_source(kind, src)?,
         dest: check_dest(dst)?,
         read_only: ro,
+        copy_up: kind == MountKind::Volume && !nocopy,
     })
 }
 
@@ -191,7 +212,11 @@ mod tests {
         assert_eq!(r.kind, MountKind::Volume);
         assert_eq!(r.dest, Path::new("/var/lib/postgresql/data"));
         assert!(!r.read_only);
+        assert!(r.copy_up);
+        let r = parse_volume("pg:/data:ro,nocopy").unwrap();
+        assert!(r.read_only && !r.copy_up);
         let r = parse_volume("/srv/x:/mnt//x/:ro").unwrap();
+        assert!(!r.copy_up);
         assert_eq!(r.kind, MountKind::Bind);
         assert_eq!(r.dest, Path::new("/mnt/x"));
         assert!(r.read_only);
@@ -204,6 +229,7 @@ mod tests {
             ("pg:/proc/sys", "under /proc"),
             ("pg:/dev", "under /dev"),
             ("pg:/mnt:rx", "unknown mode"),
+            ("/srv:/mnt:nocopy", "applies to a volume"),
             ("pg", "SRC:DEST"),
             ("a/b:/mnt", "volume name or an absolute host path"),
             (":/mnt", "empty source"),
@@ -222,11 +248,15 @@ mod tests {
                 kind: MountKind::Bind,
                 source: "/srv".into(),
                 dest: "/mnt".into(),
-                read_only: true
+                read_only: true,
+                copy_up: false,
             }
         );
         let r = parse_mount_options("type=volume,source=v,target=/data").unwrap();
         assert_eq!(r.kind, MountKind::Volume);
+        assert!(r.copy_up);
+        let r = parse_mount_options("type=volume,src=v,dst=/data,volume-nocopy").unwrap();
+        assert!(!r.copy_up);
         for (bad, why) in [
             ("src=v,dst=/d", "type= is missing"),
             ("type=tmpfs,dst=/d", "unknown type"),
@@ -235,6 +265,10 @@ mod tests {
             ("type=volume,src=v,dst=/d,bogus", "unknown option"),
             ("type=bind,src=rel,dst=/d", "not an absolute path"),
             ("type=volume,src=v,dst=../d", "not an absolute path"),
+            (
+                "type=bind,src=/srv,dst=/d,volume-nocopy",
+                "applies to type=volume",
+            ),
         ] {
             let e = format!("{}", parse_mount_options(bad).unwrap_err());
             assert!(e.contains(why), "{bad}: {e}");

@@ -168,6 +168,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         init,
         with,
         volumes,
+        read_only,
+        writable_root_size,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -197,6 +199,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("init", json(init)),
         ("with", json(with)),
         ("volumes", json(volumes)),
+        ("read_only", json(read_only)),
+        ("writable_root_size", json(writable_root_size)),
     ]
 }
 

@@ -406,6 +406,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "16M")]
     pub tmpfs_size: String,
 
+    /// Make the root writable: an overlay of the read-only root whose writes go to a tmpfs of
+    /// --writable-root-size, discarded when the environment ends.
+    #[arg(long)]
+    pub writable_root: bool,
+
+    /// Size of a writable root's tmpfs (default 64M; needs --writable-root).
+    #[arg(long, value_name = "SIZE")]
+    pub writable_root_size: Option<String>,
+
     /// Set an environment variable in the environment (KEY=VALUE; KEY alone takes the value
     /// from Warren's own environment).
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
@@ -505,6 +514,16 @@ pub struct RunArgs {
     /// ends it.
     #[arg(short = 'd', long)]
     pub detach: bool,
+
+    /// Give the workload a terminal: a pty of the environment's own (devpts inside), with the
+    /// host terminal in raw mode while it runs and its window size forwarded.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// With -t, forward standard input to the workload's terminal (without -t, standard input
+    /// is always the workload's).
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
 
     /// Run a small init as pid 1 (`warren-msg init`): it forwards signals to the command,
     /// reaps zombies and exits with the command's status, so `warren stop` takes milliseconds.
@@ -762,10 +781,14 @@ pub enum VolumeCommand {
 /// `warren volume create`.
 #[derive(Debug, Args)]
 pub struct VolumeCreateArgs {
-    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file
-    /// (such a volume cannot be mounted into an environment yet).
+    /// Limit the volume to SIZE bytes (e.g. 512M, 2G; at least 16M): a sparse ext4 image file,
+    /// loop-mounted where it is used.
     #[arg(long, value_name = "SIZE")]
     pub size: Option<String>,
+    /// The owner of the volume's top directory as the environment sees it, UID:GID (numbers,
+    /// 0 to 65535); it is kept when the volume is filled from a root on first use.
+    #[arg(long, value_name = "UID:GID")]
+    pub owner: Option<String>,
     /// Print the record as one JSON object.
     #[arg(long)]
     pub json: bool,

@@ -15,6 +15,7 @@ mod measure;
 mod mounts;
 mod supervisor;
 mod template;
+mod tty;
 mod volumes;
 
 use clap::Parser;

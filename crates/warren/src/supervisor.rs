@@ -222,13 +222,28 @@ pub fn launcher_args(
         a.push(c.to_string());
     }
     for m in &spec.volumes {
+        let mut opts = Vec::new();
+        if m.read_only {
+            opts.push("ro");
+        }
+        if m.kind == warren_spec::mount::MountKind::Volume && !m.copy_up {
+            opts.push("nocopy");
+        }
         a.push("-v".into());
         a.push(format!(
-            "{}:{}{}",
+            "{}:{}{}{}",
             m.source,
             m.dest.display(),
-            if m.read_only { ":ro" } else { "" }
+            if opts.is_empty() { "" } else { ":" },
+            opts.join(",")
         ));
+    }
+    if !spec.read_only {
+        a.push("--writable-root".into());
+        if let Some(s) = spec.writable_root_size {
+            a.push("--writable-root-size".into());
+            a.push(s.0.to_string());
+        }
     }
     if let Some(t) = spec.tmpfs_size {
         a.push("--tmpfs-size".into());
@@ -343,7 +358,8 @@ mod tests {
     #[test]
     fn volumes_become_v_flags() {
         let text = "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n\
-                    volumes = [\"pg:/mnt\", \"/srv:/srv:ro\"]\n";
+                    volumes = [\"pg:/mnt\", \"/srv:/srv:ro\", \"q:/q:ro,nocopy\"]\n\
+                    read_only = false\nwritable_root_size = \"8M\"\n";
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), text).unwrap();
         let a = launcher_args("a", m.spaces.values().next().unwrap(), &Default::default());
         let flags: Vec<&str> = a
@@ -351,7 +367,17 @@ mod tests {
             .filter(|w| w[0] == "-v")
             .map(|w| w[1].as_str())
             .collect();
-        assert_eq!(flags, ["pg:/mnt", "/srv:/srv:ro"]);
+        assert_eq!(flags, ["pg:/mnt", "/srv:/srv:ro", "q:/q:ro,nocopy"]);
+        let at = a.iter().position(|x| x == "--writable-root").unwrap();
+        assert_eq!(a[at + 1..at + 3], ["--writable-root-size", "8388608"]);
+        // The default: a read-only root, no flag.
+        let m = warren_spec::parse_manifest(
+            Path::new("/m.toml"),
+            "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\n",
+        )
+        .unwrap();
+        let a = launcher_args("a", m.spaces.values().next().unwrap(), &Default::default());
+        assert!(!a.iter().any(|x| x.starts_with("--writable-root")), "{a:?}");
     }
 
     #[test]

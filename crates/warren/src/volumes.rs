@@ -5,9 +5,9 @@
 //! * `NAME/volume.json` — the record (name, creation time, size limit, kind);
 //! * `NAME/data/` — the volume's contents (a volume without a size limit);
 //! * `NAME/image.ext4` — a sparse ext4 file system of the limit's size (a volume with one),
-//!   to be loop-mounted where it is used, with `NAME/data/` as its mount point (mounting one
-//!   into an environment is not implemented yet: `crate::mounts` refuses it);
-//! * `NAME/lock` — every user holds a shared `flock` on it for as long as it uses the volume;
+//!   loop-mounted, detached, where it is used (`crate::mounts`);
+//! * `NAME/lock` — every user holds a shared `flock` on it for as long as it uses the volume
+//!   (an exclusive one for an ext4 image, which one environment uses at a time);
 //!   `rm` takes it exclusively without waiting, so a volume in use is never removed.
 //!
 //! Creation and removal hold an exclusive lock on `<data>/volumes` itself, build under a
@@ -51,6 +51,10 @@ pub struct Record {
     pub kind: Kind,
     /// The size limit in bytes (an ext4 image's size), if any.
     pub size_limit: Option<u64>,
+    /// The owner (uid, gid, as the environment sees them) `--owner` gave the top directory;
+    /// copy-up keeps it. Left out when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<(u32, u32)>,
 }
 
 /// Check a volume name (`warren_spec::mount::check_volume_name`).
@@ -64,7 +68,7 @@ pub struct Store {
 }
 
 /// An exclusive lock on the store (held while creating or removing).
-struct StoreLock(#[allow(dead_code)] rustix::fd::OwnedFd);
+pub(crate) struct StoreLock(#[allow(dead_code)] rustix::fd::OwnedFd);
 
 impl Store {
     /// The store of data directory `data`.
@@ -79,7 +83,8 @@ impl Store {
         self.dir.join(name)
     }
 
-    fn lock(&self) -> anyhow::Result<StoreLock> {
+    /// Hold the store's exclusive lock (creation, removal, a volume's first fill).
+    pub(crate) fn lock(&self) -> anyhow::Result<StoreLock> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -97,7 +102,12 @@ impl Store {
     }
 
     /// Create volume `name`, with an ext4 image of `size` bytes when given.
-    pub fn create(&self, name: &str, size: Option<u64>) -> anyhow::Result<Record> {
+    pub fn create(
+        &self,
+        name: &str,
+        size: Option<u64>,
+        owner: Option<(u32, u32)>,
+    ) -> anyhow::Result<Record> {
         check_name(name)?;
         if let Some(s) = size {
             if s < MIN_SIZE {
@@ -137,10 +147,16 @@ impl Store {
             .with_context(|| format!("cannot create {}", tmp.0.join("data").display()))?;
         File::create(tmp.0.join("lock"))
             .with_context(|| format!("cannot create {}", tmp.0.join("lock").display()))?;
+        let (uid, gid) = owner.unwrap_or((0, 0));
         let kind = match size {
-            None => Kind::Directory,
+            None => {
+                let data = tmp.0.join("data");
+                std::os::unix::fs::chown(&data, Some(uid), Some(gid))
+                    .with_context(|| format!("cannot chown {}", data.display()))?;
+                Kind::Directory
+            }
             Some(s) => {
-                make_ext4(&tmp.0.join("image.ext4"), s)?;
+                make_ext4(&tmp.0.join("image.ext4"), s, (uid, gid))?;
                 Kind::Ext4Image
             }
         };
@@ -153,6 +169,7 @@ impl Store {
                 .unwrap_or(0),
             kind,
             size_limit: size,
+            owner,
         };
         let path = tmp.0.join("volume.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&rec)?)
@@ -265,8 +282,8 @@ impl Drop for Building {
 }
 
 /// A sparse file of `size` bytes holding an empty ext4 file system (no reserved blocks, root
-/// directory 0755 owned by root; ownership inside is mapped at use).
-fn make_ext4(path: &Path, size: u64) -> anyhow::Result<()> {
+/// directory 0755 owned by `uid:gid`, root by default; ownership inside is mapped at use).
+fn make_ext4(path: &Path, size: u64, (uid, gid): (u32, u32)) -> anyhow::Result<()> {
     let f = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     f.set_len(size)
         .with_context(|| format!("cannot size {}", path.display()))?;
@@ -278,7 +295,7 @@ fn make_ext4(path: &Path, size: u64) -> anyhow::Result<()> {
             "-m",
             "0",
             "-E",
-            "root_owner=0:0",
+            &format!("root_owner={uid}:{gid}"),
             "-L",
             "warren-vol",
         ])

@@ -243,6 +243,20 @@ fn mount_root() -> &'static Path {
         for d in ["mnt", "srv", "srv2"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
+        // `/seed`: a directory with content, owners and modes for copy-up to carry over.
+        let seed = dir.join("seed");
+        std::fs::create_dir_all(seed.join("sub")).unwrap();
+        std::fs::write(seed.join("conf"), "seeded\n").unwrap();
+        std::os::unix::fs::symlink("/etc/motd", seed.join("link")).unwrap();
+        std::os::unix::fs::chown(seed.join("conf"), Some(1234), Some(1235)).unwrap();
+        std::os::unix::fs::chown(seed.join("sub"), Some(1234), Some(1234)).unwrap();
+        std::os::unix::fs::chown(&seed, Some(70), Some(71)).unwrap();
+        let chmod = Command::new("chmod")
+            .args(["0751"])
+            .arg(&seed)
+            .status()
+            .unwrap();
+        assert!(chmod.success());
         std::fs::write(dir.join("etc/motd"), "hello\n").unwrap();
         dir
     })
@@ -469,7 +483,14 @@ fn bad_mounts_are_refused_by_name_before_anything_starts() {
             vec!["--mount".into(), "type=volume,src=ok".into()],
             "dst= is missing",
         ),
-        (vec!["-v".into(), "sized:/mnt".into()], "size-limited"),
+        (
+            vec!["-v".into(), "/srv:/mnt:nocopy".into()],
+            "applies to a volume",
+        ),
+        (
+            vec!["-v".into(), "sized:/nowhere".into()],
+            "mount point /nowhere",
+        ),
         (
             vec!["-v".into(), "ok:/nowhere".into()],
             "mount point /nowhere",
@@ -494,6 +515,304 @@ fn bad_mounts_are_refused_by_name_before_anything_starts() {
     let o = d.run("good", &["-v", "ok:/mnt"], "echo RAN");
     assert_code(&o, 0);
     assert_eq!(stdout(&o), "RAN\n");
-    // Nothing was left locked or half-made: the volume is free.
+    // Nothing was left locked or half-made: the volumes are free, and the size-limited one,
+    // refused after its file system was mounted, left no loop device behind.
+    no_loop_device(&d.vol_dir("sized").join("image.ext4"));
     assert_code(&d.volume(&["rm", "ok"]), 0);
+    assert_code(&d.volume(&["rm", "sized"]), 0);
+}
+
+/// The loop devices backing `image` (`losetup -j`).
+fn loop_devices(image: &Path) -> String {
+    let o = Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "losetup: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// No loop device backs `image` and no mount of it is in this mount namespace; the loop
+/// device's autoclear runs when the file system's last mount has gone, which the kernel may
+/// finish a moment after the launcher exits, so this waits up to 5 s.
+fn no_loop_device(image: &Path) {
+    let t = std::time::Instant::now();
+    while !loop_devices(image).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(
+        loop_devices(image),
+        "",
+        "a loop device still backs {}",
+        image.display()
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.lines().any(|l| l.contains("warren-vol-data-")),
+        "a mount of the data directory was left: {mounts}"
+    );
+}
+
+#[test]
+fn a_size_limited_volume_is_mounted_holds_its_limit_persists_and_leaves_no_loop_device() {
+    let d = Dirs::new("sized");
+    assert_code(&d.volume(&["create", "--size", "20M", "lim"]), 0);
+    let image = d.vol_dir("lim").join("image.ext4");
+    // Within the limit a write succeeds; past it the file system is full.
+    let o = d.run(
+        "lim",
+        &["-v", "lim:/mnt"],
+        "echo one > /mnt/kept && \
+         dd if=/dev/zero of=/mnt/small bs=1024 count=4096 2>/dev/null && echo SMALL-OK; \
+         dd if=/dev/zero of=/mnt/big bs=1024 count=40960 2>&1; rm /mnt/big; \
+         stat -c '%u %g' /mnt/small",
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.contains("SMALL-OK"), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+    assert!(out.ends_with("0 0\n"), "{out}");
+    no_loop_device(&image);
+    // The image file never grows past its size.
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 20 << 20);
+    // A new environment finds the data.
+    let o = d.run("lim2", &["-v", "lim:/srv:ro"], "cat /srv/kept");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
+
+    // One environment at a time: a second one is refused while the first holds it ...
+    let name = unique("limbg");
+    let root = mount_root().to_str().unwrap().to_owned();
+    let bg = common::Background::start_in(
+        Some(&d.state),
+        &name,
+        &["--rootfs", &root, "-v", "lim:/mnt", "--", "sleep", "30"],
+    );
+    let o = d.run("lim3", &["-v", "lim:/mnt"], "echo RAN");
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("volume lim is in use by another environment"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(loop_devices(&image).lines().count(), 1);
+    bg.stop();
+    no_loop_device(&image);
+    // ... and accepted once it has gone (positive control).
+    let o = d.run("lim4", &["-v", "lim:/mnt"], "cat /mnt/kept");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
+    // A launch that fails at any step, with the volume mounted and a writable root, leaves no
+    // loop device, no mount and no lock behind (the next launch takes the volume).
+    for step in common::plain_launch_steps() {
+        let o = d
+            .warren()
+            .env("WARREN_FAULT_INJECT", step)
+            .args(["run", "--name", &unique("limfault"), "--rootfs"])
+            .arg(mount_root())
+            .args(["--writable-root", "-v", "lim:/mnt", "--", "/bin/true"])
+            .output()
+            .unwrap();
+        assert_ne!(o.status.code(), Some(0), "{step}");
+        no_loop_device(&image);
+    }
+    let o = d.run(
+        "lim5",
+        &["-v", "lim:/mnt", "--writable-root"],
+        "cat /mnt/kept",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "one\n");
+    no_loop_device(&image);
+    assert_code(&d.volume(&["rm", "lim"]), 0);
+}
+
+/// `stat -c '%u %g %a %n'` of the copied tree, as the environment sees it.
+const STAT_SEED: &str = "cd /seed && stat -c '%u %g %a %n' . conf sub && cat conf && readlink link";
+
+#[test]
+fn an_empty_volume_is_filled_from_the_root_on_first_use_unless_nocopy() {
+    let d = Dirs::new("copy");
+    let want = "70 71 751 .\n1234 1235 644 conf\n1234 1234 755 sub\nseeded\n/etc/motd\n";
+    for (vol, size) in [("plain", None), ("sized", Some("16M"))] {
+        let mut args = vec!["create"];
+        args.extend(size.map(|s| ["--size", s]).into_iter().flatten());
+        args.push(vol);
+        assert_code(&d.volume(&args), 0);
+        let spec = format!("{vol}:/seed");
+        let o = d.run("copy", &["-v", &spec], STAT_SEED);
+        assert_code(&o, 0);
+        assert_eq!(stdout(&o), want, "{vol}: {}", stderr(&o));
+        // Owners on disk are the root's numbers (the mount is idmapped).
+        if size.is_none() {
+            let data = d.vol_dir(vol).join("data");
+            let m = std::fs::metadata(data.join("conf")).unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 1235, 0o644));
+            let m = std::fs::metadata(&data).unwrap();
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (70, 71, 0o751));
+        }
+    }
+    // A volume that is not empty is never filled: what the environment changed stays.
+    // (`/seed` is 0751 and owned by 70: its owner changes it.)
+    let o = d.run(
+        "copy",
+        &["-v", "plain:/seed", "--user", "70:71"],
+        "echo changed > /seed/new && rm /seed/conf",
+    );
+    assert_code(&o, 0);
+    let o = d.run(
+        "copy",
+        &["-v", "plain:/seed", "--user", "70:71"],
+        "ls /seed",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "link\nnew\nsub\n");
+    // nocopy (and --mount's volume-nocopy) leaves a fresh volume empty.
+    assert_code(&d.volume(&["create", "bare"]), 0);
+    assert_code(&d.volume(&["create", "bare2"]), 0);
+    let o = d.run(
+        "nocopy",
+        &[
+            "-v",
+            "bare:/seed:nocopy",
+            "--mount",
+            "type=volume,src=bare2,dst=/srv,volume-nocopy",
+        ],
+        "ls -A /seed /srv; stat -c '%u' /seed",
+    );
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "/seed:\n\n/srv:\n0\n");
+    // --owner: the top directory belongs to that id inside, and copy-up keeps it.
+    for sized in [false, true] {
+        let name = format!("own{sized}");
+        let mut args = vec!["create", "--owner", "1000:1001"];
+        if sized {
+            args.extend(["--size", "16M"]);
+        }
+        args.push(&name);
+        assert_code(&d.volume(&args), 0);
+        let spec = format!("{name}:/seed");
+        let o = d.run(
+            "own",
+            &["-v", &spec, "--user", "1000:1001"],
+            "stat -c '%u %g %a' /seed && cat /seed/conf && echo mine > /seed/new && cat /seed/new",
+        );
+        assert_code(&o, 0);
+        assert_eq!(
+            stdout(&o),
+            "1000 1001 751\nseeded\nmine\n",
+            "{}",
+            stderr(&o)
+        );
+    }
+    for (bad, why) in [
+        ("70000:0", "uid 70000 is out of range"),
+        ("postgres:1", "is not a number"),
+        ("5", "expected UID:GID"),
+    ] {
+        let o = d.volume(&["create", "--owner", bad, "badowner"]);
+        refused(&o, why);
+        assert!(!d.vol_dir("badowner").exists());
+    }
+    // A mount point that is not a directory of the root copies nothing (binary roots, ...).
+    assert!(
+        std::fs::read_dir(d.vol_dir("bare").join("data"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn a_writable_root_takes_writes_in_memory_and_leaves_the_root_unchanged() {
+    let d = Dirs::new("wroot");
+    let script = "echo new > /etc/new && cat /etc/new && rm /etc/motd && \
+                  if [ -e /etc/motd ]; then echo MOTD-LEFT; fi; \
+                  dd if=/dev/zero of=/etc/big bs=1024 count=8192 2>&1 | grep -o 'No space left'";
+    // Positive control: the root is read-only by default.
+    let o = d.run("wroot", &[], script);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("can't create /etc/new: Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let o = d.run(
+        "wroot",
+        &["--writable-root", "--writable-root-size", "4M", "--json"],
+        script,
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(out.starts_with("new\nNo space left\n"), "{out}");
+    // The record says so; the measured root is the read-only lower layer, the same digest as
+    // a read-only launch of the same root.
+    let last: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(last["applied"]["writable_root"], 4 << 20);
+    assert_eq!(last["applied"]["root"]["read_only"], false);
+    let log = std::fs::read_to_string(d.data.path().join("attest/events.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (ro, rw) = (&recs[recs.len() - 2], &recs[recs.len() - 1]);
+    assert_eq!(rw["content"]["config"]["writable_root"], 4 << 20);
+    assert!(ro["content"]["config"].get("writable_root").is_none());
+    assert_eq!(
+        rw["content"]["image"]["digest"],
+        ro["content"]["image"]["digest"]
+    );
+    // Nothing reached the root on disk, and the next environment starts from it again.
+    assert!(!mount_root().join("etc/new").exists());
+    assert!(mount_root().join("etc/motd").exists());
+    let o = d.run(
+        "wroot",
+        &["--writable-root"],
+        "cat /etc/motd; ls /etc/new 2>&1",
+    );
+    assert_code(&o, 1);
+    assert!(stdout(&o).starts_with("hello\n"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("No such file"), "{}", stdout(&o));
+    // Bad input is refused by name before anything starts.
+    for (args, why) in [
+        (
+            vec!["--writable-root-size", "8M"],
+            "--writable-root-size needs --writable-root",
+        ),
+        (
+            vec!["--writable-root", "--writable-root-size", "lots"],
+            "invalid --writable-root-size",
+        ),
+        (
+            vec!["--writable-root", "--writable-root-size", "64K"],
+            "at least 1M",
+        ),
+    ] {
+        let o = d.run("wbad", &args, "echo RAN");
+        refused(&o, why);
+        assert!(!stdout(&o).contains("RAN"));
+    }
+    let o = d
+        .warren()
+        .args(["run", "--writable-root", "--rootfs", "/", "--", "/bin/true"])
+        .output()
+        .unwrap();
+    refused(&o, "--writable-root over --rootfs / is refused");
+    let o = d
+        .warren()
+        .args([
+            "run",
+            "--writable-root",
+            "--binary",
+            "/bin/true",
+            "--",
+            "/bin/true",
+        ])
+        .output()
+        .unwrap();
+    refused(&o, "--writable-root needs --rootfs or --image");
 }

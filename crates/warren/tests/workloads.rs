@@ -971,14 +971,70 @@ redis-server --save '' --port 6390 --daemonize yes > /dev/null && sleep 0.5 && e
 const DEBIAN_EXPECTED: &str =
     "python 45 42\nnode 42\ngcc 42\ngit 1\nmkfifo fifo-ok\nsched-batch ok\nredis PONG\n";
 
-/// Postgres as the `postgres` user of the root: initdb, start, a query, a clean stop.
-const POSTGRES: &str = r#"
+/// Postgres as the `postgres` user of the root, first environment: initdb into the volume
+/// mounted at `/var/lib/postgresql` (filled from the root on first use, so it is postgres's own
+/// directory), start, a query, a table with one row, a clean stop.
+const PG_WRITE: &str = r#"
 B=$(ls -d /usr/lib/postgresql/*/bin)
-$B/initdb -D /tmp/pg -A trust > /dev/null
-$B/pg_ctl -D /tmp/pg -o "-k /tmp -c listen_addresses=" -l /tmp/pg.log -w start > /dev/null
+$B/initdb -D /var/lib/postgresql/data -A trust > /dev/null
+$B/pg_ctl -D /var/lib/postgresql/data -o "-k /tmp -c listen_addresses=" -l /tmp/pg.log -w start > /dev/null
 echo "postgres $(psql -h /tmp -U postgres -Atc 'select 6*7' postgres) as $(id -un)"
-$B/pg_ctl -D /tmp/pg -m fast -w stop > /dev/null && echo stopped
+psql -h /tmp -U postgres -qAtc "create table t (v text); insert into t values ('kept')" postgres
+$B/pg_ctl -D /var/lib/postgresql/data -m fast -w stop > /dev/null && echo stopped
 "#;
+
+/// Postgres in a new environment on the same volume: start, read the row back, stop.
+const PG_READ: &str = r#"
+B=$(ls -d /usr/lib/postgresql/*/bin)
+$B/pg_ctl -D /var/lib/postgresql/data -o "-k /tmp -c listen_addresses=" -l /tmp/pg.log -w start > /dev/null
+echo "row $(psql -h /tmp -U postgres -Atc 'select v from t' postgres)"
+$B/pg_ctl -D /var/lib/postgresql/data -m fast -w stop > /dev/null && echo stopped
+"#;
+
+/// Redis as the `redis` user, its append-only file in the volume at `/var/lib/redis`: start,
+/// set (or, with `get`, read) a key, shut down cleanly (which syncs the file).
+fn redis_script(cmd: &str) -> String {
+    format!(
+        r#"
+redis-server --port 6379 --dir /var/lib/redis --appendonly yes --save '' --daemonize yes > /dev/null
+until redis-cli ping > /dev/null 2>&1; do sleep 0.05; done
+echo "redis $(redis-cli {cmd})"
+redis-cli shutdown > /dev/null 2>&1 || true
+while redis-cli ping > /dev/null 2>&1; do sleep 0.05; done
+echo stopped
+"#
+    )
+}
+
+/// One environment of a workload test: its `warren run` arguments, its script, the output it
+/// must print.
+type Step = (Vec<String>, String, &'static str);
+
+/// Volumes made by a test, removed at the end (also when it fails).
+struct TestVolumes<'a> {
+    warren: &'a dyn Fn() -> Command,
+    names: Vec<String>,
+}
+
+impl TestVolumes<'_> {
+    fn create(&mut self, name: String) -> String {
+        let o = (self.warren)()
+            .args(["volume", "create", &name])
+            .output()
+            .unwrap();
+        assert_code(&o, 0);
+        self.names.push(name.clone());
+        name
+    }
+}
+
+impl Drop for TestVolumes<'_> {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = (self.warren)().args(["volume", "rm", n]).output();
+        }
+    }
+}
 
 #[test]
 fn debian_workloads_run_from_both_rootfs_and_image_with_limits() {
@@ -1029,40 +1085,90 @@ fn debian_workloads_run_from_both_rootfs_and_image_with_limits() {
         ("rootfs", vec!["--rootfs".into(), root]),
         ("image", vec!["--image".into(), "debian".into()]),
     ];
-    // Every environment at once: two sources, the general checks and postgres.
-    let mut running = Vec::new();
+    // Volumes earlier runs left behind (their process is gone) are removed first.
+    let o = warren_d().args(["volume", "ls", "-q"]).output().unwrap();
+    for v in common::stdout(&o).lines() {
+        let pid = v.split('-').nth(1).unwrap_or("");
+        if v.starts_with("wl-") && !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = warren_d().args(["volume", "rm", v]).output();
+        }
+    }
+    let mut vols = TestVolumes {
+        warren: &warren_d,
+        names: vec![],
+    };
+    // Every source at once: the general checks, postgres and redis; each service twice in a
+    // row, the second environment a new one on the same volume.
+    let redis_set = redis_script("set k persisted");
+    let redis_get = redis_script("get k");
+    let mut jobs: Vec<(String, &str, Vec<Step>)> = Vec::new();
     for (kind, source) in &sources {
-        for (what, user, script) in [
-            ("checks", None, DEBIAN_CHECKS),
-            ("postgres", Some("postgres"), POSTGRES),
-        ] {
-            let mut c = warren_d();
-            c.args(["run", "--name", &unique(what)])
-                .args(source)
-                .args(limits);
-            if let Some(u) = user {
-                c.args(["--user", u]);
-            }
-            c.args(["--", "/bin/sh", "-ec", script]);
-            c.stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            running.push((kind.to_string(), what, c.spawn().unwrap()));
-        }
+        let pid = std::process::id();
+        let pg = vols.create(format!("wl-{pid}-pg-{kind}"));
+        let redis = vols.create(format!("wl-{pid}-redis-{kind}"));
+        let as_user = |u: &str, vol: &str, dest: &str| -> Vec<String> {
+            let mut a = source.clone();
+            a.extend([
+                "--user".into(),
+                u.into(),
+                "-v".into(),
+                format!("{vol}:{dest}"),
+            ]);
+            a
+        };
+        let pg_args = as_user("postgres", &pg, "/var/lib/postgresql");
+        let redis_args = as_user("redis", &redis, "/var/lib/redis");
+        jobs.push((
+            kind.to_string(),
+            "checks",
+            vec![(source.clone(), DEBIAN_CHECKS.into(), DEBIAN_EXPECTED)],
+        ));
+        jobs.push((
+            kind.to_string(),
+            "postgres",
+            vec![
+                (
+                    pg_args.clone(),
+                    PG_WRITE.into(),
+                    "postgres 42 as postgres\nstopped\n",
+                ),
+                (pg_args, PG_READ.into(), "row kept\nstopped\n"),
+            ],
+        ));
+        jobs.push((
+            kind.to_string(),
+            "redis",
+            vec![
+                (redis_args.clone(), redis_set.clone(), "redis OK\nstopped\n"),
+                (redis_args, redis_get.clone(), "redis persisted\nstopped\n"),
+            ],
+        ));
     }
-    for (kind, what, child) in running {
-        let o = child.wait_with_output().unwrap();
-        let out = common::stdout(&o);
-        assert_code(&o, 0);
-        match what {
-            "checks" => assert_eq!(out, DEBIAN_EXPECTED, "{kind}: {}", stderr(&o)),
-            _ => assert_eq!(
-                out,
-                "postgres 42 as postgres\nstopped\n",
-                "{kind}: {}",
-                stderr(&o)
-            ),
+    std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(kind, what, steps)| {
+                let warren_d = &warren_d;
+                s.spawn(move || {
+                    for (args, script, want) in steps {
+                        let o = warren_d()
+                            .args(["run", "--name", &unique(what)])
+                            .args(args)
+                            .args(limits)
+                            .args(["--", "/bin/sh", "-ec", script])
+                            .output()
+                            .unwrap();
+                        assert_code(&o, 0);
+                        assert_eq!(common::stdout(&o), *want, "{kind} {what}: {}", stderr(&o));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
         }
-    }
+    });
+    drop(vols);
     eprintln!("Debian workloads, import included: {:?}", t.elapsed());
 }
 

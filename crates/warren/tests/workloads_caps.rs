@@ -266,14 +266,50 @@ fn http_get_eventually(addr: &str) -> Result<String, String> {
     }
 }
 
-/// nginx's packaged `/etc/nginx/nginx.conf` with its writable paths moved under `/tmp` (the
-/// root is read-only; until volumes are on main this is the only writable place): the pid
-/// file, the logs, and the temporary directories nginx creates and chowns to `www-data`.
-const NGINX: &str = "mkdir -p /tmp/log /tmp/lib && \
-    sed -e 's|/run/nginx.pid|/tmp/nginx.pid|; s|/var/log/nginx/|/tmp/log/|g' \
-        -e 's|^http {|http {\\n\\tclient_body_temp_path /tmp/lib/body;\\n\\tproxy_temp_path /tmp/lib/proxy;\\n\\tfastcgi_temp_path /tmp/lib/fastcgi;\\n\\tuwsgi_temp_path /tmp/lib/uwsgi;\\n\\tscgi_temp_path /tmp/lib/scgi;|' \
-        /etc/nginx/nginx.conf > /tmp/nginx.conf && \
-    exec nginx -c /tmp/nginx.conf -g 'daemon off;'";
+/// nginx exactly as packaged: its own `/etc/nginx/nginx.conf`, unmodified, in the foreground.
+const NGINX: [&str; 3] = ["nginx", "-g", "daemon off;"];
+
+/// The writable places nginx's packaged configuration needs, each a fresh volume filled from
+/// the root on first use (copy-up keeps `/var/log/nginx`'s log files owned by `www-data`, and
+/// `/run` its other contents): the temporary directories under `/var/lib/nginx` the master
+/// creates and chowns to `www-data`, the logs, and the pid file `/run/nginx.pid`.
+const NGINX_WRITABLE: [&str; 3] = ["/var/lib/nginx", "/var/log/nginx", "/run"];
+
+/// Volumes for nginx made through `w` (a `warren` command in the right directories), removed
+/// when dropped; `args()` gives the `-v` flags.
+struct NginxVolumes<'a> {
+    w: &'a dyn Fn() -> Command,
+    names: Vec<(String, &'static str)>,
+}
+
+impl<'a> NginxVolumes<'a> {
+    fn new(w: &'a dyn Fn() -> Command) -> Self {
+        let names = NGINX_WRITABLE
+            .iter()
+            .map(|d| {
+                let n = unique("ngxvol");
+                assert_code(&w().args(["volume", "create", &n]).output().unwrap(), 0);
+                (n, *d)
+            })
+            .collect();
+        NginxVolumes { w, names }
+    }
+
+    fn args(&self) -> Vec<String> {
+        self.names
+            .iter()
+            .flat_map(|(n, d)| ["-v".to_owned(), format!("{n}:{d}")])
+            .collect()
+    }
+}
+
+impl Drop for NginxVolumes<'_> {
+    fn drop(&mut self) {
+        for (n, _) in &self.names {
+            let _ = (self.w)().args(["volume", "rm", n]).output();
+        }
+    }
+}
 
 #[test]
 fn nginx_runs_as_packaged_with_its_capabilities_on_port_80_published() {
@@ -293,29 +329,49 @@ fn nginx_runs_as_packaged_with_its_capabilities_on_port_80_published() {
         "SETUID",
         "--cap-add",
         "SETGID",
+        "--cap-add",
+        "DAC_OVERRIDE",
     ];
 
-    // Positive control: without the capabilities, the master (root inside) cannot chown its
-    // temporary directories, and says so.
+    let nginx = &NGINX;
+    // Positive controls: on the read-only root alone, nginx cannot open its logs; with the
+    // volumes but without the capabilities, the master (root inside) cannot chown its
+    // temporary directories. Each says so.
     let o = warren()
         .args(["run", "--name", &unique("ngx0"), "--rootfs", &root])
-        .args([
-            "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
-        ])
+        .args(["--net", "auto", "-p", &publish, "--"])
+        .args(nginx)
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
     assert!(
-        stderr(&o).contains("chown(\"/tmp/lib/body\", 33) failed (1: Operation not permitted)"),
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
+    let w = warren;
+    let vols = NginxVolumes::new(&w);
+    let o = warren()
+        .args(["run", "--name", &unique("ngx0"), "--rootfs", &root])
+        .args(vols.args())
+        .args(["--net", "auto", "-p", &publish, "--"])
+        .args(nginx)
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o)
+            .contains("chown(\"/var/lib/nginx/body\", 33) failed (1: Operation not permitted)"),
         "{}",
         stderr(&o)
     );
 
+    let vol_args = vols.args();
     let mut args = vec!["--rootfs", root.as_str(), "--memory", "256M"];
     args.extend(caps);
-    args.extend([
-        "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
-    ]);
+    args.extend(vol_args.iter().map(String::as_str));
+    args.extend(["--net", "auto", "-p", &publish, "--"]);
+    args.extend(nginx);
     let web = Background::start(&unique("ngx"), &args);
     let body = http_get_eventually(&format!("127.0.0.1:{port}"));
     // The master (pid 1 inside) holds exactly the capabilities given; its workers, which it
@@ -333,12 +389,30 @@ fn nginx_runs_as_packaged_with_its_capabilities_on_port_80_published() {
     let body = body.expect("nginx answers on the published port");
     assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
     assert!(body.contains("Welcome to nginx!"), "{body}");
-    // CHOWN (bit 0), SETGID (6), SETUID (7).
-    assert_eq!(master_caps, "00000000000000c1");
+    // CHOWN (bit 0), DAC_OVERRIDE (1: root opens the www-data log files, as on any Debian
+    // host), SETGID (6), SETUID (7).
+    assert_eq!(master_caps, "00000000000000c3");
     assert!(!worker_caps.is_empty(), "no worker under {pid}");
     for c in worker_caps {
         assert_eq!(c, "0000000000000000");
     }
+    // nginx wrote its own files where it is packaged to: the access log (a www-data file,
+    // copied up from the root) has the request, the temporary directories belong to www-data.
+    let o = warren()
+        .args(["run", "--name", &unique("ngxlog"), "--rootfs", &root])
+        .args(vols.args())
+        .args([
+            "--user",
+            "www-data",
+            "--",
+            "/bin/sh",
+            "-c",
+            "grep -c 'GET / ' /var/log/nginx/access.log; stat -c '%U %n' /var/lib/nginx/body",
+        ])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1\nwww-data /var/lib/nginx/body\n");
 }
 
 /// The Debian image in the store the Debian workloads test keeps next to the cached root
@@ -374,42 +448,59 @@ fn debian_image_data(state: &Path) -> PathBuf {
 }
 
 #[test]
-fn nginx_runs_from_the_debian_image_too() {
+fn nginx_runs_from_the_debian_image_too_with_volumes_or_a_writable_root() {
     let state = PathBuf::from(format!("/run/warren-caps-{}", unique("img")));
     let data = debian_image_data(&state);
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    let w = || {
+        let mut c = warren();
+        c.env("WARREN_STATE_DIR", &state)
+            .env("WARREN_DATA_DIR", &data);
+        c
     };
-    let publish = format!("127.0.0.1:{port}:80");
-    let child = warren()
-        .env("WARREN_STATE_DIR", &state)
-        .env("WARREN_DATA_DIR", &data)
-        .args(["run", "--name", &unique("ngximg"), "--image", "debian"])
-        .args([
-            "--cap-add",
-            "CHOWN",
-            "--cap-add",
-            "SETUID",
-            "--cap-add",
-            "SETGID",
-        ])
-        .args([
-            "--net", "auto", "-p", &publish, "--", "/bin/sh", "-c", NGINX,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let body = http_get_eventually(&format!("127.0.0.1:{port}"));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+    let vols = NginxVolumes::new(&w);
+    // Its writable places as volumes, or the whole root writable (an overlay on a tmpfs).
+    let writable_root = ["--writable-root".to_owned()];
+    for (how, extra) in [
+        ("volumes", &vols.args()[..]),
+        ("writable root", &writable_root[..]),
+    ] {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let publish = format!("127.0.0.1:{port}:80");
+        let child = w()
+            .args(["run", "--name", &unique("ngximg"), "--image", "debian"])
+            .args(extra)
+            .args([
+                "--memory",
+                "256M",
+                "--cap-add",
+                "CHOWN",
+                "--cap-add",
+                "SETUID",
+                "--cap-add",
+                "SETGID",
+                "--cap-add",
+                "DAC_OVERRIDE",
+            ])
+            .args(["--net", "auto", "-p", &publish, "--"])
+            .args(NGINX)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let body = http_get_eventually(&format!("127.0.0.1:{port}"));
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let body = body.unwrap_or_else(|e| panic!("{how}: {e}: {}", stderr(&out)));
+        assert!(body.starts_with("HTTP/1.1 200 OK"), "{how}: {body}");
+        assert!(body.contains("Welcome to nginx!"), "{how}: {body}");
+    }
+    drop(vols);
     let _ = std::fs::remove_dir_all(&state);
-    let body = body.unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
-    assert!(body.starts_with("HTTP/1.1 200 OK"), "{body}");
-    assert!(body.contains("Welcome to nginx!"), "{body}");
 }
 
 #[test]

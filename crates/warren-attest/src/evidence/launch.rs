@@ -132,6 +132,11 @@ pub struct LaunchConfig {
     /// mounts keep the digests they had before the field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<LaunchMount>,
+    /// With a writable root, the size of its upper tmpfs: the measured tree is then the
+    /// read-only lower layer, and writes go to memory. Left out when the root is read-only
+    /// (digests of earlier launches are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writable_root: Option<u64>,
 }
 
 /// One volume or bind mount of a launch, as measured.
@@ -183,6 +188,7 @@ mod tests {
             network: "none".into(),
             degraded: vec![],
             mounts: vec![],
+            writable_root: None,
         };
         let bytes = serde_json::to_vec(&c).unwrap();
         let want = "{\"memory\":null,\"pids\":64,\"cpu_micros\":null,\"tmpfs_size\":0,\

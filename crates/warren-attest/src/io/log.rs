@@ -338,6 +338,7 @@ mod tests {
             network: "none".into(),
             degraded: vec![],
             mounts: vec![],
+            writable_root: None,
         };
         LaunchContent {
             event: "launch".into(),

@@ -1092,6 +1092,51 @@ fn init_is_a_boolean() {
 }
 
 #[test]
+fn a_writable_root_is_declared_with_read_only_false() {
+    let m = parse_manifest(
+        Path::new("spaces.toml"),
+        "[space.a]\nimage = \"/srv/r\"\ncommand = [\"/bin/true\"]\nread_only = false\n\
+         writable_root_size = \"8M\"\n",
+    )
+    .unwrap();
+    let a = m.spaces.values().next().unwrap();
+    assert!(!a.read_only);
+    assert_eq!(a.writable_root_size, Some(ByteSize(8 << 20)));
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        read_only = "no"
+        "#,
+        "spaces.toml:4:13: \"read_only\" in [space.a] must be true or false, found a string",
+        "space.a.read_only",
+    );
+    check_err(
+        r#"
+        [space.a]
+        image = "/"
+        command = ["/bin/true"]
+        writable_root_size = "8M"
+        "#,
+        "spaces.toml:4:22: \"writable_root_size\" in [space.a]: a size for a writable root needs \
+         read_only = false",
+        "space.a.writable_root_size",
+    );
+    let e = parse_manifest(
+        Path::new("spaces.toml"),
+        "[space.a]\nimage = \"/\"\ncommand = [\"/bin/true\"]\nread_only = false\n\
+         writable_root_size = \"4K\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"writable_root_size\" in [space.a]: 4096 is out of range"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_binary_image_adds_paths_with_with() {
     let mut py = defaults(
         json!({ "binary": "/usr/bin/python3" }),

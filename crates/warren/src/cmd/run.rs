@@ -23,6 +23,7 @@ struct Inputs {
     limits: Limits,
     cgroup: warren_cgroup::Placement,
     tmpfs_size: u64,
+    writable_root: Option<u64>,
     env: Vec<(String, String)>,
     allow_missing: BTreeSet<Protection>,
     net: Option<warren_spec::VethSpec>,
@@ -35,6 +36,9 @@ struct Inputs {
 
 /// Stage one: check what the user typed, without touching the system.
 fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
+    if args.tty && args.detach {
+        bail!("-t/--tty needs this terminal: it cannot be combined with -d/--detach");
+    }
     if !args.with.is_empty() && args.binary.is_none() {
         bail!(
             "--with adds paths to a --binary root; a --rootfs or --image root already holds \
@@ -70,6 +74,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .parse::<ByteSize>()
         .context("invalid --tmpfs-size")?;
     limits::check(limits::TMPFS_SIZE, tmpfs.0).context("invalid --tmpfs-size")?;
+    let writable_root = parse_writable_root(args)?;
     if let Some(c) = args.mailbox_capacity {
         limits::check(limits::MAILBOX_CAPACITY, c as u64).context("invalid --mailbox-capacity")?;
     }
@@ -131,6 +136,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         limits,
         cgroup,
         tmpfs_size: tmpfs.0,
+        writable_root,
         env,
         allow_missing: allow,
         net: parse_net(args)?,
@@ -174,6 +180,49 @@ fn spawn_provenance(args: &RunArgs) -> anyhow::Result<Option<warren_attest::Spaw
 }
 
 /// `-v` then `--mount`, each checked for form.
+/// The default size of a writable root's tmpfs.
+const WRITABLE_ROOT_SIZE: u64 = 64 << 20;
+
+/// `--writable-root` and `--writable-root-size`: the size of the overlay's tmpfs, or `None`
+/// for a read-only root. A size without `--writable-root` is refused rather than ignored.
+fn parse_writable_root(args: &RunArgs) -> anyhow::Result<Option<u64>> {
+    let size = args
+        .writable_root_size
+        .as_deref()
+        .map(|s| {
+            let b = s
+                .parse::<ByteSize>()
+                .with_context(|| format!("invalid --writable-root-size {s:?}"))?;
+            if b.0 < 1 << 20 {
+                bail!("invalid --writable-root-size {s:?}: at least 1M");
+            }
+            limits::check(limits::TMPFS_SIZE, b.0).context("invalid --writable-root-size")
+        })
+        .transpose()?;
+    match (args.writable_root, size) {
+        (false, Some(_)) => bail!("--writable-root-size needs --writable-root"),
+        (false, None) => Ok(None),
+        (true, s) => {
+            if args.binary.is_some() {
+                bail!(
+                    "--writable-root needs --rootfs or --image (a --binary root is built in memory)"
+                );
+            }
+            if args
+                .rootfs
+                .as_deref()
+                .is_some_and(|r| std::fs::canonicalize(r).is_ok_and(|r| r == Path::new("/")))
+            {
+                bail!(
+                    "--writable-root over --rootfs / is refused: the writable root's lower layer \
+                     is idmapped, so root inside would own (and read) the host's root-only files"
+                );
+            }
+            Ok(Some(s.unwrap_or(WRITABLE_ROOT_SIZE)))
+        }
+    }
+}
+
 fn parse_mounts(args: &RunArgs) -> anyhow::Result<Vec<warren_spec::mount::MountRequest>> {
     let mut out = Vec::new();
     for v in &args.volumes {
@@ -495,6 +544,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         limits,
         cgroup,
         tmpfs_size,
+        writable_root,
         env,
         allow_missing,
         net,
@@ -545,8 +595,10 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
         }
     }
-    // The volumes stay locked (and so cannot be removed) until this launcher ends.
-    let (mounts, _held) = match crate::mounts::resolve(dirs, &mounts) {
+    // The volumes stay locked (and so cannot be removed) until this launcher ends. `_held` is
+    // declared before `plan`, so it drops after it: a size-limited volume's mount (held by the
+    // plan) is closed, and its file system shut down, before its exclusive lock is released.
+    let (mounts, _held) = match crate::mounts::resolve(dirs, &root, &mounts) {
         Ok(v) => v,
         Err(e) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
     };
@@ -616,6 +668,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         limits,
         cgroup,
         tmpfs_size,
+        writable_root,
+        tty: args.tty,
         allow_missing,
         client_tool,
         net,
@@ -703,6 +757,22 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         }
         (c, _) => c,
     };
+    // `-t`: relay between this terminal and the environment's pty until the workload ends;
+    // the terminal is restored when `relay` is finished or dropped, whatever the path.
+    let relay = match running.take_pty() {
+        Some(master) => match crate::tty::start(master, args.interactive) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let _ = running.signal(rustix::process::Signal::KILL);
+                let _ = running.wait(&mut |_| {});
+                return Ok(report_error(
+                    EXIT_WARREN,
+                    format!("cannot relay the terminal: {e:#}"),
+                ));
+            }
+        },
+        None => None,
+    };
     // Refused system calls are explained on the launcher's standard error: the terminal for
     // `warren run`, `<state>/logs/NAME.log` (so `warren logs`) for `-d` and managed environments.
     // One write per line, so that it does not interleave with the workload's own output.
@@ -710,7 +780,11 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         use std::io::Write as _;
         let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
     };
-    let exit = match running.wait(&mut log_refusal) {
+    let exit = running.wait(&mut log_refusal);
+    if let Some(r) = relay {
+        r.finish();
+    }
+    let exit = match exit {
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };

@@ -30,6 +30,25 @@ fn describe(store: &Store, r: &Record) -> Value {
     v
 }
 
+/// `UID:GID`, each 0 to 65535 (the ids an environment's user namespace maps).
+fn parse_owner(o: &str) -> anyhow::Result<(u32, u32)> {
+    let Some((u, g)) = o.split_once(':') else {
+        anyhow::bail!("expected UID:GID (numbers)");
+    };
+    let id = |s: &str, what: &str| -> anyhow::Result<u32> {
+        match s.parse::<u32>() {
+            Ok(n) if n <= 65535 => Ok(n),
+            Ok(n) => anyhow::bail!(
+                "{what} {n} is out of range: ids inside an environment are 0 to 65535"
+            ),
+            Err(_) => anyhow::bail!(
+                "{what} {s:?} is not a number (names differ between roots: give numbers)"
+            ),
+        }
+    };
+    Ok((id(u, "uid")?, id(g, "gid")?))
+}
+
 fn create(store: &Store, a: VolumeCreateArgs) -> anyhow::Result<i32> {
     let size = a
         .size
@@ -37,8 +56,13 @@ fn create(store: &Store, a: VolumeCreateArgs) -> anyhow::Result<i32> {
         .map(|s| s.parse::<ByteSize>().context("invalid --size"))
         .transpose()?
         .map(|b| b.0);
+    let owner = a
+        .owner
+        .as_deref()
+        .map(|o| parse_owner(o).with_context(|| format!("invalid --owner {o:?}")))
+        .transpose()?;
     let rec = store
-        .create(&a.name, size)
+        .create(&a.name, size, owner)
         .with_context(|| format!("cannot create volume {}", a.name))?;
     if a.json {
         println!("{}", describe(store, &rec));
