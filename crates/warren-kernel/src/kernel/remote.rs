@@ -360,8 +360,11 @@ impl Kernel {
     /// Every remote address a proxy mailbox designates (declared names and imported tokens),
     /// without repeats, in order.
     pub fn remote_addresses(&self) -> Vec<String> {
-        let set: std::collections::BTreeSet<String> =
-            self.remote.values().map(|t| t.address.to_string()).collect();
+        let set: std::collections::BTreeSet<String> = self
+            .remote
+            .values()
+            .map(|t| t.address.to_string())
+            .collect();
         set.into_iter().collect()
     }
 
@@ -748,13 +751,20 @@ mod tests {
         let mut k = Kernel::new(Config::default());
         k.enable_federation("alpha");
         let web = k.add_env(spec("web", &["db@beta", "db@gamma"]), 0).unwrap();
-        k.set_cut_off("beta", Some("cut off: attestation failed (boot-digest) at T".into()));
+        k.set_cut_off(
+            "beta",
+            Some("cut off: attestation failed (boot-digest) at T".into()),
+        );
         assert_eq!(k.remote_addresses(), ["db@beta", "db@gamma"]);
         // To the cut-off host: refused `revoked` with the verdict, audited, nothing forwarded.
         let acts = send(&mut k, web, 2, "hello", Vec::new());
-        assert!(!acts.iter().any(|a| matches!(a, Action::Forward(_))), "{acts:?}");
         assert!(
-            acts.iter().any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
+            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
                 && r.target.as_deref() == Some("db@beta"))),
             "{acts:?}"
         );
@@ -764,17 +774,26 @@ mod tests {
                 ..
             }) => {
                 assert_eq!(*code, ErrorCode::Revoked);
-                assert!(detail.contains("attestation failed (boot-digest)"), "{detail}");
+                assert!(
+                    detail.contains("attestation failed (boot-digest)"),
+                    "{detail}"
+                );
             }
             other => panic!("{other:?}"),
         }
         // The other host is unaffected (positive control).
         let acts = send(&mut k, web, 3, "hello", Vec::new());
-        assert!(matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@gamma"), "{acts:?}");
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@gamma"),
+            "{acts:?}"
+        );
         // Let back in: the same send is forwarded.
         k.set_cut_off("beta", None);
         let acts = send(&mut k, web, 2, "hello", Vec::new());
-        assert!(matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"), "{acts:?}");
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"),
+            "{acts:?}"
+        );
     }
 
     #[test]

@@ -150,7 +150,10 @@ pub fn watch(state_dir: &Path, a: WatchArgs) -> anyhow::Result<i32> {
     let interval = Duration::from_secs_f64(a.interval);
     let lease = match a.lease {
         Some(l) if !(l.is_finite() && l >= a.interval) => {
-            bail!("--lease {l}: must be at least the interval ({} s)", a.interval)
+            bail!(
+                "--lease {l}: must be at least the interval ({} s)",
+                a.interval
+            )
         }
         Some(l) => Duration::from_secs_f64(l),
         None => interval * 3,
@@ -222,7 +225,10 @@ pub fn watch(state_dir: &Path, a: WatchArgs) -> anyhow::Result<i32> {
             };
             let state = match control::request(state_dir, &req) {
                 Ok(resp) if resp.ok => resp.data.unwrap_or_default()["state"].clone(),
-                Ok(resp) => json!(format!("verdict refused: {}", resp.error.unwrap_or_default())),
+                Ok(resp) => json!(format!(
+                    "verdict refused: {}",
+                    resp.error.unwrap_or_default()
+                )),
                 Err(e) => json!(format!("verdict not delivered: {e:#}")),
             };
             let mut line = o.line;

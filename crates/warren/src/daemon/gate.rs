@@ -135,9 +135,8 @@ impl Gate {
     pub fn open(state_dir: &Path, wake: OwnedFd) -> anyhow::Result<Gate> {
         let path = state_dir.join("link").join("gate.json");
         let hosts = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                anyhow::anyhow!("{}: not a gate file: {e}", path.display())
-            })?,
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| anyhow::anyhow!("{}: not a gate file: {e}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => return Err(anyhow::Error::new(e).context(format!("read {}", path.display()))),
         };
@@ -206,15 +205,10 @@ impl Gate {
             .collect()
     }
 
-    /// A quote request from `host`: queued for the quote thread, or the error to answer now.
-    pub fn quote_for(&mut self, host: &str, env: &Envelope) -> Result<(), Envelope> {
-        let refuse = |why: String| {
-            Err(answer(
-                env.correlation,
-                "error",
-                why.into_bytes(),
-            ))
-        };
+    /// A quote request from `host`: queued for the quote thread (`None`), or the error to
+    /// answer now.
+    pub fn quote_for(&mut self, host: &str, env: &Envelope) -> Option<Envelope> {
+        let refuse = |why: String| Some(answer(env.correlation, "error", why.into_bytes()));
         if env.correlation.is_none() {
             return refuse("a quote request needs a correlation".into());
         }
@@ -225,7 +219,9 @@ impl Gate {
             ));
         }
         if self.in_flight >= MAX_QUOTES {
-            return refuse(format!("{MAX_QUOTES} quotes are already waiting; ask again later"));
+            return refuse(format!(
+                "{MAX_QUOTES} quotes are already waiting; ask again later"
+            ));
         }
         let job = QuoteJob {
             host: host.to_owned(),
@@ -235,7 +231,7 @@ impl Gate {
         match self.jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
-                Ok(())
+                None
             }
             Err(_) => refuse("the quote thread has stopped".into()),
         }
@@ -457,10 +453,14 @@ impl Gate {
             .iter()
             .map(|(h, g)| {
                 let mut v = serde_json::to_value(g).unwrap_or_default();
-                v["shown"] = g.detail.clone().unwrap_or_else(|| match g.last_pass_ms {
-                    Some(p) => format!("admitted: attestation passed at {}", utc(p)),
-                    None => "admitted".into(),
-                }).into();
+                v["shown"] = g
+                    .detail
+                    .clone()
+                    .unwrap_or_else(|| match g.last_pass_ms {
+                        Some(p) => format!("admitted: attestation passed at {}", utc(p)),
+                        None => "admitted".into(),
+                    })
+                    .into();
                 (h.clone(), v)
             })
             .collect();

@@ -299,6 +299,7 @@ impl Link {
 
     /// `gate`: a verifier's verdict on `host` (see `gate.rs`): cuts it off or lets it back in,
     /// in the kernel too, audited when its state changes.
+    #[allow(clippy::too_many_arguments)] // the fields of the `gate` control request
     pub fn verdict(
         &mut self,
         kernel: &mut Kernel,
@@ -402,7 +403,7 @@ impl Link {
         let from = &w.from_host;
         match kind.as_deref() {
             Some("request") => {
-                if let Err(refusal) = self.gate.quote_for(from, &w.env) {
+                if let Some(refusal) = self.gate.quote_for(from, &w.env) {
                     self.push_forward(&from.clone(), refusal);
                 }
             }
