@@ -506,6 +506,110 @@ fn wire_size(env: &Envelope) -> usize {
 mod tests {
     use super::*;
 
+    fn gate(dir: &Path) -> Gate {
+        std::fs::create_dir_all(dir.join("link")).unwrap();
+        let wake = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+        Gate::open(dir, wake).unwrap()
+    }
+
+    #[test]
+    fn verdicts_cut_off_and_let_back_once_each_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = gate(dir.path());
+        assert_eq!(g.cut_off("beta"), None);
+        // A failure cuts off (a change), a second one does not change when it began.
+        let (data, change) = g.verdict("beta", false, "boot-digest", "kernel X", None);
+        let text = change.unwrap().unwrap();
+        assert!(
+            text.starts_with("cut off: attestation failed (kernel X) at 20"),
+            "{text}"
+        );
+        assert_eq!(data["changed"], true);
+        let (_, change) = g.verdict("beta", false, "timeout", "no answer", None);
+        assert_eq!(change, None);
+        assert_eq!(g.cut_off("beta"), Some(text.as_str()));
+        // A restarted kernel keeps it cut off and tells its kernel once.
+        let mut again = gate(dir.path());
+        assert_eq!(again.cut_off("beta"), Some(text.as_str()));
+        assert_eq!(again.unsynced(), vec![("beta".to_owned(), text.clone())]);
+        assert!(again.unsynced().is_empty());
+        // A pass lets it back in (a change), a second pass changes nothing.
+        let (_, change) = g.verdict("beta", true, "", "", Some(60_000));
+        assert_eq!(change, Some(None));
+        assert_eq!(g.cut_off("beta"), None);
+        assert_eq!(g.verdict("beta", true, "", "", Some(60_000)).1, None);
+        assert!(g.expire(0).is_empty(), "a live lease does not lapse");
+    }
+
+    #[test]
+    fn a_lapsed_lease_cuts_the_host_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = gate(dir.path());
+        g.verdict("gamma", true, "", "", Some(0));
+        let cut = g.expire(0);
+        assert_eq!(cut.len(), 1);
+        assert!(
+            cut[0]
+                .1
+                .starts_with("cut off: attestation expired (no passing quote since 20"),
+            "{cut:?}"
+        );
+        assert_eq!(g.cut_off("gamma"), Some(cut[0].1.as_str()));
+        assert!(g.expire(0).is_empty(), "cut off once");
+    }
+
+    #[test]
+    fn answers_match_their_request_and_late_ones_time_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut g = gate(dir.path());
+        let req = g.ask(7, "beta", vec![1; 32], 1_000);
+        assert_eq!(req.to, ATTEST_MAILBOX);
+        assert_eq!(header(&req, KIND_HEADER).as_deref(), Some("request"));
+        let mut ans = answer(
+            req.correlation,
+            "quote",
+            br#"{"format":"warren-quote/1"}"#.to_vec(),
+        );
+        // From another host, or with another correlation: nobody waits for it.
+        assert!(!g.answered("gamma", &ans));
+        ans.correlation = req.correlation.map(|c| c + 1);
+        assert!(!g.answered("beta", &ans));
+        ans.correlation = req.correlation;
+        assert!(g.answered("beta", &ans));
+        assert!(!g.answered("beta", &ans), "answered once");
+        let got = g.take_answers();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, 7);
+        assert_eq!(
+            got[0].1.data.as_ref().unwrap()["quote"]["format"],
+            "warren-quote/1"
+        );
+        // A request whose deadline passes is answered with a timeout.
+        g.ask(8, "beta", vec![2; 32], 1_000);
+        assert!(g.next_deadline(0).is_some());
+        g.expire(999);
+        assert!(g.take_answers().is_empty());
+        g.expire(1_000);
+        let got = g.take_answers();
+        assert_eq!(got[0].0, 8);
+        assert!(
+            got[0]
+                .1
+                .error
+                .as_deref()
+                .unwrap()
+                .starts_with("timeout: no answer from host beta")
+        );
+        // A bad nonce is refused at once, with the request's correlation.
+        let bad = Envelope {
+            correlation: Some(3),
+            ..answer(Some(3), "request", Vec::new())
+        };
+        let refusal = g.quote_for("beta", &bad).unwrap();
+        assert_eq!(header(&refusal, KIND_HEADER).as_deref(), Some("error"));
+        assert_eq!(refusal.correlation, Some(3));
+    }
+
     #[test]
     fn utc_formats_known_instants() {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
