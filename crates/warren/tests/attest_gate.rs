@@ -676,6 +676,43 @@ fn a_host_that_fails_attestation_is_cut_off_and_let_back_after_it_passes() {
     assert!(alpha.ps().contains("REMOTE MAILBOX"), "{}", alpha.ps());
     assert_eq!(alpha.proxy_state("beta"), "admitted");
 
+    // Bad input: a host that is not a peer, an unreadable CA — refused up front, naming it.
+    let bad = |args: &[&str], ca: &Path, needle: &str| {
+        let o = alpha
+            .w()
+            .args(["attest", "watch", "--rounds", "1"])
+            .args(args)
+            .arg("--ca")
+            .arg(ca)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(125), "{err}");
+        assert!(err.contains(needle), "{err}");
+        assert!(o.stdout.is_empty());
+    };
+    bad(
+        &["--host", "delta"],
+        &ca.join("tpm-ca.crt"),
+        "--host delta: not a peer",
+    );
+    bad(
+        &["--host", "alpha"],
+        &ca.join("tpm-ca.crt"),
+        "--host alpha: not a peer",
+    );
+    bad(
+        &["--host", "beta"],
+        &ca.join("nonexistent.crt"),
+        "nonexistent.crt",
+    );
+    bad(
+        &["--host", "beta", "--interval", "0"],
+        &ca.join("tpm-ca.crt"),
+        "--interval 0",
+    );
+    assert!(alpha.audit().iter().all(|r| r["op"] != "attest"));
+
     // The watches start; beta fails its first round (its kernel is not the policy's).
     alpha.watch(&["beta", "gamma"], &ca, &policy);
     gamma.watch(&["beta"], &ca, &policy);

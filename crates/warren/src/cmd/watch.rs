@@ -163,8 +163,26 @@ pub fn watch(state_dir: &Path, a: WatchArgs) -> anyhow::Result<i32> {
     if let Some(p) = &a.crl {
         std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
     }
-    // Every host must be one the kernel federates with: ask once before the first round.
-    control::request(state_dir, &ControlRequest::Status).map(drop)?;
+    // Every host must be a peer the kernel federates with: ask once before the first round.
+    let status = control::request(state_dir, &ControlRequest::Status)?
+        .status
+        .unwrap_or_default();
+    let link = &status["link"];
+    if link.is_null() {
+        bail!("this host's kernel does not federate (its manifest's [host] names no broker)");
+    }
+    let peers: Vec<&str> = link["peers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+        .unwrap_or_default();
+    for h in &a.hosts {
+        if !peers.contains(&h.as_str()) {
+            bail!(
+                "--host {h}: not a peer of this host's kernel (its trusted keys name: {})",
+                peers.join(", ")
+            );
+        }
+    }
     let mut hosts = a.hosts.clone();
     hosts.sort();
     hosts.dedup();

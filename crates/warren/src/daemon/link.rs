@@ -258,6 +258,7 @@ impl Link {
             "waiting": self.waiting.len(),
             "in_kernel": self.tickets.len(),
             "gate": self.gate.view(),
+            "peers": self.trust.hosts().filter(|h| *h != self.host).collect::<Vec<_>>(),
         })
     }
 
