@@ -402,6 +402,14 @@ impl Link {
     fn on_attest_message(&mut self, w: &Waiting, now: u64) {
         let kind = gate::header(&w.env, KIND_HEADER);
         let from = &w.from_host;
+        if w.env.from_env != ATTEST_MAILBOX {
+            // An environment's message (a `may_send` name `warren.attest@HOST`): the
+            // attestation mailbox speaks only to other hosts' kernels.
+            let target = format!("{}@{from} -> {ATTEST_MAILBOX}", w.env.from_env);
+            let why = "only a host's kernel may use the attestation mailbox".to_owned();
+            self.audit(now, "-", target, "no-right", why);
+            return;
+        }
         match kind.as_deref() {
             Some("request") => {
                 if let Some(refusal) = self.gate.quote_for(from, &w.env) {
