@@ -10,6 +10,8 @@
 //! warren-fed-peer ping TARGET COUNT           # round trips through TARGET (an echo), reports latency
 //! warren-fed-peer grantor TARGET              # passes a capability to itself to TARGET, revokes it later
 //! warren-fed-peer grantee                     # uses a capability it was passed, before and after revocation
+//! warren-fed-peer chatter PERIOD_MS TARGET...  # every period sends "N" to each TARGET (SENT/REFUSED
+//!                                             # lines), prints every message it gets (GOT lines)
 //! ```
 //! TARGET is a name the environment may send to (`sink@beta`).
 #![forbid(unsafe_code)]
@@ -257,6 +259,33 @@ fn grantee(c: &mut Client) {
     }
 }
 
+/// Sends to every target each period and reports every message received, for ever: the
+/// attestation-gate test reads who still talks to whom.
+fn chatter(c: &mut Client, period: Duration, targets: &[&str]) {
+    let handles: Vec<(String, Handle)> = targets
+        .iter()
+        .map(|t| (t.to_string(), handle_for(c, t)))
+        .collect();
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        for (t, h) in &handles {
+            match c.send(*h, msg(n.to_string())) {
+                Ok(()) => println!("SENT {t} {n}"),
+                Err(e) => println!("REFUSED {t} {n} {e}"),
+            }
+        }
+        let until = Instant::now() + period;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            match c.recv(Some(left)) {
+                Ok(d) => println!("GOT {} {}", d.from.env, String::from_utf8_lossy(&d.body)),
+                Err(e) if is_timeout(&e) => break,
+                Err(e) => die("recv", e),
+            }
+        }
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -279,6 +308,9 @@ fn main() {
         ["ping", target, count] => ping(&mut c, target, num(count)),
         ["grantor", target] => grantor(&mut c, target),
         ["grantee"] => grantee(&mut c),
+        ["chatter", period_ms, targets @ ..] if !targets.is_empty() => {
+            chatter(&mut c, Duration::from_millis(num(period_ms)), targets)
+        }
         _ => die("usage", "see the module documentation"),
     }
 }

@@ -415,6 +415,9 @@ pub struct Kernel {
     /// Capabilities exported to other hosts, by export number.
     exports: BTreeMap<u64, CapId>,
     next_export: u64,
+    /// Hosts cut off by an attestation verdict (`remote.rs`), with what a refused sender is
+    /// told.
+    cut_off: BTreeMap<String, String>,
     /// Templates, SPAWN grants, pending spawns and links (`spawn.rs`).
     spawn: spawn::SpawnState,
 }
@@ -444,6 +447,7 @@ impl Kernel {
             remote: BTreeMap::new(),
             exports: BTreeMap::new(),
             next_export: 1,
+            cut_off: BTreeMap::new(),
             spawn: spawn::SpawnState::default(),
         }
     }

@@ -115,6 +115,40 @@ pub enum AttestCommand {
     /// Measured-boot policies.
     #[command(subcommand)]
     Policy(AttestPolicyCommand),
+    /// Re-attest peer hosts through the federation every interval and cut off (through this
+    /// host's kernel) each one that fails verification or does not answer in time; let it back
+    /// in after a passing quote. One JSON line per host per round.
+    Watch(WatchArgs),
+}
+
+/// `warren attest watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// A peer host to re-attest (repeat for several); it must be in the trusted keys.
+    #[arg(long = "host", value_name = "HOST", required = true)]
+    pub hosts: Vec<String>,
+    /// Seconds between rounds; a host that has not answered within one interval is cut off.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub interval: f64,
+    /// The issuing CA's certificate (PEM) the hosts' attestation keys must chain to.
+    #[arg(long, value_name = "CERT")]
+    pub ca: PathBuf,
+    /// Golden values and the `[boot]` policy (TOML), read again every round.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The issuing CA's revocation list (PEM), read again every round.
+    #[arg(long, value_name = "FILE")]
+    pub crl: Option<PathBuf>,
+    /// Accept quotes from a software root of trust (`root: software`).
+    #[arg(long)]
+    pub allow_software: bool,
+    /// How long a pass admits a host if no further verdict comes (the watch stopped): seconds,
+    /// default three intervals. Then the kernel cuts the host off by itself.
+    #[arg(long, value_name = "SECS")]
+    pub lease: Option<f64>,
+    /// Stop after this many rounds (default: run until killed).
+    #[arg(long, value_name = "N")]
+    pub rounds: Option<u64>,
 }
 
 /// `warren attest policy ...`.

@@ -170,6 +170,33 @@ pub enum ControlRequest {
         #[serde(default)]
         force: bool,
     },
+    /// Ask peer `host`'s attestation mailbox for a host quote over `nonce` (hex) through the
+    /// federation; answered with the quote when it arrives, or an error after `timeout_ms`.
+    AttestPeer {
+        /// The peer host.
+        host: String,
+        /// The verifier's nonce, hex (1 to 64 bytes).
+        nonce: String,
+        /// How long to wait for the answer.
+        timeout_ms: u64,
+    },
+    /// A verifier's verdict on peer `host`: `pass` lets it in (for `valid_ms` when given),
+    /// a failure cuts it off (docs/federation.md, "Attestation-gated federation").
+    Gate {
+        /// The peer host.
+        host: String,
+        /// Whether its quote passed.
+        pass: bool,
+        /// The reason code of a failure (`boot-digest`, `timeout`, ...).
+        #[serde(default)]
+        code: String,
+        /// The reason in words.
+        #[serde(default)]
+        reason: String,
+        /// The lease of a pass: without a new pass within it, the host is cut off.
+        #[serde(default)]
+        valid_ms: Option<u64>,
+    },
 }
 
 fn default_stop_timeout() -> u64 {

@@ -30,6 +30,11 @@
 //!   discarded because its mailbox died — the kernel says so with
 //!   [`Action::Settled`](crate::Action::Settled), which is when the driver acknowledges it to
 //!   the broker. Tokens attached to it become handles to per-token proxy mailboxes.
+//! * **Cut-off hosts.** The driver may cut a host off ([`Kernel::set_cut_off`], an attestation
+//!   verdict: docs/federation.md, "Attestation-gated federation"): every send through a proxy
+//!   for that host — a declared name or an imported token alike — is refused `revoked` with
+//!   the verdict as its detail, and audited, until the host is let back in. Nothing is
+//!   forwarded meanwhile, so nothing sent during the cut-off arrives later.
 
 use std::sync::Arc;
 
@@ -339,6 +344,45 @@ impl Kernel {
         }
     }
 
+    /// Cuts `host` off (`Some(detail)`: sends through its proxies are refused `revoked` with
+    /// `detail`) or lets it back in (`None`).
+    pub fn set_cut_off(&mut self, host: &str, detail: Option<String>) {
+        match detail {
+            Some(d) => {
+                self.cut_off.insert(host.to_owned(), d);
+            }
+            None => {
+                self.cut_off.remove(host);
+            }
+        }
+    }
+
+    /// Every remote address a proxy mailbox designates (declared names and imported tokens),
+    /// without repeats, in order.
+    pub fn remote_addresses(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<String> = self
+            .remote
+            .values()
+            .map(|t| t.address.to_string())
+            .collect();
+        set.into_iter().collect()
+    }
+
+    /// A send through proxy `mb_id` to a host that is cut off: the refusal.
+    fn refuse_cut_off(&self, mb_id: MailboxId) -> Result<(), Deny> {
+        if self.cut_off.is_empty() {
+            return Ok(());
+        }
+        let address = &self.remote[&mb_id].address;
+        let host = address.rsplit_once('@').map_or("", |(_, h)| h);
+        match self.cut_off.get(host) {
+            Some(detail) => Err(Deny::new(ErrorCode::Revoked, detail.clone())
+                .reason(format!("host {host} is cut off"))
+                .target(address.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// Whether the mailbox is a proxy for another host's.
     pub(super) fn is_proxy(&self, mb: MailboxId) -> bool {
         !self.remote.is_empty() && self.remote.contains_key(&mb)
@@ -359,6 +403,7 @@ impl Kernel {
         attached: Vec<CapId>,
         reply_src: Option<CapId>,
     ) -> Result<(), Deny> {
+        self.refuse_cut_off(mb_id)?;
         for (&h, &c) in message.caps.iter().zip(&attached) {
             if self.is_proxy(self.caps.get(c).mailbox) {
                 return Err(self.deny_at(
@@ -427,6 +472,7 @@ impl Kernel {
         quiet: bool,
         bodies: Bodies,
     ) -> Result<(), Deny> {
+        self.refuse_cut_off(mb_id)?;
         let n = bodies.len();
         self.caps.consume_n(cap_id, n);
         let target = &self.remote[&mb_id];
@@ -697,6 +743,56 @@ mod tests {
                 })
             ),
             "{name}: {acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_cut_off_host_refuses_sends_revoked_with_the_verdict_until_let_back() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta", "db@gamma"]), 0).unwrap();
+        k.set_cut_off(
+            "beta",
+            Some("cut off: attestation failed (boot-digest) at T".into()),
+        );
+        assert_eq!(k.remote_addresses(), ["db@beta", "db@gamma"]);
+        // To the cut-off host: refused `revoked` with the verdict, audited, nothing forwarded.
+        let acts = send(&mut k, web, 2, "hello", Vec::new());
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
+                && r.target.as_deref() == Some("db@beta"))),
+            "{acts:?}"
+        );
+        match acts.last() {
+            Some(Action::Respond {
+                response: Response::Error { code, detail },
+                ..
+            }) => {
+                assert_eq!(*code, ErrorCode::Revoked);
+                assert!(
+                    detail.contains("attestation failed (boot-digest)"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The other host is unaffected (positive control).
+        let acts = send(&mut k, web, 3, "hello", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@gamma"),
+            "{acts:?}"
+        );
+        // Let back in: the same send is forwarded.
+        k.set_cut_off("beta", None);
+        let acts = send(&mut k, web, 2, "hello", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"),
+            "{acts:?}"
         );
     }
 

@@ -123,6 +123,7 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
             Ok(0)
         }
         AttestCommand::Policy(AttestPolicyCommand::Learn(a)) => learn(a),
+        AttestCommand::Watch(a) => super::watch::watch(state_dir, a),
     }
 }
 

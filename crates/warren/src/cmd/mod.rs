@@ -11,6 +11,7 @@ mod ps;
 mod rootfs;
 mod run;
 mod volume;
+mod watch;
 
 use crate::cli::{Cli, Command};
 use crate::dirs::Dirs;

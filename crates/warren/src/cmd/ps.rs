@@ -20,6 +20,20 @@ struct Row {
     managed: Option<Value>,
 }
 
+/// The remote mailboxes the kernel has proxies for, with their host's attestation gate
+/// (`cut off: attestation failed (REASON) at TIME`, or admitted): rows of the `list` answer.
+fn remote_rows(state_dir: &Path) -> Vec<Value> {
+    if control::connect_daemon(state_dir).ok().flatten().is_none() {
+        return Vec::new();
+    }
+    control::request(state_dir, &ControlRequest::List)
+        .ok()
+        .filter(|r| r.ok)
+        .and_then(|r| r.data)
+        .and_then(|d| d["remote"].as_array().cloned())
+        .unwrap_or_default()
+}
+
 fn rows(state_dir: &Path) -> anyhow::Result<BTreeMap<String, Row>> {
     let state = StateDir::new(state_dir);
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
@@ -97,6 +111,7 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
     if args.tree {
         rows = tree_order(rows, &mut depth);
     }
+    let remote = remote_rows(state_dir);
     if args.quiet {
         for (name, _) in &rows {
             println!("{name}");
@@ -104,6 +119,13 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
     } else if args.json {
         for (name, r) in &rows {
             println!("{}", r.json(name));
+        }
+        for r in &remote {
+            println!(
+                "{}",
+                json!({ "name": r["address"], "remote": true, "host": r["host"],
+                        "state": r["state"] })
+            );
         }
     } else {
         println!(
@@ -138,6 +160,17 @@ pub fn ps(state_dir: &Path, args: PsArgs) -> anyhow::Result<i32> {
                     .unwrap_or_default(),
                 cmd
             );
+        }
+        if !remote.is_empty() {
+            println!("\n{:<24} {:<11} STATE", "REMOTE MAILBOX", "HOST");
+            for r in &remote {
+                println!(
+                    "{:<24} {:<11} {}",
+                    r["address"].as_str().unwrap_or("?"),
+                    r["host"].as_str().unwrap_or("?"),
+                    r["state"].as_str().unwrap_or("?")
+                );
+            }
         }
     }
     Ok(0)
@@ -184,6 +217,25 @@ fn tree_order(rows: Vec<(String, Row)>, depth: &mut BTreeMap<String, usize>) -> 
 /// `warren inspect`: the live record (applied isolation, cgroup, uid range) merged with the
 /// kernel's managed entry (declared spec, restart state), state named in OCI's vocabulary.
 pub fn inspect(state_dir: &Path, args: InspectArgs) -> anyhow::Result<i32> {
+    if args.name.contains('@') {
+        // A remote mailbox (`db@beta`): its proxy, with its host's attestation gate.
+        return match remote_rows(state_dir)
+            .into_iter()
+            .find(|r| r["address"] == args.name.as_str())
+        {
+            Some(r) => {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+                Ok(0)
+            }
+            None => {
+                eprintln!(
+                    "warren: error: the kernel has no proxy for the remote mailbox {:?}",
+                    args.name
+                );
+                Ok(1)
+            }
+        };
+    }
     let mut rows = rows(state_dir)?;
     let Some(r) = rows.remove(&args.name) else {
         eprintln!("warren: error: no environment named {:?}", args.name);

@@ -236,8 +236,46 @@ impl Daemon {
                 self.apply(token, file, spaces, check, stop_timeout);
             }
             Ok(ControlRequest::List) => {
-                let data = self.list();
+                let mut data = self.list();
+                if let Some(l) = &self.link {
+                    data["remote"] = l.remote_view(&self.kernel);
+                }
                 self.control_reply(token, ControlResponse::data(data));
+            }
+            Ok(ControlRequest::AttestPeer {
+                host,
+                nonce,
+                timeout_ms,
+            }) => {
+                let now = self.start.elapsed().as_millis() as u64;
+                let res = match (self.link.as_mut(), hex::decode(&nonce)) {
+                    (None, _) => Err("this kernel does not federate (no [host] broker)".into()),
+                    (_, Err(e)) => Err(format!("nonce {nonce:?} is not hex: {e}")),
+                    (Some(l), Ok(n)) => l.attest_peer(token, &host, n, timeout_ms, now),
+                };
+                if let Err(why) = res {
+                    self.control_reply(token, ControlResponse::error(why));
+                }
+            }
+            Ok(ControlRequest::Gate {
+                host,
+                pass,
+                code,
+                reason,
+                valid_ms,
+            }) => {
+                let now = self.start.elapsed().as_millis() as u64;
+                let res = match self.link.as_mut() {
+                    None => Err("this kernel does not federate (no [host] broker)".into()),
+                    Some(l) => {
+                        l.verdict(&mut self.kernel, &host, pass, &code, &reason, valid_ms, now)
+                    }
+                };
+                let resp = match res {
+                    Ok(data) => ControlResponse::data(data),
+                    Err(why) => ControlResponse::error(why),
+                };
+                self.control_reply(token, resp);
             }
             Ok(ControlRequest::Stop { name, timeout }) => self.stop_request(token, name, timeout),
             Ok(ControlRequest::Remove { name, force }) => self.remove_request(token, name, force),

@@ -30,6 +30,9 @@ use warren_link::wire::{self, Batch, Envelope, Token};
 use warren_link::{SigningKey, VerifyingKey};
 use warren_spec::HostSpec;
 
+use super::gate::{self, ATTEST_MAILBOX, Gate, KIND_HEADER};
+use crate::control::ControlResponse;
+
 /// How long a message for a mailbox that does not exist (yet) waits before it is refused.
 pub const HOLD_MS: u64 = 30_000;
 /// Most unacknowledged batches the broker hands this host at once.
@@ -86,6 +89,8 @@ pub struct Link {
     clock: std::time::Instant,
     /// Injectable messages were left for the next turn.
     more: bool,
+    /// The attestation mailbox and the verdicts on peer hosts (`gate.rs`).
+    gate: Gate,
 }
 
 /// Where the `[host]` section of the last manifest the kernel started with is kept, so a
@@ -190,6 +195,11 @@ impl Link {
                 bytes: bytes.to_vec(),
             });
         }
+        let wake = driver
+            .wake_fd()
+            .try_clone_to_owned()
+            .context("the link's eventfd")?;
+        let gate = Gate::open(state_dir, wake)?;
         let public = key.verifying_key();
         tracing::info!(
             "federation: host {name} ({}), broker {}, {} batch(es) waiting in the outbox, trusted: {}",
@@ -219,6 +229,7 @@ impl Link {
             audits: Vec::new(),
             clock,
             more: false,
+            gate,
         }))
     }
 
@@ -246,7 +257,180 @@ impl Link {
             "outbox": self.outbox.len(),
             "waiting": self.waiting.len(),
             "in_kernel": self.tickets.len(),
+            "gate": self.gate.view(),
+            "peers": self.trust.hosts().filter(|h| *h != self.host).collect::<Vec<_>>(),
         })
+    }
+
+    /// `attest-peer`: asks `host`'s attestation mailbox for a quote over `nonce`; the control
+    /// connection `token` is answered when it comes, or after `timeout_ms`.
+    pub fn attest_peer(
+        &mut self,
+        token: u64,
+        host: &str,
+        nonce: Vec<u8>,
+        timeout_ms: u64,
+        now: u64,
+    ) -> Result<(), String> {
+        self.check_peer(host)?;
+        if nonce.is_empty() || nonce.len() > gate::MAX_NONCE {
+            return Err(format!(
+                "the nonce must be 1 to {} bytes, not {}",
+                gate::MAX_NONCE,
+                nonce.len()
+            ));
+        }
+        let env = self.gate.ask(token, host, nonce, now + timeout_ms);
+        self.push_forward(host, env);
+        Ok(())
+    }
+
+    fn check_peer(&self, host: &str) -> Result<(), String> {
+        if host == self.host {
+            return Err(format!("{host:?} is this host, not a peer"));
+        }
+        if !self.trust.hosts().any(|h| h == host) {
+            return Err(format!(
+                "host {host:?} is not in the trusted keys ({})",
+                self.trust.hosts().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(())
+    }
+
+    /// `gate`: a verifier's verdict on `host` (see `gate.rs`): cuts it off or lets it back in,
+    /// in the kernel too, audited when its state changes.
+    #[allow(clippy::too_many_arguments)] // the fields of the `gate` control request
+    pub fn verdict(
+        &mut self,
+        kernel: &mut Kernel,
+        host: &str,
+        pass: bool,
+        code: &str,
+        reason: &str,
+        valid_ms: Option<u64>,
+        now: u64,
+    ) -> Result<serde_json::Value, String> {
+        self.check_peer(host)?;
+        if !pass && code.is_empty() {
+            return Err("a failing verdict needs a reason code".into());
+        }
+        let (data, change) = self.gate.verdict(host, pass, code, reason, valid_ms);
+        match change {
+            Some(Some(text)) => self.cut(kernel, host, text, code, now),
+            Some(None) => {
+                kernel.set_cut_off(host, None);
+                tracing::info!("federation: host {host} let back in: attestation passed");
+                self.audits.push(AuditRecord {
+                    at: now,
+                    env: "-".into(),
+                    op: "attest",
+                    handle: None,
+                    target: Some(format!("host {host}")),
+                    code: "readmitted",
+                    reason: "a quote passed verification; the host is let back in".into(),
+                    repeated: None,
+                });
+            }
+            None => {}
+        }
+        Ok(data)
+    }
+
+    fn cut(&mut self, kernel: &mut Kernel, host: &str, text: String, code: &str, now: u64) {
+        tracing::warn!("federation: host {host} {text}");
+        kernel.set_cut_off(host, Some(format!("host {host} is {text}")));
+        self.audits.push(AuditRecord {
+            at: now,
+            env: "-".into(),
+            op: "attest",
+            handle: None,
+            target: Some(format!("host {host}")),
+            code: "cut-off",
+            reason: format!("{text} [{code}]"),
+            repeated: None,
+        });
+    }
+
+    /// Control answers that became ready (`attest-peer`).
+    pub fn take_control_answers(&mut self) -> Vec<(u64, ControlResponse)> {
+        self.gate.take_answers()
+    }
+
+    /// The remote mailboxes the kernel has proxies for, with their host's gate state, for
+    /// `warren ps` and `inspect`.
+    pub fn remote_view(&self, kernel: &Kernel) -> serde_json::Value {
+        let gates = self.gate.view();
+        let rows: Vec<serde_json::Value> = kernel
+            .remote_addresses()
+            .into_iter()
+            .map(|a| {
+                let host = a.rsplit_once('@').map_or("", |(_, h)| h).to_owned();
+                let g = &gates[&host];
+                let state = match self.gate.cut_off(&host) {
+                    Some(t) => t.to_owned(),
+                    None => g["shown"].as_str().unwrap_or("admitted").to_owned(),
+                };
+                serde_json::json!({ "address": a, "host": host, "state": state, "gate": g })
+            })
+            .collect();
+        serde_json::Value::Array(rows)
+    }
+
+    /// Queues `env` for `dest` in this turn's batch.
+    fn push_forward(&mut self, dest: &str, env: Envelope) {
+        match self.forwards.iter_mut().find(|(d, _)| d == dest) {
+            Some((_, v)) => v.push(env),
+            None => self.forwards.push((dest.to_owned(), vec![env])),
+        }
+    }
+
+    /// The gate's timers and finished quotes (every turn).
+    fn gate_turn(&mut self, kernel: &mut Kernel, now: u64) {
+        for (host, text) in self.gate.unsynced() {
+            kernel.set_cut_off(&host, Some(format!("host {host} is {text}")));
+        }
+        for (host, text) in self.gate.expire(now) {
+            self.cut(kernel, &host, text, "expired", now);
+        }
+        for (host, env) in self.gate.finished_quotes() {
+            self.push_forward(&host, env);
+        }
+    }
+
+    /// A message to the attestation mailbox (settled by the caller).
+    fn on_attest_message(&mut self, w: &Waiting, now: u64) {
+        let kind = gate::header(&w.env, KIND_HEADER);
+        let from = &w.from_host;
+        if w.env.from_env != ATTEST_MAILBOX {
+            // An environment's message (a `may_send` name `warren.attest@HOST`): the
+            // attestation mailbox speaks only to other hosts' kernels.
+            let target = format!("{}@{from} -> {ATTEST_MAILBOX}", w.env.from_env);
+            let why = "only a host's kernel may use the attestation mailbox".to_owned();
+            self.audit(now, "-", target, "no-right", why);
+            return;
+        }
+        match kind.as_deref() {
+            Some("request") => {
+                if let Some(refusal) = self.gate.quote_for(from, &w.env) {
+                    self.push_forward(&from.clone(), refusal);
+                }
+            }
+            Some("quote" | "error") => {
+                if !self.gate.answered(from, &w.env) {
+                    tracing::info!(
+                        "federation: an attestation answer from {from} that nobody waits for \
+                         (correlation {:?}; late or replayed)",
+                        w.env.correlation
+                    );
+                }
+            }
+            other => {
+                let target = format!("{}@{from} -> {ATTEST_MAILBOX}", w.env.from_env);
+                let why = format!("{KIND_HEADER}: {other:?} is not request, quote or error");
+                self.audit(now, "-", target, "bad-request", why);
+            }
+        }
     }
 
     fn audit(&mut self, now: u64, env: &str, target: String, code: &'static str, reason: String) {
@@ -298,6 +482,9 @@ impl Link {
                 } => self.on_delivery(&bytes, tag, generation, now),
             }
         }
+        // After the driver's events, which reset the shared eventfd: a quote finished since
+        // is seen now or signals the eventfd again.
+        self.gate_turn(kernel, now);
         self.tick(kernel, now);
     }
 
@@ -379,6 +566,7 @@ impl Link {
     /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
     /// keeps the rest of it waiting.
     pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
+        self.gate_turn(kernel, now);
         self.more = false;
         if self.waiting.is_empty() {
             return;
@@ -402,6 +590,11 @@ impl Link {
                 continue;
             }
             injected += 1;
+            if w.env.to == ATTEST_MAILBOX && w.env.via.is_none() {
+                self.on_attest_message(&w, now);
+                self.settle(&w.stream, w.seq, w.index);
+                continue;
+            }
             match self.inject(kernel, &w, now) {
                 Ok(()) => {}
                 Err(Some(to)) if now.saturating_sub(w.since) < HOLD_MS => {
@@ -427,13 +620,26 @@ impl Link {
         if self.more {
             return Some(0);
         }
-        self.waiting.iter().map(|w| w.since + HOLD_MS).min()
+        let held = self.waiting.iter().map(|w| w.since + HOLD_MS).min();
+        let now = self.clock.elapsed().as_millis() as u64;
+        match (held, self.gate.next_deadline(now)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Injects one message. `Err(Some(mailbox))`: no such mailbox yet; `Err(None)`: refused
     /// for good (audited).
     fn inject(&mut self, kernel: &mut Kernel, w: &Waiting, now: u64) -> Result<(), Option<String>> {
         let from = format!("{}@{}", w.env.from_env, w.from_host);
+        if let Some(text) = self.gate.cut_off(&w.from_host) {
+            // Refused for good, not held: what a host sent while it failed attestation is
+            // not delivered after it is let back in.
+            let why = format!("host {} is {text}", w.from_host);
+            let to = w.env.to.clone();
+            self.audit(now, &to, format!("{from} -> {to}"), "cut-off", why);
+            return Err(None);
+        }
         let mut to = w.env.to.clone();
         let mut via = None;
         if let Some(t) = &w.env.via {
@@ -581,10 +787,7 @@ impl Link {
             caps: out.exports.iter().map(token).collect(),
             reply: out.reply.as_ref().map(token),
         };
-        match self.forwards.iter_mut().find(|(d, _)| d == dest) {
-            Some((_, v)) => v.push(env),
-            None => self.forwards.push((dest.to_owned(), vec![env])),
-        }
+        self.push_forward(dest, env);
     }
 
     /// Seals this turn's batches into the outbox and syncs both journals; then hands the

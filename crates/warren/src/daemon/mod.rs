@@ -15,7 +15,8 @@
 //!   (`crate::control`), registration of `warren run` launchers, status.
 //! * `supervise.rs`: the **supervisor** of managed environments (`apply`, `stop`, `rm`,
 //!   restarts, re-adoption); its decisions come from `crate::supervisor`.
-//! * `link.rs`: the **federation link** (when `[host]` names a broker).
+//! * `link.rs`: the **federation link** (when `[host]` names a broker); `gate.rs`: its
+//!   **attestation mailbox** and the **gate** that cuts off hosts failing attestation.
 //! * `worker.rs`: the **worker for slow jobs** (quotes), a thread of its own, answering
 //!   through an eventfd.
 //! * `audit.rs`: the **audit log**, rotated at a size limit.
@@ -42,6 +43,7 @@ use crate::supervisor::Registry;
 mod audit;
 mod conn;
 mod control_conn;
+mod gate;
 mod link;
 mod spawn;
 mod supervise;
@@ -492,6 +494,7 @@ impl Daemon {
 
     fn drain_actions(&mut self) {
         self.dispatch_actions();
+        let mut answers = Vec::new();
         if let Some(l) = self.link.as_mut() {
             // Durable before any answer leaves: see `link.rs`.
             l.commit();
@@ -499,6 +502,10 @@ impl Daemon {
             for rec in l.take_audits() {
                 self.audit.write(now, &rec);
             }
+            answers = l.take_control_answers();
+        }
+        for (token, resp) in answers {
+            self.control_reply(token, resp);
         }
         self.audit.flush();
     }

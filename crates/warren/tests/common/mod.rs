@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod kernel;
+pub mod swtpm;
 
 /// A binary of another workspace package (`warren-msg`, `warren-probe`), next to `warren`;
 /// built once per test binary, since `cargo test -p warren` alone does not build it.
