@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 /// Warren: run programs in environments the operating system isolates completely.
 #[derive(Debug, Parser)]
@@ -30,52 +30,98 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Warren's verbs.
+/// Warren's verbs. Each verb's arguments are [`Lazy`]: clap builds only the verb used.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new, fully isolated environment and pass its exit status through.
-    Run(Box<RunArgs>),
+    Run(Lazy<Box<RunArgs>>),
     /// Run the kernel in the foreground: it owns every mailbox and capability table and
     /// mediates every message between environments.
-    Daemon(DaemonArgs),
+    Daemon(Lazy<DaemonArgs>),
     /// Start the kernel in the foreground and bring the environments of FILE up; with a kernel
     /// already running, apply FILE to it instead.
-    Up(UpArgs),
+    Up(Lazy<UpArgs>),
     /// Converge the running kernel to the environments declared in FILE (idempotent).
-    Apply(ApplyArgs),
+    Apply(Lazy<ApplyArgs>),
     /// Show what `apply` would change; exit 0 when nothing, 1 when something, >1 on error.
-    Diff(DiffArgs),
+    Diff(Lazy<DiffArgs>),
     /// Stop environments: SIGTERM, then after the timeout a forced stop.
-    Stop(StopArgs),
+    Stop(Lazy<StopArgs>),
     /// Remove managed environments from the kernel (stop them first, or use -f).
-    Rm(RmArgs),
+    Rm(Lazy<RmArgs>),
     /// Show the output of an environment the kernel started.
-    Logs(LogsArgs),
+    Logs(Lazy<LogsArgs>),
     /// List running environments.
-    Ps(PsArgs),
+    Ps(Lazy<PsArgs>),
     /// Show everything recorded about a running environment, as JSON.
-    Inspect(InspectArgs),
+    Inspect(Lazy<InspectArgs>),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
-    Doctor(DoctorArgs),
+    Doctor(Lazy<DoctorArgs>),
     /// Measured launch: quotes over the event log, and their verification.
     #[command(subcommand)]
-    Attest(AttestCommand),
+    Attest(Lazy<AttestCommand>),
     /// The Privacy CA that certifies attestation keys.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(Lazy<CaCommand>),
     /// Print this host's federation public key as a trusted-keys line (`NAME ed25519:HEX`),
     /// creating the private key first if it does not exist.
-    HostKey(HostKeyArgs),
+    HostKey(Lazy<HostKeyArgs>),
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
-    Image(ImageCommand),
+    Image(Lazy<ImageCommand>),
     /// Manage named volumes: persistent storage in the data directory that environments mount.
     #[command(subcommand)]
-    Volume(VolumeCommand),
+    Volume(Lazy<VolumeCommand>),
     /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
     /// itself, and let launches reuse the digest while that mount holds.
     #[command(subcommand)]
-    Rootfs(RootfsCommand),
+    Rootfs(Lazy<RootfsCommand>),
+}
+
+/// A verb's arguments, built by clap only when that verb is the one used: clap otherwise builds
+/// every verb's arguments (a few hundred flags) on each start, which `warren run` pays before
+/// every launch (BENCHMARKS.md, issue 13). Help, errors and parsing are unchanged: clap
+/// builds the deferred part before it parses, checks or shows that verb.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(matches)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args)
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_args_for_update)
+    }
+}
+
+impl<T: Subcommand> Subcommand for Lazy<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands)
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(T::augment_subcommands_for_update)
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
 }
 
 /// `warren rootfs ...`.
