@@ -105,22 +105,38 @@ impl<T: Args> Args for Lazy<T> {
         T::group_id()
     }
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args)
+        cmd.defer(|c| keep_about(c, T::augment_args))
     }
     fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_args_for_update)
+        cmd.defer(|c| keep_about(c, T::augment_args_for_update))
     }
 }
 
 impl<T: Subcommand> Subcommand for Lazy<T> {
     fn augment_subcommands(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_subcommands)
+        cmd.defer(|c| keep_about(c, T::augment_subcommands))
     }
     fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
-        cmd.defer(T::augment_subcommands_for_update)
+        cmd.defer(|c| keep_about(c, T::augment_subcommands_for_update))
     }
     fn has_subcommand(name: &str) -> bool {
         T::has_subcommand(name)
+    }
+}
+
+/// Runs a verb's deferred `augment` but keeps the help text the verb's own doc comment gave it:
+/// clap's derive sets a verb's `about` after its arguments (so the doc on the `Command` variant
+/// wins over the one on the arguments' struct), and the deferred part runs later still.
+fn keep_about(cmd: clap::Command, augment: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = augment(cmd);
+    match about {
+        Some(about) => match long_about {
+            Some(long) => cmd.about(about).long_about(long),
+            None => cmd.about(about).long_about(None::<&'static str>),
+        },
+        None => cmd,
     }
 }
 
@@ -810,4 +826,105 @@ pub struct VolumeRmArgs {
     /// The volumes.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, ImageCommand};
+
+    /// clap's own consistency checks over the whole tree, deferred verbs included (it builds
+    /// every one of them).
+    #[test]
+    fn the_whole_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The verbs' flags are deferred: building the root builds none of them until a verb is
+    /// used, and using one builds that one.
+    #[test]
+    fn a_verb_is_built_only_when_it_is_used() {
+        let mut root = Cli::command();
+        let flags = |cmd: &clap::Command, verb: &str| {
+            cmd.find_subcommand(verb)
+                .unwrap()
+                .get_arguments()
+                .filter(|a| a.get_long().is_some())
+                .count()
+        };
+        // Control: the root's own global flags are there from the start.
+        assert!(
+            root.get_arguments()
+                .any(|a| a.get_long() == Some("state-dir"))
+        );
+        assert_eq!(
+            flags(&root, "daemon"),
+            0,
+            "daemon's flags were built eagerly"
+        );
+        assert_eq!(flags(&root, "run"), 0, "run's flags were built eagerly");
+        root.build();
+        assert!(
+            flags(&root, "daemon") > 5,
+            "building the tree builds the deferred verbs"
+        );
+        assert!(flags(&root, "run") > 10);
+        // The help text of a verb is still its own (the variant's doc), not its struct's.
+        let about = |verb: &str| {
+            root.find_subcommand(verb)
+                .unwrap()
+                .get_about()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            about("run").starts_with("Run a command in a new"),
+            "{}",
+            about("run")
+        );
+        assert!(
+            about("image").starts_with("Manage images"),
+            "{}",
+            about("image")
+        );
+    }
+
+    #[test]
+    fn parsing_through_deferred_verbs_is_unchanged() {
+        let cli = Cli::try_parse_from([
+            "warren",
+            "run",
+            "--rootfs",
+            "/r",
+            "--memory",
+            "64M",
+            "--",
+            "/bin/true",
+            "-x",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {:?}", cli.command)
+        };
+        assert_eq!(args.0.rootfs.as_deref(), Some(std::path::Path::new("/r")));
+        assert_eq!(args.0.command, ["/bin/true", "-x"]);
+
+        let cli = Cli::try_parse_from(["warren", "image", "ls", "--json"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Image(ref c) if matches!(c.0, ImageCommand::Ls(ref a) if a.json))
+        );
+
+        // Errors still name what was wrong, in the deferred verb and in a nested one.
+        let err = Cli::try_parse_from(["warren", "run", "--no-such-flag"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("--no-such-flag"), "{err}");
+        let err = Cli::try_parse_from(["warren", "run", "--", "true"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = Cli::try_parse_from(["warren", "attest", "nonsense"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidSubcommand);
+        // The global flag still reaches a deferred verb.
+        let cli = Cli::try_parse_from(["warren", "ps", "--state-dir", "/s"]).unwrap();
+        assert_eq!(cli.state_dir, std::path::Path::new("/s"));
+    }
 }
