@@ -6,6 +6,7 @@
 #
 #   bash bench/startup-ab.sh old=/path/to/warren-before new=target/x86_64-unknown-linux-gnu/release/warren
 #   RUNS=500 bash bench/startup-ab.sh a=BIN b=BIN c=BIN
+#   ORDER=interleaved bash bench/startup-ab.sh old=BIN new=BIN   # round robin, for a busy machine
 #
 # Copy the "before" binary aside before rebuilding. Must run as root; needs bwrap, crun,
 # hyperfine and busybox-static (bench/startup.sh installs them). Like bench/startup.sh it runs
@@ -41,7 +42,8 @@ for b in "$@"; do
     p=${b#*=}
     bins+=("${b%%=*}=$(cd "$(dirname "$p")" && pwd)/$(basename "$p")")
 done
-export R work json RUNS
+ORDER=${ORDER:-}
+export R work json RUNS ORDER
 echo "load: $(cut -d' ' -f1-3 /proc/loadavg); live Warren cgroup leaves on the host: \
 $(find /sys/fs/cgroup/pids/warren -mindepth 1 -maxdepth 1 -type d 2>/dev/null | wc -l)" >&2
 unshare --mount --propagation private bash -euo pipefail -s "${bins[@]}" <<'INNER'
@@ -60,7 +62,37 @@ bwrap --unshare-all --ro-bind "$R" / --proc /proc --dev /dev /bin/true
 crun run --bundle "$work/bundle" "warren-ab-$$"
 cmds+=(-n bwrap "bwrap --unshare-all --ro-bind $R / --proc /proc --dev /dev /bin/true")
 cmds+=(-n crun "crun run --bundle $work/bundle warren-ab-$$")
-hyperfine -N --style none --warmup 10 --runs "$RUNS" --export-json "$json" "${cmds[@]}" >/dev/null
+if [ "${ORDER:-}" = interleaved ]; then
+    # Round robin: every round starts each command once, in turn, so that load drifting
+    # during the run touches all of them alike. Same JSON shape as hyperfine's; CPU from
+    # wait4's rusage (the launcher and everything it reaped).
+    python3 - "$json" "$RUNS" "${cmds[@]}" <<'PY'
+import json, os, shlex, sys, time
+out, runs, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+cmds = [(args[i + 1], shlex.split(args[i + 2])) for i in range(0, len(args), 3)]
+res = {name: {"command": name, "times": [], "user": 0.0, "system": 0.0} for name, _ in cmds}
+devnull = os.open(os.devnull, os.O_RDWR)
+for rnd in range(runs + 10):
+    for name, argv in cmds:
+        t0 = time.perf_counter()
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(devnull, 0); os.dup2(devnull, 1); os.dup2(devnull, 2)
+            os.execvp(argv[0], argv)
+        _, status, ru = os.wait4(pid, 0)
+        dt = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"startup-ab.sh: {name} failed ({status})")
+        if rnd >= 10:  # the first ten rounds warm up
+            r = res[name]
+            r["times"].append(dt)
+            r["user"] += ru.ru_utime / runs
+            r["system"] += ru.ru_stime / runs
+json.dump({"results": list(res.values())}, open(out, "w"))
+PY
+else
+    hyperfine -N --style none --warmup 10 --runs "$RUNS" --export-json "$json" "${cmds[@]}" >/dev/null
+fi
 INNER
 python3 - "$json" <<'PY'
 import json, statistics as st, sys

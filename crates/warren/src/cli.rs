@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 
 /// Warren: run programs in environments the operating system isolates completely.
 #[derive(Debug, Parser)]
@@ -30,52 +30,114 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Warren's verbs.
+/// Warren's verbs. Each verb's arguments are [`Lazy`]: clap builds only the verb used.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a command in a new, fully isolated environment and pass its exit status through.
-    Run(Box<RunArgs>),
+    Run(Lazy<Box<RunArgs>>),
     /// Run the kernel in the foreground: it owns every mailbox and capability table and
     /// mediates every message between environments.
-    Daemon(DaemonArgs),
+    Daemon(Lazy<DaemonArgs>),
     /// Start the kernel in the foreground and bring the environments of FILE up; with a kernel
     /// already running, apply FILE to it instead.
-    Up(UpArgs),
+    Up(Lazy<UpArgs>),
     /// Converge the running kernel to the environments declared in FILE (idempotent).
-    Apply(ApplyArgs),
+    Apply(Lazy<ApplyArgs>),
     /// Show what `apply` would change; exit 0 when nothing, 1 when something, >1 on error.
-    Diff(DiffArgs),
+    Diff(Lazy<DiffArgs>),
     /// Stop environments: SIGTERM, then after the timeout a forced stop.
-    Stop(StopArgs),
+    Stop(Lazy<StopArgs>),
     /// Remove managed environments from the kernel (stop them first, or use -f).
-    Rm(RmArgs),
+    Rm(Lazy<RmArgs>),
     /// Show the output of an environment the kernel started.
-    Logs(LogsArgs),
+    Logs(Lazy<LogsArgs>),
     /// List running environments.
-    Ps(PsArgs),
+    Ps(Lazy<PsArgs>),
     /// Show everything recorded about a running environment, as JSON.
-    Inspect(InspectArgs),
+    Inspect(Lazy<InspectArgs>),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
-    Doctor(DoctorArgs),
+    Doctor(Lazy<DoctorArgs>),
     /// Measured launch: quotes over the event log, and their verification.
     #[command(subcommand)]
-    Attest(AttestCommand),
+    Attest(Lazy<AttestCommand>),
     /// The Privacy CA that certifies attestation keys.
     #[command(subcommand)]
-    Ca(CaCommand),
+    Ca(Lazy<CaCommand>),
     /// Print this host's federation public key as a trusted-keys line (`NAME ed25519:HEX`),
     /// creating the private key first if it does not exist.
-    HostKey(HostKeyArgs),
+    HostKey(Lazy<HostKeyArgs>),
     /// Manage images: import OCI image layouts and docker save archives, list, inspect, remove.
     #[command(subcommand)]
-    Image(ImageCommand),
+    Image(Lazy<ImageCommand>),
     /// Manage named volumes: persistent storage in the data directory that environments mount.
     #[command(subcommand)]
-    Volume(VolumeCommand),
+    Volume(Lazy<VolumeCommand>),
     /// Seal root directories for `run --rootfs`: measure a root once, mount it read-only over
     /// itself, and let launches reuse the digest while that mount holds.
     #[command(subcommand)]
-    Rootfs(RootfsCommand),
+    Rootfs(Lazy<RootfsCommand>),
+}
+
+/// A verb's arguments, built by clap only when that verb is the one used: clap otherwise builds
+/// every verb's arguments (a few hundred flags) on each start, which `warren run` pays before
+/// every launch (BENCHMARKS.md, issue 13). Help, errors and parsing are unchanged: clap
+/// builds the deferred part before it parses, checks or shows that verb.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T: FromArgMatches> FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches_mut(matches).map(Lazy)
+    }
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches_mut(matches)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_args))
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_args_for_update))
+    }
+}
+
+impl<T: Subcommand> Subcommand for Lazy<T> {
+    fn augment_subcommands(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_subcommands))
+    }
+    fn augment_subcommands_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(|c| keep_about(c, T::augment_subcommands_for_update))
+    }
+    fn has_subcommand(name: &str) -> bool {
+        T::has_subcommand(name)
+    }
+}
+
+/// Runs a verb's deferred `augment` but keeps the help text the verb's own doc comment gave it:
+/// clap's derive sets a verb's `about` after its arguments (so the doc on the `Command` variant
+/// wins over the one on the arguments' struct), and the deferred part runs later still.
+fn keep_about(cmd: clap::Command, augment: fn(clap::Command) -> clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let cmd = augment(cmd);
+    match about {
+        Some(about) => match long_about {
+            Some(long) => cmd.about(about).long_about(long),
+            None => cmd.about(about).long_about(None::<&'static str>),
+        },
+        None => cmd,
+    }
 }
 
 /// `warren rootfs ...`.
@@ -854,4 +916,105 @@ pub struct VolumeRmArgs {
     /// The volumes.
     #[arg(required = true)]
     pub names: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, ImageCommand};
+
+    /// clap's own consistency checks over the whole tree, deferred verbs included (it builds
+    /// every one of them).
+    #[test]
+    fn the_whole_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The verbs' flags are deferred: building the root builds none of them until a verb is
+    /// used, and using one builds that one.
+    #[test]
+    fn a_verb_is_built_only_when_it_is_used() {
+        let mut root = Cli::command();
+        let flags = |cmd: &clap::Command, verb: &str| {
+            cmd.find_subcommand(verb)
+                .unwrap()
+                .get_arguments()
+                .filter(|a| a.get_long().is_some())
+                .count()
+        };
+        // Control: the root's own global flags are there from the start.
+        assert!(
+            root.get_arguments()
+                .any(|a| a.get_long() == Some("state-dir"))
+        );
+        assert_eq!(
+            flags(&root, "daemon"),
+            0,
+            "daemon's flags were built eagerly"
+        );
+        assert_eq!(flags(&root, "run"), 0, "run's flags were built eagerly");
+        root.build();
+        assert!(
+            flags(&root, "daemon") > 5,
+            "building the tree builds the deferred verbs"
+        );
+        assert!(flags(&root, "run") > 10);
+        // The help text of a verb is still its own (the variant's doc), not its struct's.
+        let about = |verb: &str| {
+            root.find_subcommand(verb)
+                .unwrap()
+                .get_about()
+                .unwrap()
+                .to_string()
+        };
+        assert!(
+            about("run").starts_with("Run a command in a new"),
+            "{}",
+            about("run")
+        );
+        assert!(
+            about("image").starts_with("Manage images"),
+            "{}",
+            about("image")
+        );
+    }
+
+    #[test]
+    fn parsing_through_deferred_verbs_is_unchanged() {
+        let cli = Cli::try_parse_from([
+            "warren",
+            "run",
+            "--rootfs",
+            "/r",
+            "--memory",
+            "64M",
+            "--",
+            "/bin/true",
+            "-x",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run: {:?}", cli.command)
+        };
+        assert_eq!(args.0.rootfs.as_deref(), Some(std::path::Path::new("/r")));
+        assert_eq!(args.0.command, ["/bin/true", "-x"]);
+
+        let cli = Cli::try_parse_from(["warren", "image", "ls", "--json"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Image(ref c) if matches!(c.0, ImageCommand::Ls(ref a) if a.json))
+        );
+
+        // Errors still name what was wrong, in the deferred verb and in a nested one.
+        let err = Cli::try_parse_from(["warren", "run", "--no-such-flag"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(err.to_string().contains("--no-such-flag"), "{err}");
+        let err = Cli::try_parse_from(["warren", "run", "--", "true"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+        let err = Cli::try_parse_from(["warren", "attest", "nonsense"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::InvalidSubcommand);
+        // The global flag still reaches a deferred verb.
+        let cli = Cli::try_parse_from(["warren", "ps", "--state-dir", "/s"]).unwrap();
+        assert_eq!(cli.state_dir, std::path::Path::new("/s"));
+    }
 }
