@@ -12,8 +12,14 @@
 //!   spawner's `down` notice carries the exit status (`warren-exit: code=N`, N as `warren run`
 //!   reports it: 128 + S when signal S ended it); a launcher that exits before registering
 //!   fails the spawn (`spawn-failed`);
-//! - **no restart, nothing kept**: a child that ended leaves the managed set (it is not
-//!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
+//! - **restart in place**: a child that exits on its own is restarted per its template's
+//!   `restart` policy with the managed environments' backoff and limit
+//!   ([`after_exit`]), as the same child: the kernel keeps its id, mailbox, link and names
+//!   ([`Kernel::restart_child`](warren_kernel::Kernel::restart_child)), and the new launcher's
+//!   registration is bound to that id; a stop is final, and a crash loop given up ends with a
+//!   `down` that says so (docs/protocol.md §16.1, "Restart");
+//! - **nothing kept at the end**: a child that ended for good leaves the managed set (`ps -a`
+//!   does not keep it), and its log goes too when it exited with 0;
 //! - **apply** leaves children alone: they are not declared in the manifest;
 //! - **the cgroup**: a linked child's launcher gets `--cgroup-parent` (its spawner's group,
 //!   [`Daemon::cgroup_group`]), so its cgroup nests under its spawner's and the spawner's
