@@ -866,6 +866,25 @@ fn template_restart_keeps_the_child_and_its_handles() {
     assert_eq!(lines[phase3 + 4], "quiet", "no run after the stop: {out}");
     assert_eq!(lines[phase3 + 5], "done", "{out}");
 
+    // Each run of the restarted child is a launch record of its own, with the same provenance.
+    let events = std::fs::read_to_string(d.state.path().join("attest/events.jsonl")).unwrap();
+    let runs: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["content"]["name"] == first.as_str())
+        .collect();
+    assert_eq!(runs.len(), 3, "three launch records of {first}: {events}");
+    for r in &runs {
+        let spawn = &r["content"]["spawn"];
+        assert_eq!(spawn["parent"], parent.as_str(), "{r}");
+        assert_eq!(spawn["template"], again.as_str(), "{r}");
+        assert_eq!(
+            spawn["parent_recnum"],
+            runs[0]["content"]["spawn"]["parent_recnum"]
+        );
+        assert!(spawn["parent_recnum"].is_u64(), "{r}");
+    }
+
     // Nothing of the children is kept.
     let ps = d.ps();
     for c in [first, format!("{never}-b"), format!("{again}-c")] {
