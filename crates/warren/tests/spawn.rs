@@ -891,3 +891,48 @@ fn template_restart_keeps_the_child_and_its_handles() {
         assert!(!ps.contains_key(&c), "{c} still listed: {ps:?}");
     }
 }
+
+/// `restart = "always"` restarts even a clean exit, and a linked child's restarts end with its
+/// spawner: once the spawner has ended, the child (restarting or waiting out its backoff) is
+/// gone and no further run starts.
+#[test]
+fn a_restarting_child_ends_with_its_spawner() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, looping) = (unique("lparent"), unique("loop"));
+    let manifest = format!(
+        "[template.{looping}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+         restart = \"always\"\nmax_restarts = 100\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{looping}\"]\n",
+        sh("exit 0"),
+        sh(&format!(
+            "warren-msg spawn {looping} --name l && echo spawned; sleep 4; echo ending"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{looping}-l");
+    let runs = || {
+        std::fs::read_to_string(d.state.path().join("attest/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["content"]["name"] == child.as_str())
+            .count()
+    };
+    d.log_with(&parent, "ending");
+    // Positive control: it was being restarted while its spawner ran.
+    assert!(runs() >= 3, "only {} runs of {child}", runs());
+    d.wait("the spawner to end", 30, || {
+        d.ps().get(&parent).is_some_and(|p| p["state"] != "running")
+    });
+    d.wait("the child to be gone", 30, || !d.ps().contains_key(&child));
+    let after = runs();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        runs(),
+        after,
+        "{child} was started again after its spawner ended"
+    );
+    assert!(!d.ps().contains_key(&child));
+}
