@@ -580,32 +580,7 @@ impl Kernel {
         self.accept_from.remove(&env);
 
         // Its own waiting requests: nobody is left to answer.
-        for &mb_id in e.waiting_in.keys() {
-            let Some(mb) = self.mailboxes.get_mut(&mb_id) else {
-                continue;
-            };
-            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut mb.senders)
-                .into_iter()
-                .partition(|w| w.env == env);
-            mb.senders = rest;
-            let mut gone = Vec::new();
-            mb.receivers.retain(|r| {
-                if r.env == env {
-                    gone.push((r.deadline, r.seq));
-                    false
-                } else {
-                    true
-                }
-            });
-            for (deadline, seq) in gone {
-                if let Some(d) = deadline {
-                    self.deadlines.remove(&(d, seq, mb_id));
-                }
-            }
-            for w in mine {
-                self.release_entry(w.entry);
-            }
-        }
+        self.drop_waiting(env, e.waiting_in.keys().copied().collect());
 
         for &mb_id in &e.mailboxes {
             let discarded = self.kill_mailbox(mb_id, "its owner ended");
@@ -642,6 +617,37 @@ impl Kernel {
             if let Some(w) = self.envs.get_mut(&watcher) {
                 w.watching.remove(&(env, reference));
                 self.notify_down(watcher, e.name.clone(), reference);
+            }
+        }
+    }
+
+    /// Drops `env`'s own waiting requests (receives and sends that wait) in mailboxes `mbs`,
+    /// unanswered: the connection that made them is gone.
+    fn drop_waiting(&mut self, env: EnvId, mbs: Vec<MailboxId>) {
+        for mb_id in mbs {
+            let Some(mb) = self.mailboxes.get_mut(&mb_id) else {
+                continue;
+            };
+            let (mine, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut mb.senders)
+                .into_iter()
+                .partition(|w| w.env == env);
+            mb.senders = rest;
+            let mut gone = Vec::new();
+            mb.receivers.retain(|r| {
+                if r.env == env {
+                    gone.push((r.deadline, r.seq));
+                    false
+                } else {
+                    true
+                }
+            });
+            for (deadline, seq) in gone {
+                if let Some(d) = deadline {
+                    self.deadlines.remove(&(d, seq, mb_id));
+                }
+            }
+            for w in mine {
+                self.release_entry(w.entry);
             }
         }
     }

@@ -167,8 +167,8 @@ pub use action::{Action, AuditRecord, Repeated, SpawnOrder};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::spawn::{
-    CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, KeptChild, KeptName,
-    SPAWN_RIGHTS, TEMPLATE_PREFIX, TemplateInfo,
+    CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, GAVE_UP_HEADER, KeptChild,
+    KeptName, RESTARTS_HEADER, SPAWN_RIGHTS, TEMPLATE_PREFIX, TemplateInfo,
 };
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,

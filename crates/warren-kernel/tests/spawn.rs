@@ -795,3 +795,97 @@ fn a_restarted_kernel_takes_a_child_back_with_its_names_and_link() {
     u.pump();
     assert!(u.stops.iter().any(|(e, _)| *e == early), "{:?}", u.stops);
 }
+
+#[test]
+fn a_child_restarted_in_place_keeps_its_id_names_and_the_spawners_handles() {
+    let mut t = template("one");
+    t.max_instances = 1;
+    let mut w = World::new(vec![t]);
+    let store = w.add("store", &[], &[]);
+    let front = w.add("front", &["store"], &["one"]);
+    let one = w.handle_of(front, "template:one");
+    let to_store = w.handle_of(front, "store");
+    let (s, child) = w.spawn(front, spawn_with(one, &[("store", to_store)]));
+    let fresh = w.whoami(child);
+    // What the first run made: a mailbox, an attenuated copy of `store`, a waiting receive.
+    let made = match w.call(child, Request::CreateMailbox { name: None }) {
+        Response::Handle { handle, .. } => handle,
+        other => panic!("create mailbox: {other:?}"),
+    };
+    let named = w.handle_of(child, "store");
+    let copy = match w.call(
+        child,
+        Request::Attenuate {
+            handle: named,
+            rights: Rights::SEND,
+            uses: None,
+            expires_in_ms: None,
+            badge: None,
+        },
+    ) {
+        Response::Handle { handle, .. } => handle,
+        other => panic!("attenuate: {other:?}"),
+    };
+    assert_eq!(w.whoami(child).len(), fresh.len() + 2);
+    let waiting = w.submit(
+        child,
+        Request::Recv {
+            mailbox: None,
+            filter: Filter::default(),
+            timeout_ms: None,
+        },
+    );
+
+    assert!(w.k.restart_child(child, w.now));
+    w.pump();
+    // Same id and name; the table is the fresh one again, under the same numbers.
+    assert_eq!(w.k.env_name(child), Some(s.child.as_str()));
+    assert_eq!(w.whoami(child), fresh);
+    assert_eq!(
+        w.code(child, Request::Drop { handle: copy }),
+        ErrorCode::NoSuchHandle
+    );
+    assert_eq!(
+        w.code(child, Request::Drop { handle: made }),
+        ErrorCode::NoSuchHandle
+    );
+    // The old run's receive is gone: a message queues for the new run, through the spawner's
+    // handle from the first spawn.
+    assert!(matches!(w.send(front, s.mailbox, b"again"), Response::Ok));
+    assert!(w.answer(child, waiting).is_none());
+    assert_eq!(
+        w.recv(child).expect("queued for the new run").body,
+        b"again"
+    );
+    // No down notice, still one instance (a second spawn is over max_instances), still linked.
+    assert!(w.recv(front).is_none());
+    assert_eq!(w.k.template_live("one"), Some(1));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(one, &[]))),
+        ErrorCode::Quota
+    );
+    assert_eq!(w.k.children_of(front), vec![child]);
+    let _ = store;
+
+    // A second restart, then the end given up: the final down says both.
+    assert!(w.k.restart_child(child, w.now));
+    w.k.give_up_child(child, "max_restarts=2 reached");
+    w.k.set_exit_status(child, ExitStatus::Code(1));
+    w.k.remove_env(child, w.now);
+    w.pump();
+    let d = w.recv(front).expect("the final down");
+    assert_eq!(d.down, Some(s.reference));
+    assert_eq!(
+        d.headers,
+        vec![
+            ("warren-down".into(), b"ended".to_vec()),
+            ("warren-exit".into(), b"code=1".to_vec()),
+            ("warren-restarts".into(), b"2".to_vec()),
+            ("warren-gave-up".into(), b"max_restarts=2 reached".to_vec()),
+        ]
+    );
+    assert_eq!(w.k.template_live("one"), Some(0));
+    // Only a spawned, running child restarts.
+    assert!(!w.k.restart_child(child, w.now));
+    assert!(!w.k.restart_child(front, w.now));
+}

@@ -761,3 +761,178 @@ fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
             .all(|n| !n.starts_with(&format!("{template}-")))
     );
 }
+
+/// The value of header `name` of a message as `warren-msg` prints it.
+fn header<'a>(msg: &'a Value, name: &str) -> Option<&'a str> {
+    msg["headers"]
+        .as_array()?
+        .iter()
+        .find(|h| h[0] == name)
+        .and_then(|h| h[1].as_str())
+}
+
+/// Template `restart` (docs/manifest.md, docs/protocol.md §16): a child that exits 1 under
+/// `on-failure` is started again as the same child — the spawner's mailbox handle reaches the
+/// new run, it counts once against `max_instances = 1`, and the spawner sees no `down` until
+/// the final end; a crash loop is given up after `max_restarts` with a final `down` saying
+/// so. Positive control: under `restart = "no"` the first exit is final. A STOP through the
+/// child's control handle is final too.
+#[test]
+fn template_restart_keeps_the_child_and_its_handles() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let parent = unique("rparent");
+    let (again, never) = (unique("again"), unique("never"));
+    // Each run says "up" to its spawner, then exits 1 on "crash", else waits.
+    let child = "warren-msg send out up >/dev/null; b=$(warren-msg recv --timeout 30000 --body); \
+                 [ \"$b\" = crash ] && exit 1; sleep 60";
+    let fields = "mb=$(echo \"$s\" | sed 's/.*\"mailbox\":\\([0-9]*\\).*/\\1/'); \
+                  ctl=$(echo \"$s\" | sed 's/.*\"control\":\\([0-9]*\\).*/\\1/')";
+    let script = format!(
+        "s=$(warren-msg spawn {again} --name a --grant out=1); echo \"$s\"; {fields}; \
+         for i in 1 2 3; do warren-msg recv --timeout 30000; warren-msg send $mb crash >/dev/null; done; \
+         warren-msg recv --timeout 30000; echo phase2; \
+         s=$(warren-msg spawn {never} --name b --grant out=1); echo \"$s\"; {fields}; \
+         warren-msg recv --timeout 30000; warren-msg send $mb crash >/dev/null; \
+         warren-msg recv --timeout 30000; warren-msg recv --timeout 2000 || echo quiet; echo phase3; \
+         s=$(warren-msg spawn {again} --name c --grant out=1); echo \"$s\"; {fields}; \
+         warren-msg recv --timeout 30000; warren-msg send $mb hold >/dev/null; \
+         warren-msg stop $ctl >/dev/null; warren-msg recv --timeout 30000; \
+         warren-msg recv --timeout 2000 || echo quiet; echo done; sleep 60"
+    );
+    let manifest = format!(
+        "[template.{again}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+         restart = \"on-failure\"\nmax_restarts = 2\n\n\
+         [template.{never}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\nrestart = \"no\"\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{again}\", \"{never}\"]\n",
+        sh(child),
+        sh(child),
+        sh(&script),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let out = d.log_within(&parent, "done", 120);
+    let json = |l: &str| serde_json::from_str::<Value>(l).expect(&out);
+    // The log has the parent's standard error too: warren-msg's timeout messages.
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("warren-msg:"))
+        .collect();
+    let phase2 = lines.iter().position(|l| *l == "phase2").expect(&out);
+    let phase3 = lines.iter().position(|l| *l == "phase3").expect(&out);
+
+    // on-failure, max_restarts = 2: three runs answer through the one handle, then one down.
+    let spawned = json(lines[0]);
+    let first = format!("{again}-a");
+    assert_eq!(spawned["child"], first.as_str(), "{out}");
+    assert_eq!(phase2, 5, "three runs and one final down: {out}");
+    for l in &lines[1..4] {
+        let up = json(l);
+        assert_eq!(
+            (up["from"].as_str(), up["body"].as_str()),
+            (Some(first.as_str()), Some("up")),
+            "{out}"
+        );
+    }
+    let down = json(lines[4]);
+    assert_eq!(down["down"], spawned["reference"], "{out}");
+    assert_eq!(header(&down, "warren-exit"), Some("code=1"), "{out}");
+    assert_eq!(header(&down, "warren-restarts"), Some("2"), "{out}");
+    assert_eq!(
+        header(&down, "warren-gave-up"),
+        Some("max_restarts=2 reached"),
+        "{out}"
+    );
+
+    // Positive control, restart = "no": one run, its down at once, nothing after.
+    let spawned = json(lines[phase2 + 1]);
+    assert_eq!(spawned["child"], format!("{never}-b").as_str(), "{out}");
+    assert_eq!(json(lines[phase2 + 2])["body"], "up", "{out}");
+    let down = json(lines[phase2 + 3]);
+    assert_eq!(down["down"], spawned["reference"], "{out}");
+    assert_eq!(header(&down, "warren-exit"), Some("code=1"), "{out}");
+    assert_eq!(header(&down, "warren-restarts"), None, "{out}");
+    assert_eq!(header(&down, "warren-gave-up"), None, "{out}");
+    assert_eq!(lines[phase2 + 4], "quiet", "{out}");
+    assert_eq!(phase3, phase2 + 5, "{out}");
+
+    // STOP through the control handle is final, though the policy would restart a failure.
+    let spawned = json(lines[phase3 + 1]);
+    assert_eq!(spawned["child"], format!("{again}-c").as_str(), "{out}");
+    assert_eq!(json(lines[phase3 + 2])["body"], "up", "{out}");
+    let down = json(lines[phase3 + 3]);
+    assert_eq!(down["down"], spawned["reference"], "{out}");
+    assert_eq!(header(&down, "warren-restarts"), None, "{out}");
+    assert_eq!(lines[phase3 + 4], "quiet", "no run after the stop: {out}");
+    assert_eq!(lines[phase3 + 5], "done", "{out}");
+
+    // Each run of the restarted child is a launch record of its own, with the same provenance.
+    let events = std::fs::read_to_string(d.state.path().join("attest/events.jsonl")).unwrap();
+    let runs: Vec<Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["content"]["name"] == first.as_str())
+        .collect();
+    assert_eq!(runs.len(), 3, "three launch records of {first}: {events}");
+    for r in &runs {
+        let spawn = &r["content"]["spawn"];
+        assert_eq!(spawn["parent"], parent.as_str(), "{r}");
+        assert_eq!(spawn["template"], again.as_str(), "{r}");
+        assert_eq!(
+            spawn["parent_recnum"],
+            runs[0]["content"]["spawn"]["parent_recnum"]
+        );
+        assert!(spawn["parent_recnum"].is_u64(), "{r}");
+    }
+
+    // Nothing of the children is kept.
+    let ps = d.ps();
+    for c in [first, format!("{never}-b"), format!("{again}-c")] {
+        assert!(!ps.contains_key(&c), "{c} still listed: {ps:?}");
+    }
+}
+
+/// `restart = "always"` restarts even a clean exit, and a linked child's restarts end with its
+/// spawner: once the spawner has ended, the child (restarting or waiting out its backoff) is
+/// gone and no further run starts.
+#[test]
+fn a_restarting_child_ends_with_its_spawner() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, looping) = (unique("lparent"), unique("loop"));
+    let manifest = format!(
+        "[template.{looping}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+         restart = \"always\"\nmax_restarts = 100\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{looping}\"]\n",
+        sh("exit 0"),
+        sh(&format!(
+            "warren-msg spawn {looping} --name l && echo spawned; sleep 4; echo ending"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{looping}-l");
+    let runs = || {
+        std::fs::read_to_string(d.state.path().join("attest/events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|r| r["content"]["name"] == child.as_str())
+            .count()
+    };
+    d.log_with(&parent, "ending");
+    // Positive control: it was being restarted while its spawner ran.
+    assert!(runs() >= 3, "only {} runs of {child}", runs());
+    d.wait("the spawner to end", 30, || {
+        d.ps().get(&parent).is_some_and(|p| p["state"] != "running")
+    });
+    d.wait("the child to be gone", 30, || !d.ps().contains_key(&child));
+    let after = runs();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        runs(),
+        after,
+        "{child} was started again after its spawner ended"
+    );
+    assert!(!d.ps().contains_key(&child));
+}

@@ -135,6 +135,14 @@ pub struct KeptChild {
 /// The header a child's `down` notice carries with its exit status.
 pub const EXIT_HEADER: &str = "warren-exit";
 
+/// The header a restarted child's final `down` notice carries: how many times it was
+/// restarted in place (absent when it never was).
+pub const RESTARTS_HEADER: &str = "warren-restarts";
+
+/// The header of the final `down` of a child whose restarts were given up (a crash loop):
+/// why, e.g. `max_restarts=3 reached`.
+pub const GAVE_UP_HEADER: &str = "warren-gave-up";
+
 /// One template's kernel state.
 #[derive(Debug)]
 struct TemplateState {
@@ -207,6 +215,10 @@ pub(super) struct SpawnState {
     may_spawn: BTreeMap<EnvId, Vec<String>>,
     /// Exit statuses the driver reported, until the environment is removed.
     exit: BTreeMap<EnvId, ExitStatus>,
+    /// Children restarted in place under their template's `restart` policy, and how often.
+    restarts: BTreeMap<EnvId, u32>,
+    /// Children the driver gave up restarting, with why (their final `down` says it).
+    gave_up: BTreeMap<EnvId, String>,
     /// Re-adopted children whose spawner has not registered with this kernel yet, by the
     /// spawner's name.
     unlinked: BTreeMap<String, Vec<EnvId>>,
@@ -233,6 +245,8 @@ impl Default for SpawnState {
             names: BTreeMap::new(),
             may_spawn: BTreeMap::new(),
             exit: BTreeMap::new(),
+            restarts: BTreeMap::new(),
+            gave_up: BTreeMap::new(),
             unlinked: BTreeMap::new(),
             placeholders: BTreeMap::new(),
             next_child: 1,
@@ -442,6 +456,80 @@ impl Kernel {
             }
         }
         Ok(child)
+    }
+
+    /// Child `env` ended and its template's `restart` policy starts it again **as the same
+    /// child** (docs/protocol.md §16): it keeps its id, name, default mailbox (with the
+    /// messages queued in it, and the spawner's SEND/STOP handles to it), its link, its `down`
+    /// reference and its count against `max_instances`; its table is cut back to what a fresh
+    /// child has (handle 1, the initial names and its SPAWN handles, under the same numbers).
+    /// What its previous run made goes: its waiting requests are dropped, the mailboxes it
+    /// made die, the monitors it set are removed, and every other handle is released. No
+    /// `down` is sent: the spawner sees only the final end. The driver then registers the new
+    /// launcher under this id. Returns false if `env` is not a running spawned child.
+    pub fn restart_child(&mut self, env: EnvId, now: Millis) -> bool {
+        self.advance(now);
+        if !self.spawn.links.contains_key(&env) {
+            return false;
+        }
+        let Some(e) = self.envs.get_mut(&env) else {
+            return false;
+        };
+        let waiting: Vec<MailboxId> = e.waiting_in.keys().copied().collect();
+        e.waiting = 0;
+        e.waiting_in.clear();
+        let default = e.default_mailbox;
+        let made: Vec<MailboxId> = e
+            .mailboxes
+            .iter()
+            .copied()
+            .filter(|m| *m != default)
+            .collect();
+        e.mailboxes.retain(|m| *m == default);
+        let watching = std::mem::take(&mut e.watching);
+        let keep: BTreeSet<Handle> = self
+            .spawn
+            .names
+            .get(&env)
+            .into_iter()
+            .flatten()
+            .map(|(_, h)| *h)
+            .chain([super::DEFAULT_MAILBOX_HANDLE])
+            .collect();
+        let e = self.envs.get_mut(&env).expect("checked above");
+        let dropped: Vec<CapId> = {
+            let (kept, gone): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut e.table)
+                .into_iter()
+                .partition(|(h, _)| keep.contains(h));
+            e.table = kept;
+            gone.into_values().collect()
+        };
+        self.drop_waiting(env, waiting);
+        for mb in made {
+            self.kill_mailbox(mb, "its owner restarted");
+        }
+        for key in &watching {
+            self.monitors.remove(key);
+        }
+        for cap in dropped {
+            self.release_cap(cap);
+        }
+        self.spawn.exit.remove(&env);
+        *self.spawn.restarts.entry(env).or_default() += 1;
+        true
+    }
+
+    /// The driver gave up restarting child `env` (`why`, e.g. `max_restarts=3 reached`): its
+    /// final `down` says so. Call it before [`remove_env`](Kernel::remove_env).
+    pub fn give_up_child(&mut self, env: EnvId, why: &str) {
+        if self.spawn.links.contains_key(&env) {
+            self.spawn.gave_up.insert(env, why.to_owned());
+        }
+    }
+
+    /// How many times child `env` was restarted in place.
+    pub fn restarts_of(&self, env: EnvId) -> u32 {
+        self.spawn.restarts.get(&env).copied().unwrap_or(0)
     }
 
     /// The spawn of [`Action::Spawn`] `ticket` failed (`why` says how): the spawner is
@@ -1021,6 +1109,8 @@ impl Kernel {
     /// counts it held are returned, and its parent gets the `down` notice.
     pub(super) fn spawn_env_ending(&mut self, env: EnvId) {
         let status = self.spawn.exit.remove(&env);
+        let restarts = self.spawn.restarts.remove(&env).unwrap_or(0);
+        let gave_up = self.spawn.gave_up.remove(&env);
         self.spawn.names.remove(&env);
         self.spawn.may_spawn.remove(&env);
         self.spawn.starting.remove(&env);
@@ -1056,6 +1146,15 @@ impl Kernel {
             )];
             if let Some(s) = status {
                 headers.push((EXIT_HEADER.to_string(), s.header_value().into_bytes()));
+            }
+            if restarts > 0 {
+                headers.push((
+                    RESTARTS_HEADER.to_string(),
+                    restarts.to_string().into_bytes(),
+                ));
+            }
+            if let Some(why) = gave_up {
+                headers.push((GAVE_UP_HEADER.to_string(), why.into_bytes()));
             }
             let mb = self.envs[&link.parent].default_mailbox;
             let msg = crate::mailbox::Stored {

@@ -12,8 +12,14 @@
 //!   spawner's `down` notice carries the exit status (`warren-exit: code=N`, N as `warren run`
 //!   reports it: 128 + S when signal S ended it); a launcher that exits before registering
 //!   fails the spawn (`spawn-failed`);
-//! - **no restart, nothing kept**: a child that ended leaves the managed set (it is not
-//!   restarted, and `ps -a` does not keep it), and its log goes too when it exited with 0;
+//! - **restart in place**: a child that exits on its own is restarted per its template's
+//!   `restart` policy with the managed environments' backoff and limit
+//!   ([`after_exit`]), as the same child: the kernel keeps its id, mailbox, link and names
+//!   ([`Kernel::restart_child`](warren_kernel::Kernel::restart_child)), and the new launcher's
+//!   registration is bound to that id; a stop is final, and a crash loop given up ends with a
+//!   `down` that says so (docs/protocol.md §16.1, "Restart");
+//! - **nothing kept at the end**: a child that ended for good leaves the managed set (`ps -a`
+//!   does not keep it), and its log goes too when it exited with 0;
 //! - **apply** leaves children alone: they are not declared in the manifest;
 //! - **the cgroup**: a linked child's launcher gets `--cgroup-parent` (its spawner's group,
 //!   [`Daemon::cgroup_group`]), so its cgroup nests under its spawner's and the spawner's
@@ -37,7 +43,7 @@ use warren_spec::TemplateSpec;
 
 use super::Daemon;
 use super::supervise::AfterStop;
-use crate::supervisor::Managed;
+use crate::supervisor::{AfterExit, Managed, after_exit};
 use crate::template::{child_spec, template_info};
 
 /// Grace before SIGKILL for a stop that does not ask to kill at once, in milliseconds (the
@@ -56,6 +62,9 @@ pub(super) struct Spawns {
     /// Children spawned under a previous kernel whose launchers run on: they register again
     /// and are taken back with their links and names ([`Kernel::readopt_child`]).
     readopting: BTreeSet<String>,
+    /// Children being restarted in place under their template's `restart` policy (between
+    /// the old launcher's exit and the new one's registration): their kernel ids.
+    restarting: BTreeMap<String, EnvId>,
     /// Children whose launcher closed its control connection while still running: removed
     /// from the kernel when the launcher's exit status is known.
     ending: BTreeMap<String, EnvId>,
@@ -72,6 +81,7 @@ impl Spawns {
         self.children.remove(name);
         self.starting.remove(name);
         self.ending.remove(name);
+        self.restarting.remove(name);
     }
 
     /// Whether `name` is a spawned child (apply leaves it alone).
@@ -257,6 +267,11 @@ impl Daemon {
     /// the grace period, or at once with `kill`).
     pub(super) fn carry_out_stop(&mut self, name: &str, kill: bool, why: &str) {
         tracing::info!(env = %name, kill, "stopping: {why}");
+        if self.spawns.restarting.contains_key(name) && !self.runtime.contains_key(name) {
+            // Waiting for its restart: a stop is final, it ends now.
+            self.end_restarting_child(name);
+            return;
+        }
         let grace = if kill { 0 } else { STOP_GRACE_MS };
         self.begin_stop(name, grace, AfterStop::Stay);
     }
@@ -276,6 +291,12 @@ impl Daemon {
             .remove(&name)
             .then(|| self.registry.envs.get(&name).and_then(|m| m.kept.clone()))
             .flatten();
+        if let Some(env) = self.spawns.restarting.remove(&name) {
+            // Restarted in place: the same child, under the same id.
+            if self.kernel.env_name(env) == Some(name.as_str()) {
+                return Ok(env);
+            }
+        }
         let env = match (self.spawns.starting.remove(&name), kept) {
             (Some(ticket), _) => {
                 let env = self.kernel.spawned(ticket, now)?;
@@ -300,6 +321,11 @@ impl Daemon {
         let Some(name) = self.kernel.env_name(env).map(str::to_owned) else {
             return true;
         };
+        if self.spawns.restarting.contains_key(&name) {
+            // Its old launcher's connection, closing after the launcher's exit: the child
+            // lives on for its restart.
+            return false;
+        }
         if self.spawns.children.contains(&name) && self.runtime.contains_key(&name) {
             self.spawns.ending.insert(name, env);
             return false;
@@ -326,27 +352,65 @@ impl Daemon {
             .collect()
     }
 
-    /// A launcher exited with `code`. For a spawned child: report the status to the kernel
-    /// (or fail a spawn that never registered), forget it, and return true; false for any
-    /// other environment.
-    pub(super) fn child_exited(&mut self, name: &str, code: i32) -> bool {
-        if !self.spawns.children.remove(name) {
+    /// A launcher exited with `code` (`stopped`: it was asked to stop). For a spawned child:
+    /// restart it in place if its template's policy says so and it was not stopped
+    /// ([`Kernel::restart_child`]; the restart itself is due after the backoff, from the
+    /// supervisor's tick), else report the status to the kernel (or fail a spawn that never
+    /// registered), forget it, and return true; false for any other environment.
+    pub(super) fn child_exited(
+        &mut self,
+        name: &str,
+        code: i32,
+        stopped: bool,
+        ran_ms: u64,
+    ) -> bool {
+        if !self.spawns.children.contains(name) {
             return false;
         }
         let now = self.now();
-        self.registry.envs.remove(name);
         if let Some(ticket) = self.spawns.starting.remove(name) {
+            self.spawns.children.remove(name);
+            self.registry.envs.remove(name);
             let why = format!(
                 "its launcher exited with {code} before the child started (see `warren logs {name}`)"
             );
             self.kernel.spawn_failed(ticket, &why, now);
             return true;
         }
-        if let Some(env) = self.kernel.env_by_name(name) {
-            self.kernel.set_exit_status(env, ExitStatus::Code(code));
+        // Its control connection already closed (else the kernel forgets it when it does).
+        let ending = self.spawns.ending.remove(name);
+        let env = ending.or_else(|| self.kernel.env_by_name(name));
+        let mut gave_up = None;
+        if let (false, Some(env), Some(m)) = (stopped, env, self.registry.envs.get_mut(name)) {
+            match after_exit(m, code, ran_ms, now) {
+                AfterExit::RestartAt(at) => {
+                    if self.kernel.restart_child(env, now) {
+                        tracing::info!(
+                            "{name} (spawned) exited with {code}; restart {} in {} ms",
+                            m.restarts,
+                            at - now
+                        );
+                        self.spawns.restarting.insert(name.to_owned(), env);
+                        return true;
+                    }
+                }
+                AfterExit::GiveUp => {
+                    gave_up = Some(format!("max_restarts={} reached", m.spec.max_restarts));
+                }
+                AfterExit::Stay => {}
+            }
         }
-        if let Some(env) = self.spawns.ending.remove(name) {
-            self.kernel.remove_env(env, now);
+        self.spawns.children.remove(name);
+        self.registry.envs.remove(name);
+        if let Some(env) = env {
+            if let Some(why) = &gave_up {
+                tracing::error!("{name} (spawned) exited with {code}; giving up: {why}");
+                self.kernel.give_up_child(env, why);
+            }
+            self.kernel.set_exit_status(env, ExitStatus::Code(code));
+            if ending.is_some() {
+                self.kernel.remove_env(env, now);
+            }
         }
         // A child that succeeded leaves no log behind; a failed one keeps it for `warren logs`.
         if code == 0 {
@@ -355,5 +419,32 @@ impl Daemon {
         }
         tracing::info!("{name} (spawned) exited with {code}");
         true
+    }
+
+    /// A child waiting for its restart is stopped (through its STOP handle, its spawner's end,
+    /// `warren stop`) or its restart failed: it ends for good, its spawner gets the final
+    /// `down` with its last exit status.
+    pub(super) fn end_restarting_child(&mut self, name: &str) {
+        let Some(env) = self.spawns.restarting.remove(name) else {
+            return;
+        };
+        let code = self
+            .registry
+            .envs
+            .get(name)
+            .and_then(|m| m.last_exit)
+            .unwrap_or(255);
+        self.spawns.forget(name);
+        self.registry.envs.remove(name);
+        let now = self.now();
+        self.kernel.set_exit_status(env, ExitStatus::Code(code));
+        self.kernel.remove_env(env, now);
+        self.child_changed();
+        tracing::info!("{name} (spawned) ended while waiting for its restart");
+    }
+
+    /// Whether child `name` waits for its restart.
+    pub(super) fn is_restarting_child(&self, name: &str) -> bool {
+        self.spawns.restarting.contains_key(name)
     }
 }

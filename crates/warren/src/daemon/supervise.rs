@@ -206,6 +206,10 @@ impl Daemon {
         for name in due {
             if let Err(e) = self.start(&name) {
                 tracing::warn!("restart of {name} failed: {e}");
+                if self.is_restarting_child(&name) {
+                    self.end_restarting_child(&name);
+                    continue;
+                }
                 if let Some(m) = self.registry.envs.get_mut(&name) {
                     m.state = State::Failed;
                 }
@@ -235,12 +239,12 @@ impl Daemon {
             // A re-adopted launcher is not our child: its status is unknown.
             _ => 255,
         };
-        if self.child_exited(&name, code) {
+        let ran = rt.started.elapsed().as_millis() as u64;
+        if self.child_exited(&name, code, rt.stopping.is_some(), ran) {
             self.child_changed();
             self.finish_waiting(&name, |_| "exited".to_owned());
             return;
         }
-        let ran = rt.started.elapsed().as_millis() as u64;
         let now = self.now();
         let result = match rt.stopping.map(|s| s.after) {
             Some(AfterStop::Forget) => {
@@ -524,6 +528,13 @@ impl Daemon {
 
     /// `stop NAME`: a managed environment stays stopped afterwards.
     pub(super) fn stop_request(&mut self, token: u64, name: String, timeout: u64) {
+        if self.is_restarting_child(&name) && !self.runtime.contains_key(&name) {
+            // A spawned child waiting for its restart: it ends for good.
+            self.end_restarting_child(&name);
+            let steps = vec![json!({"name": name, "action": "stop", "result": "stopped"})];
+            self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)));
+            return;
+        }
         let Some(m) = self.registry.envs.get_mut(&name) else {
             let msg = format!("{name:?} is not managed by the kernel");
             self.control_reply(token, ControlResponse::error(msg));
