@@ -772,6 +772,31 @@ fn boot_chain_in_every_quote() {
         .unwrap());
     host.launch("/bin/true");
     let q = host.quote("bb01", &[]);
+    // After a reboot into something else, the key is re-provisioned (bound to that boot) and
+    // enrolled again, as an administrator would after an update; the policy then decides.
+    let reprovision = |tpm: &Swtpm| {
+        ok(host
+            .w()
+            .args([
+                "attest",
+                "init",
+                "--root",
+                "tpm",
+                "--tpm",
+                &tpm.spec(),
+                "--reprovision",
+            ])
+            .arg("--boot-log")
+            .arg(&log_path)
+            .output()
+            .unwrap());
+        ok(host
+            .w()
+            .args(["ca", "enroll", "--dir"])
+            .arg(&ca)
+            .output()
+            .unwrap());
+    };
     assert!(q["boot"]["attest"].is_string(), "{q}");
 
     // The policy learnt from this known-good host accepts it (positive control) ...
@@ -879,6 +904,17 @@ fn boot_chain_in_every_quote() {
         host.agent(&tpm, &scratch, &["diag-pcr-extend", "8", &"44".repeat(32)])
             .0
     );
+    // The attestation key, bound to the PCRs it was provisioned with, no longer signs ...
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "bb03"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+    // ... and a key re-provisioned in this state signs a quote the replay refuses.
+    reprovision(&tpm);
+    host.launch("/bin/true");
     let q = host.quote("bb03", &[]);
     assert_eq!(
         host.verify(&q, "bb03", &tpm_ca, &pol),
@@ -913,7 +949,7 @@ fn boot_chain_in_every_quote() {
         tpm = tpm.reboot();
         let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
         boot(&host, &tpm, &log_path, b);
-        init(&tpm);
+        reprovision(&tpm);
         host.launch("/bin/true");
         let nonce = format!("bc{i:02}");
         let q = host.quote(&nonce, &[]);
@@ -1074,4 +1110,196 @@ fn enrollment_across_machines_and_revocation() {
     for p in [&host.state, &ca, &docs] {
         let _ = std::fs::remove_dir_all(p);
     }
+}
+
+/// The forged-record attack of a root on the host: read `attest/ak.auth`, append a launch
+/// record of its choosing to the event log, and extend the anchor with its digest through the
+/// agent, as tpm2-tools would. Returns whether the TPM accepted the extension, with the
+/// agent's answer.
+fn forge_record(host: &Host, tpm: &Swtpm, command: &str) -> (bool, Value) {
+    use warren_attest::evidence::record::{Record, content_digest};
+    let dir = host.state.join("attest");
+    let auth = std::fs::read_to_string(dir.join("ak.auth")).unwrap();
+    let log = dir.join("events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Record = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let mut forged = last.clone();
+    forged.recnum += 1;
+    forged.content.command = vec![command.to_owned()];
+    let digest = content_digest(&forged.content);
+    forged.digests[0].digest = hex::encode(digest);
+    let (done, v) = host.agent(
+        tpm,
+        &dir,
+        &["diag-extend-with", auth.trim(), &hex::encode(digest)],
+    );
+    if done {
+        let mut line = serde_json::to_string(&forged).unwrap();
+        line.push('\n');
+        std::fs::write(&log, text + &line).unwrap();
+        let _ = std::fs::remove_file(dir.join("events.count"));
+    }
+    (done, v)
+}
+
+/// Enrolls the host's current attestation key with the CA in `ca` (both sides on one machine).
+fn enroll(host: &Host, ca: &Path) {
+    ok(host
+        .w()
+        .args(["ca", "enroll", "--dir"])
+        .arg(ca)
+        .output()
+        .unwrap());
+}
+
+/// The attestation key and the anchor work only in the PCR state the key was provisioned in:
+/// root on a host that booted something else can neither quote nor extend the anchor, even
+/// with `ak.auth` in hand; with the binding off (a key made the old way) the same attack
+/// works and the verifier refuses the key (`ak-unbound`).
+#[test]
+fn the_attestation_key_works_only_in_the_measured_state() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("bound");
+    let host = Host::new("bound", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    let init = |tpm: &Swtpm, extra: &[&str]| {
+        host.w()
+            .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+            .arg("--boot-log")
+            .arg(&log_path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // The known-good boot; the key is provisioned and enrolled in it.
+    boot(&host, &tpm, &log_path, &good_boot());
+    ok(init(&tpm, &[]));
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("dd01", &[]);
+    let qfile = host.state.join("good.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let policy = host.state.join("policy.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&policy)
+        .output()
+        .unwrap());
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "dd01", &tpm_ca, &pol), accepted());
+    // The key has no password path and a PolicyPCR policy over the quoted state.
+    let ak = hex::decode(q["ak_public"].as_str().unwrap()).unwrap();
+    let key = warren_attest::tpm_wire::parse_ak_public(&ak).unwrap();
+    assert_eq!(key.attributes & warren_attest::tpm_wire::USER_WITH_AUTH, 0);
+    assert_eq!(key.auth_policy.len(), 32);
+
+    // Root on the measured host itself can still forge a record with ak.auth: the PCRs are
+    // the measured ones (what remains, docs/attestation.md). This is also the probe's
+    // positive control: the attack below is the same, only the boot differs.
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-on-the-measured-host");
+    assert!(done, "{v}");
+    let q = host.quote("dd02", &[]);
+    assert_eq!(host.verify(&q, "dd02", &tpm_ca, &pol), accepted());
+    assert_eq!(
+        q["event_log"].as_array().unwrap().last().unwrap()["content"]["command"][0],
+        "/bin/forged-on-the-measured-host"
+    );
+
+    // The host reboots into another kernel. The key is still in the TPM, ak.auth still on
+    // disk, and neither helps: no launch (its measurement cannot extend the anchor), no
+    // quote, and no forged record.
+    tpm = tpm.reboot();
+    let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
+    let evil = Boot {
+        kernel: b"vmlinuz-evil",
+        ..good_boot()
+    };
+    boot(&host, &tpm, &log_path, &evil);
+    ok(init(&tpm, &[]));
+    let o = host
+        .w()
+        .args(["run", "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("pcr-state"), "{err}");
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "dd03"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+    // The forger needs a log line to copy: the good quote's first record.
+    let first = serde_json::to_string(&q["event_log"][0]).unwrap() + "\n";
+    std::fs::write(host.state.join("attest/events.jsonl"), &first).unwrap();
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-after-another-boot");
+    assert!(!done, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("pcr-state"), "{v}");
+
+    // Positive control: the same host with the binding off (a key made with the standard
+    // template, userWithAuth, no policy), enrolled: the same attack now works, and only the
+    // verifier's binding check stands in the way.
+    let scratch = host.state.with_extension("attacker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (made, v) = host.agent(
+        &tpm,
+        &host.state.join("attest"),
+        &["diag-provision-unbound"],
+    );
+    assert!(made, "{v}");
+    std::fs::remove_file(host.state.join("attest/events.jsonl")).unwrap();
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-with-an-unbound-key");
+    assert!(done, "{v}");
+    let q = host.quote("dd04", &[]);
+    assert_eq!(
+        q["event_log"].as_array().unwrap().last().unwrap()["content"]["command"][0],
+        "/bin/forged-with-an-unbound-key"
+    );
+    assert_eq!(host.verify(&q, "dd04", &tpm_ca, &[]), refused("ak-unbound"));
+
+    // The re-enrolment path of a legitimate update: re-provision (a new key bound to this
+    // boot), enroll it; the host quotes again, and the verifier's boot policy decides (here:
+    // this kernel is not the one it allows).
+    ok(init(&tpm, &["--reprovision"]));
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("dd05", &[]);
+    assert_eq!(host.verify(&q, "dd05", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        host.verify(&q, "dd05", &tpm_ca, &pol),
+        refused("boot-digest")
+    );
+    assert!(
+        host.state
+            .join("attest/events.jsonl.before-reprovision")
+            .exists()
+    );
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
 }

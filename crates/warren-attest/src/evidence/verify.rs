@@ -19,8 +19,8 @@ use crate::evidence::record::{
     replay,
 };
 use crate::evidence::tpm_wire::{
-    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
-    parse_nv_attest, parse_nv_public, parse_quote_attest,
+    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, BOUND_PCRS, USER_WITH_AUTH, ak_bound_policy,
+    anchor_policy, name, parse_ak_public, parse_nv_attest, parse_nv_public, parse_quote_attest,
 };
 
 /// Why a quote was refused.
@@ -51,6 +51,13 @@ pub enum Rejection {
     /// The attestation key's attributes are not those of an attestation key.
     #[error("attestation key attributes: {0}")]
     KeyAttributes(String),
+    /// The attestation key is not bound to the quoted PCR state (no PCR policy, a password
+    /// path around it, or a policy over other values), so root on a host that booted
+    /// something else could have used it.
+    #[error(
+        "attestation key not bound to the measured state: {0} (re-provision with `warren attest init --reprovision` and enroll the new key)"
+    )]
+    AkUnbound(String),
     /// The signature does not verify.
     #[error("bad signature: the signed evidence was altered or not signed by the enrolled key")]
     Signature,
@@ -126,6 +133,7 @@ impl Rejection {
             Rejection::Chain(_) => "chain",
             Rejection::RootMismatch { .. } => "root-mismatch",
             Rejection::KeyAttributes(_) => "key-attributes",
+            Rejection::AkUnbound(_) => "ak-unbound",
             Rejection::Signature => "signature",
             Rejection::Nonce(_) => "nonce",
             Rejection::Anchor(_) => "anchor",
@@ -443,6 +451,10 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         }
         Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
     };
+    if quote.root == RootKind::Tpm {
+        check_ak_binding(quote, boot.as_ref().map(|(_, v)| v))?;
+    }
+    let boot = boot.map(|(facts, _)| facts);
 
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
@@ -680,6 +692,40 @@ fn check_tpm_evidence(
     Ok((extra, register))
 }
 
+/// Checks that the attestation key can only be used in the state the quote shows: it has no
+/// `userWithAuth` (no password path) and its authPolicy is `PolicyPCR` over [`BOUND_PCRS`]
+/// with exactly the quoted values, then `PolicyAuthValue`.
+fn check_ak_binding(
+    quote: &Quote,
+    pcrs: Option<&BTreeMap<u32, [u8; 32]>>,
+) -> Result<(), Rejection> {
+    let ak_public = tpm_hexfield("ak_public", quote.ak_public.as_deref())?;
+    let key = parse_ak_public(&ak_public).map_err(Rejection::KeyAttributes)?;
+    if key.attributes & USER_WITH_AUTH != 0 {
+        return Err(Rejection::AkUnbound(
+            "the key has userWithAuth: its authValue alone authorises it, whatever the PCRs".into(),
+        ));
+    }
+    let pcrs = pcrs.ok_or_else(|| {
+        Rejection::AkUnbound(
+            "the quote carries no PCR quote, so nothing shows the state the key is bound to".into(),
+        )
+    })?;
+    let mut values = Vec::with_capacity(BOUND_PCRS.len());
+    for p in BOUND_PCRS {
+        values.push(pcrs.get(&p).ok_or_else(|| {
+            Rejection::AkUnbound(format!("the PCR quote does not cover PCR {p}"))
+        })?);
+    }
+    if key.auth_policy != ak_bound_policy(values) {
+        return Err(Rejection::AkUnbound(format!(
+            "its authPolicy {} is not PolicyPCR(0-9, 14, 15 as quoted) + PolicyAuthValue",
+            hex::encode(&key.auth_policy)
+        )));
+    }
+    Ok(())
+}
+
 /// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
 /// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
 /// digest; the UEFI event log replays to each of them. Returns what the log says.
@@ -687,7 +733,7 @@ fn check_boot(
     b: &BootEvidence,
     ak: &VerifyingKey,
     qualifying: &[u8; 32],
-) -> Result<BootFacts, Rejection> {
+) -> Result<(BootFacts, BTreeMap<u32, [u8; 32]>), Rejection> {
     let attest = hexfield("boot.attest", &b.attest)?;
     let signature = hexfield("boot.signature", &b.signature)?;
     let sig = Signature::from_der(&signature).map_err(|_| Rejection::Signature)?;
@@ -751,5 +797,5 @@ fn check_boot(
             )));
         }
     }
-    Ok(log.facts())
+    Ok((log.facts(), values.into_iter().collect()))
 }

@@ -89,6 +89,12 @@ impl TpmRoot {
         self.call(&["provision"])
     }
 
+    /// Removes the attestation key and the anchor and creates new ones, the key bound to the
+    /// PCRs as they are now.
+    pub fn reprovision(&self) -> Result<Value, RootError> {
+        self.call(&["reprovision"])
+    }
+
     fn hex(v: &Value, field: &str) -> Result<Vec<u8>, RootError> {
         v.get(field)
             .and_then(Value::as_str)

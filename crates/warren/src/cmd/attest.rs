@@ -17,7 +17,7 @@ use crate::cli::{
 
 /// Saves the root of trust for the state directory (`auto` detects).
 pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
-    configure_root_with(state_dir, root, tpm, None)
+    configure_root_with(state_dir, root, tpm, None, false)
 }
 
 /// [`configure_root`], naming the UEFI event log TPM quotes carry.
@@ -26,6 +26,7 @@ pub fn configure_root_with(
     root: &str,
     tpm: Option<String>,
     boot_log: Option<PathBuf>,
+    reprovision: bool,
 ) -> anyhow::Result<()> {
     let mut config = match root {
         "auto" => RootConfig::detect(),
@@ -46,6 +47,9 @@ pub fn configure_root_with(
             }
         }
     };
+    if reprovision && config.root != RootKind::Tpm {
+        bail!("--reprovision: only a TPM root has an attestation key bound to PCRs");
+    }
     if let Some(p) = boot_log {
         if config.root != RootKind::Tpm {
             bail!(
@@ -72,8 +76,25 @@ pub fn configure_root_with(
             config.tpm.as_deref().unwrap_or(DEFAULT_TPM),
             config.agent.as_deref(),
         )
-        .and_then(|t| t.provision())
+        .and_then(|t| {
+            if reprovision {
+                t.reprovision()
+            } else {
+                t.provision()
+            }
+        })
         .context("provision the TPM (attestation key and event log anchor)")?;
+        if reprovision {
+            // The new anchor starts unwritten: the old log no longer replays to it, so it is
+            // kept aside (for the record) and the log starts over.
+            let log = warren_attest::EventLog::new(state_dir).path();
+            let old = log.with_extension("jsonl.before-reprovision");
+            match std::fs::rename(&log, &old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("move {} aside", log.display())),
+            }
+        }
     }
     Ok(())
 }
@@ -104,7 +125,7 @@ fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
-            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log)?;
+            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log, a.reprovision)?;
             println!(
                 "{}",
                 root_summary(state_dir)["root"].as_str().unwrap_or("?")
