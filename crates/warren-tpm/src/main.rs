@@ -7,6 +7,8 @@
 //!   provision              create the attestation key (persistent, bound to the PCRs as they
 //!                          are now) and the NV extend index
 //!   reprovision            remove both and provision again (after a legitimate update)
+//!   warren-pcr             the value of Warren's PCR 15
+//!   measure-self HEX...    extend PCR 15 with each digest, only if it is still zero
 //!   extend DIGEST_HEX      extend the anchor with a record digest
 //!   read                   the anchor's value
 //!   quote QUALIFYING_HEX   TPM2_NV_Certify of the anchor by the attestation key
@@ -52,6 +54,8 @@ const AK_HANDLE: u32 = 0x8101_5741;
 /// PCRs (`warren_attest::evidence::bootlog::BOOT_PCRS`) and Warren's own PCR 15
 /// (`warren_attest::evidence::tpm_wire::BOUND_PCRS`).
 const BOUND_PCRS: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15];
+/// Warren's own PCR.
+const WARREN_PCR: u32 = 15;
 
 /// `TPM_CC_PolicyPCR`, `TPM_CC_PolicyAuthValue` (also what `TPM2_PolicyPassword` records).
 const CC_POLICY_PCR: u32 = 0x17f;
@@ -601,6 +605,35 @@ fn run(args: &[String]) -> Res<Value> {
                 .collect();
             v["pcrs"] = Value::Object(map);
             Ok(v)
+        }
+        "warren-pcr" => {
+            let v = agent
+                .raw()?
+                .pcr_read(WARREN_PCR)
+                .map_err(raw_err("read PCR 15"))?;
+            Ok(json!({ "value": hex::encode(v) }))
+        }
+        "measure-self" => {
+            // Warren measures itself: only into a PCR nothing was extended into since the TPM
+            // was reset, checked in the same connection as the extensions.
+            let mut t = agent.raw()?;
+            let v = t.pcr_read(WARREN_PCR).map_err(raw_err("read PCR 15"))?;
+            if v.iter().any(|b| *b != 0) {
+                return Err(format!(
+                    "PCR {WARREN_PCR} already holds {}: something was extended into it since \
+                     the TPM was reset, so Warren cannot measure itself from a known value",
+                    hex::encode(v)
+                ));
+            }
+            for i in 1..rest.len() {
+                let d: [u8; 32] = hex_arg(&rest, i)?
+                    .try_into()
+                    .map_err(|_| "a digest is 32 bytes")?;
+                t.pcr_extend(WARREN_PCR, &d)
+                    .map_err(raw_err("extend PCR 15"))?;
+            }
+            let v = t.pcr_read(WARREN_PCR).map_err(raw_err("read PCR 15"))?;
+            Ok(json!({ "value": hex::encode(v) }))
         }
         "ek" => agent.ek(),
         "activate" => agent.activate(&hex_arg(&rest, 1)?, &hex_arg(&rest, 2)?),

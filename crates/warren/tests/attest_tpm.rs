@@ -826,7 +826,9 @@ fn boot_chain_in_every_quote() {
         .arg(&log_path)
         .output()
         .unwrap());
-    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    let (boot_part, warren_part) = text.split_once("[warren]\n").unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), boot_part);
+    assert!(warren_part.contains("binary = ["), "{text}");
 
     // A verifier that pins another kernel refuses this one.
     let other_kernel = text.replace(
@@ -1298,6 +1300,207 @@ fn the_attestation_key_works_only_in_the_measured_state() {
 
     drop(tpm);
     for d in [&host.state, &ca, &scratch, &log_path] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
+}
+
+fn sha256_file(p: &Path) -> String {
+    hex::encode(sha2_256(&std::fs::read(p).unwrap()))
+}
+
+/// Warren measures itself into PCR 15 (its binary, its agent, its configuration) and every
+/// quote shows it: verifiers replay the records, a `[warren]` policy pins the binary, and a
+/// modified Warren neither uses the key provisioned for the real one nor passes the policy
+/// once given a key of its own.
+#[test]
+fn warren_measures_itself_into_pcr_15() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("self");
+    let host = Host::new("self", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    boot(&host, &tpm, &log_path, &good_boot());
+    let scratch = host.state.with_extension("attacker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let pcr15 =
+        |tpm: &Swtpm| host.agent(tpm, &scratch, &["diag-pcr-read", "15"]).1["value"].clone();
+    assert_eq!(pcr15(&tpm), "00".repeat(32));
+
+    // `attest init` is the first use of the TPM root: Warren measures itself, then the key
+    // is made, bound to PCR 15 as measured.
+    let genuine = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
+    let init = |bin: &Path, tpm: &Swtpm, extra: &[&str]| {
+        let mut c = Command::new(bin);
+        c.arg("--state-dir")
+            .arg(&host.state)
+            .env_remove("WARREN_ATTEST_ROOT")
+            .env_remove("WARREN_TPM")
+            .env("WARREN_TPM_AGENT", &agent)
+            .args([
+                "attest",
+                "init",
+                "--root",
+                "tpm",
+                "--tpm",
+                &tpm.spec(),
+                "--boot-log",
+            ])
+            .arg(&log_path)
+            .args(extra);
+        ok(c.output().unwrap());
+    };
+    init(&genuine, &tpm, &[]);
+    let records: Vec<Value> = std::fs::read_to_string(host.state.join("attest/self.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["content"]["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["binary", "agent", "config"]);
+    assert_eq!(records[0]["digests"][0]["digest"], sha256_file(&genuine));
+    assert_eq!(records[1]["digests"][0]["digest"], sha256_file(&agent));
+    // The PCR is the replay of exactly those digests (the TPM's extend, by hand).
+    let mut expect = [0u8; 32];
+    for r in &records {
+        let d = hex::decode(r["digests"][0]["digest"].as_str().unwrap()).unwrap();
+        expect = sha2_256(&[expect.as_slice(), &d].concat());
+    }
+    let measured = pcr15(&tpm);
+    assert_eq!(measured, hex::encode(expect));
+    // A second Warren process (a daemon start, a launch) does not measure again.
+    init(&genuine, &tpm, &[]);
+    assert_eq!(pcr15(&tpm), measured);
+
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("ee01", &[]);
+    assert_eq!(q["boot"]["pcrs"]["15"], measured);
+    assert_eq!(q["boot"]["warren_log"].as_array().unwrap().len(), 3);
+    let qfile = host.state.join("good.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let policy = host.state.join("policy.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&policy)
+        .output()
+        .unwrap());
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(
+        text.contains(&format!("binary = [\"{}\"]", sha256_file(&genuine))),
+        "{text}"
+    );
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "ee01", &tpm_ca, &pol), accepted());
+    // A policy that pins another Warren refuses this one.
+    let other = host.state.join("other.toml");
+    std::fs::write(
+        &other,
+        text.replace(&sha256_file(&genuine), &"ab".repeat(32)),
+    )
+    .unwrap();
+    assert_eq!(
+        host.verify(&q, "ee01", &tpm_ca, &["--policy", other.to_str().unwrap()]),
+        refused("warren-digest")
+    );
+    // Records removed, altered or with another configuration do not explain PCR 15.
+    let mut t = q.clone();
+    t["boot"]["warren_log"].as_array_mut().unwrap().remove(1);
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+    let mut t = q.clone();
+    t["boot"]["warren_log"][0]["digests"][0]["digest"] = "cd".repeat(32).into();
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+    let mut t = q.clone();
+    t["boot"]["warren_log"][2]["content"]["config"] = "{\"root\":\"software\"}".into();
+    assert_eq!(host.verify(&t, "ee01", &tpm_ca, &[]), refused("self-log"));
+    let mut t = q.clone();
+    t["boot"].as_object_mut().unwrap().remove("warren_log");
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+
+    // Anything extended into PCR 15 after Warren (root with tpm2_pcrextend) leaves the key
+    // unusable until the next reboot: refused, never a quote that hides it.
+    assert!(
+        host.agent(&tpm, &scratch, &["diag-pcr-extend", "15", &"55".repeat(32)])
+            .0
+    );
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "ee02"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+
+    // A modified Warren binary, started first after a reboot: it measures itself, so PCR 15
+    // is not the state the key is bound to, and neither it nor the genuine Warren (started
+    // after it) can use the key.
+    tpm = tpm.reboot();
+    boot(&host, &tpm, &log_path, &good_boot());
+    let modified = host.state.with_extension("warren-modified");
+    let mut bytes = std::fs::read(&genuine).unwrap();
+    bytes.extend_from_slice(b"\0modified");
+    std::fs::write(&modified, &bytes).unwrap();
+    std::fs::set_permissions(
+        &modified,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    init(&modified, &tpm, &[]);
+    assert_ne!(pcr15(&tpm), measured);
+    let o = host
+        .w()
+        .args(["run", "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("pcr-state"), "{err}");
+    // Given a key of its own (re-provisioned, enrolled), its quotes show it: the policy that
+    // pins the genuine binary refuses them.
+    init(&modified, &tpm, &["--reprovision"]);
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("ee03", &[]);
+    assert_eq!(
+        host.verify(&q, "ee03", &tpm_ca, &pol),
+        refused("warren-digest")
+    );
+    assert_eq!(host.verify(&q, "ee03", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        q["boot"]["warren_log"][0]["digests"][0]["digest"],
+        hex::encode(sha2_256(&bytes))
+    );
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path, &modified] {
         let _ = std::fs::remove_dir_all(d);
         let _ = std::fs::remove_file(d);
     }

@@ -18,6 +18,7 @@ use crate::evidence::record::{
     CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, Record, content_digest, outcomes,
     replay,
 };
+use crate::evidence::selfpcr::{self, WARREN_PCR, WarrenFacts, WarrenPolicy};
 use crate::evidence::tpm_wire::{
     AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, BOUND_PCRS, USER_WITH_AUTH, ak_bound_policy,
     anchor_policy, name, parse_ak_public, parse_nv_attest, parse_nv_public, parse_quote_attest,
@@ -109,6 +110,19 @@ pub enum Rejection {
     /// or added, or a PCR extended outside the log).
     #[error("boot log replay: {0}")]
     BootReplay(String),
+    /// Warren's PCR 15 is not explained by its records; `code` is `self-log` or
+    /// `self-replay`.
+    #[error("Warren's PCR ({code}): {detail}")]
+    SelfPcr {
+        /// The stable reason.
+        code: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The Warren binary, agent or configuration measured into PCR 15 is not one the
+    /// `[warren]` policy allows.
+    #[error("warren policy: {0}")]
+    WarrenDigest(String),
     /// The verifier's policy has a `[boot]` table and the quote shows no boot state.
     #[error("no boot state: {0}")]
     NoBootState(String),
@@ -148,6 +162,8 @@ impl Rejection {
             Rejection::BootLog(_) => "boot-log",
             Rejection::BootReplay(_) => "boot-replay",
             Rejection::NoBootState(_) => "no-boot-state",
+            Rejection::SelfPcr { code, .. } => code,
+            Rejection::WarrenDigest(_) => "warren-digest",
             Rejection::BootPolicy { code, .. } => code,
         }
     }
@@ -166,6 +182,10 @@ pub struct Policy {
     /// The measured-boot policy; when present, a quote must carry the host's boot state.
     #[serde(default)]
     pub boot: Option<BootPolicy>,
+    /// What Warren must have measured into its PCR 15; when present, a quote must carry the
+    /// host's boot state (PCR 15 is quoted with it).
+    #[serde(default)]
+    pub warren: Option<WarrenPolicy>,
 }
 
 /// The golden values of one environment; an absent field is not checked.
@@ -221,6 +241,8 @@ pub struct Verified {
     pub subject: Option<(String, Vec<u8>)>,
     /// What the verified boot log says, when the quote carries the boot state.
     pub boot: Option<BootFacts>,
+    /// What Warren measured into PCR 15, when the quote carries the boot state.
+    pub warren: Option<WarrenFacts>,
     /// What became of each launch: `ran` or `refused`.
     pub outcomes: Vec<Outcome>,
 }
@@ -452,9 +474,12 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
     };
     if quote.root == RootKind::Tpm {
-        check_ak_binding(quote, boot.as_ref().map(|(_, v)| v))?;
+        check_ak_binding(quote, boot.as_ref().map(|(_, _, v)| v))?;
     }
-    let boot = boot.map(|(facts, _)| facts);
+    let (boot, warren) = match boot {
+        Some((facts, warren, _)) => (Some(facts), Some(warren)),
+        None => (None, None),
+    };
 
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
@@ -472,6 +497,14 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             code: f.code,
             detail: f.detail,
         })?;
+    }
+    if let Some(wp) = opts.policy.and_then(|p| p.warren.as_ref()) {
+        let facts = warren.as_ref().ok_or_else(|| {
+            Rejection::NoBootState(
+                "the quote carries no PCR quote, so nothing shows what Warren measured".into(),
+            )
+        })?;
+        wp.check(facts).map_err(Rejection::WarrenDigest)?;
     }
 
     if let Some(policy) = opts.policy {
@@ -491,6 +524,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .zip(subject)
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
         boot,
+        warren,
         outcomes: outcomes(&quote.event_log),
     })
 }
@@ -726,6 +760,10 @@ fn check_ak_binding(
     Ok(())
 }
 
+/// What the boot part of a quote says: the UEFI log's facts, Warren's PCR's, and the quoted
+/// PCR values.
+type CheckedBoot = (BootFacts, WarrenFacts, BTreeMap<u32, [u8; 32]>);
+
 /// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
 /// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
 /// digest; the UEFI event log replays to each of them. Returns what the log says.
@@ -733,7 +771,7 @@ fn check_boot(
     b: &BootEvidence,
     ak: &VerifyingKey,
     qualifying: &[u8; 32],
-) -> Result<(BootFacts, BTreeMap<u32, [u8; 32]>), Rejection> {
+) -> Result<CheckedBoot, Rejection> {
     let attest = hexfield("boot.attest", &b.attest)?;
     let signature = hexfield("boot.signature", &b.signature)?;
     let sig = Signature::from_der(&signature).map_err(|_| Rejection::Signature)?;
@@ -787,7 +825,17 @@ fn check_boot(
     log.check_bindings()
         .map_err(|e| Rejection::BootLog(e.to_string()))?;
     let replayed = log.replay();
-    for (p, v) in &values {
+    // Warren's PCR is explained by Warren's records, every other one by the UEFI log.
+    let warren_pcr = values
+        .iter()
+        .find(|(p, _)| *p == WARREN_PCR)
+        .map(|(_, v)| *v)
+        .unwrap_or([0; 32]);
+    let warren = selfpcr::check(&b.warren_log, &warren_pcr).map_err(|f| Rejection::SelfPcr {
+        code: f.code,
+        detail: f.detail,
+    })?;
+    for (p, v) in values.iter().filter(|(p, _)| *p != WARREN_PCR) {
         let r = replayed.get(p).copied().unwrap_or([0; 32]);
         if &r != v {
             return Err(Rejection::BootReplay(format!(
@@ -797,5 +845,5 @@ fn check_boot(
             )));
         }
     }
-    Ok((log.facts(), values.into_iter().collect()))
+    Ok((log.facts(), warren, values.into_iter().collect()))
 }

@@ -119,4 +119,19 @@ impl RootConfig {
             )?)),
         }
     }
+
+    /// At kernel start: with a TPM root, Warren measures itself into PCR 15 unless something
+    /// already was extended into it since the TPM was reset (`crate::io::tpm::TpmRoot::
+    /// ensure_measured`). Returns whether it did; a software root has no PCRs (`false`).
+    pub fn measure_self(&self, state_dir: &Path) -> Result<bool, RootError> {
+        match self.root {
+            RootKind::Software => Ok(false),
+            RootKind::Tpm => crate::io::tpm::TpmRoot::new(
+                &state_dir.join("attest"),
+                self.tpm.as_deref().unwrap_or(DEFAULT_TPM),
+                self.agent.as_deref(),
+            )?
+            .ensure_measured(),
+        }
+    }
 }

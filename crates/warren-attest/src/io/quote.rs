@@ -105,6 +105,7 @@ pub fn make_quote(
                 signature: hex::encode(&b.signature),
                 pcrs: b.pcrs.iter().map(|(n, v)| (*n, hex::encode(v))).collect(),
                 event_log: read_boot_log(&config)?.map(hex::encode),
+                warren_log: b.warren_log,
             }),
         },
     })

@@ -149,15 +149,32 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
 
 /// `warren attest policy learn`: the `[boot]` table that accepts exactly this boot.
 fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
+    // From a quote, what Warren measured into PCR 15 is learnt too (the `[warren]` table).
+    let mut warren_table = None;
     let bytes = match (&a.quote, &a.boot_log) {
         (Some(q), _) => {
             let text =
                 std::fs::read_to_string(q).with_context(|| format!("read {}", q.display()))?;
             let quote: warren_attest::Quote =
                 serde_json::from_str(&text).with_context(|| format!("quote {}", q.display()))?;
-            let log = quote
+            let boot = quote
                 .boot
-                .and_then(|b| b.event_log)
+                .with_context(|| format!("quote {} carries no boot state", q.display()))?;
+            if !boot.warren_log.is_empty() {
+                use warren_attest::evidence::selfpcr;
+                let pcr = selfpcr::replay(&boot.warren_log);
+                let facts = selfpcr::check(&boot.warren_log, &pcr).map_err(|f| {
+                    anyhow::anyhow!(
+                        "quote {}: warren_log ({}): {}",
+                        q.display(),
+                        f.code,
+                        f.detail
+                    )
+                })?;
+                warren_table = Some(selfpcr::WarrenPolicy::learn(&facts).to_toml());
+            }
+            let log = boot
+                .event_log
                 .with_context(|| format!("quote {} carries no UEFI event log", q.display()))?;
             hex::decode(log).with_context(|| format!("quote {}: boot.event_log", q.display()))?
         }
@@ -171,7 +188,8 @@ fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
     let log = warren_attest::evidence::bootlog::parse(&bytes)?;
     let text = warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml();
     let text = format!(
-        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}"
+        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}{}",
+        warren_table.unwrap_or_default()
     );
     match &a.out {
         Some(p) => std::fs::write(p, text).with_context(|| format!("write {}", p.display()))?,
@@ -252,7 +270,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
-                            "boot": v.boot, "outcomes": v.outcomes })
+                            "boot": v.boot, "warren": v.warren, "outcomes": v.outcomes })
                 );
             } else {
                 println!(
@@ -280,6 +298,19 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                         b.cmdline.as_deref().unwrap_or("")
                     ),
                     None => println!("boot: not shown (root: {})", v.root),
+                }
+                if let Some(w) = &v.warren {
+                    println!(
+                        "warren (PCR 15): binary {}, agent {}",
+                        w.binary
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or("(not measured)"),
+                        w.agent
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or("(not measured)")
+                    );
                 }
             }
             Ok(0)
