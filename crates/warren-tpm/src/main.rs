@@ -56,6 +56,9 @@ const AK_HANDLE: u32 = 0x8101_5741;
 const BOUND_PCRS: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15];
 /// Warren's own PCR.
 const WARREN_PCR: u32 = 15;
+/// The PCRs a quote covers: the bound ones and IMA's PCR 10 (not bound: it grows with every
+/// file IMA measures).
+const QUOTED_PCRS: [u32; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15];
 
 /// `TPM_CC_PolicyPCR`, `TPM_CC_PolicyAuthValue` (also what `TPM2_PolicyPassword` records).
 const CC_POLICY_PCR: u32 = 0x17f;
@@ -577,11 +580,11 @@ fn run(args: &[String]) -> Res<Value> {
             // The boot state over the same qualifying value: the PCRs are read first and
             // quoted after; the verifier checks that the values hash to the signed digest.
             let pcrs = t
-                .pcr_read_many(&BOUND_PCRS)
+                .pcr_read_many(&QUOTED_PCRS)
                 .map_err(raw_err("read the boot PCRs"))?;
             let s2 = ak_session(&mut t, &auth)?;
             let (pcr_attest, pcr_r, pcr_s) =
-                t.quote(AK_HANDLE, s2, &q, &BOUND_PCRS).map_err(|e| {
+                t.quote(AK_HANDLE, s2, &q, &QUOTED_PCRS).map_err(|e| {
                     end(&mut t, s2);
                     ak_err("quote the boot PCRs")(e)
                 })?;

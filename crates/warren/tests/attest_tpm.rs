@@ -1506,3 +1506,173 @@ fn warren_measures_itself_into_pcr_15() {
     }
     let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
 }
+
+/// One `ima-ng` entry of the binary measurement list, built from the kernel's documented
+/// layout (Documentation/security/IMA-templates.rst): u32 PCR, SHA-1 template digest, u32
+/// len, "ima-ng", u32 len, template data = (u32 len, "sha256:\0" digest) (u32 len, path NUL).
+/// Returns the entry and what it extends PCR 10's SHA-256 bank with.
+fn ima_entry(digest: &str, path: &str) -> (Vec<u8>, [u8; 32]) {
+    let d = hex::decode(digest).unwrap();
+    let mut data = Vec::new();
+    data.extend_from_slice(&(8 + d.len() as u32).to_le_bytes());
+    data.extend_from_slice(b"sha256:\0");
+    data.extend_from_slice(&d);
+    data.extend_from_slice(&(path.len() as u32 + 1).to_le_bytes());
+    data.extend_from_slice(path.as_bytes());
+    data.push(0);
+    let sha1 = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(&data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let sha1 = hex::decode(&String::from_utf8_lossy(&sha1.stdout)[..40]).unwrap();
+    let mut e = 10u32.to_le_bytes().to_vec();
+    e.extend_from_slice(&sha1);
+    e.extend_from_slice(&6u32.to_le_bytes());
+    e.extend_from_slice(b"ima-ng");
+    e.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    e.extend_from_slice(&data);
+    (e, sha2_256(&data))
+}
+
+/// IMA (PCR 10): the measurement list travels in every quote, is replayed against the quoted
+/// PCR 10, and an `[ima]` policy can require that the Warren binary of PCR 15 was measured by
+/// IMA too.
+#[test]
+fn ima_list_replayed_against_pcr_10() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("ima");
+    let host = Host::new("ima", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    let ima_path = host.state.with_extension("ima");
+    let scratch = host.state.with_extension("kernel");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let genuine = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
+    let warren_digest = sha256_file(&genuine);
+    // The kernel's IMA: appends an entry and extends PCR 10 with it.
+    let measure = |tpm: &Swtpm, list: &mut Vec<u8>, digest: &str, path: &str| {
+        let (e, ext) = ima_entry(digest, path);
+        list.extend_from_slice(&e);
+        std::fs::write(&ima_path, &*list).unwrap();
+        assert!(
+            host.agent(tpm, &scratch, &["diag-pcr-extend", "10", &hex::encode(ext)])
+                .0
+        );
+    };
+    let boot_with = |tpm: &Swtpm, files: &[(&str, &str)]| {
+        boot(&host, tpm, &log_path, &good_boot());
+        let mut list = Vec::new();
+        for (d, p) in files {
+            measure(tpm, &mut list, d, p);
+        }
+        list
+    };
+    let mut list = boot_with(
+        &tpm,
+        &[
+            (&"0a".repeat(32), "boot_aggregate"),
+            (&warren_digest, "/usr/local/bin/warren"),
+        ],
+    );
+    let init = |tpm: &Swtpm| {
+        let mut init = host.w();
+        init.args([
+            "attest",
+            "init",
+            "--root",
+            "tpm",
+            "--tpm",
+            &tpm.spec(),
+            "--boot-log",
+        ])
+        .arg(&log_path)
+        .arg("--ima-log")
+        .arg(&ima_path);
+        ok(init.output().unwrap());
+    };
+    init(&tpm);
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    // IMA goes on measuring after the quote: the verifier replays the prefix.
+    let q = host.quote("ff01", &[]);
+    measure(&tpm, &mut list, &"0b".repeat(32), "/usr/bin/later");
+    assert!(q["boot"]["pcrs"]["10"].is_string(), "{q}");
+    let policy = host.state.join("ima.toml");
+    std::fs::write(&policy, "[ima]\nwarren_binary = true\n").unwrap();
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "ff01", &tpm_ca, &pol), accepted());
+    // A list with an entry removed does not replay to PCR 10.
+    let (first, _) = ima_entry(&"0a".repeat(32), "boot_aggregate");
+    let mut t = q.clone();
+    t["boot"]["ima_log"] = hex::encode(&first).into();
+    let mut t2 = t.clone();
+    t2["boot"]["ima_log"] = hex::encode(&list[first.len()..]).into();
+    assert_eq!(
+        host.verify(&t2, "ff01", &tpm_ca, &[]),
+        refused("ima-replay")
+    );
+    // A file digest altered in the list changes its template hash: refused.
+    let mut bytes = hex::decode(q["boot"]["ima_log"].as_str().unwrap()).unwrap();
+    let n = bytes.len();
+    bytes[n - 30] ^= 1;
+    t["boot"]["ima_log"] = hex::encode(&bytes).into();
+    let (acc, reason) = host.verify(&t, "ff01", &tpm_ca, &[]);
+    assert!(
+        !acc && (reason == "ima-log" || reason == "ima-replay"),
+        "{reason}"
+    );
+    // Required digests.
+    std::fs::write(
+        &policy,
+        format!("[ima]\nrequired = [\"{}\"]\n", "0c".repeat(32)),
+    )
+    .unwrap();
+    assert_eq!(
+        host.verify(&q, "ff01", &tpm_ca, &pol),
+        refused("ima-policy")
+    );
+
+    // After a reboot, a host whose IMA did not see the Warren binary: the list replays (the
+    // key is not bound to PCR 10, so it still signs), but the rule refuses it.
+    tpm = tpm.reboot();
+    let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
+    boot_with(
+        &tpm,
+        &[
+            (&"0a".repeat(32), "boot_aggregate"),
+            (&"0d".repeat(32), "/bin/sh"),
+        ],
+    );
+    init(&tpm);
+    host.launch("/bin/true");
+    let q = host.quote("ff02", &[]);
+    std::fs::write(&policy, "[ima]\nwarren_binary = true\n").unwrap();
+    assert_eq!(host.verify(&q, "ff02", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        host.verify(&q, "ff02", &tpm_ca, &pol),
+        refused("ima-policy")
+    );
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path, &ima_path] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
+}

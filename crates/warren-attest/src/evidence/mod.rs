@@ -8,6 +8,7 @@
 
 pub mod bootlog;
 pub mod credential;
+pub mod ima;
 pub mod kind;
 pub mod launch;
 pub mod quote;

@@ -76,6 +76,10 @@ pub struct BootEvidence {
     /// measure itself (then PCR 15 must be zero).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warren_log: Vec<SelfRecord>,
+    /// The IMA measurement list (`evidence::ima`, binary or ASCII form), hex, read after the
+    /// quote; absent when the host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<String>,
 }
 
 /// What a subject quote is about.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use x509_parser::prelude::*;
 
 use crate::evidence::bootlog::{self, BOOT_PCRS, BootFacts, BootPolicy};
+use crate::evidence::ima::{self, IMA_PCR, ImaFacts, ImaPolicy};
 use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
 use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
 use crate::evidence::record::{
@@ -119,6 +120,15 @@ pub enum Rejection {
         /// What was wrong.
         detail: String,
     },
+    /// The IMA measurement list does not parse.
+    #[error("{0}")]
+    ImaLog(String),
+    /// No prefix of the IMA measurement list replays to the quoted PCR 10.
+    #[error("IMA replay: {0}")]
+    ImaReplay(String),
+    /// The `[ima]` policy is not met.
+    #[error("ima policy: {0}")]
+    ImaPolicy(String),
     /// The Warren binary, agent or configuration measured into PCR 15 is not one the
     /// `[warren]` policy allows.
     #[error("warren policy: {0}")]
@@ -164,6 +174,9 @@ impl Rejection {
             Rejection::NoBootState(_) => "no-boot-state",
             Rejection::SelfPcr { code, .. } => code,
             Rejection::WarrenDigest(_) => "warren-digest",
+            Rejection::ImaLog(_) => "ima-log",
+            Rejection::ImaReplay(_) => "ima-replay",
+            Rejection::ImaPolicy(_) => "ima-policy",
             Rejection::BootPolicy { code, .. } => code,
         }
     }
@@ -186,6 +199,10 @@ pub struct Policy {
     /// host's boot state (PCR 15 is quoted with it).
     #[serde(default)]
     pub warren: Option<WarrenPolicy>,
+    /// What the IMA measurement list (PCR 10) must show; when present, a quote must carry the
+    /// host's boot state and an IMA list.
+    #[serde(default)]
+    pub ima: Option<ImaPolicy>,
 }
 
 /// The golden values of one environment; an absent field is not checked.
@@ -243,6 +260,8 @@ pub struct Verified {
     pub boot: Option<BootFacts>,
     /// What Warren measured into PCR 15, when the quote carries the boot state.
     pub warren: Option<WarrenFacts>,
+    /// What the IMA list says up to the quoted PCR 10, when the quote carries one.
+    pub ima: Option<ImaFacts>,
     /// What became of each launch: `ran` or `refused`.
     pub outcomes: Vec<Outcome>,
 }
@@ -474,11 +493,11 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
     };
     if quote.root == RootKind::Tpm {
-        check_ak_binding(quote, boot.as_ref().map(|(_, _, v)| v))?;
+        check_ak_binding(quote, boot.as_ref().map(|(_, _, _, v)| v))?;
     }
-    let (boot, warren) = match boot {
-        Some((facts, warren, _)) => (Some(facts), Some(warren)),
-        None => (None, None),
+    let (boot, warren, ima_facts) = match boot {
+        Some((facts, warren, ima, _)) => (Some(facts), Some(warren), ima),
+        None => (None, None, None),
     };
 
     // The log: numbering, record digests, and the replay against the signed register.
@@ -506,6 +525,19 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         })?;
         wp.check(facts).map_err(Rejection::WarrenDigest)?;
     }
+    if let Some(ip) = opts.policy.and_then(|p| p.ima.as_ref()) {
+        let facts = ima_facts.as_ref().ok_or_else(|| match &quote.boot {
+            None => Rejection::NoBootState(
+                "the quote carries no PCR quote, so nothing shows what IMA measured".into(),
+            ),
+            Some(_) => Rejection::ImaPolicy("the quote carries no IMA measurement list".into()),
+        })?;
+        let binaries = warren
+            .as_ref()
+            .map(|w| w.binary.clone())
+            .unwrap_or_default();
+        ip.check(facts, &binaries).map_err(Rejection::ImaPolicy)?;
+    }
 
     if let Some(policy) = opts.policy {
         check_golden(
@@ -525,6 +557,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
         boot,
         warren,
+        ima: ima_facts,
         outcomes: outcomes(&quote.event_log),
     })
 }
@@ -762,7 +795,12 @@ fn check_ak_binding(
 
 /// What the boot part of a quote says: the UEFI log's facts, Warren's PCR's, and the quoted
 /// PCR values.
-type CheckedBoot = (BootFacts, WarrenFacts, BTreeMap<u32, [u8; 32]>);
+type CheckedBoot = (
+    BootFacts,
+    WarrenFacts,
+    Option<ImaFacts>,
+    BTreeMap<u32, [u8; 32]>,
+);
 
 /// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
 /// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
@@ -835,7 +873,34 @@ fn check_boot(
         code: f.code,
         detail: f.detail,
     })?;
-    for (p, v) in values.iter().filter(|(p, _)| *p != WARREN_PCR) {
+    // With an IMA list, PCR 10 is explained by it: the prefix that replays to the quoted
+    // value (the list was read after the quote). Without one, the UEFI log must explain it.
+    let ima_facts = match b.ima_log.as_deref() {
+        None => None,
+        Some(text) => {
+            let bytes = hex::decode(text)
+                .map_err(|_| Rejection::Malformed("boot.ima_log is not hex".into()))?;
+            let entries = ima::parse(&bytes).map_err(|e| Rejection::ImaLog(e.to_string()))?;
+            let pcr10 = values
+                .iter()
+                .find(|(p, _)| *p == IMA_PCR)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    Rejection::ImaReplay("the PCR quote does not cover PCR 10".into())
+                })?;
+            Some(ima::replay_to(&entries, &pcr10).ok_or_else(|| {
+                Rejection::ImaReplay(format!(
+                    "no prefix of the {} entries replays to PCR 10 = {}",
+                    entries.len(),
+                    hex::encode(pcr10)
+                ))
+            })?)
+        }
+    };
+    for (p, v) in values
+        .iter()
+        .filter(|(p, _)| *p != WARREN_PCR && !(*p == IMA_PCR && ima_facts.is_some()))
+    {
         let r = replayed.get(p).copied().unwrap_or([0; 32]);
         if &r != v {
             return Err(Rejection::BootReplay(format!(
@@ -845,5 +910,5 @@ fn check_boot(
             )));
         }
     }
-    Ok((log.facts(), warren, values.into_iter().collect()))
+    Ok((log.facts(), warren, ima_facts, values.into_iter().collect()))
 }

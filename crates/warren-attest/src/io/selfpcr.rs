@@ -62,14 +62,14 @@ fn sha256_file(path: &Path) -> Result<[u8; 32], RootError> {
     Ok(h.finalize().into())
 }
 
-/// The configuration text Warren measures: what decides where its attestations come from
-/// (the root, the TPM, the agent, the attestation directory), as compact JSON with the keys
-/// in this order.
-pub fn config_text(spec: &str, agent: &Path, dir: &Path) -> String {
+/// The configuration text Warren measures: what decides how its attestations are made (the
+/// root, the agent that holds the key's authValue, the attestation directory with the log and
+/// the key's authValue), as compact JSON with the keys in this order. How the TPM is reached
+/// is left out: the quote itself proves which TPM answered.
+pub fn config_text(agent: &Path, dir: &Path) -> String {
     let s = |v: &str| serde_json::to_string(v).unwrap_or_default();
     format!(
-        "{{\"root\":\"tpm\",\"tpm\":{},\"agent\":{},\"attest_dir\":{}}}",
-        s(spec),
+        "{{\"root\":\"tpm\",\"agent\":{},\"attest_dir\":{}}}",
         s(&agent.display().to_string()),
         s(&dir.display().to_string())
     )

@@ -126,7 +126,7 @@ impl TpmRoot {
         if Self::hex(&v, "value")?.iter().any(|b| *b != 0) {
             return Ok(false);
         }
-        let config = selfpcr::config_text(&self.spec, &self.agent, &self.dir);
+        let config = selfpcr::config_text(&self.agent, &self.dir);
         let records = selfpcr::records(&self.agent, &config)?;
         let pending = selfpcr::write_pending(&self.dir, &records)?;
         let digests: Vec<String> = records

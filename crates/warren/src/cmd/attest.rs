@@ -17,7 +17,7 @@ use crate::cli::{
 
 /// Saves the root of trust for the state directory (`auto` detects).
 pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
-    configure_root_with(state_dir, root, tpm, None, false)
+    configure_root_with(state_dir, root, tpm, None, None, false)
 }
 
 /// [`configure_root`], naming the UEFI event log TPM quotes carry.
@@ -26,6 +26,7 @@ pub fn configure_root_with(
     root: &str,
     tpm: Option<String>,
     boot_log: Option<PathBuf>,
+    ima_log: Option<PathBuf>,
     reprovision: bool,
 ) -> anyhow::Result<()> {
     let mut config = match root {
@@ -44,6 +45,7 @@ pub fn configure_root_with(
                 tpm,
                 agent,
                 boot_log: None,
+                ima_log: None,
             }
         }
     };
@@ -66,6 +68,23 @@ pub fn configure_root_with(
             })
             .with_context(|| format!("--boot-log {}", p.display()))?;
         config.boot_log = Some(std::path::absolute(&p).unwrap_or(p));
+    }
+    if let Some(p) = ima_log {
+        if config.root != RootKind::Tpm {
+            bail!(
+                "--ima-log {}: a software root has no PCR 10 to check an IMA list against; it \
+                 needs --root tpm",
+                p.display()
+            );
+        }
+        std::fs::read(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                warren_attest::evidence::ima::parse(&b)?;
+                Ok(())
+            })
+            .with_context(|| format!("--ima-log {}", p.display()))?;
+        config.ima_log = Some(std::path::absolute(&p).unwrap_or(p));
     }
     config
         .save(state_dir)
@@ -125,7 +144,14 @@ fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
-            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log, a.reprovision)?;
+            configure_root_with(
+                state_dir,
+                &a.root,
+                a.tpm,
+                a.boot_log,
+                a.ima_log,
+                a.reprovision,
+            )?;
             println!(
                 "{}",
                 root_summary(state_dir)["root"].as_str().unwrap_or("?")
@@ -270,7 +296,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
-                            "boot": v.boot, "warren": v.warren, "outcomes": v.outcomes })
+                            "boot": v.boot, "warren": v.warren, "ima": v.ima, "outcomes": v.outcomes })
                 );
             } else {
                 println!(
