@@ -1499,6 +1499,42 @@ fn warren_measures_itself_into_pcr_15() {
         hex::encode(sha2_256(&bytes))
     );
 
+    // `warren daemon` measures Warren at kernel start: after a reboot, the genuine kernel
+    // starting first puts the genuine measurement back into PCR 15 before it says it is ready.
+    tpm = tpm.reboot();
+    boot(&host, &tpm, &log_path, &good_boot());
+    assert_eq!(pcr15(&tpm), "00".repeat(32));
+    let mut daemon = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(&genuine)
+        .arg("--state-dir")
+        .arg(&host.state)
+        .args(["daemon", "--attest-root", "tpm", "--tpm", &tpm.spec()])
+        .env_remove("WARREN_ATTEST_ROOT")
+        .env_remove("WARREN_TPM")
+        .env("WARREN_TPM_AGENT", &agent)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(daemon.stderr.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("kernel ready") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("the kernel did not come up"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+    }
+    assert_eq!(pcr15(&tpm), measured);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+
     drop(tpm);
     for d in [&host.state, &ca, &scratch, &log_path, &modified] {
         let _ = std::fs::remove_dir_all(d);
