@@ -399,6 +399,37 @@ mod tests {
         assert!(parse_binary(&good[..good.len() - 1]).is_err());
     }
 
+    proptest::proptest! {
+        /// Any bytes: the parser returns, never panics; an error names an entry.
+        #[test]
+        fn any_bytes_parse_or_fail_cleanly(b in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = parse(&b);
+            let _ = parse_binary(&b);
+        }
+
+        /// Lists the kernel could write parse back to their entries in both forms, and every
+        /// prefix's replay is found.
+        #[test]
+        fn written_lists_parse_back(files in proptest::collection::vec(
+            (proptest::array::uniform32(proptest::num::u8::ANY), "/[a-z]{1,12}", proptest::bool::weighted(0.1)),
+            1..8,
+        )) {
+            let bin: Vec<u8> = files
+                .iter()
+                .flat_map(|(d, p, v)| encode_binary("sha256", d, p, *v))
+                .collect();
+            let parsed = parse(&bin).unwrap();
+            proptest::prop_assert_eq!(parsed.len(), files.len());
+            let mut acc = [0u8; 32];
+            for (i, e) in parsed.iter().enumerate() {
+                proptest::prop_assert_eq!(&e.path, &files[i].1);
+                proptest::prop_assert_eq!(e.violation, files[i].2);
+                acc = Sha256::digest([acc, extension(e)].concat()).into();
+                proptest::prop_assert_eq!(replay_to(&parsed, &acc).map(|f| f.entries), Some(i + 1));
+            }
+        }
+    }
+
     #[test]
     fn the_warren_binary_rule() {
         let bin = [
