@@ -63,6 +63,7 @@ fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
             tpm: std::env::var("WARREN_BENCH_TPM").ok(),
             agent: std::env::var_os("WARREN_TPM_AGENT").map(Into::into),
             boot_log: None,
+            ima_log: None,
         }
     } else {
         RootConfig {
@@ -70,6 +71,7 @@ fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
             tpm: None,
             agent: None,
             boot_log: None,
+            ima_log: None,
         }
     };
     config.save(&state).unwrap();

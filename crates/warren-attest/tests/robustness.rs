@@ -27,6 +27,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         tpm: None,
         agent: None,
         boot_log: None,
+        ima_log: None,
     }
     .save(&state)
     .unwrap();

@@ -4,14 +4,19 @@
 //!
 //! ```text
 //! warren-tpm --tpm SPEC --dir ATTEST_DIR OP [ARGS]
-//!   provision              create the attestation key (persistent) and the NV extend index
+//!   provision              create the attestation key (persistent, bound to the PCRs as they
+//!                          are now) and the NV extend index
+//!   reprovision            remove both and provision again (after a legitimate update)
+//!   warren-pcr             the value of Warren's PCR 15
+//!   measure-self HEX...    extend PCR 15 with each digest, only if it is still zero
 //!   extend DIGEST_HEX      extend the anchor with a record digest
 //!   read                   the anchor's value
 //!   quote QUALIFYING_HEX   TPM2_NV_Certify of the anchor by the attestation key
 //!   ek                     the EK certificate, the EK modulus, the AK's public area
 //!   activate BLOB_HEX SECRET_HEX   TPM2_ActivateCredential with the EK and the AK
 //!   diag-pcr-reset N | diag-pcr-extend N HEX | diag-pcr-read N | diag-nv-undefine |
-//!   diag-extend-with AUTH_HEX DIGEST_HEX      (for tests of the anchor against attacks)
+//!   diag-extend-with AUTH_HEX DIGEST_HEX | diag-provision-unbound
+//!                          (for tests of the anchor and the key binding against attacks)
 //! ```
 //!
 //! It prints one JSON object on standard output (`{"error": "..."}` and exit status 1 on
@@ -27,8 +32,8 @@ use std::str::FromStr;
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
-use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, ak, ek};
-use tss_esapi::attributes::{NvIndexAttributes, SessionAttributesBuilder};
+use tss_esapi::abstraction::{AsymmetricAlgorithmSelection, KeyCustomization, ak, ek};
+use tss_esapi::attributes::{NvIndexAttributes, ObjectAttributesBuilder, SessionAttributesBuilder};
 use tss_esapi::constants::SessionType;
 use tss_esapi::handles::{AuthHandle, NvIndexTpmHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{
@@ -39,14 +44,85 @@ use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    Auth, Digest, EncryptedSecret, IdObject, NvPublic, Public, SymmetricDefinition,
+    Auth, Digest, EncryptedSecret, IdObject, NvPublic, Public, PublicBuilder, SymmetricDefinition,
 };
 use tss_esapi::{Context, TctiNameConf};
 
 /// The persistent handle of Warren's attestation key.
 const AK_HANDLE: u32 = 0x8101_5741;
-/// The PCRs of the SHA-256 bank a quote covers (`warren_attest::evidence::bootlog::BOOT_PCRS`).
-const BOOT_PCRS: [u32; 11] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14];
+/// The PCRs of the SHA-256 bank a quote covers and the attestation key is bound to: the boot
+/// PCRs (`warren_attest::evidence::bootlog::BOOT_PCRS`) and Warren's own PCR 15
+/// (`warren_attest::evidence::tpm_wire::BOUND_PCRS`).
+const BOUND_PCRS: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15];
+/// Warren's own PCR.
+const WARREN_PCR: u32 = 15;
+/// The PCRs a quote covers: the bound ones and IMA's PCR 10 (not bound: it grows with every
+/// file IMA measures).
+const QUOTED_PCRS: [u32; 13] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 14, 15];
+
+/// `TPM_CC_PolicyPCR`, `TPM_CC_PolicyAuthValue` (also what `TPM2_PolicyPassword` records).
+const CC_POLICY_PCR: u32 = 0x17f;
+const CC_POLICY_AUTH_VALUE: u32 = 0x16b;
+
+/// The attestation key's authPolicy: `TPM2_PolicyPCR` over [`BOUND_PCRS`] with the SHA-256 of
+/// their values (in ascending order), then `TPM2_PolicyAuthValue`. With `userWithAuth` clear,
+/// every use of the key as a signer (quote, NV certification) and as the authorising object of
+/// the anchor's `PolicySecret` needs both: the authValue and the PCRs in this state.
+fn ak_policy(values: &[Vec<u8>]) -> [u8; 32] {
+    let mut pcr = Sha256::new();
+    for v in values {
+        pcr.update(v);
+    }
+    let pcr_digest: [u8; 32] = pcr.finalize().into();
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(CC_POLICY_PCR.to_be_bytes());
+    h.update(raw::selection(&BOUND_PCRS));
+    h.update(pcr_digest);
+    let d: [u8; 32] = h.finalize().into();
+    let mut h = Sha256::new();
+    h.update(d);
+    h.update(CC_POLICY_AUTH_VALUE.to_be_bytes());
+    h.finalize().into()
+}
+
+/// The attestation key's template changes: no password use (`userWithAuth` clear), and the
+/// PCR-bound authPolicy (`None`: the standard template, for the tests' positive controls).
+struct Bound(Option<[u8; 32]>);
+
+impl KeyCustomization for Bound {
+    fn attributes(&self, b: ObjectAttributesBuilder) -> ObjectAttributesBuilder {
+        b.with_user_with_auth(self.0.is_none())
+    }
+    fn template(&self, t: PublicBuilder) -> PublicBuilder {
+        match self.0.map(|p| Digest::try_from(p.to_vec())) {
+            Some(Ok(d)) => t.with_auth_policy(d),
+            _ => t,
+        }
+    }
+}
+
+/// `TPM_RC_POLICY_FAIL` whatever session or parameter it names: the policy session's digest
+/// is not the object's authPolicy, here because the PCRs moved.
+fn is_policy_fail(e: &raw::RawError) -> bool {
+    matches!(e, raw::RawError::Rc(rc) if rc & 0x0bf == 0x09d)
+}
+
+/// Like [`raw_err`], naming the PCR state when the TPM refused the attestation key's policy.
+fn ak_err(what: &str) -> impl Fn(raw::RawError) -> String + '_ {
+    move |e| {
+        if is_policy_fail(&e) {
+            format!(
+                "{what}: the TPM refused the attestation key (pcr-state): PCRs 0-9, 14 and 15 \
+                 are not in the state the key is bound to, so this host booted or runs something \
+                 other than what it was provisioned in ({e}); after a legitimate update, \
+                 `warren attest init --reprovision` and enroll the new key"
+            )
+        } else {
+            format!("{what}: {e}")
+        }
+    }
+}
 
 /// The NV extend index that anchors the event log (the same number as `warren_attest::log`).
 const NV_INDEX: u32 = 0x0157_4152;
@@ -134,21 +210,30 @@ impl Agent {
             .map_err(raw_err("read the attestation key"))
     }
 
-    /// Extends the anchor: a policy session satisfied by PolicySecret with the AK.
+    /// Extends the anchor: a policy session satisfied by PolicySecret with the AK, which is
+    /// itself authorised by a policy session (the AK's PCRs and its authValue).
     fn extend(&self, ak_auth: &[u8], digest: &[u8]) -> Res<()> {
         let mut t = self.raw()?;
         let session = t
             .start_policy_session()
             .map_err(raw_err("start a policy session"))?;
+        let ak = match ak_session(&mut t, ak_auth) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = t.flush(session);
+                return Err(e);
+            }
+        };
         let result = t
-            .policy_secret(AK_HANDLE, ak_auth, session)
-            .map_err(raw_err("satisfy the anchor's policy"))
+            .policy_secret(AK_HANDLE, ak, session)
+            .map_err(ak_err("satisfy the anchor's policy"))
             .and_then(|()| {
                 t.nv_extend(NV_INDEX, raw::Session::Policy(session), digest)
                     .map_err(raw_err("extend the anchor"))
             });
         if result.is_err() {
             let _ = t.flush(session);
+            end(&mut t, ak);
         }
         result
     }
@@ -168,7 +253,29 @@ impl Agent {
         Ok(json!({ "ak_public": hex::encode(ak), "nv_public": hex::encode(nv) }))
     }
 
+    /// Removes the attestation key and the anchor (owner authorisation), then provisions
+    /// again: a new key bound to the PCRs as they are now, which must be enrolled again.
+    fn reprovision(&self, bound: bool) -> Res<Value> {
+        let mut t = self.raw()?;
+        if t.read_public(AK_HANDLE).is_ok() {
+            t.evict(AK_HANDLE, b"")
+                .map_err(raw_err("remove the old attestation key"))?;
+        }
+        if t.nv_read_public(NV_INDEX).is_ok() {
+            t.nv_undefine(NV_INDEX, b"")
+                .map_err(raw_err("remove the old anchor"))?;
+        }
+        drop(t);
+        self.provision_with(bound)
+    }
+
     fn provision(&self) -> Res<Value> {
+        self.provision_with(true)
+    }
+
+    /// Provisions; `bound: false` makes the key the way Warren did before the PCR binding
+    /// (standard AK template, `userWithAuth`), for the tests' positive controls only.
+    fn provision_with(&self, bound: bool) -> Res<Value> {
         let (has_ak, nv) = {
             let mut t = self.raw()?;
             (
@@ -177,6 +284,14 @@ impl Agent {
             )
         };
         if !has_ak {
+            let values: Vec<Vec<u8>> = self
+                .raw()?
+                .pcr_read_many(&BOUND_PCRS)
+                .map_err(raw_err("read the PCRs the attestation key is bound to"))?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let policy = ak_policy(&values);
             let auth = random32()?;
             write_secret(&self.auth_path(), &auth)?;
             let mut ctx = context(&self.spec)?;
@@ -189,7 +304,7 @@ impl Agent {
                 AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256),
                 SignatureSchemeAlgorithm::EcDsa,
                 Some(Auth::try_from(auth.clone()).map_err(err("ak auth"))?),
-                None,
+                Bound(bound.then_some(policy)),
             )
             .map_err(err("create the attestation key"))?;
             let loaded = ak::load_ak(
@@ -353,6 +468,42 @@ impl Agent {
     }
 }
 
+/// How one use of the attestation key is authorised. A bound key (no `userWithAuth`): a policy
+/// session with `PolicyPCR` over [`BOUND_PCRS`] as they are now, then `PolicyPassword` (the
+/// authValue goes with the command). A key made before the binding (`userWithAuth`, no
+/// policy): a password session, so such hosts keep working until re-provisioned; verifiers
+/// refuse their quotes (`ak-unbound`).
+fn ak_session<'a>(t: &mut raw::Transport, auth: &'a [u8]) -> Res<raw::Session<'a>> {
+    let public = t
+        .read_public(AK_HANDLE)
+        .map_err(raw_err("read the attestation key"))?;
+    let attributes = public
+        .get(4..8)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or("the attestation key's public area is truncated")?;
+    if attributes & (1 << 6) != 0 {
+        return Ok(raw::Session::Password(auth));
+    }
+    let s = t
+        .start_policy_session()
+        .map_err(raw_err("start a policy session"))?;
+    let r = t
+        .policy_pcr(s, &BOUND_PCRS)
+        .and_then(|()| t.policy_password(s));
+    if let Err(e) = r {
+        let _ = t.flush(s);
+        return Err(format!("the attestation key's policy session: {e}"));
+    }
+    Ok(raw::Session::PolicyPassword(s, auth))
+}
+
+/// Ends a policy session a failed command left open (a password session has nothing to end).
+fn end(t: &mut raw::Transport, s: raw::Session<'_>) {
+    if let raw::Session::PolicyPassword(h, _) | raw::Session::Policy(h) = s {
+        let _ = t.flush(h);
+    }
+}
+
 /// The public area as it reads once the index has been written (`TPMA_NV_WRITTEN` set).
 fn with_written(public: &[u8]) -> Vec<u8> {
     let mut p = public.to_vec();
@@ -399,6 +550,10 @@ fn run(args: &[String]) -> Res<Value> {
     let op = rest.first().map(String::as_str).unwrap_or("");
     match op {
         "provision" => agent.provision(),
+        "reprovision" => agent.reprovision(true),
+        // A host where the binding is off: what an attacker gets from a key Warren made
+        // before PolicyPCR (the tests' positive control).
+        "diag-provision-unbound" => agent.reprovision(false),
         "extend" => {
             let digest = hex_arg(&rest, 1)?;
             agent.extend(&agent.auth()?, &digest)?;
@@ -417,17 +572,22 @@ fn run(args: &[String]) -> Res<Value> {
             let q = hex_arg(&rest, 1)?;
             let auth = agent.auth()?;
             let mut t = agent.raw()?;
-            let (attest, r, s) = t
-                .nv_certify(AK_HANDLE, &auth, NV_INDEX, &q, 32)
-                .map_err(raw_err("certify the anchor"))?;
+            let s1 = ak_session(&mut t, &auth)?;
+            let (attest, r, s) = t.nv_certify(AK_HANDLE, s1, NV_INDEX, &q, 32).map_err(|e| {
+                end(&mut t, s1);
+                ak_err("certify the anchor")(e)
+            })?;
             // The boot state over the same qualifying value: the PCRs are read first and
             // quoted after; the verifier checks that the values hash to the signed digest.
             let pcrs = t
-                .pcr_read_many(&BOOT_PCRS)
+                .pcr_read_many(&QUOTED_PCRS)
                 .map_err(raw_err("read the boot PCRs"))?;
-            let (pcr_attest, pcr_r, pcr_s) = t
-                .quote(AK_HANDLE, &auth, &q, &BOOT_PCRS)
-                .map_err(raw_err("quote the boot PCRs"))?;
+            let s2 = ak_session(&mut t, &auth)?;
+            let (pcr_attest, pcr_r, pcr_s) =
+                t.quote(AK_HANDLE, s2, &q, &QUOTED_PCRS).map_err(|e| {
+                    end(&mut t, s2);
+                    ak_err("quote the boot PCRs")(e)
+                })?;
             let ak = t
                 .read_public(AK_HANDLE)
                 .map_err(raw_err("read the attestation key"))?;
@@ -448,6 +608,35 @@ fn run(args: &[String]) -> Res<Value> {
                 .collect();
             v["pcrs"] = Value::Object(map);
             Ok(v)
+        }
+        "warren-pcr" => {
+            let v = agent
+                .raw()?
+                .pcr_read(WARREN_PCR)
+                .map_err(raw_err("read PCR 15"))?;
+            Ok(json!({ "value": hex::encode(v) }))
+        }
+        "measure-self" => {
+            // Warren measures itself: only into a PCR nothing was extended into since the TPM
+            // was reset, checked in the same connection as the extensions.
+            let mut t = agent.raw()?;
+            let v = t.pcr_read(WARREN_PCR).map_err(raw_err("read PCR 15"))?;
+            if v.iter().any(|b| *b != 0) {
+                return Err(format!(
+                    "PCR {WARREN_PCR} already holds {}: something was extended into it since \
+                     the TPM was reset, so Warren cannot measure itself from a known value",
+                    hex::encode(v)
+                ));
+            }
+            for i in 1..rest.len() {
+                let d: [u8; 32] = hex_arg(&rest, i)?
+                    .try_into()
+                    .map_err(|_| "a digest is 32 bytes")?;
+                t.pcr_extend(WARREN_PCR, &d)
+                    .map_err(raw_err("extend PCR 15"))?;
+            }
+            let v = t.pcr_read(WARREN_PCR).map_err(raw_err("read PCR 15"))?;
+            Ok(json!({ "value": hex::encode(v) }))
         }
         "ek" => agent.ek(),
         "activate" => agent.activate(&hex_arg(&rest, 1)?, &hex_arg(&rest, 2)?),

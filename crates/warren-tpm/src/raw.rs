@@ -1,7 +1,8 @@
 //! TPM 2.0 commands that tss-esapi 7 does not wrap (`TPM2_NV_Extend`, `TPM2_NV_Certify`) and a
 //! few small ones, marshalled by hand and sent on a connection of their own: the TCP port of
 //! swtpm, or the kernel's resource manager `/dev/tpmrm0`. Authorisation is by password sessions
-//! (`TPM_RS_PW`) only. Byte layouts are TPM 2.0 Library Part 3; integers are big-endian.
+//! (`TPM_RS_PW`) and policy sessions (unsalted, unbound; `TPM2_PolicyPassword` carries an
+//! authValue in clear, as a password session does). Byte layouts are TPM 2.0 Library Part 3; integers are big-endian.
 
 use std::io::{self, Read, Write};
 
@@ -46,6 +47,9 @@ pub enum Session<'a> {
     Password(&'a [u8]),
     /// A policy session (already satisfied), used once.
     Policy(u32),
+    /// A policy session that asserted `TPM2_PolicyPassword`: the authValue travels in the
+    /// HMAC field, as with a password session. Used once.
+    PolicyPassword(u32, &'a [u8]),
 }
 
 /// What `TPM2_NV_Certify` returns: the `TPMS_ATTEST` bytes and the ECDSA `r` and `s`.
@@ -148,6 +152,14 @@ impl Transport {
                         auth.push(0); // continueSession clear: the session ends here
                         auth.extend_from_slice(&0u16.to_be_bytes());
                     }
+                    Session::PolicyPassword(handle, pw) => {
+                        auth.extend_from_slice(&handle.to_be_bytes());
+                        auth.extend_from_slice(&16u16.to_be_bytes());
+                        auth.extend_from_slice(&nonce16());
+                        auth.push(0);
+                        auth.extend_from_slice(&(pw.len() as u16).to_be_bytes());
+                        auth.extend_from_slice(pw);
+                    }
                 }
             }
             body.extend_from_slice(&(auth.len() as u32).to_be_bytes());
@@ -232,20 +244,41 @@ impl Transport {
         u32_at(&r, 0)
     }
 
-    /// `TPM2_PolicySecret` with the object `auth_object` (its authValue `auth`) into `session`.
+    /// `TPM2_PolicySecret` with the object `auth_object` (authorised by `auth`) into `session`.
     pub fn policy_secret(
         &mut self,
         auth_object: u32,
-        auth: &[u8],
+        auth: Session<'_>,
         session: u32,
     ) -> Result<(), RawError> {
         // nonceTPM, cpHashA, policyRef: empty; expiration: 0.
         let p = [0u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        self.command(0x151, &[auth_object, session], &[auth], &p)
+            .map(|_| ())
+    }
+
+    /// `TPM2_PolicyPCR` of the SHA-256 PCRs in `pcrs` with an empty pcrDigest: the TPM
+    /// extends the session's digest with the digest of their **current** values, so the
+    /// session satisfies an authPolicy only while they hold the values it was computed from.
+    pub fn policy_pcr(&mut self, session: u32, pcrs: &[u32]) -> Result<(), RawError> {
+        let mut p = 0u16.to_be_bytes().to_vec();
+        p.extend_from_slice(&selection(pcrs));
+        self.command(0x17f, &[session], &[], &p).map(|_| ())
+    }
+
+    /// `TPM2_PolicyPassword`: the object's authValue must come with the command, in clear.
+    pub fn policy_password(&mut self, session: u32) -> Result<(), RawError> {
+        self.command(0x18c, &[session], &[], &[]).map(|_| ())
+    }
+
+    /// `TPM2_EvictControl` of the persistent object `handle` (owner authorisation
+    /// `owner_auth`): removes it from NV.
+    pub fn evict(&mut self, handle: u32, owner_auth: &[u8]) -> Result<(), RawError> {
         self.command(
-            0x151,
-            &[auth_object, session],
-            &[Session::Password(auth)],
-            &p,
+            0x120,
+            &[RH_OWNER, handle],
+            &[Session::Password(owner_auth)],
+            &handle.to_be_bytes(),
         )
         .map(|_| ())
     }
@@ -270,7 +303,7 @@ impl Transport {
     pub fn nv_certify(
         &mut self,
         signer: u32,
-        signer_auth: &[u8],
+        signer_auth: Session<'_>,
         index: u32,
         qualifying: &[u8],
         size: u16,
@@ -283,7 +316,7 @@ impl Transport {
         let r = self.command(
             0x184,
             &[signer, index, index],
-            &[Session::Password(signer_auth), Session::Password(b"")],
+            &[signer_auth, Session::Password(b"")],
             &p,
         )?;
         let (attest, at) = tpm2b(&r, 0)?;
@@ -302,7 +335,7 @@ impl Transport {
     pub fn quote(
         &mut self,
         signer: u32,
-        signer_auth: &[u8],
+        signer_auth: Session<'_>,
         qualifying: &[u8],
         pcrs: &[u32],
     ) -> Result<Certified, RawError> {
@@ -310,7 +343,7 @@ impl Transport {
         p.extend_from_slice(qualifying);
         p.extend_from_slice(&0x0010u16.to_be_bytes()); // inScheme: TPM_ALG_NULL
         p.extend_from_slice(&selection(pcrs));
-        let r = self.command(0x158, &[signer], &[Session::Password(signer_auth)], &p)?;
+        let r = self.command(0x158, &[signer], &[signer_auth], &p)?;
         let (attest, at) = tpm2b(&r, 0)?;
         let sig_alg = u16_at(&r, at)?;
         if sig_alg != 0x0018 {
@@ -406,7 +439,7 @@ impl Transport {
 }
 
 /// A `TPML_PCR_SELECTION` of SHA-256 PCRs.
-fn selection(pcrs: &[u32]) -> Vec<u8> {
+pub fn selection(pcrs: &[u32]) -> Vec<u8> {
     let mut bits = [0u8; 3];
     for p in pcrs {
         bits[(*p / 8) as usize] |= 1 << (p % 8);

@@ -249,6 +249,15 @@ pub struct AttestInitArgs {
     /// none, and tests).
     #[arg(long, value_name = "PATH")]
     pub boot_log: Option<PathBuf>,
+    /// The IMA measurement list TPM quotes carry, binary or ASCII `ima-ng` (default:
+    /// /sys/kernel/security/ima/binary_runtime_measurements, left out when it does not exist).
+    #[arg(long, value_name = "PATH")]
+    pub ima_log: Option<PathBuf>,
+    /// tpm: remove the attestation key and the anchor and create new ones, bound to the PCRs
+    /// as they are now (after a legitimate kernel, firmware or Warren update; the new key must
+    /// be enrolled again, and the event log starts over).
+    #[arg(long)]
+    pub reprovision: bool,
 }
 
 /// `warren attest quote`.

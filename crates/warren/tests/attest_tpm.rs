@@ -772,6 +772,31 @@ fn boot_chain_in_every_quote() {
         .unwrap());
     host.launch("/bin/true");
     let q = host.quote("bb01", &[]);
+    // After a reboot into something else, the key is re-provisioned (bound to that boot) and
+    // enrolled again, as an administrator would after an update; the policy then decides.
+    let reprovision = |tpm: &Swtpm| {
+        ok(host
+            .w()
+            .args([
+                "attest",
+                "init",
+                "--root",
+                "tpm",
+                "--tpm",
+                &tpm.spec(),
+                "--reprovision",
+            ])
+            .arg("--boot-log")
+            .arg(&log_path)
+            .output()
+            .unwrap());
+        ok(host
+            .w()
+            .args(["ca", "enroll", "--dir"])
+            .arg(&ca)
+            .output()
+            .unwrap());
+    };
     assert!(q["boot"]["attest"].is_string(), "{q}");
 
     // The policy learnt from this known-good host accepts it (positive control) ...
@@ -801,7 +826,9 @@ fn boot_chain_in_every_quote() {
         .arg(&log_path)
         .output()
         .unwrap());
-    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    let (boot_part, warren_part) = text.split_once("[warren]\n").unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), boot_part);
+    assert!(warren_part.contains("binary = ["), "{text}");
 
     // A verifier that pins another kernel refuses this one.
     let other_kernel = text.replace(
@@ -879,6 +906,17 @@ fn boot_chain_in_every_quote() {
         host.agent(&tpm, &scratch, &["diag-pcr-extend", "8", &"44".repeat(32)])
             .0
     );
+    // The attestation key, bound to the PCRs it was provisioned with, no longer signs ...
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "bb03"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+    // ... and a key re-provisioned in this state signs a quote the replay refuses.
+    reprovision(&tpm);
+    host.launch("/bin/true");
     let q = host.quote("bb03", &[]);
     assert_eq!(
         host.verify(&q, "bb03", &tpm_ca, &pol),
@@ -913,7 +951,7 @@ fn boot_chain_in_every_quote() {
         tpm = tpm.reboot();
         let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
         boot(&host, &tpm, &log_path, b);
-        init(&tpm);
+        reprovision(&tpm);
         host.launch("/bin/true");
         let nonce = format!("bc{i:02}");
         let q = host.quote(&nonce, &[]);
@@ -1074,4 +1112,603 @@ fn enrollment_across_machines_and_revocation() {
     for p in [&host.state, &ca, &docs] {
         let _ = std::fs::remove_dir_all(p);
     }
+}
+
+/// The forged-record attack of a root on the host: read `attest/ak.auth`, append a launch
+/// record of its choosing to the event log, and extend the anchor with its digest through the
+/// agent, as tpm2-tools would. Returns whether the TPM accepted the extension, with the
+/// agent's answer.
+fn forge_record(host: &Host, tpm: &Swtpm, command: &str) -> (bool, Value) {
+    use warren_attest::evidence::record::{Record, content_digest};
+    let dir = host.state.join("attest");
+    let auth = std::fs::read_to_string(dir.join("ak.auth")).unwrap();
+    let log = dir.join("events.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let last: Record = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let mut forged = last.clone();
+    forged.recnum += 1;
+    forged.content.command = vec![command.to_owned()];
+    let digest = content_digest(&forged.content);
+    forged.digests[0].digest = hex::encode(digest);
+    let (done, v) = host.agent(
+        tpm,
+        &dir,
+        &["diag-extend-with", auth.trim(), &hex::encode(digest)],
+    );
+    if done {
+        let mut line = serde_json::to_string(&forged).unwrap();
+        line.push('\n');
+        std::fs::write(&log, text + &line).unwrap();
+        let _ = std::fs::remove_file(dir.join("events.count"));
+    }
+    (done, v)
+}
+
+/// Enrolls the host's current attestation key with the CA in `ca` (both sides on one machine).
+fn enroll(host: &Host, ca: &Path) {
+    ok(host
+        .w()
+        .args(["ca", "enroll", "--dir"])
+        .arg(ca)
+        .output()
+        .unwrap());
+}
+
+/// The attestation key and the anchor work only in the PCR state the key was provisioned in:
+/// root on a host that booted something else can neither quote nor extend the anchor, even
+/// with `ak.auth` in hand; with the binding off (a key made the old way) the same attack
+/// works and the verifier refuses the key (`ak-unbound`).
+#[test]
+fn the_attestation_key_works_only_in_the_measured_state() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("bound");
+    let host = Host::new("bound", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    let init = |tpm: &Swtpm, extra: &[&str]| {
+        host.w()
+            .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+            .arg("--boot-log")
+            .arg(&log_path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+
+    // The known-good boot; the key is provisioned and enrolled in it.
+    boot(&host, &tpm, &log_path, &good_boot());
+    ok(init(&tpm, &[]));
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("dd01", &[]);
+    let qfile = host.state.join("good.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let policy = host.state.join("policy.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&policy)
+        .output()
+        .unwrap());
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "dd01", &tpm_ca, &pol), accepted());
+    // The key has no password path and a PolicyPCR policy over the quoted state.
+    let ak = hex::decode(q["ak_public"].as_str().unwrap()).unwrap();
+    let key = warren_attest::tpm_wire::parse_ak_public(&ak).unwrap();
+    assert_eq!(key.attributes & warren_attest::tpm_wire::USER_WITH_AUTH, 0);
+    assert_eq!(key.auth_policy.len(), 32);
+
+    // Root on the measured host itself can still forge a record with ak.auth: the PCRs are
+    // the measured ones (what remains, docs/attestation.md). This is also the probe's
+    // positive control: the attack below is the same, only the boot differs.
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-on-the-measured-host");
+    assert!(done, "{v}");
+    let q = host.quote("dd02", &[]);
+    assert_eq!(host.verify(&q, "dd02", &tpm_ca, &pol), accepted());
+    assert_eq!(
+        q["event_log"].as_array().unwrap().last().unwrap()["content"]["command"][0],
+        "/bin/forged-on-the-measured-host"
+    );
+
+    // The host reboots into another kernel. The key is still in the TPM, ak.auth still on
+    // disk, and neither helps: no launch (its measurement cannot extend the anchor), no
+    // quote, and no forged record.
+    tpm = tpm.reboot();
+    let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
+    let evil = Boot {
+        kernel: b"vmlinuz-evil",
+        ..good_boot()
+    };
+    boot(&host, &tpm, &log_path, &evil);
+    ok(init(&tpm, &[]));
+    let o = host
+        .w()
+        .args(["run", "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("pcr-state"), "{err}");
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "dd03"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+    // The forger needs a log line to copy: the good quote's first record.
+    let first = serde_json::to_string(&q["event_log"][0]).unwrap() + "\n";
+    std::fs::write(host.state.join("attest/events.jsonl"), &first).unwrap();
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-after-another-boot");
+    assert!(!done, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("pcr-state"), "{v}");
+
+    // Positive control: the same host with the binding off (a key made with the standard
+    // template, userWithAuth, no policy), enrolled: the same attack now works, and only the
+    // verifier's binding check stands in the way.
+    let scratch = host.state.with_extension("attacker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let (made, v) = host.agent(
+        &tpm,
+        &host.state.join("attest"),
+        &["diag-provision-unbound"],
+    );
+    assert!(made, "{v}");
+    std::fs::remove_file(host.state.join("attest/events.jsonl")).unwrap();
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let (done, v) = forge_record(&host, &tpm, "/bin/forged-with-an-unbound-key");
+    assert!(done, "{v}");
+    let q = host.quote("dd04", &[]);
+    assert_eq!(
+        q["event_log"].as_array().unwrap().last().unwrap()["content"]["command"][0],
+        "/bin/forged-with-an-unbound-key"
+    );
+    assert_eq!(host.verify(&q, "dd04", &tpm_ca, &[]), refused("ak-unbound"));
+
+    // The re-enrolment path of a legitimate update: re-provision (a new key bound to this
+    // boot), enroll it; the host quotes again, and the verifier's boot policy decides (here:
+    // this kernel is not the one it allows).
+    ok(init(&tpm, &["--reprovision"]));
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("dd05", &[]);
+    assert_eq!(host.verify(&q, "dd05", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        host.verify(&q, "dd05", &tpm_ca, &pol),
+        refused("boot-digest")
+    );
+    assert!(
+        host.state
+            .join("attest/events.jsonl.before-reprovision")
+            .exists()
+    );
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
+}
+
+fn sha256_file(p: &Path) -> String {
+    hex::encode(sha2_256(&std::fs::read(p).unwrap()))
+}
+
+/// Warren measures itself into PCR 15 (its binary, its agent, its configuration) and every
+/// quote shows it: verifiers replay the records, a `[warren]` policy pins the binary, and a
+/// modified Warren neither uses the key provisioned for the real one nor passes the policy
+/// once given a key of its own.
+#[test]
+fn warren_measures_itself_into_pcr_15() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("self");
+    let host = Host::new("self", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    boot(&host, &tpm, &log_path, &good_boot());
+    let scratch = host.state.with_extension("attacker");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let pcr15 =
+        |tpm: &Swtpm| host.agent(tpm, &scratch, &["diag-pcr-read", "15"]).1["value"].clone();
+    assert_eq!(pcr15(&tpm), "00".repeat(32));
+
+    // `attest init` is the first use of the TPM root: Warren measures itself, then the key
+    // is made, bound to PCR 15 as measured.
+    let genuine = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
+    let init = |bin: &Path, tpm: &Swtpm, extra: &[&str]| {
+        let mut c = Command::new(bin);
+        c.arg("--state-dir")
+            .arg(&host.state)
+            .env_remove("WARREN_ATTEST_ROOT")
+            .env_remove("WARREN_TPM")
+            .env("WARREN_TPM_AGENT", &agent)
+            .args([
+                "attest",
+                "init",
+                "--root",
+                "tpm",
+                "--tpm",
+                &tpm.spec(),
+                "--boot-log",
+            ])
+            .arg(&log_path)
+            .args(extra);
+        ok(c.output().unwrap());
+    };
+    init(&genuine, &tpm, &[]);
+    let records: Vec<Value> = std::fs::read_to_string(host.state.join("attest/self.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = records
+        .iter()
+        .map(|r| r["content"]["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["binary", "agent", "config"]);
+    assert_eq!(records[0]["digests"][0]["digest"], sha256_file(&genuine));
+    assert_eq!(records[1]["digests"][0]["digest"], sha256_file(&agent));
+    // The PCR is the replay of exactly those digests (the TPM's extend, by hand).
+    let mut expect = [0u8; 32];
+    for r in &records {
+        let d = hex::decode(r["digests"][0]["digest"].as_str().unwrap()).unwrap();
+        expect = sha2_256(&[expect.as_slice(), &d].concat());
+    }
+    let measured = pcr15(&tpm);
+    assert_eq!(measured, hex::encode(expect));
+    // A second Warren process (a daemon start, a launch) does not measure again.
+    init(&genuine, &tpm, &[]);
+    assert_eq!(pcr15(&tpm), measured);
+
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("ee01", &[]);
+    assert_eq!(q["boot"]["pcrs"]["15"], measured);
+    assert_eq!(q["boot"]["warren_log"].as_array().unwrap().len(), 3);
+    let qfile = host.state.join("good.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let policy = host.state.join("policy.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&policy)
+        .output()
+        .unwrap());
+    let text = std::fs::read_to_string(&policy).unwrap();
+    assert!(
+        text.contains(&format!("binary = [\"{}\"]", sha256_file(&genuine))),
+        "{text}"
+    );
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "ee01", &tpm_ca, &pol), accepted());
+    // A policy that pins another Warren refuses this one.
+    let other = host.state.join("other.toml");
+    std::fs::write(
+        &other,
+        text.replace(&sha256_file(&genuine), &"ab".repeat(32)),
+    )
+    .unwrap();
+    assert_eq!(
+        host.verify(&q, "ee01", &tpm_ca, &["--policy", other.to_str().unwrap()]),
+        refused("warren-digest")
+    );
+    // Records removed, altered or with another configuration do not explain PCR 15.
+    let mut t = q.clone();
+    t["boot"]["warren_log"].as_array_mut().unwrap().remove(1);
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+    let mut t = q.clone();
+    t["boot"]["warren_log"][0]["digests"][0]["digest"] = "cd".repeat(32).into();
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+    let mut t = q.clone();
+    t["boot"]["warren_log"][2]["content"]["config"] = "{\"root\":\"software\"}".into();
+    assert_eq!(host.verify(&t, "ee01", &tpm_ca, &[]), refused("self-log"));
+    let mut t = q.clone();
+    t["boot"].as_object_mut().unwrap().remove("warren_log");
+    assert_eq!(
+        host.verify(&t, "ee01", &tpm_ca, &[]),
+        refused("self-replay")
+    );
+
+    // Anything extended into PCR 15 after Warren (root with tpm2_pcrextend) leaves the key
+    // unusable until the next reboot: refused, never a quote that hides it.
+    assert!(
+        host.agent(&tpm, &scratch, &["diag-pcr-extend", "15", &"55".repeat(32)])
+            .0
+    );
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "ee02"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("pcr-state"), "{err}");
+
+    // A modified Warren binary, started first after a reboot: it measures itself, so PCR 15
+    // is not the state the key is bound to, and neither it nor the genuine Warren (started
+    // after it) can use the key.
+    tpm = tpm.reboot();
+    boot(&host, &tpm, &log_path, &good_boot());
+    let modified = host.state.with_extension("warren-modified");
+    let mut bytes = std::fs::read(&genuine).unwrap();
+    bytes.extend_from_slice(b"\0modified");
+    std::fs::write(&modified, &bytes).unwrap();
+    std::fs::set_permissions(
+        &modified,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    init(&modified, &tpm, &[]);
+    assert_ne!(pcr15(&tpm), measured);
+    let o = host
+        .w()
+        .args(["run", "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("pcr-state"), "{err}");
+    // Given a key of its own (re-provisioned, enrolled), its quotes show it: the policy that
+    // pins the genuine binary refuses them.
+    init(&modified, &tpm, &["--reprovision"]);
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    let q = host.quote("ee03", &[]);
+    assert_eq!(
+        host.verify(&q, "ee03", &tpm_ca, &pol),
+        refused("warren-digest")
+    );
+    assert_eq!(host.verify(&q, "ee03", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        q["boot"]["warren_log"][0]["digests"][0]["digest"],
+        hex::encode(sha2_256(&bytes))
+    );
+
+    // `warren daemon` measures Warren at kernel start: after a reboot, the genuine kernel
+    // starting first puts the genuine measurement back into PCR 15 before it says it is ready.
+    tpm = tpm.reboot();
+    boot(&host, &tpm, &log_path, &good_boot());
+    assert_eq!(pcr15(&tpm), "00".repeat(32));
+    let mut daemon = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(&genuine)
+        .arg("--state-dir")
+        .arg(&host.state)
+        .args(["daemon", "--attest-root", "tpm", "--tpm", &tpm.spec()])
+        .env_remove("WARREN_ATTEST_ROOT")
+        .env_remove("WARREN_TPM")
+        .env("WARREN_TPM_AGENT", &agent)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(daemon.stderr.take().unwrap()).lines();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("kernel ready") => break,
+                Some(Ok(_)) => continue,
+                _ => panic!("the kernel did not come up"),
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+    }
+    assert_eq!(pcr15(&tpm), measured);
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = daemon.wait();
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path, &modified] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
+}
+
+/// One `ima-ng` entry of the binary measurement list, built from the kernel's documented
+/// layout (Documentation/security/IMA-templates.rst): u32 PCR, SHA-1 template digest, u32
+/// len, "ima-ng", u32 len, template data = (u32 len, "sha256:\0" digest) (u32 len, path NUL).
+/// Returns the entry and what it extends PCR 10's SHA-256 bank with.
+fn ima_entry(digest: &str, path: &str) -> (Vec<u8>, [u8; 32]) {
+    let d = hex::decode(digest).unwrap();
+    let mut data = Vec::new();
+    data.extend_from_slice(&(8 + d.len() as u32).to_le_bytes());
+    data.extend_from_slice(b"sha256:\0");
+    data.extend_from_slice(&d);
+    data.extend_from_slice(&(path.len() as u32 + 1).to_le_bytes());
+    data.extend_from_slice(path.as_bytes());
+    data.push(0);
+    let sha1 = Command::new("sha1sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write as _;
+            c.stdin.take().unwrap().write_all(&data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let sha1 = hex::decode(&String::from_utf8_lossy(&sha1.stdout)[..40]).unwrap();
+    let mut e = 10u32.to_le_bytes().to_vec();
+    e.extend_from_slice(&sha1);
+    e.extend_from_slice(&6u32.to_le_bytes());
+    e.extend_from_slice(b"ima-ng");
+    e.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    e.extend_from_slice(&data);
+    (e, sha2_256(&data))
+}
+
+/// IMA (PCR 10): the measurement list travels in every quote, is replayed against the quoted
+/// PCR 10, and an `[ima]` policy can require that the Warren binary of PCR 15 was measured by
+/// IMA too.
+#[test]
+fn ima_list_replayed_against_pcr_10() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("ima");
+    let host = Host::new("ima", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    let log_path = host.state.with_extension("bios_measurements");
+    let ima_path = host.state.with_extension("ima");
+    let scratch = host.state.with_extension("kernel");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let genuine = PathBuf::from(env!("CARGO_BIN_EXE_warren"));
+    let warren_digest = sha256_file(&genuine);
+    // The kernel's IMA: appends an entry and extends PCR 10 with it.
+    let measure = |tpm: &Swtpm, list: &mut Vec<u8>, digest: &str, path: &str| {
+        let (e, ext) = ima_entry(digest, path);
+        list.extend_from_slice(&e);
+        std::fs::write(&ima_path, &*list).unwrap();
+        assert!(
+            host.agent(tpm, &scratch, &["diag-pcr-extend", "10", &hex::encode(ext)])
+                .0
+        );
+    };
+    let boot_with = |tpm: &Swtpm, files: &[(&str, &str)]| {
+        boot(&host, tpm, &log_path, &good_boot());
+        let mut list = Vec::new();
+        for (d, p) in files {
+            measure(tpm, &mut list, d, p);
+        }
+        list
+    };
+    let mut list = boot_with(
+        &tpm,
+        &[
+            (&"0a".repeat(32), "boot_aggregate"),
+            (&warren_digest, "/usr/local/bin/warren"),
+        ],
+    );
+    let init = |tpm: &Swtpm| {
+        let mut init = host.w();
+        init.args([
+            "attest",
+            "init",
+            "--root",
+            "tpm",
+            "--tpm",
+            &tpm.spec(),
+            "--boot-log",
+        ])
+        .arg(&log_path)
+        .arg("--ima-log")
+        .arg(&ima_path);
+        ok(init.output().unwrap());
+    };
+    init(&tpm);
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    host.launch("/bin/true");
+    // IMA goes on measuring after the quote: the verifier replays the prefix.
+    let q = host.quote("ff01", &[]);
+    measure(&tpm, &mut list, &"0b".repeat(32), "/usr/bin/later");
+    assert!(q["boot"]["pcrs"]["10"].is_string(), "{q}");
+    let policy = host.state.join("ima.toml");
+    std::fs::write(&policy, "[ima]\nwarren_binary = true\n").unwrap();
+    let pol = ["--policy", policy.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "ff01", &tpm_ca, &pol), accepted());
+    // A list with an entry removed does not replay to PCR 10.
+    let (first, _) = ima_entry(&"0a".repeat(32), "boot_aggregate");
+    let mut t = q.clone();
+    t["boot"]["ima_log"] = hex::encode(&first).into();
+    let mut t2 = t.clone();
+    t2["boot"]["ima_log"] = hex::encode(&list[first.len()..]).into();
+    assert_eq!(
+        host.verify(&t2, "ff01", &tpm_ca, &[]),
+        refused("ima-replay")
+    );
+    // A file digest altered in the list changes its template hash: refused.
+    let mut bytes = hex::decode(q["boot"]["ima_log"].as_str().unwrap()).unwrap();
+    let n = bytes.len();
+    bytes[n - 30] ^= 1;
+    t["boot"]["ima_log"] = hex::encode(&bytes).into();
+    let (acc, reason) = host.verify(&t, "ff01", &tpm_ca, &[]);
+    assert!(
+        !acc && (reason == "ima-log" || reason == "ima-replay"),
+        "{reason}"
+    );
+    // Required digests.
+    std::fs::write(
+        &policy,
+        format!("[ima]\nrequired = [\"{}\"]\n", "0c".repeat(32)),
+    )
+    .unwrap();
+    assert_eq!(
+        host.verify(&q, "ff01", &tpm_ca, &pol),
+        refused("ima-policy")
+    );
+
+    // After a reboot, a host whose IMA did not see the Warren binary: the list replays (the
+    // key is not bound to PCR 10, so it still signs), but the rule refuses it.
+    tpm = tpm.reboot();
+    let _ = std::fs::remove_file(host.state.join("attest/events.jsonl"));
+    boot_with(
+        &tpm,
+        &[
+            (&"0a".repeat(32), "boot_aggregate"),
+            (&"0d".repeat(32), "/bin/sh"),
+        ],
+    );
+    init(&tpm);
+    host.launch("/bin/true");
+    let q = host.quote("ff02", &[]);
+    std::fs::write(&policy, "[ima]\nwarren_binary = true\n").unwrap();
+    assert_eq!(host.verify(&q, "ff02", &tpm_ca, &[]), accepted());
+    assert_eq!(
+        host.verify(&q, "ff02", &tpm_ca, &pol),
+        refused("ima-policy")
+    );
+
+    drop(tpm);
+    for d in [&host.state, &ca, &scratch, &log_path, &ima_path] {
+        let _ = std::fs::remove_dir_all(d);
+        let _ = std::fs::remove_file(d);
+    }
+    let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
 }

@@ -4,13 +4,15 @@
 //! it; nothing here uses [`crate::io`].
 //!
 //! Module order, each using only those above it: [`bootlog`], [`kind`], [`launch`], [`record`],
-//! [`quote`], [`tpm_wire`], [`verify`]; [`credential`] (uses [`tpm_wire`]).
+//! [`tpm_wire`], [`selfpcr`], [`quote`], [`verify`]; [`credential`] (uses [`tpm_wire`]).
 
 pub mod bootlog;
 pub mod credential;
+pub mod ima;
 pub mod kind;
 pub mod launch;
 pub mod quote;
 pub mod record;
+pub mod selfpcr;
 pub mod tpm_wire;
 pub mod verify;

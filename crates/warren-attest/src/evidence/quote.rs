@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::evidence::kind::RootKind;
 use crate::evidence::record::Record;
+use crate::evidence::selfpcr::SelfRecord;
 
 /// The format tag of a quote file.
 pub const FORMAT: &str = "warren-quote/1";
@@ -71,6 +72,14 @@ pub struct BootEvidence {
     /// The UEFI event log (`binary_bios_measurements`, crypto-agile), hex; absent when the
     /// host has none.
     pub event_log: Option<String>,
+    /// The records of Warren's own PCR 15 (`evidence::selfpcr`); absent when Warren did not
+    /// measure itself (then PCR 15 must be zero).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warren_log: Vec<SelfRecord>,
+    /// The IMA measurement list (`evidence::ima`, binary or ASCII form), hex, read after the
+    /// quote; absent when the host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<String>,
 }
 
 /// What a subject quote is about.

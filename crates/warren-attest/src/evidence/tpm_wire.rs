@@ -16,6 +16,55 @@ pub const ST_ATTEST_NV: u16 = 0x8014;
 pub const AK_REQUIRED: u32 = (1 << 1) | (1 << 4) | (1 << 5) | (1 << 16) | (1 << 18);
 /// ... and must not have: `decrypt`.
 pub const AK_FORBIDDEN: u32 = 1 << 17;
+/// `userWithAuth`: a bound attestation key must not have it, or its bare authValue (a password
+/// session) would authorise it and the PCR policy would be bypassed.
+pub const USER_WITH_AUTH: u32 = 1 << 6;
+
+/// Warren's own PCR: Warren extends its binary's and its configuration's digests into it at
+/// kernel start (docs/attestation.md, "Warren's PCR").
+pub const WARREN_PCR: u32 = 15;
+/// The SHA-256 PCRs the attestation key is bound to, in ascending order: the boot PCRs
+/// ([`crate::evidence::bootlog::BOOT_PCRS`]) and [`WARREN_PCR`]. A quote covers all of them.
+pub const BOUND_PCRS: [u32; 12] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 14, 15];
+
+/// `TPM_CC_PolicyPCR`.
+const CC_POLICY_PCR: u32 = 0x17f;
+/// `TPM_CC_PolicyAuthValue` (also what `TPM2_PolicyPassword` extends the digest with).
+const CC_POLICY_AUTH_VALUE: u32 = 0x16b;
+
+/// A `TPML_PCR_SELECTION` of one SHA-256 bank with three select bytes.
+pub fn pcr_selection(pcrs: &[u32]) -> Vec<u8> {
+    let mut bits = [0u8; 3];
+    for p in pcrs {
+        bits[(*p / 8) as usize] |= 1 << (p % 8);
+    }
+    let mut b = 1u32.to_be_bytes().to_vec();
+    b.extend_from_slice(&0x000bu16.to_be_bytes());
+    b.push(3);
+    b.extend_from_slice(&bits);
+    b
+}
+
+/// The authPolicy of an attestation key bound to [`BOUND_PCRS`] holding `values` (in the
+/// order of [`BOUND_PCRS`]): `TPM2_PolicyPCR(selection, SHA-256(values))` then
+/// `TPM2_PolicyAuthValue`.
+pub fn ak_bound_policy<'a>(values: impl IntoIterator<Item = &'a [u8; 32]>) -> [u8; 32] {
+    let mut pcr = Sha256::new();
+    for v in values {
+        pcr.update(v);
+    }
+    let pcr_digest: [u8; 32] = pcr.finalize().into();
+    let mut h = Sha256::new();
+    h.update([0u8; 32]);
+    h.update(CC_POLICY_PCR.to_be_bytes());
+    h.update(pcr_selection(&BOUND_PCRS));
+    h.update(pcr_digest);
+    let d: [u8; 32] = h.finalize().into();
+    let mut h = Sha256::new();
+    h.update(d);
+    h.update(CC_POLICY_AUTH_VALUE.to_be_bytes());
+    h.finalize().into()
+}
 
 /// The anchor's attributes once written: `TPM_NT_EXTEND`, `POLICYWRITE`, `AUTHREAD`,
 /// `NO_DA`, `CLEAR_STCLEAR`, `WRITTEN`, and nothing else (no owner or platform write, no
@@ -70,6 +119,8 @@ impl<'a> Reader<'a> {
 pub struct EccPublic {
     /// `objectAttributes`.
     pub attributes: u32,
+    /// `authPolicy` (empty when the key has none).
+    pub auth_policy: Vec<u8>,
     /// The uncompressed point, `04 || x || y`.
     pub point: Vec<u8>,
 }
@@ -84,7 +135,7 @@ pub fn parse_ak_public(b: &[u8]) -> Result<EccPublic, String> {
         return Err("its name algorithm is not SHA-256".into());
     }
     let attributes = r.u32()?;
-    r.tpm2b()?; // authPolicy
+    let auth_policy = r.tpm2b()?.to_vec();
     let sym = r.u16()?;
     if sym != 0x0010 {
         return Err("a signing key has a symmetric algorithm".into());
@@ -110,7 +161,11 @@ pub fn parse_ak_public(b: &[u8]) -> Result<EccPublic, String> {
     point.extend_from_slice(x);
     point.extend(std::iter::repeat_n(0, 32 - y.len()));
     point.extend_from_slice(y);
-    Ok(EccPublic { attributes, point })
+    Ok(EccPublic {
+        attributes,
+        auth_policy,
+        point,
+    })
 }
 
 /// The Name of an object or NV index with a SHA-256 name algorithm.

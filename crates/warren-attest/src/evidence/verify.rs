@@ -12,15 +12,17 @@ use serde::Deserialize;
 use x509_parser::prelude::*;
 
 use crate::evidence::bootlog::{self, BOOT_PCRS, BootFacts, BootPolicy};
+use crate::evidence::ima::{self, IMA_PCR, ImaFacts, ImaPolicy};
 use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
 use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
 use crate::evidence::record::{
     CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, Record, content_digest, outcomes,
     replay,
 };
+use crate::evidence::selfpcr::{self, WARREN_PCR, WarrenFacts, WarrenPolicy};
 use crate::evidence::tpm_wire::{
-    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, anchor_policy, name, parse_ak_public,
-    parse_nv_attest, parse_nv_public, parse_quote_attest,
+    AK_FORBIDDEN, AK_REQUIRED, ANCHOR_ATTRIBUTES, BOUND_PCRS, USER_WITH_AUTH, ak_bound_policy,
+    anchor_policy, name, parse_ak_public, parse_nv_attest, parse_nv_public, parse_quote_attest,
 };
 
 /// Why a quote was refused.
@@ -51,6 +53,13 @@ pub enum Rejection {
     /// The attestation key's attributes are not those of an attestation key.
     #[error("attestation key attributes: {0}")]
     KeyAttributes(String),
+    /// The attestation key is not bound to the quoted PCR state (no PCR policy, a password
+    /// path around it, or a policy over other values), so root on a host that booted
+    /// something else could have used it.
+    #[error(
+        "attestation key not bound to the measured state: {0} (re-provision with `warren attest init --reprovision` and enroll the new key)"
+    )]
+    AkUnbound(String),
     /// The signature does not verify.
     #[error("bad signature: the signed evidence was altered or not signed by the enrolled key")]
     Signature,
@@ -106,6 +115,28 @@ pub enum Rejection {
     /// or added, or a PCR extended outside the log).
     #[error("boot log replay: {0}")]
     BootReplay(String),
+    /// Warren's PCR 15 is not explained by its records; `code` is `self-log` or
+    /// `self-replay`.
+    #[error("Warren's PCR ({code}): {detail}")]
+    SelfPcr {
+        /// The stable reason.
+        code: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The IMA measurement list does not parse.
+    #[error("{0}")]
+    ImaLog(String),
+    /// No prefix of the IMA measurement list replays to the quoted PCR 10.
+    #[error("IMA replay: {0}")]
+    ImaReplay(String),
+    /// The `[ima]` policy is not met.
+    #[error("ima policy: {0}")]
+    ImaPolicy(String),
+    /// The Warren binary, agent or configuration measured into PCR 15 is not one the
+    /// `[warren]` policy allows.
+    #[error("warren policy: {0}")]
+    WarrenDigest(String),
     /// The verifier's policy has a `[boot]` table and the quote shows no boot state.
     #[error("no boot state: {0}")]
     NoBootState(String),
@@ -130,6 +161,7 @@ impl Rejection {
             Rejection::Chain(_) => "chain",
             Rejection::RootMismatch { .. } => "root-mismatch",
             Rejection::KeyAttributes(_) => "key-attributes",
+            Rejection::AkUnbound(_) => "ak-unbound",
             Rejection::Signature => "signature",
             Rejection::Nonce(_) => "nonce",
             Rejection::Anchor(_) => "anchor",
@@ -145,6 +177,11 @@ impl Rejection {
             Rejection::BootLog(_) => "boot-log",
             Rejection::BootReplay(_) => "boot-replay",
             Rejection::NoBootState(_) => "no-boot-state",
+            Rejection::SelfPcr { code, .. } => code,
+            Rejection::WarrenDigest(_) => "warren-digest",
+            Rejection::ImaLog(_) => "ima-log",
+            Rejection::ImaReplay(_) => "ima-replay",
+            Rejection::ImaPolicy(_) => "ima-policy",
             Rejection::BootPolicy { code, .. } => code,
         }
     }
@@ -163,6 +200,14 @@ pub struct Policy {
     /// The measured-boot policy; when present, a quote must carry the host's boot state.
     #[serde(default)]
     pub boot: Option<BootPolicy>,
+    /// What Warren must have measured into its PCR 15; when present, a quote must carry the
+    /// host's boot state (PCR 15 is quoted with it).
+    #[serde(default)]
+    pub warren: Option<WarrenPolicy>,
+    /// What the IMA measurement list (PCR 10) must show; when present, a quote must carry the
+    /// host's boot state and an IMA list.
+    #[serde(default)]
+    pub ima: Option<ImaPolicy>,
 }
 
 /// The golden values of one environment; an absent field is not checked.
@@ -218,6 +263,10 @@ pub struct Verified {
     pub subject: Option<(String, Vec<u8>)>,
     /// What the verified boot log says, when the quote carries the boot state.
     pub boot: Option<BootFacts>,
+    /// What Warren measured into PCR 15, when the quote carries the boot state.
+    pub warren: Option<WarrenFacts>,
+    /// What the IMA list says up to the quoted PCR 10, when the quote carries one.
+    pub ima: Option<ImaFacts>,
     /// What became of each launch: `ran` or `refused`.
     pub outcomes: Vec<Outcome>,
     /// For a subject quote: the subject's launch record, then (for a spawned environment) its
@@ -466,6 +515,13 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         }
         Some(b) => Some(check_boot(b, &ak_key, &signed_qualifying)?),
     };
+    if quote.root == RootKind::Tpm {
+        check_ak_binding(quote, boot.as_ref().map(|(_, _, _, v)| v))?;
+    }
+    let (boot, warren, ima_facts) = match boot {
+        Some((facts, warren, ima, _)) => (Some(facts), Some(warren), ima),
+        None => (None, None, None),
+    };
 
     // The log: numbering, record digests, and the replay against the signed register.
     check_log(&quote.event_log, &register)?;
@@ -485,6 +541,27 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             detail: f.detail,
         })?;
     }
+    if let Some(wp) = opts.policy.and_then(|p| p.warren.as_ref()) {
+        let facts = warren.as_ref().ok_or_else(|| {
+            Rejection::NoBootState(
+                "the quote carries no PCR quote, so nothing shows what Warren measured".into(),
+            )
+        })?;
+        wp.check(facts).map_err(Rejection::WarrenDigest)?;
+    }
+    if let Some(ip) = opts.policy.and_then(|p| p.ima.as_ref()) {
+        let facts = ima_facts.as_ref().ok_or_else(|| match &quote.boot {
+            None => Rejection::NoBootState(
+                "the quote carries no PCR quote, so nothing shows what IMA measured".into(),
+            ),
+            Some(_) => Rejection::ImaPolicy("the quote carries no IMA measurement list".into()),
+        })?;
+        let binaries = warren
+            .as_ref()
+            .map(|w| w.binary.clone())
+            .unwrap_or_default();
+        ip.check(facts, &binaries).map_err(Rejection::ImaPolicy)?;
+    }
 
     if let Some(policy) = opts.policy {
         check_golden(
@@ -503,6 +580,8 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
             .zip(subject)
             .map(|(s, (_, _, data))| (s.env.clone(), data)),
         boot,
+        warren,
+        ima: ima_facts,
         outcomes: outcomes(&quote.event_log),
         lineage: quote
             .subject
@@ -775,6 +854,49 @@ fn check_tpm_evidence(
     Ok((extra, register))
 }
 
+/// Checks that the attestation key can only be used in the state the quote shows: it has no
+/// `userWithAuth` (no password path) and its authPolicy is `PolicyPCR` over [`BOUND_PCRS`]
+/// with exactly the quoted values, then `PolicyAuthValue`.
+fn check_ak_binding(
+    quote: &Quote,
+    pcrs: Option<&BTreeMap<u32, [u8; 32]>>,
+) -> Result<(), Rejection> {
+    let ak_public = tpm_hexfield("ak_public", quote.ak_public.as_deref())?;
+    let key = parse_ak_public(&ak_public).map_err(Rejection::KeyAttributes)?;
+    if key.attributes & USER_WITH_AUTH != 0 {
+        return Err(Rejection::AkUnbound(
+            "the key has userWithAuth: its authValue alone authorises it, whatever the PCRs".into(),
+        ));
+    }
+    let pcrs = pcrs.ok_or_else(|| {
+        Rejection::AkUnbound(
+            "the quote carries no PCR quote, so nothing shows the state the key is bound to".into(),
+        )
+    })?;
+    let mut values = Vec::with_capacity(BOUND_PCRS.len());
+    for p in BOUND_PCRS {
+        values.push(pcrs.get(&p).ok_or_else(|| {
+            Rejection::AkUnbound(format!("the PCR quote does not cover PCR {p}"))
+        })?);
+    }
+    if key.auth_policy != ak_bound_policy(values) {
+        return Err(Rejection::AkUnbound(format!(
+            "its authPolicy {} is not PolicyPCR(0-9, 14, 15 as quoted) + PolicyAuthValue",
+            hex::encode(&key.auth_policy)
+        )));
+    }
+    Ok(())
+}
+
+/// What the boot part of a quote says: the UEFI log's facts, Warren's PCR's, and the quoted
+/// PCR values.
+type CheckedBoot = (
+    BootFacts,
+    WarrenFacts,
+    Option<ImaFacts>,
+    BTreeMap<u32, [u8; 32]>,
+);
+
 /// Checks the boot part of a TPM quote: the attestation key signed a PCR quote of the SHA-256
 /// bank covering at least PCRs 0–9, over `qualifying`; the PCR values hash to the signed
 /// digest; the UEFI event log replays to each of them. Returns what the log says.
@@ -782,7 +904,7 @@ fn check_boot(
     b: &BootEvidence,
     ak: &VerifyingKey,
     qualifying: &[u8; 32],
-) -> Result<BootFacts, Rejection> {
+) -> Result<CheckedBoot, Rejection> {
     let attest = hexfield("boot.attest", &b.attest)?;
     let signature = hexfield("boot.signature", &b.signature)?;
     let sig = Signature::from_der(&signature).map_err(|_| Rejection::Signature)?;
@@ -836,7 +958,44 @@ fn check_boot(
     log.check_bindings()
         .map_err(|e| Rejection::BootLog(e.to_string()))?;
     let replayed = log.replay();
-    for (p, v) in &values {
+    // Warren's PCR is explained by Warren's records, every other one by the UEFI log.
+    let warren_pcr = values
+        .iter()
+        .find(|(p, _)| *p == WARREN_PCR)
+        .map(|(_, v)| *v)
+        .unwrap_or([0; 32]);
+    let warren = selfpcr::check(&b.warren_log, &warren_pcr).map_err(|f| Rejection::SelfPcr {
+        code: f.code,
+        detail: f.detail,
+    })?;
+    // With an IMA list, PCR 10 is explained by it: the prefix that replays to the quoted
+    // value (the list was read after the quote). Without one, the UEFI log must explain it.
+    let ima_facts = match b.ima_log.as_deref() {
+        None => None,
+        Some(text) => {
+            let bytes = hex::decode(text)
+                .map_err(|_| Rejection::Malformed("boot.ima_log is not hex".into()))?;
+            let entries = ima::parse(&bytes).map_err(|e| Rejection::ImaLog(e.to_string()))?;
+            let pcr10 = values
+                .iter()
+                .find(|(p, _)| *p == IMA_PCR)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| {
+                    Rejection::ImaReplay("the PCR quote does not cover PCR 10".into())
+                })?;
+            Some(ima::replay_to(&entries, &pcr10).ok_or_else(|| {
+                Rejection::ImaReplay(format!(
+                    "no prefix of the {} entries replays to PCR 10 = {}",
+                    entries.len(),
+                    hex::encode(pcr10)
+                ))
+            })?)
+        }
+    };
+    for (p, v) in values
+        .iter()
+        .filter(|(p, _)| *p != WARREN_PCR && !(*p == IMA_PCR && ima_facts.is_some()))
+    {
         let r = replayed.get(p).copied().unwrap_or([0; 32]);
         if &r != v {
             return Err(Rejection::BootReplay(format!(
@@ -846,7 +1005,7 @@ fn check_boot(
             )));
         }
     }
-    Ok(log.facts())
+    Ok((log.facts(), warren, ima_facts, values.into_iter().collect()))
 }
 
 #[cfg(test)]

@@ -25,10 +25,17 @@ pub struct RootConfig {
     /// and tests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_log: Option<PathBuf>,
+    /// For `tpm`: the IMA measurement list quotes carry (default: [`DEFAULT_IMA_LOG`]);
+    /// `warren attest init --ima-log PATH` names another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ima_log: Option<PathBuf>,
 }
 
 /// Where the kernel exposes the firmware's event log.
 pub const DEFAULT_BOOT_LOG: &str = "/sys/kernel/security/tpm0/binary_bios_measurements";
+
+/// Where the kernel exposes IMA's measurement list (binary form).
+pub const DEFAULT_IMA_LOG: &str = "/sys/kernel/security/ima/binary_runtime_measurements";
 
 /// The default TPM: the kernel's resource manager.
 pub const DEFAULT_TPM: &str = "device:/dev/tpmrm0";
@@ -51,6 +58,7 @@ impl RootConfig {
                 tpm: env_tpm,
                 agent: None,
                 boot_log: None,
+                ima_log: None,
             });
         }
         let path = Self::path(state_dir);
@@ -81,6 +89,7 @@ impl RootConfig {
                 tpm: Some(DEFAULT_TPM.into()),
                 agent: crate::io::tpm::agent_path(),
                 boot_log: None,
+                ima_log: None,
             }
         } else {
             RootConfig {
@@ -88,6 +97,7 @@ impl RootConfig {
                 tpm: None,
                 agent: None,
                 boot_log: None,
+                ima_log: None,
             }
         }
     }
@@ -117,6 +127,21 @@ impl RootConfig {
                 self.tpm.as_deref().unwrap_or(DEFAULT_TPM),
                 self.agent.as_deref(),
             )?)),
+        }
+    }
+
+    /// At kernel start: with a TPM root, Warren measures itself into PCR 15 unless something
+    /// already was extended into it since the TPM was reset (`crate::io::tpm::TpmRoot::
+    /// ensure_measured`). Returns whether it did; a software root has no PCRs (`false`).
+    pub fn measure_self(&self, state_dir: &Path) -> Result<bool, RootError> {
+        match self.root {
+            RootKind::Software => Ok(false),
+            RootKind::Tpm => crate::io::tpm::TpmRoot::new(
+                &state_dir.join("attest"),
+                self.tpm.as_deref().unwrap_or(DEFAULT_TPM),
+                self.agent.as_deref(),
+            )?
+            .ensure_measured(),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! It builds on [`crate::evidence`] for every format and check.
 //!
 //! Module order, each using only those above it (and [`crate::evidence`]): [`root`] (the trait,
-//! the software root), [`measure`], [`log`], [`tpm`], [`config`], [`outcome`], [`quote`], [`ca`], [`enroll`].
+//! the software root), [`measure`], [`log`], [`selfpcr`], [`tpm`], [`config`], [`outcome`], [`quote`], [`ca`], [`enroll`].
 
 pub mod ca;
 pub mod config;
@@ -14,4 +14,5 @@ pub mod outcome;
 pub mod quote;
 pub mod root;
 pub mod seal;
+pub mod selfpcr;
 pub mod tpm;

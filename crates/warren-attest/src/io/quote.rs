@@ -8,7 +8,7 @@ pub use crate::evidence::quote::{
     BootEvidence, FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying,
 };
 use crate::evidence::record::EVENT_LAUNCH;
-use crate::io::config::{DEFAULT_BOOT_LOG, RootConfig};
+use crate::io::config::{DEFAULT_BOOT_LOG, DEFAULT_IMA_LOG, RootConfig};
 use crate::io::log::{EventLog, LogError};
 use crate::io::root::RootError;
 
@@ -105,9 +105,24 @@ pub fn make_quote(
                 signature: hex::encode(&b.signature),
                 pcrs: b.pcrs.iter().map(|(n, v)| (*n, hex::encode(v))).collect(),
                 event_log: read_boot_log(&config)?.map(hex::encode),
+                warren_log: b.warren_log,
+                // Read after the quote: the list can only have grown since, and a verifier
+                // replays the prefix that gives the quoted PCR 10.
+                ima_log: read_optional(config.ima_log.as_deref(), DEFAULT_IMA_LOG)?
+                    .map(hex::encode),
             }),
         },
     })
+}
+
+/// A file the configuration names (which must exist), else `default` if it exists.
+fn read_optional(named: Option<&Path>, default: &str) -> Result<Option<Vec<u8>>, QuoteError> {
+    let path = named.unwrap_or(Path::new(default)).to_owned();
+    match std::fs::read(&path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if named.is_none() && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(QuoteError::BootLog { path, source }),
+    }
 }
 
 /// The UEFI event log the configuration names; `None` when the default one does not exist (a

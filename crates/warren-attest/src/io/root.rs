@@ -76,6 +76,8 @@ pub struct PcrQuote {
     pub signature: Vec<u8>,
     /// The PCR values read next to it.
     pub pcrs: std::collections::BTreeMap<u32, [u8; 32]>,
+    /// The records of Warren's PCR 15 (`<state>/attest/self.jsonl`).
+    pub warren_log: Vec<crate::evidence::selfpcr::SelfRecord>,
 }
 
 /// A root of trust.

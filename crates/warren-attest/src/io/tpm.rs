@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::evidence::kind::RootKind;
 use crate::evidence::tpm_wire::ak_spki_of;
 use crate::io::root::{Evidence, PcrQuote, RootError, RootOfTrust};
+use crate::io::selfpcr;
 
 /// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
 pub fn agent_path() -> Option<PathBuf> {
@@ -84,9 +85,77 @@ impl TpmRoot {
         Ok(v)
     }
 
-    /// Creates the attestation key and the anchor if they do not exist (idempotent).
+    /// Creates the attestation key and the anchor if they do not exist (idempotent). Warren
+    /// measures itself first, so a new key is bound to the state after that.
     pub fn provision(&self) -> Result<Value, RootError> {
+        self.ensure_measured()?;
         self.call(&["provision"])
+    }
+
+    /// Removes the attestation key and the anchor and creates new ones, the key bound to the
+    /// PCRs as they are now (after Warren measured itself).
+    pub fn reprovision(&self) -> Result<Value, RootError> {
+        self.ensure_measured()?;
+        self.call(&["reprovision"])
+    }
+
+    /// Warren measures itself into PCR 15 if nothing has been extended into it since the TPM
+    /// was reset, and records what it extended (`<dir>/self.jsonl`). Returns whether it did.
+    /// Serialised between Warren processes by `<dir>/self.lock`; the agent re-checks that the
+    /// PCR is still zero in the same connection as the extensions.
+    pub fn ensure_measured(&self) -> Result<bool, RootError> {
+        let lock_path = self.dir.join("self.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| RootError::Io {
+                what: "open",
+                path: lock_path.clone(),
+                source,
+            })?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            RootError::Io {
+                what: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            }
+        })?;
+        let v = self.call(&["warren-pcr"])?;
+        if Self::hex(&v, "value")?.iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        let config = selfpcr::config_text(&self.agent, &self.dir);
+        let records = selfpcr::records(&self.agent, &config)?;
+        let pending = selfpcr::write_pending(&self.dir, &records)?;
+        let digests: Vec<String> = records
+            .iter()
+            .map(|r| r.digests[0].digest.clone())
+            .collect();
+        let mut args = vec!["measure-self"];
+        args.extend(digests.iter().map(String::as_str));
+        if let Err(e) = self.call(&args) {
+            let _ = std::fs::remove_file(&pending);
+            return Err(e);
+        }
+        selfpcr::commit(&self.dir, &pending)?;
+        Ok(true)
+    }
+
+    /// Runs `op`; if the TPM refused the attestation key because Warren has not measured
+    /// itself since the TPM was reset (PCR 15 still zero), measures and runs it once more.
+    fn call_measured(&self, args: &[&str]) -> Result<Value, RootError> {
+        match self.call(args) {
+            Err(RootError::Tpm(e)) if e.contains("pcr-state") => {
+                if self.ensure_measured()? {
+                    self.call(args)
+                } else {
+                    Err(RootError::Tpm(e))
+                }
+            }
+            other => other,
+        }
     }
 
     fn hex(v: &Value, field: &str) -> Result<Vec<u8>, RootError> {
@@ -137,7 +206,8 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
-        self.call(&["extend", &hex::encode(digest)]).map(|_| ())
+        self.call_measured(&["extend", &hex::encode(digest)])
+            .map(|_| ())
     }
 
     fn read(&mut self) -> Result<[u8; 32], RootError> {
@@ -148,7 +218,7 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
-        let v = self.call(&["quote", &hex::encode(qualifying)])?;
+        let v = self.call_measured(&["quote", &hex::encode(qualifying)])?;
         Ok(Evidence {
             attest: Self::hex(&v, "attest")?,
             signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
@@ -158,6 +228,7 @@ impl RootOfTrust for TpmRoot {
                 attest: Self::hex(&v, "pcr_attest")?,
                 signature: der_signature(&Self::hex(&v, "pcr_r")?, &Self::hex(&v, "pcr_s")?)?,
                 pcrs: pcr_values(&v)?,
+                warren_log: selfpcr::read_log(&self.dir)?,
             }),
         })
     }

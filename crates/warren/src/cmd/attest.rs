@@ -17,7 +17,7 @@ use crate::cli::{
 
 /// Saves the root of trust for the state directory (`auto` detects).
 pub fn configure_root(state_dir: &Path, root: &str, tpm: Option<String>) -> anyhow::Result<()> {
-    configure_root_with(state_dir, root, tpm, None)
+    configure_root_with(state_dir, root, tpm, None, None, false)
 }
 
 /// [`configure_root`], naming the UEFI event log TPM quotes carry.
@@ -26,6 +26,8 @@ pub fn configure_root_with(
     root: &str,
     tpm: Option<String>,
     boot_log: Option<PathBuf>,
+    ima_log: Option<PathBuf>,
+    reprovision: bool,
 ) -> anyhow::Result<()> {
     let mut config = match root {
         "auto" => RootConfig::detect(),
@@ -43,9 +45,13 @@ pub fn configure_root_with(
                 tpm,
                 agent,
                 boot_log: None,
+                ima_log: None,
             }
         }
     };
+    if reprovision && config.root != RootKind::Tpm {
+        bail!("--reprovision: only a TPM root has an attestation key bound to PCRs");
+    }
     if let Some(p) = boot_log {
         if config.root != RootKind::Tpm {
             bail!(
@@ -63,6 +69,23 @@ pub fn configure_root_with(
             .with_context(|| format!("--boot-log {}", p.display()))?;
         config.boot_log = Some(std::path::absolute(&p).unwrap_or(p));
     }
+    if let Some(p) = ima_log {
+        if config.root != RootKind::Tpm {
+            bail!(
+                "--ima-log {}: a software root has no PCR 10 to check an IMA list against; it \
+                 needs --root tpm",
+                p.display()
+            );
+        }
+        std::fs::read(&p)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| {
+                warren_attest::evidence::ima::parse(&b)?;
+                Ok(())
+            })
+            .with_context(|| format!("--ima-log {}", p.display()))?;
+        config.ima_log = Some(std::path::absolute(&p).unwrap_or(p));
+    }
     config
         .save(state_dir)
         .context("save the root of trust configuration")?;
@@ -72,8 +95,25 @@ pub fn configure_root_with(
             config.tpm.as_deref().unwrap_or(DEFAULT_TPM),
             config.agent.as_deref(),
         )
-        .and_then(|t| t.provision())
+        .and_then(|t| {
+            if reprovision {
+                t.reprovision()
+            } else {
+                t.provision()
+            }
+        })
         .context("provision the TPM (attestation key and event log anchor)")?;
+        if reprovision {
+            // The new anchor starts unwritten: the old log no longer replays to it, so it is
+            // kept aside (for the record) and the log starts over.
+            let log = warren_attest::EventLog::new(state_dir).path();
+            let old = log.with_extension("jsonl.before-reprovision");
+            match std::fs::rename(&log, &old) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("move {} aside", log.display())),
+            }
+        }
     }
     Ok(())
 }
@@ -104,7 +144,14 @@ fn hex_arg(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
 pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
     match cmd {
         AttestCommand::Init(a) => {
-            configure_root_with(state_dir, &a.root, a.tpm, a.boot_log)?;
+            configure_root_with(
+                state_dir,
+                &a.root,
+                a.tpm,
+                a.boot_log,
+                a.ima_log,
+                a.reprovision,
+            )?;
             println!(
                 "{}",
                 root_summary(state_dir)["root"].as_str().unwrap_or("?")
@@ -129,15 +176,32 @@ pub fn attest(state_dir: &Path, cmd: AttestCommand) -> anyhow::Result<i32> {
 
 /// `warren attest policy learn`: the `[boot]` table that accepts exactly this boot.
 fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
+    // From a quote, what Warren measured into PCR 15 is learnt too (the `[warren]` table).
+    let mut warren_table = None;
     let bytes = match (&a.quote, &a.boot_log) {
         (Some(q), _) => {
             let text =
                 std::fs::read_to_string(q).with_context(|| format!("read {}", q.display()))?;
             let quote: warren_attest::Quote =
                 serde_json::from_str(&text).with_context(|| format!("quote {}", q.display()))?;
-            let log = quote
+            let boot = quote
                 .boot
-                .and_then(|b| b.event_log)
+                .with_context(|| format!("quote {} carries no boot state", q.display()))?;
+            if !boot.warren_log.is_empty() {
+                use warren_attest::evidence::selfpcr;
+                let pcr = selfpcr::replay(&boot.warren_log);
+                let facts = selfpcr::check(&boot.warren_log, &pcr).map_err(|f| {
+                    anyhow::anyhow!(
+                        "quote {}: warren_log ({}): {}",
+                        q.display(),
+                        f.code,
+                        f.detail
+                    )
+                })?;
+                warren_table = Some(selfpcr::WarrenPolicy::learn(&facts).to_toml());
+            }
+            let log = boot
+                .event_log
                 .with_context(|| format!("quote {} carries no UEFI event log", q.display()))?;
             hex::decode(log).with_context(|| format!("quote {}: boot.event_log", q.display()))?
         }
@@ -151,7 +215,8 @@ fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
     let log = warren_attest::evidence::bootlog::parse(&bytes)?;
     let text = warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml();
     let text = format!(
-        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}"
+        "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}{}",
+        warren_table.unwrap_or_default()
     );
     match &a.out {
         Some(p) => std::fs::write(p, text).with_context(|| format!("write {}", p.display()))?,
@@ -232,7 +297,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                     json!({ "accepted": true, "root": v.root.as_str(),
                             "register": hex::encode(v.register), "records": v.records,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
-                            "boot": v.boot, "outcomes": v.outcomes, "lineage": v.lineage })
+                            "boot": v.boot, "warren": v.warren, "ima": v.ima, "outcomes": v.outcomes, "lineage": v.lineage })
                 );
             } else {
                 println!(
@@ -271,6 +336,19 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                         b.cmdline.as_deref().unwrap_or("")
                     ),
                     None => println!("boot: not shown (root: {})", v.root),
+                }
+                if let Some(w) = &v.warren {
+                    println!(
+                        "warren (PCR 15): binary {}, agent {}",
+                        w.binary
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or("(not measured)"),
+                        w.agent
+                            .first()
+                            .map(String::as_str)
+                            .unwrap_or("(not measured)")
+                    );
                 }
             }
             Ok(0)

@@ -35,6 +35,13 @@ pub fn daemon(
     if let Some(root) = &args.attest_root {
         super::attest::configure_root(state_dir, root, args.tpm.clone())?;
     }
+    // Warren measures itself (binary, agent, configuration) into PCR 15 at kernel start, before
+    // anything else uses the TPM root (docs/attestation.md, "Warren's PCR").
+    let root = warren_attest::RootConfig::resolve(state_dir).context("the root of trust")?;
+    if root.root == warren_attest::RootKind::Tpm {
+        root.measure_self(state_dir)
+            .context("measure Warren into PCR 15 (tpm root)")?;
+    }
     let group = args.group.as_deref().map(group_id).transpose()?;
     let audit_log = args
         .audit_log
