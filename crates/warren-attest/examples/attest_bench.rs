@@ -30,6 +30,7 @@ fn content(i: usize) -> LaunchContent {
         network: "none (loopback only)".into(),
         degraded: vec![],
         mounts: vec![],
+        etc_files: None,
     };
     LaunchContent {
         event: "launch".into(),

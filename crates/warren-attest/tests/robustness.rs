@@ -43,6 +43,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         network: "none".into(),
         degraded: vec![],
         mounts: vec![],
+        etc_files: None,
     };
     let content = LaunchContent {
         event: "launch".into(),

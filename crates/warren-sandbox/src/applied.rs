@@ -57,6 +57,9 @@ pub struct Applied {
     /// The volumes and host directories mounted in, by identity (name or host path, place,
     /// mode), never their contents.
     pub mounts: Vec<crate::plan::MountSpec>,
+    /// The digest of the generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+    /// (`crate::etcfiles::digest`); `None` for a `--binary` root.
+    pub etc_files: Option<String>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
     /// How long the launch took, from `launch` being called to the workload's `execve`, in
@@ -221,6 +224,7 @@ pub(crate) fn initial(
         image_name: plan.image_name.clone(),
         image_manifest_digest: plan.image_manifest_digest.clone(),
         mounts: plan.mounts.clone(),
+        etc_files: None,
         user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }

@@ -414,7 +414,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
 
 /// A descriptor the child will own, moved above `LAUNCHER_FD_FLOOR` so that installing the
 /// mailbox as descriptor 3 can never close it.
-fn high(fd: OwnedFd, what: &str) -> Result<OwnedFd, LaunchError> {
+pub(crate) fn high(fd: OwnedFd, what: &str) -> Result<OwnedFd, LaunchError> {
     warren_sys::dup_high(fd.as_fd()).map_err(parent_err(Step::Clone, format!("move the {what} up")))
 }
 
@@ -434,6 +434,11 @@ struct ParentEnds {
     /// The detached mounts of `plan.mounts`, in order, idmapped once the child's maps are
     /// written (the child holds the same mounts and attaches them).
     mount_trees: Vec<OwnedFd>,
+    /// The detached mounts of the generated `/etc` files (`etcfiles`), sealed once the
+    /// child's maps are written.
+    etc_trees: Vec<OwnedFd>,
+    /// The directory holding the generated files, removed when the launch is over.
+    etc_dir: crate::etcfiles::EtcDir,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -443,6 +448,7 @@ struct ParentEnds {
 fn fork(
     plan: &LaunchPlan,
     staging: PathBuf,
+    state_root: &std::path::Path,
     mailbox: Option<OwnedFd>,
     seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
@@ -497,6 +503,14 @@ fn fork(
     };
     let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
     let mount_trees = open_mount_trees(plan)?;
+    let (etc_trees, etc_dir) = crate::etcfiles::prepare(
+        plan,
+        state_root,
+        taken
+            .net
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+    )?;
     let attach = match taken
         .cgroup
         .as_ref()
@@ -554,6 +568,7 @@ fn fork(
                 image_tree,
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
+                etc_trees: etc_trees.iter().map(|t| t.as_fd()).collect(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -575,6 +590,8 @@ fn fork(
                     listener_sock: listener_rd,
                     image_tree,
                     mount_trees,
+                    etc_trees,
+                    etc_dir,
                 },
             ))
         }
@@ -759,8 +776,24 @@ pub fn launch_with_mailbox(
     let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
+    let (pid, mut ends) = fork(
+        plan,
+        staging,
+        state.root(),
+        mailbox,
+        seccomp,
+        &env,
+        &mut taken,
+        fault,
+    )?;
     let mut applied = record(plan, pid, &features, seccomp, &taken);
+    applied.etc_files = crate::etcfiles::digest(
+        plan,
+        taken
+            .net
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+    );
     // Only an image root is idmapped; a rootfs root's copy is the child's to attach as it is.
     let idmapped = ends
         .image_tree
@@ -769,6 +802,7 @@ pub fn launch_with_mailbox(
     let mount_trees = std::mem::take(&mut ends.mount_trees);
     set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
     drop(mount_trees);
+    crate::etcfiles::seal(pid, &ends.etc_trees)?;
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
@@ -777,7 +811,10 @@ pub fn launch_with_mailbox(
         listener_sock,
         image_tree: _,
         mount_trees: _,
+        etc_trees,
+        etc_dir,
     } = ends;
+    drop(etc_trees);
     drop(go_keep);
     let mut refusals = None;
     read_reports(
@@ -788,6 +825,8 @@ pub fn launch_with_mailbox(
         &mut applied,
         &mut taken,
     )?;
+    // The child has exec'd (or failed): its generated /etc files are bound or not needed.
+    drop(etc_dir);
     drop(go);
     applied.net = taken.net.as_ref().map(|n| n.info());
     applied.launch_us = started.elapsed().as_micros() as u64;

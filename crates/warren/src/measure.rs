@@ -67,6 +67,7 @@ pub(crate) fn measure_and_record(
                 read_only: m.read_only,
             })
             .collect(),
+        etc_files: applied.etc_files.clone(),
     };
     let config_digest = config.digest();
     let content = warren_attest::LaunchContent {

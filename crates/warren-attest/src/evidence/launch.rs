@@ -132,6 +132,10 @@ pub struct LaunchConfig {
     /// mounts keep the digests they had before the field existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<LaunchMount>,
+    /// The digest of the generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+    /// (their contents are configuration: the host names, addresses and name servers given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc_files: Option<String>,
 }
 
 /// One volume or bind mount of a launch, as measured.
@@ -183,6 +187,7 @@ mod tests {
             network: "none".into(),
             degraded: vec![],
             mounts: vec![],
+            etc_files: None,
         };
         let bytes = serde_json::to_vec(&c).unwrap();
         let want = "{\"memory\":null,\"pids\":64,\"cpu_micros\":null,\"tmpfs_size\":0,\

@@ -872,6 +872,7 @@ mod tests {
             network: "none".into(),
             degraded: vec![],
             mounts: vec![],
+            etc_files: None,
         };
         let content = LaunchContent {
             event: EVENT_LAUNCH.into(),

@@ -338,6 +338,7 @@ mod tests {
             network: "none".into(),
             degraded: vec![],
             mounts: vec![],
+            etc_files: None,
         };
         LaunchContent {
             event: "launch".into(),
