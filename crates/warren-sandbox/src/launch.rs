@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Signal, WaitId, WaitIdOptions, pidfd_send_signal, waitid};
@@ -447,8 +447,7 @@ struct ParentEnds {
 /// child's pid and the parent's pipe ends; the child never returns from here.
 fn fork(
     plan: &LaunchPlan,
-    staging: PathBuf,
-    state_root: &std::path::Path,
+    state: &StateDir,
     mailbox: Option<OwnedFd>,
     seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
@@ -503,9 +502,10 @@ fn fork(
     };
     let cgroup_view = taken.cgroup.as_ref().map(|c| c.view()).unwrap_or_default();
     let mount_trees = open_mount_trees(plan)?;
+    let staging = state.mount_point()?;
     let (etc_trees, etc_dir) = crate::etcfiles::prepare(
         plan,
-        state_root,
+        state.root(),
         taken
             .net
             .as_ref()
@@ -773,19 +773,9 @@ pub fn launch_with_mailbox(
     let seccomp = seccomp_program(plan, &mut features, fault)?;
     let mut taken = Taken::default();
     claim(plan, state, &mut taken, fault)?;
-    let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let (pid, mut ends) = fork(
-        plan,
-        staging,
-        state.root(),
-        mailbox,
-        seccomp,
-        &env,
-        &mut taken,
-        fault,
-    )?;
+    let (pid, mut ends) = fork(plan, state, mailbox, seccomp, &env, &mut taken, fault)?;
     let mut applied = record(plan, pid, &features, seccomp, &taken);
     applied.etc_files = crate::etcfiles::digest(
         plan,
