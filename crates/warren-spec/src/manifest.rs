@@ -154,6 +154,12 @@ pub struct SpaceSpec {
     /// `warren run -v`), in the order written.
     #[serde(default)]
     pub volumes: Vec<crate::mount::MountRequest>,
+    /// Extra `/etc/hosts` lines (`add_hosts = ["NAME:IP", ...]`, as `warren run --add-host`).
+    #[serde(default)]
+    pub add_hosts: Vec<crate::etc::HostEntry>,
+    /// Name servers for `/etc/resolv.conf` (`dns = ["IP", ...]`, as `warren run --dns`).
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 fn yes() -> bool {
@@ -356,7 +362,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 21] = [
+const SPACE_KEYS: [&str; 23] = [
     "image",
     "command",
     "env",
@@ -378,6 +384,8 @@ const SPACE_KEYS: [&str; 21] = [
     "init",
     "volumes",
     "seccomp",
+    "add_hosts",
+    "dns",
 ];
 
 /// The keys of an environment's `net` table.
@@ -836,6 +844,8 @@ impl Parser<'_> {
                 init: true,
                 with: Vec::new(),
                 volumes: Vec::new(),
+                add_hosts: Vec::new(),
+                dns: Vec::new(),
             },
         };
         for (k, v) in entries(t) {
@@ -883,6 +893,15 @@ impl Parser<'_> {
                     _ => return Err(self.type_error(here, key, v, "true or false")),
                 },
                 "volumes" => s.volumes = self.volumes(here, v)?,
+                "add_hosts" => {
+                    s.add_hosts =
+                        self.etc_list(here, "add_hosts", v, crate::etc::parse_add_host)?;
+                    self.etc_count(here, "add_hosts", v, &s.add_hosts, &[])?;
+                }
+                "dns" => {
+                    s.dns = self.etc_list(here, "dns", v, crate::etc::parse_ip)?;
+                    self.etc_count(here, "dns", v, &[], &s.dns)?;
+                }
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
             }
@@ -1355,6 +1374,37 @@ impl Parser<'_> {
             }
         }
         Ok(out.into_iter().map(|c| c.name.to_owned()).collect())
+    }
+
+    /// `add_hosts = ["NAME:IP", ...]` or `dns = ["IP", ...]`: each item checked by the same
+    /// routine as `warren run --add-host`/`--dns` (`crate::etc`).
+    fn etc_list<T>(
+        &self,
+        here: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        parse: fn(&str) -> Result<T, crate::etc::EtcError>,
+    ) -> Result<Vec<T>, ManifestError> {
+        let items = self.array(here, key, v, "an array of strings")?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            out.push(parse(s).map_err(|e| self.item_error(here, key, i, item, e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// The list limits of `crate::etc::check_lists`.
+    fn etc_count(
+        &self,
+        here: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        hosts: &[crate::etc::HostEntry],
+        dns: &[std::net::IpAddr],
+    ) -> Result<(), ManifestError> {
+        crate::etc::check_lists(hosts, dns)
+            .map_err(|e| self.bad_value(here, key, v.span(), e.to_string()))
     }
 
     /// `volumes = ["SRC:DEST[:ro]", ...]`: the form of `warren run -v`, no two on one DEST.

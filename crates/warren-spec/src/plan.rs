@@ -168,6 +168,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         init,
         with,
         volumes,
+        add_hosts,
+        dns,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -197,6 +199,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("init", json(init)),
         ("with", json(with)),
         ("volumes", json(volumes)),
+        ("add_hosts", json(add_hosts)),
+        ("dns", json(dns)),
     ]
 }
 

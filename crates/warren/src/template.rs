@@ -62,6 +62,8 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         // A template grants no capabilities and mounts no volumes (its keys do not exist).
         capabilities: Vec::new(),
         volumes: Vec::new(),
+        add_hosts: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -104,6 +104,8 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "init", "old": null, "new": true },
                 { "field": "with", "old": null, "new": [] },
                 { "field": "volumes", "old": null, "new": [] },
+                { "field": "add_hosts", "old": null, "new": [] },
+                { "field": "dns", "old": null, "new": [] },
             ],
         }]),
     );
