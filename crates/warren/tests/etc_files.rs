@@ -216,3 +216,24 @@ fn bad_values_are_refused_naming_them_and_leave_nothing() {
     assert!(stderr(&o).contains("/etc/resolv.conf"), "{}", stderr(&o));
     assert!(leftovers(&name).is_empty(), "{:?}", leftovers(&name));
 }
+
+#[test]
+fn the_launch_record_carries_the_files_digest() {
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--json", "--hostname", "h1"];
+        args.extend_from_slice(extra);
+        let o = run_in(etc_root(), &unique("etc-rec"), &args, "true");
+        assert_code(&o, 0);
+        serde_json::from_str(&stdout(&o)).unwrap()
+    };
+    let a = run(&["--add-host", "db:10.0.0.5", "--dns", "192.0.2.53"]);
+    let b = run(&[]);
+    let c = run(&["--add-host", "db:10.0.0.5", "--dns", "192.0.2.53"]);
+    let digest = |v: &serde_json::Value| v["applied"]["etc_files"].as_str().unwrap().to_owned();
+    let config = |v: &serde_json::Value| v["applied"]["measurement"]["config_digest"].clone();
+    assert!(digest(&a).starts_with("sha256:"), "{a}");
+    assert_eq!(digest(&a), digest(&c));
+    // Positive control: other inputs, another digest, and so another configuration digest.
+    assert_ne!(digest(&a), digest(&b));
+    assert_ne!(config(&a), config(&b));
+}
