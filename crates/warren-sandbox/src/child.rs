@@ -44,7 +44,7 @@ pub(crate) struct ChildContext<'a> {
     /// The detached mounts of `plan.mounts`, in order (idmapped by the parent).
     pub mount_trees: Vec<BorrowedFd<'a>>,
     /// The detached mounts of the generated `/etc` files (`crate::etcfiles::FILES` order).
-    pub etc_trees: Vec<BorrowedFd<'a>>,
+    pub etc_trees: Vec<(usize, BorrowedFd<'a>)>,
 }
 
 /// Install `prog`. A notifying program is installed with a listener, which goes to the parent
@@ -270,7 +270,6 @@ fn setup(
             volumes: &ctx.plan.mounts,
             trees: &ctx.mount_trees,
             etc_trees: &ctx.etc_trees,
-            etc_required: crate::etcfiles::required(ctx.plan),
             cgroup_view: &ctx.cgroup_view,
         },
         &ctx.staging,

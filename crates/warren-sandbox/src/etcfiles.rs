@@ -67,14 +67,53 @@ impl Drop for EtcDir {
     }
 }
 
-/// Writes the files and returns a detached mount of each (none for a `--binary` root) and the
-/// directory that holds them.
+/// Whether `root` (a host directory) holds a regular file at `path`, reached without a
+/// symbolic link.
+fn has_regular_file(root: &Path, path: &str) -> bool {
+    let rel = Path::new(path.trim_start_matches('/'));
+    let n = rel.components().count();
+    let mut walk = root.to_path_buf();
+    for (i, c) in rel.components().enumerate() {
+        walk.push(c);
+        match std::fs::symlink_metadata(&walk) {
+            Ok(m) if i + 1 == n => return m.is_file(),
+            Ok(m) if m.is_dir() => {}
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Writes the files the root can take and returns a detached mount of each, with its index in
+/// [`FILES`], and the directory that holds them. A file the root lacks is skipped (no mount is
+/// made: closing an unused detached mount costs an RCU grace period), or refused when the user
+/// asked for its content ([`required`]). A `--binary` root gets none.
 pub(crate) fn prepare(
     plan: &LaunchPlan,
     state_root: &Path,
     own: Option<IpAddr>,
-) -> Result<(Vec<OwnedFd>, EtcDir), LaunchError> {
-    if matches!(plan.root, RootSource::Binary(_)) {
+) -> Result<(Vec<(usize, OwnedFd)>, EtcDir), LaunchError> {
+    let root = match &plan.root {
+        RootSource::Binary(_) => return Ok((Vec::new(), EtcDir(None))),
+        RootSource::Rootfs(d) | RootSource::Image(d) => d,
+    };
+    let required = required(plan);
+    let mut wanted = Vec::new();
+    for (i, path) in FILES.iter().enumerate() {
+        if has_regular_file(root, path) {
+            wanted.push(i);
+        } else if required[i] {
+            return Err(LaunchError::Parent {
+                step: Step::MountVolumes,
+                what: format!(
+                    "the root has no regular file {path} (reached without a symbolic link) to \
+                     bind the generated one over: add an empty {path} to the root"
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+    }
+    if wanted.is_empty() {
         return Ok((Vec::new(), EtcDir(None)));
     }
     let dir = state_root.join(format!(
@@ -92,28 +131,27 @@ pub(crate) fn prepare(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir(&dir).map_err(err(format!("create {}", dir.display())))?;
     let guard = EtcDir(Some(dir.clone()));
-    let trees = (|| {
-        let mut trees = Vec::new();
-        for (path, text) in FILES.iter().zip(contents(plan, own)) {
-            let file = dir.join(path.rsplit('/').next().unwrap_or(path));
-            std::fs::write(&file, text).map_err(err(format!("write {}", file.display())))?;
-            let tree = rustix::mount::open_tree(
-                rustix::fs::CWD,
-                &file,
-                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
-                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
-            )
-            .map_err(|e| err(format!("open a mount of {}", file.display()))(e.into()))?;
-            trees.push(crate::launch::high(tree, "etc file")?);
-        }
-        Ok::<_, LaunchError>(trees)
-    })()?;
+    let texts = contents(plan, own);
+    let mut trees = Vec::new();
+    for i in wanted {
+        let path = FILES[i];
+        let file = dir.join(path.rsplit('/').next().unwrap_or(path));
+        std::fs::write(&file, &texts[i]).map_err(err(format!("write {}", file.display())))?;
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            &file,
+            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| err(format!("open a mount of {}", file.display()))(e.into()))?;
+        trees.push((i, crate::launch::high(tree, "etc file")?));
+    }
     Ok((trees, guard))
 }
 
 /// Makes each detached mount read-only, nosuid, nodev and idmapped through `pid`'s user
 /// namespace.
-pub(crate) fn seal(pid: i32, trees: &[OwnedFd]) -> Result<(), LaunchError> {
+pub(crate) fn seal(pid: i32, trees: &[(usize, OwnedFd)]) -> Result<(), LaunchError> {
     if trees.is_empty() {
         return Ok(());
     }
@@ -123,7 +161,7 @@ pub(crate) fn seal(pid: i32, trees: &[OwnedFd]) -> Result<(), LaunchError> {
         what: format!("open {ns}"),
         source: e,
     })?;
-    for t in trees {
+    for (_, t) in trees {
         warren_sys::mount_setattr_idmap(
             t.as_fd(),
             userns.as_fd(),
@@ -140,49 +178,20 @@ pub(crate) fn seal(pid: i32, trees: &[OwnedFd]) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// In the child, before the pivot: bind each file over the root's own where that is a regular
-/// file reached without a symbolic link; skip it otherwise, unless `required` (then the error
-/// names the file).
-pub(crate) fn attach(staging: &Path, trees: &[BorrowedFd<'_>], required: [bool; 3]) -> StepResult {
-    'files: for ((path, tree), need) in FILES.iter().zip(trees).zip(required) {
-        let missing = || {
-            Err((
-                Step::MountVolumes,
-                format!(
-                    "the root has no regular file {path} (reached without a symbolic link) to \
-                     bind the generated one over: add an empty {path} to the root"
-                ),
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            ))
-        };
-        let rel = Path::new(path.trim_start_matches('/'));
-        let mut walk = staging.to_path_buf();
-        let n = rel.components().count();
-        for (i, c) in rel.components().enumerate() {
-            walk.push(c);
-            let Ok(meta) = std::fs::symlink_metadata(&walk) else {
-                if need {
-                    return missing();
-                }
-                continue 'files;
-            };
-            let ok = if i + 1 == n {
-                meta.is_file()
-            } else {
-                meta.is_dir()
-            };
-            if !ok {
-                if need {
-                    return missing();
-                }
-                continue 'files;
-            }
+/// In the child, before the pivot: bind each file over the root's own (the parent checked that
+/// it is a regular file reached without a symbolic link; one that changed since is skipped).
+pub(crate) fn attach(staging: &Path, trees: &[(usize, BorrowedFd<'_>)]) -> StepResult {
+    for (i, tree) in trees {
+        let path = FILES[*i];
+        if !has_regular_file(staging, path) {
+            continue;
         }
+        let target = staging.join(path.trim_start_matches('/'));
         rustix::mount::move_mount(
             tree,
             "",
             rustix::fs::CWD,
-            &walk,
+            &target,
             rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .map_err(|e| {

@@ -436,7 +436,7 @@ struct ParentEnds {
     mount_trees: Vec<OwnedFd>,
     /// The detached mounts of the generated `/etc` files (`etcfiles`), sealed once the
     /// child's maps are written.
-    etc_trees: Vec<OwnedFd>,
+    etc_trees: Vec<(usize, OwnedFd)>,
     /// The directory holding the generated files, removed when the launch is over.
     etc_dir: crate::etcfiles::EtcDir,
 }
@@ -568,7 +568,7 @@ fn fork(
                 image_tree,
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
-                etc_trees: etc_trees.iter().map(|t| t.as_fd()).collect(),
+                etc_trees: etc_trees.iter().map(|(i, t)| (*i, t.as_fd())).collect(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {

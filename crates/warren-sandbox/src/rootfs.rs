@@ -99,9 +99,7 @@ pub(crate) struct ExtraMounts<'a> {
     /// The cgroup filesystems of the environment's view of its own cgroup.
     pub cgroup_view: &'a [warren_cgroup::ViewMount],
     /// The generated `/etc` files (`crate::etcfiles`), bound after the volumes.
-    pub etc_trees: &'a [BorrowedFd<'a>],
-    /// Which of them the user asked for (`crate::etcfiles::required`).
-    pub etc_required: [bool; 3],
+    pub etc_trees: &'a [(usize, BorrowedFd<'a>)],
 }
 
 /// Build the root at `staging` and pivot into it. On return the process's root and working
@@ -124,7 +122,6 @@ pub(crate) fn enter_root(
         volumes,
         trees,
         etc_trees,
-        etc_required,
         cgroup_view,
     } = extra;
     let fault = |step: Step| -> StepResult {
@@ -226,7 +223,7 @@ pub(crate) fn enter_root(
     make_root_readonly(root, staging)?;
     fault(Step::ReadonlyRoot)?;
     attach_mounts(staging, volumes, trees)?;
-    crate::etcfiles::attach(staging, etc_trees, etc_required)?;
+    crate::etcfiles::attach(staging, etc_trees)?;
     fault(Step::MountVolumes)?;
     pivot(staging)
 }
