@@ -40,7 +40,7 @@ pub struct HostEntry {
 pub fn check_host_name(h: &str) -> Result<(), EtcError> {
     let bad = |why| Err(EtcError::HostName(h.to_owned(), why));
     if h.is_empty() || h.len() > 64 {
-        return bad("a host name has 1 to 64 bytes");
+        return bad("a hostname has 1 to 64 bytes");
     }
     for label in h.split('.') {
         if label.is_empty() || label.len() > 63 {

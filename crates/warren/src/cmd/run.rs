@@ -236,8 +236,12 @@ fn parse_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
 
 /// `--hostname`: an RFC 1123 host name (`warren_spec::etc::check_host_name`).
 fn parse_hostname(h: &str) -> anyhow::Result<String> {
-    warren_spec::etc::check_host_name(h)?;
-    Ok(h.to_owned())
+    match warren_spec::etc::check_host_name(h) {
+        Ok(()) => Ok(h.to_owned()),
+        // The caller's context names the value: say only the rule broken.
+        Err(warren_spec::etc::EtcError::HostName(_, why)) => bail!("{why}"),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `--add-host NAME:IP` and `--dns IP`, each checked by `warren_spec::etc`; the error names
