@@ -31,6 +31,7 @@ fn content(i: usize) -> LaunchContent {
         degraded: vec![],
         mounts: vec![],
         writable_root: None,
+        etc_files: None,
     };
     LaunchContent {
         event: "launch".into(),

@@ -45,6 +45,7 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
         degraded: vec![],
         mounts: vec![],
         writable_root: None,
+        etc_files: None,
     };
     let content = LaunchContent {
         event: "launch".into(),

@@ -61,6 +61,9 @@ pub struct Applied {
     /// read-only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writable_root: Option<u64>,
+    /// The digest of the generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+    /// (`crate::etcfiles::digest`); `None` for a `--binary` root.
+    pub etc_files: Option<String>,
     /// The user the workload runs as (`uid:gid`), when not root.
     pub user: Option<String>,
     /// How long the launch took, from `launch` being called to the workload's `execve`, in
@@ -227,6 +230,7 @@ pub(crate) fn initial(
         image_manifest_digest: plan.image_manifest_digest.clone(),
         mounts: plan.mounts.clone(),
         writable_root: plan.writable_root,
+        etc_files: None,
         user: plan.user.as_ref().map(|u| format!("{}:{}", u.uid, u.gid)),
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct ChildContext<'a> {
     pub mount_trees: Vec<BorrowedFd<'a>>,
     /// With `-t`: the child's end of the socket the pty's master is sent over.
     pub pty: Option<OwnedFd>,
+    /// The detached mounts of the generated `/etc` files (`crate::etcfiles::FILES` order).
+    pub etc_trees: Vec<(usize, BorrowedFd<'a>)>,
 }
 
 /// Install `prog`. A notifying program is installed with a listener, which goes to the parent
@@ -269,6 +271,7 @@ fn setup(
         rootfs::ExtraMounts {
             volumes: &ctx.plan.mounts,
             trees: &ctx.mount_trees,
+            etc_trees: &ctx.etc_trees,
             cgroup_view: &ctx.cgroup_view,
             writable_root: ctx.plan.writable_root,
             tty: ctx.plan.tty,

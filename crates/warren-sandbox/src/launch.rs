@@ -17,7 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Signal, WaitId, WaitIdOptions, pidfd_send_signal, waitid};
@@ -429,7 +429,7 @@ fn workload_env(plan: &LaunchPlan, mailbox: bool) -> Vec<(String, String)> {
 
 /// A descriptor the child will own, moved above `LAUNCHER_FD_FLOOR` so that installing the
 /// mailbox as descriptor 3 can never close it.
-fn high(fd: OwnedFd, what: &str) -> Result<OwnedFd, LaunchError> {
+pub(crate) fn high(fd: OwnedFd, what: &str) -> Result<OwnedFd, LaunchError> {
     warren_sys::dup_high(fd.as_fd()).map_err(parent_err(Step::Clone, format!("move the {what} up")))
 }
 
@@ -451,6 +451,11 @@ struct ParentEnds {
     mount_trees: Vec<OwnedFd>,
     /// With `-t`: the parent's end of the socket the child sends the pty's master over.
     pty: Option<OwnedFd>,
+    /// The detached mounts of the generated `/etc` files (`etcfiles`), sealed once the
+    /// child's maps are written.
+    etc_trees: Vec<(usize, OwnedFd)>,
+    /// The directory holding the generated files, removed when the launch is over.
+    etc_dir: crate::etcfiles::EtcDir,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -459,7 +464,7 @@ struct ParentEnds {
 /// child's pid and the parent's pipe ends; the child never returns from here.
 fn fork(
     plan: &LaunchPlan,
-    staging: PathBuf,
+    state: &StateDir,
     mailbox: Option<OwnedFd>,
     seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
@@ -526,6 +531,15 @@ fn fork(
     } else {
         (None, None)
     };
+    let staging = state.mount_point()?;
+    let (etc_trees, etc_dir) = crate::etcfiles::prepare(
+        plan,
+        state.root(),
+        taken
+            .net
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+    )?;
     let attach = match taken
         .cgroup
         .as_ref()
@@ -585,6 +599,7 @@ fn fork(
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
                 pty: pty_child,
+                etc_trees: etc_trees.iter().map(|(i, t)| (*i, t.as_fd())).collect(),
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -607,6 +622,8 @@ fn fork(
                     image_tree,
                     mount_trees,
                     pty: pty_parent,
+                    etc_trees,
+                    etc_dir,
                 },
             ))
         }
@@ -788,11 +805,17 @@ pub fn launch_with_mailbox(
     let seccomp = seccomp_program(plan, &mut features, fault)?;
     let mut taken = Taken::default();
     claim(plan, state, &mut taken, fault)?;
-    let staging = state.mount_point()?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let (pid, mut ends) = fork(plan, staging, mailbox, seccomp, &env, &mut taken, fault)?;
+    let (pid, mut ends) = fork(plan, state, mailbox, seccomp, &env, &mut taken, fault)?;
     let mut applied = record(plan, pid, &features, seccomp, &taken);
+    applied.etc_files = crate::etcfiles::digest(
+        plan,
+        taken
+            .net
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+    );
     // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
     // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
     // what host root owns there and can change it (in the overlay's upper layer).
@@ -803,6 +826,7 @@ pub fn launch_with_mailbox(
     let mount_trees = std::mem::take(&mut ends.mount_trees);
     set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
     drop(mount_trees);
+    crate::etcfiles::seal(pid, &ends.etc_trees)?;
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
@@ -812,7 +836,10 @@ pub fn launch_with_mailbox(
         image_tree: _,
         mount_trees: _,
         pty,
+        etc_trees,
+        etc_dir,
     } = ends;
+    drop(etc_trees);
     drop(go_keep);
     let mut refusals = None;
     read_reports(
@@ -823,6 +850,8 @@ pub fn launch_with_mailbox(
         &mut applied,
         &mut taken,
     )?;
+    // The child has exec'd (or failed): its generated /etc files are bound or not needed.
+    drop(etc_dir);
     drop(go);
     // The child sent the pty's master before its exec, which `read_reports` has seen.
     let pty = match pty {

@@ -25,6 +25,7 @@ pub mod applied;
 mod child;
 mod confine;
 pub mod error;
+pub mod etcfiles;
 pub mod features;
 pub mod hook;
 pub mod launch;

@@ -121,6 +121,11 @@ pub struct LaunchPlan {
     pub user: Option<RunAs>,
     /// The hostname inside (`--hostname`); `None` is the environment's name.
     pub hostname: Option<String>,
+    /// Extra `/etc/hosts` lines (`--add-host`, manifest `add_hosts`), in order, validated by
+    /// `warren_spec::etc`.
+    pub add_hosts: Vec<warren_spec::etc::HostEntry>,
+    /// Name servers for `/etc/resolv.conf` (`--dns`, manifest `dns`); empty writes none.
+    pub dns: Vec<std::net::IpAddr>,
     /// Capabilities the workload keeps inside its own user namespace (`--cap-add`), sorted;
     /// empty (the default) drops every one.
     pub capabilities: Vec<warren_spec::Capability>,

@@ -112,6 +112,8 @@ pub(crate) struct ExtraMounts<'a> {
     pub writable_root: Option<u64>,
     /// `-t`: a devpts instance of the environment's own on `/dev/pts`.
     pub tty: bool,
+    /// The generated `/etc` files (`crate::etcfiles`), bound after the volumes.
+    pub etc_trees: &'a [(usize, BorrowedFd<'a>)],
 }
 
 /// Build the root at `staging` and pivot into it. On return the process's root and working
@@ -133,6 +135,7 @@ pub(crate) fn enter_root(
     let ExtraMounts {
         volumes,
         trees,
+        etc_trees,
         cgroup_view,
         writable_root,
         tty,
@@ -241,6 +244,7 @@ pub(crate) fn enter_root(
     }
     fault(Step::ReadonlyRoot)?;
     attach_mounts(staging, volumes, trees)?;
+    crate::etcfiles::attach(staging, etc_trees)?;
     fault(Step::MountVolumes)?;
     pivot(staging)
 }

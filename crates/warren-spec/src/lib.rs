@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod caps;
+pub mod etc;
 mod image_name;
 pub mod limits;
 pub mod manifest;

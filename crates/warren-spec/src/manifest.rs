@@ -162,6 +162,12 @@ pub struct SpaceSpec {
     /// `read_only = false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable_root_size: Option<ByteSize>,
+    /// Extra `/etc/hosts` lines (`add_hosts = ["NAME:IP", ...]`, as `warren run --add-host`).
+    #[serde(default)]
+    pub add_hosts: Vec<crate::etc::HostEntry>,
+    /// Name servers for `/etc/resolv.conf` (`dns = ["IP", ...]`, as `warren run --dns`).
+    #[serde(default)]
+    pub dns: Vec<std::net::IpAddr>,
 }
 
 fn yes() -> bool {
@@ -368,7 +374,7 @@ fn parse(file: &Path, text: &str, look: bool) -> Result<Manifest, ManifestError>
 }
 
 /// The keys of an environment's table, in the order the docs list them.
-const SPACE_KEYS: [&str; 23] = [
+const SPACE_KEYS: [&str; 25] = [
     "image",
     "command",
     "env",
@@ -392,6 +398,8 @@ const SPACE_KEYS: [&str; 23] = [
     "seccomp",
     "read_only",
     "writable_root_size",
+    "add_hosts",
+    "dns",
 ];
 
 /// The keys of an environment's `net` table.
@@ -852,6 +860,8 @@ impl Parser<'_> {
                 volumes: Vec::new(),
                 read_only: true,
                 writable_root_size: None,
+                add_hosts: Vec::new(),
+                dns: Vec::new(),
             },
         };
         let mut size_span = None;
@@ -907,6 +917,15 @@ impl Parser<'_> {
                 "writable_root_size" => {
                     s.writable_root_size = Some(self.size(here, limits::WRITABLE_ROOT_SIZE, v)?);
                     size_span = Some(v.span());
+                }
+                "add_hosts" => {
+                    s.add_hosts =
+                        self.etc_list(here, "add_hosts", v, crate::etc::parse_add_host)?;
+                    self.etc_count(here, "add_hosts", v, &s.add_hosts, &[])?;
+                }
+                "dns" => {
+                    s.dns = self.etc_list(here, "dns", v, crate::etc::parse_ip)?;
+                    self.etc_count(here, "dns", v, &[], &s.dns)?;
                 }
                 x if is_extension(x) => {}
                 _ => return Err(self.unknown(here, k, &SPACE_KEYS)),
@@ -1388,6 +1407,37 @@ impl Parser<'_> {
             }
         }
         Ok(out.into_iter().map(|c| c.name.to_owned()).collect())
+    }
+
+    /// `add_hosts = ["NAME:IP", ...]` or `dns = ["IP", ...]`: each item checked by the same
+    /// routine as `warren run --add-host`/`--dns` (`crate::etc`).
+    fn etc_list<T>(
+        &self,
+        here: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        parse: fn(&str) -> Result<T, crate::etc::EtcError>,
+    ) -> Result<Vec<T>, ManifestError> {
+        let items = self.array(here, key, v, "an array of strings")?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.iter().enumerate() {
+            let s = self.item(here, key, i, item)?;
+            out.push(parse(s).map_err(|e| self.item_error(here, key, i, item, e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// The list limits of `crate::etc::check_lists`.
+    fn etc_count(
+        &self,
+        here: &TablePath,
+        key: &str,
+        v: &Value<'_>,
+        hosts: &[crate::etc::HostEntry],
+        dns: &[std::net::IpAddr],
+    ) -> Result<(), ManifestError> {
+        crate::etc::check_lists(hosts, dns)
+            .map_err(|e| self.bad_value(here, key, v.span(), e.to_string()))
     }
 
     /// `volumes = ["SRC:DEST[:ro]", ...]`: the form of `warren run -v`, no two on one DEST.

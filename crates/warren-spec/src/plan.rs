@@ -170,6 +170,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         volumes,
         read_only,
         writable_root_size,
+        add_hosts,
+        dns,
     } = spec;
     fn json<T: Serialize>(v: &T) -> Value {
         // Every field is plain data (strings, integers, maps with string keys): encoding it
@@ -201,6 +203,8 @@ fn fields(spec: &SpaceSpec) -> Vec<(&'static str, Value)> {
         ("volumes", json(volumes)),
         ("read_only", json(read_only)),
         ("writable_root_size", json(writable_root_size)),
+        ("add_hosts", json(add_hosts)),
+        ("dns", json(dns)),
     ]
 }
 

@@ -540,6 +540,16 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub hostname: Option<String>,
 
+    /// Add a line to the generated /etc/hosts: NAME:IP, NAME an RFC 1123 host name, IP IPv4 or
+    /// IPv6 (repeatable, in order).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
+
+    /// A name server for the generated /etc/resolv.conf (IPv4 or IPv6; repeatable, at most 3).
+    /// Without it the file names no server.
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+
     /// Mount a named volume or a host directory: SRC:DEST[:ro]. SRC starting with `/` is a host
     /// directory, anything else a volume (`warren volume create`); DEST is an absolute
     /// directory in the root (repeatable).

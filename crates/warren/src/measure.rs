@@ -68,6 +68,7 @@ pub(crate) fn measure_and_record(
             })
             .collect(),
         writable_root: plan.writable_root,
+        etc_files: applied.etc_files.clone(),
     };
     let config_digest = config.digest();
     let content = warren_attest::LaunchContent {

@@ -277,6 +277,14 @@ pub fn launcher_args(
         a.push("--cap-add".into());
         a.push(c.clone());
     }
+    for h in &spec.add_hosts {
+        a.push("--add-host".into());
+        a.push(format!("{}:{}", h.name, h.ip));
+    }
+    for d in &spec.dns {
+        a.push("--dns".into());
+        a.push(d.to_string());
+    }
     if let Some(s) = &spec.seccomp {
         a.push("--seccomp".into());
         a.push(s.clone());
@@ -506,6 +514,19 @@ mod tests {
                 format!("run --name web --init --rootfs /srv/root {arg} -- /bin/x")
             );
         }
+    }
+
+    #[test]
+    fn launcher_args_carry_add_hosts_and_dns() {
+        let text = "[space.web]\nimage = \"/srv/root\"\ncommand = [\"/bin/x\"]\n\
+                    add_hosts = [\"db:10.0.0.5\", \"v6:fd00::5\"]\ndns = [\"192.0.2.53\"]\n";
+        let m = warren_spec::parse_manifest(Path::new("/etc/warren/m.toml"), text).unwrap();
+        let s = &m.spaces.values().next().unwrap();
+        assert_eq!(
+            launcher_args("web", s, &Default::default()).join(" "),
+            "run --name web --init --rootfs /srv/root --add-host db:10.0.0.5 --add-host \
+             v6:fd00::5 --dns 192.0.2.53 -- /bin/x"
+        );
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         volumes: Vec::new(),
         read_only: true,
         writable_root_size: None,
+        add_hosts: Vec::new(),
+        dns: Vec::new(),
     }
 }
 

@@ -137,6 +137,10 @@ pub struct LaunchConfig {
     /// (digests of earlier launches are unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub writable_root: Option<u64>,
+    /// The digest of the generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf`
+    /// (their contents are configuration: the host names, addresses and name servers given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etc_files: Option<String>,
 }
 
 /// One volume or bind mount of a launch, as measured.
@@ -189,6 +193,7 @@ mod tests {
             degraded: vec![],
             mounts: vec![],
             writable_root: None,
+            etc_files: None,
         };
         let bytes = serde_json::to_vec(&c).unwrap();
         let want = "{\"memory\":null,\"pids\":64,\"cpu_micros\":null,\"tmpfs_size\":0,\

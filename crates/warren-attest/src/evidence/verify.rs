@@ -1032,6 +1032,7 @@ mod tests {
             degraded: vec![],
             mounts: vec![],
             writable_root: None,
+            etc_files: None,
         };
         let content = LaunchContent {
             event: EVENT_LAUNCH.into(),

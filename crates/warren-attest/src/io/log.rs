@@ -339,6 +339,7 @@ mod tests {
             degraded: vec![],
             mounts: vec![],
             writable_root: None,
+            etc_files: None,
         };
         LaunchContent {
             event: "launch".into(),

@@ -61,7 +61,7 @@ fn defaults(image: serde_json::Value, command: &[&str]) -> serde_json::Value {
         "image": image, "command": command, "env": {}, "memory": null, "pids": null,
         "cpus": null, "tmpfs_size": null, "restart": "no", "max_restarts": 5, "may_send": [],
         "may_discover": [], "mailbox_capacity": null, "mailbox_bytes": null, "allow_missing": [],
-        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [],
+        "capabilities": [], "net": "none", "accept_from": [], "with": [], "init": true, "volumes": [], "add_hosts": [], "dns": [],
         "may_spawn": [], "seccomp": null,
     })
 }
@@ -97,6 +97,46 @@ fn seccomp_names_a_built_in_profile_or_a_file_next_to_the_manifest() {
         let text = format!("[space.db]\nimage = \"images/db\"\ncommand = [\"/x\"]\n{bad}\n");
         let e = parse_manifest(Path::new("spaces.toml"), &text).unwrap_err();
         assert_eq!(e.key, "space.db.seccomp", "{bad}: {e}");
+    }
+}
+
+#[test]
+fn add_hosts_and_dns_are_checked_as_the_flags_are() {
+    let m = parse_manifest(
+        Path::new(FILE),
+        "[space.db]\nimage = \"images/db\"\ncommand = [\"/x\"]\n\
+         add_hosts = [\"cache:10.0.0.7\", \"v6:fd00::7\"]\ndns = [\"192.0.2.53\"]\n",
+    )
+    .unwrap();
+    let got = serde_json::to_value(m.spaces.values().next().unwrap()).unwrap();
+    assert_eq!(
+        got["add_hosts"],
+        json!([{"name": "cache", "ip": "10.0.0.7"}, {"name": "v6", "ip": "fd00::7"}])
+    );
+    assert_eq!(got["dns"], json!(["192.0.2.53"]));
+    for (bad, key, named) in [
+        (
+            "add_hosts = [\"cache:10.0.0.300\"]",
+            "space.db.add_hosts[0]",
+            "10.0.0.300",
+        ),
+        (
+            "add_hosts = [\"ok:1.2.3.4\", \"no_good:1.2.3.4\"]",
+            "space.db.add_hosts[1]",
+            "no_good",
+        ),
+        ("add_hosts = \"cache:1.2.3.4\"", "space.db.add_hosts", ""),
+        ("dns = [\"1.2.3\"]", "space.db.dns[0]", "1.2.3"),
+        (
+            "dns = [\"1.1.1.1\", \"1.0.0.1\", \"9.9.9.9\", \"8.8.8.8\"]",
+            "space.db.dns",
+            "at most 3",
+        ),
+    ] {
+        let text = format!("[space.db]\nimage = \"images/db\"\ncommand = [\"/x\"]\n{bad}\n");
+        let e = parse_manifest(Path::new("spaces.toml"), &text).unwrap_err();
+        assert_eq!(e.key, key, "{bad}: {e}");
+        assert!(e.to_string().contains(named), "{bad}: {e}");
     }
 }
 
@@ -156,7 +196,7 @@ fn every_key() {
                     "accept_from": [],
                     "may_spawn": [],
                     "with": [],
-                    "volumes": [],
+                    "volumes": [], "add_hosts": [], "dns": [],
                     "init": false,
                 }
             }

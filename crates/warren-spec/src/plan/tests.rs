@@ -106,6 +106,8 @@ fn empty_to_declared_creates_every_field() {
                 { "field": "volumes", "old": null, "new": [] },
                 { "field": "read_only", "old": null, "new": true },
                 { "field": "writable_root_size", "old": null, "new": null },
+                { "field": "add_hosts", "old": null, "new": [] },
+                { "field": "dns", "old": null, "new": [] },
             ],
         }]),
     );

@@ -29,6 +29,8 @@ struct Inputs {
     net: Option<warren_spec::VethSpec>,
     workdir: Option<PathBuf>,
     hostname: Option<String>,
+    add_hosts: Vec<warren_spec::etc::HostEntry>,
+    dns: Vec<std::net::IpAddr>,
     capabilities: Vec<warren_spec::Capability>,
     mounts: Vec<warren_spec::mount::MountRequest>,
     seccomp: warren_seccomp::Selection,
@@ -93,6 +95,7 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         .as_deref()
         .map(|h| parse_hostname(h).with_context(|| format!("invalid --hostname {h:?}")))
         .transpose()?;
+    let (add_hosts, dns) = parse_etc(args)?;
     let workdir = args
         .workdir
         .as_deref()
@@ -142,6 +145,8 @@ fn parse_plan_inputs(args: &RunArgs) -> anyhow::Result<Inputs> {
         net: parse_net(args)?,
         workdir,
         hostname,
+        add_hosts,
+        dns,
         capabilities,
         mounts: parse_mounts(args)?,
         seccomp,
@@ -278,24 +283,35 @@ fn parse_env_file(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
     Ok(out)
 }
 
-/// `--hostname`: RFC 1123 labels (letters, digits, `-`, not at either end of a label) joined
-/// by dots, at most 64 bytes (the kernel's `HOST_NAME_MAX`).
+/// `--hostname`: an RFC 1123 host name (`warren_spec::etc::check_host_name`).
 fn parse_hostname(h: &str) -> anyhow::Result<String> {
-    if h.is_empty() || h.len() > 64 {
-        bail!("a hostname has 1 to 64 bytes");
+    match warren_spec::etc::check_host_name(h) {
+        Ok(()) => Ok(h.to_owned()),
+        // The caller's context names the value: say only the rule broken.
+        Err(warren_spec::etc::EtcError::HostName(_, why)) => bail!("{why}"),
+        Err(e) => Err(e.into()),
     }
-    for label in h.split('.') {
-        if label.is_empty() || label.len() > 63 {
-            bail!("each dot-separated label has 1 to 63 characters");
-        }
-        if !label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            bail!("only letters, digits, `-` and `.` are allowed");
-        }
-        if label.starts_with('-') || label.ends_with('-') {
-            bail!("a label neither starts nor ends with `-`");
-        }
-    }
-    Ok(h.to_owned())
+}
+
+/// `--add-host NAME:IP` and `--dns IP`, each checked by `warren_spec::etc`; the error names
+/// the flag and the value.
+fn parse_etc(
+    args: &RunArgs,
+) -> anyhow::Result<(Vec<warren_spec::etc::HostEntry>, Vec<std::net::IpAddr>)> {
+    let hosts = args
+        .add_host
+        .iter()
+        .map(|h| {
+            warren_spec::etc::parse_add_host(h).with_context(|| format!("invalid --add-host {h:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dns = args
+        .dns
+        .iter()
+        .map(|d| warren_spec::etc::parse_ip(d).with_context(|| format!("invalid --dns {d:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    warren_spec::etc::check_lists(&hosts, &dns).context("invalid --add-host/--dns")?;
+    Ok((hosts, dns))
 }
 
 /// `--workdir`: an absolute path without `..`.
@@ -550,6 +566,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         workdir,
         hostname,
+        add_hosts,
+        dns,
         capabilities,
         mounts,
         seccomp,
@@ -675,6 +693,8 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         net,
         user,
         hostname,
+        add_hosts,
+        dns,
         capabilities,
         workdir: workdir.or_else(|| image.as_ref().and_then(|i| i.workdir.clone())),
         image_name: image.as_ref().map(|i| i.resolved.record.name.clone()),
