@@ -101,14 +101,36 @@ pub(crate) fn measure_and_record(
     let record = warren_attest::EventLog::new(state.root())
         .append(content, root.as_mut())
         .map_err(|e| error_chain(&e))?;
+    let digest = format!("sha256:{}", record.digests[0].digest);
+    if plan.cgroup.holds_children {
+        // A spawner's workload may spawn as soon as it runs, before its launcher writes the live
+        // record: the kernel reads its launch record from here meanwhile (the children's
+        // provenance, `crate::daemon::spawn`). Written before the exec, so it is never missing.
+        write_measured(state, plan.name.as_str(), record.recnum, &digest)?;
+    }
     Ok(Measurement {
         root: root.kind().as_str(),
         recnum: record.recnum,
-        digest: format!("sha256:{}", record.digests[0].digest),
+        digest,
         image_digest: tree.digest,
         image_manifest_digest: plan.image_manifest_digest.clone(),
         config_digest,
     })
+}
+
+/// Where a spawner's launch record (number and digest) waits for its live record.
+pub(crate) fn measured_path(envs_dir: &std::path::Path, name: &str) -> std::path::PathBuf {
+    envs_dir.join(format!("{name}.measured"))
+}
+
+/// Writes `measured_path` whole (a rename), so a reader sees the old file or the new one.
+fn write_measured(state: &StateDir, name: &str, recnum: u64, digest: &str) -> Result<(), String> {
+    let path = measured_path(&state.envs_dir(), name);
+    let tmp = path.with_extension("measured.tmp");
+    let body = serde_json::json!({ "recnum": recnum, "digest": digest }).to_string();
+    std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| format!("record the launch for the kernel at {}: {e}", path.display()))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -163,9 +163,23 @@ impl Daemon {
     /// launcher wrote it in its live record (`<state>/envs/NAME.lock`, read by `ps` and
     /// `inspect` too).
     fn launch_record_of(&self, name: &str) -> Option<(u64, String)> {
-        let path = self.state_dir.join("envs").join(format!("{name}.lock"));
-        let record: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-        let m = record.get("applied")?.get("measurement")?;
+        let envs = self.state_dir.join("envs");
+        let path = envs.join(format!("{name}.lock"));
+        let record: Option<serde_json::Value> = std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        // Until its launcher has written the live record (the workload may spawn as soon as it
+        // runs), the launch record waits in `NAME.measured`, written before its exec.
+        let m = match record
+            .as_ref()
+            .and_then(|r| r.get("applied")?.get("measurement"))
+        {
+            Some(m) => m.clone(),
+            None => serde_json::from_slice(
+                &std::fs::read(crate::measure::measured_path(&envs, name)).ok()?,
+            )
+            .ok()?,
+        };
         Some((
             m.get("recnum")?.as_u64()?,
             m.get("digest")?.as_str()?.to_owned(),
