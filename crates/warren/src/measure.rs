@@ -130,7 +130,12 @@ fn write_measured(state: &StateDir, name: &str, recnum: u64, digest: &str) -> Re
     let body = serde_json::json!({ "recnum": recnum, "digest": digest }).to_string();
     std::fs::write(&tmp, body)
         .and_then(|()| std::fs::rename(&tmp, &path))
-        .map_err(|e| format!("record the launch for the kernel at {}: {e}", path.display()))
+        .map_err(|e| {
+            format!(
+                "record the launch for the kernel at {}: {e}",
+                path.display()
+            )
+        })
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
