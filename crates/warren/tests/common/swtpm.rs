@@ -1,6 +1,6 @@
 //! A swtpm on loopback for the attestation tests, the `warren-tpm` agent, and a simulated UEFI
-//! boot (a crypto-agile event log and the PCR extends firmware would make). The same helpers as
-//! `attest_tpm.rs` has inline, shared here for the attestation-gate test.
+//! boot (a crypto-agile event log and the PCR extends firmware would make), shared by
+//! `attest_tpm.rs` and `attest_gate.rs`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -55,7 +55,10 @@ pub fn free_ports() -> (u16, u16) {
 
 impl Swtpm {
     pub fn start(tag: &str) -> Swtpm {
-        let dir = PathBuf::from(format!("/run/warren-swtpm-{}-{tag}", std::process::id()));
+        let dir = PathBuf::from(format!(
+            "/run/warren-attest-{}-{tag}-swtpm",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("state")).unwrap();
         ok(Command::new("swtpm_setup")
