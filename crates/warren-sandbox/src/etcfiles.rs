@@ -15,8 +15,8 @@ use std::path::Path;
 
 use crate::error::LaunchError;
 use crate::plan::{LaunchPlan, RootSource};
-use crate::rootfs::StepResult;
 use crate::step::Step;
+use crate::step::StepResult;
 
 /// The files, by their path inside the environment.
 pub(crate) const FILES: [&str; 3] = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"];
@@ -144,7 +144,10 @@ pub(crate) fn prepare(
                 | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
         .map_err(|e| err(format!("open a mount of {}", file.display()))(e.into()))?;
-        trees.push((i, crate::launch::high(tree, "etc file")?));
+        // Above the launcher's floor, so installing the mailbox as descriptor 3 never closes it.
+        let tree =
+            warren_sys::dup_high(tree.as_fd()).map_err(err("move the etc file up".into()))?;
+        trees.push((i, tree));
     }
     Ok((trees, guard))
 }

@@ -14,21 +14,20 @@ use rustix::mount::{
     unmount,
 };
 
-use crate::rootfs::StepResult;
 use crate::step::Step;
+use crate::step::StepResult;
 
 fn at<T>(what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
     r.map_err(|e| (Step::MountRoot, what(), e.into()))
 }
 
-/// Replace the read-only root mounted at `staging` by an overlay of it: lower the root (made
-/// read-only, nosuid, nodev first), upper and work directories on a tmpfs of `size` bytes
+/// Replace the read-only root mounted at `staging` by an overlay of it: lower the root (which the
+/// caller has remounted read-only, nosuid, nodev: `rootfs::readonly_lower`), upper and work directories on a tmpfs of `size` bytes
 /// mounted for the moment on the root's `/tmp` (which the overlay's own `/tmp` tmpfs covers
 /// later). The overlay is made detached (`fsmount`), the old root and the tmpfs are detached
 /// from the namespace (the overlay keeps private copies of both), and the overlay is moved to
 /// `staging`. Its root directory takes the lower root's owner and mode.
 pub(crate) fn make_writable_root(staging: &Path, size: u64) -> StepResult {
-    crate::rootfs::readonly_lower(staging)?;
     let scratch = staging.join("tmp");
     let opts = format!(
         "mode=0755,size={size},nr_inodes={}",

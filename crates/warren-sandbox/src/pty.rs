@@ -20,8 +20,8 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use crate::rootfs::StepResult;
 use crate::step::Step;
+use crate::step::StepResult;
 
 fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
     r.map_err(|e| (step, what(), e.into()))

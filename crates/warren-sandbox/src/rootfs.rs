@@ -22,8 +22,7 @@ use crate::policy;
 use crate::step::Step;
 use warren_elf::BinaryRoot;
 
-/// A failed step: which one, what it was doing, and the error.
-pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
+pub(crate) use crate::step::StepResult;
 
 fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
     r.map_err(|e| (step, what(), e.into()))
@@ -209,6 +208,7 @@ pub(crate) fn enter_root(
         }
     }
     if let Some(size) = writable_root {
+        readonly_lower(staging)?;
         crate::overlay::make_writable_root(staging, size)?;
     }
     fault(Step::MountRoot)?;

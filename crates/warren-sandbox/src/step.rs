@@ -149,6 +149,9 @@ impl std::fmt::Display for Step {
     }
 }
 
+/// A failed step: which one, what it was doing, and the error.
+pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
