@@ -191,6 +191,12 @@ wait "$kernel_pid" || true
 kernel_pid=
 left=$("$warren" ps -a -q | grep -cxE 'store|client|intruder|front' || true)
 echo "environments left: $left; kernel running: $("$warren" diff "$demo/empty.toml" >/dev/null 2>&1 && echo yes || echo no)"
+# A veth host end goes with its environment's network namespace, which the kernel frees
+# asynchronously after the last process has gone: give it up to 5 s before counting.
+for _ in $(seq 50); do
+  ls /sys/class/net | grep -q '^wrn' || break
+  sleep 0.1
+done
 links=$(ls /sys/class/net | grep -c '^wrn' || true)
 elements=$(nft list table inet warren 2>/dev/null | grep -c 'elements = ' || true)
 echo "network left: $links veth host ends, $elements filter sets with elements"
