@@ -105,7 +105,8 @@ pub(crate) fn measure_and_record(
     if plan.cgroup.holds_children {
         // A spawner's workload may spawn as soon as it runs, before its launcher writes the live
         // record: the kernel reads its launch record from here meanwhile (the children's
-        // provenance, `crate::daemon::spawn`). Written before the exec, so it is never missing.
+        // provenance, `crate::daemon::spawn`). Written before the exec, so it is never missing;
+        // `warren run` removes it once the live record holds the same.
         write_measured(state, plan.name.as_str(), record.recnum, &digest)?;
     }
     Ok(Measurement {

@@ -750,8 +750,16 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         "command": plan.argv,
         "applied": applied,
     });
-    if let Err(e) = running.write_record(record.to_string().as_bytes()) {
-        eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}");
+    match running.write_record(record.to_string().as_bytes()) {
+        // The live record now holds the launch record: its stand-in goes (`measure.rs`).
+        Ok(()) if plan.cgroup.holds_children => {
+            let _ = std::fs::remove_file(crate::measure::measured_path(
+                &state.envs_dir(),
+                plan.name.as_str(),
+            ));
+        }
+        Ok(()) => {}
+        Err(e) => eprintln!("warren: warning: cannot record the environment for ps/inspect: {e}"),
     }
     if let Some(c) = &control {
         // The kernel reports a managed start only once it is real (`apply` says `created`).

@@ -164,22 +164,19 @@ impl Daemon {
     /// `inspect` too).
     fn launch_record_of(&self, name: &str) -> Option<(u64, String)> {
         let envs = self.state_dir.join("envs");
-        let path = envs.join(format!("{name}.lock"));
-        let record: Option<serde_json::Value> = std::fs::read(path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        // Until its launcher has written the live record (the workload may spawn as soon as it
-        // runs), the launch record waits in `NAME.measured`, written before its exec.
-        let m = match record
-            .as_ref()
-            .and_then(|r| r.get("applied")?.get("measurement"))
-        {
-            Some(m) => m.clone(),
-            None => serde_json::from_slice(
-                &std::fs::read(crate::measure::measured_path(&envs, name)).ok()?,
-            )
-            .ok()?,
+        let lock = envs.join(format!("{name}.lock"));
+        let from_lock = || -> Option<serde_json::Value> {
+            let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&lock).ok()?).ok()?;
+            r.get("applied")?.get("measurement").cloned()
         };
+        let from_measured = || -> Option<serde_json::Value> {
+            let path = crate::measure::measured_path(&envs, name);
+            serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+        };
+        // Until its launcher has written the live record (the workload may spawn as soon as it
+        // runs), the launch record waits in `NAME.measured`, written before its exec and
+        // removed once the live record holds it: so the lock is read again after it.
+        let m = from_lock().or_else(from_measured).or_else(from_lock)?;
         Some((
             m.get("recnum")?.as_u64()?,
             m.get("digest")?.as_str()?.to_owned(),
