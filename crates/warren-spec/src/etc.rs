@@ -131,6 +131,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_lists_are_bounded_at_their_documented_maxima() {
+        let host = parse_add_host("db:10.0.0.5").unwrap();
+        let dns: Vec<IpAddr> = vec!["10.0.0.53".parse().unwrap(); MAX_DNS];
+        let hosts = vec![host; MAX_HOSTS];
+        check_lists(&hosts, &dns).unwrap();
+        let more = [hosts.as_slice(), &hosts[..1]].concat();
+        let err = check_lists(&more, &dns).unwrap_err().to_string();
+        assert!(err.contains("256"), "{err}");
+        let more = [dns.as_slice(), &dns[..1]].concat();
+        let err = check_lists(&hosts, &more).unwrap_err().to_string();
+        assert!(err.contains('3'), "{err}");
+    }
+
+    #[test]
     fn add_host_accepts_v4_and_v6_and_names_bad_values() {
         let e = parse_add_host("db:10.0.0.5").unwrap();
         assert_eq!(
