@@ -328,18 +328,14 @@ fn setup(
     }
     fault(Step::Setsid)?;
 
-    let outcome = confine::landlock(
-        &ctx.plan.mounts,
-        ctx.plan.writable_root.is_some(),
-        ctx.plan.tty,
-    )
-    .map_err(|e| {
-        (
-            Step::Landlock,
-            "restrict with Landlock".to_owned(),
-            std::io::Error::other(e.to_string()),
-        )
-    })?;
+    let outcome =
+        confine::landlock(&ctx.plan.mounts, ctx.plan.writable_root.is_some()).map_err(|e| {
+            (
+                Step::Landlock,
+                "restrict with Landlock".to_owned(),
+                std::io::Error::other(e.to_string()),
+            )
+        })?;
     if outcome != LandlockOutcome::Full && !ctx.plan.allow_missing.contains(&Protection::Landlock) {
         let err = std::io::Error::from_raw_os_error(95); // EOPNOTSUPP
         return Err((

@@ -101,16 +101,9 @@ pub struct ExitState {
 /// Signals `warren run` forwards to the workload.
 pub const FORWARDED_SIGNALS: [i32; 6] = [1, 2, 3, 10, 12, 15]; // HUP INT QUIT USR1 USR2 TERM
 
+/// The number of threads in this process (`/proc/self/task`), 0 when it cannot be read.
 fn threads() -> usize {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Threads:")
-                    .map(|v| v.trim().parse().unwrap_or(0))
-            })
-        })
-        .unwrap_or(0)
+    warren_sys::thread_count().unwrap_or(0)
 }
 
 /// The step `WARREN_FAULT_INJECT` names, at which the launch is made to fail (tests).
@@ -291,7 +284,7 @@ fn check_features(plan: &LaunchPlan, fault: Fault) -> Result<Features, LaunchErr
         }
         degraded.insert(Protection::Landlock);
     }
-    let actions = std::fs::read_to_string("/proc/sys/kernel/seccomp/actions_avail");
+    let actions = warren_sys::read_pseudo_file("/proc/sys/kernel/seccomp/actions_avail");
     let seccomp = actions.is_ok();
     let seccomp_notify = actions.is_ok_and(|a| a.split_whitespace().any(|w| w == "user_notif"));
     if !seccomp && !plan.allow_missing.contains(&Protection::Seccomp) {
@@ -384,8 +377,21 @@ fn create_cgroup(
 ) -> Result<(), LaunchError> {
     if let Some(layout) = layout {
         let name = plan.name.as_str();
-        sweep_stale_cgroups(layout, state, name, &plan.cgroup.group(name));
-        taken.cgroup = Some(layout.create_placed(name, &plan.cgroup, &plan.limits)?);
+        let group = plan.cgroup.group(name);
+        sweep_stale_cgroups(layout, state, name);
+        let cgroup = match layout.create_placed(name, &plan.cgroup, &plan.limits) {
+            // A leftover of this very name (its launcher died, and the name is ours now that
+            // we hold it): remove it and make the group afresh. Looked for only on a clash, not
+            // on every launch (probing each hierarchy first cost a dozen `statx` calls).
+            Err(warren_cgroup::CgroupError::LeafExists { .. }) => {
+                if let Some(cg) = layout.adopt(&group) {
+                    let _ = cg.destroy();
+                }
+                layout.create_placed(name, &plan.cgroup, &plan.limits)?
+            }
+            r => r?,
+        };
+        taken.cgroup = Some(cgroup);
     }
     fault.at(Step::Cgroup)?;
     if let Some(n) = taken.net.as_mut() {
@@ -876,8 +882,7 @@ pub fn launch_with_mailbox(
 /// Remove the cgroups of environments whose launcher died without cleaning up (killed with
 /// SIGKILL, say): a leaf whose name no live launcher holds. Their processes were killed by the
 /// parent-death signal; any survivor is killed here. `own` is the name this launcher holds: a
-/// leaf of that name can only be a leftover, and is removed on every launch (`group` is where
-/// this launch's cgroup goes: the leaf, or a nested group under the spawner's).
+/// leaf of that name can only be a leftover, which [`create_cgroup`] removes when it meets it.
 ///
 /// Another Warren instance with another state directory may hold names this one cannot see, so
 /// a leaf is only ever swept when it is also empty and older than [`STALE_CGROUP_AGE`]. A
@@ -890,10 +895,7 @@ pub fn launch_with_mailbox(
 /// the removal of uid slot files dead launchers left) runs at most once per
 /// [`SWEEP_INTERVAL`] per state directory, as the modification time of
 /// `<state>/housekeeping` records.
-fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str, group: &str) {
-    if let Some(cg) = layout.adopt(group) {
-        let _ = cg.destroy();
-    }
+fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
     if !housekeeping_due(state) {
         return;
     }

@@ -646,7 +646,7 @@ fn mask_proc(staging: &Path) -> StepResult {
         ));
     }
     let read_num = |rel: &str| -> Option<i64> {
-        std::fs::read_to_string(proc_dir.join(rel))
+        warren_sys::read_pseudo_file(proc_dir.join(rel))
             .ok()?
             .trim()
             .parse()

@@ -149,6 +149,13 @@ fn ensure_dir_mode(path: &Path, mode: u32) -> Result<(), StateError> {
         path: path.to_owned(),
         source,
     };
+    // Every launch passes here for several directories that almost always exist already with
+    // the right mode: one `stat` settles that case.
+    if std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o7777 == mode)
+    {
+        return Ok(());
+    }
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(mode)

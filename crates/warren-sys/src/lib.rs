@@ -114,6 +114,17 @@ pub unsafe fn clone_process(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
     }
 }
 
+/// Read a kernel pseudo-file (procfs, sysfs, cgroupfs) whole, in as few system calls as it
+/// allows. Such files report a size of 0, so `std::fs::read_to_string` starts from a 32-byte
+/// probe and doubles its buffer (ten calls for `/proc/self/mountinfo`); one 16 KiB read
+/// usually takes all of it.
+pub fn read_pseudo_file(path: impl AsRef<std::path::Path>) -> io::Result<String> {
+    use std::io::Read as _;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    std::fs::File::open(path)?.read_to_end(&mut buf)?;
+    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// How many threads the calling process has (from `/proc/self/task`).
 pub fn thread_count() -> io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())

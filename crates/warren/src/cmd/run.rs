@@ -418,8 +418,13 @@ fn generated_name() -> anyhow::Result<EnvName> {
 }
 
 fn rustix_getrandom(buf: &mut [u8]) -> anyhow::Result<()> {
-    use std::io::Read;
-    std::fs::File::open("/dev/urandom")?.read_exact(buf)?;
+    let n = rustix::rand::getrandom(&mut *buf, rustix::rand::GetRandomFlags::empty())
+        .context("getrandom")?;
+    anyhow::ensure!(
+        n == buf.len(),
+        "getrandom returned {n} of {} bytes",
+        buf.len()
+    );
     Ok(())
 }
 
