@@ -45,8 +45,8 @@ pub(crate) struct ChildContext<'a> {
     pub mount_trees: Vec<BorrowedFd<'a>>,
     /// With `-t`: the child's end of the socket the pty's master is sent over.
     pub pty: Option<OwnedFd>,
-    /// The detached mounts of the generated `/etc` files (`crate::etcfiles::FILES` order).
-    pub etc_trees: Vec<(usize, BorrowedFd<'a>)>,
+    /// The generated `/etc` files to bind (`crate::etcfiles::wanted`), written by the child.
+    pub etc_files: Vec<(usize, String)>,
 }
 
 /// Install `prog`. A notifying program is installed with a listener, which goes to the parent
@@ -271,7 +271,7 @@ fn setup(
         rootfs::ExtraMounts {
             volumes: &ctx.plan.mounts,
             trees: &ctx.mount_trees,
-            etc_trees: &ctx.etc_trees,
+            etc_files: &ctx.etc_files,
             cgroup_view: &ctx.cgroup_view,
             writable_root: ctx.plan.writable_root,
             tty: ctx.plan.tty,

@@ -1,17 +1,18 @@
 //! The generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (docs/network.md).
 //!
-//! The parent writes the three files into a private directory under the state directory,
-//! takes a detached mount of each (`open_tree(OPEN_TREE_CLONE)`) and removes the directory at
-//! once: the detached mounts keep the files alive and nothing is left behind on the host. Once
-//! the child's user namespace has its maps, each mount is made read-only, nosuid, nodev and
-//! idmapped (root inside owns them); the child binds each over the root's file in step
-//! `mount-volumes`, after the volumes. A root without the file (or where it is not a regular
-//! file reached without a symbolic link, or a `--binary` root) keeps what it has: the file is
-//! skipped, since the root is read-only and Warren creates nothing in it.
+//! The child writes them itself, in step `mount-volumes` after the volumes: into a small tmpfs
+//! of its own mounted for the moment over its `/tmp`, as the environment's root (so root inside
+//! owns them); it binds each over the root's file, makes the bind read-only, `nosuid`, `nodev`
+//! and `noexec`, and detaches the tmpfs again (the binds keep its files). Nothing of them ever
+//! exists on the host, and the launcher's parent does no work for them but the check of
+//! [`check_required`]. A root without the file (or where it is not a regular file reached
+//! without a symbolic link, or a `--binary` root) keeps what it has: the file is skipped, since
+//! the root is read-only and Warren creates nothing in it.
 
 use std::net::IpAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+
+use rustix::mount::{MountFlags, UnmountFlags};
 
 use crate::error::LaunchError;
 use crate::plan::{LaunchPlan, RootSource};
@@ -54,19 +55,6 @@ pub(crate) fn required(plan: &LaunchPlan) -> [bool; 3] {
     [!plan.add_hosts.is_empty(), false, !plan.dns.is_empty()]
 }
 
-/// The private directory holding the files until the launch is over (the child binds them
-/// before its exec; a mount of an unlinked file cannot be attached). Dropping it removes it.
-#[derive(Debug)]
-pub(crate) struct EtcDir(Option<std::path::PathBuf>);
-
-impl Drop for EtcDir {
-    fn drop(&mut self) {
-        if let Some(d) = self.0.take() {
-            let _ = std::fs::remove_dir_all(d);
-        }
-    }
-}
-
 /// Whether `root` (a host directory) holds a regular file at `path`, reached without a
 /// symbolic link.
 fn has_regular_file(root: &Path, path: &str) -> bool {
@@ -84,25 +72,15 @@ fn has_regular_file(root: &Path, path: &str) -> bool {
     false
 }
 
-/// Writes the files the root can take and returns a detached mount of each, with its index in
-/// [`FILES`], and the directory that holds them. A file the root lacks is skipped (no mount is
-/// made: closing an unused detached mount costs an RCU grace period), or refused when the user
-/// asked for its content ([`required`]). A `--binary` root gets none.
-pub(crate) fn prepare(
-    plan: &LaunchPlan,
-    state_root: &Path,
-    own: Option<IpAddr>,
-) -> Result<(Vec<(usize, OwnedFd)>, EtcDir), LaunchError> {
+/// Refuses, before anything is created, a root that lacks a file whose content the user asked
+/// for ([`required`]): an error naming the file, where a file nobody asked for is skipped.
+pub(crate) fn check_required(plan: &LaunchPlan) -> Result<(), LaunchError> {
     let root = match &plan.root {
-        RootSource::Binary(_) => return Ok((Vec::new(), EtcDir(None))),
+        RootSource::Binary(_) => return Ok(()),
         RootSource::Rootfs(d) | RootSource::Image(d) => d,
     };
-    let required = required(plan);
-    let mut wanted = Vec::new();
-    for (i, path) in FILES.iter().enumerate() {
-        if has_regular_file(root, path) {
-            wanted.push(i);
-        } else if required[i] {
+    for (path, required) in FILES.iter().zip(required(plan)) {
+        if required && !has_regular_file(root, path) {
             return Err(LaunchError::Parent {
                 step: Step::MountVolumes,
                 what: format!(
@@ -113,97 +91,71 @@ pub(crate) fn prepare(
             });
         }
     }
-    if wanted.is_empty() {
-        return Ok((Vec::new(), EtcDir(None)));
-    }
-    let dir = state_root.join(format!(
-        ".etc-{}-{}",
-        plan.name.as_str(),
-        std::process::id()
-    ));
-    let err = |what: String| {
-        move |e: std::io::Error| LaunchError::Parent {
-            step: Step::Clone,
-            what,
-            source: e,
-        }
-    };
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir(&dir).map_err(err(format!("create {}", dir.display())))?;
-    let guard = EtcDir(Some(dir.clone()));
-    let texts = contents(plan, own);
-    let mut trees = Vec::new();
-    for i in wanted {
-        let path = FILES[i];
-        let file = dir.join(path.rsplit('/').next().unwrap_or(path));
-        std::fs::write(&file, &texts[i]).map_err(err(format!("write {}", file.display())))?;
-        let tree = rustix::mount::open_tree(
-            rustix::fs::CWD,
-            &file,
-            rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
-                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
-        )
-        .map_err(|e| err(format!("open a mount of {}", file.display()))(e.into()))?;
-        // Above the launcher's floor, so installing the mailbox as descriptor 3 never closes it.
-        let tree =
-            warren_sys::dup_high(tree.as_fd()).map_err(err("move the etc file up".into()))?;
-        trees.push((i, tree));
-    }
-    Ok((trees, guard))
+    Ok(())
 }
 
-/// Makes each detached mount read-only, nosuid, nodev and idmapped through `pid`'s user
-/// namespace.
-pub(crate) fn seal(pid: i32, trees: &[(usize, OwnedFd)]) -> Result<(), LaunchError> {
-    if trees.is_empty() {
+/// The files to bind, with their index in [`FILES`]: all three for a `--rootfs` or `--image`
+/// root, none for a `--binary` one. `own` is the environment's address when networked.
+pub(crate) fn wanted(plan: &LaunchPlan, own: Option<IpAddr>) -> Vec<(usize, String)> {
+    if matches!(plan.root, RootSource::Binary(_)) {
+        return Vec::new();
+    }
+    contents(plan, own).into_iter().enumerate().collect()
+}
+
+/// In the child, as the environment's root, before the pivot: write each of `files` that the
+/// root at `staging` can take into a scratch tmpfs stacked for the moment on `staging/tmp`,
+/// bind it read-only over the root's own, and detach the scratch tmpfs (the binds keep it).
+pub(crate) fn attach(staging: &Path, files: &[(usize, String)]) -> StepResult {
+    let files: Vec<&(usize, String)> = files
+        .iter()
+        .filter(|(i, _)| has_regular_file(staging, FILES[*i]))
+        .collect();
+    if files.is_empty() {
         return Ok(());
     }
-    let ns = format!("/proc/{pid}/ns/user");
-    let userns = std::fs::File::open(&ns).map_err(|e| LaunchError::Parent {
-        step: Step::UidMap,
-        what: format!("open {ns}"),
-        source: e,
-    })?;
-    for (_, t) in trees {
-        warren_sys::mount_setattr_idmap(
-            t.as_fd(),
-            userns.as_fd(),
-            warren_sys::MOUNT_ATTR_RDONLY
-                | warren_sys::MOUNT_ATTR_NOSUID
-                | warren_sys::MOUNT_ATTR_NODEV,
-        )
-        .map_err(|e| LaunchError::Parent {
-            step: Step::UidMap,
-            what: "make a generated /etc file read-only".into(),
-            source: e,
-        })?;
-    }
-    Ok(())
-}
-
-/// In the child, before the pivot: bind each file over the root's own (the parent checked that
-/// it is a regular file reached without a symbolic link; one that changed since is skipped).
-pub(crate) fn attach(staging: &Path, trees: &[(usize, BorrowedFd<'_>)]) -> StepResult {
-    for (i, tree) in trees {
+    let fail = |what: String| move |e: std::io::Error| (Step::MountVolumes, what, e);
+    let scratch = staging.join("tmp");
+    // Room for the largest legal /etc/hosts (256 --add-host lines) with margin.
+    rustix::mount::mount(
+        "tmpfs",
+        &scratch,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"mode=0755,size=1m,nr_inodes=8",
+    )
+    .map_err(|e| fail("mount a scratch tmpfs for the generated /etc files".into())(e.into()))?;
+    let bound = files.iter().try_for_each(|(i, text)| {
         let path = FILES[*i];
-        if !has_regular_file(staging, path) {
-            continue;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let file = scratch.join(name);
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&file)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(fail(format!("write the generated {path}")))?;
         }
         let target = staging.join(path.trim_start_matches('/'));
-        rustix::mount::move_mount(
-            tree,
-            "",
-            rustix::fs::CWD,
+        rustix::mount::mount_bind(&file, &target)
+            .map_err(|e| fail(format!("bind the generated {path}"))(e.into()))?;
+        rustix::mount::mount_remount(
             &target,
-            rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+            MountFlags::BIND
+                | MountFlags::RDONLY
+                | MountFlags::NOSUID
+                | MountFlags::NODEV
+                | MountFlags::NOEXEC,
+            "",
         )
-        .map_err(|e| {
-            (
-                Step::MountVolumes,
-                format!("bind the generated {path}"),
-                std::io::Error::from(e),
-            )
-        })?;
-    }
-    Ok(())
+        .map_err(|e| fail(format!("make the generated {path} read-only"))(e.into()))
+    });
+    // The binds hold the scratch tmpfs's files; the tmpfs itself leaves /tmp, on every path.
+    let detached = rustix::mount::unmount(&scratch, UnmountFlags::DETACH)
+        .map_err(|e| fail("detach the scratch tmpfs".into())(e.into()));
+    bound.and(detached)
 }

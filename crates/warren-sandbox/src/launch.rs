@@ -457,11 +457,6 @@ struct ParentEnds {
     mount_trees: Vec<OwnedFd>,
     /// With `-t`: the parent's end of the socket the child sends the pty's master over.
     pty: Option<OwnedFd>,
-    /// The detached mounts of the generated `/etc` files (`etcfiles`), sealed once the
-    /// child's maps are written.
-    etc_trees: Vec<(usize, OwnedFd)>,
-    /// The directory holding the generated files, removed when the launch is over.
-    etc_dir: crate::etcfiles::EtcDir,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -538,14 +533,14 @@ fn fork(
         (None, None)
     };
     let staging = state.mount_point()?;
-    let (etc_trees, etc_dir) = crate::etcfiles::prepare(
+    crate::etcfiles::check_required(plan)?;
+    let etc_files = crate::etcfiles::wanted(
         plan,
-        state.root(),
         taken
             .net
             .as_ref()
             .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
-    )?;
+    );
     let attach = match taken
         .cgroup
         .as_ref()
@@ -605,7 +600,7 @@ fn fork(
                 cgroup_view,
                 mount_trees: mount_trees.iter().map(|t| t.as_fd()).collect(),
                 pty: pty_child,
-                etc_trees: etc_trees.iter().map(|(i, t)| (*i, t.as_fd())).collect(),
+                etc_files,
             })
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
@@ -628,8 +623,6 @@ fn fork(
                     image_tree,
                     mount_trees,
                     pty: pty_parent,
-                    etc_trees,
-                    etc_dir,
                 },
             ))
         }
@@ -832,7 +825,6 @@ pub fn launch_with_mailbox(
     let mount_trees = std::mem::take(&mut ends.mount_trees);
     set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
     drop(mount_trees);
-    crate::etcfiles::seal(pid, &ends.etc_trees)?;
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
@@ -842,10 +834,7 @@ pub fn launch_with_mailbox(
         image_tree: _,
         mount_trees: _,
         pty,
-        etc_trees,
-        etc_dir,
     } = ends;
-    drop(etc_trees);
     drop(go_keep);
     let mut refusals = None;
     read_reports(
@@ -856,8 +845,6 @@ pub fn launch_with_mailbox(
         &mut applied,
         &mut taken,
     )?;
-    // The child has exec'd (or failed): its generated /etc files are bound or not needed.
-    drop(etc_dir);
     drop(go);
     // The child sent the pty's master before its exec, which `read_reports` has seen.
     let pty = match pty {

@@ -112,7 +112,7 @@ pub(crate) struct ExtraMounts<'a> {
     /// `-t`: a devpts instance of the environment's own on `/dev/pts`.
     pub tty: bool,
     /// The generated `/etc` files (`crate::etcfiles`), bound after the volumes.
-    pub etc_trees: &'a [(usize, BorrowedFd<'a>)],
+    pub etc_files: &'a [(usize, String)],
 }
 
 /// Build the root at `staging` and pivot into it. On return the process's root and working
@@ -134,7 +134,7 @@ pub(crate) fn enter_root(
     let ExtraMounts {
         volumes,
         trees,
-        etc_trees,
+        etc_files,
         cgroup_view,
         writable_root,
         tty,
@@ -244,7 +244,7 @@ pub(crate) fn enter_root(
     }
     fault(Step::ReadonlyRoot)?;
     attach_mounts(staging, volumes, trees)?;
-    crate::etcfiles::attach(staging, etc_trees)?;
+    crate::etcfiles::attach(staging, etc_files)?;
     fault(Step::MountVolumes)?;
     pivot(staging)
 }
