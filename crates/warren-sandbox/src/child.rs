@@ -144,13 +144,38 @@ fn setup(
         r.map_err(|e| (step, what.to_owned(), e))
     };
 
-    // Wait until the parent has written our uid/gid maps and placed us in the cgroup.
     // A workload starts with no signal blocked and every disposition at its default, whatever
     // the launcher inherited (a kernel daemon blocks SIGINT and SIGTERM for its signalfd; a
     // shell may have ignored SIGINT or SIGHUP).
     let _ = &ctx.old_mask;
     warren_sys::set_signal_mask(&warren_sys::SignalSet::empty()).ok();
     warren_sys::reset_signal_dispositions();
+
+    // Steps that need no id map (the capabilities of a new user namespace's creator suffice)
+    // run while the parent writes the maps, instead of after: the hostname and the loopback
+    // interface, whose bringing up (IPv6 addresses and routes of `lo`) is one of the costlier
+    // steps of a launch.
+    rx(
+        Step::Hostname,
+        "sethostname",
+        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
+    )?;
+    fault(Step::Hostname)?;
+    io(
+        Step::Loopback,
+        "bring lo up",
+        warren_sys::interface_up(c"lo"),
+    )?;
+    // Ports below 1024 need no capability in the environment's own network namespace (as
+    // Docker sets it): `/proc/sys/net` is the writer's network namespace, which is ours.
+    io(
+        Step::Loopback,
+        "set net.ipv4.ip_unprivileged_port_start to 0",
+        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
+    )?;
+    fault(Step::Loopback)?;
+
+    // Wait until the parent has written our uid/gid maps.
     let mut byte = [0u8; 1];
     match rustix::io::read(&ctx.go, &mut byte) {
         Ok(1) => {}
@@ -231,25 +256,6 @@ fn setup(
         warren_sys::unshare_cgroup_namespace(),
     )?;
     fault(Step::CgroupNs)?;
-    rx(
-        Step::Hostname,
-        "sethostname",
-        rustix::system::sethostname(ctx.plan.hostname().as_bytes()),
-    )?;
-    fault(Step::Hostname)?;
-    io(
-        Step::Loopback,
-        "bring lo up",
-        warren_sys::interface_up(c"lo"),
-    )?;
-    // Ports below 1024 need no capability in the environment's own network namespace (as
-    // Docker sets it): `/proc/sys/net` is the writer's network namespace, which is ours.
-    io(
-        Step::Loopback,
-        "set net.ipv4.ip_unprivileged_port_start to 0",
-        std::fs::write("/proc/sys/net/ipv4/ip_unprivileged_port_start", "0"),
-    )?;
-    fault(Step::Loopback)?;
     if let Some(inside) = &ctx.net {
         let t = std::time::Instant::now();
         io(

@@ -823,7 +823,11 @@ pub fn launch_with_mailbox(
         .take()
         .filter(|_| matches!(plan.root, RootSource::Image(_)) || plan.writable_root.is_some());
     let mount_trees = std::mem::take(&mut ends.mount_trees);
-    set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault)?;
+    if let Err(e) = set_up_from_outside(pid, idmapped, &mount_trees, plan, &mut taken, fault) {
+        // The child's first steps run meanwhile: if one failed, the child has reported it and
+        // exited, which may be why this failed; its report names the cause.
+        return Err(child_failed_first(plan, &ends.report).unwrap_or(e));
+    }
     drop(mount_trees);
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
@@ -929,6 +933,37 @@ const STALE_CGROUP_AGE: std::time::Duration = std::time::Duration::from_secs(60)
 
 /// How often, at most, a launch runs the full sweep of [`sweep_stale_cgroups`].
 const SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The error the child reported before the parent's own step failed, if it did (a report is
+/// written whole, before the child exits, so a dead child's report is already in the pipe).
+fn child_failed_first(plan: &LaunchPlan, report: &OwnedFd) -> Option<LaunchError> {
+    let mut fds = [rustix::event::PollFd::new(
+        report,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    if rustix::event::poll(&mut fds, Some(&zero)).ok()? == 0
+        || !fds[0].revents().contains(rustix::event::PollFlags::IN)
+    {
+        return None;
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = rustix::io::read(report, &mut buf).ok()?;
+    Report::decode_all(&buf[..n])
+        .ok()?
+        .into_iter()
+        .find_map(|r| match r {
+            Report::Error {
+                step,
+                errno,
+                message,
+            } => Some(child_error(plan, step, errno, message)),
+            _ => None,
+        })
+}
 
 /// The launch error for a failure the child reported.
 fn child_error(plan: &LaunchPlan, step: Step, errno: i32, message: String) -> LaunchError {
