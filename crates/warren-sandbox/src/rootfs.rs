@@ -659,40 +659,35 @@ fn mask_proc(staging: &Path) -> StepResult {
     ) {
         masked.push("kallsyms");
     }
+    // No `stat` first (one per path, on every launch): the mount itself says what is there. A
+    // bind of the null device onto a directory fails with ENOTDIR, and so does a tmpfs onto a
+    // file; a path this kernel lacks fails with ENOENT and is skipped.
+    let tmpfs_mask = |p: &Path| {
+        mount(
+            "tmpfs",
+            p,
+            "tmpfs",
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            data("size=4k,nr_inodes=1").as_c_str(),
+        )
+    };
     for name in masked {
         let p = proc_dir.join(name);
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
+        let r = match mount_bind(&null, &p) {
+            Err(rustix::io::Errno::NOTDIR) => tmpfs_mask(&p),
+            r => r,
         };
-        if m.is_dir() {
-            at(
-                step,
-                || format!("mask /proc/{name}"),
-                mount(
-                    "tmpfs",
-                    &p,
-                    "tmpfs",
-                    MountFlags::RDONLY
-                        | MountFlags::NOSUID
-                        | MountFlags::NODEV
-                        | MountFlags::NOEXEC,
-                    data("size=4k,nr_inodes=1").as_c_str(),
-                ),
-            )?;
-        } else {
-            at(step, || format!("mask /proc/{name}"), mount_bind(&null, &p))?;
+        match r {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => at(step, || format!("mask /proc/{name}"), Err(e))?,
         }
     }
     for (name, _why) in policy::READONLY_PROC_PATHS {
         let p = proc_dir.join(name);
-        if std::fs::symlink_metadata(&p).is_err() {
-            continue;
+        match rustix::mount::mount_bind_recursive(&p, &p) {
+            Err(rustix::io::Errno::NOENT) => continue,
+            r => at(step, || format!("bind /proc/{name}"), r)?,
         }
-        at(
-            step,
-            || format!("bind /proc/{name}"),
-            rustix::mount::mount_bind_recursive(&p, &p),
-        )?;
         at(
             step,
             || format!("make /proc/{name} read-only"),
