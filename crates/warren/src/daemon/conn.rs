@@ -94,6 +94,18 @@ pub(super) struct EnvConn {
     tail: Option<Tail>,
     /// The environment closed its end: answers are dropped, what it sent is still served.
     peer_gone: bool,
+    /// The daemon's CPU time (ns) this connection may still use: it refills at
+    /// `Limits::cpu_share` of the wall clock up to one `turn_slice`, and each turn is charged
+    /// the daemon thread's CPU time it took (its frames, the kernel's work, its answers and
+    /// audit records). Below zero the connection waits (`Daemon::throttled`).
+    credit: i64,
+    /// When `credit` was last refilled.
+    credit_at: Instant,
+    /// It had input left after its turn: its EPOLLIN is out of the interest set (so a
+    /// readable epoll set means that someone else is waiting) and it is served from the
+    /// daemon's ready list, after every connection with fresh input, or later from the
+    /// throttled list when it is out of credit.
+    heavy: bool,
 }
 
 impl EnvConn {
@@ -119,7 +131,18 @@ impl EnvConn {
             dirty: false,
             tail: None,
             peer_gone: false,
+            credit: i64::MAX,
+            credit_at: Instant::now(),
+            heavy: false,
         }
+    }
+
+    /// Top the CPU credit up for the time since the last refill.
+    fn refill(&mut self, now: Instant, share: f64, cap: std::time::Duration) {
+        let cap = cap.as_nanos() as i64;
+        let earned = now.saturating_duration_since(self.credit_at).as_nanos() as f64 * share;
+        self.credit = self.credit.saturating_add(earned as i64).min(cap);
+        self.credit_at = now;
     }
 
     /// Answers decided and not yet taken by the environment's socket.
@@ -128,7 +151,7 @@ impl EnvConn {
     }
 
     fn rearm(&self, epoll_fd: &OwnedFd, token: u64) {
-        let (flags, data) = token_event(token, self.reading, self.want_write);
+        let (flags, data) = token_event(token, self.reading && !self.heavy, self.want_write);
         let _ = epoll::modify(epoll_fd, &self.fd, data, flags);
     }
 }
@@ -168,6 +191,25 @@ fn unsent_limit(kernel: &warren_kernel::Kernel, limits: &super::Limits, env: Env
     limits.max_unsent.min(room).max(UNSENT_FLOOR)
 }
 
+/// How often, at most, a connection's turn looks whether another connection is waiting.
+const YIELD_CHECK: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The daemon thread's CPU time so far (what a connection's turn is charged).
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// How a connection's turn ended.
+enum TurnEnd {
+    /// Everything it sent was read and acted on.
+    Drained,
+    /// Input is left (a tail, or packets in the socket) for a later turn.
+    Left,
+    /// It is paused (quota), closing or closed.
+    Stopped,
+}
+
 /// What stopped the frames of a packet.
 enum Stop {
     /// All were handled.
@@ -182,7 +224,7 @@ enum Stop {
 
 impl Daemon {
     /// An environment connection is readable or writable (or `flags` is empty: its turn from
-    /// the ready list, input left from the last turn's budget).
+    /// the ready list, input left from the last turn).
     pub(super) fn on_env(&mut self, token: u64, flags: EventFlags) {
         if flags.contains(EventFlags::OUT) {
             self.flush(token);
@@ -204,33 +246,69 @@ impl Daemon {
                 }
             }
         }
+        let now = Instant::now();
+        let (share, cap) = (self.limits.cpu_share, self.limits.turn_slice);
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        // A heavy connection's input waits for its turn from the ready list, after every
+        // connection with fresh input (its events here are for output or the hang-up).
+        if c.heavy && !flags.is_empty() && !hup {
+            return;
+        }
+        c.refill(now, share, cap);
+        if c.credit <= 0 && !c.peer_gone {
+            self.throttle(token, now);
+            return;
+        }
+        let turn = std::time::Duration::from_nanos(c.credit.max(0) as u64).min(cap);
+        let start = thread_cpu();
+        self.slice_end = start + turn;
+        self.next_yield_check = now + YIELD_CHECK;
+        let end = self.turn(token, hup);
+        let used = thread_cpu().saturating_sub(start);
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let now = Instant::now();
+        c.refill(now, share, cap);
+        c.credit -= used.as_nanos().min(i64::MAX as u128) as i64;
+        match end {
+            TurnEnd::Drained => self.set_heavy(token, false),
+            TurnEnd::Left => {
+                self.set_heavy(token, true);
+                self.throttle(token, now);
+            }
+            TurnEnd::Stopped => {}
+        }
+    }
+
+    /// One turn of connection `token`: its tail, then packets from its socket, while its
+    /// budgets, its time slice and its quota allow.
+    fn turn(&mut self, token: u64, hup: bool) -> TurnEnd {
         let mut budget = self.limits.turn_frames;
         let mut packets = 0;
-        self.slice_end = Instant::now() + self.limits.turn_slice;
         loop {
             let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
-                return;
+                return TurnEnd::Stopped;
             };
             if let Handshake::Closing(_) = c.handshake {
-                return;
+                return TurnEnd::Stopped;
             }
             if let Some(tail) = c.tail.take() {
                 match self.handle_tail(token, tail, &mut budget) {
                     Stop::Done => continue,
-                    Stop::Budget => {
-                        self.ready.push(token);
-                        return;
-                    }
-                    Stop::Quota | Stop::Closed => return,
+                    Stop::Budget => return TurnEnd::Left,
+                    Stop::Quota | Stop::Closed => return TurnEnd::Stopped,
                 }
             }
             if packets >= self.limits.turn_packets || budget == 0 {
-                // Level-triggered: the socket's remaining packets are reported next turn.
-                return;
+                // More may wait in the socket: the next turn, from the ready list, says.
+                return TurnEnd::Left;
             }
             if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
                 self.pause(token);
-                return;
+                return TurnEnd::Stopped;
             }
             let n = match rustix::net::recv(
                 &c.fd,
@@ -241,15 +319,16 @@ impl Daemon {
                 Err(rustix::io::Errno::AGAIN) => {
                     if hup || c.peer_gone {
                         self.drop_env_conn(token, None);
+                        return TurnEnd::Stopped;
                     }
-                    return;
+                    return TurnEnd::Drained;
                 }
                 Err(_) => 0,
             };
             if n == 0 || n > self.buf.len() {
                 let why = (n != 0).then_some("packet larger than 1 MiB");
                 self.drop_env_conn(token, why);
-                return;
+                return TurnEnd::Stopped;
             }
             packets += 1;
             let first = !c.seen_packet;
@@ -259,18 +338,74 @@ impl Daemon {
             self.buf = buf;
             match stop {
                 Stop::Done => {}
-                Stop::Budget => {
-                    self.ready.push(token);
-                    return;
-                }
-                Stop::Quota | Stop::Closed => return,
+                Stop::Budget => return TurnEnd::Left,
+                Stop::Quota | Stop::Closed => return TurnEnd::Stopped,
             }
         }
     }
 
-    /// Whether the connection being served has used its time slice.
-    fn turn_over(&self) -> bool {
-        Instant::now() >= self.slice_end
+    /// Whether connection `token` waits on the ready or the throttled list for input left
+    /// from its last turn.
+    pub(super) fn is_heavy(&self, token: u64) -> bool {
+        matches!(self.conns.get(&token), Some(Conn::Env(c)) if c.heavy)
+    }
+
+    fn set_heavy(&mut self, token: u64, heavy: bool) {
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if c.heavy != heavy {
+                c.heavy = heavy;
+                c.rearm(&self.epoll, token);
+            }
+        }
+    }
+
+    /// Put a connection with input left on the list for the next turn if it has credit for
+    /// one, else on the throttled list until it has.
+    fn throttle(&mut self, token: u64, now: Instant) {
+        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let resume = self.limits.turn_slice.as_nanos() as i64 / 2;
+        if c.credit >= resume || c.peer_gone {
+            self.ready.push(token);
+            return;
+        }
+        if !c.heavy {
+            c.heavy = true;
+            c.rearm(&self.epoll, token);
+        }
+        let wait = (resume - c.credit) as f64 / self.limits.cpu_share;
+        let at = now + std::time::Duration::from_nanos(wait as u64);
+        match self.throttled.iter_mut().find(|(_, t)| *t == token) {
+            Some(entry) => entry.0 = at,
+            None => self.throttled.push((at, token)),
+        }
+    }
+
+    /// Whether the connection being served has had its turn: its CPU time slice is used, or
+    /// another connection (or the control socket, a signal, the worker, the link) is waiting.
+    /// Heavy connections are out of the epoll set's input interest, so a readable epoll set
+    /// means someone else has something.
+    fn turn_over(&mut self) -> bool {
+        if thread_cpu() >= self.slice_end {
+            return true;
+        }
+        // One look at the epoll set per [`YIELD_CHECK`] at most: a connection alone with the
+        // kernel pays almost nothing for it.
+        let now = Instant::now();
+        if now < self.next_yield_check {
+            return false;
+        }
+        self.next_yield_check = now + YIELD_CHECK;
+        let mut fds = [rustix::event::PollFd::new(
+            &self.epoll,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
     }
 
     /// Hand a packet's frames to the kernel while the budget and the quota allow, and keep the

@@ -66,8 +66,11 @@ pub struct Limits {
     pub turn_packets: usize,
     /// Frames handed to the kernel from one connection in one turn at most.
     pub turn_frames: usize,
-    /// The time one connection's frames may take in one turn (checked every 16 frames).
+    /// The CPU time one connection's frames may take in one turn (checked every 16 frames).
     pub turn_slice: std::time::Duration,
+    /// The share of one CPU the daemon spends on one connection while it has input waiting
+    /// (`conn.rs`: its CPU credit refills at this rate, up to `turn_slice`).
+    pub cpu_share: f64,
     /// Unsent answers (bytes) over which the daemon stops reading a connection until the
     /// environment reads.
     pub max_unsent: usize,
@@ -85,6 +88,7 @@ impl Default for Limits {
             turn_packets: 16,
             turn_frames: 1024,
             turn_slice: std::time::Duration::from_micros(500),
+            cpu_share: 0.5,
             max_unsent: 4 << 20,
             max_backlog: 64 << 20,
             audit_max_size: 64 << 20,
@@ -149,17 +153,23 @@ struct Daemon {
     /// Environment connections that got output this turn: flushing visits only these, so a
     /// turn costs the same with ten or ten thousand idle environments.
     dirty: Vec<u64>,
-    /// Environment connections with input left over from their budget (a packet's remaining
-    /// frames) or whose reading resumed: served next turn even without an event.
+    /// Environment connections with input left over from their turn (a packet's remaining
+    /// frames, or packets in the socket) or whose reading resumed: served next turn even
+    /// without an event, after every connection with an event.
     ready: Vec<u64>,
+    /// Connections out of CPU credit with input left, and when their credit is back
+    /// (`conn.rs`): moved to `ready` then.
+    throttled: Vec<(Instant, u64)>,
     /// The frames of the packet being handled (kept for its allocation).
     frames: Vec<Frame<Request>>,
     next_token: u64,
     start: Instant,
     audit: audit::AuditLog,
     limits: Limits,
-    /// When the connection being served has used its time slice.
-    slice_end: Instant,
+    /// The daemon thread's CPU clock at which the connection being served has used its turn.
+    slice_end: std::time::Duration,
+    /// When the connection being served next looks whether others wait (`conn.rs`).
+    next_yield_check: Instant,
     /// The daemon is stopping: frames already read are acted on whatever the budgets and
     /// quotas (`conn.rs`).
     stopping: bool,
@@ -351,12 +361,14 @@ impl Daemon {
             env_conn: IdMap::default(),
             dirty: Vec::new(),
             ready: Vec::new(),
+            throttled: Vec::new(),
             frames: Vec::new(),
             next_token: 2,
             start: Instant::now(),
             audit,
             limits: opts.limits,
-            slice_end: Instant::now(),
+            slice_end: std::time::Duration::ZERO,
+            next_yield_check: Instant::now(),
             stopping: false,
             worker,
             group: opts.group,
@@ -388,18 +400,33 @@ impl Daemon {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // Connections with input left from their budget are served without waiting.
-            let deadline = if self.ready.is_empty() {
-                deadline
-            } else {
-                Some(0)
-            };
-            let timeout = deadline.map(|at| {
-                let ms = at.saturating_sub(self.now());
-                rustix::time::Timespec {
-                    tv_sec: (ms / 1000) as i64,
-                    tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+            // Throttled connections whose credit is back join the leftover list.
+            let clock = Instant::now();
+            let mut i = 0;
+            while i < self.throttled.len() {
+                if self.throttled[i].0 <= clock {
+                    let (_, t) = self.throttled.swap_remove(i);
+                    self.ready.push(t);
+                } else {
+                    i += 1;
                 }
+            }
+            // Connections with input left from their turn are served without waiting.
+            let wait = if self.ready.is_empty() {
+                let ms = deadline.map(|at| {
+                    std::time::Duration::from_millis(at.saturating_sub(self.now()))
+                });
+                let credit = self.throttled.iter().map(|(at, _)| *at - clock).min();
+                match (ms, credit) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            } else {
+                Some(std::time::Duration::ZERO)
+            };
+            let timeout = wait.map(|d| rustix::time::Timespec {
+                tv_sec: d.as_secs() as i64,
+                tv_nsec: d.subsec_nanos() as i64,
             });
             events.clear();
             let ready = std::mem::take(&mut self.ready);
@@ -459,13 +486,14 @@ impl Daemon {
                 self.drain_actions();
                 self.flush_all();
             }
-            // Then input left over from last turn's budgets (a connection served above already
-            // had its turn; `on_env` puts what is still left on the list again).
+            // Then input left over from last turn: heavy connections (served only from here),
+            // and others whose reading resumed (unless served above already); `on_env` puts
+            // what is still left on a list again.
             let mut ready = ready;
             ready.sort_unstable();
             ready.dedup();
             for t in ready {
-                if !events.iter().any(|e| e.data.u64() == t) {
+                if self.is_heavy(t) || !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
                 }
             }
