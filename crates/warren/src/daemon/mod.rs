@@ -413,9 +413,8 @@ impl Daemon {
             }
             // Connections with input left from their turn are served without waiting.
             let wait = if self.ready.is_empty() {
-                let ms = deadline.map(|at| {
-                    std::time::Duration::from_millis(at.saturating_sub(self.now()))
-                });
+                let ms = deadline
+                    .map(|at| std::time::Duration::from_millis(at.saturating_sub(self.now())));
                 let credit = self.throttled.iter().map(|(at, _)| *at - clock).min();
                 match (ms, credit) {
                     (Some(a), Some(b)) => Some(a.min(b)),
