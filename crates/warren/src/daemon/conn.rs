@@ -8,13 +8,22 @@
 //!   process sharing the descriptor) is answered Welcome with the version already agreed when
 //!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
-//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its
-//!   remaining frames, as bytes, never moved: offsets advance) waits for the next turn, and the
-//!   socket keeps the rest. Connections with input left over are served after every connection
-//!   with an event, and (without federation) after those connections' answers are written. A
-//!   packet over 16 KiB is checked (decoded) a slice at a time in the same turns before any of
-//!   its frames is acted on (a malformed packet is acted on not at all, §1), so that decoding
-//!   1 MiB of tiny frames no longer happens outside every budget.
+//!   slice of the daemon thread's CPU time (`turn_slice`, 500 µs) per turn of the loop, and its
+//!   turn ends early (checked every 16 frames, the epoll set looked at every 50 µs at most)
+//!   when anyone else is waiting. What is left of a packet (its remaining frames, as bytes,
+//!   never moved: offsets advance) waits for the next turn, and the socket keeps the rest. A
+//!   connection with input left after its turn is *heavy*: its EPOLLIN leaves the interest set
+//!   (so a readable epoll set means that someone else waits) and it is served from the ready
+//!   list, after every connection with fresh input and (without federation) after their
+//!   answers are written, until a turn reads its socket empty. The slice is the daemon
+//!   thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): a turn is charged its frames' decoding, the
+//!   kernel's work, its answers and audit records, and not the time the daemon was preempted.
+//!   Per-sender order is kept: a connection's frames are acted on strictly in the order they
+//!   were sent (its tail before its socket), whichever list it is served from. A packet over
+//!   16 KiB is checked
+//!   (decoded) a slice at a time in the same turns before any of its frames is acted on (a
+//!   malformed packet is acted on not at all, §1), so that decoding 1 MiB of tiny frames no
+//!   longer happens outside every budget.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
@@ -94,17 +103,10 @@ pub(super) struct EnvConn {
     tail: Option<Tail>,
     /// The environment closed its end: answers are dropped, what it sent is still served.
     peer_gone: bool,
-    /// The daemon's CPU time (ns) this connection may still use: it refills at
-    /// `Limits::cpu_share` of the wall clock up to one `turn_slice`, and each turn is charged
-    /// the daemon thread's CPU time it took (its frames, the kernel's work, its answers and
-    /// audit records). Below zero the connection waits (`Daemon::throttled`).
-    credit: i64,
-    /// When `credit` was last refilled.
-    credit_at: Instant,
     /// It had input left after its turn: its EPOLLIN is out of the interest set (so a
     /// readable epoll set means that someone else is waiting) and it is served from the
-    /// daemon's ready list, after every connection with fresh input, or later from the
-    /// throttled list when it is out of credit.
+    /// daemon's ready list, after every connection with fresh input, until a turn reads its
+    /// socket empty.
     heavy: bool,
 }
 
@@ -131,18 +133,8 @@ impl EnvConn {
             dirty: false,
             tail: None,
             peer_gone: false,
-            credit: i64::MAX,
-            credit_at: Instant::now(),
             heavy: false,
         }
-    }
-
-    /// Top the CPU credit up for the time since the last refill.
-    fn refill(&mut self, now: Instant, share: f64, cap: std::time::Duration) {
-        let cap = cap.as_nanos() as i64;
-        let earned = now.saturating_duration_since(self.credit_at).as_nanos() as f64 * share;
-        self.credit = self.credit.saturating_add(earned as i64).min(cap);
-        self.credit_at = now;
     }
 
     /// Answers decided and not yet taken by the environment's socket.
@@ -246,9 +238,7 @@ impl Daemon {
                 }
             }
         }
-        let now = Instant::now();
-        let (share, cap) = (self.limits.cpu_share, self.limits.turn_slice);
-        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
+        let Some(Conn::Env(c)) = self.conns.get(&token) else {
             return;
         };
         // A heavy connection's input waits for its turn from the ready list, after every
@@ -256,28 +246,13 @@ impl Daemon {
         if c.heavy && !flags.is_empty() && !hup {
             return;
         }
-        c.refill(now, share, cap);
-        if c.credit <= 0 && !c.peer_gone {
-            self.throttle(token, now);
-            return;
-        }
-        let turn = std::time::Duration::from_nanos(c.credit.max(0) as u64).min(cap);
-        let start = thread_cpu();
-        self.slice_end = start + turn;
-        self.next_yield_check = now + YIELD_CHECK;
-        let end = self.turn(token, hup);
-        let used = thread_cpu().saturating_sub(start);
-        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let now = Instant::now();
-        c.refill(now, share, cap);
-        c.credit -= used.as_nanos().min(i64::MAX as u128) as i64;
-        match end {
+        self.slice_end = thread_cpu() + self.limits.turn_slice;
+        self.next_yield_check = Instant::now() + YIELD_CHECK;
+        match self.turn(token, hup) {
             TurnEnd::Drained => self.set_heavy(token, false),
             TurnEnd::Left => {
                 self.set_heavy(token, true);
-                self.throttle(token, now);
+                self.ready.push(token);
             }
             TurnEnd::Stopped => {}
         }
@@ -344,8 +319,7 @@ impl Daemon {
         }
     }
 
-    /// Whether connection `token` waits on the ready or the throttled list for input left
-    /// from its last turn.
+    /// Whether connection `token` waits on the ready list for input left from its last turn.
     pub(super) fn is_heavy(&self, token: u64) -> bool {
         matches!(self.conns.get(&token), Some(Conn::Env(c)) if c.heavy)
     }
@@ -356,29 +330,6 @@ impl Daemon {
                 c.heavy = heavy;
                 c.rearm(&self.epoll, token);
             }
-        }
-    }
-
-    /// Put a connection with input left on the list for the next turn if it has credit for
-    /// one, else on the throttled list until it has.
-    fn throttle(&mut self, token: u64, now: Instant) {
-        let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
-            return;
-        };
-        let resume = self.limits.turn_slice.as_nanos() as i64 / 2;
-        if c.credit >= resume || c.peer_gone {
-            self.ready.push(token);
-            return;
-        }
-        if !c.heavy {
-            c.heavy = true;
-            c.rearm(&self.epoll, token);
-        }
-        let wait = (resume - c.credit) as f64 / self.limits.cpu_share;
-        let at = now + std::time::Duration::from_nanos(wait as u64);
-        match self.throttled.iter_mut().find(|(_, t)| *t == token) {
-            Some(entry) => entry.0 = at,
-            None => self.throttled.push((at, token)),
         }
     }
 

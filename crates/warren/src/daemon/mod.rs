@@ -68,9 +68,6 @@ pub struct Limits {
     pub turn_frames: usize,
     /// The CPU time one connection's frames may take in one turn (checked every 16 frames).
     pub turn_slice: std::time::Duration,
-    /// The share of one CPU the daemon spends on one connection while it has input waiting
-    /// (`conn.rs`: its CPU credit refills at this rate, up to `turn_slice`).
-    pub cpu_share: f64,
     /// Unsent answers (bytes) over which the daemon stops reading a connection until the
     /// environment reads.
     pub max_unsent: usize,
@@ -88,7 +85,6 @@ impl Default for Limits {
             turn_packets: 16,
             turn_frames: 1024,
             turn_slice: std::time::Duration::from_micros(500),
-            cpu_share: 0.5,
             max_unsent: 4 << 20,
             max_backlog: 64 << 20,
             audit_max_size: 64 << 20,
@@ -157,9 +153,6 @@ struct Daemon {
     /// frames, or packets in the socket) or whose reading resumed: served next turn even
     /// without an event, after every connection with an event.
     ready: Vec<u64>,
-    /// Connections out of CPU credit with input left, and when their credit is back
-    /// (`conn.rs`): moved to `ready` then.
-    throttled: Vec<(Instant, u64)>,
     /// The frames of the packet being handled (kept for its allocation).
     frames: Vec<Frame<Request>>,
     next_token: u64,
@@ -361,7 +354,6 @@ impl Daemon {
             env_conn: IdMap::default(),
             dirty: Vec::new(),
             ready: Vec::new(),
-            throttled: Vec::new(),
             frames: Vec::new(),
             next_token: 2,
             start: Instant::now(),
@@ -400,32 +392,18 @@ impl Daemon {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // Throttled connections whose credit is back join the leftover list.
-            let clock = Instant::now();
-            let mut i = 0;
-            while i < self.throttled.len() {
-                if self.throttled[i].0 <= clock {
-                    let (_, t) = self.throttled.swap_remove(i);
-                    self.ready.push(t);
-                } else {
-                    i += 1;
-                }
-            }
             // Connections with input left from their turn are served without waiting.
-            let wait = if self.ready.is_empty() {
-                let ms = deadline
-                    .map(|at| std::time::Duration::from_millis(at.saturating_sub(self.now())));
-                let credit = self.throttled.iter().map(|(at, _)| *at - clock).min();
-                match (ms, credit) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+            let deadline = if self.ready.is_empty() {
+                deadline
             } else {
-                Some(std::time::Duration::ZERO)
+                Some(0)
             };
-            let timeout = wait.map(|d| rustix::time::Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as i64,
+            let timeout = deadline.map(|at| {
+                let ms = at.saturating_sub(self.now());
+                rustix::time::Timespec {
+                    tv_sec: (ms / 1000) as i64,
+                    tv_nsec: ((ms % 1000) * 1_000_000) as i64,
+                }
             });
             events.clear();
             let ready = std::mem::take(&mut self.ready);
