@@ -20,10 +20,9 @@
 //!   kernel's work, its answers and audit records, and not the time the daemon was preempted.
 //!   Per-sender order is kept: a connection's frames are acted on strictly in the order they
 //!   were sent (its tail before its socket), whichever list it is served from. A packet over
-//!   16 KiB is checked
-//!   (decoded) a slice at a time in the same turns before any of its frames is acted on (a
-//!   malformed packet is acted on not at all, §1), so that decoding 1 MiB of tiny frames no
-//!   longer happens outside every budget.
+//!   16 KiB is checked (decoded) a slice at a time in the same turns before any of its frames
+//!   is acted on (a malformed packet is acted on not at all, §1), so that decoding 1 MiB of
+//!   tiny frames no longer happens outside every budget.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
