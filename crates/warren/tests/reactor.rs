@@ -526,8 +526,12 @@ fn settle(k: &Kernel) {
 
 /// Round trips per measuring window, before and during an attack.
 const WINDOW: usize = 400;
-/// Rounds of (a window without the attack, a window with it) at most.
-const ROUNDS: usize = 4;
+/// Rounds of (a window without the attack, a window with it) at most. What the kernel does to
+/// the neighbours is in every round; what the machine's scheduler does comes and goes (on two
+/// CPUs a tenant's own CPU share alone took single rounds to 5–18×: see
+/// `a_tenant_spinning_on_its_cpu_share_costs_the_kernel_nothing`), so a bound is held when one
+/// round of eight is within it.
+const ROUNDS: usize = 8;
 
 /// Start an attack (`start` returns it running; it ends when dropped) and measure the pair
 /// with and without it. Returns the p99 before and during (of the round whose ratio is the
@@ -641,7 +645,7 @@ fn sends_to_a_full_mailbox_as_fast_as_possible() {
 /// kernel traffic). The kernel does nothing for it (its CPU time stays flat while the pair is
 /// idle; the pair's own round trips are the positive control), and the neighbours' p99 ratio it
 /// causes is printed: that is what the attacker's own CPU use costs them through the machine's
-/// scheduler (on a quiet 2-CPU machine 1–13× in rounds of this method), whatever the kernel
+/// scheduler (on a quiet 2-CPU machine 1–18× in rounds of this method), whatever the kernel
 /// does, and it is in every flood's figures too.
 #[test]
 fn a_tenant_spinning_on_its_cpu_share_costs_the_kernel_nothing() {
