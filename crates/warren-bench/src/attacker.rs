@@ -17,6 +17,10 @@
 //!   messages (no `wait`) until the kernel refuses, then adds waiting sends of the same size to
 //!   each until refused; it prints `pinned BYTES queued Q waiting W refused R` and holds them.
 //!
+//! * `spin`: no kernel traffic at all: two threads spin on the CPU, as much as the
+//!   environment's `--cpus` lets them (the reference: what the attacker's own CPU use costs
+//!   the neighbours, whatever the kernel does).
+//!
 //! Every mode prints `attacking` on standard output once the attack runs (after its set-up),
 //! then goes on until it is killed (SIGTERM through `warren run`).
 
@@ -261,6 +265,14 @@ fn pin(c: &mut Conn, boxes: &[u32]) -> anyhow::Result<()> {
     }
 }
 
+/// Use the CPU for ever.
+fn spin() -> ! {
+    let mut x = 0u64;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut c = Conn::connect()?;
@@ -295,6 +307,11 @@ fn main() -> anyhow::Result<()> {
             let boxes = c.mailboxes(false)?;
             pin(&mut c, &boxes)
         }
-        _ => bail!("usage: warren-attacker full TARGET | lookups | deaf | whoami | pin"),
+        Some("spin") => {
+            std::thread::spawn(spin);
+            started();
+            spin()
+        }
+        _ => bail!("usage: warren-attacker full TARGET | lookups | deaf | whoami | pin | spin"),
     }
 }

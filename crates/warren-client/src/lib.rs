@@ -127,14 +127,19 @@ pub struct Client {
     /// The most bodies [`Client::send_many`] puts in one batch frame.
     frame_bodies: usize,
     next_id: RequestId,
-    /// Responses that arrived for other requests than the one being waited for.
-    early: VecDeque<Frame<Response>>,
+    /// Responses that arrived for other requests than the one being waited for, with their
+    /// place in the stream of answers (see `read`).
+    early: VecDeque<(u64, Frame<Response>)>,
     /// Receives this client gave up waiting for (no answer by their timeout plus a grace): the
     /// kernel may still answer them, and a message it hands over then must not be lost.
     abandoned: Vec<RequestId>,
-    /// Messages that answered abandoned receives, oldest first: the next receives that accept
-    /// them take them before asking the kernel.
-    unclaimed: VecDeque<Delivery>,
+    /// Messages that answered abandoned receives, oldest first (by their place in the stream
+    /// of answers): the next receives that accept them take them before asking the kernel, and
+    /// a receive answered with a newer message returns the older one first.
+    unclaimed: VecDeque<(u64, Delivery)>,
+    /// Frames read so far: each answer's place in the stream, which is the order in which the
+    /// kernel took the messages they carry.
+    read_seq: u64,
     buf: Vec<u8>,
 }
 
@@ -163,6 +168,7 @@ impl Client {
             early: VecDeque::new(),
             abandoned: Vec::new(),
             unclaimed: VecDeque::new(),
+            read_seq: 0,
             buf: vec![0u8; warren_proto::MAX_PACKET],
         };
         match c.request(Request::Hello {
@@ -295,11 +301,30 @@ impl Client {
         }
         let max = max.clamp(1, warren_proto::MAX_BATCH) as u32;
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
-        match self.request(Request::RecvBatch {
+        let (seq, answer) = self.request_seq(Request::RecvBatch {
             mailbox: None,
             max,
             timeout_ms,
-        })? {
+        })?;
+        // A message that answered an abandoned receive before this answer is older: it comes
+        // first, and this batch waits behind it.
+        if self
+            .older_unclaimed(seq, DEFAULT_MAILBOX, &Filter::default())
+            .is_some()
+        {
+            match answer {
+                Response::Deliveries(d) => {
+                    for d in owned_deliveries(&d) {
+                        self.insert_unclaimed(seq, d);
+                    }
+                }
+                Response::Delivery(d) => self.insert_unclaimed(seq, d),
+                other => return Err(ClientError::Unexpected(format!("{other:?}"))),
+            }
+            let first = self.take_unclaimed(None, &Filter::default());
+            return Ok(Received::One(first.expect("an older message is unclaimed")));
+        }
+        match answer {
             Response::Deliveries(d) => Ok(Received::Batch(d)),
             Response::Delivery(d) => Ok(Received::One(d)),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
@@ -310,6 +335,24 @@ impl Client {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(1);
         id
+    }
+
+    /// One packet's frames, each with its place in the stream of answers; answers to
+    /// abandoned receives are set aside as unclaimed messages at once, in that order.
+    fn read(&mut self) -> Result<Vec<(u64, Frame<Response>)>, ClientError> {
+        let frames = self.read_packet()?;
+        let mut out = Vec::with_capacity(frames.len());
+        for f in frames {
+            self.read_seq += 1;
+            let seq = self.read_seq;
+            if let Some(pos) = self.abandoned.iter().position(|&a| a == f.id) {
+                self.abandoned.swap_remove(pos);
+                self.absorb(seq, f.body);
+            } else {
+                out.push((seq, f));
+            }
+        }
+        Ok(out)
     }
 
     fn read_packet(&mut self) -> Result<Vec<Frame<Response>>, ClientError> {
@@ -335,16 +378,22 @@ impl Client {
     }
 
     fn wait_for(&mut self, id: RequestId) -> Result<Response, ClientError> {
-        if let Some(pos) = self.early.iter().position(|f| f.id == id) {
-            return Ok(self.early.remove(pos).expect("position is in range").body);
+        Ok(self.wait_for_seq(id)?.1)
+    }
+
+    /// The answer to `id` and its place in the stream of answers.
+    fn wait_for_seq(&mut self, id: RequestId) -> Result<(u64, Response), ClientError> {
+        if let Some(pos) = self.early.iter().position(|(_, f)| f.id == id) {
+            let (seq, f) = self.early.remove(pos).expect("position is in range");
+            return Ok((seq, f.body));
         }
         loop {
             let mut found = None;
-            for f in self.read_packet()? {
+            for (seq, f) in self.read()? {
                 if f.id == id && found.is_none() {
-                    found = Some(f.body);
+                    found = Some((seq, f.body));
                 } else {
-                    self.early.push_back(f);
+                    self.early.push_back((seq, f));
                 }
             }
             if let Some(r) = found {
@@ -368,33 +417,43 @@ impl Client {
     /// The answers to the `n` requests with ids `first..first + n`, in id order; answers to
     /// other requests met on the way are kept for their own waiters.
     fn wait_for_block(&mut self, first: RequestId, n: usize) -> Result<Vec<Response>, ClientError> {
+        let answers = self.wait_for_block_seq(first, n)?;
+        Ok(answers.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// [`Client::wait_for_block`], each answer with its place in the stream of answers.
+    fn wait_for_block_seq(
+        &mut self,
+        first: RequestId,
+        n: usize,
+    ) -> Result<Vec<(u64, Response)>, ClientError> {
         let index = |id: RequestId| {
             let i = id.wrapping_sub(first) as usize;
             (i < n).then_some(i)
         };
-        let mut slots: Vec<Option<Response>> = Vec::with_capacity(n);
+        let mut slots: Vec<Option<(u64, Response)>> = Vec::with_capacity(n);
         slots.resize_with(n, || None);
         let mut missing = n;
         if !self.early.is_empty() {
             let early = std::mem::take(&mut self.early);
-            for f in early {
+            for (seq, f) in early {
                 match index(f.id) {
                     Some(i) if slots[i].is_none() => {
-                        slots[i] = Some(f.body);
+                        slots[i] = Some((seq, f.body));
                         missing -= 1;
                     }
-                    _ => self.early.push_back(f),
+                    _ => self.early.push_back((seq, f)),
                 }
             }
         }
         while missing > 0 {
-            for f in self.read_packet()? {
+            for (seq, f) in self.read()? {
                 match index(f.id) {
                     Some(i) if slots[i].is_none() => {
-                        slots[i] = Some(f.body);
+                        slots[i] = Some((seq, f.body));
                         missing -= 1;
                     }
-                    _ => self.early.push_back(f),
+                    _ => self.early.push_back((seq, f)),
                 }
             }
         }
@@ -402,6 +461,11 @@ impl Client {
     }
 
     fn request(&mut self, req: Request) -> Result<Response, ClientError> {
+        Ok(self.request_seq(req)?.1)
+    }
+
+    /// [`Client::request`], with the answer's place in the stream of answers.
+    fn request_seq(&mut self, req: Request) -> Result<(u64, Response), ClientError> {
         // A receive with a timeout is answered by then; if the kernel restarted meanwhile (its
         // parked requests are lost) the client gives up on its own, a little later.
         let deadline = match &req {
@@ -420,7 +484,7 @@ impl Client {
         warren_proto::encode_request(&Frame { id, body: req }, &mut out)?;
         self.sock.send(&out)?;
         self.sock.set_read_timeout(deadline)?;
-        let answer = self.wait_for(id);
+        let answer = self.wait_for_seq(id);
         self.sock.set_read_timeout(None)?;
         if answer.is_err() && deadline.is_some() {
             // The kernel may still answer this receive with a message (e.g. it was slow, not
@@ -428,7 +492,7 @@ impl Client {
             self.abandoned.push(id);
         }
         match answer? {
-            Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
+            (_, Response::Error { code, detail }) => Err(ClientError::Kernel { code, detail }),
             r => Ok(r),
         }
     }
@@ -440,30 +504,63 @@ impl Client {
             return;
         }
         let early = std::mem::take(&mut self.early);
-        for f in early {
+        for (seq, f) in early {
             let Some(pos) = self.abandoned.iter().position(|&a| a == f.id) else {
-                self.early.push_back(f);
+                self.early.push_back((seq, f));
                 continue;
             };
             self.abandoned.swap_remove(pos);
-            match f.body {
-                Response::Delivery(d) => self.unclaimed.push_back(d),
-                Response::Deliveries(d) => {
-                    for (from, body) in d.iter() {
-                        self.unclaimed.push_back(Delivery {
-                            mailbox: d.mailbox,
-                            from: from.clone(),
-                            headers: Vec::new(),
-                            correlation: None,
-                            body: body.to_vec(),
-                            caps: Vec::new(),
-                            reply: None,
-                            down: None,
-                        });
-                    }
+            self.absorb(seq, f.body);
+        }
+    }
+
+    /// Keep the message(s) of an abandoned receive's answer, which was number `seq` in the
+    /// stream of answers (errors are dropped: nothing was taken).
+    fn absorb(&mut self, seq: u64, answer: Response) {
+        match answer {
+            Response::Delivery(d) => self.insert_unclaimed(seq, d),
+            Response::Deliveries(d) => {
+                for d in owned_deliveries(&d) {
+                    self.insert_unclaimed(seq, d);
                 }
-                _ => {}
             }
+            _ => {}
+        }
+    }
+
+    /// Put a message with stream place `seq` among the unclaimed ones, in stream order (after
+    /// those of the same place, so a batch keeps its order).
+    fn insert_unclaimed(&mut self, seq: u64, d: Delivery) {
+        let at = self.unclaimed.partition_point(|(s, _)| *s <= seq);
+        self.unclaimed.insert(at, (seq, d));
+    }
+
+    /// Where the oldest unclaimed message accepted by a receive of `mailbox` with `filter` is,
+    /// if it came before the answer with stream place `seq`.
+    fn older_unclaimed(&mut self, seq: u64, mailbox: Handle, filter: &Filter) -> Option<usize> {
+        self.absorb_abandoned();
+        self.unclaimed
+            .iter()
+            .position(|(s, d)| *s < seq && accepts(d, mailbox, filter))
+    }
+
+    /// `d`, the answer (stream place `seq`) to a receive of `mailbox` with `filter`, or an
+    /// older unclaimed message that receive accepts (then `d` waits among the unclaimed):
+    /// messages are returned in the order the kernel handed them out.
+    fn oldest_first(
+        &mut self,
+        seq: u64,
+        d: Delivery,
+        mailbox: Handle,
+        filter: &Filter,
+    ) -> Delivery {
+        match self.older_unclaimed(seq, mailbox, filter) {
+            Some(pos) => {
+                let (_, older) = self.unclaimed.remove(pos).expect("position is in range");
+                self.insert_unclaimed(seq, d);
+                older
+            }
+            None => d,
         }
     }
 
@@ -471,15 +568,11 @@ impl Client {
     fn take_unclaimed(&mut self, mailbox: Option<Handle>, filter: &Filter) -> Option<Delivery> {
         self.absorb_abandoned();
         let mailbox = mailbox.unwrap_or(DEFAULT_MAILBOX);
-        let pos = self.unclaimed.iter().position(|d| {
-            d.mailbox == mailbox
-                && filter.correlation.is_none_or(|c| d.correlation == Some(c))
-                && filter
-                    .header
-                    .as_ref()
-                    .is_none_or(|(n, v)| d.headers.iter().any(|(hn, hv)| hn == n && hv == v))
-        })?;
-        self.unclaimed.remove(pos)
+        let pos = self
+            .unclaimed
+            .iter()
+            .position(|(_, d)| accepts(d, mailbox, filter))?;
+        self.unclaimed.remove(pos).map(|(_, d)| d)
     }
 
     fn expect_ok(r: Response) -> Result<(), ClientError> {
@@ -543,6 +636,15 @@ impl Client {
     /// Send `requests` pipelined (as many per packet as fit, ids a contiguous block) and
     /// return their answers in request order.
     fn pipeline(&mut self, requests: Vec<Request>) -> Result<Vec<Response>, ClientError> {
+        let answers = self.pipeline_seq(requests)?;
+        Ok(answers.into_iter().map(|(_, r)| r).collect())
+    }
+
+    /// [`Client::pipeline`], each answer with its place in the stream of answers.
+    fn pipeline_seq(
+        &mut self,
+        requests: Vec<Request>,
+    ) -> Result<Vec<(u64, Response)>, ClientError> {
         let n = requests.len();
         let first = self.reserve_ids(n);
         let mut packet = PacketBuilder::with_limit(BATCH_PACKET);
@@ -556,7 +658,7 @@ impl Client {
         if !packet.is_empty() {
             self.sock.send(packet.as_bytes())?;
         }
-        self.wait_for_block(first, n)
+        self.wait_for_block_seq(first, n)
     }
 
     /// Appends `frame` to `packet`, sending the packet first when the frame does not fit.
@@ -594,15 +696,45 @@ impl Client {
                 timeout_ms,
             })
             .collect();
-        Ok(self
-            .pipeline(requests)?
+        let answers = self.pipeline_seq(requests)?;
+        // Messages that answered abandoned receives before these answers came are older: they
+        // go first, to the receives that got a message, then these in request order; what is
+        // left over (the newest) stays unclaimed for the next receive.
+        let newest = answers.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        self.absorb_abandoned();
+        let mut taken: Vec<Delivery> = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.unclaimed.len());
+        for (seq, d) in std::mem::take(&mut self.unclaimed) {
+            if seq < newest && accepts(&d, DEFAULT_MAILBOX, &Filter::default()) {
+                taken.push(d);
+            } else {
+                kept.push_back((seq, d));
+            }
+        }
+        self.unclaimed = kept;
+        let mut out = Vec::with_capacity(answers.len());
+        for (_, r) in answers {
+            out.push(match r {
+                Response::Delivery(d) => {
+                    taken.push(d);
+                    None
+                }
+                Response::Error { code, detail } => Some(ClientError::Kernel { code, detail }),
+                other => Some(ClientError::Unexpected(format!("{other:?}"))),
+            });
+        }
+        let mut taken = taken.into_iter();
+        let out: Vec<Result<Delivery, ClientError>> = out
             .into_iter()
-            .map(|r| match r {
-                Response::Delivery(d) => Ok(d),
-                Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
-                other => Err(ClientError::Unexpected(format!("{other:?}"))),
+            .map(|e| match e {
+                Some(e) => Err(e),
+                None => Ok(taken.next().expect("one message per receive that got one")),
             })
-            .collect())
+            .collect();
+        for d in taken {
+            self.insert_unclaimed(newest, d);
+        }
+        Ok(out)
     }
 
     /// Send `message` through `handle` (waiting for room if the mailbox is full) and take the
@@ -693,9 +825,9 @@ impl Client {
             Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         };
-        let sent = match self.early.iter().position(|f| f.id == first) {
+        let sent = match self.early.iter().position(|(_, f)| f.id == first) {
             None => Ok(()),
-            Some(pos) => match self.early.remove(pos).expect("in range").body {
+            Some(pos) => match self.early.remove(pos).expect("in range").1.body {
                 Response::Error { code, detail } => Err(ClientError::Kernel { code, detail }),
                 other => Err(ClientError::Unexpected(format!("{other:?}"))),
             },
@@ -721,12 +853,15 @@ impl Client {
             return Ok(d);
         }
         let timeout_ms = timeout.map(|t| t.as_millis().min(u64::MAX as u128) as u64);
-        match self.request(Request::Recv {
+        let (seq, answer) = self.request_seq(Request::Recv {
             mailbox,
-            filter,
+            filter: filter.clone(),
             timeout_ms,
-        })? {
-            Response::Delivery(d) => Ok(d),
+        })?;
+        match answer {
+            Response::Delivery(d) => {
+                Ok(self.oldest_first(seq, d, mailbox.unwrap_or(DEFAULT_MAILBOX), &filter))
+            }
             other => Err(ClientError::Unexpected(format!("{other:?}"))),
         }
     }
@@ -869,6 +1004,32 @@ impl Client {
         }
         Ok(())
     }
+}
+
+/// Whether a receive of `mailbox` with `filter` accepts `d`.
+fn accepts(d: &Delivery, mailbox: Handle, filter: &Filter) -> bool {
+    d.mailbox == mailbox
+        && filter.correlation.is_none_or(|c| d.correlation == Some(c))
+        && filter
+            .header
+            .as_ref()
+            .is_none_or(|(n, v)| d.headers.iter().any(|(hn, hv)| hn == n && hv == v))
+}
+
+/// The messages of a `Deliveries` answer, each as a [`Delivery`] of its own, in order.
+fn owned_deliveries(d: &Deliveries) -> Vec<Delivery> {
+    d.iter()
+        .map(|(from, body)| Delivery {
+            mailbox: d.mailbox,
+            from: from.clone(),
+            headers: Vec::new(),
+            correlation: None,
+            body: body.to_vec(),
+            caps: Vec::new(),
+            reply: None,
+            down: None,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1037,6 +1198,121 @@ mod tests {
         );
         kernel.join().unwrap();
         assert!(k.abandoned.is_empty() && k.unclaimed.is_empty());
+    }
+
+    /// The fake kernel's side of the check that no request reached it.
+    fn no_more_requests(sock: &UnixDatagram) {
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        assert!(sock.recv(&mut buf).is_err(), "a request reached the kernel");
+    }
+
+    /// The federation test's reorder (one message 256 places late): a receive the client gave
+    /// up on is answered with a message after the client asked again, and the next answer
+    /// carries the message after it. The older message must come out first.
+    #[test]
+    fn a_late_answer_to_an_abandoned_receive_comes_out_before_the_newer_message() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let first = read_requests(sock);
+            let second = read_requests(sock);
+            // The kernel took message 1 for the first receive, then 2 for the second.
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: first[0].id,
+                        body: delivery("1"),
+                    },
+                    Frame {
+                        id: second[0].id,
+                        body: delivery("2"),
+                    },
+                ],
+            );
+            no_more_requests(sock);
+        });
+        let t = Some(Duration::from_millis(1));
+        assert_eq!(k.recv(t).unwrap_err().code(), Some(ErrorCode::Timeout));
+        assert_eq!(
+            k.recv(t).unwrap().body,
+            b"1",
+            "the newer message came first"
+        );
+        assert_eq!(k.recv(t).unwrap().body, b"2", "the newer message was lost");
+        kernel.join().unwrap();
+        assert!(k.abandoned.is_empty() && k.unclaimed.is_empty());
+    }
+
+    #[test]
+    fn a_late_answer_to_an_abandoned_receive_comes_first_in_a_receive_batch() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let first = read_requests(sock);
+            let batch = read_requests(sock);
+            assert_eq!(batch.len(), 2);
+            answer(
+                sock,
+                &[Frame {
+                    id: first[0].id,
+                    body: delivery("1"),
+                }],
+            );
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: batch[0].id,
+                        body: delivery("2"),
+                    },
+                    Frame {
+                        id: batch[1].id,
+                        body: delivery("3"),
+                    },
+                ],
+            );
+            no_more_requests(sock);
+        });
+        let t = Some(Duration::from_millis(1));
+        assert_eq!(k.recv(t).unwrap_err().code(), Some(ErrorCode::Timeout));
+        let got: Vec<Vec<u8>> = k
+            .recv_batch(2, t)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.unwrap().body)
+            .collect();
+        assert_eq!(got, vec![b"1".to_vec(), b"2".to_vec()]);
+        assert_eq!(k.recv(t).unwrap().body, b"3");
+        kernel.join().unwrap();
+        assert!(k.abandoned.is_empty() && k.unclaimed.is_empty());
+    }
+
+    /// Positive control of the ordering: an abandoned receive's message that the kernel took
+    /// *after* the next receive's (its answer comes later in the stream) is not put first.
+    #[test]
+    fn a_message_taken_after_the_answer_stays_behind_it() {
+        let (mut k, kernel) = with_fake_kernel(|sock| {
+            let first = read_requests(sock);
+            let second = read_requests(sock);
+            answer(
+                sock,
+                &[
+                    Frame {
+                        id: second[0].id,
+                        body: delivery("1"),
+                    },
+                    Frame {
+                        id: first[0].id,
+                        body: delivery("2"),
+                    },
+                ],
+            );
+            no_more_requests(sock);
+        });
+        let t = Some(Duration::from_millis(1));
+        assert_eq!(k.recv(t).unwrap_err().code(), Some(ErrorCode::Timeout));
+        assert_eq!(k.recv(t).unwrap().body, b"1");
+        assert_eq!(k.recv(t).unwrap().body, b"2");
+        kernel.join().unwrap();
     }
 
     #[test]

@@ -46,6 +46,36 @@ impl AuditLimiter {
         }
     }
 
+    /// Counts a denial of `env` for (`op`, `code`) at `now` into its aggregate when the
+    /// environment's window is already full and holds one for that pair — the case of every
+    /// denial after the first few of a flood — without the caller building a record (no
+    /// allocation). Returns false when the caller must build the record and call
+    /// [`AuditLimiter::record`] (it may be written, or start an aggregate).
+    pub(crate) fn count_repeat(
+        &mut self,
+        env: &str,
+        op: &'static str,
+        code: &'static str,
+        now: Millis,
+        out: &mut VecDeque<Action>,
+    ) -> bool {
+        self.handle_timeout(now, out);
+        let Some(window) = self.windows.get_mut(env) else {
+            return false;
+        };
+        if window.written < self.per_window {
+            return false;
+        }
+        match window.held.get_mut(&(op, code)) {
+            Some((_, r)) => {
+                r.count += 1;
+                r.last = now;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Writes `rec` (decided at `now`) to `out`, or counts it into its aggregate.
     pub(crate) fn record(&mut self, rec: AuditRecord, now: Millis, out: &mut VecDeque<Action>) {
         self.handle_timeout(now, out);

@@ -1942,7 +1942,14 @@ impl Kernel {
         let Some(e) = self.envs.get(&env) else {
             return;
         };
-        if !matches!(deny.code, ErrorCode::Full | ErrorCode::Timeout) {
+        let code = deny.code.as_str();
+        // A flood's denials after the first few only count into their aggregate: no record is
+        // built for them.
+        if !matches!(deny.code, ErrorCode::Full | ErrorCode::Timeout)
+            && !self
+                .audit
+                .count_repeat(&e.name, op, code, self.now, &mut self.actions)
+        {
             let record = AuditRecord {
                 at: self.now,
                 env: e.name.to_string(),

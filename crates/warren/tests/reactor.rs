@@ -526,8 +526,12 @@ fn settle(k: &Kernel) {
 
 /// Round trips per measuring window, before and during an attack.
 const WINDOW: usize = 400;
-/// Rounds of (a window without the attack, a window with it) at most.
-const ROUNDS: usize = 4;
+/// Rounds of (a window without the attack, a window with it) at most. What the kernel does to
+/// the neighbours is in every round; what the machine's scheduler does comes and goes (on two
+/// CPUs a tenant's own CPU share alone took single rounds to 5–18×: see
+/// `a_tenant_spinning_on_its_cpu_share_costs_the_kernel_nothing`), so a bound is held when one
+/// round of eight is within it.
+const ROUNDS: usize = 8;
 
 /// Start an attack (`start` returns it running; it ends when dropped) and measure the pair
 /// with and without it. Returns the p99 before and during (of the round whose ratio is the
@@ -600,14 +604,13 @@ const MAX_UNSENT: u64 = 4 << 20;
 /// attacker's environment's own bookkeeping (its registration, launch record and cgroup).
 const SLACK: u64 = 12 << 20;
 
-/// What a neighbour's p99 during an attack may be: 5× its p99 before (issue 14's goal), or
-/// 10 ms, whichever is more. The floor is there because the goal is not met on a quiet machine:
-/// with a sub-millisecond baseline (0.3–0.4 ms p99 here when idle) the full-mailbox and the
-/// denied-lookup floods took the neighbours' p99 to 3–4.5 ms (8–14×) in CI on this 2-core host,
-/// where the attacker, the daemon and the pair share two CPUs. Under load (baselines of tens
-/// of ms) the 5× part is what binds. The ratio of every round is printed (`--nocapture`).
+/// What a neighbour's p99 during an attack may be: 5× its p99 before (issue 14's goal), with
+/// no floor. The daemon meets it on a sub-millisecond baseline because a connection with input
+/// left after its turn waits until every connection with fresh input had its own, and its turn
+/// ends as soon as another connection waits (`daemon/conn.rs`). The ratio of every round is
+/// printed (`--nocapture`).
 fn fair_bound(before: Duration) -> Duration {
-    (before * 5).max(Duration::from_millis(10))
+    before * 5
 }
 
 fn assert_fair(before: Duration, during: Duration) {
@@ -636,6 +639,47 @@ fn sends_to_a_full_mailbox_as_fast_as_possible() {
     });
     assert!(growth <= MAX_UNSENT + SLACK, "daemon grew {growth} bytes");
     assert_fair(before, during);
+}
+
+/// The reference for the attacks: a tenant that only spins on its CPU share (two threads, no
+/// kernel traffic). The kernel does nothing for it (its CPU time stays flat while the pair is
+/// idle; the pair's own round trips are the positive control), and the neighbours' p99 ratio it
+/// causes is printed: that is what the attacker's own CPU use costs them through the machine's
+/// scheduler (on a quiet 2-CPU machine 1–18× in rounds of this method), whatever the kernel
+/// does, and it is in every flood's figures too.
+#[test]
+fn a_tenant_spinning_on_its_cpu_share_costs_the_kernel_nothing() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut pair = Pair::new(&k);
+    let name = attacker_name("spin");
+    let spinner = Attacker::start(&k, &name, &[], &["spin"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let idle = k.cpu();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = k.cpu() - idle;
+    let busy = k.cpu();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(1) {
+        pair.round_trip();
+    }
+    let busy = k.cpu() - busy;
+    drop(spinner);
+    eprintln!("daemon CPU in 1 s: {idle} ticks with the spinner alone, {busy} with the pair");
+    assert!(
+        idle <= 1,
+        "the kernel worked {idle} ticks for a tenant that only spins"
+    );
+    assert!(
+        busy > idle,
+        "positive control: the pair's round trips cost the kernel nothing"
+    );
+    let name = attacker_name("spin2");
+    let (before, during, _) =
+        under_attack(&k, &mut pair, || Attacker::start(&k, &name, &[], &["spin"]));
+    eprintln!(
+        "reference: a CPU-only tenant took the neighbours' p99 from {before:?} to {during:?}"
+    );
 }
 
 #[test]
@@ -780,6 +824,71 @@ fn pinned_bytes_through_a_real_daemon_stay_within_the_byte_quota() {
         big >= growth + quota,
         "with 64 MiB of quota the daemon grew {big} bytes, with 16 MiB {growth}"
     );
+}
+
+/// Per-sender order (Erlang's guarantee, `docs/protocol.md`) through every path of the fair
+/// reactor: 4,000 sends pipelined in 8 packets of 500 frames, with a turn budget of 64 frames
+/// (`--turn-frames`), so the sender's input is served a piece at a time — a packet's tail over
+/// many turns, the connection heavy (served after fresh input, off the epoll input set) — while
+/// a neighbour pair's round trips keep arriving (each one ends the sender's turn early). The
+/// receiver must get them in send order, every one.
+#[test]
+fn a_heavy_senders_messages_arrive_in_send_order() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&["--turn-frames", "64"], &[]);
+    let mut pair = Pair::new(&k);
+    let (sn, rn) = (unique("osend"), unique("orecv"));
+    let mut sink = k.register(&rn, &[], Some(4096));
+    let mut sender = k.register(&sn, std::slice::from_ref(&rn), None);
+    sink.hello();
+    sender.hello();
+    let to_sink = sender.handle(&rn);
+    const PACKETS: u32 = 8;
+    const PER: u32 = 500;
+    let mut id = 1000;
+    for p in 0..PACKETS {
+        let frames: Vec<_> = (0..PER)
+            .map(|i| {
+                id += 1;
+                send_frame(id, to_sink, &(p * PER + i).to_le_bytes())
+            })
+            .collect();
+        sender.send(&frames);
+    }
+    // The neighbours' round trips arrive while the sender's input is being worked through.
+    for _ in 0..50 {
+        pair.round_trip();
+    }
+    let mut oks = 0;
+    while oks < PACKETS * PER {
+        for f in sender.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(
+                matches!(f.body, Response::Ok),
+                "send {}: {:?}",
+                f.id,
+                f.body
+            );
+            oks += 1;
+        }
+    }
+    let mut got: Vec<u32> = Vec::new();
+    while got.len() < (PACKETS * PER) as usize {
+        let frames: Vec<_> = (0..PER).map(|_| recv_frame(sink.id())).collect();
+        sink.send(&frames);
+        let mut answered = 0;
+        while answered < PER {
+            for f in sink.recv(Duration::from_secs(30)).expect("closed") {
+                answered += 1;
+                if let Response::Delivery(d) = f.body {
+                    got.push(u32::from_le_bytes(d.body[..4].try_into().unwrap()));
+                }
+            }
+        }
+    }
+    let want: Vec<u32> = (0..PACKETS * PER).collect();
+    let first_wrong = got.iter().zip(&want).position(|(g, w)| g != w);
+    assert_eq!(first_wrong, None, "out of order at {first_wrong:?}");
+    assert_eq!(got.len(), want.len());
 }
 
 #[test]

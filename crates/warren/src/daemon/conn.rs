@@ -8,13 +8,21 @@
 //!   process sharing the descriptor) is answered Welcome with the version already agreed when
 //!   its range holds it, else Error `version`; it never changes the version, nor closes.
 //! * **Fair**: one connection gets at most `turn_packets` packets, `turn_frames` frames and a
-//!   time slice (`turn_slice`, 500 µs) per turn of the loop; what is left of a packet (its
-//!   remaining frames, as bytes, never moved: offsets advance) waits for the next turn, and the
-//!   socket keeps the rest. Connections with input left over are served after every connection
-//!   with an event, and (without federation) after those connections' answers are written. A
-//!   packet over 16 KiB is checked (decoded) a slice at a time in the same turns before any of
-//!   its frames is acted on (a malformed packet is acted on not at all, §1), so that decoding
-//!   1 MiB of tiny frames no longer happens outside every budget.
+//!   slice of the daemon thread's CPU time (`turn_slice`, 500 µs) per turn of the loop, and its
+//!   turn ends early (checked every 16 frames, the epoll set looked at every 50 µs at most)
+//!   when anyone else is waiting. What is left of a packet (its remaining frames, as bytes,
+//!   never moved: offsets advance) waits for the next turn, and the socket keeps the rest. A
+//!   connection with input left after its turn is *heavy*: its EPOLLIN leaves the interest set
+//!   (so a readable epoll set means that someone else waits) and it is served from the ready
+//!   list, after every connection with fresh input and (without federation) after their
+//!   answers are written, until a turn reads its socket empty. The slice is the daemon
+//!   thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): a turn is charged its frames' decoding, the
+//!   kernel's work, its answers and audit records, and not the time the daemon was preempted.
+//!   Per-sender order is kept: a connection's frames are acted on strictly in the order they
+//!   were sent (its tail before its socket), whichever list it is served from. A packet over
+//!   16 KiB is checked (decoded) a slice at a time in the same turns before any of its frames
+//!   is acted on (a malformed packet is acted on not at all, §1), so that decoding 1 MiB of
+//!   tiny frames no longer happens outside every budget.
 //! * **Bounded**: answers count against the connection before they are queued. While its unsent
 //!   answers exceed `max_unsent`, or what is left of the environment's byte quota after the
 //!   bytes it pins in the kernel (never less than 256 KiB, so that it can always read and
@@ -94,6 +102,11 @@ pub(super) struct EnvConn {
     tail: Option<Tail>,
     /// The environment closed its end: answers are dropped, what it sent is still served.
     peer_gone: bool,
+    /// It had input left after its turn: its EPOLLIN is out of the interest set (so a
+    /// readable epoll set means that someone else is waiting) and it is served from the
+    /// daemon's ready list, after every connection with fresh input, until a turn reads its
+    /// socket empty.
+    heavy: bool,
 }
 
 impl EnvConn {
@@ -119,6 +132,7 @@ impl EnvConn {
             dirty: false,
             tail: None,
             peer_gone: false,
+            heavy: false,
         }
     }
 
@@ -128,7 +142,7 @@ impl EnvConn {
     }
 
     fn rearm(&self, epoll_fd: &OwnedFd, token: u64) {
-        let (flags, data) = token_event(token, self.reading, self.want_write);
+        let (flags, data) = token_event(token, self.reading && !self.heavy, self.want_write);
         let _ = epoll::modify(epoll_fd, &self.fd, data, flags);
     }
 }
@@ -168,6 +182,25 @@ fn unsent_limit(kernel: &warren_kernel::Kernel, limits: &super::Limits, env: Env
     limits.max_unsent.min(room).max(UNSENT_FLOOR)
 }
 
+/// How often, at most, a connection's turn looks whether another connection is waiting.
+const YIELD_CHECK: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// The daemon thread's CPU time so far (what a connection's turn is charged).
+fn thread_cpu() -> std::time::Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    std::time::Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
+
+/// How a connection's turn ended.
+enum TurnEnd {
+    /// Everything it sent was read and acted on.
+    Drained,
+    /// Input is left (a tail, or packets in the socket) for a later turn.
+    Left,
+    /// It is paused (quota), closing or closed.
+    Stopped,
+}
+
 /// What stopped the frames of a packet.
 enum Stop {
     /// All were handled.
@@ -182,7 +215,7 @@ enum Stop {
 
 impl Daemon {
     /// An environment connection is readable or writable (or `flags` is empty: its turn from
-    /// the ready list, input left from the last turn's budget).
+    /// the ready list, input left from the last turn).
     pub(super) fn on_env(&mut self, token: u64, flags: EventFlags) {
         if flags.contains(EventFlags::OUT) {
             self.flush(token);
@@ -204,33 +237,52 @@ impl Daemon {
                 }
             }
         }
+        let Some(Conn::Env(c)) = self.conns.get(&token) else {
+            return;
+        };
+        // A heavy connection's input waits for its turn from the ready list, after every
+        // connection with fresh input (its events here are for output or the hang-up).
+        if c.heavy && !flags.is_empty() && !hup {
+            return;
+        }
+        self.slice_end = thread_cpu() + self.limits.turn_slice;
+        self.next_yield_check = Instant::now() + YIELD_CHECK;
+        match self.turn(token, hup) {
+            TurnEnd::Drained => self.set_heavy(token, false),
+            TurnEnd::Left => {
+                self.set_heavy(token, true);
+                self.ready.push(token);
+            }
+            TurnEnd::Stopped => {}
+        }
+    }
+
+    /// One turn of connection `token`: its tail, then packets from its socket, while its
+    /// budgets, its time slice and its quota allow.
+    fn turn(&mut self, token: u64, hup: bool) -> TurnEnd {
         let mut budget = self.limits.turn_frames;
         let mut packets = 0;
-        self.slice_end = Instant::now() + self.limits.turn_slice;
         loop {
             let Some(Conn::Env(c)) = self.conns.get_mut(&token) else {
-                return;
+                return TurnEnd::Stopped;
             };
             if let Handshake::Closing(_) = c.handshake {
-                return;
+                return TurnEnd::Stopped;
             }
             if let Some(tail) = c.tail.take() {
                 match self.handle_tail(token, tail, &mut budget) {
                     Stop::Done => continue,
-                    Stop::Budget => {
-                        self.ready.push(token);
-                        return;
-                    }
-                    Stop::Quota | Stop::Closed => return,
+                    Stop::Budget => return TurnEnd::Left,
+                    Stop::Quota | Stop::Closed => return TurnEnd::Stopped,
                 }
             }
             if packets >= self.limits.turn_packets || budget == 0 {
-                // Level-triggered: the socket's remaining packets are reported next turn.
-                return;
+                // More may wait in the socket: the next turn, from the ready list, says.
+                return TurnEnd::Left;
             }
             if !c.peer_gone && c.unsent() > unsent_limit(&self.kernel, &self.limits, c.env) {
                 self.pause(token);
-                return;
+                return TurnEnd::Stopped;
             }
             let n = match rustix::net::recv(
                 &c.fd,
@@ -241,15 +293,16 @@ impl Daemon {
                 Err(rustix::io::Errno::AGAIN) => {
                     if hup || c.peer_gone {
                         self.drop_env_conn(token, None);
+                        return TurnEnd::Stopped;
                     }
-                    return;
+                    return TurnEnd::Drained;
                 }
                 Err(_) => 0,
             };
             if n == 0 || n > self.buf.len() {
                 let why = (n != 0).then_some("packet larger than 1 MiB");
                 self.drop_env_conn(token, why);
-                return;
+                return TurnEnd::Stopped;
             }
             packets += 1;
             let first = !c.seen_packet;
@@ -259,18 +312,50 @@ impl Daemon {
             self.buf = buf;
             match stop {
                 Stop::Done => {}
-                Stop::Budget => {
-                    self.ready.push(token);
-                    return;
-                }
-                Stop::Quota | Stop::Closed => return,
+                Stop::Budget => return TurnEnd::Left,
+                Stop::Quota | Stop::Closed => return TurnEnd::Stopped,
             }
         }
     }
 
-    /// Whether the connection being served has used its time slice.
-    fn turn_over(&self) -> bool {
-        Instant::now() >= self.slice_end
+    /// Whether connection `token` waits on the ready list for input left from its last turn.
+    pub(super) fn is_heavy(&self, token: u64) -> bool {
+        matches!(self.conns.get(&token), Some(Conn::Env(c)) if c.heavy)
+    }
+
+    fn set_heavy(&mut self, token: u64, heavy: bool) {
+        if let Some(Conn::Env(c)) = self.conns.get_mut(&token) {
+            if c.heavy != heavy {
+                c.heavy = heavy;
+                c.rearm(&self.epoll, token);
+            }
+        }
+    }
+
+    /// Whether the connection being served has had its turn: its CPU time slice is used, or
+    /// another connection (or the control socket, a signal, the worker, the link) is waiting.
+    /// Heavy connections are out of the epoll set's input interest, so a readable epoll set
+    /// means someone else has something.
+    fn turn_over(&mut self) -> bool {
+        if thread_cpu() >= self.slice_end {
+            return true;
+        }
+        // One look at the epoll set per [`YIELD_CHECK`] at most: a connection alone with the
+        // kernel pays almost nothing for it.
+        let now = Instant::now();
+        if now < self.next_yield_check {
+            return false;
+        }
+        self.next_yield_check = now + YIELD_CHECK;
+        let mut fds = [rustix::event::PollFd::new(
+            &self.epoll,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
     }
 
     /// Hand a packet's frames to the kernel while the budget and the quota allow, and keep the

@@ -66,7 +66,7 @@ pub struct Limits {
     pub turn_packets: usize,
     /// Frames handed to the kernel from one connection in one turn at most.
     pub turn_frames: usize,
-    /// The time one connection's frames may take in one turn (checked every 16 frames).
+    /// The CPU time one connection's frames may take in one turn (checked every 16 frames).
     pub turn_slice: std::time::Duration,
     /// Unsent answers (bytes) over which the daemon stops reading a connection until the
     /// environment reads.
@@ -149,8 +149,9 @@ struct Daemon {
     /// Environment connections that got output this turn: flushing visits only these, so a
     /// turn costs the same with ten or ten thousand idle environments.
     dirty: Vec<u64>,
-    /// Environment connections with input left over from their budget (a packet's remaining
-    /// frames) or whose reading resumed: served next turn even without an event.
+    /// Environment connections with input left over from their turn (a packet's remaining
+    /// frames, or packets in the socket) or whose reading resumed: served next turn even
+    /// without an event, after every connection with an event.
     ready: Vec<u64>,
     /// The frames of the packet being handled (kept for its allocation).
     frames: Vec<Frame<Request>>,
@@ -158,8 +159,10 @@ struct Daemon {
     start: Instant,
     audit: audit::AuditLog,
     limits: Limits,
-    /// When the connection being served has used its time slice.
-    slice_end: Instant,
+    /// The daemon thread's CPU clock at which the connection being served has used its turn.
+    slice_end: std::time::Duration,
+    /// When the connection being served next looks whether others wait (`conn.rs`).
+    next_yield_check: Instant,
     /// The daemon is stopping: frames already read are acted on whatever the budgets and
     /// quotas (`conn.rs`).
     stopping: bool,
@@ -356,7 +359,8 @@ impl Daemon {
             start: Instant::now(),
             audit,
             limits: opts.limits,
-            slice_end: Instant::now(),
+            slice_end: std::time::Duration::ZERO,
+            next_yield_check: Instant::now(),
             stopping: false,
             worker,
             group: opts.group,
@@ -388,7 +392,7 @@ impl Daemon {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            // Connections with input left from their budget are served without waiting.
+            // Connections with input left from their turn are served without waiting.
             let deadline = if self.ready.is_empty() {
                 deadline
             } else {
@@ -459,13 +463,14 @@ impl Daemon {
                 self.drain_actions();
                 self.flush_all();
             }
-            // Then input left over from last turn's budgets (a connection served above already
-            // had its turn; `on_env` puts what is still left on the list again).
+            // Then input left over from last turn: heavy connections (served only from here),
+            // and others whose reading resumed (unless served above already); `on_env` puts
+            // what is still left on a list again.
             let mut ready = ready;
             ready.sort_unstable();
             ready.dedup();
             for t in ready {
-                if !events.iter().any(|e| e.data.u64() == t) {
+                if self.is_heavy(t) || !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
                 }
             }
