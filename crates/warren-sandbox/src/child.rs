@@ -24,6 +24,9 @@ use crate::step::Step;
 /// What the child needs, prepared by the parent before the fork.
 pub(crate) struct ChildContext<'a> {
     pub plan: &'a LaunchPlan,
+    /// The launcher's CPU affinity before the fork, restored before the exec: the parent
+    /// keeps the child off its own CPU during the setup (`launch::spread`).
+    pub affinity: Option<rustix::thread::CpuSet>,
     pub staging: PathBuf,
     pub go: OwnedFd,
     pub mailbox: Option<OwnedFd>,
@@ -300,6 +303,14 @@ fn setup(
     fault(Step::PivotRoot)?;
 
     set_rlimits(ctx.plan)?;
+    // The workload runs on every CPU the launcher could: undo the parent's setup-time spread.
+    if let Some(mask) = &ctx.affinity {
+        rx(
+            Step::Rlimits,
+            "restore the CPU affinity",
+            rustix::thread::sched_setaffinity(None, mask),
+        )?;
+    }
     fault(Step::Rlimits)?;
 
     // Descriptor hygiene: 0, 1 and 2 cross into the workload, and the mailbox as 3 when there is

@@ -558,6 +558,7 @@ fn fork(
         )),
         None => None,
     };
+    let affinity = rustix::thread::sched_getaffinity(None).ok();
     let sigset = warren_sys::SignalSet::of(&FORWARDED_SIGNALS)
         .map_err(parent_err(Step::Clone, "build the signal set"))?;
     let old_mask = warren_sys::block_signals(&sigset)
@@ -585,6 +586,7 @@ fn fork(
             drop(pty_parent);
             child::run(ChildContext {
                 plan,
+                affinity,
                 staging,
                 go: go_rd,
                 mailbox,
@@ -605,6 +607,7 @@ fn fork(
         }
         warren_sys::Forked::Parent { pid, pidfd } => {
             taken.child = Some((pid, pidfd));
+            spread(pid, affinity.as_ref());
             // From here on the forwarded signals are read from a signalfd while the workload
             // runs; without one, they are unblocked at once and act on the launcher itself.
             taken.signals = warren_sys::signalfd(&sigset).ok();
@@ -626,6 +629,27 @@ fn fork(
                 },
             ))
         }
+    }
+}
+
+/// Keep the child off the CPU the parent runs on while both work on the launch (the parent
+/// writes the maps and measures; the child builds the environment). Without it the scheduler
+/// tends to run the child on the parent's CPU: the go byte is a pipe write, a "sync" wake-up
+/// that assumes the writer is about to sleep, so the two took turns on one CPU while another
+/// idled (`perf sched timehist`: the child runnable but waiting 0.8 ms for the parent's CPU).
+/// The child restores `affinity`, the launcher's own, before it execs (step `rlimits`). Nothing
+/// is done when the launcher may run on one CPU only.
+fn spread(pid: i32, affinity: Option<&rustix::thread::CpuSet>) {
+    let Some(mask) = affinity else {
+        return;
+    };
+    let mut others = mask.clone();
+    others.unset(rustix::thread::sched_getcpu());
+    if others.count() == 0 {
+        return;
+    }
+    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::thread::sched_setaffinity(Some(pid), &others);
     }
 }
 

@@ -428,3 +428,40 @@ fn json_report_records_what_was_applied() {
     assert_eq!(limits["pids_max"], 32);
     assert_eq!(limits["cpu_quota_us"], 50_000);
 }
+
+/// The workload runs on exactly the CPUs its launcher may run on. (During the setup the
+/// launcher keeps its child off the parent's own CPU, `launch::spread`; the child must undo
+/// that before the exec.) Control: a launcher confined to one CPU with `taskset` gives its
+/// workload that one CPU, so the probe does read the mask the workload got.
+#[test]
+fn the_workload_gets_the_launchers_cpu_affinity() {
+    let own = |status: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mine = own(&std::fs::read_to_string("/proc/self/status").unwrap());
+    let probe = "grep Cpus_allowed_list /proc/self/status";
+    let o = run_sh(&unique("cpus"), &[], probe);
+    assert_code(&o, 0);
+    assert_eq!(own(&stdout(&o)), mine, "{}", stdout(&o));
+
+    let first = mine.split([',', '-']).next().unwrap_or("0").to_owned();
+    let launcher = warren();
+    let mut c = std::process::Command::new("taskset");
+    c.args(["-c", &first])
+        .arg(launcher.get_program())
+        .args(["run", "--name", &unique("cpus1"), "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", probe])
+        .envs(
+            launcher
+                .get_envs()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))),
+        );
+    let o = c.output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(own(&stdout(&o)), first, "{}", stdout(&o));
+}
