@@ -643,7 +643,7 @@ fn spread(pid: i32, affinity: Option<&rustix::thread::CpuSet>) {
     let Some(mask) = affinity else {
         return;
     };
-    let mut others = mask.clone();
+    let mut others = *mask;
     others.unset(rustix::thread::sched_getcpu());
     if others.count() == 0 {
         return;
