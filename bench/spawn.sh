@@ -157,7 +157,7 @@ launchers() {
         case "$c" in "$warren run --name idle-"*) echo "${p#/proc/}" ;; esac
     done
 }
-timeout 60 "$warren" stop -t 1 holder >/dev/null 2>&1 &
+timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
 left=$(launchers | wc -l)
 for _ in $(seq 240); do
     left=$(launchers | wc -l)
