@@ -322,9 +322,11 @@ impl Layout {
     /// such as `name=systemd` are skipped) and the first cgroup2 mount with the controllers its
     /// root `cgroup.controllers` offers. When a controller is mounted twice, the first mount wins.
     pub fn discover(mountinfo: &Path, fs_root: &Path) -> Result<Layout, CgroupError> {
-        let text = read_pseudo(mountinfo).map_err(|source| CgroupError::ReadMountinfo {
-            path: mountinfo.to_owned(),
-            source,
+        let text = warren_sys::read_pseudo_file(mountinfo).map_err(|source| {
+            CgroupError::ReadMountinfo {
+                path: mountinfo.to_owned(),
+                source,
+            }
         })?;
         let mut v1: Vec<V1Hierarchy> = Vec::new();
         let mut v2: Option<UnifiedMount> = None;
@@ -336,7 +338,7 @@ impl Layout {
             match mount.fstype {
                 "cgroup2" if v2.is_none() => {
                     let file = mount_point.join("cgroup.controllers");
-                    let controllers = read_pseudo(&file)
+                    let controllers = warren_sys::read_pseudo_file(&file)
                         .map_err(|source| CgroupError::Read { path: file, source })?;
                     v2 = Some(UnifiedMount {
                         mount_point,
@@ -877,7 +879,10 @@ impl Cgroup {
             Version::V2 => "memory.events",
             Version::V1 => "memory.oom_control",
         };
-        keyed_value(&read_pseudo(&dir.join(file)).ok()?, "oom_kill")
+        keyed_value(
+            &warren_sys::read_pseudo_file(dir.join(file)).ok()?,
+            "oom_kill",
+        )
     }
 
     /// How many times a fork or clone failed because the pids limit was reached (`pids.events`
@@ -888,7 +893,10 @@ impl Cgroup {
             .iter()
             .find(|d| d.has("pids"))
             .map(|d| d.procs.as_path())?;
-        keyed_value(&read_pseudo(&dir.join("pids.events")).ok()?, "max")
+        keyed_value(
+            &warren_sys::read_pseudo_file(dir.join("pids.events")).ok()?,
+            "max",
+        )
     }
 
     /// The highest memory use recorded, in bytes (v2 `memory.peak`, v1
@@ -1144,19 +1152,9 @@ fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
-/// Read a kernel pseudo-file (procfs, cgroupfs) whole. These report a size of 0, so
-/// `fs::read_to_string` starts from a 32-byte probe and doubles its buffer: ten system calls
-/// for `/proc/self/mountinfo`, which every launch reads. One 16 KiB read usually takes it all.
-fn read_pseudo(path: &Path) -> io::Result<String> {
-    use std::io::Read as _;
-    let mut buf = Vec::with_capacity(16 * 1024);
-    fs::File::open(path)?.read_to_end(&mut buf)?;
-    String::from_utf8(buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
-}
-
 /// Read a control file; a missing file reads as empty (a fixture, or a kernel without it).
 fn read_optional(path: &Path) -> Result<String, CgroupError> {
-    match read_pseudo(path) {
+    match warren_sys::read_pseudo_file(path) {
         Ok(text) => Ok(text),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         Err(source) => Err(CgroupError::Read {
