@@ -660,8 +660,8 @@ fn mask_proc(staging: &Path) -> StepResult {
         masked.push("kallsyms");
     }
     // No `stat` first (one per path, on every launch): the mount itself says what is there. A
-    // bind of the null device onto a directory fails with ENOTDIR, and so does a tmpfs onto a
-    // file; a path this kernel lacks fails with ENOENT and is skipped.
+    // tmpfs onto a file fails with ENOTDIR, and so does a bind of the null device onto a
+    // directory; a path this kernel lacks fails with ENOENT and is skipped.
     let tmpfs_mask = |p: &Path| {
         mount(
             "tmpfs",
@@ -673,9 +673,17 @@ fn mask_proc(staging: &Path) -> StepResult {
     };
     for name in masked {
         let p = proc_dir.join(name);
-        let r = match mount_bind(&null, &p) {
-            Err(rustix::io::Errno::NOTDIR) => tmpfs_mask(&p),
-            r => r,
+        // The known kind first; the other on ENOTDIR (a kernel that made a file a directory).
+        let r = if policy::MASKED_PROC_DIRS.contains(&name) {
+            match tmpfs_mask(&p) {
+                Err(rustix::io::Errno::NOTDIR) => mount_bind(&null, &p),
+                r => r,
+            }
+        } else {
+            match mount_bind(&null, &p) {
+                Err(rustix::io::Errno::NOTDIR) => tmpfs_mask(&p),
+                r => r,
+            }
         };
         match r {
             Ok(()) | Err(rustix::io::Errno::NOENT) => {}

@@ -226,7 +226,10 @@ fn proc_is_masked_and_sys_and_devices_are_absent() {
     for p in &masked {
         script.push_str(&format!("echo \"{p} $(wc -c < {p})\"; "));
     }
-    script.push_str("ls /proc/acpi | wc -l; (echo x > /proc/sys/kernel/hostname); ");
+    script
+        .push_str("echo acpi $(ls -A /proc/acpi | wc -l); (echo x > /proc/sys/kernel/hostname); ");
+    // How the directory masks are mounted: an empty read-only tmpfs of 4 KiB.
+    script.push_str("grep ' /proc/acpi ' /proc/self/mountinfo; ");
     if std::path::Path::new("/proc/sysrq-trigger").exists() {
         script.push_str("(echo x > /proc/sysrq-trigger); ");
     }
@@ -236,6 +239,17 @@ fn proc_is_masked_and_sys_and_devices_are_absent() {
     let out = stdout(&o);
     for p in &masked {
         assert!(out.contains(&format!("{p} 0\n")), "{p} is readable: {out}");
+    }
+    if std::path::Path::new("/proc/acpi").is_dir() {
+        assert!(out.contains("acpi 0\n"), "/proc/acpi has entries: {out}");
+        let line = out
+            .lines()
+            .find(|l| l.contains(" /proc/acpi "))
+            .unwrap_or_else(|| panic!("/proc/acpi is not masked: {out}"));
+        assert!(
+            line.contains(" ro,") && line.contains(" - tmpfs ") && line.contains("size=4k"),
+            "/proc/acpi is not an empty read-only tmpfs: {line}"
+        );
     }
     assert!(
         out.contains("/proc/sys/kernel/hostname: Read-only file system"),
