@@ -813,6 +813,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         use std::io::Write as _;
         let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
     };
+    // The launcher idles until the environment ends (for spawned children and `-d`, that is
+    // most of its life): what the launch allocated and freed goes back to the system.
+    warren_sys::release_free_heap();
     let exit = running.wait(&mut log_refusal);
     if let Some(r) = relay {
         r.finish();
