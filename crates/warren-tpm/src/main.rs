@@ -9,9 +9,13 @@
 //!   reprovision            remove both and provision again (after a legitimate update)
 //!   warren-pcr             the value of Warren's PCR 15
 //!   measure-self HEX...    extend PCR 15 with each digest, only if it is still zero
-//!   extend DIGEST_HEX      extend the anchor with a record digest
+//!   extend DIGEST_HEX [continues]
+//!                          extend the anchor with a record digest; answers the TPM's reset
+//!                          and restart counts (`continues`: the log holds records, so fail
+//!                          with `anchor-reset startup=R.S` if the anchor is unwritten)
 //!   read                   the anchor's value
-//!   quote QUALIFYING_HEX   TPM2_NV_Certify of the anchor by the attestation key
+//!   quote QUALIFYING_HEX [continues]
+//!                          TPM2_NV_Certify of the anchor by the attestation key
 //!   ek                     the EK certificate, the EK modulus, the AK's public area
 //!   activate BLOB_HEX SECRET_HEX   TPM2_ActivateCredential with the EK and the AK
 //!   diag-pcr-reset N | diag-pcr-extend N HEX | diag-pcr-read N | diag-nv-undefine |
@@ -202,6 +206,36 @@ impl Agent {
         let s = std::fs::read_to_string(self.auth_path())
             .map_err(|e| format!("read {}: {e}", self.auth_path().display()))?;
         hex::decode(s.trim()).map_err(|e| e.to_string())
+    }
+
+    /// With `continues` after an operation's argument (`extend DIGEST continues`, `quote Q
+    /// continues`: the caller's event log already holds records), fail with `anchor-reset
+    /// startup=R.S` when the anchor is unwritten: a reboot cleared it (then the TPM's reset
+    /// and restart counts R.S differ from those the log began in, and Warren starts a new
+    /// log), or someone deleted and defined it again (the same counts: Warren extends it
+    /// anyway, and the log, which no longer replays to it, shows the reset to every verifier).
+    fn check_continues(&self, rest: &[String]) -> Res<()> {
+        match rest.get(2).map(String::as_str) {
+            None => return Ok(()),
+            Some("continues") if rest.len() == 3 => {}
+            Some(_) => return Err(format!("unexpected arguments {:?}", &rest[2..])),
+        }
+        let mut t = self.raw()?;
+        match t.nv_read(NV_INDEX, b"", 32) {
+            Ok(_) => Ok(()),
+            // TPM_RC_NV_UNINITIALIZED: never extended since the TPM last started up anew, or
+            // deleted and defined again; its reset and restart counts tell the caller which.
+            Err(raw::RawError::Rc(0x14a)) => {
+                let (resets, restarts) = t
+                    .startup_counts()
+                    .map_err(raw_err("read the TPM's clock"))?;
+                Err(format!(
+                    "anchor-reset startup={resets}.{restarts}: the anchor is unwritten, but the \
+                     event log holds records"
+                ))
+            }
+            Err(e) => Err(format!("read the anchor: {e}")),
+        }
     }
 
     fn ak_public(&self) -> Res<Vec<u8>> {
@@ -556,8 +590,13 @@ fn run(args: &[String]) -> Res<Value> {
         "diag-provision-unbound" => agent.reprovision(false),
         "extend" => {
             let digest = hex_arg(&rest, 1)?;
+            agent.check_continues(&rest)?;
             agent.extend(&agent.auth()?, &digest)?;
-            Ok(json!({}))
+            let (resets, restarts) = agent
+                .raw()?
+                .startup_counts()
+                .map_err(raw_err("read the TPM's clock"))?;
+            Ok(json!({ "startup": format!("{resets}.{restarts}") }))
         }
         "read" => {
             let v = match agent.raw()?.nv_read(NV_INDEX, b"", 32) {
@@ -570,12 +609,20 @@ fn run(args: &[String]) -> Res<Value> {
         }
         "quote" => {
             let q = hex_arg(&rest, 1)?;
+            agent.check_continues(&rest)?;
             let auth = agent.auth()?;
             let mut t = agent.raw()?;
             let s1 = ak_session(&mut t, &auth)?;
             let (attest, r, s) = t.nv_certify(AK_HANDLE, s1, NV_INDEX, &q, 32).map_err(|e| {
                 end(&mut t, s1);
-                ak_err("certify the anchor")(e)
+                match e {
+                    // TPM_RC_NV_UNINITIALIZED: nothing extended since the last TPM reset.
+                    raw::RawError::Rc(0x14a) => "anchor-unwritten: nothing has been measured \
+                        since the TPM was reset (a reboot): there is no record to quote until \
+                        the first launch"
+                        .to_owned(),
+                    e => ak_err("certify the anchor")(e),
+                }
             })?;
             // The boot state over the same qualifying value: the PCRs are read first and
             // quoted after; the verifier checks that the values hash to the signed digest.

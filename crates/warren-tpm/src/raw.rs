@@ -418,6 +418,17 @@ impl Transport {
             .map(|_| ())
     }
 
+    /// `TPM2_ReadClock`: the TPM's reset and restart counts (`clockInfo.resetCount`,
+    /// `restartCount`). One of them grows at every `TPM2_Startup(CLEAR)`, i.e. whenever PCRs
+    /// and `CLEAR_STCLEAR` indices are cleared (a reboot, a resume from hibernation), and
+    /// neither does otherwise.
+    pub fn startup_counts(&mut self) -> Result<(u32, u32), RawError> {
+        // TPMS_TIME_INFO: time u64, then TPMS_CLOCK_INFO: clock u64, resetCount u32,
+        // restartCount u32, safe u8.
+        let r = self.command(0x181, &[], &[], &[])?;
+        Ok((u32_at(&r, 16)?, u32_at(&r, 20)?))
+    }
+
     /// `TPM2_PCR_Read` of one SHA-256 PCR.
     pub fn pcr_read(&mut self, pcr: u32) -> Result<Vec<u8>, RawError> {
         let mut sel = [0u8; 3];

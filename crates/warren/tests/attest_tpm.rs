@@ -1401,3 +1401,99 @@ fn ima_list_replayed_against_pcr_10() {
     }
     let _ = std::fs::remove_dir_all(host.state.with_extension("firmware"));
 }
+
+/// The event log lives in the data directory and survives a reboot; the TPM's anchor does not
+/// (`CLEAR_STCLEAR`). The first Warren to extend or quote after a TPM reset moves the old log
+/// aside (`events.jsonl.before-reset.N`) and starts a new one, so quotes keep verifying.
+/// Positive control: before the reset the log holds a record and the anchor is written; after
+/// it the anchor reads unwritten (zero) while the old log is still in place.
+#[test]
+fn the_event_log_starts_anew_after_a_tpm_reset() {
+    sweep_stale();
+    let agent = agent();
+    let mut tpm = Swtpm::start("reset");
+    let host = Host::new("reset", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    std::fs::create_dir_all(&host.state).unwrap();
+    // `attest init` again after each reboot only points the state directory at the restarted
+    // swtpm's new port (the key and the anchor stay; the log is not touched).
+    let init = |tpm: &Swtpm| {
+        ok(host
+            .w()
+            .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+            .output()
+            .unwrap())
+    };
+    init(&tpm);
+    let mut ca_init = host.w();
+    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
+    for c in localca_certs() {
+        ca_init.arg("--ek-ca").arg(c);
+    }
+    ok(ca_init.output().unwrap());
+    let tpm_ca = ca.join("tpm-ca.crt");
+    enroll(&host, &ca);
+    let attest = host.state.join("attest");
+    let records = |file: &str| -> Vec<Value> {
+        std::fs::read_to_string(attest.join(file))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let anchor = |tpm: &Swtpm| -> String {
+        let (done, v) = host.agent(tpm, &attest, &["read"]);
+        assert!(done, "{v}");
+        v["value"].as_str().unwrap().to_owned()
+    };
+
+    let first = host.launch("/bin/true");
+    let q = host.quote("ab01", &[]);
+    assert_eq!(host.verify(&q, "ab01", &tpm_ca, &[]), accepted());
+    assert_eq!(records("events.jsonl").len(), 1);
+    assert_ne!(anchor(&tpm), "00".repeat(32));
+
+    // A reboot: the anchor is unwritten again, the log still holds the old record.
+    tpm = tpm.reboot();
+    init(&tpm);
+    assert_eq!(anchor(&tpm), "00".repeat(32));
+    assert_eq!(records("events.jsonl").len(), 1);
+    let second = host.launch("/bin/true");
+    let log = records("events.jsonl");
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["recnum"], 0);
+    assert_eq!(log[0]["content"]["name"], second.as_str());
+    let old = records("events.jsonl.before-reset.1");
+    assert_eq!(old.len(), 1, "{old:?}");
+    assert_eq!(old[0]["content"]["name"], first.as_str());
+    let q = host.quote("ab02", &[]);
+    assert_eq!(host.verify(&q, "ab02", &tpm_ca, &[]), accepted());
+    let q = host.quote("ab03", &["--env", &second]);
+    assert_eq!(host.verify(&q, "ab03", &tpm_ca, &[]), accepted());
+
+    // Another reboot, and a quote before any launch: the old log goes aside, and there is
+    // nothing to quote yet (the TPM cannot certify an anchor that was never written), which
+    // the quote says instead of failing on the replay.
+    tpm = tpm.reboot();
+    init(&tpm);
+    let o = host
+        .w()
+        .args(["attest", "quote", "--nonce", "ab04"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert!(err.contains("no record to quote"), "{err}");
+    assert_eq!(records("events.jsonl.before-reset.2").len(), 1);
+    assert!(!attest.join("events.jsonl").exists());
+    // The launch after it starts the log at 0 again.
+    host.launch("/bin/true");
+    assert_eq!(records("events.jsonl")[0]["recnum"], 0);
+    let q = host.quote("ab05", &[]);
+    assert_eq!(host.verify(&q, "ab05", &tpm_ca, &[]), accepted());
+
+    drop(tpm);
+    let _ = std::fs::remove_dir_all(&host.state);
+    let _ = std::fs::remove_dir_all(&ca);
+}

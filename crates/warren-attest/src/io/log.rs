@@ -169,19 +169,9 @@ impl EventLog {
     ) -> Result<(Record, File, u64), LogError> {
         let _lock = self.lock()?;
         let path = self.path();
-        let mut file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(self.io(path.clone(), "open"))?;
-        let start = file
-            .seek(SeekFrom::End(0))
-            .map_err(self.io(path.clone(), "seek"))?;
-        let recnum = self.count_locked(start)?;
         let digest = content_digest(&content);
-        let record = Record {
-            recnum,
+        let mut record = Record {
+            recnum: 0,
             nv_index: NV_INDEX,
             digests: vec![DigestEntry {
                 hash_alg: "sha256".into(),
@@ -190,28 +180,79 @@ impl EventLog {
             content_type: CONTENT_TYPE.into(),
             content,
         };
-        let mut line = serde_json::to_vec(&record).unwrap_or_default();
-        line.push(b'\n');
-        file.write_all(&line)
-            .map_err(self.io(path.clone(), "append"))?;
-        if let Err(e) = root.extend(&digest) {
-            let _ = file.set_len(start);
-            // A concurrent group sync may have counted the bytes just removed as durable.
-            self.forget_synced_beyond(&file, start);
-            return Err(e.into());
+        let mut anew = false;
+        loop {
+            let mut file = OpenOptions::new()
+                .create(true)
+                .read(true)
+                .append(true)
+                .open(&path)
+                .map_err(self.io(path.clone(), "open"))?;
+            let start = file
+                .seek(SeekFrom::End(0))
+                .map_err(self.io(path.clone(), "seek"))?;
+            let recnum = self.count_locked(start)?;
+            record.recnum = recnum;
+            let mut line = serde_json::to_vec(&record).unwrap_or_default();
+            line.push(b'\n');
+            file.write_all(&line)
+                .map_err(self.io(path.clone(), "append"))?;
+            if let Err(e) = root.extend_after(&digest, recnum) {
+                let _ = file.set_len(start);
+                // A concurrent group sync may have counted the bytes just removed as durable.
+                self.forget_synced_beyond(&file, start);
+                if matches!(e, RootError::AnchorReset) && !anew {
+                    // The TPM was reset (a reboot) since the last record: the log starts
+                    // again, the old one kept beside it, and the record is appended anew.
+                    drop(file);
+                    self.start_anew_locked()?;
+                    anew = true;
+                    continue;
+                }
+                return Err(e.into());
+            }
+            let end = start + line.len() as u64;
+            // The count file is a hint (checked against the log's length), overwritten in
+            // place.
+            let count = self.dir.join("events.count");
+            if let Ok(f) = OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&count)
+            {
+                let _ =
+                    rustix::io::pwrite(&f, padded(&format!("{} {end}", recnum + 1)).as_bytes(), 0);
+            }
+            return Ok((record, file, end));
         }
-        let end = start + line.len() as u64;
-        // The count file is a hint (checked against the log's length), overwritten in place.
+    }
+
+    /// Moves the log aside as `events.jsonl.before-reset.N` (the lowest free N, from 1) and
+    /// forgets its record count, so that the next record starts a new log at 0: for a root
+    /// whose register restarted from zero ([`RootError::AnchorReset`]). Call with the lock
+    /// held. Returns where the old log went (`None`: there was none).
+    pub fn start_anew_locked(&self) -> Result<Option<PathBuf>, LogError> {
+        let path = self.path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        let mut n = 1u32;
+        let aside = loop {
+            let p = self.dir.join(format!("events.jsonl.before-reset.{n}"));
+            if !p.exists() {
+                break p;
+            }
+            n += 1;
+        };
+        std::fs::rename(&path, &aside).map_err(self.io(path, "move aside"))?;
         let count = self.dir.join("events.count");
-        if let Ok(f) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&count)
-        {
-            let _ = rustix::io::pwrite(&f, padded(&format!("{} {end}", recnum + 1)).as_bytes(), 0);
+        match std::fs::remove_file(&count) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(self.io(count, "remove")(e)),
         }
-        Ok((record, file, end))
+        Ok(Some(aside))
     }
 
     fn sync_lock(&self) -> Result<File, LogError> {

@@ -62,21 +62,33 @@ pub fn make_quote(
     let log = EventLog::new(state_dir);
     // The log and the register are read under the lock that appends take, so they agree.
     let lock = log.lock()?;
-    let records = log.records()?;
-    let subject = match env {
-        None => None,
-        Some(name) => {
-            let rec = records
-                .iter()
-                .rev()
-                .find(|r| r.content.name == name && r.content.event == EVENT_LAUNCH)
-                .ok_or_else(|| QuoteError::NoRecord(name.to_owned()))?;
-            let digest = rec.sha256().unwrap_or([0; 32]);
-            Some((rec.recnum, digest))
+    let mut anew = false;
+    let (records, subject, evidence) = loop {
+        let records = log.records()?;
+        let subject = match env {
+            None => None,
+            Some(name) => {
+                let rec = records
+                    .iter()
+                    .rev()
+                    .find(|r| r.content.name == name && r.content.event == EVENT_LAUNCH)
+                    .ok_or_else(|| QuoteError::NoRecord(name.to_owned()))?;
+                let digest = rec.sha256().unwrap_or([0; 32]);
+                Some((rec.recnum, digest))
+            }
+        };
+        let q = qualifying(nonce, subject.as_ref().map(|(n, d)| (*n, d, data)));
+        match root.quote_after(&q, records.len() as u64) {
+            Ok(evidence) => break (records, subject, evidence),
+            // The TPM was reset since the log's last record: its anchor holds none of them.
+            // The log starts again (the old one kept beside it), as the next launch would.
+            Err(RootError::AnchorReset) if !anew => {
+                log.start_anew_locked()?;
+                anew = true;
+            }
+            Err(e) => return Err(e.into()),
         }
     };
-    let q = qualifying(nonce, subject.as_ref().map(|(n, d)| (*n, d, data)));
-    let evidence = root.quote(&q)?;
     drop(lock);
     let cert = match std::fs::read_to_string(certificate_path(state_dir)) {
         Ok(c) => Some(c),

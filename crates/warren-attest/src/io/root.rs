@@ -50,6 +50,13 @@ pub enum RootError {
     /// The TPM or its agent failed.
     #[error("tpm: {0}")]
     Tpm(String),
+    /// The register restarted from zero behind a log that already holds records: a TPM's
+    /// anchor is cleared at every TPM reset (a reboot), the log in the data directory is not.
+    #[error(
+        "the TPM was reset (a reboot) since the event log's last record: its anchor starts again \
+         from zero"
+    )]
+    AnchorReset,
 }
 
 /// What a root signs for one quote.
@@ -92,6 +99,19 @@ pub trait RootOfTrust {
     fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError>;
     /// The attestation key's public key, as DER `SubjectPublicKeyInfo`.
     fn ak_spki(&mut self) -> Result<Vec<u8>, RootError>;
+    /// [`Self::extend`] for a record appended after `earlier` records of the log. A root whose
+    /// register can restart behind the log's back (a TPM's anchor, at every TPM reset) refuses
+    /// with [`RootError::AnchorReset`] when `earlier > 0` and its register is unwritten.
+    fn extend_after(&mut self, digest: &[u8; 32], earlier: u64) -> Result<(), RootError> {
+        let _ = earlier;
+        self.extend(digest)
+    }
+    /// [`Self::quote`] of a log holding `records` records, refusing as [`Self::extend_after`]
+    /// does when the register restarted behind it.
+    fn quote_after(&mut self, qualifying: &[u8; 32], records: u64) -> Result<Evidence, RootError> {
+        let _ = records;
+        self.quote(qualifying)
+    }
 }
 
 /// The software root: `<attest>/software.key` (P-256, PKCS#8 PEM, 0600) and

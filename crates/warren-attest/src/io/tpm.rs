@@ -13,6 +13,12 @@ use crate::evidence::tpm_wire::ak_spki_of;
 use crate::io::root::{Evidence, PcrQuote, RootError, RootOfTrust};
 use crate::io::selfpcr;
 
+/// The last argument of the agent's `extend` and `quote` when the log already holds records:
+/// the agent then first checks that the anchor has been written since the TPM's last reset.
+const CONTINUES: &str = "continues";
+/// How the agent's error begins when that check fails.
+const ANCHOR_RESET: &str = "anchor-reset";
+
 /// Where the `warren-tpm` agent is: `WARREN_TPM_AGENT`, else next to the running binary.
 pub fn agent_path() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("WARREN_TPM_AGENT") {
@@ -145,6 +151,50 @@ impl TpmRoot {
 
     /// Runs `op`; if the TPM refused the attestation key because Warren has not measured
     /// itself since the TPM was reset (PCR 15 still zero), measures and runs it once more.
+    /// `<dir>/events.epoch`: the TPM's reset and restart counts (`R.S`) when the current
+    /// log's records began to be extended into the anchor.
+    fn epoch_path(&self) -> PathBuf {
+        self.dir.join("events.epoch")
+    }
+
+    fn log_epoch(&self) -> Option<String> {
+        let s = std::fs::read_to_string(self.epoch_path()).ok()?;
+        Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+    }
+
+    fn set_log_epoch(&self, startup: &str) -> Result<(), RootError> {
+        let path = self.epoch_path();
+        std::fs::write(&path, format!("{startup}\n")).map_err(|source| RootError::Io {
+            what: "write",
+            path,
+            source,
+        })
+    }
+
+    /// Given the agent's error for an operation with `continues`: `Ok(true)` when the anchor
+    /// is unwritten because the TPM started up anew since the log began (its reset and restart
+    /// counts differ from the log's, or the log predates the record of them), `Ok(false)` when
+    /// it is unwritten in the same start-up (deleted and defined again), the error otherwise.
+    fn anchor_cleared(&self, e: RootError) -> Result<bool, RootError> {
+        let RootError::Tpm(msg) = &e else {
+            return Err(e);
+        };
+        let Some(rest) = msg.strip_prefix(ANCHOR_RESET) else {
+            return Err(e);
+        };
+        let now = rest
+            .trim_start()
+            .strip_prefix("startup=")
+            .and_then(|r| r.split(':').next())
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        match (now, self.log_epoch()) {
+            (Some(now), Some(then)) => Ok(now != then),
+            (Some(_), None) => Ok(true),
+            (None, _) => Err(e),
+        }
+    }
+
     fn call_measured(&self, args: &[&str]) -> Result<Value, RootError> {
         match self.call(args) {
             Err(RootError::Tpm(e)) if e.contains("pcr-state") => {
@@ -206,8 +256,32 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn extend(&mut self, digest: &[u8; 32]) -> Result<(), RootError> {
-        self.call_measured(&["extend", &hex::encode(digest)])
-            .map(|_| ())
+        self.extend_after(digest, 0)
+    }
+
+    fn extend_after(&mut self, digest: &[u8; 32], earlier: u64) -> Result<(), RootError> {
+        let digest = hex::encode(digest);
+        let v = if earlier > 0 {
+            match self.call_measured(&["extend", &digest, CONTINUES]) {
+                Err(e) => match self.anchor_cleared(e)? {
+                    // Cleared without a TPM reset: extended all the same, so that the log,
+                    // which no longer replays to the anchor, shows it to every verifier.
+                    false => self.call_measured(&["extend", &digest])?,
+                    true => return Err(RootError::AnchorReset),
+                },
+                Ok(v) => v,
+            }
+        } else {
+            self.call_measured(&["extend", &digest])?
+        };
+        // The TPM start-up the log's records are extended in: the first record of a log (and
+        // the first of a log older than the file) notes it.
+        if let Some(startup) = v.get("startup").and_then(Value::as_str) {
+            if earlier == 0 || self.log_epoch().is_none() {
+                self.set_log_epoch(startup)?;
+            }
+        }
+        Ok(())
     }
 
     fn read(&mut self) -> Result<[u8; 32], RootError> {
@@ -218,7 +292,23 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn quote(&mut self, qualifying: &[u8; 32]) -> Result<Evidence, RootError> {
-        let v = self.call_measured(&["quote", &hex::encode(qualifying)])?;
+        self.quote_after(qualifying, 0)
+    }
+
+    fn quote_after(&mut self, qualifying: &[u8; 32], records: u64) -> Result<Evidence, RootError> {
+        let qualifying = hex::encode(qualifying);
+        let v = if records > 0 {
+            match self.call_measured(&["quote", &qualifying, CONTINUES]) {
+                Err(e) => match self.anchor_cleared(e)? {
+                    // Cleared without a TPM reset: the quote fails on the unwritten anchor.
+                    false => self.call_measured(&["quote", &qualifying])?,
+                    true => return Err(RootError::AnchorReset),
+                },
+                Ok(v) => v,
+            }
+        } else {
+            self.call_measured(&["quote", &qualifying])?
+        };
         Ok(Evidence {
             attest: Self::hex(&v, "attest")?,
             signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
