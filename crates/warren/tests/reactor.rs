@@ -1014,6 +1014,53 @@ fn a_large_packet_is_checked_whole_before_any_frame_is_acted_on() {
     );
 }
 
+/// A packet of exactly `MAX_PACKET` bytes: two Sends to the sender's own mailbox (handle 1).
+fn full_packet() -> Vec<u8> {
+    let first = send_frame(200, 1, &vec![b'a'; warren_proto::MAX_BODY]);
+    let mut b = PacketBuilder::new();
+    b.push_request(&first).unwrap();
+    b.push_request(&send_frame(201, 1, b"")).unwrap();
+    let rest = warren_proto::MAX_PACKET - b.as_bytes().len();
+    let mut b = PacketBuilder::new();
+    b.push_request(&first).unwrap();
+    b.push_request(&send_frame(201, 1, &vec![b'b'; rest]))
+        .unwrap();
+    let v = b.as_bytes().to_vec();
+    assert_eq!(v.len(), warren_proto::MAX_PACKET);
+    v
+}
+
+/// §1: a packet larger than `MAX_PACKET` is a protocol violation: the connection is closed and
+/// none of its frames is acted on, even when its first `MAX_PACKET` bytes are valid frames.
+/// (The kernel reads with `MSG_TRUNC` and must use the packet's real length, not what fitted in
+/// its buffer.) Positive control: the same packet one byte shorter is answered frame by frame.
+#[test]
+fn a_packet_over_max_packet_closes_the_connection_unanswered() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let mut ok = k.register(&unique("maxok"), &[], Some(16));
+    ok.hello();
+    rustix::net::send(&ok.fd, &full_packet(), SendFlags::empty()).unwrap();
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        for f in ok.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(matches!(f.body, Response::Ok), "{f:?}");
+            ids.push(f.id);
+        }
+    }
+    assert_eq!(ids, [200, 201]);
+    let mut over = k.register(&unique("maxover"), &[], Some(16));
+    over.hello();
+    let mut packet = full_packet();
+    packet.push(0);
+    rustix::net::send(&over.fd, &packet, SendFlags::empty()).unwrap();
+    let got = until_closed(&over);
+    assert!(
+        got.is_empty(),
+        "a packet of MAX_PACKET + 1 bytes was acted on: {got:?}"
+    );
+}
+
 #[test]
 fn a_first_frame_that_is_not_a_hello_is_answered_bad_request_then_closed() {
     let _serial = one_at_a_time();

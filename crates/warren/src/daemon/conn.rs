@@ -289,7 +289,9 @@ impl Daemon {
                 &mut self.buf,
                 RecvFlags::DONTWAIT | RecvFlags::TRUNC,
             ) {
-                Ok((n, _)) => n,
+                // The packet's real length (`MSG_TRUNC`), not what fitted in the buffer: a
+                // larger packet is refused whole, never acted on cut short (§1).
+                Ok((_, len)) => len,
                 Err(rustix::io::Errno::AGAIN) => {
                     if hup || c.peer_gone {
                         self.drop_env_conn(token, None);
