@@ -665,6 +665,17 @@ impl Kernel {
         self.envs.get(&env).map_or(0, |e| e.quota)
     }
 
+    /// Set the protocol version an environment's connection speaks without a Hello: for a
+    /// connection re-attached after a kernel restart, the version it agreed with the previous
+    /// kernel. Versions this kernel does not speak are ignored.
+    pub fn set_env_version(&mut self, env: EnvId, version: u16) {
+        if (MIN_VERSION..=VERSION).contains(&version) {
+            if let Some(e) = self.envs.get_mut(&env) {
+                e.version = version;
+            }
+        }
+    }
+
     /// The name of a running environment.
     pub fn env_name(&self, env: EnvId) -> Option<&str> {
         self.envs.get(&env).map(|e| &*e.name)

@@ -367,6 +367,49 @@ pub fn release_free_heap() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// Set a socket's mark (`SO_MARK`, needs `CAP_NET_ADMIN`): a 32-bit value stored on the
+/// socket itself, which means nothing to a Unix socket's traffic. It lives as long as the
+/// socket, whichever process holds a descriptor of it.
+pub fn set_socket_mark(fd: BorrowedFd<'_>, mark: u32) -> io::Result<()> {
+    // SAFETY: `mark` is a live u32 and its size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// A socket's mark ([`set_socket_mark`]; 0 when none was set).
+pub fn socket_mark(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut mark = 0u32;
+    let mut len = std::mem::size_of::<u32>() as libc::socklen_t;
+    // SAFETY: `mark` and `len` are live and `len` holds `mark`'s size; the kernel writes at
+    // most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mut mark as *mut u32).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        Ok(mark)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// `MOUNT_ATTR_RDONLY` for [`mount_setattr_idmap`]'s `extra`.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
 /// `MOUNT_ATTR_NOSUID` for [`mount_setattr_idmap`]'s `extra`.

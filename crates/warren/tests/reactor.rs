@@ -40,40 +40,46 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A daemon on `state`, returned once it says it is ready.
+fn spawn_daemon(state: &Path, args: &[&str], envs: &[(&str, &str)]) -> Child {
+    // A session of its own, as a service has a cgroup of its own: with autogroup scheduling
+    // (`/proc/sys/kernel/sched_autogroup_enabled`), a daemon in the test's session would share
+    // one CPU share with the test's neighbour threads and compete with them, which no
+    // deployment does. `setsid` does not fork here (the test's child leads no process group),
+    // so the daemon keeps the pid the test knows.
+    let mut c = Command::new("setsid");
+    c.args(["setpriv", "--pdeathsig", "KILL", "--"])
+        .arg(env!("CARGO_BIN_EXE_warren"))
+        .arg("daemon")
+        .args(args)
+        .env("WARREN_STATE_DIR", state)
+        .env(
+            "WARREN_MSG_BIN",
+            workspace_bin("warren-client", "warren-msg"),
+        )
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("kernel ready") => break,
+            Some(Ok(_)) => continue,
+            _ => panic!("the kernel did not come up"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
 impl Kernel {
     fn start(args: &[&str], envs: &[(&str, &str)]) -> Kernel {
         let state = PathBuf::from(format!("/run/{}", unique("warren-reactor")));
         let _ = std::fs::remove_dir_all(&state);
-        // A session of its own, as a service has a cgroup of its own: with autogroup
-        // scheduling (`/proc/sys/kernel/sched_autogroup_enabled`), a daemon in the test's
-        // session would share one CPU share with the test's neighbour threads and compete
-        // with them, which no deployment does. `setsid` does not fork here (the test's child
-        // leads no process group), so the daemon keeps the pid the test knows.
-        let mut c = Command::new("setsid");
-        c.args(["setpriv", "--pdeathsig", "KILL", "--"])
-            .arg(env!("CARGO_BIN_EXE_warren"))
-            .arg("daemon")
-            .args(args)
-            .env("WARREN_STATE_DIR", &state)
-            .env(
-                "WARREN_MSG_BIN",
-                workspace_bin("warren-client", "warren-msg"),
-            )
-            .stdin(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        loop {
-            match lines.next() {
-                Some(Ok(l)) if l.contains("kernel ready") => break,
-                Some(Ok(_)) => continue,
-                _ => panic!("the kernel did not come up"),
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
+        let child = spawn_daemon(&state, args, envs);
         Kernel {
             child,
             state,
@@ -131,6 +137,14 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Stop the kernel and start a new one on the same state directory (what `systemctl
+    /// restart` does): environments stay, and their launchers re-attach them.
+    fn restart(&mut self) {
+        self.stop();
+        self.child = spawn_daemon(&self.state, &[], &[]);
+        self.stopped = false;
+    }
+
     /// Stop the kernel (SIGTERM: it writes its audit aggregates and answers what it read),
     /// keeping its state directory until drop.
     fn stop(&mut self) {
@@ -157,6 +171,16 @@ fn control_call(
     state: &Path,
     req: &serde_json::Value,
 ) -> (OwnedFd, serde_json::Value, Vec<OwnedFd>) {
+    control_call_with(state, req, None)
+}
+
+/// [`control_call`], passing `fd` with the request (`SCM_RIGHTS`), as a launcher passes the
+/// kept end of its environment's connection when it re-attaches.
+fn control_call_with(
+    state: &Path,
+    req: &serde_json::Value,
+    pass: Option<std::os::fd::BorrowedFd<'_>>,
+) -> (OwnedFd, serde_json::Value, Vec<OwnedFd>) {
     use rustix::net::{
         AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, SocketAddrUnix, SocketFlags,
         SocketType,
@@ -176,7 +200,25 @@ fn control_call(
     let doc = serde_json::to_vec(req).unwrap();
     let mut packet = vec![b'.'];
     packet.extend_from_slice(&doc);
-    rustix::net::send(&fd, &packet, SendFlags::empty()).unwrap();
+    match pass {
+        None => {
+            rustix::net::send(&fd, &packet, SendFlags::empty()).unwrap();
+        }
+        Some(p) => {
+            use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = SendAncillaryBuffer::new(&mut space);
+            let fds = [p];
+            assert!(anc.push(SendAncillaryMessage::ScmRights(&fds)));
+            rustix::net::sendmsg(
+                &fd,
+                &[std::io::IoSlice::new(&packet)],
+                &mut anc,
+                SendFlags::empty(),
+            )
+            .unwrap();
+        }
+    }
     let mut buf = vec![0u8; 65536];
     let mut whole = Vec::new();
     let mut fds = Vec::new();
@@ -1059,6 +1101,76 @@ fn a_packet_over_max_packet_closes_the_connection_unanswered() {
         got.is_empty(),
         "a packet of MAX_PACKET + 1 bytes was acted on: {got:?}"
     );
+}
+
+/// A SendBatch of one body to handle 1 (a version-2 operation).
+fn batch_frame(id: u32) -> Frame<Request> {
+    Frame {
+        id,
+        body: Request::SendBatch {
+            handle: 1,
+            wait: false,
+            quiet: false,
+            bodies: [b"x".as_slice()].into_iter().collect(),
+        },
+    }
+}
+
+/// One answer frame for request `id`.
+fn answer(c: &Conn, id: u32) -> Frame<Response> {
+    let got = c.recv(Duration::from_secs(10)).expect("closed");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].id, id, "{got:?}");
+    got.into_iter().next().unwrap()
+}
+
+/// Protocol §6: a connection re-attached after a kernel restart speaks the version it agreed
+/// with the previous kernel, so the new kernel never sends a version-1 client anything
+/// version 1 lacks. Positive control: a version-3 connection re-attached the same way keeps
+/// version 3 (its batch is accepted), so the refusal is the version's, not the re-attach's.
+#[test]
+fn a_connection_re_attached_after_a_restart_keeps_its_version() {
+    let _serial = one_at_a_time();
+    let mut k = Kernel::start(&[], &[]);
+    let mut conns = Vec::new();
+    for (tag, max) in [("v1", 1u16), ("v3", 3)] {
+        let name = unique(tag);
+        let c = k.register(&name, &[], Some(16));
+        c.send(&[hello(1, 1, max)]);
+        assert!(matches!(answer(&c, 1).body, Response::Welcome { version, .. } if version == max));
+        conns.push((name, max, c));
+    }
+    let batch_ok = |c: &Conn, id: u32| {
+        c.send(&[batch_frame(id)]);
+        let body = answer(c, id).body;
+        match body {
+            Response::Accepted { .. } | Response::Ok => true,
+            Response::Error {
+                code: ErrorCode::BadRequest,
+                ..
+            } => false,
+            other => panic!("{other:?}"),
+        }
+    };
+    let (_, _, v1) = &conns[0];
+    assert!(!batch_ok(v1, 2), "version 1 accepted a batch");
+
+    k.restart();
+    for (name, max, c) in &mut conns {
+        let kept = c._kept.remove(0);
+        let req = serde_json::json!({
+            "op": "register", "name": name, "may_send": [], "may_discover": [],
+            "capacity": 16, "readopt": true,
+        });
+        let (control, reply, _) = control_call_with(&k.state, &req, Some(kept.as_fd()));
+        assert_eq!(reply["ok"], true, "{reply}");
+        c._kept.push(control);
+        c._kept.push(kept);
+        assert_eq!(batch_ok(c, 3), *max >= 2, "version {max} after the restart");
+        // A later Hello within the agreed version is welcomed with it (§6).
+        c.send(&[hello(4, 1, *max)]);
+        assert!(matches!(answer(c, 4).body, Response::Welcome { version, .. } if version == *max));
+    }
 }
 
 #[test]

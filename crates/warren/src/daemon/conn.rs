@@ -34,7 +34,7 @@
 //!   travels alone) and written when the socket takes them.
 
 use std::collections::VecDeque;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::time::Instant;
 
 use rustix::event::epoll::{self, EventFlags};
@@ -109,21 +109,38 @@ pub(super) struct EnvConn {
     heavy: bool,
 }
 
+/// The high half of the socket mark that notes a connection's agreed version (low half).
+const VERSION_MARK: u32 = 0x5772_0000;
+
+/// The version a connection re-attached after a kernel restart agreed with the kernel before
+/// (noted on the kernel's end of its socket at the Welcome). A connection greeted by a kernel
+/// from before that note, or whose note is unreadable, counts as speaking `VERSION`.
+pub(super) fn agreed_version(fd: &OwnedFd) -> u16 {
+    match warren_sys::socket_mark(fd.as_fd()) {
+        Ok(m) if m & 0xffff_0000 == VERSION_MARK => {
+            let v = (m & 0xffff) as u16;
+            if (warren_proto::MIN_VERSION..=warren_proto::VERSION).contains(&v) {
+                v
+            } else {
+                warren_proto::VERSION
+            }
+        }
+        _ => warren_proto::VERSION,
+    }
+}
+
 impl EnvConn {
-    /// A new connection; `greeted` for one re-attached after a kernel restart (its Hello went
-    /// to the previous kernel).
-    pub(super) fn new(fd: OwnedFd, env: EnvId, greeted: bool) -> EnvConn {
+    /// A new connection; `greeted` with the version agreed for one re-attached after a kernel
+    /// restart (its Hello went to the previous kernel, [`agreed_version`]).
+    pub(super) fn new(fd: OwnedFd, env: EnvId, greeted: Option<u16>) -> EnvConn {
         EnvConn {
             fd,
             env,
-            // A connection re-attached after a kernel restart, whose Hello this kernel never
-            // saw, speaks the kernel's highest version (§6).
-            handshake: if greeted {
-                Handshake::Greeted(warren_proto::VERSION)
-            } else {
-                Handshake::Waiting
+            handshake: match greeted {
+                Some(v) => Handshake::Greeted(v),
+                None => Handshake::Waiting,
             },
-            seen_packet: greeted,
+            seen_packet: greeted.is_some(),
             building: PacketBuilder::with_limit(OUT_PACKET),
             out: VecDeque::new(),
             backlog: 0,
@@ -587,7 +604,12 @@ impl Daemon {
                 },
             ) => {
                 c.handshake = if common_version(min_version, max_version) {
-                    Handshake::Greeted(max_version.min(warren_proto::VERSION))
+                    let agreed = max_version.min(warren_proto::VERSION);
+                    // Noted on the kernel's end of the socket, which the launcher keeps: the
+                    // next kernel re-attaches the connection speaking the same version.
+                    let _ =
+                        warren_sys::set_socket_mark(c.fd.as_fd(), VERSION_MARK | u32::from(agreed));
+                    Handshake::Greeted(agreed)
                 } else {
                     Handshake::Closing("no common protocol version")
                 };

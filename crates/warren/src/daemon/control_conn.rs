@@ -404,6 +404,11 @@ impl Daemon {
             }
         }
         let readopted = kept.is_some();
+        // A re-attached connection speaks the version it agreed with the previous kernel.
+        let greeted = kept.as_ref().map(super::conn::agreed_version);
+        if let Some(v) = greeted {
+            self.kernel.set_env_version(env, v);
+        }
         let pair = match kept {
             Some(fd) => Ok((fd, None)),
             None => rustix::net::socketpair(
@@ -443,7 +448,7 @@ impl Daemon {
             return;
         }
         self.conns
-            .insert(etoken, Conn::Env(EnvConn::new(ours, env, readopted)));
+            .insert(etoken, Conn::Env(EnvConn::new(ours, env, greeted)));
         self.env_conn.insert(env, etoken);
         if let Some(Conn::Control(c)) = self.conns.get_mut(&token) {
             c.env = Some(env);
