@@ -1451,6 +1451,27 @@ fn the_event_log_starts_anew_after_a_tpm_reset() {
     let first = host.launch("/bin/true");
     let q = host.quote("ab01", &[]);
     assert_eq!(host.verify(&q, "ab01", &tpm_ca, &[]), accepted());
+    // This swtpm host has no measured boot: `policy learn` still writes the [warren] table,
+    // and a verifier holding it accepts the quote.
+    assert!(q["boot"]["event_log"].is_null(), "{}", q["boot"]);
+    let qfile = host.state.join("q.json");
+    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
+    let learned = host.state.join("learned.toml");
+    ok(host
+        .w()
+        .args(["attest", "policy", "learn", "--quote"])
+        .arg(&qfile)
+        .arg("--out")
+        .arg(&learned)
+        .output()
+        .unwrap());
+    let text = std::fs::read_to_string(&learned).unwrap();
+    assert!(
+        text.contains("[warren]") && !text.contains("[boot]\n"),
+        "{text}"
+    );
+    let pol = ["--policy", learned.to_str().unwrap()];
+    assert_eq!(host.verify(&q, "ab01", &tpm_ca, &pol), accepted());
     assert_eq!(records("events.jsonl").len(), 1);
     assert_ne!(anchor(&tpm), "00".repeat(32));
 

@@ -200,20 +200,39 @@ fn learn(a: PolicyLearnArgs) -> anyhow::Result<i32> {
                 })?;
                 warren_table = Some(selfpcr::WarrenPolicy::learn(&facts).to_toml());
             }
-            let log = boot
-                .event_log
-                .with_context(|| format!("quote {} carries no UEFI event log", q.display()))?;
-            hex::decode(log).with_context(|| format!("quote {}: boot.event_log", q.display()))?
+            match boot.event_log {
+                Some(log) => Some(
+                    hex::decode(log)
+                        .with_context(|| format!("quote {}: boot.event_log", q.display()))?,
+                ),
+                // A host without measured boot (a VM with a vTPM, swtpm): the [warren] table
+                // alone, if there is one.
+                None if warren_table.is_some() => None,
+                None => bail!(
+                    "quote {} carries neither a UEFI event log nor Warren's PCR 15 records: \
+                     nothing to learn",
+                    q.display()
+                ),
+            }
         }
         (None, p) => {
             let p = p
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(warren_attest::config::DEFAULT_BOOT_LOG));
-            std::fs::read(&p).with_context(|| format!("read the UEFI event log {}", p.display()))?
+            Some(
+                std::fs::read(&p)
+                    .with_context(|| format!("read the UEFI event log {}", p.display()))?,
+            )
         }
     };
-    let log = warren_attest::evidence::bootlog::parse(&bytes)?;
-    let text = warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml();
+    let text = match bytes {
+        Some(bytes) => {
+            let log = warren_attest::evidence::bootlog::parse(&bytes)?;
+            warren_attest::evidence::bootlog::BootPolicy::learn(&log.facts()).to_toml()
+        }
+        None => "# No [boot] table: the quote carries no UEFI event log (no measured boot).\n"
+            .to_owned(),
+    };
     let text = format!(
         "# Learnt by `warren attest policy learn`: review before use. Digests are SHA-256, hex.\n{text}{}",
         warren_table.unwrap_or_default()
