@@ -1171,6 +1171,26 @@ fn a_connection_re_attached_after_a_restart_keeps_its_version() {
         c.send(&[hello(4, 1, *max)]);
         assert!(matches!(answer(c, 4).body, Response::Welcome { version, .. } if version == *max));
     }
+    // A connection that had not said Hello before the restart still owes one: its first
+    // frame is the handshake, and a version-1 Hello agrees version 1.
+    let name = unique("nohello");
+    let mut c = k.register(&name, &[], Some(16));
+    k.restart();
+    let kept = c._kept.remove(0);
+    let req = serde_json::json!({
+        "op": "register", "name": name, "may_send": [], "may_discover": [],
+        "capacity": 16, "readopt": true,
+    });
+    let (control, reply, _) = control_call_with(&k.state, &req, Some(kept.as_fd()));
+    assert_eq!(reply["ok"], true, "{reply}");
+    c._kept.push(control);
+    c._kept.push(kept);
+    c.send(&[hello(5, 1, 1)]);
+    assert!(matches!(
+        answer(&c, 5).body,
+        Response::Welcome { version: 1, .. }
+    ));
+    assert!(!batch_ok(&c, 6), "version 1 accepted a batch");
 }
 
 #[test]

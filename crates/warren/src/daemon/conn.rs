@@ -112,26 +112,29 @@ pub(super) struct EnvConn {
 /// The high half of the socket mark that notes a connection's agreed version (low half).
 const VERSION_MARK: u32 = 0x5772_0000;
 
-/// The version a connection re-attached after a kernel restart agreed with the kernel before
-/// (noted on the kernel's end of its socket at the Welcome). A connection greeted by a kernel
-/// from before that note, or whose note is unreadable, counts as speaking `VERSION`.
-pub(super) fn agreed_version(fd: &OwnedFd) -> u16 {
+/// What the previous kernel noted on the kernel's end of a re-attached connection: `Some(v)`,
+/// the version it agreed at the Welcome; `None`, no Hello yet (the connection still owes
+/// one). A connection from a kernel that noted nothing, or with a note this kernel cannot
+/// read, counts as having agreed `VERSION`.
+pub(super) fn agreed_version(fd: &OwnedFd) -> Option<u16> {
     match warren_sys::socket_mark(fd.as_fd()) {
-        Ok(m) if m & 0xffff_0000 == VERSION_MARK => {
-            let v = (m & 0xffff) as u16;
-            if (warren_proto::MIN_VERSION..=warren_proto::VERSION).contains(&v) {
-                v
-            } else {
-                warren_proto::VERSION
-            }
-        }
-        _ => warren_proto::VERSION,
+        Ok(m) if m & 0xffff_0000 == VERSION_MARK => match (m & 0xffff) as u16 {
+            0 => None,
+            v if (warren_proto::MIN_VERSION..=warren_proto::VERSION).contains(&v) => Some(v),
+            _ => Some(warren_proto::VERSION),
+        },
+        _ => Some(warren_proto::VERSION),
     }
+}
+
+/// Note on the kernel's end of a new connection that it has not been greeted yet.
+pub(super) fn note_waiting(fd: &OwnedFd) {
+    let _ = warren_sys::set_socket_mark(fd.as_fd(), VERSION_MARK);
 }
 
 impl EnvConn {
     /// A new connection; `greeted` with the version agreed for one re-attached after a kernel
-    /// restart (its Hello went to the previous kernel, [`agreed_version`]).
+    /// restart whose Hello went to the previous kernel ([`agreed_version`]).
     pub(super) fn new(fd: OwnedFd, env: EnvId, greeted: Option<u16>) -> EnvConn {
         EnvConn {
             fd,

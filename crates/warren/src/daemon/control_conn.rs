@@ -404,8 +404,9 @@ impl Daemon {
             }
         }
         let readopted = kept.is_some();
-        // A re-attached connection speaks the version it agreed with the previous kernel.
-        let greeted = kept.as_ref().map(super::conn::agreed_version);
+        // A re-attached connection speaks the version it agreed with the previous kernel (or
+        // still owes its Hello).
+        let greeted = kept.as_ref().and_then(super::conn::agreed_version);
         if let Some(v) = greeted {
             self.kernel.set_env_version(env, v);
         }
@@ -434,6 +435,9 @@ impl Daemon {
             let _ = sockopt::set_socket_recv_buffer_size_force(fd, SOCKET_BUFFER);
         }
         let _ = rustix::fs::fcntl_setfl(&ours, rustix::fs::OFlags::NONBLOCK);
+        if !readopted {
+            super::conn::note_waiting(&ours);
+        }
         // A copy of our end for the launcher to keep in case this kernel restarts.
         let copy = match theirs {
             Some(_) => rustix::io::fcntl_dupfd_cloexec(&ours, 3).ok(),
