@@ -350,7 +350,7 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         ),
         (
             "delivery-minimal",
-            Responses(vec![resp(3, Response::Delivery(pong.clone()))]),
+            Responses(vec![resp(3, Response::Delivery(pong))]),
         ),
         (
             "delivery-full",
@@ -440,13 +440,23 @@ fn expectations() -> Vec<(&'static str, Expect)> {
             Responses(vec![
                 resp(
                     1,
-                    Response::Welcome {
-                        version: 1,
+                    Response::Identity(Identity {
                         env: "web".into(),
+                        handles: vec![
+                            (1, "web".into(), Rights::KNOWN_V2),
+                            (2, "db".into(), rights(7)),
+                            (3, "log".into(), rights(7)),
+                        ],
+                    }),
+                ),
+                resp(
+                    2,
+                    Response::Handle {
+                        handle: 4,
+                        rights: rights(7),
                     },
                 ),
-                resp(3, Response::Delivery(pong)),
-                resp(2, Response::Ok),
+                resp(3, Response::Ok),
             ]),
         ),
         // Invalid packets.
@@ -818,6 +828,10 @@ fn expectations() -> Vec<(&'static str, Expect)> {
         (
             "body-past-bodies-size",
             Invalid(truncated(28, "body", 4, 0)),
+        ),
+        (
+            "body-contents-past-bodies-size",
+            Invalid(truncated(32, "body", 2, 1)),
         ),
         (
             "recv-batch-max-over-limit",
