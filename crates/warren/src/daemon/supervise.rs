@@ -155,10 +155,24 @@ impl Daemon {
     }
 
     /// Ask launcher `name` to stop: SIGTERM now (forwarded to the workload), a second SIGTERM
-    /// after `timeout_ms` (the launcher then kills the workload), SIGKILL after that.
+    /// after `timeout_ms` (the launcher then kills the workload), SIGKILL after that. With no
+    /// timeout, the launcher kills the workload at once.
     pub(super) fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
+            if timeout_ms == 0 {
+                // No grace: two termination signals at once, which the launcher takes as "kill
+                // the environment now" (a second INT or TERM is SIGKILL); two different ones,
+                // so that they never merge into one pending signal.
+                let _ = pidfd_send_signal(&rt.pidfd, Signal::INT);
+                let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
+                rt.stopping = Some(Stopping {
+                    next_at: now + KILL_GRACE_MS,
+                    stage: 2,
+                    after,
+                });
+                return;
+            }
             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
             // At least a quarter second before the second SIGTERM, so that the two never merge
             // into one pending signal (the second is what makes the launcher kill and clean up).
