@@ -75,6 +75,14 @@ impl Dirs {
         if self.prepared() {
             return Ok(());
         }
+        // Refused before anything is made: another data directory is not created, empty.
+        if !self.shared() {
+            if let Ok(t) = std::fs::read_link(self.state.join("data")) {
+                if t != self.data {
+                    self.link(&self.state.join("data"), self.data.as_os_str().to_owned())?;
+                }
+            }
+        }
         let mut b = std::fs::DirBuilder::new();
         // The state directory is traversable, as the launcher keeps it (`StateDir::mount_point`).
         for (d, mode) in [(&self.state, 0o711), (&self.data, 0o700)] {
@@ -265,6 +273,8 @@ mod tests {
         let other = Dirs::resolve(&t.path().join("run"), Some(&t.path().join("x"))).unwrap();
         let e = other.prepare().unwrap_err().to_string();
         assert!(e.contains("used with another data directory"), "{e}");
+        // ... and leaves nothing behind: the refused data directory was not made.
+        assert!(!t.path().join("x").exists());
     }
 
     #[test]
