@@ -284,9 +284,6 @@ impl Kernel {
             if !self.is_remote(&target) || target.contains('/') || !seen.insert(target.clone()) {
                 continue;
             }
-            if !self.has_room_for_counter(env, 1) {
-                return;
-            }
             let mb = self.proxy(&target, None);
             let cap = self.mint(Self::root_spec(mb, REMOTE_RIGHTS), None);
             self.install(env, cap);
