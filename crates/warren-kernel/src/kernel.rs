@@ -212,6 +212,11 @@ struct Env {
     from_bytes: BTreeMap<Arc<str>, usize>,
     /// The c-list.
     table: BTreeMap<Handle, CapId>,
+    /// The handle numbers its declaration reserves for its `may_send` targets (2, 3, … in
+    /// declaration order), each taken by the first grant to that target, whenever the target
+    /// registers: so the numbers do not depend on the order in which environments register,
+    /// and stay the same across a kernel restart.
+    declared_slots: BTreeMap<String, Handle>,
     /// The next handle number (never reused).
     next_handle: Handle,
     default_mailbox: MailboxId,
@@ -499,6 +504,7 @@ impl Kernel {
                 waiting_bytes: 0,
                 from_bytes: BTreeMap::new(),
                 table: BTreeMap::new(),
+                declared_slots: BTreeMap::new(),
                 next_handle: DEFAULT_MAILBOX_HANDLE,
                 default_mailbox: mb,
                 mailboxes: vec![mb],
@@ -519,13 +525,23 @@ impl Kernel {
         let own = self.mint(Self::root_spec(mb, OWNER_RIGHTS), None);
         self.install(id, own);
 
-        // Its declared grants to running environments, in declaration order.
+        // Its declared grants: a number for each target, in declaration order, whether it
+        // runs yet or not; the grants to those that run.
         let mut seen = BTreeSet::new();
         let declared: Vec<String> = self.envs[&id].may_send.clone();
-        for target in declared {
-            if target.contains(['/', '@']) || !seen.insert(target.clone()) {
-                continue;
+        let mut targets = Vec::new();
+        {
+            let e = self.envs.get_mut(&id).expect("just added");
+            for target in declared {
+                if target.contains(['/', '@']) || !seen.insert(target.clone()) {
+                    continue;
+                }
+                e.declared_slots.insert(target.clone(), e.next_handle);
+                e.next_handle += 1;
+                targets.push(target);
             }
+        }
+        for target in targets {
             if let Some(&t) = self.names.get(&target) {
                 self.grant_initial(id, t);
             }
@@ -546,14 +562,25 @@ impl Kernel {
         Ok(id)
     }
 
-    /// Installs in `holder`'s table a policy grant to `target`'s default mailbox.
+    /// Installs in `holder`'s table a policy grant to `target`'s default mailbox: under the
+    /// number its declaration reserved for the target the first time, under the next number
+    /// after that (the target ended and registered again: the old handle stays, dead).
     fn grant_initial(&mut self, holder: EnvId, target: EnvId) {
         if !self.envs.contains_key(&holder) {
             return;
         }
         let mb = self.envs[&target].default_mailbox;
         let cap = self.mint(Self::root_spec(mb, MAY_SEND_RIGHTS), None);
-        self.install(holder, cap);
+        let name = self.envs[&target].name.to_string();
+        let e = self.envs.get_mut(&holder).expect("checked above");
+        match e.declared_slots.remove(&name) {
+            Some(slot) => {
+                e.table.insert(slot, cap);
+            }
+            None => {
+                self.install(holder, cap);
+            }
+        }
     }
 
     /// The environment ended: its mailboxes die (waiting senders to them are answered `dead`,
@@ -1899,12 +1926,24 @@ impl Kernel {
             .get_mut(&env)
             .expect("installing into a running environment");
         let mut handle = e.next_handle;
-        while handle == 0 || e.table.contains_key(&handle) {
+        while handle == 0
+            || e.table.contains_key(&handle)
+            || e.declared_slots.values().any(|&h| h == handle)
+        {
             handle = handle.wrapping_add(1);
         }
         e.next_handle = handle.wrapping_add(1);
         e.table.insert(handle, cap);
         handle
+    }
+
+    /// Number `env`'s new handles from `floor` on (when it is above the counter): for an
+    /// environment re-attached after a kernel restart, whose program may still hold numbers
+    /// the previous kernel gave it, so that they designate nothing instead of something new.
+    pub fn number_handles_from(&mut self, env: EnvId, floor: Handle) {
+        if let Some(e) = self.envs.get_mut(&env) {
+            e.next_handle = e.next_handle.max(floor);
+        }
     }
 
     /// Test hook: set `env`'s handle counter (to test its wrap-around).

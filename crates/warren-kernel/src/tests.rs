@@ -1922,3 +1922,42 @@ fn handle_numbers_wrap_after_the_last_one_and_skip_live_ones() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Declared grants are numbered 2, 3, … in declaration order whatever order the environments
+/// register in (so a kernel restart, after which they register again in any order, gives each
+/// the same numbers). A target that ends and registers again is granted under a new number:
+/// the old one stays, dead, as numbers are not reused. Positive control: the numbers differ
+/// between the two targets and match their names in `whoami`.
+#[test]
+fn declared_grants_keep_their_numbers_whatever_order_targets_register_in() {
+    let mut w = World::new();
+    let web = w.add("web", &["db", "log", "cache"], &[]);
+    // The targets start after it, in the reverse of its declaration order.
+    let cache = w.add("cache", &[], &[]);
+    let _log = w.add("log", &[], &[]);
+    let _db = w.add("db", &[], &[]);
+    let names: Vec<(Handle, String)> = w.whoami(web).into_iter().map(|(h, n, _)| (h, n)).collect();
+    assert_eq!(
+        names,
+        [
+            (1, "web".to_string()),
+            (2, "db".to_string()),
+            (3, "log".to_string()),
+            (4, "cache".to_string())
+        ],
+        "{names:?}"
+    );
+    // Its own handles come after the reserved numbers.
+    let (h, _) = w.handle_of(web, Request::Lookup { name: "db".into() });
+    assert_eq!(h, 5);
+    // A target that ends and comes back: a new handle, the old number dead.
+    w.remove(cache);
+    let _cache = w.add("cache", &[], &[]);
+    let again: Vec<Handle> = w
+        .whoami(web)
+        .into_iter()
+        .filter(|(_, n, _)| n == "cache")
+        .map(|(h, _, _)| h)
+        .collect();
+    assert!(again.contains(&6), "{again:?}");
+}

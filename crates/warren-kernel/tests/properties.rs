@@ -245,6 +245,8 @@ struct GEnv {
     name: &'static str,
     table: BTreeMap<Handle, usize>,
     next_handle: Handle,
+    /// Numbers reserved for declared targets that have not been granted yet.
+    slots: BTreeMap<&'static str, Handle>,
     default_mb: usize,
     mailboxes: Vec<usize>,
     next_ordinal: u32,
@@ -344,6 +346,19 @@ impl Model {
             children: vec![],
             revoked: false,
             reply: false,
+        }
+    }
+
+    /// A declared grant of `target` to `env`: under its reserved number the first time.
+    fn grant(&mut self, env: usize, target: &'static str, cap: usize) {
+        let e = self.envs.get_mut(&env).unwrap();
+        match e.slots.remove(target) {
+            Some(h) => {
+                e.table.insert(h, cap);
+            }
+            None => {
+                self.install(env, cap);
+            }
         }
     }
 
@@ -797,6 +812,7 @@ impl Model {
                 name: NAMES[i],
                 table: BTreeMap::new(),
                 next_handle: 1,
+                slots: BTreeMap::new(),
                 default_mb: mb,
                 mailboxes: vec![mb],
                 next_ordinal: 1,
@@ -804,16 +820,25 @@ impl Model {
         );
         let own = self.mint(Self::root(mb, OWNER));
         self.install(i, own);
-        // Its declared grants to running environments, then others' declared grants to it.
+        // A number for each declared target in declaration order, running or not; the grants
+        // to running ones under theirs; then others' declared grants to it (under the number
+        // each reserved for it, the first time).
         let mut seen = BTreeSet::new();
+        let mut targets = Vec::new();
         for target in spec(i).may_send {
             if target.contains('/') || !seen.insert(target.clone()) {
                 continue;
             }
             let t = NAMES.iter().position(|n| *n == target).unwrap();
+            let e = self.envs.get_mut(&i).unwrap();
+            e.slots.insert(NAMES[t], e.next_handle);
+            e.next_handle += 1;
+            targets.push(t);
+        }
+        for t in targets {
             if let Some(te) = self.envs.get(&t) {
                 let cap = self.mint(Self::root(te.default_mb, SGM));
-                self.install(i, cap);
+                self.grant(i, NAMES[t], cap);
             }
         }
         let mut others: Vec<(EnvId, usize)> = self
@@ -825,7 +850,7 @@ impl Model {
         others.sort();
         for (_, j) in others {
             let cap = self.mint(Self::root(mb, SGM));
-            self.install(j, cap);
+            self.grant(j, NAMES[i], cap);
         }
     }
 

@@ -1170,6 +1170,18 @@ fn a_connection_re_attached_after_a_restart_keeps_its_version() {
         // A later Hello within the agreed version is welcomed with it (§6).
         c.send(&[hello(4, 1, *max)]);
         assert!(matches!(answer(c, 4).body, Response::Welcome { version, .. } if version == *max));
+        // New handles are numbered from 2^30 on: a number from before the restart (its
+        // default mailbox aside) finds nothing.
+        c.send(&[Frame {
+            id: 7,
+            body: Request::CreateMailbox {
+                name: Some("after".into()),
+            },
+        }]);
+        match answer(c, 7).body {
+            Response::Handle { handle, .. } => assert!(handle >= 1 << 30, "{handle}"),
+            other => panic!("{other:?}"),
+        }
     }
     // A connection that had not said Hello before the restart still owes one: its first
     // frame is the handshake, and a version-1 Hello agrees version 1.

@@ -410,6 +410,15 @@ impl Daemon {
         if let Some(v) = greeted {
             self.kernel.set_env_version(env, v);
         }
+        if readopted {
+            // Its program may hold handle numbers from the previous kernel: new ones start at
+            // an unpredictable number in [2^30, 2^31), above anything a kernel that ran less
+            // than a billion handles for it gave, so an old number finds nothing.
+            let mut r = [0u8; 4];
+            let _ = rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty());
+            let floor = (1u32 << 30) | (u32::from_le_bytes(r) & ((1 << 30) - 1));
+            self.kernel.number_handles_from(env, floor);
+        }
         let pair = match kept {
             Some(fd) => Ok((fd, None)),
             None => rustix::net::socketpair(
