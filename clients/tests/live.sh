@@ -57,8 +57,11 @@ cflags=(-std=gnu99 -O2 -Wall -Wextra -Werror -I"$inc")
 for t in tests/vectors tests/live examples/echo_server examples/call examples/evloop; do
   cc "${cflags[@]}" -o "$work/$(basename "$t")" "$repo/clients/c/$t.c" -L"$lib" -lwarren -Wl,-rpath,"$lib"
 done
-# And once against the static library: `cc x.c libwarren.a` needs nothing else installed.
-cc "${cflags[@]}" -o "$work/live-static" "$repo/clients/c/tests/live.c" "$lib/libwarren.a" -lpthread -ldl -lm
+# And once against the static library, linked as docs/c.md says: it needs nothing but the C
+# library (libc.so.6 and its loader; -static-libgcc keeps libgcc_s.so.1 out).
+cc "${cflags[@]}" -o "$work/live-static" "$repo/clients/c/tests/live.c" "$lib/libwarren.a" -static-libgcc -lpthread -ldl -lm
+needed=$(readelf -dW "$work/live-static" | awk '$2 == "(NEEDED)" {gsub(/[][]/, "", $5); print $5}' | grep -Ev '^(libc\.so\.6|ld-linux-x86-64\.so\.2)$' || true)
+[ -z "$needed" ] || die "a program linked with libwarren.a needs more than the C library: $needed"
 "$work/vectors" "$repo/crates/warren-proto/tests/vectors.txt" >&2 || die "C conformance"
 
 say "building the Python root (host python3, its standard library, pytest, the package)"
@@ -82,6 +85,7 @@ say "C: every operation inside an environment (shared library, then static)"
 W --name c-ops --binary "$work/live" -- "$work/live" ops || die "C live ops"
 W --name c-ops-static --binary "$work/live-static" -- "$work/live-static" ops || die "C live ops (static)"
 "$work/live" fake-version || die "C version refusal"
+"$work/live" not-a-socket || die "C: warren_from_fd on a pipe"
 
 say "C: spawn from a template (protocol version 3)"
 cat > "$work/spawn.toml" <<EOF

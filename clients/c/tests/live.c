@@ -4,6 +4,7 @@
  *   live ops           every operation and its error paths, on this environment's own mailboxes
  *   live call TARGET BODY   a call to TARGET's server; prints the answer's body
  *   live fake-version  the `version` refusal, against a fake kernel on a socket pair
+ *   live not-a-socket  warren_from_fd on a pipe: WARREN_E_NO_CONNECTION, and the pipe closed
  *   live spawn TEMPLATE     (protocol version 3) spawn children of TEMPLATE, whose command is
  *                      `live kid`: one by the event loop with every field of the request, one
  *                      blocking and stopped; restrict; a refused variable
@@ -12,6 +13,8 @@
  *
  * Exit status 0 when every check passed; each failure is printed.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -318,6 +321,23 @@ static void fake_version(void) {
     CHECK(k == NULL, "a client after a refused handshake");
 }
 
+/* A descriptor that is not a socket is no kernel connection, as for warren_connect; ownership
+ * passed, so libwarren closed it. */
+static void not_a_socket(void) {
+    int p[2];
+    if (pipe(p) != 0) {
+        perror("pipe");
+        failures++;
+        return;
+    }
+    warren_client *k = NULL;
+    EXPECT(warren_from_fd(p[0], &k), WARREN_E_NO_CONNECTION);
+    CHECK(k == NULL, "a client on a pipe");
+    CHECK(strstr(warren_last_error(), "not a socket") != NULL, "the message: %s", warren_last_error());
+    CHECK(fcntl(p[0], F_GETFD) == -1 && errno == EBADF, "the descriptor was left open");
+    close(p[1]);
+}
+
 /* The next completion, waiting for up to 20 s. */
 static int next_done(warren_client *k, warren_completion *done) {
     for (int i = 0; i < 400; i++) {
@@ -453,6 +473,8 @@ static int kid(warren_client *k, const char *word) {
 int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "fake-version")) {
         fake_version();
+    } else if (argc >= 2 && !strcmp(argv[1], "not-a-socket")) {
+        not_a_socket();
     } else if (argc >= 2 && !strcmp(argv[1], "ops")) {
         warren_client *k;
         if (warren_connect(&k) != WARREN_OK) {
@@ -525,7 +547,7 @@ int main(int argc, char **argv) {
             kid(k, argv[2]);
         warren_close(k);
     } else {
-        fprintf(stderr, "usage: live ops | call TARGET BODY | down TARGET | fake-version | "
+        fprintf(stderr, "usage: live ops | call TARGET BODY | down TARGET | fake-version | not-a-socket | "
                         "spawn TEMPLATE | kid WORD\n");
         return 2;
     }

@@ -19,7 +19,7 @@ def fake(script):
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     t = threading.Thread(target=script, args=(theirs,), daemon=True)
     t.start()
-    return os.dup(ours.detach()), t
+    return ours.detach(), t
 
 
 def requests(sock):
@@ -164,3 +164,197 @@ def test_a_message_answering_a_receive_given_up_on_is_kept_for_the_next_receive(
     got = k.recv(timeout=0)
     assert got.body == b"late", "the late message was lost"
     t.join()
+
+
+# -- a kernel that answers by a rule, and records what it was asked ----------------------------
+
+
+def serving(version, rule):
+    """A fake kernel on a socket pair that agrees ``version`` and answers every request with
+    ``rule(request)`` (None: no answer), every packet's answers in one packet. Returns the
+    client's descriptor, the thread, and the list of packets received (each a list of
+    requests; the thread ends when the client closes its end)."""
+    packets = []
+
+    def kernel(s):
+        welcome(s, version)
+        while True:
+            packet = s.recv(p.MAX_PACKET)
+            if not packet:
+                return
+            frames = p.decode_requests(packet)
+            packets.append([r for _, r in frames])
+            answers = [(i, rule(r)) for i, r in frames]
+            answers = [(i, a) for i, a in answers if a is not None]
+            if answers:
+                answer(s, *answers)
+
+    fd, t = fake(kernel)
+    return fd, t, packets
+
+
+def spawn_rule(r):
+    if isinstance(r, p.Spawn):
+        return p.Spawned("tpl-%s" % r.suffix, 40, 41, 77)
+    if isinstance(r, p.Stop):
+        return p.Ok()
+    if isinstance(r, p.Restrict):
+        return p.HandleAnswer(42, p.SPAWN)
+    if isinstance(r, p.SendBatch):
+        return p.Error(10, "gone") if r.handle == 9 else None
+    if isinstance(r, p.Send):
+        return p.Ok()
+    if isinstance(r, p.Recv):
+        return p.Delivery(1, "x", 0, [], None, b"next", [], None, None)
+    raise AssertionError(f"unexpected request {r!r}")
+
+
+def blocking_version3_calls(k):
+    got = [
+        k.spawn(3, suffix="a", args=["x"], env={"V": "1"}, memory=1 << 20, detach=True, names={"db": 5}),
+        k.stop(40, kill=True),
+        k.restrict(3, share=2, pids=10),
+        k.send_recv(9, b"ping", timeout=1),
+        k.send_recv(2, b"ping", correlation=7),
+    ]
+    k.close()
+    return got
+
+
+async def async_version3_calls(k):
+    got = [
+        await k.spawn(3, suffix="a", args=["x"], env={"V": "1"}, memory=1 << 20, detach=True, names={"db": 5}),
+        await k.stop(40, kill=True),
+        await k.restrict(3, share=2, pids=10),
+        await k.send_recv(9, b"ping", timeout=1),
+        await k.send_recv(2, b"ping", correlation=7),
+    ]
+    k.close()
+    return got
+
+
+def test_the_asyncio_client_has_spawn_stop_restrict_and_send_recv_as_the_blocking_one():
+    fd, t, sync_packets = serving(3, spawn_rule)
+    sync = blocking_version3_calls(warren.Client(fd))
+    t.join()
+
+    async def main():
+        fd, t, packets = serving(3, spawn_rule)
+        got = await async_version3_calls(await AsyncClient.connect(fd))
+        t.join()
+        return got, packets
+
+    got, async_packets = asyncio.run(main())
+    # The same requests on the wire, each send_recv's two in one packet.
+    assert async_packets == sync_packets
+    assert [len(packet) for packet in sync_packets] == [1, 1, 1, 2, 2]
+    assert isinstance(sync_packets[3][0], p.SendBatch) and sync_packets[3][0].quiet
+    assert sync_packets[0] == [p.Spawn(3, "a", ["x"], [("V", "1")], 1 << 20, None, None, None, True, [("db", 5)])]
+    # The same answers.
+    for g in (sync, got):
+        spawned, stopped, restricted, (err, d), (err2, d2) = g
+        assert spawned == p.Spawned("tpl-a", 40, 41, 77) and isinstance(spawned, warren.Spawned)
+        assert stopped is None
+        assert isinstance(restricted, warren.Handle) and restricted == 42 and restricted.rights == warren.SPAWN
+        assert isinstance(err, warren.Dead) and d.body == b"next"
+        assert err2 is None and d2.body == b"next"
+
+
+def test_version_3_operations_on_a_version_2_kernel_are_unsupported_and_send_nothing():
+    calls = [
+        ("spawn", lambda k: k.spawn(3)),
+        ("stop", lambda k: k.stop(4)),
+        ("restrict", lambda k: k.restrict(3, share=1)),
+    ]
+    fd, t, packets = serving(2, spawn_rule)
+    k = warren.Client(fd)
+    for what, call in calls:
+        with pytest.raises(warren.UnsupportedError, match=f"{what} needs protocol version 3; the kernel agreed 2"):
+            call(k)
+    k.close()
+    t.join()
+    assert packets == []
+
+    async def main():
+        fd, t, packets = serving(2, spawn_rule)
+        k = await AsyncClient.connect(fd)
+        for what, call in calls:
+            with pytest.raises(warren.UnsupportedError, match=f"{what} needs protocol version 3"):
+                await call(k)
+        k.close()
+        t.join()
+        return packets
+
+    assert asyncio.run(main()) == []
+
+
+def test_a_closed_client_raises_connection_closed():
+    fd, t, packets = serving(3, lambda r: p.Ok())
+    k = warren.Client(fd)
+    k.close()
+    for call in (k.whoami, lambda: k.send(1, b"x"), lambda: k.recv(0), lambda: k.send_many(1, [b"x"]),
+                 lambda: k.send_recv(1, b"x"), lambda: k.call(1, b"x")):
+        with pytest.raises(warren.ConnectionClosed) as e:
+            call()
+        assert isinstance(e.value, warren.WarrenError)
+    t.join()
+
+    async def main():
+        fd, t, _ = serving(3, lambda r: p.Ok())
+        k = await AsyncClient.connect(fd)
+        k.close()
+        for call in (k.whoami, lambda: k.send(1, b"x"), lambda: k.recv(0), lambda: k.send_recv(1, b"x")):
+            with pytest.raises(warren.ConnectionClosed):
+                await call()
+        t.join()
+
+    asyncio.run(main())
+    assert packets == []
+
+
+def test_arguments_the_protocol_cannot_carry_are_encode_errors_and_wrong_types_type_errors():
+    fd, t, packets = serving(3, lambda r: p.Ok())
+    k = warren.Client(fd)
+    cannot_carry = [
+        lambda: k.recv(timeout=-1),
+        lambda: k.recv(timeout=float("nan")),
+        lambda: k.call(1, b"x", timeout=-0.5),
+        lambda: k.send_recv(1, b"x", timeout=-1),
+        lambda: k.recv_many(timeout=-1),
+        lambda: k.attenuate(1, warren.SEND, expires_in=-1),
+        lambda: k.send(-1, b"x"),
+        lambda: k.send(1 << 32, b"x"),
+        lambda: k.send(1, b"x", correlation=-5),
+        lambda: k.send(1, "\udc80"),
+        lambda: k.lookup("\udc80"),
+        lambda: k.attenuate(1, 0x40),
+    ]
+    for call in cannot_carry:
+        with pytest.raises(warren.EncodeError) as e:
+            call()
+        assert isinstance(e.value, warren.WarrenError) and isinstance(e.value, ValueError)
+    wrong_type = [
+        lambda: k.send("one", b"x"),
+        lambda: k.send(1, 5),
+        lambda: k.send(1, b"x", headers=[("a", "b", "c")]),
+        lambda: k.lookup(5),
+        lambda: k.recv(timeout="1"),
+    ]
+    for call in wrong_type:
+        with pytest.raises(TypeError):
+            call()
+    k.close()
+    t.join()
+    assert packets == [], "nothing was sent"
+
+    async def main():
+        fd, t, packets = serving(3, lambda r: p.Ok())
+        k = await AsyncClient.connect(fd)
+        for call in (lambda: k.recv(timeout=-1), lambda: k.call(1, b"x", timeout=-1), lambda: k.send(-1, b"x")):
+            with pytest.raises(warren.EncodeError):
+                await call()
+        k.close()
+        t.join()
+        return packets
+
+    assert asyncio.run(main()) == []

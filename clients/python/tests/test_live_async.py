@@ -39,6 +39,15 @@ async def _main():
         with pytest.raises(warren.UsedUp):
             await k.send(once, b"y")
         await k.recv(1)
+        # send_recv: the send and the next receive in one packet; a refused send is reported.
+        err, d = await k.send_recv(1, b"to myself", timeout=1)
+        assert err is None and d.body == b"to myself"
+        once = await k.attenuate(1, warren.SEND, uses=1)
+        await k.send(once, b"spent")
+        err, d = await k.send_recv(once, b"refused", timeout=1)
+        assert isinstance(err, warren.UsedUp) and d.body == b"spent"
+        err, d = await k.send_recv(1, b"with a header", headers={"h": "v"}, timeout=1)
+        assert err is None and d.header("h") == b"v"
         async with await k.create_mailbox() as box:
             to_box = await k.attenuate(box, warren.SEND)
             with pytest.raises(warren.Full):

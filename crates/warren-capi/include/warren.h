@@ -16,9 +16,10 @@
  * The guide, with examples, is docs/c.md. The wire protocol is docs/protocol.md.
  *
  * STATUS. Every call that can fail returns an int status: WARREN_OK (0), a protocol error
- * code (1..29: the kernel refused, see enum warren_status), or a client-side failure
- * (1000..). warren_status_name() names it; warren_last_error() gives this thread's last
- * failure message, with the kernel's detail.
+ * code (the kernel refused: one of 1..14, 20, 40, 41, the codes of enum warren_status below
+ * 1000; docs/protocol.md reserves 20..29 for attestation and 40..49 for spawning), or a
+ * client-side failure (1000 and up). warren_status_name() names it; warren_last_error() gives
+ * this thread's last failure message, with the kernel's detail.
  *
  * OWNERSHIP. Arguments are borrowed for the duration of the call only: libwarren copies what
  * it keeps. Objects a call returns through an out-parameter (warren_client, warren_delivery,
@@ -200,7 +201,7 @@ typedef struct warren_bytes {
  * (offering versions 1 to the highest libwarren speaks). *out_client is the caller's (warren_close). */
 int warren_connect(warren_client **out_client);
 /* The same through `fd`, whose ownership passes to libwarren (closed by warren_close, also
- * when the call fails). */
+ * when the call fails): WARREN_E_NO_CONNECTION if it is not a socket. */
 int warren_from_fd(int fd, warren_client **out_client);
 /* Close the connection and free the client. NULL is ignored. */
 void warren_close(warren_client *c);

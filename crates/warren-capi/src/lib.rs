@@ -608,6 +608,15 @@ pub extern "C" fn warren_from_fd(fd: c_int, out_client: *mut *mut warren_client)
         // SAFETY: the header documents that the call takes ownership of `fd`, which the caller
         // must own and not use or close afterwards (libwarren closes it in `warren_close`).
         let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        // As `warren_connect`: a descriptor that is not a socket is no kernel connection (it is
+        // closed on the way out, as ownership passed).
+        let st = rustix::fs::fstat(&owned)
+            .map_err(|e| Failure::NoConnection(format!("descriptor {fd}: {e}")))?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+            return Err(Failure::NoConnection(format!(
+                "descriptor {fd} is not a socket"
+            )));
+        }
         out(out_client, new_client(Conn::handshake(owned)?));
         Ok(())
     })

@@ -4,10 +4,10 @@ the reading of answers. Not public: import from ``warren``."""
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import protocol as p
-from .errors import EncodeError, NoConnection, UnsupportedError, WarrenError, kernel_error
+from .errors import EncodeError, KernelError, NoConnection, UnsupportedError, WarrenError, kernel_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Protocol
@@ -124,32 +124,68 @@ def open_socket(fd: int, blocking: bool) -> socket.socket:
     return s
 
 
-def headers_arg(headers: HeaderArg) -> List[Tuple[str, bytes]]:
-    if not headers:
+# Argument conversion. The convention (docs/python.md, "Errors"): an argument of a type the
+# parameter does not take raises TypeError; a value of the right type that the protocol cannot
+# carry (a negative timeout, a number outside its field, a string that is not valid UTF-8,
+# anything over a limit) raises EncodeError, a WarrenError and a ValueError. Both happen before
+# anything is sent. The protocol encoders check the fields they write the same way.
+
+
+def pair_arg(item: Any, what: str) -> Tuple[Any, Any]:
+    try:
+        n, v = item
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} is a (name, value) pair, not {item!r}") from None
+    return n, v
+
+
+def pairs_arg(pairs: Any, what: str) -> List[Tuple[Any, Any]]:
+    """A mapping or a sequence of (name, value) pairs, as a list of pairs."""
+    if not pairs:
         return []
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(n, v.encode("utf-8") if isinstance(v, str) else bytes(v)) for n, v in items]
+    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    return [pair_arg(item, what) for item in items]
+
+
+def headers_arg(headers: HeaderArg) -> List[Tuple[str, bytes]]:
+    return [(n, body_arg(v)) for n, v in pairs_arg(headers, "a header")]
 
 
 def body_arg(body: Union[bytes, bytearray, memoryview, str]) -> bytes:
+    """Bytes from a bytes-like object or a str (UTF-8)."""
+    if type(body) is bytes:
+        return body
     if isinstance(body, str):
-        return body.encode("utf-8")
-    return body if type(body) is bytes else bytes(body)
+        try:
+            return body.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise EncodeError(f"a str that is not valid UTF-8: {e}") from None
+    if isinstance(body, int):  # bytes(5) would be five zero bytes
+        raise TypeError("a body or header value is bytes or str, not int")
+    return bytes(body)
 
 
 def ms(seconds: Optional[float], what: str = "timeout") -> Optional[int]:
+    """Seconds (None: no limit) as whole milliseconds."""
     if seconds is None:
         return None
-    if seconds < 0:
-        raise ValueError(f"{what} must not be negative")
-    return int(round(seconds * 1000))
+    if not seconds >= 0:  # negative, or NaN
+        raise EncodeError(f"{what} must be a number of seconds, 0 or more, not {seconds!r}")
+    try:
+        return int(round(seconds * 1000))
+    except OverflowError:
+        raise EncodeError(f"{what} of {seconds!r} seconds is out of range") from None
 
 
 def header_filter(header: Optional[Tuple[str, Union[bytes, str]]]) -> Optional[Tuple[str, bytes]]:
     if header is None:
         return None
-    n, v = header
-    return n, v.encode("utf-8") if isinstance(v, str) else bytes(v)
+    n, v = pair_arg(header, "a header filter")
+    return n, body_arg(v)
+
+
+def caps_arg(caps: Iterable[int]) -> List[int]:
+    return list(caps)
 
 
 def check(v: Any) -> Any:
@@ -219,9 +255,72 @@ def as_accepted(v: Any) -> int:
     return v.count
 
 
+def need_version(version: int, needed: int, what: str) -> None:
+    """:class:`UnsupportedError` unless the agreed ``version`` has the operation ``what``."""
+    if version < needed:
+        raise UnsupportedError(f"{what} needs protocol version {needed}; the kernel agreed {version}")
+
+
 def need_batches(version: int) -> None:
-    if version < 2:
-        raise UnsupportedError(f"the kernel speaks protocol version {version}; batch frames need 2")
+    need_version(version, 2, "a batch frame")
+
+
+def as_spawned(v: Any) -> p.Spawned:
+    v = check(v)
+    if type(v) is not p.Spawned:
+        raise unexpected(v)
+    return v
+
+
+def spawn_request(
+    template: int,
+    suffix: Optional[str],
+    args: Iterable[str],
+    env: Any,
+    memory: Optional[int],
+    pids: Optional[int],
+    cpus: Optional[int],
+    tmpfs_size: Optional[int],
+    detach: bool,
+    names: Any,
+) -> p.Spawn:
+    """The Spawn request of :meth:`Client.spawn` (``env`` and ``names``: a mapping or pairs)."""
+    return p.Spawn(
+        template, suffix, list(args), pairs_arg(env, "an env entry"), memory, pids, cpus, tmpfs_size,
+        bool(detach), pairs_arg(names, "a name"),
+    )
+
+
+def send_recv_frames(
+    version: int, send_id: int, recv_id: int, handle: int, body: bytes, timeout_ms: Optional[int], message: Dict[str, Any]
+) -> Tuple[bytes, bool]:
+    """The packet of :meth:`Client.send_recv`: a Send (or, on version 2 and later, a plain
+    message as a quiet one-body batch, answered only if refused) and a Recv of the default
+    mailbox; and whether the send is quiet."""
+    unknown = set(message) - {"headers", "correlation", "caps", "reply_to"}
+    if unknown:
+        raise TypeError(f"send_recv got unexpected keyword arguments {sorted(unknown)}")
+    plain = (
+        not message.get("headers") and not message.get("caps")
+        and message.get("correlation") is None and message.get("reply_to") is None
+    )
+    quiet = plain and version >= 2
+    if quiet:
+        first = p.encode_send_batch(send_id, handle, True, True, [body])
+    else:
+        first = p.encode_send(
+            send_id, handle, True, body, headers_arg(message.get("headers")), message.get("correlation"),
+            caps_arg(message.get("caps", ())), message.get("reply_to"),
+        )
+    return first + p.encode_recv(recv_id, None, None, None, timeout_ms), quiet
+
+
+def send_recv_result(sent: Any, got: Any) -> Tuple[Optional[KernelError], p.Delivery]:
+    """The send's refusal (None if it was accepted, or quiet and unanswered) and the delivery."""
+    err: Optional[KernelError] = None
+    if type(sent) is p.Error:
+        err = kernel_error(sent.code, sent.detail)
+    return err, as_delivery(got)
 
 
 def chunks(bodies: Sequence[bytes]) -> List[List[bytes]]:

@@ -175,7 +175,7 @@ class AsyncClient:
         wait: bool = True,
     ) -> None:
         i = self._id()
-        f = p.encode_send(i, handle, wait, c.body_arg(body), c.headers_arg(headers), correlation, list(caps), reply_to)
+        f = p.encode_send(i, handle, wait, c.body_arg(body), c.headers_arg(headers), correlation, c.caps_arg(caps), reply_to)
         c.as_ok(await self._request(f, i))
 
     async def try_send(self, handle: int, body: Body = b"", **kw: Any) -> None:
@@ -203,17 +203,42 @@ class AsyncClient:
         caps: Iterable[int] = (),
         timeout: Optional[float] = None,
     ) -> p.Delivery:
+        c.ms(timeout)  # a bad timeout is refused before the request goes out
         i = self._id()
         corr = (os.getpid() << 32) | i
-        f = p.encode_send(i, handle, True, c.body_arg(body), c.headers_arg(headers), corr, list(caps), p.DEFAULT_MAILBOX)
+        f = p.encode_send(i, handle, True, c.body_arg(body), c.headers_arg(headers), corr, c.caps_arg(caps), p.DEFAULT_MAILBOX)
         c.as_ok(await self._request(f, i))
         return await self.recv(timeout, correlation=corr)
+
+    async def send_recv(
+        self, handle: int, body: Body = b"", *, timeout: Optional[float] = None, **message: Any
+    ) -> Tuple[Optional[KernelError], p.Delivery]:
+        s = self._id()
+        r = self._id()
+        t = c.ms(timeout)
+        packet, quiet = c.send_recv_frames(self.version, s, r, handle, c.body_arg(body), t, message)
+        if self._failed is not None:
+            raise self._failed
+        sent_f = self._loop.create_future()
+        self._pending[s] = sent_f
+        try:
+            got = await self._request(packet, r, t)
+        except BaseException:
+            self._pending.pop(s, None)
+            raise
+        if quiet:
+            # A quiet send is answered only if refused, and then before the receive.
+            self._pending.pop(s, None)
+            sent = sent_f.result() if sent_f.done() else None
+        else:
+            sent = await sent_f
+        return c.send_recv_result(sent, got)
 
     async def reply(self, request: p.Delivery, body: Body = b"", *, headers: HeaderArg = None, caps: Iterable[int] = ()) -> None:
         if request.reply is None:
             raise WarrenError("the request carries no reply handle")
         s = self._id()
-        f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, list(caps), None)
+        f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, c.caps_arg(caps), None)
         try:
             c.as_ok(await self._request(f, s))
         except KernelError:
@@ -258,6 +283,45 @@ class AsyncClient:
     async def whoami(self) -> p.Identity:
         i = self._id()
         return c.as_identity(await self._request(p.encode_request(i, p.Whoami()), i))
+
+    async def spawn(
+        self,
+        template: int,
+        *,
+        suffix: Optional[str] = None,
+        args: Iterable[str] = (),
+        env: Optional[dict] = None,
+        memory: Optional[int] = None,
+        pids: Optional[int] = None,
+        cpus: Optional[int] = None,
+        tmpfs_size: Optional[int] = None,
+        detach: bool = False,
+        names: Optional[dict] = None,
+    ) -> p.Spawned:
+        c.need_version(self.version, 3, "spawn")
+        i = self._id()
+        req = c.spawn_request(template, suffix, args, env, memory, pids, cpus, tmpfs_size, detach, names)
+        return c.as_spawned(await self._request(p.encode_request(i, req), i))
+
+    async def stop(self, handle: int, kill: bool = False) -> None:
+        c.need_version(self.version, 3, "stop")
+        i = self._id()
+        c.as_ok(await self._request(p.encode_request(i, p.Stop(handle, kill)), i))
+
+    async def restrict(
+        self,
+        template: int,
+        *,
+        share: Optional[int] = None,
+        memory: Optional[int] = None,
+        pids: Optional[int] = None,
+        cpus: Optional[int] = None,
+        tmpfs_size: Optional[int] = None,
+    ) -> Handle:
+        c.need_version(self.version, 3, "restrict")
+        i = self._id()
+        req = p.Restrict(template, share, memory, pids, cpus, tmpfs_size)
+        return c.as_handle(await self._request(p.encode_request(i, req), i), self)
 
     async def attenuate(
         self,

@@ -71,6 +71,15 @@ class Client:
         self._next = (i + 1) & 0xFFFFFFFF or 1
         return i
 
+    def _send(self, data: bytes) -> None:
+        """Write one packet; a closed client or a failed socket is :class:`ConnectionClosed`."""
+        if self._closed:
+            raise ConnectionClosed("the client was closed")
+        try:
+            self._sock.send(data)
+        except OSError as e:
+            raise ConnectionClosed(f"kernel connection: {e}") from None
+
     def _read(self, deadline: Optional[float]) -> None:
         if deadline is not None:
             left = deadline - time.monotonic()
@@ -81,6 +90,8 @@ class Client:
             n = self._sock.recv_into(self._buf, 0, socket.MSG_TRUNC)
         except socket.timeout:
             raise Timeout("no answer from the kernel in time (was it restarted?)") from None
+        except OSError as e:
+            raise ConnectionClosed(f"kernel connection: {e}") from None
         finally:
             if deadline is not None:
                 self._sock.settimeout(None)
@@ -98,7 +109,7 @@ class Client:
         return early.pop(id)
 
     def _request(self, frame: bytes, id: int, timeout_ms: Optional[int] = None) -> Any:
-        self._sock.send(frame)
+        self._send(frame)
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000 + c.RESTART_GRACE
         return self._wait(id, deadline)
 
@@ -118,7 +129,7 @@ class Client:
         """Send a message through ``handle`` (needs SEND). ``wait``: when the mailbox is full,
         wait for room; else raise :class:`~warren.errors.Full`."""
         i = self._id()
-        f = p.encode_send(i, handle, wait, c.body_arg(body), c.headers_arg(headers), correlation, list(caps), reply_to)
+        f = p.encode_send(i, handle, wait, c.body_arg(body), c.headers_arg(headers), correlation, c.caps_arg(caps), reply_to)
         c.as_ok(self._request(f, i))
 
     def try_send(self, handle: int, body: Body = b"", **kw: Any) -> None:
@@ -137,11 +148,13 @@ class Client:
         filters (``correlation=``, ``header=(name, value)``; others stay queued in order),
         waiting up to ``timeout`` seconds; :class:`~warren.errors.Timeout` if none came."""
         hf = c.header_filter(header)
+        t = c.ms(timeout)
+        if self._closed:
+            raise ConnectionClosed("the client was closed")
         kept = self._take_unclaimed(mailbox, correlation, hf)
         if kept is not None:
             return kept
         i = self._id()
-        t = c.ms(timeout)
         f = p.encode_recv(i, mailbox, correlation, hf, t)
         try:
             got = self._request(f, i, t)
@@ -183,30 +196,16 @@ class Client:
         the send's refusal (or None) and the message; a failed receive raises. On protocol
         version 2 a plain message goes as a quiet one-body batch (answered only if refused),
         as the Rust client's ``send_and_recv``."""
-        body = c.body_arg(body)
         s = self._id()
         r = self._id()
         t = c.ms(timeout)
-        plain = not any(message.get(k) for k in ("headers", "caps")) and message.get("correlation") is None and message.get("reply_to") is None
-        quiet = plain and self.version >= 2
-        if quiet:
-            first = p.encode_send_batch(s, handle, True, True, [body])
-        else:
-            first = p.encode_send(
-                s, handle, True, body, c.headers_arg(message.get("headers")), message.get("correlation"),
-                list(message.get("caps", ())), message.get("reply_to"),
-            )
-        self._sock.send(first + p.encode_recv(r, None, None, None, t))
+        packet, quiet = c.send_recv_frames(self.version, s, r, handle, c.body_arg(body), t, message)
+        self._send(packet)
         deadline = None if t is None else time.monotonic() + t / 1000 + c.RESTART_GRACE
         got = self._wait(r, deadline)
+        # A quiet send is answered only if refused, and then before the receive.
         sent = self._early.pop(s, None) if quiet else self._wait(s)
-        err: Optional[KernelError] = None
-        if sent is not None and type(sent) is p.Error:
-            try:
-                c.check(sent)
-            except KernelError as e:
-                err = e
-        return err, c.as_delivery(got)
+        return c.send_recv_result(sent, got)
 
     def call(
         self,
@@ -220,9 +219,10 @@ class Client:
         """Request and reply (the convention of ``warren-msg call``): send with a fresh
         correlation id, ``(pid << 32) | request id``, and a one-shot reply capability to the
         default mailbox, then wait up to ``timeout`` for the message carrying that id."""
+        c.ms(timeout)  # a bad timeout is refused before the request goes out
         i = self._id()
         corr = (os.getpid() << 32) | i
-        f = p.encode_send(i, handle, True, c.body_arg(body), c.headers_arg(headers), corr, list(caps), p.DEFAULT_MAILBOX)
+        f = p.encode_send(i, handle, True, c.body_arg(body), c.headers_arg(headers), corr, c.caps_arg(caps), p.DEFAULT_MAILBOX)
         c.as_ok(self._request(f, i))
         return self.recv(timeout, correlation=corr)
 
@@ -233,7 +233,7 @@ class Client:
         if request.reply is None:
             raise WarrenError("the request carries no reply handle")
         s = self._id()
-        f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, list(caps), None)
+        f = p.encode_send(s, request.reply, True, c.body_arg(body), c.headers_arg(headers), request.correlation, c.caps_arg(caps), None)
         try:
             c.as_ok(self._request(f, s))
         except KernelError:
@@ -253,7 +253,7 @@ class Client:
         inflight: List[Tuple[int, int]] = []
         for chunk in c.chunks([c.body_arg(b) for b in bodies]):
             i = self._id()
-            self._sock.send(p.encode_send_batch(i, handle, wait, False, chunk))
+            self._send(p.encode_send_batch(i, handle, wait, False, chunk))
             if wait:
                 inflight.append((i, len(chunk)))
                 if len(inflight) >= c.SEND_WINDOW:
@@ -310,21 +310,15 @@ class Client:
         names to handles of this table; limits are bytes, processes and millionths of a cpu.
         Returns the child's name, a SEND|MONITOR handle on its mailbox, a STOP handle on it and
         the reference its ``down`` notice will carry."""
-        self._need_version(3, "spawn")
+        c.need_version(self.version, 3, "spawn")
         i = self._id()
-        req = p.Spawn(
-            template, suffix, list(args), list((env or {}).items()), memory, pids, cpus,
-            tmpfs_size, detach, list((names or {}).items()),
-        )
-        v = c.check(self._request(p.encode_request(i, req), i))
-        if type(v) is not p.Spawned:
-            raise c.unexpected(v)
-        return v
+        req = c.spawn_request(template, suffix, args, env, memory, pids, cpus, tmpfs_size, detach, names)
+        return c.as_spawned(self._request(p.encode_request(i, req), i))
 
     def stop(self, handle: int, kill: bool = False) -> None:
         """Stop (SIGTERM, then SIGKILL after the grace period) or, with ``kill``, kill at once
         the environment a STOP handle designates; its end comes as the ``down`` notice."""
-        self._need_version(3, "stop")
+        c.need_version(self.version, 3, "stop")
         i = self._id()
         c.as_ok(self._request(p.encode_request(i, p.Stop(handle, kill)), i))
 
@@ -340,14 +334,10 @@ class Client:
     ) -> Handle:
         """A weaker SPAWN handle derived from ``template``: at most ``share`` live children
         through it, and lower limit ceilings."""
-        self._need_version(3, "restrict")
+        c.need_version(self.version, 3, "restrict")
         i = self._id()
         req = p.Restrict(template, share, memory, pids, cpus, tmpfs_size)
         return c.as_handle(self._request(p.encode_request(i, req), i), self)
-
-    def _need_version(self, v: int, what: str) -> None:
-        if self.version < v:
-            raise WarrenError(f"{what} needs protocol version {v}; the kernel agreed {self.version}")
 
     def attenuate(
         self,

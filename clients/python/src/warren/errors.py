@@ -5,18 +5,22 @@ Every exception the package raises is a :class:`WarrenError`. A refusal by the k
 ``detail`` is the kernel's text (not stable: never parse it). The families:
 
 * :class:`CapabilityError`: the capability cannot be used: :class:`NoSuchHandle`,
-  :class:`NoRight`, :class:`Revoked`, :class:`Expired`, :class:`UsedUp`;
+  :class:`NoRight`, :class:`Revoked`, :class:`Expired`, :class:`UsedUp`, and
+  :class:`NotAllowed` (the template does not allow the spawn asked for, version 3);
 * :class:`MailboxError`: the mailbox cannot take it: :class:`Full`, :class:`Dead`;
 * :class:`Timeout` (also a :class:`TimeoutError`), :class:`NotFound` (also a
   :class:`LookupError`);
 * :class:`RequestError`: :class:`BadRequest`, :class:`VersionMismatch`, :class:`TooLarge`;
 * :class:`Unavailable` (the kernel cannot take more), :class:`Quota` (a byte quota, version 3),
-  :class:`AttestFailed`.
+  :class:`AttestFailed`, :class:`SpawnFailed` (the child could not be started, version 3).
 
-The client's own failures: :class:`NoConnection`, :class:`ConnectionClosed`,
-:class:`ProtocolError` (undecodable bytes, from either side), :class:`EncodeError` (a request
-over a protocol limit; also a :class:`ValueError`) and :class:`UnsupportedError` (the agreed
-protocol version lacks the operation).
+The client's own failures: :class:`NoConnection`, :class:`ConnectionClosed` (also after
+``close()``), :class:`ProtocolError` (undecodable bytes, from either side), :class:`EncodeError`
+(a value the protocol cannot carry: a negative timeout, a number outside its field, a string
+that is not valid UTF-8, anything over a protocol limit; also a :class:`ValueError`) and
+:class:`UnsupportedError` (the agreed protocol version lacks the operation). The one
+exception that is not a :class:`WarrenError`: :class:`TypeError`, for an argument of a type
+the parameter does not take.
 """
 
 from typing import Dict, Type
@@ -31,7 +35,7 @@ class NoConnection(WarrenError):
 
 
 class ConnectionClosed(WarrenError, ConnectionError):
-    """The kernel closed the connection (there is no reconnection)."""
+    """The kernel closed the connection, or the client was closed (there is no reconnection)."""
 
 
 class ProtocolError(WarrenError):
@@ -43,11 +47,13 @@ class ProtocolError(WarrenError):
 
 
 class EncodeError(WarrenError, ValueError):
-    """A request exceeds a protocol limit; nothing was sent."""
+    """A value the protocol cannot carry (over a limit, out of its field's range, a negative
+    timeout, a string that is not valid UTF-8); nothing was sent."""
 
 
 class UnsupportedError(WarrenError):
-    """The protocol version agreed with the kernel lacks the operation (batches need 2)."""
+    """The protocol version agreed with the kernel lacks the operation (batches need 2; spawn,
+    stop and restrict need 3); nothing was sent."""
 
 
 class KernelError(WarrenError):

@@ -309,12 +309,25 @@ class Error:
 # Encoding
 
 
+def _argument_error(e: Exception) -> Exception:
+    """What an encoder raises for a value a field cannot carry: :class:`TypeError` for a value
+    of the wrong type (``struct`` says "required argument is not an integer"), else
+    :class:`~warren.errors.EncodeError` (a number outside its field, a string that is not valid
+    UTF-8). The encoders let ``struct`` check every integer field and translate here, on the
+    failure path only, so that encoding a valid value costs nothing more."""
+    if isinstance(e, struct.error) and "not an integer" in str(e):
+        return TypeError(f"a handle, count or number field needs an int: {e}")
+    return EncodeError(f"a value the protocol cannot carry: {e}")
+
+
 def _limit(what: str, n: int, limit: int) -> None:
     if n > limit:
         raise EncodeError(f"{what} is {n}, over the limit of {limit}")
 
 
 def _name(s: str, what: str) -> bytes:
+    if type(s) is not str:
+        raise TypeError(f"{what} must be a str, not {type(s).__name__}")
     b = s.encode("utf-8")
     _limit(what, len(b), MAX_NAME)
     return bytes((len(b),)) + b
@@ -340,6 +353,8 @@ def _rights(r: int, what: str) -> bytes:
 
 
 def _text(t: str, limit: int, what: str) -> bytes:
+    if type(t) is not str:
+        raise TypeError(f"{what} must be a str, not {type(t).__name__}")
     b = t.encode("utf-8")
     _limit(what, len(b), limit)
     return _U16.pack(len(b)) + b
@@ -411,22 +426,25 @@ def encode_send(
     reply_to: Optional[int] = None,
 ) -> bytes:
     """One Send frame."""
-    if not headers and correlation is None and not caps and reply_to is None:
-        _limit("body", len(body), MAX_BODY)
-        n = 9 + 5 + 3 + 4 + len(body) + 3
-        return b"".join(
-            (
-                _HDR.pack(n - 4, SEND_OP, id),
-                _U32.pack(handle),
-                b"\x01" if wait else b"\x00",
-                _PLAIN_TAIL,
-                _U32.pack(len(body)),
-                body,
-                b"\x00\x00\x00",
+    try:
+        if not headers and correlation is None and not caps and reply_to is None:
+            _limit("body", len(body), MAX_BODY)
+            n = 9 + 5 + 3 + 4 + len(body) + 3
+            return b"".join(
+                (
+                    _HDR.pack(n - 4, SEND_OP, id),
+                    _U32.pack(handle),
+                    b"\x01" if wait else b"\x00",
+                    _PLAIN_TAIL,
+                    _U32.pack(len(body)),
+                    body,
+                    b"\x00\x00\x00",
+                )
             )
-        )
-    block = encode_message(headers, correlation, body, caps, reply_to)
-    return _frame(SEND_OP, id, _U32.pack(handle) + (b"\x01" if wait else b"\x00") + block)
+        block = encode_message(headers, correlation, body, caps, reply_to)
+        return _frame(SEND_OP, id, _U32.pack(handle) + (b"\x01" if wait else b"\x00") + block)
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 def encode_recv(
@@ -437,13 +455,16 @@ def encode_recv(
     timeout_ms: Optional[int] = None,
 ) -> bytes:
     """One Recv frame."""
-    if header is None:
-        h = b"\x00"
-    else:
-        h = b"\x01" + _name(header[0], "filter header name") + _bytes(
-            bytes(header[1]), MAX_HEADER_VALUE, "filter header value"
-        )
-    return _frame(RECV, id, _opt32(mailbox) + _opt64(correlation) + h + _opt64(timeout_ms))
+    try:
+        if header is None:
+            h = b"\x00"
+        else:
+            h = b"\x01" + _name(header[0], "filter header name") + _bytes(
+                bytes(header[1]), MAX_HEADER_VALUE, "filter header value"
+            )
+        return _frame(RECV, id, _opt32(mailbox) + _opt64(correlation) + h + _opt64(timeout_ms))
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 def encode_bodies(bodies: Sequence[bytes]) -> bytes:
@@ -462,114 +483,126 @@ def encode_bodies(bodies: Sequence[bytes]) -> bytes:
 
 def encode_send_batch(id: int, handle: int, wait: bool, quiet: bool, bodies: Sequence[bytes]) -> bytes:
     """One SendBatch frame."""
-    flags = (b"\x01" if wait else b"\x00") + (b"\x01" if quiet else b"\x00")
-    return _frame(SEND_BATCH, id, _U32.pack(handle) + flags + encode_bodies(bodies))
+    try:
+        flags = (b"\x01" if wait else b"\x00") + (b"\x01" if quiet else b"\x00")
+        return _frame(SEND_BATCH, id, _U32.pack(handle) + flags + encode_bodies(bodies))
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 def encode_recv_batch(id: int, mailbox: Optional[int], max: int, timeout_ms: Optional[int]) -> bytes:
     """One RecvBatch frame."""
-    _limit("batch max", max, MAX_BATCH)
-    return _frame(RECV_BATCH, id, _opt32(mailbox) + _U32.pack(max) + _opt64(timeout_ms))
+    try:
+        _limit("batch max", max, MAX_BATCH)
+        return _frame(RECV_BATCH, id, _opt32(mailbox) + _U32.pack(max) + _opt64(timeout_ms))
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 def encode_request(id: int, r: Any) -> bytes:
     """One request frame for the value ``r`` (a :class:`Hello`, :class:`Send`, ...)."""
-    t = type(r)
-    if t is Send:
-        return encode_send(id, r.handle, r.wait, r.body, r.headers, r.correlation, r.caps, r.reply_to)
-    if t is Recv:
-        return encode_recv(id, r.mailbox, r.correlation, r.header, r.timeout_ms)
-    if t is Hello:
-        return _frame(HELLO, id, _U16.pack(r.min_version) + _U16.pack(r.max_version))
-    if t is Lookup:
-        return _frame(LOOKUP, id, _name(r.name, "lookup name"))
-    if t is Whoami:
-        return _frame(WHOAMI, id, b"")
-    if t is Attenuate:
-        return _frame(
-            ATTENUATE,
-            id,
-            _U32.pack(r.handle) + _rights(r.rights, "attenuate rights") + _opt32(r.uses)
-            + _opt64(r.expires_in_ms) + _opt64(r.badge),
-        )
-    if t is Revoke:
-        return _frame(REVOKE, id, _U32.pack(r.handle))
-    if t is Drop:
-        return _frame(DROP, id, _U32.pack(r.handle))
-    if t is Monitor:
-        return _frame(MONITOR_OP, id, _U32.pack(r.handle))
-    if t is CreateMailbox:
-        return _frame(
-            CREATE_MAILBOX, id, b"\x00" if r.name is None else b"\x01" + _name(r.name, "mailbox name")
-        )
-    if t is SendBatch:
-        return encode_send_batch(id, r.handle, r.wait, r.quiet, r.bodies)
-    if t is RecvBatch:
-        return encode_recv_batch(id, r.mailbox, r.max, r.timeout_ms)
-    if t is Attest:
-        return _frame(
-            ATTEST,
-            id,
-            _bytes(r.nonce, MAX_NONCE, "attest nonce") + _bytes(r.data, MAX_ATTEST_DATA, "attest data"),
-        )
-    if t is Spawn:
-        return _frame(SPAWN_OP, id, _spawn_fields(r))
-    if t is Stop:
-        return _frame(STOP_OP, id, _U32.pack(r.handle) + (b"\x01" if r.kill else b"\x00"))
-    if t is Restrict:
-        return _frame(
-            RESTRICT, id, _U32.pack(r.handle) + _opt32(r.share) + _limits4(r.memory, r.pids, r.cpus, r.tmpfs_size)
-        )
-    raise TypeError(f"not a request: {r!r}")
+    try:
+        t = type(r)
+        if t is Send:
+            return encode_send(id, r.handle, r.wait, r.body, r.headers, r.correlation, r.caps, r.reply_to)
+        if t is Recv:
+            return encode_recv(id, r.mailbox, r.correlation, r.header, r.timeout_ms)
+        if t is Hello:
+            return _frame(HELLO, id, _U16.pack(r.min_version) + _U16.pack(r.max_version))
+        if t is Lookup:
+            return _frame(LOOKUP, id, _name(r.name, "lookup name"))
+        if t is Whoami:
+            return _frame(WHOAMI, id, b"")
+        if t is Attenuate:
+            return _frame(
+                ATTENUATE,
+                id,
+                _U32.pack(r.handle) + _rights(r.rights, "attenuate rights") + _opt32(r.uses)
+                + _opt64(r.expires_in_ms) + _opt64(r.badge),
+            )
+        if t is Revoke:
+            return _frame(REVOKE, id, _U32.pack(r.handle))
+        if t is Drop:
+            return _frame(DROP, id, _U32.pack(r.handle))
+        if t is Monitor:
+            return _frame(MONITOR_OP, id, _U32.pack(r.handle))
+        if t is CreateMailbox:
+            return _frame(
+                CREATE_MAILBOX, id, b"\x00" if r.name is None else b"\x01" + _name(r.name, "mailbox name")
+            )
+        if t is SendBatch:
+            return encode_send_batch(id, r.handle, r.wait, r.quiet, r.bodies)
+        if t is RecvBatch:
+            return encode_recv_batch(id, r.mailbox, r.max, r.timeout_ms)
+        if t is Attest:
+            return _frame(
+                ATTEST,
+                id,
+                _bytes(r.nonce, MAX_NONCE, "attest nonce") + _bytes(r.data, MAX_ATTEST_DATA, "attest data"),
+            )
+        if t is Spawn:
+            return _frame(SPAWN_OP, id, _spawn_fields(r))
+        if t is Stop:
+            return _frame(STOP_OP, id, _U32.pack(r.handle) + (b"\x01" if r.kill else b"\x00"))
+        if t is Restrict:
+            return _frame(
+                RESTRICT, id, _U32.pack(r.handle) + _opt32(r.share) + _limits4(r.memory, r.pids, r.cpus, r.tmpfs_size)
+            )
+        raise TypeError(f"not a request: {r!r}")
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 def encode_response(id: int, r: Any) -> bytes:
     """One response frame for the value ``r`` (a :class:`Welcome`, :class:`Delivery`, ...)."""
-    t = type(r)
-    if t is Welcome:
-        return _frame(WELCOME, id, _U16.pack(r.version) + _name(r.env, "welcome env"))
-    if t is Ok:
-        return _frame(OK, id, b"")
-    if t is HandleAnswer:
-        return _frame(HANDLE, id, _U32.pack(r.handle) + _rights(r.rights, "handle rights"))
-    if t is MonitorAnswer:
-        return _frame(MONITOR_REF, id, _U64.pack(r.reference))
-    if t is Delivery:
-        return _frame(
-            DELIVERY,
-            id,
-            _U32.pack(r.mailbox) + _name(r.sender, "sender env") + _U64.pack(r.badge)
-            + encode_message(r.headers, r.correlation, r.body, r.caps, r.reply) + _opt64(r.down),
-        )
-    if t is Identity:
-        _limit("identity handles", len(r.entries), MAX_IDENTITY_HANDLES)
-        parts = [_name(r.env, "identity env"), _U16.pack(len(r.entries))]
-        for h, d, rights in r.entries:
-            parts += [_U32.pack(h), _name(d, "identity designation"), _rights(rights, "identity rights")]
-        return _frame(IDENTITY, id, b"".join(parts))
-    if t is Error:
-        if r.code not in BY_CODE:
-            raise EncodeError(f"unknown error code {r.code}")
-        d = r.detail.encode("utf-8")
-        _limit("error detail", len(d), MAX_DETAIL)
-        return _frame(ERROR, id, _U16.pack(r.code) + _U16.pack(len(d)) + d)
-    if t is Deliveries:
-        _limit("runs", len(r.runs), MAX_BATCH)
-        parts = [_U32.pack(r.mailbox), _U16.pack(len(r.runs))]
-        for run in r.runs:
-            parts += [_name(run.sender, "sender env"), _U64.pack(run.badge), encode_bodies(run.bodies)]
-        return _frame(DELIVERIES, id, b"".join(parts))
-    if t is Accepted:
-        return _frame(ACCEPTED, id, _U32.pack(r.count))
-    if t is Quote:
-        return _frame(QUOTE, id, _bytes(r.quote, MAX_BODY, "quote"))
-    if t is Spawned:
-        return _frame(
-            SPAWNED,
-            id,
-            _name(r.child, "spawned child") + _U32.pack(r.mailbox) + _U32.pack(r.control) + _U64.pack(r.reference),
-        )
-    raise TypeError(f"not a response: {r!r}")
+    try:
+        t = type(r)
+        if t is Welcome:
+            return _frame(WELCOME, id, _U16.pack(r.version) + _name(r.env, "welcome env"))
+        if t is Ok:
+            return _frame(OK, id, b"")
+        if t is HandleAnswer:
+            return _frame(HANDLE, id, _U32.pack(r.handle) + _rights(r.rights, "handle rights"))
+        if t is MonitorAnswer:
+            return _frame(MONITOR_REF, id, _U64.pack(r.reference))
+        if t is Delivery:
+            return _frame(
+                DELIVERY,
+                id,
+                _U32.pack(r.mailbox) + _name(r.sender, "sender env") + _U64.pack(r.badge)
+                + encode_message(r.headers, r.correlation, r.body, r.caps, r.reply) + _opt64(r.down),
+            )
+        if t is Identity:
+            _limit("identity handles", len(r.entries), MAX_IDENTITY_HANDLES)
+            parts = [_name(r.env, "identity env"), _U16.pack(len(r.entries))]
+            for h, d, rights in r.entries:
+                parts += [_U32.pack(h), _name(d, "identity designation"), _rights(rights, "identity rights")]
+            return _frame(IDENTITY, id, b"".join(parts))
+        if t is Error:
+            if r.code not in BY_CODE:
+                raise EncodeError(f"unknown error code {r.code}")
+            d = r.detail.encode("utf-8")
+            _limit("error detail", len(d), MAX_DETAIL)
+            return _frame(ERROR, id, _U16.pack(r.code) + _U16.pack(len(d)) + d)
+        if t is Deliveries:
+            _limit("runs", len(r.runs), MAX_BATCH)
+            parts = [_U32.pack(r.mailbox), _U16.pack(len(r.runs))]
+            for run in r.runs:
+                parts += [_name(run.sender, "sender env"), _U64.pack(run.badge), encode_bodies(run.bodies)]
+            return _frame(DELIVERIES, id, b"".join(parts))
+        if t is Accepted:
+            return _frame(ACCEPTED, id, _U32.pack(r.count))
+        if t is Quote:
+            return _frame(QUOTE, id, _bytes(r.quote, MAX_BODY, "quote"))
+        if t is Spawned:
+            return _frame(
+                SPAWNED,
+                id,
+                _name(r.child, "spawned child") + _U32.pack(r.mailbox) + _U32.pack(r.control) + _U64.pack(r.reference),
+            )
+        raise TypeError(f"not a response: {r!r}")
+    except (struct.error, UnicodeEncodeError) as e:
+        raise _argument_error(e) from None
 
 
 # ------------------------------------------------------------------------------------------
