@@ -289,7 +289,12 @@ fn a_key_that_is_not_enrolled_is_refused() {
         .output()
         .unwrap());
     let mut q: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(q["ak_certificate"].is_null());
+    // Absent, not null (docs/attestation.md), as are a host quote's `subject` and a software
+    // quote's `nv_public` and `boot`; the enrolled host's quote has its certificate.
+    for key in ["ak_certificate", "subject", "nv_public", "boot"] {
+        assert!(q.get(key).is_none(), "{key} in {q}");
+    }
+    assert!(f.quote["ak_certificate"].is_string());
     rejected(&q, "not-enrolled");
     // Presenting the enrolled host's certificate for its own key.
     q["ak_certificate"] = f.quote["ak_certificate"].clone();

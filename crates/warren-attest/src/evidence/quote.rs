@@ -38,6 +38,7 @@ pub struct Quote {
     /// The nonce the verifier chose, hex.
     pub nonce: String,
     /// The environment (and its launch record) the quote is about, for a subject quote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subject: Option<Subject>,
     /// The signed bytes, hex.
     pub attest: String,
@@ -45,10 +46,13 @@ pub struct Quote {
     pub signature: String,
     /// The attestation key that signed, hex: its `TPMT_PUBLIC` (tpm) or DER
     /// `SubjectPublicKeyInfo` (software).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_public: Option<String>,
     /// The NV index's `TPMS_NV_PUBLIC`, hex (tpm only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nv_public: Option<String>,
     /// The attestation key's certificate from the Privacy CA (PEM), if the host is enrolled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ak_certificate: Option<String>,
     /// The event log at the time of the quote.
     pub event_log: Vec<Record>,
@@ -71,6 +75,7 @@ pub struct BootEvidence {
     pub pcrs: BTreeMap<u32, String>,
     /// The UEFI event log (`binary_bios_measurements`, crypto-agile), hex; absent when the
     /// host has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_log: Option<String>,
     /// The records of Warren's own PCR 15 (`evidence::selfpcr`); absent when Warren did not
     /// measure itself (then PCR 15 must be zero).
