@@ -165,6 +165,19 @@ def test_a_message_answering_a_receive_given_up_on_is_kept_for_the_next_receive(
     assert got.body == b"late", "the late message was lost"
     t.join()
 
+    # The same with the asyncio client.
+    async def main():
+        fd, t = fake(kernel)
+        k = await AsyncClient.connect(fd)
+        with pytest.raises(warren.Timeout):
+            await k.recv(timeout=0)
+        got = await k.recv(timeout=0)
+        t.join()
+        k.close()
+        return got
+
+    assert asyncio.run(main()).body == b"late", "the asyncio client lost the late message"
+
 
 # -- a kernel that answers by a rule, and records what it was asked ----------------------------
 

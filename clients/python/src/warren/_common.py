@@ -348,3 +348,18 @@ def rights_arg(rights: int) -> int:
 
 
 Answers = Dict[int, Any]
+
+
+def take_matching(
+    kept: List[p.Delivery], mailbox: Optional[int], correlation: Optional[int], header: Optional[Tuple[str, bytes]]
+) -> Optional[p.Delivery]:
+    """Remove and return the oldest of ``kept`` (late answers to receives given up on) that a
+    receive with these filters accepts."""
+    want = p.DEFAULT_MAILBOX if mailbox is None else mailbox
+    for k, d in enumerate(kept):
+        if d.mailbox != want or (correlation is not None and d.correlation != correlation):
+            continue
+        if header is not None and header not in [(n, bytes(v)) for n, v in d.headers]:
+            continue
+        return kept.pop(k)
+    return None

@@ -27,6 +27,10 @@ class AsyncClient:
         self._view = memoryview(self._buf)
         self._next = 1
         self._pending: Dict[int, "asyncio.Future[Any]"] = {}
+        # Receives given up on client-side (the kernel was slower than timeout + grace): their
+        # late answers are messages taken from a mailbox, kept here for the next receive.
+        self._abandoned: set = set()
+        self._unclaimed: List[p.Delivery] = []
         self._out: List[bytes] = []
         self._flush_scheduled = False
         self._writing = False
@@ -109,6 +113,10 @@ class AsyncClient:
                 f = pending.pop(i, None)
                 if f is not None and not f.done():
                     f.set_result(v)
+                elif i in self._abandoned:
+                    self._abandoned.discard(i)
+                    if type(v) is p.Delivery:
+                        self._unclaimed.append(v)
 
     def _queue(self, frame: bytes) -> None:
         self._out.append(frame)
@@ -151,7 +159,7 @@ class AsyncClient:
         self._queue(frame)
         return f
 
-    async def _request(self, frame: bytes, id: int, timeout_ms: Optional[int] = None) -> Any:
+    async def _request(self, frame: bytes, id: int, timeout_ms: Optional[int] = None, keep_late: bool = False) -> Any:
         f = self._submit(frame, id)
         if timeout_ms is None:
             return await f
@@ -159,6 +167,9 @@ class AsyncClient:
             return await asyncio.wait_for(f, timeout_ms / 1000 + c.RESTART_GRACE)
         except asyncio.TimeoutError:
             self._pending.pop(id, None)
+            if keep_late:
+                # The kernel may still answer with a message: keep it for a later receive.
+                self._abandoned.add(id)
             raise Timeout("no answer from the kernel in time (was it restarted?)") from None
 
     # -- operations (see warren.Client for each one's meaning) ----------------------------
@@ -189,10 +200,21 @@ class AsyncClient:
         correlation: Optional[int] = None,
         header: Optional[Tuple[str, Union[bytes, str]]] = None,
     ) -> p.Delivery:
-        i = self._id()
         t = c.ms(timeout)
-        f = p.encode_recv(i, mailbox, correlation, c.header_filter(header), t)
-        return c.as_delivery(await self._request(f, i, t))
+        hf = c.header_filter(header)
+        kept = c.take_matching(self._unclaimed, mailbox, correlation, hf)
+        if kept is not None:
+            return kept
+        i = self._id()
+        f = p.encode_recv(i, mailbox, correlation, hf, t)
+        got = await self._request(f, i, t, keep_late=True)
+        # A late message that came while waiting is older than this answer: it goes first.
+        kept = c.take_matching(self._unclaimed, mailbox, correlation, hf)
+        if kept is not None:
+            if type(got) is p.Delivery:
+                self._unclaimed.insert(0, got)
+            return kept
+        return c.as_delivery(got)
 
     async def call(
         self,

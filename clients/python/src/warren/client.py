@@ -179,14 +179,7 @@ class Client:
             v = self._early.pop(i)
             if type(v) is p.Delivery:
                 self._unclaimed.append(v)
-        want = p.DEFAULT_MAILBOX if mailbox is None else mailbox
-        for k, d in enumerate(self._unclaimed):
-            if d.mailbox != want or (correlation is not None and d.correlation != correlation):
-                continue
-            if header is not None and header not in [(n, bytes(v)) for n, v in d.headers]:
-                continue
-            return self._unclaimed.pop(k)
-        return None
+        return c.take_matching(self._unclaimed, mailbox, correlation, header)
 
     def send_recv(
         self, handle: int, body: Body = b"", *, timeout: Optional[float] = None, **message: Any
