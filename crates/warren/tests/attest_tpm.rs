@@ -85,6 +85,37 @@ impl Host {
         )
     }
 
+    /// `warren attest policy learn --quote` of `quote`, written to `<state>/NAME`; returns the
+    /// policy file and its text.
+    fn learn_policy(&self, quote: &Value, name: &str) -> (PathBuf, String) {
+        let qfile = self.state.join(format!("{name}.quote.json"));
+        std::fs::write(&qfile, serde_json::to_vec(quote).unwrap()).unwrap();
+        let policy = self.state.join(name);
+        ok(self
+            .w()
+            .args(["attest", "policy", "learn", "--quote"])
+            .arg(&qfile)
+            .arg("--out")
+            .arg(&policy)
+            .output()
+            .unwrap());
+        let text = std::fs::read_to_string(&policy).unwrap();
+        (policy, text)
+    }
+
+    /// A Privacy CA at `ca` trusting swtpm's EK CA, with this host enrolled; returns the CA
+    /// certificate verifiers use (`tpm-ca.crt`).
+    fn ca_and_enroll(&self, ca: &Path) -> PathBuf {
+        let mut ca_init = self.w();
+        ca_init.args(["ca", "init", "--dir"]).arg(ca);
+        for c in localca_certs() {
+            ca_init.arg("--ek-ca").arg(c);
+        }
+        ok(ca_init.output().unwrap());
+        enroll(self, ca);
+        ca.join("tpm-ca.crt")
+    }
+
     /// Runs the agent directly, as an attacker with access to the TPM would run tpm2-tools.
     fn agent(&self, tpm: &Swtpm, dir: &Path, args: &[&str]) -> (bool, Value) {
         let o = Command::new(&self.agent)
@@ -489,18 +520,7 @@ fn boot_chain_in_every_quote() {
     assert!(q["boot"]["attest"].is_string(), "{q}");
 
     // The policy learnt from this known-good host accepts it (positive control) ...
-    let qfile = host.state.join("good-quote.json");
-    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
-    let policy = host.state.join("boot-policy.toml");
-    ok(host
-        .w()
-        .args(["attest", "policy", "learn", "--quote"])
-        .arg(&qfile)
-        .arg("--out")
-        .arg(&policy)
-        .output()
-        .unwrap());
-    let text = std::fs::read_to_string(&policy).unwrap();
+    let (policy, text) = host.learn_policy(&q, "boot-policy.toml");
     assert!(text.contains("secure_boot = true"), "{text}");
     assert!(
         text.contains(&hex::encode(sha2_256(b"vmlinuz-6.1.0-warren"))),
@@ -870,27 +890,10 @@ fn the_attestation_key_works_only_in_the_measured_state() {
     // The known-good boot; the key is provisioned and enrolled in it.
     boot(&host, &tpm, &log_path, &good_boot());
     ok(init(&tpm, &[]));
-    let mut ca_init = host.w();
-    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
-    for c in localca_certs() {
-        ca_init.arg("--ek-ca").arg(c);
-    }
-    ok(ca_init.output().unwrap());
-    let tpm_ca = ca.join("tpm-ca.crt");
-    enroll(&host, &ca);
+    let tpm_ca = host.ca_and_enroll(&ca);
     host.launch("/bin/true");
     let q = host.quote("dd01", &[]);
-    let qfile = host.state.join("good.json");
-    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
-    let policy = host.state.join("policy.toml");
-    ok(host
-        .w()
-        .args(["attest", "policy", "learn", "--quote"])
-        .arg(&qfile)
-        .arg("--out")
-        .arg(&policy)
-        .output()
-        .unwrap());
+    let (policy, _) = host.learn_policy(&q, "policy.toml");
     let pol = ["--policy", policy.to_str().unwrap()];
     assert_eq!(host.verify(&q, "dd01", &tpm_ca, &pol), accepted());
     // The key has no password path and a PolicyPCR policy over the quoted state.
@@ -1068,30 +1071,12 @@ fn warren_measures_itself_into_pcr_15() {
     init(&genuine, &tpm, &[]);
     assert_eq!(pcr15(&tpm), measured);
 
-    let mut ca_init = host.w();
-    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
-    for c in localca_certs() {
-        ca_init.arg("--ek-ca").arg(c);
-    }
-    ok(ca_init.output().unwrap());
-    let tpm_ca = ca.join("tpm-ca.crt");
-    enroll(&host, &ca);
+    let tpm_ca = host.ca_and_enroll(&ca);
     host.launch("/bin/true");
     let q = host.quote("ee01", &[]);
     assert_eq!(q["boot"]["pcrs"]["15"], measured);
     assert_eq!(q["boot"]["warren_log"].as_array().unwrap().len(), 3);
-    let qfile = host.state.join("good.json");
-    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
-    let policy = host.state.join("policy.toml");
-    ok(host
-        .w()
-        .args(["attest", "policy", "learn", "--quote"])
-        .arg(&qfile)
-        .arg("--out")
-        .arg(&policy)
-        .output()
-        .unwrap());
-    let text = std::fs::read_to_string(&policy).unwrap();
+    let (policy, text) = host.learn_policy(&q, "policy.toml");
     assert!(
         text.contains(&format!("binary = [\"{}\"]", sha256_file(&genuine))),
         "{text}"
@@ -1325,14 +1310,7 @@ fn ima_list_replayed_against_pcr_10() {
         ok(init.output().unwrap());
     };
     init(&tpm);
-    let mut ca_init = host.w();
-    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
-    for c in localca_certs() {
-        ca_init.arg("--ek-ca").arg(c);
-    }
-    ok(ca_init.output().unwrap());
-    let tpm_ca = ca.join("tpm-ca.crt");
-    enroll(&host, &ca);
+    let tpm_ca = host.ca_and_enroll(&ca);
     host.launch("/bin/true");
     // IMA goes on measuring after the quote: the verifier replays the prefix.
     let q = host.quote("ff01", &[]);
@@ -1426,14 +1404,7 @@ fn the_event_log_starts_anew_after_a_tpm_reset() {
             .unwrap())
     };
     init(&tpm);
-    let mut ca_init = host.w();
-    ca_init.args(["ca", "init", "--dir"]).arg(&ca);
-    for c in localca_certs() {
-        ca_init.arg("--ek-ca").arg(c);
-    }
-    ok(ca_init.output().unwrap());
-    let tpm_ca = ca.join("tpm-ca.crt");
-    enroll(&host, &ca);
+    let tpm_ca = host.ca_and_enroll(&ca);
     let attest = host.state.join("attest");
     let records = |file: &str| -> Vec<Value> {
         std::fs::read_to_string(attest.join(file))
@@ -1454,18 +1425,7 @@ fn the_event_log_starts_anew_after_a_tpm_reset() {
     // This swtpm host has no measured boot: `policy learn` still writes the [warren] table,
     // and a verifier holding it accepts the quote.
     assert!(q["boot"]["event_log"].is_null(), "{}", q["boot"]);
-    let qfile = host.state.join("q.json");
-    std::fs::write(&qfile, serde_json::to_vec(&q).unwrap()).unwrap();
-    let learned = host.state.join("learned.toml");
-    ok(host
-        .w()
-        .args(["attest", "policy", "learn", "--quote"])
-        .arg(&qfile)
-        .arg("--out")
-        .arg(&learned)
-        .output()
-        .unwrap());
-    let text = std::fs::read_to_string(&learned).unwrap();
+    let (learned, text) = host.learn_policy(&q, "learned.toml");
     assert!(
         text.contains("[warren]") && !text.contains("[boot]\n"),
         "{text}"
