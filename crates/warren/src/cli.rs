@@ -436,7 +436,7 @@ pub struct HostKeyArgs {
     /// The host's name, printed first on the line (as `[host] name` in the manifest).
     #[arg(long)]
     pub name: String,
-    /// The private key file (`[host] key`). Default: `<state-dir>/link/host.key`.
+    /// The private key file (`[host] key`). Default: `<data-dir>/link/host.key`.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 }
@@ -676,7 +676,7 @@ pub struct PsArgs {
     /// Print only names.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Show all environments (Warren keeps no record of exited ones yet, so the same as without).
+    /// Also the managed environments that are not running (exited, restarting, stopped, failed).
     #[arg(short, long)]
     pub all: bool,
     /// Show spawned children indented under the environment that spawned them.
