@@ -47,13 +47,14 @@ pub enum Command {
     Diff(Lazy<DiffArgs>),
     /// Stop environments: SIGTERM, then after the timeout a forced stop.
     Stop(Lazy<StopArgs>),
-    /// Remove managed environments from the kernel (stop them first, or use -f).
+    /// Remove environments and their logs: forget managed ones, delete the log a finished one
+    /// left (a running one needs -f).
     Rm(Lazy<RmArgs>),
-    /// Show the output of an environment the kernel started.
+    /// Show the output of an environment the kernel or `run -d` started (kept until `rm`).
     Logs(Lazy<LogsArgs>),
     /// List running environments.
     Ps(Lazy<PsArgs>),
-    /// Show everything recorded about a running environment, as JSON.
+    /// Show everything recorded about an environment, as JSON.
     Inspect(Lazy<InspectArgs>),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
     Doctor(Lazy<DoctorArgs>),
