@@ -495,7 +495,9 @@ impl StateDirProbe {
 
 /// `stop` and `rm -f` of an environment the kernel manages, while no kernel runs, are refused
 /// (exit 1, saying why) instead of signalling its launcher: the next kernel would start it again
-/// as declared. With the kernel back, `stop` works and lasts.
+/// as declared. With the kernel back, `stop` works and lasts, and the environment's `command`
+/// is the same stopped as running. On the way: a manifest writing the documented defaults out
+/// is the same declaration (`diff` exits 0).
 #[test]
 fn stop_of_a_managed_environment_without_a_kernel_is_refused() {
     use std::process::{Command, Stdio};
@@ -509,6 +511,31 @@ fn stop_of_a_managed_environment_without_a_kernel_is_refused() {
     };
     let n = unique("nok");
     let dir = tempfile_dir(&n);
+    // Also when an assertion fails: end the environment (its launcher outlives the kernel)
+    // and remove the state and manifest directories.
+    struct Cleanup(std::path::PathBuf, std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let o = warren()
+                .arg("--state-dir")
+                .arg(&self.0)
+                .args(["inspect", &self.2])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            if let Some(pid) = v["launcher_pid"].as_i64() {
+                for _ in 0..2 {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(state.clone(), dir.clone(), n.clone());
     let probe = dir.join("probe.toml");
     std::fs::write(&probe, "").unwrap();
     let start_kernel = || {
@@ -549,6 +576,25 @@ fn stop_of_a_managed_environment_without_a_kernel_is_refused() {
     let k = start_kernel();
     let o = w().arg("apply").arg(&file).output().unwrap();
     assert_code(&o, 0);
+    // The documented defaults written out are the same declaration: nothing would change.
+    let explicit = dir.join("explicit.toml");
+    std::fs::write(
+        &explicit,
+        format!(
+            "{}pids = 1024\ntmpfs_size = \"16M\"\nmailbox_capacity = 64\n\
+             mailbox_bytes = \"16M\"\nseccomp = \"default\"\nrestart = \"no\"\n\
+             max_restarts = 5\ninit = true\nread_only = true\nnet = \"none\"\n",
+            std::fs::read_to_string(&file).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = w().arg("diff").arg(&explicit).output().unwrap();
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("0 would change, 1 unchanged"),
+        "{}",
+        stdout(&o)
+    );
     stop_kernel(k);
     let pid_of = || {
         let o = w().args(["inspect", &n]).output().unwrap();
@@ -588,8 +634,6 @@ fn stop_of_a_managed_environment_without_a_kernel_is_refused() {
     let o = w().arg("apply").arg(&probe).output().unwrap();
     assert_code(&o, 0);
     stop_kernel(k);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&state);
 }
 
 /// A fresh directory under /tmp for a test's files.
