@@ -52,7 +52,7 @@ pub enum Command {
     Rm(Lazy<RmArgs>),
     /// Show the output of an environment the kernel or `run -d` started (kept until `rm`).
     Logs(Lazy<LogsArgs>),
-    /// List running environments.
+    /// List running environments (with -a also the managed ones that are not running).
     Ps(Lazy<PsArgs>),
     /// Show everything recorded about an environment, as JSON.
     Inspect(Lazy<InspectArgs>),

@@ -643,3 +643,24 @@ fn tempfile_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// The help says what the docs say: `ps -a` adds the managed environments that are not
+/// running (docs/cli.md, `warren ps`), and the host key's default file is in the data
+/// directory (docs/cli.md, `warren host-key`).
+#[test]
+fn the_help_agrees_with_the_docs() {
+    let help = |args: &[&str]| {
+        let o = warren().args(args).arg("--help").output().unwrap();
+        assert_code(&o, 0);
+        // As one line: the help wraps to the terminal's width.
+        stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let ps = help(&["ps"]);
+    assert!(
+        ps.contains("Also the managed environments that are not running (exited, restarting, stopped, failed)"),
+        "{ps}"
+    );
+    assert!(!ps.contains("no record"), "{ps}");
+    let key = help(&["host-key"]);
+    assert!(key.contains("Default: `<data-dir>/link/host.key`"), "{key}");
+}
