@@ -46,10 +46,11 @@ pub const PIDS: Bound = Bound {
     max: 4_194_304,
 };
 
-/// Memory limit: 1 MiB to 16 TiB.
+/// Memory limit: 4 MiB to 16 TiB (below 4 MiB the launcher could not even start the workload:
+/// `warren-sandbox`'s launch refuses it).
 pub const MEMORY: Bound = Bound {
     key: "memory",
-    min: MIB,
+    min: 4 * MIB,
     max: 16 * TIB,
 };
 
@@ -200,6 +201,18 @@ mod tests {
             check(PIDS, u64::MAX).unwrap_err().to_string(),
             "pids 18446744073709551615 is out of range: expected 1 to 4194304"
         );
+    }
+
+    /// The launcher refuses a memory limit below 4 MiB, so validation must refuse it too
+    /// (otherwise `memory = "1M"` passes `diff` and fails only at the start).
+    #[test]
+    fn memory_is_at_least_4_mib() {
+        assert_eq!(check(MEMORY, 4 * MIB), Ok(4 * MIB));
+        assert_eq!(
+            check(MEMORY, MIB).unwrap_err().to_string(),
+            "memory 1048576 is out of range: expected 4194304 to 17592186044416"
+        );
+        assert!(check(MEMORY, 4 * MIB - 1).is_err());
     }
 
     #[test]

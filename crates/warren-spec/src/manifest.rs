@@ -170,6 +170,48 @@ pub struct SpaceSpec {
     pub dns: Vec<std::net::IpAddr>,
 }
 
+/// The documented defaults of the optional keys (`docs/manifest.md`): a key written with its
+/// default is the same declaration as the key left out.
+pub mod defaults {
+    /// `pids`.
+    pub const PIDS: u64 = 1024;
+    /// `tmpfs_size`: 16 MiB.
+    pub const TMPFS_SIZE: u64 = 16 << 20;
+    /// `mailbox_capacity`.
+    pub const MAILBOX_CAPACITY: usize = 64;
+    /// `mailbox_bytes`: 16 MiB.
+    pub const MAILBOX_BYTES: u64 = 16 << 20;
+    /// `writable_root_size`: 64 MiB.
+    pub const WRITABLE_ROOT_SIZE: u64 = 64 << 20;
+    /// `seccomp`.
+    pub const SECCOMP: &str = "default";
+}
+
+impl SpaceSpec {
+    /// Writes a key given its documented default as the key left out, so that `plan` (which
+    /// compares specs field by field) sees `pids = 1024` and no `pids` as the same declaration
+    /// ("fields are compared after validation", docs/manifest.md). What the launcher does is
+    /// unchanged: an absent key takes the same default there.
+    pub fn forget_explicit_defaults(&mut self) {
+        fn unless<T: PartialEq>(v: &mut Option<T>, default: T) {
+            if v.as_ref() == Some(&default) {
+                *v = None;
+            }
+        }
+        unless(&mut self.pids, defaults::PIDS);
+        unless(&mut self.tmpfs_size, ByteSize(defaults::TMPFS_SIZE));
+        unless(&mut self.mailbox_capacity, defaults::MAILBOX_CAPACITY);
+        unless(&mut self.mailbox_bytes, ByteSize(defaults::MAILBOX_BYTES));
+        unless(
+            &mut self.writable_root_size,
+            ByteSize(defaults::WRITABLE_ROOT_SIZE),
+        );
+        if self.seccomp.as_deref() == Some(defaults::SECCOMP) {
+            self.seccomp = None;
+        }
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -961,6 +1003,7 @@ impl Parser<'_> {
             }
         };
         d.spec.image = image;
+        d.spec.forget_explicit_defaults();
         Ok(d.spec)
     }
 

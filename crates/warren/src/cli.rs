@@ -47,13 +47,14 @@ pub enum Command {
     Diff(Lazy<DiffArgs>),
     /// Stop environments: SIGTERM, then after the timeout a forced stop.
     Stop(Lazy<StopArgs>),
-    /// Remove managed environments from the kernel (stop them first, or use -f).
+    /// Remove environments and their logs: forget managed ones, delete the log a finished one
+    /// left (a running one needs -f).
     Rm(Lazy<RmArgs>),
-    /// Show the output of an environment the kernel started.
+    /// Show the output of an environment the kernel or `run -d` started (kept until `rm`).
     Logs(Lazy<LogsArgs>),
-    /// List running environments.
+    /// List running environments (with -a also the managed ones that are not running).
     Ps(Lazy<PsArgs>),
-    /// Show everything recorded about a running environment, as JSON.
+    /// Show everything recorded about an environment, as JSON.
     Inspect(Lazy<InspectArgs>),
     /// Report which kernel features Warren uses are present, and the assurance it will run at.
     Doctor(Lazy<DoctorArgs>),
@@ -436,7 +437,7 @@ pub struct HostKeyArgs {
     /// The host's name, printed first on the line (as `[host] name` in the manifest).
     #[arg(long)]
     pub name: String,
-    /// The private key file (`[host] key`). Default: `<state-dir>/link/host.key`.
+    /// The private key file (`[host] key`). Default: `<data-dir>/link/host.key`.
     #[arg(value_name = "FILE")]
     pub file: Option<PathBuf>,
 }
@@ -676,7 +677,7 @@ pub struct PsArgs {
     /// Print only names.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Show all environments (Warren keeps no record of exited ones yet, so the same as without).
+    /// Also the managed environments that are not running (exited, restarting, stopped, failed).
     #[arg(short, long)]
     pub all: bool,
     /// Show spawned children indented under the environment that spawned them.

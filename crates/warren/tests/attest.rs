@@ -627,3 +627,23 @@ fn a_launch_refused_after_it_was_measured_is_recorded_as_refused() {
     assert_eq!(v["reason"], "log-replay", "{v}");
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// An unknown `--attest-root` is refused before the kernel starts, naming all three choices
+/// (`auto` included), for `daemon` as for `attest init`.
+#[test]
+fn an_unknown_root_of_trust_names_tpm_software_and_auto() {
+    let state = state_dir("badroot");
+    for args in [
+        &["daemon", "--attest-root", "bogus"][..],
+        &["attest", "init", "--root", "bogus"][..],
+    ] {
+        let o = w(&state).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(125), "{args:?}: {err}");
+        assert!(
+            err.contains("unknown root of trust \"bogus\": expected tpm, software or auto"),
+            "{args:?}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}

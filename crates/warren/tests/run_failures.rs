@@ -33,7 +33,7 @@ fn assert_error(o: &std::process::Output, code: i32, fragment: &str) {
 fn values_past_their_bounds_name_the_flag_and_the_bound() {
     let root = busybox_root().to_str().unwrap().to_owned();
     let n = unique("bound");
-    let cases: [(&[&str], &str); 8] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["--mailbox-capacity", "0"],
             "invalid --mailbox-capacity: mailbox_capacity 0 is out of range: expected 1 to 65536",
@@ -55,7 +55,22 @@ fn values_past_their_bounds_name_the_flag_and_the_bound() {
             &["--memory", "100k"],
             "invalid --memory: memory 102400 is out of range",
         ),
+        // The launcher cannot start a workload under 4 MiB: refused here, with the range.
+        (
+            &["--memory", "1M"],
+            "invalid --memory: memory 1048576 is out of range: expected 4194304 to 17592186044416",
+        ),
+        (&["--memory", "4194303"], "expected 4194304 to"),
         (&["--tmpfs-size", "2T"], "invalid --tmpfs-size: tmpfs_size"),
+        // A writable root's size is checked against its own bound, not /tmp's.
+        (
+            &["--writable-root", "--writable-root-size", "2T"],
+            "invalid --writable-root-size: writable_root_size 2199023255552 is out of range: expected 1048576 to 1099511627776",
+        ),
+        (
+            &["--writable-root", "--writable-root-size", "512K"],
+            "invalid --writable-root-size: writable_root_size 524288 is out of range: expected 1048576 to 1099511627776",
+        ),
         (&["-e", "WARREN_FD=7"], "variable \"WARREN_FD\" is reserved"),
     ];
     for (flags, fragment) in cases {
@@ -76,6 +91,8 @@ fn values_past_their_bounds_name_the_flag_and_the_bound() {
             "1G",
             "--pids",
             "4194304",
+            "--memory",
+            "4M",
             "--",
             "/bin/true",
         ],
@@ -420,4 +437,230 @@ fn the_leak_checks_see_a_live_environment() {
     assert!(left.iter().any(|l| l.starts_with("name lock ")), "{left:?}");
     let _ = env.stop();
     assert!(leftovers(&prefix).is_empty());
+}
+
+/// `warren rm NAME` deletes the log an ended `run -d` environment left (docs/cli.md: "`warren
+/// rm NAME` deletes the log"); until then `logs NAME` shows it, afterwards `logs` and `rm`
+/// exit 1.
+#[test]
+fn rm_deletes_the_log_of_an_ended_background_environment() {
+    let root = busybox_root().to_str().unwrap().to_owned();
+    let n = unique("rmlog");
+    let o = run_args(
+        &n,
+        &[
+            "-d",
+            "--rootfs",
+            &root,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo from-the-workload; sleep 1; exit 3",
+        ],
+    );
+    assert_code(&o, 0);
+    let log = test_state_dir().join("logs").join(format!("{n}.log"));
+    let start = std::time::Instant::now();
+    while StateDirProbe::running(&n) {
+        assert!(start.elapsed().as_secs() < 20, "{n} did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = warren().args(["logs", &n]).output().unwrap();
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("from-the-workload"), "{}", stdout(&o));
+    let o = warren().args(["rm", &n]).output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), format!("{n}\n"));
+    assert!(!log.exists(), "{} is still there", log.display());
+    assert_error(
+        &warren().args(["logs", &n]).output().unwrap(),
+        1,
+        "no logs for",
+    );
+    assert_error(
+        &warren().args(["rm", &n]).output().unwrap(),
+        1,
+        "no environment named",
+    );
+}
+
+/// Whether `ps` lists a running environment of that name.
+struct StateDirProbe;
+impl StateDirProbe {
+    fn running(name: &str) -> bool {
+        let o = warren().args(["ps", "-q"]).output().unwrap();
+        stdout(&o).lines().any(|l| l == name)
+    }
+}
+
+/// `stop` and `rm -f` of an environment the kernel manages, while no kernel runs, are refused
+/// (exit 1, saying why) instead of signalling its launcher: the next kernel would start it again
+/// as declared. With the kernel back, `stop` works and lasts, and the environment's `command`
+/// is the same stopped as running. On the way: a manifest writing the documented defaults out
+/// is the same declaration (`diff` exits 0).
+#[test]
+fn stop_of_a_managed_environment_without_a_kernel_is_refused() {
+    use std::process::{Command, Stdio};
+    let state = std::path::PathBuf::from(format!("/run/warren-nokernel-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    let msg = workspace_bin("warren-client", "warren-msg");
+    let w = || {
+        let mut c = warren();
+        c.arg("--state-dir").arg(&state).env("WARREN_MSG_BIN", msg);
+        c
+    };
+    let n = unique("nok");
+    let dir = tempfile_dir(&n);
+    // Also when an assertion fails: end the environment (its launcher outlives the kernel)
+    // and remove the state and manifest directories.
+    struct Cleanup(std::path::PathBuf, std::path::PathBuf, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let o = warren()
+                .arg("--state-dir")
+                .arg(&self.0)
+                .args(["inspect", &self.2])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            if let Some(pid) = v["launcher_pid"].as_i64() {
+                for _ in 0..2 {
+                    let _ = Command::new("kill")
+                        .args(["-TERM", &pid.to_string()])
+                        .status();
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _cleanup = Cleanup(state.clone(), dir.clone(), n.clone());
+    let probe = dir.join("probe.toml");
+    std::fs::write(&probe, "").unwrap();
+    let start_kernel = || {
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--"])
+            .arg(env!("CARGO_BIN_EXE_warren"))
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("daemon")
+            .env("WARREN_MSG_BIN", msg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let k = c.spawn().unwrap();
+        let start = std::time::Instant::now();
+        // `diff` exits 2 while no kernel answers.
+        while w().arg("diff").arg(&probe).output().unwrap().status.code() == Some(2) {
+            assert!(start.elapsed().as_secs() < 20, "the kernel did not come up");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        k
+    };
+    let stop_kernel = |mut k: std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-TERM", &k.id().to_string()])
+            .status();
+        let _ = k.wait();
+    };
+    let file = dir.join("m.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[space.{n}]\nimage = \"{}\"\ncommand = [\"/bin/sleep\", \"1000\"]\n",
+            busybox_root().display()
+        ),
+    )
+    .unwrap();
+    let k = start_kernel();
+    let o = w().arg("apply").arg(&file).output().unwrap();
+    assert_code(&o, 0);
+    // The documented defaults written out are the same declaration: nothing would change.
+    let explicit = dir.join("explicit.toml");
+    std::fs::write(
+        &explicit,
+        format!(
+            "{}pids = 1024\ntmpfs_size = \"16M\"\nmailbox_capacity = 64\n\
+             mailbox_bytes = \"16M\"\nseccomp = \"default\"\nrestart = \"no\"\n\
+             max_restarts = 5\ninit = true\nread_only = true\nnet = \"none\"\n",
+            std::fs::read_to_string(&file).unwrap()
+        ),
+    )
+    .unwrap();
+    let o = w().arg("diff").arg(&explicit).output().unwrap();
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("0 would change, 1 unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    stop_kernel(k);
+    let pid_of = || {
+        let o = w().args(["inspect", &n]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()?["pid"].as_i64()
+    };
+    let pid = pid_of().expect("the managed environment runs on without the kernel");
+    for args in [&["stop", "-t", "1"][..], &["rm", "-f"][..]] {
+        let o = w().args(args).arg(&n).output().unwrap();
+        assert_error(&o, 1, "is managed by the kernel, which is not running");
+        assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+    }
+    assert_eq!(pid_of(), Some(pid), "the refused stop left it running");
+    // With the kernel back, the same stop works and lasts.
+    let k = start_kernel();
+    let row = || {
+        let o = w().args(["ps", "-a", "--json"]).output().unwrap();
+        stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["name"] == n.as_str())
+            .expect("listed")
+    };
+    let running = row();
+    assert_eq!(
+        running["command"],
+        serde_json::json!(["/dev/warren/warren-msg", "init", "--", "/bin/sleep", "1000"])
+    );
+    let o = w().args(["stop", "-t", "1", &n]).output().unwrap();
+    assert_code(&o, 0);
+    let stopped = row();
+    assert_eq!(stopped["state"], "stopped");
+    // The command is the same whether it runs or not (docs/cli.md, `ps --json`).
+    assert_eq!(stopped["command"], running["command"]);
+    let o = w().args(["inspect", &n]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["command"], running["command"]);
+    let o = w().arg("apply").arg(&probe).output().unwrap();
+    assert_code(&o, 0);
+    stop_kernel(k);
+}
+
+/// A fresh directory under /tmp for a test's files.
+fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("warren-{tag}"));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The help says what the docs say: `ps -a` adds the managed environments that are not
+/// running (docs/cli.md, `warren ps`), and the host key's default file is in the data
+/// directory (docs/cli.md, `warren host-key`).
+#[test]
+fn the_help_agrees_with_the_docs() {
+    let help = |args: &[&str]| {
+        let o = warren().args(args).arg("--help").output().unwrap();
+        assert_code(&o, 0);
+        // As one line: the help wraps to the terminal's width.
+        stdout(&o).split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    let ps = help(&["ps"]);
+    assert!(
+        ps.contains("Also the managed environments that are not running (exited, restarting, stopped, failed)"),
+        "{ps}"
+    );
+    assert!(!ps.contains("no record"), "{ps}");
+    let key = help(&["host-key"]);
+    assert!(key.contains("Default: `<data-dir>/link/host.key`"), "{key}");
 }

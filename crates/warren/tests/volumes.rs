@@ -789,7 +789,7 @@ fn a_writable_root_takes_writes_in_memory_and_leaves_the_root_unchanged() {
         ),
         (
             vec!["--writable-root", "--writable-root-size", "64K"],
-            "at least 1M",
+            "writable_root_size 65536 is out of range: expected 1048576 to 1099511627776",
         ),
     ] {
         let o = d.run("wbad", &args, "echo RAN");

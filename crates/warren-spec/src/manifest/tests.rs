@@ -79,7 +79,8 @@ fn with(mut base: serde_json::Value, fields: serde_json::Value) -> serde_json::V
 fn seccomp_names_a_built_in_profile_or_a_file_next_to_the_manifest() {
     for (value, want) in [
         ("strict", json!("strict")),
-        ("default", json!("default")),
+        // The default written out is the key left out (compared equal by `plan`).
+        ("default", json!(null)),
         ("./strict", json!("/srv/warren/strict")),
         ("/etc/warren/p.json", json!("/etc/warren/p.json")),
     ] {
@@ -158,7 +159,7 @@ fn every_key() {
         memory = "64M"
         pids = 64
         cpus = 0.5
-        tmpfs_size = "16M"
+        tmpfs_size = "32M"
         restart = "on-failure"
         max_restarts = 3
         may_send = ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"]
@@ -182,7 +183,7 @@ fn every_key() {
                     "memory": 64 << 20,
                     "pids": 64,
                     "cpus": 500_000,
-                    "tmpfs_size": 16 << 20,
+                    "tmpfs_size": 32 << 20,
                     "restart": "on-failure",
                     "max_restarts": 3,
                     "may_send": ["web", "log@beta", "web/admin", "web/admin@alpha", "db@beta"],
@@ -250,7 +251,7 @@ fn value_forms() {
     let img = || json!({ "rootfs": "/srv/warren/r" });
     check(
         r#"
-        space.inline = { image = "r", command = ["/x"], cpus = "0.25", memory = 1048576 }
+        space.inline = { image = "r", command = ["/x"], cpus = "0.25", memory = 4194304 }
 
         [space.ints]
         image = "r"
@@ -273,7 +274,7 @@ fn value_forms() {
             "spaces": {
                 "inline": with(
                     defaults(img(), &["/x"]),
-                    json!({ "cpus": 250_000, "memory": 1 << 20 }),
+                    json!({ "cpus": 250_000, "memory": 4 << 20 }),
                 ),
                 "ints": with(
                     defaults(img(), &["/x"]),
@@ -595,7 +596,7 @@ fn setting_errors() {
         ),
         (
             r#"memory = 0"#,
-            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 1048576 to 17592186044416 bytes"#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 0 is out of range: expected 4194304 to 17592186044416 bytes"#,
             "space.db.memory",
         ),
         (
@@ -679,8 +680,13 @@ fn setting_errors() {
             "space.db.pids",
         ),
         (
+            r#"memory = "1M""#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 1048576 is out of range: expected 4194304 to 17592186044416 bytes"#,
+            "space.db.memory",
+        ),
+        (
             r#"memory = "100k""#,
-            r#"spaces.toml:4:10: "memory" in [space.db]: 102400 is out of range: expected 1048576 to 17592186044416 bytes"#,
+            r#"spaces.toml:4:10: "memory" in [space.db]: 102400 is out of range: expected 4194304 to 17592186044416 bytes"#,
             "space.db.memory",
         ),
         (
@@ -1267,4 +1273,38 @@ fn volumes_take_the_form_of_run_v() {
             .contains("must be an array of \"SRC:DEST[:ro]\" strings"),
         "{e}"
     );
+}
+
+/// A key written with its documented default is the same declaration as the key left out, so
+/// `plan` (which compares specs field by field) keeps the environment instead of replacing it.
+#[test]
+fn a_documented_default_written_out_equals_the_key_left_out() {
+    let parse = |extra: &str| {
+        let text =
+            format!("[space.a]\nimage = \"r\"\ncommand = [\"/x\"]\nread_only = false\n{extra}");
+        parse_manifest(Path::new(FILE), &text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .spaces
+            .into_values()
+            .next()
+            .unwrap()
+    };
+    let bare = parse("");
+    let explicit = parse(
+        "pids = 1024\ntmpfs_size = \"16M\"\nmailbox_capacity = 64\nmailbox_bytes = \"16M\"\n\
+         seccomp = \"default\"\nwritable_root_size = \"64M\"\nrestart = \"no\"\n\
+         max_restarts = 5\ninit = true\nnet = \"none\"\n",
+    );
+    assert_eq!(explicit, bare);
+    // A value other than the default is still a difference.
+    for other in [
+        "pids = 1023",
+        "tmpfs_size = \"32M\"",
+        "mailbox_capacity = 65",
+        "mailbox_bytes = \"8M\"",
+        "seccomp = \"strict\"",
+        "writable_root_size = \"32M\"",
+    ] {
+        assert_ne!(parse(other), bare, "{other}");
+    }
 }

@@ -32,7 +32,10 @@ pub fn configure_root_with(
     let mut config = match root {
         "auto" => RootConfig::detect(),
         other => {
-            let root: RootKind = other.parse().map_err(anyhow::Error::msg)?;
+            // `auto` is a choice of the CLI, not a root: name all three here.
+            let root: RootKind = other.parse().map_err(|_| {
+                anyhow::anyhow!("unknown root of trust {other:?}: expected tpm, software or auto")
+            })?;
             let (tpm, agent) = match root {
                 RootKind::Tpm => (
                     Some(tpm.unwrap_or_else(|| DEFAULT_TPM.to_owned())),

@@ -15,16 +15,52 @@ use warren_sandbox::state::StateDir;
 use crate::cli::{LogsArgs, RmArgs, StopArgs};
 use crate::control::{self, ControlRequest};
 
-/// Whether the kernel manages `name`.
-fn managed(state_dir: &Path, name: &str) -> bool {
+/// Whether the kernel manages `name`: asked of the running kernel, or, with none running,
+/// read from the registry it left (`managed.json`), which the next kernel acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Managed {
+    /// The running kernel manages it.
+    ByKernel,
+    /// No kernel runs, but the next one would take it back (and start it if it does not run).
+    WithoutKernel,
+    /// Not managed.
+    No,
+}
+
+fn managed(state_dir: &Path, name: &str) -> Managed {
     match control::request(state_dir, &ControlRequest::List) {
-        Ok(resp) => resp.data.is_some_and(|d| {
-            d["envs"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|e| e["name"] == name))
-        }),
-        Err(_) => false,
+        Ok(resp) => {
+            let listed = resp.data.is_some_and(|d| {
+                d["envs"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|e| e["name"] == name))
+            });
+            if listed {
+                Managed::ByKernel
+            } else {
+                Managed::No
+            }
+        }
+        Err(_) => match crate::supervisor::Registry::load(state_dir) {
+            Ok(r) if r.envs.contains_key(name) => Managed::WithoutKernel,
+            _ => Managed::No,
+        },
     }
+}
+
+/// The refusal for a managed environment while no kernel runs: signalling its launcher would
+/// not last (the next kernel starts it again as declared), and only the kernel may change what
+/// it manages.
+fn no_kernel(verb: &str, name: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{name:?} is managed by the kernel, which is not running: start it (`warren daemon`) \
+         and {verb} {name:?} again (without the kernel the next one would start it again)"
+    )
+}
+
+/// Deletes `name`'s log; whether there was one.
+fn remove_log(state_dir: &Path, name: &str) -> bool {
+    std::fs::remove_file(state_dir.join("logs").join(format!("{name}.log"))).is_ok()
 }
 
 fn launcher_pid(state_dir: &Path, name: &str) -> anyhow::Result<Option<i32>> {
@@ -81,20 +117,22 @@ fn stop_unmanaged(state_dir: &Path, name: &str, secs: u64) -> anyhow::Result<()>
 pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
-        let result = if managed(state_dir, name) {
-            let req = ControlRequest::Stop {
-                name: name.clone(),
-                timeout: args.time,
-            };
-            control::request(state_dir, &req).and_then(|r| {
-                if r.ok {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!(r.error.unwrap_or_default()))
-                }
-            })
-        } else {
-            stop_unmanaged(state_dir, name, args.time)
+        let result = match managed(state_dir, name) {
+            Managed::ByKernel => {
+                let req = ControlRequest::Stop {
+                    name: name.clone(),
+                    timeout: args.time,
+                };
+                control::request(state_dir, &req).and_then(|r| {
+                    if r.ok {
+                        Ok(())
+                    } else {
+                        Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+                    }
+                })
+            }
+            Managed::WithoutKernel => Err(no_kernel("stop", name)),
+            Managed::No => stop_unmanaged(state_dir, name, args.time),
         };
         match result {
             Ok(()) => println!("{name}"),
@@ -111,7 +149,8 @@ pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
 pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
-        let result = if managed(state_dir, name) {
+        let managed = managed(state_dir, name);
+        let result = if managed == Managed::ByKernel {
             let req = ControlRequest::Remove {
                 name: name.clone(),
                 force: args.force,
@@ -123,6 +162,8 @@ pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
                     Err(anyhow::anyhow!(r.error.unwrap_or_default()))
                 }
             })
+        } else if managed == Managed::WithoutKernel {
+            Err(no_kernel("rm", name))
         } else if launcher_pid(state_dir, name)?.is_some() {
             if args.force {
                 stop_unmanaged(state_dir, name, 0)
@@ -131,12 +172,16 @@ pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
                     "{name:?} is running: stop it first, or use -f"
                 ))
             }
+        } else if remove_log(state_dir, name) {
+            // Nothing runs or is managed under the name, but its log was left: an ended
+            // `run -d` environment, or one `apply` stopped and forgot.
+            Ok(())
         } else {
             Err(anyhow::anyhow!("no environment named {name:?}"))
         };
         match result {
             Ok(()) => {
-                let _ = std::fs::remove_file(state_dir.join("logs").join(format!("{name}.log")));
+                remove_log(state_dir, name);
                 println!("{name}");
             }
             Err(e) => {

@@ -69,6 +69,19 @@ fn rows(state_dir: &Path) -> anyhow::Result<BTreeMap<String, Row>> {
     Ok(rows)
 }
 
+/// The command a managed environment that is not running would be launched with, as its
+/// launch records it while it runs: the declared command, after the init's prefix unless the
+/// manifest says `init = false` (an image's command left to its configuration is empty here).
+fn declared_command(spec: &Value) -> Value {
+    let declared = spec["command"].as_array().cloned().unwrap_or_default();
+    if spec["init"] == false || declared.is_empty() {
+        return Value::Array(declared);
+    }
+    let mut argv: Vec<Value> = super::run::INIT_PREFIX.iter().map(|s| json!(s)).collect();
+    argv.extend(declared);
+    Value::Array(argv)
+}
+
 impl Row {
     fn state(&self) -> String {
         match (&self.live, &self.managed) {
@@ -86,7 +99,7 @@ impl Row {
             "name": name,
             "state": self.state(),
             "pid": l["pid"],
-            "command": if l.is_null() { m["spec"]["command"].clone() } else { l["command"].clone() },
+            "command": if l.is_null() { declared_command(&m["spec"]) } else { l["command"].clone() },
             "started": l["started"],
             "uid_base": l["applied"]["uid_map"]["host_base"],
             "managed": !m.is_null(),
@@ -253,6 +266,9 @@ pub fn inspect(state_dir: &Path, args: InspectArgs) -> anyhow::Result<i32> {
     out["state"] = json!(r.state());
     out["oci_state"] = json!(oci);
     if let Some(m) = &r.managed {
+        if r.live.is_none() {
+            out["command"] = declared_command(&m["spec"]);
+        }
         out["spec"] = m["spec"].clone();
         out["restart_policy"] = m["restart_policy"].clone();
         out["restarts"] = m["restarts"].clone();

@@ -184,6 +184,9 @@ fn spawn_provenance(args: &RunArgs) -> anyhow::Result<Option<warren_attest::Spaw
     }))
 }
 
+/// What `--init` puts before the command: the recorded and measured `command` starts with it.
+pub const INIT_PREFIX: [&str; 3] = ["/dev/warren/warren-msg", "init", "--"];
+
 /// `-v` then `--mount`, each checked for form.
 /// The default size of a writable root's tmpfs.
 const WRITABLE_ROOT_SIZE: u64 = 64 << 20;
@@ -198,10 +201,7 @@ fn parse_writable_root(args: &RunArgs) -> anyhow::Result<Option<u64>> {
             let b = s
                 .parse::<ByteSize>()
                 .with_context(|| format!("invalid --writable-root-size {s:?}"))?;
-            if b.0 < 1 << 20 {
-                bail!("invalid --writable-root-size {s:?}: at least 1M");
-            }
-            limits::check(limits::TMPFS_SIZE, b.0).context("invalid --writable-root-size")
+            limits::check(limits::WRITABLE_ROOT_SIZE, b.0).context("invalid --writable-root-size")
         })
         .transpose()?;
     match (args.writable_root, size) {
@@ -673,8 +673,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
                     .into(),
             ));
         }
-        let init = ["/dev/warren/warren-msg", "init", "--"].map(str::to_owned);
-        argv.splice(0..0, init);
+        argv.splice(0..0, INIT_PREFIX.map(str::to_owned));
     }
     if client_tool.is_some() {
         // An image's own PATH replaces the default one: keep the mailbox client reachable.
