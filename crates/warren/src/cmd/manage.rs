@@ -98,11 +98,18 @@ fn stop_unmanaged(state_dir: &Path, name: &str, secs: u64) -> anyhow::Result<()>
     let Some(pid) = launcher_pid(state_dir, name)? else {
         anyhow::bail!("no running environment named {name:?}");
     };
-    signal(pid, Signal::TERM);
-    if wait_gone(state_dir, name, Duration::from_secs(secs)) {
-        return Ok(());
+    if secs == 0 {
+        // No grace: two termination signals at once, which the launcher takes as "kill now";
+        // two different ones, so that they never merge into one pending signal.
+        signal(pid, Signal::INT);
+        signal(pid, Signal::TERM);
+    } else {
+        signal(pid, Signal::TERM);
+        if wait_gone(state_dir, name, Duration::from_secs(secs)) {
+            return Ok(());
+        }
+        signal(pid, Signal::TERM);
     }
-    signal(pid, Signal::TERM);
     if wait_gone(state_dir, name, Duration::from_secs(3)) {
         return Ok(());
     }
