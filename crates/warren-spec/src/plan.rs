@@ -117,12 +117,10 @@ fn step(name: &EnvName, have: Option<&Observed>, want: Option<&SpaceSpec>) -> St
                 .collect();
             (Action::Create, changes)
         }
-        (Some(have), None) => {
-            (
-                Action::Stop,
-                vec![change("state", have.state.as_str().into(), ABSENT.into())],
-            )
-        }
+        (Some(have), None) => (
+            Action::Stop,
+            vec![change("state", have.state.as_str().into(), ABSENT.into())],
+        ),
         (Some(have), Some(want)) => {
             let mut changes: Vec<Change> = fields(&have.spec)
                 .into_iter()

@@ -740,7 +740,11 @@ fn stopping_a_finished_one_shot_job_keeps_it_exited_and_plans_show_real_states()
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
     let o = run(&["apply", "--detailed-exitcodes"], &file);
     assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
-    assert!(stdout(&o).contains("0 changed, 2 unchanged"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("0 changed, 2 unchanged"),
+        "{}",
+        stdout(&o)
+    );
     std::thread::sleep(Duration::from_millis(300));
     let log = logs(&once);
     assert_eq!(log.lines().filter(|l| *l == "ran").count(), 1, "{log}");
@@ -829,7 +833,9 @@ fn a_manifest_cannot_take_the_name_of_a_running_run_d_environment() {
     // stop acts on the running environment.
     let o = warren().args(["stop", "-t", "1", &name]).output().unwrap();
     assert_code(&o, 0);
-    wait_for("the run -d workload to end", 15, || (!alive(pid)).then_some(()));
+    wait_for("the run -d workload to end", 15, || {
+        (!alive(pid)).then_some(())
+    });
 }
 
 #[test]

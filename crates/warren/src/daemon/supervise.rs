@@ -479,7 +479,8 @@ impl Daemon {
                     // `ps`, `stop` and `rm` go on acting on the one that runs.
                     if self.kernel.env_by_name(&name).is_some() {
                         let e = warren_kernel::KernelError::NameInUse { name: name.clone() };
-                        v["result"] = json!(format!("failed: the kernel refused the environment: {e}"));
+                        v["result"] =
+                            json!(format!("failed: the kernel refused the environment: {e}"));
                         steps.push(v);
                         continue;
                     }
