@@ -325,6 +325,16 @@ impl Daemon {
         self.finish_waiting(&name, |_| result.clone());
     }
 
+    /// Whether an environment the kernel does not manage holds `name`: registered with the
+    /// kernel (a `warren run -d`, a spawned child), or holding the name's lock in the state
+    /// directory (a `warren run -d` started while no kernel ran).
+    fn name_held_elsewhere(&self, name: &str) -> bool {
+        self.kernel.env_by_name(name).is_some()
+            || warren_sandbox::state::StateDir::new(&self.state_dir)
+                .name_in_use(name)
+                .unwrap_or(false)
+    }
+
     /// Record that `name` could not be started: `failed`, no launcher, no restart due.
     fn mark_failed(&mut self, name: &str) {
         if let Some(m) = self.registry.envs.get_mut(name) {
@@ -477,7 +487,7 @@ impl Daemon {
                     // The name of an environment the kernel runs but does not manage (a
                     // `warren run -d`, a spawned child): refused, and no record is made, so that
                     // `ps`, `stop` and `rm` go on acting on the one that runs.
-                    if self.kernel.env_by_name(&name).is_some() {
+                    if self.name_held_elsewhere(&name) {
                         let e = warren_kernel::KernelError::NameInUse { name: name.clone() };
                         v["result"] =
                             json!(format!("failed: the kernel refused the environment: {e}"));
