@@ -723,6 +723,7 @@ impl Daemon {
                     tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
                         tracing::warn!("start of {name} failed: {e}");
+                        self.mark_failed(&name);
                     }
                 }
                 (None, _) => {}
