@@ -65,12 +65,27 @@ pub struct Step {
 pub struct Observed {
     /// The spec it was started from.
     pub spec: SpaceSpec,
-    /// Whether it is running now (false once it has exited and is not being restarted).
-    pub running: bool,
+    /// Its state as `ps` shows it: `running`, `restarting`, `exited`, `stopped` or `failed`.
+    pub state: String,
+}
+
+impl Observed {
+    /// Whether it is where its declaration wants it: running (or waiting out a restart's
+    /// backoff), or finished the way its restart policy intends (`exited`). A `stopped` or
+    /// `failed` one is not, and is started again.
+    pub fn converged(&self) -> bool {
+        matches!(self.state.as_str(), RUNNING | RESTARTING | EXITED)
+    }
+
+    /// Whether it runs now (or will again after its backoff).
+    fn runs(&self) -> bool {
+        matches!(self.state.as_str(), RUNNING | RESTARTING)
+    }
 }
 
 /// The `state` values a [`Change`] may carry.
 const RUNNING: &str = "running";
+const RESTARTING: &str = "restarting";
 const EXITED: &str = "exited";
 const ABSENT: &str = "absent";
 
@@ -78,10 +93,11 @@ const ABSENT: &str = "absent";
 /// by name.
 ///
 /// - declared, not observed: [`Action::Create`], every field listed with `old: null`;
-/// - observed, not declared: [`Action::Stop`], one change `state: running|exited -> absent`;
-/// - both, specs equal, running: [`Action::Keep`], no changes;
-/// - both, otherwise: [`Action::Replace`], the fields that differ, then `state: exited ->
-///   running` if it is not running.
+/// - observed, not declared: [`Action::Stop`], one change `state: STATE -> absent` (its
+///   real state: `running`, `exited`, `stopped`, ...);
+/// - both, specs equal, converged ([`Observed::converged`]): [`Action::Keep`], no changes;
+/// - both, otherwise: [`Action::Replace`], the fields that differ, then `state: STATE ->
+///   running` if it does not run now (`exited`, `stopped`, `failed`).
 pub fn plan(observed: &BTreeMap<EnvName, Observed>, desired: &Manifest) -> Vec<Step> {
     let mut names: Vec<&EnvName> = observed.keys().chain(desired.spaces.keys()).collect();
     names.sort();
@@ -101,13 +117,10 @@ fn step(name: &EnvName, have: Option<&Observed>, want: Option<&SpaceSpec>) -> St
                 .collect();
             (Action::Create, changes)
         }
-        (Some(have), None) => {
-            let old = if have.running { RUNNING } else { EXITED };
-            (
-                Action::Stop,
-                vec![change("state", old.into(), ABSENT.into())],
-            )
-        }
+        (Some(have), None) => (
+            Action::Stop,
+            vec![change("state", have.state.as_str().into(), ABSENT.into())],
+        ),
         (Some(have), Some(want)) => {
             let mut changes: Vec<Change> = fields(&have.spec)
                 .into_iter()
@@ -115,10 +128,13 @@ fn step(name: &EnvName, have: Option<&Observed>, want: Option<&SpaceSpec>) -> St
                 .filter(|((_, old), (_, new))| old != new)
                 .map(|((field, old), (_, new))| change(field, old, new))
                 .collect();
-            if !have.running {
-                changes.push(change("state", EXITED.into(), RUNNING.into()));
+            // A converged one with equal fields is kept; otherwise it is (re)started, and the
+            // state change says so when it does not run now.
+            let replace = !changes.is_empty() || !have.converged();
+            if replace && !have.runs() {
+                changes.push(change("state", have.state.as_str().into(), RUNNING.into()));
             }
-            let action = if changes.is_empty() {
+            let action = if !replace {
                 Action::Keep
             } else {
                 Action::Replace

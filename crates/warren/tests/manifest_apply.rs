@@ -657,10 +657,185 @@ fn restart_policies_back_off_and_give_up_after_max_restarts() {
     let s = steps(&o);
     assert_eq!(s[&never]["action"], "keep", "{}", s[&never]);
     assert_eq!(s[&always]["action"], "replace");
+    // The state in the plan is the real one: it gave up, so `failed`.
     assert_eq!(
         s[&always]["changes"],
-        serde_json::json!([{"field": "state", "old": "exited", "new": "running"}])
+        serde_json::json!([{"field": "state", "old": "failed", "new": "running"}])
     );
+}
+
+#[test]
+fn a_start_that_fails_is_failed_and_the_next_apply_starts_it_again() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let (good, bad) = (space.name("ma-fgood"), space.name("ma-fbad"));
+    let root = serde_json::to_string(&busybox_root().display().to_string()).unwrap();
+    let bad_table =
+        format!("[space.{bad}]\nimage = {root}\ncommand = [\"/bin/no-such-program\"]\n");
+    let file = space.write_tables(&[table(&good, SERVE, &[]), bad_table]);
+
+    // One created, one failed: the summary counts them apart, and the exit code agrees (6).
+    let o = run(&["apply", "--detailed-exitcodes"], &file);
+    assert_eq!(code(&o), 6, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("{bad:<24} create   failed: ")),
+        "{out}"
+    );
+    assert!(out.contains("1 changed, 1 failed, 0 unchanged"), "{out}");
+    wait_running(&good);
+    let v = ps_all()[&bad].clone();
+    assert_eq!(v["state"], "failed", "{v}");
+    assert_eq!(v["pid"], Value::Null, "{v}");
+
+    // Not converged: diff says it would start it again, with its real state.
+    let o = run(&["diff", "--json"], &file);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let s = steps(&o);
+    assert_eq!(s[&good]["action"], "keep");
+    assert_eq!(s[&bad]["action"], "replace");
+    assert_eq!(
+        s[&bad]["changes"],
+        serde_json::json!([{"field": "state", "old": "failed", "new": "running"}])
+    );
+
+    // The next apply tries again and reports the failure again; nothing changed: 4 (1 without
+    // --detailed-exitcodes).
+    let o = run(&["apply", "--detailed-exitcodes"], &file);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!("{bad:<24} replace  failed: ")),
+        "{out}"
+    );
+    assert!(out.contains("0 changed, 1 failed, 1 unchanged"), "{out}");
+    let o = run(&["apply", "--json"], &file);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let result = steps(&o)[&bad]["result"].as_str().unwrap().to_owned();
+    assert!(result.starts_with("failed: "), "{result}");
+    assert_eq!(ps_all()[&bad]["state"], "failed");
+}
+
+#[test]
+fn stopping_a_finished_one_shot_job_keeps_it_exited_and_plans_show_real_states() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let (once, serve) = (space.name("ma-once"), space.name("ma-serve"));
+    let file = space.write_tables(&[table(&once, "echo ran", &[]), table(&serve, SERVE, &[])]);
+    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
+    wait_running(&serve);
+    let exited = |n: &str| ps_all().get(n).filter(|v| v["state"] == "exited").cloned();
+    wait_for("the one-shot job to exit", 15, || exited(&once));
+
+    // Stopping it is a no-op: it was not running, it stays `exited`.
+    let o = warren().args(["stop", "-t", "1", &once]).output().unwrap();
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), once);
+    let v = ps_all()[&once].clone();
+    assert_eq!(v["state"], "exited", "{v}");
+    assert_eq!(v["last_exit"], 0, "{v}");
+
+    // So it is still converged: the next apply does not run it again.
+    let o = run(&["diff"], &file);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    let o = run(&["apply", "--detailed-exitcodes"], &file);
+    assert_eq!(code(&o), 0, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("0 changed, 2 unchanged"),
+        "{}",
+        stdout(&o)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = logs(&once);
+    assert_eq!(log.lines().filter(|l| *l == "ran").count(), 1, "{log}");
+
+    // A stopped one is planned with its real state.
+    let o = warren().args(["stop", "-t", "1", &serve]).output().unwrap();
+    assert_code(&o, 0);
+    let o = run(&["diff", "--json"], &file);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        steps(&o)[&serve]["changes"],
+        serde_json::json!([{"field": "state", "old": "stopped", "new": "running"}])
+    );
+
+    // Removing them: each `state -> absent` names the state it has.
+    let o = run(&["diff", "--json"], empty_manifest());
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    let s = steps(&o);
+    let change = |n: &str| s[n]["changes"].clone();
+    assert_eq!(
+        change(&once),
+        serde_json::json!([{"field": "state", "old": "exited", "new": "absent"}])
+    );
+    assert_eq!(
+        change(&serve),
+        serde_json::json!([{"field": "state", "old": "stopped", "new": "absent"}])
+    );
+    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
+    wait_running(&serve);
+    let o = run(&["diff", "--json"], empty_manifest());
+    assert_eq!(
+        steps(&o)[&serve]["changes"],
+        serde_json::json!([{"field": "state", "old": "running", "new": "absent"}])
+    );
+}
+
+#[test]
+fn a_manifest_cannot_take_the_name_of_a_running_run_d_environment() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let name = space.name("ma-clash");
+    let root = busybox_root().display().to_string();
+    let o = warren()
+        .args(["run", "-d", "--name", &name, "--rootfs", &root, "--"])
+        .args(["/bin/sleep", "100"])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = warren().args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _remove = Remove(name.clone());
+    let running = || {
+        ps_all()
+            .get(&name)
+            .filter(|v| v["state"] == "running" && v["pid"].is_i64())
+            .cloned()
+    };
+    let pid = wait_for("the run -d environment", 15, running)["pid"]
+        .as_i64()
+        .unwrap();
+
+    let file = space.write_tables(&[table(&name, SERVE, &[])]);
+    let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        steps(&o)[&name]["result"],
+        format!(
+            "failed: the kernel refused the environment: environment name {name:?} is already \
+             used by a running environment"
+        )
+    );
+    // No managed record: the running one is listed as it was.
+    let v = ps_all()[&name].clone();
+    assert_eq!(v["managed"], false, "{v}");
+    assert_eq!(v["state"], "running", "{v}");
+    assert_eq!(v["pid"], pid, "{v}");
+    // Still not converged: the next diff would create it.
+    let o = run(&["diff", "--json"], &file);
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(steps(&o)[&name]["action"], "create");
+
+    // stop acts on the running environment.
+    let o = warren().args(["stop", "-t", "1", &name]).output().unwrap();
+    assert_code(&o, 0);
+    wait_for("the run -d workload to end", 15, || {
+        (!alive(pid)).then_some(())
+    });
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! Planner tests, data-driven through one `check`: what runs (a manifest text plus which of
-//! its environments are not running), what is declared (a manifest text), and the expected
+//! its environments are in another state than `running`), what is declared (a manifest text), and the expected
 //! steps as JSON, exactly as `apply --json` would show them.
 
 use super::*;
@@ -12,14 +12,19 @@ fn manifest(text: &str) -> Manifest {
         .unwrap_or_else(|e| panic!("test manifest: {e}"))
 }
 
-/// The kernel's view: the environments of manifest `running`, all running except `exited`.
-fn observed(running: &str, exited: &[&str]) -> BTreeMap<EnvName, Observed> {
+/// The kernel's view: the environments of manifest `running`, all running except those
+/// `states` names with another state (`exited`, `stopped`, `failed`, `restarting`).
+fn observed(running: &str, states: &[(&str, &str)]) -> BTreeMap<EnvName, Observed> {
     manifest(running)
         .spaces
         .into_iter()
         .map(|(name, spec)| {
-            let running = !exited.contains(&name.as_str());
-            (name, Observed { spec, running })
+            let state = states
+                .iter()
+                .find(|(n, _)| *n == name.as_str())
+                .map_or("running", |(_, s)| s)
+                .to_owned();
+            (name, Observed { spec, state })
         })
         .collect()
 }
@@ -27,8 +32,8 @@ fn observed(running: &str, exited: &[&str]) -> BTreeMap<EnvName, Observed> {
 /// Plans `observed` → `desired` and compares the steps' JSON with `expect`; also checks that
 /// the plan is sorted, that planning again gives the same steps, and that `summary` agrees.
 #[track_caller]
-fn check(running: &str, exited: &[&str], desired: &str, expect: serde_json::Value) {
-    let have = observed(running, exited);
+fn check(running: &str, states: &[(&str, &str)], desired: &str, expect: serde_json::Value) {
+    let have = observed(running, states);
     let want = manifest(desired);
     let steps = plan(&have, &want);
     assert_eq!(
@@ -194,16 +199,16 @@ fn removed_is_stopped() {
             },
         ]),
     );
-    // An exited environment that is no longer declared is removed too, and says so.
+    // One that does not run is removed too, and the change names its real state.
     check(
         TWO,
-        &["web", "db"],
+        &[("web", "exited"), ("db", "stopped")],
         "",
         json!([
             {
                 "name": "db",
                 "action": "stop",
-                "changes": [{ "field": "state", "old": "exited", "new": "absent" }],
+                "changes": [{ "field": "state", "old": "stopped", "new": "absent" }],
             },
             {
                 "name": "web",
@@ -215,24 +220,53 @@ fn removed_is_stopped() {
 }
 
 #[test]
-fn exited_but_declared_is_restarted() {
-    check(
-        TWO,
-        &["db"],
-        TWO,
-        json!([
-            {
-                "name": "db",
-                "action": "replace",
-                "changes": [{ "field": "state", "old": "exited", "new": "running" }],
-            },
-            { "name": "web", "action": "keep", "changes": [] },
-        ]),
-    );
-    // Changed and exited: the field changes, then the state.
+fn stopped_or_failed_but_declared_is_restarted() {
+    for state in ["stopped", "failed"] {
+        check(
+            TWO,
+            &[("db", state)],
+            TWO,
+            json!([
+                {
+                    "name": "db",
+                    "action": "replace",
+                    "changes": [{ "field": "state", "old": state, "new": "running" }],
+                },
+                { "name": "web", "action": "keep", "changes": [] },
+            ]),
+        );
+    }
+    // Changed and failed: the field changes, then the state.
     check(
         DB,
-        &["db"],
+        &[("db", "failed")],
+        &DB.replace("\"64M\"", "\"1G\""),
+        json!([{
+            "name": "db",
+            "action": "replace",
+            "changes": [
+                { "field": "memory", "old": 64 << 20, "new": 1 << 30 },
+                { "field": "state", "old": "failed", "new": "running" },
+            ],
+        }]),
+    );
+}
+
+#[test]
+fn exited_as_its_policy_intends_is_kept_unless_changed() {
+    // A one-shot job that finished, or one waiting out its backoff, is converged.
+    for state in ["exited", "restarting"] {
+        check(
+            DB,
+            &[("db", state)],
+            DB,
+            json!([{ "name": "db", "action": "keep", "changes": [] }]),
+        );
+    }
+    // Changed, it runs again as declared; the state says it was exited.
+    check(
+        DB,
+        &[("db", "exited")],
         &DB.replace("\"64M\"", "\"1G\""),
         json!([{
             "name": "db",
@@ -241,6 +275,17 @@ fn exited_but_declared_is_restarted() {
                 { "field": "memory", "old": 64 << 20, "new": 1 << 30 },
                 { "field": "state", "old": "exited", "new": "running" },
             ],
+        }]),
+    );
+    // A restarting one that changed: the fields only (it counts as running).
+    check(
+        DB,
+        &[("db", "restarting")],
+        &DB.replace("\"64M\"", "\"1G\""),
+        json!([{
+            "name": "db",
+            "action": "replace",
+            "changes": [{ "field": "memory", "old": 64 << 20, "new": 1 << 30 }],
         }]),
     );
 }

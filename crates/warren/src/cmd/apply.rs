@@ -60,12 +60,14 @@ fn print_steps(data: &Value, json: bool, diff: bool) {
         }
         return;
     }
-    let (mut changed, mut unchanged) = (0, 0);
+    let (mut changed, mut failed, mut unchanged) = (0, 0, 0);
     for s in &steps {
         let action = s["action"].as_str().unwrap_or("?");
         let result = s["result"].as_str().unwrap_or("");
         if action == "keep" {
             unchanged += 1;
+        } else if step_failed(s) {
+            failed += 1;
         } else {
             changed += 1;
         }
@@ -91,7 +93,18 @@ fn print_steps(data: &Value, json: bool, diff: bool) {
     } else {
         "changed"
     };
-    println!("{changed} {verb}, {unchanged} unchanged");
+    if failed > 0 {
+        println!("{changed} {verb}, {failed} failed, {unchanged} unchanged");
+    } else {
+        println!("{changed} {verb}, {unchanged} unchanged");
+    }
+}
+
+/// Whether a step's result is a failure (`failed: REASON`): it did not change anything.
+fn step_failed(step: &Value) -> bool {
+    step["result"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("failed"))
 }
 
 /// `warren apply`.
@@ -104,6 +117,7 @@ pub fn apply(state_dir: &Path, args: ApplyArgs) -> anyhow::Result<i32> {
         }
     };
     print_steps(&data, args.json, args.diff);
+    // The kernel counts as the summary line does: a failed step is a failure, not a change.
     let changed = data["changed"] == true;
     let failed = data["failed"] == true;
     Ok(match (args.detailed_exitcodes, changed, failed) {

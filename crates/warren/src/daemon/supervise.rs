@@ -278,6 +278,7 @@ impl Daemon {
                     }
                     Err(e) => {
                         tracing::warn!("start of {name} failed: {e}");
+                        self.mark_failed(&name);
                         format!("failed: {e}")
                     }
                 }
@@ -289,6 +290,18 @@ impl Daemon {
                     m.launcher_pid = None;
                 }
                 "stopped".to_owned()
+            }
+            // The launcher ended before its environment ran: a failed start (command not
+            // found, a missing image or volume, a refused launch). It is `failed`, whatever
+            // the restart policy, so that the next `apply` starts it again and reports again.
+            None if !rt.confirmed => {
+                let why = self.launch_failure(&name, code);
+                tracing::warn!("start of {name} failed: {why}");
+                if let Some(m) = self.registry.envs.get_mut(&name) {
+                    m.last_exit = Some(code);
+                }
+                self.mark_failed(&name);
+                format!("failed: {why}")
             }
             None => {
                 if let Some(m) = self.registry.envs.get_mut(&name) {
@@ -305,15 +318,30 @@ impl Daemon {
                         ),
                     }
                 }
-                if rt.confirmed {
-                    "exited".to_owned()
-                } else {
-                    format!("failed: {}", self.launch_failure(&name, code))
-                }
+                "exited".to_owned()
             }
         };
         self.save();
         self.finish_waiting(&name, |_| result.clone());
+    }
+
+    /// Whether an environment the kernel does not manage holds `name`: registered with the
+    /// kernel (a `warren run -d`, a spawned child), or holding the name's lock in the state
+    /// directory (a `warren run -d` started while no kernel ran).
+    fn name_held_elsewhere(&self, name: &str) -> bool {
+        self.kernel.env_by_name(name).is_some()
+            || warren_sandbox::state::StateDir::new(&self.state_dir)
+                .name_in_use(name)
+                .unwrap_or(false)
+    }
+
+    /// Record that `name` could not be started: `failed`, no launcher, no restart due.
+    fn mark_failed(&mut self, name: &str) {
+        if let Some(m) = self.registry.envs.get_mut(name) {
+            m.state = State::Failed;
+            m.launcher_pid = None;
+            m.restart_at = None;
+        }
     }
 
     /// A launcher said its environment runs: `apply` can report it.
@@ -411,17 +439,18 @@ impl Daemon {
             .filter(|(n, _)| !self.spawns.is_child(n))
             .filter_map(|(n, m)| {
                 let name = n.parse().ok()?;
-                // An environment that finished the way its restart policy intends (exited under
-                // `no`, or cleanly under `on-failure`) is converged: applying the same manifest
-                // again must not run it again.
-                let settled = m.state == State::Exited;
-                let running =
-                    self.runtime.contains_key(n) || m.state == State::Restarting || settled;
+                // The real state: the planner keeps what runs and what finished the way its
+                // restart policy intends (`exited`), and starts `stopped` and `failed` again.
+                let state = if self.runtime.contains_key(n) {
+                    State::Running
+                } else {
+                    m.state
+                };
                 Some((
                     name,
                     Observed {
                         spec: m.spec.clone(),
-                        running,
+                        state: state.as_str().to_owned(),
                     },
                 ))
             })
@@ -455,6 +484,16 @@ impl Daemon {
                         .find(|(n, _)| n.as_str() == name)
                         .map(|(_, s)| s.clone());
                     let Some(spec) = spec else { continue };
+                    // The name of an environment the kernel runs but does not manage (a
+                    // `warren run -d`, a spawned child): refused, and no record is made, so that
+                    // `ps`, `stop` and `rm` go on acting on the one that runs.
+                    if self.name_held_elsewhere(&name) {
+                        let e = warren_kernel::KernelError::NameInUse { name: name.clone() };
+                        v["result"] =
+                            json!(format!("failed: the kernel refused the environment: {e}"));
+                        steps.push(v);
+                        continue;
+                    }
                     self.registry.envs.insert(name.clone(), Managed::new(spec));
                     match self.start(&name) {
                         // Reported `created` once the launcher says the environment runs,
@@ -464,9 +503,7 @@ impl Daemon {
                             "starting".to_owned()
                         }
                         Err(e) => {
-                            if let Some(m) = self.registry.envs.get_mut(&name) {
-                                m.state = State::Failed;
-                            }
+                            self.mark_failed(&name);
                             format!("failed: {e}")
                         }
                     }
@@ -490,7 +527,10 @@ impl Daemon {
                                 waiting.insert(name.clone());
                                 "replacing".to_owned()
                             }
-                            Err(e) => format!("failed: {e}"),
+                            Err(e) => {
+                                self.mark_failed(&name);
+                                format!("failed: {e}")
+                            }
                         }
                     }
                 }
@@ -555,9 +595,14 @@ impl Daemon {
             return;
         };
         if !self.runtime.contains_key(&name) {
-            m.state = State::Stopped;
-            m.restart_at = None;
-            self.save();
+            // Waiting out a restart's backoff: it stays stopped. One that exited, failed or
+            // was stopped already is left as it is (a no-op): stopping a finished one-shot job
+            // must not make the next `apply` run it again.
+            if m.state == State::Restarting {
+                m.state = State::Stopped;
+                m.restart_at = None;
+                self.save();
+            }
             let steps = vec![json!({"name": name, "action": "stop", "result": "stopped"})];
             self.control_reply(token, ControlResponse::data(apply_reply(&steps, false)));
             return;
@@ -678,6 +723,7 @@ impl Daemon {
                     tracing::info!("{name} is not running any more; starting it as declared");
                     if let Err(e) = self.start(&name) {
                         tracing::warn!("start of {name} failed: {e}");
+                        self.mark_failed(&name);
                     }
                 }
                 (None, _) => {}
