@@ -533,6 +533,17 @@ impl Layout {
         })
     }
 
+    /// Whether an existing group (as for [`Self::adopt`]) holds any process, in any hierarchy,
+    /// anywhere below it. Looks only: nothing is taken charge of, nothing is removed.
+    pub fn group_is_populated(&self, group: &str) -> bool {
+        valid_group(group)
+            && self.used_mounts().into_iter().any(|(m, _)| {
+                subtree(&m.join(PARENT).join(group))
+                    .iter()
+                    .any(|d| procs(d).is_ok_and(|p| !p.is_empty()))
+            })
+    }
+
     /// Take charge of an existing group (a leaf, or a nested group such as
     /// `front/children/req-1`), typically one left by a launcher that was killed before it
     /// could clean up, so that it can be inspected or destroyed with everything below it.

@@ -380,10 +380,16 @@ fn create_cgroup(
         let group = plan.cgroup.group(name);
         sweep_stale_cgroups(layout, state, name);
         let cgroup = match layout.create_placed(name, &plan.cgroup, &plan.limits) {
-            // A leftover of this very name (its launcher died, and the name is ours now that
-            // we hold it): remove it and make the group afresh. Looked for only on a clash, not
-            // on every launch (probing each hierarchy first cost a dozen `statx` calls).
-            Err(warren_cgroup::CgroupError::LeafExists { .. }) => {
+            // A group of this very name. Empty, it is a leftover (its launcher died, and the
+            // name is ours now that we hold it): remove it and make the group afresh. With
+            // processes in it, it is an environment of the same name under another state
+            // directory (names are unique per state directory, cgroups host-wide): refused,
+            // and left alone. Looked for only on a clash, not on every launch (probing each
+            // hierarchy first cost a dozen `statx` calls).
+            Err(e @ warren_cgroup::CgroupError::LeafExists { .. }) => {
+                if layout.group_is_populated(&group) {
+                    return Err(e.into());
+                }
                 if let Some(cg) = layout.adopt(&group) {
                     let _ = cg.destroy();
                 }

@@ -664,3 +664,54 @@ fn the_help_agrees_with_the_docs() {
     let key = help(&["host-key"]);
     assert!(key.contains("Default: `<data-dir>/link/host.key`"), "{key}");
 }
+
+/// Names are unique per state directory, cgroups host-wide: a launch under another state
+/// directory with the name of a running environment is refused (125, `already exists`) and
+/// leaves that environment running. Positive control: once it has ended, the same launch runs.
+#[test]
+fn a_running_environment_of_the_same_name_under_another_state_directory_is_left_alone() {
+    let name = unique("clash");
+    let other = tempfile::tempdir().unwrap();
+    let mut first = warren()
+        .args(["run", "--name", &name, "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sleep", "30"])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while cgroup_dirs(&name).is_empty() && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let second = |o: &Path| {
+        warren()
+            .arg("--state-dir")
+            .arg(o)
+            .args(["run", "--name", &name, "--rootfs"])
+            .arg(busybox_root())
+            .args(["--", "/bin/true"])
+            .output()
+            .unwrap()
+    };
+    let o = second(other.path());
+    assert_error(&o, 125, "already exists");
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first environment was ended by the second launch"
+    );
+    assert!(!cgroup_dirs(&name).is_empty(), "its cgroup is gone");
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    );
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(first.id() as i32).unwrap(),
+        rustix::process::Signal::INT,
+    );
+    first.wait().unwrap();
+    assert_code(&second(other.path()), 0);
+    assert!(
+        cgroup_dirs(&name).is_empty(),
+        "left: {:?}",
+        cgroup_dirs(&name)
+    );
+}
