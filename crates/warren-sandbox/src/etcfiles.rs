@@ -32,21 +32,35 @@ pub fn contents(plan: &LaunchPlan, own: Option<IpAddr>) -> [String; 3] {
     ]
 }
 
-/// The digest the launch record keeps of the generated files (`sha256:` over each path, a
-/// NUL, its contents, a NUL); `None` for a `--binary` root, which gets none of them.
+/// The digest the launch record keeps of the generated files: `sha256:` over, for each of
+/// [`FILES`] in order, its path, a NUL, then its contents and a NUL when it is bound, or the
+/// byte 0xFF and a NUL when the root keeps its own (skipped: 0xFF is never in generated text,
+/// which is UTF-8). `None` for a `--binary` root, which gets none of them.
 pub fn digest(plan: &LaunchPlan, own: Option<IpAddr>) -> Option<String> {
     use sha2::Digest;
-    if matches!(plan.root, RootSource::Binary(_)) {
-        return None;
-    }
+    let bound = bindable(plan)?;
     let mut h = sha2::Sha256::new();
-    for (path, text) in FILES.iter().zip(contents(plan, own)) {
+    for ((path, text), bound) in FILES.iter().zip(contents(plan, own)).zip(bound) {
         h.update(path.as_bytes());
         h.update([0]);
-        h.update(text.as_bytes());
+        if bound {
+            h.update(text.as_bytes());
+        } else {
+            h.update([0xff]);
+        }
         h.update([0]);
     }
     Some(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Which of [`FILES`] the root can take (a regular file reached without a symbolic link);
+/// `None` for a `--binary` root.
+fn bindable(plan: &LaunchPlan) -> Option<[bool; 3]> {
+    let root = match &plan.root {
+        RootSource::Binary(_) => return None,
+        RootSource::Rootfs(d) | RootSource::Image(d) => d,
+    };
+    Some(FILES.map(|f| has_regular_file(root, f)))
 }
 
 /// Which of [`FILES`] the user asked for explicitly (`--add-host` for `/etc/hosts`, `--dns`
@@ -94,23 +108,41 @@ pub(crate) fn check_required(plan: &LaunchPlan) -> Result<(), LaunchError> {
     Ok(())
 }
 
-/// The files to bind, with their index in [`FILES`]: all three for a `--rootfs` or `--image`
-/// root, none for a `--binary` one. `own` is the environment's address when networked.
+/// The files to bind, with their index in [`FILES`]: those a `--rootfs` or `--image` root can
+/// take, none for a `--binary` one (the rest are skipped, and [`digest`] says which). `own` is
+/// the environment's address when networked.
 pub(crate) fn wanted(plan: &LaunchPlan, own: Option<IpAddr>) -> Vec<(usize, String)> {
-    if matches!(plan.root, RootSource::Binary(_)) {
+    let Some(bound) = bindable(plan) else {
         return Vec::new();
-    }
-    contents(plan, own).into_iter().enumerate().collect()
+    };
+    contents(plan, own)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| bound[*i])
+        .collect()
 }
 
 /// In the child, as the environment's root, before the pivot: write each of `files` that the
 /// root at `staging` can take into a scratch tmpfs stacked for the moment on `staging/tmp`,
 /// bind it read-only over the root's own, and detach the scratch tmpfs (the binds keep it).
 pub(crate) fn attach(staging: &Path, files: &[(usize, String)]) -> StepResult {
-    let files: Vec<&(usize, String)> = files
+    // The parent chose them from the root on the host and measured that choice; a file that
+    // the environment's view no longer offers (a volume mounted over /etc) fails the launch
+    // rather than be skipped behind the record's back.
+    if let Some((i, _)) = files
         .iter()
-        .filter(|(i, _)| has_regular_file(staging, FILES[*i]))
-        .collect();
+        .find(|(i, _)| !has_regular_file(staging, FILES[*i]))
+    {
+        return Err((
+            Step::MountVolumes,
+            format!(
+                "{} is not a regular file in the environment's root (a volume over it?), \
+                 though the root on the host has one: nothing to bind the generated one over",
+                FILES[*i]
+            ),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
     if files.is_empty() {
         return Ok(());
     }

@@ -237,3 +237,79 @@ fn the_launch_record_carries_the_files_digest() {
     assert_ne!(digest(&a), digest(&b));
     assert_ne!(config(&a), config(&b));
 }
+
+/// The digest is the documented formula over what the environment sees: a file the root keeps
+/// (skipped: here a root whose `/etc/resolv.conf` is a symbolic link) counts as the byte 0xFF,
+/// not as the generated text it never got. Positive control: the same launch on a root that
+/// takes all three gives the formula with the three generated texts, read back from inside.
+#[test]
+fn the_files_digest_says_which_files_were_bound() {
+    use sha2::Digest;
+    let linked = std::env::temp_dir().join(format!("warren-etc-linked-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&linked);
+    std::fs::create_dir_all(&linked).unwrap();
+    assert!(
+        Command::new("cp")
+            .args(["-a"])
+            .arg(etc_root().join("."))
+            .arg(&linked)
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::remove_file(linked.join("etc/resolv.conf")).unwrap();
+    std::fs::write(linked.join("etc/own-resolv"), "nameserver 192.0.2.1\n").unwrap();
+    std::os::unix::fs::symlink("own-resolv", linked.join("etc/resolv.conf")).unwrap();
+    let name = unique("etc-dig");
+    let run = |root: &Path| -> (serde_json::Value, String) {
+        let o = run_in(
+            root,
+            &name,
+            &["--json", "--hostname", "h1"],
+            "cat /etc/hosts; echo @@; cat /etc/hostname; echo @@; cat /etc/resolv.conf",
+        );
+        assert_code(&o, 0);
+        // The workload's output, then the report on the last line.
+        let out = stdout(&o);
+        let (body, json) = out.trim_end().rsplit_once('\n').unwrap();
+        (serde_json::from_str(json).unwrap(), format!("{body}\n"))
+    };
+    let formula = |texts: [Option<&str>; 3]| {
+        let mut h = sha2::Sha256::new();
+        for (path, t) in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
+            .iter()
+            .zip(texts)
+        {
+            h.update(path.as_bytes());
+            h.update([0]);
+            match t {
+                Some(t) => h.update(t.as_bytes()),
+                None => h.update([0xff]),
+            }
+            h.update([0]);
+        }
+        format!("sha256:{}", hex::encode(h.finalize()))
+    };
+    let parts = |body: &str| -> Vec<String> { body.split("@@\n").map(str::to_owned).collect() };
+    let (all, out) = run(etc_root());
+    let p = parts(&out);
+    assert_eq!(p.len(), 3, "{out}");
+    assert_eq!(
+        all["applied"]["etc_files"],
+        formula([Some(&p[0]), Some(&p[1]), Some(&p[2])]),
+        "{out}"
+    );
+    let (kept, out) = run(&linked);
+    let p2 = parts(&out);
+    assert_eq!(
+        p2[2], "nameserver 192.0.2.1\n",
+        "the root's own resolv.conf: {out}"
+    );
+    assert_eq!(
+        kept["applied"]["etc_files"],
+        formula([Some(&p2[0]), Some(&p2[1]), None]),
+        "{out}"
+    );
+    assert_ne!(all["applied"]["etc_files"], kept["applied"]["etc_files"]);
+    let _ = std::fs::remove_dir_all(&linked);
+}
