@@ -804,10 +804,12 @@ fn derive_name(source: &Path, reference: Option<&str>) -> Result<ImageName, Imag
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let base = base
-        .trim_end_matches(".gz")
-        .trim_end_matches(".tar")
-        .to_ascii_lowercase();
+    // Every archive suffix `import` reads (tar, gzip, zstd), once.
+    let stem = [".tar.gz", ".tar.zst", ".tar.zstd", ".tgz", ".tar"]
+        .iter()
+        .find_map(|s| base.strip_suffix(s))
+        .unwrap_or(&base);
+    let base = stem.to_ascii_lowercase();
     let candidate = match reference {
         Some(r) if r.contains(':') || r.contains('/') => r.to_owned(),
         Some(tag) => format!("{base}:{tag}"),
@@ -839,6 +841,9 @@ mod tests {
         let n = |p: &str, r: Option<&str>| derive_name(Path::new(p), r).map(|n| n.to_string());
         assert_eq!(n("/x/busybox", Some("1.36")).unwrap(), "busybox:1.36");
         assert_eq!(n("/x/app.tar", None).unwrap(), "app:latest");
+        for file in ["bb.tar.gz", "bb.tgz", "bb.tar.zst", "bb.tar.zstd", "bb"] {
+            assert_eq!(n(&format!("/x/{file}"), Some("1.36")).unwrap(), "bb:1.36", "{file}");
+        }
         assert_eq!(
             n("/x/whatever.tar", Some("reg:5000/team/app:v2")).unwrap(),
             "reg:5000/team/app:v2"
