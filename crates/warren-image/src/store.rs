@@ -842,7 +842,11 @@ mod tests {
         assert_eq!(n("/x/busybox", Some("1.36")).unwrap(), "busybox:1.36");
         assert_eq!(n("/x/app.tar", None).unwrap(), "app:latest");
         for file in ["bb.tar.gz", "bb.tgz", "bb.tar.zst", "bb.tar.zstd", "bb"] {
-            assert_eq!(n(&format!("/x/{file}"), Some("1.36")).unwrap(), "bb:1.36", "{file}");
+            assert_eq!(
+                n(&format!("/x/{file}"), Some("1.36")).unwrap(),
+                "bb:1.36",
+                "{file}"
+            );
         }
         assert_eq!(
             n("/x/whatever.tar", Some("reg:5000/team/app:v2")).unwrap(),

@@ -767,6 +767,7 @@ fn read_reports(
         refusals,
         plan.name.as_str(),
         plan.seccomp.is_strict(),
+        plan.seccomp.added(),
     );
     let reports = Report::decode_all(&bytes).map_err(|message| LaunchError::Child {
         step: Step::WaitParent,

@@ -86,6 +86,7 @@ pub(crate) fn read_reports_serving(
     refusals: &mut Option<Refusals>,
     environment: &str,
     strict: bool,
+    added: &[String],
 ) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut sock = listener_sock;
@@ -109,7 +110,7 @@ pub(crate) fn read_reports_serving(
             match sock.take() {
                 Some(s) => {
                     if let Ok(Some(l)) = receive_listener(&s) {
-                        *refusals = Some(Refusals::new(l, environment, strict));
+                        *refusals = Some(Refusals::new(l, environment, strict, added));
                     }
                 }
                 None => {
@@ -133,7 +134,7 @@ pub(crate) fn read_reports_serving(
     // closed, so this cannot block.
     if let Some(s) = sock {
         if let Ok(Some(l)) = receive_listener(&s) {
-            *refusals = Some(Refusals::new(l, environment, strict));
+            *refusals = Some(Refusals::new(l, environment, strict, added));
         }
     }
     bytes
@@ -157,10 +158,17 @@ pub(crate) struct Refusals {
     lines: Vec<String>,
     /// The environment runs the `strict` profile (or one built on it).
     strict: bool,
+    /// The syscalls its profile file added to its base.
+    added: Vec<String>,
 }
 
 impl Refusals {
-    pub(crate) fn new(listener: OwnedFd, environment: &str, strict: bool) -> Refusals {
+    pub(crate) fn new(
+        listener: OwnedFd,
+        environment: &str,
+        strict: bool,
+        added: &[String],
+    ) -> Refusals {
         Refusals {
             listener,
             environment: environment.to_owned(),
@@ -171,6 +179,7 @@ impl Refusals {
             profile: None,
             lines: Vec::new(),
             strict,
+            added: added.to_vec(),
         }
     }
 
@@ -248,11 +257,18 @@ impl Refusals {
         if self.profile.is_none() {
             self.profile = warren_seccomp::Profile::default_profile().ok();
         }
+        // In this order: `strict` (or a file on it) left the call out, unless the file added
+        // it back; the deny list; a call the profile allows, refused for its arguments; a call
+        // outside the safe set a file may add (a reviewed change of the policy); else a file
+        // can add it.
+        let added = self.added.iter().any(|a| a == name);
         let how = match &self.profile {
-            Some(p) if self.strict && p.strict_removed().iter().any(|r| r == name) => format!(
-                "the strict profile leaves {name} out; run with --seccomp default, or a profile \
-                 file that adds it (docs/seccomp.md)"
-            ),
+            Some(p) if self.strict && !added && p.strict_removed().iter().any(|r| r == name) => {
+                format!(
+                    "the strict profile leaves {name} out; run with --seccomp default, or a \
+                     profile file that adds it (docs/seccomp.md)"
+                )
+            }
             Some(p) if p.deny_reason(name).is_some() => format!(
                 "{name} is never allowed: {}",
                 p.deny_reason(name).unwrap_or_default()
@@ -264,6 +280,10 @@ impl Refusals {
                     .map(|a| format!("{a:#x}"))
                     .collect::<Vec<_>>()
                     .join(", ")
+            ),
+            Some(p) if !added && !p.addable_syscalls().iter().any(|a| a == name) => format!(
+                "{name} is outside the safe set a profile may add: allowing it needs a reviewed \
+                 change to \"addable\" in policy.json (docs/seccomp.md)"
             ),
             _ => format!(
                 "allow it with --seccomp FILE (a profile that adds {name}; see docs/seccomp.md)"
@@ -299,7 +319,7 @@ mod tests {
 
     fn refusals() -> Refusals {
         let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        Refusals::new(a.into(), "web", false)
+        Refusals::new(a.into(), "web", false, &[])
     }
 
     #[test]
@@ -334,12 +354,13 @@ mod tests {
             "{line}"
         );
         assert!(line.contains("0x11, 0x3, 0x0"), "{line}");
-        // A call no rule names and no deny entry forbids: the line says how to allow it.
+        // A call in the safe set a file may add: the line says how to allow it.
         let allowed = profile.allowed_syscalls();
+        let addable = profile.addable_syscalls();
         let (nr, name) = (0..1024u32)
             .filter_map(|nr| warren_seccomp::syscall_name(arch, nr).map(|n| (nr, n)))
-            .find(|(_, n)| profile.deny_reason(n).is_none() && !allowed.iter().any(|a| a == n))
-            .expect("some syscall is neither allowed nor on the deny list");
+            .find(|(_, n)| !allowed.iter().any(|a| a == n) && addable.iter().any(|a| a == n))
+            .expect("some syscall is addable and not allowed");
         let line = r.count(nr, u32::MAX, [0; 6]).unwrap();
         assert!(
             line.contains(&format!(
@@ -347,10 +368,56 @@ mod tests {
             )),
             "{line}"
         );
+        // One outside that set and not denied either: no file can add it, and the line says so.
+        let (nr, name) = (0..1024u32)
+            .filter_map(|nr| warren_seccomp::syscall_name(arch, nr).map(|n| (nr, n)))
+            .find(|(_, n)| {
+                profile.deny_reason(n).is_none()
+                    && !allowed.iter().any(|a| a == n)
+                    && !addable.iter().any(|a| a == n)
+            })
+            .expect("some syscall is neither allowed, addable nor denied");
+        let line = r.count(nr, u32::MAX, [0; 6]).unwrap();
+        assert!(
+            line.contains(&format!("{name} is outside the safe set a profile may add")),
+            "{line}"
+        );
         assert_eq!(
             r.summary()[0],
             ("keyctl".to_owned(), 3),
             "most frequent first"
+        );
+    }
+
+    /// Under `strict`, a call it removed is blamed on it; under a file on a `strict` base
+    /// that added the call back, a refusal of it is for its arguments.
+    #[test]
+    fn strict_is_blamed_only_for_calls_the_profile_did_not_add_back() {
+        let arch = warren_seccomp::Arch::host();
+        let profile = warren_seccomp::Profile::default_profile().unwrap();
+        let removed = profile.strict_removed();
+        let allowed = profile.allowed_syscalls();
+        // One that strict removes and the default allows (so a file can add it back).
+        let name = removed
+            .iter()
+            .find(|n| allowed.contains(n))
+            .expect("strict removes some call the default allows")
+            .clone();
+        let nr = (0..1024u32)
+            .find(|nr| warren_seccomp::syscall_name(arch, *nr) == Some(name.as_str()))
+            .unwrap();
+        let pair = || std::os::unix::net::UnixStream::pair().unwrap().0.into();
+        let mut strict = Refusals::new(pair(), "web", true, &[]);
+        let line = strict.count(nr, u32::MAX, [0; 6]).unwrap();
+        assert!(
+            line.contains(&format!("the strict profile leaves {name} out")),
+            "{line}"
+        );
+        let mut file = Refusals::new(pair(), "web", true, std::slice::from_ref(&name));
+        let line = file.count(nr, u32::MAX, [0; 6]).unwrap();
+        assert!(
+            line.contains(&format!("{name} is allowed only with the arguments")),
+            "{line}"
         );
     }
 

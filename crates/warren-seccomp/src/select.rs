@@ -38,6 +38,8 @@ pub enum Selection {
         name: String,
         /// Whether the file's base is `strict`.
         strict: bool,
+        /// The syscalls the file adds to its base.
+        added: Vec<String>,
         /// The plain program.
         plain: Arc<Program>,
         /// The notifying program.
@@ -114,6 +116,7 @@ impl Selection {
         Ok(Selection::Custom {
             name: format!("file {} ({})", path.display(), crate::digest_of(&bytes)),
             strict: file.base == "strict",
+            added: file.add.iter().map(|a| a.syscall.clone()).collect(),
             plain: Arc::new(plain),
             notifying: Arc::new(notifying),
         })
@@ -145,6 +148,14 @@ impl Selection {
             Selection::Default => false,
             Selection::Strict => true,
             Selection::Custom { strict, .. } => *strict,
+        }
+    }
+
+    /// The syscalls a profile file adds to its base (none for `default` and `strict`).
+    pub fn added(&self) -> &[String] {
+        match self {
+            Selection::Custom { added, .. } => added,
+            _ => &[],
         }
     }
 
