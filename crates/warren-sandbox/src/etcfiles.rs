@@ -95,13 +95,21 @@ pub(crate) fn check_required(plan: &LaunchPlan) -> Result<(), LaunchError> {
     };
     for (path, required) in FILES.iter().zip(required(plan)) {
         if required && !has_regular_file(root, path) {
+            // What is there instead, for the message's last words.
+            let at = root.join(path.trim_start_matches('/'));
+            let found = match std::fs::symlink_metadata(&at) {
+                Err(_) => "it does not exist (or a directory above it is a symbolic link)",
+                Ok(m) if m.file_type().is_symlink() => "it is a symbolic link",
+                Ok(m) if m.is_dir() => "it is a directory",
+                Ok(_) => "it is not a regular file",
+            };
             return Err(LaunchError::Parent {
                 step: Step::MountVolumes,
                 what: format!(
                     "the root has no regular file {path} (reached without a symbolic link) to \
                      bind the generated one over: add an empty {path} to the root"
                 ),
-                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, found),
             });
         }
     }

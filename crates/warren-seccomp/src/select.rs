@@ -114,7 +114,14 @@ impl Selection {
         let plain = Program::compile(&profile, arch, false).map_err(|e| bad(e.to_string()))?;
         let notifying = Program::compile(&profile, arch, true).map_err(|e| bad(e.to_string()))?;
         Ok(Selection::Custom {
-            name: format!("file {} ({})", path.display(), crate::digest_of(&bytes)),
+            // The canonical path, so that the record means the same file later and elsewhere.
+            name: format!(
+                "file {} ({})",
+                std::fs::canonicalize(path)
+                    .unwrap_or_else(|_| path.to_path_buf())
+                    .display(),
+                crate::digest_of(&bytes)
+            ),
             strict: file.base == "strict",
             added: file.add.iter().map(|a| a.syscall.clone()).collect(),
             plain: Arc::new(plain),
