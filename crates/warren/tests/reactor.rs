@@ -137,6 +137,20 @@ impl Kernel {
 }
 
 impl Kernel {
+    /// Re-attach `c` (registered as `name` with the previous kernel) as its launcher would:
+    /// register again with `readopt`, passing the kept copy of the kernel's end.
+    fn reattach(&self, name: &str, c: &mut Conn) {
+        let kept = c._kept.remove(0);
+        let req = serde_json::json!({
+            "op": "register", "name": name, "may_send": [], "may_discover": [],
+            "capacity": 16, "readopt": true,
+        });
+        let (control, reply, _) = control_call_with(&self.state, &req, Some(kept.as_fd()));
+        assert_eq!(reply["ok"], true, "{reply}");
+        c._kept.push(control);
+        c._kept.push(kept);
+    }
+
     /// Stop the kernel and start a new one on the same state directory (what `systemctl
     /// restart` does): environments stay, and their launchers re-attach them.
     fn restart(&mut self) {
@@ -1157,15 +1171,7 @@ fn a_connection_re_attached_after_a_restart_keeps_its_version() {
 
     k.restart();
     for (name, max, c) in &mut conns {
-        let kept = c._kept.remove(0);
-        let req = serde_json::json!({
-            "op": "register", "name": name, "may_send": [], "may_discover": [],
-            "capacity": 16, "readopt": true,
-        });
-        let (control, reply, _) = control_call_with(&k.state, &req, Some(kept.as_fd()));
-        assert_eq!(reply["ok"], true, "{reply}");
-        c._kept.push(control);
-        c._kept.push(kept);
+        k.reattach(name, c);
         assert_eq!(batch_ok(c, 3), *max >= 2, "version {max} after the restart");
         // A later Hello within the agreed version is welcomed with it (§6).
         c.send(&[hello(4, 1, *max)]);
@@ -1188,15 +1194,7 @@ fn a_connection_re_attached_after_a_restart_keeps_its_version() {
     let name = unique("nohello");
     let mut c = k.register(&name, &[], Some(16));
     k.restart();
-    let kept = c._kept.remove(0);
-    let req = serde_json::json!({
-        "op": "register", "name": name, "may_send": [], "may_discover": [],
-        "capacity": 16, "readopt": true,
-    });
-    let (control, reply, _) = control_call_with(&k.state, &req, Some(kept.as_fd()));
-    assert_eq!(reply["ok"], true, "{reply}");
-    c._kept.push(control);
-    c._kept.push(kept);
+    k.reattach(&name, &mut c);
     c.send(&[hello(5, 1, 1)]);
     assert!(matches!(
         answer(&c, 5).body,
