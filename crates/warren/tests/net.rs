@@ -685,3 +685,46 @@ net = {{ address = "10.88.107.2/24", publish = ["127.0.0.1:{port}:80"] }}
     );
     assert!(http_get(&format!("127.0.0.1:{port}")).is_err());
 }
+
+/// An environment's address may not be another's gateway (an address of the host, on its host
+/// end), nor may its own gateway be another environment's address. Positive control: an
+/// address next to them in the same prefix is granted while the first environment runs.
+#[test]
+fn gateways_and_addresses_of_running_environments_do_not_cross() {
+    let first = Background::start(
+        &unique("gw1"),
+        &[
+            "--rootfs",
+            &root(),
+            "--net",
+            "10.88.106.5/24",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    // Wait until its host end carries the gateway.
+    let t = std::time::Instant::now();
+    while routes_to("10.88.106.5").is_empty() && t.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Its gateway, 10.88.106.1, as another environment's address.
+    let o = run_net(&unique("gw2"), &["--net", "10.88.106.1/16"], "true");
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("10.88.106.1 is in use (the gateway of another environment"),
+        "{}",
+        stderr(&o)
+    );
+    // Its address, 10.88.106.5, as another environment's gateway (10.88.106.6/30's).
+    let o = run_net(&unique("gw3"), &["--net", "10.88.106.6/30"], "true");
+    assert_code(&o, 125);
+    assert!(
+        stderr(&o).contains("10.88.106.5 is in use (it would be the gateway of 10.88.106.6/30"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_net(&unique("gw4"), &["--net", "10.88.106.9/24"], "true");
+    assert_code(&o, 0);
+    drop(first);
+}

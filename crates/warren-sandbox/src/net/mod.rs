@@ -230,10 +230,34 @@ impl Prepared {
                 .find(|(h, _)| overlap(c, h))
                 .map(|(h, l)| format!("{h} on {l}"))
         };
+        // The gateways of running environments: addresses on Warren's host ends. None may be
+        // an environment's address (it is local to the host: the environment would be
+        // unreachable and send with a host address as its source).
+        let gateway_on = |a: Ipv4Addr| {
+            host_addrs
+                .iter()
+                .find(|(h, _, l)| *h == a && l.starts_with("wrn"))
+                .map(|(_, _, l)| l.clone())
+        };
         let (cidr, lease) = match spec.address {
             Some(c) => {
                 if let Some(h) = clash(&c) {
                     return Err(NetError::HostNetwork { cidr: c, host: h });
+                }
+                if let Some(l) = gateway_on(c.addr) {
+                    return Err(NetError::AddressInUse {
+                        address: c.addr,
+                        by: format!("the gateway of another environment, on {l}"),
+                    });
+                }
+                // Nor may its own gateway be another environment's address.
+                if claim_address(&dir, c.gateway())?.is_none() {
+                    return Err(NetError::AddressInUse {
+                        address: c.gateway(),
+                        by: format!(
+                            "it would be the gateway of {c}, and another environment holds it"
+                        ),
+                    });
                 }
                 match claim_address(&dir, c.addr)? {
                     Some(l) => (c, l),
@@ -257,11 +281,23 @@ impl Prepared {
                         host: h,
                     });
                 }
+                if claim_address(&dir, POOL.gateway())?.is_none() {
+                    return Err(NetError::AddressInUse {
+                        address: POOL.gateway(),
+                        by: format!(
+                            "it is the gateway of the pool {POOL}, and another environment \
+                             holds it"
+                        ),
+                    });
+                }
                 let base = u32::from(POOL.gateway());
                 let size = 1u32 << (32 - POOL.prefix);
                 let mut found = None;
                 for i in 1..size - 2 {
                     let a = Ipv4Addr::from(base + i);
+                    if gateway_on(a).is_some() {
+                        continue;
+                    }
                     if let Some(l) = claim_address(&dir, a)? {
                         found = Some((
                             Cidr {
