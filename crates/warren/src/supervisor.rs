@@ -325,12 +325,20 @@ impl Registry {
         state_dir.join("managed.json")
     }
 
-    /// Load it (empty when absent).
+    /// Load it (empty when absent). Specs saved by a Warren that kept explicit defaults are
+    /// normalised as a manifest now is, so that the next `apply` of the same file plans no
+    /// change for them.
     pub fn load(state_dir: &Path) -> anyhow::Result<Registry> {
         let p = Registry::path(state_dir);
         match std::fs::read(&p) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?),
+            Ok(bytes) => {
+                let mut r: Registry = serde_json::from_slice(&bytes)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                for m in r.envs.values_mut() {
+                    m.spec.forget_explicit_defaults();
+                }
+                Ok(r)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Registry::default()),
             Err(e) => Err(anyhow::anyhow!("{}: {e}", p.display())),
         }
@@ -361,6 +369,27 @@ mod tests {
         );
         let m = warren_spec::parse_manifest(Path::new("/m.toml"), &text).unwrap();
         m.spaces.into_values().next().unwrap()
+    }
+
+    /// A registry written by an older Warren, whose specs kept explicit defaults, loads as a
+    /// manifest now parses: the defaults are forgotten. Control: a value that is not the
+    /// default stays.
+    #[test]
+    fn a_registry_with_explicit_defaults_loads_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = spec(RestartPolicy::No, 5);
+        a.pids = Some(warren_spec::manifest::defaults::PIDS);
+        a.seccomp = Some(warren_spec::manifest::defaults::SECCOMP.to_owned());
+        a.mailbox_capacity = Some(7);
+        let text = serde_json::to_vec(&serde_json::json!({
+            "envs": { "a": Managed::new(a.clone()) }
+        }))
+        .unwrap();
+        std::fs::write(Registry::path(dir.path()), text).unwrap();
+        let r = Registry::load(dir.path()).unwrap();
+        let got = &r.envs["a"].spec;
+        assert_eq!((got.pids, got.seccomp.as_deref()), (None, None));
+        assert_eq!(got.mailbox_capacity, Some(7));
     }
 
     #[test]
