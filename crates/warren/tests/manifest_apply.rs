@@ -1012,3 +1012,65 @@ fn a_receive_in_flight_across_a_kernel_restart_returns() {
         Some(logs(&srv)).filter(|l| l.contains("still-there"))
     });
 }
+
+/// The pids of processes whose command line is exactly `args`.
+fn pids_running(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == want))
+        .collect()
+}
+
+/// A managed environment that does not run, whose name a `warren run -d` took meanwhile, is not
+/// started by the next `apply` either (as a create would not be): `failed`, and the other one
+/// runs on. Positive control: the same apply replaced it before the name was taken.
+#[test]
+fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let name = space.name("ma-clash2");
+    let file = space.write_tables(&[table(&name, SERVE, &[])]);
+    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
+    let (pid, _) = wait_running(&name);
+    assert_code(
+        &warren().args(["stop", "-t", "1", &name]).output().unwrap(),
+        0,
+    );
+    wait_for("the managed workload to end", 15, || {
+        (!alive(pid)).then_some(())
+    });
+    let root = busybox_root().display().to_string();
+    let sleeper = ["/bin/sleep", "97531"];
+    let o = warren()
+        .args(["run", "-d", "--name", &name, "--rootfs", &root, "--"])
+        .args(sleeper)
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = warren().args(["rm", "-f", &self.0]).output();
+        }
+    }
+    let _remove = Remove(name.clone());
+    let other = wait_for("the run -d workload", 15, || {
+        pids_running(&sleeper).first().copied()
+    });
+    let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let result = steps(&o)[&name]["result"].as_str().unwrap().to_owned();
+    assert!(
+        result.starts_with("failed: the kernel refused the environment"),
+        "{result}"
+    );
+    assert!(alive(other.into()), "the run -d environment was ended");
+    let o = warren().args(["stop", "-t", "1", &name]).output().unwrap();
+    assert_code(&o, 0);
+}

@@ -521,6 +521,12 @@ impl Daemon {
                         self.begin_stop(&name, stop_timeout * 1000, AfterStop::Start);
                         waiting.insert(name.clone());
                         "replacing".to_owned()
+                    } else if self.name_held_elsewhere(&name) {
+                        // Not running, and a `warren run -d` took its name meanwhile: left
+                        // alone, as a create would be.
+                        self.mark_failed(&name);
+                        let e = warren_kernel::KernelError::NameInUse { name: name.clone() };
+                        format!("failed: the kernel refused the environment: {e}")
                     } else {
                         match self.start(&name) {
                             Ok(()) => {
