@@ -237,7 +237,7 @@ impl<T> Inbox<T> {
             let skip = st.partial.remove(&s).map(|p| p.1).unwrap_or_default();
             st.open.insert(s, (n, skip.clone()));
             ready.push((s, it, skip));
-            st.next = s + 1;
+            st.next = s.saturating_add(1);
             st.skip_done();
             if let Some(e) = st.early.remove(&st.next) {
                 // Held batches do not know their count here; the driver reports it on settle.

@@ -315,6 +315,10 @@ fn decode_payload(p: &[u8]) -> Result<Batch, OpenError> {
     let to_host = r.str8()?;
     let epoch = r.u64()?;
     let seq = r.u64()?;
+    // Sequences start at 1, and the receiver counts one past the last it admitted.
+    if seq == 0 || seq == u64::MAX {
+        return Err(r.err("seq out of range (1 to 2^64 - 2)"));
+    }
     let count = r.u32()? as usize;
     if count > MAX_BATCH_MESSAGES {
         return Err(r.err("too many messages"));
@@ -475,6 +479,27 @@ mod tests {
         let b = sample();
         let bytes = seal_batch(&b, &key(1));
         assert_eq!(open_batch(&bytes, &trust()).unwrap(), b);
+    }
+
+    /// A trusted peer's batch numbered 0 or 2^64 - 1 is malformed (sequences run from 1, and
+    /// the receiver counts one past the last): refused before admission, where the last one
+    /// overflowed the receiver's counter. Control: 2^64 - 2 opens.
+    #[test]
+    fn a_sequence_number_out_of_range_is_malformed() {
+        for seq in [0, u64::MAX] {
+            let mut b = sample();
+            b.seq = seq;
+            assert!(
+                matches!(
+                    open_batch(&seal_batch(&b, &key(1)), &trust()),
+                    Err(OpenError::Malformed { .. })
+                ),
+                "seq {seq}"
+            );
+        }
+        let mut b = sample();
+        b.seq = u64::MAX - 1;
+        assert_eq!(open_batch(&seal_batch(&b, &key(1)), &trust()).unwrap(), b);
     }
 
     #[test]
