@@ -204,6 +204,13 @@ impl<T> Inbox<T> {
             .collect()
     }
 
+    /// Whether the next arrival of `stream` starts it (the stream was never seen, nor restored
+    /// from the journal): the driver then journals where it starts, so that a restart does not
+    /// wait for the batches before it.
+    pub fn is_new(&self, stream: &StreamId) -> bool {
+        self.streams.get(stream).is_none_or(|st| st.next == 0)
+    }
+
     /// A batch `seq` of `stream` with `count` messages arrived (see [`Arrival`]).
     pub fn arrive(&mut self, stream: &StreamId, seq: u64, count: u32, item: T) -> Arrival<T> {
         let st = self

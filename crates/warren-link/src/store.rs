@@ -376,6 +376,16 @@ impl InboxLog {
         self.journal.append(SETTLE, &settle_payload(s))
     }
 
+    /// Records that `stream` started at batch `first` (the first of it this host ever saw,
+    /// the broker's queue being FIFO): every batch before it counts as settled after a restart.
+    pub fn started(&mut self, stream: &StreamId, first: u64) -> Result<(), StoreError> {
+        let mut p = Vec::new();
+        str8(&mut p, &stream.host);
+        p.extend_from_slice(&stream.epoch.to_be_bytes());
+        p.extend_from_slice(&first.saturating_sub(1).to_be_bytes());
+        self.journal.append(DONE, &p)
+    }
+
     /// Syncs what was recorded.
     pub fn commit(&mut self) -> Result<(), StoreError> {
         self.journal.commit()
@@ -469,6 +479,49 @@ mod tests {
             let _log = InboxLog::open(&path, &mut again).unwrap();
             assert_eq!(again.arrive(&s, 3, 1, ()), Arrival::Done(()));
             assert!(matches!(again.arrive(&s, 4, 1, ()), Arrival::Ready(_)));
+        }
+    }
+
+    /// A stream first seen at batch 11, whose batch 12 holds no message: after a restart the
+    /// stream continues at 13 (it waited for batch 1, or for the empty batch, forever).
+    /// Control: without the start record, 13 is held.
+    #[test]
+    fn a_stream_first_seen_in_the_middle_and_an_empty_batch_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StreamId {
+            host: "gamma".into(),
+            epoch: 9,
+        };
+        for with_start in [true, false] {
+            let path = dir.path().join(format!("inbox-{with_start}.log"));
+            let mut ib: Inbox<()> = Inbox::new();
+            let mut log = InboxLog::open(&path, &mut ib).unwrap();
+            assert!(ib.is_new(&s));
+            if with_start {
+                log.started(&s, 11).unwrap();
+            }
+            for (seq, count) in [(11, 1), (12, 0)] {
+                assert!(matches!(ib.arrive(&s, seq, count, ()), Arrival::Ready(_)));
+                assert!(ib.settle(&s, seq, 0));
+                log.settled(&Settlement {
+                    stream: s.clone(),
+                    seq,
+                    index: 0,
+                    count,
+                })
+                .unwrap();
+            }
+            log.commit().unwrap();
+            drop(log);
+            let mut again: Inbox<()> = Inbox::new();
+            let _log = InboxLog::open(&path, &mut again).unwrap();
+            assert!(!again.is_new(&s));
+            let next = again.arrive(&s, 13, 1, ());
+            assert_eq!(
+                matches!(next, Arrival::Ready(_)),
+                with_start,
+                "with the start record: {with_start}"
+            );
         }
     }
 }

@@ -512,6 +512,14 @@ impl Link {
             epoch: batch.epoch,
         };
         let (seq, count) = (batch.seq, batch.messages.len() as u32);
+        if seq > 1 && self.inbox.is_new(&stream) {
+            // A stream first seen in the middle (this host's inbox journal was lost, or the
+            // sender's first batches were refused): journal where it starts, or after a
+            // restart it would wait for the batches before forever.
+            if let Err(e) = self.inbox_log.started(&stream, seq) {
+                tracing::error!("federation: inbox journal: {e}");
+            }
+        }
         match self
             .inbox
             .arrive(&stream, seq, count, (batch, tag, generation))
@@ -527,8 +535,8 @@ impl Link {
                     };
                     self.admitted.insert((stream.clone(), seq), admitted);
                     if count == 0 {
-                        self.inbox.settle(&stream, seq, 0);
-                        self.batch_settled(&stream, seq);
+                        // Journalled like any settlement, or a restart would wait for it.
+                        self.settle(&stream, seq, 0);
                         continue;
                     }
                     for (i, env) in batch.messages.into_iter().enumerate() {
