@@ -786,20 +786,7 @@ fn a_manifest_cannot_take_the_name_of_a_running_run_d_environment() {
     let _serial = serial();
     let mut space = Space::new();
     let name = space.name("ma-clash");
-    let root = busybox_root().display().to_string();
-    let o = warren()
-        .args(["run", "-d", "--name", &name, "--rootfs", &root, "--"])
-        .args(["/bin/sleep", "100"])
-        .output()
-        .unwrap();
-    assert_code(&o, 0);
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = warren().args(["rm", "-f", &self.0]).output();
-        }
-    }
-    let _remove = Remove(name.clone());
+    let _remove = run_d(&name, &["/bin/sleep", "100"]);
     let running = || {
         ps_all()
             .get(&name)
@@ -1013,6 +1000,27 @@ fn a_receive_in_flight_across_a_kernel_restart_returns() {
     });
 }
 
+/// Removes a `warren run -d` environment (`rm -f`) when dropped.
+struct Remove(String);
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let _ = warren().args(["rm", "-f", &self.0]).output();
+    }
+}
+
+/// `warren run -d --name NAME` of `command` on the busybox root, removed when the guard drops.
+fn run_d(name: &str, command: &[&str]) -> Remove {
+    let root = busybox_root().display().to_string();
+    let o = warren()
+        .args(["run", "-d", "--name", name, "--rootfs", &root, "--"])
+        .args(command)
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    Remove(name.to_owned())
+}
+
 /// The pids of processes whose command line is exactly `args`.
 fn pids_running(args: &[&str]) -> Vec<i32> {
     let want: Vec<u8> = args
@@ -1045,21 +1053,8 @@ fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
     wait_for("the managed workload to end", 15, || {
         (!alive(pid)).then_some(())
     });
-    let root = busybox_root().display().to_string();
     let sleeper = ["/bin/sleep", "97531"];
-    let o = warren()
-        .args(["run", "-d", "--name", &name, "--rootfs", &root, "--"])
-        .args(sleeper)
-        .output()
-        .unwrap();
-    assert_code(&o, 0);
-    struct Remove(String);
-    impl Drop for Remove {
-        fn drop(&mut self) {
-            let _ = warren().args(["rm", "-f", &self.0]).output();
-        }
-    }
-    let _remove = Remove(name.clone());
+    let _remove = run_d(&name, &sleeper);
     let other = wait_for("the run -d workload", 15, || {
         pids_running(&sleeper).first().copied()
     });
