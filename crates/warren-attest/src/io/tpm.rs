@@ -195,6 +195,23 @@ impl TpmRoot {
         }
     }
 
+    /// Agent operation `op ARG` for a log that holds `records` records: with `continues` when
+    /// it holds any. An anchor unwritten since a new TPM start-up is
+    /// [`RootError::AnchorReset`] (the log starts anew); one unwritten in the same start-up
+    /// (deleted and defined again) gets the operation without the check.
+    fn call_continuing(&self, op: &str, arg: &str, records: u64) -> Result<Value, RootError> {
+        if records == 0 {
+            return self.call_measured(&[op, arg]);
+        }
+        match self.call_measured(&[op, arg, CONTINUES]) {
+            Err(e) => match self.anchor_cleared(e)? {
+                false => self.call_measured(&[op, arg]),
+                true => Err(RootError::AnchorReset),
+            },
+            Ok(v) => Ok(v),
+        }
+    }
+
     fn call_measured(&self, args: &[&str]) -> Result<Value, RootError> {
         match self.call(args) {
             Err(RootError::Tpm(e)) if e.contains("pcr-state") => {
@@ -260,20 +277,9 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn extend_after(&mut self, digest: &[u8; 32], earlier: u64) -> Result<(), RootError> {
-        let digest = hex::encode(digest);
-        let v = if earlier > 0 {
-            match self.call_measured(&["extend", &digest, CONTINUES]) {
-                Err(e) => match self.anchor_cleared(e)? {
-                    // Cleared without a TPM reset: extended all the same, so that the log,
-                    // which no longer replays to the anchor, shows it to every verifier.
-                    false => self.call_measured(&["extend", &digest])?,
-                    true => return Err(RootError::AnchorReset),
-                },
-                Ok(v) => v,
-            }
-        } else {
-            self.call_measured(&["extend", &digest])?
-        };
+        // An anchor cleared without a TPM reset is extended all the same, so that the log,
+        // which no longer replays to it, shows the reset to every verifier.
+        let v = self.call_continuing("extend", &hex::encode(digest), earlier)?;
         // The TPM start-up the log's records are extended in: the first record of a log (and
         // the first of a log older than the file) notes it.
         if let Some(startup) = v.get("startup").and_then(Value::as_str) {
@@ -296,19 +302,8 @@ impl RootOfTrust for TpmRoot {
     }
 
     fn quote_after(&mut self, qualifying: &[u8; 32], records: u64) -> Result<Evidence, RootError> {
-        let qualifying = hex::encode(qualifying);
-        let v = if records > 0 {
-            match self.call_measured(&["quote", &qualifying, CONTINUES]) {
-                Err(e) => match self.anchor_cleared(e)? {
-                    // Cleared without a TPM reset: the quote fails on the unwritten anchor.
-                    false => self.call_measured(&["quote", &qualifying])?,
-                    true => return Err(RootError::AnchorReset),
-                },
-                Ok(v) => v,
-            }
-        } else {
-            self.call_measured(&["quote", &qualifying])?
-        };
+        // An anchor cleared without a TPM reset: the quote fails on the unwritten anchor.
+        let v = self.call_continuing("quote", &hex::encode(qualifying), records)?;
         Ok(Evidence {
             attest: Self::hex(&v, "attest")?,
             signature: der_signature(&Self::hex(&v, "r")?, &Self::hex(&v, "s")?)?,
