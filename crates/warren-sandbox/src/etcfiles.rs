@@ -35,10 +35,14 @@ pub fn contents(plan: &LaunchPlan, own: Option<IpAddr>) -> [String; 3] {
 /// The digest the launch record keeps of the generated files: `sha256:` over, for each of
 /// [`FILES`] in order, its path, a NUL, then its contents and a NUL when it is bound, or the
 /// byte 0xFF and a NUL when the root keeps its own (skipped: 0xFF is never in generated text,
-/// which is UTF-8). `None` for a `--binary` root, which gets none of them.
-pub fn digest(plan: &LaunchPlan, own: Option<IpAddr>) -> Option<String> {
+/// which is UTF-8). `bound` are the indices [`wanted`] chose (so the root is looked at once
+/// per launch). `None` for a `--binary` root, which gets none of them.
+pub(crate) fn digest(plan: &LaunchPlan, own: Option<IpAddr>, bound: &[usize]) -> Option<String> {
     use sha2::Digest;
-    let bound = bindable(plan)?;
+    if matches!(plan.root, RootSource::Binary(_)) {
+        return None;
+    }
+    let bound: [bool; 3] = std::array::from_fn(|i| bound.contains(&i));
     let mut h = sha2::Sha256::new();
     for ((path, text), bound) in FILES.iter().zip(contents(plan, own)).zip(bound) {
         h.update(path.as_bytes());

@@ -463,6 +463,9 @@ struct ParentEnds {
     mount_trees: Vec<OwnedFd>,
     /// With `-t`: the parent's end of the socket the child sends the pty's master over.
     pty: Option<OwnedFd>,
+    /// Which generated `/etc` files the child binds (indices in `etcfiles::FILES`, as
+    /// `etcfiles::wanted` chose them), for the record.
+    etc_bound: Vec<usize>,
 }
 
 /// Steps 7, 7a and 8 (errors labelled `clone`, `cgroup`, `clone`): prepare what the child
@@ -547,6 +550,7 @@ fn fork(
             .as_ref()
             .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
     );
+    let etc_bound: Vec<usize> = etc_files.iter().map(|(i, _)| *i).collect();
     let attach = match taken
         .cgroup
         .as_ref()
@@ -632,6 +636,7 @@ fn fork(
                     image_tree,
                     mount_trees,
                     pty: pty_parent,
+                    etc_bound,
                 },
             ))
         }
@@ -845,6 +850,7 @@ pub fn launch_with_mailbox(
             .net
             .as_ref()
             .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+        &ends.etc_bound,
     );
     // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
     // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
@@ -869,6 +875,7 @@ pub fn launch_with_mailbox(
         image_tree: _,
         mount_trees: _,
         pty,
+        etc_bound: _,
     } = ends;
     drop(go_keep);
     let mut refusals = None;
