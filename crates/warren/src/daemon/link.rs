@@ -238,6 +238,15 @@ impl Link {
         &self.host
     }
 
+    /// The hosts in the trusted keys, this one excepted: the only hosts sends may go to.
+    pub fn trusted_hosts(&self) -> Vec<String> {
+        self.trust
+            .hosts()
+            .filter(|h| *h != self.host)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The eventfd the daemon's epoll set watches.
     pub fn wake_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.driver.wake_fd()
@@ -648,6 +657,25 @@ impl Link {
             self.audit(now, &to, format!("{from} -> {to}"), "cut-off", why);
             return Err(None);
         }
+        // The names a sending kernel writes (federation.md, "Message fields"): a peer that
+        // writes anything else is refused, not presented as a sender no policy foresaw.
+        if let Err(why) = warren_kernel::check_label(&w.env.from_env) {
+            let to = w.env.to.clone();
+            let why = format!(
+                "from_env {:?} is not an environment name: {why}",
+                w.env.from_env
+            );
+            self.audit(now, &to, format!("{from} -> {to}"), "bad-request", why);
+            return Err(None);
+        }
+        if w.env.via.is_none() {
+            if let Err(why) = check_mailbox_name(&w.env.to) {
+                let to = w.env.to.clone();
+                let why = format!("to {to:?} is not a mailbox name (ENV or ENV/MAILBOX): {why}");
+                self.audit(now, "-", format!("{from} -> {to}"), "bad-request", why);
+                return Err(None);
+            }
+        }
         let mut to = w.env.to.clone();
         let mut via = None;
         if let Some(t) = &w.env.via {
@@ -834,4 +862,17 @@ impl Link {
             self.driver.send(Command::Ack { tag, generation });
         }
     }
+}
+
+/// A mailbox name as a message's `to` carries it: `env` or `env/mailbox`, each a label.
+fn check_mailbox_name(to: &str) -> Result<(), String> {
+    let (env, mailbox) = match to.split_once('/') {
+        Some((e, m)) => (e, Some(m)),
+        None => (to, None),
+    };
+    warren_kernel::check_label(env).map_err(|why| format!("the environment part: {why}"))?;
+    if let Some(m) = mailbox {
+        warren_kernel::check_label(m).map_err(|why| format!("the mailbox part: {why}"))?;
+    }
+    Ok(())
 }
