@@ -258,9 +258,14 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// A working directory with both hosts' keys and the trusted-keys file.
 fn keys(dir: &Path) {
+    keys_for(dir, &["alpha", "beta"]);
+}
+
+/// Host keys for `hosts` under DIR/keys, all of them in DIR/trusted.
+fn keys_for(dir: &Path, hosts: &[&str]) {
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     let mut trusted = String::new();
-    for h in ["alpha", "beta"] {
+    for h in hosts {
         let out = Command::new(warren_bin())
             .args(["host-key", "--name", h])
             .arg(dir.join("keys").join(format!("{h}.key")))
@@ -784,4 +789,88 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
         "{:#?}",
         refused[0]
     );
+}
+
+/// A destination the broker refuses (here its queue was declared by someone else as a quorum
+/// queue, so the classic declaration fails with PRECONDITION_FAILED) is set aside and retried:
+/// it does not stall the link. Before, every refusal tore the connection down and the
+/// republish in (host, seq) order met the refused host first on every reconnection, so no
+/// later host received anything.
+#[test]
+fn a_host_the_broker_refuses_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    keys_for(dir.path(), &["able", "alpha", "beta"]);
+    let broker = Broker::start(6);
+    // "able" sorts before "beta". Its queue, declared as quorum by another party.
+    let squatter = Driver::start(BrokerConfig {
+        host: "able".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Quorum,
+        prefetch: 1,
+    })
+    .unwrap();
+    wait_until(Duration::from_secs(30), "the quorum queue", || {
+        matches!(squatter.poll(), Some(Event::Connected { .. }))
+    });
+    drop(squatter);
+
+    let (first, web, sink) = (name("rfirst"), name("rweb"), name("rsink"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"1\", \"1000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &first,
+            "\"send\", \"x@able\", \"1\"",
+            "may_send = [\"x@able\"]",
+        ),
+        &[&first, &web],
+    );
+    beta.start();
+    alpha.start();
+    wait_until(Duration::from_secs(30), "the broker's refusal", || {
+        alpha
+            .daemon_log()
+            .contains("the broker refuses batches for host able")
+    });
+    // Now a message for beta, from an environment that starts after the refusal.
+    let more = std::fs::read_to_string(&alpha.manifest).unwrap()
+        + &binary_space(
+            &web,
+            &format!("\"send\", \"{sink}@beta\", \"1\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        );
+    std::fs::write(&alpha.manifest, more).unwrap();
+    let st = alpha
+        .warren()
+        .arg("apply")
+        .arg(&alpha.manifest)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    beta.wait_log(&sink, "DONE", 60);
+    assert!(
+        beta.env_log(&sink).contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{}",
+        beta.env_log(&sink)
+    );
+    // The refused batch is kept, not dropped: it is tried again, and said so each time.
+    let log = alpha.daemon_log();
+    assert!(log.contains("PRECONDITION_FAILED"), "{log}");
+    assert!(log.contains("kept in the outbox and tried again"), "{log}");
 }
