@@ -874,3 +874,72 @@ fn a_host_the_broker_refuses_does_not_stall_the_others() {
     assert!(log.contains("PRECONDITION_FAILED"), "{log}");
     assert!(log.contains("kept in the outbox and tried again"), "{log}");
 }
+
+/// A batch that never arrives (here: never published, as if deleted from the queue) holds the
+/// batches after it only for `[host] gap_wait`: then the gap is audited `lost`, by number, and
+/// the held batch is delivered; the missing batch, when it turns up after all, is delivered
+/// late rather than dropped. Before, the held batches waited for ever and, with the 256
+/// unacknowledged batches every sender shares, could stop all federation into the host.
+#[test]
+fn a_gap_that_never_fills_is_reported_and_does_not_hold_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(7);
+    let (web, sink) = (name("gweb"), name("gsink"));
+    let mut beta = Host::with(
+        dir.path(),
+        "beta",
+        &broker,
+        "gap_wait = 2",
+        &binary_space(
+            &sink,
+            "\"recv\", \"3\", \"20000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    beta.start();
+    let alpha_key =
+        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let driver = Driver::start(BrokerConfig {
+        host: "alpha-test".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Classic,
+        prefetch: 16,
+    })
+    .unwrap();
+    let epoch = 77;
+    let batch = |seq: u64, body: &str| Batch {
+        from_host: "alpha".into(),
+        to_host: "beta".into(),
+        epoch,
+        seq,
+        messages: vec![Envelope {
+            to: sink.clone(),
+            from_env: web.clone(),
+            body: body.as_bytes().to_vec(),
+            ..Envelope::default()
+        }],
+    };
+    publish(&driver, 1, batch(1, "1"), &alpha_key);
+    publish(&driver, 3, batch(3, "3"), &alpha_key);
+    // Batch 3 is delivered once the 2 s wait for batch 2 is over.
+    beta.wait_log(&sink, "GAP 2..3", 30);
+    let lost: Vec<_> = beta
+        .audit()
+        .into_iter()
+        .filter(|r| r["code"] == "lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert_eq!(
+        lost[0]["target"],
+        format!("batch 2 from alpha (epoch {epoch})")
+    );
+    // Batch 2 after all: delivered, late.
+    publish(&driver, 2, batch(2, "2"), &alpha_key);
+    beta.wait_log(&sink, "REPEAT 2 (after the end)", 30);
+    beta.wait_log(&sink, "DONE", 60);
+    let log = beta.env_log(&sink);
+    assert!(log.contains("DONE received=3 repeats=1 gaps=1"), "{log}");
+}

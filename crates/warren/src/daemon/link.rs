@@ -49,6 +49,11 @@ const BATCH_MAX_BYTES: usize = 8 << 20;
 /// turns, so that environments' requests and timeouts are served in between.
 const EVENTS_PER_TURN: usize = 64;
 const INJECT_PER_TURN: usize = 4096;
+/// How long (seconds) batches held ahead of a gap in a sender's numbering wait for the missing
+/// ones, unless `[host] gap_wait` says otherwise. Held batches count in the [`PREFETCH`]
+/// window shared by every sender, so a batch that never comes (deleted from the queue) must
+/// not hold the window for ever.
+const DEFAULT_GAP_WAIT_S: u64 = 60;
 
 /// A batch admitted, and the delivery that carries it now.
 struct Admitted {
@@ -56,6 +61,10 @@ struct Admitted {
     generation: u64,
     count: u32,
 }
+
+/// A batch the inbox released for admission: its number, the batch with the delivery that
+/// carries it (tag, connection), and the indices of its messages already settled.
+type Released = (u64, (Batch, u64, u64), std::collections::BTreeSet<u32>);
 
 /// One message of an admitted batch, waiting to be injected.
 struct Waiting {
@@ -96,6 +105,8 @@ pub struct Link {
     more: bool,
     /// The attestation mailbox and the verdicts on peer hosts (`gate.rs`).
     gate: Gate,
+    /// How long batches held ahead of a gap wait for it before it is given up (ms).
+    gap_wait: u64,
 }
 
 /// Where the `[host]` section of the last manifest the kernel started with is kept, so a
@@ -116,6 +127,7 @@ pub fn remember_host(state_dir: &Path, host: &HostSpec) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "name": host.name, "broker": host.broker, "broker_ca": host.broker_ca, "key": host.key,
         "trusted_keys": host.trusted_keys, "queue_type": host.queue_type,
+        "gap_wait": host.gap_wait,
     });
     std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("write {}", path.display()))
@@ -138,6 +150,7 @@ pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::
                     key: s("key").map(PathBuf::from),
                     trusted_keys: s("trusted_keys").map(PathBuf::from),
                     queue_type: s("queue_type"),
+                    gap_wait: v["gap_wait"].as_u64(),
                 })
             }
             Err(_) => Ok(HostSpec::default()),
@@ -235,6 +248,7 @@ impl Link {
             clock,
             more: false,
             gate,
+            gap_wait: host.gap_wait.unwrap_or(DEFAULT_GAP_WAIT_S) * 1000,
         }))
     }
 
@@ -546,37 +560,7 @@ impl Link {
             .inbox
             .arrive(&stream, seq, count, (batch, tag, generation))
         {
-            Arrival::Ready(list) => {
-                for (seq, (batch, tag, generation), skip) in list {
-                    let count = batch.messages.len() as u32;
-                    self.inbox.set_count(&stream, seq, count);
-                    let admitted = Admitted {
-                        tag,
-                        generation,
-                        count,
-                    };
-                    self.admitted.insert((stream.clone(), seq), admitted);
-                    if count == 0 {
-                        // Journalled like any settlement, or a restart would wait for it.
-                        self.settle(&stream, seq, 0);
-                        continue;
-                    }
-                    for (i, env) in batch.messages.into_iter().enumerate() {
-                        let index = i as u32;
-                        if skip.contains(&index) {
-                            continue;
-                        }
-                        self.waiting.push_back(Waiting {
-                            stream: stream.clone(),
-                            seq,
-                            index,
-                            from_host: batch.from_host.clone(),
-                            env,
-                            since: now,
-                        });
-                    }
-                }
-            }
+            Arrival::Ready(list) => self.admit(&stream, list, now),
             Arrival::Open((_, tag, generation)) => {
                 // A redelivery of a batch still in the kernel: acknowledge through this copy.
                 if let Some(a) = self.admitted.get_mut(&(stream, seq)) {
@@ -593,10 +577,76 @@ impl Link {
         }
     }
 
+    /// Admits batches the inbox released (in order): their messages wait for injection.
+    fn admit(
+        &mut self,
+        stream: &StreamId,
+        list: Vec<Released>,
+        now: u64,
+    ) {
+        for (seq, (batch, tag, generation), skip) in list {
+            let count = batch.messages.len() as u32;
+            self.inbox.set_count(stream, seq, count);
+            let admitted = Admitted {
+                tag,
+                generation,
+                count,
+            };
+            self.admitted.insert((stream.clone(), seq), admitted);
+            if count == 0 {
+                // Journalled like any settlement, or a restart would wait for it.
+                self.settle(stream, seq, 0);
+                continue;
+            }
+            for (i, env) in batch.messages.into_iter().enumerate() {
+                let index = i as u32;
+                if skip.contains(&index) {
+                    continue;
+                }
+                self.waiting.push_back(Waiting {
+                    stream: stream.clone(),
+                    seq,
+                    index,
+                    from_host: batch.from_host.clone(),
+                    env,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    /// Gives up on gaps that held batches back for `gap_wait`: audited (`lost`: the missing
+    /// batches, by number), and the held batches are admitted.
+    fn skip_gaps(&mut self, now: u64) {
+        for sk in self.inbox.skip_gaps(now, self.gap_wait) {
+            let (first, last) = sk.missing;
+            let which = if first == last {
+                format!("batch {first}")
+            } else {
+                format!("batches {first}-{last}")
+            };
+            let target = format!(
+                "{which} from {} (epoch {})",
+                sk.stream.host, sk.stream.epoch
+            );
+            let why = format!(
+                "{which} of {}'s stream never arrived within {} s while {} later one(s) did; \
+                 those are delivered now, and a missing batch that arrives after all is \
+                 delivered then, out of order",
+                sk.stream.host,
+                self.gap_wait / 1000,
+                sk.ready.len()
+            );
+            self.audit(now, "-", target, "lost", why);
+            self.admit(&sk.stream, sk.ready, now);
+        }
+    }
+
     /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
     /// keeps the rest of it waiting.
     pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
         self.gate_turn(kernel, now);
+        self.skip_gaps(now);
         self.more = false;
         if self.waiting.is_empty() {
             return;
@@ -650,7 +700,12 @@ impl Link {
         if self.more {
             return Some(0);
         }
-        let held = self.waiting.iter().map(|w| w.since + HOLD_MS).min();
+        let held = self
+            .waiting
+            .iter()
+            .map(|w| w.since + HOLD_MS)
+            .chain(self.inbox.gap_deadline(self.gap_wait))
+            .min();
         let now = self.clock.elapsed().as_millis() as u64;
         match (held, self.gate.next_deadline(now)) {
             (Some(a), Some(b)) => Some(a.min(b)),
