@@ -424,6 +424,27 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     let mut bad_to = batch("alpha", 8, &web, "672");
     bad_to.messages[0].to = format!("{sink}@beta");
     publish(&driver, 8, bad_to, &alpha_key);
+    // Capabilities passed along must be the sending host's own tokens, signed with its key and
+    // bound to the receiving environment: one signed by another key, one bound elsewhere.
+    let token = |bearer: &str, key: &warren_link::SigningKey| {
+        warren_link::wire::seal_token(
+            &warren_link::wire::Token {
+                issuer: "alpha".into(),
+                id: 1,
+                target: web.clone(),
+                rights: 1,
+                uses: None,
+                bearer: bearer.into(),
+            },
+            key,
+        )
+    };
+    let mut bad_sig = batch("alpha", 9, &web, "673");
+    bad_sig.messages[0].caps = vec![token(&format!("{sink}@beta"), &mallory_key)];
+    publish(&driver, 9, bad_sig, &alpha_key);
+    let mut elsewhere = batch("alpha", 10, &web, "674");
+    elsewhere.messages[0].caps = vec![token("someone@beta", &alpha_key)];
+    publish(&driver, 10, elsewhere, &alpha_key);
     publish(&driver, 4, batch("alpha", 4, &web, "1"), &alpha_key);
     let mut confirmed = 0;
     wait_until(Duration::from_secs(30), "publisher confirms", || {
@@ -432,7 +453,7 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
                 confirmed += 1;
             }
         }
-        confirmed == 8
+        confirmed == 10
     });
 
     beta.wait_log(&sink, "DONE", 60);
@@ -479,7 +500,18 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
             "{what}: {inbound:#?}"
         );
     }
-    assert_eq!(inbound.len(), 7, "{inbound:#?}");
+    assert!(
+        has("forged", "bad signature on a token from host \"alpha\""),
+        "{inbound:#?}"
+    );
+    assert!(
+        has(
+            "forged",
+            &format!("token 1 of alpha is bound to someone@beta, not to {sink}@beta")
+        ),
+        "{inbound:#?}"
+    );
+    assert_eq!(inbound.len(), 9, "{inbound:#?}");
 }
 
 /// A host sends nothing to a host whose key it does not trust: the queue of an untrusted name

@@ -25,7 +25,7 @@ use warren_kernel::{AuditRecord, Import, Inbound, InjectError, Kernel, Outbound}
 use warren_link::amqp::{BrokerConfig, Command, Driver, Event, QueueType, redact};
 use warren_link::inbox::{Arrival, Inbox, Settlement, StreamId};
 use warren_link::store::{InboxLog, Outbox};
-use warren_link::trust::{TrustedKeys, format_public, load_or_create_host_key};
+use warren_link::trust::{Trust, TrustedKeys, format_public, load_or_create_host_key};
 use warren_link::wire::{self, Batch, Envelope, Token};
 use warren_link::{SigningKey, VerifyingKey};
 use warren_spec::HostSpec;
@@ -578,12 +578,7 @@ impl Link {
     }
 
     /// Admits batches the inbox released (in order): their messages wait for injection.
-    fn admit(
-        &mut self,
-        stream: &StreamId,
-        list: Vec<Released>,
-        now: u64,
-    ) {
+    fn admit(&mut self, stream: &StreamId, list: Vec<Released>, now: u64) {
         for (seq, (batch, tag, generation), skip) in list {
             let count = batch.messages.len() as u32;
             self.inbox.set_count(stream, seq, count);
@@ -775,9 +770,28 @@ impl Link {
         let mut imports = Vec::with_capacity(w.env.caps.len());
         let mut reply = None;
         let all = w.env.caps.iter().map(|c| (c, false));
+        // Tokens passed along are the sending host's own (a host can only export its own
+        // mailboxes), signed with its key, and bound to the environment that receives them.
+        let issuer_key = self.trust.verifying_key(&w.from_host).ok();
+        let bearer = format!(
+            "{}@{}",
+            to.split('/').next().unwrap_or(to.as_str()),
+            self.host
+        );
         for (bytes, is_reply) in all.chain(w.env.reply.iter().map(|c| (c, true))) {
-            match wire::peek_token(bytes) {
-                // A host can only export its own mailboxes.
+            let opened = match &issuer_key {
+                Some(key) => wire::open_token(bytes, key),
+                None => wire::peek_token(bytes),
+            };
+            match opened {
+                Ok(tok) if tok.issuer == w.from_host && tok.bearer != bearer => {
+                    let why = format!(
+                        "token {} of {} is bound to {}, not to {bearer} that receives it",
+                        tok.id, tok.issuer, tok.bearer
+                    );
+                    self.audit(now, &to, format!("{from} -> {to}"), "forged", why);
+                    return Err(None);
+                }
                 Ok(tok) if tok.issuer == w.from_host => {
                     let import = Import {
                         address: format!("{}@{}", tok.target, tok.issuer),
