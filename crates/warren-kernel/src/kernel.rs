@@ -420,6 +420,9 @@ pub struct Kernel {
     /// Capabilities exported to other hosts, by export number.
     exports: BTreeMap<u64, CapId>,
     next_export: u64,
+    /// The first export number of this kernel: numbers from here to `next_export` were issued
+    /// by it, so one of them no longer held was used up.
+    first_export: u64,
     /// Hosts cut off by an attestation verdict (`remote.rs`), with what a refused sender is
     /// told.
     cut_off: BTreeMap<String, String>,
@@ -455,6 +458,7 @@ impl Kernel {
             remote: BTreeMap::new(),
             exports: BTreeMap::new(),
             next_export: 1,
+            first_export: 1,
             cut_off: BTreeMap::new(),
             peer_hosts: None,
             spawn: spawn::SpawnState::default(),
