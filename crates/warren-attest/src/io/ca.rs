@@ -231,8 +231,19 @@ impl PrivacyCa {
         Ok(out)
     }
 
-    /// Adds a certificate (PEM) to the trusted EK issuers.
+    /// Checks that `pem` is an X.509 certificate in PEM, as a trusted EK issuer must be (one
+    /// that is not would be skipped when enrollment reads `DIR/ek-roots/`).
+    pub fn check_ek_ca(pem: &str) -> Result<(), CaError> {
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| CaError::Cert(format!("not a PEM certificate: {e}")))?;
+        x509_parser::certificate::X509Certificate::from_der(&parsed.contents)
+            .map_err(|e| CaError::Cert(format!("the certificate does not parse: {e}")))?;
+        Ok(())
+    }
+
+    /// Adds a certificate (PEM) to the trusted EK issuers, after [`Self::check_ek_ca`].
     pub fn trust_ek_ca(&self, pem: &str, name: &str) -> Result<(), CaError> {
+        Self::check_ek_ca(pem)?;
         let dir = self.dir.join("ek-roots");
         std::fs::create_dir_all(&dir).map_err(|source| CaError::Io {
             what: "create",
