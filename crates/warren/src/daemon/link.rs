@@ -39,6 +39,11 @@ pub const HOLD_MS: u64 = 30_000;
 const PREFETCH: u16 = 256;
 /// Most messages per batch.
 const BATCH_MAX: usize = 4096;
+/// Most bytes of messages per batch. A turn's messages for one host are cut into batches of at
+/// most this much (a batch holds at least one message, and one message is at most ~1.1 MiB):
+/// far below the broker's `max_message_size` (16 MiB by default since RabbitMQ 4.0, 128 MiB
+/// before), which refuses a bigger publish and would stall the host's whole link.
+const BATCH_MAX_BYTES: usize = 8 << 20;
 /// Most driver events taken in one turn of the daemon loop, and most messages injected: a
 /// burst (a reconnection brings everything the broker held) is spread over several short
 /// turns, so that environments' requests and timeouts are served in between.
@@ -236,6 +241,15 @@ impl Link {
     /// This host's name.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The hosts in the trusted keys, this one excepted: the only hosts sends may go to.
+    pub fn trusted_hosts(&self) -> Vec<String> {
+        self.trust
+            .hosts()
+            .filter(|h| *h != self.host)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The eventfd the daemon's epoll set watches.
@@ -470,6 +484,14 @@ impl Link {
                     }
                     self.up = Some(false);
                 }
+                Event::Refused { dest, error, retry } => {
+                    tracing::error!(
+                        "federation: the broker refuses batches for host {dest}: {error}; they \
+                         are kept in the outbox and tried again in {} s (other hosts are not \
+                         affected)",
+                        retry.as_secs()
+                    );
+                }
                 Event::Confirmed { dest, seq } => {
                     if let Err(e) = self.outbox.confirmed(&dest, seq) {
                         tracing::error!("federation: outbox: {e}");
@@ -648,6 +670,25 @@ impl Link {
             self.audit(now, &to, format!("{from} -> {to}"), "cut-off", why);
             return Err(None);
         }
+        // The names a sending kernel writes (federation.md, "Message fields"): a peer that
+        // writes anything else is refused, not presented as a sender no policy foresaw.
+        if let Err(why) = warren_kernel::check_label(&w.env.from_env) {
+            let to = w.env.to.clone();
+            let why = format!(
+                "from_env {:?} is not an environment name: {why}",
+                w.env.from_env
+            );
+            self.audit(now, &to, format!("{from} -> {to}"), "bad-request", why);
+            return Err(None);
+        }
+        if w.env.via.is_none() {
+            if let Err(why) = check_mailbox_name(&w.env.to) {
+                let to = w.env.to.clone();
+                let why = format!("to {to:?} is not a mailbox name (ENV or ENV/MAILBOX): {why}");
+                self.audit(now, "-", format!("{from} -> {to}"), "bad-request", why);
+                return Err(None);
+            }
+        }
         let mut to = w.env.to.clone();
         let mut via = None;
         if let Some(t) = &w.env.via {
@@ -804,7 +845,7 @@ impl Link {
     pub fn commit(&mut self) {
         for (dest, mut msgs) in std::mem::take(&mut self.forwards) {
             while !msgs.is_empty() {
-                let rest = msgs.split_off(msgs.len().min(BATCH_MAX));
+                let rest = msgs.split_off(batch_len(&msgs));
                 let seq = self.outbox.take_seq(&dest);
                 let batch = Batch {
                     from_host: self.host.clone(),
@@ -832,6 +873,92 @@ impl Link {
         }
         for (tag, generation) in self.acks.drain(..) {
             self.driver.send(Command::Ack { tag, generation });
+        }
+    }
+}
+
+/// How many of `msgs` (in order) the next batch takes: at most [`BATCH_MAX`] messages and
+/// [`BATCH_MAX_BYTES`] bytes of them, and at least one.
+fn batch_len(msgs: &[Envelope]) -> usize {
+    let mut bytes = 0;
+    for (i, m) in msgs.iter().take(BATCH_MAX).enumerate() {
+        bytes += wire::message_size(m);
+        if bytes > BATCH_MAX_BYTES {
+            return i.max(1);
+        }
+    }
+    msgs.len().min(BATCH_MAX)
+}
+
+/// A mailbox name as a message's `to` carries it: `env` or `env/mailbox`, each a label.
+fn check_mailbox_name(to: &str) -> Result<(), String> {
+    let (env, mailbox) = match to.split_once('/') {
+        Some((e, m)) => (e, Some(m)),
+        None => (to, None),
+    };
+    warren_kernel::check_label(env).map_err(|why| format!("the environment part: {why}"))?;
+    if let Some(m) = mailbox {
+        warren_kernel::check_label(m).map_err(|why| format!("the mailbox part: {why}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: usize) -> Envelope {
+        Envelope {
+            to: "db".into(),
+            from_env: "web".into(),
+            body: vec![0; body],
+            ..Envelope::default()
+        }
+    }
+
+    #[test]
+    fn a_turns_messages_are_cut_into_batches_by_count_and_by_bytes() {
+        // Small messages: by count.
+        let small: Vec<_> = (0..BATCH_MAX + 5).map(|_| msg(10)).collect();
+        assert_eq!(batch_len(&small), BATCH_MAX);
+        assert_eq!(batch_len(&small[BATCH_MAX..]), 5);
+        // The largest bodies: by bytes, never over the cap, never empty.
+        let big: Vec<_> = (0..40).map(|_| msg(983_040)).collect();
+        let mut rest = &big[..];
+        let mut batches = Vec::new();
+        while !rest.is_empty() {
+            let n = batch_len(rest);
+            let bytes: usize = rest[..n].iter().map(wire::message_size).sum();
+            assert!(
+                n >= 1 && bytes <= BATCH_MAX_BYTES,
+                "{n} messages, {bytes} bytes"
+            );
+            batches.push(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(batches.iter().sum::<usize>(), 40);
+        assert_eq!(batches[0], BATCH_MAX_BYTES / wire::message_size(&big[0]));
+        // One message over the cap on its own still leaves, alone.
+        let huge = [msg(BATCH_MAX_BYTES + 1), msg(1)];
+        assert_eq!(batch_len(&huge), 1);
+    }
+
+    #[test]
+    fn to_must_be_a_mailbox_name() {
+        for good in ["db", "db/inbox", "a-1/b-2"] {
+            assert!(check_mailbox_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "DB",
+            "db@beta",
+            "db/",
+            "/inbox",
+            "db/in/box",
+            "-db",
+            "db/x.y",
+        ] {
+            assert!(check_mailbox_name(bad).is_err(), "{bad}");
         }
     }
 }
