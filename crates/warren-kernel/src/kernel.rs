@@ -22,7 +22,7 @@ use crate::{EnvId, Millis};
 
 mod remote;
 pub(crate) mod spawn;
-pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts};
+pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts, receiving_env};
 
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
 pub const DEFAULT_MAILBOX_HANDLE: Handle = 1;
