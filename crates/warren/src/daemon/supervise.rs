@@ -414,6 +414,15 @@ impl Daemon {
         check: bool,
         stop_timeout: u64,
     ) {
+        if spaces.len() > warren_spec::manifest::MAX_SPACES {
+            let msg = format!(
+                "too many environments: {} declared, at most {} are allowed",
+                spaces.len(),
+                warren_spec::manifest::MAX_SPACES
+            );
+            self.control_reply(token, ControlResponse::error(msg));
+            return;
+        }
         let mut desired = BTreeMap::new();
         for (name, spec) in spaces {
             // The control socket takes what a client wrote by hand: the same bounds as a manifest.
