@@ -782,3 +782,49 @@ fn a_launcher_whose_stderr_cannot_be_written_still_runs_its_environment() {
     assert_code(&o, 0);
     assert!(stdout(&o).contains("ran"), "{}", stdout(&o));
 }
+
+/// Under the init (the manifest's default), a command missing from a binary image's root was
+/// left to the init's exec: the launch reported success (`apply`: `created`), and the init
+/// then exited 127 (`ps -a`: `exited`, and with `restart = "no"` the next `apply` kept it
+/// `unchanged`). The launcher looks the command up among what the root holds (the binary, its
+/// loader and libraries, the added paths) and fails with 127 before the launch. Positive
+/// controls: the binary itself, by path and by a name searched in `PATH`, and a file of a
+/// `--with` directory run.
+#[test]
+fn under_the_init_a_command_missing_from_a_binary_root_is_127_before_the_launch() {
+    let run = |extra: &[&str], argv: &[&str]| {
+        warren()
+            .args([
+                "run",
+                "--name",
+                &unique("binroot"),
+                "--init",
+                "--binary",
+                "/bin/sleep",
+            ])
+            .args(extra)
+            .arg("--")
+            .args(argv)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[], &["/bin/no-such", "0"]);
+    assert_error(
+        &o,
+        127,
+        "command not found in the environment: /bin/no-such",
+    );
+    let o = run(&[], &["no-such", "0"]);
+    assert_error(&o, 127, "command not found in the environment: no-such");
+    assert_code(&run(&[], &["/bin/sleep", "0"]), 0);
+    assert_code(&run(&[], &["/bin/../bin/sleep", "0"]), 0);
+    assert_code(&run(&[], &["sleep", "0"]), 0);
+    // The binary is also at `/<its name>`.
+    assert_code(&run(&[], &["/sleep", "0"]), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("true");
+    std::fs::copy("/bin/busybox", &tool).unwrap();
+    let with = dir.path().to_str().unwrap();
+    let o = run(&["--with", with], &[tool.to_str().unwrap()]);
+    assert_code(&o, 0);
+}
