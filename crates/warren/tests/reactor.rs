@@ -1001,6 +1001,57 @@ fn round_trips_continue_during_a_slow_quote() {
     );
 }
 
+/// Quotes are made one at a time by the worker, at most 64 waiting: one tenant pipelining
+/// Attests must not take every place and shut its neighbours out. Each environment may have
+/// at most 4 quotes waiting; its further ones are answered `attest-failed` at once, and a
+/// neighbour's quote is still taken. (Before, the tenant's 70 Attests took all 64 places and the
+/// neighbour's was refused `64 quotes are already waiting`.)
+#[test]
+fn one_tenants_quotes_cannot_shut_out_a_neighbours() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[("WARREN_TEST_QUOTE_DELAY_MS", "300")]);
+    let attest = |id: u32| Frame {
+        id,
+        body: Request::Attest {
+            nonce: b"nonce".to_vec(),
+            data: Vec::new(),
+        },
+    };
+    let refused_at_once = |f: &Frame<Response>| {
+        matches!(&f.body, Response::Error { code: ErrorCode::AttestFailed, detail }
+            if detail.contains("already waiting"))
+    };
+    let mut tenant = k.register(&unique("quotes"), &[], None);
+    tenant.hello();
+    let frames: Vec<_> = (1000..1070).map(attest).collect();
+    tenant.send(&frames);
+    let mut refused = 0;
+    while refused < 66 {
+        for f in tenant.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(refused_at_once(&f), "{f:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 66, "4 of the tenant's 70 quotes wait");
+    let mut neighbour = k.register(&unique("nquote"), &[], None);
+    neighbour.hello();
+    neighbour.send(&[attest(7)]);
+    let got = neighbour.recv(Duration::from_secs(30)).expect("closed");
+    assert_eq!(got[0].id, 7);
+    assert!(
+        !refused_at_once(&got[0]),
+        "the neighbour was shut out: {got:?}"
+    );
+    // The tenant's 4 were answered by then (one at a time, before the neighbour's).
+    let mut answered = 0;
+    while answered < 4 {
+        for f in tenant.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(!refused_at_once(&f), "{f:?}");
+            answered += 1;
+        }
+    }
+}
+
 // ----- the handshake of docs/protocol.md §6 -----
 
 fn hello(id: u32, min: u16, max: u16) -> Frame<Request> {
