@@ -578,12 +578,7 @@ impl Link {
     }
 
     /// Admits batches the inbox released (in order): their messages wait for injection.
-    fn admit(
-        &mut self,
-        stream: &StreamId,
-        list: Vec<Released>,
-        now: u64,
-    ) {
+    fn admit(&mut self, stream: &StreamId, list: Vec<Released>, now: u64) {
         for (seq, (batch, tag, generation), skip) in list {
             let count = batch.messages.len() as u32;
             self.inbox.set_count(stream, seq, count);
