@@ -175,7 +175,7 @@ pub use kernel::spawn::{
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
     Kernel, KernelError, MESSAGE_OVERHEAD, Outbound, SENDER_SHARE_DIVISOR, Stats, accepts,
-    message_cost,
+    granted_targets, message_cost,
 };
 
 /// Virtual time: milliseconds on the driver's clock.
