@@ -2110,6 +2110,14 @@ impl Kernel {
         self.audit.record(record, self.now, &mut self.actions);
     }
 
+    /// Audits a refusal the kernel did not decide itself (the federation link's, at `now`)
+    /// through the same per-environment rate limit as its own: it comes back as
+    /// [`Action::Audit`], or counted in an aggregate.
+    pub fn record_audit(&mut self, record: AuditRecord, now: Millis) {
+        self.advance(now);
+        self.audit(record);
+    }
+
     fn park(&mut self, env: EnvId, mb: MailboxId) {
         if let Some(e) = self.envs.get_mut(&env) {
             e.waiting += 1;

@@ -1037,3 +1037,79 @@ fn a_gap_that_never_fills_is_reported_and_does_not_hold_the_stream() {
     let log = beta.env_log(&sink);
     assert!(log.contains("DONE received=3 repeats=1 gaps=1"), "{log}");
 }
+
+/// A peer's flood of messages this host refuses (here 100 with a `to` that is no mailbox name)
+/// passes the per-environment audit limit like the kernel's own refusals: a few records, then
+/// one aggregate that counts the rest. Nothing is dropped uncounted.
+#[test]
+fn a_peers_flood_of_refused_messages_is_aggregated_in_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(3);
+    let sink = name("fsink");
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"1\", \"1000\"",
+            "accept_from = [\"*@alpha\"]",
+        ),
+        &[&sink],
+    );
+    beta.start();
+    let alpha_key =
+        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let driver = Driver::start(BrokerConfig {
+        host: "alpha-test".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Classic,
+        prefetch: 16,
+    })
+    .unwrap();
+    let bad = Envelope {
+        to: "NOT A MAILBOX".into(),
+        from_env: "web".into(),
+        body: b"x".to_vec(),
+        ..Envelope::default()
+    };
+    let mut messages = vec![bad; 100];
+    // The last one is genuine: when it arrives, every refusal before it was decided.
+    messages.push(Envelope {
+        to: sink.clone(),
+        from_env: "web".into(),
+        body: b"1".to_vec(),
+        ..Envelope::default()
+    });
+    let batch = Batch {
+        from_host: "alpha".into(),
+        to_host: "beta".into(),
+        epoch: 5,
+        seq: 1,
+        messages,
+    };
+    publish(&driver, 1, batch, &alpha_key);
+    beta.wait_log(&sink, "DONE", 60);
+    let refused = |audit: &[serde_json::Value]| -> Vec<serde_json::Value> {
+        audit
+            .iter()
+            .filter(|r| r["op"] == "inbound" && r["code"] == "bad-request")
+            .cloned()
+            .collect()
+    };
+    let first = refused(&beta.audit());
+    assert!(
+        (1..=10).contains(&first.len()),
+        "{} records: {first:#?}",
+        first.len()
+    );
+    // The window (10 s) closes: the aggregate counts the rest, so all 100 are accounted for.
+    wait_until(Duration::from_secs(30), "the aggregate record", || {
+        refused(&beta.audit()).iter().any(|r| r["count"].is_u64())
+    });
+    let all = refused(&beta.audit());
+    let counted: u64 = all.iter().map(|r| r["count"].as_u64().unwrap_or(1)).sum();
+    assert_eq!(counted, 100, "{all:#?}");
+}

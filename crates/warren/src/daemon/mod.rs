@@ -507,15 +507,19 @@ impl Daemon {
     }
 
     fn drain_actions(&mut self) {
+        if let Some(l) = self.link.as_mut() {
+            // The link's refusals pass the kernel's per-environment audit limit, as the
+            // kernel's own do: a peer's flood of refused messages is aggregated.
+            let now = self.start.elapsed().as_millis() as u64;
+            for rec in l.take_audits() {
+                self.kernel.record_audit(rec, now);
+            }
+        }
         self.dispatch_actions();
         let mut answers = Vec::new();
         if let Some(l) = self.link.as_mut() {
             // Durable before any answer leaves: see `link.rs`.
             l.commit();
-            let now = self.start.elapsed().as_millis() as u64;
-            for rec in l.take_audits() {
-                self.audit.write(now, &rec);
-            }
             answers = l.take_control_answers();
         }
         for (token, resp) in answers {
