@@ -445,6 +445,46 @@ fn refusals_name_their_reason_and_are_audited() {
     w.spawn(front, base);
 }
 
+/// An initial name `template:NAME` is the name of a SPAWN handle on template NAME: a mailbox
+/// or another template's SPAWN handle under it is refused (it would take the place of the SPAWN
+/// handle the child's own `may_spawn` gives, under a name that lies about what it is).
+/// Positive control: a SPAWN handle on that very template is accepted and spawns.
+#[test]
+fn a_template_initial_name_must_be_a_spawn_handle_on_that_template() {
+    let mut outer = template("req");
+    outer.may_spawn = vec!["inner".into()];
+    let mut w = World::new(vec![outer, template("inner")]);
+    let store = w.add("store", &[], &[]);
+    let front = w.add("front", &["store"], &["req", "inner"]);
+    let req = w.handle_of(front, "template:req");
+    let inner = w.handle_of(front, "template:inner");
+    for (what, h) in [("a mailbox", 2), ("another template", req)] {
+        let before = w.audits.len();
+        assert_eq!(
+            w.code(
+                front,
+                Request::Spawn(spawn_with(req, &[("template:inner", h)]))
+            ),
+            ErrorCode::BadRequest,
+            "{what} under template:inner"
+        );
+        assert!(w.audits.len() > before, "audited");
+        assert!(w.spawns.is_empty(), "nothing was started");
+    }
+    // The refused spawns took no place and spent nothing: the same handle spawns at once.
+    let (_, child) = w.spawn(front, spawn_with(req, &[("template:inner", inner)]));
+    let table = w.whoami(child);
+    assert_eq!(
+        table.iter().filter(|(_, n, _)| n == "template:inner").count(),
+        1,
+        "{table:?}"
+    );
+    let h = w.handle_of(child, "template:inner");
+    let (grandchild, _) = w.spawn(child, spawn_with(h, &[]));
+    assert!(grandchild.child.starts_with("inner-"), "{grandchild:?}");
+    assert!(w.recv(store).is_none());
+}
+
 #[test]
 fn max_instances_is_host_wide_and_a_failed_start_returns_its_place() {
     let mut t = template("one");

@@ -884,6 +884,26 @@ impl Kernel {
                     "an initial name's handle lacks GRANT",
                 ));
             }
+            // A `template:` name is the name of a SPAWN handle: it must be one, on that
+            // template, or the child would find a mailbox (or another template) under a
+            // template's name instead of the SPAWN handle its own `may_spawn` gives.
+            if let Some(t) = name.strip_prefix(TEMPLATE_PREFIX) {
+                let cap = self.caps.get(c);
+                let on = self
+                    .spawn
+                    .grants
+                    .get(&cap.mailbox)
+                    .filter(|_| cap.rights.contains(Rights::SPAWN));
+                if on.is_none_or(|g| g.template != t) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "initial name {name:?} must be a handle with SPAWN on template {t:?}"
+                        ),
+                    )
+                    .handle(*h));
+                }
+            }
         }
         // Quotas.
         let quota = |why: String| {
