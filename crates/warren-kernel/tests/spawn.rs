@@ -485,6 +485,56 @@ fn a_template_initial_name_must_be_a_spawn_handle_on_that_template() {
     assert!(w.recv(store).is_none());
 }
 
+/// A child may not take a name a running environment's `may_send` or `may_discover` names:
+/// whoever registers under it would get that environment's send capability (or be found by its
+/// lookup), so a spawner choosing the suffix could receive what was meant for another. The
+/// kernel's own numbering skips such names. Positive control: another suffix spawns.
+#[test]
+fn a_child_may_not_take_a_name_the_policy_gives_authority_to() {
+    let (mut w, front, _store, _secret, req) = world();
+    let watcher = w.add("watcher", &["req-victim", "req-1", "req-box/jobs"], &[]);
+    let discoverer = w
+        .k
+        .add_env(
+            EnvSpec {
+                name: "discoverer".into(),
+                may_discover: vec!["req-found".into()],
+                ..EnvSpec::default()
+            },
+            w.now,
+        )
+        .unwrap();
+    w.pump();
+    for suffix in ["victim", "box", "found"] {
+        let before = w.audits.len();
+        let s = Spawn {
+            suffix: Some(suffix.into()),
+            ..spawn_with(req, &[])
+        };
+        assert_eq!(
+            w.code(front, Request::Spawn(s)),
+            ErrorCode::BadRequest,
+            "suffix {suffix}"
+        );
+        assert!(w.audits.len() > before, "audited");
+        assert!(w.spawns.is_empty(), "nothing was started");
+    }
+    // The kernel's numbering skips req-1, which watcher names.
+    let (numbered, _) = w.spawn(front, spawn_with(req, &[]));
+    assert_eq!(numbered.child, "req-2");
+    let (other, _) = w.spawn(
+        front,
+        Spawn {
+            suffix: Some("other".into()),
+            ..spawn_with(req, &[])
+        },
+    );
+    assert_eq!(other.child, "req-other");
+    // Nothing of the children reached the watcher's or the discoverer's tables.
+    assert_eq!(w.whoami(watcher).len(), 1);
+    assert_eq!(w.whoami(discoverer).len(), 1);
+}
+
 #[test]
 fn max_instances_is_host_wide_and_a_failed_start_returns_its_place() {
     let mut t = template("one");

@@ -1253,6 +1253,15 @@ impl Kernel {
                         format!("an environment called {name:?} already runs"),
                     ));
                 }
+                if self.name_is_declared(&name) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "{name:?} is named in an environment's may_send or may_discover: a \
+                             child may not take a name the administrator gave authority to"
+                        ),
+                    ));
+                }
                 Ok(name)
             }
             None => loop {
@@ -1264,11 +1273,25 @@ impl Kernel {
                         "the template's name leaves no room for a number: give a suffix",
                     ));
                 }
-                if !taken(self, &name) {
+                if !taken(self, &name) && !self.name_is_declared(&name) {
                     return Ok(name);
                 }
             },
         }
+    }
+
+    /// Whether a running environment's `may_send` or `may_discover` names environment `name`
+    /// (as `NAME` or `NAME/MAILBOX`): whoever registers under that name gets that authority
+    /// (a send capability, a lookup), so a spawner may not choose it for a child.
+    fn name_is_declared(&self, name: &str) -> bool {
+        let names_it = |entry: &String| {
+            !entry.contains('@') && entry.split('/').next() == Some(name)
+        };
+        self.declared_to.contains_key(name)
+            || self
+                .envs
+                .values()
+                .any(|e| e.may_send.iter().chain(&e.may_discover).any(names_it))
     }
 
     /// Installs the SPAWN handles `env`'s `may_spawn` declares and it lacks.
