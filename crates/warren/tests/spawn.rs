@@ -936,3 +936,55 @@ fn a_restarting_child_ends_with_its_spawner() {
     );
     assert!(!d.ps().contains_key(&child));
 }
+
+/// `warren-msg attenuate` of a SPAWN handle keeps SPAWN (it used to put only SEND, GRANT and
+/// MONITOR in the request, so `attenuate template:T --uses 1` made a handle that could not
+/// spawn): the one-use handle spawns once, then is `used-up`; `--rights` takes `spawn` and
+/// `stop`. Positive control: the original handle, not used up, spawns again.
+#[test]
+fn warren_msg_attenuates_a_spawn_handle_to_one_use() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, t) = (unique("aparent"), unique("once"));
+    let script = format!(
+        "u=$(warren-msg attenuate template:{t} --uses 1); echo \"$u\"; \
+         h=$(echo \"$u\" | sed 's/.*\"handle\":\\([0-9]*\\).*/\\1/'); \
+         warren-msg spawn $h --name one >/dev/null && echo first-spawned; \
+         warren-msg spawn $h --name two; \
+         warren-msg attenuate template:{t} --rights grant,spawn; \
+         warren-msg spawn {t} --name three >/dev/null && echo original-spawned; \
+         echo done; sleep 60"
+    );
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 5\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("sleep 60"),
+        sh(&script),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let out = d.log_with(&parent, "done");
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).expect(&out);
+    assert_eq!(
+        first["rights"],
+        serde_json::json!(["grant", "spawn"]),
+        "{out}"
+    );
+    assert!(out.contains("first-spawned"), "{out}");
+    assert!(out.contains("warren-msg: spawn: used-up"), "{out}");
+    let listed: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .nth(1)
+        .expect(&out);
+    assert_eq!(
+        listed["rights"],
+        serde_json::json!(["grant", "spawn"]),
+        "{out}"
+    );
+    assert!(out.contains("original-spawned"), "{out}");
+    let ps = d.ps();
+    for (suffix, runs) in [("one", true), ("two", false), ("three", true)] {
+        assert_eq!(ps.contains_key(&format!("{t}-{suffix}")), runs, "{ps:?}");
+    }
+}
