@@ -535,6 +535,50 @@ fn a_child_may_not_take_a_name_the_policy_gives_authority_to() {
     assert_eq!(w.whoami(discoverer).len(), 1);
 }
 
+/// A spawn needs room in the spawner's table for Spawned's two handles, counting the spawns
+/// still starting: without it the spawn is refused at once with `unavailable` (it used to be
+/// accepted, started, then refused and the child stopped again). Positive control: the first
+/// spawn, for which there is room, is accepted.
+#[test]
+fn a_spawn_without_room_for_its_handles_is_refused_before_it_starts() {
+    let mut w = World::new(vec![template("req")]);
+    w.k = Kernel::new(Config {
+        max_handles: 6,
+        ..Config::default()
+    });
+    w.k.set_templates(vec![template("req")]);
+    w.add("store", &[], &[]);
+    w.add("secret", &[], &[]);
+    let front = w.add("front", &["store", "secret"], &["req"]);
+    let req = w.handle_of(front, "template:req");
+    assert_eq!(w.whoami(front).len(), 4);
+    // Accepted, still starting: its two handles are spoken for.
+    let first = w.submit(front, Request::Spawn(spawn_with(req, &[])));
+    assert!(w.answer(front, first).is_none());
+    assert_eq!(w.spawns.len(), 1);
+    let before = w.audits.len();
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::Unavailable
+    );
+    assert!(w.audits.len() > before, "audited");
+    assert_eq!(w.spawns.len(), 1, "nothing else was started");
+    // The first one completes with its handles.
+    let order = w.spawns.pop().unwrap();
+    w.k.spawned(order.ticket, w.now).unwrap();
+    w.pump();
+    assert!(matches!(
+        w.answer(front, first),
+        Some(Response::Spawned(_))
+    ));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::Unavailable
+    );
+    assert!(w.spawns.is_empty());
+    assert!(w.stops.is_empty(), "no child was started only to be stopped");
+}
+
 #[test]
 fn max_instances_is_host_wide_and_a_failed_start_returns_its_place() {
     let mut t = template("one");

@@ -932,6 +932,16 @@ impl Kernel {
                 "you have {mine} live children, the most allowed"
             )));
         }
+        // Room for Spawned's two handles (and those of the spawns still starting): otherwise
+        // the child would be started only to be stopped again.
+        let in_flight = self.spawn.starting.get(&env).copied().unwrap_or(0);
+        if !self.has_room(env, 2 * (in_flight + 1)) {
+            return Err(Deny::new(
+                ErrorCode::Unavailable,
+                "your capability table has no room for the child's mailbox and STOP handles",
+            )
+            .handle(handle));
+        }
         if !self.caps.has_uses(cap_id) {
             return Err(self.deny_at(ErrorCode::UsedUp, handle, cap_id, "the handle is used up"));
         }
