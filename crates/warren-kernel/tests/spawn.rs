@@ -579,6 +579,41 @@ fn a_spawn_without_room_for_its_handles_is_refused_before_it_starts() {
     assert!(w.stops.is_empty(), "no child was started only to be stopped");
 }
 
+/// A template left out of a declaration (`warren apply` of a manifest without it) and declared
+/// again is the same template: its children that ran on still count against `max_instances`
+/// (the count used to start again from 0, letting more than `max_instances` run), and while
+/// it is not declared its handles refuse with `not-allowed`. Positive control: once the old
+/// child ends, a spawn is accepted again.
+#[test]
+fn a_template_declared_again_still_counts_its_running_children() {
+    let mut one = template("one");
+    one.max_instances = 1;
+    let mut w = World::new(vec![one.clone()]);
+    let front = w.add("front", &[], &["one"]);
+    let h = w.handle_of(front, "template:one");
+    let (_, first) = w.spawn(front, spawn_with(h, &[]));
+    w.k.set_templates(vec![]);
+    w.pump();
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(h, &[]))),
+        ErrorCode::NotAllowed,
+        "not declared"
+    );
+    w.k.set_templates(vec![one]);
+    w.pump();
+    assert_eq!(w.k.template_live("one"), Some(1));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(h, &[]))),
+        ErrorCode::Quota,
+        "its first child still runs"
+    );
+    assert!(w.spawns.is_empty());
+    w.k.remove_env(first, w.now);
+    w.pump();
+    assert_eq!(w.k.template_live("one"), Some(0));
+    w.spawn(front, spawn_with(h, &[]));
+}
+
 #[test]
 fn max_instances_is_host_wide_and_a_failed_start_returns_its_place() {
     let mut t = template("one");

@@ -151,6 +151,10 @@ struct TemplateState {
     live: u32,
     /// The root grant (what `may_spawn` handles designate).
     grant: MailboxId,
+    /// Whether the last `set_templates` declared it. A template no longer declared keeps its
+    /// state (its running children still count, its handles still designate it) and refuses
+    /// spawns; declared again, it is the same template again.
+    declared: bool,
 }
 
 /// What a SPAWN capability designates.
@@ -284,46 +288,56 @@ fn lower_limits(a: &Limits, b: &Limits) -> Limits {
 impl Kernel {
     // ----- the driver's interface -----
 
-    /// Declares the templates (replacing any declared before; live counts of templates that
-    /// remain are kept). Running environments whose `may_spawn` names a template they have no
-    /// handle for yet get one now.
+    /// Declares the templates (replacing any declared before). A template declared before
+    /// keeps its state — its live count, its grant — even across a declaration that left it
+    /// out: its running children still count against `max_instances` when it comes back, and
+    /// the handles made from it designate it again. Running environments whose `may_spawn`
+    /// names a template they have no handle for yet get one now.
     pub fn set_templates(&mut self, templates: Vec<TemplateInfo>) {
-        let mut keep: BTreeMap<String, TemplateState> = BTreeMap::new();
-        for info in templates {
-            let state = match self.spawn.templates.remove(&info.name) {
-                Some(mut old) => {
-                    old.info = info;
-                    old
-                }
-                None => {
-                    let name: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{}", info.name));
-                    let designation: Box<str> = name.as_ref().into();
-                    let grant = self.new_mailbox(NOBODY, name, designation, None, 0);
-                    self.spawn.grants.insert(
-                        grant,
-                        Grant {
-                            template: info.name.clone(),
-                            budgets: Vec::new(),
-                            limits: Limits::default(),
-                        },
-                    );
-                    TemplateState {
-                        info,
-                        live: 0,
-                        grant,
-                    }
-                }
-            };
-            keep.insert(state.info.name.clone(), state);
-        }
-        // Templates no longer declared: their grants refuse further spawns (`not-allowed`)
-        // through `template_of`; existing handles stay (and say `dead` in whoami's view).
-        for (_, old) in std::mem::take(&mut self.spawn.templates) {
+        // Templates no longer declared refuse further spawns (`not-allowed`); their handles
+        // stay (and say `dead` in whoami's view) until the template is declared again.
+        for old in self.spawn.templates.values_mut() {
+            old.declared = false;
             if let Some(mb) = self.mailboxes.get_mut(&old.grant) {
                 mb.alive = false;
             }
         }
-        self.spawn.templates = keep;
+        for info in templates {
+            let name = info.name.clone();
+            let old_grant = self.spawn.templates.get(&name).map(|t| t.grant);
+            // Its grant mailbox, revived; or a new one (first declaration, or the old one was
+            // freed when its last handle went).
+            let grant = match old_grant.filter(|g| self.mailboxes.contains_key(g)) {
+                Some(g) => {
+                    self.mailboxes.get_mut(&g).expect("checked").alive = true;
+                    g
+                }
+                None => {
+                    let label: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{name}"));
+                    let designation: Box<str> = label.as_ref().into();
+                    let g = self.new_mailbox(NOBODY, label, designation, None, 0);
+                    self.spawn.grants.insert(
+                        g,
+                        Grant {
+                            template: name.clone(),
+                            budgets: Vec::new(),
+                            limits: Limits::default(),
+                        },
+                    );
+                    g
+                }
+            };
+            let live = self.spawn.templates.get(&name).map_or(0, |t| t.live);
+            self.spawn.templates.insert(
+                name,
+                TemplateState {
+                    info,
+                    live,
+                    grant,
+                    declared: true,
+                },
+            );
+        }
         let envs: Vec<EnvId> = self.spawn.may_spawn.keys().copied().collect();
         for env in envs {
             self.grant_templates(env);
@@ -774,7 +788,7 @@ impl Kernel {
         let cap_id = self.cap_of(env, handle)?;
         self.check_live(handle, cap_id)?;
         let grant = self.grant_of(handle, cap_id, "spawn")?;
-        let Some(t) = self.spawn.templates.get(&grant.template) else {
+        let Some(t) = self.spawn.templates.get(&grant.template).filter(|t| t.declared) else {
             return Err(self.deny_at(
                 ErrorCode::NotAllowed,
                 handle,
@@ -1316,7 +1330,13 @@ impl Kernel {
                 .names
                 .get(&env)
                 .is_some_and(|n| n.iter().any(|(n, _)| *n == key));
-            let Some(grant) = self.spawn.templates.get(&t).map(|s| s.grant) else {
+            let Some(grant) = self
+                .spawn
+                .templates
+                .get(&t)
+                .filter(|s| s.declared)
+                .map(|s| s.grant)
+            else {
                 continue;
             };
             if held || !self.has_room(env, 1) {
