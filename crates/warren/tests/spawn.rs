@@ -84,6 +84,26 @@ impl Daemon {
         self.child = Self::start(self.state.path(), &file, &self.log);
     }
 
+    /// Stops the kernel (SIGTERM) and starts it again as `warren daemon`, with no manifest
+    /// (as a service manager restarts it).
+    fn restart_without_manifest(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap();
+        self.child = warren()
+            .env("WARREN_STATE_DIR", self.state.path())
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+    }
+
     fn warren(&self) -> Command {
         let mut c = warren();
         c.env("WARREN_STATE_DIR", self.state.path());
@@ -987,4 +1007,41 @@ fn warren_msg_attenuates_a_spawn_handle_to_one_use() {
     for (suffix, runs) in [("one", true), ("two", false), ("three", true)] {
         assert_eq!(ps.contains_key(&format!("{t}-{suffix}")), runs, "{ps:?}");
     }
+}
+
+/// The templates outlive a kernel restart without a manifest (`warren daemon`, as a service
+/// manager restarts it): an environment that declares `may_spawn` still holds its SPAWN handle
+/// and spawns (it used to find `template:NAME` gone: `not-found`). Positive control: it
+/// spawned before the restart.
+#[test]
+fn templates_outlive_a_kernel_restart_without_a_manifest() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, t) = (unique("lparent"), unique("tick"));
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 50\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("exit 0"),
+        sh(&format!(
+            "while true; do warren-msg spawn {t} >/dev/null && echo spawned || echo refused; \
+             sleep 1; done"
+        )),
+    );
+    let mut d = Daemon::up(dir.path(), &manifest);
+    d.log_with(&parent, "spawned");
+    d.restart_without_manifest();
+    d.log_with(&parent, "re-attached");
+    let spawns = |d: &Daemon| {
+        let o = d.warren().args(["logs", &parent]).output().unwrap();
+        let out = stdout(&o);
+        assert!(
+            !out.contains("refused"),
+            "a spawn was refused: {out}{}",
+            stderr(&o)
+        );
+        out.matches("spawned").count()
+    };
+    let before = spawns(&d);
+    d.wait("two spawns after the restart", 30, || spawns(&d) >= before + 2);
 }

@@ -34,7 +34,9 @@
 //!   launcher survived registers again and gets them back ([`Daemon::register_env`]); a linked
 //!   child whose spawner did not survive is stopped ([`Daemon::settle_readopted_children`]).
 //!
-//! Templates come from `warren up FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
+//! Templates come from `warren up FILE` and `warren apply FILE` ([`Daemon::declare_templates`]),
+//! and are kept in the registry (`managed.json`), so a daemon started without a manifest
+//! declares the last ones again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,6 +104,11 @@ impl Daemon {
             }
         }
         self.kernel.set_templates(infos);
+        // Kept with the managed set: a daemon started without a manifest declares them again.
+        if self.registry.templates != templates {
+            self.registry.templates = templates.clone();
+            self.save();
+        }
         self.spawns.templates = templates;
     }
 
