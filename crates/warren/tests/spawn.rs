@@ -1043,5 +1043,64 @@ fn templates_outlive_a_kernel_restart_without_a_manifest() {
         out.matches("spawned").count()
     };
     let before = spawns(&d);
-    d.wait("two spawns after the restart", 30, || spawns(&d) >= before + 2);
+    d.wait("two spawns after the restart", 30, || {
+        spawns(&d) >= before + 2
+    });
+}
+
+/// A parent killed with SIGKILL (its init, so its whole pid namespace) ends like one that
+/// exits: its own spawner gets the `down` notice with `code=137`, its linked child is stopped
+/// (and leaves `ps`), and its detached child runs on (the control: a kill reaches only the
+/// linked part of the tree).
+#[test]
+fn a_parent_killed_with_sigkill_ends_its_linked_children_and_its_spawner_hears_of_it() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (top, mid, leaf) = (unique("top"), unique("mid"), unique("leaf"));
+    let manifest = format!(
+        "[template.{leaf}]\nimage = {root:?}\ncommand = {}\nmax_instances = 2\ndetach = true\n\n\
+         [template.{mid}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+         may_spawn = [\"{leaf}\"]\n\n\
+         [space.{top}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{mid}\"]\n",
+        sh("sleep 120"),
+        sh(&format!(
+            "warren-msg spawn {leaf} --name l >/dev/null && \
+             warren-msg spawn {leaf} --name f --detach >/dev/null && echo ready; sleep 120"
+        )),
+        sh(&format!(
+            "warren-msg spawn {mid} --name m; warren-msg recv --timeout 90000; echo done; \
+             sleep 120"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let (m, l, f) = (format!("{mid}-m"), format!("{leaf}-l"), format!("{leaf}-f"));
+    d.log_with(&m, "ready");
+    d.wait("the tree to run", 30, || {
+        let ps = d.ps();
+        [&m, &l, &f]
+            .iter()
+            .all(|n| ps.get(*n).is_some_and(|v| v["state"] == "running"))
+    });
+    let pid = d.ps()[&m]["pid"].as_u64().unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+
+    let out = d.log_with(&top, "done");
+    let down: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("down").is_some())
+        .unwrap_or_else(|| panic!("no down notice: {out}"));
+    assert_eq!(down["from"], m.as_str(), "{out}");
+    assert_eq!(
+        down["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=137"]]),
+        "{out}"
+    );
+    d.wait("the linked child to end", 30, || !d.ps().contains_key(&l));
+    let ps = d.ps();
+    assert_eq!(ps[&f]["state"], "running", "the detached child runs on");
+    assert!(ps[&f]["parent"].is_null(), "{:?}", ps[&f]);
+    assert!(!ps.contains_key(&m));
 }
