@@ -1104,3 +1104,43 @@ fn a_parent_killed_with_sigkill_ends_its_linked_children_and_its_spawner_hears_o
     assert!(ps[&f]["parent"].is_null(), "{:?}", ps[&f]);
     assert!(!ps.contains_key(&m));
 }
+
+/// A child may not take a name that a declared environment which does not run now names in
+/// its `may_send` (the kernel refuses names of running environments' policies; this one would
+/// get a send capability to the child when it starts again): the spawn fails with
+/// `spawn-failed`, naming the environment. Positive control: another suffix spawns.
+#[test]
+fn a_child_may_not_take_a_name_a_stopped_environment_declares() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, waiter, t) = (unique("holder"), unique("waiter"), unique("sq"));
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 2\n\n\
+         [space.{waiter}]\nimage = {root:?}\ncommand = {}\nmay_send = [\"{t}-victim\"]\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("sleep 60"),
+        sh("exit 0"),
+        sh(&format!(
+            "sleep 3; warren-msg spawn {t} --name victim; echo rc=$?; \
+             warren-msg spawn {t} --name other >/dev/null && echo other-spawned; \
+             echo done; sleep 60"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    d.wait("the waiter to have exited", 30, || {
+        d.ps().get(&waiter).is_some_and(|v| v["state"] == "exited")
+    });
+    let out = d.log_with(&holder, "done");
+    assert!(
+        out.contains(&format!(
+            "warren-msg: spawn: spawn-failed: the child could not be started: \"{t}-victim\" is \
+             named in the may_send or may_discover of managed environment \"{waiter}\""
+        )),
+        "{out}"
+    );
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(out.contains("other-spawned"), "{out}");
+    let ps = d.ps();
+    assert!(!ps.contains_key(&format!("{t}-victim")), "{ps:?}");
+}

@@ -130,6 +130,17 @@ impl Daemon {
             self.kernel.spawn_failed(order.ticket, &why, now);
             return;
         }
+        // The kernel refuses a name that a running environment's policy names; one that does
+        // not run now (exited, stopped, waiting to restart) would get a capability to the
+        // child when it starts again.
+        if let Some(holder) = self.declared_by_managed(&name) {
+            let why = format!(
+                "{name:?} is named in the may_send or may_discover of managed environment \
+                 {holder:?}: a child may not take a name the administrator gave authority to"
+            );
+            self.kernel.spawn_failed(order.ticket, &why, now);
+            return;
+        }
         let mut managed = Managed::new(child_spec(t, order));
         managed.spawned_by = Some(order.parent_name.clone());
         let (parent_recnum, parent_digest) = self.launch_record_of(&order.parent_name).unzip();
@@ -164,6 +175,24 @@ impl Daemon {
                 self.kernel.spawn_failed(order.ticket, &why, now);
             }
         }
+    }
+
+    /// A declared (not spawned) environment whose `may_send` or `may_discover` names
+    /// environment `name` (as `NAME`, `NAME/MAILBOX` or `NAME@HOST`: a remote name is refused
+    /// too, which only ever costs a spawner a suffix).
+    fn declared_by_managed(&self, name: &str) -> Option<String> {
+        self.registry
+            .envs
+            .iter()
+            .filter(|(_, m)| m.spawned_by.is_none())
+            .find(|(_, m)| {
+                m.spec
+                    .may_send
+                    .iter()
+                    .chain(&m.spec.may_discover)
+                    .any(|e| e.split(['/', '@']).next() == Some(name))
+            })
+            .map(|(holder, _)| holder.clone())
     }
 
     /// The launch record (number, `sha256:` digest) of running environment `name`, as its
