@@ -354,6 +354,13 @@ impl Kernel {
         }
     }
 
+    /// The hosts a proxy may forward to (the driver's trusted keys): a send through a proxy for
+    /// any other host is refused `revoked` and audited, and nothing is forwarded. Until this
+    /// is called, every host is allowed.
+    pub fn set_peer_hosts(&mut self, hosts: impl IntoIterator<Item = String>) {
+        self.peer_hosts = Some(hosts.into_iter().collect());
+    }
+
     /// Every remote address a proxy mailbox designates (declared names and imported tokens),
     /// without repeats, in order.
     pub fn remote_addresses(&self) -> Vec<String> {
@@ -365,13 +372,22 @@ impl Kernel {
         set.into_iter().collect()
     }
 
-    /// A send through proxy `mb_id` to a host that is cut off: the refusal.
+    /// A send through proxy `mb_id` to a host that is cut off, or whose key this host does not
+    /// trust: the refusal.
     fn refuse_cut_off(&self, mb_id: MailboxId) -> Result<(), Deny> {
-        if self.cut_off.is_empty() {
+        if self.cut_off.is_empty() && self.peer_hosts.is_none() {
             return Ok(());
         }
         let address = &self.remote[&mb_id].address;
         let host = address.rsplit_once('@').map_or("", |(_, h)| h);
+        if self.peer_hosts.as_ref().is_some_and(|p| !p.contains(host)) {
+            return Err(Deny::new(
+                ErrorCode::Revoked,
+                format!("host {host} is not in this host's trusted keys"),
+            )
+            .reason(format!("host {host} is not trusted: nothing is sent to it"))
+            .target(address.to_string()));
+        }
         match self.cut_off.get(host) {
             Some(detail) => Err(Deny::new(ErrorCode::Revoked, detail.clone())
                 .reason(format!("host {host} is cut off"))
@@ -786,6 +802,50 @@ mod tests {
         );
         // Let back in: the same send is forwarded.
         k.set_cut_off("beta", None);
+        let acts = send(&mut k, web, 2, "hello", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
+    fn a_send_to_a_host_whose_key_is_not_trusted_is_refused_and_nothing_leaves() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta", "x@zeta"]), 0).unwrap();
+        // Before the driver names its peers, both leave (the control for the refusal below).
+        let acts = send(&mut k, web, 3, "early", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "x@zeta"),
+            "{acts:?}"
+        );
+        k.set_peer_hosts(["beta".to_owned()]);
+        let acts = send(&mut k, web, 3, "secret", Vec::new());
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
+                && r.target.as_deref() == Some("x@zeta"))),
+            "{acts:?}"
+        );
+        match acts.last() {
+            Some(Action::Respond {
+                response: Response::Error { code, detail },
+                ..
+            }) => {
+                assert_eq!(*code, ErrorCode::Revoked);
+                assert!(
+                    detail.contains("zeta is not in this host's trusted keys"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The trusted host still gets its message.
         let acts = send(&mut k, web, 2, "hello", Vec::new());
         assert!(
             matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"),

@@ -197,6 +197,9 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     link::remember_host(&opts.state_dir, &host)?;
     if let Some(l) = &d.link {
         d.kernel.enable_federation(l.host());
+        // Nothing is ever published for a host whose key is not trusted: its queue is anyone's
+        // to read, and its answers would be refused anyway.
+        d.kernel.set_peer_hosts(l.trusted_hosts());
         epoll::add(
             &d.epoll,
             l.wake_fd(),
