@@ -475,7 +475,10 @@ fn a_template_initial_name_must_be_a_spawn_handle_on_that_template() {
     let (_, child) = w.spawn(front, spawn_with(req, &[("template:inner", inner)]));
     let table = w.whoami(child);
     assert_eq!(
-        table.iter().filter(|(_, n, _)| n == "template:inner").count(),
+        table
+            .iter()
+            .filter(|(_, n, _)| n == "template:inner")
+            .count(),
         1,
         "{table:?}"
     );
@@ -493,9 +496,8 @@ fn a_template_initial_name_must_be_a_spawn_handle_on_that_template() {
 fn a_child_may_not_take_a_name_the_policy_gives_authority_to() {
     let (mut w, front, _store, _secret, req) = world();
     let watcher = w.add("watcher", &["req-victim", "req-1", "req-box/jobs"], &[]);
-    let discoverer = w
-        .k
-        .add_env(
+    let discoverer =
+        w.k.add_env(
             EnvSpec {
                 name: "discoverer".into(),
                 may_discover: vec!["req-found".into()],
@@ -567,16 +569,16 @@ fn a_spawn_without_room_for_its_handles_is_refused_before_it_starts() {
     let order = w.spawns.pop().unwrap();
     w.k.spawned(order.ticket, w.now).unwrap();
     w.pump();
-    assert!(matches!(
-        w.answer(front, first),
-        Some(Response::Spawned(_))
-    ));
+    assert!(matches!(w.answer(front, first), Some(Response::Spawned(_))));
     assert_eq!(
         w.code(front, Request::Spawn(spawn_with(req, &[]))),
         ErrorCode::Unavailable
     );
     assert!(w.spawns.is_empty());
-    assert!(w.stops.is_empty(), "no child was started only to be stopped");
+    assert!(
+        w.stops.is_empty(),
+        "no child was started only to be stopped"
+    );
 }
 
 /// A template left out of a declaration (`warren apply` of a manifest without it) and declared

@@ -788,7 +788,12 @@ impl Kernel {
         let cap_id = self.cap_of(env, handle)?;
         self.check_live(handle, cap_id)?;
         let grant = self.grant_of(handle, cap_id, "spawn")?;
-        let Some(t) = self.spawn.templates.get(&grant.template).filter(|t| t.declared) else {
+        let Some(t) = self
+            .spawn
+            .templates
+            .get(&grant.template)
+            .filter(|t| t.declared)
+        else {
             return Err(self.deny_at(
                 ErrorCode::NotAllowed,
                 handle,
@@ -1308,9 +1313,8 @@ impl Kernel {
     /// (as `NAME` or `NAME/MAILBOX`): whoever registers under that name gets that authority
     /// (a send capability, a lookup), so a spawner may not choose it for a child.
     fn name_is_declared(&self, name: &str) -> bool {
-        let names_it = |entry: &String| {
-            !entry.contains('@') && entry.split('/').next() == Some(name)
-        };
+        let names_it =
+            |entry: &String| !entry.contains('@') && entry.split('/').next() == Some(name);
         self.declared_to.contains_key(name)
             || self
                 .envs
