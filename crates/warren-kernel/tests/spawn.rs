@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use warren_kernel::{
-    Action, AuditRecord, Config, EnvId, EnvSpec, ExitStatus, Kernel, SpawnOrder, TemplateInfo,
+    Action, AuditRecord, Config, EnvId, EnvSpec, ExitStatus, Kernel, SpawnBounds, SpawnOrder,
+    TemplateInfo,
 };
 use warren_proto::{
     Delivery, ErrorCode, Filter, Handle, Limits, Message, Request, Response, Rights, Spawn, Spawned,
@@ -614,6 +615,71 @@ fn a_template_declared_again_still_counts_its_running_children() {
     w.pump();
     assert_eq!(w.k.template_live("one"), Some(0));
     w.spawn(front, spawn_with(h, &[]));
+}
+
+/// A limit outside the driver's bounds (the launcher's: below 4 MiB of memory, say) is refused
+/// at once with `bad-request` naming the range, even under a template with no ceiling; before,
+/// the kernel accepted it and the child's launcher failed (`spawn-failed`). Positive control:
+/// the bounds themselves are accepted.
+#[test]
+fn a_limit_outside_the_launchers_bounds_is_refused_before_anything_starts() {
+    let mut free = template("free");
+    free.limits = Limits::default();
+    free.max_instances = 10;
+    let mut w = World::new(vec![free]);
+    w.k.set_spawn_bounds(SpawnBounds {
+        memory: (4 << 20, 16 << 40),
+        pids: (1, 4_194_304),
+        cpus: (1, 4_096_999_999),
+        tmpfs_size: (4 << 10, 1 << 40),
+    });
+    let front = w.add("front", &[], &["free"]);
+    let h = w.handle_of(front, "template:free");
+    let with = |limits: Limits| Spawn {
+        limits,
+        ..spawn_with(h, &[])
+    };
+    for limits in [
+        Limits {
+            memory: Some(4096),
+            ..Limits::default()
+        },
+        Limits {
+            memory: Some((16 << 40) + 1),
+            ..Limits::default()
+        },
+        Limits {
+            tmpfs_size: Some(1),
+            ..Limits::default()
+        },
+        Limits {
+            pids: Some(4_194_305),
+            ..Limits::default()
+        },
+        Limits {
+            cpus: Some(4_097_000_000),
+            ..Limits::default()
+        },
+    ] {
+        let id = w.submit(front, Request::Spawn(with(limits.clone())));
+        match w.answer(front, id) {
+            Some(Response::Error {
+                code: ErrorCode::BadRequest,
+                detail,
+            }) => assert!(detail.contains("is out of range: expected"), "{detail}"),
+            other => panic!("{limits:?}: {other:?}"),
+        }
+        assert!(w.spawns.is_empty(), "nothing was started for {limits:?}");
+    }
+    let (_, _) = w.spawn(
+        front,
+        with(Limits {
+            memory: Some(4 << 20),
+            pids: Some(1),
+            cpus: Some(1),
+            tmpfs_size: Some(4 << 10),
+        }),
+    );
 }
 
 #[test]

@@ -231,6 +231,34 @@ pub(super) struct SpawnState {
     placeholders: BTreeMap<String, Vec<(EnvId, Handle, u32)>>,
     next_child: u64,
     max_children: usize,
+    bounds: SpawnBounds,
+}
+
+/// The inclusive range each limit a spawner asks for must be within, whatever the ceilings:
+/// the launcher's own bounds (`docs/manifest.md`, "Bounds"), so that a value it would refuse is
+/// refused at once with `bad-request` instead of failing the child's start. The driver sets
+/// them ([`Kernel::set_spawn_bounds`]); by default only 0 is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnBounds {
+    /// Bytes.
+    pub memory: (u64, u64),
+    /// Processes.
+    pub pids: (u64, u64),
+    /// Millionths of a cpu.
+    pub cpus: (u64, u64),
+    /// Bytes.
+    pub tmpfs_size: (u64, u64),
+}
+
+impl Default for SpawnBounds {
+    fn default() -> SpawnBounds {
+        SpawnBounds {
+            memory: (1, u64::MAX),
+            pids: (1, u64::MAX),
+            cpus: (1, u64::MAX),
+            tmpfs_size: (1, u64::MAX),
+        }
+    }
 }
 
 impl Default for SpawnState {
@@ -255,6 +283,7 @@ impl Default for SpawnState {
             placeholders: BTreeMap::new(),
             next_child: 1,
             max_children: DEFAULT_MAX_CHILDREN,
+            bounds: SpawnBounds::default(),
         }
     }
 }
@@ -358,6 +387,11 @@ impl Kernel {
     /// [`DEFAULT_MAX_CHILDREN`]).
     pub fn set_max_children(&mut self, max: usize) {
         self.spawn.max_children = max;
+    }
+
+    /// Sets the range each limit of a Spawn must be within ([`SpawnBounds`]).
+    pub fn set_spawn_bounds(&mut self, bounds: SpawnBounds) {
+        self.spawn.bounds = bounds;
     }
 
     /// Records how `env` ended, for the `warren-exit` header of its parent's `down` notice.
@@ -836,16 +870,23 @@ impl Kernel {
         }
         let ceiling = lower_limits(&info.limits, &grant.limits);
         let l = &s.limits;
-        for (what, asked, max) in [
-            ("memory", l.memory, ceiling.memory),
-            ("pids", l.pids, ceiling.pids),
-            ("cpus", l.cpus, ceiling.cpus),
-            ("tmpfs_size", l.tmpfs_size, ceiling.tmpfs_size),
+        let b = self.spawn.bounds;
+        for (what, asked, max, (lo, hi)) in [
+            ("memory", l.memory, ceiling.memory, b.memory),
+            ("pids", l.pids, ceiling.pids, b.pids),
+            ("cpus", l.cpus, ceiling.cpus, b.cpus),
+            ("tmpfs_size", l.tmpfs_size, ceiling.tmpfs_size, b.tmpfs_size),
         ] {
             if asked == Some(0) {
                 return Err(Deny::new(
                     ErrorCode::BadRequest,
                     format!("{what} must be above zero"),
+                ));
+            }
+            if let Some(v) = asked.filter(|v| !(lo..=hi).contains(v)) {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!("{what} {v} is out of range: expected {lo} to {hi}"),
                 ));
             }
             if !within(asked, max) {

@@ -356,7 +356,11 @@ impl Daemon {
             epoll,
             listener,
             signals,
-            kernel: Kernel::new(warren_kernel::Config::default()),
+            kernel: {
+                let mut k = Kernel::new(warren_kernel::Config::default());
+                k.set_spawn_bounds(spawn::spawn_bounds());
+                k
+            },
             conns: IdMap::default(),
             env_conn: IdMap::default(),
             dirty: Vec::new(),

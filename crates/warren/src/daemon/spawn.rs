@@ -52,6 +52,19 @@ use crate::template::{child_spec, template_info};
 /// default of `warren stop`).
 const STOP_GRACE_MS: u64 = 10_000;
 
+/// The range of each limit a Spawn may ask for: the launcher's own bounds (one table,
+/// `warren_spec::limits`), so the kernel refuses what the child's launcher would.
+pub(super) fn spawn_bounds() -> warren_kernel::SpawnBounds {
+    use warren_spec::limits::{Bound, CPUS_MICROS, MEMORY, PIDS, TMPFS_SIZE};
+    let range = |b: Bound| (b.min, b.max);
+    warren_kernel::SpawnBounds {
+        memory: range(MEMORY),
+        pids: range(PIDS),
+        cpus: range(CPUS_MICROS),
+        tmpfs_size: range(TMPFS_SIZE),
+    }
+}
+
 /// What the daemon keeps about spawned children.
 #[derive(Debug, Default)]
 pub(super) struct Spawns {
