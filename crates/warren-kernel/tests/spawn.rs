@@ -1126,3 +1126,59 @@ fn a_child_restarted_in_place_keeps_its_id_names_and_the_spawners_handles() {
     assert!(!w.k.restart_child(child, w.now));
     assert!(!w.k.restart_child(front, w.now));
 }
+
+/// A child restarted in place leaves its previous run's children behind as an ended spawner
+/// would: its linked child is stopped, none stays linked to the next run (no `down` for a
+/// reference the next run never had — one used to arrive in the kept mailbox), its detached
+/// child runs on without a parent, and a spawn still starting completes unanswered with its
+/// linked child stopped. Positive control: a child the next run spawns is its child, with its
+/// `down`.
+#[test]
+fn a_restarted_childs_previous_children_are_not_the_next_runs() {
+    let mut mid = template("mid");
+    mid.may_spawn = vec!["leaf".into()];
+    let mut leaf = template("leaf");
+    leaf.detach = true;
+    let mut w = World::new(vec![mid, leaf]);
+    let front = w.add("front", &[], &["mid"]);
+    let h = w.handle_of(front, "template:mid");
+    let (_, x) = w.spawn(front, spawn_with(h, &[]));
+    let lh = w.handle_of(x, "template:leaf");
+    let (_, linked) = w.spawn(x, spawn_with(lh, &[]));
+    let (_, detached) = w.spawn(
+        x,
+        Spawn {
+            detach: true,
+            ..spawn_with(lh, &[])
+        },
+    );
+    let in_flight = w.submit(x, Request::Spawn(spawn_with(lh, &[])));
+    let pending = w.spawns.pop().expect("a spawn order");
+    assert_eq!(w.k.children_of(x).len(), 2);
+
+    assert!(w.k.restart_child(x, w.now));
+    w.pump();
+    assert!(w.stops.iter().any(|(e, _)| *e == linked), "{:?}", w.stops);
+    assert!(w.k.children_of(x).is_empty());
+    assert_eq!(w.k.parent_of(detached), None);
+    assert_eq!(w.k.parent_of(linked), None);
+    // The old children end: the next run hears nothing of them.
+    w.k.remove_env(linked, w.now);
+    w.k.remove_env(detached, w.now);
+    w.pump();
+    assert!(w.recv(x).is_none(), "a down reached the next run");
+    // The spawn of the previous run completes: no answer, its linked child stopped.
+    let late = w.k.spawned(pending.ticket, w.now).unwrap();
+    w.pump();
+    assert!(w.answer(x, in_flight).is_none());
+    assert!(w.stops.iter().any(|(e, _)| *e == late));
+    assert!(w.k.children_of(x).is_empty());
+
+    // Positive control: the next run's own child is its child.
+    let lh = w.handle_of(x, "template:leaf");
+    let (s, mine) = w.spawn(x, spawn_with(lh, &[]));
+    assert_eq!(w.k.children_of(x), vec![mine]);
+    w.k.remove_env(mine, w.now);
+    w.pump();
+    assert_eq!(w.recv(x).expect("its down").down, Some(s.reference));
+}

@@ -562,6 +562,28 @@ impl Kernel {
         for cap in dropped {
             self.release_cap(cap);
         }
+        // Its children belong to the run that ended, as if it had ended: the linked ones are
+        // stopped (their cgroups were under that run's), and none stays linked to the next
+        // run, which never had their handles or references: their ends send it no `down`. A
+        // spawn still starting completes as for an ended spawner (a linked child is stopped,
+        // nothing is answered).
+        if let Some(children) = self.spawn.children.remove(&env) {
+            for child in children {
+                let Some(link) = self.spawn.links.get_mut(&child) else {
+                    continue;
+                };
+                link.parent = NOBODY;
+                if !link.detached {
+                    self.stop_child(child, "its parent restarted");
+                }
+            }
+        }
+        self.spawn.starting.remove(&env);
+        for p in self.spawn.pending.values_mut() {
+            if p.parent == env {
+                p.parent = NOBODY;
+            }
+        }
         self.spawn.exit.remove(&env);
         *self.spawn.restarts.entry(env).or_default() += 1;
         true
