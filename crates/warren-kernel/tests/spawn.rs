@@ -1152,9 +1152,16 @@ fn a_restarted_childs_previous_children_are_not_the_next_runs() {
             ..spawn_with(lh, &[])
         },
     );
+    // One that ended before the restart: its down waits in the mailbox the next run keeps.
+    let (_, early) = w.spawn(x, spawn_with(lh, &[]));
+    w.k.remove_env(early, w.now);
+    w.pump();
     let in_flight = w.submit(x, Request::Spawn(spawn_with(lh, &[])));
     let pending = w.spawns.pop().expect("a spawn order");
     assert_eq!(w.k.children_of(x).len(), 2);
+    // A message for the child, which the next run gets (the control: only downs go).
+    let to_x = w.whoami(front)[2].0;
+    assert_eq!(w.send(front, to_x, b"for the next run"), Response::Ok);
 
     assert!(w.k.restart_child(x, w.now));
     w.pump();
@@ -1166,6 +1173,11 @@ fn a_restarted_childs_previous_children_are_not_the_next_runs() {
     w.k.remove_env(linked, w.now);
     w.k.remove_env(detached, w.now);
     w.pump();
+    let kept = w.recv(x).expect("the message for the next run");
+    assert_eq!(
+        (kept.body.as_slice(), kept.down),
+        (&b"for the next run"[..], None)
+    );
     assert!(w.recv(x).is_none(), "a down reached the next run");
     // The spawn of the previous run completes: no answer, its linked child stopped.
     let late = w.k.spawned(pending.ticket, w.now).unwrap();

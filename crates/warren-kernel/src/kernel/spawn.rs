@@ -578,6 +578,20 @@ impl Kernel {
                 }
             }
         }
+        // `down` notices already queued for the previous run (of its children, of what it
+        // monitored) go too: their references were the previous run's.
+        if let Some(mb) = self.mailboxes.get_mut(&default) {
+            let (downs, keep): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+                std::mem::take(&mut mb.queue)
+                    .into_iter()
+                    .partition(|e| matches!(e, crate::mailbox::Entry::One(m) if m.down.is_some()));
+            mb.queue = keep;
+            mb.queued -= downs.len();
+            for entry in downs {
+                self.discharge_queued(default, &entry.from().clone(), entry.cost());
+                self.release_entry(entry);
+            }
+        }
         self.spawn.starting.remove(&env);
         for p in self.spawn.pending.values_mut() {
             if p.parent == env {
