@@ -512,6 +512,20 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
         "{inbound:#?}"
     );
     assert_eq!(inbound.len(), 9, "{inbound:#?}");
+    // `env` is the receiving environment, or `-` where the message names none (batch-level
+    // refusals, a `to` that is not a mailbox name).
+    for r in &inbound {
+        let reason = r["reason"].as_str().unwrap_or("");
+        let want = if reason.contains("trusted keys")
+            || reason.contains("bad signature on a batch")
+            || reason.starts_with("to ")
+        {
+            "-"
+        } else {
+            sink.as_str()
+        };
+        assert_eq!(r["env"], want, "{r:#?}");
+    }
 }
 
 /// A host sends nothing to a host whose key it does not trust: the queue of an untrusted name
@@ -813,6 +827,8 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
         .collect();
     assert_eq!(refused.len(), 1, "{:#?}", beta.audit());
     assert_eq!(refused[0]["target"], format!("{web}@alpha -> {big}"));
+    // The record's environment is the receiving one, as for every inbound refusal.
+    assert_eq!(refused[0]["env"], big.as_str());
     assert!(
         refused[0]["reason"]
             .as_str()

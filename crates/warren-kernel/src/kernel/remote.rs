@@ -209,6 +209,16 @@ pub fn accepts(accept_from: &[String], from: &str) -> bool {
     })
 }
 
+/// The environment a message's `to` (`env` or `env/mailbox`) names, or `-` when it names none.
+pub fn receiving_env(to: &str) -> &str {
+    let env = to.split('/').next().unwrap_or(to);
+    if super::check_label(env).is_ok() {
+        env
+    } else {
+        "-"
+    }
+}
+
 impl Kernel {
     /// Turns remote names on: from now, `may_send` entries and lookups naming `env@host` (with
     /// `host` other than `local_host`) designate proxy mailboxes. Without it, remote names are
@@ -526,6 +536,15 @@ impl Kernel {
         }
     }
 
+    /// Number this kernel's exports from `first` on. The daemon starts each kernel at an
+    /// unpredictable number, so that a token another host still holds from a previous kernel
+    /// designates nothing here instead of whatever the new kernel exported under its number.
+    pub fn number_exports_from(&mut self, first: u64) {
+        let first = first.max(1);
+        self.next_export = first;
+        self.first_export = first;
+    }
+
     /// How many exports the kernel holds (for tests and status).
     pub fn exports(&self) -> usize {
         self.exports.len()
@@ -539,8 +558,7 @@ impl Kernel {
         // A message no local environment could be given (its Delivery would not encode) is
         // refused for good, before anything else is looked at.
         if let Some(why) = beyond_protocol_limits(&msg) {
-            let who = msg.from.clone();
-            return Err(self.refuse_inbound(&who, &msg, ErrorCode::TooLarge, why));
+            return Err(self.refuse_inbound(&msg, ErrorCode::TooLarge, why));
         }
         let (mb_id, badge) = match msg.via {
             Some(export) => self.check_export(export, &msg)?,
@@ -568,7 +586,6 @@ impl Kernel {
                 if !allowed {
                     let name = e.name.clone();
                     return Err(self.refuse_inbound(
-                        &name,
                         &msg,
                         ErrorCode::NoRight,
                         format!("{} is not in {name}'s accept_from", msg.from),
@@ -603,10 +620,17 @@ impl Kernel {
         export: u64,
         msg: &Inbound,
     ) -> Result<(MailboxId, u64), InjectError> {
-        let who = msg.from.clone();
         let Some(&cap_id) = self.exports.get(&export) else {
+            // Issued by this kernel and gone: spent (an export leaves the table only when its
+            // last use is taken).
+            if (self.first_export..self.next_export).contains(&export) {
+                return Err(self.refuse_inbound(
+                    msg,
+                    ErrorCode::UsedUp,
+                    format!("the exported capability is used up (token {export})"),
+                ));
+            }
             return Err(self.refuse_inbound(
-                &who,
                 msg,
                 ErrorCode::Revoked,
                 format!("token {export} is unknown here (issued before a kernel restart?)"),
@@ -614,6 +638,20 @@ impl Kernel {
         };
         let cap = self.caps.get(cap_id);
         let mb = cap.mailbox;
+        if *self.mailboxes[&mb].designation != *msg.to {
+            // The token names another mailbox than the export of that number: not this
+            // kernel's token.
+            let here = self.mailboxes[&mb].designation.to_string();
+            return Err(self.refuse_inbound(
+                msg,
+                ErrorCode::Revoked,
+                format!(
+                    "token {export} names {:?}, but export {export} here is {here:?} (issued \
+                     before a kernel restart?)",
+                    msg.to
+                ),
+            ));
+        }
         let problem = if cap.revoked {
             Some((ErrorCode::Revoked, "the exported capability was revoked"))
         } else if cap.expires_at.is_some_and(|at| self.now >= at) {
@@ -629,7 +667,7 @@ impl Kernel {
         };
         if let Some((code, why)) = problem {
             let target = self.mailboxes[&mb].designation.to_string();
-            return Err(self.refuse_inbound(&who, msg, code, format!("{why} ({target})")));
+            return Err(self.refuse_inbound(msg, code, format!("{why} ({target})")));
         }
         let badge = cap.badge;
         self.caps.consume(cap_id);
@@ -654,16 +692,13 @@ impl Kernel {
         self.mint(spec, None)
     }
 
-    fn refuse_inbound(
-        &mut self,
-        env: &str,
-        msg: &Inbound,
-        code: ErrorCode,
-        reason: String,
-    ) -> InjectError {
+    /// Audits a refused inbound message. Its `env` is always the receiving environment: the
+    /// one `to` names (for a message through a token, the token's target), or `-` when `to`
+    /// names none.
+    fn refuse_inbound(&mut self, msg: &Inbound, code: ErrorCode, reason: String) -> InjectError {
         self.audit(AuditRecord {
             at: self.now,
-            env: env.to_owned(),
+            env: receiving_env(&msg.to).to_owned(),
             op: "inbound",
             handle: None,
             target: Some(format!("{} -> {}", msg.from, msg.to)),
@@ -961,8 +996,9 @@ mod tests {
         let export = out.exports[0].clone();
         assert_eq!(export.designation, "web");
         assert_eq!(k.exports(), 1);
-        // db@beta sends back through it: delivered with the badge web chose.
-        k.inject(inbound("ignored", "db@beta", Some(export.id), 1), 0)
+        // db@beta sends back through it (the link passes the token's target as `to`):
+        // delivered with the badge web chose.
+        k.inject(inbound("web", "db@beta", Some(export.id), 1), 0)
             .unwrap();
         match &recv(&mut k, web)[..] {
             [
@@ -994,6 +1030,77 @@ mod tests {
             k.inject(inbound("web", "db@beta", Some(999), 3), 0)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_spent_token_is_used_up_and_one_from_an_earlier_kernel_finds_nothing() {
+        let issue = |k: &mut Kernel, web: EnvId, uses: Option<u32>| {
+            let att = Request::Attenuate {
+                handle: 1,
+                rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
+                uses,
+                expires_in_ms: None,
+                badge: None,
+            };
+            k.handle_request(web, 1, att, 0);
+            let Some(Action::Respond {
+                response: Response::Handle { handle: h, .. },
+                ..
+            }) = drain(k).pop()
+            else {
+                panic!("no handle");
+            };
+            let acts = send(k, web, 2, "cap", vec![h]);
+            let Some(Action::Forward(out)) = acts.first() else {
+                panic!("{acts:?}")
+            };
+            out.exports[0].clone()
+        };
+        let code = |r: Result<(), InjectError>| match r {
+            Err(InjectError::Refused { code, reason }) => (code, reason),
+            other => panic!("{other:?}"),
+        };
+        // The first kernel: a one-shot export, used, then used again.
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        k.number_exports_from(1 << 40);
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        let once = issue(&mut k, web, Some(1));
+        assert_eq!(once.id, 1 << 40);
+        k.inject(inbound("web", "db@beta", Some(once.id), 1), 0)
+            .unwrap();
+        let (c, why) = code(k.inject(inbound("web", "db@beta", Some(once.id), 2), 0));
+        assert_eq!(c, "used-up", "{why}");
+        // A number this kernel never issued: unknown.
+        let (c, why) = code(k.inject(inbound("web", "db@beta", Some(5), 3), 0));
+        assert_eq!(
+            (c, why.contains("unknown here")),
+            ("revoked", true),
+            "{why}"
+        );
+
+        // A second kernel that numbered from 1, as every kernel did: its export 1 is another
+        // mailbox's, and a token for "web" with number 1 must not reach it.
+        let mut k2 = Kernel::new(Config::default());
+        k2.enable_federation("alpha");
+        let web2 = k2.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        k2.handle_request(
+            web2,
+            1,
+            Request::CreateMailbox {
+                name: Some("other".into()),
+            },
+            0,
+        );
+        drain(&mut k2);
+        let first = issue(&mut k2, web2, None);
+        assert_eq!(first.designation, "web");
+        let (c, why) = code(k2.inject(inbound("web/other", "db@beta", Some(first.id), 1), 0));
+        assert_eq!(c, "revoked", "{why}");
+        assert!(why.contains("names \"web/other\""), "{why}");
+        // The control: the right target goes through.
+        k2.inject(inbound("web", "db@beta", Some(first.id), 2), 0)
+            .unwrap();
     }
 
     #[test]

@@ -461,11 +461,13 @@ impl Link {
         }
     }
 
-    fn audit(&mut self, now: u64, env: &str, target: String, code: &'static str, reason: String) {
+    /// Audits an inbound refusal. `to` is the mailbox it was for (or `-`): the record's `env`
+    /// is the receiving environment it names, or `-` (the same rule as the kernel's).
+    fn audit(&mut self, now: u64, to: &str, target: String, code: &'static str, reason: String) {
         tracing::warn!("federation: refused {target}: {reason}");
         self.audits.push(AuditRecord {
             at: now,
-            env: env.to_owned(),
+            env: warren_kernel::receiving_env(to).to_owned(),
             op: "inbound",
             handle: None,
             target: Some(target),
