@@ -661,7 +661,7 @@ fn a_limit_outside_the_launchers_bounds_is_refused_before_anything_starts() {
             ..Limits::default()
         },
     ] {
-        let id = w.submit(front, Request::Spawn(with(limits.clone())));
+        let id = w.submit(front, Request::Spawn(with(limits)));
         match w.answer(front, id) {
             Some(Response::Error {
                 code: ErrorCode::BadRequest,
