@@ -170,7 +170,7 @@ pub use kernel::check_label;
 pub use kernel::receiving_env;
 pub use kernel::spawn::{
     CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, GAVE_UP_HEADER, KeptChild,
-    KeptName, RESTARTS_HEADER, SPAWN_RIGHTS, TEMPLATE_PREFIX, TemplateInfo,
+    KeptName, RESTARTS_HEADER, SPAWN_RIGHTS, SpawnBounds, TEMPLATE_PREFIX, TemplateInfo,
 };
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 
 use proptest::prelude::*;
 use warren_kernel::{
-    Action, AuditRecord, Config, EnvId, EnvSpec, ExitStatus, Kernel, SpawnOrder, TemplateInfo,
+    Action, AuditRecord, Config, EnvId, EnvSpec, ExitStatus, Kernel, SpawnBounds, SpawnOrder,
+    TemplateInfo,
 };
 use warren_proto::{
     Delivery, ErrorCode, Filter, Handle, Limits, Message, Request, Response, Rights, Spawn, Spawned,
@@ -443,6 +444,242 @@ fn refusals_name_their_reason_and_are_audited() {
     );
     // Positive control: the same handle spawns when the request is within the template.
     w.spawn(front, base);
+}
+
+/// An initial name `template:NAME` is the name of a SPAWN handle on template NAME: a mailbox
+/// or another template's SPAWN handle under it is refused (it would take the place of the SPAWN
+/// handle the child's own `may_spawn` gives, under a name that lies about what it is).
+/// Positive control: a SPAWN handle on that very template is accepted and spawns.
+#[test]
+fn a_template_initial_name_must_be_a_spawn_handle_on_that_template() {
+    let mut outer = template("req");
+    outer.may_spawn = vec!["inner".into()];
+    let mut w = World::new(vec![outer, template("inner")]);
+    let store = w.add("store", &[], &[]);
+    let front = w.add("front", &["store"], &["req", "inner"]);
+    let req = w.handle_of(front, "template:req");
+    let inner = w.handle_of(front, "template:inner");
+    for (what, h) in [("a mailbox", 2), ("another template", req)] {
+        let before = w.audits.len();
+        assert_eq!(
+            w.code(
+                front,
+                Request::Spawn(spawn_with(req, &[("template:inner", h)]))
+            ),
+            ErrorCode::BadRequest,
+            "{what} under template:inner"
+        );
+        assert!(w.audits.len() > before, "audited");
+        assert!(w.spawns.is_empty(), "nothing was started");
+    }
+    // The refused spawns took no place and spent nothing: the same handle spawns at once.
+    let (_, child) = w.spawn(front, spawn_with(req, &[("template:inner", inner)]));
+    let table = w.whoami(child);
+    assert_eq!(
+        table
+            .iter()
+            .filter(|(_, n, _)| n == "template:inner")
+            .count(),
+        1,
+        "{table:?}"
+    );
+    let h = w.handle_of(child, "template:inner");
+    let (grandchild, _) = w.spawn(child, spawn_with(h, &[]));
+    assert!(grandchild.child.starts_with("inner-"), "{grandchild:?}");
+    assert!(w.recv(store).is_none());
+}
+
+/// A child may not take a name a running environment's `may_send` or `may_discover` names:
+/// whoever registers under it would get that environment's send capability (or be found by its
+/// lookup), so a spawner choosing the suffix could receive what was meant for another. The
+/// kernel's own numbering skips such names. Positive control: another suffix spawns.
+#[test]
+fn a_child_may_not_take_a_name_the_policy_gives_authority_to() {
+    let (mut w, front, _store, _secret, req) = world();
+    let watcher = w.add("watcher", &["req-victim", "req-1", "req-box/jobs"], &[]);
+    let discoverer =
+        w.k.add_env(
+            EnvSpec {
+                name: "discoverer".into(),
+                may_discover: vec!["req-found".into()],
+                ..EnvSpec::default()
+            },
+            w.now,
+        )
+        .unwrap();
+    w.pump();
+    for suffix in ["victim", "box", "found"] {
+        let before = w.audits.len();
+        let s = Spawn {
+            suffix: Some(suffix.into()),
+            ..spawn_with(req, &[])
+        };
+        assert_eq!(
+            w.code(front, Request::Spawn(s)),
+            ErrorCode::BadRequest,
+            "suffix {suffix}"
+        );
+        assert!(w.audits.len() > before, "audited");
+        assert!(w.spawns.is_empty(), "nothing was started");
+    }
+    // The kernel's numbering skips req-1, which watcher names.
+    let (numbered, _) = w.spawn(front, spawn_with(req, &[]));
+    assert_eq!(numbered.child, "req-2");
+    let (other, _) = w.spawn(
+        front,
+        Spawn {
+            suffix: Some("other".into()),
+            ..spawn_with(req, &[])
+        },
+    );
+    assert_eq!(other.child, "req-other");
+    // Nothing of the children reached the watcher's or the discoverer's tables.
+    assert_eq!(w.whoami(watcher).len(), 1);
+    assert_eq!(w.whoami(discoverer).len(), 1);
+}
+
+/// A spawn needs room in the spawner's table for Spawned's two handles, counting the spawns
+/// still starting: without it the spawn is refused at once with `unavailable` (it used to be
+/// accepted, started, then refused and the child stopped again). Positive control: the first
+/// spawn, for which there is room, is accepted.
+#[test]
+fn a_spawn_without_room_for_its_handles_is_refused_before_it_starts() {
+    let mut w = World::new(vec![template("req")]);
+    w.k = Kernel::new(Config {
+        max_handles: 6,
+        ..Config::default()
+    });
+    w.k.set_templates(vec![template("req")]);
+    w.add("store", &[], &[]);
+    w.add("secret", &[], &[]);
+    let front = w.add("front", &["store", "secret"], &["req"]);
+    let req = w.handle_of(front, "template:req");
+    assert_eq!(w.whoami(front).len(), 4);
+    // Accepted, still starting: its two handles are spoken for.
+    let first = w.submit(front, Request::Spawn(spawn_with(req, &[])));
+    assert!(w.answer(front, first).is_none());
+    assert_eq!(w.spawns.len(), 1);
+    let before = w.audits.len();
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::Unavailable
+    );
+    assert!(w.audits.len() > before, "audited");
+    assert_eq!(w.spawns.len(), 1, "nothing else was started");
+    // The first one completes with its handles.
+    let order = w.spawns.pop().unwrap();
+    w.k.spawned(order.ticket, w.now).unwrap();
+    w.pump();
+    assert!(matches!(w.answer(front, first), Some(Response::Spawned(_))));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(req, &[]))),
+        ErrorCode::Unavailable
+    );
+    assert!(w.spawns.is_empty());
+    assert!(
+        w.stops.is_empty(),
+        "no child was started only to be stopped"
+    );
+}
+
+/// A template left out of a declaration (`warren apply` of a manifest without it) and declared
+/// again is the same template: its children that ran on still count against `max_instances`
+/// (the count used to start again from 0, letting more than `max_instances` run), and while
+/// it is not declared its handles refuse with `not-allowed`. Positive control: once the old
+/// child ends, a spawn is accepted again.
+#[test]
+fn a_template_declared_again_still_counts_its_running_children() {
+    let mut one = template("one");
+    one.max_instances = 1;
+    let mut w = World::new(vec![one.clone()]);
+    let front = w.add("front", &[], &["one"]);
+    let h = w.handle_of(front, "template:one");
+    let (_, first) = w.spawn(front, spawn_with(h, &[]));
+    w.k.set_templates(vec![]);
+    w.pump();
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(h, &[]))),
+        ErrorCode::NotAllowed,
+        "not declared"
+    );
+    w.k.set_templates(vec![one]);
+    w.pump();
+    assert_eq!(w.k.template_live("one"), Some(1));
+    assert_eq!(
+        w.code(front, Request::Spawn(spawn_with(h, &[]))),
+        ErrorCode::Quota,
+        "its first child still runs"
+    );
+    assert!(w.spawns.is_empty());
+    w.k.remove_env(first, w.now);
+    w.pump();
+    assert_eq!(w.k.template_live("one"), Some(0));
+    w.spawn(front, spawn_with(h, &[]));
+}
+
+/// A limit outside the driver's bounds (the launcher's: below 4 MiB of memory, say) is refused
+/// at once with `bad-request` naming the range, even under a template with no ceiling; before,
+/// the kernel accepted it and the child's launcher failed (`spawn-failed`). Positive control:
+/// the bounds themselves are accepted.
+#[test]
+fn a_limit_outside_the_launchers_bounds_is_refused_before_anything_starts() {
+    let mut free = template("free");
+    free.limits = Limits::default();
+    free.max_instances = 10;
+    let mut w = World::new(vec![free]);
+    w.k.set_spawn_bounds(SpawnBounds {
+        memory: (4 << 20, 16 << 40),
+        pids: (1, 4_194_304),
+        cpus: (1, 4_096_999_999),
+        tmpfs_size: (4 << 10, 1 << 40),
+    });
+    let front = w.add("front", &[], &["free"]);
+    let h = w.handle_of(front, "template:free");
+    let with = |limits: Limits| Spawn {
+        limits,
+        ..spawn_with(h, &[])
+    };
+    for limits in [
+        Limits {
+            memory: Some(4096),
+            ..Limits::default()
+        },
+        Limits {
+            memory: Some((16 << 40) + 1),
+            ..Limits::default()
+        },
+        Limits {
+            tmpfs_size: Some(1),
+            ..Limits::default()
+        },
+        Limits {
+            pids: Some(4_194_305),
+            ..Limits::default()
+        },
+        Limits {
+            cpus: Some(4_097_000_000),
+            ..Limits::default()
+        },
+    ] {
+        let id = w.submit(front, Request::Spawn(with(limits)));
+        match w.answer(front, id) {
+            Some(Response::Error {
+                code: ErrorCode::BadRequest,
+                detail,
+            }) => assert!(detail.contains("is out of range: expected"), "{detail}"),
+            other => panic!("{limits:?}: {other:?}"),
+        }
+        assert!(w.spawns.is_empty(), "nothing was started for {limits:?}");
+    }
+    let (_, _) = w.spawn(
+        front,
+        with(Limits {
+            memory: Some(4 << 20),
+            pids: Some(1),
+            cpus: Some(1),
+            tmpfs_size: Some(4 << 10),
+        }),
+    );
 }
 
 #[test]
@@ -888,4 +1125,72 @@ fn a_child_restarted_in_place_keeps_its_id_names_and_the_spawners_handles() {
     // Only a spawned, running child restarts.
     assert!(!w.k.restart_child(child, w.now));
     assert!(!w.k.restart_child(front, w.now));
+}
+
+/// A child restarted in place leaves its previous run's children behind as an ended spawner
+/// would: its linked child is stopped, none stays linked to the next run (no `down` for a
+/// reference the next run never had — one used to arrive in the kept mailbox), its detached
+/// child runs on without a parent, and a spawn still starting completes unanswered with its
+/// linked child stopped. Positive control: a child the next run spawns is its child, with its
+/// `down`.
+#[test]
+fn a_restarted_childs_previous_children_are_not_the_next_runs() {
+    let mut mid = template("mid");
+    mid.may_spawn = vec!["leaf".into()];
+    let mut leaf = template("leaf");
+    leaf.detach = true;
+    let mut w = World::new(vec![mid, leaf]);
+    let front = w.add("front", &[], &["mid"]);
+    let h = w.handle_of(front, "template:mid");
+    let (_, x) = w.spawn(front, spawn_with(h, &[]));
+    let lh = w.handle_of(x, "template:leaf");
+    let (_, linked) = w.spawn(x, spawn_with(lh, &[]));
+    let (_, detached) = w.spawn(
+        x,
+        Spawn {
+            detach: true,
+            ..spawn_with(lh, &[])
+        },
+    );
+    // One that ended before the restart: its down waits in the mailbox the next run keeps.
+    let (_, early) = w.spawn(x, spawn_with(lh, &[]));
+    w.k.remove_env(early, w.now);
+    w.pump();
+    let in_flight = w.submit(x, Request::Spawn(spawn_with(lh, &[])));
+    let pending = w.spawns.pop().expect("a spawn order");
+    assert_eq!(w.k.children_of(x).len(), 2);
+    // A message for the child, which the next run gets (the control: only downs go).
+    let to_x = w.whoami(front)[2].0;
+    assert_eq!(w.send(front, to_x, b"for the next run"), Response::Ok);
+
+    assert!(w.k.restart_child(x, w.now));
+    w.pump();
+    assert!(w.stops.iter().any(|(e, _)| *e == linked), "{:?}", w.stops);
+    assert!(w.k.children_of(x).is_empty());
+    assert_eq!(w.k.parent_of(detached), None);
+    assert_eq!(w.k.parent_of(linked), None);
+    // The old children end: the next run hears nothing of them.
+    w.k.remove_env(linked, w.now);
+    w.k.remove_env(detached, w.now);
+    w.pump();
+    let kept = w.recv(x).expect("the message for the next run");
+    assert_eq!(
+        (kept.body.as_slice(), kept.down),
+        (&b"for the next run"[..], None)
+    );
+    assert!(w.recv(x).is_none(), "a down reached the next run");
+    // The spawn of the previous run completes: no answer, its linked child stopped.
+    let late = w.k.spawned(pending.ticket, w.now).unwrap();
+    w.pump();
+    assert!(w.answer(x, in_flight).is_none());
+    assert!(w.stops.iter().any(|(e, _)| *e == late));
+    assert!(w.k.children_of(x).is_empty());
+
+    // Positive control: the next run's own child is its child.
+    let lh = w.handle_of(x, "template:leaf");
+    let (s, mine) = w.spawn(x, spawn_with(lh, &[]));
+    assert_eq!(w.k.children_of(x), vec![mine]);
+    w.k.remove_env(mine, w.now);
+    w.pump();
+    assert_eq!(w.recv(x).expect("its down").down, Some(s.reference));
 }

@@ -68,6 +68,14 @@ pub const WRITABLE_ROOT_SIZE: Bound = Bound {
     max: TIB,
 };
 
+/// A cpu limit in millionths of a cpu: above zero, at most 4096.999999 cpus (what the manifest
+/// and `--cpus` accept, `crates/warren-spec/src/quantity.rs`); a Spawn carries this form.
+pub const CPUS_MICROS: Bound = Bound {
+    key: "cpus",
+    min: 1,
+    max: 4_096_999_999,
+};
+
 /// Restarts within the backoff window: 0 to 1,000.
 pub const MAX_RESTARTS: Bound = Bound {
     key: "max_restarts",

@@ -317,6 +317,11 @@ pub fn launcher_args(
 pub struct Registry {
     /// By name.
     pub envs: BTreeMap<String, Managed>,
+    /// The templates last declared (`warren up FILE`, `warren apply FILE`), by name: a daemon
+    /// started without a manifest declares them again, so that environments that declare
+    /// `may_spawn` keep their SPAWN handles across a kernel restart.
+    #[serde(default)]
+    pub templates: BTreeMap<String, warren_spec::TemplateSpec>,
 }
 
 impl Registry {

@@ -84,6 +84,26 @@ impl Daemon {
         self.child = Self::start(self.state.path(), &file, &self.log);
     }
 
+    /// Stops the kernel (SIGTERM) and starts it again as `warren daemon`, with no manifest
+    /// (as a service manager restarts it).
+    fn restart_without_manifest(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        self.child.wait().unwrap();
+        self.child = warren()
+            .env("WARREN_STATE_DIR", self.state.path())
+            .arg("daemon")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&self.log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+    }
+
     fn warren(&self) -> Command {
         let mut c = warren();
         c.env("WARREN_STATE_DIR", self.state.path());
@@ -935,4 +955,192 @@ fn a_restarting_child_ends_with_its_spawner() {
         "{child} was started again after its spawner ended"
     );
     assert!(!d.ps().contains_key(&child));
+}
+
+/// `warren-msg attenuate` of a SPAWN handle keeps SPAWN (it used to put only SEND, GRANT and
+/// MONITOR in the request, so `attenuate template:T --uses 1` made a handle that could not
+/// spawn): the one-use handle spawns once, then is `used-up`; `--rights` takes `spawn` and
+/// `stop`. Positive control: the original handle, not used up, spawns again.
+#[test]
+fn warren_msg_attenuates_a_spawn_handle_to_one_use() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, t) = (unique("aparent"), unique("once"));
+    let script = format!(
+        "u=$(warren-msg attenuate template:{t} --uses 1); echo \"$u\"; \
+         h=$(echo \"$u\" | sed 's/.*\"handle\":\\([0-9]*\\).*/\\1/'); \
+         warren-msg spawn $h --name one >/dev/null && echo first-spawned; \
+         warren-msg spawn $h --name two; \
+         warren-msg attenuate template:{t} --rights grant,spawn; \
+         warren-msg spawn {t} --name three >/dev/null && echo original-spawned; \
+         echo done; sleep 60"
+    );
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 5\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("sleep 60"),
+        sh(&script),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let out = d.log_with(&parent, "done");
+    let first: Value = serde_json::from_str(out.lines().next().unwrap()).expect(&out);
+    assert_eq!(
+        first["rights"],
+        serde_json::json!(["grant", "spawn"]),
+        "{out}"
+    );
+    assert!(out.contains("first-spawned"), "{out}");
+    assert!(out.contains("warren-msg: spawn: used-up"), "{out}");
+    let listed: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .nth(1)
+        .expect(&out);
+    assert_eq!(
+        listed["rights"],
+        serde_json::json!(["grant", "spawn"]),
+        "{out}"
+    );
+    assert!(out.contains("original-spawned"), "{out}");
+    let ps = d.ps();
+    for (suffix, runs) in [("one", true), ("two", false), ("three", true)] {
+        assert_eq!(ps.contains_key(&format!("{t}-{suffix}")), runs, "{ps:?}");
+    }
+}
+
+/// The templates outlive a kernel restart without a manifest (`warren daemon`, as a service
+/// manager restarts it): an environment that declares `may_spawn` still holds its SPAWN handle
+/// and spawns (it used to find `template:NAME` gone: `not-found`). Positive control: it
+/// spawned before the restart.
+#[test]
+fn templates_outlive_a_kernel_restart_without_a_manifest() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, t) = (unique("lparent"), unique("tick"));
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 50\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("exit 0"),
+        sh(&format!(
+            "while true; do warren-msg spawn {t} >/dev/null && echo spawned || echo refused; \
+             sleep 1; done"
+        )),
+    );
+    let mut d = Daemon::up(dir.path(), &manifest);
+    d.log_with(&parent, "spawned");
+    d.restart_without_manifest();
+    d.log_with(&parent, "re-attached");
+    let spawns = |d: &Daemon| {
+        let o = d.warren().args(["logs", &parent]).output().unwrap();
+        let out = stdout(&o);
+        assert!(
+            !out.contains("refused"),
+            "a spawn was refused: {out}{}",
+            stderr(&o)
+        );
+        out.matches("spawned").count()
+    };
+    let before = spawns(&d);
+    d.wait("two spawns after the restart", 30, || {
+        spawns(&d) >= before + 2
+    });
+}
+
+/// A parent killed with SIGKILL (its init, so its whole pid namespace) ends like one that
+/// exits: its own spawner gets the `down` notice with `code=137`, its linked child is stopped
+/// (and leaves `ps`), and its detached child runs on (the control: a kill reaches only the
+/// linked part of the tree).
+#[test]
+fn a_parent_killed_with_sigkill_ends_its_linked_children_and_its_spawner_hears_of_it() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (top, mid, leaf) = (unique("top"), unique("mid"), unique("leaf"));
+    let manifest = format!(
+        "[template.{leaf}]\nimage = {root:?}\ncommand = {}\nmax_instances = 2\ndetach = true\n\n\
+         [template.{mid}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\
+         may_spawn = [\"{leaf}\"]\n\n\
+         [space.{top}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{mid}\"]\n",
+        sh("sleep 120"),
+        sh(&format!(
+            "warren-msg spawn {leaf} --name l >/dev/null && \
+             warren-msg spawn {leaf} --name f --detach >/dev/null && echo ready; sleep 120"
+        )),
+        sh(&format!(
+            "warren-msg spawn {mid} --name m; warren-msg recv --timeout 90000; echo done; \
+             sleep 120"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let (m, l, f) = (format!("{mid}-m"), format!("{leaf}-l"), format!("{leaf}-f"));
+    d.log_with(&m, "ready");
+    d.wait("the tree to run", 30, || {
+        let ps = d.ps();
+        [&m, &l, &f]
+            .iter()
+            .all(|n| ps.get(*n).is_some_and(|v| v["state"] == "running"))
+    });
+    let pid = d.ps()[&m]["pid"].as_u64().unwrap();
+    let pid = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+
+    let out = d.log_with(&top, "done");
+    let down: Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v.get("down").is_some())
+        .unwrap_or_else(|| panic!("no down notice: {out}"));
+    assert_eq!(down["from"], m.as_str(), "{out}");
+    assert_eq!(
+        down["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=137"]]),
+        "{out}"
+    );
+    d.wait("the linked child to end", 30, || !d.ps().contains_key(&l));
+    let ps = d.ps();
+    assert_eq!(ps[&f]["state"], "running", "the detached child runs on");
+    assert!(ps[&f]["parent"].is_null(), "{:?}", ps[&f]);
+    assert!(!ps.contains_key(&m));
+}
+
+/// A child may not take a name that a declared environment which does not run now names in
+/// its `may_send` (the kernel refuses names of running environments' policies; this one would
+/// get a send capability to the child when it starts again): the spawn fails with
+/// `spawn-failed`, naming the environment. Positive control: another suffix spawns.
+#[test]
+fn a_child_may_not_take_a_name_a_stopped_environment_declares() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, waiter, t) = (unique("holder"), unique("waiter"), unique("sq"));
+    let manifest = format!(
+        "[template.{t}]\nimage = {root:?}\ncommand = {}\nmax_instances = 2\n\n\
+         [space.{waiter}]\nimage = {root:?}\ncommand = {}\nmay_send = [\"{t}-victim\"]\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{t}\"]\n",
+        sh("sleep 60"),
+        sh("exit 0"),
+        sh(&format!(
+            "sleep 3; warren-msg spawn {t} --name victim; echo rc=$?; \
+             warren-msg spawn {t} --name other >/dev/null && echo other-spawned; \
+             echo done; sleep 60"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    d.wait("the waiter to have exited", 30, || {
+        d.ps().get(&waiter).is_some_and(|v| v["state"] == "exited")
+    });
+    let out = d.log_with(&holder, "done");
+    assert!(
+        out.contains(&format!(
+            "warren-msg: spawn: spawn-failed: the child could not be started: \"{t}-victim\" is \
+             named in the may_send or may_discover of managed environment \"{waiter}\""
+        )),
+        "{out}"
+    );
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(out.contains("other-spawned"), "{out}");
+    let ps = d.ps();
+    assert!(!ps.contains_key(&format!("{t}-victim")), "{ps:?}");
 }

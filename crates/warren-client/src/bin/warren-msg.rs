@@ -11,7 +11,7 @@
 //! warren-msg recv [--timeout MS] [--correlation N] [-H NAME=VALUE] [--body]
 //! warren-msg send-many TARGET BODY... [--nowait]     # plain bodies in batch frames
 //! warren-msg recv-many [--max N] [--timeout MS]      # up to N messages in one receive
-//! warren-msg attenuate TARGET [--rights send,grant,monitor] [--uses N] [--expires MS] [--badge N]
+//! warren-msg attenuate TARGET [--rights send,grant,monitor,spawn,stop] [--uses N] [--expires MS] [--badge N]
 //! warren-msg revoke TARGET | drop TARGET | monitor TARGET | mailbox [NAME]
 //! warren-msg attest --nonce HEX [--data HEX]     # a quote of this environment's launch record
 //! warren-msg spawn TEMPLATE [--name SUFFIX] [--grant NAME=HANDLE]... [--env K=V]... \
@@ -28,6 +28,8 @@
 //! number of cpus such as `0.5`.
 //! `attest` prints the quote document itself (docs/attestation.md), for `warren attest verify`.
 //! TARGET is a handle number or a name (found in `whoami`, else looked up).
+//! `attenuate` keeps every right the handle has unless `--rights` names fewer, so
+//! `attenuate template:req --uses 1` is a one-spawn SPAWN handle.
 #![forbid(unsafe_code)]
 
 #[path = "warren-msg/init.rs"]
@@ -374,7 +376,9 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
         "attenuate" => {
             let t = a.pos.first().unwrap_or_else(|| usage());
             let h = target(&mut k, t)?;
-            let mut rights = Rights::ALL_REMOTE;
+            // Without `--rights`, every right the handle has (the kernel intersects): a SPAWN
+            // or STOP handle attenuated for its uses or expiry keeps SPAWN or STOP.
+            let mut rights = Rights::KNOWN;
             if let Some(list) = a.get("--rights") {
                 rights = Rights::NONE;
                 for r in list.split(',').filter(|s| !s.is_empty()) {
@@ -382,6 +386,8 @@ fn run(op: &str, a: Args) -> Result<(), ClientError> {
                         "send" => Rights::SEND,
                         "grant" => Rights::GRANT,
                         "monitor" => Rights::MONITOR,
+                        "spawn" => Rights::SPAWN,
+                        "stop" => Rights::STOP,
                         _ => usage(),
                     });
                 }

@@ -151,6 +151,10 @@ struct TemplateState {
     live: u32,
     /// The root grant (what `may_spawn` handles designate).
     grant: MailboxId,
+    /// Whether the last `set_templates` declared it. A template no longer declared keeps its
+    /// state (its running children still count, its handles still designate it) and refuses
+    /// spawns; declared again, it is the same template again.
+    declared: bool,
 }
 
 /// What a SPAWN capability designates.
@@ -227,6 +231,34 @@ pub(super) struct SpawnState {
     placeholders: BTreeMap<String, Vec<(EnvId, Handle, u32)>>,
     next_child: u64,
     max_children: usize,
+    bounds: SpawnBounds,
+}
+
+/// The inclusive range each limit a spawner asks for must be within, whatever the ceilings:
+/// the launcher's own bounds (`docs/manifest.md`, "Bounds"), so that a value it would refuse is
+/// refused at once with `bad-request` instead of failing the child's start. The driver sets
+/// them ([`Kernel::set_spawn_bounds`]); by default only 0 is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpawnBounds {
+    /// Bytes.
+    pub memory: (u64, u64),
+    /// Processes.
+    pub pids: (u64, u64),
+    /// Millionths of a cpu.
+    pub cpus: (u64, u64),
+    /// Bytes.
+    pub tmpfs_size: (u64, u64),
+}
+
+impl Default for SpawnBounds {
+    fn default() -> SpawnBounds {
+        SpawnBounds {
+            memory: (1, u64::MAX),
+            pids: (1, u64::MAX),
+            cpus: (1, u64::MAX),
+            tmpfs_size: (1, u64::MAX),
+        }
+    }
 }
 
 impl Default for SpawnState {
@@ -251,6 +283,7 @@ impl Default for SpawnState {
             placeholders: BTreeMap::new(),
             next_child: 1,
             max_children: DEFAULT_MAX_CHILDREN,
+            bounds: SpawnBounds::default(),
         }
     }
 }
@@ -284,46 +317,56 @@ fn lower_limits(a: &Limits, b: &Limits) -> Limits {
 impl Kernel {
     // ----- the driver's interface -----
 
-    /// Declares the templates (replacing any declared before; live counts of templates that
-    /// remain are kept). Running environments whose `may_spawn` names a template they have no
-    /// handle for yet get one now.
+    /// Declares the templates (replacing any declared before). A template declared before
+    /// keeps its state — its live count, its grant — even across a declaration that left it
+    /// out: its running children still count against `max_instances` when it comes back, and
+    /// the handles made from it designate it again. Running environments whose `may_spawn`
+    /// names a template they have no handle for yet get one now.
     pub fn set_templates(&mut self, templates: Vec<TemplateInfo>) {
-        let mut keep: BTreeMap<String, TemplateState> = BTreeMap::new();
-        for info in templates {
-            let state = match self.spawn.templates.remove(&info.name) {
-                Some(mut old) => {
-                    old.info = info;
-                    old
-                }
-                None => {
-                    let name: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{}", info.name));
-                    let designation: Box<str> = name.as_ref().into();
-                    let grant = self.new_mailbox(NOBODY, name, designation, None, 0);
-                    self.spawn.grants.insert(
-                        grant,
-                        Grant {
-                            template: info.name.clone(),
-                            budgets: Vec::new(),
-                            limits: Limits::default(),
-                        },
-                    );
-                    TemplateState {
-                        info,
-                        live: 0,
-                        grant,
-                    }
-                }
-            };
-            keep.insert(state.info.name.clone(), state);
-        }
-        // Templates no longer declared: their grants refuse further spawns (`not-allowed`)
-        // through `template_of`; existing handles stay (and say `dead` in whoami's view).
-        for (_, old) in std::mem::take(&mut self.spawn.templates) {
+        // Templates no longer declared refuse further spawns (`not-allowed`); their handles
+        // stay (and say `dead` in whoami's view) until the template is declared again.
+        for old in self.spawn.templates.values_mut() {
+            old.declared = false;
             if let Some(mb) = self.mailboxes.get_mut(&old.grant) {
                 mb.alive = false;
             }
         }
-        self.spawn.templates = keep;
+        for info in templates {
+            let name = info.name.clone();
+            let old_grant = self.spawn.templates.get(&name).map(|t| t.grant);
+            // Its grant mailbox, revived; or a new one (first declaration, or the old one was
+            // freed when its last handle went).
+            let grant = match old_grant.filter(|g| self.mailboxes.contains_key(g)) {
+                Some(g) => {
+                    self.mailboxes.get_mut(&g).expect("checked").alive = true;
+                    g
+                }
+                None => {
+                    let label: Arc<str> = Arc::from(format!("{TEMPLATE_PREFIX}{name}"));
+                    let designation: Box<str> = label.as_ref().into();
+                    let g = self.new_mailbox(NOBODY, label, designation, None, 0);
+                    self.spawn.grants.insert(
+                        g,
+                        Grant {
+                            template: name.clone(),
+                            budgets: Vec::new(),
+                            limits: Limits::default(),
+                        },
+                    );
+                    g
+                }
+            };
+            let live = self.spawn.templates.get(&name).map_or(0, |t| t.live);
+            self.spawn.templates.insert(
+                name,
+                TemplateState {
+                    info,
+                    live,
+                    grant,
+                    declared: true,
+                },
+            );
+        }
         let envs: Vec<EnvId> = self.spawn.may_spawn.keys().copied().collect();
         for env in envs {
             self.grant_templates(env);
@@ -344,6 +387,11 @@ impl Kernel {
     /// [`DEFAULT_MAX_CHILDREN`]).
     pub fn set_max_children(&mut self, max: usize) {
         self.spawn.max_children = max;
+    }
+
+    /// Sets the range each limit of a Spawn must be within ([`SpawnBounds`]).
+    pub fn set_spawn_bounds(&mut self, bounds: SpawnBounds) {
+        self.spawn.bounds = bounds;
     }
 
     /// Records how `env` ended, for the `warren-exit` header of its parent's `down` notice.
@@ -513,6 +561,42 @@ impl Kernel {
         }
         for cap in dropped {
             self.release_cap(cap);
+        }
+        // Its children belong to the run that ended, as if it had ended: the linked ones are
+        // stopped (their cgroups were under that run's), and none stays linked to the next
+        // run, which never had their handles or references: their ends send it no `down`. A
+        // spawn still starting completes as for an ended spawner (a linked child is stopped,
+        // nothing is answered).
+        if let Some(children) = self.spawn.children.remove(&env) {
+            for child in children {
+                let Some(link) = self.spawn.links.get_mut(&child) else {
+                    continue;
+                };
+                link.parent = NOBODY;
+                if !link.detached {
+                    self.stop_child(child, "its parent restarted");
+                }
+            }
+        }
+        // `down` notices already queued for the previous run (of its children, of what it
+        // monitored) go too: their references were the previous run's.
+        if let Some(mb) = self.mailboxes.get_mut(&default) {
+            let (downs, keep): (std::collections::VecDeque<_>, std::collections::VecDeque<_>) =
+                std::mem::take(&mut mb.queue)
+                    .into_iter()
+                    .partition(|e| matches!(e, crate::mailbox::Entry::One(m) if m.down.is_some()));
+            mb.queue = keep;
+            mb.queued -= downs.len();
+            for entry in downs {
+                self.discharge_queued(default, &entry.from().clone(), entry.cost());
+                self.release_entry(entry);
+            }
+        }
+        self.spawn.starting.remove(&env);
+        for p in self.spawn.pending.values_mut() {
+            if p.parent == env {
+                p.parent = NOBODY;
+            }
         }
         self.spawn.exit.remove(&env);
         *self.spawn.restarts.entry(env).or_default() += 1;
@@ -774,7 +858,12 @@ impl Kernel {
         let cap_id = self.cap_of(env, handle)?;
         self.check_live(handle, cap_id)?;
         let grant = self.grant_of(handle, cap_id, "spawn")?;
-        let Some(t) = self.spawn.templates.get(&grant.template) else {
+        let Some(t) = self
+            .spawn
+            .templates
+            .get(&grant.template)
+            .filter(|t| t.declared)
+        else {
             return Err(self.deny_at(
                 ErrorCode::NotAllowed,
                 handle,
@@ -817,16 +906,23 @@ impl Kernel {
         }
         let ceiling = lower_limits(&info.limits, &grant.limits);
         let l = &s.limits;
-        for (what, asked, max) in [
-            ("memory", l.memory, ceiling.memory),
-            ("pids", l.pids, ceiling.pids),
-            ("cpus", l.cpus, ceiling.cpus),
-            ("tmpfs_size", l.tmpfs_size, ceiling.tmpfs_size),
+        let b = self.spawn.bounds;
+        for (what, asked, max, (lo, hi)) in [
+            ("memory", l.memory, ceiling.memory, b.memory),
+            ("pids", l.pids, ceiling.pids, b.pids),
+            ("cpus", l.cpus, ceiling.cpus, b.cpus),
+            ("tmpfs_size", l.tmpfs_size, ceiling.tmpfs_size, b.tmpfs_size),
         ] {
             if asked == Some(0) {
                 return Err(Deny::new(
                     ErrorCode::BadRequest,
                     format!("{what} must be above zero"),
+                ));
+            }
+            if let Some(v) = asked.filter(|v| !(lo..=hi).contains(v)) {
+                return Err(Deny::new(
+                    ErrorCode::BadRequest,
+                    format!("{what} {v} is out of range: expected {lo} to {hi}"),
                 ));
             }
             if !within(asked, max) {
@@ -884,6 +980,26 @@ impl Kernel {
                     "an initial name's handle lacks GRANT",
                 ));
             }
+            // A `template:` name is the name of a SPAWN handle: it must be one, on that
+            // template, or the child would find a mailbox (or another template) under a
+            // template's name instead of the SPAWN handle its own `may_spawn` gives.
+            if let Some(t) = name.strip_prefix(TEMPLATE_PREFIX) {
+                let cap = self.caps.get(c);
+                let on = self
+                    .spawn
+                    .grants
+                    .get(&cap.mailbox)
+                    .filter(|_| cap.rights.contains(Rights::SPAWN));
+                if on.is_none_or(|g| g.template != t) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "initial name {name:?} must be a handle with SPAWN on template {t:?}"
+                        ),
+                    )
+                    .handle(*h));
+                }
+            }
         }
         // Quotas.
         let quota = |why: String| {
@@ -911,6 +1027,16 @@ impl Kernel {
             return Err(quota(format!(
                 "you have {mine} live children, the most allowed"
             )));
+        }
+        // Room for Spawned's two handles (and those of the spawns still starting): otherwise
+        // the child would be started only to be stopped again.
+        let in_flight = self.spawn.starting.get(&env).copied().unwrap_or(0);
+        if !self.has_room(env, 2 * (in_flight + 1)) {
+            return Err(Deny::new(
+                ErrorCode::Unavailable,
+                "your capability table has no room for the child's mailbox and STOP handles",
+            )
+            .handle(handle));
         }
         if !self.caps.has_uses(cap_id) {
             return Err(self.deny_at(ErrorCode::UsedUp, handle, cap_id, "the handle is used up"));
@@ -1233,6 +1359,15 @@ impl Kernel {
                         format!("an environment called {name:?} already runs"),
                     ));
                 }
+                if self.name_is_declared(&name) {
+                    return Err(Deny::new(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "{name:?} is named in an environment's may_send or may_discover: a \
+                             child may not take a name the administrator gave authority to"
+                        ),
+                    ));
+                }
                 Ok(name)
             }
             None => loop {
@@ -1244,11 +1379,24 @@ impl Kernel {
                         "the template's name leaves no room for a number: give a suffix",
                     ));
                 }
-                if !taken(self, &name) {
+                if !taken(self, &name) && !self.name_is_declared(&name) {
                     return Ok(name);
                 }
             },
         }
+    }
+
+    /// Whether a running environment's `may_send` or `may_discover` names environment `name`
+    /// (as `NAME` or `NAME/MAILBOX`): whoever registers under that name gets that authority
+    /// (a send capability, a lookup), so a spawner may not choose it for a child.
+    fn name_is_declared(&self, name: &str) -> bool {
+        let names_it =
+            |entry: &String| !entry.contains('@') && entry.split('/').next() == Some(name);
+        self.declared_to.contains_key(name)
+            || self
+                .envs
+                .values()
+                .any(|e| e.may_send.iter().chain(&e.may_discover).any(names_it))
     }
 
     /// Installs the SPAWN handles `env`'s `may_spawn` declares and it lacks.
@@ -1263,7 +1411,13 @@ impl Kernel {
                 .names
                 .get(&env)
                 .is_some_and(|n| n.iter().any(|(n, _)| *n == key));
-            let Some(grant) = self.spawn.templates.get(&t).map(|s| s.grant) else {
+            let Some(grant) = self
+                .spawn
+                .templates
+                .get(&t)
+                .filter(|s| s.declared)
+                .map(|s| s.grant)
+            else {
                 continue;
             };
             if held || !self.has_room(env, 1) {

@@ -239,6 +239,10 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
                 line["state"].as_str().unwrap_or("?")
             );
         }
+    } else if !d.registry.templates.is_empty() {
+        // No manifest: the templates last declared on this state directory.
+        let templates = d.registry.templates.clone();
+        d.declare_templates(templates);
     }
     tracing::info!("kernel ready on {}", d.socket_path.display());
     notify_ready(&d.socket_path);
@@ -358,7 +362,11 @@ impl Daemon {
             epoll,
             listener,
             signals,
-            kernel: Kernel::new(warren_kernel::Config::default()),
+            kernel: {
+                let mut k = Kernel::new(warren_kernel::Config::default());
+                k.set_spawn_bounds(spawn::spawn_bounds());
+                k
+            },
             conns: IdMap::default(),
             env_conn: IdMap::default(),
             dirty: Vec::new(),

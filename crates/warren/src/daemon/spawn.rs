@@ -34,7 +34,9 @@
 //!   launcher survived registers again and gets them back ([`Daemon::register_env`]); a linked
 //!   child whose spawner did not survive is stopped ([`Daemon::settle_readopted_children`]).
 //!
-//! Templates come from `warren up FILE` and `warren apply FILE` ([`Daemon::declare_templates`]).
+//! Templates come from `warren up FILE` and `warren apply FILE` ([`Daemon::declare_templates`]),
+//! and are kept in the registry (`managed.json`), so a daemon started without a manifest
+//! declares the last ones again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +51,19 @@ use crate::template::{child_spec, template_info};
 /// Grace before SIGKILL for a stop that does not ask to kill at once, in milliseconds (the
 /// default of `warren stop`).
 const STOP_GRACE_MS: u64 = 10_000;
+
+/// The range of each limit a Spawn may ask for: the launcher's own bounds (one table,
+/// `warren_spec::limits`), so the kernel refuses what the child's launcher would.
+pub(super) fn spawn_bounds() -> warren_kernel::SpawnBounds {
+    use warren_spec::limits::{Bound, CPUS_MICROS, MEMORY, PIDS, TMPFS_SIZE};
+    let range = |b: Bound| (b.min, b.max);
+    warren_kernel::SpawnBounds {
+        memory: range(MEMORY),
+        pids: range(PIDS),
+        cpus: range(CPUS_MICROS),
+        tmpfs_size: range(TMPFS_SIZE),
+    }
+}
 
 /// What the daemon keeps about spawned children.
 #[derive(Debug, Default)]
@@ -102,6 +117,11 @@ impl Daemon {
             }
         }
         self.kernel.set_templates(infos);
+        // Kept with the managed set: a daemon started without a manifest declares them again.
+        if self.registry.templates != templates {
+            self.registry.templates = templates.clone();
+            self.save();
+        }
         self.spawns.templates = templates;
     }
 
@@ -120,6 +140,17 @@ impl Daemon {
         let name = order.child.clone();
         if self.registry.envs.contains_key(&name) {
             let why = format!("{name:?} is already a managed environment");
+            self.kernel.spawn_failed(order.ticket, &why, now);
+            return;
+        }
+        // The kernel refuses a name that a running environment's policy names; one that does
+        // not run now (exited, stopped, waiting to restart) would get a capability to the
+        // child when it starts again.
+        if let Some(holder) = self.declared_by_managed(&name) {
+            let why = format!(
+                "{name:?} is named in the may_send or may_discover of managed environment \
+                 {holder:?}: a child may not take a name the administrator gave authority to"
+            );
             self.kernel.spawn_failed(order.ticket, &why, now);
             return;
         }
@@ -157,6 +188,24 @@ impl Daemon {
                 self.kernel.spawn_failed(order.ticket, &why, now);
             }
         }
+    }
+
+    /// A declared (not spawned) environment whose `may_send` or `may_discover` names
+    /// environment `name` (as `NAME`, `NAME/MAILBOX` or `NAME@HOST`: a remote name is refused
+    /// too, which only ever costs a spawner a suffix).
+    fn declared_by_managed(&self, name: &str) -> Option<String> {
+        self.registry
+            .envs
+            .iter()
+            .filter(|(_, m)| m.spawned_by.is_none())
+            .find(|(_, m)| {
+                m.spec
+                    .may_send
+                    .iter()
+                    .chain(&m.spec.may_discover)
+                    .any(|e| e.split(['/', '@']).next() == Some(name))
+            })
+            .map(|(holder, _)| holder.clone())
     }
 
     /// The launch record (number, `sha256:` digest) of running environment `name`, as its
