@@ -728,16 +728,22 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
             Some(_) => rec.content_type == CONTENT_TYPE,
             None => rec.content_type == REDACTED_CONTENT_TYPE,
         };
-        if rec.nv_index != NV_INDEX || !type_fits {
+        if rec.nv_index != NV_INDEX {
             return Err(Rejection::Malformed(format!(
-                "record {} is for index {:#x} with content type {:?}{}, not Warren's",
+                "record {} is for index {:#x}, not Warren's anchor {NV_INDEX:#x}",
+                rec.recnum, rec.nv_index
+            )));
+        }
+        if !type_fits {
+            return Err(Rejection::Malformed(format!(
+                "record {} has content type {:?} {}: a record with content is {CONTENT_TYPE:?}, \
+                 one without (redacted) {REDACTED_CONTENT_TYPE:?}",
                 rec.recnum,
-                rec.nv_index,
                 rec.content_type,
                 if rec.content.is_some() {
-                    " and content"
+                    "and content"
                 } else {
-                    " and no content"
+                    "and no content"
                 }
             )));
         }
