@@ -22,7 +22,7 @@ use crate::{EnvId, Millis};
 
 mod remote;
 pub(crate) mod spawn;
-pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts};
+pub use remote::{Export, Import, Inbound, InjectError, Outbound, accepts, receiving_env};
 
 /// The handle of an environment's default mailbox (with RECEIVE) in its own table.
 pub const DEFAULT_MAILBOX_HANDLE: Handle = 1;
@@ -78,6 +78,16 @@ pub const MESSAGE_OVERHEAD: usize = 64;
 pub fn message_cost(body: usize, headers: &[(String, Vec<u8>)]) -> usize {
     let headers: usize = headers.iter().map(|(n, v)| n.len() + v.len()).sum();
     body + headers + MESSAGE_OVERHEAD
+}
+
+/// How many handles a declaration's `may_send` grants take: one per distinct `ENV` or
+/// `ENV@HOST` entry (an `ENV/MAILBOX` entry is found by `lookup` and takes none).
+pub fn granted_targets(may_send: &[String]) -> usize {
+    may_send
+        .iter()
+        .filter(|t| !t.contains('/'))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len()
 }
 
 /// One sender may hold at most this fraction (1/n) of a receiving environment's byte quota in
@@ -137,6 +147,20 @@ pub enum KernelError {
     UnknownTicket {
         /// The ticket.
         ticket: u64,
+    },
+    /// Its declaration names more `may_send` targets that take a handle (`ENV`, `ENV@HOST`)
+    /// than its capability table holds besides handle 1.
+    #[error(
+        "environment {name:?} declares {count} may_send targets that take a handle; at most \
+         {max} fit in its capability table besides its own mailbox's handle 1"
+    )]
+    TooManyGrants {
+        /// The environment's name.
+        name: String,
+        /// How many distinct targets it declares.
+        count: usize,
+        /// The most it may declare.
+        max: usize,
     },
     /// Every environment id has been used.
     #[error("cannot add environment {name:?}: environment ids are exhausted")]
@@ -486,6 +510,16 @@ impl Kernel {
         if self.names.contains_key(&spec.name) {
             return Err(KernelError::NameInUse { name: spec.name });
         }
+        let may_send = self.localize(spec.may_send);
+        let count = granted_targets(&may_send);
+        let max = self.config.max_handles.saturating_sub(1);
+        if count > max {
+            return Err(KernelError::TooManyGrants {
+                name: spec.name,
+                count,
+                max,
+            });
+        }
         let Some(next) = self.next_env.checked_add(1) else {
             return Err(KernelError::IdsExhausted { name: spec.name });
         };
@@ -504,7 +538,7 @@ impl Kernel {
             id,
             Env {
                 name: name.clone(),
-                may_send: self.localize(spec.may_send),
+                may_send,
                 may_discover: self.localize(spec.may_discover),
                 capacity,
                 quota,
@@ -573,13 +607,36 @@ impl Kernel {
     /// Installs in `holder`'s table a policy grant to `target`'s default mailbox: under the
     /// number its declaration reserved for the target the first time, under the next number
     /// after that (the target ended and registered again: the old handle stays, dead).
+    ///
+    /// A reserved number counts as held ([`Kernel::has_room`]), so filling it never takes the
+    /// table past its limit. A new number needs room: when the table is full, the grant is not
+    /// installed but audited (the holder finds the target by `lookup` once it has dropped a
+    /// handle).
     fn grant_initial(&mut self, holder: EnvId, target: EnvId) {
         if !self.envs.contains_key(&holder) {
             return;
         }
+        let name = self.envs[&target].name.to_string();
+        let reserved = self.envs[&holder].declared_slots.contains_key(&name);
+        if !reserved && !self.has_room(holder, 1) {
+            let holder_name = self.envs[&holder].name.to_string();
+            self.audit(AuditRecord {
+                at: self.now,
+                env: holder_name,
+                op: "grant",
+                handle: None,
+                target: Some(name),
+                code: ErrorCode::Unavailable.as_str(),
+                reason: "the declared grant to an environment that registered again was not \
+                         installed: the capability table is full (drop a handle, then look the \
+                         name up)"
+                    .into(),
+                repeated: None,
+            });
+            return;
+        }
         let mb = self.envs[&target].default_mailbox;
         let cap = self.mint(Self::root_spec(mb, MAY_SEND_RIGHTS), None);
-        let name = self.envs[&target].name.to_string();
         let e = self.envs.get_mut(&holder).expect("checked above");
         match e.declared_slots.remove(&name) {
             Some(slot) => {
@@ -1962,11 +2019,16 @@ impl Kernel {
         }
     }
 
-    /// Whether `env`'s table can take `need` more handles.
+    /// Whether `env`'s table can take `need` more handles. The numbers its declaration
+    /// reserves for `may_send` targets that do not run yet count as held.
     fn has_room(&self, env: EnvId, need: usize) -> bool {
-        self.envs
-            .get(&env)
-            .is_some_and(|e| e.table.len().saturating_add(need) <= self.config.max_handles)
+        self.envs.get(&env).is_some_and(|e| {
+            e.table
+                .len()
+                .saturating_add(e.declared_slots.len())
+                .saturating_add(need)
+                <= self.config.max_handles
+        })
     }
 
     /// The object behind `handle` in `env`'s table.

@@ -167,6 +167,7 @@ pub use action::{Action, AuditRecord, Repeated, SpawnOrder};
 #[doc(hidden)]
 pub use kernel::CapInfo;
 pub use kernel::check_label;
+pub use kernel::receiving_env;
 pub use kernel::spawn::{
     CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, GAVE_UP_HEADER, KeptChild,
     KeptName, RESTARTS_HEADER, SPAWN_RIGHTS, TEMPLATE_PREFIX, TemplateInfo,
@@ -174,7 +175,7 @@ pub use kernel::spawn::{
 pub use kernel::{
     Config, DEFAULT_MAILBOX_HANDLE, DOWN_HEADER, EnvSpec, Export, Import, Inbound, InjectError,
     Kernel, KernelError, MESSAGE_OVERHEAD, Outbound, SENDER_SHARE_DIVISOR, Stats, accepts,
-    message_cost,
+    granted_targets, message_cost,
 };
 
 /// Virtual time: milliseconds on the driver's clock.

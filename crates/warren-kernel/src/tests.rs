@@ -2,7 +2,7 @@
 
 use warren_proto::{Delivery, ErrorCode, Filter, Handle, Message, Request, Response, Rights};
 
-use crate::{Action, AuditRecord, Config, EnvId, EnvSpec, Kernel, Millis};
+use crate::{Action, AuditRecord, Config, EnvId, EnvSpec, Kernel, KernelError, Millis};
 
 const SEND: Rights = Rights::SEND;
 const SGM: Rights = Rights(1 | 2 | 4);

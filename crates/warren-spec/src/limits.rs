@@ -75,6 +75,14 @@ pub const MAX_RESTARTS: Bound = Bound {
     max: 1_000,
 };
 
+/// Most names a `may_send` list may hold: a capability table holds 1,024 handles
+/// (`docs/protocol.md` §11.1), handle 1 is the environment's own mailbox, and each `ENV` or
+/// `ENV@HOST` name takes one more.
+pub const MAX_MAY_SEND: usize = 1023;
+
+/// Most names a `may_discover` list may hold (a capability table holds 1,024 handles).
+pub const MAX_MAY_DISCOVER: usize = 1024;
+
 /// Every bound, in the order `docs/manifest.md` lists them.
 pub const ALL: [Bound; 7] = [
     MEMORY,
@@ -106,6 +114,16 @@ pub enum LimitError {
     ReservedVariable {
         /// The variable.
         name: String,
+    },
+    /// A list of names longer than its limit.
+    #[error("{key} lists {count} names; at most {max} are allowed")]
+    TooManyNames {
+        /// The key (`may_send`, `may_discover`).
+        key: &'static str,
+        /// How many it lists.
+        count: usize,
+        /// The most allowed.
+        max: usize,
     },
     /// A variable name that is not letters, digits and `_`.
     #[error(
@@ -175,6 +193,16 @@ pub fn validate_space(spec: &SpaceSpec) -> Result<(), LimitError> {
     for name in spec.env.keys() {
         check_env_var(name)?;
     }
+    check_names("may_send", spec.may_send.len(), MAX_MAY_SEND)?;
+    check_names("may_discover", spec.may_discover.len(), MAX_MAY_DISCOVER)?;
+    Ok(())
+}
+
+/// Checks the length of a list of names.
+pub fn check_names(key: &'static str, count: usize, max: usize) -> Result<(), LimitError> {
+    if count > max {
+        return Err(LimitError::TooManyNames { key, count, max });
+    }
     Ok(())
 }
 
@@ -200,6 +228,30 @@ mod tests {
         assert_eq!(
             check(PIDS, u64::MAX).unwrap_err().to_string(),
             "pids 18446744073709551615 is out of range: expected 1 to 4194304"
+        );
+    }
+
+    /// `may_send` holds one name fewer than a table's 1,024 handles (handle 1 is the
+    /// environment's own), `may_discover` 1,024: the control socket checks what it is given.
+    #[test]
+    fn name_lists_are_bounded() {
+        let names = |n: usize| (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>();
+        let text = "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\n";
+        let m = crate::parse_manifest(std::path::Path::new("m.toml"), text).unwrap();
+        let mut spec = m.spaces.into_values().next().unwrap();
+        spec.may_send = names(MAX_MAY_SEND);
+        spec.may_discover = names(MAX_MAY_DISCOVER);
+        assert_eq!(validate_space(&spec), Ok(()));
+        spec.may_send = names(MAX_MAY_SEND + 1);
+        assert_eq!(
+            validate_space(&spec).unwrap_err().to_string(),
+            "may_send lists 1024 names; at most 1023 are allowed"
+        );
+        spec.may_send = Vec::new();
+        spec.may_discover = names(MAX_MAY_DISCOVER + 1);
+        assert_eq!(
+            validate_space(&spec).unwrap_err().to_string(),
+            "may_discover lists 1025 names; at most 1024 are allowed"
         );
     }
 

@@ -35,9 +35,9 @@ pub use template::{MAX_INSTANCES, MAX_TEMPLATE_LIST, MAX_TEMPLATES, TemplateSpec
 /// Most environments one manifest may declare.
 pub const MAX_SPACES: usize = 1000;
 
-/// Most entries one `may_send` or `may_discover` list may hold (a capability table holds at
-/// most 1024 handles).
-pub const MAX_TARGETS: usize = 1024;
+/// Most entries one `may_discover` list may hold (a capability table holds at most 1024
+/// handles); a `may_send` list holds one fewer ([`crate::limits::MAX_MAY_SEND`]).
+pub const MAX_TARGETS: usize = crate::limits::MAX_MAY_DISCOVER;
 
 /// Largest manifest [`load_manifest`] reads, in bytes.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -1382,11 +1382,13 @@ impl Parser<'_> {
         this: Option<(&EnvName, Option<&str>)>,
     ) -> Result<Vec<String>, ManifestError> {
         let items = self.array(here, key, v, "an array of names")?;
-        if items.len() > MAX_TARGETS {
-            let why = format!(
-                "{} names given; at most {MAX_TARGETS} are allowed",
-                items.len()
-            );
+        let max = if key == "may_send" {
+            crate::limits::MAX_MAY_SEND
+        } else {
+            MAX_TARGETS
+        };
+        if items.len() > max {
+            let why = format!("{} names given; at most {max} are allowed", items.len());
             return Err(self.bad_value(here, key, v.span(), why));
         }
         let mut seen = BTreeSet::new();

@@ -6,6 +6,25 @@
 //! that does not exist (Docker's and the shell's convention).
 #![forbid(unsafe_code)]
 
+/// `eprintln!` that never panics. A diagnostic that cannot be written (a standard error on a
+/// full filesystem: the supervisor's launchers write theirs to `STATE/logs/NAME.log`) is lost,
+/// not turned into a crash (`eprintln!` panics, exit 101) of a launcher whose environment could
+/// run.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `eprint!` that never panics (see `eprintln!` above).
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod cli;
 mod cmd;
 mod control;

@@ -445,6 +445,40 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     let mut elsewhere = batch("alpha", 10, &web, "674");
     elsewhere.messages[0].caps = vec![token("someone@beta", &alpha_key)];
     publish(&driver, 10, elsewhere, &alpha_key);
+    // Messages to the attestation mailbox outside the documented shape: a request without
+    // its correlation, one carrying a capability, one without the kind header. Refused and
+    // audited, not answered.
+    let attest = |epoch: u64, correlation: Option<u64>, kind: Option<&str>, caps: Vec<Vec<u8>>| {
+        let mut b = batch("alpha", epoch, "warren.attest", "");
+        let m = &mut b.messages[0];
+        m.to = "warren.attest".into();
+        m.body = vec![1; 32];
+        m.correlation = correlation;
+        m.headers = kind
+            .map(|k| vec![("warren-attest".to_owned(), k.as_bytes().to_vec())])
+            .unwrap_or_default();
+        m.caps = caps;
+        b
+    };
+    publish(
+        &driver,
+        11,
+        attest(11, None, Some("request"), Vec::new()),
+        &alpha_key,
+    );
+    let cap = token(&format!("{sink}@beta"), &alpha_key);
+    publish(
+        &driver,
+        12,
+        attest(12, Some(5), Some("request"), vec![cap]),
+        &alpha_key,
+    );
+    publish(
+        &driver,
+        13,
+        attest(13, Some(6), None, Vec::new()),
+        &alpha_key,
+    );
     publish(&driver, 4, batch("alpha", 4, &web, "1"), &alpha_key);
     let mut confirmed = 0;
     wait_until(Duration::from_secs(30), "publisher confirms", || {
@@ -453,7 +487,7 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
                 confirmed += 1;
             }
         }
-        confirmed == 10
+        confirmed == 13
     });
 
     beta.wait_log(&sink, "DONE", 60);
@@ -511,7 +545,33 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
         ),
         "{inbound:#?}"
     );
-    assert_eq!(inbound.len(), 9, "{inbound:#?}");
+    for why in [
+        "a quote request needs a correlation",
+        "a message to warren.attest carries no via, caps or reply",
+        "no warren-attest header (request, quote or error)",
+    ] {
+        assert!(has("bad-request", why), "{why}: {inbound:#?}");
+    }
+    assert_eq!(inbound.len(), 12, "{inbound:#?}");
+    // `env` is the receiving environment, or `-` where the message names none (batch-level
+    // refusals, a `to` that is not a mailbox name).
+    for r in &inbound {
+        let reason = r["reason"].as_str().unwrap_or("");
+        let to_attest = r["target"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("-> warren.attest");
+        let want = if to_attest
+            || reason.contains("trusted keys")
+            || reason.contains("bad signature on a batch")
+            || reason.starts_with("to ")
+        {
+            "-"
+        } else {
+            sink.as_str()
+        };
+        assert_eq!(r["env"], want, "{r:#?}");
+    }
 }
 
 /// A host sends nothing to a host whose key it does not trust: the queue of an untrusted name
@@ -813,6 +873,8 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
         .collect();
     assert_eq!(refused.len(), 1, "{:#?}", beta.audit());
     assert_eq!(refused[0]["target"], format!("{web}@alpha -> {big}"));
+    // The record's environment is the receiving one, as for every inbound refusal.
+    assert_eq!(refused[0]["env"], big.as_str());
     assert!(
         refused[0]["reason"]
             .as_str()

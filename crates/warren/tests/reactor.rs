@@ -212,8 +212,17 @@ fn control_call_with(
     )
     .unwrap();
     let doc = serde_json::to_vec(req).unwrap();
+    // docs/cli.md: packets of at most 64 KiB, each tagged `+` (more follows) or `.` (the last);
+    // descriptors ride on the first.
+    let pieces: Vec<&[u8]> = doc.chunks(65535).collect();
+    for (i, piece) in pieces[..pieces.len() - 1].iter().enumerate() {
+        let mut packet = vec![b'+'];
+        packet.extend_from_slice(piece);
+        assert!(i > 0 || pass.is_none(), "descriptors with a long request");
+        rustix::net::send(&fd, &packet, SendFlags::empty()).unwrap();
+    }
     let mut packet = vec![b'.'];
-    packet.extend_from_slice(&doc);
+    packet.extend_from_slice(pieces[pieces.len() - 1]);
     match pass {
         None => {
             rustix::net::send(&fd, &packet, SendFlags::empty()).unwrap();
@@ -992,6 +1001,57 @@ fn round_trips_continue_during_a_slow_quote() {
     );
 }
 
+/// Quotes are made one at a time by the worker, at most 64 waiting: one tenant pipelining
+/// Attests must not take every place and shut its neighbours out. Each environment may have
+/// at most 4 quotes waiting; its further ones are answered `attest-failed` at once, and a
+/// neighbour's quote is still taken. (Before, the tenant's 70 Attests took all 64 places and the
+/// neighbour's was refused `64 quotes are already waiting`.)
+#[test]
+fn one_tenants_quotes_cannot_shut_out_a_neighbours() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[("WARREN_TEST_QUOTE_DELAY_MS", "300")]);
+    let attest = |id: u32| Frame {
+        id,
+        body: Request::Attest {
+            nonce: b"nonce".to_vec(),
+            data: Vec::new(),
+        },
+    };
+    let refused_at_once = |f: &Frame<Response>| {
+        matches!(&f.body, Response::Error { code: ErrorCode::AttestFailed, detail }
+            if detail.contains("already waiting"))
+    };
+    let mut tenant = k.register(&unique("quotes"), &[], None);
+    tenant.hello();
+    let frames: Vec<_> = (1000..1070).map(attest).collect();
+    tenant.send(&frames);
+    let mut refused = 0;
+    while refused < 66 {
+        for f in tenant.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(refused_at_once(&f), "{f:?}");
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 66, "4 of the tenant's 70 quotes wait");
+    let mut neighbour = k.register(&unique("nquote"), &[], None);
+    neighbour.hello();
+    neighbour.send(&[attest(7)]);
+    let got = neighbour.recv(Duration::from_secs(30)).expect("closed");
+    assert_eq!(got[0].id, 7);
+    assert!(
+        !refused_at_once(&got[0]),
+        "the neighbour was shut out: {got:?}"
+    );
+    // The tenant's 4 were answered by then (one at a time, before the neighbour's).
+    let mut answered = 0;
+    while answered < 4 {
+        for f in tenant.recv(Duration::from_secs(30)).expect("closed") {
+            assert!(!refused_at_once(&f), "{f:?}");
+            answered += 1;
+        }
+    }
+}
+
 // ----- the handshake of docs/protocol.md §6 -----
 
 fn hello(id: u32, min: u16, max: u16) -> Frame<Request> {
@@ -1400,6 +1460,58 @@ fn a_large_manifest_applies_reapplies_unchanged_and_empties() {
         .unwrap();
     assert_code(&o, 0);
     assert!(ps_names(&k).is_empty());
+}
+
+/// docs/manifest.md, Bounds: a request written by hand to the control socket is held to the
+/// manifest's counts: `may_send` (1,023 names) and `may_discover` (1,024) in a `register`, the
+/// environments of an `apply` (1,000), each refused naming the count and the limit; at the
+/// limits, accepted.
+#[test]
+fn hand_written_control_requests_are_held_to_the_manifest_counts() {
+    let _serial = one_at_a_time();
+    let k = Kernel::start(&[], &[]);
+    let names = |n: usize| (0..n).map(|i| format!("e{i}")).collect::<Vec<_>>();
+    let register = |name: &str, may_send: usize, may_discover: usize| {
+        let req = serde_json::json!({
+            "op": "register", "name": name, "may_send": names(may_send),
+            "may_discover": names(may_discover),
+        });
+        control_call(&k.state, &req)
+    };
+    let (_c, a, _) = register(&unique("sends"), 1024, 0);
+    assert_eq!(
+        a["error"], "may_send lists 1024 names; at most 1023 are allowed",
+        "{a}"
+    );
+    let (_c, a, _) = register(&unique("finds"), 0, 1025);
+    assert_eq!(
+        a["error"], "may_discover lists 1025 names; at most 1024 are allowed",
+        "{a}"
+    );
+    let (_c, a, _) = register(&unique("atlimit"), 1023, 1024);
+    assert_eq!(a["ok"], true, "{a}");
+
+    let space = serde_json::json!({
+        "image": {"binary": "/bin/true"}, "command": ["/bin/true"], "env": {},
+        "memory": null, "pids": null, "cpus": null, "tmpfs_size": null, "restart": "no",
+        "max_restarts": 5, "may_send": [], "may_discover": [], "mailbox_capacity": null,
+        "allow_missing": [],
+    });
+    let apply = |n: usize| {
+        let spaces: serde_json::Map<String, serde_json::Value> =
+            names(n).into_iter().map(|e| (e, space.clone())).collect();
+        let req = serde_json::json!({
+            "op": "apply", "file": "by-hand", "check": true, "spaces": spaces,
+        });
+        control_call(&k.state, &req).1
+    };
+    let a = apply(1001);
+    assert_eq!(
+        a["error"], "too many environments: 1001 declared, at most 1000 are allowed",
+        "{a}"
+    );
+    let a = apply(1000);
+    assert_eq!(a["ok"], true, "{a}");
 }
 
 #[test]

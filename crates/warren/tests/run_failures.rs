@@ -715,3 +715,116 @@ fn a_running_environment_of_the_same_name_under_another_state_directory_is_left_
         cgroup_dirs(&name)
     );
 }
+
+/// A launcher whose standard error cannot be written still starts its environment. The
+/// supervisor's launchers write to `STATE/logs/NAME.log`; with the state directory's filesystem
+/// full, the launch record cannot be written either, and the launcher's warning about it went
+/// to a standard error that could not take it: Rust's `eprintln!` panics then (exit 101), so
+/// `apply` reported `failed: the launcher exited with status 101` for an environment that
+/// could run. A diagnostic that cannot be written is not a failure. Positive control: the same
+/// launch with a writable standard error prints the warning and runs too.
+#[test]
+fn a_launcher_whose_stderr_cannot_be_written_still_runs_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&state)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(state.clone());
+    let data = dir.path().join("data");
+    let launch = |name: &str, stderr: std::process::Stdio| {
+        warren()
+            .env("WARREN_STATE_DIR", &state)
+            .env("WARREN_DATA_DIR", &data)
+            .args(["run", "--name", name, "--rootfs"])
+            .arg(busybox_root())
+            .args(["--", "/bin/echo", "ran"])
+            .stderr(stderr)
+            .output()
+            .unwrap()
+    };
+    // Prepare the state directory (its staging directory and the attestation choice), then
+    // fill its filesystem.
+    let o = launch(&unique("prep"), std::process::Stdio::piped());
+    assert_code(&o, 0);
+    let filler = state.join("filler");
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k", "count=1000"])
+        .arg(format!("of={}", filler.display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let o = launch(&unique("full"), std::process::Stdio::piped());
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("ran"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("No space left on device"),
+        "the positive control warns: {}",
+        stderr(&o)
+    );
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = launch(&unique("full"), std::process::Stdio::from(full));
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("ran"), "{}", stdout(&o));
+}
+
+/// Under the init (the manifest's default), a command missing from a binary image's root was
+/// left to the init's exec: the launch reported success (`apply`: `created`), and the init
+/// then exited 127 (`ps -a`: `exited`, and with `restart = "no"` the next `apply` kept it
+/// `unchanged`). The launcher looks the command up among what the root holds (the binary, its
+/// loader and libraries, the added paths) and fails with 127 before the launch. Positive
+/// controls: the binary itself, by path and by a name searched in `PATH`, and a file of a
+/// `--with` directory run.
+#[test]
+fn under_the_init_a_command_missing_from_a_binary_root_is_127_before_the_launch() {
+    let run = |extra: &[&str], argv: &[&str]| {
+        warren()
+            .args([
+                "run",
+                "--name",
+                &unique("binroot"),
+                "--init",
+                "--binary",
+                "/bin/sleep",
+            ])
+            .args(extra)
+            .arg("--")
+            .args(argv)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[], &["/bin/no-such", "0"]);
+    assert_error(
+        &o,
+        127,
+        "command not found in the environment: /bin/no-such",
+    );
+    let o = run(&[], &["no-such", "0"]);
+    assert_error(&o, 127, "command not found in the environment: no-such");
+    assert_code(&run(&[], &["/bin/sleep", "0"]), 0);
+    assert_code(&run(&[], &["/bin/../bin/sleep", "0"]), 0);
+    assert_code(&run(&[], &["sleep", "0"]), 0);
+    // The binary is also at `/<its name>`.
+    assert_code(&run(&[], &["/sleep", "0"]), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let tool = dir.path().join("true");
+    std::fs::copy("/bin/busybox", &tool).unwrap();
+    let with = dir.path().to_str().unwrap();
+    let o = run(&["--with", with], &[tool.to_str().unwrap()]);
+    assert_code(&o, 0);
+}

@@ -209,6 +209,16 @@ pub fn accepts(accept_from: &[String], from: &str) -> bool {
     })
 }
 
+/// The environment a message's `to` (`env` or `env/mailbox`) names, or `-` when it names none.
+pub fn receiving_env(to: &str) -> &str {
+    let env = to.split('/').next().unwrap_or(to);
+    if super::check_label(env).is_ok() {
+        env
+    } else {
+        "-"
+    }
+}
+
 impl Kernel {
     /// Turns remote names on: from now, `may_send` entries and lookups naming `env@host` (with
     /// `host` other than `local_host`) designate proxy mailboxes. Without it, remote names are
@@ -548,8 +558,7 @@ impl Kernel {
         // A message no local environment could be given (its Delivery would not encode) is
         // refused for good, before anything else is looked at.
         if let Some(why) = beyond_protocol_limits(&msg) {
-            let who = msg.from.clone();
-            return Err(self.refuse_inbound(&who, &msg, ErrorCode::TooLarge, why));
+            return Err(self.refuse_inbound(&msg, ErrorCode::TooLarge, why));
         }
         let (mb_id, badge) = match msg.via {
             Some(export) => self.check_export(export, &msg)?,
@@ -577,7 +586,6 @@ impl Kernel {
                 if !allowed {
                     let name = e.name.clone();
                     return Err(self.refuse_inbound(
-                        &name,
                         &msg,
                         ErrorCode::NoRight,
                         format!("{} is not in {name}'s accept_from", msg.from),
@@ -612,20 +620,17 @@ impl Kernel {
         export: u64,
         msg: &Inbound,
     ) -> Result<(MailboxId, u64), InjectError> {
-        let who = msg.from.clone();
         let Some(&cap_id) = self.exports.get(&export) else {
             // Issued by this kernel and gone: spent (an export leaves the table only when its
             // last use is taken).
             if (self.first_export..self.next_export).contains(&export) {
                 return Err(self.refuse_inbound(
-                    &who,
                     msg,
                     ErrorCode::UsedUp,
                     format!("the exported capability is used up (token {export})"),
                 ));
             }
             return Err(self.refuse_inbound(
-                &who,
                 msg,
                 ErrorCode::Revoked,
                 format!("token {export} is unknown here (issued before a kernel restart?)"),
@@ -638,7 +643,6 @@ impl Kernel {
             // kernel's token.
             let here = self.mailboxes[&mb].designation.to_string();
             return Err(self.refuse_inbound(
-                &who,
                 msg,
                 ErrorCode::Revoked,
                 format!(
@@ -663,7 +667,7 @@ impl Kernel {
         };
         if let Some((code, why)) = problem {
             let target = self.mailboxes[&mb].designation.to_string();
-            return Err(self.refuse_inbound(&who, msg, code, format!("{why} ({target})")));
+            return Err(self.refuse_inbound(msg, code, format!("{why} ({target})")));
         }
         let badge = cap.badge;
         self.caps.consume(cap_id);
@@ -688,16 +692,13 @@ impl Kernel {
         self.mint(spec, None)
     }
 
-    fn refuse_inbound(
-        &mut self,
-        env: &str,
-        msg: &Inbound,
-        code: ErrorCode,
-        reason: String,
-    ) -> InjectError {
+    /// Audits a refused inbound message. Its `env` is always the receiving environment: the
+    /// one `to` names (for a message through a token, the token's target), or `-` when `to`
+    /// names none.
+    fn refuse_inbound(&mut self, msg: &Inbound, code: ErrorCode, reason: String) -> InjectError {
         self.audit(AuditRecord {
             at: self.now,
-            env: env.to_owned(),
+            env: receiving_env(&msg.to).to_owned(),
             op: "inbound",
             handle: None,
             target: Some(format!("{} -> {}", msg.from, msg.to)),

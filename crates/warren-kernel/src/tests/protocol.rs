@@ -198,3 +198,91 @@ fn the_documented_kernel_limits_hold_with_the_defaults() {
     }
     assert_err(&w.call(a, recv), ErrorCode::Unavailable);
 }
+
+/// §8 and §11.1: policy grants never take a table past its 1,024 handles. A `may_send` target
+/// that ends and registers again is granted under a new number each time (the old one stays,
+/// dead); once the holder's table is full, the new grant is not installed but audited, and the
+/// holder reaches the target again by Lookup once it drops a dead handle.
+#[test]
+fn a_target_registering_again_and_again_never_takes_a_holders_table_past_its_limit() {
+    let mut w = World::new();
+    let max = Config::default().max_handles;
+    let holder = w.add("holder", &["t"], &[]);
+    // Positive control: the first registration is granted under the reserved number 2.
+    let t = w.add("t", &[], &[]);
+    assert!(w.whoami(holder).iter().any(|(h, d, _)| *h == 2 && d == "t"));
+    assert_eq!(w.send_body(holder, 2, b"x"), Response::Ok);
+    w.remove(t);
+    for _ in 0..max + 10 {
+        let t = w.add("t", &[], &[]);
+        w.remove(t);
+    }
+    let _t = w.add("t", &[], &[]);
+    let held = w.whoami(holder);
+    assert_eq!(held.len(), max, "the table is full, not past full");
+    assert!(
+        w.audits
+            .iter()
+            .any(|r| r.env == "holder" && r.op == "grant" && r.code == "unavailable"),
+        "the grant that did not fit is audited"
+    );
+    // A Lookup needs room too; a dropped dead handle makes it.
+    assert_err(
+        &w.call(holder, Request::Lookup { name: "t".into() }),
+        ErrorCode::Unavailable,
+    );
+    assert_eq!(w.call(holder, Request::Drop { handle: 2 }), Response::Ok);
+    let (h, _) = w.handle_of(holder, Request::Lookup { name: "t".into() });
+    assert_eq!(w.send_body(holder, h, b"y"), Response::Ok);
+}
+
+/// §8: the number reserved for a `may_send` target that does not run yet counts as held, so
+/// the grant that fills it when the target registers never takes the table past 1,024.
+#[test]
+fn a_reserved_number_counts_as_held() {
+    let mut w = World::new();
+    let max = Config::default().max_handles;
+    let _db = w.add("db", &[], &[]);
+    let holder = w.add("holder", &["t"], &["db"]);
+    let mut looked_up = 0;
+    loop {
+        match w.call(holder, Request::Lookup { name: "db".into() }) {
+            Response::Handle { .. } => looked_up += 1,
+            other => {
+                assert_err(&other, ErrorCode::Unavailable);
+                break;
+            }
+        }
+    }
+    // Handle 1, the reserved number 2, and the lookups fill the table.
+    assert_eq!(looked_up, max - 2);
+    let _t = w.add("t", &[], &[]);
+    let held = w.whoami(holder);
+    assert_eq!(held.len(), max);
+    assert!(held.iter().any(|(h, d, _)| *h == 2 && d == "t"), "{held:?}");
+}
+/// A declaration that names more targets than a table can hold besides handle 1 is refused
+/// when the environment registers, naming how many; one fewer registers and fills the table.
+#[test]
+fn a_declaration_with_more_grants_than_a_table_holds_is_refused() {
+    let mut w = World::new();
+    let max = Config::default().max_handles;
+    let names: Vec<String> = (0..max).map(|i| format!("t{i}")).collect();
+    for n in &names {
+        w.add(n, &[], &[]);
+    }
+    let spec = |may_send: &[String]| EnvSpec {
+        name: "holder".into(),
+        may_send: may_send.to_vec(),
+        ..EnvSpec::default()
+    };
+    let err = w.k.add_env(spec(&names), w.now).unwrap_err();
+    assert!(
+        matches!(err, KernelError::TooManyGrants { count, max: m, .. } if count == max && m == max - 1),
+        "{err}"
+    );
+    assert!(err.to_string().contains("1023"), "{err}");
+    // Positive control: 1,023 targets register and fill the table exactly.
+    let holder = w.add_spec(spec(&names[..max - 1]));
+    assert_eq!(w.whoami(holder).len(), max);
+}

@@ -804,15 +804,39 @@ fn limits() {
         r#"spaces.toml:3001:8: too many environments: at most 1000 are allowed"#,
         "space.e1000",
     );
+    // may_discover: 1,024 (a capability table's size); may_send: 1,023 (handle 1 is the
+    // environment's own mailbox, each name takes one more).
     let names: Vec<String> = (0..=MAX_TARGETS).map(|i| format!("\"e{i}\"")).collect();
     check_err(
         &format!(
-            "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nmay_send = [{}]",
+            "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nmay_discover = [{}]",
             names.join(", ")
         ),
-        r#"spaces.toml:4:12: "may_send" in [space.db]: 1025 names given; at most 1024 are allowed"#,
+        r#"spaces.toml:4:16: "may_discover" in [space.db]: 1025 names given; at most 1024 are allowed"#,
+        "space.db.may_discover",
+    );
+    check_err(
+        &format!(
+            "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nmay_send = [{}]",
+            names[..MAX_TARGETS].join(", ")
+        ),
+        r#"spaces.toml:4:12: "may_send" in [space.db]: 1024 names given; at most 1023 are allowed"#,
         "space.db.may_send",
     );
+    for (key, n) in [("may_send", MAX_TARGETS - 1), ("may_discover", MAX_TARGETS)] {
+        let text = format!(
+            "[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\n{key} = [{}]",
+            names[..n].join(", ")
+        );
+        let m = parse_manifest(Path::new(FILE), &text).unwrap();
+        let db = &m.spaces.values().next().unwrap();
+        let got = if key == "may_send" {
+            &db.may_send
+        } else {
+            &db.may_discover
+        };
+        assert_eq!(got.len(), n, "{key} at its limit");
+    }
     // Exactly at the limits is fine.
     let ok = text.rsplit_once("[space.e1000]").unwrap().0;
     let m = parse_manifest(Path::new(FILE), ok).unwrap();

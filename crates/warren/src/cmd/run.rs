@@ -1008,27 +1008,91 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The directories a command name without `/` is searched in: the workload's `PATH`, or
+/// `execvp`'s default.
+fn search_path(env: &[(String, String)]) -> &str {
+    env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        |(_, v)| v.as_str(),
+    )
+}
+
+/// [`command_in_root`] for a binary root, which holds nothing but what it lists: the binary,
+/// its loader and libraries, and the added paths (`--with`), each at its target path, the
+/// binary again at `/<its file name>`, and `/dev/warren` (the init and the client). `cmd` is found when one of the paths `execvp`
+/// would try (lexically normalised) is one of those, or lies under an added directory.
+fn command_in_binary_root(
+    b: &warren_elf::BinaryRoot,
+    cmd: &str,
+    env: &[(String, String)],
+) -> Result<(), (i32, String)> {
+    let held = |p: &std::path::Path| {
+        b.entries().any(|e| e.target == p)
+            || b.added.iter().any(|a| {
+                a.entry.target == p
+                    || (a.dir && p.starts_with(&a.entry.target))
+                    || a.files.iter().any(|f| f.target == p)
+            })
+            || p.starts_with("/dev/warren")
+            // The binary is also placed at `/<its file name>` (warren-sandbox's rootfs.rs).
+            || b.binary.target.file_name().is_some_and(|n| Path::new("/").join(n) == p)
+    };
+    let normal = |p: &str| {
+        let mut out = PathBuf::from("/");
+        for c in std::path::Path::new(p).components() {
+            match c {
+                std::path::Component::Normal(n) => out.push(n),
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                _ => {}
+            }
+        }
+        out
+    };
+    let found = if cmd.starts_with('/') {
+        held(&normal(cmd))
+    } else {
+        search_path(env)
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .any(|d| held(&normal(&format!("{d}/{cmd}"))))
+    };
+    if found {
+        return Ok(());
+    }
+    Err((
+        127,
+        format!(
+            "command not found in the environment: {cmd} (a binary image's root holds only {}, \
+             its loader and libraries, and the paths added with --with)",
+            b.binary.target.display()
+        ),
+    ))
+}
+
 /// Whether `argv[0]` names an executable file in the root as `execvp` inside it would find it
 /// (a name without `/` is searched in the workload's `PATH`): `Err((127 or 126, message))` if
 /// not. Paths are resolved inside the root (`RESOLVE_IN_ROOT`), so the root's absolute symbolic
-/// links mean what they mean inside. Binary roots and relative paths with a `/` (resolved
-/// against the working directory at exec) are left to exec.
+/// links mean what they mean inside; a binary root holds only what it lists
+/// ([`command_in_binary_root`]). Relative paths with a `/` (resolved against the working
+/// directory at exec) are left to exec.
 fn command_in_root(
     root: &RootSource,
     argv: &[String],
     env: &[(String, String)],
 ) -> Result<(), (i32, String)> {
     use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir = match root {
-        RootSource::Rootfs(p) | RootSource::Image(p) => p,
-        RootSource::Binary(_) => return Ok(()),
-    };
     let Some(cmd) = argv.first() else {
         return Ok(());
     };
     if cmd.contains('/') && !cmd.starts_with('/') {
         return Ok(());
     }
+    let dir = match root {
+        RootSource::Rootfs(p) | RootSource::Image(p) => p,
+        RootSource::Binary(b) => return command_in_binary_root(b, cmd, env),
+    };
     let Ok(rootfd) = rustix::fs::open(
         dir,
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -1057,11 +1121,8 @@ fn command_in_root(
     let found = if cmd.starts_with('/') {
         probe(cmd)
     } else {
-        let path = env.iter().rev().find(|(k, _)| k == "PATH").map_or(
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            |(_, v)| v.as_str(),
-        );
-        path.split(':')
+        search_path(env)
+            .split(':')
             .filter(|d| d.starts_with('/'))
             .map(|d| probe(&format!("{d}/{cmd}")))
             .max()

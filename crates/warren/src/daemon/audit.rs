@@ -4,11 +4,14 @@
 //! `PATH.KEEP`, the oldest is deleted) and a new file begins. The first line of every new file
 //! is a `rotate` record that says what was deleted, if anything, so nothing disappears without
 //! a trace; records that could not be written (a full disk) are counted and the count is
-//! written with the next record that succeeds. The disk the log can take is bounded by
+//! written with the next record that succeeds. Each record is written with one `write` to the
+//! file, unbuffered (the kernel's rate limit keeps them few), so a failure is seen, and
+//! counted, for the record it concerns, and nothing written is held in a buffer that a
+//! rotation or an exit could drop. The disk the log can take is bounded by
 //! `max_size × (keep + 1)` whatever the environments do.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -16,12 +19,14 @@ use serde::Serialize;
 /// The audit log.
 pub(super) struct AuditLog {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
     size: u64,
     max_size: u64,
     keep: u32,
     /// Records lost since the last one written (write errors).
     lost: u64,
+    /// `lost` when it was last warned about (one warning per new loss, not one per turn).
+    warned: u64,
     /// Files deleted by rotation, and the bytes they held, since the daemon started.
     deleted_files: u64,
     deleted_bytes: u64,
@@ -58,11 +63,12 @@ impl AuditLog {
         let size = file.metadata()?.len();
         Ok(AuditLog {
             path: path.to_owned(),
-            file: Some(BufWriter::new(file)),
+            file: Some(file),
             size,
             max_size: max_size.max(4096),
             keep,
             lost: 0,
+            warned: 0,
             deleted_files: 0,
             deleted_bytes: 0,
         })
@@ -75,8 +81,6 @@ impl AuditLog {
             return;
         };
         if self.lost > 0 {
-            let lost = self.lost;
-            self.lost = 0;
             let note = SelfRecord {
                 at,
                 env: "-",
@@ -84,36 +88,47 @@ impl AuditLog {
                 handle: None,
                 target: None,
                 code: "lost",
-                reason: format!("{lost} audit records could not be written (write errors)"),
+                reason: format!(
+                    "{} audit records could not be written (write errors)",
+                    self.lost
+                ),
             };
-            if let Ok(l) = serde_json::to_string(&note) {
-                self.append(at, &l);
+            // The count stays until a note carrying it is written.
+            if serde_json::to_string(&note).is_ok_and(|l| self.append(at, &l)) {
+                self.lost = 0;
+                self.warned = 0;
             }
         }
-        self.append(at, &line);
+        if !self.append(at, &line) {
+            self.lost += 1;
+        }
     }
 
-    fn append(&mut self, at: u64, line: &str) {
+    /// Write one line (one `write`); false when it could not be written.
+    fn append(&mut self, at: u64, line: &str) -> bool {
         let need = line.len() as u64 + 1;
         if self.size + need > self.max_size && self.size > 0 {
             self.rotate(at);
         }
         let Some(f) = self.file.as_mut() else {
-            self.lost += 1;
-            return;
+            return false;
         };
-        match writeln!(f, "{line}") {
-            Ok(()) => self.size += need,
-            Err(_) => self.lost += 1,
+        let mut buf = Vec::with_capacity(line.len() + 1);
+        buf.extend_from_slice(line.as_bytes());
+        buf.push(b'\n');
+        match f.write_all(&buf) {
+            Ok(()) => {
+                self.size += need;
+                true
+            }
+            Err(_) => false,
         }
     }
 
     /// Shift the files up by one, deleting the oldest, and begin a new file whose first line
     /// says what was deleted.
     fn rotate(&mut self, at: u64) {
-        if let Some(mut f) = self.file.take() {
-            let _ = f.flush();
-        }
+        self.file = None;
         let mut deleted = None;
         if self.keep == 0 {
             deleted = Some(self.size);
@@ -139,7 +154,7 @@ impl AuditLog {
             .append(true)
             .open(&self.path)
         {
-            Ok(f) => self.file = Some(BufWriter::new(f)),
+            Ok(f) => self.file = Some(f),
             Err(e) => {
                 tracing::warn!("cannot reopen the audit log {}: {e}", self.path.display());
                 return;
@@ -166,19 +181,21 @@ impl AuditLog {
             reason,
         };
         if let (Ok(l), Some(f)) = (serde_json::to_string(&note), self.file.as_mut()) {
-            if writeln!(f, "{l}").is_ok() {
+            if f.write_all(format!("{l}\n").as_bytes()).is_ok() {
                 self.size += l.len() as u64 + 1;
             }
         }
     }
 
-    /// Push what is buffered to the file.
+    /// Called once a turn's records are written: warns when more could not be.
     pub(super) fn flush(&mut self) {
-        if let Some(f) = self.file.as_mut() {
-            if f.flush().is_err() {
-                // BufWriter keeps what it could not write and retries on the next flush.
-                tracing::warn!("cannot write the audit log {}", self.path.display());
-            }
+        if self.lost > self.warned {
+            self.warned = self.lost;
+            tracing::warn!(
+                "cannot write the audit log {}: {} records not written yet",
+                self.path.display(),
+                self.lost
+            );
         }
     }
 }
@@ -230,6 +247,54 @@ mod tests {
         // The last record written is in the current file.
         let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         assert_eq!(last["n"], 999);
+    }
+
+    /// Records that cannot be written (a full disk: `/dev/full` refuses every write) are
+    /// counted as they fail, not buffered and then dropped uncounted; the count is written
+    /// with the next record that can be. Positive control: a log that can be written loses
+    /// nothing.
+    #[test]
+    fn records_that_cannot_be_written_are_counted() {
+        let mut log = AuditLog::open(Path::new("/dev/full"), 1 << 20, 0).unwrap();
+        for n in 0..5 {
+            log.write(
+                0,
+                &R {
+                    n,
+                    pad: String::new(),
+                },
+            );
+        }
+        log.flush();
+        assert_eq!(log.lost, 5, "each record counted as it failed");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let mut ok = AuditLog::open(&path, 1 << 20, 0).unwrap();
+        ok.lost = 5;
+        ok.write(
+            1,
+            &R {
+                n: 9,
+                pad: String::new(),
+            },
+        );
+        ok.flush();
+        assert_eq!(ok.lost, 0);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["code"], "lost");
+        assert!(
+            lines[0]["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("5 audit records"),
+            "{text}"
+        );
+        assert_eq!(lines[1]["n"], 9);
     }
 
     #[test]

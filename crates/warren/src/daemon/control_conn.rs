@@ -376,6 +376,11 @@ impl Daemon {
                 mailbox_bytes
                     .map(|b| warren_spec::limits::check(bound, b))
                     .transpose()
+            })
+            .and_then(|_| {
+                use warren_spec::limits::{MAX_MAY_DISCOVER, MAX_MAY_SEND, check_names};
+                check_names("may_send", may_send.len(), MAX_MAY_SEND)?;
+                check_names("may_discover", may_discover.len(), MAX_MAY_DISCOVER)
             });
         if let Err(e) = checked {
             self.control_reply(token, ControlResponse::error(e.to_string()));

@@ -438,6 +438,21 @@ impl Link {
             self.audit(now, "-", target, "no-right", why);
             return;
         }
+        // The shape the table in federation.md gives every attestation message: no via, caps
+        // or reply, and a request carries the asker's correlation (else no answer could be
+        // matched to it).
+        let malformed = if w.env.via.is_some() || !w.env.caps.is_empty() || w.env.reply.is_some() {
+            Some("a message to warren.attest carries no via, caps or reply".to_owned())
+        } else if kind.as_deref() == Some("request") && w.env.correlation.is_none() {
+            Some("a quote request needs a correlation".to_owned())
+        } else {
+            None
+        };
+        if let Some(why) = malformed {
+            let target = format!("{}@{from} -> {ATTEST_MAILBOX}", w.env.from_env);
+            self.audit(now, "-", target, "bad-request", why);
+            return;
+        }
         match kind.as_deref() {
             Some("request") => {
                 if let Some(refusal) = self.gate.quote_for(from, &w.env) {
@@ -455,17 +470,22 @@ impl Link {
             }
             other => {
                 let target = format!("{}@{from} -> {ATTEST_MAILBOX}", w.env.from_env);
-                let why = format!("{KIND_HEADER}: {other:?} is not request, quote or error");
+                let why = match other {
+                    Some(k) => format!("{KIND_HEADER}: {k:?} is not request, quote or error"),
+                    None => format!("no {KIND_HEADER} header (request, quote or error)"),
+                };
                 self.audit(now, "-", target, "bad-request", why);
             }
         }
     }
 
-    fn audit(&mut self, now: u64, env: &str, target: String, code: &'static str, reason: String) {
+    /// Audits an inbound refusal. `to` is the mailbox it was for (or `-`): the record's `env`
+    /// is the receiving environment it names, or `-` (the same rule as the kernel's).
+    fn audit(&mut self, now: u64, to: &str, target: String, code: &'static str, reason: String) {
         tracing::warn!("federation: refused {target}: {reason}");
         self.audits.push(AuditRecord {
             at: now,
-            env: env.to_owned(),
+            env: warren_kernel::receiving_env(to).to_owned(),
             op: "inbound",
             handle: None,
             target: Some(target),

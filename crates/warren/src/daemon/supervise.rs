@@ -369,7 +369,19 @@ impl Daemon {
             .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()));
         let mut why = match line {
             Some(l) => l.trim_start_matches("warren: error:").trim().to_owned(),
-            None => format!("the launcher exited with status {code} before the environment ran"),
+            None => {
+                let mut why =
+                    format!("the launcher exited with status {code} before the environment ran");
+                // Its reason went to a log that could not take it.
+                let logs = log.parent().unwrap_or(&self.state_dir);
+                if rustix::fs::statvfs(logs).is_ok_and(|v| v.f_bavail == 0) {
+                    why.push_str(&format!(
+                        " (its log could not be written: the filesystem of {} is full)",
+                        logs.display()
+                    ));
+                }
+                why
+            }
         };
         if why.len() > 512 {
             let mut cut = 512;
@@ -414,6 +426,15 @@ impl Daemon {
         check: bool,
         stop_timeout: u64,
     ) {
+        if spaces.len() > warren_spec::manifest::MAX_SPACES {
+            let msg = format!(
+                "too many environments: {} declared, at most {} are allowed",
+                spaces.len(),
+                warren_spec::manifest::MAX_SPACES
+            );
+            self.control_reply(token, ControlResponse::error(msg));
+            return;
+        }
         let mut desired = BTreeMap::new();
         for (name, spec) in spaces {
             // The control socket takes what a client wrote by hand: the same bounds as a manifest.

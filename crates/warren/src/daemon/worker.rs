@@ -4,8 +4,9 @@
 //! back through a channel and an eventfd that the loop watches, and is queued to the asker
 //! like any other answer.
 //!
-//! Jobs are bounded: at most [`MAX_JOBS`] wait at once; one more is answered `attest-failed`
-//! at once, naming the limit.
+//! Jobs are bounded: at most [`MAX_JOBS`] wait at once, and at most [`MAX_JOBS_PER_ENV`] of
+//! one environment, so that one tenant pipelining Attests cannot take every place and shut its
+//! neighbours out; one more is answered `attest-failed` at once, naming the limit.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
@@ -16,6 +17,9 @@ use warren_proto::{ErrorCode, Response};
 
 /// Quotes waiting or running at most; one more is refused at once.
 pub(super) const MAX_JOBS: usize = 64;
+
+/// Quotes of one environment waiting or running at most; one more is refused at once.
+pub(super) const MAX_JOBS_PER_ENV: usize = 4;
 
 /// A quote to make.
 pub(super) struct Job {
@@ -40,6 +44,8 @@ pub(super) struct Worker {
     wake: OwnedFd,
     /// Jobs sent and not yet taken back.
     in_flight: usize,
+    /// The same, per environment (no entry for none).
+    per_env: std::collections::BTreeMap<EnvId, usize>,
 }
 
 impl Worker {
@@ -82,6 +88,7 @@ impl Worker {
             done,
             wake,
             in_flight: 0,
+            per_env: std::collections::BTreeMap::new(),
         })
     }
 
@@ -92,13 +99,25 @@ impl Worker {
 
     /// Hand a job to the worker; `Err` gives the answer to send now (too many jobs).
     pub(super) fn submit(&mut self, job: Job) -> Result<(), Box<Done>> {
-        if self.in_flight >= MAX_JOBS {
+        let mine = self.per_env.get(&job.env).copied().unwrap_or(0);
+        let refusal = if mine >= MAX_JOBS_PER_ENV {
+            Some(format!(
+                "{MAX_JOBS_PER_ENV} quotes of this environment are already waiting; try again later"
+            ))
+        } else if self.in_flight >= MAX_JOBS {
+            Some(format!(
+                "{MAX_JOBS} quotes are already waiting; try again later"
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = refusal {
             return Err(Box::new(Done {
                 env: job.env,
                 id: job.id,
                 response: Response::Error {
                     code: ErrorCode::AttestFailed,
-                    detail: format!("{MAX_JOBS} quotes are already waiting; try again later"),
+                    detail,
                 },
             }));
         }
@@ -106,6 +125,7 @@ impl Worker {
         match self.jobs.send(job) {
             Ok(()) => {
                 self.in_flight += 1;
+                *self.per_env.entry(env).or_default() += 1;
                 Ok(())
             }
             Err(_) => Err(Box::new(Done {
@@ -125,6 +145,14 @@ impl Worker {
         let _ = rustix::io::read(&self.wake, &mut b);
         let done: Vec<Done> = self.done.try_iter().collect();
         self.in_flight -= done.len().min(self.in_flight);
+        for d in &done {
+            if let Some(n) = self.per_env.get_mut(&d.env) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_env.remove(&d.env);
+                }
+            }
+        }
         done
     }
 
