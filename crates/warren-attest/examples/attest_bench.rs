@@ -135,7 +135,14 @@ fn main() {
             let (dir, ca_pem) = host(records, tpm);
             let state = dir.path().join("state");
             let nonce = [7u8; 32];
-            let quote = warren_attest::make_quote(&state, &nonce, None, &[]).unwrap();
+            let quote = warren_attest::make_quote(
+                &state,
+                &nonce,
+                None,
+                &[],
+                warren_attest::Disclosure::Whole,
+            )
+            .unwrap();
             let opts = warren_attest::verify::Options {
                 nonce: &nonce,
                 ca_pem: &ca_pem,
@@ -160,7 +167,14 @@ fn main() {
                 while Instant::now() < end {
                     if *op == "quote" {
                         std::hint::black_box(
-                            warren_attest::make_quote(&state, &nonce, None, &[]).unwrap(),
+                            warren_attest::make_quote(
+                                &state,
+                                &nonce,
+                                None,
+                                &[],
+                                warren_attest::Disclosure::Whole,
+                            )
+                            .unwrap(),
                         );
                     } else {
                         std::hint::black_box(warren_attest::verify(&quote, &opts).unwrap());

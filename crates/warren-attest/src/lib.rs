@@ -24,6 +24,6 @@ pub use io::{ca, config, enroll, log, measure, outcome, quote, root, seal, tpm};
 pub use config::RootConfig;
 pub use log::{EventLog, Record};
 pub use measure::{LaunchConfig, LaunchContent, LaunchMount, SpawnProvenance};
-pub use quote::{Quote, make_quote};
+pub use quote::{Disclosure, Quote, make_quote};
 pub use root::{RootKind, RootOfTrust};
 pub use verify::{Rejection, verify};

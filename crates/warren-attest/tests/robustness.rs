@@ -76,7 +76,14 @@ fn fixture() -> (tempfile::TempDir, String, warren_attest::Quote) {
     warren_attest::enroll::enroll_local(&state, &ca_dir, "h").unwrap();
     let pem =
         std::fs::read_to_string(ca.issuer_cert_path(warren_attest::RootKind::Software)).unwrap();
-    let q = warren_attest::make_quote(&state, b"nonce", None, &[]).unwrap();
+    let q = warren_attest::make_quote(
+        &state,
+        b"nonce",
+        None,
+        &[],
+        warren_attest::Disclosure::Whole,
+    )
+    .unwrap();
     (dir, pem, q)
 }
 

@@ -461,8 +461,16 @@ fn a_program_inside_an_environment_proves_its_own_launch() {
         verify_with(&t, "c0ffee", &sca, &["--allow-software"]),
         (false, "nonce".into())
     );
+    // Record 0 (the earlier environment) is redacted in this quote: naming it as the subject
+    // is refused as such; naming the right record with another environment's name, `subject`.
     let mut t = q.clone();
     t["subject"]["recnum"] = 0.into();
+    assert_eq!(
+        verify_with(&t, "c0ffee", &sca, &["--allow-software"]),
+        (false, "redacted".into())
+    );
+    let mut t = q.clone();
+    t["subject"]["env"] = "someone-else".into();
     assert_eq!(
         verify_with(&t, "c0ffee", &sca, &["--allow-software"]),
         (false, "subject".into())
@@ -475,6 +483,140 @@ fn a_program_inside_an_environment_proves_its_own_launch() {
         .output()
         .unwrap();
     assert_ne!(o.status.code(), Some(0));
+    drop(_d);
+    let _ = std::fs::remove_dir_all(&state);
+    let _ = std::fs::remove_file(state.with_extension("kernel.log"));
+}
+
+/// Verifies `quote` (nonce `nonce`, software CA) with `extra` arguments and returns the whole
+/// `--json` answer.
+fn verify_json(quote: &Value, nonce: &str, extra: &[&str]) -> Value {
+    let f = fixture();
+    let file = f.state.join(format!("{}.json", unique("q")));
+    std::fs::write(&file, serde_json::to_vec(quote).unwrap()).unwrap();
+    let o = w(&f.state)
+        .args(["attest", "verify", "--json", "--allow-software", "--quote"])
+        .arg(&file)
+        .args(["--nonce", nonce, "--ca"])
+        .arg(software_ca())
+        .args(extra)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|_| {
+        panic!(
+            "verify printed no JSON: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    })
+}
+
+/// `Attest` answers a program inside an environment with a quote whose other records are
+/// redacted: another environment's `-e SECRET_X=...` is nowhere in it, while its own record is
+/// whole; the host's quote still carries everything (the positive control); both verify; a
+/// redacted record with another digest fails the replay, and a redacted subject is refused.
+#[test]
+fn an_environment_quote_redacts_every_other_environments_records() {
+    let f = fixture();
+    common::workspace_bin("warren-client", "warren-msg");
+    let state = state_dir("redact");
+    ok(w(&state)
+        .args(["ca", "enroll", "--host", "redact-host", "--dir"])
+        .arg(&f.ca)
+        .output()
+        .unwrap());
+    let _d = Daemon::start(&state);
+    let secret = format!("hunter2-{}", unique("secret"));
+    let vault = unique("vault");
+    ok(w(&state)
+        .args(["run", "--name", &vault, "-e"])
+        .arg(format!("SECRET_X={secret}"))
+        .arg("--rootfs")
+        .arg(busybox_root())
+        .args(["--", "/bin/true"])
+        .output()
+        .unwrap());
+    let mine = format!("mine-{}", unique("value"));
+    let snoop = unique("snoop");
+    let o = ok(w(&state)
+        .args(["run", "--name", &snoop, "-e"])
+        .arg(format!("MINE={mine}"))
+        .arg("--rootfs")
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", "warren-msg attest --nonce c0ffee"])
+        .output()
+        .unwrap());
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let q: Value = serde_json::from_str(&text).unwrap();
+    assert!(!text.contains(&secret), "the secret leaked: {text}");
+    assert!(
+        !text.contains(&vault),
+        "the other environment's name leaked: {text}"
+    );
+    let log = q["event_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2);
+    let mut keys: Vec<&String> = log[0].as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(keys, ["content_type", "digests", "nv_index", "recnum"]);
+    assert_eq!(log[0]["content_type"], "warren_redacted");
+    // Its own record is whole.
+    assert_eq!(log[1]["content_type"], "warren_launch");
+    assert_eq!(log[1]["content"]["name"], snoop.as_str());
+    assert!(text.contains(&mine), "its own record lost its env: {text}");
+    let v = verify_json(&q, "c0ffee", &[]);
+    assert_eq!(v["accepted"], true, "{v}");
+    assert_eq!(
+        (v["records"].as_u64(), v["redacted"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // The host's quote carries the secret (positive control) and verifies, nothing redacted.
+    let o = ok(w(&state)
+        .args(["attest", "quote", "--nonce", "c0ffee"])
+        .output()
+        .unwrap());
+    let host_text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(host_text.contains(&secret), "{host_text}");
+    let host: Value = serde_json::from_str(&host_text).unwrap();
+    let v = verify_json(&host, "c0ffee", &[]);
+    assert_eq!(v["accepted"], true, "{v}");
+    assert_eq!(
+        (v["records"].as_u64(), v["redacted"].as_u64()),
+        (Some(2), Some(0))
+    );
+    // Same register: the redacted record's digest is the host's record's.
+    assert_eq!(log[0]["digests"], host["event_log"][0]["digests"]);
+
+    // A redacted record with a changed digest fails the replay.
+    let mut t = q.clone();
+    t["event_log"][0]["digests"][0]["digest"] = "00".repeat(32).into();
+    let v = verify_json(&t, "c0ffee", &[]);
+    assert_eq!(v["reason"], "log-replay", "{v}");
+    // A quote whose subject record is redacted is refused (`redacted`).
+    let mut t = q.clone();
+    let own = t["event_log"][1].clone();
+    t["event_log"][1] = serde_json::json!({"recnum": 1, "nv_index": own["nv_index"],
+        "digests": own["digests"], "content_type": "warren_redacted"});
+    let v = verify_json(&t, "c0ffee", &[]);
+    assert_eq!(v["reason"], "redacted", "{v}");
+    // Golden values over the whole log cannot be checked when a record is redacted: the host
+    // quote with the vault's record redacted is refused, the whole one accepted (control).
+    let policy = state.join("golden.toml");
+    std::fs::write(
+        &policy,
+        format!("[env.{vault}]\ncommand = [\"/bin/true\"]\n"),
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    assert_eq!(
+        verify_json(&host, "c0ffee", &["--policy", p])["accepted"],
+        true
+    );
+    let mut t = host.clone();
+    t["event_log"][0] = log[0].clone();
+    assert_eq!(verify_json(&t, "c0ffee", &[])["accepted"], true);
+    let v = verify_json(&t, "c0ffee", &["--policy", p]);
+    assert_eq!(v["reason"], "redacted", "{v}");
     drop(_d);
     let _ = std::fs::remove_dir_all(&state);
     let _ = std::fs::remove_file(state.with_extension("kernel.log"));

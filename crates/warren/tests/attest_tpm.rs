@@ -836,8 +836,8 @@ fn forge_record(host: &Host, tpm: &Swtpm, command: &str) -> (bool, Value) {
     let last: Record = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     let mut forged = last.clone();
     forged.recnum += 1;
-    forged.content.command = vec![command.to_owned()];
-    let digest = content_digest(&forged.content);
+    forged.content.as_mut().unwrap().command = vec![command.to_owned()];
+    let digest = content_digest(forged.content.as_ref().unwrap());
     forged.digests[0].digest = hex::encode(digest);
     let (done, v) = host.agent(
         tpm,
@@ -1477,4 +1477,123 @@ fn the_event_log_starts_anew_after_a_tpm_reset() {
     drop(tpm);
     let _ = std::fs::remove_dir_all(&host.state);
     let _ = std::fs::remove_dir_all(&ca);
+}
+
+/// Under the TPM root, as under the software one (attest.rs): a program's `Attest` quote,
+/// answered by the kernel, redacts every other environment's record (another environment's
+/// `-e SECRET_X=...` is nowhere in it) and keeps its own whole; it verifies against the TPM CA.
+/// The host's quote carries the secret (positive control) and verifies too; a redacted record
+/// with another digest fails the replay; a redacted subject is refused (`redacted`).
+#[test]
+fn an_environment_quote_is_redacted_under_the_tpm_root() {
+    sweep_stale();
+    common::workspace_bin("warren-client", "warren-msg");
+    let agent = agent();
+    let tpm = Swtpm::start("redact");
+    let host = Host::new("redact", &agent);
+    let ca = host.state.with_extension("ca");
+    let _ = std::fs::remove_dir_all(&ca);
+    ok(host
+        .w()
+        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+        .output()
+        .unwrap());
+    let tpm_ca = host.ca_and_enroll(&ca);
+    let klog = host.state.with_extension("kernel.log");
+    let mut daemon = host
+        .w()
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&klog).unwrap())
+        .spawn()
+        .unwrap();
+    let stop = |daemon: &mut std::process::Child| {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(daemon.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        );
+        let _ = daemon.wait();
+    };
+    let sock = host.state.join("kernel.sock");
+    let answers = || {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .is_ok_and(|fd| {
+            SocketAddrUnix::new(&sock).is_ok_and(|a| rustix::net::connect(&fd, &a).is_ok())
+        })
+    };
+    let mut up = false;
+    for _ in 0..400 {
+        if answers() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    if !up {
+        stop(&mut daemon);
+        panic!(
+            "the kernel did not start: {}",
+            std::fs::read_to_string(&klog).unwrap_or_default()
+        );
+    }
+
+    let secret = format!("hunter2-{}", unique("secret"));
+    let vault = unique("vault");
+    let run = |name: &str, env: &str, cmd: &str| {
+        host.w()
+            .args(["run", "--name", name, "-e", env, "--rootfs"])
+            .arg(busybox_root())
+            .args(["--", "/bin/sh", "-c", cmd])
+            .output()
+            .unwrap()
+    };
+    let o = run(&vault, &format!("SECRET_X={secret}"), "true");
+    let snoop = unique("snoop");
+    let mine = format!("mine-{}", unique("value"));
+    let o2 = run(
+        &snoop,
+        &format!("MINE={mine}"),
+        "warren-msg attest --nonce c0ffee",
+    );
+    stop(&mut daemon);
+    ok(o);
+    let text = String::from_utf8_lossy(&ok(o2).stdout).into_owned();
+    let q: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(q["root"], "tpm");
+    assert!(!text.contains(&secret), "the secret leaked: {text}");
+    assert!(!text.contains(&vault), "{text}");
+    assert!(text.contains(&mine), "its own record lost its env: {text}");
+    let log = q["event_log"].as_array().unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["content_type"], "warren_redacted");
+    assert!(log[0].get("content").is_none(), "{}", log[0]);
+    assert_eq!(log[1]["content"]["name"], snoop.as_str());
+    assert_eq!(host.verify(&q, "c0ffee", &tpm_ca, &[]), accepted());
+
+    let h = host.quote("c0ffee", &[]);
+    assert!(h.to_string().contains(&secret), "{h}");
+    assert_eq!(h["event_log"][0]["digests"], log[0]["digests"]);
+    assert_eq!(host.verify(&h, "c0ffee", &tpm_ca, &[]), accepted());
+
+    let mut t = q.clone();
+    t["event_log"][0]["digests"][0]["digest"] = "00".repeat(32).into();
+    assert_eq!(
+        host.verify(&t, "c0ffee", &tpm_ca, &[]),
+        refused("log-replay")
+    );
+    let mut t = q.clone();
+    t["event_log"][1] = serde_json::json!({"recnum": 1, "nv_index": log[1]["nv_index"],
+        "digests": log[1]["digests"], "content_type": "warren_redacted"});
+    assert_eq!(host.verify(&t, "c0ffee", &tpm_ca, &[]), refused("redacted"));
+    drop(tpm);
+    for p in [&host.state, &ca, &klog] {
+        let _ = std::fs::remove_dir_all(p);
+        let _ = std::fs::remove_file(p);
+    }
 }

@@ -669,6 +669,18 @@ fn a_childs_quote_shows_which_environment_made_it_from_which_template() {
         parent["content"].get("spawn").is_none(),
         "the maker was declared"
     );
+    // The child's own record and its lineage are whole; any other record is redacted.
+    let whole = [&quote["subject"]["recnum"], &spawn["parent_recnum"]];
+    for r in log {
+        let kept = whole.contains(&&r["recnum"]);
+        assert_eq!(r.get("content").is_some(), kept, "{r}");
+        let want = if kept {
+            "warren_launch"
+        } else {
+            "warren_redacted"
+        };
+        assert_eq!(r["content_type"], want, "{r}");
+    }
 
     let file = dir.path().join("quote.json");
     std::fs::write(&file, serde_json::to_vec(&quote).unwrap()).unwrap();

@@ -11,14 +11,20 @@
 //!
 //! so a quote for a program inside an environment binds that program's own launch record and
 //! the data it chose (a public key, say) to the verifier's nonce.
+//!
+//! A quote answered to a program inside an environment is **redacted** ([`redact_for_subject`]):
+//! only the subject's own launch record, its provenance chain and their `refused` records keep
+//! their content; every other record keeps only its number, index and digest, which is all a
+//! verifier needs to replay the register. The signature does not cover the log, only the
+//! register, so redaction changes nothing that was signed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::evidence::kind::RootKind;
-use crate::evidence::record::Record;
+use crate::evidence::record::{Record, outcomes};
 use crate::evidence::selfpcr::SelfRecord;
 
 /// The format tag of a quote file.
@@ -116,4 +122,46 @@ pub fn qualifying(nonce: &[u8], subject: Option<(u64, &[u8; 32], &[u8])>) -> [u8
         }
     }
     h.finalize().into()
+}
+
+/// The records a subject quote about launch record `recnum` carries in full: that record, the
+/// spawner's record it names (`spawn.parent_recnum`), that one's spawner's, and so on up, and
+/// every `refused` record paired with one of them ([`outcomes`]).
+pub fn disclosed(records: &[Record], recnum: u64) -> BTreeSet<u64> {
+    let mut keep = BTreeSet::new();
+    let mut next = Some(recnum);
+    while let Some(n) = next.take() {
+        if !keep.insert(n) {
+            break;
+        }
+        next = records
+            .iter()
+            .find(|r| r.recnum == n)
+            .and_then(|r| r.content.as_ref())
+            .and_then(|c| c.spawn.as_ref())
+            .and_then(|s| s.parent_recnum);
+    }
+    let refusals: Vec<u64> = outcomes(records)
+        .iter()
+        .filter(|o| keep.contains(&o.recnum))
+        .filter_map(|o| o.refused_by)
+        .collect();
+    keep.extend(refusals);
+    keep
+}
+
+/// The log as a subject quote about launch record `recnum` carries it: the records
+/// [`disclosed`] names whole, every other one redacted ([`Record::redacted`]).
+pub fn redact_for_subject(records: Vec<Record>, recnum: u64) -> Vec<Record> {
+    let keep = disclosed(&records, recnum);
+    records
+        .into_iter()
+        .map(|r| {
+            if keep.contains(&r.recnum) {
+                r
+            } else {
+                r.redacted()
+            }
+        })
+        .collect()
 }

@@ -11,6 +11,12 @@ use crate::evidence::launch::LaunchContent;
 /// types cover firmware, IMA and systemd events, none of which fits an environment launch).
 pub const CONTENT_TYPE: &str = "warren_launch";
 
+/// The CEL `content_type` of a **redacted** record in a quote: a record whose `content` was left
+/// out (only its digests are kept), so that a quote answered to a program inside an environment
+/// does not show other environments' launches. Never written to the log itself; a verifier
+/// extends its digest as stated.
+pub const REDACTED_CONTENT_TYPE: &str = "warren_redacted";
+
 /// The NV index handle that anchors the log in a TPM (in the owner range, `0x01xxxxxx`).
 pub const NV_INDEX: u32 = 0x0157_4152; // "WAR"
 
@@ -25,10 +31,11 @@ pub struct Record {
     pub nv_index: u32,
     /// The record's digests (Warren writes exactly one, SHA-256).
     pub digests: Vec<DigestEntry>,
-    /// [`CONTENT_TYPE`].
+    /// [`CONTENT_TYPE`], or [`REDACTED_CONTENT_TYPE`] for a redacted record in a quote.
     pub content_type: String,
-    /// What was launched.
-    pub content: LaunchContent,
+    /// What was launched; absent from a redacted record (`content_type` [`REDACTED_CONTENT_TYPE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<LaunchContent>,
 }
 
 /// One digest of a record, CEL's `{"hashAlg": ..., "digest": ...}`.
@@ -43,6 +50,49 @@ pub struct DigestEntry {
 }
 
 impl Record {
+    /// A record of `content` with its digest, as the log writes it.
+    pub fn launch(recnum: u64, content: LaunchContent) -> Record {
+        Record {
+            recnum,
+            nv_index: NV_INDEX,
+            digests: vec![DigestEntry {
+                hash_alg: "sha256".into(),
+                digest: hex::encode(content_digest(&content)),
+            }],
+            content_type: CONTENT_TYPE.into(),
+            content: Some(content),
+        }
+    }
+
+    /// The same record without its content: its number, index and digests, and the content
+    /// type [`REDACTED_CONTENT_TYPE`].
+    pub fn redacted(&self) -> Record {
+        Record {
+            recnum: self.recnum,
+            nv_index: self.nv_index,
+            digests: self.digests.clone(),
+            content_type: REDACTED_CONTENT_TYPE.into(),
+            content: None,
+        }
+    }
+
+    /// Whether the record is a redacted one (no content).
+    pub fn is_redacted(&self) -> bool {
+        self.content.is_none()
+    }
+
+    /// The content's `event` and environment name, when the record has content.
+    fn event_and_name(&self) -> Option<(&str, &str)> {
+        self.content
+            .as_ref()
+            .map(|c| (c.event.as_str(), c.name.as_str()))
+    }
+
+    /// Whether this is the `launch` record of environment `name`.
+    pub fn is_launch_of(&self, name: &str) -> bool {
+        self.event_and_name() == Some((EVENT_LAUNCH, name))
+    }
+
     /// The SHA-256 digest the record claims, if it has one that parses.
     pub fn sha256(&self) -> Option<[u8; 32]> {
         let d = self.digests.iter().find(|d| d.hash_alg == "sha256")?;
@@ -90,24 +140,28 @@ pub struct Outcome {
     pub refused_by: Option<u64>,
 }
 
-/// The outcome of every launch record: a `refused` record refers to the latest earlier
-/// `launch` record whose content is identical but for `event`.
+/// The outcome of every launch record with content: a `refused` record refers to the latest
+/// earlier `launch` record whose content is identical but for `event`. Redacted records have
+/// no outcome (nothing says what they are).
 pub fn outcomes(records: &[Record]) -> Vec<Outcome> {
     let mut out: Vec<Outcome> = Vec::new();
     for r in records {
-        match r.content.event.as_str() {
+        let Some(content) = r.content.as_ref() else {
+            continue;
+        };
+        match content.event.as_str() {
             EVENT_LAUNCH => out.push(Outcome {
                 recnum: r.recnum,
-                name: r.content.name.clone(),
+                name: content.name.clone(),
                 outcome: "ran",
                 refused_by: None,
             }),
             EVENT_REFUSED => {
-                let mut as_launch = r.content.clone();
+                let mut as_launch = content.clone();
                 as_launch.event = EVENT_LAUNCH.into();
                 let target = records
                     .iter()
-                    .filter(|l| l.recnum < r.recnum && l.content == as_launch)
+                    .filter(|l| l.recnum < r.recnum && l.content.as_ref() == Some(&as_launch))
                     .map(|l| l.recnum)
                     .next_back();
                 if let Some(o) = out

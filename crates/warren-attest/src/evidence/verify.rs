@@ -16,8 +16,8 @@ use crate::evidence::ima::{self, IMA_PCR, ImaFacts, ImaPolicy};
 use crate::evidence::kind::{RootKind, SOFTWARE_MAGIC};
 use crate::evidence::quote::{BootEvidence, FORMAT, Quote, qualifying};
 use crate::evidence::record::{
-    CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, Record, content_digest, outcomes,
-    replay,
+    CONTENT_TYPE, EVENT_LAUNCH, EVENT_REFUSED, NV_INDEX, Outcome, REDACTED_CONTENT_TYPE, Record,
+    content_digest, outcomes, replay,
 };
 use crate::evidence::selfpcr::{self, WARREN_PCR, WarrenFacts, WarrenPolicy};
 use crate::evidence::tpm_wire::{
@@ -95,6 +95,10 @@ pub enum Rejection {
     /// The quote's subject does not name a launch record of that environment.
     #[error("subject: {0}")]
     Subject(String),
+    /// A record whose content the verifier needs (the subject's, one of its lineage, or any
+    /// record when golden values must be checked over the whole log) is redacted.
+    #[error("redacted: {0}")]
+    Redacted(String),
     /// A record does not match the golden values.
     #[error("golden-value mismatch: {0}")]
     Golden(String),
@@ -170,6 +174,7 @@ impl Rejection {
             Rejection::RecordDigest(_) => "record-digest",
             Rejection::Replay { .. } => "log-replay",
             Rejection::Subject(_) => "subject",
+            Rejection::Redacted(_) => "redacted",
             Rejection::Golden(_) => "golden",
             Rejection::Revoked(_) => "revoked",
             Rejection::Crl(_) => "crl",
@@ -259,6 +264,8 @@ pub struct Verified {
     pub register: [u8; 32],
     /// How many records the log holds.
     pub records: usize,
+    /// How many of them are redacted (replayed by their digest, their content not shown).
+    pub redacted: usize,
     /// The subject's environment and data, for a subject quote.
     pub subject: Option<(String, Vec<u8>)>,
     /// What the verified boot log says, when the quote carries the boot state.
@@ -476,16 +483,22 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
                 .iter()
                 .find(|r| r.recnum == s.recnum)
                 .ok_or_else(|| Rejection::Subject(format!("no record {}", s.recnum)))?;
-            if rec.content.event != EVENT_LAUNCH {
+            let content = rec.content.as_ref().ok_or_else(|| {
+                Rejection::Redacted(format!(
+                    "the subject's launch record {} is redacted, so nothing shows what was launched",
+                    s.recnum
+                ))
+            })?;
+            if content.event != EVENT_LAUNCH {
                 return Err(Rejection::Subject(format!(
                     "record {} is not a launch record",
                     s.recnum
                 )));
             }
-            if rec.content.name != s.env {
+            if content.name != s.env {
                 return Err(Rejection::Subject(format!(
                     "record {} is environment {:?}, not {:?}",
-                    s.recnum, rec.content.name, s.env
+                    s.recnum, content.name, s.env
                 )));
             }
             let data = hexfield("subject data", &s.data)?;
@@ -574,6 +587,7 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
         root: quote.root,
         register,
         records: quote.event_log.len(),
+        redacted: quote.event_log.iter().filter(|r| r.is_redacted()).count(),
         subject: quote
             .subject
             .as_ref()
@@ -596,7 +610,10 @@ pub fn verify(quote: &Quote, opts: &Options<'_>) -> Result<Verified, Rejection> 
 /// digest it names. A record that names no spawner record is left unconfirmed, not refused.
 pub fn check_provenance(records: &[Record]) -> Result<(), Rejection> {
     for rec in records {
-        let Some(p) = rec.content.spawn.as_ref() else {
+        let Some(c) = rec.content.as_ref() else {
+            continue;
+        };
+        let Some(p) = c.spawn.as_ref() else {
             continue;
         };
         let (Some(n), Some(digest)) = (p.parent_recnum, p.parent_digest.as_deref()) else {
@@ -605,7 +622,7 @@ pub fn check_provenance(records: &[Record]) -> Result<(), Rejection> {
         let fail = |why: String| {
             Rejection::Provenance(format!(
                 "record {} ({:?}, spawned by {:?} from template {:?}) {why}",
-                rec.recnum, rec.content.name, p.parent, p.template
+                rec.recnum, c.name, p.parent, p.template
             ))
         };
         if n >= rec.recnum {
@@ -615,10 +632,17 @@ pub fn check_provenance(records: &[Record]) -> Result<(), Rejection> {
             .iter()
             .find(|r| r.recnum == n)
             .ok_or_else(|| fail(format!("names record {n}, which is not in the log")))?;
-        if parent.content.event != EVENT_LAUNCH || parent.content.name != p.parent {
+        let Some(pc) = parent.content.as_ref() else {
+            return Err(Rejection::Redacted(format!(
+                "record {} ({:?}) names its spawner's record {n}, which is redacted, so its \
+                 provenance cannot be checked",
+                rec.recnum, c.name
+            )));
+        };
+        if pc.event != EVENT_LAUNCH || pc.name != p.parent {
             return Err(fail(format!(
                 "names record {n}, which launched {:?} ({}), not {:?}",
-                parent.content.name, parent.content.event, p.parent
+                pc.name, pc.event, p.parent
             )));
         }
         let actual = parent.sha256().map(hex::encode).unwrap_or_default();
@@ -637,17 +661,21 @@ pub fn lineage(records: &[Record], recnum: u64) -> Vec<Ancestor> {
     let mut out: Vec<Ancestor> = Vec::new();
     let mut next = Some(recnum);
     while let Some(n) = next.take() {
-        let Some(rec) = records.iter().find(|r| r.recnum == n) else {
+        let Some(c) = records
+            .iter()
+            .find(|r| r.recnum == n)
+            .and_then(|r| r.content.as_ref())
+        else {
             break;
         };
         if out.iter().any(|a| a.recnum == n) {
             break;
         }
-        let spawn = rec.content.spawn.as_ref();
+        let spawn = c.spawn.as_ref();
         next = spawn.and_then(|p| p.parent_recnum);
         out.push(Ancestor {
             recnum: n,
-            name: rec.content.name.clone(),
+            name: c.name.clone(),
             template: spawn.map(|p| p.template.clone()),
             unconfirmed_parent: spawn
                 .filter(|p| p.parent_recnum.is_none())
@@ -685,23 +713,48 @@ pub fn check_log(records: &[Record], register: &[u8; 32]) -> Result<(), Rejectio
                 recnum: rec.recnum,
             });
         }
-        if ![EVENT_LAUNCH, EVENT_REFUSED].contains(&rec.content.event.as_str()) {
+        if let Some(c) = &rec.content {
+            if ![EVENT_LAUNCH, EVENT_REFUSED].contains(&c.event.as_str()) {
+                return Err(Rejection::Malformed(format!(
+                    "record {} has event {:?}, neither {EVENT_LAUNCH:?} nor {EVENT_REFUSED:?}",
+                    rec.recnum, c.event
+                )));
+            }
+        }
+        // A record with content is a launch record; a record without is a redacted one. Any
+        // other pairing (content with the redacted type, none with the launch type, another
+        // type) is refused.
+        let type_fits = match &rec.content {
+            Some(_) => rec.content_type == CONTENT_TYPE,
+            None => rec.content_type == REDACTED_CONTENT_TYPE,
+        };
+        if rec.nv_index != NV_INDEX {
             return Err(Rejection::Malformed(format!(
-                "record {} has event {:?}, neither {EVENT_LAUNCH:?} nor {EVENT_REFUSED:?}",
-                rec.recnum, rec.content.event
+                "record {} is for index {:#x}, not Warren's anchor {NV_INDEX:#x}",
+                rec.recnum, rec.nv_index
             )));
         }
-        if rec.nv_index != NV_INDEX || rec.content_type != CONTENT_TYPE {
+        if !type_fits {
             return Err(Rejection::Malformed(format!(
-                "record {} is for index {:#x} with content type {:?}, not Warren's",
-                rec.recnum, rec.nv_index, rec.content_type
+                "record {} has content type {:?} {}: a record with content is {CONTENT_TYPE:?}, \
+                 one without (redacted) {REDACTED_CONTENT_TYPE:?}",
+                rec.recnum,
+                rec.content_type,
+                if rec.content.is_some() {
+                    "and content"
+                } else {
+                    "and no content"
+                }
             )));
         }
         let claimed = rec.sha256().ok_or_else(|| {
             Rejection::Malformed(format!("record {} has no sha256 digest", rec.recnum))
         })?;
-        if content_digest(&rec.content) != claimed {
-            return Err(Rejection::RecordDigest(rec.recnum));
+        // A redacted record's digest is extended as stated: the replay below binds it.
+        if let Some(c) = &rec.content {
+            if content_digest(c) != claimed {
+                return Err(Rejection::RecordDigest(rec.recnum));
+            }
         }
         digests.push(claimed);
     }
@@ -722,10 +775,29 @@ pub fn check_golden(
     policy: &Policy,
     only: Option<u64>,
 ) -> Result<(), Rejection> {
+    // Over the whole log (a host quote), a redacted record could be any environment's latest
+    // launch, so no listed environment's values, nor `strict`, can be decided: refuse rather
+    // than accept what was not checked. A subject quote's own record is never redacted (see
+    // `verify`).
+    let redacted = records.iter().filter(|r| r.is_redacted()).count();
+    if only.is_none() && redacted > 0 && (policy.strict || !policy.env.is_empty()) {
+        return Err(Rejection::Redacted(format!(
+            "golden values cannot be checked: {redacted} of the log's records are redacted, and \
+             any of them could be a launch of an environment the policy {}",
+            if policy.strict {
+                "does not list (strict)"
+            } else {
+                "lists"
+            }
+        )));
+    }
     let mut latest: BTreeMap<&str, &Record> = BTreeMap::new();
     for r in records {
-        if only.is_none_or(|n| n == r.recnum) && r.content.event == EVENT_LAUNCH {
-            latest.insert(&r.content.name, r);
+        let Some(c) = r.content.as_ref() else {
+            continue;
+        };
+        if only.is_none_or(|n| n == r.recnum) && c.event == EVENT_LAUNCH {
+            latest.insert(&c.name, r);
         }
     }
     for (name, rec) in &latest {
@@ -737,7 +809,9 @@ pub fn check_golden(
             }
             continue;
         };
-        let c = &rec.content;
+        let Some(c) = rec.content.as_ref() else {
+            continue;
+        };
         let mismatch = |field: &str, want: &dyn std::fmt::Debug, got: &dyn std::fmt::Debug| {
             Rejection::Golden(format!(
                 "environment {name:?} {field}: expected {want:?}, launched with {got:?}"
@@ -1014,7 +1088,7 @@ mod tests {
     use crate::evidence::launch::{
         ImageMeasurement, LaunchConfig, LaunchContent, SpawnProvenance, TREE_FORMAT,
     };
-    use crate::evidence::record::DigestEntry;
+    use crate::evidence::quote::{disclosed, redact_for_subject};
 
     /// Launch record `recnum` of `name`, with `spawn`, its digest computed as the log does.
     fn record(recnum: u64, name: &str, spawn: Option<SpawnProvenance>) -> Record {
@@ -1053,21 +1127,12 @@ mod tests {
             launched_at: 0,
             spawn,
         };
-        Record {
-            recnum,
-            nv_index: NV_INDEX,
-            digests: vec![DigestEntry {
-                hash_alg: "sha256".into(),
-                digest: hex::encode(content_digest(&content)),
-            }],
-            content_type: CONTENT_TYPE.into(),
-            content,
-        }
+        Record::launch(recnum, content)
     }
 
     fn from(parent: &Record, template: &str) -> SpawnProvenance {
         SpawnProvenance {
-            parent: parent.content.name.clone(),
+            parent: parent.content.as_ref().unwrap().name.clone(),
             template: template.into(),
             parent_recnum: Some(parent.recnum),
             parent_digest: Some(format!("sha256:{}", parent.digests[0].digest)),
@@ -1157,5 +1222,118 @@ mod tests {
         // Positive control: the right record passes.
         let log = vec![front, other, record(2, "req-1", Some(good))];
         assert!(check_provenance(&log).is_ok());
+    }
+
+    /// The `refused` record of `launch` (identical content but for `event`).
+    fn refusal(recnum: u64, launch: &Record) -> Record {
+        let mut c = launch.content.clone().unwrap();
+        c.event = EVENT_REFUSED.into();
+        Record::launch(recnum, c)
+    }
+
+    fn register_of(log: &[Record]) -> [u8; 32] {
+        replay(
+            log.iter()
+                .map(|r| r.sha256().unwrap())
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+    }
+
+    /// front (0) spawns req-1 (2), which spawns sub-1 (4); other (1) and a refused launch of
+    /// `other` (3, paired with 1) and an earlier run of sub-1 are not sub-1's lineage.
+    fn family() -> Vec<Record> {
+        let front = record(0, "front", None);
+        let mut other = record(1, "other", None);
+        other.content.as_mut().unwrap().env = vec![("SECRET".into(), "hunter2".into())];
+        let other = Record::launch(1, other.content.unwrap());
+        let req = record(2, "req-1", Some(from(&front, "req")));
+        let other_refused = refusal(3, &other);
+        let sub = record(4, "sub-1", Some(from(&req, "sub")));
+        let sub_refused = refusal(5, &sub);
+        vec![front, other, req, other_refused, sub, sub_refused]
+    }
+
+    #[test]
+    fn a_subject_quote_keeps_its_lineage_and_refusals_and_redacts_the_rest() {
+        let log = family();
+        let keep: Vec<u64> = disclosed(&log, 4).into_iter().collect();
+        assert_eq!(keep, [0, 2, 4, 5]);
+        let redacted = redact_for_subject(log.clone(), 4);
+        let text = serde_json::to_string(&redacted).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("\"other\""), "{text}");
+        // Positive control: the whole log shows the secret.
+        assert!(serde_json::to_string(&log).unwrap().contains("hunter2"));
+        // The redacted form: CEL's fields but `content`, the digest kept, the type changed.
+        let r1 = serde_json::to_value(&redacted[1]).unwrap();
+        assert_eq!(
+            r1,
+            serde_json::json!({"recnum": 1, "nv_index": NV_INDEX,
+                "digests": [{"hashAlg": "sha256", "digest": log[1].digests[0].digest}],
+                "content_type": REDACTED_CONTENT_TYPE})
+        );
+        // It replays to the same register, with the same provenance and lineage.
+        let reg = register_of(&log);
+        check_log(&redacted, &reg).unwrap();
+        check_provenance(&redacted).unwrap();
+        assert_eq!(lineage(&redacted, 4), lineage(&log, 4));
+        let o = outcomes(&redacted);
+        assert_eq!(
+            o.iter().map(|o| (o.recnum, o.outcome)).collect::<Vec<_>>(),
+            [(0, "ran"), (2, "ran"), (4, "refused")]
+        );
+        // A declared environment's quote keeps only its own record.
+        let keep: Vec<u64> = disclosed(&log, 1).into_iter().collect();
+        assert_eq!(keep, [1, 3]);
+    }
+
+    #[test]
+    fn a_redacted_record_is_replayed_by_its_digest_and_a_changed_digest_fails() {
+        let log = family();
+        let reg = register_of(&log);
+        let mut bad = redact_for_subject(log.clone(), 4);
+        bad[1].digests[0].digest = "00".repeat(32);
+        assert_eq!(check_log(&bad, &reg).unwrap_err().code(), "log-replay");
+        // Content under the redacted type, no content under the launch type, another type
+        // without content: malformed.
+        let mut with_content = log.clone();
+        with_content[1].content_type = REDACTED_CONTENT_TYPE.into();
+        let mut no_content = redact_for_subject(log.clone(), 4);
+        no_content[1].content_type = CONTENT_TYPE.into();
+        let mut other_type = redact_for_subject(log.clone(), 4);
+        other_type[1].content_type = "warren_secret".into();
+        for l in [with_content, no_content, other_type] {
+            assert_eq!(check_log(&l, &reg).unwrap_err().code(), "malformed");
+        }
+        // Positive control.
+        check_log(&redact_for_subject(log, 4), &reg).unwrap();
+    }
+
+    #[test]
+    fn a_redacted_spawner_record_is_refused() {
+        let log = family();
+        let mut bad = redact_for_subject(log.clone(), 4);
+        bad[2] = bad[2].redacted();
+        assert_eq!(check_provenance(&bad).unwrap_err().code(), "redacted");
+        check_provenance(&redact_for_subject(log, 4)).unwrap();
+    }
+
+    #[test]
+    fn golden_values_over_a_redacted_log_are_refused_not_passed() {
+        let log = family();
+        let redacted = redact_for_subject(log.clone(), 4);
+        let listing = Policy::from_toml("[env.other]\ncommand = [\"/bin/true\"]\n").unwrap();
+        let strict = Policy::from_toml("strict = true\n[env.sub-1]\n").unwrap();
+        let empty = Policy::default();
+        for p in [&listing, &strict] {
+            let err = check_golden(&redacted, p, None).unwrap_err();
+            assert_eq!(err.code(), "redacted", "{err}");
+            // Control: a subject quote's golden values concern its own record only.
+            check_golden(&redacted, p, Some(4)).unwrap();
+        }
+        check_golden(&log, &listing, None).unwrap();
+        check_golden(&redacted, &empty, None).unwrap();
+        check_golden(&redacted, &listing, Some(4)).unwrap();
     }
 }

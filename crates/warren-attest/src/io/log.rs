@@ -52,6 +52,15 @@ pub enum LogError {
         #[source]
         source: serde_json::Error,
     },
+    /// A line of the log is a record without content (a redacted record belongs in quotes
+    /// answered to environments, never in the log).
+    #[error("event log {}: line {line} is a record without content", path.display())]
+    NoContent {
+        /// The file.
+        path: PathBuf,
+        /// The 1-based line.
+        line: usize,
+    },
     /// The root of trust refused to extend or read.
     #[error("root of trust")]
     Root(#[from] RootError),
@@ -141,11 +150,18 @@ impl EventLog {
             if line.is_empty() {
                 continue;
             }
-            let rec = serde_json::from_slice(line).map_err(|source| LogError::Malformed {
-                path: path.clone(),
-                line: i + 1,
-                source,
-            })?;
+            let rec: Record =
+                serde_json::from_slice(line).map_err(|source| LogError::Malformed {
+                    path: path.clone(),
+                    line: i + 1,
+                    source,
+                })?;
+            if rec.content.is_none() {
+                return Err(LogError::NoContent {
+                    path: path.clone(),
+                    line: i + 1,
+                });
+            }
             out.push(rec);
         }
         Ok(out)
@@ -174,17 +190,8 @@ impl EventLog {
     ) -> Result<(Record, File, u64), LogError> {
         let _lock = self.lock()?;
         let path = self.path();
-        let digest = content_digest(&content);
-        let mut record = Record {
-            recnum: 0,
-            nv_index: NV_INDEX,
-            digests: vec![DigestEntry {
-                hash_alg: "sha256".into(),
-                digest: hex::encode(digest),
-            }],
-            content_type: CONTENT_TYPE.into(),
-            content,
-        };
+        let mut record = Record::launch(0, content);
+        let digest = record.sha256().unwrap_or([0; 32]);
         let mut anew = false;
         loop {
             let mut file = OpenOptions::new()
@@ -621,8 +628,7 @@ mod tests {
         // The crash: a whole record on disk, its extension never made.
         let mut orphan = second.clone();
         orphan.recnum = 2;
-        orphan.content = content("orphan");
-        orphan.digests[0].digest = hex::encode(content_digest(&orphan.content));
+        orphan = Record::launch(orphan.recnum, content("orphan"));
         let mut line = serde_json::to_vec(&orphan).unwrap();
         line.push(b'\n');
         OpenOptions::new()

@@ -7,7 +7,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::evidence::record::{EVENT_LAUNCH, EVENT_REFUSED, Record};
+use crate::evidence::record::{EVENT_REFUSED, Record};
 use crate::io::config::RootConfig;
 use crate::io::log::{EventLog, LogError};
 
@@ -45,11 +45,10 @@ pub fn record_refusal(
     let ours = text
         .lines()
         .filter_map(|l| serde_json::from_str::<Record>(l).ok())
-        .rfind(|r| r.content.name == name && r.content.event == EVENT_LAUNCH);
-    let Some(launch) = ours else {
+        .rfind(|r| r.is_launch_of(name));
+    let Some(mut content) = ours.and_then(|r| r.content) else {
         return Ok(None);
     };
-    let mut content = launch.content;
     content.event = EVENT_REFUSED.into();
     let mut root = RootConfig::resolve(state_dir)?.open(state_dir)?;
     log.append(content, root.as_mut()).map(Some)

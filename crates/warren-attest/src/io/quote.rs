@@ -5,9 +5,8 @@
 use std::path::Path;
 
 pub use crate::evidence::quote::{
-    BootEvidence, FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying,
+    BootEvidence, FORMAT, MAX_CALLER_DATA, Quote, Subject, qualifying, redact_for_subject,
 };
-use crate::evidence::record::EVENT_LAUNCH;
 use crate::io::config::{DEFAULT_BOOT_LOG, DEFAULT_IMA_LOG, RootConfig};
 use crate::io::log::{EventLog, LogError};
 use crate::io::root::RootError;
@@ -46,13 +45,29 @@ pub fn certificate_path(state_dir: &Path) -> std::path::PathBuf {
     state_dir.join("attest").join("ak.crt")
 }
 
+/// How much of the event log a quote shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disclosure {
+    /// Every record whole: quotes for the host's administrator (`warren attest quote`) and for
+    /// trusted peers' kernels (the federation's `warren.attest` mailbox), whose verifiers check
+    /// golden values over every environment.
+    Whole,
+    /// Only the subject's own records and its provenance chain whole, every other record
+    /// redacted ([`redact_for_subject`]): quotes answered to programs inside environments
+    /// (`Attest`), which must not read other environments' launches. Without a subject, the
+    /// same as [`Disclosure::Whole`].
+    Subject,
+}
+
 /// Makes a quote over the state directory's log and root. With `env`, the quote's subject is
-/// the latest launch record of that environment and `data`.
+/// the latest launch record of that environment and `data`; `disclosure` says whether other
+/// records keep their content.
 pub fn make_quote(
     state_dir: &Path,
     nonce: &[u8],
     env: Option<&str>,
     data: &[u8],
+    disclosure: Disclosure,
 ) -> Result<Quote, QuoteError> {
     if data.len() > MAX_CALLER_DATA {
         return Err(QuoteError::DataTooLong(data.len()));
@@ -72,7 +87,7 @@ pub fn make_quote(
                 let rec = records
                     .iter()
                     .rev()
-                    .find(|r| r.content.name == name && r.content.event == EVENT_LAUNCH)
+                    .find(|r| r.is_launch_of(name))
                     .ok_or_else(|| QuoteError::NoRecord(name.to_owned()))?;
                 let digest = rec.sha256().unwrap_or([0; 32]);
                 Some((rec.recnum, digest))
@@ -91,6 +106,10 @@ pub fn make_quote(
         }
     };
     drop(lock);
+    let records = match (disclosure, &subject) {
+        (Disclosure::Subject, Some((recnum, _))) => redact_for_subject(records, *recnum),
+        _ => records,
+    };
     let cert = match std::fs::read_to_string(certificate_path(state_dir)) {
         Ok(c) => Some(c),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

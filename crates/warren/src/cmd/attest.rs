@@ -258,8 +258,14 @@ fn quote(state_dir: &Path, a: QuoteArgs) -> anyhow::Result<i32> {
         .map(|d| hex_arg("--data", d))
         .transpose()?
         .unwrap_or_default();
-    let q = warren_attest::make_quote(state_dir, &nonce, a.env.as_deref(), &data)
-        .context("make the quote")?;
+    let q = warren_attest::make_quote(
+        state_dir,
+        &nonce,
+        a.env.as_deref(),
+        &data,
+        warren_attest::Disclosure::Whole,
+    )
+    .context("make the quote")?;
     let text = serde_json::to_string_pretty(&q)?;
     match &a.out {
         Some(p) => {
@@ -317,15 +323,16 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
                 println!(
                     "{}",
                     json!({ "accepted": true, "root": v.root.as_str(),
-                            "register": hex::encode(v.register), "records": v.records,
+                            "register": hex::encode(v.register), "records": v.records, "redacted": v.redacted,
                             "subject": v.subject.as_ref().map(|(e, d)| json!({"env": e, "data": hex::encode(d)})),
                             "boot": v.boot, "warren": v.warren, "ima": v.ima, "outcomes": v.outcomes, "lineage": v.lineage })
                 );
             } else {
                 println!(
-                    "accepted: root {}, {} records, register {}",
+                    "accepted: root {}, {} records ({} redacted), register {}",
                     v.root,
                     v.records,
+                    v.redacted,
                     hex::encode(v.register)
                 );
                 if let Some((env, data)) = &v.subject {

@@ -147,9 +147,16 @@ impl Gate {
             .name("host-quote".into())
             .spawn(move || {
                 for job in rx {
-                    let result = warren_attest::make_quote(&dir, &job.nonce, None, &[])
-                        .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-                        .and_then(|q| serde_json::to_vec(&q).map_err(|e| e.to_string()));
+                    let result = warren_attest::make_quote(
+                        &dir,
+                        &job.nonce,
+                        None,
+                        &[],
+                        // Between trusted hosts' kernels: whole (attestation.md).
+                        warren_attest::Disclosure::Whole,
+                    )
+                    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+                    .and_then(|q| serde_json::to_vec(&q).map_err(|e| e.to_string()));
                     let done = QuoteDone {
                         host: job.host,
                         correlation: job.correlation,

@@ -164,9 +164,16 @@ impl Worker {
 
 /// A quote about environment `job.name`'s launch record (the kernel decided who may ask).
 fn quote(state_dir: &std::path::Path, job: &Job) -> Response {
-    match warren_attest::make_quote(state_dir, &job.nonce, Some(&job.name), &job.data)
-        .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
-        .and_then(|q| serde_json::to_vec(&q).map_err(|e| e.to_string()))
+    match warren_attest::make_quote(
+        state_dir,
+        &job.nonce,
+        Some(&job.name),
+        &job.data,
+        // Programs inside environments see their own records only (attestation.md).
+        warren_attest::Disclosure::Subject,
+    )
+    .map_err(|e| format!("{:#}", anyhow::Error::new(e)))
+    .and_then(|q| serde_json::to_vec(&q).map_err(|e| e.to_string()))
     {
         Ok(quote) => Response::Quote { quote },
         Err(detail) => {
