@@ -732,3 +732,80 @@ fn tiocsti_and_tioclinux_on_an_inherited_terminal_are_refused() {
         r["tty.tiocsti_highbits"]
     );
 }
+
+/// A copy of the busybox root that `hostile` then alters, as the owner of a `--rootfs` tree
+/// (or an image) would.
+fn hostile_root(hostile: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", busybox_root().display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hostile(dir.path());
+    dir
+}
+
+/// What the environment sees of its `/proc` and `/sys`: the type of the file system on
+/// `/proc`, whether its own status file is there, and whether a cgroup view is mounted.
+const PROC_AND_SYS: &str = "echo proc=$(stat -f -c %T /proc); \
+     [ -r /proc/self/status ] && echo status=yes; \
+     [ -d /sys/fs/cgroup ] && [ -n \"$(ls /sys/fs/cgroup)\" ] && echo view=/sys; \
+     [ -d /proc/fs/cgroup ] && echo view=/proc; true";
+
+#[test]
+fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
+    // Positive control: with a real /sys directory the cgroup view is mounted there, so a
+    // link at /sys would be followed if the launcher looked through it.
+    let o = run_sh(&unique("sysdir"), &[], PROC_AND_SYS);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("proc=proc") && out.contains("status=yes") && out.contains("view=/sys"),
+        "control: {out}"
+    );
+
+    // `sys -> proc`: the view's tmpfs used to land on the fresh procfs and hide it (and every
+    // /proc mask then found nothing to cover). Now the link is not a directory to mount on:
+    // the environment keeps its procfs and gets no view.
+    let root = hostile_root(|r| {
+        std::fs::remove_dir(r.join("sys")).unwrap();
+        std::os::unix::fs::symlink("proc", r.join("sys")).unwrap();
+    });
+    let mut c = warren();
+    c.args(["run", "--name", &unique("syslink"), "--rootfs"])
+        .arg(root.path())
+        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
+    let o = c.output().unwrap();
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("proc=proc") && out.contains("status=yes"),
+        "a /sys link redirected a mount onto /proc: {out}"
+    );
+    assert!(!out.contains("view="), "{out}");
+
+    // `sys -> <a host directory>`: absolute links resolve against the host's tree before the
+    // pivot; the launch must not mount there (nothing of it is visible inside either).
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("marker"), "host").unwrap();
+    let root = hostile_root(|r| {
+        std::fs::remove_dir(r.join("sys")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("sys")).unwrap();
+    });
+    let mut c = warren();
+    c.args(["run", "--name", &unique("syshost"), "--rootfs"])
+        .arg(root.path())
+        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
+    let o = c.output().unwrap();
+    assert_code(&o, 0);
+    assert!(!stdout(&o).contains("view="), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("marker")).unwrap(),
+        "host"
+    );
+}
