@@ -809,3 +809,64 @@ fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
         "host"
     );
 }
+
+#[test]
+fn inherited_host_descriptors_open_nothing_else_on_the_host() {
+    // A host directory as standard input, a host file as standard output: both world-readable
+    // (and the directory world-writable), so only Landlock stands between the workload and
+    // what lies beneath them or a second, read-write opening of them.
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "HOSTSECRET\n").unwrap();
+    let out = host.path().join("out");
+    std::fs::write(&out, "HOSTOUT\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = "cat /proc/self/fd/0/secret >&2 && echo read-beneath-stdin >&2; \
+                  touch /proc/self/fd/0/planted && echo made-a-file >&2; \
+                  exec 9>&1; cat /proc/self/fd/9 >&2 && echo reopened-stdout >&2; \
+                  echo written-through-fd-1; true";
+    let run = |cmd: &mut Command| {
+        cmd.stdin(std::fs::File::open(&dir).unwrap())
+            .stdout(std::fs::OpenOptions::new().append(true).open(&out).unwrap())
+            .output()
+            .unwrap()
+    };
+
+    // Positive control: the same script on the host reaches both.
+    let o = run(Command::new("/bin/sh").args(["-c", script]));
+    let err = stderr(&o);
+    assert!(
+        err.contains("HOSTSECRET")
+            && err.contains("made-a-file")
+            && err.contains("reopened-stdout"),
+        "control: {err}"
+    );
+    std::fs::remove_file(dir.join("planted")).unwrap();
+    std::fs::write(&out, "HOSTOUT\n").unwrap();
+
+    let mut c = warren();
+    c.args(["run", "--name", &unique("fds"), "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", script]);
+    let o = run(&mut c);
+    assert_code(&o, 0);
+    let err = stderr(&o);
+    assert!(
+        !err.contains("HOSTSECRET") && !err.contains("read-beneath-stdin"),
+        "read beneath an inherited directory: {err}"
+    );
+    assert!(!err.contains("made-a-file"), "{err}");
+    assert!(!dir.join("planted").exists());
+    assert!(!err.contains("reopened-stdout"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // The descriptor itself still works as given.
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "HOSTOUT\nwritten-through-fd-1\n"
+    );
+}
