@@ -235,7 +235,7 @@ mod tests {
         std::fs::remove_file(t.path().join("etc/passwd")).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &t.path().join("etc/passwd"),
+            t.path().join("etc/passwd"),
             rustix::fs::FileType::Fifo,
             Mode::from_raw_mode(0o644),
             0,

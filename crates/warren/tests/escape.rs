@@ -870,3 +870,69 @@ fn inherited_host_descriptors_open_nothing_else_on_the_host() {
         "HOSTOUT\nwritten-through-fd-1\n"
     );
 }
+
+/// The most an environment's log holds (crates/warren/src/logcap.rs, docs/cli.md).
+const LOG_MAX: u64 = 64 << 20;
+
+/// `warren run -d NAME` running `script`, waited for until it ended; its log's bytes.
+fn detached_log(name: &str, script: &str) -> Vec<u8> {
+    let o = warren()
+        .args(["run", "-d", "--name", name, "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let start = std::time::Instant::now();
+    loop {
+        let ps = warren().args(["ps", "-q"]).output().unwrap();
+        if !stdout(&ps).lines().any(|l| l == name) {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "{name} did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = test_state_dir().join("logs").join(format!("{name}.log"));
+    let bytes = std::fs::read(&log).unwrap();
+    let o = warren().args(["rm", name]).output().unwrap();
+    assert_code(&o, 0);
+    assert!(!log.exists());
+    bytes
+}
+
+#[test]
+fn a_detached_environment_cannot_grow_its_log_past_the_limit() {
+    // Positive control: what fits arrives whole, standard output and error alike, and the
+    // workload's status is unchanged (the wait above saw it end).
+    let log = detached_log(
+        &unique("logok"),
+        "echo first-line; echo on-stderr >&2; sleep 0.3",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "first-line\non-stderr\n",
+        "the log of a quiet environment"
+    );
+
+    // 80 MiB of output: the file stops at the limit and says so once; the workload is never
+    // blocked (it reaches its last line and ends, which the wait above needs).
+    let log = detached_log(
+        &unique("logbomb"),
+        "echo first-line; dd if=/dev/zero bs=1M count=80 2>/dev/null; echo ended >&2",
+    );
+    let len = log.len() as u64;
+    assert!(
+        len <= LOG_MAX + 512,
+        "the log grew to {len} bytes, past its limit of {LOG_MAX}"
+    );
+    assert!(len >= LOG_MAX, "{len}");
+    assert!(log.starts_with(b"first-line\n"));
+    let tail = String::from_utf8_lossy(&log[log.len() - 512..]).into_owned();
+    assert_eq!(
+        tail.matches("the log reached its limit of 67108864 bytes")
+            .count(),
+        1,
+        "{tail}"
+    );
+    assert!(!tail.contains("ended"), "{tail}");
+}
