@@ -5,13 +5,14 @@
 #   scripts/rabbitmq-instance.sh start DIR PORT   # AMQP on 127.0.0.1:PORT; waits until ready
 #   scripts/rabbitmq-instance.sh stop DIR         # stops the node and its epmd, removes DIR
 #   scripts/rabbitmq-instance.sh restart DIR      # stop the node, keep its data, start again
+#   scripts/rabbitmq-instance.sh queues DIR       # the node's queue names, one per line
 #
 # The node's epmd listens on PORT+1 and its distribution port is PORT+2 (all on loopback), so
 # callers running several nodes space their PORTs at least 3 apart.
 set -euo pipefail
 # The scripts themselves, not the Debian wrappers that switch to the rabbitmq user.
 bin=/usr/lib/rabbitmq/bin
-cmd=${1:?usage: rabbitmq-instance.sh start|stop|restart DIR [PORT]}
+cmd=${1:?usage: rabbitmq-instance.sh start|stop|restart|queues DIR [PORT]}
 dir=${2:?missing DIR}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -68,6 +69,7 @@ stop_node() {
 case "$cmd" in
     start) start ;;
     restart) stop_node; start ;;
+    queues) setenv; "$bin/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" list_queues name --no-table-headers ;;
     stop)
         stop_node
         setenv
@@ -75,5 +77,5 @@ case "$cmd" in
         for pid in $(pgrep -f -- "epmd .*-port $ERL_EPMD_PORT" || true); do kill "$pid" 2>/dev/null || true; done
         rm -rf "$dir"
         ;;
-    *) echo "usage: rabbitmq-instance.sh start|stop|restart DIR [PORT]" >&2; exit 2 ;;
+    *) echo "usage: rabbitmq-instance.sh start|stop|restart|queues DIR [PORT]" >&2; exit 2 ;;
 esac

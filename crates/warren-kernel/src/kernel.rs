@@ -311,8 +311,8 @@ fn op_name(req: &Request) -> &'static str {
 }
 
 /// Checks a label: 1 to 63 bytes of `[a-z0-9-]`, not starting or ending with `-` (the same rule
-/// as environment names in `warren-spec`).
-fn check_label(s: &str) -> Result<(), &'static str> {
+/// as environment names in `warren-spec`). The error says what is wrong.
+pub fn check_label(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("it is empty");
     }
@@ -420,9 +420,15 @@ pub struct Kernel {
     /// Capabilities exported to other hosts, by export number.
     exports: BTreeMap<u64, CapId>,
     next_export: u64,
+    /// The first export number of this kernel: numbers from here to `next_export` were issued
+    /// by it, so one of them no longer held was used up.
+    first_export: u64,
     /// Hosts cut off by an attestation verdict (`remote.rs`), with what a refused sender is
     /// told.
     cut_off: BTreeMap<String, String>,
+    /// The hosts whose keys the driver trusts (`remote.rs`), once it has said: a send through a
+    /// proxy for any other host is refused.
+    peer_hosts: Option<BTreeSet<String>>,
     /// Templates, SPAWN grants, pending spawns and links (`spawn.rs`).
     spawn: spawn::SpawnState,
 }
@@ -452,7 +458,9 @@ impl Kernel {
             remote: BTreeMap::new(),
             exports: BTreeMap::new(),
             next_export: 1,
+            first_export: 1,
             cut_off: BTreeMap::new(),
+            peer_hosts: None,
             spawn: spawn::SpawnState::default(),
         }
     }

@@ -166,6 +166,7 @@ mod mailbox;
 pub use action::{Action, AuditRecord, Repeated, SpawnOrder};
 #[doc(hidden)]
 pub use kernel::CapInfo;
+pub use kernel::check_label;
 pub use kernel::spawn::{
     CHILD_MAILBOX_RIGHTS, DEFAULT_MAX_CHILDREN, EXIT_HEADER, ExitStatus, GAVE_UP_HEADER, KeptChild,
     KeptName, RESTARTS_HEADER, SPAWN_RIGHTS, TEMPLATE_PREFIX, TemplateInfo,

@@ -15,7 +15,7 @@
 //! Acknowledgements name a connection generation: a delivery tag of an earlier connection means
 //! nothing on the new one (the broker has requeued that delivery), so it is dropped.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
@@ -108,6 +108,17 @@ pub enum Event {
     Down {
         /// Why, for the log.
         error: String,
+    },
+    /// The broker refused to take batches for `dest` (its queue exists with other arguments,
+    /// or this host may not use it): they stay in the outbox and are published again after
+    /// `retry`, while every other destination and this host's own queue go on.
+    Refused {
+        /// The destination host.
+        dest: String,
+        /// The broker's reason.
+        error: String,
+        /// When the driver tries that destination again.
+        retry: Duration,
     },
     /// The broker confirmed batch `seq` to `dest`: it is durable there.
     Confirmed {
@@ -228,13 +239,30 @@ enum Ended {
 /// Batches published and not yet confirmed, by (destination, seq).
 type Unconfirmed = BTreeMap<(String, u64), Vec<u8>>;
 
+/// Destinations whose batches the broker refused, each with when to try it again and the
+/// wait after that one.
+type Parked = HashMap<String, (tokio::time::Instant, Duration)>;
+
+/// The first wait before a refused destination is tried again, and the longest.
+const PARK_FIRST: Duration = Duration::from_secs(1);
+const PARK_MAX: Duration = Duration::from_secs(60);
+
 async fn run(config: BrokerConfig, mut commands: mpsc::UnboundedReceiver<Command>, out: Out) {
     let mut unconfirmed: Unconfirmed = BTreeMap::new();
+    let mut parked: Parked = HashMap::new();
     let mut generation = 0u64;
     let mut backoff = Duration::from_millis(100);
     loop {
         generation += 1;
-        match session(&config, &mut commands, &out, &mut unconfirmed, generation).await {
+        let session = session(
+            &config,
+            &mut commands,
+            &out,
+            &mut unconfirmed,
+            &mut parked,
+            generation,
+        );
+        match session.await {
             Ended::Stop => return,
             Ended::Failed(error) => {
                 out.send(Event::Down {
@@ -282,17 +310,48 @@ async fn declare(ch: &Channel, host: &str, t: QueueType) -> lapin::Result<()> {
     Ok(())
 }
 
+/// A publisher confirmation: destination, batch, the channel it was published on, the result.
+type Confirm = (String, u64, u64, lapin::Result<Confirmation>);
+
 struct Publisher<'a> {
     ch: Channel,
+    /// The channel's number: confirmations of an earlier (closed) channel are ignored, as what
+    /// they were for is published again on the new one.
+    chan: u64,
     config: &'a BrokerConfig,
     declared: HashSet<String>,
-    confirms: mpsc::UnboundedSender<(String, u64, lapin::Result<Confirmation>)>,
+    confirms: mpsc::UnboundedSender<Confirm>,
+}
+
+/// Why a publish failed.
+enum PubError {
+    /// The broker refused the destination's queue (a channel error: the queue exists with
+    /// other arguments, access refused, ...): only that destination is affected.
+    Refused(String),
+    /// Anything else: the connection is in doubt.
+    Failed(lapin::Error),
+}
+
+/// Whether `e` is the broker closing the channel over what was asked (an AMQP soft error),
+/// as opposed to a broken connection.
+fn is_refusal(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(p.kind(), lapin::protocol::AMQPErrorKind::Soft(_))
+    )
 }
 
 impl Publisher<'_> {
-    async fn publish(&mut self, dest: &str, seq: u64, bytes: &[u8]) -> lapin::Result<()> {
+    async fn publish(&mut self, dest: &str, seq: u64, bytes: &[u8]) -> Result<(), PubError> {
         if !self.declared.contains(dest) {
-            declare(&self.ch, dest, self.config.queue_type).await?;
+            if let Err(e) = declare(&self.ch, dest, self.config.queue_type).await {
+                return Err(if is_refusal(&e) {
+                    PubError::Refused(format!("declare {}: {e}", queue_name(dest)))
+                } else {
+                    PubError::Failed(e)
+                });
+            }
             self.declared.insert(dest.to_owned());
         }
         let props = BasicProperties::default()
@@ -305,15 +364,70 @@ impl Publisher<'_> {
         let confirm = self
             .ch
             .basic_publish("".into(), queue_name(dest).into(), opts, bytes, props)
-            .await?;
+            .await
+            .map_err(PubError::Failed)?;
         let tx = self.confirms.clone();
         let dest = dest.to_owned();
+        let chan = self.chan;
         tokio::spawn(async move {
             let r = confirm.await;
-            let _ = tx.send((dest, seq, r));
+            let _ = tx.send((dest, seq, chan, r));
         });
         Ok(())
     }
+
+    /// A new publishing channel after the broker closed the last one.
+    async fn reopen(&mut self, conn: &Connection) -> lapin::Result<()> {
+        let ch = conn.create_channel().await?;
+        ch.confirm_select(ConfirmSelectOptions::default()).await?;
+        self.ch = ch;
+        self.chan += 1;
+        Ok(())
+    }
+
+    /// Publishes every unconfirmed batch of the destinations not parked, in order. A refused
+    /// destination is parked (and reported) and the rest go on, on a new channel.
+    async fn publish_all(
+        &mut self,
+        conn: &Connection,
+        unconfirmed: &Unconfirmed,
+        parked: &mut Parked,
+        out: &Out,
+    ) -> Result<(), lapin::Error> {
+        'again: loop {
+            for ((dest, seq), bytes) in unconfirmed {
+                if parked.contains_key(dest) {
+                    continue;
+                }
+                match self.publish(dest, *seq, bytes).await {
+                    Ok(()) => {}
+                    Err(PubError::Failed(e)) => return Err(e),
+                    Err(PubError::Refused(error)) => {
+                        park(parked, dest, error, out);
+                        // The broker closed the channel: what was published on it is in
+                        // doubt, so everything not parked goes out again on a new one.
+                        self.reopen(conn).await?;
+                        continue 'again;
+                    }
+                }
+            }
+            return Ok(());
+        }
+    }
+}
+
+/// Parks `dest` after the broker refused it: the next try waits twice as long as the last
+/// (from [`PARK_FIRST`] to [`PARK_MAX`]).
+fn park(parked: &mut Parked, dest: &str, error: String, out: &Out) {
+    let wait = parked
+        .get(dest)
+        .map_or(PARK_FIRST, |&(_, w)| (w * 2).min(PARK_MAX));
+    parked.insert(dest.to_owned(), (tokio::time::Instant::now() + wait, wait));
+    out.send(Event::Refused {
+        dest: dest.to_owned(),
+        error,
+        retry: wait,
+    });
 }
 
 async fn session(
@@ -321,6 +435,7 @@ async fn session(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     out: &Out,
     unconfirmed: &mut Unconfirmed,
+    parked: &mut Parked,
     generation: u64,
 ) -> Ended {
     let fail = |what: &str, e: lapin::Error| Ended::Failed(format!("{what}: {e}"));
@@ -370,31 +485,93 @@ async fn session(
     let (conf_tx, mut conf_rx) = mpsc::unbounded_channel();
     let mut publisher = Publisher {
         ch: pub_ch,
+        chan: 0,
         config,
         declared: HashSet::new(),
         confirms: conf_tx,
     };
     // Everything not confirmed goes out again, in order; receivers drop what they already have.
-    let again: Vec<(String, u64)> = unconfirmed.keys().cloned().collect();
-    for (dest, seq) in again {
-        let bytes = unconfirmed[&(dest.clone(), seq)].clone();
-        if let Err(e) = publisher.publish(&dest, seq, &bytes).await {
-            return fail("publish", e);
-        }
+    // A destination the broker refused keeps its wait.
+    if let Err(e) = publisher.publish_all(&conn, unconfirmed, parked, out).await {
+        return fail("publish", e);
     }
     loop {
+        let next_retry = parked.values().map(|&(at, _)| at).min();
+        let retry = async {
+            match next_retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = retry => {
+                // Destinations whose wait is over are tried again (their wait is kept, to
+                // double if the broker refuses again).
+                let now = tokio::time::Instant::now();
+                let due: Vec<String> = parked
+                    .iter()
+                    .filter(|(_, (at, _))| *at <= now)
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                let mut waits = Vec::new();
+                for d in &due {
+                    if let Some((_, w)) = parked.remove(d) {
+                        waits.push((d.clone(), w));
+                    }
+                }
+                let retried: Unconfirmed = unconfirmed
+                    .iter()
+                    .filter(|((d, _), _)| due.contains(d))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                // Keep the waits so that a second refusal doubles them.
+                let mut keep: Parked = HashMap::new();
+                for (d, w) in waits {
+                    keep.insert(d, (now, w));
+                }
+                if let Err(e) = publisher
+                    .publish_all(&conn, &retried, &mut keep, out)
+                    .await
+                {
+                    return fail("publish", e);
+                }
+                // `keep` now holds the refused again (with their new waits) and the
+                // others with a wait that is already over: only the first stay parked.
+                for (d, (at, w)) in keep {
+                    if at > now {
+                        parked.insert(d, (at, w));
+                    }
+                }
+            }
             c = commands.recv() => match c {
                 None | Some(Command::Stop) => {
                     let _ = conn.close(200, "warren daemon stopping".into()).await;
                     return Ended::Stop;
                 }
                 Some(Command::Publish { dest, seq, bytes }) => {
-                    if let Err(e) = publisher.publish(&dest, seq, &bytes).await {
-                        unconfirmed.insert((dest, seq), bytes);
-                        return fail("publish", e);
+                    let parked_now = parked.contains_key(&dest);
+                    let r = if parked_now {
+                        Ok(())
+                    } else {
+                        publisher.publish(&dest, seq, &bytes).await
+                    };
+                    unconfirmed.insert((dest.clone(), seq), bytes);
+                    match r {
+                        Ok(()) => {}
+                        Err(PubError::Failed(e)) => return fail("publish", e),
+                        Err(PubError::Refused(error)) => {
+                            park(parked, &dest, error, out);
+                            if let Err(e) = publisher.reopen(&conn).await {
+                                return fail("reopen the publishing channel", e);
+                            }
+                            if let Err(e) = publisher
+                                .publish_all(&conn, unconfirmed, parked, out)
+                                .await
+                            {
+                                return fail("publish", e);
+                            }
+                        }
                     }
-                    unconfirmed.insert((dest, seq), bytes);
                 }
                 Some(Command::Ack { tag, generation: g }) => {
                     if g == generation {
@@ -414,7 +591,10 @@ async fn session(
                 None => return Ended::Failed("the broker cancelled the consumer".into()),
             },
             r = conf_rx.recv() => {
-                let Some((dest, seq, r)) = r else { continue };
+                let Some((dest, seq, chan, r)) = r else { continue };
+                if chan != publisher.chan {
+                    continue; // published again on the current channel
+                }
                 match r {
                     Ok(Confirmation::Ack(None)) | Ok(Confirmation::NotRequested) => {
                         if unconfirmed.remove(&(dest.clone(), seq)).is_some() {

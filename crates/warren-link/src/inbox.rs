@@ -59,6 +59,8 @@ struct Stream<T> {
     next: u64,
     /// Batches held until the gap before them fills.
     early: BTreeMap<u64, T>,
+    /// Since when (the caller's clock) batches have been held ahead of a gap.
+    gap_seen: Option<u64>,
 }
 
 impl<T> Stream<T> {
@@ -70,6 +72,7 @@ impl<T> Stream<T> {
             partial: BTreeMap::new(),
             next: 0,
             early: BTreeMap::new(),
+            gap_seen: None,
         }
     }
 
@@ -112,6 +115,17 @@ impl<T> Stream<T> {
 #[derive(Debug, Default)]
 pub struct Inbox<T> {
     streams: BTreeMap<StreamId, Stream<T>>,
+}
+
+/// Batches that never arrived, given up on by [`Inbox::skip_gaps`], and what that released.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Skipped<T> {
+    /// The stream.
+    pub stream: StreamId,
+    /// The first and last missing batch.
+    pub missing: (u64, u64),
+    /// The held batches now admitted, in order, as in [`Arrival::Ready`].
+    pub ready: Vec<(u64, T, BTreeSet<u32>)>,
 }
 
 /// One settlement, as the driver persists it.
@@ -254,6 +268,54 @@ impl<T> Inbox<T> {
         Arrival::Ready(ready)
     }
 
+    /// Gives up on gaps that have held batches back for `wait` or longer (`now` and `wait` on
+    /// the caller's clock): the stream continues at its first held batch, which is admitted
+    /// with the ones behind it. A missing batch that arrives after all is still admitted (see
+    /// [`Inbox::arrive`]: below the next batch and not settled), late and out of order, rather
+    /// than lost. Also notes when a stream's gap began; call it every turn.
+    pub fn skip_gaps(&mut self, now: u64, wait: u64) -> Vec<Skipped<T>> {
+        let mut out = Vec::new();
+        for (id, st) in self.streams.iter_mut() {
+            let Some(&first_held) = st.early.keys().next() else {
+                st.gap_seen = None;
+                continue;
+            };
+            let since = *st.gap_seen.get_or_insert(now);
+            if now.saturating_sub(since) < wait {
+                continue;
+            }
+            let missing = (st.next, first_held - 1);
+            st.next = first_held;
+            let mut ready = Vec::new();
+            while let Some(item) = st.early.remove(&st.next) {
+                let s = st.next;
+                let skip = st.partial.remove(&s).map(|p| p.1).unwrap_or_default();
+                // Held batches do not know their count here; the driver reports it.
+                st.open.insert(s, (u32::MAX, skip.clone()));
+                ready.push((s, item, skip));
+                st.next = s.saturating_add(1);
+                st.skip_done();
+            }
+            st.gap_seen = (!st.early.is_empty()).then_some(now);
+            out.push(Skipped {
+                stream: id.clone(),
+                missing,
+                ready,
+            });
+        }
+        out
+    }
+
+    /// When the oldest gap reaches `wait` (for the caller's timer), if any stream has one.
+    pub fn gap_deadline(&self, wait: u64) -> Option<u64> {
+        self.streams
+            .values()
+            .filter(|st| !st.early.is_empty())
+            .filter_map(|st| st.gap_seen)
+            .map(|since| since.saturating_add(wait))
+            .min()
+    }
+
     /// Sets the message count of an admitted batch (for batches released from the held set).
     pub fn set_count(&mut self, stream: &StreamId, seq: u64, count: u32) {
         if let Some(st) = self.streams.get_mut(stream) {
@@ -318,6 +380,38 @@ mod tests {
         assert!(ib.settle(&s(), 1, 1));
         assert_eq!(ib.arrive(&s(), 1, 2, "a''"), Arrival::Done("a''"));
         assert_eq!(seqs(&ib.arrive(&s(), 2, 1, "b")), vec![2]);
+    }
+
+    #[test]
+    fn a_gap_that_outlasts_the_wait_is_given_up_and_a_late_batch_still_admitted() {
+        let mut ib = Inbox::new();
+        assert_eq!(seqs(&ib.arrive(&s(), 1, 1, 1)), vec![1]);
+        assert!(ib.settle(&s(), 1, 0));
+        // 2 and 3 are missing; 4, 5 and 7 are held.
+        for q in [4, 5, 7] {
+            assert_eq!(ib.arrive(&s(), q, 1, q), Arrival::Held(None));
+        }
+        assert_eq!(ib.gap_deadline(1000), None); // not noted yet
+        assert!(ib.skip_gaps(100, 1000).is_empty()); // noted at 100
+        assert_eq!(ib.gap_deadline(1000), Some(1100));
+        assert!(ib.skip_gaps(1099, 1000).is_empty()); // the control: not yet
+        let skipped = ib.skip_gaps(1100, 1000);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].missing, (2, 3));
+        let ready: Vec<u64> = skipped[0].ready.iter().map(|r| r.0).collect();
+        assert_eq!(ready, vec![4, 5]);
+        // 6 is the next gap, noted now; 7 waits for it.
+        assert_eq!(ib.gap_deadline(1000), Some(2100));
+        for q in [4, 5] {
+            ib.set_count(&s(), q, 1);
+            assert!(ib.settle(&s(), q, 0));
+        }
+        // A missing batch that turns up after all is admitted, not dropped.
+        assert_eq!(seqs(&ib.arrive(&s(), 2, 1, 2)), vec![2]);
+        // 6 arrives: 7 follows; no gap is left.
+        assert_eq!(seqs(&ib.arrive(&s(), 6, 1, 6)), vec![6, 7]);
+        assert!(ib.skip_gaps(5000, 1000).is_empty());
+        assert_eq!(ib.gap_deadline(1000), None);
     }
 
     #[test]

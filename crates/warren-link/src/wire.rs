@@ -182,6 +182,30 @@ fn batch_payload(b: &Batch) -> Vec<u8> {
     out
 }
 
+/// The bytes `m` takes in a batch's payload, exactly as [`seal_batch`] encodes it.
+pub fn message_size(m: &Envelope) -> usize {
+    let b16 = |b: &[u8]| 2 + b.len().min(u16::MAX as usize);
+    (1 + m.to.len().min(255))
+        + (1 + m.from_env.len().min(255))
+        + 1
+        + m.correlation.map_or(0, |_| 8)
+        + m.via.as_deref().map_or(0, b16)
+        + 2
+        + m.headers
+            .iter()
+            .take(u16::MAX as usize)
+            .map(|(k, v)| b16(k.as_bytes()) + 4 + v.len())
+            .sum::<usize>()
+        + (4 + m.body.len())
+        + 2
+        + m.caps
+            .iter()
+            .take(u16::MAX as usize)
+            .map(|t| b16(t))
+            .sum::<usize>()
+        + m.reply.as_deref().map_or(0, b16)
+}
+
 fn signed(magic: &[u8; 4], domain: &[u8], payload: &[u8], key: &SigningKey) -> Vec<u8> {
     let mut msg = Vec::with_capacity(domain.len() + payload.len());
     msg.extend_from_slice(domain);
@@ -479,6 +503,44 @@ mod tests {
         let b = sample();
         let bytes = seal_batch(&b, &key(1));
         assert_eq!(open_batch(&bytes, &trust()).unwrap(), b);
+    }
+
+    #[test]
+    fn message_size_is_what_the_encoding_takes() {
+        let m = |body: usize, extras: bool| Envelope {
+            to: "db/inbox".into(),
+            from_env: "web".into(),
+            correlation: extras.then_some(7),
+            headers: if extras {
+                vec![("k".into(), b"value".to_vec()), ("kk".into(), Vec::new())]
+            } else {
+                Vec::new()
+            },
+            body: vec![1; body],
+            via: extras.then(|| vec![2; 90]),
+            caps: if extras {
+                vec![vec![3; 80], vec![4; 81]]
+            } else {
+                Vec::new()
+            },
+            reply: extras.then(|| vec![5; 77]),
+        };
+        for msgs in [
+            vec![m(0, false)],
+            vec![m(1000, true), m(3, false), m(70_000, true)],
+        ] {
+            let empty = batch_payload(&Batch {
+                messages: Vec::new(),
+                ..sample()
+            })
+            .len();
+            let b = Batch {
+                messages: msgs.clone(),
+                ..sample()
+            };
+            let sum: usize = msgs.iter().map(message_size).sum();
+            assert_eq!(batch_payload(&b).len(), empty + sum);
+        }
     }
 
     /// A trusted peer's batch numbered 0 or 2^64 - 1 is malformed (sequences run from 1, and

@@ -86,6 +86,10 @@ pub struct HostSpec {
     /// The broker queue type: `classic` (default) or `quorum` (for a RabbitMQ cluster).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_type: Option<String>,
+    /// Seconds batches held ahead of a gap in a sender's numbering wait for the missing ones
+    /// before they are given up (audited `lost`); 1 to 3,600, default 60.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gap_wait: Option<u64>,
 }
 
 /// One environment as declared: what the kernel needs to start it and what `plan` compares.
@@ -762,6 +766,9 @@ impl Parser<'_> {
                     }
                     spec.queue_type = Some(s.to_owned());
                 }
+                "gap_wait" => {
+                    spec.gap_wait = Some(self.integer(&here, "gap_wait", v, 1, 3600)?);
+                }
                 x if is_extension(x) => {}
                 _ => {
                     return Err(self.unknown(
@@ -774,6 +781,7 @@ impl Parser<'_> {
                             "key",
                             "trusted_keys",
                             "queue_type",
+                            "gap_wait",
                         ],
                     ));
                 }

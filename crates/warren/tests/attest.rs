@@ -647,3 +647,45 @@ fn an_unknown_root_of_trust_names_tpm_software_and_auto() {
     }
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// `ca init` with an `--ek-ca` that cannot be read, or is not a PEM certificate, is refused
+/// naming the file, and leaves no CA behind (it used to create the whole CA first, so the retry
+/// was refused with "already holds a CA"); a good one lands in `ek-roots/` (positive control).
+#[test]
+fn ca_init_with_a_bad_ek_ca_leaves_no_ca_behind() {
+    let f = fixture();
+    let state = state_dir("ekca");
+    let garbage = state.join("garbage.pem");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let missing = state.join("missing.pem");
+    let dir = state.join("ca");
+    for bad in [&missing, &garbage] {
+        let o = w(&state)
+            .args(["ca", "init", "--dir"])
+            .arg(&dir)
+            .arg("--ek-ca")
+            .arg(bad)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(125), "{}: {err}", bad.display());
+        assert!(
+            err.contains(&*bad.to_string_lossy()),
+            "names the file: {err}"
+        );
+        assert!(!dir.exists(), "{}: a CA was left behind", bad.display());
+    }
+    ok(w(&state)
+        .args(["ca", "init", "--dir"])
+        .arg(&dir)
+        .arg("--ek-ca")
+        .arg(f.ca.join("root.crt"))
+        .output()
+        .unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ek-roots/ek-ca-0.pem")).unwrap(),
+        std::fs::read_to_string(f.ca.join("root.crt")).unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}

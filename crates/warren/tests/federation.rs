@@ -74,6 +74,21 @@ impl Broker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// The names of the node's queues.
+    fn queues(&self) -> Vec<String> {
+        let out = Command::new("bash")
+            .args([SCRIPT, "queues"])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "list_queues failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_owned())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
     fn restart(&self) {
         let st = Command::new("bash")
             .args([SCRIPT, "restart"])
@@ -243,9 +258,14 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 /// A working directory with both hosts' keys and the trusted-keys file.
 fn keys(dir: &Path) {
+    keys_for(dir, &["alpha", "beta"]);
+}
+
+/// Host keys for `hosts` under DIR/keys, all of them in DIR/trusted.
+fn keys_for(dir: &Path, hosts: &[&str]) {
     std::fs::create_dir_all(dir.join("keys")).unwrap();
     let mut trusted = String::new();
-    for h in ["alpha", "beta"] {
+    for h in hosts {
         let out = Command::new(warren_bin())
             .args(["host-key", "--name", h])
             .arg(dir.join("keys").join(format!("{h}.key")))
@@ -387,6 +407,44 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     publish(&driver, 1, batch("mallory", 1, &web, "666"), &mallory_key);
     publish(&driver, 2, batch("alpha", 2, &web, "667"), &mallory_key);
     publish(&driver, 3, batch("alpha", 3, "intruder", "668"), &alpha_key);
+    // Genuine batches whose fields break the wire rules (federation.md, "Message fields"): a
+    // sender that is not an environment name — empty, with `@` (which a policy or an
+    // application splitting at the first `@` would misread), the attestation mailbox's
+    // name — and a `to` that is not a mailbox name. Each is refused at once, not presented
+    // as a sender or held for a mailbox that can never exist.
+    publish(&driver, 5, batch("alpha", 5, "", "669"), &alpha_key);
+    let at = format!("{web}@alpha");
+    publish(&driver, 6, batch("alpha", 6, &at, "670"), &alpha_key);
+    publish(
+        &driver,
+        7,
+        batch("alpha", 7, "warren.attest", "671"),
+        &alpha_key,
+    );
+    let mut bad_to = batch("alpha", 8, &web, "672");
+    bad_to.messages[0].to = format!("{sink}@beta");
+    publish(&driver, 8, bad_to, &alpha_key);
+    // Capabilities passed along must be the sending host's own tokens, signed with its key and
+    // bound to the receiving environment: one signed by another key, one bound elsewhere.
+    let token = |bearer: &str, key: &warren_link::SigningKey| {
+        warren_link::wire::seal_token(
+            &warren_link::wire::Token {
+                issuer: "alpha".into(),
+                id: 1,
+                target: web.clone(),
+                rights: 1,
+                uses: None,
+                bearer: bearer.into(),
+            },
+            key,
+        )
+    };
+    let mut bad_sig = batch("alpha", 9, &web, "673");
+    bad_sig.messages[0].caps = vec![token(&format!("{sink}@beta"), &mallory_key)];
+    publish(&driver, 9, bad_sig, &alpha_key);
+    let mut elsewhere = batch("alpha", 10, &web, "674");
+    elsewhere.messages[0].caps = vec![token("someone@beta", &alpha_key)];
+    publish(&driver, 10, elsewhere, &alpha_key);
     publish(&driver, 4, batch("alpha", 4, &web, "1"), &alpha_key);
     let mut confirmed = 0;
     wait_until(Duration::from_secs(30), "publisher confirms", || {
@@ -395,7 +453,7 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
                 confirmed += 1;
             }
         }
-        confirmed == 4
+        confirmed == 10
     });
 
     beta.wait_log(&sink, "DONE", 60);
@@ -428,7 +486,95 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
         ),
         "{inbound:#?}"
     );
-    assert_eq!(inbound.len(), 3, "{inbound:#?}");
+    for (what, why) in [
+        ("from_env \"\"", "it is empty"),
+        (&format!("from_env {at:?}"), "outside [a-z0-9-]"),
+        ("from_env \"warren.attest\"", "outside [a-z0-9-]"),
+        (&format!("to \"{sink}@beta\""), "outside [a-z0-9-]"),
+    ] {
+        assert!(
+            inbound.iter().any(|r| r["code"] == "bad-request"
+                && r["reason"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(what) && t.contains(why))),
+            "{what}: {inbound:#?}"
+        );
+    }
+    assert!(
+        has("forged", "bad signature on a token from host \"alpha\""),
+        "{inbound:#?}"
+    );
+    assert!(
+        has(
+            "forged",
+            &format!("token 1 of alpha is bound to someone@beta, not to {sink}@beta")
+        ),
+        "{inbound:#?}"
+    );
+    assert_eq!(inbound.len(), 9, "{inbound:#?}");
+}
+
+/// A host sends nothing to a host whose key it does not trust: the queue of an untrusted name
+/// is anyone's to read. The send is refused `revoked` and audited; the trusted host still gets
+/// its message (the control).
+#[test]
+fn nothing_is_sent_to_a_host_whose_key_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(5);
+    let (web, sink) = (name("uweb"), name("usink"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"1\", \"1000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    let zeta = name("uzeta");
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &(binary_space(
+            &zeta,
+            "\"send\", \"x@zeta\", \"1\"",
+            "may_send = [\"x@zeta\"]",
+        ) + &binary_space(
+            &web,
+            &format!("\"send\", \"{sink}@beta\", \"1\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        )),
+        &[&zeta, &web],
+    );
+    beta.start();
+    alpha.start();
+    beta.wait_log(&sink, "DONE", 60);
+    assert!(
+        beta.env_log(&sink).contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{}",
+        beta.env_log(&sink)
+    );
+    wait_until(Duration::from_secs(30), "the refused send's audit", || {
+        alpha
+            .audit()
+            .iter()
+            .any(|r| r["code"] == "revoked" && r["target"] == "x@zeta")
+    });
+    let log = alpha.env_log(&zeta);
+    assert!(
+        log.contains("zeta is not in this host's trusted keys"),
+        "{log}"
+    );
+    // Nothing for zeta reached the broker: its queue was never declared.
+    let queues = broker.queues();
+    assert!(!queues.iter().any(|q| q == "warren.zeta"), "{queues:?}");
+    assert!(queues.iter().any(|q| q == "warren.beta"), "{queues:?}");
 }
 
 #[test]
@@ -675,4 +821,157 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
         "{:#?}",
         refused[0]
     );
+}
+
+/// A destination the broker refuses (here its queue was declared by someone else as a quorum
+/// queue, so the classic declaration fails with PRECONDITION_FAILED) is set aside and retried:
+/// it does not stall the link. Before, every refusal tore the connection down and the
+/// republish in (host, seq) order met the refused host first on every reconnection, so no
+/// later host received anything.
+#[test]
+fn a_host_the_broker_refuses_does_not_stall_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    keys_for(dir.path(), &["able", "alpha", "beta"]);
+    let broker = Broker::start(6);
+    // "able" sorts before "beta". Its queue, declared as quorum by another party.
+    let squatter = Driver::start(BrokerConfig {
+        host: "able".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Quorum,
+        prefetch: 1,
+    })
+    .unwrap();
+    wait_until(Duration::from_secs(30), "the quorum queue", || {
+        matches!(squatter.poll(), Some(Event::Connected { .. }))
+    });
+    drop(squatter);
+
+    let (first, web, sink) = (name("rfirst"), name("rweb"), name("rsink"));
+    let mut beta = Host::new(
+        dir.path(),
+        "beta",
+        &broker,
+        &binary_space(
+            &sink,
+            "\"recv\", \"1\", \"1000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    let mut alpha = Host::new(
+        dir.path(),
+        "alpha",
+        &broker,
+        &binary_space(
+            &first,
+            "\"send\", \"x@able\", \"1\"",
+            "may_send = [\"x@able\"]",
+        ),
+        &[&first, &web],
+    );
+    beta.start();
+    alpha.start();
+    wait_until(Duration::from_secs(30), "the broker's refusal", || {
+        alpha
+            .daemon_log()
+            .contains("the broker refuses batches for host able")
+    });
+    // Now a message for beta, from an environment that starts after the refusal.
+    let more = std::fs::read_to_string(&alpha.manifest).unwrap()
+        + &binary_space(
+            &web,
+            &format!("\"send\", \"{sink}@beta\", \"1\""),
+            &format!("may_send = [\"{sink}@beta\"]"),
+        );
+    std::fs::write(&alpha.manifest, more).unwrap();
+    let st = alpha
+        .warren()
+        .arg("apply")
+        .arg(&alpha.manifest)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    beta.wait_log(&sink, "DONE", 60);
+    assert!(
+        beta.env_log(&sink).contains(&format!(
+            "DONE received=1 repeats=0 gaps=0 from={web}@alpha "
+        )),
+        "{}",
+        beta.env_log(&sink)
+    );
+    // The refused batch is kept, not dropped: it is tried again, and said so each time.
+    let log = alpha.daemon_log();
+    assert!(log.contains("PRECONDITION_FAILED"), "{log}");
+    assert!(log.contains("kept in the outbox and tried again"), "{log}");
+}
+
+/// A batch that never arrives (here: never published, as if deleted from the queue) holds the
+/// batches after it only for `[host] gap_wait`: then the gap is audited `lost`, by number, and
+/// the held batch is delivered; the missing batch, when it turns up after all, is delivered
+/// late rather than dropped. Before, the held batches waited for ever and, with the 256
+/// unacknowledged batches every sender shares, could stop all federation into the host.
+#[test]
+fn a_gap_that_never_fills_is_reported_and_does_not_hold_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    keys(dir.path());
+    let broker = Broker::start(7);
+    let (web, sink) = (name("gweb"), name("gsink"));
+    let mut beta = Host::with(
+        dir.path(),
+        "beta",
+        &broker,
+        "gap_wait = 2",
+        &binary_space(
+            &sink,
+            "\"recv\", \"3\", \"20000\"",
+            &format!("accept_from = [\"{web}@alpha\"]"),
+        ),
+        &[&sink],
+    );
+    beta.start();
+    let alpha_key =
+        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let driver = Driver::start(BrokerConfig {
+        host: "alpha-test".into(),
+        url: broker.url(),
+        tls_ca: None,
+        queue_type: QueueType::Classic,
+        prefetch: 16,
+    })
+    .unwrap();
+    let epoch = 77;
+    let batch = |seq: u64, body: &str| Batch {
+        from_host: "alpha".into(),
+        to_host: "beta".into(),
+        epoch,
+        seq,
+        messages: vec![Envelope {
+            to: sink.clone(),
+            from_env: web.clone(),
+            body: body.as_bytes().to_vec(),
+            ..Envelope::default()
+        }],
+    };
+    publish(&driver, 1, batch(1, "1"), &alpha_key);
+    publish(&driver, 3, batch(3, "3"), &alpha_key);
+    // Batch 3 is delivered once the 2 s wait for batch 2 is over.
+    beta.wait_log(&sink, "GAP 2..3", 30);
+    let lost: Vec<_> = beta
+        .audit()
+        .into_iter()
+        .filter(|r| r["code"] == "lost")
+        .collect();
+    assert_eq!(lost.len(), 1, "{lost:#?}");
+    assert_eq!(
+        lost[0]["target"],
+        format!("batch 2 from alpha (epoch {epoch})")
+    );
+    // Batch 2 after all: delivered, late.
+    publish(&driver, 2, batch(2, "2"), &alpha_key);
+    beta.wait_log(&sink, "REPEAT 2 (after the end)", 30);
+    beta.wait_log(&sink, "DONE", 60);
+    let log = beta.env_log(&sink);
+    assert!(log.contains("DONE received=3 repeats=1 gaps=1"), "{log}");
 }

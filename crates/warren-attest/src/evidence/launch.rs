@@ -61,7 +61,8 @@ pub struct SpawnProvenance {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageMeasurement {
-    /// `rootfs` (a directory tree) or `binary` (single files).
+    /// `rootfs` (a directory tree), `image` (a root from the image store) or `binary` (single
+    /// files).
     pub kind: String,
     /// The tree digest, `blake3:<hex>`.
     pub digest: String,

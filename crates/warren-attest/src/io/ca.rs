@@ -186,9 +186,11 @@ impl PrivacyCa {
             ("software-ca", "Warren SOFTWARE attestation key CA"),
         ] {
             let key = KeyPair::generate().map_err(cert_err)?;
-            let cert = ca_params(cn, Some(0))?
-                .signed_by(&key, &root, &root_key)
-                .map_err(cert_err)?;
+            let mut params = ca_params(cn, Some(0))?;
+            // RFC 5280 4.2.1.1: every certificate but a self-signed root names its issuer's
+            // key (strict validators, `openssl verify -x509_strict`, refuse one without it).
+            params.use_authority_key_identifier_extension = true;
+            let cert = params.signed_by(&key, &root, &root_key).map_err(cert_err)?;
             write_file(
                 &dir.join(format!("{stem}.key")),
                 key.serialize_pem().as_bytes(),
@@ -229,8 +231,19 @@ impl PrivacyCa {
         Ok(out)
     }
 
-    /// Adds a certificate (PEM) to the trusted EK issuers.
+    /// Checks that `pem` is an X.509 certificate in PEM, as a trusted EK issuer must be (one
+    /// that is not would be skipped when enrollment reads `DIR/ek-roots/`).
+    pub fn check_ek_ca(pem: &str) -> Result<(), CaError> {
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .map_err(|e| CaError::Cert(format!("not a PEM certificate: {e}")))?;
+        x509_parser::certificate::X509Certificate::from_der(&parsed.contents)
+            .map_err(|e| CaError::Cert(format!("the certificate does not parse: {e}")))?;
+        Ok(())
+    }
+
+    /// Adds a certificate (PEM) to the trusted EK issuers, after [`Self::check_ek_ca`].
     pub fn trust_ek_ca(&self, pem: &str, name: &str) -> Result<(), CaError> {
+        Self::check_ek_ca(pem)?;
         let dir = self.dir.join("ek-roots");
         std::fs::create_dir_all(&dir).map_err(|source| CaError::Io {
             what: "create",
@@ -388,6 +401,7 @@ impl PrivacyCa {
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.use_authority_key_identifier_extension = true; // names tpm-ca / software-ca's key
         // Valid from five minutes ago (clocks differ) for AK_CERT_LIFETIME.
         let now = now_secs();
         p.not_before = at!(now.saturating_sub(300));
@@ -400,5 +414,64 @@ impl PrivacyCa {
             .signed_by(&subject, &issuer, &issuer_key)
             .map_err(cert_err)?;
         Ok(cert.pem())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::X509Certificate;
+
+    fn der(pem: &str) -> Vec<u8> {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    }
+
+    fn key_ids(cert: &X509Certificate<'_>) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
+        let (mut ski, mut aki) = (None, None);
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(k) => ski = Some(k.0.to_vec()),
+                ParsedExtension::AuthorityKeyIdentifier(a) => {
+                    aki = a.key_identifier.as_ref().map(|k| k.0.to_vec());
+                }
+                _ => {}
+            }
+        }
+        (ski, aki)
+    }
+
+    /// RFC 5280 4.2.1.1: every certificate a conforming CA issues, but a self-signed root,
+    /// carries the Authority Key Identifier, and it names the issuer's Subject Key Identifier
+    /// (`openssl verify -x509_strict` refuses a chain without it).
+    #[test]
+    fn issued_certificates_name_their_issuer_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = PrivacyCa::init(dir.path()).unwrap();
+        let root_der = der(&read(&dir.path().join("root.crt")).unwrap());
+        let (_, root) = X509Certificate::from_der(&root_der).unwrap();
+        let (root_ski, _) = key_ids(&root);
+        assert!(root_ski.is_some(), "the root has a subject key identifier");
+        let ak = KeyPair::generate().unwrap();
+        for kind in [RootKind::Tpm, RootKind::Software] {
+            let issuer_der = der(&read(&ca.issuer_cert_path(kind)).unwrap());
+            let (_, issuer) = X509Certificate::from_der(&issuer_der).unwrap();
+            let (issuer_ski, issuer_aki) = key_ids(&issuer);
+            assert!(issuer_ski.is_some());
+            assert_eq!(
+                issuer_aki, root_ski,
+                "{kind:?} issuing CA names the root's key"
+            );
+            let cert_der = der(&ca.issue(kind, &ak.public_key_der(), "h").unwrap());
+            let (_, cert) = X509Certificate::from_der(&cert_der).unwrap();
+            let (_, aki) = key_ids(&cert);
+            assert_eq!(
+                aki, issuer_ski,
+                "{kind:?} AK certificate names its issuer's key"
+            );
+        }
     }
 }

@@ -55,6 +55,9 @@ pub enum EnrollError {
     /// The certificate could not be installed.
     #[error("install the certificate")]
     Install(#[source] std::io::Error),
+    /// The certificate to install is not one of this host's attestation key.
+    #[error("refuse to install the certificate: {0}")]
+    Refused(String),
 }
 
 /// The host's enrollment request for a software root.
@@ -93,13 +96,50 @@ pub fn ca_handle_software(ca: &PrivacyCa, req: &Request) -> Result<String, CaErr
     ca.issue(RootKind::Software, &spki, &req.host)
 }
 
-/// Installs a certificate as the host's attestation key certificate.
+/// Installs a certificate as the host's attestation key certificate, after checking that it
+/// is one: an X.509 certificate (PEM) of this host's attestation key, marked for its root of
+/// trust. Anything else is refused ([`EnrollError::Refused`]) and the installed certificate
+/// kept. The file is replaced in one rename.
 pub fn install_certificate(state_dir: &Path, pem: &str) -> Result<(), EnrollError> {
+    use x509_parser::prelude::FromDer;
+    let refused = |s: String| EnrollError::Refused(s);
+    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map_err(|e| refused(format!("not a PEM certificate: {e}")))?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&parsed.contents)
+        .map_err(|e| refused(format!("the certificate does not parse: {e}")))?;
+    let config = RootConfig::resolve(state_dir)?;
+    let marker = crate::evidence::verify::root_marker(config.root);
+    if !cert
+        .subject()
+        .iter_organizational_unit()
+        .filter_map(|a| a.as_str().ok())
+        .any(|ou| ou == marker)
+    {
+        return Err(refused(format!(
+            "the certificate is not marked {marker:?} (subject {}): it is not for this host's \
+             {} root of trust",
+            cert.subject(),
+            config.root
+        )));
+    }
+    let spki = config.open(state_dir)?.ak_spki()?;
+    if cert.public_key().raw != spki.as_slice() {
+        return Err(refused(format!(
+            "the certificate (subject {}) is for another key than this host's attestation key",
+            cert.subject()
+        )));
+    }
     let path = crate::io::quote::certificate_path(state_dir);
     crate::io::log::EventLog::new(state_dir)
         .ensure_dir()
         .map_err(|e| EnrollError::Install(std::io::Error::other(e.to_string())))?;
-    std::fs::write(&path, pem).map_err(EnrollError::Install)
+    let tmp = path.with_extension("crt.tmp");
+    std::fs::write(&tmp, pem)
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            EnrollError::Install(e)
+        })
 }
 
 /// Enrolls the host of `state_dir` with the CA in `ca_dir` on the same machine: the request,
@@ -363,6 +403,66 @@ pub fn ca_certify(
             let got = hex::decode(&answer.secret).map_err(|_| refused("the answer is not hex"))?;
             let _ = std::fs::remove_file(&path);
             ca_finish(&ca, request, &expected, &got)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn software_host() -> (tempfile::TempDir, PrivacyCa, tempfile::TempDir) {
+        let state = tempfile::tempdir().unwrap();
+        RootConfig {
+            root: RootKind::Software,
+            tpm: None,
+            agent: None,
+            boot_log: None,
+            ima_log: None,
+        }
+        .save(state.path())
+        .unwrap();
+        let ca_dir = tempfile::tempdir().unwrap();
+        let ca = PrivacyCa::init(ca_dir.path()).unwrap();
+        (state, ca, ca_dir)
+    }
+
+    /// `warren ca install` installs only a certificate of this host's attestation key for its
+    /// root of trust; anything else is refused and the installed certificate kept (it used to
+    /// install garbage or another host's certificate, and only verifiers noticed).
+    #[test]
+    fn install_takes_only_a_certificate_of_this_hosts_key() {
+        let (state, ca, _ca_dir) = software_host();
+        let req = software_request(state.path(), "h").unwrap();
+        let good = ca_handle_software(&ca, &req).unwrap();
+        let installed = crate::io::quote::certificate_path(state.path());
+        // Positive control.
+        install_certificate(state.path(), &good).unwrap();
+        assert_eq!(std::fs::read_to_string(&installed).unwrap(), good);
+
+        let other_key = rcgen::KeyPair::generate().unwrap();
+        let own_spki = hex::decode(&req.ak_spki).unwrap();
+        for (what, pem) in [
+            ("garbage", "not a certificate\n".to_owned()),
+            (
+                "another key",
+                ca.issue(RootKind::Software, &other_key.public_key_der(), "h")
+                    .unwrap(),
+            ),
+            (
+                "another root",
+                ca.issue(RootKind::Tpm, &own_spki, "h").unwrap(),
+            ),
+        ] {
+            let e = install_certificate(state.path(), &pem)
+                .expect_err(what)
+                .to_string();
+            assert!(e.contains("refuse"), "{what}: {e}");
+            assert_eq!(
+                std::fs::read_to_string(&installed).unwrap(),
+                good,
+                "{what}: the installed certificate is kept"
+            );
         }
     }
 }

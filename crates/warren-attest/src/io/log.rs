@@ -17,7 +17,7 @@
 //! that length.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::measure::LaunchContent;
@@ -130,13 +130,18 @@ impl EventLog {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(self.io(path, "open")(e)),
         };
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut &file, &mut bytes).map_err(self.io(path.clone(), "read"))?;
+        // A last line without its newline is a record cut short (a crash or a full disk
+        // during its write). Its extension would have followed the whole line, so it was never
+        // extended: it is not part of the log (the next append removes it).
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         let mut out = Vec::new();
-        for (i, line) in io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(self.io(path.clone(), "read"))?;
+        for (i, line) in bytes[..whole].split(|b| *b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
-            let rec = serde_json::from_str(&line).map_err(|source| LogError::Malformed {
+            let rec = serde_json::from_slice(line).map_err(|source| LogError::Malformed {
                 path: path.clone(),
                 line: i + 1,
                 source,
@@ -188,15 +193,22 @@ impl EventLog {
                 .append(true)
                 .open(&path)
                 .map_err(self.io(path.clone(), "open"))?;
-            let start = file
+            let end_before = file
                 .seek(SeekFrom::End(0))
                 .map_err(self.io(path.clone(), "seek"))?;
+            let start = self.cut_torn_tail(&file, end_before)?;
+            let start = self.cut_unextended_tail(&file, start, root)?;
             let recnum = self.count_locked(start)?;
             record.recnum = recnum;
             let mut line = serde_json::to_vec(&record).unwrap_or_default();
             line.push(b'\n');
-            file.write_all(&line)
-                .map_err(self.io(path.clone(), "append"))?;
+            if let Err(e) = file.write_all(&line) {
+                // Part of the line may be written (a full disk): remove it, so the log never
+                // holds more than was extended.
+                let _ = file.set_len(start);
+                self.forget_synced_beyond(&file, start);
+                return Err(self.io(path.clone(), "append")(e));
+            }
             if let Err(e) = root.extend_after(&digest, recnum) {
                 let _ = file.set_len(start);
                 // A concurrent group sync may have counted the bytes just removed as durable.
@@ -341,19 +353,105 @@ impl EventLog {
         }
     }
 
+    /// Removes what a crash during an append can leave at the end of the log, a record cut
+    /// short or a whole record never extended ([`Self::cut_torn_tail`],
+    /// [`Self::cut_unextended_tail`]), so that the log replays to `root`'s register. Quotes
+    /// call it with the lock held before reading the log; appends do the same themselves.
+    pub fn repair_locked(&self, root: &mut dyn RootOfTrust) -> Result<(), LogError> {
+        let path = self.path();
+        let file = match OpenOptions::new().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(self.io(path, "open")(e)),
+        };
+        let len = file
+            .metadata()
+            .map_err(self.io(path.clone(), "stat"))?
+            .len();
+        let len = self.cut_torn_tail(&file, len)?;
+        self.cut_unextended_tail(&file, len, root)?;
+        Ok(())
+    }
+
+    /// Removes a record cut short at the end of the log (`len` bytes long): the bytes after its
+    /// last newline, which a crash or a full disk left during a write and which were never
+    /// extended. Returns the log's length afterwards. Call with the lock held.
+    fn cut_torn_tail(&self, file: &File, len: u64) -> Result<u64, LogError> {
+        if len == 0 {
+            return Ok(0);
+        }
+        let mut last = [0u8; 1];
+        rustix::io::pread(file, &mut last, len - 1)
+            .map_err(|e| self.io(self.path(), "read")(e.into()))?;
+        if last[0] == b'\n' {
+            return Ok(len);
+        }
+        let bytes = std::fs::read(self.path()).map_err(self.io(self.path(), "read"))?;
+        let keep = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) as u64;
+        file.set_len(keep)
+            .map_err(self.io(self.path(), "truncate"))?;
+        self.forget_synced_beyond(file, keep);
+        Ok(keep)
+    }
+
+    /// Removes a whole last record that was never extended: a launcher killed between the
+    /// record's write and its extension (the TPM agent call is the longest step between them)
+    /// left the log one record ahead of the register. Looked at only when the count file, which
+    /// every append rewrites after its extension, does not describe the log's `len` bytes (so
+    /// it costs nothing on the usual path); then the record goes if the log without it replays
+    /// to the register and the log with it does not. Returns the log's length afterwards. Call
+    /// with the lock held, after [`Self::cut_torn_tail`].
+    fn cut_unextended_tail(
+        &self,
+        file: &File,
+        len: u64,
+        root: &mut dyn RootOfTrust,
+    ) -> Result<u64, LogError> {
+        if len == 0 || self.count_hint(len).is_some() {
+            return Ok(len);
+        }
+        let records = self.records()?;
+        let digests: Option<Vec<[u8; 32]>> = records.iter().map(Record::sha256).collect();
+        let (Some(digests), Ok(register)) = (digests, root.read()) else {
+            return Ok(len);
+        };
+        let Some((_, earlier)) = digests.split_last() else {
+            return Ok(len);
+        };
+        // An unwritten TPM anchor under a log is a TPM reset, which the extension handles
+        // (the log is moved aside), not a missing extension.
+        let reset = register == [0; 32] && root.kind() == crate::RootKind::Tpm;
+        if reset || replay(digests.iter()) == register || replay(earlier.iter()) != register {
+            return Ok(len);
+        }
+        let bytes = std::fs::read(self.path()).map_err(self.io(self.path(), "read"))?;
+        let body = &bytes[..bytes.len().saturating_sub(1)];
+        let keep = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1) as u64;
+        file.set_len(keep)
+            .map_err(self.io(self.path(), "truncate"))?;
+        self.forget_synced_beyond(file, keep);
+        Ok(keep)
+    }
+
+    /// The record count the count file gives for a log of `len` bytes, if it describes one of
+    /// that length.
+    fn count_hint(&self, len: u64) -> Option<u64> {
+        let s = std::fs::read_to_string(self.dir.join("events.count")).ok()?;
+        let mut it = s.split_whitespace().map(|v| v.parse::<u64>());
+        match (it.next(), it.next()) {
+            (Some(Ok(n)), Some(Ok(l))) if l == len => Some(n),
+            _ => None,
+        }
+    }
+
     /// How many records a log of `len` bytes holds: from the count file when it matches the
     /// length, else by counting lines.
     fn count_locked(&self, len: u64) -> Result<u64, LogError> {
         if len == 0 {
             return Ok(0);
         }
-        if let Ok(s) = std::fs::read_to_string(self.dir.join("events.count")) {
-            let mut it = s.split_whitespace().map(|v| v.parse::<u64>());
-            if let (Some(Ok(n)), Some(Ok(l))) = (it.next(), it.next()) {
-                if l == len {
-                    return Ok(n);
-                }
-            }
+        if let Some(n) = self.count_hint(len) {
+            return Ok(n);
         }
         let bytes = std::fs::read(self.path()).map_err(self.io(self.path(), "read"))?;
         Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64)
@@ -471,6 +569,78 @@ mod tests {
             "not taken for covered"
         );
         assert_eq!(log.records().unwrap().len(), 2);
+    }
+
+    /// A record cut short by a crash or a full disk during its write was never extended (the
+    /// extension follows the whole line): quotes leave it out, and the next append removes it
+    /// instead of writing after it (which made every later quote fail on a malformed line).
+    #[test]
+    fn a_record_cut_short_is_left_out_and_removed_by_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut root = crate::root::SoftwareRoot::new(log.dir());
+        let first = log.append(content("a"), &mut root).unwrap();
+        // Control: an intact log reads back whole.
+        assert_eq!(log.records().unwrap(), vec![first.clone()]);
+        let line = std::fs::read(log.path()).unwrap();
+        let mut f = OpenOptions::new().append(true).open(log.path()).unwrap();
+        f.write_all(&line[..line.len() / 2]).unwrap();
+        drop(f);
+        assert_eq!(
+            log.records().unwrap(),
+            vec![first.clone()],
+            "torn tail left out"
+        );
+        let second = log.append(content("b"), &mut root).unwrap();
+        assert_eq!(second.recnum, 1);
+        let records = log.records().unwrap();
+        assert_eq!(records, vec![first, second]);
+        let digests: Vec<[u8; 32]> = records.iter().map(|r| r.sha256().unwrap()).collect();
+        assert_eq!(
+            crate::evidence::record::replay(digests.iter()),
+            root.read().unwrap(),
+            "the log replays to the register"
+        );
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        assert_eq!(text.lines().count(), 2, "the torn bytes are gone: {text}");
+    }
+
+    /// A whole record written but never extended (the launcher killed between the record's
+    /// write and its extension, e.g. during the TPM agent call) put the log one record ahead of
+    /// the register, and every later quote failed `log-replay`. The next append removes it.
+    #[test]
+    fn a_record_that_was_never_extended_is_removed_by_the_next_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = EventLog::new(dir.path());
+        let mut root = crate::root::SoftwareRoot::new(log.dir());
+        let first = log.append(content("a"), &mut root).unwrap();
+        // Control: a count file lost after a good append removes nothing.
+        std::fs::remove_file(log.dir().join("events.count")).unwrap();
+        let second = log.append(content("b"), &mut root).unwrap();
+        assert_eq!(log.records().unwrap(), vec![first.clone(), second.clone()]);
+        // The crash: a whole record on disk, its extension never made.
+        let mut orphan = second.clone();
+        orphan.recnum = 2;
+        orphan.content = content("orphan");
+        orphan.digests[0].digest = hex::encode(content_digest(&orphan.content));
+        let mut line = serde_json::to_vec(&orphan).unwrap();
+        line.push(b'\n');
+        OpenOptions::new()
+            .append(true)
+            .open(log.path())
+            .unwrap()
+            .write_all(&line)
+            .unwrap();
+        let third = log.append(content("c"), &mut root).unwrap();
+        assert_eq!(third.recnum, 2, "takes the orphan's place");
+        let records = log.records().unwrap();
+        assert_eq!(records, vec![first, second, third]);
+        let digests: Vec<[u8; 32]> = records.iter().map(|r| r.sha256().unwrap()).collect();
+        assert_eq!(
+            crate::evidence::record::replay(digests.iter()),
+            root.read().unwrap(),
+            "the log replays to the register"
+        );
     }
 
     #[test]

@@ -62,6 +62,7 @@ pub fn make_quote(
     let log = EventLog::new(state_dir);
     // The log and the register are read under the lock that appends take, so they agree.
     let lock = log.lock()?;
+    log.repair_locked(root.as_mut())?;
     let mut anew = false;
     let (records, subject, evidence) = loop {
         let records = log.records()?;

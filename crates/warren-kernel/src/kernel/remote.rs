@@ -354,6 +354,13 @@ impl Kernel {
         }
     }
 
+    /// The hosts a proxy may forward to (the driver's trusted keys): a send through a proxy for
+    /// any other host is refused `revoked` and audited, and nothing is forwarded. Until this
+    /// is called, every host is allowed.
+    pub fn set_peer_hosts(&mut self, hosts: impl IntoIterator<Item = String>) {
+        self.peer_hosts = Some(hosts.into_iter().collect());
+    }
+
     /// Every remote address a proxy mailbox designates (declared names and imported tokens),
     /// without repeats, in order.
     pub fn remote_addresses(&self) -> Vec<String> {
@@ -365,13 +372,22 @@ impl Kernel {
         set.into_iter().collect()
     }
 
-    /// A send through proxy `mb_id` to a host that is cut off: the refusal.
+    /// A send through proxy `mb_id` to a host that is cut off, or whose key this host does not
+    /// trust: the refusal.
     fn refuse_cut_off(&self, mb_id: MailboxId) -> Result<(), Deny> {
-        if self.cut_off.is_empty() {
+        if self.cut_off.is_empty() && self.peer_hosts.is_none() {
             return Ok(());
         }
         let address = &self.remote[&mb_id].address;
         let host = address.rsplit_once('@').map_or("", |(_, h)| h);
+        if self.peer_hosts.as_ref().is_some_and(|p| !p.contains(host)) {
+            return Err(Deny::new(
+                ErrorCode::Revoked,
+                format!("host {host} is not in this host's trusted keys"),
+            )
+            .reason(format!("host {host} is not trusted: nothing is sent to it"))
+            .target(address.to_string()));
+        }
         match self.cut_off.get(host) {
             Some(detail) => Err(Deny::new(ErrorCode::Revoked, detail.clone())
                 .reason(format!("host {host} is cut off"))
@@ -510,6 +526,15 @@ impl Kernel {
         }
     }
 
+    /// Number this kernel's exports from `first` on. The daemon starts each kernel at an
+    /// unpredictable number, so that a token another host still holds from a previous kernel
+    /// designates nothing here instead of whatever the new kernel exported under its number.
+    pub fn number_exports_from(&mut self, first: u64) {
+        let first = first.max(1);
+        self.next_export = first;
+        self.first_export = first;
+    }
+
     /// How many exports the kernel holds (for tests and status).
     pub fn exports(&self) -> usize {
         self.exports.len()
@@ -589,6 +614,16 @@ impl Kernel {
     ) -> Result<(MailboxId, u64), InjectError> {
         let who = msg.from.clone();
         let Some(&cap_id) = self.exports.get(&export) else {
+            // Issued by this kernel and gone: spent (an export leaves the table only when its
+            // last use is taken).
+            if (self.first_export..self.next_export).contains(&export) {
+                return Err(self.refuse_inbound(
+                    &who,
+                    msg,
+                    ErrorCode::UsedUp,
+                    format!("the exported capability is used up (token {export})"),
+                ));
+            }
             return Err(self.refuse_inbound(
                 &who,
                 msg,
@@ -598,6 +633,21 @@ impl Kernel {
         };
         let cap = self.caps.get(cap_id);
         let mb = cap.mailbox;
+        if *self.mailboxes[&mb].designation != *msg.to {
+            // The token names another mailbox than the export of that number: not this
+            // kernel's token.
+            let here = self.mailboxes[&mb].designation.to_string();
+            return Err(self.refuse_inbound(
+                &who,
+                msg,
+                ErrorCode::Revoked,
+                format!(
+                    "token {export} names {:?}, but export {export} here is {here:?} (issued \
+                     before a kernel restart?)",
+                    msg.to
+                ),
+            ));
+        }
         let problem = if cap.revoked {
             Some((ErrorCode::Revoked, "the exported capability was revoked"))
         } else if cap.expires_at.is_some_and(|at| self.now >= at) {
@@ -794,6 +844,50 @@ mod tests {
     }
 
     #[test]
+    fn a_send_to_a_host_whose_key_is_not_trusted_is_refused_and_nothing_leaves() {
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        let web = k.add_env(spec("web", &["db@beta", "x@zeta"]), 0).unwrap();
+        // Before the driver names its peers, both leave (the control for the refusal below).
+        let acts = send(&mut k, web, 3, "early", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "x@zeta"),
+            "{acts:?}"
+        );
+        k.set_peer_hosts(["beta".to_owned()]);
+        let acts = send(&mut k, web, 3, "secret", Vec::new());
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
+                && r.target.as_deref() == Some("x@zeta"))),
+            "{acts:?}"
+        );
+        match acts.last() {
+            Some(Action::Respond {
+                response: Response::Error { code, detail },
+                ..
+            }) => {
+                assert_eq!(*code, ErrorCode::Revoked);
+                assert!(
+                    detail.contains("zeta is not in this host's trusted keys"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The trusted host still gets its message.
+        let acts = send(&mut k, web, 2, "hello", Vec::new());
+        assert!(
+            matches!(acts.first(), Some(Action::Forward(o)) if o.to == "db@beta"),
+            "{acts:?}"
+        );
+    }
+
+    #[test]
     fn without_federation_remote_names_are_not_granted_nor_found() {
         let mut k = Kernel::new(Config::default());
         let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
@@ -901,8 +995,9 @@ mod tests {
         let export = out.exports[0].clone();
         assert_eq!(export.designation, "web");
         assert_eq!(k.exports(), 1);
-        // db@beta sends back through it: delivered with the badge web chose.
-        k.inject(inbound("ignored", "db@beta", Some(export.id), 1), 0)
+        // db@beta sends back through it (the link passes the token's target as `to`):
+        // delivered with the badge web chose.
+        k.inject(inbound("web", "db@beta", Some(export.id), 1), 0)
             .unwrap();
         match &recv(&mut k, web)[..] {
             [
@@ -934,6 +1029,77 @@ mod tests {
             k.inject(inbound("web", "db@beta", Some(999), 3), 0)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn a_spent_token_is_used_up_and_one_from_an_earlier_kernel_finds_nothing() {
+        let issue = |k: &mut Kernel, web: EnvId, uses: Option<u32>| {
+            let att = Request::Attenuate {
+                handle: 1,
+                rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
+                uses,
+                expires_in_ms: None,
+                badge: None,
+            };
+            k.handle_request(web, 1, att, 0);
+            let Some(Action::Respond {
+                response: Response::Handle { handle: h, .. },
+                ..
+            }) = drain(k).pop()
+            else {
+                panic!("no handle");
+            };
+            let acts = send(k, web, 2, "cap", vec![h]);
+            let Some(Action::Forward(out)) = acts.first() else {
+                panic!("{acts:?}")
+            };
+            out.exports[0].clone()
+        };
+        let code = |r: Result<(), InjectError>| match r {
+            Err(InjectError::Refused { code, reason }) => (code, reason),
+            other => panic!("{other:?}"),
+        };
+        // The first kernel: a one-shot export, used, then used again.
+        let mut k = Kernel::new(Config::default());
+        k.enable_federation("alpha");
+        k.number_exports_from(1 << 40);
+        let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        let once = issue(&mut k, web, Some(1));
+        assert_eq!(once.id, 1 << 40);
+        k.inject(inbound("web", "db@beta", Some(once.id), 1), 0)
+            .unwrap();
+        let (c, why) = code(k.inject(inbound("web", "db@beta", Some(once.id), 2), 0));
+        assert_eq!(c, "used-up", "{why}");
+        // A number this kernel never issued: unknown.
+        let (c, why) = code(k.inject(inbound("web", "db@beta", Some(5), 3), 0));
+        assert_eq!(
+            (c, why.contains("unknown here")),
+            ("revoked", true),
+            "{why}"
+        );
+
+        // A second kernel that numbered from 1, as every kernel did: its export 1 is another
+        // mailbox's, and a token for "web" with number 1 must not reach it.
+        let mut k2 = Kernel::new(Config::default());
+        k2.enable_federation("alpha");
+        let web2 = k2.add_env(spec("web", &["db@beta"]), 0).unwrap();
+        k2.handle_request(
+            web2,
+            1,
+            Request::CreateMailbox {
+                name: Some("other".into()),
+            },
+            0,
+        );
+        drain(&mut k2);
+        let first = issue(&mut k2, web2, None);
+        assert_eq!(first.designation, "web");
+        let (c, why) = code(k2.inject(inbound("web/other", "db@beta", Some(first.id), 1), 0));
+        assert_eq!(c, "revoked", "{why}");
+        assert!(why.contains("names \"web/other\""), "{why}");
+        // The control: the right target goes through.
+        k2.inject(inbound("web", "db@beta", Some(first.id), 2), 0)
+            .unwrap();
     }
 
     #[test]

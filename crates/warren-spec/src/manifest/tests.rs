@@ -1016,6 +1016,7 @@ fn federation_keys() {
         key = "keys/alpha.key"
         trusted_keys = "trusted"
         queue_type = "quorum"
+        gap_wait = 5
 
         [space.web]
         image = "images/web"
@@ -1038,6 +1039,7 @@ fn federation_keys() {
         Some(Path::new("/srv/warren/keys/alpha.key"))
     );
     assert_eq!(h.queue_type.as_deref(), Some("quorum"));
+    assert_eq!(h.gap_wait, Some(5));
     let web = m.spaces.values().next().unwrap();
     assert_eq!(web.accept_from, ["db@beta", "*@gamma"]);
 
@@ -1051,6 +1053,11 @@ fn federation_keys() {
             "[host]\nname = \"a\"\nbroker = \"amqp://x\"\n",
             r#"spaces.toml:1:1: [host] sets "broker" but not "trusted_keys": federation needs the host's name and the trusted-keys file"#,
             "host.trusted_keys",
+        ),
+        (
+            "[host]\ngap_wait = 0\n",
+            r#"spaces.toml:2:12: "gap_wait" in [host]: 0 is out of range: expected 1 to 3600"#,
+            "host.gap_wait",
         ),
         (
             "[host]\nqueue_type = \"mirrored\"\n",

@@ -393,11 +393,22 @@ fn verify(a: VerifyArgs) -> anyhow::Result<i32> {
 pub fn ca(state_dir: &Path, cmd: CaCommand) -> anyhow::Result<i32> {
     match cmd {
         CaCommand::Init(a) => {
+            // Every EK issuer is read and checked before the CA exists, so a bad one leaves
+            // nothing behind.
+            let ek_cas = a
+                .ek_ca
+                .iter()
+                .map(|p| {
+                    let pem = std::fs::read_to_string(p)
+                        .with_context(|| format!("read --ek-ca {}", p.display()))?;
+                    warren_attest::ca::PrivacyCa::check_ek_ca(&pem)
+                        .with_context(|| format!("--ek-ca {}", p.display()))?;
+                    Ok(pem)
+                })
+                .collect::<anyhow::Result<Vec<String>>>()?;
             let ca = warren_attest::ca::PrivacyCa::init(&a.dir).context("create the CA")?;
-            for (i, p) in a.ek_ca.iter().enumerate() {
-                let pem =
-                    std::fs::read_to_string(p).with_context(|| format!("read {}", p.display()))?;
-                ca.trust_ek_ca(&pem, &format!("ek-ca-{i}.pem"))
+            for (i, pem) in ek_cas.iter().enumerate() {
+                ca.trust_ek_ca(pem, &format!("ek-ca-{i}.pem"))
                     .context("trust the EK CA")?;
             }
             println!(

@@ -25,7 +25,7 @@ use warren_kernel::{AuditRecord, Import, Inbound, InjectError, Kernel, Outbound}
 use warren_link::amqp::{BrokerConfig, Command, Driver, Event, QueueType, redact};
 use warren_link::inbox::{Arrival, Inbox, Settlement, StreamId};
 use warren_link::store::{InboxLog, Outbox};
-use warren_link::trust::{TrustedKeys, format_public, load_or_create_host_key};
+use warren_link::trust::{Trust, TrustedKeys, format_public, load_or_create_host_key};
 use warren_link::wire::{self, Batch, Envelope, Token};
 use warren_link::{SigningKey, VerifyingKey};
 use warren_spec::HostSpec;
@@ -39,11 +39,21 @@ pub const HOLD_MS: u64 = 30_000;
 const PREFETCH: u16 = 256;
 /// Most messages per batch.
 const BATCH_MAX: usize = 4096;
+/// Most bytes of messages per batch. A turn's messages for one host are cut into batches of at
+/// most this much (a batch holds at least one message, and one message is at most ~1.1 MiB):
+/// far below the broker's `max_message_size` (16 MiB by default since RabbitMQ 4.0, 128 MiB
+/// before), which refuses a bigger publish and would stall the host's whole link.
+const BATCH_MAX_BYTES: usize = 8 << 20;
 /// Most driver events taken in one turn of the daemon loop, and most messages injected: a
 /// burst (a reconnection brings everything the broker held) is spread over several short
 /// turns, so that environments' requests and timeouts are served in between.
 const EVENTS_PER_TURN: usize = 64;
 const INJECT_PER_TURN: usize = 4096;
+/// How long (seconds) batches held ahead of a gap in a sender's numbering wait for the missing
+/// ones, unless `[host] gap_wait` says otherwise. Held batches count in the [`PREFETCH`]
+/// window shared by every sender, so a batch that never comes (deleted from the queue) must
+/// not hold the window for ever.
+const DEFAULT_GAP_WAIT_S: u64 = 60;
 
 /// A batch admitted, and the delivery that carries it now.
 struct Admitted {
@@ -51,6 +61,10 @@ struct Admitted {
     generation: u64,
     count: u32,
 }
+
+/// A batch the inbox released for admission: its number, the batch with the delivery that
+/// carries it (tag, connection), and the indices of its messages already settled.
+type Released = (u64, (Batch, u64, u64), std::collections::BTreeSet<u32>);
 
 /// One message of an admitted batch, waiting to be injected.
 struct Waiting {
@@ -91,6 +105,8 @@ pub struct Link {
     more: bool,
     /// The attestation mailbox and the verdicts on peer hosts (`gate.rs`).
     gate: Gate,
+    /// How long batches held ahead of a gap wait for it before it is given up (ms).
+    gap_wait: u64,
 }
 
 /// Where the `[host]` section of the last manifest the kernel started with is kept, so a
@@ -111,6 +127,7 @@ pub fn remember_host(state_dir: &Path, host: &HostSpec) -> anyhow::Result<()> {
     let json = serde_json::json!({
         "name": host.name, "broker": host.broker, "broker_ca": host.broker_ca, "key": host.key,
         "trusted_keys": host.trusted_keys, "queue_type": host.queue_type,
+        "gap_wait": host.gap_wait,
     });
     std::fs::write(&path, serde_json::to_vec_pretty(&json)?)
         .with_context(|| format!("write {}", path.display()))
@@ -133,6 +150,7 @@ pub fn host_spec(state_dir: &Path, from_manifest: Option<&HostSpec>) -> anyhow::
                     key: s("key").map(PathBuf::from),
                     trusted_keys: s("trusted_keys").map(PathBuf::from),
                     queue_type: s("queue_type"),
+                    gap_wait: v["gap_wait"].as_u64(),
                 })
             }
             Err(_) => Ok(HostSpec::default()),
@@ -230,12 +248,22 @@ impl Link {
             clock,
             more: false,
             gate,
+            gap_wait: host.gap_wait.unwrap_or(DEFAULT_GAP_WAIT_S) * 1000,
         }))
     }
 
     /// This host's name.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The hosts in the trusted keys, this one excepted: the only hosts sends may go to.
+    pub fn trusted_hosts(&self) -> Vec<String> {
+        self.trust
+            .hosts()
+            .filter(|h| *h != self.host)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The eventfd the daemon's epoll set watches.
@@ -470,6 +498,14 @@ impl Link {
                     }
                     self.up = Some(false);
                 }
+                Event::Refused { dest, error, retry } => {
+                    tracing::error!(
+                        "federation: the broker refuses batches for host {dest}: {error}; they \
+                         are kept in the outbox and tried again in {} s (other hosts are not \
+                         affected)",
+                        retry.as_secs()
+                    );
+                }
                 Event::Confirmed { dest, seq } => {
                     if let Err(e) = self.outbox.confirmed(&dest, seq) {
                         tracing::error!("federation: outbox: {e}");
@@ -524,37 +560,7 @@ impl Link {
             .inbox
             .arrive(&stream, seq, count, (batch, tag, generation))
         {
-            Arrival::Ready(list) => {
-                for (seq, (batch, tag, generation), skip) in list {
-                    let count = batch.messages.len() as u32;
-                    self.inbox.set_count(&stream, seq, count);
-                    let admitted = Admitted {
-                        tag,
-                        generation,
-                        count,
-                    };
-                    self.admitted.insert((stream.clone(), seq), admitted);
-                    if count == 0 {
-                        // Journalled like any settlement, or a restart would wait for it.
-                        self.settle(&stream, seq, 0);
-                        continue;
-                    }
-                    for (i, env) in batch.messages.into_iter().enumerate() {
-                        let index = i as u32;
-                        if skip.contains(&index) {
-                            continue;
-                        }
-                        self.waiting.push_back(Waiting {
-                            stream: stream.clone(),
-                            seq,
-                            index,
-                            from_host: batch.from_host.clone(),
-                            env,
-                            since: now,
-                        });
-                    }
-                }
-            }
+            Arrival::Ready(list) => self.admit(&stream, list, now),
             Arrival::Open((_, tag, generation)) => {
                 // A redelivery of a batch still in the kernel: acknowledge through this copy.
                 if let Some(a) = self.admitted.get_mut(&(stream, seq)) {
@@ -571,10 +577,71 @@ impl Link {
         }
     }
 
+    /// Admits batches the inbox released (in order): their messages wait for injection.
+    fn admit(&mut self, stream: &StreamId, list: Vec<Released>, now: u64) {
+        for (seq, (batch, tag, generation), skip) in list {
+            let count = batch.messages.len() as u32;
+            self.inbox.set_count(stream, seq, count);
+            let admitted = Admitted {
+                tag,
+                generation,
+                count,
+            };
+            self.admitted.insert((stream.clone(), seq), admitted);
+            if count == 0 {
+                // Journalled like any settlement, or a restart would wait for it.
+                self.settle(stream, seq, 0);
+                continue;
+            }
+            for (i, env) in batch.messages.into_iter().enumerate() {
+                let index = i as u32;
+                if skip.contains(&index) {
+                    continue;
+                }
+                self.waiting.push_back(Waiting {
+                    stream: stream.clone(),
+                    seq,
+                    index,
+                    from_host: batch.from_host.clone(),
+                    env,
+                    since: now,
+                });
+            }
+        }
+    }
+
+    /// Gives up on gaps that held batches back for `gap_wait`: audited (`lost`: the missing
+    /// batches, by number), and the held batches are admitted.
+    fn skip_gaps(&mut self, now: u64) {
+        for sk in self.inbox.skip_gaps(now, self.gap_wait) {
+            let (first, last) = sk.missing;
+            let which = if first == last {
+                format!("batch {first}")
+            } else {
+                format!("batches {first}-{last}")
+            };
+            let target = format!(
+                "{which} from {} (epoch {})",
+                sk.stream.host, sk.stream.epoch
+            );
+            let why = format!(
+                "{which} of {}'s stream never arrived within {} s while {} later one(s) did; \
+                 those are delivered now, and a missing batch that arrives after all is \
+                 delivered then, out of order",
+                sk.stream.host,
+                self.gap_wait / 1000,
+                sk.ready.len()
+            );
+            self.audit(now, "-", target, "lost", why);
+            self.admit(&sk.stream, sk.ready, now);
+        }
+    }
+
     /// Injects waiting messages, oldest first; a stream whose head cannot be injected yet
     /// keeps the rest of it waiting.
     pub fn tick(&mut self, kernel: &mut Kernel, now: u64) {
         self.gate_turn(kernel, now);
+        self.skip_gaps(now);
         self.more = false;
         if self.waiting.is_empty() {
             return;
@@ -628,7 +695,12 @@ impl Link {
         if self.more {
             return Some(0);
         }
-        let held = self.waiting.iter().map(|w| w.since + HOLD_MS).min();
+        let held = self
+            .waiting
+            .iter()
+            .map(|w| w.since + HOLD_MS)
+            .chain(self.inbox.gap_deadline(self.gap_wait))
+            .min();
         let now = self.clock.elapsed().as_millis() as u64;
         match (held, self.gate.next_deadline(now)) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -647,6 +719,25 @@ impl Link {
             let to = w.env.to.clone();
             self.audit(now, &to, format!("{from} -> {to}"), "cut-off", why);
             return Err(None);
+        }
+        // The names a sending kernel writes (federation.md, "Message fields"): a peer that
+        // writes anything else is refused, not presented as a sender no policy foresaw.
+        if let Err(why) = warren_kernel::check_label(&w.env.from_env) {
+            let to = w.env.to.clone();
+            let why = format!(
+                "from_env {:?} is not an environment name: {why}",
+                w.env.from_env
+            );
+            self.audit(now, &to, format!("{from} -> {to}"), "bad-request", why);
+            return Err(None);
+        }
+        if w.env.via.is_none() {
+            if let Err(why) = check_mailbox_name(&w.env.to) {
+                let to = w.env.to.clone();
+                let why = format!("to {to:?} is not a mailbox name (ENV or ENV/MAILBOX): {why}");
+                self.audit(now, "-", format!("{from} -> {to}"), "bad-request", why);
+                return Err(None);
+            }
         }
         let mut to = w.env.to.clone();
         let mut via = None;
@@ -679,9 +770,28 @@ impl Link {
         let mut imports = Vec::with_capacity(w.env.caps.len());
         let mut reply = None;
         let all = w.env.caps.iter().map(|c| (c, false));
+        // Tokens passed along are the sending host's own (a host can only export its own
+        // mailboxes), signed with its key, and bound to the environment that receives them.
+        let issuer_key = self.trust.verifying_key(&w.from_host).ok();
+        let bearer = format!(
+            "{}@{}",
+            to.split('/').next().unwrap_or(to.as_str()),
+            self.host
+        );
         for (bytes, is_reply) in all.chain(w.env.reply.iter().map(|c| (c, true))) {
-            match wire::peek_token(bytes) {
-                // A host can only export its own mailboxes.
+            let opened = match &issuer_key {
+                Some(key) => wire::open_token(bytes, key),
+                None => wire::peek_token(bytes),
+            };
+            match opened {
+                Ok(tok) if tok.issuer == w.from_host && tok.bearer != bearer => {
+                    let why = format!(
+                        "token {} of {} is bound to {}, not to {bearer} that receives it",
+                        tok.id, tok.issuer, tok.bearer
+                    );
+                    self.audit(now, &to, format!("{from} -> {to}"), "forged", why);
+                    return Err(None);
+                }
                 Ok(tok) if tok.issuer == w.from_host => {
                     let import = Import {
                         address: format!("{}@{}", tok.target, tok.issuer),
@@ -804,7 +914,7 @@ impl Link {
     pub fn commit(&mut self) {
         for (dest, mut msgs) in std::mem::take(&mut self.forwards) {
             while !msgs.is_empty() {
-                let rest = msgs.split_off(msgs.len().min(BATCH_MAX));
+                let rest = msgs.split_off(batch_len(&msgs));
                 let seq = self.outbox.take_seq(&dest);
                 let batch = Batch {
                     from_host: self.host.clone(),
@@ -832,6 +942,92 @@ impl Link {
         }
         for (tag, generation) in self.acks.drain(..) {
             self.driver.send(Command::Ack { tag, generation });
+        }
+    }
+}
+
+/// How many of `msgs` (in order) the next batch takes: at most [`BATCH_MAX`] messages and
+/// [`BATCH_MAX_BYTES`] bytes of them, and at least one.
+fn batch_len(msgs: &[Envelope]) -> usize {
+    let mut bytes = 0;
+    for (i, m) in msgs.iter().take(BATCH_MAX).enumerate() {
+        bytes += wire::message_size(m);
+        if bytes > BATCH_MAX_BYTES {
+            return i.max(1);
+        }
+    }
+    msgs.len().min(BATCH_MAX)
+}
+
+/// A mailbox name as a message's `to` carries it: `env` or `env/mailbox`, each a label.
+fn check_mailbox_name(to: &str) -> Result<(), String> {
+    let (env, mailbox) = match to.split_once('/') {
+        Some((e, m)) => (e, Some(m)),
+        None => (to, None),
+    };
+    warren_kernel::check_label(env).map_err(|why| format!("the environment part: {why}"))?;
+    if let Some(m) = mailbox {
+        warren_kernel::check_label(m).map_err(|why| format!("the mailbox part: {why}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(body: usize) -> Envelope {
+        Envelope {
+            to: "db".into(),
+            from_env: "web".into(),
+            body: vec![0; body],
+            ..Envelope::default()
+        }
+    }
+
+    #[test]
+    fn a_turns_messages_are_cut_into_batches_by_count_and_by_bytes() {
+        // Small messages: by count.
+        let small: Vec<_> = (0..BATCH_MAX + 5).map(|_| msg(10)).collect();
+        assert_eq!(batch_len(&small), BATCH_MAX);
+        assert_eq!(batch_len(&small[BATCH_MAX..]), 5);
+        // The largest bodies: by bytes, never over the cap, never empty.
+        let big: Vec<_> = (0..40).map(|_| msg(983_040)).collect();
+        let mut rest = &big[..];
+        let mut batches = Vec::new();
+        while !rest.is_empty() {
+            let n = batch_len(rest);
+            let bytes: usize = rest[..n].iter().map(wire::message_size).sum();
+            assert!(
+                n >= 1 && bytes <= BATCH_MAX_BYTES,
+                "{n} messages, {bytes} bytes"
+            );
+            batches.push(n);
+            rest = &rest[n..];
+        }
+        assert_eq!(batches.iter().sum::<usize>(), 40);
+        assert_eq!(batches[0], BATCH_MAX_BYTES / wire::message_size(&big[0]));
+        // One message over the cap on its own still leaves, alone.
+        let huge = [msg(BATCH_MAX_BYTES + 1), msg(1)];
+        assert_eq!(batch_len(&huge), 1);
+    }
+
+    #[test]
+    fn to_must_be_a_mailbox_name() {
+        for good in ["db", "db/inbox", "a-1/b-2"] {
+            assert!(check_mailbox_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "DB",
+            "db@beta",
+            "db/",
+            "/inbox",
+            "db/in/box",
+            "-db",
+            "db/x.y",
+        ] {
+            assert!(check_mailbox_name(bad).is_err(), "{bad}");
         }
     }
 }

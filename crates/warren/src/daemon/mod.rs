@@ -197,6 +197,15 @@ pub fn run(opts: Options, manifest: Option<warren_spec::Manifest>) -> anyhow::Re
     link::remember_host(&opts.state_dir, &host)?;
     if let Some(l) = &d.link {
         d.kernel.enable_federation(l.host());
+        // Export numbers start anywhere in [2^32, 2^62): a token another host kept from an
+        // earlier kernel names a number this one never gives.
+        let mut r = [0u8; 8];
+        let _ = rustix::rand::getrandom(&mut r, rustix::rand::GetRandomFlags::empty());
+        d.kernel
+            .number_exports_from((1 << 32) | (u64::from_le_bytes(r) & ((1 << 62) - 1)));
+        // Nothing is ever published for a host whose key is not trusted: its queue is anyone's
+        // to read, and its answers would be refused anyway.
+        d.kernel.set_peer_hosts(l.trusted_hosts());
         epoll::add(
             &d.epoll,
             l.wake_fd(),
