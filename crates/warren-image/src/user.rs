@@ -33,10 +33,13 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
         Mode::empty(),
     )
     .ok()?;
+    // Non-blocking, and never a controlling terminal: a hostile root may put a FIFO (or a
+    // device node, in a --rootfs tree) where /etc/passwd should be, and a blocking open would
+    // hang the launcher before it reached the check below.
     let fd = rustix::fs::openat2(
         &dir,
         rel,
-        OFlags::RDONLY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),
         ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS | ResolveFlags::NO_XDEV,
     )
@@ -220,5 +223,41 @@ mod tests {
             "the host's root entry must not be seen"
         );
         assert_eq!(resolve(t.path(), "0").unwrap().uid, 0);
+    }
+
+    #[test]
+    fn a_fifo_for_passwd_is_not_read_and_does_not_hang() {
+        // Positive control: the same name resolves from a regular file.
+        let t = root();
+        assert_eq!(resolve(t.path(), "app").unwrap().uid, 1000);
+        // A hostile root's /etc/passwd is a FIFO nobody writes: a blocking open would wait
+        // for a writer forever, holding the launcher before the environment starts.
+        std::fs::remove_file(t.path().join("etc/passwd")).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.path().join("etc/passwd"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = t.path().to_owned();
+        std::thread::spawn(move || {
+            let _ = tx.send((
+                resolve(&dir, "app").is_err(),
+                resolve(&dir, "7").map(|r| r.uid),
+            ));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+        if got.is_err() {
+            // Let the blocked reader go (a writer that opens and closes) before failing.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .open(t.path().join("etc/passwd"));
+        }
+        let (name_refused, numeric) = got.expect("resolve blocked on a FIFO /etc/passwd");
+        assert!(name_refused, "a name must not resolve from a FIFO");
+        assert_eq!(numeric.unwrap(), 7);
     }
 }

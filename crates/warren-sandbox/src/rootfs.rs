@@ -461,10 +461,14 @@ fn mount_proc(staging: &Path) -> StepResult {
 /// themselves to their limits (JVM, Go, Node) find them: a small read-only tmpfs on `/sys` (no
 /// sysfs) holding `fs/cgroup`, and on it the cgroup filesystems of `view`, mounted read-only in
 /// the environment's cgroup namespace (unshared after it joined its cgroup), so their root is
-/// its own cgroup. Skipped for a root without a `/sys` directory, and without a cgroup.
+/// its own cgroup. Skipped for a root without a `/sys` directory, and without a cgroup. A
+/// symbolic link at `/sys` counts as no directory: it is the root's, so following it would let
+/// the root aim these mounts anywhere (onto the fresh `/proc`, or, resolved before the pivot,
+/// onto a host path in this mount namespace).
 fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepResult {
     let sys = staging.join("sys");
-    if view.is_empty() || !sys.is_dir() {
+    let is_dir = std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir());
+    if view.is_empty() || !is_dir {
         return Ok(());
     }
     let step = Step::MountProc;

@@ -30,6 +30,7 @@ mod cmd;
 mod control;
 mod daemon;
 mod dirs;
+mod logcap;
 mod measure;
 mod mounts;
 mod supervisor;

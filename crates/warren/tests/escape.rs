@@ -732,3 +732,207 @@ fn tiocsti_and_tioclinux_on_an_inherited_terminal_are_refused() {
         r["tty.tiocsti_highbits"]
     );
 }
+
+/// A copy of the busybox root that `hostile` then alters, as the owner of a `--rootfs` tree
+/// (or an image) would.
+fn hostile_root(hostile: impl FnOnce(&Path)) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", busybox_root().display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    hostile(dir.path());
+    dir
+}
+
+/// What the environment sees of its `/proc` and `/sys`: the type of the file system on
+/// `/proc`, whether its own status file is there, and whether a cgroup view is mounted.
+const PROC_AND_SYS: &str = "echo proc=$(stat -f -c %T /proc); \
+     [ -r /proc/self/status ] && echo status=yes; \
+     [ -d /sys/fs/cgroup ] && [ -n \"$(ls /sys/fs/cgroup)\" ] && echo view=/sys; \
+     [ -d /proc/fs/cgroup ] && echo view=/proc; true";
+
+#[test]
+fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
+    // Positive control: with a real /sys directory the cgroup view is mounted there, so a
+    // link at /sys would be followed if the launcher looked through it.
+    let o = run_sh(&unique("sysdir"), &[], PROC_AND_SYS);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("proc=proc") && out.contains("status=yes") && out.contains("view=/sys"),
+        "control: {out}"
+    );
+
+    // `sys -> proc`: the view's tmpfs used to land on the fresh procfs and hide it (and every
+    // /proc mask then found nothing to cover). Now the link is not a directory to mount on:
+    // the environment keeps its procfs and gets no view.
+    let root = hostile_root(|r| {
+        std::fs::remove_dir(r.join("sys")).unwrap();
+        std::os::unix::fs::symlink("proc", r.join("sys")).unwrap();
+    });
+    let mut c = warren();
+    c.args(["run", "--name", &unique("syslink"), "--rootfs"])
+        .arg(root.path())
+        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
+    let o = c.output().unwrap();
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.contains("proc=proc") && out.contains("status=yes"),
+        "a /sys link redirected a mount onto /proc: {out}"
+    );
+    assert!(!out.contains("view="), "{out}");
+
+    // `sys -> <a host directory>`: absolute links resolve against the host's tree before the
+    // pivot; the launch must not mount there (nothing of it is visible inside either).
+    let host = tempfile::tempdir().unwrap();
+    std::fs::write(host.path().join("marker"), "host").unwrap();
+    let root = hostile_root(|r| {
+        std::fs::remove_dir(r.join("sys")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("sys")).unwrap();
+    });
+    let mut c = warren();
+    c.args(["run", "--name", &unique("syshost"), "--rootfs"])
+        .arg(root.path())
+        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
+    let o = c.output().unwrap();
+    assert_code(&o, 0);
+    assert!(!stdout(&o).contains("view="), "{}", stdout(&o));
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("marker")).unwrap(),
+        "host"
+    );
+}
+
+#[test]
+fn inherited_host_descriptors_open_nothing_else_on_the_host() {
+    // A host directory as standard input, a host file as standard output: both world-readable
+    // (and the directory world-writable), so only Landlock stands between the workload and
+    // what lies beneath them or a second, read-write opening of them.
+    let host = tempfile::tempdir().unwrap();
+    let dir = host.path().join("dir");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "HOSTSECRET\n").unwrap();
+    let out = host.path().join("out");
+    std::fs::write(&out, "HOSTOUT\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(host.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::set_permissions(dir.join("secret"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let script = "cat /proc/self/fd/0/secret >&2 && echo read-beneath-stdin >&2; \
+                  touch /proc/self/fd/0/planted && echo made-a-file >&2; \
+                  exec 9>&1; cat /proc/self/fd/9 >&2 && echo reopened-stdout >&2; \
+                  echo written-through-fd-1; true";
+    let run = |cmd: &mut Command| {
+        cmd.stdin(std::fs::File::open(&dir).unwrap())
+            .stdout(std::fs::OpenOptions::new().append(true).open(&out).unwrap())
+            .output()
+            .unwrap()
+    };
+
+    // Positive control: the same script on the host reaches both.
+    let o = run(Command::new("/bin/sh").args(["-c", script]));
+    let err = stderr(&o);
+    assert!(
+        err.contains("HOSTSECRET")
+            && err.contains("made-a-file")
+            && err.contains("reopened-stdout"),
+        "control: {err}"
+    );
+    std::fs::remove_file(dir.join("planted")).unwrap();
+    std::fs::write(&out, "HOSTOUT\n").unwrap();
+
+    let mut c = warren();
+    c.args(["run", "--name", &unique("fds"), "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", script]);
+    let o = run(&mut c);
+    assert_code(&o, 0);
+    let err = stderr(&o);
+    assert!(
+        !err.contains("HOSTSECRET") && !err.contains("read-beneath-stdin"),
+        "read beneath an inherited directory: {err}"
+    );
+    assert!(!err.contains("made-a-file"), "{err}");
+    assert!(!dir.join("planted").exists());
+    assert!(!err.contains("reopened-stdout"), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // The descriptor itself still works as given.
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "HOSTOUT\nwritten-through-fd-1\n"
+    );
+}
+
+/// The most an environment's log holds (crates/warren/src/logcap.rs, docs/cli.md).
+const LOG_MAX: u64 = 64 << 20;
+
+/// `warren run -d NAME` running `script`, waited for until it ended; its log's bytes.
+fn detached_log(name: &str, script: &str) -> Vec<u8> {
+    let o = warren()
+        .args(["run", "-d", "--name", name, "--rootfs"])
+        .arg(busybox_root())
+        .args(["--", "/bin/sh", "-c", script])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    let start = std::time::Instant::now();
+    loop {
+        let ps = warren().args(["ps", "-q"]).output().unwrap();
+        if !stdout(&ps).lines().any(|l| l == name) {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 60, "{name} did not end");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let log = test_state_dir().join("logs").join(format!("{name}.log"));
+    let bytes = std::fs::read(&log).unwrap();
+    let o = warren().args(["rm", name]).output().unwrap();
+    assert_code(&o, 0);
+    assert!(!log.exists());
+    bytes
+}
+
+#[test]
+fn a_detached_environment_cannot_grow_its_log_past_the_limit() {
+    // Positive control: what fits arrives whole, standard output and error alike, and the
+    // workload's status is unchanged (the wait above saw it end).
+    let log = detached_log(
+        &unique("logok"),
+        "echo first-line; echo on-stderr >&2; sleep 0.3",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&log),
+        "first-line\non-stderr\n",
+        "the log of a quiet environment"
+    );
+
+    // 80 MiB of output: the file stops at the limit and says so once; the workload is never
+    // blocked (it reaches its last line and ends, which the wait above needs).
+    let log = detached_log(
+        &unique("logbomb"),
+        "echo first-line; dd if=/dev/zero bs=1M count=80 2>/dev/null; echo ended >&2",
+    );
+    let len = log.len() as u64;
+    assert!(
+        len <= LOG_MAX + 512,
+        "the log grew to {len} bytes, past its limit of {LOG_MAX}"
+    );
+    assert!(len >= LOG_MAX, "{len}");
+    assert!(log.starts_with(b"first-line\n"));
+    let tail = String::from_utf8_lossy(&log[log.len() - 512..]).into_owned();
+    assert_eq!(
+        tail.matches("the log reached its limit of 67108864 bytes")
+            .count(),
+        1,
+        "{tail}"
+    );
+    assert!(!tail.contains("ended"), "{tail}");
+}

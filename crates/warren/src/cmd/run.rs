@@ -726,8 +726,27 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             crate::measure::measure_and_record(plan, applied, env, &state, spawn.as_ref())
                 .map_err(Into::into)
         };
+    // `-d`, managed and spawned environments: the workload writes into a pipe that a thread
+    // copies into `<state>/logs/NAME.log`, up to its limit (logcap.rs), not into the file.
+    let log_path = state_dir
+        .join("logs")
+        .join(format!("{}.log", plan.name.as_str()));
+    let mut log_cap = match crate::logcap::interpose(&log_path, plan.name.as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok(report_error(
+                EXIT_WARREN,
+                format!("put a pipe before {}: {e}", log_path.display()),
+            ));
+        }
+    };
     let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
-        Ok(r) => r,
+        Ok(r) => {
+            if let Some(c) = log_cap.as_mut() {
+                c.start();
+            }
+            r
+        }
         Err(e) => {
             let code = e.exit_code();
             let mut msg = error_chain(&e);
