@@ -17,6 +17,11 @@ use std::path::Path;
 /// The most an environment's log file holds; output beyond it is read and discarded.
 pub const LOG_MAX: u64 = 64 << 20;
 
+/// The copier thread's stack: its one frame holds a [`COPY_BUF`]-byte buffer.
+const COPIER_STACK: usize = 128 << 10;
+/// Bytes moved per read.
+const COPY_BUF: usize = 32 << 10;
+
 /// The pipe between the workload (and the launcher's own messages) and the log.
 pub struct LogCap {
     /// What the limit line tells the reader to run (`warren rm NAME`).
@@ -64,7 +69,24 @@ impl LogCap {
             return;
         };
         let rm = self.rm.clone();
-        self.copier = Some(std::thread::spawn(move || copy(reader, log, LOG_MAX, &rm)));
+        // A small stack and no heap in the loop: every live environment's launcher keeps this
+        // thread, so it should cost little more than its kernel task (no malloc arena of its
+        // own, a few pages of stack).
+        let copier = std::thread::Builder::new()
+            .name("warren-log".into())
+            .stack_size(COPIER_STACK)
+            .spawn(move || copy(reader, log, LOG_MAX, &rm));
+        match copier {
+            Ok(t) => self.copier = Some(t),
+            Err(e) => {
+                // Without it the workload would block once the pipe is full: say so in the log.
+                let _ = writeln!(
+                    self.log,
+                    "warren: cannot start the log copier ({e}): output beyond the pipe's buffer \
+                     will block the environment"
+                );
+            }
+        }
     }
 }
 
@@ -102,7 +124,7 @@ impl Drop for LogCap {
 fn copy(reader: OwnedFd, mut log: File, max: u64, rm: &str) {
     let mut reader = File::from(reader);
     let mut len = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = [0u8; COPY_BUF];
     loop {
         let n = match reader.read(&mut buf) {
             Ok(0) => return,
