@@ -177,8 +177,10 @@ fn quote(state_dir: &std::path::Path, job: &Job) -> Response {
     {
         Ok(quote) => Response::Quote { quote },
         Err(detail) => {
+            // The whole reason goes to the kernel's log; the environment gets it without the
+            // host's paths (where the state, the keys and the log live are the host's).
             tracing::warn!(env = job.name, "attest failed: {detail}");
-            let mut detail = detail;
+            let mut detail = without_host_paths(&detail);
             while detail.len() > warren_proto::MAX_DETAIL {
                 detail.pop();
             }
@@ -186,6 +188,59 @@ fn quote(state_dir: &std::path::Path, job: &Job) -> Response {
                 code: ErrorCode::AttestFailed,
                 detail,
             }
+        }
+    }
+}
+
+/// `text` with every word that is an absolute path (a `/` first and another after it) put as
+/// `<host path>`, keeping what follows the path (`: No such file`, a closing bracket).
+fn without_host_paths(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let start = word.find('/').filter(|&at| {
+            // A path starts the word or follows an opening quote or bracket.
+            word[..at]
+                .chars()
+                .all(|c| matches!(c, '"' | '\'' | '(' | '[' | '`'))
+                && word[at + 1..].contains('/')
+        });
+        match start {
+            Some(at) => {
+                let end = word[at..]
+                    .find(|c: char| matches!(c, ':' | ',' | ';' | '"' | '\'' | ')' | ']' | '`'))
+                    .map_or(word.len(), |e| at + e);
+                out.push_str(&word[..at]);
+                out.push_str("<host path>");
+                out.push_str(&word[end..]);
+            }
+            None => out.push_str(word),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_host_paths;
+
+    #[test]
+    fn host_paths_are_left_out_of_what_an_environment_is_told() {
+        assert_eq!(
+            without_host_paths(
+                "read the event log /var/lib/warren/attest/events.jsonl: No such file (\"/run/warren/x\")"
+            ),
+            "read the event log <host path>: No such file (\"<host path>\")"
+        );
+        // The control: text without paths, and a lone slash or a ratio, stay as they are.
+        for same in [
+            "no launch record of this environment",
+            "the TPM answered 0x921 / retry",
+            "4/64 quotes waiting",
+        ] {
+            assert_eq!(without_host_paths(same), same);
         }
     }
 }
