@@ -210,7 +210,7 @@ fn without_host_paths(text: &str) -> String {
         match start {
             Some(at) => {
                 let end = word[at..]
-                    .find(|c: char| matches!(c, ':' | ',' | ';' | '"' | '\'' | ')' | ']' | '`'))
+                    .find([':', ',', ';', '"', '\'', ')', ']', '`'])
                     .map_or(word.len(), |e| at + e);
                 out.push_str(&word[..at]);
                 out.push_str("<host path>");
