@@ -67,13 +67,7 @@ fn host(records: usize, tpm: bool) -> (tempfile::TempDir, String) {
             ima_log: None,
         }
     } else {
-        RootConfig {
-            root: RootKind::Software,
-            tpm: None,
-            agent: None,
-            boot_log: None,
-            ima_log: None,
-        }
+        RootConfig::software()
     };
     config.save(&state).unwrap();
     if tpm {

@@ -74,6 +74,18 @@ impl Broker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// A bare driver that publishes to this broker as `host` would (the tests' forger).
+    fn publisher(&self, host: &str) -> Driver {
+        Driver::start(BrokerConfig {
+            host: host.into(),
+            url: self.url(),
+            tls_ca: None,
+            queue_type: QueueType::Classic,
+            prefetch: 16,
+        })
+        .unwrap()
+    }
+
     /// The names of the node's queues.
     fn queues(&self) -> Vec<String> {
         let out = Command::new("bash")
@@ -257,6 +269,12 @@ fn wait_until(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
 }
 
 /// A working directory with both hosts' keys and the trusted-keys file.
+/// The signing key `keys_for` made for `host` under DIR/keys.
+fn host_key(dir: &Path, host: &str) -> warren_link::SigningKey {
+    warren_link::trust::load_or_create_host_key(&dir.join("keys").join(format!("{host}.key")))
+        .unwrap()
+}
+
 fn keys(dir: &Path) {
     keys_for(dir, &["alpha", "beta"]);
 }
@@ -379,17 +397,9 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     );
     beta.start();
 
-    let alpha_key =
-        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
+    let alpha_key = host_key(dir.path(), "alpha");
     let mallory_key = warren_link::SigningKey::from_bytes(&[7; 32]);
-    let driver = Driver::start(BrokerConfig {
-        host: "mallory".into(),
-        url: broker.url(),
-        tls_ca: None,
-        queue_type: QueueType::Classic,
-        prefetch: 16,
-    })
-    .unwrap();
+    let driver = broker.publisher("mallory");
     let batch = |from_host: &str, epoch: u64, from_env: &str, body: &str| Batch {
         from_host: from_host.into(),
         to_host: "beta".into(),
@@ -828,16 +838,8 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
 
     // A batch signed with alpha's key (so it passes every check but the size): a body one
     // byte over MAX_BODY, then a genuine message.
-    let alpha_key =
-        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
-    let driver = Driver::start(BrokerConfig {
-        host: "alpha-test".into(),
-        url: broker.url(),
-        tls_ca: None,
-        queue_type: QueueType::Classic,
-        prefetch: 16,
-    })
-    .unwrap();
+    let alpha_key = host_key(dir.path(), "alpha");
+    let driver = broker.publisher("alpha-test");
     let envelope = |body: Vec<u8>| Envelope {
         to: big.clone(),
         from_env: web.clone(),
@@ -993,16 +995,8 @@ fn a_gap_that_never_fills_is_reported_and_does_not_hold_the_stream() {
         &[&sink],
     );
     beta.start();
-    let alpha_key =
-        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
-    let driver = Driver::start(BrokerConfig {
-        host: "alpha-test".into(),
-        url: broker.url(),
-        tls_ca: None,
-        queue_type: QueueType::Classic,
-        prefetch: 16,
-    })
-    .unwrap();
+    let alpha_key = host_key(dir.path(), "alpha");
+    let driver = broker.publisher("alpha-test");
     let epoch = 77;
     let batch = |seq: u64, body: &str| Batch {
         from_host: "alpha".into(),
@@ -1059,16 +1053,8 @@ fn a_peers_flood_of_refused_messages_is_aggregated_in_the_audit() {
         &[&sink],
     );
     beta.start();
-    let alpha_key =
-        warren_link::trust::load_or_create_host_key(&dir.path().join("keys/alpha.key")).unwrap();
-    let driver = Driver::start(BrokerConfig {
-        host: "alpha-test".into(),
-        url: broker.url(),
-        tls_ca: None,
-        queue_type: QueueType::Classic,
-        prefetch: 16,
-    })
-    .unwrap();
+    let alpha_key = host_key(dir.path(), "alpha");
+    let driver = broker.publisher("alpha-test");
     let bad = Envelope {
         to: "NOT A MAILBOX".into(),
         from_env: "web".into(),

@@ -41,6 +41,17 @@ pub const DEFAULT_IMA_LOG: &str = "/sys/kernel/security/ima/binary_runtime_measu
 pub const DEFAULT_TPM: &str = "device:/dev/tpmrm0";
 
 impl RootConfig {
+    /// The software root, with nothing else configured.
+    pub fn software() -> RootConfig {
+        RootConfig {
+            root: RootKind::Software,
+            tpm: None,
+            agent: None,
+            boot_log: None,
+            ima_log: None,
+        }
+    }
+
     fn path(state_dir: &Path) -> PathBuf {
         state_dir.join("attest").join("root.json")
     }
@@ -92,13 +103,7 @@ impl RootConfig {
                 ima_log: None,
             }
         } else {
-            RootConfig {
-                root: RootKind::Software,
-                tpm: None,
-                agent: None,
-                boot_log: None,
-                ima_log: None,
-            }
+            RootConfig::software()
         }
     }
 

@@ -413,15 +413,7 @@ mod tests {
 
     fn software_host() -> (tempfile::TempDir, PrivacyCa, tempfile::TempDir) {
         let state = tempfile::tempdir().unwrap();
-        RootConfig {
-            root: RootKind::Software,
-            tpm: None,
-            agent: None,
-            boot_log: None,
-            ima_log: None,
-        }
-        .save(state.path())
-        .unwrap();
+        RootConfig::software().save(state.path()).unwrap();
         let ca_dir = tempfile::tempdir().unwrap();
         let ca = PrivacyCa::init(ca_dir.path()).unwrap();
         (state, ca, ca_dir)

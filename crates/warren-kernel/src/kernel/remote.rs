@@ -775,6 +775,63 @@ mod tests {
         }
     }
 
+    /// A send through a proxy was refused `revoked` with `detail` in its answer, audited with
+    /// `target`, and nothing was forwarded.
+    fn assert_send_refused_revoked(acts: &[Action], target: &str, detail: &str) {
+        assert!(
+            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
+            "{acts:?}"
+        );
+        assert!(
+            acts.iter()
+                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
+                && r.target.as_deref() == Some(target))),
+            "{acts:?}"
+        );
+        match acts.last() {
+            Some(Action::Respond {
+                response: Response::Error { code, detail: d },
+                ..
+            }) => {
+                assert_eq!(*code, ErrorCode::Revoked);
+                assert!(d.contains(detail), "{d}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `env` attenuates its default mailbox handle (`rights`, `uses`, `badge`) and passes it to
+    /// db@beta (its handle 2): the attenuated handle and the export the forwarded message
+    /// carries.
+    fn export_own_mailbox(
+        k: &mut Kernel,
+        env: EnvId,
+        rights: Rights,
+        uses: Option<u32>,
+        badge: Option<u64>,
+    ) -> (u32, Export) {
+        let att = Request::Attenuate {
+            handle: 1,
+            rights,
+            uses,
+            expires_in_ms: None,
+            badge,
+        };
+        k.handle_request(env, 1, att, 0);
+        let Some(Action::Respond {
+            response: Response::Handle { handle: h, .. },
+            ..
+        }) = drain(k).pop()
+        else {
+            panic!("no handle");
+        };
+        let acts = send(k, env, 2, "cap", vec![h]);
+        let Some(Action::Forward(out)) = acts.first() else {
+            panic!("{acts:?}")
+        };
+        (h, out.exports[0].clone())
+    }
+
     /// `env`'s lookup of `name` is answered `not-found`.
     fn assert_lookup_not_found(k: &mut Kernel, env: EnvId, id: u32, name: &str) {
         k.handle_request(env, id, Request::Lookup { name: name.into() }, 0);
@@ -806,29 +863,7 @@ mod tests {
         assert_eq!(k.remote_addresses(), ["db@beta", "db@gamma"]);
         // To the cut-off host: refused `revoked` with the verdict, audited, nothing forwarded.
         let acts = send(&mut k, web, 2, "hello", Vec::new());
-        assert!(
-            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
-            "{acts:?}"
-        );
-        assert!(
-            acts.iter()
-                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
-                && r.target.as_deref() == Some("db@beta"))),
-            "{acts:?}"
-        );
-        match acts.last() {
-            Some(Action::Respond {
-                response: Response::Error { code, detail },
-                ..
-            }) => {
-                assert_eq!(*code, ErrorCode::Revoked);
-                assert!(
-                    detail.contains("attestation failed (boot-digest)"),
-                    "{detail}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_send_refused_revoked(&acts, "db@beta", "attestation failed (boot-digest)");
         // The other host is unaffected (positive control).
         let acts = send(&mut k, web, 3, "hello", Vec::new());
         assert!(
@@ -857,29 +892,7 @@ mod tests {
         );
         k.set_peer_hosts(["beta".to_owned()]);
         let acts = send(&mut k, web, 3, "secret", Vec::new());
-        assert!(
-            !acts.iter().any(|a| matches!(a, Action::Forward(_))),
-            "{acts:?}"
-        );
-        assert!(
-            acts.iter()
-                .any(|a| matches!(a, Action::Audit(r) if r.code == "revoked"
-                && r.target.as_deref() == Some("x@zeta"))),
-            "{acts:?}"
-        );
-        match acts.last() {
-            Some(Action::Respond {
-                response: Response::Error { code, detail },
-                ..
-            }) => {
-                assert_eq!(*code, ErrorCode::Revoked);
-                assert!(
-                    detail.contains("zeta is not in this host's trusted keys"),
-                    "{detail}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_send_refused_revoked(&acts, "x@zeta", "zeta is not in this host's trusted keys");
         // The trusted host still gets its message.
         let acts = send(&mut k, web, 2, "hello", Vec::new());
         assert!(
@@ -974,26 +987,8 @@ mod tests {
         k.enable_federation("alpha");
         let web = k.add_env(spec("web", &["db@beta"]), 0).unwrap();
         // web attenuates its own mailbox handle and passes it to db@beta.
-        let att = Request::Attenuate {
-            handle: 1,
-            rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
-            uses: None,
-            expires_in_ms: None,
-            badge: Some(7),
-        };
-        k.handle_request(web, 1, att, 0);
-        let Some(Action::Respond {
-            response: Response::Handle { handle: h, .. },
-            ..
-        }) = drain(&mut k).pop()
-        else {
-            panic!("no handle");
-        };
-        let acts = send(&mut k, web, 2, "cap", vec![h]);
-        let Some(Action::Forward(out)) = acts.first() else {
-            panic!("{acts:?}")
-        };
-        let export = out.exports[0].clone();
+        let both = Rights(Rights::SEND.0 | Rights::GRANT.0);
+        let (h, export) = export_own_mailbox(&mut k, web, both, None, Some(7));
         assert_eq!(export.designation, "web");
         assert_eq!(k.exports(), 1);
         // db@beta sends back through it (the link passes the token's target as `to`):
@@ -1035,26 +1030,8 @@ mod tests {
     #[test]
     fn a_spent_token_is_used_up_and_one_from_an_earlier_kernel_finds_nothing() {
         let issue = |k: &mut Kernel, web: EnvId, uses: Option<u32>| {
-            let att = Request::Attenuate {
-                handle: 1,
-                rights: Rights(Rights::SEND.0 | Rights::GRANT.0),
-                uses,
-                expires_in_ms: None,
-                badge: None,
-            };
-            k.handle_request(web, 1, att, 0);
-            let Some(Action::Respond {
-                response: Response::Handle { handle: h, .. },
-                ..
-            }) = drain(k).pop()
-            else {
-                panic!("no handle");
-            };
-            let acts = send(k, web, 2, "cap", vec![h]);
-            let Some(Action::Forward(out)) = acts.first() else {
-                panic!("{acts:?}")
-            };
-            out.exports[0].clone()
+            let both = Rights(Rights::SEND.0 | Rights::GRANT.0);
+            export_own_mailbox(k, web, both, uses, None).1
         };
         let code = |r: Result<(), InjectError>| match r {
             Err(InjectError::Refused { code, reason }) => (code, reason),
