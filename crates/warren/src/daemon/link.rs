@@ -792,12 +792,13 @@ impl Link {
         let all = w.env.caps.iter().map(|c| (c, false));
         // Tokens passed along are the sending host's own (a host can only export its own
         // mailboxes), signed with its key, and bound to the environment that receives them.
-        let issuer_key = self.trust.verifying_key(&w.from_host).ok();
-        let bearer = format!(
-            "{}@{}",
-            to.split('/').next().unwrap_or(to.as_str()),
-            self.host
-        );
+        // (Worked out only for a message that carries tokens: most carry none.)
+        let (issuer_key, bearer) = if w.env.caps.is_empty() && w.env.reply.is_none() {
+            (None, String::new())
+        } else {
+            let bearer = format!("{}@{}", warren_kernel::receiving_env(&to), self.host);
+            (self.trust.verifying_key(&w.from_host).ok(), bearer)
+        };
         for (bytes, is_reply) in all.chain(w.env.reply.iter().map(|c| (c, true))) {
             let opened = match &issuer_key {
                 Some(key) => wire::open_token(bytes, key),
