@@ -130,8 +130,10 @@ fn network_namespace_has_only_loopback_and_it_is_up() {
         &unique("net"),
         &[],
         // The listener may start late on a busy machine: connect until it answers (5 s at most),
-        // then wait for what it wrote.
-        "(nc -l -p 7777 > /tmp/got &); i=0; \
+        // then wait for what it wrote. Its standard input stays open (`sleep |`): BusyBox `nc`
+        // stops at end of input, and from the workload's /dev/null it could stop before reading
+        // what the client sent (seen on a loaded machine: 6 failures in 15 runs).
+        "(sleep 30 | nc -l -p 7777 > /tmp/got &); i=0; \
          while [ $i -lt 50 ] && ! (echo ping | nc 127.0.0.1 7777 2>/dev/null); do sleep 0.1; i=$((i+1)); done; \
          i=0; while [ $i -lt 50 ] && [ ! -s /tmp/got ]; do sleep 0.1; i=$((i+1)); done; cat /tmp/got",
     );
