@@ -12,11 +12,19 @@
  * Words of the form VAR=value before a command's path set that variable for it alone. Standard
  * output of the commands goes to /dev/null; a command that fails stops the run. Ten warm-up
  * rounds are not counted.
+ *
+ * With `-o FILE` first, it also writes every time to FILE as JSON in hyperfine's `--export-json`
+ * shape (`{"results": [{"command", "times" (s), "user", "system" (mean s)}]}`), which is how
+ * bench/startup.sh uses it; `-n NAME` at the start of a command names it there (default: its
+ * path). Names must not need JSON escaping beyond what they hold (no quote or backslash).
+ *
+ *   /tmp/interleave -o out.json 200 -n "warren busybox" /path/warren run ... :: -n bwrap ...
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -36,19 +44,46 @@ static int cmp(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
+	const char *json = NULL;
+	if (argc > 2 && !strcmp(argv[1], "-o")) {
+		json = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s ROUNDS CMD... [:: CMD...]...\n", argv[0]);
+		fprintf(stderr, "usage: %s [-o JSON] ROUNDS [-n NAME] CMD... [:: [-n NAME] CMD...]...\n",
+			argv[0]);
 		return 2;
 	}
 	int n = atoi(argv[1]), nc = 0;
+	if (n < 1) {
+		fprintf(stderr, "interleave: ROUNDS must be a positive number, not %s\n", argv[1]);
+		return 2;
+	}
 	char **cmds[16];
+	const char *names[16];
 	cmds[nc++] = argv + 2;
-	for (int i = 2; i < argc && nc < 16; i++)
+	for (int i = 2; i < argc; i++)
 		if (!strcmp(argv[i], "::")) {
+			if (nc == 16) {
+				fprintf(stderr, "interleave: at most 16 commands\n");
+				return 2;
+			}
 			argv[i] = NULL;
 			cmds[nc++] = argv + i + 1;
 		}
-	double *t[16];
+	for (int c = 0; c < nc; c++) {
+		names[c] = NULL;
+		if (cmds[c][0] && !strcmp(cmds[c][0], "-n") && cmds[c][1]) {
+			names[c] = cmds[c][1];
+			cmds[c] += 2;
+		}
+		if (!cmds[c][0]) {
+			fprintf(stderr, "interleave: command %d is empty\n", c);
+			return 2;
+		}
+	}
+	double *t[16], user[16] = {0}, sys[16] = {0};
 	for (int c = 0; c < nc; c++)
 		t[c] = calloc(n, sizeof(double));
 	for (int i = -10; i < n; i++)
@@ -66,22 +101,55 @@ int main(int argc, char **argv)
 				_exit(127);
 			}
 			int st;
-			waitpid(p, &st, 0);
+			struct rusage ru;
+			wait4(p, &st, 0, &ru);
 			double b = now_ms();
 			if (!WIFEXITED(st) || WEXITSTATUS(st)) {
 				fprintf(stderr, "command %d failed (status %d)\n", c, st);
 				return 1;
 			}
-			if (i >= 0)
+			if (i >= 0) {
 				t[c][i] = b - a;
+				user[c] += ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+				sys[c] += ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+			}
 		}
+	FILE *out = NULL;
+	if (json) {
+		out = fopen(json, "w");
+		if (!out) {
+			perror(json);
+			return 1;
+		}
+		fprintf(out, "{\"results\": [");
+	}
 	for (int c = 0; c < nc; c++) {
+		if (out) {
+			fprintf(out, "%s\n {\"command\": \"", c ? "," : "");
+			if (names[c])
+				fputs(names[c], out);
+			else
+				for (char **v = cmds[c]; *v; v++)
+					fprintf(out, "%s%s", v == cmds[c] ? "" : " ", *v);
+			fprintf(out, "\", \"user\": %.9f, \"system\": %.9f, \"times\": [",
+				user[c] / n, sys[c] / n);
+			for (int i = 0; i < n; i++)
+				fprintf(out, "%s%.9f", i ? ", " : "", t[c][i] / 1e3);
+			fprintf(out, "]}");
+		}
 		double s = 0;
 		for (int i = 0; i < n; i++)
 			s += t[c][i];
 		qsort(t[c], n, sizeof(double), cmp);
-		printf("cmd%d median %.3f mean %.3f p10 %.3f p90 %.3f\n", c, t[c][n / 2], s / n,
-		       t[c][n / 10], t[c][n * 9 / 10]);
+		printf("%s median %.3f mean %.3f p10 %.3f p90 %.3f\n", names[c] ? names[c] : cmds[c][0],
+		       t[c][n / 2], s / n, t[c][n / 10], t[c][n * 9 / 10]);
+	}
+	if (out) {
+		fprintf(out, "\n]}\n");
+		if (fclose(out)) {
+			perror(json);
+			return 1;
+		}
 	}
 	return 0;
 }

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Start-up benchmark: Warren against bwrap and crun on the same roots, in ONE hyperfine run, each
+# Start-up benchmark: Warren against bwrap and crun on the same roots, in ONE interleaved run
+# (bench/interleave.c: each round starts every command once, in turn, the order reversed every
+# other round, so that load drifting on a shared machine hits all commands alike), each
 # starting /bin/true in a fresh isolated environment, measurement on. Two roots: a 400-entry
 # busybox root, and the Debian bookworm root of scripts/debian-root.sh (22,000 entries, ~1 GiB).
 # Warren starts each both from `--rootfs` (sealed with `warren rootfs seal`, so the launch checks
 # the seal instead of walking the tree) and from `--image` (imported into the store, whose digest
 # the launch reuses). Prints medians, p95 and the ratios warren/bwrap and warren/crun per root;
-# writes the hyperfine JSON and the table to bench/results/.
+# writes the times (JSON, in hyperfine's export shape) and the table to bench/results/.
 #
-#   bash bench/startup.sh               # 200 runs per command after 10 warm-up runs
+#   bash bench/startup.sh               # 200 rounds after 10 warm-up rounds
 #   RUNS=500 bash bench/startup.sh
 #   DEBIAN=0 bash bench/startup.sh      # the busybox root only
 #
@@ -19,7 +21,7 @@
 # `cargo build` and, only when a tool is missing, `apt-get`.
 #
 # crun 1.8.1 refuses this kind of host ("cgroups in hybrid mode not supported") when a cgroup2
-# mount sits next to the v1 controllers. So the whole hyperfine run happens in a private mount
+# mount sits next to the v1 controllers. So the whole measurement happens in a private mount
 # namespace in which /sys/fs/cgroup/unified is unmounted; the host is not changed. Warren and
 # bwrap run in that same namespace, so all commands are measured side by side under the same
 # conditions. (On a host without a cgroup2 mount there is nothing to hide.)
@@ -28,6 +30,7 @@ set -euo pipefail
 RUNS=${RUNS:-200}
 DEBIAN=${DEBIAN:-1}
 STATE=${WARREN_BENCH_STATE:-/var/cache/warren-test/bench-state}
+# Warm-up runs of the spaced hyperfine run (the interleaved run always warms up for 10 rounds).
 WARMUP=${WARMUP:-10}
 # A second, separate hyperfine run with a 50 ms pause before every start (0 to skip): the cost of
 # one start on an otherwise quiet machine, which back-to-back runs partly hide (see BENCHMARKS.md).
@@ -45,6 +48,7 @@ command -v bwrap >/dev/null || missing+=(bubblewrap)
 command -v crun >/dev/null || missing+=(crun)
 command -v hyperfine >/dev/null || missing+=(hyperfine)
 command -v python3 >/dev/null || missing+=(python3)
+command -v cc >/dev/null || missing+=(gcc)
 { [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 \
     && ! LC_ALL=C ldd /bin/busybox >/dev/null 2>&1; } || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -69,6 +73,8 @@ crun_id="warren-bench-$$"
 trap cleanup EXIT
 # The sandboxes' root users are unprivileged host uids: they must be able to search the path.
 chmod 755 "$work"
+interleave="$work/interleave"
+cc -O2 -o "$interleave" "$here/interleave.c" || die "cannot compile bench/interleave.c"
 R="$work/rootfs"
 B="$work/bundle"
 mkdir -p "$R"/{bin,proc,dev,tmp,sys,etc,root} "$B"
@@ -219,7 +225,7 @@ done
 echo "machine busy ${b}% before the run" >&2
 
 # Everything below runs in the private mount namespace. The variables it needs are exported.
-export R B D DB warren crun_id json spaced_json RUNS WARMUP SPACED_RUNS
+export R B D DB warren crun_id json spaced_json RUNS WARMUP SPACED_RUNS interleave
 unshare --mount --propagation private bash -euo pipefail -c '
     if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
     log="$WARREN_STATE_DIR/attest/events.jsonl"
@@ -227,7 +233,7 @@ unshare --mount --propagation private bash -euo pipefail -c '
     # Seal the roots for --rootfs, in this namespace only: the read-only mounts end with it.
     "$warren" rootfs seal "$R"
     if [ -n "$D" ]; then "$warren" rootfs seal "$D"; fi
-    # Check every command once: each must exit 0 (hyperfine would also stop on a failure), and
+    # Check every command once: each must exit 0 (the measurement stops at a failure), and
     # each warren launch must have taken its digest from the seal or the store.
     "$warren" run --rootfs "$R" -- /bin/true
     "$warren" run --rootfs "$R" --memory 64M --pids 64 --cpus 0.5 -- /bin/true
@@ -276,7 +282,16 @@ unshare --mount --propagation private bash -euo pipefail -c '
         echo "startup.sh: a launch walked its tree (seal or store digest not used)" >&2
         exit 1
     fi
-    hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$json" "${cmds[@]}"
+    # The interleaved run: the same commands (given as -n NAME COMMAND triples above), each
+    # split into words with its program found on the PATH, separated by "::".
+    il=()
+    for ((i = 0; i < ${#cmds[@]}; i += 3)); do
+        read -ra words <<< "${cmds[i + 2]}"
+        words[0]=$(command -v "${words[0]}")
+        if [ ${#il[@]} -gt 0 ]; then il+=("::"); fi
+        il+=(-n "${cmds[i + 1]}" "${words[@]}")
+    done
+    "$interleave" -o "$json" "$RUNS" "${il[@]}" >/dev/null
     if [ "$SPACED_RUNS" -gt 0 ]; then
         hyperfine -N --warmup 3 --runs "$SPACED_RUNS" --prepare "sleep 0.05" \
             --export-json "$spaced_json" "${spaced[@]}"
@@ -299,7 +314,8 @@ def q(xs, p):
     return xs[lo] + (xs[hi] - xs[lo]) * (k - lo)
 
 def table(path):
-    """Print one hyperfine JSON file as a table; return the medians by command name."""
+    """Print one JSON file of times (hyperfine's export shape) as a table; return the medians
+    by command name."""
     medians = {}
     print(f"| {'command':<52} | {'median':>6} | {'p5':>6} | {'p95':>6} | {'mean ± sd':>13} "
           f"| {'CPU user+sys':>12} |")
@@ -332,8 +348,9 @@ def ratios(m):
 
 print(f"machine: {machine}")
 print()
-print(f"Back to back: start-up of /bin/true, {runs} runs each after 10 warm-up runs "
-      "(hyperfine -N), times in ms")
+print(f"Interleaved: start-up of /bin/true, {runs} rounds after 10 warm-up rounds, each round "
+      "starting every command once in turn, the order reversed every other round "
+      "(bench/interleave.c), times in ms")
 print()
 m = table(path)
 print()
