@@ -158,15 +158,6 @@ fn setup(
     // run while the parent writes the maps, instead of after: the hostname and the loopback
     // interface, whose bringing up (IPv6 addresses and routes of `lo`) is one of the costlier
     // steps of a launch.
-    // Without a veth, the network namespace is ours to make (see `launch::fork`): at once, so
-    // that it is made while the parent writes the maps.
-    if ctx.net.is_none() {
-        io(
-            Step::Loopback,
-            "create the network namespace",
-            warren_sys::unshare_network_namespace(),
-        )?;
-    }
     rx(
         Step::Hostname,
         "sethostname",

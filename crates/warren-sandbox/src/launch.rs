@@ -576,20 +576,12 @@ fn fork(
     taken.blocked = Some(old_mask);
     fault.at(Step::Clone)?;
 
-    // The network namespace: at clone only when the parent must move a veth into it (step 9a);
-    // otherwise the child makes its own (step 19), and creating it, the costliest namespace
-    // by far (about 0.5 ms here, half the clone), overlaps the parent's steps 9 to 11.
-    let net = if plan.net.is_some() {
-        warren_sys::ns::NET
-    } else {
-        0
-    };
     let flags = warren_sys::ns::USER
         | warren_sys::ns::PID
         | warren_sys::ns::MOUNT
         | warren_sys::ns::UTS
         | warren_sys::ns::IPC
-        | net;
+        | warren_sys::ns::NET;
     let clone_into = match &attach {
         Some(AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
         _ => None,

@@ -351,20 +351,6 @@ pub fn unshare_cgroup_namespace() -> io::Result<()> {
     }
 }
 
-/// Move the calling process into a new network namespace (`unshare(CLONE_NEWNET)`). The launch
-/// child of an environment without a veth makes its own, so that creating it (the costliest
-/// namespace, about half a millisecond here) overlaps the launcher's work after the clone.
-pub fn unshare_network_namespace() -> io::Result<()> {
-    // SAFETY: CLONE_NEWNET changes only the network namespace of the caller; unlike CLONE_FILES
-    // or CLONE_FS it cannot invalidate state other threads rely on.
-    let ret = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    if ret == -1 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// Restore the default disposition of `SIGPIPE` (Rust's runtime ignores it), so that a command
 /// whose output is piped into `head` ends quietly instead of failing on `EPIPE`.
 pub fn default_sigpipe() {
