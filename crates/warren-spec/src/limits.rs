@@ -133,6 +133,19 @@ pub enum LimitError {
         /// The most allowed.
         max: usize,
     },
+    /// A command-line argument or environment entry longer than Linux passes to a program.
+    #[error(
+        "{what} is {bytes} bytes; Linux passes at most {max} bytes per argument or \
+         environment entry (MAX_ARG_STRLEN)"
+    )]
+    TooLong {
+        /// What it is (`command item 2`, `env.KEY`).
+        what: String,
+        /// Its length in bytes (for an environment entry, of `KEY=value`).
+        bytes: usize,
+        /// The most allowed, [`MAX_ARG_BYTES`].
+        max: usize,
+    },
     /// A variable name that is not letters, digits and `_`.
     #[error(
         "variable name {name:?} is not valid: use letters, digits and '_', not starting with a digit"
@@ -176,6 +189,24 @@ pub fn check_env_var(name: &str) -> Result<(), LimitError> {
     Ok(())
 }
 
+/// The longest string Linux passes to a program as one argument or one environment entry
+/// (`KEY=value`): `MAX_ARG_STRLEN`, 32 pages of 4 KiB, less the terminating NUL. A longer one
+/// makes `execve` fail with `E2BIG`, so it is refused where it is declared, not when the
+/// environment starts.
+pub const MAX_ARG_BYTES: usize = 32 * 4096 - 1;
+
+/// Checks the length of one argument or environment entry (see [`MAX_ARG_BYTES`]).
+pub fn check_arg(what: impl FnOnce() -> String, bytes: usize) -> Result<(), LimitError> {
+    if bytes > MAX_ARG_BYTES {
+        return Err(LimitError::TooLong {
+            what: what(),
+            bytes,
+            max: MAX_ARG_BYTES,
+        });
+    }
+    Ok(())
+}
+
 /// Checks every bounded value of a declared environment: what the control socket runs on
 /// whatever `apply` request it is given.
 pub fn validate_space(spec: &SpaceSpec) -> Result<(), LimitError> {
@@ -198,8 +229,15 @@ pub fn validate_space(spec: &SpaceSpec) -> Result<(), LimitError> {
     if let Some(b) = spec.mailbox_bytes {
         check(MAILBOX_BYTES, b.0)?;
     }
-    for name in spec.env.keys() {
+    for (name, value) in &spec.env {
         check_env_var(name)?;
+        check_arg(
+            || format!("the env entry {name}=value"),
+            name.len() + 1 + value.len(),
+        )?;
+    }
+    for (i, item) in spec.command.iter().enumerate() {
+        check_arg(|| format!("command item {}", i + 1), item.len())?;
     }
     check_names("may_send", spec.may_send.len(), MAX_MAY_SEND)?;
     check_names("may_discover", spec.may_discover.len(), MAX_MAY_DISCOVER)?;

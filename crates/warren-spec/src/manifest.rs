@@ -1191,6 +1191,9 @@ impl Parser<'_> {
                 let why = format!("item {} contains a NUL byte", i + 1);
                 return Err(self.item_error(here, "command", i, item, why));
             }
+            if let Err(e) = limits::check_arg(|| format!("item {}", i + 1), s.len()) {
+                return Err(self.item_error(here, "command", i, item, e.to_string()));
+            }
             out.push(s.to_owned());
         }
         Ok(out)
@@ -1224,6 +1227,12 @@ impl Parser<'_> {
             if value.contains('\0') {
                 let why = "the value contains a NUL byte".to_owned();
                 return Err(self.bad_value(&table, key, v.span(), why));
+            }
+            if let Err(e) = limits::check_arg(
+                || format!("the entry {key}=value"),
+                key.len() + 1 + value.len(),
+            ) {
+                return Err(self.bad_value(&table, key, v.span(), e.to_string()));
             }
             out.insert(key.to_owned(), value.clone().into_owned());
         }

@@ -531,6 +531,51 @@ fn image_and_command_errors() {
 }
 
 #[test]
+fn an_argument_or_environment_entry_longer_than_linux_passes_is_refused() {
+    // Linux's MAX_ARG_STRLEN: 131,072 bytes with the NUL. The longest allowed item parses.
+    let max = limits::MAX_ARG_BYTES;
+    assert_eq!(max, 131_071);
+    let ok = "a".repeat(max);
+    let m = parse_manifest(
+        Path::new(FILE),
+        &format!("[space.db]\nimage = \"r\"\ncommand = [\"/x\", \"{ok}\"]\n"),
+    )
+    .unwrap();
+    assert_eq!(m.spaces.values().next().unwrap().command[1].len(), max);
+    let long = "a".repeat(max + 1);
+    check_err(
+        &format!("[space.db]\nimage = \"r\"\ncommand = [\"/x\", \"{long}\"]"),
+        "spaces.toml:3:18: \"command\" in [space.db]: item 2 is 131072 bytes; Linux passes at \
+         most 131071 bytes per argument or environment entry (MAX_ARG_STRLEN)",
+        "space.db.command[1]",
+    );
+    // An environment entry counts as KEY=value: a value of max - 2 with a one-letter key fits.
+    let ok = "b".repeat(max - 2);
+    let m = parse_manifest(
+        Path::new(FILE),
+        &format!("[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nenv = {{ K = \"{ok}\" }}\n"),
+    )
+    .unwrap();
+    assert_eq!(m.spaces.values().next().unwrap().env["K"].len(), max - 2);
+    let long = "b".repeat(max - 1);
+    check_err(
+        &format!("[space.db]\nimage = \"r\"\ncommand = [\"/x\"]\nenv = {{ K = \"{long}\" }}"),
+        "spaces.toml:4:13: \"K\" in [space.db.env]: the entry K=value is 131072 bytes; Linux passes at \
+         most 131071 bytes per argument or environment entry (MAX_ARG_STRLEN)",
+        "space.db.env.K",
+    );
+    // The control socket's check of a hand-written request says the same.
+    let mut spec = m.spaces.values().next().unwrap().clone();
+    spec.command.push("c".repeat(max + 1));
+    let e = limits::validate_space(&spec).unwrap_err().to_string();
+    assert!(e.contains("command item 2 is 131072 bytes"), "{e}");
+    spec.command.pop();
+    spec.env.insert("K".into(), "b".repeat(max - 1));
+    let e = limits::validate_space(&spec).unwrap_err().to_string();
+    assert!(e.contains("the env entry K=value is 131072 bytes"), "{e}");
+}
+
+#[test]
 fn setting_errors() {
     // Each body follows `[space.db]` (line 1) and a valid image and command (lines 2 and 3).
     let cases: &[(&str, &str, &str)] = &[
