@@ -142,6 +142,142 @@ pub fn fork_into_namespaces(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
     unsafe { clone_process(namespaces, cgroup) }
 }
 
+/// Fork the calling process as a sibling: the child's parent is the caller's own parent
+/// (`clone3` with `CLONE_PARENT`), which is signalled (with the caller's exit signal) and may
+/// wait for it as for any child of its own. Returns the child's pid in the caller and `None` in
+/// the child, which continues from this call with a copy of the caller's memory. Fails with
+/// `EBUSY` unless the caller is the process's only thread (see [`clone_process`]).
+///
+/// Warren's kernel daemon forks a single-threaded launch helper at its start; the helper forks
+/// each launcher so, and the launchers are the daemon's children, as if it had started them.
+pub fn fork_sibling() -> io::Result<Option<i32>> {
+    if thread_count()? != 1 {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    // With CLONE_PARENT, clone3 wants exit_signal 0: the child takes the caller's.
+    let args = CloneArgs {
+        flags: libc::CLONE_PARENT as u64,
+        ..CloneArgs::default()
+    };
+    // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass. No stack is
+    // given, so the child runs on a copy of the caller's stack exactly as with fork(2); the
+    // process has exactly one thread (checked above), so the child holds no lock another
+    // thread held.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &args as *const CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    match ret {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid as i32)),
+    }
+}
+
+/// Replace what `/proc/self/cmdline` shows (and `ps` prints) with `args`, NUL-separated, as
+/// after an `execve` of them. A launcher forked by the kernel's launch helper shows its own
+/// command line so, which is also how a restarted kernel recognises it (by `--name NAME`).
+///
+/// `prctl(PR_SET_MM, PR_SET_MM_MAP)`, the checkpoint/restore interface, with the process's
+/// current layout (from `/proc/self/stat` and the current program break) and the arguments
+/// moved to a copy that lives as long as the process. It needs no capability (unlike the
+/// single-field `PR_SET_MM_ARG_START`, which wants `CAP_SYS_RESOURCE`); it needs a kernel built
+/// with checkpoint/restore support, and fails with `EINVAL` otherwise. The caller must be
+/// single-threaded: another thread moving the program break meanwhile would have the old one
+/// written back.
+pub fn set_cmdline(args: &[&str]) -> io::Result<()> {
+    const PR_SET_MM: libc::c_int = 35;
+    const PR_SET_MM_MAP: libc::c_ulong = 14;
+    #[repr(C)]
+    struct PrctlMmMap {
+        start_code: u64,
+        end_code: u64,
+        start_data: u64,
+        end_data: u64,
+        start_brk: u64,
+        brk: u64,
+        start_stack: u64,
+        arg_start: u64,
+        arg_end: u64,
+        env_start: u64,
+        env_end: u64,
+        auxv: u64,
+        auxv_size: u32,
+        exe_fd: u32,
+    }
+    let mut text = Vec::new();
+    for a in args {
+        if a.as_bytes().contains(&0) {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        text.extend_from_slice(a.as_bytes());
+        text.push(0);
+    }
+    if text.is_empty() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // The kernel reads the command line from this memory whenever it is asked for it, for the
+    // rest of the process's life: it is never freed.
+    let text: &'static [u8] = Box::leak(text.into_boxed_slice());
+    // The fields after the command name, which is in parentheses and may hold anything.
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // `rest` starts with field 3 (state): field N is at index N - 3.
+    let fields: Vec<u64> = rest
+        .split_whitespace()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .collect();
+    let field = |n: usize| -> io::Result<u64> {
+        fields
+            .get(n - 3)
+            .copied()
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+    };
+    let mut map = PrctlMmMap {
+        start_code: field(26)?,
+        end_code: field(27)?,
+        start_data: field(45)?,
+        end_data: field(46)?,
+        start_brk: field(47)?,
+        brk: 0,
+        start_stack: field(28)?,
+        arg_start: text.as_ptr() as u64,
+        arg_end: text.as_ptr() as u64 + text.len() as u64,
+        env_start: field(50)?,
+        env_end: field(51)?,
+        auxv: 0,
+        auxv_size: 0,
+        exe_fd: u32::MAX,
+    };
+    // SAFETY: sbrk(0) only returns the current program break; nothing allocates between it and
+    // the prctl below, so the break written back is the current one.
+    map.brk = unsafe { libc::sbrk(0) } as u64;
+    // SAFETY: PR_SET_MM_MAP reads a `struct prctl_mm_map` of the size given from `map`, which
+    // is valid for the call. Every field but the arguments' bounds carries the process's
+    // current value (auxv_size 0 keeps the auxiliary vector, exe_fd -1 the executable); the
+    // arguments' bounds point at `text`, leaked, so valid for the life of the process.
+    let ret = unsafe {
+        libc::prctl(
+            PR_SET_MM,
+            PR_SET_MM_MAP,
+            &map as *const PrctlMmMap,
+            std::mem::size_of::<PrctlMmMap>() as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// Mark every descriptor from `first` upwards close-on-exec (`close_range(2)` with
 /// `CLOSE_RANGE_CLOEXEC`), so that nothing the launcher inherited crosses into a workload.
 pub fn close_range_cloexec(first: u32) -> io::Result<()> {

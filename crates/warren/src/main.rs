@@ -42,13 +42,23 @@ use clap::Parser;
 
 fn main() {
     warren_sys::default_sigpipe();
-    let cli = cli::Cli::parse();
-    let code = match cmd::dispatch(cli) {
+    std::process::exit(run_command_line(std::env::args_os()));
+}
+
+/// Parses `argv` (the program name first) and runs the verb; returns the exit code. A command
+/// line clap refuses (or `--help`, `--version`) ends the process here, as clap does. Also what
+/// a launcher forked by the kernel's launch helper runs (`daemon::helper`).
+pub(crate) fn run_command_line<I, T>(argv: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("warren: error: {err:#}");
             125
         }
-    };
-    std::process::exit(code);
+    }
 }

@@ -12,6 +12,9 @@ fn msg_bin() -> PathBuf {
     workspace_bin("warren-client", "warren-msg").to_owned()
 }
 
+/// The tests of this file take turns: each runs its own kernel on the default state directory.
+static ONE_KERNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A kernel on the default state directory, killed with the test if the test dies. Returns
 /// once it says it is ready.
 fn start_kernel(msg: &Path) -> Child {
@@ -55,6 +58,7 @@ fn row(name: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn environments_survive_a_kernel_restart_and_keep_their_mailbox() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let msg = msg_bin();
     let k1 = start_kernel(&msg);
     let keeper = unique("keeper");
@@ -122,4 +126,117 @@ fn environments_survive_a_kernel_restart_and_keep_their_mailbox() {
     assert_code(&o, 0);
     assert!(row(&keeper).is_none(), "still managed after rm -f");
     stop_kernel(k2);
+}
+
+/// The command line of process `pid`, split at its NULs.
+fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The parent pid of process `pid` (`/proc/PID/stat`, after the command name).
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[test]
+fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let msg = msg_bin();
+    let k = start_kernel(&msg);
+    let kernel = k.id();
+    let (sleeper, failer) = (unique("forked"), unique("forkexit"));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spaces.toml");
+    let root = busybox_root();
+    std::fs::write(
+        &manifest,
+        format!(
+            "[space.{sleeper}]\nimage = \"{r}\"\ncommand = [\"/bin/sleep\", \"60\"]\n\
+             [space.{failer}]\nimage = \"{r}\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 7\"]\n",
+            r = root.display()
+        ),
+    )
+    .unwrap();
+    let o = warren().arg("apply").arg(&manifest).output().unwrap();
+    assert_code(&o, 0);
+
+    // The kernel's children: the helper, and the sleeper's launcher.
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|p| parent_of(*p) == Some(kernel))
+        .collect();
+    let helper = children
+        .iter()
+        .find(|p| cmdline(**p) == ["warren", "launch-helper"])
+        .unwrap_or_else(|| panic!("no launch helper among the kernel's children {children:?}"));
+    let launcher = row(&sleeper).expect("managed")["launcher_pid"].as_u64();
+    let launcher = launcher
+        .map(|p| p as u32)
+        .or_else(|| {
+            children.iter().copied().find(|p| {
+                cmdline(*p)
+                    .windows(2)
+                    .any(|w| w[0] == "--name" && w[1] == sleeper)
+            })
+        })
+        .expect("the sleeper's launcher");
+    assert_eq!(
+        parent_of(launcher),
+        Some(kernel),
+        "the launcher is not the kernel's child (helper {helper})"
+    );
+    let args = cmdline(launcher);
+    // Forked, not executed: an executed launcher's first word is the binary's path; the forked
+    // one shows the command line the kernel gave it.
+    assert_eq!(args.first().map(String::as_str), Some("warren"), "{args:?}");
+    assert!(
+        args.windows(2).any(|w| w[0] == "--name" && w[1] == sleeper)
+            && args.contains(&"run".into()),
+        "{args:?}"
+    );
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{launcher}/exe")).unwrap(),
+        std::fs::read_link(format!("/proc/{kernel}/exe")).unwrap()
+    );
+
+    // A forked launcher's status reaches the kernel: the failer's 7.
+    let mut last = serde_json::Value::Null;
+    for _ in 0..100 {
+        last = row(&failer).unwrap_or_default();
+        if last["state"] == "exited" || last["state"] == "failed" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inspect = warren().args(["inspect", &failer]).output().unwrap();
+    let text = stdout(&inspect);
+    assert!(text.contains("\"last_exit\": 7"), "{last}\n{text}");
+
+    for name in [&sleeper, &failer] {
+        let o = warren().args(["rm", "-f", name]).output().unwrap();
+        assert_code(&o, 0);
+    }
+    stop_kernel(k);
+    // The helper ends with its kernel.
+    let mut gone = false;
+    for _ in 0..100 {
+        if cmdline(*helper).is_empty() {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(gone, "the launch helper outlived its kernel");
 }

@@ -44,6 +44,7 @@ mod audit;
 mod conn;
 mod control_conn;
 mod gate;
+mod helper;
 mod link;
 mod spawn;
 mod supervise;
@@ -180,6 +181,9 @@ struct Daemon {
     link: Option<link::Link>,
     /// Spawned children (`spawn.rs`).
     spawns: spawn::Spawns,
+    /// The single-threaded helper that forks launchers (`helper`); `None` when it could not be
+    /// started or has gone, and launchers are then executed with `Command`.
+    helper: Option<helper::LaunchHelper>,
 }
 
 /// Run the daemon in the foreground until SIGINT or SIGTERM.
@@ -311,6 +315,12 @@ impl Daemon {
             bail!("a Warren kernel is already running on {}", path.display());
         }
         let _ = std::fs::remove_file(&path);
+        // First, while this process has one thread and holds nothing else: the helper that
+        // forks every launcher (`helper`).
+        let helper = helper::LaunchHelper::start();
+        if let Some(h) = &helper {
+            tracing::info!("launch helper started (pid {})", h.pid());
+        }
         let listener = rustix::net::socket_with(
             AddressFamily::UNIX,
             SocketType::SEQPACKET,
@@ -391,6 +401,7 @@ impl Daemon {
             pendings: Vec::new(),
             link: None,
             spawns: spawn::Spawns::default(),
+            helper,
         })
     }
 

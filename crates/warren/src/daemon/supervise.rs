@@ -3,8 +3,8 @@
 //! launchers that outlived a previous daemon. Decisions come from `crate::supervisor`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::fd::OwnedFd;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{AsFd, OwnedFd};
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use rustix::event::epoll::{self, EventData, EventFlags};
@@ -42,8 +42,9 @@ pub(super) struct Stopping {
 /// A running launcher.
 #[derive(Debug)]
 pub(super) struct Runtime {
-    /// Our child, when we started it (not when re-adopted).
-    child: Option<Child>,
+    /// Whether the launcher is our child (started by us, through the helper or `Command`), whose
+    /// status `waitid` collects; not when re-adopted.
+    ours: bool,
     pidfd: OwnedFd,
     started: Instant,
     stopping: Option<Stopping>,
@@ -112,16 +113,42 @@ impl Daemon {
             // Options, so before `-- COMMAND`: after `run --name NAME`.
             args.splice(3..3, provenance_args(p));
         }
-        let child = Command::new(&self.exe)
-            .args(args)
-            .env("WARREN_STATE_DIR", &self.state_dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("start the launcher: {e}"))?;
-        let pid = child.id() as i32;
+        // Through the launch helper (a fork, `helper`), or executed when there is none, when it
+        // fails, or for a state directory that is not UTF-8 (the helper is given text).
+        let helped = match (&self.helper, self.state_dir.to_str()) {
+            (Some(h), Some(dir)) => {
+                let mut full = vec!["--state-dir".to_owned(), dir.to_owned()];
+                full.extend(args.iter().cloned());
+                match h.launch(&full, log.as_fd(), err.as_fd()) {
+                    Ok(pid) => Some(pid),
+                    Err(e) => {
+                        tracing::warn!("launch helper: {e}; executing the launcher of {name}");
+                        if !matches!(e.kind(), std::io::ErrorKind::Other) {
+                            // Gone (hung up, broken pipe): every later launcher is executed.
+                            self.helper = None;
+                        }
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let pid = match helped {
+            Some(pid) => pid,
+            None => {
+                let child = Command::new(&self.exe)
+                    .args(args)
+                    .env("WARREN_STATE_DIR", &self.state_dir)
+                    .stdin(Stdio::null())
+                    .stdout(log)
+                    .stderr(err)
+                    .process_group(0)
+                    .spawn()
+                    .map_err(|e| format!("start the launcher: {e}"))?;
+                // Its status is collected through the pidfd (`on_launcher_exit`).
+                child.id() as i32
+            }
+        };
         let pidfd = Pid::from_raw(pid)
             .ok_or("bad pid")
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
@@ -139,7 +166,7 @@ impl Daemon {
         self.runtime.insert(
             name.to_owned(),
             Runtime {
-                child: Some(child),
+                ours: true,
                 pidfd,
                 started: Instant::now(),
                 stopping: None,
@@ -239,19 +266,26 @@ impl Daemon {
         let Some(name) = self.pid_tokens.remove(&token) else {
             return;
         };
-        let Some(mut rt) = self.runtime.remove(&name) else {
+        let Some(rt) = self.runtime.remove(&name) else {
             return;
         };
         let _ = epoll::delete(&self.epoll, &rt.pidfd);
-        let code = match rt.child.as_mut().map(|c| c.wait()) {
-            Some(Ok(st)) => {
-                use std::os::unix::process::ExitStatusExt;
-                st.code()
-                    .or_else(|| st.signal().map(|s| 128 + s))
-                    .unwrap_or(255)
-            }
+        let status = rt
+            .ours
+            .then(|| {
+                rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(rt.pidfd.as_fd()),
+                    rustix::process::WaitIdOptions::EXITED,
+                )
+            })
+            .and_then(|r| r.ok().flatten());
+        let code = match status {
+            Some(st) => st
+                .exit_status()
+                .or_else(|| st.terminating_signal().map(|s| 128 + s))
+                .unwrap_or(255),
             // A re-adopted launcher is not our child: its status is unknown.
-            _ => 255,
+            None => 255,
         };
         let ran = rt.started.elapsed().as_millis() as u64;
         if self.child_exited(&name, code, rt.stopping.is_some(), ran) {
@@ -727,7 +761,7 @@ impl Daemon {
                         self.runtime.insert(
                             name.clone(),
                             Runtime {
-                                child: None,
+                                ours: false,
                                 pidfd,
                                 started: Instant::now(),
                                 stopping: None,

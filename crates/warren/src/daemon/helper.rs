@@ -1,0 +1,240 @@
+//! The launch helper: a single-threaded process the kernel daemon forks at its start, before it
+//! has any other thread, which forks every launcher the daemon starts (managed environments and
+//! spawned children) instead of the daemon executing the `warren` binary again for each.
+//!
+//! Each launcher is forked with `CLONE_PARENT` (`warren_sys::fork_sibling`), so it is the
+//! daemon's child exactly as when the daemon ran `warren run` itself: the daemon holds its
+//! pidfd, waits for it and collects its status. What the fork saves, per launcher: the exec of
+//! the binary, glibc's start-up and the relocation of the static-PIE image (its 284 KiB of
+//! relocated pointers are shared copy-on-write with the helper and every other launcher instead
+//! of copied into each), and the page faults of code the helper has already run.
+//!
+//! The protocol, over a private `SOCK_SEQPACKET` pair: the daemon sends one packet with the
+//! launcher's arguments (JSON, an array of strings: what `warren` would be run with) and, as
+//! `SCM_RIGHTS`, the two descriptors for its standard output and error; the helper answers with
+//! the launcher's pid (4 bytes, little-endian) or, when it could not fork, an error text. A
+//! request larger than [`MAX_REQUEST`] is not sent: the daemon starts that launcher the old way
+//! (`Command`), as it does whenever the helper is gone. The helper ends when the daemon does
+//! (its end of the pair hangs up; the parent-death signal besides).
+//!
+//! The forked launcher starts as an exec'd one would: standard input `/dev/null`, output and
+//! error the descriptors given, a process group of its own, no signal blocked, every
+//! disposition at its default, no descriptor of the helper's; then it runs the command line.
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+/// The largest request sent to the helper; a larger command line goes through `Command`.
+pub(super) const MAX_REQUEST: usize = 64 * 1024;
+
+/// The daemon's end of the helper.
+#[derive(Debug)]
+pub(super) struct LaunchHelper {
+    sock: OwnedFd,
+    pid: i32,
+    pidfd: OwnedFd,
+}
+
+impl Drop for LaunchHelper {
+    /// Hangs up (the helper then exits) and reaps it if it has ended.
+    fn drop(&mut self) {
+        let _ = rustix::net::shutdown(&self.sock, rustix::net::Shutdown::Both);
+        let _ = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        );
+    }
+}
+
+impl LaunchHelper {
+    /// Forks the helper. Must be called while the daemon is single-threaded (it is refused,
+    /// `EBUSY`, otherwise); `None` when it cannot be started (the daemon then starts every
+    /// launcher with `Command`).
+    pub(super) fn start() -> Option<LaunchHelper> {
+        let (ours, theirs) = match rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::SEQPACKET,
+            SocketFlags::CLOEXEC,
+            None,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!("no launch helper (socket pair: {e}); launchers are executed");
+                return None;
+            }
+        };
+        // The helper is our own child (no CLONE_PARENT here): it dies with us.
+        match warren_sys::fork_into_namespaces(0, None) {
+            Ok(warren_sys::Forked::Child) => {
+                drop(ours);
+                serve(theirs)
+            }
+            Ok(warren_sys::Forked::Parent { pid, pidfd }) => {
+                drop(theirs);
+                let helper = LaunchHelper {
+                    sock: ours,
+                    pid,
+                    pidfd,
+                };
+                // Its first packet says whether it can give launchers their command lines.
+                let mut ready = [0u8; 256];
+                match rustix::io::read(&helper.sock, &mut ready) {
+                    Ok(2) if &ready[..2] == b"ok" => Some(helper),
+                    Ok(n) => {
+                        tracing::warn!(
+                            "no launch helper ({}); launchers are executed",
+                            String::from_utf8_lossy(&ready[..n])
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        tracing::warn!("no launch helper ({e}); launchers are executed");
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!("no launch helper (fork: {e}); launchers are executed");
+                None
+            }
+        }
+    }
+
+    /// Has the helper fork a launcher running `warren ARGS` with standard output `out` and
+    /// error `err`; returns its pid. The launcher is the daemon's child.
+    pub(super) fn launch(
+        &self,
+        args: &[String],
+        out: BorrowedFd<'_>,
+        err: BorrowedFd<'_>,
+    ) -> std::io::Result<i32> {
+        let body = serde_json::to_vec(args).map_err(std::io::Error::other)?;
+        if body.len() > MAX_REQUEST {
+            return Err(std::io::Error::other(format!(
+                "a command line of {} bytes is larger than the helper takes ({MAX_REQUEST})",
+                body.len()
+            )));
+        }
+        let fds = [out, err];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        control.push(SendAncillaryMessage::ScmRights(&fds));
+        rustix::net::sendmsg(
+            &self.sock,
+            &[IoSlice::new(&body)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        let mut answer = [0u8; 512];
+        let n = rustix::io::read(&self.sock, &mut answer)?;
+        match n {
+            0 => Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)),
+            4 => Ok(i32::from_le_bytes([
+                answer[0], answer[1], answer[2], answer[3],
+            ])),
+            _ => Err(std::io::Error::other(
+                String::from_utf8_lossy(&answer[..n]).into_owned(),
+            )),
+        }
+    }
+
+    /// The helper's pid.
+    pub(super) fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+/// The helper's loop: one launcher per request, until the daemon hangs up.
+fn serve(sock: OwnedFd) -> ! {
+    // Die with the daemon even if the pair's hang-up were missed.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // A launcher must show its own command line: a restarted kernel finds its launchers by
+    // `--name NAME` in `/proc/PID/cmdline`. The helper tries it on itself first.
+    let ready = match warren_sys::set_cmdline(&["warren", "launch-helper"]) {
+        Ok(()) => b"ok".to_vec(),
+        Err(e) => format!("cannot set a command line: {e}").into_bytes(),
+    };
+    if rustix::io::write(&sock, &ready).is_err() || ready != b"ok" {
+        std::process::exit(0);
+    }
+    let mut body = vec![0u8; MAX_REQUEST + 1];
+    loop {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = match rustix::net::recvmsg(
+            &sock,
+            &mut [IoSliceMut::new(&mut body)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Ok(g) => g,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => std::process::exit(0),
+        };
+        if got.bytes == 0 {
+            std::process::exit(0);
+        }
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for msg in control.drain() {
+            if let RecvAncillaryMessage::ScmRights(rights) = msg {
+                fds.extend(rights);
+            }
+        }
+        let args: Option<Vec<String>> = serde_json::from_slice(&body[..got.bytes]).ok();
+        let answer = match (args, fds.len()) {
+            (Some(args), 2) => match warren_sys::fork_sibling() {
+                Ok(None) => {
+                    let err = fds.pop().expect("two descriptors");
+                    let out = fds.pop().expect("two descriptors");
+                    become_launcher(sock, out, err, args)
+                }
+                Ok(Some(pid)) => pid.to_le_bytes().to_vec(),
+                Err(e) => format!("fork the launcher: {e}").into_bytes(),
+            },
+            _ => b"a malformed request".to_vec(),
+        };
+        drop(fds);
+        if rustix::io::write(&sock, &answer).is_err() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// In the forked launcher: start as an exec'd `warren ARGS` would, then run it.
+fn become_launcher(sock: OwnedFd, out: OwnedFd, err: OwnedFd, args: Vec<String>) -> ! {
+    drop(sock);
+    let ok = (|| -> std::io::Result<()> {
+        let null = std::fs::File::open("/dev/null")?;
+        rustix::stdio::dup2_stdin(null.as_fd())?;
+        rustix::stdio::dup2_stdout(out.as_fd())?;
+        rustix::stdio::dup2_stderr(err.as_fd())?;
+        Ok(())
+    })();
+    if out.as_raw_fd() > 2 {
+        drop(out);
+    }
+    if err.as_raw_fd() > 2 {
+        drop(err);
+    }
+    if let Err(e) = ok {
+        eprintln!("warren: error: set up the launcher's standard descriptors: {e}");
+        std::process::exit(125);
+    }
+    // As `Command::process_group(0)` and an exec would leave it.
+    let _ = rustix::process::setpgid(None, None);
+    let _ = warren_sys::set_signal_mask(&warren_sys::SignalSet::empty());
+    warren_sys::reset_signal_dispositions();
+    warren_sys::default_sigpipe();
+    let argv: Vec<String> = std::iter::once("warren".to_owned()).chain(args).collect();
+    let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
+    if let Err(e) = warren_sys::set_cmdline(&shown) {
+        eprintln!("warren: warning: cannot show the launcher's command line: {e}");
+    }
+    std::process::exit(crate::run_command_line(argv))
+}
