@@ -4,12 +4,15 @@
 #   2. spawn latency inside Warren: a parent environment spawns a child from a template, one
 #      after the other, and times spawn -> `Spawned` and spawn -> the child's first message;
 #      the same loop gives whole cycles per second (spawn, one message, the child's `down`);
+#   2b. the same cycle with PAR spawner environments at once (PAR=4 by default, 0 skips it):
+#      the sum of their rates, and all their cycles over the time from their start;
 #   3. memory of live children: the host's used memory (MemTotal - MemAvailable) before and
 #      after a parent spawns LIVE idle children, per child.
 # Writes the JSON lines and a table to bench/results/spawn-STAMP.{jsonl,txt}.
 #
 #   bash bench/spawn.sh                  # N=200 spawns, LIVE=200 children, RUNS=200 for bwrap
 #   N=500 LIVE=1000 bash bench/spawn.sh
+#   PAR=8 bash bench/spawn.sh            # eight spawners at once in 2b
 #   PROFILE=debug N=20 LIVE=20 RUNS=20 bash bench/spawn.sh   # try the script on a debug build
 #
 # Must run as root. Starts its own `warren up` on a private state directory (so it never meets
@@ -18,6 +21,8 @@ set -euo pipefail
 
 N=${N:-200}
 LIVE=${LIVE:-200}
+# Spawners at once for the concurrent rate (2b), each doing N cycles; 0 skips it.
+PAR=${PAR:-4}
 RUNS=${RUNS:-200}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -102,6 +107,32 @@ done
 line=$(w logs lat | grep '"mode":"spawn-latency"') || die "no latency result: $(w logs lat | tail -5)"
 echo "$line" | tee -a "$jsonl"
 
+# --- 2b. the rate with PAR spawners at once (the same cycle, PAR parents started by one apply)
+if [ "$PAR" -gt 0 ]; then
+    sed '/^\[space.lat\]/,$d' "$work/spaces.toml" >"$work/par.toml"
+    for i in $(seq "$PAR"); do
+        printf '[space.par%d]\nimage = "%s"\ncommand = ["/bin/warren-spawn-bench", "latency", "c", "%d"]\nmay_spawn = ["c"]\n\n' \
+            "$i" "$R" "$N" >>"$work/par.toml"
+    done
+    t0=$(date +%s.%N)
+    w apply "$work/par.toml" >/dev/null || die "apply of the concurrent spawners failed"
+    for _ in $(seq 1200); do
+        done_n=0
+        for i in $(seq "$PAR"); do
+            w logs "par$i" 2>/dev/null | grep -q '"mode":"spawn-latency"' && done_n=$((done_n + 1))
+        done
+        [ "$done_n" = "$PAR" ] && break
+        sleep 0.2
+    done
+    t1=$(date +%s.%N)
+    [ "$done_n" = "$PAR" ] || die "the concurrent spawners did not finish"
+    rates=$(for i in $(seq "$PAR"); do w logs "par$i" | grep '"mode":"spawn-latency"'; done |
+        python3 -c 'import json,sys; print(",".join(str(json.loads(l)["cycles_per_s"]) for l in sys.stdin))')
+    # The sum of the spawners' own rates (each timed over its own N cycles), and the whole: PAR*N
+    # cycles over the time from the apply to the last result (which includes starting them).
+    echo "{\"mode\":\"spawn-rate-concurrent\",\"spawners\":$PAR,\"cycles_each\":$N,\"rates\":[$rates],\"wall_s\":$(python3 -c "print($t1 - $t0)")}" | tee -a "$jsonl"
+fi
+
 used_kib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print t-a}' /proc/meminfo; }
 sync; sleep 2
 before=$(used_kib)
@@ -154,7 +185,9 @@ launchers() {
     local p c
     for p in /proc/[0-9]*; do
         c=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null || true)
-        case "$c" in "$warren run --name idle-"*) echo "${p#/proc/}" ;; esac
+        # Executed (`/path/warren run --name idle-N`) or forked by the kernel's launch helper
+        # (`warren --state-dir DIR run --name idle-N`).
+        case "$c" in *" run --name idle-"*) echo "${p#/proc/}" ;; esac
     done
 }
 timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
@@ -181,6 +214,11 @@ print(f"spawn -> Spawned, p50 / p90                  {s['spawned_ms']['p50']:8.2
 print(f"spawn -> first message, p50 / p90            {s['first_message_ms']['p50']:8.2f} / {s['first_message_ms']['p90']:.2f} ms")
 print(f"  ratio p50 / bwrap median                   {s['first_message_ms']['p50'] / b:8.2f}")
 print(f"whole cycles (spawn, message, down) per s    {s['cycles_per_s']:8.1f}")
+c = rows.get("spawn-rate-concurrent")
+if c:
+    total = c["spawners"] * c["cycles_each"]
+    print(f"  with {c['spawners']} spawners at once, sum of rates  {sum(c['rates']):8.1f}"
+          f"  ({total} cycles in {c['wall_s']:.2f} s from the apply: {total / c['wall_s']:.1f}/s)")
 print(f"host memory per live child ({m['children']}), used delta   {m['per_child_kib']:8d} KiB")
 print(f"  launcher + workload Pss per child           {m['pss_per_child_kib']:8d} KiB")
 print(f"children left after the parent's stop        {rows['spawn-cleanup']['children_left_after_parent_stop']:8d}")
