@@ -93,25 +93,51 @@ pub unsafe fn clone_process(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
     }
-    // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass, and
-    // `pidfd` outlives the call. No stack is given, so the child runs on a copy of the parent's
-    // stack exactly as with fork(2); the caller guarantees that the process is single-threaded.
+    // SAFETY: `pidfd`, which `args` points at, outlives the call; the caller guarantees that the
+    // process is single-threaded.
+    match unsafe { clone3(&args) }? {
+        None => Ok(Forked::Child),
+        Some(pid) => Ok(Forked::Parent {
+            pid,
+            // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// `clone3(2)` with `args` and no stack: the child's pid in the caller, `None` in the child,
+/// which continues from this call on a copy of the caller's memory and stack, as after
+/// `fork(2)`.
+///
+/// # Safety
+///
+/// As [`clone_process`]: the process must be single-threaded, and whatever `args` points at
+/// must be valid for the call.
+unsafe fn clone3(args: &CloneArgs) -> io::Result<Option<i32>> {
+    // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass (what it
+    // points at is the caller's to keep valid). No stack is given, so the child runs on a copy
+    // of the caller's stack exactly as with fork(2).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone3,
-            &args as *const CloneArgs,
+            args as *const CloneArgs,
             std::mem::size_of::<CloneArgs>(),
         )
     };
     match ret {
         -1 => Err(io::Error::last_os_error()),
-        0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent {
-            pid: pid as i32,
-            // SAFETY: with CLONE_PIDFD the kernel stored a new, owned descriptor in `pidfd`.
-            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
-        }),
+        0 => Ok(None),
+        pid => Ok(Some(pid as i32)),
     }
+}
+
+/// `EBUSY` unless the caller is the process's only thread. The check cannot race: a single
+/// thread cannot gain a sibling between the check and a fork except by its own action.
+fn single_threaded() -> io::Result<()> {
+    if thread_count()? != 1 {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    Ok(())
 }
 
 /// Read a kernel pseudo-file (procfs, sysfs, cgroupfs) whole, in as few system calls as it
@@ -131,12 +157,9 @@ pub fn thread_count() -> io::Result<usize> {
 }
 
 /// [`clone_process`], made safe by checking first that the caller is the process's only thread.
-/// Fails with `EBUSY` otherwise. The check cannot race: a single thread cannot gain a sibling
-/// between the check and the fork except by its own action.
+/// Fails with `EBUSY` otherwise.
 pub fn fork_into_namespaces(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
-    if thread_count()? != 1 {
-        return Err(io::Error::from_raw_os_error(libc::EBUSY));
-    }
+    single_threaded()?;
     // SAFETY: the process has exactly one thread (checked just above), which is the contract
     // of clone_process.
     unsafe { clone_process(namespaces, cgroup) }
@@ -151,30 +174,15 @@ pub fn fork_into_namespaces(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
 /// Warren's kernel daemon forks a single-threaded launch helper at its start; the helper forks
 /// each launcher so, and the launchers are the daemon's children, as if it had started them.
 pub fn fork_sibling() -> io::Result<Option<i32>> {
-    if thread_count()? != 1 {
-        return Err(io::Error::from_raw_os_error(libc::EBUSY));
-    }
+    single_threaded()?;
     // With CLONE_PARENT, clone3 wants exit_signal 0: the child takes the caller's.
     let args = CloneArgs {
         flags: libc::CLONE_PARENT as u64,
         ..CloneArgs::default()
     };
-    // SAFETY: `args` is a valid, fully initialised `clone_args` of the size we pass. No stack is
-    // given, so the child runs on a copy of the caller's stack exactly as with fork(2); the
-    // process has exactly one thread (checked above), so the child holds no lock another
-    // thread held.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const CloneArgs,
-            std::mem::size_of::<CloneArgs>(),
-        )
-    };
-    match ret {
-        -1 => Err(io::Error::last_os_error()),
-        0 => Ok(None),
-        pid => Ok(Some(pid as i32)),
-    }
+    // SAFETY: the process has exactly one thread (checked above), so the child holds no lock
+    // another thread held; `args` points at nothing.
+    unsafe { clone3(&args) }
 }
 
 /// Replace what `/proc/self/cmdline` shows (and `ps` prints) with `args`, NUL-separated, as
