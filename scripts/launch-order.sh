@@ -39,30 +39,7 @@ mkdir -p "$WARREN_STATE_DIR"
 chmod 755 "$WARREN_STATE_DIR"
 # The same root as an OCI layout of one uncompressed layer, imported into the store.
 L="$work/layout"
-mkdir -p "$L/blobs/sha256"
-tar -C "$R" --numeric-owner -cf "$L/layer.tar" .
-python3 - "$L" <<'PYEOF'
-import hashlib, json, os, sys
-out = sys.argv[1]
-def put(b):
-    d = hashlib.sha256(b).hexdigest()
-    open(f"{out}/blobs/sha256/{d}", "wb").write(b)
-    return {"digest": f"sha256:{d}", "size": len(b)}
-layer = open(f"{out}/layer.tar", "rb").read()
-os.remove(f"{out}/layer.tar")
-lay = put(layer)
-config = put(json.dumps({"architecture": "amd64", "os": "linux",
-    "config": {"Cmd": ["/bin/true"]},
-    "rootfs": {"type": "layers", "diff_ids": [lay["digest"]]}}).encode())
-manifest = put(json.dumps({"schemaVersion": 2,
-    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-    "config": dict(mediaType="application/vnd.oci.image.config.v1+json", **config),
-    "layers": [dict(mediaType="application/vnd.oci.image.layer.v1.tar", **lay)]}).encode())
-json.dump({"schemaVersion": 2, "manifests": [dict(
-    mediaType="application/vnd.oci.image.manifest.v1+json", **manifest)]},
-    open(f"{out}/index.json", "w"))
-open(f"{out}/oci-layout", "w").write('{"imageLayoutVersion": "1.0.0"}')
-PYEOF
+bash "$repo/scripts/oci-layout.sh" "$R" "$L"
 "$warren" image import -q --name order/busybox "$L" >/dev/null
 
 export R warren N
