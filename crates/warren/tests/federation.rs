@@ -134,6 +134,19 @@ impl Host {
         Host::with(dir, name, broker, "", spaces, envs)
     }
 
+    /// A host running one environment `env` of the peer program: `peer ARGS`, with `extra`
+    /// lines in its `[space]` table (`binary_space`).
+    fn single(
+        dir: &Path,
+        name: &'static str,
+        broker: &Broker,
+        env: &str,
+        args: &str,
+        extra: &str,
+    ) -> Host {
+        Host::new(dir, name, broker, &binary_space(env, args, extra), &[env])
+    }
+
     /// A host whose `[host]` table has `extra` lines too.
     fn with(
         dir: &Path,
@@ -310,27 +323,21 @@ fn ten_thousand_messages_survive_broker_and_both_kernel_restarts_exactly_once_in
     keys(dir.path());
     let broker = Broker::start(0);
     let (web, sink) = (name("fweb"), name("fsink"));
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"10000\", \"3000\"",
-            &format!("accept_from = [\"{web}@alpha\"]"),
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"10000\", \"3000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
     );
-    let mut alpha = Host::new(
+    let mut alpha = Host::single(
         dir.path(),
         "alpha",
         &broker,
-        &binary_space(
-            &web,
-            &format!("\"send\", \"{sink}@beta\", \"10000\", \"50\", \"40\""),
-            &format!("may_send = [\"{sink}@beta\"]"),
-        ),
-        &[&web],
+        &web,
+        &format!("\"send\", \"{sink}@beta\", \"10000\", \"50\", \"40\""),
+        &format!("may_send = [\"{sink}@beta\"]"),
     );
     beta.start();
     alpha.start();
@@ -384,16 +391,13 @@ fn forged_and_unauthorized_messages_are_refused_and_audited() {
     let broker = Broker::start(1);
     let sink = name("gsink");
     let web = name("gweb");
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"1\", \"4000\"",
-            &format!("accept_from = [\"{web}@alpha\"]"),
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"1\", \"4000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
     );
     beta.start();
 
@@ -593,16 +597,13 @@ fn nothing_is_sent_to_a_host_whose_key_is_not_trusted() {
     keys(dir.path());
     let broker = Broker::start(5);
     let (web, sink) = (name("uweb"), name("usink"));
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"1\", \"1000\"",
-            &format!("accept_from = [\"{web}@alpha\"]"),
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"1\", \"1000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
     );
     let zeta = name("uzeta");
     let mut alpha = Host::new(
@@ -713,27 +714,21 @@ fn sends_wait_in_the_outbox_while_the_broker_is_unreachable_and_resume_when_it_c
     keys(dir.path());
     let broker = Broker::new(3);
     let (web, sink) = (name("oweb"), name("osink"));
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"500\", \"1000\"",
-            &format!("accept_from = [\"{web}@alpha\"]"),
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"500\", \"1000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
     );
-    let mut alpha = Host::new(
+    let mut alpha = Host::single(
         dir.path(),
         "alpha",
         &broker,
-        &binary_space(
-            &web,
-            &format!("\"send\", \"{sink}@beta\", \"500\", \"50\""),
-            &format!("may_send = [\"{sink}@beta\"]"),
-        ),
-        &[&web],
+        &web,
+        &format!("\"send\", \"{sink}@beta\", \"500\", \"50\""),
+        &format!("may_send = [\"{sink}@beta\"]"),
     );
     beta.start();
     alpha.start();
@@ -811,16 +806,13 @@ fn send_many_to_a_remote_mailbox_delivers_in_order_and_an_oversize_body_is_refus
         &format!("accept_from = [\"{web}@alpha\"]"),
     );
     let mut beta = Host::new(dir.path(), "beta", &broker, &spaces, &[&sink, &big]);
-    let mut alpha = Host::new(
+    let mut alpha = Host::single(
         dir.path(),
         "alpha",
         &broker,
-        &binary_space(
-            &web,
-            &format!("\"send-many\", \"{sink}@beta\", \"3000\", \"100\""),
-            &format!("may_send = [\"{sink}@beta\"]"),
-        ),
-        &[&web],
+        &web,
+        &format!("\"send-many\", \"{sink}@beta\", \"3000\", \"100\""),
+        &format!("may_send = [\"{sink}@beta\"]"),
     );
     beta.start();
     alpha.start();
@@ -912,16 +904,13 @@ fn a_host_the_broker_refuses_does_not_stall_the_others() {
     drop(squatter);
 
     let (first, web, sink) = (name("rfirst"), name("rweb"), name("rsink"));
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"1\", \"1000\"",
-            &format!("accept_from = [\"{web}@alpha\"]"),
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"1\", \"1000\"",
+        &format!("accept_from = [\"{web}@alpha\"]"),
     );
     let mut alpha = Host::new(
         dir.path(),
@@ -1041,16 +1030,13 @@ fn a_peers_flood_of_refused_messages_is_aggregated_in_the_audit() {
     keys(dir.path());
     let broker = Broker::start(3);
     let sink = name("fsink");
-    let mut beta = Host::new(
+    let mut beta = Host::single(
         dir.path(),
         "beta",
         &broker,
-        &binary_space(
-            &sink,
-            "\"recv\", \"1\", \"1000\"",
-            "accept_from = [\"*@alpha\"]",
-        ),
-        &[&sink],
+        &sink,
+        "\"recv\", \"1\", \"1000\"",
+        "accept_from = [\"*@alpha\"]",
     );
     beta.start();
     let alpha_key = host_key(dir.path(), "alpha");
