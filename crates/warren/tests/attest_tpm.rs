@@ -30,6 +30,22 @@ impl Host {
         }
     }
 
+    /// The Privacy CA's directory next to the state directory, emptied of an earlier run's.
+    fn fresh_ca(&self) -> PathBuf {
+        let ca = self.state.with_extension("ca");
+        let _ = std::fs::remove_dir_all(&ca);
+        ca
+    }
+
+    /// `warren attest init --root tpm` on `tpm`.
+    fn init_tpm(&self, tpm: &Swtpm) {
+        ok(self
+            .w()
+            .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
+            .output()
+            .unwrap());
+    }
+
     fn w(&self) -> Command {
         let mut c = warren();
         c.arg("--state-dir").arg(&self.state);
@@ -149,15 +165,10 @@ fn tpm_rooted_measured_launch_enrollment_and_attacks() {
     let agent = agent();
     let tpm = Swtpm::start("main");
     let host = Host::new("tpm", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
 
     // The root of trust: the TPM, provisioned (attestation key, anchor); doctor says so.
-    ok(host
-        .w()
-        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
-        .output()
-        .unwrap());
+    host.init_tpm(&tpm);
     let o = ok(host.w().args(["doctor", "--json"]).output().unwrap());
     let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["attestation"]["root"], "tpm");
@@ -418,8 +429,7 @@ fn boot_chain_in_every_quote() {
     let agent = agent();
     let mut tpm = Swtpm::start("boot");
     let host = Host::new("boot", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
     std::fs::create_dir_all(&host.state).unwrap();
     let log_path = host.state.with_extension("bios_measurements");
 
@@ -690,13 +700,8 @@ fn enrollment_across_machines_and_revocation() {
     let agent = agent();
     let tpm = Swtpm::start("pki");
     let host = Host::new("pki", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
-    ok(host
-        .w()
-        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
-        .output()
-        .unwrap());
+    let ca = host.fresh_ca();
+    host.init_tpm(&tpm);
     // The CA runs as another "machine": its commands get only its directory and the documents.
     let ca_cmd = || {
         let mut c = warren();
@@ -873,8 +878,7 @@ fn the_attestation_key_works_only_in_the_measured_state() {
     let agent = agent();
     let mut tpm = Swtpm::start("bound");
     let host = Host::new("bound", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
     std::fs::create_dir_all(&host.state).unwrap();
     let log_path = host.state.with_extension("bios_measurements");
     let init = |tpm: &Swtpm, extra: &[&str]| {
@@ -1012,8 +1016,7 @@ fn warren_measures_itself_into_pcr_15() {
     let agent = agent();
     let mut tpm = Swtpm::start("self");
     let host = Host::new("self", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
     std::fs::create_dir_all(&host.state).unwrap();
     let log_path = host.state.with_extension("bios_measurements");
     boot(&host, &tpm, &log_path, &good_boot());
@@ -1259,8 +1262,7 @@ fn ima_list_replayed_against_pcr_10() {
     let agent = agent();
     let mut tpm = Swtpm::start("ima");
     let host = Host::new("ima", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
     std::fs::create_dir_all(&host.state).unwrap();
     let log_path = host.state.with_extension("bios_measurements");
     let ima_path = host.state.with_extension("ima");
@@ -1391,8 +1393,7 @@ fn the_event_log_starts_anew_after_a_tpm_reset() {
     let agent = agent();
     let mut tpm = Swtpm::start("reset");
     let host = Host::new("reset", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
+    let ca = host.fresh_ca();
     std::fs::create_dir_all(&host.state).unwrap();
     // `attest init` again after each reboot only points the state directory at the restarted
     // swtpm's new port (the key and the anchor stay; the log is not touched).
@@ -1491,13 +1492,8 @@ fn an_environment_quote_is_redacted_under_the_tpm_root() {
     let agent = agent();
     let tpm = Swtpm::start("redact");
     let host = Host::new("redact", &agent);
-    let ca = host.state.with_extension("ca");
-    let _ = std::fs::remove_dir_all(&ca);
-    ok(host
-        .w()
-        .args(["attest", "init", "--root", "tpm", "--tpm", &tpm.spec()])
-        .output()
-        .unwrap());
+    let ca = host.fresh_ca();
+    host.init_tpm(&tpm);
     let tpm_ca = host.ca_and_enroll(&ca);
     let klog = host.state.with_extension("kernel.log");
     let mut daemon = host
