@@ -757,6 +757,20 @@ const PROC_AND_SYS: &str = "echo proc=$(stat -f -c %T /proc); \
      [ -d /sys/fs/cgroup ] && [ -n \"$(ls /sys/fs/cgroup)\" ] && echo view=/sys; \
      [ -d /proc/fs/cgroup ] && echo view=/proc; true";
 
+/// Runs [`PROC_AND_SYS`] in a copy of the busybox root whose `/sys` is a link to `target`.
+fn run_with_sys_linked_to(target: &Path, name: &str) -> std::process::Output {
+    let root = hostile_root(|r| {
+        std::fs::remove_dir(r.join("sys")).unwrap();
+        std::os::unix::fs::symlink(target, r.join("sys")).unwrap();
+    });
+    warren()
+        .args(["run", "--name", &unique(name), "--rootfs"])
+        .arg(root.path())
+        .args(["--", "/bin/sh", "-c", PROC_AND_SYS])
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
     // Positive control: with a real /sys directory the cgroup view is mounted there, so a
@@ -772,15 +786,7 @@ fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
     // `sys -> proc`: the view's tmpfs used to land on the fresh procfs and hide it (and every
     // /proc mask then found nothing to cover). Now the link is not a directory to mount on:
     // the environment keeps its procfs and gets no view.
-    let root = hostile_root(|r| {
-        std::fs::remove_dir(r.join("sys")).unwrap();
-        std::os::unix::fs::symlink("proc", r.join("sys")).unwrap();
-    });
-    let mut c = warren();
-    c.args(["run", "--name", &unique("syslink"), "--rootfs"])
-        .arg(root.path())
-        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
-    let o = c.output().unwrap();
+    let o = run_with_sys_linked_to(Path::new("proc"), "syslink");
     assert_code(&o, 0);
     let out = stdout(&o);
     assert!(
@@ -793,15 +799,7 @@ fn a_root_whose_sys_is_a_symlink_steers_no_mount() {
     // pivot; the launch must not mount there (nothing of it is visible inside either).
     let host = tempfile::tempdir().unwrap();
     std::fs::write(host.path().join("marker"), "host").unwrap();
-    let root = hostile_root(|r| {
-        std::fs::remove_dir(r.join("sys")).unwrap();
-        std::os::unix::fs::symlink(host.path(), r.join("sys")).unwrap();
-    });
-    let mut c = warren();
-    c.args(["run", "--name", &unique("syshost"), "--rootfs"])
-        .arg(root.path())
-        .args(["--", "/bin/sh", "-c", PROC_AND_SYS]);
-    let o = c.output().unwrap();
+    let o = run_with_sys_linked_to(host.path(), "syshost");
     assert_code(&o, 0);
     assert!(!stdout(&o).contains("view="), "{}", stdout(&o));
     assert_eq!(
