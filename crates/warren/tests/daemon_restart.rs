@@ -155,7 +155,10 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
     let msg = msg_bin();
     let k = start_kernel(&msg);
     let kernel = k.id();
-    let (sleeper, failer) = (unique("forked"), unique("forkexit"));
+    let (sleeper, failer, big) = (unique("forked"), unique("forkexit"), unique("forkbig"));
+    // A command line over the helper's 64 KiB request (`daemon::helper::MAX_REQUEST`), under
+    // Linux's 128 KiB per argument: that launcher is executed instead.
+    let long = "a".repeat(70_000);
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("spaces.toml");
     let root = busybox_root();
@@ -163,7 +166,8 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         &manifest,
         format!(
             "[space.{sleeper}]\nimage = \"{r}\"\ncommand = [\"/bin/sleep\", \"60\"]\n\
-             [space.{failer}]\nimage = \"{r}\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 7\"]\n",
+             [space.{failer}]\nimage = \"{r}\"\ncommand = [\"/bin/sh\", \"-c\", \"exit 7\"]\n\
+             [space.{big}]\nimage = \"{r}\"\ncommand = [\"/bin/sh\", \"-c\", \"sleep 60\", \"{long}\"]\n",
             r = root.display()
         ),
     )
@@ -181,17 +185,19 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         .iter()
         .find(|p| cmdline(**p) == ["warren", "launch-helper"])
         .unwrap_or_else(|| panic!("no launch helper among the kernel's children {children:?}"));
-    let launcher = row(&sleeper).expect("managed")["launcher_pid"].as_u64();
-    let launcher = launcher
-        .map(|p| p as u32)
-        .or_else(|| {
-            children.iter().copied().find(|p| {
-                cmdline(*p)
-                    .windows(2)
-                    .any(|w| w[0] == "--name" && w[1] == sleeper)
+    let launcher_of = |name: &str| -> u32 {
+        let pid = row(name).expect("managed")["launcher_pid"].as_u64();
+        pid.map(|p| p as u32)
+            .or_else(|| {
+                children.iter().copied().find(|p| {
+                    cmdline(*p)
+                        .windows(2)
+                        .any(|w| w[0] == "--name" && w[1] == name)
+                })
             })
-        })
-        .expect("the sleeper's launcher");
+            .unwrap_or_else(|| panic!("no launcher for {name}"))
+    };
+    let launcher = launcher_of(&sleeper);
     assert_eq!(
         parent_of(launcher),
         Some(kernel),
@@ -211,6 +217,17 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         std::fs::read_link(format!("/proc/{kernel}/exe")).unwrap()
     );
 
+    // The one with the long command line was executed (its first word is the binary's path),
+    // and runs all the same, as the kernel's child.
+    let executed = launcher_of(&big);
+    assert_eq!(parent_of(executed), Some(kernel));
+    let first = cmdline(executed).into_iter().next().unwrap_or_default();
+    assert!(
+        first.ends_with("/warren") && first.starts_with('/'),
+        "{first}"
+    );
+    assert_eq!(row(&big).unwrap_or_default()["state"], "running");
+
     // A forked launcher's status reaches the kernel: the failer's 7.
     let mut last = serde_json::Value::Null;
     for _ in 0..100 {
@@ -224,7 +241,7 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
     let text = stdout(&inspect);
     assert!(text.contains("\"last_exit\": 7"), "{last}\n{text}");
 
-    for name in [&sleeper, &failer] {
+    for name in [&sleeper, &failer, &big] {
         let o = warren().args(["rm", "-f", name]).output().unwrap();
         assert_code(&o, 0);
     }
