@@ -1,18 +1,21 @@
 //! The generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (docs/network.md).
 //!
-//! The child writes them itself, in step `mount-volumes` after the volumes: into a small tmpfs
-//! of its own mounted for the moment over its `/tmp`, as the environment's root (so root inside
-//! owns them); it binds each over the root's file, makes the bind read-only, `nosuid`, `nodev`
-//! and `noexec`, and detaches the tmpfs again (the binds keep its files). Nothing of them ever
-//! exists on the host, and the launcher's parent does no work for them but the check of
-//! [`check_required`]. A root without the file (or where it is not a regular file reached
-//! without a symbolic link, or a `--binary` root) keeps what it has: the file is skipped, since
-//! the root is read-only and Warren creates nothing in it.
+//! The child writes them itself, as the environment's root (so root inside owns them), into a
+//! small scratch tmpfs that it mounts on the staging directory before the root, which then
+//! hides it ([`prepare`]); after the volumes it binds each over the root's file and makes the
+//! bind read-only, `nosuid`, `nodev` and `noexec` ([`attach`]). The scratch tmpfs goes with
+//! the host's mounts when the child detaches the old root after the pivot (the binds keep its
+//! files). Nothing of them ever exists on the host, and the launcher's parent does no work for
+//! them but the check of [`check_required`]. A root without the file (or where it is not a
+//! regular file reached without a symbolic link, or a `--binary` root) keeps what it has: the
+//! file is skipped, since the root is read-only and Warren creates nothing in it.
 
 use std::net::IpAddr;
 use std::path::Path;
 
-use rustix::mount::{MountFlags, UnmountFlags};
+use std::os::fd::OwnedFd;
+
+use rustix::mount::{MountFlags, MoveMountFlags, OpenTreeFlags};
 
 use crate::error::LaunchError;
 use crate::plan::{LaunchPlan, RootSource};
@@ -134,14 +137,66 @@ pub(crate) fn wanted(plan: &LaunchPlan, own: Option<IpAddr>) -> Vec<(usize, Stri
         .collect()
 }
 
-/// In the child, as the environment's root, before the pivot: write each of `files` that the
-/// root at `staging` can take into a scratch tmpfs stacked for the moment on `staging/tmp`,
-/// bind it read-only over the root's own, and detach the scratch tmpfs (the binds keep it).
-pub(crate) fn attach(staging: &Path, files: &[(usize, String)]) -> StepResult {
+/// The generated files written by [`prepare`]: each as a detached bind mount (an
+/// `open_tree` clone of the file), with its index in [`FILES`], waiting for [`attach`].
+pub(crate) struct Prepared(Vec<(usize, OwnedFd)>);
+
+/// In the child, as the environment's root, at the start of step `mount-root`, before the root
+/// is attached at `staging`: mount a scratch tmpfs on `staging` itself, write each of `files`
+/// into it, and clone each file into a detached bind mount held by a descriptor. The root is
+/// then attached on top of the scratch tmpfs and hides it; the scratch tmpfs leaves with the
+/// rest of the host's mounts when the child pivots into the root and detaches the old one, in
+/// that one unmount. (Detached on its own, it cost an RCU grace period of the kernel on every
+/// launch with these files: 0.19 ms measured here, 4 % of a launch.)
+pub(crate) fn prepare(staging: &Path, files: &[(usize, String)]) -> StepResult<Prepared> {
+    if files.is_empty() {
+        return Ok(Prepared(Vec::new()));
+    }
+    let fail = |what: String| move |e: std::io::Error| (Step::MountVolumes, what, e);
+    // Room for the largest legal /etc/hosts (256 --add-host lines) with margin.
+    rustix::mount::mount(
+        "tmpfs",
+        staging,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        c"mode=0755,size=1m,nr_inodes=8",
+    )
+    .map_err(|e| fail("mount a scratch tmpfs for the generated /etc files".into())(e.into()))?;
+    let mut trees = Vec::with_capacity(files.len());
+    for (i, text) in files {
+        let path = FILES[*i];
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let file = staging.join(name);
+        {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o644)
+                .open(&file)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(fail(format!("write the generated {path}")))?;
+        }
+        let tree = rustix::mount::open_tree(
+            rustix::fs::CWD,
+            &file,
+            OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+        )
+        .map_err(|e| fail(format!("clone the generated {path}"))(e.into()))?;
+        trees.push((*i, tree));
+    }
+    Ok(Prepared(trees))
+}
+
+/// In the child, after the volumes, before the pivot: attach each file [`prepare`] made over
+/// the root's own at `staging`, and make the bind read-only, `nosuid`, `nodev` and `noexec`.
+pub(crate) fn attach(staging: &Path, prepared: Prepared) -> StepResult {
     // The parent chose them from the root on the host and measured that choice; a file that
     // the environment's view no longer offers (a volume mounted over /etc) fails the launch
     // rather than be skipped behind the record's back.
-    if let Some((i, _)) = files
+    if let Some((i, _)) = prepared
+        .0
         .iter()
         .find(|(i, _)| !has_regular_file(staging, FILES[*i]))
     {
@@ -155,38 +210,18 @@ pub(crate) fn attach(staging: &Path, files: &[(usize, String)]) -> StepResult {
             std::io::Error::from(std::io::ErrorKind::NotFound),
         ));
     }
-    if files.is_empty() {
-        return Ok(());
-    }
-    let fail = |what: String| move |e: std::io::Error| (Step::MountVolumes, what, e);
-    let scratch = staging.join("tmp");
-    // Room for the largest legal /etc/hosts (256 --add-host lines) with margin.
-    rustix::mount::mount(
-        "tmpfs",
-        &scratch,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"mode=0755,size=1m,nr_inodes=8",
-    )
-    .map_err(|e| fail("mount a scratch tmpfs for the generated /etc files".into())(e.into()))?;
-    let bound = files.iter().try_for_each(|(i, text)| {
-        let path = FILES[*i];
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let file = scratch.join(name);
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&file)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(fail(format!("write the generated {path}")))?;
-        }
+    let fail = |what: String| move |e: rustix::io::Errno| (Step::MountVolumes, what, e.into());
+    for (i, tree) in prepared.0 {
+        let path = FILES[i];
         let target = staging.join(path.trim_start_matches('/'));
-        rustix::mount::mount_bind(&file, &target)
-            .map_err(|e| fail(format!("bind the generated {path}"))(e.into()))?;
+        rustix::mount::move_mount(
+            &tree,
+            "",
+            rustix::fs::CWD,
+            &target,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        )
+        .map_err(fail(format!("bind the generated {path}")))?;
         rustix::mount::mount_remount(
             &target,
             MountFlags::BIND
@@ -196,10 +231,7 @@ pub(crate) fn attach(staging: &Path, files: &[(usize, String)]) -> StepResult {
                 | MountFlags::NOEXEC,
             "",
         )
-        .map_err(|e| fail(format!("make the generated {path} read-only"))(e.into()))
-    });
-    // The binds hold the scratch tmpfs's files; the tmpfs itself leaves /tmp, on every path.
-    let detached = rustix::mount::unmount(&scratch, UnmountFlags::DETACH)
-        .map_err(|e| fail("detach the scratch tmpfs".into())(e.into()));
-    bound.and(detached)
+        .map_err(fail(format!("make the generated {path} read-only")))?;
+    }
+    Ok(())
 }

@@ -159,6 +159,8 @@ pub(crate) fn enter_root(
         ),
     )?;
     fault(Step::MountPrivate)?;
+    // The generated /etc files, written into a scratch tmpfs that the root will hide.
+    let etc_files = crate::etcfiles::prepare(staging, etc_files)?;
     // Files of a binary root whose paths lie under /tmp: bound once the tmpfs is on /tmp, which
     // would hide them otherwise (a program built in a temporary directory keeps its path).
     let mut under_tmp = Vec::new();
