@@ -1145,7 +1145,19 @@ impl Running {
     /// Meanwhile, answer the calls the seccomp filter refuses (with `EPERM`, what the workload
     /// would get without the launcher) and hand `log` one line for the first refusal of each
     /// syscall: its name and number, the environment, and how to allow it (or why it never is).
-    pub fn wait(mut self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
+    pub fn wait(self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
+        self.wait_idle(log, None)
+    }
+
+    /// [`Running::wait`], calling `idle.1` once if the environment still runs `idle.0` after
+    /// the wait began: work worth doing for a launcher that will idle for a long time (giving
+    /// its heap back, say), not for one whose workload ends at once.
+    pub fn wait_idle(
+        mut self,
+        log: &mut dyn FnMut(&str),
+        mut idle: Option<(std::time::Duration, &mut dyn FnMut())>,
+    ) -> Result<ExitState, LaunchError> {
+        let began = std::time::Instant::now();
         let mut terminations = 0;
         let mut listening = true;
         if let Some(r) = self.refusals.as_mut() {
@@ -1161,7 +1173,20 @@ impl Running {
                 fds.push(PollFd::new(r.listener(), PollFlags::IN));
                 fds.len() - 1
             });
-            match poll(&mut fds, None) {
+            let timeout = idle.as_ref().map(|(after, _)| {
+                let left = after.saturating_sub(began.elapsed());
+                rustix::time::Timespec {
+                    tv_sec: left.as_secs() as i64,
+                    tv_nsec: i64::from(left.subsec_nanos()),
+                }
+            });
+            match poll(&mut fds, timeout.as_ref()) {
+                Ok(0) => {
+                    if let Some((_, f)) = idle.take() {
+                        f();
+                    }
+                    continue;
+                }
                 Ok(_) => {}
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(parent_err(Step::Exec, "wait for the environment")(e.into())),

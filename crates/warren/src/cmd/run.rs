@@ -833,8 +833,15 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     };
     // The launcher idles until the environment ends (for spawned children and `-d`, that is
     // most of its life): what the launch allocated and freed goes back to the system.
-    warren_sys::release_free_heap();
-    let exit = running.wait(&mut log_refusal);
+    // Not at once: a workload that ends within the second (a `/bin/true`) would only make the
+    // launcher fault the pages in again for its teardown.
+    let exit = running.wait_idle(
+        &mut log_refusal,
+        Some((
+            std::time::Duration::from_secs(1),
+            &mut warren_sys::release_free_heap,
+        )),
+    );
     if let Some(r) = relay {
         r.finish();
     }
