@@ -375,23 +375,42 @@ impl Store {
     /// Resolve `name` for a launch: the record and its root, which stays in the store (a
     /// shared lock on it) until the result is dropped.
     ///
-    /// It takes no store lock, so a long import never holds up a launch: it reads the index,
-    /// locks the root, then reads the index again. A removal deletes a root only after taking
-    /// an exclusive lock on it and after the index no longer names it, so if the second read
-    /// still maps the name to the same root, that root stays until the lock is released.
+    /// It takes no store lock, so a long import never holds up a launch: it reads the index
+    /// (keeping it open), locks the root, then checks that the index is still the file it
+    /// read. Every change replaces the index by a rename, and a removal deletes a root only
+    /// after taking an exclusive lock on it and after the index no longer names it; so if the
+    /// path still leads to the inode held open (which cannot be reused while it is held), the
+    /// name still maps to the locked root, which stays until the lock is released. If the
+    /// index was replaced meanwhile, the new one is read and must map the name to the same root.
     pub fn resolve(&self, name: &ImageName) -> Result<ResolvedImage, ImageError> {
+        let path = self.dir.join("index.json");
+        let not_found = || ImageError::NotFound(name.to_string());
         let lookup = || -> Result<ImageRecord, ImageError> {
-            if !self.dir.join("index.json").exists() {
-                return Err(ImageError::NotFound(name.to_string()));
-            }
             self.read_index()?
                 .images
                 .get(name.as_str())
                 .cloned()
-                .ok_or_else(|| ImageError::NotFound(name.to_string()))
+                .ok_or_else(not_found)
         };
         for _ in 0..3 {
-            let record = lookup()?;
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_found()),
+                Err(e) => return Err(ImageError::io("read", &path)(e)),
+            };
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map_err(ImageError::io("read", &path))?;
+            let index: IndexFile =
+                serde_json::from_slice(&bytes).map_err(|e| ImageError::Index {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                })?;
+            let record = index
+                .images
+                .get(name.as_str())
+                .cloned()
+                .ok_or_else(not_found)?;
             let root = self.root_path(&record.root);
             let fd = match rustix::fs::open(
                 &root,
@@ -405,7 +424,11 @@ impl Store {
             };
             rustix::fs::flock(&fd, FlockOperation::LockShared)
                 .map_err(|e| ImageError::io("lock", &root)(e.into()))?;
-            if lookup()?.root == record.root {
+            let held =
+                rustix::fs::fstat(&file).map_err(|e| ImageError::io("stat", &path)(e.into()))?;
+            let unchanged = rustix::fs::stat(&path)
+                .is_ok_and(|now| (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino));
+            if unchanged || lookup()?.root == record.root {
                 return Ok(ResolvedImage {
                     record,
                     root,
@@ -413,7 +436,7 @@ impl Store {
                 });
             }
         }
-        Err(ImageError::NotFound(name.to_string()))
+        Err(not_found())
     }
 
     /// Remove `name`. `in_use` names the environment using a record, if any (from the state
@@ -825,6 +848,85 @@ fn derive_name(source: &Path, reference: Option<&str>) -> Result<ImageName, Imag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store whose index maps `a:latest` to the root `r1` (made by hand: no import).
+    fn store_with_one_root() -> (tempfile::TempDir, Store, ImageName) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path());
+        std::fs::create_dir_all(store.root_path("r1")).unwrap();
+        let d: Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let record = ImageRecord {
+            name: "a:latest".into(),
+            manifest: d.clone(),
+            config: d.clone(),
+            layers: vec![d],
+            root: "r1".into(),
+            format: "oci".into(),
+            imported: 0,
+            allow_setuid: false,
+            size: 0,
+            run: RunConfig::default(),
+            architecture: "amd64".into(),
+            tree_digest: None,
+        };
+        let index = IndexFile {
+            version: 1,
+            images: BTreeMap::from([("a:latest".to_owned(), record)]),
+        };
+        store.write_index(&index).unwrap();
+        (tmp, store, "a:latest".parse().unwrap())
+    }
+
+    /// Whether another open of `root` can take an exclusive lock on it now.
+    fn exclusive_lock_free(root: &Path) -> bool {
+        let fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty()).unwrap();
+        rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok()
+    }
+
+    /// Resolving reads the index once and holds the root with a shared lock for as long as the
+    /// result lives (control: the lock is free before and after), whatever happens to the
+    /// index meanwhile; a name the index lacks, a store without an index, and a record whose
+    /// root is gone are `NotFound`.
+    #[test]
+    fn resolve_holds_the_root_until_dropped_and_refuses_what_is_not_there() {
+        let (_tmp, store, name) = store_with_one_root();
+        let root = store.root_path("r1");
+        assert!(
+            exclusive_lock_free(&root),
+            "control: nothing holds the root yet"
+        );
+        let resolved = store.resolve(&name).unwrap();
+        assert_eq!(resolved.root, root);
+        assert_eq!(resolved.record.root, "r1");
+        assert!(!exclusive_lock_free(&root), "the resolved root is not held");
+        // Replaced afterwards (a removal would wait for the lock): the holder keeps it.
+        store
+            .write_index(&IndexFile {
+                version: 1,
+                images: BTreeMap::new(),
+            })
+            .unwrap();
+        assert!(!exclusive_lock_free(&root));
+        drop(resolved);
+        assert!(
+            exclusive_lock_free(&root),
+            "the root stays held after the result is dropped"
+        );
+        let missing =
+            |r: Result<ResolvedImage, ImageError>| matches!(r, Err(ImageError::NotFound(_)));
+        assert!(
+            missing(store.resolve(&name)),
+            "a name the index no longer has"
+        );
+        let (_tmp2, store2, name2) = store_with_one_root();
+        std::fs::remove_dir(store2.root_path("r1")).unwrap();
+        assert!(
+            missing(store2.resolve(&name2)),
+            "a record whose root is gone"
+        );
+        std::fs::remove_file(store2.dir.join("index.json")).unwrap();
+        assert!(missing(store2.resolve(&name2)), "a store without an index");
+    }
 
     #[test]
     fn root_ids_differ_by_chain_order_and_setuid_policy() {

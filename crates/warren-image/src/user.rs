@@ -6,6 +6,7 @@
 //! 65536 an environment maps.
 
 use std::io::Read;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use rustix::fs::{Mode, OFlags, ResolveFlags};
@@ -26,18 +27,14 @@ pub struct RunAs {
     pub home: Option<String>,
 }
 
-fn read_in_root(root: &Path, rel: &str) -> Option<String> {
-    let dir = rustix::fs::open(
-        root,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
+/// The text of the regular file `rel` beneath the root directory `dir` (at most 1 MiB), if
+/// there is one.
+fn read_in_root(dir: &OwnedFd, rel: &str) -> Option<String> {
     // Non-blocking, and never a controlling terminal: a hostile root may put a FIFO (or a
     // device node, in a --rootfs tree) where /etc/passwd should be, and a blocking open would
     // hang the launcher before it reached the check below.
     let fd = rustix::fs::openat2(
-        &dir,
+        dir,
         rel,
         OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),
@@ -45,13 +42,19 @@ fn read_in_root(root: &Path, rel: &str) -> Option<String> {
     )
     .ok()?;
     let f = std::fs::File::from(fd);
-    if !f.metadata().ok()?.is_file() {
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
         return None;
     }
-    let mut s = String::new();
-    f.take(1 << 20).read_to_string(&mut s).ok()?;
-    Some(s)
+    // Sized from the file, so that it is read in one call (`take` hides the size from
+    // `read_to_end`, which would otherwise start at 32 bytes and double).
+    let mut buf = Vec::with_capacity(meta.len().min(MAX_FILE) as usize + 1);
+    f.take(MAX_FILE).read_to_end(&mut buf).ok()?;
+    String::from_utf8(buf).ok()
 }
+
+/// The most of `/etc/passwd` or `/etc/group` read.
+const MAX_FILE: u64 = 1 << 20;
 
 struct Entry {
     name: String,
@@ -103,10 +106,20 @@ pub fn resolve(root: &Path, spec: &str) -> Result<RunAs, ImageError> {
         user: spec.to_owned(),
         reason,
     };
-    let passwd = read_in_root(root, "etc/passwd")
+    let dir = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok();
+    let passwd = dir
+        .as_ref()
+        .and_then(|d| read_in_root(d, "etc/passwd"))
         .map(|t| parse(&t, false))
         .unwrap_or_default();
-    let groups = read_in_root(root, "etc/group")
+    let groups = dir
+        .as_ref()
+        .and_then(|d| read_in_root(d, "etc/group"))
         .map(|t| parse(&t, true))
         .unwrap_or_default();
     let (u, g) = match spec.split_once(':') {
