@@ -316,10 +316,7 @@ impl Store {
     fn read_index(&self) -> Result<IndexFile, ImageError> {
         let p = self.dir.join("index.json");
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| ImageError::Index {
-                path: p,
-                detail: e.to_string(),
-            }),
+            Ok(b) => parse_index(p, &b),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(IndexFile {
                 version: 1,
                 images: BTreeMap::new(),
@@ -388,8 +385,7 @@ impl Store {
         let lookup = || -> Result<ImageRecord, ImageError> {
             self.read_index()?
                 .images
-                .get(name.as_str())
-                .cloned()
+                .remove(name.as_str())
                 .ok_or_else(not_found)
         };
         for _ in 0..3 {
@@ -401,15 +397,9 @@ impl Store {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)
                 .map_err(ImageError::io("read", &path))?;
-            let index: IndexFile =
-                serde_json::from_slice(&bytes).map_err(|e| ImageError::Index {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                })?;
-            let record = index
+            let record = parse_index(path.clone(), &bytes)?
                 .images
-                .get(name.as_str())
-                .cloned()
+                .remove(name.as_str())
                 .ok_or_else(not_found)?;
             let root = self.root_path(&record.root);
             let fd = match rustix::fs::open(
@@ -842,6 +832,14 @@ fn derive_name(source: &Path, reference: Option<&str>) -> Result<ImageName, Imag
         ImageError::Unsupported(format!(
             "cannot name the image from the source ({e}): give --name"
         ))
+    })
+}
+
+/// The index `bytes`, read from `path` (named in the error).
+fn parse_index(path: PathBuf, bytes: &[u8]) -> Result<IndexFile, ImageError> {
+    serde_json::from_slice(bytes).map_err(|e| ImageError::Index {
+        path,
+        detail: e.to_string(),
     })
 }
 
