@@ -229,8 +229,8 @@ fn become_launcher(sock: OwnedFd, out: OwnedFd, err: OwnedFd, args: Vec<String>)
     // As `Command::process_group(0)` and an exec would leave it.
     let _ = rustix::process::setpgid(None, None);
     let _ = warren_sys::set_signal_mask(&warren_sys::SignalSet::empty());
+    // Every disposition at its default, SIGPIPE's included (as `main` sets it).
     warren_sys::reset_signal_dispositions();
-    warren_sys::default_sigpipe();
     let argv: Vec<String> = std::iter::once("warren".to_owned()).chain(args).collect();
     let shown: Vec<&str> = argv.iter().map(String::as_str).collect();
     if let Err(e) = warren_sys::set_cmdline(&shown) {
