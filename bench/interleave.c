@@ -4,6 +4,14 @@
  * alike. Prints each command's median, mean, p10 and p90 wall time (fork + exec + wait), in ms.
  * Used for the start-up A/Bs of BENCHMARKS.md (issue 13, third session).
  *
+ * With `-r SEED`, each round runs the commands in an order of its own instead, drawn from a
+ * generator seeded with SEED (the same seed, the same orders). A command's time includes the
+ * work its predecessor left to the kernel's workers (a network namespace's teardown, RCU
+ * callbacks, cgroup release) running on the other CPU; in the fixed order every command has
+ * the same two predecessors all run long, which moved single medians by up to 0.3 ms here
+ * (BENCHMARKS.md, "Issue 13, eighth session"). Shuffled, each has every other as predecessor
+ * in turn.
+ *
  *   cc -O2 -o /tmp/interleave bench/interleave.c
  *   /tmp/interleave 300 /path/warren-old run --rootfs R -- /bin/true :: \
  *       /path/warren-new run --rootfs R -- /bin/true :: \
@@ -45,13 +53,27 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
 	const char *json = NULL;
-	if (argc > 2 && !strcmp(argv[1], "-o")) {
-		json = argv[2];
+	int shuffled = 0;
+	unsigned long long seed = 0;
+	while (argc > 2 && (!strcmp(argv[1], "-o") || !strcmp(argv[1], "-r"))) {
+		if (!strcmp(argv[1], "-o")) {
+			json = argv[2];
+		} else {
+			char *end;
+			seed = strtoull(argv[2], &end, 10);
+			if (!*argv[2] || *end) {
+				fprintf(stderr, "interleave: -r takes a number (the seed), not %s\n",
+					argv[2]);
+				return 2;
+			}
+			shuffled = 1;
+		}
 		argv += 2;
 		argc -= 2;
 	}
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s [-o JSON] ROUNDS [-n NAME] CMD... [:: [-n NAME] CMD...]...\n",
+		fprintf(stderr,
+			"usage: %s [-o JSON] [-r SEED] ROUNDS [-n NAME] CMD... [:: [-n NAME] CMD...]...\n",
 			argv[0]);
 		return 2;
 	}
@@ -86,9 +108,24 @@ int main(int argc, char **argv)
 	double *t[16], user[16] = {0}, sys[16] = {0};
 	for (int c = 0; c < nc; c++)
 		t[c] = calloc(n, sizeof(double));
-	for (int i = -10; i < n; i++)
+	/* splitmix64: a small generator whose sequence depends on the seed alone. */
+	unsigned long long state = seed;
+	int order[16];
+	for (int i = -10; i < n; i++) {
+		for (int k = 0; k < nc; k++)
+			order[k] = (i & 1) ? nc - 1 - k : k;
+		for (int k = nc - 1; shuffled && k > 0; k--) {
+			unsigned long long z = (state += 0x9e3779b97f4a7c15ULL);
+			z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+			z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+			z ^= z >> 31;
+			int j = (int)(z % (unsigned long long)(k + 1));
+			int tmp = order[k];
+			order[k] = order[j];
+			order[j] = tmp;
+		}
 		for (int k = 0; k < nc; k++) {
-			int c = (i & 1) ? nc - 1 - k : k;
+			int c = order[k];
 			double a = now_ms();
 			pid_t p = fork();
 			if (p == 0) {
@@ -114,6 +151,7 @@ int main(int argc, char **argv)
 				sys[c] += ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 			}
 		}
+	}
 	FILE *out = NULL;
 	if (json) {
 		out = fopen(json, "w");

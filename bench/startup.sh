@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start-up benchmark: Warren against bwrap and crun on the same roots, in ONE interleaved run
-# (bench/interleave.c: each round starts every command once, in turn, the order reversed every
-# other round, so that load drifting on a shared machine hits all commands alike), each
+# (bench/interleave.c: each round starts every command once, in an order drawn afresh for the
+# round, so that load drifting on a shared machine hits all commands alike and no command always
+# follows the same one and inherits its teardown; ORDER=alternate for the fixed order reversed
+# every other round, which earlier tables used), each
 # starting /bin/true in a fresh isolated environment, measurement on. Two roots: a 400-entry
 # busybox root, and the Debian bookworm root of scripts/debian-root.sh (22,000 entries, ~1 GiB).
 # Warren starts each both from `--rootfs` (sealed with `warren rootfs seal`, so the launch checks
@@ -12,6 +14,8 @@
 #   bash bench/startup.sh               # 200 rounds after 10 warm-up rounds
 #   RUNS=500 bash bench/startup.sh
 #   DEBIAN=0 bash bench/startup.sh      # the busybox root only
+#   SEED=42 bash bench/startup.sh       # the rounds' orders of an earlier run (the table prints
+#                                       # the seed; default: the clock)
 #
 # Warren uses its own state directory, $WARREN_BENCH_STATE (default
 # /var/cache/warren-test/bench-state, on disk like /run here), which keeps the imported images
@@ -28,6 +32,13 @@
 set -euo pipefail
 
 RUNS=${RUNS:-200}
+ORDER=${ORDER:-shuffled}
+SEED=${SEED:-$(date +%s)}
+case "$ORDER" in
+    shuffled) order_args=(-r "$SEED") order_text="in an order of its own (bench/interleave.c -r $SEED)" ;;
+    alternate) order_args=() order_text="in turn, the order reversed every other round (bench/interleave.c)" ;;
+    *) echo "startup.sh: ORDER must be shuffled or alternate, not $ORDER" >&2; exit 2 ;;
+esac
 DEBIAN=${DEBIAN:-1}
 STATE=${WARREN_BENCH_STATE:-/var/cache/warren-test/bench-state}
 # Warm-up runs of the spaced hyperfine run (the interleaved run always warms up for 10 rounds).
@@ -192,7 +203,8 @@ done
 echo "machine busy ${b}% before the run" >&2
 
 # Everything below runs in the private mount namespace. The variables it needs are exported.
-export R B D DB warren crun_id json spaced_json RUNS WARMUP SPACED_RUNS interleave
+order_flags="${order_args[*]}"
+export R B D DB warren crun_id json spaced_json RUNS WARMUP SPACED_RUNS interleave order_flags
 unshare --mount --propagation private bash -euo pipefail -c '
     if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
     log="$WARREN_STATE_DIR/attest/events.jsonl"
@@ -258,7 +270,7 @@ unshare --mount --propagation private bash -euo pipefail -c '
         if [ ${#il[@]} -gt 0 ]; then il+=("::"); fi
         il+=(-n "${cmds[i + 1]}" "${words[@]}")
     done
-    "$interleave" -o "$json" "$RUNS" "${il[@]}" >/dev/null
+    "$interleave" -o "$json" $order_flags "$RUNS" "${il[@]}" >/dev/null
     if [ "$SPACED_RUNS" -gt 0 ]; then
         hyperfine -N --warmup 3 --runs "$SPACED_RUNS" --prepare "sleep 0.05" \
             --export-json "$spaced_json" "${spaced[@]}"
@@ -269,9 +281,9 @@ unshare --mount --propagation private bash -euo pipefail -c '
 machine="nproc $(nproc), kernel $(uname -r), $(bwrap --version), $(crun --version | head -1), \
 $(hyperfine --version), $("$R/bin/busybox" | head -1 | awk '{print $1, $2}'); \
 CPU busy ${b}% in the second before the run, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-python3 - "$json" "$spaced_json" "$RUNS" "$SPACED_RUNS" "$machine" <<'EOF' | tee "$table"
+python3 - "$json" "$spaced_json" "$RUNS" "$SPACED_RUNS" "$machine" "$order_text" <<'EOF' | tee "$table"
 import json, os, statistics, sys
-path, spaced_path, runs, spaced_runs, machine = sys.argv[1:6]
+path, spaced_path, runs, spaced_runs, machine, order_text = sys.argv[1:7]
 
 def q(xs, p):
     xs = sorted(xs)
@@ -316,8 +328,7 @@ def ratios(m):
 print(f"machine: {machine}")
 print()
 print(f"Interleaved: start-up of /bin/true, {runs} rounds after 10 warm-up rounds, each round "
-      "starting every command once in turn, the order reversed every other round "
-      "(bench/interleave.c), times in ms")
+      f"starting every command once {order_text}, times in ms")
 print()
 m = table(path)
 print()
