@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 echo "== ARCHITECTURE.md names only paths that exist"
 bash scripts/check-architecture.sh --self-test
 bash scripts/check-architecture.sh ARCHITECTURE.md docs/internals.md
+echo "== the benchmark tools replay and resolve what the real programs do"
+python3 bench/predecessors.py --self-test
+python3 scripts/code-faults.py --self-test
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== module graph of warren-attest (no cycles; the evidence layer never uses the io layer)"
