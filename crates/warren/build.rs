@@ -7,8 +7,11 @@
 //! * `--symbol-ordering-file=link/launch-order.txt`: the functions a launch runs, laid out
 //!   together at the start of `.text`, so that a launch faults in a few dozen pages of code
 //!   instead of pages scattered over 10 MiB. The list is made by `scripts/launch-order.sh`
-//!   (sampled from real launches); a name it lists that the build does not have is ignored, so
-//!   a stale list costs speed, never correctness.
+//!   (sampled from real launches, then completed from their code-page faults); a name it lists
+//!   that the build does not have is ignored, so a stale list costs speed, never correctness.
+//!   About a tenth of the names are functions ThinLTO made global, whose `.llvm.<hash>` suffix
+//!   changes whenever their code-generation unit does: after a change to the code a launch
+//!   runs, remake the list (about 16 minutes) or those functions fall back out of the block.
 //!
 //! Both need LLD, the linker Rust uses for this target from 1.90 on. With another linker (an
 //! older toolchain, or `-C linker=...` / `-C link-self-contained=-linker` in the flags), or with
