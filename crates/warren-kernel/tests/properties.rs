@@ -349,8 +349,13 @@ impl Model {
         }
     }
 
-    /// A declared grant of `target` to `env`: under its reserved number the first time.
+    /// A declared grant of `target` to `env`: under its reserved number the first time; a new
+    /// number only if the table has room (the kernel audits and skips a grant that does not fit).
     fn grant(&mut self, env: usize, target: &'static str, cap: usize) {
+        let reserved = self.envs[&env].slots.contains_key(target);
+        if !reserved && !self.has_room(env, 1) {
+            return;
+        }
         let e = self.envs.get_mut(&env).unwrap();
         match e.slots.remove(target) {
             Some(h) => {
@@ -370,8 +375,11 @@ impl Model {
         h
     }
 
+    /// As the kernel counts: the numbers reserved for declared targets not granted yet count
+    /// as held (protocol.md §8).
     fn has_room(&self, env: usize, need: usize) -> bool {
-        self.envs[&env].table.len() + need <= self.cfg.max_handles
+        let e = &self.envs[&env];
+        e.table.len() + e.slots.len() + need <= self.cfg.max_handles
     }
 
     fn waiting_count(&self, id: EnvId) -> usize {
