@@ -35,8 +35,8 @@ RUNS=${RUNS:-200}
 ORDER=${ORDER:-shuffled}
 SEED=${SEED:-$(date +%s)}
 case "$ORDER" in
-    shuffled) order_args=(-r "$SEED") order_text="in an order of its own (bench/interleave.c -r $SEED)" ;;
-    alternate) order_args=() order_text="in turn, the order reversed every other round (bench/interleave.c)" ;;
+    shuffled) order_flags="-r $SEED" order_text="in an order of its own (bench/interleave.c -r $SEED)" ;;
+    alternate) order_flags="" order_text="in turn, the order reversed every other round (bench/interleave.c)" ;;
     *) echo "startup.sh: ORDER must be shuffled or alternate, not $ORDER" >&2; exit 2 ;;
 esac
 DEBIAN=${DEBIAN:-1}
@@ -203,7 +203,6 @@ done
 echo "machine busy ${b}% before the run" >&2
 
 # Everything below runs in the private mount namespace. The variables it needs are exported.
-order_flags="${order_args[*]}"
 export R B D DB warren crun_id json spaced_json RUNS WARMUP SPACED_RUNS interleave order_flags
 unshare --mount --propagation private bash -euo pipefail -c '
     if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi

@@ -49,17 +49,23 @@ L="$work/layout"
 bash "$repo/scripts/oci-layout.sh" "$R" "$L"
 "$warren" image import -q --name order/busybox "$L" >/dev/null
 
-export R warren N
-# A private mount namespace: the seal's read-only bind ends with it.
-unshare --mount --propagation private bash -euo pipefail -c '
-    "$warren" rootfs seal "$R" >/dev/null
-    perf record -q -F 40000 -e cpu-clock -o "$WARREN_STATE_DIR/perf.data" -- bash -c "
-        for i in \$(seq $N); do
-            $warren run --rootfs $R -- /bin/true
-            $warren run --image order/busybox -- /bin/true
-            $warren run --rootfs $R --memory 64M --pids 64 --cpus 0.5 -- /bin/true
-        done" >/dev/null
-'
+# The launches both passes record: COUNT rounds of the three kinds, under perf with the
+# arguments given, in a private mount namespace (the seal's read-only bind ends with it).
+cat >"$work/record.sh" <<'EOF'
+count=$1
+shift
+"$warren" rootfs seal "$R" >/dev/null
+perf record -q "$@" -- bash -c '
+    for ((i = 0; i < '"$count"'; i++)); do
+        "$warren" run --rootfs "$R" -- /bin/true
+        "$warren" run --image order/busybox -- /bin/true
+        "$warren" run --rootfs "$R" --memory 64M --pids 64 --cpus 0.5 -- /bin/true
+    done' >/dev/null
+EOF
+export R warren
+record() { unshare --mount --propagation private bash -euo pipefail "$work/record.sh" "$@"; }
+
+record "$N" -F 40000 -e cpu-clock -o "$WARREN_STATE_DIR/perf.data"
 perf script -i "$WARREN_STATE_DIR/perf.data" --no-demangle -F comm,ip,sym,dso 2>/dev/null \
     | awk -v exe="($warren)" '$1 == "warren" && index($0, exe) { print $3 }' \
     | grep -v '^\[unknown\]$' | sort | uniq -c | sort -k1,1nr -k2 | awk '{ print $2 }' >"$work/order"
@@ -83,17 +89,8 @@ else
 fi
 for ((round = 1; round <= ROUNDS; round++)); do
     (cd "$repo" && cargo build --release -q -p warren)
-    export fab
-    unshare --mount --propagation private bash -euo pipefail -c '
-        "$warren" rootfs seal "$R" >/dev/null
-        echo 4096 >"$fab"
-        perf record -q -e exceptions:page_fault_user -o "$WARREN_STATE_DIR/faults.data" -- bash -c "
-            for i in \$(seq 5); do
-                $warren run --rootfs $R -- /bin/true
-                $warren run --image order/busybox -- /bin/true
-                $warren run --rootfs $R --memory 64M --pids 64 --cpus 0.5 -- /bin/true
-            done" >/dev/null
-    '
+    echo 4096 >"$fab"
+    record 5 -e exceptions:page_fault_user -o "$WARREN_STATE_DIR/faults.data"
     [ "$fab" = /dev/null ] || echo "$old_fab" >"$fab"
     perf script -i "$WARREN_STATE_DIR/faults.data" --show-mmap-events --show-task-events \
         -F comm,pid,trace 2>/dev/null \
