@@ -26,6 +26,7 @@ macro_rules! eprint {
 }
 
 mod cli;
+mod cli_run;
 mod cmd;
 mod control;
 mod daemon;
@@ -53,7 +54,11 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit());
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().map(Into::into).collect();
+    let cli = match cli_run::parse(&argv, &|var| std::env::var_os(var)) {
+        Some(cli) => cli,
+        None => cli::Cli::try_parse_from(argv).unwrap_or_else(|e| e.exit()),
+    };
     match cmd::dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
