@@ -724,9 +724,10 @@ fn set_up_from_outside(
     Ok(())
 }
 
-/// Steps 11 (the go byte, labelled `wait-parent`) and 35, `measure`: let the child go, run the
-/// caller's measurement hook while the child builds its environment, and only then let it exec
-/// (the second byte). The workload's first instruction runs only once the hook has returned.
+/// Step 35, `measure` (after the go byte of step 11, which `launch_with_mailbox` writes): run
+/// the caller's measurement hook while the child builds its environment, and only then let it
+/// exec (the second byte). The workload's first instruction runs only once the hook has
+/// returned.
 fn measure_then_release(
     plan: &LaunchPlan,
     ends: &ParentEnds,
@@ -735,8 +736,6 @@ fn measure_then_release(
     measure: &mut dyn Measure,
     fault: Fault,
 ) -> Result<(), LaunchError> {
-    rustix::io::write(&ends.go, b"g")
-        .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
     let measurement = measure
         .measure(plan, applied, env)
         .map_err(|e| LaunchError::Parent {
@@ -843,15 +842,6 @@ pub fn launch_with_mailbox(
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
     let (pid, mut ends) = fork(plan, state, mailbox, seccomp, &env, &mut taken, fault)?;
-    let mut applied = record(plan, pid, &features, seccomp, &taken);
-    applied.etc_files = crate::etcfiles::digest(
-        plan,
-        taken
-            .net
-            .as_ref()
-            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
-        &ends.etc_bound,
-    );
     // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
     // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
     // what host root owns there and can change it (in the overlay's upper layer).
@@ -866,6 +856,19 @@ pub fn launch_with_mailbox(
         return Err(child_failed_first(plan, &ends.report).unwrap_or(e));
     }
     drop(mount_trees);
+    // The child waits for this byte: what the parent has left to do before the measurement
+    // (the record of what was applied) is done after it, while the child works.
+    rustix::io::write(&ends.go, b"g")
+        .map_err(|e| parent_err(Step::WaitParent, "start the child")(e.into()))?;
+    let mut applied = record(plan, pid, &features, seccomp, &taken);
+    applied.etc_files = crate::etcfiles::digest(
+        plan,
+        taken
+            .net
+            .as_ref()
+            .map(|n| std::net::IpAddr::V4(n.inside().cidr.addr)),
+        &ends.etc_bound,
+    );
     measure_then_release(plan, &ends, &env, &mut applied, measure, fault)?;
     let ParentEnds {
         go,
