@@ -144,6 +144,12 @@ pub struct ImageRecord {
     /// launch walks the root, and importing the image again adds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tree_digest: Option<String>,
+    /// The image's user (`run.user`, root when empty) as resolved at import in the root's own
+    /// `/etc/passwd` and `/etc/group`: a launch without `--user` takes it from here instead of
+    /// reading those files (the root never changes). Absent when the user did not resolve (the
+    /// launch then resolves it, and fails as it should) and in records of older stores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_as: Option<crate::user::RunAs>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -766,6 +772,7 @@ impl Store {
                 .map_err(ImageError::io("store the root", &final_root))?;
             bytes
         };
+        let run_as = crate::user::resolve(&final_root, run.user.as_deref().unwrap_or("")).ok();
         let record = ImageRecord {
             name: name.to_string(),
             manifest: manifest_digest.clone(),
@@ -779,6 +786,7 @@ impl Store {
             run,
             architecture: sel.config.architecture.clone(),
             tree_digest: Some(tree_digest.clone()),
+            run_as,
         };
         let replaced = index
             .images
@@ -866,6 +874,7 @@ mod tests {
             run: RunConfig::default(),
             architecture: "amd64".into(),
             tree_digest: None,
+            run_as: None,
         };
         let index = IndexFile {
             version: 1,

@@ -15,7 +15,7 @@ use crate::error::ImageError;
 use crate::unpack::MAX_ID;
 
 /// Who the workload runs as.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RunAs {
     /// The uid inside the environment.
     pub uid: u32,

@@ -1279,3 +1279,64 @@ fn an_image_launch_records_the_digest_the_import_computed() {
     );
     assert_eq!(last_launch_image(&st.0)["digest_source"], "store");
 }
+
+#[test]
+fn the_image_user_is_resolved_at_import_and_a_record_without_it_still_runs() {
+    let st = State::new();
+    let work = scratch("runas");
+    let layout = Layout::new(&work.path().join("layout"));
+    let base = base_layer();
+    layout.image(
+        &[(base.clone(), TAR, base)],
+        json!({ "Cmd": ["/bin/sh", "-c", "id -u; id -g; echo $HOME"], "User": "app" }),
+    );
+    st.import_ok(&layout.dir, &["--name", "runas"]);
+    let index_path = st.images().join("index.json");
+    let index: Value = serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let rec = &index["images"]["runas:latest"];
+    assert_eq!(
+        rec["run_as"],
+        json!({ "uid": 1000, "gid": 1000, "groups": [1000], "home": "/home/app" }),
+        "{rec}"
+    );
+    let o = st.run(&["run", "--name", &unique("ra"), "--image", "runas"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1000\n1000\n/home/app\n");
+
+    // The record is what the launch uses: a record naming another user runs as that one (a
+    // record is only ever written by import, from the root itself; this shows it is read).
+    let mut edited = index.clone();
+    edited["images"]["runas:latest"]["run_as"] =
+        json!({ "uid": 7, "gid": 8, "groups": [8], "home": "/seven" });
+    std::fs::write(&index_path, edited.to_string()).unwrap();
+    let o = st.run(&["run", "--name", &unique("ra"), "--image", "runas"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "7\n8\n/seven\n");
+
+    // `--user` is still resolved in the root at launch.
+    let o = st.run(&[
+        "run",
+        "--name",
+        &unique("ra"),
+        "--image",
+        "runas",
+        "--user",
+        "root",
+    ]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "0\n0\n/root\n");
+
+    // A record of an older store, without `run_as`: the user is resolved at launch.
+    let mut old = index.clone();
+    assert!(
+        old["images"]["runas:latest"]
+            .as_object_mut()
+            .unwrap()
+            .remove("run_as")
+            .is_some()
+    );
+    std::fs::write(&index_path, old.to_string()).unwrap();
+    let o = st.run(&["run", "--name", &unique("ra"), "--image", "runas"]);
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o), "1000\n1000\n/home/app\n");
+}

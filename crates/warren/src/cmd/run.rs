@@ -514,8 +514,12 @@ fn resolve_image(dirs: &Dirs, args: &RunArgs, name: &str) -> anyhow::Result<Imag
     let who = match &args.user {
         Some(u) => resolve_user(&RootSource::Image(resolved.root.clone()), u)
             .with_context(|| format!("invalid --user {u:?}"))?,
-        None => warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
-            .with_context(|| format!("image {name}"))?,
+        // Resolved at import when the record says so (the root never changes).
+        None => match &resolved.record.run_as {
+            Some(who) => who.clone(),
+            None => warren_image::user::resolve(&resolved.root, run.user.as_deref().unwrap_or(""))
+                .with_context(|| format!("image {name}"))?,
+        },
     };
     if !env.iter().any(|(k, _)| k == "HOME") {
         if let Some(home) = &who.home {
