@@ -347,6 +347,21 @@ mod tests {
                 other => panic!("--{long}: action {other:?} is not one the fast path reads"),
             };
             assert_eq!(entry.2, kind, "kind of --{long}");
+            // What the fast path does not read: values restricted to a list, variables other
+            // than the globals', and defaults other than the three filled in below.
+            assert!(
+                arg.get_possible_values().is_empty(),
+                "--{long} restricts its values: the fast path does not check them"
+            );
+            if !GLOBALS.iter().any(|(g, _)| *g == long) {
+                assert!(arg.get_env().is_none(), "--{long} reads a variable");
+            }
+            if !["tmpfs-size", "net", "state-dir"].contains(&long) && kind != Kind::Flag {
+                assert!(
+                    arg.get_default_values().is_empty(),
+                    "--{long} has a default the fast path does not fill in"
+                );
+            }
             seen.push(long.to_owned());
         }
         for (name, _, _) in OPTIONS {
