@@ -82,12 +82,21 @@ const GLOBALS: &[(&str, &str)] = &[
     ("data-dir", "WARREN_DATA_DIR"),
 ];
 
+/// The index of option `name` in [`OPTIONS`].
+fn slot(name: &str) -> Option<usize> {
+    OPTIONS.iter().position(|(n, _, _)| *n == name)
+}
+
 /// The values given, by option (its index in [`OPTIONS`]).
 struct Given {
     values: Vec<Vec<String>>,
 }
 
 impl Given {
+    fn has(&self, name: &str) -> bool {
+        slot(name).is_some_and(|k| !self.values[k].is_empty())
+    }
+
     fn one(&mut self, name: &str) -> Option<String> {
         self.take(name).into_iter().next()
     }
@@ -101,10 +110,8 @@ impl Given {
     }
 
     fn take(&mut self, name: &str) -> Vec<String> {
-        OPTIONS
-            .iter()
-            .position(|(n, _, _)| *n == name)
-            .map(|i| std::mem::take(&mut self.values[i]))
+        slot(name)
+            .map(|k| std::mem::take(&mut self.values[k]))
             .unwrap_or_default()
     }
 }
@@ -131,7 +138,7 @@ pub fn parse(argv: &[OsString], env: &dyn Fn(&str) -> Option<OsString>) -> Optio
         if !GLOBALS.iter().any(|(g, _)| *g == name) {
             return None;
         }
-        i = take_value(&args, i, name, inline, Kind::One, &mut given)?;
+        i = take_value(&args, i, slot(name)?, inline, &mut given)?;
     }
     if args.get(i) != Some(&"run") {
         return None;
@@ -147,25 +154,18 @@ pub fn parse(argv: &[OsString], env: &dyn Fn(&str) -> Option<OsString>) -> Optio
             Some(name) => (name, None),
             None => long_option(a)?,
         };
-        let (_, _, kind) = OPTIONS.iter().find(|(n, _, _)| *n == name)?;
-        i = take_value(&args, i, name, inline, *kind, &mut given)?;
+        i = take_value(&args, i, slot(name)?, inline, &mut given)?;
     }
     let command: Vec<String> = command.unwrap_or_default();
 
     // The checks clap's definition makes: exactly one root, and what requires what.
-    let has = |g: &Given, name: &str| {
-        OPTIONS
-            .iter()
-            .position(|(n, _, _)| *n == name)
-            .is_some_and(|k| !g.values[k].is_empty())
-    };
     let roots = ["rootfs", "binary", "image"]
         .iter()
-        .filter(|r| has(&given, r))
+        .filter(|r| given.has(r))
         .count();
     if roots != 1
-        || (has(&given, "spawned-by") != has(&given, "spawn-template"))
-        || (has(&given, "parent-record") && !has(&given, "spawned-by"))
+        || (given.has("spawned-by") != given.has("spawn-template"))
+        || (given.has("parent-record") && !given.has("spawned-by"))
     {
         return None;
     }
@@ -263,17 +263,17 @@ fn short_option(a: &str) -> Option<&'static str> {
         .map(|(n, _, _)| *n)
 }
 
-/// Record option `name` at `args[i]` (with its value: `inline`, or the next argument) and
-/// return the index after it; `None` for a form the fast path leaves to clap.
+/// Record option `k` (its index in [`OPTIONS`]) at `args[i]` (with its value: `inline`, or
+/// the next argument) and return the index after it; `None` for a form the fast path leaves to
+/// clap.
 fn take_value(
     args: &[&str],
     i: usize,
-    name: &str,
+    k: usize,
     inline: Option<&str>,
-    kind: Kind,
     given: &mut Given,
 ) -> Option<usize> {
-    let k = OPTIONS.iter().position(|(n, _, _)| *n == name)?;
+    let kind = OPTIONS[k].2;
     if kind != Kind::Many && !given.values[k].is_empty() {
         return None;
     }
