@@ -678,8 +678,15 @@ fn a_running_environment_of_the_same_name_under_another_state_directory_is_left_
         .args(["--", "/bin/sleep", "30"])
         .spawn()
         .unwrap();
+    // Running: its process is in its cgroup (the directory alone exists from the launcher's
+    // step 6, before the child joins it at step 13a).
+    let running = || {
+        cgroup_dirs(&name).iter().any(|d| {
+            std::fs::read_to_string(d.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+        })
+    };
     let started = std::time::Instant::now();
-    while cgroup_dirs(&name).is_empty() && started.elapsed() < std::time::Duration::from_secs(10) {
+    while !running() && started.elapsed() < std::time::Duration::from_secs(10) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let second = |o: &Path| {
