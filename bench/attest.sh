@@ -32,11 +32,11 @@ PROFILE=${PROFILE:-release}   # debug: only to check the script quickly; figures
 rel=(); [ "$PROFILE" = debug ] || rel=(--release)
 [ "$ONLY" = boot-quote ] || (cd "$repo" && cargo build -q "${rel[@]}" -p warren-attest --example attest_bench)
 (cd "$repo" && cargo build -q "${rel[@]}" -p warren)
-warren="$repo/target/x86_64-unknown-linux-gnu/$PROFILE/warren"
+warren="$repo/target/x86_64-unknown-linux-musl/$PROFILE/warren"
 (cd "$repo/crates/warren-tpm" && RUSTFLAGS="-C target-feature=-crt-static" \
-    CARGO_TARGET_DIR="$repo/target/tpm" cargo build -q "${rel[@]}")
+    CARGO_TARGET_DIR="$repo/target/tpm" cargo build -q --target x86_64-unknown-linux-gnu "${rel[@]}")
 export WARREN_TPM_AGENT="$repo/target/tpm/x86_64-unknown-linux-gnu/$PROFILE/warren-tpm"
-bench="$repo/target/x86_64-unknown-linux-gnu/$PROFILE/examples/attest_bench"
+bench="$repo/target/x86_64-unknown-linux-musl/$PROFILE/examples/attest_bench"
 
 img=$(mktemp -d /dev/shm/warren-attest-bench.XXXXXX)
 tpmdir=$(mktemp -d /run/warren-attest-bench-tpm.XXXXXX)

@@ -45,7 +45,7 @@ say "building (release): warren, warren-ipc-bench, libwarren"
 (cd "$repo" && cargo build --release --locked -q -p warren -p warren-bench -p warren-client)
 (cd "$repo" && cargo build --release --locked -q -p warren-capi --example rust_echo)
 PROFILE=release OUT="$repo/target/warren-c-release" bash "$repo/clients/c/build.sh"
-bin="$repo/target/x86_64-unknown-linux-gnu/release"
+bin="$repo/target/x86_64-unknown-linux-musl/release"
 lib="$repo/target/warren-c-release/lib"
 work=$(mktemp -d /var/tmp/warren-clients-bench.XXXXXX)
 chmod 0755 "$work"

@@ -35,7 +35,7 @@ say() { echo "== $*" >&2; }
 say "building (release)"
 cargo build -q --release -p warren
 cargo build -q --release -p warren-bench --features amqp --bin warren-fed-peer --bin warren-fed-baseline
-T=target/x86_64-unknown-linux-gnu/release
+T=target/x86_64-unknown-linux-musl/release
 W=$(pwd)/$T/warren
 PEER=$(pwd)/$T/warren-fed-peer
 BASE=$(pwd)/$T/warren-fed-baseline

@@ -43,7 +43,7 @@ say() { echo "== $*" >&2; }
 bash "$repo/scripts/setup.sh" >&2
 say "building warren (release)"
 (cd "$repo" && cargo build --release -q -p warren)
-W="$repo/target/x86_64-unknown-linux-gnu/release/warren"
+W="$repo/target/x86_64-unknown-linux-musl/release/warren"
 [ -x "$W" ] || die "no release binary at $W"
 
 work=$(mktemp -d /var/tmp/warren-image-bench.XXXXXX)

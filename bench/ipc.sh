@@ -73,7 +73,7 @@ say "building warren and warren-ipc-bench (release)"
 features=()
 [ "$AMQP" = 1 ] && features=(--features warren-bench/amqp)
 (cd "$repo" && cargo build --release -q -p warren -p warren-bench "${features[@]}")
-bin="$repo/target/x86_64-unknown-linux-gnu/release"
+bin="$repo/target/x86_64-unknown-linux-musl/release"
 warren="$bin/warren"
 bench="$bin/warren-ipc-bench"
 [ -x "$warren" ] && [ -x "$bench" ] || die "the build left no binaries in $bin"

@@ -34,7 +34,7 @@ bash "$repo/scripts/setup.sh" >/dev/null
 
 echo "building warren (release)..." >&2
 (cd "$repo" && cargo build --release -q -p warren)
-warren="$repo/target/x86_64-unknown-linux-gnu/release/warren"
+warren="$repo/target/x86_64-unknown-linux-musl/release/warren"
 
 work=$(mktemp -d /tmp/warren-netbench.XXXXXX)
 chmod 755 "$work"

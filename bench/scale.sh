@@ -40,7 +40,7 @@ command -v busybox >/dev/null || [ -x /bin/busybox ] || die "busybox-static is n
 flag=(--release)
 [ "$BUILD" = debug ] && flag=()
 [ "${SKIP_BUILD:-0}" = 1 ] || (cd "$repo" && cargo build "${flag[@]}" --locked -q -p warren -p warren-client -p warren-bench)
-bin="$repo/target/x86_64-unknown-linux-gnu/$BUILD"
+bin="$repo/target/x86_64-unknown-linux-musl/$BUILD"
 warren="$bin/warren"
 bench="$bin/warren-ipc-bench"
 [ -x "$warren" ] && [ -x "$bench" ] || die "build failed: no $warren or $bench"

@@ -5,7 +5,7 @@
 # go to the launcher, docs/seccomp.md): allowed calls must cost the same, refused ones cost a
 # round trip to the launcher.
 #
-#   bash bench/seccomp.sh old=/path/to/warren-before new=target/x86_64-unknown-linux-gnu/debug/warren
+#   bash bench/seccomp.sh old=/path/to/warren-before new=target/x86_64-unknown-linux-musl/debug/warren
 #   ROUNDS=10 N=2000000 NREFUSED=20000 bash bench/seccomp.sh a=BIN b=BIN
 #
 # Per round and binary it reports ns per call of:

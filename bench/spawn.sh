@@ -36,7 +36,7 @@ command -v hyperfine >/dev/null || die "hyperfine is needed (apt-get install hyp
 profile=${PROFILE:-release}
 echo "building ($profile)..." >&2
 (cd "$repo" && cargo build --profile "${profile/debug/dev}" -q --locked -p warren -p warren-client -p warren-bench)
-bin="$repo/target/x86_64-unknown-linux-gnu/$profile"
+bin="$repo/target/x86_64-unknown-linux-musl/$profile"
 warren="$bin/warren"
 
 work=$(mktemp -d /tmp/warren-spawn-bench.XXXXXX)

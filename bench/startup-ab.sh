@@ -4,7 +4,7 @@
 # measurement on, state directory on disk. For judging one change on a shared, noisy machine,
 # where only figures from the same run can be compared.
 #
-#   bash bench/startup-ab.sh old=/path/to/warren-before new=target/x86_64-unknown-linux-gnu/release/warren
+#   bash bench/startup-ab.sh old=/path/to/warren-before new=target/x86_64-unknown-linux-musl/release/warren
 #   RUNS=500 bash bench/startup-ab.sh a=BIN b=BIN c=BIN
 #   ORDER=interleaved bash bench/startup-ab.sh old=BIN new=BIN   # round robin, for a busy machine
 #

@@ -71,7 +71,7 @@ fi
 # --- 1. build Warren ------------------------------------------------------------------------
 echo "building warren (release)..." >&2
 (cd "$repo" && cargo build --release -q -p warren)
-warren="$repo/target/x86_64-unknown-linux-gnu/release/warren"
+warren="$repo/target/x86_64-unknown-linux-musl/release/warren"
 [ -x "$warren" ] || die "no $warren after the build"
 
 # --- 2. the busybox rootfs and the crun bundle ------------------------------------------------

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "== building warren and warren-msg"
 cargo build --release --locked -p warren -p warren-client 2>&1 | tail -n 1
-warren=$PWD/target/x86_64-unknown-linux-gnu/release/warren
+warren=$PWD/target/x86_64-unknown-linux-musl/release/warren
 
 # Everything the demo makes lives here; the busybox root is readable by others, since root
 # inside an environment is an unprivileged uid on the host.

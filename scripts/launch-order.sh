@@ -28,7 +28,7 @@ command -v perf >/dev/null || die "perf is missing (apt-get install linux-perf)"
 [ -x /bin/busybox ] || die "/bin/busybox is missing (apt-get install busybox-static)"
 
 (cd "$repo" && cargo build --release -q -p warren)
-warren="$repo/target/x86_64-unknown-linux-gnu/release/warren"
+warren="$repo/target/x86_64-unknown-linux-musl/release/warren"
 
 work=$(mktemp -d /tmp/warren-order.XXXXXX)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT

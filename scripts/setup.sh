@@ -11,6 +11,9 @@ have patchelf || need+=(patchelf)
 have flock || need+=(util-linux)
 have ldd || need+=(libc-bin)
 have cc || need+=(gcc)
+# Warren's binaries are static musl programs (.cargo/config.toml): C code in dependencies is
+# compiled with musl-gcc.
+have musl-gcc || need+=(musl-tools)
 have setcap || need+=(libcap2-bin)
 have script || need+=(bsdutils)
 have setpriv || need+=(util-linux)
@@ -60,6 +63,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# The Rust standard library for the musl target (.cargo/config.toml), from the toolchain's own
+# distribution server (rustup).
+if command -v rustup >/dev/null 2>&1 \
+    && ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  echo "setup: adding the Rust target x86_64-unknown-linux-musl"
+  rustup target add x86_64-unknown-linux-musl
 fi
 
 # The Salt state's test (crates/warren/tests/workloads.rs) runs a masterless minion of Salt 3008

@@ -36,8 +36,9 @@ export WARREN_TPM_AGENT="$PWD/target/tpm/x86_64-unknown-linux-gnu/debug/warren-t
   cd crates/warren-tpm
   export RUSTFLAGS="-C target-feature=-crt-static" CARGO_TARGET_DIR="$PWD/../../target/tpm"
   cargo fmt -- --check
-  cargo clippy --locked --all-targets -- -D warnings
-  cargo build --locked
+  # glibc, not the workspace's musl (.cargo/config.toml): tpm2-tss is glibc shared libraries.
+  cargo clippy --locked --target x86_64-unknown-linux-gnu --all-targets -- -D warnings
+  cargo build --locked --target x86_64-unknown-linux-gnu
 )
 echo "== fuzz the protocol decoder (bounded)"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash scripts/fuzz.sh 2>&1 | tail -n 3

@@ -9,7 +9,7 @@
 #   PREFIX=/usr/local bash clients/c/build.sh   # and install
 #
 # Why the shared library is linked here and not by cargo: the workspace builds its binaries with
-# glibc's static C library (`+crt-static` in .cargo/config.toml), and rustc refuses the
+# a static C library (`+crt-static` in .cargo/config.toml), and rustc refuses the
 # `cdylib` crate type on such a target. The static library is position-independent, so it is
 # linked into a shared object with the system compiler; the version script exports exactly
 # the functions warren.h declares (soname libwarren.so.0).
@@ -21,7 +21,9 @@ out=${OUT:-$repo/target/warren-c}
 version=0.1.0
 die() { echo "clients/c/build.sh: $*" >&2; exit 1; }
 
-flags=(--locked -q -p warren-capi)
+# For glibc: the library is linked into the host's programs, which use glibc (Warren's own
+# binaries are musl, .cargo/config.toml).
+flags=(--locked -q -p warren-capi --target x86_64-unknown-linux-gnu)
 [ "$profile" = release ] && flags+=(--release)
 (cd "$repo" && cargo build "${flags[@]}")
 a="$repo/target/x86_64-unknown-linux-gnu/$profile/libwarren.a"

@@ -31,7 +31,7 @@ say "building warren, warren-msg, libwarren and the Rust echo server"
 (cd "$repo" && cargo build --locked -q -p warren -p warren-client)
 (cd "$repo" && cargo build --locked -q -p warren-capi --example rust_echo)
 bash "$repo/clients/c/build.sh"
-bin="$repo/target/x86_64-unknown-linux-gnu/debug"
+bin="$repo/target/x86_64-unknown-linux-musl/debug"
 warren="$bin/warren"
 lib="$repo/target/warren-c/lib"
 inc="$repo/target/warren-c/include"

@@ -326,13 +326,13 @@ pub fn interface_up(name: &CStr) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     // SAFETY: SIOCGIFFLAGS reads the name from and writes the flags into `req`, which is a valid
     // ifreq for the duration of the call.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: after SIOCGIFFLAGS the union holds the flags member.
     unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
     // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -505,10 +505,15 @@ pub fn default_sigpipe() {
 /// Give the C allocator's free memory back to the system (`malloc_trim(3)`): the top of the
 /// heap is released and free pages inside it are discarded. For a process that goes on to idle
 /// for a long time after a burst of allocations (a launcher waiting for its environment).
+/// Only glibc has it; with musl (Warren's own binaries, see `.cargo/config.toml`) the `warren`
+/// binary allocates through its own allocator and this does nothing.
 pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only reorganises the allocator's own free lists and pages; it takes
     // the allocator's locks like any malloc call and touches no memory the program owns.
-    unsafe { libc::malloc_trim(0) };
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Set a socket's mark (`SO_MARK`, needs `CAP_NET_ADMIN`): a 32-bit value stored on the
@@ -694,18 +699,24 @@ const PTRACE_SECCOMP_GET_FILTER: libc::c_uint = 0x420c;
 /// (`EINVAL` without). A process with no filter gives an empty list.
 pub fn seccomp_filters(pid: i32) -> io::Result<Vec<Vec<u8>>> {
     let null = std::ptr::null_mut::<libc::c_void>();
-    let ptrace =
-        |request: libc::c_uint, addr: usize, data: *mut libc::c_void| -> io::Result<libc::c_long> {
-            // SAFETY: every request used here passes `addr` as a plain number and `data` either as
-            // null or as a buffer the caller sized for what the kernel writes (see below).
-            let ret = unsafe { libc::ptrace(request as _, pid, addr as *mut libc::c_void, data) };
-            if ret < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(ret)
-            }
-        };
-    ptrace(libc::PTRACE_SEIZE, 0, null)?;
+    let ptrace = |request: u32, addr: usize, data: *mut libc::c_void| -> io::Result<libc::c_long> {
+        // SAFETY: every request used here passes `addr` as a plain number and `data` either as
+        // null or as a buffer the caller sized for what the kernel writes (see below).
+        let ret = unsafe { libc::ptrace(request as _, pid, addr as *mut libc::c_void, data) };
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(ret)
+        }
+    };
+    // The request constants are `c_uint` in glibc's headers and `c_int` in musl's.
+    #[allow(clippy::unnecessary_cast)]
+    let (seize, detach, interrupt) = (
+        libc::PTRACE_SEIZE as u32,
+        libc::PTRACE_DETACH as u32,
+        libc::PTRACE_INTERRUPT as u32,
+    );
+    ptrace(seize, 0, null)?;
     /// Detaches on every way out, so the tracee is never left stopped.
     struct Detach<F: Fn()>(F);
     impl<F: Fn()> Drop for Detach<F> {
@@ -714,9 +725,9 @@ pub fn seccomp_filters(pid: i32) -> io::Result<Vec<Vec<u8>>> {
         }
     }
     let _detach = Detach(|| {
-        let _ = ptrace(libc::PTRACE_DETACH, 0, null);
+        let _ = ptrace(detach, 0, null);
     });
-    ptrace(libc::PTRACE_INTERRUPT, 0, null)?;
+    ptrace(interrupt, 0, null)?;
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into `status`, a valid out-parameter.

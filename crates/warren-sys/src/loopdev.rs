@@ -52,7 +52,7 @@ pub fn loop_attach(image: BorrowedFd<'_>, read_only: bool) -> io::Result<(OwnedF
     let mut last = io::Error::from_raw_os_error(libc::EBUSY);
     for _ in 0..64 {
         // SAFETY: LOOP_CTL_GET_FREE takes no argument and touches no memory.
-        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
+        let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE as _) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -89,8 +89,13 @@ pub fn loop_attach(image: BorrowedFd<'_>, read_only: bool) -> io::Result<(OwnedF
         // SAFETY: `cfg` is a valid, initialised `struct loop_config` of the kernel's layout that
         // lives across the call; the kernel only reads it. `image` is borrowed, so it stays open
         // during the call (the kernel takes its own reference to the file).
-        let ret =
-            unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg as *const LoopConfig) };
+        let ret = unsafe {
+            libc::ioctl(
+                dev.as_raw_fd(),
+                LOOP_CONFIGURE as _,
+                &cfg as *const LoopConfig,
+            )
+        };
         if ret == 0 {
             return Ok((dev.into(), path));
         }

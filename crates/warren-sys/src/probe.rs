@@ -519,7 +519,7 @@ pub fn fork_sleeper(seconds: u32) -> io::Result<i32> {
                 libc::_exit(0);
             }
             let ts = libc::timespec {
-                tv_sec: libc::time_t::from(seconds),
+                tv_sec: seconds.into(),
                 tv_nsec: 0,
             };
             libc::nanosleep(&ts, std::ptr::null_mut());

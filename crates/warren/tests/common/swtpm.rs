@@ -25,7 +25,15 @@ pub fn agent() -> PathBuf {
     let target = root.join("target/tpm");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo)
-        .args(["build", "-q", "--manifest-path"])
+        // glibc: tpm2-tss exists only as glibc shared libraries (the workspace's own target,
+        // musl, is set in .cargo/config.toml).
+        .args([
+            "build",
+            "-q",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--manifest-path",
+        ])
         .arg(root.join("crates/warren-tpm/Cargo.toml"))
         .env("RUSTFLAGS", "-C target-feature=-crt-static")
         .env("CARGO_TARGET_DIR", &target)
