@@ -290,21 +290,27 @@ impl EventLog {
     }
 
     /// The identity of a log file, as the sync lock records it: inode and birth time (inode
-    /// numbers are reused once a file is deleted; the pair is not). `None` where the
-    /// filesystem keeps no birth time: then every append syncs on its own.
-    fn identity(meta: &std::fs::Metadata) -> Option<String> {
-        use std::os::unix::fs::MetadataExt;
-        let born = meta
-            .created()
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        Some(format!(
-            "{}.{}.{}",
-            meta.ino(),
-            born.as_secs(),
-            born.subsec_nanos()
-        ))
+    /// numbers are reused once a file is deleted; the pair is not), and its length. The
+    /// identity is `None` where the filesystem keeps no birth time: then every append syncs on
+    /// its own. Read with `statx(2)` itself: the standard library's `Metadata::created` asks
+    /// for the birth time only on glibc, and Warren's binaries are musl programs.
+    fn identity(file: &File) -> std::io::Result<(Option<String>, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let st = statx(
+            file,
+            "",
+            AtFlags::EMPTY_PATH,
+            StatxFlags::INO | StatxFlags::SIZE | StatxFlags::BTIME,
+        )?;
+        let id = StatxFlags::from_bits_retain(st.stx_mask)
+            .contains(StatxFlags::BTIME)
+            .then(|| {
+                format!(
+                    "{}.{}.{}",
+                    st.stx_ino, st.stx_btime.tv_sec, st.stx_btime.tv_nsec
+                )
+            });
+        Ok((id, st.stx_size))
     }
 
     /// `(identity of the log file, offset)` up to which the log is known durable.
@@ -331,8 +337,7 @@ impl EventLog {
     pub fn make_durable(&self, file: &File, end: u64) -> Result<bool, LogError> {
         let path = self.path();
         let lock = self.sync_lock()?;
-        let meta = file.metadata().map_err(self.io(path.clone(), "stat"))?;
-        let id = Self::identity(&meta);
+        let (id, len) = Self::identity(file).map_err(self.io(path.clone(), "stat"))?;
         if let (Some(id), Some((synced_id, offset))) = (&id, Self::synced(&lock)) {
             if *id == synced_id && offset >= end {
                 return Ok(false);
@@ -340,7 +345,6 @@ impl EventLog {
         }
         // Everything written before this point is in the page cache, so one fdatasync makes
         // all of it durable: the records of appenders still waiting for this lock included.
-        let len = meta.len();
         file.sync_data().map_err(self.io(path, "sync"))?;
         if let Some(id) = id {
             Self::set_synced(&lock, &id, len.max(end));
@@ -349,11 +353,10 @@ impl EventLog {
     }
 
     fn forget_synced_beyond(&self, file: &File, start: u64) {
-        let (Ok(lock), Ok(meta)) = (self.sync_lock(), file.metadata()) else {
+        let (Ok(lock), Ok((id, _))) = (self.sync_lock(), Self::identity(file)) else {
             return;
         };
-        if let (Some(id), Some((synced_id, offset))) = (Self::identity(&meta), Self::synced(&lock))
-        {
+        if let (Some(id), Some((synced_id, offset))) = (id, Self::synced(&lock)) {
             if id == synced_id && offset > start {
                 Self::set_synced(&lock, &id, start);
             }
@@ -564,7 +567,7 @@ mod tests {
         let (_, f1, end1) = log.append_unsynced(content("a"), &mut root).unwrap();
         // A failed extension removes its record; pretend a concurrent sync counted it.
         let held = log.sync_lock().unwrap();
-        let id = EventLog::identity(&f1.metadata().unwrap()).expect("a birth time");
+        let id = EventLog::identity(&f1).unwrap().0.expect("a birth time");
         EventLog::set_synced(&held, &id, end1 + 100_000);
         drop(held);
         assert!(log.append(content("b"), &mut Refusing).is_err());
