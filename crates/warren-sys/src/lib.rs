@@ -12,6 +12,18 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod loopdev;
+
+/// The allocator of every Warren program in the musl build (Warren's, `.cargo/config.toml`;
+/// each links this crate): a TLSF allocator (`rlsf`: constant-time allocation and release from
+/// size-segregated free lists, memory taken from the system in 64 KiB blocks and kept for
+/// reuse). musl's own allocator hands memory back to the system eagerly: it made a launch about
+/// 0.3 ms slower than glibc's allocator, and a client's round trip slower by microseconds
+/// (BENCHMARKS.md, "Issue 13, tenth session"). The glibc build keeps glibc's allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+mod memcpy;
 pub use loopdev::loop_attach;
 
 use std::ffi::CStr;

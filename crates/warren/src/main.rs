@@ -41,16 +41,6 @@ mod volumes;
 
 use clap::Parser;
 
-/// The allocator of the musl build (Warren's, `.cargo/config.toml`): a TLSF allocator (`rlsf`:
-/// constant-time allocation and release from size-segregated free lists, memory taken from the
-/// system in 64 KiB blocks and kept for reuse). musl's own allocator returns memory to the
-/// system eagerly and made a launch about 0.3 ms slower than glibc's allocator (time marks and
-/// interleaved A/B runs, BENCHMARKS.md "Issue 13, tenth session"); with this one a launch
-/// takes glibc's allocation costs or less. The glibc build keeps glibc's allocator.
-#[cfg(target_env = "musl")]
-#[global_allocator]
-static ALLOCATOR: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
-
 fn main() {
     warren_sys::default_sigpipe();
     std::process::exit(run_command_line(std::env::args_os()));
