@@ -12,6 +12,9 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod loopdev;
+#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
+mod memcpy;
+pub use loopdev::loop_attach;
 
 /// The allocator of every Warren program in the musl build (Warren's, `.cargo/config.toml`;
 /// each links this crate): a TLSF allocator (`rlsf`: constant-time allocation and release from
@@ -22,9 +25,6 @@ mod loopdev;
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOCATOR: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
-#[cfg(all(target_env = "musl", target_arch = "x86_64"))]
-mod memcpy;
-pub use loopdev::loop_attach;
 
 use std::ffi::CStr;
 use std::io;
@@ -517,8 +517,9 @@ pub fn default_sigpipe() {
 /// Give the C allocator's free memory back to the system (`malloc_trim(3)`): the top of the
 /// heap is released and free pages inside it are discarded. For a process that goes on to idle
 /// for a long time after a burst of allocations (a launcher waiting for its environment).
-/// Only glibc has it; with musl (Warren's own binaries, see `.cargo/config.toml`) the `warren`
-/// binary allocates through its own allocator and this does nothing.
+/// Only glibc has it; in the musl build (Warren's own, see `.cargo/config.toml`) every program
+/// allocates through the TLSF allocator above, which keeps its free memory, and this does
+/// nothing.
 pub fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only reorganises the allocator's own free lists and pages; it takes

@@ -64,8 +64,10 @@ pub unsafe extern "C" fn memmove(dst: *mut u8, src: *const u8, n: usize) -> *mut
 #[inline(always)]
 unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) -> *mut u8 {
     // SAFETY: every access below stays within [src, src + n) and [dst, dst + n), which the
-    // caller guarantees valid and disjoint: the pairs of loads overlap each other (first and
-    // last k bytes, k <= n), never the ends of the buffers.
+    // caller guarantees valid (the pairs of loads overlap each other, first and last k bytes
+    // with k <= n, never past the ends of the buffers). Overlap between the two ranges is
+    // allowed only where this is still right: up to 64 bytes every load precedes every store,
+    // and `rep movsb` copies forwards, right when `dst` is below `src`.
     unsafe {
         if n <= 16 {
             if n >= 8 {
