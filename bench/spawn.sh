@@ -42,6 +42,7 @@ warren="$bin/warren"
 work=$(mktemp -d /tmp/warren-spawn-bench.XXXXXX)
 chmod 755 "$work"
 daemon_pid=
+sealed=
 cleanup() {
     if [ -n "$daemon_pid" ]; then
         for n in $(timeout 10 env WARREN_STATE_DIR="$work/state" "$warren" ps -q 2>/dev/null); do
@@ -49,6 +50,9 @@ cleanup() {
         done
         kill "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true
+    fi
+    if [ -n "$sealed" ]; then
+        WARREN_STATE_DIR="$work/state" "$warren" rootfs unseal "$R" >/dev/null 2>&1 || umount "$R" 2>/dev/null || true
     fi
     rm -rf "$work"
 }
@@ -65,6 +69,11 @@ cp "$bin/warren-spawn-bench" "$R/bin/"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
 printf 'root:x:0:\n' >"$R/etc/group"
 chmod -R a+rX "$R"
+# Sealed (`warren rootfs seal`: the root mounted read-only over itself, its digest taken once),
+# as a deployment that launches from a directory would: each launch is still measured, from the
+# seal's digest, instead of walking the tree (checked at the end: no launch walked).
+WARREN_STATE_DIR="$work/state" "$warren" rootfs seal "$R" >/dev/null
+sealed=1
 
 mkdir -p "$results"
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
@@ -203,6 +212,12 @@ for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
 sleep 1.5
 for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
 
+# Every launch was measured, from the seal's digest: none walked the tree.
+walked=$(grep -c '"digest_source":"walk"' "$work/state/attest/events.jsonl" || true)
+measured=$(grep -c '"event":"launch"' "$work/state/attest/events.jsonl" || true)
+echo "{\"mode\":\"spawn-measured\",\"launch_records\":$measured,\"walked\":$walked}" | tee -a "$jsonl"
+[ "$walked" = 0 ] || die "$walked launches walked the root instead of using its seal"
+
 python3 - "$jsonl" >"$table" <<'PY'
 import json, sys
 rows = {}
@@ -222,5 +237,6 @@ if c:
 print(f"host memory per live child ({m['children']}), used delta   {m['per_child_kib']:8d} KiB")
 print(f"  launcher + workload Pss per child           {m['pss_per_child_kib']:8d} KiB")
 print(f"children left after the parent's stop        {rows['spawn-cleanup']['children_left_after_parent_stop']:8d}")
+print(f"launch records (measured), walked trees      {rows['spawn-measured']['launch_records']:8d}, {rows['spawn-measured']['walked']}")
 PY
 cat "$table"

@@ -16,15 +16,15 @@ mod loopdev;
 mod memcpy;
 pub use loopdev::loop_attach;
 
+#[cfg(target_env = "musl")]
+pub mod alloc;
+
 /// The allocator of every Warren program in the musl build (Warren's, `.cargo/config.toml`;
-/// each links this crate): a TLSF allocator (`rlsf`: constant-time allocation and release from
-/// size-segregated free lists, memory taken from the system in 64 KiB blocks and kept for
-/// reuse). musl's own allocator hands memory back to the system eagerly: it made a launch about
-/// 0.3 ms slower than glibc's allocator, and a client's round trip slower by microseconds
-/// (BENCHMARKS.md, "Issue 13, tenth session"). The glibc build keeps glibc's allocator.
+/// each links this crate): TLSF for small blocks, mappings of their own for large ones
+/// ([`alloc`]). The glibc build keeps glibc's allocator.
 #[cfg(target_env = "musl")]
 #[global_allocator]
-static ALLOCATOR: rlsf::GlobalTlsf = rlsf::GlobalTlsf::new();
+static ALLOCATOR: alloc::Allocator = alloc::Allocator::new();
 
 use std::ffi::CStr;
 use std::io;
@@ -514,12 +514,14 @@ pub fn default_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
 }
 
-/// Give the C allocator's free memory back to the system (`malloc_trim(3)`): the top of the
-/// heap is released and free pages inside it are discarded. For a process that goes on to idle
-/// for a long time after a burst of allocations (a launcher waiting for its environment).
-/// Only glibc has it; in the musl build (Warren's own, see `.cargo/config.toml`) every program
-/// allocates through the TLSF allocator above, which keeps its free memory, and this does
-/// nothing.
+/// Give memory the process no longer uses back to the system: for a process that goes on to
+/// idle for a long time after a burst of work (a launcher waiting for its environment).
+/// - the allocator's free memory: with glibc, `malloc_trim(3)` (the top of the heap released,
+///   free pages inside it discarded); in the musl build, the freed large mappings kept for reuse
+///   ([`alloc::Allocator::release`]; TLSF keeps its small pools);
+/// - when called on the main thread, the pages of its stack below the caller's frame: whatever
+///   deeper calls left there is dead (a launch's deepest calls dirtied ~100 KiB of it), and a
+///   later call that goes that deep again finds zeroed pages.
 pub fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only reorganises the allocator's own free lists and pages; it takes
@@ -527,6 +529,50 @@ pub fn release_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
+    #[cfg(target_env = "musl")]
+    ALLOCATOR.release();
+    release_unused_stack();
+}
+
+/// Discards the main thread's stack pages more than two pages below this function's frame
+/// ([`release_free_heap`]). Nothing when called on another thread (its stack is not the
+/// `[stack]` mapping) or when the mapping cannot be found.
+#[inline(never)]
+fn release_unused_stack() {
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    if let Some((start, len)) = unused_stack(&maps, here) {
+        // SAFETY: the range lies inside the main thread's stack mapping, entirely below the
+        // frames of this function and its callers ([`unused_stack`]), which are the only live
+        // part of this thread's stack (it grows down; this thread is running here, so no deeper
+        // frame exists, and a signal handler that runs later writes below the stack pointer
+        // again, onto zeroed pages). MADV_DONTNEED on private anonymous memory only makes those
+        // pages read as zero when next touched.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// The part of the `[stack]` mapping listed in `maps` (`/proc/self/maps`) that lies more than
+/// two pages below `here`, as (start, length); `None` when `here` is not in that mapping (not
+/// the main thread) or nothing lies below.
+fn unused_stack(maps: &str, here: usize) -> Option<(usize, usize)> {
+    const PAGE: usize = 4096;
+    let line = maps.lines().find(|l| l.ends_with("[stack]"))?;
+    let (lo, hi) = line.split_whitespace().next()?.split_once('-')?;
+    let (start, end) = (
+        usize::from_str_radix(lo, 16).ok()?,
+        usize::from_str_radix(hi, 16).ok()?,
+    );
+    if !(start..end).contains(&here) {
+        return None;
+    }
+    let below = (here & !(PAGE - 1)).checked_sub(2 * PAGE)?;
+    (below > start).then(|| (start, below - start))
 }
 
 /// Set a socket's mark (`SO_MARK`, needs `CAP_NET_ADMIN`): a 32-bit value stored on the
@@ -801,6 +847,22 @@ pub fn clear_signal_mask_on_spawn(cmd: &mut std::process::Command) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_the_main_stack_below_the_caller_is_released() {
+        let maps = "55d0c0000000-55d0c0001000 r--p 00000000 00:20 12 /bin/x\n\
+                    7ffd0000a000-7ffd00040000 rw-p 00000000 00:00 0                          [stack]\n\
+                    7ffd000f0000-7ffd000f2000 r-xp 00000000 00:00 0                          [vdso]\n";
+        // A frame at 0x7ffd0003f123: everything below 0x7ffd0003d000 (two pages under its page).
+        assert_eq!(
+            unused_stack(maps, 0x7ffd_0003_f123),
+            Some((0x7ffd_0000_a000, 0x7ffd_0003_d000 - 0x7ffd_0000_a000))
+        );
+        // Another thread's frame (not in [stack]), or one at the bottom: nothing.
+        assert_eq!(unused_stack(maps, 0x7f00_1234_5678), None);
+        assert_eq!(unused_stack(maps, 0x7ffd_0000_b000), None);
+        assert_eq!(unused_stack("no stack here\n", 0x7ffd_0003_f123), None);
+    }
+
     use super::*;
 
     #[test]
