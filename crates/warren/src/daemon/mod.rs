@@ -20,6 +20,8 @@
 //! * `worker.rs`: the **worker for slow jobs** (quotes), a thread of its own, answering
 //!   through an eventfd.
 //! * `audit.rs`: the **audit log**, rotated at a size limit.
+//! * `persist.rs`: the **registry writer**, a thread that puts `managed.json` on disk so that
+//!   no save waits on the file system inside a turn.
 //!
 //! The kernel decides; the loop only moves bytes and time.
 //!
@@ -46,6 +48,7 @@ mod control_conn;
 mod gate;
 mod helper;
 mod link;
+mod persist;
 mod spawn;
 mod supervise;
 mod worker;
@@ -174,6 +177,8 @@ struct Daemon {
     state_dir: PathBuf,
     exe: PathBuf,
     registry: Registry,
+    /// Writes `registry` to disk off the loop (`persist.rs`).
+    registry_writer: persist::RegistryWriter,
     runtime: HashMap<String, Runtime>,
     pid_tokens: IdMap<u64, String>,
     pendings: Vec<Pending>,
@@ -396,6 +401,8 @@ impl Daemon {
             state_dir: opts.state_dir.clone(),
             exe: std::env::current_exe().context("find the warren binary")?,
             registry: Registry::load(&opts.state_dir)?,
+            registry_writer: persist::RegistryWriter::start(Registry::path(&opts.state_dir))
+                .context("start the registry writer thread")?,
             runtime: HashMap::new(),
             pid_tokens: IdMap::default(),
             pendings: Vec::new(),

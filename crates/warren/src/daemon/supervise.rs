@@ -71,8 +71,9 @@ fn wall_ms() -> u64 {
 impl Daemon {
     /// Persist the managed set; a failure is reported, never fatal.
     pub(super) fn save(&self) {
-        if let Err(e) = self.registry.save(&self.state_dir) {
-            tracing::warn!("cannot save the managed environments: {e:#}");
+        match self.registry.to_bytes() {
+            Ok(bytes) => self.registry_writer.save(bytes),
+            Err(e) => tracing::warn!("cannot save the managed environments: {e:#}"),
         }
     }
 
