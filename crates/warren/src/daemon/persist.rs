@@ -6,14 +6,19 @@
 //! hands the bytes over; the writer writes them to a temporary file and renames it over the
 //! registry, which the loop used to do itself at every spawn, every child's exit and every
 //! registration: 0.2–0.5 ms each on this machine's ext4, on the path of every spawn's answer
-//! (BENCHMARKS.md, "Spawn"). Only the newest state matters: a save handed over while the writer
-//! is busy replaces one that waits, so a burst of changes costs one or two writes. Dropping the
-//! writer writes what waits and joins the thread, so a daemon that stops leaves its last state
-//! on disk; a daemon killed outright may lose what it handed over in the last write's time
-//! (well under a millisecond here), as it could before between a change and its save.
+//! (BENCHMARKS.md, "Spawn"). Only the newest state matters: the writer waits [`GATHER`] after
+//! a save is handed over and writes the newest state then, so a burst of changes costs one
+//! write. Dropping the writer writes what waits at once and joins the thread, so a daemon that
+//! stops leaves its last state on disk; a daemon killed outright may lose the changes of its
+//! last ~10 ms (before, those between a change and the end of its loop turn).
 
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
+
+/// How long the writer waits after a save is handed over before it writes, so that the saves
+/// of a burst become one write: at most one write per this interval (under four spawns a
+/// second per CPU the writer thread took 4 % of the machine's CPU, writing at every change).
+const GATHER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What the loop and the writer share.
 #[derive(Default)]
@@ -92,6 +97,13 @@ fn write_loop(path: &std::path::Path, shared: &(Mutex<Shared>, Condvar)) {
             let mut s = lock.lock().unwrap_or_else(|e| e.into_inner());
             while s.waiting.is_none() && !s.stop {
                 s = cv.wait(s).unwrap_or_else(|e| e.into_inner());
+            }
+            if !s.stop {
+                // Changes come in bursts (a parent spawning children, a tree stopping): the
+                // newest state a moment later covers all of them in one write.
+                drop(s);
+                std::thread::sleep(GATHER);
+                s = lock.lock().unwrap_or_else(|e| e.into_inner());
             }
             match s.waiting.take() {
                 Some(b) => (b, s.handed),
