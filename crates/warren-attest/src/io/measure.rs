@@ -76,6 +76,16 @@ pub struct TreeDigest {
     pub bytes: u64,
 }
 
+/// Runs both hash functions once (BLAKE3 for trees, SHA-256 for records), so that their CPU
+/// feature detection (a few `cpuid` instructions, each a trap to the hypervisor on a VM:
+/// 6-8 us here) is done and cached in this process. The kernel's launch helper calls it before
+/// it forks launchers, which then inherit the result instead of detecting again in each launch.
+pub fn prime_hashers() {
+    use sha2::Digest as _;
+    std::hint::black_box(blake3::hash(b""));
+    std::hint::black_box(sha2::Sha256::digest(b""));
+}
+
 /// Measures the tree under `root` (see the module documentation for the format).
 pub fn tree_digest(root: &Path) -> Result<TreeDigest, MeasureError> {
     tree_digest_cached(root, None)

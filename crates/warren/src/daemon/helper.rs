@@ -163,6 +163,8 @@ fn serve(sock: OwnedFd) -> ! {
     if rustix::io::write(&sock, &ready).is_err() || ready != b"ok" {
         std::process::exit(0);
     }
+    // Done once here rather than in every launcher it forks (each would trap on `cpuid`).
+    warren_attest::measure::prime_hashers();
     let mut body = vec![0u8; MAX_REQUEST + 1];
     loop {
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
