@@ -1066,6 +1066,57 @@ fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
         "{result}"
     );
     assert!(alive(other.into()), "the run -d environment was ended");
+    // `rm` and `stop` act on the environment that runs (docs/cli.md, "apply"): `rm` without
+    // `-f` refuses a running one and leaves it running, `stop` ends it.
+    let o = warren().args(["rm", &name]).output().unwrap();
+    assert_eq!(code(&o), 1, "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("is running"), "{}", stderr(&o));
+    assert!(
+        alive(other.into()),
+        "rm without -f ended the run -d environment"
+    );
     let o = warren().args(["stop", "-t", "1", &name]).output().unwrap();
     assert_code(&o, 0);
+    wait_for("the run -d workload to end after stop", 15, || {
+        (!alive(other.into())).then_some(())
+    });
+}
+
+/// The same clash, ended by `rm -f`: the run -d environment is stopped and the managed record
+/// forgotten.
+#[test]
+fn rm_f_of_a_clashing_name_stops_the_run_d_environment_too() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let name = space.name("ma-clash3");
+    let file = space.write_tables(&[table(&name, SERVE, &[])]);
+    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
+    let (pid, _) = wait_running(&name);
+    assert_code(
+        &warren().args(["stop", "-t", "1", &name]).output().unwrap(),
+        0,
+    );
+    wait_for("the managed workload to end", 15, || {
+        (!alive(pid)).then_some(())
+    });
+    let sleeper = ["/bin/sleep", "97532"];
+    let _remove = run_d(&name, &sleeper);
+    let other = wait_for("the run -d workload", 15, || {
+        pids_running(&sleeper).first().copied()
+    });
+    let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
+    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        alive(other.into()),
+        "the run -d environment was ended by apply"
+    );
+    let o = warren().args(["rm", "-f", &name]).output().unwrap();
+    assert_code(&o, 0);
+    wait_for("the run -d workload to end after rm -f", 15, || {
+        (!alive(other.into())).then_some(())
+    });
+    assert!(
+        !ps_all().contains_key(&name),
+        "{name} still listed after rm -f"
+    );
 }

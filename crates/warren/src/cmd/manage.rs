@@ -19,8 +19,10 @@ use crate::control::{self, ControlRequest};
 /// read from the registry it left (`managed.json`), which the next kernel acts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Managed {
-    /// The running kernel manages it.
-    ByKernel,
+    /// The running kernel manages it. `other`: the launcher of an environment `warren run`
+    /// started that runs under the same name while the managed one does not (a clash `apply`
+    /// refused, docs/cli.md): that one is what runs, and `stop` and `rm` act on it too.
+    ByKernel { other: Option<i32> },
     /// No kernel runs, but the next one would take it back (and start it if it does not run).
     WithoutKernel,
     /// Not managed.
@@ -30,15 +32,21 @@ enum Managed {
 fn managed(state_dir: &Path, name: &str) -> Managed {
     match control::request(state_dir, &ControlRequest::List) {
         Ok(resp) => {
-            let listed = resp.data.is_some_and(|d| {
+            let listed = resp.data.and_then(|d| {
                 d["envs"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|e| e["name"] == name))
+                    .as_array()?
+                    .iter()
+                    .find(|e| e["name"] == name)
+                    .map(|e| e["launcher_pid"].as_i64())
             });
-            if listed {
-                Managed::ByKernel
-            } else {
-                Managed::No
+            match listed {
+                Some(managed_pid) => {
+                    let running = launcher_pid(state_dir, name).ok().flatten();
+                    Managed::ByKernel {
+                        other: running.filter(|&p| Some(i64::from(p)) != managed_pid),
+                    }
+                }
+                None => Managed::No,
             }
         }
         Err(_) => match crate::supervisor::Registry::load(state_dir) {
@@ -125,18 +133,23 @@ pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
         let result = match managed(state_dir, name) {
-            Managed::ByKernel => {
+            Managed::ByKernel { other } => {
                 let req = ControlRequest::Stop {
                     name: name.clone(),
                     timeout: args.time,
                 };
-                control::request(state_dir, &req).and_then(|r| {
-                    if r.ok {
-                        Ok(())
-                    } else {
-                        Err(anyhow::anyhow!(r.error.unwrap_or_default()))
-                    }
-                })
+                control::request(state_dir, &req)
+                    .and_then(|r| {
+                        if r.ok {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+                        }
+                    })
+                    .and_then(|()| match other {
+                        Some(_) => stop_unmanaged(state_dir, name, args.time),
+                        None => Ok(()),
+                    })
             }
             Managed::WithoutKernel => Err(no_kernel("stop", name)),
             Managed::No => stop_unmanaged(state_dir, name, args.time),
@@ -157,18 +170,29 @@ pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
     let mut code = 0;
     for name in &args.names {
         let managed = managed(state_dir, name);
-        let result = if managed == Managed::ByKernel {
-            let req = ControlRequest::Remove {
-                name: name.clone(),
-                force: args.force,
-            };
-            control::request(state_dir, &req).and_then(|r| {
-                if r.ok {
-                    Ok(())
-                } else {
-                    Err(anyhow::anyhow!(r.error.unwrap_or_default()))
-                }
-            })
+        let result = if let Managed::ByKernel { other } = managed {
+            if other.is_some() && !args.force {
+                Err(anyhow::anyhow!(
+                    "{name:?} is running: stop it first, or use -f"
+                ))
+            } else {
+                let req = ControlRequest::Remove {
+                    name: name.clone(),
+                    force: args.force,
+                };
+                control::request(state_dir, &req)
+                    .and_then(|r| {
+                        if r.ok {
+                            Ok(())
+                        } else {
+                            Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+                        }
+                    })
+                    .and_then(|()| match other {
+                        Some(_) => stop_unmanaged(state_dir, name, 0),
+                        None => Ok(()),
+                    })
+            }
         } else if managed == Managed::WithoutKernel {
             Err(no_kernel("rm", name))
         } else if launcher_pid(state_dir, name)?.is_some() {
