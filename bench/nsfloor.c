@@ -7,6 +7,9 @@
  *   /tmp/nsfloor 1000 user,pid,mount,uts,ipc,net,cgroup     # what every environment gets
  *   /tmp/nsfloor 1000 user,pid,mount,uts,ipc,cgroup         # without the network namespace
  *   /tmp/nsfloor 1000 net
+ *   /tmp/nsfloor hold 1000 user,pid,mount,uts,ipc,net,cgroup   # memory of 1,000 live ones
+ * `hold` keeps N children alive (each pauses in its namespaces) and prints the host's used
+ * memory (MemTotal - MemAvailable) per child, 3 s after the last started, then ends them.
  * Run as root on a quiet machine. */
 #define _GNU_SOURCE
 #include <sched.h>
@@ -21,8 +24,29 @@
 static char stack[1 << 16];
 
 static int child(void *arg) {
-	(void)arg;
+	if (arg)
+		pause();
 	_exit(0);
+}
+
+/* MemTotal - MemAvailable, in KiB. */
+static long long used_kib(void) {
+	char line[256];
+	long long total = -1, avail = -1, v;
+	FILE *f = fopen("/proc/meminfo", "r");
+	while (f && fgets(line, sizeof line, f)) {
+		if (sscanf(line, "MemTotal: %lld kB", &v) == 1)
+			total = v;
+		if (sscanf(line, "MemAvailable: %lld kB", &v) == 1)
+			avail = v;
+	}
+	if (f)
+		fclose(f);
+	if (total < 0 || avail < 0) {
+		fprintf(stderr, "cannot read /proc/meminfo\n");
+		exit(1);
+	}
+	return total - avail;
 }
 
 static double now(void) {
@@ -50,10 +74,12 @@ int main(int argc, char **argv) {
 		{"uts", CLONE_NEWUTS},   {"ipc", CLONE_NEWIPC}, {"net", CLONE_NEWNET},
 		{"cgroup", CLONE_NEWCGROUP},
 	};
-	if (argc != 3) {
-		fprintf(stderr, "usage: %s N NAMESPACE[,NAMESPACE...]\n", argv[0]);
+	int hold = argc == 4 && strcmp(argv[1], "hold") == 0;
+	if (argc != 3 && !hold) {
+		fprintf(stderr, "usage: %s [hold] N NAMESPACE[,NAMESPACE...]\n", argv[0]);
 		return 2;
 	}
+	argv += hold;
 	int n = atoi(argv[1]), flags = 0;
 	for (char *s = strtok(argv[2], ","); s; s = strtok(NULL, ",")) {
 		size_t i;
@@ -64,6 +90,33 @@ int main(int argc, char **argv) {
 			return 2;
 		}
 		flags |= known[i].flag;
+	}
+	if (hold) {
+		static int pids[100000];
+		if (n < 1 || n > 100000) {
+			fprintf(stderr, "hold: N must be 1..100000\n");
+			return 2;
+		}
+		sync();
+		sleep(2);
+		long long before = used_kib();
+		for (int i = 0; i < n; i++) {
+			pids[i] = clone(child, stack + sizeof stack, flags | SIGCHLD, "hold");
+			if (pids[i] < 0) {
+				perror("clone");
+				n = i;
+				break;
+			}
+		}
+		sleep(3);
+		long long after = used_kib();
+		printf("%d live children: host used memory +%lld KiB, %.1f KiB per child\n", n,
+		       after - before, (double)(after - before) / (n ? n : 1));
+		for (int i = 0; i < n; i++) {
+			kill(pids[i], SIGKILL);
+			waitpid(pids[i], NULL, 0);
+		}
+		return 0;
 	}
 	long long b0 = busy();
 	double t0 = now();
