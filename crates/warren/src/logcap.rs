@@ -10,17 +10,18 @@
 //! reading (so the workload never blocks or gets `EPIPE`) and drops what it reads.
 
 use std::fs::File;
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// The most an environment's log file holds; output beyond it is read and discarded.
 pub const LOG_MAX: u64 = 64 << 20;
 
-/// The copier thread's stack: its one frame holds a [`COPY_BUF`]-byte buffer.
-const COPIER_STACK: usize = 128 << 10;
-/// Bytes moved per read.
-const COPY_BUF: usize = 32 << 10;
+/// The copier thread's stack (its buffer is on the heap).
+const COPIER_STACK: usize = 64 << 10;
+/// Bytes moved per read at most: a block of its own in the musl build's allocator (128 KiB and
+/// more are mapped apart), so its pages cost memory only once a read fills them.
+const COPY_BUF: usize = 128 << 10;
 
 /// The pipe between the workload (and the launcher's own messages) and the log.
 pub struct LogCap {
@@ -122,16 +123,20 @@ impl Drop for LogCap {
 /// at most `max` bytes long plus the one line that says the limit was reached (and that `rm`
 /// deletes the log).
 fn copy(reader: OwnedFd, mut log: File, max: u64, rm: &str) {
-    let mut reader = File::from(reader);
     let mut len = log.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut buf = [0u8; COPY_BUF];
+    // Neither zeroed nor on the stack (whose probes touch every page of a large frame): only
+    // the pages a read fills are touched, so the copier of an environment that writes little
+    // keeps a few KiB, not the whole buffer, for as long as the environment lives (a 32 KiB
+    // stack buffer cost each idle launcher 40 KiB).
+    let mut space: Vec<u8> = Vec::with_capacity(COPY_BUF);
     loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+        let buf = match rustix::io::read(&reader, space.spare_capacity_mut()) {
+            Ok(([], _)) => return,
+            Ok((filled, _)) => filled,
+            Err(rustix::io::Errno::INTR) => continue,
             Err(_) => return,
         };
+        let n = buf.len();
         if len >= max {
             continue;
         }
