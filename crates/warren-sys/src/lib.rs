@@ -518,7 +518,7 @@ pub fn default_sigpipe() {
 /// idle for a long time after a burst of work (a launcher waiting for its environment).
 /// - the allocator's free memory: with glibc, `malloc_trim(3)` (the top of the heap released,
 ///   free pages inside it discarded); in the musl build, the freed large mappings kept for reuse
-///   ([`alloc::Allocator::release`]; TLSF keeps its small pools);
+///   and the pages inside the small-block pools' free blocks ([`alloc::Allocator::release`]);
 /// - when called on the main thread, the pages of its stack below the caller's frame: whatever
 ///   deeper calls left there is dead (a launch's deepest calls dirtied ~100 KiB of it), and a
 ///   later call that goes that deep again finds zeroed pages.
@@ -847,6 +847,8 @@ pub fn clear_signal_mask_on_spawn(cmd: &mut std::process::Command) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn only_the_main_stack_below_the_caller_is_released() {
         let maps = "55d0c0000000-55d0c0001000 r--p 00000000 00:20 12 /bin/x\n\
@@ -862,8 +864,6 @@ mod tests {
         assert_eq!(unused_stack(maps, 0x7ffd_0000_b000), None);
         assert_eq!(unused_stack("no stack here\n", 0x7ffd_0003_f123), None);
     }
-
-    use super::*;
 
     #[test]
     fn landlock_version_is_positive_or_unsupported() {

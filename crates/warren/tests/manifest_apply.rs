@@ -1035,14 +1035,21 @@ fn pids_running(args: &[&str]) -> Vec<i32> {
         .collect()
 }
 
-/// A managed environment that does not run, whose name a `warren run -d` took meanwhile, is not
-/// started by the next `apply` either (as a create would not be): `failed`, and the other one
-/// runs on. Positive control: the same apply replaced it before the name was taken.
-#[test]
-fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
-    let _serial = serial();
-    let mut space = Space::new();
-    let name = space.name("ma-clash2");
+/// A managed environment that does not run, and a `warren run -d` environment that took its
+/// name meanwhile: what [`clash_after_stop`] leaves.
+struct Clash {
+    name: String,
+    /// The run -d workload's pid.
+    other: i32,
+    /// The second `apply`'s output (exit 4, the clash refused).
+    apply: Output,
+    _remove: Remove,
+}
+
+/// Apply an environment named from `prefix`, stop it, start `warren run -d --name` the same
+/// name running `sleep SECS`, and apply the same file again (which must fail with 4).
+fn clash_after_stop(space: &mut Space, prefix: &str, secs: &str) -> Clash {
+    let name = space.name(prefix);
     let file = space.write_tables(&[table(&name, SERVE, &[])]);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let (pid, _) = wait_running(&name);
@@ -1053,13 +1060,34 @@ fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
     wait_for("the managed workload to end", 15, || {
         (!alive(pid)).then_some(())
     });
-    let sleeper = ["/bin/sleep", "97531"];
+    let sleeper = ["/bin/sleep", secs];
     let _remove = run_d(&name, &sleeper);
     let other = wait_for("the run -d workload", 15, || {
         pids_running(&sleeper).first().copied()
     });
-    let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
-    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let apply = run(&["apply", "--detailed-exitcodes", "--json"], &file);
+    assert_eq!(code(&apply), 4, "{}{}", stdout(&apply), stderr(&apply));
+    Clash {
+        name,
+        other,
+        apply,
+        _remove,
+    }
+}
+
+/// A managed environment that does not run, whose name a `warren run -d` took meanwhile, is not
+/// started by the next `apply` either (as a create would not be): `failed`, and the other one
+/// runs on. Positive control: the same apply replaced it before the name was taken.
+#[test]
+fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
+    let _serial = serial();
+    let mut space = Space::new();
+    let Clash {
+        name,
+        other,
+        apply: o,
+        _remove,
+    } = clash_after_stop(&mut space, "ma-clash2", "97531");
     let result = steps(&o)[&name]["result"].as_str().unwrap().to_owned();
     assert!(
         result.starts_with("failed: the kernel refused the environment"),
@@ -1088,24 +1116,12 @@ fn a_replace_does_not_take_a_name_a_run_d_took_meanwhile() {
 fn rm_f_of_a_clashing_name_stops_the_run_d_environment_too() {
     let _serial = serial();
     let mut space = Space::new();
-    let name = space.name("ma-clash3");
-    let file = space.write_tables(&[table(&name, SERVE, &[])]);
-    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
-    let (pid, _) = wait_running(&name);
-    assert_code(
-        &warren().args(["stop", "-t", "1", &name]).output().unwrap(),
-        0,
-    );
-    wait_for("the managed workload to end", 15, || {
-        (!alive(pid)).then_some(())
-    });
-    let sleeper = ["/bin/sleep", "97532"];
-    let _remove = run_d(&name, &sleeper);
-    let other = wait_for("the run -d workload", 15, || {
-        pids_running(&sleeper).first().copied()
-    });
-    let o = run(&["apply", "--detailed-exitcodes", "--json"], &file);
-    assert_eq!(code(&o), 4, "{}{}", stdout(&o), stderr(&o));
+    let Clash {
+        name,
+        other,
+        _remove,
+        ..
+    } = clash_after_stop(&mut space, "ma-clash3", "97532");
     assert!(
         alive(other.into()),
         "the run -d environment was ended by apply"

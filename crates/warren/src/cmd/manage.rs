@@ -128,6 +128,16 @@ fn stop_unmanaged(state_dir: &Path, name: &str, secs: u64) -> anyhow::Result<()>
     anyhow::bail!("{name} did not stop")
 }
 
+/// Send `req` to the running kernel; its refusal becomes the error.
+fn kernel_call(state_dir: &Path, req: &ControlRequest) -> anyhow::Result<()> {
+    let r = control::request(state_dir, req)?;
+    if r.ok {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(r.error.unwrap_or_default()))
+    }
+}
+
 /// `warren stop`.
 pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
     let mut code = 0;
@@ -138,18 +148,10 @@ pub fn stop(state_dir: &Path, args: StopArgs) -> anyhow::Result<i32> {
                     name: name.clone(),
                     timeout: args.time,
                 };
-                control::request(state_dir, &req)
-                    .and_then(|r| {
-                        if r.ok {
-                            Ok(())
-                        } else {
-                            Err(anyhow::anyhow!(r.error.unwrap_or_default()))
-                        }
-                    })
-                    .and_then(|()| match other {
-                        Some(_) => stop_unmanaged(state_dir, name, args.time),
-                        None => Ok(()),
-                    })
+                kernel_call(state_dir, &req).and_then(|()| match other {
+                    Some(_) => stop_unmanaged(state_dir, name, args.time),
+                    None => Ok(()),
+                })
             }
             Managed::WithoutKernel => Err(no_kernel("stop", name)),
             Managed::No => stop_unmanaged(state_dir, name, args.time),
@@ -180,18 +182,10 @@ pub fn rm(state_dir: &Path, args: RmArgs) -> anyhow::Result<i32> {
                     name: name.clone(),
                     force: args.force,
                 };
-                control::request(state_dir, &req)
-                    .and_then(|r| {
-                        if r.ok {
-                            Ok(())
-                        } else {
-                            Err(anyhow::anyhow!(r.error.unwrap_or_default()))
-                        }
-                    })
-                    .and_then(|()| match other {
-                        Some(_) => stop_unmanaged(state_dir, name, 0),
-                        None => Ok(()),
-                    })
+                kernel_call(state_dir, &req).and_then(|()| match other {
+                    Some(_) => stop_unmanaged(state_dir, name, 0),
+                    None => Ok(()),
+                })
             }
         } else if managed == Managed::WithoutKernel {
             Err(no_kernel("rm", name))
