@@ -16,7 +16,7 @@
 //! [`Running`], whose end runs the same `Drop`.
 
 use std::collections::BTreeSet;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -96,6 +96,21 @@ pub struct ExitState {
     /// The system calls the seccomp filter refused while the environment ran, with how often,
     /// most frequent first (empty when refusals do not go to the launcher).
     pub seccomp_refusals: Vec<(String, u64)>,
+}
+
+/// Work a launcher does while it waits for its environment, in the waiting thread itself (a
+/// waiting launcher is then one task: every live environment keeps one, so a thread each for
+/// its log and its kernel connection cost two kernel stacks and task structures per
+/// environment): a descriptor to read when it has input, and a time to act at.
+pub trait Sidework {
+    /// The descriptor to poll for input now, if any.
+    fn fd(&self) -> Option<BorrowedFd<'_>>;
+    /// [`Sidework::fd`] has input, hung up or failed. Must not block.
+    fn ready(&mut self);
+    /// When [`Sidework::due`] is to run, if at all.
+    fn deadline(&self) -> Option<std::time::Instant>;
+    /// The deadline has come.
+    fn due(&mut self);
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -1149,16 +1164,18 @@ impl Running {
     /// would get without the launcher) and hand `log` one line for the first refusal of each
     /// syscall: its name and number, the environment, and how to allow it (or why it never is).
     pub fn wait(self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
-        self.wait_idle(log, None)
+        self.wait_idle(log, None, &mut [])
     }
 
     /// [`Running::wait`], calling `idle.1` once if the environment still runs `idle.0` after
-    /// the wait began: work worth doing for a launcher that will idle for a long time (giving
-    /// its heap back, say), not for one whose workload ends at once.
+    /// the wait began (work worth doing for a launcher that will idle for a long time, giving
+    /// its heap back say, not for one whose workload ends at once), and doing `side`'s work
+    /// meanwhile in this thread.
     pub fn wait_idle(
         mut self,
         log: &mut dyn FnMut(&str),
         mut idle: Option<(std::time::Duration, &mut dyn FnMut())>,
+        side: &mut [&mut dyn Sidework],
     ) -> Result<ExitState, LaunchError> {
         let began = std::time::Instant::now();
         let mut terminations = 0;
@@ -1167,6 +1184,12 @@ impl Running {
             r.flush(log);
         }
         loop {
+            let now = std::time::Instant::now();
+            for w in side.iter_mut() {
+                if w.deadline().is_some_and(|d| d <= now) {
+                    w.due();
+                }
+            }
             let mut fds = vec![PollFd::new(self.pidfd(), PollFlags::IN)];
             let signals_at = self.taken.signals.as_ref().map(|s| {
                 fds.push(PollFd::new(s, PollFlags::IN));
@@ -1176,24 +1199,48 @@ impl Running {
                 fds.push(PollFd::new(r.listener(), PollFlags::IN));
                 fds.len() - 1
             });
-            let timeout = idle.as_ref().map(|(after, _)| {
-                let left = after.saturating_sub(began.elapsed());
+            let side_at: Vec<Option<usize>> = side
+                .iter()
+                .map(|w| {
+                    w.fd().map(|fd| {
+                        fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                        fds.len() - 1
+                    })
+                })
+                .collect();
+            let wake = idle
+                .as_ref()
+                .map(|(after, _)| began + *after)
+                .into_iter()
+                .chain(side.iter().filter_map(|w| w.deadline()))
+                .min();
+            let timeout = wake.map(|at| {
+                let left = at.saturating_duration_since(now);
                 rustix::time::Timespec {
                     tv_sec: left.as_secs() as i64,
                     tv_nsec: i64::from(left.subsec_nanos()),
                 }
             });
-            match poll(&mut fds, timeout.as_ref()) {
-                Ok(0) => {
-                    if let Some((_, f)) = idle.take() {
-                        f();
-                    }
-                    continue;
-                }
-                Ok(_) => {}
+            let woke = match poll(&mut fds, timeout.as_ref()) {
+                Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(parent_err(Step::Exec, "wait for the environment")(e.into())),
+            };
+            if idle
+                .as_ref()
+                .is_some_and(|(after, _)| began.elapsed() >= *after)
+            {
+                if let Some((_, f)) = idle.take() {
+                    f();
+                }
             }
+            if woke == 0 {
+                continue;
+            }
+            let side_ready: Vec<bool> = side_at
+                .iter()
+                .map(|i| i.is_some_and(|i| !fds[i].revents().is_empty()))
+                .collect();
             let exited = fds[0].revents().contains(PollFlags::IN);
             let signalled = signals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
             let refused = refusals_at.is_some_and(|i| fds[i].revents().contains(PollFlags::IN));
@@ -1206,6 +1253,11 @@ impl Running {
                 listening = false;
             }
             drop(fds);
+            for (w, ready) in side.iter_mut().zip(side_ready) {
+                if ready {
+                    w.ready();
+                }
+            }
             if refused {
                 if let Some(r) = self.refusals.as_mut() {
                     r.serve();

@@ -391,52 +391,108 @@ pub struct Reattach {
     pub kept: OwnedFd,
 }
 
-/// Watch the control connection from a thread of the launcher (which may have threads once
-/// its environment runs): when the kernel goes away, wait for a new one and hand it the kept
-/// end of the environment's connection, so that descriptor 3 inside carries on. Runs until the
-/// process exits.
-pub fn watch_and_reattach(control: OwnedFd, r: Reattach) {
-    let mut control = control;
-    loop {
-        // Block until the kernel closes our control connection (it never writes unprompted).
-        let mut b = [0u8; 1];
-        loop {
-            match rustix::net::recv(&control, &mut b, RecvFlags::empty()) {
-                Ok((0, _)) | Err(_) => break,
-                Ok(_) => continue,
-            }
+/// How long a re-attach waits for a new kernel's answer (the launcher's waiting thread does it,
+/// so the environment's signals and refused calls wait meanwhile).
+const REATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Between tries to reach a new kernel.
+const REATTACH_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The launcher's connection to the kernel while its environment runs, watched by the
+/// launcher's waiting thread (a [`warren_sandbox::Sidework`]): when the kernel goes away (it
+/// never writes unprompted, so input is its end), wait for a new one and hand it the kept end of
+/// the environment's connection, so that descriptor 3 inside carries on.
+pub struct Attachment {
+    /// The connection, while attached.
+    control: Option<OwnedFd>,
+    /// The next try to reach a new kernel, while detached.
+    retry_at: Option<std::time::Instant>,
+    r: Reattach,
+}
+
+impl Attachment {
+    /// Watch `control`, registered as `r` says.
+    pub fn new(control: OwnedFd, r: Reattach) -> Attachment {
+        Attachment {
+            control: Some(control),
+            retry_at: None,
+            r,
+        }
+    }
+
+    /// One try to register again with a new kernel.
+    fn reattach(&self) -> anyhow::Result<Option<OwnedFd>> {
+        let Some(fd) = connect_daemon(&self.r.state_dir)? else {
+            return Ok(None);
+        };
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Recv,
+            Some(REATTACH_TIMEOUT),
+        )?;
+        rustix::net::sockopt::set_socket_timeout(
+            &fd,
+            rustix::net::sockopt::Timeout::Send,
+            Some(REATTACH_TIMEOUT),
+        )?;
+        let req = ControlRequest::Register {
+            name: self.r.name.clone(),
+            may_send: self.r.may_send.clone(),
+            may_discover: self.r.may_discover.clone(),
+            capacity: self.r.capacity,
+            mailbox_bytes: self.r.mailbox_bytes,
+            readopt: true,
+        };
+        let (resp, _) = call_fds(&fd, &req, Some(&self.r.kept))?;
+        if !resp.ok {
+            bail!("refused: {}", resp.error.unwrap_or_default());
+        }
+        // Attached: the connection's reads block again (it is only polled).
+        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, None)?;
+        Ok(Some(fd))
+    }
+}
+
+impl warren_sandbox::Sidework for Attachment {
+    fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.control.as_ref().map(|c| c.as_fd())
+    }
+
+    fn ready(&mut self) {
+        let Some(c) = &self.control else {
+            return;
+        };
+        let mut b = [0u8; 64];
+        match rustix::net::recv(c, &mut b, RecvFlags::DONTWAIT) {
+            Ok((0, _)) => {}
+            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+            Err(_) => {}
         }
         eprintln!(
             "warren: the kernel went away; waiting to re-attach {}",
-            r.name
+            self.r.name
         );
-        control = loop {
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            let Ok(Some(fd)) = connect_daemon(&r.state_dir) else {
-                continue;
-            };
-            let req = ControlRequest::Register {
-                name: r.name.clone(),
-                may_send: r.may_send.clone(),
-                may_discover: r.may_discover.clone(),
-                capacity: r.capacity,
-                mailbox_bytes: r.mailbox_bytes,
-                readopt: true,
-            };
-            match call_fds(&fd, &req, Some(&r.kept)) {
-                Ok((resp, _)) if resp.ok => {
-                    eprintln!("warren: {} re-attached to the new kernel", r.name);
-                    break fd;
-                }
-                Ok((resp, _)) => {
-                    eprintln!(
-                        "warren: re-attach refused: {}",
-                        resp.error.unwrap_or_default()
-                    );
-                }
-                Err(e) => eprintln!("warren: re-attach failed: {e:#}"),
+        self.control = None;
+        self.retry_at = Some(std::time::Instant::now() + REATTACH_RETRY);
+    }
+
+    fn deadline(&self) -> Option<std::time::Instant> {
+        self.retry_at
+    }
+
+    fn due(&mut self) {
+        match self.reattach() {
+            Ok(Some(fd)) => {
+                eprintln!("warren: {} re-attached to the new kernel", self.r.name);
+                self.control = Some(fd);
+                self.retry_at = None;
+                return;
             }
-        };
+            Ok(None) => {}
+            Err(e) => eprintln!("warren: re-attach failed: {e:#}"),
+        }
+        self.retry_at = Some(std::time::Instant::now() + REATTACH_RETRY);
     }
 }
 

@@ -5,23 +5,32 @@
 //! they would let it grow that file without end, on the file system of the state directory
 //! (`/run`, memory, by default). So when the launcher finds its standard output to be that very
 //! file, it puts a pipe on descriptors 1 and 2 before the launch (the workload inherits the pipe)
-//! and, once the environment runs, a thread copies the pipe into the log until the file holds
-//! [`LOG_MAX`] bytes; one line then says that the rest is discarded, and the thread keeps
-//! reading (so the workload never blocks or gets `EPIPE`) and drops what it reads.
+//! and, once the environment runs, copies the pipe into the log until the file holds
+//! [`LOG_MAX`] bytes; one line then says that the rest is discarded, and the copy keeps reading
+//! (so the workload never blocks or gets `EPIPE`) and drops what it reads.
+//!
+//! The copy is done by the launcher's waiting thread ([`LogCap`] is a
+//! [`warren_sandbox::Sidework`]), not a thread of its own: a waiting launcher is one task. Once
+//! the copy starts, the launcher's own descriptors 1 and 2 are the log file again, so only the
+//! environment's processes hold the pipe's writing end: the launcher's messages can never block
+//! on a pipe only it reads, and the copy sees the end of the pipe when the environment has ended.
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The most an environment's log file holds; output beyond it is read and discarded.
 pub const LOG_MAX: u64 = 64 << 20;
 
-/// The copier thread's stack (its buffer is on the heap).
-const COPIER_STACK: usize = 64 << 10;
 /// Bytes moved per read at most: a block of its own in the musl build's allocator (128 KiB and
 /// more are mapped apart), so its pages cost memory only once a read fills them.
 const COPY_BUF: usize = 128 << 10;
+
+/// How long the end of the copy waits for the pipe's end after the environment ended (a
+/// process that escaped the environment's teardown holding the pipe must not keep the launcher).
+const DRAIN_WAIT: Duration = Duration::from_secs(5);
 
 /// The pipe between the workload (and the launcher's own messages) and the log.
 pub struct LogCap {
@@ -29,9 +38,17 @@ pub struct LogCap {
     rm: String,
     /// The log itself, as the launcher's standard output was before the pipe.
     log: File,
-    /// The pipe's read end, until the copy starts.
+    /// The pipe's read end, until the end of the pipe.
     reader: Option<OwnedFd>,
-    copier: Option<std::thread::JoinHandle<()>>,
+    /// The most the log holds ([`LOG_MAX`]).
+    max: u64,
+    /// The log file's length as far as the copy knows (it alone appends while it runs).
+    len: Option<u64>,
+    /// The copy's buffer, allocated at the first read.
+    space: Vec<u8>,
+    /// Whether the launcher's descriptors 1 and 2 are to be the log again at the end (always,
+    /// but in this module's tests).
+    owns_stdio: bool,
 }
 
 /// Before the launch, while the launcher is single-threaded: when standard output is the
@@ -59,104 +76,146 @@ pub fn interpose(log_path: &Path, name: &str) -> std::io::Result<Option<LogCap>>
         rm: format!("warren rm {name}"),
         log,
         reader: Some(reader),
-        copier: None,
+        max: LOG_MAX,
+        len: None,
+        space: Vec::new(),
+        owns_stdio: true,
     }))
 }
 
 impl LogCap {
-    /// Once the environment runs (threads are allowed again): copy in the background.
+    /// Once the environment runs: the launcher's own output goes to the log directly from now
+    /// on (what the environment wrote before it is in the pipe, copied next), and the waiting
+    /// thread copies the pipe (through [`warren_sandbox::Sidework`]).
     pub fn start(&mut self) {
-        let (Some(reader), Ok(log)) = (self.reader.take(), self.log.try_clone()) else {
+        self.restore_stdio();
+    }
+
+    fn restore_stdio(&self) {
+        if !self.owns_stdio {
+            return;
+        }
+        let _ = rustix::stdio::dup2_stdout(&self.log);
+        let _ = rustix::stdio::dup2_stderr(&self.log);
+    }
+
+    /// Copy what one read of the pipe gives; at its end, stop watching it.
+    fn copy_once(&mut self) {
+        let Some(reader) = &self.reader else {
             return;
         };
-        let rm = self.rm.clone();
-        // A small stack and no heap in the loop: every live environment's launcher keeps this
-        // thread, so it should cost little more than its kernel task (no malloc arena of its
-        // own, a few pages of stack).
-        let copier = std::thread::Builder::new()
-            .name("warren-log".into())
-            .stack_size(COPIER_STACK)
-            .spawn(move || copy(reader, log, LOG_MAX, &rm));
-        match copier {
-            Ok(t) => self.copier = Some(t),
-            Err(e) => {
-                // Without it the workload would block once the pipe is full: say so in the log.
-                let _ = writeln!(
-                    self.log,
-                    "warren: cannot start the log copier ({e}): output beyond the pipe's buffer \
-                     will block the environment"
-                );
+        // Neither zeroed nor on the stack: only the pages a read fills are touched, so the
+        // launcher of an environment that writes little keeps a few KiB for its whole life.
+        let mut space = std::mem::take(&mut self.space);
+        if space.capacity() == 0 {
+            space = Vec::with_capacity(COPY_BUF);
+        }
+        match rustix::io::read(reader, space.spare_capacity_mut()) {
+            Ok(([], _)) => self.reader = None,
+            Ok((data, _)) => {
+                let len = match self.len {
+                    Some(l) => l,
+                    None => self.log.metadata().map(|m| m.len()).unwrap_or(0),
+                };
+                self.len = Some(append_capped(&mut self.log, len, data, self.max, &self.rm));
+            }
+            Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
+            Err(_) => self.reader = None,
+        }
+        self.space = space;
+    }
+
+    /// After the environment ended: copy the rest of the pipe until its end (bounded by
+    /// [`DRAIN_WAIT`]), so that the launcher's last lines come after the environment's output.
+    pub fn drain(&mut self) {
+        let until = Instant::now() + DRAIN_WAIT;
+        while let Some(reader) = &self.reader {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let mut fds = [rustix::event::PollFd::new(
+                reader,
+                rustix::event::PollFlags::IN,
+            )];
+            let t = rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
+            };
+            match rustix::event::poll(&mut fds, Some(&t)) {
+                Ok(0) => break,
+                Ok(_) | Err(rustix::io::Errno::INTR) => self.copy_once(),
+                Err(_) => break,
             }
         }
+        self.reader = None;
     }
+}
+
+impl warren_sandbox::Sidework for LogCap {
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.reader.as_ref().map(|r| r.as_fd())
+    }
+
+    fn ready(&mut self) {
+        self.copy_once();
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
+
+    fn due(&mut self) {}
 }
 
 impl Drop for LogCap {
     /// Put the log back on standard output and error (the launcher's last messages go straight
-    /// to it), which closes the launcher's ends of the pipe; the copy then reaches the end of
-    /// what the environment wrote, and is waited for.
+    /// to it), which closes the launcher's ends of the pipe (if the copy never started); the
+    /// copy then reaches the end of what the environment wrote.
     fn drop(&mut self) {
-        let _ = rustix::stdio::dup2_stdout(&self.log);
-        let _ = rustix::stdio::dup2_stderr(&self.log);
-        if let Some(reader) = self.reader.take() {
-            // The launch failed before the copy started: what is in the pipe is the launcher's.
-            if let Ok(log) = self.log.try_clone() {
-                copy(reader, log, LOG_MAX, &self.rm);
-            }
-        }
-        if let Some(t) = self.copier.take() {
-            // Everything that held the pipe has ended with the environment; a helper the
-            // launcher started that still held it would keep the copy waiting, so the wait is
-            // bounded.
-            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !t.is_finished() && std::time::Instant::now() < until {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+        self.restore_stdio();
+        self.drain();
     }
 }
 
-/// Copy `reader` into `log` (opened for appending) until the end of the pipe, keeping the file
-/// at most `max` bytes long plus the one line that says the limit was reached (and that `rm`
-/// deletes the log).
-fn copy(reader: OwnedFd, mut log: File, max: u64, rm: &str) {
-    let mut len = log.metadata().map(|m| m.len()).unwrap_or(0);
-    // Neither zeroed nor on the stack (whose probes touch every page of a large frame): only
-    // the pages a read fills are touched, so the copier of an environment that writes little
-    // keeps a few KiB, not the whole buffer, for as long as the environment lives (a 32 KiB
-    // stack buffer cost each idle launcher 40 KiB).
-    let mut space: Vec<u8> = Vec::with_capacity(COPY_BUF);
-    loop {
-        let buf = match rustix::io::read(&reader, space.spare_capacity_mut()) {
-            Ok(([], _)) => return,
-            Ok((filled, _)) => filled,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return,
-        };
-        let n = buf.len();
-        if len >= max {
-            continue;
-        }
-        let take = usize::try_from(max - len).map_or(n, |room| n.min(room));
-        if log.write_all(&buf[..take]).is_err() {
-            // A full file system: drop the output rather than block the environment.
-            len = max;
-            continue;
-        }
-        len += take as u64;
-        if len >= max {
-            let _ = log.write_all(
-                format!(
-                    "\nwarren: the log reached its limit of {max} bytes: further output of this \
-                     environment is discarded ({rm} deletes the log)\n"
-                )
-                .as_bytes(),
-            );
-        }
+/// Append `data` to `log`, which is `len` bytes long, keeping it at most `max` bytes long plus
+/// the one line that says the limit was reached (and that `rm` deletes the log); the new length.
+fn append_capped(log: &mut File, len: u64, data: &[u8], max: u64, rm: &str) -> u64 {
+    if len >= max {
+        return len;
     }
+    let take = usize::try_from(max - len).map_or(data.len(), |room| data.len().min(room));
+    if log.write_all(&data[..take]).is_err() {
+        // A full file system: drop the output rather than block the environment.
+        return max;
+    }
+    let len = len + take as u64;
+    if len >= max {
+        let _ = log.write_all(
+            format!(
+                "\nwarren: the log reached its limit of {max} bytes: further output of this \
+                 environment is discarded ({rm} deletes the log)\n"
+            )
+            .as_bytes(),
+        );
+    }
+    len
+}
+
+/// Copy `reader` into `log` (opened for appending) until the end of the pipe, as a launcher's
+/// copy does, with the limit `max` instead of [`LOG_MAX`].
+#[cfg(test)]
+fn copy(reader: OwnedFd, log: File, max: u64, rm: &str) {
+    let mut cap = LogCap {
+        rm: rm.to_owned(),
+        log,
+        reader: Some(reader),
+        max,
+        len: None,
+        space: Vec::new(),
+        owns_stdio: false,
+    };
+    cap.drain();
 }
 
 #[cfg(test)]

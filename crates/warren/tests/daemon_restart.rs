@@ -203,6 +203,19 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         Some(kernel),
         "the launcher is not the kernel's child (helper {helper})"
     );
+    // A waiting launcher is one thread: its log copy and its watch of the kernel connection
+    // are done by the thread that waits for the environment (every live environment keeps its
+    // launcher, so a thread each would cost a kernel stack and task each).
+    let tasks = |p: u32| {
+        std::fs::read_dir(format!("/proc/{p}/task"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    assert!(
+        tasks(kernel) > 1,
+        "positive control: the kernel's own threads are counted"
+    );
+    assert_eq!(tasks(launcher), 1, "the waiting launcher has threads");
     let args = cmdline(launcher);
     // Forked, not executed: an executed launcher's first word is the binary's path; the forked
     // one shows the command line the kernel gave it.

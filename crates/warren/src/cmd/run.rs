@@ -730,7 +730,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             crate::measure::measure_and_record(plan, applied, env, &state, spawn.as_ref())
                 .map_err(Into::into)
         };
-    // `-d`, managed and spawned environments: the workload writes into a pipe that a thread
+    // `-d`, managed and spawned environments: the workload writes into a pipe that the waiting thread
     // copies into `<state>/logs/NAME.log`, up to its limit (logcap.rs), not into the file.
     let log_path = state_dir
         .join("logs")
@@ -794,9 +794,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             eprintln!("warren: warning: cannot tell the kernel the environment started: {e:#}");
         }
     }
-    // The environment runs (clone and exec are behind us, so threads are allowed now): watch the
-    // kernel connection and re-attach the environment to a restarted kernel.
-    let control = match (control, kept) {
+    // The environment runs: the waiting thread also watches the kernel connection and
+    // re-attaches the environment to a restarted kernel.
+    let (control, mut attachment) = match (control, kept) {
         (Some(c), Some(kept)) => {
             let r = crate::control::Reattach {
                 state_dir: state_dir.to_owned(),
@@ -807,10 +807,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
                 mailbox_bytes,
                 kept,
             };
-            std::thread::spawn(move || crate::control::watch_and_reattach(c, r));
-            None
+            (None, Some(crate::control::Attachment::new(c, r)))
         }
-        (c, _) => c,
+        (c, _) => (c, None),
     };
     // `-t`: relay between this terminal and the environment's pty until the workload ends;
     // the terminal is restored when `relay` is finished or dropped, whatever the path.
@@ -839,13 +838,25 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     // most of its life): what the launch allocated and freed goes back to the system.
     // Not at once: a workload that ends within the second (a `/bin/true`) would only make the
     // launcher fault the pages in again for its teardown.
+    let mut side: Vec<&mut dyn warren_sandbox::Sidework> = Vec::new();
+    if let Some(c) = log_cap.as_mut() {
+        side.push(c);
+    }
+    if let Some(a) = attachment.as_mut() {
+        side.push(a);
+    }
     let exit = running.wait_idle(
         &mut log_refusal,
         Some((
             std::time::Duration::from_secs(1),
             &mut warren_sys::release_free_heap,
         )),
+        &mut side,
     );
+    drop(side);
+    if let Some(c) = log_cap.as_mut() {
+        c.drain();
+    }
     if let Some(r) = relay {
         r.finish();
     }
@@ -853,9 +864,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
-    // The environment has ended: closing the control connection tells the kernel so (when a
-    // watcher thread owns it, the process's exit closes it).
+    // The environment has ended: closing the control connection tells the kernel so.
     drop(control);
+    drop(attachment);
     for why in end_reasons(
         &exit,
         plan.limits.memory,
