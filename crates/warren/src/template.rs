@@ -55,9 +55,9 @@ pub fn child_spec(t: &TemplateSpec, order: &SpawnOrder) -> SpaceSpec {
         accept_from: Vec::new(),
         may_spawn: t.may_spawn.clone(),
         mailbox_bytes: None,
-        // Like a declared environment: a small init is pid 1 (reaps, forwards signals, exits
-        // as the command).
-        init: true,
+        // Like a declared environment: unless the template says `init = false`, a small init
+        // is pid 1 (reaps, forwards signals, exits as the command).
+        init: t.init,
         with: Vec::new(),
         // A template grants no capabilities and mounts no volumes (its keys do not exist).
         capabilities: Vec::new(),

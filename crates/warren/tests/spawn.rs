@@ -1156,3 +1156,41 @@ fn a_child_may_not_take_a_name_a_stopped_environment_declares() {
     let ps = d.ps();
     assert!(!ps.contains_key(&format!("{t}-victim")), "{ps:?}");
 }
+
+/// `init = false` in a template runs each child's command as pid 1 (no `warren-msg init`);
+/// positive control: a child of a template without the key runs its command as pid 2, under
+/// the init.
+#[test]
+fn a_template_without_init_runs_its_command_as_pid_1() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (parent, with, without) = (unique("iparent"), unique("withinit"), unique("noinit"));
+    let child = sh("echo pid=$$; sleep 60");
+    let manifest = format!(
+        "[template.{with}]\nimage = {root:?}\ncommand = {child}\nmax_instances = 2\n\n\
+         [template.{without}]\nimage = {root:?}\ncommand = {child}\nmax_instances = 2\n\
+         init = false\n\n\
+         [space.{parent}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{with}\", \"{without}\"]\n",
+        sh(&format!(
+            "warren-msg spawn {with} --name a >/dev/null && warren-msg spawn {without} --name b \
+             >/dev/null && echo done; sleep 60"
+        )),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    d.log_with(&parent, "done");
+    let under_init = d.log_with(&format!("{with}-a"), "pid=");
+    assert!(under_init.contains("pid=2"), "{under_init}");
+    let alone = d.log_with(&format!("{without}-b"), "pid=");
+    assert!(alone.contains("pid=1"), "{alone}");
+    let ps = d.ps();
+    let command = |n: &str| ps[n]["command"].to_string();
+    assert!(
+        command(&format!("{with}-a")).contains("warren-msg"),
+        "{ps:?}"
+    );
+    assert!(
+        !command(&format!("{without}-b")).contains("warren-msg"),
+        "{ps:?}"
+    );
+}

@@ -30,7 +30,7 @@ pub const MAX_INSTANCES: u64 = 10_000;
 pub const MAX_TEMPLATE_LIST: usize = 256;
 
 /// The keys of a template's table, in the order the docs list them.
-const TEMPLATE_KEYS: [&str; 17] = [
+const TEMPLATE_KEYS: [&str; 18] = [
     "image",
     "command",
     "env",
@@ -48,6 +48,7 @@ const TEMPLATE_KEYS: [&str; 17] = [
     "env_allow",
     "detach",
     "may_spawn",
+    "init",
 ];
 
 /// One template as declared: what every child made from it runs, and what a spawner may
@@ -90,6 +91,16 @@ pub struct TemplateSpec {
     pub detach: bool,
     /// Templates a child made from this one may itself spawn from, in the order written.
     pub may_spawn: Vec<String>,
+    /// Whether a child runs under the small init (`warren-msg init` as pid 1, the command as
+    /// pid 2), as `init` in `[space.NAME]`; `false` runs the command as pid 1 (one process per
+    /// child fewer, for a command that needs no init). Absent from registries written before
+    /// the key existed: `true`, what those children ran with.
+    #[serde(default = "init_default")]
+    pub init: bool,
+}
+
+fn init_default() -> bool {
+    true
 }
 
 /// The names of the templates `root` declares, read before anything else so that `may_spawn`
@@ -171,6 +182,7 @@ impl Parser<'_> {
             env_allow: Vec::new(),
             detach: false,
             may_spawn: Vec::new(),
+            init: true,
         };
         for (k, v) in entries(t) {
             let key = k.get_ref().as_ref();
@@ -212,6 +224,7 @@ impl Parser<'_> {
                 "env_allow" => s.env_allow = self.env_allow(here, v)?,
                 "detach" => s.detach = self.boolean(here, key, v)?,
                 "may_spawn" => s.may_spawn = self.may_spawn(here, v)?,
+                "init" => s.init = self.boolean(here, key, v)?,
                 "may_send" | "may_discover" | "accept_from" => {
                     let msg = format!(
                         "{}: a template grants no names: a child gets exactly the names its \

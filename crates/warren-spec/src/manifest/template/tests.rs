@@ -83,6 +83,7 @@ fn every_key() {
         env_allow = ["REQUEST_ID", "LANG"]
         detach = true
         may_spawn = ["batch"]
+        init = false
         x-note = "one per request"
 
         [template.batch]
@@ -96,6 +97,7 @@ fn every_key() {
                 "tmpfs_size": null, "restart": "no", "max_restarts": 5,
                 "mailbox_capacity": null, "allow_missing": [], "max_instances": 1,
                 "args": false, "env_allow": [], "detach": false, "may_spawn": [],
+                "init": true,
             },
             "req": {
                 "image": { "rootfs": "/srv/warren/images/req" },
@@ -104,7 +106,7 @@ fn every_key() {
                 "pids": 16, "cpus": 250_000, "tmpfs_size": 4 << 20, "restart": "on-failure",
                 "max_restarts": 2, "mailbox_capacity": 8, "allow_missing": ["landlock"],
                 "max_instances": 100, "args": true, "env_allow": ["LANG", "REQUEST_ID"],
-                "detach": true, "may_spawn": ["batch"],
+                "detach": true, "may_spawn": ["batch"], "init": false,
             },
         }),
         &[("front", &["req", "batch"])],
@@ -390,7 +392,7 @@ fn a_template_may_spawn_itself_and_spaces_share_templates() {
                 "memory": null, "pids": null, "cpus": null, "tmpfs_size": null,
                 "restart": "no", "max_restarts": 5, "mailbox_capacity": null,
                 "allow_missing": [], "max_instances": 10000, "args": false, "env_allow": [],
-                "detach": false, "may_spawn": ["tree"],
+                "detach": false, "may_spawn": ["tree"], "init": true,
             },
         }),
         &[("a", &["tree"]), ("b", &["tree"])],
