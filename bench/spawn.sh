@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Spawn benchmark (issue 16), side by side in one run on one busybox root:
-#   1. bwrap --unshare-all starting /bin/true (hyperfine; its median is the latency target);
-#   2. spawn latency inside Warren: a parent environment spawns a child from a template, one
-#      after the other, and times spawn -> `Spawned` and spawn -> the child's first message;
-#      the same loop gives whole cycles per second (spawn, one message, the child's `down`);
+#   1. and 2. latency, in ROUNDS rounds that alternate their order: a block of bwrap
+#      --unshare-all starting /bin/true (hyperfine; the median of all its starts is the latency
+#      target) and a block of Warren's cycles: a parent environment spawns a child from a
+#      template, one after the other, and times spawn -> `Spawned` and spawn -> the child's first
+#      message (p50 over all rounds' spawns); the same loop gives whole cycles per second
+#      (spawn, one message, the child's `down`). Warren's block runs a template with the init
+#      (the default) and one with `init = false`;
 #   2b. the same cycle with PAR spawner environments at once (PAR=4 by default, 0 skips it):
 #      the sum of their rates, and all their cycles over the time from their start;
 #   3. memory of live children: the host's used memory (MemTotal - MemAvailable) before and
-#      after a parent spawns LIVE idle children, per child.
+#      after a parent spawns LIVE idle children, per child, with the init and without; also
+#      beyond the workload's own memory (its Pss and page tables), as the issue's target says.
 # Writes the JSON lines and a table to bench/results/spawn-STAMP.{jsonl,txt}.
 #
 #   bash bench/spawn.sh                  # N=200 spawns, LIVE=200 children, RUNS=200 for bwrap
@@ -24,6 +28,9 @@ LIVE=${LIVE:-200}
 # Spawners at once for the concurrent rate (2b), each doing N cycles; 0 skips it.
 PAR=${PAR:-4}
 RUNS=${RUNS:-200}
+# Rounds of the side-by-side latency (bwrap, then Warren, alternating the order): N spawns and
+# RUNS bwrap starts in all, split among them.
+ROUNDS=${ROUNDS:-5}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/.." && pwd)
 results="$here/results"
@@ -80,19 +87,19 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 jsonl="$results/spawn-$stamp.jsonl"
 table="$results/spawn-$stamp.txt"
 
-# --- 1. bwrap ----------------------------------------------------------------------------
-hyperfine -N --warmup 10 --runs "$RUNS" --export-json "$work/bwrap.json" \
-    "bwrap --unshare-all --die-with-parent --ro-bind $R / --proc /proc --dev /dev /bin/true" \
-    >/dev/null 2>&1
-bwrap_ms=$(python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(r["median"]*1000)' "$work/bwrap.json")
-echo "{\"mode\":\"bwrap-true\",\"runs\":$RUNS,\"median_ms\":$bwrap_ms}" | tee -a "$jsonl"
-
-# --- 2. and 3. Warren: one kernel, templates for a messaging child and an idle one -------
-cat >"$work/spaces.toml" <<TOML
+# --- Warren's kernel: templates for a messaging child and an idle one, each also without the
+# init (`init = false`: the command is pid 1, one process fewer per child) --------------------
+cat >"$work/templates.toml" <<TOML
 [template.c]
 image = "$R"
 command = ["/bin/warren-spawn-bench", "child"]
 max_instances = 64
+
+[template.c0]
+image = "$R"
+command = ["/bin/warren-spawn-bench", "child"]
+max_instances = 64
+init = false
 
 [template.idle]
 image = "$R"
@@ -100,143 +107,222 @@ command = ["/bin/warren-spawn-bench", "idle"]
 max_instances = $((LIVE + 8))
 memory = "16M"
 
-[space.lat]
+[template.idle0]
 image = "$R"
-command = ["/bin/warren-spawn-bench", "latency", "c", "$N"]
-may_spawn = ["c"]
+command = ["/bin/warren-spawn-bench", "idle"]
+max_instances = $((LIVE + 8))
+memory = "16M"
+init = false
 TOML
-WARREN_STATE_DIR="$work/state" "$warren" up "$work/spaces.toml" >"$work/daemon.log" 2>&1 &
+WARREN_STATE_DIR="$work/state" "$warren" up "$work/templates.toml" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 w() { WARREN_STATE_DIR="$work/state" "$warren" "$@"; }
-for _ in $(seq 600); do
-    w logs lat 2>/dev/null | grep -q '"mode":"spawn-latency"' && break
+for _ in $(seq 100); do
+    [ -S "$work/state/kernel.sock" ] && break
     kill -0 "$daemon_pid" 2>/dev/null || die "the kernel exited: $(tail -5 "$work/daemon.log")"
-    sleep 0.5
+    sleep 0.1
 done
-line=$(w logs lat | grep '"mode":"spawn-latency"') || die "no latency result: $(w logs lat | tail -5)"
-echo "$line" | tee -a "$jsonl"
+
+# Start the environments SPACES (lines of "NAME TEMPLATE N": a `latency TEMPLATE N` parent each)
+# with one apply, wait until each printed its result, and append the results to $jsonl with
+# the fields of $2 added.
+run_parents() {
+    local list=$1 extra=$2 name tpl n
+    cp "$work/templates.toml" "$work/run.toml"
+    while read -r name tpl n; do
+        printf '[space.%s]\nimage = "%s"\ncommand = ["/bin/warren-spawn-bench", "latency", "%s", "%d"]\nmay_spawn = ["%s"]\n\n' \
+            "$name" "$R" "$tpl" "$n" "$tpl" >>"$work/run.toml"
+    done <<<"$list"
+    w apply "$work/run.toml" >/dev/null || die "apply of the spawners failed"
+    while read -r name tpl n; do
+        local line=
+        for _ in $(seq 1200); do
+            line=$(w logs "$name" 2>/dev/null | grep '"mode":"spawn-latency"' || true)
+            [ -n "$line" ] && break
+            kill -0 "$daemon_pid" 2>/dev/null || die "the kernel exited: $(tail -5 "$work/daemon.log")"
+            sleep 0.1
+        done
+        [ -n "$line" ] || die "no latency result from $name: $(w logs "$name" | tail -5)"
+        echo "$line" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); r.update(json.loads(sys.argv[1])); r["template"]=sys.argv[2]; print(json.dumps(r))' "$extra" "$tpl" >>"$jsonl"
+    done <<<"$list"
+}
+
+# --- 1. and 2. latency, side by side: ROUNDS rounds, each with a block of bwrap starts and a
+# block of Warren's cycles with and without the init, in an order that alternates between
+# rounds, so that a drift of the host weighs on both ----------------------------------------
+per_round=$(( (N + ROUNDS - 1) / ROUNDS ))
+bwrap_runs=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
+[ "$bwrap_runs" -ge 10 ] || bwrap_runs=10
+bwrap_block() {
+    hyperfine -N --warmup 3 --runs "$bwrap_runs" --export-json "$work/bwrap.json" \
+        "bwrap --unshare-all --die-with-parent --ro-bind $R / --proc /proc --dev /dev /bin/true" \
+        >/dev/null 2>&1
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(json.dumps({"mode":"bwrap-true","round":int(sys.argv[2]),"runs":len(r["times"]),"median_ms":r["median"]*1000,"samples_ms":[t*1000 for t in r["times"]]}))' \
+        "$work/bwrap.json" "$1" >>"$jsonl"
+}
+# One parent at a time: with the init, then without (or the other way in even rounds).
+warren_block() {
+    if [ $(($1 % 2)) = 1 ]; then
+        run_parents "lat$1 c $per_round" "{\"round\":$1}"
+        run_parents "lat0x$1 c0 $per_round" "{\"round\":$1}"
+    else
+        run_parents "lat0x$1 c0 $per_round" "{\"round\":$1}"
+        run_parents "lat$1 c $per_round" "{\"round\":$1}"
+    fi
+}
+for r in $(seq "$ROUNDS"); do
+    if [ $((r % 2)) = 1 ]; then bwrap_block "$r"; warren_block "$r"; else warren_block "$r"; bwrap_block "$r"; fi
+done
 
 # --- 2b. the rate with PAR spawners at once (the same cycle, PAR parents started by one apply)
 if [ "$PAR" -gt 0 ]; then
-    sed '/^\[space.lat\]/,$d' "$work/spaces.toml" >"$work/par.toml"
-    for i in $(seq "$PAR"); do
-        printf '[space.par%d]\nimage = "%s"\ncommand = ["/bin/warren-spawn-bench", "latency", "c", "%d"]\nmay_spawn = ["c"]\n\n' \
-            "$i" "$R" "$N" >>"$work/par.toml"
-    done
+    list=$(for i in $(seq "$PAR"); do echo "par$i c $N"; done)
     t0=$(date +%s.%N)
-    w apply "$work/par.toml" >/dev/null || die "apply of the concurrent spawners failed"
-    for _ in $(seq 1200); do
-        done_n=0
-        for i in $(seq "$PAR"); do
-            w logs "par$i" 2>/dev/null | grep -q '"mode":"spawn-latency"' && done_n=$((done_n + 1))
-        done
-        [ "$done_n" = "$PAR" ] && break
-        sleep 0.2
-    done
+    run_parents "$list" '{"concurrent":true}'
     t1=$(date +%s.%N)
-    [ "$done_n" = "$PAR" ] || die "the concurrent spawners did not finish"
-    rates=$(for i in $(seq "$PAR"); do w logs "par$i" | grep '"mode":"spawn-latency"'; done |
-        python3 -c 'import json,sys; print(",".join(str(json.loads(l)["cycles_per_s"]) for l in sys.stdin))')
-    # The sum of the spawners' own rates (each timed over its own N cycles), and the whole: PAR*N
-    # cycles over the time from the apply to the last result (which includes starting them).
-    echo "{\"mode\":\"spawn-rate-concurrent\",\"spawners\":$PAR,\"cycles_each\":$N,\"rates\":[$rates],\"wall_s\":$(python3 -c "print($t1 - $t0)")}" | tee -a "$jsonl"
+    echo "{\"mode\":\"spawn-rate-concurrent\",\"spawners\":$PAR,\"cycles_each\":$N,\"wall_s\":$(python3 -c "print($t1 - $t0)")}" >>"$jsonl"
 fi
 
+# --- 3. memory of LIVE live children of one parent, with the init and without --------------
 used_kib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print t-a}' /proc/meminfo; }
-sync; sleep 2
-before=$(used_kib)
-# The holder is started by apply (the same templates, which `warren up` declared, and the
-# holder instead of the finished latency parent).
-sed '/^\[space.lat\]/,$d' "$work/spaces.toml" >"$work/live.toml"
-cat >>"$work/live.toml" <<TOML
-[space.holder]
-image = "$R"
-command = ["/bin/warren-spawn-bench", "live", "idle", "$LIVE"]
-may_spawn = ["idle"]
-# Its linked children's cgroups nest under its own, so its pids limit counts their processes
-# (an init and the workload each) too.
-pids = $((LIVE * 4 + 64))
-TOML
-w apply "$work/live.toml" >/dev/null || die "apply of the holder failed"
-ready=
-for _ in $(seq 1200); do
-    ready=$(w logs holder 2>/dev/null | grep '"ready"' || true)
-    [ -n "$ready" ] && break
-    sleep 0.5
-done
-[ -n "$ready" ] || die "the holder did not spawn its children: $(w logs holder | tail -5)"
-sleep 3
-after=$(used_kib)
-per_child=$(( (after - before) / LIVE ))
-# The same from the processes themselves (less noisy on a shared machine): the proportional set
-# size of every child's launcher (`warren run --name idle-N`) and workload (`... idle`).
-pss_kib=$(python3 - <<'PY'
-import os
-total = 0
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
-        launcher = b"run" in cmd and any(a.startswith(b"idle-") for a in cmd)
-        workload = cmd[:2] == [b"/bin/warren-spawn-bench", b"idle"]
-        if launcher or workload:
-            for l in open(f"/proc/{pid}/smaps_rollup"):
-                if l.startswith("Pss:"):
-                    total += int(l.split()[1])
-    except OSError:
-        pass
-print(total)
-PY
-)
-echo "{\"mode\":\"spawn-live-memory\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"pss_total_kib\":$pss_kib,\"pss_per_child_kib\":$((pss_kib / LIVE)),\"holder\":$ready}" | tee -a "$jsonl"
-# Stop the parent: its linked children go with it. Counted from /proc (`ps` lists a few hundred
-# managed environments in one control message, which the current control socket cannot carry).
+# Launchers of idle children, executed (`/path/warren run --name idle-N`) or forked by the
+# kernel's launch helper (`warren --state-dir DIR run --name idle-N`).
 launchers() {
     local p c
     for p in /proc/[0-9]*; do
         c=$({ tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null || true)
-        # Executed (`/path/warren run --name idle-N`) or forked by the kernel's launch helper
-        # (`warren --state-dir DIR run --name idle-N`).
-        case "$c" in *" run --name idle-"*) echo "${p#/proc/}" ;; esac
+        case "$c" in *" run --name idle"*) echo "${p#/proc/}" ;; esac
     done
 }
-timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
-left=$(launchers | wc -l)
-for _ in $(seq 240); do
+live_block() {
+    local tpl=$1
+    # The holder of the previous block (and its children) is gone: the apply stops it.
+    cp "$work/templates.toml" "$work/live.toml"
+    w apply "$work/live.toml" >/dev/null || die "apply without a holder failed"
+    for _ in $(seq 240); do [ -z "$(launchers)" ] && break; sleep 0.5; done
+    sync; sleep 2
+    local before after ready= per_child
+    before=$(used_kib)
+    cat >>"$work/live.toml" <<TOML
+[space.holder]
+image = "$R"
+command = ["/bin/warren-spawn-bench", "live", "$tpl", "$LIVE"]
+may_spawn = ["$tpl"]
+# Its linked children's cgroups nest under its own, so its pids limit counts their processes
+# (an init and the workload each) too.
+pids = $((LIVE * 4 + 64))
+TOML
+    w apply "$work/live.toml" >/dev/null || die "apply of the holder failed"
+    for _ in $(seq 1200); do
+        ready=$(w logs holder 2>/dev/null | grep '"ready"' || true)
+        [ -n "$ready" ] && break
+        sleep 0.5
+    done
+    [ -n "$ready" ] || die "the holder did not spawn its children: $(w logs holder | tail -5)"
+    sleep 3
+    after=$(used_kib)
+    per_child=$(( (after - before) / LIVE ))
+    # The same from the processes themselves (less noisy on a shared machine): the proportional
+    # set size of every child's launcher and init, and the workload's own memory (its Pss and
+    # page tables), which the issue's target leaves out ("beyond its workload").
+    local procs
+    procs=$(python3 - <<'PY'
+import json, os
+kinds = {"launcher": [0, 0], "init": [0, 0], "workload": [0, 0]}
+pte = 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        if b"run" in cmd and any(a.startswith(b"idle") for a in cmd):
+            k = "launcher"
+        elif cmd[:2] == [b"/bin/warren-spawn-bench", b"idle"]:
+            k = "workload"
+        elif len(cmd) > 4 and cmd[1] == b"init" and cmd[3:5] == [b"/bin/warren-spawn-bench", b"idle"]:
+            k = "init"
+        else:
+            continue
+        for l in open(f"/proc/{pid}/smaps_rollup"):
+            if l.startswith("Pss:"):
+                kinds[k][1] += int(l.split()[1])
+        if k == "workload":
+            for l in open(f"/proc/{pid}/status"):
+                if l.startswith("VmPTE:"):
+                    pte += int(l.split()[1])
+        kinds[k][0] += 1
+    except OSError:
+        pass
+print(json.dumps({"processes": {k: v[0] for k, v in kinds.items()},
+                  "pss_kib": {k: v[1] for k, v in kinds.items()}, "workload_pte_kib": pte}))
+PY
+)
+    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
+    # Stop the parent: its linked children go with it (counted from /proc).
+    timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
+    local left
     left=$(launchers | wc -l)
-    [ "$left" = 0 ] && break
-    sleep 0.5
-done
-echo "{\"mode\":\"spawn-cleanup\",\"children_left_after_parent_stop\":$left}" | tee -a "$jsonl"
-# Whatever is left is stopped by pid (SIGTERM twice: the launcher then kills its workload).
-for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
-sleep 1.5
-for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
+    for _ in $(seq 240); do
+        left=$(launchers | wc -l)
+        [ "$left" = 0 ] && break
+        sleep 0.5
+    done
+    echo "{\"mode\":\"spawn-cleanup\",\"template\":\"$tpl\",\"children_left_after_parent_stop\":$left}" >>"$jsonl"
+    # Whatever is left is stopped by pid (SIGTERM twice: the launcher then kills its workload).
+    for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
+    sleep 1.5
+    for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
+}
+live_block idle
+live_block idle0
 
 # Every launch was measured, from the seal's digest: none walked the tree.
 walked=$(grep -c '"digest_source":"walk"' "$work/state/attest/events.jsonl" || true)
 measured=$(grep -c '"event":"launch"' "$work/state/attest/events.jsonl" || true)
-echo "{\"mode\":\"spawn-measured\",\"launch_records\":$measured,\"walked\":$walked}" | tee -a "$jsonl"
+echo "{\"mode\":\"spawn-measured\",\"launch_records\":$measured,\"walked\":$walked}" >>"$jsonl"
 [ "$walked" = 0 ] || die "$walked launches walked the root instead of using its seal"
 
 python3 - "$jsonl" >"$table" <<'PY'
-import json, sys
-rows = {}
-for l in open(sys.argv[1]):
-    r = json.loads(l); rows[r["mode"]] = r
-b = rows["bwrap-true"]["median_ms"]; s = rows["spawn-latency"]; m = rows["spawn-live-memory"]
-print(f"bwrap --unshare-all /bin/true, median        {b:8.2f} ms")
-print(f"spawn -> Spawned, p50 / p90                  {s['spawned_ms']['p50']:8.2f} / {s['spawned_ms']['p90']:.2f} ms")
-print(f"spawn -> first message, p50 / p90            {s['first_message_ms']['p50']:8.2f} / {s['first_message_ms']['p90']:.2f} ms")
-print(f"  ratio p50 / bwrap median                   {s['first_message_ms']['p50'] / b:8.2f}")
-print(f"whole cycles (spawn, message, down) per s    {s['cycles_per_s']:8.1f}")
-c = rows.get("spawn-rate-concurrent")
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+def pick(mode, **kv):
+    return [r for r in rows if r["mode"] == mode and all(r.get(k) == v for k, v in kv.items())]
+def median(v):
+    return statistics.median(v) if v else float("nan")
+def pct(v, p):
+    v = sorted(v)
+    return v[(len(v) - 1) * p // 100] if v else float("nan")
+bw = pick("bwrap-true")
+rounds = sorted({r["round"] for r in bw})
+b_all = [t for r in bw for t in r["samples_ms"]]
+b = median(b_all)
+print(f"latency: {len(rounds)} rounds, bwrap and Warren alternating; all samples of all rounds")
+print(f"bwrap --unshare-all /bin/true, median        {b:8.2f} ms  ({len(b_all)} starts)")
+for tpl, what in (("c", "with the init"), ("c0", "init = false")):
+    lat = [r for r in pick("spawn-latency", template=tpl) if not r.get("concurrent")]
+    first = [t for r in lat for t in r["first_message_samples_ms"]]
+    per = [median(r["first_message_samples_ms"]) / median([t for x in bw if x["round"] == r["round"] for t in x["samples_ms"]]) for r in lat]
+    print(f"{what}:")
+    print(f"  spawn -> Spawned, p50 of rounds' p50       {median([r['spawned_ms']['p50'] for r in lat]):8.2f} ms")
+    print(f"  spawn -> first message, p50 / p90          {pct(first, 50):8.2f} / {pct(first, 90):.2f} ms  ({len(first)} spawns)")
+    print(f"  ratio p50 / bwrap median                   {pct(first, 50) / b:8.2f}  (rounds: {', '.join(f'{x:.2f}' for x in per)})")
+    print(f"  whole cycles (spawn, message, down) per s  {median([r['cycles_per_s'] for r in lat]):8.1f}  (rounds: {', '.join('%.0f' % r['cycles_per_s'] for r in lat)})")
+conc = [r for r in pick("spawn-latency") if r.get("concurrent")]
+c = pick("spawn-rate-concurrent")
 if c:
+    c = c[0]
     total = c["spawners"] * c["cycles_each"]
-    print(f"  with {c['spawners']} spawners at once, sum of rates  {sum(c['rates']):8.1f}"
+    print(f"with {c['spawners']} spawners at once, sum of rates    {sum(r['cycles_per_s'] for r in conc):8.1f}"
           f"  ({total} cycles in {c['wall_s']:.2f} s from the apply: {total / c['wall_s']:.1f}/s)")
-print(f"host memory per live child ({m['children']}), used delta   {m['per_child_kib']:8d} KiB")
-print(f"  launcher + workload Pss per child           {m['pss_per_child_kib']:8d} KiB")
-print(f"children left after the parent's stop        {rows['spawn-cleanup']['children_left_after_parent_stop']:8d}")
-print(f"launch records (measured), walked trees      {rows['spawn-measured']['launch_records']:8d}, {rows['spawn-measured']['walked']}")
+for m in pick("spawn-live-memory"):
+    n = m["children"]
+    p = m["procs"]
+    work = (p["pss_kib"]["workload"] + p["workload_pte_kib"]) // n
+    left = pick("spawn-cleanup", template=m["template"])[0]["children_left_after_parent_stop"]
+    print(f"{n} live children of template {m['template']} ({p['processes']['init']} inits):")
+    print(f"  host used-memory delta per child           {m['per_child_kib']:8d} KiB")
+    print(f"  ... beyond the workload (its Pss + PTEs)    {m['per_child_kib'] - work:8d} KiB  (workload {work} KiB)")
+    print(f"  Pss per child: launcher / init / workload  {p['pss_kib']['launcher'] // n:5d} / {p['pss_kib']['init'] // n} / {p['pss_kib']['workload'] // n} KiB")
+    print(f"  children left after the parent's stop      {left:8d}")
+me = pick("spawn-measured")[0]
+print(f"launch records (measured), walked trees      {me['launch_records']:8d}, {me['walked']}")
 PY
 cat "$table"

@@ -4,8 +4,8 @@
 //! * `latency TEMPLATE N`: the parent. N times, one after the other: spawn a child of TEMPLATE
 //!   passing the parent's own mailbox as the initial name `out`, and wait for the child's first
 //!   message. Prints one JSON line with the percentiles of spawn → `Spawned` and of spawn →
-//!   first message, in milliseconds, and the rate of whole cycles (spawn, one message, the
-//!   child's `down` notice) per second.
+//!   first message, in milliseconds, every spawn -> first message time, and the rate of whole
+//!   cycles (spawn, one message, the child's `down` notice) per second.
 //! * `live TEMPLATE N`: the parent of N idle children: spawns them, prints `{"ready":N}` and
 //!   waits (the script measures the host's memory meanwhile, then stops the parent, which stops
 //!   its linked children).
@@ -87,6 +87,8 @@ fn latency(template: &str, n: usize) -> anyhow::Result<()> {
             "spawned_ms": { "p50": pct(&answered, 50), "p90": pct(&answered, 90), "p99": pct(&answered, 99) },
             "first_message_ms": { "p50": pct(&first, 50), "p90": pct(&first, 90), "p99": pct(&first, 99) },
             "cycles_per_s": n as f64 / total.as_secs_f64(),
+            // Every cycle's spawn -> first message, for a percentile over several runs.
+            "first_message_samples_ms": first.iter().map(|d| d.as_secs_f64() * 1000.0).collect::<Vec<_>>(),
         })
     );
     Ok(())
