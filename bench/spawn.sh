@@ -200,9 +200,22 @@ live_block() {
     cp "$work/templates.toml" "$work/live.toml"
     w apply "$work/live.toml" >/dev/null || die "apply without a holder failed"
     for _ in $(seq 240); do [ -z "$(launchers)" ] && break; sleep 0.5; done
-    sync; sleep 2
-    local before after ready= per_child
-    before=$(used_kib)
+    # The host frees an ended environment's namespaces asynchronously (the network namespace's
+    # cleanup runs in a kernel worker, after RCU grace periods): wait until the used memory stops
+    # falling, or the previous block's children would be counted as freed by this one. And
+    # empty the slab caches of objects freed by the previous block (their pages would otherwise
+    # be reused by this one and make it look cheaper than the first).
+    sync
+    echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
+    for f in /sys/kernel/slab/*/shrink; do echo 1 >"$f" 2>/dev/null || true; done
+    local before after ready= per_child prev
+    prev=$(used_kib)
+    for _ in $(seq 30); do
+        sleep 2
+        before=$(used_kib)
+        [ $((prev - before)) -lt 4096 ] && break
+        prev=$before
+    done
     cat >>"$work/live.toml" <<TOML
 [space.holder]
 image = "$R"
@@ -219,6 +232,15 @@ TOML
         sleep 0.5
     done
     [ -n "$ready" ] || die "the holder did not spawn its children: $(w logs holder | tail -5)"
+    # `Spawned` answers once a child is registered; its launch may still be under way: wait
+    # until every child's workload runs.
+    local running=0
+    for _ in $(seq 600); do
+        running=$(pgrep -xc -f "/bin/warren-spawn-bench idle" || true)
+        [ "$running" -ge "$LIVE" ] && break
+        sleep 0.2
+    done
+    [ "$running" -ge "$LIVE" ] || die "only $running of $LIVE children run"
     sleep 3
     after=$(used_kib)
     per_child=$(( (after - before) / LIVE ))
@@ -271,8 +293,8 @@ PY
     sleep 1.5
     for p in $(launchers); do kill -TERM "$p" 2>/dev/null || true; done
 }
-live_block idle
 live_block idle0
+live_block idle
 
 # Every launch was measured, from the seal's digest: none walked the tree.
 walked=$(grep -c '"digest_source":"walk"' "$work/state/attest/events.jsonl" || true)
