@@ -44,5 +44,7 @@ pub use applied::{Applied, Measurement};
 pub use error::LaunchError;
 pub use hook::Measure;
 pub use launch::{ExitState, Running, Sidework, launch, launch_with_mailbox};
-pub use plan::{LaunchPlan, MountKind, MountSpec, PreparedTree, Protection, RootSource, RunAs};
+pub use plan::{
+    INIT_PREFIX, LaunchPlan, MountKind, MountSpec, PreparedTree, Protection, RootSource, RunAs,
+};
 pub use step::Step;

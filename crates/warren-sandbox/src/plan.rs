@@ -80,6 +80,12 @@ impl std::str::FromStr for Protection {
     }
 }
 
+/// What `warren run --init` puts before the command (the recorded and measured `command` starts
+/// with it): `warren-msg init` is pid 1 and the command runs as its child. A launch whose argv
+/// starts with it starts the command itself, just before it executes the init (see `child`):
+/// the init's own start-up is then off the command's way.
+pub const INIT_PREFIX: [&str; 3] = ["/dev/warren/warren-msg", "init", "--"];
+
 /// Everything the launcher needs to start one environment.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {

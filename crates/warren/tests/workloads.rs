@@ -919,6 +919,14 @@ fn the_init_passes_the_status_through_and_reports_a_missing_command() {
     );
     assert_code(&run(&["/no/such/program"]), 127);
     assert_code(&run(&["/etc/not-executable"]), 126);
+    // The launch starts the command before it executes the init, which adopts it: a command
+    // that ends at once (often before the init has blocked SIGCHLD) still passes its status
+    // through, and the init does not wait for a signal that came before it.
+    for i in 0..20 {
+        let code = i % 4;
+        let o = run(&["/bin/sh", "-c", &format!("exit {code}")]);
+        assert_code(&o, code);
+    }
 }
 
 // --- the seccomp additions ----------------------------------------------------------------------

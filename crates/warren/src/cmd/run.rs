@@ -185,7 +185,7 @@ fn spawn_provenance(args: &RunArgs) -> anyhow::Result<Option<warren_attest::Spaw
 }
 
 /// What `--init` puts before the command: the recorded and measured `command` starts with it.
-pub const INIT_PREFIX: [&str; 3] = ["/dev/warren/warren-msg", "init", "--"];
+pub use warren_sandbox::INIT_PREFIX;
 
 /// `-v` then `--mount`, each checked for form.
 /// The default size of a writable root's tmpfs.

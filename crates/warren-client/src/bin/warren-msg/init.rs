@@ -4,7 +4,9 @@
 //! A process that is pid 1 of its pid namespace gets no default action for signals it does not
 //! handle, so a plain `sleep` or `sh` ignores the SIGTERM of `warren stop` and every stop waits
 //! its full timeout; and orphans re-parented to pid 1 stay zombies unless pid 1 reaps them. This
-//! init starts CMD as pid 2 and then only:
+//! init starts CMD as pid 2 (or, as pid 1 with a child already, adopts it: Warren's launch
+//! starts CMD just before it executes the init, with every signal blocked across that exec, so
+//! that CMD does not wait for the init's start-up) and then only:
 //!
 //! * forwards HUP, INT, QUIT, USR1, USR2, TERM, WINCH, CONT, ALRM, PIPE and TSTP/TTIN/TTOU to it
 //!   (CMD, not pid 1, decides what they mean; SIGKILL and SIGSTOP cannot be caught and reach
@@ -59,31 +61,24 @@ pub fn main(argv: Vec<String>) -> ! {
     // or child exit can be missed between the two.
     warren_sys::block_signals(&set).unwrap_or_else(|e| fail("block signals", e));
     let sfd = warren_sys::signalfd(&set).unwrap_or_else(|e| fail("open a signalfd", e));
-    let mut cmd = Command::new(program);
-    cmd.args(args);
-    warren_sys::clear_signal_mask_on_spawn(&mut cmd);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("warren-msg init: cannot run {program}: {e}");
-            let code = match e.kind() {
-                std::io::ErrorKind::NotFound => 127,
-                _ => 126,
-            };
-            std::process::exit(code);
-        }
+    let pid = match started() {
+        // The launch started CMD already, just before it executed this init (every signal
+        // blocked meanwhile, so none was lost): adopt it.
+        Some(pid) => pid,
+        None => spawn(program, args),
     };
-    let pid = Pid::from_raw(child.id() as i32).expect("a child's pid is positive");
-    // The child is reaped with waitpid below, never through `child`.
-    drop(child);
+    let mut first = true;
     loop {
-        let mut fds = [rustix::event::PollFd::new(
-            &sfd,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => fail("poll", e.into()),
+        // An adopted CMD may have ended before this init blocked SIGCHLD: reap once first.
+        if !std::mem::take(&mut first) {
+            let mut fds = [rustix::event::PollFd::new(
+                &sfd,
+                rustix::event::PollFlags::IN,
+            )];
+            match rustix::event::poll(&mut fds, None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => fail("poll", e.into()),
+            }
         }
         while let Some(sig) = warren_sys::read_signal(&sfd).unwrap_or_else(|e| fail("read", e)) {
             if sig == SIGCHLD {
@@ -115,6 +110,53 @@ pub fn main(argv: Vec<String>) -> ! {
             }
         }
     }
+}
+
+/// The pid of the child the launch started before executing this init (CMD, when this is pid
+/// 1 and already has a child), or `None`: then this init starts CMD itself.
+fn started() -> Option<Pid> {
+    if rustix::process::getpid() != Pid::INIT {
+        return None;
+    }
+    // ECHILD: no child at all.
+    rustix::process::waitid(
+        rustix::process::WaitId::All,
+        rustix::process::WaitIdOptions::EXITED
+            | rustix::process::WaitIdOptions::NOHANG
+            | rustix::process::WaitIdOptions::NOWAIT,
+    )
+    .ok()?;
+    // Its only child: the first process after pid 1 of a new pid namespace, unless /proc says
+    // otherwise.
+    let listed = std::fs::read_to_string("/proc/1/task/1/children").ok();
+    let first = listed
+        .as_deref()
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(2);
+    Pid::from_raw(first)
+}
+
+/// Start CMD as this init's child, with an empty signal mask.
+fn spawn(program: &str, args: &[String]) -> Pid {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    warren_sys::clear_signal_mask_on_spawn(&mut cmd);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warren-msg init: cannot run {program}: {e}");
+            let code = match e.kind() {
+                std::io::ErrorKind::NotFound => 127,
+                _ => 126,
+            };
+            std::process::exit(code);
+        }
+    };
+    let pid = Pid::from_raw(child.id() as i32).expect("a child's pid is positive");
+    // The child is reaped with waitpid below, never through `child`.
+    drop(child);
+    pid
 }
 
 fn fail(what: &str, e: std::io::Error) -> ! {
