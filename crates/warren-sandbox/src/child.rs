@@ -431,19 +431,46 @@ fn setup(
 /// nothing is started: the init starts it, as it does without this, fails the same way and
 /// exits with 127 or 126, saying why.
 fn start_under_init(command: &[String], env: &[(String, String)]) {
-    // No pre-exec hook: the standard library starts it with `posix_spawn` (a `vfork`), not
-    // with a copy of this process's memory.
-    let started = std::process::Command::new(&command[0])
+    start_command(command, env);
+    let all: Vec<i32> = (1..=31).filter(|s| *s != 9 && *s != 19).collect();
+    if let Ok(set) = warren_sys::SignalSet::of(&all) {
+        let _ = warren_sys::block_signals(&set);
+    }
+}
+
+/// [`start_under_init`]'s start of the command, if it can be started.
+fn start_command(command: &[String], env: &[(String, String)]) {
+    // A name without `/` is looked up here, in the environment's `PATH` as `execvp` does: the
+    // standard library would otherwise fall back from `posix_spawn` to a copy of this process.
+    let program = if command[0].contains('/') {
+        std::path::PathBuf::from(&command[0])
+    } else {
+        let path = env
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map_or("/usr/local/bin:/bin:/usr/bin", |(_, v)| v.as_str());
+        let found = path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
+            use std::os::unix::fs::PermissionsExt as _;
+            let p = std::path::Path::new(d).join(&command[0]);
+            let m = std::fs::metadata(&p).ok()?;
+            (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+        });
+        match found {
+            Some(p) => p,
+            // Not found: the init says so and exits 127.
+            None => return,
+        }
+    };
+    // No pre-exec hook and a path: the standard library starts it with `posix_spawn` (a
+    // `vfork`), not with a copy of this process's memory.
+    let started = std::process::Command::new(program)
+        .arg0(&command[0])
         .args(&command[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn();
     // The child is the init's to wait for, after the exec.
     drop(started);
-    let all: Vec<i32> = (1..=31).filter(|s| *s != 9 && *s != 19).collect();
-    if let Ok(set) = warren_sys::SignalSet::of(&all) {
-        let _ = warren_sys::block_signals(&set);
-    }
 }
 
 fn set_rlimits(plan: &LaunchPlan) -> StepResult {
