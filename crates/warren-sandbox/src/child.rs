@@ -402,20 +402,26 @@ fn setup(
 
     fault(Step::Exec)?;
     let argv = &ctx.plan.argv;
-    if argv.len() > crate::plan::INIT_PREFIX.len()
+    let adopt = if argv.len() > crate::plan::INIT_PREFIX.len()
         && argv
             .iter()
             .zip(crate::plan::INIT_PREFIX)
             .all(|(a, b)| a == b)
     {
-        start_under_init(&argv[crate::plan::INIT_PREFIX.len()..], &ctx.env);
-    }
+        start_under_init(&argv[crate::plan::INIT_PREFIX.len()..], &ctx.env)
+    } else {
+        None
+    };
     Report::Exec {}.send(report);
-    let err = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut exec = std::process::Command::new(&argv[0]);
+    exec.args(&argv[1..])
         .env_clear()
-        .envs(ctx.env.iter().map(|(k, v)| (k, v)))
-        .exec();
+        .envs(ctx.env.iter().map(|(k, v)| (k, v)));
+    if let Some(pid) = adopt {
+        // The init's own environment only: it starts nothing when it adopts.
+        exec.env(crate::plan::INIT_ADOPT_ENV, pid.to_string());
+    }
+    let err = exec.exec();
     Err((Step::Exec, format!("execute {:?}", argv[0]), err))
 }
 
@@ -429,17 +435,19 @@ fn setup(
 /// arrives before the init's signalfd waits for it (the launcher forwards nothing before this
 /// exec: it is still reading the launch's reports). If the command cannot be started here,
 /// nothing is started: the init starts it, as it does without this, fails the same way and
-/// exits with 127 or 126, saying why.
-fn start_under_init(command: &[String], env: &[(String, String)]) {
-    start_command(command, env);
+/// exits with 127 or 126, saying why. The init is told the command's pid in
+/// [`crate::plan::INIT_ADOPT_ENV`] (its own environment only).
+fn start_under_init(command: &[String], env: &[(String, String)]) -> Option<u32> {
+    let started = start_command(command, env);
     let all: Vec<i32> = (1..=31).filter(|s| *s != 9 && *s != 19).collect();
     if let Ok(set) = warren_sys::SignalSet::of(&all) {
         let _ = warren_sys::block_signals(&set);
     }
+    started
 }
 
-/// [`start_under_init`]'s start of the command, if it can be started.
-fn start_command(command: &[String], env: &[(String, String)]) {
+/// [`start_under_init`]'s start of the command: its pid, if it could be started.
+fn start_command(command: &[String], env: &[(String, String)]) -> Option<u32> {
     // A name without `/` is looked up here, in the environment's `PATH` as `execvp` does: the
     // standard library would otherwise fall back from `posix_spawn` to a copy of this process.
     let program = if command[0].contains('/') {
@@ -455,11 +463,8 @@ fn start_command(command: &[String], env: &[(String, String)]) {
             let m = std::fs::metadata(&p).ok()?;
             (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
         });
-        match found {
-            Some(p) => p,
-            // Not found: the init says so and exits 127.
-            None => return,
-        }
+        // Not found: the init says so and exits 127.
+        found?
     };
     // No pre-exec hook and a path: the standard library starts it with `posix_spawn` (a
     // `vfork`), not with a copy of this process's memory.
@@ -470,7 +475,7 @@ fn start_command(command: &[String], env: &[(String, String)]) {
         .envs(env.iter().map(|(k, v)| (k, v)))
         .spawn();
     // The child is the init's to wait for, after the exec.
-    drop(started);
+    started.ok().map(|c| c.id())
 }
 
 fn set_rlimits(plan: &LaunchPlan) -> StepResult {

@@ -86,6 +86,10 @@ impl std::str::FromStr for Protection {
 /// the init's own start-up is then off the command's way.
 pub const INIT_PREFIX: [&str; 3] = ["/dev/warren/warren-msg", "init", "--"];
 
+/// The variable in the init's own environment (not the command's) that names the pid of the
+/// command the launch started for it to adopt (`warren-msg init` reads it).
+pub const INIT_ADOPT_ENV: &str = "WARREN_INIT_ADOPT";
+
 /// Everything the launcher needs to start one environment.
 #[derive(Debug, Clone)]
 pub struct LaunchPlan {

@@ -391,23 +391,24 @@ pub struct Reattach {
     pub kept: OwnedFd,
 }
 
-/// How long a re-attach waits for a new kernel's answer (the launcher's waiting thread does it,
-/// so the environment's signals and refused calls wait meanwhile).
-const REATTACH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// Between tries to reach a new kernel.
 const REATTACH_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The launcher's connection to the kernel while its environment runs, watched by the
-/// launcher's waiting thread (a [`warren_sandbox::Sidework`]): when the kernel goes away (it
-/// never writes unprompted, so input is its end), wait for a new one and hand it the kept end of
-/// the environment's connection, so that descriptor 3 inside carries on.
+/// launcher's waiting thread (a [`warren_sandbox::Sidework`]; the kernel never writes unprompted,
+/// so input is its end). When the kernel goes away, a thread of its own waits for a new one and
+/// hands it the kept end of the environment's connection, so that descriptor 3 inside carries
+/// on: the calls block (a new kernel answers once it has re-adopted what runs, however long
+/// that takes, and an answer given up on would be taken as a second registration), so they are
+/// kept off the thread that forwards signals, answers refused calls and copies the log. The
+/// thread ends once re-attached and the waiting thread watches the new connection.
 pub struct Attachment {
     /// The connection, while attached.
     control: Option<OwnedFd>,
-    /// The next try to reach a new kernel, while detached.
-    retry_at: Option<std::time::Instant>,
-    r: Reattach,
+    /// While detached: the read end of a pipe the re-attaching thread closes when done, and
+    /// the thread, which returns the new connection.
+    pending: Option<(OwnedFd, std::thread::JoinHandle<OwnedFd>)>,
+    r: std::sync::Arc<Reattach>,
 }
 
 impl Attachment {
@@ -415,85 +416,115 @@ impl Attachment {
     pub fn new(control: OwnedFd, r: Reattach) -> Attachment {
         Attachment {
             control: Some(control),
-            retry_at: None,
-            r,
+            pending: None,
+            r: std::sync::Arc::new(r),
         }
     }
 
-    /// One try to register again with a new kernel.
-    fn reattach(&self) -> anyhow::Result<Option<OwnedFd>> {
-        let Some(fd) = connect_daemon(&self.r.state_dir)? else {
-            return Ok(None);
+    /// Start the thread that re-attaches to a new kernel.
+    fn detach(&mut self) {
+        eprintln!(
+            "warren: the kernel went away; waiting to re-attach {}",
+            self.r.name
+        );
+        let (done, done_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("warren: cannot re-attach {}: {e}", self.r.name);
+                return;
+            }
         };
-        rustix::net::sockopt::set_socket_timeout(
-            &fd,
-            rustix::net::sockopt::Timeout::Recv,
-            Some(REATTACH_TIMEOUT),
-        )?;
-        rustix::net::sockopt::set_socket_timeout(
-            &fd,
-            rustix::net::sockopt::Timeout::Send,
-            Some(REATTACH_TIMEOUT),
-        )?;
+        let r = self.r.clone();
+        let thread = std::thread::Builder::new()
+            .name("warren-attach".into())
+            .stack_size(256 << 10)
+            .spawn(move || {
+                let fd = reattach(&r);
+                // Wakes the waiting thread (end of the pipe).
+                drop(done_w);
+                fd
+            });
+        match thread {
+            Ok(t) => self.pending = Some((done, t)),
+            Err(e) => eprintln!("warren: cannot re-attach {}: {e}", self.r.name),
+        }
+    }
+}
+
+/// Register again with a new kernel, trying every [`REATTACH_RETRY`] until one accepts.
+fn reattach(r: &Reattach) -> OwnedFd {
+    let mut said = false;
+    loop {
+        std::thread::sleep(REATTACH_RETRY);
+        let Ok(Some(fd)) = connect_daemon(&r.state_dir) else {
+            continue;
+        };
         let req = ControlRequest::Register {
-            name: self.r.name.clone(),
-            may_send: self.r.may_send.clone(),
-            may_discover: self.r.may_discover.clone(),
-            capacity: self.r.capacity,
-            mailbox_bytes: self.r.mailbox_bytes,
+            name: r.name.clone(),
+            may_send: r.may_send.clone(),
+            may_discover: r.may_discover.clone(),
+            capacity: r.capacity,
+            mailbox_bytes: r.mailbox_bytes,
             readopt: true,
         };
-        let (resp, _) = call_fds(&fd, &req, Some(&self.r.kept))?;
-        if !resp.ok {
-            bail!("refused: {}", resp.error.unwrap_or_default());
+        // Said once per outage: a kernel that keeps refusing must not fill the log.
+        match call_fds(&fd, &req, Some(&r.kept)) {
+            Ok((resp, _)) if resp.ok => {
+                eprintln!("warren: {} re-attached to the new kernel", r.name);
+                return fd;
+            }
+            Ok((resp, _)) if !said => {
+                said = true;
+                eprintln!(
+                    "warren: re-attach refused (trying again): {}",
+                    resp.error.unwrap_or_default()
+                );
+            }
+            Err(e) if !said => {
+                said = true;
+                eprintln!("warren: re-attach failed (trying again): {e:#}");
+            }
+            _ => {}
         }
-        // Attached: the connection's reads block again (it is only polled).
-        rustix::net::sockopt::set_socket_timeout(&fd, rustix::net::sockopt::Timeout::Recv, None)?;
-        Ok(Some(fd))
     }
 }
 
 impl warren_sandbox::Sidework for Attachment {
     fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
-        self.control.as_ref().map(|c| c.as_fd())
+        match (&self.control, &self.pending) {
+            (Some(c), _) => Some(c.as_fd()),
+            (None, Some((done, _))) => Some(done.as_fd()),
+            (None, None) => None,
+        }
     }
 
     fn ready(&mut self) {
-        let Some(c) = &self.control else {
+        if let Some(c) = &self.control {
+            let mut b = [0u8; 64];
+            match rustix::net::recv(c, &mut b, RecvFlags::DONTWAIT) {
+                Ok((0, _)) => {}
+                Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
+                Err(_) => {}
+            }
+            self.control = None;
+            self.detach();
             return;
-        };
-        let mut b = [0u8; 64];
-        match rustix::net::recv(c, &mut b, RecvFlags::DONTWAIT) {
-            Ok((0, _)) => {}
-            Ok(_) | Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return,
-            Err(_) => {}
         }
-        eprintln!(
-            "warren: the kernel went away; waiting to re-attach {}",
-            self.r.name
-        );
-        self.control = None;
-        self.retry_at = Some(std::time::Instant::now() + REATTACH_RETRY);
+        // The pipe's end: the thread has dropped its end and is returning.
+        if let Some((_, t)) = self.pending.take() {
+            match t.join() {
+                Ok(fd) => self.control = Some(fd),
+                Err(_) => eprintln!("warren: re-attaching {} failed", self.r.name),
+            }
+        }
     }
 
     fn deadline(&self) -> Option<std::time::Instant> {
-        self.retry_at
+        None
     }
 
-    fn due(&mut self) {
-        match self.reattach() {
-            Ok(Some(fd)) => {
-                eprintln!("warren: {} re-attached to the new kernel", self.r.name);
-                self.control = Some(fd);
-                self.retry_at = None;
-                return;
-            }
-            Ok(None) => {}
-            Err(e) => eprintln!("warren: re-attach failed: {e:#}"),
-        }
-        self.retry_at = Some(std::time::Instant::now() + REATTACH_RETRY);
-    }
+    fn due(&mut self) {}
 }
 
 /// Register an environment with a running kernel daemon. `Ok(None)` when no daemon runs.

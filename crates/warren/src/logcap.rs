@@ -14,6 +14,8 @@
 //! the copy starts, the launcher's own descriptors 1 and 2 are the log file again, so only the
 //! environment's processes hold the pipe's writing end: the launcher's messages can never block
 //! on a pipe only it reads, and the copy sees the end of the pipe when the environment has ended.
+//! They count against the same limit (the copy measures the file itself), and once it is
+//! reached they go to `/dev/null` like the rest.
 
 use std::fs::File;
 use std::io::Write as _;
@@ -42,8 +44,6 @@ pub struct LogCap {
     reader: Option<OwnedFd>,
     /// The most the log holds ([`LOG_MAX`]).
     max: u64,
-    /// The log file's length as far as the copy knows (it alone appends while it runs).
-    len: Option<u64>,
     /// The copy's buffer, allocated at the first read.
     space: Vec<u8>,
     /// Whether the launcher's descriptors 1 and 2 are to be the log again at the end (always,
@@ -77,7 +77,6 @@ pub fn interpose(log_path: &Path, name: &str) -> std::io::Result<Option<LogCap>>
         log,
         reader: Some(reader),
         max: LOG_MAX,
-        len: None,
         space: Vec::new(),
         owns_stdio: true,
     }))
@@ -89,6 +88,25 @@ impl LogCap {
     /// thread copies the pipe (through [`warren_sandbox::Sidework`]).
     pub fn start(&mut self) {
         self.restore_stdio();
+        if self.log.metadata().map_or(true, |m| m.len() >= self.max) {
+            self.silence_launcher();
+        }
+    }
+
+    /// The log has reached its limit: the launcher's own messages go where the environment's
+    /// further output goes, nowhere.
+    fn silence_launcher(&self) {
+        if !self.owns_stdio {
+            return;
+        }
+        if let Ok(null) = rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            let _ = rustix::stdio::dup2_stdout(&null);
+            let _ = rustix::stdio::dup2_stderr(&null);
+        }
     }
 
     fn restore_stdio(&self) {
@@ -113,11 +131,12 @@ impl LogCap {
         match rustix::io::read(reader, space.spare_capacity_mut()) {
             Ok(([], _)) => self.reader = None,
             Ok((data, _)) => {
-                let len = match self.len {
-                    Some(l) => l,
-                    None => self.log.metadata().map(|m| m.len()).unwrap_or(0),
-                };
-                self.len = Some(append_capped(&mut self.log, len, data, self.max, &self.rm));
+                // The file's own length: the launcher's messages are appended to it directly.
+                let len = self.log.metadata().map_or(self.max, |m| m.len());
+                let after = append_capped(&mut self.log, len, data, self.max, &self.rm);
+                if after >= self.max {
+                    self.silence_launcher();
+                }
             }
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
             Err(_) => self.reader = None,
@@ -144,7 +163,8 @@ impl LogCap {
             };
             match rustix::event::poll(&mut fds, Some(&t)) {
                 Ok(0) => break,
-                Ok(_) | Err(rustix::io::Errno::INTR) => self.copy_once(),
+                Ok(_) => self.copy_once(),
+                Err(rustix::io::Errno::INTR) => {}
                 Err(_) => break,
             }
         }
@@ -211,7 +231,6 @@ fn copy(reader: OwnedFd, log: File, max: u64, rm: &str) {
         log,
         reader: Some(reader),
         max,
-        len: None,
         space: Vec::new(),
         owns_stdio: false,
     };

@@ -4,9 +4,10 @@
 //! A process that is pid 1 of its pid namespace gets no default action for signals it does not
 //! handle, so a plain `sleep` or `sh` ignores the SIGTERM of `warren stop` and every stop waits
 //! its full timeout; and orphans re-parented to pid 1 stay zombies unless pid 1 reaps them. This
-//! init starts CMD as pid 2 (or, as pid 1 with a child already, adopts it: Warren's launch
-//! starts CMD just before it executes the init, with every signal blocked across that exec, so
-//! that CMD does not wait for the init's start-up) and then only:
+//! init starts CMD as pid 2 (or adopts it: Warren's launch starts CMD just before it executes
+//! the init, with every signal blocked across that exec, so that CMD does not wait for the
+//! init's start-up, and names its pid in `WARREN_INIT_ADOPT`, in the init's environment only)
+//! and then only:
 //!
 //! * forwards HUP, INT, QUIT, USR1, USR2, TERM, WINCH, CONT, ALRM, PIPE and TSTP/TTIN/TTOU to it
 //!   (CMD, not pid 1, decides what they mean; SIGKILL and SIGSTOP cannot be caught and reach
@@ -112,29 +113,27 @@ pub fn main(argv: Vec<String>) -> ! {
     }
 }
 
-/// The pid of the child the launch started before executing this init (CMD, when this is pid
-/// 1 and already has a child), or `None`: then this init starts CMD itself.
+/// The variable Warren's launch sets in this init's own environment (not CMD's) to the pid of
+/// CMD, which it started just before executing the init (`warren_sandbox::INIT_ADOPT_ENV`).
+const ADOPT_ENV: &str = "WARREN_INIT_ADOPT";
+
+/// The pid of the child Warren's launch started for this init to adopt: named in
+/// [`ADOPT_ENV`], when this is pid 1 and that pid is its child. `None`: this init starts CMD.
 fn started() -> Option<Pid> {
+    let pid: i32 = std::env::var(ADOPT_ENV).ok()?.parse().ok()?;
     if rustix::process::getpid() != Pid::INIT {
         return None;
     }
-    // ECHILD: no child at all.
+    let pid = Pid::from_raw(pid)?;
+    // Its child (running or ended, not yet reaped), or nothing to adopt.
     rustix::process::waitid(
-        rustix::process::WaitId::All,
+        rustix::process::WaitId::Pid(pid),
         rustix::process::WaitIdOptions::EXITED
             | rustix::process::WaitIdOptions::NOHANG
             | rustix::process::WaitIdOptions::NOWAIT,
     )
     .ok()?;
-    // Its only child: the first process after pid 1 of a new pid namespace, unless /proc says
-    // otherwise.
-    let listed = std::fs::read_to_string("/proc/1/task/1/children").ok();
-    let first = listed
-        .as_deref()
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(2);
-    Pid::from_raw(first)
+    Some(pid)
 }
 
 /// Start CMD as this init's child, with an empty signal mask.
