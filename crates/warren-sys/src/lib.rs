@@ -521,7 +521,10 @@ pub fn default_sigpipe() {
 ///   and the pages inside the small-block pools' free blocks ([`alloc::Allocator::release`]);
 /// - when called on the main thread, the pages of its stack below the caller's frame: whatever
 ///   deeper calls left there is dead (a launch's deepest calls dirtied ~100 KiB of it), and a
-///   later call that goes that deep again finds zeroed pages.
+///   later call that goes that deep again finds zeroed pages;
+/// - the page-table entries of the program's own code and read-only data (a launcher mapped
+///   about 4 MiB of them for its launch, and the page tables that held them; it idles in a few
+///   pages of them).
 pub fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only reorganises the allocator's own free lists and pages; it takes
@@ -529,9 +532,67 @@ pub fn release_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
+    // First: it allocates (reading smaps), and what it frees is given back below.
+    release_text_mappings();
     #[cfg(target_env = "musl")]
     ALLOCATOR.release();
     release_unused_stack();
+}
+
+/// Drops this process's page-table entries for its own program's code and read-only data (the
+/// executable's mappings that are not writable and hold no private copy of a page): an idle
+/// process reads a few pages of them, and the kernel frees page tables left empty
+/// (`CONFIG_PT_RECLAIM`). The pages stay in the page cache; what is used again faults back in.
+fn release_text_mappings() {
+    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
+        return;
+    };
+    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
+        return;
+    };
+    for (start, len) in file_only_mappings(&smaps, &exe.to_string_lossy()) {
+        // SAFETY: the range is a private, non-writable file mapping of this program with no
+        // anonymous page (smaps says `Anonymous: 0 kB`, and a page becomes anonymous only when
+        // written, which a non-writable mapping is not: a static PIE's relocated data is a
+        // mapping of its own, with anonymous pages, and is skipped); MADV_DONTNEED then only
+        // removes page-table entries, and the next access maps the same file page.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+    }
+}
+
+/// The mappings of file `exe` in `smaps` (`/proc/self/smaps`) that are private, not writable
+/// and hold no anonymous page, as (start, length).
+fn file_only_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut current: Option<(usize, usize)> = None;
+    for l in smaps.lines() {
+        let mut f = l.split_whitespace();
+        let Some(first) = f.next() else { continue };
+        if let Some((a, b)) = first.split_once('-').filter(|_| !first.ends_with(':')) {
+            current = None;
+            let perms = f.next().unwrap_or("");
+            let path = f.nth(3).unwrap_or("");
+            let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16))
+            else {
+                continue;
+            };
+            if path == exe
+                && perms.len() == 4
+                && perms.as_bytes()[1] == b'-'
+                && perms.ends_with('p')
+                && b > a
+            {
+                current = Some((a, b - a));
+            }
+        } else if first == "Anonymous:" {
+            if let (Some(m), Some("0")) = (current.take(), f.next()) {
+                out.push(m);
+            }
+        }
+    }
+    out
 }
 
 /// Discards the main thread's stack pages more than two pages below this function's frame
@@ -863,6 +924,34 @@ mod tests {
         assert_eq!(unused_stack(maps, 0x7f00_1234_5678), None);
         assert_eq!(unused_stack(maps, 0x7ffd_0000_b000), None);
         assert_eq!(unused_stack("no stack here\n", 0x7ffd_0003_f123), None);
+    }
+
+    #[test]
+    fn only_the_programs_unwritten_read_only_mappings_are_released() {
+        let smaps = "\
+7f0000000000-7f0000100000 r--p 00000000 fe:00 5 /usr/bin/warren
+Rss:                 400 kB
+Anonymous:             0 kB
+VmFlags: rd mr mw me
+7f0000100000-7f0000900000 r-xp 00100000 fe:00 5 /usr/bin/warren
+Rss:                3000 kB
+Anonymous:             0 kB
+7f0000900000-7f0000940000 rw-p 00900000 fe:00 5 /usr/bin/warren
+Anonymous:           256 kB
+7f0000940000-7f0000950000 r--p 00940000 fe:00 5 /usr/bin/warren
+Anonymous:             4 kB
+7f0000950000-7f0000960000 r-xp 00000000 fe:00 9 /usr/lib/other.so
+Anonymous:             0 kB
+7f0000960000-7f0000970000 rw-p 00000000 00:00 0
+Anonymous:            64 kB
+";
+        // The read-only data and the code; not the written data, not a read-only mapping with
+        // a private copy of a page (relocated data made read-only), not another file's.
+        assert_eq!(
+            file_only_mappings(smaps, "/usr/bin/warren"),
+            vec![(0x7f00_0000_0000, 0x10_0000), (0x7f00_0010_0000, 0x80_0000)]
+        );
+        assert_eq!(file_only_mappings(smaps, "/usr/bin/none"), vec![]);
     }
 
     #[test]
