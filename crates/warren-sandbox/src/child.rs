@@ -453,16 +453,15 @@ fn start_command(command: &[String], env: &[(String, String)]) -> Option<u32> {
     let program = if command[0].contains('/') {
         std::path::PathBuf::from(&command[0])
     } else {
-        let path = env
-            .iter()
-            .find(|(k, _)| k == "PATH")
-            .map_or("/usr/local/bin:/bin:/usr/bin", |(_, v)| v.as_str());
-        let found = path.split(':').filter(|d| !d.is_empty()).find_map(|d| {
-            use std::os::unix::fs::PermissionsExt as _;
-            let p = std::path::Path::new(d).join(&command[0]);
-            let m = std::fs::metadata(&p).ok()?;
-            (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
-        });
+        let found = crate::plan::search_path(env)
+            .split(':')
+            .filter(|d| !d.is_empty())
+            .find_map(|d| {
+                use std::os::unix::fs::PermissionsExt as _;
+                let p = std::path::Path::new(d).join(&command[0]);
+                let m = std::fs::metadata(&p).ok()?;
+                (m.is_file() && m.permissions().mode() & 0o111 != 0).then_some(p)
+            });
         // Not found: the init says so and exits 127.
         found?
     };

@@ -101,16 +101,12 @@ pub struct ExitState {
 /// Work a launcher does while it waits for its environment, in the waiting thread itself (a
 /// waiting launcher is then one task: every live environment keeps one, so a thread each for
 /// its log and its kernel connection cost two kernel stacks and task structures per
-/// environment): a descriptor to read when it has input, and a time to act at.
+/// environment): a descriptor to read when it has input.
 pub trait Sidework {
     /// The descriptor to poll for input now, if any.
     fn fd(&self) -> Option<BorrowedFd<'_>>;
     /// [`Sidework::fd`] has input, hung up or failed. Must not block.
     fn ready(&mut self);
-    /// When [`Sidework::due`] is to run, if at all.
-    fn deadline(&self) -> Option<std::time::Instant>;
-    /// The deadline has come.
-    fn due(&mut self);
 }
 
 /// Signals `warren run` forwards to the workload.
@@ -1184,12 +1180,6 @@ impl Running {
             r.flush(log);
         }
         loop {
-            let now = std::time::Instant::now();
-            for w in side.iter_mut() {
-                if w.deadline().is_some_and(|d| d <= now) {
-                    w.due();
-                }
-            }
             let mut fds = vec![PollFd::new(self.pidfd(), PollFlags::IN)];
             let signals_at = self.taken.signals.as_ref().map(|s| {
                 fds.push(PollFd::new(s, PollFlags::IN));
@@ -1208,14 +1198,8 @@ impl Running {
                     })
                 })
                 .collect();
-            let wake = idle
-                .as_ref()
-                .map(|(after, _)| began + *after)
-                .into_iter()
-                .chain(side.iter().filter_map(|w| w.deadline()))
-                .min();
-            let timeout = wake.map(|at| {
-                let left = at.saturating_duration_since(now);
+            let timeout = idle.as_ref().map(|(after, _)| {
+                let left = after.saturating_sub(began.elapsed());
                 rustix::time::Timespec {
                     tv_sec: left.as_secs() as i64,
                     tv_nsec: i64::from(left.subsec_nanos()),

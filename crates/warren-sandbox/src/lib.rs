@@ -46,5 +46,6 @@ pub use hook::Measure;
 pub use launch::{ExitState, Running, Sidework, launch, launch_with_mailbox};
 pub use plan::{
     INIT_PREFIX, LaunchPlan, MountKind, MountSpec, PreparedTree, Protection, RootSource, RunAs,
+    search_path,
 };
 pub use step::Step;

@@ -86,6 +86,16 @@ impl std::str::FromStr for Protection {
 /// the init's own start-up is then off the command's way.
 pub const INIT_PREFIX: [&str; 3] = ["/dev/warren/warren-msg", "init", "--"];
 
+/// The directories a command name without `/` is searched in: the workload's `PATH` (the last
+/// one given), or `execvp`'s default. The launcher's check that the command exists and the
+/// launch's start of it under the init search the same way.
+pub fn search_path(env: &[(String, String)]) -> &str {
+    env.iter().rev().find(|(k, _)| k == "PATH").map_or(
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        |(_, v)| v.as_str(),
+    )
+}
+
 /// The variable in the init's own environment (not the command's) that names the pid of the
 /// command the launch started for it to adopt (`warren-msg init` reads it).
 pub const INIT_ADOPT_ENV: &str = "WARREN_INIT_ADOPT";

@@ -525,6 +525,7 @@ pub fn default_sigpipe() {
 /// - the page-table entries of the program's own code and read-only data (a launcher mapped
 ///   about 4 MiB of them for its launch, and the page tables that held them; it idles in a few
 ///   pages of them).
+#[inline(never)]
 pub fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only reorganises the allocator's own free lists and pages; it takes
@@ -532,30 +533,41 @@ pub fn release_free_heap() {
     unsafe {
         libc::malloc_trim(0);
     }
-    // First: it allocates (reading smaps), and what it frees is given back below.
-    release_text_mappings();
-    #[cfg(target_env = "musl")]
-    ALLOCATOR.release();
-    release_unused_stack();
-}
-
-/// Drops this process's page-table entries for its own program's code and read-only data (the
-/// executable's mappings that are not writable and hold no private copy of a page): an idle
-/// process reads a few pages of them, and the kernel frees page tables left empty
-/// (`CONFIG_PT_RECLAIM`). The pages stay in the page cache; what is used again faults back in.
-fn release_text_mappings() {
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return;
+    let marker = 0u8;
+    let here = std::hint::black_box(&marker) as *const u8 as usize;
+    // One read of the mappings for both the program's own and the stack's; the text is freed
+    // before the allocator gives its free pages back.
+    let (own, stack) = match std::fs::read_to_string("/proc/self/smaps") {
+        Ok(smaps) => {
+            let exe = std::fs::read_link("/proc/self/exe");
+            let own = exe.map_or_else(
+                |_| Vec::new(),
+                |e| file_only_mappings(&smaps, &e.to_string_lossy()),
+            );
+            (own, unused_stack(&smaps, here))
+        }
+        Err(_) => (Vec::new(), None),
     };
-    let Ok(smaps) = std::fs::read_to_string("/proc/self/smaps") else {
-        return;
-    };
-    for (start, len) in file_only_mappings(&smaps, &exe.to_string_lossy()) {
+    for (start, len) in own {
         // SAFETY: the range is a private, non-writable file mapping of this program with no
         // anonymous page (smaps says `Anonymous: 0 kB`, and a page becomes anonymous only when
         // written, which a non-writable mapping is not: a static PIE's relocated data is a
         // mapping of its own, with anonymous pages, and is skipped); MADV_DONTNEED then only
-        // removes page-table entries, and the next access maps the same file page.
+        // removes page-table entries (the kernel frees page tables left empty,
+        // `CONFIG_PT_RECLAIM`), and the next access maps the same page of the page cache.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
+        }
+    }
+    #[cfg(target_env = "musl")]
+    ALLOCATOR.release();
+    if let Some((start, len)) = stack {
+        // SAFETY: the range lies inside the main thread's stack mapping, entirely below the
+        // frames of this function and its callers ([`unused_stack`]), which are the only live
+        // part of this thread's stack (it grows down; the calls made above have returned, so no
+        // deeper frame exists, and a signal handler that runs later writes below the stack
+        // pointer again, onto zeroed pages). MADV_DONTNEED on private anonymous memory only
+        // makes those pages read as zero when next touched.
         unsafe {
             libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
         }
@@ -595,30 +607,7 @@ fn file_only_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
     out
 }
 
-/// Discards the main thread's stack pages more than two pages below this function's frame
-/// ([`release_free_heap`]). Nothing when called on another thread (its stack is not the
-/// `[stack]` mapping) or when the mapping cannot be found.
-#[inline(never)]
-fn release_unused_stack() {
-    let marker = 0u8;
-    let here = std::hint::black_box(&marker) as *const u8 as usize;
-    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
-        return;
-    };
-    if let Some((start, len)) = unused_stack(&maps, here) {
-        // SAFETY: the range lies inside the main thread's stack mapping, entirely below the
-        // frames of this function and its callers ([`unused_stack`]), which are the only live
-        // part of this thread's stack (it grows down; this thread is running here, so no deeper
-        // frame exists, and a signal handler that runs later writes below the stack pointer
-        // again, onto zeroed pages). MADV_DONTNEED on private anonymous memory only makes those
-        // pages read as zero when next touched.
-        unsafe {
-            libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
-        }
-    }
-}
-
-/// The part of the `[stack]` mapping listed in `maps` (`/proc/self/maps`) that lies more than
+/// The part of the `[stack]` mapping listed in `maps` (`/proc/self/maps` or `smaps`) that lies more than
 /// two pages below `here`, as (start, length); `None` when `here` is not in that mapping (not
 /// the main thread) or nothing lies below.
 fn unused_stack(maps: &str, here: usize) -> Option<(usize, usize)> {

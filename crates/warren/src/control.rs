@@ -519,12 +519,6 @@ impl warren_sandbox::Sidework for Attachment {
             }
         }
     }
-
-    fn deadline(&self) -> Option<std::time::Instant> {
-        None
-    }
-
-    fn due(&mut self) {}
 }
 
 /// Register an environment with a running kernel daemon. `Ok(None)` when no daemon runs.

@@ -180,12 +180,6 @@ impl warren_sandbox::Sidework for LogCap {
     fn ready(&mut self) {
         self.copy_once();
     }
-
-    fn deadline(&self) -> Option<Instant> {
-        None
-    }
-
-    fn due(&mut self) {}
 }
 
 impl Drop for LogCap {

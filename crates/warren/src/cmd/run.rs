@@ -1049,15 +1049,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The directories a command name without `/` is searched in: the workload's `PATH`, or
-/// `execvp`'s default.
-fn search_path(env: &[(String, String)]) -> &str {
-    env.iter().rev().find(|(k, _)| k == "PATH").map_or(
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        |(_, v)| v.as_str(),
-    )
-}
-
 /// [`command_in_root`] for a binary root, which holds nothing but what it lists: the binary,
 /// its loader and libraries, and the added paths (`--with`), each at its target path, the
 /// binary again at `/<its file name>`, and `/dev/warren` (the init and the client). `cmd` is found when one of the paths `execvp`
@@ -1094,7 +1085,7 @@ fn command_in_binary_root(
     let found = if cmd.starts_with('/') {
         held(&normal(cmd))
     } else {
-        search_path(env)
+        warren_sandbox::search_path(env)
             .split(':')
             .filter(|d| d.starts_with('/'))
             .any(|d| held(&normal(&format!("{d}/{cmd}"))))
@@ -1162,7 +1153,7 @@ fn command_in_root(
     let found = if cmd.starts_with('/') {
         probe(cmd)
     } else {
-        search_path(env)
+        warren_sandbox::search_path(env)
             .split(':')
             .filter(|d| d.starts_with('/'))
             .map(|d| probe(&format!("{d}/{cmd}")))
