@@ -1,12 +1,12 @@
 //! The generated `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (docs/network.md).
 //!
-//! The child writes them itself, as the environment's root (so root inside owns them), into a
-//! small scratch tmpfs that it mounts on the staging directory before the root, which then
-//! hides it ([`prepare`]); after the volumes it binds each over the root's file and makes the
-//! bind read-only, `nosuid`, `nodev` and `noexec` ([`attach`]). The scratch tmpfs goes with
-//! the host's mounts when the child detaches the old root after the pivot (the binds keep its
-//! files). Nothing of them ever exists on the host, and the launcher's parent does no work for
-//! them but the check of [`check_required`]. A root without the file (or where it is not a
+//! The child writes them itself, as the environment's root (so root inside owns them), into
+//! the environment's skeleton tmpfs (`crate::skeleton`), which it mounts on the staging
+//! directory before the root, which then hides it ([`write`]); after the volumes it binds each
+//! over the root's file, a bind that is read-only, `nosuid`, `nodev` and `noexec` as the
+//! skeleton is ([`attach`]). The skeleton goes with the host's mounts when the child detaches the old root
+//! after the pivot (the binds keep its files). Nothing of them ever exists on the host, and the
+//! launcher's parent does no work for them but the check of [`check_required`]. A root without the file (or where it is not a
 //! regular file reached without a symbolic link, or a `--binary` root) keeps what it has: the
 //! file is skipped, since the root is read-only and Warren creates nothing in it.
 
@@ -15,7 +15,7 @@ use std::path::Path;
 
 use std::os::fd::OwnedFd;
 
-use rustix::mount::{MountFlags, MoveMountFlags, OpenTreeFlags};
+use rustix::mount::{MoveMountFlags, OpenTreeFlags};
 
 use crate::error::LaunchError;
 use crate::plan::{LaunchPlan, RootSource};
@@ -137,61 +137,59 @@ pub(crate) fn wanted(plan: &LaunchPlan, own: Option<IpAddr>) -> Vec<(usize, Stri
         .collect()
 }
 
-/// The generated files written by [`prepare`]: each as a detached bind mount (an
+/// The generated files written by [`write`], cloned by [`clone`]: each as a detached bind mount (an
 /// `open_tree` clone of the file), with its index in [`FILES`], waiting for [`attach`].
 pub(crate) struct Prepared(Vec<(usize, OwnedFd)>);
 
-/// In the child, as the environment's root, at the start of step `mount-root`, before the root
-/// is attached at `staging`: mount a scratch tmpfs on `staging` itself, write each of `files`
-/// into it, and clone each file into a detached bind mount held by a descriptor. The root is
-/// then attached on top of the scratch tmpfs and hides it; the scratch tmpfs leaves with the
-/// rest of the host's mounts when the child pivots into the root and detaches the old one, in
-/// that one unmount. (Detached on its own, it cost an `umount2` on every launch with these
-/// files: 25–96 µs measured with `strace -T`, up to 0.19 ms in a loop, as it waits for an RCU
-/// grace period of the kernel.)
-pub(crate) fn prepare(staging: &Path, files: &[(usize, String)]) -> StepResult<Prepared> {
-    if files.is_empty() {
-        return Ok(Prepared(Vec::new()));
-    }
-    let fail = |what: String| move |e: std::io::Error| (Step::MountVolumes, what, e);
-    // Room for the largest legal /etc/hosts (256 --add-host lines) with margin.
-    rustix::mount::mount(
-        "tmpfs",
-        staging,
-        "tmpfs",
-        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-        c"mode=0755,size=1m,nr_inodes=8",
-    )
-    .map_err(|e| fail("mount a scratch tmpfs for the generated /etc files".into())(e.into()))?;
-    let mut trees = Vec::with_capacity(files.len());
+/// In the child, as the environment's root, at the start of step `mount-root`: write each of
+/// `files` into `dir` (the skeleton, `crate::skeleton`, still writable and not yet hidden by the
+/// root). [`clone`] takes them once the skeleton is read-only.
+pub(crate) fn write(dir: &Path, files: &[(usize, String)]) -> StepResult {
     for (i, text) in files {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let path = FILES[*i];
-        let name = path.rsplit('/').next().unwrap_or(path);
-        let file = staging.join(name);
-        {
-            use std::io::Write as _;
-            use std::os::unix::fs::OpenOptionsExt as _;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o644)
-                .open(&file)
-                .and_then(|mut f| f.write_all(text.as_bytes()))
-                .map_err(fail(format!("write the generated {path}")))?;
-        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(dir.join(file_name(path)))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| (Step::MountVolumes, format!("write the generated {path}"), e))?;
+    }
+    Ok(())
+}
+
+/// Clones each file [`write`] wrote into `dir` into a detached bind mount held by a
+/// descriptor; the clone keeps the (read-only) mount's flags.
+pub(crate) fn clone(dir: &Path, files: &[(usize, String)]) -> StepResult<Prepared> {
+    let mut trees = Vec::with_capacity(files.len());
+    for (i, _) in files {
+        let path = FILES[*i];
         let tree = rustix::mount::open_tree(
             rustix::fs::CWD,
-            &file,
+            dir.join(file_name(path)),
             OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
         )
-        .map_err(|e| fail(format!("clone the generated {path}"))(e.into()))?;
+        .map_err(|e| {
+            (
+                Step::MountVolumes,
+                format!("clone the generated {path}"),
+                e.into(),
+            )
+        })?;
         trees.push((*i, tree));
     }
     Ok(Prepared(trees))
 }
 
-/// In the child, after the volumes, before the pivot: attach each file [`prepare`] made over
-/// the root's own at `staging`, and make the bind read-only, `nosuid`, `nodev` and `noexec`.
+/// The last component of `path`: the file's name in the skeleton.
+fn file_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// In the child, after the volumes, before the pivot: attach each file [`write`] made over
+/// the root's own at `staging` (read-only, `nosuid`, `nodev` and `noexec`, as the skeleton).
 pub(crate) fn attach(staging: &Path, prepared: Prepared) -> StepResult {
     // The parent chose them from the root on the host and measured that choice; a file that
     // the environment's view no longer offers (a volume mounted over /etc) fails the launch
@@ -223,16 +221,8 @@ pub(crate) fn attach(staging: &Path, prepared: Prepared) -> StepResult {
             MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
         )
         .map_err(fail(format!("bind the generated {path}")))?;
-        rustix::mount::mount_remount(
-            &target,
-            MountFlags::BIND
-                | MountFlags::RDONLY
-                | MountFlags::NOSUID
-                | MountFlags::NODEV
-                | MountFlags::NOEXEC,
-            "",
-        )
-        .map_err(fail(format!("make the generated {path} read-only")))?;
+        // Read-only, `nosuid`, `nodev` and `noexec` already: the clone keeps the skeleton's
+        // mount flags.
     }
     Ok(())
 }

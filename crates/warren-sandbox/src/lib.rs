@@ -37,6 +37,7 @@ mod pty;
 mod refusals;
 mod report;
 mod rootfs;
+mod skeleton;
 pub mod state;
 pub mod step;
 

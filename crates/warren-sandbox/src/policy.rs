@@ -3,7 +3,7 @@
 //! these entries answer. The seccomp allow-list lives beside this in `seccomp/policy.json`.
 
 /// Paths under `/proc` hidden from the environment. Files are covered with `/dev/null`,
-/// directories with an empty read-only tmpfs.
+/// directories with an empty read-only directory (the skeleton's, `crate::skeleton`).
 pub const MASKED_PROC_PATHS: &[(&str, &str)] = &[
     ("acpi", "host firmware tables and ACPI event interfaces"),
     ("asound", "host sound hardware state"),
@@ -47,7 +47,7 @@ pub const MASKED_PROC_PATHS: &[(&str, &str)] = &[
 ];
 
 /// The entries of [`MASKED_PROC_PATHS`] that procfs makes directories (where a kernel has
-/// them): they are covered with an empty read-only tmpfs at once. A bind of the null device
+/// them): they are covered with the skeleton's empty read-only directory at once. A bind of the null device
 /// onto a directory fails only after the kernel has cloned the source mount, and dropping that
 /// clone waits for an expedited RCU grace period (about 70 µs on every launch here).
 pub const MASKED_PROC_DIRS: &[&str] = &["acpi", "asound", "scsi"];

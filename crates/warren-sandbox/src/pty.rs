@@ -30,12 +30,8 @@ fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> Ste
 /// Step `mount-dev`, with `-t`: devpts on `<root>/dev/pts`, `/dev/ptmx` and `/dev/tty`.
 pub(crate) fn mount_devpts(dev: &Path) -> StepResult {
     let step = Step::MountDev;
+    // `pts/`, the `ptmx` link and the `tty` file are the skeleton's (`crate::skeleton`).
     let pts = dev.join("pts");
-    at(
-        step,
-        || "create /dev/pts".into(),
-        rustix::fs::mkdir(&pts, Mode::from_raw_mode(0o755)),
-    )?;
     at(
         step,
         || "mount a new devpts instance on /dev/pts".into(),
@@ -49,23 +45,8 @@ pub(crate) fn mount_devpts(dev: &Path) -> StepResult {
     )?;
     at(
         step,
-        || "link /dev/ptmx".into(),
-        rustix::fs::symlink("pts/ptmx", dev.join("ptmx")),
-    )?;
-    let tty = dev.join("tty");
-    at(
-        step,
-        || "create /dev/tty".into(),
-        rustix::fs::open(
-            &tty,
-            OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o666),
-        ),
-    )?;
-    at(
-        step,
         || "bind /dev/tty".into(),
-        mount_bind("/dev/tty", &tty),
+        mount_bind("/dev/tty", dev.join("tty")),
     )
 }
 

@@ -1,8 +1,9 @@
 //! The environment's filesystem view, built inside its new mount namespace (child side).
 //!
 //! The steps run in this order (see `docs/launch-sequence.md`): make every mount private; mount
-//! the root (the image bind-mounted, or a tmpfs holding the program and its libraries) on the
-//! state directory's empty mount point; mount a fresh `/proc`; an empty `/dev` holding only the
+//! the skeleton (`crate::skeleton`: Warren's own read-only directories) and the root on top of it
+//! (the image bind-mounted, or a tmpfs holding the program and its libraries) on the state
+//! directory's empty mount point; mount a fresh `/proc`; the skeleton's `/dev` holding only the
 //! devices of [`policy::DEVICES`]; tmpfs `/tmp` and `/dev/shm`; cover the masked `/proc` paths;
 //! make the root read-only; `pivot_root` into it and detach the old root. Nothing of the host's
 //! tree stays reachable: no `/sys`, no host mount, no old root.
@@ -159,8 +160,9 @@ pub(crate) fn enter_root(
         ),
     )?;
     fault(Step::MountPrivate)?;
-    // The generated /etc files, written into a scratch tmpfs that the root will hide.
-    let etc_files = crate::etcfiles::prepare(staging, etc_files)?;
+    // Warren's own directories and the generated /etc files, in one read-only tmpfs that the
+    // root will hide (`crate::skeleton`).
+    let skeleton = crate::skeleton::prepare(staging, etc_files, cgroup_view, tool.is_some(), tty)?;
     // Files of a binary root whose paths lie under /tmp: bound once the tmpfs is on /tmp, which
     // would hide them otherwise (a program built in a temporary directory keeps its path).
     let mut under_tmp = Vec::new();
@@ -215,9 +217,9 @@ pub(crate) fn enter_root(
     }
     fault(Step::MountRoot)?;
     mount_proc(staging)?;
-    mount_cgroup_view(staging, cgroup_view)?;
+    mount_cgroup_view(staging, cgroup_view, skeleton.sys)?;
     fault(Step::MountProc)?;
-    mount_dev(staging, tmpfs_size, tool, tty)?;
+    mount_dev(staging, skeleton.dev, tmpfs_size, tool, tty)?;
     fault(Step::MountDev)?;
     let tmp = staging.join("tmp");
     let tmp_opts = format!(
@@ -239,14 +241,14 @@ pub(crate) fn enter_root(
         bind_file(Step::MountTmp, staging, host, target, &sources[*src])?;
     }
     fault(Step::MountTmp)?;
-    mask_proc(staging)?;
+    mask_proc(staging, skeleton.empty)?;
     fault(Step::MaskPaths)?;
     if writable_root.is_none() {
         make_root_readonly(root, staging)?;
     }
     fault(Step::ReadonlyRoot)?;
     attach_mounts(staging, volumes, trees)?;
-    crate::etcfiles::attach(staging, etc_files)?;
+    crate::etcfiles::attach(staging, skeleton.etc)?;
     fault(Step::MountVolumes)?;
     pivot(staging)
 }
@@ -444,6 +446,17 @@ fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &Owned
     )
 }
 
+/// Attaches the detached mount `tree` (a part of the skeleton) at `target`.
+fn attach(tree: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
+    rustix::mount::move_mount(
+        tree,
+        "",
+        rustix::fs::CWD,
+        target,
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+}
+
 fn mount_proc(staging: &Path) -> StepResult {
     let proc_dir = staging.join("proc");
     at(
@@ -460,44 +473,40 @@ fn mount_proc(staging: &Path) -> StepResult {
 }
 
 /// A read-only view of the environment's own cgroup at `/sys/fs/cgroup`, so programs that size
-/// themselves to their limits (JVM, Go, Node) find them: a small read-only tmpfs on `/sys` (no
+/// themselves to their limits (JVM, Go, Node) find them: the skeleton's read-only `/sys` (no
 /// sysfs) holding `fs/cgroup`, and on it the cgroup filesystems of `view`, mounted read-only in
 /// the environment's cgroup namespace (unshared after it joined its cgroup), so their root is
 /// its own cgroup. Skipped for a root without a `/sys` directory, and without a cgroup. A
 /// symbolic link at `/sys` counts as no directory: it is the root's, so following it would let
 /// the root aim these mounts anywhere (onto the fresh `/proc`, or, resolved before the pivot,
 /// onto a host path in this mount namespace).
-fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepResult {
+fn mount_cgroup_view(
+    staging: &Path,
+    view: &[warren_cgroup::ViewMount],
+    tree: Option<OwnedFd>,
+) -> StepResult {
     let sys = staging.join("sys");
+    let Some(tree) = tree else {
+        return Ok(());
+    };
     let is_dir = std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir());
     if view.is_empty() || !is_dir {
         return Ok(());
     }
     let step = Step::MountProc;
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
-    let opts = "mode=0755,size=64k,nr_inodes=64";
     at(
         step,
-        || format!("mount tmpfs on {}", sys.display()),
-        mount("tmpfs", &sys, "tmpfs", flags, data(opts).as_c_str()),
+        || format!("attach the skeleton's /sys on {}", sys.display()),
+        attach(&tree, &sys),
     )?;
     let base = sys.join("fs/cgroup");
-    io_at(
-        step,
-        || format!("create {}", base.display()),
-        std::fs::create_dir_all(&base),
-    )?;
     for m in view {
         let target = if m.dir.is_empty() {
             base.clone()
         } else {
             base.join(&m.dir)
         };
-        io_at(
-            step,
-            || format!("create {}", target.display()),
-            std::fs::create_dir_all(&target),
-        )?;
         at(
             step,
             || {
@@ -517,27 +526,27 @@ fn mount_cgroup_view(staging: &Path, view: &[warren_cgroup::ViewMount]) -> StepR
             ),
         )?;
     }
-    at(
-        step,
-        || format!("remount {} read-only", sys.display()),
-        mount_remount(&sys, flags | MountFlags::RDONLY, opts),
-    )
+    Ok(())
 }
 
-fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -> StepResult {
+/// Step `mount-dev`: the skeleton's read-only `/dev` (`tree`), the host's device nodes of
+/// [`policy::DEVICES`] bound onto its files, the mailbox client, devpts with `-t`, and a tmpfs
+/// of `shm_size` on `/dev/shm`.
+fn mount_dev(
+    staging: &Path,
+    tree: OwnedFd,
+    shm_size: u64,
+    tool: Option<&OwnedFd>,
+    tty: bool,
+) -> StepResult {
     let step = Step::MountDev;
     let dev = staging.join("dev");
     at(
         step,
-        || "mount tmpfs on /dev".into(),
-        mount(
-            "tmpfs",
-            &dev,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NOEXEC,
-            data("mode=0755,size=64k,nr_inodes=64").as_c_str(),
-        ),
+        || "attach the skeleton's /dev".into(),
+        attach(&tree, &dev),
     )?;
+    drop(tree);
     for (name, _why) in policy::DEVICES {
         let host = Path::new("/dev").join(name);
         let meta = io_at(
@@ -552,42 +561,18 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -
                 std::io::Error::from_raw_os_error(19),
             ));
         }
-        let dst = dev.join(name);
-        io_at(
-            step,
-            || format!("create /dev/{name}"),
-            std::fs::File::create(&dst),
-        )?;
         at(
             step,
             || format!("bind {} onto /dev/{name}", host.display()),
-            mount_bind(&host, &dst),
+            mount_bind(&host, dev.join(name)),
         )?;
         // No remount: a character device cannot be executed, and set-id bits mean nothing on
         // it; the bind keeps the host devtmpfs flags, which are never less strict than needed.
     }
-    for (name, target) in policy::DEV_SYMLINKS {
-        io_at(
-            step,
-            || format!("link /dev/{name}"),
-            std::os::unix::fs::symlink(target, dev.join(name)),
-        )?;
-    }
     if let Some(tool) = tool {
         // The mailbox client, read-only: `/dev/warren/warren-msg`. Its bind mount keeps the
-        // host's exec permission even though the /dev tmpfs itself is noexec.
-        let dir = dev.join("warren");
-        io_at(
-            step,
-            || "create /dev/warren".into(),
-            std::fs::create_dir(&dir),
-        )?;
-        let dst = dir.join("warren-msg");
-        io_at(
-            step,
-            || "create /dev/warren/warren-msg".into(),
-            std::fs::File::create(&dst),
-        )?;
+        // host's exec permission even though the skeleton itself is noexec.
+        let dst = dev.join("warren/warren-msg");
         at(
             step,
             || "bind the mailbox client".into(),
@@ -603,7 +588,6 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -
         crate::pty::mount_devpts(&dev)?;
     }
     let shm = dev.join("shm");
-    io_at(step, || "create /dev/shm".into(), std::fs::create_dir(&shm))?;
     let opts = format!(
         "mode=1777,size={shm_size},nr_inodes={}",
         inode_limit(shm_size)
@@ -618,19 +602,10 @@ fn mount_dev(staging: &Path, shm_size: u64, tool: Option<&OwnedFd>, tty: bool) -
             MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
             data(&opts).as_c_str(),
         ),
-    )?;
-    at(
-        step,
-        || "make /dev read-only".into(),
-        mount_remount(
-            &dev,
-            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC,
-            "mode=0755,size=64k,nr_inodes=64",
-        ),
     )
 }
 
-fn mask_proc(staging: &Path) -> StepResult {
+fn mask_proc(staging: &Path, empty: OwnedFd) -> StepResult {
     let step = Step::MaskPaths;
     let proc_dir = staging.join("proc");
     let null = staging.join("dev/null");
@@ -665,29 +640,36 @@ fn mask_proc(staging: &Path) -> StepResult {
     ) {
         masked.push("kallsyms");
     }
-    // No `stat` first (one per path, on every launch): the mount itself says what is there. A
-    // tmpfs onto a file fails with ENOTDIR, and so does a bind of the null device onto a
-    // directory; a path this kernel lacks fails with ENOENT and is skipped.
-    let tmpfs_mask = |p: &Path| {
-        mount(
-            "tmpfs",
-            p,
-            "tmpfs",
-            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            data("size=4k,nr_inodes=1").as_c_str(),
-        )
+    // No `stat` first (one per path, on every launch): the mount itself says what is there. The
+    // empty directory onto a file fails with ENOTDIR, and so does a bind of the null device onto
+    // a directory; a path this kernel lacks fails with ENOENT and is skipped. The skeleton's
+    // empty directory is attached at the first masked directory, and bound from there at the
+    // next ones.
+    let mut empty = Some(empty);
+    let mut first_dir: Option<PathBuf> = None;
+    let mut dir_mask = |p: &Path| -> rustix::io::Result<()> {
+        match (&first_dir, &empty) {
+            (Some(first), _) => mount_bind(first, p),
+            (None, Some(tree)) => {
+                attach(tree, p)?;
+                empty = None;
+                first_dir = Some(p.to_owned());
+                Ok(())
+            }
+            (None, None) => Err(rustix::io::Errno::NOENT),
+        }
     };
     for name in masked {
         let p = proc_dir.join(name);
         // The known kind first; the other on ENOTDIR (a kernel that made a file a directory).
         let r = if policy::MASKED_PROC_DIRS.contains(&name) {
-            match tmpfs_mask(&p) {
+            match dir_mask(&p) {
                 Err(rustix::io::Errno::NOTDIR) => mount_bind(&null, &p),
                 r => r,
             }
         } else {
             match mount_bind(&null, &p) {
-                Err(rustix::io::Errno::NOTDIR) => tmpfs_mask(&p),
+                Err(rustix::io::Errno::NOTDIR) => dir_mask(&p),
                 r => r,
             }
         };
