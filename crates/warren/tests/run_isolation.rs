@@ -481,3 +481,68 @@ fn the_workload_gets_the_launchers_cpu_affinity() {
     assert_code(&o, 0);
     assert_eq!(own(&stdout(&o)), first, "{}", stdout(&o));
 }
+
+/// The file systems an environment mounts of its own are four: `/proc`, `/tmp`, `/dev/shm` and
+/// the read-only skeleton behind `/dev`, `/sys` and the `/proc` directory masks (each
+/// superblock costs every memory cgroup on the host shrinker tables: BENCHMARKS.md, "Spawn").
+#[test]
+fn an_environment_mounts_four_file_systems_of_its_own() {
+    let o = run_sh(
+        &unique("sbs"),
+        &["--memory", "64M"],
+        "cat /proc/self/mountinfo",
+    );
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    // (mount point, device, file system type, per-mount options) of each mount.
+    let mounts: Vec<(String, String, String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let f: Vec<&str> = left.split(' ').collect();
+            let fstype = right.split(' ').next()?;
+            Some((
+                f.get(4)?.to_string(),
+                f.get(2)?.to_string(),
+                fstype.to_string(),
+                f.get(5)?.to_string(),
+            ))
+        })
+        .collect();
+    let device_of = |at: &str| {
+        mounts
+            .iter()
+            .find(|m| m.0 == at)
+            .unwrap_or_else(|| panic!("nothing mounted at {at}: {out}"))
+    };
+    // Positive control: the parse sees each of the four, and they are the kinds expected.
+    let (dev, sys, tmp, shm, proc) = (
+        device_of("/dev"),
+        device_of("/sys"),
+        device_of("/tmp"),
+        device_of("/dev/shm"),
+        device_of("/proc"),
+    );
+    for m in [dev, sys, tmp, shm] {
+        assert_eq!(m.2, "tmpfs", "{m:?}");
+    }
+    assert_eq!(proc.2, "proc");
+    // /dev and /sys are one read-only file system; /tmp and /dev/shm are others.
+    assert_eq!(dev.1, sys.1, "/dev and /sys are not one skeleton: {out}");
+    assert!(
+        dev.3.starts_with("ro,") && sys.3.starts_with("ro,"),
+        "{out}"
+    );
+    assert_ne!(dev.1, tmp.1);
+    assert_ne!(dev.1, shm.1);
+    assert_ne!(tmp.1, shm.1);
+    if std::path::Path::new("/proc/acpi").is_dir() {
+        assert_eq!(device_of("/proc/acpi").1, dev.1, "{out}");
+    }
+    let own: std::collections::BTreeSet<&str> = mounts
+        .iter()
+        .filter(|m| ["tmpfs", "proc", "devpts", "overlay", "mqueue"].contains(&m.2.as_str()))
+        .map(|m| m.1.as_str())
+        .collect();
+    assert_eq!(own.len(), 4, "file systems of its own: {own:?}\n{out}");
+}
