@@ -81,9 +81,10 @@ pub(crate) fn landlock(
         .add_rules(path_beneath_rules(&top, AccessFs::from_all(abi)))?
         // The device nodes of `policy::DEVICES` (and with `-t` the environment's own ptys and
         // its controlling terminal): one rule beneath `/dev` instead of one per node. It grants
-        // no more, because `/dev` is a read-only tmpfs holding only those nodes, four links,
-        // `/dev/shm` (allowed everything above) and, with `-t`, `/dev/pts` and `/dev/tty`; each
-        // rule costs the launch five system calls.
+        // no more, because `/dev` is the read-only skeleton (`crate::skeleton`) holding only
+        // those nodes, four links, `/dev/shm` (allowed everything above), the read-only mailbox
+        // client and, with `-t`, `/dev/pts` and `/dev/tty`; each rule costs the launch five
+        // system calls.
         .add_rules(path_beneath_rules(["/dev"], AccessFs::from_file(abi)))?
         .restrict_self()?;
     Ok(match status.ruleset {

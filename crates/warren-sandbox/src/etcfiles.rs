@@ -2,13 +2,14 @@
 //!
 //! The child writes them itself, as the environment's root (so root inside owns them), into
 //! the environment's skeleton tmpfs (`crate::skeleton`), which it mounts on the staging
-//! directory before the root, which then hides it ([`write`]); after the volumes it binds each
-//! over the root's file, a bind that is read-only, `nosuid`, `nodev` and `noexec` as the
-//! skeleton is ([`attach`]). The skeleton goes with the host's mounts when the child detaches the old root
-//! after the pivot (the binds keep its files). Nothing of them ever exists on the host, and the
-//! launcher's parent does no work for them but the check of [`check_required`]. A root without the file (or where it is not a
-//! regular file reached without a symbolic link, or a `--binary` root) keeps what it has: the
-//! file is skipped, since the root is read-only and Warren creates nothing in it.
+//! directory before the root, which then hides it ([`write`], [`clone`]); after the volumes it
+//! binds each over the root's file, a bind that is read-only, `nosuid`, `nodev` and `noexec` as
+//! the skeleton is ([`attach`]). The skeleton goes with the host's mounts when the child
+//! detaches the old root after the pivot (the binds keep its files). Nothing of them ever exists
+//! on the host, and the launcher's parent does no work for them but the check of
+//! [`check_required`]. A root without the file (or where it is not a regular file reached
+//! without a symbolic link, or a `--binary` root) keeps what it has: the file is skipped, since
+//! the root is read-only and Warren creates nothing in it.
 
 use std::net::IpAddr;
 use std::path::Path;

@@ -446,15 +446,10 @@ fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &Owned
     )
 }
 
-/// Attaches the detached mount `tree` (a part of the skeleton) at `target`.
-fn attach(tree: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
-    rustix::mount::move_mount(
-        tree,
-        "",
-        rustix::fs::CWD,
-        target,
-        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
-    )
+/// Binds the skeleton's directory `part` (an `O_PATH` descriptor) at `target`; the bind keeps
+/// the skeleton's read-only, `nosuid`, `nodev` and `noexec` mount.
+fn attach(part: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
+    mount_bind(fd_path(part), target)
 }
 
 fn mount_proc(staging: &Path) -> StepResult {
@@ -497,7 +492,7 @@ fn mount_cgroup_view(
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     at(
         step,
-        || format!("attach the skeleton's /sys on {}", sys.display()),
+        || format!("bind the skeleton's /sys on {}", sys.display()),
         attach(&tree, &sys),
     )?;
     let base = sys.join("fs/cgroup");
@@ -543,7 +538,7 @@ fn mount_dev(
     let dev = staging.join("dev");
     at(
         step,
-        || "attach the skeleton's /dev".into(),
+        || "bind the skeleton's /dev".into(),
         attach(&tree, &dev),
     )?;
     drop(tree);
@@ -640,25 +635,11 @@ fn mask_proc(staging: &Path, empty: OwnedFd) -> StepResult {
     ) {
         masked.push("kallsyms");
     }
-    // No `stat` first (one per path, on every launch): the mount itself says what is there. The
-    // empty directory onto a file fails with ENOTDIR, and so does a bind of the null device onto
-    // a directory; a path this kernel lacks fails with ENOENT and is skipped. The skeleton's
-    // empty directory is attached at the first masked directory, and bound from there at the
-    // next ones.
-    let mut empty = Some(empty);
-    let mut first_dir: Option<PathBuf> = None;
-    let mut dir_mask = |p: &Path| -> rustix::io::Result<()> {
-        match (&first_dir, &empty) {
-            (Some(first), _) => mount_bind(first, p),
-            (None, Some(tree)) => {
-                attach(tree, p)?;
-                empty = None;
-                first_dir = Some(p.to_owned());
-                Ok(())
-            }
-            (None, None) => Err(rustix::io::Errno::NOENT),
-        }
-    };
+    // No `stat` first (one per path, on every launch): the mount itself says what is there. A
+    // bind of the skeleton's empty directory onto a file fails with ENOTDIR, and so does a bind
+    // of the null device onto a directory; a path this kernel lacks fails with ENOENT and is
+    // skipped.
+    let dir_mask = |p: &Path| attach(&empty, p);
     for name in masked {
         let p = proc_dir.join(name);
         // The known kind first; the other on ENOTDIR (a kernel that made a file a directory).

@@ -4,28 +4,32 @@
 //! points), `/sys` (only `fs/cgroup` and the mount points of the cgroup view), the empty
 //! directory that covers the masked `/proc` directories, and the generated `/etc` files.
 //!
-//! Each of them used to be a tmpfs of its own (four to six per environment). Every tmpfs is a
-//! superblock, and on this kernel every superblock registers a memory-cgroup-aware shrinker:
-//! each memory cgroup on the host keeps about 1 KiB per 64 shrinker ids ever registered at once
-//! (`alloc_shrinker_info`, a high-water mark that never shrinks). With one memory cgroup and
-//! seven superblocks per environment, 1,000 environments made every environment's cgroup hold
-//! about 117 KiB of these tables, the largest single item of a child's host memory
-//! (BENCHMARKS.md, "Spawn"). One skeleton instead of four to six keeps the count at four per
-//! environment: `/proc`, the skeleton, `/tmp` and `/dev/shm` (and the kernel's own mqueue).
+//! One tmpfs rather than one each: every tmpfs is a superblock, and on this kernel every
+//! superblock registers a memory-cgroup-aware shrinker; each memory cgroup on the host keeps
+//! about 1 KiB per 64 shrinker ids the host has had at once (`alloc_shrinker_info`, a
+//! high-water mark kept until reboot). With a memory cgroup and seven superblocks per
+//! environment, 1,000 environments made each environment's cgroup hold about 117 KiB of these
+//! tables, the largest single item of a child's host memory (BENCHMARKS.md, "Spawn"). An
+//! environment mounts four file systems of its own: `/proc`, the skeleton, `/tmp` and
+//! `/dev/shm` (the kernel adds the mqueue of its ipc namespace; a `--binary` root adds its root
+//! tmpfs, `-t` a devpts, `--writable-root` the overlay and its upper tmpfs).
 //!
 //! [`prepare`] runs in the child at the start of step `mount-root`, as the environment's root,
 //! before the root is attached: it mounts the skeleton on the staging directory itself, fills it,
-//! makes it read-only (the superblock and the mount) and clones the parts it hands out as
-//! detached mounts (`open_tree`), which inherit the read-only, `nosuid`, `nodev` and `noexec`
-//! mount. The root attached on top then hides the skeleton itself, and it goes with the rest of
-//! the host's mounts when the child detaches the old root after the pivot; the attached clones
-//! keep what they show.
+//! makes it read-only (the superblock and the mount) and opens the parts it hands out (`O_PATH`
+//! descriptors, and detached `open_tree` clones of the `/etc` files). The root attached on top
+//! then hides the skeleton itself; each part is bind-mounted from its descriptor
+//! (`/proc/self/fd/N`), and a bind keeps the skeleton mount's flags: read-only, `nosuid`,
+//! `nodev`, `noexec`. The skeleton goes with the rest of the host's mounts when the child
+//! detaches the old root after the pivot; the binds keep what they show. (A part is bound only
+//! where it is used: a detached clone that is never attached would cost an expedited RCU grace
+//! period when dropped, as for a `--binary` root, which has no `/sys`.)
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
 use rustix::fs::Mode;
-use rustix::mount::{MountFlags, OpenTreeFlags, mount, mount_remount};
+use rustix::mount::{MountFlags, mount, mount_remount};
 
 use crate::policy;
 use crate::step::{Step, StepResult};
@@ -34,7 +38,8 @@ use crate::step::{Step, StepResult};
 /// `--add-host` lines) with margin, and a few dozen inodes (about 30 are used).
 const OPTIONS: &std::ffi::CStr = c"mode=0755,size=1m,nr_inodes=128";
 
-/// The parts of the skeleton, each a detached read-only mount waiting to be attached.
+/// The parts of the skeleton: `O_PATH` descriptors of its directories, to bind from, and the
+/// generated files as detached mounts.
 pub(crate) struct Skeleton {
     /// `/dev`: empty files where the device nodes are bound, the links of
     /// [`policy::DEV_SYMLINKS`], `shm/`, `warren/warren-msg` with the mailbox client, and with
@@ -43,7 +48,7 @@ pub(crate) struct Skeleton {
     /// `/sys`, holding `fs/cgroup` and the mount points of the cgroup view; `None` without a
     /// view.
     pub sys: Option<OwnedFd>,
-    /// An empty directory, attached over the masked `/proc` directories.
+    /// An empty directory, bound over the masked `/proc` directories.
     pub empty: OwnedFd,
     /// The generated `/etc` files.
     pub etc: crate::etcfiles::Prepared,
@@ -87,43 +92,46 @@ pub(crate) fn prepare(
                 base.join(&m.dir)
             };
             io_at(
-                Step::MountProc,
-                || format!("create /sys/fs/cgroup/{}", m.dir),
+                Step::MountRoot,
+                || format!("create /sys/fs/cgroup/{} in the skeleton", m.dir),
                 std::fs::create_dir_all(&target),
             )?;
         }
     }
     let empty = staging.join("empty");
     at(
-        Step::MaskPaths,
+        Step::MountRoot,
         || "create the empty directory for the masks".into(),
         rustix::fs::mkdir(&empty, Mode::from_raw_mode(0o555)),
     )?;
-    // The superblock and this mount both read-only: every clone below inherits the mount's flags.
+    // The superblock and this mount both read-only: every bind and clone of it keeps the flags.
     at(
         Step::MountRoot,
         || "make the skeleton tmpfs read-only".into(),
         mount_remount(staging, flags | MountFlags::RDONLY, OPTIONS),
     )?;
-    let clone = |step: Step, path: &Path| {
+    let open = |path: &Path| {
         at(
-            step,
-            || format!("clone the skeleton's /{}", file_name(path)),
-            rustix::mount::open_tree(
-                rustix::fs::CWD,
+            Step::MountRoot,
+            || format!("open the skeleton's /{}", file_name(path)),
+            rustix::fs::open(
                 path,
-                OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::empty(),
             ),
         )
     };
     Ok(Skeleton {
-        dev: clone(Step::MountDev, &dev)?,
+        dev: open(&dev)?,
         sys: if view.is_empty() {
             None
         } else {
-            Some(clone(Step::MountProc, &sys)?)
+            Some(open(&sys)?)
         },
-        empty: clone(Step::MaskPaths, &empty)?,
+        empty: open(&empty)?,
         etc: crate::etcfiles::clone(staging, etc_files)?,
     })
 }
@@ -137,18 +145,18 @@ fn file_name(path: &Path) -> String {
 /// `/dev`'s entries (mount points and links; the nodes themselves are bound in step
 /// `mount-dev`).
 fn fill_dev(dev: &Path, tool: bool, tty: bool) -> StepResult {
-    let step = Step::MountDev;
+    let step = Step::MountRoot;
     let mkdir = |path: &Path| {
         at(
             step,
-            || format!("create /dev/{}", file_name(path)),
+            || format!("create /dev/{} in the skeleton", file_name(path)),
             rustix::fs::mkdir(path, Mode::from_raw_mode(0o755)),
         )
     };
     let create = |path: &Path, mode: u32| {
         at(
             step,
-            || format!("create /dev/{}", file_name(path)),
+            || format!("create /dev/{} in the skeleton", file_name(path)),
             rustix::fs::open(
                 path,
                 rustix::fs::OFlags::CREATE
