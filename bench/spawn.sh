@@ -11,7 +11,9 @@
 #      the sum of their rates, and all their cycles over the time from their start;
 #   3. memory of live children: the host's used memory (MemTotal - MemAvailable) before and
 #      after a parent spawns LIVE idle children, per child, with the init and without; also
-#      beyond the workload's own memory (its Pss and page tables), as the issue's target says.
+#      beyond the workload's own memory (its Pss and page tables), as the issue's target says;
+#      and the growth of the kmalloc-1k slab per child, which holds the kernel's per-memory-cgroup
+#      shrinker tables, whose size depends on the host's history since boot.
 # Writes the JSON lines and a table to bench/results/spawn-STAMP.{jsonl,txt}.
 #
 #   bash bench/spawn.sh                  # N=200 spawns, LIVE=200 children, RUNS=200 for bwrap
@@ -198,6 +200,10 @@ fi
 
 # --- 3. memory of LIVE live children of one parent, with the init and without --------------
 used_kib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print t-a}' /proc/meminfo; }
+# The kmalloc-1k slab cache, KiB: each memory cgroup keeps there 1 KiB per 64 shrinkers (one per
+# superblock) the host has had at once since boot, so a child's share of it depends on the host's
+# history as much as on Warren (BENCHMARKS.md, "Spawn", thirteenth session).
+slab_1k_kib() { awk '$1=="kmalloc-1k"{print int($3*$4/1024); f=1} END{if(!f) print 0}' /proc/slabinfo 2>/dev/null || echo 0; }
 # Launchers of idle children, executed (`/path/warren run --name idle-N`) or forked by the
 # kernel's launch helper (`warren --state-dir DIR run --name idle-N`).
 launchers() {
@@ -221,7 +227,7 @@ live_block() {
     sync
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
     for f in /sys/kernel/slab/*/shrink; do echo 1 >"$f" 2>/dev/null || true; done
-    local before after ready= per_child prev
+    local before after ready= per_child prev slab_before slab_after
     prev=$(used_kib)
     for _ in $(seq 30); do
         sleep 2
@@ -229,6 +235,7 @@ live_block() {
         [ $((prev - before)) -lt 4096 ] && break
         prev=$before
     done
+    slab_before=$(slab_1k_kib)
     cat >>"$work/live.toml" <<TOML
 [space.holder]
 image = "$R"
@@ -256,6 +263,7 @@ TOML
     [ "$running" -ge "$LIVE" ] || die "only $running of $LIVE children run"
     sleep 3
     after=$(used_kib)
+    slab_after=$(slab_1k_kib)
     per_child=$(( (after - before) / LIVE ))
     # The same from the processes themselves (less noisy on a shared machine): the proportional
     # set size of every child's launcher and init, and the workload's own memory (its Pss and
@@ -290,7 +298,7 @@ print(json.dumps({"processes": {k: v[0] for k, v in kinds.items()},
                   "pss_kib": {k: v[1] for k, v in kinds.items()}, "workload_pte_kib": pte}))
 PY
 )
-    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
+    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
     # Stop the parent: its linked children go with it (counted from /proc).
     timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
     local left
@@ -356,6 +364,8 @@ for m in pick("spawn-live-memory"):
     print(f"  host used-memory delta per child           {m['per_child_kib']:8d} KiB")
     print(f"  ... beyond the workload (its Pss + PTEs)    {m['per_child_kib'] - work:8d} KiB  (workload {work} KiB)")
     print(f"  Pss per child: launcher / init / workload  {p['pss_kib']['launcher'] // n:5d} / {p['pss_kib']['init'] // n} / {p['pss_kib']['workload'] // n} KiB")
+    if "kmalloc_1k_after_kib" in m:
+        print(f"  ... of it kmalloc-1k (mostly shrinker tables){(m['kmalloc_1k_after_kib'] - m['kmalloc_1k_before_kib']) // n:8d} KiB  (grows with the host's peak of superblocks)")
     print(f"  children left after the parent's stop      {left:8d}")
 me = pick("spawn-measured")[0]
 print(f"state directory on                           {me.get('state_fs', '?'):>8s}")
