@@ -203,6 +203,10 @@ used_kib() { awk '/^MemTotal:/{t=$2} /^MemAvailable:/{a=$2} END{print t-a}' /pro
 # The kmalloc-1k slab cache, KiB: each memory cgroup keeps there 1 KiB per 64 shrinkers (one per
 # superblock) the host has had at once since boot, so a child's share of it depends on the host's
 # history as much as on Warren (BENCHMARKS.md, "Spawn", thirteenth session).
+# The /proc/meminfo fields that say where used memory went, as a JSON object (KiB).
+meminfo_json() {
+    awk 'BEGIN{printf "{"} $1 ~ /^(MemFree|Cached|Shmem|SReclaimable|SUnreclaim|AnonPages|PageTables|KernelStack|Percpu|VmallocUsed):$/ {sub(":","",$1); printf "%s\"%s\":%d", (n++?",":""), $1, $2} END{printf "}"}' /proc/meminfo
+}
 slab_1k_kib() { awk '$1=="kmalloc-1k"{print int($3*$4/1024); f=1} END{if(!f) print 0}' /proc/slabinfo 2>/dev/null || echo 0; }
 # Launchers of idle children, executed (`/path/warren run --name idle-N`) or forked by the
 # kernel's launch helper (`warren --state-dir DIR run --name idle-N`).
@@ -227,7 +231,7 @@ live_block() {
     sync
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
     for f in /sys/kernel/slab/*/shrink; do echo 1 >"$f" 2>/dev/null || true; done
-    local before after ready= per_child prev slab_before slab_after
+    local before after ready= per_child prev slab_before slab_after mi_before mi_after
     prev=$(used_kib)
     for _ in $(seq 30); do
         sleep 2
@@ -236,6 +240,7 @@ live_block() {
         prev=$before
     done
     slab_before=$(slab_1k_kib)
+    mi_before=$(meminfo_json)
     cat >>"$work/live.toml" <<TOML
 [space.holder]
 image = "$R"
@@ -264,6 +269,7 @@ TOML
     sleep 3
     after=$(used_kib)
     slab_after=$(slab_1k_kib)
+    mi_after=$(meminfo_json)
     per_child=$(( (after - before) / LIVE ))
     # The same from the processes themselves (less noisy on a shared machine): the proportional
     # set size of every child's launcher and init, and the workload's own memory (its Pss and
@@ -298,7 +304,7 @@ print(json.dumps({"processes": {k: v[0] for k, v in kinds.items()},
                   "pss_kib": {k: v[1] for k, v in kinds.items()}, "workload_pte_kib": pte}))
 PY
 )
-    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
+    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"meminfo_before\":$mi_before,\"meminfo_after\":$mi_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
     # Stop the parent: its linked children go with it (counted from /proc).
     timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
     local left
@@ -364,6 +370,12 @@ for m in pick("spawn-live-memory"):
     print(f"  host used-memory delta per child           {m['per_child_kib']:8d} KiB")
     print(f"  ... beyond the workload (its Pss + PTEs)    {m['per_child_kib'] - work:8d} KiB  (workload {work} KiB)")
     print(f"  Pss per child: launcher / init / workload  {p['pss_kib']['launcher'] // n:5d} / {p['pss_kib']['init'] // n} / {p['pss_kib']['workload'] // n} KiB")
+    if "meminfo_after" in m:
+        d = {k: m["meminfo_after"][k] - m["meminfo_before"].get(k, 0) for k in m["meminfo_after"]}
+        held = sum(d.get(k, 0) for k in ("SUnreclaim", "AnonPages", "PageTables", "KernelStack", "Percpu"))
+        print(f"  unreclaimable slab + anon + page tables + stacks + per-cpu {held // n:5d} KiB per child, "
+              f"{held // n - work} beyond the workload (less noisy than the used memory)")
+        print("    per child: " + ", ".join(f"{k} {d[k] // n}" for k in sorted(d)) + " KiB")
     if "kmalloc_1k_after_kib" in m:
         print(f"  ... of it kmalloc-1k (mostly shrinker tables){(m['kmalloc_1k_after_kib'] - m['kmalloc_1k_before_kib']) // n:8d} KiB  (grows with the host's peak of superblocks)")
     print(f"  children left after the parent's stop      {left:8d}")
