@@ -20,12 +20,9 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
+use crate::rootfs::at;
 use crate::step::Step;
 use crate::step::StepResult;
-
-fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
-    r.map_err(|e| (step, what(), e.into()))
-}
 
 /// Step `mount-dev`, with `-t`: devpts on `<root>/dev/pts`, `/dev/ptmx` and `/dev/tty`.
 pub(crate) fn mount_devpts(dev: &Path) -> StepResult {

@@ -25,11 +25,19 @@ use warren_elf::BinaryRoot;
 
 pub(crate) use crate::step::StepResult;
 
-fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
+pub(crate) fn at<T>(
+    step: Step,
+    what: impl Fn() -> String,
+    r: rustix::io::Result<T>,
+) -> StepResult<T> {
     r.map_err(|e| (step, what(), e.into()))
 }
 
-fn io_at<T>(step: Step, what: impl Fn() -> String, r: std::io::Result<T>) -> StepResult<T> {
+pub(crate) fn io_at<T>(
+    step: Step,
+    what: impl Fn() -> String,
+    r: std::io::Result<T>,
+) -> StepResult<T> {
     r.map_err(|e| (step, what(), e))
 }
 
@@ -484,8 +492,8 @@ fn mount_cgroup_view(
     let Some(tree) = tree else {
         return Ok(());
     };
-    let is_dir = std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir());
-    if view.is_empty() || !is_dir {
+    // (The skeleton has a `/sys` exactly when there is a view.)
+    if !std::fs::symlink_metadata(&sys).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
     let step = Step::MountProc;
@@ -495,13 +503,8 @@ fn mount_cgroup_view(
         || format!("bind the skeleton's /sys on {}", sys.display()),
         attach(&tree, &sys),
     )?;
-    let base = sys.join("fs/cgroup");
     for m in view {
-        let target = if m.dir.is_empty() {
-            base.clone()
-        } else {
-            base.join(&m.dir)
-        };
+        let target = crate::skeleton::view_dir(&sys, m);
         at(
             step,
             || {

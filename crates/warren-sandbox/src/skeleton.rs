@@ -26,12 +26,13 @@
 //! period when dropped, as for a `--binary` root, which has no `/sys`.)
 
 use std::os::fd::OwnedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::Mode;
 use rustix::mount::{MountFlags, mount, mount_remount};
 
 use crate::policy;
+use crate::rootfs::{at, io_at};
 use crate::step::{Step, StepResult};
 
 /// The skeleton's mount options: room for the largest legal generated `/etc/hosts` (256
@@ -54,12 +55,15 @@ pub(crate) struct Skeleton {
     pub etc: crate::etcfiles::Prepared,
 }
 
-fn at<T>(step: Step, what: impl Fn() -> String, r: rustix::io::Result<T>) -> StepResult<T> {
-    r.map_err(|e| (step, what(), e.into()))
-}
-
-fn io_at<T>(step: Step, what: impl Fn() -> String, r: std::io::Result<T>) -> StepResult<T> {
-    r.map_err(|e| (step, what(), e))
+/// Where cgroup view mount `m` goes below the `/sys` directory `sys` (the skeleton's, while
+/// it is built; the root's, when the view is mounted).
+pub(crate) fn view_dir(sys: &Path, m: &warren_cgroup::ViewMount) -> PathBuf {
+    let base = sys.join("fs/cgroup");
+    if m.dir.is_empty() {
+        base
+    } else {
+        base.join(&m.dir)
+    }
 }
 
 /// Mounts the skeleton on `staging`, fills it and hands out its parts (module documentation).
@@ -83,20 +87,12 @@ pub(crate) fn prepare(
     let dev = staging.join("dev");
     fill_dev(&dev, tool, tty)?;
     let sys = staging.join("sys");
-    if !view.is_empty() {
-        let base = sys.join("fs/cgroup");
-        for m in view {
-            let target = if m.dir.is_empty() {
-                base.clone()
-            } else {
-                base.join(&m.dir)
-            };
-            io_at(
-                Step::MountRoot,
-                || format!("create /sys/fs/cgroup/{} in the skeleton", m.dir),
-                std::fs::create_dir_all(&target),
-            )?;
-        }
+    for m in view {
+        io_at(
+            Step::MountRoot,
+            || format!("create /sys/fs/cgroup/{} in the skeleton", m.dir),
+            std::fs::create_dir_all(view_dir(&sys, m)),
+        )?;
     }
     let empty = staging.join("empty");
     at(
