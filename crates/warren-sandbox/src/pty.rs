@@ -20,9 +20,9 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-use crate::rootfs::at;
 use crate::step::Step;
 use crate::step::StepResult;
+use crate::step::at;
 
 /// Step `mount-dev`, with `-t`: devpts on `<root>/dev/pts`, `/dev/ptmx` and `/dev/tty`.
 pub(crate) fn mount_devpts(dev: &Path) -> StepResult {

@@ -24,22 +24,7 @@ use crate::step::Step;
 use warren_elf::BinaryRoot;
 
 pub(crate) use crate::step::StepResult;
-
-pub(crate) fn at<T>(
-    step: Step,
-    what: impl Fn() -> String,
-    r: rustix::io::Result<T>,
-) -> StepResult<T> {
-    r.map_err(|e| (step, what(), e.into()))
-}
-
-pub(crate) fn io_at<T>(
-    step: Step,
-    what: impl Fn() -> String,
-    r: std::io::Result<T>,
-) -> StepResult<T> {
-    r.map_err(|e| (step, what(), e))
-}
+use crate::step::{at, io_at};
 
 /// Mount options as the C string `mount(2)` takes.
 fn data(s: &str) -> std::ffi::CString {

@@ -32,8 +32,7 @@ use rustix::fs::Mode;
 use rustix::mount::{MountFlags, mount, mount_remount};
 
 use crate::policy;
-use crate::rootfs::{at, io_at};
-use crate::step::{Step, StepResult};
+use crate::step::{Step, StepResult, at, io_at};
 
 /// The skeleton's mount options: room for the largest legal generated `/etc/hosts` (256
 /// `--add-host` lines) with margin, and a few dozen inodes (about 30 are used).

@@ -152,6 +152,24 @@ impl std::fmt::Display for Step {
 /// A failed step: which one, what it was doing, and the error.
 pub(crate) type StepResult<T = ()> = Result<T, (Step, String, std::io::Error)>;
 
+/// `r` with its error labelled: the step it failed in and what was being done.
+pub(crate) fn at<T>(
+    step: Step,
+    what: impl Fn() -> String,
+    r: rustix::io::Result<T>,
+) -> StepResult<T> {
+    r.map_err(|e| (step, what(), e.into()))
+}
+
+/// [`at`] for a standard library result.
+pub(crate) fn io_at<T>(
+    step: Step,
+    what: impl Fn() -> String,
+    r: std::io::Result<T>,
+) -> StepResult<T> {
+    r.map_err(|e| (step, what(), e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
