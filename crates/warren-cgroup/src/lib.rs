@@ -25,6 +25,7 @@
 //! touches a leaf that already existed: an existing leaf belongs to another environment.
 #![forbid(unsafe_code)]
 
+mod cpuset;
 mod v1;
 mod v2;
 
@@ -698,7 +699,7 @@ fn under_root(fs_root: &Path, path: &Path) -> PathBuf {
 }
 
 /// The limits as written to the control files, for `warren inspect`.
-#[derive(Serialize, Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[derive(Serialize, Clone, Default, PartialEq, Eq, Debug)]
 pub struct AppliedLimits {
     /// The memory limit in bytes.
     pub memory_bytes: Option<u64>,
@@ -711,6 +712,10 @@ pub struct AppliedLimits {
     pub cpu_quota_us: Option<u64>,
     /// The CFS period in microseconds.
     pub cpu_period_us: Option<u64>,
+    /// The CPUs a cpu limit confines the environment to (its cpuset, a list such as `1` or
+    /// `2-3`); `None` when it may run on every CPU its parent group allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<String>,
 }
 
 /// A serialisable description of a [`Cgroup`].
@@ -872,7 +877,7 @@ impl Cgroup {
             version: self.version,
             leaf: self.leaf.clone(),
             paths: self.paths(),
-            limits: self.applied,
+            limits: self.applied.clone(),
         }
     }
 
@@ -1519,11 +1524,15 @@ rw,nsdelegate,memory_recursiveprot
             !leaf.join("memory.swap.max").exists(),
             "written only when the kernel has it"
         );
-        // The root lacked pids only; the new warren parent lacked all three.
-        assert_eq!(read(cg(tmp.path(), "cgroup.subtree_control")), "+pids");
+        // The root lacked pids only; the new warren parent lacked all three; with a cpu limit,
+        // the cpuset too (which CPUs it runs on).
+        assert_eq!(
+            read(cg(tmp.path(), "cgroup.subtree_control")),
+            "+pids +cpuset"
+        );
         assert_eq!(
             read(cg(tmp.path(), "warren/cgroup.subtree_control")),
-            "+memory +pids +cpu"
+            "+memory +pids +cpu +cpuset"
         );
 
         let info = serde_json::to_value(cgroup.info()).unwrap();
@@ -1843,6 +1852,140 @@ rw,nsdelegate,memory_recursiveprot
         std::mem::forget(parent);
     }
 
+    fn with_cpus(cpus: &str) -> Limits {
+        Limits {
+            cpu: Some(cpus.parse().unwrap()),
+            ..Limits::default()
+        }
+    }
+
+    /// The CPUs of a cpuset list, e.g. `0-1,3` -> [0, 1, 3].
+    fn cpu_list(text: &str) -> Vec<u32> {
+        cpuset::parse_list(text).unwrap_or_else(|| panic!("not a cpu list: {text:?}"))
+    }
+
+    #[test]
+    fn v1_confines_a_cpu_limit_to_as_many_cpus_and_a_spawners_tree_to_its_own() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path(), HYBRID, "hugetlb\n");
+        fs::write(cg(tmp.path(), "cpuset").join("cpuset.cpus"), "0-3\n").unwrap();
+        fs::write(cg(tmp.path(), "cpuset").join("cpuset.mems"), "0\n").unwrap();
+
+        // Half a CPU: one of the four.
+        let half = layout.create("web", &with_cpus("0.5")).unwrap();
+        let web = read(cg(tmp.path(), "cpuset/warren/web/cpuset.cpus"));
+        assert_eq!(cpu_list(&web).len(), 1, "{web}");
+        assert!(cpu_list(&web)[0] < 4, "{web}");
+        assert_eq!(half.info().limits.cpus.as_deref(), Some(web.as_str()));
+        let info = serde_json::to_value(half.info()).unwrap();
+        assert_eq!(info["limits"]["cpus"], web.as_str());
+        std::mem::forget(half);
+
+        // A limit of every CPU, or none: the parent's CPUs, and no `cpus` in the report.
+        for (name, limits) in [
+            ("all", with_cpus("4")),
+            (
+                "mem",
+                Limits {
+                    memory: Some(MIB_64),
+                    ..Limits::default()
+                },
+            ),
+        ] {
+            let cgroup = layout.create(name, &limits).unwrap();
+            assert_eq!(
+                read(cg(tmp.path(), &format!("cpuset/warren/{name}/cpuset.cpus"))),
+                "0-3"
+            );
+            assert_eq!(cgroup.info().limits.cpus, None);
+            let info = serde_json::to_value(cgroup.info()).unwrap();
+            assert!(info["limits"].get("cpus").is_none(), "{info}");
+            std::mem::forget(cgroup);
+        }
+
+        // A spawner allowed 2.5 CPUs: three consecutive ones (wrapping), in its group and in
+        // `self`, which the environment sees.
+        let front = layout
+            .create_placed("front", &holder(), &with_cpus("2.5"))
+            .unwrap();
+        let mine = read(cg(tmp.path(), "cpuset/warren/front/cpuset.cpus"));
+        assert_eq!(cpu_list(&mine).len(), 3, "{mine}");
+        assert_eq!(
+            read(cg(tmp.path(), "cpuset/warren/front/self/cpuset.cpus")),
+            mine
+        );
+        // Its children stay on its CPUs: one without limits of its own joins the cpuset
+        // hierarchy (only because the spawner is confined) and has all three; one allowed a CPU
+        // gets one of them.
+        let plain = layout
+            .create_placed("req-0", &under("front"), &Limits::default())
+            .unwrap();
+        let plain_dir = cg(tmp.path(), "cpuset/warren/front/children/req-0");
+        assert!(plain.paths().contains(&plain_dir), "{:?}", plain.paths());
+        assert_eq!(read(plain_dir.join("cpuset.cpus")), mine);
+        assert_eq!(plain.info().limits.cpus, None);
+        let one = layout
+            .create_placed("req-1", &under("front"), &with_cpus("1"))
+            .unwrap();
+        let theirs = read(cg(
+            tmp.path(),
+            "cpuset/warren/front/children/req-1/cpuset.cpus",
+        ));
+        assert_eq!(cpu_list(&theirs).len(), 1, "{theirs}");
+        assert!(
+            cpu_list(&mine).contains(&cpu_list(&theirs)[0]),
+            "{theirs} not in {mine}"
+        );
+        std::mem::forget(one);
+        std::mem::forget(plain);
+        std::mem::forget(front);
+
+        // Under a spawner that is not confined, a child without limits stays out of the
+        // cpuset hierarchy (each v1 mkdir takes the host-wide cgroup mutex).
+        let wide = layout
+            .create_placed(
+                "wide",
+                &holder(),
+                &Limits {
+                    memory: Some(MIB_64),
+                    ..Limits::default()
+                },
+            )
+            .unwrap();
+        let plain = layout
+            .create_placed("req-0", &under("wide"), &Limits::default())
+            .unwrap();
+        assert!(!cg(tmp.path(), "cpuset/warren/wide/children/req-0").exists());
+        std::mem::forget(plain);
+        std::mem::forget(wide);
+    }
+
+    #[test]
+    fn v2_confines_a_cpu_limit_within_what_its_parent_allows() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = super::tests::layout(tmp.path(), PURE_V2, V2_CONTROLLERS);
+        fs::create_dir_all(cg(tmp.path(), "warren")).unwrap();
+        fs::write(cg(tmp.path(), "warren/cpuset.cpus.effective"), "2-5\n").unwrap();
+        let front = layout
+            .create_placed("front", &holder(), &with_cpus("1.5"))
+            .unwrap();
+        let group = cg(tmp.path(), "warren/front");
+        let mine = read(group.join("cpuset.cpus"));
+        let cpus = cpu_list(&mine);
+        assert_eq!(cpus.len(), 2, "{mine}");
+        assert!(cpus.iter().all(|c| (2..=5).contains(c)), "{mine}");
+        assert_eq!(read(group.join("self/cpuset.cpus")), mine);
+        assert_eq!(front.info().limits.cpus.as_deref(), Some(mine.as_str()));
+        assert!(read(cg(tmp.path(), "cgroup.subtree_control")).contains("+cpuset"));
+        assert!(read(group.join("cgroup.subtree_control")).contains("+cpuset"));
+        std::mem::forget(front);
+        // No cpu limit: no cpuset written.
+        let plain = layout.create("plain", &Limits::default()).unwrap();
+        assert!(!cg(tmp.path(), "warren/plain/cpuset.cpus").exists());
+        assert_eq!(plain.info().limits.cpus, None);
+        std::mem::forget(plain);
+    }
+
     #[test]
     fn v2_enables_the_controllers_down_to_the_child_and_keeps_processes_out_of_groups() {
         let tmp = tempfile::tempdir().unwrap();
@@ -1855,7 +1998,7 @@ rw,nsdelegate,memory_recursiveprot
         // Enabled before `self` was made, so that it has the controllers' files.
         assert_eq!(
             read(group.join("cgroup.subtree_control")),
-            "+memory +pids +cpu"
+            "+memory +pids +cpu +cpuset"
         );
         let AttachHandles::CloneInto(_) = parent.attach_handles().unwrap() else {
             panic!("v2 clones into the cgroup");

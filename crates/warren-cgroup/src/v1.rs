@@ -57,21 +57,31 @@ pub(super) fn create(
     if wanted.is_empty() {
         wanted.push("pids");
     }
+    // Under a parent, only where the parent's group is (a view is not a limit).
+    let parent_has = |h: &super::V1Hierarchy| {
+        placement
+            .parent
+            .as_ref()
+            .is_none_or(|p| h.mount_point.join(super::PARENT).join(p).is_dir())
+    };
     // (Not for a nested group without such limits of its own: every v1 mkdir and rmdir takes
     // the host-wide cgroup mutex, about 6 ms each here, and a tree multiplies them.)
     if limits.memory.is_some() || limits.cpu.is_some() {
-        // Under a parent, only where the parent's group is (a view is not a limit).
-        let parent_has = |h: &super::V1Hierarchy| {
-            placement
-                .parent
-                .as_ref()
-                .is_none_or(|p| h.mount_point.join(super::PARENT).join(p).is_dir())
-        };
         for c in VIEW_HIERARCHIES {
             if !wanted.contains(&c) && layout.v1_hierarchy(c).is_some_and(parent_has) {
                 wanted.push(c);
             }
         }
+    }
+    // The cpuset: where a cpu limit confines the environment to its share of CPUs
+    // (`super::cpuset`), and under a confined spawner, so that its children stay on its CPUs
+    // (a child outside the hierarchy would stay in the host's cpuset, where its launcher runs).
+    if !wanted.contains(&"cpuset")
+        && layout.v1_hierarchy("cpuset").is_some_and(|h| {
+            parent_has(h) && (limits.cpu.is_some() || parent_confined(h, placement))
+        })
+    {
+        wanted.push("cpuset");
     }
     let mut plan: Vec<(&super::V1Hierarchy, Vec<&'static str>)> = Vec::new();
     for controller in wanted {
@@ -106,6 +116,9 @@ pub(super) fn create(
     }
     let mut applied = AppliedLimits::default();
     for dir in &dirs {
+        if let (true, Some(cpu)) = (dir.hierarchy.iter().any(|c| c == "cpuset"), limits.cpu) {
+            applied.cpus = confine(dir, cpu)?;
+        }
         write_limits(&dir.path, &dir.controllers, limits, &mut applied)?;
         if dir.procs != dir.path {
             // The environment's view (its cgroup namespace root is `self`) shows its limits.
@@ -141,6 +154,40 @@ impl Prep for V1Prep {
     fn will_have_children(&self, _dir: &Path) -> Result<(), CgroupError> {
         Ok(())
     }
+}
+
+/// Whether the group an environment at `placement` is nested under runs on fewer CPUs than
+/// Warren's own cpuset group in hierarchy `h` (a spawner confined by its cpu limit).
+fn parent_confined(h: &super::V1Hierarchy, placement: &Placement) -> bool {
+    let Some(parent) = &placement.parent else {
+        return false;
+    };
+    let top = h.mount_point.join(super::PARENT);
+    let cpus = |dir: &Path| read_optional(&dir.join("cpuset.cpus")).unwrap_or_default();
+    cpus(&top.join(parent)).trim() != cpus(&top).trim()
+}
+
+/// Confine the new cpuset group `dir` to the CPUs a limit of `cpu` takes of those its parent
+/// allows ([`super::cpuset::confine`]): its `self` first (v1 wants every child's CPUs within
+/// its parent's), then the group. Returns the list written, `None` when the limit covers every
+/// CPU the parent allows.
+fn confine(dir: &super::Dir, cpu: CpuQuota) -> Result<Option<String>, CgroupError> {
+    let Some(parent) = dir.path.parent() else {
+        return Ok(None);
+    };
+    let mut allowed = read_optional(&parent.join("cpuset.effective_cpus"))?;
+    if allowed.trim().is_empty() {
+        allowed = read_optional(&parent.join("cpuset.cpus"))?;
+    }
+    let Some(list) = super::cpuset::confine(&allowed, cpu.micros, super::cpuset::launch_key())
+    else {
+        return Ok(None);
+    };
+    if dir.procs != dir.path {
+        write_file(&dir.procs.join("cpuset.cpus"), &list)?;
+    }
+    write_file(&dir.path.join("cpuset.cpus"), &list)?;
+    Ok(Some(list))
 }
 
 /// Give the cpuset `dir` its parent's cpus and memory nodes where it has none.

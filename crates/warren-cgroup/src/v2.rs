@@ -28,20 +28,48 @@ pub(super) fn create(
             version: Version::V2,
         });
     }
-    let enable: Vec<&'static str> = LIMIT_CONTROLLERS
+    let mut enable: Vec<&'static str> = LIMIT_CONTROLLERS
         .into_iter()
         .filter(|c| mount.offers(c))
         .collect();
+    // The cpuset, where a cpu limit confines the environment to its share of CPUs
+    // (`super::cpuset`); a child group with an empty `cpuset.cpus` has its parent's, so a
+    // spawner's children stay on its CPUs.
+    let confining = limits.cpu.is_some() && mount.offers("cpuset");
+    if confining {
+        enable.push("cpuset");
+    }
     enable_in_subtree(&mount.mount_point, &enable)?;
+    if confining {
+        // Every group above the new one must pass the cpuset down (`make_group` enables the
+        // controllers only in the directory right above it).
+        let mut above = mount.mount_point.join(super::PARENT);
+        let mut parts = placement.parent.as_deref().unwrap_or("").split('/');
+        loop {
+            if above.is_dir() {
+                enable_in_subtree(&above, &["cpuset"])?;
+            }
+            match parts.next() {
+                Some(part) if !part.is_empty() => above.push(part),
+                _ => break,
+            }
+        }
+    }
 
     let mut created = Created::new();
     let prep = V2Prep { enable: &enable };
     let mut dir = created.make_group(&mount.mount_point, leaf, placement, &prep)?;
     dir.controllers = enable;
-    let applied = write_limits(&dir.path, limits)?;
+    let mut applied = write_limits(&dir.path, limits)?;
+    if let (true, Some(cpu)) = (confining, limits.cpu) {
+        applied.cpus = confine(&dir, cpu)?;
+    }
     if dir.procs != dir.path {
         // The environment's view (its cgroup namespace root is `self`) shows its limits.
         write_limits(&dir.procs, limits)?;
+        if let Some(list) = &applied.cpus {
+            write_file(&dir.procs.join("cpuset.cpus"), list)?;
+        }
     }
     created.disarm();
     Ok(Cgroup {
@@ -52,6 +80,22 @@ pub(super) fn create(
         nested: placement.nested(),
         destroyed: false,
     })
+}
+
+/// Confine the new group `dir` to the CPUs a limit of `cpu` takes of those its parent allows
+/// (`cpuset.cpus.effective`, [`super::cpuset::confine`]). Returns the list written, `None`
+/// when the limit covers every CPU the parent allows.
+fn confine(dir: &super::Dir, cpu: CpuQuota) -> Result<Option<String>, CgroupError> {
+    let Some(parent) = dir.path.parent() else {
+        return Ok(None);
+    };
+    let allowed = read_optional(&parent.join("cpuset.cpus.effective"))?;
+    let Some(list) = super::cpuset::confine(&allowed, cpu.micros, super::cpuset::launch_key())
+    else {
+        return Ok(None);
+    };
+    write_file(&dir.path.join("cpuset.cpus"), &list)?;
+    Ok(Some(list))
 }
 
 /// v2: the controllers reach a directory's children only once its `cgroup.subtree_control`

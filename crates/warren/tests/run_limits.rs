@@ -195,3 +195,59 @@ fn cpu_limit_holds() {
     );
     assert!(secs > 0.05, "the loop did not run: {out}");
 }
+
+/// The CPUs the test may use, as a cpuset list's members.
+fn host_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// A cpu limit also confines the environment to `ceil(cpus)` CPUs (its cpuset), which nothing
+/// inside can widen; the positive control shows that an environment may change its own affinity
+/// where no cpuset holds it (so the probe would see a widening), and one allowed every CPU keeps
+/// them all.
+#[test]
+fn a_cpu_limit_confines_the_environment_to_as_many_cpus() {
+    let n = host_cpus();
+    if n < 2 {
+        eprintln!("skipped: this host lets the test use {n} CPU, nothing to confine");
+        return;
+    }
+    let all = format!("{:x}", (1u64 << n.min(63)) - 1);
+    // The affinity the environment has, then after asking for every CPU.
+    let probe = format!(
+        "nproc; taskset -p {all} $$ >/dev/null 2>&1; nproc; \
+         sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status"
+    );
+
+    let o = run_sh(&unique("cpuset"), &["--cpus", "0.5", "--json"], &probe);
+    assert_code(&o, 0);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["1", "1"], "half a CPU: one CPU, kept: {out}");
+    let report: serde_json::Value = serde_json::from_str(lines.last().unwrap()).unwrap();
+    let inside = lines[2];
+    assert_eq!(
+        report["applied"]["cgroup"]["limits"]["cpus"], inside,
+        "the report names the CPU the environment runs on: {out}"
+    );
+
+    // Positive control: without a cpu limit the environment narrows and widens its own
+    // affinity at will.
+    let o = run_sh(
+        &unique("cpuset"),
+        &[],
+        &format!("nproc; taskset -p 1 $$ >/dev/null; nproc; {probe}"),
+    );
+    assert_code(&o, 0);
+    let n_s = n.to_string();
+    assert_eq!(
+        stdout(&o).lines().take(4).collect::<Vec<_>>(),
+        [n_s.as_str(), "1", "1", n_s.as_str()],
+        "an unconfined environment: every CPU, one after narrowing, all again after widening"
+    );
+
+    // A limit of every CPU confines nothing.
+    let o = run_sh(&unique("cpuset"), &["--cpus", &n_s], "nproc");
+    assert_code(&o, 0);
+    assert_eq!(stdout(&o).trim(), n_s);
+}
