@@ -504,6 +504,14 @@ impl Daemon {
             let mut ready = ready;
             ready.sort_unstable();
             ready.dedup();
+            if ready.iter().any(|&t| self.is_heavy(t)) {
+                // A flooding connection's turn is about to take this CPU for up to its budget:
+                // first let run any task this turn woke here (a neighbour whose answer was
+                // just written, put on this CPU by the scheduler because the daemon woke it),
+                // instead of leaving it to wait behind the daemon for a scheduler slice. A
+                // no-op when nothing else is runnable on this CPU.
+                rustix::thread::sched_yield();
+            }
             for t in ready {
                 if self.is_heavy(t) || !events.iter().any(|e| e.data.u64() == t) {
                     self.on_env(t, EventFlags::empty());
