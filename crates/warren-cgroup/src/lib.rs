@@ -1940,22 +1940,29 @@ rw,nsdelegate,memory_recursiveprot
         std::mem::forget(plain);
         std::mem::forget(front);
 
-        // Under a spawner that is not confined, a child without limits stays out of the
-        // cpuset hierarchy (each v1 mkdir takes the host-wide cgroup mutex).
+        // Under a spawner that is not confined (and has no limits of its own but pids), a child
+        // without limits stays out of the cpuset hierarchy (each v1 mkdir takes the host-wide
+        // cgroup mutex); one with a cpu limit is confined all the same.
         let wide = layout
-            .create_placed(
-                "wide",
-                &holder(),
-                &Limits {
-                    memory: Some(MIB_64),
-                    ..Limits::default()
-                },
-            )
+            .create_placed("wide", &holder(), &Limits::default())
             .unwrap();
+        assert_eq!(
+            read(cg(tmp.path(), "cpuset/warren/wide/self/cpuset.cpus")),
+            "0-3"
+        );
         let plain = layout
             .create_placed("req-0", &under("wide"), &Limits::default())
             .unwrap();
         assert!(!cg(tmp.path(), "cpuset/warren/wide/children/req-0").exists());
+        let one = layout
+            .create_placed("req-1", &under("wide"), &with_cpus("1"))
+            .unwrap();
+        let theirs = read(cg(
+            tmp.path(),
+            "cpuset/warren/wide/children/req-1/cpuset.cpus",
+        ));
+        assert_eq!(cpu_list(&theirs).len(), 1, "{theirs}");
+        std::mem::forget(one);
         std::mem::forget(plain);
         std::mem::forget(wide);
     }

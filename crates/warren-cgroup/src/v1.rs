@@ -74,11 +74,15 @@ pub(super) fn create(
         }
     }
     // The cpuset: where a cpu limit confines the environment to its share of CPUs
-    // (`super::cpuset`), and under a confined spawner, so that its children stay on its CPUs
-    // (a child outside the hierarchy would stay in the host's cpuset, where its launcher runs).
+    // (`super::cpuset`); for a spawner, so that a child with a cpu limit has a group to be
+    // confined in; and under a confined spawner, so that its children stay on its CPUs (a child
+    // outside the hierarchy would stay in the host's cpuset, where its launcher runs).
     if !wanted.contains(&"cpuset")
         && layout.v1_hierarchy("cpuset").is_some_and(|h| {
-            parent_has(h) && (limits.cpu.is_some() || parent_confined(h, placement))
+            parent_has(h)
+                && (limits.cpu.is_some()
+                    || placement.holds_children
+                    || parent_confined(h, placement))
         })
     {
         wanted.push("cpuset");
