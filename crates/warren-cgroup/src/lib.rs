@@ -1940,11 +1940,18 @@ rw,nsdelegate,memory_recursiveprot
         std::mem::forget(plain);
         std::mem::forget(front);
 
-        // Under a spawner that is not confined (and has no limits of its own but pids), a child
-        // without limits stays out of the cpuset hierarchy (each v1 mkdir takes the host-wide
-        // cgroup mutex); one with a cpu limit is confined all the same.
+        // Under a spawner that is not confined (a memory limit only: a cpuset group for its
+        // view), a child without limits stays out of the cpuset hierarchy (each v1 mkdir takes
+        // the host-wide cgroup mutex); one with a cpu limit is confined all the same.
         let wide = layout
-            .create_placed("wide", &holder(), &Limits::default())
+            .create_placed(
+                "wide",
+                &holder(),
+                &Limits {
+                    memory: Some(MIB_64),
+                    ..Limits::default()
+                },
+            )
             .unwrap();
         assert_eq!(
             read(cg(tmp.path(), "cpuset/warren/wide/self/cpuset.cpus")),
@@ -1965,6 +1972,20 @@ rw,nsdelegate,memory_recursiveprot
         std::mem::forget(one);
         std::mem::forget(plain);
         std::mem::forget(wide);
+
+        // A spawner with no memory or cpu limit has no cpuset group (its children's views would
+        // each cost one), so on v1 its children are not confined.
+        let bare = layout
+            .create_placed("bare", &holder(), &Limits::default())
+            .unwrap();
+        assert!(!cg(tmp.path(), "cpuset/warren/bare").exists());
+        let one = layout
+            .create_placed("req-1", &under("bare"), &with_cpus("1"))
+            .unwrap();
+        assert!(!cg(tmp.path(), "cpuset/warren/bare/children").exists());
+        assert_eq!(one.info().limits.cpus, None);
+        std::mem::forget(one);
+        std::mem::forget(bare);
     }
 
     #[test]
