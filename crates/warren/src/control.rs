@@ -409,6 +409,8 @@ pub struct Attachment {
     /// the thread, which returns the new connection.
     pending: Option<(OwnedFd, std::thread::JoinHandle<OwnedFd>)>,
     r: std::sync::Arc<Reattach>,
+    /// Whether the kernel that started the environment went away while it ran.
+    outlived: bool,
 }
 
 impl Attachment {
@@ -418,11 +420,20 @@ impl Attachment {
             control: Some(control),
             pending: None,
             r: std::sync::Arc::new(r),
+            outlived: false,
         }
+    }
+
+    /// Whether the kernel that started the environment went away while it ran: then no kernel
+    /// is this launcher's parent, and its exit status reaches the kernel only through
+    /// [`record_exit`].
+    pub fn outlived_its_kernel(&self) -> bool {
+        self.outlived
     }
 
     /// Start the thread that re-attaches to a new kernel.
     fn detach(&mut self) {
+        self.outlived = true;
         eprintln!(
             "warren: the kernel went away; waiting to re-attach {}",
             self.r.name
@@ -449,6 +460,41 @@ impl Attachment {
             Err(e) => eprintln!("warren: cannot re-attach {}: {e}", self.r.name),
         }
     }
+}
+
+/// Where a launcher that outlived the kernel which started it leaves its exit status:
+/// `<state>/exits/NAME`.
+fn exit_path(state_dir: &Path, name: &str) -> PathBuf {
+    state_dir.join("exits").join(name)
+}
+
+/// Leave environment `name`'s exit status `code` for the kernel (a launcher that outlived the
+/// kernel which started it is no kernel's child, so a kernel cannot wait for it). Written whole
+/// (a temporary file renamed) before the launcher exits, so it is there when the kernel sees the
+/// launcher's pidfd turn readable.
+pub fn record_exit(state_dir: &Path, name: &str, code: i32) -> anyhow::Result<()> {
+    let path = exit_path(state_dir, name);
+    let dir = state_dir.join("exits");
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::write(&tmp, format!("{code}\n"))
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+/// Take (read and remove) the exit status [`record_exit`] left for `name`, if any.
+pub fn take_exit(state_dir: &Path, name: &str) -> Option<i32> {
+    let path = exit_path(state_dir, name);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    text.trim().parse().ok()
+}
+
+/// Forget an exit status [`record_exit`] left for `name` (a kernel re-adopting a live launcher
+/// of that name: anything there is from an earlier environment).
+pub fn forget_exit(state_dir: &Path, name: &str) {
+    let _ = std::fs::remove_file(exit_path(state_dir, name));
 }
 
 /// Register again with a new kernel, trying every [`REATTACH_RETRY`] until one accepts.

@@ -461,11 +461,12 @@ fn a_kernel_restart_keeps_the_tree_its_links_and_names() {
     assert_eq!(msgs[0]["body"], "after-restart");
     let down = msgs.iter().find(|m| m["down"].is_u64()).unwrap();
     assert_eq!(down["down"], spawned["reference"], "{msgs:?}");
-    // A launcher re-adopted by a restarted kernel is not the new kernel's child process, so
-    // its exit status is unknown: 255, as for managed environments (docs/protocol.md §16).
+    // A launcher re-adopted by a restarted kernel is not the new kernel's child process: it
+    // leaves its exit status for the kernel as it ends (docs/protocol.md §16), so the notice
+    // carries the child's own `exit 5` (not 255, the status of an unknown end).
     assert_eq!(
         down["headers"],
-        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=255"]])
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=5"]])
     );
 
     // The linked child was taken back too, under its parent, and goes with it.

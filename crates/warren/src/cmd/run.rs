@@ -864,6 +864,12 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
         Ok(x) => x,
         Err(e) => return Ok(report_error(EXIT_WARREN, error_chain(&e))),
     };
+    // A kernel that did not start this launcher cannot wait for it: it learns the status here.
+    if attachment.as_ref().is_some_and(|a| a.outlived_its_kernel()) {
+        if let Err(e) = crate::control::record_exit(state_dir, plan.name.as_str(), exit.code) {
+            eprintln!("warren: warning: cannot leave the exit status for the kernel: {e:#}");
+        }
+    }
     // The environment has ended: closing the control connection tells the kernel so.
     drop(control);
     drop(attachment);

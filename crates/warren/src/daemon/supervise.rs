@@ -285,8 +285,9 @@ impl Daemon {
                 .exit_status()
                 .or_else(|| st.terminating_signal().map(|s| 128 + s))
                 .unwrap_or(255),
-            // A re-adopted launcher is not our child: its status is unknown.
-            None => 255,
+            // A re-adopted launcher is not our child: it left its status in the state directory
+            // as it ended (`control::record_exit`); 255 when it could not.
+            None => crate::control::take_exit(&self.state_dir, &name).unwrap_or(255),
         };
         let ran = rt.started.elapsed().as_millis() as u64;
         if self.child_exited(&name, code, rt.stopping.is_some(), ran) {
@@ -759,6 +760,7 @@ impl Daemon {
                     .is_ok()
                     {
                         self.pid_tokens.insert(token, name.clone());
+                        crate::control::forget_exit(&self.state_dir, &name);
                         self.runtime.insert(
                             name.clone(),
                             Runtime {
