@@ -77,9 +77,15 @@ impl Daemon {
     /// Stops the kernel (SIGTERM: environments keep running) and starts it again on the same
     /// state directory and manifest.
     fn restart(&mut self) {
+        self.restart_after(Duration::ZERO);
+    }
+
+    /// [`Daemon::restart`], with no kernel running for `pause` in between.
+    fn restart_after(&mut self, pause: Duration) {
         let pid = rustix::process::Pid::from_child(&self.child);
         rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
         self.child.wait().unwrap();
+        std::thread::sleep(pause);
         let file = self.log.with_file_name("spaces.toml");
         self.child = Self::start(self.state.path(), &file, &self.log);
     }
@@ -375,6 +381,57 @@ fn the_escape_probe_inside_a_spawned_child_finds_nothing_open() {
     );
     let _ = sleeper.kill();
     let _ = sleeper.wait();
+}
+
+/// A child that ends while no kernel runs is not lost: its launcher leaves its exit status, and
+/// its spawner, which ran on, gets the `down` notice with it (and the reference Spawned gave)
+/// once the next kernel has taken both back.
+#[test]
+fn a_child_that_ends_while_no_kernel_runs_still_gives_its_spawner_a_down_notice() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let (holder, brief) = (unique("holder"), unique("brief"));
+    let manifest = format!(
+        "[template.{brief}]\nimage = {root:?}\ncommand = {}\nmax_instances = 1\n\n\
+         [space.{holder}]\nimage = {root:?}\ncommand = {}\nmay_spawn = [\"{brief}\"]\n",
+        sh("echo started; sleep 3; exit 7"),
+        sh(&format!(
+            "warren-msg spawn {brief} --name b && echo spawned; \
+             while true; do warren-msg recv --timeout 2000 2>/dev/null; done"
+        )),
+    );
+    let mut d = Daemon::up(dir.path(), &manifest);
+    let child = format!("{brief}-b");
+    let out = d.log_with(&holder, "spawned");
+    let spawned: Value = serde_json::from_str(out.lines().next().unwrap()).expect(&out);
+    d.log_with(&child, "started");
+    // No kernel while the child ends (it exits 3 s after it started).
+    d.restart_after(Duration::from_secs(5));
+    let mut msgs: Vec<Value> = Vec::new();
+    d.wait(
+        "the down notice of the child that ended meanwhile",
+        60,
+        || {
+            let o = d.warren().args(["logs", &holder]).output().unwrap();
+            msgs = stdout(&o)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["down"].is_u64())
+                .collect();
+            !msgs.is_empty()
+        },
+    );
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["down"], spawned["reference"], "{msgs:?}");
+    assert_eq!(
+        msgs[0]["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=7"]])
+    );
+    // Nothing of it is left: not listed, and its template may run a child again.
+    assert!(!d.names().contains(&child), "{:?}", d.names());
+    assert!(!d.state.path().join("exits").join(&child).exists());
+    d.out(&["stop", "-t", "1", &holder]);
 }
 
 /// A kernel restart keeps the tree: a child spawned under the previous kernel is taken back

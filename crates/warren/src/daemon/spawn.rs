@@ -40,7 +40,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use warren_kernel::{EnvId, EnvSpec, ExitStatus, KernelError, SpawnOrder};
+use warren_kernel::{EnvId, EnvSpec, ExitStatus, KeptChild, KernelError, SpawnOrder};
 use warren_spec::TemplateSpec;
 
 use super::Daemon;
@@ -83,6 +83,10 @@ pub(super) struct Spawns {
     /// Children whose launcher closed its control connection while still running: removed
     /// from the kernel when the launcher's exit status is known.
     ending: BTreeMap<String, EnvId>,
+    /// Children spawned under a previous kernel that ended while no kernel ran, taken back
+    /// only to give their spawner its `down` notice once it registers again: name -> (exit
+    /// status, spawner's name).
+    ended_meanwhile: BTreeMap<String, (i32, String)>,
     /// The registry changed for children and is saved at the end of this loop turn
     /// ([`Daemon::save_children`]): one save for every spawn and exit of the turn, not one
     /// each (a save writes every managed environment: with hundreds of children, saving on
@@ -307,7 +311,10 @@ impl Daemon {
         for name in self.spawns.readopting.clone() {
             if !readopted.contains(&name) {
                 self.spawns.forget(&name);
-                self.registry.envs.remove(&name);
+                self.spawns.readopting.remove(&name);
+                let kept = self.registry.envs.remove(&name).and_then(|m| m.kept);
+                self.spawns.unsaved = true;
+                self.ended_while_no_kernel_ran(&name, kept, readopted);
                 continue;
             }
             let Some(kept) = self.registry.envs.get(&name).and_then(|m| m.kept.clone()) else {
@@ -371,7 +378,67 @@ impl Daemon {
             (None, None) => self.kernel.add_env(spec, now)?,
         };
         self.kernel.relink_children(env);
+        // Its children that ended while no kernel ran end now, linked again: their `down`.
+        for child in self.kernel.children_of(env) {
+            let Some(child_name) = self.kernel.env_name(child).map(str::to_owned) else {
+                continue;
+            };
+            if let Some((code, _)) = self.spawns.ended_meanwhile.remove(&child_name) {
+                self.kernel.set_exit_status(child, ExitStatus::Code(code));
+                self.kernel.remove_env(child, now);
+                tracing::info!(
+                    "{child_name} (spawned by {name}) had ended with {code} while no kernel ran"
+                );
+            }
+        }
         Ok(env)
+    }
+
+    /// A child spawned under a previous kernel whose launcher had ended before this kernel
+    /// started: its spawner, if it runs on (`readopted`), still gets the `down` notice with the
+    /// status the launcher left (`control::record_exit`; 255 when none), once it registers
+    /// again. The child is taken back into the kernel only for that (its link); it has no
+    /// connection and is not in the registry.
+    fn ended_while_no_kernel_ran(
+        &mut self,
+        name: &str,
+        kept: Option<KeptChild>,
+        readopted: &BTreeSet<String>,
+    ) {
+        let code = crate::control::take_exit(&self.state_dir, name).unwrap_or(255);
+        let Some(kept) = kept.filter(|k| readopted.contains(&k.parent)) else {
+            return;
+        };
+        let now = self.now();
+        match self.kernel.readopt_child(name, &kept, now) {
+            Ok(_) => {
+                self.spawns
+                    .ended_meanwhile
+                    .insert(name.to_owned(), (code, kept.parent.clone()));
+            }
+            Err(e) => tracing::warn!(
+                "{name} ended while no kernel ran; its spawner's notice is lost: {e}"
+            ),
+        }
+    }
+
+    /// Environment `name` ended: children that ended while no kernel ran and waited for it to
+    /// register again (it never did) are forgotten.
+    pub(super) fn forget_ended_meanwhile(&mut self, name: &str) {
+        let waiting: Vec<String> = self
+            .spawns
+            .ended_meanwhile
+            .iter()
+            .filter(|(_, (_, parent))| parent == name)
+            .map(|(c, _)| c.clone())
+            .collect();
+        let now = self.now();
+        for child in waiting {
+            self.spawns.ended_meanwhile.remove(&child);
+            if let Some(env) = self.kernel.env_by_name(&child) {
+                self.kernel.remove_env(env, now);
+            }
+        }
     }
 
     /// A launcher's control connection closed: whether the kernel should forget the

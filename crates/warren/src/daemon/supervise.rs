@@ -271,6 +271,7 @@ impl Daemon {
             return;
         };
         let _ = epoll::delete(&self.epoll, &rt.pidfd);
+        self.forget_ended_meanwhile(&name);
         let status = rt
             .ours
             .then(|| {
