@@ -3,8 +3,8 @@
 //! The leaf is `<hierarchy>/warren/<leaf>` in each of the memory, pids and cpu hierarchies whose
 //! limit was asked for (cpu may be co-mounted as `cpu,cpuacct`; co-mounted controllers share one
 //! directory), and in the cpuset hierarchy where a cpu limit confines it to some CPUs
-//! (`super::cpuset`). Leaves found in the freezer hierarchy (made by earlier versions) are still used to
-//! kill reliably: with a freezer a fork bomb cannot outrun a SIGKILL loop.
+//! (`super::cpuset`). Leaves found in the freezer hierarchy (made by earlier versions) are still
+//! used to kill reliably: with a freezer a fork bomb cannot outrun a SIGKILL loop.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
