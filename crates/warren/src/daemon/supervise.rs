@@ -748,6 +748,14 @@ impl Daemon {
                     _ => None,
                 }
             });
+            if alive.is_none() && !self.spawns.is_child(&name) {
+                // Its launcher ended while no kernel ran, and left its status for us.
+                if let Some(code) = crate::control::take_exit(&self.state_dir, &name) {
+                    if let Some(m) = self.registry.envs.get_mut(&name) {
+                        m.last_exit = Some(code);
+                    }
+                }
+            }
             match (alive, state) {
                 (Some(pidfd), _) => {
                     let token = self.next_token;
