@@ -270,3 +270,75 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
     }
     assert!(gone, "the launch helper outlived its kernel");
 }
+
+/// How many lines of `warren logs NAME` are exactly `line`.
+fn log_lines(name: &str, line: &str) -> usize {
+    let o = warren().args(["logs", name]).output().unwrap();
+    stdout(&o).lines().filter(|l| *l == line).count()
+}
+
+/// An environment that ends while no kernel runs is judged by its restart policy when the next
+/// kernel starts, as if that kernel had seen it end: its launcher left its exit status, so a
+/// `restart = "no"` environment stays exited with that status (not started again), and an
+/// `on-failure` one that failed is started again.
+#[test]
+fn an_environment_that_ends_while_no_kernel_runs_is_judged_by_its_restart_policy() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let msg = msg_bin();
+    let k1 = start_kernel(&msg);
+    let (once, retry) = (unique("once"), unique("retry"));
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spaces.toml");
+    let space = |name: &str, restart: &str, code: i32| {
+        format!(
+            "[space.{name}]\nimage = \"{}\"\ncommand = [\"/bin/sh\", \"-c\", \"echo run; sleep 2; exit {code}\"]\nrestart = \"{restart}\"\n",
+            busybox_root().display()
+        )
+    };
+    std::fs::write(
+        &manifest,
+        space(&once, "no", 4) + &space(&retry, "on-failure", 3),
+    )
+    .unwrap();
+    let o = warren().arg("apply").arg(&manifest).output().unwrap();
+    assert_code(&o, 0);
+    for name in [&once, &retry] {
+        let mut n = 0;
+        while log_lines(name, "run") == 0 && n < 100 {
+            std::thread::sleep(Duration::from_millis(100));
+            n += 1;
+        }
+        assert_eq!(log_lines(name, "run"), 1, "{name} did not start");
+    }
+
+    // No kernel while both end (2 s after they started).
+    stop_kernel(k1);
+    std::thread::sleep(Duration::from_secs(4));
+    let k2 = start_kernel(&msg);
+
+    let gone = row(&once).expect("still managed");
+    assert_eq!(gone["state"], "exited", "{gone}");
+    assert_eq!(gone["last_exit"], 4, "{gone}");
+    let mut n = 0;
+    while log_lines(&retry, "run") < 2 && n < 100 {
+        std::thread::sleep(Duration::from_millis(100));
+        n += 1;
+    }
+    assert_eq!(
+        log_lines(&retry, "run"),
+        2,
+        "the on-failure environment was not started again"
+    );
+    assert_eq!(row(&retry).expect("managed")["last_exit"], 3);
+    assert_eq!(
+        log_lines(&once, "run"),
+        1,
+        "the restart = \"no\" environment ran again"
+    );
+
+    for name in [&once, &retry] {
+        let o = warren().args(["rm", "-f", name]).output().unwrap();
+        assert_code(&o, 0);
+    }
+    stop_kernel(k2);
+}

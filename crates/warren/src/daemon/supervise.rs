@@ -748,11 +748,21 @@ impl Daemon {
                     _ => None,
                 }
             });
+            let mut state = state;
             if alive.is_none() && !self.spawns.is_child(&name) {
-                // Its launcher ended while no kernel ran, and left its status for us.
+                // Its launcher ended while no kernel ran, and left its status for us: judged by
+                // its restart policy as if this kernel had seen it end (a `restart = "no"`
+                // environment that ended is not started again).
                 if let Some(code) = crate::control::take_exit(&self.state_dir, &name) {
+                    let now = self.now();
                     if let Some(m) = self.registry.envs.get_mut(&name) {
-                        m.last_exit = Some(code);
+                        if matches!(m.state, State::Running | State::Restarting) {
+                            let _ = after_exit(m, code, 0, now);
+                            tracing::info!("{name} ended with {code} while no kernel ran");
+                        } else {
+                            m.last_exit = Some(code);
+                        }
+                        state = m.state;
                     }
                 }
             }
