@@ -498,6 +498,15 @@ impl Daemon {
         if let Some(Conn::Control(c)) = self.conns.remove(&token) {
             let _ = epoll::delete(&self.epoll, &c.fd);
             if let Some(env) = c.env {
+                // An environment no kernel supervises (`warren run` while a kernel runs) that
+                // outlived the kernel it first registered with leaves its exit status as it ends
+                // (`control::record_exit`, before it closes this connection); nobody waits for
+                // it, so it goes now.
+                if let Some(name) = self.kernel.env_name(env) {
+                    if !self.runtime.contains_key(name) && !self.registry.envs.contains_key(name) {
+                        crate::control::forget_exit(&self.state_dir, name);
+                    }
+                }
                 if self.end_now(env) {
                     self.kernel.remove_env(env, self.now());
                 }

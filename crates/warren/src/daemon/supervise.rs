@@ -713,6 +713,16 @@ impl Daemon {
     /// At start: take charge again of launchers a previous daemon started (they kept running),
     /// and start what should run but does not.
     pub(super) fn adopt_all(&mut self) {
+        // Exit statuses left by launchers of environments no kernel supervises any more
+        // (`control::record_exit`): nobody will take them.
+        if let Ok(entries) = std::fs::read_dir(self.state_dir.join("exits")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !self.registry.envs.contains_key(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let orphans = self.end_orphaned_children();
         let names: Vec<String> = self.registry.envs.keys().cloned().collect();
         let mut readopted = BTreeSet::new();
