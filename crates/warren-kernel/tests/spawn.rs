@@ -1008,6 +1008,16 @@ fn a_restarted_kernel_takes_a_child_back_with_its_names_and_link() {
     assert_eq!(v.recv(store2).expect("store got it").body, b"put");
     assert_eq!(v.send(child2, 3, b"hi"), Response::Ok);
     assert_eq!(v.recv(front2).expect("front got it").body, b"hi");
+    // The spawner's own handles to the child are back under their numbers: its mailbox
+    // (SEND|MONITOR) reaches the child.
+    assert_eq!(
+        v.send(front2, spawned.mailbox, b"to the child"),
+        Response::Ok
+    );
+    assert_eq!(
+        v.recv(child2).expect("the child got it").body,
+        b"to the child"
+    );
 
     // The link: the child's end is its parent's `down`, with the old reference.
     v.k.set_exit_status(child2, ExitStatus::Code(7));
@@ -1021,13 +1031,27 @@ fn a_restarted_kernel_takes_a_child_back_with_its_names_and_link() {
     let (again, _) = v.spawn(front2, spawn_with(req2, &[]));
     assert!(again.reference > spawned.reference);
 
-    // A child taken back before its parent: linked when the parent registers, stopped with it.
+    // A child taken back before its parent: linked when the parent registers, stopped with it;
+    // the parent gets its handles back then, and its control handle (STOP) stops the child.
     let mut u = World::new(vec![template("req")]);
     let early = u.k.readopt_child("req-1", &kept, u.now).unwrap();
     assert_eq!(u.k.parent_of(early), None);
     let front3 = u.add("front", &["store", "secret"], &["req"]);
     u.k.relink_children(front3);
     assert_eq!(u.k.parent_of(early), Some(front3));
+    assert_eq!(
+        u.call(
+            front3,
+            Request::Stop {
+                handle: spawned.control,
+                kill: false
+            }
+        ),
+        Response::Ok
+    );
+    u.pump();
+    assert!(u.stops.iter().any(|(e, _)| *e == early), "{:?}", u.stops);
+    u.stops.clear();
     u.k.remove_env(front3, u.now);
     u.pump();
     assert!(u.stops.iter().any(|(e, _)| *e == early), "{:?}", u.stops);

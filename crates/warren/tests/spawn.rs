@@ -457,8 +457,11 @@ fn a_kernel_restart_keeps_the_tree_its_links_and_names() {
         sh("sleep 300"),
         sh(&format!(
             "warren-msg spawn {talker} --name t --grant out=1 && \
-             warren-msg spawn {sleeper} --name s >/dev/null && echo spawned; \
-             while true; do warren-msg recv --timeout 2000 2>/dev/null; done"
+             c=$(warren-msg spawn {sleeper} --name s | tr , '\\n' | grep control | cut -d: -f2) \
+             && echo spawned; \
+             while true; do m=$(warren-msg recv --timeout 2000 2>/dev/null); \
+             [ -n \"$m\" ] && echo \"$m\"; \
+             case \"$m\" in *after-restart*) warren-msg stop $c && echo stopped-sleeper;; esac; done"
         )),
     );
     let mut d = Daemon::up(dir.path(), &manifest);
@@ -511,12 +514,16 @@ fn a_kernel_restart_keeps_the_tree_its_links_and_names() {
                 .filter_map(|l| serde_json::from_str::<Value>(l).ok())
                 .filter(|v| v.get("from").is_some())
                 .collect();
-            msgs.iter().any(|m| m["down"].is_u64())
+            msgs.iter()
+                .any(|m| m["down"].is_u64() && m["from"] == child.as_str())
         },
     );
     assert_eq!(msgs[0]["from"], child.as_str(), "{msgs:?}");
     assert_eq!(msgs[0]["body"], "after-restart");
-    let down = msgs.iter().find(|m| m["down"].is_u64()).unwrap();
+    let down = msgs
+        .iter()
+        .find(|m| m["down"].is_u64() && m["from"] == child.as_str())
+        .unwrap();
     assert_eq!(down["down"], spawned["reference"], "{msgs:?}");
     // A launcher re-adopted by a restarted kernel is not the new kernel's child process: it
     // leaves its exit status for the kernel as it ends (docs/protocol.md §16), so the notice
@@ -526,14 +533,32 @@ fn a_kernel_restart_keeps_the_tree_its_links_and_names() {
         serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=5"]])
     );
 
-    // The linked child was taken back too, under its parent, and goes with it.
-    let ps = d.ps();
-    assert_eq!(ps[&linked]["state"], "running");
-    assert_eq!(ps[&linked]["parent"], holder.as_str());
-    d.out(&["stop", "-t", "1", &holder]);
-    d.wait("the linked child to stop with its parent", 30, || {
-        !d.ps().contains_key(&linked)
+    // The linked child was taken back too, under its parent, and the parent's own STOP handle
+    // to it (Spawned's `control`, from before the restart) was given back: the parent stops it
+    // with that number once the talker's message arrived.
+    d.log_with(&holder, "stopped-sleeper");
+    d.wait(
+        "the linked child to stop through its parent's handle",
+        30,
+        || !d.ps().contains_key(&linked),
+    );
+    assert!(d.ps().contains_key(&holder), "the parent runs on");
+    let mut downs = Vec::new();
+    d.wait("the linked child's down notice", 30, || {
+        let o = d.warren().args(["logs", &holder]).output().unwrap();
+        downs = stdout(&o)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["down"].is_u64() && v["from"] == linked.as_str())
+            .collect();
+        !downs.is_empty()
     });
+    assert_eq!(
+        downs[0]["headers"],
+        serde_json::json!([["warren-down", "ended"], ["warren-exit", "code=143"]]),
+        "stopped by SIGTERM: {downs:?}"
+    );
+    d.out(&["stop", "-t", "1", &holder]);
 }
 
 /// The cgroup directories of Warren's group `group` in the v1 memory hierarchy (this host).

@@ -130,6 +130,11 @@ pub struct KeptChild {
     pub reference: u64,
     /// Its initial names, in installation order.
     pub names: Vec<KeptName>,
+    /// The numbers of its spawner's own handles to it (Spawned's `mailbox`, `control`), given
+    /// back under the same numbers when both are taken back. `None` in a registry written
+    /// before they were kept.
+    #[serde(default)]
+    pub spawner_handles: Option<(Handle, Handle)>,
 }
 
 /// The header a child's `down` notice carries with its exit status.
@@ -195,6 +200,8 @@ struct Link {
     detached: bool,
     /// The reference of the parent's `down` notice.
     reference: u64,
+    /// The parent's handles to the child (Spawned's `mailbox`, `control`), once given.
+    spawner_handles: Option<(Handle, Handle)>,
 }
 
 /// Everything spawn keeps, apart from the capability objects themselves.
@@ -462,6 +469,7 @@ impl Kernel {
                 budgets: p.budgets,
                 detached: p.detach,
                 reference,
+                spawner_handles: None,
             },
         );
         if !self.envs.contains_key(&p.parent) {
@@ -485,6 +493,9 @@ impl Kernel {
         } else {
             None
         };
+        if let (Some(handles), Some(link)) = (mailbox, self.spawn.links.get_mut(&child)) {
+            link.spawner_handles = Some(handles);
+        }
         match mailbox {
             Some((mailbox, control)) => {
                 let answer = Spawned {
@@ -707,6 +718,7 @@ impl Kernel {
             detached: link.detached,
             reference: link.reference,
             names,
+            spawner_handles: link.spawner_handles,
         })
     }
 
@@ -794,11 +806,13 @@ impl Kernel {
                 budgets: Vec::new(),
                 detached: kept.detached,
                 reference: kept.reference,
+                spawner_handles: kept.spawner_handles,
             },
         );
         match parent {
             Some(p) => {
                 self.spawn.children.entry(p).or_default().insert(child);
+                self.give_back_spawner_handles(p, child);
             }
             None => {
                 self.spawn
@@ -840,6 +854,36 @@ impl Kernel {
             if let Some(link) = self.spawn.links.get_mut(&child) {
                 link.parent = env;
                 self.spawn.children.entry(env).or_default().insert(child);
+                self.give_back_spawner_handles(env, child);
+            }
+        }
+    }
+
+    /// A child taken back after a kernel restart and its spawner are both back: the spawner's
+    /// own handles to it (Spawned's `mailbox` with SEND|MONITOR and `control` with STOP) are
+    /// given back under the numbers they had, each where that number is free in the spawner's
+    /// new table and the table has room (else that handle stays lost, as every other handle a
+    /// restart loses).
+    fn give_back_spawner_handles(&mut self, parent: EnvId, child: EnvId) {
+        let Some((mailbox, control)) = self.spawn.links.get(&child).and_then(|l| l.spawner_handles)
+        else {
+            return;
+        };
+        let Some(mb) = self.envs.get(&child).map(|e| e.default_mailbox) else {
+            return;
+        };
+        for (handle, rights) in [(mailbox, CHILD_MAILBOX_RIGHTS), (control, Rights::STOP)] {
+            let free = self.envs.get(&parent).is_some_and(|e| {
+                handle != 0
+                    && !e.table.contains_key(&handle)
+                    && !e.declared_slots.values().any(|&h| h == handle)
+            });
+            if !free || !self.has_room(parent, 1) {
+                continue;
+            }
+            let cap = self.mint(Self::root_spec(mb, rights), None);
+            if let Some(e) = self.envs.get_mut(&parent) {
+                e.table.insert(handle, cap);
             }
         }
     }
