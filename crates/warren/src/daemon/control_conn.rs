@@ -28,6 +28,8 @@ pub(super) struct ControlConn {
     pub(super) env: Option<EnvId>,
     /// Whether the launcher said its environment runs.
     pub(super) started: bool,
+    /// Whether the launcher re-attached after a kernel restart (it outlived a kernel).
+    reattached: bool,
     assembly: Assembly,
     /// Descriptors received with the request being assembled.
     passed: Vec<OwnedFd>,
@@ -78,6 +80,7 @@ impl Daemon {
                         fd,
                         env: None,
                         started: false,
+                        reattached: false,
                         assembly: Assembly::default(),
                         passed: Vec::new(),
                         out: VecDeque::new(),
@@ -472,6 +475,7 @@ impl Daemon {
             c.env = Some(env);
             // A re-attached launcher's environment has been running all along.
             c.started = readopted;
+            c.reattached = readopted;
         }
         let ok = ControlResponse {
             ok: true,
@@ -499,10 +503,10 @@ impl Daemon {
             let _ = epoll::delete(&self.epoll, &c.fd);
             if let Some(env) = c.env {
                 // An environment no kernel supervises (`warren run` while a kernel runs) that
-                // outlived the kernel it first registered with leaves its exit status as it ends
-                // (`control::record_exit`, before it closes this connection); nobody waits for
-                // it, so it goes now.
-                if let Some(name) = self.kernel.env_name(env) {
+                // outlived the kernel it first registered with (so it re-attached) leaves its
+                // exit status as it ends (`control::record_exit`, before it closes this
+                // connection); nobody waits for it, so it goes now.
+                if let (true, Some(name)) = (c.reattached, self.kernel.env_name(env)) {
                     if !self.runtime.contains_key(name) && !self.registry.envs.contains_key(name) {
                         crate::control::forget_exit(&self.state_dir, name);
                     }

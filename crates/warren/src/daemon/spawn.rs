@@ -379,7 +379,13 @@ impl Daemon {
         };
         self.kernel.relink_children(env);
         // Its children that ended while no kernel ran end now, linked again: their `down`.
-        for child in self.kernel.children_of(env) {
+        // (Looked for only after a restart that left some.)
+        let waiting = if self.spawns.ended_meanwhile.is_empty() {
+            Vec::new()
+        } else {
+            self.kernel.children_of(env)
+        };
+        for child in waiting {
             let Some(child_name) = self.kernel.env_name(child).map(str::to_owned) else {
                 continue;
             };
