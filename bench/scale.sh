@@ -16,6 +16,8 @@
 #   bash bench/scale.sh               # 1,000 environments
 #   COUNT=300 bash bench/scale.sh
 #   REGISTERED=1 COUNT=10000 bash bench/scale.sh   # the daemon side alone (scale-registered.py)
+#   CPUS=0.5 bash bench/scale.sh      # every environment with `cpus = 0.5`: each is confined to
+#                                     # one CPU (its cpuset); reports how many run on each CPU
 #
 # Settings: COUNT (1000), RTT_ITERS (20000, after 2000 warm-up), BUILD (release|debug:
 # release), SKIP_BUILD (1: use the binaries already built), REGISTERED (1: environments registered
@@ -66,12 +68,13 @@ echo 'root:x:0:0:root:/:/bin/sh' > "$root/etc/passwd"
 echo 'root:x:0:' > "$root/etc/group"
 : > "$work/empty.toml"
 
-python3 - "$COUNT" "$root" > "$work/spaces.toml" <<'PY'
+python3 - "$COUNT" "$root" "${CPUS:-}" > "$work/spaces.toml" <<'PY'
 import sys
-n, root = int(sys.argv[1]), sys.argv[2]
+n, root, cpus = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+limit = f"cpus = {cpus}\n" if cpus else ""
 for i in range(n):
     nxt = f"e{(i + 1) % n}"
-    print(f'[space.e{i}]\nimage = "{root}"\nmay_send = ["{nxt}"]\nmemory = "16M"\n'
+    print(f'[space.e{i}]\nimage = "{root}"\nmay_send = ["{nxt}"]\nmemory = "16M"\n{limit}'
           f'command = ["/bin/sh", "-c", "warren-msg send {nxt} hello-{i} >/dev/null && '
           f'warren-msg recv --timeout 600000 >/dev/null && exec sleep 100000"]\n')
 PY
@@ -187,6 +190,27 @@ PY
 )
 listed=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
 [ "$listed" = "$COUNT" ] || die "ps -a lists $listed of $COUNT"
+# With CPUS: the CPUs each workload may run on (its affinity, as the kernel enforces it), counted
+# by CPU list; every workload must be confined to fewer CPUs than the host has.
+spread=
+if [ -n "${CPUS:-}" ]; then
+    spread=$(python3 - "$daemon_pid" "$(nproc)" <<'PY'
+import collections, os, sys
+counts, n = collections.Counter(), 0
+for d in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        if open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")[:2] != [b"sleep", b"100000"]:
+            continue
+        allowed = [l.split()[1] for l in open(f"/proc/{d}/status") if l.startswith("Cpus_allowed_list:")][0]
+    except (OSError, IndexError):
+        continue
+    counts[allowed] += 1
+    n += 1
+print(f"{n} workloads; " + ", ".join(f"CPU {k}: {v}" for k, v in sorted(counts.items())))
+PY
+)
+    [ -n "$spread" ] && ! echo "$spread" | grep -q "CPU 0-" || die "a workload is not confined: $spread"
+fi
 
 say "round trip with $COUNT environments running"
 rtt_big=$(rtt big)
@@ -212,6 +236,7 @@ mkdir -p "$results"
     echo "| daemon memory per environment | $(( (rss1 - rss0) * 1024 / COUNT )) bytes |"
     echo "| host processes per environment (launcher, init, workload) | $(python3 -c "print(round($procs / $COUNT, 2))") ($procs in all; pid_max $(cat /proc/sys/kernel/pid_max)) |"
     echo "| host memory per environment (PSS of those processes) | $(( pss_kib / COUNT )) KiB ($(( pss_kib / 1024 )) MiB in all) |"
+    [ -z "$spread" ] || echo "| workloads' CPUs with cpus = $CPUS | $spread |"
     echo "| kernel round trip, 2 environments | $rtt_small |"
     echo "| kernel round trip, $COUNT environments running | $rtt_big |"
     echo "| re-apply, all unchanged | $(( t4 - t3 )) ms |"

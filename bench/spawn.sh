@@ -8,7 +8,9 @@
 #      (spawn, one message, the child's `down`). Warren's block runs a template with the init
 #      (the default) and one with `init = false`;
 #   2b. the same cycle with PAR spawner environments at once (PAR=4 by default, 0 skips it):
-#      the sum of their rates, and all their cycles over the time from their start;
+#      the sum of their rates, and all their cycles over the time from their start; between
+#      two blocks of as many bwrap starts, PAR at a time, for the peer's rate side by side; and
+#      the host's CPU time per cycle and per bwrap start;
 #   3. memory of live children: the host's used memory (MemTotal - MemAvailable) before and
 #      after a parent spawns LIVE idle children, per child, with the init and without; also
 #      beyond the workload's own memory (its Pss and page tables), as the issue's target says;
@@ -189,13 +191,30 @@ for r in $(seq "$ROUNDS"); do
     if [ $((r % 2)) = 1 ]; then bwrap_block "$r"; warren_block "$r"; else warren_block "$r"; bwrap_block "$r"; fi
 done
 
-# --- 2b. the rate with PAR spawners at once (the same cycle, PAR parents started by one apply)
+# --- 2b. the rate with PAR spawners at once (the same cycle, PAR parents started by one apply),
+# between two blocks of bwrap --unshare-all starting /bin/true PAR at a time (xargs -P), the
+# same number of starts as Warren's cycles: the peer's rate side by side. Each block also counts
+# the host's CPU time (all CPUs, /proc/stat) per cycle or start; on a host with C CPUs, R per
+# second needs at most C / R seconds of CPU each.
+cpu_ticks() { awk '$1=="cpu"{print $2+$3+$4+$7+$8}' /proc/stat; }
+bwrap_rate_block() {
+    local t0 t1 c0 c1
+    c0=$(cpu_ticks); t0=$(date +%s.%N)
+    seq "$((PAR * N))" | xargs -P "$PAR" -I{} \
+        bwrap --unshare-all --die-with-parent --ro-bind "$R" / --proc /proc --dev /dev /bin/true
+    t1=$(date +%s.%N); c1=$(cpu_ticks)
+    echo "{\"mode\":\"bwrap-rate-concurrent\",\"streams\":$PAR,\"starts\":$((PAR * N)),\"wall_s\":$(python3 -c "print($t1 - $t0)"),\"cpu_s\":$(python3 -c "print(($c1 - $c0) / $(getconf CLK_TCK))")}" >>"$jsonl"
+}
 if [ "$PAR" -gt 0 ]; then
+    bwrap_rate_block
     list=$(for i in $(seq "$PAR"); do echo "par$i c $N"; done)
+    c0=$(cpu_ticks)
     t0=$(date +%s.%N)
     run_parents "$list" '{"concurrent":true}'
     t1=$(date +%s.%N)
-    echo "{\"mode\":\"spawn-rate-concurrent\",\"spawners\":$PAR,\"cycles_each\":$N,\"wall_s\":$(python3 -c "print($t1 - $t0)")}" >>"$jsonl"
+    c1=$(cpu_ticks)
+    echo "{\"mode\":\"spawn-rate-concurrent\",\"spawners\":$PAR,\"cycles_each\":$N,\"wall_s\":$(python3 -c "print($t1 - $t0)"),\"cpu_s\":$(python3 -c "print(($c1 - $c0) / $(getconf CLK_TCK))")}" >>"$jsonl"
+    bwrap_rate_block
 fi
 
 # --- 3. memory of LIVE live children of one parent, with the init and without --------------
@@ -330,7 +349,7 @@ echo "{\"mode\":\"spawn-measured\",\"launch_records\":$measured,\"walked\":$walk
 [ "$walked" = 0 ] || die "$walked launches walked the root instead of using its seal"
 
 python3 - "$jsonl" >"$table" <<'PY'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def pick(mode, **kv):
     return [r for r in rows if r["mode"] == mode and all(r.get(k) == v for k, v in kv.items())]
@@ -359,8 +378,19 @@ c = pick("spawn-rate-concurrent")
 if c:
     c = c[0]
     total = c["spawners"] * c["cycles_each"]
-    print(f"with {c['spawners']} spawners at once, sum of rates    {sum(r['cycles_per_s'] for r in conc):8.1f}"
+    rate = sum(r['cycles_per_s'] for r in conc)
+    print(f"with {c['spawners']} spawners at once, sum of rates    {rate:8.1f}"
           f"  ({total} cycles in {c['wall_s']:.2f} s from the apply: {total / c['wall_s']:.1f}/s)")
+    b = pick("bwrap-rate-concurrent")
+    if "cpu_s" in c:
+        print(f"  host CPU per cycle (from the apply)          {c['cpu_s'] * 1000 / total:8.2f} ms"
+              f"  (500/s on {os.cpu_count()} CPUs allows {os.cpu_count() * 1000 / 500:.2f} ms)")
+    if b:
+        brate = [x["starts"] / x["wall_s"] for x in b]
+        print(f"bwrap --unshare-all /bin/true, {b[0]['streams']} at a time  "
+              f"{median(brate):8.1f} starts/s  (blocks before and after: {', '.join('%.1f' % r for r in brate)})")
+        print(f"  host CPU per start                           {median([x['cpu_s'] * 1000 / x['starts'] for x in b]):8.2f} ms")
+        print(f"  Warren's cycles / bwrap's starts, per second {rate / median(brate):8.2f}  (from the apply: {total / c['wall_s'] / median(brate):.2f})")
 for m in pick("spawn-live-memory"):
     n = m["children"]
     p = m["procs"]
