@@ -201,7 +201,8 @@ bwrap_rate_block() {
     local t0 t1 c0 c1
     c0=$(cpu_ticks); t0=$(date +%s.%N)
     seq "$((PAR * N))" | xargs -P "$PAR" -I{} \
-        bwrap --unshare-all --die-with-parent --ro-bind "$R" / --proc /proc --dev /dev /bin/true
+        bwrap --unshare-all --die-with-parent --ro-bind "$R" / --proc /proc --dev /dev /bin/true ||
+        die "a bwrap start failed in the concurrent block"
     t1=$(date +%s.%N); c1=$(cpu_ticks)
     echo "{\"mode\":\"bwrap-rate-concurrent\",\"streams\":$PAR,\"starts\":$((PAR * N)),\"wall_s\":$(python3 -c "print($t1 - $t0)"),\"cpu_s\":$(python3 -c "print(($c1 - $c0) / $(getconf CLK_TCK))")}" >>"$jsonl"
 }
@@ -238,6 +239,9 @@ launchers() {
 }
 live_block() {
     local tpl=$1
+    # A holder of its own per block: a stopped holder's log stays (`warren logs`), and a new
+    # one of the same name would find the old one's "ready" line there.
+    local holder="holder-$tpl"
     # The holder of the previous block (and its children) is gone: the apply stops it.
     cp "$work/templates.toml" "$work/live.toml"
     w apply "$work/live.toml" >/dev/null || die "apply without a holder failed"
@@ -261,7 +265,7 @@ live_block() {
     slab_before=$(slab_1k_kib)
     mi_before=$(meminfo_json)
     cat >>"$work/live.toml" <<TOML
-[space.holder]
+[space.$holder]
 image = "$R"
 command = ["/bin/warren-spawn-bench", "live", "$tpl", "$LIVE"]
 may_spawn = ["$tpl"]
@@ -271,11 +275,11 @@ pids = $((LIVE * 4 + 64))
 TOML
     w apply "$work/live.toml" >/dev/null || die "apply of the holder failed"
     for _ in $(seq 1200); do
-        ready=$(w logs holder 2>/dev/null | grep '"ready"' || true)
+        ready=$(w logs "$holder" 2>/dev/null | grep '"ready"' || true)
         [ -n "$ready" ] && break
         sleep 0.5
     done
-    [ -n "$ready" ] || die "the holder did not spawn its children: $(w logs holder | tail -5)"
+    [ -n "$ready" ] || die "the holder did not spawn its children: $(w logs "$holder" | tail -5)"
     # `Spawned` answers once a child is registered; its launch may still be under way: wait
     # until every child's workload runs.
     local running=0
@@ -325,7 +329,7 @@ PY
 )
     echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"meminfo_before\":$mi_before,\"meminfo_after\":$mi_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
     # Stop the parent: its linked children go with it (counted from /proc).
-    timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 holder >/dev/null 2>&1 &
+    timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 "$holder" >/dev/null 2>&1 &
     local left
     left=$(launchers | wc -l)
     for _ in $(seq 240); do
