@@ -194,9 +194,16 @@ listed=$(WARREN_STATE_DIR="$state" "$warren" ps -a -q | wc -l)
 # by CPU list; every workload must be confined to fewer CPUs than the host has.
 spread=
 if [ -n "${CPUS:-}" ]; then
-    spread=$(python3 - "$daemon_pid" "$(nproc)" <<'PY'
+    spread=$(python3 - "$(nproc)" "$COUNT" <<'PY'
 import collections, os, sys
-counts, n = collections.Counter(), 0
+host, want = int(sys.argv[1]), int(sys.argv[2])
+def size(cpu_list):  # "0-2,5" -> 4
+    n = 0
+    for r in cpu_list.split(","):
+        a, _, b = r.partition("-")
+        n += int(b or a) - int(a) + 1
+    return n
+counts = collections.Counter()
 for d in filter(str.isdigit, os.listdir("/proc")):
     try:
         if open(f"/proc/{d}/cmdline", "rb").read().split(b"\0")[:2] != [b"sleep", b"100000"]:
@@ -205,11 +212,12 @@ for d in filter(str.isdigit, os.listdir("/proc")):
     except (OSError, IndexError):
         continue
     counts[allowed] += 1
-    n += 1
+n = sum(counts.values())
 print(f"{n} workloads; " + ", ".join(f"CPU {k}: {v}" for k, v in sorted(counts.items())))
+# Every workload found, and none allowed on every CPU of the host.
+sys.exit(0 if n == want and all(size(k) < host for k in counts) else 1)
 PY
-)
-    [ -n "$spread" ] && ! echo "$spread" | grep -q "CPU 0-" || die "a workload is not confined: $spread"
+) || die "workloads not all confined: $spread"
 fi
 
 say "round trip with $COUNT environments running"

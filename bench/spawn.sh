@@ -170,9 +170,11 @@ run_parents() {
 per_round=$(( (N + ROUNDS - 1) / ROUNDS ))
 bwrap_runs=$(( (RUNS + ROUNDS - 1) / ROUNDS ))
 [ "$bwrap_runs" -ge 10 ] || bwrap_runs=10
+# The peer's start, the same in the latency rounds (hyperfine) and in the rate blocks (2b).
+bwrap_true=(bwrap --unshare-all --die-with-parent --ro-bind "$R" / --proc /proc --dev /dev /bin/true)
 bwrap_block() {
     hyperfine -N --warmup 3 --runs "$bwrap_runs" --export-json "$work/bwrap.json" \
-        "bwrap --unshare-all --die-with-parent --ro-bind $R / --proc /proc --dev /dev /bin/true" \
+        "${bwrap_true[*]}" \
         >/dev/null 2>&1
     python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][0]; print(json.dumps({"mode":"bwrap-true","round":int(sys.argv[2]),"runs":len(r["times"]),"median_ms":r["median"]*1000,"samples_ms":[t*1000 for t in r["times"]]}))' \
         "$work/bwrap.json" "$1" >>"$jsonl"
@@ -200,8 +202,7 @@ cpu_ticks() { awk '$1=="cpu"{print $2+$3+$4+$7+$8}' /proc/stat; }
 bwrap_rate_block() {
     local t0 t1 c0 c1
     c0=$(cpu_ticks); t0=$(date +%s.%N)
-    seq "$((PAR * N))" | xargs -P "$PAR" -I{} \
-        bwrap --unshare-all --die-with-parent --ro-bind "$R" / --proc /proc --dev /dev /bin/true ||
+    seq "$((PAR * N))" | xargs -P "$PAR" -I{} "${bwrap_true[@]}" ||
         die "a bwrap start failed in the concurrent block"
     t1=$(date +%s.%N); c1=$(cpu_ticks)
     echo "{\"mode\":\"bwrap-rate-concurrent\",\"streams\":$PAR,\"starts\":$((PAR * N)),\"wall_s\":$(python3 -c "print($t1 - $t0)"),\"cpu_s\":$(python3 -c "print(($c1 - $c0) / $(getconf CLK_TCK))")}" >>"$jsonl"
