@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use warren_spec::CpuQuota;
 
 /// The directory, directly under each hierarchy's root, that holds every Warren cgroup.
@@ -112,7 +112,7 @@ pub struct Limits {
 }
 
 /// Which cgroup interface a layout or a cgroup uses.
-#[derive(Serialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Serialize, Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// The legacy interface: one hierarchy per controller (or per co-mounted group).
@@ -666,28 +666,30 @@ fn unescape_octal(field: &str) -> PathBuf {
     PathBuf::from(OsString::from_vec(out))
 }
 
+/// The kernel's v1 controllers (and v2's `io`): every name a cgroup directory may use.
+const V1_CONTROLLERS: [&str; 15] = [
+    "cpuset",
+    "cpu",
+    "cpuacct",
+    "blkio",
+    "io",
+    "memory",
+    "devices",
+    "freezer",
+    "net_cls",
+    "perf_event",
+    "net_prio",
+    "hugetlb",
+    "pids",
+    "rdma",
+    "misc",
+];
+
 /// The controller names among a v1 mount's super options (`rw,cpu,cpuacct,clone_children`).
 ///
 /// Matched against the kernel's list of v1 controllers rather than by skipping known flags, so an
 /// unfamiliar mount option is never mistaken for a controller.
 fn v1_controllers(super_options: &str) -> impl Iterator<Item = &str> {
-    const V1_CONTROLLERS: [&str; 15] = [
-        "cpuset",
-        "cpu",
-        "cpuacct",
-        "blkio",
-        "io",
-        "memory",
-        "devices",
-        "freezer",
-        "net_cls",
-        "perf_event",
-        "net_prio",
-        "hugetlb",
-        "pids",
-        "rdma",
-        "misc",
-    ];
     super_options
         .split(',')
         .filter(|o| V1_CONTROLLERS.contains(o))
@@ -699,7 +701,7 @@ fn under_root(fs_root: &Path, path: &Path) -> PathBuf {
 }
 
 /// The limits as written to the control files, for `warren inspect`.
-#[derive(Serialize, Clone, Default, PartialEq, Eq, Debug)]
+#[derive(Serialize, Deserialize, Clone, Default, PartialEq, Eq, Debug)]
 pub struct AppliedLimits {
     /// The memory limit in bytes.
     pub memory_bytes: Option<u64>,
@@ -990,6 +992,98 @@ impl Cgroup {
 impl Drop for Cgroup {
     fn drop(&mut self) {
         let _ = self.teardown();
+    }
+}
+
+/// A [`Cgroup`] as data, for handing it to another process ([`Cgroup::into_parts`],
+/// [`Cgroup::from_parts`]): whoever holds the rebuilt one removes the directories.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CgroupParts {
+    version: Version,
+    leaf: String,
+    dirs: Vec<DirParts>,
+    applied: AppliedLimits,
+    nested: bool,
+}
+
+/// One [`Dir`] as data.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+struct DirParts {
+    path: PathBuf,
+    procs: PathBuf,
+    parent: PathBuf,
+    controllers: Vec<String>,
+    hierarchy: Vec<String>,
+}
+
+impl Cgroup {
+    /// This cgroup as data, for another process to rebuild with [`Cgroup::from_parts`]; this
+    /// process then no longer removes it (nothing is killed or removed here).
+    pub fn into_parts(mut self) -> CgroupParts {
+        let parts = CgroupParts {
+            version: self.version,
+            leaf: std::mem::take(&mut self.leaf),
+            dirs: std::mem::take(&mut self.dirs)
+                .into_iter()
+                .map(|d| DirParts {
+                    path: d.path,
+                    procs: d.procs,
+                    parent: d.parent,
+                    controllers: d.controllers.iter().map(|c| (*c).to_owned()).collect(),
+                    hierarchy: d.hierarchy,
+                })
+                .collect(),
+            applied: self.applied.clone(),
+            nested: self.nested,
+        };
+        // Handed over: the drop has nothing left to remove.
+        self.destroyed = true;
+        parts
+    }
+
+    /// The cgroup [`Cgroup::into_parts`] described, owned by the caller from now on (dropping
+    /// or destroying it kills what is inside and removes it). Fails, naming the directory,
+    /// when one of its directories does not exist, and for a name that is no controller.
+    pub fn from_parts(parts: CgroupParts) -> Result<Cgroup, CgroupError> {
+        let mut dirs = Vec::with_capacity(parts.dirs.len());
+        for d in parts.dirs {
+            if !d.path.is_dir() {
+                return Err(CgroupError::Read {
+                    path: d.path,
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+            let mut controllers = Vec::with_capacity(d.controllers.len());
+            for c in &d.controllers {
+                match V1_CONTROLLERS.iter().find(|k| **k == c.as_str()) {
+                    Some(k) => controllers.push(*k),
+                    None => {
+                        return Err(CgroupError::Read {
+                            path: d.path,
+                            source: io::Error::new(
+                                io::ErrorKind::InvalidData,
+                                format!("a handed-over cgroup names controller {c:?}"),
+                            ),
+                        });
+                    }
+                }
+            }
+            dirs.push(Dir {
+                path: d.path,
+                procs: d.procs,
+                parent: d.parent,
+                controllers,
+                hierarchy: d.hierarchy,
+            });
+        }
+        Ok(Cgroup {
+            version: parts.version,
+            leaf: parts.leaf,
+            dirs,
+            applied: parts.applied,
+            nested: parts.nested,
+            destroyed: false,
+        })
     }
 }
 
@@ -1600,6 +1694,37 @@ rw,nsdelegate,memory_recursiveprot
             (applied.cpu_quota_us, applied.cpu_period_us),
             (Some(50_000), Some(100_000))
         );
+    }
+
+    #[test]
+    fn a_cgroup_handed_over_as_parts_is_the_same_cgroup_and_stays_until_its_new_owner_ends() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = layout(tmp.path(), HYBRID, "hugetlb\n");
+        let cgroup = layout.create("web", &limits()).unwrap();
+        let (paths, info, view) = (cgroup.paths(), cgroup.info(), cgroup.view());
+        let parts = cgroup.into_parts();
+        // The old owner's part is over, and removed nothing.
+        assert!(paths.iter().all(|p| p.is_dir()), "{paths:?}");
+        let text = serde_json::to_string(&parts).unwrap();
+        let back: CgroupParts = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, parts);
+        let rebuilt = Cgroup::from_parts(back).unwrap();
+        assert_eq!(rebuilt.paths(), paths);
+        assert_eq!(rebuilt.info(), info);
+        assert_eq!(rebuilt.view(), view);
+        fs::write(paths[0].join("memory.oom_control"), "oom_kill 2\n").unwrap();
+        assert_eq!(rebuilt.oom_kills(), Some(2));
+
+        // Parts whose directory went away, or that name no controller, are refused by name.
+        let gone = rebuilt.into_parts();
+        fs::remove_dir_all(&paths[1]).unwrap();
+        let err = Cgroup::from_parts(gone.clone()).unwrap_err().to_string();
+        assert!(err.contains(&paths[1].display().to_string()), "{err}");
+        let mut odd = gone;
+        odd.dirs.remove(1);
+        odd.dirs[0].controllers = vec!["memory".into(), "nonsense".into()];
+        let err = Cgroup::from_parts(odd).unwrap_err();
+        assert!(format!("{err:?}").contains("nonsense"), "{err:?}");
     }
 
     #[test]

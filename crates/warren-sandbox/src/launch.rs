@@ -39,18 +39,18 @@ use crate::step::Step;
 /// Fields drop in declaration order after `drop` has run: the network before the uid range
 /// (the host end of the veth is named after the range's slot), the name last.
 #[derive(Debug, Default)]
-struct Taken {
+pub(crate) struct Taken {
     /// The child, once forked: its pid, its pidfd, and whether it has been reaped.
-    child: Option<(i32, OwnedFd)>,
-    reaped: bool,
-    cgroup: Option<Cgroup>,
+    pub(crate) child: Option<(i32, OwnedFd)>,
+    pub(crate) reaped: bool,
+    pub(crate) cgroup: Option<Cgroup>,
     /// The signal mask to restore, while the forwarded signals are blocked.
     blocked: Option<warren_sys::SignalSet>,
     /// The signalfd the forwarded signals are read from.
     signals: Option<OwnedFd>,
-    net: Option<crate::net::Prepared>,
-    uids: Option<UidRange>,
-    name: Option<Held>,
+    pub(crate) net: Option<crate::net::Prepared>,
+    pub(crate) uids: Option<UidRange>,
+    pub(crate) name: Option<Held>,
 }
 
 impl Drop for Taken {
@@ -72,14 +72,23 @@ impl Drop for Taken {
 /// A running environment. Dropping it kills the environment and releases everything.
 #[derive(Debug)]
 pub struct Running {
-    pid: i32,
-    taken: Taken,
-    /// The seccomp filter's listener, when refusals go to the launcher (`refusals`).
-    refusals: Option<Refusals>,
+    sup: Supervised,
     /// With `-t`: the pty's master, until the caller takes it.
     pty: Option<OwnedFd>,
     /// What isolation was applied.
     pub applied: Applied,
+}
+
+/// A launched environment as its waiter holds it: the child, everything its launch took, and
+/// its seccomp refusals. Part of a [`Running`] in the launcher; rebuilt from a
+/// [`crate::handoff::HandOff`] in a process that takes the environment over. Dropping it kills
+/// the environment and releases everything.
+#[derive(Debug)]
+pub struct Supervised {
+    pid: i32,
+    pub(crate) taken: Taken,
+    /// The seccomp filter's listener, when refusals go to the launcher (`refusals`).
+    pub(crate) refusals: Option<Refusals>,
 }
 
 /// How an environment's main process ended.
@@ -490,7 +499,7 @@ fn fork(
     seccomp: Option<&warren_seccomp::Program>,
     env: &[(String, String)],
     taken: &mut Taken,
-    fault: Fault,
+    (fault, parentage): (Fault, Parentage),
 ) -> Result<(i32, ParentEnds), LaunchError> {
     let pipe = |what: &str| {
         rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
@@ -597,8 +606,13 @@ fn fork(
         Some(AttachHandles::CloneInto(fd)) => Some(fd.as_fd()),
         _ => None,
     };
-    let forked = warren_sys::fork_into_namespaces(flags, clone_into)
-        .map_err(parent_err(Step::Clone, "clone3 into new namespaces"))?;
+    let forked = match parentage {
+        Parentage::Launcher => warren_sys::fork_into_namespaces(flags, clone_into),
+        Parentage::LaunchersParent => {
+            warren_sys::fork_into_namespaces_as_sibling(flags, clone_into)
+        }
+    }
+    .map_err(parent_err(Step::Clone, "clone3 into new namespaces"))?;
     match forked {
         warren_sys::Forked::Child => {
             drop(go_wr);
@@ -844,6 +858,30 @@ pub fn launch_with_mailbox(
     mailbox: Option<OwnedFd>,
     measure: &mut dyn Measure,
 ) -> Result<Running, LaunchError> {
+    launch_as(plan, state, mailbox, measure, Parentage::Launcher)
+}
+
+/// Whose child the environment's first process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parentage {
+    /// The launcher's: only the launcher can wait for it, and it dies with the launcher.
+    Launcher,
+    /// The launcher's parent's (`CLONE_PARENT`): the launcher may end while the environment
+    /// runs and hand it to its parent ([`crate::handoff`]), which then waits for it; it dies
+    /// with that parent (the parent-death signal follows the parent). Until the launch is
+    /// complete the launcher still controls it: a launcher that dies first leaves the child
+    /// waiting for a start that never comes, and it exits.
+    LaunchersParent,
+}
+
+/// [`launch_with_mailbox`], with the environment's first process the child of `parentage`.
+pub fn launch_as(
+    plan: &LaunchPlan,
+    state: &StateDir,
+    mailbox: Option<OwnedFd>,
+    measure: &mut dyn Measure,
+    parentage: Parentage,
+) -> Result<Running, LaunchError> {
     let started = std::time::Instant::now();
     let fault = preflight(plan)?;
     let mut features = check_features(plan, fault)?;
@@ -852,7 +890,15 @@ pub fn launch_with_mailbox(
     claim(plan, state, &mut taken, fault)?;
     create_cgroup(plan, state, features.layout.as_ref(), &mut taken, fault)?;
     let env = workload_env(plan, mailbox.is_some());
-    let (pid, mut ends) = fork(plan, state, mailbox, seccomp, &env, &mut taken, fault)?;
+    let (pid, mut ends) = fork(
+        plan,
+        state,
+        mailbox,
+        seccomp,
+        &env,
+        &mut taken,
+        (fault, parentage),
+    )?;
     // An image root is idmapped; a rootfs root's copy is the child's to attach as it is,
     // unless it is the lower layer of a writable root: idmapped too, so that root inside owns
     // what host root owns there and can change it (in the overlay's upper layer).
@@ -914,9 +960,11 @@ pub fn launch_with_mailbox(
     applied.net = taken.net.as_ref().map(|n| n.info());
     applied.launch_us = started.elapsed().as_micros() as u64;
     Ok(Running {
-        pid,
-        taken,
-        refusals,
+        sup: Supervised {
+            pid,
+            taken,
+            refusals,
+        },
         pty,
         applied,
     })
@@ -1121,6 +1169,53 @@ impl Running {
     /// With `-t`: the master of the workload's pty (once; `None` after, or without `-t`).
     pub fn take_pty(&mut self) -> Option<OwnedFd> {
         self.pty.take()
+    }
+
+    /// The workload's pid in the host's pid namespace.
+    pub fn pid(&self) -> i32 {
+        self.sup.pid()
+    }
+
+    /// [`Supervised::write_record`].
+    pub fn write_record(&mut self, record: &[u8]) -> std::io::Result<()> {
+        self.sup.write_record(record)
+    }
+
+    /// [`Supervised::signal`].
+    pub fn signal(&self, signal: Signal) -> std::io::Result<()> {
+        self.sup.signal(signal)
+    }
+
+    /// [`Supervised::wait`].
+    pub fn wait(self, log: &mut dyn FnMut(&str)) -> Result<ExitState, LaunchError> {
+        self.sup.wait(log)
+    }
+
+    /// [`Supervised::wait_idle`].
+    pub fn wait_idle(
+        self,
+        log: &mut dyn FnMut(&str),
+        idle: Option<(std::time::Duration, &mut dyn FnMut())>,
+        side: &mut [&mut dyn Sidework],
+    ) -> Result<ExitState, LaunchError> {
+        self.sup.wait_idle(log, idle, side)
+    }
+
+    /// The environment without what only its launcher uses (the pty and the record of what
+    /// was applied), for handing over ([`crate::handoff::HandOff::new`]).
+    pub fn into_supervised(self) -> Supervised {
+        self.sup
+    }
+}
+
+impl Supervised {
+    /// Rebuilt from handed-over parts (`handoff`).
+    pub(crate) fn from_parts(pid: i32, taken: Taken, refusals: Option<Refusals>) -> Supervised {
+        Supervised {
+            pid,
+            taken,
+            refusals,
+        }
     }
 
     /// The workload's pid in the host's pid namespace.

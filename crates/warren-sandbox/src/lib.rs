@@ -27,6 +27,7 @@ mod confine;
 pub mod error;
 pub mod etcfiles;
 pub mod features;
+pub mod handoff;
 pub mod hook;
 pub mod launch;
 pub mod net;
@@ -44,7 +45,9 @@ pub mod step;
 pub use applied::{Applied, Measurement};
 pub use error::LaunchError;
 pub use hook::Measure;
-pub use launch::{ExitState, Running, Sidework, launch, launch_with_mailbox};
+pub use launch::{
+    ExitState, Parentage, Running, Sidework, Supervised, launch, launch_as, launch_with_mailbox,
+};
 pub use plan::{
     INIT_PREFIX, LaunchPlan, MountKind, MountSpec, PreparedTree, Protection, RootSource, RunAs,
     search_path,

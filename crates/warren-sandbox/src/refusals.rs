@@ -162,6 +162,18 @@ pub(crate) struct Refusals {
     added: Vec<String>,
 }
 
+/// [`Refusals`] as data (the listener travels beside it).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct RefusalsParts {
+    environment: String,
+    counts: Vec<(u32, u64)>,
+    others: u64,
+    overflow_noted: bool,
+    lines: Vec<String>,
+    strict: bool,
+    added: Vec<String>,
+}
+
 impl Refusals {
     pub(crate) fn new(
         listener: OwnedFd,
@@ -181,6 +193,33 @@ impl Refusals {
             strict,
             added: added.to_vec(),
         }
+    }
+
+    /// What it has seen, as data, and the listener, for another process to take over
+    /// ([`Refusals::from_parts`]).
+    pub(crate) fn into_parts(self) -> (RefusalsParts, OwnedFd) {
+        (
+            RefusalsParts {
+                environment: self.environment,
+                counts: self.counts.into_iter().collect(),
+                others: self.others,
+                overflow_noted: self.overflow_noted,
+                lines: self.lines,
+                strict: self.strict,
+                added: self.added,
+            },
+            self.listener,
+        )
+    }
+
+    /// [`Refusals::into_parts`] undone, in the process that takes the listener over.
+    pub(crate) fn from_parts(parts: RefusalsParts, listener: OwnedFd) -> Refusals {
+        let mut r = Refusals::new(listener, &parts.environment, parts.strict, &parts.added);
+        r.counts = parts.counts.into_iter().take(DISTINCT).collect();
+        r.others = parts.others;
+        r.overflow_noted = parts.overflow_noted;
+        r.lines = parts.lines;
+        r
     }
 
     /// The listener, to poll for `POLLIN`.

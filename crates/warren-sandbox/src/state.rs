@@ -93,10 +93,53 @@ impl Held {
     }
 }
 
+impl Held {
+    /// The lock's descriptor and path, for another process to hold it ([`Held::from_parts`]):
+    /// the lock stays taken as long as any copy of the descriptor is open, and this `Held` no
+    /// longer removes the file.
+    pub fn into_parts(self) -> std::io::Result<(std::os::fd::OwnedFd, PathBuf)> {
+        let fd = self.dup()?;
+        Ok((fd, self.disarm()))
+    }
+
+    /// A copy of the lock's descriptor (the lock is the open file's, shared by every copy).
+    pub(crate) fn dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        Ok(self.file.try_clone()?.into())
+    }
+
+    /// Let go of the file without removing it: the lock stays with the copies of its
+    /// descriptor ([`Held::dup`]). Returns the path.
+    pub(crate) fn disarm(mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
+    }
+
+    /// The lock [`Held::into_parts`] handed over, held by the caller from now on (dropping it
+    /// removes the file and releases the lock). Fails when `path` is not the file `fd` is open
+    /// on (a lock file is removed by its holder only).
+    pub fn from_parts(fd: std::os::fd::OwnedFd, path: PathBuf) -> Result<Held, StateError> {
+        let file = File::from(fd);
+        let lock_err = |source| StateError::Lock {
+            path: path.clone(),
+            source,
+        };
+        let ours = file.metadata().map_err(lock_err)?;
+        let there = std::fs::metadata(&path).map_err(lock_err)?;
+        if (there.ino(), there.dev()) != (ours.ino(), ours.dev()) {
+            return Err(lock_err(std::io::Error::other(
+                "the handed-over descriptor is not open on this lock file",
+            )));
+        }
+        Ok(Held { file, path })
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         // Unlink first, while the lock is still ours; closing the file then drops the lock.
-        let _ = std::fs::remove_file(&self.path);
+        // (Nothing to unlink once handed over: `into_parts` took the path.)
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -356,6 +399,56 @@ pub struct UidRange {
     _held: Held,
 }
 
+/// A [`UidRange`] as data (its lock's descriptor travels beside it), for another process to
+/// hold it ([`UidRange::into_parts`], [`UidRange::from_parts`]).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct UidRangeParts {
+    /// The slot number.
+    pub slot: u32,
+    /// The first host uid (and gid).
+    pub host_base: u32,
+    /// How many ids.
+    pub size: u32,
+    /// The slot's lock file.
+    pub lock: PathBuf,
+}
+
+impl UidRange {
+    /// The range as data and its lock's descriptor; see [`Held::into_parts`].
+    pub fn into_parts(self) -> std::io::Result<(UidRangeParts, std::os::fd::OwnedFd)> {
+        let fd = self.dup()?;
+        Ok((self.disarm(), fd))
+    }
+
+    /// [`Held::dup`] of the range's lock.
+    pub(crate) fn dup(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self._held.dup()
+    }
+
+    /// [`Held::disarm`] of the range's lock: the range as data.
+    pub(crate) fn disarm(self) -> UidRangeParts {
+        UidRangeParts {
+            slot: self.slot,
+            host_base: self.host_base,
+            size: self.size,
+            lock: self._held.disarm(),
+        }
+    }
+
+    /// The range [`UidRange::into_parts`] handed over, held by the caller from now on.
+    pub fn from_parts(
+        parts: UidRangeParts,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<UidRange, StateError> {
+        Ok(UidRange {
+            slot: parts.slot,
+            host_base: parts.host_base,
+            size: parts.size,
+            _held: Held::from_parts(fd, parts.lock)?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -405,6 +498,40 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_handed_over_name_and_uid_range_stay_taken_until_the_new_holder_lets_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::with_uid_registry(tmp.path().join("s"), tmp.path().join("uids"));
+        let name = state.claim_name("web").unwrap();
+        let uids = state.claim_uid_range().unwrap();
+        let slot = uids.slot;
+        let (name_fd, name_path) = name.into_parts().unwrap();
+        let (parts, uid_fd) = uids.into_parts().unwrap();
+        // The old holders are gone: the descriptors alone keep both taken, files in place.
+        assert!(state.name_in_use("web").unwrap());
+        assert!(name_path.exists() && parts.lock.exists());
+        let text = serde_json::to_string(&parts).unwrap();
+        let parts: UidRangeParts = serde_json::from_str(&text).unwrap();
+        assert_eq!(parts.slot, slot);
+        // A descriptor on another file is refused, naming the lock file.
+        let other = std::fs::File::create(tmp.path().join("other")).unwrap();
+        let err = Held::from_parts(other.into(), name_path.clone()).unwrap_err();
+        assert!(
+            err.to_string().contains(&name_path.display().to_string()),
+            "{err}"
+        );
+        let name = Held::from_parts(name_fd, name_path.clone()).unwrap();
+        let uids = UidRange::from_parts(parts.clone(), uid_fd).unwrap();
+        assert_eq!((uids.slot, uids.host_base), (slot, parts.host_base));
+        assert!(state.name_in_use("web").unwrap());
+        drop(name);
+        drop(uids);
+        // The new holder released both: files removed, the name free again.
+        assert!(!name_path.exists() && !parts.lock.exists());
+        assert!(!state.name_in_use("web").unwrap());
+        assert!(state.claim_name("web").is_ok());
+    }
 
     #[test]
     fn a_record_replaces_the_lock_files_content_in_place() {

@@ -93,6 +93,21 @@ struct CloneArgs {
 /// every lock another thread may have held (the allocator's among them), and only the calling
 /// thread exists in it. Warren's launcher is single-threaded by construction.
 pub unsafe fn clone_process(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { clone_process_as(namespaces, cgroup, false) }
+}
+
+/// [`clone_process`]; with `sibling`, the child's parent is the caller's own parent
+/// (`CLONE_PARENT`), as with [`fork_sibling`].
+///
+/// # Safety
+///
+/// As [`clone_process`].
+unsafe fn clone_process_as(
+    namespaces: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+    sibling: bool,
+) -> io::Result<Forked> {
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
@@ -101,6 +116,11 @@ pub unsafe fn clone_process(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
         exit_signal: libc::SIGCHLD as u64,
         ..CloneArgs::default()
     };
+    if sibling {
+        // With CLONE_PARENT, clone3 wants exit_signal 0: the child takes the caller's.
+        args.flags |= libc::CLONE_PARENT as u64;
+        args.exit_signal = 0;
+    }
     if let Some(fd) = cgroup {
         args.flags |= CLONE_INTO_CGROUP;
         args.cgroup = fd.as_raw_fd() as u64;
@@ -175,6 +195,22 @@ pub fn fork_into_namespaces(namespaces: u64, cgroup: Option<BorrowedFd<'_>>) -> 
     // SAFETY: the process has exactly one thread (checked just above), which is the contract
     // of clone_process.
     unsafe { clone_process(namespaces, cgroup) }
+}
+
+/// [`fork_into_namespaces`], the child being the caller's sibling: its parent is the caller's
+/// own parent (`CLONE_PARENT`), which is signalled when it ends and alone may wait for it. Its
+/// pidfd still lets the caller signal it and see it end (a pidfd turns readable on exit).
+///
+/// A launcher whose environment is so its parent's child may end while the environment runs,
+/// leaving the environment to its parent, which can take over waiting for it.
+pub fn fork_into_namespaces_as_sibling(
+    namespaces: u64,
+    cgroup: Option<BorrowedFd<'_>>,
+) -> io::Result<Forked> {
+    single_threaded()?;
+    // SAFETY: the process has exactly one thread (checked just above), which is the contract
+    // of clone_process_as.
+    unsafe { clone_process_as(namespaces, cgroup, true) }
 }
 
 /// Fork the calling process as a sibling: the child's parent is the caller's own parent
