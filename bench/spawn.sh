@@ -290,6 +290,9 @@ TOML
         sleep 0.2
     done
     [ "$running" -ge "$LIVE" ] || die "only $running of $LIVE children run"
+    # Each launcher hands its child to the kernel's launch waiter after the child's first
+    # second, and ends: measure once they have.
+    for _ in $(seq 60); do [ -z "$(launchers)" ] && break; sleep 0.5; done
     sleep 3
     after=$(used_kib)
     slab_after=$(slab_1k_kib)
@@ -329,12 +332,14 @@ print(json.dumps({"processes": {k: v[0] for k, v in kinds.items()},
 PY
 )
     echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"meminfo_before\":$mi_before,\"meminfo_after\":$mi_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
-    # Stop the parent: its linked children go with it (counted from /proc).
+    # Stop the parent: its linked children go with it (their workloads and launchers, counted
+    # from /proc).
     timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 "$holder" >/dev/null 2>&1 &
     local left
-    left=$(launchers | wc -l)
+    left_now() { echo $(( $(launchers | wc -l) + $(pgrep -xc -f "/bin/warren-spawn-bench idle" || true) )); }
+    left=$(left_now)
     for _ in $(seq 240); do
-        left=$(launchers | wc -l)
+        left=$(left_now)
         [ "$left" = 0 ] && break
         sleep 0.5
     done

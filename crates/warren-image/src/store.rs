@@ -168,6 +168,14 @@ pub struct ResolvedImage {
     _lock: OwnedFd,
 }
 
+impl ResolvedImage {
+    /// The shared lock that keeps the root in the store, for another process to hold until the
+    /// environment ends (a launcher handing its environment over).
+    pub fn into_lock(self) -> OwnedFd {
+        self._lock
+    }
+}
+
 /// The store at `<data-dir>/images`.
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -42,8 +42,8 @@ use crate::state::{Held, UidRange, UidRangeParts};
 /// yet written are bounded by the number of syscalls counted one by one).
 pub const MAX_PACKET: usize = 64 * 1024;
 
-/// Most descriptors a hand-off carries.
-const MAX_FDS: usize = 4;
+/// Most descriptors a hand-off carries (its own four and the caller's extra ones).
+pub const MAX_FDS: usize = 16;
 
 /// Why a hand-off could not be made, sent or taken over.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,12 @@ struct Description {
     name: Option<std::path::PathBuf>,
     uids: Option<UidRangeParts>,
     refusals: Option<RefusalsParts>,
+    /// What the caller sends along ([`HandOff::with_extra`]), and how many descriptors of its
+    /// own follow the hand-off's.
+    #[serde(default)]
+    extra: serde_json::Value,
+    #[serde(default)]
+    extra_fds: usize,
 }
 
 /// A running environment on its way from one process to another.
@@ -151,9 +157,30 @@ impl HandOff {
                 name,
                 uids,
                 refusals,
+                extra: serde_json::Value::Null,
+                extra_fds: 0,
             },
             fds,
         })
+    }
+
+    /// Send `data` and `fds` along with the environment (what the caller's own waiting needs:
+    /// its log, its kernel connection). At most [`MAX_FDS`] descriptors in all.
+    pub fn with_extra(mut self, data: serde_json::Value, fds: Vec<OwnedFd>) -> HandOff {
+        self.description.extra = data;
+        self.description.extra_fds += fds.len();
+        self.fds.extend(fds);
+        self
+    }
+
+    /// Take what the sender sent along ([`HandOff::with_extra`]).
+    pub fn take_extra(&mut self) -> (serde_json::Value, Vec<OwnedFd>) {
+        let n = std::mem::take(&mut self.description.extra_fds);
+        let at = self.fds.len() - n;
+        (
+            std::mem::take(&mut self.description.extra),
+            self.fds.split_off(at),
+        )
     }
 
     /// The environment's first process, in the sender's pid namespace.
@@ -161,14 +188,22 @@ impl HandOff {
         self.description.pid
     }
 
-    /// Send it on `sock` (a `SOCK_SEQPACKET` socket) in one packet.
-    pub fn send(self, sock: BorrowedFd<'_>) -> Result<(), HandOffError> {
+    /// Send it on `sock` (a `SOCK_SEQPACKET` socket) in one packet. After a failure, the
+    /// sender still holds every part: [`HandOff::take_over`] in a process that is not the
+    /// environment's parent then ends it and releases them.
+    pub fn send(&self, sock: BorrowedFd<'_>) -> Result<(), HandOffError> {
         let body = serde_json::to_vec(&self.description)
             .map_err(|e| HandOffError::Malformed(e.to_string()))?;
         if body.len() > MAX_PACKET {
             return Err(HandOffError::Malformed(format!(
                 "a description of {} bytes (at most {MAX_PACKET})",
                 body.len()
+            )));
+        }
+        if self.fds.len() > MAX_FDS {
+            return Err(HandOffError::Malformed(format!(
+                "{} descriptors (at most {MAX_FDS})",
+                self.fds.len()
             )));
         }
         let fds: Vec<BorrowedFd<'_>> = self.fds.iter().map(AsFd::as_fd).collect();
@@ -219,6 +254,12 @@ impl HandOff {
         if got.bytes == 0 && fds.is_empty() {
             return Ok(None);
         }
+        if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+            return Err(HandOffError::Malformed(format!(
+                "its descriptors were cut short ({} arrived; is this process out of descriptors?)",
+                fds.len()
+            )));
+        }
         if got.bytes > MAX_PACKET {
             return Err(HandOffError::Malformed(format!(
                 "a packet larger than {MAX_PACKET} bytes"
@@ -229,7 +270,8 @@ impl HandOff {
         let want = 1
             + usize::from(description.name.is_some())
             + usize::from(description.uids.is_some())
-            + usize::from(description.refusals.is_some());
+            + usize::from(description.refusals.is_some())
+            + description.extra_fds;
         if fds.len() != want {
             return Err(HandOffError::Malformed(format!(
                 "{} descriptors where the description calls for {want}",
@@ -240,25 +282,53 @@ impl HandOff {
     }
 
     /// Become the environment's waiter: the [`Supervised`] the sender held, whose wait collects
-    /// the status and releases everything. The caller must be the environment's parent
+    /// the status and releases everything (take what was sent along first: it is dropped). The caller must be the environment's parent
     /// ([`HandOffError::NotParent`] otherwise). If that or a part cannot be taken back, the
     /// environment is killed and what was taken back released.
     pub fn take_over(self) -> Result<Supervised, HandOffError> {
+        self.rebuild(false)
+    }
+
+    /// [`HandOff::take_over`] of an environment whose first process this process has already
+    /// reaped (its end came before its hand-off): give the status it collected to
+    /// [`Supervised::finish_reaped`]. Refused ([`HandOffError::NotParent`]: it is killed and
+    /// everything released) when that process still runs.
+    pub fn take_over_ended(self) -> Result<Supervised, HandOffError> {
+        self.rebuild(true)
+    }
+
+    fn rebuild(mut self, ended: bool) -> Result<Supervised, HandOffError> {
+        drop(self.take_extra());
         let HandOff { description, fds } = self;
         let mut fds = fds.into_iter();
         let pidfd = fds.next().expect("counted on receipt");
         let pid = description.pid;
         // Without reaping (NOWAIT), whether it is ours to wait for at all. If it is not, it is
-        // killed and what it held released all the same: nothing is left behind.
-        let probe = waitid(
-            WaitId::PidFd(pidfd.as_fd()),
-            WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
-        );
-        let ours = !matches!(probe, Err(rustix::io::Errno::CHILD));
+        // killed and what it held released all the same: nothing is left behind. An ended one
+        // must be gone (a signal to its pidfd finds no process).
+        let ours = if ended {
+            // A pidfd turns readable once its process has ended.
+            let mut fds = [rustix::event::PollFd::new(
+                &pidfd,
+                rustix::event::PollFlags::IN,
+            )];
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+        } else {
+            let probe = waitid(
+                WaitId::PidFd(pidfd.as_fd()),
+                WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT,
+            );
+            !matches!(probe, Err(rustix::io::Errno::CHILD))
+        };
         // From here on, a failure kills the child (`Taken`'s drop) and releases what is held.
         let mut taken = Taken::default();
         if ours {
             taken.child = Some((pid, pidfd));
+            taken.reaped = ended;
         } else {
             let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
         }

@@ -1265,9 +1265,35 @@ impl Supervised {
     pub fn wait_idle(
         mut self,
         log: &mut dyn FnMut(&str),
-        mut idle: Option<(std::time::Duration, &mut dyn FnMut())>,
+        idle: Option<(std::time::Duration, &mut dyn FnMut())>,
         side: &mut [&mut dyn Sidework],
     ) -> Result<ExitState, LaunchError> {
+        self.watch(log, idle, side, None)?;
+        self.finish()
+    }
+
+    /// [`Supervised::wait_idle`]'s work for at most `limit`, without collecting the status:
+    /// whether the workload has ended (its pidfd turned readable). For a launcher whose
+    /// environment is its parent's child ([`Parentage::LaunchersParent`]), which hands it over
+    /// once it has run that long or ended, whichever comes first.
+    pub fn watch_for(
+        &mut self,
+        limit: std::time::Duration,
+        log: &mut dyn FnMut(&str),
+        side: &mut [&mut dyn Sidework],
+    ) -> Result<bool, LaunchError> {
+        self.watch(log, None, side, Some(std::time::Instant::now() + limit))
+    }
+
+    /// Poll the pidfd, the forwarded signals, the refusals and `side` until the workload ends
+    /// (true) or `until` passes (false).
+    fn watch(
+        &mut self,
+        log: &mut dyn FnMut(&str),
+        mut idle: Option<(std::time::Duration, &mut dyn FnMut())>,
+        side: &mut [&mut dyn Sidework],
+        until: Option<std::time::Instant>,
+    ) -> Result<bool, LaunchError> {
         let began = std::time::Instant::now();
         let mut terminations = 0;
         let mut listening = true;
@@ -1293,12 +1319,20 @@ impl Supervised {
                     })
                 })
                 .collect();
-            let timeout = idle.as_ref().map(|(after, _)| {
-                let left = after.saturating_sub(began.elapsed());
-                rustix::time::Timespec {
-                    tv_sec: left.as_secs() as i64,
-                    tv_nsec: i64::from(left.subsec_nanos()),
-                }
+            let idle_left = idle
+                .as_ref()
+                .map(|(after, _)| after.saturating_sub(began.elapsed()));
+            let until_left = until.map(|u| u.saturating_duration_since(std::time::Instant::now()));
+            if until_left.is_some_and(|l| l.is_zero()) {
+                return Ok(false);
+            }
+            let timeout = match (idle_left, until_left) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .map(|left| rustix::time::Timespec {
+                tv_sec: left.as_secs() as i64,
+                tv_nsec: i64::from(left.subsec_nanos()),
             });
             let woke = match poll(&mut fds, timeout.as_ref()) {
                 Ok(n) => n,
@@ -1359,19 +1393,68 @@ impl Supervised {
                 }
             }
             if exited {
-                break;
+                return Ok(true);
             }
         }
+    }
+
+    /// The pidfd, readable once the workload has ended ([`Supervised::finish`] then collects
+    /// it): for a waiter that polls many environments at once.
+    pub fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd().as_fd()
+    }
+
+    /// The seccomp listener, to poll for input ([`Supervised::serve_refusals`]) until it hangs
+    /// up (no process uses the filter any more); `None` when refusals do not come here.
+    pub fn refusal_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.refusals.as_ref().map(|r| r.listener().as_fd())
+    }
+
+    /// Answer the refused calls waiting on the listener and hand `log` the lines for the first
+    /// refusal of each syscall (and any not handed over yet).
+    pub fn serve_refusals(&mut self, log: &mut dyn FnMut(&str)) {
+        if let Some(r) = self.refusals.as_mut() {
+            r.serve();
+            r.flush(log);
+        }
+    }
+
+    /// Hand `log` the refusal lines not handed over yet.
+    pub fn flush_refusals(&mut self, log: &mut dyn FnMut(&str)) {
+        if let Some(r) = self.refusals.as_mut() {
+            r.flush(log);
+        }
+    }
+
+    /// Once the workload has ended (or to wait for it to end): collect its status, kill
+    /// anything left in the environment and release its resources.
+    pub fn finish(mut self) -> Result<ExitState, LaunchError> {
         let status = waitid(WaitId::PidFd(self.pidfd().as_fd()), WaitIdOptions::EXITED)
             .map_err(|e| parent_err(Step::Exec, "collect the exit status")(e.into()))?;
+        let ended = match status {
+            Some(st) => (st.exit_status(), st.terminating_signal()),
+            None => (None, None),
+        };
         self.taken.reaped = true;
-        let (code, signal) = match status {
-            Some(st) => match (st.exit_status(), st.terminating_signal()) {
-                (Some(c), _) => (c, None),
-                (None, Some(s)) => (128 + s, Some(s)),
-                _ => (125, None),
-            },
-            None => (125, None),
+        self.conclude(ended)
+    }
+
+    /// [`Supervised::finish`] for a workload its waiter has already reaped (with `wait(2)` on
+    /// any child, say): `exit_status` and `terminating_signal` are what that collected.
+    pub fn finish_reaped(
+        mut self,
+        exit_status: Option<i32>,
+        terminating_signal: Option<i32>,
+    ) -> Result<ExitState, LaunchError> {
+        self.taken.reaped = true;
+        self.conclude((exit_status, terminating_signal))
+    }
+
+    fn conclude(mut self, ended: (Option<i32>, Option<i32>)) -> Result<ExitState, LaunchError> {
+        let (code, signal) = match ended {
+            (Some(c), _) => (c, None),
+            (None, Some(s)) => (128 + s, Some(s)),
+            _ => (125, None),
         };
         let oom_killed = self
             .taken

@@ -27,6 +27,8 @@ fn main() {
     println!("test the_parent_takes_over_and_collects_the_status ... ok");
     a_process_that_is_not_the_parent_is_refused_and_nothing_is_left(&root, &state, tmp.path());
     println!("test a_process_that_is_not_the_parent_is_refused_and_nothing_is_left ... ok");
+    // As libtest ends, for scripts/test.sh's count.
+    println!("\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out");
 }
 
 fn the_parent_takes_over_and_collects_the_status(root: &Path, state: &StateDir, tmp: &Path) {
@@ -49,7 +51,19 @@ fn the_parent_takes_over_and_collects_the_status(root: &Path, state: &StateDir, 
 
     let sup = handoff.take_over().expect("the parent takes it over");
     assert_eq!(sup.pid(), pid);
-    sup.signal(rustix::process::Signal::TERM).unwrap();
+    // SIGTERM until it ends: one sent before the shell set its trap would be ignored (pid 1).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        sup.signal(rustix::process::Signal::TERM).unwrap();
+        let mut fds = [PollFd::from_borrowed_fd(sup.exit_fd(), PollFlags::IN)];
+        let tick = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        if poll(&mut fds, Some(&tick)).unwrap_or(0) > 0 || Instant::now() > deadline {
+            break;
+        }
+    }
     let exit = sup.wait(&mut |_| {}).unwrap();
     assert_eq!((exit.code, exit.signal), (7, None));
     // Everything it held is released.
@@ -78,6 +92,7 @@ fn a_process_that_is_not_the_parent_is_refused_and_nothing_is_left(
         Err(HandOffError::NotParent(p)) => assert_eq!(p, pid),
         other => panic!("taken over by a process that is not its parent: {other:?}"),
     }
+    drop(sock);
     assert_eq!(reap(&launcher), Some(0));
     let deadline = Instant::now() + Duration::from_secs(10);
     while alive(pid) && Instant::now() < deadline {
@@ -142,6 +157,11 @@ fn launch_and_send(
     let running = warren_sandbox::launch_as(plan, state, None, &mut measure, parentage)?;
     let handoff = HandOff::new(running.into_supervised()).map_err(|b| b.1)?;
     handoff.send(sock.as_fd())?;
+    if parentage == Parentage::Launcher {
+        // The environment dies with this process (its parent-death signal): stay until the
+        // test hangs up.
+        let _ = rustix::io::read(&sock, &mut [0u8; 1]);
+    }
     Ok(())
 }
 

@@ -389,6 +389,23 @@ pub struct Reattach {
     pub mailbox_bytes: Option<u64>,
     /// The kernel's end of the environment's connection, kept since the first registration.
     pub kept: OwnedFd,
+    /// Where its messages go: the environment's log (in the launch waiter, whose own standard
+    /// error is the kernel's); `None`: standard error (a launcher's is the log).
+    pub log: Option<std::fs::File>,
+}
+
+impl Reattach {
+    /// One line about re-attaching, where the environment's log is.
+    fn say(&self, line: &str) {
+        use std::io::Write as _;
+        match &self.log {
+            Some(f) => {
+                let mut f: &std::fs::File = f;
+                let _ = f.write_all(format!("{line}\n").as_bytes());
+            }
+            None => eprintln!("{line}"),
+        }
+    }
 }
 
 /// Between tries to reach a new kernel.
@@ -431,17 +448,74 @@ impl Attachment {
         self.outlived
     }
 
+    /// For a hand-off of the environment (`daemon/helper.rs`): the connection, the kept end
+    /// and the declaration; itself back while re-attaching (the hand-off waits for a kernel).
+    pub fn into_parts(self) -> Result<(serde_json::Value, Vec<OwnedFd>), Attachment> {
+        if self.pending.is_some() || self.control.is_none() {
+            return Err(self);
+        }
+        let r = match std::sync::Arc::try_unwrap(self.r) {
+            Ok(r) => r,
+            Err(r) => {
+                return Err(Attachment { r, ..self });
+            }
+        };
+        let control = self.control.expect("checked above");
+        let data = serde_json::json!({
+            "state_dir": r.state_dir, "name": r.name, "may_send": r.may_send,
+            "may_discover": r.may_discover, "capacity": r.capacity,
+            "mailbox_bytes": r.mailbox_bytes, "outlived": self.outlived,
+        });
+        Ok((data, vec![control, r.kept]))
+    }
+
+    /// The attachment [`Attachment::into_parts`] handed over; its messages go to `log`.
+    pub fn from_parts(
+        data: &serde_json::Value,
+        control: OwnedFd,
+        kept: OwnedFd,
+        log: Option<std::fs::File>,
+    ) -> Attachment {
+        let names = |k: &str| -> Vec<String> {
+            data[k]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let r = Reattach {
+            state_dir: PathBuf::from(data["state_dir"].as_str().unwrap_or_default()),
+            name: data["name"].as_str().unwrap_or_default().to_owned(),
+            may_send: names("may_send"),
+            may_discover: names("may_discover"),
+            capacity: data["capacity"].as_u64().map(|c| c as usize),
+            mailbox_bytes: data["mailbox_bytes"].as_u64(),
+            kept,
+            log,
+        };
+        Attachment {
+            control: Some(control),
+            pending: None,
+            r: std::sync::Arc::new(r),
+            outlived: data["outlived"].as_bool().unwrap_or(false),
+        }
+    }
+
     /// Start the thread that re-attaches to a new kernel.
     fn detach(&mut self) {
         self.outlived = true;
-        eprintln!(
+        self.r.say(&format!(
             "warren: the kernel went away; waiting to re-attach {}",
             self.r.name
-        );
+        ));
         let (done, done_w) = match rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC) {
             Ok(p) => p,
             Err(e) => {
-                eprintln!("warren: cannot re-attach {}: {e}", self.r.name);
+                self.r
+                    .say(&format!("warren: cannot re-attach {}: {e}", self.r.name));
                 return;
             }
         };
@@ -457,7 +531,9 @@ impl Attachment {
             });
         match thread {
             Ok(t) => self.pending = Some((done, t)),
-            Err(e) => eprintln!("warren: cannot re-attach {}: {e}", self.r.name),
+            Err(e) => self
+                .r
+                .say(&format!("warren: cannot re-attach {}: {e}", self.r.name)),
         }
     }
 }
@@ -516,19 +592,19 @@ fn reattach(r: &Reattach) -> OwnedFd {
         // Said once per outage: a kernel that keeps refusing must not fill the log.
         match call_fds(&fd, &req, Some(&r.kept)) {
             Ok((resp, _)) if resp.ok => {
-                eprintln!("warren: {} re-attached to the new kernel", r.name);
+                r.say(&format!("warren: {} re-attached to the new kernel", r.name));
                 return fd;
             }
             Ok((resp, _)) if !said => {
                 said = true;
-                eprintln!(
+                r.say(&format!(
                     "warren: re-attach refused (trying again): {}",
                     resp.error.unwrap_or_default()
-                );
+                ));
             }
             Err(e) if !said => {
                 said = true;
-                eprintln!("warren: re-attach failed (trying again): {e:#}");
+                r.say(&format!("warren: re-attach failed (trying again): {e:#}"));
             }
             _ => {}
         }
@@ -561,7 +637,9 @@ impl warren_sandbox::Sidework for Attachment {
         if let Some((_, t)) = self.pending.take() {
             match t.join() {
                 Ok(fd) => self.control = Some(fd),
-                Err(_) => eprintln!("warren: re-attaching {} failed", self.r.name),
+                Err(_) => self
+                    .r
+                    .say(&format!("warren: re-attaching {} failed", self.r.name)),
             }
         }
     }

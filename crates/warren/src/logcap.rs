@@ -141,7 +141,11 @@ impl LogCap {
             Err(rustix::io::Errno::INTR | rustix::io::Errno::AGAIN) => {}
             Err(_) => self.reader = None,
         }
-        self.space = space;
+        // A waiter of many environments (not owning its standard output) keeps no buffer
+        // between reads: one per environment would add up.
+        if self.owns_stdio {
+            self.space = space;
+        }
     }
 
     /// After the environment ended: copy the rest of the pipe until its end (bounded by
@@ -169,6 +173,51 @@ impl LogCap {
             }
         }
         self.reader = None;
+    }
+}
+
+impl LogCap {
+    /// For a hand-off of the environment (`daemon/helper.rs`): the log and the pipe's read end,
+    /// with what [`LogCap::from_parts`] needs besides. The launcher's own output stays on the
+    /// log (as [`LogCap::start`] left it); nothing is drained here.
+    pub fn into_parts(mut self) -> Result<(serde_json::Value, Vec<OwnedFd>), LogCap> {
+        let Ok(log) = self.log.try_clone() else {
+            return Err(self);
+        };
+        let mut fds = vec![OwnedFd::from(log)];
+        // The pipe, unless its end was reached (the environment has ended and was copied).
+        fds.extend(self.reader.take());
+        let data = serde_json::json!({ "rm": self.rm, "max": self.max, "pipe": fds.len() == 2 });
+        // The drop restores the launcher's standard output and error (to the log, as they
+        // are already) and has no pipe left to drain.
+        drop(self);
+        Ok((data, fds))
+    }
+
+    /// The copy [`LogCap::into_parts`] handed over, in a process whose own standard output
+    /// and error are not the log.
+    pub fn from_parts(data: &serde_json::Value, log: OwnedFd, reader: Option<OwnedFd>) -> LogCap {
+        LogCap {
+            rm: data["rm"].as_str().unwrap_or("warren rm").to_owned(),
+            log: File::from(log),
+            reader,
+            max: data["max"].as_u64().unwrap_or(LOG_MAX),
+            space: Vec::new(),
+            owns_stdio: false,
+        }
+    }
+
+    /// A second descriptor of the log file (appending, as the first).
+    pub fn log_file(&self) -> Option<File> {
+        self.log.try_clone().ok()
+    }
+
+    /// Append one line of Warren's own to the log (within its limit), as a launcher's
+    /// standard error would.
+    pub fn line(&mut self, text: &str) {
+        let len = self.log.metadata().map_or(self.max, |m| m.len());
+        let line = format!("{text}\n");
+        append_capped(&mut self.log, len, line.as_bytes(), self.max, &self.rm);
     }
 }
 

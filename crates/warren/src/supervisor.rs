@@ -62,6 +62,11 @@ pub struct Managed {
     pub last_exit: Option<i32>,
     /// The launcher's pid while running.
     pub launcher_pid: Option<i32>,
+    /// Once its launcher handed it to the launch helper's waiter and ended: the environment's
+    /// first process, which the kernel then signals to stop it and a restarted kernel takes
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_pid: Option<i32>,
     /// When (wall clock, ms since the epoch) the current run started.
     pub started_at_ms: Option<u64>,
     /// When (daemon ms) a restart is due, while `Restarting`.
@@ -93,6 +98,7 @@ impl Managed {
             total_restarts: 0,
             last_exit: None,
             launcher_pid: None,
+            env_pid: None,
             started_at_ms: None,
             restart_at: None,
             spawned_by: None,
@@ -135,6 +141,7 @@ pub fn backoff_ms(n: u32) -> u64 {
 pub fn after_exit(m: &mut Managed, code: i32, ran_ms: u64, now: u64) -> AfterExit {
     m.last_exit = Some(code);
     m.launcher_pid = None;
+    m.env_pid = None;
     if ran_ms >= HEALTHY_RUN_MS {
         m.restarts = 0;
     }

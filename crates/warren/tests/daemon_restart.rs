@@ -48,6 +48,11 @@ fn stop_kernel(mut k: Child) {
     let _ = k.wait();
 }
 
+/// The workload's pid (`ps`), while it runs.
+fn live_pid(name: &str) -> Option<u32> {
+    row(name)?["pid"].as_u64().map(|p| p as u32)
+}
+
 fn row(name: &str) -> Option<serde_json::Value> {
     let o = warren().args(["ps", "-a", "--json"]).output().unwrap();
     stdout(&o)
@@ -150,7 +155,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 }
 
 #[test]
-fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
+fn launchers_are_forked_by_the_launch_helper_and_hand_their_environments_to_its_waiter() {
     let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let msg = msg_bin();
     let k = start_kernel(&msg);
@@ -175,37 +180,66 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
     let o = warren().arg("apply").arg(&manifest).output().unwrap();
     assert_code(&o, 0);
 
-    // The kernel's children: the helper, and the sleeper's launcher.
-    let children: Vec<u32> = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|p| parent_of(*p) == Some(kernel))
-        .collect();
-    let helper = children
-        .iter()
-        .find(|p| cmdline(**p) == ["warren", "launch-helper"])
-        .unwrap_or_else(|| panic!("no launch helper among the kernel's children {children:?}"));
-    let launcher_of = |name: &str| -> u32 {
-        let pid = row(name).expect("managed")["launcher_pid"].as_u64();
-        pid.map(|p| p as u32)
-            .or_else(|| {
-                children.iter().copied().find(|p| {
-                    cmdline(*p)
-                        .windows(2)
-                        .any(|w| w[0] == "--name" && w[1] == name)
-                })
-            })
-            .unwrap_or_else(|| panic!("no launcher for {name}"))
+    // The kernel's children: the launch helper's waiter, and the executed launcher (the long
+    // command line); the waiter's: the factory, and the environments it took over.
+    let children_of = |parent: u32| -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|p| parent_of(*p) == Some(parent))
+            .collect()
     };
-    let launcher = launcher_of(&sleeper);
-    assert_eq!(
-        parent_of(launcher),
-        Some(kernel),
-        "the launcher is not the kernel's child (helper {helper})"
+    let children = children_of(kernel);
+    let waiter = *children
+        .iter()
+        .find(|p| cmdline(**p) == ["warren", "launch-waiter"])
+        .unwrap_or_else(|| panic!("no launch waiter among the kernel's children {children:?}"));
+    let waited = children_of(waiter);
+    assert!(
+        waited
+            .iter()
+            .any(|p| cmdline(*p) == ["warren", "launch-factory"]),
+        "no launch factory among the waiter's children {waited:?}"
     );
-    // A waiting launcher is one thread: its log copy and its watch of the kernel connection
-    // are done by the thread that waits for the environment (every live environment keeps its
-    // launcher, so a thread each would cost a kernel stack and task each).
+    let launcher_of = |name: &str| -> Option<u32> {
+        let o = warren().args(["inspect", name]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).ok()?;
+        let pid = v["launcher_pid"].as_u64()? as u32;
+        cmdline(pid)
+            .windows(2)
+            .any(|w| w[0] == "--name" && w[1] == name)
+            .then_some(pid)
+    };
+    // The sleeper's launcher handed its environment to the waiter and ended: the workload is
+    // the waiter's child, and no launcher of it is left.
+    let mut workload = 0;
+    for _ in 0..100 {
+        workload = live_pid(&sleeper).unwrap_or(0);
+        if workload != 0 && launcher_of(&sleeper).is_none() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        launcher_of(&sleeper),
+        None,
+        "the sleeper's launcher still runs"
+    );
+    assert_eq!(parent_of(workload), Some(waiter), "workload {workload}");
+    assert_eq!(row(&sleeper).unwrap_or_default()["state"], "running");
+
+    // The one with the long command line was executed (its first word is the binary's path),
+    // runs as the kernel's child and waits for its environment itself, in one thread (its log
+    // copy and its watch of the kernel connection are done by the thread that waits).
+    let executed = launcher_of(&big).expect("the executed launcher runs");
+    assert_eq!(parent_of(executed), Some(kernel));
+    let first = cmdline(executed).into_iter().next().unwrap_or_default();
+    assert!(
+        first.ends_with("/warren") && first.starts_with('/'),
+        "{first}"
+    );
+    assert_eq!(row(&big).unwrap_or_default()["state"], "running");
+    assert_eq!(parent_of(live_pid(&big).expect("big runs")), Some(executed));
     let tasks = |p: u32| {
         std::fs::read_dir(format!("/proc/{p}/task"))
             .map(|d| d.count())
@@ -215,31 +249,8 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         tasks(kernel) > 1,
         "positive control: the kernel's own threads are counted"
     );
-    assert_eq!(tasks(launcher), 1, "the waiting launcher has threads");
-    let args = cmdline(launcher);
-    // Forked, not executed: an executed launcher's first word is the binary's path; the forked
-    // one shows the command line the kernel gave it.
-    assert_eq!(args.first().map(String::as_str), Some("warren"), "{args:?}");
-    assert!(
-        args.windows(2).any(|w| w[0] == "--name" && w[1] == sleeper)
-            && args.contains(&"run".into()),
-        "{args:?}"
-    );
-    assert_eq!(
-        std::fs::read_link(format!("/proc/{launcher}/exe")).unwrap(),
-        std::fs::read_link(format!("/proc/{kernel}/exe")).unwrap()
-    );
-
-    // The one with the long command line was executed (its first word is the binary's path),
-    // and runs all the same, as the kernel's child.
-    let executed = launcher_of(&big);
-    assert_eq!(parent_of(executed), Some(kernel));
-    let first = cmdline(executed).into_iter().next().unwrap_or_default();
-    assert!(
-        first.ends_with("/warren") && first.starts_with('/'),
-        "{first}"
-    );
-    assert_eq!(row(&big).unwrap_or_default()["state"], "running");
+    assert_eq!(tasks(executed), 1, "the waiting launcher has threads");
+    assert_eq!(tasks(waiter), 1, "the waiter has threads");
 
     // A forked launcher's status reaches the kernel: the failer's 7.
     let mut last = serde_json::Value::Null;
@@ -259,16 +270,19 @@ fn launchers_are_forked_by_the_launch_helper_as_the_kernels_children() {
         assert_code(&o, 0);
     }
     stop_kernel(k);
-    // The helper ends with its kernel.
+    // With nothing left to wait for, the waiter ends with its kernel.
     let mut gone = false;
-    for _ in 0..100 {
-        if cmdline(*helper).is_empty() {
+    for _ in 0..150 {
+        if cmdline(waiter).is_empty() {
             gone = true;
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(gone, "the launch helper outlived its kernel");
+    assert!(
+        gone,
+        "the launch waiter outlived its kernel with nothing to wait for"
+    );
 }
 
 /// How many lines of `warren logs NAME` are exactly `line`.

@@ -800,7 +800,7 @@ fn a_childs_quote_shows_which_environment_made_it_from_which_template() {
 }
 
 /// `warren stop` of a parent with 150 linked children finishes in bounded time and leaves no
-/// child, no launcher and no cgroup behind (bench/spawn.sh once hung here with hundreds).
+/// child, no launcher and no cgroup behind; while they run, none has a launcher of its own (bench/spawn.sh once hung here with hundreds).
 /// `WARREN_TEST_CHILDREN=N` runs it with N children instead.
 #[test]
 fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
@@ -846,7 +846,25 @@ fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
             })
             .count()
     };
-    assert_eq!(launchers(), children);
+    // The children's own processes (their `sleep`s), in their cgroups under the parent's.
+    let in_children = || -> usize {
+        let Ok(kids) = std::fs::read_dir(group.join("children")) else {
+            return 0;
+        };
+        kids.flatten()
+            .map(|k| {
+                std::fs::read_to_string(k.path().join("cgroup.procs"))
+                    .map(|p| p.lines().count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    // Every child runs without a launcher of its own: each launcher handed its environment to
+    // the launch helper's waiter and ended (`daemon/waiter.rs`).
+    d.wait("every launcher to hand its child over", 30, || {
+        launchers() == 0
+    });
+    assert!(in_children() >= children, "{} processes", in_children());
 
     let start = Instant::now();
     let o = d
@@ -857,7 +875,7 @@ fn stopping_a_parent_with_150_linked_children_is_bounded_and_leaves_nothing() {
     let stop_took = start.elapsed();
     assert!(o.status.success(), "{}", stderr(&o));
     d.wait("every child and launcher to be gone", 60, || {
-        kids(&d) == 0 && launchers() == 0
+        kids(&d) == 0 && launchers() == 0 && in_children() == 0
     });
     let all_gone = start.elapsed();
     eprintln!(
@@ -1276,4 +1294,137 @@ fn a_template_without_init_runs_its_command_as_pid_1() {
         !command(&format!("{without}-b")).contains("warren-msg"),
         "{ps:?}"
     );
+}
+
+/// An environment its launcher handed to the launch helper's waiter (`daemon/waiter.rs`) gets
+/// everything its launcher gave it: its output in its log, its refused system calls answered
+/// (EPERM) and explained in its log, `warren stop` and the status it ended with, and nothing
+/// left after it. Positive control for "no launcher": a launcher of the same kind is found by
+/// the same search while one runs (an environment with a volume keeps its launcher).
+#[test]
+fn the_launch_waiter_does_a_launchers_work_for_the_environments_it_holds() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let vol = dir.path().join("vol");
+    std::fs::create_dir(&vol).unwrap();
+    // The same root with a mount point for the volume.
+    let with_mnt = dir.path().join("root");
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(root)
+        .arg(&with_mnt)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::fs::create_dir(with_mnt.join("mnt")).unwrap();
+    let (held, stopped, kept) = (unique("held"), unique("held-stop"), unique("kept"));
+    let manifest = format!(
+        "[space.{held}]\nimage = {root:?}\nmemory = \"32M\"\nrestart = \"no\"\ncommand = {}\n\n\
+         [space.{stopped}]\nimage = {root:?}\ncommand = {}\n\n\
+         [space.{kept}]\nimage = {with_mnt:?}\nvolumes = [\"{}:/mnt:ro\"]\ncommand = {}\n",
+        sh("echo before; sleep 3; hostname intruder; echo hostname=$?; exit 3"),
+        sh("trap '' TERM; echo up; while :; do sleep 1; done"),
+        vol.display(),
+        sh("echo up; sleep 600"),
+    );
+    let d = Daemon::up(dir.path(), &manifest);
+    let launcher_of = |name: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                    String::from_utf8_lossy(&c).contains(&format!("\0--name\0{name}\0"))
+                })
+            })
+            .count()
+    };
+    d.log_with(&kept, "up");
+    assert_eq!(
+        launcher_of(&kept),
+        1,
+        "positive control: a launcher is found"
+    );
+    d.log_with(&stopped, "up");
+    d.log_with(&held, "before");
+    d.wait("the launchers to hand over", 30, || {
+        launcher_of(&held) == 0 && launcher_of(&stopped) == 0
+    });
+    // The refusal comes after the hand-off (three seconds after the start; the hand-off after
+    // one, and the wait above saw it): the waiter answers it and explains it.
+    let log = d.log_with(&held, "hostname=1");
+    assert!(
+        log.contains(&format!(
+            "warren: seccomp: refused syscall sethostname (170) in environment {held}"
+        )),
+        "{log}"
+    );
+    d.wait("the status of the held environment", 30, || {
+        d.ps()[&held]["last_exit"] == 3
+    });
+    assert_eq!(d.ps()[&held]["state"], "exited");
+    // A workload that ignores SIGTERM is killed after the grace.
+    let start = Instant::now();
+    let o = d
+        .warren()
+        .args(["stop", "-t", "1", &stopped])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(d.ps()[&stopped]["state"], "stopped");
+    for name in [&held, &stopped] {
+        for h in ["pids", "memory"] {
+            let g = Path::new("/sys/fs/cgroup")
+                .join(h)
+                .join("warren")
+                .join(name);
+            assert!(!g.exists(), "{} left behind", g.display());
+        }
+    }
+}
+
+/// Many short runs at once, each ending before its launcher hands it over: every end reaches
+/// the kernel with the environment's own status, in order (the waiter reaps a launcher and its
+/// environment in either order, and a launcher's hand-off is taken before its own exit is
+/// reported). 20 environments that exit 1 under `on-failure`, 4 restarts each: all give up
+/// with `last_exit` 1 after exactly 4 restarts, and nothing is left.
+#[test]
+fn short_runs_report_their_own_status_through_the_waiter() {
+    msg_bin();
+    let root = busybox_root();
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<String> = (0..20).map(|_| unique("short")).collect();
+    let manifest: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "[space.{n}]\nimage = {root:?}\ncommand = {}\nrestart = \"on-failure\"\n\
+                 max_restarts = 4\n\n",
+                sh("echo run; exit 1")
+            )
+        })
+        .collect();
+    let d = Daemon::up(dir.path(), &manifest);
+    d.wait("every environment to give up", 60, || {
+        let ps = d.ps();
+        names
+            .iter()
+            .all(|n| ps.get(n).is_some_and(|v| v["state"] == "failed"))
+    });
+    let ps = d.ps();
+    for n in &names {
+        assert_eq!(ps[n]["last_exit"], 1, "{}", ps[n]);
+        assert_eq!(ps[n]["restarts"], 4, "{}", ps[n]);
+        let o = d.warren().args(["logs", n]).output().unwrap();
+        assert_eq!(stdout(&o).matches("run").count(), 5, "{}", stdout(&o));
+        assert!(!stdout(&o).contains("warren: error"), "{}", stdout(&o));
+        let g = Path::new("/sys/fs/cgroup/pids/warren").join(n);
+        assert!(!g.exists(), "{} left behind", g.display());
+    }
 }

@@ -9,7 +9,7 @@ mod image;
 mod manage;
 mod ps;
 mod rootfs;
-mod run;
+pub(crate) mod run;
 mod volume;
 mod watch;
 

@@ -586,7 +586,9 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     };
     // An image from the store: its root stays in the store while `image` lives (until the
     // environment has ended), and its config supplies argv, env, user and working directory.
-    let image = match args.image.as_deref().map(|n| resolve_image(dirs, &args, n)) {
+    // Forked by the launch helper's factory: the socket to hand the environment to its waiter.
+    let waiter = crate::daemon::take_handoff_socket();
+    let mut image = match args.image.as_deref().map(|n| resolve_image(dirs, &args, n)) {
         None => None,
         Some(Ok(i)) => Some(i),
         Some(Err(e)) => return Ok(report_error(EXIT_WARREN, format!("{e:#}"))),
@@ -744,7 +746,21 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             ));
         }
     };
-    let running = match warren_sandbox::launch_with_mailbox(&plan, &state, mailbox, &mut measure) {
+    // The launch waiter takes the environment over once it runs, unless the launch holds what
+    // a hand-off does not carry: a terminal, volumes, a network interface of its own.
+    let waiter = waiter.filter(|_| {
+        !plan.tty
+            && plan.net.is_none()
+            && plan.mounts.is_empty()
+            && control.is_some()
+            && kept.is_some()
+            && log_cap.is_some()
+    });
+    let parentage = match waiter {
+        Some(_) => warren_sandbox::Parentage::LaunchersParent,
+        None => warren_sandbox::Parentage::Launcher,
+    };
+    let running = match warren_sandbox::launch_as(&plan, &state, mailbox, &mut measure, parentage) {
         Ok(r) => {
             if let Some(c) = log_cap.as_mut() {
                 c.start();
@@ -806,6 +822,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
                 capacity: args.mailbox_capacity,
                 mailbox_bytes,
                 kept,
+                log: None,
             };
             (None, Some(crate::control::Attachment::new(c, r)))
         }
@@ -813,7 +830,49 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     };
     // `-t`: relay between this terminal and the environment's pty until the workload ends;
     // the terminal is restored when `relay` is finished or dropped, whatever the path.
-    let relay = match running.take_pty() {
+    let pty = running.take_pty();
+    let mut running = running.into_supervised();
+    if let Some(sock) = waiter {
+        // Not at once: during its first second (all the life of a request's environment, say)
+        // the launcher waits for the environment as always, so that the hand-off's work does
+        // not compete with the environment's start for the CPU; it hands it over then, or as
+        // soon as it ends (the waiter, its parent, has its status).
+        let mut say = |line: &str| {
+            use std::io::Write as _;
+            let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
+        };
+        let mut limit = HAND_OFF_AFTER;
+        loop {
+            let mut side: Vec<&mut dyn warren_sandbox::Sidework> = Vec::new();
+            if let Some(c) = log_cap.as_mut() {
+                side.push(c);
+            }
+            if let Some(a) = attachment.as_mut() {
+                side.push(a);
+            }
+            let ended = running
+                .watch_for(limit, &mut say, &mut side)
+                .unwrap_or(true);
+            drop(side);
+            // A kernel that went away meanwhile (the connection re-attaching, or re-attached to
+            // the next kernel) would not hear of the hand-off: then the launcher waits for the
+            // end, as a re-adopted launcher, and hands over only the ended environment (the
+            // waiter, its parent, has its status and leaves it in `exits/NAME`).
+            if ended || !side_outlived(&attachment) {
+                break;
+            }
+            limit = std::time::Duration::from_secs(3600);
+        }
+        // Ends this process when the waiter has it.
+        running = hand_off(
+            &sock,
+            running,
+            (&mut log_cap, &mut attachment, &mut image),
+            &plan,
+            state_dir,
+        );
+    }
+    let relay = match pty {
         Some(master) => match crate::tty::start(master, args.interactive) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -895,6 +954,97 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     Ok(exit.code)
 }
 
+/// Whether the kernel that started this launcher's environment went away while it ran.
+fn side_outlived(attachment: &Option<crate::control::Attachment>) -> bool {
+    attachment.as_ref().is_some_and(|a| a.outlived_its_kernel())
+}
+
+/// How long a launcher whose environment the launch waiter can take over waits for it first.
+const HAND_OFF_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hand the running environment to the launch helper's waiter (`daemon/waiter.rs`) with what
+/// the rest of this launcher's life would have done (the log copy, the kernel connection, the
+/// image's lock, the lines to write at the end), and end this process: the waiter is the
+/// environment's parent (it was launched so) and reports its end to the kernel, or, when the
+/// kernel that started it went away meanwhile, leaves the status in `exits/NAME`. Returns the
+/// environment only when it cannot be handed over at all (`HandOff::new` refuses an
+/// environment with a network interface, which is not launched for a hand-off). A hand-off that
+/// fails to be sent ends the environment (this process is not its parent, so could never
+/// collect its status) and exits 125.
+fn hand_off(
+    sock: &std::os::fd::OwnedFd,
+    sup: warren_sandbox::Supervised,
+    (log_cap, attachment, image): (
+        &mut Option<crate::logcap::LogCap>,
+        &mut Option<crate::control::Attachment>,
+        &mut Option<ImageLaunch>,
+    ),
+    plan: &LaunchPlan,
+    state_dir: &Path,
+) -> warren_sandbox::Supervised {
+    use std::os::fd::AsFd;
+    let outlived = side_outlived(attachment);
+    let handoff = match warren_sandbox::handoff::HandOff::new(sup) {
+        Ok(h) => h,
+        Err(b) => return b.0,
+    };
+    let mut fds = Vec::new();
+    let log = match log_cap.take().map(crate::logcap::LogCap::into_parts) {
+        Some(Ok((data, f))) => {
+            fds.extend(f);
+            Some(data)
+        }
+        Some(Err(cap)) => {
+            *log_cap = Some(cap);
+            None
+        }
+        None => None,
+    };
+    // Still re-attaching (its kernel went away and the next one has not taken it back): the
+    // environment has ended (see the caller), and its status goes to `exits/NAME`.
+    let attach = match attachment
+        .take()
+        .map(crate::control::Attachment::into_parts)
+    {
+        Some(Ok((data, f))) => {
+            fds.extend(f);
+            Some(data)
+        }
+        Some(Err(_)) | None => None,
+    };
+    let held: Vec<std::os::fd::OwnedFd> = image
+        .take()
+        .map(|i| i.resolved.into_lock())
+        .into_iter()
+        .collect();
+    let sent = crate::daemon::Sent {
+        launcher: std::process::id() as i32,
+        name: plan.name.to_string(),
+        state_dir: state_dir.to_owned(),
+        log,
+        attach,
+        outlived,
+        memory: plan.limits.memory,
+        pids: plan.limits.pids,
+        cgroup_parent: plan.cgroup.parent.clone(),
+        held: held.len(),
+    };
+    fds.extend(held);
+    let data = serde_json::to_value(&sent).unwrap_or_default();
+    let handoff = handoff.with_extra(data, fds);
+    match handoff.send(sock.as_fd()) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!(
+                "warren: error: cannot hand {} to the launch waiter: {e}; ending it",
+                plan.name
+            );
+            drop(handoff.take_over());
+            std::process::exit(EXIT_WARREN)
+        }
+    }
+}
+
 /// Set in the environment of the background launcher `-d` starts, so that it runs in the
 /// foreground of its own process.
 const DETACHED: &str = "WARREN_RUN_DETACHED";
@@ -974,7 +1124,7 @@ fn detach(state_dir: &Path, args: &RunArgs) -> anyhow::Result<i32> {
 /// OOM kill, and forks refused at the pids limit. Empty for an ordinary exit.
 /// A nested environment (`cgroup_parent`) is also bound by its spawner's limits, which the
 /// message names.
-fn end_reasons(
+pub(crate) fn end_reasons(
     exit: &warren_sandbox::launch::ExitState,
     memory: Option<u64>,
     pids: Option<u64>,

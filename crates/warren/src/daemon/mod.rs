@@ -51,10 +51,14 @@ mod link;
 mod persist;
 mod spawn;
 mod supervise;
+mod waiter;
 mod worker;
+
 use conn::EnvConn;
 use control_conn::ControlConn;
+pub(crate) use helper::take_handoff_socket;
 use supervise::{Pending, Runtime};
+pub(crate) use waiter::Sent;
 
 const LISTENER: u64 = 0;
 const SIGNALS: u64 = 1;
@@ -62,6 +66,8 @@ const SIGNALS: u64 = 1;
 const LINK: u64 = u64::MAX;
 /// The quote worker's eventfd (`worker.rs`).
 const WORKER: u64 = u64::MAX - 1;
+/// The launch helper's notices (`helper.rs`).
+const HELPER: u64 = u64::MAX - 2;
 
 /// The reactor's bounds, set with `warren daemon` flags (`docs/cli.md`).
 #[derive(Debug, Clone, Copy)]
@@ -360,6 +366,14 @@ impl Daemon {
             EventData::new_u64(SIGNALS),
             EventFlags::IN,
         )?;
+        if let Some(h) = &helper {
+            epoll::add(
+                &epoll,
+                h.notice_fd(),
+                EventData::new_u64(HELPER),
+                EventFlags::IN | EventFlags::RDHUP,
+            )?;
+        }
         let audit = audit::AuditLog::open(
             &opts.audit_log,
             opts.limits.audit_max_size,
@@ -486,6 +500,7 @@ impl Daemon {
                             self.queue_response(done.env, done.id, done.response);
                         }
                     }
+                    HELPER => self.on_helper_notices(),
                     t if self.pid_tokens.contains_key(&t) => self.on_launcher_exit(t),
                     t => self.on_conn(t, flags),
                 }

@@ -42,9 +42,21 @@ pub(super) struct Stopping {
 /// A running launcher.
 #[derive(Debug)]
 pub(super) struct Runtime {
-    /// Whether the launcher is our child (started by us, through the helper or `Command`), whose
-    /// status `waitid` collects; not when re-adopted.
+    /// Whether the launcher is our child (started by us with `Command`), whose status `waitid`
+    /// collects; not when re-adopted, nor when forked by the launch helper.
     ours: bool,
+    /// The pid `pidfd` is for: the launcher's, or once handed over the environment's.
+    pid: i32,
+    /// Forked by the launch helper: the waiter reports its end (`helper::Notice`), so its pidfd
+    /// is not watched.
+    via_helper: bool,
+    /// `pidfd` is the environment's first process (its launcher handed it over and ended), not
+    /// a launcher that forwards signals: a stop escalates to SIGKILL itself.
+    direct: bool,
+    /// Re-adopted (a launcher, or an environment a launch waiter holds): the status may reach
+    /// `exits/NAME` a moment after the end, from the waiter of the kernel that started it
+    /// (`wait_for_exit_record`).
+    late_status: bool,
     pidfd: OwnedFd,
     started: Instant,
     stopping: Option<Stopping>,
@@ -150,24 +162,31 @@ impl Daemon {
                 child.id() as i32
             }
         };
+        let via_helper = helped.is_some();
         let pidfd = Pid::from_raw(pid)
             .ok_or("bad pid")
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
             .map_err(str::to_owned)?;
-        let token = self.next_token;
-        self.next_token += 1;
-        epoll::add(
-            &self.epoll,
-            &pidfd,
-            EventData::new_u64(token),
-            EventFlags::IN,
-        )
-        .map_err(|e| format!("epoll: {e}"))?;
-        self.pid_tokens.insert(token, name.to_owned());
+        if !via_helper {
+            let token = self.next_token;
+            self.next_token += 1;
+            epoll::add(
+                &self.epoll,
+                &pidfd,
+                EventData::new_u64(token),
+                EventFlags::IN,
+            )
+            .map_err(|e| format!("epoll: {e}"))?;
+            self.pid_tokens.insert(token, name.to_owned());
+        }
         self.runtime.insert(
             name.to_owned(),
             Runtime {
-                ours: true,
+                ours: !via_helper,
+                pid,
+                via_helper,
+                direct: false,
+                late_status: false,
                 pidfd,
                 started: Instant::now(),
                 stopping: None,
@@ -177,6 +196,7 @@ impl Daemon {
         let m = self.registry.envs.get_mut(name).expect("checked above");
         m.state = State::Running;
         m.launcher_pid = Some(pid);
+        m.env_pid = None;
         m.started_at_ms = Some(wall_ms());
         m.restart_at = None;
         Ok(())
@@ -188,6 +208,24 @@ impl Daemon {
     pub(super) fn begin_stop(&mut self, name: &str, timeout_ms: u64, after: AfterStop) {
         let now = self.now();
         if let Some(rt) = self.runtime.get_mut(name) {
+            if rt.direct {
+                // The environment's own first process: TERM (a pid 1 with no handler for it
+                // ignores it), SIGKILL after the grace; at once without one.
+                let (sig, stage) = match timeout_ms {
+                    0 => (Signal::KILL, 3),
+                    _ => (Signal::TERM, 2),
+                };
+                let _ = pidfd_send_signal(&rt.pidfd, sig);
+                rt.stopping = Some(Stopping {
+                    next_at: match stage {
+                        3 => u64::MAX,
+                        _ => now + timeout_ms,
+                    },
+                    stage,
+                    after,
+                });
+                return;
+            }
             if timeout_ms == 0 {
                 // No grace: two termination signals at once, which the launcher takes as "kill
                 // the environment now" (a second INT or TERM is SIGKILL); two different ones,
@@ -220,7 +258,7 @@ impl Daemon {
             if let Some(s) = rt.stopping.as_mut() {
                 if s.next_at <= now {
                     match s.stage {
-                        1 => {
+                        1 if !rt.direct => {
                             let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
                             s.stage = 2;
                             s.next_at = now + KILL_GRACE_MS;
@@ -271,7 +309,6 @@ impl Daemon {
             return;
         };
         let _ = epoll::delete(&self.epoll, &rt.pidfd);
-        self.forget_ended_meanwhile(&name);
         let status = rt
             .ours
             .then(|| {
@@ -287,9 +324,107 @@ impl Daemon {
                 .or_else(|| st.terminating_signal().map(|s| 128 + s))
                 .unwrap_or(255),
             // A re-adopted launcher is not our child: it left its status in the state directory
-            // as it ended (`control::record_exit`); 255 when it could not.
-            None => crate::control::take_exit(&self.state_dir, &name).unwrap_or(255),
+            // as it ended (`control::record_exit`); 255 when it could not. A re-adopted
+            // environment's waiter leaves it there once it has released what the environment
+            // held, a moment after the environment's own end.
+            None => {
+                if rt.late_status {
+                    wait_for_exit_record(&self.state_dir, &name);
+                }
+                crate::control::take_exit(&self.state_dir, &name).unwrap_or(255)
+            }
         };
+        self.launcher_ended(name, rt, code);
+    }
+
+    /// The launch helper's waiter said what happened (`helper::Notice`).
+    pub(super) fn on_helper_notices(&mut self) {
+        let notices = match self.helper.as_ref().map(|h| h.take_notices()) {
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                tracing::warn!("the launch helper ended ({e}); launchers are executed from now on");
+                self.helper_gone();
+                return;
+            }
+            None => return,
+        };
+        for notice in notices {
+            match notice {
+                super::helper::Notice::Handed { launcher, env } => {
+                    let Some(name) = self.helper_runtime(launcher) else {
+                        continue;
+                    };
+                    let pidfd =
+                        Pid::from_raw(env).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+                    let rt = self.runtime.get_mut(&name).expect("found above");
+                    if let Some(fd) = pidfd {
+                        rt.pidfd = fd;
+                    }
+                    rt.pid = env;
+                    rt.direct = true;
+                    // A stop begun on the launcher carries on on the environment.
+                    if let Some(s) = rt.stopping.as_mut() {
+                        let _ = pidfd_send_signal(&rt.pidfd, Signal::TERM);
+                        s.stage = s.stage.max(2);
+                    }
+                    if let Some(m) = self.registry.envs.get_mut(&name) {
+                        m.env_pid = Some(env);
+                    }
+                    self.child_changed();
+                }
+                super::helper::Notice::Exited { pid, code } => {
+                    let Some(name) = self.helper_runtime(pid) else {
+                        continue;
+                    };
+                    let rt = self.runtime.remove(&name).expect("found above");
+                    self.launcher_ended(name, rt, code);
+                }
+            }
+        }
+    }
+
+    /// The environment whose launcher (or handed-over environment) with pid `pid` the launch
+    /// helper's waiter reports on.
+    fn helper_runtime(&self, pid: i32) -> Option<String> {
+        self.runtime
+            .iter()
+            .find(|(_, rt)| rt.via_helper && rt.pid == pid)
+            .map(|(n, _)| n.clone())
+    }
+
+    /// The launch helper has gone (it should not): what it started is watched through pidfds
+    /// from now on, with statuses left in the state directory or lost (255).
+    fn helper_gone(&mut self) {
+        if let Some(h) = self.helper.take() {
+            let _ = epoll::delete(&self.epoll, h.notice_fd());
+        }
+        let names: Vec<String> = self
+            .runtime
+            .iter()
+            .filter(|(_, rt)| rt.via_helper)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in names {
+            let token = self.next_token;
+            self.next_token += 1;
+            let rt = self.runtime.get_mut(&name).expect("listed above");
+            rt.via_helper = false;
+            if epoll::add(
+                &self.epoll,
+                &rt.pidfd,
+                EventData::new_u64(token),
+                EventFlags::IN,
+            )
+            .is_ok()
+            {
+                self.pid_tokens.insert(token, name);
+            }
+        }
+    }
+
+    /// The launcher of `name` (or the environment it handed over) ended with `code`.
+    fn launcher_ended(&mut self, name: String, rt: Runtime, code: i32) {
+        self.forget_ended_meanwhile(&name);
         let ran = rt.started.elapsed().as_millis() as u64;
         if self.child_exited(&name, code, rt.stopping.is_some(), ran) {
             self.child_changed();
@@ -325,6 +460,8 @@ impl Daemon {
                     m.state = State::Stopped;
                     m.last_exit = Some(code);
                     m.launcher_pid = None;
+                    m.env_pid = None;
+                    m.env_pid = None;
                 }
                 "stopped".to_owned()
             }
@@ -377,6 +514,7 @@ impl Daemon {
         if let Some(m) = self.registry.envs.get_mut(name) {
             m.state = State::Failed;
             m.launcher_pid = None;
+            m.env_pid = None;
             m.restart_at = None;
         }
     }
@@ -727,10 +865,16 @@ impl Daemon {
         let names: Vec<String> = self.registry.envs.keys().cloned().collect();
         let mut readopted = BTreeSet::new();
         for name in names {
-            let (state, pid) = {
+            let (state, pid, env_pid) = {
                 let m = &self.registry.envs[&name];
-                (m.state, m.launcher_pid)
+                (m.state, m.launcher_pid, m.env_pid)
             };
+            // Handed over to the previous kernel's launch waiter: the environment itself.
+            if let Some(alive) = env_pid.and_then(|p| self.handed_alive(&name, p)) {
+                self.readopt(&name, alive, env_pid.unwrap_or(0), true);
+                readopted.insert(name.clone());
+                continue;
+            }
             // The pidfd first, then the check that it is our launcher, then the check that the
             // process the pidfd holds still lives: a pid reused between the steps fails one of
             // them, so the pidfd never names a stranger.
@@ -778,32 +922,7 @@ impl Daemon {
             }
             match (alive, state) {
                 (Some(pidfd), _) => {
-                    let token = self.next_token;
-                    self.next_token += 1;
-                    if epoll::add(
-                        &self.epoll,
-                        &pidfd,
-                        EventData::new_u64(token),
-                        EventFlags::IN,
-                    )
-                    .is_ok()
-                    {
-                        self.pid_tokens.insert(token, name.clone());
-                        crate::control::forget_exit(&self.state_dir, &name);
-                        self.runtime.insert(
-                            name.clone(),
-                            Runtime {
-                                ours: false,
-                                pidfd,
-                                started: Instant::now(),
-                                stopping: None,
-                                confirmed: true,
-                            },
-                        );
-                        tracing::info!(
-                            "re-adopted {name} (launcher pid {}); its kernel connection ended with the previous kernel and returns when it restarts",
-                            pid.unwrap_or(0)
-                        );
+                    if self.readopt(&name, pidfd, pid.unwrap_or(0), false) {
                         readopted.insert(name.clone());
                     }
                 }
@@ -829,6 +948,87 @@ impl Daemon {
             }
         }
         self.save();
+    }
+}
+
+impl Daemon {
+    /// Watch `pidfd` (a re-adopted launcher's, or with `direct` a handed-over environment's)
+    /// for `name`; whether it is watched.
+    fn readopt(&mut self, name: &str, pidfd: OwnedFd, pid: i32, direct: bool) -> bool {
+        let token = self.next_token;
+        self.next_token += 1;
+        if epoll::add(
+            &self.epoll,
+            &pidfd,
+            EventData::new_u64(token),
+            EventFlags::IN,
+        )
+        .is_err()
+        {
+            return false;
+        }
+        self.pid_tokens.insert(token, name.to_owned());
+        crate::control::forget_exit(&self.state_dir, name);
+        self.runtime.insert(
+            name.to_owned(),
+            Runtime {
+                ours: false,
+                pid,
+                via_helper: false,
+                direct,
+                // A launcher the factory forked hands its ended environment to the waiter of
+                // the kernel that started it, which writes the status after the launcher's end.
+                late_status: true,
+                pidfd,
+                started: Instant::now(),
+                stopping: None,
+                confirmed: true,
+            },
+        );
+        let what = if direct { "environment" } else { "launcher" };
+        tracing::info!(
+            "re-adopted {name} ({what} pid {pid}); its kernel connection ended with the previous kernel and returns when it restarts"
+        );
+        true
+    }
+
+    /// A pidfd for environment `name`'s first process `pid`, if it still runs: its name lock
+    /// must be held and record that pid (opened first, then checked, so a reused pid never
+    /// passes).
+    fn handed_alive(&self, name: &str, pid: i32) -> Option<OwnedFd> {
+        let pidfd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
+        let state = warren_sandbox::state::StateDir::new(&self.state_dir);
+        if !state.name_in_use(name).ok()? {
+            return None;
+        }
+        let record = std::fs::read(state.envs_dir().join(format!("{name}.lock"))).ok()?;
+        let v: Value = serde_json::from_slice(&record).ok()?;
+        if v["pid"].as_i64() != Some(i64::from(pid)) {
+            return None;
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(0) => Some(pidfd),
+            _ => None,
+        }
+    }
+}
+
+/// A re-adopted environment's first process ended: its waiter (of the previous kernel) leaves
+/// the status a moment later, once it has released what the environment held. Waits for it a
+/// little (bounded: a waiter that died leaves none).
+fn wait_for_exit_record(state_dir: &std::path::Path, name: &str) {
+    let path = state_dir.join("exits").join(name);
+    let until = Instant::now() + std::time::Duration::from_secs(2);
+    while !path.exists() && Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

@@ -1,0 +1,502 @@
+//! The waiter: the launch helper's process that is the parent of every launcher the factory
+//! forks (`helper.rs`) and of every environment a launcher hands it
+//! (`warren_sandbox::handoff`), so that a launcher need not stay for as long as its
+//! environment runs.
+//!
+//! One single-threaded loop over `poll(2)`: `SIGCHLD` (a signalfd), the hand-off socket the
+//! launchers share, the daemon's notice socket (for its hang-up), and per environment its
+//! seccomp listener, its log pipe and its kernel connection. Every child is reaped with
+//! `wait(2)`: a launcher's (or a stray's) status goes to the daemon as `exited`; an
+//! environment's ends its waiting, which does what its launcher did at its end (collects the
+//! status, removes the cgroup, copies the rest of the log, writes why it ended, releases the
+//! name and the uid range, closes the kernel connection, and leaves the status in
+//! `<state>/exits/NAME` when the kernel that started it has gone) and tells the daemon.
+//!
+//! The waiter has no parent-death signal: when the kernel ends it keeps waiting for its
+//! environments (their connections re-attach to the next kernel, as launchers' do), and ends
+//! once the kernel has gone and it has no child left.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use warren_sandbox::Sidework as _;
+use warren_sandbox::handoff::HandOff;
+
+use super::helper::Notice;
+use crate::control::Attachment;
+use crate::logcap::LogCap;
+
+/// What a launcher sends along with its environment (`cmd/run.rs`, `hand_off`).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Sent {
+    /// The launcher's pid (the daemon knows the environment by it until told otherwise).
+    pub launcher: i32,
+    /// The environment's name and its state directory.
+    pub name: String,
+    pub state_dir: PathBuf,
+    /// The log copy's data, when the launcher had one (its two descriptors come first).
+    pub log: Option<serde_json::Value>,
+    /// The kernel connection's data (its two descriptors next).
+    pub attach: Option<serde_json::Value>,
+    /// The kernel that started it went away meanwhile (its connection was re-attaching, or
+    /// re-attached to another kernel): its status goes to `<state>/exits/NAME` at its end.
+    #[serde(default)]
+    pub outlived: bool,
+    /// For the lines that say why it ended.
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    pub cgroup_parent: Option<String>,
+    /// Descriptors to keep open until the environment ends (the image's lock), last.
+    #[serde(default)]
+    pub held: usize,
+}
+
+/// One environment the waiter waits for.
+struct Handed {
+    name: String,
+    state_dir: PathBuf,
+    pid: i32,
+    sup: Option<warren_sandbox::Supervised>,
+    log: Option<LogCap>,
+    attach: Option<Attachment>,
+    /// Whether the seccomp listener is still worth polling (it hangs up as the environment
+    /// ends).
+    listening: bool,
+    memory: Option<u64>,
+    pids: Option<u64>,
+    cgroup_parent: Option<String>,
+    /// Held until the environment ends (the image's lock).
+    _held: Vec<OwnedFd>,
+    /// Its launcher said the kernel that started it went away ([`Sent::outlived`]).
+    outlived: bool,
+}
+
+impl Handed {
+    /// A line of Warren's own about this environment: into its log, as its launcher's standard
+    /// error would have put it.
+    fn say(&mut self, line: &str) {
+        match self.log.as_mut() {
+            Some(l) => l.line(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn serve_refusals(&mut self) {
+        let mut lines = Vec::new();
+        if let Some(sup) = self.sup.as_mut() {
+            sup.serve_refusals(&mut |l| lines.push(format!("warren: {l}")));
+        }
+        for l in lines {
+            self.say(&l);
+        }
+    }
+
+    /// The environment's first process ended (`wait` collected `status`): finish as its
+    /// launcher would have, and return the status its launcher would have ended with.
+    fn finish(mut self, exit_status: Option<i32>, signal: Option<i32>) -> i32 {
+        let Some(mut sup) = self.sup.take() else {
+            return 125;
+        };
+        let mut lines = Vec::new();
+        sup.flush_refusals(&mut |l| lines.push(format!("warren: {l}")));
+        let exit = sup.finish_reaped(exit_status, signal);
+        if let Some(l) = self.log.as_mut() {
+            l.drain();
+        }
+        for l in lines {
+            self.say(&l);
+        }
+        let code = match exit {
+            Ok(x) => {
+                for why in crate::cmd::run::end_reasons(
+                    &x,
+                    self.memory,
+                    self.pids,
+                    self.cgroup_parent.as_deref(),
+                ) {
+                    let line = format!("warren: {}: {why}", self.name);
+                    self.say(&line);
+                }
+                x.code
+            }
+            Err(e) => {
+                let line = format!("warren: error: {e}");
+                self.say(&line);
+                125
+            }
+        };
+        if self.outlived
+            || self
+                .attach
+                .as_ref()
+                .is_some_and(|a| a.outlived_its_kernel())
+        {
+            if let Err(e) = crate::control::record_exit(&self.state_dir, &self.name, code) {
+                let line =
+                    format!("warren: warning: cannot leave the exit status for the kernel: {e:#}");
+                self.say(&line);
+            }
+        }
+        // The environment has ended: closing the kernel connection tells the kernel so.
+        drop(self.attach.take());
+        code
+    }
+}
+
+struct Waiter {
+    /// The daemon's notice socket, until it hangs up.
+    notices: Option<OwnedFd>,
+    /// The launchers' hand-off socket, until every holder has gone.
+    handoffs: Option<OwnedFd>,
+    sigchld: OwnedFd,
+    envs: Vec<Handed>,
+    /// Children reaped before anyone said what they were: launchers, strays, and environments
+    /// that ended before their hand-off arrived (whose status is found here then). Kept for
+    /// [`UNKNOWN_KEPT`].
+    unknown: std::collections::HashMap<i32, (Option<i32>, Option<i32>, std::time::Instant)>,
+}
+
+/// How long the status of a child reaped before its hand-off is kept.
+const UNKNOWN_KEPT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The waiter's loop (never returns).
+pub(super) fn serve(notices: OwnedFd, handoffs: OwnedFd) -> ! {
+    let _ = warren_sys::set_cmdline(&["warren", "launch-waiter"]);
+    // Each environment holds nine descriptors here (at most: pidfd, two locks, the seccomp
+    // listener, the log and its pipe, the kernel connection and its kept end, the image's
+    // lock): as many as root may have, else as many as the hard limit allows.
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let most = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(1 << 20);
+    let raised = rustix::process::Rlimit {
+        current: Some(most),
+        maximum: Some(most),
+    };
+    if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_err() {
+        let hard = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, hard);
+    }
+    // The terminal's and a service manager's stop signals are for the kernel: the waiter ends
+    // when what it waits for has ended (each is stopped through the kernel), so they stay
+    // blocked here, and a SIGKILL is what ends it early (its environments with it).
+    let _ = warren_sys::SignalSet::of(&[1, 2, 15]).and_then(|set| warren_sys::block_signals(&set));
+    let sigchld = match warren_sys::SignalSet::of(&[rustix::process::Signal::CHILD.as_raw()])
+        .and_then(|set| warren_sys::block_signals(&set).and_then(|_| warren_sys::signalfd(&set)))
+    {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("warren: the launch waiter cannot watch its children: {e}");
+            std::process::exit(1)
+        }
+    };
+    let mut w = Waiter {
+        notices: Some(notices),
+        handoffs: Some(handoffs),
+        sigchld,
+        envs: Vec::new(),
+        unknown: std::collections::HashMap::new(),
+    };
+    loop {
+        w.turn();
+        if w.notices.is_none() && w.envs.is_empty() && !has_children() {
+            std::process::exit(0);
+        }
+    }
+}
+
+/// Whether this process has a child (running or waiting to be reaped).
+fn has_children() -> bool {
+    !matches!(
+        rustix::process::waitid(
+            rustix::process::WaitId::All,
+            rustix::process::WaitIdOptions::EXITED
+                | rustix::process::WaitIdOptions::NOHANG
+                | rustix::process::WaitIdOptions::NOWAIT,
+        ),
+        Err(rustix::io::Errno::CHILD)
+    )
+}
+
+/// Which descriptor of which environment a poll entry is.
+#[derive(Clone, Copy)]
+enum Slot {
+    Sigchld,
+    Handoffs,
+    Notices,
+    Refusals(usize),
+    Log(usize),
+    Attach(usize),
+}
+
+impl Waiter {
+    fn turn(&mut self) {
+        let mut slots = Vec::with_capacity(3 + 3 * self.envs.len());
+        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(slots.capacity());
+        fds.push(PollFd::new(&self.sigchld, PollFlags::IN));
+        slots.push(Slot::Sigchld);
+        if let Some(h) = &self.handoffs {
+            fds.push(PollFd::new(h, PollFlags::IN));
+            slots.push(Slot::Handoffs);
+        }
+        if let Some(n) = &self.notices {
+            fds.push(PollFd::new(n, PollFlags::IN));
+            slots.push(Slot::Notices);
+        }
+        for (i, e) in self.envs.iter().enumerate() {
+            if let (true, Some(fd)) = (e.listening, e.sup.as_ref().and_then(|s| s.refusal_fd())) {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                slots.push(Slot::Refusals(i));
+            }
+            if let Some(fd) = e.log.as_ref().and_then(|l| l.fd()) {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                slots.push(Slot::Log(i));
+            }
+            if let Some(fd) = e.attach.as_ref().and_then(|a| a.fd()) {
+                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+                slots.push(Slot::Attach(i));
+            }
+        }
+        // A stray child (a launch that failed after its clone) is reaped at the latest here.
+        let tick = rustix::time::Timespec {
+            tv_sec: 2,
+            tv_nsec: 0,
+        };
+        match poll(&mut fds, Some(&tick)) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return,
+            Err(e) => {
+                eprintln!("warren: the launch waiter's poll failed: {e}");
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                return;
+            }
+        }
+        let ready: Vec<(Slot, PollFlags)> = slots
+            .iter()
+            .zip(fds.iter())
+            .filter(|(_, f)| !f.revents().is_empty())
+            .map(|(s, f)| (*s, f.revents()))
+            .collect();
+        drop(fds);
+        // Hand-offs first: a launcher's packet is queued before its exit shows.
+        let mut handoffs_ready = false;
+        let mut notices_hup = false;
+        for (slot, rev) in &ready {
+            match *slot {
+                Slot::Handoffs => handoffs_ready = true,
+                Slot::Notices => notices_hup = rev.intersects(PollFlags::HUP | PollFlags::IN),
+                Slot::Refusals(i) => {
+                    if rev.contains(PollFlags::IN) {
+                        self.envs[i].serve_refusals();
+                    } else if rev.intersects(PollFlags::HUP | PollFlags::ERR) {
+                        self.envs[i].listening = false;
+                    }
+                }
+                Slot::Log(i) => {
+                    if let Some(l) = self.envs[i].log.as_mut() {
+                        l.ready();
+                    }
+                }
+                Slot::Attach(i) => {
+                    if let Some(a) = self.envs[i].attach.as_mut() {
+                        a.ready();
+                    }
+                }
+                Slot::Sigchld => {}
+            }
+        }
+        if handoffs_ready {
+            self.receive_handoffs();
+        }
+        if notices_hup {
+            // The daemon never writes here: input or hang-up both mean it has gone.
+            self.notices = None;
+        }
+        while let Ok(Some(_)) = warren_sys::read_signal(&self.sigchld) {}
+        self.reap();
+    }
+
+    /// Take every hand-off waiting on the socket.
+    fn receive_handoffs(&mut self) {
+        loop {
+            let Some(sock) = &self.handoffs else {
+                return;
+            };
+            let mut fds = [PollFd::new(sock, PollFlags::IN)];
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let readable = match poll(&mut fds, Some(&zero)) {
+                Ok(1) => fds[0].revents().contains(PollFlags::IN),
+                _ => return,
+            };
+            if !readable {
+                // Hung up: the factory and every launcher have gone.
+                self.handoffs = None;
+                return;
+            }
+            match HandOff::receive(sock.as_fd()) {
+                Ok(Some(h)) => self.take(h),
+                Ok(None) => {
+                    self.handoffs = None;
+                    return;
+                }
+                Err(e) => eprintln!("warren: the launch waiter dropped a hand-off: {e}"),
+            }
+        }
+    }
+
+    /// Take one environment over.
+    fn take(&mut self, mut h: HandOff) {
+        let pid = h.pid();
+        let (extra, fds) = h.take_extra();
+        let sent: Sent = match serde_json::from_value(extra) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("warren: a hand-off without its launcher's data ({e}); ending pid {pid}");
+                drop(h.take_over());
+                return;
+            }
+        };
+        let pipe = sent.log.as_ref().is_some_and(|d| d["pipe"] == true);
+        let want = sent.log.as_ref().map_or(0, |_| 1 + usize::from(pipe))
+            + 2 * usize::from(sent.attach.is_some())
+            + sent.held;
+        if fds.len() != want {
+            eprintln!(
+                "warren: {}: a hand-off with {} descriptors of the launcher's where {want} were \
+                 due; ending it",
+                sent.name,
+                fds.len()
+            );
+            drop(h.take_over());
+            return;
+        }
+        let mut fds = fds.into_iter();
+        let log = sent.log.as_ref().map(|d| {
+            let file = fds.next().expect("counted");
+            let reader = if pipe { fds.next() } else { None };
+            LogCap::from_parts(d, file, reader)
+        });
+        let attach = sent.attach.as_ref().map(|d| {
+            let (control, kept) = (fds.next().expect("counted"), fds.next().expect("counted"));
+            let file = log.as_ref().and_then(LogCap::log_file);
+            Attachment::from_parts(d, control, kept, file)
+        });
+        let held: Vec<OwnedFd> = fds.collect();
+        // An environment that ended before its hand-off arrived was reaped as an unknown child.
+        let ended = self.unknown.remove(&pid);
+        let taken = match ended {
+            Some(_) => h.take_over_ended(),
+            None => h.take_over(),
+        };
+        let sup = match taken {
+            Ok(s) => s,
+            Err(e) => {
+                // It was killed and what it held released; its kernel connection closes here.
+                let mut gone = Handed {
+                    name: sent.name.clone(),
+                    state_dir: sent.state_dir.clone(),
+                    pid,
+                    sup: None,
+                    log,
+                    attach,
+                    listening: false,
+                    memory: None,
+                    pids: None,
+                    cgroup_parent: None,
+                    _held: held,
+                    outlived: sent.outlived,
+                };
+                gone.say(&format!(
+                    "warren: error: the launch waiter could not take {} over: {e}",
+                    sent.name
+                ));
+                self.notify(Notice::Handed {
+                    launcher: sent.launcher,
+                    env: pid,
+                });
+                self.notify(Notice::Exited { pid, code: 125 });
+                return;
+            }
+        };
+        self.notify(Notice::Handed {
+            launcher: sent.launcher,
+            env: pid,
+        });
+        let handed = Handed {
+            name: sent.name,
+            state_dir: sent.state_dir,
+            pid,
+            listening: sup.refusal_fd().is_some(),
+            sup: Some(sup),
+            log,
+            attach,
+            memory: sent.memory,
+            pids: sent.pids,
+            cgroup_parent: sent.cgroup_parent,
+            _held: held,
+            outlived: sent.outlived,
+        };
+        match ended {
+            Some((exit_status, signal, _)) => {
+                let code = handed.finish(exit_status, signal);
+                self.notify(Notice::Exited { pid, code });
+            }
+            None => self.envs.push(handed),
+        }
+    }
+
+    /// Reap every child that has ended.
+    fn reap(&mut self) {
+        loop {
+            let (pid, status) = match rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => (pid.as_raw_nonzero().get(), status),
+                Ok(None) => return,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return,
+            };
+            let (exit_status, signal) = (status.exit_status(), status.terminating_signal());
+            match self.envs.iter().position(|e| e.pid == pid) {
+                Some(i) => {
+                    let env = self.envs.swap_remove(i);
+                    let code = env.finish(exit_status, signal);
+                    self.notify(Notice::Exited { pid, code });
+                }
+                None => {
+                    let code = exit_status
+                        .or_else(|| signal.map(|s| 128 + s))
+                        .unwrap_or(255);
+                    let now = std::time::Instant::now();
+                    self.unknown
+                        .retain(|_, (_, _, at)| now.duration_since(*at) < UNKNOWN_KEPT);
+                    self.unknown.insert(pid, (exit_status, signal, now));
+                    // A launcher's hand-off is queued before its exit: take it first, so that
+                    // the daemon hears `handed` before this `exited` (which would otherwise be
+                    // taken as its environment's end, with the launcher's status). If `pid` is
+                    // the environment of a hand-off taken here, its end has been reported.
+                    self.receive_handoffs();
+                    if self.unknown.contains_key(&pid) {
+                        self.notify(Notice::Exited { pid, code });
+                    }
+                }
+            }
+        }
+    }
+
+    fn notify(&mut self, notice: Notice) {
+        if let Some(n) = &self.notices {
+            // A full buffer blocks: the daemon reads its notices every turn, and an exit it
+            // missed would leave an environment it thinks runs.
+            if rustix::net::send(n, &notice.to_json(), rustix::net::SendFlags::NOSIGNAL).is_err() {
+                self.notices = None;
+            }
+        }
+    }
+}
