@@ -305,18 +305,9 @@ impl HandOff {
         let pid = description.pid;
         // Without reaping (NOWAIT), whether it is ours to wait for at all. If it is not, it is
         // killed and what it held released all the same: nothing is left behind. An ended one
-        // must be gone (a signal to its pidfd finds no process).
+        // must have ended.
         let ours = if ended {
-            // A pidfd turns readable once its process has ended.
-            let mut fds = [rustix::event::PollFd::new(
-                &pidfd,
-                rustix::event::PollFlags::IN,
-            )];
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(1))
+            warren_sys::pidfd_ended(pidfd.as_fd())
         } else {
             let probe = waitid(
                 WaitId::PidFd(pidfd.as_fd()),

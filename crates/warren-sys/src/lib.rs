@@ -213,6 +213,19 @@ pub fn fork_into_namespaces_as_sibling(
     unsafe { clone_process_as(namespaces, cgroup, true) }
 }
 
+/// Whether the process `pidfd` refers to has ended (a pidfd turns readable once its process
+/// has exited, reaped or not), looked at without waiting. An error counts as ended.
+pub fn pidfd_ended(pidfd: BorrowedFd<'_>) -> bool {
+    let mut fd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the duration of the call; a zero timeout never blocks.
+    let n = unsafe { libc::poll(&mut fd, 1, 0) };
+    n != 0
+}
+
 /// Fork the calling process as a sibling: the child's parent is the caller's own parent
 /// (`clone3` with `CLONE_PARENT`), which is signalled (with the caller's exit signal) and may
 /// wait for it as for any child of its own. Returns the child's pid in the caller and `None` in

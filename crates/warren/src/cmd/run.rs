@@ -832,15 +832,18 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
     // the terminal is restored when `relay` is finished or dropped, whatever the path.
     let pty = running.take_pty();
     let mut running = running.into_supervised();
+    // Refused system calls are explained on the launcher's standard error: the terminal for
+    // `warren run`, `<state>/logs/NAME.log` (so `warren logs`) for `-d` and managed environments.
+    // One write per line, so that it does not interleave with the workload's own output.
+    let mut log_refusal = |line: &str| {
+        use std::io::Write as _;
+        let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
+    };
     if let Some(sock) = waiter {
         // Not at once: during its first second (all the life of a request's environment, say)
         // the launcher waits for the environment as always, so that the hand-off's work does
         // not compete with the environment's start for the CPU; it hands it over then, or as
         // soon as it ends (the waiter, its parent, has its status).
-        let mut say = |line: &str| {
-            use std::io::Write as _;
-            let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
-        };
         let mut limit = HAND_OFF_AFTER;
         loop {
             let mut side: Vec<&mut dyn warren_sandbox::Sidework> = Vec::new();
@@ -851,7 +854,7 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
                 side.push(a);
             }
             let ended = running
-                .watch_for(limit, &mut say, &mut side)
+                .watch_for(limit, &mut log_refusal, &mut side)
                 .unwrap_or(true);
             drop(side);
             // A kernel that went away meanwhile (the connection re-attaching, or re-attached to
@@ -885,13 +888,6 @@ pub fn run(state_dir: &Path, dirs: &Dirs, args: RunArgs) -> anyhow::Result<i32> 
             }
         },
         None => None,
-    };
-    // Refused system calls are explained on the launcher's standard error: the terminal for
-    // `warren run`, `<state>/logs/NAME.log` (so `warren logs`) for `-d` and managed environments.
-    // One write per line, so that it does not interleave with the workload's own output.
-    let mut log_refusal = |line: &str| {
-        use std::io::Write as _;
-        let _ = std::io::stderr().write_all(format!("warren: {line}\n").as_bytes());
     };
     // The launcher idles until the environment ends (for spawned children and `-d`, that is
     // most of its life): what the launch allocated and freed goes back to the system.

@@ -168,16 +168,8 @@ impl Daemon {
             .and_then(|p| pidfd_open(p, PidfdFlags::empty()).map_err(|_| "pidfd_open"))
             .map_err(str::to_owned)?;
         if !via_helper {
-            let token = self.next_token;
-            self.next_token += 1;
-            epoll::add(
-                &self.epoll,
-                &pidfd,
-                EventData::new_u64(token),
-                EventFlags::IN,
-            )
-            .map_err(|e| format!("epoll: {e}"))?;
-            self.pid_tokens.insert(token, name.to_owned());
+            self.watch_pidfd(name, &pidfd)
+                .map_err(|e| format!("epoll: {e}"))?;
         }
         self.runtime.insert(
             name.to_owned(),
@@ -405,20 +397,15 @@ impl Daemon {
             .map(|(n, _)| n.clone())
             .collect();
         for name in names {
-            let token = self.next_token;
-            self.next_token += 1;
-            let rt = self.runtime.get_mut(&name).expect("listed above");
-            rt.via_helper = false;
-            if epoll::add(
-                &self.epoll,
-                &rt.pidfd,
-                EventData::new_u64(token),
-                EventFlags::IN,
-            )
-            .is_ok()
-            {
-                self.pid_tokens.insert(token, name);
-            }
+            let rt = self.runtime.remove(&name).expect("listed above");
+            let _ = self.watch_pidfd(&name, &rt.pidfd);
+            self.runtime.insert(
+                name,
+                Runtime {
+                    via_helper: false,
+                    ..rt
+                },
+            );
         }
     }
 
@@ -870,9 +857,11 @@ impl Daemon {
                 (m.state, m.launcher_pid, m.env_pid)
             };
             // Handed over to the previous kernel's launch waiter: the environment itself.
-            if let Some(alive) = env_pid.and_then(|p| self.handed_alive(&name, p)) {
-                self.readopt(&name, alive, env_pid.unwrap_or(0), true);
-                readopted.insert(name.clone());
+            if let Some((p, alive)) = env_pid.and_then(|p| Some((p, self.handed_alive(&name, p)?)))
+            {
+                if self.readopt(&name, alive, p, true) {
+                    readopted.insert(name.clone());
+                }
                 continue;
             }
             // The pidfd first, then the check that it is our launcher, then the check that the
@@ -888,19 +877,7 @@ impl Daemon {
                 if !ours {
                     return None;
                 }
-                // A pidfd turns readable when its process has exited.
-                let mut fds = [rustix::event::PollFd::new(
-                    &pidfd,
-                    rustix::event::PollFlags::IN,
-                )];
-                let zero = rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 0,
-                };
-                match rustix::event::poll(&mut fds, Some(&zero)) {
-                    Ok(0) => Some(pidfd),
-                    _ => None,
-                }
+                (!warren_sys::pidfd_ended(pidfd.as_fd())).then_some(pidfd)
             });
             let mut state = state;
             if alive.is_none() && !self.spawns.is_child(&name) {
@@ -952,22 +929,27 @@ impl Daemon {
 }
 
 impl Daemon {
+    /// Watch `pidfd` in the epoll set: its turning readable (its process ended) is
+    /// `on_launcher_exit` for `name`.
+    fn watch_pidfd(&mut self, name: &str, pidfd: &OwnedFd) -> rustix::io::Result<()> {
+        let token = self.next_token;
+        self.next_token += 1;
+        epoll::add(
+            &self.epoll,
+            pidfd,
+            EventData::new_u64(token),
+            EventFlags::IN,
+        )?;
+        self.pid_tokens.insert(token, name.to_owned());
+        Ok(())
+    }
+
     /// Watch `pidfd` (a re-adopted launcher's, or with `direct` a handed-over environment's)
     /// for `name`; whether it is watched.
     fn readopt(&mut self, name: &str, pidfd: OwnedFd, pid: i32, direct: bool) -> bool {
-        let token = self.next_token;
-        self.next_token += 1;
-        if epoll::add(
-            &self.epoll,
-            &pidfd,
-            EventData::new_u64(token),
-            EventFlags::IN,
-        )
-        .is_err()
-        {
+        if self.watch_pidfd(name, &pidfd).is_err() {
             return false;
         }
-        self.pid_tokens.insert(token, name.to_owned());
         crate::control::forget_exit(&self.state_dir, name);
         self.runtime.insert(
             name.to_owned(),
@@ -1006,18 +988,7 @@ impl Daemon {
         if v["pid"].as_i64() != Some(i64::from(pid)) {
             return None;
         }
-        let mut fds = [rustix::event::PollFd::new(
-            &pidfd,
-            rustix::event::PollFlags::IN,
-        )];
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        match rustix::event::poll(&mut fds, Some(&zero)) {
-            Ok(0) => Some(pidfd),
-            _ => None,
-        }
+        (!warren_sys::pidfd_ended(pidfd.as_fd())).then_some(pidfd)
     }
 }
 
