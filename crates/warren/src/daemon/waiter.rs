@@ -57,6 +57,8 @@ struct Handed {
     name: String,
     state_dir: PathBuf,
     pid: i32,
+    /// The launcher that handed it over.
+    launcher: i32,
     sup: Option<warren_sandbox::Supervised>,
     log: Option<LogCap>,
     attach: Option<Attachment>,
@@ -155,6 +157,11 @@ struct Waiter {
     /// that ended before their hand-off arrived (whose status is found here then). Kept for
     /// [`UNKNOWN_KEPT`].
     unknown: std::collections::HashMap<i32, (Option<i32>, Option<i32>, std::time::Instant)>,
+    /// Launchers that handed an environment over and have not been reaped yet.
+    launchers: std::collections::HashSet<i32>,
+    /// An environment's end waiting for its launcher's (by launcher): the daemon hears that
+    /// an environment ended only once its launcher is gone too, as when the launcher waited.
+    deferred: std::collections::HashMap<i32, Notice>,
 }
 
 /// How long the status of a child reaped before its hand-off is kept.
@@ -201,6 +208,8 @@ pub(super) fn serve(notices: OwnedFd, handoffs: OwnedFd) -> ! {
         sigchld,
         envs: Vec::new(),
         unknown: std::collections::HashMap::new(),
+        launchers: std::collections::HashSet::new(),
+        deferred: std::collections::HashMap::new(),
     };
     loop {
         w.turn();
@@ -364,6 +373,11 @@ impl Waiter {
                 return;
             }
         };
+        // Its launcher exits right after sending; unless it has been reaped already, its
+        // environment's end is reported after its own (`ended`).
+        if !self.unknown.contains_key(&sent.launcher) {
+            self.launchers.insert(sent.launcher);
+        }
         let pipe = sent.log.as_ref().is_some_and(|d| d["pipe"] == true);
         let want = sent.log.as_ref().map_or(0, |_| 1 + usize::from(pipe))
             + 2 * usize::from(sent.attach.is_some())
@@ -404,6 +418,7 @@ impl Waiter {
                     name: sent.name.clone(),
                     state_dir: sent.state_dir.clone(),
                     pid,
+                    launcher: sent.launcher,
                     sup: None,
                     log,
                     attach,
@@ -422,7 +437,7 @@ impl Waiter {
                     launcher: sent.launcher,
                     env: pid,
                 });
-                self.notify(Notice::Exited { pid, code: 125 });
+                self.ended(sent.launcher, pid, 125);
                 return;
             }
         };
@@ -434,6 +449,7 @@ impl Waiter {
             name: sent.name,
             state_dir: sent.state_dir,
             pid,
+            launcher: sent.launcher,
             listening: sup.refusal_fd().is_some(),
             sup: Some(sup),
             log,
@@ -446,10 +462,22 @@ impl Waiter {
         };
         match ended {
             Some((exit_status, signal, _)) => {
+                let launcher = handed.launcher;
                 let code = handed.finish(exit_status, signal);
-                self.notify(Notice::Exited { pid, code });
+                self.ended(launcher, pid, code);
             }
             None => self.envs.push(handed),
+        }
+    }
+
+    /// Environment `pid`, handed over by `launcher`, ended with `code`: tell the daemon, once
+    /// the launcher has been reaped too.
+    fn ended(&mut self, launcher: i32, pid: i32, code: i32) {
+        let notice = Notice::Exited { pid, code };
+        if self.launchers.contains(&launcher) {
+            self.deferred.insert(launcher, notice);
+        } else {
+            self.notify(notice);
         }
     }
 
@@ -466,8 +494,9 @@ impl Waiter {
             match self.envs.iter().position(|e| e.pid == pid) {
                 Some(i) => {
                     let env = self.envs.swap_remove(i);
+                    let launcher = env.launcher;
                     let code = env.finish(exit_status, signal);
-                    self.notify(Notice::Exited { pid, code });
+                    self.ended(launcher, pid, code);
                 }
                 None => {
                     let code = exit_status
@@ -484,6 +513,11 @@ impl Waiter {
                     self.receive_handoffs();
                     if self.unknown.contains_key(&pid) {
                         self.notify(Notice::Exited { pid, code });
+                    }
+                    // A launcher whose environment already ended: now that end.
+                    self.launchers.remove(&pid);
+                    if let Some(notice) = self.deferred.remove(&pid) {
+                        self.notify(notice);
                     }
                 }
             }
