@@ -18,7 +18,9 @@
 //! (`{"exited": PID, "code": CODE}`) and which environment a launcher handed it
 //! (`{"handed": LAUNCHER, "env": PID}`, before that launcher's `exited`), then the end of each
 //! environment it waited for (`exited`, with the environment's pid and the status its launcher
-//! would have ended with). One JSON document per `SOCK_SEQPACKET` packet.
+//! would have ended with; never before that launcher's own `exited`, so that when the kernel
+//! hears of the end no process of the environment's is left, as when launchers waited). One
+//! JSON document per `SOCK_SEQPACKET` packet.
 //!
 //! The factory's protocol, over a private `SOCK_SEQPACKET` pair: the daemon sends one packet
 //! with the launcher's arguments (JSON, an array of strings: what `warren` would be run with)
