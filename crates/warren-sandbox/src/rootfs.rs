@@ -4,7 +4,8 @@
 //! the skeleton (`crate::skeleton`: Warren's own read-only directories) and the root on top of it
 //! (the image bind-mounted, or a tmpfs holding the program and its libraries) on the state
 //! directory's empty mount point; mount a fresh `/proc`; the skeleton's `/dev` holding only the
-//! devices of [`policy::DEVICES`]; tmpfs `/tmp` and `/dev/shm`; cover the masked `/proc` paths;
+//! devices of [`policy::DEVICES`]; `/tmp` and `/dev/shm` (two directories of one tmpfs, mounted
+//! with the skeleton); cover the masked `/proc` paths;
 //! make the root read-only; `pivot_root` into it and detach the old root. Nothing of the host's
 //! tree stays reachable: no `/sys`, no host mount, no old root.
 
@@ -155,7 +156,14 @@ pub(crate) fn enter_root(
     fault(Step::MountPrivate)?;
     // Warren's own directories and the generated /etc files, in one read-only tmpfs that the
     // root will hide (`crate::skeleton`).
-    let skeleton = crate::skeleton::prepare(staging, etc_files, cgroup_view, tool.is_some(), tty)?;
+    let skeleton = crate::skeleton::prepare(
+        staging,
+        etc_files,
+        cgroup_view,
+        tool.is_some(),
+        tty,
+        tmpfs_size,
+    )?;
     // Files of a binary root whose paths lie under /tmp: bound once the tmpfs is on /tmp, which
     // would hide them otherwise (a program built in a temporary directory keeps its path).
     let mut under_tmp = Vec::new();
@@ -212,23 +220,14 @@ pub(crate) fn enter_root(
     mount_proc(staging)?;
     mount_cgroup_view(staging, cgroup_view, skeleton.sys)?;
     fault(Step::MountProc)?;
-    mount_dev(staging, skeleton.dev, tmpfs_size, tool, tty)?;
+    mount_dev(staging, skeleton.dev, &skeleton.shm, tool, tty)?;
     fault(Step::MountDev)?;
+    // The skeleton's scratch tmpfs's `tmp/`; the bind keeps its `nosuid,nodev`.
     let tmp = staging.join("tmp");
-    let tmp_opts = format!(
-        "mode=1777,size={tmpfs_size},nr_inodes={}",
-        inode_limit(tmpfs_size)
-    );
     at(
         Step::MountTmp,
-        || format!("mount tmpfs on {}", tmp.display()),
-        mount(
-            "tmpfs",
-            &tmp,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
-            data(&tmp_opts).as_c_str(),
-        ),
+        || format!("bind the tmpfs's tmp/ on {}", tmp.display()),
+        attach(&skeleton.tmp, &tmp),
     )?;
     for (host, target, src) in &under_tmp {
         bind_file(Step::MountTmp, staging, host, target, &sources[*src])?;
@@ -297,7 +296,7 @@ fn attach_mounts(
 }
 
 /// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.
-fn inode_limit(size: u64) -> u64 {
+pub(crate) fn inode_limit(size: u64) -> u64 {
     (size / 4096).max(1024)
 }
 
@@ -440,7 +439,8 @@ fn bind_file(step: Step, staging: &Path, host: &Path, target: &Path, src: &Owned
 }
 
 /// Binds the skeleton's directory `part` (an `O_PATH` descriptor) at `target`; the bind keeps
-/// the skeleton's read-only, `nosuid`, `nodev` and `noexec` mount.
+/// the flags of the mount `part` lies on: the skeleton's read-only, `nosuid`, `nodev` and
+/// `noexec`, or the writable tmpfs's `nosuid` and `nodev` (`/tmp`, `/dev/shm`).
 fn attach(part: &OwnedFd, target: &Path) -> rustix::io::Result<()> {
     mount_bind(fd_path(part), target)
 }
@@ -513,12 +513,12 @@ fn mount_cgroup_view(
 }
 
 /// Step `mount-dev`: the skeleton's read-only `/dev` (`tree`), the host's device nodes of
-/// [`policy::DEVICES`] bound onto its files, the mailbox client, devpts with `-t`, and a tmpfs
-/// of `shm_size` on `/dev/shm`.
+/// [`policy::DEVICES`] bound onto its files, the mailbox client, devpts with `-t`, and `shm`
+/// (the `shm/` of the tmpfs `/tmp` shares) on `/dev/shm`, `noexec`.
 fn mount_dev(
     staging: &Path,
     tree: OwnedFd,
-    shm_size: u64,
+    shm: &OwnedFd,
     tool: Option<&OwnedFd>,
     tty: bool,
 ) -> StepResult {
@@ -570,20 +570,19 @@ fn mount_dev(
     if tty {
         crate::pty::mount_devpts(&dev)?;
     }
-    let shm = dev.join("shm");
-    let opts = format!(
-        "mode=1777,size={shm_size},nr_inodes={}",
-        inode_limit(shm_size)
-    );
+    let target = dev.join("shm");
     at(
         step,
-        || "mount tmpfs on /dev/shm".into(),
-        mount(
-            "tmpfs",
-            &shm,
-            "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-            data(&opts).as_c_str(),
+        || "bind the tmpfs's shm/ on /dev/shm".into(),
+        attach(shm, &target),
+    )?;
+    at(
+        step,
+        || "make /dev/shm noexec".into(),
+        mount_remount(
+            &target,
+            MountFlags::BIND | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            "",
         ),
     )
 }

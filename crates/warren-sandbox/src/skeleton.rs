@@ -2,7 +2,9 @@
 //! Warren makes for an environment and that nothing writes to afterwards: `/dev` (the mount
 //! points of the device nodes, the links, `/dev/warren`, `/dev/shm`'s and `/dev/pts`'s mount
 //! points), `/sys` (only `fs/cgroup` and the mount points of the cgroup view), the empty
-//! directory that covers the masked `/proc` directories, and the generated `/etc` files.
+//! directory that covers the masked `/proc` directories, the generated `/etc` files, and the
+//! mount point (`scratch/`) of the one writable tmpfs whose `tmp/` and `shm/` become `/tmp` and
+//! `/dev/shm`.
 //!
 //! One tmpfs rather than one each: every tmpfs is a superblock, and on this kernel every
 //! superblock registers a memory-cgroup-aware shrinker; each memory cgroup on the host keeps
@@ -10,8 +12,8 @@
 //! high-water mark kept until reboot). With a memory cgroup and seven superblocks per
 //! environment, 1,000 environments made each environment's cgroup hold about 117 KiB of these
 //! tables, the largest single item of a child's host memory (BENCHMARKS.md, "Spawn"). An
-//! environment mounts four file systems of its own: `/proc`, the skeleton, `/tmp` and
-//! `/dev/shm` (the kernel adds the mqueue of its ipc namespace; a `--binary` root adds its root
+//! environment mounts three file systems of its own: `/proc`, the skeleton, and one writable
+//! tmpfs for `/tmp` and `/dev/shm` (on the skeleton's `scratch/`; the kernel adds the mqueue of its ipc namespace; a `--binary` root adds its root
 //! tmpfs, `-t` a devpts, `--writable-root` the overlay and its upper tmpfs).
 //!
 //! [`prepare`] runs in the child at the start of step `mount-root`, as the environment's root,
@@ -50,6 +52,12 @@ pub(crate) struct Skeleton {
     pub sys: Option<OwnedFd>,
     /// An empty directory, bound over the masked `/proc` directories.
     pub empty: OwnedFd,
+    /// `/tmp` and `/dev/shm`: two directories (mode 1777) of one writable tmpfs of the
+    /// environment's `tmpfs_size`, mounted `nosuid,nodev` on the skeleton's `scratch/` (see
+    /// [`prepare`]).
+    pub tmp: OwnedFd,
+    /// See `tmp`.
+    pub shm: OwnedFd,
     /// The generated `/etc` files.
     pub etc: crate::etcfiles::Prepared,
 }
@@ -68,13 +76,21 @@ pub(crate) fn view_dir(sys: &Path, m: &warren_cgroup::ViewMount) -> PathBuf {
 /// Mounts the skeleton on `staging`, fills it and hands out its parts (module documentation).
 /// `view` names the cgroup view's mount points (relative to `/sys/fs/cgroup`); `tool` says
 /// whether the mailbox client is bound at `/dev/warren/warren-msg`; `tty`, whether `/dev/pts`
-/// gets a devpts of its own.
+/// gets a devpts of its own; `tmpfs_size`, the size of the one writable tmpfs that `/tmp` and
+/// `/dev/shm` share.
+///
+/// That tmpfs is mounted on the skeleton's `scratch/` directory, which the root then hides
+/// like the rest of the skeleton, and holds only `tmp/` and `shm/`: each is bound from its
+/// descriptor onto its place, so neither shows the other, and the original mount leaves with
+/// the skeleton. One superblock for the two writable places rather than one each (module
+/// documentation: every superblock costs every memory cgroup shrinker tables).
 pub(crate) fn prepare(
     staging: &Path,
     etc_files: &[(usize, String)],
     view: &[warren_cgroup::ViewMount],
     tool: bool,
     tty: bool,
+    tmpfs_size: u64,
 ) -> StepResult<Skeleton> {
     let flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     at(
@@ -99,6 +115,12 @@ pub(crate) fn prepare(
         || "create the empty directory for the masks".into(),
         rustix::fs::mkdir(&empty, Mode::from_raw_mode(0o555)),
     )?;
+    let scratch = staging.join("scratch");
+    at(
+        Step::MountTmp,
+        || "create the skeleton's scratch/".into(),
+        rustix::fs::mkdir(&scratch, Mode::from_raw_mode(0o555)),
+    )?;
     // The superblock and this mount both read-only: every bind and clone of it keeps the flags.
     at(
         Step::MountRoot,
@@ -119,7 +141,10 @@ pub(crate) fn prepare(
             ),
         )
     };
+    let (tmp, shm) = mount_scratch(&scratch, tmpfs_size)?;
     Ok(Skeleton {
+        tmp: open(&tmp)?,
+        shm: open(&shm)?,
         dev: open(&dev)?,
         sys: if view.is_empty() {
             None
@@ -129,6 +154,52 @@ pub(crate) fn prepare(
         empty: open(&empty)?,
         etc: crate::etcfiles::clone(staging, etc_files)?,
     })
+}
+
+/// The writable tmpfs of `/tmp` and `/dev/shm` on `scratch` (see [`prepare`]): `size` bytes,
+/// one inode per 4 KiB (at least 1,024), `nosuid,nodev`; its `tmp/` and `shm/` are
+/// world-writable and sticky, as the two places are. Returns their paths.
+fn mount_scratch(scratch: &Path, size: u64) -> StepResult<(PathBuf, PathBuf)> {
+    let options = format!(
+        "mode=0755,size={size},nr_inodes={}",
+        crate::rootfs::inode_limit(size)
+    );
+    let options = std::ffi::CString::new(options).expect("no NUL in mount options");
+    at(
+        Step::MountTmp,
+        || {
+            format!(
+                "mount the tmpfs of /tmp and /dev/shm on {}",
+                scratch.display()
+            )
+        },
+        mount(
+            "tmpfs",
+            scratch,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            options.as_c_str(),
+        ),
+    )?;
+    let mut made = Vec::with_capacity(2);
+    for name in ["tmp", "shm"] {
+        let dir = scratch.join(name);
+        at(
+            Step::MountTmp,
+            || format!("create {name}/ in the tmpfs of /tmp and /dev/shm"),
+            rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o1777)),
+        )?;
+        // The umask may have cleared some of the bits.
+        at(
+            Step::MountTmp,
+            || format!("make {name}/ mode 1777"),
+            rustix::fs::chmod(&dir, Mode::from_raw_mode(0o1777)),
+        )?;
+        made.push(dir);
+    }
+    let shm = made.pop().expect("two made");
+    let tmp = made.pop().expect("two made");
+    Ok((tmp, shm))
 }
 
 fn file_name(path: &Path) -> String {

@@ -483,21 +483,27 @@ fn the_workload_gets_the_launchers_cpu_affinity() {
 }
 
 /// The file systems an environment mounts of its own (a `--rootfs` root, without `-t` or a
-/// writable root) are four: `/proc`, `/tmp`, `/dev/shm` and the read-only skeleton behind
-/// `/dev`, `/sys` and the `/proc` directory masks (each superblock costs every memory cgroup on
-/// the host shrinker tables: BENCHMARKS.md, "Spawn"). Host file systems seen inside (the root,
-/// the bound device nodes, the cgroup view) are not counted.
+/// writable root) are three: `/proc`, one writable tmpfs whose `tmp/` and `shm/` are `/tmp`
+/// and `/dev/shm` (`noexec` there), and the read-only skeleton behind `/dev`, `/sys` and the
+/// `/proc` directory masks (each superblock costs every memory cgroup on the host shrinker
+/// tables: BENCHMARKS.md, "Spawn"). Host file systems seen inside (the root, the bound device
+/// nodes, the cgroup view) are not counted. `/tmp` and `/dev/shm` share `tmpfs_size`: once
+/// `/tmp` is full, `/dev/shm` takes nothing more.
 #[test]
-fn an_environment_mounts_four_file_systems_of_its_own() {
+fn an_environment_mounts_three_file_systems_of_its_own() {
     let o = run_sh(
         &unique("sbs"),
-        &["--memory", "64M"],
-        "cat /proc/self/mountinfo",
+        &["--memory", "64M", "--tmpfs-size", "1M"],
+        "cat /proc/self/mountinfo; echo ==; \
+         dd if=/dev/zero of=/tmp/fill bs=4k count=1024 2>/dev/null; echo tmp-full=$?; \
+         echo x > /dev/shm/more; echo shm-write=$?; \
+         rm /tmp/fill; echo x > /dev/shm/more; echo shm-write-after=$?",
     );
     assert_code(&o, 0);
-    let out = stdout(&o);
-    // (mount point, device, file system type, per-mount options) of each mount.
-    let mounts: Vec<(String, String, String, String)> = out
+    let all = stdout(&o);
+    let (out, fill) = all.split_once("==\n").expect("both parts");
+    // (mount point, device, file system type, per-mount options, root) of each mount.
+    let mounts: Vec<(String, String, String, String, String)> = out
         .lines()
         .filter_map(|l| {
             let (left, right) = l.split_once(" - ")?;
@@ -508,6 +514,7 @@ fn an_environment_mounts_four_file_systems_of_its_own() {
                 f.get(2)?.to_string(),
                 fstype.to_string(),
                 f.get(5)?.to_string(),
+                f.get(3)?.to_string(),
             ))
         })
         .collect();
@@ -517,7 +524,7 @@ fn an_environment_mounts_four_file_systems_of_its_own() {
             .find(|m| m.0 == at)
             .unwrap_or_else(|| panic!("nothing mounted at {at}: {out}"))
     };
-    // Positive control: the parse sees each of the four, and they are the kinds expected.
+    // Positive control: the parse sees each of them, and they are the kinds expected.
     let (dev, sys, tmp, shm, proc) = (
         device_of("/dev"),
         device_of("/sys"),
@@ -529,18 +536,33 @@ fn an_environment_mounts_four_file_systems_of_its_own() {
         assert_eq!(m.2, "tmpfs", "{m:?}");
     }
     assert_eq!(proc.2, "proc");
-    // /dev and /sys are one read-only file system; /tmp and /dev/shm are others.
+    // /dev and /sys are one read-only file system; /tmp and /dev/shm another, writable, each
+    // showing only its own directory of it.
     assert_eq!(dev.1, sys.1, "/dev and /sys are not one skeleton: {out}");
     assert!(
         dev.3.starts_with("ro,") && sys.3.starts_with("ro,"),
         "{out}"
     );
     assert_ne!(dev.1, tmp.1);
-    assert_ne!(dev.1, shm.1);
-    assert_ne!(tmp.1, shm.1);
+    assert_eq!(tmp.1, shm.1, "/tmp and /dev/shm are not one tmpfs: {out}");
+    assert_eq!((tmp.4.as_str(), shm.4.as_str()), ("/tmp", "/shm"), "{out}");
+    let opts = |m: &(String, String, String, String, String)| -> Vec<String> {
+        m.3.split(',').map(str::to_owned).collect()
+    };
+    for o in ["rw", "nosuid", "nodev"] {
+        assert!(opts(tmp).iter().any(|x| x == o), "/tmp {o}: {out}");
+        assert!(opts(shm).iter().any(|x| x == o), "/dev/shm {o}: {out}");
+    }
+    assert!(opts(shm).iter().any(|x| x == "noexec"), "{out}");
+    assert!(!opts(tmp).iter().any(|x| x == "noexec"), "{out}");
     if std::path::Path::new("/proc/acpi").is_dir() {
         assert_eq!(device_of("/proc/acpi").1, dev.1, "{out}");
     }
+    // The shared size: 4 MiB into a 1 MiB /tmp fails, and then /dev/shm is full too; once the
+    // file is gone, /dev/shm takes a write again (the control).
+    assert!(fill.contains("tmp-full=1"), "{fill}");
+    assert!(fill.contains("shm-write=1"), "{fill}");
+    assert!(fill.contains("shm-write-after=0"), "{fill}");
     // The host's own file systems, by device, as this test sees them.
     let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let host: std::collections::BTreeSet<&str> = host_mounts
@@ -553,7 +575,7 @@ fn an_environment_mounts_four_file_systems_of_its_own() {
         .map(|m| m.1.as_str())
         .filter(|d| !host.contains(d))
         .collect();
-    assert_eq!(own.len(), 4, "file systems of its own: {own:?}\n{out}");
+    assert_eq!(own.len(), 3, "file systems of its own: {own:?}\n{out}");
 }
 
 /// The device (`major:minor`) of the host's `/proc`, from `stat`.
