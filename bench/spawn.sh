@@ -229,6 +229,8 @@ meminfo_json() {
     awk 'BEGIN{printf "{"} $1 ~ /^(MemFree|Cached|Shmem|SReclaimable|SUnreclaim|AnonPages|PageTables|KernelStack|Percpu|VmallocUsed):$/ {sub(":","",$1); printf "%s\"%s\":%d", (n++?",":""), $1, $2} END{printf "}"}' /proc/meminfo
 }
 slab_1k_kib() { awk '$1=="kmalloc-1k"{print int($3*$4/1024); f=1} END{if(!f) print 0}' /proc/slabinfo 2>/dev/null || echo 0; }
+# Every slab cache's size, KiB, as a JSON object: where the slab part of a child went.
+slab_json() { awk 'NR>2{printf "%s\"%s\":%d", (n++?",":"{"), $1, int($3*$4/1024)} END{if(!n) printf "{"; printf "}"}' /proc/slabinfo 2>/dev/null || echo '{}'; }
 # Launchers of idle children, executed (`/path/warren run --name idle-N`) or forked by the
 # kernel's launch helper (`warren --state-dir DIR run --name idle-N`).
 launchers() {
@@ -255,7 +257,7 @@ live_block() {
     sync
     echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true
     for f in /sys/kernel/slab/*/shrink; do echo 1 >"$f" 2>/dev/null || true; done
-    local before after ready= per_child prev slab_before slab_after mi_before mi_after
+    local before after ready= per_child prev slab_before slab_after slabs_before slabs_after mi_before mi_after
     prev=$(used_kib)
     for _ in $(seq 30); do
         sleep 2
@@ -264,6 +266,7 @@ live_block() {
         prev=$before
     done
     slab_before=$(slab_1k_kib)
+    slabs_before=$(slab_json)
     mi_before=$(meminfo_json)
     cat >>"$work/live.toml" <<TOML
 [space.$holder]
@@ -296,6 +299,7 @@ TOML
     sleep 3
     after=$(used_kib)
     slab_after=$(slab_1k_kib)
+    slabs_after=$(slab_json)
     mi_after=$(meminfo_json)
     per_child=$(( (after - before) / LIVE ))
     # The same from the processes themselves (less noisy on a shared machine): the proportional
@@ -331,7 +335,7 @@ print(json.dumps({"processes": {k: v[0] for k, v in kinds.items()},
                   "pss_kib": {k: v[1] for k, v in kinds.items()}, "workload_pte_kib": pte}))
 PY
 )
-    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"meminfo_before\":$mi_before,\"meminfo_after\":$mi_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
+    echo "{\"mode\":\"spawn-live-memory\",\"template\":\"$tpl\",\"children\":$LIVE,\"used_before_kib\":$before,\"used_after_kib\":$after,\"per_child_kib\":$per_child,\"kmalloc_1k_before_kib\":$slab_before,\"kmalloc_1k_after_kib\":$slab_after,\"meminfo_before\":$mi_before,\"meminfo_after\":$mi_after,\"slabs_before_kib\":$slabs_before,\"slabs_after_kib\":$slabs_after,\"procs\":$procs,\"holder\":$ready}" >>"$jsonl"
     # Stop the parent: its linked children go with it (their workloads and launchers, counted
     # from /proc).
     timeout 60 env WARREN_STATE_DIR="$work/state" "$warren" stop -t 1 "$holder" >/dev/null 2>&1 &
@@ -418,6 +422,9 @@ for m in pick("spawn-live-memory"):
         print("    per child: " + ", ".join(f"{k} {d[k] // n}" for k in sorted(d)) + " KiB")
     if "kmalloc_1k_after_kib" in m:
         print(f"  ... of it kmalloc-1k (mostly shrinker tables){(m['kmalloc_1k_after_kib'] - m['kmalloc_1k_before_kib']) // n:8d} KiB  (grows with the host's peak of superblocks)")
+    if "slabs_after_kib" in m:
+        sd = sorted(((v - m["slabs_before_kib"].get(k, 0), k) for k, v in m["slabs_after_kib"].items()), reverse=True)
+        print("  slab caches that grew most, per child: " + ", ".join(f"{k} {v / n:.1f}" for v, k in sd[:8]) + " KiB")
     print(f"  children left after the parent's stop      {left:8d}")
 me = pick("spawn-measured")[0]
 print(f"state directory on                           {me.get('state_fs', '?'):>8s}")

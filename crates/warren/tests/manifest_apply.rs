@@ -1136,3 +1136,104 @@ fn rm_f_of_a_clashing_name_stops_the_run_d_environment_too() {
         "{name} still listed after rm -f"
     );
 }
+
+/// A tenant that floods its output, handed with a quiet neighbour to the kernel's launch
+/// waiter (one process for all of them), neither starves the neighbour nor makes the kernel
+/// hold more than its log's bound: the neighbour's line is copied, its stop is prompt and its
+/// end reported, while the flooder's log stops at 64 MiB (docs/cli.md, `warren logs`) and the
+/// flooder runs on, never blocked. Positive controls: the flooder's log reached the bound (it
+/// did flood), and both launchers had handed over (the waiter does the copying).
+#[test]
+fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the_log_bound() {
+    const LOG_MAX: u64 = 64 << 20;
+    let _serial = serial();
+    let mut space = Space::new();
+    let flood = space.name("ma-flood");
+    let quiet = space.name("ma-quiet");
+    let file = space.write_tables(&[
+        table(&flood, "while :; do cat /bin/busybox; done", &[]),
+        table(
+            &quiet,
+            "trap 'echo stopping; exit 0' TERM; sleep 3; echo still heard; \
+             while :; do sleep 0.2; done",
+            &[],
+        ),
+    ]);
+    assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
+    let (flood_pid, flood_launcher) = wait_running(&flood);
+    let (quiet_pid, quiet_launcher) = wait_running(&quiet);
+    // Both launchers hand over after the first second and end.
+    wait_for("both launchers to hand over", 20, || {
+        (!alive(flood_launcher) && !alive(quiet_launcher)).then_some(())
+    });
+    let log_path = Path::new("/run/warren/logs").join(format!("{flood}.log"));
+    let size = || std::fs::metadata(&log_path).map_or(0, |m| m.len());
+    wait_for("the flood to reach the log's bound", 60, || {
+        (size() >= LOG_MAX).then_some(())
+    });
+    // The neighbour is heard while the flood goes on.
+    wait_for("the neighbour's line", 20, || {
+        Some(logs(&quiet)).filter(|l| l.contains("still heard"))
+    });
+    // The flooder still runs and writes (it is never blocked), and its log stays bounded: the
+    // bound plus the one line that says the rest is discarded. Its shell (the init's child)
+    // counts the writes of every `cat` it has reaped; one that blocked would never be reaped.
+    let shell = wait_for("the flooder's shell", 10, || {
+        std::fs::read_to_string(format!("/proc/{flood_pid}/task/{flood_pid}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse::<i64>()
+            .ok()
+    });
+    let written = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{shell}/io"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("wchar: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let before = written();
+    std::thread::sleep(Duration::from_secs(2));
+    let after = written();
+    assert!(alive(flood_pid), "the flooder ended");
+    // (At least one more copy of busybox, a few hundred KiB, went out.)
+    assert!(
+        after > before + (256 << 10),
+        "the flooder is not writing: {before} then {after} bytes"
+    );
+    let final_size = size();
+    assert!(
+        (LOG_MAX..LOG_MAX + 512).contains(&final_size),
+        "the flooder's log holds {final_size} bytes"
+    );
+    let tail = std::fs::read(&log_path).unwrap();
+    let tail = String::from_utf8_lossy(&tail[tail.len().saturating_sub(400)..]).into_owned();
+    assert!(
+        tail.contains("further output of this environment is discarded"),
+        "{tail}"
+    );
+    // The neighbour's stop is prompt and its end is seen, flood or not.
+    let started = Instant::now();
+    let o = warren()
+        .args(["stop", "-t", "10", &quiet])
+        .output()
+        .unwrap();
+    assert_code(&o, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the neighbour's stop took {:?} (its TERM handler exits at once)",
+        started.elapsed()
+    );
+    assert!(!alive(quiet_pid));
+    assert_eq!(ps_all()[&quiet]["state"], "stopped");
+    wait_for("the neighbour's last line", 10, || {
+        Some(logs(&quiet)).filter(|l| l.contains("stopping"))
+    });
+    // And the flooder's own stop (a shell that ignores TERM as pid 2 under the init: the init
+    // forwards it, sh ends).
+    let o = warren().args(["stop", "-t", "2", &flood]).output().unwrap();
+    assert_code(&o, 0);
+    assert!(!alive(flood_pid));
+}

@@ -3,9 +3,12 @@
 //! (`warren_sandbox::handoff`), so that a launcher need not stay for as long as its
 //! environment runs.
 //!
-//! One single-threaded loop over `poll(2)`: `SIGCHLD` (a signalfd), the hand-off socket the
+//! One loop over an `epoll(7)` set: `SIGCHLD` (a signalfd), the hand-off socket the
 //! launchers share, the daemon's notice socket (for its hang-up), and per environment its
-//! seccomp listener, its log pipe and its kernel connection. Every child is reaped with
+//! seccomp listener, its log pipe and its kernel connection. A wake-up costs what is ready, not
+//! what is held: each environment's descriptors stay registered (level-triggered), and after
+//! serving one, the waiter registers that environment's current descriptors again (a kernel
+//! connection that re-attaches changes descriptor, possibly under the same number). Every child is reaped with
 //! `wait(2)`: a launcher's (or a stray's) status goes to the daemon as `exited`; an
 //! environment's ends its waiting, which does what its launcher did at its end (collects the
 //! status, removes the cgroup, copies the rest of the log, writes why it ended, releases the
@@ -19,6 +22,9 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+
+use rustix::event::epoll::{self, CreateFlags, Event, EventData, EventFlags};
 use rustix::event::{PollFd, PollFlags, poll};
 use warren_sandbox::Sidework as _;
 use warren_sandbox::handoff::HandOff;
@@ -54,9 +60,10 @@ pub(crate) struct Sent {
 
 /// One environment the waiter waits for.
 struct Handed {
+    /// Its key in [`Waiter::envs`] and in its descriptors' epoll data ([`token`]).
+    id: u64,
     name: String,
     state_dir: PathBuf,
-    pid: i32,
     /// The launcher that handed it over.
     launcher: i32,
     sup: Option<warren_sandbox::Supervised>,
@@ -152,7 +159,12 @@ struct Waiter {
     /// The launchers' hand-off socket, until every holder has gone.
     handoffs: Option<OwnedFd>,
     sigchld: OwnedFd,
-    envs: Vec<Handed>,
+    /// Every descriptor the waiter waits on ([`token`]).
+    epoll: OwnedFd,
+    /// The environments it holds, by id, and their ids by pid.
+    envs: HashMap<u64, Handed>,
+    by_pid: HashMap<i32, u64>,
+    next_id: u64,
     /// Children reaped before anyone said what they were: launchers, strays, and environments
     /// that ended before their hand-off arrived (whose status is found here then). Kept for
     /// [`UNKNOWN_KEPT`].
@@ -202,11 +214,31 @@ pub(super) fn serve(notices: OwnedFd, handoffs: OwnedFd) -> ! {
             std::process::exit(1)
         }
     };
+    let watched = epoll::create(CreateFlags::CLOEXEC).and_then(|ep| {
+        for (fd, data) in [
+            (&sigchld, SIGCHLD),
+            (&handoffs, HANDOFFS),
+            (&notices, NOTICES),
+        ] {
+            epoll::add(&ep, fd, EventData::new_u64(data), EventFlags::IN)?;
+        }
+        Ok(ep)
+    });
+    let epoll = match watched {
+        Ok(ep) => ep,
+        Err(e) => {
+            eprintln!("warren: the launch waiter cannot watch its descriptors: {e}");
+            std::process::exit(1)
+        }
+    };
     let mut w = Waiter {
         notices: Some(notices),
         handoffs: Some(handoffs),
         sigchld,
-        envs: Vec::new(),
+        epoll,
+        envs: HashMap::new(),
+        by_pid: HashMap::new(),
+        next_id: 0,
         unknown: std::collections::HashMap::new(),
         launchers: std::collections::HashSet::new(),
         deferred: std::collections::HashMap::new(),
@@ -232,91 +264,79 @@ fn has_children() -> bool {
     )
 }
 
-/// Which descriptor of which environment a poll entry is.
-#[derive(Clone, Copy)]
-enum Slot {
-    Sigchld,
-    Handoffs,
-    Notices,
-    Refusals(usize),
-    Log(usize),
-    Attach(usize),
+/// The epoll data of the waiter's own descriptors.
+const SIGCHLD: u64 = u64::MAX;
+const HANDOFFS: u64 = u64::MAX - 1;
+const NOTICES: u64 = u64::MAX - 2;
+
+/// Which of an environment's descriptors an epoll entry is (the low two bits of its data).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Refusals = 0,
+    Log = 1,
+    Attach = 2,
+}
+
+/// The epoll data of environment `id`'s descriptor of `kind`.
+fn token(id: u64, kind: Kind) -> u64 {
+    (id << 2) | kind as u64
+}
+
+/// The ready events taken per wake-up (more wait for the next one, level-triggered).
+const EVENTS: usize = 256;
+
+impl Handed {
+    /// Its descriptors worth waiting on now, with their kinds.
+    fn watched(&self) -> Vec<(std::os::fd::BorrowedFd<'_>, Kind)> {
+        let mut v = Vec::with_capacity(3);
+        if let (true, Some(fd)) = (
+            self.listening,
+            self.sup.as_ref().and_then(|s| s.refusal_fd()),
+        ) {
+            v.push((fd, Kind::Refusals));
+        }
+        if let Some(fd) = self.log.as_ref().and_then(|l| l.fd()) {
+            v.push((fd, Kind::Log));
+        }
+        if let Some(fd) = self.attach.as_ref().and_then(|a| a.fd()) {
+            v.push((fd, Kind::Attach));
+        }
+        v
+    }
 }
 
 impl Waiter {
     fn turn(&mut self) {
-        let mut slots = Vec::with_capacity(3 + 3 * self.envs.len());
-        let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(slots.capacity());
-        fds.push(PollFd::new(&self.sigchld, PollFlags::IN));
-        slots.push(Slot::Sigchld);
-        if let Some(h) = &self.handoffs {
-            fds.push(PollFd::new(h, PollFlags::IN));
-            slots.push(Slot::Handoffs);
-        }
-        if let Some(n) = &self.notices {
-            fds.push(PollFd::new(n, PollFlags::IN));
-            slots.push(Slot::Notices);
-        }
-        for (i, e) in self.envs.iter().enumerate() {
-            if let (true, Some(fd)) = (e.listening, e.sup.as_ref().and_then(|s| s.refusal_fd())) {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-                slots.push(Slot::Refusals(i));
-            }
-            if let Some(fd) = e.log.as_ref().and_then(|l| l.fd()) {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-                slots.push(Slot::Log(i));
-            }
-            if let Some(fd) = e.attach.as_ref().and_then(|a| a.fd()) {
-                fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
-                slots.push(Slot::Attach(i));
-            }
-        }
         // A stray child (a launch that failed after its clone) is reaped at the latest here.
         let tick = rustix::time::Timespec {
             tv_sec: 2,
             tv_nsec: 0,
         };
-        match poll(&mut fds, Some(&tick)) {
+        let mut events: Vec<Event> = Vec::with_capacity(EVENTS);
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            Some(&tick),
+        ) {
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => return,
             Err(e) => {
-                eprintln!("warren: the launch waiter's poll failed: {e}");
+                eprintln!("warren: the launch waiter's epoll_wait failed: {e}");
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 return;
             }
         }
-        let ready: Vec<(Slot, PollFlags)> = slots
-            .iter()
-            .zip(fds.iter())
-            .filter(|(_, f)| !f.revents().is_empty())
-            .map(|(s, f)| (*s, f.revents()))
-            .collect();
-        drop(fds);
-        // Hand-offs first: a launcher's packet is queued before its exit shows.
+        // Hand-offs after the environments' own descriptors: a launcher's packet is queued
+        // before its exit shows, and both are taken before the reaping below.
         let mut handoffs_ready = false;
         let mut notices_hup = false;
-        for (slot, rev) in &ready {
-            match *slot {
-                Slot::Handoffs => handoffs_ready = true,
-                Slot::Notices => notices_hup = rev.intersects(PollFlags::HUP | PollFlags::IN),
-                Slot::Refusals(i) => {
-                    if rev.contains(PollFlags::IN) {
-                        self.envs[i].serve_refusals();
-                    } else if rev.intersects(PollFlags::HUP | PollFlags::ERR) {
-                        self.envs[i].listening = false;
-                    }
-                }
-                Slot::Log(i) => {
-                    if let Some(l) = self.envs[i].log.as_mut() {
-                        l.ready();
-                    }
-                }
-                Slot::Attach(i) => {
-                    if let Some(a) = self.envs[i].attach.as_mut() {
-                        a.ready();
-                    }
-                }
-                Slot::Sigchld => {}
+        for ev in &events {
+            let (data, flags) = (ev.data.u64(), ev.flags);
+            match data {
+                SIGCHLD => {}
+                HANDOFFS => handoffs_ready = true,
+                NOTICES => notices_hup = flags.intersects(EventFlags::HUP | EventFlags::IN),
+                _ => self.serve(data >> 2, data & 3, flags),
             }
         }
         if handoffs_ready {
@@ -328,6 +348,74 @@ impl Waiter {
         }
         while let Ok(Some(_)) = warren_sys::read_signal(&self.sigchld) {}
         self.reap();
+    }
+
+    /// Serve environment `id`'s descriptor of kind `kind` (an epoll event's `flags`), then
+    /// register its descriptors as they are now.
+    fn serve(&mut self, id: u64, kind: u64, flags: EventFlags) {
+        // (An event of an environment that has ended meanwhile finds nothing.)
+        let Some(e) = self.envs.get_mut(&id) else {
+            return;
+        };
+        match kind {
+            k if k == Kind::Refusals as u64 => {
+                if flags.contains(EventFlags::IN) {
+                    e.serve_refusals();
+                } else if flags.intersects(EventFlags::HUP | EventFlags::ERR) {
+                    // Hung up as the environment ends: no longer worth waiting on.
+                    if let Some(fd) = e.sup.as_ref().and_then(|s| s.refusal_fd()) {
+                        let _ = epoll::delete(&self.epoll, fd);
+                    }
+                    e.listening = false;
+                }
+            }
+            k if k == Kind::Log as u64 => {
+                if let Some(l) = e.log.as_mut() {
+                    l.ready();
+                }
+            }
+            _ => {
+                if let Some(a) = e.attach.as_mut() {
+                    a.ready();
+                }
+            }
+        }
+        self.watch(id);
+    }
+
+    /// Register environment `id`'s current descriptors (one already registered stays so:
+    /// `EEXIST`). A descriptor closed meanwhile left the set as it closed; one that took its
+    /// number is a new file, registered here. Nothing else runs between an environment's
+    /// serving and this, so no other environment's descriptor can have taken a number here.
+    fn watch(&self, id: u64) {
+        let Some(e) = self.envs.get(&id) else {
+            return;
+        };
+        for (fd, kind) in e.watched() {
+            match epoll::add(
+                &self.epoll,
+                fd,
+                EventData::new_u64(token(id, kind)),
+                EventFlags::IN,
+            ) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(err) => eprintln!(
+                    "warren: {}: the launch waiter cannot watch a descriptor: {err}",
+                    e.name
+                ),
+            }
+        }
+    }
+
+    /// Take environment `pid` out of the set, its descriptors out of the epoll set (before
+    /// they close: a duplicate elsewhere would keep them registered).
+    fn release(&mut self, pid: i32) -> Option<Handed> {
+        let id = self.by_pid.remove(&pid)?;
+        let e = self.envs.remove(&id)?;
+        for (fd, _) in e.watched() {
+            let _ = epoll::delete(&self.epoll, fd);
+        }
+        Some(e)
     }
 
     /// Take every hand-off waiting on the socket.
@@ -415,9 +503,9 @@ impl Waiter {
             Err(e) => {
                 // It was killed and what it held released; its kernel connection closes here.
                 let mut gone = Handed {
+                    id: u64::MAX,
                     name: sent.name.clone(),
                     state_dir: sent.state_dir.clone(),
-                    pid,
                     launcher: sent.launcher,
                     sup: None,
                     log,
@@ -445,10 +533,12 @@ impl Waiter {
             launcher: sent.launcher,
             env: pid,
         });
+        let id = self.next_id;
+        self.next_id += 1;
         let handed = Handed {
+            id,
             name: sent.name,
             state_dir: sent.state_dir,
-            pid,
             launcher: sent.launcher,
             listening: sup.refusal_fd().is_some(),
             sup: Some(sup),
@@ -466,7 +556,11 @@ impl Waiter {
                 let code = handed.finish(exit_status, signal);
                 self.ended(launcher, pid, code);
             }
-            None => self.envs.push(handed),
+            None => {
+                self.by_pid.insert(pid, handed.id);
+                self.envs.insert(handed.id, handed);
+                self.watch(id);
+            }
         }
     }
 
@@ -491,9 +585,8 @@ impl Waiter {
                 Err(_) => return,
             };
             let (exit_status, signal) = (status.exit_status(), status.terminating_signal());
-            match self.envs.iter().position(|e| e.pid == pid) {
-                Some(i) => {
-                    let env = self.envs.swap_remove(i);
+            match self.release(pid) {
+                Some(env) => {
                     let launcher = env.launcher;
                     let code = env.finish(exit_status, signal);
                     self.ended(launcher, pid, code);
