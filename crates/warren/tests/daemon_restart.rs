@@ -356,3 +356,117 @@ fn an_environment_that_ends_while_no_kernel_runs_is_judged_by_its_restart_policy
     }
     stop_kernel(k2);
 }
+
+/// After a kernel restart, the environments the previous kernel's launch waiter holds are
+/// re-adopted; the waiter leaves each one's status in `exits/NAME` as it ends. If that waiter
+/// is killed instead (SIGKILL: its environments die with it, by their parent-death signal, and
+/// no status is left), the kernel waits for the missing statuses side by side, not one after
+/// the other while its loop stands still: every end is reported within about one wait (2 s,
+/// `LATE_STATUS_MS`) rather than one wait each, with the status lost (255), and the kernel
+/// answers meanwhile. Positive controls: the environments were the old waiter's children, and
+/// re-adopted as running.
+#[test]
+fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let msg = msg_bin();
+    let mut k = start_kernel(&msg);
+    let kernel = k.id();
+    let names: Vec<String> = (0..5).map(|_| unique("lostwaiter")).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("spaces.toml");
+    let root = busybox_root();
+    let text: String = names
+        .iter()
+        .map(|n| {
+            format!(
+                "[space.{n}]\nimage = \"{}\"\ncommand = [\"/bin/sleep\", \"60\"]\n",
+                root.display()
+            )
+        })
+        .collect();
+    std::fs::write(&manifest, text).unwrap();
+    let o = warren().arg("apply").arg(&manifest).output().unwrap();
+    assert_code(&o, 0);
+    let waiter = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|p| parent_of(*p) == Some(kernel) && cmdline(*p) == ["warren", "launch-waiter"])
+        .expect("the kernel's launch waiter");
+    // Every environment handed to the waiter (its launcher gone after the first second).
+    let mut workloads = Vec::new();
+    for _ in 0..200 {
+        workloads = names.iter().filter_map(|n| live_pid(n)).collect();
+        if workloads.len() == names.len() && workloads.iter().all(|p| parent_of(*p) == Some(waiter))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(workloads.len(), names.len());
+    for p in &workloads {
+        assert_eq!(
+            parent_of(*p),
+            Some(waiter),
+            "workload {p} was not handed over"
+        );
+    }
+    // The kernel goes (SIGKILL), the next one re-adopts them.
+    let _ = k.kill();
+    let _ = k.wait();
+    let k2 = start_kernel(&msg);
+    for n in &names {
+        assert_eq!(row(n).unwrap_or_default()["state"], "running", "{n}");
+    }
+    // The old waiter is killed: its environments die with it, and nobody leaves a status.
+    let _ = Command::new("kill")
+        .args(["-KILL", &waiter.to_string()])
+        .status();
+    let killed = std::time::Instant::now();
+    for p in &workloads {
+        while Path::new(&format!("/proc/{p}")).exists() {
+            assert!(
+                killed.elapsed() < Duration::from_secs(10),
+                "workload {p} outlived its waiter"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // The kernel answers while it waits for the statuses.
+    let asked = std::time::Instant::now();
+    let o = warren().args(["ps", "-a", "--json"]).output().unwrap();
+    assert_code(&o, 0);
+    let answered = asked.elapsed();
+    // Every end is reported, together, after about one wait.
+    let mut ended = Vec::new();
+    while ended.len() < names.len() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(9),
+            "only {ended:?} of {names:?} were reported ended after {:?}",
+            killed.elapsed()
+        );
+        ended = names
+            .iter()
+            .filter(|n| row(n).is_some_and(|r| r["state"] == "exited"))
+            .cloned()
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all_reported = killed.elapsed();
+    // One wait each, one after the other, would be 10 s (and the kernel deaf meanwhile).
+    assert!(
+        all_reported < Duration::from_secs(6),
+        "the ends took {all_reported:?} to be reported"
+    );
+    assert!(
+        answered < Duration::from_millis(1500),
+        "ps took {answered:?} while the kernel waited for the statuses"
+    );
+    for n in &names {
+        let o = warren().args(["inspect", n]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+        assert_eq!(v["last_exit"], 255, "{n}: {v}");
+        let o = warren().args(["rm", "-f", n]).output().unwrap();
+        assert_code(&o, 0);
+    }
+    stop_kernel(k2);
+}

@@ -55,8 +55,13 @@ pub(super) struct Runtime {
     direct: bool,
     /// Re-adopted (a launcher, or an environment a launch waiter holds): the status may reach
     /// `exits/NAME` a moment after the end, from the waiter of the kernel that started it
-    /// (`wait_for_exit_record`).
+    /// (`awaiting_status`).
     late_status: bool,
+    /// Such a re-adopted process has ended and its status is not in `exits/NAME` yet: the
+    /// time (ms) until which the supervisor waits for it there, checking every
+    /// [`LATE_STATUS_POLL_MS`] (`supervise_tick`) rather than blocking the kernel's loop; 255
+    /// after it (a waiter that died leaves none).
+    awaiting_status: Option<u64>,
     pidfd: OwnedFd,
     started: Instant,
     stopping: Option<Stopping>,
@@ -103,7 +108,13 @@ impl Daemon {
             .filter_map(|(_, m)| m.restart_at);
         // A registry change left for the end of a turn that already passed: at once.
         let save = self.spawns_unsaved().then(|| self.now());
-        stops.chain(restarts).chain(save).min()
+        // A status expected in `exits/NAME`: look again shortly.
+        let late = self
+            .runtime
+            .values()
+            .filter_map(|r| r.awaiting_status)
+            .map(|until| until.min(self.now() + LATE_STATUS_POLL_MS));
+        stops.chain(restarts).chain(save).chain(late).min()
     }
 
     /// Start launcher `name` (its spec is in the registry).
@@ -179,6 +190,7 @@ impl Daemon {
                 via_helper,
                 direct: false,
                 late_status: false,
+                awaiting_status: None,
                 pidfd,
                 started: Instant::now(),
                 stopping: None,
@@ -245,6 +257,7 @@ impl Daemon {
     /// Escalate due stops and start due restarts.
     pub(super) fn supervise_tick(&mut self) {
         self.save_children();
+        self.collect_late_statuses();
         let now = self.now();
         for rt in self.runtime.values_mut() {
             if let Some(s) = rt.stopping.as_mut() {
@@ -320,13 +333,39 @@ impl Daemon {
             // environment's waiter leaves it there once it has released what the environment
             // held, a moment after the environment's own end.
             None => {
-                if rt.late_status {
-                    wait_for_exit_record(&self.state_dir, &name);
+                if rt.late_status && !exit_recorded(&self.state_dir, &name) {
+                    // Until then it counts as running, as a launcher still exiting would.
+                    let rt = Runtime {
+                        awaiting_status: Some(self.now() + LATE_STATUS_MS),
+                        ..rt
+                    };
+                    self.runtime.insert(name, rt);
+                    return;
                 }
                 crate::control::take_exit(&self.state_dir, &name).unwrap_or(255)
             }
         };
         self.launcher_ended(name, rt, code);
+    }
+
+    /// Re-adopted processes that ended: report those whose status has arrived in
+    /// `exits/NAME`, or whose wait for it is over.
+    fn collect_late_statuses(&mut self) {
+        let now = self.now();
+        let due: Vec<String> = self
+            .runtime
+            .iter()
+            .filter(|(n, rt)| {
+                rt.awaiting_status
+                    .is_some_and(|until| until <= now || exit_recorded(&self.state_dir, n))
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            let rt = self.runtime.remove(&name).expect("listed above");
+            let code = crate::control::take_exit(&self.state_dir, &name).unwrap_or(255);
+            self.launcher_ended(name, rt, code);
+        }
     }
 
     /// The launch helper's waiter said what happened (`helper::Notice`).
@@ -961,6 +1000,7 @@ impl Daemon {
                 // A launcher the factory forked hands its ended environment to the waiter of
                 // the kernel that started it, which writes the status after the launcher's end.
                 late_status: true,
+                awaiting_status: None,
                 pidfd,
                 started: Instant::now(),
                 stopping: None,
@@ -993,14 +1033,14 @@ impl Daemon {
 }
 
 /// A re-adopted environment's first process ended: its waiter (of the previous kernel) leaves
-/// the status a moment later, once it has released what the environment held. Waits for it a
-/// little (bounded: a waiter that died leaves none).
-fn wait_for_exit_record(state_dir: &std::path::Path, name: &str) {
-    let path = state_dir.join("exits").join(name);
-    let until = Instant::now() + std::time::Duration::from_secs(2);
-    while !path.exists() && Instant::now() < until {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+/// the status a moment later, once it has released what the environment held. How long the
+/// supervisor waits for it (`Runtime::awaiting_status`), and how often it looks.
+const LATE_STATUS_MS: u64 = 2000;
+const LATE_STATUS_POLL_MS: u64 = 5;
+
+/// Whether `exits/NAME` holds a status.
+fn exit_recorded(state_dir: &std::path::Path, name: &str) -> bool {
+    state_dir.join("exits").join(name).exists()
 }
 
 /// The answer to `apply` (and `stop`/`remove`): the steps, and whether anything changed or
