@@ -164,8 +164,8 @@ pub(crate) fn enter_root(
         tty,
         tmpfs_size,
     )?;
-    // Files of a binary root whose paths lie under /tmp: bound once the tmpfs is on /tmp, which
-    // would hide them otherwise (a program built in a temporary directory keeps its path).
+    // Files of a binary root whose paths lie under /tmp: bound once /tmp is in place (the
+    // writable tmpfs's `tmp/`), which would hide them otherwise (a program built in a temporary directory keeps its path).
     let mut under_tmp = Vec::new();
     match root {
         RootSource::Rootfs(dir) => {
@@ -295,11 +295,6 @@ fn attach_mounts(
     Ok(())
 }
 
-/// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.
-pub(crate) fn inode_limit(size: u64) -> u64 {
-    (size / 4096).max(1024)
-}
-
 /// The paths of a binary root in a fixed order: binary, interpreter, libraries, added paths
 /// (files or directories).
 pub(crate) fn binary_entries(bin: &BinaryRoot) -> Vec<&warren_elf::RootEntry> {
@@ -339,7 +334,7 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 }
 
 /// Builds a binary root on a tmpfs; returns the entries under `/tmp`, which the caller binds
-/// after mounting `/tmp`'s own tmpfs.
+/// once `/tmp` is in place.
 fn build_binary_root(
     bin: &BinaryRoot,
     sources: &[OwnedFd],

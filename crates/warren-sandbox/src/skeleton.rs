@@ -143,8 +143,8 @@ pub(crate) fn prepare(
     };
     let (tmp, shm) = mount_scratch(&scratch, tmpfs_size)?;
     Ok(Skeleton {
-        tmp: open(&tmp)?,
-        shm: open(&shm)?,
+        tmp,
+        shm,
         dev: open(&dev)?,
         sys: if view.is_empty() {
             None
@@ -158,12 +158,9 @@ pub(crate) fn prepare(
 
 /// The writable tmpfs of `/tmp` and `/dev/shm` on `scratch` (see [`prepare`]): `size` bytes,
 /// one inode per 4 KiB (at least 1,024), `nosuid,nodev`; its `tmp/` and `shm/` are
-/// world-writable and sticky, as the two places are. Returns their paths.
-fn mount_scratch(scratch: &Path, size: u64) -> StepResult<(PathBuf, PathBuf)> {
-    let options = format!(
-        "mode=0755,size={size},nr_inodes={}",
-        crate::rootfs::inode_limit(size)
-    );
+/// world-writable and sticky, as the two places are. Returns them as `O_PATH` descriptors.
+fn mount_scratch(scratch: &Path, size: u64) -> StepResult<(OwnedFd, OwnedFd)> {
+    let options = format!("mode=0755,size={size},nr_inodes={}", inode_limit(size));
     let options = std::ffi::CString::new(options).expect("no NUL in mount options");
     at(
         Step::MountTmp,
@@ -195,11 +192,27 @@ fn mount_scratch(scratch: &Path, size: u64) -> StepResult<(PathBuf, PathBuf)> {
             || format!("make {name}/ mode 1777"),
             rustix::fs::chmod(&dir, Mode::from_raw_mode(0o1777)),
         )?;
-        made.push(dir);
+        made.push(at(
+            Step::MountTmp,
+            || format!("open {name}/ of the tmpfs of /tmp and /dev/shm"),
+            rustix::fs::open(
+                &dir,
+                rustix::fs::OFlags::PATH
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                Mode::empty(),
+            ),
+        )?);
     }
     let shm = made.pop().expect("two made");
     let tmp = made.pop().expect("two made");
     Ok((tmp, shm))
+}
+
+/// One inode per 4 KiB of tmpfs, at least 1024: bounds inode exhaustion as well as bytes.
+fn inode_limit(size: u64) -> u64 {
+    (size / 4096).max(1024)
 }
 
 fn file_name(path: &Path) -> String {

@@ -365,13 +365,13 @@ fn an_environment_that_ends_while_no_kernel_runs_is_judged_by_its_restart_policy
 /// `LATE_STATUS_MS`) rather than one wait each, with the status lost (255), and the kernel
 /// answers meanwhile. Positive controls: the environments were the old waiter's children, and
 /// re-adopted as running.
-#[test]
-fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
-    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
-    let msg = msg_bin();
-    let mut k = start_kernel(&msg);
+/// `count` sleepers applied on a fresh kernel and handed to its launch waiter; that kernel is
+/// killed and a new one re-adopts them. Returns the new kernel, the names, the old waiter and
+/// the workloads.
+fn handed_then_readopted(msg: &Path, count: usize) -> (Child, Vec<String>, u32, Vec<u32>) {
+    let mut k = start_kernel(msg);
     let kernel = k.id();
-    let names: Vec<String> = (0..5).map(|_| unique("lostwaiter")).collect();
+    let names: Vec<String> = (0..count).map(|_| unique("lostwaiter")).collect();
     let dir = tempfile::tempdir().unwrap();
     let manifest = dir.path().join("spaces.toml");
     let root = busybox_root();
@@ -413,10 +413,18 @@ fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
     // The kernel goes (SIGKILL), the next one re-adopts them.
     let _ = k.kill();
     let _ = k.wait();
-    let k2 = start_kernel(&msg);
+    let k2 = start_kernel(msg);
     for n in &names {
         assert_eq!(row(n).unwrap_or_default()["state"], "running", "{n}");
     }
+    (k2, names, waiter, workloads)
+}
+
+#[test]
+fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let msg = msg_bin();
+    let (k2, names, waiter, workloads) = handed_then_readopted(&msg, 5);
     // The old waiter is killed: its environments die with it, and nobody leaves a status.
     let _ = Command::new("kill")
         .args(["-KILL", &waiter.to_string()])
@@ -469,4 +477,42 @@ fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
         assert_code(&o, 0);
     }
     stop_kernel(k2);
+}
+
+/// The same, but the kernel is stopped (SIGTERM) while it still waits for the statuses: it
+/// reports those ends before it goes (status 255), so the next kernel finds them exited and
+/// does not start these `restart = "no"` environments again. Positive control: each was
+/// running under the second kernel.
+#[test]
+fn a_kernel_stopped_while_it_waits_for_statuses_reports_the_ends_first() {
+    let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    let msg = msg_bin();
+    let (k2, names, waiter, workloads) = handed_then_readopted(&msg, 2);
+    let _ = Command::new("kill")
+        .args(["-KILL", &waiter.to_string()])
+        .status();
+    for p in &workloads {
+        while Path::new(&format!("/proc/{p}")).exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // Within the wait (2 s) for the statuses that will not come.
+    std::thread::sleep(Duration::from_millis(200));
+    stop_kernel(k2);
+    let k3 = start_kernel(&msg);
+    for n in &names {
+        let v = row(n).unwrap_or_default();
+        assert_eq!(v["state"], "exited", "{n}: {v}");
+        let o = warren().args(["inspect", n]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
+        assert_eq!(v["last_exit"], 255, "{n}: {v}");
+    }
+    // And none of them was started again.
+    std::thread::sleep(Duration::from_millis(500));
+    for n in &names {
+        assert_eq!(live_pid(n), None, "{n} was started again");
+        let o = warren().args(["rm", "-f", n]).output().unwrap();
+        assert_code(&o, 0);
+    }
+    stop_kernel(k3);
 }

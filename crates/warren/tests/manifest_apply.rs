@@ -1139,10 +1139,12 @@ fn rm_f_of_a_clashing_name_stops_the_run_d_environment_too() {
 
 /// A tenant that floods its output, handed with a quiet neighbour to the kernel's launch
 /// waiter (one process for all of them), neither starves the neighbour nor makes the kernel
-/// hold more than its log's bound: the neighbour's line is copied, its stop is prompt and its
-/// end reported, while the flooder's log stops at 64 MiB (docs/cli.md, `warren logs`) and the
-/// flooder runs on, never blocked. Positive controls: the flooder's log reached the bound (it
-/// did flood), and both launchers had handed over (the waiter does the copying).
+/// hold more than its log's bound: the neighbour's lines are copied, its kernel connection
+/// re-attaches across a kernel restart during the flood (the waiter re-registers the
+/// connection's new descriptor) so a message sent afterwards reaches it, and its stop is prompt
+/// and its end reported, while the flooder's log stops at 64 MiB (docs/cli.md, `warren logs`)
+/// and the flooder runs on, never blocked. Positive controls: the flooder's log reached the
+/// bound (it did flood), and both launchers had handed over (the waiter does the copying).
 #[test]
 fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the_log_bound() {
     const LOG_MAX: u64 = 64 << 20;
@@ -1150,15 +1152,16 @@ fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the
     let mut space = Space::new();
     let flood = space.name("ma-flood");
     let quiet = space.name("ma-quiet");
-    let file = space.write_tables(&[
+    let tables = vec![
         table(&flood, "while :; do cat /bin/busybox; done", &[]),
         table(
             &quiet,
             "trap 'echo stopping; exit 0' TERM; sleep 3; echo still heard; \
-             while :; do sleep 0.2; done",
+             while :; do warren-msg recv --timeout 500 --body; done",
             &[],
         ),
-    ]);
+    ];
+    let file = space.write_tables(&tables);
     assert_eq!(code(&run(&["apply", "--detailed-exitcodes"], &file)), 2);
     let (flood_pid, flood_launcher) = wait_running(&flood);
     let (quiet_pid, quiet_launcher) = wait_running(&quiet);
@@ -1179,12 +1182,12 @@ fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the
     // bound plus the one line that says the rest is discarded. Its shell (the init's child)
     // counts the writes of every `cat` it has reaped; one that blocked would never be reaped.
     let shell = wait_for("the flooder's shell", 10, || {
-        std::fs::read_to_string(format!("/proc/{flood_pid}/task/{flood_pid}/children"))
-            .ok()?
-            .split_whitespace()
-            .next()?
-            .parse::<i64>()
-            .ok()
+        std::fs::read_dir("/proc").ok()?.find_map(|e| {
+            let pid: i64 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let ppid: i64 = stat.rsplit_once(") ")?.1.split(' ').nth(1)?.parse().ok()?;
+            (ppid == flood_pid).then_some(pid)
+        })
     });
     let written = || -> u64 {
         std::fs::read_to_string(format!("/proc/{shell}/io"))
@@ -1214,6 +1217,38 @@ fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the
         tail.contains("further output of this environment is discarded"),
         "{tail}"
     );
+    // The kernel restarts during the flood, twice; the waiter re-attaches both connections
+    // each time, and a message sent afterwards reaches the neighbour (from a client started
+    // then, which retries until the neighbour's name is known again). The second restart is
+    // seen only on the connection the first re-attach made: the waiter must be watching it.
+    for round in ["first", "second"] {
+        stop_kernel();
+        start_kernel();
+        assert_eq!(pids(&quiet).map(|p| p.0), Some(quiet_pid));
+        let client = space.name("ma-floodcli");
+        let mut with_client = tables.clone();
+        with_client.push(table(
+            &client,
+            &format!(
+                "for i in $(seq 50); do warren-msg send {quiet} after-the-{round}-restart && \
+                 exit 0; sleep 0.2; done; exit 1"
+            ),
+            &[&format!("may_send = [\"{quiet}\"]")],
+        ));
+        let file = space.write_tables(&with_client);
+        let o = run(&["apply", "--detailed-exitcodes"], &file);
+        assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+        let v = wait_for("the client to finish", 20, || {
+            ps_all()
+                .get(&client)
+                .filter(|v| v["state"] == "exited")
+                .cloned()
+        });
+        assert_eq!(v["last_exit"], 0, "{v}; client log: {}", logs(&client));
+        wait_for("the message after the restart", 10, || {
+            Some(logs(&quiet)).filter(|l| l.contains(&format!("after-the-{round}-restart")))
+        });
+    }
     // The neighbour's stop is prompt and its end is seen, flood or not.
     let started = Instant::now();
     let o = warren()
@@ -1231,8 +1266,7 @@ fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the
     wait_for("the neighbour's last line", 10, || {
         Some(logs(&quiet)).filter(|l| l.contains("stopping"))
     });
-    // And the flooder's own stop (a shell that ignores TERM as pid 2 under the init: the init
-    // forwards it, sh ends).
+    // And the flooder's own stop (its shell is pid 2 under the init, which forwards the TERM).
     let o = warren().args(["stop", "-t", "2", &flood]).output().unwrap();
     assert_code(&o, 0);
     assert!(!alive(flood_pid));

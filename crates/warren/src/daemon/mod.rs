@@ -476,6 +476,8 @@ impl Daemon {
                     SIGNALS => {
                         if let Ok(Some(sig)) = warren_sys::read_signal(&self.signals) {
                             tracing::info!("kernel stopping on signal {sig}");
+                            // Ends seen but not yet reported (a status still on its way).
+                            self.settle_late_statuses();
                             // What was decided is answered (and, for federation, made durable)
                             // before the kernel goes; unread requests wait in their sockets.
                             // Audit aggregates still inside their window are written too.

@@ -348,6 +348,29 @@ impl Daemon {
         self.launcher_ended(name, rt, code);
     }
 
+    /// The kernel is stopping: report now the re-adopted ends still waiting for their status,
+    /// after what is left of their wait (the next kernel would find neither the process nor a
+    /// status, and start a `restart = "no"` environment again as declared).
+    pub(super) fn settle_late_statuses(&mut self) {
+        loop {
+            let now = self.now();
+            let waiting = self.runtime.iter().any(|(n, rt)| {
+                rt.awaiting_status
+                    .is_some_and(|until| until > now && !exit_recorded(&self.state_dir, n))
+            });
+            if !waiting {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(LATE_STATUS_POLL_MS));
+        }
+        for rt in self.runtime.values_mut() {
+            if rt.awaiting_status.is_some() {
+                rt.awaiting_status = Some(0);
+            }
+        }
+        self.collect_late_statuses();
+    }
+
     /// Re-adopted processes that ended: report those whose status has arrived in
     /// `exits/NAME`, or whose wait for it is over.
     fn collect_late_statuses(&mut self) {

@@ -165,6 +165,10 @@ struct Waiter {
     envs: HashMap<u64, Handed>,
     by_pid: HashMap<i32, u64>,
     next_id: u64,
+    /// Environments a descriptor of which could not be registered (`ENOSPC` past
+    /// `max_user_watches`, `ENOMEM`): tried again every turn, since an environment is served,
+    /// and so registered again, only through its registered descriptors.
+    unwatched: std::collections::HashSet<u64>,
     /// Children reaped before anyone said what they were: launchers, strays, and environments
     /// that ended before their hand-off arrived (whose status is found here then). Kept for
     /// [`UNKNOWN_KEPT`].
@@ -239,6 +243,7 @@ pub(super) fn serve(notices: OwnedFd, handoffs: OwnedFd) -> ! {
         envs: HashMap::new(),
         by_pid: HashMap::new(),
         next_id: 0,
+        unwatched: std::collections::HashSet::new(),
         unknown: std::collections::HashMap::new(),
         launchers: std::collections::HashSet::new(),
         deferred: std::collections::HashMap::new(),
@@ -348,6 +353,10 @@ impl Waiter {
         }
         while let Ok(Some(_)) = warren_sys::read_signal(&self.sigchld) {}
         self.reap();
+        let retry: Vec<u64> = self.unwatched.iter().copied().collect();
+        for id in retry {
+            self.watch(id);
+        }
     }
 
     /// Serve environment `id`'s descriptor of kind `kind` (an epoll event's `flags`), then
@@ -387,10 +396,12 @@ impl Waiter {
     /// `EEXIST`). A descriptor closed meanwhile left the set as it closed; one that took its
     /// number is a new file, registered here. Nothing else runs between an environment's
     /// serving and this, so no other environment's descriptor can have taken a number here.
-    fn watch(&self, id: u64) {
+    fn watch(&mut self, id: u64) {
         let Some(e) = self.envs.get(&id) else {
+            self.unwatched.remove(&id);
             return;
         };
+        let mut failed = None;
         for (fd, kind) in e.watched() {
             match epoll::add(
                 &self.epoll,
@@ -399,10 +410,22 @@ impl Waiter {
                 EventFlags::IN,
             ) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(err) => eprintln!(
-                    "warren: {}: the launch waiter cannot watch a descriptor: {err}",
-                    e.name
-                ),
+                Err(err) => failed = Some(err),
+            }
+        }
+        match failed {
+            // Said once, tried again every turn (at least every two seconds).
+            Some(err) => {
+                if self.unwatched.insert(id) {
+                    eprintln!(
+                        "warren: {}: the launch waiter cannot watch a descriptor (trying \
+                         again): {err}",
+                        e.name
+                    );
+                }
+            }
+            None => {
+                self.unwatched.remove(&id);
             }
         }
     }
@@ -411,6 +434,7 @@ impl Waiter {
     /// they close: a duplicate elsewhere would keep them registered).
     fn release(&mut self, pid: i32) -> Option<Handed> {
         let id = self.by_pid.remove(&pid)?;
+        self.unwatched.remove(&id);
         let e = self.envs.remove(&id)?;
         for (fd, _) in e.watched() {
             let _ = epoll::delete(&self.epoll, fd);
