@@ -1003,6 +1003,33 @@ fn sweep_stale_cgroups(layout: &Layout, state: &StateDir, own: &str) {
     state.remove_stale_uid_files();
 }
 
+/// After an environment ended without its launcher's (or launch waiter's) teardown (that
+/// process was killed with SIGKILL, say): remove what it left behind, once its name is no
+/// longer held: its cgroup `placement.group(name)` when nothing runs in it (a populated group
+/// of that name belongs to an environment of another state directory, or still holds linked
+/// children on their way out, and is left to [`sweep_stale_cgroups`]), and stale uid-range
+/// slot files. Returns whether a cgroup was removed.
+pub fn reclaim_leftovers(
+    state_dir: &Path,
+    name: &str,
+    placement: &warren_cgroup::Placement,
+) -> bool {
+    let state = StateDir::new(state_dir);
+    if !matches!(state.name_in_use(name), Ok(false)) {
+        return false;
+    }
+    let removed = match Layout::discover(Path::new("/proc/self/mountinfo"), Path::new("/")) {
+        Ok(layout) => {
+            let group = placement.group(name);
+            !layout.group_is_populated(&group)
+                && layout.adopt(&group).is_some_and(|cg| cg.destroy().is_ok())
+        }
+        Err(_) => false,
+    };
+    state.remove_stale_uid_files();
+    removed
+}
+
 /// Whether the housekeeping of [`sweep_stale_cgroups`] is due: `<state>/housekeeping` is
 /// missing or older than [`SWEEP_INTERVAL`]. If so, its time is set to now first, so that
 /// concurrent launches rarely sweep together (two that do only repeat each other's work).

@@ -47,6 +47,7 @@ pub use error::LaunchError;
 pub use hook::Measure;
 pub use launch::{
     ExitState, Parentage, Running, Sidework, Supervised, launch, launch_as, launch_with_mailbox,
+    reclaim_leftovers,
 };
 pub use plan::{
     INIT_PREFIX, LaunchPlan, MountKind, MountSpec, PreparedTree, Protection, RootSource, RunAs,

@@ -392,22 +392,33 @@ fn handed_then_readopted(msg: &Path, count: usize) -> (Child, Vec<String>, u32, 
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .find(|p| parent_of(*p) == Some(kernel) && cmdline(*p) == ["warren", "launch-waiter"])
         .expect("the kernel's launch waiter");
-    // Every environment handed to the waiter (its launcher gone after the first second).
+    // Every environment handed to the waiter: its launcher gone after the first second (the
+    // environment is the waiter's child from its start: a launcher clones it as a sibling).
+    let launcher_left = |name: &str| {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .any(|p| {
+                let c = cmdline(p);
+                c.iter().any(|a| a == "run")
+                    && c.windows(2).any(|w| w[0] == "--name" && w[1] == name)
+            })
+    };
     let mut workloads = Vec::new();
     for _ in 0..200 {
         workloads = names.iter().filter_map(|n| live_pid(n)).collect();
-        if workloads.len() == names.len() && workloads.iter().all(|p| parent_of(*p) == Some(waiter))
-        {
+        if workloads.len() == names.len() && !names.iter().any(|n| launcher_left(n)) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(workloads.len(), names.len());
-    for p in &workloads {
+    for (n, p) in names.iter().zip(&workloads) {
+        assert!(!launcher_left(n), "{n}'s launcher still runs");
         assert_eq!(
             parent_of(*p),
             Some(waiter),
-            "workload {p} was not handed over"
+            "workload {p} is not the waiter's"
         );
     }
     // The kernel goes (SIGKILL), the next one re-adopts them.
@@ -425,6 +436,10 @@ fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
     let _turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
     let msg = msg_bin();
     let (k2, names, waiter, workloads) = handed_then_readopted(&msg, 5);
+    // Positive control for the cgroups checked at the end: each environment has one.
+    for n in &names {
+        assert!(!cgroup_dirs(n).is_empty(), "{n} has no cgroup");
+    }
     // The old waiter is killed: its environments die with it, and nobody leaves a status.
     let _ = Command::new("kill")
         .args(["-KILL", &waiter.to_string()])
@@ -473,6 +488,12 @@ fn ends_whose_status_never_comes_after_a_restart_do_not_hold_the_kernel_up() {
         let o = warren().args(["inspect", n]).output().unwrap();
         let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap_or_default();
         assert_eq!(v["last_exit"], 255, "{n}: {v}");
+        // What the killed waiter would have removed is removed by the kernel.
+        assert_eq!(
+            cgroup_dirs(n),
+            Vec::<PathBuf>::new(),
+            "{n}'s cgroup is left"
+        );
         let o = warren().args(["rm", "-f", n]).output().unwrap();
         assert_code(&o, 0);
     }

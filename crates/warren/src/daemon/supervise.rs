@@ -342,10 +342,30 @@ impl Daemon {
                     self.runtime.insert(name, rt);
                     return;
                 }
-                crate::control::take_exit(&self.state_dir, &name).unwrap_or(255)
+                self.take_status(&name)
             }
         };
         self.launcher_ended(name, rt, code);
+    }
+
+    /// The status a process that was not the kernel's child left in `exits/NAME`. None left:
+    /// its launcher (or the launch waiter holding it) was killed before its teardown, so the
+    /// end counts as 255 and what it left behind is removed here (`reclaim_leftovers`: its
+    /// cgroup, unless something still runs in it).
+    fn take_status(&self, name: &str) -> i32 {
+        if let Some(code) = crate::control::take_exit(&self.state_dir, name) {
+            return code;
+        }
+        let placement = self
+            .registry
+            .envs
+            .get(name)
+            .map(|m| m.cgroup_placement())
+            .unwrap_or_default();
+        if warren_sandbox::reclaim_leftovers(&self.state_dir, name, &placement) {
+            tracing::info!("{name}: removed the cgroup its killed launcher or waiter left");
+        }
+        255
     }
 
     /// The kernel is stopping: report now the re-adopted ends still waiting for their status,
@@ -386,7 +406,7 @@ impl Daemon {
             .collect();
         for name in due {
             let rt = self.runtime.remove(&name).expect("listed above");
-            let code = crate::control::take_exit(&self.state_dir, &name).unwrap_or(255);
+            let code = self.take_status(&name);
             self.launcher_ended(name, rt, code);
         }
     }
@@ -941,6 +961,23 @@ impl Daemon {
                 }
                 (!warren_sys::pidfd_ended(pidfd.as_fd())).then_some(pidfd)
             });
+            // Its launcher has gone, and the registry names no environment pid: the previous
+            // kernel may have been killed between a hand-off and saving it. The name lock,
+            // still held, records the environment's pid.
+            if alive.is_none() && env_pid.is_none() {
+                let handed = self
+                    .recorded_pid(&name)
+                    .and_then(|p| Some((p, self.handed_alive(&name, p)?)));
+                if let Some((p, pidfd)) = handed {
+                    if let Some(m) = self.registry.envs.get_mut(&name) {
+                        m.env_pid = Some(p);
+                    }
+                    if self.readopt(&name, pidfd, p, true) {
+                        readopted.insert(name.clone());
+                    }
+                    continue;
+                }
+            }
             let mut state = state;
             if alive.is_none() && !self.spawns.is_child(&name) {
                 // Its launcher ended while no kernel ran, and left its status for us: judged by
@@ -1035,6 +1072,17 @@ impl Daemon {
             "re-adopted {name} ({what} pid {pid}); its kernel connection ended with the previous kernel and returns when it restarts"
         );
         true
+    }
+
+    /// The pid environment `name`'s name lock records, while the lock is held.
+    fn recorded_pid(&self, name: &str) -> Option<i32> {
+        let state = warren_sandbox::state::StateDir::new(&self.state_dir);
+        if !state.name_in_use(name).ok()? {
+            return None;
+        }
+        let record = std::fs::read(state.envs_dir().join(format!("{name}.lock"))).ok()?;
+        let v: Value = serde_json::from_slice(&record).ok()?;
+        i32::try_from(v["pid"].as_i64()?).ok()
     }
 
     /// A pidfd for environment `name`'s first process `pid`, if it still runs: its name lock
