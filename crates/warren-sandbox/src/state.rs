@@ -328,14 +328,20 @@ impl StateDir {
             let Some(name) = file.strip_suffix(".lock") else {
                 continue;
             };
-            let path = entry.path();
-            let record = std::fs::read(&path).unwrap_or_default();
-            if self.name_in_use(name)? {
+            if let Some(record) = self.live_record(name)? {
                 out.push((name.to_owned(), record));
             }
         }
         out.sort();
         Ok(out)
+    }
+
+    /// The record of live environment `name` (its launcher's, or whoever holds its name lock
+    /// now); `None` when the name is not held.
+    pub fn live_record(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        let record =
+            std::fs::read(self.envs_dir().join(format!("{name}.lock"))).unwrap_or_default();
+        Ok(self.name_in_use(name)?.then_some(record))
     }
 
     /// Take a free host uid range: the first free slot from a pseudo-random one, so a launch

@@ -110,6 +110,41 @@ fn logs(name: &str) -> String {
     stdout(&warren().args(["logs", name]).output().unwrap())
 }
 
+/// Apply `tables` plus a client environment `cli` that sends `body` to `target`, retrying while
+/// the name is unknown (as right after a kernel restart, until `target` has re-attached); the
+/// client must exit 0 within `secs` seconds, and `body` must then show in `target`'s log.
+fn send_through_a_client(
+    space: &Space,
+    tables: &[String],
+    cli: &str,
+    target: &str,
+    body: &str,
+    secs: u64,
+) {
+    let mut tables = tables.to_vec();
+    tables.push(table(
+        cli,
+        &format!(
+            "for i in $(seq 50); do warren-msg send {target} {body} && exit 0; \
+             sleep 0.2; done; exit 1"
+        ),
+        &[&format!("may_send = [\"{target}\"]")],
+    ));
+    let file = space.write_tables(&tables);
+    let o = run(&["apply", "--detailed-exitcodes"], &file);
+    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
+    let v = wait_for("the client to finish", secs, || {
+        ps_all()
+            .get(cli)
+            .filter(|v| v["state"] == "exited")
+            .cloned()
+    });
+    assert_eq!(v["last_exit"], 0, "{v}; client log: {}", logs(cli));
+    wait_for("the message after the restart", 10, || {
+        Some(logs(target)).filter(|l| l.contains(body))
+    });
+}
+
 // ----- apply -----
 
 #[test]
@@ -945,28 +980,7 @@ fn a_kernel_restart_keeps_environments_running_and_connected() {
     // The server's mailbox survived: a client started after the restart reaches it.
     // Environments re-attach to the new kernel shortly after it starts: until the server has,
     // its name is unknown, so the client tries for a while.
-    let mut tables = tables;
-    tables.push(table(
-        &cli,
-        &format!(
-            "for i in $(seq 50); do warren-msg send {srv} after-the-restart && exit 0; \
-             sleep 0.2; done; exit 1"
-        ),
-        &[&format!("may_send = [\"{srv}\"]")],
-    ));
-    let file = space.write_tables(&tables);
-    let o = run(&["apply", "--detailed-exitcodes"], &file);
-    assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
-    let v = wait_for("the client to finish", 15, || {
-        ps_all()
-            .get(&cli)
-            .filter(|v| v["state"] == "exited")
-            .cloned()
-    });
-    assert_eq!(v["last_exit"], 0, "{v}; client log: {}", logs(&cli));
-    wait_for("the message after the restart", 10, || {
-        Some(logs(&srv)).filter(|l| l.contains("after-the-restart"))
-    });
+    send_through_a_client(&space, &tables, &cli, &srv, "after-the-restart", 15);
     assert_eq!(pids(&srv), Some(before_srv));
 }
 
@@ -1226,28 +1240,8 @@ fn a_tenant_flooding_its_output_neither_starves_its_neighbour_nor_grows_past_the
         start_kernel();
         assert_eq!(pids(&quiet).map(|p| p.0), Some(quiet_pid));
         let client = space.name("ma-floodcli");
-        let mut with_client = tables.clone();
-        with_client.push(table(
-            &client,
-            &format!(
-                "for i in $(seq 50); do warren-msg send {quiet} after-the-{round}-restart && \
-                 exit 0; sleep 0.2; done; exit 1"
-            ),
-            &[&format!("may_send = [\"{quiet}\"]")],
-        ));
-        let file = space.write_tables(&with_client);
-        let o = run(&["apply", "--detailed-exitcodes"], &file);
-        assert_eq!(code(&o), 2, "{}{}", stdout(&o), stderr(&o));
-        let v = wait_for("the client to finish", 20, || {
-            ps_all()
-                .get(&client)
-                .filter(|v| v["state"] == "exited")
-                .cloned()
-        });
-        assert_eq!(v["last_exit"], 0, "{v}; client log: {}", logs(&client));
-        wait_for("the message after the restart", 10, || {
-            Some(logs(&quiet)).filter(|l| l.contains(&format!("after-the-{round}-restart")))
-        });
+        let body = format!("after-the-{round}-restart");
+        send_through_a_client(&space, &tables, &client, &quiet, &body, 20);
     }
     // The neighbour's stop is prompt and its end is seen, flood or not.
     let started = Instant::now();

@@ -1076,11 +1076,9 @@ impl Daemon {
 
     /// The pid environment `name`'s name lock records, while the lock is held.
     fn recorded_pid(&self, name: &str) -> Option<i32> {
-        let state = warren_sandbox::state::StateDir::new(&self.state_dir);
-        if !state.name_in_use(name).ok()? {
-            return None;
-        }
-        let record = std::fs::read(state.envs_dir().join(format!("{name}.lock"))).ok()?;
+        let record = warren_sandbox::state::StateDir::new(&self.state_dir)
+            .live_record(name)
+            .ok()??;
         let v: Value = serde_json::from_slice(&record).ok()?;
         i32::try_from(v["pid"].as_i64()?).ok()
     }
@@ -1090,13 +1088,7 @@ impl Daemon {
     /// passes).
     fn handed_alive(&self, name: &str, pid: i32) -> Option<OwnedFd> {
         let pidfd = pidfd_open(Pid::from_raw(pid)?, PidfdFlags::empty()).ok()?;
-        let state = warren_sandbox::state::StateDir::new(&self.state_dir);
-        if !state.name_in_use(name).ok()? {
-            return None;
-        }
-        let record = std::fs::read(state.envs_dir().join(format!("{name}.lock"))).ok()?;
-        let v: Value = serde_json::from_slice(&record).ok()?;
-        if v["pid"].as_i64() != Some(i64::from(pid)) {
+        if self.recorded_pid(name)? != pid {
             return None;
         }
         (!warren_sys::pidfd_ended(pidfd.as_fd())).then_some(pidfd)

@@ -7,8 +7,9 @@
 //! launchers share, the daemon's notice socket (for its hang-up), and per environment its
 //! seccomp listener, its log pipe and its kernel connection. A wake-up costs what is ready, not
 //! what is held: each environment's descriptors stay registered (level-triggered), and after
-//! serving one, the waiter registers that environment's current descriptors again (a kernel
-//! connection that re-attaches changes descriptor, possibly under the same number). Every child is reaped with
+//! serving its kernel connection, the waiter registers that environment's current descriptors
+//! again (a connection that re-attaches changes descriptor, possibly under the same number).
+//! Every child is reaped with
 //! `wait(2)`: a launcher's (or a stray's) status goes to the daemon as `exited`; an
 //! environment's ends its waiting, which does what its launcher did at its end (collects the
 //! status, removes the cgroup, copies the rest of the log, writes why it ended, releases the
@@ -359,8 +360,8 @@ impl Waiter {
         }
     }
 
-    /// Serve environment `id`'s descriptor of kind `kind` (an epoll event's `flags`), then
-    /// register its descriptors as they are now.
+    /// Serve environment `id`'s descriptor of kind `kind` (an epoll event's `flags`); after its
+    /// kernel connection, register its descriptors as they are now.
     fn serve(&mut self, id: u64, kind: u64, flags: EventFlags) {
         // (An event of an environment that has ended meanwhile finds nothing.)
         let Some(e) = self.envs.get_mut(&id) else {
@@ -387,9 +388,11 @@ impl Waiter {
                 if let Some(a) = e.attach.as_mut() {
                     a.ready();
                 }
+                // Only a kernel connection changes descriptor (a log's pipe or a listener
+                // only closes, which takes it out of the set).
+                self.watch(id);
             }
         }
-        self.watch(id);
     }
 
     /// Register environment `id`'s current descriptors (one already registered stays so:
